@@ -1,0 +1,193 @@
+"""The values that flow through market-monitor: ticks, bars, rejections and alerts.
+
+Ticks and bars travel in *batches*, as polars frames with the schemas below, because the engine
+works on the whole universe at once. `Tick` and `Bar` structs exist for the edges (one decoded wire
+message, a test case); `ticks_frame` / `bars_frame` turn lists of them into batches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import msgspec
+import polars as pl
+
+Timeframe = Literal["1m", "1d", "1w"]
+TIMEFRAMES: tuple[Timeframe, ...] = ("1m", "1d", "1w")
+UTC = dt.UTC
+
+TS = pl.Datetime("us", "UTC")
+
+TICK_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "ts": TS,
+    "price": pl.Float64(),
+    "size": pl.Float64(),
+    "id": pl.String(),
+}
+
+# Minute bars: `start` is the bar's first instant (UTC).
+MINUTE_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "start": TS,
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+}
+
+# Session (daily) bars belong to their exchange session date.
+DAILY_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "session": pl.Date(),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+}
+
+
+class Tick(msgspec.Struct, frozen=True):
+    """One trade: `ts` is timezone-aware UTC, `size` in shares, `id` the provider's trade id."""
+
+    symbol: str
+    ts: dt.datetime
+    price: float
+    size: float = 0.0
+    id: str | None = None
+
+
+class Bar(msgspec.Struct, frozen=True):
+    """One OHLCV bar. Minute bars carry `start`; daily bars carry `session`."""
+
+    symbol: str
+    timeframe: Timeframe
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+    start: dt.datetime | None = None
+    session: dt.date | None = None
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """Bad input as a value: counted by `reason`, logged, and the stream goes on."""
+
+    reason: str
+    symbol: str | None = None
+    raw: str = ""
+
+
+def ticks_frame(ticks: Iterable[Tick]) -> pl.DataFrame:
+    """Build a tick batch from `Tick` values (column lists, never a list of dicts)."""
+    cols: dict[str, list[object]] = {name: [] for name in TICK_SCHEMA}
+    for t in ticks:
+        cols["symbol"].append(t.symbol)
+        cols["ts"].append(t.ts)
+        cols["price"].append(t.price)
+        cols["size"].append(t.size)
+        cols["id"].append(t.id)
+    return pl.DataFrame(cols, schema=TICK_SCHEMA)
+
+
+def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """An empty frame of the given schema."""
+    return pl.DataFrame(schema=schema)
+
+
+def bars_frame(bars: Sequence[Bar], timeframe: Literal["1m", "1d"]) -> pl.DataFrame:
+    """Build a minute or daily bar batch from `Bar` values of that timeframe."""
+    key = "start" if timeframe == "1m" else "session"
+    schema = MINUTE_SCHEMA if timeframe == "1m" else DAILY_SCHEMA
+    cols: dict[str, list[object]] = {name: [] for name in schema}
+    for b in bars:
+        cols["symbol"].append(b.symbol)
+        cols[key].append(b.start if timeframe == "1m" else b.session)
+        for name in ("open", "high", "low", "close", "volume"):
+            cols[name].append(getattr(b, name))
+    return pl.DataFrame(cols, schema=schema)
+
+
+class HorizonStats(msgspec.Struct, frozen=True):
+    """Forward returns over `periods` after each earlier firing that has that much history."""
+
+    periods: int
+    count: int
+    mean: float | None
+    median: float | None
+    share_positive: float | None
+    min: float | None
+    max: float | None
+
+
+class History(msgspec.Struct, frozen=True):
+    """What happened after earlier episodes of the same rule on the same symbol."""
+
+    prior_occurrences: int
+    prior_dates: list[str]
+    forward: list[HorizonStats]
+
+
+Severity = Literal["info", "notice", "warning", "critical"]
+ALERT_SCHEMA = "market-monitor.alert/1"
+MetricValue = float | int | str | bool | None
+
+
+class Alert(msgspec.Struct, frozen=True, omit_defaults=False):
+    """The alert payload, `market-monitor.alert/1`; documented in docs/alerts.md."""
+
+    id: str
+    rule: str
+    kind: str
+    symbol: str
+    timeframe: str
+    session: str
+    ts: str
+    severity: Severity
+    title: str
+    text: str
+    metrics: dict[str, MetricValue]
+    history: History | None
+    schema: str = ALERT_SCHEMA
+
+
+_alert_encoder = msgspec.json.Encoder()
+_alert_decoder = msgspec.json.Decoder(Alert)
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """The alert as compact JSON bytes."""
+    return _alert_encoder.encode(alert)
+
+
+def decode_alert(raw: bytes | str) -> Alert:
+    """Parse an alert payload; raises msgspec.ValidationError / DecodeError on bad input."""
+    return _alert_decoder.decode(raw)
+
+
+class FeedBatch(msgspec.Struct):
+    """What one decoded wire message (or a micro-batch of them) carries into the engine.
+
+    Frames follow TICK_SCHEMA, MINUTE_SCHEMA and DAILY_SCHEMA; any of them may be empty.
+    `feed` names the feed it came from (for counters, lag and the stale-feed watchdog).
+    """
+
+    feed: str
+    ticks: pl.DataFrame
+    minute_bars: pl.DataFrame
+    daily_bars: pl.DataFrame
+    rejections: list[Rejection]
+
+    @classmethod
+    def empty(cls, feed: str) -> FeedBatch:
+        """A batch with nothing in it."""
+        return cls(feed, empty(TICK_SCHEMA), empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA), [])
+
+    def size(self) -> int:
+        """Rows of market data carried (rejections not included)."""
+        return self.ticks.height + self.minute_bars.height + self.daily_bars.height

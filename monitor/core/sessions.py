@@ -1,0 +1,96 @@
+"""Exchange sessions and trading weeks, from an exchange-calendars calendar passed in.
+
+A *session* is an exchange date (America/New_York) with an open and a close instant in UTC; early
+closes and holidays come from the calendar. A *trading week* is the sessions of one calendar week
+(Monday to Friday), labelled by its last session; a week with fewer than five sessions is a normal
+week, flagged `short`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import polars as pl
+
+from monitor.core.model import TS
+
+NEW_YORK = "America/New_York"
+
+
+class Sessions:
+    """Session dates, open/close instants and week labels of one exchange calendar.
+
+    `calendar` is an `exchange_calendars.ExchangeCalendar` (e.g. XNYS); it is read once here.
+    """
+
+    def __init__(self, calendar: Any) -> None:
+        sched = calendar.schedule
+        sessions = [d.date() for d in sched.index]
+        opens = [ts.to_pydatetime() for ts in sched["open"]]
+        closes = [ts.to_pydatetime() for ts in sched["close"]]
+        frame = pl.DataFrame(
+            {"session": sessions, "open_ts": opens, "close_ts": closes},
+            schema={"session": pl.Date(), "open_ts": TS, "close_ts": TS},
+        )
+        self.name: str = str(getattr(calendar, "name", "XNYS"))
+        self.frame: pl.DataFrame = with_weeks(frame)
+        self.first: dt.date = sessions[0]
+        self.last: dt.date = sessions[-1]
+        self._index = {d: i for i, d in enumerate(sessions)}
+        self._closes = dict(zip(sessions, closes, strict=True))
+        self._opens = dict(zip(sessions, opens, strict=True))
+        self._dates = sessions
+
+    def is_session(self, day: dt.date) -> bool:
+        """True when `day` is a trading session."""
+        return day in self._index
+
+    def close_of(self, day: dt.date) -> dt.datetime:
+        """The session's close instant (UTC); early closes included."""
+        return self._closes[day]
+
+    def open_of(self, day: dt.date) -> dt.datetime:
+        """The session's open instant (UTC)."""
+        return self._opens[day]
+
+    def covers(self, day: dt.date) -> bool:
+        """True when `day` lies within the calendar's range."""
+        return self.first <= day <= self.last
+
+    def shift(self, day: dt.date, sessions: int) -> dt.date | None:
+        """The session `sessions` after `day` (the first session on or after `day` when it is not
+        one), or None past the calendar's end."""
+        import bisect
+
+        i = bisect.bisect_left(self._dates, day)
+        j = i + sessions
+        if j < 0 or j >= len(self._dates):
+            return None
+        return self._dates[j]
+
+    def last_closed(self, now: dt.datetime) -> dt.date | None:
+        """The latest session whose close is at or before `now`."""
+        import bisect
+
+        i = bisect.bisect_right(self._dates, now.astimezone(dt.UTC).date()) - 1
+        while i >= 0:
+            day = self._dates[i]
+            if self._closes[day] <= now:
+                return day
+            i -= 1
+        return None
+
+    def between(self, first: dt.date, last: dt.date) -> pl.DataFrame:
+        """Session rows with `first <= session <= last`."""
+        return self.frame.filter(pl.col("session").is_between(first, last))
+
+
+def with_weeks(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add `week` (the label: last session of the calendar week), `week_sessions` and `short_week`
+    to a frame with a `session` date column holding every session of the range."""
+    week_key = pl.col("session").dt.truncate("1w")  # Monday of the ISO week
+    return frame.with_columns(
+        pl.col("session").max().over(week_key).alias("week"),
+        pl.len().over(week_key).cast(pl.Int32).alias("week_sessions"),
+    ).with_columns((pl.col("week_sessions") < 5).alias("short_week"))

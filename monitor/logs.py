@@ -1,0 +1,39 @@
+"""structlog set-up: JSON lines for the service, a console renderer on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+
+def configure(*, level: str = "info", json: bool | None = None) -> None:
+    """Configure structlog (and stdlib logging) once for the process.
+
+    `json=None` picks JSON when stderr is not a terminal.
+    """
+    use_json = (not sys.stderr.isatty()) if json is None else json
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[*processors, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+
+def get(name: str) -> Any:
+    """A logger bound to a component name."""
+    return structlog.get_logger(component=name)
