@@ -131,6 +131,7 @@ class History(msgspec.Struct, frozen=True):
     prior_occurrences: int
     prior_dates: list[str]
     forward: list[HorizonStats]
+    summary: str = ""
 
 
 Severity = Literal["info", "notice", "warning", "critical"]

@@ -1,0 +1,1 @@
+"""Outbound adapters: the durable alert outbox and the Redis publisher that drains it."""

@@ -1,0 +1,248 @@
+"""The engine: ingest(batch) / advance(now) -> alerts. The same object runs live and in replay.
+
+It keeps closed session (daily) bars for the universe, derives trading weeks from them, builds
+minute and session bars from ticks (through a BarBook), and on each `advance` evaluates every rule
+over the whole universe at once, emitting the firings in periods that closed since the last call.
+An alert id it has emitted is never emitted again (`fired`), so corrections do not repeat alerts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import polars as pl
+
+from monitor.core import firing
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, Alert, FeedBatch, Rejection, empty
+from monitor.core.payload import build_alerts
+from monitor.core.rules.context import RuleContext
+from monitor.core.rules.spec import RulesFile
+from monitor.core.sessions import NEW_YORK, Sessions
+
+if TYPE_CHECKING:
+    from monitor.core.bars import BarBook
+
+PRICE_COLS = ("open", "high", "low", "close")
+
+
+class Step(msgspec.Struct):
+    """What one `advance` produced."""
+
+    alerts: list[Alert]
+    minute_bars: pl.DataFrame
+    daily_bars: pl.DataFrame
+    rejections: list[Rejection]
+
+
+class EngineState(msgspec.Struct):
+    """What must survive a restart: emitted alert ids and how far evaluation got."""
+
+    fired: list[str]
+    watermarks: dict[str, dt.datetime]
+
+
+class Engine:
+    """Pure and synchronous: time comes in through `advance(now)`."""
+
+    def __init__(
+        self,
+        rules: RulesFile,
+        sessions: Sessions,
+        *,
+        short_interest: pl.DataFrame | None = None,
+        emit_after: dt.datetime | None = None,
+        bar_options: dict[str, Any] | None = None,
+        minute_history: int = 780,
+    ) -> None:
+        self.rules = [r for r in rules.rules if r.enabled]
+        self.sessions = sessions
+        self.ctx = RuleContext(names=dict(rules.names), short_interest=short_interest)
+        self.daily: pl.DataFrame = empty(DAILY_SCHEMA)
+        self.minutes: pl.DataFrame = empty(MINUTE_SCHEMA)
+        self._pending_daily: pl.DataFrame = empty(DAILY_SCHEMA)
+        self.fired: set[str] = set()
+        self.watermarks: dict[str, dt.datetime] = {}
+        if emit_after is not None:
+            self.watermarks = {tf: emit_after for tf in ("1m", "1d", "1w")}
+        self.counts: Counter[str] = Counter()
+        self._bar_options = bar_options or {}
+        self._book: BarBook | None = None
+        self._minute_history = minute_history
+        self.now: dt.datetime | None = None
+
+    # ----------------------------------------------------------------- ingest
+    def ingest(self, batch: FeedBatch) -> list[Rejection]:
+        """Take a batch of ticks and bars; bad rows come back as rejections (also counted)."""
+        rejections = list(batch.rejections)
+        if batch.ticks.height:
+            rejections += self.book.ingest_ticks(batch.ticks)
+        if batch.minute_bars.height:
+            rejections += self.book.ingest_minute_bars(batch.minute_bars)
+        if batch.daily_bars.height:
+            rejections += self.ingest_daily(batch.daily_bars)
+        for r in rejections:
+            self.counts[r.reason] += 1
+        return rejections
+
+    def ingest_daily(self, bars: pl.DataFrame) -> list[Rejection]:
+        """Upsert session bars by (symbol, session); they count once their session has closed."""
+        bars = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
+        bad = _bad_bar(bars)
+        off = ~pl.col("session").is_in(self.sessions.frame.get_column("session").implode())
+        rejected = bars.filter(bad | off).with_columns(
+            pl.when(bad).then(pl.lit("bad_bar")).otherwise(pl.lit("not_a_session")).alias("why")
+        )
+        rejections = [
+            Rejection(reason=why, symbol=sym, raw=f"{sym} {session}")
+            for sym, session, why in rejected.select("symbol", "session", "why").iter_rows()
+        ]
+        good = bars.filter(~(bad | off))
+        self._pending_daily = _upsert(self._pending_daily, good, ["symbol", "session"])
+        return rejections
+
+    @property
+    def book(self) -> BarBook:
+        """The tick-to-bar builder, created on first use."""
+        if self._book is None:
+            from monitor.core.bars import BarBook
+
+            self._book = BarBook(self.sessions, **self._bar_options)
+        return self._book
+
+    # ---------------------------------------------------------------- advance
+    def advance(self, now: dt.datetime) -> Step:
+        """Close what `now` closes, evaluate rules on newly closed periods, return the alerts."""
+        self.now = now
+        minute_bars, built_daily = empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA)
+        if self._book is not None:
+            closed = self._book.advance(now)
+            minute_bars, built_daily = closed.minute, closed.daily
+            if built_daily.height:
+                self._pending_daily = _upsert(self._pending_daily, built_daily, ["symbol", "session"])
+        new_daily = self._close_daily(now)
+        if minute_bars.height:
+            self.minutes = _upsert(self.minutes, minute_bars, ["symbol", "start"]).filter(
+                pl.int_range(pl.len()).reverse().over("symbol") < self._minute_history
+            )
+        alerts: list[Alert] = []
+        if minute_bars.height:
+            alerts += self._evaluate("1m", now)
+        if new_daily.height:
+            alerts += self._evaluate("1d", now)
+            alerts += self._evaluate("1w", now)
+        return Step(alerts, minute_bars, new_daily, [])
+
+    def warm(self, now: dt.datetime) -> int:
+        """Advance without emitting: load history so that only later periods can fire.
+        Returns how many historical firings were recorded as already seen."""
+        step = self.advance(now)
+        return len(step.alerts)
+
+    def _close_daily(self, now: dt.datetime) -> pl.DataFrame:
+        if self._pending_daily.is_empty():
+            return empty(DAILY_SCHEMA)
+        closes = self.sessions.frame.select("session", "close_ts")
+        pending = self._pending_daily.join(closes, on="session", how="left")
+        done = pending.filter(pl.col("close_ts") <= now).drop("close_ts")
+        self._pending_daily = pending.filter(pl.col("close_ts") > now).drop("close_ts")
+        if done.height:
+            self.daily = _upsert(self.daily, done, ["symbol", "session"])
+        return done
+
+    # -------------------------------------------------------------- evaluate
+    def _evaluate(self, timeframe: str, now: dt.datetime) -> list[Alert]:
+        rules = [r for r in self.rules if r.timeframe == timeframe]
+        bars = self.frame(timeframe, now)
+        if bars.is_empty():
+            return []
+        after = self.watermarks.get(timeframe)
+        alerts: list[Alert] = []
+        for rule in rules:
+            fired = firing.firings(bars, rule, self.ctx, after)
+            for alert in build_alerts(fired, rule, self.ctx):
+                if alert.id not in self.fired:
+                    self.fired.add(alert.id)
+                    alerts.append(alert)
+        self.watermarks[timeframe] = bars.get_column("ts").max()  # type: ignore[assignment]
+        alerts.sort(key=lambda a: (a.ts, a.rule, a.symbol))
+        return alerts
+
+    def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:
+        """Closed bars of a timeframe for rule evaluation: symbol, session, ts (bar close), OHLCV,
+        `idx` (period number within the symbol) and `ret1` (period return)."""
+        if timeframe == "1d":
+            frame = self.daily.join(
+                self.sessions.frame.select("session", pl.col("close_ts").alias("ts")), on="session"
+            )
+        elif timeframe == "1w":
+            frame = self.weekly(now)
+        else:
+            frame = self.minutes.with_columns(
+                pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date().alias("session"),
+                (pl.col("start") + pl.duration(minutes=1)).alias("ts"),
+            ).drop("start")
+        frame = frame.sort("symbol", "ts")
+        return frame.with_columns(
+            pl.int_range(pl.len()).over("symbol").alias("idx"),
+            (pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0).alias("ret1"),
+        ).select("symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "ret1")
+
+    def weekly(self, now: dt.datetime | None = None) -> pl.DataFrame:
+        """Closed trading weeks: labelled by the week's last session (`session`), `ts` its close,
+        `short_week` when the week had fewer than five sessions."""
+        weeks = self.sessions.frame.select("session", "week", "short_week")
+        closes = self.sessions.frame.select(
+            pl.col("session").alias("week"), pl.col("close_ts").alias("ts")
+        )
+        last = self.daily.get_column("session").max() if self.daily.height else None
+        frame = (
+            self.daily.join(weeks, on="session")
+            .sort("symbol", "session")
+            .group_by("symbol", "week", maintain_order=True)
+            .agg(
+                pl.col("open").first(),
+                pl.col("high").max(),
+                pl.col("low").min(),
+                pl.col("close").last(),
+                pl.col("volume").sum(),
+                pl.col("short_week").first(),
+            )
+            .join(closes, on="week")
+            .rename({"week": "session"})
+        )
+        if last is not None:
+            frame = frame.filter(pl.col("session") <= last)
+        if now is not None:
+            frame = frame.filter(pl.col("ts") <= now)
+        return frame
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> EngineState:
+        """A snapshot of what must survive a restart."""
+        return EngineState(fired=sorted(self.fired), watermarks=dict(self.watermarks))
+
+    def restore(self, state: EngineState) -> None:
+        """Continue from a snapshot: already-emitted alerts are not emitted again."""
+        self.fired |= set(state.fired)
+        for tf, ts in state.watermarks.items():
+            if tf not in self.watermarks or ts > self.watermarks[tf]:
+                self.watermarks[tf] = ts
+
+
+def _bad_bar(bars: pl.DataFrame) -> pl.Expr:
+    prices = [pl.col(c) for c in PRICE_COLS]
+    bad = pl.any_horizontal([p.is_null() | p.is_nan() | p.is_infinite() | (p <= 0) for p in prices])
+    bad = bad | (pl.col("high") < pl.col("low")) | pl.col("symbol").is_null()
+    bad = bad | pl.col("session").is_null() | (pl.col("volume") < 0).fill_null(False)
+    return bad
+
+
+def _upsert(old: pl.DataFrame, new: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Rows of `new` replace rows of `old` with the same key."""
+    if old.is_empty():
+        return new.unique(subset=key, keep="last", maintain_order=True).sort(key)
+    both = pl.concat([old, new.select(old.columns)], how="vertical_relaxed")
+    return both.unique(subset=key, keep="last", maintain_order=True).sort(key)

@@ -1,0 +1,27 @@
+"""Rule families, one module each. A module provides:
+
+- `condition(bars, rule, ctx) -> pl.DataFrame`: per symbol and period, whether the rule's condition
+  holds (`cond`) plus the metric columns, vectorised over the universe;
+- `describe(row, rule, ctx) -> (title, text)`: words for people, with the numbers;
+- `SEVERITY`: the default severity.
+
+The engine turns conditions into episodes (fire when the condition turns true), applies cooldowns,
+and attaches history.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from monitor.core.rules import breadth, drawdown, fade, movers, rotation, squeeze, streak, surge
+
+FAMILIES: dict[str, ModuleType] = {
+    "streak": streak,
+    "surge": surge,
+    "squeeze": squeeze,
+    "rotation": rotation,
+    "drawdown": drawdown,
+    "breadth": breadth,
+    "movers": movers,
+    "fade": fade,
+}

@@ -1,0 +1,43 @@
+"""`movers`: the `top` biggest gainers over `window` periods (or since a date)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from monitor.core import metrics as m
+from monitor.core.rules.context import RuleContext, day, pct, select_keys, unit
+from monitor.core.rules.spec import MoversRule
+
+SEVERITY = "info"
+
+
+def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.DataFrame:
+    """Condition: among the top `top` returns of the period and at least `min_return`."""
+    if rule.since is not None:
+        base = pl.col("close").filter(pl.col("session") <= rule.since).last().over(m.BY)
+        ret = (pl.col("close") / base - 1.0).alias("return")
+        frame = bars.with_columns(ret).with_columns(
+            pl.when(pl.col("session") > rule.since).then(pl.col("return")).alias("return")
+        )
+    else:
+        frame = bars.with_columns(m.window_return(rule.window or 1).alias("return"))
+    frame = frame.with_columns(
+        pl.col("return").rank("ordinal", descending=True).over("session").alias("rank")
+    )
+    cond = (pl.col("rank") <= rule.top) & (pl.col("return") >= rule.min_return)
+    return select_keys(frame, cond, [pl.col("return"), pl.col("rank"), pl.col("close")])
+
+
+def describe(row: dict[str, Any], rule: MoversRule, ctx: RuleContext) -> tuple[str, str]:
+    """Title and sentence for one firing."""
+    name = ctx.name(row["symbol"])
+    if rule.since is not None:
+        span = f"since {day(rule.since)}"
+    else:
+        w = rule.window or 1
+        span = f"over {w} {unit(rule.timeframe, w)}"
+    title = f"Top mover #{row['rank']}: {name} {pct(row['return'], signed=True)}"
+    text = f"{name} is the #{row['rank']} gainer {span}: {pct(row['return'], signed=True)}."
+    return title, text

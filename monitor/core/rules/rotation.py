@@ -1,0 +1,60 @@
+"""`rotation`: small caps outrunning large caps over `window` periods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from monitor.core import metrics as m
+from monitor.core.rules.context import RuleContext, pct, select_keys, unit
+from monitor.core.rules.spec import RotationRule
+
+SEVERITY = "notice"
+
+
+def condition(bars: pl.DataFrame, rule: RotationRule, ctx: RuleContext) -> pl.DataFrame:
+    """Condition: return(small) - return(large) >= min_spread (and, when set, the large-cap
+    return is at most `max_large_return`: e.g. 0 for "small caps up while large caps fall")."""
+    ret = m.window_return(rule.window)
+    both = bars.filter(pl.col("symbol").is_in([rule.small, rule.large])).with_columns(
+        ret.alias("return")
+    )
+    small = both.filter(pl.col("symbol") == rule.small)
+    large = both.filter(pl.col("symbol") == rule.large).select(
+        "session", pl.col("return").alias("large_return"), pl.col("close").alias("large_close")
+    )
+    frame = small.join(large, on="session", how="inner").sort("ts")
+    frame = frame.with_columns(
+        (pl.col("return") - pl.col("large_return")).alias("spread"),
+        pl.int_range(pl.len()).alias("idx"),
+    )
+    cond = pl.col("spread") >= rule.min_spread
+    if rule.max_large_return is not None:
+        cond = cond & (pl.col("large_return") <= rule.max_large_return)
+    return select_keys(
+        frame,
+        cond,
+        [
+            pl.col("spread"),
+            pl.col("return"),
+            pl.col("large_return"),
+            pl.lit(rule.large).alias("large"),
+            pl.col("close"),
+            pl.col("large_close"),
+        ],
+    )
+
+
+def describe(row: dict[str, Any], rule: RotationRule, ctx: RuleContext) -> tuple[str, str]:
+    """Title and sentence for one firing."""
+    small, large = ctx.name(rule.small), ctx.name(rule.large)
+    w = rule.window
+    points = row["spread"] * 100
+    title = f"Rotation: {small} beat {large} by {points:.1f} points in {w} {unit(rule.timeframe, w)}"
+    text = (
+        f"{small} beat {large} by {points:.1f} percentage points over {w} "
+        f"{unit(rule.timeframe, w)} ({pct(row['return'], signed=True)} against "
+        f"{pct(row['large_return'], signed=True)})."
+    )
+    return title, text

@@ -1,0 +1,186 @@
+"""Rules as declared in TOML (`[[rules]]` tables): typed, frozen, unknown fields refused.
+
+Parameter names are a contract shared by config, alert payloads and logs. Returns are fractions
+(`min_return = 0.01` is 1%); window lengths count periods of the rule's `timeframe`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from monitor.core.model import Severity
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+Fraction = Annotated[float, Meta(gt=-1.0, lt=100.0)]
+Share = Annotated[float, Meta(ge=0.0, le=1.0)]
+RuleTimeframe = Literal["1m", "1d", "1w"]
+RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+
+
+class RuleBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
+    """Fields every rule has. `symbols` or `universe = true` says what it watches."""
+
+    id: str
+    symbols: list[str] = []
+    universe: bool = False
+    timeframe: RuleTimeframe = "1d"
+    cooldown: NonNegInt = 0
+    severity: Severity | None = None
+    horizons: list[PositiveInt] = msgspec.field(default_factory=lambda: [5, 21, 63])
+    enabled: bool = True
+    description: str = ""
+
+
+class StreakRule(RuleBase, frozen=True, tag="streak"):
+    """`count` consecutive periods, each with a return above `min_return`; once per run."""
+
+    count: PositiveInt = 5
+    min_return: Fraction = 0.01
+
+
+class SurgeRule(RuleBase, frozen=True, tag="surge"):
+    """A `window`-period return of at least `min_return`, with the largest-since date."""
+
+    window: PositiveInt = 5
+    min_return: Fraction = 0.10
+
+
+class SqueezeRule(RuleBase, frozen=True, tag="squeeze"):
+    """A one-period jump on abnormal volume in a heavily shorted name."""
+
+    min_return: Fraction = 0.15
+    volume_ratio: Annotated[float, Meta(gt=0)] = 3.0
+    volume_window: PositiveInt = 20
+    min_short_interest: Annotated[float, Meta(ge=0)] = 0.20
+    min_days_to_cover: Annotated[float, Meta(ge=0)] | None = None
+    short_interest_lag: NonNegInt = 8
+    unknown_short_interest: Literal["skip", "fire"] = "skip"
+
+
+class RotationRule(RuleBase, frozen=True, tag="rotation"):
+    """Small caps outrunning large caps: `window` return of `small` minus that of `large`."""
+
+    small: str = "IWM"
+    large: str = "QQQ"
+    window: PositiveInt = 5
+    min_spread: Fraction = 0.03
+    max_large_return: Fraction | None = None
+
+
+class DrawdownRule(RuleBase, frozen=True, tag="drawdown"):
+    """Distance from the running high: back within `max_below_high` of it after being further
+    away, and/or fallen `min_below_high` below it. `lookback` limits the high to recent periods."""
+
+    max_below_high: Annotated[float, Meta(gt=0, lt=1)] | None = None
+    min_below_high: Annotated[float, Meta(gt=0, lt=1)] | None = None
+    lookback: PositiveInt | None = None
+
+
+class BreadthRule(RuleBase, frozen=True, tag="breadth"):
+    """The share of the universe up over `window` periods reaches `min_share`."""
+
+    window: PositiveInt = 5
+    min_share: Share = 0.7
+    min_symbols: PositiveInt = 10
+    label: str = "universe"
+
+
+class MoversRule(RuleBase, frozen=True, tag="movers"):
+    """The `top` biggest gainers over `window` periods (or `since` a date), each at least
+    `min_return`."""
+
+    window: PositiveInt | None = 5
+    since: dt.date | None = None
+    top: PositiveInt = 10
+    min_return: Fraction = 0.0
+
+
+class FadeRule(RuleBase, frozen=True, tag="fade"):
+    """A rally of `rise` within `rise_window` periods that then loses `drop` from its peak,
+    within `within` periods of the peak (default: `rise_window`)."""
+
+    rise: Annotated[float, Meta(gt=0)] = 0.10
+    rise_window: PositiveInt = 10
+    drop: Annotated[float, Meta(gt=0, lt=1)] = 0.05
+    within: PositiveInt | None = None
+
+
+Rule = (
+    StreakRule
+    | SurgeRule
+    | SqueezeRule
+    | RotationRule
+    | DrawdownRule
+    | BreadthRule
+    | MoversRule
+    | FadeRule
+)
+KINDS = ("streak", "surge", "squeeze", "rotation", "drawdown", "breadth", "movers", "fade")
+
+
+class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A rules file: display `names` for symbols, and the `[[rules]]`."""
+
+    rules: list[Rule] = []
+    names: dict[str, str] = {}
+
+
+class RuleError(ValueError):
+    """A rules file that does not validate; the message names the field path."""
+
+
+def parse_rules(text: bytes | str) -> RulesFile:
+    """Decode and validate a rules TOML document. Raises RuleError naming the field path."""
+    try:
+        parsed = msgspec.toml.decode(text, type=RulesFile)
+    except msgspec.ValidationError as exc:
+        raise RuleError(_field_message(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise RuleError(f"not valid TOML: {exc}") from None
+    seen: set[str] = set()
+    for i, rule in enumerate(parsed.rules):
+        where = f"rules[{i}]"
+        if not RULE_ID.match(rule.id):
+            raise RuleError(f"{where}.id: {rule.id!r} must be lowercase letters, digits, . _ -")
+        if rule.id in seen:
+            raise RuleError(f"{where}.id: duplicate rule id {rule.id!r}")
+        seen.add(rule.id)
+        _check_targets(rule, where)
+    return parsed
+
+
+def _check_targets(rule: Rule, where: str) -> None:
+    if isinstance(rule, RotationRule):
+        if rule.small == rule.large:
+            raise RuleError(f"{where}.large: must differ from small")
+        return
+    if isinstance(rule, BreadthRule):
+        if not rule.universe and len(rule.symbols) < 2:
+            raise RuleError(f"{where}.universe: breadth needs universe = true or 2+ symbols")
+        return
+    if isinstance(rule, MoversRule) and (rule.window is None) == (rule.since is None):
+        if rule.since is not None:
+            raise RuleError(f"{where}.since: give either window or since, not both")
+    if isinstance(rule, DrawdownRule) and rule.max_below_high is None and rule.min_below_high is None:
+        raise RuleError(f"{where}: drawdown needs max_below_high and/or min_below_high")
+    if not rule.symbols and not rule.universe:
+        raise RuleError(f"{where}.symbols: give symbols = [...] or universe = true")
+
+
+def _field_message(text: str) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.rules[0].count`": lead with the path.
+    if " - at `$." in text:
+        message, _, path = text.partition(" - at `$.")
+        return f"{path.rstrip('`')}: {message}"
+    return text
+
+
+def kind_of(rule: Rule) -> str:
+    """The rule's `kind` (msgspec keeps the tag on the class, not the instance)."""
+    return str(type(rule).__struct_config__.tag)

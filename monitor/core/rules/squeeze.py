@@ -1,0 +1,91 @@
+"""`squeeze`: a sharp jump on abnormal volume in a heavily shorted name.
+
+Short interest counts from `short_interest_lag` sessions after its settlement date (about when it
+is published), so a replay never uses a figure nobody had yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from monitor.core import metrics as m
+from monitor.core.rules.context import RuleContext, pct, select_keys, unit
+from monitor.core.rules.spec import SqueezeRule
+
+SEVERITY = "warning"
+
+
+def condition(bars: pl.DataFrame, rule: SqueezeRule, ctx: RuleContext) -> pl.DataFrame:
+    """Condition: return >= min_return AND volume ratio >= volume_ratio AND short interest
+    (as published by then) >= min_short_interest (or unknown, with unknown_short_interest="fire")."""
+    frame = bars.with_columns(
+        pl.col("ret1").alias("return"),
+        m.volume_ratio(rule.volume_window).alias("volume_ratio"),
+        pl.col("volume")
+        .shift(1)
+        .rolling_mean(rule.volume_window, min_samples=1)
+        .over(m.BY)
+        .alias("avg_volume"),
+    )
+    frame = _join_short_interest(frame, ctx, rule.short_interest_lag)
+    si = pl.col("short_interest")
+    known = si.is_not_null()
+    si_ok = si >= rule.min_short_interest
+    if rule.min_days_to_cover is not None:
+        si_ok = si_ok & (pl.col("days_to_cover") >= rule.min_days_to_cover)
+    short_ok = (
+        pl.when(known).then(si_ok).otherwise(pl.lit(rule.unknown_short_interest == "fire"))
+    )
+    cond = (
+        (pl.col("return") >= rule.min_return)
+        & (pl.col("volume_ratio") >= rule.volume_ratio)
+        & short_ok
+    )
+    return select_keys(
+        frame,
+        cond,
+        [
+            pl.col("return"),
+            pl.col("volume_ratio"),
+            pl.col("short_interest"),
+            known.alias("short_interest_known"),
+            pl.col("short_interest_date"),
+            pl.col("days_to_cover"),
+            pl.col("volume"),
+            pl.col("close"),
+        ],
+    )
+
+
+def _join_short_interest(frame: pl.DataFrame, ctx: RuleContext, lag: int) -> pl.DataFrame:
+    si = ctx.short_interest
+    if si is None or si.is_empty():
+        return frame.with_columns(
+            pl.lit(None, pl.Float64).alias("short_interest"),
+            pl.lit(None, pl.Date).alias("short_interest_date"),
+            pl.lit(None, pl.Float64).alias("days_to_cover"),
+        )
+    lagged = si.filter(pl.col("lag") == lag).drop("lag").sort("effective")
+    joined = frame.sort("session").join_asof(
+        lagged, left_on="session", right_on="effective", by="symbol", strategy="backward"
+    )
+    dtc = pl.col("shares_short") / pl.col("avg_volume")
+    return joined.with_columns(dtc.alias("days_to_cover")).sort("symbol", "ts")
+
+
+def describe(row: dict[str, Any], rule: SqueezeRule, ctx: RuleContext) -> tuple[str, str]:
+    """Title and sentence for one firing."""
+    name = ctx.name(row["symbol"])
+    if row.get("short_interest_known"):
+        short = f"with {pct(row['short_interest'])} of its float sold short"
+    else:
+        short = "short interest unknown"
+    title = f"Squeeze? {name} {pct(row['return'], signed=True)} on {row['volume_ratio']:.1f}x volume"
+    text = (
+        f"{name} jumped {pct(row['return'])} to {row['close']:,.2f} on "
+        f"{row['volume_ratio']:.1f}x its {rule.volume_window}-{unit(rule.timeframe)} average "
+        f"volume, {short}."
+    )
+    return title, text

@@ -1,0 +1,1 @@
+"""Inbound adapters: a transport in, batches of ticks, bars and rejections out."""
