@@ -1,10 +1,9 @@
 """The generic JSON wire format: ticks and bars, one object or an array of them, to a FeedBatch.
 
-A tick is `{"symbol", "ts", "price", "size"?, "id"?}`; a bar is
-`{"symbol", "timeframe": "1m" | "1d",
-"start" | "session", "open", "high", "low", "close", "volume"?}`. `ts` / `start` are epoch numbers
-in `FieldMap.ts_unit` (milliseconds by default) or ISO 8601 strings (naive means UTC); `session` is
-`YYYY-MM-DD`. A `FieldMap` reads other key names. Bad input never raises: every array element is
+A tick is `{"symbol", "ts", "price", "size"?, "id"?}` (`id` a string or an integer, kept as a
+string); a bar is `{"symbol", "timeframe": "1m" | "1d", "start" | "session", "open", "high", "low",
+"close", "volume"?}`. `ts` / `start` are epoch numbers in `FieldMap.ts_unit` (milliseconds by
+default) or ISO 8601 strings (naive means UTC); `session` is `YYYY-MM-DD`. A `FieldMap` reads other key names. Bad input never raises: every array element is
 either in a frame or in `rejections`, with one of the reasons below.
 
 Two paths: a typed msgspec decode for the common case (well-formed numeric-timestamp ticks) builds

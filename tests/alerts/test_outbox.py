@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,17 @@ def test_full_outbox_raises_and_keeps_what_it_had(tmp_path: Path) -> None:
         assert outbox.pending(1)[0][1] == "first"
 
 
+def test_missing_directory_gives_a_clear_error(tmp_path: Path) -> None:
+    """An outbox path in a directory that does not exist raises OutboxError, not sqlite3.Error."""
+    path = tmp_path / "missing" / "outbox.db"
+    with pytest.raises(OutboxError) as caught:
+        Outbox(path)
+    assert str(caught.value) == (
+        f"outbox {path}: cannot open: cannot_open (unable to open database file);"
+        " does the directory exist, and may this user write to it?"
+    )
+
+
 # Run as an unprivileged user: root may write to read-only files and directories.
 _OPEN_AS_NOBODY = """
 import json, sys
@@ -132,21 +144,27 @@ def _open_unprivileged(path: Path) -> list[str] | None:
 
 
 @pytest.mark.parametrize("case", ["read_only_file", "read_only_directory"])
-def test_read_only_location_gives_a_clear_error(tmp_path: Path, case: str) -> None:
+def test_read_only_location_gives_a_clear_error(case: str) -> None:
     """Opening an outbox this user cannot write raises OutboxError naming the path and the reason."""
-    tmp_path.chmod(0o755)
-    directory = tmp_path / "state"
+    # Not tmp_path: its parents are private to root, and the check runs as nobody when root.
+    with tempfile.TemporaryDirectory(prefix="outbox-ro-") as top:
+        _check_read_only(Path(top), case)
+
+
+def _check_read_only(top: Path, case: str) -> None:
+    top.chmod(0o755)
+    directory = top / "state"
     directory.mkdir()
     path = directory / "outbox.db"
     with Outbox(path) as outbox:
         outbox.put([make_alert("a")])
+    assert sorted(p.name for p in directory.iterdir()) == ["outbox.db"]
     if case == "read_only_file":
         directory.chmod(0o777)
         path.chmod(0o444)
     else:
         directory.chmod(0o555)
-        for name in ("outbox.db-wal", "outbox.db-shm"):
-            (directory / name).unlink(missing_ok=True)
+        path.chmod(0o666)
     try:
         expected = (
             f"outbox {path}: cannot open: read_only (attempt to write a readonly database);"
