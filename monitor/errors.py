@@ -30,7 +30,9 @@ class ConfigError(MonitorError):
 class DataError(MonitorError):
     """A history file that cannot be read as bars."""
 
-    def __init__(self, path: str, message: str, *, line: int | None = None, column: str | None = None):
+    def __init__(
+        self, path: str, message: str, *, line: int | None = None, column: str | None = None
+    ):
         where = path
         if line is not None:
             where += f", line {line}"

@@ -28,6 +28,7 @@ failed `put` stores none of its alerts: the caller knows they were not accepted.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -68,7 +69,8 @@ _REASONS = {
     26: "not_a_database",  # SQLITE_NOTADB
 }
 _HINTS = {
-    "cannot_open": "; does the directory exist, and may this user write to it?",
+    "cannot_open": "; may this user create and write files there?",
+    "no_directory": "; its directory does not exist",
     "read_only": "; the file or its directory is read-only for this user",
     "full": "; the disk (or the outbox's max_bytes) is full",
 }
@@ -255,4 +257,10 @@ class Outbox:
     def _error(self, action: str, exc: sqlite3.Error) -> OutboxError:
         code = getattr(exc, "sqlite_errorcode", None)
         reason = _REASONS.get(code & 0xFF, "sqlite_error") if isinstance(code, int) else "error"
+        if reason == "cannot_open":  # SQLite does not say why: look at the directory
+            parent = self.path.parent
+            if not parent.is_dir():
+                reason = "no_directory"
+            elif not os.access(parent, os.W_OK):
+                reason = "read_only"
         return OutboxError(self.path, action, reason, str(exc))

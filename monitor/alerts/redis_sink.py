@@ -272,7 +272,9 @@ class RedisPublisher:
         self._counters.inc("redis_errors")
         if self._down_since is None:
             self._down_since = time.monotonic()
-            self._log.warning("redis_unavailable", url=self.url, error=str(exc.__cause__ or exc))
+            cause = exc.__cause__ or exc
+            error = f"{type(cause).__name__}: {cause}"
+            self._log.warning("redis_unavailable", url=self.url, error=error)
         else:
             self._log.debug("redis_retry", url=self.url, attempt=self._failures)
         if not self._waiting_logged:

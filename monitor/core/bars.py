@@ -124,7 +124,7 @@ class BarBook:
         fresh = _aggregate(good.filter(~pl.col("late")))
         if fresh.height:
             self._open = _combine(pl.concat([self._open, fresh]))
-        return self._reject(pl.concat([rejected, refused.drop("key", "late")]), _tick_raw())
+        return self._reject(pl.concat([rejected, refused], how="diagonal"), _tick_raw())
 
     def ingest_minute_bars(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert provider minute bars by (symbol, start); they count as closed at once."""

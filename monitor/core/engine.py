@@ -121,7 +121,9 @@ class Engine:
             closed = self._book.advance(now)
             minute_bars, built_daily = closed.minute, closed.daily
             if built_daily.height:
-                self._pending_daily = _upsert(self._pending_daily, built_daily, ["symbol", "session"])
+                self._pending_daily = _upsert(
+                    self._pending_daily, built_daily, ["symbol", "session"]
+                )
         new_daily = self._close_daily(now)
         if minute_bars.height:
             self.minutes = _upsert(self.minutes, minute_bars, ["symbol", "start"]).filter(
@@ -133,6 +135,7 @@ class Engine:
         if new_daily.height:
             alerts += self._evaluate("1d", now)
             alerts += self._evaluate("1w", now)
+        alerts.sort(key=lambda a: (a.ts, a.rule, a.symbol, a.id))
         return Step(alerts, minute_bars, new_daily, [])
 
     def warm(self, now: dt.datetime) -> int:
@@ -167,7 +170,6 @@ class Engine:
                     self.fired.add(alert.id)
                     alerts.append(alert)
         self.watermarks[timeframe] = bars.get_column("ts").max()  # type: ignore[assignment]
-        alerts.sort(key=lambda a: (a.ts, a.rule, a.symbol))
         return alerts
 
     def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:

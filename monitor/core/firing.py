@@ -23,7 +23,7 @@ def rule_frame(bars: pl.DataFrame, rule: Rule) -> pl.DataFrame:
     if isinstance(rule, RotationRule):
         return bars.filter(pl.col("symbol").is_in([rule.small, rule.large]))
     if rule.universe:
-        return bars
+        return bars.filter(~pl.col("symbol").is_in(rule.exclude)) if rule.exclude else bars
     return bars.filter(pl.col("symbol").is_in(rule.symbols))
 
 

@@ -1,4 +1,4 @@
-""""What happened next": for each firing, the earlier episodes of the same rule on the same
+""" "What happened next": for each firing, the earlier episodes of the same rule on the same
 symbol and the forward returns that followed them.
 
 Only history the alert's own period could have known is used: an earlier firing counts for a
@@ -32,7 +32,9 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
         pl.col("session").alias("p_session"),
         *[pl.col(f"fwd_{h}").alias(f"p_fwd_{h}") for h in horizons],
     )
-    pairs = firings.select(*GROUP, "idx").join(prior, on=GROUP).filter(pl.col("p_idx") < pl.col("idx"))
+    pairs = (
+        firings.select(*GROUP, "idx").join(prior, on=GROUP).filter(pl.col("p_idx") < pl.col("idx"))
+    )
     aggs: list[pl.Expr] = [
         pl.len().alias("prior_occurrences"),
         pl.col("p_session").sort().alias("prior_dates"),

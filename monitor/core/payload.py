@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from monitor.core.model import Alert, HorizonStats, History, MetricValue
+from monitor.core.model import Alert, History, HorizonStats, MetricValue
 from monitor.core.rules import FAMILIES
 from monitor.core.rules.context import KEYS, RuleContext, pct, unit
 from monitor.core.rules.spec import Rule, kind_of
@@ -82,9 +82,7 @@ def _history(row: dict[str, Any], rule: Rule) -> History:
     )
 
 
-def summary(
-    count: int, first: str | None, stats: Sequence[HorizonStats], timeframe: str
-) -> str:
+def summary(count: int, first: str | None, stats: Sequence[HorizonStats], timeframe: str) -> str:
     """The history line for people: "4 earlier times since 1987; over the next 21 sessions,
     +6.1% on average (median +5.0%), 4 of 4 up"."""
     if count == 0 or first is None:

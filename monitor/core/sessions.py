@@ -26,9 +26,9 @@ class Sessions:
 
     def __init__(self, calendar: Any) -> None:
         sched = calendar.schedule
-        sessions = [d.date() for d in sched.index]
-        opens = [ts.to_pydatetime() for ts in sched["open"]]
-        closes = [ts.to_pydatetime() for ts in sched["close"]]
+        sessions: list[dt.date] = [d.date() for d in sched.index]
+        opens: list[dt.datetime] = [ts.to_pydatetime() for ts in sched["open"]]
+        closes: list[dt.datetime] = [ts.to_pydatetime() for ts in sched["close"]]
         frame = pl.DataFrame(
             {"session": sessions, "open_ts": opens, "close_ts": closes},
             schema={"session": pl.Date(), "open_ts": TS, "close_ts": TS},
@@ -38,9 +38,9 @@ class Sessions:
         self.first: dt.date = sessions[0]
         self.last: dt.date = sessions[-1]
         self._index = {d: i for i, d in enumerate(sessions)}
-        self._closes = dict(zip(sessions, closes, strict=True))
-        self._opens = dict(zip(sessions, opens, strict=True))
-        self._dates = sessions
+        self._closes: dict[dt.date, dt.datetime] = dict(zip(sessions, closes, strict=True))
+        self._opens: dict[dt.date, dt.datetime] = dict(zip(sessions, opens, strict=True))
+        self._dates: list[dt.date] = sessions
 
     def is_session(self, day: dt.date) -> bool:
         """True when `day` is a trading session."""

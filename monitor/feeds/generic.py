@@ -3,8 +3,9 @@
 A tick is `{"symbol", "ts", "price", "size"?, "id"?}` (`id` a string or an integer, kept as a
 string); a bar is `{"symbol", "timeframe": "1m" | "1d", "start" | "session", "open", "high", "low",
 "close", "volume"?}`. `ts` / `start` are epoch numbers in `FieldMap.ts_unit` (milliseconds by
-default) or ISO 8601 strings (naive means UTC); `session` is `YYYY-MM-DD`. A `FieldMap` reads other key names. Bad input never raises: every array element is
-either in a frame or in `rejections`, with one of the reasons below.
+default) or ISO 8601 strings (naive means UTC); `session` is `YYYY-MM-DD`.
+A `FieldMap` reads other key names. Bad input never raises: every array element is either in a
+frame or in `rejections`, with one of the reasons below.
 
 Two paths: a typed msgspec decode for the common case (well-formed numeric-timestamp ticks) builds
 the frame from column lists in a few polars calls; anything else falls back to a lenient per-element
@@ -135,15 +136,16 @@ def _fast_batch(decoded: Any, feed: str, us_per: float) -> FeedBatch | None:
     prices = [t.price for t in items]
     sizes = [t.size for t in items]
     limit = min(_MAX_US / us_per, _MAX_INT64)
+    # msgspec never yields NaN or inf from JSON (1e400 is a decode error), so min() is enough.
     if not (
         all(symbols)
         and -limit < min(stamps)
         and max(stamps) < limit
-        and all(0.0 < p < _INF for p in prices)
-        and all(0.0 <= s < _INF for s in sizes)
+        and min(prices) > 0.0
+        and min(sizes) >= 0.0
     ):
         return None
-    ids = [t.id if t.id is None or t.id.__class__ is str else str(t.id) for t in items]
+    ids = [t.id if t.id.__class__ is not int else str(t.id) for t in items]
     return _batch(feed, _ticks_frame(symbols, stamps, us_per, prices, sizes, ids), [])
 
 

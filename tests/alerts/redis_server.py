@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One `redis-server` subprocess bound to 127.0.0.1, without persistence; extra `args` appended."""
+    """One `redis-server` on 127.0.0.1 without persistence; `args` are extra server options."""
 
     def __init__(self, port: int | None = None, *args: str, ready_timeout_s: float = 5.0) -> None:
         self.port = port if port is not None else free_port()
@@ -112,6 +112,7 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                reply = sock.recv(64)
         except OSError:
             return False
+        return reply.startswith((b"+PONG", b"-NOAUTH"))  # NOAUTH: serving, with requirepass

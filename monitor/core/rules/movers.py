@@ -22,7 +22,7 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
             pl.when(pl.col("session") > rule.since).then(pl.col("return")).alias("return")
         )
     else:
-        frame = bars.with_columns(m.window_return(rule.window or 1).alias("return"))
+        frame = bars.with_columns(m.window_return(rule.window or 5).alias("return"))
     frame = frame.with_columns(
         pl.col("return").rank("ordinal", descending=True).over("session").alias("rank")
     )
@@ -36,7 +36,7 @@ def describe(row: dict[str, Any], rule: MoversRule, ctx: RuleContext) -> tuple[s
     if rule.since is not None:
         span = f"since {day(rule.since)}"
     else:
-        w = rule.window or 1
+        w = rule.window or 5
         span = f"over {w} {unit(rule.timeframe, w)}"
     title = f"Top mover #{row['rank']}: {name} {pct(row['return'], signed=True)}"
     text = f"{name} is the #{row['rank']} gainer {span}: {pct(row['return'], signed=True)}."

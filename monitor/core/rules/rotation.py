@@ -51,7 +51,9 @@ def describe(row: dict[str, Any], rule: RotationRule, ctx: RuleContext) -> tuple
     small, large = ctx.name(rule.small), ctx.name(rule.large)
     w = rule.window
     points = row["spread"] * 100
-    title = f"Rotation: {small} beat {large} by {points:.1f} points in {w} {unit(rule.timeframe, w)}"
+    title = (
+        f"Rotation: {small} beat {large} by {points:.1f} points in {w} {unit(rule.timeframe, w)}"
+    )
     text = (
         f"{small} beat {large} by {points:.1f} percentage points over {w} "
         f"{unit(rule.timeframe, w)} ({pct(row['return'], signed=True)} against "

@@ -24,11 +24,13 @@ RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 
 
 class RuleBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
-    """Fields every rule has. `symbols` or `universe = true` says what it watches."""
+    """Fields every rule has. `symbols` or `universe = true` says what it watches; `exclude`
+    removes symbols (indexes, ETFs) from the universe. `cooldown` counts periods."""
 
     id: str
     symbols: list[str] = []
     universe: bool = False
+    exclude: list[str] = []
     timeframe: RuleTimeframe = "1d"
     cooldown: NonNegInt = 0
     severity: Severity | None = None
@@ -95,7 +97,7 @@ class MoversRule(RuleBase, frozen=True, tag="movers"):
     """The `top` biggest gainers over `window` periods (or `since` a date), each at least
     `min_return`."""
 
-    window: PositiveInt | None = 5
+    window: PositiveInt | None = None  # 5 when neither window nor since is given
     since: dt.date | None = None
     top: PositiveInt = 10
     min_return: Fraction = 0.0
@@ -164,10 +166,13 @@ def _check_targets(rule: Rule, where: str) -> None:
         if not rule.universe and len(rule.symbols) < 2:
             raise RuleError(f"{where}.universe: breadth needs universe = true or 2+ symbols")
         return
-    if isinstance(rule, MoversRule) and (rule.window is None) == (rule.since is None):
-        if rule.since is not None:
-            raise RuleError(f"{where}.since: give either window or since, not both")
-    if isinstance(rule, DrawdownRule) and rule.max_below_high is None and rule.min_below_high is None:
+    if isinstance(rule, MoversRule) and rule.since is not None and rule.window is not None:
+        raise RuleError(f"{where}.since: give either window or since, not both")
+    if (
+        isinstance(rule, DrawdownRule)
+        and rule.max_below_high is None
+        and rule.min_below_high is None
+    ):
         raise RuleError(f"{where}: drawdown needs max_below_high and/or min_below_high")
     if not rule.symbols and not rule.universe:
         raise RuleError(f"{where}.symbols: give symbols = [...] or universe = true")

@@ -18,8 +18,8 @@ SEVERITY = "warning"
 
 
 def condition(bars: pl.DataFrame, rule: SqueezeRule, ctx: RuleContext) -> pl.DataFrame:
-    """Condition: return >= min_return AND volume ratio >= volume_ratio AND short interest
-    (as published by then) >= min_short_interest (or unknown, with unknown_short_interest="fire")."""
+    """Condition: return >= min_return AND volume ratio >= volume_ratio AND short interest (as
+    published by then) >= min_short_interest (or unknown, with unknown_short_interest="fire")."""
     frame = bars.with_columns(
         pl.col("ret1").alias("return"),
         m.volume_ratio(rule.volume_window).alias("volume_ratio"),
@@ -35,9 +35,7 @@ def condition(bars: pl.DataFrame, rule: SqueezeRule, ctx: RuleContext) -> pl.Dat
     si_ok = si >= rule.min_short_interest
     if rule.min_days_to_cover is not None:
         si_ok = si_ok & (pl.col("days_to_cover") >= rule.min_days_to_cover)
-    short_ok = (
-        pl.when(known).then(si_ok).otherwise(pl.lit(rule.unknown_short_interest == "fire"))
-    )
+    short_ok = pl.when(known).then(si_ok).otherwise(pl.lit(rule.unknown_short_interest == "fire"))
     cond = (
         (pl.col("return") >= rule.min_return)
         & (pl.col("volume_ratio") >= rule.volume_ratio)
@@ -82,7 +80,9 @@ def describe(row: dict[str, Any], rule: SqueezeRule, ctx: RuleContext) -> tuple[
         short = f"with {pct(row['short_interest'])} of its float sold short"
     else:
         short = "short interest unknown"
-    title = f"Squeeze? {name} {pct(row['return'], signed=True)} on {row['volume_ratio']:.1f}x volume"
+    title = (
+        f"Squeeze? {name} {pct(row['return'], signed=True)} on {row['volume_ratio']:.1f}x volume"
+    )
     text = (
         f"{name} jumped {pct(row['return'])} to {row['close']:,.2f} on "
         f"{row['volume_ratio']:.1f}x its {rule.volume_window}-{unit(rule.timeframe)} average "

@@ -1,0 +1,164 @@
+"""Command line: argv -> config -> service / replay; exit codes.
+
+Exit codes: 0 ok, 2 usage, 65 unreadable data file, 78 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from monitor import __version__
+from monitor.errors import EX_CONFIG, EX_DATAERR, ConfigError, DataError
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="market-monitor", description="Streaming monitor of US small-cap rallies."
+    )
+    p.add_argument("--version", action="version", version=f"market-monitor {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("replay", help="run the rules over history and print every alert")
+    r.add_argument("--rules", required=True, help="rules TOML file")
+    r.add_argument("--data", action="append", required=True, metavar="[SYMBOL=]PATH")
+    r.add_argument("--short-interest", metavar="PATH")
+    r.add_argument("--from", dest="start", type=_date, metavar="DATE")
+    r.add_argument("--to", dest="end", type=_date, metavar="DATE")
+    r.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
+    r.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
+    r.add_argument("--batch-sessions", type=int, default=None, help=argparse.SUPPRESS)
+
+    d = sub.add_parser("demo", help="replay the July 2024 small-cap rally from shipped data")
+    d.add_argument("--format", choices=["jsonl", "table"], default="table")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `market-monitor` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "replay":
+            return _replay(args)
+        if args.command == "demo":
+            return _demo(args)
+    except ConfigError as exc:
+        print(f"market-monitor: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except DataError as exc:
+        print(f"market-monitor: data error: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    return 2
+
+
+def load_rules(path: str | Path) -> object:
+    """Read and validate a rules file; ConfigError names the file and field path."""
+    from monitor.core.rules.spec import RuleError, parse_rules
+
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read rules: {exc.strerror}") from None
+    try:
+        return parse_rules(text)
+    except RuleError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from monitor.datafiles import parse_data_arg, read_many
+
+    specs = [parse_data_arg(a) for a in args.data]
+    loaded = read_many(specs, adjusted=args.adjusted, end=args.end)
+    return _run_replay(
+        rules_path=args.rules,
+        bars=loaded.bars,
+        counts=loaded.counts,
+        short_interest=args.short_interest,
+        start=args.start,
+        fmt=args.format,
+        batch_sessions=args.batch_sessions,
+    )
+
+
+def _run_replay(
+    *,
+    rules_path: str | Path,
+    bars: object,
+    counts: dict[str, int],
+    short_interest: str | None,
+    start: dt.date | None,
+    fmt: str,
+    batch_sessions: int | None = None,
+) -> int:
+    import polars as pl
+
+    from monitor.calendar import nyse_sessions
+    from monitor.core.model import encode_alert
+    from monitor.core.rules.spec import RulesFile
+    from monitor.replay import build_engine, emit_after_for, replay, table
+    from monitor.short_interest_io import read_short_interest
+
+    rules = load_rules(rules_path)
+    assert isinstance(rules, RulesFile)
+    assert isinstance(bars, pl.DataFrame)
+    if bars.is_empty():
+        raise DataError("--data", "no bars to replay (check the files and --to)")
+    first: dt.date = bars.get_column("session").min()  # type: ignore[assignment]
+    last: dt.date = bars.get_column("session").max()  # type: ignore[assignment]
+    sessions = nyse_sessions(first, last)
+    si = read_short_interest(short_interest) if short_interest else None
+    engine = build_engine(
+        rules, sessions, short_interest=si, emit_after=emit_after_for(sessions, start)
+    )
+    out = sys.stdout
+    alerts = []
+    for alert in replay(engine, bars, batch_sessions=batch_sessions):
+        if fmt == "jsonl":
+            out.write(encode_alert(alert).decode() + "\n")
+        else:
+            alerts.append(alert)
+    if fmt == "table":
+        out.write(table(alerts))
+    out.flush()
+    rejected = {**counts, **{k: v for k, v in engine.counts.items()}}
+    if rejected:
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))
+        print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from monitor.datafiles import DataSpec, read_many
+
+    demo = resources.files("monitor") / "demo"
+    specs = [
+        DataSpec(path=str(demo / "rut_index_daily_1987_2026.csv"), symbol="^RUT"),
+        DataSpec(path=str(demo / "iwm_daily_adj_2023_2024.csv"), symbol="IWM"),
+        DataSpec(path=str(demo / "qqq_daily_adj_2023_2024.csv"), symbol="QQQ"),
+        DataSpec(path=str(demo / "smallcaps_ohlcv_2024-06-28_2024-08-02.csv")),
+    ]
+    loaded = read_many(specs, end=dt.date(2024, 7, 31))
+    if args.format == "table":
+        print("market-monitor demo: the July 2024 small-cap rally, replayed through the shipped")
+        print("rules (config/rules.toml) over real history: ^RUT since 1987, IWM and QQQ,")
+        print("and three small caps. Alerts of July 2024, each with what history says next.\n")
+    return _run_replay(
+        rules_path=str(demo / "rules.toml"),
+        bars=loaded.bars,
+        counts=loaded.counts,
+        short_interest=None,
+        start=dt.date(2024, 7, 1),
+        fmt=args.format,
+    )

@@ -1,0 +1,242 @@
+"""The daemon's configuration: TOML, environment overrides, secrets resolved here.
+
+Decoded into frozen structs that refuse unknown fields; every error names the field path and the
+CLI exits 78. Each component receives only its own slice.
+
+Environment overrides: `MARKET_MONITOR__SECTION__KEY=value` sets `[section] key` (values parsed as
+TOML scalars when they parse, else taken as strings), e.g. `MARKET_MONITOR__REDIS__URL`.
+Secrets are never in the file: `password_env = "NAME"` reads an environment variable,
+`password_file = "/run/credentials/market-monitor/redis"` reads a file (systemd LoadCredential=).
+Resolved secrets are `Secret` values, masked in every repr and log.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from monitor.errors import ConfigError
+
+ENV_PREFIX = "MARKET_MONITOR__"
+
+
+class Secret(str):
+    """A string that never shows itself in a repr, a log line or `config check`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def masked(self) -> str:
+        """What to print instead of the value."""
+        return "***"
+
+
+class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Config structs: frozen, unknown fields refused."""
+
+
+class StoreConfig(Base, frozen=True):
+    path: str = "var/market-monitor"
+    snapshot_interval_s: Annotated[float, Meta(gt=0)] = 300.0
+
+
+class FeedConfig(Base, frozen=True):
+    """One inbound feed. `kind`: mqtt, websocket or replay."""
+
+    kind: Literal["mqtt", "websocket", "replay"]
+    name: str = ""
+    url: str = ""
+    topics: list[str] = []
+    qos: Literal[0, 1] = 1
+    client_id: str = ""
+    session_expiry_s: Annotated[int, Meta(ge=0)] | None = 3600
+    provider: Literal["generic", "alpaca", "polygon", "finnhub"] = "generic"
+    symbols: list[str] = []
+    username: str = ""
+    username_env: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    key_env: str = ""
+    key_file: str = ""
+    secret_env: str = ""
+    secret_file: str = ""
+    ca_file: str = ""
+    tls_verify: bool = True
+    stale_after_s: Annotated[float, Meta(gt=0)] = 60.0
+    rest_url: str = ""
+    watch_broker_drops: bool = True
+    # replay feed: a history file streamed as if live on an accelerated clock
+    data: list[str] = []
+    speed: Annotated[float, Meta(gt=0)] = 86400.0
+    start: str = ""
+    field_map: dict[str, str] = {}
+
+
+class RedisConfig(Base, frozen=True):
+    url: str = "redis://127.0.0.1:6379/0"
+    channel: str = "market-monitor:alerts"
+    stream: str = "market-monitor:alerts"
+    maxlen: Annotated[int, Meta(ge=1)] = 100_000
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    ca_file: str = ""
+    tls_verify: bool = True
+
+
+class RulesConfig(Base, frozen=True):
+    file: str = "rules.toml"
+    short_interest: str = ""
+
+
+class HttpConfig(Base, frozen=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 9108
+
+
+class EngineConfig(Base, frozen=True):
+    queue_size: Annotated[int, Meta(ge=1)] = 10_000
+    batch_max_rows: Annotated[int, Meta(ge=1)] = 50_000
+    batch_max_age_ms: Annotated[float, Meta(gt=0)] = 50.0
+    late_ticks: Literal["correct", "reject"] = "correct"
+    extended_hours: bool = False
+    universe: list[str] = []
+    max_jump: Annotated[float, Meta(gt=1)] = 10.0
+
+
+class ShutdownConfig(Base, frozen=True):
+    grace_s: Annotated[float, Meta(gt=0)] = 10.0
+
+
+class LogConfig(Base, frozen=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json: bool | None = None
+
+
+class Config(Base, frozen=True):
+    """The whole daemon configuration (`market-monitor run --config FILE`)."""
+
+    store: StoreConfig = StoreConfig()
+    feeds: list[FeedConfig] = []
+    redis: RedisConfig = RedisConfig()
+    rules: RulesConfig = RulesConfig()
+    http: HttpConfig = HttpConfig()
+    engine: EngineConfig = EngineConfig()
+    shutdown: ShutdownConfig = ShutdownConfig()
+    log: LogConfig = LogConfig()
+    base_dir: str = "."
+
+
+def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    """Read, override from the environment, validate. Raises ConfigError naming the field."""
+    env = dict(os.environ if environ is None else environ)
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _apply_env(raw, env)
+    raw["base_dir"] = str(p.resolve().parent)
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {_field_path(str(exc))}") from None
+    for i, feed in enumerate(config.feeds):
+        if feed.kind in ("mqtt", "websocket") and not feed.url:
+            raise ConfigError(f"{path}: feeds[{i}].url: required for a {feed.kind} feed")
+        if feed.kind == "replay" and not feed.data:
+            raise ConfigError(f"{path}: feeds[{i}].data: a replay feed needs data files")
+    return config
+
+
+def resolve(config: Config, relative: str) -> Path:
+    """A path from the config, relative to the config file's folder."""
+    p = Path(relative)
+    return p if p.is_absolute() else Path(config.base_dir) / p
+
+
+def secret(
+    where: str, *, env_name: str, file_name: str, environ: dict[str, str] | None = None
+) -> Secret | None:
+    """Resolve a secret from `*_env` or `*_file`; None when neither is set. ConfigError when
+    the variable or file is missing."""
+    env = os.environ if environ is None else environ
+    if env_name:
+        if env_name not in env:
+            raise ConfigError(f"{where}_env: environment variable {env_name} is not set")
+        return Secret(env[env_name])
+    if file_name:
+        try:
+            text = Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}_file: cannot read {file_name}: {exc.strerror}") from None
+        return Secret(text)
+    return None
+
+
+def readable_by_others(path: str | Path) -> bool:
+    """True when a config or credential file can be read by group or others."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & (stat.S_IRGRP | stat.S_IROTH))
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, credentials masked (for `config check`)."""
+    data: dict[str, Any] = msgspec.to_builtins(config)
+    for section in [data.get("redis", {}), *data.get("feeds", [])]:
+        url = section.get("url")
+        if isinstance(url, str):
+            section["url"] = mask_url(url)
+    return data
+
+
+def mask_url(url: str) -> str:
+    """`redis://user:pw@host` -> `redis://user:***@host`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    cred, _, host = rest.rpartition("@")
+    user = cred.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in cred else f"{scheme}://{user}@{host}"
+
+
+def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part} is not a table")
+        node[path[-1]] = _scalar(value)
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _field_path(text: str) -> str:
+    if " - at `$." in text:
+        message, _, path = text.partition(" - at `$.")
+        return f"{path.rstrip('`')}: {message}"
+    return text

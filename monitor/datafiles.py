@@ -1,0 +1,530 @@
+"""Daily-bar history files (CSV and Parquet) for the `replay` and `backfill` commands.
+
+A file is one of three layouts, told apart by its header. Names are matched without regard to
+case, spaces or `_` (`Adj Close`, `adj_close` and `ADJCLOSE` are one name):
+
+- **single**: a date column and a close column, no symbol column. The symbol is the one given
+  as `SYMBOL=PATH`, else the file name's stem uppercased (`crbu_close.csv` -> `CRBU_CLOSE`).
+- **long**: the same plus a `symbol` column; one row per symbol and session.
+- **wide**: a date column and one close column per symbol, and no symbol, close or adjusted-close
+  column. A blank cell is simply no bar. A ticker that reads like a field (Opendoor is `OPEN`) is
+  still a ticker, unless every column besides the date is one of open/high/low/volume.
+
+The date column is `date`, `session`, `datetime` or `timestamp`, in that order of preference; a
+time part is ignored and the date taken as written (`2024-02-20 04:00:00-05:00` -> 2024-02-20).
+A blank open, high or low is the close; a missing volume is null (0 is kept). With
+`adjusted=True` the adjusted close replaces the close and open/high/low are scaled by adj/close;
+volume is left as published. For long and wide files, `SYMBOL=PATH` keeps that symbol only.
+
+Bad files raise `DataError` (file, and line and column where they apply; for Parquet the message
+gives the 1-based row). Bad rows are values: a `Rejection` with raw `"<path>:<line>"`, counted by
+reason (`missing_date`, `missing_symbol`, `missing_close`, `bad_price`, `bad_bar`, `duplicate`).
+Out-of-order dates are sorted and counted under `unsorted`; the word `null` (Yahoo's marker) and
+blank cells are missing values; a row whose every cell is blank is skipped like a blank line.
+Accepted bars within the 1e-6 tolerance have high and low widened to cover open and close.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import msgspec
+import polars as pl
+
+from monitor.core.model import DAILY_SCHEMA, Rejection
+from monitor.errors import DataError
+
+_DATE_KEYS = ("date", "session", "datetime", "timestamp")
+_FIELD_KEYS = ("open", "high", "low", "close", "volume", "adjclose", "symbol")
+_DATE_RE = r"^(\d{4}-\d{1,2}-\d{1,2})(?:[T ].*)?$"
+_REL_TOL = 1e-6
+_PRICES = ("open", "high", "low", "close")
+
+
+class DataSpec(msgspec.Struct, frozen=True):
+    """One history file to read, and the symbol given for it on the command line, if any."""
+
+    path: str
+    symbol: str | None = None
+
+
+class LoadedBars(msgspec.Struct):
+    """Bars (DAILY_SCHEMA, sorted by symbol and session), rejected rows, and counts by reason."""
+
+    bars: pl.DataFrame
+    rejections: list[Rejection]
+    counts: dict[str, int]
+
+
+def parse_data_arg(arg: str) -> DataSpec:
+    """`"^RUT=path.csv"` -> symbol `^RUT`; `"path.csv"` -> no symbol.
+
+    Split on the first `=` only when the part before it has no `/` (so `./a=b.csv` is a path).
+    """
+    left, sep, right = arg.partition("=")
+    if not sep or "/" in left:
+        if not arg:
+            raise DataError(arg, "empty data file argument")
+        return DataSpec(arg)
+    if not left.strip() or not right:
+        raise DataError(arg, "expected SYMBOL=PATH or PATH")
+    return DataSpec(right, left.strip())
+
+
+def read_daily(
+    spec: DataSpec, *, adjusted: bool = False, start: date | None = None, end: date | None = None
+) -> LoadedBars:
+    """Read one history file into daily bars; dates outside [start, end] are dropped."""
+    return read_many([spec], adjusted=adjusted, start=start, end=end)
+
+
+def read_many(
+    specs: Sequence[DataSpec],
+    *,
+    adjusted: bool = False,
+    start: date | None = None,
+    end: date | None = None,
+) -> LoadedBars:
+    """Read several files into one set of bars; a (symbol, session) seen again is a duplicate."""
+    tables: list[_Table] = []
+    frames: list[pl.DataFrame] = []
+    rejections: list[Rejection] = []
+    counts: dict[str, int] = {}
+    known_sorted = len(specs) == 1
+    for number, spec in enumerate(specs):
+        table = _read_table(spec.path)
+        frame, is_wide, sorted_unique, unsorted = _bars(table, spec, adjusted, start, end)
+        known_sorted = known_sorted and sorted_unique
+        if unsorted:
+            counts["unsorted"] = counts.get("unsorted", 0) + unsorted
+        frame = _reject_bad(table, frame, rejections, counts, close_only=is_wide)
+        tables.append(table)
+        frames.append(frame.with_columns(pl.lit(number, pl.UInt32).alias("_file")))
+    bars = pl.concat(frames) if frames else _empty_work()
+    if not known_sorted:
+        bars = _drop_duplicates(tables, bars, rejections, counts)
+    bars = bars.select(pl.col(name).cast(dtype) for name, dtype in DAILY_SCHEMA.items())
+    return LoadedBars(bars, rejections, counts)
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+class _Table(msgspec.Struct):
+    """A file as read: all strings for CSV, typed columns for Parquet."""
+
+    path: str
+    frame: pl.DataFrame
+    is_csv: bool
+
+    def where(self, rows: Sequence[int]) -> list[str]:
+        """`path:line` (CSV) or `path:row n` (Parquet) for 0-based data rows."""
+        if not self.is_csv:
+            return [f"{self.path}:row {r + 1}" for r in rows]
+        lines = _csv_lines(self.path, rows)
+        return [f"{self.path}:{lines[r]}" for r in rows]
+
+    def error(self, row: int, column: str, message: str) -> DataError:
+        """A DataError at a 0-based data row and an original column name."""
+        if self.is_csv:
+            return DataError(
+                self.path, message, line=_csv_lines(self.path, [row])[row], column=column
+            )
+        return DataError(self.path, f"row {row + 1}: {message}", column=column)
+
+
+def _read_table(path: str) -> _Table:
+    if path.lower().endswith((".parquet", ".pq")):
+        try:
+            frame = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise DataError(path, f"cannot read as Parquet: {_first_line(exc)}") from exc
+        if frame.height == 0:
+            raise DataError(path, "empty file: no rows")
+        return _Table(path, frame, is_csv=False)
+    header = _csv_header(path)
+    try:
+        frame = pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise _csv_failure(path, len(header), exc) from exc
+    if frame.height == 0:
+        raise DataError(path, "empty file: a header and no rows")
+    return _Table(path, frame, is_csv=True)
+
+
+def _csv_header(path: str) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next((row for row in csv.reader(f) if row), None)
+    except OSError as exc:
+        raise DataError(path, f"cannot open: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(path, f"cannot read the header: {exc}", line=1) from exc
+    if header is None:
+        raise DataError(path, "empty file")
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataError(path, "column name appears twice", line=1, column=name)
+        seen.add(name)
+    return header
+
+
+def _csv_failure(path: str, width: int, exc: Exception) -> DataError:
+    """Find the line polars refused: a row wider than the header, or bytes that are not UTF-8."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return DataError(path, "not UTF-8 text", line=number)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                if len(row) > width:
+                    message = f"{len(row)} fields but the header has {width}"
+                    return DataError(path, message, line=reader.line_num)
+    except csv.Error:
+        pass
+    return DataError(path, f"cannot read as CSV: {_first_line(exc)}")
+
+
+def _csv_lines(path: str, rows: Sequence[int]) -> dict[int, int]:
+    """File lines (1-based, header = line 1) where the given 0-based data rows start.
+
+    polars skips blank lines and lets a quoted field span lines; the csv module agrees on both.
+    """
+    wanted = set(rows)
+    if _is_plain(path):
+        return {r: r + 2 for r in wanted}
+    found: dict[int, int] = {}
+    last = max(wanted, default=-1)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            index, before = -2, 0  # the header is row -1
+            for row in reader:
+                if row:
+                    index += 1
+                    if index in wanted:
+                        found[index] = before + 1
+                    if index >= last:
+                        break
+                before = reader.line_num
+    except (OSError, csv.Error, UnicodeDecodeError):
+        pass
+    return {r: found.get(r, r + 2) for r in wanted}
+
+
+def _is_plain(path: str) -> bool:
+    """True when data row i is on line i + 2: no quotes, no blank lines, no lone CR."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    if b'"' in data or b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r")):
+        return False
+    return data.count(b"\r") in (0, data.count(b"\r\n"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---- layout ---------------------------------------------------------------------------------
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace(" ", "").replace("_", "")
+
+
+class _Layout(msgspec.Struct, frozen=True):
+    """Which original column plays which part; `tickers` is set for a wide file only."""
+
+    date: str
+    fields: dict[str, str]
+    tickers: list[str]
+
+
+def _layout(path: str, names: list[str], adjusted: bool) -> _Layout:
+    found: dict[str, str] = {}
+    for name in names:
+        key = _key(name)
+        if key in _DATE_KEYS or key in _FIELD_KEYS:
+            if key in found:
+                raise DataError(path, f"two columns mean {key!r}: {found[key]!r}", column=name)
+            found[key] = name
+    date_col = next((found[k] for k in _DATE_KEYS if k in found), None)
+    if date_col is None:
+        raise DataError(path, "missing date column (date, session, datetime or timestamp)")
+    others = [n for n in names if _key(n) not in _DATE_KEYS]
+    fields = {k: v for k, v in found.items() if k in _FIELD_KEYS}
+    is_wide = not {"close", "adjclose", "symbol"} & fields.keys()
+    if is_wide and not all(_key(n) in _FIELD_KEYS for n in others):
+        if adjusted:
+            raise DataError(path, "adjusted=True but a wide file has no adjusted close column")
+        return _Layout(date_col, {}, sorted(others, key=str.strip))
+    if adjusted and "adjclose" not in fields:
+        raise DataError(path, "adjusted=True but missing adjusted close column (Adj Close)")
+    if not adjusted and "close" not in fields:
+        raise DataError(path, "missing close column")
+    return _Layout(date_col, fields, [])
+
+
+# ---- parsing --------------------------------------------------------------------------------
+
+
+def _is_blank(text: pl.Series) -> pl.Series:
+    return text.is_null() | (text == "") | (text.str.to_lowercase() == "null")
+
+
+def _floats(table: _Table, name: str, column: pl.Series) -> tuple[pl.Series, int | None]:
+    """The column as Float64, and the first row whose non-blank text is not a number."""
+    if column.dtype.is_numeric() or column.dtype == pl.Null:
+        return column.cast(pl.Float64), None
+    if column.dtype != pl.String:
+        raise DataError(table.path, f"has type {column.dtype}, expected numbers", column=name)
+    values = column.cast(pl.Float64, strict=False)
+    failed = values.is_null() & column.is_not_null()
+    if not failed.any():
+        return values, None
+    text = column.str.strip_chars()
+    values = values.zip_with(~failed, text.cast(pl.Float64, strict=False))
+    bad = values.is_null() & ~_is_blank(text)
+    return values, (bad.arg_true()[0] if bad.any() else None)
+
+
+def _dates(table: _Table, name: str, column: pl.Series) -> tuple[pl.Series, int | None]:
+    """The column as Date (a time part ignored), and the first row that is not a date."""
+    if column.dtype == pl.Date or column.dtype == pl.Null:
+        return column.cast(pl.Date), None
+    if isinstance(column.dtype, pl.Datetime):
+        return column.dt.date(), None
+    if column.dtype != pl.String:
+        raise DataError(table.path, f"has type {column.dtype}, expected dates", column=name)
+    text = column.str.strip_chars()
+    values = text.str.extract(_DATE_RE, 1).str.to_date("%Y-%m-%d", strict=False)
+    bad = values.is_null() & ~_is_blank(text)
+    return values, (bad.arg_true()[0] if bad.any() else None)
+
+
+def _raise_first(table: _Table, bad: list[tuple[int, int, str, str]]) -> None:
+    """Raise for the earliest (row, column position) cell that did not parse, if any."""
+    if not bad:
+        return
+    row, _, name, kind = min(bad)
+    cell = table.frame[name][row]
+    raise table.error(row, name, f"cannot parse {str(cell)[:40]!r} as {kind}")
+
+
+def _bars(
+    table: _Table, spec: DataSpec, adjusted: bool, start: date | None, end: date | None
+) -> tuple[pl.DataFrame, bool, bool, int]:
+    """Work frame (`_row`, symbol, session, OHLCV); is it wide, known sorted and unique; unsorted."""
+    layout = _layout(table.path, table.frame.columns, adjusted)
+    session, bad_row = _dates(table, layout.date, table.frame[layout.date])
+    bad = [] if bad_row is None else [(bad_row, 0, layout.date, "a date")]
+    if layout.tickers:
+        return _wide_bars(table, layout, spec, session, bad, start, end)
+    work, unsorted = _row_bars(table, layout, spec, adjusted, session, bad, start, end)
+    return work, False, False, unsorted
+
+
+def _in_range(session: pl.Expr, start: date | None, end: date | None) -> pl.Expr:
+    keep = pl.lit(True)
+    if start is not None:
+        keep = keep & (session >= start)
+    if end is not None:
+        keep = keep & (session <= end)
+    return session.is_null() | keep
+
+
+def _row_bars(
+    table: _Table,
+    layout: _Layout,
+    spec: DataSpec,
+    adjusted: bool,
+    session: pl.Series,
+    bad: list[tuple[int, int, str, str]],
+    start: date | None,
+    end: date | None,
+) -> tuple[pl.DataFrame, int]:
+    frame = table.frame
+    position = {name: i for i, name in enumerate(frame.columns)}
+    values: dict[str, pl.Series] = {}
+    for key in ("open", "high", "low", "close", "volume", "adjclose"):
+        name = layout.fields.get(key)
+        if name is None:
+            values[key] = pl.Series(key, [None] * frame.height, pl.Float64)
+            continue
+        values[key], bad_row = _floats(table, name, frame[name])
+        if bad_row is not None:
+            bad.append((bad_row, position[name], name, "a number"))
+    _raise_first(table, bad)
+    if "symbol" in layout.fields:
+        text = frame[layout.fields["symbol"]].cast(pl.String).str.strip_chars()
+        symbol = text.to_frame("s").select(pl.when(pl.col("s") != "").then("s")).to_series()
+        if spec.symbol is not None and not (symbol == spec.symbol).any():
+            raise DataError(table.path, f"symbol {spec.symbol!r} is not in the file")
+    else:
+        symbol = pl.Series([spec.symbol or Path(table.path).stem.upper()] * frame.height)
+    work = pl.DataFrame({"symbol": symbol.cast(pl.String), "session": session, **values})
+    work = work.with_row_index("_row")
+    if adjusted:
+        factor = pl.col("adjclose") / pl.col("close")
+        work = work.with_columns(
+            *[(pl.col(k) * factor).alias(k) for k in ("open", "high", "low")],
+            pl.col("adjclose").alias("close"),
+        )
+    work = work.with_columns(pl.col(k).fill_null(pl.col("close")) for k in ("open", "high", "low"))
+    blank = pl.all_horizontal(pl.col(n).cast(pl.String).pipe(_blank_expr) for n in frame.columns)
+    work = work.filter(~frame.select(blank).to_series())
+    if "symbol" in layout.fields and spec.symbol is not None:
+        work = work.filter(pl.col("symbol") == spec.symbol)
+    work = work.filter(_in_range(pl.col("session"), start, end))
+    earlier = pl.col("session") < pl.col("session").shift().over("symbol")
+    unsorted = int(work.select(earlier.fill_null(False).sum()).item())
+    return work.drop("adjclose"), unsorted
+
+
+def _blank_expr(text: pl.Expr) -> pl.Expr:
+    stripped = text.str.strip_chars()
+    return stripped.is_null() | (stripped == "") | (stripped.str.to_lowercase() == "null")
+
+
+def _wide_bars(
+    table: _Table,
+    layout: _Layout,
+    spec: DataSpec,
+    session: pl.Series,
+    bad: list[tuple[int, int, str, str]],
+    start: date | None,
+    end: date | None,
+) -> tuple[pl.DataFrame, bool, bool, int]:
+    tickers = layout.tickers
+    if spec.symbol is not None:
+        tickers = [t for t in tickers if t.strip() == spec.symbol]
+        if not tickers:
+            raise DataError(table.path, f"symbol {spec.symbol!r} is not a column of the file")
+    frame = table.frame.select(tickers)
+    if not table.is_csv:
+        columns = []
+        for i, name in enumerate(tickers):
+            column, bad_row = _floats(table, name, frame[name])
+            if bad_row is not None:
+                bad.append((bad_row, i + 1, name, "a number"))
+            columns.append(column)
+        frame = pl.DataFrame(columns)
+    _raise_first(table, bad)
+    dated = frame.with_columns(session.alias("_session")).with_row_index("_row")
+    dated = dated.filter(_in_range(pl.col("_session"), start, end))
+    sessions = dated["_session"]
+    unsorted = int((sessions < sessions.shift()).fill_null(False).sum())
+    unique = not sessions.drop_nulls().is_duplicated().any()
+    if unsorted:
+        dated = dated.sort("_session", maintain_order=True, nulls_last=True)
+    long = dated.unpivot(
+        on=tickers, index=["_row", "_session"], variable_name="symbol", value_name="close"
+    ).drop_nulls("close")
+    if long["close"].dtype == pl.String:
+        values, bad_row = _floats(table, "", long["close"])
+        if bad_row is not None:
+            row, name = long["_row"][bad_row], long["symbol"][bad_row]
+            raise table.error(row, name, f"cannot parse {long['close'][bad_row]!r} as a number")
+        long = long.with_columns(values).filter(pl.col("close").is_not_null())
+    close = pl.col("close")
+    work = long.select(
+        "_row",
+        pl.col("symbol").str.strip_chars(),
+        pl.col("_session").alias("session"),
+        close.alias("open"),
+        close.alias("high"),
+        close.alias("low"),
+        close,
+        pl.lit(None, pl.Float64).alias("volume"),
+    )
+    unique = unique and len({t.strip() for t in tickers}) == len(tickers)
+    return work, True, unique, unsorted
+
+
+# ---- validation -----------------------------------------------------------------------------
+
+
+def _empty_work() -> pl.DataFrame:
+    return pl.DataFrame(schema={"_row": pl.UInt32, "_file": pl.UInt32, **DAILY_SCHEMA})
+
+
+def _reject_bad(
+    table: _Table,
+    work: pl.DataFrame,
+    rejections: list[Rejection],
+    counts: dict[str, int],
+    *,
+    close_only: bool,
+) -> pl.DataFrame:
+    """Drop rows with no date, symbol or close, bad prices or inconsistent bars; record them.
+
+    `close_only` (a wide file: open = high = low = close, no volume) skips the bar checks.
+    """
+    o, h, lo, c, v = (pl.col(k) for k in ("open", "high", "low", "close", "volume"))
+    prices = [c] if close_only else [o, h, lo, c]
+    good_price = pl.all_horizontal((x.is_finite() & (x > 0)) for x in prices)
+    up, down = 1 + _REL_TOL, 1 - _REL_TOL
+    consistent = (h >= lo * down) & pl.all_horizontal(
+        (x <= h * up) & (x >= lo * down) for x in (o, c)
+    )
+    good_volume = v.is_null() | (v.is_finite() & (v >= 0))
+    ok = pl.col("session").is_not_null() & pl.col("symbol").is_not_null() & good_price
+    if not close_only:
+        ok = ok & consistent & good_volume
+    mask = work.select(ok.fill_null(False)).to_series()
+    if not mask.all():
+        reason = (
+            pl.when(pl.col("session").is_null())
+            .then(pl.lit("missing_date"))
+            .when(pl.col("symbol").is_null())
+            .then(pl.lit("missing_close" if close_only else "missing_symbol"))
+            .when(c.is_null())
+            .then(pl.lit("missing_close"))
+            .when(~good_price)
+            .then(pl.lit("bad_price"))
+            .otherwise(pl.lit("bad_bar"))
+        )
+        bad = work.filter(~mask).select("_row", "symbol", reason.alias("reason"))
+        places = table.where(bad["_row"].to_list())
+        for symbol, why, raw in zip(bad["symbol"], bad["reason"], places, strict=True):
+            rejections.append(Rejection(why, symbol, raw))
+            counts[why] = counts.get(why, 0) + 1
+        work = work.filter(mask)
+    if close_only:
+        return work
+    return work.with_columns(
+        pl.max_horizontal(o, h, c).alias("high"), pl.min_horizontal(o, lo, c).alias("low")
+    )
+
+
+def _drop_duplicates(
+    tables: list[_Table], bars: pl.DataFrame, rejections: list[Rejection], counts: dict[str, int]
+) -> pl.DataFrame:
+    """Sort by (symbol, session), keeping file order among equals; reject the later repeats."""
+    bars = bars.sort("symbol", "session", maintain_order=True)
+    same = (pl.col("symbol") == pl.col("symbol").shift()) & (
+        pl.col("session") == pl.col("session").shift()
+    )
+    mask = bars.select(same.fill_null(False)).to_series()
+    if not mask.any():
+        return bars
+    repeats = bars.filter(mask)
+    for number, table in enumerate(tables):
+        mine = repeats.filter(pl.col("_file") == number)
+        for symbol, raw in zip(mine["symbol"], table.where(mine["_row"].to_list()), strict=True):
+            rejections.append(Rejection("duplicate", symbol, raw))
+            counts["duplicate"] = counts.get("duplicate", 0) + 1
+    return bars.filter(~mask)

@@ -1,0 +1,25 @@
+"""Shared fixtures: paths to the shipped real data, the NYSE calendar, the rules file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from monitor.calendar import nyse_sessions
+from monitor.core.sessions import Sessions
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "monitor" / "demo"
+DATA = ROOT / "tests" / "data"
+RULES = ROOT / "config" / "rules.toml"
+RUT = DEMO / "rut_index_daily_1987_2026.csv"
+SQUEEZE = DATA / "squeeze_ohlcv_2020-10_2021-07.csv"
+SHORT_INTEREST = DATA / "short_interest_squeeze_2020-11_2021-06.csv"
+
+
+@pytest.fixture(scope="session")
+def sessions() -> Sessions:
+    """NYSE sessions from 1987 to a year past today."""
+    return nyse_sessions(dt.date(1987, 1, 1))

@@ -1,0 +1,92 @@
+"""Trading weeks follow the NYSE calendar across holidays and year ends."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from monitor.core.engine import Engine
+from monitor.core.model import DAILY_SCHEMA
+from monitor.core.rules.spec import RulesFile
+from monitor.core.sessions import Sessions
+
+
+def daily_bars(sessions: Sessions, first: dt.date, last: dt.date) -> pl.DataFrame:
+    """One bar per session for symbol X, close = 100 + session number."""
+    days = sessions.between(first, last).get_column("session").to_list()
+    n = len(days)
+    closes = [100.0 + i for i in range(n)]
+    return pl.DataFrame(
+        {
+            "symbol": ["X"] * n,
+            "session": days,
+            "open": closes,
+            "high": [c + 0.5 for c in closes],
+            "low": [c - 0.5 for c in closes],
+            "close": closes,
+            "volume": [1000.0] * n,
+        },
+        schema=DAILY_SCHEMA,
+    )
+
+
+@pytest.fixture(scope="module")
+def weeks(sessions: Sessions) -> pl.DataFrame:
+    """Weekly bars of 2024-03-18 .. 2025-01-10 built by the engine."""
+    engine = Engine(RulesFile(), sessions)
+    engine.ingest_daily(daily_bars(sessions, dt.date(2024, 3, 18), dt.date(2025, 1, 10)))
+    engine.advance(sessions.close_of(dt.date(2025, 1, 10)))
+    return engine.weekly()
+
+
+@pytest.mark.parametrize(
+    ("label", "first_open", "sessions_in_week", "holiday"),
+    [
+        (dt.date(2024, 3, 28), dt.date(2024, 3, 25), 4, "Good Friday 2024-03-29"),
+        (dt.date(2024, 7, 5), dt.date(2024, 7, 1), 4, "Independence Day 2024-07-04"),
+        (dt.date(2024, 11, 29), dt.date(2024, 11, 25), 4, "Thanksgiving 2024-11-28"),
+        (dt.date(2025, 1, 3), dt.date(2024, 12, 30), 4, "New Year's Day 2025-01-01"),
+        (dt.date(2024, 12, 27), dt.date(2024, 12, 23), 4, "Christmas 2024-12-25"),
+        (dt.date(2024, 4, 5), dt.date(2024, 4, 1), 5, "none"),
+    ],
+)
+def test_week_label_and_short_flag(
+    weeks: pl.DataFrame,
+    sessions: Sessions,
+    label: dt.date,
+    first_open: dt.date,
+    sessions_in_week: int,
+    holiday: str,
+) -> None:
+    """A week is labelled by its last session, spans its sessions only, and is flagged short
+    when a holiday removed a session."""
+    row = weeks.filter(pl.col("session") == label).to_dicts()
+    assert len(row) == 1, holiday
+    week = row[0]
+    assert week["short_week"] is (sessions_in_week < 5)
+    assert week["ts"] == sessions.close_of(label)
+    days = sessions.between(first_open, label).get_column("session").to_list()
+    assert len(days) == sessions_in_week
+    start = sessions.between(dt.date(2024, 3, 18), first_open).height - 1
+    assert week["open"] == 100.0 + start
+    assert week["close"] == 100.0 + start + sessions_in_week - 1
+    assert week["volume"] == 1000.0 * sessions_in_week
+
+
+def test_thanksgiving_week_closes_at_the_early_close(
+    weeks: pl.DataFrame, sessions: Sessions
+) -> None:
+    """The Thanksgiving week ends on Friday's 13:00 New York early close (18:00 UTC)."""
+    row = weeks.filter(pl.col("session") == dt.date(2024, 11, 29)).to_dicts()[0]
+    assert row["ts"] == dt.datetime(2024, 11, 29, 18, 0, tzinfo=dt.UTC)
+
+
+def test_an_unfinished_week_is_not_a_bar(sessions: Sessions) -> None:
+    """Bars up to a Wednesday do not make a weekly bar for that week until Friday closes."""
+    engine = Engine(RulesFile(), sessions)
+    engine.ingest_daily(daily_bars(sessions, dt.date(2024, 7, 8), dt.date(2024, 7, 17)))
+    engine.advance(sessions.close_of(dt.date(2024, 7, 17)))
+    labels = engine.weekly().get_column("session").to_list()
+    assert labels == [dt.date(2024, 7, 12)]

@@ -1,0 +1,283 @@
+"""The generic JSON decoder: every shape decodes, every kind of bad input becomes a Rejection."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monitor.core.model import Rejection
+from monitor.feeds.generic import REASONS, FieldMap, decode_generic
+
+UTC = dt.UTC
+T = dt.datetime(2024, 5, 29, 16, 26, 40, tzinfo=UTC)  # 1717000000000 ms
+T_MS = 1_717_000_000_000
+
+
+def tick_row(
+    symbol: str = "ACME",
+    ts: dt.datetime = T,
+    price: float = 10.5,
+    size: float = 100.0,
+    id: str | None = None,
+) -> dict[str, Any]:
+    return {"symbol": symbol, "ts": ts, "price": price, "size": size, "id": id}
+
+
+def bar_row(key: str, when: object, o: float = 10, h: float = 12, lo: float = 9, c: float = 11):
+    return {"symbol": "ACME", key: when, "open": o, "high": h, "low": lo, "close": c, "volume": 5.0}
+
+
+MINUTE_BAR = b'{"symbol":"ACME","timeframe":"1m","start":1717000000000,"open":10,"high":12,"low":9,"close":11,"volume":5}'  # noqa: E501
+DAILY_BAR = b'{"symbol":"ACME","timeframe":"1d","session":"2024-05-29","open":10,"high":12,"low":9,"close":11,"volume":5}'  # noqa: E501
+
+DECODED = [
+    ("tick object", b'{"symbol":"ACME","ts":1717000000000,"price":10.5,"size":100}', [tick_row()]),
+    (
+        "tick array, int and string ids",
+        b'[{"symbol":"ACME","ts":1717000000000,"price":10.5,"size":100,"id":7},'
+        b'{"symbol":"XYZ","ts":1717000000001,"price":2,"size":0,"id":"t-8"}]',
+        [
+            tick_row(id="7"),
+            tick_row("XYZ", T + dt.timedelta(milliseconds=1), 2.0, 0.0, "t-8"),
+        ],
+    ),
+    (
+        "float ms",
+        b'{"symbol":"ACME","ts":1717000000000.5,"price":10.5,"size":100}',
+        [tick_row(ts=T + dt.timedelta(microseconds=500))],
+    ),
+    ("no size", b'{"symbol":"ACME","ts":1717000000000,"price":10.5}', [tick_row(size=0.0)]),
+    (
+        "iso Z",
+        b'{"symbol":"ACME","ts":"2024-05-29T16:26:40Z","price":10.5,"size":100}',
+        [tick_row()],
+    ),
+    (
+        "iso offset",
+        b'{"symbol":"ACME","ts":"2024-05-29T18:26:40.25+02:00","price":10.5,"size":100}',
+        [tick_row(ts=T + dt.timedelta(milliseconds=250))],
+    ),
+    (
+        "iso naive is UTC",
+        b'{"symbol":"ACME","ts":"2024-05-29T16:26:40","price":10.5,"size":100}',
+        [tick_row()],
+    ),  # noqa: E501
+    (
+        "null id",
+        b'{"symbol":"ACME","ts":1717000000000,"price":10.5,"size":100,"id":null}',
+        [tick_row()],
+    ),  # noqa: E501
+    ("empty array", b"[]", []),
+]
+
+
+@pytest.mark.parametrize(("payload", "rows"), [c[1:] for c in DECODED], ids=[c[0] for c in DECODED])
+def test_tick_shapes_decode_to_tick_rows(payload: bytes, rows: list[dict[str, Any]]) -> None:
+    """Each tick shape decodes to exactly these rows and nothing else."""
+    batch = decode_generic(payload, feed="f")
+    assert (batch.feed, batch.ticks.to_dicts(), batch.rejections) == ("f", rows, [])
+    assert (batch.minute_bars.height, batch.daily_bars.height) == (0, 0)
+
+
+def test_bars_and_ticks_in_one_array_land_in_their_frames() -> None:
+    """A mixed array fills the tick, minute-bar and daily-bar frames and rejects only the bad one."""
+    payload = (
+        b"["
+        + MINUTE_BAR
+        + b","
+        + DAILY_BAR
+        + b',{"symbol":"ACME","ts":1717000000000,"price":10.5,"size":100},"x"]'
+    )  # noqa: E501
+    batch = decode_generic(payload, feed="f")
+    assert batch.ticks.to_dicts() == [tick_row()]
+    assert batch.minute_bars.to_dicts() == [bar_row("start", T)]
+    assert batch.daily_bars.to_dicts() == [bar_row("session", dt.date(2024, 5, 29))]
+    assert batch.rejections == [Rejection("bad_message", None, '"x"')]
+
+
+@pytest.mark.parametrize(
+    ("fields", "payload", "rows"),
+    [
+        (
+            FieldMap(symbol="S", price="p", size="s", ts="t", id="i"),
+            b'[{"S":"ACME","t":1717000000000,"p":10.5,"s":100,"i":3}]',
+            [tick_row(id="3")],
+        ),
+        (
+            FieldMap(ts_unit="s"),
+            b'{"symbol":"ACME","ts":1717000000,"price":10.5,"size":100}',
+            [tick_row()],
+        ),  # noqa: E501
+        (
+            FieldMap(ts_unit="s"),
+            b'{"symbol":"ACME","ts":1717000000.5,"price":10.5,"size":100}',
+            [tick_row(ts=T + dt.timedelta(milliseconds=500))],
+        ),
+        (
+            FieldMap(ts_unit="ns"),
+            b'{"symbol":"ACME","ts":1717000000000001999,"price":10.5,"size":100}',
+            [tick_row(ts=T + dt.timedelta(microseconds=1))],
+        ),
+        (
+            FieldMap(ts_unit="iso", ts="time"),
+            b'{"symbol":"ACME","time":"2024-05-29T16:26:40+00:00","price":10.5,"size":100}',
+            [tick_row()],
+        ),
+    ],
+    ids=["renamed", "seconds", "float seconds", "nanoseconds", "iso"],
+)
+def test_field_maps_read_other_shapes(fields: FieldMap, payload: bytes, rows: list[Any]) -> None:
+    """A FieldMap renames keys and sets the unit of numeric timestamps."""
+    batch = decode_generic(payload, feed="f", mapping=fields)
+    assert (batch.ticks.to_dicts(), batch.rejections) == (rows, [])
+
+
+def el(**fields: object) -> bytes:
+    base: dict[str, object] = {"symbol": "ACME", "ts": T_MS, "price": 10.5, "size": 100}
+    base.update(fields)
+    return msgspec.json.encode({k: v for k, v in base.items() if v is not DROP})
+
+
+def bar(**fields: object) -> bytes:
+    base = msgspec.json.decode(MINUTE_BAR)
+    base.update(fields)
+    return msgspec.json.encode({k: v for k, v in base.items() if v is not DROP})
+
+
+DROP = object()
+
+REJECTED = [
+    ("not an object", b"5", "bad_message"),
+    ("nested array", b"[[1]]", "bad_message"),
+    ("neither tick nor bar", b'{"symbol":"ACME"}', "missing_field"),
+    ("no ts", el(ts=DROP), "missing_field"),
+    ("no symbol", el(symbol=DROP), "missing_field"),
+    ("empty symbol", el(symbol=""), "bad_message"),
+    ("numeric symbol", el(symbol=5), "bad_message"),
+    ("string price", el(price="10.5"), "bad_message"),
+    ("boolean price", el(price=True), "bad_message"),
+    ("null size", el(size=None), "bad_message"),
+    ("object id", el(id={"a": 1}), "bad_message"),
+    ("list ts", el(ts=[1]), "bad_message"),
+    ("zero price", el(price=0), "bad_price"),
+    ("negative price", el(price=-1.5), "bad_price"),
+    ("negative size", el(size=-1), "bad_size"),
+    ("unparseable iso", el(ts="yesterday"), "bad_timestamp"),
+    ("ts out of range", el(ts=10**18), "bad_timestamp"),
+    ("bar timeframe", bar(timeframe="5m"), "bad_timeframe"),
+    ("bar without start", bar(start=DROP), "missing_field"),
+    ("bar without high", bar(high=DROP), "missing_field"),
+    ("bar string open", bar(open="1"), "bad_message"),
+    ("bar low above high", bar(low=13), "bad_bar"),
+    ("bar open above high", bar(open=12.5), "bad_bar"),
+    ("bar close below low", bar(close=8), "bad_bar"),
+    ("bar zero low", bar(low=0), "bad_price"),
+    ("bar negative volume", bar(volume=-5), "bad_size"),
+    (
+        "daily bar bad session",
+        bar(timeframe="1d", start=DROP, session="2024-5-29"),
+        "bad_timestamp",
+    ),
+    ("daily bar without session", bar(timeframe="1d"), "missing_field"),
+]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"), [c[1:] for c in REJECTED], ids=[c[0] for c in REJECTED]
+)
+def test_bad_elements_become_rejections_and_the_rest_still_decodes(
+    payload: bytes, reason: str
+) -> None:
+    """A bad element is rejected with its reason, symbol and raw JSON; its good neighbour decodes."""
+    good = b'{"symbol":"GOOD","ts":1717000000000,"price":10.5,"size":100}'
+    batch = decode_generic(b"[" + payload + b"," + good + b"]", feed="f")
+    element = msgspec.json.decode(payload)
+    symbol = element.get("symbol") if isinstance(element, dict) else None
+    expected = Rejection(reason, symbol if isinstance(symbol, str) else None, payload.decode())
+    assert (batch.ticks.to_dicts(), batch.rejections) == ([tick_row("GOOD")], [expected])
+    assert (batch.minute_bars.height, batch.daily_bars.height) == (0, 0)
+
+
+def test_numeric_ts_with_iso_unit_is_rejected() -> None:
+    """With ts_unit="iso" a number is not a timestamp."""
+    batch = decode_generic(el(), feed="f", mapping=FieldMap(ts_unit="iso"))
+    assert (batch.size(), [r.reason for r in batch.rejections]) == (0, ["bad_timestamp"])
+
+
+def test_malformed_json_is_one_rejection_with_the_first_200_bytes() -> None:
+    """A payload that is not JSON is one malformed_json rejection carrying its first 200 bytes."""
+    payload = b'[{"symbol":"ACME",' + b"x" * 300
+    batch = decode_generic(payload, feed="f")
+    assert batch.size() == 0
+    assert batch.rejections == [Rejection("malformed_json", None, payload[:200].decode())]
+
+
+def expected_elements(payload: bytes) -> int | None:
+    """How many elements the payload holds, or None when it is not JSON."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    return len(doc) if isinstance(doc, list) else 1
+
+
+def assert_accounted(payload: bytes) -> None:
+    batch = decode_generic(payload, feed="f")
+    count = expected_elements(payload)
+    reasons = {r.reason for r in batch.rejections}
+    assert reasons <= set(REASONS)
+    if count is None:
+        assert (batch.size(), [r.reason for r in batch.rejections]) == (0, ["malformed_json"])
+    else:
+        assert batch.size() + len(batch.rejections) == count
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["ACME", "", "1m", "1d", "5m", "2024-05-29", "2024-05-29T16:26:40Z", "x"]),
+    st.text(max_size=30),
+)
+wire_objects = st.dictionaries(
+    st.sampled_from(
+        ["symbol", "ts", "price", "size", "id", "timeframe", "start", "session"]
+        + ["open", "high", "low", "close", "volume"]
+    ),
+    field_values,
+)
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(payload: bytes) -> None:
+    """Any bytes decode to a batch whose rows and rejections account for every element."""
+    assert_accounted(payload)
+
+
+@given(json_values)
+def test_arbitrary_json_never_raises(value: object) -> None:
+    """Any JSON value decodes to a batch whose rows and rejections account for every element."""
+    assert_accounted(msgspec.json.encode(value))
+
+
+@given(st.lists(wire_objects, max_size=10) | wire_objects)
+def test_tick_and_bar_like_objects_are_each_decoded_or_rejected(value: object) -> None:
+    """Objects with tick and bar keys of any value are each either a row or a rejection."""
+    assert_accounted(msgspec.json.encode(value))
