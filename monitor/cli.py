@@ -42,6 +42,32 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="replay the July 2024 small-cap rally from shipped data")
     d.add_argument("--format", choices=["jsonl", "table"], default="table")
+
+    run = sub.add_parser("run", help="run the daemon until SIGTERM or SIGINT")
+    run.add_argument("--config", required=True, help="daemon config TOML")
+
+    b = sub.add_parser("backfill", help="import daily history into the daemon's store")
+    b.add_argument("--config", required=True, help="daemon config TOML")
+    b.add_argument("--data", action="append", required=True, metavar="[SYMBOL=]PATH")
+    b.add_argument("--to", dest="end", type=_date, metavar="DATE")
+    b.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
+
+    t = sub.add_parser("tail", help="print alerts live from Redis, or from the stream")
+    t.add_argument("--config", help="daemon config TOML (for the Redis URL, channel, stream)")
+    t.add_argument("--url", help="Redis URL (default from --config, else redis://127.0.0.1:6379/0)")
+    t.add_argument("--since", metavar="ID", help="read the stream from this entry id (0 = all)")
+    t.add_argument("--json", action="store_true", help="one JSON alert per line")
+    t.add_argument("--count", type=int, default=None, help="exit after this many alerts")
+
+    f = sub.add_parser("feed-replay", help="publish history to MQTT at a chosen speed")
+    f.add_argument("--data", action="append", required=True, metavar="[SYMBOL=]PATH")
+    f.add_argument("--url", default="mqtt://127.0.0.1:1883")
+    f.add_argument("--topic", default="market/bars")
+    f.add_argument("--from", dest="start", type=_date, metavar="DATE")
+    f.add_argument("--to", dest="end", type=_date, metavar="DATE")
+    f.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = no limit)")
+    f.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    f.add_argument("--adjusted", action="store_true")
     return p
 
 
@@ -53,6 +79,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "backfill":
+            return _backfill(args)
+        if args.command == "tail":
+            from monitor.tail import tail
+
+            return tail(args)
+        if args.command == "feed-replay":
+            from monitor.feed_replay import feed_replay
+
+            return feed_replay(args)
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -162,3 +200,42 @@ def _demo(args: argparse.Namespace) -> int:
         start=dt.date(2024, 7, 1),
         fmt=args.format,
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from monitor import config as cfg
+    from monitor import logs
+    from monitor.service import run
+    from monitor.systemd import notifier
+
+    config = cfg.load(args.config)
+    logs.configure(level=config.log.level, json=config.log.json)
+    log = logs.get("cli")
+    if cfg.writable_by_others(args.config):
+        log.warning("config_writable_by_others", path=args.config, fix=f"chmod go-w {args.config}")
+    for path in cfg.credential_files(config):
+        if cfg.readable_by_others(path):
+            log.warning("credential_readable_by_others", path=path, fix=f"chmod go-rwx {path}")
+    return asyncio.run(run(config, notify=notifier()))
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from monitor import config as cfg
+    from monitor.datafiles import parse_data_arg, read_many
+    from monitor.store import Store
+
+    config = cfg.load(args.config)
+    loaded = read_many([parse_data_arg(a) for a in args.data], adjusted=args.adjusted, end=args.end)
+    store = Store(cfg.resolve(config, config.store.path))
+    merged = store.merge_bars(loaded.bars)
+    symbols = loaded.bars.get_column("symbol").n_unique() if loaded.bars.height else 0
+    print(
+        f"backfilled {loaded.bars.height} bars of {symbols} symbols into {store.path}; "
+        f"the store now holds {merged.height} bars"
+    )
+    if loaded.counts:
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(loaded.counts.items()))
+        print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
+    return 0

@@ -77,6 +77,8 @@ class FeedConfig(Base, frozen=True):
     data: list[str] = []
     speed: Annotated[float, Meta(gt=0)] = 86400.0
     start: str = ""
+    end: str = ""
+    exit_when_done: bool = False
     field_map: dict[str, str] = {}
 
 
@@ -116,6 +118,12 @@ class ShutdownConfig(Base, frozen=True):
     grace_s: Annotated[float, Meta(gt=0)] = 10.0
 
 
+class ConsoleConfig(Base, frozen=True):
+    """Print alerts for people on stdout as they fire."""
+
+    enabled: bool = False
+
+
 class LogConfig(Base, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json: bool | None = None
@@ -132,6 +140,7 @@ class Config(Base, frozen=True):
     engine: EngineConfig = EngineConfig()
     shutdown: ShutdownConfig = ShutdownConfig()
     log: LogConfig = LogConfig()
+    console: ConsoleConfig = ConsoleConfig()
     base_dir: str = "."
 
 
@@ -191,6 +200,23 @@ def readable_by_others(path: str | Path) -> bool:
     except OSError:
         return False
     return bool(mode & (stat.S_IRGRP | stat.S_IROTH))
+
+
+def writable_by_others(path: str | Path) -> bool:
+    """True when a config file can be changed by group or others."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def credential_files(config: Config) -> list[str]:
+    """Every `*_file` secret the config names."""
+    files = [config.redis.password_file]
+    for feed in config.feeds:
+        files += [feed.password_file, feed.key_file, feed.secret_file]
+    return [f for f in files if f]
 
 
 def masked(config: Config) -> dict[str, Any]:

@@ -41,7 +41,6 @@ _DATE_KEYS = ("date", "session", "datetime", "timestamp")
 _FIELD_KEYS = ("open", "high", "low", "close", "volume", "adjclose", "symbol")
 _DATE_RE = r"^(\d{4}-\d{1,2}-\d{1,2})(?:[T ].*)?$"
 _REL_TOL = 1e-6
-_PRICES = ("open", "high", "low", "close")
 
 
 class DataSpec(msgspec.Struct, frozen=True):
@@ -89,7 +88,7 @@ def read_many(
     end: date | None = None,
 ) -> LoadedBars:
     """Read several files into one set of bars; a (symbol, session) seen again is a duplicate."""
-    tables: list[_Table] = []
+    sources: list[_Source] = []
     frames: list[pl.DataFrame] = []
     rejections: list[Rejection] = []
     counts: dict[str, int] = {}
@@ -101,11 +100,11 @@ def read_many(
         if unsorted:
             counts["unsorted"] = counts.get("unsorted", 0) + unsorted
         frame = _reject_bad(table, frame, rejections, counts, close_only=is_wide)
-        tables.append(table)
+        sources.append(_Source(table.path, table.is_csv))
         frames.append(frame.with_columns(pl.lit(number, pl.UInt32).alias("_file")))
     bars = pl.concat(frames) if frames else _empty_work()
     if not known_sorted:
-        bars = _drop_duplicates(tables, bars, rejections, counts)
+        bars = _drop_duplicates(sources, bars, rejections, counts)
     bars = bars.select(pl.col(name).cast(dtype) for name, dtype in DAILY_SCHEMA.items())
     return LoadedBars(bars, rejections, counts)
 
@@ -113,11 +112,10 @@ def read_many(
 # ---- reading --------------------------------------------------------------------------------
 
 
-class _Table(msgspec.Struct):
-    """A file as read: all strings for CSV, typed columns for Parquet."""
+class _Source(msgspec.Struct):
+    """Where a file's rows are: enough to name a row once the frame is gone."""
 
     path: str
-    frame: pl.DataFrame
     is_csv: bool
 
     def where(self, rows: Sequence[int]) -> list[str]:
@@ -136,6 +134,12 @@ class _Table(msgspec.Struct):
         return DataError(self.path, f"row {row + 1}: {message}", column=column)
 
 
+class _Table(_Source):
+    """A file as read: all strings for CSV, typed columns for Parquet."""
+
+    frame: pl.DataFrame
+
+
 def _read_table(path: str) -> _Table:
     if path.lower().endswith((".parquet", ".pq")):
         try:
@@ -144,7 +148,7 @@ def _read_table(path: str) -> _Table:
             raise DataError(path, f"cannot read as Parquet: {_first_line(exc)}") from exc
         if frame.height == 0:
             raise DataError(path, "empty file: no rows")
-        return _Table(path, frame, is_csv=False)
+        return _Table(path, is_csv=False, frame=frame)
     header = _csv_header(path)
     try:
         frame = pl.read_csv(path, infer_schema=False)
@@ -152,7 +156,7 @@ def _read_table(path: str) -> _Table:
         raise _csv_failure(path, len(header), exc) from exc
     if frame.height == 0:
         raise DataError(path, "empty file: a header and no rows")
-    return _Table(path, frame, is_csv=True)
+    return _Table(path, is_csv=True, frame=frame)
 
 
 def _csv_header(path: str) -> list[str]:
@@ -161,7 +165,9 @@ def _csv_header(path: str) -> list[str]:
             header = next((row for row in csv.reader(f) if row), None)
     except OSError as exc:
         raise DataError(path, f"cannot open: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(path, "not UTF-8 text", line=_undecodable_line(path)) from exc
+    except csv.Error as exc:
         raise DataError(path, f"cannot read the header: {exc}", line=1) from exc
     if header is None:
         raise DataError(path, "empty file")
@@ -175,12 +181,9 @@ def _csv_header(path: str) -> list[str]:
 
 def _csv_failure(path: str, width: int, exc: Exception) -> DataError:
     """Find the line polars refused: a row wider than the header, or bytes that are not UTF-8."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return DataError(path, "not UTF-8 text", line=number)
+    line = _undecodable_line(path)
+    if line is not None:
+        return DataError(path, "not UTF-8 text", line=line)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -193,10 +196,21 @@ def _csv_failure(path: str, width: int, exc: Exception) -> DataError:
     return DataError(path, f"cannot read as CSV: {_first_line(exc)}")
 
 
+def _undecodable_line(path: str) -> int | None:
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
 def _csv_lines(path: str, rows: Sequence[int]) -> dict[int, int]:
     """File lines (1-based, header = line 1) where the given 0-based data rows start.
 
-    polars skips blank lines and lets a quoted field span lines; the csv module agrees on both.
+    polars skips blank lines before the header, keeps later ones as rows of nulls, and lets a
+    quoted field span lines; the csv module, counting its empty rows, agrees on all three.
     """
     wanted = set(rows)
     if _is_plain(path):
@@ -208,7 +222,7 @@ def _csv_lines(path: str, rows: Sequence[int]) -> dict[int, int]:
             reader = csv.reader(f)
             index, before = -2, 0  # the header is row -1
             for row in reader:
-                if row:
+                if row or index > -2:
                     index += 1
                     if index in wanted:
                         found[index] = before + 1
@@ -221,16 +235,13 @@ def _csv_lines(path: str, rows: Sequence[int]) -> dict[int, int]:
 
 
 def _is_plain(path: str) -> bool:
-    """True when data row i is on line i + 2: no quotes, no blank lines, no lone CR."""
+    """True when data row i is on line i + 2: no quotes, no blank lines before the header."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
         return False
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    if b'"' in data or b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r")):
-        return False
-    return data.count(b"\r") in (0, data.count(b"\r\n"))
+    return b'"' not in data and not data.removeprefix(b"\xef\xbb\xbf").startswith((b"\n", b"\r"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -327,7 +338,7 @@ def _raise_first(table: _Table, bad: list[tuple[int, int, str, str]]) -> None:
 def _bars(
     table: _Table, spec: DataSpec, adjusted: bool, start: date | None, end: date | None
 ) -> tuple[pl.DataFrame, bool, bool, int]:
-    """Work frame (`_row`, symbol, session, OHLCV); is it wide, known sorted and unique; unsorted."""
+    """Work frame (`_row`, symbol, session, OHLCV); is it wide, sorted and unique; unsorted."""
     layout = _layout(table.path, table.frame.columns, adjusted)
     session, bad_row = _dates(table, layout.date, table.frame[layout.date])
     bad = [] if bad_row is None else [(bad_row, 0, layout.date, "a date")]
@@ -413,7 +424,7 @@ def _wide_bars(
         tickers = [t for t in tickers if t.strip() == spec.symbol]
         if not tickers:
             raise DataError(table.path, f"symbol {spec.symbol!r} is not a column of the file")
-    frame = table.frame.select(tickers)
+    frame = table.frame
     if not table.is_csv:
         columns = []
         for i, name in enumerate(tickers):
@@ -423,8 +434,10 @@ def _wide_bars(
             columns.append(column)
         frame = pl.DataFrame(columns)
     _raise_first(table, bad)
+    # Selecting 17,000 columns by expression is slow; unpivot picks them by name instead.
     dated = frame.with_columns(session.alias("_session")).with_row_index("_row")
-    dated = dated.filter(_in_range(pl.col("_session"), start, end))
+    if start is not None or end is not None:
+        dated = dated.filter(_in_range(pl.col("_session"), start, end))
     sessions = dated["_session"]
     unsorted = int((sessions < sessions.shift()).fill_null(False).sum())
     unique = not sessions.drop_nulls().is_duplicated().any()
@@ -439,17 +452,9 @@ def _wide_bars(
             row, name = long["_row"][bad_row], long["symbol"][bad_row]
             raise table.error(row, name, f"cannot parse {long['close'][bad_row]!r} as a number")
         long = long.with_columns(values).filter(pl.col("close").is_not_null())
-    close = pl.col("close")
-    work = long.select(
-        "_row",
-        pl.col("symbol").str.strip_chars(),
-        pl.col("_session").alias("session"),
-        close.alias("open"),
-        close.alias("high"),
-        close.alias("low"),
-        close,
-        pl.lit(None, pl.Float64).alias("volume"),
-    )
+    work = long.rename({"_session": "session"})
+    if any(t != t.strip() for t in tickers):
+        work = work.with_columns(pl.col("symbol").str.strip_chars())
     unique = unique and len({t.strip() for t in tickers}) == len(tickers)
     return work, True, unique, unsorted
 
@@ -471,7 +476,7 @@ def _reject_bad(
 ) -> pl.DataFrame:
     """Drop rows with no date, symbol or close, bad prices or inconsistent bars; record them.
 
-    `close_only` (a wide file: open = high = low = close, no volume) skips the bar checks.
+    `close_only` (a wide file): `work` has only a close; it becomes open, high and low too.
     """
     o, h, lo, c, v = (pl.col(k) for k in ("open", "high", "low", "close", "volume"))
     prices = [c] if close_only else [o, h, lo, c]
@@ -490,7 +495,7 @@ def _reject_bad(
             pl.when(pl.col("session").is_null())
             .then(pl.lit("missing_date"))
             .when(pl.col("symbol").is_null())
-            .then(pl.lit("missing_close" if close_only else "missing_symbol"))
+            .then(pl.lit("missing_symbol"))
             .when(c.is_null())
             .then(pl.lit("missing_close"))
             .when(~good_price)
@@ -504,14 +509,16 @@ def _reject_bad(
             counts[why] = counts.get(why, 0) + 1
         work = work.filter(mask)
     if close_only:
-        return work
+        c = pl.col("close")
+        null = pl.lit(None, pl.Float64)
+        return work.with_columns(open=c, high=c, low=c, volume=null)
     return work.with_columns(
         pl.max_horizontal(o, h, c).alias("high"), pl.min_horizontal(o, lo, c).alias("low")
     )
 
 
 def _drop_duplicates(
-    tables: list[_Table], bars: pl.DataFrame, rejections: list[Rejection], counts: dict[str, int]
+    sources: list[_Source], bars: pl.DataFrame, rejections: list[Rejection], counts: dict[str, int]
 ) -> pl.DataFrame:
     """Sort by (symbol, session), keeping file order among equals; reject the later repeats."""
     bars = bars.sort("symbol", "session", maintain_order=True)
@@ -522,9 +529,9 @@ def _drop_duplicates(
     if not mask.any():
         return bars
     repeats = bars.filter(mask)
-    for number, table in enumerate(tables):
+    for number, source in enumerate(sources):
         mine = repeats.filter(pl.col("_file") == number)
-        for symbol, raw in zip(mine["symbol"], table.where(mine["_row"].to_list()), strict=True):
+        for symbol, raw in zip(mine["symbol"], source.where(mine["_row"].to_list()), strict=True):
             rejections.append(Rejection("duplicate", symbol, raw))
             counts["duplicate"] = counts.get("duplicate", 0) + 1
     return bars.filter(~mask)

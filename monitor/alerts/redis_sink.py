@@ -104,7 +104,8 @@ def _strip_credentials(url: str) -> tuple[str, str | None, str | None]:
 class RedisPublisher:
     """Drains an `Outbox` into a Redis channel and stream, in order, each alert at most once.
 
-    `username` / `password` override those in the URL (the config layer resolves secrets).
+    `username` / `password` override those in the URL (the config layer resolves secrets);
+    `ssl_ca_certs` is a CA bundle for `rediss://` servers with a private CA.
     The Redis client lives exactly as long as the `async with`; the outbox is the caller's.
     """
 
@@ -120,6 +121,7 @@ class RedisPublisher:
         backoff: Backoff | None = None,
         username: str | None = None,
         password: str | None = None,
+        ssl_ca_certs: str | None = None,
         batch_size: int = 200,
         dedupe_ttl_s: int = DEDUPE_TTL_S,
         timeout_s: float = 5.0,
@@ -128,6 +130,9 @@ class RedisPublisher:
         if maxlen < 1 or batch_size < 1 or dedupe_ttl_s < 1:
             raise ValueError("maxlen, batch_size and dedupe_ttl_s must be positive")
         self._url, url_user, url_password = _strip_credentials(url)
+        if ssl_ca_certs is not None and not url.startswith("rediss://"):
+            raise ValueError("ssl_ca_certs needs a rediss:// URL")
+        self._tls: dict[str, Any] = {} if ssl_ca_certs is None else {"ssl_ca_certs": ssl_ca_certs}
         self._username = username if username is not None else url_user
         self._password = password if password is not None else url_password
         self.url = mask_url(url)  # for logs; an explicit `password` never appears in it
@@ -154,6 +159,9 @@ class RedisPublisher:
         self._counters.describe("outbox_depth", "Alerts waiting in the outbox")
         self._counters.describe("redis_errors", "Failed attempts to publish a batch to Redis")
         self._counters.describe("publish_batches", "Batches published to Redis")
+        self._counters.describe(
+            "alerts_deduplicated", "Resent alerts Redis already had (crash window, lost reply)"
+        )
 
     def __repr__(self) -> str:
         return f"RedisPublisher(url={self.url!r}, channel={self.channel!r}, stream={self.stream!r})"
@@ -167,6 +175,7 @@ class RedisPublisher:
             socket_timeout=self._timeout_s,
             socket_connect_timeout=self._timeout_s,
             retry=Retry(NoBackoff(), 0),  # the loop below owns retries and their backoff
+            **self._tls,
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         self._counters.set("outbox_depth", self._outbox.depth())
@@ -192,6 +201,11 @@ class RedisPublisher:
         if added:
             self.wake()
         return added
+
+    @property
+    def is_available(self) -> bool:
+        """False from a failed publish until the next successful one."""
+        return self._down_since is None
 
     def wake(self) -> None:
         """Tell the loop the outbox has new alerts (non-blocking)."""

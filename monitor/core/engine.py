@@ -56,6 +56,8 @@ class Engine:
         emit_after: dt.datetime | None = None,
         bar_options: dict[str, Any] | None = None,
         minute_history: int = 780,
+        universe: frozenset[str] | None = None,
+        max_jump: float | None = None,
     ) -> None:
         self.rules = [r for r in rules.rules if r.enabled]
         self.sessions = sessions
@@ -71,6 +73,9 @@ class Engine:
         self._bar_options = bar_options or {}
         self._book: BarBook | None = None
         self._minute_history = minute_history
+        self.universe = universe or None
+        self.max_jump = max_jump
+        self._last_price: pl.DataFrame | None = None
         self.now: dt.datetime | None = None
 
     # ----------------------------------------------------------------- ingest
@@ -78,14 +83,52 @@ class Engine:
         """Take a batch of ticks and bars; bad rows come back as rejections (also counted)."""
         rejections = list(batch.rejections)
         if batch.ticks.height:
-            rejections += self.book.ingest_ticks(batch.ticks)
+            ticks = self._screen(batch.ticks, "price", "ts", rejections)
+            rejections += self.book.ingest_ticks(ticks)
         if batch.minute_bars.height:
-            rejections += self.book.ingest_minute_bars(batch.minute_bars)
+            bars = self._screen(batch.minute_bars, "close", "start", rejections)
+            rejections += self.book.ingest_minute_bars(bars)
         if batch.daily_bars.height:
-            rejections += self.ingest_daily(batch.daily_bars)
+            daily = self._screen(batch.daily_bars, "close", "session", rejections)
+            rejections += self.ingest_daily(daily)
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
+
+    def _screen(
+        self, frame: pl.DataFrame, price: str, order: str, rejections: list[Rejection]
+    ) -> pl.DataFrame:
+        """Reject symbols outside the configured universe (`unknown_symbol`) and bad prints: a
+        price more than `max_jump` times (or less than 1/`max_jump` of) the last accepted price
+        of its symbol (`bad_print`)."""
+        if self.universe is not None:
+            unknown = ~pl.col("symbol").is_in(list(self.universe))
+            rejections += [
+                Rejection(reason="unknown_symbol", symbol=s, raw=f"{s} {p}")
+                for s, p in frame.filter(unknown).select("symbol", price).iter_rows()
+            ]
+            frame = frame.filter(~unknown)
+        if self.max_jump is None or frame.is_empty():
+            return frame
+        if self._last_price is None:
+            self._last_price = self.daily.group_by("symbol").agg(
+                pl.col("close").sort_by("session").last().alias("ref")
+            )
+        joined = frame.join(self._last_price, on="symbol", how="left")
+        ratio = pl.col(price) / pl.col("ref")
+        bad = ((ratio > self.max_jump) | (ratio < 1.0 / self.max_jump)).fill_null(False)
+        rejections += [
+            Rejection(reason="bad_print", symbol=s, raw=f"{s} {p} (last {r})")
+            for s, p, r in joined.filter(bad).select("symbol", price, "ref").iter_rows()
+        ]
+        good = joined.filter(~bad).drop("ref")
+        positive = good.filter(pl.col(price) > 0)
+        if positive.height:
+            latest = positive.group_by("symbol").agg(
+                pl.col(price).sort_by(order).last().alias("ref")
+            )
+            self._last_price = _upsert(self._last_price, latest, ["symbol"])
+        return good
 
     def ingest_daily(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert session bars by (symbol, session); they count once their session has closed."""

@@ -139,9 +139,10 @@ ALERT_SCHEMA = "market-monitor.alert/1"
 MetricValue = float | int | str | bool | None
 
 
-class Alert(msgspec.Struct, frozen=True, omit_defaults=False):
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
     """The alert payload, `market-monitor.alert/1`; documented in docs/alerts.md."""
 
+    schema: str = ALERT_SCHEMA
     id: str
     rule: str
     kind: str
@@ -154,7 +155,6 @@ class Alert(msgspec.Struct, frozen=True, omit_defaults=False):
     text: str
     metrics: dict[str, MetricValue]
     history: History | None
-    schema: str = ALERT_SCHEMA
 
 
 _alert_encoder = msgspec.json.Encoder()

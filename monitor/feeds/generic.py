@@ -370,3 +370,51 @@ def _batch(
         _EMPTY_DAILY.clone() if daily is None else daily,
         rejections,
     )
+
+
+def decode_generic_many(
+    payloads: list[bytes], *, feed: str, mapping: FieldMap | None = None
+) -> FeedBatch:
+    """Decode many wire messages at once (a micro-batch): their elements are joined into one
+    JSON array and decoded in one pass, so the per-frame cost of building polars frames is paid
+    once per batch instead of once per message. A malformed message does not spoil the others:
+    then each message is decoded on its own and the batches are merged."""
+    if len(payloads) == 1:
+        return decode_generic(payloads[0], feed=feed, mapping=mapping)
+    parts: list[bytes] = []
+    for raw in payloads:
+        body = raw.strip()
+        if body[:1] == b"[" and body[-1:] == b"]":
+            body = body[1:-1].strip()
+            if not body:
+                continue
+        elif body[:1] != b"{":
+            return merge([decode_generic(p, feed=feed, mapping=mapping) for p in payloads], feed)
+        parts.append(body)
+    joined = b"[" + b",".join(parts) + b"]"
+    batch = decode_generic(joined, feed=feed, mapping=mapping)
+    if any(r.reason == "malformed_json" for r in batch.rejections):
+        return merge([decode_generic(p, feed=feed, mapping=mapping) for p in payloads], feed)
+    return batch
+
+
+def merge(batches: list[FeedBatch], feed: str) -> FeedBatch:
+    """One batch holding the rows and rejections of several."""
+    if not batches:
+        return FeedBatch.empty(feed)
+    if len(batches) == 1:
+        return batches[0]
+
+    def cat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+        nonempty = [f for f in frames if f.height]
+        if not nonempty:
+            return frames[0]
+        return nonempty[0] if len(nonempty) == 1 else pl.concat(nonempty, how="vertical")
+
+    return FeedBatch(
+        feed,
+        cat([b.ticks for b in batches]),
+        cat([b.minute_bars for b in batches]),
+        cat([b.daily_bars for b in batches]),
+        [r for b in batches for r in b.rejections],
+    )

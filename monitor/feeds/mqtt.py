@@ -29,6 +29,7 @@ from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.errors import ConfigError, FeedDisconnected
 from monitor.feeds.generic import decode_generic
+from monitor.feeds.wire import Wire
 
 __all__ = ["DROPPED_TOPIC", "Decoder", "MqttFeed"]
 
@@ -40,8 +41,8 @@ class MqttFeed:
     """Subscribe to `topics`, decode every message and put the batch on `queue` (awaiting if full).
 
     Counters (label `feed`): feed_messages, feed_ticks, feed_bars, feed_rejections{reason},
-    feed_queue_full_waits, feed_connects, feed_subscribes, feed_reconnects, feed_gap_seconds; gauges feed_connected
-    and broker_messages_dropped.
+    feed_queue_full_waits, feed_connects, feed_subscribes, feed_reconnects, feed_gap_seconds;
+    gauges feed_connected and broker_messages_dropped.
     """
 
     def __init__(
@@ -50,7 +51,7 @@ class MqttFeed:
         url: str,
         topics: list[str],
         *,
-        queue: asyncio.Queue[FeedBatch],
+        queue: asyncio.Queue[FeedBatch | Wire],
         counters: Counters,
         backoff: Backoff,
         qos: Literal[0, 1] = 0,
@@ -60,6 +61,7 @@ class MqttFeed:
         password: str | None = None,
         ca_file: str | None = None,
         decoder: Decoder | None = None,
+        raw: bool = False,
         watch_broker_drops: bool = False,
         stable_after_s: float = 30.0,
         rejection_log_interval_s: float = 10.0,
@@ -88,6 +90,7 @@ class MqttFeed:
         self._password = password
         self._ca_file = ca_file
         self._decode: Decoder = decoder or (lambda payload: decode_generic(payload, feed=name))
+        self._raw = raw
         self._queue = queue
         self._counters = counters
         self._backoff = backoff
@@ -203,6 +206,16 @@ class MqttFeed:
             if watch_drops and message.topic.value == DROPPED_TOPIC:
                 self._on_broker_dropped(payload)
                 continue
+            if self._raw:
+                # Decoded downstream, many messages at once (the engine loop's micro-batch).
+                counters.inc("feed_messages", feed=feed)
+                wire = Wire(feed, _as_bytes(payload))
+                try:
+                    queue.put_nowait(wire)
+                except asyncio.QueueFull:
+                    counters.inc("feed_queue_full_waits", feed=feed)
+                    await queue.put(wire)
+                continue
             batch = decode(payload)
             counters.inc("feed_messages", feed=feed)
             if batch.ticks.height:
@@ -279,3 +292,11 @@ class _Client(aiomqtt.Client):
     ) -> None:
         self.session_present = bool(flags.session_present)
         super()._on_connect(client, userdata, flags, reason_code, properties)
+
+
+def _as_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray | memoryview):
+        return bytes(payload)
+    return b"" if payload is None else str(payload).encode()

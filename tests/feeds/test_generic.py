@@ -28,7 +28,9 @@ def tick_row(
     return {"symbol": symbol, "ts": ts, "price": price, "size": size, "id": id}
 
 
-def bar_row(key: str, when: object, o: float = 10, h: float = 12, lo: float = 9, c: float = 11):
+def bar_row(
+    key: str, when: object, o: float = 10, h: float = 12, lo: float = 9, c: float = 11
+) -> dict[str, Any]:
     return {"symbol": "ACME", key: when, "open": o, "high": h, "low": lo, "close": c, "volume": 5.0}
 
 
@@ -66,12 +68,12 @@ DECODED = [
         "iso naive is UTC",
         b'{"symbol":"ACME","ts":"2024-05-29T16:26:40","price":10.5,"size":100}',
         [tick_row()],
-    ),  # noqa: E501
+    ),
     (
         "null id",
         b'{"symbol":"ACME","ts":1717000000000,"price":10.5,"size":100,"id":null}',
         [tick_row()],
-    ),  # noqa: E501
+    ),
     ("empty array", b"[]", []),
 ]
 
@@ -85,14 +87,14 @@ def test_tick_shapes_decode_to_tick_rows(payload: bytes, rows: list[dict[str, An
 
 
 def test_bars_and_ticks_in_one_array_land_in_their_frames() -> None:
-    """A mixed array fills the tick, minute-bar and daily-bar frames and rejects only the bad one."""
+    """A mixed array fills the tick, minute and daily frames and rejects only the bad element."""
     payload = (
         b"["
         + MINUTE_BAR
         + b","
         + DAILY_BAR
         + b',{"symbol":"ACME","ts":1717000000000,"price":10.5,"size":100},"x"]'
-    )  # noqa: E501
+    )
     batch = decode_generic(payload, feed="f")
     assert batch.ticks.to_dicts() == [tick_row()]
     assert batch.minute_bars.to_dicts() == [bar_row("start", T)]
@@ -112,7 +114,7 @@ def test_bars_and_ticks_in_one_array_land_in_their_frames() -> None:
             FieldMap(ts_unit="s"),
             b'{"symbol":"ACME","ts":1717000000,"price":10.5,"size":100}',
             [tick_row()],
-        ),  # noqa: E501
+        ),
         (
             FieldMap(ts_unit="s"),
             b'{"symbol":"ACME","ts":1717000000.5,"price":10.5,"size":100}',
@@ -193,7 +195,7 @@ REJECTED = [
 def test_bad_elements_become_rejections_and_the_rest_still_decodes(
     payload: bytes, reason: str
 ) -> None:
-    """A bad element is rejected with its reason, symbol and raw JSON; its good neighbour decodes."""
+    """A bad element is rejected with reason, symbol and raw JSON; its good neighbour decodes."""
     good = b'{"symbol":"GOOD","ts":1717000000000,"price":10.5,"size":100}'
     batch = decode_generic(b"[" + payload + b"," + good + b"]", feed="f")
     element = msgspec.json.decode(payload)
@@ -258,8 +260,10 @@ field_values = st.one_of(
 )
 wire_objects = st.dictionaries(
     st.sampled_from(
-        ["symbol", "ts", "price", "size", "id", "timeframe", "start", "session"]
-        + ["open", "high", "low", "close", "volume"]
+        [
+            *("symbol", "ts", "price", "size", "id", "timeframe", "start", "session"),
+            *("open", "high", "low", "close", "volume"),
+        ]
     ),
     field_values,
 )

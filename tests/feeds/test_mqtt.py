@@ -107,7 +107,7 @@ def prefix() -> str:
 
 
 async def test_ticks_as_objects_and_arrays_arrive_as_batches(prefix: str) -> None:
-    """A single-tick object and a tick array each arrive on the queue as one batch of the right rows."""
+    """A single tick object and a tick array each arrive on the queue as one batch of those rows."""
     counters, queue = Counters(), asyncio.Queue[FeedBatch](maxsize=100)
     feed = make_feed("mqtt://127.0.0.1:1883", f"{prefix}/ticks/#", counters, queue)
     async with running(feed):
@@ -210,7 +210,7 @@ async def test_stop_ends_run_promptly_while_connected_and_mid_backoff(prefix: st
 async def test_persistent_session_delivers_every_tick_published_across_a_broker_restart(
     tmp_path: Path, prefix: str
 ) -> None:
-    """With QoS 1 and a session expiry, ticks published while the feed is away all arrive, in order."""
+    """With QoS 1 and a session expiry, ticks published while the feed is away arrive in order."""
     topic = f"{prefix}/ticks"
     counters, queue = Counters(), asyncio.Queue[FeedBatch](maxsize=1000)
     with MosquittoServer(tmp_path) as broker, capture_logs() as logs:
@@ -252,7 +252,7 @@ async def test_persistent_session_delivers_every_tick_published_across_a_broker_
 async def test_feed_reconnects_and_resubscribes_after_the_broker_is_killed(
     tmp_path: Path, prefix: str
 ) -> None:
-    """After a SIGKILL and restart the feed reconnects, resubscribes, counts the gap and reads on."""
+    """After SIGKILL and restart the feed reconnects, resubscribes, counts the gap and reads on."""
     topic = f"{prefix}/ticks"
     counters, queue = Counters(), asyncio.Queue[FeedBatch](maxsize=100)
     with MosquittoServer(tmp_path) as broker:

@@ -1,0 +1,394 @@
+"""Alpaca Market Data v2 stock stream, sans I/O: messages to send, frames to read, errors to judge.
+
+Every frame is an array of objects tagged by `T`. Data: trades "t" become ticks (`id` = str(i)),
+minute bars "b" and updated bars "u" become minute bars (the engine upserts by symbol + start),
+running daily bars "d" become daily bars of the New York date of `t`. Control: "success"
+(connected / authenticated), "subscription", "error" (with `code`) and trading status "s" (halts).
+Quotes, corrections, cancels, LULD bands and imbalances are counted as ignored.
+
+Frames are JSON text, or msgpack when the connection sent `Content-Type: application/msgpack` on
+the upgrade; `decode_alpaca` tells them apart by their first byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from monitor.core.model import Rejection
+from monitor.feeds.provider import (
+    Action,
+    Columns,
+    Control,
+    Decoded,
+    Outgoing,
+    UtcDatetime,
+    datetime_us,
+    first_byte_is_json,
+    frame_rejection,
+    rejection,
+)
+
+__all__ = [
+    "AlpacaSession",
+    "auth_message",
+    "decode_alpaca",
+    "error_action",
+    "subscribe_message",
+]
+
+# Error codes from the stream documentation, and what the connection does about each.
+_FATAL = {
+    400: "invalid syntax",
+    401: "not authenticated",
+    402: "auth failed",
+    405: "symbol limit exceeded",
+    408: "v2 not enabled",
+    409: "insufficient subscription",
+}
+_CONTINUE = {403: "already authenticated"}
+# 404 auth timeout, 406 connection limit exceeded, 407 slow client, 500 internal error, and any
+# code not listed: reconnect with backoff.
+
+# Trading status codes (CTS numeric, UTP letters): a halt or pause, or a resumption.
+_HALTED = frozenset({"2", "H", "P"})
+_RESUMED = frozenset({"3", "T"})
+_IGNORED = frozenset({"q", "c", "x", "l", "i"})
+
+
+def error_action(code: int | None) -> Action:
+    """Fatal for auth, syntax and plan errors; go on after 403; otherwise reconnect with backoff."""
+    if code in _FATAL:
+        return "fatal"
+    if code in _CONTINUE:
+        return "continue"
+    return "reconnect"
+
+
+def auth_message(key: str, secret: str, *, msgpack: bool = False) -> Outgoing:
+    """The auth action, as JSON text or msgpack bytes."""
+    return _encode({"action": "auth", "key": key, "secret": secret}, msgpack)
+
+
+def subscribe_message(
+    symbols: Sequence[str],
+    *,
+    trades: bool = True,
+    bars: bool = True,
+    updated_bars: bool = True,
+    daily_bars: bool = True,
+    statuses: bool = True,
+    msgpack: bool = False,
+) -> Outgoing:
+    """The subscribe action for these symbols on the chosen channels (`["*"]` means all)."""
+    wanted = list(symbols)
+    message: dict[str, Any] = {"action": "subscribe"}
+    for channel, on in (
+        ("trades", trades),
+        ("bars", bars),
+        ("updatedBars", updated_bars),
+        ("dailyBars", daily_bars),
+        ("statuses", statuses),
+    ):
+        if on:
+            message[channel] = wanted
+    return _encode(message, msgpack)
+
+
+def _encode(message: dict[str, Any], msgpack: bool) -> Outgoing:
+    if msgpack:
+        return msgspec.msgpack.encode(message)
+    return msgspec.json.encode(message).decode()
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+class _Trade(msgspec.Struct, tag="t", tag_field="T"):
+    S: str
+    p: float
+    s: float
+    t: UtcDatetime
+    i: int | str | None = None
+
+
+class _Bar(msgspec.Struct, tag_field="T"):
+    S: str
+    o: float
+    h: float
+    l: float  # noqa: E741 - the wire name
+    c: float
+    t: UtcDatetime
+    v: float = 0.0
+
+
+class _MinuteBar(_Bar, tag="b"):
+    pass
+
+
+class _UpdatedBar(_Bar, tag="u"):
+    pass
+
+
+class _DailyBar(_Bar, tag="d"):
+    pass
+
+
+class _Success(msgspec.Struct, tag="success", tag_field="T"):
+    msg: str = ""
+
+
+class _Error(msgspec.Struct, tag="error", tag_field="T"):
+    code: int | None = None
+    msg: str = ""
+
+
+class _Subscription(msgspec.Struct, tag="subscription", tag_field="T"):
+    pass
+
+
+class _Status(msgspec.Struct, tag="s", tag_field="T"):
+    S: str
+
+
+class _Ignored(msgspec.Struct, tag_field="T"):
+    """Channels the feed does not use: quotes, corrections, cancels, LULD bands, imbalances."""
+
+
+class _Quote(_Ignored, tag="q"):
+    pass
+
+
+class _Correction(_Ignored, tag="c"):
+    pass
+
+
+class _Cancel(_Ignored, tag="x"):
+    pass
+
+
+class _Luld(_Ignored, tag="l"):
+    pass
+
+
+class _Imbalance(_Ignored, tag="i"):
+    pass
+
+
+_Message = (
+    _Trade
+    | _MinuteBar
+    | _UpdatedBar
+    | _DailyBar
+    | _Success
+    | _Error
+    | _Subscription
+    | _Status
+    | _Quote
+    | _Correction
+    | _Cancel
+    | _Luld
+    | _Imbalance
+)
+_json_frame = msgspec.json.Decoder(list[_Message])
+_msgpack_frame = msgspec.msgpack.Decoder(list[_Message])
+_msgpack_any: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
+
+
+def decode_alpaca(frame: bytes | str, *, feed: str) -> Decoded:
+    """Decode one frame (JSON text or bytes, or msgpack bytes); never raises on bad input.
+
+    A well-typed frame of trades and bars takes a typed msgspec decode; anything else is decoded
+    element by element, so one bad element is rejected and the rest of the frame still counts.
+    """
+    packed = frame if isinstance(frame, bytes) and not first_byte_is_json(frame[:16]) else None
+    try:
+        items = _msgpack_frame.decode(packed) if packed is not None else _json_frame.decode(frame)
+    except msgspec.DecodeError:
+        pass
+    else:
+        if all(
+            item.__class__ is not _Status and item.__class__ is not _Subscription for item in items
+        ):
+            fast = _decode_typed(items, feed)
+            if fast is not None:
+                return fast
+    return _decode_lenient(frame, packed, feed)
+
+
+def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
+    """Data and simple controls from typed items, or None when any element needs a rejection."""
+    cols = Columns()
+    controls: list[Control] = []
+    ignored = 0
+    for item in items:
+        cls = item.__class__
+        if cls is _Trade:
+            reason = cols.tick(item.S, datetime_us(item.t), item.p, item.s, item.i)
+        elif cls is _MinuteBar or cls is _UpdatedBar:
+            reason = cols.minute(
+                item.S, datetime_us(item.t), (item.o, item.h, item.l, item.c, item.v)
+            )
+        elif cls is _DailyBar:
+            reason = cols.daily(
+                item.S, datetime_us(item.t), (item.o, item.h, item.l, item.c, item.v)
+            )
+        elif cls is _Success:
+            controls.append(_success(item.msg))
+            continue
+        elif cls is _Error:
+            controls.append(_error(item.code, item.msg))
+            continue
+        else:
+            ignored += 1
+            continue
+        if reason is not None:
+            return None
+    return Decoded(cols.batch(feed, []), controls, ignored)
+
+
+def _decode_lenient(frame: bytes | str, packed: bytes | None, feed: str) -> Decoded:
+    try:
+        doc = _msgpack_any.decode(packed) if packed is not None else msgspec.json.decode(frame)
+    except msgspec.DecodeError:
+        why = "malformed_msgpack" if packed is not None else "malformed_json"
+        return Decoded(Columns().batch(feed, [frame_rejection(why, frame)]), [])
+    elements = doc if isinstance(doc, list) else [doc]
+    cols = Columns()
+    controls: list[Control] = []
+    rejections: list[Rejection] = []
+    ignored = 0
+    for element in elements:
+        reason = _element(element, cols, controls)
+        if reason == "ignored":
+            ignored += 1
+        elif reason is not None:
+            rejections.append(rejection(reason, element, "S"))
+    return Decoded(cols.batch(feed, rejections), controls, ignored)
+
+
+_TRADE_KEYS = ("S", "p", "s", "t")
+_BAR_KEYS = ("S", "o", "h", "l", "c", "t")
+
+
+def _element(el: object, cols: Columns, controls: list[Control]) -> str | None:
+    """Route one element; returns None when used, "ignored", or the rejection reason."""
+    if not isinstance(el, dict):
+        return "bad_message"
+    kind = el.get("T")
+    if kind is None:
+        return "missing_field"
+    if kind == "t":
+        if any(k not in el for k in _TRADE_KEYS):
+            return "missing_field"
+        return cols.tick(el["S"], datetime_us(el["t"]), el["p"], el["s"], el.get("i"))
+    if kind in ("b", "u", "d"):
+        if any(k not in el for k in _BAR_KEYS):
+            return "missing_field"
+        at = datetime_us(el["t"])
+        ohlcv = (el["o"], el["h"], el["l"], el["c"], el.get("v", 0.0))
+        return cols.daily(el["S"], at, ohlcv) if kind == "d" else cols.minute(el["S"], at, ohlcv)
+    if kind == "success":
+        msg = el.get("msg", "")
+        if not isinstance(msg, str):
+            return "bad_message"
+        controls.append(_success(msg))
+        return None
+    if kind == "error":
+        code, msg = el.get("code"), el.get("msg", "")
+        if not (code is None or (isinstance(code, int) and not isinstance(code, bool))):
+            return "bad_message"
+        controls.append(_error(code, str(msg)))
+        return None
+    if kind == "subscription":
+        controls.append(_subscription(el))
+        return None
+    if kind == "s":
+        return _status(el, controls)
+    if isinstance(kind, str) and kind in _IGNORED:
+        return "ignored"
+    return "bad_message"
+
+
+def _success(msg: str) -> Control:
+    if msg == "connected":
+        return Control("connected", msg)
+    if msg == "authenticated":
+        return Control("authenticated", msg)
+    return Control("notice", msg)
+
+
+def _error(code: int | None, msg: str) -> Control:
+    return Control("error", msg, code=code, action=error_action(code))
+
+
+def _subscription(el: dict[Any, Any]) -> Control:
+    channels: dict[str, str | list[str]] = {}
+    for name, value in el.items():
+        if isinstance(name, str) and name != "T" and isinstance(value, list):
+            channels[name] = [str(v) for v in value]
+    return Control("subscribed", "subscribed", detail=channels)
+
+
+def _status(el: dict[Any, Any], controls: list[Control]) -> str | None:
+    symbol, code = el.get("S"), el.get("sc")
+    if symbol is None or code is None:
+        return "missing_field"
+    if not (isinstance(symbol, str) and symbol and isinstance(code, str)):
+        return "bad_message"
+    at = datetime_us(el["t"]) if "t" in el else None
+    if isinstance(at, str):
+        return at
+    ts = msgspec.convert(el["t"], UtcDatetime) if at is not None else None
+    detail: dict[str, str | list[str]] = {
+        key: str(el[key]) for key in ("sc", "sm", "rc", "rm", "z") if el.get(key) is not None
+    }
+    halted = True if code in _HALTED else False if code in _RESUMED else None
+    message = str(el.get("sm", ""))
+    controls.append(Control("status", message, symbol=symbol, ts=ts, halted=halted, detail=detail))
+    return None
+
+
+class AlpacaSession:
+    """The Alpaca handshake: auth after "connected", subscribe after "authenticated"."""
+
+    provider = "alpaca"
+    acknowledges_subscribe = True
+
+    def __init__(
+        self, url: str, symbols: Sequence[str], key: str, secret: str, *, msgpack: bool = False
+    ) -> None:
+        self._url = url
+        self._symbols = list(symbols)
+        self._key = key
+        self._secret = secret
+        self.msgpack = msgpack
+
+    def __repr__(self) -> str:
+        return f"AlpacaSession({self._url!r}, {len(self._symbols)} symbols, msgpack={self.msgpack})"
+
+    def url(self) -> str:
+        """The stream URL (credentials travel in the auth message, not the URL)."""
+        return self._url
+
+    def headers(self) -> dict[str, str]:
+        """`Content-Type: application/msgpack` asks Alpaca for msgpack frames."""
+        return {"Content-Type": "application/msgpack"} if self.msgpack else {}
+
+    def opening(self) -> list[Outgoing]:
+        """Nothing: Alpaca speaks first."""
+        return []
+
+    def replies(self, control: Control) -> list[Outgoing]:
+        """Auth after "connected", subscribe after "authenticated"."""
+        if control.kind == "connected":
+            return [auth_message(self._key, self._secret, msgpack=self.msgpack)]
+        if control.kind == "authenticated":
+            return [subscribe_message(self._symbols, msgpack=self.msgpack)]
+        return []
+
+    def decode(self, frame: bytes | str, feed: str) -> Decoded:
+        """`decode_alpaca`."""
+        return decode_alpaca(frame, feed=feed)

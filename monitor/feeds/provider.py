@@ -1,0 +1,318 @@
+"""What the provider protocols (Alpaca, Polygon, Finnhub) share: control events and column builders.
+
+Each provider module is sans-I/O: it builds the messages to send and turns one received frame into a
+`Decoded` value (a `FeedBatch` of market data plus the `Control` events of the frame). Every element
+of a frame ends up in exactly one place: a frame row, a rejection, a control event or the `ignored`
+count (messages of channels the feed does not use, such as quotes).
+
+Timestamps become UTC microseconds. RFC 3339 strings with nanoseconds and msgpack timestamps are
+read by msgspec, which rounds to the nearest microsecond.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal, Protocol
+
+import msgspec
+import polars as pl
+
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, TS, FeedBatch, Rejection
+
+__all__ = [
+    "REASONS",
+    "Action",
+    "Columns",
+    "Control",
+    "ControlKind",
+    "Decoded",
+    "Outgoing",
+    "Session",
+    "UtcDatetime",
+]
+
+REASONS = (
+    "malformed_json",  # the frame is not JSON at all
+    "malformed_msgpack",  # a binary frame that is not msgpack
+    "bad_message",  # not an object, an unknown message type, or a field of the wrong type
+    "missing_field",  # a required field is absent
+    "bad_timestamp",  # a timestamp that does not parse or lacks a timezone, or out of range
+    "bad_price",  # a price that is not finite and positive
+    "bad_size",  # a size or volume that is not finite and non-negative
+    "bad_bar",  # low > high, or open / close outside [low, high]
+)
+
+ControlKind = Literal[
+    "connected", "authenticated", "subscribed", "error", "ping", "status", "notice"
+]
+# What the connection should do about a control event: go on, reconnect with backoff, or give up.
+Action = Literal["continue", "reconnect", "fatal"]
+# A message to send: text (JSON) or binary (msgpack).
+Outgoing = str | bytes
+
+UtcDatetime = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+
+RAW_LIMIT = 200
+EXCHANGE_TZ = "America/New_York"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_INF = float("inf")
+_NUMBER = (int, float)
+
+
+class Control(msgspec.Struct, frozen=True):
+    """A non-data message: handshake steps, errors, heartbeats and trading status changes.
+
+    `action` says what the connection should do (errors only; everything else is "continue").
+    Status events carry `symbol`, the provider's `ts`, `halted` (True for a halt or pause, False
+    for a resumption, None when the status says neither) and the provider's codes in `detail`.
+    """
+
+    kind: ControlKind
+    msg: str = ""
+    code: int | None = None
+    action: Action = "continue"
+    symbol: str | None = None
+    ts: dt.datetime | None = None
+    halted: bool | None = None
+    detail: dict[str, str | list[str]] = {}
+
+
+class Decoded(msgspec.Struct):
+    """One decoded frame: market data and rejections, control events, and ignored messages."""
+
+    batch: FeedBatch
+    controls: list[Control]
+    ignored: int = 0
+
+    def elements(self) -> int:
+        """How many elements of the frame this accounts for."""
+        return self.batch.size() + len(self.batch.rejections) + len(self.controls) + self.ignored
+
+
+class Session(Protocol):
+    """One provider's side of a connection, sans I/O: what to send, and how to read a frame."""
+
+    provider: str
+    acknowledges_subscribe: bool  # False: subscribed as soon as the opening messages are sent
+
+    def url(self) -> str:
+        """The URL to connect to (may carry a token: mask it before logging)."""
+        ...
+
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP headers for the upgrade request."""
+        ...
+
+    def opening(self) -> list[Outgoing]:
+        """Messages to send as soon as the connection is open."""
+        ...
+
+    def replies(self, control: Control) -> list[Outgoing]:
+        """Messages to send in answer to a control event (auth, then subscribe)."""
+        ...
+
+    def decode(self, frame: bytes | str, feed: str) -> Decoded:
+        """Decode one received frame; never raises on bad input."""
+        ...
+
+
+# --- timestamps ----------------------------------------------------------------------------------
+
+
+def datetime_us(value: object) -> int | str:
+    """Epoch microseconds of an aware datetime or RFC 3339 string, or the rejection reason."""
+    if isinstance(value, str):
+        try:
+            value = msgspec.convert(value, UtcDatetime)
+        except msgspec.ValidationError:
+            return "bad_timestamp"
+    if not isinstance(value, dt.datetime):
+        return "bad_message"
+    if value.tzinfo is None:
+        return "bad_timestamp"
+    return (value - _EPOCH) // _ONE_US
+
+
+def ms_us(value: object) -> int | str:
+    """Epoch microseconds of an integer epoch-milliseconds value, or the rejection reason."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "bad_message"
+    if not -_MAX_MS < value < _MAX_MS:
+        return "bad_timestamp"
+    return value * 1000
+
+
+def is_number(value: object) -> bool:
+    """An int or float, but not a bool (`true` is not a price)."""
+    return value.__class__ in _NUMBER
+
+
+def is_symbol(value: object) -> bool:
+    """A non-empty string."""
+    return value.__class__ is str and value != ""
+
+
+# --- rejections ----------------------------------------------------------------------------------
+
+
+def rejection(reason: str, element: object, symbol_key: str | None = None) -> Rejection:
+    """A rejection for one element, its raw text cut to RAW_LIMIT characters."""
+    symbol = element.get(symbol_key) if symbol_key and isinstance(element, dict) else None
+    try:
+        raw = msgspec.json.encode(element)[:RAW_LIMIT].decode("utf-8", "replace")
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError, RecursionError):
+        raw = repr(element)[:RAW_LIMIT]
+    return Rejection(reason, symbol=symbol if is_symbol(symbol) else None, raw=raw)
+
+
+def frame_rejection(reason: str, frame: bytes | str) -> Rejection:
+    """A rejection for a whole frame that could not be parsed."""
+    raw = (
+        frame[:RAW_LIMIT]
+        if isinstance(frame, str)
+        else bytes(frame[:RAW_LIMIT]).decode("utf-8", "replace")
+    )
+    return Rejection(reason, raw=raw)
+
+
+# --- columns -------------------------------------------------------------------------------------
+
+_EMPTY_TICKS = pl.DataFrame(schema=TICK_SCHEMA)
+_EMPTY_MINUTE = pl.DataFrame(schema=MINUTE_SCHEMA)
+_EMPTY_DAILY = pl.DataFrame(schema=DAILY_SCHEMA)
+_BAR_NAMES = ("open", "high", "low", "close", "volume")
+
+
+class Columns:
+    """Column lists for ticks, minute bars and daily bars; only validated values are appended.
+
+    `tick`, `minute` and `daily` return None when the element was appended, else the reason.
+    """
+
+    def __init__(self) -> None:
+        self.t_symbol: list[str] = []
+        self.t_us: list[int] = []
+        self.t_price: list[float] = []
+        self.t_size: list[float] = []
+        self.t_id: list[str | None] = []
+        self.m_symbol: list[str] = []
+        self.m_us: list[int] = []
+        self.m_values: list[tuple[float, float, float, float, float]] = []
+        self.d_symbol: list[str] = []
+        self.d_us: list[int] = []
+        self.d_values: list[tuple[float, float, float, float, float]] = []
+
+    def tick(
+        self, symbol: object, ts_us: int | str, price: object, size: object, trade_id: object
+    ) -> str | None:
+        """Append one trade; `ts_us` is epoch microseconds or a rejection reason already found."""
+        if not (
+            isinstance(symbol, str)
+            and symbol
+            and isinstance(price, _NUMBER)
+            and isinstance(size, _NUMBER)
+            and price.__class__ is not bool
+            and size.__class__ is not bool
+            and (trade_id is None or trade_id.__class__ is str or trade_id.__class__ is int)
+        ):
+            return "bad_message"
+        if isinstance(ts_us, str):
+            return ts_us
+        if not 0.0 < price < _INF:
+            return "bad_price"
+        if not 0.0 <= size < _INF:
+            return "bad_size"
+        self.t_symbol.append(symbol)
+        self.t_us.append(ts_us)
+        self.t_price.append(float(price))
+        self.t_size.append(float(size))
+        self.t_id.append(None if trade_id is None else str(trade_id))
+        return None
+
+    def minute(self, symbol: object, start_us: int | str, ohlcv: tuple[object, ...]) -> str | None:
+        """Append one minute bar starting at `start_us`."""
+        checked = _bar_values(symbol, start_us, ohlcv)
+        if isinstance(checked, str):
+            return checked
+        self.m_symbol.append(checked[0])
+        self.m_us.append(checked[1])
+        self.m_values.append(checked[2])
+        return None
+
+    def daily(self, symbol: object, at_us: int | str, ohlcv: tuple[object, ...]) -> str | None:
+        """Append one daily bar; its session is the New York date of `at_us`."""
+        checked = _bar_values(symbol, at_us, ohlcv)
+        if isinstance(checked, str):
+            return checked
+        self.d_symbol.append(checked[0])
+        self.d_us.append(checked[1])
+        self.d_values.append(checked[2])
+        return None
+
+    def batch(self, feed: str, rejections: list[Rejection]) -> FeedBatch:
+        """The FeedBatch of everything appended, built from column lists."""
+        ticks = _EMPTY_TICKS.clone()
+        if self.t_symbol:
+            ticks = pl.DataFrame(
+                [
+                    pl.Series("symbol", self.t_symbol, pl.String),
+                    pl.Series("ts", self.t_us, pl.Int64).cast(TS),
+                    pl.Series("price", self.t_price, pl.Float64),
+                    pl.Series("size", self.t_size, pl.Float64),
+                    pl.Series("id", self.t_id, pl.String),
+                ]
+            )
+        minute = _EMPTY_MINUTE.clone()
+        if self.m_symbol:
+            start = pl.Series("start", self.m_us, pl.Int64).cast(TS)
+            minute = _bars(self.m_symbol, start, self.m_values)
+        daily = _EMPTY_DAILY.clone()
+        if self.d_symbol:
+            at = pl.Series("session", self.d_us, pl.Int64).cast(TS)
+            session = at.dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+            daily = _bars(self.d_symbol, session, self.d_values)
+        return FeedBatch(feed, ticks, minute, daily, rejections)
+
+
+def _bar_values(
+    symbol: object, at_us: int | str, ohlcv: tuple[object, ...]
+) -> tuple[str, int, tuple[float, float, float, float, float]] | str:
+    """The validated (symbol, time, values) of a bar, or the rejection reason."""
+    if not (isinstance(symbol, str) and symbol):
+        return "bad_message"
+    numbers: list[float] = []
+    for v in ohlcv:
+        if not isinstance(v, _NUMBER) or v.__class__ is bool:
+            return "bad_message"
+        numbers.append(float(v))
+    if isinstance(at_us, str):
+        return at_us
+    open_, high, low, close, volume = numbers
+    if not (0.0 < open_ < _INF and 0.0 < high < _INF and 0.0 < low < _INF and 0.0 < close < _INF):
+        return "bad_price"
+    if not 0.0 <= volume < _INF:
+        return "bad_size"
+    if not (low <= open_ <= high and low <= close <= high):
+        return "bad_bar"
+    return symbol, at_us, (open_, high, low, close, volume)
+
+
+def _bars(
+    symbols: list[str], key: pl.Series, values: list[tuple[float, float, float, float, float]]
+) -> pl.DataFrame:
+    by_column = list(zip(*values, strict=True))
+    return pl.DataFrame(
+        [
+            pl.Series("symbol", symbols, pl.String),
+            key,
+            *(pl.Series(n, c, pl.Float64) for n, c in zip(_BAR_NAMES, by_column, strict=True)),
+        ]
+    )
+
+
+def first_byte_is_json(frame: bytes) -> bool:
+    """Whether a binary frame looks like JSON text rather than msgpack."""
+    stripped = frame.lstrip(b" \t\r\n")
+    return stripped[:1] in (b"[", b"{") or not stripped

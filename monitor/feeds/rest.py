@@ -1,0 +1,238 @@
+"""RestBackfill: the minute bars a stream missed, fetched from the provider's REST API.
+
+Alpaca: `GET {url}/v2/stocks/bars?symbols=A,B&timeframe=1Min&start=..&end=..` with the key headers,
+following `next_page_token`. Polygon: `GET {url}/v2/aggs/ticker/{sym}/range/1/minute/{from}/{to}`
+per symbol with `apiKey`, following `next_url`. Bars come back as one FeedBatch of minute bars
+(bad bars as rejections), which the engine upserts by symbol and start.
+
+httpx types stay here: a network failure, a 429 or a 5xx is a `TransientError`; a 401 / 403 is a
+`ConfigError`. The API key never appears in an error message or a log (see `mask_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import httpx
+import msgspec
+
+from monitor.core.model import FeedBatch, Rejection
+from monitor.errors import ConfigError, MonitorError, TransientError
+from monitor.feeds.provider import Columns, datetime_us, ms_us, rejection
+
+__all__ = ["RestBackfill", "mask_url"]
+
+_SECRET_PARAMS = frozenset({"token", "apikey", "api_key", "key", "secret", "apca-api-secret-key"})
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
+
+
+def mask_url(url: str) -> str:
+    """`url` with secret query values (token, apiKey, ...) and any password replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+
+
+class RestBackfill:
+    """Fetch minute bars for a window from Alpaca or Polygon; an async context manager.
+
+    `minute_bars` returns the bars whose start lies in [start, end).
+    """
+
+    def __init__(
+        self,
+        provider: Literal["alpaca", "polygon"],
+        url: str,
+        *,
+        key: str,
+        secret: str | None = None,
+        alpaca_feed: str | None = None,
+        timeout_s: float = 10.0,
+        symbols_per_request: int = 100,
+        concurrency: int = 4,
+        max_pages: int = 1000,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if provider == "alpaca" and not secret:
+            raise ConfigError("backfill.secret: alpaca REST needs the API secret")
+        headers = {"APCA-API-KEY-ID": key, "APCA-API-SECRET-KEY": secret or ""}
+        self.provider = provider
+        self._url = url.rstrip("/")
+        self._key = key
+        self._secret = secret
+        self._alpaca_feed = alpaca_feed
+        self._per_request = symbols_per_request
+        self._limit = asyncio.Semaphore(concurrency)
+        self._max_pages = max_pages
+        self._client = httpx.AsyncClient(
+            timeout=timeout_s,
+            transport=transport,
+            headers=headers if provider == "alpaca" else None,
+        )
+
+    def __repr__(self) -> str:
+        return f"RestBackfill({self.provider}, {self._url!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._client.aclose()
+
+    async def minute_bars(
+        self, symbols: Sequence[str], start: dt.datetime, end: dt.datetime, *, feed: str
+    ) -> FeedBatch:
+        """Minute bars of `symbols` starting in [start, end), as a batch for `feed`."""
+        cols = Columns()
+        rejections: list[Rejection] = []
+        window = ((start - _EPOCH) // _ONE_US, (end - _EPOCH) // _ONE_US)
+        if self.provider == "alpaca":
+            for i in range(0, len(symbols), self._per_request):
+                chunk = list(symbols[i : i + self._per_request])
+                await self._alpaca(chunk, start, end, window, cols, rejections)
+        else:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for symbol in symbols:
+                        tg.create_task(
+                            self._polygon(symbol, window, cols, rejections),
+                            name=f"backfill-{symbol}",
+                        )
+            except ExceptionGroup as group:
+                raise _first_error(group) from group
+        return cols.batch(feed, rejections)
+
+    async def _alpaca(
+        self,
+        symbols: list[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        window: tuple[int, int],
+        cols: Columns,
+        rejections: list[Rejection],
+    ) -> None:
+        params: dict[str, str | int] = {
+            "symbols": ",".join(symbols),
+            "timeframe": "1Min",
+            "start": _rfc3339(start),
+            "end": _rfc3339(end - dt.timedelta(seconds=1)),
+            "limit": 10_000,
+            "adjustment": "raw",
+        }
+        if self._alpaca_feed:
+            params["feed"] = self._alpaca_feed
+        for _ in range(self._max_pages):
+            doc = await self._get(f"{self._url}/v2/stocks/bars", params)
+            bars = doc.get("bars") if isinstance(doc, dict) else None
+            for symbol, rows in (bars or {}).items() if isinstance(bars, dict) else ():
+                for row in rows if isinstance(rows, list) else [rows]:
+                    _add(cols, rejections, symbol, row, "t", datetime_us, window)
+            token = doc.get("next_page_token") if isinstance(doc, dict) else None
+            if not token:
+                return
+            params["page_token"] = str(token)
+        raise TransientError(f"alpaca REST: more than {self._max_pages} pages")
+
+    async def _polygon(
+        self, symbol: str, window: tuple[int, int], cols: Columns, rejections: list[Rejection]
+    ) -> None:
+        from_ms, to_ms = window[0] // 1000, (window[1] - 1) // 1000
+        url = (
+            f"{self._url}/v2/aggs/ticker/{quote(symbol, safe='')}/range/1/minute/{from_ms}/{to_ms}"
+        )
+        params: dict[str, str | int] = {"adjusted": "true", "sort": "asc", "limit": 50_000}
+        async with self._limit:
+            for _ in range(self._max_pages):
+                doc = await self._get(url, {**params, "apiKey": self._key})
+                results = doc.get("results") if isinstance(doc, dict) else None
+                for row in results if isinstance(results, list) else ():
+                    _add(cols, rejections, symbol, row, "t", ms_us, window)
+                next_url = doc.get("next_url") if isinstance(doc, dict) else None
+                if not next_url or not isinstance(next_url, str):
+                    return
+                url, params = _split_query(next_url)
+        raise TransientError(f"polygon REST: more than {self._max_pages} pages for {symbol}")
+
+    async def _get(self, url: str, params: dict[str, str | int]) -> Any:
+        try:
+            response = await self._client.get(url, params=params)
+        except httpx.HTTPError as exc:
+            raise TransientError(f"{self.provider} REST: {self._mask(str(exc))}") from exc
+        status = response.status_code
+        if status in (401, 403):
+            raise ConfigError(f"{self.provider} REST refused the credentials (HTTP {status})")
+        if status != 200:
+            raise TransientError(f"{self.provider} REST: HTTP {status} for {mask_url(url)}")
+        try:
+            return msgspec.json.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise TransientError(f"{self.provider} REST: a response that is not JSON") from exc
+
+    def _mask(self, text: str) -> str:
+        for secret in (self._key, self._secret):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def _add(
+    cols: Columns,
+    rejections: list[Rejection],
+    symbol: str,
+    row: object,
+    ts_key: str,
+    to_us: Callable[[object], int | str],
+    window: tuple[int, int],
+) -> None:
+    if not isinstance(row, dict):
+        rejections.append(rejection("bad_message", row))
+        return
+    if any(k not in row for k in (ts_key, "o", "h", "l", "c")):
+        rejections.append(rejection("missing_field", row))
+        return
+    start_us = to_us(row[ts_key])
+    if isinstance(start_us, int) and not window[0] <= start_us < window[1]:
+        return
+    ohlcv = (row["o"], row["h"], row["l"], row["c"], row.get("v", 0.0))
+    reason = cols.minute(symbol, start_us, ohlcv)
+    if reason is not None:
+        rejections.append(rejection(reason, row))
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _split_query(url: str) -> tuple[str, dict[str, str | int]]:
+    parts = urlsplit(url)
+    params: dict[str, str | int] = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit(parts._replace(query="")), params
+
+
+def _first_error(group: ExceptionGroup[Exception]) -> Exception:
+    """One error for a failed fan-out: a ConfigError, else another MonitorError, else the group."""
+    errors = group.exceptions
+    for kind in (ConfigError, MonitorError):
+        for error in errors:
+            if isinstance(error, kind):
+                return error
+    return group

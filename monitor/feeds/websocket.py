@@ -1,0 +1,498 @@
+"""WebSocketFeed: a provider's stream in, FeedBatches out, reconnecting for ever, with no holes.
+
+One connection lives exactly as long as its `async with connect(...)`. The provider's sans-I/O
+session (`alpaca`, `polygon`, `finnhub`, or the generic JSON shape) says what to send and decodes
+each frame; this module does the I/O around it:
+
+- auth and subscribe, per the session's handshake; a provider error is fatal (bad key, plan,
+  syntax: `ConfigError`, the run ends) or asks for a reconnect with backoff (Alpaca 406 connection
+  limit, 407 slow client): never a tight loop;
+- every data frame is counted (messages, ticks, bars, rejections by reason; rejections are logged,
+  at most one line per reason per interval) and put on the queue, awaiting when it is full;
+- a watchdog raises `feed_stale` when no data arrived for `stale_after_s` in regular hours, and
+  `feed_recovered` (with the gap) on the next data;
+- after a reconnect, the minutes missed in the gap are fetched over REST (`RestBackfill`) and queued
+  as minute bars, which the engine upserts by symbol and start.
+
+websockets and httpx types stay in this module: they become `FeedDisconnected`, `TransientError`
+or `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from monitor import logs
+from monitor.core.backoff import Backoff
+from monitor.core.counters import Counters
+from monitor.core.model import FeedBatch
+from monitor.errors import ConfigError, FeedDisconnected, MonitorError, TransientError
+from monitor.feeds.alpaca import AlpacaSession
+from monitor.feeds.finnhub import FinnhubSession
+from monitor.feeds.generic import decode_generic
+from monitor.feeds.polygon import PolygonSession
+from monitor.feeds.provider import Control, Decoded, Outgoing, Session
+from monitor.feeds.rest import RestBackfill, mask_url
+
+__all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketFeed", "mask_url"]
+
+Provider = Literal["alpaca", "polygon", "finnhub", "generic"]
+FeedEventKind = Literal["feed_stale", "feed_recovered", "trading_status", "provider_error"]
+_MINUTE = dt.timedelta(minutes=1)
+
+
+class FeedEvent(msgspec.Struct, frozen=True):
+    """Something about a feed the service may alert on.
+
+    `feed_stale`: no data for `gap_s` seconds in regular hours. `feed_recovered`: data again
+    after a stale gap of `gap_s`. `trading_status`: a halt (`halted` True), a resumption (False)
+    or another status of `symbol`. `provider_error`: a provider error the feed carries on after.
+    """
+
+    feed: str
+    kind: FeedEventKind
+    at: dt.datetime
+    gap_s: float | None = None
+    symbol: str | None = None
+    halted: bool | None = None
+    message: str = ""
+
+
+class _GenericSession:
+    """The generic JSON tick/bar shape: no handshake, nothing to subscribe."""
+
+    provider = "generic"
+    acknowledges_subscribe = False
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def url(self) -> str:
+        return self._url
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def opening(self) -> list[Outgoing]:
+        return []
+
+    def replies(self, control: Control) -> list[Outgoing]:
+        return []
+
+    def decode(self, frame: bytes | str, feed: str) -> Decoded:
+        payload = frame.encode() if isinstance(frame, str) else frame
+        return Decoded(decode_generic(payload, feed=feed), [])
+
+
+class WebSocketFeed:
+    """Read one provider stream until stopped, putting a FeedBatch per data frame on `queue`.
+
+    Counters (label `feed`): feed_messages, feed_ticks, feed_bars, feed_rejections{reason},
+    feed_ignored, feed_provider_errors{code}, feed_status_events, feed_queue_full_waits,
+    feed_connects, feed_subscribes, feed_reconnects, feed_gap_seconds, backfill_bars,
+    backfill_failures; gauges feed_connected and feed_stale.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        provider: Provider,
+        symbols: Sequence[str],
+        *,
+        key: str | None,
+        secret: str | None,
+        queue: asyncio.Queue[FeedBatch],
+        counters: Counters,
+        backoff: Backoff,
+        stale_after_s: float,
+        is_regular_hours: Callable[[dt.datetime], bool],
+        clock: Callable[[], dt.datetime],
+        rest: RestBackfill | None = None,
+        on_event: Callable[[FeedEvent], None] | None = None,
+        msgpack: bool = False,
+        stable_after_s: float = 30.0,
+        rejection_log_interval_s: float = 10.0,
+        open_timeout_s: float = 10.0,
+        close_timeout_s: float = 2.0,
+        max_frame_bytes: int = 16 * 2**20,
+        backfill_max_s: float = 6 * 3600.0,
+        backfill_attempts: int = 3,
+    ) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise ConfigError(f"feeds.{name}.url: must be ws://... or wss://...")
+        if stale_after_s <= 0:
+            raise ConfigError(f"feeds.{name}.stale_after_s: must be positive")
+        self.name = name
+        self.provider = provider
+        self._symbols = list(symbols)
+        self._session = _session(name, url, provider, self._symbols, key, secret, msgpack)
+        self._secrets = [s for s in (key, secret) if s]
+        self._queue = queue
+        self._counters = counters
+        self._backoff = backoff
+        self._stale_after_s = stale_after_s
+        self._is_regular_hours = is_regular_hours
+        self._clock = clock
+        self._rest = rest
+        self._on_event = on_event
+        self._stable_after_s = stable_after_s
+        self._log_interval_s = rejection_log_interval_s
+        self._open_timeout_s = open_timeout_s
+        self._close_timeout_s = close_timeout_s
+        self._max_frame_bytes = max_frame_bytes
+        self._backfill_max = dt.timedelta(seconds=backfill_max_s)
+        self._backfill_attempts = backfill_attempts
+        self._log = logs.get("feed.websocket").bind(
+            feed=name, provider=provider, url=mask_url(self._session.url())
+        )
+        self._fatal: ConfigError | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._backfills: set[asyncio.Task[None]] = set()
+        self._last_data = 0.0  # loop time of the last data frame
+        self._stale = False
+        self._connected_at: float | None = None
+        self._subscribed = False
+        self._gap_start: dt.datetime | None = None
+        self._rejects_unlogged: dict[str, int] = {}
+        self._rejects_logged_at: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"WebSocketFeed({self.name!r}, {self.provider}, {mask_url(self._session.url())})"
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read until `stop` is set, reconnecting on every loss; ConfigError on a fatal error."""
+        loop = asyncio.get_running_loop()
+        self._last_data = loop.time()
+        halt = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
+                tasks = [
+                    tg.create_task(self._connections(halt), name=f"feed-{self.name}"),
+                    tg.create_task(self._watchdog(), name=f"feed-{self.name}-watchdog"),
+                    tg.create_task(_relay(stop, halt), name=f"feed-{self.name}-stop"),
+                ]
+                await halt.wait()
+                for task in [*tasks, *self._backfills]:
+                    task.cancel()
+        finally:
+            self._tasks = None
+            self._counters.set("feed_connected", 0, feed=self.name)
+            self._flush_rejections()
+            self._log.info("feed_stopped")
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _connections(self, halt: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            self._connected_at = None
+            self._subscribed = False
+            try:
+                await self._connection()
+            except ConfigError as exc:
+                self._fatal = exc
+                self._log.error("feed_failed", error=str(exc))
+                halt.set()
+                return
+            except FeedDisconnected as exc:
+                error = str(exc)
+            now = loop.time()
+            self._counters.set("feed_connected", 0, feed=self.name)
+            if self._connected_at is not None:
+                if now - self._connected_at >= self._stable_after_s:
+                    attempt = 0
+                if self._gap_start is None:
+                    since_data = dt.timedelta(seconds=now - self._last_data)
+                    self._gap_start = self._clock() - since_data
+            delay = self._backoff.delay(attempt)
+            attempt += 1
+            self._counters.inc("feed_reconnects", feed=self.name)
+            self._log.warning(
+                "feed_reconnecting", error=error, attempt=attempt, delay_s=round(delay, 3)
+            )
+            self._flush_rejections()
+            await asyncio.sleep(delay)
+
+    async def _connection(self) -> None:
+        """One connection from connect to loss; raises FeedDisconnected or ConfigError."""
+        session = self._session
+        try:
+            async with connect(
+                session.url(),
+                additional_headers=session.headers(),
+                open_timeout=self._open_timeout_s,
+                close_timeout=self._close_timeout_s,
+                max_size=self._max_frame_bytes,
+            ) as ws:
+                self._on_open()
+                await _send(ws, session.opening())
+                if not session.acknowledges_subscribe:
+                    self._on_subscribed("subscribe sent")
+                async for frame in ws:
+                    await self._on_frame(ws, frame)
+                raise FeedDisconnected(f"{self.name}: closed by the server ({_closed(ws)})")
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise ConfigError(
+                    f"feeds.{self.name}: {self.provider} refused the credentials (HTTP {status});"
+                    " check the key"
+                ) from exc
+            raise FeedDisconnected(f"{self.name}: upgrade refused (HTTP {status})") from exc
+        except ConnectionClosed as exc:
+            raise FeedDisconnected(
+                f"{self.name}: connection lost ({self._mask(str(exc))})"
+            ) from exc
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            text = self._mask(str(exc)) or type(exc).__name__
+            raise FeedDisconnected(f"{self.name}: {text}") from exc
+
+    def _mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _on_open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._connected_at = loop.time()
+        self._counters.inc("feed_connects", feed=self.name)
+        self._counters.set("feed_connected", 1, feed=self.name)
+        self._log.info("feed_connected")
+
+    def _on_subscribed(self, message: str) -> None:
+        if self._subscribed:
+            return
+        self._subscribed = True
+        self._counters.inc("feed_subscribes", feed=self.name)
+        self._log.info("feed_subscribed", symbols=len(self._symbols), message=message)
+        if self._gap_start is None:
+            return
+        now = self._clock()
+        gap_s = (now - self._gap_start).total_seconds()
+        self._counters.inc("feed_gap_seconds", gap_s, feed=self.name)
+        self._log.warning("feed_gap", gap_s=round(gap_s, 3))
+        start = max(_floor_minute(self._gap_start) - _MINUTE, now - self._backfill_max)
+        end = _floor_minute(now)
+        self._gap_start = None
+        if self._rest is not None and self._tasks is not None and start < end:
+            task = self._tasks.create_task(
+                self._backfill(start, end), name=f"feed-{self.name}-backfill"
+            )
+            self._backfills.add(task)
+            task.add_done_callback(self._backfills.discard)
+
+    # --- frames ----------------------------------------------------------------------------------
+
+    async def _on_frame(self, ws: ClientConnection, frame: bytes | str) -> None:
+        decoded = self._session.decode(frame, self.name)
+        counters, feed = self._counters, self.name
+        counters.inc("feed_messages", feed=feed)
+        for control in decoded.controls:
+            await self._on_control(ws, control)
+        if decoded.ignored:
+            counters.inc("feed_ignored", decoded.ignored, feed=feed)
+        batch = decoded.batch
+        if not (batch.size() or batch.rejections):
+            return
+        self._on_data()
+        await self._deliver(batch)
+
+    async def _deliver(self, batch: FeedBatch) -> None:
+        counters, feed = self._counters, self.name
+        if batch.ticks.height:
+            counters.inc("feed_ticks", batch.ticks.height, feed=feed)
+        bars = batch.minute_bars.height + batch.daily_bars.height
+        if bars:
+            counters.inc("feed_bars", bars, feed=feed)
+        if batch.rejections:
+            self._on_rejections(batch)
+        try:
+            self._queue.put_nowait(batch)
+        except asyncio.QueueFull:
+            counters.inc("feed_queue_full_waits", feed=feed)
+            await self._queue.put(batch)
+
+    async def _on_control(self, ws: ClientConnection, control: Control) -> None:
+        kind = control.kind
+        if kind == "error":
+            self._on_error(control)
+        elif kind == "status":
+            self._counters.inc("feed_status_events", feed=self.name)
+            self._log.info(
+                "trading_status",
+                symbol=control.symbol,
+                halted=control.halted,
+                status=control.msg,
+                codes=control.detail,
+            )
+            self._emit("trading_status", symbol=control.symbol, halted=control.halted)
+        elif kind == "subscribed":
+            self._on_subscribed(control.msg)
+        elif kind == "ping":
+            self._counters.inc("feed_pings", feed=self.name)
+        else:
+            self._log.info("feed_control", kind=kind, message=control.msg)
+        await _send(ws, self._session.replies(control))
+
+    def _on_error(self, control: Control) -> None:
+        code = "none" if control.code is None else str(control.code)
+        self._counters.inc("feed_provider_errors", feed=self.name, code=code)
+        text = f"{self.provider} error {code}: {control.msg!r}"
+        if control.action == "fatal":
+            raise ConfigError(f"feeds.{self.name}: {text}; check the key, secret, plan and symbols")
+        if control.action == "reconnect":
+            raise FeedDisconnected(f"{self.name}: {text}")
+        self._log.error("feed_provider_error", code=code, message=control.msg)
+        self._emit("provider_error", message=text)
+
+    def _on_data(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._stale:
+            gap_s = now - self._last_data
+            self._stale = False
+            self._counters.set("feed_stale", 0, feed=self.name)
+            self._log.info("feed_recovered", gap_s=round(gap_s, 3))
+            self._emit("feed_recovered", gap_s=gap_s)
+        self._last_data = now
+
+    def _emit(
+        self,
+        kind: FeedEventKind,
+        *,
+        gap_s: float | None = None,
+        symbol: str | None = None,
+        halted: bool | None = None,
+        message: str = "",
+    ) -> None:
+        if self._on_event is not None:
+            event = FeedEvent(self.name, kind, self._clock(), gap_s, symbol, halted, message)
+            self._on_event(event)
+
+    # --- the watchdog ----------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        period_s = min(max(self._stale_after_s / 4, 0.01), 1.0)
+        self._counters.set("feed_stale", 0, feed=self.name)
+        while True:
+            await asyncio.sleep(period_s)
+            silent_s = loop.time() - self._last_data
+            if self._stale or silent_s < self._stale_after_s:
+                continue
+            if not self._is_regular_hours(self._clock()):
+                continue
+            self._stale = True
+            self._counters.set("feed_stale", 1, feed=self.name)
+            self._log.warning("feed_stale", silent_s=round(silent_s, 3))
+            self._emit("feed_stale", gap_s=silent_s)
+
+    # --- backfill --------------------------------------------------------------------------------
+
+    async def _backfill(self, start: dt.datetime, end: dt.datetime) -> None:
+        assert self._rest is not None
+        window = {"start": start.isoformat(), "end": end.isoformat()}
+        for attempt in range(self._backfill_attempts):
+            try:
+                batch = await self._rest.minute_bars(self._symbols, start, end, feed=self.name)
+            except TransientError as exc:
+                self._log.warning("backfill_retry", error=str(exc), attempt=attempt + 1, **window)
+                await asyncio.sleep(self._backoff.delay(attempt))
+                continue
+            except MonitorError as exc:
+                self._counters.inc("backfill_failures", feed=self.name)
+                self._log.error("backfill_failed", error=str(exc), **window)
+                return
+            bars = batch.minute_bars.height
+            self._counters.inc("backfill_bars", bars, feed=self.name)
+            self._log.info("feed_backfilled", bars=bars, **window)
+            if bars or batch.rejections:
+                await self._deliver(batch)
+            return
+        self._counters.inc("backfill_failures", feed=self.name)
+        self._log.error("backfill_failed", error="retries exhausted", **window)
+
+    # --- rejections ------------------------------------------------------------------------------
+
+    def _on_rejections(self, batch: FeedBatch) -> None:
+        now = asyncio.get_running_loop().time()
+        for rejection in batch.rejections:
+            reason = rejection.reason
+            self._counters.inc("feed_rejections", feed=self.name, reason=reason)
+            pending = self._rejects_unlogged.get(reason, 0) + 1
+            last = self._rejects_logged_at.get(reason)
+            if last is not None and now - last < self._log_interval_s:
+                self._rejects_unlogged[reason] = pending
+                continue
+            self._rejects_unlogged[reason] = 0
+            self._rejects_logged_at[reason] = now
+            self._log.warning(
+                "tick_rejected",
+                reason=reason,
+                count=pending,
+                symbol=rejection.symbol,
+                raw=rejection.raw,
+            )
+
+    def _flush_rejections(self) -> None:
+        """Log rejections counted since their reason was last logged."""
+        for reason, count in self._rejects_unlogged.items():
+            if count:
+                self._log.warning("tick_rejected", reason=reason, count=count)
+        self._rejects_unlogged.clear()
+
+
+def _session(
+    name: str,
+    url: str,
+    provider: str,
+    symbols: list[str],
+    key: str | None,
+    secret: str | None,
+    msgpack: bool,
+) -> Session:
+    if provider == "generic":
+        return _GenericSession(url)
+    if not symbols:
+        raise ConfigError(f"feeds.{name}.symbols: is empty")
+    if not key:
+        raise ConfigError(f"feeds.{name}.key: {provider} needs an API key")
+    if provider == "alpaca":
+        if not secret:
+            raise ConfigError(f"feeds.{name}.secret: alpaca needs the API secret")
+        return AlpacaSession(url, symbols, key, secret, msgpack=msgpack)
+    if provider == "polygon":
+        return PolygonSession(url, symbols, key)
+    if provider == "finnhub":
+        return FinnhubSession(url, symbols, key)
+    raise ConfigError(f"feeds.{name}.provider: unknown provider {provider!r}")
+
+
+async def _relay(stop: asyncio.Event, halt: asyncio.Event) -> None:
+    await stop.wait()
+    halt.set()
+
+
+async def _send(ws: ClientConnection, messages: list[Outgoing]) -> None:
+    for message in messages:
+        await ws.send(message)
+
+
+def _closed(ws: ClientConnection) -> str:
+    code, reason = ws.close_code, ws.close_reason
+    return f"code {code}" + (f", {reason}" if reason else "")
+
+
+def _floor_minute(when: dt.datetime) -> dt.datetime:
+    return when.replace(second=0, microsecond=0)

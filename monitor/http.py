@@ -1,0 +1,84 @@
+"""The daemon's HTTP port: /metrics (Prometheus text), /healthz (JSON), and any JSON routes the
+service adds (e.g. /api/state). A deliberately small HTTP/1.1 server on asyncio streams: GET only,
+one request per connection, no dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from types import TracebackType
+
+import msgspec
+
+from monitor import logs
+
+Route = Callable[[], tuple[int, str, bytes]]  # -> (status, content type, body)
+REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+class HttpServer:
+    """`async with HttpServer(host, port, routes) as server:` serves until the block ends.
+    `server.port` is the bound port (useful with port 0)."""
+
+    def __init__(self, host: str, port: int, routes: dict[str, Route]) -> None:
+        self.host = host
+        self.port = port
+        self.routes = routes
+        self._server: asyncio.Server | None = None
+        self._log = logs.get("http")
+
+    async def __aenter__(self) -> HttpServer:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._log.info("http_listening", host=self.host, port=self.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            method, _, rest = head.decode("latin-1").partition(" ")
+            path = rest.partition(" ")[0].split("?", 1)[0]
+            if method != "GET":
+                status, ctype, body = 405, "text/plain", b"GET only\n"
+            elif path in self.routes:
+                status, ctype, body = self.routes[path]()
+            else:
+                status, ctype, body = 404, "text/plain", b"not found\n"
+            writer.write(
+                f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode("latin-1")
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+def json_route(
+    produce: Callable[[], object], status_of: Callable[[object], int] | None = None
+) -> Route:
+    """A route answering `produce()` as JSON (status from `status_of`, default 200)."""
+
+    def route() -> tuple[int, str, bytes]:
+        value = produce()
+        status = status_of(value) if status_of else 200
+        return status, "application/json", msgspec.json.encode(value)
+
+    return route

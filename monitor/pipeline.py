@@ -1,0 +1,165 @@
+"""The engine loop: micro-batches from the feed queue into the engine, alerts out.
+
+Feeds put `FeedBatch`es (already decoded) or `Wire` messages (decoded here, many at once) on one
+bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
+`batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()` and
+hands the alerts to the sinks. With nothing arriving it still advances once a second, so bars
+close on the clock. Engine work runs in a worker thread so the event loop keeps reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from monitor import logs
+from monitor.clock import Clock
+from monitor.core.counters import Counters
+from monitor.core.engine import Engine, Step
+from monitor.core.model import Alert, FeedBatch, Rejection
+from monitor.feeds.generic import merge
+from monitor.feeds.wire import Wire
+
+BatchDecoder = Callable[[list[bytes]], FeedBatch]
+AlertSink = Callable[[Sequence[Alert]], None]
+IDLE_ADVANCE_S = 1.0
+LOG_EVERY_S = 10.0
+
+
+class Pipeline:
+    """Owns the engine while the daemon runs; only this task touches it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        queue: asyncio.Queue[FeedBatch | Wire],
+        *,
+        clock: Clock,
+        counters: Counters,
+        sinks: Sequence[AlertSink],
+        decoders: dict[str, BatchDecoder],
+        batch_max_rows: int = 50_000,
+        batch_max_age_ms: float = 50.0,
+        on_step: Callable[[Step], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.clock = clock
+        self.counters = counters
+        self.sinks = list(sinks)
+        self.decoders = decoders
+        self.batch_max_rows = batch_max_rows
+        self.batch_max_age_s = batch_max_age_ms / 1000.0
+        self.on_step = on_step
+        self.last_step_at: float = time.monotonic()
+        self._log = logs.get("pipeline")
+        self._reject_logged: dict[str, float] = {}
+        self._reject_pending: dict[str, int] = defaultdict(int)
+        counters.describe("ticks_in", "Ticks accepted by the engine")
+        counters.describe("rejections", "Input rejected, by reason")
+        counters.describe("alerts_fired", "Alerts fired by the engine, by rule")
+
+    async def run(self, stop: asyncio.Event, feeds_done: asyncio.Event) -> None:
+        """Process batches until `stop` is set and the feeds have stopped, then drain the queue."""
+        while True:
+            items = await self._collect(stop, feeds_done)
+            await self._process(items)
+            if stop.is_set() and feeds_done.is_set() and self.queue.empty():
+                break
+        self._flush_rejection_logs()
+
+    async def _collect(
+        self, stop: asyncio.Event, feeds_done: asyncio.Event
+    ) -> list[FeedBatch | Wire]:
+        items: list[FeedBatch | Wire] = []
+        queue = self.queue
+        if queue.empty() and not (stop.is_set() and feeds_done.is_set()):
+            try:
+                items.append(await asyncio.wait_for(queue.get(), IDLE_ADVANCE_S))
+            except TimeoutError:
+                return items
+        deadline = time.monotonic() + self.batch_max_age_s
+        while len(items) < self.batch_max_rows:
+            try:
+                items.append(queue.get_nowait())
+            except asyncio.QueueEmpty:
+                left = deadline - time.monotonic()
+                if left <= 0 or (stop.is_set() and feeds_done.is_set()):
+                    break
+                try:
+                    items.append(await asyncio.wait_for(queue.get(), left))
+                except TimeoutError:
+                    break
+        self.counters.set("queue_depth", queue.qsize())
+        return items
+
+    async def _process(self, items: list[FeedBatch | Wire]) -> None:
+        batch = self._decode(items)
+        now = self.clock.now()
+        step, rejections = await asyncio.to_thread(self._step, batch, now)
+        self.last_step_at = time.monotonic()
+        self._count(batch, rejections)
+        if step.alerts:
+            for rule in {a.rule for a in step.alerts}:
+                n = sum(a.rule == rule for a in step.alerts)
+                self.counters.inc("alerts_fired", n, rule=rule)
+            for sink in self.sinks:
+                sink(step.alerts)
+        if step.minute_bars.height:
+            self.counters.inc("bars_closed", step.minute_bars.height, timeframe="1m")
+        if step.daily_bars.height:
+            self.counters.inc("bars_closed", step.daily_bars.height, timeframe="1d")
+        if self.on_step is not None:
+            self.on_step(step)
+
+    def _step(self, batch: FeedBatch | None, now: dt.datetime) -> tuple[Step, list[Rejection]]:
+        rejections = self.engine.ingest(batch) if batch is not None else []
+        return self.engine.advance(now), rejections
+
+    def _decode(self, items: list[FeedBatch | Wire]) -> FeedBatch | None:
+        if not items:
+            return None
+        batches: list[FeedBatch] = []
+        raw: dict[str, list[bytes]] = defaultdict(list)
+        for item in items:
+            if isinstance(item, Wire):
+                raw[item.feed].append(item.payload)
+            else:
+                batches.append(item)
+        for feed, payloads in raw.items():
+            batches.append(self.decoders[feed](payloads))
+        return merge(batches, "pipeline")
+
+    def _count(self, batch: FeedBatch | None, rejections: list[Rejection]) -> None:
+        if batch is not None:
+            accepted = batch.ticks.height
+            if accepted:
+                self.counters.inc("ticks_in", accepted)
+        if not rejections:
+            return
+        now = time.monotonic()
+        by_reason: dict[str, list[Rejection]] = defaultdict(list)
+        for r in rejections:
+            by_reason[r.reason].append(r)
+        for reason, rs in by_reason.items():
+            self.counters.inc("rejections", len(rs), reason=reason)
+            self._reject_pending[reason] += len(rs)
+            if now - self._reject_logged.get(reason, -1e9) >= LOG_EVERY_S:
+                example = rs[0]
+                self._log.warning(
+                    "tick_rejected",
+                    reason=reason,
+                    count=self._reject_pending.pop(reason),
+                    symbol=example.symbol,
+                    raw=example.raw[:200],
+                )
+                self._reject_logged[reason] = now
+
+    def _flush_rejection_logs(self) -> None:
+        for reason, count in self._reject_pending.items():
+            if count:
+                self._log.warning("tick_rejected", reason=reason, count=count)
+        self._reject_pending.clear()

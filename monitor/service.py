@@ -1,0 +1,400 @@
+"""The composition root: builds everything from Config and owns the TaskGroup.
+
+Start-up: rules, store (bar history and engine state), engine warmed on the history, feeds,
+outbox + Redis publisher, HTTP (/metrics, /healthz), scheduler. Shutdown, on the stop event
+(SIGTERM/SIGINT): stop feeds, drain the queue into the engine, flush the outbox within the grace
+period, snapshot bars and state, close. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import polars as pl
+
+from monitor import logs
+from monitor.alerts.outbox import Outbox
+from monitor.alerts.redis_sink import RedisPublisher
+from monitor.calendar import nyse_sessions
+from monitor.clock import Clock, SimClock, SystemClock
+from monitor.config import Config, FeedConfig, resolve, secret
+from monitor.core.backoff import Backoff
+from monitor.core.counters import Counters
+from monitor.core.engine import Engine, Step
+from monitor.core.model import Alert, FeedBatch
+from monitor.core.rules.spec import RuleError, RulesFile, parse_rules
+from monitor.errors import ConfigError
+from monitor.feeds.generic import FieldMap, decode_generic_many
+from monitor.feeds.mqtt import MqttFeed
+from monitor.feeds.replay import ReplayFeed
+from monitor.feeds.wire import Wire
+from monitor.http import HttpServer, json_route
+from monitor.pipeline import BatchDecoder, Pipeline
+from monitor.replay import build_engine
+from monitor.store import Store
+
+Notify = Callable[[str], None]
+
+
+class Daemon:
+    """Everything the running service holds, built from Config (see `run`)."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.counters = Counters()
+        self.log = logs.get("service")
+        self.store = Store(resolve(config, config.store.path))
+        self.rules = _load_rules(config)
+        self.replay_bars: dict[str, pl.DataFrame] = {}
+        history = self.store.load_bars()
+        history, replay_start = self._split_replay_data(history)
+        first = history.get_column("session").min() if history.height else None
+        self.sessions = nyse_sessions(first or dt.date(2000, 1, 1))  # type: ignore[arg-type]
+        if clock is None:
+            clock = SimClock(replay_start) if replay_start is not None else SystemClock()
+        self.clock = clock
+        self.engine = self._build_engine()
+        self.engine.ingest_daily(history)
+        warmed = self.engine.warm(clock.now())
+        state = self.store.load_state()
+        if state is not None:
+            self.engine.restore(state)
+        self.log.info(
+            "engine_warmed",
+            bars=history.height,
+            symbols=history.get_column("symbol").n_unique() if history.height else 0,
+            historical_firings=warmed,
+            restored_alerts=len(state.fired) if state else 0,
+        )
+        self.queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue(config.engine.queue_size)
+        self.stop = asyncio.Event()
+        self.feeds_done = asyncio.Event()
+        self.feeds: list[Any] = []
+        self.decoders: dict[str, BatchDecoder] = {}
+        self.snapshot_due = False
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------------ building
+    def _build_engine(self) -> Engine:
+        si = None
+        if self.config.rules.short_interest:
+            from monitor.short_interest_io import read_short_interest
+
+            si = read_short_interest(resolve(self.config, self.config.rules.short_interest))
+        engine = build_engine(self.rules, self.sessions, short_interest=si)
+        engine.universe = frozenset(self.config.engine.universe) or None
+        engine.max_jump = self.config.engine.max_jump
+        engine._bar_options = {
+            "extended_hours": self.config.engine.extended_hours,
+            "late_ticks": self.config.engine.late_ticks,
+        }
+        return engine
+
+    def _split_replay_data(self, history: pl.DataFrame) -> tuple[pl.DataFrame, dt.datetime | None]:
+        """Replay feeds: bars before `start` join the history; the rest is streamed."""
+        from monitor.datafiles import read_many
+
+        start_at: dt.datetime | None = None
+        for i, feed in enumerate(self.config.feeds):
+            if feed.kind != "replay":
+                continue
+            try:
+                start = dt.date.fromisoformat(feed.start) if feed.start else None
+                end = dt.date.fromisoformat(feed.end) if feed.end else None
+            except ValueError:
+                raise ConfigError(f"feeds[{i}].start/end: not a YYYY-MM-DD date") from None
+            loaded = read_many([_resolve_spec(self.config, d) for d in feed.data], end=end).bars
+            if start is None:
+                start = loaded.get_column("session").max()  # type: ignore[assignment]
+            assert isinstance(start, dt.date)
+            before = loaded.filter(pl.col("session") < start)
+            self.replay_bars[_feed_name(feed, i)] = loaded.filter(pl.col("session") >= start)
+            history = pl.concat([history, before]).unique(
+                ["symbol", "session"], keep="last", maintain_order=True
+            )
+            last = before.get_column("session").max()
+            if isinstance(last, dt.date):
+                sessions = nyse_sessions(last)
+                candidate = sessions.close_of(last) if sessions.is_session(last) else None
+                if candidate is not None and (start_at is None or candidate > start_at):
+                    start_at = candidate
+        return history, start_at
+
+    def build_feeds(self) -> None:
+        """One adapter per [[feeds]] entry."""
+        for i, fc in enumerate(self.config.feeds):
+            name = _feed_name(fc, i)
+            if fc.kind == "mqtt":
+                self.feeds.append(self._mqtt(fc, name, i))
+            elif fc.kind == "replay":
+                assert isinstance(self.clock, SimClock), "a replay feed needs the simulated clock"
+                self.feeds.append(
+                    ReplayFeed(
+                        name,
+                        self.replay_bars[name],
+                        sessions=self.sessions,
+                        clock=self.clock,
+                        queue=self.queue,  # type: ignore[arg-type]
+                        counters=self.counters,
+                        speed=fc.speed,
+                        on_done=self.stop.set if fc.exit_when_done else None,
+                    )
+                )
+            else:
+                self.feeds.append(self._websocket(fc, name, i))
+
+    def _mqtt(self, fc: FeedConfig, name: str, i: int) -> MqttFeed:
+        mapping = FieldMap(**fc.field_map) if fc.field_map else None  # type: ignore[arg-type]
+        self.decoders[name] = lambda payloads: decode_generic_many(
+            payloads, feed=name, mapping=mapping
+        )
+        password = secret(
+            f"feeds[{i}].password", env_name=fc.password_env, file_name=fc.password_file
+        )
+        return MqttFeed(
+            name,
+            fc.url,
+            fc.topics,
+            queue=self.queue,
+            counters=self.counters,
+            backoff=Backoff(base_s=0.2, cap_s=15.0),
+            qos=fc.qos,
+            client_id=fc.client_id or None,
+            session_expiry_s=fc.session_expiry_s if fc.client_id else None,
+            username=fc.username or None,
+            password=password,
+            ca_file=fc.ca_file or None,
+            watch_broker_drops=fc.watch_broker_drops,
+            raw=True,
+        )
+
+    def _websocket(self, fc: FeedConfig, name: str, i: int) -> Any:
+        from monitor.feeds.websocket import build_websocket_feed
+
+        return build_websocket_feed(self, fc, name, i)
+
+    # ------------------------------------------------------------------- sinks
+    def console(self, alerts: Sequence[Alert]) -> None:
+        """Print alerts for people as they fire."""
+        for a in alerts:
+            history = f"\n    History: {a.history.summary}" if a.history else ""
+            print(f"[{a.session}] {a.severity.upper()} {a.rule} {a.symbol}: {a.text}{history}")
+        sys.stdout.flush()
+
+    def on_step(self, step: Step) -> None:
+        """After each engine step: save bars when sessions closed, and snapshots when due."""
+        if step.daily_bars.height or self.snapshot_due:
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        """Save bar history and engine state to the store."""
+        self.snapshot_due = False
+        self.store.save_bars(self.engine.daily)
+        self.store.save_state(self.engine.state())
+        self.counters.inc("snapshots")
+
+    # ------------------------------------------------------------------ health
+    def health(self, publisher: RedisPublisher, pipeline: Pipeline) -> dict[str, Any]:
+        """healthy, degraded (with reasons) or down."""
+        reasons: list[str] = []
+        for feed in self.feeds:
+            if isinstance(feed, ReplayFeed):
+                continue
+            if self.counters.get("feed_connected", feed=feed.name) != 1:
+                reasons.append(f"feed {feed.name} disconnected")
+            if self.counters.get("feed_stale", feed=feed.name) == 1:
+                reasons.append(f"feed {feed.name} stale")
+        if not publisher.is_available:
+            depth = int(self.counters.get("outbox_depth"))
+            reasons.append(f"redis unavailable, {depth} alerts waiting in the outbox")
+        stalled = time.monotonic() - pipeline.last_step_at > 30
+        status = "down" if stalled else ("degraded" if reasons else "healthy")
+        if stalled:
+            reasons.append("engine loop stalled")
+        return {
+            "status": status,
+            "reasons": reasons,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "queue_depth": self.queue.qsize(),
+        }
+
+
+async def run(
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    clock: Clock | None = None,
+    notify: Notify | None = None,
+    install_signals: bool = True,
+    on_ready: Callable[[Daemon], None] | None = None,
+) -> int:
+    """Run the daemon until `stop` is set (or SIGTERM/SIGINT); returns the exit code.
+    `on_ready` receives the daemon once its tasks run (tests use it to wait for feeds)."""
+    daemon = Daemon(
+        config, clock=clock
+    )  # loads history and warms the engine: nothing else runs yet
+    if stop is not None:
+        daemon.stop = stop
+    daemon.build_feeds()
+    log = daemon.log
+    if install_signals:
+        _install_signals(daemon.stop, log)
+    store = daemon.store
+    redis_password = secret(
+        "redis.password",
+        env_name=config.redis.password_env,
+        file_name=config.redis.password_file,
+    )
+    with Outbox(store.outbox_path) as outbox:
+        publisher = RedisPublisher(
+            config.redis.url,
+            config.redis.channel,
+            config.redis.stream,
+            outbox,
+            maxlen=config.redis.maxlen,
+            counters=daemon.counters,
+            username=config.redis.username or None,
+            password=redis_password,
+        )
+        sinks: list[Callable[[Sequence[Alert]], object]] = [publisher.submit]
+        if config.console.enabled:
+            sinks.insert(0, daemon.console)
+        pipeline = Pipeline(
+            daemon.engine,
+            daemon.queue,
+            clock=daemon.clock,
+            counters=daemon.counters,
+            sinks=sinks,  # type: ignore[arg-type]
+            decoders=daemon.decoders,
+            batch_max_rows=config.engine.batch_max_rows,
+            batch_max_age_ms=config.engine.batch_max_age_ms,
+            on_step=daemon.on_step,
+        )
+        routes = {
+            "/metrics": lambda: (
+                200,
+                "text/plain; version=0.0.4",
+                daemon.counters.render().encode(),
+            ),
+            "/healthz": json_route(
+                lambda: daemon.health(publisher, pipeline),
+                lambda h: 503 if h["status"] == "down" else 200,  # type: ignore[index]
+            ),
+        }
+        async with publisher, HttpServer(config.http.host, config.http.port, routes) as http:
+            daemon.counters.set("http_port", http.port)
+            scheduler = _scheduler(daemon)
+            publisher_stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(publisher.run(publisher_stop), name="redis-publisher")
+                feed_tasks = [
+                    tg.create_task(feed.run(daemon.stop), name=f"feed-{feed.name}")
+                    for feed in daemon.feeds
+                ]
+                tg.create_task(_watch_feeds(feed_tasks, daemon.feeds_done), name="feeds-done")
+                engine_task = tg.create_task(
+                    pipeline.run(daemon.stop, daemon.feeds_done), name="engine"
+                )
+                log.info("service_ready", feeds=[f.name for f in daemon.feeds], port=http.port)
+                if notify:
+                    notify("READY=1")
+                if on_ready:
+                    on_ready(daemon)
+                await daemon.stop.wait()
+                log.info("service_stopping")
+                if notify:
+                    notify("STOPPING=1")
+                await engine_task
+                flushed = await publisher.flush(config.shutdown.grace_s)
+                if not flushed:
+                    log.warning("outbox_not_flushed", depth=outbox.depth())
+                publisher_stop.set()
+            scheduler.shutdown(wait=False)
+    daemon.snapshot()
+    log.info("service_stopped")
+    return 0
+
+
+async def _watch_feeds(tasks: list[asyncio.Task[None]], done: asyncio.Event) -> None:
+    if tasks:
+        await asyncio.gather(*tasks)
+    done.set()
+
+
+def _scheduler(daemon: Daemon) -> Any:
+    """APScheduler jobs: they only enqueue work for the engine loop."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    scheduler = AsyncIOScheduler(timezone="UTC")
+
+    def wake() -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            daemon.queue.put_nowait(FeedBatch.empty("scheduler"))
+
+    def snapshot_due() -> None:
+        daemon.snapshot_due = True
+        wake()
+
+    def heartbeat() -> None:
+        daemon.log.info(
+            "heartbeat",
+            queue_depth=daemon.queue.qsize(),
+            ticks_in=daemon.counters.total("ticks_in"),
+            alerts_fired=daemon.counters.total("alerts_fired"),
+            outbox_depth=daemon.counters.get("outbox_depth"),
+        )
+
+    # Session closes (early closes included) wake the loop so daily bars close on time.
+    sessions = daemon.sessions.frame.filter(pl.col("close_ts") > dt.datetime.now(dt.UTC)).head(400)
+    for close in sessions.get_column("close_ts").to_list():
+        scheduler.add_job(wake, "date", run_date=close, misfire_grace_time=300)
+    scheduler.add_job(snapshot_due, "interval", seconds=daemon.config.store.snapshot_interval_s)
+    scheduler.add_job(heartbeat, "interval", seconds=60)
+    scheduler.start()
+    return scheduler
+
+
+def _install_signals(stop: asyncio.Event, log: Any) -> None:
+    loop = asyncio.get_running_loop()
+    seen = {"n": 0}
+
+    def on_signal(signum: int) -> None:
+        seen["n"] += 1
+        if seen["n"] > 1:
+            log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            os._exit(1)
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+def _load_rules(config: Config) -> RulesFile:
+    path = resolve(config, config.rules.file)
+    try:
+        return parse_rules(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"rules.file: cannot read {path}: {exc.strerror}") from None
+    except RuleError as exc:
+        raise ConfigError(f"rules.file {path}: {exc}") from None
+
+
+def _feed_name(fc: FeedConfig, i: int) -> str:
+    return fc.name or f"{fc.kind}{i}"
+
+
+def _resolve_spec(config: Config, arg: str) -> Any:
+    """`[SYMBOL=]PATH` with PATH relative to the config file."""
+    from monitor.datafiles import DataSpec, parse_data_arg
+
+    parsed = parse_data_arg(arg)
+    return DataSpec(path=str(resolve(config, parsed.path)), symbol=parsed.symbol)

@@ -1,0 +1,90 @@
+"""The command line: replay output formats, exit codes and messages for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from monitor.cli import main
+from monitor.core.model import Alert
+from tests.conftest import DEMO, RULES, RUT
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m monitor ARGS` as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_replay_jsonl_prints_one_alert_per_line() -> None:
+    """`replay --format jsonl` writes one decodable alert per line, only from --from on."""
+    res = run_cli(
+        "replay", "--rules", str(RULES), "--data", f"^RUT={RUT}",
+        "--from", "2024-07-01", "--to", "2024-07-31",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    alerts = [msgspec.json.decode(line, type=Alert) for line in res.stdout.splitlines()]
+    assert {(a.rule, a.session) for a in alerts} == {
+        ("drawdown.high", "2024-07-16"),
+        ("streak.daily", "2024-07-16"),
+        ("surge.5d", "2024-07-16"),
+    }
+    assert all(a.schema == "market-monitor.alert/1" for a in alerts)
+
+
+def test_demo_shows_the_july_2024_rally() -> None:
+    """`demo` prints the July 2024 rally in words, with the history line."""
+    res = run_cli("demo")
+    assert res.returncode == 0, res.stderr
+    assert (
+        "Russell 2000 rose 11.5% in 5 sessions, its largest 5-session gain since 2020-04-29."
+        in (res.stdout)
+    )
+    assert "4 earlier times since 1998" in res.stdout
+
+
+def test_demo_rules_are_the_shipped_config() -> None:
+    """The rules the package's demo uses are config/rules.toml, byte for byte."""
+    assert (DEMO / "rules.toml").read_bytes() == RULES.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ('[[rules]]\nid = "x"\nkind = "nope"\nsymbols = ["A"]\n', "rules[0].kind: Invalid value"),
+        ('[[rules]]\nid = "x"\nkind = "streak"\nsymbols = ["A"]\nbogus = 1\n', "unknown field"),
+        ('[[rules]]\nid = "x"\nkind = "streak"\nsymbols = ["A"]\ncount = "5"\n', "rules[0].count"),
+        ('[[rules]]\nid = "x"\nkind = "surge"\nsymbols = ["A"]\nwindow = 0\n', "rules[0].window"),
+        ('[[rules]]\nid = "x"\nkind = "streak"\n', "rules[0].symbols"),
+        ("[[rules]\n", "not valid TOML"),
+    ],
+)
+def test_bad_rules_exit_78_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rules: str, message: str
+) -> None:
+    """A bad rules file exits 78 with the file and the field path, never a traceback."""
+    path = tmp_path / "rules.toml"
+    path.write_text(rules)
+    code = main(["replay", "--rules", str(path), "--data", f"^RUT={RUT}", "--to", "1988-01-01"])
+    err = capsys.readouterr().err
+    assert code == 78
+    assert message in err
+    assert str(path) in err
+    assert "Traceback" not in err
+
+
+def test_bad_data_file_exits_65_with_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A price that is not a number exits 65 naming file, line and column."""
+    path = tmp_path / "x.csv"
+    path.write_text("date,close\n2024-07-15,10\n2024-07-16,ten\n")
+    code = main(["replay", "--rules", str(RULES), "--data", f"X={path}"])
+    err = capsys.readouterr().err
+    assert code == 65
+    assert f"{path}, line 3, column 'close'" in err

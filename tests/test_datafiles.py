@@ -1,0 +1,393 @@
+"""Tests for monitor.datafiles: history files (CSV, Parquet) into daily bars."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from monitor.core.model import DAILY_SCHEMA, Rejection
+from monitor.datafiles import DataSpec, LoadedBars, parse_data_arg, read_daily, read_many
+from monitor.errors import DataError
+
+BAD = Path(__file__).parent / "data" / "bad"
+D = date
+
+
+def bars(rows: list[tuple[object, ...]]) -> pl.DataFrame:
+    """A DAILY_SCHEMA frame from (symbol, session, open, high, low, close, volume) rows."""
+    return pl.DataFrame(rows, schema=DAILY_SCHEMA, orient="row")
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("^RUT=data/rut.csv", DataSpec("data/rut.csv", "^RUT")),
+        ("rut.csv", DataSpec("rut.csv")),
+        ("data/a=b.csv", DataSpec("data/a=b.csv")),
+        ("./x=y.csv", DataSpec("./x=y.csv")),
+        ("IWM=dir/x=y.csv", DataSpec("dir/x=y.csv", "IWM")),
+    ],
+)
+def test_parse_data_arg(arg: str, expected: DataSpec) -> None:
+    """SYMBOL=PATH splits on the first '=' unless the part before it holds a '/'."""
+    assert parse_data_arg(arg) == expected
+
+
+@pytest.mark.parametrize("arg", ["=x.csv", "SYM=", ""])
+def test_parse_data_arg_rejects_empty_parts(arg: str) -> None:
+    """An empty symbol or path is a DataError, not a spec that fails later."""
+    with pytest.raises(DataError):
+        parse_data_arg(arg)
+
+
+def test_single_ohlcv_file_keeps_zero_volume(tmp_path: Path) -> None:
+    """A Yahoo-style file (columns in any order) loads under the given symbol; volume 0 is kept."""
+    path = write(
+        tmp_path,
+        "rut.csv",
+        "Date,Close,High,Low,Open,Volume\n"
+        "2024-07-15,2100,2110,2080,2090,5000\n"
+        "2024-07-16,2263.67,2270,2200,2210,0\n",
+    )
+    loaded = read_daily(DataSpec(path, "^RUT"))
+    expected = bars(
+        [
+            ("^RUT", D(2024, 7, 15), 2090.0, 2110.0, 2080.0, 2100.0, 5000.0),
+            ("^RUT", D(2024, 7, 16), 2210.0, 2270.0, 2200.0, 2263.67, 0.0),
+        ]
+    )
+    assert_frame_equal(loaded.bars, expected)
+    assert (loaded.rejections, loaded.counts) == ([], {})
+
+
+def test_close_only_file_takes_symbol_from_stem(tmp_path: Path) -> None:
+    """Date,Close gives open = high = low = close, a null volume, and the stem uppercased."""
+    path = write(tmp_path, "crbu.csv", "Date,Close\n2024-07-16,2.5\n")
+    loaded = read_daily(DataSpec(path))
+    assert_frame_equal(loaded.bars, bars([("CRBU", D(2024, 7, 16), 2.5, 2.5, 2.5, 2.5, None)]))
+
+
+def test_long_file_is_sorted_and_filtered_by_symbol(tmp_path: Path) -> None:
+    """A long file with SYMBOL (any case) is sorted by symbol and session; SYM=PATH keeps one."""
+    path = write(
+        tmp_path,
+        "long.csv",
+        "SYMBOL,DATE,OPEN,HIGH,LOW,CLOSE,VOLUME\n"
+        "HOV,2024-07-16,150,160,149,158,10\n"
+        "CRBU,2024-07-16,2,2.6,1.9,2.5,20\n"
+        "CRBU,2024-07-15,1.9,2.0,1.8,1.95,30\n",
+    )
+    loaded = read_daily(DataSpec(path))
+    expected = bars(
+        [
+            ("CRBU", D(2024, 7, 15), 1.9, 2.0, 1.8, 1.95, 30.0),
+            ("CRBU", D(2024, 7, 16), 2.0, 2.6, 1.9, 2.5, 20.0),
+            ("HOV", D(2024, 7, 16), 150.0, 160.0, 149.0, 158.0, 10.0),
+        ]
+    )
+    assert_frame_equal(loaded.bars, expected)
+    assert loaded.counts == {"unsorted": 1}
+    only = read_daily(DataSpec(path, "HOV"))
+    assert_frame_equal(only.bars, expected.tail(1))
+
+
+def test_wide_file_unpivots_and_blank_cells_are_absent(tmp_path: Path) -> None:
+    """A wide file gives one bar per non-blank cell; OPEN is a ticker there, not a field."""
+    path = write(
+        tmp_path,
+        "wide.csv",
+        "Date,ZZZ,OPEN,AAA\n2024-07-15,1.5,,10\n2024-07-16, ,3.25,11\n",
+    )
+    loaded = read_daily(DataSpec(path))
+    expected = bars(
+        [
+            ("AAA", D(2024, 7, 15), 10.0, 10.0, 10.0, 10.0, None),
+            ("AAA", D(2024, 7, 16), 11.0, 11.0, 11.0, 11.0, None),
+            ("OPEN", D(2024, 7, 16), 3.25, 3.25, 3.25, 3.25, None),
+            ("ZZZ", D(2024, 7, 15), 1.5, 1.5, 1.5, 1.5, None),
+        ]
+    )
+    assert_frame_equal(loaded.bars, expected)
+    assert (loaded.rejections, loaded.counts) == ([], {})
+
+
+def test_wide_file_rejects_bad_prices_with_line(tmp_path: Path) -> None:
+    """A zero or NaN cell in a wide file is a bad_price rejection naming symbol and line."""
+    path = write(tmp_path, "wide.csv", "Date,AAA,BBB\n2024-07-16,0,nan\n2024-07-15,1,2\n")
+    loaded = read_daily(DataSpec(path))
+    assert loaded.rejections == [
+        Rejection("bad_price", "AAA", f"{path}:2"),
+        Rejection("bad_price", "BBB", f"{path}:2"),
+    ]
+    assert loaded.counts == {"bad_price": 2, "unsorted": 1}
+    assert loaded.bars["session"].to_list() == [D(2024, 7, 15), D(2024, 7, 15)]
+
+
+def test_datetime_column_takes_the_date_as_written(tmp_path: Path) -> None:
+    """A datetime with a time part and offset gives the date written, not a UTC conversion."""
+    path = write(
+        tmp_path,
+        "spy.csv",
+        "datetime,open,high,low,close,volume\n2024-02-20 23:00:00-05:00,5,6,4,5.5,7\n",
+    )
+    loaded = read_daily(DataSpec(path, "SPY"))
+    assert_frame_equal(loaded.bars, bars([("SPY", D(2024, 2, 20), 5.0, 6.0, 4.0, 5.5, 7.0)]))
+
+
+def test_adjusted_close_scales_open_high_low(tmp_path: Path) -> None:
+    """With adjusted=True, Adj Close replaces close and open/high/low scale by adj/close."""
+    path = write(
+        tmp_path,
+        "iwm.csv",
+        "Date,Open,High,Low,Close,Adj Close,Volume\n2024-07-16,200,220,190,210,105,9\n",
+    )
+    raw = read_daily(DataSpec(path, "IWM"))
+    adjusted = read_daily(DataSpec(path, "IWM"), adjusted=True)
+    assert_frame_equal(raw.bars, bars([("IWM", D(2024, 7, 16), 200.0, 220.0, 190.0, 210.0, 9.0)]))
+    assert_frame_equal(
+        adjusted.bars, bars([("IWM", D(2024, 7, 16), 100.0, 110.0, 95.0, 105.0, 9.0)])
+    )
+
+
+@pytest.mark.parametrize("header", ["adj_close", "ADJCLOSE", "Adj Close"])
+def test_adjusted_close_names(tmp_path: Path, header: str) -> None:
+    """Every spelling of the adjusted close is recognised."""
+    path = write(tmp_path, "x.csv", f"date,close,{header}\n2024-07-16,4,2\n")
+    loaded = read_daily(DataSpec(path), adjusted=True)
+    assert loaded.bars["close"].to_list() == [2.0]
+
+
+def test_adjusted_without_adj_column_is_a_data_error(tmp_path: Path) -> None:
+    """adjusted=True on a file with no adjusted close names the file."""
+    path = write(tmp_path, "x.csv", "Date,Close\n2024-07-16,4\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path), adjusted=True)
+    assert str(info.value) == f"{path}: adjusted=True but missing adjusted close column (Adj Close)"
+
+
+def test_bad_number_names_line_and_column() -> None:
+    """A cell that is no number names its file line (blank and quoted lines counted) and column."""
+    path = str(BAD / "bad_number.csv")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path))
+    assert (info.value.path, info.value.line, info.value.column) == (path, 6, "Close")
+    assert str(info.value) == f"{path}, line 6, column 'Close': cannot parse '1l.9' as a number"
+
+
+def test_bad_cell_in_wide_file_names_ticker_column() -> None:
+    """A wide file's unparseable cell names its line and its ticker column."""
+    path = str(BAD / "wide_bad_cell.csv")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path))
+    assert (info.value.line, info.value.column) == (3, "BBB")
+
+
+def test_bad_date_names_line_and_column(tmp_path: Path) -> None:
+    """A date that does not parse is a DataError at its line and the date column."""
+    path = write(tmp_path, "x.csv", "Date,Close\n2024-07-15,1\n16/07/2024,2\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path))
+    assert str(info.value) == f"{path}, line 3, column 'Date': cannot parse '16/07/2024' as a date"
+
+
+def test_ragged_line_is_a_data_error() -> None:
+    """A row with more fields than the header is a DataError at that line."""
+    path = str(BAD / "ragged.csv")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path))
+    assert str(info.value) == f"{path}, line 3: 3 fields but the header has 2"
+
+
+def test_not_utf8_is_a_data_error() -> None:
+    """Bytes that are not UTF-8 are a DataError at their line."""
+    path = str(BAD / "not_utf8.csv")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path))
+    assert str(info.value) == f"{path}, line 3: not UTF-8 text"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty file"),
+        ("\n\n", "empty file"),
+        ("Date,Close\n", "empty file: a header and no rows"),
+        ("Close,Open\n1,1\n", "missing date column (date, session, datetime or timestamp)"),
+        ("Date,Open,High,Low\n2024-07-16,1,1,1\n", "missing close column"),
+        ("Date,Close,close\n2024-07-16,1,1\n", "two columns mean 'close': 'Close'"),
+    ],
+)
+def test_unusable_files_are_data_errors(tmp_path: Path, text: str, message: str) -> None:
+    """Empty files and missing columns are DataErrors naming the file and what is missing."""
+    path = write(tmp_path, "x.csv", text)
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path))
+    assert str(info.value).startswith(path)
+    assert str(info.value).endswith(message)
+
+
+def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
+    """A path that does not exist is a DataError, not an OSError."""
+    with pytest.raises(DataError):
+        read_daily(DataSpec(str(tmp_path / "nope.csv")))
+
+
+def test_rejections_are_counted_by_reason(tmp_path: Path) -> None:
+    """Bad prices, inconsistent bars, missing closes and repeats are rejected rows, counted."""
+    path = write(
+        tmp_path,
+        "x.csv",
+        "Date,Open,High,Low,Close,Volume\n"
+        "2024-07-01,10,11,9,10,1\n"  # good
+        "2024-07-02,NaN,11,9,10,1\n"  # bad_price
+        "2024-07-03,10,inf,9,10,1\n"  # bad_price
+        "2024-07-05,0,11,9,10,1\n"  # bad_price
+        "2024-07-08,10,11,-9,10,1\n"  # bad_price
+        "2024-07-09,10,9,11,10,1\n"  # bad_bar: high < low
+        "2024-07-10,10,11,9,12,1\n"  # bad_bar: close above high
+        "2024-07-11,10,11,9,11.000001,1\n"  # within 1e-6: kept, high widened
+        "2024-07-12,10,11,9,,1\n"  # missing_close
+        "2024-07-12,10,11,9,10.5,1\n"  # first good row of the day
+        "2024-07-12,10,11,9,10.6,1\n"  # duplicate
+        ",,,,,\n",  # a row of blank cells: skipped like a blank line
+    )
+    loaded = read_daily(DataSpec(path, "X"))
+    lines = [3, 4, 5, 6, 7, 8, 10, 12]
+    reasons = ["bad_price"] * 4 + ["bad_bar", "bad_bar", "missing_close", "duplicate"]
+    assert loaded.rejections == [
+        Rejection(r, "X", f"{path}:{n}") for r, n in zip(reasons, lines, strict=True)
+    ]
+    assert loaded.counts == {"bad_price": 4, "bad_bar": 2, "missing_close": 1, "duplicate": 1}
+    expected = bars(
+        [
+            ("X", D(2024, 7, 1), 10.0, 11.0, 9.0, 10.0, 1.0),
+            ("X", D(2024, 7, 11), 10.0, 11.000001, 9.0, 11.000001, 1.0),
+            ("X", D(2024, 7, 12), 10.0, 11.0, 9.0, 10.5, 1.0),
+        ]
+    )
+    assert_frame_equal(loaded.bars, expected)
+
+
+def test_missing_volume_is_null_and_null_word_is_blank(tmp_path: Path) -> None:
+    """A blank or 'null' volume is null, and blank open/high/low take the close."""
+    path = write(
+        tmp_path,
+        "x.csv",
+        "Date,Open,High,Low,Close,Volume\n2024-07-15,,,,5,\n2024-07-16,5,6,4,5,null\n",
+    )
+    loaded = read_daily(DataSpec(path, "X"))
+    expected = bars(
+        [
+            ("X", D(2024, 7, 15), 5.0, 5.0, 5.0, 5.0, None),
+            ("X", D(2024, 7, 16), 5.0, 6.0, 4.0, 5.0, None),
+        ]
+    )
+    assert_frame_equal(loaded.bars, expected)
+
+
+def test_dates_outside_range_are_dropped_silently(tmp_path: Path) -> None:
+    """start and end filter rows without rejecting them, bad prices outside included."""
+    path = write(
+        tmp_path, "x.csv", "Date,Close\n2024-07-01,-1\n2024-07-02,2\n2024-07-03,3\n2024-07-04,0\n"
+    )
+    loaded = read_daily(DataSpec(path, "X"), start=D(2024, 7, 2), end=D(2024, 7, 3))
+    assert loaded.bars["session"].to_list() == [D(2024, 7, 2), D(2024, 7, 3)]
+    assert (loaded.rejections, loaded.counts) == ([], {})
+
+
+def test_read_many_rejects_the_later_file_duplicate(tmp_path: Path) -> None:
+    """The same symbol and session in two files keeps the first file's bar."""
+    first = write(tmp_path, "a.csv", "Date,Close\n2024-07-15,1\n2024-07-16,2\n")
+    second = write(tmp_path, "b.csv", "symbol,Date,Close\nX,2024-07-16,9\nY,2024-07-16,3\n")
+    loaded = read_many([DataSpec(first, "X"), DataSpec(second)])
+    expected = bars(
+        [
+            ("X", D(2024, 7, 15), 1.0, 1.0, 1.0, 1.0, None),
+            ("X", D(2024, 7, 16), 2.0, 2.0, 2.0, 2.0, None),
+            ("Y", D(2024, 7, 16), 3.0, 3.0, 3.0, 3.0, None),
+        ]
+    )
+    assert_frame_equal(loaded.bars, expected)
+    assert loaded.rejections == [Rejection("duplicate", "X", f"{second}:2")]
+    assert loaded.counts == {"duplicate": 1}
+
+
+def test_parquet_round_trip(tmp_path: Path) -> None:
+    """Bars written as Parquet read back unchanged."""
+    frame = bars(
+        [
+            ("AAA", D(2024, 7, 15), 1.0, 2.0, 0.5, 1.5, 10.0),
+            ("BBB", D(2024, 7, 15), 3.0, 3.0, 3.0, 3.0, None),
+        ]
+    )
+    path = tmp_path / "bars.parquet"
+    frame.write_parquet(path)
+    loaded = read_daily(DataSpec(str(path)))
+    assert_frame_equal(loaded.bars, frame)
+    assert (loaded.rejections, loaded.counts) == ([], {})
+
+
+def test_parquet_wide_and_text_columns(tmp_path: Path) -> None:
+    """Parquet follows the CSV rules: wide layout, datetimes, and text cells that must parse."""
+    path = tmp_path / "wide.parquet"
+    pl.DataFrame({"Date": ["2024-07-15", "2024-07-16"], "AAA": [1.0, None]}).write_parquet(path)
+    loaded = read_daily(DataSpec(str(path)))
+    assert_frame_equal(loaded.bars, bars([("AAA", D(2024, 7, 15), 1.0, 1.0, 1.0, 1.0, None)]))
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"date": ["2024-07-15", "2024-07-16"], "close": ["1", "x"]}).write_parquet(bad)
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(str(bad)))
+    assert str(info.value) == f"{bad}, column 'close': row 2: cannot parse 'x' as a number"
+
+
+def test_parquet_not_parquet_is_a_data_error(tmp_path: Path) -> None:
+    """A .parquet file that is not Parquet is a DataError."""
+    path = write(tmp_path, "x.parquet", "Date,Close\n")
+    with pytest.raises(DataError):
+        read_daily(DataSpec(path))
+
+
+CELLS = st.sampled_from(
+    ["", "1", "2.5", "-3", "0", "nan", "inf", "x", "null", " 4 ", '"', '"5"', "2024-07-16"]
+)
+CELLS |= st.sampled_from(["2024-07-17 10:00", "2024-13-01", "Date", "close", "symbol", "AAA"])
+LINES = st.lists(CELLS, min_size=0, max_size=5).map(",".join)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=st.lists(
+        st.sampled_from(["Date", "datetime", "Close", "Open", "High", "Low", "Volume"])
+        | st.sampled_from(["symbol", "Adj Close", "AAA", "BBB", ""]),
+        min_size=0,
+        max_size=6,
+    ),
+    lines=st.lists(LINES | st.text(max_size=12), max_size=6),
+    adjusted=st.booleans(),
+)
+def test_random_csv_loads_or_raises_data_error(
+    tmp_path: Path, header: list[str], lines: list[str], adjusted: bool
+) -> None:
+    """Any CSV text either loads as bars of DAILY_SCHEMA or raises DataError, nothing else."""
+    path = tmp_path / "random.csv"
+    path.write_text("\n".join([",".join(header), *lines]) + "\n")
+    try:
+        loaded = read_daily(DataSpec(str(path)), adjusted=adjusted)
+    except DataError:
+        return
+    assert isinstance(loaded, LoadedBars)
+    assert loaded.bars.schema == pl.Schema(DAILY_SCHEMA)
