@@ -154,7 +154,7 @@ class Pipeline:
                     reason=reason,
                     count=self._reject_pending.pop(reason),
                     symbol=example.symbol,
-                    raw=example.raw[:200],
+                    raw=(example.raw or "")[:200],
                 )
                 self._reject_logged[reason] = now
 

@@ -1,20 +1,26 @@
 """Tick batches -> one-minute bars -> session (daily) bars, streaming and vectorised.
 
 `BarBook` takes TICK_SCHEMA batches (and provider MINUTE_SCHEMA bars) and the passing of time:
-`advance(now)` closes minute bars `close_delay_s` after their end and a session's bar
-`close_delay_s` after its close (together with its last minute), and re-emits bars that late ticks
-or re-sent provider bars changed. Every step is a polars pass over the whole batch.
+`advance(now)` closes a minute bar `close_delay_s` after its end and a session's bar `close_delay_s`
+after the session's close (so together with its last minute), and re-emits every bar that late
+ticks or re-sent provider bars changed. Each step is a few polars passes over the whole batch.
+
+Open and close are the prices of the earliest and latest tick by `ts`; among ticks with the same
+`ts`, the first to arrive counts. Provider bars replace the bar of their (symbol, start); a later
+tick for that minute merges into it as for any closed bar (the provider's open and close stay).
 
 What is kept in memory:
-- open minute bars (those not yet closed by the clock): one row per symbol and minute;
-- closed minute bars of the sessions on or after the one before the latest closed session (i.e. the
-  current and the previous session), per session and minute, so late ticks and re-sent bars can
-  correct a minute and its session bar; older ones are dropped, and ticks or bars for them are
-  rejected "late_tick" / "late_bar";
-- duplicate keys (64-bit hashes of (symbol, id), or of (symbol, ts, price, size) when id is null) of
-  accepted ticks, per minute, for open minutes and minutes closed in the last DEDUP_KEEP_S. A
-  duplicate older than that is not recognised (a late duplicate is then counted twice).
-- the keys still to emit and the sessions whose bar was emitted (within the same window).
+- open minute bars: per-batch partial aggregates, compacted into one frame on each `advance`;
+- closed minute bars of the current and the previous session (every session on or after the one
+  before the latest closed session), one frame per minute, so late ticks and re-sent bars can
+  correct a minute and its session bar. Older ones are dropped on `advance`, and ticks or bars
+  for those sessions are then rejected ("late_tick", "late_bar") even with late_ticks="correct";
+- duplicate keys: 64-bit hashes of (symbol, id), or of (symbol, ts, price, size) when id is null,
+  of accepted ticks, bucketed by `ts` (DEDUP_BUCKET) and kept for buckets up to DEDUP_KEEP_S
+  before the latest closed minute. A duplicate must repeat its trade's `ts` (to the bucket) and
+  arrive within that window to be recognised; an older one counts again as a late tick;
+- keys of bars still to emit, symbols whose emitted session bar needs redoing, and the sessions
+  whose bar was emitted (within the same two sessions).
 """
 
 from __future__ import annotations
@@ -30,21 +36,20 @@ from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, TS, Rej
 from monitor.core.sessions import NEW_YORK, Sessions
 
 DEDUP_KEEP_S = 300.0
+DEDUP_BUCKET = "10s"
 EXTENDED_HOURS = (4, 20)  # New York hours [from, to) accepted with extended_hours=True
 _MINUTE = dt.timedelta(minutes=1)
 _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
 _KEYS = ["symbol", "start"]
 _OHLCV = ["open", "high", "low", "close", "volume"]
-# Minute bars in the book: MINUTE_SCHEMA plus what merging needs.
+# Minute bars in the book: MINUTE_SCHEMA plus the tick times that merging needs; closed ones also
+# carry their session and whether the minute is in regular hours.
+_OPEN_SCHEMA: dict[str, pl.DataType] = {**MINUTE_SCHEMA, "first_ts": TS, "last_ts": TS}
 _STATE_SCHEMA: dict[str, pl.DataType] = {
-    **MINUTE_SCHEMA,
-    "first_ts": TS,
-    "last_ts": TS,
+    **_OPEN_SCHEMA,
     "session": pl.Date(),
     "regular": pl.Boolean(),
 }
-_STATE = list(_STATE_SCHEMA)
-_MINUTE_COLS = list(MINUTE_SCHEMA)
 
 
 class ClosedBars(msgspec.Struct, frozen=True):
@@ -58,8 +63,8 @@ class BarBook:
     """Streaming minute and session bars of a whole universe, from tick and bar batches.
 
     `late_ticks="correct"` applies a tick for an already closed minute to it and re-emits the bar
-    (and its session bar when that was closed); `"reject"` rejects it. `counts` holds rejections
-    and corrections by reason.
+    (and its session bar when that was emitted); `"reject"` rejects it. `counts` holds
+    rejections by reason, plus "late_tick_corrected" (ticks) and "bar_replaced" (provider bars).
     """
 
     def __init__(
@@ -80,114 +85,101 @@ class BarBook:
         )
         self._now: dt.datetime | None = None
         self._keep_from: dt.date | None = None
-        self._open = empty(_STATE_SCHEMA)
+        self._open = empty(_OPEN_SCHEMA)
+        self._partials: list[pl.DataFrame] = []
         self._closed: dict[dt.date, dict[dt.datetime, pl.DataFrame]] = {}
         self._seen: dict[dt.datetime, pl.Series] = {}
         self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
-        self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions to redo
+        self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
         self._done: set[dt.date] = set()
-
-    # -- input -----------------------------------------------------------------------------
 
     def ingest_ticks(self, ticks: pl.DataFrame) -> list[Rejection]:
         """Fold a tick batch into the book; returns the ticks it did not accept."""
+        ts = pl.col("ts")
         frame = _conform(ticks, TICK_SCHEMA).with_columns(
-            start=pl.col("ts").dt.truncate("1m"), reason=_tick_problem()
-        )
-        frame = self._screen(frame, "late_tick")
-        rejected, good = _split(frame)
-        key = (
-            pl.when(pl.col("id").is_not_null())
+            start=ts.dt.truncate("1m"),
+            bucket=ts.dt.truncate(DEDUP_BUCKET),
+            key=pl.when(pl.col("id").is_not_null())
             .then(pl.struct("symbol", "id").hash(1))
-            .otherwise(pl.struct("symbol", "ts", "price", "size").hash(2))
+            .otherwise(pl.struct("symbol", "ts", "price", "size").hash(2)),
+            reason=_tick_problem(),
         )
-        seen = [self._seen[s] for s in good["start"].unique() if s in self._seen]
+        rejected, good = _split(self._screen(frame, "late_tick"))
         dup = ~pl.col("key").is_first_distinct()
+        seen = [self._seen[b] for b in good["bucket"].unique() if b in self._seen]
         if seen:
-            dup = dup | pl.col("key").is_in(pl.concat(seen))
+            memory = pl.concat(seen)
+            hits = memory.filter(memory.is_in(good["key"].implode()))
+            if hits.len():
+                dup = dup | pl.col("key").is_in(hits.implode())
         late = pl.col("start") <= self._cutoff() if self._now is not None else pl.lit(False)
         reasons = [pl.when(dup).then(pl.lit("duplicate"))]
         if self.late_ticks == "reject":
             reasons.append(pl.when(late).then(pl.lit("late_tick")))
-        good = good.with_columns(key=key).with_columns(reason=pl.coalesce(reasons), late=late)
-        refused, good = _split(good)
-        for (start,), part in good.partition_by("start", as_dict=True).items():
-            mem = self._seen.get(start)
-            if mem is None:
-                self._seen[start] = part["key"]
-            else:
-                mem.append(part["key"])
-        late_bars = _aggregate(good.filter(pl.col("late")))
-        if late_bars.height:
-            self._count("late_tick_corrected", int(good["late"].sum()))
-            self._merge_closed(late_bars)
-        fresh = _aggregate(good.filter(~pl.col("late")))
-        if fresh.height:
-            self._open = _combine(pl.concat([self._open, fresh]))
+        refused, good = _split(good.with_columns(reason=pl.coalesce(reasons), late=late))
+        self._remember(good)
+        n_late = int(good["late"].sum())
+        if n_late:
+            self._count("late_tick_corrected", n_late)
+            self._merge_closed(self._with_session(_aggregate(good.filter("late"))))
+            good = good.filter(~pl.col("late"))
+        if good.height:
+            self._partials.append(_aggregate(good))
         return self._reject(pl.concat([rejected, refused], how="diagonal"), _tick_raw())
 
     def ingest_minute_bars(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert provider minute bars by (symbol, start); they count as closed at once."""
         frame = _conform(bars, MINUTE_SCHEMA).with_columns(reason=_bar_problem())
-        frame = self._screen(frame, "late_bar")
-        good = (
-            frame.filter(pl.col("reason").is_null())
-            .unique(_KEYS, keep="last", maintain_order=True)
-            .with_columns(first_ts=pl.col("start"), last_ts=pl.col("start") + _BAR_SPAN)
-            .select(_STATE)
+        rejected, good = _split(self._screen(frame, "late_bar"))
+        good = good.unique(_KEYS, keep="last", maintain_order=True).with_columns(
+            first_ts=pl.col("start"), last_ts=pl.col("start") + _BAR_SPAN
         )
         if good.height:
+            good = self._with_session(good)
             keys = good.select(_KEYS)
-            known = self._open.join(keys, on=_KEYS, how="semi").height
-            self._open = self._open.join(keys, on=_KEYS, how="anti")
+            self._compact()
             stored = self._stored(good)
-            known += stored.join(keys, on=_KEYS, how="semi").height
-            self._count("bar_replaced", known)
-            kept = stored.join(keys, on=_KEYS, how="anti")
-            self._store(pl.concat([kept, good]), good)
-        return self._reject(frame.filter(pl.col("reason").is_not_null()), _bar_raw())
-
-    # -- the clock -------------------------------------------------------------------------
+            known = pl.concat([self._open.select(_KEYS), stored.select(_KEYS)])
+            self._count("bar_replaced", known.join(keys, on=_KEYS, how="semi").height)
+            self._open = self._open.join(keys, on=_KEYS, how="anti")
+            self._store(pl.concat([stored.join(keys, on=_KEYS, how="anti"), good]), good)
+        return self._reject(rejected, _bar_raw())
 
     def advance(self, now: dt.datetime) -> ClosedBars:
-        """Close minute and session bars that are due at `now` (timezone-aware); emit them and
-        every bar corrected since the last call."""
+        """Close the minute and session bars due at `now` (timezone-aware; time never goes
+        back) and return them with every bar corrected since the last call."""
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        now = now.astimezone(dt.UTC)
-        if self._now is None or now > self._now:
-            self._now = now
-        now = self._now
+        self._now = max(now.astimezone(dt.UTC), self._now or now)
+        self._compact()
         due = pl.col("start") <= self._cutoff()
         closing = self._open.filter(due)
         if closing.height:
             self._open = self._open.filter(~due)
-            self._merge_closed(closing)
+            self._merge_closed(self._with_session(closing))
         minute = self._emit_minutes()
         daily: list[pl.DataFrame] = []
         for session in sorted(self._closed):
             if session in self._done:
                 symbols = self._dirty.pop(session, None)
                 if symbols:
-                    daily.append(self._session_bars(session, pl.concat(symbols).unique()))
-            elif self.sessions.close_of(session) + self.close_delay <= now:
+                    daily.append(self._session_bars(session, pl.concat(symbols)))
+            elif self.sessions.close_of(session) + self.close_delay <= self._now:
                 daily.append(self._session_bars(session, None))
                 self._done.add(session)
-        self._forget(now)
+        self._forget(self._now)
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
         return ClosedBars(minute=minute, daily=day)
-
-    # -- internals -------------------------------------------------------------------------
 
     def _cutoff(self) -> dt.datetime:
         """Minutes starting at or before this instant are closed."""
         assert self._now is not None
         return self._now - _MINUTE - self.close_delay
 
-    def _screen(self, frame: pl.DataFrame, late_reason: str) -> pl.DataFrame:
-        """Add `session` and `regular` from `start`; flag rows outside sessions or retention."""
+    def _classify(self, starts: pl.DataFrame) -> pl.DataFrame:
+        """(start, session, regular) for unique minute starts; session is null when the minute
+        is not accepted (outside its session, or outside extended hours when those are on)."""
         local = pl.col("start").dt.convert_time_zone(NEW_YORK)
-        starts = frame.select(pl.col("start").unique().drop_nulls())
         table = starts.with_columns(day=local.dt.date(), hour=local.dt.hour()).join(
             self._calendar, on="day", how="left"
         )
@@ -195,21 +187,40 @@ class BarBook:
         accept = regular
         if self.extended_hours:
             lo, hi = EXTENDED_HOURS
-            accept = accept | (
-                pl.col("session").is_not_null() & pl.col("hour").is_between(lo, hi - 1)
-            )
-        table = table.select(
-            "start", pl.when(accept).then("session").alias("session"), regular=regular
-        )
-        out = frame.join(table, on="start", how="left", maintain_order="left")
-        reasons = [
-            pl.col("reason"),
-            pl.when(pl.col("session").is_null()).then(pl.lit("outside_session")),
-        ]
+            in_hours = pl.col("session").is_not_null() & pl.col("hour").is_between(lo, hi - 1)
+            accept = accept | in_hours
+        return table.select("start", pl.when(accept).then("session").alias("session"), regular)
+
+    def _screen(self, frame: pl.DataFrame, late_reason: str) -> pl.DataFrame:
+        """Give rows outside sessions, or of sessions already dropped, a `reason`."""
+        table = self._classify(frame.select(pl.col("start").unique().drop_nulls()))
+        reasons = [pl.when(pl.col("session").is_null()).then(pl.lit("outside_session"))]
         if self._keep_from is not None:
             old = pl.col("session") < self._keep_from
             reasons.append(pl.when(old).then(pl.lit(late_reason)))
-        return out.with_columns(reason=pl.coalesce(reasons))
+        flagged = table.select("start", flag=pl.coalesce(reasons)).drop_nulls()
+        if not flagged.height:
+            return frame
+        out = frame.join(flagged, on="start", how="left", maintain_order="left")
+        return out.with_columns(reason=pl.coalesce("reason", "flag")).drop("flag")
+
+    def _with_session(self, bars: pl.DataFrame) -> pl.DataFrame:
+        table = self._classify(bars.select(pl.col("start").unique()))
+        return bars.join(table, on="start", how="left").select(list(_STATE_SCHEMA))
+
+    def _remember(self, good: pl.DataFrame) -> None:
+        """Add accepted ticks' duplicate keys to their buckets."""
+        for (bucket,), part in good.partition_by("bucket", as_dict=True).items():
+            memory = self._seen.get(bucket)
+            if memory is None:
+                self._seen[bucket] = part["key"]
+            else:
+                memory.append(part["key"])
+
+    def _compact(self) -> None:
+        if self._partials:
+            self._open = _combine(pl.concat([self._open, *self._partials]))
+            self._partials = []
 
     def _stored(self, keys: pl.DataFrame) -> pl.DataFrame:
         """Closed minute bars of every (session, start) that `keys` touches."""
@@ -221,15 +232,16 @@ class BarBook:
         return pl.concat(parts) if parts else empty(_STATE_SCHEMA)
 
     def _merge_closed(self, bars: pl.DataFrame) -> None:
-        """Fold newly aggregated bars into the closed minute bars (and mark them to emit)."""
-        self._store(_combine(pl.concat([self._stored(bars), bars])), bars)
+        """Fold aggregated bars (with session) into the closed minute bars."""
+        stored = self._stored(bars)
+        self._store(_combine(pl.concat([stored, bars])) if stored.height else bars, bars)
 
     def _store(self, merged: pl.DataFrame, changed: pl.DataFrame) -> None:
-        """Write per-minute frames back; queue `changed` keys and dirty emitted sessions."""
+        """Write per-minute frames back; queue `changed` to emit; mark emitted sessions dirty."""
         for (session, start), part in merged.partition_by("session", "start", as_dict=True).items():
             self._closed.setdefault(session, {})[start] = part
         self._pending.append(changed.select("symbol", "start", "session"))
-        redo = changed.filter(pl.col("regular") & pl.col("session").is_in(list(self._done)))
+        redo = changed.filter(pl.col("regular") & pl.col("session").is_in(sorted(self._done)))
         for (session,), part in redo.partition_by("session", as_dict=True).items():
             self._dirty.setdefault(session, []).append(part["symbol"])
 
@@ -239,13 +251,13 @@ class BarBook:
         keys = pl.concat(self._pending).unique()
         self._pending = []
         bars = self._stored(keys).join(keys.select(_KEYS), on=_KEYS, how="semi")
-        return bars.select(_MINUTE_COLS).sort(_KEYS)
+        return bars.select(list(MINUTE_SCHEMA)).sort(_KEYS)
 
     def _session_bars(self, session: dt.date, symbols: pl.Series | None) -> pl.DataFrame:
         """The session bar of each symbol (all, or `symbols`) from its regular-hours minutes."""
         bars = pl.concat(list(self._closed[session].values())).filter("regular")
         if symbols is not None:
-            bars = bars.filter(pl.col("symbol").is_in(symbols))
+            bars = bars.filter(pl.col("symbol").is_in(symbols.implode()))
         return (
             bars.sort("start")
             .group_by("symbol")
@@ -271,8 +283,8 @@ class BarBook:
                 self._dirty.pop(old, None)
             self._done = {s for s in self._done if s >= keep}
         horizon = self._cutoff() - dt.timedelta(seconds=DEDUP_KEEP_S)
-        for start in [s for s in self._seen if s < horizon]:
-            del self._seen[start]
+        for bucket in [b for b in self._seen if b < horizon]:
+            del self._seen[bucket]
 
     def _reject(self, bad: pl.DataFrame, raw: pl.Expr) -> list[Rejection]:
         if not bad.height:
@@ -288,7 +300,7 @@ class BarBook:
 
 
 def _split(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(rows with a `reason`, rows without one, minus the column)."""
+    """(rows with a `reason`, the other rows without the column)."""
     flagged = pl.col("reason").is_not_null()
     return frame.filter(flagged), frame.filter(~flagged).drop("reason")
 
@@ -315,23 +327,23 @@ def _tick_problem() -> pl.Expr:
 
 
 def _bar_problem() -> pl.Expr:
-    bad = pl.any_horizontal(_bad_number(c) for c in ("open", "high", "low", "close"))
-    bad = bad | pl.col("volume").is_null() | ~pl.col("volume").is_finite()
-    bad = bad | (pl.col("volume") < 0) | (pl.col("start").dt.truncate("1m") != pl.col("start"))
-    lo, hi = pl.col("low"), pl.col("high")
-    bad = bad | (lo > hi) | ~pl.col("open").is_between(lo, hi) | ~pl.col("close").is_between(lo, hi)
-    missing = pl.col("symbol").is_null() | pl.col("start").is_null()
-    nulls = pl.any_horizontal(pl.col(_OHLCV).is_null())
+    lo, hi, start = pl.col("low"), pl.col("high"), pl.col("start")
+    bad = pl.any_horizontal(
+        *(_bad_number(c) for c in ("open", "high", "low", "close")),
+        ~pl.col("volume").is_finite() | (pl.col("volume") < 0),
+        lo > hi,
+        ~pl.col("open").is_between(lo, hi),
+        ~pl.col("close").is_between(lo, hi),
+        start.dt.truncate("1m") != start,
+    )
     return pl.coalesce(
-        pl.when(missing).then(pl.lit("missing_field")),
-        pl.when(nulls | bad).then(pl.lit("bad_bar")),
+        pl.when(pl.col("symbol").is_null() | start.is_null()).then(pl.lit("missing_field")),
+        pl.when(pl.any_horizontal(pl.col(_OHLCV).is_null()) | bad).then(pl.lit("bad_bar")),
     )
 
 
 def _tick_raw() -> pl.Expr:
-    return pl.format(
-        "ts={} price={} size={} id={}", *(pl.col(c) for c in ("ts", "price", "size", "id"))
-    )
+    return pl.format("ts={} price={} size={} id={}", *map(pl.col, ("ts", "price", "size", "id")))
 
 
 def _bar_raw() -> pl.Expr:
@@ -339,45 +351,35 @@ def _bar_raw() -> pl.Expr:
 
 
 def _aggregate(ticks: pl.DataFrame) -> pl.DataFrame:
-    """Minute bars of accepted ticks: open/close by earliest/latest ts (ties: arrival order)."""
+    """Minute bars of accepted ticks (rows in arrival order)."""
     price, ts = pl.col("price"), pl.col("ts")
     return (
-        ticks.sort("ts", maintain_order=True)
-        .group_by(_KEYS)
+        ticks.group_by(_KEYS)
         .agg(
-            open=price.first(),
+            open=price.min_by(ts),
             high=price.max(),
             low=price.min(),
-            close=price.last(),
+            close=price.max_by(ts),
             volume=pl.col("size").sum(),
-            first_ts=ts.first(),
-            last_ts=ts.last(),
-            session=pl.col("session").first(),
-            regular=pl.col("regular").first(),
+            first_ts=ts.min(),
+            last_ts=ts.max(),
         )
-        .select(_STATE)
+        .select(list(_OPEN_SCHEMA))
     )
 
 
 def _combine(bars: pl.DataFrame) -> pl.DataFrame:
-    """Merge rows of the same (symbol, start), earlier rows first: the open of the earliest
-    first tick (ties: earlier row), the close of the latest last tick (ties: later row)."""
-    keyed = bars.group_by(_KEYS).len()
-    if keyed.height == bars.height:
-        return bars
+    """Merge rows of the same (symbol, start), earlier rows first (they win ties)."""
     first, last = pl.col("first_ts"), pl.col("last_ts")
-    return (
-        bars.group_by(_KEYS)
-        .agg(
-            open=pl.col("open").get(first.arg_min()),
-            high=pl.col("high").max(),
-            low=pl.col("low").min(),
-            close=pl.col("close").reverse().get(last.reverse().arg_max()),
-            volume=pl.col("volume").sum(),
-            first_ts=first.min(),
-            last_ts=last.max(),
-            session=pl.col("session").first(),
-            regular=pl.col("regular").first(),
-        )
-        .select(_STATE)
+    extra = [pl.col(c).first() for c in bars.columns if c not in _OPEN_SCHEMA]
+    merged = bars.group_by(_KEYS).agg(
+        *extra,
+        open=pl.col("open").min_by(first),
+        high=pl.col("high").max(),
+        low=pl.col("low").min(),
+        close=pl.col("close").max_by(last),
+        volume=pl.col("volume").sum(),
+        first_ts=first.min(),
+        last_ts=last.max(),
     )
+    return merged.select(bars.columns)

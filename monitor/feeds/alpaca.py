@@ -206,7 +206,7 @@ def decode_alpaca(frame: bytes | str, *, feed: str) -> Decoded:
     packed = frame if isinstance(frame, bytes) and not first_byte_is_json(frame[:16]) else None
     try:
         items = _msgpack_frame.decode(packed) if packed is not None else _json_frame.decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, ValueError):  # ValueError: bad UTF-8 in a msgpack str
         pass
     else:
         if all(
@@ -252,7 +252,7 @@ def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
 def _decode_lenient(frame: bytes | str, packed: bytes | None, feed: str) -> Decoded:
     try:
         doc = _msgpack_any.decode(packed) if packed is not None else msgspec.json.decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, ValueError):  # ValueError: bad UTF-8 in a msgpack str
         why = "malformed_msgpack" if packed is not None else "malformed_json"
         return Decoded(Columns().batch(feed, [frame_rejection(why, frame)]), [])
     elements = doc if isinstance(doc, list) else [doc]

@@ -1,0 +1,387 @@
+"""WebSocketFeed against fake Alpaca, Polygon and Finnhub streams and a fake bars REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import msgspec
+import polars as pl
+import pytest
+from structlog.testing import capture_logs
+
+from monitor.core.backoff import Backoff
+from monitor.core.counters import Counters
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
+from monitor.errors import ConfigError
+from monitor.feeds.websocket import FeedEvent, Provider, RestBackfill, WebSocketFeed, mask_url
+from tests.feeds.fake_providers import FakeRest, FakeStream, rest_bar
+
+UTC = dt.UTC
+T0 = dt.datetime(2024, 7, 11, 14, 30, 20, tzinfo=UTC)
+
+ALPACA_TRADES = [
+    {"T": "t", "S": "AAPL", "i": 628, "x": "K", "p": 162.92, "s": 3, "c": ["@", "F", "T", "I"],
+     "z": "C", "t": "2023-04-06T11:54:26.838232225Z"},
+    {"T": "t", "S": "AAPL", "i": 75, "x": "Z", "p": 162.92, "s": 3, "c": ["@", "F", "T", "I"],
+     "z": "C", "t": "2023-04-06T11:54:26.838562809Z"},
+]  # fmt: skip
+ALPACA_BAR = {"T": "b", "S": "SPY", "o": 388.985, "h": 389.13, "l": 388.975, "c": 389.12,
+              "v": 49378, "n": 461, "vw": 389.062639, "t": "2021-02-22T19:15:00Z"}  # fmt: skip
+EXPECTED_TICKS = pl.DataFrame(
+    {
+        "symbol": ["AAPL", "AAPL"],
+        "ts": [
+            dt.datetime(2023, 4, 6, 11, 54, 26, 838232, tzinfo=UTC),
+            dt.datetime(2023, 4, 6, 11, 54, 26, 838563, tzinfo=UTC),
+        ],
+        "price": [162.92, 162.92],
+        "size": [3.0, 3.0],
+        "id": ["628", "75"],
+    },
+    schema=TICK_SCHEMA,
+)
+EXPECTED_BAR = pl.DataFrame(
+    {
+        "symbol": ["SPY"],
+        "start": [dt.datetime(2021, 2, 22, 19, 15, tzinfo=UTC)],
+        "open": [388.985],
+        "high": [389.13],
+        "low": [388.975],
+        "close": [389.12],
+        "volume": [49378.0],
+    },
+    schema=MINUTE_SCHEMA,
+)
+
+
+class Clock:
+    """A settable wall clock."""
+
+    def __init__(self, now: dt.datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def make_feed(
+    provider: Provider,
+    url: str,
+    queue: asyncio.Queue[FeedBatch],
+    counters: Counters,
+    *,
+    key: str = "KEY",
+    secret: str | None = "SECRET",
+    backoff: Backoff | None = None,
+    stale_after_s: float = 60.0,
+    regular_hours: bool = True,
+    clock: Callable[[], dt.datetime] | None = None,
+    events: list[FeedEvent] | None = None,
+    **kwargs: object,
+) -> WebSocketFeed:
+    return WebSocketFeed(
+        "test",
+        url,
+        provider,
+        ["AAPL", "SPY"],
+        key=key,
+        secret=secret,
+        queue=queue,
+        counters=counters,
+        backoff=backoff or Backoff(base_s=0.05, cap_s=0.2, jitter=0),
+        stale_after_s=stale_after_s,
+        is_regular_hours=lambda _now: regular_hours,
+        clock=clock or Clock(),
+        on_event=None if events is None else events.append,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def running(feed: WebSocketFeed) -> AsyncIterator[asyncio.Task[None]]:
+    """Run the feed in a task; stop it (and re-raise its errors) on the way out."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(feed.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - polling a plain condition
+            await asyncio.sleep(0.01)
+
+
+async def run_and_push(feed: WebSocketFeed, fake: FakeStream, *frames: object) -> None:
+    """Run the feed until subscribed, push `frames` (the Alpaca trades and bar by default), stop."""
+    async with running(feed):
+        await asyncio.wait_for(fake.subscribed.wait(), 5)
+        for frame in frames or (ALPACA_TRADES, [ALPACA_BAR]):
+            await fake.push(frame)
+        await asyncio.sleep(0.1)
+
+
+async def next_batch(queue: asyncio.Queue[FeedBatch]) -> FeedBatch:
+    return await asyncio.wait_for(queue.get(), 5)
+
+
+def assert_batch(
+    batch: FeedBatch,
+    ticks: pl.DataFrame | None = None,
+    minute: pl.DataFrame | None = None,
+) -> None:
+    assert batch.feed == "test"
+    assert batch.ticks.equals(ticks if ticks is not None else pl.DataFrame(schema=TICK_SCHEMA))
+    assert batch.minute_bars.equals(
+        minute if minute is not None else pl.DataFrame(schema=MINUTE_SCHEMA)
+    )
+    assert batch.daily_bars.equals(pl.DataFrame(schema=DAILY_SCHEMA))
+    assert batch.rejections == []
+
+
+def rest_frame(symbols: list[str], minutes: list[dt.datetime]) -> pl.DataFrame:
+    rows = [(s, m, rest_bar(s, m)) for s in symbols for m in minutes]
+    return pl.DataFrame(
+        {
+            "symbol": [s for s, _, _ in rows],
+            "start": [m for _, m, _ in rows],
+            **{k: [b[k[0]] for _, _, b in rows] for k in ("open", "high", "low", "close")},
+            "volume": [b["v"] for _, _, b in rows],
+        },
+        schema=MINUTE_SCHEMA,
+    )
+
+
+async def test_alpaca_auth_subscribe_and_data() -> None:
+    """The feed authenticates, subscribes to every channel, and queues trades and bars."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    counters = Counters()
+    async with FakeStream("alpaca") as fake:
+        await run_and_push(make_feed("alpaca", fake.url, queue, counters), fake)
+        assert_batch(await next_batch(queue), ticks=EXPECTED_TICKS)
+        assert_batch(await next_batch(queue), minute=EXPECTED_BAR)
+    symbols = ["AAPL", "SPY"]
+    assert fake.received == [
+        {"action": "auth", "key": "KEY", "secret": "SECRET"},
+        {"action": "subscribe", "trades": symbols, "bars": symbols, "updatedBars": symbols,
+         "dailyBars": symbols, "statuses": symbols},
+    ]  # fmt: skip
+    assert (counters.get("feed_ticks", feed="test"), counters.get("feed_bars", feed="test")) == (
+        2.0,
+        1.0,
+    )
+
+
+async def test_alpaca_msgpack_decodes_like_json() -> None:
+    """With msgpack negotiated, msgpack frames (nanosecond Timestamp ext) decode as JSON does."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    trades = [{**t, "t": _msgpack_ts(str(t["t"]))} for t in ALPACA_TRADES]
+    bar = {**ALPACA_BAR, "t": _msgpack_ts(str(ALPACA_BAR["t"]))}
+    async with FakeStream("alpaca") as fake:
+        feed = make_feed("alpaca", fake.url, queue, Counters(), msgpack=True)
+        await run_and_push(feed, fake, trades, [bar])
+        assert_batch(await next_batch(queue), ticks=EXPECTED_TICKS)
+        assert_batch(await next_batch(queue), minute=EXPECTED_BAR)
+    assert fake.headers[0]["content-type"] == "application/msgpack"
+    assert fake.received[0] == {"action": "auth", "key": "KEY", "secret": "SECRET"}
+
+
+def _msgpack_ts(text: str) -> msgspec.msgpack.Ext:
+    """An RFC 3339 string as a msgpack Timestamp (timestamp64: nanoseconds and seconds)."""
+    whole, _, frac = text.rstrip("Z").partition(".")
+    seconds = int(dt.datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp())
+    nanos = int((frac + "000000000")[:9])
+    return msgspec.msgpack.Ext(-1, ((nanos << 34) | seconds).to_bytes(8, "big"))
+
+
+async def test_drop_reconnects_resubscribes_and_backfills() -> None:
+    """After a dropped connection the feed resubscribes and queues the missed minutes from REST."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    counters = Counters()
+    clock = Clock(T0)
+    async with (
+        FakeStream("alpaca") as fake,
+        FakeRest() as api,
+        RestBackfill("alpaca", api.url, key="KEY", secret="SECRET") as rest,
+    ):
+        feed = make_feed("alpaca", fake.url, queue, counters, clock=clock, rest=rest)
+        async with running(feed):
+            await asyncio.wait_for(fake.subscribed.wait(), 5)
+            await fake.push(ALPACA_TRADES)
+            assert_batch(await next_batch(queue), ticks=EXPECTED_TICKS)
+            fake.gate.clear()
+            await fake.drop()
+            await fake.wait_connections(2)
+            clock.now = T0 + dt.timedelta(minutes=5)  # 14:35:20
+            fake.gate.set()
+            backfilled = await next_batch(queue)
+    minutes = [dt.datetime(2024, 7, 11, 14, m, tzinfo=UTC) for m in range(29, 35)]
+    assert_batch(backfilled, minute=rest_frame(["AAPL", "SPY"], minutes))
+    assert fake.subscribes == 2
+    assert [(path, q["start"], q["end"], q.get("page_token")) for path, q, _ in api.requests] == [
+        ("/v2/stocks/bars", "2024-07-11T14:29:00Z", "2024-07-11T14:34:59Z", None),
+        ("/v2/stocks/bars", "2024-07-11T14:29:00Z", "2024-07-11T14:34:59Z", "1"),
+    ]
+    assert api.requests[0][2]["apca-api-key-id"] == "KEY"
+    assert counters.get("backfill_bars", feed="test") == 12.0
+    assert counters.get("feed_reconnects", feed="test") == 1.0
+
+
+async def test_connection_limit_reconnects_with_backoff() -> None:
+    """Alpaca 406 twice: the feed waits the backoff delays between attempts, then subscribes."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    counters = Counters()
+    backoff = Backoff(base_s=0.2, factor=2, cap_s=1.0, jitter=0)
+    async with FakeStream("alpaca", refuse=2) as fake:
+        await run_and_push(make_feed("alpaca", fake.url, queue, counters, backoff=backoff), fake)
+    gaps = [b - a for a, b in itertools.pairwise(fake.connect_times)]
+    assert len(gaps) == 2
+    assert gaps[0] >= 0.19 and gaps[1] >= 0.39, gaps
+    assert counters.get("feed_provider_errors", feed="test", code="406") == 2.0
+
+
+async def test_auth_failure_is_fatal() -> None:
+    """Alpaca 402 ends the run with a ConfigError after one attempt: no retry loop."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    async with FakeStream("alpaca", secret="OTHER") as fake:
+        feed = make_feed("alpaca", fake.url, queue, Counters())
+        with pytest.raises(ConfigError) as caught:
+            await asyncio.wait_for(feed.run(asyncio.Event()), 5)
+    assert str(caught.value) == (
+        "feeds.test: alpaca error 402: 'auth failed'; check the key, secret, plan and symbols"
+    )
+    assert len(fake.connect_times) == 1
+
+
+async def test_silence_raises_stale_then_recovered() -> None:
+    """No data for stale_after_s in regular hours: feed_stale; the next frame: feed_recovered."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    counters = Counters()
+    events: list[FeedEvent] = []
+    async with FakeStream("alpaca") as fake:
+        feed = make_feed("alpaca", fake.url, queue, counters, stale_after_s=0.3, events=events)
+        async with running(feed):
+            await asyncio.wait_for(fake.subscribed.wait(), 5)
+            await fake.push(ALPACA_TRADES)
+            await next_batch(queue)
+            await until(lambda: len(events) == 1)
+            assert counters.get("feed_stale", feed="test") == 1.0
+            await fake.push([ALPACA_BAR])
+            await next_batch(queue)
+            await until(lambda: len(events) == 2)
+    assert [(e.feed, e.kind, e.at) for e in events] == [
+        ("test", "feed_stale", T0),
+        ("test", "feed_recovered", T0),
+    ]
+    stale_gap, recovered_gap = (e.gap_s or 0.0 for e in events)
+    assert 0.3 <= stale_gap < 0.6 and recovered_gap >= stale_gap
+    assert counters.get("feed_stale", feed="test") == 0.0
+
+
+async def test_silence_outside_regular_hours_is_not_stale() -> None:
+    """Outside regular hours a silent feed raises no stale event."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    events: list[FeedEvent] = []
+    async with FakeStream("alpaca") as fake:
+        feed = make_feed(
+            "alpaca", fake.url, queue, Counters(), stale_after_s=0.1, regular_hours=False,
+            events=events,
+        )  # fmt: skip
+        async with running(feed):
+            await asyncio.wait_for(fake.subscribed.wait(), 5)
+            await asyncio.sleep(0.4)
+    assert events == []
+
+
+async def test_polygon_handshake_and_data() -> None:
+    """Polygon: auth with the key, subscribe T and AM for every symbol, queue trades and bars."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    trade = {"ev": "T", "sym": "MSFT", "x": 4, "i": "12345", "z": 3, "p": 114.125, "s": 100,
+             "c": [0, 12], "t": 1536036818784, "q": 3681328}  # fmt: skip
+    async with FakeStream("polygon") as fake:
+        await run_and_push(
+            make_feed("polygon", fake.url, queue, Counters(), secret=None), fake, [trade]
+        )
+        batch = await next_batch(queue)
+    ticks = pl.DataFrame(
+        {
+            "symbol": ["MSFT"],
+            "ts": [dt.datetime(2018, 9, 4, 4, 53, 38, 784000, tzinfo=UTC)],
+            "price": [114.125],
+            "size": [100.0],
+            "id": ["12345"],
+        },
+        schema=TICK_SCHEMA,
+    )
+    assert_batch(batch, ticks=ticks)
+    assert fake.received == [
+        {"action": "auth", "params": "KEY"},
+        {"action": "subscribe", "params": "T.AAPL,T.SPY,AM.AAPL,AM.SPY"},
+    ]
+
+
+async def test_polygon_rest_backfill_follows_next_url() -> None:
+    """Polygon REST: one range request per symbol, following next_url with the key re-added."""
+    start = dt.datetime(2024, 7, 11, 14, 29, tzinfo=UTC)
+    async with FakeRest() as api, RestBackfill("polygon", api.url, key="PKEY") as rest:
+        batch = await rest.minute_bars(
+            ["AAPL"], start, start + dt.timedelta(minutes=5), feed="test"
+        )
+    minutes = [start + dt.timedelta(minutes=m) for m in range(5)]
+    assert_batch(batch, minute=rest_frame(["AAPL"], minutes))
+    assert [(q.get("cursor"), q["apiKey"]) for _, q, _ in api.requests] == [
+        (None, "PKEY"),
+        ("3", "PKEY"),
+    ]
+
+
+async def test_finnhub_token_in_url_is_masked_in_logs() -> None:
+    """Finnhub: the token goes in the query string, never in a log; pings are not data."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    counters = Counters()
+    with capture_logs() as logs:
+        async with FakeStream("finnhub", key="TOKEN123") as fake:
+            feed = make_feed("finnhub", fake.url, queue, counters, key="TOKEN123", secret=None)
+            async with running(feed):
+                await asyncio.wait_for(fake.subscribed.wait(), 5)
+                await until(lambda: len(fake.received) == 2)
+                await fake.push({"type": "ping"})
+                await fake.push(
+                    {"data": [{"c": None, "p": 7296.89, "s": "BINANCE:BTCUSDT",
+                               "t": 1575526691134, "v": 0.011467}], "type": "trade"}
+                )  # fmt: skip
+                batch = await next_batch(queue)
+    assert batch.ticks.rows() == [
+        ("BINANCE:BTCUSDT", dt.datetime(2019, 12, 5, 6, 18, 11, 134000, tzinfo=UTC), 7296.89,
+         0.011467, None)
+    ]  # fmt: skip
+    assert fake.received == [
+        {"type": "subscribe", "symbol": "AAPL"},
+        {"type": "subscribe", "symbol": "SPY"},
+    ]
+    assert fake.paths[0] == "/stream?token=TOKEN123"
+    assert counters.get("feed_pings", feed="test") == 1.0
+    assert not [entry for entry in logs if "TOKEN123" in repr(entry)]
+    assert mask_url(f"{fake.url}?token=TOKEN123") == f"{fake.url}?token=***"
+
+
+async def test_stop_during_backoff_exits_promptly() -> None:
+    """With nothing listening, setting stop ends run() at once, mid-backoff."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    backoff = Backoff(base_s=5.0, cap_s=5.0, jitter=0)
+    feed = make_feed("alpaca", "ws://127.0.0.1:9/stream", queue, Counters(), backoff=backoff)
+    stop = asyncio.Event()
+    task = asyncio.create_task(feed.run(stop))
+    await asyncio.sleep(0.2)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert loop.time() - began < 0.5

@@ -1,0 +1,202 @@
+"""The daemon under faults: Redis dying, SIGTERM under load, restarts mid-streak, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import redis.asyncio as aioredis
+
+from monitor import config as cfg
+from monitor.cli import main
+from monitor.core.model import Alert, decode_alert
+from monitor.datafiles import DataSpec, read_daily
+from monitor.feed_replay import bar_messages
+from monitor.service import Daemon, run
+from tests.alerts.redis_server import RedisServer
+from tests.conftest import ROOT, RUT
+from tests.test_service import replay_alerts, subscribed, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def rut_bars(first: str, last: str) -> list[bytes]:
+    """^RUT daily bars between two sessions as generic MQTT bar messages."""
+    bars = read_daily(
+        DataSpec(path=str(RUT), symbol="^RUT"),
+        start=dt.date.fromisoformat(first),
+        end=dt.date.fromisoformat(last),
+    ).bars
+    return bar_messages(bars)
+
+
+async def publish(topic: str, messages: list[bytes], qos: int = 1) -> None:
+    """Publish messages in order on the real broker."""
+    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+        for m in messages:
+            await client.publish(topic, m, qos=qos)
+
+
+async def stream_alerts(url: str, stream: str, want: int, timeout_s: float = 20.0) -> list[Alert]:
+    """The stream's alerts once there are `want` (or what is there at the timeout)."""
+    client = aioredis.Redis.from_url(url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        while True:
+            try:
+                entries = await client.xrange(stream)
+            except OSError:
+                entries = []
+            if len(entries) >= want or loop.time() > deadline:
+                return [decode_alert(f[b"alert"]) for _, f in entries]
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+
+
+async def test_alerts_wait_in_the_outbox_while_redis_is_down(tmp_path: Path) -> None:
+    """Redis killed mid-stream: alerts wait in the outbox and reach the stream in order once it
+    is back; none is published twice."""
+    prefix = f"mm-redis-{uuid.uuid4().hex[:8]}"
+    with RedisServer() as server:
+        conf = write_config(tmp_path, prefix)
+        text = conf.read_text().replace("redis://127.0.0.1:6379/0", server.url)
+        conf.write_text(text)
+        assert main(["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-09"]) == 0
+        first = replay_alerts(dt.date(2024, 7, 10), dt.date(2024, 7, 16))
+        second = replay_alerts(dt.date(2024, 7, 17), dt.date(2024, 11, 15))
+        assert len(first) == 3 and len(second) == 3
+        stop = asyncio.Event()
+        ready: list[Daemon] = []
+        task = asyncio.create_task(
+            run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
+        )
+        try:
+            daemon = await subscribed(ready)
+            await publish(f"{prefix}/bars", rut_bars("2024-07-10", "2024-07-16"))
+            assert await stream_alerts(server.url, f"{prefix}:alerts", 3) == first
+            server.kill()
+            await publish(f"{prefix}/bars", rut_bars("2024-07-17", "2024-11-15"))
+            async with asyncio.timeout(20):
+                while daemon.counters.get("outbox_depth") < 3:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            server.start()
+            got = await stream_alerts(server.url, f"{prefix}:alerts", 3)
+            assert got == second
+            await asyncio.sleep(1.0)  # nothing more arrives: no duplicates
+            assert await stream_alerts(server.url, f"{prefix}:alerts", 3) == second
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(task, 30) == 0
+
+
+def start_daemon(conf: Path) -> subprocess.Popen[str]:
+    """`market-monitor run --config conf` as a child process, as systemd would start it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "--config", str(conf)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_for_log(proc: subprocess.Popen[str], event: str, timeout_s: float = 30.0) -> list[str]:
+    """Read the child's JSON log lines until one has `event`."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if f'"event": "{event}"' in line:
+            if event == "feed_subscribed" or '"feed_subscribed"' not in event:
+                return lines
+    raise AssertionError(f"no {event} in: {''.join(lines)[-2000:]}")
+
+
+async def test_sigterm_under_load_exits_zero_within_the_grace_period(tmp_path: Path) -> None:
+    """SIGTERM while ticks pour in: the daemon drains, flushes and exits 0 within grace."""
+    prefix = f"mm-term-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix)
+    proc = start_daemon(conf)
+    try:
+        wait_for_log(proc, "feed_subscribed")
+        ticks = [
+            json.dumps(
+                [
+                    {"symbol": f"S{j}", "ts": 1721138400000 + i * 10 + j, "price": 10 + j, "size": 1}
+                    for j in range(50)
+                ]
+            ).encode()
+            for i in range(400)
+        ]
+        flood = asyncio.create_task(publish(f"{prefix}/ticks", ticks * 5, qos=0))
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 20)
+        took = time.monotonic() - started
+        flood.cancel()
+        assert code == 0
+        assert took < 10.0  # grace_s default
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+async def test_a_restart_mid_streak_continues_it_without_repeating(tmp_path: Path) -> None:
+    """Stopped after three of five up sessions, restarted: the streak fires on the fifth session,
+    once, and a restart with the same bars published again fires nothing new."""
+    prefix = f"mm-restart-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix)
+    assert main(["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-09"]) == 0
+    stream = f"{prefix}:alerts"
+
+    async def session(messages: list[bytes], want: int) -> list[Alert]:
+        stop = asyncio.Event()
+        ready: list[Daemon] = []
+        task = asyncio.create_task(
+            run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
+        )
+        try:
+            daemon = await subscribed(ready)
+            await publish(f"{prefix}/bars", messages)
+            async with asyncio.timeout(20):
+                while daemon.counters.total("bars_closed") < len(messages):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            return await stream_alerts("redis://127.0.0.1:6379/0", stream, want, timeout_s=3)
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(task, 30) == 0
+
+    try:
+        assert await session(rut_bars("2024-07-10", "2024-07-12"), 0) == []
+        after = await session(rut_bars("2024-07-15", "2024-07-16"), 3)
+        assert [(a.rule, a.session) for a in after] == [
+            ("drawdown.high", "2024-07-16"),
+            ("streak.daily", "2024-07-16"),
+            ("surge.5d", "2024-07-16"),
+        ]
+        assert after == replay_alerts(dt.date(2024, 7, 10), dt.date(2024, 7, 16))
+        again = await session(rut_bars("2024-07-16", "2024-07-16"), 4)
+        assert again == after
+    finally:
+        client = aioredis.Redis()
+        await client.delete(stream)
+        await client.aclose()
