@@ -44,6 +44,7 @@ class Pipeline:
         batch_max_rows: int = 50_000,
         batch_max_age_ms: float = 50.0,
         on_step: Callable[[Step], None] | None = None,
+        side_alerts: Callable[[], list[Alert]] | None = None,
     ) -> None:
         self.engine = engine
         self.queue = queue
@@ -54,6 +55,7 @@ class Pipeline:
         self.batch_max_rows = batch_max_rows
         self.batch_max_age_s = batch_max_age_ms / 1000.0
         self.on_step = on_step
+        self.side_alerts = side_alerts
         self.last_step_at: float = time.monotonic()
         self._log = logs.get("pipeline")
         self._reject_logged: dict[str, float] = {}
@@ -102,6 +104,8 @@ class Pipeline:
         step, rejections = await asyncio.to_thread(self._step, batch, now)
         self.last_step_at = time.monotonic()
         self._count(batch, rejections)
+        if self.side_alerts is not None:
+            step.alerts.extend(self.side_alerts())
         if step.alerts:
             for rule in {a.rule for a in step.alerts}:
                 n = sum(a.rule == rule for a in step.alerts)

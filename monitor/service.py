@@ -40,6 +40,7 @@ from monitor.http import HttpServer, json_route
 from monitor.pipeline import BatchDecoder, Pipeline
 from monitor.replay import build_engine
 from monitor.store import Store
+from monitor.systemd import watchdog_interval_s
 
 Notify = Callable[[str], None]
 
@@ -81,6 +82,8 @@ class Daemon:
         self.decoders: dict[str, BatchDecoder] = {}
         self.snapshot_due = False
         self.started = time.monotonic()
+        self.rest_clients: list[Any] = []
+        self.feed_alerts: list[Alert] = []
 
     # ------------------------------------------------------------------ building
     def _build_engine(self) -> Engine:
@@ -177,9 +180,45 @@ class Daemon:
         )
 
     def _websocket(self, fc: FeedConfig, name: str, i: int) -> Any:
-        from monitor.feeds.websocket import build_websocket_feed
+        from monitor.feeds.rest import RestBackfill
+        from monitor.feeds.websocket import WebSocketFeed
 
-        return build_websocket_feed(self, fc, name, i)
+        where = f"feeds[{i}]"
+        key = secret(f"{where}.key", env_name=fc.key_env, file_name=fc.key_file)
+        provider_secret = secret(
+            f"{where}.secret", env_name=fc.secret_env, file_name=fc.secret_file
+        )
+        rest = None
+        if fc.rest_url and fc.provider in ("alpaca", "polygon"):
+            if key is None:
+                raise ConfigError(f"{where}.rest_url: needs key_env or key_file")
+            rest = RestBackfill(fc.provider, fc.rest_url, key=key, secret=provider_secret)
+            self.rest_clients.append(rest)
+        return WebSocketFeed(
+            name,
+            fc.url,
+            fc.provider,
+            fc.symbols,
+            key=key,
+            secret=provider_secret,
+            queue=self.queue,  # type: ignore[arg-type]
+            counters=self.counters,
+            backoff=Backoff(base_s=0.5, cap_s=30.0),
+            stale_after_s=fc.stale_after_s,
+            is_regular_hours=self.sessions.is_open,
+            clock=self.clock.now,
+            rest=rest,
+            on_event=self.on_feed_event,
+        )
+
+    def on_feed_event(self, event: Any) -> None:
+        """Feed health as alerts: `feed_stale` when a feed goes quiet in regular hours,
+        `feed_recovered` when data flows again."""
+        if event.kind not in ("feed_stale", "feed_recovered"):
+            return
+        self.feed_alerts.append(feed_alert(event.kind, event.feed, event.at, event.gap_s))
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(FeedBatch.empty("feed-event"))
 
     # ------------------------------------------------------------------- sinks
     def console(self, alerts: Sequence[Alert]) -> None:
@@ -190,9 +229,15 @@ class Daemon:
         sys.stdout.flush()
 
     def on_step(self, step: Step) -> None:
-        """After each engine step: save bars when sessions closed, and snapshots when due."""
+        """After each engine step (its alerts already in the outbox): save bars when sessions
+        closed, and snapshots when due."""
         if step.daily_bars.height or self.snapshot_due:
             self.snapshot()
+
+    def take_feed_alerts(self) -> list[Alert]:
+        """Feed-health alerts raised since the last step; they go out with the engine's."""
+        alerts, self.feed_alerts = self.feed_alerts, []
+        return alerts
 
     def snapshot(self) -> None:
         """Save bar history and engine state to the store."""
@@ -277,6 +322,7 @@ async def run(
             batch_max_rows=config.engine.batch_max_rows,
             batch_max_age_ms=config.engine.batch_max_age_ms,
             on_step=daemon.on_step,
+            side_alerts=daemon.take_feed_alerts,
         )
         routes = {
             "/metrics": lambda: (
@@ -289,12 +335,25 @@ async def run(
                 lambda h: 503 if h["status"] == "down" else 200,  # type: ignore[index]
             ),
         }
-        async with publisher, HttpServer(config.http.host, config.http.port, routes) as http:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(publisher)
+            http = await stack.enter_async_context(
+                HttpServer(config.http.host, config.http.port, routes)
+            )
+            for rest in daemon.rest_clients:
+                await stack.enter_async_context(rest)
             daemon.counters.set("http_port", http.port)
             scheduler = _scheduler(daemon)
+            stack.callback(scheduler.shutdown, wait=False)
             publisher_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(publisher.run(publisher_stop), name="redis-publisher")
+                watchdog_s = watchdog_interval_s()
+                if notify is not None and watchdog_s is not None:
+                    tg.create_task(
+                        _watchdog(daemon, pipeline, notify, watchdog_s, publisher_stop),
+                        name="systemd-watchdog",
+                    )
                 feed_tasks = [
                     tg.create_task(feed.run(daemon.stop), name=f"feed-{feed.name}")
                     for feed in daemon.feeds
@@ -317,10 +376,25 @@ async def run(
                 if not flushed:
                     log.warning("outbox_not_flushed", depth=outbox.depth())
                 publisher_stop.set()
-            scheduler.shutdown(wait=False)
     daemon.snapshot()
     log.info("service_stopped")
     return 0
+
+
+async def _watchdog(
+    daemon: Daemon, pipeline: Pipeline, notify: Notify, every_s: float, done: asyncio.Event
+) -> None:
+    """WATCHDOG=1 while the engine loop keeps stepping (a hung loop gets restarted by systemd),
+    and a STATUS= line with live figures."""
+    while not done.is_set():
+        if time.monotonic() - pipeline.last_step_at < max(every_s * 2, 5.0):
+            notify("WATCHDOG=1")
+        ticks = int(daemon.counters.total("ticks_in"))
+        alerts = int(daemon.counters.total("alerts_fired"))
+        depth = int(daemon.counters.get("outbox_depth"))
+        notify(f"STATUS=ticks {ticks}, alerts {alerts}, outbox {depth}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), every_s)
 
 
 async def _watch_feeds(tasks: list[asyncio.Task[None]], done: asyncio.Event) -> None:
@@ -398,3 +472,35 @@ def _resolve_spec(config: Config, arg: str) -> Any:
 
     parsed = parse_data_arg(arg)
     return DataSpec(path=str(resolve(config, parsed.path)), symbol=parsed.symbol)
+
+
+def feed_alert(kind: str, feed: str, at: dt.datetime, gap_s: float | None) -> Alert:
+    """A `feed_stale` or `feed_recovered` alert for one feed."""
+    from zoneinfo import ZoneInfo
+
+    from monitor.core.payload import alert_id
+    from monitor.core.sessions import NEW_YORK
+
+    gap = f" after {gap_s:.0f} s without data" if gap_s else ""
+    if kind == "feed_stale":
+        title = f"Feed {feed} is stale"
+        text = f"No data from feed {feed}{gap} during regular hours; alerts from it may be late."
+        severity = "warning"
+    else:
+        title = f"Feed {feed} recovered"
+        text = f"Data from feed {feed} flows again{gap}."
+        severity = "info"
+    return Alert(
+        id=alert_id(f"feed.{kind}", feed, "1m", at, ""),
+        rule=f"feed.{kind.removeprefix('feed_')}",
+        kind=kind,
+        symbol=feed,
+        timeframe="1m",
+        session=at.astimezone(ZoneInfo(NEW_YORK)).date().isoformat(),
+        ts=at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        severity=severity,  # type: ignore[arg-type]
+        title=title,
+        text=text,
+        metrics={"gap_s": gap_s},
+        history=None,
+    )

@@ -40,6 +40,7 @@ DEDUP_BUCKET = "10s"
 EXTENDED_HOURS = (4, 20)  # New York hours [from, to) accepted with extended_hours=True
 _MINUTE = dt.timedelta(minutes=1)
 _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
+_ISO = "%Y-%m-%dT%H:%M:%S%.fZ"
 _KEYS = ["symbol", "start"]
 _OHLCV = ["open", "high", "low", "close", "volume"]
 # Minute bars in the book: MINUTE_SCHEMA plus the tick times that merging needs; closed ones also
@@ -189,7 +190,9 @@ class BarBook:
             lo, hi = EXTENDED_HOURS
             in_hours = pl.col("session").is_not_null() & pl.col("hour").is_between(lo, hi - 1)
             accept = accept | in_hours
-        return table.select("start", pl.when(accept).then("session").alias("session"), regular)
+        return table.select(
+            "start", pl.when(accept).then("session").alias("session"), regular=regular
+        )
 
     def _screen(self, frame: pl.DataFrame, late_reason: str) -> pl.DataFrame:
         """Give rows outside sessions, or of sessions already dropped, a `reason`."""
@@ -210,7 +213,12 @@ class BarBook:
 
     def _remember(self, good: pl.DataFrame) -> None:
         """Add accepted ticks' duplicate keys to their buckets."""
-        for (bucket,), part in good.partition_by("bucket", as_dict=True).items():
+        buckets = good["bucket"].unique()
+        if buckets.len() == 1:  # the usual case: skip partitioning
+            parts = {(buckets[0],): good}
+        else:
+            parts = good.partition_by("bucket", as_dict=True)
+        for (bucket,), part in parts.items():
             memory = self._seen.get(bucket)
             if memory is None:
                 self._seen[bucket] = part["key"]
@@ -342,12 +350,20 @@ def _bar_problem() -> pl.Expr:
     )
 
 
+def _raw(*cols: str) -> pl.Expr:
+    """`name=value` pairs of the row, for a Rejection."""
+    text = {c: pl.col(c).cast(pl.String) for c in cols}
+    text.update({c: pl.col(c).dt.to_string(_ISO) for c in ("ts", "start") if c in cols})
+    parts = [text[c].fill_null("null") for c in cols]
+    return pl.format(" ".join(f"{c}={{}}" for c in cols), *parts)
+
+
 def _tick_raw() -> pl.Expr:
-    return pl.format("ts={} price={} size={} id={}", *map(pl.col, ("ts", "price", "size", "id")))
+    return _raw("ts", "price", "size", "id")
 
 
 def _bar_raw() -> pl.Expr:
-    return pl.format("start={} o={} h={} l={} c={} v={}", pl.col("start"), *map(pl.col, _OHLCV))
+    return _raw("start", *_OHLCV)
 
 
 def _aggregate(ticks: pl.DataFrame) -> pl.DataFrame:

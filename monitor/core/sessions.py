@@ -54,6 +54,14 @@ class Sessions:
         """The session's open instant (UTC)."""
         return self._opens[day]
 
+    def is_open(self, now: dt.datetime) -> bool:
+        """True during a session's regular hours (open <= now < close)."""
+        day = now.astimezone(dt.UTC).date()
+        for d in (day, day - dt.timedelta(days=1)):
+            if d in self._opens and self._opens[d] <= now < self._closes[d]:
+                return True
+        return False
+
     def covers(self, day: dt.date) -> bool:
         """True when `day` lies within the calendar's range."""
         return self.first <= day <= self.last

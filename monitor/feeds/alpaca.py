@@ -12,6 +12,7 @@ the upgrade; `decode_alpaca` tells them apart by their first byte.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 # Error codes from the stream documentation, and what the connection does about each.
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
+_INF = float("inf")
+
 _FATAL = {
     400: "invalid syntax",
     401: "not authenticated",
@@ -220,6 +225,8 @@ def decode_alpaca(frame: bytes | str, *, feed: str) -> Decoded:
 
 def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
     """Data and simple controls from typed items, or None when any element needs a rejection."""
+    if items and all(item.__class__ is _Trade for item in items):
+        return _trades_only(items, feed)
     cols = Columns()
     controls: list[Control] = []
     ignored = 0
@@ -247,6 +254,25 @@ def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
         if reason is not None:
             return None
     return Decoded(cols.batch(feed, []), controls, ignored)
+
+
+def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
+    """The common frame, column by column: every element a trade; None if any needs a look."""
+    prices = [t.p for t in items]
+    sizes = [t.s for t in items]
+    if not (
+        all(0.0 < p < _INF for p in prices)
+        and all(0.0 <= s < _INF for s in sizes)
+        and all(t.S for t in items)
+    ):
+        return None
+    cols = Columns()
+    cols.t_symbol = [t.S for t in items]
+    cols.t_us = [(t.t - _EPOCH) // _ONE_US for t in items]
+    cols.t_price = prices
+    cols.t_size = sizes
+    cols.t_id = [None if t.i is None else str(t.i) for t in items]
+    return Decoded(cols.batch(feed, []), [])
 
 
 def _decode_lenient(frame: bytes | str, packed: bytes | None, feed: str) -> Decoded:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import math
 from typing import Any, Literal
 
@@ -171,8 +172,13 @@ def _slow_batch(payload: bytes, feed: str, fields: FieldMap) -> FeedBatch:
     try:
         doc = msgspec.json.decode(payload)
     except msgspec.DecodeError:
-        raw = bytes(payload[:RAW_LIMIT]).decode("utf-8", "replace")
-        return _batch(feed, _EMPTY_TICKS.clone(), [Rejection("malformed_json", raw=raw)])
+        # Python's json module writes NaN / Infinity literals: read them, so that one bad price
+        # rejects one element (bad_price) rather than the whole message.
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError):
+            raw = bytes(payload[:RAW_LIMIT]).decode("utf-8", "replace")
+            return _batch(feed, _EMPTY_TICKS.clone(), [Rejection("malformed_json", raw=raw)])
     elements = doc if isinstance(doc, list) else [doc]
     cols = _Columns()
     rejections: list[Rejection] = []

@@ -1,0 +1,483 @@
+"""BarBook: streaming minute and session bars from tick batches and provider bars."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import exchange_calendars as xc
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.core.bars import BarBook, ClosedBars
+from monitor.core.model import (
+    DAILY_SCHEMA,
+    MINUTE_SCHEMA,
+    TICK_SCHEMA,
+    Bar,
+    Rejection,
+    Tick,
+    bars_frame,
+    ticks_frame,
+)
+from monitor.core.sessions import NEW_YORK, Sessions
+
+UTC = dt.UTC
+WED = dt.date(2024, 11, 27)  # a full session: 14:30-21:00 UTC
+FRI = dt.date(2024, 11, 29)  # the early close after Thanksgiving: 14:30-18:00 UTC
+SESSIONS = Sessions(xc.get_calendar("XNYS", start="2024-01-01", end="2024-12-31"))
+
+
+def at(hour: int, minute: int, second: float = 0.0, day: dt.date = WED) -> dt.datetime:
+    """A UTC instant on `day`."""
+    base = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC)
+    return base + dt.timedelta(seconds=second)
+
+
+def tick(
+    symbol: str, ts: dt.datetime, price: float, size: float = 100.0, id: str | None = None
+) -> Tick:
+    return Tick(symbol, ts, price, size, id)
+
+
+def minute(
+    symbol: str, start: dt.datetime, o: float, h: float, lo: float, c: float, v: float
+) -> Bar:
+    return Bar(symbol, "1m", o, h, lo, c, v, start=start)
+
+
+def daily(symbol: str, session: dt.date, o: float, h: float, lo: float, c: float, v: float) -> Bar:
+    return Bar(symbol, "1d", o, h, lo, c, v, session=session)
+
+
+def minutes(*bars: Bar) -> pl.DataFrame:
+    return bars_frame(bars, "1m")
+
+
+def dailies(*bars: Bar) -> pl.DataFrame:
+    return bars_frame(bars, "1d")
+
+
+def assert_closed(out: ClosedBars, minute: pl.DataFrame, daily: pl.DataFrame) -> None:
+    assert out.minute.to_dicts() == minute.to_dicts()
+    assert out.minute.schema == MINUTE_SCHEMA
+    assert out.daily.to_dicts() == daily.to_dicts()
+    assert out.daily.schema == DAILY_SCHEMA
+
+
+NO_MINUTES = minutes()
+NO_DAILIES = dailies()
+
+
+# -- oracle -------------------------------------------------------------------------------------
+
+
+def random_ticks(rng: random.Random) -> pl.DataFrame:
+    """Ticks of 12 symbols over the end of one session and the start of the next, with a
+    distinct timestamp per symbol so open and close are unambiguous."""
+    windows = [(at(20, 50, day=dt.date(2024, 11, 26)), 600), (at(14, 30), 900)]
+    rows: list[Tick] = []
+    for symbol in [f"S{i:02d}" for i in range(12)]:
+        for start, span_s in windows:
+            offsets = rng.sample(range(span_s * 1_000_000), rng.randint(0, 150))
+            for n, us in enumerate(offsets):
+                ts = start + dt.timedelta(microseconds=us)
+                price = round(rng.uniform(1, 50), 2)
+                rows.append(tick(symbol, ts, price, float(rng.randint(1, 500)), f"{ts}-{n}"))
+    return ticks_frame(rows)
+
+
+def one_shot(ticks: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Minute bars by group_by_dynamic and session bars by one aggregate over them."""
+    price = pl.col("price").sort_by("ts")
+    bars = (
+        ticks.sort("symbol", "ts")
+        .group_by_dynamic("ts", every="1m", group_by="symbol")
+        .agg(
+            open=price.first(),
+            high=pl.col("price").max(),
+            low=pl.col("price").min(),
+            close=price.last(),
+            volume=pl.col("size").sum(),
+        )
+        .rename({"ts": "start"})
+        .select(list(MINUTE_SCHEMA))
+        .sort("symbol", "start")
+    )
+    session = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date().alias("session")
+    days = (
+        bars.sort("start")
+        .group_by("symbol", session)
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+        )
+        .select(list(DAILY_SCHEMA))
+        .sort("symbol", "session")
+    )
+    return bars, days
+
+
+def stream(book: BarBook, ticks: pl.DataFrame, rng: random.Random) -> tuple[pl.DataFrame, ...]:
+    """Feed ticks in random batches, each tick arriving up to 8 s after its ts, advancing the
+    clock to each arrival; return the last emitted version of every minute and session bar."""
+    lag = pl.Series([rng.uniform(0, 8) for _ in range(ticks.height)])
+    arrivals = ticks.with_columns(arrival=pl.col("ts") + pl.duration(seconds=lag)).sort("arrival")
+    cuts = sorted(rng.sample(range(1, arrivals.height), 150))
+    emitted: list[ClosedBars] = []
+    for lo, hi in zip([0, *cuts], [*cuts, arrivals.height], strict=True):
+        batch = arrivals.slice(lo, hi - lo)
+        assert book.ingest_ticks(batch.drop("arrival")) == []
+        emitted.append(book.advance(batch["arrival"].max()))  # type: ignore[arg-type]
+    emitted.append(book.advance(at(23, 0)))
+    last_minute = pl.concat([e.minute for e in emitted]).unique(
+        ["symbol", "start"], keep="last", maintain_order=True
+    )
+    last_daily = pl.concat([e.daily for e in emitted]).unique(
+        ["symbol", "session"], keep="last", maintain_order=True
+    )
+    return last_minute.sort("symbol", "start"), last_daily.sort("symbol", "session")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_streamed_bars_equal_one_shot_group_by_dynamic(seed: int) -> None:
+    """Ticks fed in random, locally shuffled batches give the one-shot minute and session bars."""
+    rng = random.Random(seed)
+    ticks = random_ticks(rng)
+    book = BarBook(SESSIONS)
+    got_minutes, got_days = stream(book, ticks, rng)
+    want_minutes, want_days = one_shot(ticks)
+    assert got_minutes.to_dicts() == want_minutes.to_dicts()
+    assert got_days.to_dicts() == want_days.to_dicts()
+    assert book.counts["late_tick_corrected"] > 0  # the shuffle did exercise corrections
+
+
+# -- invariants -----------------------------------------------------------------------------------
+
+tick_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["AAA", "BBB", "CCC"]),
+        st.integers(0, 10 * 60 * 1_000_000),  # microseconds after 14:30 UTC
+        st.floats(0.01, 1000, allow_nan=False),
+        st.integers(0, 10_000),
+    ),
+    min_size=1,
+    max_size=200,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=tick_rows, batches=st.integers(1, 8), seed=st.integers(0, 2**16))
+def test_bars_are_consistent_and_volumes_add_up(
+    rows: list[tuple[str, int, float, int]], batches: int, seed: int
+) -> None:
+    """Whatever the ticks and batching, low <= open, close <= high and volumes add up."""
+    rng = random.Random(seed)
+    ticks = [
+        tick(sym, at(14, 30) + dt.timedelta(microseconds=us), price, float(size), str(n))
+        for n, (sym, us, price, size) in enumerate(rows)
+    ]
+    rng.shuffle(ticks)
+    book = BarBook(SESSIONS)
+    out: list[ClosedBars] = []
+    step = max(1, len(ticks) // batches)
+    for i in range(0, len(ticks), step):
+        chunk = ticks[i : i + step]
+        assert book.ingest_ticks(ticks_frame(chunk)) == []
+        out.append(book.advance(max(t.ts for t in chunk)))
+    out.append(book.advance(at(22, 0)))
+    bars = pl.concat([o.minute for o in out]).unique(["symbol", "start"], keep="last")
+    days = pl.concat([o.daily for o in out]).unique(["symbol", "session"], keep="last")
+    for frame in (bars, days):
+        ordered = (pl.col("low") <= pl.min_horizontal("open", "close")) & (
+            pl.max_horizontal("open", "close") <= pl.col("high")
+        )
+        assert frame.select(ordered.all()).item()
+    total = float(sum(size for *_, size in rows))
+    assert bars["volume"].sum() == total
+    assert days["volume"].sum() == total
+    assert sorted(days["symbol"].to_list()) == sorted({sym for sym, *_ in rows})
+
+
+# -- sessions and the clock ------------------------------------------------------------------------
+
+
+def test_early_close_rejects_later_ticks_and_closes_the_session_at_18_utc() -> None:
+    """On 2024-11-29 a 13:30 New York tick is outside the session and the bar closes at 13:00."""
+    book = BarBook(SESSIONS, close_delay_s=0)
+    late = tick("AAA", at(18, 30, day=FRI), 11.0)
+    batch = [tick("AAA", at(14, 30, 5, day=FRI), 10.0), tick("AAA", at(17, 59, 30, day=FRI), 12.0)]
+    rejected = book.ingest_ticks(ticks_frame([*batch, late]))
+    assert rejected == [
+        Rejection("outside_session", "AAA", "ts=2024-11-29T18:30:00Z price=11.0 size=100.0 id=null")
+    ]
+    before = book.advance(at(17, 59, 59.999, day=FRI))
+    assert before.daily.to_dicts() == []
+    assert_closed(
+        book.advance(at(18, 0, day=FRI)),
+        minutes(minute("AAA", at(17, 59, day=FRI), 12.0, 12.0, 12.0, 12.0, 100.0)),
+        dailies(daily("AAA", FRI, 10.0, 12.0, 10.0, 12.0, 200.0)),
+    )
+    assert_closed(book.advance(at(19, 0, day=FRI)), NO_MINUTES, NO_DAILIES)
+    assert book.counts == {"outside_session": 1}
+
+
+def test_minute_closes_after_its_end_plus_the_delay() -> None:
+    """A minute bar is emitted once, at start + 60 s + close_delay_s, with OHLCV of its ticks."""
+    book = BarBook(SESSIONS, close_delay_s=2.0)
+    batch = [
+        tick("AAA", at(14, 31, 40), 10.5, 5),
+        tick("AAA", at(14, 31, 10), 10.0, 1),  # earliest: the open, though it arrives second
+        tick("AAA", at(14, 31, 20), 11.0, 2),
+    ]
+    book.ingest_ticks(ticks_frame(batch))
+    book.ingest_ticks(ticks_frame([tick("AAA", at(14, 31, 59), 9.0, 3)]))
+    assert book.advance(at(14, 32, 1.9)).minute.to_dicts() == []
+    assert_closed(
+        book.advance(at(14, 32, 2)),
+        minutes(minute("AAA", at(14, 31), 10.0, 11.0, 9.0, 9.0, 11.0)),
+        NO_DAILIES,
+    )
+    assert book.advance(at(14, 40)).minute.to_dicts() == []
+
+
+def test_extended_hours_make_minute_bars_but_not_session_bars() -> None:
+    """With extended_hours, pre-market ticks form minute bars that stay out of the session bar."""
+    pre = tick("AAA", at(13, 0, 5), 9.0)  # 08:00 New York
+    regular = tick("AAA", at(14, 30, 5), 10.0)
+    strict = BarBook(SESSIONS)
+    assert [r.reason for r in strict.ingest_ticks(ticks_frame([pre, regular]))] == [
+        "outside_session"
+    ]
+    book = BarBook(SESSIONS, extended_hours=True)
+    assert book.ingest_ticks(ticks_frame([pre, regular, tick("AAA", at(1, 0, 5), 8.0)])) == [
+        Rejection("outside_session", "AAA", "ts=2024-11-27T01:00:05Z price=8.0 size=100.0 id=null")
+    ]
+    out = book.advance(at(21, 0, 2))
+    assert_closed(
+        out,
+        minutes(
+            minute("AAA", at(13, 0), 9.0, 9.0, 9.0, 9.0, 100.0),
+            minute("AAA", at(14, 30), 10.0, 10.0, 10.0, 10.0, 100.0),
+        ),
+        dailies(daily("AAA", WED, 10.0, 10.0, 10.0, 10.0, 100.0)),
+    )
+
+
+def test_symbol_without_ticks_in_a_session_gets_no_session_bar() -> None:
+    """Session bars are never forward-filled: only symbols that traded in the session get one."""
+    book = BarBook(SESSIONS)
+    tue = dt.date(2024, 11, 26)
+    book.ingest_ticks(
+        ticks_frame([tick("AAA", at(15, 0, day=tue), 5.0), tick("BBB", at(15, 0, day=tue), 7.0)])
+    )
+    assert book.advance(at(21, 0, 2, day=tue)).daily["symbol"].to_list() == ["AAA", "BBB"]
+    book.ingest_ticks(ticks_frame([tick("BBB", at(15, 0), 8.0)]))
+    out = book.advance(at(21, 0, 2))
+    assert out.daily.to_dicts() == dailies(daily("BBB", WED, 8.0, 8.0, 8.0, 8.0, 100.0)).to_dicts()
+
+
+def test_daily_bar_is_emitted_once_with_its_last_minute() -> None:
+    """The session bar closes with its last minute at close + delay, and is not emitted again."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks_frame([tick("AAA", at(20, 59, 59), 5.0)]))
+    assert book.advance(at(21, 0, 1)).daily.to_dicts() == []
+    assert_closed(
+        book.advance(at(21, 0, 2)),
+        minutes(minute("AAA", at(20, 59), 5.0, 5.0, 5.0, 5.0, 100.0)),
+        dailies(daily("AAA", WED, 5.0, 5.0, 5.0, 5.0, 100.0)),
+    )
+    assert_closed(book.advance(at(23, 0)), NO_MINUTES, NO_DAILIES)
+
+
+# -- late ticks ------------------------------------------------------------------------------------
+
+
+def test_late_tick_corrects_the_minute_and_the_emitted_session_bar() -> None:
+    """With late_ticks="correct", a tick for a closed minute re-emits it and its session bar."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks_frame([tick("AAA", at(20, 0, 10), 10.0), tick("AAA", at(20, 1), 9.0)]))
+    book.advance(at(21, 0, 2))
+    assert book.ingest_ticks(ticks_frame([tick("AAA", at(20, 0, 50), 12.0, 50)])) == []
+    assert book.counts == {"late_tick_corrected": 1}
+    assert_closed(
+        book.advance(at(21, 0, 3)),
+        minutes(minute("AAA", at(20, 0), 10.0, 12.0, 10.0, 12.0, 150.0)),
+        dailies(daily("AAA", WED, 10.0, 12.0, 9.0, 9.0, 250.0)),
+    )
+    assert_closed(book.advance(at(21, 0, 4)), NO_MINUTES, NO_DAILIES)
+
+
+def test_late_tick_earlier_than_the_open_becomes_the_open() -> None:
+    """A late tick older than the bar's first tick replaces its open, not its close."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks_frame([tick("AAA", at(15, 0, 30), 10.0)]))
+    book.advance(at(15, 5))
+    book.ingest_ticks(ticks_frame([tick("AAA", at(15, 0, 1), 8.0)]))
+    assert_closed(
+        book.advance(at(15, 5)),
+        minutes(minute("AAA", at(15, 0), 8.0, 10.0, 8.0, 10.0, 200.0)),
+        NO_DAILIES,
+    )
+
+
+def test_late_tick_rejected_when_asked() -> None:
+    """With late_ticks="reject", a tick for a closed minute is rejected and nothing re-emitted."""
+    book = BarBook(SESSIONS, late_ticks="reject")
+    book.ingest_ticks(ticks_frame([tick("AAA", at(15, 0, 10), 10.0)]))
+    book.advance(at(15, 1, 2))
+    rejected = book.ingest_ticks(
+        ticks_frame([tick("AAA", at(15, 0, 50), 12.0, id="t9"), tick("AAA", at(15, 1, 5), 11.0)])
+    )
+    assert rejected == [
+        Rejection("late_tick", "AAA", "ts=2024-11-27T15:00:50Z price=12.0 size=100.0 id=t9")
+    ]
+    assert book.counts == {"late_tick": 1}
+    assert_closed(book.advance(at(15, 1, 30)), NO_MINUTES, NO_DAILIES)
+
+
+def test_ticks_for_dropped_sessions_are_rejected_late() -> None:
+    """Only the current and previous sessions are kept; a tick two sessions back is rejected."""
+    book = BarBook(SESSIONS)
+    mon, tue = dt.date(2024, 11, 25), dt.date(2024, 11, 26)
+    book.ingest_ticks(ticks_frame([tick("AAA", at(15, 0, day=mon), 5.0)]))
+    book.advance(at(21, 0, 2))  # Wednesday's close: Tuesday is the previous session
+    rejected = book.ingest_ticks(
+        ticks_frame([tick("AAA", at(15, 0, day=mon), 6.0), tick("AAA", at(15, 0, day=tue), 7.0)])
+    )
+    assert [(r.reason, r.symbol) for r in rejected] == [("late_tick", "AAA")]
+    assert_closed(
+        book.advance(at(21, 0, 3)),
+        minutes(minute("AAA", at(15, 0, day=tue), 7.0, 7.0, 7.0, 7.0, 100.0)),
+        dailies(daily("AAA", tue, 7.0, 7.0, 7.0, 7.0, 100.0)),
+    )
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+def test_duplicates_within_and_across_batches_are_dropped() -> None:
+    """The same (symbol, id), or without id the same (symbol, ts, price, size), counts once."""
+    book = BarBook(SESSIONS)
+    a = tick("AAA", at(15, 0, 1), 10.0, 10, "t1")
+    b = tick("AAA", at(15, 0, 2), 11.0, 20)
+    c = tick("BBB", at(15, 0, 2), 11.0, 20)  # same fields, other symbol: not a duplicate
+    first = book.ingest_ticks(ticks_frame([a, b, a, c]))
+    again = book.ingest_ticks(ticks_frame([b, tick("AAA", at(15, 0, 3), 12.0, 5, "t1")]))
+    assert [(r.reason, r.symbol) for r in first + again] == [("duplicate", "AAA")] * 3
+    assert book.counts == {"duplicate": 3}
+    assert_closed(
+        book.advance(at(15, 1, 2)),
+        minutes(
+            minute("AAA", at(15, 0), 10.0, 11.0, 10.0, 11.0, 30.0),
+            minute("BBB", at(15, 0), 11.0, 11.0, 11.0, 11.0, 20.0),
+        ),
+        NO_DAILIES,
+    )
+    late_copy = book.ingest_ticks(ticks_frame([a]))
+    assert [r.reason for r in late_copy] == ["duplicate"]
+
+
+BAD_TICKS = [
+    ("AAA", at(15, 0), float("nan"), 1.0, "bad_price"),
+    ("AAA", at(15, 0), float("inf"), 1.0, "bad_price"),
+    ("AAA", at(15, 0), 0.0, 1.0, "bad_price"),
+    ("AAA", at(15, 0), -1.0, 1.0, "bad_price"),
+    ("AAA", at(15, 0), None, 1.0, "missing_field"),
+    ("AAA", at(15, 0), 1.0, -1.0, "bad_size"),
+    ("AAA", at(15, 0), 1.0, float("nan"), "bad_size"),
+    (None, at(15, 0), 1.0, 1.0, "missing_field"),
+    ("AAA", None, 1.0, 1.0, "missing_field"),
+]
+
+
+@pytest.mark.parametrize(("symbol", "ts", "price", "size", "reason"), BAD_TICKS)
+def test_bad_ticks_are_rejected_not_raised(
+    symbol: str | None, ts: dt.datetime | None, price: float | None, size: float, reason: str
+) -> None:
+    """A tick with a bad or missing value is a Rejection; the good ticks of its batch count."""
+    batch = pl.DataFrame(
+        {
+            "symbol": [symbol, "AAA"],
+            "ts": [ts, at(15, 0, 30)],
+            "price": [price, 5.0],
+            "size": [size, 3.0],
+            "id": ["x", "y"],
+        },
+        schema=TICK_SCHEMA,
+    )
+    book = BarBook(SESSIONS)
+    assert [(r.reason, r.symbol) for r in book.ingest_ticks(batch)] == [(reason, symbol)]
+    assert book.counts == {reason: 1}
+    assert_closed(
+        book.advance(at(15, 1, 2)),
+        minutes(minute("AAA", at(15, 0), 5.0, 5.0, 5.0, 5.0, 3.0)),
+        NO_DAILIES,
+    )
+
+
+# -- provider bars ---------------------------------------------------------------------------------
+
+
+def test_provider_bar_is_emitted_and_a_resent_bar_replaces_it() -> None:
+    """Provider bars close at once; a re-sent bar for the same minute replaces the first."""
+    book = BarBook(SESSIONS)
+    first = minute("AAA", at(15, 0), 10.0, 11.0, 9.0, 10.5, 1000.0)
+    assert book.ingest_minute_bars(minutes(first)) == []
+    assert_closed(book.advance(at(15, 0, 30)), minutes(first), NO_DAILIES)
+    resent = minute("AAA", at(15, 0), 10.0, 11.5, 9.0, 11.0, 1200.0)
+    book.ingest_minute_bars(minutes(resent))
+    assert book.counts == {"bar_replaced": 1}
+    assert_closed(book.advance(at(15, 1, 30)), minutes(resent), NO_DAILIES)
+
+
+def test_resent_provider_bar_corrects_an_emitted_session_bar() -> None:
+    """A re-sent bar after the session closed re-emits the session bar built from it."""
+    book = BarBook(SESSIONS)
+    bars = [
+        minute("AAA", at(20, 58), 10.0, 11.0, 9.0, 10.5, 1000.0),
+        minute("AAA", at(20, 59), 10.5, 12.0, 10.0, 11.0, 500.0),
+    ]
+    book.ingest_minute_bars(minutes(*bars))
+    first = book.advance(at(21, 0, 2))
+    assert (
+        first.daily.to_dicts()
+        == dailies(daily("AAA", WED, 10.0, 12.0, 9.0, 11.0, 1500.0)).to_dicts()
+    )
+    resent = minute("AAA", at(20, 59), 10.5, 12.0, 8.0, 8.5, 700.0)
+    book.ingest_minute_bars(minutes(resent))
+    assert_closed(
+        book.advance(at(21, 5)),
+        minutes(resent),
+        dailies(daily("AAA", WED, 10.0, 12.0, 8.0, 8.5, 1700.0)),
+    )
+
+
+def test_bad_provider_bars_are_rejected() -> None:
+    """Bars with low > high, an open outside the range, or a non-positive price are bad_bar."""
+    book = BarBook(SESSIONS)
+    start = at(15, 0)
+    bad = minutes(
+        minute("AAA", start, 10.0, 9.0, 11.0, 10.0, 1.0),
+        minute("BBB", start, 12.0, 11.0, 9.0, 10.0, 1.0),
+        minute("CCC", start, 0.0, 11.0, 0.0, 10.0, 1.0),
+        minute("DDD", start + dt.timedelta(seconds=5), 10.0, 10.0, 10.0, 10.0, 1.0),
+        minute("EEE", at(22, 0), 10.0, 10.0, 10.0, 10.0, 1.0),
+    )
+    rejected = book.ingest_minute_bars(bad)
+    assert [(r.reason, r.symbol) for r in rejected] == [
+        ("bad_bar", "AAA"),
+        ("bad_bar", "BBB"),
+        ("bad_bar", "CCC"),
+        ("bad_bar", "DDD"),
+        ("outside_session", "EEE"),
+    ]
+    assert rejected[0].raw == (
+        "start=2024-11-27T15:00:00Z open=10.0 high=9.0 low=11.0 close=10.0 volume=1.0"
+    )
+    assert_closed(book.advance(at(16, 0)), NO_MINUTES, NO_DAILIES)
