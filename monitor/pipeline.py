@@ -60,7 +60,8 @@ class Pipeline:
         self._log = logs.get("pipeline")
         self._reject_logged: dict[str, float] = {}
         self._reject_pending: dict[str, int] = defaultdict(int)
-        counters.describe("ticks_in", "Ticks accepted by the engine")
+        counters.describe("ticks_in", "Ticks received from the feeds")
+        counters.describe("feed_lag_seconds", "Clock minus the newest tick's timestamp")
         counters.describe("rejections", "Input rejected, by reason")
         counters.describe("alerts_fired", "Alerts fired by the engine, by rule")
 
@@ -104,6 +105,10 @@ class Pipeline:
         step, rejections = await asyncio.to_thread(self._step, batch, now)
         self.last_step_at = time.monotonic()
         self._count(batch, rejections)
+        if batch is not None and batch.ticks.height:
+            newest = batch.ticks.get_column("ts").max()
+            if isinstance(newest, dt.datetime):
+                self.counters.set("feed_lag_seconds", (now - newest).total_seconds())
         if self.side_alerts is not None:
             step.alerts.extend(self.side_alerts())
         if step.alerts:

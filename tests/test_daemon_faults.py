@@ -25,6 +25,7 @@ from monitor.datafiles import DataSpec, read_daily
 from monitor.feed_replay import bar_messages
 from monitor.service import Daemon, run
 from tests.alerts.redis_server import RedisServer
+from tests.feeds.mosquitto_server import MosquittoServer
 from tests.conftest import ROOT, RUT
 from tests.test_service import replay_alerts, subscribed, write_config
 
@@ -291,3 +292,44 @@ async def test_bad_messages_are_counted_by_reason_and_the_daemon_goes_on(tmp_pat
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_a_broker_restart_mid_stream_loses_no_bar(tmp_path: Path) -> None:
+    """The daemon's own broker is restarted between sessions; with QoS 1 and a persistent
+    session, the bars published right after it comes back still arrive, and the streak of
+    2024-07-16 fires as in replay."""
+    prefix = f"mm-broker-{uuid.uuid4().hex[:8]}"
+    with MosquittoServer(tmp_path / "mosquitto") as broker:
+        conf = write_config(tmp_path, prefix)
+        conf.write_text(conf.read_text().replace("127.0.0.1:1883", f"127.0.0.1:{broker.port}"))
+        assert (
+            main(["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-09"])
+            == 0
+        )
+        stop = asyncio.Event()
+        ready: list[Daemon] = []
+        task = asyncio.create_task(
+            run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
+        )
+        topic = f"{prefix}/bars"
+        try:
+            daemon = await subscribed(ready)
+            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                for m in rut_bars("2024-07-10", "2024-07-12"):
+                    await client.publish(topic, m, qos=1)
+            async with asyncio.timeout(10):
+                while daemon.counters.total("bars_closed") < 3:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            broker.restart()
+            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                for m in rut_bars("2024-07-15", "2024-07-16"):
+                    await client.publish(topic, m, qos=1)
+            got = await stream_alerts("redis://127.0.0.1:6379/0", f"{prefix}:alerts", 3)
+            assert got == replay_alerts(dt.date(2024, 7, 10), dt.date(2024, 7, 16))
+            assert daemon.counters.get("feed_reconnects", feed="broker") >= 1
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(task, 30) == 0
+            client = aioredis.Redis()
+            await client.delete(f"{prefix}:alerts")
+            await client.aclose()

@@ -126,8 +126,9 @@ def one_shot(ticks: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def stream(book: BarBook, ticks: pl.DataFrame, rng: random.Random) -> tuple[pl.DataFrame, ...]:
     """Feed ticks in random batches, each tick arriving up to 8 s after its ts, advancing the
     clock to each arrival; return the last emitted version of every minute and session bar."""
-    lag = pl.Series([rng.uniform(0, 8) for _ in range(ticks.height)])
-    arrivals = ticks.with_columns(arrival=pl.col("ts") + pl.duration(seconds=lag)).sort("arrival")
+    lag_us = pl.Series("lag", [rng.randint(0, 8_000_000) for _ in range(ticks.height)])
+    arrival = pl.col("ts") + pl.duration(microseconds=pl.col("lag"))
+    arrivals = ticks.with_columns(lag_us).with_columns(arrival=arrival).drop("lag").sort("arrival")
     cuts = sorted(rng.sample(range(1, arrivals.height), 150))
     emitted: list[ClosedBars] = []
     for lo, hi in zip([0, *cuts], [*cuts, arrivals.height], strict=True):
