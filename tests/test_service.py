@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import uuid
 from pathlib import Path
 
@@ -136,3 +137,69 @@ def replay_alerts(start: dt.date, end: dt.date) -> list[Alert]:
         capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     return [msgspec.json.decode(line, type=Alert) for line in res.stdout.splitlines()]
+
+
+async def test_ticks_over_mqtt_build_the_minute_bars_replay_builds(tmp_path: Path) -> None:
+    """Ticks for three symbols, published over MQTT as single messages and arrays in a shuffled
+    order, make the same minute bars as the engine fed the same ticks in one batch."""
+    import random
+
+    import polars as pl
+
+    from monitor.calendar import nyse_sessions
+    from monitor.clock import SimClock
+    from monitor.core.engine import Engine
+    from monitor.core.model import FeedBatch, Tick, ticks_frame
+    from monitor.core.rules.spec import RulesFile
+
+    rng = random.Random(7)
+    t0 = dt.datetime(2024, 7, 16, 14, 0, tzinfo=dt.UTC)
+    ticks = [
+        Tick(sym, t0 + dt.timedelta(milliseconds=rng.randrange(600_000)),
+             round(rng.uniform(10, 11), 2), float(rng.randrange(1, 500)), f"{sym}-{i}")
+        for sym in ("AAA", "BBB", "CCC") for i in range(300)
+    ]  # fmt: skip
+    rng.shuffle(ticks)
+    later = t0 + dt.timedelta(minutes=15)
+    engine = Engine(RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+    batch = FeedBatch.empty("oracle")
+    batch.ticks = ticks_frame(ticks)
+    engine.ingest(batch)
+    expected = engine.advance(later).minute_bars.sort("symbol", "start")
+    assert expected.height == 30
+
+    def wire(t: Tick) -> dict[str, object]:
+        return {"symbol": t.symbol, "ts": int(t.ts.timestamp() * 1000), "price": t.price,
+                "size": t.size, "id": t.id}  # fmt: skip
+
+    messages = [json.dumps(wire(t)).encode() for t in ticks[:300]]
+    messages += [
+        json.dumps([wire(t) for t in ticks[i : i + 50]]).encode() for i in range(300, 900, 50)
+    ]
+    prefix = f"mm-ticks-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix)
+    clock = SimClock(t0)
+    stop = asyncio.Event()
+    ready: list[Daemon] = []
+    task = asyncio.create_task(
+        run(cfg.load(conf), stop=stop, clock=clock, install_signals=False, on_ready=ready.append)
+    )
+    try:
+        daemon = await subscribed(ready)
+        async with aiomqtt.Client("127.0.0.1", 1883) as pub:
+            for m in messages:
+                await pub.publish(f"{prefix}/ticks", m, qos=1)
+        async with asyncio.timeout(10):
+            while daemon.counters.total("ticks_in") < len(ticks):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        clock.set(later)
+        async with asyncio.timeout(10):
+            while daemon.counters.get("bars_closed", timeframe="1m") < 30:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        got = daemon.engine.minutes.sort("symbol", "start")
+        assert got.equals(expected.select(got.columns))
+        assert daemon.counters.total("rejections") == 0
+        assert pl.Series(got.get_column("volume")).sum() == sum(t.size for t in ticks)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0

@@ -37,6 +37,7 @@ from monitor.core.sessions import NEW_YORK, Sessions
 
 DEDUP_KEEP_S = 300.0
 DEDUP_BUCKET = "10s"
+_CLASS_CACHE = 100_000  # minute starts whose session is remembered (cleared when exceeded)
 EXTENDED_HOURS = (4, 20)  # New York hours [from, to) accepted with extended_hours=True
 _MINUTE = dt.timedelta(minutes=1)
 _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
@@ -93,31 +94,24 @@ class BarBook:
         self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
         self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
         self._done: set[dt.date] = set()
+        self._classes: dict[dt.datetime, tuple[dt.date | None, bool]] = {}
 
     def ingest_ticks(self, ticks: pl.DataFrame) -> list[Rejection]:
         """Fold a tick batch into the book; returns the ticks it did not accept."""
-        ts = pl.col("ts")
-        frame = _conform(ticks, TICK_SCHEMA).with_columns(
-            start=ts.dt.truncate("1m"),
-            bucket=ts.dt.truncate(DEDUP_BUCKET),
-            key=pl.when(pl.col("id").is_not_null())
-            .then(pl.struct("symbol", "id").hash(1))
-            .otherwise(pl.struct("symbol", "ts", "price", "size").hash(2)),
-            reason=_tick_problem(),
-        )
-        rejected, good = _split(self._screen(frame, "late_tick"))
-        dup = ~pl.col("key").is_first_distinct()
-        seen = [self._seen[b] for b in good["bucket"].unique() if b in self._seen]
+        frame = _conform(ticks, TICK_SCHEMA).with_columns(**_TICK_PREP)
+        screened = pl.coalesce("reason", *self._screen(frame, "late_tick"))
+        dup = ~pl.when(screened.is_null()).then("key").is_first_distinct()
+        seen = [self._seen[b] for b in frame["bucket"].unique() if b in self._seen]
         if seen:
             memory = pl.concat(seen)
-            hits = memory.filter(memory.is_in(good["key"].implode()))
+            hits = memory.filter(memory.is_in(frame["key"].implode()))
             if hits.len():
                 dup = dup | pl.col("key").is_in(hits.implode())
         late = pl.col("start") <= self._cutoff() if self._now is not None else pl.lit(False)
-        reasons = [pl.when(dup).then(pl.lit("duplicate"))]
+        reasons = [screened, pl.when(dup).then(pl.lit("duplicate"))]
         if self.late_ticks == "reject":
             reasons.append(pl.when(late).then(pl.lit("late_tick")))
-        refused, good = _split(good.with_columns(reason=pl.coalesce(reasons), late=late))
+        rejected, good = _split(frame.with_columns(reason=pl.coalesce(reasons), late=late))
         self._remember(good)
         n_late = int(good["late"].sum())
         if n_late:
@@ -126,12 +120,13 @@ class BarBook:
             good = good.filter(~pl.col("late"))
         if good.height:
             self._partials.append(_aggregate(good))
-        return self._reject(pl.concat([rejected, refused], how="diagonal"), _tick_raw())
+        return self._reject(rejected, _TICK_RAW)
 
     def ingest_minute_bars(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert provider minute bars by (symbol, start); they count as closed at once."""
-        frame = _conform(bars, MINUTE_SCHEMA).with_columns(reason=_bar_problem())
-        rejected, good = _split(self._screen(frame, "late_bar"))
+        frame = _conform(bars, MINUTE_SCHEMA).with_columns(reason=_BAR_PROBLEM)
+        screened = pl.coalesce("reason", *self._screen(frame, "late_bar"))
+        rejected, good = _split(frame.with_columns(reason=screened))
         good = good.unique(_KEYS, keep="last", maintain_order=True).with_columns(
             first_ts=pl.col("start"), last_ts=pl.col("start") + _BAR_SPAN
         )
@@ -144,7 +139,7 @@ class BarBook:
             self._count("bar_replaced", known.join(keys, on=_KEYS, how="semi").height)
             self._open = self._open.join(keys, on=_KEYS, how="anti")
             self._store(pl.concat([stored.join(keys, on=_KEYS, how="anti"), good]), good)
-        return self._reject(rejected, _bar_raw())
+        return self._reject(rejected, _BAR_RAW)
 
     def advance(self, now: dt.datetime) -> ClosedBars:
         """Close the minute and session bars due at `now` (timezone-aware; time never goes
@@ -177,38 +172,52 @@ class BarBook:
         assert self._now is not None
         return self._now - _MINUTE - self.close_delay
 
-    def _classify(self, starts: pl.DataFrame) -> pl.DataFrame:
-        """(start, session, regular) for unique minute starts; session is null when the minute
-        is not accepted (outside its session, or outside extended hours when those are on)."""
-        local = pl.col("start").dt.convert_time_zone(NEW_YORK)
-        table = starts.with_columns(day=local.dt.date(), hour=local.dt.hour()).join(
-            self._calendar, on="day", how="left"
-        )
-        regular = pl.col("start").is_between("open_ts", "close_ts", closed="left").fill_null(False)
-        accept = regular
-        if self.extended_hours:
-            lo, hi = EXTENDED_HOURS
-            in_hours = pl.col("session").is_not_null() & pl.col("hour").is_between(lo, hi - 1)
-            accept = accept | in_hours
-        return table.select(
-            "start", pl.when(accept).then("session").alias("session"), regular=regular
-        )
+    def _classify(
+        self, starts: list[dt.datetime]
+    ) -> dict[dt.datetime, tuple[dt.date | None, bool]]:
+        """(session, regular) of minute starts; the session is None when the minute is not
+        accepted (outside its session, or outside extended hours when those are on). Cached."""
+        missing = [s for s in starts if s not in self._classes]
+        if missing:
+            if len(self._classes) > _CLASS_CACHE:
+                self._classes.clear()
+            local = pl.col("start").dt.convert_time_zone(NEW_YORK)
+            table = (
+                pl.DataFrame({"start": missing}, schema={"start": TS})
+                .with_columns(day=local.dt.date(), hour=local.dt.hour())
+                .join(self._calendar, on="day", how="left", maintain_order="left")
+            )
+            regular = pl.col("start").is_between("open_ts", "close_ts", closed="left")
+            accept = regular.fill_null(False)
+            if self.extended_hours:
+                lo, hi = EXTENDED_HOURS
+                in_hours = pl.col("session").is_not_null() & pl.col("hour").is_between(lo, hi - 1)
+                accept = accept | in_hours
+            rows = table.select(pl.when(accept).then("session"), regular.fill_null(False)).rows()
+            self._classes.update(zip(missing, rows, strict=True))
+        return {s: self._classes[s] for s in starts}
 
-    def _screen(self, frame: pl.DataFrame, late_reason: str) -> pl.DataFrame:
-        """Give rows outside sessions, or of sessions already dropped, a `reason`."""
-        table = self._classify(frame.select(pl.col("start").unique().drop_nulls()))
-        reasons = [pl.when(pl.col("session").is_null()).then(pl.lit("outside_session"))]
-        if self._keep_from is not None:
-            old = pl.col("session") < self._keep_from
-            reasons.append(pl.when(old).then(pl.lit(late_reason)))
-        flagged = table.select("start", flag=pl.coalesce(reasons)).drop_nulls()
-        if not flagged.height:
-            return frame
-        out = frame.join(flagged, on="start", how="left", maintain_order="left")
-        return out.with_columns(reason=pl.coalesce("reason", "flag")).drop("flag")
+    def _screen(self, frame: pl.DataFrame, late_reason: str) -> list[pl.Expr]:
+        """Reasons for rows of minutes outside sessions, or of sessions already dropped."""
+        classes = self._classify(frame["start"].drop_nulls().unique().to_list())
+        outside = [s for s, (session, _) in classes.items() if session is None]
+        keep = self._keep_from
+        old = [s for s, (session, _) in classes.items() if session and keep and session < keep]
+        start = pl.col("start")
+        flags = [(outside, "outside_session"), (old, late_reason)]
+        return [
+            pl.when(start.is_in(pl.Series(starts, dtype=TS).implode())).then(pl.lit(reason))
+            for starts, reason in flags
+            if starts
+        ]
 
     def _with_session(self, bars: pl.DataFrame) -> pl.DataFrame:
-        table = self._classify(bars.select(pl.col("start").unique()))
+        classes = self._classify(bars["start"].unique().to_list())
+        table = pl.DataFrame(
+            [list(classes), *zip(*classes.values(), strict=True)],
+            schema={"start": TS, "session": pl.Date(), "regular": pl.Boolean()},
+            orient="col",
+        )
         return bars.join(table, on="start", how="left").select(list(_STATE_SCHEMA))
 
     def _remember(self, good: pl.DataFrame) -> None:
@@ -368,34 +377,57 @@ def _bar_raw() -> pl.Expr:
 
 def _aggregate(ticks: pl.DataFrame) -> pl.DataFrame:
     """Minute bars of accepted ticks (rows in arrival order)."""
-    price, ts = pl.col("price"), pl.col("ts")
-    return (
-        ticks.group_by(_KEYS)
-        .agg(
-            open=price.min_by(ts),
-            high=price.max(),
-            low=price.min(),
-            close=price.max_by(ts),
-            volume=pl.col("size").sum(),
-            first_ts=ts.min(),
-            last_ts=ts.max(),
-        )
-        .select(list(_OPEN_SCHEMA))
-    )
+    return ticks.group_by(_KEYS).agg(*_TICK_AGG).select(list(_OPEN_SCHEMA))
 
 
 def _combine(bars: pl.DataFrame) -> pl.DataFrame:
     """Merge rows of the same (symbol, start), earlier rows first (they win ties)."""
-    first, last = pl.col("first_ts"), pl.col("last_ts")
-    extra = [pl.col(c).first() for c in bars.columns if c not in _OPEN_SCHEMA]
-    merged = bars.group_by(_KEYS).agg(
-        *extra,
-        open=pl.col("open").min_by(first),
-        high=pl.col("high").max(),
-        low=pl.col("low").min(),
-        close=pl.col("close").max_by(last),
-        volume=pl.col("volume").sum(),
-        first_ts=first.min(),
-        last_ts=last.max(),
+    aggs = _BAR_AGG if "session" not in bars.columns else _STATE_AGG
+    return bars.group_by(_KEYS).agg(*aggs).select(bars.columns)
+
+
+def _tick_prep() -> dict[str, pl.Expr]:
+    ts = pl.col("ts")
+    key = (
+        pl.when(pl.col("id").is_not_null())
+        .then(pl.struct("symbol", "id").hash(1))
+        .otherwise(pl.struct("symbol", "ts", "price", "size").hash(2))
     )
-    return merged.select(bars.columns)
+    start, bucket = ts.dt.truncate("1m"), ts.dt.truncate(DEDUP_BUCKET)
+    return {"start": start, "bucket": bucket, "key": key, "reason": _tick_problem()}
+
+
+def _tick_agg() -> list[pl.Expr]:
+    price, ts = pl.col("price"), pl.col("ts")
+    return [
+        price.min_by(ts).alias("open"),
+        price.max().alias("high"),
+        price.min().alias("low"),
+        price.max_by(ts).alias("close"),
+        pl.col("size").sum().alias("volume"),
+        ts.min().alias("first_ts"),
+        ts.max().alias("last_ts"),
+    ]
+
+
+def _bar_agg() -> list[pl.Expr]:
+    first, last = pl.col("first_ts"), pl.col("last_ts")
+    return [
+        pl.col("open").min_by(first),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").max_by(last),
+        pl.col("volume").sum(),
+        first.min(),
+        last.max(),
+    ]
+
+
+# Expressions are built once: building them costs more than running them on a small batch.
+_TICK_PREP = _tick_prep()
+_TICK_AGG = _tick_agg()
+_BAR_AGG = _bar_agg()
+_STATE_AGG = [*_BAR_AGG, pl.col("session").first(), pl.col("regular").first()]
+_BAR_PROBLEM = _bar_problem()
+_TICK_RAW = _tick_raw()
+_BAR_RAW = _bar_raw()

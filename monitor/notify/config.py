@@ -1,0 +1,282 @@
+"""The notifier's configuration (`market-monitor notify --config FILE`): frozen structs, unknown
+fields refused, every error naming the field path (exit 78).
+
+Receiver URLs are Apprise URLs. Secrets never sit in the file: `url_env` / `url_file` give the
+whole URL, or `{NAME}` placeholders in `url` are filled from the environment
+(`url = "tgram://{TELEGRAM_TOKEN}/{TELEGRAM_CHAT}"`). Resolved URLs are `Secret` values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from monitor.config import Base, Secret, _apply_env, _field_path, secret
+from monitor.errors import ConfigError
+
+ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"
+PLACEHOLDER = re.compile(r"\{([A-Z_][A-Z0-9_]*)\}")
+GROUP_FIELDS = ("rule", "kind", "symbol", "severity", "session", "timeframe", "id")
+Format = Literal["auto", "markdown", "html", "text"]
+
+
+class RedisSection(Base, frozen=True):
+    """Where alerts come from: the daemon's stream, read through a consumer group."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    stream: str = "market-monitor:alerts"
+    group: str = "notifier"
+    consumer: str = ""  # default: hostname-pid
+    start: Literal["$", "0"] = "$"  # where a new group starts: new entries only, or all
+    password_env: str = ""
+    password_file: str = ""
+    batch: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    block_ms: Annotated[int, Meta(ge=1)] = 1000
+    claim_idle_s: Annotated[float, Meta(gt=0)] = 60.0
+    claim_interval_s: Annotated[float, Meta(gt=0)] = 10.0
+    delivery_log_ttl_s: Annotated[int, Meta(ge=60)] = 30 * 86_400
+
+
+class QuietHours(Base, frozen=True):
+    """Local hours when a receiver is not disturbed: batches wait (`queue`) or go to the digest."""
+
+    start: str
+    end: str
+    tz: str = "UTC"
+    mode: Literal["queue", "digest"] = "queue"
+    bypass_severity: list[Literal["info", "notice", "warning", "critical"]] = msgspec.field(
+        default_factory=lambda: ["critical"]
+    )
+
+
+class ReceiverConfig(Base, frozen=True):
+    """One channel: an Apprise URL (json:// and jsons:// go through our own HTTP sender)."""
+
+    name: str
+    url: str = ""
+    url_env: str = ""
+    url_file: str = ""
+    format: Format = "auto"
+    attach_chart: bool = True
+    sender: Literal["auto", "apprise", "http"] = "auto"
+    min_interval_s: Annotated[float, Meta(ge=0)] = 0.0
+    max_attempts: Annotated[int, Meta(ge=1)] | None = None
+    timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    quiet_hours: QuietHours | None = None
+
+
+class Match(Base, frozen=True):
+    """Glob patterns per field; a field with no patterns matches anything."""
+
+    rule: list[str] = []
+    kind: list[str] = []
+    symbol: list[str] = []
+    severity: list[str] = []
+
+
+class RouteConfig(Base, frozen=True):
+    """A node of the route tree; unset timing and receivers are inherited from the parent."""
+
+    match: Match = Match()
+    receivers: list[str] = []
+    continue_: bool = msgspec.field(default=False, name="continue")
+    group_by: list[str] | None = None
+    group_wait_s: Annotated[float, Meta(ge=0)] | None = None
+    group_interval_s: Annotated[float, Meta(ge=0)] | None = None
+    inhibit: bool | None = None  # held back while a feed is stale (default true)
+    routes: list[RouteConfig] = []
+
+
+class DeliverySection(Base, frozen=True):
+    max_attempts: Annotated[int, Meta(ge=1)] = 6
+    backoff_base_s: Annotated[float, Meta(gt=0)] = 1.0
+    backoff_cap_s: Annotated[float, Meta(gt=0)] = 60.0
+    jitter: Annotated[float, Meta(ge=0, le=1)] = 0.5
+
+
+class RunawaySection(Base, frozen=True):
+    """A rule firing more than `max_alerts` in `window_s` is throttled into one summary."""
+
+    max_alerts: Annotated[int, Meta(ge=1)] = 30
+    window_s: Annotated[float, Meta(gt=0)] = 600.0
+    receivers: list[str] = []  # who is told; default: where the rule's alerts go
+
+
+class ChartsSection(Base, frozen=True):
+    enabled: bool = True
+    bars: str = ""  # the daemon's store bars_daily.parquet
+    sessions: Annotated[int, Meta(ge=5)] = 120
+
+
+class DigestSection(Base, frozen=True):
+    enabled: bool = False
+    at: str = "17:30"
+    tz: str = "America/New_York"
+    receivers: list[str] = []
+    small: str = "IWM"
+    large: list[str] = msgspec.field(default_factory=lambda: ["QQQ", "SPY"])
+    top: Annotated[int, Meta(ge=1)] = 5
+
+
+class TemplatesSection(Base, frozen=True):
+    """`string.Template` overrides ($title, $text, $history, $symbol, $rule, ...), see docs."""
+
+    title: str = ""
+    markdown: str = ""
+    html: str = ""
+    text: str = ""
+
+
+class HttpSection(Base, frozen=True):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 9109
+
+
+class LogSection(Base, frozen=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json: bool | None = None
+
+
+class NotifyConfig(Base, frozen=True):
+    """The whole notifier configuration."""
+
+    redis: RedisSection = RedisSection()
+    receivers: list[ReceiverConfig] = []
+    route: RouteConfig = RouteConfig()
+    delivery: DeliverySection = DeliverySection()
+    runaway: RunawaySection = RunawaySection()
+    charts: ChartsSection = ChartsSection()
+    digest: DigestSection = DigestSection()
+    templates: TemplatesSection = TemplatesSection()
+    http: HttpSection = HttpSection()
+    log: LogSection = LogSection()
+    base_dir: str = "."
+
+    def receiver(self, name: str) -> ReceiverConfig:
+        """The receiver called `name`; ConfigError when there is none."""
+        for r in self.receivers:
+            if r.name == name:
+                return r
+        raise ConfigError(f"receivers: no receiver named {name!r}")
+
+    @property
+    def dead_stream(self) -> str:
+        """Where alerts that could not be delivered go."""
+        return f"{self.redis.stream}:dead"
+
+    @property
+    def bars_path(self) -> Path | None:
+        """The bars Parquet file for charts, relative to the config file."""
+        if not self.charts.bars:
+            return None
+        p = Path(self.charts.bars)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def load(path: str | Path, environ: dict[str, str] | None = None) -> NotifyConfig:
+    """Read, override from `MARKET_MONITOR_NOTIFY__*`, validate; ConfigError names the field."""
+    env = dict(os.environ if environ is None else environ)
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _apply_env(raw, {k.replace(ENV_PREFIX, "MARKET_MONITOR__"): v for k, v in env.items()
+                     if k.startswith(ENV_PREFIX)})
+    raw["base_dir"] = str(p.resolve().parent)
+    return parse(raw, where=str(path), environ=env)
+
+
+def parse(raw: dict[str, object], *, where: str = "config", environ: dict[str, str] | None = None
+          ) -> NotifyConfig:
+    """Validate plain data into a NotifyConfig (and check names, times, zones and secrets)."""
+    try:
+        config = msgspec.convert(raw, NotifyConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {_field_path(str(exc))}") from None
+    try:
+        check(config, environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return config
+
+
+def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
+    """Cross-field checks: unique receiver names, known references, clock times, time zones."""
+    names = [r.name for r in config.receivers]
+    for i, name in enumerate(names):
+        if not name or names.index(name) != i:
+            raise ConfigError(f"receivers[{i}].name: empty or duplicate name {name!r}")
+    for i, r in enumerate(config.receivers):
+        resolve_url(r, f"receivers[{i}].url", environ)
+        if r.quiet_hours is not None:
+            q = r.quiet_hours
+            parse_clock(q.start, f"receivers[{i}].quiet_hours.start")
+            parse_clock(q.end, f"receivers[{i}].quiet_hours.end")
+            zone(q.tz, f"receivers[{i}].quiet_hours.tz")
+    _check_route(config.route, "route", set(names), root=True)
+    for field, listed in (("runaway.receivers", config.runaway.receivers),
+                          ("digest.receivers", config.digest.receivers)):
+        for n in listed:
+            if n not in names:
+                raise ConfigError(f"{field}: no receiver named {n!r}")
+    parse_clock(config.digest.at, "digest.at")
+    zone(config.digest.tz, "digest.tz")
+
+
+def _check_route(route: RouteConfig, where: str, names: set[str], *, root: bool) -> None:
+    if root and not route.receivers:
+        raise ConfigError(f"{where}.receivers: the root route needs at least one receiver")
+    for n in route.receivers:
+        if n not in names:
+            raise ConfigError(f"{where}.receivers: no receiver named {n!r}")
+    for f in route.group_by or []:
+        if f not in GROUP_FIELDS:
+            raise ConfigError(f"{where}.group_by: {f!r} is not one of {', '.join(GROUP_FIELDS)}")
+    for i, child in enumerate(route.routes):
+        _check_route(child, f"{where}.routes[{i}]", names, root=False)
+
+
+def resolve_url(r: ReceiverConfig, where: str, environ: dict[str, str] | None = None) -> Secret:
+    """The receiver's Apprise URL with secrets filled in; ConfigError names the field."""
+    env = os.environ if environ is None else environ
+    base = where.removesuffix(".url")
+    found = secret(f"{base}.url", env_name=r.url_env, file_name=r.url_file, environ=dict(env))
+    if found is not None:
+        return found
+    if not r.url:
+        raise ConfigError(f"{where}: one of url, url_env, url_file is required")
+
+    def fill(m: re.Match[str]) -> str:
+        if m.group(1) not in env:
+            raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
+        return env[m.group(1)]
+
+    return Secret(PLACEHOLDER.sub(fill, r.url))
+
+
+def parse_clock(text: str, where: str) -> dt.time:
+    """`HH:MM` as a time; ConfigError naming the field."""
+    try:
+        return dt.time.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{where}: not an HH:MM time: {text!r}") from None
+
+
+def zone(name: str, where: str) -> zoneinfo.ZoneInfo:
+    """A time zone by IANA name; ConfigError naming the field."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: unknown time zone {name!r}") from None

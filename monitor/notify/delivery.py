@@ -1,0 +1,228 @@
+"""Senders and the per-receiver courier: retries with backoff and jitter, provider rate limits.
+
+Two senders implement `Sender`:
+- `AppriseSender` for every Apprise URL (Slack, Discord, Telegram, Teams, ntfy, mailto://, ...).
+  Apprise reports only success or failure, so every failure is treated as transient and retried;
+  the receiver's `min_interval_s` keeps us under the provider's published limit.
+- `HttpJsonSender` for `json://` / `jsons://`: the same JSON body as Apprise's json:// plugin
+  (`version`, `title`, `message`, `attachments` [filename, base64, mimetype], `type`), posted with
+  httpx so status codes are seen: 429 and 503 honour `Retry-After`, other 5xx and network errors
+  are retried, other 4xx fail for good (dead-lettered without retrying).
+
+The courier raises nothing for a failed delivery: it returns an `Outcome` the service
+dead-letters. Library exceptions are translated here (`ChannelUnavailable`, `DeliveryError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+import apprise
+import httpx
+from apprise.attachment.memory import AttachMemory
+
+from monitor import logs
+from monitor.core.backoff import Backoff
+from monitor.errors import DeliveryError, TransientError
+from monitor.notify.render import Message
+
+
+class ChannelUnavailable(TransientError):
+    """A channel failed in a way worth retrying; `retry_after_s` when the provider said so."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Sender(Protocol):
+    """Sends one message to one channel; raises ChannelUnavailable or DeliveryError."""
+
+    @property
+    def takes_attachments(self) -> bool: ...
+
+    async def send(self, message: Message) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def redact(url: str) -> str:
+    """Scheme and host only: what may appear in a log line about a receiver URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}/…" if host else f"{parts.scheme}://…"
+
+
+class AppriseSender:
+    """Any Apprise URL."""
+
+    def __init__(self, url: str) -> None:
+        self._apprise = apprise.Apprise()
+        if not self._apprise.add(url):
+            raise DeliveryError(f"not an Apprise URL Apprise can use: {redact(url)}")
+        self.where = redact(url)
+        servers = list(self._apprise)
+        self.takes_attachments = bool(servers) and all(
+            bool(getattr(s, "attachment_support", False)) for s in servers
+        )
+
+    async def send(self, message: Message) -> None:
+        """Send through Apprise; a False result becomes ChannelUnavailable."""
+        attach = None
+        if message.attachments and self.takes_attachments:
+            attach = apprise.AppriseAttachment()
+            for name, data in message.attachments:
+                attach.add(AttachMemory(content=data, name=name, mimetype="image/png"))
+        fmt = {
+            "markdown": apprise.NotifyFormat.MARKDOWN,
+            "html": apprise.NotifyFormat.HTML,
+            "text": apprise.NotifyFormat.TEXT,
+        }[message.body_format]
+        ok = await self._apprise.async_notify(
+            body=message.body, title=message.title, body_format=fmt, attach=attach
+        )
+        if not ok:
+            raise ChannelUnavailable(f"apprise could not notify {self.where}")
+
+    async def aclose(self) -> None:
+        """Nothing to close (Apprise opens a connection per notification)."""
+
+
+class HttpJsonSender:
+    """`json://host[:port]/path` (http) and `jsons://` (https), Apprise's JSON body, via httpx."""
+
+    takes_attachments = True
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("json", "jsons"):
+            raise DeliveryError(f"HttpJsonSender needs json:// or jsons://, not {redact(url)}")
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        self._headers = {k[1:]: v for k, v in query if k.startswith("+")}
+        self._method = next((v.upper() for k, v in query if k == "method"), "POST")
+        auth = None
+        if parts.username:
+            auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+        netloc = parts.netloc.rpartition("@")[2]
+        scheme = "https" if parts.scheme == "jsons" else "http"
+        self._target = urlunsplit((scheme, netloc, parts.path or "/", "", ""))
+        self.where = redact(url)
+        self._client = httpx.AsyncClient(auth=auth, timeout=timeout_s)
+
+    async def send(self, message: Message) -> None:
+        """POST the JSON body; map status codes to retry / give up."""
+        body = {
+            "version": "1.0",
+            "title": message.title,
+            "message": message.body,
+            "attachments": [
+                {"filename": n, "base64": base64.b64encode(d).decode(), "mimetype": "image/png"}
+                for n, d in message.attachments
+            ],
+            "type": "info",
+        }
+        try:
+            r = await self._client.request(
+                self._method, self._target, json=body, headers=self._headers
+            )
+        except httpx.HTTPError as exc:
+            raise ChannelUnavailable(f"{self.where}: {type(exc).__name__}") from exc
+        if 200 <= r.status_code < 300:
+            return
+        if r.status_code in (408, 425, 429) or r.status_code >= 500:
+            raise ChannelUnavailable(
+                f"{self.where}: HTTP {r.status_code}", retry_after(r.headers.get("retry-after"))
+            )
+        raise DeliveryError(f"{self.where}: HTTP {r.status_code}")
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) in seconds; None when absent or bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def make_sender(url: str, kind: str = "auto", timeout_s: float = 10.0) -> Sender:
+    """The sender for a receiver URL: ours for json(s):// unless told otherwise, else Apprise."""
+    scheme = url.partition("://")[0].lower()
+    if kind == "http" or (kind == "auto" and scheme in ("json", "jsons")):
+        return HttpJsonSender(url, timeout_s)
+    return AppriseSender(url)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a delivery ended: sent, or failed for good with a reason, after `attempts`."""
+
+    ok: bool
+    attempts: int
+    reason: str = ""
+
+
+class Courier:
+    """Sends messages to one receiver, one at a time, with retries and a minimum interval."""
+
+    def __init__(
+        self,
+        receiver: str,
+        sender: Sender,
+        *,
+        backoff: Backoff,
+        max_attempts: int,
+        min_interval_s: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.receiver = receiver
+        self.sender = sender
+        self._backoff = backoff
+        self._max_attempts = max_attempts
+        self._min_interval_s = min_interval_s
+        self._sleep = sleep
+        self._last_send = -1e18
+        self._log = logs.get("notify_courier").bind(receiver=receiver)
+
+    async def deliver(self, message: Message) -> Outcome:
+        """Try until sent, a permanent failure, or `max_attempts` transient failures."""
+        attempt = 0
+        while True:
+            wait = self._last_send + self._min_interval_s - time.monotonic()
+            if wait > 0:
+                await self._sleep(wait)
+            attempt += 1
+            self._last_send = time.monotonic()
+            try:
+                await self.sender.send(message)
+            except DeliveryError as exc:
+                return Outcome(False, attempt, str(exc))
+            except ChannelUnavailable as exc:
+                if attempt >= self._max_attempts:
+                    return Outcome(False, attempt, f"gave up after {attempt} attempts: {exc}")
+                delay = self._backoff.delay(attempt - 1)
+                if exc.retry_after_s is not None:
+                    delay = max(delay, exc.retry_after_s)
+                self._log.warning(
+                    "delivery_retry", attempt=attempt, error=str(exc), delay_s=round(delay, 3)
+                )
+                await self._sleep(delay)
+                continue
+            return Outcome(True, attempt)

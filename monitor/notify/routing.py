@@ -1,0 +1,453 @@
+"""The pure router: route tree, grouping, silences, quiet hours, inhibition and the runaway guard.
+
+No I/O and no clock reads: every method takes `now` (timezone-aware UTC). The service feeds it
+alerts (`accept`) and asks what is due (`due`); tests drive it with a simulated clock.
+
+Semantics (Alertmanager-like):
+- The root route matches every alert. Children are tried in order; a matching child is descended
+  into and, unless it has `continue = true`, ends the search. A node none of whose children
+  matched is a match itself. Receivers, grouping and timing are inherited when unset.
+- Alerts routed to the same receiver by the same route with equal `group_by` values form a group.
+  A new group is sent `group_wait_s` after its first alert; later alerts in the group are sent at
+  most every `group_interval_s`.
+- Silenced alerts are dropped. Quiet hours hold a receiver's batches until the hours end
+  (`queue`) or drop them to the digest (`digest`); `bypass_severity` alerts go through.
+- Inhibition: while any `feed_stale` alert is active (until its `feed_recovered`), per-symbol
+  alerts on routes with `inhibit` (the default) are held back; when the last stale feed recovers,
+  one summary alert lists them. Payloads do not name the feed of a per-symbol alert, so every feed
+  inhibits every symbol.
+- Runaway guard: a rule firing more than `max_alerts` times in `window_s` is throttled: the
+  operator is told at once, and its further alerts are held until the rule has been silent for
+  `window_s`, then sent as one summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import hashlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from monitor.core.model import Alert
+from monitor.notify.config import (
+    QuietHours,
+    ReceiverConfig,
+    RouteConfig,
+    RunawaySection,
+    parse_clock,
+    zone,
+)
+from monitor.notify.silences import Silence, silenced_by
+
+FEED_KINDS = ("feed_stale", "feed_recovered")
+SYNTHETIC_KINDS = ("inhibited_summary", "runaway", "runaway_summary")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one route sends an alert: a receiver, the group it joins and the group's timing."""
+
+    receiver: str
+    route: str
+    group_by: tuple[str, ...]
+    group_wait_s: float
+    group_interval_s: float
+    inhibit: bool
+
+    def group_key(self, alert: Alert) -> tuple[str, ...]:
+        """The group this alert joins for this receiver."""
+        values = tuple(str(getattr(alert, f)) for f in self.group_by)
+        return (self.receiver, self.route, *values)
+
+
+def _matches(patterns: Sequence[str], value: str) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def route_matches(route: RouteConfig, alert: Alert) -> bool:
+    """Whether a route's `match` accepts an alert (glob patterns per field)."""
+    m = route.match
+    return (
+        _matches(m.rule, alert.rule)
+        and _matches(m.kind, alert.kind)
+        and _matches(m.symbol, alert.symbol)
+        and _matches(m.severity, alert.severity)
+    )
+
+
+def targets(root: RouteConfig, alert: Alert) -> list[Target]:
+    """Every (receiver, group) the route tree sends an alert to, without duplicates."""
+    found: list[Target] = []
+    _walk(root, alert, "route", None, found)
+    seen: set[str] = set()
+    unique = []
+    for t in found:
+        if t.receiver not in seen:
+            seen.add(t.receiver)
+            unique.append(t)
+    return unique
+
+
+@dataclass(frozen=True)
+class _Inherited:
+    receivers: tuple[str, ...]
+    group_by: tuple[str, ...]
+    group_wait_s: float
+    group_interval_s: float
+    inhibit: bool
+
+
+def _walk(
+    node: RouteConfig, alert: Alert, path: str, parent: _Inherited | None, out: list[Target]
+) -> bool:
+    if parent is not None and not route_matches(node, alert):
+        return False
+    here = _Inherited(
+        receivers=tuple(node.receivers) or (parent.receivers if parent else ()),
+        group_by=tuple(node.group_by)
+        if node.group_by is not None
+        else (parent.group_by if parent else ("rule", "session")),
+        group_wait_s=_pick(node.group_wait_s, parent.group_wait_s if parent else 30.0),
+        group_interval_s=_pick(node.group_interval_s, parent.group_interval_s if parent else 300.0),
+        inhibit=node.inhibit if node.inhibit is not None else (parent.inhibit if parent else True),
+    )
+    matched_child = False
+    for i, child in enumerate(node.routes):
+        if _walk(child, alert, f"{path}.routes[{i}]", here, out):
+            matched_child = True
+            if not child.continue_:
+                break
+    if not matched_child:
+        out.extend(
+            Target(r, path, here.group_by, here.group_wait_s, here.group_interval_s, here.inhibit)
+            for r in here.receivers
+        )
+    return True
+
+
+def _pick(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+# -- quiet hours -----------------------------------------------------------------------------
+
+
+def in_quiet_hours(q: QuietHours, now: dt.datetime) -> bool:
+    """Whether `now` falls in the receiver's quiet hours (which may span midnight)."""
+    local = now.astimezone(zone(q.tz, "quiet_hours.tz")).time()
+    start, end = parse_clock(q.start, "quiet_hours.start"), parse_clock(q.end, "quiet_hours.end")
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end
+
+
+def quiet_hours_end(q: QuietHours, now: dt.datetime) -> dt.datetime:
+    """The next instant (UTC) at which the quiet hours end."""
+    tz = zone(q.tz, "quiet_hours.tz")
+    local = now.astimezone(tz)
+    end = parse_clock(q.end, "quiet_hours.end")
+    candidate = dt.datetime.combine(local.date(), end, tzinfo=tz)
+    if candidate <= local:
+        candidate = dt.datetime.combine(local.date() + dt.timedelta(days=1), end, tzinfo=tz)
+    return candidate.astimezone(dt.UTC)
+
+
+# -- grouping --------------------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    """An alert waiting to be sent, with the stream entry it came from (None when synthetic)."""
+
+    entry: str | None
+    alert: Alert
+
+
+@dataclass
+class Batch:
+    """One message for one receiver: the alerts of one group, or of one synthetic notice."""
+
+    receiver: str
+    key: tuple[str, ...]
+    items: list[Item]
+    dropped: str = ""  # non-empty: not to be sent (e.g. "quiet_hours_digest")
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """The alerts in send order."""
+        return [i.alert for i in self.items]
+
+
+@dataclass
+class _Group:
+    target: Target
+    items: list[Item] = field(default_factory=list)
+    next_flush: dt.datetime | None = None
+
+
+class Grouper:
+    """Groups of alerts per (receiver, route, group_by values), flushed on their timers."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, ...], _Group] = {}
+
+    def add(self, target: Target, item: Item, now: dt.datetime) -> None:
+        """Put an alert in its group (a new group is due `group_wait_s` from now)."""
+        key = target.group_key(item.alert)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(
+                target, next_flush=now + dt.timedelta(seconds=target.group_wait_s)
+            )
+        if group.next_flush is None or group.next_flush < now:
+            group.next_flush = now
+        group.items.append(item)
+
+    def due(self, now: dt.datetime) -> list[Batch]:
+        """Groups whose timer has run out, as batches; empty groups past their interval go."""
+        out: list[Batch] = []
+        for key, g in list(self._groups.items()):
+            if g.next_flush is not None and g.next_flush > now:
+                continue
+            if not g.items:
+                del self._groups[key]
+                continue
+            out.append(Batch(g.target.receiver, key, g.items))
+            g.items = []
+            g.next_flush = now + dt.timedelta(seconds=g.target.group_interval_s)
+        return out
+
+    def next_due(self) -> dt.datetime | None:
+        """When the next non-empty group is due."""
+        times = [g.next_flush for g in self._groups.values() if g.items and g.next_flush]
+        return min(times, default=None)
+
+    def pending(self) -> int:
+        """Alerts waiting in groups."""
+        return sum(len(g.items) for g in self._groups.values())
+
+
+# -- inhibition and the runaway guard: state that survives restarts ----------------------------
+
+
+class GuardState(msgspec.Struct):
+    """The router's durable state (saved by the service before it acknowledges)."""
+
+    stale_feeds: dict[str, str] = {}
+    inhibited: list[Alert] = []
+    fired: dict[str, list[float]] = {}  # rule -> firing times (epoch s) in the window
+    throttled: dict[str, list[Alert]] = {}  # rule -> alerts held since the guard tripped
+    throttled_last: dict[str, float] = {}  # rule -> last firing while throttled (epoch s)
+
+
+def synthetic_id(*parts: str) -> str:
+    """A deterministic id for a notice the notifier makes (so delivery is once, like alerts)."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+
+
+def _notice(
+    alert_id: str, kind: str, rule: str, symbol: str, title: str, text: str, now: dt.datetime
+) -> Alert:
+    return Alert(
+        id=alert_id,
+        rule=rule,
+        kind=kind,
+        symbol=symbol,
+        timeframe="1m",
+        session=now.date().isoformat(),
+        ts=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        severity="warning",
+        title=title,
+        text=text,
+        metrics={},
+        history=None,
+    )
+
+
+def _listing(alerts: Sequence[Alert], limit: int = 10) -> str:
+    parts = [f"{a.symbol} ({a.rule})" for a in alerts[:limit]]
+    more = len(alerts) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
+Verdict = Literal["routed", "silenced", "inhibited", "throttled", "unrouted"]
+
+
+@dataclass
+class Decision:
+    """What `accept` did with an alert: the receivers it was queued for, and why not others."""
+
+    verdict: Verdict
+    receivers: set[str]
+    silence: Silence | None = None
+    notices: list[Alert] = field(default_factory=list)
+
+
+class Router:
+    """Route tree + grouping + silences + quiet hours + inhibition + runaway guard, all pure."""
+
+    def __init__(
+        self,
+        root: RouteConfig,
+        receivers: Sequence[ReceiverConfig],
+        runaway: RunawaySection,
+        state: GuardState | None = None,
+    ) -> None:
+        self.root = root
+        self.receivers = {r.name: r for r in receivers}
+        self.runaway = runaway
+        self.state = state if state is not None else GuardState()
+        self.grouper = Grouper()
+        self._held: list[tuple[dt.datetime, Batch]] = []  # quiet hours, queued
+
+    def accept(
+        self, entry: str | None, alert: Alert, now: dt.datetime, silences: Sequence[Silence] = ()
+    ) -> Decision:
+        """Route one alert; notices (summaries, operator warnings) are routed as well."""
+        hit = silenced_by(alert, silences, now)
+        if hit is not None:
+            return Decision("silenced", set(), silence=hit)
+        notices: list[Alert] = []
+        found = targets(self.root, alert)
+        if alert.kind == "feed_stale":
+            self.state.stale_feeds[alert.symbol] = alert.ts
+        elif alert.kind == "feed_recovered":
+            self.state.stale_feeds.pop(alert.symbol, None)
+            if not self.state.stale_feeds and self.state.inhibited:
+                held, self.state.inhibited = self.state.inhibited, []
+                notices.append(
+                    _notice(
+                        synthetic_id("inhibited", alert.id),
+                        "inhibited_summary",
+                        "notify.inhibited",
+                        alert.symbol,
+                        f"{len(held)} alerts held back while feeds were stale",
+                        f"Held back while {alert.symbol} was stale: {_listing(held)}.",
+                        now,
+                    )
+                )
+        elif alert.kind not in SYNTHETIC_KINDS:
+            if self.state.stale_feeds:
+                if all(t.inhibit for t in found) and found:
+                    self.state.inhibited.append(alert)
+                    return Decision("inhibited", set())
+                found = [t for t in found if not t.inhibit]
+            verdict = self._guard(alert, now, notices)
+            if verdict == "throttled":
+                return Decision("throttled", set(), notices=self._route_notices(notices, now))
+        for t in found:
+            self.grouper.add(t, Item(entry, alert), now)
+        receivers = {t.receiver for t in found}
+        return Decision(
+            "routed" if receivers else "unrouted",
+            receivers,
+            notices=self._route_notices(notices, now),
+        )
+
+    def _route_notices(self, notices: list[Alert], now: dt.datetime) -> list[Alert]:
+        for n in notices:
+            found = targets(self.root, n)
+            if n.kind == "runaway" and self.runaway.receivers:
+                found = [
+                    Target(r, "runaway", ("id",), 0.0, 0.0, False) for r in self.runaway.receivers
+                ]
+            for t in found:
+                # Notices skip group_wait: the operator hears about a runaway rule at once.
+                self.grouper.add(
+                    Target(t.receiver, t.route, ("id",), 0.0, 0.0, False), Item(None, n), now
+                )
+        return notices
+
+    def _guard(self, alert: Alert, now: dt.datetime, notices: list[Alert]) -> str:
+        s, rule, t = self.state, alert.rule, now.timestamp()
+        if rule in s.throttled:
+            s.throttled[rule].append(alert)
+            s.throttled_last[rule] = t
+            return "throttled"
+        times = deque(x for x in s.fired.get(rule, []) if x > t - self.runaway.window_s)
+        times.append(t)
+        s.fired[rule] = list(times)
+        if len(times) <= self.runaway.max_alerts:
+            return "pass"
+        s.throttled[rule] = [alert]
+        s.throttled_last[rule] = t
+        s.fired.pop(rule, None)
+        minutes = self.runaway.window_s / 60
+        notices.append(
+            _notice(
+                synthetic_id("runaway", rule, alert.id),
+                "runaway",
+                rule,
+                alert.symbol,
+                f"Rule {rule} is firing too often: throttled",
+                f"{rule} fired more than {self.runaway.max_alerts} times in {minutes:g} minutes; "
+                f"its alerts are held and sent as one summary once it is quiet for "
+                f"{minutes:g} minutes.",
+                now,
+            )
+        )
+        return "throttled"
+
+    def due(self, now: dt.datetime) -> list[Batch]:
+        """Batches to send now: groups whose timer ran out, quiet-hours batches whose hours
+        ended, runaway summaries; batches dropped to the digest carry `dropped`."""
+        s = self.state
+        for rule in [r for r, last in s.throttled_last.items()
+                     if last <= now.timestamp() - self.runaway.window_s]:
+            held = s.throttled.pop(rule, [])
+            s.throttled_last.pop(rule, None)
+            if held:
+                summary = _notice(
+                    synthetic_id("runaway_summary", rule, held[0].id, held[-1].id),
+                    "runaway_summary",
+                    rule,
+                    held[0].symbol,
+                    f"{rule}: {len(held)} alerts while throttled",
+                    f"While {rule} was throttled it fired {len(held)} times: {_listing(held)}.",
+                    now,
+                )
+                self._route_notices([summary], now)
+        out: list[Batch] = []
+        still: list[tuple[dt.datetime, Batch]] = []
+        for until, batch in self._held:
+            if until <= now:
+                out.append(batch)
+            else:
+                still.append((until, batch))
+        self._held = still
+        for batch in self.grouper.due(now):
+            receiver = self.receivers.get(batch.receiver)
+            q = receiver.quiet_hours if receiver is not None else None
+            if q is None or not in_quiet_hours(q, now):
+                out.append(batch)
+                continue
+            urgent = [i for i in batch.items if i.alert.severity in q.bypass_severity]
+            rest = [i for i in batch.items if i.alert.severity not in q.bypass_severity]
+            if urgent:
+                out.append(Batch(batch.receiver, batch.key, urgent))
+            if not rest:
+                continue
+            if q.mode == "digest":
+                out.append(Batch(batch.receiver, batch.key, rest, dropped="quiet_hours_digest"))
+            else:
+                self._held.append((quiet_hours_end(q, now), Batch(batch.receiver, batch.key, rest)))
+        return out
+
+    def next_due(self) -> dt.datetime | None:
+        """The earliest instant at which `due` may return something new."""
+        times = [u for u, _ in self._held]
+        nxt = self.grouper.next_due()
+        if nxt is not None:
+            times.append(nxt)
+        for last in self.state.throttled_last.values():
+            times.append(dt.datetime.fromtimestamp(last + self.runaway.window_s, dt.UTC))
+        return min(times, default=None)
+
+    def waiting(self) -> int:
+        """Alerts waiting in groups or in quiet hours."""
+        return self.grouper.pending() + sum(len(b.items) for _, b in self._held)

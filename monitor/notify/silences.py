@@ -1,0 +1,108 @@
+"""Silences: "do not tell me about rule X (on symbol S) until T". Matching is pure; the set lives
+in a Redis hash `{stream}:silences` (id -> JSON) so every notifier and the CLI share it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import re
+import secrets
+from collections.abc import Sequence
+
+import msgspec
+import redis.asyncio as aioredis
+
+from monitor.core.model import Alert
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+class Silence(msgspec.Struct, frozen=True):
+    """Alerts of `rule` (a glob) on `symbol` (a glob; None = any) are dropped in [starts, ends)."""
+
+    id: str
+    rule: str
+    symbol: str | None
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    comment: str = ""
+    created_by: str = ""
+
+    def is_active(self, now: dt.datetime) -> bool:
+        """Whether the silence applies at `now`."""
+        return self.starts_at <= now < self.ends_at
+
+    def matches(self, alert: Alert) -> bool:
+        """Whether the silence covers this alert (at any time)."""
+        if not fnmatch.fnmatchcase(alert.rule, self.rule):
+            return False
+        return self.symbol is None or fnmatch.fnmatchcase(alert.symbol, self.symbol)
+
+
+def silenced_by(alert: Alert, silences: Sequence[Silence], now: dt.datetime) -> Silence | None:
+    """The first active silence covering the alert, if any."""
+    for s in silences:
+        if s.is_active(now) and s.matches(alert):
+            return s
+    return None
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """`90s`, `30m`, `2h`, `1d`, `1w` as a timedelta; ValueError otherwise."""
+    m = DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"not a duration like 30m, 2h or 1d: {text!r}")
+    return dt.timedelta(seconds=float(m.group(1)) * UNITS_S[m.group(2)])
+
+
+def new_silence(
+    rule: str,
+    symbol: str | None,
+    duration: dt.timedelta,
+    now: dt.datetime,
+    comment: str = "",
+    created_by: str = "",
+) -> Silence:
+    """A silence starting now, with a fresh short id."""
+    return Silence(secrets.token_hex(4), rule, symbol, now, now + duration, comment, created_by)
+
+
+class SilenceStore:
+    """The silences in a Redis hash; expired ones are kept for `keep_expired` then pruned."""
+
+    def __init__(
+        self, client: aioredis.Redis, key: str, keep_expired: dt.timedelta = dt.timedelta(days=7)
+    ) -> None:
+        self._client = client
+        self.key = key
+        self._keep = keep_expired
+        self._decoder = msgspec.json.Decoder(Silence)
+
+    async def add(self, silence: Silence) -> None:
+        """Store a silence."""
+        await self._client.hset(self.key, silence.id, msgspec.json.encode(silence))
+
+    async def all(self) -> list[Silence]:
+        """Every stored silence, oldest first."""
+        raw = await self._client.hgetall(self.key)
+        found = [self._decoder.decode(v) for v in raw.values()]
+        return sorted(found, key=lambda s: (s.starts_at, s.id))
+
+    async def active(self, now: dt.datetime) -> list[Silence]:
+        """Silences in force at `now`; prunes ones long expired."""
+        found = await self.all()
+        old = [s.id for s in found if s.ends_at < now - self._keep]
+        if old:
+            await self._client.hdel(self.key, *old)
+        return [s for s in found if s.is_active(now)]
+
+    async def expire(self, silence_id: str, now: dt.datetime) -> Silence | None:
+        """End a silence now; None when there is no such silence."""
+        raw = await self._client.hget(self.key, silence_id)
+        if raw is None:
+            return None
+        s = self._decoder.decode(raw)
+        ended = msgspec.structs.replace(s, ends_at=min(s.ends_at, now))
+        await self.add(ended)
+        return ended
