@@ -10,9 +10,10 @@ column per symbol). Same rules and the same firing semantics as `bench/rules_ben
 - surge: the 5-session return >= 10% fires when it turns true; a return not yet computable is
   false, and the symbol's first row has a previous value of true (monitor/core/firing.py).
 
-Frames are grouped by symbol and in date order within each symbol, and every symbol's first row has no return, so a run never
-crosses from one symbol into the next: shifts over the whole column need no `over("symbol")`
-except where a shift reaches back into the previous symbol (the 5-session return).
+The long frame is grouped by symbol, in date order within each symbol, and every symbol's first
+row has no return, so a run of up sessions never crosses into the next symbol: shifts over the
+whole column need no `over("symbol")`, only a same-symbol test where a shift reaches back into
+the previous symbol's rows.
 """
 
 from __future__ import annotations

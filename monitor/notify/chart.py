@@ -40,8 +40,8 @@ class BarsFile:
         except OSError:
             return empty(DAILY_SCHEMA)
         if mtime != self._mtime:
-            self._bars = pl.read_parquet(self.path).select(list(DAILY_SCHEMA)).sort(
-                "symbol", "session"
+            self._bars = (
+                pl.read_parquet(self.path).select(list(DAILY_SCHEMA)).sort("symbol", "session")
             )
             self._mtime = mtime
         return self._bars
@@ -49,7 +49,7 @@ class BarsFile:
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf)
+    FigureCanvasAgg(fig).print_png(buf)  # type: ignore[no-untyped-call]
     return buf.getvalue()
 
 
@@ -78,16 +78,21 @@ def alert_chart(bars: pl.DataFrame, alerts: Sequence[Alert], sessions: int = 120
         top, bottom = fig.subplots(2, 1, height_ratios=[3, 2])
         top.plot(days, closes, color="#1f4e79", linewidth=1.4)
         hits = [d for d in days if d in fired]
-        top.scatter(hits, [by_day[d] for d in hits], color="#d62728", zorder=3, s=36,
-                    label="fired")
+        top.scatter(hits, [by_day[d] for d in hits], color="#d62728", zorder=3, s=36, label="fired")
         top.set_title(f"{symbol}: last {len(days)} sessions", fontsize=11)
         top.grid(alpha=0.3)
         if hits:
             top.legend(loc="upper left", fontsize=8)
         bottom.plot(all_days, all_closes, color="#7f7f7f", linewidth=0.8)
         marks = sorted(d for d in prior if d in by_day)
-        bottom.scatter(marks, [by_day[d] for d in marks], color="#ff7f0e", zorder=3, s=20,
-                       label=f"earlier occurrences ({len(prior)})")
+        bottom.scatter(
+            marks,
+            [by_day[d] for d in marks],
+            color="#ff7f0e",
+            zorder=3,
+            s=20,
+            label=f"earlier occurrences ({len(prior)})",
+        )
         now = [d for d in fired if d in by_day]
         bottom.scatter(now, [by_day[d] for d in now], color="#d62728", zorder=4, s=24)
         if min(all_closes) > 0:
@@ -97,8 +102,9 @@ def alert_chart(bars: pl.DataFrame, alerts: Sequence[Alert], sessions: int = 120
         return _png(fig)
 
 
-def rally_chart(bars: pl.DataFrame, small: str, large: Sequence[str], sessions: int = 63
-                ) -> bytes | None:
+def rally_chart(
+    bars: pl.DataFrame, small: str, large: Sequence[str], sessions: int = 63
+) -> bytes | None:
     """Closes of `small` and `large` over the last `sessions`, rebased to 100."""
     names = [small, *large]
     with _DRAW_LOCK:
@@ -110,8 +116,12 @@ def rally_chart(bars: pl.DataFrame, small: str, large: Sequence[str], sessions: 
             if s.height < 2:
                 continue
             closes: list[float] = s.get_column("close").to_list()
-            ax.plot(s.get_column("session").to_list(), [100 * c / closes[0] for c in closes],
-                    label=name, linewidth=2.0 if name == small else 1.2)
+            ax.plot(
+                s.get_column("session").to_list(),
+                [100 * c / closes[0] for c in closes],
+                label=name,
+                linewidth=2.0 if name == small else 1.2,
+            )
             drawn += 1
         if drawn == 0:
             return None

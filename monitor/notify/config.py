@@ -76,23 +76,23 @@ class ReceiverConfig(Base, frozen=True):
 class Match(Base, frozen=True):
     """Glob patterns per field; a field with no patterns matches anything."""
 
-    rule: list[str] = []
-    kind: list[str] = []
-    symbol: list[str] = []
-    severity: list[str] = []
+    rule: list[str] = msgspec.field(default_factory=list)
+    kind: list[str] = msgspec.field(default_factory=list)
+    symbol: list[str] = msgspec.field(default_factory=list)
+    severity: list[str] = msgspec.field(default_factory=list)
 
 
 class RouteConfig(Base, frozen=True):
     """A node of the route tree; unset timing and receivers are inherited from the parent."""
 
     match: Match = Match()
-    receivers: list[str] = []
+    receivers: list[str] = msgspec.field(default_factory=list)
     continue_: bool = msgspec.field(default=False, name="continue")
     group_by: list[str] | None = None
     group_wait_s: Annotated[float, Meta(ge=0)] | None = None
     group_interval_s: Annotated[float, Meta(ge=0)] | None = None
     inhibit: bool | None = None  # held back while a feed is stale (default true)
-    routes: list[RouteConfig] = []
+    routes: list[RouteConfig] = msgspec.field(default_factory=list)
 
 
 class DeliverySection(Base, frozen=True):
@@ -107,7 +107,9 @@ class RunawaySection(Base, frozen=True):
 
     max_alerts: Annotated[int, Meta(ge=1)] = 30
     window_s: Annotated[float, Meta(gt=0)] = 600.0
-    receivers: list[str] = []  # who is told; default: where the rule's alerts go
+    receivers: list[str] = msgspec.field(
+        default_factory=list
+    )  # who is told; default: where the rule's alerts go
 
 
 class ChartsSection(Base, frozen=True):
@@ -120,7 +122,7 @@ class DigestSection(Base, frozen=True):
     enabled: bool = False
     at: str = "17:30"
     tz: str = "America/New_York"
-    receivers: list[str] = []
+    receivers: list[str] = msgspec.field(default_factory=list)
     small: str = "IWM"
     large: list[str] = msgspec.field(default_factory=lambda: ["QQQ", "SPY"])
     top: Annotated[int, Meta(ge=1)] = 5
@@ -150,7 +152,7 @@ class NotifyConfig(Base, frozen=True):
     """The whole notifier configuration."""
 
     redis: RedisSection = RedisSection()
-    receivers: list[ReceiverConfig] = []
+    receivers: list[ReceiverConfig] = msgspec.field(default_factory=list)
     route: RouteConfig = RouteConfig()
     delivery: DeliverySection = DeliverySection()
     runaway: RunawaySection = RunawaySection()
@@ -192,14 +194,21 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> NotifyConfi
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    _apply_env(raw, {k.replace(ENV_PREFIX, "MARKET_MONITOR__"): v for k, v in env.items()
-                     if k.startswith(ENV_PREFIX)})
+    _apply_env(
+        raw,
+        {
+            k.replace(ENV_PREFIX, "MARKET_MONITOR__"): v
+            for k, v in env.items()
+            if k.startswith(ENV_PREFIX)
+        },
+    )
     raw["base_dir"] = str(p.resolve().parent)
     return parse(raw, where=str(path), environ=env)
 
 
-def parse(raw: dict[str, object], *, where: str = "config", environ: dict[str, str] | None = None
-          ) -> NotifyConfig:
+def parse(
+    raw: dict[str, object], *, where: str = "config", environ: dict[str, str] | None = None
+) -> NotifyConfig:
     """Validate plain data into a NotifyConfig (and check names, times, zones and secrets)."""
     try:
         config = msgspec.convert(raw, NotifyConfig)
@@ -226,8 +235,10 @@ def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
             parse_clock(q.end, f"receivers[{i}].quiet_hours.end")
             zone(q.tz, f"receivers[{i}].quiet_hours.tz")
     _check_route(config.route, "route", set(names), root=True)
-    for field, listed in (("runaway.receivers", config.runaway.receivers),
-                          ("digest.receivers", config.digest.receivers)):
+    for field, listed in (
+        ("runaway.receivers", config.runaway.receivers),
+        ("digest.receivers", config.digest.receivers),
+    ):
         for n in listed:
             if n not in names:
                 raise ConfigError(f"{field}: no receiver named {n!r}")

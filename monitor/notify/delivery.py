@@ -79,7 +79,7 @@ class AppriseSender:
         if message.attachments and self.takes_attachments:
             attach = apprise.AppriseAttachment()
             for name, data in message.attachments:
-                attach.add(AttachMemory(content=data, name=name, mimetype="image/png"))
+                attach.add(AttachMemory(content=data, name=name, mimetype="image/png"))  # type: ignore[no-untyped-call]
         fmt = {
             "markdown": apprise.NotifyFormat.MARKDOWN,
             "html": apprise.NotifyFormat.HTML,

@@ -106,7 +106,9 @@ def render(
         template = Template(override or DEFAULT[fmt])
         body = template.safe_substitute(fields(alerts[0], fmt))
         if not history_line(alerts[0]):
-            body = "\n".join(line for line in body.split("\n") if line not in ("__", "<p><i></i></p>"))
+            body = "\n".join(
+                line for line in body.split("\n") if line not in ("__", "<p><i></i></p>")
+            )
         return title, body.strip()
     return title, _group(alerts, fmt)
 

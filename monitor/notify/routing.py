@@ -397,8 +397,11 @@ class Router:
         """Batches to send now: groups whose timer ran out, quiet-hours batches whose hours
         ended, runaway summaries; batches dropped to the digest carry `dropped`."""
         s = self.state
-        for rule in [r for r, last in s.throttled_last.items()
-                     if last <= now.timestamp() - self.runaway.window_s]:
+        for rule in [
+            r
+            for r, last in s.throttled_last.items()
+            if last <= now.timestamp() - self.runaway.window_s
+        ]:
             held = s.throttled.pop(rule, [])
             s.throttled_last.pop(rule, None)
             if held:

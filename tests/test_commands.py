@@ -1,0 +1,175 @@
+"""The daemon's commands as a user runs them: the Quickstart daemon, tail, feed-replay, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+
+from monitor import config as cfg
+from monitor.core.model import Alert, encode_alert
+from monitor.service import Daemon, run
+from tests.conftest import ROOT, RUT
+from tests.test_service import replay_alerts, subscribed, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m monitor ARGS` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_quickstart_daemon_prints_the_july_2024_rally(tmp_path: Path) -> None:
+    """`run --config config/demo.toml` streams July 2024 through the daemon, prints the streak and
+    surge of 2024-07-16 as they fire, and exits 0 when the replay is done."""
+    res = cli(
+        "run", "--config", "config/demo.toml",
+        env={"MARKET_MONITOR__STORE__PATH": str(tmp_path / "store")},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (
+        "[2024-07-16] NOTICE streak.daily ^RUT: Russell 2000 rose more than 1.0% in each of "
+        "5 sessions (+11.5% in all), closing at 2,263.67.\n"
+        "    History: 4 earlier times since 1998; over the next 21 sessions, +6.0% on average "
+        "(median +5.7%), 4 of 4 up."
+    ) in res.stdout
+    assert "its largest 5-session gain since 2020-04-29" in res.stdout
+
+
+def test_quickstart_daemon_without_redis_keeps_alerts_in_the_outbox(tmp_path: Path) -> None:
+    """With no Redis listening, the demo still prints its alerts, warns once that they wait in
+    the outbox, and exits 0; the outbox holds them for the next start."""
+    from monitor.alerts.outbox import Outbox
+    from tests.alerts.redis_server import free_port
+
+    store = tmp_path / "store"
+    res = cli(
+        "run", "--config", "config/demo.toml",
+        env={
+            "MARKET_MONITOR__STORE__PATH": str(store),
+            "MARKET_MONITOR__REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
+            "MARKET_MONITOR__LOG__LEVEL": "warning",
+        },
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "streak.daily ^RUT" in res.stdout
+    assert res.stderr.count('"outbox_waiting"') == 1
+    with Outbox(store / "outbox.sqlite") as outbox:
+        assert outbox.depth() == res.stdout.count("\n    History:")
+
+
+def test_tail_prints_the_stream_since_an_id() -> None:
+    """`tail --since 0 --json --count N` prints the stream's alerts as JSON lines; without --json
+    they are readable text."""
+    stream = f"mm-tail-{uuid.uuid4().hex[:8]}"
+    alerts = replay_alerts(
+        __import__("datetime").date(2024, 7, 16), __import__("datetime").date(2024, 7, 16)
+    )
+    client = redis.Redis()
+    try:
+        for a in alerts:
+            client.xadd(stream, {"id": a.id, "alert": encode_alert(a)})
+        env = {"MARKET_MONITOR__REDIS__STREAM": stream}
+        conf = ROOT / "config" / "demo.toml"
+        res = cli(
+            "tail",
+            "--config",
+            str(conf),
+            "--since",
+            "0",
+            "--json",
+            "--count",
+            str(len(alerts)),
+            env=env,
+        )
+        assert res.returncode == 0, res.stderr
+        assert [msgspec.json.decode(x, type=Alert) for x in res.stdout.splitlines()] == alerts
+        res = cli("tail", "--config", str(conf), "--since", "0", "--count", "1", env=env)
+        assert alerts[0].text in res.stdout
+        assert alerts[0].history is not None
+        assert f"History: {alerts[0].history.summary}" in res.stdout
+    finally:
+        client.delete(stream)
+        client.close()
+
+
+async def test_feed_replay_publishes_bars_the_daemon_turns_into_alerts(tmp_path: Path) -> None:
+    """`feed-replay` publishes ^RUT bars to MQTT; the daemon's /metrics and /healthz report them
+    and the stream gets replay's alerts."""
+    prefix = f"mm-fr-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix)
+    assert (
+        cli(
+            "backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-09"
+        ).returncode
+        == 0
+    )
+    stop = asyncio.Event()
+    ready: list[Daemon] = []
+    task = asyncio.create_task(
+        run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
+    )
+    try:
+        daemon = await subscribed(ready)
+        res = await asyncio.to_thread(
+            cli, "feed-replay", "--data", f"^RUT={RUT}", "--from", "2024-07-10",
+            "--to", "2024-07-16", "--topic", f"{prefix}/bars",
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert "published 5 bars" in res.stderr
+        async with asyncio.timeout(15):
+            while daemon.counters.total("alerts_published") < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        port = int(daemon.counters.get("http_port"))
+        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        assert 'market_monitor_bars_closed{timeframe="1d"} 5' in metrics
+        assert 'market_monitor_alerts_fired{rule="streak.daily"} 1' in metrics
+        assert "market_monitor_alerts_published 3" in metrics
+        assert "market_monitor_outbox_depth 0" in metrics
+        health = json.loads(await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz"))
+        assert health["status"] == "healthy"
+        assert health["reasons"] == []
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+        r = redis.Redis()
+        r.delete(f"{prefix}:alerts")
+        r.close()
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def test_bad_daemon_config_exits_78_naming_the_field(tmp_path: Path) -> None:
+    """A config with a wrong type or an unknown key exits 78 with the field path."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[redis]\nmaxlen = "many"\n')
+    res = cli("run", "--config", str(bad))
+    assert res.returncode == 78
+    assert "redis.maxlen: Expected `int`, got `str`" in res.stderr
+    bad.write_text('[[feeds]]\nkind = "mqtt"\nurl = "mqtt://x"\ntopic = "a"\n')
+    res = cli("run", "--config", str(bad))
+    assert res.returncode == 78
+    assert "feeds[0]: Object contains unknown field `topic`" in res.stderr
+    assert "Traceback" not in res.stderr
