@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import subprocess
@@ -81,9 +82,7 @@ def test_tail_prints_the_stream_since_an_id() -> None:
     """`tail --since 0 --json --count N` prints the stream's alerts as JSON lines; without --json
     they are readable text."""
     stream = f"mm-tail-{uuid.uuid4().hex[:8]}"
-    alerts = replay_alerts(
-        __import__("datetime").date(2024, 7, 16), __import__("datetime").date(2024, 7, 16)
-    )
+    alerts = replay_alerts(dt.date(2024, 7, 16), dt.date(2024, 7, 16))
     client = redis.Redis()
     try:
         for a in alerts:

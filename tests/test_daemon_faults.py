@@ -25,8 +25,8 @@ from monitor.datafiles import DataSpec, read_daily
 from monitor.feed_replay import bar_messages
 from monitor.service import Daemon, run
 from tests.alerts.redis_server import RedisServer
-from tests.feeds.mosquitto_server import MosquittoServer
 from tests.conftest import ROOT, RUT
+from tests.feeds.mosquitto_server import MosquittoServer
 from tests.test_service import replay_alerts, subscribed, write_config
 
 pytestmark = pytest.mark.integration
