@@ -81,18 +81,14 @@ class Daemon:
         self.feeds: list[Any] = []
         self.decoders: dict[str, BatchDecoder] = {}
         self.snapshot_due = False
+        self.short_interest_due = False
         self.started = time.monotonic()
         self.rest_clients: list[Any] = []
         self.feed_alerts: list[Alert] = []
 
     # ------------------------------------------------------------------ building
     def _build_engine(self) -> Engine:
-        si = None
-        if self.config.rules.short_interest:
-            from monitor.short_interest_io import read_short_interest
-
-            si = read_short_interest(resolve(self.config, self.config.rules.short_interest))
-        engine = build_engine(self.rules, self.sessions, short_interest=si)
+        engine = build_engine(self.rules, self.sessions, short_interest=self._short_interest())
         engine.universe = frozenset(self.config.engine.universe) or None
         engine.max_jump = self.config.engine.max_jump
         engine._bar_options = {
@@ -233,6 +229,25 @@ class Daemon:
         closed, and snapshots when due."""
         if step.daily_bars.height or self.snapshot_due:
             self.snapshot()
+        if self.short_interest_due:
+            self.reload_short_interest()
+
+    def _short_interest(self) -> pl.DataFrame | None:
+        if not self.config.rules.short_interest:
+            return None
+        from monitor.short_interest_io import read_short_interest
+
+        return read_short_interest(resolve(self.config, self.config.rules.short_interest))
+
+    def reload_short_interest(self) -> None:
+        """Re-read the short-interest file (new figures are published twice a month)."""
+        self.short_interest_due = False
+        raw = self._short_interest()
+        if raw is None:
+            return
+        fresh = build_engine(self.rules, self.sessions, short_interest=raw)
+        self.engine.ctx = fresh.ctx
+        self.log.info("short_interest_reloaded", rows=raw.height)
 
     def take_feed_alerts(self) -> list[Alert]:
         """Feed-health alerts raised since the last step; they go out with the engine's."""
@@ -432,6 +447,15 @@ def _scheduler(daemon: Daemon) -> Any:
         scheduler.add_job(wake, "date", run_date=close, misfire_grace_time=300)
     scheduler.add_job(snapshot_due, "interval", seconds=daemon.config.store.snapshot_interval_s)
     scheduler.add_job(heartbeat, "interval", seconds=60)
+
+    def short_interest_due() -> None:
+        daemon.short_interest_due = True
+        wake()
+
+    if daemon.config.rules.short_interest:
+        scheduler.add_job(
+            short_interest_due, "cron", hour=7, minute=0, timezone="America/New_York"
+        )
     scheduler.start()
     return scheduler
 

@@ -389,7 +389,7 @@ class Notifier:
         while True:
             job = await queue.get()
             if isinstance(job, Prepared):
-                await self._deliver_prepared(receiver, job)
+                await self.deliver_prepared(receiver, job)
             else:
                 await self._deliver(receiver, job)
 
@@ -425,7 +425,8 @@ class Notifier:
                     )
         await self._complete(batch)
 
-    async def _deliver_prepared(self, receiver: str, job: Prepared) -> None:
+    async def deliver_prepared(self, receiver: str, job: Prepared) -> None:
+        """Send a pre-rendered message (the digest) once to `receiver`."""
         (sent,) = await self._retrying(self._sent_flags, receiver, [job.key])
         if sent:
             return
@@ -558,7 +559,7 @@ class Notifier:
         finally:
             scheduler.shutdown(wait=False)
 
-    async def send_digest(self) -> None:
+    async def send_digest(self, *, queue: bool = True) -> list[tuple[str, Prepared]]:
         """Build today's digest and queue it for the digest receivers (once per day each)."""
         d = self.config.digest
         now = self.clock.now()
@@ -572,6 +573,7 @@ class Notifier:
         day = now.astimezone(_zone(d.tz)).date()
         digest = build_digest(alerts, bars, d, day)
         png = await asyncio.to_thread(rally_chart, bars, d.small, d.large) if bars.height else None
+        jobs: list[tuple[str, Prepared]] = []
         for name in d.receivers or self.config.route.receivers:
             fmt = self._formats[name]
             attach = (
@@ -580,8 +582,11 @@ class Notifier:
                 else ()
             )
             msg = Message(digest.title, digest.bodies[fmt], fmt, attach)
-            self._queues[name].put_nowait(Prepared(f"digest:{day.isoformat()}", msg))
-        self._log.info("digest_queued", day=day.isoformat(), alerts=len(alerts))
+            jobs.append((name, Prepared(f"digest:{day.isoformat()}", msg)))
+            if queue:
+                self._queues[name].put_nowait(jobs[-1][1])
+        self._log.info("digest_built", day=day.isoformat(), alerts=len(alerts))
+        return jobs
 
 
 def _zone(name: str) -> dt.tzinfo:

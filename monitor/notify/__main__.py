@@ -1,0 +1,3 @@
+from monitor.notify.cli import main
+
+raise SystemExit(main())

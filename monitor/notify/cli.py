@@ -1,0 +1,151 @@
+"""`market-monitor notify ...` and `market-monitor silence ...`: argparse wiring and entry points.
+
+monitor/cli.py hooks these in with `add_parsers(sub)` and dispatches `notify` to `main_notify`,
+`silence` to `main_silence`. `python -m monitor.notify` runs them without monitor/cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Sequence
+
+from monitor import logs
+from monitor.clock import SystemClock
+from monitor.errors import EX_CONFIG, ConfigError
+from monitor.notify import config as ncfg
+
+
+def _config_arg(p: argparse.ArgumentParser, *, top: bool) -> None:
+    # `--config` is accepted before or after the sub-command (`notify test --config F ...`).
+    if top:
+        p.add_argument("--config", help="notifier config TOML")
+    else:
+        p.add_argument("--config", help="notifier config TOML", default=argparse.SUPPRESS)
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `notify` and `silence` sub-commands to the main parser's subparsers."""
+    n = sub.add_parser("notify", help="deliver alerts from the Redis stream to chat and email")
+    _config_arg(n, top=True)
+    nsub = n.add_subparsers(dest="notify_command")
+    t = nsub.add_parser("test", help="send a sample alert to one receiver")
+    _config_arg(t, top=False)
+    t.add_argument("--receiver", required=True, metavar="NAME")
+    d = nsub.add_parser("digest", help="send today's digest now")
+    _config_arg(d, top=False)
+
+    s = sub.add_parser("silence", help="silence alerts of a rule (kept in Redis)")
+    _config_arg(s, top=True)
+    ssub = s.add_subparsers(dest="silence_command", required=True)
+    a = ssub.add_parser("add", help="add a silence")
+    _config_arg(a, top=False)
+    a.add_argument("--rule", required=True, help="rule id (glob patterns allowed)")
+    a.add_argument("--symbol", help="only this symbol (glob patterns allowed)")
+    a.add_argument("--for", dest="duration", required=True, help="30m, 2h, 1d, ...")
+    a.add_argument("--comment", default="")
+    ls = ssub.add_parser("list", help="list silences")
+    _config_arg(ls, top=False)
+    ls.add_argument("--all", action="store_true", help="include expired ones")
+    e = ssub.add_parser("expire", help="end a silence now")
+    _config_arg(e, top=False)
+    e.add_argument("id")
+
+
+def _load(args: argparse.Namespace) -> ncfg.NotifyConfig:
+    if not getattr(args, "config", None):
+        raise ConfigError("--config: a notifier config file is required")
+    return ncfg.load(args.config)
+
+
+def main_notify(args: argparse.Namespace) -> int:
+    """`notify` (run the service), `notify test --receiver NAME`, `notify digest`."""
+    from monitor.notify.service import Notifier, run, send_test
+
+    try:
+        config = _load(args)
+        logs.configure(level=config.log.level, json=config.log.json)
+        if args.notify_command == "test":
+            outcome = asyncio.run(send_test(config, args.receiver))
+            if outcome.ok:
+                print(f"sent a test alert to {args.receiver} ({outcome.attempts} attempt(s))")
+                return 0
+            print(f"market-monitor: {args.receiver}: {outcome.reason}", file=sys.stderr)
+            return 1
+        if args.notify_command == "digest":
+
+            async def digest() -> None:
+                async with Notifier(config) as notifier:
+                    for receiver, job in await notifier.send_digest(queue=False):
+                        await notifier.deliver_prepared(receiver, job)
+
+            asyncio.run(digest())
+            return 0
+        return asyncio.run(run(config))
+    except ConfigError as exc:
+        print(f"market-monitor: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+
+
+def main_silence(args: argparse.Namespace) -> int:
+    """`silence add|list|expire`."""
+    from monitor.notify.service import redis_client
+    from monitor.notify.silences import SilenceStore, new_silence, parse_duration
+
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"market-monitor: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    now = SystemClock().now()
+
+    async def go() -> int:
+        client = redis_client(config)
+        store = SilenceStore(client, f"{config.redis.stream}:silences")
+        try:
+            if args.silence_command == "add":
+                try:
+                    duration = parse_duration(args.duration)
+                except ValueError as exc:
+                    print(f"market-monitor: --for: {exc}", file=sys.stderr)
+                    return 2
+                s = new_silence(
+                    args.rule, args.symbol, duration, now, args.comment, getpass.getuser()
+                )
+                await store.add(s)
+                print(
+                    f"{s.id} silences {s.rule}"
+                    + (f" on {s.symbol}" if s.symbol else "")
+                    + f" until {s.ends_at:%Y-%m-%d %H:%M} UTC"
+                )
+                return 0
+            if args.silence_command == "list":
+                found = await store.all() if args.all else await store.active(now)
+                for s in found:
+                    state = "active" if s.is_active(now) else "expired"
+                    print(
+                        f"{s.id}  {state:7}  {s.rule:20} {s.symbol or '*':10} "
+                        f"until {s.ends_at:%Y-%m-%d %H:%M} UTC  {s.created_by}: {s.comment}"
+                    )
+                return 0
+            ended = await store.expire(args.id, now)
+            if ended is None:
+                print(f"market-monitor: no silence {args.id}", file=sys.stderr)
+                return 1
+            print(f"{ended.id} expired")
+            return 0
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m monitor.notify notify|silence ...` (the same sub-commands as market-monitor)."""
+    p = argparse.ArgumentParser(prog="python -m monitor.notify")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_parsers(sub)
+    args = p.parse_args(argv)
+    return main_notify(args) if args.command == "notify" else main_silence(args)

@@ -1,0 +1,55 @@
+"""The direction of dependencies: a pure core, adapters that never import each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "monitor"
+CORE_ALLOWED = {"polars", "msgspec", "exchange_calendars", "numpy", "monitor.core"}
+SHARED = {"monitor.errors", "monitor.logs", "monitor.core"}
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports (absolute names)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def stdlib(name: str) -> bool:
+    import sys
+
+    return name.split(".")[0] in sys.stdlib_module_names or name == "__future__"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "core").rglob("*.py")), ids=lambda p: p.name)
+def test_core_imports_only_pure_libraries(path: Path) -> None:
+    """monitor/core imports only the standard library, polars, msgspec, exchange-calendars,
+    numpy and itself: no asyncio, sockets or adapters."""
+    bad = {
+        name
+        for name in imports(path)
+        if not stdlib(name) and not any(name == a or name.startswith(a + ".") for a in CORE_ALLOWED)
+    }
+    io = {name for name in imports(path) if name.split(".")[0] in {"asyncio", "socket", "ssl"}}
+    assert bad | io == set()
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [("feeds", "monitor.alerts"), ("alerts", "monitor.feeds")],
+)
+def test_adapters_do_not_import_each_other(package: str, forbidden: str) -> None:
+    """feeds never import alerts and alerts never import feeds; neither imports the service."""
+    for path in (PACKAGE / package).rglob("*.py"):
+        names = {n for n in imports(path) if n.startswith("monitor")}
+        assert {
+            n for n in names if n.startswith((forbidden, "monitor.service", "monitor.cli"))
+        } == set(), path
