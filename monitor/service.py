@@ -170,7 +170,7 @@ class Daemon:
             session_expiry_s=fc.session_expiry_s if fc.client_id else None,
             username=fc.username or None,
             password=password,
-            ca_file=fc.ca_file or None,
+            ca_file=str(resolve(self.config, fc.ca_file)) if fc.ca_file else None,
             watch_broker_drops=fc.watch_broker_drops,
             raw=True,
         )
@@ -323,6 +323,9 @@ async def run(
             counters=daemon.counters,
             username=config.redis.username or None,
             password=redis_password,
+            ssl_ca_certs=str(resolve(config, config.redis.ca_file))
+            if config.redis.ca_file
+            else None,
         )
         sinks: list[Callable[[Sequence[Alert]], object]] = [publisher.submit]
         if config.console.enabled:
@@ -453,9 +456,7 @@ def _scheduler(daemon: Daemon) -> Any:
         wake()
 
     if daemon.config.rules.short_interest:
-        scheduler.add_job(
-            short_interest_due, "cron", hour=7, minute=0, timezone="America/New_York"
-        )
+        scheduler.add_job(short_interest_due, "cron", hour=7, minute=0, timezone="America/New_York")
     scheduler.start()
     return scheduler
 

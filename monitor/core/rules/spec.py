@@ -145,6 +145,8 @@ def parse_rules(text: bytes | str) -> RulesFile:
         raise RuleError(_field_message(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise RuleError(f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise RuleError("not UTF-8 text") from None
     seen: set[str] = set()
     for i, rule in enumerate(parsed.rules):
         where = f"rules[{i}]"

@@ -1,0 +1,218 @@
+"""The pure router: route tree, grouping, silences, quiet hours, inhibition, runaway guard."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from monitor.notify.config import NotifyConfig, parse
+from monitor.notify.routing import Router, synthetic_id, targets
+from monitor.notify.silences import Silence
+from tests.notify.conftest import alert, feed_alert
+
+S = dt.timedelta(seconds=1)
+ENV = {"HOOK": "json://127.0.0.1:9/x"}
+
+
+def config(extra: dict[str, object] | None = None, **route: object) -> NotifyConfig:
+    """A config with receivers chat, email and ops, and the given root route."""
+    raw: dict[str, object] = {
+        "receivers": [
+            {"name": "chat", "url": "json://127.0.0.1:9/chat"},
+            {"name": "email", "url": "json://127.0.0.1:9/email"},
+            {"name": "ops", "url": "{HOOK}"},
+        ],
+        "route": {"receivers": ["chat"], "group_wait_s": 30, "group_interval_s": 300, **route},
+        **(extra or {}),
+    }
+    return parse(raw, environ=ENV)
+
+
+def router(c: NotifyConfig) -> Router:
+    return Router(c.route, c.receivers, c.runaway)
+
+
+def sent(batches: list, receiver: str | None = None) -> list[list[str]]:  # type: ignore[type-arg]
+    """The alert ids of each batch (for one receiver)."""
+    return [[a.id for a in b.alerts] for b in batches if receiver in (None, b.receiver)]
+
+
+def test_route_tree_honours_match_order_and_continue() -> None:
+    """Critical alerts go to email and (continue) to ops; squeeze to ops; the rest to chat."""
+    c = config(
+        routes=[
+            {"match": {"severity": ["critical"]}, "receivers": ["email"], "continue": True},
+            {"match": {"rule": ["squeeze.*"]}, "receivers": ["ops"]},
+            {"match": {"symbol": ["SC0?"]}, "receivers": ["email"]},
+        ]
+    )
+    got = {
+        name: [t.receiver for t in targets(c.route, a)]
+        for name, a in {
+            "critical squeeze": alert(1, severity="critical"),
+            "squeeze": alert(2),
+            "streak SC03": alert(3, rule="streak.daily", kind="streak"),
+            "streak SC42": alert(42, rule="streak.daily", kind="streak"),
+        }.items()
+    }
+    assert got == {
+        "critical squeeze": ["email", "ops"],
+        "squeeze": ["ops"],
+        "streak SC03": ["email"],
+        "streak SC42": ["chat"],
+    }
+
+
+def test_alerts_arriving_together_are_one_message(now: dt.datetime) -> None:
+    """14 squeezes within group_wait make one batch at group_wait; a 15th waits group_interval."""
+    r = router(config())
+    for i in range(14):
+        r.accept(f"{i}-0", alert(i), now + i * S)
+    assert r.due(now + 29 * S) == []
+    first = r.due(now + 30 * S)
+    assert sent(first) == [[alert(i).id for i in range(14)]]
+    r.accept("14-0", alert(14), now + 40 * S)
+    assert r.due(now + 329 * S) == []
+    assert sent(r.due(now + 330 * S)) == [[alert(14).id]]
+    assert r.due(now + 2000 * S) == []
+
+
+def test_group_by_splits_groups_per_symbol(now: dt.datetime) -> None:
+    """With group_by = ["symbol"] two symbols give two batches, each with its own alerts."""
+    r = router(config(group_by=["symbol"], group_wait_s=0))
+    r.accept("1-0", alert(1, symbol="AAA"), now)
+    r.accept("2-0", alert(2, symbol="BBB"), now)
+    r.accept("3-0", alert(3, symbol="AAA"), now)
+    assert sorted(sent(r.due(now))) == [
+        [alert(1, symbol="AAA").id, alert(3, symbol="AAA").id],
+        [alert(2, symbol="BBB").id],
+    ]
+
+
+def test_silence_drops_matching_alerts_until_it_ends(now: dt.datetime) -> None:
+    """A silence on squeeze.* for SC01 drops SC01 only, and only while it lasts."""
+    r = router(config(group_wait_s=0))
+    silence = Silence("s1", "squeeze.*", "SC01", now, now + 3600 * S, "known", "ops")
+    d1 = r.accept("1-0", alert(1), now, [silence])
+    d2 = r.accept("2-0", alert(2), now, [silence])
+    d3 = r.accept("3-0", alert(1, session="2024-07-17"), now + 3600 * S, [silence])
+    assert (d1.verdict, d1.silence, d2.verdict, d3.verdict) == (
+        "silenced",
+        silence,
+        "routed",
+        "routed",
+    )
+    assert sent(r.due(now + 3600 * S)) == [[alert(2).id], [alert(1, session="2024-07-17").id]]
+
+
+def test_quiet_hours_queue_until_they_end_and_critical_goes_through(now: dt.datetime) -> None:
+    """Chat is quiet 16:00-18:00 New York: a notice waits until 18:00, a critical goes at once."""
+    c = config(
+        {
+            "receivers": [
+                {
+                    "name": "chat",
+                    "url": "json://127.0.0.1:9/c",
+                    "quiet_hours": {"start": "16:00", "end": "18:00", "tz": "America/New_York"},
+                }
+            ]
+        },
+        group_wait_s=0,
+        group_by=["id"],
+    )
+    r = router(c)
+    r.accept("1-0", alert(1), now)
+    r.accept("2-0", alert(2, severity="critical"), now)
+    assert sent(r.due(now)) == [[alert(2, severity="critical").id]]
+    end = dt.datetime(2024, 7, 16, 22, 0, tzinfo=dt.UTC)  # 18:00 EDT
+    assert r.next_due() == end
+    assert r.due(end - S) == []
+    assert sent(r.due(end)) == [[alert(1).id]]
+
+
+def test_quiet_hours_in_digest_mode_drop_to_the_digest(now: dt.datetime) -> None:
+    """In digest mode a batch in quiet hours comes out marked as dropped to the digest."""
+    c = config(
+        {
+            "receivers": [
+                {
+                    "name": "chat",
+                    "url": "json://127.0.0.1:9/c",
+                    "quiet_hours": {
+                        "start": "15:00",
+                        "end": "09:00",
+                        "tz": "America/New_York",
+                        "mode": "digest",
+                    },
+                }
+            ]
+        },
+        group_wait_s=0,
+    )
+    r = router(c)
+    r.accept("1-0", alert(1), now)
+    batches = r.due(now)
+    assert [(b.receiver, b.dropped, [a.id for a in b.alerts]) for b in batches] == [
+        ("chat", "quiet_hours_digest", [alert(1).id])
+    ]
+
+
+def test_stale_feed_inhibits_symbol_alerts_and_summarises_on_recovery(now: dt.datetime) -> None:
+    """While a feed is stale symbol alerts are held (a route may opt out); recovery sends a
+    summary listing them."""
+    r = router(
+        config(
+            group_wait_s=0,
+            group_by=["id"],
+            routes=[{"match": {"severity": ["critical"]}, "receivers": ["ops"], "inhibit": False}],
+        )
+    )
+    r.accept("1-0", feed_alert("feed_stale", "alpaca"), now)
+    verdicts = [
+        r.accept("2-0", alert(2), now).verdict,
+        r.accept("3-0", alert(3), now).verdict,
+        r.accept("4-0", alert(4, severity="critical"), now).verdict,
+    ]
+    assert verdicts == ["inhibited", "inhibited", "routed"]
+    recovered = feed_alert("feed_recovered", "alpaca")
+    d = r.accept("5-0", recovered, now + 60 * S)
+    assert [(n.kind, n.text) for n in d.notices] == [
+        (
+            "inhibited_summary",
+            "Held back while alpaca was stale: SC02 (squeeze.daily), SC03 (squeeze.daily).",
+        )
+    ]
+    assert d.notices[0].id == synthetic_id("inhibited", recovered.id)
+    assert sent(r.due(now + 60 * S)) == [
+        [feed_alert("feed_stale", "alpaca").id],
+        [alert(4, severity="critical").id],
+        [recovered.id],
+        [d.notices[0].id],
+    ]
+    assert r.state.inhibited == [] and r.state.stale_feeds == {}
+
+
+def test_runaway_rule_is_throttled_with_one_notice_and_one_summary(now: dt.datetime) -> None:
+    """A rule firing 5 times with max_alerts=3 in 10 minutes: 3 go out, the operator is told,
+    the other 2 come as one summary after 10 quiet minutes."""
+    r = router(
+        config(
+            {"runaway": {"max_alerts": 3, "window_s": 600, "receivers": ["ops"]}},
+            group_wait_s=0,
+            group_by=["id"],
+        )
+    )
+    verdicts = [r.accept(f"{i}-0", alert(i), now + i * S).verdict for i in range(5)]
+    assert verdicts == ["routed", "routed", "routed", "throttled", "throttled"]
+    first = r.due(now + 5 * S)
+    assert [(b.receiver, b.alerts[0].kind) for b in first] == [
+        ("chat", "squeeze"),
+        ("chat", "squeeze"),
+        ("chat", "squeeze"),
+        ("ops", "runaway"),
+    ]
+    assert r.due(now + 603 * S) == []
+    summary = r.due(now + 604 * S)
+    assert [(b.receiver, b.alerts[0].kind, b.alerts[0].title) for b in summary] == [
+        ("chat", "runaway_summary", "squeeze.daily: 2 alerts while throttled")
+    ]
+    assert summary[0].items[0].entry is None
