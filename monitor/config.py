@@ -69,7 +69,6 @@ class FeedConfig(Base, frozen=True):
     secret_env: str = ""
     secret_file: str = ""
     ca_file: str = ""
-    tls_verify: bool = True
     stale_after_s: Annotated[float, Meta(gt=0)] = 60.0
     rest_url: str = ""
     watch_broker_drops: bool = True
@@ -91,7 +90,6 @@ class RedisConfig(Base, frozen=True):
     password_env: str = ""
     password_file: str = ""
     ca_file: str = ""
-    tls_verify: bool = True
 
 
 class RulesConfig(Base, frozen=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,9 +13,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from monitor.core.model import Alert, History, HorizonStats, encode_alert
-from monitor.datafiles import DataSpec, read_daily
+from monitor.datafiles import DataSpec, read_many
 from monitor.store import Store
-from tests.conftest import RUT
+from tests.conftest import DEMO, RUT
+
+# Apprise's email plugin imports `imghdr` (deprecated in 3.11) on first use; under
+# `filterwarnings = error` that would fail the first test to load it, so load it here.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import apprise.utils.pgp  # noqa: F401
 
 HISTORY = History(
     prior_occurrences=4,
@@ -88,9 +95,16 @@ def now() -> dt.datetime:
 
 @pytest.fixture(scope="session")
 def bars_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store bars_daily.parquet holding ^RUT's real closes to 2024-07-31."""
+    """A store bars_daily.parquet holding real ^RUT, IWM and QQQ closes to 2024-07-31."""
     folder = tmp_path_factory.mktemp("store")
-    bars = read_daily(DataSpec(path=str(RUT), symbol="^RUT"), end=dt.date(2024, 7, 31)).bars
+    bars = read_many(
+        [
+            DataSpec(path=str(RUT), symbol="^RUT"),
+            DataSpec(path=str(DEMO / "iwm_daily_adj_2023_2024.csv"), symbol="IWM"),
+            DataSpec(path=str(DEMO / "qqq_daily_adj_2023_2024.csv"), symbol="QQQ"),
+        ],
+        end=dt.date(2024, 7, 31),
+    ).bars
     Store(folder).save_bars(bars)
     return folder / "bars_daily.parquet"
 

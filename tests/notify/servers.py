@@ -59,6 +59,11 @@ class WebhookServer:
         """Answer the next `times` posts to `path` with `status`."""
         self._rules.setdefault(path, []).extend([(status, headers or {})] * times)
 
+    def reset(self, path: str) -> None:
+        """Forget the pending `fail` answers and `always` status of `path`."""
+        self._rules.pop(path, None)
+        self._always.pop(path, None)
+
     def always(self, path: str, status: int | None) -> None:
         """Answer every post to `path` with `status` (None: back to 200)."""
         if status is None:
