@@ -45,6 +45,7 @@ class Pipeline:
         batch_max_age_ms: float = 50.0,
         on_step: Callable[[Step], None] | None = None,
         side_alerts: Callable[[], list[Alert]] | None = None,
+        status_changes: Callable[[], list[tuple[str, bool]]] | None = None,
     ) -> None:
         self.engine = engine
         self.queue = queue
@@ -56,6 +57,7 @@ class Pipeline:
         self.batch_max_age_s = batch_max_age_ms / 1000.0
         self.on_step = on_step
         self.side_alerts = side_alerts
+        self.status_changes = status_changes
         self.last_step_at: float = time.monotonic()
         self._log = logs.get("pipeline")
         self._reject_logged: dict[str, float] = {}
@@ -125,6 +127,9 @@ class Pipeline:
             self.on_step(step)
 
     def _step(self, batch: FeedBatch | None, now: dt.datetime) -> tuple[Step, list[Rejection]]:
+        if self.status_changes is not None:
+            for symbol, halted in self.status_changes():
+                self.engine.set_halted(symbol, halted)
         rejections = self.engine.ingest(batch) if batch is not None else []
         return self.engine.advance(now), rejections
 

@@ -85,6 +85,7 @@ class Daemon:
         self.started = time.monotonic()
         self.rest_clients: list[Any] = []
         self.feed_alerts: list[Alert] = []
+        self.status: list[tuple[str, bool]] = []
 
     # ------------------------------------------------------------------ building
     def _build_engine(self) -> Engine:
@@ -210,6 +211,10 @@ class Daemon:
     def on_feed_event(self, event: Any) -> None:
         """Feed health as alerts: `feed_stale` when a feed goes quiet in regular hours,
         `feed_recovered` when data flows again."""
+        if event.kind == "trading_status" and event.symbol and event.halted is not None:
+            self.status.append((event.symbol, event.halted))
+            self.log.info("trading_status", symbol=event.symbol, halted=event.halted)
+            return
         if event.kind not in ("feed_stale", "feed_recovered"):
             return
         self.feed_alerts.append(feed_alert(event.kind, event.feed, event.at, event.gap_s))
@@ -248,6 +253,11 @@ class Daemon:
         fresh = build_engine(self.rules, self.sessions, short_interest=raw)
         self.engine.ctx = fresh.ctx
         self.log.info("short_interest_reloaded", rows=raw.height)
+
+    def take_status(self) -> list[tuple[str, bool]]:
+        """Halts and resumptions reported since the last step (applied in the engine's step)."""
+        changes, self.status = self.status, []
+        return changes
 
     def take_feed_alerts(self) -> list[Alert]:
         """Feed-health alerts raised since the last step; they go out with the engine's."""
@@ -341,6 +351,7 @@ async def run(
             batch_max_age_ms=config.engine.batch_max_age_ms,
             on_step=daemon.on_step,
             side_alerts=daemon.take_feed_alerts,
+            status_changes=daemon.take_status,
         )
         routes = {
             "/metrics": lambda: (

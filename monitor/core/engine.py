@@ -76,6 +76,7 @@ class Engine:
         self.universe = universe or None
         self.max_jump = max_jump
         self._last_price: pl.DataFrame | None = None
+        self.halted: set[str] = set()
         self.now: dt.datetime | None = None
 
     # ----------------------------------------------------------------- ingest
@@ -98,9 +99,17 @@ class Engine:
     def _screen(
         self, frame: pl.DataFrame, price: str, order: str, rejections: list[Rejection]
     ) -> pl.DataFrame:
-        """Reject symbols outside the configured universe (`unknown_symbol`) and bad prints: a
-        price more than `max_jump` times (or less than 1/`max_jump` of) the last accepted price
-        of its symbol (`bad_print`)."""
+        """Reject symbols outside the configured universe (`unknown_symbol`), prints of halted
+        symbols (`halted`: a halted name cannot rally in the feed) and bad prints: a price more
+        than `max_jump` times (or less than 1/`max_jump` of) the last accepted price of its
+        symbol (`bad_print`)."""
+        if self.halted:
+            stopped = pl.col("symbol").is_in(list(self.halted))
+            rejections += [
+                Rejection(reason="halted", symbol=s, raw=f"{s} {p}")
+                for s, p in frame.filter(stopped).select("symbol", price).iter_rows()
+            ]
+            frame = frame.filter(~stopped)
         if self.universe is not None:
             unknown = ~pl.col("symbol").is_in(list(self.universe))
             rejections += [
@@ -129,6 +138,13 @@ class Engine:
             )
             self._last_price = _upsert(self._last_price, latest, ["symbol"])
         return good
+
+    def set_halted(self, symbol: str, halted: bool) -> None:
+        """A trading halt (or its end) reported by a feed."""
+        if halted:
+            self.halted.add(symbol)
+        else:
+            self.halted.discard(symbol)
 
     def ingest_daily(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert session bars by (symbol, session); they count once their session has closed."""

@@ -43,3 +43,22 @@ def test_every_rule_family_fired(sessions: Sessions) -> None:
     """The history above exercises streak, surge, rotation, drawdown and movers."""
     kinds = {decode_alert(a).kind for a in run(sessions, None)}
     assert {"streak", "surge", "rotation", "drawdown", "movers"} <= kinds
+
+
+def test_a_halted_symbol_cannot_rally_in_the_feed(sessions: Sessions) -> None:
+    """Bars of a symbol are rejected as `halted` while a feed reports it halted, and accepted
+    again once it resumes."""
+    from monitor.core.engine import Engine
+    from monitor.core.model import FeedBatch
+    from monitor.core.rules.spec import RulesFile
+
+    bars = history().filter(pl.col("symbol") == "CRBU").head(3)
+    engine = Engine(RulesFile(), sessions)
+    engine.set_halted("CRBU", True)
+    first = FeedBatch.empty("t")
+    first.daily_bars = bars.head(2)
+    assert [r.reason for r in engine.ingest(first)] == ["halted", "halted"]
+    engine.set_halted("CRBU", False)
+    second = FeedBatch.empty("t")
+    second.daily_bars = bars.tail(1)
+    assert engine.ingest(second) == []
