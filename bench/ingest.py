@@ -88,6 +88,7 @@ class Plan:
     jump_at: float | None = None  # simulated epoch s from which JUMP_SYMBOL trades 10% higher
     latency: bool = False
     baseline: bool = False
+    measure_s: float = 1e9  # receivers stop this long after their first message
 
 
 # --- the publisher: raw MQTT over a socket ------------------------------------------------------
@@ -230,9 +231,11 @@ async def _watch(
     expect: int,
     idle_s: float,
     cap_s: float,
+    measure_s: float,
     extra_done: Callable[[], bool] = lambda: True,
-) -> None:
-    """Sample until `expect` items arrived (and `extra_done()`), or nothing came for `idle_s`."""
+) -> bool:
+    """Sample until `expect` items arrived (and `extra_done()`), or nothing came for `idle_s`;
+    True when stopped by `measure_s` or `cap_s` with items still to come."""
     t0 = time.perf_counter()
     last_change, last, next_rss = t0, -1, t0
     while True:
@@ -247,9 +250,11 @@ async def _watch(
             progress.rss(n)
             next_rss += 1.0
         if n >= expect and extra_done():
-            return
-        if (progress.first_at is not None and now - last_change > idle_s) or now - t0 > cap_s:
-            return
+            return False
+        if progress.first_at is not None and now - last_change > idle_s:
+            return False
+        if now - t0 > cap_s or (progress.first_at and now - progress.first_at > measure_s):
+            return True
         await asyncio.sleep(0.02)
 
 
@@ -414,13 +419,14 @@ async def _daemon(conf: str, plan: Plan, profile: bool, out: Connection) -> None
         def alerted() -> bool:
             return not plan.latency or counters.total("alerts_fired") >= 1
 
-        await _watch(
+        capped = await _watch(
             count,
             lambda: counters.total("feed_messages") > 0,
             progress,
             plan.n_ticks,
             idle_s=5.0,
             cap_s=plan.cap_s + 60,
+            measure_s=plan.measure_s,
             extra_done=alerted,
         )
         if main_profile is not None:
@@ -431,6 +437,7 @@ async def _daemon(conf: str, plan: Plan, profile: bool, out: Connection) -> None
     book = daemon.engine._book
     result = {
         **progress.summary(),
+        "capped": capped,
         "rss_start_mb": rss0,
         "rss_warm_mb": progress.warm_rss_mb,
         "rss_end_mb": progress.rss_mb[-1][1] if progress.rss_mb else None,
@@ -520,16 +527,17 @@ async def _bare(port: int, plan: Plan, out: Connection) -> None:
         out.send(("ready", None))
         async with asyncio.TaskGroup() as tg:
             reader = tg.create_task(read(client), name="read")
-            await _watch(
+            capped = await _watch(
                 lambda: seen["ticks"],
                 lambda: seen["messages"] > 0,
                 progress,
                 plan.n_ticks,
                 idle_s=5.0,
                 cap_s=plan.cap_s + 60,
+                measure_s=plan.measure_s,
             )
             reader.cancel()
-    out.send({**progress.summary(), "cpu_s": _cpu_s() - cpu0, "messages": seen["messages"],
+    out.send({**progress.summary(), "capped": capped, "cpu_s": _cpu_s() - cpu0, "messages": seen["messages"],
               "rss_peak_mb": _status_kb("VmHWM") / 1024})  # fmt: skip
 
 
@@ -586,15 +594,17 @@ def _run_one(
 def _plans(n_symbols: int, quick: bool) -> list[Plan]:
     day = SIM_DAY.timestamp()
     scale = 0.2 if quick else 1.0
-    single = int(300_000 * scale) // n_symbols * n_symbols or n_symbols
+    single = int(200_000 * scale) // n_symbols * n_symbols or n_symbols
     arrays = int(6_000_000 * scale) // 100 * 100
     latency_s = 67.0  # from 14:00:57 past 14:02:02, when the 14:01 bar (with the jump) closes
     return [
-        Plan("a 1 tick/msg", 1, single, 0, 120, day + 5, baseline=True),
-        Plan("b 100 ticks/msg", 100, arrays, 0, 120, day + 5, baseline=True),
-        Plan("c 20k ticks/s", 1, int(20_000 * latency_s), 20_000, latency_s + 5, day + 57,
-             jump_at=day + 90, latency=True),
-        Plan("d 10M ticks RSS", 100, int(10_000_000 * scale), 0, 60 if quick else 90, day + 5),
+        Plan("a 1 tick/msg", 1, single, 0, 60, day + 5, baseline=True, measure_s=20),
+        Plan("b 100 ticks/msg", 100, arrays, 0, 60, day + 5, baseline=True, measure_s=20),
+        Plan("c1 20k/s 1/msg", 1, int(20_000 * latency_s), 20_000, latency_s + 3, day + 57,
+             jump_at=day + 90, latency=True, measure_s=latency_s + 15),
+        Plan("c2 20k/s 100/msg", 100, int(20_000 * latency_s), 20_000, latency_s + 3, day + 57,
+             jump_at=day + 90, latency=True, measure_s=latency_s + 15),
+        Plan("d 10M ticks RSS", 100, int(10_000_000 * scale), 0, 60, day + 5, measure_s=75),
     ]  # fmt: skip
 
 
@@ -616,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     r.ping()
     rows: list[Row] = []
     started = time.perf_counter()
+    print(f"load average before: {_loadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mm-ingest-") as tmp:
         broker = MosquittoServer(Path(tmp) / "mqtt", max_queued_messages=10_000_000)
         try:
@@ -624,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
             broker_pid = broker._process.pid
             b_rate = 0.0
             for plan in _plans(args.symbols, args.quick):
-                if plan.name[0] not in args.only:
+                key = plan.name.split()[0]
+                if key.rstrip("12") not in args.only:
                     continue
                 if plan.name.startswith("d") and b_rate:
                     plan = dataclasses.replace(plan, rate=0.9 * b_rate)
@@ -634,11 +646,11 @@ def main(argv: list[str] | None = None) -> int:
                         ctx, bare_child, (broker.port, plan), broker.port, broker_pid, plan,
                         args.symbols,
                     )  # fmt: skip
-                work = Path(tmp) / plan.name[0]
+                work = Path(tmp) / key
                 work.mkdir()
-                conf = _write_config(work, broker.port, prefix)
+                conf = _write_config(work, broker.port, f"{prefix}-{key}")
                 log = str(work / "daemon.log")
-                profile = plan.name[0] in args.profile
+                profile = key.rstrip("12") in args.profile
                 row.published, row.daemon, row.broker_cpu_s, row.timemap = _run_one(
                     ctx, daemon_child, (str(conf), plan, profile, log), broker.port, broker_pid,
                     plan, args.symbols,
@@ -646,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
                 if plan.name.startswith("b"):
                     b_rate = row.daemon["rate"]
                 if plan.latency:
-                    row.daemon["stream"] = r.xrange(f"{prefix}:alerts")
+                    row.daemon["stream"] = r.xrange(f"{prefix}-{key}:alerts")
                 warnings = Path(log).read_text().splitlines()
                 row.daemon["log_lines"] = len(warnings)
                 row.daemon["log_tail"] = warnings[-3:]
@@ -664,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
 # --- the report ---------------------------------------------------------------------------------
 
 
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _fmt_rate(x: float | None) -> str:
     return "-" if not x else f"{x / 1000:,.1f}k"
 
@@ -672,6 +688,7 @@ def report(rows: list[Row], n_symbols: int, wall_s: float) -> None:
     import numpy as np
 
     print()
+    print(f"load average (other processes included) at the end: {_loadavg()}")
     print(
         f"market-monitor ingest bench: {n_symbols} symbols, QoS 0, private Mosquitto, "
         f"{os.cpu_count()} CPUs shared by publisher, broker and daemon (total {wall_s:.0f} s)"
@@ -685,51 +702,56 @@ def report(rows: list[Row], n_symbols: int, wall_s: float) -> None:
     notes: list[str] = []
     for row in rows:
         d, b, p = row.daemon, row.bare, row.published
+        key = row.plan.name.split()[0]
         rejected = sum(d["rejections"].values())
         received = d["ticks_in"] + rejected
-        drops = p["ticks"] - received
+        # stopped by the measuring cap, the rest was still queued (in the broker or the client)
+        drops = "cap" if d["capped"] else f"{p['ticks'] - received:,}"
         ratio = f"{d['rate'] / b['rate']:.2f}" if b.get("rate") else "-"
         lat = "-"
         if "delays_ms" in d:
             steady = d["delays_ms"]
             p50, p99 = np.percentile(steady, [50, 99])
-            lat = f"{p50:.0f}/{p99:.0f}"
+            lat = f"{p50:,.0f}/{p99:,.0f}"
             notes.append(
-                f"  c: per-tick delay publish->batch processed over {steady.size:,} ticks: "
-                f"p50 {p50:.1f} ms, p90 {np.percentile(steady, 90):.1f}, p99 {p99:.1f}, "
-                f"p99.9 {np.percentile(steady, 99.9):.1f}, max {steady.max():.1f} ms; "
-                f"{d['batches']} batches, mean {d['mean_messages']:.0f} msgs, worst batch "
-                f"{d['worst_process_s'] * 1000:.0f} ms"
+                f"  {key}: per-tick delay publish->batch processed over {steady.size:,} ticks "
+                f"(first 2 s excluded): p50 {p50:.1f} ms, p90 {np.percentile(steady, 90):.1f}, "
+                f"p99 {p99:.1f}, p99.9 {np.percentile(steady, 99.9):.1f}, max "
+                f"{steady.max():.1f} ms"
             )
             notes += _alert_notes(row)
         rss = f"{d['rss_peak_mb']:.0f}"
-        if row.plan.name.startswith("d") and d.get("rss_warm_mb"):
+        if key == "d" and d.get("rss_warm_mb"):
             rss = f"{d['rss_warm_mb']:.0f}>{d['rss_end_mb']:.0f} pk{d['rss_peak_mb']:.0f}"
-        rate = d["rate"]
         print(
-            f"{row.plan.name:<17}{p['ticks']:>11,}{received:>11,}{drops:>7,}{d['seconds']:>7.1f}"
-            f"{_fmt_rate(rate):>10}{_fmt_rate(b.get('rate')):>10}{ratio:>7}{lat:>14}{rss:>16}"
+            f"{row.plan.name:<17}{p['ticks']:>11,}{received:>11,}{drops:>7}{d['seconds']:>7.1f}"
+            f"{_fmt_rate(d['rate']):>10}{_fmt_rate(b.get('rate')):>10}{ratio:>7}{lat:>14}"
+            f"{rss:>16}"
         )
+        cpu_us = d["cpu_s"] / max(d["count"], 1) * 1e6
         if b:
+            bare_us = b["cpu_s"] / max(b["count"], 1) * 1e6
             notes.append(
-                f"  {row.plan.name[0]}: baseline received {b['count']:,} ticks in "
-                f"{b['seconds']:.1f} s ({b['messages']:,} msgs), CPU {b['cpu_s']:.1f} s, broker "
-                f"CPU {row.bare_broker_cpu_s:.1f} s, RSS {b['rss_peak_mb']:.0f} MB"
+                f"  {key}: baseline {b['count']:,} ticks in {b['seconds']:.1f} s "
+                f"({b['messages']:,} msgs{', capped' if b['capped'] else ''}), CPU {bare_us:.1f} "
+                f"µs/tick (daemon {cpu_us:.1f}: CPU ratio {bare_us / cpu_us:.2f}), broker CPU "
+                f"{row.bare_broker_cpu_s:.1f} s, RSS {b['rss_peak_mb']:.0f} MB"
             )
         notes.append(
-            f"  {row.plan.name[0]}: daemon {d['messages']:,} msgs, {d['ticks_in']:,} ticks in, "
-            f"rejected {d['rejections'] or 0}, late corrected {d['late_corrected']:,}, "
-            f"broker dropped {d['broker_dropped']:.0f}, queue-full waits {d['queue_full_waits']:,}"
-            f"; CPU daemon {d['cpu_s']:.1f} s, broker {row.broker_cpu_s:.1f} s, publisher "
-            f"{p['cpu_s']:.1f} s (published in {p['seconds']:.1f} s)"
+            f"  {key}: daemon {d['messages']:,} msgs, {d['ticks_in']:,} ticks in, rejected "
+            f"{d['rejections'] or 0}, late corrected {d['late_corrected']:,}, broker dropped "
+            f"{d['broker_dropped']:.0f}, queue-full waits {d['queue_full_waits']:,}; CPU: daemon "
+            f"{d['cpu_s']:.1f} s ({cpu_us:.1f} µs/tick), broker {row.broker_cpu_s:.1f} s, "
+            f"publisher {p['cpu_s']:.1f} s (published in {p['seconds']:.1f} s)"
         )
         notes.append(
             f"     {d['batches']:,} batches (mean {d['mean_messages']:.0f}, max "
-            f"{d['max_messages']:,} msgs): decode {d['decode_s']:.1f} s, engine step "
-            f"{d['step_s']:.1f} s (worker thread), whole _process {d['process_s']:.1f} s; "
-            f"held: " + ", ".join(f"{k} {v:.0f} MB" for k, v in d["held_mb"].items())
+            f"{d['max_messages']:,} msgs, worst {d['worst_process_s'] * 1000:,.0f} ms): decode "
+            f"{d['decode_s']:.1f} s, engine step {d['step_s']:.1f} s (worker thread), whole "
+            f"_process {d['process_s']:.1f} s; held: "
+            + ", ".join(f"{k} {v:.0f} MB" for k, v in d["held_mb"].items())
         )
-        if row.plan.name.startswith("d"):
+        if key == "d":
             notes += _rss_notes(row)
         if d["log_lines"]:
             notes.append(f"     daemon log: {d['log_lines']} warning lines, last: {d['log_tail']}")
@@ -746,7 +768,7 @@ def _alert_notes(row: Row) -> list[str]:
     d, tm = row.daemon, row.timemap
     stream = d.get("stream") or []
     if tm is None or not stream:
-        return ["  c: tick-to-alert: NO alert on the Redis stream"]
+        return ["     tick-to-alert: NO alert on the Redis stream"]
     out = []
     for entry_id, fields in stream:
         alert = decode_alert(fields[b"alert"])
@@ -755,7 +777,7 @@ def _alert_notes(row: Row) -> list[str]:
         end_wall = tm.wall(end_sim)
         step_done = d["alert_done_at"][0] if d["alert_done_at"] else float("nan")
         out.append(
-            f"  c: tick-to-alert {alert.rule} {alert.symbol} (minute ending {alert.ts}): "
+            f"     tick-to-alert {alert.rule} {alert.symbol} (minute ending {alert.ts}): "
             f"{(xadd_wall - end_wall) * 1000:.0f} ms from the minute's end to XADD = 2000 ms "
             f"bar close delay + {(step_done - end_wall) * 1000 - 2000:.0f} ms until the "
             f"closing step finished + {(xadd_wall - step_done) * 1000:.0f} ms outbox->Redis"

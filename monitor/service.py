@@ -9,6 +9,7 @@ period, snapshot bars and state, close. A second signal exits at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import os
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import polars as pl
 
 from monitor import logs
@@ -30,7 +32,7 @@ from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch
-from monitor.core.rules.spec import RuleError, RulesFile, parse_rules
+from monitor.core.rules.spec import RuleError, RulesFile, kind_of, parse_rules
 from monitor.errors import ConfigError
 from monitor.feeds.generic import FieldMap, decode_generic_many
 from monitor.feeds.mqtt import MqttFeed
@@ -43,6 +45,9 @@ from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
 
 Notify = Callable[[str], None]
+RECENT_ALERTS = 50
+MAX_PROGRESS_GAUGES = 50  # per rule: universe-wide rules stay out of /metrics (see /api/state)
+MAX_STATE_ROWS = 500
 
 
 class Daemon:
@@ -63,6 +68,7 @@ class Daemon:
             clock = SimClock(replay_start) if replay_start is not None else SystemClock()
         self.clock = clock
         self.engine = self._build_engine()
+        self.engine.track_progress = True
         self.engine.ingest_daily(history)
         warmed = self.engine.warm(clock.now())
         state = self.store.load_state()
@@ -84,6 +90,7 @@ class Daemon:
         self.short_interest_due = False
         self.started = time.monotonic()
         self.rest_clients: list[Any] = []
+        self.recent_alerts: collections.deque[Alert] = collections.deque(maxlen=RECENT_ALERTS)
         self.feed_alerts: list[Alert] = []
         self.status: list[tuple[str, bool]] = []
 
@@ -230,8 +237,17 @@ class Daemon:
         sys.stdout.flush()
 
     def on_step(self, step: Step) -> None:
-        """After each engine step (its alerts already in the outbox): save bars when sessions
-        closed, and snapshots when due."""
+        """After each engine step (its alerts already in the outbox): remember them for the live
+        view, refresh the progress gauges, save bars when sessions closed, snapshots when due."""
+        self.recent_alerts.extend(step.alerts)
+        if step.daily_bars.height or step.minute_bars.height:
+            for rule_id, rows in self.engine.progress.items():
+                if len(rows) <= MAX_PROGRESS_GAUGES:
+                    for p in rows:
+                        self.counters.set(
+                            "rule_progress", p.progress, rule=rule_id, symbol=p.symbol,
+                            variant=p.variant,
+                        )  # fmt: skip
         if step.daily_bars.height or self.snapshot_due:
             self.snapshot()
         if self.short_interest_due:
@@ -270,6 +286,26 @@ class Daemon:
         self.store.save_bars(self.engine.daily)
         self.store.save_state(self.engine.state())
         self.counters.inc("snapshots")
+
+    def state(self) -> dict[str, Any]:
+        """/api/state: every rule's progress per symbol (nearest to firing first), the last
+        alerts, and the clock."""
+        progress = [p for rows in self.engine.progress.values() for p in rows]
+        progress.sort(key=lambda p: (-p.progress, p.rule, p.symbol))
+        return {
+            "now": self.clock.now().isoformat(),
+            "rules": [
+                {
+                    "id": r.id,
+                    "kind": kind_of(r),
+                    "timeframe": r.timeframe,
+                    "description": r.description,
+                }
+                for r in self.engine.rules
+            ],
+            "progress": msgspec.to_builtins(progress[:MAX_STATE_ROWS]),
+            "alerts": msgspec.to_builtins(list(self.recent_alerts)[::-1]),
+        }
 
     # ------------------------------------------------------------------ health
     def health(self, publisher: RedisPublisher, pipeline: Pipeline) -> dict[str, Any]:
@@ -359,6 +395,7 @@ async def run(
                 "text/plain; version=0.0.4",
                 daemon.counters.render().encode(),
             ),
+            "/api/state": json_route(daemon.state),
             "/healthz": json_route(
                 lambda: daemon.health(publisher, pipeline),
                 lambda h: 503 if h["status"] == "down" else 200,  # type: ignore[index]

@@ -18,6 +18,7 @@ import polars as pl
 from monitor.core import firing
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, Alert, FeedBatch, Rejection, empty
 from monitor.core.payload import build_alerts
+from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import RulesFile
 from monitor.core.sessions import NEW_YORK, Sessions
@@ -77,6 +78,8 @@ class Engine:
         self.max_jump = max_jump
         self._last_price: pl.DataFrame | None = None
         self.halted: set[str] = set()
+        self.track_progress = False
+        self.progress: dict[str, list[Progress]] = {}
         self.now: dt.datetime | None = None
 
     # ----------------------------------------------------------------- ingest
@@ -223,7 +226,10 @@ class Engine:
         after = self.watermarks.get(timeframe)
         alerts: list[Alert] = []
         for rule in rules:
-            fired = firing.firings(bars, rule, self.ctx, after)
+            tracked: list[Progress] | None = [] if self.track_progress else None
+            fired = firing.firings(bars, rule, self.ctx, after, tracked)
+            if tracked is not None:
+                self.progress[rule.id] = tracked
             for alert in build_alerts(fired, rule, self.ctx):
                 if alert.id not in self.fired:
                     self.fired.add(alert.id)

@@ -13,6 +13,7 @@ import polars as pl
 
 from monitor.core import history
 from monitor.core.metrics import prior_larger
+from monitor.core.progress import Progress, latest, rows
 from monitor.core.rules import FAMILIES
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import RotationRule, Rule, kind_of
@@ -28,18 +29,25 @@ def rule_frame(bars: pl.DataFrame, rule: Rule) -> pl.DataFrame:
 
 
 def firings(
-    bars: pl.DataFrame, rule: Rule, ctx: RuleContext, after: dt.datetime | None
+    bars: pl.DataFrame,
+    rule: Rule,
+    ctx: RuleContext,
+    after: dt.datetime | None,
+    progress: list[Progress] | None = None,
 ) -> pl.DataFrame:
     """Every firing of `rule` with `ts > after` (all when None), with metrics and history.
 
     `bars` carries symbol, session, ts, OHLCV, `idx` (period number within the symbol) and `ret1`,
-    sorted by symbol and ts.
+    sorted by symbol and ts. When `progress` is a list, how close the rule is on each symbol at
+    the last period is appended to it.
     """
     family = FAMILIES[kind_of(rule)]
     frame = rule_frame(bars, rule)
     if frame.is_empty():
         return pl.DataFrame()
     cond = family.condition(frame, rule, ctx).sort("symbol", "variant", "ts")
+    if progress is not None:
+        progress.extend(rows(latest(cond), rule))
     cond = cond.with_columns(
         (pl.col("cond") & ~pl.col("cond").shift(1).over(history.GROUP).fill_null(True)).alias(
             "fire"

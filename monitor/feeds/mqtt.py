@@ -159,7 +159,7 @@ class MqttFeed:
             properties=self._connect_properties(),
             keepalive=self._keepalive_s,
             timeout=self._timeout_s,
-            tls_context=ssl.create_default_context(cafile=self._ca_file) if self._tls else None,
+            tls_context=_tls_context(self._ca_file) if self._tls else None,
         )
         try:
             async with client:
@@ -275,6 +275,24 @@ class MqttFeed:
             )
         elif previous is None and dropped > 0:
             self._log.warning("broker_dropping_messages", dropped=dropped, increase=None)
+
+
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verify the broker (chain and host name) against `ca_file`, else the system CAs."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.sslsocket_class = _ClosingSSLSocket
+    return context
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails (a refused certificate): paho drops it unclosed."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 class _Client(aiomqtt.Client):

@@ -1,0 +1,125 @@
+"""`market-monitor config check --config FILE`: would the daemon start with this configuration?
+
+Loads the file with the environment overrides applied, reads the rules file, resolves every secret
+(`*_env`, `*_file`) the daemon would, and prints the effective configuration with secrets masked.
+Exit 0 when the daemon would start with it, 78 (naming the field path) when it would not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from monitor import config as cfg
+from monitor.errors import EX_CONFIG, ConfigError
+
+MASK = "***"
+
+
+def config_check(args: argparse.Namespace) -> int:
+    """Entry point of `config check`."""
+    path = str(args.config)
+    try:
+        config = cfg.load(path)
+        _check_rules(config)
+        sources = resolve_secrets(config)
+    except ConfigError as exc:
+        print(f"market-monitor: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if cfg.writable_by_others(path):
+        print(
+            f"market-monitor: warning: {path} is writable by others (chmod go-w)", file=sys.stderr
+        )
+    for file in cfg.credential_files(config):
+        if cfg.readable_by_others(file):
+            print(
+                f"market-monitor: warning: {file} is readable by others (chmod go-rwx)",
+                file=sys.stderr,
+            )
+    data = cfg.masked(config)
+    if getattr(args, "format", "toml") == "json":
+        data["secrets"] = {field: f"{MASK} ({source})" for field, source in sources.items()}
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"# market-monitor: effective configuration of {path}")
+        print("# (environment overrides applied, secrets masked; the daemon would start with it)")
+        print(to_toml(data), end="")
+        if sources:
+            print("\n# secrets resolved:")
+            for field, source in sources.items():
+                print(f"#   {field} = {MASK}  ({source})")
+    return 0
+
+
+def resolve_secrets(config: cfg.Config) -> dict[str, str]:
+    """Resolve every secret the daemon reads at start-up, as it does; returns field -> where it
+    came from (never the value). ConfigError names the field when a variable or file is missing.
+    """
+    found: dict[str, str] = {}
+
+    def one(where: str, env_name: str, file_name: str) -> None:
+        if cfg.secret(where, env_name=env_name, file_name=file_name) is not None:
+            found[where] = f"environment {env_name}" if env_name else f"file {file_name}"
+
+    one("redis.password", config.redis.password_env, config.redis.password_file)
+    for i, feed in enumerate(config.feeds):
+        where = f"feeds[{i}]"
+        one(f"{where}.username", feed.username_env, "")
+        one(f"{where}.password", feed.password_env, feed.password_file)
+        one(f"{where}.key", feed.key_env, feed.key_file)
+        one(f"{where}.secret", feed.secret_env, feed.secret_file)
+    return found
+
+
+def _check_rules(config: cfg.Config) -> None:
+    from monitor.core.rules.spec import RuleError, parse_rules
+
+    path = cfg.resolve(config, config.rules.file)
+    try:
+        parse_rules(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"rules.file: cannot read {path}: {exc.strerror}") from None
+    except RuleError as exc:
+        raise ConfigError(f"rules.file {path}: {exc}") from None
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Plain data as TOML: top-level scalars, then `[section]` tables, then `[[array]]` tables;
+    a dict inside a section is an inline table; None (which TOML cannot say) is a comment."""
+    sections = {k: v for k, v in data.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in data.items() if _is_table_array(v)}
+    lines = _body({k: v for k, v in data.items() if k not in sections and k not in arrays})
+    for key, table in sections.items():
+        lines += ["", f"[{key}]", *_body(table)]
+    for key, items in arrays.items():
+        for item in items:
+            lines += ["", f"[[{key}]]", *_body(item)]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _body(table: dict[str, Any]) -> list[str]:
+    return [
+        f"# {key} is unset" if value is None else f"{key} = {_value(value)}"
+        for key, value in table.items()
+    ]
+
+
+def _is_table_array(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{json.dumps(k)} = {_value(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    return json.dumps(str(value))

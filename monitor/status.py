@@ -1,0 +1,157 @@
+"""`market-monitor status [--config FILE] [--url URL]`: how is the running daemon doing?
+
+Reads /healthz and /metrics from the daemon's HTTP port and prints a summary for people.
+Exit 0 healthy, 1 degraded, 2 down or not answering (78 for an unreadable --config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+
+import httpx
+
+from monitor.errors import EX_CONFIG, ConfigError
+
+DEFAULT_URL = "http://127.0.0.1:9108"
+PREFIX = "market_monitor_"
+EXIT = {"healthy": 0, "degraded": 1}
+EX_DOWN = 2
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{(.*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class Metrics:
+    """Samples from a Prometheus text page, by metric name without the `market_monitor_` prefix."""
+
+    samples: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
+
+    def total(self, name: str) -> float:
+        """The sum over every label set (0 when absent)."""
+        return sum(v for _, v in self.samples.get(name, []))
+
+    def by(self, name: str, label: str) -> dict[str, float]:
+        """Values of `name` keyed by one label."""
+        return {labels.get(label, ""): v for labels, v in self.samples.get(name, [])}
+
+    def has(self, name: str) -> bool:
+        """True when the page had the metric."""
+        return name in self.samples
+
+
+def parse_metrics(text: str) -> Metrics:
+    """The `market_monitor_*` samples of a Prometheus text exposition page."""
+    metrics = Metrics()
+    for line in text.splitlines():
+        m = _SAMPLE.match(line.strip())
+        if m is None or not m.group(1).startswith(PREFIX):
+            continue
+        try:
+            value = float(m.group(4))
+        except ValueError:
+            continue
+        labels = {k: _unescape(v) for k, v in _LABEL.findall(m.group(3) or "")}
+        metrics.samples.setdefault(m.group(1).removeprefix(PREFIX), []).append((labels, value))
+    return metrics
+
+
+def status(args: argparse.Namespace) -> int:
+    """Entry point of `status`."""
+    try:
+        base = base_url(getattr(args, "url", None), getattr(args, "config", None))
+    except ConfigError as exc:
+        print(f"market-monitor: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    timeout_s = float(getattr(args, "timeout", None) or 5.0)
+    try:
+        with httpx.Client(timeout=timeout_s) as client:
+            health_reply = client.get(f"{base}/healthz")
+            metrics_reply = client.get(f"{base}/metrics")
+    except httpx.HTTPError as exc:
+        print(f"market-monitor at {base}: down (no answer: {exc or type(exc).__name__})")
+        return EX_DOWN
+    try:
+        health = json.loads(health_reply.text)
+        state = str(health["status"])
+    except (ValueError, KeyError, TypeError):
+        print(f"market-monitor at {base}: down (/healthz answered {health_reply.status_code})")
+        return EX_DOWN
+    metrics = parse_metrics(metrics_reply.text) if metrics_reply.status_code == 200 else Metrics()
+    print(summary(base, health, metrics), end="")
+    return EXIT.get(state, EX_DOWN)
+
+
+def base_url(url: str | None, config_path: str | None) -> str:
+    """--url, else the [http] host and port of --config, else http://127.0.0.1:9108."""
+    if url:
+        return url.rstrip("/")
+    if not config_path:
+        return DEFAULT_URL
+    from monitor import config as cfg
+
+    http = cfg.load(config_path).http
+    if http.port == 0:
+        raise ConfigError(f"{config_path}: http.port: 0 (any free port); pass --url instead")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(http.host, http.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{http.port}"
+
+
+def summary(base: str, health: dict[str, object], metrics: Metrics) -> str:
+    """The report `status` prints."""
+    lines = [f"market-monitor at {base}: {health.get('status', 'unknown')}"]
+    reasons = health.get("reasons") or []
+    if isinstance(reasons, list) and reasons:
+        lines += [f"  reason: {r}" for r in reasons]
+    uptime = health.get("uptime_s")
+    if isinstance(uptime, int | float):
+        lines.append(f"  uptime: {_duration(float(uptime))}")
+    depth = health.get("queue_depth", metrics.total("queue_depth"))
+    lines.append(f"  queue depth: {depth}")
+    lines.append(f"  ticks in: {_count(metrics.total('ticks_in'))}")
+    rejections = metrics.by("rejections", "reason")
+    detail = _labelled(rejections)
+    lines.append(
+        f"  rejections: {_count(metrics.total('rejections'))}" + (f" ({detail})" if detail else "")
+    )
+    lines.append(
+        f"  alerts: {_count(metrics.total('alerts_fired'))} fired, "
+        f"{_count(metrics.total('alerts_published'))} published"
+    )
+    lines.append(f"  outbox: {_count(metrics.total('outbox_depth'))} waiting")
+    reconnects = _labelled(metrics.by("feed_reconnects", "feed"))
+    lines.append(f"  feed reconnects: {reconnects or 0}")
+    if metrics.has("feed_lag_seconds"):
+        lines.append(f"  feed lag: {metrics.total('feed_lag_seconds'):.1f} s")
+    else:
+        lines.append("  feed lag: no ticks yet")
+    return "\n".join(lines) + "\n"
+
+
+def _labelled(values: dict[str, float]) -> str:
+    return ", ".join(f"{k or '?'}={_count(v)}" for k, v in sorted(values.items()))
+
+
+def _count(value: float) -> str:
+    return f"{int(value):,}" if value == int(value) else f"{value:,.2f}"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86_400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {s:02d}s"
+    return f"{minutes}m {s:02d}s" if minutes else f"{seconds:.1f} s"
+
+
+def _unescape(text: str) -> str:
+    return text.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
