@@ -537,8 +537,8 @@ async def _bare(port: int, plan: Plan, out: Connection) -> None:
                 measure_s=plan.measure_s,
             )
             reader.cancel()
-    out.send({**progress.summary(), "capped": capped, "cpu_s": _cpu_s() - cpu0, "messages": seen["messages"],
-              "rss_peak_mb": _status_kb("VmHWM") / 1024})  # fmt: skip
+    result = {**progress.summary(), "capped": capped, "cpu_s": _cpu_s() - cpu0}
+    out.send({**result, "messages": seen["messages"], "rss_peak_mb": _status_kb("VmHWM") / 1024})
 
 
 # --- orchestration ------------------------------------------------------------------------------

@@ -125,6 +125,9 @@ class Pipeline:
             self.counters.inc("bars_closed", step.daily_bars.height, timeframe="1d")
         if self.on_step is not None:
             self.on_step(step)
+        for item in items:
+            if isinstance(item, Wire) and item.ack is not None:
+                item.ack()
 
     def _step(self, batch: FeedBatch | None, now: dt.datetime) -> tuple[Step, list[Rejection]]:
         if self.status_changes is not None:

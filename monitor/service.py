@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import polars as pl
 
-from monitor import logs
+from monitor import logs, web
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
 from monitor.calendar import nyse_sessions
@@ -396,6 +396,13 @@ async def run(
                 daemon.counters.render().encode(),
             ),
             "/api/state": json_route(daemon.state),
+            "/": web.page_route,
+            "/api/closes": json_route(
+                lambda: web.closes(
+                    daemon.engine.daily, daemon.recent_alerts, daemon.engine.progress,
+                    daemon.engine.rules,
+                )  # fmt: skip
+            ),
             "/healthz": json_route(
                 lambda: daemon.health(publisher, pipeline),
                 lambda h: 503 if h["status"] == "down" else 200,  # type: ignore[index]

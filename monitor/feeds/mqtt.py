@@ -11,6 +11,7 @@ aiomqtt and paho types stay in this module: a lost connection becomes `FeedDisco
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import Callable
@@ -161,6 +162,10 @@ class MqttFeed:
             timeout=self._timeout_s,
             tls_context=_tls_context(self._ca_file) if self._tls else None,
         )
+        if self._raw and self._qos > 0:
+            # Acknowledge QoS 1 messages only once the engine has processed them (Wire.ack),
+            # not on receipt: a crash in between makes the broker redeliver, nothing is lost.
+            client._client.manual_ack_set(True)
         try:
             async with client:
                 self._on_connected(client.session_present, lost_at)
@@ -209,7 +214,10 @@ class MqttFeed:
             if self._raw:
                 # Decoded downstream, many messages at once (the engine loop's micro-batch).
                 counters.inc("feed_messages", feed=feed)
-                wire = Wire(feed, _as_bytes(payload))
+                ack = None
+                if message.qos > 0 and self._qos > 0:
+                    ack = functools.partial(client._client.ack, message.mid, message.qos)
+                wire = Wire(feed, _as_bytes(payload), ack)
                 try:
                     queue.put_nowait(wire)
                 except asyncio.QueueFull:

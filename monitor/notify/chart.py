@@ -70,11 +70,15 @@ def alert_chart(bars: pl.DataFrame, alerts: Sequence[Alert], sessions: int = 120
         recent = mine.tail(sessions)
     days: list[dt.date] = recent.get_column("session").to_list()
     closes: list[float] = recent.get_column("close").to_list()
-    all_days: list[dt.date] = mine.get_column("session").to_list()
-    all_closes: list[float] = mine.get_column("close").to_list()
-    by_day = dict(zip(all_days, all_closes, strict=True))
+    by_day: dict[dt.date, float] = dict(
+        zip(mine.get_column("session").to_list(), mine.get_column("close").to_list(), strict=True)
+    )
+    # numpy arrays, not lists of dates: matplotlib converts those one by one.
+    all_days = mine.get_column("session").to_numpy()
+    all_closes = mine.get_column("close").to_numpy()
     with _DRAW_LOCK:
-        fig = Figure(figsize=(8, 5), dpi=80, layout="constrained")
+        fig = Figure(figsize=(8, 5), dpi=80)  # no constrained layout: it draws twice
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.94, bottom=0.06, hspace=0.25)
         top, bottom = fig.subplots(2, 1, height_ratios=[3, 2])
         top.plot(days, closes, color="#1f4e79", linewidth=1.4)
         hits = [d for d in days if d in fired]
@@ -95,7 +99,7 @@ def alert_chart(bars: pl.DataFrame, alerts: Sequence[Alert], sessions: int = 120
         )
         now = [d for d in fired if d in by_day]
         bottom.scatter(now, [by_day[d] for d in now], color="#d62728", zorder=4, s=24)
-        if min(all_closes) > 0:
+        if float(all_closes.min()) > 0:
             bottom.set_yscale("log")
         bottom.grid(alpha=0.3)
         bottom.legend(loc="upper left", fontsize=8)
@@ -108,7 +112,8 @@ def rally_chart(
     """Closes of `small` and `large` over the last `sessions`, rebased to 100."""
     names = [small, *large]
     with _DRAW_LOCK:
-        fig = Figure(figsize=(8, 4), dpi=80, layout="constrained")
+        fig = Figure(figsize=(8, 4), dpi=80)
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.08)
         ax = fig.subplots()
         drawn = 0
         for name in names:

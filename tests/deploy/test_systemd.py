@@ -199,9 +199,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         timeout=60,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    ours = [
-        line for line in (res.stdout + res.stderr).splitlines() if "market-monitor" in line
-    ]
+    ours = [line for line in (res.stdout + res.stderr).splitlines() if "market-monitor" in line]
     assert ours == []
 
 

@@ -20,6 +20,19 @@ from monitor.datafiles import DataSpec, read_daily
 from monitor.feed_replay import bar_messages
 from tests.conftest import RULES, RUT
 
+# What `market-monitor replay` gives for ^RUT over 2024-07-10..16 after history to 2024-07-09
+# (tests/test_service.py checks the daemon against replay itself; here the rule ids suffice).
+ALERTS_0716 = [
+    ("drawdown.high", "^RUT", "2024-07-16"),
+    ("streak.daily", "^RUT", "2024-07-16"),
+    ("surge.5d", "^RUT", "2024-07-16"),
+]
+
+
+def summary(alerts: list[Alert]) -> list[tuple[str, str, str]]:
+    """(rule, symbol, session) of each alert, sorted."""
+    return sorted((a.rule, a.symbol, a.session) for a in alerts)
+
 
 def toml_table(name: str, values: dict[str, Any], *, array: bool = False) -> str:
     """`[name]` (or `[[name]]`) with string, number, bool and list values."""

@@ -1,8 +1,8 @@
 """A throw-away PKI made with the `openssl` CLI: a private CA and server certificates it signs.
 
-    pki = Pki(tmp_path)                              # ca.pem, ca.key
-    good = pki.server("localhost", ip="127.0.0.1")   # SAN DNS:localhost, IP:127.0.0.1
-    wrong = pki.server("elsewhere.invalid")          # same CA, another host
+pki = Pki(tmp_path)                              # ca.pem, ca.key
+good = pki.server("localhost", ip="127.0.0.1")   # SAN DNS:localhost, IP:127.0.0.1
+wrong = pki.server("elsewhere.invalid")          # same CA, another host
 """
 
 from __future__ import annotations

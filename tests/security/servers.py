@@ -1,4 +1,4 @@
-"""Private TLS servers on free loopback ports: Redis with `--tls-port`, Mosquitto with TLS listeners.
+"""Private TLS servers on free loopback ports: Redis on `--tls-port`, Mosquitto TLS listeners.
 
 Both build on the plain test servers (`tests.alerts.redis_server`, `tests.feeds.mosquitto_server`)
 and clean up the same way: use them as context managers.

@@ -1,0 +1,113 @@
+"""The live view in the browser: the board page served at `/` and the recent closes behind its
+charts at `/api/closes`. The page is one self-contained HTML file (inline CSS and JS, no CDN)
+that polls `/api/state` every 2 s and `/api/closes` when a new session or alert shows up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import polars as pl
+
+from monitor.core.model import Alert
+from monitor.core.progress import Progress
+from monitor.core.rules.spec import Rule, StreakRule, SurgeRule
+
+CLOSES = 120  # sessions per chart
+MAX_CHARTS = 6
+WEEK_SESSIONS = 5  # a weekly rule's span drawn in sessions (holiday weeks come out a day long)
+
+
+@cache
+def board_html() -> bytes:
+    """The board page, as shipped in the package."""
+    return (resources.files("monitor.web") / "board.html").read_bytes()
+
+
+def page_route() -> tuple[int, str, bytes]:
+    """The `/` route."""
+    return 200, "text/html; charset=utf-8", board_html()
+
+
+def chart_symbols(
+    alerts: Iterable[Alert],
+    progress: Mapping[str, Sequence[Progress]],
+    rules: Sequence[Rule],
+    limit: int = MAX_CHARTS,
+) -> list[str]:
+    """The symbols worth a chart: those of recent alerts (newest first), then those nearest to
+    firing, then the ones rules name; at most `limit`."""
+    nearest = sorted(
+        (p for rows in progress.values() for p in rows), key=lambda p: (-p.progress, p.symbol)
+    )
+    named = [s for r in rules for s in r.symbols]
+    seen: dict[str, None] = {}
+    for symbol in [*(a.symbol for a in alerts), *(p.symbol for p in nearest), *named]:
+        seen.setdefault(symbol, None)
+    return list(seen)[: limit * 4]  # the caller keeps those with bars, up to `limit`
+
+
+def closes(
+    daily: pl.DataFrame,
+    alerts: Sequence[Alert],
+    progress: Mapping[str, Sequence[Progress]],
+    rules: Sequence[Rule],
+    *,
+    sessions: int = CLOSES,
+    limit: int = MAX_CHARTS,
+) -> dict[str, Any]:
+    """/api/closes: per chart symbol, the last `sessions` closes and the recent alerts on it,
+    each with `span` (sessions the streak or surge covered, 1 for the rest)."""
+    newest_first = list(alerts)[::-1]
+    wanted = chart_symbols(newest_first, progress, rules, limit)
+    recent = (
+        daily.lazy()
+        .filter(pl.col("symbol").is_in(wanted))
+        .select("symbol", "session", "close")
+        .sort("symbol", "session")
+        .group_by("symbol", maintain_order=True)
+        .tail(sessions)
+        .collect()
+    )
+    by_symbol = {key[0]: part for key, part in recent.group_by("symbol")}
+    by_id = {r.id: r for r in rules}
+    charts: list[dict[str, Any]] = []
+    for symbol in wanted:
+        part = by_symbol.get(symbol)
+        if part is None or part.is_empty():
+            continue
+        charts.append(
+            {
+                "symbol": symbol,
+                "sessions": [d.isoformat() for d in part.get_column("session")],
+                "closes": part.get_column("close").to_list(),
+                "alerts": [
+                    {
+                        "session": a.session,
+                        "rule": a.rule,
+                        "kind": a.kind,
+                        "severity": a.severity,
+                        "title": a.title,
+                        "span": span(a, by_id.get(a.rule)),
+                    }
+                    for a in newest_first
+                    if a.symbol == symbol
+                ],
+            }
+        )
+        if len(charts) == limit:
+            break
+    return {"symbols": charts}
+
+
+def span(alert: Alert, rule: Rule | None) -> int:
+    """Sessions an alert's move covered: the run of a streak, the window of a surge, else 1."""
+    periods = 1
+    if isinstance(rule, StreakRule):
+        value = alert.metrics.get("streak")
+        periods = int(value) if isinstance(value, int | float) else rule.count
+    elif isinstance(rule, SurgeRule):
+        periods = rule.window
+    return periods * WEEK_SESSIONS if alert.timeframe == "1w" else periods

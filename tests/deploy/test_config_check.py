@@ -1,0 +1,280 @@
+"""`config check` and `status`: what an operator runs before and after starting the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from monitor import config as cfg
+from monitor.config_check import config_check, to_toml
+from monitor.errors import EX_CONFIG
+from monitor.service import Daemon, run
+from monitor.status import parse_metrics, status
+from tests.conftest import DEMO, ROOT
+
+PASSWORD = "s3cret-Correct-Horse-7719"
+RULES = ROOT / "config" / "rules.toml"
+
+
+def write(tmp: Path, body: str) -> Path:
+    """A daemon config in tmp with this body."""
+    path = tmp / "monitor.toml"
+    path.write_text(body)
+    path.chmod(0o600)
+    return path
+
+
+def check(path: Path, capsys: pytest.CaptureFixture[str], **extra: str) -> tuple[int, str, str]:
+    """Run `config check --config path`; exit code, stdout, stderr."""
+    code = config_check(argparse.Namespace(config=str(path), **extra))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_config_check_prints_the_effective_config_and_never_a_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis password from the environment, an MQTT password from a file and one in the feed
+    URL: config check exits 0, prints the effective values (overrides applied) and masks all
+    three."""
+    secret_file = tmp_path / "mqtt-password"
+    secret_file.write_text(PASSWORD + "\n")
+    secret_file.chmod(0o600)
+    monkeypatch.setenv("MM_TEST_REDIS_PASSWORD", PASSWORD)
+    monkeypatch.setenv("MARKET_MONITOR__HTTP__PORT", "9555")
+    conf = write(
+        tmp_path,
+        f"""
+[[feeds]]
+kind = "mqtt"
+url = "mqtt://monitor:{PASSWORD}@127.0.0.1:1883"
+topics = ["market/#"]
+username = "monitor"
+password_file = "{secret_file}"
+[redis]
+password_env = "MM_TEST_REDIS_PASSWORD"
+[rules]
+file = "{RULES}"
+""",
+    )
+    for fmt in ("toml", "json"):
+        code, out, err = check(conf, capsys, format=fmt)
+        assert code == 0, err
+        assert PASSWORD not in out + err
+    code, out, err = check(conf, capsys)
+    assert 'url = "mqtt://monitor:***@127.0.0.1:1883"' in out
+    assert '\n[http]\nhost = "127.0.0.1"\nport = 9555\n' in out
+    assert "#   redis.password = ***  (environment MM_TEST_REDIS_PASSWORD)" in out
+    assert f"#   feeds[0].password = ***  (file {secret_file})" in out
+    assert err == ""
+
+
+def test_config_check_names_the_field_of_a_bad_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad value exits 78 with a message naming its field path."""
+    conf = write(tmp_path, f'[engine]\nqueue_size = 0\n[rules]\nfile = "{RULES}"\n')
+    assert check(conf, capsys) == (
+        EX_CONFIG,
+        "",
+        f"market-monitor: config error: {conf}: engine.queue_size: Expected `int` >= 1\n",
+    )
+
+
+def test_config_check_names_the_field_of_a_missing_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unset password variable and an unreadable password file each exit 78 naming the
+    field that asked for them."""
+    monkeypatch.delenv("MM_TEST_UNSET_PASSWORD", raising=False)
+    conf = write(
+        tmp_path, f'[redis]\npassword_env = "MM_TEST_UNSET_PASSWORD"\n[rules]\nfile = "{RULES}"\n'
+    )
+    assert check(conf, capsys) == (
+        EX_CONFIG,
+        "",
+        "market-monitor: config error: redis.password_env: "
+        "environment variable MM_TEST_UNSET_PASSWORD is not set\n",
+    )
+    missing = tmp_path / "nope"
+    conf = write(
+        tmp_path,
+        f'[[feeds]]\nkind = "mqtt"\nurl = "mqtt://127.0.0.1:1883"\n'
+        f'password_file = "{missing}"\n[rules]\nfile = "{RULES}"\n',
+    )
+    assert check(conf, capsys) == (
+        EX_CONFIG,
+        "",
+        f"market-monitor: config error: feeds[0].password_file: cannot read {missing}: "
+        "No such file or directory\n",
+    )
+
+
+def test_config_check_reads_the_rules_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rules file that is not there fails the check (exit 78, field rules.file), as it would
+    fail the daemon's start."""
+    conf = write(tmp_path, '[rules]\nfile = "missing-rules.toml"\n')
+    code, out, err = check(conf, capsys)
+    assert (code, out) == (EX_CONFIG, "")
+    assert err == (
+        "market-monitor: config error: rules.file: cannot read "
+        f"{tmp_path / 'missing-rules.toml'}: No such file or directory\n"
+    )
+
+
+def test_shipped_configs_pass_the_check(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config/monitor.example.toml, config/demo.toml and the container's monitor.toml (its
+    secret files pointed at a real file) pass the check."""
+    for path in (ROOT / "config" / "monitor.example.toml", ROOT / "config" / "demo.toml"):
+        code, _, err = check(path, capsys)
+        assert code == 0, err
+    container = ROOT / "deploy" / "container" / "monitor.toml"
+    loaded = cfg.load(container)
+    assert (loaded.redis.url, loaded.feeds[0].url) == (
+        "redis://redis:6379/0",
+        "mqtt://mosquitto:1883",
+    )
+    assert loaded.redis.password_file == "/run/secrets/redis-password"
+    monkeypatch.setenv("MARKET_MONITOR__REDIS__PASSWORD_FILE", str(container))
+    monkeypatch.setenv("MARKET_MONITOR__RULES__FILE", str(RULES))
+    code, _, err = check(container, capsys)
+    assert code == EX_CONFIG  # the MQTT secret file exists only inside the container
+    assert "feeds[0].password_file: cannot read /run/secrets/mqtt-password" in err
+
+
+def test_to_toml_round_trips_through_tomllib() -> None:
+    """The printed configuration is TOML that reads back as the same data (None left out)."""
+    import tomllib
+
+    data = cfg.masked(cfg.load(ROOT / "config" / "demo.toml"))
+    data["log"].pop("json")  # None: printed as a comment
+    data["feeds"][0]["field_map"] = {"symbol": "S", "price": "p"}
+    assert tomllib.loads(to_toml(data)) == data
+
+
+def daemon_config(tmp: Path, *, feed: str) -> Path:
+    """A daemon config on a free HTTP port with one feed."""
+    return write(
+        tmp,
+        f"""
+[store]
+path = "{tmp / "store"}"
+{feed}
+[redis]
+url = "redis://127.0.0.1:6379/0"
+channel = "mm-status-{tmp.name}"
+stream = "mm-status-{tmp.name}"
+[rules]
+file = "{RULES}"
+[http]
+port = 0
+[shutdown]
+grace_s = 2.0
+""",
+    )
+
+
+async def status_of(conf: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Start the daemon in-process, run `status --url` against it, stop it."""
+    stop = asyncio.Event()
+    ready: list[Daemon] = []
+    task = asyncio.create_task(
+        run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
+    )
+    try:
+        async with asyncio.timeout(30):
+            while not ready:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        port = int(ready[0].counters.get("http_port"))
+        args = argparse.Namespace(url=f"http://127.0.0.1:{port}", config=None)
+        capsys.readouterr()
+        code = await asyncio.to_thread(status, args)
+        # The in-process daemon logs to the same stdout: keep the report's lines only.
+        out = capsys.readouterr().out.splitlines()
+        report = [line for line in out if line.startswith(("market-monitor at ", "  "))]
+        return code, "\n".join(report) + "\n"
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis()
+        await client.delete(f"mm-status-{conf.parent.name}")
+        await client.aclose()
+
+
+@pytest.mark.integration
+async def test_status_of_a_healthy_daemon_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A daemon streaming history with Redis up: `status` prints the summary and exits 0."""
+    feed = f"""
+[[feeds]]
+kind = "replay"
+name = "history"
+data = ["^RUT={DEMO / "rut_index_daily_1987_2026.csv"}"]
+start = "2024-07-01"
+speed = 345600
+"""
+    code, out = await status_of(daemon_config(tmp_path, feed=feed), capsys)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].endswith(": healthy")
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "uptime", "queue depth", "ticks in", "rejections", "alerts", "outbox",
+        "feed reconnects", "feed lag",
+    ]  # fmt: skip
+
+
+@pytest.mark.integration
+async def test_status_of_a_daemon_without_its_broker_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A daemon whose MQTT broker is not there is degraded: `status` prints why and exits 1."""
+    from tests.feeds.mosquitto_server import free_port
+
+    feed = f"""
+[[feeds]]
+kind = "mqtt"
+name = "nobroker"
+url = "mqtt://127.0.0.1:{free_port()}"
+topics = ["x/#"]
+"""
+    code, out = await status_of(daemon_config(tmp_path, feed=feed), capsys)
+    assert code == 1, out
+    lines = out.splitlines()
+    assert lines[0].endswith(": degraded")
+    assert lines[1] == "  reason: feed nobroker disconnected"
+
+
+def test_status_with_nothing_listening_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nobody on the port: `status` says the daemon is down and exits 2."""
+    from tests.feeds.mosquitto_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert status(argparse.Namespace(url=url, config=None)) == 2
+    assert capsys.readouterr().out.startswith(f"market-monitor at {url}: down (no answer: ")
+
+
+def test_status_reads_the_prometheus_page() -> None:
+    """Labelled samples are summed and split by label; other metrics are ignored."""
+    page = (
+        "# TYPE market_monitor_rejections counter\n"
+        'market_monitor_rejections{reason="bad_price"} 2\n'
+        'market_monitor_rejections{reason="dup \\"x\\""} 1\n'
+        "market_monitor_ticks_in 12345\n"
+        "process_cpu_seconds_total 3\n"
+    )
+    m = parse_metrics(page)
+    assert m.total("rejections") == 3
+    assert m.by("rejections", "reason") == {"bad_price": 2.0, 'dup "x"': 1.0}
+    assert m.total("ticks_in") == 12345
+    assert not m.has("process_cpu_seconds_total")
