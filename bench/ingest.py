@@ -38,6 +38,7 @@ import datetime as dt
 import io
 import multiprocessing as mp
 import os
+import pickle
 import pstats
 import resource
 import socket
@@ -614,7 +615,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a fifth of the ticks (smoke test)")
     parser.add_argument("--only", default="abcd", help="scenarios to run, e.g. ab")
     parser.add_argument("--profile", default="", help="cProfile the daemon in these scenarios")
+    parser.add_argument("--save", default="", help="pickle the raw results to this file")
+    parser.add_argument("--report", default="", help="only print the report of a --save file")
     args = parser.parse_args(argv)
+    if args.report:
+        report(*pickle.loads(Path(args.report).read_bytes()))
+        return 0
     sys.path.insert(0, str(ROOT))
     import redis
 
@@ -669,7 +675,10 @@ def main(argv: list[str] | None = None) -> int:
             for key in r.scan_iter(f"{prefix}*"):
                 r.delete(key)
             r.close()
-    report(rows, args.symbols, time.perf_counter() - started)
+    results = (rows, args.symbols, time.perf_counter() - started)
+    if args.save:
+        Path(args.save).write_bytes(pickle.dumps(results))
+    report(*results)
     return 0
 
 
@@ -711,6 +720,8 @@ def report(rows: list[Row], n_symbols: int, wall_s: float) -> None:
         lat = "-"
         if "delays_ms" in d:
             steady = d["delays_ms"]
+            if not steady.size:  # nothing published after the first 2 s got processed
+                steady = np.array([float("nan")])
             p50, p99 = np.percentile(steady, [50, 99])
             lat = f"{p50:,.0f}/{p99:,.0f}"
             notes.append(

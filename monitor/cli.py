@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from monitor import __version__
-from monitor.errors import EX_CONFIG, EX_DATAERR, ConfigError, DataError
+from monitor.errors import EX_CONFIG, EX_DATAERR, EX_IOERR, ConfigError, DataError, MonitorError
 
 
 def _date(text: str) -> dt.date:
@@ -39,9 +39,17 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
     r.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
     r.add_argument("--batch-sessions", type=int, default=None, help=argparse.SUPPRESS)
+    r.add_argument(
+        "--report", metavar="FILE.html", help="also write an HTML report: charts, returns"
+    )
 
     d = sub.add_parser("demo", help="replay the July 2024 small-cap rally from shipped data")
     d.add_argument("--format", choices=["jsonl", "table"], default="table")
+
+    w = sub.add_parser("watch", help="the live board in the terminal, from a running daemon")
+    w.add_argument("--url", default="http://127.0.0.1:9108", help="the daemon's HTTP port")
+    w.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    w.add_argument("--once", action="store_true", help="print one frame and exit")
 
     run = sub.add_parser("run", help="run the daemon until SIGTERM or SIGINT")
     run.add_argument("--config", required=True, help="daemon config TOML")
@@ -68,6 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = no limit)")
     f.add_argument("--qos", type=int, choices=[0, 1], default=1)
     f.add_argument("--adjusted", action="store_true")
+
+    c = sub.add_parser("config", help="check a daemon config file")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    cc = csub.add_parser("check", help="validate, resolve secrets, print the effective config")
+    cc.add_argument("--config", required=True, help="daemon config TOML")
+    cc.add_argument("--format", choices=["toml", "json"], default="toml")
+
+    s = sub.add_parser("status", help="health and figures of a running daemon")
+    s.add_argument("--config", help="daemon config TOML (for the [http] host and port)")
+    s.add_argument("--url", help="daemon HTTP base URL (default http://127.0.0.1:9108)")
+    s.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+
+    from monitor.notify.cli import add_parsers as add_notify_parsers
+
+    add_notify_parsers(sub)  # notify [test --receiver N | digest]; silence add|list|expire
     return p
 
 
@@ -87,17 +110,57 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monitor.tail import tail
 
             return tail(args)
+        if args.command == "watch":
+            from monitor.watch import watch
+
+            return watch(args)
         if args.command == "feed-replay":
             from monitor.feed_replay import feed_replay
 
             return feed_replay(args)
+        if args.command == "config":
+            from monitor.config_check import config_check
+
+            return config_check(args)
+        if args.command == "status":
+            from monitor.status import status
+
+            return status(args)
+        if args.command == "notify":
+            from monitor.notify.cli import main_notify
+
+            return main_notify(args)
+        if args.command == "silence":
+            from monitor.notify.cli import main_silence
+
+            return main_silence(args)
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     except DataError as exc:
         print(f"market-monitor: data error: {exc}", file=sys.stderr)
         return EX_DATAERR
+    except MonitorError as exc:
+        print(f"market-monitor: error: {exc}", file=sys.stderr)
+        return EX_IOERR
+    except BaseExceptionGroup as group:
+        # A component of the daemon failed for good (e.g. the outbox cannot be written): say
+        # what, exit non-zero, and let systemd restart us. Anything else is a bug: re-raise.
+        ours = group.subgroup(lambda e: isinstance(e, MonitorError))
+        if ours is None:
+            raise
+        failures = _leaves(ours)
+        for failure in failures:
+            print(f"market-monitor: error: {failure}", file=sys.stderr)
+        return EX_CONFIG if all(isinstance(e, ConfigError) for e in failures) else EX_IOERR
     return 2
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
 
 def load_rules(path: str | Path) -> object:
@@ -127,6 +190,7 @@ def _replay(args: argparse.Namespace) -> int:
         start=args.start,
         fmt=args.format,
         batch_sessions=args.batch_sessions,
+        report=args.report,
     )
 
 
@@ -139,6 +203,7 @@ def _run_replay(
     start: dt.date | None,
     fmt: str,
     batch_sessions: int | None = None,
+    report: str | None = None,
 ) -> int:
     import polars as pl
 
@@ -165,11 +230,19 @@ def _run_replay(
     for alert in replay(engine, bars, batch_sessions=batch_sessions):
         if fmt == "jsonl":
             out.write(encode_alert(alert).decode() + "\n")
-        else:
+        if fmt == "table" or report:
             alerts.append(alert)
     if fmt == "table":
         out.write(table(alerts))
     out.flush()
+    if report:
+        from monitor.web.report import report_html
+
+        html = report_html(bars, alerts, rules_path=str(rules_path), start=start)
+        try:
+            Path(report).write_text(html, encoding="utf-8")
+        except OSError as exc:
+            raise DataError(report, f"cannot write the report: {exc.strerror}") from None
     rejected = {**counts, **{k: v for k, v in engine.counts.items()}}
     if rejected:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))

@@ -16,6 +16,7 @@ Bad input on a live stream is not an exception: it becomes a `Rejection` value, 
 from __future__ import annotations
 
 EX_DATAERR = 65
+EX_IOERR = 74
 EX_CONFIG = 78
 
 

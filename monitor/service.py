@@ -399,9 +399,11 @@ async def run(
             "/": web.page_route,
             "/api/closes": json_route(
                 lambda: web.closes(
-                    daemon.engine.daily, daemon.recent_alerts, daemon.engine.progress,
+                    daemon.engine.daily,
+                    daemon.recent_alerts,
+                    daemon.engine.progress,
                     daemon.engine.rules,
-                )  # fmt: skip
+                )
             ),
             "/healthz": json_route(
                 lambda: daemon.health(publisher, pipeline),

@@ -172,3 +172,27 @@ def test_bad_daemon_config_exits_78_naming_the_field(tmp_path: Path) -> None:
     assert res.returncode == 78
     assert "feeds[0]: Object contains unknown field `topic`" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_read_only_store_stops_the_daemon_with_a_clear_error(tmp_path: Path) -> None:
+    """When the outbox cannot be written the daemon refuses to run (rather than lose alerts):
+    a one-line error naming the file, exit 74, no traceback."""
+    store = tmp_path / "store"
+    store.mkdir()
+    outbox = store / "outbox.sqlite"
+    outbox.write_bytes(b"")
+    subprocess.run(["chattr", "+i", str(outbox)], check=False)
+    try:
+        if os.access(outbox, os.W_OK) and os.geteuid() != 0:
+            outbox.chmod(0o400)
+        res = cli(
+            "run", "--config", "config/demo.toml",
+            env={"MARKET_MONITOR__STORE__PATH": str(store)},
+        )  # fmt: skip
+    finally:
+        subprocess.run(["chattr", "-i", str(outbox)], check=False)
+    if res.returncode == 0:
+        pytest.skip("this filesystem lets root write an immutable file (no chattr support)")
+    assert res.returncode == 74, res.stderr[-2000:]
+    assert "outbox.sqlite" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -83,7 +83,9 @@ def main_notify(args: argparse.Namespace) -> int:
 
             asyncio.run(digest())
             return 0
-        return asyncio.run(run(config))
+        from monitor.systemd import notifier
+
+        return asyncio.run(run(config, notify=notifier()))
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG

@@ -27,7 +27,7 @@ import datetime as dt
 import os
 import socket
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -645,9 +645,13 @@ async def run(
     stop: asyncio.Event | None = None,
     install_signals: bool = True,
     clock: Clock | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> int:
-    """Run the notifier until SIGTERM/SIGINT (or `stop`); the exit code."""
+    """Run the notifier until SIGTERM/SIGINT (or `stop`); the exit code. `notify` receives
+    systemd's READY=1, WATCHDOG=1 (every half WatchdogSec) and STOPPING=1."""
     import signal
+
+    from monitor.systemd import watchdog_interval_s
 
     stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -670,7 +674,24 @@ async def run(
                 await stack.enter_async_context(
                     HttpServer(config.http.host, config.http.port, routes)
                 )
-            await notifier.run(stop)
+            if notify is not None:
+                notify("READY=1")
+            every_s = watchdog_interval_s()
+            async with asyncio.TaskGroup() as tg:
+                if notify is not None and every_s is not None:
+                    tg.create_task(_watchdog(notify, every_s, stop), name="systemd-watchdog")
+                await notifier.run(stop)
+                stop.set()
+            if notify is not None:
+                notify("STOPPING=1")
     except DeliveryError as exc:
         raise ConfigError(f"receivers: {exc}") from None
     return 0
+
+
+async def _watchdog(notify: Callable[[str], None], every_s: float, stop: asyncio.Event) -> None:
+    """WATCHDOG=1 while the event loop runs."""
+    while not stop.is_set():
+        notify("WATCHDOG=1")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)

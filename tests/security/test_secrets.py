@@ -158,6 +158,7 @@ async def test_secrets_never_appear_in_logs_metrics_or_health(tmp_path: Path) ->
             await publish(port, f"{prefix}/bars", rut_bars("2024-07-17", "2024-11-15"), **auth)
             child.wait_for("redis_unavailable")
             child.wait_for("outbox_waiting")
+            child.wait_for("redis_retry")
             await scrape()
             assert "redis unavailable" in texts[-1]
             redis.start()

@@ -10,7 +10,6 @@ import base64
 import itertools
 import json
 import shutil
-import subprocess
 import urllib.request
 from pathlib import Path
 from types import TracebackType
@@ -46,7 +45,7 @@ class Chromium:
     def __init__(self, tmp: Path, executable: str) -> None:
         self.tmp = tmp
         self.executable = executable
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
         self.http = ""
 
     async def __aenter__(self) -> Chromium:
@@ -54,10 +53,13 @@ class Chromium:
         profile.mkdir(parents=True, exist_ok=True)
         self.log = self.tmp / "chromium.log"
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [self.executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+            self.proc = await asyncio.create_subprocess_exec(
+                self.executable,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "about:blank",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
             )
         ws_url = await self._devtools_url(30.0)
@@ -72,7 +74,7 @@ class Chromium:
                 for line in self.log.read_text(errors="replace").splitlines():
                     if line.startswith("DevTools listening on "):
                         return line.removeprefix("DevTools listening on ").strip()
-                if self.proc.poll() is not None:
+                if self.proc.returncode is not None:
                     tail = self.log.read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"chromium exited before DevTools listened:\n{tail}")
                 await asyncio.sleep(0.05)
@@ -86,12 +88,14 @@ class Chromium:
         if self.proc is not None:
             self.proc.terminate()
             try:
-                await asyncio.to_thread(self.proc.wait, 10)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
                 self.proc.kill()
-                await asyncio.to_thread(self.proc.wait)
+                await self.proc.wait()
 
-    async def page(self, url: str, *, width: int = 1366, height: int = 900, mobile: bool = False) -> Page:
+    async def page(
+        self, url: str, *, width: int = 1366, height: int = 900, mobile: bool = False
+    ) -> Page:
         """A new tab at `url`, its viewport `width` x `height` CSS pixels."""
         request = urllib.request.Request(f"{self.http}/json/new?about:blank", method="PUT")
         target = json.loads(await asyncio.to_thread(_read, request))
@@ -163,7 +167,7 @@ class Page:
             params["clip"] = {"x": 0, "y": 0, "width": size["width"], "height": size["height"],
                               "scale": 1}  # fmt: skip
         shot = await self.send("Page.captureScreenshot", **params)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        await asyncio.to_thread(path.write_bytes, base64.b64decode(shot["data"]))
         return path
 
     async def close(self) -> None:
@@ -174,4 +178,3 @@ class Page:
 def _read(request: urllib.request.Request) -> str:
     with urllib.request.urlopen(request, timeout=10) as resp:
         return str(resp.read().decode())
-

@@ -26,7 +26,7 @@ from tests.web.chromium import Chromium, Page, find_chromium
 pytestmark = pytest.mark.integration
 
 STREAK_BAR = (
-    "document.querySelector('#rules [data-rule=\"streak.daily\"][data-symbol=\"^RUT\"] .fill')"
+    'document.querySelector(\'#rules [data-rule="streak.daily"][data-symbol="^RUT"] .fill\')'
     "?.style.width"
 )
 
@@ -78,7 +78,7 @@ async def test_board_moves_a_progress_bar_and_shows_a_new_alert_without_reload(
         assert await page.wait_for(f"{STREAK_BAR} === '80%'")
 
         await publish(prefix, dt.date(2024, 7, 16))
-        streak = "#alerts li[data-rule=\"streak.daily\"]"
+        streak = '#alerts li[data-rule="streak.daily"]'
         text = await page.wait_for(f"document.querySelector('{streak}')?.innerText")
         assert "Russell 2000 rose more than 1.0% in each of 5 sessions (+11.5% in all)" in text
         assert "4 earlier times since 1998" in text

@@ -1,0 +1,251 @@
+"""`market-monitor watch`: the live board in the terminal, from a running daemon's /api/state
+and /api/closes, redrawn every `--interval` seconds (rich). `--once` prints one frame.
+
+The frame is a pure function of the two JSON documents (`frame`), so it is tested without a
+terminal; `watch` only fetches and redraws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+EX_UNAVAILABLE = 69  # sysexits: the daemon did not answer
+BAR = 20
+PER_RULE = 3
+NEAREST = 8
+ALERTS = 8
+SPARK = "▁▂▃▄▅▆▇█"
+KIND_STYLE = {
+    "streak": "green", "surge": "dark_orange", "squeeze": "magenta", "rotation": "cyan",
+    "drawdown": "medium_purple1", "breadth": "blue", "movers": "yellow", "fade": "red",
+}  # fmt: skip
+SEVERITY_STYLE = {"info": "dim", "notice": "bold blue", "warning": "bold yellow",
+                  "critical": "bold red"}  # fmt: skip
+
+
+def fetch(url: str, timeout_s: float = 3.0) -> Any:
+    """GET `url` and decode its JSON."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def watch(args: argparse.Namespace) -> int:
+    """Entry point of the `watch` command."""
+    base = args.url.rstrip("/")
+    console = Console()
+    if args.once:
+        try:
+            state, closes = fetch(f"{base}/api/state"), fetch(f"{base}/api/closes")
+        except (OSError, ValueError) as exc:
+            print(f"market-monitor: no daemon at {base}: {_reason(exc)}", file=sys.stderr)
+            return EX_UNAVAILABLE
+        console.print(frame(state, closes, source=base))
+        return 0
+    with contextlib.suppress(KeyboardInterrupt):
+        _loop(base, console, args.interval)
+    return 0
+
+
+def _loop(base: str, console: Console, interval_s: float) -> None:
+    """Redraw until interrupted; a failed fetch keeps the last frame and says so."""
+    state: Any = None
+    closes: Any = None
+    with Live(Text(f"connecting to {base}…"), console=console, auto_refresh=False) as live:
+        while True:
+            error: str | None = None
+            try:
+                state = fetch(f"{base}/api/state")
+                closes = fetch(f"{base}/api/closes")
+            except (OSError, ValueError) as exc:
+                error = _reason(exc)
+            if state is None:
+                live.update(Text(f"no daemon at {base}: {error} (retrying)", style="red"))
+            else:
+                live.update(frame(state, closes, source=base, error=error))
+            live.refresh()
+            time.sleep(interval_s)
+
+
+def frame(
+    state: dict[str, Any],
+    closes: dict[str, Any] | None,
+    *,
+    source: str = "",
+    error: str | None = None,
+) -> RenderableType:
+    """One screen: header, what holds now, nearest to firing, the rules, alerts, sparklines."""
+    rules = {r["id"]: r for r in state["rules"]}
+    rows = state["progress"]
+    sessions = sorted(p["session"] for p in rows)
+    header = Text.assemble(
+        ("market-monitor ", "bold"),
+        ("live", "dim"),
+        "   last session ",
+        (sessions[-1] if sessions else "–", "bold"),
+        "   clock ",
+        (state["now"][:19].replace("T", " ") + " UTC", "bold"),
+        "   ",
+        (f"⚠ {error}, showing the last frame", "bold red") if error else (f"● {source}", "green"),
+    )
+    holding = [p for p in rows if p["holds"]]
+    parts: list[RenderableType] = [header]
+    if holding:
+        line = Text("holding now  ", style="dim")
+        for p in holding:
+            line.append(f" {p['symbol']} {p['rule']}{_variant(p)} ", style="bold green reverse")
+            line.append(" ")
+        parts.append(line)
+    parts.append(_nearest([p for p in rows if not p["holds"]][:NEAREST], rules))
+    parts.append(_rules(state["rules"], rows))
+    parts.append(_alerts(state["alerts"][:ALERTS]))
+    if closes and closes.get("symbols"):
+        parts.append(_sparks(closes["symbols"]))
+    return Group(*parts)
+
+
+def _nearest(rows: list[dict[str, Any]], rules: dict[str, Any]) -> RenderableType:
+    table = Table(title="Nearest to firing", title_justify="left", title_style="bold",
+                  box=None, padding=(0, 1), show_header=False)  # fmt: skip
+    for _ in range(4):
+        table.add_column()
+    if not rows:
+        table.add_row(Text("no progress yet: the rules need closed sessions", style="dim"))
+    for p in rows:
+        timeframe = rules.get(p["rule"], {}).get("timeframe", "")
+        table.add_row(
+            Text(p["symbol"] + _variant(p), style="bold"),
+            Text(f"{p['rule']} ({timeframe})", style="dim"),
+            bar(p["progress"], p["holds"]),
+            Text(measure(p), justify="right"),
+        )
+    return table
+
+
+def _rules(rules: list[dict[str, Any]], rows: list[dict[str, Any]]) -> RenderableType:
+    table = Table(title="Rules", title_justify="left", title_style="bold", box=None,
+                  padding=(0, 1), show_header=False)  # fmt: skip
+    for _ in range(4):
+        table.add_column()
+    for rule in rules:
+        mine = [p for p in rows if p["rule"] == rule["id"]]
+        name = Text(rule["id"], style=KIND_STYLE.get(rule["kind"], ""))
+        if not mine:
+            table.add_row(name, Text("no data yet", style="dim"), Text(""), Text(""))
+        for i, p in enumerate(mine[:PER_RULE]):
+            table.add_row(
+                name if i == 0 else Text(""),
+                Text(p["symbol"] + _variant(p)),
+                bar(p["progress"], p["holds"]),
+                Text(measure(p) + (" ✓" if p["holds"] else ""), justify="right"),
+            )
+        if len(mine) > PER_RULE:
+            table.add_row(Text(""), Text(f"+ {len(mine) - PER_RULE} more", style="dim"))
+    return table
+
+
+def _alerts(alerts: list[dict[str, Any]]) -> RenderableType:
+    if not alerts:
+        return Panel(Text("no alerts yet", style="dim"), title="Alerts", title_align="left")
+    lines: list[RenderableType] = []
+    for a in alerts:
+        lines.append(
+            Text.assemble(
+                (f"{a['severity'].upper():8}", SEVERITY_STYLE.get(a["severity"], "")),
+                (f" {a['session']} ", "dim"),
+                (a["symbol"], "bold"),
+                " ",
+                (a["rule"], KIND_STYLE.get(a["kind"], "")),
+            )
+        )
+        lines.append(Text("  " + a["text"]))
+        if a.get("history") and a["history"].get("summary"):
+            lines.append(Text("  History: " + a["history"]["summary"], style="dim italic"))
+    return Panel(Group(*lines), title=f"Alerts ({len(alerts)} latest)", title_align="left")
+
+
+def _sparks(charts: list[dict[str, Any]]) -> RenderableType:
+    table = Table(title="Recent closes", title_justify="left", title_style="bold", box=None,
+                  padding=(0, 1), show_header=False)  # fmt: skip
+    for _ in range(4):
+        table.add_column()
+    for c in charts:
+        closes = c["closes"]
+        if len(closes) < 2:
+            continue
+        change = closes[-1] / closes[0] - 1 if closes[0] else 0.0
+        table.add_row(
+            Text(c["symbol"], style="bold"),
+            sparkline(closes, c["sessions"], c["alerts"]),
+            Text(f"{closes[-1]:,.2f}", justify="right"),
+            Text(f"{change:+.1%} in {len(closes)}", style="green" if change >= 0 else "red"),
+        )
+    return table
+
+
+def bar(progress: float, holds: bool, width: int = BAR) -> Text:
+    """A progress bar of `width` cells: blue, then yellow past 50%, orange past 80%, green when
+    the condition holds."""
+    filled = round(max(0.0, min(1.0, progress)) * width)
+    style = ("green" if holds else "dark_orange" if progress >= 0.8
+             else "yellow" if progress >= 0.5 else "blue")  # fmt: skip
+    return Text.assemble(("█" * filled, style), ("░" * (width - filled), "grey23"))
+
+
+def measure(p: dict[str, Any]) -> str:
+    """'3 of 5', '+9.8% of +10.0%', '-7.3% · line -10.0%'."""
+    value, threshold = p["value"], p["threshold"]
+    if p["unit"] == "periods":
+        return f"{'–' if value is None else round(value)} of {round(threshold)}"
+    if p["unit"] == "ratio":
+        return f"{'–' if value is None else f'{value:.2f}x'} of {threshold:.1f}x"
+    shown = "–" if value is None else f"{value:+.1%}"
+    if p["kind"] in ("drawdown", "fade"):
+        return f"{shown} · line {threshold:+.1%}"
+    return f"{shown} of {threshold:+.1%}"
+
+
+def sparkline(
+    closes: list[float], sessions: list[str], alerts: list[dict[str, Any]], width: int = 60
+) -> Text:
+    """`closes` in `width` block characters (the last close of each slice), the cells of alert
+    sessions coloured by rule kind."""
+    n = len(closes)
+    cells = min(width, n)
+    picks = [round((i + 1) * n / cells) - 1 for i in range(cells)]
+    values = [closes[i] for i in picks]
+    lo, hi = min(values), max(values)
+    marked: dict[int, str] = {}
+    index = {s: i for i, s in enumerate(sessions)}
+    for a in alerts:
+        i = index.get(a["session"])
+        if i is not None:
+            cell = min(cells - 1, i * cells // n)
+            marked.setdefault(cell, KIND_STYLE.get(a["kind"], "bold"))
+    text = Text()
+    for k, v in enumerate(values):
+        level = int((v - lo) / (hi - lo) * (len(SPARK) - 1)) if hi > lo else 0
+        text.append(SPARK[level], style=f"bold {marked[k]}" if k in marked else "bright_blue")
+    return text
+
+
+def _variant(p: dict[str, Any]) -> str:
+    return f" {p['variant'].replace('_', ' ')}" if p.get("variant") else ""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,299 @@
+"""`replay --report FILE.html`: one self-contained HTML page for a replay.
+
+Per symbol with alerts, its closes over the whole replay (inline SVG, the line downsampled to
+~1,600 points, min and max of each bucket kept, so spikes survive) with every alert marked in a
+lane per rule under the chart; then the forward returns per rule, symbol and variant, taken from
+the history of the last alert of each (it carries the statistics of every earlier one), and the
+list of alerts. No script, no external file: it opens offline and can be mailed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from html import escape
+
+import polars as pl
+
+from monitor.core.model import Alert
+
+POINTS = 1600
+MAX_CHARTS = 60
+MAX_LISTED = 2000
+COLORS = {
+    "streak": "#2da44e", "surge": "#e16f24", "squeeze": "#bf3989", "rotation": "#1b7c83",
+    "drawdown": "#8250df", "breadth": "#0969da", "movers": "#9a6700", "fade": "#cf222e",
+}  # fmt: skip
+W, LEFT, RIGHT, TOP, PLOT_H, LANE_H, AXIS_H = 1100, 8, 70, 10, 260, 26, 26
+
+
+def downsample(values: Sequence[float], target: int = POINTS) -> list[int]:
+    """Indices of `values` to draw: all when few, else the first, the last and the min and max
+    of each of `target // 2` buckets, in order."""
+    n = len(values)
+    if n <= target:
+        return list(range(n))
+    buckets = max(1, target // 2)
+    keep = {0, n - 1}
+    for b in range(buckets):
+        segment = range(b * n // buckets, (b + 1) * n // buckets)
+        if segment:
+            keep.add(min(segment, key=values.__getitem__))
+            keep.add(max(segment, key=values.__getitem__))
+    return sorted(keep)
+
+
+def lane(alert: Alert) -> str:
+    """The chart lane of an alert: its rule, and the variant when the rule has several."""
+    variant = alert.metrics.get("variant")
+    return f"{alert.rule} · {variant}" if isinstance(variant, str) and variant else alert.rule
+
+
+def chart(
+    symbol: str, sessions: Sequence[dt.date], closes: Sequence[float], alerts: Sequence[Alert]
+) -> str:
+    """An SVG of `closes` (log scale when they span more than 4x) with every alert of `symbol`
+    as a marker in its rule's lane, plus a tick on the line."""
+    n = len(closes)
+    lanes = sorted({lane(a) for a in alerts})
+    height = TOP + PLOT_H + AXIS_H + LANE_H * len(lanes) + 6
+    lo, hi = min(closes), max(closes)
+    log = lo > 0 and hi / lo > 4
+    f = math.log if log else float
+    y0, y1 = f(lo), f(hi)
+    pad = (y1 - y0) * 0.04 or 1.0
+    y0, y1 = y0 - pad, y1 + pad
+
+    def x(i: int) -> float:
+        return LEFT + (i * (W - LEFT - RIGHT) / (n - 1) if n > 1 else 0.0)
+
+    def y(v: float) -> float:
+        return TOP + (y1 - f(v)) * PLOT_H / (y1 - y0)
+
+    out = [
+        f'<svg viewBox="0 0 {W} {height}" role="img" aria-label="{escape(symbol)}: closes '
+        f'and {len(alerts)} alerts" data-symbol="{escape(symbol)}">'
+    ]
+    for v in _ticks(lo, hi, log):
+        out.append(
+            f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>'
+            f'<text x="{W - RIGHT + 6}" y="{y(v) + 4:.1f}">{_price(v)}</text>'
+        )
+    axis_y = TOP + PLOT_H
+    for i, year in _years(sessions):
+        out.append(
+            f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{axis_y}" y2="{axis_y + 4}" class="axis"/>'
+            f'<text x="{x(i):.1f}" y="{axis_y + 16}" text-anchor="middle">{year}</text>'
+        )
+    points = " ".join(f"{x(i):.1f},{y(closes[i]):.1f}" for i in downsample(closes))
+    out.append(f'<polyline points="{points}" class="line"/>')
+    index = {d.isoformat(): i for i, d in enumerate(sessions)}
+    lane_y = {name: axis_y + AXIS_H + LANE_H * k + LANE_H / 2 for k, name in enumerate(lanes)}
+    for name, ly in lane_y.items():
+        out.append(
+            f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{ly}" y2="{ly}" class="lane"/>'
+            f'<text x="{LEFT}" y="{ly - 8}" class="lane-name">{escape(name)}</text>'
+        )
+    for a in alerts:
+        at = index.get(a.session)
+        if at is None:
+            continue
+        color = COLORS.get(a.kind, "#57606a")
+        tip = escape(f"{a.session} · {a.rule}: {a.text}")
+        out.append(
+            f'<line x1="{x(at):.1f}" x2="{x(at):.1f}" y1="{y(closes[at]) - 7:.1f}" '
+            f'y2="{y(closes[at]) + 7:.1f}" stroke="{color}" class="alert-tick"/>'
+            f'<circle cx="{x(at):.1f}" cy="{lane_y[lane(a)]}" r="4" fill="{color}" '
+            f'class="alert-marker" data-rule="{escape(a.rule)}" data-session="{a.session}">'
+            f"<title>{tip}</title></circle>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def forward_table(alerts: Sequence[Alert]) -> str:
+    """Forward returns per rule, symbol and variant, from the last alert of each."""
+    last: dict[tuple[str, str, str], Alert] = {}
+    count: dict[tuple[str, str, str], int] = {}
+    for a in alerts:
+        variant = a.metrics.get("variant")
+        key = (a.rule, a.symbol, variant if isinstance(variant, str) else "")
+        last[key] = a
+        count[key] = count.get(key, 0) + 1
+    rows: list[str] = []
+    for key in sorted(last):
+        a = last[key]
+        if a.history is None or not a.history.forward:
+            continue
+        unit = {"1w": "week", "1m": "minute"}.get(a.timeframe, "session")
+        span = len(a.history.forward)
+        for j, h in enumerate(a.history.forward):
+            head = (
+                f'<td rowspan="{span}" class="rule">{escape(lane(a))}</td>'
+                f'<td rowspan="{span}">{escape(a.symbol)}</td>'
+                f'<td rowspan="{span}" class="num">{count[key]}</td>'
+                if j == 0
+                else ""
+            )
+            rows.append(
+                f'<tr class="{"first" if j == 0 else ""}">{head}'
+                f'<td class="num">{h.periods} {unit}{"s" if h.periods != 1 else ""}</td>'
+                f'<td class="num">{h.count}</td>'
+                f"{_pct_cell(h.mean)}{_pct_cell(h.median)}"
+                f'<td class="num">{_share(h.share_positive)}</td>'
+                f"{_pct_cell(h.min)}{_pct_cell(h.max)}</tr>"
+            )
+    if not rows:
+        return '<p class="muted">No alert has forward returns yet.</p>'
+    return (
+        '<table class="fwd"><thead><tr><th>Rule</th><th>Symbol</th><th>Alerts</th>'
+        "<th>Horizon</th><th>n</th><th>Mean</th><th>Median</th><th>Up</th><th>Worst</th>"
+        "<th>Best</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def report_html(
+    bars: pl.DataFrame, alerts: Sequence[Alert], *, rules_path: str, start: dt.date | None = None
+) -> str:
+    """The whole report page for a replay of `bars` that gave `alerts`."""
+    if start is not None:
+        bars = bars.filter(pl.col("session") >= start)
+    per_symbol: dict[str, list[Alert]] = {}
+    for a in alerts:
+        per_symbol.setdefault(a.symbol, []).append(a)
+    symbols = bars.get_column("symbol").unique().to_list()
+    charted = sorted(
+        (s for s in symbols if s in per_symbol), key=lambda s: (-len(per_symbol[s]), s)
+    )
+    if not charted:
+        charted = sorted(symbols)[:4]
+    left_out = charted[MAX_CHARTS:]
+    charts: list[str] = []
+    for symbol in charted[:MAX_CHARTS]:
+        part = bars.filter(pl.col("symbol") == symbol).sort("session")
+        sessions = part.get_column("session").to_list()
+        closes = part.get_column("close").to_list()
+        if len(closes) < 2:
+            continue
+        mine = per_symbol.get(symbol, [])
+        kinds = sorted({a.kind for a in mine})
+        legend = "".join(
+            f'<span><i style="background:{COLORS.get(k, "#57606a")}"></i>{escape(k)}</span>'
+            for k in kinds
+        )
+        charts.append(
+            f'<section class="chart"><h2>{escape(symbol)} <small>{sessions[0]} to '
+            f"{sessions[-1]} · {len(closes):,} closes · {len(mine)} alerts</small></h2>"
+            f'<div class="legend">{legend}</div>{chart(symbol, sessions, closes, mine)}</section>'
+        )
+    note = (
+        f'<p class="muted">{len(left_out)} more symbols with alerts are not charted.</p>'
+        if left_out
+        else ""
+    )
+    first = str(bars.get_column("session").min()) if bars.height else "–"
+    last = str(bars.get_column("session").max()) if bars.height else "–"
+    listed = "".join(
+        f'<tr><td class="num">{a.session}</td><td>{escape(a.severity)}</td>'
+        f"<td>{escape(a.rule)}</td><td>{escape(a.symbol)}</td><td>{escape(a.text)}</td></tr>"
+        for a in alerts[:MAX_LISTED]
+    )
+    return PAGE.format(
+        title=escape(f"Replay report: {len(alerts)} alerts"),
+        summary=escape(
+            f"{len(alerts)} alerts from the rules in {rules_path}, over {bars.height:,} bars of "
+            f"{len(symbols)} symbol{'s' if len(symbols) != 1 else ''}, {first} to {last}."
+        ),
+        charts="".join(charts) + note,
+        forward=forward_table(alerts),
+        count=len(alerts),
+        listed=listed,
+    )
+
+
+def _pct_cell(value: float | None) -> str:
+    if value is None:
+        return '<td class="num muted">–</td>'
+    cls = "pos" if value > 0 else "neg" if value < 0 else ""
+    return f'<td class="num {cls}">{value * 100:+.1f}%</td>'
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f}%"
+
+
+def _price(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.2f}"
+
+
+def _ticks(lo: float, hi: float, log: bool) -> list[float]:
+    """Grid values: 1-2-5 steps on a log scale, round steps on a linear one."""
+    if log:
+        out = []
+        for exp in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+            out += [m * 10**exp for m in (1, 2, 5) if lo <= m * 10**exp <= hi]
+        return out
+    raw = (hi - lo) / 5 or abs(hi) or 1.0
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + k * step for k in range(int((hi - first) / step) + 1)]
+
+
+def _years(sessions: Sequence[dt.date]) -> list[tuple[int, int]]:
+    """(index, year) of the first session of every labelled year (at most ~14 labels)."""
+    firsts: list[tuple[int, int]] = []
+    for i, d in enumerate(sessions):
+        if i == 0 or d.year != sessions[i - 1].year:
+            firsts.append((i, d.year))
+    every = next(k for k in (1, 2, 5, 10, 20, 50) if len(firsts) / k <= 14)
+    return [(i, y) for i, y in firsts if y % every == 0]
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ margin: 0 auto; max-width: 1200px; padding: 16px; color: #1f2328; background: #fff;
+  font: 14px/1.45 -apple-system, "Segoe UI", Roboto, Arial, sans-serif; }}
+h1 {{ font-size: 20px; margin: 0 0 4px; }} h2 {{ font-size: 16px; margin: 0 0 6px; }}
+small, .muted {{ color: #656d76; font-weight: 400; }}
+.num {{ font-variant-numeric: tabular-nums; text-align: right; white-space: nowrap; }}
+section {{ margin: 18px 0; }}
+.chart {{ border: 1px solid #d0d7de; border-radius: 8px; padding: 10px 12px; }}
+svg {{ display: block; width: 100%; height: auto; }}
+svg text {{ font: 11px ui-monospace, Menlo, Consolas, monospace; fill: #656d76; }}
+svg .grid {{ stroke: #eaeef2; }} svg .axis {{ stroke: #8c959f; }}
+svg .line {{ fill: none; stroke: #0969da; stroke-width: 1.2; stroke-linejoin: round; }}
+svg .lane {{ stroke: #eaeef2; }}
+svg .lane-name {{ fill: #57606a; font-size: 10px; paint-order: stroke; stroke: #fff;
+  stroke-width: 3px; }}
+svg .alert-tick {{ stroke-width: 1.5; opacity: .8; }}
+svg .alert-marker {{ stroke: #fff; stroke-width: 1; }}
+.legend {{ display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 12px; color: #656d76; }}
+.legend i {{ display: inline-block; width: 9px; height: 9px; border-radius: 50%;
+  margin-right: 5px; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 13px; }}
+th, td {{ padding: 4px 8px; border-bottom: 1px solid #eaeef2; text-align: left;
+  vertical-align: top; }}
+th {{ background: #f6f8fa; position: sticky; top: 0; }}
+tr.first td {{ border-top: 1px solid #d0d7de; }} td.rule {{ font-weight: 600; }}
+.pos {{ color: #1a7f37; }} .neg {{ color: #cf222e; }}
+.scroll {{ overflow-x: auto; }}
+details summary {{ cursor: pointer; font-weight: 600; }}
+</style></head><body>
+<h1>{title}</h1>
+<p class="muted">{summary} Markers: one per alert, in a lane per rule under each chart
+(hover for the text); the price line is downsampled for size, the markers are not.</p>
+{charts}
+<section><h2>What happened next, per rule</h2>
+<p class="muted">From the last alert of each rule and symbol: the returns after every earlier
+alert whose horizon had passed (n), from its close to the close that many periods later.</p>
+<div class="scroll">{forward}</div></section>
+<section><details><summary>All {count} alerts</summary><div class="scroll"><table>
+<thead><tr><th>Session</th><th>Severity</th><th>Rule</th><th>Symbol</th><th>Text</th></tr></thead>
+<tbody>{listed}</tbody></table></div></details></section>
+</body></html>
+"""

@@ -1,0 +1,54 @@
+"""`replay --report`: the self-contained HTML report of a replay, opened in headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from monitor.web.report import downsample
+from tests.conftest import RULES, RUT
+from tests.test_commands import cli
+from tests.web.chromium import Chromium, find_chromium
+
+
+def test_downsample_keeps_the_ends_and_every_buckets_extremes() -> None:
+    """A long series keeps its first and last points and the min and max of each bucket, in
+    order; a short one is kept whole."""
+    values = [0.0, 5.0, 1.0, -3.0, 2.0, 9.0, 4.0, 4.0, 1.0, 0.5]
+    assert downsample(values, target=4) == [0, 1, 3, 5, 9]
+    assert downsample(values[:3], target=4) == [0, 1, 2]
+
+
+async def test_report_of_the_russell_since_1987_marks_every_alert(tmp_path: Path) -> None:
+    """The report of ^RUT 1987-2026 opens offline in Chromium with one marker per alert that
+    replay printed, and the forward-return table has a row group per rule."""
+    executable = find_chromium()
+    if executable is None:
+        print("SKIP reason: no chromium on PATH (apt-get install -y chromium)")
+        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
+    report = tmp_path / "rut.html"
+    res = await asyncio.to_thread(
+        cli, "replay", "--rules", str(RULES), "--data", f"^RUT={RUT}", "--report", str(report)
+    )
+    assert res.returncode == 0, res.stderr
+    alerts = res.stdout.splitlines()
+    assert len(alerts) > 100
+    html = await asyncio.to_thread(report.read_text)
+    assert "src=" not in html and "href=" not in html and "<script" not in html
+    assert len(html) < 400_000
+    async with Chromium(tmp_path, executable) as browser:
+        page = await browser.page(report.as_uri(), width=1280, height=900)
+        markers = await page.evaluate("document.querySelectorAll('svg .alert-marker').length")
+        rules = await page.evaluate(
+            "[...document.querySelectorAll('table.fwd td.rule')].map(td => td.textContent)"
+        )
+        await page.screenshot(tmp_path / "report.png")
+        await page.close()
+    assert markers == len(alerts)
+    assert rules == [
+        "drawdown.high · below_high", "drawdown.high · near_high", "fade.10d", "streak.daily",
+        "streak.weekly", "surge.5d",
+    ]  # fmt: skip
+    print(f"screenshot: {tmp_path / 'report.png'}")

@@ -1,0 +1,102 @@
+"""`market-monitor watch`: the board in the terminal, from a running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from monitor import config as cfg
+from monitor.cli import main
+from monitor.service import Daemon, run
+from monitor.watch import bar, frame, measure, sparkline
+from tests.conftest import RUT
+from tests.test_commands import cli
+from tests.test_service import subscribed, write_config
+
+STATE = {
+    "now": "2024-07-16T20:00:05+00:00",
+    "rules": [
+        {"id": "streak.daily", "kind": "streak", "timeframe": "1d", "description": ""},
+        {"id": "surge.5d", "kind": "surge", "timeframe": "1d", "description": ""},
+    ],
+    "progress": [
+        {"rule": "streak.daily", "kind": "streak", "symbol": "^RUT", "variant": None,
+         "session": "2024-07-15", "value": 4.0, "threshold": 5.0, "unit": "periods",
+         "progress": 0.8, "holds": False},
+        {"rule": "surge.5d", "kind": "surge", "symbol": "^RUT", "variant": None,
+         "session": "2024-07-15", "value": 0.0761, "threshold": 0.1, "unit": "fraction",
+         "progress": 0.761, "holds": False},
+    ],
+    "alerts": [],
+}  # fmt: skip
+
+
+def render(state: dict[str, object], closes: dict[str, object] | None = None) -> str:
+    """A frame as plain text, 120 columns wide."""
+    console = Console(width=120, record=True, color_system=None)
+    console.print(frame(state, closes, source="http://daemon"))  # type: ignore[arg-type]
+    return console.export_text()
+
+
+def test_frame_shows_each_rule_with_its_bar_and_measure() -> None:
+    """A state with two rules on their way gives one line each, with a bar filled in proportion
+    and the value against the threshold."""
+    lines = [line.rstrip() for line in render(STATE).splitlines()]
+    assert lines[0] == (
+        "market-monitor live   last session 2024-07-15   clock 2024-07-16 20:00:05 UTC   "
+        "● http://daemon"
+    )
+    assert lines[1:7] == [
+        "Nearest to firing",
+        f" ^RUT  streak.daily (1d)  {'█' * 16}{'░' * 4}           4 of 5",
+        f" ^RUT  surge.5d (1d)      {'█' * 15}{'░' * 5}  +7.6% of +10.0%",
+        "Rules",
+        f" streak.daily  ^RUT  {'█' * 16}{'░' * 4}           4 of 5",
+        f" surge.5d      ^RUT  {'█' * 15}{'░' * 5}  +7.6% of +10.0%",
+    ]
+    assert "no alerts yet" in lines[8]
+
+
+def test_measures_bars_and_sparklines_for_people() -> None:
+    """Values read as a trader says them; bars clip to [0, 1]; an alert session is one cell."""
+    assert measure(
+        {"value": -0.073, "threshold": -0.1, "unit": "fraction", "kind": "drawdown"}
+    ) == ("-7.3% · line -10.0%")
+    assert bar(1.4, True, width=4).plain == "████"
+    assert bar(-1.0, False, width=4).plain == "░░░░"
+    spark = sparkline([1.0, 2.0, 3.0, 4.0], ["a", "b", "c", "d"], [{"session": "d", "kind": "x"}])
+    assert spark.plain == "▁▃▅█"
+
+
+@pytest.mark.integration
+async def test_watch_once_prints_the_board_of_a_running_daemon(tmp_path: Path) -> None:
+    """`watch --once --url` prints one frame from the daemon (streak.daily 3 of 5 on ^RUT after
+    2024-07-12) and exits 0; with no daemon at the URL it exits 69 naming it."""
+    prefix = f"mm-watch-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix)
+    args = ["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12"]
+    assert main(args) == 0
+    stop = asyncio.Event()
+    ready: list[Daemon] = []
+    task = asyncio.create_task(
+        run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
+    )
+    try:
+        daemon = await subscribed(ready)
+        url = f"http://127.0.0.1:{int(daemon.counters.get('http_port'))}"
+        res = await asyncio.to_thread(cli, "watch", "--once", "--url", url, env={"COLUMNS": "120"})
+        port = daemon.counters.get("http_port")
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+    assert res.returncode == 0, res.stderr
+    assert "last session 2024-07-12" in res.stdout
+    assert "streak.daily (1d)" in res.stdout and "3 of 5" in res.stdout
+    assert "Recent closes" in res.stdout and "^RUT" in res.stdout
+    gone = await asyncio.to_thread(cli, "watch", "--once", "--url", f"http://127.0.0.1:{port:.0f}")
+    assert gone.returncode == 69
+    assert f"no daemon at http://127.0.0.1:{port:.0f}" in gone.stderr
