@@ -196,7 +196,8 @@ class Engine:
             alerts += self._evaluate("1m", now)
         if new_daily.height:
             alerts += self._evaluate("1d", now)
-            alerts += self._evaluate("1w", now)
+            if any(r.timeframe == "1w" for r in self.rules):
+                alerts += self._evaluate("1w", now)
         alerts.sort(key=lambda a: (a.ts, a.rule, a.symbol, a.id))
         return Step(alerts, minute_bars, new_daily, [])
 
@@ -209,10 +210,15 @@ class Engine:
     def _close_daily(self, now: dt.datetime) -> pl.DataFrame:
         if self._pending_daily.is_empty():
             return empty(DAILY_SCHEMA)
-        closes = self.sessions.frame.select("session", "close_ts")
-        pending = self._pending_daily.join(closes, on="session", how="left")
-        done = pending.filter(pl.col("close_ts") <= now).drop("close_ts")
-        self._pending_daily = pending.filter(pl.col("close_ts") > now).drop("close_ts")
+        last = self.sessions.last_closed(now)
+        if last is None:
+            return empty(DAILY_SCHEMA)
+        pending = self._pending_daily
+        if pending.get_column("session").max() <= last:  # type: ignore[operator]
+            done, self._pending_daily = pending, empty(DAILY_SCHEMA)
+        else:
+            done = pending.filter(pl.col("session") <= last)
+            self._pending_daily = pending.filter(pl.col("session") > last)
         if done.height:
             self.daily = _upsert(self.daily, done, ["symbol", "session"])
         return done
@@ -242,7 +248,9 @@ class Engine:
         `idx` (period number within the symbol) and `ret1` (period return)."""
         if timeframe == "1d":
             frame = self.daily.join(
-                self.sessions.frame.select("session", pl.col("close_ts").alias("ts")), on="session"
+                self.sessions.frame.select("session", pl.col("close_ts").alias("ts")),
+                on="session",
+                maintain_order="left",
             )
         elif timeframe == "1w":
             frame = self.weekly(now)
@@ -251,7 +259,8 @@ class Engine:
                 pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date().alias("session"),
                 (pl.col("start") + pl.duration(minutes=1)).alias("ts"),
             ).drop("start")
-        frame = frame.sort("symbol", "ts")
+        if timeframe != "1d":  # daily bars are kept sorted by symbol and session
+            frame = frame.sort("symbol", "ts")
         return frame.with_columns(
             pl.int_range(pl.len()).over("symbol").alias("idx"),
             (pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0).alias("ret1"),
@@ -308,8 +317,22 @@ def _bad_bar(bars: pl.DataFrame) -> pl.Expr:
 
 
 def _upsert(old: pl.DataFrame, new: pl.DataFrame, key: list[str]) -> pl.DataFrame:
-    """Rows of `new` replace rows of `old` with the same key."""
+    """Rows of `new` replace rows of `old` with the same key; the result is sorted by key."""
     if old.is_empty():
+        if _sorted_unique(new, key):
+            return new
         return new.unique(subset=key, keep="last", maintain_order=True).sort(key)
     both = pl.concat([old, new.select(old.columns)], how="vertical_relaxed")
     return both.unique(subset=key, keep="last", maintain_order=True).sort(key)
+
+
+def _sorted_unique(frame: pl.DataFrame, key: list[str]) -> bool:
+    """True when `frame` is strictly increasing in `key` (so already sorted and unique): one
+    vectorised comparison of each row with the previous, much cheaper than unique + sort."""
+    if frame.height < 2:
+        return True
+    increasing = pl.lit(False)
+    for k in reversed(key):  # lexicographic: (k0, k1, ...) > previous row's
+        col = pl.col(k)
+        increasing = (col > col.shift(1)) | ((col == col.shift(1)) & increasing)
+    return bool(frame.select(increasing.slice(1).all()).item())

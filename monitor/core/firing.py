@@ -40,30 +40,62 @@ def firings(
     `bars` carries symbol, session, ts, OHLCV, `idx` (period number within the symbol) and `ret1`,
     sorted by symbol and ts. When `progress` is a list, how close the rule is on each symbol at
     the last period is appended to it.
+
+    A condition frame keeps each (symbol, variant) group contiguous and in time order, with
+    `idx` counting 0, 1, 2, ... within it (see monitor/core/rules/__init__.py), so "the previous
+    period" and "h periods later" are positions in the frame: no sort, no window per group.
     """
     family = FAMILIES[kind_of(rule)]
     frame = rule_frame(bars, rule)
     if frame.is_empty():
         return pl.DataFrame()
-    cond = family.condition(frame, rule, ctx).sort("symbol", "variant", "ts")
+    cond = family.condition(frame, rule, ctx).with_row_index("pos")
     if progress is not None:
         progress.extend(rows(latest(cond), rule))
-    cond = cond.with_columns(
-        (pl.col("cond") & ~pl.col("cond").shift(1).over(history.GROUP).fill_null(True)).alias(
-            "fire"
-        ),
-        pl.col("session").first().over(history.GROUP).alias("history_start"),
-    )
-    cond = history.forward_returns(cond, rule.horizons)
-    fired = cond.filter(pl.col("fire"))
+    # A condition already true at a group's first period is not an onset.
+    before = pl.when(pl.col("idx") == 0).then(True).otherwise(pl.col("cond").shift(1))
+    fired = cond.filter(pl.col("cond") & ~before)
     if rule.cooldown:
         fired = _cooldown(fired, rule.cooldown)
+    at = _Positions(cond, fired)
+    fired = fired.with_columns(
+        at.gather("session", at.pos - at.idx).alias("history_start"),
+        *[at.forward(h).alias(f"fwd_{h}") for h in rule.horizons],
+    )
     if hasattr(family, "LARGEST_SINCE_OF"):
-        fired = _largest_since(cond, fired, family.LARGEST_SINCE_OF, after)
+        fired = _largest_since(at, fired, family.LARGEST_SINCE_OF)
     fired = history.attach(fired, rule.horizons)
     if after is not None:
         fired = fired.filter(pl.col("ts") > after)
     return fired.sort("ts", "symbol", "variant")
+
+
+class _Positions:
+    """Positional look-ups from firing rows into their condition frame."""
+
+    def __init__(self, cond: pl.DataFrame, fired: pl.DataFrame) -> None:
+        self.cond = cond
+        self.pos = fired.get_column("pos").to_numpy().astype(np.int64)
+        self.idx = fired.get_column("idx").to_numpy().astype(np.int64)
+        self._idx_all = cond.get_column("idx").to_numpy()
+
+    def gather(self, column: str, positions: np.ndarray) -> pl.Series:
+        """Values of `column` at `positions` (-1 gives null)."""
+        values = self.cond.get_column(column)
+        ok = positions >= 0
+        out = values.gather(np.where(ok, positions, 0))
+        return pl.select(pl.when(pl.Series(ok)).then(out)).to_series()
+
+    def forward(self, h: int) -> pl.Series:
+        """The reference close `h` periods after each firing over the firing's, minus 1 (null
+        when the group ends first)."""
+        target = self.pos + h
+        inside = target < self.cond.height
+        same = np.zeros(len(target), dtype=bool)
+        same[inside] = self._idx_all[target[inside]] == self.idx[inside] + h
+        later = self.gather("ref", np.where(same, target, -1))
+        now = self.cond.get_column("ref").gather(self.pos)
+        return later / now - 1.0
 
 
 def _cooldown(fired: pl.DataFrame, periods: int) -> pl.DataFrame:
@@ -79,24 +111,9 @@ def _cooldown(fired: pl.DataFrame, periods: int) -> pl.DataFrame:
     return fired.filter(pl.Series(keep, dtype=pl.Boolean))
 
 
-def _largest_since(
-    cond: pl.DataFrame, fired: pl.DataFrame, column: str, after: dt.datetime | None
-) -> pl.DataFrame:
+def _largest_since(at: _Positions, fired: pl.DataFrame, column: str) -> pl.DataFrame:
     """Add `largest_since`: the session of the most recent earlier period of the same symbol whose
     `column` was larger than at the firing (null when it is the largest in the loaded history)."""
-    cond = cond.with_row_index("pos")
-    starts = cond.select(pl.col("pos").first().over(history.GROUP)).to_series().to_numpy()
-    values = cond.get_column(column).fill_null(-np.inf).to_numpy()
-    wanted = fired.join(
-        cond.select(*history.GROUP, "idx", "pos"), on=[*history.GROUP, "idx"], how="left"
-    )
-    if after is not None:
-        wanted = wanted.filter(pl.col("ts") > after)
-    positions = wanted.get_column("pos").to_list()
-    found = prior_larger(values, starts, positions)
-    sessions = cond.get_column("session")
-    since = [sessions[p] if p >= 0 else None for p in found]
-    marks = wanted.select(*history.GROUP, "idx").with_columns(
-        pl.Series("largest_since", since, dtype=pl.Date)
-    )
-    return fired.join(marks, on=[*history.GROUP, "idx"], how="left")
+    values = at.cond.get_column(column).fill_null(-np.inf).fill_nan(-np.inf).to_numpy()
+    found = prior_larger(values, at.pos - at.idx, at.pos)
+    return fired.with_columns(at.gather("session", found).alias("largest_since"))

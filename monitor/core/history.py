@@ -14,14 +14,6 @@ import polars as pl
 GROUP = ["symbol", "variant"]
 
 
-def forward_returns(cond: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
-    """Add `fwd_{h}`: the reference close `h` periods later over this one, minus 1."""
-    ref = pl.col("ref")
-    return cond.with_columns(
-        [(ref.shift(-h).over(GROUP) / ref - 1.0).alias(f"fwd_{h}") for h in horizons]
-    )
-
-
 def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     """Add `prior_occurrences`, `prior_dates` (list of dates) and per horizon `n_{h}`,
     `mean_{h}`, `median_{h}`, `up_{h}` (share positive), `min_{h}`, `max_{h}` to `firings`

@@ -6,8 +6,6 @@ period, and computes per symbol (`.over("symbol")`). Returns are fractions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import polars as pl
 
@@ -25,10 +23,13 @@ def window_return(window: int) -> pl.Expr:
 
 
 def run_length(condition: pl.Expr) -> pl.Expr:
-    """Length of the current run of consecutive periods where `condition` holds (0 when not)."""
+    """Length of the current run of consecutive periods where `condition` holds (0 when not).
+
+    Needs `idx` (period number within the symbol): the run is `idx` minus the `idx` of the
+    latest period where the condition failed (or -1 when it never did)."""
     hit = condition.fill_null(False)
-    breaks = (~hit).cast(pl.Int32).cum_sum().over(BY)
-    return hit.cast(pl.Int32).cum_sum().over(BY, breaks)
+    last_miss = pl.when(~hit).then(pl.col("idx")).forward_fill().over(BY).fill_null(-1)
+    return (pl.col("idx") - last_miss).cast(pl.Int32)
 
 
 def volume_ratio(window: int) -> pl.Expr:
@@ -57,15 +58,27 @@ def drawdown(high: pl.Expr) -> pl.Expr:
     return pl.col("close") / high - 1.0
 
 
-def prior_larger(values: np.ndarray, starts: np.ndarray, positions: Sequence[int]) -> list[int]:
-    """For each row position, the position of the most recent earlier row of the same symbol
-    with a strictly larger value, or -1. `starts[p]` is the first position of p's symbol.
+def prior_larger(values: np.ndarray, starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """For each position, the position of the most recent earlier row of the same group with a
+    strictly larger value, or -1. `starts[i]` is the first position of `positions[i]`'s group.
 
-    Only called for the rows that fire, so a backwards scan per row stays cheap.
-    """
-    out: list[int] = []
-    for p in positions:
-        s = int(starts[p])
-        earlier = np.flatnonzero(values[s:p] > values[p])
-        out.append(s + int(earlier[-1]) if earlier.size else -1)
-    return out
+    Vectorised over all positions at once, looking back in blocks of lags that grow: most
+    answers are found in the first blocks, and only the unresolved rows are carried on."""
+    positions = np.asarray(positions, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    found = np.full(len(positions), -1, dtype=np.int64)
+    active = np.arange(len(positions))
+    lag, block = 1, 16
+    while active.size:
+        width = max(1, min(block, 4_000_000 // active.size))
+        lags = np.arange(lag, lag + width, dtype=np.int64)
+        back = positions[active, None] - lags[None, :]
+        valid = back >= starts[active, None]
+        larger = valid & (values[np.maximum(back, 0)] > values[positions[active], None])
+        hit = larger.any(axis=1)
+        first = larger.argmax(axis=1)
+        found[active[hit]] = back[hit, first[hit]]
+        active = active[~hit & valid[:, -1]]
+        lag += width
+        block *= 2
+    return found

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +16,7 @@ from monitor.core.rules.context import KEYS, RuleContext, pct, unit
 from monitor.core.rules.spec import Rule, kind_of
 
 # Columns of a firing frame that are bookkeeping, not metrics for the payload.
-_INTERNAL = {*KEYS, "fire", "history_start", "prior_occurrences", "prior_dates", "pos"}
+_INTERNAL = {*KEYS, "fire", "history_start", "prior_occurrences", "prior_dates", "pos", "ts_key"}
 _STAT = re.compile(r"^(fwd|n|mean|median|up|min|max)_\d+$")
 
 
@@ -28,57 +27,92 @@ def alert_id(rule_id: str, symbol: str, timeframe: str, ts: dt.datetime, variant
 
 
 def build_alerts(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> list[Alert]:
-    """One Alert per firing row, in the frame's order."""
+    """One Alert per firing row, in the frame's order.
+
+    Dates become text, non-finite numbers null and the history statistics plain values in
+    polars first, so the per-alert Python work is only the words and the struct."""
     if fired.is_empty():
         return []
     family = FAMILIES[kind_of(rule)]
     severity = rule.severity or family.SEVERITY
-    metric_cols = [c for c in fired.columns if c not in _INTERNAL and not _STAT.match(c)]
+    kind = kind_of(rule)
+    frame = _plain(fired)
+    names = frame.columns
+    metric_cols = [c for c in names if c not in _INTERNAL and not _STAT.match(c)]
+    horizons = list(rule.horizons)
     out: list[Alert] = []
-    for row in fired.iter_rows(named=True):
+    for values in frame.iter_rows():
+        row = dict(zip(names, values, strict=True))
         title, text = family.describe(row, rule, ctx)
-        ts: dt.datetime = row["ts"]
-        metrics = {c: _value(row[c]) for c in metric_cols}
-        if row["variant"]:
-            metrics["variant"] = row["variant"]
+        metrics: dict[str, MetricValue] = {c: row[c] for c in metric_cols}
+        variant = row["variant"]
+        if variant:
+            metrics["variant"] = variant
         out.append(
             Alert(
-                id=alert_id(rule.id, row["symbol"], rule.timeframe, ts, row["variant"]),
+                id=_id(rule.id, row["symbol"], rule.timeframe, row["ts_key"], variant),
                 rule=rule.id,
-                kind=kind_of(rule),
+                kind=kind,
                 symbol=row["symbol"],
                 timeframe=rule.timeframe,
-                session=row["session"].isoformat(),
-                ts=ts.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+                session=row["session"],
+                ts=row["ts"],
                 severity=severity,
                 title=title,
                 text=text,
                 metrics=metrics,
-                history=_history(row, rule),
+                history=_history(row, horizons, rule.timeframe),
             )
         )
     return out
 
 
-def _history(row: dict[str, Any], rule: Rule) -> History:
+def _plain(fired: pl.DataFrame) -> pl.DataFrame:
+    """Payload-ready columns: dates as YYYY-MM-DD, `ts` as ISO UTC with Z (and `ts_key`, the
+    form alert ids are made from), NaN and infinities as null."""
+    exprs: list[pl.Expr] = []
+    for name, dtype in fired.schema.items():
+        col = pl.col(name)
+        if name == "ts":
+            exprs += [
+                col.dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("ts"),
+                col.dt.strftime("%Y-%m-%dT%H:%M:%S+00:00").alias("ts_key"),
+            ]
+        elif dtype == pl.Date:
+            exprs.append(col.dt.strftime("%Y-%m-%d"))
+        elif dtype == pl.List(pl.Date):
+            exprs.append(col.list.eval(pl.element().dt.strftime("%Y-%m-%d")))
+        elif dtype.is_float():
+            exprs.append(pl.when(col.is_finite()).then(col).otherwise(None).alias(name))
+        else:
+            exprs.append(col)
+    return fired.select(exprs)
+
+
+def _id(rule_id: str, symbol: str, timeframe: str, ts_key: str, variant: str) -> str:
+    key = f"{rule_id}|{symbol}|{timeframe}|{ts_key}|{variant}"
+    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+
+
+def _history(row: dict[str, Any], horizons: list[int], timeframe: str) -> History:
     stats = [
         HorizonStats(
             periods=h,
-            count=int(row[f"n_{h}"] or 0),
-            mean=_float(row.get(f"mean_{h}")),
-            median=_float(row.get(f"median_{h}")),
-            share_positive=_float(row.get(f"up_{h}")),
-            min=_float(row.get(f"min_{h}")),
-            max=_float(row.get(f"max_{h}")),
+            count=row[f"n_{h}"] or 0,
+            mean=row[f"mean_{h}"],
+            median=row[f"median_{h}"],
+            share_positive=row[f"up_{h}"],
+            min=row[f"min_{h}"],
+            max=row[f"max_{h}"],
         )
-        for h in rule.horizons
+        for h in horizons
     ]
-    dates = [d.isoformat() for d in (row["prior_dates"] or [])]
+    dates: list[str] = row["prior_dates"] or []
     return History(
-        prior_occurrences=int(row["prior_occurrences"] or 0),
+        prior_occurrences=row["prior_occurrences"] or 0,
         prior_dates=dates,
         forward=stats,
-        summary=summary(len(dates), dates[0] if dates else None, stats, rule.timeframe),
+        summary=summary(len(dates), dates[0] if dates else None, stats, timeframe),
     )
 
 
@@ -99,22 +133,3 @@ def summary(count: int, first: str | None, stats: Sequence[HorizonStats], timefr
         f"{pct(pick.mean, signed=True)} on average (median {pct(pick.median, signed=True)}), "
         f"{ups} of {pick.count} up."
     )
-
-
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    f = float(value)
-    return None if math.isnan(f) or math.isinf(f) else f
-
-
-def _value(value: Any) -> MetricValue:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, float):
-        return _float(value)
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    return str(value)
