@@ -344,15 +344,14 @@ async def run(
 ) -> int:
     """Run the daemon until `stop` is set (or SIGTERM/SIGINT); returns the exit code.
     `on_ready` receives the daemon once its tasks run (tests use it to wait for feeds)."""
-    daemon = Daemon(
-        config, clock=clock
-    )  # loads history and warms the engine: nothing else runs yet
-    if stop is not None:
-        daemon.stop = stop
+    stop = stop if stop is not None else asyncio.Event()
+    if install_signals:  # first: a SIGTERM during the (long) start-up still stops us cleanly
+        _install_signals(stop, logs.get("service"))
+    # Loads history and warms the engine: nothing else runs yet.
+    daemon = Daemon(config, clock=clock)
+    daemon.stop = stop
     daemon.build_feeds()
     log = daemon.log
-    if install_signals:
-        _install_signals(daemon.stop, log)
     store = daemon.store
     redis_password = secret(
         "redis.password",

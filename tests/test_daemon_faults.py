@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +22,8 @@ from monitor.datafiles import DataSpec, read_daily
 from monitor.feed_replay import bar_messages
 from monitor.service import Daemon, run
 from tests.alerts.redis_server import RedisServer
-from tests.conftest import ROOT, RUT
+from tests.conftest import RUT
+from tests.daemon_process import DaemonProcess
 from tests.feeds.mosquitto_server import MosquittoServer
 from tests.test_service import replay_alerts, subscribed, write_config
 
@@ -106,40 +104,14 @@ async def test_alerts_wait_in_the_outbox_while_redis_is_down(tmp_path: Path) -> 
             assert await asyncio.wait_for(task, 30) == 0
 
 
-def start_daemon(conf: Path) -> subprocess.Popen[str]:
-    """`market-monitor run --config conf` as a child process, as systemd would start it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run", "--config", str(conf)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def wait_for_log(proc: subprocess.Popen[str], event: str, timeout_s: float = 30.0) -> list[str]:
-    """Read the child's JSON log lines until one has `event`."""
-    assert proc.stderr is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if f'"event": "{event}"' in line:
-            return lines
-    raise AssertionError(f"no {event} in: {''.join(lines)[-2000:]}")
-
-
 async def test_sigterm_under_load_exits_zero_within_the_grace_period(tmp_path: Path) -> None:
     """SIGTERM while ticks pour in: the daemon drains, flushes and exits 0 within grace."""
     prefix = f"mm-term-{uuid.uuid4().hex[:8]}"
     conf = write_config(tmp_path, prefix)
-    proc = start_daemon(conf)
+    daemon = DaemonProcess(conf)
     try:
-        wait_for_log(proc, "feed_subscribed")
+        await asyncio.to_thread(daemon.wait_for, "service_ready")
+        await asyncio.to_thread(daemon.wait_for, "feed_subscribed")
         ticks = [
             json.dumps(
                 [
@@ -157,16 +129,14 @@ async def test_sigterm_under_load_exits_zero_within_the_grace_period(tmp_path: P
         flood = asyncio.create_task(publish(f"{prefix}/ticks", ticks * 5, qos=0))
         await asyncio.sleep(0.5)
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, 20)
+        daemon.signal(signal.SIGTERM)
+        code = await asyncio.to_thread(daemon.wait, 20)
         took = time.monotonic() - started
         flood.cancel()
         assert code == 0
         assert took < 10.0  # grace_s default
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+        daemon.close()
 
 
 async def test_a_restart_mid_streak_continues_it_without_repeating(tmp_path: Path) -> None:

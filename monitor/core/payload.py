@@ -39,7 +39,12 @@ def build_alerts(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> list[Aler
     frame = _plain(fired)
     names = frame.columns
     metric_cols = [c for c in names if c not in _INTERNAL and not _STAT.match(c)]
-    horizons = list(rule.horizons)
+    where = {name: i for i, name in enumerate(names)}
+    stat_at = [
+        (h, *(where[f"{s}_{h}"] for s in ("n", "mean", "median", "up", "min", "max")))
+        for h in rule.horizons
+    ]
+    prior_at, dates_at = where["prior_occurrences"], where["prior_dates"]
     out: list[Alert] = []
     for values in frame.iter_rows():
         row = dict(zip(names, values, strict=True))
@@ -61,7 +66,7 @@ def build_alerts(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> list[Aler
                 title=title,
                 text=text,
                 metrics=metrics,
-                history=_history(row, horizons, rule.timeframe),
+                history=_history(values, stat_at, prior_at, dates_at, rule.timeframe),
             )
         )
     return out
@@ -94,22 +99,24 @@ def _id(rule_id: str, symbol: str, timeframe: str, ts_key: str, variant: str) ->
     return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
-def _history(row: dict[str, Any], horizons: list[int], timeframe: str) -> History:
+def _history(
+    values: tuple[Any, ...],
+    stat_at: list[tuple[int, ...]],
+    prior_at: int,
+    dates_at: int,
+    timeframe: str,
+) -> History:
+    """The history block of one row; `stat_at` holds, per horizon, the period count and the
+    positions of its n, mean, median, up, min and max columns."""
     stats = [
         HorizonStats(
-            periods=h,
-            count=row[f"n_{h}"] or 0,
-            mean=row[f"mean_{h}"],
-            median=row[f"median_{h}"],
-            share_positive=row[f"up_{h}"],
-            min=row[f"min_{h}"],
-            max=row[f"max_{h}"],
+            h, values[n] or 0, values[mean], values[med], values[up], values[lo], values[hi]
         )
-        for h in horizons
+        for h, n, mean, med, up, lo, hi in stat_at
     ]
-    dates: list[str] = row["prior_dates"] or []
+    dates: list[str] = values[dates_at] or []
     return History(
-        prior_occurrences=row["prior_occurrences"] or 0,
+        prior_occurrences=values[prior_at] or 0,
         prior_dates=dates,
         forward=stats,
         summary=summary(len(dates), dates[0] if dates else None, stats, timeframe),

@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 
 from monitor.cli import main
 from tests.conftest import RUT
-from tests.test_daemon_faults import rut_bars, start_daemon, stream_alerts, wait_for_log
+from tests.daemon_process import DaemonProcess
+from tests.test_daemon_faults import rut_bars, stream_alerts
 from tests.test_service import replay_alerts, write_config
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -43,18 +44,17 @@ async def test_kill_9_at_random_moments(tmp_path: Path, seed: int) -> None:
                 await client.publish(f"{prefix}/bars", m, qos=1)
                 await asyncio.sleep(0.02)
 
-    proc = start_daemon(conf)
-    await asyncio.to_thread(wait_for_log, proc, "feed_subscribed")
+    daemon = DaemonProcess(conf)
+    await asyncio.to_thread(daemon.wait_for, "feed_subscribed")
     publisher = asyncio.create_task(publish_all())
     try:
         for _ in range(2):
             await asyncio.sleep(rng.uniform(0.3, 1.5))
-            proc.send_signal(signal.SIGKILL)
-            await asyncio.to_thread(proc.wait, 10)
-            proc.communicate(timeout=5)
+            daemon.signal(signal.SIGKILL)
+            await asyncio.to_thread(daemon.wait, 10)
             await asyncio.sleep(rng.uniform(0.0, 0.5))
-            proc = start_daemon(conf)
-            await asyncio.to_thread(wait_for_log, proc, "feed_subscribed")
+            daemon = DaemonProcess(conf)
+            await asyncio.to_thread(daemon.wait_for, "feed_subscribed")
         await asyncio.wait_for(publisher, 60)
         got = await stream_alerts("redis://127.0.0.1:6379/0", f"{prefix}:alerts", len(expected))
         await asyncio.sleep(1.0)
@@ -63,14 +63,12 @@ async def test_kill_9_at_random_moments(tmp_path: Path, seed: int) -> None:
         assert got == expected
     finally:
         publisher.cancel()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if daemon.proc.poll() is None:
+            daemon.signal(signal.SIGTERM)
             try:
-                await asyncio.to_thread(proc.wait, 20)
+                assert await asyncio.to_thread(daemon.wait, 20) == 0
             finally:
-                if proc.poll() is None:
-                    proc.kill()
-        proc.communicate(timeout=5)
+                daemon.close()
         client = aioredis.Redis()
         await client.delete(f"{prefix}:alerts")
         await client.aclose()
