@@ -4,7 +4,8 @@ Feeds put `FeedBatch`es (already decoded) or `Wire` messages (decoded here, many
 bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
 `batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()` and
 hands the alerts to the sinks. With nothing arriving it still advances once a second, so bars
-close on the clock. Engine work runs in a worker thread so the event loop keeps reading.
+close on the clock. Steps that evaluate rules over the history run in a worker thread so the event loop keeps
+reading; the many small steps of ticks and minute bars run inline.
 """
 
 from __future__ import annotations
@@ -104,7 +105,13 @@ class Pipeline:
     async def _process(self, items: list[FeedBatch | Wire]) -> None:
         batch = self._decode(items)
         now = self.clock.now()
-        step, rejections = await asyncio.to_thread(self._step, batch, now)
+        if self.engine.evaluates(now, batch):
+            # Rules over the whole history can take seconds: keep the loop (feeds, HTTP) going.
+            step, rejections = await asyncio.to_thread(self._step, batch, now)
+        else:
+            # Ticks and minute bars: a few polars calls, faster inline than across threads
+            # (a worker thread would wait for the GIL the feed readers hold).
+            step, rejections = self._step(batch, now)
         self.last_step_at = time.monotonic()
         self._count(batch, rejections)
         if batch is not None and batch.ticks.height:

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import gc
 import os
 import signal
 import sys
@@ -349,6 +350,7 @@ async def run(
         _install_signals(stop, logs.get("service"))
     # Loads history and warms the engine: nothing else runs yet.
     daemon = Daemon(config, clock=clock)
+    gc.freeze()  # the history just loaded is long-lived: keep the collector off it
     daemon.stop = stop
     daemon.build_feeds()
     log = daemon.log

@@ -78,6 +78,7 @@ class Engine:
         self.max_jump = max_jump
         self._last_price: pl.DataFrame | None = None
         self.halted: set[str] = set()
+        self._last_closed_seen: dt.date | None = None
         self.track_progress = False
         self.progress: dict[str, list[Progress]] = {}
         self.now: dt.datetime | None = None
@@ -178,6 +179,7 @@ class Engine:
     def advance(self, now: dt.datetime) -> Step:
         """Close what `now` closes, evaluate rules on newly closed periods, return the alerts."""
         self.now = now
+        self._last_closed_seen = self.sessions.last_closed(now)
         minute_bars, built_daily = empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA)
         if self._book is not None:
             closed = self._book.advance(now)
@@ -200,6 +202,16 @@ class Engine:
                 alerts += self._evaluate("1w", now)
         alerts.sort(key=lambda a: (a.ts, a.rule, a.symbol, a.id))
         return Step(alerts, minute_bars, new_daily, [])
+
+    def evaluates(self, now: dt.datetime, batch: FeedBatch | None = None) -> bool:
+        """Whether `advance(now)` after ingesting `batch` may evaluate rules over the history:
+        daily bars arrive or wait to close, or a session closed since the last step."""
+        if batch is not None and batch.daily_bars.height:
+            return True
+        if self._pending_daily.height:
+            return True
+        closed = self.sessions.last_closed(now)
+        return closed != self._last_closed_seen
 
     def warm(self, now: dt.datetime) -> int:
         """Advance without emitting: load history so that only later periods can fire.
