@@ -58,6 +58,7 @@ class FeedConfig(Base, frozen=True):
     qos: Literal[0, 1] = 1
     client_id: str = ""
     session_expiry_s: Annotated[int, Meta(ge=0)] | None = 3600
+    mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
     provider: Literal["generic", "alpaca", "polygon", "finnhub"] = "generic"
     symbols: list[str] = []
     username: str = ""

@@ -182,6 +182,7 @@ class Daemon:
             ca_file=str(resolve(self.config, fc.ca_file)) if fc.ca_file else None,
             watch_broker_drops=fc.watch_broker_drops,
             raw=True,
+            protocol=fc.mqtt_version,
         )
 
     def _websocket(self, fc: FeedConfig, name: str, i: int) -> Any:

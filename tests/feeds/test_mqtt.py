@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import aiomqtt
 import msgspec
@@ -207,10 +208,12 @@ async def test_stop_ends_run_promptly_while_connected_and_mid_backoff(prefix: st
 
 
 @pytest.mark.chaos
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 async def test_persistent_session_delivers_every_tick_published_across_a_broker_restart(
-    tmp_path: Path, prefix: str
+    tmp_path: Path, prefix: str, protocol: Literal["3.1.1", "5"]
 ) -> None:
-    """With QoS 1 and a session expiry, ticks published while the feed is away arrive in order."""
+    """With QoS 1 and a persistent session (MQTT 3.1.1, or 5 with a session expiry), ticks
+    published while the feed is away arrive in order."""
     topic = f"{prefix}/ticks"
     counters, queue = Counters(), asyncio.Queue[FeedBatch](maxsize=1000)
     with MosquittoServer(tmp_path) as broker, capture_logs() as logs:
@@ -223,6 +226,7 @@ async def test_persistent_session_delivers_every_tick_published_across_a_broker_
             qos=1,
             client_id=f"feed-{uuid.uuid4().hex}",
             session_expiry_s=300,
+            protocol=protocol,
         )
         async with running(feed):
             await until(lambda: counters.get("feed_subscribes", feed="test") == 1)
