@@ -4,8 +4,8 @@ Feeds put `FeedBatch`es (already decoded) or `Wire` messages (decoded here, many
 bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
 `batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()` and
 hands the alerts to the sinks. With nothing arriving it still advances once a second, so bars
-close on the clock. Steps that evaluate rules over the history run in a worker thread so the event loop keeps
-reading; the many small steps of ticks and minute bars run inline.
+close on the clock. Steps that evaluate rules over the history run in a worker thread so the
+event loop keeps reading; the many small steps of ticks and minute bars run inline.
 """
 
 from __future__ import annotations
