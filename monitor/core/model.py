@@ -113,7 +113,7 @@ def bars_frame(bars: Sequence[Bar], timeframe: Literal["1m", "1d"]) -> pl.DataFr
     return pl.DataFrame(cols, schema=schema)
 
 
-class HorizonStats(msgspec.Struct, frozen=True):
+class HorizonStats(msgspec.Struct, frozen=True, gc=False):
     """Forward returns over `periods` after each earlier firing that has that much history."""
 
     periods: int
@@ -125,7 +125,7 @@ class HorizonStats(msgspec.Struct, frozen=True):
     max: float | None
 
 
-class History(msgspec.Struct, frozen=True):
+class History(msgspec.Struct, frozen=True, gc=False):
     """What happened after earlier episodes of the same rule on the same symbol."""
 
     prior_occurrences: int
