@@ -158,9 +158,12 @@ class Pipeline:
 
     def _count(self, batch: FeedBatch | None, rejections: list[Rejection]) -> None:
         if batch is not None:
-            accepted = batch.ticks.height
-            if accepted:
-                self.counters.inc("ticks_in", accepted)
+            if batch.ticks.height:
+                self.counters.inc("ticks_in", batch.ticks.height)
+            if batch.minute_bars.height:
+                self.counters.inc("bars_in", batch.minute_bars.height, timeframe="1m")
+            if batch.daily_bars.height:
+                self.counters.inc("bars_in", batch.daily_bars.height, timeframe="1d")
         if not rejections:
             return
         now = time.monotonic()
