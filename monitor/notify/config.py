@@ -15,6 +15,7 @@ import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlencode
 
 import msgspec
 from msgspec import Meta
@@ -24,6 +25,7 @@ from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"
 PLACEHOLDER = re.compile(r"\{([A-Z_][A-Z0-9_]*)\}")
+NATIVE_SCHEMES = ("tgram", "slack", "discord")
 GROUP_FIELDS = ("rule", "kind", "symbol", "severity", "session", "timeframe", "id")
 Format = Literal["auto", "markdown", "html", "text"]
 
@@ -58,7 +60,8 @@ class QuietHours(Base, frozen=True):
 
 
 class ReceiverConfig(Base, frozen=True):
-    """One channel: an Apprise URL (json:// and jsons:// go through our own HTTP sender)."""
+    """One channel: an Apprise URL (json(s)://, tgram://, slack:// and discord:// go through our
+    own httpx senders, see monitor.notify.senders)."""
 
     name: str
     url: str = ""
@@ -71,6 +74,8 @@ class ReceiverConfig(Base, frozen=True):
     max_attempts: Annotated[int, Meta(ge=1)] | None = None
     timeout_s: Annotated[float, Meta(gt=0)] = 10.0
     quiet_hours: QuietHours | None = None
+    # tgram://, slack://, discord:// only: the provider's API address (a proxy, a local fake)
+    api_base: Annotated[str, Meta(pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")] | None = None
 
 
 class Match(Base, frozen=True):
@@ -265,7 +270,7 @@ def resolve_url(r: ReceiverConfig, where: str, environ: dict[str, str] | None = 
     base = where.removesuffix(".url")
     found = secret(f"{base}.url", env_name=r.url_env, file_name=r.url_file, environ=dict(env))
     if found is not None:
-        return found
+        return _with_api_base(found, r, where)
     if not r.url:
         raise ConfigError(f"{where}: one of url, url_env, url_file is required")
 
@@ -274,7 +279,18 @@ def resolve_url(r: ReceiverConfig, where: str, environ: dict[str, str] | None = 
             raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
         return env[m.group(1)]
 
-    return Secret(PLACEHOLDER.sub(fill, r.url))
+    return _with_api_base(Secret(PLACEHOLDER.sub(fill, r.url)), r, where)
+
+
+def _with_api_base(url: Secret, r: ReceiverConfig, where: str) -> Secret:
+    """`api_base` travels to the native sender as `?api_base=` on the URL."""
+    if r.api_base is None:
+        return url
+    if url.partition("://")[0].lower() not in NATIVE_SCHEMES:
+        field = where.removesuffix(".url") + ".api_base"
+        raise ConfigError(f"{field}: only for {', '.join(NATIVE_SCHEMES)} receivers")
+    sep = "&" if "?" in url else "?"
+    return Secret(f"{url}{sep}{urlencode({'api_base': r.api_base})}")
 
 
 def parse_clock(text: str, where: str) -> dt.time:

@@ -1,13 +1,15 @@
 """Senders and the per-receiver courier: retries with backoff and jitter, provider rate limits.
 
-Two senders implement `Sender`:
-- `AppriseSender` for every Apprise URL (Slack, Discord, Telegram, Teams, ntfy, mailto://, ...).
+Senders implement `Sender`:
+- `AppriseSender` for every Apprise URL without a native sender (Teams, ntfy, mailto://, ...).
   Apprise reports only success or failure, so every failure is treated as transient and retried;
   the receiver's `min_interval_s` keeps us under the provider's published limit.
 - `HttpJsonSender` for `json://` / `jsons://`: the same JSON body as Apprise's json:// plugin
   (`version`, `title`, `message`, `attachments` [filename, base64, mimetype], `type`), posted with
   httpx so status codes are seen: 429 and 503 honour `Retry-After`, other 5xx and network errors
   are retried, other 4xx fail for good (dead-lettered without retrying).
+- `tgram://`, `slack://` (incoming webhooks) and `discord://` go to the httpx senders in
+  `monitor.notify.senders`, which read each provider's own rate-limit signal (`RateLimited`).
 
 The courier raises nothing for a failed delivery: it returns an `Outcome` the service
 dead-letters. Library exceptions are translated here (`ChannelUnavailable`, `DeliveryError`).
@@ -40,6 +42,16 @@ class ChannelUnavailable(TransientError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RateLimited(ChannelUnavailable):
+    """The provider answered 429 and said how long to wait: the next attempt waits at least
+    `retry_after_s` (an attempt like any other towards `max_attempts`)."""
+
+    retry_after_s: float
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s)
 
 
 class Sender(Protocol):
@@ -136,10 +148,11 @@ class HttpJsonSender:
             raise ChannelUnavailable(f"{self.where}: {type(exc).__name__}") from exc
         if 200 <= r.status_code < 300:
             return
+        wait_s = retry_after(r.headers.get("retry-after"))
+        if r.status_code == 429 and wait_s is not None:
+            raise RateLimited(f"{self.where}: HTTP 429", wait_s)
         if r.status_code in (408, 425, 429) or r.status_code >= 500:
-            raise ChannelUnavailable(
-                f"{self.where}: HTTP {r.status_code}", retry_after(r.headers.get("retry-after"))
-            )
+            raise ChannelUnavailable(f"{self.where}: HTTP {r.status_code}", wait_s)
         raise DeliveryError(f"{self.where}: HTTP {r.status_code}")
 
     async def aclose(self) -> None:
@@ -163,10 +176,24 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
 
 
 def make_sender(url: str, kind: str = "auto", timeout_s: float = 10.0) -> Sender:
-    """The sender for a receiver URL: ours for json(s):// unless told otherwise, else Apprise."""
+    """The sender for a receiver URL. `auto`: ours for json(s)://, tgram://, slack:// (webhooks)
+    and discord:// (Apprise for the forms ours do not take), else Apprise. `http`: ours or a
+    DeliveryError. `apprise`: Apprise."""
+    from monitor.notify.senders import NATIVE, UnsupportedUrl  # senders imports this module
+
     scheme = url.partition("://")[0].lower()
-    if kind == "http" or (kind == "auto" and scheme in ("json", "jsons")):
+    if kind != "apprise" and scheme in NATIVE:
+        try:
+            return NATIVE[scheme](url, timeout_s)
+        except UnsupportedUrl:
+            if kind == "http":
+                raise
+    elif kind == "http" or (kind == "auto" and scheme in ("json", "jsons")):
         return HttpJsonSender(url, timeout_s)
+    if "api_base" in dict(parse_qsl(url.partition("?")[2])):
+        raise DeliveryError(
+            f"{redact(url)}: api_base needs a native sender (tgram, slack, discord)"
+        )
     return AppriseSender(url)
 
 

@@ -168,7 +168,8 @@ async def test_secrets_never_appear_in_logs_metrics_or_health(tmp_path: Path) ->
             await scrape()
             assert child.terminate() == 0
         texts += [child.out.read_text(), child.err.read_text()]
-        check = subprocess.run(
+        check = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "monitor", "config", "check", "--config", str(conf)],
             capture_output=True, text=True, timeout=60,
             env={**os.environ, "MM_REDIS": redis_secret},
