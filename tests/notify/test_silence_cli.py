@@ -1,0 +1,62 @@
+"""`market-monitor silence add|list|expire` as an operator types it, against the real Redis."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import redis
+
+from tests.conftest import ROOT
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m monitor ARGS`."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, **env},
+    )  # fmt: skip
+
+
+def test_silence_add_list_and_expire(tmp_path: Path) -> None:
+    """A silence added for a rule and symbol is listed as active with its comment, expires on
+    request, and is then listed only with --all."""
+    stream = f"mm-silence-{uuid.uuid4().hex[:8]}"
+    env: dict[str, str] = {}
+    conf = str(tmp_path / "notify.toml")
+    Path(conf).write_text(
+        f'[redis]\nurl = "redis://127.0.0.1:6379/0"\nstream = "{stream}"\n'
+        '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:9/alerts"\n'
+        '[route]\nreceivers = ["hook"]\n'
+    )
+    client = redis.Redis()
+    try:
+        added = cli(
+            "silence", "add", "--config", conf, "--rule", "squeeze.daily", "--symbol", "GME",
+            "--for", "2h", "--comment", "earnings week", env=env,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        match = re.fullmatch(
+            r"(\S+) silences squeeze\.daily on GME until \S+ \S+ UTC\n", added.stdout
+        )
+        assert match is not None, added.stdout
+        sid = match.group(1)
+        listed = cli("silence", "list", "--config", conf, env=env)
+        assert listed.returncode == 0, listed.stderr
+        line = next(x for x in listed.stdout.splitlines() if x.startswith(sid))
+        assert "active" in line and "squeeze.daily" in line and "GME" in line
+        assert line.endswith("earnings week")
+        expired = cli("silence", "expire", "--config", conf, sid, env=env)
+        assert (expired.returncode, expired.stdout) == (0, f"{sid} expired\n")
+        assert sid not in cli("silence", "list", "--config", conf, env=env).stdout
+        everything = cli("silence", "list", "--config", conf, "--all", env=env).stdout
+        assert f"{sid}  expired" in everything
+        assert cli("silence", "expire", "--config", conf, "nope", env=env).returncode == 1
+    finally:
+        for key in client.scan_iter(f"{stream}*"):
+            client.delete(key)
+        client.close()
