@@ -143,9 +143,11 @@ class Config(Base, frozen=True):
     base_dir: str = "."
 
 
-def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
-    """Read, override from the environment, validate. Raises ConfigError naming the field."""
-    env = dict(os.environ if environ is None else environ)
+def read_toml(
+    path: str | Path, environ: dict[str, str], prefix: str = ENV_PREFIX
+) -> dict[str, Any]:
+    """A config file as plain data, with `PREFIX SECTION__KEY` environment overrides applied and
+    `base_dir` set to the file's folder. ConfigError when it cannot be read or parsed."""
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text())
@@ -153,12 +155,19 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    _apply_env(raw, env)
+    _apply_env(raw, environ, prefix)
     raw["base_dir"] = str(p.resolve().parent)
+    return raw
+
+
+def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    """Read, override from the environment, validate. Raises ConfigError naming the field."""
+    env = dict(os.environ if environ is None else environ)
+    raw = read_toml(path, env)
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {_field_path(str(exc))}") from None
+        raise ConfigError(f"{path}: {field_path(str(exc))}") from None
     for i, feed in enumerate(config.feeds):
         if feed.kind in ("mqtt", "websocket") and not feed.url:
             raise ConfigError(f"{path}: feeds[{i}].url: required for a {feed.kind} feed")
@@ -238,11 +247,11 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in cred else f"{scheme}://{user}@{host}"
 
 
-def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
+def _apply_env(raw: dict[str, Any], env: dict[str, str], prefix: str) -> None:
     for key, value in env.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(prefix):
             continue
-        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        path = [p.lower() for p in key[len(prefix) :].split("__") if p]
         if not path:
             continue
         node = raw
@@ -260,7 +269,8 @@ def _scalar(text: str) -> Any:
         return text
 
 
-def _field_path(text: str) -> str:
+def field_path(text: str) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.redis.maxlen`" led by its field path."""
     if " - at `$." in text:
         message, _, path = text.partition(" - at `$.")
         return f"{path.rstrip('`')}: {message}"

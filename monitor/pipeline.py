@@ -22,6 +22,7 @@ from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch, Rejection
 from monitor.feeds.generic import merge
+from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.wire import Wire
 
 BatchDecoder = Callable[[list[bytes]], FeedBatch]
@@ -62,8 +63,9 @@ class Pipeline:
         self.status_changes = status_changes
         self.last_step_at: float = time.monotonic()
         self._log = logs.get("pipeline")
-        self._reject_logged: dict[str, float] = {}
-        self._reject_pending: dict[str, int] = defaultdict(int)
+        self._rejections = RejectionLog(
+            self._log, counters, counter="rejections", interval_s=LOG_EVERY_S, clock=time.monotonic
+        )
         counters.describe("ticks_in", "Ticks received from the feeds")
         counters.describe("feed_lag_seconds", "Clock minus the newest tick's timestamp")
         counters.describe("rejections", "Input rejected, by reason")
@@ -76,7 +78,7 @@ class Pipeline:
             await self._process(items)
             if stop.is_set() and feeds_done.is_set() and self.queue.empty():
                 break
-        self._flush_rejection_logs()
+        self._rejections.flush()
 
     async def _collect(
         self, stop: asyncio.Event, feeds_done: asyncio.Event
@@ -164,28 +166,4 @@ class Pipeline:
                 self.counters.inc("bars_in", batch.minute_bars.height, timeframe="1m")
             if batch.daily_bars.height:
                 self.counters.inc("bars_in", batch.daily_bars.height, timeframe="1d")
-        if not rejections:
-            return
-        now = time.monotonic()
-        by_reason: dict[str, list[Rejection]] = defaultdict(list)
-        for r in rejections:
-            by_reason[r.reason].append(r)
-        for reason, rs in by_reason.items():
-            self.counters.inc("rejections", len(rs), reason=reason)
-            self._reject_pending[reason] += len(rs)
-            if now - self._reject_logged.get(reason, -1e9) >= LOG_EVERY_S:
-                example = rs[0]
-                self._log.warning(
-                    "tick_rejected",
-                    reason=reason,
-                    count=self._reject_pending.pop(reason),
-                    symbol=example.symbol,
-                    raw=(example.raw or "")[:200],
-                )
-                self._reject_logged[reason] = now
-
-    def _flush_rejection_logs(self) -> None:
-        for reason, count in self._reject_pending.items():
-            if count:
-                self._log.warning("tick_rejected", reason=reason, count=count)
-        self._reject_pending.clear()
+        self._rejections.record(rejections)

@@ -31,6 +31,7 @@ from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.errors import ConfigError, FeedDisconnected
 from monitor.feeds.generic import decode_generic
+from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.wire import Wire
 
 __all__ = ["DROPPED_TOPIC", "Decoder", "MqttFeed"]
@@ -100,15 +101,20 @@ class MqttFeed:
         self._backoff = backoff
         self._watch_drops = watch_broker_drops
         self._stable_after_s = stable_after_s
-        self._log_interval_s = rejection_log_interval_s
         self._keepalive_s = keepalive_s
         self._timeout_s = timeout_s
         self._clock = clock
         self._log = logs.get("feed.mqtt").bind(
             feed=name, url=f"{parts.scheme}://{self._host}:{self._port}"
         )
-        self._rejects_unlogged: dict[str, int] = {}
-        self._rejects_logged_at: dict[str, float] = {}
+        self._rejections = RejectionLog(
+            self._log,
+            counters,
+            counter="feed_rejections",
+            interval_s=rejection_log_interval_s,
+            clock=clock,
+            feed=name,
+        )
         self._broker_dropped: int | None = None
         self._connected_at: float | None = None
 
@@ -124,7 +130,7 @@ class MqttFeed:
                 loop.cancel()
         finally:
             self._counters.set("feed_connected", 0, feed=self.name)
-            self._flush_rejections()
+            self._rejections.flush()
             self._log.info("feed_stopped")
 
     async def _reconnect_loop(self) -> None:
@@ -147,7 +153,7 @@ class MqttFeed:
                 self._log.warning(
                     "feed_reconnecting", error=str(exc), attempt=attempt, delay_s=round(delay, 3)
                 )
-                self._flush_rejections()
+                self._rejections.flush()
                 await asyncio.sleep(delay)
 
     async def _connection(self, lost_at: float | None) -> None:
@@ -242,40 +248,12 @@ class MqttFeed:
             if bars:
                 counters.inc("feed_bars", bars, feed=feed)
             if batch.rejections:
-                self._on_rejections(batch)
+                self._rejections.record(batch.rejections)
             try:
                 queue.put_nowait(batch)
             except asyncio.QueueFull:
                 counters.inc("feed_queue_full_waits", feed=feed)
                 await queue.put(batch)
-
-    def _on_rejections(self, batch: FeedBatch) -> None:
-        now = self._clock()
-        for rejection in batch.rejections:
-            reason = rejection.reason
-            self._counters.inc("feed_rejections", feed=self.name, reason=reason)
-            pending = self._rejects_unlogged.get(reason, 0) + 1
-            last = self._rejects_logged_at.get(reason)
-            if last is not None and now - last < self._log_interval_s:
-                self._rejects_unlogged[reason] = pending
-                continue
-            self._rejects_unlogged[reason] = 0
-            self._rejects_logged_at[reason] = now
-            self._log.warning(
-                "tick_rejected",
-                reason=reason,
-                count=pending,
-                symbol=rejection.symbol,
-                raw=rejection.raw,
-            )
-
-    def _flush_rejections(self) -> None:
-        """Log rejections counted since their reason was last logged."""
-        for reason, count in self._rejects_unlogged.items():
-            if count:
-                self._log.warning("tick_rejected", reason=reason, count=count)
-                self._rejects_logged_at[reason] = self._clock()
-        self._rejects_unlogged.clear()
 
     def _on_broker_dropped(self, payload: bytes) -> None:
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -39,6 +40,7 @@ from monitor.feeds.finnhub import FinnhubSession
 from monitor.feeds.generic import decode_generic
 from monitor.feeds.polygon import PolygonSession
 from monitor.feeds.provider import Control, Decoded, Outgoing, Session
+from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.rest import RestBackfill, mask_url
 
 __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketFeed", "mask_url"]
@@ -144,7 +146,6 @@ class WebSocketFeed:
         self._rest = rest
         self._on_event = on_event
         self._stable_after_s = stable_after_s
-        self._log_interval_s = rejection_log_interval_s
         self._open_timeout_s = open_timeout_s
         self._close_timeout_s = close_timeout_s
         self._max_frame_bytes = max_frame_bytes
@@ -161,8 +162,14 @@ class WebSocketFeed:
         self._connected_at: float | None = None
         self._subscribed = False
         self._gap_start: dt.datetime | None = None
-        self._rejects_unlogged: dict[str, int] = {}
-        self._rejects_logged_at: dict[str, float] = {}
+        self._rejections = RejectionLog(
+            self._log,
+            counters,
+            counter="feed_rejections",
+            interval_s=rejection_log_interval_s,
+            clock=time.monotonic,
+            feed=name,
+        )
 
     def __repr__(self) -> str:
         return f"WebSocketFeed({self.name!r}, {self.provider}, {mask_url(self._session.url())})"
@@ -188,7 +195,7 @@ class WebSocketFeed:
         finally:
             self._tasks = None
             self._counters.set("feed_connected", 0, feed=self.name)
-            self._flush_rejections()
+            self._rejections.flush()
             self._log.info("feed_stopped")
         if self._fatal is not None:
             raise self._fatal
@@ -222,7 +229,7 @@ class WebSocketFeed:
             self._log.warning(
                 "feed_reconnecting", error=error, attempt=attempt, delay_s=round(delay, 3)
             )
-            self._flush_rejections()
+            self._rejections.flush()
             await asyncio.sleep(delay)
 
     async def _connection(self) -> None:
@@ -317,7 +324,7 @@ class WebSocketFeed:
         if bars:
             counters.inc("feed_bars", bars, feed=feed)
         if batch.rejections:
-            self._on_rejections(batch)
+            self._rejections.record(batch.rejections)
         try:
             self._queue.put_nowait(batch)
         except asyncio.QueueFull:
@@ -422,35 +429,6 @@ class WebSocketFeed:
             return
         self._counters.inc("backfill_failures", feed=self.name)
         self._log.error("backfill_failed", error="retries exhausted", **window)
-
-    # --- rejections ------------------------------------------------------------------------------
-
-    def _on_rejections(self, batch: FeedBatch) -> None:
-        now = asyncio.get_running_loop().time()
-        for rejection in batch.rejections:
-            reason = rejection.reason
-            self._counters.inc("feed_rejections", feed=self.name, reason=reason)
-            pending = self._rejects_unlogged.get(reason, 0) + 1
-            last = self._rejects_logged_at.get(reason)
-            if last is not None and now - last < self._log_interval_s:
-                self._rejects_unlogged[reason] = pending
-                continue
-            self._rejects_unlogged[reason] = 0
-            self._rejects_logged_at[reason] = now
-            self._log.warning(
-                "tick_rejected",
-                reason=reason,
-                count=pending,
-                symbol=rejection.symbol,
-                raw=rejection.raw,
-            )
-
-    def _flush_rejections(self) -> None:
-        """Log rejections counted since their reason was last logged."""
-        for reason, count in self._rejects_unlogged.items():
-            if count:
-                self._log.warning("tick_rejected", reason=reason, count=count)
-        self._rejects_unlogged.clear()
 
 
 def _session(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,7 +19,7 @@ from urllib.parse import urlencode
 import msgspec
 from msgspec import Meta
 
-from monitor.config import Base, Secret, _apply_env, _field_path, secret
+from monitor.config import Base, Secret, field_path, read_toml, secret
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"
@@ -192,22 +191,7 @@ class NotifyConfig(Base, frozen=True):
 def load(path: str | Path, environ: dict[str, str] | None = None) -> NotifyConfig:
     """Read, override from `MARKET_MONITOR_NOTIFY__*`, validate; ConfigError names the field."""
     env = dict(os.environ if environ is None else environ)
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    _apply_env(
-        raw,
-        {
-            k.replace(ENV_PREFIX, "MARKET_MONITOR__"): v
-            for k, v in env.items()
-            if k.startswith(ENV_PREFIX)
-        },
-    )
-    raw["base_dir"] = str(p.resolve().parent)
+    raw = read_toml(path, env, ENV_PREFIX)
     return parse(raw, where=str(path), environ=env)
 
 
@@ -218,7 +202,7 @@ def parse(
     try:
         config = msgspec.convert(raw, NotifyConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: {_field_path(str(exc))}") from None
+        raise ConfigError(f"{where}: {field_path(str(exc))}") from None
     try:
         check(config, environ)
     except ConfigError as exc:
