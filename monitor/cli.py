@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--from", dest="start", type=_date, metavar="DATE")
     f.add_argument("--to", dest="end", type=_date, metavar="DATE")
     f.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = no limit)")
+    f.add_argument(
+        "--speed", type=float, default=0.0, help="minute bars: simulated seconds per real second"
+    )
     f.add_argument("--qos", type=int, choices=[0, 1], default=1)
     f.add_argument("--adjusted", action="store_true")
 

@@ -1,5 +1,8 @@
-"""`market-monitor feed-replay`: publish daily bars from a history file to MQTT, as a data
-provider would, at a chosen rate. For demos, tests and benchmarks."""
+"""`market-monitor feed-replay`: publish bars from history files to MQTT, as a data provider
+would: daily bars (`timeframe` "1d", `session`) or, from files whose time column has a time of
+day, minute bars (`timeframe` "1m", `start` in epoch ms). Paced by `--rate` messages per second
+or by `--speed`, simulated seconds per real second (minute bars only). For demos, tests and
+benchmarks."""
 
 from __future__ import annotations
 
@@ -50,22 +53,69 @@ def bar_messages(bars: pl.DataFrame) -> list[bytes]:
     return out
 
 
+class WireMinute(msgspec.Struct):
+    """The generic minute-bar message of the MQTT feed."""
+
+    symbol: str
+    timeframe: str
+    start: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+
+
+def minute_messages(bars: pl.DataFrame) -> list[tuple[int, bytes]]:
+    """(start in epoch ms, message) per minute bar, in time order."""
+    enc = msgspec.json.Encoder()
+    out = []
+    frame = bars.sort("start", "symbol").with_columns(pl.col("start").dt.epoch("ms").alias("ms"))
+    for row in frame.iter_rows(named=True):
+        ms = int(row["ms"])
+        wire = WireMinute(row["symbol"], "1m", ms, row["open"], row["high"], row["low"],
+                          row["close"], row["volume"])  # fmt: skip
+        out.append((ms, enc.encode(wire)))
+    return out
+
+
 def feed_replay(args: argparse.Namespace) -> int:
     """Entry point of the `feed-replay` command."""
-    loaded = read_many(
-        [parse_data_arg(a) for a in args.data],
-        adjusted=args.adjusted,
-        start=args.start,
-        end=args.end,
+    from monitor.minutefiles import is_minute_file, read_minutes
+
+    specs = [parse_data_arg(a) for a in args.data]
+    minute_specs = [s for s in specs if is_minute_file(s.path)]
+    daily_specs = [s for s in specs if s not in minute_specs]
+    messages: list[tuple[int, bytes]] = []
+    if daily_specs:
+        loaded = read_many(daily_specs, adjusted=args.adjusted, start=args.start, end=args.end)
+        messages += [(0, m) for m in bar_messages(loaded.bars)]
+    if minute_specs:
+        minutes = pl.concat([read_minutes(s) for s in minute_specs])
+        day = pl.col("start").dt.convert_time_zone("America/New_York").dt.date()
+        if args.start:
+            minutes = minutes.filter(day >= args.start)
+        if args.end:
+            minutes = minutes.filter(day <= args.end)
+        messages += minute_messages(minutes)
+    asyncio.run(
+        publish(args.url, args.topic, messages, qos=args.qos, rate=args.rate, speed=args.speed)
     )
-    messages = bar_messages(loaded.bars)
-    asyncio.run(publish(args.url, args.topic, messages, qos=args.qos, rate=args.rate))
     print(f"published {len(messages)} bars to {args.topic}", file=sys.stderr)
     return 0
 
 
-async def publish(url: str, topic: str, messages: list[bytes], *, qos: int, rate: float) -> None:
-    """Publish `messages` in order, at most `rate` per second (0 = as fast as possible)."""
+async def publish(
+    url: str,
+    topic: str,
+    messages: list[tuple[int, bytes]],
+    *,
+    qos: int,
+    rate: float,
+    speed: float = 0.0,
+) -> None:
+    """Publish `(ms, message)` pairs in order: at most `rate` per second (0 = no limit), and
+    with `speed` > 0 spaced by their timestamps divided by `speed`."""
     import aiomqtt
 
     parts = urlsplit(url)
@@ -74,7 +124,11 @@ async def publish(url: str, topic: str, messages: list[bytes], *, qos: int, rate
     try:
         async with aiomqtt.Client(parts.hostname, parts.port or 1883) as client:
             gap = 1.0 / rate if rate > 0 else 0.0
-            for message in messages:
+            previous: int | None = None
+            for ms, message in messages:
+                if speed > 0 and previous is not None and ms > previous:
+                    await asyncio.sleep((ms - previous) / 1000 / speed)
+                previous = ms
                 await client.publish(topic, message, qos=qos)
                 if gap:
                     await asyncio.sleep(gap)

@@ -34,6 +34,7 @@ from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.rules.spec import RuleError, RulesFile, kind_of, parse_rules
+from monitor.core.sessions import NEW_YORK
 from monitor.errors import ConfigError
 from monitor.feeds.generic import FieldMap, decode_generic_many
 from monitor.feeds.mqtt import MqttFeed
@@ -61,6 +62,7 @@ class Daemon:
         self.store = Store(resolve(config, config.store.path))
         self.rules = _load_rules(config)
         self.replay_bars: dict[str, pl.DataFrame] = {}
+        self.replay_minutes: dict[str, pl.DataFrame] = {}
         history = self.store.load_bars()
         history, replay_start = self._split_replay_data(history)
         first = history.get_column("session").min() if history.height else None
@@ -109,6 +111,7 @@ class Daemon:
     def _split_replay_data(self, history: pl.DataFrame) -> tuple[pl.DataFrame, dt.datetime | None]:
         """Replay feeds: bars before `start` join the history; the rest is streamed."""
         from monitor.datafiles import read_many
+        from monitor.minutefiles import is_minute_file, read_minutes
 
         start_at: dt.datetime | None = None
         for i, feed in enumerate(self.config.feeds):
@@ -119,12 +122,27 @@ class Daemon:
                 end = dt.date.fromisoformat(feed.end) if feed.end else None
             except ValueError:
                 raise ConfigError(f"feeds[{i}].start/end: not a YYYY-MM-DD date") from None
-            loaded = read_many([_resolve_spec(self.config, d) for d in feed.data], end=end).bars
+            specs = [_resolve_spec(self.config, d) for d in feed.data]
+            minute_specs = [s for s in specs if is_minute_file(s.path)]
+            daily_specs = [s for s in specs if s not in minute_specs]
+            name = _feed_name(feed, i)
+            if minute_specs:
+                minutes = pl.concat([read_minutes(s) for s in minute_specs])
+                day = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
+                if start is not None:
+                    minutes = minutes.filter(day >= start)
+                if end is not None:
+                    minutes = minutes.filter(day <= end)
+                self.replay_minutes[name] = minutes
+                first_minute = minutes.get_column("start").min()
+                if isinstance(first_minute, dt.datetime) and start_at is None:
+                    start_at = first_minute - dt.timedelta(seconds=1)
+            loaded = read_many(daily_specs, end=end).bars if daily_specs else history.clear()
             if start is None:
-                start = loaded.get_column("session").max()  # type: ignore[assignment]
+                start = loaded.get_column("session").max() or dt.date.max  # type: ignore[assignment]
             assert isinstance(start, dt.date)
             before = loaded.filter(pl.col("session") < start)
-            self.replay_bars[_feed_name(feed, i)] = loaded.filter(pl.col("session") >= start)
+            self.replay_bars[name] = loaded.filter(pl.col("session") >= start)
             history = pl.concat([history, before]).unique(
                 ["symbol", "session"], keep="last", maintain_order=True
             )
@@ -154,6 +172,7 @@ class Daemon:
                         counters=self.counters,
                         speed=fc.speed,
                         on_done=self.stop.set if fc.exit_when_done else None,
+                        minutes=self.replay_minutes.get(name),
                     )
                 )
             else:

@@ -19,7 +19,7 @@ import redis
 from monitor import config as cfg
 from monitor.core.model import Alert, encode_alert
 from monitor.service import Daemon, run
-from tests.conftest import ROOT, RUT
+from tests.conftest import DATA, ROOT, RUT
 from tests.test_service import replay_alerts, subscribed, write_config
 
 pytestmark = pytest.mark.integration
@@ -196,3 +196,101 @@ def test_a_read_only_store_stops_the_daemon_with_a_clear_error(tmp_path: Path) -
     assert res.returncode == 74, res.stderr[-2000:]
     assert "outbox.sqlite" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def spy_minutes_config(tmp_path: Path) -> Path:
+    """A daemon whose replay feed streams the SPY minute bars of 2024-03-08 and 2024-03-11."""
+    conf = tmp_path / "minutes.toml"
+    conf.write_text(
+        f"""
+[store]
+path = "{tmp_path / "store"}"
+[[feeds]]
+kind = "replay"
+name = "spy"
+data = ["SPY={ROOT / "tests" / "data" / "spy_1min_2024-03-08_2024-03-11.csv"}"]
+speed = 1000000
+exit_when_done = true
+[redis]
+url = "redis://127.0.0.1:6379/0"
+stream = "mm-minutes-{uuid.uuid4().hex[:8]}"
+[rules]
+file = "{ROOT / "config" / "rules.toml"}"
+[http]
+port = 0
+"""
+    )
+    return conf
+
+
+async def test_a_replay_feed_of_minute_bars_builds_the_session_bars(tmp_path: Path) -> None:
+    """Minute bars streamed by a replay feed close, minute by minute, into session bars equal
+    to the aggregate of each session's 390 regular-hours minutes; extended-hours minutes are
+    counted as rejected (outside the session), not silently dropped."""
+    import polars as pl
+
+    from monitor.datafiles import DataSpec
+    from monitor.minutefiles import read_minutes
+
+    ready: list[Daemon] = []
+    code = await run(
+        cfg.load(spy_minutes_config(tmp_path)), install_signals=False, on_ready=ready.append
+    )
+    assert code == 0
+    daemon = ready[0]
+    minutes = read_minutes(
+        DataSpec(path=str(DATA / "spy_1min_2024-03-08_2024-03-11.csv"), symbol="SPY")
+    )
+    ny = pl.col("start").dt.convert_time_zone("America/New_York")
+    regular = minutes.filter(
+        (ny.dt.hour().cast(pl.Int32) * 60 + ny.dt.minute()).is_between(9 * 60 + 30, 16 * 60 - 1)
+    ).with_columns(ny.dt.date().alias("session"))
+    want = (
+        regular.sort("start")
+        .group_by("session", maintain_order=True)
+        .agg(
+            pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
+            pl.col("close").last(), pl.col("volume").sum(),
+        )
+        .rows()
+    )  # fmt: skip
+    got = daemon.engine.daily.filter(pl.col("symbol") == "SPY").drop("symbol").rows()
+    assert got == want
+    assert len(want) == 2
+    assert daemon.counters.get("rejections", reason="outside_session") == minutes.height - 780
+
+
+def test_feed_replay_publishes_minute_bars_paced_by_speed() -> None:
+    """`feed-replay` of a minute file publishes one message per minute bar, in time order."""
+    import paho.mqtt.client as mqtt
+
+    topic = f"mm-fr1m-{uuid.uuid4().hex[:8]}/bars"
+    got: list[bytes] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda _c, _u, m: got.append(m.payload)
+    sub.connect("127.0.0.1", 1883)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    try:
+        import time
+
+        time.sleep(0.3)
+        res = cli(
+            "feed-replay", "--data", f"SPY={DATA / 'spy_1min_2024-03-08_2024-03-11.csv'}",
+            "--from", "2024-03-08", "--to", "2024-03-08", "--topic", topic, "--speed", "100000",
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        deadline = time.monotonic() + 10
+        while len(got) < 794 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+    assert "published 794 bars" in res.stderr
+    first = msgspec.json.decode(got[0])
+    assert first == {
+        "symbol": "SPY", "timeframe": "1m", "start": 1709888400000, "open": 515.75,
+        "high": 515.85, "low": 515.7, "close": 515.7, "volume": 2658.0,
+    }  # fmt: skip
+    starts = [msgspec.json.decode(m)["start"] for m in got]
+    assert len(starts) == 794 and starts == sorted(starts)
