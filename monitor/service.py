@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import polars as pl
 
-from monitor import logs, web
+from monitor import jobs, logs, web
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
 from monitor.calendar import nyse_sessions
@@ -33,6 +33,7 @@ from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch
+from monitor.core.payload import feed_health_alert
 from monitor.core.rules.spec import RuleError, RulesFile, kind_of, parse_rules
 from monitor.core.sessions import NEW_YORK
 from monitor.errors import ConfigError
@@ -245,7 +246,7 @@ class Daemon:
             return
         if event.kind not in ("feed_stale", "feed_recovered"):
             return
-        self.feed_alerts.append(feed_alert(event.kind, event.feed, event.at, event.gap_s))
+        self.feed_alerts.append(feed_health_alert(event.kind, event.feed, event.at, event.gap_s))
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(FeedBatch.empty("feed-event"))
 
@@ -439,7 +440,7 @@ async def run(
             for rest in daemon.rest_clients:
                 await stack.enter_async_context(rest)
             daemon.counters.set("http_port", http.port)
-            scheduler = _scheduler(daemon)
+            scheduler = jobs.scheduler(daemon)
             stack.callback(scheduler.shutdown, wait=False)
             publisher_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
@@ -447,7 +448,7 @@ async def run(
                 watchdog_s = watchdog_interval_s()
                 if notify is not None and watchdog_s is not None:
                     tg.create_task(
-                        _watchdog(daemon, pipeline, notify, watchdog_s, publisher_stop),
+                        jobs.watchdog(daemon, pipeline, notify, watchdog_s, publisher_stop),
                         name="systemd-watchdog",
                     )
                 feed_tasks = [
@@ -477,66 +478,10 @@ async def run(
     return 0
 
 
-async def _watchdog(
-    daemon: Daemon, pipeline: Pipeline, notify: Notify, every_s: float, done: asyncio.Event
-) -> None:
-    """WATCHDOG=1 while the engine loop keeps stepping (a hung loop gets restarted by systemd),
-    and a STATUS= line with live figures."""
-    while not done.is_set():
-        if time.monotonic() - pipeline.last_step_at < max(every_s * 2, 5.0):
-            notify("WATCHDOG=1")
-        ticks = int(daemon.counters.total("ticks_in"))
-        alerts = int(daemon.counters.total("alerts_fired"))
-        depth = int(daemon.counters.get("outbox_depth"))
-        notify(f"STATUS=ticks {ticks}, alerts {alerts}, outbox {depth}")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), every_s)
-
-
 async def _watch_feeds(tasks: list[asyncio.Task[None]], done: asyncio.Event) -> None:
     if tasks:
         await asyncio.gather(*tasks)
     done.set()
-
-
-def _scheduler(daemon: Daemon) -> Any:
-    """APScheduler jobs: they only enqueue work for the engine loop."""
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-    scheduler = AsyncIOScheduler(timezone="UTC")
-
-    def wake() -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            daemon.queue.put_nowait(FeedBatch.empty("scheduler"))
-
-    def snapshot_due() -> None:
-        daemon.snapshot_due = True
-        wake()
-
-    def heartbeat() -> None:
-        daemon.log.info(
-            "heartbeat",
-            queue_depth=daemon.queue.qsize(),
-            ticks_in=daemon.counters.total("ticks_in"),
-            alerts_fired=daemon.counters.total("alerts_fired"),
-            outbox_depth=daemon.counters.get("outbox_depth"),
-        )
-
-    # Session closes (early closes included) wake the loop so daily bars close on time.
-    sessions = daemon.sessions.frame.filter(pl.col("close_ts") > dt.datetime.now(dt.UTC)).head(400)
-    for close in sessions.get_column("close_ts").to_list():
-        scheduler.add_job(wake, "date", run_date=close, misfire_grace_time=300)
-    scheduler.add_job(snapshot_due, "interval", seconds=daemon.config.store.snapshot_interval_s)
-    scheduler.add_job(heartbeat, "interval", seconds=60)
-
-    def short_interest_due() -> None:
-        daemon.short_interest_due = True
-        wake()
-
-    if daemon.config.rules.short_interest:
-        scheduler.add_job(short_interest_due, "cron", hour=7, minute=0, timezone="America/New_York")
-    scheduler.start()
-    return scheduler
 
 
 def _install_signals(stop: asyncio.Event, log: Any) -> None:
@@ -575,35 +520,3 @@ def _resolve_spec(config: Config, arg: str) -> Any:
 
     parsed = parse_data_arg(arg)
     return DataSpec(path=str(resolve(config, parsed.path)), symbol=parsed.symbol)
-
-
-def feed_alert(kind: str, feed: str, at: dt.datetime, gap_s: float | None) -> Alert:
-    """A `feed_stale` or `feed_recovered` alert for one feed."""
-    from zoneinfo import ZoneInfo
-
-    from monitor.core.payload import alert_id
-    from monitor.core.sessions import NEW_YORK
-
-    gap = f" after {gap_s:.0f} s without data" if gap_s else ""
-    if kind == "feed_stale":
-        title = f"Feed {feed} is stale"
-        text = f"No data from feed {feed}{gap} during regular hours; alerts from it may be late."
-        severity = "warning"
-    else:
-        title = f"Feed {feed} recovered"
-        text = f"Data from feed {feed} flows again{gap}."
-        severity = "info"
-    return Alert(
-        id=alert_id(f"feed.{kind}", feed, "1m", at, ""),
-        rule=f"feed.{kind.removeprefix('feed_')}",
-        kind=kind,
-        symbol=feed,
-        timeframe="1m",
-        session=at.astimezone(ZoneInfo(NEW_YORK)).date().isoformat(),
-        ts=at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
-        severity=severity,  # type: ignore[arg-type]
-        title=title,
-        text=text,
-        metrics={"gap_s": gap_s},
-        history=None,
-    )

@@ -203,3 +203,40 @@ async def test_ticks_over_mqtt_build_the_minute_bars_replay_builds(tmp_path: Pat
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_a_stale_feed_becomes_an_alert_on_the_stream(tmp_path: Path) -> None:
+    """A feed reporting itself stale (and then recovered) puts a `feed_stale` (and a
+    `feed_recovered`) alert on the Redis stream, with the gap in its metrics."""
+    from monitor.feeds.websocket import FeedEvent
+
+    prefix = f"mm-stale-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix)
+    stop = asyncio.Event()
+    ready: list[Daemon] = []
+    task = asyncio.create_task(
+        run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
+    )
+    at = dt.datetime(2024, 7, 16, 15, 0, tzinfo=dt.UTC)
+    try:
+        daemon = await subscribed(ready)
+        daemon.on_feed_event(FeedEvent(feed="alpaca", kind="feed_stale", at=at, gap_s=65.0))
+        later = at + dt.timedelta(minutes=3)
+        daemon.on_feed_event(FeedEvent(feed="alpaca", kind="feed_recovered", at=later, gap_s=180.0))
+        got = await read_stream(f"{prefix}:alerts", 2)
+        assert [(a.kind, a.rule, a.symbol, a.session, a.severity) for a in got] == [
+            ("feed_stale", "feed.stale", "alpaca", "2024-07-16", "warning"),
+            ("feed_recovered", "feed.recovered", "alpaca", "2024-07-16", "info"),
+        ]
+        assert got[0].text == (
+            "No data from feed alpaca after 65 s without data during regular hours; "
+            "alerts from it may be late."
+        )
+        assert got[0].metrics == {"gap_s": 65.0}
+        assert got[0].history is None
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()

@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -14,6 +15,7 @@ from monitor.core.model import Alert, History, HorizonStats, MetricValue
 from monitor.core.rules import FAMILIES
 from monitor.core.rules.context import KEYS, RuleContext, pct, unit
 from monitor.core.rules.spec import Rule, kind_of
+from monitor.core.sessions import NEW_YORK
 
 # Columns of a firing frame that are bookkeeping, not metrics for the payload.
 _INTERNAL = {*KEYS, "fire", "history_start", "prior_occurrences", "prior_dates", "pos", "ts_key"}
@@ -139,4 +141,31 @@ def summary(count: int, first: str | None, stats: Sequence[HorizonStats], timefr
         f"{head}; over the next {pick.periods} {unit(timeframe, pick.periods)}, "
         f"{pct(pick.mean, signed=True)} on average (median {pct(pick.median, signed=True)}), "
         f"{ups} of {pick.count} up."
+    )
+
+
+def feed_health_alert(kind: str, feed: str, at: dt.datetime, gap_s: float | None) -> Alert:
+    """A `feed_stale` or `feed_recovered` alert for one feed (feed health, no history)."""
+    gap = f" after {gap_s:.0f} s without data" if gap_s else ""
+    if kind == "feed_stale":
+        title = f"Feed {feed} is stale"
+        text = f"No data from feed {feed}{gap} during regular hours; alerts from it may be late."
+        severity = "warning"
+    else:
+        title = f"Feed {feed} recovered"
+        text = f"Data from feed {feed} flows again{gap}."
+        severity = "info"
+    return Alert(
+        id=alert_id(f"feed.{kind}", feed, "1m", at, ""),
+        rule=f"feed.{kind.removeprefix('feed_')}",
+        kind=kind,
+        symbol=feed,
+        timeframe="1m",
+        session=at.astimezone(ZoneInfo(NEW_YORK)).date().isoformat(),
+        ts=at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        severity=severity,  # type: ignore[arg-type]
+        title=title,
+        text=text,
+        metrics={"gap_s": gap_s},
+        history=None,
     )
