@@ -254,6 +254,11 @@ async def test_a_simulated_week_of_the_universe_matches_replay(tmp_path: Path) -
         assert daemon.counters.total("rejections") == 0
         assert depth <= daemon.config.engine.queue_size
         assert rss[-1] < rss[1] * 1.15, rss
+        print(  # the soak's figures, shown with `pytest -s`
+            f"soak: {sent:,} minute bars of {len(SYMBOLS):,} symbols over {len(week)} sessions, "
+            f"{len(got)} alerts equal to replay's; RSS MB per session {[round(r) for r in rss]}; "
+            f"max queue depth {depth}"
+        )
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 60) == 0
