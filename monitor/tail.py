@@ -18,7 +18,8 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 def tail(args: argparse.Namespace) -> int:
     """Entry point of the `tail` command."""
     url, channel, stream = DEFAULT_URL, "market-monitor:alerts", "market-monitor:alerts"
-    password = None
+    password: str | None = None
+    options: dict[str, str] = {}
     if args.config:
         from monitor import config as cfg
 
@@ -29,20 +30,29 @@ def tail(args: argparse.Namespace) -> int:
             env_name=config.redis.password_env,
             file_name=config.redis.password_file,
         )
+        if config.redis.username:
+            options["username"] = config.redis.username
+        if config.redis.ca_file:
+            options["ssl_ca_certs"] = str(cfg.resolve(config, config.redis.ca_file))
     url = args.url or url
     try:
-        return asyncio.run(_tail(url, password, channel, stream, args))
+        return asyncio.run(_tail(url, password, channel, stream, args, options))
     except KeyboardInterrupt:
         return 0
 
 
 async def _tail(
-    url: str, password: str | None, channel: str, stream: str, args: argparse.Namespace
+    url: str,
+    password: str | None,
+    channel: str,
+    stream: str,
+    args: argparse.Namespace,
+    options: dict[str, str],
 ) -> int:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    client = aioredis.Redis.from_url(url, password=password)
+    client = aioredis.Redis.from_url(url, password=password, **options)  # type: ignore[arg-type]
     seen = 0
     try:
         if args.since is not None:
