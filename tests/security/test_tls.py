@@ -15,7 +15,8 @@ from structlog.testing import capture_logs
 from monitor import config as cfg
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
-from monitor.service import Daemon, feed_alert, run
+from monitor.core.payload import feed_health_alert
+from monitor.service import Daemon, run
 from tests.security.daemon import (
     ALERTS_0716,
     backfill,
@@ -176,7 +177,9 @@ async def test_redis_with_a_certificate_for_another_host_gets_no_alerts(
 ) -> None:
     """A rediss:// server whose certificate, signed by the trusted CA, names another host is
     refused: the alert stays in the outbox and `redis_unavailable` says why."""
-    alert = feed_alert("feed_stale", "probe", dt.datetime(2024, 7, 16, 15, tzinfo=dt.UTC), 60.0)
+    alert = feed_health_alert(
+        "feed_stale", "probe", dt.datetime(2024, 7, 16, 15, tzinfo=dt.UTC), 60.0
+    )
     with (
         TlsRedisServer(pki.ca, pki.server("elsewhere")) as redis,
         Outbox(tmp_path / "outbox.sqlite") as outbox,
