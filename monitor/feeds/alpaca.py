@@ -18,7 +18,6 @@ from typing import Any
 
 import msgspec
 
-from monitor.core.model import Rejection
 from monitor.feeds.provider import (
     Action,
     Columns,
@@ -27,9 +26,9 @@ from monitor.feeds.provider import (
     Outgoing,
     UtcDatetime,
     datetime_us,
+    decode_elements,
     first_byte_is_json,
     frame_rejection,
-    rejection,
 )
 
 __all__ = [
@@ -281,18 +280,7 @@ def _decode_lenient(frame: bytes | str, packed: bytes | None, feed: str) -> Deco
     except (msgspec.DecodeError, ValueError):  # ValueError: bad UTF-8 in a msgpack str
         why = "malformed_msgpack" if packed is not None else "malformed_json"
         return Decoded(Columns().batch(feed, [frame_rejection(why, frame)]), [])
-    elements = doc if isinstance(doc, list) else [doc]
-    cols = Columns()
-    controls: list[Control] = []
-    rejections: list[Rejection] = []
-    ignored = 0
-    for element in elements:
-        reason = _element(element, cols, controls)
-        if reason == "ignored":
-            ignored += 1
-        elif reason is not None:
-            rejections.append(rejection(reason, element, "S"))
-    return Decoded(cols.batch(feed, rejections), controls, ignored)
+    return decode_elements(feed, doc, _element, "S")
 
 
 _TRADE_KEYS = ("S", "p", "s", "t")

@@ -13,16 +13,15 @@ from typing import Any
 
 import msgspec
 
-from monitor.core.model import Rejection
 from monitor.feeds.provider import (
     Action,
     Columns,
     Control,
     Decoded,
     Outgoing,
+    decode_elements,
     frame_rejection,
     ms_us,
-    rejection,
 )
 
 __all__ = [
@@ -110,18 +109,7 @@ def _decode_lenient(frame: bytes | str, feed: str) -> Decoded:
         doc = msgspec.json.decode(frame)
     except (msgspec.DecodeError, ValueError):
         return Decoded(Columns().batch(feed, [frame_rejection("malformed_json", frame)]), [])
-    elements = doc if isinstance(doc, list) else [doc]
-    cols = Columns()
-    controls: list[Control] = []
-    rejections: list[Rejection] = []
-    ignored = 0
-    for element in elements:
-        reason = _element(element, cols, controls)
-        if reason == "ignored":
-            ignored += 1
-        elif reason is not None:
-            rejections.append(rejection(reason, element, "sym"))
-    return Decoded(cols.batch(feed, rejections), controls, ignored)
+    return decode_elements(feed, doc, _element, "sym")
 
 
 def _element(el: object, cols: Columns, controls: list[Control]) -> str | None:

@@ -12,6 +12,7 @@ read by msgspec, which rounds to the nearest microsecond.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Literal, Protocol
 
 import msgspec
@@ -155,6 +156,26 @@ def is_symbol(value: object) -> bool:
 
 
 # --- rejections ----------------------------------------------------------------------------------
+
+
+ElementRouter = Callable[[object, "Columns", list[Control]], str | None]
+
+
+def decode_elements(feed: str, doc: object, route: ElementRouter, symbol_key: str) -> Decoded:
+    """Route every element of a decoded frame (a list, or one object): `route` adds data to the
+    columns or a control to the list and returns None, "ignored", or a rejection reason."""
+    elements = doc if isinstance(doc, list) else [doc]
+    cols = Columns()
+    controls: list[Control] = []
+    rejections: list[Rejection] = []
+    ignored = 0
+    for element in elements:
+        reason = route(element, cols, controls)
+        if reason == "ignored":
+            ignored += 1
+        elif reason is not None:
+            rejections.append(rejection(reason, element, symbol_key))
+    return Decoded(cols.batch(feed, rejections), controls, ignored)
 
 
 def rejection(reason: str, element: object, symbol_key: str | None = None) -> Rejection:
