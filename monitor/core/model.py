@@ -95,9 +95,17 @@ def ticks_frame(ticks: Iterable[Tick]) -> pl.DataFrame:
     return pl.DataFrame(cols, schema=TICK_SCHEMA)
 
 
+_EMPTY: dict[tuple[tuple[str, pl.DataType], ...], pl.DataFrame] = {}
+
+
 def empty(schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """An empty frame of the given schema."""
-    return pl.DataFrame(schema=schema)
+    """An empty frame of the given schema (a clone of a cached one: building a frame from a
+    schema costs about half a millisecond, a clone about a microsecond)."""
+    key = tuple(schema.items())
+    cached = _EMPTY.get(key)
+    if cached is None:
+        cached = _EMPTY[key] = pl.DataFrame(schema=schema)
+    return cached.clone()
 
 
 def bars_frame(bars: Sequence[Bar], timeframe: Literal["1m", "1d"]) -> pl.DataFrame:
