@@ -44,6 +44,7 @@ DEFAULT_API = {
     "discord": "https://discord.com",
 }
 DISCORD_MAX_CHARS = 2000
+TELEGRAM_MAX_CHARS = 4096  # sendMessage's limit, counted after entity parsing (we stay under)
 _CHAT = re.compile(r"^(?P<chat>-?[0-9]{1,32}|@?[a-z_-][a-z0-9_-]+)(?::(?P<topic>[0-9]+))?$", re.I)
 _MD = re.compile(r"\\(.)|(\*\*|`|_)", re.S)
 
@@ -215,6 +216,12 @@ class TelegramSender(ProviderSender):
         """Per chat: the text, then each attachment as a photo."""
         text = f"<b>{html.escape(message.title, quote=False)}</b>\n" if _titled(message) else ""
         text += telegram_html(message.body, message.body_format)
+        if len(text) > TELEGRAM_MAX_CHARS:
+            # Too long to send as HTML: plain text, cut short (never inside an entity).
+            plain = html.escape(f"{message.title}\n{message.body}", quote=False)
+            cut = plain[: TELEGRAM_MAX_CHARS - 1]
+            amp = cut.rfind("&", len(cut) - 8)
+            text = (cut[:amp] if amp >= 0 and ";" not in cut[amp:] else cut) + "…"
         out = []
         for chat, topic in self.chats:
             where: dict[str, Any] = {"chat_id": chat}

@@ -406,3 +406,19 @@ async def test_a_rate_limited_telegram_receiver_does_not_delay_a_json_receiver(
     assert [b["title"] for b in hooks.bodies("/hook")] == [alert(1).title, alert(2).title]
     assert sent[0].at - limited.at >= 1.0
     assert max(t for _, _, _, t in hooks.received) < sent[0].at
+
+
+def test_a_long_telegram_message_is_cut_to_the_limit() -> None:
+    """A message longer than Telegram's 4,096 characters is sent cut short, ending in an
+    ellipsis, never split inside an HTML entity."""
+    from monitor.notify.senders import TELEGRAM_MAX_CHARS
+
+    body = "GME & AMC <squeeze> " * 400  # 8,000 characters, entities all along
+    sender = TelegramSender("tgram://bot123:abc/-100")
+    (post, *_) = sender.posts(Message("Many alerts", body, "markdown"))
+    assert post.json is not None
+    text = post.json["text"]
+    assert len(text) <= TELEGRAM_MAX_CHARS
+    assert text.endswith("…")
+    tail = text[-10:]
+    assert "&" not in tail or ";" in tail[tail.rfind("&") :]
