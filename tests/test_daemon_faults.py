@@ -25,7 +25,7 @@ from tests.alerts.redis_server import RedisServer
 from tests.conftest import RUT
 from tests.daemon_process import DaemonProcess
 from tests.feeds.mosquitto_server import MosquittoServer
-from tests.test_service import replay_alerts, subscribed, write_config
+from tests.test_service import daemon_running, replay_alerts, subscribed, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -80,13 +80,7 @@ async def test_alerts_wait_in_the_outbox_while_redis_is_down(tmp_path: Path) -> 
         first = replay_alerts(dt.date(2024, 7, 10), dt.date(2024, 7, 16))
         second = replay_alerts(dt.date(2024, 7, 17), dt.date(2024, 11, 15))
         assert len(first) == 3 and len(second) == 3
-        stop = asyncio.Event()
-        ready: list[Daemon] = []
-        task = asyncio.create_task(
-            run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
-        )
-        try:
-            daemon = await subscribed(ready)
+        async with daemon_running(conf) as daemon:
             await publish(f"{prefix}/bars", rut_bars("2024-07-10", "2024-07-16"))
             assert await stream_alerts(server.url, f"{prefix}:alerts", 3) == first
             server.kill()
@@ -99,9 +93,6 @@ async def test_alerts_wait_in_the_outbox_while_redis_is_down(tmp_path: Path) -> 
             assert got == second
             await asyncio.sleep(1.0)  # nothing more arrives: no duplicates
             assert await stream_alerts(server.url, f"{prefix}:alerts", 3) == second
-        finally:
-            stop.set()
-            assert await asyncio.wait_for(task, 30) == 0
 
 
 async def test_sigterm_under_load_exits_zero_within_the_grace_period(tmp_path: Path) -> None:
@@ -151,21 +142,12 @@ async def test_a_restart_mid_streak_continues_it_without_repeating(tmp_path: Pat
     stream = f"{prefix}:alerts"
 
     async def session(messages: list[bytes], want: int) -> list[Alert]:
-        stop = asyncio.Event()
-        ready: list[Daemon] = []
-        task = asyncio.create_task(
-            run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
-        )
-        try:
-            daemon = await subscribed(ready)
+        async with daemon_running(conf) as daemon:
             await publish(f"{prefix}/bars", messages)
             async with asyncio.timeout(20):
                 while daemon.counters.total("bars_closed") < len(messages):  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             return await stream_alerts("redis://127.0.0.1:6379/0", stream, want, timeout_s=3)
-        finally:
-            stop.set()
-            assert await asyncio.wait_for(task, 30) == 0
 
     try:
         assert await session(rut_bars("2024-07-10", "2024-07-12"), 0) == []

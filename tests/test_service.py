@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -15,6 +17,7 @@ import redis.asyncio as aioredis
 
 from monitor import config as cfg
 from monitor.cli import main
+from monitor.clock import Clock
 from monitor.core.model import Alert, decode_alert
 from monitor.datafiles import DataSpec, read_daily
 from monitor.feed_replay import bar_messages
@@ -118,6 +121,24 @@ async def test_mqtt_daily_bars_give_the_replay_alerts_on_redis(tmp_path: Path) -
         await client.aclose()
 
 
+@contextlib.asynccontextmanager
+async def daemon_running(
+    conf: Path, *, clock: Clock | None = None, stop_timeout_s: float = 30.0
+) -> AsyncIterator[Daemon]:
+    """The daemon of `conf` running in this loop, its feeds subscribed; stopped on the way out,
+    where its exit code must be 0."""
+    stop = asyncio.Event()
+    ready: list[Daemon] = []
+    task = asyncio.create_task(
+        run(cfg.load(conf), stop=stop, clock=clock, install_signals=False, on_ready=ready.append)
+    )
+    try:
+        yield await subscribed(ready)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, stop_timeout_s) == 0
+
+
 async def subscribed(ready: list[Daemon], timeout_s: float = 20.0) -> Daemon:
     """The daemon, once every MQTT feed has subscribed."""
     async with asyncio.timeout(timeout_s):
@@ -179,13 +200,7 @@ async def test_ticks_over_mqtt_build_the_minute_bars_replay_builds(tmp_path: Pat
     prefix = f"mm-ticks-{uuid.uuid4().hex[:8]}"
     conf = write_config(tmp_path, prefix)
     clock = SimClock(t0)
-    stop = asyncio.Event()
-    ready: list[Daemon] = []
-    task = asyncio.create_task(
-        run(cfg.load(conf), stop=stop, clock=clock, install_signals=False, on_ready=ready.append)
-    )
-    try:
-        daemon = await subscribed(ready)
+    async with daemon_running(conf, clock=clock) as daemon:
         async with aiomqtt.Client("127.0.0.1", 1883) as pub:
             for m in messages:
                 await pub.publish(f"{prefix}/ticks", m, qos=1)
@@ -200,9 +215,6 @@ async def test_ticks_over_mqtt_build_the_minute_bars_replay_builds(tmp_path: Pat
         assert got.equals(expected.select(got.columns))
         assert daemon.counters.total("rejections") == 0
         assert pl.Series(got.get_column("volume")).sum() == sum(t.size for t in ticks)
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == 0
 
 
 async def test_a_stale_feed_becomes_an_alert_on_the_stream(tmp_path: Path) -> None:

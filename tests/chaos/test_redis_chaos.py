@@ -16,7 +16,7 @@ from monitor.service import Daemon, run
 from tests.alerts.redis_server import RedisServer
 from tests.conftest import RUT
 from tests.test_daemon_faults import publish, rut_bars, stream_alerts
-from tests.test_service import replay_alerts, subscribed, write_config
+from tests.test_service import daemon_running, replay_alerts, subscribed, write_config
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -40,13 +40,7 @@ async def test_redis_flapping_loses_and_repeats_nothing(tmp_path: Path) -> None:
         )
         messages = rut_bars("2024-01-02", "2024-08-30")
         expected = replay_alerts(dt.date(2024, 1, 2), dt.date(2024, 8, 30))
-        stop = asyncio.Event()
-        ready: list[Daemon] = []
-        task = asyncio.create_task(
-            run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
-        )
-        try:
-            daemon = await subscribed(ready)
+        async with daemon_running(conf) as daemon:
             chunk = len(messages) // 4
             for i in range(4):
                 await publish(
@@ -61,9 +55,6 @@ async def test_redis_flapping_loses_and_repeats_nothing(tmp_path: Path) -> None:
             assert [a.id for a in got] == [a.id for a in expected]
             assert got == expected
             assert daemon.counters.total("redis_errors") >= 1
-        finally:
-            stop.set()
-            assert await asyncio.wait_for(task, 30) == 0
 
 
 async def test_a_slow_subscriber_is_cut_off_and_catches_up_from_the_stream(tmp_path: Path) -> None:

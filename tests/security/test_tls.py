@@ -29,7 +29,7 @@ from tests.security.daemon import (
 )
 from tests.security.pki import Pki
 from tests.security.servers import TlsMosquitto, TlsRedisServer
-from tests.test_service import subscribed
+from tests.test_service import daemon_running, subscribed
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -72,13 +72,7 @@ async def test_alerts_flow_over_tls_mqtt_and_tls_redis(
             redis={"url": redis.url, "stream": f"{prefix}:alerts", "ca_file": str(pki.ca)},
         )
         backfill(conf)
-        stop = asyncio.Event()
-        ready: list[Daemon] = []
-        task = asyncio.create_task(
-            run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
-        )
-        try:
-            daemon = await subscribed(ready)
+        async with daemon_running(conf, stop_timeout_s=20) as daemon:
             await publish(
                 broker.tls_ports["good"],
                 f"{prefix}/bars",
@@ -91,9 +85,6 @@ async def test_alerts_flow_over_tls_mqtt_and_tls_redis(
             assert summary(got) == ALERTS_0716
             assert daemon.counters.get("feed_connects", feed="tls") == 1
             assert daemon.counters.get("redis_errors") == 0
-        finally:
-            stop.set()
-            assert await asyncio.wait_for(task, 20) == 0
 
 
 async def test_without_a_trusted_server_certificate_nothing_connects(

@@ -20,7 +20,7 @@ from monitor.datafiles import DataSpec, read_daily
 from monitor.feed_replay import bar_messages
 from monitor.service import Daemon, run
 from tests.conftest import RUT
-from tests.test_service import subscribed, write_config
+from tests.test_service import daemon_running, subscribed, write_config
 from tests.web.chromium import Chromium, Page, find_chromium
 
 pytestmark = pytest.mark.integration
@@ -116,13 +116,7 @@ async def test_page_and_closes_are_served_by_the_daemon(tmp_path: Path) -> None:
     conf = write_config(tmp_path, prefix)
     args = ["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12"]
     assert main(args) == 0
-    stop = asyncio.Event()
-    ready: list[Daemon] = []
-    task = asyncio.create_task(
-        run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
-    )
-    try:
-        daemon = await subscribed(ready)
+    async with daemon_running(conf) as daemon:
         base = f"http://127.0.0.1:{int(daemon.counters.get('http_port'))}"
         html = (await asyncio.to_thread(_get, base + "/")).decode()
         assert html.startswith("<!doctype html>")
@@ -132,6 +126,3 @@ async def test_page_and_closes_are_served_by_the_daemon(tmp_path: Path) -> None:
         assert (rut["symbol"], len(rut["sessions"]), len(rut["closes"])) == ("^RUT", 120, 120)
         assert (rut["sessions"][-1], round(rut["closes"][-1], 2)) == ("2024-07-12", 2148.27)
         assert rut["alerts"] == []
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == 0

@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from monitor import config as cfg
 from monitor.cli import main
-from monitor.service import Daemon, run
 from monitor.watch import bar, frame, measure, sparkline
 from tests.conftest import RUT
 from tests.test_commands import cli
-from tests.test_service import subscribed, write_config
+from tests.test_service import daemon_running, write_config
 
 STATE = {
     "now": "2024-07-16T20:00:05+00:00",
@@ -80,19 +78,10 @@ async def test_watch_once_prints_the_board_of_a_running_daemon(tmp_path: Path) -
     conf = write_config(tmp_path, prefix)
     args = ["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12"]
     assert main(args) == 0
-    stop = asyncio.Event()
-    ready: list[Daemon] = []
-    task = asyncio.create_task(
-        run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
-    )
-    try:
-        daemon = await subscribed(ready)
+    async with daemon_running(conf) as daemon:
         url = f"http://127.0.0.1:{int(daemon.counters.get('http_port'))}"
         res = await asyncio.to_thread(cli, "watch", "--once", "--url", url, env={"COLUMNS": "120"})
         port = daemon.counters.get("http_port")
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == 0
     assert res.returncode == 0, res.stderr
     assert "last session 2024-07-12" in res.stdout
     assert "streak.daily (1d)" in res.stdout and "3 of 5" in res.stdout
