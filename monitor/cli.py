@@ -211,9 +211,8 @@ def _run_replay(
     import polars as pl
 
     from monitor.calendar import nyse_sessions
-    from monitor.core.model import encode_alert
     from monitor.core.rules.spec import RulesFile
-    from monitor.replay import build_engine, emit_after_for, replay, table
+    from monitor.replay import build_engine, emit_after_for, replay_steps, table
     from monitor.short_interest_io import read_short_interest
 
     rules = load_rules(rules_path)
@@ -230,11 +229,14 @@ def _run_replay(
     )
     out = sys.stdout
     alerts = []
-    for alert in replay(engine, bars, batch_sessions=batch_sessions):
-        if fmt == "jsonl":
-            out.write(encode_alert(alert).decode() + "\n")
+    for step in replay_steps(engine, bars, batch_sessions=batch_sessions):
+        if fmt == "jsonl" and step.lines.height:
+            out.flush()  # the lines go straight to the byte stream underneath
+            step.lines.select("json").write_csv(
+                out.buffer, include_header=False, quote_style="never"
+            )
         if fmt == "table" or report:
-            alerts.append(alert)
+            alerts += step.alerts
     if fmt == "table":
         out.write(table(alerts))
     out.flush()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from monitor.core.engine import Engine
+from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.rules.spec import RulesFile, SqueezeRule
 from monitor.core.sessions import Sessions
@@ -41,6 +41,18 @@ def replay(
 ) -> Iterator[Alert]:
     """Feed daily `bars` (DAILY_SCHEMA) through `engine` and yield every alert, in order.
     `batch_sessions=None` feeds everything as one batch."""
+    for step in replay_steps(engine, bars, batch_sessions=batch_sessions, feed=feed):
+        yield from step.alerts
+
+
+def replay_steps(
+    engine: Engine,
+    bars: pl.DataFrame,
+    *,
+    batch_sessions: int | None = None,
+    feed: str = "replay",
+) -> Iterator[Step]:
+    """`replay`, a Step per batch: its `lines` are the alerts as JSON, never decoded."""
     if bars.is_empty():
         return
     sessions = bars.get_column("session").unique().sort()
@@ -55,7 +67,7 @@ def replay(
         now = engine.sessions.close_of(last) if engine.sessions.is_session(last) else None
         if now is None:
             continue
-        yield from engine.advance(now).alerts
+        yield engine.advance(now)
 
 
 def emit_after_for(sessions: Sessions, start: dt.date | None) -> dt.datetime | None:

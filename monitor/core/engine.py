@@ -9,6 +9,7 @@ An alert id it has emitted is never emitted again (`fired`), so corrections do n
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import polars as pl
 
 from monitor.core import firing
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, Alert, FeedBatch, Rejection, empty
-from monitor.core.payload import build_alerts
+from monitor.core.payload import LINE_SCHEMA, alert_lines, decode_lines
 from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import RulesFile
@@ -29,13 +30,26 @@ if TYPE_CHECKING:
 PRICE_COLS = ("open", "high", "low", "close")
 
 
-class Step(msgspec.Struct):
-    """What one `advance` produced."""
+class Step:
+    """What one `advance` produced. `lines` holds the new alerts as payload lines (LINE_SCHEMA,
+    in order); `alerts` decodes them into Alert structs on first use."""
 
-    alerts: list[Alert]
-    minute_bars: pl.DataFrame
-    daily_bars: pl.DataFrame
-    rejections: list[Rejection]
+    def __init__(
+        self,
+        lines: pl.DataFrame,
+        minute_bars: pl.DataFrame,
+        daily_bars: pl.DataFrame,
+        rejections: list[Rejection],
+    ) -> None:
+        self.lines = lines
+        self.minute_bars = minute_bars
+        self.daily_bars = daily_bars
+        self.rejections = rejections
+
+    @functools.cached_property
+    def alerts(self) -> list[Alert]:
+        """The new alerts, in order (a list the caller may extend)."""
+        return decode_lines(self.lines)
 
 
 class EngineState(msgspec.Struct):
@@ -193,15 +207,14 @@ class Engine:
             self.minutes = _upsert(self.minutes, minute_bars, ["symbol", "start"]).filter(
                 pl.int_range(pl.len()).reverse().over("symbol") < self._minute_history
             )
-        alerts: list[Alert] = []
+        lines: list[pl.DataFrame] = []
         if minute_bars.height:
-            alerts += self._evaluate("1m", now)
+            lines += self._evaluate("1m", now)
         if new_daily.height:
-            alerts += self._evaluate("1d", now)
+            lines += self._evaluate("1d", now)
             if any(r.timeframe == "1w" for r in self.rules):
-                alerts += self._evaluate("1w", now)
-        alerts.sort(key=lambda a: (a.ts, a.rule, a.symbol, a.id))
-        return Step(alerts, minute_bars, new_daily, [])
+                lines += self._evaluate("1w", now)
+        return Step(self._new(lines), minute_bars, new_daily, [])
 
     def evaluates(self, now: dt.datetime, batch: FeedBatch | None = None) -> bool:
         """Whether `advance(now)` after ingesting `batch` may evaluate rules over the history:
@@ -217,7 +230,7 @@ class Engine:
         """Advance without emitting: load history so that only later periods can fire.
         Returns how many historical firings were recorded as already seen."""
         step = self.advance(now)
-        return len(step.alerts)
+        return step.lines.height
 
     def _close_daily(self, now: dt.datetime) -> pl.DataFrame:
         if self._pending_daily.is_empty():
@@ -236,24 +249,39 @@ class Engine:
         return done
 
     # -------------------------------------------------------------- evaluate
-    def _evaluate(self, timeframe: str, now: dt.datetime) -> list[Alert]:
+    def _evaluate(self, timeframe: str, now: dt.datetime) -> list[pl.DataFrame]:
+        """Alert lines of every rule of `timeframe` for the periods closed since the last call."""
         rules = [r for r in self.rules if r.timeframe == timeframe]
         bars = self.frame(timeframe, now)
         if bars.is_empty():
             return []
         after = self.watermarks.get(timeframe)
-        alerts: list[Alert] = []
+        lines: list[pl.DataFrame] = []
         for rule in rules:
             tracked: list[Progress] | None = [] if self.track_progress else None
             fired = firing.firings(bars, rule, self.ctx, after, tracked)
             if tracked is not None:
                 self.progress[rule.id] = tracked
-            for alert in build_alerts(fired, rule, self.ctx):
-                if alert.id not in self.fired:
-                    self.fired.add(alert.id)
-                    alerts.append(alert)
+            lines.append(alert_lines(fired, rule, self.ctx))
         self.watermarks[timeframe] = bars.get_column("ts").max()  # type: ignore[assignment]
-        return alerts
+        return lines
+
+    def _new(self, lines: list[pl.DataFrame]) -> pl.DataFrame:
+        """The lines whose alert ids were never emitted, sorted by ts, rule, symbol and id; their
+        ids join `fired`."""
+        lines = [part for part in lines if part.height]
+        if not lines:
+            return empty(LINE_SCHEMA)
+        both = pl.concat(lines) if len(lines) > 1 else lines[0]
+        fired, keep = self.fired, []
+        for alert_id in both.get_column("id").to_list():
+            new = alert_id not in fired
+            if new:
+                fired.add(alert_id)
+            keep.append(new)
+        if not all(keep):
+            both = both.filter(pl.Series(keep, dtype=pl.Boolean))
+        return both.sort("ts", "rule", "symbol", "id")
 
     def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:
         """Closed bars of a timeframe for rule evaluation: symbol, session, ts (bar close), OHLCV,

@@ -2,7 +2,8 @@
 
 - `condition(bars, rule, ctx) -> pl.DataFrame`: per symbol and period, whether the rule's condition
   holds (`cond`) plus the metric columns, vectorised over the universe;
-- `describe(row, rule, ctx) -> (title, text)`: words for people, with the numbers;
+- `words(rule, ctx) -> (title, text)`: words for people, with the numbers, as polars string
+  expressions over the firing frame (dates already YYYY-MM-DD text; see monitor/core/payload.py);
 - `SEVERITY`: the default severity.
 
 The engine turns conditions into episodes (fire when the condition turns true), applies cooldowns,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from monitor.core import metrics as m
-from monitor.core.rules.context import RuleContext, pct, select_keys, unit
+from monitor.core.rules.context import (
+    RuleContext,
+    fixed_expr,
+    pct_expr,
+    select_keys,
+    text_expr,
+    unit,
+)
 from monitor.core.rules.spec import BreadthRule
 
 SEVERITY = "notice"
@@ -37,13 +42,13 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
     return select_keys(frame, cond, [pl.col("share"), pl.col("up"), pl.col("counted")])
 
 
-def describe(row: dict[str, Any], rule: BreadthRule, ctx: RuleContext) -> tuple[str, str]:
-    """Title and sentence for one firing."""
-    w = rule.window
-    name = ctx.name(rule.label)
-    title = f"Breadth: {pct(row['share'])} of {name} up over {w} {unit(rule.timeframe, w)}"
-    text = (
-        f"{pct(row['share'])} of {name} ({row['up']:,} of {row['counted']:,}) "
-        f"rose over the last {w} {unit(rule.timeframe, w)}."
-    )
+def words(rule: BreadthRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
+    """Title and sentence of every firing, as string expressions over the firing frame."""
+    name, share = ctx.name(rule.label), pct_expr(pl.col("share"))
+    span = f"{rule.window} {unit(rule.timeframe, rule.window)}"
+    title = text_expr("Breadth: ", share, f" of {name} up over {span}")
+    text = text_expr(
+        share, f" of {name} (", fixed_expr(pl.col("up"), 0, thousands=True), " of ",
+        fixed_expr(pl.col("counted"), 0, thousands=True), f") rose over the last {span}.",
+    )  # fmt: skip
     return title, text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import msgspec
@@ -25,6 +26,11 @@ class RuleContext(msgspec.Struct, frozen=True):
         """The display name of a symbol (the symbol itself when none is configured)."""
         return self.names.get(symbol, symbol)
 
+    def name_expr(self) -> pl.Expr:
+        """`name` over the `symbol` column."""
+        symbol = pl.col("symbol")
+        return symbol.replace(self.names) if self.names else symbol
+
 
 def unit(timeframe: str, n: int = 1) -> str:
     """'session' / 'sessions', 'week' / 'weeks', ..."""
@@ -33,10 +39,59 @@ def unit(timeframe: str, n: int = 1) -> str:
 
 
 def pct(x: float | None, signed: bool = False) -> str:
-    """A fraction as a percentage for people: 0.115 -> '11.5%'."""
+    """A fraction as a percentage for people: 0.115 -> '11.5%' (`pct_expr` in polars)."""
     if x is None:
         return "n/a"
-    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+    text = fixed(x * 100, 1, signed=signed)
+    return text if text == "n/a" else text + "%"
+
+
+def fixed(x: float | None, decimals: int, *, signed: bool = False, thousands: bool = False) -> str:
+    """`x` with `decimals` decimals, as `f"{x:,.2f}"` but rounding `x * 10**decimals` half to
+    even, exactly as `fixed_expr` does in polars, so text made either way is the same."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    n = round(x * 10**decimals)
+    if abs(n) >= 2**63:  # past Int64, where the polars version gives up too
+        return "n/a"
+    sign = "-" if n < 0 else ("+" if signed else "")
+    whole, frac = divmod(abs(n), 10**decimals)
+    digits = f"{whole:,}" if thousands else str(whole)
+    return f"{sign}{digits}.{frac:0{decimals}d}" if decimals else sign + digits
+
+
+def fixed_expr(
+    x: pl.Expr, decimals: int, *, signed: bool = False, thousands: bool = False
+) -> pl.Expr:
+    """`fixed` over a column: null, non-finite or out-of-range values give 'n/a'."""
+    scaled = (x * 10**decimals).round(0)
+    n = pl.when(scaled.is_finite()).then(scaled).cast(pl.Int64, strict=False)
+    size = n.abs()
+    whole = (size // 10**decimals).cast(pl.String)
+    if thousands:  # group from the right: reverse, a comma after every 3 digits, reverse back
+        whole = whole.str.reverse().str.replace_all(r"(\d{3})", "${1},")
+        whole = whole.str.reverse().str.strip_chars_start(",")
+    sign = pl.when(n < 0).then(pl.lit("-")).otherwise(pl.lit("+" if signed else ""))
+    parts = [sign, whole]
+    if decimals:
+        parts += [pl.lit("."), (size % 10**decimals).cast(pl.String).str.zfill(decimals)]
+    return pl.concat_str(parts).fill_null("n/a")
+
+
+def pct_expr(x: pl.Expr, signed: bool = False) -> pl.Expr:
+    """`pct` over a column of fractions."""
+    text = fixed_expr(x * 100, 1, signed=signed)
+    return pl.when(text == "n/a").then(text).otherwise(text + "%")
+
+
+def text_expr(*parts: str | pl.Expr) -> pl.Expr:
+    """Words and columns joined into one string column (literal strings stay literal)."""
+    return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
+
+
+def unit_expr(timeframe: str, n: pl.Expr) -> pl.Expr:
+    """`unit` over a column of counts."""
+    return pl.when(n == 1).then(pl.lit(unit(timeframe, 1))).otherwise(pl.lit(unit(timeframe, 2)))
 
 
 def day(value: Any) -> str:

@@ -7,12 +7,17 @@ Two variants, each its own episode: `near_high` when the close comes back within
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from monitor.core import metrics as m
-from monitor.core.rules.context import RuleContext, day, pct, select_keys
+from monitor.core.rules.context import (
+    RuleContext,
+    fixed_expr,
+    pct,
+    pct_expr,
+    select_keys,
+    text_expr,
+)
 from monitor.core.rules.spec import DrawdownRule
 
 SEVERITY = "notice"
@@ -36,15 +41,22 @@ def condition(bars: pl.DataFrame, rule: DrawdownRule, ctx: RuleContext) -> pl.Da
     return pl.concat(parts)
 
 
-def describe(row: dict[str, Any], rule: DrawdownRule, ctx: RuleContext) -> tuple[str, str]:
-    """Title and sentence for one firing."""
-    name = ctx.name(row["symbol"])
-    dd = -row["drawdown"]
-    high = f"its high of {row['high']:,.2f} on {day(row['high_date'])}"
-    if row["variant"] == "near_high":
-        title = f"{name} within {pct(rule.max_below_high)} of its high"
-        text = f"{name} closed at {row['close']:,.2f}, {pct(dd)} below {high}."
-    else:
-        title = f"{name} {pct(dd)} below its high"
-        text = f"{name} fell to {row['close']:,.2f}, {pct(dd)} below {high}."
+def words(rule: DrawdownRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
+    """Title and sentence of every firing, as string expressions over the firing frame."""
+    name, below = ctx.name_expr(), pct_expr(-pl.col("drawdown"))
+    close = fixed_expr(pl.col("close"), 2, thousands=True)
+    high = text_expr(
+        "its high of ", fixed_expr(pl.col("high"), 2, thousands=True), " on ", pl.col("high_date")
+    )
+    near = pl.col("variant") == "near_high"
+    title = (
+        pl.when(near)
+        .then(text_expr(name, f" within {pct(rule.max_below_high)} of its high"))
+        .otherwise(text_expr(name, " ", below, " below its high"))
+    )
+    text = (
+        pl.when(near)
+        .then(text_expr(name, " closed at ", close, ", ", below, " below ", high, "."))
+        .otherwise(text_expr(name, " fell to ", close, ", ", below, " below ", high, "."))
+    )
     return title, text

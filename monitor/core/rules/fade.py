@@ -3,12 +3,17 @@ peak, within `within` periods of the peak."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from monitor.core import metrics as m
-from monitor.core.rules.context import RuleContext, day, pct, select_keys, unit
+from monitor.core.rules.context import (
+    RuleContext,
+    fixed_expr,
+    pct_expr,
+    select_keys,
+    text_expr,
+    unit,
+)
 from monitor.core.rules.spec import FadeRule
 
 SEVERITY = "notice"
@@ -46,13 +51,15 @@ def condition(bars: pl.DataFrame, rule: FadeRule, ctx: RuleContext) -> pl.DataFr
     )
 
 
-def describe(row: dict[str, Any], rule: FadeRule, ctx: RuleContext) -> tuple[str, str]:
-    """Title and sentence for one firing."""
-    name = ctx.name(row["symbol"])
-    w = rule.rise_window
-    title = f"Fading rally: {name} {pct(row['drawdown'], signed=True)} from its peak"
-    text = (
-        f"{name} gave back {pct(-row['drawdown'])} from its {day(row['high_date'])} peak of "
-        f"{row['high']:,.2f}, after rising {pct(row['rise'])} within {w} {unit(rule.timeframe, w)}."
+def words(rule: FadeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
+    """Title and sentence of every firing, as string expressions over the firing frame."""
+    name, w = ctx.name_expr(), rule.rise_window
+    title = text_expr(
+        "Fading rally: ", name, " ", pct_expr(pl.col("drawdown"), signed=True), " from its peak"
     )
+    text = text_expr(
+        name, " gave back ", pct_expr(-pl.col("drawdown")), " from its ", pl.col("high_date"),
+        " peak of ", fixed_expr(pl.col("high"), 2, thousands=True), ", after rising ",
+        pct_expr(pl.col("rise")), f" within {w} {unit(rule.timeframe, w)}.",
+    )  # fmt: skip
     return title, text

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from monitor.core import metrics as m
-from monitor.core.rules.context import RuleContext, day, pct, select_keys, unit
+from monitor.core.rules.context import (
+    RuleContext,
+    day,
+    pct_expr,
+    select_keys,
+    text_expr,
+    unit,
+)
 from monitor.core.rules.spec import MoversRule
 
 SEVERITY = "info"
@@ -30,14 +35,15 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
     return select_keys(frame, cond, [pl.col("return"), pl.col("rank"), pl.col("close")])
 
 
-def describe(row: dict[str, Any], rule: MoversRule, ctx: RuleContext) -> tuple[str, str]:
-    """Title and sentence for one firing."""
-    name = ctx.name(row["symbol"])
+def words(rule: MoversRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
+    """Title and sentence of every firing, as string expressions over the firing frame."""
+    name, rank = ctx.name_expr(), pl.col("rank").cast(pl.String)
     if rule.since is not None:
         span = f"since {day(rule.since)}"
     else:
         w = rule.window or 5
         span = f"over {w} {unit(rule.timeframe, w)}"
-    title = f"Top mover #{row['rank']}: {name} {pct(row['return'], signed=True)}"
-    text = f"{name} is the #{row['rank']} gainer {span}: {pct(row['return'], signed=True)}."
+    gain = pct_expr(pl.col("return"), signed=True)
+    title = text_expr("Top mover #", rank, ": ", name, " ", gain)
+    text = text_expr(name, " is the #", rank, f" gainer {span}: ", gain, ".")
     return title, text

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from monitor.core import metrics as m
-from monitor.core.rules.context import RuleContext, pct, select_keys, unit
+from monitor.core.rules.context import (
+    RuleContext,
+    fixed_expr,
+    pct_expr,
+    select_keys,
+    text_expr,
+    unit,
+)
 from monitor.core.rules.spec import RotationRule
 
 SEVERITY = "notice"
@@ -46,17 +51,15 @@ def condition(bars: pl.DataFrame, rule: RotationRule, ctx: RuleContext) -> pl.Da
     )
 
 
-def describe(row: dict[str, Any], rule: RotationRule, ctx: RuleContext) -> tuple[str, str]:
-    """Title and sentence for one firing."""
+def words(rule: RotationRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
+    """Title and sentence of every firing, as string expressions over the firing frame."""
     small, large = ctx.name(rule.small), ctx.name(rule.large)
-    w = rule.window
-    points = row["spread"] * 100
-    title = (
-        f"Rotation: {small} beat {large} by {points:.1f} points in {w} {unit(rule.timeframe, w)}"
-    )
-    text = (
-        f"{small} beat {large} by {points:.1f} percentage points over {w} "
-        f"{unit(rule.timeframe, w)} ({pct(row['return'], signed=True)} against "
-        f"{pct(row['large_return'], signed=True)})."
-    )
+    span = f"{rule.window} {unit(rule.timeframe, rule.window)}"
+    points = fixed_expr(pl.col("spread") * 100, 1)
+    title = text_expr(f"Rotation: {small} beat {large} by ", points, f" points in {span}")
+    text = text_expr(
+        f"{small} beat {large} by ", points, f" percentage points over {span} (",
+        pct_expr(pl.col("return"), signed=True), " against ",
+        pct_expr(pl.col("large_return"), signed=True), ").",
+    )  # fmt: skip
     return title, text

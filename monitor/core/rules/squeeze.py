@@ -6,12 +6,17 @@ is published), so a replay never uses a figure nobody had yet.
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from monitor.core import metrics as m
-from monitor.core.rules.context import RuleContext, pct, select_keys, unit
+from monitor.core.rules.context import (
+    RuleContext,
+    fixed_expr,
+    pct_expr,
+    select_keys,
+    text_expr,
+    unit,
+)
 from monitor.core.rules.spec import SqueezeRule
 
 SEVERITY = "warning"
@@ -73,19 +78,20 @@ def _join_short_interest(frame: pl.DataFrame, ctx: RuleContext, lag: int) -> pl.
     return joined.with_columns(dtc.alias("days_to_cover")).sort("symbol", "ts")
 
 
-def describe(row: dict[str, Any], rule: SqueezeRule, ctx: RuleContext) -> tuple[str, str]:
-    """Title and sentence for one firing."""
-    name = ctx.name(row["symbol"])
-    if row.get("short_interest_known"):
-        short = f"with {pct(row['short_interest'])} of its float sold short"
-    else:
-        short = "short interest unknown"
-    title = (
-        f"Squeeze? {name} {pct(row['return'], signed=True)} on {row['volume_ratio']:.1f}x volume"
+def words(rule: SqueezeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
+    """Title and sentence of every firing, as string expressions over the firing frame."""
+    name, ratio = ctx.name_expr(), fixed_expr(pl.col("volume_ratio"), 1)
+    short = (
+        pl.when(pl.col("short_interest_known").fill_null(False))
+        .then(text_expr("with ", pct_expr(pl.col("short_interest")), " of its float sold short"))
+        .otherwise(pl.lit("short interest unknown"))
     )
-    text = (
-        f"{name} jumped {pct(row['return'])} to {row['close']:,.2f} on "
-        f"{row['volume_ratio']:.1f}x its {rule.volume_window}-{unit(rule.timeframe)} average "
-        f"volume, {short}."
+    title = text_expr(
+        "Squeeze? ", name, " ", pct_expr(pl.col("return"), signed=True), " on ", ratio, "x volume"
     )
+    text = text_expr(
+        name, " jumped ", pct_expr(pl.col("return")), " to ",
+        fixed_expr(pl.col("close"), 2, thousands=True), " on ", ratio,
+        f"x its {rule.volume_window}-{unit(rule.timeframe)} average volume, ", short, ".",
+    )  # fmt: skip
     return title, text

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from monitor.core import metrics as m
-from monitor.core.rules.context import RuleContext, pct, select_keys, unit
+from monitor.core.rules.context import (
+    RuleContext,
+    fixed_expr,
+    pct,
+    pct_expr,
+    select_keys,
+    text_expr,
+    unit_expr,
+)
 from monitor.core.rules.spec import StreakRule
 
 SEVERITY = "notice"
@@ -30,14 +36,15 @@ def condition(bars: pl.DataFrame, rule: StreakRule, ctx: RuleContext) -> pl.Data
     )
 
 
-def describe(row: dict[str, Any], rule: StreakRule, ctx: RuleContext) -> tuple[str, str]:
-    """Title and sentence for one firing."""
-    name = ctx.name(row["symbol"])
-    n = int(row["streak"])
-    u = unit(rule.timeframe, n)
-    title = f"{name}: {n} straight {u} up more than {pct(rule.min_return)}"
-    text = (
-        f"{name} rose more than {pct(rule.min_return)} in each of {n} {u} "
-        f"({pct(row['return'], signed=True)} in all), closing at {row['close']:,.2f}."
-    )
+def words(rule: StreakRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
+    """Title and sentence of every firing, as string expressions over the firing frame."""
+    name, n = ctx.name_expr(), pl.col("streak").cast(pl.Int64)
+    u = unit_expr(rule.timeframe, n)
+    count, least = n.cast(pl.String), pct(rule.min_return)
+    title = text_expr(name, ": ", count, " straight ", u, f" up more than {least}")
+    text = text_expr(
+        name, f" rose more than {least} in each of ", count, " ", u,
+        " (", pct_expr(pl.col("return"), signed=True), " in all), closing at ",
+        fixed_expr(pl.col("close"), 2, thousands=True), ".",
+    )  # fmt: skip
     return title, text

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from monitor.core import metrics as m
-from monitor.core.rules.context import RuleContext, day, pct, select_keys, unit
+from monitor.core.rules.context import (
+    RuleContext,
+    pct_expr,
+    select_keys,
+    text_expr,
+    unit,
+)
 from monitor.core.rules.spec import SurgeRule
 
 SEVERITY = "warning"
@@ -23,17 +27,19 @@ def condition(bars: pl.DataFrame, rule: SurgeRule, ctx: RuleContext) -> pl.DataF
     )
 
 
-def describe(row: dict[str, Any], rule: SurgeRule, ctx: RuleContext) -> tuple[str, str]:
-    """Title and sentence for one firing."""
-    name = ctx.name(row["symbol"])
-    w = rule.window
-    span = f"{w}-{unit(rule.timeframe)}"
-    title = f"{name} {pct(row['return'], signed=True)} in {w} {unit(rule.timeframe, w)}"
-    since = row.get("largest_since")
-    if since:
-        tail = f", its largest {span} gain since {day(since)}"
-    else:
-        first = row.get("history_start")
-        tail = f", its largest {span} gain on record" + (f" (since {day(first)})" if first else "")
-    text = f"{name} rose {pct(row['return'])} in {w} {unit(rule.timeframe, w)}{tail}."
+def words(rule: SurgeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
+    """Title and sentence of every firing, as string expressions over the firing frame."""
+    name, w = ctx.name_expr(), rule.window
+    since, first = pl.col("largest_since"), pl.col("history_start")
+    span, period = f"{w}-{unit(rule.timeframe)}", f" in {w} {unit(rule.timeframe, w)}"
+    title = text_expr(name, " ", pct_expr(pl.col("return"), signed=True), period)
+    on_record = (
+        pl.when(first.is_not_null()).then(text_expr(" (since ", first, ")")).otherwise(pl.lit(""))
+    )
+    tail = (
+        pl.when(since.is_not_null() & (since != ""))
+        .then(text_expr(f", its largest {span} gain since ", since))
+        .otherwise(text_expr(f", its largest {span} gain on record", on_record))
+    )
+    text = text_expr(name, " rose ", pct_expr(pl.col("return")), period, tail, ".")
     return title, text

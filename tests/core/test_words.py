@@ -1,0 +1,146 @@
+"""Numbers for people: the polars text of alert payloads equals the Python text, digit for digit."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.core.model import decode_alert, encode_alert
+from monitor.core.payload import alert_lines, decode_lines
+from monitor.core.rules.context import RuleContext, fixed, fixed_expr, pct, pct_expr
+from monitor.core.rules.spec import parse_rules
+
+FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1e7, max_value=1e7),
+    st.floats(min_value=-2.0, max_value=2.0),
+    st.none(),
+)
+
+
+@pytest.mark.parametrize(
+    ("x", "decimals", "signed", "thousands", "want"),
+    [
+        (0.18611987, 1, True, False, "+0.2"),
+        (1234567.891, 2, False, True, "1,234,567.89"),
+        (-1234.5, 2, False, True, "-1,234.50"),
+        (41.3, 2, False, True, "41.30"),
+        (999.995, 2, False, True, "1,000.00"),
+        (-0.0004, 1, True, False, "+0.0"),
+        (12345, 0, False, True, "12,345"),
+        (float("nan"), 2, False, False, "n/a"),
+        (float("inf"), 1, True, False, "n/a"),
+        (1e300, 2, False, False, "n/a"),
+        (None, 1, False, False, "n/a"),
+    ],
+)
+def test_fixed_examples(
+    x: float | None, decimals: int, signed: bool, thousands: bool, want: str
+) -> None:
+    """Fixed decimals, a sign when asked, thousands grouped, 'n/a' for what is not a number."""
+    assert fixed(x, decimals, signed=signed, thousands=thousands) == want
+    frame = pl.DataFrame({"x": [x]}, schema={"x": pl.Float64})
+    expr = fixed_expr(pl.col("x"), decimals, signed=signed, thousands=thousands)
+    assert frame.select(expr).item() == want
+
+
+def test_pct_examples() -> None:
+    """Fractions read as percentages with one decimal: 0.115 -> 11.5%."""
+    assert pct(0.115) == "11.5%"
+    assert pct(0.115, signed=True) == "+11.5%"
+    assert pct(-0.2071, signed=True) == "-20.7%"
+    assert pct(None) == "n/a"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FLOATS, min_size=1, max_size=40), st.integers(0, 3), st.booleans(), st.booleans())
+def test_polars_text_equals_python_text(
+    xs: list[float | None], decimals: int, signed: bool, thousands: bool
+) -> None:
+    """Whatever the number, the vectorised formatting gives the Python formatting's string."""
+    frame = pl.DataFrame({"x": xs}, schema={"x": pl.Float64})
+    got = frame.select(
+        fixed_expr(pl.col("x"), decimals, signed=signed, thousands=thousands).alias("f"),
+        pct_expr(pl.col("x"), signed=signed).alias("p"),
+    )
+    assert got.get_column("f").to_list() == [
+        fixed(x, decimals, signed=signed, thousands=thousands) for x in xs
+    ]
+    assert got.get_column("p").to_list() == [pct(x, signed=signed) for x in xs]
+
+
+def test_fixed_agrees_with_format_away_from_ties() -> None:
+    """Away from exact halves, `fixed` is Python's own `f"{x:,.2f}"` (bar the sign of zero)."""
+    xs = [i * 0.37 + 0.001 for i in range(-5000, 5000)]
+    for x in xs:
+        want = f"{x:,.2f}"
+        assert fixed(x, 2, thousands=True) == ("0.00" if want == "-0.00" else want)
+    assert math.isclose(float(fixed(2.5, 0)), 2.0)  # half to even, as polars rounds
+
+
+RULES = b"""
+[names]
+ABC = "Abc Corp"
+[[rules]]
+id = "surge.5d"
+kind = "surge"
+universe = true
+window = 5
+min_return = 0.10
+"""
+
+
+def test_alert_lines_are_alert_payloads() -> None:
+    """Each line decodes to an Alert whose own encoding is the line (names and words included)."""
+    import datetime as dt
+
+    rule = parse_rules(RULES).rules[0]
+    ctx = RuleContext(names={"ABC": "Abc Corp"})
+    ts = dt.datetime(2024, 7, 16, 20, tzinfo=dt.UTC)
+    fired = pl.DataFrame(
+        {
+            "pos": [7, 9],
+            "symbol": ["ABC", "XYZ"],
+            "session": [dt.date(2024, 7, 16)] * 2,
+            "ts": [ts, ts],
+            "idx": [7, 9],
+            "ref": [12.0, 3.5],
+            "variant": ["", ""],
+            "cond": [True, True],
+            "return": [0.1149, 0.25],
+            "close": [12.0, 3.5],
+            "history_start": [dt.date(2024, 7, 1)] * 2,
+            "largest_since": [dt.date(2020, 4, 9), None],
+            "prior_occurrences": [2, 0],
+            "prior_dates": [[dt.date(2021, 1, 5), dt.date(2022, 3, 1)], []],
+            **{
+                f"{stat}_{h}": [0.05, None] if stat != "n" else [2, 0]
+                for h in (5, 21, 63)
+                for stat in ("fwd", "n", "mean", "median", "up", "min", "max")
+            },
+        }
+    )
+    lines = alert_lines(fired, rule, ctx)
+    alerts = decode_lines(lines)
+    assert [a.id for a in alerts] == lines.get_column("id").to_list()
+    for alert, line in zip(alerts, lines.get_column("json"), strict=True):
+        assert encode_alert(alert) == msgspec.json.encode(decode_alert(line))
+    abc, xyz = alerts
+    assert abc.title == "Abc Corp +11.5% in 5 sessions"
+    assert abc.text == (
+        "Abc Corp rose 11.5% in 5 sessions, its largest 5-session gain since 2020-04-09."
+    )
+    assert abc.metrics == {"return": 0.1149, "close": 12.0, "largest_since": "2020-04-09"}
+    assert abc.history is not None and abc.history.prior_dates == ["2021-01-05", "2022-03-01"]
+    assert abc.history.summary == (
+        "2 earlier times since 2021; over the next 21 sessions, +5.0% on average "
+        "(median +5.0%), 0 of 2 up."
+    )
+    assert [s.periods for s in abc.history.forward] == [5, 21, 63]
+    assert xyz.text.endswith("its largest 5-session gain on record (since 2024-07-01).")
+    assert xyz.history is not None and xyz.history.summary == "First time in the loaded history."
