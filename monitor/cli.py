@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import sys
+import threading
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -184,7 +186,11 @@ def _replay(args: argparse.Namespace) -> int:
     from monitor.datafiles import parse_data_arg, read_many
 
     specs = [parse_data_arg(a) for a in args.data]
+    # exchange-calendars takes about half a second to import: do it while polars reads.
+    warm = threading.Thread(target=importlib.import_module, args=("exchange_calendars",))
+    warm.start()
     loaded = read_many(specs, adjusted=args.adjusted, end=args.end)
+    warm.join()
     return _run_replay(
         rules_path=args.rules,
         bars=loaded.bars,

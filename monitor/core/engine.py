@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import polars as pl
 
-from monitor.core import firing
+from monitor.core import firing, metrics
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, Alert, FeedBatch, Rejection, empty
 from monitor.core.payload import LINE_SCHEMA, alert_lines, decode_lines
 from monitor.core.progress import Progress
@@ -141,21 +141,27 @@ class Engine:
             self._last_price = self.daily.group_by("symbol").agg(
                 pl.col("close").sort_by("session").last().alias("ref")
             )
-        joined = frame.join(self._last_price, on="symbol", how="left")
+        # One query (polars calls cost more than the work here): each row's reference price and
+        # whether it is a bad print, and the references after the batch: the latest positive
+        # good price of each symbol replaces the old one.
         ratio = pl.col(price) / pl.col("ref")
         bad = ((ratio > self.max_jump) | (ratio < 1.0 / self.max_jump)).fill_null(False)
+        refs = self._last_price.lazy()
+        joined = frame.lazy().join(refs, on="symbol", how="left").with_columns(bad=bad)
+        latest = (
+            joined.filter(~pl.col("bad") & (pl.col(price) > 0))
+            .group_by("symbol")
+            .agg(pl.col(price).sort_by(order).last().alias("ref"))
+        )
+        updated = pl.concat([refs, latest]).unique("symbol", keep="last")
+        checked, self._last_price = pl.collect_all([joined, updated])
+        if not checked.get_column("bad").any():
+            return frame
         rejections += [
             Rejection(reason="bad_print", symbol=s, raw=f"{s} {p} (last {r})")
-            for s, p, r in joined.filter(bad).select("symbol", price, "ref").iter_rows()
+            for s, p, r in checked.filter("bad").select("symbol", price, "ref").iter_rows()
         ]
-        good = joined.filter(~bad).drop("ref")
-        positive = good.filter(pl.col(price) > 0)
-        if positive.height:
-            latest = positive.group_by("symbol").agg(
-                pl.col(price).sort_by(order).last().alias("ref")
-            )
-            self._last_price = _upsert(self._last_price, latest, ["symbol"])
-        return good
+        return checked.filter(~pl.col("bad")).drop("ref", "bad")
 
     def set_halted(self, symbol: str, halted: bool) -> None:
         """A trading halt (or its end) reported by a feed."""
@@ -301,10 +307,13 @@ class Engine:
             ).drop("start")
         if timeframe != "1d":  # daily bars are kept sorted by symbol and session
             frame = frame.sort("symbol", "ts")
-        return frame.with_columns(
-            pl.int_range(pl.len()).over("symbol").alias("idx"),
-            (pl.col("close") / pl.col("close").shift(1).over("symbol") - 1.0).alias("ret1"),
-        ).select("symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "ret1")
+        row = pl.int_range(pl.len(), dtype=pl.Int64)
+        first = (pl.col("symbol") != pl.col("symbol").shift()).fill_null(True)
+        # Rows are sorted by symbol: idx is the row number less that of the symbol's first row.
+        frame = frame.with_columns((row - pl.when(first).then(row).forward_fill()).alias("idx"))
+        return frame.with_columns(metrics.period_return().alias("ret1")).select(
+            "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "ret1"
+        )
 
     def weekly(self, now: dt.datetime | None = None) -> pl.DataFrame:
         """Closed trading weeks: labelled by the week's last session (`session`), `ts` its close,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
 GROUP = ["symbol", "variant"]
@@ -16,35 +17,68 @@ GROUP = ["symbol", "variant"]
 
 def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     """Add `prior_occurrences`, `prior_dates` (list of dates) and per horizon `n_{h}`,
-    `mean_{h}`, `median_{h}`, `up_{h}` (share positive), `min_{h}`, `max_{h}` to `firings`
-    (which must carry GROUP, `idx`, `session` and the `fwd_{h}` columns)."""
-    prior = firings.select(
-        *GROUP,
-        pl.col("idx").alias("p_idx"),
-        pl.col("session").alias("p_session"),
-        *[pl.col(f"fwd_{h}").alias(f"p_fwd_{h}") for h in horizons],
-    )
-    pairs = (
-        firings.select(*GROUP, "idx").join(prior, on=GROUP).filter(pl.col("p_idx") < pl.col("idx"))
-    )
-    aggs: list[pl.Expr] = [
-        pl.len().alias("prior_occurrences"),
-        pl.col("p_session").sort().alias("prior_dates"),
+    `mean_{h}`, `median_{h}`, `up_{h}` (share positive), `min_{h}`, `max_{h}` to `firings`.
+
+    `firings` carries GROUP, `idx` (period number), `session` and the `fwd_{h}` columns, each
+    (symbol, variant) group contiguous and in `idx` order, as `monitor.core.firing` makes them.
+    Then the earlier firings of a row are the rows above it in its group, and those known for
+    horizon `h` (`idx` at most the row's minus `h`) a prefix of them: every statistic is a
+    running one over the group, read at the prefix's last row. No pairs of firings are formed.
+    """
+    if firings.is_empty():
+        return firings.with_columns(_empty_stats(horizons))
+    new_group = pl.any_horizontal(pl.col(k) != pl.col(k).shift() for k in GROUP).fill_null(True)
+    work = firings.with_columns(new_group.cum_sum().alias("_g"))
+    group = work.get_column("_g").to_numpy().astype(np.int64)
+    idx = work.get_column("idx").to_numpy().astype(np.int64)
+    # (group, idx) as one sorted key: the known prefix of a row is a binary search away.
+    keys = group * (1 << 32) + idx
+    start = np.searchsorted(keys, group << 32, side="left")
+    rows = np.arange(len(keys))
+    columns = [
+        pl.Series("prior_occurrences", rows - start, dtype=pl.UInt32),
+        pl.col("session").implode().over("_g").list.head(pl.lit(rows - start)).alias("prior_dates"),
     ]
     for h in horizons:
-        known = pl.col(f"p_fwd_{h}").filter(pl.col("p_idx") + h <= pl.col("idx"))
-        aggs += [
-            known.count().alias(f"n_{h}"),
-            known.mean().alias(f"mean_{h}"),
-            known.median().alias(f"median_{h}"),
-            (known > 0).mean().alias(f"up_{h}"),
-            known.min().alias(f"min_{h}"),
-            known.max().alias(f"max_{h}"),
+        known = np.maximum(np.searchsorted(keys, keys - h, side="right") - start, 0)
+        last = pl.Series(np.where(known > 0, start + known - 1, -1))  # the prefix's last row
+        columns += _stats(pl.col(f"fwd_{h}"), h, known, last)
+    return work.with_columns(columns).drop("_g")
+
+
+def _stats(fwd: pl.Expr, h: int, known: np.ndarray, last: pl.Series) -> list[pl.Expr]:
+    """Statistics of the first `known` values of `fwd` in each row's group."""
+
+    def at_last(running: pl.Expr) -> pl.Expr:
+        value = running.over("_g").gather(last.clip(0))
+        return pl.when(pl.lit(last) >= 0).then(value)
+
+    count = at_last(fwd.is_not_null().cum_sum())
+    total = at_last(fwd.fill_null(0.0).cum_sum())
+    ups = at_last((fwd > 0).fill_null(False).cum_sum())
+    n = count.fill_null(0).cast(pl.UInt32)
+    some = n > 0
+    return [
+        n.alias(f"n_{h}"),
+        pl.when(some).then(total / n).alias(f"mean_{h}"),
+        pl.when(some)
+        .then(fwd.implode().over("_g").list.head(pl.lit(known)).list.median())
+        .alias(f"median_{h}"),
+        pl.when(some).then(ups / n).alias(f"up_{h}"),
+        pl.when(some).then(at_last(fwd.fill_null(np.inf).cum_min())).alias(f"min_{h}"),
+        pl.when(some).then(at_last(fwd.fill_null(-np.inf).cum_max())).alias(f"max_{h}"),
+    ]
+
+
+def _empty_stats(horizons: Sequence[int]) -> list[pl.Expr]:
+    columns = [
+        pl.lit(0, pl.UInt32).alias("prior_occurrences"),
+        pl.lit([], pl.List(pl.Date)).alias("prior_dates"),
+    ]
+    for h in horizons:
+        columns.append(pl.lit(0, pl.UInt32).alias(f"n_{h}"))
+        columns += [
+            pl.lit(None, pl.Float64).alias(f"{s}_{h}")
+            for s in ("mean", "median", "up", "min", "max")
         ]
-    stats = pairs.group_by(*GROUP, "idx").agg(aggs)
-    out = firings.join(stats, on=[*GROUP, "idx"], how="left")
-    return out.with_columns(
-        pl.col("prior_occurrences").fill_null(0),
-        pl.col("prior_dates").fill_null(pl.lit([], dtype=pl.List(pl.Date))),
-        *[pl.col(f"n_{h}").fill_null(0) for h in horizons],
-    )
+    return columns

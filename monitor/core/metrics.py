@@ -1,7 +1,13 @@
 """Rolling metrics as polars expressions over a whole universe of bars at once.
 
 Every expression here expects a frame sorted by (`symbol`, `ts`) with one row per symbol and
-period, and computes per symbol (`.over("symbol")`). Returns are fractions.
+period and `idx` numbering each symbol's periods 0, 1, 2, ... (Engine.frame makes it so), and
+computes per symbol. Returns are fractions.
+
+Where a window reaches back a fixed number of rows, "same symbol" is a test of `idx` (row i and
+row i - n belong to one symbol exactly when `idx >= n`), so the expression runs over the whole
+column at once: a `.over("symbol")` hashes every row's symbol, and on a universe of millions of
+bars that costs more than the arithmetic.
 """
 
 from __future__ import annotations
@@ -12,14 +18,25 @@ import polars as pl
 BY = "symbol"
 
 
+def back(value: pl.Expr, n: int) -> pl.Expr:
+    """`value` `n` periods earlier in the same symbol (null before the symbol's first period)."""
+    return pl.when(pl.col("idx") >= n).then(value.shift(n))
+
+
+def full_window(rolling: pl.Expr, span: int) -> pl.Expr:
+    """A rolling expression over the last `span` rows, kept where they are all the symbol's own
+    (for windows that need all `span` values anyway)."""
+    return pl.when(pl.col("idx") >= span - 1).then(rolling)
+
+
 def period_return() -> pl.Expr:
     """Close-to-close return of each period."""
-    return pl.col("close") / pl.col("close").shift(1).over(BY) - 1.0
+    return pl.col("close") / back(pl.col("close"), 1) - 1.0
 
 
 def window_return(window: int) -> pl.Expr:
     """Close-to-close return over the last `window` periods."""
-    return pl.col("close") / pl.col("close").shift(window).over(BY) - 1.0
+    return pl.col("close") / back(pl.col("close"), window) - 1.0
 
 
 def run_length(condition: pl.Expr) -> pl.Expr:
@@ -27,14 +44,16 @@ def run_length(condition: pl.Expr) -> pl.Expr:
 
     Needs `idx` (period number within the symbol): the run is `idx` minus the `idx` of the
     latest period where the condition failed (or -1 when it never did)."""
-    hit = condition.fill_null(False)
-    last_miss = pl.when(~hit).then(pl.col("idx")).forward_fill().over(BY).fill_null(-1)
-    return (pl.col("idx") - last_miss).cast(pl.Int32)
+    hit, idx = condition.fill_null(False), pl.col("idx")
+    # Every symbol's first row is set (its idx, or -1 when the condition holds there), so the
+    # forward fill never carries one symbol's miss into the next.
+    last_miss = pl.when(~hit).then(idx).when(idx == 0).then(-1).forward_fill()
+    return (idx - last_miss).cast(pl.Int32)
 
 
 def volume_ratio(window: int) -> pl.Expr:
     """Volume over the mean volume of the previous `window` periods (the current one excluded)."""
-    trailing = pl.col("volume").shift(1).rolling_mean(window, min_samples=window).over(BY)
+    trailing = full_window(pl.col("volume").shift(1).rolling_mean(window), window + 1)
     return pl.when(trailing > 0).then(pl.col("volume") / trailing)
 
 

@@ -49,9 +49,10 @@ def pct(x: float | None, signed: bool = False) -> str:
 def fixed(x: float | None, decimals: int, *, signed: bool = False, thousands: bool = False) -> str:
     """`x` with `decimals` decimals, as `f"{x:,.2f}"` but rounding `x * 10**decimals` half to
     even, exactly as `fixed_expr` does in polars, so text made either way is the same."""
-    if x is None or not math.isfinite(x):
+    scaled = None if x is None else x * 10**decimals
+    if scaled is None or not math.isfinite(scaled):
         return "n/a"
-    n = round(x * 10**decimals)
+    n = round(scaled)
     if abs(n) >= 2**63:  # past Int64, where the polars version gives up too
         return "n/a"
     sign = "-" if n < 0 else ("+" if signed else "")

@@ -23,14 +23,16 @@ def condition(bars: pl.DataFrame, rule: StreakRule, ctx: RuleContext) -> pl.Data
     """Condition: the run of periods above `min_return` is at least `count` long."""
     run = m.run_length(pl.col("ret1") > rule.min_return)
     frame = bars.with_columns(run.alias("streak"))
-    total = pl.col("close") / pl.col("close").shift(rule.count).over(m.BY) - 1.0
+    total = pl.col("close") / m.back(pl.col("close"), rule.count) - 1.0
     return select_keys(
         frame,
         pl.col("streak") >= rule.count,
         [
             pl.col("streak"),
             total.alias("return"),
-            pl.col("ret1").rolling_min(rule.count).over(m.BY).alias("min_period_return"),
+            m.full_window(pl.col("ret1").rolling_min(rule.count), rule.count).alias(
+                "min_period_return"
+            ),
             pl.col("close"),
         ],
     )

@@ -1,0 +1,99 @@
+"""What happened next: the running statistics equal a plain-Python oracle over earlier firings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.core.history import attach
+
+HORIZONS = [1, 3, 10]
+DAY0 = dt.date(2020, 1, 1)
+
+
+def oracle(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """For each firing: the earlier firings of its group, and per horizon the forward returns of
+    those whose horizon had passed (idx + h <= this idx)."""
+    out = []
+    for row in rows:
+        earlier = [
+            r
+            for r in rows
+            if (r["symbol"], r["variant"]) == (row["symbol"], row["variant"])
+            and r["idx"] < row["idx"]  # type: ignore[operator]
+        ]
+        got: dict[str, object] = {
+            "prior_occurrences": len(earlier),
+            "prior_dates": [r["session"] for r in earlier],
+        }
+        for h in HORIZONS:
+            known = [
+                r[f"fwd_{h}"]
+                for r in earlier
+                if r["idx"] + h <= row["idx"] and r[f"fwd_{h}"] is not None  # type: ignore[operator]
+            ]
+            got[f"n_{h}"] = len(known)
+            got[f"mean_{h}"] = statistics.fmean(known) if known else None  # type: ignore[arg-type]
+            got[f"median_{h}"] = statistics.median(known) if known else None  # type: ignore[type-var]
+            got[f"up_{h}"] = sum(v > 0 for v in known) / len(known) if known else None  # type: ignore[operator]
+            got[f"min_{h}"] = min(known) if known else None  # type: ignore[type-var]
+            got[f"max_{h}"] = max(known) if known else None  # type: ignore[type-var]
+        out.append(got)
+    return out
+
+
+GROUP = st.lists(
+    st.tuples(
+        st.integers(1, 6),  # gap to the previous firing, in periods
+        *[st.one_of(st.none(), st.floats(-0.5, 0.5)) for _ in HORIZONS],
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(GROUP, min_size=1, max_size=5), st.booleans())
+def test_running_statistics_equal_the_oracle(
+    groups: list[list[tuple[int, ...]]], variants: bool
+) -> None:
+    """Counts, dates, means, medians, shares up, minima and maxima match, group by group."""
+    rows: list[dict[str, object]] = []
+    for g, firings in enumerate(groups):
+        idx = 0
+        for gap, *fwd in firings:
+            idx += gap
+            rows.append(
+                {
+                    "symbol": f"S{g // 2 if variants else g}",
+                    "variant": f"v{g % 2}" if variants else "",
+                    "idx": idx,
+                    "session": DAY0 + dt.timedelta(days=idx),
+                    **{f"fwd_{h}": v for h, v in zip(HORIZONS, fwd, strict=True)},
+                }
+            )
+    schema = {f"fwd_{h}": pl.Float64 for h in HORIZONS}
+    frame = pl.DataFrame(rows, schema_overrides=schema)
+    got = attach(frame, HORIZONS).to_dicts()
+    for mine, want in zip(got, oracle(rows), strict=True):
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert mine[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+            else:
+                assert mine[key] == value, key
+
+
+def test_no_firings() -> None:
+    """An empty frame gets the columns, empty."""
+    frame = pl.DataFrame(
+        schema={"symbol": pl.String, "variant": pl.String, "idx": pl.Int64, "session": pl.Date}
+        | {f"fwd_{h}": pl.Float64 for h in HORIZONS}
+    )
+    out = attach(frame, HORIZONS)
+    assert out.height == 0
+    assert {"prior_occurrences", "prior_dates", "median_10"} <= set(out.columns)
