@@ -150,10 +150,20 @@ def _read_table(path: str) -> _Table:
             raise DataError(path, "empty file: no rows")
         return _Table(path, is_csv=False, frame=frame)
     header = _csv_header(path)
+    # Numbers parsed as numbers first: on a universe file that is about a third cheaper than
+    # text, and it is the common case. Anything else in a number column (a word, `null`,
+    # stray spaces) fails the whole read, and the text read below finds and names the cell.
+    text = {n: pl.String for n in header if _key(n) in _DATE_KEYS or _key(n) == "symbol"}
     try:
-        frame = pl.read_csv(path, infer_schema=False)
-    except pl.exceptions.PolarsError as exc:
-        raise _csv_failure(path, len(header), exc) from exc
+        schema = {n: text.get(n, pl.Float64) for n in header}
+        frame = pl.read_csv(path, schema=schema) if len(schema) == len(header) else None
+    except pl.exceptions.PolarsError:
+        frame = None
+    if frame is None:
+        try:
+            frame = pl.read_csv(path, infer_schema=False)
+        except pl.exceptions.PolarsError as exc:
+            raise _csv_failure(path, len(header), exc) from exc
     if frame.height == 0:
         raise DataError(path, "empty file: a header and no rows")
     return _Table(path, is_csv=True, frame=frame)
