@@ -285,6 +285,7 @@ class Probe:
         self.process_s = 0.0
         self.worst_process_s = 0.0
         self.delays: list[Any] = []  # numpy arrays of ms, one per batch
+        self.batch_log: list[tuple[float, float, int]] = []  # (wall done, took s, ticks)
         self.alert_done_at: list[float] = []  # wall time of the step that fired an alert
         self.worker_profile: cProfile.Profile | None = None
         self._batch: Any = None
@@ -299,8 +300,9 @@ class Probe:
             t = time.perf_counter()
             batch = decode(pipeline, items)
             probe.decode_s += time.perf_counter() - t
-            probe.messages += len(items)
-            probe.max_messages = max(probe.max_messages, len(items))
+            n = sum(len(i.payloads) if hasattr(i, "payloads") else 1 for i in items)
+            probe.messages += n
+            probe.max_messages = max(probe.max_messages, n)
             probe._batch = batch
             return batch
 
@@ -333,6 +335,7 @@ class Probe:
                 # the first 2 s of publishing are start-up (connection, first polars calls)
                 ts_ms = ts_ms[ts_ms >= (probe.clock.map.sim0 + 2.0) * 1000]
                 probe.delays.append(probe.clock.map.sim(done) * 1000 - ts_ms)
+                probe.batch_log.append((done, took, len(ts_ms)))
 
         Pipeline._decode = timed_decode  # type: ignore[method-assign]
         Pipeline._step = timed_step  # type: ignore[method-assign]
@@ -450,6 +453,7 @@ async def _daemon(conf: str, plan: Plan, profile: bool, out: Connection) -> None
         "rejections": dict(daemon.engine.counts),
         "late_corrected": (book.counts.get("late_tick_corrected", 0) if book else 0),
         "queue_full_waits": int(counters.total("feed_queue_full_waits")),
+        "read_pauses": int(counters.total("feed_read_pauses")),
         "broker_dropped": counters.get("broker_messages_dropped", feed="bench"),
         "alerts": int(counters.total("alerts_fired")),
         "alert_done_at": probe.alert_done_at,
@@ -467,6 +471,8 @@ async def _daemon(conf: str, plan: Plan, profile: bool, out: Connection) -> None
 
         delays = np.concatenate(probe.delays)
         result["delays_ms"] = delays
+        result["batch_log"] = probe.batch_log
+        result["batch_delays_max"] = [float(d.max()) if d.size else 0.0 for d in probe.delays]
     if main_profile is not None and probe.worker_profile is not None:
         result["profile"] = _profile_text(main_profile, "event loop thread") + _profile_text(
             probe.worker_profile, "engine worker thread"
@@ -752,7 +758,8 @@ def report(rows: list[Row], n_symbols: int, wall_s: float) -> None:
         notes.append(
             f"  {key}: daemon {d['messages']:,} msgs, {d['ticks_in']:,} ticks in, rejected "
             f"{d['rejections'] or 0}, late corrected {d['late_corrected']:,}, broker dropped "
-            f"{d['broker_dropped']:.0f}, queue-full waits {d['queue_full_waits']:,}; CPU: daemon "
+            f"{d['broker_dropped']:.0f}, queue-full waits {d['queue_full_waits']:,}, socket read "
+            f"pauses {d.get('read_pauses', 0):,}; CPU: daemon "
             f"{d['cpu_s']:.1f} s ({cpu_us:.1f} µs/tick), broker {row.broker_cpu_s:.1f} s, "
             f"publisher {p['cpu_s']:.1f} s (published in {p['seconds']:.1f} s)"
         )

@@ -73,6 +73,8 @@ class FeedConfig(Base, frozen=True):
     stale_after_s: Annotated[float, Meta(gt=0)] = 60.0
     rest_url: str = ""
     watch_broker_drops: bool = True
+    # mqtt: received but unprocessed messages held at most; past it the socket is not read
+    max_backlog_mb: Annotated[float, Meta(gt=0)] = 16.0
     # replay feed: a history file streamed as if live on an accelerated clock
     data: list[str] = []
     speed: Annotated[float, Meta(gt=0)] = 86400.0
@@ -106,7 +108,7 @@ class HttpConfig(Base, frozen=True):
 class EngineConfig(Base, frozen=True):
     queue_size: Annotated[int, Meta(ge=1)] = 10_000
     batch_max_rows: Annotated[int, Meta(ge=1)] = 50_000
-    batch_max_age_ms: Annotated[float, Meta(gt=0)] = 50.0
+    batch_max_age_ms: Annotated[float, Meta(gt=0)] = 25.0
     late_ticks: Literal["correct", "reject"] = "correct"
     extended_hours: bool = False
     universe: list[str] = []

@@ -26,6 +26,7 @@ Accepted bars within the 1e-6 tolerance have high and low widened to cover open 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Sequence
 from datetime import date
@@ -154,12 +155,14 @@ def _read_table(path: str) -> _Table:
     # text, and it is the common case. Anything else in a number column (a word, `null`,
     # stray spaces) fails the whole read, and the text read below finds and names the cell.
     text = {n: pl.String for n in header if _key(n) in _DATE_KEYS or _key(n) == "symbol"}
-    try:
-        schema = {n: text.get(n, pl.Float64) for n in header}
-        frame = pl.read_csv(path, schema=schema) if len(schema) == len(header) else None
-    except pl.exceptions.PolarsError:
-        frame = None
-    if frame is None:
+    schema = {n: text.get(n, pl.Float64) for n in header}
+    typed: pl.DataFrame | None = None
+    if len(schema) == len(header):  # (a repeated name: the text read reports it)
+        with contextlib.suppress(pl.exceptions.PolarsError):
+            typed = pl.read_csv(path, schema=schema)
+    if typed is not None:
+        frame = typed
+    else:
         try:
             frame = pl.read_csv(path, infer_schema=False)
         except pl.exceptions.PolarsError as exc:

@@ -1,11 +1,12 @@
 """The engine loop: micro-batches from the feed queue into the engine, alerts out.
 
-Feeds put `FeedBatch`es (already decoded) or `Wire` messages (decoded here, many at once) on one
-bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
-`batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()` and
-hands the alerts to the sinks. With nothing arriving it still advances once a second, so bars
-close on the clock. Steps that evaluate rules over the history run in a worker thread so the
-event loop keeps reading; the many small steps of ticks and minute bars run inline.
+Feeds put `FeedBatch`es (already decoded) or `Wire`s (raw messages, decoded here, many at once)
+on one bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
+`batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()`, hands
+the alerts to the sinks and then calls each Wire's `ack` (the feed acknowledges and reads on).
+With nothing arriving it still advances once a second, so bars close on the clock. Steps that
+evaluate rules over the history run in a worker thread so the event loop keeps reading; the many
+small steps of ticks and minute bars run inline.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Pipeline:
         sinks: Sequence[AlertSink],
         decoders: dict[str, BatchDecoder],
         batch_max_rows: int = 50_000,
-        batch_max_age_ms: float = 50.0,
+        batch_max_age_ms: float = 25.0,
         on_step: Callable[[Step], None] | None = None,
         side_alerts: Callable[[], list[Alert]] | None = None,
         status_changes: Callable[[], list[tuple[str, bool]]] | None = None,
@@ -91,15 +92,19 @@ class Pipeline:
             except TimeoutError:
                 return items
         deadline = time.monotonic() + self.batch_max_age_s
-        while len(items) < self.batch_max_rows:
+        messages = sum(_messages(item) for item in items)
+        while messages < self.batch_max_rows:
             try:
-                items.append(queue.get_nowait())
+                item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 left = deadline - time.monotonic()
                 if left <= 0 or (stop.is_set() and feeds_done.is_set()):
                     break
                 # Let the feeds fill the queue for a moment: cheaper than a waiter per message.
                 await asyncio.sleep(min(left, POLL_S))
+            else:
+                items.append(item)
+                messages += _messages(item)
         self.counters.set("queue_depth", queue.qsize())
         return items
 
@@ -151,7 +156,7 @@ class Pipeline:
         raw: dict[str, list[bytes]] = defaultdict(list)
         for item in items:
             if isinstance(item, Wire):
-                raw[item.feed].append(item.payload)
+                raw[item.feed].extend(item.payloads)
             else:
                 batches.append(item)
         for feed, payloads in raw.items():
@@ -167,3 +172,7 @@ class Pipeline:
             if batch.daily_bars.height:
                 self.counters.inc("bars_in", batch.daily_bars.height, timeframe="1d")
         self._rejections.record(rejections)
+
+
+def _messages(item: FeedBatch | Wire) -> int:
+    return len(item.payloads) if isinstance(item, Wire) else 1

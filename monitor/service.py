@@ -201,6 +201,7 @@ class Daemon:
             password=password,
             ca_file=str(resolve(self.config, fc.ca_file)) if fc.ca_file else None,
             watch_broker_drops=fc.watch_broker_drops,
+            max_backlog_bytes=int(fc.max_backlog_mb * 1024 * 1024),
             raw=True,
             protocol=fc.mqtt_version,
         )

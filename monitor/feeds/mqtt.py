@@ -1,10 +1,21 @@
-"""MqttFeed: an MQTT subscription in, one FeedBatch per message out, reconnecting for ever.
+"""MqttFeed: an MQTT subscription in, batches of messages out, reconnecting for ever.
 
 A connection lives exactly as long as its `async with aiomqtt.Client(...)`; `run()` loops over
 connections with a backoff between them, resubscribes after every reconnect and counts the gap.
 With `session_expiry_s` the feed keeps a persistent session (MQTT 3.1.1 clean_session off, or with
 `protocol="5"` clean_start off plus the session expiry interval), so QoS 1
 messages published while it was away are delivered when it comes back.
+
+Messages do not go through aiomqtt's per-message queue and iterator (a Message object, a queue
+put and a task wake-up each, ~10 µs): paho's `on_message` appends the payload to a list, the
+socket reader reads a burst of packets per wake-up, and the reader task takes the whole list at
+once. In raw mode that list goes on as one `Wire` (decoded downstream in one pass); otherwise each
+message is decoded into its own FeedBatch.
+
+Backpressure: the bytes received but not yet processed (the `Wire`'s ack has not run, or the
+decoded batch is not on the queue yet) are bounded by `max_backlog_bytes`. Past it the feed stops
+reading the socket (TCP pushes back on the broker, which queues, or drops QoS 0 and says so on
+`$SYS`) and reads again once the backlog is below half.
 
 aiomqtt and paho types stay in this module: a lost connection becomes `FeedDisconnected`.
 """
@@ -16,7 +27,7 @@ import functools
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -38,14 +49,21 @@ __all__ = ["DROPPED_TOPIC", "Decoder", "MqttFeed"]
 
 Decoder = Callable[[bytes], FeedBatch]
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+MESSAGE_OVERHEAD_BYTES = 64  # a bytes object and a list slot, counted with each payload
+READ_BURST = 256  # packets read per socket wake-up at most (the loop stays responsive)
+PAUSE_LOG_EVERY_S = 60.0
 
 
 class MqttFeed:
-    """Subscribe to `topics`, decode every message and put the batch on `queue` (awaiting if full).
+    """Subscribe to `topics` and put what arrives on `queue` (awaiting if full): with `raw`, one
+    `Wire` per wake-up holding every message read since the last (its `ack` is to be called once
+    the engine has processed them); otherwise one decoded batch per message.
 
     Counters (label `feed`): feed_messages, feed_ticks, feed_bars, feed_rejections{reason},
-    feed_queue_full_waits, feed_connects, feed_subscribes, feed_reconnects, feed_gap_seconds;
-    gauges feed_connected and broker_messages_dropped.
+    feed_queue_full_waits, feed_connects, feed_subscribes, feed_reconnects, feed_gap_seconds,
+    feed_read_pauses; gauges feed_connected, feed_paused, feed_backlog_bytes and
+    broker_messages_dropped.
     """
 
     def __init__(
@@ -68,6 +86,7 @@ class MqttFeed:
         protocol: Literal["3.1.1", "5"] = "3.1.1",
         watch_broker_drops: bool = False,
         stable_after_s: float = 30.0,
+        max_backlog_bytes: int = MAX_BACKLOG_BYTES,
         rejection_log_interval_s: float = 10.0,
         keepalive_s: int = 30,
         timeout_s: float = 10.0,
@@ -117,6 +136,9 @@ class MqttFeed:
         )
         self._broker_dropped: int | None = None
         self._connected_at: float | None = None
+        self._backlog = _Backlog(max_backlog_bytes, self._on_paused, self._on_resumed)
+        self._pauses_logged_at: float | None = None
+        self._pauses_unlogged = 0
 
     def __repr__(self) -> str:
         return f"MqttFeed({self.name!r}, {self._host}:{self._port}, topics={self._topics!r})"
@@ -130,6 +152,7 @@ class MqttFeed:
                 loop.cancel()
         finally:
             self._counters.set("feed_connected", 0, feed=self.name)
+            self._counters.set("feed_paused", 0, feed=self.name)
             self._rejections.flush()
             self._log.info("feed_stopped")
 
@@ -178,10 +201,14 @@ class MqttFeed:
             timeout=self._timeout_s,
             tls_context=_tls_context(self._ca_file) if self._tls else None,
         )
-        if self._raw and self._qos > 0:
-            # Acknowledge QoS 1 messages only once the engine has processed them (Wire.ack),
-            # not on receipt: a crash in between makes the broker redeliver, nothing is lost.
-            client._client.manual_ack_set(True)
+        # Acknowledge QoS 1 messages only once the engine has processed them (Wire.ack), not on
+        # receipt: a crash in between makes the broker redeliver, nothing is lost.
+        client.use_inbox(
+            self._backlog,
+            manual_ack=self._raw and self._qos > 0,
+            on_dropped=self._on_broker_dropped if self._watch_drops else None,
+        )
+        self._backlog.client = client
         try:
             async with client:
                 self._on_connected(client.session_present, lost_at)
@@ -189,6 +216,9 @@ class MqttFeed:
                 await self._read(client)
         except aiomqtt.MqttError as exc:
             raise FeedDisconnected(f"{self.name}: {exc}") from exc
+        finally:
+            self._backlog.client = None
+            self._counters.set("feed_paused", 0, feed=self.name)
 
     def _connect_properties(self) -> Properties | None:
         if self._session_expiry_s is None:
@@ -219,41 +249,58 @@ class MqttFeed:
         self._counters.inc("feed_subscribes", feed=self.name)
         self._log.info("feed_subscribed", topics=[t for t, _ in wanted], qos=self._qos)
 
-    async def _read(self, client: aiomqtt.Client) -> None:
+    async def _read(self, client: _Client) -> None:
         counters, feed, queue, decode = self._counters, self.name, self._queue, self._decode
-        watch_drops = self._watch_drops
-        async for message in client.messages:
-            payload = message.payload
-            if watch_drops and message.topic.value == DROPPED_TOPIC:
-                self._on_broker_dropped(payload)
-                continue
+        backlog = self._backlog
+        while True:
+            payloads, mids, size = await client.take()
+            counters.inc("feed_messages", len(payloads), feed=feed)
+            counters.set("feed_backlog_bytes", backlog.size, feed=feed)
             if self._raw:
                 # Decoded downstream, many messages at once (the engine loop's micro-batch).
-                counters.inc("feed_messages", feed=feed)
-                ack = None
-                if message.qos > 0 and self._qos > 0:
-                    ack = functools.partial(client._client.ack, message.mid, message.qos)
-                wire = Wire(feed, _as_bytes(payload), ack)
+                wire = Wire(feed, payloads, functools.partial(client.processed, mids, size))
                 try:
                     queue.put_nowait(wire)
                 except asyncio.QueueFull:
                     counters.inc("feed_queue_full_waits", feed=feed)
                     await queue.put(wire)
                 continue
-            batch = decode(payload)
-            counters.inc("feed_messages", feed=feed)
-            if batch.ticks.height:
-                counters.inc("feed_ticks", batch.ticks.height, feed=feed)
-            bars = batch.minute_bars.height + batch.daily_bars.height
-            if bars:
-                counters.inc("feed_bars", bars, feed=feed)
-            if batch.rejections:
-                self._rejections.record(batch.rejections)
-            try:
-                queue.put_nowait(batch)
-            except asyncio.QueueFull:
-                counters.inc("feed_queue_full_waits", feed=feed)
-                await queue.put(batch)
+            for payload in payloads:
+                batch = decode(payload)
+                if batch.ticks.height:
+                    counters.inc("feed_ticks", batch.ticks.height, feed=feed)
+                bars = batch.minute_bars.height + batch.daily_bars.height
+                if bars:
+                    counters.inc("feed_bars", bars, feed=feed)
+                if batch.rejections:
+                    self._rejections.record(batch.rejections)
+                try:
+                    queue.put_nowait(batch)
+                except asyncio.QueueFull:
+                    counters.inc("feed_queue_full_waits", feed=feed)
+                    await queue.put(batch)
+            backlog.release(size)
+
+    def _on_paused(self, size: int) -> None:
+        """The socket is no longer read: count it, and log now and then."""
+        feed = self.name
+        self._counters.inc("feed_read_pauses", feed=feed)
+        self._counters.set("feed_paused", 1, feed=feed)
+        self._pauses_unlogged += 1
+        now = self._clock()
+        last = self._pauses_logged_at
+        if last is None or now - last >= PAUSE_LOG_EVERY_S:
+            self._log.warning(
+                "feed_read_paused",
+                backlog_bytes=size,
+                pauses=self._pauses_unlogged,
+                hint="the engine is behind the feed; the broker queues (or drops QoS 0)",
+            )
+            self._pauses_logged_at = now
+            self._pauses_unlogged = 0
+
+    def _on_resumed(self) -> None:
+        self._counters.set("feed_paused", 0, feed=self.name)
 
     def _on_broker_dropped(self, payload: bytes) -> None:
         try:
@@ -291,10 +338,92 @@ class _ClosingSSLSocket(ssl.SSLSocket):
             raise
 
 
+class _Backlog:
+    """Bytes received from the broker and not yet processed, across connections; the socket of
+    the current connection is not read while they exceed `limit`, until they are below half."""
+
+    __slots__ = ("client", "limit", "on_pause", "on_resume", "resume_below", "size")
+
+    def __init__(
+        self, limit: int, on_pause: Callable[[int], None], on_resume: Callable[[], None]
+    ) -> None:
+        self.size = 0
+        self.limit = limit
+        self.resume_below = limit // 2
+        self.on_pause = on_pause
+        self.on_resume = on_resume
+        self.client: _Client | None = None
+
+    def release(self, size: int) -> None:
+        """`size` bytes have been processed (or handed on where nothing reports back)."""
+        self.size -= size
+        client = self.client
+        if client is not None and client.is_paused and self.size < self.resume_below:
+            client.resume_reading()
+            self.on_resume()
+
+
 class _Client(aiomqtt.Client):
-    """aiomqtt's client, keeping the CONNACK session-present flag it otherwise discards."""
+    """aiomqtt's client, keeping the CONNACK session-present flag it otherwise discards, and
+    with `use_inbox` reading into a list instead of aiomqtt's message queue (see the module)."""
 
     session_present: bool = False
+    is_paused: bool = False
+    _inbox: list[bytes] | None = None
+
+    def use_inbox(
+        self,
+        backlog: _Backlog,
+        *,
+        manual_ack: bool,
+        on_dropped: Callable[[bytes], None] | None,
+    ) -> None:
+        """Before connecting: deliver messages through `take()`, counted in `backlog`; with
+        `manual_ack` QoS 1 messages are acknowledged by `processed()`; `on_dropped` gets the
+        broker's dropped-messages count (DROPPED_TOPIC) if given."""
+        self._inbox = []
+        self._mids: list[int] = []
+        self._inbox_size = 0
+        self._backlog = backlog
+        self._manual_ack = manual_ack
+        self._on_dropped = on_dropped
+        self._waiter: asyncio.Future[None] | None = None
+        self._fd: int | None = None
+        self._client.manual_ack_set(manual_ack)
+
+    async def take(self) -> tuple[list[bytes], list[int], int]:
+        """Every message read since the last call (waiting for one): payloads, the message ids
+        to acknowledge, and their size as counted in the backlog. Raises MqttError once the
+        connection is lost and nothing is left."""
+        assert self._inbox is not None
+        while not self._inbox:
+            disconnected = self._disconnected
+            if disconnected.done():
+                exc = disconnected.exception()
+                raise aiomqtt.MqttError("Disconnected during message iteration") from exc
+            waiter = self._waiter = self._loop.create_future()
+            disconnected.add_done_callback(self._wake)
+            try:
+                await waiter
+            finally:
+                disconnected.remove_done_callback(self._wake)
+                self._waiter = None
+        payloads, mids, size = self._inbox, self._mids, self._inbox_size
+        self._inbox, self._mids, self._inbox_size = [], [], 0
+        return payloads, mids, size
+
+    def processed(self, mids: list[int], size: int) -> None:
+        """Messages handed on by `take()` are processed: acknowledge them, release the backlog."""
+        if mids:
+            ack = self._client.ack
+            for mid in mids:
+                ack(mid, 1)
+        self._backlog.release(size)
+
+    def _wake(self, _: object = None) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _on_connect(
         self,
@@ -307,10 +436,82 @@ class _Client(aiomqtt.Client):
         self.session_present = bool(flags.session_present)
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            super()._on_message(client, userdata, message)
+            return
+        payload = cast(bytes, message.payload)  # bytes: sliced from the packet
+        if self._on_dropped is not None and message.topic == DROPPED_TOPIC:
+            self._on_dropped(payload)
+            return
+        inbox.append(payload)
+        if self._manual_ack and message.qos:
+            self._mids.append(message.mid)
+        size = len(payload) + MESSAGE_OVERHEAD_BYTES
+        self._inbox_size += size
+        self._backlog.size += size
 
-def _as_bytes(payload: object) -> bytes:
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, bytearray | memoryview):
-        return bytes(payload)
-    return b"" if payload is None else str(payload).encode()
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if self._inbox is None:
+            super()._on_socket_open(client, userdata, sock)
+            return
+        fd = sock.fileno()
+
+        def start() -> None:  # paho calls this from the connecting executor thread
+            self._fd = fd
+            if not self.is_paused:
+                self._loop.add_reader(fd, self._on_readable)
+            self._misc_task = self._loop.create_task(self._misc_loop())
+
+        self._loop.call_soon_threadsafe(start)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._fd = None
+        super()._on_socket_close(client, userdata, sock)
+
+    def _on_readable(self) -> None:
+        """Read up to READ_BURST packets, stopping early when nothing more is there or the
+        backlog is full; then wake the reader task."""
+        client, backlog = self._client, self._backlog
+        try:
+            for _ in range(READ_BURST):
+                read = len(self._inbox or ())
+                if client.loop_read() != paho.MQTT_ERR_SUCCESS:
+                    break
+                if backlog.size > backlog.limit:
+                    self._pause_reading()
+                    break
+                if len(self._inbox or ()) == read and not _tls_pending(client):
+                    break  # nothing more to read now (or a packet other than PUBLISH)
+            else:
+                if _tls_pending(client):  # decrypted bytes the selector does not see
+                    self._loop.call_soon(self._on_readable)
+        except Exception as exc:  # as aiomqtt's reader: the connection broke
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+        if self._inbox:
+            self._wake()
+
+    def _pause_reading(self) -> None:
+        if self.is_paused:
+            return
+        self.is_paused = True
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+        self._backlog.on_pause(self._backlog.size)
+
+    def resume_reading(self) -> None:
+        """Read the socket again (and at once: a packet may be half read, or TLS-buffered)."""
+        if not self.is_paused:
+            return
+        self.is_paused = False
+        if self._fd is not None:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._loop.call_soon(self._on_readable)
+
+
+def _tls_pending(client: paho.Client) -> bool:
+    sock = client._sock  # paho leaves TLS-decrypted bytes here (paho issue 131)
+    pending = getattr(sock, "pending", None)
+    return pending is not None and pending() > 0

@@ -7,9 +7,10 @@ from typing import NamedTuple
 
 
 class Wire(NamedTuple):
-    """One message as received: which feed, its bytes, and how to acknowledge it once the engine
-    has processed it (QoS 1 MQTT: the broker redelivers what a crash left unacknowledged)."""
+    """Messages as received, in order: which feed, their bytes, and what to call once the engine
+    has processed them (acknowledge QoS 1 MQTT messages: the broker redelivers what a crash left
+    unacknowledged; and let the feed read more: its backlog of unprocessed messages is bounded)."""
 
     feed: str
-    payload: bytes
+    payloads: list[bytes]
     ack: Callable[[], object] | None = None

@@ -1,0 +1,174 @@
+"""MqttFeed in raw mode (the daemon's): messages handed on in batches, a bounded backlog of
+unprocessed messages, and QoS 1 acknowledgements only once the engine has processed them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from monitor.core.backoff import Backoff
+from monitor.core.counters import Counters
+from monitor.core.model import FeedBatch
+from monitor.feeds.mqtt import MESSAGE_OVERHEAD_BYTES, MqttFeed
+from monitor.feeds.wire import Wire
+from tests.feeds.mosquitto_server import MosquittoServer
+from tests.feeds.test_mqtt import publish, running, until
+
+pytestmark = pytest.mark.integration
+
+Queue = asyncio.Queue[FeedBatch | Wire]
+
+
+def raw_feed(port: int, topic: str, counters: Counters, queue: Queue, **kwargs: object) -> MqttFeed:
+    return MqttFeed(
+        "raw",
+        f"mqtt://127.0.0.1:{port}",
+        [topic],
+        queue=queue,
+        counters=counters,
+        backoff=Backoff(base_s=0.05, cap_s=0.2, jitter=0),
+        raw=True,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def take_wires(queue: Queue, messages: int, timeout_s: float = 10.0) -> list[Wire]:
+    """Wires off the queue until they hold `messages` messages."""
+    wires: list[Wire] = []
+    async with asyncio.timeout(timeout_s):
+        while sum(len(w.payloads) for w in wires) < messages:
+            item = await queue.get()
+            assert isinstance(item, Wire)
+            wires.append(item)
+    return wires
+
+
+def payloads(wires: list[Wire]) -> list[bytes]:
+    return [p for w in wires for p in w.payloads]
+
+
+def messages(n: int, start: int = 0, size: int = 0) -> list[bytes]:
+    return [f"m{i:05d}".encode().ljust(size, b" ") for i in range(start, start + n)]
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"mm-test/{uuid.uuid4().hex}"
+
+
+async def test_raw_messages_arrive_in_order_as_few_wires_each_with_an_ack(prefix: str) -> None:
+    """A burst of messages arrives in order as Wires of many messages each; every Wire has an
+    ack, and feed_messages counts the messages, not the Wires."""
+    counters, queue = Counters(), Queue(maxsize=1000)
+    topic = f"{prefix}/ticks"
+    sent = messages(500)
+    async with running(raw_feed(1883, topic, counters, queue, watch_broker_drops=True)):
+        await until(lambda: counters.get("feed_subscribes", feed="raw") == 1)
+        await publish(1883, topic, sent, qos=0)
+        wires = await take_wires(queue, len(sent))
+        for wire in wires:
+            assert wire.ack is not None
+            wire.ack()
+    assert payloads(wires) == sent
+    assert {w.feed for w in wires} == {"raw"}
+    assert len(wires) < len(sent)
+    assert counters.get("feed_messages", feed="raw") == len(sent)
+    assert counters.get("feed_read_pauses", feed="raw") == 0
+
+
+@pytest.mark.chaos
+async def test_the_feed_stops_reading_while_the_backlog_is_full_and_reads_on_once_processed(
+    tmp_path: Path, prefix: str
+) -> None:
+    """With nothing processed, the feed takes in no more than its backlog bound and stops
+    reading (counted, gauged, logged); once the Wires are acknowledged it reads the rest, in
+    order and complete (the broker held them meanwhile)."""
+    size = 200
+    limit = 20 * (size + MESSAGE_OVERHEAD_BYTES)  # room for 20 messages
+    sent = messages(300, size=size)
+    counters, queue = Counters(), Queue(maxsize=10_000)
+    topic = f"{prefix}/ticks"
+    with MosquittoServer(tmp_path) as broker, capture_logs() as logs:
+        feed = raw_feed(broker.port, topic, counters, queue, max_backlog_bytes=limit)
+        async with running(feed):
+            await until(lambda: counters.get("feed_subscribes", feed="raw") == 1)
+            await publish(broker.port, topic, sent, qos=1)
+            await until(lambda: counters.get("feed_paused", feed="raw") == 1)
+            await until(lambda: counters.get("feed_messages", feed="raw") == queue_messages(queue))
+            held = drain(queue)
+            # at most the bound, plus the one message that crossed it
+            assert len(payloads(held)) <= 21
+            assert counters.get("feed_read_pauses", feed="raw") == 1
+
+            got = list(held)
+            while len(payloads(got)) < len(sent):
+                for wire in held:
+                    assert wire.ack is not None
+                    wire.ack()
+                held = await take_wires(queue, 1)
+                got += held
+            for wire in held:
+                assert wire.ack is not None
+                wire.ack()
+            assert counters.get("feed_paused", feed="raw") == 0
+    assert payloads(got) == sent
+    assert counters.get("feed_messages", feed="raw") == len(sent)
+    assert counters.get("feed_read_pauses", feed="raw") >= 2  # 300 messages, room for 20
+    assert counters.get("feed_backlog_bytes", feed="raw") >= 0
+    paused = [e for e in logs if e["event"] == "feed_read_paused"]
+    assert [(e["log_level"], e["pauses"]) for e in paused] == [("warning", 1)]  # then quiet
+
+
+def queue_messages(queue: Queue) -> int:
+    return sum(len(w.payloads) for w in queue._queue if isinstance(w, Wire))  # type: ignore[attr-defined]
+
+
+def drain(queue: Queue) -> list[Wire]:
+    out: list[Wire] = []
+    while not queue.empty():
+        item = queue.get_nowait()
+        assert isinstance(item, Wire)
+        out.append(item)
+    return out
+
+
+@pytest.mark.chaos
+async def test_qos1_messages_are_acknowledged_only_by_the_wire_ack(
+    tmp_path: Path, prefix: str
+) -> None:
+    """With QoS 1 and a persistent session, messages whose Wire was not acknowledged are
+    delivered again after a reconnect; acknowledged ones are not."""
+    topic = f"{prefix}/ticks"
+    client_id = f"feed-{uuid.uuid4().hex}"
+    sent = messages(5)
+    with MosquittoServer(tmp_path) as broker:
+
+        def feed(counters: Counters, queue: Queue) -> MqttFeed:
+            return raw_feed(
+                broker.port, topic, counters, queue, qos=1, client_id=client_id,
+                session_expiry_s=300,
+            )  # fmt: skip
+
+        counters, queue = Counters(), Queue(maxsize=100)
+        async with running(feed(counters, queue)):
+            await until(lambda: counters.get("feed_subscribes", feed="raw") == 1)
+            await publish(broker.port, topic, sent, qos=1)
+            first = await take_wires(queue, len(sent))  # taken, never acknowledged
+
+        counters, queue = Counters(), Queue(maxsize=100)
+        async with running(feed(counters, queue)):
+            again = await take_wires(queue, len(sent))
+            for wire in again:
+                assert wire.ack is not None
+                wire.ack()  # PUBACKs queued before the DISCONNECT that stopping sends
+
+        counters, queue = Counters(), Queue(maxsize=100)
+        async with running(feed(counters, queue)):
+            await until(lambda: counters.get("feed_subscribes", feed="raw") == 1)
+            await publish(broker.port, topic, [b"after"], qos=1)
+            last = await take_wires(queue, 1)
+    assert (payloads(first), payloads(again), payloads(last)) == (sent, sent, [b"after"])

@@ -1,0 +1,78 @@
+"""The engine loop with raw Wires: decoded many at once, acknowledged only after processing."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import msgspec
+
+from monitor.clock import SimClock
+from monitor.core.counters import Counters
+from monitor.core.engine import Engine, Step
+from monitor.core.model import FeedBatch
+from monitor.core.rules.spec import RulesFile
+from monitor.core.sessions import Sessions
+from monitor.feeds.generic import decode_generic_many
+from monitor.feeds.wire import Wire
+from monitor.pipeline import Pipeline
+
+NOW = dt.datetime(2024, 7, 16, 14, 0, 30, tzinfo=dt.UTC)
+
+
+def tick(i: int) -> bytes:
+    ts = int(NOW.timestamp() * 1000) - 1000 + i
+    return msgspec.json.encode({"symbol": "ACME", "ts": ts, "price": 10.0, "size": 1, "id": i})
+
+
+async def run_pipeline(
+    sessions: Sessions, items: list[FeedBatch | Wire], counters: Counters, **kwargs: object
+) -> list[Step]:
+    """Put `items` on the queue and run the loop until it has drained them."""
+    steps: list[Step] = []
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    pipeline = Pipeline(
+        Engine(RulesFile(), sessions),
+        queue,
+        clock=SimClock(NOW),
+        counters=counters,
+        sinks=[],
+        decoders={"raw": lambda payloads: decode_generic_many(payloads, feed="raw")},
+        on_step=steps.append,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    done = asyncio.Event()
+    done.set()  # feeds done and stop asked: drain the queue, then return
+    await asyncio.wait_for(pipeline.run(done, done), 10)
+    return steps
+
+
+async def test_a_wire_is_acknowledged_once_after_its_ticks_were_processed(
+    sessions: Sessions,
+) -> None:
+    """Each Wire's ack runs once, after the engine step that took its ticks in."""
+    counters = Counters()
+    ticks_in_at_ack: list[float] = []
+
+    def ack() -> None:
+        ticks_in_at_ack.append(counters.total("ticks_in"))
+
+    wires: list[FeedBatch | Wire] = [
+        Wire("raw", [tick(0), tick(1), tick(2)], ack),
+        Wire("raw", [tick(3)], ack),
+    ]
+    steps = await run_pipeline(sessions, wires, counters)
+    assert (len(steps), ticks_in_at_ack) == (1, [4.0, 4.0])  # one step, then both acks
+
+
+async def test_batch_max_rows_counts_the_messages_in_wires(sessions: Sessions) -> None:
+    """A micro-batch stops taking Wires once it holds batch_max_rows messages."""
+    wires: list[FeedBatch | Wire] = [
+        Wire("raw", [tick(3 * w + i) for i in range(3)]) for w in range(3)
+    ]
+    counters = Counters()
+    steps = await run_pipeline(sessions, wires, counters, batch_max_rows=5)
+    assert counters.total("ticks_in") == 9
+    assert len(steps) == 2  # 3 + 3 messages, then 3
