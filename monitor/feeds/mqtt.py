@@ -43,7 +43,7 @@ from monitor.core.model import FeedBatch
 from monitor.errors import ConfigError, FeedDisconnected
 from monitor.feeds.generic import decode_generic
 from monitor.feeds.rejections import RejectionLog
-from monitor.feeds.wire import Wire
+from monitor.feeds.wire import Wire, hand_on
 
 __all__ = ["DROPPED_TOPIC", "Decoder", "MqttFeed"]
 
@@ -266,19 +266,7 @@ class MqttFeed:
                     await queue.put(wire)
                 continue
             for payload in payloads:
-                batch = decode(payload)
-                if batch.ticks.height:
-                    counters.inc("feed_ticks", batch.ticks.height, feed=feed)
-                bars = batch.minute_bars.height + batch.daily_bars.height
-                if bars:
-                    counters.inc("feed_bars", bars, feed=feed)
-                if batch.rejections:
-                    self._rejections.record(batch.rejections)
-                try:
-                    queue.put_nowait(batch)
-                except asyncio.QueueFull:
-                    counters.inc("feed_queue_full_waits", feed=feed)
-                    await queue.put(batch)
+                await hand_on(decode(payload), queue, counters, self._rejections, feed)
             backlog.release(size)
 
     def _on_paused(self, size: int) -> None:

@@ -42,6 +42,7 @@ from monitor.feeds.polygon import PolygonSession
 from monitor.feeds.provider import Control, Decoded, Outgoing, Session
 from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.rest import RestBackfill, mask_url
+from monitor.feeds.wire import hand_on
 
 __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketFeed", "mask_url"]
 
@@ -317,19 +318,7 @@ class WebSocketFeed:
         await self._deliver(batch)
 
     async def _deliver(self, batch: FeedBatch) -> None:
-        counters, feed = self._counters, self.name
-        if batch.ticks.height:
-            counters.inc("feed_ticks", batch.ticks.height, feed=feed)
-        bars = batch.minute_bars.height + batch.daily_bars.height
-        if bars:
-            counters.inc("feed_bars", bars, feed=feed)
-        if batch.rejections:
-            self._rejections.record(batch.rejections)
-        try:
-            self._queue.put_nowait(batch)
-        except asyncio.QueueFull:
-            counters.inc("feed_queue_full_waits", feed=feed)
-            await self._queue.put(batch)
+        await hand_on(batch, self._queue, self._counters, self._rejections, self.name)
 
     async def _on_control(self, ws: ClientConnection, control: Control) -> None:
         kind = control.kind
