@@ -231,7 +231,11 @@ def _run_replay(
     sessions = nyse_sessions(first, last)
     si = read_short_interest(short_interest) if short_interest else None
     engine = build_engine(
-        rules, sessions, short_interest=si, emit_after=emit_after_for(sessions, start)
+        rules,
+        sessions,
+        short_interest=si,
+        emit_after=emit_after_for(sessions, start),
+        rule_threads=2,
     )
     out = sys.stdout
     alerts = []

@@ -25,11 +25,15 @@ def build_engine(
     *,
     short_interest: pl.DataFrame | None = None,
     emit_after: dt.datetime | None = None,
+    rule_threads: int = 1,
 ) -> Engine:
-    """An Engine with short interest prepared for every lag the rules use."""
+    """An Engine with short interest prepared for every lag the rules use, evaluating up to
+    `rule_threads` rules at a time."""
     lags = {r.short_interest_lag for r in rules.rules if isinstance(r, SqueezeRule)}
     si = prepare(short_interest, sessions, lags) if short_interest is not None and lags else None
-    return Engine(rules, sessions, short_interest=si, emit_after=emit_after)
+    return Engine(
+        rules, sessions, short_interest=si, emit_after=emit_after, rule_threads=rule_threads
+    )
 
 
 def replay(
