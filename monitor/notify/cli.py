@@ -62,7 +62,8 @@ def _load(args: argparse.Namespace) -> ncfg.NotifyConfig:
 
 def main_notify(args: argparse.Namespace) -> int:
     """`notify` (run the service), `notify test --receiver NAME`, `notify digest`."""
-    from monitor.notify.service import Notifier, run, send_test
+    from monitor.notify.main import run, send_test
+    from monitor.notify.service import Notifier
 
     try:
         config = _load(args)

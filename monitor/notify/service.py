@@ -1,4 +1,5 @@
-"""The notifier service: the consumer-group loop, per-receiver couriers, the delivery log.
+"""The notifier service: the consumer-group loop and per-receiver couriers. What it sends is
+made in monitor/notify/compose.py; the delivery log and dead letters are monitor/notify/ledger.py.
 
     async with Notifier(config) as notifier:
         await notifier.run(stop)
@@ -11,11 +12,9 @@ Exactly once per channel:
   `claim_interval_s` (XCLAIM JUSTID, which resets its idle time), so a live notifier's entries are
   never idle for `claim_idle_s`. A notifier that died stops doing that: another takes its
   entries over with XAUTOCLAIM and delivers them.
-- The delivery log is a Redis key per (receiver, alert id), `{stream}:notify:sent:{receiver}:{id}`,
-  set (with a TTL) only after a successful send and checked before every send. It lives in Redis
-  rather than a local SQLite file because the notifier that takes over after a crash may run on
-  another host; Redis already holds the stream and the group. The one window left is a crash
-  between the provider accepting a message and the SET: that message is sent again.
+- The delivery log (monitor/notify/ledger.py) records each (receiver, alert id) in Redis only
+  after a successful send, and is checked before every send. The one window left is a crash
+  between the provider accepting a message and that record: that message is sent again.
 - Each receiver has its own queue and task, so a slow or broken channel delays only itself.
 """
 
@@ -26,50 +25,27 @@ import contextlib
 import datetime as dt
 import os
 import socket
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor import logs
 from monitor.clock import Clock, SystemClock
 from monitor.config import secret
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
-from monitor.core.model import Alert, decode_alert, encode_alert
-from monitor.errors import ConfigError, DeliveryError
-from monitor.notify.chart import BarsFile, alert_chart, rally_chart
-from monitor.notify.config import NotifyConfig, ReceiverConfig, resolve_url
+from monitor.core.model import Alert, decode_alert
+from monitor.notify.compose import Composer, Prepared, body_format
+from monitor.notify.config import NotifyConfig, resolve_url
 from monitor.notify.delivery import Courier, Outcome, Sender, make_sender
-from monitor.notify.digest import build_digest
-from monitor.notify.render import BodyFormat, Message, render
+from monitor.notify.ledger import REDIS_ERRORS, DeadLetters, DeliveryLog
+from monitor.notify.render import Message
 from monitor.notify.routing import Batch, GuardState, Router
 from monitor.notify.silences import SilenceStore
-
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
-DEAD_MAXLEN = 10_000
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A message already rendered (the digest), sent once per receiver under `key`."""
-
-    key: str
-    message: Message
-
-
-def body_format(r: ReceiverConfig, url: str) -> BodyFormat:
-    """The receiver's body format: as configured, else HTML for email, Markdown for the rest."""
-    if r.format != "auto":
-        return r.format
-    return "html" if url.partition("://")[0].lower() in ("mailto", "mailtos") else "markdown"
 
 
 def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) -> aioredis.Redis:
@@ -86,6 +62,9 @@ def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) ->
 
 class Notifier:
     """Everything the running notifier holds; built from a NotifyConfig."""
+
+    delivered: DeliveryLog  # these two inside the `async with`
+    dead: DeadLetters
 
     def __init__(
         self,
@@ -111,7 +90,6 @@ class Notifier:
         for i, r in enumerate(config.receivers):
             url = resolve_url(r, f"receivers[{i}].url", environ)
             self._urls[r.name] = str(url)
-        self._formats = {r.name: body_format(r, self._urls[r.name]) for r in config.receivers}
         self._client: aioredis.Redis | None = None
         self._silences: SilenceStore | None = None
         self.router = Router(config.route, config.receivers, config.runaway)
@@ -121,8 +99,8 @@ class Notifier:
         self._couriers: dict[str, Courier] = {}
         self._outstanding: dict[str, set[str]] = {}
         self._wake = asyncio.Event()
-        self._bars = BarsFile(config.bars_path)
-        self._charts: OrderedDict[tuple[str, ...], bytes | None] = OrderedDict()
+        formats = {r.name: body_format(r, self._urls[r.name]) for r in config.receivers}
+        self.composer = Composer(config, formats, self._senders)
         self._saved_state = b""
         self.digest_now = asyncio.Event()
         for name, text in (
@@ -142,6 +120,12 @@ class Notifier:
     async def __aenter__(self) -> Self:
         self._client = redis_client(self.config, self._environ)
         self._silences = SilenceStore(self._client, f"{self.stream}:silences")
+        self.delivered = DeliveryLog(
+            self._client, self.stream, self.config.redis.delivery_log_ttl_s, self._log
+        )
+        self.dead = DeadLetters(
+            self._client, self.config.dead_stream, self.counters, self._log, self.clock
+        )
         try:
             await self._client.xgroup_create(
                 self.stream, self.group, id=self.config.redis.start, mkstream=True
@@ -197,7 +181,7 @@ class Notifier:
 
     def sent_key(self, receiver: str, alert_id: str) -> str:
         """The delivery-log key of one alert on one receiver."""
-        return f"{self.stream}:notify:sent:{receiver}:{alert_id}"
+        return self.delivered.key(receiver, alert_id)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read, route, deliver and acknowledge until `stop` is set."""
@@ -269,7 +253,7 @@ class Notifier:
             try:
                 alert = decode_alert(fields[b"alert"])
             except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                await self._dead(entry, None, "*", f"undecodable entry: {exc}", 0, fields)
+                await self.dead.add(entry, None, "*", f"undecodable entry: {exc}", 0, fields)
                 to_ack.append(entry)
                 continue
             decision = self.router.accept(entry, alert, now, silences)
@@ -395,7 +379,7 @@ class Notifier:
 
     async def _deliver(self, receiver: str, batch: Batch) -> None:
         alerts = batch.alerts
-        flags = await self._retrying(self._sent_flags, receiver, [a.id for a in alerts])
+        flags = await self.delivered.sent(receiver, [a.id for a in alerts])
         todo = [a for a, sent in zip(alerts, flags, strict=True) if not sent]
         if len(todo) < len(alerts):
             self.counters.inc("notify_already_sent", len(alerts) - len(todo), receiver=receiver)
@@ -408,7 +392,7 @@ class Notifier:
             message = await self.message(receiver, todo)
             outcome = await self._couriers[receiver].deliver(message)
             if outcome.ok:
-                await self._retrying(self._mark_sent, receiver, [a.id for a in todo])
+                await self.delivered.mark(receiver, [a.id for a in todo])
                 self.counters.inc("notify_sent", receiver=receiver)
                 self.counters.inc("notify_alerts_sent", len(todo), receiver=receiver)
                 self._log.info(
@@ -420,124 +404,33 @@ class Notifier:
             else:
                 entries = {i.alert.id: i.entry for i in batch.items}
                 for a in todo:
-                    await self._dead(
+                    await self.dead.add(
                         entries.get(a.id), a, receiver, outcome.reason, outcome.attempts
                     )
         await self._complete(batch)
 
     async def deliver_prepared(self, receiver: str, job: Prepared) -> None:
         """Send a pre-rendered message (the digest) once to `receiver`."""
-        (sent,) = await self._retrying(self._sent_flags, receiver, [job.key])
+        (sent,) = await self.delivered.sent(receiver, [job.key])
         if sent:
             return
         outcome = await self._couriers[receiver].deliver(job.message)
         if outcome.ok:
-            await self._retrying(self._mark_sent, receiver, [job.key])
+            await self.delivered.mark(receiver, [job.key])
             self.counters.inc("notify_sent", receiver=receiver)
             self._log.info("digest_delivered", receiver=receiver, key=job.key)
         else:
             self._log.error("digest_failed", receiver=receiver, key=job.key, reason=outcome.reason)
 
-    async def _sent_flags(self, receiver: str, ids: list[str]) -> list[bool]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for alert_id in ids:
-                pipe.exists(self.sent_key(receiver, alert_id))
-            return [bool(x) for x in await pipe.execute()]
-
-    async def _mark_sent(self, receiver: str, ids: list[str]) -> list[bool]:
-        ttl = self.config.redis.delivery_log_ttl_s
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for alert_id in ids:
-                pipe.set(self.sent_key(receiver, alert_id), "1", ex=ttl)
-            await pipe.execute()
-        return []
-
-    async def _retrying(self, op: Any, receiver: str, ids: list[str]) -> list[bool]:
-        """Delivery-log reads and writes are retried until Redis answers (never skipped)."""
-        attempt = 0
-        while True:
-            try:
-                result: list[bool] = await op(receiver, ids)
-                return result
-            except REDIS_ERRORS as exc:
-                attempt += 1
-                self._log.warning("delivery_log_unavailable", error=str(exc), attempt=attempt)
-                await asyncio.sleep(min(30.0, 0.2 * 2**attempt))
-
-    async def _dead(
-        self,
-        entry: str | None,
-        alert: Alert | None,
-        receiver: str,
-        reason: str,
-        attempts: int,
-        fields: dict[bytes, bytes] | None = None,
-    ) -> None:
-        payload = (
-            encode_alert(alert)
-            if alert is not None
-            else msgspec.json.encode(
-                {
-                    k.decode(errors="replace"): v.decode(errors="replace")
-                    for k, v in (fields or {}).items()
-                }
-            )
-        )
-        await self.redis.xadd(
-            self.config.dead_stream,
-            {
-                "id": alert.id if alert is not None else "",
-                "entry": entry or "",
-                "receiver": receiver,
-                "reason": reason,
-                "attempts": attempts,
-                "ts": self.clock.now().isoformat(),
-                "alert": payload,
-            },
-            maxlen=DEAD_MAXLEN,
-            approximate=True,
-        )
-        self.counters.inc("notify_dead_lettered", receiver=receiver)
-        self._log.error(
-            "alert_dead_lettered",
-            receiver=receiver,
-            id=alert.id if alert else None,
-            entry=entry,
-            reason=reason,
-            attempts=attempts,
-        )
-
     # -- rendering -------------------------------------------------------------------------------
 
     async def message(self, receiver: str, alerts: Sequence[Alert]) -> Message:
-        """The message for `alerts` on `receiver`, with a chart when it takes attachments."""
-        fmt = self._formats[receiver]
-        title, body = render(alerts, fmt, self.config.templates)
-        r = self.config.receiver(receiver)
-        attachments: tuple[tuple[str, bytes], ...] = ()
-        if (
-            self.config.charts.enabled
-            and r.attach_chart
-            and self._senders[receiver].takes_attachments
-        ):
-            png = await self.chart(alerts)
-            if png is not None:
-                attachments = ((f"{_safe_name(alerts[0].symbol)}.png", png),)
-        return Message(title, body, fmt, attachments)
+        """The message for `alerts` on `receiver` (see Composer.message)."""
+        return await self.composer.message(receiver, alerts)
 
-    async def chart(self, alerts: Sequence[Alert]) -> bytes | None:
-        """The chart PNG for a message (cached briefly: receivers of one group share it)."""
-        key = tuple(a.id for a in alerts)
-        if key in self._charts:
-            return self._charts[key]
-        bars = self._bars.load()
-        png = None
-        if bars.height and alerts[0].history is not None:
-            png = await asyncio.to_thread(alert_chart, bars, alerts, self.config.charts.sessions)
-        self._charts[key] = png
-        while len(self._charts) > 64:
-            self._charts.popitem(last=False)
-        return png
+    async def send_now(self, receiver: str, message: Message) -> Outcome:
+        """Deliver `message` to `receiver` at once: no grouping, no delivery log."""
+        return await self._couriers[receiver].deliver(message)
 
     # -- digest --------------------------------------------------------------------------------
 
@@ -561,7 +454,6 @@ class Notifier:
 
     async def send_digest(self, *, queue: bool = True) -> list[tuple[str, Prepared]]:
         """Build today's digest and queue it for the digest receivers (once per day each)."""
-        d = self.config.digest
         now = self.clock.now()
         since_ms = int((now - dt.timedelta(days=1)).timestamp() * 1000)
         entries: Any = await self.redis.xrange(self.stream, min=f"{since_ms}-0", max="+")
@@ -569,34 +461,12 @@ class Notifier:
         for _, f in entries:
             with contextlib.suppress(KeyError, msgspec.DecodeError, msgspec.ValidationError):
                 alerts.append(decode_alert(f[b"alert"]))
-        bars = self._bars.load()
-        day = now.astimezone(_zone(d.tz)).date()
-        digest = build_digest(alerts, bars, d, day)
-        png = await asyncio.to_thread(rally_chart, bars, d.small, d.large) if bars.height else None
-        jobs: list[tuple[str, Prepared]] = []
-        for name in d.receivers or self.config.route.receivers:
-            fmt = self._formats[name]
-            attach = (
-                ((f"digest-{day}.png", png),)
-                if png and self._senders[name].takes_attachments
-                else ()
-            )
-            msg = Message(digest.title, digest.bodies[fmt], fmt, attach)
-            jobs.append((name, Prepared(f"digest:{day.isoformat()}", msg)))
-            if queue:
-                self._queues[name].put_nowait(jobs[-1][1])
+        day, jobs = await self.composer.digest(alerts, now)
+        if queue:
+            for name, job in jobs:
+                self._queues[name].put_nowait(job)
         self._log.info("digest_built", day=day.isoformat(), alerts=len(alerts))
         return jobs
-
-
-def _zone(name: str) -> dt.tzinfo:
-    import zoneinfo
-
-    return zoneinfo.ZoneInfo(name)
-
-
-def _safe_name(symbol: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in symbol) or "chart"
 
 
 async def _wait(stop: asyncio.Event, timeout_s: float, also: asyncio.Event | None = None) -> None:
@@ -609,89 +479,3 @@ async def _wait(stop: asyncio.Event, timeout_s: float, also: asyncio.Event | Non
         for w in waiters:
             w.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
-
-
-SAMPLE = Alert(
-    id="notify-test-sample",
-    rule="streak.daily",
-    kind="streak",
-    symbol="^RUT",
-    timeframe="1d",
-    session="2024-07-16",
-    ts="2024-07-16T20:00:00Z",
-    severity="notice",
-    title="Russell 2000: 5 straight sessions up more than 1.0% (test message)",
-    text="Russell 2000 rose more than 1.0% in each of 5 sessions (+11.5% in all), "
-    "closing at 2,263.67.",
-    metrics={"streak": 5, "return": 0.1154, "close": 2263.67},
-    history=None,
-)
-
-
-async def send_test(
-    config: NotifyConfig, receiver: str, environ: dict[str, str] | None = None
-) -> Outcome:
-    """Send a sample alert to one receiver now (no grouping, no delivery log)."""
-    config.receiver(receiver)
-    notifier = Notifier(config, environ=environ)
-    async with notifier:
-        message = await notifier.message(receiver, [SAMPLE])
-        return await notifier._couriers[receiver].deliver(message)
-
-
-async def run(
-    config: NotifyConfig,
-    *,
-    stop: asyncio.Event | None = None,
-    install_signals: bool = True,
-    clock: Clock | None = None,
-    notify: Callable[[str], None] | None = None,
-) -> int:
-    """Run the notifier until SIGTERM/SIGINT (or `stop`); the exit code. `notify` receives
-    systemd's READY=1, WATCHDOG=1 (every half WatchdogSec) and STOPPING=1."""
-    import signal
-
-    from monitor.systemd import watchdog_interval_s
-
-    stop = stop if stop is not None else asyncio.Event()
-    loop = asyncio.get_running_loop()
-    if install_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            notifier = await stack.enter_async_context(Notifier(config, clock=clock))
-            if config.http.enabled:
-                from monitor.http import HttpServer
-
-                routes = {
-                    "/metrics": lambda: (
-                        200,
-                        "text/plain; version=0.0.4",
-                        notifier.counters.render().encode(),
-                    )
-                }
-                await stack.enter_async_context(
-                    HttpServer(config.http.host, config.http.port, routes)
-                )
-            if notify is not None:
-                notify("READY=1")
-            every_s = watchdog_interval_s()
-            async with asyncio.TaskGroup() as tg:
-                if notify is not None and every_s is not None:
-                    tg.create_task(_watchdog(notify, every_s, stop), name="systemd-watchdog")
-                await notifier.run(stop)
-                stop.set()
-            if notify is not None:
-                notify("STOPPING=1")
-    except DeliveryError as exc:
-        raise ConfigError(f"receivers: {exc}") from None
-    return 0
-
-
-async def _watchdog(notify: Callable[[str], None], every_s: float, stop: asyncio.Event) -> None:
-    """WATCHDOG=1 while the event loop runs."""
-    while not stop.is_set():
-        notify("WATCHDOG=1")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)

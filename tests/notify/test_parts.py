@@ -19,8 +19,8 @@ from monitor.notify.cli import add_parsers
 from monitor.notify.config import DigestSection, TemplatesSection, load, parse, resolve_url
 from monitor.notify.delivery import Courier, HttpJsonSender, Outcome, retry_after
 from monitor.notify.digest import build_digest
+from monitor.notify.main import send_test
 from monitor.notify.render import Message, escape, render
-from monitor.notify.service import send_test
 from tests.notify.conftest import RUT_ALERT, alert
 from tests.notify.servers import WebhookServer
 

@@ -1,0 +1,108 @@
+"""What the notifier sends: messages for alerts (text per receiver format, a chart when the
+channel takes attachments) and the daily digest."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import zoneinfo
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from monitor.core.model import Alert
+from monitor.notify.chart import BarsFile, alert_chart, rally_chart
+from monitor.notify.config import NotifyConfig, ReceiverConfig
+from monitor.notify.delivery import Sender
+from monitor.notify.digest import build_digest
+from monitor.notify.render import BodyFormat, Message, render
+
+CHART_CACHE = 64  # messages whose chart is kept: the receivers of one group share it
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A message already rendered (the digest), sent once per receiver under `key`."""
+
+    key: str
+    message: Message
+
+
+def body_format(r: ReceiverConfig, url: str) -> BodyFormat:
+    """The receiver's body format: as configured, else HTML for email, Markdown for the rest."""
+    if r.format != "auto":
+        return r.format
+    return "html" if url.partition("://")[0].lower() in ("mailto", "mailtos") else "markdown"
+
+
+class Composer:
+    """Renders for the receivers of `config`; `formats` is each receiver's body format and
+    `senders` its sender (consulted when a message is made: it may be filled in later)."""
+
+    def __init__(
+        self,
+        config: NotifyConfig,
+        formats: Mapping[str, BodyFormat],
+        senders: Mapping[str, Sender],
+    ) -> None:
+        self.config = config
+        self._formats = formats
+        self._senders = senders
+        self._bars = BarsFile(config.bars_path)
+        self._charts: OrderedDict[tuple[str, ...], bytes | None] = OrderedDict()
+
+    async def message(self, receiver: str, alerts: Sequence[Alert]) -> Message:
+        """The message for `alerts` on `receiver`, with a chart when it takes attachments."""
+        fmt = self._formats[receiver]
+        title, body = render(alerts, fmt, self.config.templates)
+        r = self.config.receiver(receiver)
+        attachments: tuple[tuple[str, bytes], ...] = ()
+        if (
+            self.config.charts.enabled
+            and r.attach_chart
+            and self._senders[receiver].takes_attachments
+        ):
+            png = await self.chart(alerts)
+            if png is not None:
+                attachments = ((f"{_safe_name(alerts[0].symbol)}.png", png),)
+        return Message(title, body, fmt, attachments)
+
+    async def chart(self, alerts: Sequence[Alert]) -> bytes | None:
+        """The chart PNG for a message (cached briefly)."""
+        key = tuple(a.id for a in alerts)
+        if key in self._charts:
+            return self._charts[key]
+        bars = self._bars.load()
+        png = None
+        if bars.height and alerts[0].history is not None:
+            png = await asyncio.to_thread(alert_chart, bars, alerts, self.config.charts.sessions)
+        self._charts[key] = png
+        while len(self._charts) > CHART_CACHE:
+            self._charts.popitem(last=False)
+        return png
+
+    async def digest(
+        self, alerts: Sequence[Alert], now: dt.datetime
+    ) -> tuple[dt.date, list[tuple[str, Prepared]]]:
+        """The day's digest of `alerts` (the last day's), one job per digest receiver, each under
+        the key `digest:<day>` so that it goes out once per day."""
+        d = self.config.digest
+        bars = self._bars.load()
+        day = now.astimezone(zoneinfo.ZoneInfo(d.tz)).date()
+        digest = build_digest(list(alerts), bars, d, day)
+        png = await asyncio.to_thread(rally_chart, bars, d.small, d.large) if bars.height else None
+        jobs: list[tuple[str, Prepared]] = []
+        for name in d.receivers or self.config.route.receivers:
+            fmt = self._formats[name]
+            attach = (
+                ((f"digest-{day}.png", png),)
+                if png and self._senders[name].takes_attachments
+                else ()
+            )
+            msg = Message(digest.title, digest.bodies[fmt], fmt, attach)
+            jobs.append((name, Prepared(f"digest:{day.isoformat()}", msg)))
+        return day, jobs
+
+
+def _safe_name(symbol: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in symbol) or "chart"

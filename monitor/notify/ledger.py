@@ -1,0 +1,132 @@
+"""The delivery log: which alerts each receiver already has, so none is sent twice; and the
+dead letters: what a receiver could not be given, and why.
+
+A Redis key per (receiver, alert id), `{stream}:notify:sent:{receiver}:{id}`, set (with a TTL)
+only after a successful send and checked before every send. It lives in Redis rather than a local
+file because the notifier that takes over after a crash may run on another host, and Redis
+already holds the stream and the group. Reads and writes are retried until Redis answers: a send
+is never made without asking, and never forgotten once made."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from monitor.clock import Clock
+from monitor.core.counters import Counters
+from monitor.core.model import Alert, encode_alert
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+RETRY_CAP_S = 30.0
+DEAD_MAXLEN = 10_000
+T = TypeVar("T")
+
+
+class DeliveryLog:
+    """`sent(receiver, ids)` and `mark(receiver, ids)` on one stream's delivery log."""
+
+    def __init__(self, redis: aioredis.Redis, stream: str, ttl_s: int, log: Any) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._ttl_s = ttl_s
+        self._log = log
+
+    def key(self, receiver: str, alert_id: str) -> str:
+        """The key of one alert on one receiver."""
+        return f"{self._stream}:notify:sent:{receiver}:{alert_id}"
+
+    async def sent(self, receiver: str, ids: list[str]) -> list[bool]:
+        """Per id, whether `receiver` already has it."""
+
+        async def read() -> list[bool]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for alert_id in ids:
+                    pipe.exists(self.key(receiver, alert_id))
+                return [bool(x) for x in await pipe.execute()]
+
+        return await self._retrying(read)
+
+    async def mark(self, receiver: str, ids: list[str]) -> None:
+        """Record that `receiver` has these ids (after the provider accepted the message)."""
+
+        async def write() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for alert_id in ids:
+                    pipe.set(self.key(receiver, alert_id), "1", ex=self._ttl_s)
+                await pipe.execute()
+
+        await self._retrying(write)
+
+    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except REDIS_ERRORS as exc:
+                attempt += 1
+                self._log.warning("delivery_log_unavailable", error=str(exc), attempt=attempt)
+                await asyncio.sleep(min(RETRY_CAP_S, 0.2 * 2**attempt))
+
+
+class DeadLetters:
+    """Alerts that could not be delivered, XADDed to `stream` (capped at DEAD_MAXLEN entries)
+    with the receiver, reason, attempts and the payload; counted and logged."""
+
+    def __init__(
+        self, redis: aioredis.Redis, stream: str, counters: Counters, log: Any, clock: Clock
+    ) -> None:
+        self._redis = redis
+        self._stream = stream
+        self._counters = counters
+        self._log = log
+        self._clock = clock
+
+    async def add(
+        self,
+        entry: str | None,
+        alert: Alert | None,
+        receiver: str,
+        reason: str,
+        attempts: int,
+        fields: dict[bytes, bytes] | None = None,
+    ) -> None:
+        """Dead-letter `alert` (or, when it could not be decoded, the entry's raw `fields`)."""
+        payload = (
+            encode_alert(alert)
+            if alert is not None
+            else msgspec.json.encode(
+                {
+                    k.decode(errors="replace"): v.decode(errors="replace")
+                    for k, v in (fields or {}).items()
+                }
+            )
+        )
+        await self._redis.xadd(
+            self._stream,
+            {
+                "id": alert.id if alert is not None else "",
+                "entry": entry or "",
+                "receiver": receiver,
+                "reason": reason,
+                "attempts": attempts,
+                "ts": self._clock.now().isoformat(),
+                "alert": payload,
+            },
+            maxlen=DEAD_MAXLEN,
+            approximate=True,
+        )
+        self._counters.inc("notify_dead_lettered", receiver=receiver)
+        self._log.error(
+            "alert_dead_lettered",
+            receiver=receiver,
+            id=alert.id if alert else None,
+            entry=entry,
+            reason=reason,
+            attempts=attempts,
+        )
