@@ -110,6 +110,8 @@ class EngineConfig(Base, frozen=True):
     batch_max_rows: Annotated[int, Meta(ge=1)] = 50_000
     batch_max_age_ms: Annotated[float, Meta(gt=0)] = 25.0
     late_ticks: Literal["correct", "reject"] = "correct"
+    # duplicate-tick keys held at most (8 bytes each); past it the 300 s window shrinks
+    dedup_max_keys: Annotated[int, Meta(ge=1000)] = 8_000_000
     extended_hours: bool = False
     universe: list[str] = []
     max_jump: Annotated[float, Meta(gt=1)] = 10.0

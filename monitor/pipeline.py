@@ -71,6 +71,10 @@ class Pipeline:
         counters.describe("feed_lag_seconds", "Clock minus the newest tick's timestamp")
         counters.describe("rejections", "Input rejected, by reason")
         counters.describe("alerts_fired", "Alerts fired by the engine, by rule")
+        counters.describe(
+            "bar_events", "Bar builder events: late ticks corrected, bars replaced, ... by kind"
+        )
+        self._book_counts: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event, feeds_done: asyncio.Event) -> None:
         """Process batches until `stop` is set and the feeds have stopped, then drain the queue."""
@@ -172,6 +176,11 @@ class Pipeline:
             if batch.daily_bars.height:
                 self.counters.inc("bars_in", batch.daily_bars.height, timeframe="1d")
         self._rejections.record(rejections)
+        for kind, n in self.engine.book_counts().items():
+            new = n - self._book_counts.get(kind, 0)
+            if new > 0:
+                self.counters.inc("bar_events", new, kind=kind)
+                self._book_counts[kind] = n
 
 
 def _messages(item: FeedBatch | Wire) -> int:

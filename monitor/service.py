@@ -106,6 +106,7 @@ class Daemon:
         engine._bar_options = {
             "extended_hours": self.config.engine.extended_hours,
             "late_ticks": self.config.engine.late_ticks,
+            "dedup_max_keys": self.config.engine.dedup_max_keys,
         }
         return engine
 

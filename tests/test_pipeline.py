@@ -76,3 +76,34 @@ async def test_batch_max_rows_counts_the_messages_in_wires(sessions: Sessions) -
     steps = await run_pipeline(sessions, wires, counters, batch_max_rows=5)
     assert counters.total("ticks_in") == 9
     assert len(steps) == 2  # 3 + 3 messages, then 3
+
+
+async def test_bar_builder_events_reach_the_metrics(sessions: Sessions) -> None:
+    """What the bar builder counts (here a late tick corrected) is exported as bar_events."""
+    late = msgspec.json.encode(
+        {"symbol": "ACME", "ts": int(NOW.timestamp() * 1000) - 120_000, "price": 10.5, "size": 1}
+    )
+    counters = Counters()
+    first: list[FeedBatch | Wire] = [Wire("raw", [tick(0)])]
+    await run_pipeline(sessions, first, counters)
+    assert counters.total("bar_events") == 0
+    engine = Engine(RulesFile(), sessions)
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    pipeline = Pipeline(
+        engine,
+        queue,
+        clock=SimClock(NOW),
+        counters=counters,
+        sinks=[],
+        decoders={"raw": lambda payloads: decode_generic_many(payloads, feed="raw")},
+    )
+    done = asyncio.Event()
+    done.set()
+    for payload in (late, tick(1), late.replace(b"10.5", b"10.6")):
+        queue.put_nowait(Wire("raw", [payload]))
+        await asyncio.wait_for(pipeline.run(done, done), 10)
+    assert engine.book_counts().get("late_tick_corrected", 0) >= 1
+    assert (
+        counters.get("bar_events", kind="late_tick_corrected")
+        == engine.book_counts()["late_tick_corrected"]
+    )

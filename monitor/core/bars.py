@@ -18,7 +18,9 @@ What is kept in memory:
 - duplicate keys: 64-bit hashes of (symbol, id), or of (symbol, ts, price, size) when id is null,
   of accepted ticks, bucketed by `ts` (DEDUP_BUCKET) and kept for buckets up to DEDUP_KEEP_S
   before the latest closed minute. A duplicate must repeat its trade's `ts` (to the bucket) and
-  arrive within that window to be recognised; an older one counts again as a late tick;
+  arrive within that window to be recognised; an older one counts again as a late tick. At
+  most `dedup_max_keys` keys are held: past that the oldest buckets go early (counted as
+  "dedup_keys_dropped_early"), so memory stays bounded however fast ticks come;
 - keys of bars still to emit, symbols whose emitted session bar needs redoing, and the sessions
   whose bar was emitted (within the same two sessions).
 """
@@ -37,6 +39,7 @@ from monitor.core.sessions import NEW_YORK, Sessions
 
 DEDUP_KEEP_S = 300.0
 DEDUP_BUCKET = "10s"
+DEDUP_MAX_KEYS = 8_000_000  # 64 MB of keys: 300 s at ~27k ticks/s; past it the window shrinks
 COMPACT_ROWS = 50_000  # accepted ticks aggregated into the open bars at the latest
 _CLASS_CACHE = 100_000  # minute starts whose session is remembered (cleared when exceeded)
 EXTENDED_HOURS = (4, 20)  # New York hours [from, to) accepted with extended_hours=True
@@ -69,7 +72,8 @@ class BarBook:
 
     `late_ticks="correct"` applies a tick for an already closed minute to it and re-emits the bar
     (and its session bar when that was emitted); `"reject"` rejects it. `counts` holds
-    rejections by reason, plus "late_tick_corrected" (ticks) and "bar_replaced" (provider bars).
+    rejections by reason, plus "late_tick_corrected" (ticks), "bar_replaced" (provider bars) and
+    "dedup_keys_dropped_early" (see the module).
     """
 
     def __init__(
@@ -79,8 +83,10 @@ class BarBook:
         extended_hours: bool = False,
         late_ticks: Literal["correct", "reject"] = "correct",
         close_delay_s: float = 2.0,
+        dedup_max_keys: int = DEDUP_MAX_KEYS,
     ) -> None:
         self.sessions = sessions
+        self.dedup_max_keys = dedup_max_keys
         self.extended_hours = extended_hours
         self.late_ticks = late_ticks
         self.close_delay = dt.timedelta(seconds=close_delay_s)
@@ -96,6 +102,7 @@ class BarBook:
         self._earliest: dt.datetime | None = None  # no open bar or tick starts before this
         self._closed: dict[dt.date, dict[dt.datetime, pl.DataFrame]] = {}
         self._seen: dict[dt.datetime, pl.Series] = {}
+        self._seen_keys = 0
         self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
         self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
         self._done: set[dt.date] = set()
@@ -257,6 +264,15 @@ class BarBook:
                 self._seen[bucket] = part["key"]
             else:
                 memory.append(part["key"])
+        self._seen_keys += good.height
+        if self._seen_keys > self.dedup_max_keys:
+            dropped = 0
+            for bucket in sorted(self._seen)[:-1]:  # the newest bucket stays, whatever its size
+                if self._seen_keys - dropped <= self.dedup_max_keys:
+                    break
+                dropped += self._seen.pop(bucket).len()
+            self._seen_keys -= dropped
+            self._count("dedup_keys_dropped_early", dropped)
 
     def _compact(self) -> None:
         """Fold the accepted ticks piled up since the last call into the open bars."""
@@ -328,7 +344,7 @@ class BarBook:
             self._done = {s for s in self._done if s >= keep}
         horizon = self._cutoff() - dt.timedelta(seconds=DEDUP_KEEP_S)
         for bucket in [b for b in self._seen if b < horizon]:
-            del self._seen[bucket]
+            self._seen_keys -= self._seen.pop(bucket).len()
 
     def _reject(self, bad: pl.DataFrame, raw: pl.Expr) -> list[Rejection]:
         if not bad.height:

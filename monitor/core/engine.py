@@ -199,6 +199,11 @@ class Engine:
             self._book = BarBook(self.sessions, **self._bar_options)
         return self._book
 
+    def book_counts(self) -> dict[str, int]:
+        """What the bar builder counted: rejections by reason, "late_tick_corrected",
+        "bar_replaced", "dedup_keys_dropped_early" (empty before the first tick or bar)."""
+        return dict(self._book.counts) if self._book is not None else {}
+
     # ---------------------------------------------------------------- advance
     def advance(self, now: dt.datetime) -> Step:
         """Close what `now` closes, evaluate rules on newly closed periods, return the alerts."""

@@ -482,3 +482,16 @@ def test_bad_provider_bars_are_rejected() -> None:
         "start=2024-11-27T15:00:00Z open=10.0 high=9.0 low=11.0 close=10.0 volume=1.0"
     )
     assert_closed(book.advance(at(16, 0)), NO_MINUTES, NO_DAILIES)
+
+
+def test_duplicate_memory_is_capped_oldest_buckets_first() -> None:
+    """Past `dedup_max_keys` the oldest buckets are forgotten early (counted): memory is bounded,
+    the newest ticks are still recognised, an early-forgotten one counts again."""
+    book = BarBook(SESSIONS, dedup_max_keys=4)
+    old = [tick("AAA", at(15, 0, 1), 10.0, 1, f"o{i}") for i in range(3)]
+    new = [tick("AAA", at(15, 0, 41), 10.0, 1, f"n{i}") for i in range(3)]
+    assert book.ingest_ticks(ticks_frame(old)) == []
+    assert book.ingest_ticks(ticks_frame(new)) == []  # 6 keys > 4: the 15:00:00 bucket goes
+    assert book.counts == {"dedup_keys_dropped_early": 3}
+    again = book.ingest_ticks(ticks_frame([new[0], old[0]]))
+    assert [r.reason for r in again] == ["duplicate"]  # the new one; the old one is taken again
