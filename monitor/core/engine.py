@@ -265,6 +265,8 @@ class Engine:
     def _evaluate(self, timeframe: str, now: dt.datetime) -> list[pl.DataFrame]:
         """Alert lines of every rule of `timeframe` for the periods closed since the last call."""
         rules = [r for r in self.rules if r.timeframe == timeframe]
+        if not rules:  # e.g. minute bars closing while every rule is daily
+            return []
         bars = self.frame(timeframe, now)
         if bars.is_empty():
             return []
