@@ -23,7 +23,7 @@ from monitor.core.payload import LINE_SCHEMA, alert_lines, decode_lines
 from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import Rule, RulesFile
-from monitor.core.sessions import NEW_YORK, Sessions
+from monitor.core.sessions import Sessions, minute_date
 
 if TYPE_CHECKING:
     from monitor.core.bars import BarBook
@@ -322,7 +322,7 @@ class Engine:
             frame = self.weekly(now)
         else:
             frame = self.minutes.with_columns(
-                pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date().alias("session"),
+                minute_date(pl.col("start")).alias("session"),
                 (pl.col("start") + pl.duration(minutes=1)).alias("ts"),
             ).drop("start")
         if timeframe == "1w":  # daily and minute bars are kept sorted by symbol and time

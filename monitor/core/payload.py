@@ -207,7 +207,7 @@ def _summary(dates: pl.Expr, horizons: Sequence[int]) -> pl.Expr:
     if not horizons:
         return pl.when(count == 0).then(first).otherwise(unknown)
     n = pl.col("pick_n")
-    ups = (pl.col("pick_up").fill_null(0.0) * n).round(0).cast(pl.Int64)
+    ups = (pl.col("pick_up").fill_null(0.0) * n).round(0, mode="half_to_even").cast(pl.Int64)
     what = text_expr(
         head, "; over the next ", pl.col("pick_span"), ", ",
         pct_expr(pl.col("pick_mean"), signed=True), " on average (median ",

@@ -94,6 +94,15 @@ class Sessions:
         return self.frame.filter(pl.col("session").is_between(first, last))
 
 
+def minute_date(start: pl.Expr) -> pl.Expr:
+    """The New York date of minute bars starting at `start` (UTC), for minutes between 04:00
+    and 20:00 New York (all the bar builder accepts, extended hours included). New York is four
+    or five hours behind UTC, and in that window five hours back lands on the New York date
+    either way: ten times cheaper than converting to the zone, on a million and a half bars
+    every minute."""
+    return (start - pl.duration(hours=5)).dt.date()
+
+
 def with_weeks(frame: pl.DataFrame) -> pl.DataFrame:
     """Add `week` (the label: last session of the calendar week), `week_sessions` and `short_week`
     to a frame with a `session` date column holding every session of the range."""

@@ -90,3 +90,24 @@ def test_an_unfinished_week_is_not_a_bar(sessions: Sessions) -> None:
     engine.advance(sessions.close_of(dt.date(2024, 7, 17)))
     labels = engine.weekly().get_column("session").to_list()
     assert labels == [dt.date(2024, 7, 12)]
+
+
+def test_minute_date_is_the_new_york_date_through_daylight_saving_changes() -> None:
+    """Every minute from 04:00 to 20:00 New York, over three years of clock changes, gets the
+    date a conversion to the zone gives."""
+    from monitor.core.sessions import NEW_YORK, minute_date
+
+    starts = pl.datetime_range(
+        dt.datetime(2023, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        "1m",
+        eager=True,
+    ).alias("start")
+    local = starts.dt.convert_time_zone(NEW_YORK)
+    frame = pl.DataFrame(starts).filter(local.dt.hour().is_between(4, 19))
+    got = frame.select(
+        minute_date(pl.col("start")).alias("fast"),
+        pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date().alias("zone"),
+    )
+    assert got.height > 1_000_000
+    assert (got.get_column("fast") == got.get_column("zone")).all()

@@ -65,7 +65,7 @@ def fixed_expr(
     x: pl.Expr, decimals: int, *, signed: bool = False, thousands: bool = False
 ) -> pl.Expr:
     """`fixed` over a column: null, non-finite or out-of-range values give 'n/a'."""
-    scaled = (x * 10**decimals).round(0)
+    scaled = (x * 10**decimals).round(0, mode="half_to_even")  # as Python's round()
     n = pl.when(scaled.is_finite()).then(scaled).cast(pl.Int64, strict=False)
     size = n.abs()
     whole = (size // 10**decimals).cast(pl.String)
