@@ -1,13 +1,30 @@
-"""Build the NYSE (XNYS) session calendar for a date range (exchange-calendars, cached)."""
+"""Build the NYSE (XNYS) session calendar for a date range (exchange-calendars, cached).
+
+exchange-calendars brings pandas and takes about half a second to import, more than a replay of
+^RUT takes. So the session table it gives (dates, opens, closes) is also kept on disk, one
+Parquet file per exchange-calendars version and date range, in `$MARKET_MONITOR_CACHE_DIR`, or
+systemd's `$CACHE_DIRECTORY`, or `$XDG_CACHE_HOME/market-monitor` (`~/.cache/market-monitor`).
+A cache that cannot be read or written is skipped: the calendar is then built as before.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import importlib
+import os
+import tempfile
+import threading
+from importlib import metadata
+from pathlib import Path
+
+import polars as pl
 
 from monitor.core.sessions import Sessions
 
 EARLIEST = dt.date(1900, 1, 1)
+CALENDAR = "XNYS"
 
 
 def nyse_sessions(first: dt.date, last: dt.date | None = None) -> Sessions:
@@ -18,8 +35,56 @@ def nyse_sessions(first: dt.date, last: dt.date | None = None) -> Sessions:
     return _cached(start, dt.date(end_year, 12, 31))
 
 
+def cache_dir(environ: os._Environ[str] | dict[str, str] = os.environ) -> Path:
+    """Where session tables are kept."""
+    for name in ("MARKET_MONITOR_CACHE_DIR", "CACHE_DIRECTORY"):
+        if environ.get(name):
+            return Path(environ[name].split(":")[0])
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "market-monitor"
+
+
+def warm_up() -> threading.Thread | None:
+    """With no session table of this exchange-calendars version on disk yet, start importing
+    exchange-calendars in a thread (say, while a history file is read); else None."""
+    with contextlib.suppress(OSError):
+        if any(cache_dir().glob(f"{CALENDAR.lower()}-{_version()}-*.parquet")):
+            return None
+    thread = threading.Thread(
+        target=importlib.import_module, args=("exchange_calendars",), daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _version() -> str:
+    try:
+        return metadata.version("exchange-calendars")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 @functools.lru_cache(maxsize=4)
 def _cached(start: dt.date, end: dt.date) -> Sessions:
+    path = cache_dir() / f"{CALENDAR.lower()}-{_version()}-{start}-{end}.parquet"
+    with contextlib.suppress(OSError, pl.exceptions.PolarsError):
+        return Sessions.from_table(CALENDAR, pl.read_parquet(path))
     import exchange_calendars as xc
 
-    return Sessions(xc.get_calendar("XNYS", start=start.isoformat(), end=end.isoformat()))
+    sessions = Sessions(xc.get_calendar(CALENDAR, start=start.isoformat(), end=end.isoformat()))
+    with contextlib.suppress(OSError, pl.exceptions.PolarsError):
+        _save(sessions.frame.select("session", "open_ts", "close_ts"), path)
+    return sessions
+
+
+def _save(table: pl.DataFrame, path: Path) -> None:
+    """Write atomically: a reader sees the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        table.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

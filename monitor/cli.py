@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import sys
-import threading
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -183,14 +181,16 @@ def load_rules(path: str | Path) -> object:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from monitor.calendar import warm_up
     from monitor.datafiles import parse_data_arg, read_many
 
     specs = [parse_data_arg(a) for a in args.data]
-    # exchange-calendars takes about half a second to import: do it while polars reads.
-    warm = threading.Thread(target=importlib.import_module, args=("exchange_calendars",))
-    warm.start()
+    # Without a cached session table, exchange-calendars (half a second to import) is needed:
+    # import it while polars reads.
+    warm = warm_up()
     loaded = read_many(specs, adjusted=args.adjusted, end=args.end)
-    warm.join()
+    if warm is not None:
+        warm.join()
     return _run_replay(
         rules_path=args.rules,
         bars=loaded.bars,

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from monitor.calendar import nyse_sessions
 from monitor.core.sessions import Sessions
+
+# Session tables cached by the tests (and the daemons and CLIs they start) stay out of ~/.cache
+# (the cache directory is read at each calendar build, not at import).
+_CACHE = tempfile.mkdtemp(prefix="mm-test-cache-")
+os.environ["MARKET_MONITOR_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "monitor" / "demo"

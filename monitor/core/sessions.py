@@ -16,6 +16,7 @@ import polars as pl
 from monitor.core.model import TS
 
 NEW_YORK = "America/New_York"
+TABLE_SCHEMA: dict[str, pl.DataType] = {"session": pl.Date(), "open_ts": TS, "close_ts": TS}
 
 
 class Sessions:
@@ -31,9 +32,22 @@ class Sessions:
         closes: list[dt.datetime] = [ts.to_pydatetime() for ts in sched["close"]]
         frame = pl.DataFrame(
             {"session": sessions, "open_ts": opens, "close_ts": closes},
-            schema={"session": pl.Date(), "open_ts": TS, "close_ts": TS},
+            schema=TABLE_SCHEMA,
         )
-        self.name: str = str(getattr(calendar, "name", "XNYS"))
+        self._load(str(getattr(calendar, "name", "XNYS")), frame)
+
+    @classmethod
+    def from_table(cls, name: str, table: pl.DataFrame) -> Sessions:
+        """Sessions from a `table` (TABLE_SCHEMA) saved from another Sessions' `frame`."""
+        self = cls.__new__(cls)
+        self._load(name, table.select(list(TABLE_SCHEMA)).cast(TABLE_SCHEMA))  # type: ignore[arg-type]
+        return self
+
+    def _load(self, name: str, frame: pl.DataFrame) -> None:
+        sessions: list[dt.date] = frame.get_column("session").to_list()
+        opens: list[dt.datetime] = frame.get_column("open_ts").to_list()
+        closes: list[dt.datetime] = frame.get_column("close_ts").to_list()
+        self.name: str = name
         self.frame: pl.DataFrame = with_weeks(frame)
         self.first: dt.date = sessions[0]
         self.last: dt.date = sessions[-1]
