@@ -22,8 +22,8 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     `firings` carries GROUP, `idx` (period number), `session` and the `fwd_{h}` columns, each
     (symbol, variant) group contiguous and in `idx` order, as `monitor.core.firing` makes them.
     Then the earlier firings of a row are the rows above it in its group, and those known for
-    horizon `h` (`idx` at most the row's minus `h`) a prefix of them: every statistic is a
-    running one over the group, read at the prefix's last row. No pairs of firings are formed.
+    horizon `h` (`idx` at most the row's minus `h`) a prefix of them, found by binary search:
+    every statistic is one over the head of the group's list. No pairs of firings are formed.
     """
     if firings.is_empty():
         return firings.with_columns(_empty_stats(horizons))
@@ -41,32 +41,28 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     ]
     for h in horizons:
         known = np.maximum(np.searchsorted(keys, keys - h, side="right") - start, 0)
-        last = pl.Series(np.where(known > 0, start + known - 1, -1))  # the prefix's last row
-        columns += _stats(pl.col(f"fwd_{h}"), h, known, last)
+        columns += _stats(pl.col(f"fwd_{h}"), h, pl.lit(known))
     return work.with_columns(columns).drop("_g")
 
 
-def _stats(fwd: pl.Expr, h: int, known: np.ndarray, last: pl.Series) -> list[pl.Expr]:
-    """Statistics of the first `known` values of `fwd` in each row's group."""
+def _stats(fwd: pl.Expr, h: int, known: pl.Expr) -> list[pl.Expr]:
+    """Statistics of the first `known` values of `fwd` in each row's group: the group's values
+    as one list per row (cheap: `implode().over` shares the group's list), cut to the prefix."""
 
-    def at_last(running: pl.Expr) -> pl.Expr:
-        value = running.over("_g").gather(last.clip(0))
-        return pl.when(pl.lit(last) >= 0).then(value)
+    def prefix(values: pl.Expr) -> pl.Expr:
+        return values.implode().over("_g").list.head(known)
 
-    count = at_last(fwd.is_not_null().cum_sum())
-    total = at_last(fwd.fill_null(0.0).cum_sum())
-    ups = at_last((fwd > 0).fill_null(False).cum_sum())
-    n = count.fill_null(0).cast(pl.UInt32)
+    values = prefix(fwd)
+    n = prefix(fwd.is_not_null().cast(pl.UInt32)).list.sum()
+    ups = prefix((fwd > 0).fill_null(False).cast(pl.UInt32)).list.sum()
     some = n > 0
     return [
         n.alias(f"n_{h}"),
-        pl.when(some).then(total / n).alias(f"mean_{h}"),
-        pl.when(some)
-        .then(fwd.implode().over("_g").list.head(pl.lit(known)).list.median())
-        .alias(f"median_{h}"),
+        pl.when(some).then(values.list.sum() / n).alias(f"mean_{h}"),
+        pl.when(some).then(values.list.median()).alias(f"median_{h}"),
         pl.when(some).then(ups / n).alias(f"up_{h}"),
-        pl.when(some).then(at_last(fwd.fill_null(np.inf).cum_min())).alias(f"min_{h}"),
-        pl.when(some).then(at_last(fwd.fill_null(-np.inf).cum_max())).alias(f"max_{h}"),
+        pl.when(some).then(values.list.min()).alias(f"min_{h}"),
+        pl.when(some).then(values.list.max()).alias(f"max_{h}"),
     ]
 
 

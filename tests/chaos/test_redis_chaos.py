@@ -15,7 +15,7 @@ from monitor.cli import main
 from monitor.service import Daemon, run
 from tests.alerts.redis_server import RedisServer
 from tests.conftest import RUT
-from tests.test_daemon_faults import publish, rut_bars, stream_alerts
+from tests.test_daemon_faults import publish, publish_paced, rut_bars, stream_alerts
 from tests.test_service import daemon_running, replay_alerts, subscribed, write_config
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -83,7 +83,7 @@ async def test_a_slow_subscriber_is_cut_off_and_catches_up_from_the_stream(tmp_p
             await subscribed(ready)
             before = await admin.client_list()
             assert sum(c.get("sub") == "1" for c in before) == 1
-            await publish(f"{prefix}/bars", rut_bars("2020-01-02", "2024-08-30"))
+            await publish_paced(f"{prefix}/bars", rut_bars("2020-01-02", "2024-08-30"), ready[0])
             got = await stream_alerts(server.url, f"{prefix}:alerts", len(expected), timeout_s=30)
             assert got == expected
             after = await admin.client_list()
