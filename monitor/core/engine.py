@@ -179,14 +179,20 @@ class Engine:
         bars = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
         bad = _bad_bar(bars)
         off = ~pl.col("session").is_in(self.sessions.frame.get_column("session").implode())
-        rejected = bars.filter(bad | off).with_columns(
-            pl.when(bad).then(pl.lit("bad_bar")).otherwise(pl.lit("not_a_session")).alias("why")
-        )
-        rejections = [
-            Rejection(reason=why, symbol=sym, raw=f"{sym} {session}")
-            for sym, session, why in rejected.select("symbol", "session", "why").iter_rows()
-        ]
-        good = bars.filter(~(bad | off))
+        flags = bars.select(bad.alias("bad"), off.alias("off"))
+        wrong = flags.get_column("bad") | flags.get_column("off")
+        rejections: list[Rejection] = []
+        good = bars
+        if wrong.any():  # (no copy of a whole universe's history when every bar is fine)
+            why = flags.select(
+                pl.when("bad").then(pl.lit("bad_bar")).otherwise(pl.lit("not_a_session"))
+            ).to_series()
+            rejected = bars.with_columns(why.alias("why")).filter(wrong)
+            rejections = [
+                Rejection(reason=reason, symbol=sym, raw=f"{sym} {session}")
+                for sym, session, reason in rejected.select("symbol", "session", "why").iter_rows()
+            ]
+            good = bars.filter(~wrong)
         self._pending_daily = _upsert(self._pending_daily, good, ["symbol", "session"])
         return rejections
 
@@ -313,11 +319,12 @@ class Engine:
         """Closed bars of a timeframe for rule evaluation: symbol, session, ts (bar close), OHLCV,
         `idx` (period number within the symbol) and `ret1` (period return)."""
         if timeframe == "1d":
-            frame = self.daily.join(
-                self.sessions.frame.select("session", pl.col("close_ts").alias("ts")),
-                on="session",
-                maintain_order="left",
+            calendar = self.sessions.frame
+            # A column lookup rather than a join: a join gathers every column of the frame anew.
+            close = pl.col("session").replace_strict(
+                calendar.get_column("session"), calendar.get_column("close_ts"), default=None
             )
+            frame = self.daily.with_columns(close.alias("ts"))
         elif timeframe == "1w":
             frame = self.weekly(now)
         else:
