@@ -63,7 +63,8 @@ def replay_steps(
     size = batch_sessions or len(sessions)
     for i in range(0, len(sessions), size):
         chunk = sessions[i : i + size]
-        part = bars.filter(pl.col("session").is_between(chunk[0], chunk[-1]))
+        whole = len(chunk) == len(sessions)  # one batch: no copy of the whole history
+        part = bars if whole else bars.filter(pl.col("session").is_between(chunk[0], chunk[-1]))
         batch = FeedBatch.empty(feed)
         batch.daily_bars = part
         engine.ingest(batch)
