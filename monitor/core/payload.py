@@ -109,8 +109,8 @@ def decode_lines(lines: pl.DataFrame) -> list[Alert]:
 
 
 def _plain(fired: pl.DataFrame) -> pl.DataFrame:
-    """Payload-ready columns: dates as YYYY-MM-DD, `ts` as ISO UTC with Z (and `ts_key`, the
-    form alert ids are made from), NaN and infinities as null."""
+    """Payload-ready columns: `ts` as ISO UTC with Z (and `ts_key`, the form alert ids are made
+    from), NaN and infinities as null. Dates stay dates: JSON and text get them as YYYY-MM-DD."""
     exprs: list[pl.Expr] = []
     for name, dtype in fired.schema.items():
         col = pl.col(name)
@@ -119,10 +119,6 @@ def _plain(fired: pl.DataFrame) -> pl.DataFrame:
                 col.dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("ts"),
                 col.dt.strftime("%Y-%m-%dT%H:%M:%S+00:00").alias("ts_key"),
             ]
-        elif dtype == pl.Date:
-            exprs.append(col.cast(pl.String))  # YYYY-MM-DD
-        elif dtype == pl.List(pl.Date):
-            exprs.append(col.cast(pl.List(pl.String)))  # ISO dates: YYYY-MM-DD
         elif dtype.is_float():
             exprs.append(pl.when(col.is_finite()).then(col).otherwise(None).alias(name))
         else:
@@ -135,7 +131,7 @@ def _history(horizons: Sequence[int]) -> pl.Expr:
     `_forward`) and a line for people: "4 earlier times since 1987; over the next 21 sessions,
     +6.1% on average (median +5.0%), 4 of 4 up." The line describes the middle one of the
     horizons with known outcomes (the first of two)."""
-    dates = pl.col("prior_dates").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+    dates = pl.col("prior_dates").fill_null(pl.lit([], dtype=pl.List(pl.Date)))
     return pl.struct(
         pl.col("prior_occurrences").fill_null(0),
         dates.alias("prior_dates"),
@@ -200,7 +196,11 @@ def _summary(dates: pl.Expr, horizons: Sequence[int]) -> pl.Expr:
     count = dates.list.len()
     times = pl.when(count == 1).then(pl.lit("time")).otherwise(pl.lit("times"))
     head = text_expr(
-        count.cast(pl.String), " earlier ", times, " since ", dates.list.first().str.slice(0, 4)
+        count.cast(pl.String),
+        " earlier ",
+        times,
+        " since ",
+        dates.list.first().dt.year().cast(pl.String),
     )
     first = pl.lit("First time in the loaded history.")
     unknown = text_expr(head, "; too recent to say what followed.")

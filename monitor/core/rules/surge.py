@@ -37,7 +37,7 @@ def words(rule: SurgeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
         pl.when(first.is_not_null()).then(text_expr(" (since ", first, ")")).otherwise(pl.lit(""))
     )
     tail = (
-        pl.when(since.is_not_null() & (since != ""))
+        pl.when(since.is_not_null())
         .then(text_expr(f", its largest {span} gain since ", since))
         .otherwise(text_expr(f", its largest {span} gain on record", on_record))
     )
