@@ -27,7 +27,6 @@ Accepted bars within the 1e-6 tolerance have high and low widened to cover open 
 from __future__ import annotations
 
 import contextlib
-import csv
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -36,6 +35,7 @@ import msgspec
 import polars as pl
 
 from monitor.core.model import DAILY_SCHEMA, Rejection
+from monitor.csvfiles import csv_failure, csv_header, csv_lines, first_line
 from monitor.errors import DataError
 
 _DATE_KEYS = ("date", "session", "datetime", "timestamp")
@@ -123,14 +123,14 @@ class _Source(msgspec.Struct):
         """`path:line` (CSV) or `path:row n` (Parquet) for 0-based data rows."""
         if not self.is_csv:
             return [f"{self.path}:row {r + 1}" for r in rows]
-        lines = _csv_lines(self.path, rows)
+        lines = csv_lines(self.path, rows)
         return [f"{self.path}:{lines[r]}" for r in rows]
 
     def error(self, row: int, column: str, message: str) -> DataError:
         """A DataError at a 0-based data row and an original column name."""
         if self.is_csv:
             return DataError(
-                self.path, message, line=_csv_lines(self.path, [row])[row], column=column
+                self.path, message, line=csv_lines(self.path, [row])[row], column=column
             )
         return DataError(self.path, f"row {row + 1}: {message}", column=column)
 
@@ -146,11 +146,11 @@ def _read_table(path: str) -> _Table:
         try:
             frame = pl.read_parquet(path)
         except (OSError, pl.exceptions.PolarsError) as exc:
-            raise DataError(path, f"cannot read as Parquet: {_first_line(exc)}") from exc
+            raise DataError(path, f"cannot read as Parquet: {first_line(exc)}") from exc
         if frame.height == 0:
             raise DataError(path, "empty file: no rows")
         return _Table(path, is_csv=False, frame=frame)
-    header = _csv_header(path)
+    header = csv_header(path)
     # Numbers parsed as numbers first: on a universe file that is about a third cheaper than
     # text, and it is the common case. Anything else in a number column (a word, `null`,
     # stray spaces) fails the whole read, and the text read below finds and names the cell.
@@ -166,100 +166,10 @@ def _read_table(path: str) -> _Table:
         try:
             frame = pl.read_csv(path, infer_schema=False)
         except pl.exceptions.PolarsError as exc:
-            raise _csv_failure(path, len(header), exc) from exc
+            raise csv_failure(path, len(header), exc) from exc
     if frame.height == 0:
         raise DataError(path, "empty file: a header and no rows")
     return _Table(path, is_csv=True, frame=frame)
-
-
-def _csv_header(path: str) -> list[str]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next((row for row in csv.reader(f) if row), None)
-    except OSError as exc:
-        raise DataError(path, f"cannot open: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(path, "not UTF-8 text", line=_undecodable_line(path)) from exc
-    except csv.Error as exc:
-        raise DataError(path, f"cannot read the header: {exc}", line=1) from exc
-    if header is None:
-        raise DataError(path, "empty file")
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            raise DataError(path, "column name appears twice", line=1, column=name)
-        seen.add(name)
-    return header
-
-
-def _csv_failure(path: str, width: int, exc: Exception) -> DataError:
-    """Find the line polars refused: a row wider than the header, or bytes that are not UTF-8."""
-    line = _undecodable_line(path)
-    if line is not None:
-        return DataError(path, "not UTF-8 text", line=line)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            for row in reader:
-                if len(row) > width:
-                    message = f"{len(row)} fields but the header has {width}"
-                    return DataError(path, message, line=reader.line_num)
-    except csv.Error:
-        pass
-    return DataError(path, f"cannot read as CSV: {_first_line(exc)}")
-
-
-def _undecodable_line(path: str) -> int | None:
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return None
-
-
-def _csv_lines(path: str, rows: Sequence[int]) -> dict[int, int]:
-    """File lines (1-based, header = line 1) where the given 0-based data rows start.
-
-    polars skips blank lines before the header, keeps later ones as rows of nulls, and lets a
-    quoted field span lines; the csv module, counting its empty rows, agrees on all three.
-    """
-    wanted = set(rows)
-    if _is_plain(path):
-        return {r: r + 2 for r in wanted}
-    found: dict[int, int] = {}
-    last = max(wanted, default=-1)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            index, before = -2, 0  # the header is row -1
-            for row in reader:
-                if row or index > -2:
-                    index += 1
-                    if index in wanted:
-                        found[index] = before + 1
-                    if index >= last:
-                        break
-                before = reader.line_num
-    except (OSError, csv.Error, UnicodeDecodeError):
-        pass
-    return {r: found.get(r, r + 2) for r in wanted}
-
-
-def _is_plain(path: str) -> bool:
-    """True when data row i is on line i + 2: no quotes, no blank lines before the header."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return b'"' not in data and not data.removeprefix(b"\xef\xbb\xbf").startswith((b"\n", b"\r"))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---- layout ---------------------------------------------------------------------------------
