@@ -83,6 +83,10 @@ class FeedConfig(Base, frozen=True):
     exit_when_done: bool = False
     field_map: dict[str, str] = {}
 
+    def label(self, i: int) -> str:
+        """The feed's name: `name`, else kind and position (`mqtt0`), in metrics and logs."""
+        return self.name or f"{self.kind}{i}"
+
 
 class RedisConfig(Base, frozen=True):
     url: str = "redis://127.0.0.1:6379/0"

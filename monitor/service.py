@@ -35,7 +35,6 @@ from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
 from monitor.core.rules.spec import RuleError, RulesFile, kind_of, parse_rules
-from monitor.core.sessions import NEW_YORK
 from monitor.errors import ConfigError
 from monitor.feeds.generic import FieldMap, decode_generic_many
 from monitor.feeds.mqtt import MqttFeed
@@ -44,6 +43,7 @@ from monitor.feeds.wire import Wire
 from monitor.http import HttpServer, json_route
 from monitor.pipeline import BatchDecoder, Pipeline
 from monitor.replay import build_engine
+from monitor.replay_data import split_replay_data
 from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
 
@@ -62,10 +62,9 @@ class Daemon:
         self.log = logs.get("service")
         self.store = Store(resolve(config, config.store.path))
         self.rules = _load_rules(config)
-        self.replay_bars: dict[str, pl.DataFrame] = {}
-        self.replay_minutes: dict[str, pl.DataFrame] = {}
-        history = self.store.load_bars()
-        history, replay_start = self._split_replay_data(history)
+        replay = split_replay_data(config, self.store.load_bars())
+        history, replay_start = replay.history, replay.start_at
+        self.replay_bars, self.replay_minutes = replay.bars, replay.minutes
         first = history.get_column("session").min() if history.height else None
         self.sessions = nyse_sessions(first or dt.date(2000, 1, 1))  # type: ignore[arg-type]
         if clock is None:
@@ -110,56 +109,10 @@ class Daemon:
         }
         return engine
 
-    def _split_replay_data(self, history: pl.DataFrame) -> tuple[pl.DataFrame, dt.datetime | None]:
-        """Replay feeds: bars before `start` join the history; the rest is streamed."""
-        from monitor.datafiles import read_many
-        from monitor.minutefiles import is_minute_file, read_minutes
-
-        start_at: dt.datetime | None = None
-        for i, feed in enumerate(self.config.feeds):
-            if feed.kind != "replay":
-                continue
-            try:
-                start = dt.date.fromisoformat(feed.start) if feed.start else None
-                end = dt.date.fromisoformat(feed.end) if feed.end else None
-            except ValueError:
-                raise ConfigError(f"feeds[{i}].start/end: not a YYYY-MM-DD date") from None
-            specs = [_resolve_spec(self.config, d) for d in feed.data]
-            minute_specs = [s for s in specs if is_minute_file(s.path)]
-            daily_specs = [s for s in specs if s not in minute_specs]
-            name = _feed_name(feed, i)
-            if minute_specs:
-                minutes = pl.concat([read_minutes(s) for s in minute_specs])
-                day = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
-                if start is not None:
-                    minutes = minutes.filter(day >= start)
-                if end is not None:
-                    minutes = minutes.filter(day <= end)
-                self.replay_minutes[name] = minutes
-                first_minute = minutes.get_column("start").min()
-                if isinstance(first_minute, dt.datetime) and start_at is None:
-                    start_at = first_minute - dt.timedelta(seconds=1)
-            loaded = read_many(daily_specs, end=end).bars if daily_specs else history.clear()
-            if start is None:
-                start = loaded.get_column("session").max() or dt.date.max  # type: ignore[assignment]
-            assert isinstance(start, dt.date)
-            before = loaded.filter(pl.col("session") < start)
-            self.replay_bars[name] = loaded.filter(pl.col("session") >= start)
-            history = pl.concat([history, before]).unique(
-                ["symbol", "session"], keep="last", maintain_order=True
-            )
-            last = before.get_column("session").max()
-            if isinstance(last, dt.date):
-                sessions = nyse_sessions(last)
-                candidate = sessions.close_of(last) if sessions.is_session(last) else None
-                if candidate is not None and (start_at is None or candidate > start_at):
-                    start_at = candidate
-        return history, start_at
-
     def build_feeds(self) -> None:
         """One adapter per [[feeds]] entry."""
         for i, fc in enumerate(self.config.feeds):
-            name = _feed_name(fc, i)
+            name = fc.label(i)
             if fc.kind == "mqtt":
                 self.feeds.append(self._mqtt(fc, name, i))
             elif fc.kind == "replay":
@@ -510,15 +463,3 @@ def _load_rules(config: Config) -> RulesFile:
         raise ConfigError(f"rules.file: cannot read {path}: {exc.strerror}") from None
     except RuleError as exc:
         raise ConfigError(f"rules.file {path}: {exc}") from None
-
-
-def _feed_name(fc: FeedConfig, i: int) -> str:
-    return fc.name or f"{fc.kind}{i}"
-
-
-def _resolve_spec(config: Config, arg: str) -> Any:
-    """`[SYMBOL=]PATH` with PATH relative to the config file."""
-    from monitor.datafiles import DataSpec, parse_data_arg
-
-    parsed = parse_data_arg(arg)
-    return DataSpec(path=str(resolve(config, parsed.path)), symbol=parsed.symbol)
