@@ -14,24 +14,23 @@ message is decoded into its own FeedBatch.
 
 Backpressure: the bytes received but not yet processed (the `Wire`'s ack has not run, or the
 decoded batch is not on the queue yet) are bounded by `max_backlog_bytes`. Past it the feed stops
-reading the socket (TCP pushes back on the broker, which queues, or drops QoS 0 and says so on
-`$SYS`) and reads again once the backlog is below half.
+reading the socket (TCP pushes back on the broker, which queues, or past its limit drops and
+says so on `$SYS`) and reads again once the backlog is below half. The client that does both is
+in monitor/feeds/mqtt_client.py.
 
-aiomqtt and paho types stay in this module: a lost connection becomes `FeedDisconnected`.
+aiomqtt and paho types stay in these two modules: a lost connection becomes `FeedDisconnected`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import ssl
 import time
 from collections.abc import Callable
-from typing import Any, Literal, cast
+from typing import Literal
 from urllib.parse import urlsplit
 
 import aiomqtt
-import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -42,16 +41,14 @@ from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.errors import ConfigError, FeedDisconnected
 from monitor.feeds.generic import decode_generic
+from monitor.feeds.mqtt_client import DROPPED_TOPIC, Backlog, InboxClient, tls_context
 from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.wire import Wire, hand_on
 
 __all__ = ["DROPPED_TOPIC", "Decoder", "MqttFeed"]
 
 Decoder = Callable[[bytes], FeedBatch]
-DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 MAX_BACKLOG_BYTES = 16 * 1024 * 1024
-MESSAGE_OVERHEAD_BYTES = 64  # a bytes object and a list slot, counted with each payload
-READ_BURST = 256  # packets read per socket wake-up at most (the loop stays responsive)
 PAUSE_LOG_EVERY_S = 60.0
 
 
@@ -136,7 +133,7 @@ class MqttFeed:
         )
         self._broker_dropped: int | None = None
         self._connected_at: float | None = None
-        self._backlog = _Backlog(max_backlog_bytes, self._on_paused, self._on_resumed)
+        self._backlog = Backlog(max_backlog_bytes, self._on_paused, self._on_resumed)
         self._pauses_logged_at: float | None = None
         self._pauses_unlogged = 0
 
@@ -188,7 +185,7 @@ class MqttFeed:
         # persistent session (clean_session off) lives until the broker expires it; MQTT 5
         # adds the session expiry interval.
         session = {"clean_start": not persistent} if v5 else {"clean_session": not persistent}
-        client = _Client(
+        client = InboxClient(
             self._host,
             self._port,
             username=self._username,
@@ -199,7 +196,7 @@ class MqttFeed:
             **session,  # type: ignore[arg-type]
             keepalive=self._keepalive_s,
             timeout=self._timeout_s,
-            tls_context=_tls_context(self._ca_file) if self._tls else None,
+            tls_context=tls_context(self._ca_file) if self._tls else None,
         )
         # Acknowledge QoS 1 messages only once the engine has processed them (Wire.ack), not on
         # receipt: a crash in between makes the broker redeliver, nothing is lost.
@@ -249,7 +246,7 @@ class MqttFeed:
         self._counters.inc("feed_subscribes", feed=self.name)
         self._log.info("feed_subscribed", topics=[t for t, _ in wanted], qos=self._qos)
 
-    async def _read(self, client: _Client) -> None:
+    async def _read(self, client: InboxClient) -> None:
         counters, feed, queue, decode = self._counters, self.name, self._queue, self._decode
         backlog = self._backlog
         while True:
@@ -306,200 +303,3 @@ class MqttFeed:
             )
         elif previous is None and dropped > 0:
             self._log.warning("broker_dropping_messages", dropped=dropped, increase=None)
-
-
-def _tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """Verify the broker (chain and host name) against `ca_file`, else the system CAs."""
-    context = ssl.create_default_context(cafile=ca_file)
-    context.sslsocket_class = _ClosingSSLSocket
-    return context
-
-
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """Closes itself when the handshake fails (a refused certificate): paho drops it unclosed."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
-
-
-class _Backlog:
-    """Bytes received from the broker and not yet processed, across connections; the socket of
-    the current connection is not read while they exceed `limit`, until they are below half."""
-
-    __slots__ = ("client", "limit", "on_pause", "on_resume", "resume_below", "size")
-
-    def __init__(
-        self, limit: int, on_pause: Callable[[int], None], on_resume: Callable[[], None]
-    ) -> None:
-        self.size = 0
-        self.limit = limit
-        self.resume_below = limit // 2
-        self.on_pause = on_pause
-        self.on_resume = on_resume
-        self.client: _Client | None = None
-
-    def release(self, size: int) -> None:
-        """`size` bytes have been processed (or handed on where nothing reports back)."""
-        self.size -= size
-        client = self.client
-        if client is not None and client.is_paused and self.size < self.resume_below:
-            client.resume_reading()
-            self.on_resume()
-
-
-class _Client(aiomqtt.Client):
-    """aiomqtt's client, keeping the CONNACK session-present flag it otherwise discards, and
-    with `use_inbox` reading into a list instead of aiomqtt's message queue (see the module)."""
-
-    session_present: bool = False
-    is_paused: bool = False
-    _inbox: list[bytes] | None = None
-
-    def use_inbox(
-        self,
-        backlog: _Backlog,
-        *,
-        manual_ack: bool,
-        on_dropped: Callable[[bytes], None] | None,
-    ) -> None:
-        """Before connecting: deliver messages through `take()`, counted in `backlog`; with
-        `manual_ack` QoS 1 messages are acknowledged by `processed()`; `on_dropped` gets the
-        broker's dropped-messages count (DROPPED_TOPIC) if given."""
-        self._inbox = []
-        self._mids: list[int] = []
-        self._inbox_size = 0
-        self._backlog = backlog
-        self._manual_ack = manual_ack
-        self._on_dropped = on_dropped
-        self._waiter: asyncio.Future[None] | None = None
-        self._fd: int | None = None
-        self._client.manual_ack_set(manual_ack)
-
-    async def take(self) -> tuple[list[bytes], list[int], int]:
-        """Every message read since the last call (waiting for one): payloads, the message ids
-        to acknowledge, and their size as counted in the backlog. Raises MqttError once the
-        connection is lost and nothing is left."""
-        assert self._inbox is not None
-        while not self._inbox:
-            disconnected = self._disconnected
-            if disconnected.done():
-                exc = disconnected.exception()
-                raise aiomqtt.MqttError("Disconnected during message iteration") from exc
-            waiter = self._waiter = self._loop.create_future()
-            disconnected.add_done_callback(self._wake)
-            try:
-                await waiter
-            finally:
-                disconnected.remove_done_callback(self._wake)
-                self._waiter = None
-        payloads, mids, size = self._inbox, self._mids, self._inbox_size
-        self._inbox, self._mids, self._inbox_size = [], [], 0
-        return payloads, mids, size
-
-    def processed(self, mids: list[int], size: int) -> None:
-        """Messages handed on by `take()` are processed: acknowledge them, release the backlog."""
-        if mids:
-            ack = self._client.ack
-            for mid in mids:
-                ack(mid, 1)
-        self._backlog.release(size)
-
-    def _wake(self, _: object = None) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None = None,
-    ) -> None:
-        self.session_present = bool(flags.session_present)
-        super()._on_connect(client, userdata, flags, reason_code, properties)
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        inbox = self._inbox
-        if inbox is None:
-            super()._on_message(client, userdata, message)
-            return
-        payload = cast(bytes, message.payload)  # bytes: sliced from the packet
-        if self._on_dropped is not None and message.topic == DROPPED_TOPIC:
-            self._on_dropped(payload)
-            return
-        inbox.append(payload)
-        if self._manual_ack and message.qos:
-            self._mids.append(message.mid)
-        size = len(payload) + MESSAGE_OVERHEAD_BYTES
-        self._inbox_size += size
-        self._backlog.size += size
-
-    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        if self._inbox is None:
-            super()._on_socket_open(client, userdata, sock)
-            return
-        fd = sock.fileno()
-
-        def start() -> None:  # paho calls this from the connecting executor thread
-            self._fd = fd
-            if not self.is_paused:
-                self._loop.add_reader(fd, self._on_readable)
-            self._misc_task = self._loop.create_task(self._misc_loop())
-
-        self._loop.call_soon_threadsafe(start)
-
-    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._fd = None
-        super()._on_socket_close(client, userdata, sock)
-
-    def _on_readable(self) -> None:
-        """Read up to READ_BURST packets, stopping early when nothing more is there or the
-        backlog is full; then wake the reader task."""
-        client, backlog = self._client, self._backlog
-        try:
-            for _ in range(READ_BURST):
-                read = len(self._inbox or ())
-                if client.loop_read() != paho.MQTT_ERR_SUCCESS:
-                    break
-                if backlog.size > backlog.limit:
-                    self._pause_reading()
-                    break
-                if len(self._inbox or ()) == read and not _tls_pending(client):
-                    break  # nothing more to read now (or a packet other than PUBLISH)
-            else:
-                if _tls_pending(client):  # decrypted bytes the selector does not see
-                    self._loop.call_soon(self._on_readable)
-        except Exception as exc:  # as aiomqtt's reader: the connection broke
-            if not self._disconnected.done():
-                self._disconnected.set_exception(exc)
-        if self._inbox:
-            self._wake()
-
-    def _pause_reading(self) -> None:
-        if self.is_paused:
-            return
-        self.is_paused = True
-        if self._fd is not None:
-            self._loop.remove_reader(self._fd)
-        self._backlog.on_pause(self._backlog.size)
-
-    def resume_reading(self) -> None:
-        """Read the socket again (and at once: a packet may be half read, or TLS-buffered)."""
-        if not self.is_paused:
-            return
-        self.is_paused = False
-        if self._fd is not None:
-            self._loop.add_reader(self._fd, self._on_readable)
-            self._loop.call_soon(self._on_readable)
-
-
-def _tls_pending(client: paho.Client) -> bool:
-    sock = client._sock  # paho leaves TLS-decrypted bytes here (paho issue 131)
-    pending = getattr(sock, "pending", None)
-    return pending is not None and pending() > 0

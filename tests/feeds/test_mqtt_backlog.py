@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
-from monitor.feeds.mqtt import MESSAGE_OVERHEAD_BYTES, MqttFeed
+from monitor.feeds.mqtt import MqttFeed
+from monitor.feeds.mqtt_client import MESSAGE_OVERHEAD_BYTES
 from monitor.feeds.wire import Wire
 from tests.feeds.mosquitto_server import MosquittoServer
 from tests.feeds.test_mqtt import publish, running, until
