@@ -193,6 +193,11 @@ class BarBook:
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
         return ClosedBars(minute=minute, daily=day)
 
+    def closes_by(self, now: dt.datetime) -> bool:
+        """Whether `advance(now)` will close a minute bar that is open now."""
+        earliest = self._earliest
+        return earliest is not None and earliest <= now - _MINUTE - self.close_delay
+
     def _cutoff(self) -> dt.datetime:
         """Minutes starting at or before this instant are closed."""
         assert self._now is not None

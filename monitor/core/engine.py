@@ -99,6 +99,7 @@ class Engine:
         self.progress: dict[str, list[Progress]] = {}
         self.now: dt.datetime | None = None
         self.rule_threads = rule_threads
+        self._minute_rules = any(r.timeframe == "1m" for r in self.rules)
 
     # ----------------------------------------------------------------- ingest
     def ingest(self, batch: FeedBatch) -> list[Rejection]:
@@ -237,9 +238,16 @@ class Engine:
 
     def evaluates(self, now: dt.datetime, batch: FeedBatch | None = None) -> bool:
         """Whether `advance(now)` after ingesting `batch` may evaluate rules over the history:
-        daily bars arrive or wait to close, or a session closed since the last step."""
+        daily bars arrive or wait to close, a session closed since the last step, or, with
+        minute rules, a minute bar closes (over a full minute history that takes a few hundred
+        ms for 2,000 symbols)."""
         if batch is not None and batch.daily_bars.height:
             return True
+        if self._minute_rules:
+            if batch is not None and batch.minute_bars.height:
+                return True
+            if self._book is not None and self._book.closes_by(now):
+                return True
         if self._pending_daily.height:
             return True
         closed = self.sessions.last_closed(now)

@@ -495,3 +495,14 @@ def test_duplicate_memory_is_capped_oldest_buckets_first() -> None:
     assert book.counts == {"dedup_keys_dropped_early": 3}
     again = book.ingest_ticks(ticks_frame([new[0], old[0]]))
     assert [r.reason for r in again] == ["duplicate"]  # the new one; the old one is taken again
+
+
+def test_closes_by_says_when_an_open_minute_will_close() -> None:
+    """closes_by(now) is true once a minute with ticks is past its end plus the close delay."""
+    book = BarBook(SESSIONS, close_delay_s=2.0)
+    assert not book.closes_by(at(15, 5))  # nothing open
+    book.ingest_ticks(ticks_frame([tick("AAA", at(15, 0, 30), 10.0, 1, "a")]))
+    assert not book.closes_by(at(15, 1, 1))
+    assert book.closes_by(at(15, 1, 2))
+    book.advance(at(15, 1, 2))
+    assert not book.closes_by(at(15, 9))  # closed and emitted: nothing open any more
