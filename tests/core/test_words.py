@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import msgspec
@@ -97,8 +98,6 @@ min_return = 0.10
 
 def test_alert_lines_are_alert_payloads() -> None:
     """Each line decodes to an Alert whose own encoding is the line (names and words included)."""
-    import datetime as dt
-
     rule = parse_rules(RULES).rules[0]
     ctx = RuleContext(names={"ABC": "Abc Corp"})
     ts = dt.datetime(2024, 7, 16, 20, tzinfo=dt.UTC)
@@ -144,3 +143,26 @@ def test_alert_lines_are_alert_payloads() -> None:
     assert [s.periods for s in abc.history.forward] == [5, 21, 63]
     assert xyz.text.endswith("its largest 5-session gain on record (since 2024-07-01).")
     assert xyz.history is not None and xyz.history.summary == "First time in the loaded history."
+
+
+def test_large_frames_built_in_two_halves_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past PARALLEL_ROWS the halves are built side by side: the same lines, in the same order."""
+    import monitor.core.payload as payload
+    from monitor.calendar import nyse_sessions
+    from monitor.cli import load_rules
+    from monitor.datafiles import DataSpec, read_daily
+    from monitor.replay import build_engine, replay_steps
+    from tests.conftest import RULES, RUT
+
+    bars = read_daily(DataSpec(str(RUT), "^RUT")).bars
+    rules = load_rules(RULES)
+
+    def lines() -> pl.DataFrame:
+        engine = build_engine(rules, nyse_sessions(dt.date(1987, 1, 1)))  # type: ignore[arg-type]
+        return pl.concat([step.lines for step in replay_steps(engine, bars)])
+
+    whole = lines()
+    monkeypatch.setattr(payload, "PARALLEL_ROWS", 2)
+    halves = lines()
+    assert whole.height > 100
+    assert halves.equals(whole)
