@@ -35,20 +35,23 @@ def nyse_sessions(first: dt.date, last: dt.date | None = None) -> Sessions:
     return _cached(start, dt.date(end_year, 12, 31))
 
 
-def cache_dir(environ: os._Environ[str] | dict[str, str] = os.environ) -> Path:
-    """Where session tables are kept."""
+def cache_dir(environ: os._Environ[str] | dict[str, str] = os.environ) -> Path | None:
+    """Where session tables are kept; None when there is no such place (no usable home)."""
     for name in ("MARKET_MONITOR_CACHE_DIR", "CACHE_DIRECTORY"):
         if environ.get(name):
             return Path(environ[name].split(":")[0])
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "market-monitor"
+    if environ.get("XDG_CACHE_HOME"):
+        return Path(environ["XDG_CACHE_HOME"]) / "market-monitor"
+    home = Path(os.path.expanduser("~"))  # "~" itself when there is no home to expand to
+    return home / ".cache" / "market-monitor" if home.is_absolute() else None
 
 
 def warm_up() -> threading.Thread | None:
     """With no session table of this exchange-calendars version on disk yet, start importing
     exchange-calendars in a thread (say, while a history file is read); else None."""
+    where = cache_dir()
     with contextlib.suppress(OSError):
-        if any(cache_dir().glob(f"{CALENDAR.lower()}-{_version()}-*.parquet")):
+        if where is not None and any(where.glob(f"{CALENDAR.lower()}-{_version()}-*.parquet")):
             return None
     thread = threading.Thread(
         target=importlib.import_module, args=("exchange_calendars",), daemon=True
@@ -66,14 +69,17 @@ def _version() -> str:
 
 @functools.lru_cache(maxsize=4)
 def _cached(start: dt.date, end: dt.date) -> Sessions:
-    path = cache_dir() / f"{CALENDAR.lower()}-{_version()}-{start}-{end}.parquet"
-    with contextlib.suppress(OSError, pl.exceptions.PolarsError):
-        return Sessions.from_table(CALENDAR, pl.read_parquet(path))
+    where = cache_dir()
+    path = where / f"{CALENDAR.lower()}-{_version()}-{start}-{end}.parquet" if where else None
+    if path is not None:
+        with contextlib.suppress(OSError, pl.exceptions.PolarsError):
+            return Sessions.from_table(CALENDAR, pl.read_parquet(path))
     import exchange_calendars as xc
 
     sessions = Sessions(xc.get_calendar(CALENDAR, start=start.isoformat(), end=end.isoformat()))
-    with contextlib.suppress(OSError, pl.exceptions.PolarsError):
-        _save(sessions.frame.select("session", "open_ts", "close_ts"), path)
+    if path is not None:
+        with contextlib.suppress(OSError, pl.exceptions.PolarsError):
+            _save(sessions.frame.select("session", "open_ts", "close_ts"), path)
     return sessions
 
 

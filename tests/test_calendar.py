@@ -76,3 +76,24 @@ def test_a_cached_replay_does_not_import_exchange_calendars(cache: Path) -> None
     assert [r.returncode for r in runs] == [0, 0]
     assert runs[0].stdout == runs[1].stdout and runs[0].stdout.count("\n") > 100
     assert [r.stderr.strip().splitlines()[-1] for r in runs] == ["xc", "no-xc"]
+
+
+def test_no_home_means_no_cache_not_a_relative_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a cache variable or a home to expand `~` to, nothing is cached (rather than a
+    `~/.cache` made in whatever the working directory is); the calendar still comes."""
+    assert calendar.cache_dir({"MARKET_MONITOR_CACHE_DIR": "/x"}) == Path("/x")
+    assert calendar.cache_dir({"CACHE_DIRECTORY": "/var/cache/mm:/other"}) == Path("/var/cache/mm")
+    assert calendar.cache_dir({"XDG_CACHE_HOME": "/c"}) == Path("/c/market-monitor")
+    monkeypatch.setattr(calendar.os.path, "expanduser", lambda path: path)  # no home: "~" stays
+    assert calendar.cache_dir({}) is None
+    for name in ("MARKET_MONITOR_CACHE_DIR", "CACHE_DIRECTORY", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    calendar._cached.cache_clear()
+    try:
+        assert calendar.nyse_sessions(dt.date(2024, 1, 2)).is_session(dt.date(2024, 7, 5))
+    finally:
+        calendar._cached.cache_clear()
+    assert list(tmp_path.iterdir()) == []
