@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any, TextIO
 
 from monitor import __version__
 from monitor.errors import EX_CONFIG, EX_DATAERR, EX_IOERR, ConfigError, DataError, MonitorError
@@ -241,10 +242,7 @@ def _run_replay(
     alerts = []
     for step in replay_steps(engine, bars, batch_sessions=batch_sessions):
         if fmt == "jsonl" and step.lines.height:
-            out.flush()  # the lines go straight to the byte stream underneath
-            step.lines.select("json").write_csv(
-                out.buffer, include_header=False, quote_style="never"
-            )
+            _write_lines(out, step.lines.get_column("json"))
         if fmt == "table" or report:
             alerts += step.alerts
     if fmt == "table":
@@ -263,6 +261,17 @@ def _run_replay(
         summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))
         print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
     return 0
+
+
+def _write_lines(out: TextIO, lines: Any) -> None:
+    """JSON lines (a polars String column) to `out`: straight from polars to the byte stream
+    underneath when there is one (300 MB for a universe's replay), else as text."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write("".join(line + "\n" for line in lines.to_list()))
+        return
+    out.flush()
+    lines.to_frame().write_csv(buffer, include_header=False, quote_style="never")
 
 
 def _demo(args: argparse.Namespace) -> int:

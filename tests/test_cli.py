@@ -37,6 +37,22 @@ def test_replay_jsonl_prints_one_alert_per_line() -> None:
     assert all(a.schema == "market-monitor.alert/1" for a in alerts)
 
 
+def test_replay_in_process_writes_the_same_lines_to_a_text_stream() -> None:
+    """Called from Python with stdout a plain text stream (no byte buffer under it), replay
+    writes the same JSON lines as the command does."""
+    import contextlib
+    import io
+
+    args = ["replay", "--rules", str(RULES), "--data", f"^RUT={RUT}", "--from", "2024-07-01"]
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        assert main(args) == 0
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr
+    assert text.getvalue() == res.stdout
+    assert text.getvalue().count("\n") >= 3
+
+
 def test_demo_shows_the_july_2024_rally() -> None:
     """`demo` prints the July 2024 rally in words, with the history line."""
     res = run_cli("demo")
