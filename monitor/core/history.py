@@ -39,28 +39,40 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
         pl.Series("prior_occurrences", rows - start, dtype=pl.UInt32),
         pl.col("session").implode().over("_g").list.head(pl.lit(rows - start)).alias("prior_dates"),
     ]
+    heads: list[pl.Expr] = []
     for h in horizons:
-        known = np.maximum(np.searchsorted(keys, keys - h, side="right") - start, 0)
-        columns += _stats(pl.col(f"fwd_{h}"), h, pl.lit(known))
-    return work.with_columns(columns).drop("_g")
+        known = pl.lit(np.maximum(np.searchsorted(keys, keys - h, side="right") - start, 0))
+        heads += _heads(pl.col(f"fwd_{h}"), h, known)
+    # The heads first, then the statistics over them: each list is built once.
+    work = work.with_columns(*columns, *heads)
+    stats = [e for h in horizons for e in _stats(h)]
+    return work.with_columns(stats).drop("_g", *[f"_{p}{h}" for h in horizons for p in "vnu"])
 
 
-def _stats(fwd: pl.Expr, h: int, known: pl.Expr) -> list[pl.Expr]:
-    """Statistics of the first `known` values of `fwd` in each row's group: the group's values
-    as one list per row (cheap: `implode().over` shares the group's list), cut to the prefix."""
+def _heads(fwd: pl.Expr, h: int, known: pl.Expr) -> list[pl.Expr]:
+    """Per row, the first `known` values of the group's `fwd` (`_v{h}`), and their non-null
+    (`_n{h}`) and positive (`_u{h}`) flags: `implode().over` shares the group's list."""
 
     def prefix(values: pl.Expr) -> pl.Expr:
         return values.implode().over("_g").list.head(known)
 
-    values = prefix(fwd)
-    n = prefix(fwd.is_not_null().cast(pl.UInt32)).list.sum()
-    ups = prefix((fwd > 0).fill_null(False).cast(pl.UInt32)).list.sum()
+    return [
+        prefix(fwd).alias(f"_v{h}"),
+        prefix(fwd.is_not_null().cast(pl.UInt32)).alias(f"_n{h}"),
+        prefix((fwd > 0).fill_null(False).cast(pl.UInt32)).alias(f"_u{h}"),
+    ]
+
+
+def _stats(h: int) -> list[pl.Expr]:
+    """The statistics of horizon `h` over its `_heads`."""
+    values = pl.col(f"_v{h}")
+    n = pl.col(f"_n{h}").list.sum()
     some = n > 0
     return [
         n.alias(f"n_{h}"),
         pl.when(some).then(values.list.sum() / n).alias(f"mean_{h}"),
         pl.when(some).then(values.list.median()).alias(f"median_{h}"),
-        pl.when(some).then(ups / n).alias(f"up_{h}"),
+        pl.when(some).then(pl.col(f"_u{h}").list.sum() / n).alias(f"up_{h}"),
         pl.when(some).then(values.list.min()).alias(f"min_{h}"),
         pl.when(some).then(values.list.max()).alias(f"max_{h}"),
     ]
