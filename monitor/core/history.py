@@ -35,7 +35,7 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     keys = group * (1 << 32) + idx
     start = np.searchsorted(keys, group << 32, side="left")
     rows = np.arange(len(keys))
-    columns = [
+    columns: list[pl.Expr | pl.Series] = [
         pl.Series("prior_occurrences", rows - start, dtype=pl.UInt32),
         pl.col("session").implode().over("_g").list.head(pl.lit(rows - start)).alias("prior_dates"),
     ]
