@@ -62,9 +62,10 @@ def fixed(x: float | None, decimals: int, *, signed: bool = False, thousands: bo
 
 
 def fixed_expr(
-    x: pl.Expr, decimals: int, *, signed: bool = False, thousands: bool = False
+    x: pl.Expr, decimals: int, *, signed: bool = False, thousands: bool = False, suffix: str = ""
 ) -> pl.Expr:
-    """`fixed` over a column: null, non-finite or out-of-range values give 'n/a'."""
+    """`fixed` over a column, then `suffix`: null, non-finite or out-of-range values give 'n/a'
+    (without the suffix)."""
     scaled = (x * 10**decimals).round(0, mode="half_to_even")  # as Python's round()
     n = pl.when(scaled.is_finite()).then(scaled).cast(pl.Int64, strict=False)
     size = n.abs()
@@ -76,13 +77,14 @@ def fixed_expr(
     parts = [sign, whole]
     if decimals:
         parts += [pl.lit("."), (size % 10**decimals).cast(pl.String).str.zfill(decimals)]
+    if suffix:
+        parts.append(pl.lit(suffix))
     return pl.concat_str(parts).fill_null("n/a")
 
 
 def pct_expr(x: pl.Expr, signed: bool = False) -> pl.Expr:
     """`pct` over a column of fractions."""
-    text = fixed_expr(x * 100, 1, signed=signed)
-    return pl.when(text == "n/a").then(text).otherwise(text + "%")
+    return fixed_expr(x * 100, 1, signed=signed, suffix="%")
 
 
 def text_expr(*parts: str | pl.Expr) -> pl.Expr:
