@@ -54,9 +54,6 @@ def words(rule: DrawdownRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
         .then(text_expr(name, f" within {pct(rule.max_below_high)} of its high"))
         .otherwise(text_expr(name, " ", below, " below its high"))
     )
-    text = (
-        pl.when(near)
-        .then(text_expr(name, " closed at ", close, ", ", below, " below ", high, "."))
-        .otherwise(text_expr(name, " fell to ", close, ", ", below, " below ", high, "."))
-    )
+    verb = pl.when(near).then(pl.lit(" closed at ")).otherwise(pl.lit(" fell to "))
+    text = text_expr(name, verb, close, ", ", below, " below ", high, ".")
     return title, text
