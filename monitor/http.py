@@ -1,30 +1,46 @@
 """The daemon's HTTP port: /metrics (Prometheus text), /healthz (JSON), and any JSON routes the
 service adds (e.g. /api/state). A deliberately small HTTP/1.1 server on asyncio streams: GET only,
-one request per connection, no dependency."""
+one request per connection, no dependency. A route in `query_routes` gets the query string's
+parameters (the last value of each); the others ignore it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
+from urllib.parse import parse_qs
 
 import msgspec
 
 from monitor import logs
 
 Route = Callable[[], tuple[int, str, bytes]]  # -> (status, content type, body)
-REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+QueryRoute = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 
 
 class HttpServer:
     """`async with HttpServer(host, port, routes) as server:` serves until the block ends.
     `server.port` is the bound port (useful with port 0)."""
 
-    def __init__(self, host: str, port: int, routes: dict[str, Route]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        routes: dict[str, Route],
+        query_routes: dict[str, QueryRoute] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.routes = routes
+        self.query_routes = query_routes or {}
         self._server: asyncio.Server | None = None
         self._log = logs.get("http")
 
@@ -49,9 +65,12 @@ class HttpServer:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
             method, _, rest = head.decode("latin-1").partition(" ")
-            path = rest.partition(" ")[0].split("?", 1)[0]
+            path, _, query = rest.partition(" ")[0].partition("?")
             if method != "GET":
                 status, ctype, body = 405, "text/plain", b"GET only\n"
+            elif path in self.query_routes:
+                params = {k: v[-1] for k, v in parse_qs(query).items()}
+                status, ctype, body = self.query_routes[path](params)
             elif path in self.routes:
                 status, ctype, body = self.routes[path]()
             else:

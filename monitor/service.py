@@ -374,23 +374,26 @@ async def run(
             ),
             "/api/state": json_route(daemon.state),
             "/": web.page_route,
-            "/api/closes": json_route(
-                lambda: web.closes(
-                    daemon.engine.daily,
-                    daemon.recent_alerts,
-                    daemon.engine.progress,
-                    daemon.engine.rules,
-                )
-            ),
             "/healthz": json_route(
                 lambda: daemon.health(publisher, pipeline),
                 lambda h: 503 if h["status"] == "down" else 200,  # type: ignore[index]
             ),
         }
+        closes = web.closes_route(
+            lambda symbols, sessions: web.closes(
+                daemon.engine.daily,
+                daemon.recent_alerts,
+                daemon.engine.progress,
+                daemon.engine.rules,
+                sessions=sessions,
+                symbols=symbols,
+            )
+        )
+        query_routes = {"/api/closes": closes}
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(publisher)
             http = await stack.enter_async_context(
-                HttpServer(config.http.host, config.http.port, routes)
+                HttpServer(config.http.host, config.http.port, routes, query_routes)
             )
             for rest in daemon.rest_clients:
                 await stack.enter_async_context(rest)

@@ -4,11 +4,12 @@ that polls `/api/state` every 2 s and `/api/closes` when a new session or alert 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
 
+import msgspec
 import polars as pl
 
 from monitor.core.model import Alert
@@ -49,6 +50,28 @@ def chart_symbols(
     return list(seen)[: limit * 4]  # the caller keeps those with bars, up to `limit`
 
 
+MAX_SESSIONS = 5_000  # ?sessions= at most (about twenty years)
+
+
+def closes_route(
+    produce: Callable[[Sequence[str] | None, int], dict[str, Any]],
+) -> Callable[[Mapping[str, str]], tuple[int, str, bytes]]:
+    """/api/closes with `?symbol=A,B` (those symbols) and `?sessions=N` (closes per symbol)."""
+
+    def route(params: Mapping[str, str]) -> tuple[int, str, bytes]:
+        wanted = [s.strip() for s in params.get("symbol", "").split(",") if s.strip()]
+        try:
+            sessions = int(params.get("sessions", CLOSES))
+        except ValueError:
+            sessions = 0
+        if not 1 <= sessions <= MAX_SESSIONS:
+            message = f"sessions must be a whole number from 1 to {MAX_SESSIONS}\n"
+            return 400, "text/plain", message.encode()
+        return 200, "application/json", msgspec.json.encode(produce(wanted or None, sessions))
+
+    return route
+
+
 def closes(
     daily: pl.DataFrame,
     alerts: Sequence[Alert],
@@ -57,11 +80,13 @@ def closes(
     *,
     sessions: int = CLOSES,
     limit: int = MAX_CHARTS,
+    symbols: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """/api/closes: per chart symbol, the last `sessions` closes and the recent alerts on it,
-    each with `span` (sessions the streak or surge covered, 1 for the rest)."""
+    each with `span` (sessions the streak or surge covered, 1 for the rest). The symbols are
+    `symbols` when given (`?symbol=IWM,QQQ`), else those the board would chart."""
     newest_first = list(alerts)[::-1]
-    wanted = chart_symbols(newest_first, progress, rules, limit)
+    wanted = list(symbols) if symbols else chart_symbols(newest_first, progress, rules, limit)
     recent = (
         daily.lazy()
         .filter(pl.col("symbol").is_in(wanted))
@@ -97,7 +122,7 @@ def closes(
                 ],
             }
         )
-        if len(charts) == limit:
+        if len(charts) == limit and not symbols:
             break
     return {"symbols": charts}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
@@ -111,7 +112,8 @@ def _get(url: str) -> bytes:
 
 async def test_page_and_closes_are_served_by_the_daemon(tmp_path: Path) -> None:
     """`/` serves the self-contained board (no external script, style or font) and
-    `/api/closes` the last 120 ^RUT closes, ending with the last backfilled session."""
+    `/api/closes` the last 120 ^RUT closes, ending with the last backfilled session;
+    `?symbol=` and `?sessions=` choose symbols and length (a bad length is a 400)."""
     prefix = f"mm-web-{uuid.uuid4().hex[:8]}"
     conf = write_config(tmp_path, prefix)
     args = ["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12"]
@@ -126,3 +128,13 @@ async def test_page_and_closes_are_served_by_the_daemon(tmp_path: Path) -> None:
         assert (rut["symbol"], len(rut["sessions"]), len(rut["closes"])) == ("^RUT", 120, 120)
         assert (rut["sessions"][-1], round(rut["closes"][-1], 2)) == ("2024-07-12", 2148.27)
         assert rut["alerts"] == []
+        asked = json.loads(
+            await asyncio.to_thread(_get, base + "/api/closes?symbol=%5ERUT,NOPE&sessions=30")
+        )
+        assert [(c["symbol"], len(c["closes"])) for c in asked["symbols"]] == [("^RUT", 30)]
+        assert asked["symbols"][0]["closes"] == rut["closes"][-30:]
+        for bad in ("sessions=0", "sessions=x", "sessions=99999"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                await asyncio.to_thread(_get, f"{base}/api/closes?{bad}")
+            assert refused.value.code == 400
+            refused.value.close()  # the error holds the response open
