@@ -51,7 +51,7 @@ def warm_up() -> threading.Thread | None:
     exchange-calendars in a thread (say, while a history file is read); else None."""
     where = cache_dir()
     with contextlib.suppress(OSError):
-        if where is not None and any(where.glob(f"{CALENDAR.lower()}-{_version()}-*.parquet")):
+        if where is not None and any(where.glob(f"{_prefix()}*.parquet")):
             return None
     thread = threading.Thread(
         target=importlib.import_module, args=("exchange_calendars",), daemon=True
@@ -60,17 +60,19 @@ def warm_up() -> threading.Thread | None:
     return thread
 
 
-def _version() -> str:
+def _prefix() -> str:
+    """Session table files' names start with the calendar and the exchange-calendars version."""
     try:
-        return metadata.version("exchange-calendars")
+        version = metadata.version("exchange-calendars")
     except metadata.PackageNotFoundError:
-        return "unknown"
+        version = "unknown"
+    return f"{CALENDAR.lower()}-{version}-"
 
 
 @functools.lru_cache(maxsize=4)
 def _cached(start: dt.date, end: dt.date) -> Sessions:
     where = cache_dir()
-    path = where / f"{CALENDAR.lower()}-{_version()}-{start}-{end}.parquet" if where else None
+    path = where / f"{_prefix()}{start}-{end}.parquet" if where else None
     if path is not None:
         with contextlib.suppress(OSError, pl.exceptions.PolarsError):
             return Sessions.from_table(CALENDAR, pl.read_parquet(path))

@@ -32,8 +32,12 @@ _FORWARD = pl.Struct(
 
 
 def alert_id(rule_id: str, symbol: str, timeframe: str, ts: dt.datetime, variant: str) -> str:
-    """The same event always gets the same id: a hash of rule, symbol, timeframe and bar close."""
-    key = f"{rule_id}|{symbol}|{timeframe}|{ts.isoformat()}|{variant}"
+    """The same event always gets the same id: a hash of rule, symbol, timeframe and bar close
+    (`_lines` builds the same key for a whole frame)."""
+    return _digest(f"{rule_id}|{symbol}|{timeframe}|{ts.isoformat()}|{variant}")
+
+
+def _digest(key: str) -> str:
     return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
@@ -88,7 +92,7 @@ def _lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
         "variant",
     )
     keys = frame.select(key).to_series().to_list()
-    ids = [hashlib.blake2b(k.encode(), digest_size=12).hexdigest() for k in keys]
+    ids = [_digest(k) for k in keys]  # the key as `alert_id` makes it
     frame = frame.with_columns(pl.Series("id", ids, dtype=pl.String))
     frame = frame.with_columns(_forward(frame, rule.horizons))
     if rule.horizons:
