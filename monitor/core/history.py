@@ -23,7 +23,8 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     (symbol, variant) group contiguous and in `idx` order, as `monitor.core.firing` makes them.
     Then the earlier firings of a row are the rows above it in its group, and those known for
     horizon `h` (`idx` at most the row's minus `h`) a prefix of them, found by binary search:
-    every statistic is one over the head of the group's list. No pairs of firings are formed.
+    counts are differences of running counts, and the other statistics are over the head of
+    the group's list. No pairs of firings are formed.
     """
     if firings.is_empty():
         return firings.with_columns(_empty_stats(horizons))
@@ -41,38 +42,40 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     ]
     heads: list[pl.Expr] = []
     for h in horizons:
-        known = pl.lit(np.maximum(np.searchsorted(keys, keys - h, side="right") - start, 0))
-        heads += _heads(pl.col(f"fwd_{h}"), h, known)
+        known = np.maximum(np.searchsorted(keys, keys - h, side="right") - start, 0)
+        fwd = work.get_column(f"fwd_{h}")
+        # Counts over a prefix are differences of running counts; the values need the list.
+        columns += [
+            _prefix_count(fwd.is_not_null(), start, known).alias(f"_n{h}"),
+            _prefix_count((fwd > 0).fill_null(False), start, known).alias(f"_u{h}"),
+        ]
+        heads.append(
+            pl.col(f"fwd_{h}").implode().over("_g").list.head(pl.lit(known)).alias(f"_v{h}")
+        )
     # The heads first, then the statistics over them: each list is built once.
     work = work.with_columns(*columns, *heads)
     stats = [e for h in horizons for e in _stats(h)]
     return work.with_columns(stats).drop("_g", *[f"_{p}{h}" for h in horizons for p in "vnu"])
 
 
-def _heads(fwd: pl.Expr, h: int, known: pl.Expr) -> list[pl.Expr]:
-    """Per row, the first `known` values of the group's `fwd` (`_v{h}`), and their non-null
-    (`_n{h}`) and positive (`_u{h}`) flags: `implode().over` shares the group's list."""
-
-    def prefix(values: pl.Expr) -> pl.Expr:
-        return values.implode().over("_g").list.head(known)
-
-    return [
-        prefix(fwd).alias(f"_v{h}"),
-        prefix(fwd.is_not_null().cast(pl.UInt32)).alias(f"_n{h}"),
-        prefix((fwd > 0).fill_null(False).cast(pl.UInt32)).alias(f"_u{h}"),
-    ]
+def _prefix_count(flags: pl.Series, start: np.ndarray, known: np.ndarray) -> pl.Series:
+    """Per row, how many of the `known` first rows of its group (which begins at `start`) have
+    their flag set."""
+    running = np.concatenate([[0], np.cumsum(flags.to_numpy(), dtype=np.int64)])
+    return pl.Series(running[start + known] - running[start], dtype=pl.UInt32)
 
 
 def _stats(h: int) -> list[pl.Expr]:
-    """The statistics of horizon `h` over its `_heads`."""
+    """The statistics of horizon `h`: `_v{h}` the known values, `_n{h}` and `_u{h}` how many
+    are known and positive."""
     values = pl.col(f"_v{h}")
-    n = pl.col(f"_n{h}").list.sum()
+    n = pl.col(f"_n{h}")
     some = n > 0
     return [
         n.alias(f"n_{h}"),
         pl.when(some).then(values.list.sum() / n).alias(f"mean_{h}"),
         pl.when(some).then(values.list.median()).alias(f"median_{h}"),
-        pl.when(some).then(pl.col(f"_u{h}").list.sum() / n).alias(f"up_{h}"),
+        pl.when(some).then(pl.col(f"_u{h}") / n).alias(f"up_{h}"),
         pl.when(some).then(values.list.min()).alias(f"min_{h}"),
         pl.when(some).then(values.list.max()).alias(f"max_{h}"),
     ]

@@ -39,16 +39,36 @@ def window_return(window: int) -> pl.Expr:
     return pl.col("close") / back(pl.col("close"), window) - 1.0
 
 
-def run_length(condition: pl.Expr) -> pl.Expr:
-    """Length of the current run of consecutive periods where `condition` holds (0 when not).
+def run_lengths(hit: pl.Series, idx: pl.Series) -> pl.Series:
+    """Per row, the length of the current run of consecutive periods of its symbol where `hit`
+    holds (0 where it does not); `idx` is the period number within the symbol. A null `hit`
+    is a miss.
 
-    Needs `idx` (period number within the symbol): the run is `idx` minus the `idx` of the
-    latest period where the condition failed (or -1 when it never did)."""
-    hit, idx = condition.fill_null(False), pl.col("idx")
-    # Every symbol's first row is set (its idx, or -1 when the condition holds there), so the
-    # forward fill never carries one symbol's miss into the next.
-    last_miss = pl.when(~hit).then(idx).when(idx == 0).then(-1).forward_fill()
-    return (idx - last_miss).cast(pl.Int32)
+    The run is the row's position less that of the latest miss, found by a running maximum
+    (numpy: polars has no running maximum that resets per symbol without a window). Every
+    symbol's first row sets a mark, itself when it misses or the row before when it hits, so
+    a run never reaches back into the previous symbol."""
+    hits = hit.fill_null(False).to_numpy()
+    rows = np.arange(len(hits), dtype=np.int32)
+    marks = rows.copy()  # (few and small arrays, in place: fresh pages cost more than the sums)
+    marks[hits] = -1
+    first = hits & (idx.to_numpy() == 0)
+    marks[first] = rows[first] - 1
+    np.maximum.accumulate(marks, out=marks)
+    np.subtract(rows, marks, out=marks)
+    return pl.Series(marks)
+
+
+def trailing_min(values: pl.Series, where: pl.Series, span: int) -> pl.Series:
+    """The minimum of the last `span` values (the row's included) at rows where `where` holds,
+    null elsewhere; those rows must have `span` values of their own symbol (as where a run
+    of at least `span` periods holds). Gathered at those rows only."""
+    if where.is_empty():
+        return values.clear()
+    rows = where.fill_null(False).arg_true()
+    lowest = pl.select(pl.min_horizontal([values.gather(rows - k) for k in range(span)]))
+    out = pl.Series(values.name, [None], dtype=values.dtype).extend_constant(None, len(where) - 1)
+    return out.scatter(rows, lowest.to_series())
 
 
 def volume_ratio(window: int) -> pl.Expr:
@@ -77,27 +97,83 @@ def drawdown(high: pl.Expr) -> pl.Expr:
     return pl.col("close") / high - 1.0
 
 
-def prior_larger(values: np.ndarray, starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def prior_larger(
+    values: np.ndarray, starts: np.ndarray, positions: np.ndarray, block: int = 16
+) -> np.ndarray:
     """For each position, the position of the most recent earlier row of the same group with a
     strictly larger value, or -1. `starts[i]` is the first position of `positions[i]`'s group.
 
-    Vectorised over all positions at once, looking back in blocks of lags that grow: most
-    answers are found in the first blocks, and only the unresolved rows are carried on."""
+    Vectorised over all positions at once, in three moves of at most `block` rows or a few
+    table look-ups each, however far back the answer lies: (1) the rows before the position in
+    its own block of `block` rows; (2) the nearest earlier block whose maximum is larger, found
+    by halving jumps over a table of block maxima (the maximum of 1, 2, 4, ... blocks from each);
+    (3) the latest larger row in that block. A block holding the group's first row may also hold
+    rows of the group before: rows before `starts` never count. `block` is a power of two."""
     positions = np.asarray(positions, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
     found = np.full(len(positions), -1, dtype=np.int64)
-    active = np.arange(len(positions))
-    lag, block = 1, 16
-    while active.size:
-        width = max(1, min(block, 4_000_000 // active.size))
-        lags = np.arange(lag, lag + width, dtype=np.int64)
-        back = positions[active, None] - lags[None, :]
-        valid = back >= starts[active, None]
-        larger = valid & (values[np.maximum(back, 0)] > values[positions[active], None])
-        hit = larger.any(axis=1)
-        first = larger.argmax(axis=1)
-        found[active[hit]] = back[hit, first[hit]]
-        active = active[~hit & valid[:, -1]]
-        lag += width
-        block *= 2
+    if not len(positions):
+        return found
+    last = positions - 1  # the latest earlier row
+    target = values[positions]
+    found = _latest_in_block(values, np.maximum(last, 0) // block, block, starts, last, target)
+    # Whole blocks left to search: those after the group's first block and before last's.
+    todo = np.flatnonzero((found < 0) & ((last // block) * block > starts))
+    if not todo.size:
+        return found
+    maxima = _block_maxima(values, block)
+    table = [maxima]  # table[k][b]: the maximum of blocks b .. b + 2**k - 1
+    span = int((last[todo] // block - starts[todo] // block).max())
+    while 1 << len(table) <= span:
+        k = len(table)
+        table.append(np.maximum(table[-1][: -(1 << (k - 1))], table[-1][1 << (k - 1) :]))
+    v, lo = target[todo], starts[todo] // block
+    cur = last[todo] // block - 1
+    for k in reversed(range(len(table))):  # skip 2**k blocks whenever none of them is larger
+        first = cur - (1 << k) + 1
+        skip = (first >= lo) & (table[k][np.maximum(first, 0)] <= v)
+        cur = np.where(skip, cur - (1 << k), cur)
+    hit = (cur >= lo) & (maxima[np.maximum(cur, 0)] > v)
+    rows = todo[hit]
+    found[rows] = _latest_in_block(values, cur[hit], block, starts[rows], last[rows], v[hit])
     return found
+
+
+def _block_maxima(values: np.ndarray, block: int) -> np.ndarray:
+    """The maximum of each run of `block` rows (a power of two), the last run possibly short:
+    halving pairwise maxima, about twice as fast as a reduction along a short axis."""
+    whole = len(values) // block * block
+    folded = values[:whole].reshape(-1, block)
+    while folded.shape[1] > 1:
+        half = folded.shape[1] // 2
+        folded = np.maximum(folded[:, :half], folded[:, half:])
+    maxima = folded[:, 0]
+    return np.append(maxima, values[whole:].max()) if whole < len(values) else maxima
+
+
+def _latest_in_block(
+    values: np.ndarray,
+    blocks: np.ndarray,
+    size: int,
+    starts: np.ndarray,
+    last: np.ndarray,
+    target: np.ndarray,
+) -> np.ndarray:
+    """Per query, the latest row of its block in [starts, last] with a value above its
+    target, or -1. Blocks are gathered whole, as rows of a (blocks, size) view."""
+    whole = len(values) // size
+    if whole:
+        gathered = values[: whole * size].reshape(-1, size)[np.minimum(blocks, whole - 1)]
+    else:
+        gathered = np.empty((len(blocks), size))
+    if whole * size < len(values):  # the short last block, padded with -inf
+        tail = np.full(size, -np.inf)
+        tail[: len(values) - whole * size] = values[whole * size :]
+        gathered[blocks == whole] = tail
+    column = np.arange(size)[None, :]
+    first, latest = starts - blocks * size, last - blocks * size  # bounds within the block
+    larger = (column >= first[:, None]) & (column <= latest[:, None])
+    larger &= gathered > target[:, None]
+    at = size - 1 - larger[:, ::-1].argmax(axis=1)
+    hit = larger[np.arange(len(at)), at]
+    return np.where(hit, blocks * size + at, -1)

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
 import msgspec
-import numpy as np
 import polars as pl
 
 from monitor.core.model import ALERT_SCHEMA, Alert, empty
@@ -22,13 +21,6 @@ from monitor.core.sessions import NEW_YORK
 # Columns of a firing frame that are bookkeeping, not metrics for the payload.
 _INTERNAL = {*KEYS, "fire", "history_start", "prior_occurrences", "prior_dates", "pos", "ts_key"}
 _STAT = re.compile(r"^(fwd|n|mean|median|up|min|max)_\d+$")
-_FORWARD = pl.Struct(
-    {
-        "periods": pl.Int64,
-        "count": pl.Int64,
-        **{k: pl.Float64 for k in ("mean", "median", "share_positive", "min", "max")},
-    }
-)
 
 
 def alert_id(rule_id: str, symbol: str, timeframe: str, ts: dt.datetime, variant: str) -> str:
@@ -76,7 +68,13 @@ def alert_lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFra
 
 
 def _lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> pl.DataFrame:
-    """`alert_lines` of one frame; `variant`: whether metrics carry the variant."""
+    """`alert_lines` of one frame; `variant`: whether metrics carry the variant.
+
+    The fields that hold free text (the symbol, the words, the metrics) go through polars' JSON
+    writer as one struct, whose braces are then dropped; the rest is assembled around it from
+    parts that need no escaping: hex ids, ISO dates, and numbers printed as that writer prints
+    them (a float cast to text is written the same way). The history block is built so: it is
+    most of an alert, and the writer took about three times as long over its nested lists."""
     kind = kind_of(rule)
     family = FAMILIES[kind]
     frame = _plain(fired)
@@ -94,15 +92,10 @@ def _lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
     keys = frame.select(key).to_series().to_list()
     ids = [_digest(k) for k in keys]  # the key as `alert_id` makes it
     frame = frame.with_columns(pl.Series("id", ids, dtype=pl.String))
-    frame = frame.with_columns(_forward(frame, rule.horizons))
     if rule.horizons:
         frame = frame.with_columns(_picked(rule.horizons, rule.timeframe))
     title, text = family.words(rule, ctx)
-    payload = pl.struct(
-        pl.lit(ALERT_SCHEMA).alias("schema"),
-        pl.col("id"),
-        pl.lit(rule.id).alias("rule"),
-        pl.lit(kind).alias("kind"),
+    fields = pl.struct(
         pl.col("symbol"),
         pl.lit(rule.timeframe).alias("timeframe"),
         pl.col("session"),
@@ -111,15 +104,23 @@ def _lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
         title.alias("title"),
         text.alias("text"),
         pl.struct(metrics).alias("metrics"),
-        _history(rule.horizons).alias("history"),
+    ).struct.json_encode()
+    head = f'{{"schema":{_text(ALERT_SCHEMA)},"id":"'
+    json = pl.concat_str(
+        pl.lit(head),
+        pl.col("id"),
+        pl.lit(f'","rule":{_text(rule.id)},"kind":{_text(kind)},'),
+        fields.str.strip_prefix("{").str.strip_suffix("}"),
+        pl.lit(',"history":'),
+        _history(rule.horizons, frame),
+        pl.lit("}"),
     )
-    return frame.select(
-        "ts",
-        pl.lit(rule.id).alias("rule"),
-        "symbol",
-        "id",
-        payload.struct.json_encode().alias("json"),
-    )
+    return frame.select("ts", pl.lit(rule.id).alias("rule"), "symbol", "id", json.alias("json"))
+
+
+def _text(value: str) -> str:
+    """A JSON string literal."""
+    return msgspec.json.encode(value).decode()
 
 
 def decode_lines(lines: pl.DataFrame) -> list[Alert]:
@@ -131,15 +132,19 @@ def decode_lines(lines: pl.DataFrame) -> list[Alert]:
 
 def _plain(fired: pl.DataFrame) -> pl.DataFrame:
     """Payload-ready columns: `ts` as ISO UTC with Z (and `ts_key`, the form alert ids are made
-    from), NaN and infinities as null. Dates stay dates: JSON and text get them as YYYY-MM-DD."""
+    from), dates as YYYY-MM-DD text, NaN and infinities as null. Dates and instants are
+    formatted once per distinct value (a few hundred sessions for a frame of many thousand
+    firings) and looked up."""
     exprs: list[pl.Expr] = []
     for name, dtype in fired.schema.items():
         col = pl.col(name)
         if name == "ts":
             exprs += [
-                col.dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("ts"),
-                col.dt.strftime("%Y-%m-%dT%H:%M:%S+00:00").alias("ts_key"),
+                _formatted(fired, name, "%Y-%m-%dT%H:%M:%SZ").alias("ts"),
+                _formatted(fired, name, "%Y-%m-%dT%H:%M:%S+00:00").alias("ts_key"),
             ]
+        elif dtype == pl.Date:
+            exprs.append(_formatted(fired, name, "%Y-%m-%d").alias(name))
         elif dtype.is_float():
             exprs.append(pl.when(col.is_finite()).then(col).otherwise(None).alias(name))
         else:
@@ -147,45 +152,63 @@ def _plain(fired: pl.DataFrame) -> pl.DataFrame:
     return fired.select(exprs)
 
 
-def _history(horizons: Sequence[int]) -> pl.Expr:
-    """The history block: earlier episodes, what followed them (the `forward` column, see
-    `_forward`) and a line for people: "4 earlier times since 1987; over the next 21 sessions,
-    +6.1% on average (median +5.0%), 4 of 4 up." The line describes the middle one of the
-    horizons with known outcomes (the first of two)."""
-    dates = pl.col("prior_dates").fill_null(pl.lit([], dtype=pl.List(pl.Date)))
-    return pl.struct(
-        pl.col("prior_occurrences").fill_null(0),
-        dates.alias("prior_dates"),
-        pl.col("forward"),
-        _summary(dates, horizons).alias("summary"),
+def _formatted(frame: pl.DataFrame, name: str, form: str) -> pl.Expr:
+    """Column `name` (dates or instants) as text in `form`, through its distinct values."""
+    distinct = frame.get_column(name).drop_nulls().unique()
+    return pl.col(name).replace_strict(
+        distinct, distinct.dt.strftime(form), default=None, return_dtype=pl.String
     )
 
 
-def _forward(frame: pl.DataFrame, horizons: Sequence[int]) -> pl.Series:
-    """Per row, the list of per-horizon outcome structs (periods, count, mean, median,
-    share_positive, min, max). Built as one long column reshaped into rows: `concat_list` of
-    structs costs about fifteen times as much."""
-    stats = [
-        frame.select(
-            pl.struct(
-                pl.lit(h, dtype=pl.Int64).alias("periods"),
-                pl.col(f"n_{h}").fill_null(0).cast(pl.Int64).alias("count"),
-                pl.col(f"mean_{h}").alias("mean"),
-                pl.col(f"median_{h}").alias("median"),
-                pl.col(f"up_{h}").alias("share_positive"),
-                pl.col(f"min_{h}").alias("min"),
-                pl.col(f"max_{h}").alias("max"),
-            )
-        ).to_series()
-        for h in horizons
-    ]
-    if not stats:
-        return pl.Series("forward", [[]] * frame.height, dtype=pl.List(_FORWARD))
-    rows, k = frame.height, len(stats)
-    # Row r's structs sit at r, rows + r, 2 * rows + r, ...: gather them side by side.
-    order = (np.arange(rows)[:, None] + np.arange(k)[None, :] * rows).ravel()
-    long = pl.concat(stats).gather(order)
-    return long.reshape((rows, k)).arr.to_list().alias("forward")
+def _history(horizons: Sequence[int], frame: pl.DataFrame) -> pl.Expr:
+    """The history block as JSON text: earlier episodes (`prior_occurrences`, `prior_dates`),
+    what followed them (`forward`, see `_forward`) and a line for people (`summary`: "4 earlier
+    times since 1987; over the next 21 sessions, +6.1% on average (median +5.0%), 4 of 4 up.",
+    digits and plain words only, so it needs no escaping). The line describes the middle one
+    of the horizons with known outcomes (the first of two)."""
+    dates = pl.col("prior_dates").fill_null(pl.lit([], dtype=pl.List(pl.Date)))
+    # Earlier sessions are a few hundred distinct dates: each is formatted once.
+    distinct = frame.get_column("prior_dates").explode().drop_nulls().unique()
+    quoted = distinct.dt.strftime('"%Y-%m-%d"')
+    listed = pl.lit("")  # (no earlier episode anywhere: a lookup of no dates keeps the dtype)
+    if distinct.len():
+        found = pl.element().replace_strict(distinct, quoted, return_dtype=pl.String)
+        listed = dates.list.eval(found).list.join(",")
+    return pl.concat_str(
+        pl.lit('{"prior_occurrences":'),
+        pl.col("prior_occurrences").fill_null(0).cast(pl.String),
+        pl.lit(',"prior_dates":['),
+        listed,
+        pl.lit('],"forward":'),
+        _forward(horizons),
+        pl.lit(',"summary":"'),
+        _summary(dates, horizons),
+        pl.lit('"}'),
+    )
+
+
+def _forward(horizons: Sequence[int]) -> pl.Expr:
+    """Per row, the list of per-horizon outcomes (periods, count, mean, median, share_positive,
+    min, max) as JSON text."""
+
+    def number(name: str) -> pl.Expr:
+        return pl.col(name).cast(pl.String).fill_null("null")
+
+    items: list[pl.Expr | str] = []
+    for h in horizons:
+        if items:
+            items.append(",")
+        items += [
+            f'{{"periods":{h},"count":',
+            pl.col(f"n_{h}").fill_null(0).cast(pl.Int64).cast(pl.String),
+            ',"mean":', number(f"mean_{h}"),
+            ',"median":', number(f"median_{h}"),
+            ',"share_positive":', number(f"up_{h}"),
+            ',"min":', number(f"min_{h}"),
+            ',"max":', number(f"max_{h}"),
+            "}",
+        ]  # fmt: skip
+    return text_expr("[", *items, "]")
 
 
 def _picked(horizons: Sequence[int], timeframe: str) -> list[pl.Expr]:

@@ -20,19 +20,23 @@ SEVERITY = "notice"
 
 
 def condition(bars: pl.DataFrame, rule: StreakRule, ctx: RuleContext) -> pl.DataFrame:
-    """Condition: the run of periods above `min_return` is at least `count` long."""
-    run = m.run_length(pl.col("ret1") > rule.min_return)
-    frame = bars.with_columns(run.alias("streak"))
+    """Condition: the run of periods above `min_return` is at least `count` long.
+
+    `min_period_return` (the smallest of the last `count` returns) is only wanted where the
+    condition holds, so it is only computed there: a rolling minimum over every row of a
+    universe's history costs several times as much."""
+    up = bars.select(pl.col("ret1") > rule.min_return).to_series()
+    frame = bars.with_columns(m.run_lengths(up, bars.get_column("idx")).alias("streak"))
     total = pl.col("close") / m.back(pl.col("close"), rule.count) - 1.0
+    holds = frame.select(pl.col("streak") >= rule.count).to_series()
+    lowest = m.trailing_min(frame.get_column("ret1"), holds, rule.count)
     return select_keys(
         frame,
         pl.col("streak") >= rule.count,
         [
             pl.col("streak"),
             total.alias("return"),
-            m.full_window(pl.col("ret1").rolling_min(rule.count), rule.count).alias(
-                "min_period_return"
-            ),
+            pl.lit(lowest).alias("min_period_return"),
             pl.col("close"),
         ],
     )

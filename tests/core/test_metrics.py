@@ -1,0 +1,74 @@
+"""Positional metrics (numpy over the whole universe) against plain-Python oracles, one symbol
+(group) at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.core.metrics import prior_larger, run_lengths, trailing_min
+
+# Groups of values: small integers so that ties and runs are common; None is a missing value.
+GROUPS = st.lists(
+    st.lists(st.one_of(st.none(), st.integers(0, 5)), min_size=1, max_size=40),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _flat(groups: list[list[int | None]]) -> tuple[list[int | None], np.ndarray, np.ndarray]:
+    """The values one after another, each row's group start, and each row's index within it."""
+    values = [v for g in groups for v in g]
+    starts = np.concatenate(
+        [np.full(len(g), sum(map(len, groups[:i]))) for i, g in enumerate(groups)]
+    )
+    idx = np.concatenate([np.arange(len(g)) for g in groups])
+    return values, starts.astype(np.int64), idx.astype(np.int64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(GROUPS, st.sampled_from([1, 2, 4, 16]), st.data())
+def test_prior_larger_is_the_latest_larger_earlier_row_of_the_group(
+    groups: list[list[int | None]], block: int, data: st.DataObject
+) -> None:
+    values, starts, _ = _flat(groups)
+    array = np.array([-np.inf if v is None else float(v) for v in values])
+    positions = np.array(
+        sorted(data.draw(st.sets(st.integers(0, len(values) - 1)))), dtype=np.int64
+    )
+    got = prior_larger(array, starts[positions], positions, block=block)
+    for p, found in zip(positions, got, strict=True):
+        earlier = [j for j in range(starts[p], p) if array[j] > array[p]]
+        assert found == (earlier[-1] if earlier else -1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(GROUPS)
+def test_run_lengths_count_consecutive_hits_within_each_group(
+    groups: list[list[int | None]],
+) -> None:
+    values, _, idx = _flat(groups)
+    hit = pl.Series([None if v is None else v > 2 for v in values], dtype=pl.Boolean)
+    got = run_lengths(hit, pl.Series(idx)).to_list()
+    expected: list[int] = []
+    for v, i in zip(values, idx, strict=True):
+        run = expected[-1] + 1 if i > 0 and expected and expected[-1] >= 0 else 1
+        expected.append(run if v is not None and v > 2 else 0)
+    assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(GROUPS, st.integers(1, 5))
+def test_trailing_min_where_the_window_is_the_symbols_own(
+    groups: list[list[int | None]], span: int
+) -> None:
+    values, _, idx = _flat(groups)
+    numbers = [0.5 if v is None else float(v) for v in values]
+    where = [
+        bool(i >= span - 1 and v is not None and v > 1) for v, i in zip(values, idx, strict=True)
+    ]
+    got = trailing_min(pl.Series(numbers), pl.Series(where), span).to_list()
+    for row, (wanted, value) in enumerate(zip(where, got, strict=True)):
+        assert value == (min(numbers[row - span + 1 : row + 1]) if wanted else None)
