@@ -27,6 +27,7 @@ Accepted bars within the 1e-6 tolerance have high and low widened to cover open 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -175,6 +176,7 @@ def _read_table(path: str) -> _Table:
 # ---- layout ---------------------------------------------------------------------------------
 
 
+@functools.cache  # (a universe file has tens of thousands of columns, each looked at often)
 def _key(name: str) -> str:
     return name.strip().lower().replace(" ", "").replace("_", "")
 
@@ -366,15 +368,16 @@ def _wide_bars(
     unique = not sessions.drop_nulls().is_duplicated().any()
     if unsorted:
         dated = dated.sort("_session", maintain_order=True, nulls_last=True)
+    # Blank cells (no bar) stay as null closes until `_reject_bad` filters once for both.
     long = dated.unpivot(
         on=tickers, index=["_row", "_session"], variable_name="symbol", value_name="close"
-    ).drop_nulls("close")
+    )
     if long["close"].dtype == pl.String:
         values, bad_row = _floats(table, "", long["close"])
         if bad_row is not None:
             row, name = long["_row"][bad_row], long["symbol"][bad_row]
             raise table.error(row, name, f"cannot parse {long['close'][bad_row]!r} as a number")
-        long = long.with_columns(values).filter(pl.col("close").is_not_null())
+        long = long.with_columns(values)
     work = long.rename({"_session": "session"})
     if any(t != t.strip() for t in tickers):
         work = work.with_columns(pl.col("symbol").str.strip_chars())
@@ -399,7 +402,8 @@ def _reject_bad(
 ) -> pl.DataFrame:
     """Drop rows with no date, symbol or close, bad prices or inconsistent bars; record them.
 
-    `close_only` (a wide file): `work` has only a close; it becomes open, high and low too.
+    `close_only` (a wide file): `work` has only a close; it becomes open, high and low too,
+    and a row without one is a blank cell, no bar: dropped, not counted.
     """
     o, h, lo, c, v = (pl.col(k) for k in ("open", "high", "low", "close", "volume"))
     prices = [c] if close_only else [o, h, lo, c]
@@ -413,7 +417,9 @@ def _reject_bad(
     if not close_only:
         ok = ok & consistent & good_volume
     mask = work.select(ok.fill_null(False)).to_series()
+    blank = work.select(c.is_null()).to_series() if close_only else None
     if not mask.all():
+        bad_rows = ~mask if blank is None else ~mask & ~blank
         reason = (
             pl.when(pl.col("session").is_null())
             .then(pl.lit("missing_date"))
@@ -425,7 +431,7 @@ def _reject_bad(
             .then(pl.lit("bad_price"))
             .otherwise(pl.lit("bad_bar"))
         )
-        bad = work.filter(~mask).select("_row", "symbol", reason.alias("reason"))
+        bad = work.filter(bad_rows).select("_row", "symbol", reason.alias("reason"))
         places = table.where(bad["_row"].to_list())
         for symbol, why, raw in zip(bad["symbol"], bad["reason"], places, strict=True):
             rejections.append(Rejection(why, symbol, raw))

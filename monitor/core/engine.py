@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from monitor.core.bars import BarBook
 
 PRICE_COLS = ("open", "high", "low", "close")
+KEY = ["symbol", "session"]  # of daily bars
 
 
 class Step:
@@ -194,7 +195,7 @@ class Engine:
                 for sym, session, reason in rejected.select("symbol", "session", "why").iter_rows()
             ]
             good = bars.filter(~wrong)
-        self._pending_daily = _upsert(self._pending_daily, good, ["symbol", "session"])
+        self._pending_daily = _upsert(self._pending_daily, good, KEY)
         return rejections
 
     @property
@@ -221,9 +222,7 @@ class Engine:
             closed = self._book.advance(now)
             minute_bars, built_daily = closed.minute, closed.daily
             if built_daily.height:
-                self._pending_daily = _upsert(
-                    self._pending_daily, built_daily, ["symbol", "session"]
-                )
+                self._pending_daily = _upsert(self._pending_daily, built_daily, KEY)
         new_daily = self._close_daily(now)
         if minute_bars.height:
             self.minutes = _add_minutes(self.minutes, minute_bars, self._minute_history)
@@ -271,8 +270,8 @@ class Engine:
         else:
             done = pending.filter(pl.col("session") <= last)
             self._pending_daily = pending.filter(pl.col("session") > last)
-        if done.height:
-            self.daily = _upsert(self.daily, done, ["symbol", "session"])
+        if done.height:  # (pending bars are kept sorted and unique: `done` is too)
+            self.daily = done if self.daily.is_empty() else _upsert(self.daily, done, KEY)
         return done
 
     # -------------------------------------------------------------- evaluate
@@ -327,12 +326,8 @@ class Engine:
         """Closed bars of a timeframe for rule evaluation: symbol, session, ts (bar close), OHLCV,
         `idx` (period number within the symbol) and `ret1` (period return)."""
         if timeframe == "1d":
-            calendar = self.sessions.frame
-            # A column lookup rather than a join: a join gathers every column of the frame anew.
-            close = pl.col("session").replace_strict(
-                calendar.get_column("session"), calendar.get_column("close_ts"), default=None
-            )
-            frame = self.daily.with_columns(close.alias("ts"))
+            # Every stored session is a session of the calendar (`ingest_daily` sees to it).
+            frame = self.daily.with_columns(self.sessions.close_of_expr(pl.col("session")))
         elif timeframe == "1w":
             frame = self.weekly(now)
         else:
@@ -394,7 +389,9 @@ class Engine:
 
 def _bad_bar(bars: pl.DataFrame) -> pl.Expr:
     prices = [pl.col(c) for c in PRICE_COLS]
-    bad = pl.any_horizontal([p.is_null() | p.is_nan() | p.is_infinite() | (p <= 0) for p in prices])
+    # (NaN sorts above every number in polars, so `> 0` alone would let it through.)
+    good = pl.all_horizontal([(p > 0) & p.is_finite() for p in prices]).fill_null(False)
+    bad = ~good
     bad = bad | (pl.col("high") < pl.col("low")) | pl.col("symbol").is_null()
     bad = bad | pl.col("session").is_null() | (pl.col("volume") < 0).fill_null(False)
     return bad

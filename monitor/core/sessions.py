@@ -55,6 +55,8 @@ class Sessions:
         self._closes: dict[dt.date, dt.datetime] = dict(zip(sessions, closes, strict=True))
         self._opens: dict[dt.date, dt.datetime] = dict(zip(sessions, opens, strict=True))
         self._dates: list[dt.date] = sessions
+        self._day0 = (sessions[0] - dt.date(1970, 1, 1)).days  # polars' day number of the first
+        self._close_by_day: pl.Series | None = None
 
     def is_session(self, day: dt.date) -> bool:
         """True when `day` is a trading session."""
@@ -63,6 +65,20 @@ class Sessions:
     def close_of(self, day: dt.date) -> dt.datetime:
         """The session's close instant (UTC); early closes included."""
         return self._closes[day]
+
+    def close_of_expr(self, session: pl.Expr) -> pl.Expr:
+        """`close_of` over a column of dates, as `ts` (null for a day that is not a session):
+        a look-up by day number in a table over every calendar day of the range, cheaper than
+        a hash or a join over millions of bars."""
+        if self._close_by_day is None:
+            days = self.frame.get_column("session").cast(pl.Int32) - self._day0
+            closes = self.frame.get_column("close_ts")
+            table = pl.Series("ts", [None], dtype=closes.dtype)
+            table = table.extend_constant(None, int(days.max()))  # type: ignore[arg-type]
+            self._close_by_day = table.scatter(days.to_numpy(), closes)
+        day = session.cast(pl.Int32) - self._day0
+        inside = (day >= 0) & (day < len(self._close_by_day))
+        return pl.lit(self._close_by_day).gather(pl.when(inside).then(day)).alias("ts")
 
     def open_of(self, day: dt.date) -> dt.datetime:
         """The session's open instant (UTC)."""
