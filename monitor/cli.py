@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -92,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--url", help="daemon HTTP base URL (default http://127.0.0.1:9108)")
     s.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
 
-    from monitor.notify.cli import add_parsers as add_notify_parsers
+    from monitor.notify.parsers import add_parsers as add_notify_parsers
 
     add_notify_parsers(sub)  # notify [test --receiver N | digest]; silence add|list|expire
     return p
@@ -100,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `market-monitor` console script."""
+    # numpy's OpenBLAS starts a thread per core that spins for a while; nothing here uses BLAS,
+    # and on a small machine those threads take CPU from polars (before numpy is imported).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = _parser().parse_args(argv)
     try:
         if args.command == "replay":

@@ -11,7 +11,7 @@ import pytest
 
 from monitor.cli import main
 from monitor.core.model import Alert
-from tests.conftest import DEMO, RULES, RUT
+from tests.conftest import DEMO, RULES, RUT, SHORT_INTEREST, SQUEEZE
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -51,6 +51,18 @@ def test_replay_in_process_writes_the_same_lines_to_a_text_stream() -> None:
     assert res.returncode == 0, res.stderr
     assert text.getvalue() == res.stdout
     assert text.getvalue().count("\n") >= 3
+
+
+def test_replay_with_short_interest_says_nothing_but_its_counts_on_stderr() -> None:
+    """A replay of the squeeze file with short interest prints alerts, and on stderr only the
+    line of rejected rows: no library warning (polars warned about the as-of join once)."""
+    res = run_cli(
+        "replay", "--rules", str(RULES), "--data", str(SQUEEZE),
+        "--short-interest", str(SHORT_INTEREST), "--from", "2021-01-01", "--to", "2021-02-26",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert any('"kind":"squeeze"' in line for line in res.stdout.splitlines())
+    assert [ln for ln in res.stderr.splitlines() if "rows rejected" not in ln] == []
 
 
 def test_demo_shows_the_july_2024_rally() -> None:

@@ -312,14 +312,18 @@ class Engine:
         if not lines:
             return empty(LINE_SCHEMA)
         both = pl.concat(lines) if len(lines) > 1 else lines[0]
-        fired, keep = self.fired, []
-        for alert_id in both.get_column("id").to_list():
-            new = alert_id not in fired
-            if new:
+        ids = both.get_column("id")
+        if not self.fired:  # (replay's one step: no loop over every id)
+            keep = ids.is_first_distinct()
+            self.fired.update(ids.to_list())
+        else:
+            fired, new = self.fired, []
+            for alert_id in ids.to_list():
+                new.append(alert_id not in fired)
                 fired.add(alert_id)
-            keep.append(new)
-        if not all(keep):
-            both = both.filter(pl.Series(keep, dtype=pl.Boolean))
+            keep = pl.Series(new, dtype=pl.Boolean)
+        if not keep.all():
+            both = both.filter(keep)
         return both.sort("ts", "rule", "symbol", "id")
 
     def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:

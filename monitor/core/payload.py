@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from hashlib import blake2b as _blake
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -25,12 +25,12 @@ _STAT = re.compile(r"^(fwd|n|mean|median|up|min|max)_\d+$")
 
 def alert_id(rule_id: str, symbol: str, timeframe: str, ts: dt.datetime, variant: str) -> str:
     """The same event always gets the same id: a hash of rule, symbol, timeframe and bar close
-    (`_lines` builds the same key for a whole frame)."""
+    (`_ids` builds the same key for a whole frame)."""
     return _digest(f"{rule_id}|{symbol}|{timeframe}|{ts.isoformat()}|{variant}")
 
 
 def _digest(key: str) -> str:
-    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+    return _blake(key.encode(), digest_size=12).hexdigest()
 
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
@@ -50,37 +50,39 @@ def alert_lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFra
     the same Alert gives, up to how a float's exponent is written).
 
     All of it is built by polars over the whole frame (text included: the families' `words`);
-    only the id hash runs per row. A replay of the universe makes hundreds of thousands of
-    alerts, and a Python object per alert used to cost most of its time. Past PARALLEL_ROWS
-    the two halves are built side by side (polars releases the GIL: both cores work)."""
+    only the id hash runs per row, in Python. A replay of the universe makes hundreds of
+    thousands of alerts, and a Python object per alert used to cost most of its time. Past
+    PARALLEL_ROWS the ids are hashed in one thread while polars, which releases the GIL, builds
+    the rest of the payload of each half of the frame in two more."""
     if fired.is_empty():
         return empty(LINE_SCHEMA)
     variant = bool((fired.get_column("variant") != "").any())
-    if fired.height < PARALLEL_ROWS:
-        return _lines(fired, rule, ctx, variant)
-    half = fired.height // 2
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="payload") as pool:
-        parts = pool.map(
-            lambda part: _lines(part, rule, ctx, variant),
-            (fired.slice(0, half), fired.slice(half)),
-        )
-        return pl.concat(list(parts))
-
-
-def _lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> pl.DataFrame:
-    """`alert_lines` of one frame; `variant`: whether metrics carry the variant.
-
-    The fields that hold free text (the symbol, the words, the metrics) go through polars' JSON
-    writer as one struct, whose braces are then dropped; the rest is assembled around it from
-    parts that need no escaping: hex ids, ISO dates, and numbers printed as that writer prints
-    them (a float cast to text is written the same way). The history block is built so: it is
-    most of an alert, and the writer took about three times as long over its nested lists."""
-    kind = kind_of(rule)
-    family = FAMILIES[kind]
     frame = _plain(fired)
-    metrics = [pl.col(c) for c in frame.columns if c not in _INTERNAL and not _STAT.match(c)]
-    if variant:
-        metrics.append(pl.col("variant"))
+    if frame.height < PARALLEL_ROWS:
+        ids, rest = _ids(frame, rule), _rest(frame, rule, ctx, variant)
+    else:
+        half = frame.height // 2
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="payload") as pool:
+            hashed = pool.submit(_ids, frame, rule)
+            parts = pool.map(
+                lambda part: _rest(part, rule, ctx, variant),
+                (frame.slice(0, half), frame.slice(half)),
+            )
+            rest = pl.concat(list(parts))
+            ids = hashed.result()
+    json = pl.concat_str(
+        pl.lit(f'{{"schema":{_text(ALERT_SCHEMA)},"id":"'),
+        pl.col("id"),
+        pl.lit(f'","rule":{_text(rule.id)},"kind":{_text(kind_of(rule))},'),
+        pl.lit(rest),
+    )
+    return frame.select(
+        "ts", pl.lit(rule.id).alias("rule"), "symbol", pl.lit(ids).alias("id")
+    ).with_columns(json.alias("json"))
+
+
+def _ids(frame: pl.DataFrame, rule: Rule) -> pl.Series:
+    """The alert id of every row of a `_plain` frame: the key as `alert_id` makes it."""
     key = pl.concat_str(
         pl.lit(f"{rule.id}|"),
         "symbol",
@@ -89,9 +91,23 @@ def _lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
         pl.lit("|"),
         "variant",
     )
-    keys = frame.select(key).to_series().to_list()
-    ids = [_digest(k) for k in keys]  # the key as `alert_id` makes it
-    frame = frame.with_columns(pl.Series("id", ids, dtype=pl.String))
+    keys = frame.select(key.cast(pl.Binary)).to_series().to_list()
+    return pl.Series("id", [_blake(k, digest_size=12).hexdigest() for k in keys], pl.String)
+
+
+def _rest(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> pl.Series:
+    """The payload of every row of a `_plain` frame after its `kind` (`variant`: whether
+    metrics carry the variant), from `"symbol":` to the closing brace.
+
+    The fields that hold free text (the symbol, the words, the metrics) go through polars' JSON
+    writer as one struct, whose braces are then dropped; the rest is assembled around it from
+    parts that need no escaping: ISO dates, and numbers printed as that writer prints them (a
+    float cast to text is written the same way). The history block is built so: it is most of
+    an alert, and the writer took about three times as long over its nested lists."""
+    family = FAMILIES[kind_of(rule)]
+    metrics = [pl.col(c) for c in frame.columns if c not in _INTERNAL and not _STAT.match(c)]
+    if variant:
+        metrics.append(pl.col("variant"))
     if rule.horizons:
         frame = frame.with_columns(_picked(rule.horizons, rule.timeframe))
     title, text = family.words(rule, ctx)
@@ -105,17 +121,13 @@ def _lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
         text.alias("text"),
         pl.struct(metrics).alias("metrics"),
     ).struct.json_encode()
-    head = f'{{"schema":{_text(ALERT_SCHEMA)},"id":"'
-    json = pl.concat_str(
-        pl.lit(head),
-        pl.col("id"),
-        pl.lit(f'","rule":{_text(rule.id)},"kind":{_text(kind)},'),
-        fields.str.strip_prefix("{").str.strip_suffix("}"),
+    rest = pl.concat_str(
+        fields.str.slice(1).str.head(-1),  # (views into the same text: no copy)
         pl.lit(',"history":'),
         _history(rule.horizons, frame),
         pl.lit("}"),
     )
-    return frame.select("ts", pl.lit(rule.id).alias("rule"), "symbol", "id", json.alias("json"))
+    return frame.select(rest.alias("rest")).to_series()
 
 
 def _text(value: str) -> str:

@@ -97,14 +97,15 @@ min_return = 0.10
 
 
 def test_alert_lines_are_alert_payloads() -> None:
-    """Each line decodes to an Alert whose own encoding is the line (names and words included)."""
+    """Each line decodes to an Alert whose own encoding is the line (names and words included,
+    quotes, backslashes and non-ASCII text escaped as JSON wants)."""
     rule = parse_rules(RULES).rules[0]
-    ctx = RuleContext(names={"ABC": "Abc Corp"})
+    ctx = RuleContext(names={"ABC": 'Abc "Q" Corp\\é'})
     ts = dt.datetime(2024, 7, 16, 20, tzinfo=dt.UTC)
     fired = pl.DataFrame(
         {
             "pos": [7, 9],
-            "symbol": ["ABC", "XYZ"],
+            "symbol": ["ABC", 'X"Y'],
             "session": [dt.date(2024, 7, 16)] * 2,
             "ts": [ts, ts],
             "idx": [7, 9],
@@ -130,10 +131,11 @@ def test_alert_lines_are_alert_payloads() -> None:
     for alert, line in zip(alerts, lines.get_column("json"), strict=True):
         assert encode_alert(alert) == msgspec.json.encode(decode_alert(line))
     abc, xyz = alerts
-    assert abc.title == "Abc Corp +11.5% in 5 sessions"
+    assert abc.title == 'Abc "Q" Corp\\é +11.5% in 5 sessions'
     assert abc.text == (
-        "Abc Corp rose 11.5% in 5 sessions, its largest 5-session gain since 2020-04-09."
+        'Abc "Q" Corp\\é rose 11.5% in 5 sessions, its largest 5-session gain since 2020-04-09.'
     )
+    assert xyz.symbol == 'X"Y' and xyz.title.startswith('X"Y ')
     assert abc.metrics == {"return": 0.1149, "close": 12.0, "largest_since": "2020-04-09"}
     assert abc.history is not None and abc.history.prior_dates == ["2021-01-05", "2022-03-01"]
     assert abc.history.summary == (

@@ -71,8 +71,15 @@ def _join_short_interest(frame: pl.DataFrame, ctx: RuleContext, lag: int) -> pl.
             pl.lit(None, pl.Float64).alias("days_to_cover"),
         )
     lagged = si.filter(pl.col("lag") == lag).drop("lag").sort("effective")
+    # Both sides are sorted on the as-of keys just above; polars cannot check that when `by`
+    # groups are given and said so on stderr in every replay with a squeeze rule.
     joined = frame.sort("session").join_asof(
-        lagged, left_on="session", right_on="effective", by="symbol", strategy="backward"
+        lagged,
+        left_on="session",
+        right_on="effective",
+        by="symbol",
+        strategy="backward",
+        check_sortedness=False,
     )
     dtc = pl.col("shares_short") / pl.col("avg_volume")
     return joined.with_columns(dtc.alias("days_to_cover")).sort("symbol", "ts")
