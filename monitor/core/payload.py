@@ -30,7 +30,11 @@ def alert_id(rule_id: str, symbol: str, timeframe: str, ts: dt.datetime, variant
 
 
 def _digest(key: str) -> str:
-    return _blake(key.encode(), digest_size=12).hexdigest()
+    return _digest_bytes(key.encode())
+
+
+def _digest_bytes(key: bytes) -> str:
+    return _blake(key, digest_size=12).hexdigest()
 
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
@@ -92,7 +96,7 @@ def _ids(frame: pl.DataFrame, rule: Rule) -> pl.Series:
         "variant",
     )
     keys = frame.select(key.cast(pl.Binary)).to_series().to_list()
-    return pl.Series("id", [_blake(k, digest_size=12).hexdigest() for k in keys], pl.String)
+    return pl.Series("id", list(map(_digest_bytes, keys)), pl.String)
 
 
 def _rest(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> pl.Series:
