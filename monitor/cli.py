@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -244,11 +245,19 @@ def _run_replay(
     )
     out = sys.stdout
     alerts = []
-    for step in replay_steps(engine, bars, batch_sessions=batch_sessions):
-        if fmt == "jsonl" and step.lines.height:
-            _write_lines(out, step.lines.get_column("json"))
-        if fmt == "table" or report:
-            alerts += step.alerts
+    # jsonl alone: payloads are built a chunk at a time, each written while the next is built.
+    stream = fmt == "jsonl" and not report
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+        written: Future[None] | None = None
+        for step in replay_steps(engine, bars, batch_sessions=batch_sessions, deferred=stream):
+            for chunk in step.line_chunks() if fmt == "jsonl" else ():
+                if written is not None:
+                    written.result()
+                written = writer.submit(_write_lines, out, chunk.get_column("json"))
+            if fmt == "table" or report:
+                alerts += step.alerts
+        if written is not None:
+            written.result()
     if fmt == "table":
         out.write(table(alerts))
     out.flush()

@@ -55,8 +55,10 @@ def replay_steps(
     *,
     batch_sessions: int | None = None,
     feed: str = "replay",
+    deferred: bool = False,
 ) -> Iterator[Step]:
-    """`replay`, a Step per batch: its `lines` are the alerts as JSON, never decoded."""
+    """`replay`, a Step per batch: its `lines` are the alerts as JSON, never decoded.
+    `deferred`: as `Engine.advance`'s (read each Step's lines before the next Step)."""
     if bars.is_empty():
         return
     sessions = bars.get_column("session").unique().sort()
@@ -72,7 +74,7 @@ def replay_steps(
         now = engine.sessions.close_of(last) if engine.sessions.is_session(last) else None
         if now is None:
             continue
-        yield engine.advance(now)
+        yield engine.advance(now, deferred=deferred)
 
 
 def emit_after_for(sessions: Sessions, start: dt.date | None) -> dt.datetime | None:

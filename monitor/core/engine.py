@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ import polars as pl
 
 from monitor.core import firing, metrics
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, Alert, FeedBatch, Rejection, empty
-from monitor.core.payload import LINE_SCHEMA, alert_lines, decode_lines
+from monitor.core.payload import LINE_SCHEMA, LineChunks, alert_lines, decode_lines
 from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import Rule, RulesFile
@@ -34,19 +35,39 @@ KEY = ["symbol", "session"]  # of daily bars
 
 class Step:
     """What one `advance` produced. `lines` holds the new alerts as payload lines (LINE_SCHEMA,
-    in order); `alerts` decodes them into Alert structs on first use."""
+    in order); `alerts` decodes them into Alert structs on first use.
+
+    From `advance(now, deferred=True)` the payloads are not built yet: `line_chunks()` builds
+    and yields them in order, a chunk of about `LineChunks.ROWS` at a time (or `lines` builds
+    them all at once), and either does so once only."""
 
     def __init__(
         self,
-        lines: pl.DataFrame,
+        lines: pl.DataFrame | LineChunks,
         minute_bars: pl.DataFrame,
         daily_bars: pl.DataFrame,
         rejections: list[Rejection],
     ) -> None:
-        self.lines = lines
+        self._lines = lines
         self.minute_bars = minute_bars
         self.daily_bars = daily_bars
         self.rejections = rejections
+
+    @functools.cached_property
+    def lines(self) -> pl.DataFrame:
+        """All the new alerts' lines, in order."""
+        if isinstance(self._lines, pl.DataFrame):
+            return self._lines
+        chunks = list(self._lines)
+        return pl.concat(chunks) if chunks else empty(LINE_SCHEMA)
+
+    def line_chunks(self) -> Iterator[pl.DataFrame]:
+        """The new alerts' lines in order, in chunks (one when they were built eagerly)."""
+        if isinstance(self._lines, pl.DataFrame):
+            if self._lines.height:
+                yield self._lines
+            return
+        yield from self._lines
 
     @functools.cached_property
     def alerts(self) -> list[Alert]:
@@ -213,8 +234,10 @@ class Engine:
         return dict(self._book.counts) if self._book is not None else {}
 
     # ---------------------------------------------------------------- advance
-    def advance(self, now: dt.datetime) -> Step:
-        """Close what `now` closes, evaluate rules on newly closed periods, return the alerts."""
+    def advance(self, now: dt.datetime, *, deferred: bool = False) -> Step:
+        """Close what `now` closes, evaluate rules on newly closed periods, return the alerts.
+        `deferred`: build the alert payloads only as the Step's `line_chunks` are read (replay
+        writes a chunk while the next is built, and never holds all of them)."""
         self.now = now
         self._last_closed_seen = self.sessions.last_closed(now)
         minute_bars, built_daily = empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA)
@@ -226,14 +249,16 @@ class Engine:
         new_daily = self._close_daily(now)
         if minute_bars.height:
             self.minutes = _add_minutes(self.minutes, minute_bars, self._minute_history)
-        lines: list[pl.DataFrame] = []
+        parts: list[tuple[Rule, pl.DataFrame]] = []
         if minute_bars.height:
-            lines += self._evaluate("1m", now)
+            parts += self._evaluate("1m", now, deferred)
         if new_daily.height:
-            lines += self._evaluate("1d", now)
+            parts += self._evaluate("1d", now, deferred)
             if any(r.timeframe == "1w" for r in self.rules):
-                lines += self._evaluate("1w", now)
-        return Step(self._new(lines), minute_bars, new_daily, [])
+                parts += self._evaluate("1w", now, deferred)
+        if deferred:
+            return Step(LineChunks(parts, self.ctx, self._new), minute_bars, new_daily, [])
+        return Step(self._new([lines for _, lines in parts]), minute_bars, new_daily, [])
 
     def evaluates(self, now: dt.datetime, batch: FeedBatch | None = None) -> bool:
         """Whether `advance(now)` after ingesting `batch` may evaluate rules over the history:
@@ -275,8 +300,11 @@ class Engine:
         return done
 
     # -------------------------------------------------------------- evaluate
-    def _evaluate(self, timeframe: str, now: dt.datetime) -> list[pl.DataFrame]:
-        """Alert lines of every rule of `timeframe` for the periods closed since the last call."""
+    def _evaluate(
+        self, timeframe: str, now: dt.datetime, deferred: bool = False
+    ) -> list[tuple[Rule, pl.DataFrame]]:
+        """Alert lines of every rule of `timeframe` for the periods closed since the last call
+        (`deferred`: its firings, whose lines are not built yet), with the rule."""
         rules = [r for r in self.rules if r.timeframe == timeframe]
         if not rules:  # e.g. minute bars closing while every rule is daily
             return []
@@ -288,7 +316,7 @@ class Engine:
         def evaluate(rule: Rule) -> tuple[pl.DataFrame, list[Progress] | None]:
             tracked: list[Progress] | None = [] if self.track_progress else None
             fired = firing.firings(bars, rule, self.ctx, after, tracked)
-            return alert_lines(fired, rule, self.ctx), tracked
+            return (fired if deferred else alert_lines(fired, rule, self.ctx)), tracked
 
         if self.rule_threads > 1 and len(rules) > 1:
             # Rules are independent and polars releases the GIL: two at a time keep both cores
@@ -303,7 +331,7 @@ class Engine:
             if tracked is not None:
                 self.progress[rule.id] = tracked
         self.watermarks[timeframe] = bars.get_column("ts").max()  # type: ignore[assignment]
-        return [lines for lines, _ in results]
+        return [(rule, frame) for rule, (frame, _) in zip(rules, results, strict=True)]
 
     def _new(self, lines: list[pl.DataFrame]) -> pl.DataFrame:
         """The lines whose alert ids were never emitted, sorted by ts, rule, symbol and id; their

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from hashlib import blake2b as _blake
 from zoneinfo import ZoneInfo
@@ -83,6 +83,54 @@ def alert_lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFra
     return frame.select(
         "ts", pl.lit(rule.id).alias("rule"), "symbol", pl.lit(ids).alias("id")
     ).with_columns(json.alias("json"))
+
+
+class LineChunks:
+    """Alert lines of firing frames (each sorted by `ts`, with its rule), built and yielded in
+    chunks of about ROWS firings in time order: all firings at one instant in one chunk, each
+    chunk passed through `new` (an engine's: drops ids already emitted, sorts) in order. Two
+    chunks are built at a time (polars releases the GIL; the ids' hashing of one overlaps the
+    other's polars work). Iterated once only: `new` records the ids it passes."""
+
+    ROWS = 40_000  # (below PARALLEL_ROWS: a chunk is one thread's work)
+
+    def __init__(
+        self,
+        fired: list[tuple[Rule, pl.DataFrame]],
+        ctx: RuleContext,
+        new: Callable[[list[pl.DataFrame]], pl.DataFrame],
+    ) -> None:
+        self._fired = [(rule, frame) for rule, frame in fired if frame.height]
+        self._ctx = ctx
+        self._new = new
+        self._used = False
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        if self._used:
+            raise RuntimeError("the lines of a deferred step were already read")
+        self._used = True
+        if not self._fired:
+            return
+        instants = pl.concat([frame.get_column("ts") for _, frame in self._fired]).sort()
+        every = list(range(self.ROWS, len(instants), self.ROWS))
+        bounds = instants.gather(every).unique().to_list()
+        spans = list(zip([None, *bounds], [*bounds, None], strict=True))
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="chunks") as pool:
+            for parts in pool.map(lambda span: self._build(*span), spans):
+                chunk = self._new(parts)
+                if chunk.height:
+                    yield chunk
+
+    def _build(self, low: dt.datetime | None, high: dt.datetime | None) -> list[pl.DataFrame]:
+        """The lines of every rule's firings in [low, high) (None: unbounded)."""
+        parts = []
+        for rule, frame in self._fired:
+            ts = frame.get_column("ts")
+            start = 0 if low is None else int(ts.search_sorted(low, "left"))
+            end = len(ts) if high is None else int(ts.search_sorted(high, "left"))
+            if end > start:
+                parts.append(alert_lines(frame.slice(start, end - start), rule, self._ctx))
+        return parts
 
 
 def _ids(frame: pl.DataFrame, rule: Rule) -> pl.Series:

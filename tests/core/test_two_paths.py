@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 
 from monitor.cli import load_rules
 from monitor.core.model import decode_alert, encode_alert
@@ -62,3 +63,31 @@ def test_a_halted_symbol_cannot_rally_in_the_feed(sessions: Sessions) -> None:
     second = FeedBatch.empty("t")
     second.daily_bars = bars.tail(1)
     assert engine.ingest(second) == []
+
+
+def test_deferred_payloads_in_small_chunks_equal_the_eager_lines(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Payloads built later, a few firings at a time in time order (replay's jsonl path), are
+    the eager lines: same alerts, same order, ids included, in one batch or in many. A deferred
+    step's lines are read once only."""
+    from monitor.core import payload
+    from monitor.replay import replay_steps
+
+    def lines(deferred: bool, batch_sessions: int | None) -> list[pl.DataFrame]:
+        engine = build_engine(load_rules(RULES), sessions)  # type: ignore[arg-type]
+        steps = replay_steps(engine, history(), batch_sessions=batch_sessions, deferred=deferred)
+        return [chunk for step in steps for chunk in step.line_chunks()]
+
+    monkeypatch.setattr(payload.LineChunks, "ROWS", 7)
+    for batch_sessions in (None, 250):
+        eager, chunks = lines(False, batch_sessions), lines(True, batch_sessions)
+        assert len(chunks) > len(eager)  # several chunks per step
+        assert pl.concat(chunks).equals(pl.concat(eager))
+
+    engine = build_engine(load_rules(RULES), sessions)  # type: ignore[arg-type]
+    step = next(replay_steps(engine, history(), deferred=True))
+    assert step.lines.height > 20  # built all at once, then kept
+    assert step.lines.height == pl.concat(lines(False, None)).height
+    with pytest.raises(RuntimeError, match="already read"):
+        list(step.line_chunks())
