@@ -108,7 +108,8 @@ def prior_larger(
     its own block of `block` rows; (2) the nearest earlier block whose maximum is larger, found
     by halving jumps over a table of block maxima (the maximum of 1, 2, 4, ... blocks from each);
     (3) the latest larger row in that block. A block holding the group's first row may also hold
-    rows of the group before: rows before `starts` never count. `block` is a power of two."""
+    rows of the group before: rows before `starts` never count. `block` is a power of two.
+    A NaN value (a missing one) is never larger, and a NaN target finds nothing."""
     positions = np.asarray(positions, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
     found = np.full(len(positions), -1, dtype=np.int64)
@@ -146,9 +147,12 @@ def _block_maxima(values: np.ndarray, block: int) -> np.ndarray:
     folded = values[:whole].reshape(-1, block)
     while folded.shape[1] > 1:
         half = folded.shape[1] // 2
-        folded = np.maximum(folded[:, :half], folded[:, half:])
+        folded = np.fmax(folded[:, :half], folded[:, half:])  # (NaN: ignored)
     maxima = folded[:, 0]
-    return np.append(maxima, values[whole:].max()) if whole < len(values) else maxima
+    if whole < len(values):
+        maxima = np.append(maxima, np.fmax.reduce(values[whole:]))
+    # (A block of NaN only has nothing larger in it; a fresh array, never `values` itself.)
+    return np.where(np.isnan(maxima), -np.inf, maxima)
 
 
 def _latest_in_block(
