@@ -202,8 +202,10 @@ class Engine:
         bars = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
         bad = _bad_bar(bars)
         off = ~pl.col("session").is_in(self.sessions.frame.get_column("session").implode())
-        flags = bars.select(bad.alias("bad"), off.alias("off"))
+        # One select: polars checks the bars and their order side by side.
+        flags = bars.select(bad.alias("bad"), off.alias("off"), _in_order(KEY).alias("in_order"))
         wrong = flags.get_column("bad") | flags.get_column("off")
+        in_order = bool(flags.get_column("in_order").slice(1).all())
         rejections: list[Rejection] = []
         good = bars
         if wrong.any():  # (no copy of a whole universe's history when every bar is fine)
@@ -215,8 +217,8 @@ class Engine:
                 Rejection(reason=reason, symbol=sym, raw=f"{sym} {session}")
                 for sym, session, reason in rejected.select("symbol", "session", "why").iter_rows()
             ]
-            good = bars.filter(~wrong)
-        self._pending_daily = _upsert(self._pending_daily, good, KEY)
+            good = bars.filter(~wrong)  # (a subsequence of rows in order is in order)
+        self._pending_daily = _upsert(self._pending_daily, good, KEY, in_order)
         return rejections
 
     @property
@@ -360,9 +362,15 @@ class Engine:
     def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:
         """Closed bars of a timeframe for rule evaluation: symbol, session, ts (bar close), OHLCV,
         `idx` (period number within the symbol) and `ret1` (period return)."""
+        row = pl.int_range(pl.len(), dtype=pl.Int64)
+        first = (pl.col("symbol") != pl.col("symbol").shift()).fill_null(True)
+        # Rows are sorted by symbol: idx is the row number less that of the symbol's first row.
+        idx = (row - pl.when(first).then(row).forward_fill()).alias("idx")
         if timeframe == "1d":
             # Every stored session is a session of the calendar (`ingest_daily` sees to it).
-            frame = self.daily.with_columns(self.sessions.close_of_expr(pl.col("session")))
+            # (One `with_columns` for both: polars computes them side by side.)
+            close = self.sessions.close_of_expr(pl.col("session"))
+            frame = self.daily.with_columns(close, idx)
         elif timeframe == "1w":
             frame = self.weekly(now)
         else:
@@ -372,10 +380,8 @@ class Engine:
             ).drop("start")
         if timeframe == "1w":  # daily and minute bars are kept sorted by symbol and time
             frame = frame.sort("symbol", "ts")
-        row = pl.int_range(pl.len(), dtype=pl.Int64)
-        first = (pl.col("symbol") != pl.col("symbol").shift()).fill_null(True)
-        # Rows are sorted by symbol: idx is the row number less that of the symbol's first row.
-        frame = frame.with_columns((row - pl.when(first).then(row).forward_fill()).alias("idx"))
+        if timeframe != "1d":
+            frame = frame.with_columns(idx)
         return frame.with_columns(metrics.period_return().alias("ret1")).select(
             "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "ret1"
         )
@@ -432,10 +438,13 @@ def _bad_bar(bars: pl.DataFrame) -> pl.Expr:
     return bad
 
 
-def _upsert(old: pl.DataFrame, new: pl.DataFrame, key: list[str]) -> pl.DataFrame:
-    """Rows of `new` replace rows of `old` with the same key; the result is sorted by key."""
+def _upsert(
+    old: pl.DataFrame, new: pl.DataFrame, key: list[str], in_order: bool | None = None
+) -> pl.DataFrame:
+    """Rows of `new` replace rows of `old` with the same key; the result is sorted by key.
+    `in_order`: whether `new` is known to be strictly increasing in `key` (None: find out)."""
     if old.is_empty():
-        if _sorted_unique(new, key):
+        if in_order if in_order is not None else _sorted_unique(new, key):
             return new
         return new.unique(subset=key, keep="last", maintain_order=True).sort(key)
     both = pl.concat([old, new.select(old.columns)], how="vertical_relaxed")
@@ -463,8 +472,14 @@ def _sorted_unique(frame: pl.DataFrame, key: list[str]) -> bool:
     vectorised comparison of each row with the previous, much cheaper than unique + sort."""
     if frame.height < 2:
         return True
+    return bool(frame.select(_in_order(key).slice(1).all()).item())
+
+
+def _in_order(key: list[str]) -> pl.Expr:
+    """Per row, whether it is greater in `key` than the row before (lexicographically; the
+    first row's value is meaningless)."""
     increasing = pl.lit(False)
     for k in reversed(key):  # lexicographic: (k0, k1, ...) > previous row's
         col = pl.col(k)
         increasing = (col > col.shift(1)) | ((col == col.shift(1)) & increasing)
-    return bool(frame.select(increasing.slice(1).all()).item())
+    return increasing
