@@ -56,33 +56,21 @@ def alert_lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFra
     All of it is built by polars over the whole frame (text included: the families' `words`);
     only the id hash runs per row, in Python. A replay of the universe makes hundreds of
     thousands of alerts, and a Python object per alert used to cost most of its time. Past
-    PARALLEL_ROWS the ids are hashed in one thread while polars, which releases the GIL, builds
-    the rest of the payload of each half of the frame in two more."""
+    PARALLEL_ROWS the two halves are built side by side (polars releases the GIL; replay's
+    jsonl builds chunks below it, two at a time: see LineChunks)."""
     if fired.is_empty():
         return empty(LINE_SCHEMA)
     variant = bool((fired.get_column("variant") != "").any())
     frame = _plain(fired)
     if frame.height < PARALLEL_ROWS:
-        ids, rest = _ids(frame, rule), _rest(frame, rule, ctx, variant)
-    else:
-        half = frame.height // 2
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="payload") as pool:
-            hashed = pool.submit(_ids, frame, rule)
-            parts = pool.map(
-                lambda part: _rest(part, rule, ctx, variant),
-                (frame.slice(0, half), frame.slice(half)),
-            )
-            rest = pl.concat(list(parts))
-            ids = hashed.result()
-    json = pl.concat_str(
-        pl.lit(f'{{"schema":{_text(ALERT_SCHEMA)},"id":"'),
-        pl.col("id"),
-        pl.lit(f'","rule":{_text(rule.id)},"kind":{_text(kind_of(rule))},'),
-        pl.lit(rest),
-    )
-    return frame.select(
-        "ts", pl.lit(rule.id).alias("rule"), "symbol", pl.lit(ids).alias("id")
-    ).with_columns(json.alias("json"))
+        return _lines(frame, rule, ctx, variant)
+    half = frame.height // 2
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="payload") as pool:
+        parts = pool.map(
+            lambda part: _lines(part, rule, ctx, variant),
+            (frame.slice(0, half), frame.slice(half)),
+        )
+        return pl.concat(list(parts))
 
 
 class LineChunks:
@@ -175,19 +163,20 @@ def _ids(frame: pl.DataFrame, rule: Rule) -> pl.Series:
     return pl.Series("id", list(map(_digest_bytes, keys)), pl.String)
 
 
-def _rest(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> pl.Series:
-    """The payload of every row of a `_plain` frame after its `kind` (`variant`: whether
-    metrics carry the variant), from `"symbol":` to the closing brace.
+def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> pl.DataFrame:
+    """`alert_lines` of a `_plain` frame (`variant`: whether metrics carry the variant).
 
     The fields that hold free text (the symbol, the words, the metrics) go through polars' JSON
     writer as one struct, whose braces are then dropped; the rest is assembled around it from
-    parts that need no escaping: ISO dates, and numbers printed as that writer prints them (a
-    float cast to text is written the same way). The history block is built so: it is most of
-    an alert, and the writer took about three times as long over its nested lists."""
+    parts that need no escaping: hex ids, ISO dates, and numbers printed as that writer prints
+    them (a float cast to text is written the same way). The history block is built so: it is
+    most of an alert, and the writer took about three times as long over its nested lists.
+    Every part goes into one `concat_str`: each byte of an alert is copied once."""
     family = FAMILIES[kind_of(rule)]
     metrics = [pl.col(c) for c in frame.columns if c not in _INTERNAL and not _STAT.match(c)]
     if variant:
         metrics.append(pl.col("variant"))
+    frame = frame.with_columns(_ids(frame, rule))
     if rule.horizons:
         frame = frame.with_columns(_picked(rule.horizons, rule.timeframe))
     title, text = family.words(rule, ctx)
@@ -201,13 +190,16 @@ def _rest(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> p
         text.alias("text"),
         pl.struct(metrics).alias("metrics"),
     ).struct.json_encode()
-    rest = pl.concat_str(
+    json = text_expr(
+        f'{{"schema":{_text(ALERT_SCHEMA)},"id":"',
+        pl.col("id"),
+        f'","rule":{_text(rule.id)},"kind":{_text(kind_of(rule))},',
         fields.str.slice(1).str.head(-1),  # (views into the same text: no copy)
-        pl.lit(',"history":'),
-        _history(rule.horizons, frame),
-        pl.lit("}"),
+        ',"history":',
+        *_history(rule.horizons, frame),
+        "}",
     )
-    return frame.select(rest.alias("rest")).to_series()
+    return frame.select("ts", pl.lit(rule.id).alias("rule"), "symbol", "id", json.alias("json"))
 
 
 def _text(value: str) -> str:
@@ -252,9 +244,9 @@ def _formatted(frame: pl.DataFrame, name: str, form: str) -> pl.Expr:
     )
 
 
-def _history(horizons: Sequence[int], frame: pl.DataFrame) -> pl.Expr:
-    """The history block as JSON text: earlier episodes (`prior_occurrences`, `prior_dates`),
-    what followed them (`forward`, see `_forward`) and a line for people (`summary`: "4 earlier
+def _history(horizons: Sequence[int], frame: pl.DataFrame) -> list[pl.Expr | str]:
+    """The parts of the history block as JSON text: earlier episodes (`prior_occurrences`,
+    `prior_dates`), what followed them (`forward`) and a line for people (`summary`: "4 earlier
     times since 1987; over the next 21 sessions, +6.1% on average (median +5.0%), 4 of 4 up.",
     digits and plain words only, so it needs no escaping). The line describes the middle one
     of the horizons with known outcomes (the first of two)."""
@@ -266,22 +258,22 @@ def _history(horizons: Sequence[int], frame: pl.DataFrame) -> pl.Expr:
     if distinct.len():
         found = pl.element().replace_strict(distinct, quoted, return_dtype=pl.String)
         listed = dates.list.eval(found).list.join(",")
-    return pl.concat_str(
-        pl.lit('{"prior_occurrences":'),
+    return [
+        '{"prior_occurrences":',
         pl.col("prior_occurrences").fill_null(0).cast(pl.String),
-        pl.lit(',"prior_dates":['),
+        ',"prior_dates":[',
         listed,
-        pl.lit('],"forward":'),
-        _forward(horizons),
-        pl.lit(',"summary":"'),
+        '],"forward":',
+        *_forward(horizons),
+        ',"summary":"',
         _summary(dates, horizons),
-        pl.lit('"}'),
-    )
+        '"}',
+    ]
 
 
-def _forward(horizons: Sequence[int]) -> pl.Expr:
-    """Per row, the list of per-horizon outcomes (periods, count, mean, median, share_positive,
-    min, max) as JSON text."""
+def _forward(horizons: Sequence[int]) -> list[pl.Expr | str]:
+    """The parts of the list of per-horizon outcomes (periods, count, mean, median,
+    share_positive, min, max) as JSON text."""
 
     def number(name: str) -> pl.Expr:
         return pl.col(name).cast(pl.String).fill_null("null")
@@ -300,7 +292,7 @@ def _forward(horizons: Sequence[int]) -> pl.Expr:
             ',"max":', number(f"max_{h}"),
             "}",
         ]  # fmt: skip
-    return text_expr("[", *items, "]")
+    return ["[", *items, "]"]
 
 
 def _picked(horizons: Sequence[int], timeframe: str) -> list[pl.Expr]:
