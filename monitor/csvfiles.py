@@ -4,6 +4,7 @@ so that messages about history files can name `path:line` as an editor shows it.
 from __future__ import annotations
 
 import csv
+import mmap
 from collections.abc import Sequence
 
 from monitor.errors import DataError
@@ -87,12 +88,12 @@ def csv_lines(path: str, rows: Sequence[int]) -> dict[int, int]:
 
 def _is_plain(path: str) -> bool:
     """True when data row i is on line i + 2: no quotes, no blank lines before the header."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
+    try:  # (mapped, not read: a universe file is tens of MB, and only searched)
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            head = data[:8].removeprefix(b"\xef\xbb\xbf")
+            return data.find(b'"') == -1 and not head.startswith((b"\n", b"\r"))
+    except (OSError, ValueError):  # (ValueError: an empty file cannot be mapped)
         return False
-    return b'"' not in data and not data.removeprefix(b"\xef\xbb\xbf").startswith((b"\n", b"\r"))
 
 
 def first_line(exc: BaseException) -> str:
