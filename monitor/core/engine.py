@@ -306,8 +306,7 @@ class Engine:
         self, timeframe: str, now: dt.datetime, deferred: bool = False
     ) -> list[tuple[Rule, pl.DataFrame]]:
         """Alert lines of every rule of `timeframe` for the periods closed since the last call
-        (`deferred`: its firings when they are many, whose lines are not built yet), with the
-        rule."""
+        (`deferred`: its firings, whose lines are not built yet), with the rule."""
         rules = [r for r in self.rules if r.timeframe == timeframe]
         if not rules:  # e.g. minute bars closing while every rule is daily
             return []
@@ -319,9 +318,7 @@ class Engine:
         def evaluate(rule: Rule) -> tuple[pl.DataFrame, list[Progress] | None]:
             tracked: list[Progress] | None = [] if self.track_progress else None
             fired = firing.firings(bars, rule, self.ctx, after, tracked)
-            if deferred and fired.height >= LineChunks.ROWS:  # (a small one is built now)
-                return fired, tracked
-            return alert_lines(fired, rule, self.ctx), tracked
+            return (fired if deferred else alert_lines(fired, rule, self.ctx)), tracked
 
         if self.rule_threads > 1 and len(rules) > 1:
             # Rules are independent and polars releases the GIL: two at a time keep both cores

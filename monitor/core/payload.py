@@ -78,9 +78,7 @@ class LineChunks:
     chunks of about ROWS firings in time order: all firings at one instant in one chunk, each
     chunk passed through `new` (an engine's: drops ids already emitted, sorts) in order. Two
     chunks are built at a time (polars releases the GIL; the ids' hashing of one overlaps the
-    other's polars work). A frame may also be lines already built (LINE_SCHEMA, in `ts`
-    order: a small rule's, made while a big one was still firing); those are only sliced.
-    Iterated once only: `new` records the ids it passes."""
+    other's polars work). Iterated once only: `new` records the ids it passes."""
 
     ROWS = 40_000  # (below PARALLEL_ROWS: a chunk is one thread's work)
 
@@ -101,7 +99,7 @@ class LineChunks:
         self._used = True
         if not self._fired:
             return
-        instants = pl.concat([_instants(frame) for _, frame in self._fired]).sort()
+        instants = pl.concat([frame.get_column("ts") for _, frame in self._fired]).sort()
         every = list(range(self.ROWS, len(instants), self.ROWS))
         bounds = instants.gather(every).unique().to_list()
         spans = list(zip([None, *bounds], [*bounds, None], strict=True))
@@ -115,38 +113,15 @@ class LineChunks:
         """The lines of every rule's firings in [low, high) (None: unbounded)."""
         parts = []
         for rule, frame in self._fired:
-            built = _is_lines(frame)
-            start, end = _rows_in(frame.get_column("ts"), low, high, built)
+            ts = frame.get_column("ts")
+            start = 0 if low is None else int(ts.search_sorted(low, "left"))
+            end = len(ts) if high is None else int(ts.search_sorted(high, "left"))
             if end > start:
-                part = frame.slice(start, end - start)
-                parts.append(part if built else alert_lines(part, rule, self._ctx))
+                parts.append(alert_lines(frame.slice(start, end - start), rule, self._ctx))
         return parts
 
 
-_ISO = "%Y-%m-%dT%H:%M:%SZ"  # `ts` of alert lines
-
-
-def _is_lines(frame: pl.DataFrame) -> bool:
-    return frame.schema == LINE_SCHEMA
-
-
-def _rows_in(
-    ts: pl.Series, low: dt.datetime | None, high: dt.datetime | None, as_text: bool
-) -> tuple[int, int]:
-    """The rows of sorted `ts` in [low, high) (None: unbounded); `as_text`: `ts` is ISO text."""
-
-    def row(edge: dt.datetime | None, default: int) -> int:
-        if edge is None:
-            return default
-        return int(ts.search_sorted(edge.strftime(_ISO) if as_text else edge, "left"))
-
-    return row(low, 0), row(high, len(ts))
-
-
-def _instants(frame: pl.DataFrame) -> pl.Series:
-    """The `ts` of a firing frame, or of alert lines as instants."""
-    ts = frame.get_column("ts")
-    return ts.str.to_datetime(_ISO, time_zone="UTC") if _is_lines(frame) else ts
+_ISO = "%Y-%m-%dT%H:%M:%SZ"  # `ts` of an alert
 
 
 def _ids(frame: pl.DataFrame, rule: Rule) -> pl.Series:
