@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from typing import Any, TextIO
 
 from monitor import __version__
 from monitor.errors import EX_CONFIG, EX_DATAERR, EX_IOERR, ConfigError, DataError, MonitorError
+
+EX_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 
 
 def _date(text: str) -> dt.date:
@@ -152,6 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MonitorError as exc:
         print(f"market-monitor: error: {exc}", file=sys.stderr)
         return EX_IOERR
+    except BrokenPipeError:
+        # The reader went away (`replay ... | head`): stop quietly, as cat or grep would, with
+        # SIGPIPE's status; stdout goes to /dev/null so that exiting does not flush into it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_PIPE
     except BaseExceptionGroup as group:
         # A component of the daemon failed for good (e.g. the outbox cannot be written): say
         # what, exit non-zero, and let systemd restart us. Anything else is a bug: re-raise.
@@ -284,7 +292,12 @@ def _write_lines(out: TextIO, lines: Any) -> None:
         out.write("".join(line + "\n" for line in lines.to_list()))
         return
     out.flush()
-    lines.to_frame().write_csv(buffer, include_header=False, quote_style="never")
+    try:
+        lines.to_frame().write_csv(buffer, include_header=False, quote_style="never")
+    except OSError as exc:  # polars says "Broken pipe (os error 32)", without an errno
+        if exc.errno == errno.EPIPE or "os error 32" in str(exc):
+            raise BrokenPipeError(errno.EPIPE, "broken pipe") from exc
+        raise
 
 
 def _demo(args: argparse.Namespace) -> int:

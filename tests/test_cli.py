@@ -65,6 +65,22 @@ def test_replay_with_short_interest_says_nothing_but_its_counts_on_stderr() -> N
     assert [ln for ln in res.stderr.splitlines() if "rows rejected" not in ln] == []
 
 
+def test_replay_into_a_reader_that_goes_away_stops_quietly() -> None:
+    """`replay ... | head -1`: when the reader closes the pipe, replay stops with SIGPIPE's
+    status (141, as cat or grep would) and no traceback."""
+    command = [sys.executable, "-m", "monitor", "replay", "--rules", str(RULES)]
+    with subprocess.Popen(
+        [*command, "--data", f"^RUT={RUT}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:  # (156 alerts, about 190 kB: more than a pipe holds)
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away after one line
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141, err
+    assert first.startswith(b'{"schema":"market-monitor.alert/1"')
+    assert "Traceback" not in err
+
+
 def test_demo_shows_the_july_2024_rally() -> None:
     """`demo` prints the July 2024 rally in words, with the history line."""
     res = run_cli("demo")
