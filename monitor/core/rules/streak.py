@@ -32,7 +32,7 @@ def condition(bars: pl.DataFrame, rule: StreakRule, ctx: RuleContext) -> pl.Data
     lowest = m.trailing_min(frame.get_column("ret1"), holds, rule.count)
     return select_keys(
         frame,
-        pl.col("streak") >= rule.count,
+        pl.lit(holds),
         [
             pl.col("streak"),
             total.alias("return"),
