@@ -298,7 +298,7 @@ class Engine:
             done = pending.filter(pl.col("session") <= last)
             self._pending_daily = pending.filter(pl.col("session") > last)
         if done.height:  # (pending bars are kept sorted and unique: `done` is too)
-            self.daily = done if self.daily.is_empty() else _upsert(self.daily, done, KEY)
+            self.daily = _upsert(self.daily, done, KEY, in_order=True)
         return done
 
     # -------------------------------------------------------------- evaluate

@@ -50,7 +50,7 @@ def run_lengths(hit: pl.Series, idx: pl.Series) -> pl.Series:
     a run never reaches back into the previous symbol."""
     hits = hit.fill_null(False).to_numpy()
     rows = np.arange(len(hits), dtype=np.int32)
-    marks = rows.copy()  # (few and small arrays, in place: fresh pages cost more than the sums)
+    marks = rows.copy()  # (few arrays, filled in place: fresh pages cost more than the sums)
     marks[hits] = -1
     first = hits & (idx.to_numpy() == 0)
     marks[first] = rows[first] - 1

@@ -197,13 +197,14 @@ def _plain(fired: pl.DataFrame) -> pl.DataFrame:
     exprs: list[pl.Expr] = []
     for name, dtype in fired.schema.items():
         col = pl.col(name)
+        values = fired.get_column(name)
         if name == "ts":
             exprs += [
-                _formatted(fired, name, _ISO).alias("ts"),
-                _formatted(fired, name, "%Y-%m-%dT%H:%M:%S+00:00").alias("ts_key"),
+                _formatted(col, values, _ISO).alias("ts"),
+                _formatted(col, values, "%Y-%m-%dT%H:%M:%S+00:00").alias("ts_key"),
             ]
         elif dtype == pl.Date:
-            exprs.append(_formatted(fired, name, "%Y-%m-%d").alias(name))
+            exprs.append(_formatted(col, values, "%Y-%m-%d").alias(name))
         elif dtype.is_float():
             exprs.append(pl.when(col.is_finite()).then(col).otherwise(None).alias(name))
         else:
@@ -211,10 +212,11 @@ def _plain(fired: pl.DataFrame) -> pl.DataFrame:
     return fired.select(exprs)
 
 
-def _formatted(frame: pl.DataFrame, name: str, form: str) -> pl.Expr:
-    """Column `name` (dates or instants) as text in `form`, through its distinct values."""
-    distinct = frame.get_column(name).drop_nulls().unique()
-    return pl.col(name).replace_strict(
+def _formatted(expr: pl.Expr, values: pl.Series, form: str) -> pl.Expr:
+    """`expr` (dates or instants, among `values`) as text in `form`: each distinct value is
+    formatted once and looked up."""
+    distinct = values.drop_nulls().unique()
+    return expr.replace_strict(
         distinct, distinct.dt.strftime(form), default=None, return_dtype=pl.String
     )
 
@@ -226,13 +228,11 @@ def _history(horizons: Sequence[int], frame: pl.DataFrame) -> list[pl.Expr | str
     digits and plain words only, so it needs no escaping). The line describes the middle one
     of the horizons with known outcomes (the first of two)."""
     dates = pl.col("prior_dates").fill_null(pl.lit([], dtype=pl.List(pl.Date)))
-    # Earlier sessions are a few hundred distinct dates: each is formatted once.
-    distinct = frame.get_column("prior_dates").explode().drop_nulls().unique()
-    quoted = distinct.dt.strftime('"%Y-%m-%d"')
+    earlier = frame.get_column("prior_dates").explode()
     listed = pl.lit("")  # (no earlier episode anywhere: a lookup of no dates keeps the dtype)
-    if distinct.len():
-        found = pl.element().replace_strict(distinct, quoted, return_dtype=pl.String)
-        listed = dates.list.eval(found).list.join(",")
+    if earlier.null_count() < earlier.len():
+        quoted = _formatted(pl.element(), earlier, '"%Y-%m-%d"')
+        listed = dates.list.eval(quoted).list.join(",")
     return [
         '{"prior_occurrences":',
         pl.col("prior_occurrences").fill_null(0).cast(pl.String),
