@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--to", dest="end", type=_date, metavar="DATE")
     r.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
     r.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
+    r.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="parse the data files even when the cache holds them as read before",
+    )
     r.add_argument("--batch-sessions", type=int, default=None, help=argparse.SUPPRESS)
     r.add_argument(
         "--report", metavar="FILE.html", help="also write an HTML report: charts, returns"
@@ -195,6 +201,7 @@ def load_rules(path: str | Path) -> object:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from monitor import datacache
     from monitor.calendar import warm_up
     from monitor.datafiles import parse_data_arg, read_many
 
@@ -202,19 +209,22 @@ def _replay(args: argparse.Namespace) -> int:
     # Without a cached session table, exchange-calendars (half a second to import) is needed:
     # import it while polars reads.
     warm = warm_up()
-    loaded = read_many(specs, adjusted=args.adjusted, end=args.end)
+    loaded = read_many(specs, adjusted=args.adjusted, end=args.end, cache=args.cache)
     if warm is not None:
         warm.join()
-    return _run_replay(
-        rules_path=args.rules,
-        bars=loaded.bars,
-        counts=loaded.counts,
-        short_interest=args.short_interest,
-        start=args.start,
-        fmt=args.format,
-        batch_sessions=args.batch_sessions,
-        report=args.report,
-    )
+    try:
+        return _run_replay(
+            rules_path=args.rules,
+            bars=loaded.bars,
+            counts=loaded.counts,
+            short_interest=args.short_interest,
+            start=args.start,
+            fmt=args.format,
+            batch_sessions=args.batch_sessions,
+            report=args.report,
+        )
+    finally:
+        datacache.flush()  # (a cache entry written while the rules ran)
 
 
 def _run_replay(

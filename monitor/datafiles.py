@@ -88,25 +88,25 @@ def read_many(
     adjusted: bool = False,
     start: date | None = None,
     end: date | None = None,
+    cache: bool = False,
 ) -> LoadedBars:
-    """Read several files into one set of bars; a (symbol, session) seen again is a duplicate."""
-    sources: list[_Source] = []
-    frames: list[pl.DataFrame] = []
+    """Read several files into one set of bars; a (symbol, session) seen again is a duplicate.
+    `cache`: take a large file as read before from the cache, and keep it there when it is not
+    (monitor.datacache)."""
+    read = _read_cached if cache else _read_file
+    files = [read(spec, adjusted, start, end) for spec in specs]
     rejections: list[Rejection] = []
     counts: dict[str, int] = {}
-    known_sorted = len(specs) == 1
-    for number, spec in enumerate(specs):
-        table = _read_table(spec.path)
-        frame, is_wide, sorted_unique, unsorted = _bars(table, spec, adjusted, start, end)
-        known_sorted = known_sorted and sorted_unique
-        if unsorted:
-            counts["unsorted"] = counts.get("unsorted", 0) + unsorted
-        frame = _reject_bad(table, frame, rejections, counts, close_only=is_wide)
-        sources.append(_Source(table.path, table.is_csv))
-        frames.append(frame.with_columns(pl.lit(number, pl.UInt32).alias("_file")))
+    for file in files:
+        rejections += file.rejections
+        for reason, n in file.counts.items():
+            counts[reason] = counts.get(reason, 0) + n
+    frames = [
+        f.frame.with_columns(pl.lit(i, pl.UInt32).alias("_file")) for i, f in enumerate(files)
+    ]
     bars = pl.concat(frames) if frames else _empty_work()
-    if not known_sorted:
-        bars = _drop_duplicates(sources, bars, rejections, counts)
+    if not (len(files) == 1 and files[0].sorted_unique):
+        bars = _drop_duplicates([f.source for f in files], bars, rejections, counts)
     bars = bars.select(pl.col(name).cast(dtype) for name, dtype in DAILY_SCHEMA.items())
     return LoadedBars(bars, rejections, counts)
 
@@ -140,6 +140,73 @@ class _Table(_Source):
     """A file as read: all strings for CSV, typed columns for Parquet."""
 
     frame: pl.DataFrame
+
+
+class _FileBars(msgspec.Struct):
+    """What one file gave: its accepted rows as a work frame (`_row`, symbol, session, OHLCV),
+    whether they are sorted and unique by (symbol, session), the rows rejected and the counts.
+    `close_only`: a wide file's (open, high and low are the close, volume is null)."""
+
+    source: _Source
+    frame: pl.DataFrame
+    close_only: bool
+    sorted_unique: bool
+    rejections: list[Rejection]
+    counts: dict[str, int]
+
+
+class _CacheInfo(msgspec.Struct):
+    """What a cache entry keeps beside the frame (the frame only `_row`, symbol, session and
+    close when `close_only`)."""
+
+    is_csv: bool
+    close_only: bool
+    sorted_unique: bool
+    rejections: list[Rejection]
+    counts: dict[str, int]
+
+
+def _read_file(spec: DataSpec, adjusted: bool, start: date | None, end: date | None) -> _FileBars:
+    table = _read_table(spec.path)
+    frame, is_wide, sorted_unique, unsorted = _bars(table, spec, adjusted, start, end)
+    rejections: list[Rejection] = []
+    counts = {"unsorted": unsorted} if unsorted else {}
+    frame = _reject_bad(table, frame, rejections, counts, close_only=is_wide)
+    frame = frame.select(pl.col(n).cast(t) for n, t in _WORK_SCHEMA.items())  # (as cached)
+    source = _Source(table.path, table.is_csv)
+    return _FileBars(source, frame, is_wide, sorted_unique, rejections, counts)
+
+
+def _read_cached(spec: DataSpec, adjusted: bool, start: date | None, end: date | None) -> _FileBars:
+    """`_read_file` through the cache."""
+    from monitor import datacache
+
+    options = {"symbol": spec.symbol, "adjusted": str(adjusted), "start": str(start)}
+    entry = datacache.entry_for(spec.path, {**options, "end": str(end)})
+    found = datacache.load(entry) if entry is not None else None
+    if found is not None:
+        frame, text = found
+        with contextlib.suppress(msgspec.DecodeError, pl.exceptions.PolarsError):
+            info = msgspec.json.decode(text, type=_CacheInfo)
+            if info.close_only:
+                frame = _close_only(frame)
+            frame = frame.select(pl.col(n).cast(t, strict=True) for n, t in _WORK_SCHEMA.items())
+            source = _Source(spec.path, info.is_csv)
+            return _FileBars(
+                source, frame, info.close_only, info.sorted_unique, info.rejections, info.counts
+            )
+    read = _read_file(spec, adjusted, start, end)
+    if entry is not None:
+        kept = (
+            read.frame.select("_row", "symbol", "session", "close")
+            if read.close_only
+            else read.frame
+        )
+        info = _CacheInfo(
+            read.source.is_csv, read.close_only, read.sorted_unique, read.rejections, read.counts
+        )
+        datacache.save(entry, kept, msgspec.json.encode(info).decode())
+    return read
 
 
 def _read_table(path: str) -> _Table:
@@ -388,8 +455,11 @@ def _wide_bars(
 # ---- validation -----------------------------------------------------------------------------
 
 
+_WORK_SCHEMA: dict[str, pl.DataType] = {"_row": pl.UInt32(), **DAILY_SCHEMA}
+
+
 def _empty_work() -> pl.DataFrame:
-    return pl.DataFrame(schema={"_row": pl.UInt32, "_file": pl.UInt32, **DAILY_SCHEMA})
+    return pl.DataFrame(schema={**_WORK_SCHEMA, "_file": pl.UInt32})
 
 
 def _reject_bad(
@@ -438,12 +508,16 @@ def _reject_bad(
             counts[why] = counts.get(why, 0) + 1
         work = work.filter(mask)
     if close_only:
-        c = pl.col("close")
-        null = pl.lit(None, pl.Float64)
-        return work.with_columns(open=c, high=c, low=c, volume=null)
+        return _close_only(work)
     return work.with_columns(
         pl.max_horizontal(o, h, c).alias("high"), pl.min_horizontal(o, lo, c).alias("low")
     )
+
+
+def _close_only(work: pl.DataFrame) -> pl.DataFrame:
+    """Bars of a wide file: open, high and low are the close, and there is no volume."""
+    c = pl.col("close")
+    return work.with_columns(open=c, high=c, low=c, volume=pl.lit(None, pl.Float64))
 
 
 def _drop_duplicates(
