@@ -28,6 +28,16 @@ def rule_frame(bars: pl.DataFrame, rule: Rule) -> pl.DataFrame:
     return bars.filter(pl.col("symbol").is_in(rule.symbols))
 
 
+def per_symbol(rule: Rule) -> bool:
+    """Whether the rule's firings on a symbol depend on that symbol's bars alone (so a universe
+    can be evaluated a piece of symbols at a time); breadth, movers and rotation compare
+    symbols."""
+    return kind_of(rule) in PER_SYMBOL
+
+
+PER_SYMBOL = {"streak", "surge", "squeeze", "drawdown", "fade"}
+
+
 def firings(
     bars: pl.DataFrame,
     rule: Rule,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from monitor.cli import load_rules
 from monitor.core.model import decode_alert, encode_alert
+from monitor.core.payload import decode_lines
 from monitor.core.sessions import Sessions
 from monitor.datafiles import DataSpec, read_many
-from monitor.replay import build_engine, replay
+from monitor.replay import build_engine, replay, replay_steps
 from tests.conftest import DEMO, RULES
 
 
@@ -91,3 +93,40 @@ def test_deferred_payloads_in_small_chunks_equal_the_eager_lines(
     assert step.lines.height == pl.concat(lines(False, None)).height
     with pytest.raises(RuntimeError, match="already read"):
         list(step.line_chunks())
+
+
+def test_a_universe_evaluated_in_pieces_equals_it_whole(
+    sessions: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-symbol rules over a universe cut into pieces of a few hundred bars give the alerts
+    (ids, order, history) and the progress of one pass over it whole; breadth, movers and
+    rotation, which compare symbols, still see every symbol."""
+    from monitor.core import engine as engine_module
+    from monitor.short_interest_io import read_short_interest
+    from tests.conftest import SHORT_INTEREST, SQUEEZE
+
+    rules_path = tmp_path / "rules.toml"
+    everyone = RULES.read_text().replace('symbols = ["^RUT", "IWM"]', "universe = true")
+    rules_path.write_text(everyone)
+    rules = load_rules(rules_path)
+    bars = pl.concat([history(), read_many([DataSpec(str(SQUEEZE))]).bars]).sort(
+        "symbol", "session"
+    )
+    si = read_short_interest(SHORT_INTEREST)
+
+    def run() -> tuple[pl.DataFrame, dict[str, list[object]]]:
+        engine = build_engine(rules, sessions, short_interest=si, rule_threads=2)  # type: ignore[arg-type]
+        engine.track_progress = True
+        lines = pl.concat([step.lines for step in replay_steps(engine, bars, batch_sessions=300)])
+        return lines, {k: list(v) for k, v in engine.progress.items()}
+
+    whole = run()
+    monkeypatch.setattr(engine_module, "PIECE_ROWS", 400)
+    assert len(engine_module._pieces(bars, 400)) > 5
+    pieces = run()
+    assert whole[0].height > 100
+    assert {"streak", "surge", "squeeze", "drawdown", "fade"} <= set(
+        a.kind for a in decode_lines(whole[0])
+    )
+    assert pieces[0].equals(whole[0])
+    assert pieces[1] == whole[1]
