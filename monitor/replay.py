@@ -61,20 +61,27 @@ def replay_steps(
     `deferred`: as `Engine.advance`'s (read each Step's lines before the next Step)."""
     if bars.is_empty():
         return
-    sessions = bars.get_column("session").unique().sort()
-    size = batch_sessions or len(sessions)
-    for i in range(0, len(sessions), size):
-        chunk = sessions[i : i + size]
-        whole = len(chunk) == len(sessions)  # one batch: no copy of the whole history
-        part = bars if whole else bars.filter(pl.col("session").is_between(chunk[0], chunk[-1]))
+    for part, last in _batches(bars, batch_sessions):
         batch = FeedBatch.empty(feed)
         batch.daily_bars = part
         engine.ingest(batch)
-        last = chunk[-1]
-        now = engine.sessions.close_of(last) if engine.sessions.is_session(last) else None
-        if now is None:
+        if not engine.sessions.is_session(last):
             continue
-        yield engine.advance(now, deferred=deferred)
+        yield engine.advance(engine.sessions.close_of(last), deferred=deferred)
+
+
+def _batches(bars: pl.DataFrame, size: int | None) -> Iterator[tuple[pl.DataFrame, dt.date]]:
+    """`bars` (not empty) in batches of `size` sessions (None: all in one), with each batch's
+    last date. One batch is `bars` itself: no copy, and no distinct dates of millions of bars."""
+    column = bars.get_column("session")
+    if not size:
+        last: dt.date = column.max()  # type: ignore[assignment]
+        yield bars, last
+        return
+    sessions = column.unique().sort()
+    for i in range(0, len(sessions), size):
+        chunk = sessions[i : i + size]
+        yield bars.filter(pl.col("session").is_between(chunk[0], chunk[-1])), chunk[-1]
 
 
 def emit_after_for(sessions: Sessions, start: dt.date | None) -> dt.datetime | None:

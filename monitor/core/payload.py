@@ -75,10 +75,10 @@ def alert_lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFra
 
 class LineChunks:
     """Alert lines of firing frames (each sorted by `ts`, with its rule), built and yielded in
-    chunks of about ROWS firings in time order: all firings at one instant in one chunk, each
-    chunk passed through `new` (an engine's: drops ids already emitted, sorts) in order. Two
-    chunks are built at a time (polars releases the GIL; the ids' hashing of one overlaps the
-    other's polars work). Iterated once only: `new` records the ids it passes."""
+    chunks of at most about ROWS firings in time order: all firings at one instant in one
+    chunk, each chunk passed through `new` (an engine's: drops ids already emitted, sorts) in
+    order. Two chunks are built at a time (polars releases the GIL; the ids' hashing of one
+    overlaps the other's polars work). Iterated once only: `new` records the ids it passes."""
 
     ROWS = 40_000  # (below PARALLEL_ROWS: a chunk is one thread's work)
 
@@ -100,7 +100,11 @@ class LineChunks:
         if not self._fired:
             return
         instants = pl.concat([frame.get_column("ts") for _, frame in self._fired]).sort()
-        every = list(range(self.ROWS, len(instants), self.ROWS))
+        # An even number of chunks of about equal size: the last two are built side by side,
+        # not the last one alone.
+        pairs = -(-len(instants) // (2 * self.ROWS))
+        size = -(-len(instants) // (2 * pairs))
+        every = list(range(size, len(instants), size))
         bounds = instants.gather(every).unique().to_list()
         spans = list(zip([None, *bounds], [*bounds, None], strict=True))
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="chunks") as pool:
