@@ -98,27 +98,46 @@ def drawdown(high: pl.Expr) -> pl.Expr:
 
 
 def prior_larger(
-    values: np.ndarray, starts: np.ndarray, positions: np.ndarray, block: int = 16
+    values: np.ndarray, starts: np.ndarray, positions: np.ndarray, block: int = 8
 ) -> np.ndarray:
     """For each position, the position of the most recent earlier row of the same group with a
     strictly larger value, or -1. `starts[i]` is the first position of `positions[i]`'s group.
+    A NaN value (a missing one) is never larger, and a NaN target finds nothing.
 
-    Vectorised over all positions at once, in three moves of at most `block` rows or a few
-    table look-ups each, however far back the answer lies: (1) the rows before the position in
-    its own block of `block` rows; (2) the nearest earlier block whose maximum is larger, found
-    by halving jumps over a table of block maxima (the maximum of 1, 2, 4, ... blocks from each);
-    (3) the latest larger row in that block. A block holding the group's first row may also hold
-    rows of the group before: rows before `starts` never count. `block` is a power of two.
-    A NaN value (a missing one) is never larger, and a NaN target finds nothing."""
+    Only rows above the smallest target can be an answer (for a surge, the rows where the
+    return is past the rule's threshold: a few percent of a universe's history), so the search
+    runs over those alone, with the bounds moved to their positions."""
     positions = np.asarray(positions, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
     found = np.full(len(positions), -1, dtype=np.int64)
-    if not len(positions):
-        return found
-    last = positions - 1  # the latest earlier row
     target = values[positions]
+    asked = np.flatnonzero(~np.isnan(target))
+    if not asked.size:
+        return found
+    rows = np.flatnonzero(values > target[asked].min())  # (NaN: never)
+    if not rows.size:
+        return found
+    first = np.searchsorted(rows, starts[asked], side="left")
+    last = np.searchsorted(rows, positions[asked], side="left") - 1  # before the position
+    hit = _latest_larger(values[rows], first, last, target[asked], block)
+    found[asked] = np.where(hit >= 0, rows[np.maximum(hit, 0)], -1)
+    return found
+
+
+def _latest_larger(
+    values: np.ndarray, starts: np.ndarray, last: np.ndarray, target: np.ndarray, block: int
+) -> np.ndarray:
+    """Per query, the latest row in [starts, last] with a value above its target, or -1 (an
+    empty range when last < starts).
+
+    Vectorised over all queries at once, in three moves of at most `block` rows or a few table
+    look-ups each, however far back the answer lies: (1) the rows up to `last` in its block of
+    `block` rows; (2) the nearest earlier block whose maximum is larger, found by halving jumps
+    over a table of block maxima (the maximum of 1, 2, 4, ... blocks from each); (3) the latest
+    larger row in that block. A block holding a range's first row may also hold rows before it:
+    rows before `starts` never count. `block` is a power of two."""
     found = _latest_in_block(values, np.maximum(last, 0) // block, block, starts, last, target)
-    # Whole blocks left to search: those after the group's first block and before last's.
+    # Whole blocks left to search: those after the range's first block and before last's.
     todo = np.flatnonzero((found < 0) & ((last // block) * block > starts))
     if not todo.size:
         return found
