@@ -63,12 +63,25 @@ def trailing_min(values: pl.Series, where: pl.Series, span: int) -> pl.Series:
     """The minimum of the last `span` values (the row's included) at rows where `where` holds,
     null elsewhere; those rows must have `span` values of their own symbol (as where a run
     of at least `span` periods holds). Gathered at those rows only."""
-    if where.is_empty():
-        return values.clear()
     rows = where.fill_null(False).arg_true()
     lowest = pl.select(pl.min_horizontal([values.gather(rows - k) for k in range(span)]))
-    out = pl.Series(values.name, [None], dtype=values.dtype).extend_constant(None, len(where) - 1)
-    return out.scatter(rows, lowest.to_series())
+    return _at_rows(values, rows, lowest.to_series(), len(where))
+
+
+def trailing_return(close: pl.Series, where: pl.Series, span: int) -> pl.Series:
+    """`window_return(span)` at rows where `where` holds, null elsewhere; those rows must have
+    `span` earlier periods of their own symbol. Computed at those rows only."""
+    rows = where.fill_null(False).arg_true()
+    value = close.gather(rows) / close.gather(rows - span) - 1.0
+    return _at_rows(close, rows, value, len(where))
+
+
+def _at_rows(like: pl.Series, rows: pl.Series, values: pl.Series, length: int) -> pl.Series:
+    """A column of `length` nulls (named and typed as `like`) with `values` at `rows`."""
+    if not length:
+        return like.clear()
+    out = pl.Series(like.name, [None], dtype=like.dtype).extend_constant(None, length - 1)
+    return out.scatter(rows, values)
 
 
 def volume_ratio(window: int) -> pl.Expr:

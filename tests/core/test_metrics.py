@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.core.metrics import prior_larger, run_lengths, trailing_min
+from monitor.core.metrics import prior_larger, run_lengths, trailing_min, trailing_return
 
 # Groups of values: small integers so that ties and runs are common; None is a missing value.
 GROUPS = st.lists(
@@ -73,3 +73,19 @@ def test_trailing_min_where_the_window_is_the_symbols_own(
     got = trailing_min(pl.Series(numbers), pl.Series(where), span).to_list()
     for row, (wanted, value) in enumerate(zip(where, got, strict=True)):
         assert value == (min(numbers[row - span + 1 : row + 1]) if wanted else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(GROUPS, st.integers(1, 5))
+def test_trailing_return_where_the_window_is_the_symbols_own(
+    groups: list[list[int | None]], span: int
+) -> None:
+    values, _, idx = _flat(groups)
+    closes = [1.5 if v is None else float(v) + 1.0 for v in values]
+    where = [bool(i >= span and v is not None and v > 1) for v, i in zip(values, idx, strict=True)]
+    got = trailing_return(pl.Series(closes), pl.Series(where), span).to_list()
+    for row, (wanted, value) in enumerate(zip(where, got, strict=True)):
+        assert value == (closes[row] / closes[row - span] - 1.0 if wanted else None)
+    assert trailing_return(
+        pl.Series([], dtype=pl.Float64), pl.Series([], dtype=pl.Boolean), 2
+    ).is_empty()

@@ -27,15 +27,15 @@ def condition(bars: pl.DataFrame, rule: StreakRule, ctx: RuleContext) -> pl.Data
     universe's history costs several times as much."""
     up = bars.select(pl.col("ret1") > rule.min_return).to_series()
     frame = bars.with_columns(m.run_lengths(up, bars.get_column("idx")).alias("streak"))
-    total = pl.col("close") / m.back(pl.col("close"), rule.count) - 1.0
     holds = frame.select(pl.col("streak") >= rule.count).to_series()
+    total = m.trailing_return(frame.get_column("close"), holds, rule.count)
     lowest = m.trailing_min(frame.get_column("ret1"), holds, rule.count)
     return select_keys(
         frame,
         pl.lit(holds),
         [
             pl.col("streak"),
-            total.alias("return"),
+            pl.lit(total).alias("return"),
             pl.lit(lowest).alias("min_period_return"),
             pl.col("close"),
         ],
