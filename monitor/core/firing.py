@@ -124,7 +124,5 @@ def _cooldown(fired: pl.DataFrame, periods: int) -> pl.DataFrame:
 def _largest_since(at: _Positions, fired: pl.DataFrame, column: str) -> pl.DataFrame:
     """Add `largest_since`: the session of the most recent earlier period of the same symbol whose
     `column` was larger than at the firing (null when it is the largest in the loaded history)."""
-    # Nulls as NaN (never larger), filled by polars: the array then comes without a copy.
-    values = at.cond.get_column(column).fill_null(np.nan).to_numpy()
-    found = prior_larger(values, at.pos - at.idx, at.pos)
+    found = prior_larger(at.cond.get_column(column), at.pos - at.idx, at.pos)
     return fired.with_columns(at.gather("session", found).alias("largest_since"))

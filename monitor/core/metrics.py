@@ -111,28 +111,33 @@ def drawdown(high: pl.Expr) -> pl.Expr:
 
 
 def prior_larger(
-    values: np.ndarray, starts: np.ndarray, positions: np.ndarray, block: int = 8
+    values: pl.Series, starts: np.ndarray, positions: np.ndarray, block: int = 8
 ) -> np.ndarray:
     """For each position, the position of the most recent earlier row of the same group with a
     strictly larger value, or -1. `starts[i]` is the first position of `positions[i]`'s group.
-    A NaN value (a missing one) is never larger, and a NaN target finds nothing.
+    A missing value (null or NaN) is never larger, and a missing target finds nothing.
 
     Only rows above the smallest target can be an answer (for a surge, the rows where the
     return is past the rule's threshold: a few percent of a universe's history), so the search
-    runs over those alone, with the bounds moved to their positions."""
+    runs over those alone, with the bounds moved to their positions: the column itself is
+    neither copied nor converted."""
     positions = np.asarray(positions, dtype=np.int64)
     starts = np.asarray(starts, dtype=np.int64)
     found = np.full(len(positions), -1, dtype=np.int64)
-    target = values[positions]
+    if not len(positions):
+        return found
+    target = values.gather(positions).cast(pl.Float64).to_numpy()  # (null: NaN)
     asked = np.flatnonzero(~np.isnan(target))
     if not asked.size:
         return found
-    rows = np.flatnonzero(values > target[asked].min())  # (NaN: never)
+    larger = (values > target[asked].min()) & values.is_not_nan()  # (NaN: above all in polars)
+    rows = larger.fill_null(False).arg_true().to_numpy().astype(np.int64)
     if not rows.size:
         return found
     first = np.searchsorted(rows, starts[asked], side="left")
     last = np.searchsorted(rows, positions[asked], side="left") - 1  # before the position
-    hit = _latest_larger(values[rows], first, last, target[asked], block)
+    candidates = values.gather(rows).cast(pl.Float64).to_numpy()
+    hit = _latest_larger(candidates, first, last, target[asked], block)
     found[asked] = np.where(hit >= 0, rows[np.maximum(hit, 0)], -1)
     return found
 

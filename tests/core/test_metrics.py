@@ -34,12 +34,13 @@ def test_prior_larger_is_the_latest_larger_earlier_row_of_the_group(
     groups: list[list[int | None]], block: int, data: st.DataObject
 ) -> None:
     values, starts, _ = _flat(groups)
-    missing = data.draw(st.sampled_from([np.nan, -np.inf]))  # how a missing value comes in
-    array = np.array([missing if v is None else float(v) for v in values])
+    missing = data.draw(st.sampled_from([None, np.nan, -np.inf]))  # how a missing one comes in
+    column = pl.Series([missing if v is None else float(v) for v in values], dtype=pl.Float64)
+    array = column.to_numpy()  # (null: NaN, never larger, as NaN is)
     positions = np.array(
         sorted(data.draw(st.sets(st.integers(0, len(values) - 1)))), dtype=np.int64
     )
-    got = prior_larger(array, starts[positions], positions, block=block)
+    got = prior_larger(column, starts[positions], positions, block=block)
     for p, found in zip(positions, got, strict=True):
         earlier = [j for j in range(starts[p], p) if array[j] > array[p]]  # (NaN: False)
         assert found == (earlier[-1] if earlier else -1)
