@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import math
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -497,8 +498,9 @@ def _joined(fired: list[pl.DataFrame]) -> pl.DataFrame:
 
 def _bad_bar(bars: pl.DataFrame) -> pl.Expr:
     prices = [pl.col(c) for c in PRICE_COLS]
-    # (NaN sorts above every number in polars, so `> 0` alone would let it through.)
-    good = pl.all_horizontal([(p > 0) & p.is_finite() for p in prices]).fill_null(False)
+    # Finite and positive. (NaN sorts above every number in polars: `> 0` alone would let it
+    # through, `< inf` does not; one comparison cheaper than `is_finite`.)
+    good = pl.all_horizontal([(p > 0) & (p < math.inf) for p in prices]).fill_null(False)
     bad = ~good
     bad = bad | (pl.col("high") < pl.col("low")) | pl.col("symbol").is_null()
     bad = bad | pl.col("session").is_null() | (pl.col("volume") < 0).fill_null(False)

@@ -130,3 +130,34 @@ def test_a_universe_evaluated_in_pieces_equals_it_whole(
     )
     assert pieces[0].equals(whole[0])
     assert pieces[1] == whole[1]
+
+
+def test_bad_daily_bars_are_rejected_by_the_engine(sessions: Sessions) -> None:
+    """Bars given to the engine directly (not read from a file) with a NaN, infinite, zero,
+    negative or missing price, high below low, negative volume or a date that is no session
+    are rejected as values and counted; the good bar is kept."""
+    from monitor.core.engine import Engine
+    from monitor.core.model import DAILY_SCHEMA
+    from monitor.core.rules.spec import RulesFile
+
+    nan, inf = float("nan"), float("inf")
+    rows = [  # symbol, session, open, high, low, close, volume
+        ("OK", dt.date(2024, 7, 15), 1.0, 2.0, 0.5, 1.5, 10.0),
+        ("A", dt.date(2024, 7, 15), 1.0, 2.0, 0.5, nan, 10.0),
+        ("B", dt.date(2024, 7, 15), 1.0, inf, 0.5, 1.5, 10.0),
+        ("C", dt.date(2024, 7, 15), 0.0, 2.0, 0.5, 1.5, 10.0),
+        ("D", dt.date(2024, 7, 15), 1.0, 2.0, -0.5, 1.5, 10.0),
+        ("E", dt.date(2024, 7, 15), 1.0, 2.0, 0.5, None, 10.0),
+        ("F", dt.date(2024, 7, 15), 1.0, 0.4, 0.5, 1.5, 10.0),
+        ("G", dt.date(2024, 7, 15), 1.0, 2.0, 0.5, 1.5, -1.0),
+        ("H", dt.date(2024, 7, 15), -inf, 2.0, 0.5, 1.5, 10.0),
+        ("I", dt.date(2024, 7, 14), 1.0, 2.0, 0.5, 1.5, 10.0),  # a Sunday
+    ]
+    engine = Engine(RulesFile(), sessions)
+    rejected = engine.ingest_daily(pl.DataFrame(rows, schema=DAILY_SCHEMA, orient="row"))
+    assert [(r.reason, r.symbol) for r in rejected] == [
+        *[("bad_bar", s) for s in "ABCDEFGH"],
+        ("not_a_session", "I"),
+    ]
+    step = engine.advance(dt.datetime(2024, 7, 15, 21, tzinfo=dt.UTC))
+    assert step.daily_bars["symbol"].to_list() == ["OK"]
