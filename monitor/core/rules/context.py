@@ -76,7 +76,8 @@ def fixed_expr(
     sign = pl.when(n < 0).then(pl.lit("-")).otherwise(pl.lit("+" if signed else ""))
     parts = [sign, whole]
     if decimals:
-        parts += [pl.lit("."), (size % 10**decimals).cast(pl.String).str.zfill(decimals)]
+        frac = (size % 10**decimals).cast(pl.String)
+        parts += [pl.lit("."), frac.str.zfill(decimals) if decimals > 1 else frac]
     if suffix:
         parts.append(pl.lit(suffix))
     return pl.concat_str(parts).fill_null("n/a")

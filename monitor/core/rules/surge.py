@@ -32,7 +32,8 @@ def words(rule: SurgeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     name, w = ctx.name_expr(), rule.window
     since, first = pl.col("largest_since"), pl.col("history_start")
     span, period = f"{w}-{unit(rule.timeframe)}", f" in {w} {unit(rule.timeframe, w)}"
-    title = text_expr(name, " ", pct_expr(pl.col("return"), signed=True), period)
+    signed = pct_expr(pl.col("return"), signed=True)  # (formatted once for both)
+    title = text_expr(name, " ", signed, period)
     on_record = (
         pl.when(first.is_not_null()).then(text_expr(" (since ", first, ")")).otherwise(pl.lit(""))
     )
@@ -41,5 +42,5 @@ def words(rule: SurgeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
         .then(text_expr(f", its largest {span} gain since ", since))
         .otherwise(text_expr(f", its largest {span} gain on record", on_record))
     )
-    text = text_expr(name, " rose ", pct_expr(pl.col("return")), period, tail, ".")
+    text = text_expr(name, " rose ", signed.str.strip_prefix("+"), period, tail, ".")
     return title, text
