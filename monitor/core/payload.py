@@ -301,8 +301,8 @@ def _picked(horizons: Sequence[int], timeframe: str) -> list[pl.Expr]:
 
 
 def _summary(dates: pl.Expr, horizons: Sequence[int]) -> pl.Expr:
-    """The history line over the `_picked` columns."""
-    count = dates.list.len()
+    """The history line over the `_picked` columns (the common head built once)."""
+    count = pl.col("prior_occurrences").fill_null(0)  # (the length of `dates`)
     times = pl.when(count == 1).then(pl.lit("time")).otherwise(pl.lit("times"))
     head = text_expr(
         count.cast(pl.String),
@@ -312,18 +312,19 @@ def _summary(dates: pl.Expr, horizons: Sequence[int]) -> pl.Expr:
         dates.list.first().dt.year().cast(pl.String),
     )
     first = pl.lit("First time in the loaded history.")
-    unknown = text_expr(head, "; too recent to say what followed.")
+    unknown = pl.lit("; too recent to say what followed.")
     if not horizons:
-        return pl.when(count == 0).then(first).otherwise(unknown)
+        return pl.when(count == 0).then(first).otherwise(text_expr(head, unknown))
     n = pl.col("pick_n")
     ups = (pl.col("pick_up").fill_null(0.0) * n).round(0, mode="half_to_even").cast(pl.Int64)
     what = text_expr(
-        head, "; over the next ", pl.col("pick_span"), ", ",
+        "; over the next ", pl.col("pick_span"), ", ",
         pct_expr(pl.col("pick_mean"), signed=True), " on average (median ",
         pct_expr(pl.col("pick_median"), signed=True), "), ", ups.cast(pl.String), " of ",
         n.cast(pl.String), " up.",
     )  # fmt: skip
-    return pl.when(count == 0).then(first).when(n.is_not_null()).then(what).otherwise(unknown)
+    tail = pl.when(n.is_not_null()).then(what).otherwise(unknown)
+    return pl.when(count == 0).then(first).otherwise(text_expr(head, tail))
 
 
 def feed_health_alert(kind: str, feed: str, at: dt.datetime, gap_s: float | None) -> Alert:
