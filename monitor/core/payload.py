@@ -150,40 +150,67 @@ def _ids(frame: pl.DataFrame, rule: Rule) -> pl.Series:
 def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> pl.DataFrame:
     """`alert_lines` of a `_plain` frame (`variant`: whether metrics carry the variant).
 
-    The fields that hold free text (the symbol, the words, the metrics) go through polars' JSON
-    writer as one struct, whose braces are then dropped; the rest is assembled around it from
-    parts that need no escaping: hex ids, ISO dates, and numbers printed as that writer prints
-    them (a float cast to text is written the same way). The history block is built so: it is
+    The fields that hold free text (the symbol, the words) go through polars' JSON writer as one
+    struct with the metrics, whose braces are then dropped, when any of them needs escaping;
+    else only the metrics do. The rest is assembled around them from parts that need no
+    escaping: hex ids, ISO dates, and numbers printed as that writer prints them (a float cast
+    to text is written the same way). The history block is built so: it is
     most of an alert, and the writer took about three times as long over its nested lists (only
     each horizon's flat object goes through it). Every part goes into one `concat_str`."""
     family = FAMILIES[kind_of(rule)]
     metrics = [pl.col(c) for c in frame.columns if c not in _INTERNAL and not _STAT.match(c)]
     if variant:
         metrics.append(pl.col("variant"))
-    frame = frame.with_columns(_ids(frame, rule))
+    title, text = family.words(rule, ctx)
+    frame = frame.with_columns(_ids(frame, rule), title.alias("_title"), text.alias("_text"))
     if rule.horizons:
         frame = frame.with_columns(_picked(rule.horizons, rule.timeframe))
-    title, text = family.words(rule, ctx)
-    fields = pl.struct(
-        pl.col("symbol"),
-        pl.lit(rule.timeframe).alias("timeframe"),
-        pl.col("session"),
-        pl.col("ts"),
-        pl.lit(rule.severity or family.SEVERITY).alias("severity"),
-        title.alias("title"),
-        text.alias("text"),
-        pl.struct(metrics).alias("metrics"),
-    ).struct.json_encode()
+    severity = rule.severity or family.SEVERITY
+    if _plain_text(frame, ["symbol", "session", "ts", "_title", "_text"]):
+        # Nothing to escape: the text fields are written as they are, quoted (what the JSON
+        # writer gives for them, without its pass over every character).
+        fields = text_expr(
+            '"symbol":"', pl.col("symbol"),
+            f'","timeframe":{_text(rule.timeframe)},"session":"', pl.col("session"),
+            '","ts":"', pl.col("ts"),
+            f'","severity":{_text(severity)},"title":"', pl.col("_title"),
+            '","text":"', pl.col("_text"),
+            '","metrics":', pl.struct(metrics).struct.json_encode(),
+        )  # fmt: skip
+    else:
+        fields = pl.struct(
+            pl.col("symbol"),
+            pl.lit(rule.timeframe).alias("timeframe"),
+            pl.col("session"),
+            pl.col("ts"),
+            pl.lit(severity).alias("severity"),
+            pl.col("_title").alias("title"),
+            pl.col("_text").alias("text"),
+            pl.struct(metrics).alias("metrics"),
+        ).struct.json_encode()
+        fields = fields.str.slice(1).str.head(-1)  # (views into the same text: no copy)
     json = text_expr(
         f'{{"schema":{_text(ALERT_SCHEMA)},"id":"',
         pl.col("id"),
         f'","rule":{_text(rule.id)},"kind":{_text(kind_of(rule))},',
-        fields.str.slice(1).str.head(-1),  # (views into the same text: no copy)
+        fields,
         ',"history":',
         *_history(rule.horizons, frame),
         "}",
     )
     return frame.select("ts", pl.lit(rule.id).alias("rule"), "symbol", "id", json.alias("json"))
+
+
+def _plain_text(frame: pl.DataFrame, columns: list[str]) -> bool:
+    """Whether the text columns hold no null and nothing JSON escapes (a quote, a backslash, a
+    control character): then each is its own JSON string body."""
+    special = r'[\x00-\x1f"\\]'
+    found = frame.select(
+        pl.any_horizontal(
+            pl.col(c).is_null() | pl.col(c).str.contains(special) for c in columns
+        ).any()
+    ).item()
+    return not found
 
 
 def _text(value: str) -> str:

@@ -96,16 +96,13 @@ min_return = 0.10
 """
 
 
-def test_alert_lines_are_alert_payloads() -> None:
-    """Each line decodes to an Alert whose own encoding is the line (names and words included,
-    quotes, backslashes and non-ASCII text escaped as JSON wants)."""
-    rule = parse_rules(RULES).rules[0]
-    ctx = RuleContext(names={"ABC": 'Abc "Q" Corp\\é'})
+def _fired(symbols: list[str]) -> pl.DataFrame:
+    """Two surge firings (of `symbols`) with history, as `firing.firings` makes them."""
     ts = dt.datetime(2024, 7, 16, 20, tzinfo=dt.UTC)
-    fired = pl.DataFrame(
+    return pl.DataFrame(
         {
             "pos": [7, 9],
-            "symbol": ["ABC", 'X"Y'],
+            "symbol": symbols,
             "session": [dt.date(2024, 7, 16)] * 2,
             "ts": [ts, ts],
             "idx": [7, 9],
@@ -125,7 +122,14 @@ def test_alert_lines_are_alert_payloads() -> None:
             },
         }
     )
-    lines = alert_lines(fired, rule, ctx)
+
+
+def test_alert_lines_are_alert_payloads() -> None:
+    """Each line decodes to an Alert whose own encoding is the line (names and words included,
+    quotes, backslashes and non-ASCII text escaped as JSON wants)."""
+    rule = parse_rules(RULES).rules[0]
+    ctx = RuleContext(names={"ABC": 'Abc "Q" Corp\\é'})
+    lines = alert_lines(_fired(["ABC", 'X"Y']), rule, ctx)
     alerts = decode_lines(lines)
     assert [a.id for a in alerts] == lines.get_column("id").to_list()
     for alert, line in zip(alerts, lines.get_column("json"), strict=True):
@@ -145,6 +149,31 @@ def test_alert_lines_are_alert_payloads() -> None:
     assert [s.periods for s in abc.history.forward] == [5, 21, 63]
     assert xyz.text.endswith("its largest 5-session gain on record (since 2024-07-01).")
     assert xyz.history is not None and xyz.history.summary == "First time in the loaded history."
+
+
+@pytest.mark.parametrize(
+    ("name", "plain"),
+    [("Abc Corp é/ü <&> 'x' ~", True), ("Tab\tCorp", False), ('Q"', False), ("B\\S", False)],
+)
+def test_words_without_escapes_are_written_as_the_json_writer_writes_them(
+    monkeypatch: pytest.MonkeyPatch, name: str, plain: bool
+) -> None:
+    """Text fields with nothing to escape are written as they are; the lines equal those the
+    JSON writer makes, and text with a control character, quote or backslash goes through the
+    writer (and decodes back to itself)."""
+    import monitor.core.payload as payload
+
+    rule = parse_rules(RULES).rules[0]
+    ctx = RuleContext(names={"ABC": name})
+    fired = _fired(["ABC", "XY.Z"])
+    seen: list[bool] = []
+    check = payload._plain_text
+    monkeypatch.setattr(payload, "_plain_text", lambda *a: seen.append(check(*a)) or seen[-1])
+    lines = alert_lines(fired, rule, ctx)
+    monkeypatch.setattr(payload, "_plain_text", lambda *a: False)
+    assert lines.equals(alert_lines(fired, rule, ctx))
+    assert seen == [plain]
+    assert decode_lines(lines)[0].title.startswith(name + " ")
 
 
 def test_large_frames_built_in_two_halves_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
