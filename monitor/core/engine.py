@@ -325,16 +325,17 @@ class Engine:
         pieces = _pieces(base, PIECE_ROWS)
         local = [r for r in rules if firing.per_symbol(r)] if len(pieces) > 1 else []
         whole = [r for r in rules if r not in local]
-        everything = self._derived(base, timeframe) if whole else None
-        tasks: list[tuple[list[Rule], pl.DataFrame | None]] = []
-        tasks += [(local, piece) for piece in pieces] if local else []
-        tasks += [([rule], everything) for rule in whole]
+        # A task: rules, and the bars they run over (a piece still to derive, or all derived).
+        tasks: list[tuple[list[Rule], pl.DataFrame, bool]] = []
+        if local:
+            tasks += [(local, piece, True) for piece in pieces]
+        if whole:
+            everything = self._derived(base, timeframe)
+            tasks += [([rule], everything, False) for rule in whole]
 
-        def evaluate(task: tuple[list[Rule], pl.DataFrame | None]) -> list[_Evaluated]:
-            mine, bars = task
-            if bars is None:
-                return []
-            if bars is not everything:
+        def evaluate(task: tuple[list[Rule], pl.DataFrame, bool]) -> list[_Evaluated]:
+            mine, bars, piece = task
+            if piece:
                 bars = self._derived(bars, timeframe)
             done = []
             for rule in mine:
