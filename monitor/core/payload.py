@@ -150,13 +150,12 @@ def _ids(frame: pl.DataFrame, rule: Rule) -> pl.Series:
 def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> pl.DataFrame:
     """`alert_lines` of a `_plain` frame (`variant`: whether metrics carry the variant).
 
-    The fields that hold free text (the symbol, the words) go through polars' JSON writer as one
-    struct with the metrics, whose braces are then dropped, when any of them needs escaping;
-    else only the metrics do. The rest is assembled around them from parts that need no
-    escaping: hex ids, ISO dates, and numbers printed as that writer prints them (a float cast
-    to text is written the same way). The history block is built so: it is
-    most of an alert, and the writer took about three times as long over its nested lists (only
-    each horizon's flat object goes through it). Every part goes into one `concat_str`."""
+    The metrics, and text fields that need escaping, go through polars' JSON writer; the rest
+    is assembled around them from parts that need none: hex ids, ISO dates, words without
+    quotes, backslashes or control characters, and numbers printed as that writer prints them
+    (a float cast to text is written the same way). The history block is built so: it is most
+    of an alert, and the writer took about three times as long over its nested lists (only each
+    horizon's flat object goes through it). Every part goes into one `concat_str`."""
     family = FAMILIES[kind_of(rule)]
     metrics = [pl.col(c) for c in frame.columns if c not in _INTERNAL and not _STAT.match(c)]
     if variant:
@@ -165,30 +164,19 @@ def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
     frame = frame.with_columns(_ids(frame, rule), title.alias("_title"), text.alias("_text"))
     if rule.horizons:
         frame = frame.with_columns(_picked(rule.horizons, rule.timeframe))
-    severity = rule.severity or family.SEVERITY
-    if _plain_text(frame, ["symbol", "session", "ts", "_title", "_text"]):
-        # Nothing to escape: the text fields are written as they are, quoted (what the JSON
-        # writer gives for them, without its pass over every character).
-        fields = text_expr(
-            '"symbol":"', pl.col("symbol"),
-            f'","timeframe":{_text(rule.timeframe)},"session":"', pl.col("session"),
-            '","ts":"', pl.col("ts"),
-            f'","severity":{_text(severity)},"title":"', pl.col("_title"),
-            '","text":"', pl.col("_text"),
-            '","metrics":', pl.struct(metrics).struct.json_encode(),
-        )  # fmt: skip
-    else:
-        fields = pl.struct(
-            pl.col("symbol"),
-            pl.lit(rule.timeframe).alias("timeframe"),
-            pl.col("session"),
-            pl.col("ts"),
-            pl.lit(severity).alias("severity"),
-            pl.col("_title").alias("title"),
-            pl.col("_text").alias("text"),
-            pl.struct(metrics).alias("metrics"),
-        ).struct.json_encode()
-        fields = fields.str.slice(1).str.head(-1)  # (views into the same text: no copy)
+    # Text fields with nothing to escape (checked for the whole frame) are written quoted as
+    # they are, else through the JSON writer: it would pass over every character of them.
+    string = (
+        _quoted if _plain_text(frame, ["symbol", "session", "ts", "_title", "_text"]) else _json
+    )
+    fields = text_expr(
+        '"symbol":', *string("symbol"),
+        f',"timeframe":{_text(rule.timeframe)},"session":', *string("session"),
+        ',"ts":', *string("ts"),
+        f',"severity":{_text(rule.severity or family.SEVERITY)},"title":', *string("_title"),
+        ',"text":', *string("_text"),
+        ',"metrics":', pl.struct(metrics).struct.json_encode(),
+    )  # fmt: skip
     json = text_expr(
         f'{{"schema":{_text(ALERT_SCHEMA)},"id":"',
         pl.col("id"),
@@ -199,6 +187,17 @@ def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
         "}",
     )
     return frame.select("ts", pl.lit(rule.id).alias("rule"), "symbol", "id", json.alias("json"))
+
+
+def _quoted(column: str) -> list[pl.Expr | str]:
+    """A text column as JSON strings, when nothing in it needs escaping."""
+    return ['"', pl.col(column), '"']
+
+
+def _json(column: str) -> list[pl.Expr | str]:
+    """A text column as JSON strings (or null) by the JSON writer: `{"v":...}` less the key."""
+    encoded = pl.struct(pl.col(column).alias("v")).struct.json_encode()
+    return [encoded.str.slice(5).str.head(-1)]  # (views into the same text: no copy)
 
 
 def _plain_text(frame: pl.DataFrame, columns: list[str]) -> bool:
