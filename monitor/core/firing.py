@@ -30,12 +30,8 @@ def rule_frame(bars: pl.DataFrame, rule: Rule) -> pl.DataFrame:
 
 def per_symbol(rule: Rule) -> bool:
     """Whether the rule's firings on a symbol depend on that symbol's bars alone (so a universe
-    can be evaluated a piece of symbols at a time); breadth, movers and rotation compare
-    symbols."""
-    return kind_of(rule) in PER_SYMBOL
-
-
-PER_SYMBOL = {"streak", "surge", "squeeze", "drawdown", "fade"}
+    can be evaluated a piece of symbols at a time): its family's `PER_SYMBOL`."""
+    return bool(FAMILIES[kind_of(rule)].PER_SYMBOL)
 
 
 def firings(

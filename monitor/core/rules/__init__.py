@@ -4,7 +4,9 @@
   holds (`cond`) plus the metric columns, vectorised over the universe;
 - `words(rule, ctx) -> (title, text)`: words for people, with the numbers, as polars string
   expressions over the firing frame (dates already YYYY-MM-DD text; see monitor/core/payload.py);
-- `SEVERITY`: the default severity.
+- `SEVERITY`: the default severity;
+- `PER_SYMBOL`: whether a symbol's firings depend on its own bars alone (the engine may then
+  evaluate a universe a piece of symbols at a time).
 
 The engine turns conditions into episodes (fire when the condition turns true), applies cooldowns,
 and attaches history.

@@ -16,6 +16,7 @@ from monitor.core.rules.context import (
 from monitor.core.rules.spec import BreadthRule
 
 SEVERITY = "notice"
+PER_SYMBOL = False  # it compares symbols
 
 
 def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.DataFrame:

@@ -21,6 +21,7 @@ from monitor.core.rules.context import (
 from monitor.core.rules.spec import DrawdownRule
 
 SEVERITY = "notice"
+PER_SYMBOL = True  # a symbol's firings depend on its own bars alone
 
 
 def condition(bars: pl.DataFrame, rule: DrawdownRule, ctx: RuleContext) -> pl.DataFrame:

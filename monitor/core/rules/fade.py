@@ -17,6 +17,7 @@ from monitor.core.rules.context import (
 from monitor.core.rules.spec import FadeRule
 
 SEVERITY = "notice"
+PER_SYMBOL = True  # a symbol's firings depend on its own bars alone
 
 
 def condition(bars: pl.DataFrame, rule: FadeRule, ctx: RuleContext) -> pl.DataFrame:

@@ -20,6 +20,7 @@ from monitor.core.rules.context import (
 from monitor.core.rules.spec import SqueezeRule
 
 SEVERITY = "warning"
+PER_SYMBOL = True  # a symbol's firings depend on its own bars alone
 
 
 def condition(bars: pl.DataFrame, rule: SqueezeRule, ctx: RuleContext) -> pl.DataFrame:

@@ -15,6 +15,7 @@ from monitor.core.rules.context import (
 from monitor.core.rules.spec import SurgeRule
 
 SEVERITY = "warning"
+PER_SYMBOL = True  # a symbol's firings depend on its own bars alone
 LARGEST_SINCE_OF = "return"  # the engine fills `largest_since` from this column's history
 
 
