@@ -70,7 +70,10 @@ def load(entry: Path) -> tuple[pl.DataFrame, str] | None:
 
 def save(entry: Path, frame: pl.DataFrame, info: str) -> None:
     """Write an entry in the background (atomically: a reader sees no entry or all of it), then
-    evict the least recently used past MAX_BYTES. Failures only mean no entry."""
+    evict the least recently used past MAX_BYTES. Failures only mean no entry; so does a frame
+    of more than half of MAX_BYTES in memory (it would push out everything else, or itself)."""
+    if frame.estimated_size() > MAX_BYTES // 2:
+        return
     thread = threading.Thread(target=_write, args=(entry, frame, info), name="datacache-save")
     _pending.append(thread)
     thread.start()

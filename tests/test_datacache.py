@@ -140,6 +140,18 @@ def test_an_unwritable_cache_costs_only_the_parse(
     assert not (blocker / "cache").exists()
 
 
+def test_a_file_too_large_for_the_cache_is_not_kept(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bars of more than half the cache's size are not written (they would push out every
+    other entry, or themselves); the file is still read."""
+    path = tmp_path / "wide.csv"
+    path.write_text(WIDE)
+    monkeypatch.setattr(datacache, "MAX_BYTES", 64)
+    assert read(path).bars.height == 4
+    assert not (cache / "data").exists()
+
+
 def test_small_files_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Below MIN_BYTES a parse is cheaper than an entry: none is made."""
     monkeypatch.setenv("MARKET_MONITOR_CACHE_DIR", str(tmp_path / "cache"))
