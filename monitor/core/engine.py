@@ -107,7 +107,8 @@ class Engine:
         self.daily: pl.DataFrame = empty(DAILY_SCHEMA)
         self.minutes: pl.DataFrame = empty(MINUTE_SCHEMA)
         self._pending_daily: pl.DataFrame = empty(DAILY_SCHEMA)
-        self.fired: set[str] = set()
+        self._fired: set[str] = set()
+        self._pending_ids: list[pl.Series] = []  # emitted, not yet in `_fired` (see `fired`)
         self.watermarks: dict[str, dt.datetime] = {}
         if emit_after is not None:
             self.watermarks = {tf: emit_after for tf in ("1m", "1d", "1w")}
@@ -373,9 +374,13 @@ class Engine:
             return empty(LINE_SCHEMA)
         both = pl.concat(lines) if len(lines) > 1 else lines[0]
         ids = both.get_column("id")
-        if not self.fired:  # (replay's one step: no loop over every id)
+        # A replay's chunks are checked by polars, without a loop over their ids; past a few
+        # pending columns (many small steps, as the daemon makes) the set takes over.
+        if not self._fired and len(self._pending_ids) < 16:
             keep = ids.is_first_distinct()
-            self.fired.update(ids.to_list())
+            if self._pending_ids:
+                keep = keep & ~ids.is_in(pl.concat(self._pending_ids).implode())
+            self._pending_ids.append(ids.filter(keep))
         else:
             fired, new = self.fired, []
             for alert_id in ids.to_list():
@@ -385,6 +390,16 @@ class Engine:
         if not keep.all():
             both = both.filter(keep)
         return both.sort("ts", "rule", "symbol", "id")
+
+    @property
+    def fired(self) -> set[str]:
+        """The ids of every alert emitted (or restored). Until something asks, ids emitted into
+        an empty set stay polars columns: a replay's hundreds of thousands never become Python
+        strings."""
+        for ids in self._pending_ids:
+            self._fired.update(ids.to_list())
+        self._pending_ids.clear()
+        return self._fired
 
     def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:
         """Closed bars of a timeframe for rule evaluation: symbol, session, ts (bar close), OHLCV,
@@ -458,7 +473,7 @@ class Engine:
 
     def restore(self, state: EngineState) -> None:
         """Continue from a snapshot: already-emitted alerts are not emitted again."""
-        self.fired |= set(state.fired)
+        self.fired.update(state.fired)
         for tf, ts in state.watermarks.items():
             if tf not in self.watermarks or ts > self.watermarks[tf]:
                 self.watermarks[tf] = ts
