@@ -7,12 +7,12 @@ made of each file of at least MIN_BYTES: the accepted bars as Parquet (about 0.0
 with the rejected rows and counts in the file's metadata.
 
 An entry is named by a digest of the file's path (as given and resolved), size, modification
-time and inode, the reading options, FORMAT and the source of the modules that read files: a
-file changed in place, read another way or by other code, gets another entry. Entries live in
-`<cache_dir>/data/` (see `monitor.calendar.cache_dir`); past MAX_BYTES the least recently used
-go. An entry that cannot be read is a miss (and is written again); a cache that cannot be
-written is skipped: neither costs more than the parse. Entries are written in a background
-thread (`flush` waits for them).
+time and inode, the reading options and the source of the modules that read files and keep
+them (this one included): a file changed in place, read another way or by other code, gets
+another entry. Entries live in `<cache_dir>/data/` (see `monitor.calendar.cache_dir`); past
+MAX_BYTES the least recently used go. An entry that cannot be read is a miss (and is written
+again); a cache that cannot be written is skipped: neither costs more than the parse. Entries
+are written in a background thread (`flush` waits for them).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -31,7 +32,6 @@ import polars as pl
 
 from monitor.calendar import cache_dir
 
-FORMAT = 1
 MIN_BYTES = 1 << 20  # smaller files parse in milliseconds
 MAX_BYTES = 2 << 30
 _KEY = "market-monitor.datacache"  # the Parquet metadata key holding an entry's info
@@ -51,7 +51,7 @@ def entry_for(path: str, options: dict[str, str | None]) -> Path | None:
         return None
     if stat.st_size < MIN_BYTES:
         return None
-    key = [FORMAT, _readers(), path, real, stat.st_size, stat.st_mtime_ns, stat.st_ino, options]
+    key = [_readers(), path, real, stat.st_size, stat.st_mtime_ns, stat.st_ino, options]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return where / "data" / f"{Path(real).stem[:40]}-{digest}.parquet"
 
@@ -128,10 +128,11 @@ def _evict(folder: Path, now: float | None = None) -> None:
 
 @functools.cache
 def _readers() -> str:
-    """A digest of the code that turns files into bars: an entry made by other code is a miss."""
+    """A digest of the code that turns files into bars and keeps them: an entry made by other
+    code (another parse, another layout) is a miss."""
     from monitor import csvfiles, datafiles
 
     digest = hashlib.sha256()
-    for module in (datafiles, csvfiles):
+    for module in (datafiles, csvfiles, sys.modules[__name__]):
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()

@@ -181,8 +181,13 @@ def _read_cached(spec: DataSpec, adjusted: bool, start: date | None, end: date |
     """`_read_file` through the cache."""
     from monitor import datacache
 
-    options = {"symbol": spec.symbol, "adjusted": str(adjusted), "start": str(start)}
-    entry = datacache.entry_for(spec.path, {**options, "end": str(end)})
+    options = {
+        "symbol": spec.symbol,
+        "adjusted": str(adjusted),
+        "start": str(start),
+        "end": str(end),
+    }
+    entry = datacache.entry_for(spec.path, options)
     found = datacache.load(entry) if entry is not None else None
     if found is not None:
         frame, text = found
