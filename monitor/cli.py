@@ -44,7 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--short-interest", metavar="PATH")
     r.add_argument("--from", dest="start", type=_date, metavar="DATE")
     r.add_argument("--to", dest="end", type=_date, metavar="DATE")
-    r.add_argument("--format", choices=["jsonl", "table"], default="jsonl")
+    r.add_argument(
+        "--format",
+        choices=["jsonl", "table", "summary"],
+        default="jsonl",
+        help="jsonl: an alert per line; table: alerts for people; summary: per rule, its "
+        "alerts and what followed them, without the alerts",
+    )
     r.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
     r.add_argument(
         "--no-cache",
@@ -252,7 +258,7 @@ def _run_replay(
 
     from monitor.calendar import nyse_sessions
     from monitor.core.rules.spec import RulesFile
-    from monitor.replay import build_engine, emit_after_for, replay_steps, table
+    from monitor.replay import Summary, build_engine, emit_after_for, replay_steps, table
     from monitor.short_interest_io import read_short_interest
 
     rules = load_rules(rules_path)
@@ -273,21 +279,28 @@ def _run_replay(
     )
     out = sys.stdout
     alerts = []
+    tally = Summary(engine.rules)
     # jsonl alone: payloads are built a chunk at a time, each written while the next is built.
-    stream = fmt == "jsonl" and not report
+    # A summary without a report builds none: it is made of the firings.
+    deferred = not report and fmt != "table"
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         written: Future[None] | None = None
-        for step in replay_steps(engine, bars, batch_sessions=batch_sessions, deferred=stream):
+        for step in replay_steps(engine, bars, batch_sessions=batch_sessions, deferred=deferred):
             for chunk in step.line_chunks() if fmt == "jsonl" else ():
                 if written is not None:
                     written.result()
                 written = writer.submit(_write_lines, out, chunk.get_column("json"))
             if fmt == "table" or report:
                 alerts += step.alerts
+            if fmt == "summary":
+                tally.add(step)
         if written is not None:
             written.result()
     if fmt == "table":
         out.write(table(alerts))
+    elif fmt == "summary":
+        symbols = bars.get_column("symbol").n_unique()
+        out.write(tally.text(symbols, first, last))
     out.flush()
     if report:
         from monitor.web.report import report_html

@@ -14,7 +14,8 @@ import polars as pl
 
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch
-from monitor.core.rules.spec import RulesFile, SqueezeRule
+from monitor.core.rules.context import pct, unit
+from monitor.core.rules.spec import Rule, RulesFile, SqueezeRule, kind_of
 from monitor.core.sessions import Sessions
 from monitor.core.short_interest import prepare
 
@@ -108,3 +109,69 @@ def table(alerts: list[Alert]) -> str:
         lines.append("")
     lines.append(f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}.")
     return "\n".join(lines) + "\n"
+
+
+class Summary:
+    """What a replay's rules did over the whole history, for `--format summary`: per rule, how
+    many alerts on how many symbols, the first and last, and what followed them, the forward
+    return over each horizon taken over every alert whose horizon the history covers (the
+    numbers each alert's `history` block gives for the alerts before it)."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = rules
+        self._parts: dict[str, list[pl.DataFrame]] = {r.id: [] for r in rules}
+
+    def add(self, step: Step) -> None:
+        """Count a step's firings (what its alerts are made of)."""
+        for rule, fired in step.firings:
+            if fired.height:
+                forward = [f"fwd_{h}" for h in rule.horizons]
+                self._parts[rule.id].append(fired.select("symbol", "session", *forward))
+
+    def text(self, symbols: int, first: dt.date, last: dt.date) -> str:
+        """The summary for people: a block per rule, in the rules file's order."""
+        total = sum(p.height for parts in self._parts.values() for p in parts)
+        rules = f"{len(self.rules)} rule{'s' if len(self.rules) != 1 else ''}"
+        lines = [
+            f"Replay of {rules} over {symbols:,} symbol{'s' if symbols != 1 else ''}, "
+            f"{first} to {last}: {total:,} alert{'s' if total != 1 else ''}.",
+        ]
+        for rule in self.rules:
+            lines += ["", *self._block(rule)]
+        return "\n".join(lines) + "\n"
+
+    def _block(self, rule: Rule) -> list[str]:
+        parts = self._parts[rule.id]
+        head = f"{rule.id} ({kind_of(rule)}, {rule.timeframe})"
+        if not parts:
+            return [f"{head}: no alerts"]
+        fired = pl.concat(parts)
+        n, symbols, first, last = fired.select(
+            pl.len(),
+            pl.col("symbol").n_unique(),
+            pl.col("session").min().alias("first"),
+            pl.col("session").max().alias("last"),
+        ).row(0)
+        lines = [
+            f"{head}: {n:,} alert{'s' if n != 1 else ''} on {symbols:,} "
+            f"symbol{'s' if symbols != 1 else ''}, {first} to {last}",
+        ]
+        if not rule.horizons:
+            return lines
+        lines.append(f"    {'what followed':18}{'alerts':>9}{'mean':>9}{'median':>9}{'up':>6}"
+                     f"{'worst':>9}{'best':>9}")  # fmt: skip
+        for h in rule.horizons:
+            values = pl.col(f"fwd_{h}")
+            known = fired.select(values.filter(values.is_finite()))
+            count, mean, median, up, worst, best = known.select(
+                pl.len(), values.mean().alias("mean"), values.median().alias("median"),
+                values.gt(0).mean().alias("up"), values.min().alias("worst"),
+                values.max().alias("best"),
+            ).row(0)  # fmt: skip
+            share = "n/a" if up is None else f"{round(100 * up):d}%"
+            mean, median, worst, best = (pct(x, signed=True) for x in (mean, median, worst, best))
+            span = f"{h} {unit(rule.timeframe, h)}"
+            lines.append(
+                f"    {span:18}{count:>9,}{mean:>9}{median:>9}{share:>6}{worst:>9}{best:>9}"
+            )
+        return lines

@@ -42,7 +42,13 @@ class Step:
 
     From `advance(now, deferred=True)` the payloads are not built yet: `line_chunks()` builds
     and yields them in order, a chunk of about `LineChunks.ROWS` at a time (or `lines` builds
-    them all at once), and either does so once only."""
+    them all at once), and either does so once only.
+
+    `firings` holds each rule's firing frame (`monitor.core.firing.firings`: a row per firing
+    in time order, with its metrics and history), what the lines are made of. Its rows are the
+    alerts before their ids are checked against those already emitted, which only drops an
+    alert of a step that re-evaluates periods seen before (a correction, a restored engine):
+    in a replay, the same as the alerts."""
 
     def __init__(
         self,
@@ -50,11 +56,13 @@ class Step:
         minute_bars: pl.DataFrame,
         daily_bars: pl.DataFrame,
         rejections: list[Rejection],
+        firings: list[tuple[Rule, pl.DataFrame]] | None = None,
     ) -> None:
         self._lines = lines
         self.minute_bars = minute_bars
         self.daily_bars = daily_bars
         self.rejections = rejections
+        self.firings = firings or []
 
     @functools.cached_property
     def lines(self) -> pl.DataFrame:
@@ -257,14 +265,16 @@ class Engine:
             self.minutes = _add_minutes(self.minutes, minute_bars, self._minute_history)
         parts: list[tuple[Rule, pl.DataFrame]] = []
         if minute_bars.height:
-            parts += self._evaluate("1m", now, deferred)
+            parts += self._evaluate("1m", now)
         if new_daily.height:
-            parts += self._evaluate("1d", now, deferred)
+            parts += self._evaluate("1d", now)
             if any(r.timeframe == "1w" for r in self.rules):
-                parts += self._evaluate("1w", now, deferred)
+                parts += self._evaluate("1w", now)
         if deferred:
-            return Step(LineChunks(parts, self.ctx, self._new), minute_bars, new_daily, [])
-        return Step(self._new([lines for _, lines in parts]), minute_bars, new_daily, [])
+            lines: pl.DataFrame | LineChunks = LineChunks(parts, self.ctx, self._new)
+        else:
+            lines = self._new([alert_lines(fired, rule, self.ctx) for rule, fired in parts])
+        return Step(lines, minute_bars, new_daily, [], parts)
 
     def evaluates(self, now: dt.datetime, batch: FeedBatch | None = None) -> bool:
         """Whether `advance(now)` after ingesting `batch` may evaluate rules over the history:
@@ -306,11 +316,9 @@ class Engine:
         return done
 
     # -------------------------------------------------------------- evaluate
-    def _evaluate(
-        self, timeframe: str, now: dt.datetime, deferred: bool = False
-    ) -> list[tuple[Rule, pl.DataFrame]]:
-        """Alert lines of every rule of `timeframe` for the periods closed since the last call
-        (`deferred`: its firings, whose lines are not built yet), with the rule."""
+    def _evaluate(self, timeframe: str, now: dt.datetime) -> list[tuple[Rule, pl.DataFrame]]:
+        """The firings of every rule of `timeframe` in the periods closed since the last call,
+        with the rule."""
         rules = [r for r in self.rules if r.timeframe == timeframe]
         if not rules:  # e.g. minute bars closing while every rule is daily
             return []
@@ -361,8 +369,7 @@ class Engine:
             if self.track_progress:
                 tracked = [p for e in mine for p in e.progress or []]
                 self.progress[rule.id] = sorted(tracked, key=lambda p: (p.symbol, p.variant))
-            fired = _joined([e.fired for e in mine])
-            out.append((rule, fired if deferred else alert_lines(fired, rule, self.ctx)))
+            out.append((rule, _joined([e.fired for e in mine])))
         self.watermarks[timeframe] = max(e.latest for e in results)
         return out
 
