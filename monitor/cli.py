@@ -40,16 +40,32 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="run the rules over history and print every alert")
     r.add_argument("--rules", required=True, help="rules TOML file")
-    r.add_argument("--data", action="append", required=True, metavar="[SYMBOL=]PATH")
-    r.add_argument("--short-interest", metavar="PATH")
-    r.add_argument("--from", dest="start", type=_date, metavar="DATE")
-    r.add_argument("--to", dest="end", type=_date, metavar="DATE")
+    r.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[SYMBOL=]PATH",
+        help="daily bars, CSV or Parquet (repeatable); SYMBOL= names a file of one symbol",
+    )
+    r.add_argument(
+        "--short-interest",
+        metavar="PATH",
+        help="short interest CSV (symbol, short_interest_date, percent_of_float) for squeezes",
+    )
+    r.add_argument(
+        "--from",
+        dest="start",
+        type=_date,
+        metavar="DATE",
+        help="print alerts from this session on (earlier history still counts)",
+    )
+    r.add_argument("--to", dest="end", type=_date, metavar="DATE", help="stop at this session")
     r.add_argument(
         "--format",
         choices=["jsonl", "table", "summary"],
         default="jsonl",
-        help="jsonl: an alert per line; table: alerts for people; summary: per rule, its "
-        "alerts and what followed them, without the alerts",
+        help="jsonl: an alert per line; table: alerts for people; summary: per rule, how many "
+        "alerts and what followed them, printing no alert",
     )
     r.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
     r.add_argument(
@@ -300,7 +316,7 @@ def _run_replay(
         out.write(table(alerts))
     elif fmt == "summary":
         symbols = bars.get_column("symbol").n_unique()
-        out.write(tally.text(symbols, first, last))
+        out.write(tally.text(symbols, first, last, start))
     out.flush()
     if report:
         from monitor.web.report import report_html

@@ -113,9 +113,9 @@ def table(alerts: list[Alert]) -> str:
 
 class Summary:
     """What a replay's rules did over the whole history, for `--format summary`: per rule, how
-    many alerts on how many symbols, the first and last, and what followed them, the forward
-    return over each horizon taken over every alert whose horizon the history covers (the
-    numbers each alert's `history` block gives for the alerts before it)."""
+    many alerts on how many symbols, the first and last, and what followed them: over each
+    horizon, the forward return from every alert whose horizon the history covers (the returns
+    the alerts' `history` blocks are made of, taken over all of a rule's alerts together)."""
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = rules
@@ -128,13 +128,16 @@ class Summary:
                 forward = [f"fwd_{h}" for h in rule.horizons]
                 self._parts[rule.id].append(fired.select("symbol", "session", *forward))
 
-    def text(self, symbols: int, first: dt.date, last: dt.date) -> str:
-        """The summary for people: a block per rule, in the rules file's order."""
+    def text(
+        self, symbols: int, first: dt.date, last: dt.date, start: dt.date | None = None
+    ) -> str:
+        """The summary for people: a block per rule, in the rules file's order. `first` and
+        `last` are the history's sessions, `start` the `--from` date alerts are counted from."""
         total = sum(p.height for parts in self._parts.values() for p in parts)
-        rules = f"{len(self.rules)} rule{'s' if len(self.rules) != 1 else ''}"
+        since = f", alerts from {start}" if start is not None else ""
         lines = [
-            f"Replay of {rules} over {symbols:,} symbol{'s' if symbols != 1 else ''}, "
-            f"{first} to {last}: {total:,} alert{'s' if total != 1 else ''}.",
+            f"Replay of {_count(len(self.rules), 'rule')} over {_count(symbols, 'symbol')}, "
+            f"{first} to {last}{since}: {_count(total, 'alert')}.",
         ]
         for rule in self.rules:
             lines += ["", *self._block(rule)]
@@ -152,10 +155,7 @@ class Summary:
             pl.col("session").min().alias("first"),
             pl.col("session").max().alias("last"),
         ).row(0)
-        lines = [
-            f"{head}: {n:,} alert{'s' if n != 1 else ''} on {symbols:,} "
-            f"symbol{'s' if symbols != 1 else ''}, {first} to {last}",
-        ]
+        lines = [f"{head}: {_count(n, 'alert')} on {_count(symbols, 'symbol')}, {first} to {last}"]
         if not rule.horizons:
             return lines
         lines.append(f"    {'what followed':18}{'alerts':>9}{'mean':>9}{'median':>9}{'up':>6}"
@@ -175,3 +175,8 @@ class Summary:
                 f"    {span:18}{count:>9,}{mean:>9}{median:>9}{share:>6}{worst:>9}{best:>9}"
             )
         return lines
+
+
+def _count(n: int, word: str) -> str:
+    """`1 alert`, `2 alerts`, `17,060 symbols`."""
+    return f"{n:,} {word}{'s' if n != 1 else ''}"

@@ -57,14 +57,18 @@ def universe_rules(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("batches", [[], ["--batch-sessions", "7"]], ids=["one", "batches"])
-def test_summary_counts_the_alerts_jsonl_prints(tmp_path: Path, batches: list[str]) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--batch-sessions", "7"], ["--from", "2021-01-04"]],
+    ids=["one", "batches", "from"],
+)
+def test_summary_counts_the_alerts_jsonl_prints(tmp_path: Path, options: list[str]) -> None:
     """Every rule over the squeeze file with short interest: per rule, the summary's count of
     alerts, of symbols, and its first and last session are those of the jsonl alerts (fed as
-    one batch and a week at a time); a rule without alerts says so."""
+    one batch, a week at a time, and printed from a date on); a rule without alerts says so."""
     args = [
         "replay", "--rules", str(universe_rules(tmp_path)), "--data", str(SQUEEZE),
-        "--short-interest", str(SHORT_INTEREST), *batches,
+        "--short-interest", str(SHORT_INTEREST), *options,
     ]  # fmt: skip
     jsonl = run_cli(*args)
     summary = run_cli(*args, "--format", "summary")
@@ -76,7 +80,9 @@ def test_summary_counts_the_alerts_jsonl_prints(tmp_path: Path, batches: list[st
     blocks = parse(summary.stdout)
     ids = re.findall(r'^id = "([^"]+)"', RULES.read_text(), flags=re.M)
     assert list(blocks) == ids  # every rule, in the file's order
-    assert f": {len(alerts):,} alerts." in summary.stdout.splitlines()[0]
+    head = summary.stdout.splitlines()[0]
+    assert head.endswith(f": {len(alerts):,} alerts.")
+    assert ("alerts from 2021-01-04" in head) == ("--from" in options)
     assert len(by_rule) >= 4  # (a test of several families, not of one)
     for rule, block in blocks.items():
         mine = by_rule.get(rule, [])
