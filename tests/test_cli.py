@@ -100,8 +100,15 @@ def test_demo_rules_are_the_shipped_config() -> None:
 @pytest.mark.parametrize(
     ("rules", "message"),
     [
-        ('[[rules]]\nid = "x"\nkind = "nope"\nsymbols = ["A"]\n', "rules[0].kind: Invalid value"),
+        (
+            '[[rules]]\nid = "x"\nkind = "nope"\nsymbols = ["A"]\n',
+            "rules[0].kind: Invalid value 'nope'; a rule's kind is one of streak, surge, squeeze,",
+        ),
         ('[[rules]]\nid = "x"\nkind = "streak"\nsymbols = ["A"]\nbogus = 1\n', "unknown field"),
+        (
+            '[[rules]]\nid = "x"\nkind = "surge"\nuniverse = true\nwindw = 5\n',
+            "rules[0]: Object contains unknown field `windw`; did you mean `window`?",
+        ),
         ('[[rules]]\nid = "x"\nkind = "streak"\nsymbols = ["A"]\ncount = "5"\n', "rules[0].count"),
         ('[[rules]]\nid = "x"\nkind = "surge"\nsymbols = ["A"]\nwindow = 0\n', "rules[0].window"),
         ('[[rules]]\nid = "x"\nkind = "streak"\n', "rules[0].symbols"),

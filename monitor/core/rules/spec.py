@@ -7,8 +7,9 @@ Parameter names are a contract shared by config, alert payloads and logs. Return
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -142,7 +143,7 @@ def parse_rules(text: bytes | str) -> RulesFile:
     try:
         parsed = msgspec.toml.decode(text, type=RulesFile)
     except msgspec.ValidationError as exc:
-        raise RuleError(_field_message(str(exc))) from None
+        raise RuleError(_field_message(str(exc)) + _did_you_mean(text, str(exc))) from None
     except msgspec.DecodeError as exc:
         raise RuleError(f"not valid TOML: {exc}") from None
     except UnicodeDecodeError:
@@ -184,8 +185,29 @@ def _field_message(text: str) -> str:
     # msgspec says "Expected `int`, got `str` - at `$.rules[0].count`": lead with the path.
     if " - at `$." in text:
         message, _, path = text.partition(" - at `$.")
-        return f"{path.rstrip('`')}: {message}"
+        path = path.rstrip("`")
+        if path.endswith(".kind"):  # (msgspec says only "Invalid value 'sturge'")
+            message += f"; a rule's kind is one of {', '.join(KINDS)}"
+        return f"{path}: {message}"
     return text
+
+
+def _did_you_mean(text: bytes | str, error: str) -> str:
+    """For a misspelt parameter of a rule ("unknown field `windw`"), the nearest of its kind's
+    parameters ("; did you mean `window`?"), else nothing."""
+    found = re.search(r"unknown field `([^`]+)` - at `\$\.rules\[(\d+)\]`$", error)
+    if found is None:
+        return ""
+    try:
+        raw: Any = msgspec.toml.decode(text)
+        kind = raw["rules"][int(found[2])]["kind"]
+    except (msgspec.DecodeError, LookupError, TypeError, ValueError):
+        return ""
+    for cls in get_args(Rule):
+        if cls.__struct_config__.tag == kind:
+            close = difflib.get_close_matches(found[1], cls.__struct_fields__, n=1)
+            return f"; did you mean `{close[0]}`?" if close else ""
+    return ""
 
 
 def kind_of(rule: Rule) -> str:
