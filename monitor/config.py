@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from monitor.core.fields import field_message
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR__"
@@ -175,7 +176,7 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {field_path(str(exc))}") from None
+        raise ConfigError(f"{path}: {field_message(str(exc), Config, raw)}") from None
     for i, feed in enumerate(config.feeds):
         if feed.kind in ("mqtt", "websocket") and not feed.url:
             raise ConfigError(f"{path}: feeds[{i}].url: required for a {feed.kind} feed")
@@ -275,11 +276,3 @@ def _scalar(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-
-
-def field_path(text: str) -> str:
-    """msgspec's "Expected `int`, got `str` - at `$.redis.maxlen`" led by its field path."""
-    if " - at `$." in text:
-        message, _, path = text.partition(" - at `$.")
-        return f"{path.rstrip('`')}: {message}"
-    return text

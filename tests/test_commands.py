@@ -170,7 +170,7 @@ def test_bad_daemon_config_exits_78_naming_the_field(tmp_path: Path) -> None:
     bad.write_text('[[feeds]]\nkind = "mqtt"\nurl = "mqtt://x"\ntopic = "a"\n')
     res = cli("run", "--config", str(bad))
     assert res.returncode == 78
-    assert "feeds[0]: Object contains unknown field `topic`" in res.stderr
+    assert "feeds[0]: Object contains unknown field `topic`; did you mean `topics`?" in res.stderr
     assert "Traceback" not in res.stderr
 
 

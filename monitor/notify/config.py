@@ -19,7 +19,8 @@ from urllib.parse import urlencode
 import msgspec
 from msgspec import Meta
 
-from monitor.config import Base, Secret, field_path, read_toml, secret
+from monitor.config import Base, Secret, read_toml, secret
+from monitor.core.fields import field_message
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"
@@ -202,7 +203,7 @@ def parse(
     try:
         config = msgspec.convert(raw, NotifyConfig)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: {field_path(str(exc))}") from None
+        raise ConfigError(f"{where}: {field_message(str(exc), NotifyConfig, raw)}") from None
     try:
         check(config, environ)
     except ConfigError as exc:

@@ -6,14 +6,15 @@ Parameter names are a contract shared by config, alert payloads and logs. Return
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import difflib
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
+from monitor.core.fields import field_message
 from monitor.core.model import Severity
 
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -143,7 +144,7 @@ def parse_rules(text: bytes | str) -> RulesFile:
     try:
         parsed = msgspec.toml.decode(text, type=RulesFile)
     except msgspec.ValidationError as exc:
-        raise RuleError(_field_message(str(exc)) + _did_you_mean(text, str(exc))) from None
+        raise RuleError(_invalid(text, str(exc))) from None
     except msgspec.DecodeError as exc:
         raise RuleError(f"not valid TOML: {exc}") from None
     except UnicodeDecodeError:
@@ -181,33 +182,15 @@ def _check_targets(rule: Rule, where: str) -> None:
         raise RuleError(f"{where}.symbols: give symbols = [...] or universe = true")
 
 
-def _field_message(text: str) -> str:
-    # msgspec says "Expected `int`, got `str` - at `$.rules[0].count`": lead with the path.
-    if " - at `$." in text:
-        message, _, path = text.partition(" - at `$.")
-        path = path.rstrip("`")
-        if path.endswith(".kind"):  # (msgspec says only "Invalid value 'sturge'")
-            message += f"; a rule's kind is one of {', '.join(KINDS)}"
-        return f"{path}: {message}"
-    return text
-
-
-def _did_you_mean(text: bytes | str, error: str) -> str:
-    """For a misspelt parameter of a rule ("unknown field `windw`"), the nearest of its kind's
-    parameters ("; did you mean `window`?"), else nothing."""
-    found = re.search(r"unknown field `([^`]+)` - at `\$\.rules\[(\d+)\]`$", error)
-    if found is None:
-        return ""
-    try:
-        raw: Any = msgspec.toml.decode(text)
-        kind = raw["rules"][int(found[2])]["kind"]
-    except (msgspec.DecodeError, LookupError, TypeError, ValueError):
-        return ""
-    for cls in get_args(Rule):
-        if cls.__struct_config__.tag == kind:
-            close = difflib.get_close_matches(found[1], cls.__struct_fields__, n=1)
-            return f"; did you mean `{close[0]}`?" if close else ""
-    return ""
+def _invalid(text: bytes | str, error: str) -> str:
+    """The message for a rules file that decodes but does not validate."""
+    raw: Any = None
+    with contextlib.suppress(msgspec.DecodeError):
+        raw = msgspec.toml.decode(text)
+    message = field_message(error, RulesFile, raw)
+    if ".kind: Invalid value" in message:  # (msgspec says only "Invalid value 'sturge'")
+        message += f"; a rule's kind is one of {', '.join(KINDS)}"
+    return message
 
 
 def kind_of(rule: Rule) -> str:

@@ -1,0 +1,79 @@
+"""Messages for config and rules files that do not validate: msgspec's error led by the path of
+the field (`redis.maxlen: Expected int, got str`), and for a misspelt key the nearest name the
+table takes (`; did you mean window?`)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import msgspec
+
+_AT = " - at `$"
+_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]+)`$")
+_STEP = re.compile(r"\.([^.\[\]`]+)|\[(\d+)\]")
+
+
+def field_message(error: str, root: type, raw: Any) -> str:
+    """`error`, the text of a msgspec ValidationError from decoding `raw` (plain data) into
+    `root` (a Struct type), as "path: message", with a suggestion for an unknown field."""
+    message, at, path = error.partition(_AT)
+    path = path.rstrip("`") if at else ""
+    unknown = _UNKNOWN.match(message)
+    if unknown is not None:
+        close = difflib.get_close_matches(unknown[1], _names_at(root, raw, path), n=1)
+        if close:
+            message += f"; did you mean `{close[0]}`?"
+    return f"{path.lstrip('.')}: {message}" if path else message
+
+
+def _names_at(root: type, raw: Any, path: str) -> list[str]:
+    """The keys the table at `path` takes (none when the path cannot be followed)."""
+    kind: Any = root
+    data = raw
+    for name, index in _STEP.findall(path):
+        if name:
+            struct = _struct(kind, data)
+            if struct is None:
+                return []
+            kind = {f.encode_name: f.type for f in msgspec.structs.fields(struct)}.get(name)
+            data = data.get(name) if isinstance(data, dict) else None
+        else:
+            kind = _element(kind)
+            data = data[int(index)] if isinstance(data, list) and int(index) < len(data) else None
+        if kind is None:
+            return []
+    struct = _struct(kind, data)
+    return [f.encode_name for f in msgspec.structs.fields(struct)] if struct else []
+
+
+def _struct(kind: Any, data: Any) -> type[msgspec.Struct] | None:
+    """The Struct type `kind` is; of a tagged union (rule kinds), the member `data` is."""
+    structs = [t for t in _members(kind) if isinstance(t, type) and issubclass(t, msgspec.Struct)]
+    if len(structs) == 1:
+        return structs[0]
+    for struct in structs:
+        config = struct.__struct_config__
+        if config.tag_field and isinstance(data, dict) and data.get(config.tag_field) == config.tag:
+            return struct
+    return None
+
+
+def _members(kind: Any) -> list[Any]:
+    """The types a hint stands for: itself, or a union's members (Annotated unwrapped)."""
+    origin = get_origin(kind)
+    if origin is Annotated:
+        return _members(get_args(kind)[0])
+    if origin is Union or origin is types.UnionType:
+        return [m for arg in get_args(kind) for m in _members(arg)]
+    return [kind]
+
+
+def _element(kind: Any) -> Any:
+    """The element type of a list (or tuple, set) hint, else None."""
+    for member in _members(kind):
+        if get_origin(member) in (list, tuple, set, frozenset):
+            return get_args(member)[0]
+    return None
