@@ -273,7 +273,7 @@ def _run_replay(
     import polars as pl
 
     from monitor.calendar import nyse_sessions
-    from monitor.core.rules.spec import RulesFile
+    from monitor.core.rules.spec import RulesFile, idle_rules
     from monitor.replay import Summary, build_engine, emit_after_for, replay_steps, table
     from monitor.short_interest_io import read_short_interest
 
@@ -284,6 +284,12 @@ def _run_replay(
         raise DataError("--data", "no bars to replay (check the files and --to)")
     first: dt.date = bars.get_column("session").min()  # type: ignore[assignment]
     last: dt.date = bars.get_column("session").max()  # type: ignore[assignment]
+    known = set(bars.get_column("symbol").unique().to_list())
+    for rule_id, missing in idle_rules([r for r in rules.rules if r.enabled], known).items():
+        print(
+            f"market-monitor: rule {rule_id} cannot fire: {', '.join(missing)} not in the data",
+            file=sys.stderr,
+        )
     sessions = nyse_sessions(first, last)
     si = read_short_interest(short_interest) if short_interest else None
     engine = build_engine(

@@ -22,6 +22,7 @@ import msgspec
 from msgspec import Meta
 
 from monitor.core.fields import field_message
+from monitor.core.rules.spec import RulesFile, unknown_symbols
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR__"
@@ -276,3 +277,16 @@ def _scalar(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def outside_universe(config: Config, rules: RulesFile) -> list[str]:
+    """A line for each rule naming symbols that `[engine] universe` (when set) leaves out: their
+    prices are rejected as unknown, so the rule cannot fire on them."""
+    if not config.engine.universe:
+        return []
+    enabled = [r for r in rules.rules if r.enabled]
+    return [
+        f"rule {rule_id} names {', '.join(missing)}, outside [engine] universe: it never sees "
+        f"{'its' if len(missing) == 1 else 'their'} prices"
+        for rule_id, missing in unknown_symbols(enabled, set(config.engine.universe)).items()
+    ]

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from monitor import config as cfg
+from monitor.core.rules.spec import RulesFile
 from monitor.errors import EX_CONFIG, ConfigError
 
 MASK = "***"
@@ -23,7 +24,7 @@ def config_check(args: argparse.Namespace) -> int:
     path = str(args.config)
     try:
         config = cfg.load(path)
-        _check_rules(config)
+        rules = _check_rules(config)
         sources = resolve_secrets(config)
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
@@ -38,6 +39,8 @@ def config_check(args: argparse.Namespace) -> int:
                 f"market-monitor: warning: {file} is readable by others (chmod go-rwx)",
                 file=sys.stderr,
             )
+    for line in cfg.outside_universe(config, rules):
+        print(f"market-monitor: warning: {line}", file=sys.stderr)
     data = cfg.masked(config)
     if getattr(args, "format", "toml") == "json":
         data["secrets"] = {field: f"{MASK} ({source})" for field, source in sources.items()}
@@ -73,12 +76,12 @@ def resolve_secrets(config: cfg.Config) -> dict[str, str]:
     return found
 
 
-def _check_rules(config: cfg.Config) -> None:
+def _check_rules(config: cfg.Config) -> RulesFile:
     from monitor.core.rules.spec import RuleError, parse_rules
 
     path = cfg.resolve(config, config.rules.file)
     try:
-        parse_rules(path.read_bytes())
+        return parse_rules(path.read_bytes())
     except OSError as exc:
         raise ConfigError(f"rules.file: cannot read {path}: {exc.strerror}") from None
     except RuleError as exc:

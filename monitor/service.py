@@ -28,7 +28,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
 from monitor.calendar import nyse_sessions
 from monitor.clock import Clock, SimClock, SystemClock
-from monitor.config import Config, FeedConfig, resolve, secret
+from monitor.config import Config, FeedConfig, outside_universe, resolve, secret
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
@@ -72,6 +72,8 @@ class Daemon:
         self.clock = clock
         self.engine = self._build_engine()
         self.engine.track_progress = True
+        for line in outside_universe(config, self.rules):
+            self.log.warning("rule_symbols_outside_universe", detail=line)
         self.engine.ingest_daily(history)
         warmed = self.engine.warm(clock.now())
         state = self.store.load_state()

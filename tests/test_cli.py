@@ -62,7 +62,19 @@ def test_replay_with_short_interest_says_nothing_but_its_counts_on_stderr() -> N
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert any('"kind":"squeeze"' in line for line in res.stdout.splitlines())
-    assert [ln for ln in res.stderr.splitlines() if "rows rejected" not in ln] == []
+    expected = ("rows rejected", "cannot fire: ")  # (rules of ^RUT, IWM and QQQ: not here)
+    assert [ln for ln in res.stderr.splitlines() if not any(e in ln for e in expected)] == []
+    assert "rule rotation.iwm_qqq cannot fire: IWM, QQQ not in the data" in res.stderr
+
+
+def test_replay_says_which_rules_cannot_fire_for_want_of_data() -> None:
+    """^RUT alone through config/rules.toml: the rotation (IWM against QQQ) cannot fire and
+    replay says so on stderr; rules naming ^RUT and IWM can, and are not mentioned."""
+    res = run_cli("replay", "--rules", str(RULES), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        "market-monitor: rule rotation.iwm_qqq cannot fire: IWM, QQQ not in the data"
+    ]
 
 
 def test_replay_into_a_reader_that_goes_away_stops_quietly() -> None:

@@ -174,6 +174,21 @@ def test_bad_daemon_config_exits_78_naming_the_field(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
 
 
+def test_config_check_warns_of_rules_naming_symbols_outside_the_universe(tmp_path: Path) -> None:
+    """With `[engine] universe` set, `config check` still passes but warns of each rule naming
+    a symbol the universe leaves out (its prices would be rejected): here QQQ, named only by the
+    rotation. Without a universe, nothing is said."""
+    conf = write_config(tmp_path, "mm-check", engine='universe = ["^RUT", "IWM"]')
+    res = cli("config", "check", "--config", str(conf))
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        "market-monitor: warning: rule rotation.iwm_qqq names QQQ, outside [engine] universe: "
+        "it never sees its prices"
+    ]
+    res = cli("config", "check", "--config", str(write_config(tmp_path, "mm-check")))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
 def test_a_read_only_store_stops_the_daemon_with_a_clear_error(tmp_path: Path) -> None:
     """When the outbox cannot be written the daemon refuses to run (rather than lose alerts):
     a one-line error naming the file, exit 74, no traceback."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+from collections.abc import Collection, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -191,6 +192,32 @@ def _invalid(text: bytes | str, error: str) -> str:
     if ".kind: Invalid value" in message:  # (msgspec says only "Invalid value 'sturge'")
         message += f"; a rule's kind is one of {', '.join(KINDS)}"
     return message
+
+
+def named_symbols(rule: Rule) -> list[str]:
+    """The symbols a rule names: a rotation's two, else its `symbols` (none for a universe)."""
+    if isinstance(rule, RotationRule):
+        return [rule.small, rule.large]
+    return [] if rule.universe else list(rule.symbols)
+
+
+def unknown_symbols(rules: Sequence[Rule], known: Collection[str]) -> dict[str, list[str]]:
+    """Per rule id, the symbols it names that are not among `known` (a rule can never fire on
+    them): rules naming only known symbols are left out."""
+    missing = {r.id: [s for s in named_symbols(r) if s not in known] for r in rules}
+    return {rule: symbols for rule, symbols in missing.items() if symbols}
+
+
+def idle_rules(rules: Sequence[Rule], known: Collection[str]) -> dict[str, list[str]]:
+    """`unknown_symbols` of the rules that cannot fire at all: a rotation missing either of its
+    two symbols, any other rule missing every symbol it names."""
+    by_id = {r.id: r for r in rules}
+    return {
+        rule_id: missing
+        for rule_id, missing in unknown_symbols(rules, known).items()
+        if isinstance(by_id[rule_id], RotationRule)
+        or len(missing) == len(named_symbols(by_id[rule_id]))
+    }
 
 
 def kind_of(rule: Rule) -> str:
