@@ -16,14 +16,16 @@ import os
 import stat
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 from monitor.core.fields import field_message
-from monitor.core.rules.spec import RulesFile, unknown_symbols
 from monitor.errors import ConfigError
+
+if TYPE_CHECKING:  # (the rules pull in polars: the notifier and `config check` need not)
+    from monitor.core.rules.spec import RulesFile
 
 ENV_PREFIX = "MARKET_MONITOR__"
 
@@ -282,6 +284,8 @@ def _scalar(text: str) -> Any:
 def outside_universe(config: Config, rules: RulesFile) -> list[str]:
     """A line for each rule naming symbols that `[engine] universe` (when set) leaves out: their
     prices are rejected as unknown, so the rule cannot fire on them."""
+    from monitor.core.rules.spec import unknown_symbols
+
     if not config.engine.universe:
         return []
     enabled = [r for r in rules.rules if r.enabled]
