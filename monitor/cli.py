@@ -301,7 +301,9 @@ def _run_replay(
     )
     out = sys.stdout
     alerts = []
-    tally = Summary(engine.rules)
+    tally = Summary(engine) if fmt == "summary" else None
+    if tally is not None:  # (a summary needs every alert's outcome: one batch, see Summary)
+        batch_sessions = None
     # jsonl alone: payloads are built a chunk at a time, each written while the next is built.
     # A summary without a report builds none: it is made of the firings.
     deferred = not report and fmt != "table"
@@ -314,13 +316,13 @@ def _run_replay(
                 written = writer.submit(_write_lines, out, chunk.get_column("json"))
             if fmt == "table" or report:
                 alerts += step.alerts
-            if fmt == "summary":
+            if tally is not None:
                 tally.add(step)
         if written is not None:
             written.result()
     if fmt == "table":
         out.write(table(alerts))
-    elif fmt == "summary":
+    elif tally is not None:
         symbols = bars.get_column("symbol").n_unique()
         out.write(tally.text(symbols, first, last, start))
     out.flush()

@@ -115,11 +115,18 @@ class Summary:
     """What a replay's rules did over the whole history, for `--format summary`: per rule, how
     many alerts on how many symbols, the first and last, and what followed them: over each
     horizon, the forward return from every alert whose horizon the history covers (the returns
-    the alerts' `history` blocks are made of, taken over all of a rule's alerts together)."""
+    the alerts' `history` blocks are made of, taken over all of a rule's alerts together),
+    beside the same after every period of the series the rule watches, alert or not (the
+    baseline: a rule whose alerts do no better than any day tells nothing).
 
-    def __init__(self, rules: list[Rule]) -> None:
-        self.rules = rules
-        self._parts: dict[str, list[pl.DataFrame]] = {r.id: [] for r in rules}
+    Made from one evaluation of the whole history (a replay in one batch): the outcomes of a
+    batch's alerts are only known once later batches are in."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.rules = engine.rules
+        self._parts: dict[str, list[pl.DataFrame]] = {r.id: [] for r in self.rules}
+        self._baseline: dict[str, list[pl.DataFrame]] = {}
+        engine.baseline = self._baseline
 
     def add(self, step: Step) -> None:
         """Count a step's firings (what its alerts are made of)."""
@@ -141,6 +148,12 @@ class Summary:
         ]
         for rule in self.rules:
             lines += ["", *self._block(rule)]
+        if any(r.horizons for r in self.rules) and total:
+            lines += [
+                "",
+                "any session, any week: what followed every period of the series the rule",
+                "watches, alert or not (what its alerts are to beat).",
+            ]
         return "\n".join(lines) + "\n"
 
     def _block(self, rule: Rule) -> list[str]:
@@ -158,8 +171,10 @@ class Summary:
         lines = [f"{head}: {_count(n, 'alert')} on {_count(symbols, 'symbol')}, {first} to {last}"]
         if not rule.horizons:
             return lines
+        any_period = f"any {unit(rule.timeframe)}"
         lines.append(f"    {'what followed':18}{'alerts':>9}{'mean':>9}{'median':>9}{'up':>6}"
-                     f"{'worst':>9}{'best':>9}")  # fmt: skip
+                     f"{'worst':>9}{'best':>9}   {any_period:>13}{'mean':>9}{'up':>6}")  # fmt: skip
+        every = self._every_period(rule)
         for h in rule.horizons:
             values = pl.col(f"fwd_{h}")
             known = fired.select(values.filter(values.is_finite()))
@@ -168,13 +183,30 @@ class Summary:
                 values.gt(0).mean().alias("up"), values.min().alias("worst"),
                 values.max().alias("best"),
             ).row(0)  # fmt: skip
-            share = "n/a" if up is None else f"{round(100 * up):d}%"
             mean, median, worst, best = (pct(x, signed=True) for x in (mean, median, worst, best))
+            periods, total, ups = every.get(h, (0, 0.0, 0))
+            base_mean = pct(total / periods, signed=True) if periods else "n/a"
             span = f"{h} {unit(rule.timeframe, h)}"
             lines.append(
-                f"    {span:18}{count:>9,}{mean:>9}{median:>9}{share:>6}{worst:>9}{best:>9}"
+                f"    {span:18}{count:>9,}{mean:>9}{median:>9}{_share(up):>6}{worst:>9}{best:>9}"
+                f"   {periods:>13,}{base_mean:>9}{_share(ups / periods if periods else None):>6}"
             )
         return lines
+
+    def _every_period(self, rule: Rule) -> dict[int, tuple[int, float, int]]:
+        """Per horizon: forward returns known after any period, their sum, how many up."""
+        rows = [r for r in self._baseline.get(rule.id, []) if r.height]
+        if not rows:
+            return {}
+        sums = pl.concat(rows).sum().row(0, named=True)
+        return {
+            h: (sums[f"n_{h}"], sums[f"sum_{h}"] or 0.0, sums[f"up_{h}"]) for h in rule.horizons
+        }
+
+
+def _share(value: float | None) -> str:
+    """A share as a whole percentage: 0.556 -> '56%'."""
+    return "n/a" if value is None else f"{round(100 * value):d}%"
 
 
 def _count(n: int, word: str) -> str:

@@ -49,6 +49,18 @@ def parse(text: str) -> dict[str, Block]:
     return blocks
 
 
+def outcomes(after: list[float]) -> list[str]:
+    """count, mean, median, share up, worst and best of forward returns, as the summary
+    prints them."""
+    up = round(100 * sum(r > 0 for r in after) / len(after))
+    return [
+        f"{len(after):,}",
+        *(pct(x, signed=True) for x in (statistics.fmean(after), statistics.median(after))),
+        f"{up}%",
+        *(pct(x, signed=True) for x in (min(after), max(after))),
+    ]
+
+
 def universe_rules(tmp_path: Path) -> Path:
     """config/rules.toml with every rule over the whole universe."""
     text = RULES.read_text().replace('symbols = ["^RUT", "IWM"]', "universe = true")
@@ -95,30 +107,32 @@ def test_summary_counts_the_alerts_jsonl_prints(tmp_path: Path, options: list[st
     assert summary.stderr == jsonl.stderr  # (the same rejected rows)
 
 
-def test_summary_forward_returns_are_those_of_the_prices() -> None:
+@pytest.mark.parametrize("start", [None, "2010-01-04"], ids=["all", "from"])
+def test_summary_forward_returns_are_those_of_the_prices(start: str | None) -> None:
     """^RUT through config/rules.toml: for the daily streak and the surge, each horizon's row
     is the count, mean, median, share up, worst and best of the index's return from each
-    alert's close to the close that many sessions later, computed here from the file."""
+    alert's close to the close that many sessions later, then the count, mean and share up of
+    the same from every session (from --from on, when given), all computed here from the file.
+    The drawdown rule (two variants over the same closes) has the same baseline."""
     args = ["replay", "--rules", str(RULES), "--data", f"^RUT={RUT}"]
+    args += ["--from", start] if start else []
     jsonl, summary = run_cli(*args), run_cli(*args, "--format", "summary")
     assert jsonl.returncode == 0 and summary.returncode == 0, jsonl.stderr + summary.stderr
     closes = pl.read_csv(RUT).select(pl.col("Date").cast(pl.String), "Close")
     position = {d: i for i, d in enumerate(closes["Date"])}
     close = closes["Close"].to_list()
+    first = position[start] if start else 0
     alerts = [msgspec.json.decode(line, type=Alert) for line in jsonl.stdout.splitlines()]
     blocks = parse(summary.stdout)
     for rule in ("streak.daily", "surge.5d"):
         sessions = [position[a.session] for a in alerts if a.rule == rule]
-        assert blocks[rule].alerts == len(sessions) >= 5
+        assert blocks[rule].alerts == len(sessions) >= (5 if start is None else 2)
         for h in (5, 21, 63):
             after = [close[i + h] / close[i] - 1 for i in sessions if i + h < len(close)]
-            up = round(100 * sum(r > 0 for r in after) / len(after))
-            expected = [
-                f"{len(after):,}",
-                *(pct(x, signed=True) for x in (statistics.fmean(after), statistics.median(after))),
-                f"{up}%",
-                *(pct(x, signed=True) for x in (min(after), max(after))),
-            ]
-            assert blocks[rule].rows[f"{h} sessions"] == expected, (rule, h)
+            every = [close[i + h] / close[i] - 1 for i in range(first, len(close) - h)]
+            base = outcomes(every)
+            row = blocks[rule].rows[f"{h} sessions"]
+            assert row == [*outcomes(after), base[0], base[1], base[3]], (rule, h)
+            assert blocks["drawdown.high"].rows[f"{h} sessions"][6:] == row[6:]
     assert parse(summary.stdout)["squeeze.daily"].alerts == 0
     assert "squeeze.daily (squeeze, 1d): no alerts" in summary.stdout

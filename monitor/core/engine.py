@@ -130,6 +130,9 @@ class Engine:
         self.halted: set[str] = set()
         self._last_closed_seen: dt.date | None = None
         self.track_progress = False
+        # rule id -> `firing.every_period` rows of each evaluation, when asked for (replay's
+        # summary: what followed any period, beside what followed the alerts)
+        self.baseline: dict[str, list[pl.DataFrame]] | None = None
         self.progress: dict[str, list[Progress]] = {}
         self.now: dt.datetime | None = None
         self.rule_threads = rule_threads
@@ -349,9 +352,10 @@ class Engine:
             done = []
             for rule in mine:
                 tracked: list[Progress] | None = [] if self.track_progress else None
-                fired = firing.firings(bars, rule, self.ctx, after, tracked)
+                base: list[pl.DataFrame] | None = [] if self.baseline is not None else None
+                fired = firing.firings(bars, rule, self.ctx, after, tracked, base)
                 latest: dt.datetime = bars.get_column("ts").max()  # type: ignore[assignment]
-                done.append(_Evaluated(rule, fired, tracked, latest))
+                done.append(_Evaluated(rule, fired, tracked, base, latest))
             return done
 
         if self.rule_threads > 1 and len(tasks) > 1:
@@ -366,6 +370,10 @@ class Engine:
         out: list[tuple[Rule, pl.DataFrame]] = []
         for rule in rules:
             mine = [e for e in results if e.rule is rule]  # (in piece order)
+            if self.baseline is not None:
+                self.baseline.setdefault(rule.id, []).extend(
+                    b for e in mine for b in e.baseline or []
+                )
             if self.track_progress:
                 tracked = [p for e in mine for p in e.progress or []]
                 self.progress[rule.id] = sorted(tracked, key=lambda p: (p.symbol, p.variant))
@@ -492,6 +500,7 @@ class _Evaluated(NamedTuple):
     rule: Rule
     fired: pl.DataFrame
     progress: list[Progress] | None
+    baseline: list[pl.DataFrame] | None
     latest: dt.datetime
 
 

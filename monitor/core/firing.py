@@ -7,6 +7,7 @@ already true at the start of the loaded history is not an onset and does not fir
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -40,12 +41,13 @@ def firings(
     ctx: RuleContext,
     after: dt.datetime | None,
     progress: list[Progress] | None = None,
+    baseline: list[pl.DataFrame] | None = None,
 ) -> pl.DataFrame:
     """Every firing of `rule` with `ts > after` (all when None), with metrics and history.
 
     `bars` carries symbol, session, ts, OHLCV, `idx` (period number within the symbol) and `ret1`,
     sorted by symbol and ts. When `progress` is a list, how close the rule is on each symbol at
-    the last period is appended to it.
+    the last period is appended to it; when `baseline` is, `every_period`'s row.
 
     A condition frame keeps each (symbol, variant) group contiguous and in time order, with
     `idx` counting 0, 1, 2, ... within it (see monitor/core/rules/__init__.py), so "the previous
@@ -58,6 +60,8 @@ def firings(
     cond = family.condition(frame, rule, ctx).with_row_index("pos")
     if progress is not None:
         progress.extend(rows(latest(cond), rule))
+    if baseline is not None:
+        baseline.append(every_period(cond, rule.horizons, after))
     # A condition already true at a group's first period is not an onset.
     before = pl.when(pl.col("idx") == 0).then(True).otherwise(pl.col("cond").shift(1))
     fired = cond.filter(pl.col("cond") & ~before)
@@ -74,6 +78,48 @@ def firings(
     if after is not None:
         fired = fired.filter(pl.col("ts") > after)
     return fired.sort("ts", maintain_order=True)  # (by instant: the engine orders the rest)
+
+
+def every_period(
+    cond: pl.DataFrame, horizons: Sequence[int], after: dt.datetime | None
+) -> pl.DataFrame:
+    """What followed every period of a condition frame with `ts > after`, firing or not (the
+    baseline to set a rule's outcomes against): one row of, per horizon `h`, how many forward
+    returns are known (`n_{h}`), their sum (`sum_{h}`) and how many are positive (`up_{h}`),
+    sums that add up over pieces of a universe. Variants (a drawdown's two, each on every
+    symbol) repeat their symbol's periods: those of the first are counted.
+
+    Over the arrays (numpy): the return `h` rows on is a division of two views of the column,
+    and `idx` tells where that row is still the same symbol's."""
+    rows = cond.select("ts", "idx", "ref", "variant")
+    if after is not None:  # (each group loses earlier rows only: what stays is contiguous)
+        rows = rows.filter(pl.col("ts") > after)
+    variant = rows.get_column("variant")
+    if rows.height and (variant != "").any():
+        rows = rows.filter(variant == variant[0])
+    idx = rows.get_column("idx").to_numpy()
+    ref = rows.get_column("ref").cast(pl.Float64).to_numpy()
+    # Three buffers serve every horizon: fresh pages cost more here than the arithmetic.
+    n = len(ref)
+    later, steps = np.empty(n), np.empty(n, dtype=idx.dtype)
+    known, up = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+    totals: dict[str, int | float] = {}
+    for h in horizons:
+        m = max(n - h, 0)
+        f, k, u = later[:m], known[:m], up[:m]
+        np.divide(ref[h:], ref[:m], out=f)
+        np.subtract(f, 1.0, out=f)
+        np.subtract(idx[h:], idx[:m], out=steps[:m])
+        np.equal(steps[:m], h, out=k)
+        k &= np.isfinite(f, out=u)
+        np.greater(f, 0.0, out=u)
+        u &= k
+        totals |= {
+            f"n_{h}": int(np.count_nonzero(k)),
+            f"sum_{h}": float(f.sum(where=k)),
+            f"up_{h}": int(np.count_nonzero(u)),
+        }
+    return pl.DataFrame([totals])
 
 
 class _Positions:
