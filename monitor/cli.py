@@ -301,7 +301,7 @@ def _run_replay(
     )
     out = sys.stdout
     alerts = []
-    tally = Summary(engine) if fmt == "summary" else None
+    tally = Summary(engine) if fmt == "summary" or report else None
     if tally is not None:  # (a summary needs every alert's outcome: one batch, see Summary)
         batch_sessions = None
     # jsonl alone: payloads are built a chunk at a time, each written while the next is built.
@@ -322,14 +322,17 @@ def _run_replay(
             written.result()
     if fmt == "table":
         out.write(table(alerts))
-    elif tally is not None:
+    elif fmt == "summary" and tally is not None:
         symbols = bars.get_column("symbol").n_unique()
         out.write(tally.text(symbols, first, last, start))
     out.flush()
     if report:
         from monitor.web.report import report_html
 
-        html = report_html(bars, alerts, rules_path=str(rules_path), start=start)
+        summaries = tally.rules_summary() if tally is not None else []
+        html = report_html(
+            bars, alerts, rules_path=str(rules_path), start=start, summaries=summaries
+        )
         try:
             Path(report).write_text(html, encoding="utf-8")
         except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import polars as pl
 
@@ -111,13 +112,39 @@ def table(alerts: list[Alert]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class Outcome(NamedTuple):
+    """What followed a rule's alerts over one horizon (`periods`), and any period (`any_*`)."""
+
+    periods: int
+    known: int  # alerts whose horizon the history covers
+    mean: float | None
+    median: float | None
+    up: float | None  # share positive
+    worst: float | None
+    best: float | None
+    any_known: int  # periods of the series whose horizon the history covers
+    any_mean: float | None
+    any_up: float | None
+
+
+class RuleSummary(NamedTuple):
+    """One rule's line of a summary: its alerts, and an Outcome per horizon."""
+
+    rule: Rule
+    alerts: int
+    symbols: int
+    first: dt.date | None
+    last: dt.date | None
+    outcomes: list[Outcome]
+
+
 class Summary:
-    """What a replay's rules did over the whole history, for `--format summary`: per rule, how
-    many alerts on how many symbols, the first and last, and what followed them: over each
-    horizon, the forward return from every alert whose horizon the history covers (the returns
-    the alerts' `history` blocks are made of, taken over all of a rule's alerts together),
-    beside the same after every period of the series the rule watches, alert or not (the
-    baseline: a rule whose alerts do no better than any day tells nothing).
+    """What a replay's rules did over the whole history, for `--format summary` and the report:
+    per rule, how many alerts on how many symbols, the first and last, and what followed them:
+    over each horizon, the forward return from every alert whose horizon the history covers
+    (the returns the alerts' `history` blocks are made of, taken over all of a rule's alerts
+    together), beside the same after every period of the series the rule watches, alert or not
+    (the baseline: a rule whose alerts do no better than any day tells nothing).
 
     Made from one evaluation of the whole history (a replay in one batch): the outcomes of a
     batch's alerts are only known once later batches are in."""
@@ -135,20 +162,25 @@ class Summary:
                 forward = [f"fwd_{h}" for h in rule.horizons]
                 self._parts[rule.id].append(fired.select("symbol", "session", *forward))
 
+    def rules_summary(self) -> list[RuleSummary]:
+        """A RuleSummary per rule, in the rules file's order."""
+        return [self._rule(rule) for rule in self.rules]
+
     def text(
         self, symbols: int, first: dt.date, last: dt.date, start: dt.date | None = None
     ) -> str:
         """The summary for people: a block per rule, in the rules file's order. `first` and
         `last` are the history's sessions, `start` the `--from` date alerts are counted from."""
-        total = sum(p.height for parts in self._parts.values() for p in parts)
+        summaries = self.rules_summary()
+        total = sum(r.alerts for r in summaries)
         since = f", alerts from {start}" if start is not None else ""
         lines = [
             f"Replay of {_count(len(self.rules), 'rule')} over {_count(symbols, 'symbol')}, "
             f"{first} to {last}{since}: {_count(total, 'alert')}.",
         ]
-        for rule in self.rules:
-            lines += ["", *self._block(rule)]
-        if any(r.horizons for r in self.rules) and total:
+        for summary in summaries:
+            lines += ["", *_block(summary)]
+        if any(r.outcomes for r in summaries):
             lines += [
                 "",
                 "any session, any week: what followed every period of the series the rule",
@@ -156,11 +188,10 @@ class Summary:
             ]
         return "\n".join(lines) + "\n"
 
-    def _block(self, rule: Rule) -> list[str]:
+    def _rule(self, rule: Rule) -> RuleSummary:
         parts = self._parts[rule.id]
-        head = f"{rule.id} ({kind_of(rule)}, {rule.timeframe})"
         if not parts:
-            return [f"{head}: no alerts"]
+            return RuleSummary(rule, 0, 0, None, None, [])
         fired = pl.concat(parts)
         n, symbols, first, last = fired.select(
             pl.len(),
@@ -168,30 +199,22 @@ class Summary:
             pl.col("session").min().alias("first"),
             pl.col("session").max().alias("last"),
         ).row(0)
-        lines = [f"{head}: {_count(n, 'alert')} on {_count(symbols, 'symbol')}, {first} to {last}"]
-        if not rule.horizons:
-            return lines
-        any_period = f"any {unit(rule.timeframe)}"
-        lines.append(f"    {'what followed':18}{'alerts':>9}{'mean':>9}{'median':>9}{'up':>6}"
-                     f"{'worst':>9}{'best':>9}   {any_period:>13}{'mean':>9}{'up':>6}")  # fmt: skip
         every = self._every_period(rule)
+        outcomes = []
         for h in rule.horizons:
             values = pl.col(f"fwd_{h}")
             known = fired.select(values.filter(values.is_finite()))
-            count, mean, median, up, worst, best = known.select(
+            n_known, mean, median, up, worst, best = known.select(
                 pl.len(), values.mean().alias("mean"), values.median().alias("median"),
                 values.gt(0).mean().alias("up"), values.min().alias("worst"),
                 values.max().alias("best"),
             ).row(0)  # fmt: skip
-            mean, median, worst, best = (pct(x, signed=True) for x in (mean, median, worst, best))
             periods, total, ups = every.get(h, (0, 0.0, 0))
-            base_mean = pct(total / periods, signed=True) if periods else "n/a"
-            span = f"{h} {unit(rule.timeframe, h)}"
-            lines.append(
-                f"    {span:18}{count:>9,}{mean:>9}{median:>9}{_share(up):>6}{worst:>9}{best:>9}"
-                f"   {periods:>13,}{base_mean:>9}{_share(ups / periods if periods else None):>6}"
+            any_mean, any_up = (total / periods, ups / periods) if periods else (None, None)
+            outcomes.append(
+                Outcome(h, n_known, mean, median, up, worst, best, periods, any_mean, any_up)
             )
-        return lines
+        return RuleSummary(rule, n, symbols, first, last, outcomes)
 
     def _every_period(self, rule: Rule) -> dict[int, tuple[int, float, int]]:
         """Per horizon: forward returns known after any period, their sum, how many up."""
@@ -202,6 +225,33 @@ class Summary:
         return {
             h: (sums[f"n_{h}"], sums[f"sum_{h}"] or 0.0, sums[f"up_{h}"]) for h in rule.horizons
         }
+
+
+def _block(summary: RuleSummary) -> list[str]:
+    """A rule's lines of the summary text."""
+    rule = summary.rule
+    head = f"{rule.id} ({kind_of(rule)}, {rule.timeframe})"
+    if not summary.alerts:
+        return [f"{head}: no alerts"]
+    lines = [
+        f"{head}: {_count(summary.alerts, 'alert')} on {_count(summary.symbols, 'symbol')}, "
+        f"{summary.first} to {summary.last}"
+    ]
+    if not summary.outcomes:
+        return lines
+    any_period = f"any {unit(rule.timeframe)}"
+    lines.append(f"    {'what followed':18}{'alerts':>9}{'mean':>9}{'median':>9}{'up':>6}"
+                 f"{'worst':>9}{'best':>9}   {any_period:>13}{'mean':>9}{'up':>6}")  # fmt: skip
+    for o in summary.outcomes:
+        mean, median, worst, best, any_mean = (
+            pct(x, signed=True) for x in (o.mean, o.median, o.worst, o.best, o.any_mean)
+        )
+        span = f"{o.periods} {unit(rule.timeframe, o.periods)}"
+        lines.append(
+            f"    {span:18}{o.known:>9,}{mean:>9}{median:>9}{_share(o.up):>6}{worst:>9}{best:>9}"
+            f"   {o.any_known:>13,}{any_mean:>9}{_share(o.any_up):>6}"
+        )
+    return lines
 
 
 def _share(value: float | None) -> str:

@@ -1,6 +1,8 @@
 """`replay --report FILE.html`: one self-contained HTML page for a replay.
 
-Per symbol with alerts, its closes over the whole replay (inline SVG, the line downsampled to
+First, per rule over all its symbols, what followed its alerts beside what followed any period
+(`monitor.replay.Summary`, as `--format summary` prints it). Per symbol with alerts, its closes
+over the whole replay (inline SVG, the line downsampled to
 ~1,600 points, min and max of each bucket kept, so spikes survive) with every alert marked in a
 lane per rule under the chart; then the forward returns per rule, symbol and variant, taken from
 the history of the last alert of each (it carries the statistics of every earlier one), and the
@@ -13,10 +15,15 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from html import escape
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from monitor.core.model import Alert
+from monitor.core.rules.spec import kind_of
+
+if TYPE_CHECKING:
+    from monitor.replay import RuleSummary
 
 POINTS = 1600
 MAX_CHARTS = 60
@@ -153,10 +160,57 @@ def forward_table(alerts: Sequence[Alert]) -> str:
     )
 
 
+def rules_table(summaries: Sequence[RuleSummary]) -> str:
+    """The section of what followed, per rule over all its symbols, its alerts and any period
+    (`monitor.replay.Summary`)."""
+    rows: list[str] = []
+    for s in summaries:
+        label = f"{escape(s.rule.id)} <small>{escape(kind_of(s.rule))}, {s.rule.timeframe}</small>"
+        if not s.alerts or not s.outcomes:
+            said = "no alerts" if not s.alerts else f"{s.alerts:,} alerts, no horizons"
+            rows.append(
+                f'<tr class="first"><td class="rule">{label}</td>'
+                f'<td colspan="12" class="muted">{said}</td></tr>'
+            )
+            continue
+        span = len(s.outcomes)
+        head = (
+            f'<td rowspan="{span}" class="rule">{label}</td>'
+            f'<td rowspan="{span}" class="num">{s.alerts:,}</td>'
+            f'<td rowspan="{span}" class="num">{s.symbols:,}</td>'
+        )
+        for j, o in enumerate(s.outcomes):
+            unit = {"1w": "week", "1m": "minute"}.get(s.rule.timeframe, "session")
+            rows.append(
+                f'<tr class="{"first" if j == 0 else ""}">{head if j == 0 else ""}'
+                f'<td class="num">{o.periods} {unit}{"s" if o.periods != 1 else ""}</td>'
+                f'<td class="num">{o.known:,}</td>{_pct_cell(o.mean)}{_pct_cell(o.median)}'
+                f'<td class="num">{_share(o.up)}</td>{_pct_cell(o.worst)}{_pct_cell(o.best)}'
+                f'<td class="num any">{o.any_known:,}</td>{_pct_cell(o.any_mean)}'
+                f'<td class="num">{_share(o.any_up)}</td></tr>'
+            )
+    return (
+        "<section><h2>What followed, per rule</h2>"
+        '<p class="muted">Over all its symbols: the return from each alert\'s close to the close'
+        " that many periods later (n: the alerts whose horizon the history covers), beside the"
+        " same from every period of the series the rule watches, alert or not: what the alerts"
+        ' are to beat.</p><div class="scroll"><table class="rules"><thead><tr><th>Rule</th>'
+        "<th>Alerts</th><th>Symbols</th><th>Horizon</th><th>n</th><th>Mean</th><th>Median</th>"
+        '<th>Up</th><th>Worst</th><th>Best</th><th class="any">Any period: n</th><th>Mean</th>'
+        "<th>Up</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div></section>"
+    )
+
+
 def report_html(
-    bars: pl.DataFrame, alerts: Sequence[Alert], *, rules_path: str, start: dt.date | None = None
+    bars: pl.DataFrame,
+    alerts: Sequence[Alert],
+    *,
+    rules_path: str,
+    start: dt.date | None = None,
+    summaries: Sequence[RuleSummary] = (),
 ) -> str:
-    """The whole report page for a replay of `bars` that gave `alerts`."""
+    """The whole report page for a replay of `bars` that gave `alerts` (and, per rule, the
+    `summaries` of what followed them)."""
     if start is not None:
         bars = bars.filter(pl.col("session") >= start)
     per_symbol: dict[str, list[Alert]] = {}
@@ -206,6 +260,7 @@ def report_html(
             f"{len(symbols)} symbol{'s' if len(symbols) != 1 else ''}, {first} to {last}."
         ),
         charts="".join(charts) + note,
+        rules=rules_table(summaries) if summaries else "",
         forward=forward_table(alerts),
         count=len(alerts),
         listed=listed,
@@ -280,6 +335,8 @@ th, td {{ padding: 4px 8px; border-bottom: 1px solid #eaeef2; text-align: left;
   vertical-align: top; }}
 th {{ background: #f6f8fa; position: sticky; top: 0; }}
 tr.first td {{ border-top: 1px solid #d0d7de; }} td.rule {{ font-weight: 600; }}
+td.rule small {{ font-weight: 400; color: #656d76; }}
+.any {{ border-left: 1px solid #d0d7de; }}
 .pos {{ color: #1a7f37; }} .neg {{ color: #cf222e; }}
 .scroll {{ overflow-x: auto; }}
 details summary {{ cursor: pointer; font-weight: 600; }}
@@ -287,6 +344,7 @@ details summary {{ cursor: pointer; font-weight: 600; }}
 <h1>{title}</h1>
 <p class="muted">{summary} Markers: one per alert, in a lane per rule under each chart
 (hover for the text); the price line is downsampled for size, the markers are not.</p>
+{rules}
 {charts}
 <section><h2>What happened next, per rule</h2>
 <p class="muted">From the last alert of each rule and symbol: the returns after every earlier

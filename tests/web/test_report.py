@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,10 @@ async def test_report_of_the_russell_since_1987_marks_every_alert(tmp_path: Path
         rules = await page.evaluate(
             "[...document.querySelectorAll('table.fwd td.rule')].map(td => td.textContent)"
         )
+        per_rule = await page.evaluate(  # (a rule's first row: its name, then its cells)
+            "[...document.querySelectorAll('table.rules tr.first')].map(tr =>"
+            " [...tr.querySelectorAll('td')].map(td => td.textContent))"
+        )
         await page.screenshot(tmp_path / "report.png")
         await page.close()
     assert markers == len(alerts)
@@ -51,4 +56,11 @@ async def test_report_of_the_russell_since_1987_marks_every_alert(tmp_path: Path
         "drawdown.high · below_high", "drawdown.high · near_high", "fade.10d", "streak.daily",
         "streak.weekly", "surge.5d",
     ]  # fmt: skip
+    # What followed, per rule: every rule of the file in its order, its horizons, and the
+    # baseline (any session of ^RUT, whatever the rule) the same for every daily rule.
+    ids = re.findall(r'^id = "([^"]+)"', RULES.read_text(), flags=re.M)
+    assert [row[0].split()[0] for row in per_rule] == ids
+    daily = [row[-3:] for row in per_rule if row[0].startswith(("streak.daily", "fade"))]
+    assert len(daily) == 2 and daily[0] == daily[1] and daily[0][0] == f"{9686 - 5:,}"
+    assert [row[1] for row in per_rule if row[0].startswith("squeeze")] == ["no alerts"]
     print(f"screenshot: {tmp_path / 'report.png'}")
