@@ -2,11 +2,11 @@
 
 First, per rule over all its symbols, what followed its alerts beside what followed any period
 (`monitor.replay.Summary`, as `--format summary` prints it). Per symbol with alerts, its closes
-over the whole replay (inline SVG, the line downsampled to
-~1,600 points, min and max of each bucket kept, so spikes survive) with every alert marked in a
-lane per rule under the chart; then the forward returns per rule, symbol and variant, taken from
-the history of the last alert of each (it carries the statistics of every earlier one), and the
-list of alerts. No script, no external file: it opens offline and can be mailed.
+over the whole replay (inline SVG, the line downsampled to ~1,600 points, min and max of each
+bucket kept, so spikes survive) with every alert marked in a lane per rule under the chart; then
+the forward returns per rule, symbol and variant, taken from the history of the last alert of each
+(it carries the statistics of every earlier one), and the list of alerts. No script, no external
+file: it opens offline and can be mailed.
 """
 
 from __future__ import annotations
