@@ -99,7 +99,7 @@ def every_period(
         rows = rows.filter(variant == variant[0])
     idx = rows.get_column("idx").to_numpy()
     ref = rows.get_column("ref").cast(pl.Float64).to_numpy()
-    # Three buffers serve every horizon: fresh pages cost more here than the arithmetic.
+    # Four buffers serve every horizon: fresh pages cost more here than the arithmetic.
     n = len(ref)
     later, steps = np.empty(n), np.empty(n, dtype=idx.dtype)
     known, up = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
@@ -107,7 +107,8 @@ def every_period(
     for h in horizons:
         m = max(n - h, 0)
         f, k, u = later[:m], known[:m], up[:m]
-        np.divide(ref[h:], ref[:m], out=f)
+        with np.errstate(divide="ignore", invalid="ignore"):  # (not finite: not counted)
+            np.divide(ref[h:], ref[:m], out=f)
         np.subtract(f, 1.0, out=f)
         np.subtract(idx[h:], idx[:m], out=steps[:m])
         np.equal(steps[:m], h, out=k)
