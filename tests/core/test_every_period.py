@@ -1,0 +1,66 @@
+"""`firing.every_period`, the summary's baseline: what followed every period, against a loop."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import polars as pl
+
+from monitor.core.firing import every_period
+
+UTC = dt.UTC
+
+
+def cond_frame(seed: int) -> pl.DataFrame:
+    """A condition frame of a few symbols (contiguous, `idx` 0, 1, ... within each), with the
+    odd zero, missing and NaN reference among the closes, and a daily `ts`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s, length in enumerate(rng.integers(1, 40, size=5)):
+        for i in range(int(length)):
+            ref: float | None = float(rng.uniform(5, 50))
+            roll = rng.random()
+            ref = 0.0 if roll < 0.03 else None if roll < 0.06 else math.nan if roll < 0.09 else ref
+            ts = dt.datetime(2024, 1, 1, 21, tzinfo=UTC) + dt.timedelta(days=i)
+            rows.append({"symbol": f"S{s}", "ts": ts, "idx": i, "ref": ref, "variant": ""})
+    return pl.DataFrame(rows, schema_overrides={"idx": pl.Int64, "ref": pl.Float64})
+
+
+def by_loop(cond: pl.DataFrame, h: int, after: dt.datetime | None) -> tuple[int, float, int]:
+    n, total, up = 0, 0.0, 0
+    rows = cond.to_dicts()
+    for i, row in enumerate(rows):
+        if (after is not None and row["ts"] <= after) or i + h >= len(rows):
+            continue
+        later = rows[i + h]
+        if later["symbol"] != row["symbol"] or row["ref"] is None or later["ref"] is None:
+            continue
+        if row["ref"] == 0 or math.isnan(row["ref"]) or math.isnan(later["ref"]):
+            continue
+        r = later["ref"] / row["ref"] - 1.0
+        n, total, up = n + 1, total + r, up + (r > 0)
+    return n, total, up
+
+
+def test_every_period_is_the_loop_over_each_symbols_periods() -> None:
+    """Counts, sums and ups per horizon equal a loop's: within a symbol only, skipping zero,
+    missing and NaN references, from `after` on; a horizon longer than the data counts none."""
+    for seed in range(20):
+        cond = cond_frame(seed)
+        for after in (None, dt.datetime(2024, 1, 10, 21, tzinfo=UTC)):
+            got = every_period(cond, [1, 5, 21, 400], after).row(0, named=True)
+            for h in (1, 5, 21, 400):
+                n, total, up = by_loop(cond, h, after)
+                assert (got[f"n_{h}"], got[f"up_{h}"]) == (n, up), (seed, h, after)
+                assert math.isclose(got[f"sum_{h}"], total, abs_tol=1e-9), (seed, h, after)
+
+
+def test_every_period_counts_each_period_once_whatever_the_variants() -> None:
+    """A drawdown's two variants repeat every period of its symbols: counted once."""
+    cond = cond_frame(3)
+    both = pl.concat(
+        [cond.with_columns(pl.lit(v).alias("variant")) for v in ("near_high", "below_high")]
+    ).sort("symbol", "variant", maintain_order=True)
+    assert every_period(both, [1, 5], None).equals(every_period(cond, [1, 5], None))
