@@ -108,7 +108,7 @@ def table(alerts: list[Alert]) -> str:
         if a.history is not None and a.history.summary:
             lines.append(f"    History: {a.history.summary}")
         lines.append("")
-    lines.append(f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}.")
+    lines.append(f"{_count(len(alerts), 'alert')}.")
     return "\n".join(lines) + "\n"
 
 
