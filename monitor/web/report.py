@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from monitor.core.model import Alert
+from monitor.core.rules.context import unit
 from monitor.core.rules.spec import kind_of
 
 if TYPE_CHECKING:
@@ -133,7 +134,6 @@ def forward_table(alerts: Sequence[Alert]) -> str:
         a = last[key]
         if a.history is None or not a.history.forward:
             continue
-        unit = {"1w": "week", "1m": "minute"}.get(a.timeframe, "session")
         span = len(a.history.forward)
         for j, h in enumerate(a.history.forward):
             head = (
@@ -145,7 +145,7 @@ def forward_table(alerts: Sequence[Alert]) -> str:
             )
             rows.append(
                 f'<tr class="{"first" if j == 0 else ""}">{head}'
-                f'<td class="num">{h.periods} {unit}{"s" if h.periods != 1 else ""}</td>'
+                f'<td class="num">{h.periods} {unit(a.timeframe, h.periods)}</td>'
                 f'<td class="num">{h.count}</td>'
                 f"{_pct_cell(h.mean)}{_pct_cell(h.median)}"
                 f'<td class="num">{_share(h.share_positive)}</td>'
@@ -180,10 +180,9 @@ def rules_table(summaries: Sequence[RuleSummary]) -> str:
             f'<td rowspan="{span}" class="num">{s.symbols:,}</td>'
         )
         for j, o in enumerate(s.outcomes):
-            unit = {"1w": "week", "1m": "minute"}.get(s.rule.timeframe, "session")
             rows.append(
                 f'<tr class="{"first" if j == 0 else ""}">{head if j == 0 else ""}'
-                f'<td class="num">{o.periods} {unit}{"s" if o.periods != 1 else ""}</td>'
+                f'<td class="num">{o.periods} {unit(s.rule.timeframe, o.periods)}</td>'
                 f'<td class="num">{o.known:,}</td>{_pct_cell(o.mean)}{_pct_cell(o.median)}'
                 f'<td class="num">{_share(o.up)}</td>{_pct_cell(o.worst)}{_pct_cell(o.best)}'
                 f'<td class="num any">{o.any_known:,}</td>{_pct_cell(o.any_mean)}'
