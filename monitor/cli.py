@@ -285,7 +285,7 @@ def _run_replay(
     first: dt.date = bars.get_column("session").min()  # type: ignore[assignment]
     last: dt.date = bars.get_column("session").max()  # type: ignore[assignment]
     known = set(bars.get_column("symbol").unique().to_list())
-    for rule_id, missing in idle_rules([r for r in rules.rules if r.enabled], known).items():
+    for rule_id, missing in idle_rules(rules.enabled, known).items():
         print(
             f"market-monitor: rule {rule_id} cannot fire: {', '.join(missing)} not in the data",
             file=sys.stderr,

@@ -288,9 +288,8 @@ def outside_universe(config: Config, rules: RulesFile) -> list[str]:
 
     if not config.engine.universe:
         return []
-    enabled = [r for r in rules.rules if r.enabled]
     return [
         f"rule {rule_id} names {', '.join(missing)}, outside [engine] universe: it never sees "
         f"{'its' if len(missing) == 1 else 'their'} prices"
-        for rule_id, missing in unknown_symbols(enabled, set(config.engine.universe)).items()
+        for rule_id, missing in unknown_symbols(rules.enabled, set(config.engine.universe)).items()
     ]

@@ -77,6 +77,22 @@ def test_replay_says_which_rules_cannot_fire_for_want_of_data() -> None:
     ]
 
 
+def test_a_disabled_rule_neither_fires_nor_is_warned_about(tmp_path: Path) -> None:
+    """`enabled = false` keeps a rule in the file, switched off: replay emits none of its
+    alerts and does not say it cannot fire (the rotation, here), while the rules left on run."""
+    text = RULES.read_text()
+    off = tmp_path / "rules.toml"
+    for rule_id in ("streak.daily", "rotation.iwm_qqq"):
+        text = text.replace(f'id = "{rule_id}"', f'id = "{rule_id}"\nenabled = false', 1)
+    off.write_text(text)
+    res = run_cli("replay", "--rules", str(off), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    rules = {msgspec.json.decode(line, type=Alert).rule for line in res.stdout.splitlines()}
+    assert "streak.daily" not in rules and "rotation.iwm_qqq" not in rules
+    assert {"streak.weekly", "surge.5d"} <= rules
+
+
 def test_replay_into_a_reader_that_goes_away_stops_quietly() -> None:
     """`replay ... | head -1`: when the reader closes the pipe, replay stops with SIGPIPE's
     status (141, as cat or grep would) and no traceback."""

@@ -19,7 +19,7 @@ import redis
 from monitor import config as cfg
 from monitor.core.model import Alert, encode_alert
 from monitor.service import Daemon, run
-from tests.conftest import DATA, ROOT, RUT
+from tests.conftest import DATA, ROOT, RULES, RUT
 from tests.test_service import replay_alerts, subscribed, write_config
 
 pytestmark = pytest.mark.integration
@@ -186,6 +186,17 @@ def test_config_check_warns_of_rules_naming_symbols_outside_the_universe(tmp_pat
         "it never sees its prices"
     ]
     res = cli("config", "check", "--config", str(write_config(tmp_path, "mm-check")))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    # A switched-off rule never sees prices anyway: nothing to warn of.
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        RULES.read_text().replace(
+            'id = "rotation.iwm_qqq"', 'id = "rotation.iwm_qqq"\nenabled = false'
+        )
+    )
+    conf = write_config(tmp_path, "mm-check", engine='universe = ["^RUT", "IWM"]')
+    conf.write_text(conf.read_text().replace(str(RULES), str(rules)))
+    res = cli("config", "check", "--config", str(conf))
     assert res.returncode == 0 and res.stderr == "", res.stderr
 
 

@@ -109,7 +109,7 @@ class Engine:
         max_jump: float | None = None,
         rule_threads: int = 1,
     ) -> None:
-        self.rules = [r for r in rules.rules if r.enabled]
+        self.rules = rules.enabled
         self.sessions = sessions
         self.ctx = RuleContext(names=dict(rules.names), short_interest=short_interest)
         self.daily: pl.DataFrame = empty(DAILY_SCHEMA)

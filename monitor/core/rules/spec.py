@@ -135,6 +135,11 @@ class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rules: list[Rule] = []
     names: dict[str, str] = {}
 
+    @property
+    def enabled(self) -> list[Rule]:
+        """The rules that run (`enabled = false` keeps a rule in the file, switched off)."""
+        return [r for r in self.rules if r.enabled]
+
 
 class RuleError(ValueError):
     """A rules file that does not validate; the message names the field path."""
