@@ -90,19 +90,29 @@ def volume_ratio(window: int) -> pl.Expr:
     return pl.when(trailing > 0).then(pl.col("volume") / trailing)
 
 
-def running_high(lookback: int | None = None) -> pl.Expr:
-    """The highest close so far (or over the last `lookback` periods, the current included)."""
-    if lookback is None:
-        return pl.col("close").cum_max().over(BY)
-    return pl.col("close").rolling_max(lookback, min_samples=1).over(BY)
+def with_high(frame: pl.DataFrame, lookback: int | None = None) -> pl.DataFrame:
+    """`frame` with `high`, the highest close so far (or of the last `lookback` periods, the
+    current included), `high_row`, the frame's row where it was set (the latest of equal
+    closes), and `high_date`, that row's session.
 
-
-def high_date(high: pl.Expr, lookback: int | None = None) -> pl.Expr:
-    """The session on which the running high of `high` was set."""
-    at_high = pl.when(pl.col("close") >= high).then(pl.col("session"))
-    if lookback is None:
-        return at_high.forward_fill().over(BY)
-    return at_high.forward_fill(limit=lookback - 1).over(BY)
+    Over a lookback the high's row is the rolling maximum of a key that orders rows by close,
+    then by row: the dense rank of the close times the frame's height, plus the row. (The
+    latest row whose close was a high *when it was set* is not it: a larger close may since
+    have left the window, leaving a high set by a close that was not one.)"""
+    height = frame.height
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    if lookback is None:  # (a symbol's first row is its own high: the fill stays within it)
+        at = pl.when(pl.col("close") >= pl.col("close").cum_max().over(BY)).then(row)
+        frame = frame.with_columns(at.forward_fill().alias("high_row"))
+    else:
+        key = pl.col("close").rank("dense").cast(pl.Int64) * height + row
+        frame = frame.with_columns(key.alias("high_row"))
+        latest = pl.col("high_row").rolling_max(lookback, min_samples=1).over(BY)
+        frame = frame.with_columns(latest % height)
+    return frame.with_columns(
+        pl.col("close").gather("high_row").alias("high"),
+        pl.col("session").gather("high_row").alias("high_date"),
+    )
 
 
 def drawdown(high: pl.Expr) -> pl.Expr:

@@ -8,7 +8,13 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.core.metrics import prior_larger, run_lengths, trailing_min, trailing_return
+from monitor.core.metrics import (
+    prior_larger,
+    run_lengths,
+    trailing_min,
+    trailing_return,
+    with_high,
+)
 
 # Groups of values: small integers so that ties and runs are common; None is a missing value.
 GROUPS = st.lists(
@@ -90,3 +96,27 @@ def test_trailing_return_where_the_window_is_the_symbols_own(
     assert trailing_return(
         pl.Series([], dtype=pl.Float64), pl.Series([], dtype=pl.Boolean), 2
     ).is_empty()
+
+
+@settings(max_examples=200, deadline=None)
+@given(GROUPS, st.one_of(st.none(), st.integers(1, 8)))
+def test_with_high_is_the_latest_highest_close_of_the_window(
+    groups: list[list[int | None]], lookback: int | None
+) -> None:
+    """The high over all history or the last `lookback` periods, the row and session of its
+    latest occurrence: equal closes are common here, and a window whose high was not a high
+    when it was set (a larger close has left the window) is too."""
+    values, starts, _ = _flat(groups)
+    closes = [1.5 if v is None else float(v) + 1.0 for v in values]
+    symbols = [f"S{i}" for i, g in enumerate(groups) for _ in g]
+    sessions = pl.date_range(pl.date(2000, 1, 1), pl.date(2000, 12, 31), eager=True)
+    frame = pl.DataFrame({"symbol": symbols, "session": sessions[: len(closes)], "close": closes})
+    got = with_high(frame, lookback)
+    for row in range(len(closes)):
+        first = int(starts[row]) if lookback is None else max(int(starts[row]), row - lookback + 1)
+        window = closes[first : row + 1]
+        at = first + max(j for j, c in enumerate(window) if c == max(window))
+        assert got.row(row, named=True) == {
+            "symbol": symbols[row], "session": sessions[row], "close": closes[row],
+            "high": closes[at], "high_row": at, "high_date": sessions[at],
+        }  # fmt: skip

@@ -26,11 +26,8 @@ PER_SYMBOL = True  # a symbol's firings depend on its own bars alone
 
 def condition(bars: pl.DataFrame, rule: DrawdownRule, ctx: RuleContext) -> pl.DataFrame:
     """Condition per variant: drawdown >= -max_below_high / drawdown <= -min_below_high."""
-    high = m.running_high(rule.lookback)
-    frame = bars.with_columns(high.alias("high")).with_columns(
-        m.high_date(pl.col("high"), rule.lookback).alias("high_date"),
-        m.drawdown(pl.col("high")).alias("drawdown"),
-    )
+    frame = m.with_high(bars, rule.lookback)
+    frame = frame.with_columns(m.drawdown(pl.col("high")).alias("drawdown"))
     metrics = [pl.col("drawdown"), pl.col("high"), pl.col("high_date"), pl.col("close")]
     parts = []
     if rule.max_below_high is not None:

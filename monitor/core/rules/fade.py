@@ -22,21 +22,15 @@ PER_SYMBOL = True  # a symbol's firings depend on its own bars alone
 
 def condition(bars: pl.DataFrame, rule: FadeRule, ctx: RuleContext) -> pl.DataFrame:
     """Condition: the peak close of the last `within` periods was reached by a rise of at least
-    `rise` from the low of the `rise_window` periods before it, and the close is `drop` below it."""
+    `rise` from the low of the `rise_window` periods before it, and the close is `drop` below it.
+    (`rise` is the rise to the peak: a larger rise to a lower close does not count.)"""
     within = rule.within or rule.rise_window
     w = rule.rise_window
     low_before = pl.col("close").rolling_min(w + 1, min_samples=2).over(m.BY)
     frame = bars.with_columns((pl.col("close") / low_before - 1.0).alias("rise_to_here"))
-    frame = frame.with_columns(
-        pl.col("close").rolling_max(within + 1, min_samples=1).over(m.BY).alias("peak"),
-        pl.col("rise_to_here").rolling_max(within + 1, min_samples=1).over(m.BY).alias("rise"),
-    ).with_columns(
-        pl.when(pl.col("close") >= pl.col("peak"))
-        .then(pl.col("session"))
-        .forward_fill()
-        .over(m.BY)
-        .alias("peak_date"),
-        (pl.col("close") / pl.col("peak") - 1.0).alias("drawdown"),
+    frame = m.with_high(frame, within + 1).with_columns(
+        pl.col("rise_to_here").gather("high_row").alias("rise"),
+        (pl.col("close") / pl.col("high") - 1.0).alias("drawdown"),
     )
     cond = (pl.col("rise") >= rule.rise) & (pl.col("drawdown") <= -rule.drop)
     return select_keys(
@@ -45,8 +39,8 @@ def condition(bars: pl.DataFrame, rule: FadeRule, ctx: RuleContext) -> pl.DataFr
         [
             pl.col("rise"),
             pl.col("drawdown"),
-            pl.col("peak").alias("high"),
-            pl.col("peak_date").alias("high_date"),
+            pl.col("high"),  # (the peak)
+            pl.col("high_date"),
             pl.col("close"),
         ],
     )
