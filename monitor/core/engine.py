@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 import msgspec
 import polars as pl
@@ -26,13 +27,14 @@ from monitor.core.payload import LINE_SCHEMA, LineChunks, alert_lines, decode_li
 from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import Rule, RulesFile
-from monitor.core.sessions import Sessions, minute_date
+from monitor.core.sessions import NEW_YORK, Sessions, minute_date
 
 if TYPE_CHECKING:
     from monitor.core.bars import BarBook
 
 PRICE_COLS = ("open", "high", "low", "close")
 KEY = ["symbol", "session"]  # of daily bars
+NEW_YORK_ZONE = ZoneInfo(NEW_YORK)
 PIECE_ROWS = 1_000_000  # bars per piece of a universe for per-symbol rules (see `_pieces`)
 
 
@@ -117,7 +119,8 @@ class Engine:
         self._pending_daily: pl.DataFrame = empty(DAILY_SCHEMA)
         self._fired: set[str] = set()
         self._pending_ids: list[pl.Series] = []  # emitted, not yet in `_fired` (see `fired`)
-        self.watermarks: dict[str, dt.datetime] = {}
+        self.watermarks: dict[str, dt.datetime] = {}  # alerts are emitted for periods after
+        self._evaluated: dict[str, dt.datetime] = {}  # the last period evaluated, by timeframe
         if emit_after is not None:
             self.watermarks = {tf: emit_after for tf in ("1m", "1d", "1w")}
         self.counts: Counter[str] = Counter()
@@ -266,18 +269,43 @@ class Engine:
         new_daily = self._close_daily(now)
         if minute_bars.height:
             self.minutes = _add_minutes(self.minutes, minute_bars, self._minute_history)
+        late = self._late_periods(minute_bars, new_daily)
         parts: list[tuple[Rule, pl.DataFrame]] = []
         if minute_bars.height:
-            parts += self._evaluate("1m", now)
+            parts += self._evaluate("1m", now, "1m" in late)
         if new_daily.height:
-            parts += self._evaluate("1d", now)
+            parts += self._evaluate("1d", now, "1d" in late)
             if any(r.timeframe == "1w" for r in self.rules):
-                parts += self._evaluate("1w", now)
+                parts += self._evaluate("1w", now, "1w" in late)
         if deferred:
             lines: pl.DataFrame | LineChunks = LineChunks(parts, self.ctx, self._new)
         else:
             lines = self._new([alert_lines(fired, rule, self.ctx) for rule, fired in parts])
         return Step(lines, minute_bars, new_daily, [], parts)
+
+    def _late_periods(self, minute_bars: pl.DataFrame, daily: pl.DataFrame) -> set[str]:
+        """The timeframes whose last evaluated period got bars in this step: bars of one period
+        come in several batches (a feed's daily bars symbol by symbol, a second or a minute
+        apart), and the firings the late ones make are as new as the first ones'. Those
+        periods are evaluated again (an alert emitted already is not emitted twice). Bars of
+        earlier periods are corrections: stored, they fire nothing."""
+        late: set[str] = set()
+        minute = self._evaluated.get("1m")
+        if minute is not None and minute_bars.height:
+            ends = minute_bars.get_column("start") + dt.timedelta(minutes=1)
+            if (ends == minute).any():
+                late.add("1m")
+        day, week = self._evaluated.get("1d"), self._evaluated.get("1w")
+        if not daily.height or (day is None and week is None):
+            return late
+        sessions = daily.get_column("session")  # (a session closes on its own date)
+        if day is not None and (sessions == day.astimezone(NEW_YORK_ZONE).date()).any():
+            late.add("1d")
+        if week is not None:
+            weeks = self.sessions.frame.filter(pl.col("session").is_in(sessions.unique().implode()))
+            if (weeks.get_column("week") == week.astimezone(NEW_YORK_ZONE).date()).any():
+                late.add("1w")
+        return late
 
     def evaluates(self, now: dt.datetime, batch: FeedBatch | None = None) -> bool:
         """Whether `advance(now)` after ingesting `batch` may evaluate rules over the history:
@@ -319,9 +347,11 @@ class Engine:
         return done
 
     # -------------------------------------------------------------- evaluate
-    def _evaluate(self, timeframe: str, now: dt.datetime) -> list[tuple[Rule, pl.DataFrame]]:
-        """The firings of every rule of `timeframe` in the periods closed since the last call,
-        with the rule."""
+    def _evaluate(
+        self, timeframe: str, now: dt.datetime, late: bool = False
+    ) -> list[tuple[Rule, pl.DataFrame]]:
+        """The firings of every rule of `timeframe` in the periods closed since the last call
+        (and, when `late`, in the last period evaluated: see `_late_periods`), with the rule."""
         rules = [r for r in self.rules if r.timeframe == timeframe]
         if not rules:  # e.g. minute bars closing while every rule is daily
             return []
@@ -329,6 +359,8 @@ class Engine:
         if base.is_empty():
             return []
         after = self.watermarks.get(timeframe)
+        if late and after is not None:  # (bar closes are whole seconds: this takes in `after`)
+            after -= dt.timedelta(microseconds=1)
         # A universe's history is evaluated a piece of symbols at a time by the rules whose
         # firings on a symbol depend on its bars alone: the derived columns and every rule's
         # intermediates are then held for a piece, not for 8 million bars (a third fewer fresh
@@ -378,7 +410,7 @@ class Engine:
                 tracked = [p for e in mine for p in e.progress or []]
                 self.progress[rule.id] = sorted(tracked, key=lambda p: (p.symbol, p.variant))
             out.append((rule, _joined([e.fired for e in mine])))
-        self.watermarks[timeframe] = max(e.latest for e in results)
+        self.watermarks[timeframe] = self._evaluated[timeframe] = max(e.latest for e in results)
         return out
 
     def _new(self, lines: list[pl.DataFrame]) -> pl.DataFrame:

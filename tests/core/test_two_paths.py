@@ -183,3 +183,80 @@ def test_an_alert_id_emitted_is_never_emitted_again(sessions: Sessions) -> None:
     assert list(replay(restored, history())) == []
     fresh = build_engine(rules, sessions)  # type: ignore[arg-type]
     assert [a.id for a in replay(fresh, history())] == [a.id for a in first]
+
+
+@pytest.mark.parametrize(
+    ("last", "order"),
+    [
+        (dt.date(2024, 7, 16), ["^RUT", "QQQ", "IWM", "IWM"]),  # IWM's surge comes late
+        (dt.date(2020, 12, 4), ["ZZZ", "^RUT"]),  # a Friday: ^RUT's weekly streak comes late
+    ],
+)
+def test_bars_of_one_session_in_several_batches_fire_as_in_one(
+    sessions: Sessions, last: dt.date, order: list[str]
+) -> None:
+    """A feed's daily bars of the session just closed come a symbol at a time, each in its own
+    step: the alerts of the late ones (a daily surge; a weekly streak, whose week they change)
+    are those a replay in one batch emits, each once (IWM's bar comes twice); a bar of an
+    earlier session is a correction and fires nothing. (ZZZ: a symbol no rule names.)"""
+    from monitor.core.model import FeedBatch
+
+    bars = history().filter(pl.col("symbol").is_in(["^RUT", "IWM", "QQQ"]))
+    bars = bars.filter(pl.col("session") <= last)
+    extra = bars.filter(pl.col("session") == last).head(1).with_columns(symbol=pl.lit("ZZZ"))
+    bars = pl.concat([bars, extra]).sort("symbol", "session")
+    expected = sorted(
+        encode_alert(a)
+        for a in replay(build_engine(load_rules(RULES), sessions), bars)  # type: ignore[arg-type]
+        if a.session == str(last)
+    )
+    engine = build_engine(load_rules(RULES), sessions)  # type: ignore[arg-type]
+    got = list(replay(engine, bars.filter(pl.col("session") < last)))
+    close = sessions.close_of(last)
+    for i, symbol in enumerate(order):
+        batch = FeedBatch.empty("t")
+        batch.daily_bars = bars.filter((pl.col("symbol") == symbol) & (pl.col("session") == last))
+        engine.ingest(batch)
+        got += engine.advance(close + dt.timedelta(seconds=1 + i)).alerts
+    assert sorted(encode_alert(a) for a in got if a.session == str(last)) == expected
+    assert any(a.symbol == order[-1] for a in got if a.session == str(last))
+    batch = FeedBatch.empty("t")
+    batch.daily_bars = bars.filter(pl.col("session") < last).tail(1)
+    engine.ingest(batch)
+    assert engine.advance(close + dt.timedelta(seconds=9)).alerts == []
+
+
+def test_minute_bars_of_one_minute_in_several_batches_fire_as_in_one(sessions: Sessions) -> None:
+    """Provider minute bars of the minute just closed, a symbol at a time: the late symbol's
+    minute surge is emitted, once, as when every bar comes in one batch."""
+    from monitor.core.engine import Engine
+    from monitor.core.model import MINUTE_SCHEMA, FeedBatch
+    from monitor.core.rules.spec import RulesFile, SurgeRule
+
+    rule = SurgeRule(
+        id="surge.1m", symbols=["AAA", "BBB"], timeframe="1m", window=3, min_return=0.02
+    )
+    start = dt.datetime(2024, 7, 16, 14, 0, tzinfo=dt.UTC)
+    rows = [
+        (symbol, start + dt.timedelta(minutes=m), price, price, price, price, 100.0)
+        for symbol, jump in (("AAA", 1.0), ("BBB", 1.05))
+        for m, price in enumerate([10.0] * 9 + [10.0 * jump])
+    ]
+    bars = pl.DataFrame(rows, schema=MINUTE_SCHEMA, orient="row")
+    end = start + dt.timedelta(minutes=10)
+
+    def step(engine: Engine, part: pl.DataFrame, now: dt.datetime) -> list[bytes]:
+        batch = FeedBatch.empty("t")
+        batch.minute_bars = part
+        engine.ingest(batch)
+        return [encode_alert(a) for a in engine.advance(now).alerts]
+
+    whole = step(Engine(RulesFile(rules=[rule]), sessions), bars, end)
+    assert [decode_alert(a).symbol for a in whole] == ["BBB"]
+    engine = Engine(RulesFile(rules=[rule]), sessions)
+    got = step(engine, bars.filter(pl.col("start") < end - dt.timedelta(minutes=1)), end)
+    last = bars.filter(pl.col("start") == end - dt.timedelta(minutes=1))
+    for i, symbol in enumerate(["AAA", "BBB", "BBB"]):
+        part = last.filter(pl.col("symbol") == symbol)
+        got += step(engine, part, end + dt.timedelta(seconds=1 + i))
+    assert got == whole
