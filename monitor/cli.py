@@ -16,10 +16,15 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from monitor import __version__
 from monitor.errors import EX_CONFIG, EX_DATAERR, EX_IOERR, ConfigError, DataError, MonitorError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from monitor.core.rules.spec import Rule
 
 EX_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 
@@ -229,6 +234,9 @@ def _replay(args: argparse.Namespace) -> int:
     from monitor.calendar import warm_up
     from monitor.datafiles import parse_data_arg, read_many
 
+    if args.start is not None and args.end is not None and args.start > args.end:
+        print(f"market-monitor: --from {args.start} is after --to {args.end}", file=sys.stderr)
+        return 2  # (argparse's status for a usage error)
     specs = [parse_data_arg(a) for a in args.data]
     # Without a cached session table, exchange-calendars (half a second to import) is needed:
     # import it while polars reads, and the engine's modules (numpy among them, 0.1 s) too.
@@ -250,6 +258,21 @@ def _replay(args: argparse.Namespace) -> int:
         )
     finally:
         datacache.flush()  # (a cache entry written while the rules ran)
+
+
+def _without_volume(rules: list[Rule], bars: pl.DataFrame) -> list[str]:
+    """The squeeze rules (abnormal volume is part of the condition) none of whose symbols in
+    `bars` has a volume: a file of closes only, say."""
+    from monitor.core.firing import rule_frame
+    from monitor.core.rules.spec import SqueezeRule
+
+    idle = []
+    for rule in rules:
+        if isinstance(rule, SqueezeRule):
+            volume = rule_frame(bars, rule).get_column("volume")
+            if volume.len() and not (volume > 0).any():
+                idle.append(rule.id)
+    return idle
 
 
 def _importing(module: str) -> threading.Thread:
@@ -288,6 +311,11 @@ def _run_replay(
     for rule_id, missing in idle_rules(rules.enabled, known).items():
         print(
             f"market-monitor: rule {rule_id} cannot fire: {', '.join(missing)} not in the data",
+            file=sys.stderr,
+        )
+    for rule_id in _without_volume(rules.enabled, bars):
+        print(
+            f"market-monitor: rule {rule_id} cannot fire: no volume in the data for its symbols",
             file=sys.stderr,
         )
     sessions = nyse_sessions(first, last)

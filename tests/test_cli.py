@@ -93,6 +93,38 @@ def test_a_disabled_rule_neither_fires_nor_is_warned_about(tmp_path: Path) -> No
     assert {"streak.weekly", "surge.5d"} <= rules
 
 
+def test_replay_from_after_to_is_a_usage_error() -> None:
+    """`--from` after `--to` leaves nothing to replay: said so, status 2, nothing printed."""
+    res = run_cli(
+        "replay", "--rules", str(RULES), "--data", f"^RUT={RUT}",
+        "--from", "2024-07-16", "--to", "2024-07-01",
+    )  # fmt: skip
+    assert (res.returncode, res.stdout) == (2, "")
+    assert res.stderr == "market-monitor: --from 2024-07-16 is after --to 2024-07-01\n"
+
+
+def test_replay_says_a_squeeze_cannot_fire_on_closes_without_volume(tmp_path: Path) -> None:
+    """The squeeze file without its volume column: the squeeze rule (abnormal volume is part of
+    its condition) is named on stderr as unable to fire, and fires nothing."""
+    import polars as pl
+
+    closes = tmp_path / "closes.csv"
+    pl.read_csv(SQUEEZE).drop("volume").write_csv(closes)
+    res = run_cli(
+        "replay", "--rules", str(RULES), "--data", str(closes),
+        "--short-interest", str(SHORT_INTEREST),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    line = "market-monitor: rule squeeze.daily cannot fire: no volume in the data for its symbols"
+    assert line in res.stderr.splitlines()
+    assert '"kind":"squeeze"' not in res.stdout
+    res = run_cli(
+        "replay", "--rules", str(RULES), "--data", str(SQUEEZE),
+        "--short-interest", str(SHORT_INTEREST),
+    )  # fmt: skip
+    assert line not in res.stderr and '"kind":"squeeze"' in res.stdout
+
+
 def test_replay_into_a_reader_that_goes_away_stops_quietly() -> None:
     """`replay ... | head -1`: when the reader closes the pipe, replay stops with SIGPIPE's
     status (141, as cat or grep would) and no traceback."""

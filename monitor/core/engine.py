@@ -480,8 +480,9 @@ class Engine:
                 (pl.col("start") + pl.duration(minutes=1)).alias("ts"),
                 idx,
             ).drop("start")
+        weekly = ["short_week"] if timeframe == "1w" else []
         return frame.with_columns(metrics.period_return().alias("ret1")).select(
-            "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "ret1"
+            "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "ret1", *weekly
         )
 
     def weekly(self, now: dt.datetime | None = None) -> pl.DataFrame:

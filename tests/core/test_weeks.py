@@ -111,3 +111,23 @@ def test_minute_date_is_the_new_york_date_through_daylight_saving_changes() -> N
     )
     assert got.height > 1_000_000
     assert (got.get_column("fast") == got.get_column("zone")).all()
+
+
+def test_weekly_alerts_flag_holiday_weeks(sessions: Sessions) -> None:
+    """Every weekly alert of ^RUT since 1987 carries `short_week`: whether its trading week had
+    fewer than five sessions, counted here from the calendar (Good Friday 2009 is one)."""
+    from monitor.cli import load_rules
+    from monitor.datafiles import DataSpec, read_many
+    from monitor.replay import build_engine, replay
+    from tests.conftest import RULES, RUT
+
+    bars = read_many([DataSpec(path=str(RUT), symbol="^RUT")]).bars
+    engine = build_engine(load_rules(RULES), sessions)  # type: ignore[arg-type]
+    weekly = [a for a in replay(engine, bars) if a.timeframe == "1w"]
+    days = sessions.frame.get_column("session")
+    for alert in weekly:
+        end = dt.date.fromisoformat(alert.session)  # (a week is labelled by its last session)
+        monday = end - dt.timedelta(days=end.weekday())
+        count = days.filter(days.is_between(monday, end)).len()
+        assert alert.metrics["short_week"] is (count < 5), alert.session
+    assert "2009-04-09" in {a.session for a in weekly if a.metrics["short_week"]}

@@ -114,4 +114,6 @@ def select_keys(frame: pl.DataFrame, cond: pl.Expr, metrics: list[pl.Expr]) -> p
         base = base.with_columns(pl.lit("").alias("variant"))
     if "ref" not in base.columns:
         base = base.with_columns(pl.col("close").alias("ref"))
+    if "short_week" in base.columns:  # (weekly bars: a holiday week, flagged in every alert)
+        metrics = [*metrics, pl.col("short_week")]
     return base.select([pl.col(k) for k in KEYS] + metrics)
