@@ -65,11 +65,27 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
+# Schemes whose host is a real web or mail server name: the only ones whose host may be shown.
+# Everywhere else (pbul://, ntfy://, tgram://, slack://, discord://, ...) the "host" part may be
+# an access token, a topic or a bot id, so it is masked.
+HOST_SCHEMES = frozenset(
+    {"http", "https", "json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos"}
+)
+
+
 def redact(url: str) -> str:
-    """Scheme and host only: what may appear in a log line about a receiver URL."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}/…" if host else f"{parts.scheme}://…"
+    """What may appear in a log line or dead-letter reason about a receiver URL: the scheme, and
+    the host for web and mail schemes (`HOST_SCHEMES`); never user info, path or query."""
+    scheme = url.partition("://")[0].lower()
+    if not (scheme.isascii() and scheme.isalnum()):
+        return "***"  # not even a scheme we can show safely
+    if scheme not in HOST_SCHEMES:
+        return f"{scheme}://***"
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        host = ""
+    return f"{scheme}://{host}/…" if host else f"{scheme}://…"
 
 
 class AppriseSender:

@@ -378,7 +378,18 @@ class Notifier:
                 await self._deliver(receiver, job)
 
     async def _deliver(self, receiver: str, batch: Batch) -> None:
-        alerts = batch.alerts
+        alerts: list[Alert] = []
+        repeated: list[str] = []
+        seen: set[str] = set()
+        for a in batch.alerts:  # the same alert XADDed twice: send the first, ack both entries
+            if a.id in seen:
+                repeated.append(a.id)
+            else:
+                seen.add(a.id)
+                alerts.append(a)
+        if repeated:
+            self.counters.inc("notify_already_sent", len(repeated), receiver=receiver)
+            self._log.info("alert_already_sent", receiver=receiver, ids=repeated, repeated=True)
         flags = await self.delivered.sent(receiver, [a.id for a in alerts])
         todo = [a for a, sent in zip(alerts, flags, strict=True) if not sent]
         if len(todo) < len(alerts):
@@ -402,7 +413,9 @@ class Notifier:
                     attempts=outcome.attempts,
                 )
             else:
-                entries = {i.alert.id: i.entry for i in batch.items}
+                entries: dict[str, str | None] = {}
+                for i in batch.items:
+                    entries.setdefault(i.alert.id, i.entry)
                 for a in todo:
                     await self.dead.add(
                         entries.get(a.id), a, receiver, outcome.reason, outcome.attempts

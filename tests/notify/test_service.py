@@ -339,3 +339,26 @@ async def test_stale_feed_holds_symbol_alerts_until_recovery(stream: str) -> Non
     state = msgspec.json.decode(await client.get(f"{stream}:notify:notifier:state"))
     await client.aclose()
     assert (state["stale_feeds"], state["inhibited"]) == ({}, [])
+
+
+async def test_an_alert_added_twice_in_one_group_goes_out_once(stream: str) -> None:
+    """The same alert XADDed twice lands in one delivery group: one message with one line, both
+    entries acked, the repeat counted as a duplicate; a third copy later is skipped too."""
+    async with WebhookServer() as hooks:
+        config = make_config(
+            stream,
+            [{"name": "chat", "url": hooks.url("/chat")}],
+            route={"group_by": ["rule", "session"], "group_wait_s": 0.3},
+        )
+        twice = alert(1)
+        await publish(stream, [twice, alert(2), twice])
+        async with running(config) as notifier:
+            await until(lambda: notifier.counters.total("notify_acked") == 3)
+            await publish(stream, [twice])
+            await until(lambda: notifier.counters.total("notify_acked") == 4)
+    (body,) = hooks.bodies("/chat")
+    assert body["message"].count("**SC01**") == 1
+    assert body["message"].count("**SC02**") == 1
+    assert notifier.counters.get("notify_alerts_sent", receiver="chat") == 2
+    assert notifier.counters.get("notify_already_sent", receiver="chat") == 2
+    assert await pending(stream) == 0
