@@ -297,7 +297,15 @@ def _run_replay(
 
     from monitor.calendar import nyse_sessions
     from monitor.core.rules.spec import RulesFile, idle_rules
-    from monitor.replay import Summary, build_engine, emit_after_for, replay_steps, table
+    from monitor.replay import (
+        Summary,
+        build_engine,
+        emit_after_for,
+        gaps,
+        gaps_line,
+        replay_steps,
+        table,
+    )
     from monitor.short_interest_io import read_short_interest
 
     rules = load_rules(rules_path)
@@ -319,6 +327,9 @@ def _run_replay(
             file=sys.stderr,
         )
     sessions = nyse_sessions(first, last)
+    found = gaps(bars, sessions)
+    if found:
+        print(f"market-monitor: {gaps_line(found)}", file=sys.stderr)
     si = read_short_interest(short_interest) if short_interest else None
     engine = build_engine(
         rules,

@@ -4,6 +4,8 @@ Feeds put `FeedBatch`es (already decoded) or `Wire`s (raw messages, decoded here
 on one bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
 `batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()`, hands
 the alerts to the sinks and then calls each Wire's `ack` (the feed acknowledges and reads on).
+A Wire is claimed before it is decoded: one its feed has withdrawn (at shutdown, past the grace
+period) is left alone, neither processed nor acknowledged, and the broker delivers it again.
 With nothing arriving it still advances once a second, so bars close on the clock. Steps that
 evaluate rules over the history run in a worker thread so the event loop keeps reading; the many
 small steps of ticks and minute bars run inline.
@@ -17,6 +19,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
+import polars as pl
+
 from monitor import logs
 from monitor.clock import Clock
 from monitor.core.counters import Counters
@@ -29,6 +33,8 @@ from monitor.feeds.wire import Wire
 BatchDecoder = Callable[[list[bytes]], FeedBatch]
 AlertSink = Callable[[Sequence[Alert]], None]
 IDLE_ADVANCE_S = 1.0
+STOPPING_IDLE_S = 0.05  # stopping: the feeds finish their drain, the loop is soon to end
+MINUTE = dt.timedelta(minutes=1)
 POLL_S = 0.005
 LOG_EVERY_S = 10.0
 
@@ -68,7 +74,10 @@ class Pipeline:
             self._log, counters, counter="rejections", interval_s=LOG_EVERY_S, clock=time.monotonic
         )
         counters.describe("ticks_in", "Ticks received from the feeds")
-        counters.describe("feed_lag_seconds", "Clock minus the newest tick's timestamp")
+        counters.describe(
+            "feed_lag_seconds",
+            "Clock minus the newest accepted tick's timestamp (or minute bar's end)",
+        )
         counters.describe("rejections", "Input rejected, by reason")
         counters.describe("alerts_fired", "Alerts fired by the engine, by rule")
         counters.describe(
@@ -91,8 +100,9 @@ class Pipeline:
         items: list[FeedBatch | Wire] = []
         queue = self.queue
         if queue.empty() and not (stop.is_set() and feeds_done.is_set()):
+            idle_s = STOPPING_IDLE_S if stop.is_set() else IDLE_ADVANCE_S
             try:
-                items.append(await asyncio.wait_for(queue.get(), IDLE_ADVANCE_S))
+                items.append(await asyncio.wait_for(queue.get(), idle_s))
             except TimeoutError:
                 return items
         deadline = time.monotonic() + self.batch_max_age_s
@@ -113,6 +123,7 @@ class Pipeline:
         return items
 
     async def _process(self, items: list[FeedBatch | Wire]) -> None:
+        items = [item for item in items if _claimed(item)]
         batch = self._decode(items)
         now = self.clock.now()
         if self.engine.evaluates(now, batch):
@@ -124,10 +135,9 @@ class Pipeline:
             step, rejections = self._step(batch, now)
         self.last_step_at = time.monotonic()
         self._count(batch, rejections)
-        if batch is not None and batch.ticks.height:
-            newest = batch.ticks.get_column("ts").max()
-            if isinstance(newest, dt.datetime):
-                self.counters.set("feed_lag_seconds", (now - newest).total_seconds())
+        newest = _newest_accepted(batch, rejections) if batch is not None else None
+        if newest is not None:
+            self.counters.set("feed_lag_seconds", (now - newest).total_seconds())
         if self.side_alerts is not None:
             step.alerts.extend(self.side_alerts())
         if step.alerts:
@@ -185,3 +195,28 @@ class Pipeline:
 
 def _messages(item: FeedBatch | Wire) -> int:
     return len(item.payloads) if isinstance(item, Wire) else 1
+
+
+def _claimed(item: FeedBatch | Wire) -> bool:
+    return not isinstance(item, Wire) or item.claim is None or item.claim()
+
+
+def _newest_accepted(batch: FeedBatch, rejections: list[Rejection]) -> dt.datetime | None:
+    """The newest instant among the rows the engine accepted: a tick's timestamp, a minute bar's
+    end (session bars say when their session closed, not how current the feed is). A rejected
+    row (dated 1969 or 2100, a duplicate delivered again an hour later) says nothing about the
+    lag. A rejection names its row's symbol, not the row: the rows of a symbol with a rejection
+    in this step are left out (its next step counts)."""
+    rejected = list({r.symbol for r in rejections if r.symbol is not None})
+    accepted = pl.col("symbol").is_not_null() & ~pl.col("symbol").is_in(rejected)
+    newest: list[dt.datetime] = []
+    for frame, column, span in (
+        (batch.ticks, "ts", dt.timedelta(0)),
+        (batch.minute_bars, "start", MINUTE),
+    ):
+        if rejections and frame.height:  # (without any, every row was accepted)
+            frame = frame.filter(accepted)
+        value = frame.get_column(column).max() if frame.height else None
+        if isinstance(value, dt.datetime):
+            newest.append(value + span)
+    return max(newest, default=None)

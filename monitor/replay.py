@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import NamedTuple
 
+import numpy as np
 import polars as pl
 
 from monitor.core.engine import Engine, Step
@@ -84,6 +85,59 @@ def _batches(bars: pl.DataFrame, size: int | None) -> Iterator[tuple[pl.DataFram
     for i in range(0, len(sessions), size):
         chunk = sessions[i : i + size]
         yield bars.filter(pl.col("session").is_between(chunk[0], chunk[-1])), chunk[-1]
+
+
+class Gap(NamedTuple):
+    """Sessions of the calendar missing inside one symbol's history (between two of its bars)."""
+
+    symbol: str
+    missing: int
+    first: dt.date  # the first missing session
+
+
+def gaps(bars: pl.DataFrame, sessions: Sessions) -> list[Gap]:
+    """Per symbol of `bars` (sorted by symbol and session, every session one of `sessions`)
+    whose history skips sessions (a bar missing from the file, or rejected as bad): how many,
+    and the first, in symbol order. Windows count a symbol's bars: one over a gap spans more
+    sessions than it says.
+
+    A gap is a step of more than one session number from a row to the next; the few rows
+    after such a step are then checked for being the same symbol's (numpy over the column,
+    not a comparison of millions of symbols)."""
+    number = bars.select(sessions.number_expr(pl.col("session"))).to_series().to_numpy()
+    rows = np.flatnonzero(np.diff(number) > 1) + 1  # (the row after each step)
+    if not rows.size:
+        return []
+    symbols = bars.get_column("symbol")
+    steps = pl.DataFrame(
+        {
+            "symbol": symbols.gather(rows),
+            "same": (symbols.gather(rows) == symbols.gather(rows - 1)),
+            "missing": number[rows] - number[rows - 1] - 1,
+            "first": number[rows - 1] + 1,
+        }
+    ).filter("same")
+    days = sessions.frame.get_column("session")
+    per_symbol = steps.group_by("symbol", maintain_order=True).agg(
+        pl.col("missing").sum(), pl.col("first").first()
+    )
+    return [
+        Gap(symbol, int(missing), days[int(first)])
+        for symbol, missing, first in per_symbol.iter_rows()
+    ]
+
+
+def gaps_line(found: list[Gap], shown: int = 5) -> str:
+    """One line for people: `3 sessions missing inside the history of 2 symbols (^RUT 1 from
+    2024-07-11, AAA 2 from 2024-07-03)`."""
+    total = sum(g.missing for g in found)
+    listed = ", ".join(f"{g.symbol} {g.missing} from {g.first}" for g in found[:shown])
+    more = f", and {_count(len(found) - shown, 'more symbol')}" if len(found) > shown else ""
+    return (
+        f"{_count(total, 'session')} missing inside the history of "
+        f"{_count(len(found), 'symbol')} ({listed}{more}): windows over them span more sessions "
+        "than they say"
+    )
 
 
 def emit_after_for(sessions: Sessions, start: dt.date | None) -> dt.datetime | None:

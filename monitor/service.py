@@ -158,6 +158,7 @@ class Daemon:
             ca_file=str(resolve(self.config, fc.ca_file)) if fc.ca_file else None,
             watch_broker_drops=fc.watch_broker_drops,
             max_backlog_bytes=int(fc.max_backlog_mb * 1024 * 1024),
+            grace_s=self.config.shutdown.grace_s,  # to process and acknowledge what it read
             raw=True,
             protocol=fc.mqtt_version,
         )

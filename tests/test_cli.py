@@ -125,6 +125,36 @@ def test_replay_says_a_squeeze_cannot_fire_on_closes_without_volume(tmp_path: Pa
     assert line not in res.stderr and '"kind":"squeeze"' in res.stdout
 
 
+def test_replay_names_sessions_missing_inside_a_history(tmp_path: Path) -> None:
+    """^RUT without 2024-07-11, and a second symbol without 2024-07-03 and 2024-07-05 (a
+    holiday between them, which is no gap) and a bad close on 2024-07-09: each gap is counted,
+    with its first session, on one stderr line. A symbol whose history starts later has none."""
+    import polars as pl
+
+    rut = tmp_path / "rut.csv"
+    lines = RUT.read_text().splitlines(keepends=True)
+    rut.write_text("".join(ln for ln in lines if not ln.startswith("2024-07-11")))
+    other = tmp_path / "other.csv"
+    days = ["2024-07-01", "2024-07-02", "2024-07-03", "2024-07-05", "2024-07-08", "2024-07-09",
+            "2024-07-10"]  # fmt: skip
+    closes = [10.0, 10.0, None, None, 10.0, -1.0, 10.0]
+    frame = pl.DataFrame({"date": days, "close": closes}).drop_nulls()
+    frame.write_csv(other)
+    late = tmp_path / "late.csv"
+    frame.filter(pl.col("date") >= "2024-07-10").write_csv(late)
+    res = run_cli(
+        "replay", "--rules", str(RULES), "--data", f"^RUT={rut}", "--data", f"AAA={other}",
+        "--data", f"BBB={late}", "--from", "2024-07-01", "--to", "2024-07-12",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (
+        "market-monitor: 4 sessions missing inside the history of 2 symbols (AAA 3 from "
+        "2024-07-03, ^RUT 1 from 2024-07-11): windows over them span more sessions than they say"
+    ) in res.stderr.splitlines()
+    res = run_cli("replay", "--rules", str(RULES), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
+    assert "missing inside" not in res.stderr
+
+
 def test_replay_into_a_reader_that_goes_away_stops_quietly() -> None:
     """`replay ... | head -1`: when the reader closes the pipe, replay stops with SIGPIPE's
     status (141, as cat or grep would) and no traceback."""

@@ -107,3 +107,48 @@ async def test_bar_builder_events_reach_the_metrics(sessions: Sessions) -> None:
         counters.get("bar_events", kind="late_tick_corrected")
         == engine.book_counts()["late_tick_corrected"]
     )
+
+
+async def test_a_withdrawn_wire_is_neither_processed_nor_acknowledged(sessions: Sessions) -> None:
+    """A Wire whose claim fails (its feed withdrew it at shutdown) is left alone: its ticks are
+    not taken in and its ack never runs; the claimed Wire beside it is processed and acked."""
+    counters = Counters()
+    acked: list[str] = []
+    wires: list[FeedBatch | Wire] = [
+        Wire("raw", [tick(0), tick(1)], lambda: acked.append("kept"), lambda: True),
+        Wire("raw", [tick(2)], lambda: acked.append("withdrawn"), lambda: False),
+    ]
+    await run_pipeline(sessions, wires, counters)
+    assert (counters.total("ticks_in"), acked) == (2.0, ["kept"])
+
+
+def stamped(symbol: str, ts_ms: int) -> FeedBatch:
+    """One tick of `symbol` at `ts_ms`, decoded as a feed would."""
+    payload = {"symbol": symbol, "ts": ts_ms, "price": 10.0, "size": 1}
+    return decode_generic_many([msgspec.json.encode(payload)], feed="raw")
+
+
+async def test_feed_lag_comes_from_accepted_ticks_and_minute_bars_only(
+    sessions: Sessions,
+) -> None:
+    """Ticks the engine rejects (dated 1969 or 2100: outside any session) leave feed_lag_seconds
+    alone, in a step of their own or beside an accepted tick of another symbol; an accepted
+    minute bar counts from its end."""
+    now_ms = int(NOW.timestamp() * 1000)
+    year_2100_ms = int(dt.datetime(2100, 1, 4, 15, tzinfo=dt.UTC).timestamp() * 1000)
+    bar = {"symbol": "BAR", "timeframe": "1m", "start": now_ms - 90_000, "open": 10.0,
+           "high": 10.0, "low": 10.0, "close": 10.0, "volume": 5}  # fmt: skip
+    steps: list[list[FeedBatch]] = [
+        [stamped("ACME", now_ms - 2_000)],
+        [stamped("ACME", -1)],
+        [stamped("ACME", year_2100_ms)],
+        [stamped("OLD", -1), stamped("NEW", now_ms - 1_000), stamped("FUTURE", year_2100_ms)],
+        [decode_generic_many([msgspec.json.encode(bar)], feed="raw")],
+    ]
+    counters = Counters()
+    lags = []
+    for batches in steps:
+        await run_pipeline(sessions, [*batches], counters)
+        lags.append(counters.get("feed_lag_seconds"))
+    assert counters.get("rejections", reason="outside_session") == 4
+    assert lags == [2.0, 2.0, 2.0, 1.0, 30.0]

@@ -57,6 +57,7 @@ class Sessions:
         self._dates: list[dt.date] = sessions
         self._day0 = (sessions[0] - dt.date(1970, 1, 1)).days  # polars' day number of the first
         self._close_by_day: pl.Series | None = None
+        self._number_by_day: pl.Series | None = None
 
     def is_session(self, day: dt.date) -> bool:
         """True when `day` is a trading session."""
@@ -79,6 +80,19 @@ class Sessions:
         day = session.cast(pl.Int32) - self._day0
         inside = (day >= 0) & (day < len(self._close_by_day))
         return pl.lit(self._close_by_day).gather(pl.when(inside).then(day)).alias("ts")
+
+    def number_expr(self, session: pl.Expr) -> pl.Expr:
+        """The number of each session of a column of sessions in the calendar (consecutive
+        sessions, consecutive numbers), by the same look-up as `close_of_expr`; every date
+        must lie within the calendar's range."""
+        if self._number_by_day is None:
+            days = self.frame.get_column("session").cast(pl.Int32) - self._day0
+            numbers = pl.Series("n", range(len(days)), dtype=pl.Int32)
+            table = pl.Series("n", [None], dtype=pl.Int32)
+            table = table.extend_constant(None, int(days.max()))  # type: ignore[arg-type]
+            self._number_by_day = table.scatter(days.to_numpy(), numbers)
+        day = session.cast(pl.Int32) - self._day0
+        return pl.lit(self._number_by_day).gather(day).alias("number")
 
     def open_of(self, day: dt.date) -> dt.datetime:
         """The session's open instant (UTC)."""

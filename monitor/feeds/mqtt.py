@@ -18,6 +18,14 @@ reading the socket (TCP pushes back on the broker, which queues, or past its lim
 says so on `$SYS`) and reads again once the backlog is below half. The client that does both is
 in monitor/feeds/mqtt_client.py.
 
+Shutdown, when `stop` is set: the feed takes in no more messages, waits (up to `grace_s`) for
+the engine to process and acknowledge the QoS 1 Wires it handed on, so that their PUBACKs leave
+on the connection that received the messages, waits for the broker to confirm it has them, and
+only then disconnects (see `Handoff` in monitor/feeds/wire.py and `InboxClient.confirm_sent`).
+Disconnecting first would lose those acks, and the broker would deliver the messages again to
+the next session, processed twice. What the engine has not started on by the end of the grace
+period is withdrawn, left unacknowledged: delivered again, once.
+
 aiomqtt and paho types stay in these two modules: a lost connection becomes `FeedDisconnected`.
 """
 
@@ -43,19 +51,21 @@ from monitor.errors import ConfigError, FeedDisconnected
 from monitor.feeds.generic import decode_generic
 from monitor.feeds.mqtt_client import DROPPED_TOPIC, Backlog, InboxClient, tls_context
 from monitor.feeds.rejections import RejectionLog
-from monitor.feeds.wire import Wire, hand_on
+from monitor.feeds.wire import Handoff, Wire, hand_on, put
 
 __all__ = ["DROPPED_TOPIC", "Decoder", "MqttFeed"]
 
 Decoder = Callable[[bytes], FeedBatch]
 MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+GRACE_S = 10.0
 PAUSE_LOG_EVERY_S = 60.0
 
 
 class MqttFeed:
     """Subscribe to `topics` and put what arrives on `queue` (awaiting if full): with `raw`, one
     `Wire` per wake-up holding every message read since the last (its `ack` is to be called once
-    the engine has processed them); otherwise one decoded batch per message.
+    the engine has processed them); otherwise one decoded batch per message. Stopping waits up
+    to `grace_s` for those acks (see the module).
 
     Counters (label `feed`): feed_messages, feed_ticks, feed_bars, feed_rejections{reason},
     feed_queue_full_waits, feed_connects, feed_subscribes, feed_reconnects, feed_gap_seconds,
@@ -84,6 +94,7 @@ class MqttFeed:
         watch_broker_drops: bool = False,
         stable_after_s: float = 30.0,
         max_backlog_bytes: int = MAX_BACKLOG_BYTES,
+        grace_s: float = GRACE_S,
         rejection_log_interval_s: float = 10.0,
         keepalive_s: int = 30,
         timeout_s: float = 10.0,
@@ -117,6 +128,7 @@ class MqttFeed:
         self._backoff = backoff
         self._watch_drops = watch_broker_drops
         self._stable_after_s = stable_after_s
+        self._grace_s = grace_s
         self._keepalive_s = keepalive_s
         self._timeout_s = timeout_s
         self._clock = clock
@@ -136,31 +148,42 @@ class MqttFeed:
         self._backlog = Backlog(max_backlog_bytes, self._on_paused, self._on_resumed)
         self._pauses_logged_at: float | None = None
         self._pauses_unlogged = 0
+        self._handoff = Handoff()
+        self._reading: asyncio.Timeout | None = None  # set while a connection hands messages on
 
     def __repr__(self) -> str:
         return f"MqttFeed({self.name!r}, {self._host}:{self._port}, topics={self._topics!r})"
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Read until `stop` is set (also mid-backoff or mid-connect); reconnect on every loss."""
+        """Read until `stop` is set, reconnecting on every loss; then, connected, stop reading and
+        disconnect once what was handed on is acknowledged (see the module); mid-backoff or
+        mid-connect, stop at once."""
         try:
             async with asyncio.TaskGroup() as tg:
-                loop = tg.create_task(self._reconnect_loop(), name=f"feed-{self.name}")
+                loop = tg.create_task(self._reconnect_loop(stop), name=f"feed-{self.name}")
                 await stop.wait()
-                loop.cancel()
+                if self._reading is not None:
+                    self._reading.reschedule(asyncio.get_running_loop().time())
+                else:
+                    loop.cancel()
         finally:
             self._counters.set("feed_connected", 0, feed=self.name)
             self._counters.set("feed_paused", 0, feed=self.name)
             self._rejections.flush()
             self._log.info("feed_stopped")
 
-    async def _reconnect_loop(self) -> None:
+    async def _reconnect_loop(self, stop: asyncio.Event) -> None:
         attempt = 0
         lost_at: float | None = None
         while True:
             self._connected_at = None
             try:
                 await self._connection(lost_at)
+                return  # stopped
             except FeedDisconnected as exc:
+                if stop.is_set():  # lost while draining: nothing left to acknowledge on
+                    self._log.warning("feed_lost_while_draining", error=str(exc))
+                    return
                 now = self._clock()
                 self._counters.set("feed_connected", 0, feed=self.name)
                 if self._connected_at is not None:
@@ -177,7 +200,7 @@ class MqttFeed:
                 await asyncio.sleep(delay)
 
     async def _connection(self, lost_at: float | None) -> None:
-        """One connection from connect to loss; raises FeedDisconnected when it ends."""
+        """One connection from connect to loss (raises FeedDisconnected) or to the stop."""
         persistent = self._session_expiry_s is not None
         v5 = self._protocol == "5"
         # MQTT 3.1.1 by default: paho builds a Properties object for every v5 message, which
@@ -210,7 +233,8 @@ class MqttFeed:
             async with client:
                 self._on_connected(client.session_present, lost_at)
                 await self._subscribe(client)
-                await self._read(client)
+                await self._read_until_stopped(client)
+                await self._drain(client)
         except aiomqtt.MqttError as exc:
             raise FeedDisconnected(f"{self.name}: {exc}") from exc
         finally:
@@ -246,25 +270,64 @@ class MqttFeed:
         self._counters.inc("feed_subscribes", feed=self.name)
         self._log.info("feed_subscribed", topics=[t for t, _ in wanted], qos=self._qos)
 
+    async def _read_until_stopped(self, client: InboxClient) -> None:
+        """Hand messages on until `run` ends the read (stop), then take in no more: what was
+        read and not handed on yet stays unacknowledged (the broker delivers it again)."""
+        try:
+            async with asyncio.timeout(None) as reading:
+                self._reading = reading
+                try:
+                    await self._read(client)
+                finally:
+                    self._reading = None
+        except TimeoutError:
+            if not reading.expired():
+                raise
+        client.stop_taking()
+
+    async def _drain(self, client: InboxClient) -> None:
+        """Wait for the engine to process and acknowledge what was handed on, then for the
+        broker to confirm it has the acks, all while connected."""
+        withdrawn = await self._handoff.settle(self._grace_s)
+        if withdrawn:
+            self._log.warning(
+                "feed_drain_incomplete",
+                withdrawn_messages=withdrawn,
+                grace_s=self._grace_s,
+                hint="left unacknowledged: the broker delivers them again to the next session",
+            )
+        if self._raw and self._qos > 0:
+            try:
+                await client.confirm_sent(self._timeout_s)
+            except aiomqtt.MqttError as exc:
+                self._log.warning(
+                    "feed_acks_unconfirmed",
+                    error=str(exc),
+                    hint="the broker may deliver again messages that were processed",
+                )
+
     async def _read(self, client: InboxClient) -> None:
         counters, feed, queue, decode = self._counters, self.name, self._queue, self._decode
         backlog = self._backlog
+        on_full = functools.partial(counters.inc, "feed_queue_full_waits", feed=feed)
         while True:
             payloads, mids, size = await client.take()
             counters.inc("feed_messages", len(payloads), feed=feed)
             counters.set("feed_backlog_bytes", backlog.size, feed=feed)
-            if self._raw:
-                # Decoded downstream, many messages at once (the engine loop's micro-batch).
-                wire = Wire(feed, payloads, functools.partial(client.processed, mids, size))
-                try:
-                    queue.put_nowait(wire)
-                except asyncio.QueueFull:
-                    counters.inc("feed_queue_full_waits", feed=feed)
-                    await queue.put(wire)
+            if not self._raw:
+                for payload in payloads:
+                    await hand_on(decode(payload), queue, counters, self._rejections, feed)
+                backlog.release(size)
                 continue
-            for payload in payloads:
-                await hand_on(decode(payload), queue, counters, self._rejections, feed)
-            backlog.release(size)
+            # Decoded downstream, many messages at once (the engine loop's micro-batch).
+            ack = functools.partial(client.processed, mids, size)
+            if mids:  # QoS 1, acknowledged on this connection: kept track of until then
+                release = functools.partial(backlog.release, size)
+                await self._handoff.put(
+                    queue, feed, payloads, ack=ack, release=release, on_full=on_full
+                )
+            else:  # nothing to acknowledge: never withdrawn (QoS 0 is not delivered again)
+                await put(queue, Wire(feed, payloads, ack), on_full)
 
     def _on_paused(self, size: int) -> None:
         """The socket is no longer read: count it, and log now and then."""

@@ -1,5 +1,6 @@
 """The MQTT client under MqttFeed: aiomqtt's, reading messages into a list instead of its
 per-message queue, with a bounded backlog that stops reading the socket (see monitor/feeds/mqtt.py),
+a shutdown that takes in no more and makes sure the broker has the acks before disconnecting,
 and TLS that verifies the broker.
 
 It overrides aiomqtt's callbacks (`_on_message`, `_on_socket_open`, `_on_socket_close`) and uses
@@ -21,6 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 MESSAGE_OVERHEAD_BYTES = 64  # a bytes object and a list slot, counted with each payload
 READ_BURST = 256  # packets read per socket wake-up at most (the loop stays responsive)
+BARRIER_FILTER = "market-monitor/ack-barrier"  # never subscribed to: unsubscribing changes nothing
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -72,6 +74,7 @@ class InboxClient(aiomqtt.Client):
 
     session_present: bool = False
     is_paused: bool = False
+    is_stopped: bool = False
     _inbox: list[bytes] | None = None
 
     def use_inbox(
@@ -85,6 +88,7 @@ class InboxClient(aiomqtt.Client):
         `manual_ack` QoS 1 messages are acknowledged by `processed()`; `on_dropped` gets the
         broker's dropped-messages count (DROPPED_TOPIC) if given."""
         self._inbox = []
+        self._received = 0
         self._mids: list[int] = []
         self._inbox_size = 0
         self._backlog = backlog
@@ -144,6 +148,9 @@ class InboxClient(aiomqtt.Client):
         if inbox is None:
             super()._on_message(client, userdata, message)
             return
+        self._received += 1
+        if self.is_stopped:
+            return  # not acknowledged: the broker delivers it again next session
         payload = cast(bytes, message.payload)  # bytes: sliced from the packet
         if self._on_dropped is not None and message.topic == DROPPED_TOPIC:
             self._on_dropped(payload)
@@ -179,13 +186,13 @@ class InboxClient(aiomqtt.Client):
         client, backlog = self._client, self._backlog
         try:
             for _ in range(READ_BURST):
-                read = len(self._inbox or ())
+                read = self._received
                 if client.loop_read() != paho.MQTT_ERR_SUCCESS:
                     break
-                if backlog.size > backlog.limit:
+                if backlog.size > backlog.limit and not self.is_stopped:
                     self._pause_reading()
                     break
-                if len(self._inbox or ()) == read and not _tls_pending(client):
+                if self._received == read and not _tls_pending(client):
                     break  # nothing more to read now (or a packet other than PUBLISH)
             else:
                 if _tls_pending(client):  # decrypted bytes the selector does not see
@@ -197,12 +204,30 @@ class InboxClient(aiomqtt.Client):
             self._wake()
 
     def _pause_reading(self) -> None:
-        if self.is_paused:
+        if self.is_paused or self.is_stopped:
             return
         self.is_paused = True
         if self._fd is not None:
             self._loop.remove_reader(self._fd)
         self._backlog.on_pause(self._backlog.size)
+
+    def stop_taking(self) -> None:
+        """Shutdown: take in no more messages. What the broker delivers from now on is dropped,
+        unacknowledged (it comes again next session); the socket is still read, for the answer
+        that `confirm_sent` waits for."""
+        self.is_stopped = True
+        # Read but not handed on yet: dropped as well.
+        dropped, self._inbox, self._mids, self._inbox_size = self._inbox_size, [], [], 0
+        self._backlog.release(dropped)
+        self.resume_reading()
+
+    async def confirm_sent(self, timeout_s: float) -> None:
+        """Return once the broker has handled every packet sent so far (the acks of what was
+        processed). A socket closed with unread data in it is reset, and the broker drops what
+        it had not read yet, acks included; but it handles a client's packets in order, so its
+        answer to an unsubscribe sent after them (from a filter never subscribed to, which
+        changes nothing) says it has them. Raises MqttError if no answer comes in time."""
+        await self.unsubscribe(BARRIER_FILTER, timeout=timeout_s)
 
     def resume_reading(self) -> None:
         """Read the socket again (and at once: a packet may be half read, or TLS-buffered)."""

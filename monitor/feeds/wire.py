@@ -1,9 +1,13 @@
 """What feeds put on the engine loop's queue: raw wire messages (decoded there in micro-batches)
-or decoded batches (`hand_on`)."""
+or decoded batches (`hand_on`); and `Handoff`, a feed's account of the Wires it handed on, so
+that it can wait for their acknowledgements before it disconnects."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import itertools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -15,11 +19,99 @@ from monitor.feeds.rejections import RejectionLog
 class Wire(NamedTuple):
     """Messages as received, in order: which feed, their bytes, and what to call once the engine
     has processed them (acknowledge QoS 1 MQTT messages: the broker redelivers what a crash left
-    unacknowledged; and let the feed read more: its backlog of unprocessed messages is bounded)."""
+    unacknowledged; and let the feed read more: its backlog of unprocessed messages is bounded).
+    `claim`, if given, is called before processing: False when the feed has withdrawn the Wire
+    (see `Handoff`), which is then neither processed nor acknowledged."""
 
     feed: str
     payloads: list[bytes]
     ack: Callable[[], object] | None = None
+    claim: Callable[[], bool] | None = None
+
+
+class Handoff:
+    """The Wires a feed has put on the engine's queue and not yet seen acknowledged.
+
+    At shutdown the feed takes in no more, then `settle`s before it disconnects: the engine
+    processes what was handed on and the acks go out on the connection that received the
+    messages (an ack after the disconnect is lost, and the broker would deliver again what was
+    processed already). What the engine has not claimed when the grace period ends is
+    withdrawn: left unacknowledged, the broker delivers it to the next session, once.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, tuple[int, Callable[[], object]]] = {}  # n: messages, release
+        self._claimed: set[int] = set()
+        self._numbers = itertools.count()
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    async def put(
+        self,
+        queue: asyncio.Queue[FeedBatch | Wire],
+        feed: str,
+        payloads: list[bytes],
+        *,
+        ack: Callable[[], object],
+        release: Callable[[], object],
+        on_full: Callable[[], object],
+    ) -> None:
+        """Put a Wire of `payloads` on `queue`, waiting while it is full (`on_full` called
+        first). `ack` runs once the engine has processed it, `release` if it is withdrawn
+        instead; it counts as handed on only once on the queue (not when cancelled waiting)."""
+        n = next(self._numbers)
+        wire = Wire(
+            feed,
+            payloads,
+            functools.partial(self._ack, n, ack),
+            functools.partial(self._claim, n),
+        )
+        await put(queue, wire, on_full)
+        self._waiting[n] = (len(payloads), release)
+        self._settled.clear()
+
+    async def settle(self, grace_s: float) -> int:
+        """Wait up to `grace_s` for every Wire handed on to be acknowledged; then withdraw those
+        not claimed yet and wait for the claimed ones (an engine step under way). Returns the
+        number of messages withdrawn."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._settled.wait()
+        withdrawn = list(self._waiting.values())
+        self._waiting.clear()
+        for _, release in withdrawn:
+            release()
+        self._update()
+        await self._settled.wait()
+        return sum(messages for messages, _ in withdrawn)
+
+    def _claim(self, n: int) -> bool:
+        if n in self._waiting:
+            del self._waiting[n]
+            self._claimed.add(n)
+        return n in self._claimed
+
+    def _ack(self, n: int, ack: Callable[[], object]) -> None:
+        if self._waiting.pop(n, None) is None and n not in self._claimed:
+            return  # withdrawn: the broker delivers it again, unacknowledged
+        self._claimed.discard(n)
+        ack()
+        self._update()
+
+    def _update(self) -> None:
+        if not self._waiting and not self._claimed:
+            self._settled.set()
+
+
+async def put(
+    queue: asyncio.Queue[FeedBatch | Wire], item: FeedBatch | Wire, on_full: Callable[[], object]
+) -> None:
+    """Put `item` on `queue`, waiting while it is full (`on_full` called first)."""
+    try:
+        queue.put_nowait(item)
+    except asyncio.QueueFull:
+        on_full()
+        await queue.put(item)
 
 
 async def hand_on(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from structlog.testing import capture_logs
@@ -63,7 +64,8 @@ def prefix() -> str:
 
 async def test_raw_messages_arrive_in_order_as_few_wires_each_with_an_ack(prefix: str) -> None:
     """A burst of messages arrives in order as Wires of many messages each; every Wire has an
-    ack, and feed_messages counts the messages, not the Wires."""
+    ack and (QoS 0: nothing to acknowledge, nothing the feed could withdraw) no claim, and
+    feed_messages counts the messages, not the Wires."""
     counters, queue = Counters(), Queue(maxsize=1000)
     topic = f"{prefix}/ticks"
     sent = messages(500)
@@ -75,7 +77,7 @@ async def test_raw_messages_arrive_in_order_as_few_wires_each_with_an_ack(prefix
             assert wire.ack is not None
             wire.ack()
     assert payloads(wires) == sent
-    assert {w.feed for w in wires} == {"raw"}
+    assert {(w.feed, w.claim) for w in wires} == {("raw", None)}
     assert len(wires) < len(sent)
     assert counters.get("feed_messages", feed="raw") == len(sent)
     assert counters.get("feed_read_pauses", feed="raw") == 0
@@ -142,7 +144,8 @@ async def test_qos1_messages_are_acknowledged_only_by_the_wire_ack(
     tmp_path: Path, prefix: str
 ) -> None:
     """With QoS 1 and a persistent session, messages whose Wire was not acknowledged are
-    delivered again after a reconnect; acknowledged ones are not."""
+    delivered again after a reconnect (the first feed withdraws them once its grace period is
+    over); acknowledged ones are not."""
     topic = f"{prefix}/ticks"
     client_id = f"feed-{uuid.uuid4().hex}"
     sent = messages(5)
@@ -151,7 +154,7 @@ async def test_qos1_messages_are_acknowledged_only_by_the_wire_ack(
         def feed(counters: Counters, queue: Queue) -> MqttFeed:
             return raw_feed(
                 broker.port, topic, counters, queue, qos=1, client_id=client_id,
-                session_expiry_s=300,
+                session_expiry_s=300, grace_s=0.2,
             )  # fmt: skip
 
         counters, queue = Counters(), Queue(maxsize=100)
@@ -165,7 +168,7 @@ async def test_qos1_messages_are_acknowledged_only_by_the_wire_ack(
             again = await take_wires(queue, len(sent))
             for wire in again:
                 assert wire.ack is not None
-                wire.ack()  # PUBACKs queued before the DISCONNECT that stopping sends
+                wire.ack()  # the broker confirms it has them before the feed disconnects
 
         counters, queue = Counters(), Queue(maxsize=100)
         async with running(feed(counters, queue)):
@@ -173,3 +176,131 @@ async def test_qos1_messages_are_acknowledged_only_by_the_wire_ack(
             await publish(broker.port, topic, [b"after"], qos=1)
             last = await take_wires(queue, 1)
     assert (payloads(first), payloads(again), payloads(last)) == (sent, sent, [b"after"])
+
+
+class Session(NamedTuple):
+    """A raw QoS 1 feed with a persistent session, with its counters and queue."""
+
+    feed: MqttFeed
+    counters: Counters
+    queue: Queue
+
+    def is_subscribed(self) -> bool:
+        return self.counters.get("feed_subscribes", feed="raw") == 1
+
+
+def persistent_feed(
+    port: int, topic: str, client_id: str, grace_s: float, protocol: str = "3.1.1"
+) -> Session:
+    counters, queue = Counters(), Queue(maxsize=1000)
+    feed = raw_feed(
+        port, topic, counters, queue, qos=1, client_id=client_id, session_expiry_s=300,
+        grace_s=grace_s, protocol=protocol,
+    )  # fmt: skip
+    return Session(feed, counters, queue)
+
+
+async def next_session(session: Session, port: int, topic: str, expected: int) -> list[bytes]:
+    """What the session receives: the `expected` messages the broker delivers again, then one
+    published after it subscribed (so nothing delivered again can hide behind it)."""
+    async with running(session.feed):
+        await until(session.is_subscribed)
+        await publish(port, topic, [b"after"], qos=1)
+        wires = await take_wires(session.queue, expected + 1)
+        for wire in wires:
+            assert wire.ack is not None
+            wire.ack()
+    return payloads(wires)
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_stopping_disconnects_only_once_what_was_handed_on_is_acknowledged(
+    tmp_path: Path, prefix: str, protocol: str
+) -> None:
+    """Stop is set while the Wires of 15 QoS 1 messages wait, unprocessed: the feed stays
+    connected until they are acknowledged (here after the stop), the broker has the acks, and
+    the next session gets none of them again."""
+    topic = f"{prefix}/ticks"
+    client_id = f"feed-{uuid.uuid4().hex}"
+    sent = messages(15)  # (the broker sends 20 unacknowledged messages at most)
+    with MosquittoServer(tmp_path) as broker:
+        session = persistent_feed(broker.port, topic, client_id, grace_s=5.0, protocol=protocol)
+        stop = asyncio.Event()
+        task = asyncio.create_task(session.feed.run(stop))
+        try:
+            await until(session.is_subscribed)
+            await publish(broker.port, topic, sent, qos=1)
+            wires = await take_wires(session.queue, len(sent))
+            stop.set()
+            await asyncio.sleep(0.3)
+            waited = not task.done()
+            for wire in wires:
+                assert wire.claim is not None and wire.ack is not None
+                assert wire.claim()
+                wire.ack()
+            await asyncio.wait_for(task, 5)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        again = await next_session(
+            persistent_feed(broker.port, topic, client_id, 5.0, protocol=protocol),
+            broker.port,
+            topic,
+            0,
+        )
+    assert (waited, payloads(wires), again) == (True, sent, [b"after"])
+
+
+@pytest.mark.chaos
+async def test_past_the_grace_period_what_the_engine_has_not_claimed_is_withdrawn(
+    tmp_path: Path, prefix: str
+) -> None:
+    """Stopping with three batches out: the first acknowledged in time; the second claimed in
+    time (an engine step under way) and acknowledged after the grace period, which the feed
+    waits for; the third never claimed, so withdrawn (its claim fails, its ack does nothing).
+    The next session gets the third again, and only it."""
+    topic = f"{prefix}/ticks"
+    client_id = f"feed-{uuid.uuid4().hex}"
+    batches = [messages(6, start=6 * i) for i in range(3)]  # 20 unacknowledged at most
+    with MosquittoServer(tmp_path) as broker, capture_logs() as logs:
+        session = persistent_feed(broker.port, topic, client_id, grace_s=0.5)
+        stop = asyncio.Event()
+        task = asyncio.create_task(session.feed.run(stop))
+        try:
+            await until(session.is_subscribed)
+            taken: list[list[Wire]] = []
+            for batch in batches:
+                await publish(broker.port, topic, batch, qos=1)
+                taken.append(await take_wires(session.queue, len(batch)))
+            acked_in_time, claimed_in_time, never_claimed = taken
+            stop.set()
+            for wire in acked_in_time:
+                assert wire.claim is not None and wire.claim()
+                assert wire.ack is not None
+                wire.ack()
+            claims = [w.claim() for w in claimed_in_time if w.claim is not None]
+            await asyncio.sleep(0.8)  # past the grace period
+            waited = not task.done()
+            withdrawn = [w.claim() for w in never_claimed if w.claim is not None]
+            for wire in [*claimed_in_time, *never_claimed]:
+                assert wire.ack is not None
+                wire.ack()
+            await asyncio.wait_for(task, 5)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        again = await next_session(
+            persistent_feed(broker.port, topic, client_id, 5.0),
+            broker.port,
+            topic,
+            len(batches[2]),
+        )
+    assert (claims, waited, withdrawn) == (
+        [True] * len(claimed_in_time),
+        True,
+        [False] * len(never_claimed),
+    )
+    assert again == [*batches[2], b"after"]
+    incomplete = [e for e in logs if e["event"] == "feed_drain_incomplete"]
+    assert [(e["withdrawn_messages"], e["grace_s"]) for e in incomplete] == [(6, 0.5)]
