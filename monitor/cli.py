@@ -1,6 +1,9 @@
 """Command line: argv -> config -> service / replay; exit codes.
 
-Exit codes: 0 ok, 2 usage, 65 unreadable data file, 78 bad configuration.
+Exit codes: 0 ok, 2 usage, 64 an argument the command rejects after parsing, 65 unreadable
+data file, 69 a service the command needs (Redis, the MQTT broker) unreachable, 74 an error
+naming a file or port (the store, the outbox, the HTTP port), 75 the store is held by another
+market-monitor process, 78 bad configuration.
 """
 
 from __future__ import annotations
@@ -19,12 +22,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from monitor import __version__
-from monitor.errors import EX_CONFIG, EX_DATAERR, EX_IOERR, ConfigError, DataError, MonitorError
+from monitor.errors import (
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_IOERR,
+    EX_TEMPFAIL,
+    EX_UNAVAILABLE,
+    ConfigError,
+    DataError,
+    MonitorError,
+    TransientError,
+)
 
 if TYPE_CHECKING:
     import polars as pl
 
     from monitor.core.rules.spec import Rule
+    from monitor.store import Store
 
 EX_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 
@@ -101,8 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--to", dest="end", type=_date, metavar="DATE")
     b.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
 
-    t = sub.add_parser("tail", help="print alerts live from Redis, or from the stream")
-    t.add_argument("--config", help="daemon config TOML (for the Redis URL, channel, stream)")
+    t = sub.add_parser("tail", help="print alerts from the Redis stream as they come, or since ID")
+    t.add_argument("--config", help="daemon config TOML (for the Redis URL and stream)")
     t.add_argument("--url", help="Redis URL (default from --config, else redis://127.0.0.1:6379/0)")
     t.add_argument("--since", metavar="ID", help="read the stream from this entry id (0 = all)")
     t.add_argument("--json", action="store_true", help="one JSON alert per line")
@@ -187,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"market-monitor: data error: {exc}", file=sys.stderr)
         return EX_DATAERR
+    except TransientError as exc:
+        # Retried by a running adapter; a command that meets one has no connection yet.
+        print(f"market-monitor: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
     except MonitorError as exc:
         print(f"market-monitor: error: {exc}", file=sys.stderr)
         return EX_IOERR
@@ -430,6 +448,7 @@ def _run(args: argparse.Namespace) -> int:
     from monitor import config as cfg
     from monitor import logs
     from monitor.service import run
+    from monitor.store import Store
     from monitor.systemd import notifier
 
     config = cfg.load(args.config)
@@ -440,7 +459,24 @@ def _run(args: argparse.Namespace) -> int:
     for path in cfg.credential_files(config):
         if cfg.readable_by_others(path):
             log.warning("credential_readable_by_others", path=path, fix=f"chmod go-rwx {path}")
-    return asyncio.run(run(config, notify=notifier()))
+    lock = _lock(Store(cfg.resolve(config, config.store.path)))
+    if lock is None:
+        return EX_TEMPFAIL
+    with lock:  # before the history is read: a second daemon stops at once
+        return asyncio.run(run(config, notify=notifier()))
+
+
+def _lock(store: Store) -> TextIO | None:
+    """The store's lock, held until the returned file is closed; None (having said which store
+    and who holds it) when another market-monitor process does: two daemons must not write the
+    same files, and a daemon would overwrite a backfill at its next snapshot."""
+    from monitor.store import StoreLocked
+
+    try:
+        return store.lock()
+    except StoreLocked as exc:
+        print(f"market-monitor: {exc}", file=sys.stderr)
+        return None
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -449,9 +485,14 @@ def _backfill(args: argparse.Namespace) -> int:
     from monitor.store import Store
 
     config = cfg.load(args.config)
-    loaded = read_many([parse_data_arg(a) for a in args.data], adjusted=args.adjusted, end=args.end)
     store = Store(cfg.resolve(config, config.store.path))
-    merged = store.merge_bars(loaded.bars)
+    lock = _lock(store)
+    if lock is None:
+        return EX_TEMPFAIL
+    with lock:
+        specs = [parse_data_arg(a) for a in args.data]
+        loaded = read_many(specs, adjusted=args.adjusted, end=args.end)
+        merged = store.merge_bars(loaded.bars)
     symbols = loaded.bars.get_column("symbol").n_unique() if loaded.bars.height else 0
     print(
         f"backfilled {loaded.bars.height} bars of {symbols} symbols into {store.path}; "

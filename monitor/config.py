@@ -4,7 +4,8 @@ Decoded into frozen structs that refuse unknown fields; every error names the fi
 CLI exits 78. Each component receives only its own slice.
 
 Environment overrides: `MARKET_MONITOR__SECTION__KEY=value` sets `[section] key` (values parsed as
-TOML scalars when they parse, else taken as strings), e.g. `MARKET_MONITOR__REDIS__URL`.
+TOML scalars when they parse, else taken as strings), e.g. `MARKET_MONITOR__REDIS__URL`; an error
+in a value set so names the variable instead of the file.
 Secrets are never in the file: `password_env = "NAME"` reads an environment variable,
 `password_file = "/run/credentials/market-monitor/redis"` reads a file (systemd LoadCredential=).
 Resolved secrets are `Secret` values, masked in every repr and log.
@@ -13,10 +14,12 @@ Resolved secrets are `Secret` values, masked in every repr and log.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -28,6 +31,8 @@ if TYPE_CHECKING:  # (the rules pull in polars: the notifier and `config check` 
     from monitor.core.rules.spec import RulesFile
 
 ENV_PREFIX = "MARKET_MONITOR__"
+Overrides = dict[tuple[str, ...], str]  # a key's path -> the environment variable that sets it
+_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]+)`")
 
 
 class Secret(str):
@@ -173,19 +178,74 @@ def read_toml(
 
 
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
-    """Read, override from the environment, validate. Raises ConfigError naming the field."""
+    """Read, override from the environment, validate. Raises ConfigError naming the field, or
+    the environment variable that set it."""
     env = dict(os.environ if environ is None else environ)
     raw = read_toml(path, env)
+    variables = env_overrides(env)
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {field_message(str(exc), Config, raw)}") from None
-    for i, feed in enumerate(config.feeds):
-        if feed.kind in ("mqtt", "websocket") and not feed.url:
-            raise ConfigError(f"{path}: feeds[{i}].url: required for a {feed.kind} feed")
-        if feed.kind == "replay" and not feed.data:
-            raise ConfigError(f"{path}: feeds[{i}].data: a replay feed needs data files")
+        raise ConfigError(_invalid(path, str(exc), raw, variables)) from None
+    problem = _problem(config)
+    if problem is not None:
+        field, message = problem
+        where = variables.get(tuple(field.split(".")), f"{path}: {field}")
+        raise ConfigError(f"{where}: {message}")
     return config
+
+
+def _invalid(path: str | Path, error: str, raw: dict[str, Any], variables: Overrides) -> str:
+    """A msgspec error as "FILE: field: message", or "VARIABLE: message" when an environment
+    override set the field (or added the unknown key) it is about."""
+    text = field_message(error, Config, raw)
+    message, _, at = error.partition(" - at `$")
+    printed = at.rstrip("`").lstrip(".")
+    field = printed.split(".") if printed else []
+    unknown = _UNKNOWN.match(message)
+    variable = variables.get((*field, unknown[1]) if unknown else tuple(field))
+    if variable is None:
+        return f"{path}: {text}"
+    return f"{variable}: {text.removeprefix(f'{printed}: ') if printed else text}"
+
+
+def _problem(config: Config) -> tuple[str, str] | None:
+    """What the types cannot say and the daemon would refuse at start, as (field, message):
+    `config check` must fail where `run` would, with the same one line."""
+    scheme = config.redis.url.partition("://")[0] if "://" in config.redis.url else ""
+    if scheme not in ("redis", "rediss"):
+        return "redis.url", _expected(config.redis.url, "redis://... or rediss://...")
+    if config.redis.ca_file and scheme != "rediss":
+        return "redis.ca_file", "needs a rediss:// url"
+    for i, feed in enumerate(config.feeds):
+        problem = _feed_problem(feed)
+        if problem is not None:
+            return f"feeds[{i}].{problem[0]}", problem[1]
+    return None
+
+
+def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
+    """(field, message) for a feed the daemon would refuse to start."""
+    if feed.kind == "replay":
+        return None if feed.data else ("data", "a replay feed needs data files")
+    if not feed.url:
+        return "url", f"required for a {feed.kind} feed"
+    if feed.kind == "websocket":
+        if feed.url.startswith(("ws://", "wss://")):
+            return None
+        return "url", _expected(feed.url, "ws://... or wss://...")
+    try:
+        parts = urlsplit(feed.url)
+        parts.port  # noqa: B018 (a port that is not a number raises here rather than at start)
+    except ValueError as exc:  # ... and so does a broken [IPv6] host
+        return "url", f"{exc}: {mask_url(feed.url)!r}"
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        return "url", _expected(feed.url, "mqtt://host[:port] or mqtts://host[:port]")
+    return None
+
+
+def _expected(url: str, shape: str) -> str:
+    return f"must be {shape}, not {mask_url(url)!r}"
 
 
 def resolve(config: Config, relative: str) -> Path:
@@ -259,19 +319,27 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in cred else f"{scheme}://{user}@{host}"
 
 
+def env_overrides(env: dict[str, str], prefix: str = ENV_PREFIX) -> Overrides:
+    """The keys the environment overrides, each a path of lower-case names, and the variable
+    that sets it: `MARKET_MONITOR__HTTP__PORT` -> {("http", "port"): "MARKET_MONITOR__HTTP__PORT"}.
+    """
+    found: Overrides = {}
+    for key in env:
+        if key.startswith(prefix):
+            path = tuple(p.lower() for p in key[len(prefix) :].split("__") if p)
+            if path:
+                found[path] = key
+    return found
+
+
 def _apply_env(raw: dict[str, Any], env: dict[str, str], prefix: str) -> None:
-    for key, value in env.items():
-        if not key.startswith(prefix):
-            continue
-        path = [p.lower() for p in key[len(prefix) :].split("__") if p]
-        if not path:
-            continue
+    for path, key in env_overrides(env, prefix).items():
         node = raw
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{key}: {part} is not a table")
-        node[path[-1]] = _scalar(value)
+        node[path[-1]] = _scalar(env[key])
 
 
 def _scalar(text: str) -> Any:

@@ -15,8 +15,11 @@ Bad input on a live stream is not an exception: it becomes a `Rejection` value, 
 
 from __future__ import annotations
 
+EX_USAGE = 64  # sysexits: the command was used incorrectly
 EX_DATAERR = 65
+EX_UNAVAILABLE = 69  # a service the command needs did not answer
 EX_IOERR = 74
+EX_TEMPFAIL = 75  # try again later (another process holds the store)
 EX_CONFIG = 78
 
 

@@ -15,7 +15,7 @@ import msgspec
 import polars as pl
 
 from monitor.datafiles import parse_data_arg, read_many
-from monitor.errors import ConfigError
+from monitor.errors import EX_USAGE, ConfigError, SinkUnavailable
 
 
 class WireBar(msgspec.Struct):
@@ -83,6 +83,13 @@ def feed_replay(args: argparse.Namespace) -> int:
     """Entry point of the `feed-replay` command."""
     from monitor.minutefiles import is_minute_file, read_minutes
 
+    if not args.topic or "+" in args.topic or "#" in args.topic:  # (before reading the files)
+        print(
+            f"market-monitor: usage error: --topic {args.topic!r}: a topic to publish to cannot "
+            "be empty or contain + or # (wildcards are for subscribing)",
+            file=sys.stderr,
+        )
+        return EX_USAGE
     specs = [parse_data_arg(a) for a in args.data]
     minute_specs = [s for s in specs if is_minute_file(s.path)]
     daily_specs = [s for s in specs if s not in minute_specs]
@@ -115,7 +122,8 @@ async def publish(
     speed: float = 0.0,
 ) -> None:
     """Publish `(ms, message)` pairs in order: at most `rate` per second (0 = no limit), and
-    with `speed` > 0 spaced by their timestamps divided by `speed`."""
+    with `speed` > 0 spaced by their timestamps divided by `speed`. SinkUnavailable when the
+    broker refuses the connection or drops it."""
     import aiomqtt
 
     parts = urlsplit(url)
@@ -133,4 +141,4 @@ async def publish(
                 if gap:
                     await asyncio.sleep(gap)
     except aiomqtt.MqttError as exc:
-        raise ConfigError(f"--url {url}: {exc}") from None
+        raise SinkUnavailable(f"mqtt broker at {url}: {exc}") from None

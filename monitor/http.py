@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from urllib.parse import parse_qs
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from monitor import logs
+from monitor.errors import MonitorError
 
 Route = Callable[[], tuple[int, str, bytes]]  # -> (status, content type, body)
 QueryRoute = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
@@ -45,7 +47,14 @@ class HttpServer:
         self._log = logs.get("http")
 
     async def __aenter__(self) -> HttpServer:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:  # in use (another daemon?), not a local address, privileged
+            # (asyncio's strerror repeats the address: errno's own text is the reason)
+            reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or exc
+            raise MonitorError(
+                f"[http] cannot listen on {self.host}:{self.port}: {reason}"
+            ) from None
         self.port = self._server.sockets[0].getsockname()[1]
         self._log.info("http_listening", host=self.host, port=self.port)
         return self

@@ -1,30 +1,42 @@
-"""`market-monitor tail`: alerts live from the Redis channel, or from the stream since an id."""
+"""`market-monitor tail`: alerts from the Redis stream as they come, or since an entry id.
+
+It reads the stream rather than the pub/sub channel so that nothing is lost to an outage: when
+Redis goes away (a restart, a network cut) it says so once, retries with backoff and reads on
+after the last entry it printed, skipping and repeating nothing. At start, an unreachable Redis
+is an error (exit 69): there is nothing yet to resume.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import msgspec
 
+from monitor.config import mask_url
+from monitor.core.backoff import Backoff
 from monitor.core.model import Alert, decode_alert, encode_alert
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, SinkUnavailable
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+BLOCK_MS = 1000
+TIMEOUT_S = 5.0  # per command (above BLOCK_MS): a Redis that stops answering is retried too
 
 
 def tail(args: argparse.Namespace) -> int:
     """Entry point of the `tail` command."""
-    url, channel, stream = DEFAULT_URL, "market-monitor:alerts", "market-monitor:alerts"
+    url, stream = DEFAULT_URL, "market-monitor:alerts"
     password: str | None = None
     options: dict[str, str] = {}
     if args.config:
         from monitor import config as cfg
 
         config = cfg.load(args.config)
-        url, channel, stream = config.redis.url, config.redis.channel, config.redis.stream
+        url, stream = config.redis.url, config.redis.stream
         password = cfg.secret(
             "redis.password",
             env_name=config.redis.password_env,
@@ -36,7 +48,7 @@ def tail(args: argparse.Namespace) -> int:
             options["ssl_ca_certs"] = str(cfg.resolve(config, config.redis.ca_file))
     url = args.url or url
     try:
-        return asyncio.run(_tail(url, password, channel, stream, args, options))
+        return asyncio.run(_tail(url, password, stream, args, options))
     except KeyboardInterrupt:
         return 0
 
@@ -44,43 +56,104 @@ def tail(args: argparse.Namespace) -> int:
 async def _tail(
     url: str,
     password: str | None,
-    channel: str,
     stream: str,
     args: argparse.Namespace,
     options: dict[str, str],
 ) -> int:
     import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
-    client = aioredis.Redis.from_url(url, password=password, **options)  # type: ignore[arg-type]
+    try:
+        client = aioredis.Redis.from_url(
+            url,
+            password=password,
+            socket_timeout=TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),  # `_entries` owns retries, their backoff and messages
+            **options,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:  # (only --url: the config's was checked when it was loaded)
+        raise ConfigError(f"--url: {exc}") from None
+    where = mask_url(url)
     seen = 0
     try:
-        if args.since is not None:
-            last = args.since
-            while args.count is None or seen < args.count:
-                reply: Any = await client.xread({stream: last}, block=1000, count=100)
-                for _, entries in reply:
-                    for entry_id, fields in entries:
-                        last = entry_id
-                        seen += _show(fields.get(b"alert", b""), args.json, entry_id.decode())
-                        if args.count is not None and seen >= args.count:
-                            return 0
-        else:
-            pubsub = client.pubsub()
-            await pubsub.subscribe(channel)
-            print(f"listening on {channel} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                seen += _show(message["data"], args.json, None)
+        last = args.since if args.since is not None else await _last_id(client, stream, where)
+        if args.since is None:
+            print(f"listening on {stream} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        async with contextlib.aclosing(_entries(client, stream, last, where)) as found:
+            async for entry_id, fields in found:
+                seen += _show(fields.get(b"alert", b""), args.json, entry_id)
                 if args.count is not None and seen >= args.count:
                     break
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-    except RedisError as exc:
-        raise ConfigError(f"redis {url.split('@')[-1]}: {exc}") from None
     finally:
         await client.aclose()
     return 0
+
+
+async def _last_id(client: Any, stream: str, where: str) -> str:
+    """The id of the stream's last entry ("0" when empty): live alerts are those after it, and
+    a reconnect before the first one resumes there. A viewer whose ACL does not allow XREVRANGE
+    (docs/security.md) gets "$", and then an outage before its first alert may skip some."""
+    from redis.exceptions import NoPermissionError, RedisError
+
+    try:
+        newest: Any = await client.xrevrange(stream, count=1)
+    except NoPermissionError:
+        return "$"
+    except RedisError as exc:
+        raise _error(exc, where) from exc
+    return str(newest[0][0].decode()) if newest else "0"
+
+
+async def _entries(
+    client: Any, stream: str, last: str, where: str
+) -> AsyncGenerator[tuple[str, dict[bytes, bytes]]]:
+    """The stream's entries after `last`, as (id, fields), for ever. A first read that fails
+    raises (see `_error`); later, Redis unreachable is said once on stderr, retried with backoff,
+    and reading goes on after the last entry yielded."""
+    from redis.exceptions import RedisError
+
+    delays: Iterator[float] | None = None
+    first = True
+    while True:
+        try:
+            reply: Any = await client.xread({stream: last}, block=BLOCK_MS, count=100)
+        except RedisError as exc:
+            if first or not _is_unreachable(exc):
+                raise _error(exc, where) from exc
+            if delays is None:
+                print(f"market-monitor: redis at {where} unreachable, retrying", file=sys.stderr)
+                delays = Backoff(base_s=0.2, cap_s=5.0).delays()
+            await asyncio.sleep(next(delays))
+            continue
+        if delays is not None:
+            print(f"market-monitor: redis at {where} reachable again", file=sys.stderr)
+            delays = None
+        first = False
+        for _, batch in reply:
+            for entry_id, fields in batch:
+                last = entry_id
+                yield entry_id.decode(), fields
+
+
+def _error(exc: Exception, where: str) -> SinkUnavailable | ConfigError:
+    """Redis unreachable: SinkUnavailable (exit 69); Redis refusing us (password, ACL, a key of
+    another type): ConfigError naming the URL (exit 78)."""
+    if _is_unreachable(exc):
+        return SinkUnavailable(f"redis at {where} unreachable: {exc}")
+    return ConfigError(f"redis at {where}: {exc}")
+
+
+def _is_unreachable(exc: Exception) -> bool:
+    """A refused, lost or timed-out connection (not a failed login: redis-py counts those as
+    connection errors too)."""
+    from redis.exceptions import AuthenticationError, AuthorizationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    refused = isinstance(exc, AuthenticationError | AuthorizationError)
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError) and not refused
 
 
 def _show(raw: bytes, as_json: bool, entry_id: str | None) -> int:

@@ -22,7 +22,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-EX_UNAVAILABLE = 69  # sysexits: the daemon did not answer
+from monitor.errors import EX_UNAVAILABLE
+
 BAR = 20
 PER_RULE = 3
 NEAREST = 8

@@ -1,0 +1,92 @@
+"""Loading the daemon's config: what `config check` accepts, `run` accepts, with the same words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor import config as cfg
+from monitor.errors import ConfigError
+from tests.test_commands import cli
+from tests.test_service import write_config
+
+FEED_URL = 'url = "mqtt://127.0.0.1:1883"'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error"),
+    [
+        (
+            'url = "redis://127.0.0.1:6379/0"',
+            'url = "http://viewer:s3cret@127.0.0.1:6379/0"',
+            "redis.url: must be redis://... or rediss://..., not 'http://viewer:***@127.0.0.1:6379/0'",
+        ),
+        (
+            'url = "redis://127.0.0.1:6379/0"',
+            'url = "redis://127.0.0.1:6379/0"\nca_file = "ca.pem"',
+            "redis.ca_file: needs a rediss:// url",
+        ),
+        (
+            FEED_URL,
+            'url = "ftp://127.0.0.1:1883"',
+            "feeds[0].url: must be mqtt://host[:port] or mqtts://host[:port], "
+            "not 'ftp://127.0.0.1:1883'",
+        ),
+        (
+            FEED_URL,
+            'url = "mqtt://127.0.0.1:port"',
+            "feeds[0].url: Port could not be cast to integer value as 'port': "
+            "'mqtt://127.0.0.1:port'",
+        ),
+        (
+            'kind = "mqtt"\nname = "broker"\n' + FEED_URL,
+            'kind = "websocket"\nurl = "https://stream.example.com/v2"',
+            "feeds[0].url: must be ws://... or wss://..., not 'https://stream.example.com/v2'",
+        ),
+    ],
+    ids=["redis-scheme", "redis-ca-without-tls", "mqtt-scheme", "mqtt-port", "websocket-scheme"],
+)
+def test_a_url_run_would_refuse_fails_config_check_with_the_same_line(
+    tmp_path: Path, old: str, new: str, error: str
+) -> None:
+    """A Redis or feed URL the daemon cannot use fails `config check` and `run` alike: exit 78,
+    one line naming the file and field, the URL's password masked, no traceback."""
+    conf = write_config(tmp_path, "mm-urls")
+    text = conf.read_text()
+    assert old in text
+    conf.write_text(text.replace(old, new))
+    want = f"market-monitor: config error: {conf}: {error}\n"
+    check = cli("config", "check", "--config", str(conf))
+    assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
+    run = cli("run", "--config", str(conf))
+    assert (run.returncode, run.stderr) == (78, want)
+
+
+def test_an_error_in_an_environment_override_names_the_variable(tmp_path: Path) -> None:
+    """A bad value, an unknown key or an unusable URL set by a `MARKET_MONITOR__...` variable
+    is reported under the variable's name, not the file's (which does not hold it); an error in
+    the file still names the file and field."""
+    conf = write_config(tmp_path, "mm-env")
+
+    def error(**environ: str) -> str:
+        with pytest.raises(ConfigError) as caught:
+            cfg.load(conf, environ)
+        return str(caught.value)
+
+    assert error(MARKET_MONITOR__HTTP__PORT="abc") == (
+        "MARKET_MONITOR__HTTP__PORT: Expected `int`, got `str`"
+    )
+    assert error(MARKET_MONITOR__HTTP__PROT="1") == (
+        "MARKET_MONITOR__HTTP__PROT: Object contains unknown field `prot`; did you mean `port`?"
+    )
+    assert error(MARKET_MONITOR__REDIS__URL="ftp://127.0.0.1") == (
+        "MARKET_MONITOR__REDIS__URL: must be redis://... or rediss://..., not 'ftp://127.0.0.1'"
+    )
+    conf.write_text(conf.read_text().replace("port = 0", 'port = "abc"'))
+    assert error() == f"{conf}: http.port: Expected `int`, got `str`"
+    res = cli("config", "check", "--config", str(conf), env={"MARKET_MONITOR__HTTP__PORT": "x"})
+    assert (res.returncode, res.stderr) == (
+        78,
+        "market-monitor: config error: MARKET_MONITOR__HTTP__PORT: Expected `int`, got `str`\n",
+    )

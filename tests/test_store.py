@@ -1,0 +1,76 @@
+"""The store as the commands meet it: one process at a time, and unreadable files named."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RUT
+from tests.daemon_process import DaemonProcess
+from tests.test_commands import cli
+from tests.test_service import write_config
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_second_daemon_or_a_backfill_into_a_running_daemons_store_stops_at_once(
+    tmp_path: Path,
+) -> None:
+    """While a daemon runs, a second `run` and a `backfill` with the same store each exit 75
+    with one line naming the store and the daemon's pid, and write nothing: the daemon's files
+    stay its own. Once it has stopped, the backfill goes through."""
+    conf = write_config(tmp_path, f"mm-lock-{uuid.uuid4().hex[:8]}")
+    store = tmp_path / "store"
+    daemon = DaemonProcess(conf)
+    try:
+        daemon.wait_for("service_ready")
+        pid = daemon.proc.pid
+        held = (
+            f"market-monitor: store {store}: another market-monitor process (pid {pid}) holds it\n"
+        )
+        second = cli("run", "--config", str(conf), timeout=20)
+        assert (second.returncode, second.stderr) == (75, held)
+        backfill = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", timeout=20)
+        assert (backfill.returncode, backfill.stdout, backfill.stderr) == (75, "", held)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    finally:
+        daemon.close()
+    backfill = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", timeout=30)
+    assert backfill.returncode == 0, backfill.stderr
+    assert f"into {store}" in backfill.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "garbage", "reason"),
+    [
+        ("engine_state.json", b'{"fired": ["a"', "Input data was truncated"),
+        (
+            "bars_daily.parquet",
+            b"PAR1 not parquet at all",
+            "parquet: File out of specification: The file must end with PAR1 or PARE",
+        ),
+    ],
+)
+def test_an_unreadable_store_file_stops_the_daemon_with_one_line_naming_it(
+    tmp_path: Path, name: str, garbage: bytes, reason: str
+) -> None:
+    """A corrupt engine state or bar history stops `run` (and `backfill`, for the bars) with
+    exit 74 and one line naming the file, why, and what to do; the file is left as it was."""
+    conf = write_config(tmp_path, f"mm-corrupt-{uuid.uuid4().hex[:8]}")
+    file = tmp_path / "store" / name
+    file.parent.mkdir()
+    file.write_bytes(garbage)
+    want = (
+        f"market-monitor: error: store file {file} is unreadable ({reason}); "
+        "move it aside to start without it\n"
+    )
+    res = cli("run", "--config", str(conf), env={"MARKET_MONITOR__LOG__LEVEL": "error"})
+    assert (res.returncode, res.stderr) == (74, want)
+    if name == "bars_daily.parquet":
+        res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}")
+        assert (res.returncode, res.stderr) == (74, want)
+    assert file.read_bytes() == garbage

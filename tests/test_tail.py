@@ -1,0 +1,102 @@
+"""`market-monitor tail` against a Redis that is not there, or goes away and comes back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import subprocess
+import sys
+import threading
+from typing import IO
+
+import msgspec
+import pytest
+import redis
+
+from monitor.core.model import Alert, encode_alert
+from tests.alerts.redis_server import RedisServer, free_port
+from tests.conftest import ROOT
+from tests.test_commands import cli
+from tests.test_service import replay_alerts
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+STREAM = "market-monitor:alerts"
+
+
+class Lines:
+    """The lines of a child's pipe as they come, read by a thread (a full pipe never stalls)."""
+
+    def __init__(self, pipe: IO[str]) -> None:
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: IO[str]) -> None:
+        for line in pipe:
+            self._lines.put(line)
+
+    def next(self, timeout_s: float = 10.0) -> str:
+        """The next line, waiting for it up to `timeout_s`."""
+        return self._lines.get(timeout=timeout_s)
+
+    def rest(self) -> list[str]:
+        """The lines left, once the pipe is at its end (the child has exited)."""
+        self._thread.join(10)
+        return list(self._lines.queue)
+
+
+def test_tail_without_redis_is_unavailable_not_a_config_error() -> None:
+    """With nothing listening at the URL, `tail` exits 69 (service unavailable) with one line
+    naming Redis, not 78: the configuration is fine."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    res = cli("tail", "--url", url)
+    assert res.returncode == 69
+    assert res.stderr.startswith(f"market-monitor: redis at {url} unreachable: ")
+    assert res.stderr.count("\n") == 1
+
+
+def test_tail_rides_out_a_redis_restart_and_resumes_after_the_last_alert_it_printed() -> None:
+    """Redis is killed and restarted (its stream restored, as from its AOF) while `tail` runs:
+    tail says so once, and prints the alerts added after the last one it printed, skipping none
+    and repeating none; an alert already there when it started is never printed."""
+    july = replay_alerts(dt.date(2024, 7, 1), dt.date(2024, 7, 31))
+    before = msgspec.structs.replace(july[0], id="already-there-when-tail-started")
+    stream = [("1-0", before), ("2-0", july[0]), ("3-0", july[1]), ("4-0", july[2])]
+    with RedisServer() as server:
+
+        def add(*entries: tuple[str, Alert]) -> None:
+            client = redis.Redis(port=server.port)
+            for entry_id, alert in entries:
+                client.xadd(STREAM, {"id": alert.id, "alert": encode_alert(alert)}, id=entry_id)
+            client.close()
+
+        add(stream[0])
+        command = ["tail", "--url", server.url, "--json", "--count", "3"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", *command],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = Lines(proc.stdout), Lines(proc.stderr)
+        try:
+            assert err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
+            add(stream[1])
+            printed = [out.next()]
+            server.kill()
+            down = f"market-monitor: redis at {server.url} unreachable, retrying\n"
+            assert err.next() == down
+            server.start()
+            add(*stream[:3])  # what it held before, restored, and one added since
+            printed.append(out.next())
+            add(stream[3])
+            printed.append(out.next())
+            assert proc.wait(10) == 0
+        finally:
+            proc.kill()
+            proc.wait(10)
+            left = (out.rest(), err.rest())
+            proc.stdout.close()
+            proc.stderr.close()
+    assert [msgspec.json.decode(line, type=Alert) for line in printed] == july
+    assert left == ([], [f"market-monitor: redis at {server.url} reachable again\n"])
