@@ -45,7 +45,20 @@ def csv_failure(path: str, width: int, exc: Exception) -> DataError:
                     return DataError(path, message, line=reader.line_num)
     except csv.Error:
         pass
+    line = _stray_return_line(path)
+    if line is not None:
+        return DataError(path, "a carriage return (\\r) inside the line", line=line)
     return DataError(path, f"cannot read as CSV: {first_line(exc)}")
+
+
+def _stray_return_line(path: str) -> int | None:
+    """The first line (ended by a line feed) holding a carriage return anywhere but at its end:
+    polars and the csv module split such a line in different places."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if b"\r" in raw.rstrip(b"\r\n"):
+                return number
+    return None
 
 
 def _undecodable_line(path: str) -> int | None:

@@ -202,6 +202,18 @@ def test_bad_date_names_line_and_column(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}, line 3, column 'Date': cannot parse '16/07/2024' as a date"
 
 
+def test_a_carriage_return_inside_a_line_is_a_data_error_at_that_line(tmp_path: Path) -> None:
+    """A file of CRLF lines, one with a stray carriage return before an extra field: polars
+    finds a row too wide, the csv module two rows short enough; a DataError names the line."""
+    rows = [f"2024-07-{d:02d},1.0,2.0,0.5,1.5,100" for d in (1, 2, 3, 5)]
+    rows[2] += "\r,999"
+    path = tmp_path / "cr.csv"
+    path.write_bytes("\r\n".join(["date,open,high,low,close,volume", *rows, ""]).encode())
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(str(path)))
+    assert str(info.value) == f"{path}, line 4: a carriage return (\\r) inside the line"
+
+
 def test_ragged_line_is_a_data_error() -> None:
     """A row with more fields than the header is a DataError at that line."""
     path = str(BAD / "ragged.csv")
