@@ -72,11 +72,7 @@ class Sessions:
         a look-up by day number in a table over every calendar day of the range, cheaper than
         a hash or a join over millions of bars."""
         if self._close_by_day is None:
-            days = self.frame.get_column("session").cast(pl.Int32) - self._day0
-            closes = self.frame.get_column("close_ts")
-            table = pl.Series("ts", [None], dtype=closes.dtype)
-            table = table.extend_constant(None, int(days.max()))  # type: ignore[arg-type]
-            self._close_by_day = table.scatter(days.to_numpy(), closes)
+            self._close_by_day = self._by_day(self.frame.get_column("close_ts"))
         day = session.cast(pl.Int32) - self._day0
         inside = (day >= 0) & (day < len(self._close_by_day))
         return pl.lit(self._close_by_day).gather(pl.when(inside).then(day)).alias("ts")
@@ -86,13 +82,18 @@ class Sessions:
         sessions, consecutive numbers), by the same look-up as `close_of_expr`; every date
         must lie within the calendar's range."""
         if self._number_by_day is None:
-            days = self.frame.get_column("session").cast(pl.Int32) - self._day0
-            numbers = pl.Series("n", range(len(days)), dtype=pl.Int32)
-            table = pl.Series("n", [None], dtype=pl.Int32)
-            table = table.extend_constant(None, int(days.max()))  # type: ignore[arg-type]
-            self._number_by_day = table.scatter(days.to_numpy(), numbers)
+            count = self.frame.height
+            self._number_by_day = self._by_day(pl.Series("n", range(count), dtype=pl.Int32))
         day = session.cast(pl.Int32) - self._day0
         return pl.lit(self._number_by_day).gather(day).alias("number")
+
+    def _by_day(self, values: pl.Series) -> pl.Series:
+        """`values` (one per session) in a table by day number from the first session: null
+        on the days between sessions."""
+        days = self.frame.get_column("session").cast(pl.Int32) - self._day0
+        table = pl.Series(values.name, [None], dtype=values.dtype)
+        table = table.extend_constant(None, int(days.max()))  # type: ignore[arg-type]
+        return table.scatter(days.to_numpy(), values)
 
     def open_of(self, day: dt.date) -> dt.datetime:
         """The session's open instant (UTC)."""
