@@ -3,7 +3,8 @@
 `alert_chart`: the symbol's recent closes with the sessions that fired highlighted (top), and its
 whole loaded history with earlier occurrences (`history.prior_dates`) marked (bottom).
 `rally_chart`: the small-cap proxy against the large caps, rebased to 100, for the digest.
-Closes come from the daemon's `bars_daily.parquet`; `BarsFile` re-reads it when it changes.
+Closes come from the daemon's `bars_daily.parquet`; `BarsFile` re-reads it when it changes, and
+says once (a warning) when it is missing, as messages then go out without a chart.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from monitor import logs
 from monitor.core.model import DAILY_SCHEMA, Alert, empty
 
 _DRAW_LOCK = threading.Lock()  # matplotlib's font cache and text layout are not thread-safe
@@ -30,15 +32,27 @@ class BarsFile:
         self.path = path
         self._mtime: float | None = None
         self._bars = empty(DAILY_SCHEMA)
+        self._missing = False  # warned about it; reset once the file is back
+        self._log = logs.get("notify_charts")
 
     def load(self) -> pl.DataFrame:
-        """The bars (empty when there is no file)."""
+        """The bars (empty when there is no file: logged once, until the file appears)."""
         if self.path is None:
             return self._bars
         try:
             mtime = self.path.stat().st_mtime
-        except OSError:
+        except OSError as exc:
+            if not self._missing:
+                self._missing = True
+                self._log.warning(
+                    "bars_file_missing",
+                    path=str(self.path),
+                    error=exc.strerror,
+                    hint="messages go out without charts; [charts] bars must name the "
+                    "daemon's store bars_daily.parquet (relative to the notifier's config)",
+                )
             return empty(DAILY_SCHEMA)
+        self._missing = False
         if mtime != self._mtime:
             self._bars = (
                 pl.read_parquet(self.path).select(list(DAILY_SCHEMA)).sort("symbol", "session")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from monitor import logs
 from monitor.clock import SystemClock
-from monitor.errors import EX_CONFIG, ConfigError
+from monitor.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, TransientError
 from monitor.notify import config as ncfg
 from monitor.notify.parsers import add_parsers
 
@@ -25,6 +25,16 @@ def _load(args: argparse.Namespace) -> ncfg.NotifyConfig:
     if not getattr(args, "config", None):
         raise ConfigError("--config: a notifier config file is required")
     return ncfg.load(args.config)
+
+
+def _failed(exc: ConfigError | TransientError) -> int:
+    """One line on stderr and the exit code: 78 for config (and a Redis refusing us), 69 for a
+    Redis that does not answer (systemd restarts the service for that one, not for 78)."""
+    if isinstance(exc, ConfigError):
+        print(f"market-monitor: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    print(f"market-monitor: {exc}", file=sys.stderr)
+    return EX_UNAVAILABLE
 
 
 def main_notify(args: argparse.Namespace) -> int:
@@ -54,21 +64,21 @@ def main_notify(args: argparse.Namespace) -> int:
         from monitor.systemd import notifier
 
         return asyncio.run(run(config, notify=notifier()))
-    except ConfigError as exc:
-        print(f"market-monitor: config error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    except (ConfigError, TransientError) as exc:
+        return _failed(exc)
 
 
 def main_silence(args: argparse.Namespace) -> int:
     """`silence add|list|expire`."""
-    from monitor.notify.service import redis_client
+    from redis.exceptions import RedisError
+
+    from monitor.notify.service import redis_client, redis_failure
     from monitor.notify.silences import SilenceStore, new_silence, parse_duration
 
     try:
         config = _load(args)
     except ConfigError as exc:
-        print(f"market-monitor: config error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        return _failed(exc)
     now = SystemClock().now()
 
     async def go() -> int:
@@ -80,7 +90,7 @@ def main_silence(args: argparse.Namespace) -> int:
                     duration = parse_duration(args.duration)
                 except ValueError as exc:
                     print(f"market-monitor: --for: {exc}", file=sys.stderr)
-                    return 2
+                    return 2  # (argparse's status for a usage error)
                 s = new_silence(
                     args.rule, args.symbol, duration, now, args.comment, getpass.getuser()
                 )
@@ -106,10 +116,15 @@ def main_silence(args: argparse.Namespace) -> int:
                 return 1
             print(f"{ended.id} expired")
             return 0
+        except RedisError as exc:
+            raise redis_failure(exc, config.redis.url) from None
         finally:
             await client.aclose()
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except (ConfigError, TransientError) as exc:
+        return _failed(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

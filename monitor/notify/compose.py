@@ -51,6 +51,12 @@ class Composer:
         self._bars = BarsFile(config.bars_path)
         self._charts: OrderedDict[tuple[str, ...], bytes | None] = OrderedDict()
 
+    def check_charts(self) -> None:
+        """Read the bars file now when charts are on, so that a missing one is reported (once,
+        see BarsFile) when the notifier starts rather than at its first alert."""
+        if self.config.charts.enabled:
+            self._bars.load()
+
     async def message(self, receiver: str, alerts: Sequence[Alert]) -> Message:
         """The message for `alerts` on `receiver`, with a chart when it takes attachments."""
         fmt = self._formats[receiver]
@@ -92,7 +98,7 @@ class Composer:
         digest = build_digest(list(alerts), bars, d, day)
         png = await asyncio.to_thread(rally_chart, bars, d.small, d.large) if bars.height else None
         jobs: list[tuple[str, Prepared]] = []
-        for name in d.receivers or self.config.route.receivers:
+        for name in self.config.digest_receivers:
             fmt = self._formats[name]
             attach = (
                 ((f"digest-{day}.png", png),)

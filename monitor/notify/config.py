@@ -3,7 +3,8 @@ fields refused, every error naming the field path (exit 78).
 
 Receiver URLs are Apprise URLs. Secrets never sit in the file: `url_env` / `url_file` give the
 whole URL, or `{NAME}` placeholders in `url` are filled from the environment
-(`url = "tgram://{TELEGRAM_TOKEN}/{TELEGRAM_CHAT}"`). Resolved URLs are `Secret` values.
+(`url = "tgram://{TELEGRAM_TOKEN}/{TELEGRAM_CHAT}"`), percent-encoded for where they sit (see
+`fill_placeholders`). Resolved URLs are `Secret` values.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import datetime as dt
 import os
 import re
 import zoneinfo
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import msgspec
 from msgspec import Meta
@@ -176,6 +178,11 @@ class NotifyConfig(Base, frozen=True):
         raise ConfigError(f"receivers: no receiver named {name!r}")
 
     @property
+    def digest_receivers(self) -> list[str]:
+        """Who gets the digest: `digest.receivers`, else the root route's receivers."""
+        return self.digest.receivers or self.route.receivers
+
+    @property
     def dead_stream(self) -> str:
         """Where alerts that could not be delivered go."""
         return f"{self.redis.stream}:dead"
@@ -224,6 +231,8 @@ def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
             parse_clock(q.start, f"receivers[{i}].quiet_hours.start")
             parse_clock(q.end, f"receivers[{i}].quiet_hours.end")
             zone(q.tz, f"receivers[{i}].quiet_hours.tz")
+            if q.mode == "digest":
+                _check_digest_mode(config, r.name, f"receivers[{i}].quiet_hours.mode")
     _check_route(config.route, "route", set(names), root=True)
     for field, listed in (
         ("runaway.receivers", config.runaway.receivers),
@@ -234,6 +243,21 @@ def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
                 raise ConfigError(f"{field}: no receiver named {n!r}")
     parse_clock(config.digest.at, "digest.at")
     zone(config.digest.tz, "digest.tz")
+
+
+def _check_digest_mode(config: NotifyConfig, name: str, where: str) -> None:
+    """Quiet hours in `digest` mode send nothing and count on the digest instead: refused unless
+    the digest is on and goes to this receiver, else its alerts would be dropped for good."""
+    if not config.digest.enabled:
+        raise ConfigError(
+            f'{where}: "digest" needs [digest] enabled = true, or {name!r} never sees the '
+            'alerts of its quiet hours (use mode = "queue" to hold them)'
+        )
+    if name not in config.digest_receivers:
+        raise ConfigError(
+            f'{where}: "digest" but receiver {name!r} gets no digest: add it to '
+            'digest.receivers, or use mode = "queue" to hold its alerts until the hours end'
+        )
 
 
 def _check_route(route: RouteConfig, where: str, names: set[str], *, root: bool) -> None:
@@ -258,13 +282,41 @@ def resolve_url(r: ReceiverConfig, where: str, environ: dict[str, str] | None = 
         return _with_api_base(found, r, where)
     if not r.url:
         raise ConfigError(f"{where}: one of url, url_env, url_file is required")
+    return _with_api_base(Secret(fill_placeholders(r.url, env, where)), r, where)
+
+
+def fill_placeholders(url: str, env: Mapping[str, str], where: str) -> str:
+    """`url` with each `{NAME}` replaced by the variable's value, percent-encoded so that the
+    value cannot change the URL's structure (Apprise and our senders decode it again):
+
+    - in the user info (before the host's `@`) and in the query, every reserved character
+      (`quote(value, safe="")`): a password with `@`, `/`, `#`, `:` or `&` stays one password;
+    - in the host and path, every one but `/` and `:`, so that one variable may still stand for
+      `host:port` or for several path segments (a Slack webhook's `T000/B000/XXXX`);
+    - a placeholder in the scheme (`url = "{HOOK_URL}"`) is the URL itself: taken as it is.
+    """
+    scheme_end = url.find("://")
+    host_start = scheme_end + 3 if scheme_end >= 0 else len(url)
+    authority_end = min(
+        (i for i in (url.find("/", host_start), url.find("?", host_start)) if i >= 0),
+        default=len(url),
+    )
+    userinfo_end = url.rfind("@", host_start, authority_end)
+    query_start = url.find("?", host_start)
 
     def fill(m: re.Match[str]) -> str:
-        if m.group(1) not in env:
-            raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
-        return env[m.group(1)]
+        name = m.group(1)
+        if name not in env:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        value = env[name]
+        at = m.start()
+        if at < host_start:
+            return value
+        if at < userinfo_end or 0 <= query_start <= at:
+            return quote(value, safe="")
+        return quote(value, safe="/:")
 
-    return _with_api_base(Secret(PLACEHOLDER.sub(fill, r.url)), r, where)
+    return PLACEHOLDER.sub(fill, url)
 
 
 def _with_api_base(url: Secret, r: ReceiverConfig, where: str) -> Secret:

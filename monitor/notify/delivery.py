@@ -3,7 +3,9 @@
 Senders implement `Sender`:
 - `AppriseSender` for every Apprise URL without a native sender (Teams, ntfy, mailto://, ...).
   Apprise reports only success or failure, so every failure is treated as transient and retried;
-  the receiver's `min_interval_s` keeps us under the provider's published limit.
+  the receiver's `min_interval_s` keeps us under the provider's published limit. The receiver's
+  `timeout_s` becomes Apprise's socket timeouts (`cto`, `rto`: each connect and read, as for our
+  httpx senders), so a server that never answers is a retryable failure after `timeout_s`.
 - `HttpJsonSender` for `json://` / `jsons://`: the same JSON body as Apprise's json:// plugin
   (`version`, `title`, `message`, `attachments` [filename, base64, mimetype], `type`), posted with
   httpx so status codes are seen: 429 and 503 honour `Retry-After`, other 5xx and network errors
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -76,8 +79,9 @@ HOST_SCHEMES = frozenset(
 def redact(url: str) -> str:
     """What may appear in a log line or dead-letter reason about a receiver URL: the scheme, and
     the host for web and mail schemes (`HOST_SCHEMES`); never user info, path or query."""
-    scheme = url.partition("://")[0].lower()
-    if not (scheme.isascii() and scheme.isalnum()):
+    scheme, separator, _ = url.partition("://")
+    scheme = scheme.lower()
+    if not (separator and scheme.isascii() and scheme.isalnum()):
         return "***"  # not even a scheme we can show safely
     if scheme not in HOST_SCHEMES:
         return f"{scheme}://***"
@@ -88,12 +92,31 @@ def redact(url: str) -> str:
     return f"{scheme}://{host}/…" if host else f"{scheme}://…"
 
 
+def with_socket_timeouts(url: str, timeout_s: float) -> str:
+    """`url` with Apprise's connect and read timeouts (`cto`, `rto`) set to `timeout_s`, unless
+    the URL sets them itself. Apprise's defaults (4 s for HTTP, 15 s for SMTP) would otherwise
+    hold a worker thread, and a SIGTERM, that long whatever the receiver's `timeout_s` says."""
+    base, sep, query = url.partition("?")
+    given = {k.lower() for k, _ in parse_qsl(query, keep_blank_values=True)}
+    extra = [f"{k}={timeout_s:g}" for k in ("cto", "rto") if k not in given]
+    if not extra:
+        return url
+    return base + "?" + "&".join(([query] if sep and query else []) + extra)
+
+
 class AppriseSender:
     """Any Apprise URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
         self._apprise = apprise.Apprise()
-        if not self._apprise.add(url):
+        # Apprise logs a URL it cannot parse in full (tokens and all): say it redacted instead.
+        apprise_log = logging.getLogger("apprise")
+        was_disabled, apprise_log.disabled = apprise_log.disabled, True
+        try:
+            added = self._apprise.add(with_socket_timeouts(url, timeout_s))
+        finally:
+            apprise_log.disabled = was_disabled
+        if not added:
             raise DeliveryError(f"not an Apprise URL Apprise can use: {redact(url)}")
         self.where = redact(url)
         servers = list(self._apprise)
@@ -102,7 +125,10 @@ class AppriseSender:
         )
 
     async def send(self, message: Message) -> None:
-        """Send through Apprise; a False result becomes ChannelUnavailable."""
+        """Send through Apprise; a failure, a timed-out socket among them, becomes
+        ChannelUnavailable (retried). The call is not abandoned at a deadline of our own: its
+        worker thread would go on and might deliver after we had counted a failure and sent
+        again, and Apprise paces each URL (5.5 s between sends) in that same thread."""
         attach = None
         if message.attachments and self.takes_attachments:
             attach = apprise.AppriseAttachment()
@@ -210,7 +236,7 @@ def make_sender(url: str, kind: str = "auto", timeout_s: float = 10.0) -> Sender
         raise DeliveryError(
             f"{redact(url)}: api_base needs a native sender (tgram, slack, discord)"
         )
-    return AppriseSender(url)
+    return AppriseSender(url, timeout_s)
 
 
 @dataclass(frozen=True)

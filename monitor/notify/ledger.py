@@ -5,7 +5,11 @@ A Redis key per (receiver, alert id), `{stream}:notify:sent:{receiver}:{id}`, se
 only after a successful send and checked before every send. It lives in Redis rather than a local
 file because the notifier that takes over after a crash may run on another host, and Redis
 already holds the stream and the group. Reads and writes are retried until Redis answers: a send
-is never made without asking, and never forgotten once made."""
+is never made without asking, and never forgotten once made.
+
+Dead letters are retried the same way: the stream entry stays pending (unacknowledged) until its
+dead letter is written, so a Redis outage while a delivery gives up loses nothing and does not
+stop the notifier."""
 
 from __future__ import annotations
 
@@ -26,6 +30,22 @@ REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 RETRY_CAP_S = 30.0
 DEAD_MAXLEN = 10_000
 T = TypeVar("T")
+
+
+async def retrying(op: Callable[[], Awaitable[T]], log: Any, event: str) -> T:
+    """`op()` until Redis answers, logging `event` and backing off (capped at RETRY_CAP_S).
+
+    For writes that must happen before a stream entry may be acknowledged: giving up would
+    either lose the record or crash the notifier, while waiting only delays this receiver (the
+    caller's task is cancelled at shutdown, leaving the entry pending for the next start)."""
+    attempt = 0
+    while True:
+        try:
+            return await op()
+        except REDIS_ERRORS as exc:
+            attempt += 1
+            log.warning(event, error=f"{type(exc).__name__}: {exc}", attempt=attempt)
+            await asyncio.sleep(min(RETRY_CAP_S, 0.2 * 2**attempt))
 
 
 class DeliveryLog:
@@ -50,7 +70,7 @@ class DeliveryLog:
                     pipe.exists(self.key(receiver, alert_id))
                 return [bool(x) for x in await pipe.execute()]
 
-        return await self._retrying(read)
+        return await retrying(read, self._log, "delivery_log_unavailable")
 
     async def mark(self, receiver: str, ids: list[str]) -> None:
         """Record that `receiver` has these ids (after the provider accepted the message)."""
@@ -61,17 +81,7 @@ class DeliveryLog:
                     pipe.set(self.key(receiver, alert_id), "1", ex=self._ttl_s)
                 await pipe.execute()
 
-        await self._retrying(write)
-
-    async def _retrying(self, op: Callable[[], Awaitable[T]]) -> T:
-        attempt = 0
-        while True:
-            try:
-                return await op()
-            except REDIS_ERRORS as exc:
-                attempt += 1
-                self._log.warning("delivery_log_unavailable", error=str(exc), attempt=attempt)
-                await asyncio.sleep(min(RETRY_CAP_S, 0.2 * 2**attempt))
+        await retrying(write, self._log, "delivery_log_unavailable")
 
 
 class DeadLetters:
@@ -96,7 +106,8 @@ class DeadLetters:
         attempts: int,
         fields: dict[bytes, bytes] | None = None,
     ) -> None:
-        """Dead-letter `alert` (or, when it could not be decoded, the entry's raw `fields`)."""
+        """Dead-letter `alert` (or, when it could not be decoded, the entry's raw `fields`),
+        waiting for Redis if it is down: the caller acknowledges the entry only after this."""
         payload = (
             encode_alert(alert)
             if alert is not None
@@ -107,20 +118,20 @@ class DeadLetters:
                 }
             )
         )
-        await self._redis.xadd(
-            self._stream,
-            {
-                "id": alert.id if alert is not None else "",
-                "entry": entry or "",
-                "receiver": receiver,
-                "reason": reason,
-                "attempts": attempts,
-                "ts": self._clock.now().isoformat(),
-                "alert": payload,
-            },
-            maxlen=DEAD_MAXLEN,
-            approximate=True,
-        )
+        letter: dict[Any, Any] = {
+            "id": alert.id if alert is not None else "",
+            "entry": entry or "",
+            "receiver": receiver,
+            "reason": reason,
+            "attempts": attempts,
+            "ts": self._clock.now().isoformat(),
+            "alert": payload,
+        }
+
+        async def write() -> None:
+            await self._redis.xadd(self._stream, letter, maxlen=DEAD_MAXLEN, approximate=True)
+
+        await retrying(write, self._log, "dead_letters_unavailable")
         self._counters.inc("notify_dead_lettered", receiver=receiver)
         self._log.error(
             "alert_dead_lettered",

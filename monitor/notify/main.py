@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 from monitor.clock import Clock
 from monitor.core.model import Alert
-from monitor.errors import ConfigError, DeliveryError
 from monitor.notify.config import NotifyConfig
 from monitor.notify.delivery import Outcome
 from monitor.notify.service import Notifier
@@ -61,34 +60,29 @@ async def run(
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            notifier = await stack.enter_async_context(Notifier(config, clock=clock))
-            if config.http.enabled:
-                from monitor.http import HttpServer
+    async with contextlib.AsyncExitStack() as stack:
+        notifier = await stack.enter_async_context(Notifier(config, clock=clock))
+        if config.http.enabled:
+            from monitor.http import HttpServer
 
-                routes = {
-                    "/metrics": lambda: (
-                        200,
-                        "text/plain; version=0.0.4",
-                        notifier.counters.render().encode(),
-                    )
-                }
-                await stack.enter_async_context(
-                    HttpServer(config.http.host, config.http.port, routes)
+            routes = {
+                "/metrics": lambda: (
+                    200,
+                    "text/plain; version=0.0.4",
+                    notifier.counters.render().encode(),
                 )
-            if notify is not None:
-                notify("READY=1")
-            every_s = watchdog_interval_s()
-            async with asyncio.TaskGroup() as tg:
-                if notify is not None and every_s is not None:
-                    tg.create_task(_watchdog(notify, every_s, stop), name="systemd-watchdog")
-                await notifier.run(stop)
-                stop.set()
-            if notify is not None:
-                notify("STOPPING=1")
-    except DeliveryError as exc:
-        raise ConfigError(f"receivers: {exc}") from None
+            }
+            await stack.enter_async_context(HttpServer(config.http.host, config.http.port, routes))
+        if notify is not None:
+            notify("READY=1")
+        every_s = watchdog_interval_s()
+        async with asyncio.TaskGroup() as tg:
+            if notify is not None and every_s is not None:
+                tg.create_task(_watchdog(notify, every_s, stop), name="systemd-watchdog")
+            await notifier.run(stop)
+            stop.set()
+        if notify is not None:
+            notify("STOPPING=1")
     return 0
 
 

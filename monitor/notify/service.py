@@ -16,6 +16,12 @@ Exactly once per channel:
   after a successful send, and is checked before every send. The one window left is a crash
   between the provider accepting a message and that record: that message is sent again.
 - Each receiver has its own queue and task, so a slow or broken channel delays only itself.
+
+Redis faults: at start, an unreachable Redis is `SinkUnavailable` (exit 69) and a refused login
+or command a `ConfigError` (exit 78), see `redis_failure`. Once running, reads wait and retry;
+writes an acknowledgement depends on (delivery log, dead letters, saved state, XACK) are retried
+until Redis answers (monitor/notify/ledger.py `retrying`), so an outage delays but never loses
+or crashes. A stream or consumer group deleted under us is created again (`_recreate_group`).
 """
 
 from __future__ import annotations
@@ -31,21 +37,24 @@ from typing import Any, Self
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
 
 from monitor import logs
 from monitor.clock import Clock, SystemClock
-from monitor.config import secret
+from monitor.config import mask_url, secret
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import Alert, decode_alert
+from monitor.errors import ConfigError, DeliveryError, SinkUnavailable
 from monitor.notify.compose import Composer, Prepared, body_format
 from monitor.notify.config import NotifyConfig, resolve_url
 from monitor.notify.delivery import Courier, Outcome, Sender, make_sender
-from monitor.notify.ledger import REDIS_ERRORS, DeadLetters, DeliveryLog
+from monitor.notify.ledger import REDIS_ERRORS, DeadLetters, DeliveryLog, retrying
 from monitor.notify.render import Message
 from monitor.notify.routing import Batch, GuardState, Router
 from monitor.notify.silences import SilenceStore
+
+STOP_GRACE_S = 2.0  # past block_ms: how long a stopping reader may finish what it read
 
 
 def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) -> aioredis.Redis:
@@ -58,6 +67,30 @@ def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) ->
     if password is not None:
         kwargs["password"] = str(password)
     return aioredis.Redis.from_url(r.url, **kwargs)
+
+
+def redis_failure(exc: RedisError, url: str) -> SinkUnavailable | ConfigError:
+    """What a command that cannot start on Redis reports: unreachable (refused, lost, timed out)
+    is SinkUnavailable, exit 69, worth a retry later; a refused login or command (password, ACL,
+    a key of another type) is a ConfigError, exit 78, which no restart fixes."""
+    where = mask_url(url)
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return ConfigError(
+            f"redis at {where} refused the login (check [redis] password_env / password_file): "
+            f"{exc}"
+        )
+    if isinstance(exc, REDIS_ERRORS):
+        return SinkUnavailable(f"redis at {where} unreachable: {exc}")
+    return ConfigError(f"redis at {where}: {exc}")
+
+
+def is_group_gone(exc: ResponseError) -> bool:
+    """Whether Redis says our stream or consumer group no longer exists (deleted, or flushed):
+    `NOGROUP ...`, or `UNBLOCKED ... no longer exists` for a read blocked at that moment."""
+    text = str(exc)
+    return text.startswith("NOGROUP") or (
+        text.startswith("UNBLOCKED") and "no longer exists" in text
+    )
 
 
 class Notifier:
@@ -102,6 +135,7 @@ class Notifier:
         formats = {r.name: body_format(r, self._urls[r.name]) for r in config.receivers}
         self.composer = Composer(config, formats, self._senders)
         self._saved_state = b""
+        self._last_read: tuple[int, int] | None = None  # the highest entry id read (ms, seq)
         self.digest_now = asyncio.Event()
         for name, text in (
             ("notify_read", "Stream entries read (or claimed) by this notifier"),
@@ -118,6 +152,11 @@ class Notifier:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        try:
+            self._open_couriers()
+        except ConfigError:
+            await self.__aexit__(None, None, None)
+            raise
         self._client = redis_client(self.config, self._environ)
         self._silences = SilenceStore(self._client, f"{self.stream}:silences")
         self.delivered = DeliveryLog(
@@ -127,25 +166,32 @@ class Notifier:
             self._client, self.config.dead_stream, self.counters, self._log, self.clock
         )
         try:
-            await self._client.xgroup_create(
-                self.stream, self.group, id=self.config.redis.start, mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        raw: Any = await self._client.get(self._state_key)
+            await self._create_group(self.config.redis.start)
+            raw: Any = await self._client.get(self._state_key)
+        except RedisError as exc:
+            await self.__aexit__(None, None, None)
+            raise redis_failure(exc, self.config.redis.url) from None
         if raw:
             self.router.state = msgspec.json.decode(raw, type=GuardState)
             self._saved_state = raw
+        self.composer.check_charts()
+        return self
+
+    def _open_couriers(self) -> None:
+        """A sender and courier per receiver; a URL no sender can use is a ConfigError naming
+        the receiver's field (exit 78, as for any config error), checked before Redis."""
         backoff = Backoff(
             self.config.delivery.backoff_base_s,
             max(self.config.delivery.backoff_cap_s, self.config.delivery.backoff_base_s),
             jitter=self.config.delivery.jitter,
         )
-        for r in self.config.receivers:
-            sender = self._senders.get(r.name) or make_sender(
-                self._urls[r.name], r.sender, r.timeout_s
-            )
+        for i, r in enumerate(self.config.receivers):
+            sender = self._senders.get(r.name)
+            if sender is None:
+                try:
+                    sender = make_sender(self._urls[r.name], r.sender, r.timeout_s)
+                except DeliveryError as exc:
+                    raise ConfigError(f"receivers[{i}].url: {exc}") from None
             self._senders[r.name] = sender
             self._couriers[r.name] = Courier(
                 r.name,
@@ -154,7 +200,14 @@ class Notifier:
                 max_attempts=r.max_attempts or self.config.delivery.max_attempts,
                 min_interval_s=r.min_interval_s,
             )
-        return self
+
+    async def _create_group(self, start: str) -> None:
+        """The consumer group (and the stream, if there is none yet) from `start`."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     async def __aexit__(
         self,
@@ -201,8 +254,13 @@ class Notifier:
             digest = None
             if self.config.digest.enabled:
                 digest = tg.create_task(self._digest_loop(stop), name="notify_digest")
-            await self._reader(stop)
-            for task in [ticker, claimer, digest, *workers]:
+            reader = tg.create_task(self._reader(stop), name="notify_reader")
+            await stop.wait()
+            # The reader returns within block_ms of `stop`, unless Redis is down and it waits
+            # on a write: then it is cancelled (its entries stay pending for the next start).
+            grace_s = self.config.redis.block_ms / 1000 + STOP_GRACE_S
+            await asyncio.wait([reader], timeout=grace_s)
+            for task in [reader, ticker, claimer, digest, *workers]:
                 if task is not None:
                     task.cancel()
         self._log.info("notifier_stopped", waiting=self.router.waiting())
@@ -210,21 +268,14 @@ class Notifier:
     # -- reading -------------------------------------------------------------------------------
 
     async def _reader(self, stop: asyncio.Event) -> None:
-        await self._claim_others()
-        start: Any = "0"
-        while True:  # our own pending entries (a restart under the same consumer name)
-            got: Any = await self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: start}, count=self.config.redis.batch
-            )
-            entries = got[0][1] if got else []
-            if not entries:
-                break
-            await self._process(entries)
-            start = entries[-1][0]
+        caught_up = False
         failures = 0
         while not stop.is_set():
             try:
-                got_new: Any = await self.redis.xreadgroup(
+                if not caught_up:
+                    await self._catch_up()
+                    caught_up = True
+                got: Any = await self.redis.xreadgroup(
                     self.group,
                     self.consumer,
                     {self.stream: ">"},
@@ -237,16 +288,62 @@ class Notifier:
                 self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
                 await _wait(stop, min(30.0, 0.5 * 2**failures))
                 continue
-            if got_new:
-                await self._process(got_new[0][1])
+            except ResponseError as exc:
+                if not is_group_gone(exc):
+                    raise
+                await self._recreate_group(exc)
+                continue
+            if got:
+                await self._process(got[0][1])
+
+    async def _catch_up(self) -> None:
+        """Entries left by a dead notifier, then our own pending ones (a restart under the same
+        consumer name), before reading new ones."""
+        await self._claim_others()
+        start: Any = "0"
+        while True:
+            got: Any = await self.redis.xreadgroup(
+                self.group, self.consumer, {self.stream: start}, count=self.config.redis.batch
+            )
+            entries = got[0][1] if got else []
+            if not entries:
+                return
+            await self._process(entries)
+            start = entries[-1][0]
+
+    async def _recreate_group(self, exc: ResponseError) -> None:
+        """The stream or the group was deleted (DEL, XGROUP DESTROY, FLUSHDB): create the group
+        again and keep reading. A stream that is gone is new when it comes back, so the group
+        starts at its beginning; a stream that is still there (only the group went) resumes
+        after the last entry this notifier read (from `redis.start` if it read none yet), so
+        none is delivered twice or skipped."""
+        try:
+            exists = await self.redis.exists(self.stream)
+            start = "0"
+            if exists:
+                last = self._last_read
+                start = f"{last[0]}-{last[1]}" if last else self.config.redis.start
+            await self._create_group(start)
+        except REDIS_ERRORS as retry:
+            self._log.warning("redis_unavailable", error=f"{type(retry).__name__}: {retry}")
+            return
+        self._log.warning(
+            "notify_group_recreated",
+            stream=self.stream,
+            group=self.group,
+            start=start,
+            reason=str(exc),
+        )
 
     async def _process(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> None:
         assert self._silences is not None
         now = self.clock.now()
-        silences = await self._silences.active(now)
+        store = self._silences
+        silences = await retrying(lambda: store.active(now), self._log, "redis_unavailable")
         to_ack: list[str] = []
         for raw_id, fields in entries:
             entry = raw_id.decode()
+            self._last_read = max(self._last_read or (0, 0), _entry_id(entry))
             if entry in self._outstanding:
                 continue
             self.counters.inc("notify_read")
@@ -279,15 +376,26 @@ class Notifier:
         self._wake.set()
 
     async def _ack(self, entries: list[str]) -> None:
+        """XACK, retried until Redis answers (an entry left unacked is delivered again)."""
         if not entries:
             return
-        await self.redis.xack(self.stream, self.group, *entries)
+
+        async def ack() -> Any:
+            return await self.redis.xack(self.stream, self.group, *entries)
+
+        await retrying(ack, self._log, "redis_unavailable")
         self.counters.inc("notify_acked", len(entries))
 
     async def _save_state(self) -> None:
+        """Save the router's state when it changed, retried until Redis answers: it must be
+        saved before the entries it came from are acknowledged."""
         data = msgspec.json.encode(self.router.state)
         if data != self._saved_state:
-            await self.redis.set(self._state_key, data)
+
+            async def save() -> Any:
+                return await self.redis.set(self._state_key, data)
+
+            await retrying(save, self._log, "redis_unavailable")
             self._saved_state = data
 
     # -- claiming --------------------------------------------------------------------------------
@@ -310,6 +418,10 @@ class Notifier:
                 await self._claim_others()
             except REDIS_ERRORS as exc:
                 self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
+            except ResponseError as exc:
+                if not is_group_gone(exc):
+                    raise
+                # The reader creates the group again; nothing to claim until then.
 
     async def _claim_others(self) -> None:
         """Take over entries idle for `claim_idle_s` (left by a notifier that died)."""
@@ -469,7 +581,11 @@ class Notifier:
         """Build today's digest and queue it for the digest receivers (once per day each)."""
         now = self.clock.now()
         since_ms = int((now - dt.timedelta(days=1)).timestamp() * 1000)
-        entries: Any = await self.redis.xrange(self.stream, min=f"{since_ms}-0", max="+")
+
+        async def read() -> Any:
+            return await self.redis.xrange(self.stream, min=f"{since_ms}-0", max="+")
+
+        entries: Any = await retrying(read, self._log, "redis_unavailable")
         alerts = []
         for _, f in entries:
             with contextlib.suppress(KeyError, msgspec.DecodeError, msgspec.ValidationError):
@@ -480,6 +596,12 @@ class Notifier:
                 self._queues[name].put_nowait(job)
         self._log.info("digest_built", day=day.isoformat(), alerts=len(alerts))
         return jobs
+
+
+def _entry_id(entry: str) -> tuple[int, int]:
+    """A stream entry id `1718000000000-3` as (ms, seq), to compare ids as Redis does."""
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
 
 
 async def _wait(stop: asyncio.Event, timeout_s: float, also: asyncio.Event | None = None) -> None:

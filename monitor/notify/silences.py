@@ -49,11 +49,15 @@ def silenced_by(alert: Alert, silences: Sequence[Silence], now: dt.datetime) -> 
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """`90s`, `30m`, `2h`, `1d`, `1w` as a timedelta; ValueError otherwise."""
+    """`90s`, `30m`, `2h`, `1d`, `1w` as a timedelta; ValueError otherwise, and for no time at
+    all (`0s` would store a silence that never silences anything)."""
     m = DURATION.match(text.strip())
     if not m:
         raise ValueError(f"not a duration like 30m, 2h or 1d: {text!r}")
-    return dt.timedelta(seconds=float(m.group(1)) * UNITS_S[m.group(2)])
+    duration = dt.timedelta(seconds=float(m.group(1)) * UNITS_S[m.group(2)])
+    if duration <= dt.timedelta(0):
+        raise ValueError(f"must be longer than zero: {text!r}")
+    return duration
 
 
 def new_silence(

@@ -4,8 +4,11 @@ async with WebhookServer() as hooks:          # http://127.0.0.1:{hooks.port}/{p
     hooks.fail("/down", status=503, times=3)  # the next 3 posts to /down get 503
     ...
     hooks.bodies("/chat")                     # JSON bodies answered with 2xx, in order
+    hooks.headers                             # (path, lower-cased headers) of every request
 with SmtpSink() as smtp:                      # aiosmtpd on 127.0.0.1:{smtp.port}
     smtp.messages                             # email.message.EmailMessage, in order
+with SmtpSink(logins=True) as smtp:           # offers AUTH without TLS
+    smtp.logins                               # (user, password) of each AUTH, in order
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.alerts.redis_server import free_port
 
@@ -30,6 +34,7 @@ class WebhookServer:
     def __init__(self) -> None:
         self.port = 0
         self.received: list[tuple[str, dict[str, Any], int, float]] = []
+        self.headers: list[tuple[str, dict[str, str]]] = []
         self._rules: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self._always: dict[str, int] = {}
         self._server: asyncio.Server | None = None
@@ -85,6 +90,7 @@ class WebhookServer:
                     k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)
                 }
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.headers.append((path, headers))
                 extra: dict[str, str] = {}
                 if path in self._always:
                     status = self._always[path]
@@ -104,13 +110,27 @@ class WebhookServer:
 
 
 class SmtpSink:
-    """aiosmtpd on a free loopback port, keeping every message it receives."""
+    """aiosmtpd on a free loopback port, keeping every message it receives; with `logins`, it
+    offers AUTH (without TLS) and keeps each login, accepting any."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, logins: bool = False) -> None:
         self.port = free_port()
         self.messages: list[EmailMessage] = []
+        self.logins: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        auth: dict[str, Any] = (
+            {"authenticator": self._login, "auth_require_tls": False} if logins else {}
+        )
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **auth)
+
+    def _login(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        """aiosmtpd authenticator: keep the credentials, accept them."""
+        if isinstance(data, LoginPassword):
+            with self._lock:
+                self.logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=True)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         """aiosmtpd hook: keep the message."""

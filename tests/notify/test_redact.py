@@ -31,6 +31,7 @@ from monitor.notify.render import Message
         ("mailto://user:pass@host", "mailto://host/…"),
         ("PBUL://o.Sup3rSecret", "pbul://***"),
         ("not a url Sup3rSecret", "***"),
+        ("xoxbSup3rSecret", "***"),  # (no scheme at all: a bare token)
     ],
 )
 def test_redact_shows_a_host_only_for_web_and_mail_schemes(url: str, shown: str) -> None:

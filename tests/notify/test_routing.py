@@ -133,6 +133,7 @@ def test_quiet_hours_in_digest_mode_drop_to_the_digest(now: dt.datetime) -> None
     """In digest mode a batch in quiet hours comes out marked as dropped to the digest."""
     c = config(
         {
+            "digest": {"enabled": True},  # to the root route's receivers: chat
             "receivers": [
                 {
                     "name": "chat",
@@ -144,7 +145,7 @@ def test_quiet_hours_in_digest_mode_drop_to_the_digest(now: dt.datetime) -> None
                         "mode": "digest",
                     },
                 }
-            ]
+            ],
         },
         group_wait_s=0,
     )

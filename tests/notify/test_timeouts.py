@@ -1,0 +1,127 @@
+"""A receiver's `timeout_s` holds for Apprise URLs too (as their socket timeouts): a mail server
+that accepts the connection and never answers fails the attempt after `timeout_s` (retried like
+any transient failure), and SIGTERM during such a send does not wait Apprise's own 15 s."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from monitor.core.backoff import Backoff
+from monitor.notify.delivery import Courier, Outcome, make_sender, with_socket_timeouts
+from monitor.notify.render import Message
+from tests.conftest import ROOT
+from tests.notify.conftest import alert, publish
+from tests.notify.test_service import until
+
+
+class SilentServer:
+    """A TCP server on loopback that accepts connections and never says a word."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)  # kept open, unanswered, until the server closes
+
+    def mail_url(self) -> str:
+        """A mailto:// URL to this server (no TLS, so the wait is for the SMTP greeting)."""
+        return (
+            f"mailto://127.0.0.1:{self.port}?from=monitor@example.com&to=ops@example.com"
+            "&mode=insecure"
+        )
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[SilentServer]:
+    """A SilentServer for the block."""
+    silent = SilentServer()
+    server = await asyncio.start_server(silent._accept, "127.0.0.1", 0)
+    silent.port = server.sockets[0].getsockname()[1]
+    try:
+        yield silent
+    finally:
+        for w in silent._writers:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_mail_server_that_never_answers_fails_the_attempt_after_timeout_s() -> None:
+    """With timeout_s = 0.5 a silent SMTP server fails the send in about half a second (not
+    Apprise's 15 s), as ChannelUnavailable: a failure the courier retries, then dead-letters."""
+    async with silent_server() as silent:
+        sender = make_sender(silent.mail_url(), "auto", 0.5)
+        courier = Courier("email", sender, backoff=Backoff(0.01, 0.01, jitter=0), max_attempts=1)
+        started = time.monotonic()
+        async with asyncio.timeout(6):
+            outcome = await courier.deliver(Message("title", "body", "text"))
+        took = time.monotonic() - started
+        await sender.aclose()
+    assert (outcome, silent.connections) == (
+        Outcome(
+            False, 1, "gave up after 1 attempts: apprise could not notify mailto://127.0.0.1/…"
+        ),
+        1,
+    )
+    assert 0.4 < took < 2.0
+
+
+def test_apprise_urls_get_timeout_s_as_their_socket_timeouts() -> None:
+    """`cto` and `rto` are added with the receiver's timeout_s unless the URL has its own."""
+    assert [
+        with_socket_timeouts("ntfy://topic", 2.0),
+        with_socket_timeouts("mailto://h?to=a@b.c&cto=30", 2.5),
+        with_socket_timeouts("mailto://h?RTO=1&cto=30", 2.5),
+    ] == [
+        "ntfy://topic?cto=2&rto=2",
+        "mailto://h?to=a@b.c&cto=30&rto=2.5",
+        "mailto://h?RTO=1&cto=30",
+    ]
+
+
+@pytest.mark.integration
+async def test_sigterm_during_a_hung_mail_send_stops_the_notifier_quickly(
+    stream: str, tmp_path: Path
+) -> None:
+    """The notifier process, SIGTERMed while Apprise waits on a silent SMTP server with
+    timeout_s = 1, exits 0 within a few seconds."""
+    async with silent_server() as silent:
+        conf = tmp_path / "notify.toml"
+        conf.write_text(
+            f'[redis]\nstream = "{stream}"\nconsumer = "c1"\nstart = "0"\nblock_ms = 100\n'
+            "[delivery]\nmax_attempts = 1\n"
+            f'[[receivers]]\nname = "email"\nurl = "{silent.mail_url()}"\ntimeout_s = 1\n'
+            '[route]\nreceivers = ["email"]\ngroup_wait_s = 0\n[log]\njson = true\n'
+        )
+        await publish(stream, [alert(1)])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor.notify", "notify", "--config", str(conf),
+            cwd=ROOT, env=dict(os.environ),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            await until(lambda: silent.connections == 1, 20)
+            proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            async with asyncio.timeout(8):
+                code = await proc.wait()
+            took = time.monotonic() - started
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 0
+    assert took < 3.0
