@@ -203,7 +203,11 @@ def _invalid(path: str | Path, error: str, raw: dict[str, Any], variables: Overr
     printed = at.rstrip("`").lstrip(".")
     field = printed.split(".") if printed else []
     unknown = _UNKNOWN.match(message)
-    variable = variables.get((*field, unknown[1]) if unknown else tuple(field))
+    key = (*field, unknown[1]) if unknown else tuple(field)
+    # An unknown key (a section, say) set by a variable: the variable set a key below it.
+    variable = variables.get(key) or next(
+        (name for path, name in variables.items() if unknown and path[: len(key)] == key), None
+    )
     if variable is None:
         return f"{path}: {text}"
     return f"{variable}: {text.removeprefix(f'{printed}: ') if printed else text}"
@@ -237,15 +241,37 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
     try:
         parts = urlsplit(feed.url)
         parts.port  # noqa: B018 (a port that is not a number raises here rather than at start)
-    except ValueError as exc:  # ... and so does a broken [IPv6] host
-        return "url", f"{exc}: {mask_url(feed.url)!r}"
+    except ValueError:  # ... and so does a broken [IPv6] host
+        # (Not the parser's words: with a `#` or `/` in a password they quote part of it.)
+        return (
+            "url",
+            "not a valid url (a port that is not a number, or a broken [IPv6] host): "
+            f"{_shown(feed.url)!r}",
+        )
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         return "url", _expected(feed.url, "mqtt://host[:port] or mqtts://host[:port]")
+    if parts.username or parts.password:
+        where = "username and password_env or password_file"
+        return "url", f"credentials belong in {where}, not the url: {mask_url(feed.url)!r}"
+    if not feed.topics:
+        return "topics", "an mqtt feed needs at least one topic"
     return None
 
 
 def _expected(url: str, shape: str) -> str:
-    return f"must be {shape}, not {mask_url(url)!r}"
+    return f"must be {shape}, not {_shown(url)!r}"
+
+
+def _shown(url: str) -> str:
+    """What a message may quote of a URL that failed a check: the scheme and the host (with
+    its port), never the user, password, path or query, which may hold secrets (a token in a
+    query, a password with `#` that a parser cuts), and never a string without a scheme."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return "(no scheme)"
+    host = rest.rpartition("@")[2]
+    cut = min((host.find(c) for c in "/?#" if c in host), default=len(host))
+    return f"{scheme}://{host[:cut]}" + ("/…" if cut < len(host) else "")
 
 
 def resolve(config: Config, relative: str) -> Path:

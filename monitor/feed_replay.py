@@ -125,6 +125,10 @@ async def publish(
     with `speed` > 0 spaced by their timestamps divided by `speed`. SinkUnavailable when the
     broker refuses the connection or drops it."""
     import aiomqtt
+    from aiomqtt.exceptions import MqttConnectError
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from monitor.config import mask_url
 
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -140,5 +144,11 @@ async def publish(
                 await client.publish(topic, message, qos=qos)
                 if gap:
                     await asyncio.sleep(gap)
+    except MqttConnectError as exc:
+        # Bad credentials or not authorised (3.1.1 codes 4 and 5, MQTT 5 reason codes 134 and
+        # 135): trying again will not help.
+        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+        failed = ConfigError if code in (4, 5, 134, 135) else SinkUnavailable
+        raise failed(f"mqtt broker at {mask_url(url)}: {exc}") from None
     except aiomqtt.MqttError as exc:
-        raise SinkUnavailable(f"mqtt broker at {url}: {exc}") from None
+        raise SinkUnavailable(f"mqtt broker at {mask_url(url)}: {exc}") from None

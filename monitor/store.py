@@ -1,4 +1,5 @@
-"""The daemon's state on disk: daily bar history (Parquet) and the engine's state (JSON).
+"""The daemon's state on disk: daily bar history (Parquet), the engine's state (JSON) and, from
+a graceful stop to the next start, the bars of the sessions under way (Parquet).
 
 Writes are atomic (temporary file, fsync, rename), so a crash mid-write leaves the previous
 snapshot intact. The outbox (SQLite) lives in the same folder, owned by the publisher.
@@ -10,7 +11,9 @@ stops at once instead.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -20,12 +23,17 @@ from typing import TextIO
 import msgspec
 import polars as pl
 
+from monitor.core.bars import BookState
 from monitor.core.engine import EngineState
 from monitor.core.model import DAILY_SCHEMA, empty
 from monitor.errors import ConfigError, MonitorError
 
 BARS = "bars_daily.parquet"
 STATE = "engine_state.json"
+INTRADAY = "bars_intraday.parquet"
+_INTRADAY_META = "market-monitor.intraday"
+_INTRADAY_FORMAT = 1
+_INTRADAY_PARTS = ("closed", "open", "seen")
 OUTBOX = "outbox.sqlite"
 LOCK = "market-monitor.lock"
 
@@ -39,7 +47,8 @@ class StoreLocked(StoreError):
 
 
 class Store:
-    """A folder holding bars_daily.parquet, engine_state.json and outbox.sqlite."""
+    """A folder holding bars_daily.parquet, engine_state.json, outbox.sqlite and, between a
+    graceful stop and the next start, bars_intraday.parquet."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -114,6 +123,64 @@ class Store:
         data = msgspec.json.encode(state)
         self._atomic(STATE, lambda f: Path(f).write_bytes(data))
 
+    @property
+    def intraday_path(self) -> Path:
+        """Where the bars of the sessions under way wait for the next start."""
+        return self.path / INTRADAY
+
+    def save_intraday(self, state: BookState) -> None:
+        """Save the bar builder's sessions (atomically): one Parquet file, a `part` column
+        telling closed minute bars, open bars and duplicate keys apart, the rest in its
+        key-value metadata."""
+        parts = {"closed": state.closed, "open": state.open, "seen": state.seen}
+        frame = pl.concat(
+            [part.with_columns(part=pl.lit(name)) for name, part in parts.items()],
+            how="diagonal",
+        )
+        meta = {
+            "format": _INTRADAY_FORMAT,
+            "now": state.now.isoformat() if state.now else None,
+            "keep_from": state.keep_from.isoformat() if state.keep_from else None,
+            "done": [d.isoformat() for d in state.done],
+            "hashed_by": state.hashed_by,
+            "columns": {name: part.columns for name, part in parts.items()},
+        }
+        metadata = {_INTRADAY_META: json.dumps(meta)}
+        self._atomic(INTRADAY, lambda f: frame.write_parquet(f, metadata=metadata))
+
+    def load_intraday(self) -> BookState | None:
+        """The bar builder's sessions saved at the last graceful stop, if any."""
+        file = self.intraday_path
+        if not file.exists():
+            return None
+        try:
+            meta = json.loads(pl.read_parquet_metadata(file)[_INTRADAY_META])
+            if meta["format"] != _INTRADAY_FORMAT:
+                raise ValueError(f"format {meta['format']}, not {_INTRADAY_FORMAT}")
+            frame = pl.read_parquet(file)
+            parts = {
+                name: frame.filter(pl.col("part") == name).select(meta["columns"][name])
+                for name in _INTRADAY_PARTS
+            }
+            return BookState(
+                now=dt.datetime.fromisoformat(meta["now"]) if meta["now"] else None,
+                keep_from=dt.date.fromisoformat(meta["keep_from"]) if meta["keep_from"] else None,
+                done=[dt.date.fromisoformat(d) for d in meta["done"]],
+                hashed_by=str(meta["hashed_by"]),
+                **parts,
+            )
+        except (pl.exceptions.PolarsError, OSError, KeyError, TypeError, ValueError) as exc:
+            raise _unreadable(file, exc, fatal=False) from None
+
+    def discard_intraday(self) -> None:
+        """Remove the saved sessions' bars (once a start has taken them up)."""
+        try:
+            self.intraday_path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"store {self.path}: cannot remove {INTRADAY}: {exc.strerror}"
+            ) from None
+
     def _atomic(self, name: str, write: Callable[[str], object]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.")
         os.close(fd)
@@ -127,11 +194,14 @@ class Store:
                 os.unlink(tmp)
 
 
-def _unreadable(file: Path, exc: Exception) -> StoreError:
+def _unreadable(file: Path, exc: Exception, *, fatal: bool = True) -> StoreError:
     """A one-line error for a store file that cannot be read (corrupt, truncated, another
     schema): which file, why, and what to do. Not silently ignored: the next snapshot would
-    overwrite what a person may still want to recover from it."""
+    overwrite what a person may still want to recover from it. (`fatal=False`: a file the
+    daemon starts without, saying so.)"""
     reason = exc.strerror if isinstance(exc, OSError) else str(exc).strip().splitlines()[0]
+    if not fatal:
+        return StoreError(f"store file {file} is unreadable ({reason})")
     return StoreError(
         f"store file {file} is unreadable ({reason}); move it aside to start without it"
     )

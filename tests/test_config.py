@@ -20,7 +20,7 @@ FEED_URL = 'url = "mqtt://127.0.0.1:1883"'
         (
             'url = "redis://127.0.0.1:6379/0"',
             'url = "http://viewer:s3cret@127.0.0.1:6379/0"',
-            "redis.url: must be redis://... or rediss://..., not 'http://viewer:***@127.0.0.1:6379/0'",
+            "redis.url: must be redis://... or rediss://..., not 'http://127.0.0.1:6379/…'",
         ),
         (
             'url = "redis://127.0.0.1:6379/0"',
@@ -36,22 +36,49 @@ FEED_URL = 'url = "mqtt://127.0.0.1:1883"'
         (
             FEED_URL,
             'url = "mqtt://127.0.0.1:port"',
-            "feeds[0].url: Port could not be cast to integer value as 'port': "
-            "'mqtt://127.0.0.1:port'",
+            "feeds[0].url: not a valid url (a port that is not a number, or a broken [IPv6] "
+            "host): 'mqtt://127.0.0.1:port'",
         ),
         (
             'kind = "mqtt"\nname = "broker"\n' + FEED_URL,
             'kind = "websocket"\nurl = "https://stream.example.com/v2"',
-            "feeds[0].url: must be ws://... or wss://..., not 'https://stream.example.com/v2'",
+            "feeds[0].url: must be ws://... or wss://..., not 'https://stream.example.com/…'",
+        ),
+        (
+            FEED_URL,
+            'url = "mqtt://monitor:s3cret@127.0.0.1:1883"',
+            "feeds[0].url: credentials belong in username and password_env or password_file, "
+            "not the url: 'mqtt://monitor:***@127.0.0.1:1883'",
+        ),
+        (
+            FEED_URL,
+            'url = "mqtt://monitor@127.0.0.1:1883"',
+            "feeds[0].url: credentials belong in username and password_env or password_file, "
+            "not the url: 'mqtt://monitor@127.0.0.1:1883'",
+        ),
+        (
+            'topics = ["mm-urls/#"]',
+            "topics = []",
+            "feeds[0].topics: an mqtt feed needs at least one topic",
         ),
     ],
-    ids=["redis-scheme", "redis-ca-without-tls", "mqtt-scheme", "mqtt-port", "websocket-scheme"],
+    ids=[
+        "redis-scheme",
+        "redis-ca-without-tls",
+        "mqtt-scheme",
+        "mqtt-port",
+        "websocket-scheme",
+        "mqtt-credentials",
+        "mqtt-user",
+        "mqtt-no-topics",
+    ],
 )
 def test_a_url_run_would_refuse_fails_config_check_with_the_same_line(
     tmp_path: Path, old: str, new: str, error: str
 ) -> None:
-    """A Redis or feed URL the daemon cannot use fails `config check` and `run` alike: exit 78,
-    one line naming the file and field, the URL's password masked, no traceback."""
+    """A Redis or feed URL the daemon cannot use (or an MQTT feed without topics) fails `config
+    check` and `run` alike: exit 78, one line naming the file and field, the URL's password
+    masked, no traceback."""
     conf = write_config(tmp_path, "mm-urls")
     text = conf.read_text()
     assert old in text
@@ -90,3 +117,33 @@ def test_an_error_in_an_environment_override_names_the_variable(tmp_path: Path) 
         78,
         "market-monitor: config error: MARKET_MONITOR__HTTP__PORT: Expected `int`, got `str`\n",
     )
+
+
+def test_a_url_error_quotes_neither_password_nor_query(tmp_path: Path) -> None:
+    """A password with `#` (which a URL parser takes for a fragment, quoting part of the password
+    in its error) or a token in a query never reaches the message: scheme and host only."""
+    conf = write_config(tmp_path, "mm-url-secrets")
+    text = conf.read_text()
+    for url in ("mqtt://ops:pa#Sup3rSecret@127.0.0.1:1883", "mqtt://ops:Sup3r/Secret@broker"):
+        conf.write_text(text.replace(FEED_URL, f'url = "{url}"'))
+        with pytest.raises(ConfigError) as caught:
+            cfg.load(conf, {})
+        message = str(caught.value)
+        assert "Sup3r" not in message and "'pa'" not in message and "ops" not in message
+    conf.write_text(
+        text.replace(
+            'url = "redis://127.0.0.1:6379/0"', 'url = "https://x.example?token=Sup3rSecret"'
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(conf, {})
+    assert str(caught.value).endswith("not 'https://x.example/…'")
+
+
+def test_an_unknown_section_set_by_a_variable_names_the_variable(tmp_path: Path) -> None:
+    """`MARKET_MONITOR__NOSECTION__X=1`: the unknown key is the section, which the file does not
+    hold: the variable is named."""
+    conf = write_config(tmp_path, "mm-env-section")
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(conf, {"MARKET_MONITOR__NOSECTION__X": "1"})
+    assert str(caught.value).startswith("MARKET_MONITOR__NOSECTION__X: Object contains unknown")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.alerts.redis_server import free_port
 from tests.conftest import RUT
+from tests.feeds.mosquitto_server import MosquittoServer
 from tests.test_commands import cli
 
 pytestmark = pytest.mark.integration
@@ -34,3 +37,17 @@ def test_a_broker_that_refuses_the_connection_is_unavailable_not_a_config_error(
         "",
         f"market-monitor: mqtt broker at {url}: [Errno 111] Connection refused\n",
     )
+
+
+def test_a_broker_that_refuses_anonymous_clients_is_a_config_error(tmp_path: Path) -> None:
+    """A broker that will not let feed-replay in (anonymous clients refused): trying again will
+    not help, so exit 78 with one line naming the broker, its user's password masked."""
+    broker = MosquittoServer(tmp_path)
+    text = broker.config.read_text()
+    broker.config.write_text(text.replace("allow_anonymous true", "allow_anonymous false"))
+    with broker:
+        url = f"mqtt://ops:Sup3rSecret@127.0.0.1:{broker.port}"
+        res = cli("feed-replay", "--data", f"^RUT={RUT}", "--from", "2024-07-01", "--url", url)
+    assert (res.returncode, res.stdout) == (78, "")
+    assert res.stderr.startswith("market-monitor: config error: mqtt broker at mqtt://ops:***@")
+    assert "Sup3rSecret" not in res.stderr

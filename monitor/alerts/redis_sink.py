@@ -2,6 +2,7 @@
 
     async with RedisPublisher(url, channel, stream, outbox) as pub:
         tg.create_task(pub.run(stop), name="redis_publisher")
+        tg.create_task(pub.watch(stop), name="redis_check")   # PING now and every few seconds
         pub.submit(alerts)          # outbox first, then a wake-up for the loop
         ...
         await pub.flush(timeout_s)  # at shutdown, within the grace period
@@ -24,6 +25,14 @@ set only after the XADD succeeded, so an error never marks an alert that did not
 While Redis cannot take alerts (connection refused or lost, timeout, BUSY, LOADING, OOM,
 READONLY, ...) they stay in the outbox and the loop retries with `Backoff`; one `redis_unavailable`
 and one `outbox_waiting` warning per outage, `redis_recovered` when it ends.
+
+Health: `watch()` PINGs Redis at once and every `check_interval_s`, so that `is_available` (and
+the daemon's /healthz) turns false within seconds of Redis going away, not when an alert first
+fails to go out (days later, maybe), and true again when it answers. Credentials Redis refuses
+(a wrong password or user) are logged at start as `redis_auth_failed`, an error naming what to
+fix; the daemon goes on, and alerts wait in the outbox. An ACL user without `+ping` gets
+NOPERM: an answer from a logged-in connection, so Redis counts as up (`redis_ping_refused`,
+once, says to allow it).
 """
 
 from __future__ import annotations
@@ -38,8 +47,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor import logs
@@ -50,6 +59,7 @@ from monitor.core.model import Alert
 from monitor.errors import SinkUnavailable
 
 DEDUPE_TTL_S = 30 * 86_400
+CHECK_INTERVAL_S = 2.0  # between PINGs: health turns degraded within seconds of an outage
 
 # KEYS[1] stream, KEYS[1 + i] the dedupe key of alert i.
 # ARGV[1] channel, ARGV[2] maxlen, ARGV[3] dedupe TTL (s), then alert i's id and payload at
@@ -126,9 +136,12 @@ class RedisPublisher:
         dedupe_ttl_s: int = DEDUPE_TTL_S,
         timeout_s: float = 5.0,
         idle_poll_s: float = 5.0,
+        check_interval_s: float = CHECK_INTERVAL_S,
     ) -> None:
         if maxlen < 1 or batch_size < 1 or dedupe_ttl_s < 1:
             raise ValueError("maxlen, batch_size and dedupe_ttl_s must be positive")
+        if check_interval_s <= 0:
+            raise ValueError("check_interval_s must be positive")
         self._url, url_user, url_password = _strip_credentials(url)
         if ssl_ca_certs is not None and not url.startswith("rediss://"):
             raise ValueError("ssl_ca_certs needs a rediss:// URL")
@@ -146,13 +159,18 @@ class RedisPublisher:
         self._dedupe_ttl_s = dedupe_ttl_s
         self._timeout_s = timeout_s
         self._idle_poll_s = idle_poll_s
+        self._check_interval_s = check_interval_s
         self._log = logs.get("redis_publisher")
         self._client: aioredis.Redis | None = None
         self._script: Any = None
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
         self._drain_lock = asyncio.Lock()
-        self._down_since: float | None = None
+        self._down_since: float | None = None  # since when `is_available` is False
+        self._publish_failing = False  # from a failed publish until the next successful one
+        self._auth_failed = False  # the last PING failed on the credentials
+        self._ping_refused_logged = False
+        self._checked = False
         self._waiting_logged = False
         self._failures = 0
         self._counters.describe("alerts_published", "Alerts written to the stream and channel")
@@ -162,6 +180,10 @@ class RedisPublisher:
         self._counters.describe(
             "alerts_deduplicated", "Resent alerts Redis already had (crash window, lost reply)"
         )
+        self._counters.describe(
+            "redis_available", "1 while Redis answers PING and takes alerts, else 0"
+        )
+        self._counters.describe("redis_check_failures", "PINGs to Redis that failed")
 
     def __repr__(self) -> str:
         return f"RedisPublisher(url={self.url!r}, channel={self.channel!r}, stream={self.stream!r})"
@@ -204,7 +226,8 @@ class RedisPublisher:
 
     @property
     def is_available(self) -> bool:
-        """False from a failed publish until the next successful one."""
+        """False while Redis does not answer PING (see `watch`), and from a failed publish until
+        the next successful one."""
         return self._down_since is None
 
     def wake(self) -> None:
@@ -225,6 +248,33 @@ class RedisPublisher:
                 continue
             # Poll now and then too, in case someone wrote to the outbox without `wake()`.
             await _wait_any((stop, self._wake), self._idle_poll_s)
+
+    async def watch(self, stop: asyncio.Event | None = None) -> None:
+        """PING Redis now and every `check_interval_s` until `stop` is set (see the module)."""
+        stop = stop if stop is not None else asyncio.Event()
+        while not stop.is_set():
+            await self.check()
+            await _wait_any((stop,), self._check_interval_s)
+
+    async def check(self) -> bool:
+        """PING Redis once; whether it answered. Updates `is_available` either way."""
+        if self._client is None:
+            raise RuntimeError("RedisPublisher used outside its `async with`")
+        try:
+            await self._client.ping()
+        except NoPermissionError:  # an ACL user without +ping: logged in, Redis answered
+            if not self._ping_refused_logged:
+                self._ping_refused_logged = True
+                self._log.warning(
+                    "redis_ping_refused",
+                    url=self.url,
+                    fix="allow +ping to the daemon's ACL user (docs/security.md)",
+                )
+        except _REDIS_ERRORS as exc:
+            self._on_check_failure(exc)
+            return False
+        self._on_check_success()
+        return True
 
     async def flush(self, timeout_s: float) -> bool:
         """Publish what is in the outbox; True once it is empty, False if `timeout_s` passed first.
@@ -284,11 +334,10 @@ class RedisPublisher:
     def _on_failure(self, exc: SinkUnavailable) -> None:
         self._failures += 1
         self._counters.inc("redis_errors")
+        self._publish_failing = True
         if self._down_since is None:
-            self._down_since = time.monotonic()
             cause = exc.__cause__ or exc
-            error = f"{type(cause).__name__}: {cause}"
-            self._log.warning("redis_unavailable", url=self.url, error=error)
+            self._mark_down(f"{type(cause).__name__}: {cause}")
         else:
             self._log.debug("redis_retry", url=self.url, attempt=self._failures)
         if not self._waiting_logged:
@@ -301,6 +350,49 @@ class RedisPublisher:
             )
 
     def _on_success(self) -> None:
+        # (a publish that went through proves Redis answers, too)
+        self._publish_failing = False
+        self._auth_failed = False
+        self._mark_up()
+
+    def _on_check_failure(self, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        self._counters.inc("redis_check_failures")
+        self._checked = True
+        auth = isinstance(exc, AuthenticationError)
+        if auth and not self._auth_failed:
+            self._log.error(
+                "redis_auth_failed",
+                url=self.url,
+                error=error,
+                fix="check [redis] username and password_env or password_file (or the url's)",
+                note="the daemon runs on; alerts wait in the outbox until Redis accepts them",
+            )
+        self._auth_failed = auth
+        if self._down_since is None:
+            self._mark_down(error)
+        else:
+            self._log.debug("redis_check_failed", url=self.url, error=error)
+
+    def _on_check_success(self) -> None:
+        if not self._checked:
+            self._checked = True
+            self._log.info("redis_reachable", url=self.url)
+        self._auth_failed = False
+        if self._publish_failing:
+            self._hurry.set()  # Redis is back: retry the outbox now, not after the backoff
+        else:
+            self._mark_up()
+
+    def _mark_down(self, error: str) -> None:
+        """`is_available` turns False: one warning per outage."""
+        self._down_since = time.monotonic()
+        self._counters.set("redis_available", 0)
+        self._log.warning("redis_unavailable", url=self.url, error=error)
+
+    def _mark_up(self) -> None:
+        """`is_available` turns (or stays) True."""
+        self._counters.set("redis_available", 1)
         if self._down_since is not None:
             self._log.info(
                 "redis_recovered",

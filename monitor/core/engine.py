@@ -30,7 +30,7 @@ from monitor.core.rules.spec import Rule, RulesFile
 from monitor.core.sessions import NEW_YORK, Sessions, minute_date
 
 if TYPE_CHECKING:
-    from monitor.core.bars import BarBook
+    from monitor.core.bars import BarBook, BookState
 
 PRICE_COLS = ("open", "high", "low", "close")
 KEY = ["symbol", "session"]  # of daily bars
@@ -525,6 +525,21 @@ class Engine:
         for tf, ts in state.watermarks.items():
             if tf not in self.watermarks or ts > self.watermarks[tf]:
                 self.watermarks[tf] = ts
+
+    def bar_state(self) -> BookState | None:
+        """The bar builder's sessions, for a restart to continue them (None before any tick or
+        bar was taken in)."""
+        return self._book.state() if self._book is not None else None
+
+    def restore_bars(self, state: BookState, now: dt.datetime) -> bool:
+        """Continue the bar builder from `state` unless it is stale at `now` (see
+        `BarBook.restore`); its closed minute bars rejoin `minutes`. Whether it did."""
+        if not self.book.restore(state, now):
+            return False
+        closed = self.book.closed_minutes()
+        if closed.height:
+            self.minutes = _add_minutes(self.minutes, closed, self._minute_history)
+        return True
 
 
 class _Evaluated(NamedTuple):

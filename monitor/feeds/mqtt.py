@@ -285,9 +285,21 @@ class MqttFeed:
                 raise
         client.stop_taking()
 
+    def _session_outlives_connection(self) -> bool:
+        """Whether the broker keeps this feed's session (and its unacknowledged messages) for
+        the next connection: a fixed client id with `session_expiry_s` (above 0 with MQTT 5)."""
+        expiry = self._session_expiry_s
+        return expiry is not None and (self._protocol != "5" or expiry > 0)
+
     async def _drain(self, client: InboxClient) -> None:
         """Wait for the engine to process and acknowledge what was handed on, then for the
-        broker to confirm it has the acks, all while connected."""
+        broker to confirm it has the acks, all while connected. Without a session that outlives
+        the connection the broker would deliver nothing again: the engine takes in all that was
+        read (acknowledgements of a clean session go nowhere), withdrawing nothing."""
+        if not self._session_outlives_connection():
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace_s  # (the whole drain: the outbox has its own)
         withdrawn = await self._handoff.settle(self._grace_s)
         if withdrawn:
             self._log.warning(
@@ -298,7 +310,7 @@ class MqttFeed:
             )
         if self._raw and self._qos > 0:
             try:
-                await client.confirm_sent(self._timeout_s)
+                await client.confirm_sent(min(self._timeout_s, max(deadline - loop.time(), 1.0)))
             except aiomqtt.MqttError as exc:
                 self._log.warning(
                     "feed_acks_unconfirmed",

@@ -11,9 +11,9 @@ import pytest
 from monitor import config as cfg
 from monitor.config_check import config_check, to_toml
 from monitor.errors import EX_CONFIG
-from monitor.service import Daemon, run
 from monitor.status import parse_metrics, status
 from tests.conftest import DEMO, ROOT
+from tests.test_health import daemon_of
 
 PASSWORD = "s3cret-Correct-Horse-7719"
 RULES = ROOT / "config" / "rules.toml"
@@ -37,8 +37,8 @@ def check(path: Path, capsys: pytest.CaptureFixture[str], **extra: str) -> tuple
 def test_config_check_prints_the_effective_config_and_never_a_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A Redis password from the environment, an MQTT password from a file and one in the feed
-    URL: config check exits 0, prints the effective values (overrides applied) and masks all
+    """A Redis password from the environment and one in the Redis URL, and an MQTT password from
+    a file: config check exits 0, prints the effective values (overrides applied) and masks all
     three."""
     secret_file = tmp_path / "mqtt-password"
     secret_file.write_text(PASSWORD + "\n")
@@ -50,11 +50,12 @@ def test_config_check_prints_the_effective_config_and_never_a_secret(
         f"""
 [[feeds]]
 kind = "mqtt"
-url = "mqtt://monitor:{PASSWORD}@127.0.0.1:1883"
+url = "mqtt://127.0.0.1:1883"
 topics = ["market/#"]
 username = "monitor"
 password_file = "{secret_file}"
 [redis]
+url = "redis://monitor:{PASSWORD}@127.0.0.1:6379/0"
 password_env = "MM_TEST_REDIS_PASSWORD"
 [rules]
 file = "{RULES}"
@@ -65,7 +66,7 @@ file = "{RULES}"
         assert code == 0, err
         assert PASSWORD not in out + err
     code, out, err = check(conf, capsys)
-    assert 'url = "mqtt://monitor:***@127.0.0.1:1883"' in out
+    assert 'url = "redis://monitor:***@127.0.0.1:6379/0"' in out
     assert '\n[http]\nhost = "127.0.0.1"\nport = 9555\n' in out
     assert "#   redis.password = ***  (environment MM_TEST_REDIS_PASSWORD)" in out
     assert f"#   feeds[0].password = ***  (file {secret_file})" in out
@@ -102,7 +103,7 @@ def test_config_check_names_the_field_of_a_missing_secret(
     missing = tmp_path / "nope"
     conf = write(
         tmp_path,
-        f'[[feeds]]\nkind = "mqtt"\nurl = "mqtt://127.0.0.1:1883"\n'
+        f'[[feeds]]\nkind = "mqtt"\nurl = "mqtt://127.0.0.1:1883"\ntopics = ["market/#"]\n'
         f'password_file = "{missing}"\n[rules]\nfile = "{RULES}"\n',
     )
     assert check(conf, capsys) == (
@@ -183,27 +184,18 @@ grace_s = 2.0
 
 async def status_of(conf: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """Start the daemon in-process, run `status --url` against it, stop it."""
-    stop = asyncio.Event()
-    ready: list[Daemon] = []
-    task = asyncio.create_task(
-        run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
-    )
     try:
-        async with asyncio.timeout(30):
-            while not ready:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
-        port = int(ready[0].counters.get("http_port"))
-        args = argparse.Namespace(url=f"http://127.0.0.1:{port}", config=None)
-        capsys.readouterr()
-        code = await asyncio.to_thread(status, args)
-        # The in-process daemon logs to the same stdout: keep the report's lines only.
-        out = capsys.readouterr().out.splitlines()
-        report = [line for line in out if line.startswith(("market-monitor at ", "  "))]
-        return code, "\n".join(report) + "\n"
+        async with daemon_of(conf) as daemon:
+            await asyncio.sleep(0.5)
+            port = int(daemon.counters.get("http_port"))
+            args = argparse.Namespace(url=f"http://127.0.0.1:{port}", config=None)
+            capsys.readouterr()
+            code = await asyncio.to_thread(status, args)
+            # The in-process daemon logs to the same stdout: keep the report's lines only.
+            out = capsys.readouterr().out.splitlines()
+            report = [line for line in out if line.startswith(("market-monitor at ", "  "))]
+            return code, "\n".join(report) + "\n"
     finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == 0
         import redis.asyncio as aioredis
 
         client = aioredis.Redis()

@@ -304,3 +304,38 @@ async def test_past_the_grace_period_what_the_engine_has_not_claimed_is_withdraw
     assert again == [*batches[2], b"after"]
     incomplete = [e for e in logs if e["event"] == "feed_drain_incomplete"]
     assert [(e["withdrawn_messages"], e["grace_s"]) for e in incomplete] == [(6, 0.5)]
+
+
+@pytest.mark.parametrize(
+    ("client_id", "expiry", "protocol"),
+    [("", None, "3.1.1"), ("fixed", 0, "5")],  # no fixed id; MQTT 5 with a session ending at once
+)
+async def test_without_a_lasting_session_nothing_read_is_withdrawn_at_stop(
+    tmp_path: Path, prefix: str, client_id: str, expiry: int | None, protocol: str
+) -> None:
+    """A QoS 1 feed whose session ends with the connection: the broker keeps nothing for the
+    next one, so at stop every batch read is left to the engine (its claims succeed, however
+    late), none is withdrawn, and the feed does not wait out the grace period."""
+    topic = f"{prefix}/ticks"
+    batch = messages(6)
+    ident = f"{client_id}-{uuid.uuid4().hex}" if client_id else ""
+    with MosquittoServer(tmp_path) as broker, capture_logs() as logs:
+        counters, queue = Counters(), Queue(maxsize=1000)
+        feed = raw_feed(
+            broker.port, topic, counters, queue, qos=1, client_id=ident, session_expiry_s=expiry,
+            grace_s=5.0, protocol=protocol,
+        )  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(feed.run(stop))
+        try:
+            await until(lambda: counters.get("feed_subscribes", feed="raw") == 1)
+            await publish(broker.port, topic, batch, qos=1)
+            wires = await take_wires(queue, len(batch))
+            stop.set()
+            await asyncio.wait_for(task, 2)  # (not the 5 s grace)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    assert [w.claim() for w in wires if w.claim is not None] == [True] * len(wires)
+    assert payloads(wires) == batch
+    assert not [e for e in logs if e["event"] == "feed_drain_incomplete"]

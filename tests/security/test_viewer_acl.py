@@ -1,0 +1,82 @@
+"""`market-monitor tail` as the read-only viewer ACL user that docs/security.md documents."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+from redis.exceptions import NoPermissionError
+
+from monitor.core.model import Alert, encode_alert
+from monitor.core.payload import feed_health_alert
+from tests.alerts.redis_server import RedisServer
+from tests.conftest import ROOT
+from tests.security.test_notifier_acl import documented_rule
+from tests.test_tail import Lines
+
+pytestmark = pytest.mark.integration
+
+STREAM = "market-monitor:alerts"  # tail's default, as in the documented rule
+
+
+def probe(feed: str) -> Alert:
+    """A small alert naming `feed`."""
+    return feed_health_alert("feed_stale", feed, dt.datetime(2024, 7, 16, 15, tzinfo=dt.UTC), 60.0)
+
+
+def test_tail_reads_live_alerts_as_the_documented_viewer_user(tmp_path: Path) -> None:
+    """Logged in as the documented `viewer` ACL user (from a config with `password_env`), `tail`
+    finds the stream's end, prints the alert added after it started and not the one before,
+    with no refusal in ACL LOG; the same user cannot write to the stream or read another key."""
+    password = secrets.token_hex(12)
+    before, after = probe("before-tail"), probe("after-tail")
+    conf = tmp_path / "monitor.toml"
+    with RedisServer() as server:
+        conf.write_text(
+            f'[redis]\nurl = "{server.url}"\nusername = "viewer"\n'
+            'password_env = "MM_VIEWER_PASSWORD"\n'
+        )
+        admin = redis.Redis(port=server.port)
+        rule = documented_rule("viewer", STREAM, password)
+        admin.execute_command("ACL", "SETUSER", "viewer", *rule)
+        admin.set("other:key", "private")
+        admin.xadd(STREAM, {"id": before.id, "alert": encode_alert(before)})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "tail", "--config", str(conf), "--json",
+             "--count", "1"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "MM_VIEWER_PASSWORD": password},
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = Lines(proc.stdout), Lines(proc.stderr)
+        try:
+            assert err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
+            admin.xadd(STREAM, {"id": after.id, "alert": encode_alert(after)})
+            printed = out.next()
+            assert proc.wait(10) == 0
+        finally:
+            proc.kill()
+            proc.wait(10)
+            left = (out.rest(), err.rest())
+            proc.stdout.close()
+            proc.stderr.close()
+        assert admin.acl_log() == []  # tail was never refused anything
+        viewer = redis.Redis(port=server.port, username="viewer", password=password)
+        for refused in (
+            lambda: viewer.xadd(STREAM, {"id": "forged"}),
+            lambda: viewer.get("other:key"),
+            lambda: viewer.flushall(),
+        ):
+            with pytest.raises(NoPermissionError):
+                refused()
+        viewer.close()
+        admin.close()
+    assert msgspec.json.decode(printed, type=Alert) == after
+    assert left == ([], [])

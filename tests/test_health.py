@@ -1,0 +1,143 @@
+"""The daemon's health follows Redis itself, not the fate of the last alert it published."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from monitor import config as cfg
+from monitor.feeds.websocket import FeedEvent
+from monitor.service import Daemon, run
+from monitor.status import status
+from tests.alerts.redis_server import RedisServer
+from tests.security.daemon import http_get, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+WITHIN_S = 6.0  # three PINGs apart (the publisher checks every 2 s)
+
+
+@contextlib.asynccontextmanager
+async def daemon_of(conf: Path) -> AsyncIterator[Daemon]:
+    """The daemon of `conf` (no feeds) running in this loop; it must exit 0 when stopped."""
+    stop = asyncio.Event()
+    ready: list[Daemon] = []
+    task = asyncio.create_task(
+        run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
+    )
+    try:
+        async with asyncio.timeout(30):
+            while not ready:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        yield ready[0]
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+async def health(daemon: Daemon) -> dict[str, Any]:
+    """GET /healthz of the running daemon."""
+    port = int(daemon.counters.get("http_port"))
+    body: dict[str, Any] = json.loads(await asyncio.to_thread(http_get, port, "/healthz"))
+    return body
+
+
+async def health_becomes(daemon: Daemon, wanted: Callable[[dict[str, Any]], bool]) -> float:
+    """Seconds until /healthz answers what `wanted` accepts (AssertionError past WITHIN_S)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not wanted(last := await health(daemon)):
+        assert loop.time() - started < WITHIN_S, f"/healthz still says {last}"
+        await asyncio.sleep(0.1)
+    return loop.time() - started
+
+
+async def status_of(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    """`market-monitor status` against the daemon: exit code and its report's lines."""
+    port = int(daemon.counters.get("http_port"))
+    capsys.readouterr()
+    code = await asyncio.to_thread(
+        status, argparse.Namespace(url=f"http://127.0.0.1:{port}", config=None)
+    )
+    lines = capsys.readouterr().out.splitlines()
+    return code, [line for line in lines if line.startswith(("market-monitor at ", "  reason"))]
+
+
+async def test_health_turns_degraded_within_seconds_of_redis_going_and_back_when_it_returns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No alert fires: Redis stopped, /healthz and `status` say "redis unavailable" within
+    seconds; Redis started again, healthy within seconds."""
+    with RedisServer() as server:
+        prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
+        conf = write_config(tmp_path, feeds=[], redis={"url": server.url, "stream": prefix})
+        async with daemon_of(conf) as daemon:
+            await health_becomes(daemon, lambda h: h["status"] == "healthy")
+            assert (await status_of(daemon, capsys))[0] == 0
+            server.stop()
+            await health_becomes(daemon, lambda h: h["status"] == "degraded")
+            assert (await health(daemon))["reasons"] == [
+                "redis unavailable, 0 alerts waiting in the outbox"
+            ]
+            code, report = await status_of(daemon, capsys)
+            assert (code, report[1:]) == (
+                1,
+                ["  reason: redis unavailable, 0 alerts waiting in the outbox"],
+            )
+            assert daemon.counters.get("redis_available") == 0
+            server.start()
+            await health_becomes(daemon, lambda h: h["status"] == "healthy")
+            assert (await health(daemon))["reasons"] == []
+            assert daemon.counters.get("redis_available") == 1
+            assert daemon.counters.get("alerts_published") == 0  # no alert told it
+
+
+async def test_a_wrong_redis_password_is_logged_at_start_and_alerts_wait_in_the_outbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis refusing the configured password: the daemon logs `redis_auth_failed` (an error
+    saying what to fix, without the password) at start, is degraded, runs on, and an alert
+    waits in the outbox; once the password is right (set in Redis), it goes out."""
+    wrong, right = secrets.token_hex(12), secrets.token_hex(12)
+    monkeypatch.setenv("MM_HEALTH_REDIS_PASSWORD", wrong)
+    stream = f"mm-health-{uuid.uuid4().hex[:8]}"
+    with RedisServer(None, "--requirepass", right) as server, capture_logs() as logs:
+        redis = {"url": server.url, "stream": stream, "password_env": "MM_HEALTH_REDIS_PASSWORD"}
+        conf = write_config(tmp_path, feeds=[], redis=redis)
+        async with daemon_of(conf) as daemon:
+            await health_becomes(daemon, lambda h: h["status"] == "degraded")
+            failed = [e for e in logs if e["event"] == "redis_auth_failed"]
+            assert len(failed) == 1
+            assert failed[0]["log_level"] == "error"
+            assert failed[0]["error"].startswith("AuthenticationError: ")
+            assert "password" in failed[0]["fix"]
+            at = dt.datetime(2024, 7, 16, 15, tzinfo=dt.UTC)
+            daemon.on_feed_event(FeedEvent(feed="probe", kind="feed_stale", at=at, gap_s=60.0))
+            async with asyncio.timeout(WITHIN_S):
+                while daemon.counters.get("outbox_depth") < 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            assert daemon.counters.get("outbox_depth") == 1  # waiting, not lost
+            assert daemon.counters.get("alerts_published") == 0
+            admin = server.url.replace("redis://", f"redis://:{right}@")
+            from redis.asyncio import Redis
+
+            async with Redis.from_url(admin) as client:
+                await client.config_set("requirepass", wrong)
+            await health_becomes(daemon, lambda h: h["status"] == "healthy")
+            async with asyncio.timeout(WITHIN_S):
+                while daemon.counters.get("outbox_depth") > 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+    assert [e["event"] for e in logs if e["event"] == "redis_auth_failed"] == ["redis_auth_failed"]
+    assert wrong not in repr(logs) and right not in repr(logs)

@@ -1,0 +1,198 @@
+"""A graceful restart mid-session keeps the session's minute bars, open bars and duplicate keys."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+import redis.asyncio as aioredis
+from structlog.testing import capture_logs
+
+from monitor import config as cfg
+from monitor.calendar import nyse_sessions
+from monitor.clock import SimClock
+from monitor.core.bars import BarBook, BookState
+from monitor.core.engine import Engine
+from monitor.core.model import FeedBatch, Tick, ticks_frame
+from monitor.core.rules.spec import RulesFile
+from monitor.service import Daemon
+from monitor.store import INTRADAY, Store
+from tests.test_daemon_faults import publish
+from tests.test_service import daemon_running, write_config
+
+pytestmark = pytest.mark.integration
+
+SESSION = dt.date(2024, 7, 16)  # regular hours 13:30-20:00 UTC
+SYMBOLS = ("AAA", "BBB", "CCC")
+
+
+def at(hour: int, minute: int, second: float = 0.0) -> dt.datetime:
+    """A UTC instant on SESSION."""
+    base = dt.datetime(2024, 7, 16, hour, minute, tzinfo=dt.UTC)
+    return base + dt.timedelta(seconds=second)
+
+
+def session_ticks() -> list[Tick]:
+    """Trades of three symbols from 14:00 to 14:30 UTC, in time order, whole milliseconds, each
+    with an id; 800,000 shares in all."""
+    rng = random.Random(3)
+    ticks = [
+        Tick(sym, at(14, 0) + dt.timedelta(milliseconds=rng.randrange(1_800_000)),
+             round(rng.uniform(10, 11), 2), 0.0, f"{sym}-{i}")
+        for sym in SYMBOLS for i in range(400)
+    ]  # fmt: skip
+    ticks.sort(key=lambda t: t.ts)
+    sizes = [rng.randrange(100, 1_200) for _ in ticks]
+    sizes[-1] += 800_000 - sum(sizes)
+    return [
+        Tick(t.symbol, t.ts, t.price, float(size), t.id)
+        for t, size in zip(ticks, sizes, strict=True)
+    ]
+
+
+def messages(ticks: list[Tick]) -> list[bytes]:
+    """Generic MQTT tick messages, 50 ticks each."""
+    wire = [
+        {"symbol": t.symbol, "ts": int(t.ts.timestamp() * 1000), "price": t.price,
+         "size": t.size, "id": t.id}
+        for t in ticks
+    ]  # fmt: skip
+    return [json.dumps(wire[i : i + 50]).encode() for i in range(0, len(wire), 50)]
+
+
+def uninterrupted(ticks: list[Tick], now: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The minute bars and session bars an engine that never stopped builds from the ticks."""
+    engine = Engine(RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+    batch = FeedBatch.empty("oracle")
+    batch.ticks = ticks_frame(ticks)
+    engine.ingest(batch)
+    step = engine.advance(now)
+    return step.minute_bars.sort("symbol", "start"), step.daily_bars.sort("symbol")
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Wait until `condition()` holds."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def feed(
+    daemon: Daemon, topic: str, delivered: list[Tick], stop: dt.datetime, minutes: pl.DataFrame
+) -> None:
+    """Publish the ticks, wait until the daemon has them, then move its clock past `stop`, wait
+    until the minute before the one of `stop` (still open) has closed, and check every minute
+    bar closed so far against the uninterrupted run's."""
+    await publish(topic, messages(delivered))
+    await until(lambda: daemon.counters.total("ticks_in") >= len(delivered))
+    assert isinstance(daemon.clock, SimClock)
+    daemon.clock.set(stop + dt.timedelta(seconds=10))
+    minute = stop.replace(second=0)
+    last = minute - dt.timedelta(minutes=1)
+    await until(lambda: daemon.engine.minutes.filter(pl.col("start") == last).height == 3)
+    got = daemon.engine.minutes.sort("symbol", "start")
+    assert got.equals(minutes.filter(pl.col("start") < minute).select(got.columns))
+
+
+async def test_a_graceful_restart_mid_session_keeps_the_sessions_bars(tmp_path: Path) -> None:
+    """Ticks of one session over MQTT, the daemon stopped gracefully and started twice during
+    it (each time with a minute bar open, and the last 30 trades before the stop delivered
+    again after the start): its minute bars of the session and the stored session bar (volume
+    800,000) equal those of one uninterrupted run, and each redelivered trade is a duplicate."""
+    prefix = f"mm-intraday-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix)
+    ticks = session_ticks()
+    after_close = at(20, 0, 10)
+    minutes, daily = uninterrupted(ticks, after_close)
+    assert daily.get_column("volume").to_list() == [
+        sum(t.size for t in ticks if t.symbol == s) for s in SYMBOLS
+    ]
+    assert daily.get_column("volume").sum() == 800_000
+    stops = [at(14, 10, 20), at(14, 20, 20), at(14, 30, 1)]
+    runs: list[tuple[list[Tick], dt.datetime, dt.datetime]] = []
+    previous: list[Tick] = []
+    for i, stop in enumerate(stops):
+        start = stops[i - 1] if i else at(14, 0)
+        part = [t for t in ticks if start <= t.ts < stop]
+        runs.append((previous[-30:] + part, start + dt.timedelta(seconds=20), stop))
+        previous = part
+    topic = f"{prefix}/ticks"
+    store = Store(tmp_path / "store")
+    try:
+        for i, (delivered, started, stopped) in enumerate(runs):
+            clock = SimClock(started)
+            async with daemon_running(conf, clock=clock) as daemon:
+                assert not store.intraday_path.exists()  # taken up at start
+                await feed(daemon, topic, delivered, stopped, minutes)
+                assert daemon.counters.get("rejections", reason="duplicate") == (30 if i else 0)
+                if i == len(runs) - 1:
+                    clock.set(after_close)
+                    await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 3)
+                    got = daemon.engine.minutes.sort("symbol", "start")
+                    assert got.equals(minutes.select(got.columns))
+        assert (tmp_path / "store" / INTRADAY).exists()  # saved at the last stop
+        stored = store.load_bars().filter(pl.col("session") == SESSION).sort("symbol")
+        assert stored.equals(daily.select(stored.columns))
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
+
+
+def book_state(ticks: list[Tick], now: dt.datetime) -> BookState:
+    """The state of a bar builder fed `ticks` and advanced to `now`."""
+    book = BarBook(nyse_sessions(dt.date(2024, 1, 1)))
+    book.ingest_ticks(ticks_frame(ticks))
+    book.advance(now)
+    return book.state()
+
+
+def test_the_sessions_bars_round_trip_through_the_store(tmp_path: Path) -> None:
+    """Closed bars, open bars, duplicate keys, emitted sessions and the clock of a bar builder
+    read back from bars_intraday.parquet as they were saved."""
+    ticks = session_ticks()
+    saved = book_state(ticks, at(14, 15, 30))
+    assert (saved.closed.height, saved.open.height) == (45, 45)  # closed to 14:14, open from 14:15
+    # keys of the 10 s buckets from 300 s before the last closed minute's cutoff (14:14:28)
+    assert saved.seen.height == len([t for t in ticks if t.ts >= at(14, 9, 30)])
+    store = Store(tmp_path)
+    store.save_intraday(saved)
+    loaded = store.load_intraday()
+    assert loaded is not None
+    assert (loaded.now, loaded.keep_from, loaded.done, loaded.hashed_by) == (
+        saved.now, saved.keep_from, saved.done, saved.hashed_by,
+    )  # fmt: skip
+    for name in ("closed", "open", "seen"):
+        assert getattr(loaded, name).equals(getattr(saved, name)), name
+    store.discard_intraday()
+    assert store.load_intraday() is None
+
+
+async def test_stale_or_unreadable_saved_bars_are_logged_and_left_out(tmp_path: Path) -> None:
+    """Bars saved on 2024-07-16 and read on 2024-07-19 (two sessions after the last closed one)
+    are stale: logged, not restored; an unreadable file is logged as such, and the daemon
+    starts without it."""
+    conf = write_config(tmp_path, "mm-intraday-stale")
+    config = cfg.load(conf)
+    store = Store(tmp_path / "store")
+    store.save_intraday(book_state(session_ticks(), at(14, 15, 30)))
+    later = dt.datetime(2024, 7, 19, 15, tzinfo=dt.UTC)
+    with capture_logs() as logs:
+        daemon = Daemon(config, clock=SimClock(later))
+    stale = [e for e in logs if e["event"] == "intraday_bars_stale"]
+    assert [e["sessions"] for e in stale] == [["2024-07-16"]]
+    assert daemon.engine.minutes.height == 0 and daemon.intraday_read
+    store.intraday_path.write_bytes(b"PAR1 not parquet")
+    with capture_logs() as logs:
+        daemon = Daemon(config, clock=SimClock(later))
+    unreadable = [e for e in logs if e["event"] == "intraday_bars_unreadable"]
+    assert len(unreadable) == 1 and str(store.intraday_path) in unreadable[0]["error"]
+    assert unreadable[0]["log_level"] == "warning"
+    assert not daemon.intraday_read
