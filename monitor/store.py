@@ -79,9 +79,16 @@ class Store:
             raise StoreLocked(
                 f"store {self.path}: another market-monitor process (pid {pid}) holds it"
             ) from None
-        file.truncate(0)
-        file.write(f"{os.getpid()}\n")
-        file.flush()
+        except OSError as exc:  # (no locks on this file system: NFS without lockd, say)
+            file.close()
+            raise StoreError(f"store {self.path}: cannot lock {LOCK}: {exc.strerror}") from None
+        try:
+            file.truncate(0)
+            file.write(f"{os.getpid()}\n")
+            file.flush()
+        except OSError as exc:
+            file.close()
+            raise StoreError(f"store {self.path}: cannot write {LOCK}: {exc.strerror}") from None
         return file
 
     def load_bars(self) -> pl.DataFrame:
