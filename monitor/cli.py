@@ -501,4 +501,12 @@ def _backfill(args: argparse.Namespace) -> int:
     if loaded.counts:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(loaded.counts.items()))
         print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
+    if merged.height:  # (the history the daemon will run on: holes it should know of)
+        from monitor.calendar import nyse_sessions
+        from monitor.replay import gaps, gaps_line
+
+        days = merged.get_column("session")
+        found = gaps(merged, nyse_sessions(days.min(), days.max()))  # type: ignore[arg-type]
+        if found:
+            print(f"market-monitor: the store: {gaps_line(found)}", file=sys.stderr)
     return 0

@@ -320,3 +320,20 @@ def test_feed_replay_publishes_minute_bars_paced_by_speed() -> None:
     }  # fmt: skip
     starts = [msgspec.json.decode(m)["start"] for m in got]
     assert len(starts) == 794 and starts == sorted(starts)
+
+
+def test_backfill_names_sessions_missing_in_the_store(tmp_path: Path) -> None:
+    """A backfill leaving a hole in the store's history (^RUT without 2024-07-11) says so on
+    stderr, as replay does; backfilling the missing bar fills it, and the line goes."""
+    conf = write_config(tmp_path, "mm-backfill-gaps")
+    holed = tmp_path / "rut.csv"
+    lines = RUT.read_text().splitlines(keepends=True)
+    holed.write_text("".join(ln for ln in lines if not ln.startswith("2024-07-11")))
+    res = cli("backfill", "--config", str(conf), "--data", f"^RUT={holed}", "--to", "2024-07-31")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == (
+        "market-monitor: the store: 1 session missing inside the history of 1 symbol (^RUT 1 "
+        "from 2024-07-11): windows over them span more sessions than they say\n"
+    )
+    res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
+    assert (res.returncode, res.stderr) == (0, "")
