@@ -102,6 +102,8 @@ class RedisConfig(Base, frozen=True):
     channel: str = "market-monitor:alerts"
     stream: str = "market-monitor:alerts"
     maxlen: Annotated[int, Meta(ge=1)] = 100_000
+    # between PINGs, which make /healthz follow Redis (going away, coming back) within about this
+    check_interval_s: Annotated[float, Meta(gt=0)] = 2.0
     username: str = ""
     password_env: str = ""
     password_file: str = ""

@@ -409,6 +409,7 @@ async def run(
             config.redis.stream,
             outbox,
             maxlen=config.redis.maxlen,
+            check_interval_s=config.redis.check_interval_s,
             counters=daemon.counters,
             username=config.redis.username or None,
             password=redis_password,

@@ -23,7 +23,7 @@ from typing import TextIO
 import msgspec
 import polars as pl
 
-from monitor.core.bars import BookState
+from monitor.core.bar_state import BookState
 from monitor.core.engine import EngineState
 from monitor.core.model import DAILY_SCHEMA, empty
 from monitor.errors import ConfigError, MonitorError

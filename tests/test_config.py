@@ -147,3 +147,18 @@ def test_an_unknown_section_set_by_a_variable_names_the_variable(tmp_path: Path)
     with pytest.raises(ConfigError) as caught:
         cfg.load(conf, {"MARKET_MONITOR__NOSECTION__X": "1"})
     assert str(caught.value).startswith("MARKET_MONITOR__NOSECTION__X: Object contains unknown")
+
+
+def test_the_redis_check_interval_must_be_positive(tmp_path: Path) -> None:
+    """`[redis] check_interval_s` defaults to 2 s, takes any positive number of seconds, and 0
+    is a config error naming `redis.check_interval_s`."""
+    conf = write_config(tmp_path, "mm-check-interval")
+    text = conf.read_text()
+    stream = 'stream = "mm-check-interval:alerts"'
+    assert cfg.load(conf, {}).redis.check_interval_s == 2.0
+    conf.write_text(text.replace(stream, f"{stream}\ncheck_interval_s = 0.2"))
+    assert cfg.load(conf, {}).redis.check_interval_s == 0.2
+    conf.write_text(text.replace(stream, f"{stream}\ncheck_interval_s = 0"))
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(conf, {})
+    assert str(caught.value) == f"{conf}: redis.check_interval_s: Expected `float` > 0.0"

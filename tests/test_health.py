@@ -103,6 +103,24 @@ async def test_health_turns_degraded_within_seconds_of_redis_going_and_back_when
             assert daemon.counters.get("alerts_published") == 0  # no alert told it
 
 
+async def test_a_short_check_interval_makes_health_follow_redis_within_a_fraction_of_a_second(
+    tmp_path: Path,
+) -> None:
+    """With `[redis] check_interval_s = 0.2` the daemon PINGs five times a second: a stopped
+    Redis turns /healthz degraded well under a second later, and the PINGs go on at that pace."""
+    with RedisServer() as server:
+        prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
+        redis = {"url": server.url, "stream": prefix, "check_interval_s": 0.2}
+        conf = write_config(tmp_path, feeds=[], redis=redis)
+        async with daemon_of(conf) as daemon:
+            await health_becomes(daemon, lambda h: h["status"] == "healthy")
+            server.stop()
+            assert await health_becomes(daemon, lambda h: h["status"] == "degraded") < 1.0
+            failures = daemon.counters.get("redis_check_failures")
+            await asyncio.sleep(1.0)  # five PINGs at 0.2 s; one at most at the default 2 s
+            assert daemon.counters.get("redis_check_failures") - failures >= 3
+
+
 async def test_a_wrong_redis_password_is_logged_at_start_and_alerts_wait_in_the_outbox(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

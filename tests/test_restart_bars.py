@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 from monitor import config as cfg
 from monitor.calendar import nyse_sessions
 from monitor.clock import SimClock
-from monitor.core.bars import BarBook, BookState
+from monitor.core.bar_state import BookState
+from monitor.core.bars import BarBook
 from monitor.core.engine import Engine
 from monitor.core.model import FeedBatch, Tick, ticks_frame
 from monitor.core.rules.spec import RulesFile

@@ -59,7 +59,7 @@ from monitor.core.model import Alert
 from monitor.errors import SinkUnavailable
 
 DEDUPE_TTL_S = 30 * 86_400
-CHECK_INTERVAL_S = 2.0  # between PINGs: health turns degraded within seconds of an outage
+CHECK_INTERVAL_S = 2.0  # between PINGs ([redis] check_interval_s): degraded within seconds
 
 # KEYS[1] stream, KEYS[1 + i] the dedupe key of alert i.
 # ARGV[1] channel, ARGV[2] maxlen, ARGV[3] dedupe TTL (s), then alert i's id and payload at

@@ -24,17 +24,14 @@ What is kept in memory:
 - keys of bars still to emit, symbols whose emitted session bar needs redoing, and the sessions
   whose bar was emitted (within the same two sessions).
 
-`state()` takes what a restart would lose of that (closed and open minute bars, duplicate keys,
-the sessions emitted, the book's clock) as a `BookState`; `restore(state, now)` on a fresh book
-continues from it when a session it holds is one the book would still keep at `now`, so a
-session's bars built across a restart equal those of one uninterrupted run.
+`state()` and `restore(state, now)` save that across a restart: see `monitor.core.bar_state`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 import polars as pl
@@ -42,11 +39,13 @@ import polars as pl
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, TS, Rejection, empty
 from monitor.core.sessions import NEW_YORK, Sessions
 
+if TYPE_CHECKING:
+    from monitor.core.bar_state import BookState
+
 DEDUP_KEEP_S = 300.0
 DEDUP_BUCKET = "10s"
 DEDUP_MAX_KEYS = 8_000_000  # 64 MB of keys: 300 s at ~27k ticks/s; past it the window shrinks
 COMPACT_ROWS = 50_000  # accepted ticks aggregated into the open bars at the latest
-RESTORE_SKEW = dt.timedelta(minutes=1)  # a saved state may be this far ahead of the clock
 _CLASS_CACHE = 100_000  # minute starts whose session is remembered (cleared when exceeded)
 EXTENDED_HOURS = (4, 20)  # New York hours [from, to) accepted with extended_hours=True
 _MINUTE = dt.timedelta(minutes=1)
@@ -64,28 +63,6 @@ _STATE_SCHEMA: dict[str, pl.DataType] = {
     "session": pl.Date(),
     "regular": pl.Boolean(),
 }
-_SEEN_SCHEMA: dict[str, pl.DataType] = {"bucket": TS, "key": pl.UInt64()}
-
-
-class BookState(msgspec.Struct, frozen=True):
-    """A BarBook's sessions as `BarBook.state()` takes them, after an `advance` (nothing is left
-    to emit then). `closed`: closed minute bars with their `session` and `regular` flag; `open`:
-    open minute bars with `first_ts`/`last_ts`; `seen`: duplicate keys (`bucket`, `key`), hashes
-    that only the polars version named by `hashed_by` reproduces; `done`: sessions whose bar was
-    emitted; `now`: the book's clock; `keep_from`: its oldest session."""
-
-    now: dt.datetime | None
-    keep_from: dt.date | None
-    done: list[dt.date]
-    closed: pl.DataFrame
-    open: pl.DataFrame
-    seen: pl.DataFrame
-    hashed_by: str = pl.__version__
-
-    def sessions(self) -> list[dt.date]:
-        """The sessions of its closed minute bars and emitted session bars, sorted."""
-        found = set(self.done) | set(self.closed.get_column("session").unique().to_list())
-        return sorted(found)
 
 
 class ClosedBars(msgspec.Struct, frozen=True):
@@ -223,56 +200,16 @@ class BarBook:
 
     def state(self) -> BookState:
         """What a restart would lose (see `BookState`); take it after an `advance`."""
-        self._compact()
-        closed = [frame for minutes in self._closed.values() for frame in minutes.values()]
-        buckets = [
-            keys.to_frame("key").select(_ts_lit(bucket).alias("bucket"), "key")
-            for bucket, keys in self._seen.items()
-        ]
-        return BookState(
-            now=self._now,
-            keep_from=self._keep_from,
-            done=sorted(self._done),
-            closed=pl.concat(closed) if closed else empty(_STATE_SCHEMA),
-            open=self._open,
-            seen=pl.concat(buckets) if buckets else empty(_SEEN_SCHEMA),
-        )
+        from monitor.core import bar_state  # (it builds on this module)
+
+        return bar_state.state_of(self)
 
     def restore(self, state: BookState, now: dt.datetime) -> bool:
-        """Continue from `state` (of a book with the same options) on this fresh book, when a
-        session it holds is one the book keeps at `now` (still open, or the latest closed or
-        the one before: corrections to those are taken); their bars, open bars and duplicate keys
-        come back. False, restoring nothing, for a stale state, or one taken later than `now`
-        (by more than RESTORE_SKEW: a replay started over). Duplicate keys hashed by another
-        polars version are left out (copies of their trades would count again)."""
-        if state.now is not None and state.now > now + RESTORE_SKEW:
-            return False
-        keep = self._keep_at(now)
-        sessions = state.sessions()
-        if state.open.height:
-            starts = state.open.get_column("start").unique().to_list()
-            sessions += [s for s, _ in self._classify(starts).values() if s is not None]
-        if not sessions or (keep is not None and max(sessions) < keep):
-            return False
-        if state.keep_from is not None and (keep is None or state.keep_from > keep):
-            keep = state.keep_from
-        closed = _conform(state.closed, _STATE_SCHEMA)
-        if keep is not None:
-            closed = closed.filter(pl.col("session") >= keep)
-        for (session, start), part in closed.partition_by("session", "start", as_dict=True).items():
-            self._closed.setdefault(session, {})[start] = part
-        self._done = {s for s in state.done if keep is None or s >= keep}
-        self._keep_from = keep
-        self._now = state.now
-        self._open = _conform(state.open, _OPEN_SCHEMA)
-        earliest = self._open.get_column("start").min() if self._open.height else None
-        self._earliest = earliest  # type: ignore[assignment]
-        if state.hashed_by == pl.__version__ and state.seen.height:
-            seen = _conform(state.seen, _SEEN_SCHEMA)
-            for (bucket,), part in seen.partition_by("bucket", as_dict=True).items():
-                self._seen[bucket] = part.get_column("key")
-            self._seen_keys = seen.height
-        return True
+        """Continue from `state` on this fresh book unless it is stale at `now`; whether it
+        did (see `monitor.core.bar_state.restore`)."""
+        from monitor.core import bar_state
+
+        return bar_state.restore(self, state, now)
 
     def closed_minutes(self) -> pl.DataFrame:
         """Every closed minute bar the book holds (MINUTE_SCHEMA), by symbol and start."""

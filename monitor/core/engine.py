@@ -30,7 +30,8 @@ from monitor.core.rules.spec import Rule, RulesFile
 from monitor.core.sessions import NEW_YORK, Sessions, minute_date
 
 if TYPE_CHECKING:
-    from monitor.core.bars import BarBook, BookState
+    from monitor.core.bar_state import BookState
+    from monitor.core.bars import BarBook
 
 PRICE_COLS = ("open", "high", "low", "close")
 KEY = ["symbol", "session"]  # of daily bars

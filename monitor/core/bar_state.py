@@ -1,0 +1,106 @@
+"""A `BarBook`'s sessions saved at a stop and taken up at the next start.
+
+`BarBook.state()` takes what a restart would lose of the book (closed and open minute bars,
+duplicate keys, the sessions whose bar was emitted, the book's clock) as a `BookState`, which
+`monitor.store` writes to disk; `BarBook.restore(state, now)` on a fresh book continues from it
+when a session it holds is one the book would still keep at `now`, so that a session's bars
+built across a restart equal those of one uninterrupted run.
+
+Why apart from `monitor.core.bars`: building bars is the hot path and runs all day; this runs
+once at a stop and once at a start, and the builder reads better without it. The two functions
+here are BarBook's other half (its `state` and `restore` delegate to them): they read and set
+the book's private fields, and no other module does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import msgspec
+import polars as pl
+
+from monitor.core.bars import _OPEN_SCHEMA, _STATE_SCHEMA, _conform, _ts_lit
+from monitor.core.model import TS, empty
+
+if TYPE_CHECKING:
+    from monitor.core.bars import BarBook
+
+RESTORE_SKEW = dt.timedelta(minutes=1)  # a saved state may be this far ahead of the clock
+_SEEN_SCHEMA: dict[str, pl.DataType] = {"bucket": TS, "key": pl.UInt64()}
+
+
+class BookState(msgspec.Struct, frozen=True):
+    """A BarBook's sessions as `BarBook.state()` takes them, after an `advance` (nothing is left
+    to emit then). `closed`: closed minute bars with their `session` and `regular` flag; `open`:
+    open minute bars with `first_ts`/`last_ts`; `seen`: duplicate keys (`bucket`, `key`), hashes
+    that only the polars version named by `hashed_by` reproduces; `done`: sessions whose bar was
+    emitted; `now`: the book's clock; `keep_from`: its oldest session."""
+
+    now: dt.datetime | None
+    keep_from: dt.date | None
+    done: list[dt.date]
+    closed: pl.DataFrame
+    open: pl.DataFrame
+    seen: pl.DataFrame
+    hashed_by: str = pl.__version__
+
+    def sessions(self) -> list[dt.date]:
+        """The sessions of its closed minute bars and emitted session bars, sorted."""
+        found = set(self.done) | set(self.closed.get_column("session").unique().to_list())
+        return sorted(found)
+
+
+def state_of(book: BarBook) -> BookState:
+    """What a restart would lose of `book` (see `BookState`); take it after an `advance`."""
+    book._compact()
+    closed = [frame for minutes in book._closed.values() for frame in minutes.values()]
+    buckets = [
+        keys.to_frame("key").select(_ts_lit(bucket).alias("bucket"), "key")
+        for bucket, keys in book._seen.items()
+    ]
+    return BookState(
+        now=book._now,
+        keep_from=book._keep_from,
+        done=sorted(book._done),
+        closed=pl.concat(closed) if closed else empty(_STATE_SCHEMA),
+        open=book._open,
+        seen=pl.concat(buckets) if buckets else empty(_SEEN_SCHEMA),
+    )
+
+
+def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
+    """Continue from `state` (of a book with the same options) on the fresh `book`, when a
+    session it holds is one the book keeps at `now` (still open, or the latest closed or the one
+    before: corrections to those are taken); their bars, open bars and duplicate keys come back.
+    False, restoring nothing, for a stale state, or one taken later than `now` (by more than
+    RESTORE_SKEW: a replay started over). Duplicate keys hashed by another polars version are
+    left out (copies of their trades would count again)."""
+    if state.now is not None and state.now > now + RESTORE_SKEW:
+        return False
+    keep = book._keep_at(now)
+    sessions = state.sessions()
+    if state.open.height:
+        starts = state.open.get_column("start").unique().to_list()
+        sessions += [s for s, _ in book._classify(starts).values() if s is not None]
+    if not sessions or (keep is not None and max(sessions) < keep):
+        return False
+    if state.keep_from is not None and (keep is None or state.keep_from > keep):
+        keep = state.keep_from
+    closed = _conform(state.closed, _STATE_SCHEMA)
+    if keep is not None:
+        closed = closed.filter(pl.col("session") >= keep)
+    for (session, start), part in closed.partition_by("session", "start", as_dict=True).items():
+        book._closed.setdefault(session, {})[start] = part
+    book._done = {s for s in state.done if keep is None or s >= keep}
+    book._keep_from = keep
+    book._now = state.now
+    book._open = _conform(state.open, _OPEN_SCHEMA)
+    earliest = book._open.get_column("start").min() if book._open.height else None
+    book._earliest = earliest  # type: ignore[assignment]
+    if state.hashed_by == pl.__version__ and state.seen.height:
+        seen = _conform(state.seen, _SEEN_SCHEMA)
+        for (bucket,), part in seen.partition_by("bucket", as_dict=True).items():
+            book._seen[bucket] = part.get_column("key")
+        book._seen_keys = seen.height
+    return True
