@@ -24,7 +24,10 @@ on the connection that received the messages, waits for the broker to confirm it
 only then disconnects (see `Handoff` in monitor/feeds/wire.py and `InboxClient.confirm_sent`).
 Disconnecting first would lose those acks, and the broker would deliver the messages again to
 the next session, processed twice. What the engine has not started on by the end of the grace
-period is withdrawn, left unacknowledged: delivered again, once.
+period is withdrawn, left unacknowledged: delivered again, once; so is what was read and never
+handed on (the client's inbox, a batch waiting for room on a full queue). If the connection is
+lost meanwhile no ack can reach the broker any more, and the feed stops waiting at once: what
+the engine still processes comes again next session (a duplicate).
 
 aiomqtt and paho types stay in these two modules: a lost connection becomes `FeedDisconnected`.
 """
@@ -145,10 +148,13 @@ class MqttFeed:
         )
         self._broker_dropped: int | None = None
         self._connected_at: float | None = None
-        self._backlog = Backlog(max_backlog_bytes, self._on_paused, self._on_resumed)
+        self._backlog = Backlog(
+            max_backlog_bytes, self._on_paused, self._on_resumed, self._on_backlog_released
+        )
         self._pauses_logged_at: float | None = None
         self._pauses_unlogged = 0
         self._handoff = Handoff()
+        self._unsent: list[tuple[list[bytes], list[int], int]] = []  # caught by the stop
         self._reading: asyncio.Timeout | None = None  # set while a connection hands messages on
 
     def __repr__(self) -> str:
@@ -283,6 +289,8 @@ class MqttFeed:
         except TimeoutError:
             if not reading.expired():
                 raise
+        if not self._session_outlives_connection():
+            await self._hand_on_rest(client)
         client.stop_taking()
 
     def _session_outlives_connection(self) -> bool:
@@ -293,18 +301,42 @@ class MqttFeed:
 
     async def _drain(self, client: InboxClient) -> None:
         """Wait for the engine to process and acknowledge what was handed on, then for the
-        broker to confirm it has the acks, all while connected. Without a session that outlives
-        the connection the broker would deliver nothing again: the engine takes in all that was
-        read (acknowledgements of a clean session go nowhere), withdrawing nothing."""
+        broker to confirm it has the acks, all while connected; if the connection is lost
+        meanwhile, at once return (no ack can reach the broker any more). Without a session
+        that outlives the connection the broker would deliver nothing again: the engine takes in
+        all that was handed on (acknowledgements of a clean session go nowhere), withdrawing
+        nothing.
+
+        Logged: the QoS 1 messages left unacknowledged to the next session, those withdrawn
+        from the engine's queue, those read but never handed on (`dropped`: in the client's
+        inbox, waiting for room on a full queue, or delivered after the stop) and, when the
+        connection was lost, those still out to the engine."""
         if not self._session_outlives_connection():
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._grace_s  # (the whole drain: the outbox has its own)
-        withdrawn = await self._handoff.settle(self._grace_s)
-        if withdrawn:
+        settled = await self._handoff.settle(self._grace_s, client.lost)
+        dropped = client.dropped
+        left = settled.withdrawn + settled.unacknowledged + dropped
+        if client.lost.done():
+            self._log.warning(
+                "feed_lost_while_draining",
+                error=_ending(client.lost),
+                left_messages=left,
+                unacknowledged_messages=settled.unacknowledged,
+                withdrawn_messages=settled.withdrawn,
+                dropped_messages=dropped,
+                hint="left unacknowledged: a broker that kept the session delivers them again "
+                "to the next one (those the engine processes now then come in twice, as "
+                "duplicates); acks sent just before the loss may not have reached it either",
+            )
+            return
+        if left:
             self._log.warning(
                 "feed_drain_incomplete",
-                withdrawn_messages=withdrawn,
+                left_messages=left,
+                withdrawn_messages=settled.withdrawn,
+                dropped_messages=dropped,
                 grace_s=self._grace_s,
                 hint="left unacknowledged: the broker delivers them again to the next session",
             )
@@ -319,27 +351,49 @@ class MqttFeed:
                 )
 
     async def _read(self, client: InboxClient) -> None:
-        counters, feed, queue, decode = self._counters, self.name, self._queue, self._decode
-        backlog = self._backlog
-        on_full = functools.partial(counters.inc, "feed_queue_full_waits", feed=feed)
         while True:
-            payloads, mids, size = await client.take()
-            counters.inc("feed_messages", len(payloads), feed=feed)
-            counters.set("feed_backlog_bytes", backlog.size, feed=feed)
-            if not self._raw:
-                for payload in payloads:
-                    await hand_on(decode(payload), queue, counters, self._rejections, feed)
-                backlog.release(size)
-                continue
-            # Decoded downstream, many messages at once (the engine loop's micro-batch).
-            ack = functools.partial(client.processed, mids, size)
-            if mids:  # QoS 1, acknowledged on this connection: kept track of until then
-                release = functools.partial(backlog.release, size)
-                await self._handoff.put(
-                    queue, feed, payloads, ack=ack, release=release, on_full=on_full
-                )
-            else:  # nothing to acknowledge: never withdrawn (QoS 0 is not delivered again)
-                await put(queue, Wire(feed, payloads, ack), on_full)
+            batch = await client.take()
+            self._counters.inc("feed_messages", len(batch[0]), feed=self.name)
+            self._counters.set("feed_backlog_bytes", self._backlog.size, feed=self.name)
+            try:
+                await self._hand_on(client, *batch)
+            except asyncio.CancelledError:  # the stop, while the queue was full: not handed on
+                if self._session_outlives_connection():
+                    client.drop(*batch[1:])  # (the broker delivers it again)
+                else:
+                    self._unsent.append(batch)  # (it would not: `_hand_on_rest` takes it)
+                raise
+
+    async def _hand_on(
+        self, client: InboxClient, payloads: list[bytes], mids: list[int], size: int
+    ) -> None:
+        """Put a batch read from the broker on the engine's queue, waiting while it is full."""
+        counters, feed, queue = self._counters, self.name, self._queue
+        on_full = functools.partial(counters.inc, "feed_queue_full_waits", feed=feed)
+        if not self._raw:
+            for payload in payloads:
+                await hand_on(self._decode(payload), queue, counters, self._rejections, feed)
+            self._backlog.release(size)
+            return
+        # Decoded downstream, many messages at once (the engine loop's micro-batch).
+        ack = functools.partial(client.processed, mids, size)
+        if mids and self._session_outlives_connection():  # QoS 1: may be withdrawn at stop
+            release = functools.partial(self._backlog.release, size)
+            await self._handoff.put(
+                queue, feed, payloads, ack=ack, release=release, on_full=on_full
+            )
+        else:  # QoS 0, or a session that ends with the connection: never withdrawn
+            await put(queue, Wire(feed, payloads, ack), on_full)
+
+    async def _hand_on_rest(self, client: InboxClient) -> None:
+        """At stop, without a session the broker keeps: what was read and not handed on yet
+        (a batch the stop caught waiting for room, the messages read since) goes to the
+        engine all the same, since nothing would deliver it again."""
+        rest, self._unsent = [*self._unsent, client.take_now()], []
+        for batch in rest:
+            if batch[0]:
+                self._counters.inc("feed_messages", len(batch[0]), feed=self.name)
+                await self._hand_on(client, *batch)
 
     def _on_paused(self, size: int) -> None:
         """The socket is no longer read: count it, and log now and then."""
@@ -362,6 +416,9 @@ class MqttFeed:
     def _on_resumed(self) -> None:
         self._counters.set("feed_paused", 0, feed=self.name)
 
+    def _on_backlog_released(self, size: int) -> None:
+        self._counters.set("feed_backlog_bytes", size, feed=self.name)
+
     def _on_broker_dropped(self, payload: bytes) -> None:
         try:
             dropped = int(payload)
@@ -378,3 +435,9 @@ class MqttFeed:
             )
         elif previous is None and dropped > 0:
             self._log.warning("broker_dropping_messages", dropped=dropped, increase=None)
+
+
+def _ending(lost: asyncio.Future[None]) -> str:
+    """How a connection ended, for the log: its error, if any."""
+    exc = None if lost.cancelled() else lost.exception()
+    return str(exc) if exc is not None else "disconnected"

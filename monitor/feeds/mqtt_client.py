@@ -45,23 +45,30 @@ class _ClosingSSLSocket(ssl.SSLSocket):
 
 class Backlog:
     """Bytes received from the broker and not yet processed, across connections; the socket of
-    the current connection is not read while they exceed `limit`, until they are below half."""
+    the current connection is not read while they exceed `limit`, until they are below half.
+    `on_release` gets the size left after each release (the gauge follows the processing)."""
 
-    __slots__ = ("client", "limit", "on_pause", "on_resume", "resume_below", "size")
+    __slots__ = ("client", "limit", "on_pause", "on_release", "on_resume", "resume_below", "size")
 
     def __init__(
-        self, limit: int, on_pause: Callable[[int], None], on_resume: Callable[[], None]
+        self,
+        limit: int,
+        on_pause: Callable[[int], None],
+        on_resume: Callable[[], None],
+        on_release: Callable[[int], None],
     ) -> None:
         self.size = 0
         self.limit = limit
         self.resume_below = limit // 2
         self.on_pause = on_pause
         self.on_resume = on_resume
+        self.on_release = on_release
         self.client: InboxClient | None = None
 
     def release(self, size: int) -> None:
-        """`size` bytes have been processed (or handed on where nothing reports back)."""
+        """`size` bytes have been processed, handed on where nothing reports back, or dropped."""
         self.size -= size
+        self.on_release(self.size)
         client = self.client
         if client is not None and client.is_paused and self.size < self.resume_below:
             client.resume_reading()
@@ -75,6 +82,7 @@ class InboxClient(aiomqtt.Client):
     session_present: bool = False
     is_paused: bool = False
     is_stopped: bool = False
+    dropped: int = 0  # QoS 1 messages read and never handed on, left unacknowledged (see drop)
     _inbox: list[bytes] | None = None
 
     def use_inbox(
@@ -115,6 +123,11 @@ class InboxClient(aiomqtt.Client):
             finally:
                 disconnected.remove_done_callback(self._wake)
                 self._waiter = None
+        return self.take_now()
+
+    def take_now(self) -> tuple[list[bytes], list[int], int]:
+        """`take()` without waiting: what was read since the last call (possibly nothing)."""
+        assert self._inbox is not None
         payloads, mids, size = self._inbox, self._mids, self._inbox_size
         self._inbox, self._mids, self._inbox_size = [], [], 0
         return payloads, mids, size
@@ -126,6 +139,18 @@ class InboxClient(aiomqtt.Client):
             for mid in mids:
                 ack(mid, 1)
         self._backlog.release(size)
+
+    def drop(self, mids: list[int], size: int) -> None:
+        """Messages from `take()` will never be handed on (the stop came first): leave them
+        unacknowledged (the broker delivers them again next session), counted in `dropped`,
+        and release the backlog."""
+        self.dropped += len(mids)
+        self._backlog.release(size)
+
+    @property
+    def lost(self) -> asyncio.Future[None]:
+        """Done once this connection has ended (with its error if it was lost)."""
+        return self._disconnected
 
     def _wake(self, _: object = None) -> None:
         waiter = self._waiter
@@ -150,7 +175,9 @@ class InboxClient(aiomqtt.Client):
             return
         self._received += 1
         if self.is_stopped:
-            return  # not acknowledged: the broker delivers it again next session
+            if self._manual_ack and message.qos:
+                self.dropped += 1  # not acknowledged: the broker delivers it again next session
+            return
         payload = cast(bytes, message.payload)  # bytes: sliced from the packet
         if self._on_dropped is not None and message.topic == DROPPED_TOPIC:
             self._on_dropped(payload)
@@ -212,13 +239,15 @@ class InboxClient(aiomqtt.Client):
         self._backlog.on_pause(self._backlog.size)
 
     def stop_taking(self) -> None:
-        """Shutdown: take in no more messages. What the broker delivers from now on is dropped,
-        unacknowledged (it comes again next session); the socket is still read, for the answer
-        that `confirm_sent` waits for."""
+        """Shutdown: take in no more messages. What was read and not taken yet, and what the
+        broker delivers from now on, is dropped, unacknowledged (it comes again next session;
+        counted in `dropped`); the socket is still read, for the answer that `confirm_sent`
+        waits for."""
         self.is_stopped = True
         # Read but not handed on yet: dropped as well.
-        dropped, self._inbox, self._mids, self._inbox_size = self._inbox_size, [], [], 0
-        self._backlog.release(dropped)
+        mids, size = self._mids, self._inbox_size
+        self._inbox, self._mids, self._inbox_size = [], [], 0
+        self.drop(mids, size)
         self.resume_reading()
 
     async def confirm_sent(self, timeout_s: float) -> None:

@@ -29,6 +29,15 @@ class Wire(NamedTuple):
     claim: Callable[[], bool] | None = None
 
 
+class Settled(NamedTuple):
+    """How a `Handoff` settled, in messages: `withdrawn` (never claimed by the engine, left
+    unacknowledged) and `unacknowledged` (still out when the connection was lost: the engine
+    may process them, but their acks can go nowhere)."""
+
+    withdrawn: int
+    unacknowledged: int
+
+
 class Handoff:
     """The Wires a feed has put on the engine's queue and not yet seen acknowledged.
 
@@ -36,15 +45,15 @@ class Handoff:
     processes what was handed on and the acks go out on the connection that received the
     messages (an ack after the disconnect is lost, and the broker would deliver again what was
     processed already). What the engine has not claimed when the grace period ends is
-    withdrawn: left unacknowledged, the broker delivers it to the next session, once.
+    withdrawn: left unacknowledged, the broker delivers it to the next session, once. If the
+    connection is lost meanwhile, no ack can reach the broker any more: settling ends at once.
     """
 
     def __init__(self) -> None:
         self._waiting: dict[int, tuple[int, Callable[[], object]]] = {}  # n: messages, release
-        self._claimed: set[int] = set()
+        self._claimed: dict[int, int] = {}  # n: messages
         self._numbers = itertools.count()
-        self._settled = asyncio.Event()
-        self._settled.set()
+        self._waiter: asyncio.Future[None] | None = None
 
     async def put(
         self,
@@ -68,39 +77,53 @@ class Handoff:
         )
         await put(queue, wire, on_full)
         self._waiting[n] = (len(payloads), release)
-        self._settled.clear()
 
-    async def settle(self, grace_s: float) -> int:
+    async def settle(self, grace_s: float, lost: asyncio.Future[None]) -> Settled:
         """Wait up to `grace_s` for every Wire handed on to be acknowledged; then withdraw those
-        not claimed yet and wait for the claimed ones (an engine step under way). Returns the
-        number of messages withdrawn."""
+        not claimed yet and wait for the claimed ones (an engine step under way). Once `lost` is
+        done (the connection is gone) stop waiting, withdrawing nothing more: the engine may
+        still process what is out (the broker delivers it again, as it never gets the acks)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace_s):
-                await self._settled.wait()
-        withdrawn = list(self._waiting.values())
-        self._waiting.clear()
-        for _, release in withdrawn:
-            release()
-        self._update()
-        await self._settled.wait()
-        return sum(messages for messages, _ in withdrawn)
+                await self._until_settled(lost)
+        withdrawn = 0
+        if not lost.done():
+            left = list(self._waiting.values())
+            self._waiting.clear()
+            for messages, release in left:
+                withdrawn += messages
+                release()
+            await self._until_settled(lost)
+        unacknowledged = sum(m for m, _ in self._waiting.values()) + sum(self._claimed.values())
+        return Settled(withdrawn, unacknowledged)
+
+    async def _until_settled(self, lost: asyncio.Future[None]) -> None:
+        """Until no Wire is out (waiting or claimed), or `lost` is done."""
+        while (self._waiting or self._claimed) and not lost.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            lost.add_done_callback(self._wake)
+            try:
+                await waiter
+            finally:
+                lost.remove_done_callback(self._wake)
+                self._waiter = None
 
     def _claim(self, n: int) -> bool:
         if n in self._waiting:
-            del self._waiting[n]
-            self._claimed.add(n)
+            self._claimed[n] = self._waiting.pop(n)[0]
         return n in self._claimed
 
     def _ack(self, n: int, ack: Callable[[], object]) -> None:
-        if self._waiting.pop(n, None) is None and n not in self._claimed:
+        if self._waiting.pop(n, None) is None and self._claimed.pop(n, None) is None:
             return  # withdrawn: the broker delivers it again, unacknowledged
-        self._claimed.discard(n)
         ack()
-        self._update()
-
-    def _update(self) -> None:
         if not self._waiting and not self._claimed:
-            self._settled.set()
+            self._wake()
+
+    def _wake(self, _: object = None) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 async def put(

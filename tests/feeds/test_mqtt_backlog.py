@@ -121,9 +121,29 @@ async def test_the_feed_stops_reading_while_the_backlog_is_full_and_reads_on_onc
     assert payloads(got) == sent
     assert counters.get("feed_messages", feed="raw") == len(sent)
     assert counters.get("feed_read_pauses", feed="raw") >= 2  # 300 messages, room for 20
-    assert counters.get("feed_backlog_bytes", feed="raw") >= 0
+    assert counters.get("feed_backlog_bytes", feed="raw") == 0
     paused = [e for e in logs if e["event"] == "feed_read_paused"]
     assert [(e["log_level"], e["pauses"]) for e in paused] == [("warning", 1)]  # then quiet
+
+
+async def test_the_backlog_gauge_follows_the_acks_with_nothing_new_arriving(prefix: str) -> None:
+    """feed_backlog_bytes counts the messages taken and not yet processed, and goes down with
+    each Wire's ack, to 0 once all are processed, without waiting for another message."""
+    size = 100
+    sent = messages(15, size=size)  # (the broker sends 20 unacknowledged messages at most)
+    counters, queue = Counters(), Queue(maxsize=1000)
+    topic = f"{prefix}/ticks"
+    async with running(raw_feed(1883, topic, counters, queue, qos=1)):
+        await until(lambda: counters.get("feed_subscribes", feed="raw") == 1)
+        await publish(1883, topic, sent, qos=1)
+        wires = await take_wires(queue, len(sent))
+        gauges = [counters.get("feed_backlog_bytes", feed="raw")]
+        for wire in wires:
+            assert wire.ack is not None
+            wire.ack()
+            gauges.append(counters.get("feed_backlog_bytes", feed="raw"))
+    left = [len(sent) - len(payloads(wires[:i])) for i in range(len(wires) + 1)]
+    assert gauges == [n * (size + MESSAGE_OVERHEAD_BYTES) for n in left]
 
 
 def queue_messages(queue: Queue) -> int:
@@ -190,14 +210,31 @@ class Session(NamedTuple):
 
 
 def persistent_feed(
-    port: int, topic: str, client_id: str, grace_s: float, protocol: str = "3.1.1"
+    port: int,
+    topic: str,
+    client_id: str,
+    grace_s: float,
+    protocol: str = "3.1.1",
+    queue_size: int = 1000,
 ) -> Session:
-    counters, queue = Counters(), Queue(maxsize=1000)
+    counters, queue = Counters(), Queue(maxsize=queue_size)
     feed = raw_feed(
         port, topic, counters, queue, qos=1, client_id=client_id, session_expiry_s=300,
         grace_s=grace_s, protocol=protocol,
     )  # fmt: skip
     return Session(feed, counters, queue)
+
+
+async def wires_of(
+    session: Session, port: int, topic: str, batches: list[list[bytes]]
+) -> list[list[Wire]]:
+    """Once the session is subscribed, publish each batch (QoS 1) and take its Wires."""
+    await until(session.is_subscribed)
+    taken = []
+    for batch in batches:
+        await publish(port, topic, batch, qos=1)
+        taken.append(await take_wires(session.queue, len(batch)))
+    return taken
 
 
 async def next_session(session: Session, port: int, topic: str, expected: int) -> list[bytes]:
@@ -268,11 +305,7 @@ async def test_past_the_grace_period_what_the_engine_has_not_claimed_is_withdraw
         stop = asyncio.Event()
         task = asyncio.create_task(session.feed.run(stop))
         try:
-            await until(session.is_subscribed)
-            taken: list[list[Wire]] = []
-            for batch in batches:
-                await publish(broker.port, topic, batch, qos=1)
-                taken.append(await take_wires(session.queue, len(batch)))
+            taken = await wires_of(session, broker.port, topic, batches)
             acked_in_time, claimed_in_time, never_claimed = taken
             stop.set()
             for wire in acked_in_time:
@@ -303,7 +336,10 @@ async def test_past_the_grace_period_what_the_engine_has_not_claimed_is_withdraw
     )
     assert again == [*batches[2], b"after"]
     incomplete = [e for e in logs if e["event"] == "feed_drain_incomplete"]
-    assert [(e["withdrawn_messages"], e["grace_s"]) for e in incomplete] == [(6, 0.5)]
+    assert [
+        (e["left_messages"], e["withdrawn_messages"], e["dropped_messages"], e["grace_s"])
+        for e in incomplete
+    ] == [(6, 6, 0, 0.5)]
 
 
 @pytest.mark.parametrize(
@@ -314,8 +350,8 @@ async def test_without_a_lasting_session_nothing_read_is_withdrawn_at_stop(
     tmp_path: Path, prefix: str, client_id: str, expiry: int | None, protocol: str
 ) -> None:
     """A QoS 1 feed whose session ends with the connection: the broker keeps nothing for the
-    next one, so at stop every batch read is left to the engine (its claims succeed, however
-    late), none is withdrawn, and the feed does not wait out the grace period."""
+    next one, so every batch read is the engine's for good (no claim to withdraw it by), none
+    is withdrawn at stop, and the feed does not wait out the grace period."""
     topic = f"{prefix}/ticks"
     batch = messages(6)
     ident = f"{client_id}-{uuid.uuid4().hex}" if client_id else ""
@@ -336,6 +372,6 @@ async def test_without_a_lasting_session_nothing_read_is_withdrawn_at_stop(
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
-    assert [w.claim() for w in wires if w.claim is not None] == [True] * len(wires)
+    assert wires and all(w.claim is None for w in wires)  # (handed on for good: no claim)
     assert payloads(wires) == batch
     assert not [e for e in logs if e["event"] == "feed_drain_incomplete"]
