@@ -96,15 +96,18 @@ class Gap(NamedTuple):
 
 
 def gaps(bars: pl.DataFrame, sessions: Sessions) -> list[Gap]:
-    """Per symbol of `bars` (sorted by symbol and session, every session one of `sessions`)
-    whose history skips sessions (a bar missing from the file, or rejected as bad): how many,
+    """Per symbol of `bars` (sorted by symbol and session; days that are no session are left
+    out) whose history skips sessions (a bar missing from the file, or rejected as bad): how many,
     and the first, in symbol order. Windows count a symbol's bars: one over a gap spans more
     sessions than it says.
 
     A gap is a step of more than one session number from a row to the next; the few rows
     after such a step are then checked for being the same symbol's (numpy over the column,
     not a comparison of millions of symbols)."""
-    number = bars.select(sessions.number_expr(pl.col("session"))).to_series().to_numpy()
+    numbers = bars.select(sessions.number_expr(pl.col("session"))).to_series()
+    if numbers.null_count():  # days that are no session (rejected later): not bars to count
+        bars, numbers = bars.filter(numbers.is_not_null()), numbers.drop_nulls()
+    number = numbers.to_numpy()
     rows = np.flatnonzero(np.diff(number) > 1) + 1  # (the row after each step)
     if not rows.size:
         return []

@@ -11,6 +11,7 @@ import pytest
 
 from monitor.cli import main
 from monitor.core.model import Alert
+from monitor.core.sessions import Sessions
 from tests.conftest import DEMO, RULES, RUT, SHORT_INTEREST, SQUEEZE
 
 
@@ -153,6 +154,37 @@ def test_replay_names_sessions_missing_inside_a_history(tmp_path: Path) -> None:
     ) in res.stderr.splitlines()
     res = run_cli("replay", "--rules", str(RULES), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
     assert "missing inside" not in res.stderr
+
+
+def test_replay_from_a_date_in_batches_prints_what_one_batch_prints() -> None:
+    """`--from` with `--batch-sessions`: the first batches end long before `--from`, and
+    nothing of theirs is printed; the alerts are those of one batch, in the same order."""
+    args = ["replay", "--rules", str(RULES), "--data", f"^RUT={RUT}", "--from", "2024-07-01"]
+    whole = run_cli(*args)
+    batches = run_cli(*args, "--batch-sessions", "250")
+    assert whole.returncode == batches.returncode == 0, batches.stderr
+    sessions = [msgspec.json.decode(line, type=Alert).session for line in whole.stdout.splitlines()]
+    assert sessions and min(sessions) >= "2024-07-01"
+    assert batches.stdout == whole.stdout
+
+
+def test_a_day_that_is_no_session_hides_no_gap(sessions: Sessions) -> None:
+    """^RUT without 2024-07-03 and with a bar dated 2024-07-04 (a holiday, rejected later):
+    the missing session is still found."""
+    import polars as pl
+
+    from monitor.datafiles import DataSpec, read_many
+    from monitor.replay import gaps
+
+    bars = read_many([DataSpec(path=str(RUT), symbol="^RUT")]).bars
+    holed = bars.filter(pl.col("session") != pl.date(2024, 7, 3))
+    holiday = holed.filter(pl.col("session") == pl.date(2024, 7, 5)).with_columns(
+        session=pl.date(2024, 7, 4)
+    )
+    frame = pl.concat([holed, holiday]).sort("symbol", "session")
+    assert [(g.symbol, g.missing, str(g.first)) for g in gaps(frame, sessions)] == [
+        ("^RUT", 1, "2024-07-03")
+    ]
 
 
 def test_replay_into_a_reader_that_goes_away_stops_quietly() -> None:

@@ -411,7 +411,9 @@ class Engine:
                 tracked = [p for e in mine for p in e.progress or []]
                 self.progress[rule.id] = sorted(tracked, key=lambda p: (p.symbol, p.variant))
             out.append((rule, _joined([e.fired for e in mine])))
-        self.watermarks[timeframe] = self._evaluated[timeframe] = max(e.latest for e in results)
+        latest = self._evaluated[timeframe] = max(e.latest for e in results)
+        # Never back: `emit_after` (replay's --from) may lie past a first batch's last bar.
+        self.watermarks[timeframe] = max(latest, self.watermarks.get(timeframe, latest))
         return out
 
     def _new(self, lines: list[pl.DataFrame]) -> pl.DataFrame:

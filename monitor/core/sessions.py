@@ -78,9 +78,9 @@ class Sessions:
         return pl.lit(self._close_by_day).gather(pl.when(inside).then(day)).alias("ts")
 
     def number_expr(self, session: pl.Expr) -> pl.Expr:
-        """The number of each session of a column of sessions in the calendar (consecutive
-        sessions, consecutive numbers), by the same look-up as `close_of_expr`; every date
-        must lie within the calendar's range."""
+        """The number of each session of a column of dates in the calendar (consecutive
+        sessions, consecutive numbers; null for a day that is no session), by the same look-up
+        as `close_of_expr`; every date must lie within the calendar's range."""
         if self._number_by_day is None:
             count = self.frame.height
             self._number_by_day = self._by_day(pl.Series("n", range(count), dtype=pl.Int32))
