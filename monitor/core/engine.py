@@ -302,9 +302,10 @@ class Engine:
         sessions = daily.get_column("session")  # (a session closes on its own date)
         if day is not None and (sessions == day.astimezone(NEW_YORK_ZONE).date()).any():
             late.add("1d")
-        if week is not None:
+        if week is not None:  # (bars of its days, or of a later day: see `weekly`)
+            label = week.astimezone(NEW_YORK_ZONE).date()
             weeks = self.sessions.frame.filter(pl.col("session").is_in(sessions.unique().implode()))
-            if (weeks.get_column("week") == week.astimezone(NEW_YORK_ZONE).date()).any():
+            if (weeks.get_column("week") >= label).any():
                 late.add("1w")
         return late
 
@@ -490,7 +491,10 @@ class Engine:
 
     def weekly(self, now: dt.datetime | None = None) -> pl.DataFrame:
         """Closed trading weeks: labelled by the week's last session (`session`), `ts` its close,
-        `short_week` when the week had fewer than five sessions."""
+        `short_week` when the week had fewer than five sessions. A symbol's week is closed once
+        it has a bar of the week's last session, or bars of a later session have come (of any
+        symbol): bars that come symbol by symbol would otherwise close a week early, at the
+        close of a day before the last, for the symbols whose last bar was still to come."""
         weeks = self.sessions.frame.select("session", "week", "short_week")
         closes = self.sessions.frame.select(
             pl.col("session").alias("week"), pl.col("close_ts").alias("ts")
@@ -507,12 +511,15 @@ class Engine:
                 pl.col("close").last(),
                 pl.col("volume").sum(),
                 pl.col("short_week").first(),
+                pl.col("session").max().alias("last_bar"),
             )
             .join(closes, on="week")
             .rename({"week": "session"})
         )
         if last is not None:
-            frame = frame.filter(pl.col("session") <= last)
+            complete = (pl.col("last_bar") == pl.col("session")) | (pl.col("session") < last)
+            frame = frame.filter(complete)
+        frame = frame.drop("last_bar")
         if now is not None:
             frame = frame.filter(pl.col("ts") <= now)
         return frame

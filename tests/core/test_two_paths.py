@@ -260,3 +260,90 @@ def test_minute_bars_of_one_minute_in_several_batches_fire_as_in_one(sessions: S
         part = last.filter(pl.col("symbol") == symbol)
         got += step(engine, part, end + dt.timedelta(seconds=1 + i))
     assert got == whole
+
+
+WEEKLY = """
+[[rules]]
+id = "streak.w"
+kind = "streak"
+symbols = ["^RUT", "IWM", "QQQ"]
+timeframe = "1w"
+count = 2
+min_return = 0.002
+
+[[rules]]
+id = "drawdown.w"
+kind = "drawdown"
+symbols = ["^RUT", "IWM", "QQQ"]
+timeframe = "1w"
+min_below_high = 0.02
+"""
+
+
+@pytest.mark.parametrize(
+    ("last", "order"),
+    [
+        (dt.date(2024, 3, 28), ["QQQ", "IWM", "^RUT"]),  # Good Friday: the week ends Thursday
+        (dt.date(2024, 7, 19), ["CRBU", "QQQ", "^RUT", "IWM"]),
+    ],
+)
+def test_weekly_alerts_wait_for_each_symbols_last_bar_of_the_week(
+    sessions: Sessions, tmp_path: Path, last: dt.date, order: list[str]
+) -> None:
+    """The bars of a week's last session come a symbol at a time: no symbol's week closes
+    before its own last bar (it would fire with the close of a day before, under the id of
+    the right alert), and the weekly alerts are those of one batch, with the same closes."""
+    from monitor.core.model import FeedBatch
+
+    rules_path = tmp_path / "weekly.toml"
+    rules_path.write_text(WEEKLY)
+    bars = history().filter(pl.col("session") <= last)
+    expected = sorted(
+        encode_alert(a)
+        for a in replay(build_engine(load_rules(rules_path), sessions), bars)  # type: ignore[arg-type]
+        if a.session == str(last)
+    )
+    engine = build_engine(load_rules(rules_path), sessions)  # type: ignore[arg-type]
+    got = list(replay(engine, bars.filter(pl.col("session") < last)))
+    close = sessions.close_of(last)
+    for i, symbol in enumerate(order):
+        batch = FeedBatch.empty("t")
+        batch.daily_bars = bars.filter((pl.col("symbol") == symbol) & (pl.col("session") == last))
+        engine.ingest(batch)
+        got += engine.advance(close + dt.timedelta(seconds=1 + i)).alerts
+    assert len(expected) >= 2
+    assert sorted(encode_alert(a) for a in got if a.session == str(last)) == expected
+
+
+def test_a_symbol_without_a_bar_on_the_last_day_gets_its_week_with_the_next_session(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """QQQ has no bar on Friday 2024-07-19 (no trade that day): its week closes once Monday's
+    bars come, with Thursday's close, and its weekly alerts are emitted then, as one batch of
+    the same bars has them."""
+    from monitor.core.model import FeedBatch
+
+    rules_path = tmp_path / "weekly.toml"
+    rules_path.write_text(WEEKLY)
+    friday, monday = dt.date(2024, 7, 19), dt.date(2024, 7, 22)
+    bars = history().filter(
+        (pl.col("session") <= monday)
+        & ~((pl.col("symbol") == "QQQ") & (pl.col("session") == friday))
+    )
+    expected = sorted(
+        encode_alert(a)
+        for a in replay(build_engine(load_rules(rules_path), sessions), bars)  # type: ignore[arg-type]
+        if a.session == str(friday) and a.symbol == "QQQ"
+    )
+    engine = build_engine(load_rules(rules_path), sessions)  # type: ignore[arg-type]
+    got = list(replay(engine, bars.filter(pl.col("session") <= friday)))
+    assert not [a for a in got if a.session == str(friday) and a.symbol == "QQQ"]
+    batch = FeedBatch.empty("t")
+    batch.daily_bars = bars.filter(pl.col("session") == monday)
+    engine.ingest(batch)
+    got += engine.advance(sessions.close_of(monday) + dt.timedelta(seconds=1)).alerts
+    assert expected
+    assert (
+        sorted(encode_alert(a) for a in got if a.session == str(friday) and a.symbol == "QQQ")
+        == expected
+    )
