@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from monitor.cli import load_rules
+from monitor.core.engine import Engine
 from monitor.core.model import decode_alert, encode_alert
 from monitor.core.payload import decode_lines
 from monitor.core.sessions import Sessions
@@ -185,6 +186,30 @@ def test_an_alert_id_emitted_is_never_emitted_again(sessions: Sessions) -> None:
     assert [a.id for a in replay(fresh, history())] == [a.id for a in first]
 
 
+def symbol_by_symbol(
+    sessions: Sessions, rules: Path, bars: pl.DataFrame, last: dt.date, order: list[str]
+) -> tuple[list[bytes], list[bytes], Engine]:
+    """The alerts of session `last` from one batch of `bars` (sorted), and from the history
+    before it in one batch and then `last`'s bars one symbol per step, in `order` (a second
+    after the close, then a second apart); and that engine."""
+    from monitor.core.model import FeedBatch
+
+    expected = sorted(
+        encode_alert(a)
+        for a in replay(build_engine(load_rules(rules), sessions), bars)  # type: ignore[arg-type]
+        if a.session == str(last)
+    )
+    engine = build_engine(load_rules(rules), sessions)  # type: ignore[arg-type]
+    got = list(replay(engine, bars.filter(pl.col("session") < last)))
+    close = sessions.close_of(last)
+    for i, symbol in enumerate(order):
+        batch = FeedBatch.empty("t")
+        batch.daily_bars = bars.filter((pl.col("symbol") == symbol) & (pl.col("session") == last))
+        engine.ingest(batch)
+        got += engine.advance(close + dt.timedelta(seconds=1 + i)).alerts
+    return expected, sorted(encode_alert(a) for a in got if a.session == str(last)), engine
+
+
 @pytest.mark.parametrize(
     ("last", "order"),
     [
@@ -205,25 +230,13 @@ def test_bars_of_one_session_in_several_batches_fire_as_in_one(
     bars = bars.filter(pl.col("session") <= last)
     extra = bars.filter(pl.col("session") == last).head(1).with_columns(symbol=pl.lit("ZZZ"))
     bars = pl.concat([bars, extra]).sort("symbol", "session")
-    expected = sorted(
-        encode_alert(a)
-        for a in replay(build_engine(load_rules(RULES), sessions), bars)  # type: ignore[arg-type]
-        if a.session == str(last)
-    )
-    engine = build_engine(load_rules(RULES), sessions)  # type: ignore[arg-type]
-    got = list(replay(engine, bars.filter(pl.col("session") < last)))
-    close = sessions.close_of(last)
-    for i, symbol in enumerate(order):
-        batch = FeedBatch.empty("t")
-        batch.daily_bars = bars.filter((pl.col("symbol") == symbol) & (pl.col("session") == last))
-        engine.ingest(batch)
-        got += engine.advance(close + dt.timedelta(seconds=1 + i)).alerts
-    assert sorted(encode_alert(a) for a in got if a.session == str(last)) == expected
-    assert any(a.symbol == order[-1] for a in got if a.session == str(last))
+    expected, got, engine = symbol_by_symbol(sessions, RULES, bars, last, order)
+    assert got == expected
+    assert any(decode_alert(a).symbol == order[-1] for a in got)
     batch = FeedBatch.empty("t")
     batch.daily_bars = bars.filter(pl.col("session") < last).tail(1)
     engine.ingest(batch)
-    assert engine.advance(close + dt.timedelta(seconds=9)).alerts == []
+    assert engine.advance(sessions.close_of(last) + dt.timedelta(seconds=9)).alerts == []
 
 
 def test_minute_bars_of_one_minute_in_several_batches_fire_as_in_one(sessions: Sessions) -> None:
@@ -293,26 +306,12 @@ def test_weekly_alerts_wait_for_each_symbols_last_bar_of_the_week(
     """The bars of a week's last session come a symbol at a time: no symbol's week closes
     before its own last bar (it would fire with the close of a day before, under the id of
     the right alert), and the weekly alerts are those of one batch, with the same closes."""
-    from monitor.core.model import FeedBatch
-
     rules_path = tmp_path / "weekly.toml"
     rules_path.write_text(WEEKLY)
     bars = history().filter(pl.col("session") <= last)
-    expected = sorted(
-        encode_alert(a)
-        for a in replay(build_engine(load_rules(rules_path), sessions), bars)  # type: ignore[arg-type]
-        if a.session == str(last)
-    )
-    engine = build_engine(load_rules(rules_path), sessions)  # type: ignore[arg-type]
-    got = list(replay(engine, bars.filter(pl.col("session") < last)))
-    close = sessions.close_of(last)
-    for i, symbol in enumerate(order):
-        batch = FeedBatch.empty("t")
-        batch.daily_bars = bars.filter((pl.col("symbol") == symbol) & (pl.col("session") == last))
-        engine.ingest(batch)
-        got += engine.advance(close + dt.timedelta(seconds=1 + i)).alerts
+    expected, got, _ = symbol_by_symbol(sessions, rules_path, bars, last, order)
     assert len(expected) >= 2
-    assert sorted(encode_alert(a) for a in got if a.session == str(last)) == expected
+    assert got == expected
 
 
 def test_a_symbol_without_a_bar_on_the_last_day_gets_its_week_with_the_next_session(
