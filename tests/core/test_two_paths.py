@@ -52,7 +52,6 @@ def test_every_rule_family_fired(sessions: Sessions) -> None:
 def test_a_halted_symbol_cannot_rally_in_the_feed(sessions: Sessions) -> None:
     """Bars of a symbol are rejected as `halted` while a feed reports it halted, and accepted
     again once it resumes."""
-    from monitor.core.engine import Engine
     from monitor.core.model import FeedBatch
     from monitor.core.rules.spec import RulesFile
 
@@ -137,7 +136,6 @@ def test_bad_daily_bars_are_rejected_by_the_engine(sessions: Sessions) -> None:
     """Bars given to the engine directly (not read from a file) with a NaN, infinite, zero,
     negative or missing price, high below low, negative volume or a date that is no session
     are rejected as values and counted; the good bar is kept."""
-    from monitor.core.engine import Engine
     from monitor.core.model import DAILY_SCHEMA
     from monitor.core.rules.spec import RulesFile
 
@@ -242,7 +240,6 @@ def test_bars_of_one_session_in_several_batches_fire_as_in_one(
 def test_minute_bars_of_one_minute_in_several_batches_fire_as_in_one(sessions: Sessions) -> None:
     """Provider minute bars of the minute just closed, a symbol at a time: the late symbol's
     minute surge is emitted, once, as when every bar comes in one batch."""
-    from monitor.core.engine import Engine
     from monitor.core.model import MINUTE_SCHEMA, FeedBatch
     from monitor.core.rules.spec import RulesFile, SurgeRule
 
