@@ -23,11 +23,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitor.clock import Clock
+from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import Alert, encode_alert
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 RETRY_CAP_S = 30.0
+_RETRY = Backoff(base_s=0.4, cap_s=RETRY_CAP_S, jitter=0)  # 0.4 s, 0.8 s, ... 30 s
 DEAD_MAXLEN = 10_000
 T = TypeVar("T")
 
@@ -43,9 +45,9 @@ async def retrying(op: Callable[[], Awaitable[T]], log: Any, event: str) -> T:
         try:
             return await op()
         except REDIS_ERRORS as exc:
+            log.warning(event, error=f"{type(exc).__name__}: {exc}", attempt=attempt + 1)
+            await asyncio.sleep(_RETRY.delay(attempt))
             attempt += 1
-            log.warning(event, error=f"{type(exc).__name__}: {exc}", attempt=attempt)
-            await asyncio.sleep(min(RETRY_CAP_S, 0.2 * 2**attempt))
 
 
 class DeliveryLog:
