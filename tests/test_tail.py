@@ -46,6 +46,32 @@ class Lines:
         return list(self._lines.queue)
 
 
+class Tail:
+    """`market-monitor tail ARGS` as a child process, with its stdout and stderr `Lines`. On
+    leaving the block it is killed if still running, and `left` holds the lines of both that
+    were not read."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "tail", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.out, self.err = Lines(self.proc.stdout), Lines(self.proc.stderr)
+        self.left: tuple[list[str], list[str]] = ([], [])
+
+    def __enter__(self) -> Tail:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.left = (self.out.rest(), self.err.rest())
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
 def test_tail_without_redis_is_unavailable_not_a_config_error() -> None:
     """With nothing listening at the URL, `tail` exits 69 (service unavailable) with one line
     naming Redis, not 78: the configuration is fine."""
@@ -72,31 +98,18 @@ def test_tail_rides_out_a_redis_restart_and_resumes_after_the_last_alert_it_prin
             client.close()
 
         add(stream[0])
-        command = ["tail", "--url", server.url, "--json", "--count", "3"]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", *command],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = Lines(proc.stdout), Lines(proc.stderr)
-        try:
-            assert err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
+        with Tail("--url", server.url, "--json", "--count", "3") as tail:
+            assert tail.err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
             add(stream[1])
-            printed = [out.next()]
+            printed = [tail.out.next()]
             server.kill()
             down = f"market-monitor: redis at {server.url} unreachable, retrying\n"
-            assert err.next() == down
+            assert tail.err.next() == down
             server.start()
             add(*stream[:3])  # what it held before, restored, and one added since
-            printed.append(out.next())
+            printed.append(tail.out.next())
             add(stream[3])
-            printed.append(out.next())
-            assert proc.wait(10) == 0
-        finally:
-            proc.kill()
-            proc.wait(10)
-            left = (out.rest(), err.rest())
-            proc.stdout.close()
-            proc.stderr.close()
+            printed.append(tail.out.next())
+            assert tail.proc.wait(10) == 0
     assert [msgspec.json.decode(line, type=Alert) for line in printed] == july
-    assert left == ([], [f"market-monitor: redis at {server.url} reachable again\n"])
+    assert tail.left == ([], [f"market-monitor: redis at {server.url} reachable again\n"])

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
@@ -17,9 +15,8 @@ from redis.exceptions import NoPermissionError
 from monitor.core.model import Alert, encode_alert
 from monitor.core.payload import feed_health_alert
 from tests.alerts.redis_server import RedisServer
-from tests.conftest import ROOT
 from tests.security.test_notifier_acl import documented_rule
-from tests.test_tail import Lines
+from tests.test_tail import Tail
 
 pytestmark = pytest.mark.integration
 
@@ -48,25 +45,13 @@ def test_tail_reads_live_alerts_as_the_documented_viewer_user(tmp_path: Path) ->
         admin.execute_command("ACL", "SETUSER", "viewer", *rule)
         admin.set("other:key", "private")
         admin.xadd(STREAM, {"id": before.id, "alert": encode_alert(before)})
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "tail", "--config", str(conf), "--json",
-             "--count", "1"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "MM_VIEWER_PASSWORD": password},
-        )  # fmt: skip
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = Lines(proc.stdout), Lines(proc.stderr)
-        try:
-            assert err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
+        env = {**os.environ, "MM_VIEWER_PASSWORD": password}
+        with Tail("--config", str(conf), "--json", "--count", "1", env=env) as tail:
+            assert tail.err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
             admin.xadd(STREAM, {"id": after.id, "alert": encode_alert(after)})
-            printed = out.next()
-            assert proc.wait(10) == 0
-        finally:
-            proc.kill()
-            proc.wait(10)
-            left = (out.rest(), err.rest())
-            proc.stdout.close()
-            proc.stderr.close()
+            printed = tail.out.next()
+            assert tail.proc.wait(10) == 0
+        left = tail.left
         assert admin.acl_log() == []  # tail was never refused anything
         viewer = redis.Redis(port=server.port, username="viewer", password=password)
         for refused in (
