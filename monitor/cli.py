@@ -278,6 +278,13 @@ def _replay(args: argparse.Namespace) -> int:
         datacache.flush()  # (a cache entry written while the rules ran)
 
 
+def _symbols(bars: pl.DataFrame) -> set[str]:
+    """The symbols of `bars`: one per run of equal symbols (a symbol's bars are together,
+    as replay reads them; any order gives the same set), not a hash of millions of strings."""
+    symbol = bars.get_column("symbol")
+    return set(symbol.filter(symbol.ne_missing(symbol.shift())).to_list())
+
+
 def _without_volume(rules: list[Rule], bars: pl.DataFrame) -> list[str]:
     """The squeeze rules (abnormal volume is part of the condition) none of whose symbols in
     `bars` has a volume: a file of closes only, say."""
@@ -333,7 +340,7 @@ def _run_replay(
         raise DataError("--data", "no bars to replay (check the files and --to)")
     first: dt.date = bars.get_column("session").min()  # type: ignore[assignment]
     last: dt.date = bars.get_column("session").max()  # type: ignore[assignment]
-    known = set(bars.get_column("symbol").unique().to_list())
+    known = _symbols(bars)
     for rule_id, missing in idle_rules(rules.enabled, known).items():
         print(
             f"market-monitor: rule {rule_id} cannot fire: {', '.join(missing)} not in the data",

@@ -55,6 +55,7 @@ class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class StoreConfig(Base, frozen=True):
     path: str = "var/market-monitor"
     snapshot_interval_s: Annotated[float, Meta(gt=0)] = 300.0
+    intraday_interval_s: Annotated[float, Meta(gt=0)] = 60.0
 
 
 class FeedConfig(Base, frozen=True):

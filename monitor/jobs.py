@@ -48,6 +48,10 @@ def scheduler(daemon: Daemon) -> Any:
         daemon.snapshot_due = True
         wake()
 
+    def intraday_due() -> None:
+        daemon.intraday_due = True
+        wake()
+
     def heartbeat() -> None:
         daemon.log.info(
             "heartbeat",
@@ -62,6 +66,7 @@ def scheduler(daemon: Daemon) -> Any:
     for close in sessions.get_column("close_ts").to_list():
         scheduler.add_job(wake, "date", run_date=close, misfire_grace_time=300)
     scheduler.add_job(snapshot_due, "interval", seconds=daemon.config.store.snapshot_interval_s)
+    scheduler.add_job(intraday_due, "interval", seconds=daemon.config.store.intraday_interval_s)
     scheduler.add_job(heartbeat, "interval", seconds=60)
 
     def short_interest_due() -> None:

@@ -1,7 +1,7 @@
 """The composition root: builds everything from Config and owns the TaskGroup.
 
 Start-up: rules, store (bar history and engine state), engine warmed on the history, the bars of
-the sessions under way saved at the last graceful stop, feeds, outbox + Redis publisher, HTTP
+the sessions under way saved last (see `monitor.intraday`), feeds, outbox + Redis publisher, HTTP
 (/metrics, /healthz), scheduler. Shutdown, on the stop event (SIGTERM/SIGINT): stop feeds, drain
 the queue into the engine, flush the outbox within the grace period, snapshot bars and state,
 save the sessions under way (minute bars, open bars, duplicate keys), close. A second signal
@@ -43,10 +43,11 @@ from monitor.feeds.mqtt import MqttFeed
 from monitor.feeds.replay import ReplayFeed
 from monitor.feeds.wire import Wire
 from monitor.http import HttpServer, json_route
+from monitor.intraday import Intraday
 from monitor.pipeline import BatchDecoder, Pipeline
 from monitor.replay import build_engine
 from monitor.replay_data import split_replay_data
-from monitor.store import Store, StoreError
+from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
 
 Notify = Callable[[str], None]
@@ -88,13 +89,15 @@ class Daemon:
             historical_firings=warmed,
             restored_alerts=len(state.fired) if state else 0,
         )
-        self.intraday_read = self._restore_intraday(clock.now())
+        self.intraday = Intraday(self.store, self.engine, self.log, self.counters)
+        self.intraday_read = self.intraday.restore(clock.now())
         self.queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue(config.engine.queue_size)
         self.stop = asyncio.Event()
         self.feeds_done = asyncio.Event()
         self.feeds: list[Any] = []
         self.decoders: dict[str, BatchDecoder] = {}
         self.snapshot_due = False
+        self.intraday_due = False
         self.short_interest_due = False
         self.started = time.monotonic()
         self.rest_clients: list[Any] = []
@@ -221,7 +224,8 @@ class Daemon:
 
     def on_step(self, step: Step) -> None:
         """After each engine step (its alerts already in the outbox): remember them for the live
-        view, refresh the progress gauges, save bars when sessions closed, snapshots when due."""
+        view, refresh the progress gauges, save bars when sessions closed, snapshots and the
+        sessions under way when due."""
         self.recent_alerts.extend(step.alerts)
         if step.daily_bars.height or step.minute_bars.height:
             for rule_id, rows in self.engine.progress.items():
@@ -233,6 +237,9 @@ class Daemon:
                         )  # fmt: skip
         if step.daily_bars.height or self.snapshot_due:
             self.snapshot()
+        if self.intraday_due:
+            self.intraday_due = False
+            self.intraday.save_later()
         if self.short_interest_due:
             self.reload_short_interest()
 
@@ -269,66 +276,6 @@ class Daemon:
         self.store.save_bars(self.engine.daily)
         self.store.save_state(self.engine.state())
         self.counters.inc("snapshots")
-
-    def save_intraday(self) -> None:
-        """At a graceful stop, after the last engine step: save the bars of the sessions under
-        way (closed and open minute bars, duplicate keys) for the next start to continue."""
-        state = self.engine.bar_state()
-        if state is None or not (state.sessions() or state.open.height):
-            return
-        self.store.save_intraday(state)
-        self.log.info(
-            "intraday_bars_saved",
-            sessions=[s.isoformat() for s in state.sessions()],
-            minute_bars=state.closed.height,
-            open_bars=state.open.height,
-            duplicate_keys=state.seen.height,
-        )
-
-    def _restore_intraday(self, now: dt.datetime) -> bool:
-        """Continue the sessions under way from the bars saved at the last graceful stop, unless
-        none of their sessions is still open or open to corrections at `now`, or they were saved
-        later than `now` (stale: logged and ignored; see `BarBook.restore`).
-        Whether a file was read: it is removed once the daemon is up (see `run`), so that a
-        crash later never brings back bars older than what the daemon has built since."""
-        try:
-            saved = self.store.load_intraday()
-        except StoreError as exc:
-            self.log.warning(
-                "intraday_bars_unreadable",
-                error=str(exc),
-                note="the sessions under way are built from the ticks still to come",
-            )
-            return False
-        if saved is None:
-            return False
-        sessions = [s.isoformat() for s in saved.sessions()]
-        if not self.engine.restore_bars(saved, now):
-            self.log.info(
-                "intraday_bars_stale",
-                sessions=sessions,
-                saved_at=saved.now.isoformat() if saved.now else None,
-                now=now.isoformat(),
-                note="ignored: none of their sessions is still open or open to corrections "
-                "(or they were saved later than now)",
-            )
-            return True
-        same_hash = saved.hashed_by == pl.__version__
-        self.log.info(
-            "intraday_bars_restored",
-            sessions=sessions,
-            minute_bars=saved.closed.height,
-            open_bars=saved.open.height,
-            duplicate_keys=saved.seen.height if same_hash else 0,
-        )
-        if not same_hash and saved.seen.height:
-            self.log.warning(
-                "duplicate_keys_not_restored",
-                keys=saved.seen.height,
-                hashed_by=f"polars {saved.hashed_by}",
-                note="a trade delivered again across the restart counts twice",
-            )
-        return True
 
     def state(self) -> dict[str, Any]:
         """/api/state: every rule's progress per symbol (nearest to firing first), the last
@@ -488,8 +435,6 @@ async def run(
                     pipeline.run(daemon.stop, daemon.feeds_done), name="engine"
                 )
                 log.info("service_ready", feeds=[f.name for f in daemon.feeds], port=http.port)
-                if daemon.intraday_read:
-                    store.discard_intraday()
                 if notify:
                     notify("READY=1")
                 if on_ready:
@@ -504,7 +449,7 @@ async def run(
                     log.warning("outbox_not_flushed", depth=outbox.depth())
                 publisher_stop.set()
     daemon.snapshot()
-    daemon.save_intraday()
+    daemon.intraday.save_now()
     log.info("service_stopped")
     return 0
 

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import random
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -130,7 +131,7 @@ async def test_a_graceful_restart_mid_session_keeps_the_sessions_bars(tmp_path: 
         for i, (delivered, started, stopped) in enumerate(runs):
             clock = SimClock(started)
             async with daemon_running(conf, clock=clock) as daemon:
-                assert not store.intraday_path.exists()  # taken up at start
+                assert store.intraday_path.exists() == bool(i)  # (kept until saved again)
                 await feed(daemon, topic, delivered, stopped, minutes)
                 assert daemon.counters.get("rejections", reason="duplicate") == (30 if i else 0)
                 if i == len(runs) - 1:
@@ -140,6 +141,52 @@ async def test_a_graceful_restart_mid_session_keeps_the_sessions_bars(tmp_path: 
                     assert got.equals(minutes.select(got.columns))
         assert (tmp_path / "store" / INTRADAY).exists()  # saved at the last stop
         stored = store.load_bars().filter(pl.col("session") == SESSION).sort("symbol")
+        assert stored.equals(daily.select(stored.columns))
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
+
+
+async def test_a_crash_mid_session_loses_no_bar_saved_before_it(tmp_path: Path) -> None:
+    """The sessions under way are saved every `intraday_interval_s` while the daemon runs: the
+    store as a kill -9 leaves it (its bars_intraday.parquet copied while the daemon runs, after
+    a save) starts a daemon that continues the session. With the last 30 trades before the
+    crash delivered again (duplicates) and the rest of the session, its minute bars and
+    session bar equal those of one uninterrupted run."""
+    prefix = f"mm-crash-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "a").mkdir()
+    conf = write_config(tmp_path / "a", prefix)
+    conf.write_text(conf.read_text().replace("[store]\n", "[store]\nintraday_interval_s = 0.2\n"))
+    ticks = session_ticks()
+    after_close = at(20, 0, 10)
+    minutes, daily = uninterrupted(ticks, after_close)
+    crash = at(14, 15, 20)
+    before, after = [t for t in ticks if t.ts < crash], [t for t in ticks if t.ts >= crash]
+    topic = f"{prefix}/ticks"
+    left = tmp_path / "b" / "store"  # what the crash leaves
+    left.mkdir(parents=True)
+    try:
+        async with daemon_running(conf, clock=SimClock(at(14, 0, 20))) as daemon:
+            await feed(daemon, topic, before, crash, minutes)
+            saves = daemon.counters.get("intraday_saves")
+            await until(lambda: daemon.counters.get("intraday_saves") >= saves + 2)
+            shutil.copy(tmp_path / "a" / "store" / INTRADAY, left / INTRADAY)
+        conf_b = tmp_path / "b" / "monitor.toml"
+        conf_b.write_text(conf.read_text().replace(str(tmp_path / "a"), str(tmp_path / "b")))
+        clock = SimClock(crash + dt.timedelta(seconds=30))
+        async with daemon_running(conf_b, clock=clock) as daemon:
+            closed = minutes.filter(pl.col("start") < crash.replace(second=0))
+            got = daemon.engine.minutes.sort("symbol", "start")
+            assert got.equals(closed.select(got.columns))  # restored, before any tick
+            await publish(topic, messages(before[-30:] + after))
+            await until(lambda: daemon.counters.total("ticks_in") >= 30 + len(after))
+            assert daemon.counters.get("rejections", reason="duplicate") == 30
+            clock.set(after_close)
+            await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 3)
+            got = daemon.engine.minutes.sort("symbol", "start")
+            assert got.equals(minutes.select(got.columns))
+        stored = Store(left).load_bars().filter(pl.col("session") == SESSION).sort("symbol")
         assert stored.equals(daily.select(stored.columns))
     finally:
         client = aioredis.Redis()
@@ -197,3 +244,22 @@ async def test_stale_or_unreadable_saved_bars_are_logged_and_left_out(tmp_path: 
     assert len(unreadable) == 1 and str(store.intraday_path) in unreadable[0]["error"]
     assert unreadable[0]["log_level"] == "warning"
     assert not daemon.intraday_read
+
+
+def test_a_save_with_no_session_under_way_removes_the_saved_bars(tmp_path: Path) -> None:
+    """Bars saved during a session that is over (stale at the next start) are removed by the
+    next save, periodic or at the stop, when the daemon has no session under way: a start
+    after it never reads them."""
+    conf = write_config(tmp_path, "mm-intraday-none")
+    config = cfg.load(conf)
+    store = Store(tmp_path / "store")
+    later = dt.datetime(2024, 7, 19, 15, tzinfo=dt.UTC)
+    for final in (False, True):
+        store.save_intraday(book_state(session_ticks(), at(14, 15, 30)))
+        daemon = Daemon(config, clock=SimClock(later))
+        if final:
+            daemon.intraday.save_now()
+        else:
+            daemon.intraday.save_later()
+            daemon.intraday.save_now()  # (waits for the periodic one)
+        assert not store.intraday_path.exists()

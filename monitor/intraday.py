@@ -1,0 +1,137 @@
+"""The sessions under way (closed and open minute bars, duplicate keys) kept across restarts.
+
+The daemon saves them to `bars_intraday.parquet` every `[store] intraday_interval_s` while a
+session is under way, and at a graceful stop; a start takes them up while their session is
+still open or open to corrections. A kill -9 then loses only the ticks of the last interval
+(and of those, only what the feed does not deliver again), not the session's bars so far.
+
+Periodic saves are written by a thread of their own (a full session of a universe's minute bars
+takes a few hundred ms to write, which the event loop should not wait for), one at a time and
+in order: the save at a stop waits for any still being written, so that it is the last.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import polars as pl
+
+from monitor.core.bar_state import BookState
+from monitor.core.counters import Counters
+from monitor.core.engine import Engine
+from monitor.store import Store, StoreError
+
+
+class Intraday:
+    """Saving and taking up the engine's sessions under way in `store`."""
+
+    def __init__(self, store: Store, engine: Engine, log: Any, counters: Counters) -> None:
+        self.store = store
+        self.engine = engine
+        self.log = log
+        self.counters = counters
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intraday")
+        self._pending: Future[None] | None = None
+
+    def save_later(self) -> None:
+        """A periodic save, after an engine step: the state is taken now and written by the
+        writer thread (skipped while the previous one is still being written). A failure is
+        logged and counted; the next interval tries again."""
+        if self._pending is not None and not self._pending.done():
+            return
+        state = self._state()
+        if state is None:
+            self._pending = self._writer.submit(self._discard)
+            return
+        self._pending = self._writer.submit(self._write, state, False)
+
+    def save_now(self) -> None:
+        """The save at a graceful stop, after the last engine step: after any periodic one
+        still being written, and raising StoreError when it fails."""
+        if self._pending is not None:
+            self._pending.result()
+        self._writer.shutdown()
+        state = self._state()
+        if state is None:
+            self.store.discard_intraday()
+            return
+        self._write(state, True)
+
+    def _state(self) -> BookState | None:
+        """The book's sessions, or None when nothing is under way (no file is needed then)."""
+        state = self.engine.bar_state()
+        if state is None or not (state.sessions() or state.open.height):
+            return None
+        return state
+
+    def _write(self, state: BookState, final: bool) -> None:
+        try:
+            self.store.save_intraday(state)
+        except StoreError as exc:
+            if final:
+                raise
+            self.counters.inc("intraday_save_failures")
+            self.log.error("intraday_bars_not_saved", error=str(exc))
+            return
+        self.counters.inc("intraday_saves")
+        event = self.log.info if final else self.log.debug
+        event(
+            "intraday_bars_saved",
+            sessions=[s.isoformat() for s in state.sessions()],
+            minute_bars=state.closed.height,
+            open_bars=state.open.height,
+            duplicate_keys=state.seen.height,
+        )
+
+    def _discard(self) -> None:
+        """No session under way: a file saved earlier must not come back at the next start."""
+        try:
+            self.store.discard_intraday()
+        except StoreError as exc:
+            self.counters.inc("intraday_save_failures")
+            self.log.error("intraday_bars_not_saved", error=str(exc))
+
+    def restore(self, now: dt.datetime) -> bool:
+        """Continue the sessions under way from the bars saved last, unless none of their
+        sessions is still open or open to corrections at `now`, or they were saved later than
+        `now` (stale: logged and ignored; see `BarBook.restore`). Whether a file was read."""
+        try:
+            saved = self.store.load_intraday()
+        except StoreError as exc:
+            self.log.warning(
+                "intraday_bars_unreadable",
+                error=str(exc),
+                note="the sessions under way are built from the ticks still to come",
+            )
+            return False
+        if saved is None:
+            return False
+        sessions = [s.isoformat() for s in saved.sessions()]
+        if not self.engine.restore_bars(saved, now):
+            self.log.info(
+                "intraday_bars_stale",
+                sessions=sessions,
+                saved_at=saved.now.isoformat() if saved.now else None,
+                now=now.isoformat(),
+                note="ignored: none of their sessions is still open or open to corrections "
+                "(or they were saved later than now)",
+            )
+            return True
+        same_hash = saved.hashed_by == pl.__version__
+        self.log.info(
+            "intraday_bars_restored",
+            sessions=sessions,
+            minute_bars=saved.closed.height,
+            open_bars=saved.open.height,
+            duplicate_keys=saved.seen.height if same_hash else 0,
+        )
+        if not same_hash and saved.seen.height:
+            self.log.warning(
+                "duplicate_keys_not_restored",
+                keys=saved.seen.height,
+                hashed_by=f"polars {saved.hashed_by}",
+                note="a trade delivered again across the restart counts twice",
+            )
+        return True
