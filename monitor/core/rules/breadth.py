@@ -20,8 +20,10 @@ PER_SYMBOL = False  # it compares symbols
 
 
 def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.DataFrame:
-    """Condition: at least `min_symbols` have a `window` return and `min_share` of them are up.
-    The reference series for "what happened next" is an equal-weight index of the universe."""
+    """Condition: at least `min_symbols` have a `window` return and `min_share` of them are up,
+    in a period with bars of at least `min_coverage` of the symbols of the period before (see
+    `metrics.coverage`). The reference series for "what happened next" is an equal-weight
+    index of the universe."""
     per_symbol = bars.with_columns(m.window_return(rule.window).alias("wret"))
     frame = (
         per_symbol.group_by("session")
@@ -32,6 +34,7 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
             pl.col("ret1").mean().fill_null(0.0).alias("mean_ret1"),
         )
         .sort("session")
+        .join(m.coverage(bars, rule.timeframe), on="session", how="left", maintain_order="left")
         .with_columns(
             pl.lit(rule.label).alias("symbol"),
             pl.int_range(pl.len()).alias("idx"),
@@ -40,6 +43,7 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
         )
     )
     cond = (pl.col("counted") >= rule.min_symbols) & (pl.col("share") >= rule.min_share)
+    cond = cond & (pl.col("coverage") >= rule.min_coverage)
     return select_keys(frame, cond, [pl.col("share"), pl.col("up"), pl.col("counted")])
 
 

@@ -20,7 +20,9 @@ PER_SYMBOL = False  # it compares symbols
 
 
 def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.DataFrame:
-    """Condition: among the top `top` returns of the period and at least `min_return`."""
+    """Condition: among the top `top` returns of the period and at least `min_return`, in a
+    period with bars of at least `min_coverage` of the symbols of the period before (see
+    `metrics.coverage`)."""
     if rule.since is not None:
         base = pl.col("close").filter(pl.col("session") <= rule.since).last().over(m.BY)
         ret = (pl.col("close") / base - 1.0).alias("return")
@@ -31,8 +33,9 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
         frame = bars.with_columns(m.window_return(rule.window or 5).alias("return"))
     frame = frame.with_columns(
         pl.col("return").rank("ordinal", descending=True).over("session").alias("rank")
-    )
+    ).join(m.coverage(bars, rule.timeframe), on="session", how="left", maintain_order="left")
     cond = (pl.col("rank") <= rule.top) & (pl.col("return") >= rule.min_return)
+    cond = cond & (pl.col("coverage") >= rule.min_coverage)
     return select_keys(frame, cond, [pl.col("return"), pl.col("rank"), pl.col("close")])
 
 

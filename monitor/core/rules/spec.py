@@ -94,6 +94,7 @@ class BreadthRule(RuleBase, frozen=True, tag="breadth"):
     min_share: Share = 0.7
     min_symbols: PositiveInt = 10
     label: str = "universe"
+    min_coverage: Share = 0.9  # symbols with a bar, over those with one the period before
 
 
 class MoversRule(RuleBase, frozen=True, tag="movers"):
@@ -104,6 +105,7 @@ class MoversRule(RuleBase, frozen=True, tag="movers"):
     since: dt.date | None = None
     top: PositiveInt = 10
     min_return: Fraction = 0.0
+    min_coverage: Share = 0.9  # as BreadthRule's
 
 
 class FadeRule(RuleBase, frozen=True, tag="fade"):

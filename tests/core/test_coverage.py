@@ -1,0 +1,112 @@
+"""Rules that compare symbols (breadth, movers) wait for the universe's bars of a period: a
+feed's daily bars come a symbol at a time, and the first few are not the universe."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from monitor.cli import load_rules
+from monitor.core.model import decode_alert
+from monitor.core.sessions import Sessions
+from monitor.replay import build_engine, replay
+from tests.core.test_two_paths import symbol_by_symbol
+
+LAST = dt.date(2024, 7, 16)
+SYMBOLS = [f"S{i:02d}" for i in range(20)]
+RISERS = SYMBOLS[:5]  # +30%, +28%, ... on LAST; the rest -5%
+
+RULES = """
+[[rules]]
+id = "breadth.5d"
+kind = "breadth"
+universe = true
+timeframe = "1d"
+window = 5
+min_share = 0.8
+min_symbols = 3
+{extra}
+
+[[rules]]
+id = "movers.5d"
+kind = "movers"
+universe = true
+timeframe = "1d"
+window = 5
+top = 3
+min_return = 0.1
+{extra}
+"""
+
+
+def universe(sessions: Sessions) -> pl.DataFrame:
+    """Twenty symbols flat at 10 for 29 sessions, then on LAST five of them jumping (the more
+    the lower their number) and the other fifteen falling 5%."""
+    days = sessions.frame.filter(pl.col("session") <= LAST).tail(30).get_column("session")
+    rows = []
+    for i, symbol in enumerate(SYMBOLS):
+        end = 10 * (1.30 - 0.02 * i) if symbol in RISERS else 9.5
+        for day in days:
+            close = end if day == LAST else 10.0
+            rows.append((symbol, day, close, close, close, close, 1_000.0))
+    columns = ["symbol", "session", "open", "high", "low", "close", "volume"]
+    return pl.DataFrame(rows, schema=columns, orient="row").sort("symbol", "session")
+
+
+def rules_file(tmp_path: Path, min_coverage: float | None = None) -> Path:
+    extra = "" if min_coverage is None else f"min_coverage = {min_coverage}"
+    path = tmp_path / f"rules-{min_coverage}.toml"
+    path.write_text(RULES.format(extra=extra))
+    return path
+
+
+# The risers first, the lowest first: a movers' top 3 of the first few is not the universe's.
+ORDER = [*reversed(RISERS), *SYMBOLS[5:]]
+
+
+def test_the_first_bars_of_a_session_are_not_the_universe(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """The session's bars a symbol per step: breadth and movers fire as the whole session in
+    one batch does (movers on S00, S01 and S02; breadth, 5 of 20 up, not at all) once 90% of
+    the symbols are in, not on the first few."""
+    bars = universe(sessions)
+    expected, got, _ = symbol_by_symbol(sessions, rules_file(tmp_path), bars, LAST, ORDER)
+    assert sorted(decode_alert(a).symbol for a in expected) == ["S00", "S01", "S02"]
+    assert got == expected
+
+
+def test_without_the_wait_the_first_bars_fire_falsely(sessions: Sessions, tmp_path: Path) -> None:
+    """`min_coverage = 0`: the first three risers in are the top 3, and all five of five up is
+    breadth: alerts the whole session does not make (what the wait is for)."""
+    bars = universe(sessions)
+    path = rules_file(tmp_path, 0.0)
+    _, got, _ = symbol_by_symbol(sessions, path, bars, LAST, ORDER)
+    fired = {(decode_alert(a).rule, decode_alert(a).symbol) for a in got}
+    assert {("movers.5d", "S04"), ("movers.5d", "S03"), ("breadth.5d", "universe")} <= fired
+
+
+@pytest.mark.parametrize(("missing", "fires"), [(10, False), (1, True)])
+def test_a_session_with_too_few_bars_fires_no_cross_section(
+    sessions: Sessions, tmp_path: Path, missing: int, fires: bool
+) -> None:
+    """Over history: a session whose file has bars of only half the symbols (a gap in the data)
+    fires no movers alert; one missing a symbol (95% of the session before) still does."""
+    bars = universe(sessions)
+    gone = SYMBOLS[-missing:]
+    bars = bars.filter(~((pl.col("session") == LAST) & pl.col("symbol").is_in(gone)))
+    engine = build_engine(load_rules(rules_file(tmp_path)), sessions)  # type: ignore[arg-type]
+    last = [a for a in replay(engine, bars) if a.session == str(LAST)]
+    assert bool(last) is fires
+    assert all(a.rule == "movers.5d" for a in last)
+
+
+def test_min_coverage_must_be_a_share(tmp_path: Path) -> None:
+    """`min_coverage` is a share: 1.5 is refused with the file and the rule's path."""
+    from monitor.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"rules\[0\]\.min_coverage: Expected `float` <= 1.0"):
+        load_rules(rules_file(tmp_path, 1.5))
