@@ -81,7 +81,8 @@ async def _tail(
         last = args.since if args.since is not None else await _last_id(client, stream, where)
         if args.since is None:
             print(f"listening on {stream} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        async with contextlib.aclosing(_entries(client, stream, last, where)) as found:
+        entries = _entries(client, stream, last, where, known=args.since is None)
+        async with contextlib.aclosing(entries) as found:
             async for entry_id, fields in found:
                 seen += _show(fields.get(b"alert", b""), args.json, entry_id)
                 if args.count is not None and seen >= args.count:
@@ -107,11 +108,13 @@ async def _last_id(client: Any, stream: str, where: str) -> str:
 
 
 async def _entries(
-    client: Any, stream: str, last: str, where: str
+    client: Any, stream: str, last: str, where: str, known: bool = True
 ) -> AsyncGenerator[tuple[str, dict[bytes, bytes]]]:
     """The stream's entries after `last`, as (id, fields), for ever. A first read that fails
     raises (see `_error`); later, Redis unreachable is said once on stderr, retried with backoff,
-    and reading goes on after the last entry yielded."""
+    and reading goes on after the last entry yielded; alerts removed from the stream during
+    the outage are said too (see `_say_if_trimmed`; `known`: whether `last` is an entry's id,
+    not a `--since` of the user's, which the stream may never have held)."""
     from redis.exceptions import RedisError
 
     delays: Iterator[float] | None = None
@@ -130,11 +133,48 @@ async def _entries(
         if delays is not None:
             print(f"market-monitor: redis at {where} reachable again", file=sys.stderr)
             delays = None
+            if known:
+                await _say_if_trimmed(client, stream, last)
         first = False
         for _, batch in reply:
             for entry_id, fields in batch:
-                last = entry_id
+                last, known = entry_id, True
                 yield entry_id.decode(), fields
+
+
+async def _say_if_trimmed(client: Any, stream: str, last: str | bytes) -> None:
+    """After an outage: say on stderr when the stream no longer holds entry `last` (the last
+    read, or the newest at the start) while it holds later ones. The stream keeps its newest
+    `maxlen` entries: those added after `last` and trimmed before this read are gone unread
+    (how many, Redis does not tell a viewer), as are those a Redis restarted without its data
+    lost."""
+    from redis.exceptions import RedisError
+
+    after = _entry_id(last)
+    if after is None or after == (0, 0):
+        return
+    try:
+        oldest: Any = await client.xrange(stream, count=1)
+    except RedisError:
+        return  # (the read that follows reports it)
+    first = _entry_id(oldest[0][0]) if oldest else None
+    if first is not None and first > after:
+        shown = last.decode() if isinstance(last, bytes) else last
+        print(
+            f"market-monitor: {stream} no longer holds {shown}, the last entry read: alerts "
+            f"added after it and before {first[0]}-{first[1]}, its oldest entry now, are gone "
+            "unread (trimmed past [redis] maxlen, or lost by Redis)",
+            file=sys.stderr,
+        )
+
+
+def _entry_id(value: str | bytes) -> tuple[int, int] | None:
+    """A stream entry id as (milliseconds, sequence); None for "$" and the like."""
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    if not ms.isdigit() or not (seq or "0").isdigit():
+        return None
+    return int(ms), int(seq or "0")
 
 
 def _error(exc: Exception, where: str) -> SinkUnavailable | ConfigError:

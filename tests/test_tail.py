@@ -113,3 +113,36 @@ def test_tail_rides_out_a_redis_restart_and_resumes_after_the_last_alert_it_prin
             assert tail.proc.wait(10) == 0
     assert [msgspec.json.decode(line, type=Alert) for line in printed] == july
     assert tail.left == ([], [f"market-monitor: redis at {server.url} reachable again\n"])
+
+
+def test_tail_says_when_alerts_were_trimmed_from_the_stream_during_an_outage() -> None:
+    """Redis comes back holding only entries newer than the last one tail printed (the stream
+    trimmed past it, as `maxlen` does while tail is cut off): tail says which alerts are gone,
+    once, and prints what is there."""
+    july = replay_alerts(dt.date(2024, 7, 1), dt.date(2024, 7, 31))
+    with RedisServer() as server:
+
+        def add(*entries: tuple[str, Alert]) -> None:
+            client = redis.Redis(port=server.port)
+            for entry_id, alert in entries:
+                client.xadd(STREAM, {"id": alert.id, "alert": encode_alert(alert)}, id=entry_id)
+            client.close()
+
+        with Tail("--url", server.url, "--json", "--count", "2") as tail:
+            assert tail.err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
+            add(("2-0", july[0]))
+            printed = [tail.out.next()]
+            server.kill()
+            assert tail.err.next().endswith(" unreachable, retrying\n")
+            server.start()
+            add(("5-0", july[2]))  # 3-0 and 4-0 were trimmed meanwhile
+            assert tail.err.next().endswith(" reachable again\n")
+            assert tail.err.next() == (
+                f"market-monitor: {STREAM} no longer holds 2-0, the last entry read: alerts "
+                "added after it and before 5-0, its oldest entry now, are gone unread "
+                "(trimmed past [redis] maxlen, or lost by Redis)\n"
+            )
+            printed.append(tail.out.next())
+            assert tail.proc.wait(10) == 0
+    assert [msgspec.json.decode(line, type=Alert) for line in printed] == [july[0], july[2]]
+    assert tail.left == ([], [])
