@@ -130,6 +130,18 @@ def gaps(bars: pl.DataFrame, sessions: Sessions) -> list[Gap]:
     ]
 
 
+def new_gaps(daily: pl.DataFrame, new: pl.DataFrame, sessions: Sessions) -> list[Gap]:
+    """The gaps that the daily bars `new` (a live step's, stored into `daily`) open: sessions
+    missing between each symbol's new bars and its last bar before them (a feed that skipped a
+    symbol for a day, a name that did not trade)."""
+    first = new.get_column("session").min()
+    symbols = new.get_column("symbol").unique().implode()
+    before = daily.filter((pl.col("session") < first) & pl.col("symbol").is_in(symbols))
+    last = before.group_by("symbol").agg(pl.col("session").max())
+    both = pl.concat([last, new.select("symbol", "session")]).unique()
+    return gaps(both.sort("symbol", "session"), sessions)
+
+
 def gaps_line(found: list[Gap], shown: int = 5) -> str:
     """One line for people: `3 sessions missing inside the history of 2 symbols (^RUT 1 from
     2024-07-11, AAA 2 from 2024-07-03)`."""

@@ -45,7 +45,7 @@ from monitor.feeds.wire import Wire
 from monitor.http import HttpServer, json_route
 from monitor.intraday import Intraday
 from monitor.pipeline import BatchDecoder, Pipeline
-from monitor.replay import build_engine
+from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
 from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
@@ -235,6 +235,8 @@ class Daemon:
                             "rule_progress", p.progress, rule=rule_id, symbol=p.symbol,
                             variant=p.variant,
                         )  # fmt: skip
+        if step.daily_bars.height:
+            self.report_gaps(step.daily_bars)
         if step.daily_bars.height or self.snapshot_due:
             self.snapshot()
         if self.intraday_due:
@@ -269,6 +271,22 @@ class Daemon:
         """Feed-health alerts raised since the last step; they go out with the engine's."""
         alerts, self.feed_alerts = self.feed_alerts, []
         return alerts
+
+    def report_gaps(self, daily_bars: pl.DataFrame) -> None:
+        """Warn of sessions missing inside a symbol's history that a step's daily bars open:
+        windows over them span more sessions than they say."""
+        found = new_gaps(self.engine.daily, daily_bars, self.sessions)
+        if not found:
+            return
+        missing = sum(g.missing for g in found)
+        self.counters.inc("daily_sessions_missing", missing)
+        self.log.warning(
+            "daily_bars_missing",
+            sessions=missing,
+            symbols=len(found),
+            first=[f"{g.symbol} {g.missing} from {g.first}" for g in found[:5]],
+            note="windows over them span more sessions than they say",
+        )
 
     def snapshot(self) -> None:
         """Save bar history and engine state to the store."""
