@@ -9,91 +9,31 @@ An alert id it has emitted is never emitted again (`fired`), so corrections do n
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import itertools
-import math
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import msgspec
 import polars as pl
 
-from monitor.core import firing, metrics
-from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, Alert, FeedBatch, Rejection, empty
-from monitor.core.payload import LINE_SCHEMA, LineChunks, alert_lines, decode_lines
+from monitor.core import bar_history, evaluation
+from monitor.core.bar_history import PRICE_COLS as PRICE_COLS  # (re-exported)
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, FeedBatch, Rejection, empty
+from monitor.core.payload import LINE_SCHEMA, LineChunks, alert_lines
 from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import Rule, RulesFile
-from monitor.core.sessions import NEW_YORK, Sessions, minute_date
+from monitor.core.sessions import NEW_YORK, Sessions
+from monitor.core.step import EngineState as EngineState  # (re-exported)
+from monitor.core.step import Step as Step  # (re-exported)
 
 if TYPE_CHECKING:
     from monitor.core.bar_state import BookState
     from monitor.core.bars import BarBook
 
-PRICE_COLS = ("open", "high", "low", "close")
 KEY = ["symbol", "session"]  # of daily bars
 NEW_YORK_ZONE = ZoneInfo(NEW_YORK)
-PIECE_ROWS = 1_000_000  # bars per piece of a universe for per-symbol rules (see `_pieces`)
-
-
-class Step:
-    """What one `advance` produced. `lines` holds the new alerts as payload lines (LINE_SCHEMA,
-    in order); `alerts` decodes them into Alert structs on first use.
-
-    From `advance(now, deferred=True)` the payloads are not built yet: `line_chunks()` builds
-    and yields them in order, a chunk of about `LineChunks.ROWS` at a time (or `lines` builds
-    them all at once), and either does so once only.
-
-    `firings` holds each rule's firing frame (`monitor.core.firing.firings`: a row per firing
-    in time order, with its metrics and history), what the lines are made of. Its rows are the
-    alerts before their ids are checked against those already emitted, which only drops an
-    alert of a step that re-evaluates periods seen before (a correction, a restored engine):
-    in a replay, the same as the alerts."""
-
-    def __init__(
-        self,
-        lines: pl.DataFrame | LineChunks,
-        minute_bars: pl.DataFrame,
-        daily_bars: pl.DataFrame,
-        rejections: list[Rejection],
-        firings: list[tuple[Rule, pl.DataFrame]] | None = None,
-    ) -> None:
-        self._lines = lines
-        self.minute_bars = minute_bars
-        self.daily_bars = daily_bars
-        self.rejections = rejections
-        self.firings = firings or []
-
-    @functools.cached_property
-    def lines(self) -> pl.DataFrame:
-        """All the new alerts' lines, in order."""
-        if isinstance(self._lines, pl.DataFrame):
-            return self._lines
-        chunks = list(self._lines)
-        return pl.concat(chunks) if chunks else empty(LINE_SCHEMA)
-
-    def line_chunks(self) -> Iterator[pl.DataFrame]:
-        """The new alerts' lines in order, in chunks (one when they were built eagerly)."""
-        if isinstance(self._lines, pl.DataFrame):
-            if self._lines.height:
-                yield self._lines
-            return
-        yield from self._lines
-
-    @functools.cached_property
-    def alerts(self) -> list[Alert]:
-        """The new alerts, in order (a list the caller may extend)."""
-        return decode_lines(self.lines)
-
-
-class EngineState(msgspec.Struct):
-    """What must survive a restart: emitted alert ids and how far evaluation got."""
-
-    fired: list[str]
-    watermarks: dict[str, dt.datetime]
+# bars per piece of a universe for per-symbol rules (see `monitor.core.evaluation.pieces`)
+PIECE_ROWS = 1_000_000
 
 
 class Engine:
@@ -219,10 +159,12 @@ class Engine:
     def ingest_daily(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert session bars by (symbol, session); they count once their session has closed."""
         bars = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
-        bad = _bad_bar(bars)
+        bad = bar_history.bad_bar(bars)
         off = ~pl.col("session").is_in(self.sessions.frame.get_column("session").implode())
         # One select: polars checks the bars and their order side by side.
-        flags = bars.select(bad.alias("bad"), off.alias("off"), _in_order(KEY).alias("in_order"))
+        flags = bars.select(
+            bad.alias("bad"), off.alias("off"), bar_history.in_order(KEY).alias("in_order")
+        )
         wrong = flags.get_column("bad") | flags.get_column("off")
         in_order = bool(flags.get_column("in_order").slice(1).all())
         rejections: list[Rejection] = []
@@ -237,7 +179,7 @@ class Engine:
                 for sym, session, reason in rejected.select("symbol", "session", "why").iter_rows()
             ]
             good = bars.filter(~wrong)  # (a subsequence of rows in order is in order)
-        self._pending_daily = _upsert(self._pending_daily, good, KEY, in_order)
+        self._pending_daily = bar_history.upsert(self._pending_daily, good, KEY, in_order)
         return rejections
 
     @property
@@ -266,10 +208,10 @@ class Engine:
             closed = self._book.advance(now)
             minute_bars, built_daily = closed.minute, closed.daily
             if built_daily.height:
-                self._pending_daily = _upsert(self._pending_daily, built_daily, KEY)
+                self._pending_daily = bar_history.upsert(self._pending_daily, built_daily, KEY)
         new_daily = self._close_daily(now)
         if minute_bars.height:
-            self.minutes = _add_minutes(self.minutes, minute_bars, self._minute_history)
+            self.minutes = bar_history.add_minutes(self.minutes, minute_bars, self._minute_history)
         late = self._late_periods(minute_bars, new_daily)
         parts: list[tuple[Rule, pl.DataFrame]] = []
         if minute_bars.height:
@@ -345,7 +287,7 @@ class Engine:
             done = pending.filter(pl.col("session") <= last)
             self._pending_daily = pending.filter(pl.col("session") > last)
         if done.height:  # (pending bars are kept sorted and unique: `done` is too)
-            self.daily = _upsert(self.daily, done, KEY, in_order=True)
+            self.daily = bar_history.upsert(self.daily, done, KEY, in_order=True)
         return done
 
     # -------------------------------------------------------------- evaluate
@@ -363,44 +305,19 @@ class Engine:
         after = self.watermarks.get(timeframe)
         if late and after is not None:  # (bar closes are whole seconds: this takes in `after`)
             after -= dt.timedelta(microseconds=1)
-        # A universe's history is evaluated a piece of symbols at a time by the rules whose
-        # firings on a symbol depend on its bars alone: the derived columns and every rule's
-        # intermediates are then held for a piece, not for 8 million bars (a third fewer fresh
-        # pages; with pieces shared out, both cores stay busy to the end). Every other rule
-        # sees the whole frame, as does every rule of a frame too small to cut.
-        pieces = _pieces(base, PIECE_ROWS)
-        local = [r for r in rules if firing.per_symbol(r)] if len(pieces) > 1 else []
-        whole = [r for r in rules if r not in local]
-        # A task: rules, and the bars they run over (a piece still to derive, or all derived).
-        tasks: list[tuple[list[Rule], pl.DataFrame, bool]] = []
-        if local:
-            tasks += [(local, piece, True) for piece in pieces]
-        if whole:
-            everything = self._derived(base, timeframe)
-            tasks += [([rule], everything, False) for rule in whole]
-
-        def evaluate(task: tuple[list[Rule], pl.DataFrame, bool]) -> list[_Evaluated]:
-            mine, bars, piece = task
-            if piece:
-                bars = self._derived(bars, timeframe)
-            done = []
-            for rule in mine:
-                tracked: list[Progress] | None = [] if self.track_progress else None
-                base: list[pl.DataFrame] | None = [] if self.baseline is not None else None
-                fired = firing.firings(bars, rule, self.ctx, after, tracked, base)
-                latest: dt.datetime = bars.get_column("ts").max()  # type: ignore[assignment]
-                done.append(_Evaluated(rule, fired, tracked, base, latest))
-            return done
-
-        if self.rule_threads > 1 and len(tasks) > 1:
-            # Tasks are independent and polars releases the GIL: two at a time keep both cores
-            # busy through each one's single-threaded stretches (replay: about 10% sooner on
-            # the universe). Off in the daemon, whose event loop needs the GIL between steps.
-            workers = min(self.rule_threads, len(tasks))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rules") as pool:
-                results = [e for done in pool.map(evaluate, tasks) for e in done]
-        else:
-            results = [e for task in tasks for e in evaluate(task)]
+        # (per-symbol rules over a universe a piece of symbols at a time: see `evaluation`)
+        results = evaluation.evaluate_rules(
+            rules,
+            base,
+            timeframe,
+            self.sessions,
+            self.ctx,
+            after,
+            piece_rows=PIECE_ROWS,
+            track_progress=self.track_progress,
+            baseline=self.baseline is not None,
+            threads=self.rule_threads,
+        )
         out: list[tuple[Rule, pl.DataFrame]] = []
         for rule in rules:
             mine = [e for e in results if e.rule is rule]  # (in piece order)
@@ -411,7 +328,7 @@ class Engine:
             if self.track_progress:
                 tracked = [p for e in mine for p in e.progress or []]
                 self.progress[rule.id] = sorted(tracked, key=lambda p: (p.symbol, p.variant))
-            out.append((rule, _joined([e.fired for e in mine])))
+            out.append((rule, evaluation.joined([e.fired for e in mine])))
         latest = self._evaluated[timeframe] = max(e.latest for e in results)
         # Never back: `emit_after` (replay's --from) may lie past a first batch's last bar.
         self.watermarks[timeframe] = max(latest, self.watermarks.get(timeframe, latest))
@@ -455,74 +372,20 @@ class Engine:
     def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:
         """Closed bars of a timeframe for rule evaluation: symbol, session, ts (bar close), OHLCV,
         `idx` (period number within the symbol) and `ret1` (period return)."""
-        return self._derived(self._base(timeframe, now), timeframe)
+        return bar_history.derived(self._base(timeframe, now), timeframe, self.sessions)
 
     def _base(self, timeframe: str, now: dt.datetime | None) -> pl.DataFrame:
-        """The closed bars of a timeframe, sorted by symbol and time, before `_derived`."""
+        """The closed bars of a timeframe, sorted by symbol and time, before `derived`."""
         if timeframe == "1d":
             return self.daily
         if timeframe == "1w":
             return self.weekly(now).sort("symbol", "ts")
         return self.minutes
 
-    def _derived(self, bars: pl.DataFrame, timeframe: str) -> pl.DataFrame:
-        """`frame` of `_base`'s bars, or of a piece of them cut between symbols."""
-        row = pl.int_range(pl.len(), dtype=pl.Int64)
-        first = (pl.col("symbol") != pl.col("symbol").shift()).fill_null(True)
-        # Rows are sorted by symbol: idx is the row number less that of the symbol's first row.
-        idx = (row - pl.when(first).then(row).forward_fill()).alias("idx")
-        if timeframe == "1d":
-            # Every stored session is a session of the calendar (`ingest_daily` sees to it).
-            # (One `with_columns` for both: polars computes them side by side.)
-            close = self.sessions.close_of_expr(pl.col("session"))
-            frame = bars.with_columns(close, idx)
-        elif timeframe == "1w":
-            frame = bars.with_columns(idx)
-        else:
-            frame = bars.with_columns(
-                minute_date(pl.col("start")).alias("session"),
-                (pl.col("start") + pl.duration(minutes=1)).alias("ts"),
-                idx,
-            ).drop("start")
-        weekly = ["short_week"] if timeframe == "1w" else []
-        return frame.with_columns(metrics.period_return().alias("ret1")).select(
-            "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "ret1", *weekly
-        )
-
     def weekly(self, now: dt.datetime | None = None) -> pl.DataFrame:
-        """Closed trading weeks: labelled by the week's last session (`session`), `ts` its close,
-        `short_week` when the week had fewer than five sessions. A symbol's week is closed once
-        it has a bar of the week's last session, or bars of a later session have come (of any
-        symbol): bars that come symbol by symbol would otherwise close a week early, at the
-        close of a day before the last, for the symbols whose last bar was still to come."""
-        weeks = self.sessions.frame.select("session", "week", "short_week")
-        closes = self.sessions.frame.select(
-            pl.col("session").alias("week"), pl.col("close_ts").alias("ts")
-        )
-        last = self.daily.get_column("session").max() if self.daily.height else None
-        frame = (
-            self.daily.join(weeks, on="session")
-            .sort("symbol", "session")
-            .group_by("symbol", "week", maintain_order=True)
-            .agg(
-                pl.col("open").first(),
-                pl.col("high").max(),
-                pl.col("low").min(),
-                pl.col("close").last(),
-                pl.col("volume").sum(),
-                pl.col("short_week").first(),
-                pl.col("session").max().alias("last_bar"),
-            )
-            .join(closes, on="week")
-            .rename({"week": "session"})
-        )
-        if last is not None:
-            complete = (pl.col("last_bar") == pl.col("session")) | (pl.col("session") < last)
-            frame = frame.filter(complete)
-        frame = frame.drop("last_bar")
-        if now is not None:
-            frame = frame.filter(pl.col("ts") <= now)
-        return frame
+        """Closed trading weeks of the daily bars, those closed by `now` when given (see
+        `monitor.core.bar_history.weekly`: a symbol's week closes with its last session's bar)."""
+        return bar_history.weekly(self.daily, self.sessions, now)
 
     # ------------------------------------------------------------------ state
     def state(self) -> EngineState:
@@ -548,97 +411,5 @@ class Engine:
             return False
         closed = self.book.closed_minutes()
         if closed.height:
-            self.minutes = _add_minutes(self.minutes, closed, self._minute_history)
+            self.minutes = bar_history.add_minutes(self.minutes, closed, self._minute_history)
         return True
-
-
-class _Evaluated(NamedTuple):
-    """One rule's firings over one frame (or piece), what it tracked, and the frame's last ts."""
-
-    rule: Rule
-    fired: pl.DataFrame
-    progress: list[Progress] | None
-    baseline: list[pl.DataFrame] | None
-    latest: dt.datetime
-
-
-def _pieces(bars: pl.DataFrame, rows: int) -> list[pl.DataFrame]:
-    """`bars` (sorted by symbol) cut between symbols into pieces of about `rows` rows (views,
-    not copies): a per-symbol rule over a universe's history, a piece at a time, holds a
-    piece's intermediate columns at once, not the whole history's."""
-    if bars.height < 2 * rows:
-        return [bars]
-    symbols = bars.get_column("symbol")
-    cuts = [0]
-    for row in range(rows, bars.height, rows):
-        end = int(symbols.search_sorted(symbols[row], "right"))  # (past that symbol's rows)
-        if cuts[-1] < end < bars.height:
-            cuts.append(end)
-    cuts.append(bars.height)
-    return [bars.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
-
-
-def _joined(fired: list[pl.DataFrame]) -> pl.DataFrame:
-    """One rule's firings from its pieces, in time order (within an instant, by piece)."""
-    some = [frame for frame in fired if frame.height]
-    if len(some) < 2:
-        return some[0] if some else fired[0]
-    return pl.concat(some, how="vertical_relaxed").sort("ts", maintain_order=True)
-
-
-def _bad_bar(bars: pl.DataFrame) -> pl.Expr:
-    prices = [pl.col(c) for c in PRICE_COLS]
-    # Finite and positive. (NaN sorts above every number in polars: `> 0` alone would let it
-    # through, `< inf` does not; one comparison cheaper than `is_finite`.)
-    good = pl.all_horizontal([(p > 0) & (p < math.inf) for p in prices]).fill_null(False)
-    bad = ~good
-    bad = bad | (pl.col("high") < pl.col("low")) | pl.col("symbol").is_null()
-    bad = bad | pl.col("session").is_null() | (pl.col("volume") < 0).fill_null(False)
-    return bad
-
-
-def _upsert(
-    old: pl.DataFrame, new: pl.DataFrame, key: list[str], in_order: bool | None = None
-) -> pl.DataFrame:
-    """Rows of `new` replace rows of `old` with the same key; the result is sorted by key.
-    `in_order`: whether `new` is known to be strictly increasing in `key` (None: find out)."""
-    if old.is_empty():
-        if in_order if in_order is not None else _sorted_unique(new, key):
-            return new
-        return new.unique(subset=key, keep="last", maintain_order=True).sort(key)
-    both = pl.concat([old, new.select(old.columns)], how="vertical_relaxed")
-    return both.unique(subset=key, keep="last", maintain_order=True).sort(key)
-
-
-def _add_minutes(old: pl.DataFrame, new: pl.DataFrame, history: int) -> pl.DataFrame:
-    """Upsert closed minute bars into `old` (sorted by symbol and start) and keep the last
-    `history` of each symbol. Bars of a minute after every stored one (the usual close) are
-    merged in one linear pass: a full upsert re-sorts every row (0.5 s for two sessions of 2,000
-    symbols, every minute)."""
-    key = ["symbol", "start"]
-    later = old.height and new["start"].min() > old["start"].max()  # type: ignore[operator]
-    if later and _sorted_unique(new, key):
-        merged = old.merge_sorted(new, "symbol")  # per symbol, the old bars first
-    else:
-        merged = _upsert(old, new, key)
-    symbol, row = pl.col("symbol"), pl.int_range(pl.len(), dtype=pl.Int64)
-    last_of_symbol = pl.when((symbol != symbol.shift(-1)).fill_null(True)).then(row)
-    return merged.filter(last_of_symbol.backward_fill() - row < history)
-
-
-def _sorted_unique(frame: pl.DataFrame, key: list[str]) -> bool:
-    """True when `frame` is strictly increasing in `key` (so already sorted and unique): one
-    vectorised comparison of each row with the previous, much cheaper than unique + sort."""
-    if frame.height < 2:
-        return True
-    return bool(frame.select(_in_order(key).slice(1).all()).item())
-
-
-def _in_order(key: list[str]) -> pl.Expr:
-    """Per row, whether it is greater in `key` than the row before (lexicographically; the
-    first row's value is meaningless)."""
-    increasing = pl.lit(False)
-    for k in reversed(key):  # lexicographic: (k0, k1, ...) > previous row's
-        col = pl.col(k)
-        increasing = (col > col.shift(1)) | ((col == col.shift(1)) & increasing)
-    return increasing

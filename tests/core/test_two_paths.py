@@ -102,6 +102,7 @@ def test_a_universe_evaluated_in_pieces_equals_it_whole(
     (ids, order, history) and the progress of one pass over it whole; breadth, movers and
     rotation, which compare symbols, still see every symbol."""
     from monitor.core import engine as engine_module
+    from monitor.core.evaluation import pieces as cut
     from monitor.short_interest_io import read_short_interest
     from tests.conftest import SHORT_INTEREST, SQUEEZE
 
@@ -122,7 +123,7 @@ def test_a_universe_evaluated_in_pieces_equals_it_whole(
 
     whole = run()
     monkeypatch.setattr(engine_module, "PIECE_ROWS", 400)
-    assert len(engine_module._pieces(bars, 400)) > 5
+    assert len(cut(bars, 400)) > 5
     pieces = run()
     assert whole[0].height > 100
     assert {"streak", "surge", "squeeze", "drawdown", "fade"} <= set(
