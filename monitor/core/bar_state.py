@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import msgspec
 import polars as pl
 
-from monitor.core.bars import _OPEN_SCHEMA, _STATE_SCHEMA, _conform, _ts_lit
+from monitor.core.book_frames import OPEN_SCHEMA, STATE_SCHEMA, conform, ts_lit
 from monitor.core.model import TS, empty
 
 if TYPE_CHECKING:
@@ -56,14 +56,14 @@ def state_of(book: BarBook) -> BookState:
     book._compact()
     closed = [frame for minutes in book._closed.values() for frame in minutes.values()]
     buckets = [
-        keys.to_frame("key").select(_ts_lit(bucket).alias("bucket"), "key")
+        keys.to_frame("key").select(ts_lit(bucket).alias("bucket"), "key")
         for bucket, keys in book._seen.items()
     ]
     return BookState(
         now=book._now,
         keep_from=book._keep_from,
         done=sorted(book._done),
-        closed=pl.concat(closed) if closed else empty(_STATE_SCHEMA),
+        closed=pl.concat(closed) if closed else empty(STATE_SCHEMA),
         open=book._open,
         seen=pl.concat(buckets) if buckets else empty(_SEEN_SCHEMA),
     )
@@ -87,7 +87,7 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
         return False
     if state.keep_from is not None and (keep is None or state.keep_from > keep):
         keep = state.keep_from
-    closed = _conform(state.closed, _STATE_SCHEMA)
+    closed = conform(state.closed, STATE_SCHEMA)
     if keep is not None:
         closed = closed.filter(pl.col("session") >= keep)
     for (session, start), part in closed.partition_by("session", "start", as_dict=True).items():
@@ -95,11 +95,11 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     book._done = {s for s in state.done if keep is None or s >= keep}
     book._keep_from = keep
     book._now = state.now
-    book._open = _conform(state.open, _OPEN_SCHEMA)
+    book._open = conform(state.open, OPEN_SCHEMA)
     earliest = book._open.get_column("start").min() if book._open.height else None
     book._earliest = earliest  # type: ignore[assignment]
     if state.hashed_by == pl.__version__ and state.seen.height:
-        seen = _conform(state.seen, _SEEN_SCHEMA)
+        seen = conform(state.seen, _SEEN_SCHEMA)
         for (bucket,), part in seen.partition_by("bucket", as_dict=True).items():
             book._seen[bucket] = part.get_column("key")
         book._seen_keys = seen.height

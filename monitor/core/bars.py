@@ -25,6 +25,8 @@ What is kept in memory:
   whose bar was emitted (within the same two sessions).
 
 `state()` and `restore(state, now)` save that across a restart: see `monitor.core.bar_state`.
+The schemas of the book's frames and the expressions it runs on each batch are in
+`monitor.core.book_frames`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 import polars as pl
 
+from monitor.core.book_frames import (
+    BAR_PROBLEM,
+    BAR_RAW,
+    KEYS,
+    OPEN_SCHEMA,
+    STATE_SCHEMA,
+    TICK_RAW,
+    aggregate,
+    combine,
+    conform,
+    split,
+    tick_problem,
+    ts_lit,
+)
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, TS, Rejection, empty
 from monitor.core.sessions import NEW_YORK, Sessions
 
@@ -49,20 +65,7 @@ COMPACT_ROWS = 50_000  # accepted ticks aggregated into the open bars at the lat
 _CLASS_CACHE = 100_000  # minute starts whose session is remembered (cleared when exceeded)
 EXTENDED_HOURS = (4, 20)  # New York hours [from, to) accepted with extended_hours=True
 _MINUTE = dt.timedelta(minutes=1)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MICROSECOND = dt.timedelta(microseconds=1)
 _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
-_ISO = "%Y-%m-%dT%H:%M:%S%.fZ"
-_KEYS = ["symbol", "start"]
-_OHLCV = ["open", "high", "low", "close", "volume"]
-# Minute bars in the book: MINUTE_SCHEMA plus the tick times that merging needs; closed ones also
-# carry their session and whether the minute is in regular hours.
-_OPEN_SCHEMA: dict[str, pl.DataType] = {**MINUTE_SCHEMA, "first_ts": TS, "last_ts": TS}
-_STATE_SCHEMA: dict[str, pl.DataType] = {
-    **_OPEN_SCHEMA,
-    "session": pl.Date(),
-    "regular": pl.Boolean(),
-}
 
 
 class ClosedBars(msgspec.Struct, frozen=True):
@@ -101,7 +104,7 @@ class BarBook:
         )
         self._now: dt.datetime | None = None
         self._keep_from: dt.date | None = None
-        self._open = empty(_OPEN_SCHEMA)
+        self._open = empty(OPEN_SCHEMA)
         self._partials: list[pl.DataFrame] = []  # accepted ticks, not aggregated yet
         self._partial_rows = 0
         self._earliest: dt.datetime | None = None  # no open bar or tick starts before this
@@ -115,7 +118,7 @@ class BarBook:
 
     def ingest_ticks(self, ticks: pl.DataFrame) -> list[Rejection]:
         """Fold a tick batch into the book; returns the ticks it did not accept."""
-        frame = _conform(ticks, TICK_SCHEMA).with_columns(**_TICK_PREP)
+        frame = conform(ticks, TICK_SCHEMA).with_columns(**_TICK_PREP)
         starts = frame["start"].drop_nulls().unique().to_list()
         screened = pl.coalesce("reason", *self._screen(frame, "late_tick", starts))
         dup = ~pl.when(screened.is_null()).then("key").is_first_distinct()
@@ -126,18 +129,18 @@ class BarBook:
             if hits.len():
                 dup = dup | pl.col("key").is_in(hits.implode())
         cutoff = self._cutoff() if self._now is not None else None
-        late = pl.lit(False) if cutoff is None else pl.col("start") <= _ts_lit(cutoff)
+        late = pl.lit(False) if cutoff is None else pl.col("start") <= ts_lit(cutoff)
         reasons = [screened, pl.when(dup).then(pl.lit("duplicate"))]
         if self.late_ticks == "reject":
             reasons.append(pl.when(late).then(pl.lit("late_tick")))
-        rejected, good = _split(frame.with_columns(reason=pl.coalesce(reasons), late=late))
+        rejected, good = split(frame.with_columns(reason=pl.coalesce(reasons), late=late))
         self._remember(good)
         if cutoff is not None and starts and min(starts) <= cutoff:
             starts = [s for s in starts if s > cutoff]
             n_late = int(good["late"].sum())
             if n_late:
                 self._count("late_tick_corrected", n_late)
-                self._merge_closed(self._with_session(_aggregate(good.filter("late"))))
+                self._merge_closed(self._with_session(aggregate(good.filter("late"))))
                 good = good.filter(~pl.col("late"))
         if good.height:
             # Aggregated when bars may close (or enough piled up), not on every batch.
@@ -147,26 +150,26 @@ class BarBook:
                 self._earliest = min(starts)
             if self._partial_rows >= COMPACT_ROWS:
                 self._compact()
-        return self._reject(rejected, _TICK_RAW)
+        return self._reject(rejected, TICK_RAW)
 
     def ingest_minute_bars(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert provider minute bars by (symbol, start); they count as closed at once."""
-        frame = _conform(bars, MINUTE_SCHEMA).with_columns(reason=_BAR_PROBLEM)
+        frame = conform(bars, MINUTE_SCHEMA).with_columns(reason=BAR_PROBLEM)
         screened = pl.coalesce("reason", *self._screen(frame, "late_bar"))
-        rejected, good = _split(frame.with_columns(reason=screened))
-        good = good.unique(_KEYS, keep="last", maintain_order=True).with_columns(
+        rejected, good = split(frame.with_columns(reason=screened))
+        good = good.unique(KEYS, keep="last", maintain_order=True).with_columns(
             first_ts=pl.col("start"), last_ts=pl.col("start") + _BAR_SPAN
         )
         if good.height:
             good = self._with_session(good)
-            keys = good.select(_KEYS)
+            keys = good.select(KEYS)
             self._compact()
             stored = self._stored(good)
-            known = pl.concat([self._open.select(_KEYS), stored.select(_KEYS)])
-            self._count("bar_replaced", known.join(keys, on=_KEYS, how="semi").height)
-            self._open = self._open.join(keys, on=_KEYS, how="anti")
-            self._store(pl.concat([stored.join(keys, on=_KEYS, how="anti"), good]), good)
-        return self._reject(rejected, _BAR_RAW)
+            known = pl.concat([self._open.select(KEYS), stored.select(KEYS)])
+            self._count("bar_replaced", known.join(keys, on=KEYS, how="semi").height)
+            self._open = self._open.join(keys, on=KEYS, how="anti")
+            self._store(pl.concat([stored.join(keys, on=KEYS, how="anti"), good]), good)
+        return self._reject(rejected, BAR_RAW)
 
     def advance(self, now: dt.datetime) -> ClosedBars:
         """Close the minute and session bars due at `now` (timezone-aware; time never goes
@@ -177,7 +180,7 @@ class BarBook:
         cutoff = self._cutoff()
         if self._earliest is not None and self._earliest <= cutoff:
             self._compact()
-            due = pl.col("start") <= _ts_lit(cutoff)
+            due = pl.col("start") <= ts_lit(cutoff)
             closing = self._open.filter(due)
             if closing.height:
                 self._open = self._open.filter(~due)
@@ -216,7 +219,7 @@ class BarBook:
         parts = [frame for minutes in self._closed.values() for frame in minutes.values()]
         if not parts:
             return empty(MINUTE_SCHEMA)
-        return pl.concat(parts).select(list(MINUTE_SCHEMA)).sort(_KEYS)
+        return pl.concat(parts).select(list(MINUTE_SCHEMA)).sort(KEYS)
 
     def _keep_at(self, now: dt.datetime) -> dt.date | None:
         """The oldest session the book keeps at `now` (None: every session)."""
@@ -284,7 +287,7 @@ class BarBook:
             schema={"start": TS, "session": pl.Date(), "regular": pl.Boolean()},
             orient="col",
         )
-        return bars.join(table, on="start", how="left").select(list(_STATE_SCHEMA))
+        return bars.join(table, on="start", how="left").select(list(STATE_SCHEMA))
 
     def _remember(self, good: pl.DataFrame) -> None:
         """Add accepted ticks' duplicate keys to their buckets."""
@@ -312,8 +315,8 @@ class BarBook:
     def _compact(self) -> None:
         """Fold the accepted ticks piled up since the last call into the open bars."""
         if self._partials:
-            new = _aggregate(pl.concat(self._partials, rechunk=False))
-            self._open = _combine(pl.concat([self._open, new])) if self._open.height else new
+            new = aggregate(pl.concat(self._partials, rechunk=False))
+            self._open = combine(pl.concat([self._open, new])) if self._open.height else new
             self._partials = []
             self._partial_rows = 0
 
@@ -324,12 +327,12 @@ class BarBook:
             for session, start in keys.select("session", "start").unique().iter_rows()
             if start in self._closed.get(session, {})
         ]
-        return pl.concat(parts) if parts else empty(_STATE_SCHEMA)
+        return pl.concat(parts) if parts else empty(STATE_SCHEMA)
 
     def _merge_closed(self, bars: pl.DataFrame) -> None:
         """Fold aggregated bars (with session) into the closed minute bars."""
         stored = self._stored(bars)
-        self._store(_combine(pl.concat([stored, bars])) if stored.height else bars, bars)
+        self._store(combine(pl.concat([stored, bars])) if stored.height else bars, bars)
 
     def _store(self, merged: pl.DataFrame, changed: pl.DataFrame) -> None:
         """Write per-minute frames back; queue `changed` to emit; mark emitted sessions dirty."""
@@ -345,8 +348,8 @@ class BarBook:
             return empty(MINUTE_SCHEMA)
         keys = pl.concat(self._pending).unique()
         self._pending = []
-        bars = self._stored(keys).join(keys.select(_KEYS), on=_KEYS, how="semi")
-        return bars.select(list(MINUTE_SCHEMA)).sort(_KEYS)
+        bars = self._stored(keys).join(keys.select(KEYS), on=KEYS, how="semi")
+        return bars.select(list(MINUTE_SCHEMA)).sort(KEYS)
 
     def _session_bars(self, session: dt.date, symbols: pl.Series | None) -> pl.DataFrame:
         """The session bar of each symbol (all, or `symbols`) from its regular-hours minutes."""
@@ -393,81 +396,6 @@ class BarBook:
         self.counts[reason] = self.counts.get(reason, 0) + n
 
 
-def _ts_lit(instant: dt.datetime) -> pl.Expr:
-    """A TS literal: built from the integer, ten times cheaper than from a datetime."""
-    return pl.lit((instant - _EPOCH) // _MICROSECOND, pl.Int64).cast(TS)
-
-
-def _split(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(rows with a `reason`, the other rows without the column)."""
-    flagged = pl.col("reason").is_not_null()
-    return frame.filter(flagged), frame.filter(~flagged).drop("reason")
-
-
-def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """The batch with exactly `schema`'s columns and types."""
-    if frame.schema == schema:
-        return frame
-    return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
-
-
-def _bad_number(col: str) -> pl.Expr:
-    return ~pl.col(col).is_finite() | (pl.col(col) <= 0)
-
-
-def _tick_problem() -> pl.Expr:
-    missing = pl.any_horizontal(pl.col("symbol", "ts", "price", "size").is_null())
-    bad_size = ~pl.col("size").is_finite() | (pl.col("size") < 0)
-    return pl.coalesce(
-        pl.when(missing).then(pl.lit("missing_field")),
-        pl.when(_bad_number("price")).then(pl.lit("bad_price")),
-        pl.when(bad_size).then(pl.lit("bad_size")),
-    )
-
-
-def _bar_problem() -> pl.Expr:
-    lo, hi, start = pl.col("low"), pl.col("high"), pl.col("start")
-    bad = pl.any_horizontal(
-        *(_bad_number(c) for c in ("open", "high", "low", "close")),
-        ~pl.col("volume").is_finite() | (pl.col("volume") < 0),
-        lo > hi,
-        ~pl.col("open").is_between(lo, hi),
-        ~pl.col("close").is_between(lo, hi),
-        start.dt.truncate("1m") != start,
-    )
-    return pl.coalesce(
-        pl.when(pl.col("symbol").is_null() | start.is_null()).then(pl.lit("missing_field")),
-        pl.when(pl.any_horizontal(pl.col(_OHLCV).is_null()) | bad).then(pl.lit("bad_bar")),
-    )
-
-
-def _raw(*cols: str) -> pl.Expr:
-    """`name=value` pairs of the row, for a Rejection."""
-    text = {c: pl.col(c).cast(pl.String) for c in cols}
-    text.update({c: pl.col(c).dt.to_string(_ISO) for c in ("ts", "start") if c in cols})
-    parts = [text[c].fill_null("null") for c in cols]
-    return pl.format(" ".join(f"{c}={{}}" for c in cols), *parts)
-
-
-def _tick_raw() -> pl.Expr:
-    return _raw("ts", "price", "size", "id")
-
-
-def _bar_raw() -> pl.Expr:
-    return _raw("start", *_OHLCV)
-
-
-def _aggregate(ticks: pl.DataFrame) -> pl.DataFrame:
-    """Minute bars of accepted ticks (rows in arrival order)."""
-    return ticks.group_by(_KEYS).agg(*_TICK_AGG).select(list(_OPEN_SCHEMA))
-
-
-def _combine(bars: pl.DataFrame) -> pl.DataFrame:
-    """Merge rows of the same (symbol, start), earlier rows first (they win ties)."""
-    aggs = _BAR_AGG if "session" not in bars.columns else _STATE_AGG
-    return bars.group_by(_KEYS).agg(*aggs).select(bars.columns)
-
-
 def _tick_prep() -> dict[str, pl.Expr]:
     ts = pl.col("ts")
     key = (
@@ -476,40 +404,8 @@ def _tick_prep() -> dict[str, pl.Expr]:
         .otherwise(pl.struct("symbol", "ts", "price", "size").hash(2))
     )
     start, bucket = ts.dt.truncate("1m"), ts.dt.truncate(DEDUP_BUCKET)
-    return {"start": start, "bucket": bucket, "key": key, "reason": _tick_problem()}
-
-
-def _tick_agg() -> list[pl.Expr]:
-    price, ts = pl.col("price"), pl.col("ts")
-    return [
-        price.min_by(ts).alias("open"),
-        price.max().alias("high"),
-        price.min().alias("low"),
-        price.max_by(ts).alias("close"),
-        pl.col("size").sum().alias("volume"),
-        ts.min().alias("first_ts"),
-        ts.max().alias("last_ts"),
-    ]
-
-
-def _bar_agg() -> list[pl.Expr]:
-    first, last = pl.col("first_ts"), pl.col("last_ts")
-    return [
-        pl.col("open").min_by(first),
-        pl.col("high").max(),
-        pl.col("low").min(),
-        pl.col("close").max_by(last),
-        pl.col("volume").sum(),
-        first.min(),
-        last.max(),
-    ]
+    return {"start": start, "bucket": bucket, "key": key, "reason": tick_problem()}
 
 
 # Expressions are built once: building them costs more than running them on a small batch.
 _TICK_PREP = _tick_prep()
-_TICK_AGG = _tick_agg()
-_BAR_AGG = _bar_agg()
-_STATE_AGG = [*_BAR_AGG, pl.col("session").first(), pl.col("regular").first()]
-_BAR_PROBLEM = _bar_problem()
-_TICK_RAW = _tick_raw()
-_BAR_RAW = _bar_raw()
