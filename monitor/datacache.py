@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -126,13 +126,23 @@ def _evict(folder: Path, now: float | None = None) -> None:
             total -= size
 
 
+# The modules that turn a file into bars (tests/test_datacache.py checks that every module of
+# the package they import is here).
+READERS = (
+    "monitor.datafiles",
+    "monitor.datalayout",
+    "monitor.csvfiles",
+    "monitor.core.model",
+    "monitor.datacache",
+)
+
+
 @functools.cache
 def _readers() -> str:
     """A digest of the code that turns files into bars and keeps them: an entry made by other
-    code (another parse, another layout) is a miss."""
-    from monitor import csvfiles, datafiles
-
-    digest = hashlib.sha256()
-    for module in (datafiles, csvfiles, sys.modules[__name__]):
+    code (another parse, another layout, another bar schema, another polars) is a miss."""
+    digest = hashlib.sha256(pl.__version__.encode())
+    for name in READERS:
+        module = importlib.import_module(name)
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()

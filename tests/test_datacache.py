@@ -219,3 +219,34 @@ def test_replay_uses_the_cache_unless_told_not_to(tmp_path: Path) -> None:
     first, second = run(), run()
     assert len(list((cache / "data").glob("*.parquet"))) == 1
     assert plain == first == second and plain.count("\n") > 1000
+
+
+def test_the_entry_key_covers_every_module_that_reads_files() -> None:
+    """Every module of the package that the readers import (but two aside) is hashed into
+    the key, so that a change to any of them, after a module is split say, makes old entries a
+    miss."""
+    import ast
+    import importlib
+
+    def imported(name: str) -> set[str]:
+        source = Path(importlib.import_module(name).__file__ or "").read_text()
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        return {m for m in found if m.startswith("monitor.") and _is_module(m)}
+
+    def _is_module(name: str) -> bool:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return False
+        return True
+
+    # (exceptions raise, nothing is cached of them; the calendar module says where the cache is)
+    aside = {"monitor.errors", "monitor.calendar"}
+    needed = set().union(*(imported(m) for m in datacache.READERS)) - aside
+    assert needed <= set(datacache.READERS)

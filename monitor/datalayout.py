@@ -1,0 +1,271 @@
+"""A history file as a table: which column plays which part, and its cells parsed into bars.
+
+`monitor.datafiles` reads a file into a `Table` (all strings for CSV, typed columns for Parquet)
+and hands it to `parse_bars`, which tells the layout (single, long or wide; see
+`monitor.datafiles`) from the header, parses the dates and numbers (a cell that does not parse
+raises `DataError` naming its line and column) and gives a work frame of unchecked bars.
+
+Why apart from `monitor.datafiles`: that module is what callers use (the specs, reading several
+files into one set of bars, the cache, rejecting bad rows and duplicates); this one knows the
+layouts and the syntax of cells, and changes when another kind of file is taken. `Source` and
+`Table` are here because parsing names failures by them; `datafiles` names rejected rows by them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import msgspec
+import polars as pl
+
+from monitor.csvfiles import csv_lines
+from monitor.errors import DataError
+
+DATE_KEYS = ("date", "session", "datetime", "timestamp")  # in order of preference
+_FIELD_KEYS = ("open", "high", "low", "close", "volume", "adjclose", "symbol")
+_DATE_RE = r"^(\d{4}-\d{1,2}-\d{1,2})(?:[T ].*)?$"
+
+
+class Source(msgspec.Struct):
+    """Where a file's rows are: enough to name a row once the frame is gone."""
+
+    path: str
+    is_csv: bool
+
+    def where(self, rows: Sequence[int]) -> list[str]:
+        """`path:line` (CSV) or `path:row n` (Parquet) for 0-based data rows."""
+        if not self.is_csv:
+            return [f"{self.path}:row {r + 1}" for r in rows]
+        lines = csv_lines(self.path, rows)
+        return [f"{self.path}:{lines[r]}" for r in rows]
+
+    def error(self, row: int, column: str, message: str) -> DataError:
+        """A DataError at a 0-based data row and an original column name."""
+        if self.is_csv:
+            return DataError(
+                self.path, message, line=csv_lines(self.path, [row])[row], column=column
+            )
+        return DataError(self.path, f"row {row + 1}: {message}", column=column)
+
+
+class Table(Source):
+    """A file as read: all strings for CSV, typed columns for Parquet."""
+
+    frame: pl.DataFrame
+
+
+# ---- layout ---------------------------------------------------------------------------------
+
+
+@functools.cache  # (a universe file has tens of thousands of columns, each looked at often)
+def column_key(name: str) -> str:
+    return name.strip().lower().replace(" ", "").replace("_", "")
+
+
+class _Layout(msgspec.Struct, frozen=True):
+    """Which original column plays which part; `tickers` is set for a wide file only."""
+
+    date: str
+    fields: dict[str, str]
+    tickers: list[str]
+
+
+def _layout(path: str, names: list[str], adjusted: bool) -> _Layout:
+    found: dict[str, str] = {}
+    for name in names:
+        key = column_key(name)
+        if key in DATE_KEYS or key in _FIELD_KEYS:
+            if key in found:
+                raise DataError(path, f"two columns mean {key!r}: {found[key]!r}", column=name)
+            found[key] = name
+    date_col = next((found[k] for k in DATE_KEYS if k in found), None)
+    if date_col is None:
+        raise DataError(path, "missing date column (date, session, datetime or timestamp)")
+    others = [n for n in names if column_key(n) not in DATE_KEYS]
+    fields = {k: v for k, v in found.items() if k in _FIELD_KEYS}
+    is_wide = not {"close", "adjclose", "symbol"} & fields.keys()
+    if is_wide and not all(column_key(n) in _FIELD_KEYS for n in others):
+        if adjusted:
+            raise DataError(path, "adjusted=True but a wide file has no adjusted close column")
+        return _Layout(date_col, {}, sorted(others, key=str.strip))
+    if adjusted and "adjclose" not in fields:
+        raise DataError(path, "adjusted=True but missing adjusted close column (Adj Close)")
+    if not adjusted and "close" not in fields:
+        raise DataError(path, "missing close column")
+    return _Layout(date_col, fields, [])
+
+
+# ---- parsing --------------------------------------------------------------------------------
+
+
+def _is_blank(text: pl.Series) -> pl.Series:
+    return text.is_null() | (text == "") | (text.str.to_lowercase() == "null")
+
+
+def _floats(table: Table, name: str, column: pl.Series) -> tuple[pl.Series, int | None]:
+    """The column as Float64, and the first row whose non-blank text is not a number."""
+    if column.dtype.is_numeric() or column.dtype == pl.Null:
+        return column.cast(pl.Float64), None
+    if column.dtype != pl.String:
+        raise DataError(table.path, f"has type {column.dtype}, expected numbers", column=name)
+    values = column.cast(pl.Float64, strict=False)
+    failed = values.is_null() & column.is_not_null()
+    if not failed.any():
+        return values, None
+    text = column.str.strip_chars()
+    values = values.zip_with(~failed, text.cast(pl.Float64, strict=False))
+    bad = values.is_null() & ~_is_blank(text)
+    return values, (bad.arg_true()[0] if bad.any() else None)
+
+
+def _dates(table: Table, name: str, column: pl.Series) -> tuple[pl.Series, int | None]:
+    """The column as Date (a time part ignored), and the first row that is not a date."""
+    if column.dtype == pl.Date or column.dtype == pl.Null:
+        return column.cast(pl.Date), None
+    if isinstance(column.dtype, pl.Datetime):
+        return column.dt.date(), None
+    if column.dtype != pl.String:
+        raise DataError(table.path, f"has type {column.dtype}, expected dates", column=name)
+    text = column.str.strip_chars()
+    values = text.str.extract(_DATE_RE, 1).str.to_date("%Y-%m-%d", strict=False)
+    bad = values.is_null() & ~_is_blank(text)
+    return values, (bad.arg_true()[0] if bad.any() else None)
+
+
+def _raise_first(table: Table, bad: list[tuple[int, int, str, str]]) -> None:
+    """Raise for the earliest (row, column position) cell that did not parse, if any."""
+    if not bad:
+        return
+    row, _, name, kind = min(bad)
+    cell = table.frame[name][row]
+    raise table.error(row, name, f"cannot parse {str(cell)[:40]!r} as {kind}")
+
+
+def parse_bars(
+    table: Table, given: str | None, adjusted: bool, start: date | None, end: date | None
+) -> tuple[pl.DataFrame, bool, bool, int]:
+    """Work frame (`_row`, symbol, session, OHLCV); is it wide, sorted and unique; unsorted.
+    `given`: the symbol given for the file on the command line, if any."""
+    layout = _layout(table.path, table.frame.columns, adjusted)
+    session, bad_row = _dates(table, layout.date, table.frame[layout.date])
+    bad = [] if bad_row is None else [(bad_row, 0, layout.date, "a date")]
+    if layout.tickers:
+        return _wide_bars(table, layout, given, session, bad, start, end)
+    work, unsorted = _row_bars(table, layout, given, adjusted, session, bad, start, end)
+    return work, False, False, unsorted
+
+
+def _in_range(session: pl.Expr, start: date | None, end: date | None) -> pl.Expr:
+    keep = pl.lit(True)
+    if start is not None:
+        keep = keep & (session >= start)
+    if end is not None:
+        keep = keep & (session <= end)
+    return session.is_null() | keep
+
+
+def _row_bars(
+    table: Table,
+    layout: _Layout,
+    given: str | None,
+    adjusted: bool,
+    session: pl.Series,
+    bad: list[tuple[int, int, str, str]],
+    start: date | None,
+    end: date | None,
+) -> tuple[pl.DataFrame, int]:
+    frame = table.frame
+    position = {name: i for i, name in enumerate(frame.columns)}
+    values: dict[str, pl.Series] = {}
+    for key in ("open", "high", "low", "close", "volume", "adjclose"):
+        name = layout.fields.get(key)
+        if name is None:
+            values[key] = pl.Series(key, [None] * frame.height, pl.Float64)
+            continue
+        values[key], bad_row = _floats(table, name, frame[name])
+        if bad_row is not None:
+            bad.append((bad_row, position[name], name, "a number"))
+    _raise_first(table, bad)
+    if "symbol" in layout.fields:
+        text = frame[layout.fields["symbol"]].cast(pl.String).str.strip_chars()
+        symbol = text.to_frame("s").select(pl.when(pl.col("s") != "").then("s")).to_series()
+        if given is not None and not (symbol == given).any():
+            raise DataError(table.path, f"symbol {given!r} is not in the file")
+    else:
+        symbol = pl.Series([given or Path(table.path).stem.upper()] * frame.height)
+    work = pl.DataFrame({"symbol": symbol.cast(pl.String), "session": session, **values})
+    work = work.with_row_index("_row")
+    if adjusted:
+        factor = pl.col("adjclose") / pl.col("close")
+        work = work.with_columns(
+            *[(pl.col(k) * factor).alias(k) for k in ("open", "high", "low")],
+            pl.col("adjclose").alias("close"),
+        )
+    work = work.with_columns(pl.col(k).fill_null(pl.col("close")) for k in ("open", "high", "low"))
+    blank = pl.all_horizontal(pl.col(n).cast(pl.String).pipe(_blank_expr) for n in frame.columns)
+    work = work.filter(~frame.select(blank).to_series())
+    if "symbol" in layout.fields and given is not None:
+        work = work.filter(pl.col("symbol") == given)
+    work = work.filter(_in_range(pl.col("session"), start, end))
+    earlier = pl.col("session") < pl.col("session").shift().over("symbol")
+    unsorted = int(work.select(earlier.fill_null(False).sum()).item())
+    return work.drop("adjclose"), unsorted
+
+
+def _blank_expr(text: pl.Expr) -> pl.Expr:
+    stripped = text.str.strip_chars()
+    return stripped.is_null() | (stripped == "") | (stripped.str.to_lowercase() == "null")
+
+
+def _wide_bars(
+    table: Table,
+    layout: _Layout,
+    given: str | None,
+    session: pl.Series,
+    bad: list[tuple[int, int, str, str]],
+    start: date | None,
+    end: date | None,
+) -> tuple[pl.DataFrame, bool, bool, int]:
+    tickers = layout.tickers
+    if given is not None:
+        tickers = [t for t in tickers if t.strip() == given]
+        if not tickers:
+            raise DataError(table.path, f"symbol {given!r} is not a column of the file")
+    frame = table.frame
+    if not table.is_csv:
+        columns = []
+        for i, name in enumerate(tickers):
+            column, bad_row = _floats(table, name, frame[name])
+            if bad_row is not None:
+                bad.append((bad_row, i + 1, name, "a number"))
+            columns.append(column)
+        frame = pl.DataFrame(columns)
+    _raise_first(table, bad)
+    # Selecting 17,000 columns by expression is slow; unpivot picks them by name instead.
+    dated = frame.with_columns(session.alias("_session")).with_row_index("_row")
+    if start is not None or end is not None:
+        dated = dated.filter(_in_range(pl.col("_session"), start, end))
+    sessions = dated["_session"]
+    unsorted = int((sessions < sessions.shift()).fill_null(False).sum())
+    unique = not sessions.drop_nulls().is_duplicated().any()
+    if unsorted:
+        dated = dated.sort("_session", maintain_order=True, nulls_last=True)
+    # Blank cells (no bar) stay as null closes until `monitor.datafiles._reject_bad` filters
+    # once for both.
+    long = dated.unpivot(
+        on=tickers, index=["_row", "_session"], variable_name="symbol", value_name="close"
+    )
+    if long["close"].dtype == pl.String:
+        values, bad_row = _floats(table, "", long["close"])
+        if bad_row is not None:
+            row, name = long["_row"][bad_row], long["symbol"][bad_row]
+            raise table.error(row, name, f"cannot parse {long['close'][bad_row]!r} as a number")
+        long = long.with_columns(values)
+    work = long.rename({"_session": "session"})
+    if any(t != t.strip() for t in tickers):
+        work = work.with_columns(pl.col("symbol").str.strip_chars())
+    unique = unique and len({t.strip() for t in tickers}) == len(tickers)
+    return work, True, unique, unsorted
