@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import errno
-import importlib
 import os
 import sys
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from importlib import resources
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from monitor import __version__
 from monitor.errors import (
@@ -33,11 +27,10 @@ from monitor.errors import (
     MonitorError,
     TransientError,
 )
+from monitor.replay_command import demo, replay
+from monitor.replay_command import load_rules as load_rules  # (re-exported: tests import it here)
 
 if TYPE_CHECKING:
-    import polars as pl
-
-    from monitor.core.rules.spec import Rule
     from monitor.store import Store
 
 EX_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
@@ -160,9 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "replay":
-            return _replay(args)
+            return replay(args)
         if args.command == "demo":
-            return _demo(args)
+            return demo(args)
         if args.command == "run":
             return _run(args)
         if args.command == "backfill":
@@ -231,222 +224,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
     return out
-
-
-def load_rules(path: str | Path) -> object:
-    """Read and validate a rules file; ConfigError names the file and field path."""
-    from monitor.core.rules.spec import RuleError, parse_rules
-
-    try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read rules: {exc.strerror}") from None
-    try:
-        return parse_rules(text)
-    except RuleError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from monitor import datacache
-    from monitor.calendar import warm_up
-    from monitor.datafiles import parse_data_arg, read_many
-
-    if args.start is not None and args.end is not None and args.start > args.end:
-        print(f"market-monitor: --from {args.start} is after --to {args.end}", file=sys.stderr)
-        return 2  # (argparse's status for a usage error)
-    specs = [parse_data_arg(a) for a in args.data]
-    # Without a cached session table, exchange-calendars (half a second to import) is needed:
-    # import it while polars reads, and the engine's modules (numpy among them, 0.1 s) too.
-    warm = [warm_up(), _importing("monitor.replay")]
-    loaded = read_many(specs, adjusted=args.adjusted, end=args.end, cache=args.cache)
-    for thread in warm:
-        if thread is not None:
-            thread.join()
-    try:
-        return _run_replay(
-            rules_path=args.rules,
-            bars=loaded.bars,
-            counts=loaded.counts,
-            short_interest=args.short_interest,
-            start=args.start,
-            fmt=args.format,
-            batch_sessions=args.batch_sessions,
-            report=args.report,
-        )
-    finally:
-        datacache.flush()  # (a cache entry written while the rules ran)
-
-
-def _symbols(bars: pl.DataFrame) -> set[str]:
-    """The symbols of `bars`: one per run of equal symbols (a symbol's bars are together,
-    as replay reads them; any order gives the same set), not a hash of millions of strings."""
-    symbol = bars.get_column("symbol")
-    return set(symbol.filter(symbol.ne_missing(symbol.shift())).to_list())
-
-
-def _without_volume(rules: list[Rule], bars: pl.DataFrame) -> list[str]:
-    """The squeeze rules (abnormal volume is part of the condition) none of whose symbols in
-    `bars` has a volume: a file of closes only, say."""
-    from monitor.core.firing import rule_frame
-    from monitor.core.rules.spec import SqueezeRule
-
-    idle = []
-    for rule in rules:
-        if isinstance(rule, SqueezeRule):
-            volume = rule_frame(bars, rule).get_column("volume")
-            if volume.len() and not (volume > 0).any():
-                idle.append(rule.id)
-    return idle
-
-
-def _importing(module: str) -> threading.Thread:
-    """A thread importing `module` (started)."""
-    thread = threading.Thread(target=importlib.import_module, args=(module,), daemon=True)
-    thread.start()
-    return thread
-
-
-def _run_replay(
-    *,
-    rules_path: str | Path,
-    bars: object,
-    counts: dict[str, int],
-    short_interest: str | None,
-    start: dt.date | None,
-    fmt: str,
-    batch_sessions: int | None = None,
-    report: str | None = None,
-) -> int:
-    import polars as pl
-
-    from monitor.calendar import nyse_sessions
-    from monitor.core.rules.spec import RulesFile, idle_rules
-    from monitor.replay import (
-        Summary,
-        build_engine,
-        emit_after_for,
-        gaps,
-        gaps_line,
-        replay_steps,
-        table,
-    )
-    from monitor.short_interest_io import read_short_interest
-
-    rules = load_rules(rules_path)
-    assert isinstance(rules, RulesFile)
-    assert isinstance(bars, pl.DataFrame)
-    if bars.is_empty():
-        raise DataError("--data", "no bars to replay (check the files and --to)")
-    first: dt.date = bars.get_column("session").min()  # type: ignore[assignment]
-    last: dt.date = bars.get_column("session").max()  # type: ignore[assignment]
-    known = _symbols(bars)
-    for rule_id, missing in idle_rules(rules.enabled, known).items():
-        print(
-            f"market-monitor: rule {rule_id} cannot fire: {', '.join(missing)} not in the data",
-            file=sys.stderr,
-        )
-    for rule_id in _without_volume(rules.enabled, bars):
-        print(
-            f"market-monitor: rule {rule_id} cannot fire: no volume in the data for its symbols",
-            file=sys.stderr,
-        )
-    sessions = nyse_sessions(first, last)
-    found = gaps(bars, sessions)
-    if found:
-        print(f"market-monitor: {gaps_line(found)}", file=sys.stderr)
-    si = read_short_interest(short_interest) if short_interest else None
-    engine = build_engine(
-        rules,
-        sessions,
-        short_interest=si,
-        emit_after=emit_after_for(sessions, start),
-        rule_threads=2,
-    )
-    out = sys.stdout
-    alerts = []
-    tally = Summary(engine) if fmt == "summary" or report else None
-    if tally is not None:  # (a summary needs every alert's outcome: one batch, see Summary)
-        batch_sessions = None
-    # jsonl alone: payloads are built a chunk at a time, each written while the next is built.
-    # A summary without a report builds none: it is made of the firings.
-    deferred = not report and fmt != "table"
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
-        written: Future[None] | None = None
-        for step in replay_steps(engine, bars, batch_sessions=batch_sessions, deferred=deferred):
-            for chunk in step.line_chunks() if fmt == "jsonl" else ():
-                if written is not None:
-                    written.result()
-                written = writer.submit(_write_lines, out, chunk.get_column("json"))
-            if fmt == "table" or report:
-                alerts += step.alerts
-            if tally is not None:
-                tally.add(step)
-        if written is not None:
-            written.result()
-    if fmt == "table":
-        out.write(table(alerts))
-    elif fmt == "summary" and tally is not None:
-        symbols = bars.get_column("symbol").n_unique()
-        out.write(tally.text(symbols, first, last, start))
-    out.flush()
-    if report:
-        from monitor.web.report import report_html
-
-        summaries = tally.rules_summary() if tally is not None else []
-        html = report_html(
-            bars, alerts, rules_path=str(rules_path), start=start, summaries=summaries
-        )
-        try:
-            Path(report).write_text(html, encoding="utf-8")
-        except OSError as exc:
-            raise DataError(report, f"cannot write the report: {exc.strerror}") from None
-    rejected = {**counts, **{k: v for k, v in engine.counts.items()}}
-    if rejected:
-        summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))
-        print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
-    return 0
-
-
-def _write_lines(out: TextIO, lines: Any) -> None:
-    """JSON lines (a polars String column) to `out`: straight from polars to the byte stream
-    underneath when there is one (300 MB for a universe's replay), else as text."""
-    buffer = getattr(out, "buffer", None)
-    if buffer is None:
-        out.write("".join(line + "\n" for line in lines.to_list()))
-        return
-    out.flush()
-    try:
-        lines.to_frame().write_csv(buffer, include_header=False, quote_style="never")
-    except OSError as exc:  # polars says "Broken pipe (os error 32)", without an errno
-        if exc.errno == errno.EPIPE or "os error 32" in str(exc):
-            raise BrokenPipeError(errno.EPIPE, "broken pipe") from exc
-        raise
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from monitor.datafiles import DataSpec, read_many
-
-    demo = resources.files("monitor") / "demo"
-    specs = [
-        DataSpec(path=str(demo / "rut_index_daily_1987_2026.csv"), symbol="^RUT"),
-        DataSpec(path=str(demo / "iwm_daily_adj_2023_2024.csv"), symbol="IWM"),
-        DataSpec(path=str(demo / "qqq_daily_adj_2023_2024.csv"), symbol="QQQ"),
-        DataSpec(path=str(demo / "smallcaps_ohlcv_2024-06-28_2024-08-02.csv")),
-    ]
-    loaded = read_many(specs, end=dt.date(2024, 7, 31))
-    if args.format == "table":
-        print("market-monitor demo: the July 2024 small-cap rally, replayed through the shipped")
-        print("rules (config/rules.toml) over real history: ^RUT since 1987, IWM and QQQ,")
-        print("and three small caps. Alerts of July 2024, each with what history says next.\n")
-    return _run_replay(
-        rules_path=str(demo / "rules.toml"),
-        bars=loaded.bars,
-        counts=loaded.counts,
-        short_interest=None,
-        start=dt.date(2024, 7, 1),
-        fmt=args.format,
-    )
 
 
 def _run(args: argparse.Namespace) -> int:
