@@ -72,7 +72,7 @@ def main_silence(args: argparse.Namespace) -> int:
     """`silence add|list|expire`."""
     from redis.exceptions import RedisError
 
-    from monitor.notify.service import redis_client, redis_failure
+    from monitor.notify.inbox import redis_client, redis_failure
     from monitor.notify.silences import SilenceStore, new_silence, parse_duration
 
     try:

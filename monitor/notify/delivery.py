@@ -13,7 +13,7 @@ Senders implement `Sender`:
 - `tgram://`, `slack://` (incoming webhooks) and `discord://` go to the httpx senders in
   `monitor.notify.senders`, which read each provider's own rate-limit signal (`RateLimited`).
 
-The courier raises nothing for a failed delivery: it returns an `Outcome` the service
+The courier raises nothing for a failed delivery: it returns an `Outcome` the dispatch
 dead-letters. Library exceptions are translated here (`ChannelUnavailable`, `DeliveryError`).
 """
 

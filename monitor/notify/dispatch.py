@@ -1,0 +1,161 @@
+"""The notifier's dispatch: per receiver, a queue, a courier and the worker task that empties
+one into the other, with the delivery log checked before and written after every send.
+Apart from monitor/notify/service.py (which reads, routes and fills the queues) because this is
+the other half of the notifier, the one that talks to the channels:
+
+- Each receiver has its own queue and task, so a slow or broken channel delays only itself.
+- The delivery log (monitor/notify/ledger.py) records each (receiver, alert id) in Redis only
+  after a successful send, and is checked before every send. The one window left is a crash
+  between the provider accepting a message and that record: that message is sent again.
+- What a receiver could not be given is dead-lettered; either way its batch is then complete
+  (`complete`, which acknowledges the entries no other receiver waits for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from monitor.core.backoff import Backoff
+from monitor.core.counters import Counters
+from monitor.core.model import Alert
+from monitor.errors import ConfigError, DeliveryError
+from monitor.notify.compose import Composer, Prepared
+from monitor.notify.config import NotifyConfig
+from monitor.notify.delivery import Courier, Outcome, Sender, make_sender
+from monitor.notify.ledger import DeadLetters, DeliveryLog
+from monitor.notify.render import Message
+from monitor.notify.routing import Batch
+
+
+def open_couriers(
+    config: NotifyConfig, urls: Mapping[str, str], senders: dict[str, Sender]
+) -> dict[str, Courier]:
+    """A sender and courier per receiver; a URL no sender can use is a ConfigError naming
+    the receiver's field (exit 78, as for any config error), checked before Redis. `senders`
+    holds those given already, and gets those made here (to be closed by their owner)."""
+    backoff = Backoff(
+        config.delivery.backoff_base_s,
+        max(config.delivery.backoff_cap_s, config.delivery.backoff_base_s),
+        jitter=config.delivery.jitter,
+    )
+    couriers: dict[str, Courier] = {}
+    for i, r in enumerate(config.receivers):
+        sender = senders.get(r.name)
+        if sender is None:
+            try:
+                sender = make_sender(urls[r.name], r.sender, r.timeout_s)
+            except DeliveryError as exc:
+                raise ConfigError(f"receivers[{i}].url: {exc}") from None
+        senders[r.name] = sender
+        couriers[r.name] = Courier(
+            r.name,
+            sender,
+            backoff=backoff,
+            max_attempts=r.max_attempts or config.delivery.max_attempts,
+            min_interval_s=r.min_interval_s,
+        )
+    return couriers
+
+
+class Dispatcher:
+    """Delivers what is `put` for each receiver of `couriers`, one job at a time per receiver,
+    rendered by `composer`; `complete(batch)` once a batch is sent or dead-lettered."""
+
+    def __init__(
+        self,
+        couriers: Mapping[str, Courier],
+        composer: Composer,
+        delivered: DeliveryLog,
+        dead: DeadLetters,
+        complete: Callable[[Batch], Awaitable[None]],
+        counters: Counters,
+        log: Any,
+    ) -> None:
+        self._couriers = dict(couriers)
+        self._composer = composer
+        self._delivered = delivered
+        self._dead = dead
+        self._complete = complete
+        self._counters = counters
+        self._log = log
+        self.queues: dict[str, asyncio.Queue[Batch | Prepared]] = {
+            name: asyncio.Queue() for name in self._couriers
+        }
+
+    def put(self, receiver: str, job: Batch | Prepared) -> None:
+        """Queue `job` for `receiver`'s worker."""
+        self.queues[receiver].put_nowait(job)
+
+    async def worker(self, receiver: str) -> None:
+        """Deliver `receiver`'s jobs as they come, until cancelled."""
+        queue = self.queues[receiver]
+        while True:
+            job = await queue.get()
+            if isinstance(job, Prepared):
+                await self.deliver_prepared(receiver, job)
+            else:
+                await self._deliver(receiver, job)
+
+    async def _deliver(self, receiver: str, batch: Batch) -> None:
+        alerts: list[Alert] = []
+        repeated: list[str] = []
+        seen: set[str] = set()
+        for a in batch.alerts:  # the same alert XADDed twice: send the first, ack both entries
+            if a.id in seen:
+                repeated.append(a.id)
+            else:
+                seen.add(a.id)
+                alerts.append(a)
+        if repeated:
+            self._counters.inc("notify_already_sent", len(repeated), receiver=receiver)
+            self._log.info("alert_already_sent", receiver=receiver, ids=repeated, repeated=True)
+        flags = await self._delivered.sent(receiver, [a.id for a in alerts])
+        todo = [a for a, sent in zip(alerts, flags, strict=True) if not sent]
+        if len(todo) < len(alerts):
+            self._counters.inc("notify_already_sent", len(alerts) - len(todo), receiver=receiver)
+            self._log.info(
+                "alert_already_sent",
+                receiver=receiver,
+                ids=[a.id for a, s in zip(alerts, flags, strict=True) if s],
+            )
+        if todo:
+            message = await self._composer.message(receiver, todo)
+            outcome = await self._couriers[receiver].deliver(message)
+            if outcome.ok:
+                await self._delivered.mark(receiver, [a.id for a in todo])
+                self._counters.inc("notify_sent", receiver=receiver)
+                self._counters.inc("notify_alerts_sent", len(todo), receiver=receiver)
+                self._log.info(
+                    "alert_delivered",
+                    receiver=receiver,
+                    ids=[a.id for a in todo],
+                    attempts=outcome.attempts,
+                )
+            else:
+                entries: dict[str, str | None] = {}
+                for i in batch.items:
+                    entries.setdefault(i.alert.id, i.entry)
+                for a in todo:
+                    await self._dead.add(
+                        entries.get(a.id), a, receiver, outcome.reason, outcome.attempts
+                    )
+        await self._complete(batch)
+
+    async def deliver_prepared(self, receiver: str, job: Prepared) -> None:
+        """Send a pre-rendered message (the digest) once to `receiver`."""
+        (sent,) = await self._delivered.sent(receiver, [job.key])
+        if sent:
+            return
+        outcome = await self._couriers[receiver].deliver(job.message)
+        if outcome.ok:
+            await self._delivered.mark(receiver, [job.key])
+            self._counters.inc("notify_sent", receiver=receiver)
+            self._log.info("digest_delivered", receiver=receiver, key=job.key)
+        else:
+            self._log.error("digest_failed", receiver=receiver, key=job.key, reason=outcome.reason)
+
+    async def send_now(self, receiver: str, message: Message) -> Outcome:
+        """Deliver `message` to `receiver` at once: no grouping, no delivery log."""
+        return await self._couriers[receiver].deliver(message)

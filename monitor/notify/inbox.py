@@ -1,0 +1,274 @@
+"""The notifier's inbox: its consumer in the alert stream's consumer group. Entries come in
+(read, or claimed from a notifier that died) and go out acknowledged; what happens in between
+is routing (monitor/notify/service.py) and delivery (monitor/notify/dispatch.py). Apart from
+them because this is the Redis protocol that makes delivery exactly once per channel:
+
+- Alerts are read with XREADGROUP; an entry is XACKed only when every receiver it was routed to
+  has it (`Inbox.complete`), or at once when it goes to none (`Inbox.ack`).
+- While an entry waits (grouping, quiet hours, retries) the notifier re-claims it every
+  `claim_interval_s` (XCLAIM JUSTID, which resets its idle time), so a live notifier's entries are
+  never idle for `claim_idle_s`. A notifier that died stops doing that: another takes its
+  entries over with XAUTOCLAIM and delivers them.
+
+Redis faults: at start, an unreachable Redis is `SinkUnavailable` (exit 69) and a refused login
+or command a `ConfigError` (exit 78), see `redis_failure`. Once running, reads wait and retry;
+the XACK is retried until Redis answers (monitor/notify/ledger.py `retrying`), so an outage
+delays but never loses or crashes. A stream or consumer group deleted under us is created again
+(`Inbox._recreate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
+
+from monitor.config import mask_url, secret
+from monitor.core.counters import Counters
+from monitor.errors import ConfigError, SinkUnavailable
+from monitor.notify.config import NotifyConfig, RedisSection
+from monitor.notify.ledger import REDIS_ERRORS, retrying
+from monitor.notify.routing import Batch
+
+Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields), as XREADGROUP gives
+
+
+def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) -> aioredis.Redis:
+    """A client for the configured Redis (password from `password_env` / `password_file`)."""
+    r = config.redis
+    password = secret(
+        "redis.password", env_name=r.password_env, file_name=r.password_file, environ=environ
+    )
+    kwargs: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+    if password is not None:
+        kwargs["password"] = str(password)
+    return aioredis.Redis.from_url(r.url, **kwargs)
+
+
+def redis_failure(exc: RedisError, url: str) -> SinkUnavailable | ConfigError:
+    """What a command that cannot start on Redis reports: unreachable (refused, lost, timed out)
+    is SinkUnavailable, exit 69, worth a retry later; a refused login or command (password, ACL,
+    a key of another type) is a ConfigError, exit 78, which no restart fixes."""
+    where = mask_url(url)
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return ConfigError(
+            f"redis at {where} refused the login (check [redis] password_env / password_file): "
+            f"{exc}"
+        )
+    if isinstance(exc, REDIS_ERRORS):
+        return SinkUnavailable(f"redis at {where} unreachable: {exc}")
+    return ConfigError(f"redis at {where}: {exc}")
+
+
+def is_group_gone(exc: ResponseError) -> bool:
+    """Whether Redis says our stream or consumer group no longer exists (deleted, or flushed):
+    `NOGROUP ...`, or `UNBLOCKED ... no longer exists` for a read blocked at that moment."""
+    text = str(exc)
+    return text.startswith("NOGROUP") or (
+        text.startswith("UNBLOCKED") and "no longer exists" in text
+    )
+
+
+class Inbox:
+    """One consumer (`consumer`) of `section.stream` in the group `section.group`: hands what it
+    reads or claims to `process`, keeps claiming the entries it holds (`outstanding`), and
+    acknowledges them."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        section: RedisSection,
+        consumer: str,
+        process: Callable[[Entries], Awaitable[None]],
+        counters: Counters,
+        log: Any,
+    ) -> None:
+        self._redis = redis
+        self._section = section
+        self.stream = section.stream
+        self.group = section.group
+        self.consumer = consumer
+        self._process = process
+        self._counters = counters
+        self._log = log
+        # Entries read and not yet acknowledged: the receivers each still waits for.
+        self.outstanding: dict[str, set[str]] = {}
+        self._last_read: tuple[int, int] | None = None  # the highest entry id read (ms, seq)
+
+    async def create(self, start: str) -> None:
+        """The consumer group (and the stream, if there is none yet) from `start`."""
+        try:
+            await self._redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def saw(self, entry: str) -> None:
+        """Note that `entry` was read: the group, if deleted, is created again after it."""
+        self._last_read = max(self._last_read or (0, 0), _entry_id(entry))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def read(self, stop: asyncio.Event) -> None:
+        """Read (our pending and others' idle entries first) until `stop` is set."""
+        caught_up = False
+        failures = 0
+        while not stop.is_set():
+            try:
+                if not caught_up:
+                    await self._catch_up()
+                    caught_up = True
+                got: Any = await self._redis.xreadgroup(
+                    self.group,
+                    self.consumer,
+                    {self.stream: ">"},
+                    count=self._section.batch,
+                    block=self._section.block_ms,
+                )
+                failures = 0
+            except REDIS_ERRORS as exc:
+                failures += 1
+                self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
+                await pause(stop, min(30.0, 0.5 * 2**failures))
+                continue
+            except ResponseError as exc:
+                if not is_group_gone(exc):
+                    raise
+                await self._recreate(exc)
+                continue
+            if got:
+                await self._process(got[0][1])
+
+    async def _catch_up(self) -> None:
+        """Entries left by a dead notifier, then our own pending ones (a restart under the same
+        consumer name), before reading new ones."""
+        await self._claim_others()
+        start: Any = "0"
+        while True:
+            got: Any = await self._redis.xreadgroup(
+                self.group, self.consumer, {self.stream: start}, count=self._section.batch
+            )
+            entries = got[0][1] if got else []
+            if not entries:
+                return
+            await self._process(entries)
+            start = entries[-1][0]
+
+    async def _recreate(self, exc: ResponseError) -> None:
+        """The stream or the group was deleted (DEL, XGROUP DESTROY, FLUSHDB): create the group
+        again and keep reading. A stream that is gone is new when it comes back, so the group
+        starts at its beginning; a stream that is still there (only the group went) resumes
+        after the last entry this notifier read (from `redis.start` if it read none yet), so
+        none is delivered twice or skipped."""
+        try:
+            exists = await self._redis.exists(self.stream)
+            start = "0"
+            if exists:
+                last = self._last_read
+                start = f"{last[0]}-{last[1]}" if last else self._section.start
+            await self.create(start)
+        except REDIS_ERRORS as retry:
+            self._log.warning("redis_unavailable", error=f"{type(retry).__name__}: {retry}")
+            return
+        self._log.warning(
+            "notify_group_recreated",
+            stream=self.stream,
+            group=self.group,
+            start=start,
+            reason=str(exc),
+        )
+
+    # -- claiming --------------------------------------------------------------------------------
+
+    async def claim(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set: keep the entries we hold claimed, and take over idle ones."""
+        every = min(self._section.claim_interval_s, self._section.claim_idle_s / 3)
+        while not stop.is_set():
+            await pause(stop, every)
+            try:
+                ids = list(self.outstanding)
+                for i in range(0, len(ids), 500):
+                    await self._redis.xclaim(
+                        self.stream,
+                        self.group,
+                        self.consumer,
+                        0,
+                        list[Any](ids[i : i + 500]),
+                        justid=True,
+                    )
+                await self._claim_others()
+            except REDIS_ERRORS as exc:
+                self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
+            except ResponseError as exc:
+                if not is_group_gone(exc):
+                    raise
+                # The reader creates the group again; nothing to claim until then.
+
+    async def _claim_others(self) -> None:
+        """Take over entries idle for `claim_idle_s` (left by a notifier that died)."""
+        start: bytes | str = "0-0"
+        idle_ms = int(self._section.claim_idle_s * 1000)
+        while True:
+            claimed: Any = await self._redis.xautoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                idle_ms,
+                start,
+                count=self._section.batch,
+            )
+            nxt, entries = claimed[0], claimed[1]
+            live = [(i, f) for i, f in entries if f is not None]
+            if live:
+                self._log.info("entries_claimed", count=len(live))
+                await self._process(live)
+            if nxt in (b"0-0", "0-0"):
+                return
+            start = nxt
+
+    # -- acknowledging -------------------------------------------------------------------------
+
+    async def ack(self, entries: list[str]) -> None:
+        """XACK, retried until Redis answers (an entry left unacked is delivered again)."""
+        if not entries:
+            return
+
+        async def ack() -> Any:
+            return await self._redis.xack(self.stream, self.group, *entries)
+
+        await retrying(ack, self._log, "redis_unavailable")
+        self._counters.inc("notify_acked", len(entries))
+
+    async def complete(self, batch: Batch) -> None:
+        """`batch.receiver` has the batch's entries: acknowledge those no receiver waits for."""
+        done: list[str] = []
+        for item in batch.items:
+            if item.entry is None or item.entry not in self.outstanding:
+                continue
+            left = self.outstanding[item.entry]
+            left.discard(batch.receiver)
+            if not left:
+                del self.outstanding[item.entry]
+                done.append(item.entry)
+        await self.ack(done)
+
+
+def _entry_id(entry: str) -> tuple[int, int]:
+    """A stream entry id `1718000000000-3` as (ms, seq), to compare ids as Redis does."""
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def pause(stop: asyncio.Event, timeout_s: float, also: asyncio.Event | None = None) -> None:
+    """Sleep up to `timeout_s`, returning early when `stop` (or `also`) is set."""
+    events = [stop] if also is None else [stop, also]
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
