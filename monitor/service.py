@@ -30,16 +30,14 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
 from monitor.calendar import nyse_sessions
 from monitor.clock import Clock, SimClock, SystemClock
-from monitor.config import Config, FeedConfig, outside_universe, resolve, secret
-from monitor.core.backoff import Backoff
+from monitor.config import Config, outside_universe, resolve, secret
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
 from monitor.core.rules.spec import RuleError, RulesFile, kind_of, parse_rules
 from monitor.errors import ConfigError
-from monitor.feeds.generic import FieldMap, decode_generic_many
-from monitor.feeds.mqtt import MqttFeed
+from monitor.feed_wiring import build_feeds
 from monitor.feeds.replay import ReplayFeed
 from monitor.feeds.wire import Wire
 from monitor.http import HttpServer, json_route
@@ -118,88 +116,8 @@ class Daemon:
         return engine
 
     def build_feeds(self) -> None:
-        """One adapter per [[feeds]] entry."""
-        for i, fc in enumerate(self.config.feeds):
-            name = fc.label(i)
-            if fc.kind == "mqtt":
-                self.feeds.append(self._mqtt(fc, name, i))
-            elif fc.kind == "replay":
-                assert isinstance(self.clock, SimClock), "a replay feed needs the simulated clock"
-                self.feeds.append(
-                    ReplayFeed(
-                        name,
-                        self.replay_bars[name],
-                        sessions=self.sessions,
-                        clock=self.clock,
-                        queue=self.queue,  # type: ignore[arg-type]
-                        counters=self.counters,
-                        speed=fc.speed,
-                        on_done=self.stop.set if fc.exit_when_done else None,
-                        minutes=self.replay_minutes.get(name),
-                    )
-                )
-            else:
-                self.feeds.append(self._websocket(fc, name, i))
-
-    def _mqtt(self, fc: FeedConfig, name: str, i: int) -> MqttFeed:
-        mapping = FieldMap(**fc.field_map) if fc.field_map else None  # type: ignore[arg-type]
-        self.decoders[name] = lambda payloads: decode_generic_many(
-            payloads, feed=name, mapping=mapping
-        )
-        password = secret(
-            f"feeds[{i}].password", env_name=fc.password_env, file_name=fc.password_file
-        )
-        return MqttFeed(
-            name,
-            fc.url,
-            fc.topics,
-            queue=self.queue,
-            counters=self.counters,
-            backoff=Backoff(base_s=0.2, cap_s=15.0),
-            qos=fc.qos,
-            client_id=fc.client_id or None,
-            session_expiry_s=fc.session_expiry_s if fc.client_id else None,
-            username=fc.username or None,
-            password=password,
-            ca_file=str(resolve(self.config, fc.ca_file)) if fc.ca_file else None,
-            watch_broker_drops=fc.watch_broker_drops,
-            max_backlog_bytes=int(fc.max_backlog_mb * 1024 * 1024),
-            grace_s=self.config.shutdown.grace_s,  # to process and acknowledge what it read
-            raw=True,
-            protocol=fc.mqtt_version,
-        )
-
-    def _websocket(self, fc: FeedConfig, name: str, i: int) -> Any:
-        from monitor.feeds.rest import RestBackfill
-        from monitor.feeds.websocket import WebSocketFeed
-
-        where = f"feeds[{i}]"
-        key = secret(f"{where}.key", env_name=fc.key_env, file_name=fc.key_file)
-        provider_secret = secret(
-            f"{where}.secret", env_name=fc.secret_env, file_name=fc.secret_file
-        )
-        rest = None
-        if fc.rest_url and fc.provider in ("alpaca", "polygon"):
-            if key is None:
-                raise ConfigError(f"{where}.rest_url: needs key_env or key_file")
-            rest = RestBackfill(fc.provider, fc.rest_url, key=key, secret=provider_secret)
-            self.rest_clients.append(rest)
-        return WebSocketFeed(
-            name,
-            fc.url,
-            fc.provider,
-            fc.symbols,
-            key=key,
-            secret=provider_secret,
-            queue=self.queue,  # type: ignore[arg-type]
-            counters=self.counters,
-            backoff=Backoff(base_s=0.5, cap_s=30.0),
-            stale_after_s=fc.stale_after_s,
-            is_regular_hours=self.sessions.is_open,
-            clock=self.clock.now,
-            rest=rest,
-            on_event=self.on_feed_event,
-        )
+        """One adapter per [[feeds]] entry (see `monitor.feed_wiring`)."""
+        self.feeds += build_feeds(self)
 
     def on_feed_event(self, event: Any) -> None:
         """Feed health as alerts: `feed_stale` when a feed goes quiet in regular hours,

@@ -1,0 +1,107 @@
+"""The daemon's inbound adapters, built from its config's [[feeds]]: MQTT, WebSocket and replay
+feeds with their secrets, decoders, backoff and shutdown grace. Apart from `monitor.service`
+(the composition root that calls it) because it is the part of the wiring that knows each
+feed's options; the daemon's life cycle reads better without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from monitor.clock import SimClock
+from monitor.config import FeedConfig, resolve, secret
+from monitor.core.backoff import Backoff
+from monitor.errors import ConfigError
+from monitor.feeds.generic import FieldMap, decode_generic_many
+from monitor.feeds.mqtt import MqttFeed
+from monitor.feeds.replay import ReplayFeed
+
+if TYPE_CHECKING:
+    from monitor.service import Daemon
+
+
+def build_feeds(daemon: Daemon) -> list[Any]:
+    """One adapter per [[feeds]] entry of the daemon's config, in order. MQTT feeds register
+    their payload decoders in `daemon.decoders`, WebSocket feeds with a REST backfill their client
+    in `daemon.rest_clients` (closed by `run`)."""
+    feeds: list[Any] = []
+    for i, fc in enumerate(daemon.config.feeds):
+        name = fc.label(i)
+        if fc.kind == "mqtt":
+            feeds.append(_mqtt(daemon, fc, name, i))
+        elif fc.kind == "replay":
+            assert isinstance(daemon.clock, SimClock), "a replay feed needs the simulated clock"
+            feeds.append(
+                ReplayFeed(
+                    name,
+                    daemon.replay_bars[name],
+                    sessions=daemon.sessions,
+                    clock=daemon.clock,
+                    queue=daemon.queue,  # type: ignore[arg-type]
+                    counters=daemon.counters,
+                    speed=fc.speed,
+                    on_done=daemon.stop.set if fc.exit_when_done else None,
+                    minutes=daemon.replay_minutes.get(name),
+                )
+            )
+        else:
+            feeds.append(_websocket(daemon, fc, name, i))
+    return feeds
+
+
+def _mqtt(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> MqttFeed:
+    mapping = FieldMap(**fc.field_map) if fc.field_map else None  # type: ignore[arg-type]
+    daemon.decoders[name] = lambda payloads: decode_generic_many(
+        payloads, feed=name, mapping=mapping
+    )
+    password = secret(f"feeds[{i}].password", env_name=fc.password_env, file_name=fc.password_file)
+    return MqttFeed(
+        name,
+        fc.url,
+        fc.topics,
+        queue=daemon.queue,
+        counters=daemon.counters,
+        backoff=Backoff(base_s=0.2, cap_s=15.0),
+        qos=fc.qos,
+        client_id=fc.client_id or None,
+        session_expiry_s=fc.session_expiry_s if fc.client_id else None,
+        username=fc.username or None,
+        password=password,
+        ca_file=str(resolve(daemon.config, fc.ca_file)) if fc.ca_file else None,
+        watch_broker_drops=fc.watch_broker_drops,
+        max_backlog_bytes=int(fc.max_backlog_mb * 1024 * 1024),
+        grace_s=daemon.config.shutdown.grace_s,  # to process and acknowledge what it read
+        raw=True,
+        protocol=fc.mqtt_version,
+    )
+
+
+def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
+    from monitor.feeds.rest import RestBackfill
+    from monitor.feeds.websocket import WebSocketFeed
+
+    where = f"feeds[{i}]"
+    key = secret(f"{where}.key", env_name=fc.key_env, file_name=fc.key_file)
+    provider_secret = secret(f"{where}.secret", env_name=fc.secret_env, file_name=fc.secret_file)
+    rest = None
+    if fc.rest_url and fc.provider in ("alpaca", "polygon"):
+        if key is None:
+            raise ConfigError(f"{where}.rest_url: needs key_env or key_file")
+        rest = RestBackfill(fc.provider, fc.rest_url, key=key, secret=provider_secret)
+        daemon.rest_clients.append(rest)
+    return WebSocketFeed(
+        name,
+        fc.url,
+        fc.provider,
+        fc.symbols,
+        key=key,
+        secret=provider_secret,
+        queue=daemon.queue,  # type: ignore[arg-type]
+        counters=daemon.counters,
+        backoff=Backoff(base_s=0.5, cap_s=30.0),
+        stale_after_s=fc.stale_after_s,
+        is_regular_hours=daemon.sessions.is_open,
+        clock=daemon.clock.now,
+        rest=rest,
+        on_event=daemon.on_feed_event,
+    )
