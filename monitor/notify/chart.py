@@ -35,6 +35,14 @@ class BarsFile:
         self._missing = False  # warned about it; reset once the file is back
         self._log = logs.get("notify_charts")
 
+    def warn_unset(self) -> None:
+        """Charts are on and a receiver takes them, but no bars file is named: say so."""
+        self._log.warning(
+            "bars_file_unset",
+            hint="messages go out without charts; set [charts] bars to the daemon's store "
+            "bars_daily.parquet (relative to the notifier's config), or enabled = false",
+        )
+
     def load(self) -> pl.DataFrame:
         """The bars (empty when there is no file: logged once, until the file appears)."""
         if self.path is None:

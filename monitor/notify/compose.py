@@ -53,9 +53,16 @@ class Composer:
 
     def check_charts(self) -> None:
         """Read the bars file now when charts are on, so that a missing one is reported (once,
-        see BarsFile) when the notifier starts rather than at its first alert."""
-        if self.config.charts.enabled:
-            self._bars.load()
+        see BarsFile) when the notifier starts rather than at its first alert; charts on for a
+        receiver that takes them, with no bars file named, are reported too."""
+        if not self.config.charts.enabled:
+            return
+        if self.config.bars_path is None:
+            takers = [r for r, s in self._senders.items() if s.takes_attachments]
+            if any(self.config.receiver(r).attach_chart for r in takers):
+                self._bars.warn_unset()
+            return
+        self._bars.load()
 
     async def message(self, receiver: str, alerts: Sequence[Alert]) -> Message:
         """The message for `alerts` on `receiver`, with a chart when it takes attachments."""

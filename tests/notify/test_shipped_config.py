@@ -113,6 +113,27 @@ async def test_a_missing_bars_file_is_logged_once_and_charts_come_back_with_it(
     ]
 
 
+async def test_charts_on_without_a_bars_file_named_are_reported_at_start() -> None:
+    """Charts on (the default) for a receiver that takes attachments, and no `[charts] bars`:
+    the check at start warns that messages go without charts; a receiver that takes none, or
+    charts off, warns nothing."""
+    receivers = [{"name": "chat", "url": "json://127.0.0.1:9/chat"}]
+    warned = []
+    for charts, takes in (({}, True), ({}, False), ({"enabled": False}, True)):
+        config = parse(
+            {"receivers": receivers, "route": {"receivers": ["chat"]}, "charts": charts},
+            environ={},
+        )
+        sender = HttpJsonSender("json://127.0.0.1:9/chat")
+        if not takes:
+            sender.takes_attachments = False
+        with capture_logs() as logs:
+            Composer(config, {"chat": "markdown"}, {"chat": sender}).check_charts()
+        await sender.aclose()
+        warned.append([(e["event"], e["log_level"]) for e in logs])
+    assert warned == [[("bars_file_unset", "warning")], [], []]
+
+
 def documented_commands(path: Path) -> list[str]:
     """Every `market-monitor notify|silence ...` command line in a Markdown file's code, with
     `[optional]` parts and comments left out (bare mentions such as `market-monitor notify`,
