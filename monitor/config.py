@@ -26,6 +26,7 @@ from msgspec import Meta
 
 from monitor.core.fields import field_message
 from monitor.errors import ConfigError
+from monitor.urls import host_only, mask_url
 
 if TYPE_CHECKING:  # (the rules pull in polars: the notifier and `config check` need not)
     from monitor.core.rules.spec import RulesFile
@@ -249,7 +250,7 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
         return (
             "url",
             "not a valid url (a port that is not a number, or a broken [IPv6] host): "
-            f"{_shown(feed.url)!r}",
+            f"{host_only(feed.url)!r}",
         )
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         return "url", _expected(feed.url, "mqtt://host[:port] or mqtts://host[:port]")
@@ -262,19 +263,7 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
 
 
 def _expected(url: str, shape: str) -> str:
-    return f"must be {shape}, not {_shown(url)!r}"
-
-
-def _shown(url: str) -> str:
-    """What a message may quote of a URL that failed a check: the scheme and the host (with
-    its port), never the user, password, path or query, which may hold secrets (a token in a
-    query, a password with `#` that a parser cuts), and never a string without a scheme."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        return "(no scheme)"
-    host = rest.rpartition("@")[2]
-    cut = min((host.find(c) for c in "/?#" if c in host), default=len(host))
-    return f"{scheme}://{host[:cut]}" + ("/…" if cut < len(host) else "")
+    return f"must be {shape}, not {host_only(url)!r}"
 
 
 def resolve(config: Config, relative: str) -> Path:
@@ -336,16 +325,6 @@ def masked(config: Config) -> dict[str, Any]:
         if isinstance(url, str):
             section["url"] = mask_url(url)
     return data
-
-
-def mask_url(url: str) -> str:
-    """`redis://user:pw@host` -> `redis://user:***@host`."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    cred, _, host = rest.rpartition("@")
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in cred else f"{scheme}://{user}@{host}"
 
 
 def env_overrides(env: dict[str, str], prefix: str = ENV_PREFIX) -> Overrides:

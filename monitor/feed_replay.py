@@ -128,7 +128,7 @@ async def publish(
     from aiomqtt.exceptions import MqttConnectError
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from monitor.config import mask_url
+    from monitor.urls import mask_url
 
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:

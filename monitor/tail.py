@@ -17,10 +17,10 @@ from typing import Any
 
 import msgspec
 
-from monitor.config import mask_url
 from monitor.core.backoff import Backoff
 from monitor.core.model import Alert, decode_alert, encode_alert
 from monitor.errors import ConfigError, SinkUnavailable
+from monitor.urls import mask_url
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 BLOCK_MS = 1000

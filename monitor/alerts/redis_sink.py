@@ -57,6 +57,7 @@ from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import Alert
 from monitor.errors import SinkUnavailable
+from monitor.urls import mask_url
 
 DEDUPE_TTL_S = 30 * 86_400
 CHECK_INTERVAL_S = 2.0  # between PINGs ([redis] check_interval_s): degraded within seconds
@@ -85,19 +86,6 @@ return flags
 # an operator must fix (WRONGTYPE on the stream key, NOPERM): all of them are retried, because the
 # outbox keeps the alerts and the warning names the error.
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ResponseError)
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (if any) replaced by `***`, for logs and reprs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _strip_credentials(url: str) -> tuple[str, str | None, str | None]:

@@ -26,12 +26,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
 
-from monitor.config import mask_url, secret
+from monitor.config import secret
 from monitor.core.counters import Counters
 from monitor.errors import ConfigError, SinkUnavailable
 from monitor.notify.config import NotifyConfig, RedisSection
 from monitor.notify.ledger import REDIS_ERRORS, retrying
 from monitor.notify.routing import Batch
+from monitor.urls import mask_url
 
 Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields), as XREADGROUP gives
 

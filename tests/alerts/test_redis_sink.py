@@ -308,8 +308,10 @@ def test_mask_url_hides_only_the_password() -> None:
         mask_url("rediss://alerts:p%40ss@redis.example:6380/2"),
         mask_url("redis://:pw@[::1]:6379/0"),
         mask_url("redis://127.0.0.1:6379/0"),
+        mask_url("redis://alerts:p#ss@redis.example:6380/2"),  # (no fragment: a password)
     ] == [
         "rediss://alerts:***@redis.example:6380/2",
         "redis://:***@[::1]:6379/0",
         "redis://127.0.0.1:6379/0",
+        "redis://alerts:***@redis.example:6380/2",
     ]
