@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import queue
 import subprocess
 import sys
@@ -72,6 +73,14 @@ class Tail:
         self.proc.stderr.close()
 
 
+def add_entries(server: RedisServer, *entries: tuple[str, Alert]) -> None:
+    """Alerts added to the stream of `server` under the given entry ids."""
+    client = redis.Redis(port=server.port)
+    for entry_id, alert in entries:
+        client.xadd(STREAM, {"id": alert.id, "alert": encode_alert(alert)}, id=entry_id)
+    client.close()
+
+
 def test_tail_without_redis_is_unavailable_not_a_config_error() -> None:
     """With nothing listening at the URL, `tail` exits 69 (service unavailable) with one line
     naming Redis, not 78: the configuration is fine."""
@@ -90,13 +99,7 @@ def test_tail_rides_out_a_redis_restart_and_resumes_after_the_last_alert_it_prin
     before = msgspec.structs.replace(july[0], id="already-there-when-tail-started")
     stream = [("1-0", before), ("2-0", july[0]), ("3-0", july[1]), ("4-0", july[2])]
     with RedisServer() as server:
-
-        def add(*entries: tuple[str, Alert]) -> None:
-            client = redis.Redis(port=server.port)
-            for entry_id, alert in entries:
-                client.xadd(STREAM, {"id": alert.id, "alert": encode_alert(alert)}, id=entry_id)
-            client.close()
-
+        add = functools.partial(add_entries, server)
         add(stream[0])
         with Tail("--url", server.url, "--json", "--count", "3") as tail:
             assert tail.err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
@@ -121,13 +124,7 @@ def test_tail_says_when_alerts_were_trimmed_from_the_stream_during_an_outage() -
     once, and prints what is there."""
     july = replay_alerts(dt.date(2024, 7, 1), dt.date(2024, 7, 31))
     with RedisServer() as server:
-
-        def add(*entries: tuple[str, Alert]) -> None:
-            client = redis.Redis(port=server.port)
-            for entry_id, alert in entries:
-                client.xadd(STREAM, {"id": alert.id, "alert": encode_alert(alert)}, id=entry_id)
-            client.close()
-
+        add = functools.partial(add_entries, server)
         with Tail("--url", server.url, "--json", "--count", "2") as tail:
             assert tail.err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
             add(("2-0", july[0]))
