@@ -72,8 +72,7 @@ class Intraday:
         except StoreError as exc:
             if final:
                 raise
-            self.counters.inc("intraday_save_failures")
-            self.log.error("intraday_bars_not_saved", error=str(exc))
+            self._failed(exc)
             return
         self.counters.inc("intraday_saves")
         event = self.log.info if final else self.log.debug
@@ -90,13 +89,17 @@ class Intraday:
         try:
             self.store.discard_intraday()
         except StoreError as exc:
-            self.counters.inc("intraday_save_failures")
-            self.log.error("intraday_bars_not_saved", error=str(exc))
+            self._failed(exc)
 
-    def restore(self, now: dt.datetime) -> bool:
+    def _failed(self, exc: StoreError) -> None:
+        """A periodic save that failed: counted and logged; the next interval tries again."""
+        self.counters.inc("intraday_save_failures")
+        self.log.error("intraday_bars_not_saved", error=str(exc))
+
+    def restore(self, now: dt.datetime) -> None:
         """Continue the sessions under way from the bars saved last, unless none of their
         sessions is still open or open to corrections at `now`, or they were saved later than
-        `now` (stale: logged and ignored; see `BarBook.restore`). Whether a file was read."""
+        `now` (stale: logged and ignored; see `BarBook.restore`)."""
         try:
             saved = self.store.load_intraday()
         except StoreError as exc:
@@ -105,9 +108,9 @@ class Intraday:
                 error=str(exc),
                 note="the sessions under way are built from the ticks still to come",
             )
-            return False
+            return
         if saved is None:
-            return False
+            return
         sessions = [s.isoformat() for s in saved.sessions()]
         if not self.engine.restore_bars(saved, now):
             self.log.info(
@@ -118,7 +121,7 @@ class Intraday:
                 note="ignored: none of their sessions is still open or open to corrections "
                 "(or they were saved later than now)",
             )
-            return True
+            return
         same_hash = saved.hashed_by == pl.__version__
         self.log.info(
             "intraday_bars_restored",
@@ -134,4 +137,3 @@ class Intraday:
                 hashed_by=f"polars {saved.hashed_by}",
                 note="a trade delivered again across the restart counts twice",
             )
-        return True

@@ -88,7 +88,7 @@ class Daemon:
             restored_alerts=len(state.fired) if state else 0,
         )
         self.intraday = Intraday(self.store, self.engine, self.log, self.counters)
-        self.intraday_read = self.intraday.restore(clock.now())
+        self.intraday.restore(clock.now())
         self.queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue(config.engine.queue_size)
         self.stop = asyncio.Event()
         self.feeds_done = asyncio.Event()

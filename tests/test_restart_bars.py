@@ -236,14 +236,13 @@ async def test_stale_or_unreadable_saved_bars_are_logged_and_left_out(tmp_path: 
         daemon = Daemon(config, clock=SimClock(later))
     stale = [e for e in logs if e["event"] == "intraday_bars_stale"]
     assert [e["sessions"] for e in stale] == [["2024-07-16"]]
-    assert daemon.engine.minutes.height == 0 and daemon.intraday_read
+    assert daemon.engine.minutes.height == 0
     store.intraday_path.write_bytes(b"PAR1 not parquet")
     with capture_logs() as logs:
         daemon = Daemon(config, clock=SimClock(later))
     unreadable = [e for e in logs if e["event"] == "intraday_bars_unreadable"]
     assert len(unreadable) == 1 and str(store.intraday_path) in unreadable[0]["error"]
     assert unreadable[0]["log_level"] == "warning"
-    assert not daemon.intraday_read
 
 
 def test_a_save_with_no_session_under_way_removes_the_saved_bars(tmp_path: Path) -> None:
