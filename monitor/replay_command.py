@@ -25,6 +25,7 @@ from monitor.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import polars as pl
 
+    from monitor.core.engine import Engine
     from monitor.core.rules.spec import Rule
 
 
@@ -94,6 +95,37 @@ def _without_volume(rules: list[Rule], bars: pl.DataFrame) -> list[str]:
             if volume.len() and not (volume > 0).any():
                 idle.append(rule.id)
     return idle
+
+
+def _thin_periods(engine: Engine, rules: list[Rule], start: dt.date | None) -> list[str]:
+    """For each breadth and movers rule, the periods (from `start`) it did not evaluate for
+    want of bars: fewer than its `min_coverage` of the symbols of the period before (a hole
+    in the data). Without this line a rule that stays silent there would look like a rule
+    whose condition never held."""
+    import polars as pl
+
+    from monitor.core import metrics
+    from monitor.core.firing import rule_frame
+    from monitor.core.rules.context import unit
+    from monitor.core.rules.spec import BreadthRule, MoversRule
+
+    lines = []
+    for rule in rules:
+        if not isinstance(rule, BreadthRule | MoversRule) or rule.timeframe == "1m":
+            continue
+        bars = rule_frame(engine.frame(rule.timeframe), rule)
+        coverage = metrics.coverage(bars, rule.timeframe)
+        thin = coverage.filter(pl.col("coverage") < rule.min_coverage)
+        if start is not None:
+            thin = thin.filter(pl.col("session") >= start)
+        if thin.height:
+            first: dt.date = thin.get_column("session").min()  # type: ignore[assignment]
+            lines.append(
+                f"rule {rule.id} did not evaluate {thin.height} {unit(rule.timeframe, thin.height)}"
+                f" (the first {first}): bars of fewer than {rule.min_coverage:.0%} of the symbols"
+                " of the period before (min_coverage)"
+            )
+    return lines
 
 
 def _importing(module: str) -> threading.Thread:
@@ -199,6 +231,8 @@ def run_replay(
             Path(report).write_text(html, encoding="utf-8")
         except OSError as exc:
             raise DataError(report, f"cannot write the report: {exc.strerror}") from None
+    for line in _thin_periods(engine, rules.enabled, start):
+        print(f"market-monitor: {line}", file=sys.stderr)
     rejected = {**counts, **{k: v for k, v in engine.counts.items()}}
     if rejected:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))

@@ -110,3 +110,27 @@ def test_min_coverage_must_be_a_share(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"rules\[0\]\.min_coverage: Expected `float` <= 1.0"):
         load_rules(rules_file(tmp_path, 1.5))
+
+
+def test_replay_names_the_sessions_a_rule_did_not_evaluate(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """`replay` over a file missing half the symbols' bars of LAST says, per breadth and movers
+    rule, how many sessions it did not evaluate and the first; a whole file says nothing."""
+    from tests.test_commands import cli
+
+    bars = universe(sessions)
+    thin = bars.filter(~((pl.col("session") == LAST) & pl.col("symbol").is_in(SYMBOLS[10:])))
+    for frame, name in ((thin, "thin.csv"), (bars, "whole.csv")):
+        frame.write_csv(tmp_path / name)
+    rules = str(rules_file(tmp_path))
+    res = cli("replay", "--rules", rules, "--data", str(tmp_path / "thin.csv"))
+    assert res.returncode == 0, res.stderr
+    said = [line for line in res.stderr.splitlines() if "did not evaluate" in line]
+    tail = "(the first 2024-07-16): bars of fewer than 90% of the symbols of the period before"
+    assert said == [
+        f"market-monitor: rule {rule} did not evaluate 1 session {tail} (min_coverage)"
+        for rule in ("breadth.5d", "movers.5d")
+    ]
+    res = cli("replay", "--rules", rules, "--data", str(tmp_path / "whole.csv"))
+    assert res.returncode == 0 and "did not evaluate" not in res.stderr
