@@ -193,7 +193,7 @@ def test_replay_into_a_reader_that_goes_away_stops_quietly() -> None:
     command = [sys.executable, "-m", "monitor", "replay", "--rules", str(RULES)]
     with subprocess.Popen(
         [*command, "--data", f"^RUT={RUT}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as proc:  # (156 alerts, about 190 kB: more than a pipe holds)
+    ) as proc:  # (138 alerts, about 180 kB: more than a pipe holds)
         assert proc.stdout is not None and proc.stderr is not None
         first = proc.stdout.readline()
         proc.stdout.close()  # the reader goes away after one line
