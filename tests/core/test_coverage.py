@@ -134,3 +134,39 @@ def test_replay_names_the_sessions_a_rule_did_not_evaluate(
     ]
     res = cli("replay", "--rules", rules, "--data", str(tmp_path / "whole.csv"))
     assert res.returncode == 0 and "did not evaluate" not in res.stderr
+
+
+def test_minute_movers_and_breadth_compare_symbols_minute_by_minute(sessions: Sessions) -> None:
+    """Minute rules compare the symbols' bars of each minute (not the whole day's at once):
+    AAA's +5% in the sixth minute and BBB's +6% in the ninth are each the top mover of their
+    minute, and breadth (two of three up over the minute) fires in both minutes."""
+    from monitor.core.engine import Engine
+    from monitor.core.model import MINUTE_SCHEMA, FeedBatch
+    from monitor.core.rules.spec import BreadthRule, MoversRule, RulesFile
+
+    movers = MoversRule(
+        id="movers.1m", universe=True, timeframe="1m", window=1, top=1, min_return=0.03
+    )
+    breadth = BreadthRule(
+        id="breadth.1m", universe=True, timeframe="1m", window=1, min_share=0.6, min_symbols=3
+    )
+    start = dt.datetime(2024, 7, 16, 14, 0, tzinfo=dt.UTC)
+    jumps = {("AAA", 5): 1.05, ("CCC", 5): 1.01, ("BBB", 8): 1.06, ("CCC", 8): 1.01}
+    rows = []
+    for symbol in ("AAA", "BBB", "CCC"):
+        price = 10.0
+        for m in range(10):
+            price *= jumps.get((symbol, m), 1.0)
+            at = start + dt.timedelta(minutes=m)
+            rows.append((symbol, at, price, price, price, price, 100.0))
+    batch = FeedBatch.empty("t")
+    batch.minute_bars = pl.DataFrame(rows, schema=MINUTE_SCHEMA, orient="row")
+    engine = Engine(RulesFile(rules=[movers, breadth]), sessions)
+    engine.ingest(batch)
+    alerts = engine.advance(start + dt.timedelta(minutes=10)).alerts
+    assert sorted((a.rule, a.symbol, a.ts) for a in alerts) == [
+        ("breadth.1m", "universe", "2024-07-16T14:06:00Z"),
+        ("breadth.1m", "universe", "2024-07-16T14:09:00Z"),
+        ("movers.1m", "AAA", "2024-07-16T14:06:00Z"),
+        ("movers.1m", "BBB", "2024-07-16T14:09:00Z"),
+    ]

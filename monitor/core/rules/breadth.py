@@ -26,14 +26,14 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
     index of the universe."""
     per_symbol = bars.with_columns(m.window_return(rule.window).alias("wret"))
     frame = (
-        per_symbol.group_by("session")
+        per_symbol.group_by("ts")  # (the period's close: a session, a week or a minute)
         .agg(
-            pl.col("ts").max(),
+            pl.col("session").first(),
             (pl.col("wret") > 0).sum().alias("up"),
             pl.col("wret").is_not_null().sum().alias("counted"),
             pl.col("ret1").mean().fill_null(0.0).alias("mean_ret1"),
         )
-        .sort("session")
+        .sort("ts")
         .join(m.coverage(bars, rule.timeframe), on="session", how="left", maintain_order="left")
         .with_columns(
             pl.lit(rule.label).alias("symbol"),

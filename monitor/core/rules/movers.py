@@ -20,7 +20,8 @@ PER_SYMBOL = False  # it compares symbols
 
 
 def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.DataFrame:
-    """Condition: among the top `top` returns of the period and at least `min_return`, in a
+    """Condition: among the top `top` returns of the period (its bars closing at the same `ts`:
+    a session, a week or a minute) and at least `min_return`, in a
     period with bars of at least `min_coverage` of the symbols of the period before (see
     `metrics.coverage`)."""
     if rule.since is not None:
@@ -32,7 +33,7 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
     else:
         frame = bars.with_columns(m.window_return(rule.window or 5).alias("return"))
     frame = frame.with_columns(
-        pl.col("return").rank("ordinal", descending=True).over("session").alias("rank")
+        pl.col("return").rank("ordinal", descending=True).over("ts").alias("rank")
     ).join(m.coverage(bars, rule.timeframe), on="session", how="left", maintain_order="left")
     cond = (pl.col("rank") <= rule.top) & (pl.col("return") >= rule.min_return)
     cond = cond & (pl.col("coverage") >= rule.min_coverage)
