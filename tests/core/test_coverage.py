@@ -170,3 +170,34 @@ def test_minute_movers_and_breadth_compare_symbols_minute_by_minute(sessions: Se
         ("movers.1m", "AAA", "2024-07-16T14:06:00Z"),
         ("movers.1m", "BBB", "2024-07-16T14:09:00Z"),
     ]
+
+
+def test_minute_rotation_pairs_each_minute_with_the_same_minute(sessions: Sessions) -> None:
+    """A 1m rotation compares IWM's return over the minute with QQQ's over the same minute
+    (not with every minute of the day): IWM's +2% in the sixth minute and QQQ's -2% in the
+    ninth each fire, at that minute, with that spread."""
+    from monitor.core.engine import Engine
+    from monitor.core.model import MINUTE_SCHEMA, FeedBatch
+    from monitor.core.rules.spec import RotationRule, RulesFile
+
+    rule = RotationRule(
+        id="rotation.1m", small="IWM", large="QQQ", timeframe="1m", window=1, min_spread=0.01
+    )
+    start = dt.datetime(2024, 7, 16, 14, 0, tzinfo=dt.UTC)
+    rows = []
+    for symbol in ("IWM", "QQQ"):
+        for m in range(10):
+            price = 100.0
+            if (symbol, m >= 5) == ("IWM", True) or (symbol, m >= 8) == ("QQQ", True):
+                price = 102.0 if symbol == "IWM" else 98.0
+            at = start + dt.timedelta(minutes=m)
+            rows.append((symbol, at, price, price, price, price, 100.0))
+    batch = FeedBatch.empty("t")
+    batch.minute_bars = pl.DataFrame(rows, schema=MINUTE_SCHEMA, orient="row")
+    engine = Engine(RulesFile(rules=[rule]), sessions)
+    engine.ingest(batch)
+    alerts = engine.advance(start + dt.timedelta(minutes=10)).alerts
+    assert [(a.symbol, a.ts, round(a.metrics["spread"], 6)) for a in alerts] == [
+        ("IWM", "2024-07-16T14:06:00Z", 0.02),
+        ("IWM", "2024-07-16T14:09:00Z", 0.02),
+    ]

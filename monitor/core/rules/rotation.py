@@ -28,9 +28,10 @@ def condition(bars: pl.DataFrame, rule: RotationRule, ctx: RuleContext) -> pl.Da
     )
     small = both.filter(pl.col("symbol") == rule.small)
     large = both.filter(pl.col("symbol") == rule.large).select(
-        "session", pl.col("return").alias("large_return"), pl.col("close").alias("large_close")
+        "ts", pl.col("return").alias("large_return"), pl.col("close").alias("large_close")
     )
-    frame = small.join(large, on="session", how="inner").sort("ts")
+    # Paired by the period's close (a session's, a week's or a minute's: one bar each).
+    frame = small.join(large, on="ts", how="inner").sort("ts")
     frame = frame.with_columns(
         (pl.col("return") - pl.col("large_return")).alias("spread"),
         pl.int_range(pl.len()).alias("idx"),
