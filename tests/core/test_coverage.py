@@ -1,4 +1,5 @@
-"""Rules that compare symbols (breadth, movers) wait for the universe's bars of a period: a
+"""Rules that compare symbols (breadth, movers, rotation) compare the bars of one period (a
+session, a week, a minute); breadth and movers wait for the universe's bars of a period: a
 feed's daily bars come a symbol at a time, and the first few are not the universe."""
 
 from __future__ import annotations
