@@ -2,8 +2,8 @@
 
 The daemon saves them to `bars_intraday.parquet` every `[store] intraday_interval_s` while a
 session is under way, and at a graceful stop; a start takes them up while their session is
-still open or open to corrections. A kill -9 then loses only the ticks of the last interval
-(and of those, only what the feed does not deliver again), not the session's bars so far.
+still open or open to corrections, then the ticks and minute bars accepted since that save,
+from the journal (`monitor.journal`). A kill -9 then loses nothing the daemon accepted.
 
 Periodic saves are written by a thread of their own (a full session of a universe's minute bars
 takes a few hundred ms to write, which the event loop should not wait for), one at a time and
@@ -21,19 +21,46 @@ import polars as pl
 from monitor.core.bar_state import BookState
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine
+from monitor.core.model import FeedBatch
+from monitor.core.sessions import minute_date
+from monitor.journal import Journal
 from monitor.store import Store, StoreError
 
 
 class Intraday:
     """Saving and taking up the engine's sessions under way in `store`."""
 
-    def __init__(self, store: Store, engine: Engine, log: Any, counters: Counters) -> None:
+    def __init__(
+        self, store: Store, engine: Engine, log: Any, counters: Counters, journal: Journal
+    ) -> None:
         self.store = store
         self.engine = engine
         self.log = log
         self.counters = counters
+        self.journal = journal
+        self._journal_failing = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intraday")
         self._pending: Future[None] | None = None
+
+    def append(self, batch: FeedBatch) -> None:
+        """Journal a step's accepted ticks and minute bars (before its messages are
+        acknowledged). A write that fails (a full disk) is logged and counted, once until one
+        succeeds again, and the daemon goes on: what a crash then loses is only what the last
+        save holds not."""
+        try:
+            self.journal.append(batch)
+        except OSError as exc:
+            self.journal.rotate()  # (a record written in part ends its segment)
+            self.counters.inc("journal_write_failures")
+            if not self._journal_failing:
+                self._journal_failing = True
+                self.log.error(
+                    "journal_not_written", error=str(exc), folder=str(self.journal.folder)
+                )
+            return
+        if self._journal_failing:
+            self._journal_failing = False
+            self.log.info("journal_written_again")
 
     def save_later(self) -> None:
         """A periodic save, after an engine step: the state is taken now and written by the
@@ -42,10 +69,11 @@ class Intraday:
         if self._pending is not None and not self._pending.done():
             return
         state = self._state()
+        covered = self.journal.rotate()  # (what the state holds: the journal up to here)
         if state is None:
-            self._pending = self._writer.submit(self._discard)
+            self._pending = self._writer.submit(self._discard, covered)
             return
-        self._pending = self._writer.submit(self._write, state, False)
+        self._pending = self._writer.submit(self._write, state, covered, False)
 
     def save_now(self) -> None:
         """The save at a graceful stop, after the last engine step: after any periodic one
@@ -54,10 +82,12 @@ class Intraday:
             self._pending.result()
         self._writer.shutdown()
         state = self._state()
+        covered = self.journal.rotate()
         if state is None:
             self.store.discard_intraday()
-            return
-        self._write(state, True)
+        else:
+            self._write(state, covered, True)
+        self.journal.drop_upto(covered)
 
     def _state(self) -> BookState | None:
         """The book's sessions, or None when nothing is under way (no file is needed then)."""
@@ -66,14 +96,18 @@ class Intraday:
             return None
         return state
 
-    def _write(self, state: BookState, final: bool) -> None:
+    def _write(self, state: BookState, covered: int, final: bool) -> None:
+        """Save `state`, which holds the journal up to segment `covered`; those segments go
+        once it is saved (the save at a stop deletes them itself)."""
         try:
-            self.store.save_intraday(state)
+            self.store.save_intraday(state, covered)
         except StoreError as exc:
             if final:
                 raise
             self._failed(exc)
             return
+        if not final:
+            self.journal.drop_upto(covered)
         self.counters.inc("intraday_saves")
         event = self.log.info if final else self.log.debug
         event(
@@ -84,12 +118,15 @@ class Intraday:
             duplicate_keys=state.seen.height,
         )
 
-    def _discard(self) -> None:
-        """No session under way: a file saved earlier must not come back at the next start."""
+    def _discard(self, covered: int) -> None:
+        """No session under way: a file saved earlier must not come back at the next start
+        (nor the journal up to `covered`)."""
         try:
             self.store.discard_intraday()
         except StoreError as exc:
             self._failed(exc)
+            return
+        self.journal.drop_upto(covered)
 
     def _failed(self, exc: StoreError) -> None:
         """A periodic save that failed: counted and logged; the next interval tries again."""
@@ -97,6 +134,30 @@ class Intraday:
         self.log.error("intraday_bars_not_saved", error=str(exc))
 
     def restore(self, now: dt.datetime) -> None:
+        """Continue the sessions under way from the bars saved last, then from the journal's
+        ticks and minute bars accepted since (see `take_up_journal`)."""
+        self._restore_saved(now)
+        self.take_up_journal(now)
+
+    def take_up_journal(self, now: dt.datetime) -> None:
+        """Ingest the journal's records after the segment the saved state covers (all of
+        them without one), those of sessions the bar builder still takes at `now`. They go in
+        before any tick from the feeds, as they came before the restart; a message the broker
+        delivers again is then a duplicate."""
+        covered = self.store.intraday_journal()
+        ticks = minutes = 0
+        for batch in self.journal.read_after(-1 if covered is None else covered):
+            keep = self.engine.book.oldest_kept(now)
+            if keep is not None:
+                batch.ticks = batch.ticks.filter(minute_date(pl.col("ts")) >= keep)
+                batch.minute_bars = batch.minute_bars.filter(minute_date(pl.col("start")) >= keep)
+            if batch.ticks.height or batch.minute_bars.height:
+                self.engine.ingest(batch)
+                ticks, minutes = ticks + batch.ticks.height, minutes + batch.minute_bars.height
+        if ticks or minutes:
+            self.log.info("journal_taken_up", ticks=ticks, minute_bars=minutes)
+
+    def _restore_saved(self, now: dt.datetime) -> None:
         """Continue the sessions under way from the bars saved last, unless none of their
         sessions is still open or open to corrections at `now`, or they were saved later than
         `now` (stale: logged and ignored; see `BarBook.restore`)."""

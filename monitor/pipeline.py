@@ -3,7 +3,8 @@
 Feeds put `FeedBatch`es (already decoded) or `Wire`s (raw messages, decoded here, many at once)
 on one bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
 `batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()`, hands
-the alerts to the sinks and then calls each Wire's `ack` (the feed acknowledges and reads on).
+the alerts to the sinks, passes the batch to `on_batch` (the daemon's journal) and then calls
+each Wire's `ack` (the feed acknowledges and reads on).
 A Wire is claimed before it is decoded: one its feed has withdrawn (at shutdown, past the grace
 period) is left alone, neither processed nor acknowledged, and the broker delivers it again.
 With nothing arriving it still advances once a second, so bars close on the clock. Steps that
@@ -54,6 +55,7 @@ class Pipeline:
         batch_max_rows: int = 50_000,
         batch_max_age_ms: float = 25.0,
         on_step: Callable[[Step], None] | None = None,
+        on_batch: Callable[[FeedBatch], None] | None = None,
         side_alerts: Callable[[], list[Alert]] | None = None,
         status_changes: Callable[[], list[tuple[str, bool]]] | None = None,
     ) -> None:
@@ -66,6 +68,7 @@ class Pipeline:
         self.batch_max_rows = batch_max_rows
         self.batch_max_age_s = batch_max_age_ms / 1000.0
         self.on_step = on_step
+        self.on_batch = on_batch
         self.side_alerts = side_alerts
         self.status_changes = status_changes
         self.last_step_at: float = time.monotonic()
@@ -150,6 +153,8 @@ class Pipeline:
             self.counters.inc("bars_closed", step.minute_bars.height, timeframe="1m")
         if step.daily_bars.height:
             self.counters.inc("bars_closed", step.daily_bars.height, timeframe="1d")
+        if self.on_batch is not None and batch is not None:
+            self.on_batch(batch)  # (the journal: on disk before the messages are acknowledged)
         if self.on_step is not None:
             self.on_step(step)
         for item in items:

@@ -42,6 +42,7 @@ from monitor.feeds.replay import ReplayFeed
 from monitor.feeds.wire import Wire
 from monitor.http import HttpServer, json_route
 from monitor.intraday import Intraday
+from monitor.journal import JOURNAL, Journal
 from monitor.pipeline import BatchDecoder, Pipeline
 from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
@@ -87,7 +88,8 @@ class Daemon:
             historical_firings=warmed,
             restored_alerts=len(state.fired) if state else 0,
         )
-        self.intraday = Intraday(self.store, self.engine, self.log, self.counters)
+        journal = Journal(self.store.path / JOURNAL)
+        self.intraday = Intraday(self.store, self.engine, self.log, self.counters, journal)
         self.intraday.restore(clock.now())
         self.queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue(config.engine.queue_size)
         self.stop = asyncio.Event()
@@ -313,6 +315,7 @@ async def run(
             batch_max_rows=config.engine.batch_max_rows,
             batch_max_age_ms=config.engine.batch_max_age_ms,
             on_step=daemon.on_step,
+            on_batch=daemon.intraday.append,
             side_alerts=daemon.take_feed_alerts,
             status_changes=daemon.take_status,
         )

@@ -1,5 +1,6 @@
-"""The daemon's state on disk: daily bar history (Parquet), the engine's state (JSON) and, from
-a graceful stop to the next start, the bars of the sessions under way (Parquet).
+"""The daemon's state on disk: daily bar history (Parquet), the engine's state (JSON) and the
+bars of the sessions under way (Parquet, see `monitor.intraday`; the ticks accepted since they
+were saved are in `journal/`, see `monitor.journal`).
 
 Writes are atomic (temporary file, fsync, rename), so a crash mid-write leaves the previous
 snapshot intact. The outbox (SQLite) lives in the same folder, owned by the publisher.
@@ -47,8 +48,8 @@ class StoreLocked(StoreError):
 
 
 class Store:
-    """A folder holding bars_daily.parquet, engine_state.json, outbox.sqlite and, between a
-    graceful stop and the next start, bars_intraday.parquet."""
+    """A folder holding bars_daily.parquet, engine_state.json, outbox.sqlite and, while a
+    session is under way or from a stop to the next start, bars_intraday.parquet and journal/."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -135,10 +136,11 @@ class Store:
         """Where the bars of the sessions under way wait for the next start."""
         return self.path / INTRADAY
 
-    def save_intraday(self, state: BookState) -> None:
+    def save_intraday(self, state: BookState, journal: int | None = None) -> None:
         """Save the bar builder's sessions (atomically): one Parquet file, a `part` column
         telling closed minute bars, open bars and duplicate keys apart, the rest in its
-        key-value metadata."""
+        key-value metadata, with `journal`, the last journal segment the state covers (see
+        `monitor.journal`)."""
         parts = {"closed": state.closed, "open": state.open, "seen": state.seen}
         frame = pl.concat(
             [part.with_columns(part=pl.lit(name)) for name, part in parts.items()],
@@ -151,12 +153,13 @@ class Store:
             "done": [d.isoformat() for d in state.done],
             "hashed_by": state.hashed_by,
             "columns": {name: part.columns for name, part in parts.items()},
+            "journal": journal,
         }
         metadata = {_INTRADAY_META: json.dumps(meta)}
         self._atomic(INTRADAY, lambda f: frame.write_parquet(f, metadata=metadata))
 
     def load_intraday(self) -> BookState | None:
-        """The bar builder's sessions saved at the last graceful stop, if any."""
+        """The bar builder's sessions saved last (periodically, or at a stop), if any."""
         file = self.intraday_path
         if not file.exists():
             return None
@@ -178,6 +181,16 @@ class Store:
             )
         except (pl.exceptions.PolarsError, OSError, KeyError, TypeError, ValueError) as exc:
             raise _unreadable(file, exc, fatal=False) from None
+
+    def intraday_journal(self) -> int | None:
+        """The last journal segment the saved sessions cover (None: no file, or none named)."""
+        file = self.intraday_path
+        try:
+            meta = json.loads(pl.read_parquet_metadata(file)[_INTRADAY_META])
+        except (pl.exceptions.PolarsError, OSError, KeyError, ValueError):
+            return None
+        covered = meta.get("journal")
+        return covered if isinstance(covered, int) else None
 
     def discard_intraday(self) -> None:
         """Remove the saved sessions' bars (once a start has taken them up)."""

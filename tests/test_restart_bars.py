@@ -148,6 +148,35 @@ async def test_a_graceful_restart_mid_session_keeps_the_sessions_bars(tmp_path: 
         await client.aclose()
 
 
+def crash_stores(tmp_path: Path, prefix: str, intraday_interval_s: float) -> tuple[Path, Path]:
+    """The config of a daemon whose store is `a/store` (the sessions under way saved every
+    `intraday_interval_s`), and that of a second daemon on `b/store`, where a test puts what a
+    crash of the first leaves."""
+    (tmp_path / "a").mkdir()
+    conf = write_config(tmp_path / "a", prefix)
+    every = f"[store]\nintraday_interval_s = {intraday_interval_s}\n"
+    conf.write_text(conf.read_text().replace("[store]\n", every))
+    (tmp_path / "b" / "store").mkdir(parents=True)
+    conf_b = tmp_path / "b" / "monitor.toml"
+    conf_b.write_text(conf.read_text().replace(str(tmp_path / "a"), str(tmp_path / "b")))
+    return conf, conf_b
+
+
+async def close_the_session(daemon: Daemon, clock: SimClock, minutes: pl.DataFrame) -> None:
+    """Move the clock past the close: the daemon's minute bars equal the uninterrupted run's
+    `minutes` once its session bars have closed."""
+    clock.set(at(20, 0, 10))
+    await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 3)
+    got = daemon.engine.minutes.sort("symbol", "start")
+    assert got.equals(minutes.select(got.columns))
+
+
+def assert_stored(store: Path, daily: pl.DataFrame) -> None:
+    """The session bars in `store` (after the daemon's stop) are `daily`."""
+    stored = Store(store).load_bars().filter(pl.col("session") == SESSION).sort("symbol")
+    assert stored.equals(daily.select(stored.columns))
+
+
 async def test_a_crash_mid_session_loses_no_bar_saved_before_it(tmp_path: Path) -> None:
     """The sessions under way are saved every `intraday_interval_s` while the daemon runs: the
     store as a kill -9 leaves it (its bars_intraday.parquet copied while the daemon runs, after
@@ -155,25 +184,18 @@ async def test_a_crash_mid_session_loses_no_bar_saved_before_it(tmp_path: Path) 
     crash delivered again (duplicates) and the rest of the session, its minute bars and
     session bar equal those of one uninterrupted run."""
     prefix = f"mm-crash-{uuid.uuid4().hex[:8]}"
-    (tmp_path / "a").mkdir()
-    conf = write_config(tmp_path / "a", prefix)
-    conf.write_text(conf.read_text().replace("[store]\n", "[store]\nintraday_interval_s = 0.2\n"))
+    conf, conf_b = crash_stores(tmp_path, prefix, 0.2)
     ticks = session_ticks()
-    after_close = at(20, 0, 10)
-    minutes, daily = uninterrupted(ticks, after_close)
+    minutes, daily = uninterrupted(ticks, at(20, 0, 10))
     crash = at(14, 15, 20)
     before, after = [t for t in ticks if t.ts < crash], [t for t in ticks if t.ts >= crash]
     topic = f"{prefix}/ticks"
-    left = tmp_path / "b" / "store"  # what the crash leaves
-    left.mkdir(parents=True)
     try:
         async with daemon_running(conf, clock=SimClock(at(14, 0, 20))) as daemon:
             await feed(daemon, topic, before, crash, minutes)
             saves = daemon.counters.get("intraday_saves")
             await until(lambda: daemon.counters.get("intraday_saves") >= saves + 2)
-            shutil.copy(tmp_path / "a" / "store" / INTRADAY, left / INTRADAY)
-        conf_b = tmp_path / "b" / "monitor.toml"
-        conf_b.write_text(conf.read_text().replace(str(tmp_path / "a"), str(tmp_path / "b")))
+            shutil.copy(tmp_path / "a" / "store" / INTRADAY, tmp_path / "b" / "store" / INTRADAY)
         clock = SimClock(crash + dt.timedelta(seconds=30))
         async with daemon_running(conf_b, clock=clock) as daemon:
             closed = minutes.filter(pl.col("start") < crash.replace(second=0))
@@ -182,12 +204,52 @@ async def test_a_crash_mid_session_loses_no_bar_saved_before_it(tmp_path: Path) 
             await publish(topic, messages(before[-30:] + after))
             await until(lambda: daemon.counters.total("ticks_in") >= 30 + len(after))
             assert daemon.counters.get("rejections", reason="duplicate") == 30
-            clock.set(after_close)
-            await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 3)
+            await close_the_session(daemon, clock, minutes)
+        assert_stored(tmp_path / "b" / "store", daily)
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
+
+
+async def test_a_crash_after_the_last_save_loses_no_tick_accepted_since(tmp_path: Path) -> None:
+    """Ticks accepted after the last save of the sessions under way are in the journal: the
+    store as a kill -9 leaves it (the saved bars and the journal, copied while the daemon runs)
+    starts a daemon whose minute bars equal an uninterrupted run's before any tick is sent
+    again; with only the rest of the session sent, its minute bars and session bar equal that
+    run's, with no duplicate. A graceful stop leaves no journal behind."""
+    prefix = f"mm-journal-{uuid.uuid4().hex[:8]}"
+    conf, conf_b = crash_stores(tmp_path, prefix, 3600)
+    ticks = session_ticks()
+    minutes, daily = uninterrupted(ticks, at(20, 0, 10))
+    saved, crash = at(14, 8, 20), at(14, 15, 20)
+    first = [t for t in ticks if t.ts < saved]
+    then = [t for t in ticks if saved <= t.ts < crash]
+    after = [t for t in ticks if t.ts >= crash]
+    topic = f"{prefix}/ticks"
+    store_a, left = tmp_path / "a" / "store", tmp_path / "b" / "store"
+    try:
+        async with daemon_running(conf, clock=SimClock(at(14, 0, 20))) as daemon:
+            await feed(daemon, topic, first, saved, minutes)
+            daemon.intraday.save_later()
+            await until(lambda: daemon.counters.get("intraday_saves") >= 1)
+            await publish(topic, messages(then))
+            await until(lambda: daemon.counters.total("ticks_in") >= len(first) + len(then))
+            shutil.copy(store_a / INTRADAY, left / INTRADAY)
+            shutil.copytree(store_a / "journal", left / "journal")
+        assert not any((store_a / "journal").iterdir())  # (taken into the saved bars)
+        clock = SimClock(crash + dt.timedelta(seconds=30))
+        async with daemon_running(conf_b, clock=clock) as daemon:
+            last = crash.replace(second=0) - dt.timedelta(minutes=1)
+            await until(lambda: daemon.engine.minutes.filter(pl.col("start") == last).height == 3)
+            closed = minutes.filter(pl.col("start") <= last)
             got = daemon.engine.minutes.sort("symbol", "start")
-            assert got.equals(minutes.select(got.columns))
-        stored = Store(left).load_bars().filter(pl.col("session") == SESSION).sort("symbol")
-        assert stored.equals(daily.select(stored.columns))
+            assert got.equals(closed.select(got.columns))
+            await publish(topic, messages(after))
+            await until(lambda: daemon.counters.total("ticks_in") >= len(after))
+            await close_the_session(daemon, clock, minutes)
+            assert daemon.counters.get("rejections", reason="duplicate") == 0
+        assert_stored(left, daily)
     finally:
         client = aioredis.Redis()
         await client.delete(f"{prefix}:alerts")

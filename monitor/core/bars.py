@@ -221,6 +221,11 @@ class BarBook:
             return empty(MINUTE_SCHEMA)
         return pl.concat(parts).select(list(MINUTE_SCHEMA)).sort(KEYS)
 
+    def oldest_kept(self, now: dt.datetime) -> dt.date | None:
+        """The oldest session whose ticks and bars the book takes at `now` (None: every one):
+        the session under way, the latest closed one and the one before."""
+        return self._keep_at(now)
+
     def _keep_at(self, now: dt.datetime) -> dt.date | None:
         """The oldest session the book keeps at `now` (None: every session)."""
         last = self.sessions.last_closed(now)

@@ -1,0 +1,120 @@
+"""The journal: the ticks and minute bars the daemon accepted since the sessions under way were
+last saved, so that a kill -9 loses none of them.
+
+The pipeline appends each step's ticks and minute bars here before it acknowledges the messages
+they came in, so that what the broker will not deliver again is on disk. A record is a tag
+(`T` ticks, `M` minute bars), the length of the frame's Arrow IPC stream, then its bytes, in a
+segment file `<store>/journal/<seq>.log`, written straight to the file (the kernel keeps it
+when the process dies; a power cut can lose the last records, as it can the page cache).
+
+A save of the sessions under way (`monitor.intraday`) starts a new segment at the moment it
+takes the book's state, and records in its file the last segment that state covers; once the
+file is written, those segments are deleted. A start takes up the saved state, then the
+segments after the one it covers, in order. A record cut short (by a crash, or a write that
+failed, after which appends go to a new segment) ends its segment.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
+from monitor.store import StoreError
+
+JOURNAL = "journal"  # its folder in the store
+SUFFIX = ".log"
+_HEAD = struct.Struct("<cQ")  # tag, length of the IPC bytes
+
+
+class Journal:
+    """Segments of accepted ticks and minute bars in `folder` (created when missing)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the journal {folder}: {exc.strerror}") from None
+        found = self.segments()
+        self.seq = found[-1] + 1 if found else 0  # the segment appended to
+        self._fd: int | None = None
+
+    def segments(self) -> list[int]:
+        """The numbers of the segments on disk, in order."""
+        numbers = []
+        for path in self.folder.glob(f"*{SUFFIX}"):
+            if path.stem.isdigit() and path.is_file():
+                numbers.append(int(path.stem))
+        return sorted(numbers)
+
+    def _path(self, seq: int) -> Path:
+        return self.folder / f"{seq:010d}{SUFFIX}"
+
+    def append(self, batch: FeedBatch) -> None:
+        """The batch's ticks and minute bars, as one write to the current segment."""
+        parts = []
+        for tag, frame in ((b"T", batch.ticks), (b"M", batch.minute_bars)):
+            if frame.height:
+                buffer = io.BytesIO()
+                frame.write_ipc_stream(buffer, compression="uncompressed")
+                data = buffer.getvalue()
+                parts += [_HEAD.pack(tag, len(data)), data]
+        if not parts:
+            return
+        if self._fd is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            self._fd = os.open(self._path(self.seq), flags, 0o600)
+        os.write(self._fd, b"".join(parts))
+
+    def rotate(self) -> int:
+        """Start a new segment; the number of the last one before it (what a state of the book
+        taken now covers)."""
+        self.close()
+        covered = self.seq
+        self.seq += 1
+        return covered
+
+    def drop_upto(self, covered: int) -> None:
+        """Delete the segments up to `covered` (a saved state holds what they held)."""
+        for seq in self.segments():
+            if seq <= covered:
+                self._path(seq).unlink(missing_ok=True)
+
+    def read_after(self, covered: int) -> Iterator[FeedBatch]:
+        """The batches of the segments after `covered`, in order (a record cut short by a crash
+        ends its segment)."""
+        for seq in self.segments():
+            if seq > covered:
+                yield from _records(self._path(seq).read_bytes())
+
+    def close(self) -> None:
+        """Close the current segment's file (the next append opens it again)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _records(data: bytes) -> Iterator[FeedBatch]:
+    at = 0
+    while at + _HEAD.size <= len(data):
+        tag, length = _HEAD.unpack_from(data, at)
+        start = at + _HEAD.size
+        if start + length > len(data) or tag not in (b"T", b"M"):
+            return  # (cut short)
+        try:
+            frame = pl.read_ipc_stream(io.BytesIO(data[start : start + length]))
+        except (pl.exceptions.PolarsError, OSError):
+            return  # (a record written in part)
+        batch = FeedBatch.empty("journal")
+        if tag == b"T":
+            batch.ticks = frame.cast(TICK_SCHEMA)  # type: ignore[arg-type]
+        else:
+            batch.minute_bars = frame.cast(MINUTE_SCHEMA)  # type: ignore[arg-type]
+        yield batch
+        at = start + length

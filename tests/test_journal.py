@@ -1,0 +1,117 @@
+"""The journal of accepted ticks and minute bars: segments written, read back in order, cut
+at a save, and a record cut short by a crash."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Tick, ticks_frame
+from monitor.journal import Journal
+
+T0 = dt.datetime(2024, 7, 16, 14, 0, tzinfo=dt.UTC)
+
+
+def batch(n: int, minutes: int = 0) -> FeedBatch:
+    """`n` ticks of AAA a second apart from T0 + n minutes (ids `t{n}-{i}`), and `minutes`
+    minute bars of BBB."""
+    out = FeedBatch.empty("t")
+    start = T0 + dt.timedelta(minutes=n)
+    ticks = [
+        Tick("AAA", start + dt.timedelta(seconds=i), 10.0 + i, 100.0, f"t{n}-{i}") for i in range(n)
+    ]
+    out.ticks = ticks_frame(ticks)
+    rows = [
+        ("BBB", start + dt.timedelta(minutes=m), 5.0, 5.0, 5.0, 5.0, 1.0) for m in range(minutes)
+    ]
+    out.minute_bars = pl.DataFrame(rows, schema=MINUTE_SCHEMA, orient="row")
+    return out
+
+
+def same(got: list[FeedBatch], written: list[FeedBatch]) -> None:
+    """The ticks and the minute bars of `got` are those of `written`, in order."""
+    for name in ("ticks", "minute_bars"):
+        assert pl.concat([getattr(b, name) for b in got]).equals(
+            pl.concat([getattr(b, name) for b in written])
+        ), name
+
+
+def test_batches_come_back_in_order_after_a_covered_segment(tmp_path: Path) -> None:
+    """Ticks and minute bars appended, a rotation between: read after the first segment, the
+    second's come back as written; after none, all of them, in order; a journal opened again
+    on the folder appends to a new segment after them."""
+    journal = Journal(tmp_path)
+    first, second, third = batch(3, 2), batch(5), batch(2, 1)
+    journal.append(first)
+    covered = journal.rotate()
+    journal.append(second)
+    journal.append(third)
+    journal.close()
+    same(list(journal.read_after(covered)), [second, third])
+    same(list(journal.read_after(-1)), [first, second, third])
+    assert Journal(tmp_path).seq == journal.segments()[-1] + 1
+
+
+def test_segments_a_save_covers_are_dropped(tmp_path: Path) -> None:
+    """drop_upto deletes the segments up to the one a saved state covers, not the later."""
+    journal = Journal(tmp_path)
+    for n in (1, 2, 3):
+        journal.append(batch(n))
+        journal.rotate()
+    assert journal.segments() == [0, 1, 2]
+    journal.drop_upto(1)
+    assert journal.segments() == [2]
+    same(list(journal.read_after(-1)), [batch(3)])
+
+
+def test_a_record_cut_short_by_a_crash_ends_its_segment(tmp_path: Path) -> None:
+    """The last record of a segment cut in the middle (the process killed while writing) is
+    left out; the records before it, and the next segment's, come back."""
+    journal = Journal(tmp_path)
+    journal.append(batch(2))
+    journal.append(batch(4))
+    journal.close()
+    path = tmp_path / f"{0:010d}.log"
+    path.write_bytes(path.read_bytes()[:-7])
+    journal.rotate()
+    journal.append(batch(3))
+    journal.close()
+    got = list(journal.read_after(-1))
+    assert [b.ticks.height for b in got] == [2, 3]
+
+
+def test_a_journal_that_cannot_be_written_is_logged_once_and_the_daemon_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Segments that cannot be written (here folders stand where the files go, as a full disk
+    would refuse them): the error is logged once and counted per failure, nothing raises, and
+    each failure moves on to a new segment; once a write succeeds again, that is logged too and
+    the batch is in the journal."""
+    from structlog.testing import capture_logs
+
+    from monitor import logs
+    from monitor.calendar import nyse_sessions
+    from monitor.core.counters import Counters
+    from monitor.core.engine import Engine
+    from monitor.core.rules.spec import RulesFile
+    from monitor.intraday import Intraday
+    from monitor.store import Store
+
+    journal = Journal(tmp_path / "journal")
+    counters = Counters()
+    engine = Engine(RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+    intraday = Intraday(Store(tmp_path), engine, logs.get("test"), counters, journal)
+    for seq in (journal.seq, journal.seq + 1):  # (a failed write moves to the next segment)
+        (tmp_path / "journal" / f"{seq:010d}.log").mkdir()
+    with capture_logs() as events:
+        intraday.append(batch(2))
+        intraday.append(batch(3))
+        intraday.append(batch(4))
+    assert [(e["event"], e["log_level"]) for e in events] == [
+        ("journal_not_written", "error"),
+        ("journal_written_again", "info"),
+    ]
+    assert counters.get("journal_write_failures") == 2
+    same(list(journal.read_after(-1)), [batch(4)])
