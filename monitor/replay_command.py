@@ -113,7 +113,10 @@ def _thin_periods(engine: Engine, rules: list[Rule], start: dt.date | None) -> l
     for rule in rules:
         if not isinstance(rule, BreadthRule | MoversRule) or rule.timeframe == "1m":
             continue
-        bars = rule_frame(engine.frame(rule.timeframe), rule)
+        # (the stored bars, not the rules' frames: only who has a bar in a period counts)
+        bars = rule_frame(
+            engine.daily if rule.timeframe == "1d" else engine.weekly(engine.now), rule
+        )
         coverage = metrics.coverage(bars, rule.timeframe)
         thin = coverage.filter(pl.col("coverage") < rule.min_coverage)
         if start is not None:

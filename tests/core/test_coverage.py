@@ -202,3 +202,25 @@ def test_minute_rotation_pairs_each_minute_with_the_same_minute(sessions: Sessio
         ("IWM", "2024-07-16T14:06:00Z", 0.02),
         ("IWM", "2024-07-16T14:09:00Z", 0.02),
     ]
+
+
+def test_replay_names_the_weeks_a_weekly_rule_did_not_evaluate(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """Weekly breadth and movers over a file missing half the symbols for the whole week to
+    2024-07-12: `replay` names that week for each, once."""
+    from tests.test_commands import cli
+
+    bars = universe(sessions)
+    week = pl.col("session").is_between(dt.date(2024, 7, 8), dt.date(2024, 7, 12))
+    bars = bars.filter(~(week & pl.col("symbol").is_in(SYMBOLS[10:])))
+    bars.write_csv(tmp_path / "thin.csv")
+    rules = tmp_path / "weekly.toml"
+    rules.write_text(RULES.format(extra="").replace('timeframe = "1d"', 'timeframe = "1w"'))
+    res = cli("replay", "--rules", str(rules), "--data", str(tmp_path / "thin.csv"))
+    assert res.returncode == 0, res.stderr
+    said = [line for line in res.stderr.splitlines() if "did not evaluate" in line]
+    assert [line.split(": bars of")[0] for line in said] == [
+        f"market-monitor: rule {rule} did not evaluate 1 week (the first 2024-07-12)"
+        for rule in ("breadth.5d", "movers.5d")
+    ]
