@@ -117,7 +117,7 @@ def _thin_periods(engine: Engine, rules: list[Rule], start: dt.date | None) -> l
         bars = rule_frame(
             engine.daily if rule.timeframe == "1d" else engine.weekly(engine.now), rule
         )
-        coverage = metrics.coverage(bars, rule.timeframe)
+        coverage = metrics.coverage(bars)
         thin = coverage.filter(pl.col("coverage") < rule.min_coverage)
         if start is not None:
             thin = thin.filter(pl.col("session") >= start)

@@ -39,17 +39,22 @@ def window_return(window: int) -> pl.Expr:
     return pl.col("close") / back(pl.col("close"), window) - 1.0
 
 
-def coverage(bars: pl.DataFrame, timeframe: str) -> pl.DataFrame:
+def coverage(bars: pl.DataFrame) -> pl.DataFrame:
     """Per period (`session`, `coverage`): how many symbols have a bar, over how many had one
     the period before (1.0 for the first). A cross-section of a session whose bars are still
     coming in (a feed's daily bars, symbol by symbol) is not the universe's: rules comparing
-    symbols wait until enough of them are in. Minute bars close together (and a quiet minute
-    has few): 1.0 throughout."""
+    symbols wait until enough of them are in (see `with_coverage`)."""
     counts = bars.group_by("session").agg(pl.len().alias("n")).sort("session")
     share = pl.col("n") / pl.col("n").shift(1)
-    if timeframe == "1m":
-        share = pl.lit(1.0)
     return counts.select("session", share.fill_null(1.0).alias("coverage"))
+
+
+def with_coverage(frame: pl.DataFrame, bars: pl.DataFrame, timeframe: str) -> pl.DataFrame:
+    """`frame` (rows of the periods of `bars`) with the `coverage` of its period. Minute bars
+    close together, and a quiet minute has few: 1.0 throughout, nothing counted."""
+    if timeframe == "1m":
+        return frame.with_columns(pl.lit(1.0).alias("coverage"))
+    return frame.join(coverage(bars), on="session", how="left", maintain_order="left")
 
 
 def run_lengths(hit: pl.Series, idx: pl.Series) -> pl.Series:

@@ -34,7 +34,7 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
             pl.col("ret1").mean().fill_null(0.0).alias("mean_ret1"),
         )
         .sort("ts")
-        .join(m.coverage(bars, rule.timeframe), on="session", how="left", maintain_order="left")
+        .pipe(m.with_coverage, bars, rule.timeframe)
         .with_columns(
             pl.lit(rule.label).alias("symbol"),
             pl.int_range(pl.len()).alias("idx"),

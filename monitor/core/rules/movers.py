@@ -34,7 +34,7 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
         frame = bars.with_columns(m.window_return(rule.window or 5).alias("return"))
     frame = frame.with_columns(
         pl.col("return").rank("ordinal", descending=True).over("ts").alias("rank")
-    ).join(m.coverage(bars, rule.timeframe), on="session", how="left", maintain_order="left")
+    ).pipe(m.with_coverage, bars, rule.timeframe)
     cond = (pl.col("rank") <= rule.top) & (pl.col("return") >= rule.min_return)
     cond = cond & (pl.col("coverage") >= rule.min_coverage)
     return select_keys(frame, cond, [pl.col("return"), pl.col("rank"), pl.col("close")])
