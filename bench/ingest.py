@@ -345,6 +345,9 @@ class Probe:
         Pipeline._process = timed_process  # type: ignore[method-assign]
 
 
+JOURNAL_FSYNC = "true"  # [store] journal_fsync of the daemon (--journal-fsync)
+
+
 def _write_config(work: Path, port: int, prefix: str) -> Path:
     rules = work / "rules.toml"
     rules.write_text(
@@ -361,6 +364,7 @@ min_return = 0.05
     conf.write_text(
         f"""[store]
 path = "{work / "store"}"
+journal_fsync = {JOURNAL_FSYNC}
 [[feeds]]
 kind = "mqtt"
 name = "bench"
@@ -626,8 +630,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="abcd", help="scenarios to run, e.g. ab")
     parser.add_argument("--profile", default="", help="cProfile the daemon in these scenarios")
     parser.add_argument("--save", default="", help="pickle the raw results to this file")
+    parser.add_argument(
+        "--journal-fsync", choices=["true", "false"], default="true", help="[store] journal_fsync"
+    )
     parser.add_argument("--report", default="", help="only print the report of a --save file")
     args = parser.parse_args(argv)
+    global JOURNAL_FSYNC
+    JOURNAL_FSYNC = args.journal_fsync
     if args.report:
         report(*pickle.loads(Path(args.report).read_bytes()))
         return 0

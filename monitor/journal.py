@@ -4,8 +4,10 @@ last saved, so that a kill -9 loses none of them.
 The pipeline appends each step's ticks and minute bars here before it acknowledges the messages
 they came in, so that what the broker will not deliver again is on disk. A record is a tag
 (`T` ticks, `M` minute bars), the length of the frame's Arrow IPC stream, then its bytes, in a
-segment file `<store>/journal/<seq>.log`, written straight to the file (the kernel keeps it
-when the process dies; a power cut can lose the last records, as it can the page cache).
+segment file `<store>/journal/<seq>.log`, written straight to the file and, with `sync`
+(`[store] journal_fsync`, the default), on the disk before `append` returns: fdatasync of the
+segment, and of the folder when a segment is created. Without it the kernel keeps what was
+written when the process dies, but a power cut can lose the last records.
 
 A save of the sessions under way (`monitor.intraday`) starts a new segment at the moment it
 takes the book's state, and records in its file the last segment that state covers; once the
@@ -25,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
-from monitor.store import StoreError
+from monitor.store import StoreError, sync_folder
 
 JOURNAL = "journal"  # its folder in the store
 SUFFIX = ".log"
@@ -33,10 +35,12 @@ _HEAD = struct.Struct("<cQ")  # tag, length of the IPC bytes
 
 
 class Journal:
-    """Segments of accepted ticks and minute bars in `folder` (created when missing)."""
+    """Segments of accepted ticks and minute bars in `folder` (created when missing); `sync`:
+    each append on the disk before it returns."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, sync: bool = True) -> None:
         self.folder = folder
+        self.sync = sync
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -70,7 +74,11 @@ class Journal:
         if self._fd is None:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
             self._fd = os.open(self._path(self.seq), flags, 0o600)
+            if self.sync:
+                sync_folder(self.folder)  # (the new segment's name)
         os.write(self._fd, b"".join(parts))
+        if self.sync:
+            os.fdatasync(self._fd)
 
     def rotate(self) -> int:
         """Start a new segment; the number of the last one before it (what a state of the book

@@ -88,7 +88,7 @@ class Daemon:
             historical_firings=warmed,
             restored_alerts=len(state.fired) if state else 0,
         )
-        journal = Journal(self.store.path / JOURNAL)
+        journal = Journal(self.store.path / JOURNAL, sync=config.store.journal_fsync)
         self.intraday = Intraday(self.store, self.engine, self.log, self.counters, journal)
         self.intraday.restore(clock.now())
         self.queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue(config.engine.queue_size)

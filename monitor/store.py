@@ -2,8 +2,9 @@
 bars of the sessions under way (Parquet, see `monitor.intraday`; the ticks accepted since they
 were saved are in `journal/`, see `monitor.journal`).
 
-Writes are atomic (temporary file, fsync, rename), so a crash mid-write leaves the previous
-snapshot intact. The outbox (SQLite) lives in the same folder, owned by the publisher.
+Writes are atomic (temporary file, fsync, rename, fsync of the folder), so a crash or a power
+cut mid-write leaves the previous snapshot intact. The outbox (SQLite) lives in the same
+folder, owned by the publisher.
 
 One process writes a store at a time: `run` and `backfill` hold `market-monitor.lock` (see
 `Store.lock`), so a second daemon, or a backfill the daemon's next snapshot would overwrite,
@@ -209,9 +210,19 @@ class Store:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path / name)
+            sync_folder(self.path)  # (the rename itself, before anything relies on it)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def sync_folder(folder: Path) -> None:
+    """A folder's entries (a file created, renamed or removed in it) on the disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unreadable(file: Path, exc: Exception, *, fatal: bool = True) -> StoreError:

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Tick, ticks_frame
 from monitor.journal import Journal
@@ -115,3 +116,58 @@ def test_a_journal_that_cannot_be_written_is_logged_once_and_the_daemon_goes_on(
     ]
     assert counters.get("journal_write_failures") == 2
     same(list(journal.read_after(-1)), [batch(4)])
+
+
+def test_appends_and_new_segments_reach_the_disk_before_append_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `sync` (the default, `[store] journal_fsync`), every append is followed by an
+    fdatasync of its segment, and a new segment by an fsync of the folder (its name); without
+    it, neither. What is synced is what was written: the file holds the record then."""
+    import os
+
+    synced: list[tuple[str, int]] = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(("data", os.fstat(fd).st_size))
+        real_fdatasync(fd)
+
+    def fsync(fd: int) -> None:
+        synced.append(("folder" if os.path.isdir(f"/proc/self/fd/{fd}") else "file", 0))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(os, "fsync", fsync)
+    journal = Journal(tmp_path / "on")
+    journal.append(batch(3))
+    journal.append(batch(2))
+    journal.rotate()
+    journal.append(batch(1))
+    journal.close()
+    sizes = [p.stat().st_size for p in sorted((tmp_path / "on").glob("*.log"))]
+    assert [kind for kind, _ in synced] == ["folder", "data", "data", "folder", "data"]
+    first_two = [size for kind, size in synced if kind == "data"][:2]
+    assert first_two[1] == sizes[0] > first_two[0] > 0  # (each after its own write)
+
+    synced.clear()
+    quiet = Journal(tmp_path / "off", sync=False)
+    quiet.append(batch(3))
+    quiet.close()
+    assert synced == []
+
+
+def test_journal_fsync_is_on_unless_the_config_turns_it_off(tmp_path: Path) -> None:
+    """`[store] journal_fsync` defaults to true; false is taken, a word is refused."""
+    from monitor.config import load as load_config
+    from monitor.errors import ConfigError
+
+    def config(extra: str) -> Path:
+        path = tmp_path / "monitor.toml"
+        path.write_text(f'[store]\npath = "{tmp_path}"\n{extra}\n')
+        return path
+
+    assert load_config(config("")).store.journal_fsync is True
+    assert load_config(config("journal_fsync = false")).store.journal_fsync is False
+    with pytest.raises(ConfigError, match="journal_fsync"):
+        load_config(config('journal_fsync = "sometimes"'))
