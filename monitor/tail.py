@@ -20,6 +20,7 @@ import msgspec
 from monitor.core.backoff import Backoff
 from monitor.core.model import Alert, decode_alert, encode_alert
 from monitor.errors import ConfigError, SinkUnavailable
+from monitor.streams import entry_id
 from monitor.urls import mask_url
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -137,9 +138,9 @@ async def _entries(
                 await _say_if_trimmed(client, stream, last)
         first = False
         for _, batch in reply:
-            for entry_id, fields in batch:
-                last, known = entry_id, True
-                yield entry_id.decode(), fields
+            for entry, fields in batch:
+                last, known = entry, True
+                yield entry.decode(), fields
 
 
 async def _say_if_trimmed(client: Any, stream: str, last: str | bytes) -> None:
@@ -150,14 +151,14 @@ async def _say_if_trimmed(client: Any, stream: str, last: str | bytes) -> None:
     lost."""
     from redis.exceptions import RedisError
 
-    after = _entry_id(last)
+    after = entry_id(last)
     if after is None or after == (0, 0):
         return
     try:
         oldest: Any = await client.xrange(stream, count=1)
     except RedisError:
         return  # (the read that follows reports it)
-    first = _entry_id(oldest[0][0]) if oldest else None
+    first = entry_id(oldest[0][0]) if oldest else None
     if first is not None and first > after:
         shown = last.decode() if isinstance(last, bytes) else last
         print(
@@ -166,15 +167,6 @@ async def _say_if_trimmed(client: Any, stream: str, last: str | bytes) -> None:
             "unread (trimmed past [redis] maxlen, or lost by Redis)",
             file=sys.stderr,
         )
-
-
-def _entry_id(value: str | bytes) -> tuple[int, int] | None:
-    """A stream entry id as (milliseconds, sequence); None for "$" and the like."""
-    text = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
-    if not ms.isdigit() or not (seq or "0").isdigit():
-        return None
-    return int(ms), int(seq or "0")
 
 
 def _error(exc: Exception, where: str) -> SinkUnavailable | ConfigError:

@@ -5,6 +5,8 @@ them because this is the Redis protocol that makes delivery exactly once per cha
 
 - Alerts are read with XREADGROUP; an entry is XACKed only when every receiver it was routed to
   has it (`Inbox.complete`), or at once when it goes to none (`Inbox.ack`).
+- Alerts trimmed from the stream before the group read them (a notifier stopped for longer
+  than the stream holds) are counted and logged (monitor/notify/trimming.py).
 - While an entry waits (grouping, quiet hours, retries) the notifier re-claims it every
   `claim_interval_s` (XCLAIM JUSTID, which resets its idle time), so a live notifier's entries are
   never idle for `claim_idle_s`. A notifier that died stops doing that: another takes its
@@ -32,6 +34,8 @@ from monitor.errors import ConfigError, SinkUnavailable
 from monitor.notify.config import NotifyConfig, RedisSection
 from monitor.notify.ledger import REDIS_ERRORS, retrying
 from monitor.notify.routing import Batch
+from monitor.notify.trimming import TrimWatch
+from monitor.streams import entry_id
 from monitor.urls import mask_url
 
 Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields), as XREADGROUP gives
@@ -98,6 +102,7 @@ class Inbox:
         # Entries read and not yet acknowledged: the receivers each still waits for.
         self.outstanding: dict[str, set[str]] = {}
         self._last_read: tuple[int, int] | None = None  # the highest entry id read (ms, seq)
+        self.trims = TrimWatch(redis, self.stream, self.group, counters, log)
 
     async def create(self, start: str) -> None:
         """The consumer group (and the stream, if there is none yet) from `start`."""
@@ -109,7 +114,7 @@ class Inbox:
 
     def saw(self, entry: str) -> None:
         """Note that `entry` was read: the group, if deleted, is created again after it."""
-        self._last_read = max(self._last_read or (0, 0), _entry_id(entry))
+        self._last_read = max(self._last_read or (0, 0), entry_id(entry) or (0, 0))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -120,6 +125,7 @@ class Inbox:
         while not stop.is_set():
             try:
                 if not caught_up:
+                    await self.trims.check()  # (what was lost while we were away)
                     await self._catch_up()
                     caught_up = True
                 got: Any = await self._redis.xreadgroup(
@@ -201,6 +207,7 @@ class Inbox:
                         justid=True,
                     )
                 await self._claim_others()
+                await self.trims.check()
             except REDIS_ERRORS as exc:
                 self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
             except ResponseError as exc:
@@ -255,12 +262,6 @@ class Inbox:
                 del self.outstanding[item.entry]
                 done.append(item.entry)
         await self.ack(done)
-
-
-def _entry_id(entry: str) -> tuple[int, int]:
-    """A stream entry id `1718000000000-3` as (ms, seq), to compare ids as Redis does."""
-    ms, _, seq = entry.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def pause(stop: asyncio.Event, timeout_s: float, also: asyncio.Event | None = None) -> None:

@@ -101,6 +101,7 @@ class Notifier:
             ("notify_dead_lettered", "Alerts sent to the dead-letter stream, per receiver"),
             ("notify_dropped", "Alerts not sent, per reason (silenced, inhibited, ...)"),
             ("notify_acked", "Stream entries acknowledged"),
+            ("notify_trimmed_unread", "Alerts trimmed from the stream before this group read them"),
             ("notify_waiting", "Alerts waiting in groups or quiet hours"),
         ):
             self.counters.describe(name, text)
