@@ -162,7 +162,7 @@ async def _say_if_trimmed(client: Any, stream: str, last: str | bytes) -> None:
     if first is not None and first > after:
         shown = last.decode() if isinstance(last, bytes) else last
         print(
-            f"market-monitor: {stream} no longer holds {shown}, the last entry read: alerts "
+            f"market-monitor: {stream} no longer holds {shown}, the last entry read: any alerts "
             f"added after it and before {first[0]}-{first[1]}, its oldest entry now, are gone "
             "unread (trimmed past [redis] maxlen, or lost by Redis)",
             file=sys.stderr,

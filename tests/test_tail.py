@@ -135,7 +135,7 @@ def test_tail_says_when_alerts_were_trimmed_from_the_stream_during_an_outage() -
             add(("5-0", july[2]))  # 3-0 and 4-0 were trimmed meanwhile
             assert tail.err.next().endswith(" reachable again\n")
             assert tail.err.next() == (
-                f"market-monitor: {STREAM} no longer holds 2-0, the last entry read: alerts "
+                f"market-monitor: {STREAM} no longer holds 2-0, the last entry read: any alerts "
                 "added after it and before 5-0, its oldest entry now, are gone unread "
                 "(trimmed past [redis] maxlen, or lost by Redis)\n"
             )

@@ -60,6 +60,7 @@ class Engine:
         self._pending_daily: pl.DataFrame = empty(DAILY_SCHEMA)
         self._fired: set[str] = set()
         self._pending_ids: list[pl.Series] = []  # emitted, not yet in `_fired` (see `fired`)
+        self._step_ids = 0  # how many of `_pending_ids` earlier steps emitted (see `_new`)
         self.watermarks: dict[str, dt.datetime] = {}  # alerts are emitted for periods after
         self._evaluated: dict[str, dt.datetime] = {}  # the last period evaluated, by timeframe
         if emit_after is not None:
@@ -220,6 +221,7 @@ class Engine:
             parts += self._evaluate("1d", now, "1d" in late)
             if any(r.timeframe == "1w" for r in self.rules):
                 parts += self._evaluate("1w", now, "1w" in late)
+        self._step_ids = len(self._pending_ids)
         if deferred:
             lines: pl.DataFrame | LineChunks = LineChunks(parts, self.ctx, self._new)
         else:
@@ -344,10 +346,13 @@ class Engine:
         ids = both.get_column("id")
         # A replay's chunks are checked by polars, without a loop over their ids; past a few
         # pending columns (many small steps, as the daemon makes) the set takes over.
+        # The chunks of one step hold the firings of different instants, and an id is made of
+        # the instant: only ids of earlier steps can come again (a period evaluated again).
         if not self._fired and len(self._pending_ids) < 16:
             keep = ids.is_first_distinct()
-            if self._pending_ids:
-                keep = keep & ~ids.is_in(pl.concat(self._pending_ids).implode())
+            earlier = self._pending_ids[: self._step_ids]
+            if earlier:
+                keep = keep & ~ids.is_in(pl.concat(earlier).implode())
             self._pending_ids.append(ids.filter(keep))
         else:
             fired, new = self.fired, []
@@ -367,6 +372,7 @@ class Engine:
         for ids in self._pending_ids:
             self._fired.update(ids.to_list())
         self._pending_ids.clear()
+        self._step_ids = 0
         return self._fired
 
     def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:

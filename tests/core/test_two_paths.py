@@ -163,16 +163,26 @@ def test_bad_daily_bars_are_rejected_by_the_engine(sessions: Sessions) -> None:
     assert step.daily_bars["symbol"].to_list() == ["OK"]
 
 
-def test_an_alert_id_emitted_is_never_emitted_again(sessions: Sessions) -> None:
+def test_an_alert_id_emitted_is_never_emitted_again(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the watermarks forgotten, the same history again fires the same alerts, and none is
-    emitted twice: while the emitted ids are still polars columns, once they are a set, and in
-    an engine restored from the state."""
+    emitted twice: while the emitted ids are still polars columns (payloads built at once, or
+    later in chunks of a few firings), once they are a set, and in an engine restored from the
+    state."""
+    from monitor.core import payload
+    from monitor.replay import replay_steps
+
     rules = load_rules(RULES)
     engine = build_engine(rules, sessions)  # type: ignore[arg-type]
     first = list(replay(engine, history()))
     assert len(first) > 20
     engine.watermarks.clear()
     assert list(replay(engine, history())) == []  # (ids checked as columns)
+    monkeypatch.setattr(payload.LineChunks, "ROWS", 7)
+    engine.watermarks.clear()
+    steps = replay_steps(engine, history(), batch_sessions=2000, deferred=True)
+    assert [chunk.height for step in steps for chunk in step.line_chunks()] == []
     state = engine.state()
     assert sorted(state.fired) == sorted(a.id for a in first)
     engine.watermarks.clear()
