@@ -161,7 +161,14 @@ class Inbox:
             entries = got[0][1] if got else []
             if not entries:
                 return
-            await self._process(entries)
+            # (an entry trimmed while pending comes back as its id alone)
+            gone = [i.decode() for i, fields in entries if not fields]
+            if gone:
+                self.trims.pending_lost(gone)
+                await self.ack(gone)
+            live = [(i, fields) for i, fields in entries if fields]
+            if live:
+                await self._process(live)
             start = entries[-1][0]
 
     async def _recreate(self, exc: ResponseError) -> None:
@@ -229,7 +236,13 @@ class Inbox:
                 count=self._section.batch,
             )
             nxt, entries = claimed[0], claimed[1]
-            live = [(i, f) for i, f in entries if f is not None]
+            # Entries trimmed while pending: Redis 7 drops them from the group and lists their
+            # ids apart (earlier versions: as entries without fields).
+            deleted = claimed[2] if len(claimed) > 2 else []
+            bare = [_text(i) for i, f in entries if not f]
+            self.trims.pending_lost([_text(i) for i in deleted] + bare)
+            await self.ack(bare)
+            live = [(i, f) for i, f in entries if f]
             if live:
                 self._log.info("entries_claimed", count=len(live))
                 await self._process(live)
@@ -262,6 +275,10 @@ class Inbox:
                 del self.outstanding[item.entry]
                 done.append(item.entry)
         await self.ack(done)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def pause(stop: asyncio.Event, timeout_s: float, also: asyncio.Event | None = None) -> None:

@@ -102,6 +102,7 @@ class Notifier:
             ("notify_dropped", "Alerts not sent, per reason (silenced, inhibited, ...)"),
             ("notify_acked", "Stream entries acknowledged"),
             ("notify_trimmed_unread", "Alerts trimmed from the stream before this group read them"),
+            ("notify_trimmed_pending", "Alerts read, then trimmed from the stream before delivery"),
             ("notify_waiting", "Alerts waiting in groups or quiet hours"),
         ):
             self.counters.describe(name, text)

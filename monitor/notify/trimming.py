@@ -10,6 +10,12 @@ id, what it never will. That number is counted (`notify_trimmed_unread`) and log
 
 The check needs `+xinfo|stream +xinfo|groups` (docs/security.md). Refused, it says so once
 (`trim_check_refused`) and the notifier goes on without it.
+
+Entries a notifier had read, and not yet delivered when it stopped, stay pending in the group;
+trimmed meanwhile, their content is gone too. The next read of them (a notifier restarted
+under the same name reading its own pending entries, or another claiming them) gets only
+their ids: `pending_lost` counts them (`notify_trimmed_pending`) and logs
+`alerts_trimmed_pending`; the inbox acknowledges them so they are not asked for again.
 """
 
 from __future__ import annotations
@@ -65,6 +71,21 @@ class TrimWatch:
         lost = _lost(stream, group, last)
         self._report(last, lost, stream)
         return lost
+
+    def pending_lost(self, entries: list[str]) -> None:
+        """Pending entries found trimmed (read before, never delivered): count and log them."""
+        if not entries:
+            return
+        self._counters.inc("notify_trimmed_pending", len(entries))
+        self._log.warning(
+            "alerts_trimmed_pending",
+            stream=self.stream,
+            group=self.group,
+            count=len(entries),
+            entries=entries[:10],
+            hint="read by a notifier that stopped before delivering them, then trimmed past "
+            "[redis] maxlen: their content is gone from Redis",
+        )
 
     def _report(self, last: EntryId, lost: int | None, stream: Any) -> None:
         """Count and log what is lost beyond what was reported at the same position (a group

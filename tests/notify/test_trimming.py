@@ -124,3 +124,33 @@ async def test_without_xinfo_in_its_acl_the_notifier_says_so_once_and_delivers()
             await user.xinfo_stream(stream)
         await user.aclose()
         await admin.aclose()
+
+
+@pytest.mark.parametrize("consumer", ["c1", "c0"])
+async def test_alerts_read_then_trimmed_before_delivery_are_counted_not_dead_lettered(
+    stream: str, consumer: str
+) -> None:
+    """A notifier (`c1` itself, or `c0`, which then died) read four alerts and delivered none;
+    the stream was trimmed past three of them. The notifier `c1` counts those three as lost
+    (`notify_trimmed_pending`, one `alerts_trimmed_pending` warning), sends no dead letter
+    for them, delivers the fourth, and leaves nothing pending."""
+    client = aioredis.Redis()
+    await client.xgroup_create(stream, "notifier", id="0", mkstream=True)
+    await publish(stream, [alert(i) for i in range(4)])
+    await client.xreadgroup("notifier", consumer, {stream: ">"})  # (read, never delivered)
+    await client.xtrim(stream, maxlen=1, approximate=False)
+    async with WebhookServer() as hooks:
+        config = make_config(stream, [{"name": "chat", "url": hooks.url("/chat")}])
+        counters = Counters()
+        with capture_logs() as logs:
+            async with running(config, counters):
+                await until(lambda: len(hooks.bodies("/chat")) == 1)
+                await until(lambda: counters.total("notify_trimmed_pending") == 3)
+                await until(lambda: counters.total("notify_acked") >= 1)
+        assert len(hooks.bodies("/chat")) == 1
+    events = [e for e in logs if e["event"] == "alerts_trimmed_pending"]
+    assert [e["count"] for e in events] == [3]
+    assert not any(e["event"].startswith("alert_dead") for e in logs)
+    assert await client.xlen(f"{stream}:dead") == 0
+    assert (await client.xpending(stream, "notifier"))["pending"] == 0
+    await client.aclose()
