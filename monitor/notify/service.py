@@ -103,6 +103,8 @@ class Notifier:
             ("notify_acked", "Stream entries acknowledged"),
             ("notify_trimmed_unread", "Alerts trimmed from the stream before this group read them"),
             ("notify_trimmed_pending", "Alerts read, then trimmed from the stream before delivery"),
+            ("notify_stream_unread", "Alerts in the stream this group has not read yet"),
+            ("notify_stream_pending", "Alerts this group read and has not acknowledged"),
             ("notify_waiting", "Alerts waiting in groups or quiet hours"),
         ):
             self.counters.describe(name, text)

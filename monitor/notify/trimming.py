@@ -6,7 +6,9 @@ and XREADGROUP skips to what is left without a word. Redis keeps enough count to
 `entries-added` of the stream (XINFO STREAM) less `entries-read` of the group (XINFO GROUPS)
 is what the group has not read; less the entries still in the stream after its last delivered
 id, what it never will. That number is counted (`notify_trimmed_unread`) and logged
-(`alerts_trimmed_unread`, a warning) once per loss, at start and at every claim interval.
+(`alerts_trimmed_unread`, a warning) once per loss, at start and at every claim interval. The
+same look gives how far behind the group is: the gauges `notify_stream_unread` (in the stream,
+not read yet) and `notify_stream_pending` (read by the group, not acknowledged).
 
 The check needs `+xinfo|stream +xinfo|groups` (docs/security.md). Refused, it says so once
 (`trim_check_refused`) and the notifier goes on without it.
@@ -70,6 +72,12 @@ class TrimWatch:
         last = entry_id(group.get("last-delivered-id") or b"0-0") or (0, 0)
         lost = _lost(stream, group, last)
         self._report(last, lost, stream)
+        # How far behind the group is, for /metrics: alerts in the stream it has not read yet
+        # (Redis's lag counts the trimmed ones too), and alerts read and not acknowledged.
+        lag = group.get("lag")
+        if lag is not None and lost is not None:
+            self._counters.set("notify_stream_unread", max(0, int(lag) - lost))
+        self._counters.set("notify_stream_pending", int(group.get("pending") or 0))
         return lost
 
     def pending_lost(self, entries: list[str]) -> None:

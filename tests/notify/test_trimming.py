@@ -154,3 +154,25 @@ async def test_alerts_read_then_trimmed_before_delivery_are_counted_not_dead_let
     assert await client.xlen(f"{stream}:dead") == 0
     assert (await client.xpending(stream, "notifier"))["pending"] == 0
     await client.aclose()
+
+
+async def test_the_gauges_say_how_far_behind_the_group_is(stream: str) -> None:
+    """`notify_stream_unread` is what the stream still holds for the group to read (not what
+    was trimmed), `notify_stream_pending` what it read and did not acknowledge."""
+    client = aioredis.Redis()
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    await publish(stream, [alert(i) for i in range(5)])
+    counters = Counters()
+    watch = TrimWatch(client, stream, "g", counters, _Log())
+
+    async def behind() -> tuple[float, float]:
+        await watch.check()
+        return counters.get("notify_stream_unread"), counters.get("notify_stream_pending")
+
+    assert await behind() == (5, 0)
+    await client.xreadgroup("g", "c", {stream: ">"}, count=2)
+    assert await behind() == (3, 2)
+    await client.xtrim(stream, maxlen=1, approximate=False)  # (two unread ones gone)
+    assert await behind() == (1, 2)
+    assert counters.total("notify_trimmed_unread") == 2
+    await client.aclose()
