@@ -104,6 +104,7 @@ class Daemon:
         self.recent_alerts: collections.deque[Alert] = collections.deque(maxlen=RECENT_ALERTS)
         self.feed_alerts: list[Alert] = []
         self.status: list[tuple[str, bool]] = []
+        self._gaps_reported: set[tuple[str, dt.date]] = set()  # (symbol, first session missing)
 
     # ------------------------------------------------------------------ building
     def _build_engine(self) -> Engine:
@@ -194,10 +195,18 @@ class Daemon:
 
     def report_gaps(self, daily_bars: pl.DataFrame) -> None:
         """Warn of sessions missing inside a symbol's history that a step's daily bars open:
-        windows over them span more sessions than they say."""
-        found = new_gaps(self.engine.daily, daily_bars, self.sessions)
+        windows over them span more sessions than they say. Each gap once: the bars after it
+        come again as the session's bar is corrected (late ticks, a provider's revision)."""
+        found = [
+            g
+            for g in new_gaps(self.engine.daily, daily_bars, self.sessions)
+            if (g.symbol, g.first) not in self._gaps_reported
+        ]
         if not found:
             return
+        if len(self._gaps_reported) > 100_000:  # (years of a large universe's holes)
+            self._gaps_reported.clear()
+        self._gaps_reported.update((g.symbol, g.first) for g in found)
         missing = sum(g.missing for g in found)
         self.counters.inc("daily_sessions_missing", missing)
         self.log.warning(
