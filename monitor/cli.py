@@ -95,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["jsonl", "table"], default="table")
 
     w = sub.add_parser("watch", help="the live board in the terminal, from a running daemon")
-    w.add_argument("--url", default="http://127.0.0.1:9108", help="the daemon's HTTP port")
+    w.add_argument("--config", help="daemon config TOML (for the [http] host and port)")
+    w.add_argument("--url", help="daemon HTTP base URL (default http://127.0.0.1:9108)")
     w.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     w.add_argument("--once", action="store_true", help="print one frame and exit")
 

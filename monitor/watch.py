@@ -44,8 +44,16 @@ def fetch(url: str, timeout_s: float = 3.0) -> Any:
 
 
 def watch(args: argparse.Namespace) -> int:
-    """Entry point of the `watch` command."""
-    base = args.url.rstrip("/")
+    """Entry point of the `watch` command: the daemon at --url, else at the [http] host and port
+    of --config, else at http://127.0.0.1:9108."""
+    from monitor.errors import EX_CONFIG, ConfigError
+    from monitor.status import base_url
+
+    try:
+        base = base_url(getattr(args, "url", None), getattr(args, "config", None)).rstrip("/")
+    except ConfigError as exc:
+        print(f"market-monitor: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
     console = Console()
     if args.once:
         try:

@@ -73,7 +73,8 @@ def test_measures_bars_and_sparklines_for_people() -> None:
 @pytest.mark.integration
 async def test_watch_once_prints_the_board_of_a_running_daemon(tmp_path: Path) -> None:
     """`watch --once --url` prints one frame from the daemon (streak.daily 3 of 5 on ^RUT after
-    2024-07-12) and exits 0; with no daemon at the URL it exits 69 naming it."""
+    2024-07-12) and exits 0, as does `--config` naming the daemon's [http] port; with no daemon
+    at the URL it exits 69 naming it."""
     prefix = f"mm-watch-{uuid.uuid4().hex[:8]}"
     conf = write_config(tmp_path, prefix)
     args = ["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12"]
@@ -82,6 +83,11 @@ async def test_watch_once_prints_the_board_of_a_running_daemon(tmp_path: Path) -
         url = f"http://127.0.0.1:{int(daemon.counters.get('http_port'))}"
         res = await asyncio.to_thread(cli, "watch", "--once", "--url", url, env={"COLUMNS": "120"})
         port = daemon.counters.get("http_port")
+        at_port = tmp_path / "at_port.toml"
+        at_port.write_text(conf.read_text().replace("port = 0", f"port = {port:.0f}"))
+        by_config = await asyncio.to_thread(cli, "watch", "--once", "--config", str(at_port))
+    assert by_config.returncode == 0, by_config.stderr
+    assert "3 of 5" in by_config.stdout
     assert res.returncode == 0, res.stderr
     assert "last session 2024-07-12" in res.stdout
     assert "streak.daily (1d)" in res.stdout and "3 of 5" in res.stdout
