@@ -221,7 +221,12 @@ class Notifier:
             self.counters.inc("notify_read")
             try:
                 alert = decode_alert(fields[b"alert"])
-            except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except KeyError:
+                reason = "undecodable entry: no `alert` field"
+                await self.dead.add(entry, None, "*", reason, 0, fields)
+                to_ack.append(entry)
+                continue
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self.dead.add(entry, None, "*", f"undecodable entry: {exc}", 0, fields)
                 to_ack.append(entry)
                 continue

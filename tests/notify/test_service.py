@@ -362,3 +362,26 @@ async def test_an_alert_added_twice_in_one_group_goes_out_once(stream: str) -> N
     assert notifier.counters.get("notify_alerts_sent", receiver="chat") == 2
     assert notifier.counters.get("notify_already_sent", receiver="chat") == 2
     assert await pending(stream) == 0
+
+
+async def test_entries_that_are_not_alerts_are_dead_lettered_with_a_reason_and_acked(
+    stream: str,
+) -> None:
+    """An entry without an `alert` field and one whose alert is not JSON go to the dead-letter
+    stream, each with a reason a person can act on, and are acknowledged; the alert after
+    them is delivered."""
+    client = aioredis.Redis()
+    await client.xadd(stream, {"id": "x1", "payload": "{}"})
+    await client.xadd(stream, {"id": "x2", "alert": "{not json"})
+    await publish(stream, [alert(1)])
+    async with WebhookServer() as hooks:
+        config = make_config(stream, [{"name": "chat", "url": hooks.url("/chat")}])
+        async with running(config) as notifier:
+            await until(lambda: len(hooks.bodies("/chat")) == 1)
+            await until(lambda: notifier.counters.total("notify_acked") == 3)
+    dead = await client.xrange(f"{stream}:dead")
+    reasons = [f[b"reason"].decode() for _, f in dead]
+    assert reasons[0] == "undecodable entry: no `alert` field"
+    assert reasons[1].startswith("undecodable entry: JSON is malformed")
+    assert (await client.xpending(stream, "notifier"))["pending"] == 0
+    await client.aclose()
