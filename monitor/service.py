@@ -55,6 +55,18 @@ MAX_PROGRESS_GAUGES = 50  # per rule: universe-wide rules stay out of /metrics (
 MAX_STATE_ROWS = 500
 
 
+# Counters /metrics shows from the start (the README's list), not from their first event.
+ZEROED = (
+    "ticks_in",
+    "alerts_published",
+    "redis_errors",
+    "daily_sessions_missing",
+    "intraday_saves",
+    "intraday_save_failures",
+    "journal_write_failures",
+)
+
+
 class Daemon:
     """Everything the running service holds, built from Config (see `run`)."""
 
@@ -119,8 +131,14 @@ class Daemon:
         return engine
 
     def build_feeds(self) -> None:
-        """One adapter per [[feeds]] entry (see `monitor.feed_wiring`)."""
+        """One adapter per [[feeds]] entry (see `monitor.feed_wiring`); the counters the README
+        lists at 0 from the start."""
         self.feeds += build_feeds(self)
+        for name in ZEROED:
+            self.counters.zero(name)
+        for feed in self.feeds:
+            for name in ("feed_reconnects", "feed_read_pauses"):
+                self.counters.zero(name, feed=feed.name)
 
     def on_feed_event(self, event: Any) -> None:
         """Feed health as alerts: `feed_stale` when a feed goes quiet in regular hours,

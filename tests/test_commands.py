@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -112,8 +113,8 @@ def test_tail_prints_the_stream_since_an_id() -> None:
 
 
 async def test_feed_replay_publishes_bars_the_daemon_turns_into_alerts(tmp_path: Path) -> None:
-    """`feed-replay` publishes ^RUT bars to MQTT; the daemon's /metrics and /healthz report them
-    and the stream gets replay's alerts."""
+    """`feed-replay` publishes ^RUT bars to MQTT; the daemon's /metrics (its counters at 0 from
+    the start) and /healthz report them and the stream gets replay's alerts."""
     prefix = f"mm-fr-{uuid.uuid4().hex[:8]}"
     conf = write_config(tmp_path, prefix)
     assert (
@@ -129,6 +130,11 @@ async def test_feed_replay_publishes_bars_the_daemon_turns_into_alerts(tmp_path:
     )
     try:
         daemon = await subscribed(ready)
+        port = int(daemon.counters.get("http_port"))
+        before = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        for zero in ("ticks_in", "alerts_published", "redis_errors", "daily_sessions_missing"):
+            assert f"market_monitor_{zero} 0\n" in before  # (a series before its first event)
+        assert re.search(r'market_monitor_feed_reconnects\{feed="[^"]+"\} 0\n', before)
         res = await asyncio.to_thread(
             cli, "feed-replay", "--data", f"^RUT={RUT}", "--from", "2024-07-10",
             "--to", "2024-07-16", "--topic", f"{prefix}/bars",
@@ -138,7 +144,6 @@ async def test_feed_replay_publishes_bars_the_daemon_turns_into_alerts(tmp_path:
         async with asyncio.timeout(15):
             while daemon.counters.total("alerts_published") < 3:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-        port = int(daemon.counters.get("http_port"))
         metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
         assert 'market_monitor_bars_closed{timeframe="1d"} 5' in metrics
         assert 'market_monitor_alerts_fired{rule="streak.daily"} 1' in metrics

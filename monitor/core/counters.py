@@ -37,6 +37,13 @@ class Counters:
         with self._lock:
             self._gauges[key] = value
 
+    def zero(self, name: str, **labels: str) -> None:
+        """Counter `name` with these labels at 0 unless it has a value: /metrics shows it before
+        its first event (a Prometheus `rate()` needs the series to exist)."""
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self._counters.setdefault(key, 0.0)
+
     def describe(self, name: str, text: str) -> None:
         """Attach a HELP line to `name`."""
         self._help[name] = text

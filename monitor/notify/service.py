@@ -108,6 +108,18 @@ class Notifier:
             ("notify_waiting", "Alerts waiting in groups or quiet hours"),
         ):
             self.counters.describe(name, text)
+        # At 0 from the start in /metrics (a Prometheus `rate()` needs the series).
+        for name in (
+            "notify_read",
+            "notify_acked",
+            "notify_already_sent",
+            "notify_trimmed_unread",
+            "notify_trimmed_pending",
+        ):
+            self.counters.zero(name)
+        for receiver in config.receivers:
+            for name in ("notify_sent", "notify_alerts_sent", "notify_dead_lettered"):
+                self.counters.zero(name, receiver=receiver.name)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -385,3 +385,19 @@ async def test_entries_that_are_not_alerts_are_dead_lettered_with_a_reason_and_a
     assert reasons[1].startswith("undecodable entry: JSON is malformed")
     assert (await client.xpending(stream, "notifier"))["pending"] == 0
     await client.aclose()
+
+
+async def test_the_notifiers_counters_are_at_zero_before_the_first_alert(stream: str) -> None:
+    """/metrics has a series for each counter (per receiver where it has one) from the start."""
+    async with WebhookServer() as hooks:
+        config = make_config(stream, [{"name": "chat", "url": hooks.url("/chat")}])
+        async with running(config) as notifier:
+            text = notifier.counters.render()
+    for line in (
+        "market_monitor_notify_read 0",
+        "market_monitor_notify_acked 0",
+        "market_monitor_notify_trimmed_unread 0",
+        'market_monitor_notify_sent{receiver="chat"} 0',
+        'market_monitor_notify_dead_lettered{receiver="chat"} 0',
+    ):
+        assert f"{line}\n" in text, line
