@@ -15,7 +15,7 @@ from monitor.notify.chart import BarsFile, alert_chart, rally_chart
 from monitor.notify.config import NotifyConfig, ReceiverConfig
 from monitor.notify.delivery import Sender
 from monitor.notify.digest import build_digest
-from monitor.notify.render import BodyFormat, Message, render
+from monitor.notify.render import BodyFormat, Message, kind_of, render
 
 CHART_CACHE = 64  # messages whose chart is kept: the receivers of one group share it
 
@@ -78,7 +78,7 @@ class Composer:
             png = await self.chart(alerts)
             if png is not None:
                 attachments = ((f"{_safe_name(alerts[0].symbol)}.png", png),)
-        return Message(title, body, fmt, attachments)
+        return Message(title, body, fmt, attachments, kind_of(alerts))
 
     async def chart(self, alerts: Sequence[Alert]) -> bytes | None:
         """The chart PNG for a message (cached briefly)."""

@@ -139,8 +139,13 @@ class AppriseSender:
             "html": apprise.NotifyFormat.HTML,
             "text": apprise.NotifyFormat.TEXT,
         }[message.body_format]
+        kind = {
+            "info": apprise.NotifyType.INFO,
+            "warning": apprise.NotifyType.WARNING,
+            "failure": apprise.NotifyType.FAILURE,
+        }[message.kind]
         ok = await self._apprise.async_notify(
-            body=message.body, title=message.title, body_format=fmt, attach=attach
+            body=message.body, title=message.title, body_format=fmt, attach=attach, notify_type=kind
         )
         if not ok:
             raise ChannelUnavailable(f"apprise could not notify {self.where}")
@@ -180,7 +185,7 @@ class HttpJsonSender:
                 {"filename": n, "base64": base64.b64encode(d).decode(), "mimetype": "image/png"}
                 for n, d in message.attachments
             ],
-            "type": "info",
+            "type": message.kind,
         }
         try:
             r = await self._client.request(

@@ -25,12 +25,25 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>~|#])")
 
 @dataclass(frozen=True)
 class Message:
-    """What a sender sends: title, body in `body_format`, and attachments (name, bytes)."""
+    """What a sender sends: title, body in `body_format`, attachments (name, bytes), and the
+    kind of notification (Apprise's type: `info`, `warning` or `failure`, from `kind_of`)."""
 
     title: str
     body: str
     body_format: BodyFormat
     attachments: tuple[tuple[str, bytes], ...] = ()
+    kind: NotifyKind = "info"
+
+
+NotifyKind = Literal["info", "warning", "failure"]
+_KIND: dict[str, NotifyKind] = {"warning": "warning", "critical": "failure"}
+
+
+def kind_of(alerts: Sequence[Alert]) -> NotifyKind:
+    """The notification type of a message of `alerts`: that of its most severe alert (info
+    and notice are `info`, warning `warning`, critical `failure`)."""
+    kinds = {_KIND.get(a.severity, "info") for a in alerts}
+    return next((k for k in ("failure", "warning") if k in kinds), "info")
 
 
 def escape(text: str, fmt: BodyFormat) -> str:

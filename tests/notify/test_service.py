@@ -401,3 +401,19 @@ async def test_the_notifiers_counters_are_at_zero_before_the_first_alert(stream:
         'market_monitor_notify_dead_lettered{receiver="chat"} 0',
     ):
         assert f"{line}\n" in text, line
+
+
+async def test_the_webhook_type_follows_the_alerts_severity(stream: str) -> None:
+    """A notice goes out as `info`, a warning as `warning`, a critical alert as `failure`
+    (Apprise's notification types, which chat services colour)."""
+    from monitor.notify.render import kind_of
+
+    sent = [alert(1), alert(2, severity="warning"), alert(3, severity="critical")]
+    await publish(stream, sent)
+    async with WebhookServer() as hooks:
+        config = make_config(stream, [{"name": "chat", "url": hooks.url("/chat")}])
+        async with running(config):
+            await until(lambda: len(hooks.bodies("/chat")) == 3)
+    types = {b["title"]: b["type"] for b in hooks.bodies("/chat")}
+    assert [types[a.title] for a in sent] == ["info", "warning", "failure"]
+    assert kind_of(sent[:2]) == "warning" and kind_of(sent) == "failure"  # (a group's worst)
