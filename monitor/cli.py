@@ -280,7 +280,8 @@ def _backfill(args: argparse.Namespace) -> int:
         merged = store.merge_bars(loaded.bars)
     symbols = loaded.bars.get_column("symbol").n_unique() if loaded.bars.height else 0
     print(
-        f"backfilled {loaded.bars.height} bars of {symbols} symbols into {store.path}; "
+        f"backfilled {loaded.bars.height} bars of {symbols} "
+        f"{'symbol' if symbols == 1 else 'symbols'} into {store.path}; "
         f"the store now holds {merged.height} bars"
     )
     if loaded.counts:

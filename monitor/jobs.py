@@ -56,9 +56,9 @@ def scheduler(daemon: Daemon) -> Any:
         daemon.log.info(
             "heartbeat",
             queue_depth=daemon.queue.qsize(),
-            ticks_in=daemon.counters.total("ticks_in"),
-            alerts_fired=daemon.counters.total("alerts_fired"),
-            outbox_depth=daemon.counters.get("outbox_depth"),
+            ticks_in=int(daemon.counters.total("ticks_in")),
+            alerts_fired=int(daemon.counters.total("alerts_fired")),
+            outbox_depth=int(daemon.counters.get("outbox_depth")),
         )
 
     # Session closes (early closes included) wake the loop so daily bars close on time.

@@ -117,7 +117,7 @@ def frame(
             line.append(f" {p['symbol']} {p['rule']}{_variant(p)} ", style="bold green reverse")
             line.append(" ")
         parts.append(line)
-    parts.append(_nearest([p for p in rows if not p["holds"]][:NEAREST], rules))
+    parts.append(_nearest([p for p in rows if not p["holds"]][:NEAREST], rules, bool(rows)))
     parts.append(_rules(state["rules"], rows))
     parts.append(_alerts(state["alerts"][:ALERTS]))
     if closes and closes.get("symbols"):
@@ -125,13 +125,20 @@ def frame(
     return Group(*parts)
 
 
-def _nearest(rows: list[dict[str, Any]], rules: dict[str, Any]) -> RenderableType:
+def _nearest(
+    rows: list[dict[str, Any]], rules: dict[str, Any], any_progress: bool
+) -> RenderableType:
     table = Table(title="Nearest to firing", title_justify="left", title_style="bold",
                   box=None, padding=(0, 1), show_header=False)  # fmt: skip
     for _ in range(4):
         table.add_column()
     if not rows:
-        table.add_row(Text("no progress yet: the rules need closed sessions", style="dim"))
+        quiet = (
+            "every rule holds now (above)"
+            if any_progress
+            else "no progress yet: the rules need closed sessions"
+        )
+        table.add_row(Text(quiet, style="dim"))
     for p in rows:
         timeframe = rules.get(p["rule"], {}).get("timeframe", "")
         table.add_row(

@@ -59,6 +59,16 @@ def test_frame_shows_each_rule_with_its_bar_and_measure() -> None:
     assert "no alerts yet" in lines[8]
 
 
+def test_nearest_to_firing_tells_no_progress_from_every_rule_holding() -> None:
+    """With no progress at all the board says the rules need closed sessions; with every rule
+    holding it says so, not that there is no progress."""
+    empty = {**STATE, "progress": []}
+    assert "no progress yet: the rules need closed sessions" in render(empty)
+    holding = [{**p, "progress": 1.0, "holds": True} for p in STATE["progress"]]  # type: ignore[attr-defined]
+    text = render({**STATE, "progress": holding})
+    assert "every rule holds now" in text and "no progress yet" not in text
+
+
 def test_measures_bars_and_sparklines_for_people() -> None:
     """Values read as a trader says them; bars clip to [0, 1]; an alert session is one cell."""
     assert measure(
