@@ -13,13 +13,14 @@ Resolved secrets are `Secret` values, masked in every repr and log.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -224,15 +225,36 @@ def _invalid(path: str | Path, error: str, raw: dict[str, Any], variables: Overr
 def _problem(config: Config) -> tuple[str, str] | None:
     """What the types cannot say and the daemon would refuse at start, as (field, message):
     `config check` must fail where `run` would, with the same one line."""
-    scheme = config.redis.url.partition("://")[0] if "://" in config.redis.url else ""
-    if scheme not in ("redis", "rediss"):
-        return "redis.url", _expected(config.redis.url, "redis://... or rediss://...")
-    if config.redis.ca_file and scheme != "rediss":
+    problem = redis_url_problem(config.redis.url)
+    if problem is not None:
+        return "redis.url", problem
+    if config.redis.ca_file and not config.redis.url.startswith("rediss://"):
         return "redis.ca_file", "needs a rediss:// url"
     for i, feed in enumerate(config.feeds):
-        problem = _feed_problem(feed)
-        if problem is not None:
-            return f"feeds[{i}].{problem[0]}", problem[1]
+        problem_at = _feed_problem(feed)
+        if problem_at is not None:
+            return f"feeds[{i}].{problem_at[0]}", problem_at[1]
+    return None
+
+
+def redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis", "rediss")) -> str | None:
+    """What is wrong with a Redis URL the client would refuse at start (with a traceback, not a
+    connection error), as a message; None when it can be used. `schemes`: those the caller takes
+    (the notifier's client also takes unix://). redis:// and rediss:// need a host, and a port,
+    when given, of 1-65535 (the client takes `:0` for its default port: surely a mistake)."""
+    scheme = url.partition("://")[0] if "://" in url else ""  # (case-sensitive, as the client)
+    if scheme not in schemes:
+        *others, last = (f"{s}://..." for s in schemes)
+        return _expected(url, f"{', '.join(others)} or {last}" if others else last)
+    parts = _split(url, port=scheme != "unix")  # (a unix:// url's host and port are not read)
+    if isinstance(parts, str):
+        return parts
+    if scheme == "unix":
+        return None
+    if parts.port == 0:
+        return _not_valid(url, "a port outside 1-65535")
+    if not parts.hostname:
+        return _expected(url, f"{scheme}://host[:port][/db]")
     return None
 
 
@@ -246,16 +268,9 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
         if feed.url.startswith(("ws://", "wss://")):
             return None
         return "url", _expected(feed.url, "ws://... or wss://...")
-    try:
-        parts = urlsplit(feed.url)
-        parts.port  # noqa: B018 (a port that is not a number raises here rather than at start)
-    except ValueError:  # ... and so does a broken [IPv6] host
-        # (Not the parser's words: with a `#` or `/` in a password they quote part of it.)
-        return (
-            "url",
-            "not a valid url (a port that is not a number, or a broken [IPv6] host): "
-            f"{host_only(feed.url)!r}",
-        )
+    parts = _split(feed.url)
+    if isinstance(parts, str):
+        return "url", parts
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         return "url", _expected(feed.url, "mqtt://host[:port] or mqtts://host[:port]")
     if parts.username or parts.password:
@@ -263,7 +278,47 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
         return "url", f"credentials belong in {where}, not the url: {mask_url(feed.url)!r}"
     if not feed.topics:
         return "topics", "an mqtt feed needs at least one topic"
+    return _field_map_problem(feed.field_map)
+
+
+def _field_map_problem(field_map: dict[str, str]) -> tuple[str, str] | None:
+    """(field, message) for a `field_map` the generic decoder's FieldMap does not take: a key
+    it does not have (the message lists those it has), or a `ts_unit` it does not know."""
+    if not field_map:
+        return None
+    from monitor.feeds.generic import FieldMap  # (polars: only for a feed that maps fields)
+
+    keys = FieldMap.__struct_fields__
+    for key in field_map:
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return "field_map", f"unknown key {key!r}{hint}; valid keys: {', '.join(keys)}"
+    try:
+        msgspec.convert(field_map, FieldMap)
+    except msgspec.ValidationError as exc:  # a value of the wrong kind: `ts_unit`
+        message, _, at = str(exc).partition(" - at `$")
+        return f"field_map{at.rstrip('`')}", message
     return None
+
+
+def _split(url: str, *, port: bool = True) -> SplitResult | str:
+    """The parts of a URL, or the message for one the parser refuses (with `port`, when its
+    port is not a number of 0-65535)."""
+    try:
+        parts = urlsplit(url)
+        if port:
+            parts.port  # noqa: B018 (a bad port raises here rather than at start)
+    except ValueError as exc:  # ... and so does a broken [IPv6] host
+        # (Not the parser's words: with a `#` or `/` in a password they quote part of it.)
+        if str(exc).startswith("Port out of range"):
+            return _not_valid(url, "a port outside 1-65535")
+        return _not_valid(url, "a port that is not a number, or a broken [IPv6] host")
+    return parts
+
+
+def _not_valid(url: str, why: str) -> str:
+    return f"not a valid url ({why}): {host_only(url)!r}"
 
 
 def _expected(url: str, shape: str) -> str:

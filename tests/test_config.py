@@ -12,6 +12,11 @@ from tests.test_commands import cli
 from tests.test_service import write_config
 
 FEED_URL = 'url = "mqtt://127.0.0.1:1883"'
+REDIS_URL = 'url = "redis://127.0.0.1:6379/0"'
+TOPICS = 'topics = ["mm-urls/#"]'
+FIELD_KEYS = (
+    "symbol, ts, price, size, id, timeframe, start, session, open, high, low, close, volume"
+)
 
 
 @pytest.mark.parametrize(
@@ -21,6 +26,32 @@ FEED_URL = 'url = "mqtt://127.0.0.1:1883"'
             'url = "redis://127.0.0.1:6379/0"',
             'url = "http://viewer:s3cret@127.0.0.1:6379/0"',
             "redis.url: must be redis://... or rediss://..., not 'http://127.0.0.1:6379/…'",
+        ),
+        (
+            REDIS_URL,
+            'url = "redis://127.0.0.1:116999/0"',
+            "redis.url: not a valid url (a port outside 1-65535): 'redis://127.0.0.1:116999/…'",
+        ),
+        (
+            REDIS_URL,
+            'url = "rediss://127.0.0.1:0"',
+            "redis.url: not a valid url (a port outside 1-65535): 'rediss://127.0.0.1:0'",
+        ),
+        (
+            REDIS_URL,
+            'url = "redis://monitor:s3cret@127.0.0.1:63x9/0"',
+            "redis.url: not a valid url (a port that is not a number, or a broken [IPv6] host): "
+            "'redis://127.0.0.1:63x9/…'",
+        ),
+        (
+            REDIS_URL,
+            'url = "redis://:6379/0"',
+            "redis.url: must be redis://host[:port][/db], not 'redis://:6379/…'",
+        ),
+        (
+            REDIS_URL,
+            'url = "unix:///run/redis/redis.sock"',
+            "redis.url: must be redis://... or rediss://..., not 'unix:///…'",
         ),
         (
             'url = "redis://127.0.0.1:6379/0"',
@@ -38,6 +69,11 @@ FEED_URL = 'url = "mqtt://127.0.0.1:1883"'
             'url = "mqtt://127.0.0.1:port"',
             "feeds[0].url: not a valid url (a port that is not a number, or a broken [IPv6] "
             "host): 'mqtt://127.0.0.1:port'",
+        ),
+        (
+            FEED_URL,
+            'url = "mqtt://127.0.0.1:99999"',
+            "feeds[0].url: not a valid url (a port outside 1-65535): 'mqtt://127.0.0.1:99999'",
         ),
         (
             'kind = "mqtt"\nname = "broker"\n' + FEED_URL,
@@ -61,24 +97,50 @@ FEED_URL = 'url = "mqtt://127.0.0.1:1883"'
             "topics = []",
             "feeds[0].topics: an mqtt feed needs at least one topic",
         ),
+        (
+            TOPICS,
+            f'{TOPICS}\nfield_map = {{sym = "ticker"}}',
+            "feeds[0].field_map: unknown key 'sym' (did you mean 'symbol'?); valid keys: "
+            f"{FIELD_KEYS}, ts_unit",
+        ),
+        (
+            TOPICS,
+            f'{TOPICS}\nfield_map = {{symbol = "S", quantity = "q"}}',
+            f"feeds[0].field_map: unknown key 'quantity'; valid keys: {FIELD_KEYS}, ts_unit",
+        ),
+        (
+            TOPICS,
+            f'{TOPICS}\nfield_map = {{ts = "t", ts_unit = "us"}}',
+            "feeds[0].field_map.ts_unit: Invalid enum value 'us'",
+        ),
     ],
     ids=[
         "redis-scheme",
+        "redis-port-range",
+        "redis-port-zero",
+        "redis-port-not-a-number",
+        "redis-no-host",
+        "redis-unix",
         "redis-ca-without-tls",
         "mqtt-scheme",
         "mqtt-port",
+        "mqtt-port-range",
         "websocket-scheme",
         "mqtt-credentials",
         "mqtt-user",
         "mqtt-no-topics",
+        "field-map-misspelt-key",
+        "field-map-unknown-key",
+        "field-map-ts-unit",
     ],
 )
 def test_a_url_run_would_refuse_fails_config_check_with_the_same_line(
     tmp_path: Path, old: str, new: str, error: str
 ) -> None:
-    """A Redis or feed URL the daemon cannot use (or an MQTT feed without topics) fails `config
-    check` and `run` alike: exit 78, one line naming the file and field, the URL's password
-    masked, no traceback."""
+    """A Redis or feed URL the daemon cannot use (a port out of range or not a number, no host),
+    an MQTT feed without topics or a `field_map` its decoder does not take fails `config check`
+    and `run` alike: exit 78, one line naming the file and field, the URL's password masked, no
+    traceback."""
     conf = write_config(tmp_path, "mm-urls")
     text = conf.read_text()
     assert old in text
@@ -162,3 +224,39 @@ def test_the_redis_check_interval_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         cfg.load(conf, {})
     assert str(caught.value) == f"{conf}: redis.check_interval_s: Expected `float` > 0.0"
+
+
+def test_a_bad_redis_url_from_the_environment_fails_check_and_run_alike() -> None:
+    """`MARKET_MONITOR__REDIS__URL` with a port out of range on the shipped example: `config
+    check` and `run` both exit 78 with the one line naming the variable (`run` used to die with
+    `ValueError: Port out of range`)."""
+    env = {"MARKET_MONITOR__REDIS__URL": "redis://127.0.0.1:116999/0"}
+    want = (
+        "market-monitor: config error: MARKET_MONITOR__REDIS__URL: not a valid url (a port "
+        "outside 1-65535): 'redis://127.0.0.1:116999/…'\n"
+    )
+    example = "config/monitor.example.toml"
+    check = cli("config", "check", "--config", example, env=env)
+    assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
+    run = cli("run", "--config", example, env=env)
+    assert (run.returncode, run.stderr) == (78, want)
+
+
+def test_usable_redis_urls_and_field_maps_still_load(tmp_path: Path) -> None:
+    """What the client and the decoder take still loads: rediss:// with a port, a password and a
+    database, an IPv6 host, no port at all; a `field_map` of known keys with a `ts_unit`."""
+    conf = write_config(tmp_path, "mm-good")
+    text = conf.read_text()
+    for url in ("rediss://monitor:s3cret@redis.internal:6380/2", "redis://[::1]:6379", "redis://h"):
+        conf.write_text(text.replace(REDIS_URL, f'url = "{url}"'))
+        assert cfg.load(conf, {}).redis.url == url
+    field_map = '{symbol = "S", ts = "t", price = "p", ts_unit = "s"}'
+    conf.write_text(
+        text.replace('topics = ["mm-good/#"]', f'topics = ["x"]\nfield_map = {field_map}')
+    )
+    assert cfg.load(conf, {}).feeds[0].field_map == {
+        "symbol": "S",
+        "ts": "t",
+        "price": "p",
+        "ts_unit": "s",
+    }

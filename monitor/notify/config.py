@@ -21,13 +21,14 @@ from urllib.parse import quote, urlencode
 import msgspec
 from msgspec import Meta
 
-from monitor.config import Base, Secret, read_toml, secret
+from monitor.config import Base, Secret, read_toml, redis_url_problem, secret
 from monitor.core.fields import field_message
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"
 PLACEHOLDER = re.compile(r"\{([A-Z_][A-Z0-9_]*)\}")
 NATIVE_SCHEMES = ("tgram", "slack", "discord")
+REDIS_SCHEMES = ("redis", "rediss", "unix")  # what the Redis client takes
 GROUP_FIELDS = ("rule", "kind", "symbol", "severity", "session", "timeframe", "id")
 Format = Literal["auto", "markdown", "html", "text"]
 
@@ -219,7 +220,11 @@ def parse(
 
 
 def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
-    """Cross-field checks: unique receiver names, known references, clock times, time zones."""
+    """Cross-field checks: a Redis URL the client takes, unique receiver names, known references,
+    clock times, time zones."""
+    problem = redis_url_problem(config.redis.url, REDIS_SCHEMES)
+    if problem is not None:
+        raise ConfigError(f"redis.url: {problem}")
     names = [r.name for r in config.receivers]
     for i, name in enumerate(names):
         if not name or names.index(name) != i:

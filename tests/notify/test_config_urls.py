@@ -1,0 +1,98 @@
+"""The notifier's `[redis] url`: one the Redis client would refuse at start (a port out of range
+or not a number, no host, a scheme it does not take) is a ConfigError naming `redis.url` when the
+config loads (exit 78), not a `ValueError` traceback when the client is made."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.errors import ConfigError
+from monitor.notify import config as ncfg
+from tests.conftest import ROOT
+
+
+def write(tmp: Path, redis_url: str) -> Path:
+    """A notifier config with this Redis URL and one receiver."""
+    path = tmp / "notify.toml"
+    path.write_text(
+        f'[redis]\nurl = "{redis_url}"\n'
+        '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:9/alerts"\n'
+        '[route]\nreceivers = ["hook"]\n'
+    )
+    return path
+
+
+NOT_A_NUMBER = "not a valid url (a port that is not a number, or a broken [IPv6] host)"
+BAD = [
+    (
+        "redis://127.0.0.1:116999/0",
+        "not a valid url (a port outside 1-65535): 'redis://127.0.0.1:116999/…'",
+    ),
+    ("redis://127.0.0.1:0/0", "not a valid url (a port outside 1-65535): 'redis://127.0.0.1:0/…'"),
+    ("redis://ops:pa55@127.0.0.1:x/0", f"{NOT_A_NUMBER}: 'redis://127.0.0.1:x/…'"),
+    ("rediss://[::1:6380/0", f"{NOT_A_NUMBER}: 'rediss://[::1:6380/…'"),
+    ("redis:///0", "must be redis://host[:port][/db], not 'redis:///…'"),
+    ("rediss://:6380", "must be rediss://host[:port][/db], not 'rediss://:6380'"),
+    (
+        "http://127.0.0.1:6379/0",
+        "must be redis://..., rediss://... or unix://..., not 'http://127.0.0.1:6379/…'",
+    ),
+]
+IDS = ["port-range", "port-zero", "port-not-a-number", "ipv6", "no-host", "tls-no-host", "scheme"]
+
+
+@pytest.mark.parametrize(("url", "error"), BAD, ids=IDS)
+def test_the_loader_refuses_a_redis_url_the_client_would_refuse(
+    tmp_path: Path, url: str, error: str
+) -> None:
+    """`load` raises ConfigError naming the file and `redis.url`, quoting scheme and host only
+    (never the password)."""
+    conf = write(tmp_path, url)
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {})
+    assert str(caught.value) == f"{conf}: redis.url: {error}"
+    assert "pa55" not in str(caught.value)
+
+
+def test_an_environment_override_is_checked_too(tmp_path: Path) -> None:
+    """`MARKET_MONITOR_NOTIFY__REDIS__URL` goes through the same check as the file."""
+    conf = write(tmp_path, "redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {"MARKET_MONITOR_NOTIFY__REDIS__URL": "redis://127.0.0.1:116999/0"})
+    assert str(caught.value) == (
+        f"{conf}: redis.url: not a valid url (a port outside 1-65535): 'redis://127.0.0.1:116999/…'"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://ops:s3cret@redis.internal:6380/1",
+        "redis://[::1]:6379",
+        "redis://localhost",
+        "unix:///run/redis/redis.sock?db=2",
+    ],
+)
+def test_urls_the_client_takes_still_load(tmp_path: Path, url: str) -> None:
+    """redis://, rediss:// (any port 1-65535, or none) and unix:// (a socket path) load."""
+    assert ncfg.load(write(tmp_path, url), {}).redis.url == url
+
+
+def test_the_notifier_exits_78_with_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """`python -m monitor.notify notify` with a Redis port out of range: exit 78 and one line on
+    stderr (it used to die with `ValueError: Port out of range`, exit 1)."""
+    conf = write(tmp_path, "redis://127.0.0.1:116999/0")
+    res = subprocess.run(
+        [sys.executable, "-m", "monitor.notify", "notify", "--config", str(conf)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert (res.returncode, res.stderr) == (
+        78,
+        f"market-monitor: config error: {conf}: redis.url: not a valid url (a port outside "
+        "1-65535): 'redis://127.0.0.1:116999/…'\n",
+    )
