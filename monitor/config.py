@@ -109,6 +109,9 @@ class RedisConfig(Base, frozen=True):
     channel: str = "market-monitor:alerts"
     stream: str = "market-monitor:alerts"
     maxlen: Annotated[int, Meta(ge=1)] = 100_000
+    # an alert id published is not published again for this long (a restart that evaluates a
+    # period again, a batch resent after a lost reply)
+    dedupe_ttl_s: Annotated[int, Meta(ge=1)] = 30 * 86_400
     # between PINGs, which make /healthz follow Redis (going away, coming back) within about this
     check_interval_s: Annotated[float, Meta(gt=0)] = 2.0
     username: str = ""

@@ -321,6 +321,7 @@ async def run(
             config.redis.stream,
             outbox,
             maxlen=config.redis.maxlen,
+            dedupe_ttl_s=config.redis.dedupe_ttl_s,
             check_interval_s=config.redis.check_interval_s,
             counters=daemon.counters,
             username=config.redis.username or None,

@@ -42,12 +42,24 @@ def cli(
 
 def test_quickstart_daemon_prints_the_july_2024_rally(tmp_path: Path) -> None:
     """`run --config config/demo.toml` streams July 2024 through the daemon, prints the streak and
-    surge of 2024-07-16 as they fire, and exits 0 when the replay is done."""
+    surge of 2024-07-16 as they fire, and exits 0 when the replay is done. Its alerts reach
+    the stream, with dedupe keys that expire within seconds (`dedupe_ttl_s = 5`), so that the
+    next run of the demo publishes them again."""
+    stream = f"mm-demo-{uuid.uuid4().hex[:8]}"
     res = cli(
         "run", "--config", "config/demo.toml",
-        env={"MARKET_MONITOR__STORE__PATH": str(tmp_path / "store")},
+        env={"MARKET_MONITOR__STORE__PATH": str(tmp_path / "store"),
+             "MARKET_MONITOR__REDIS__STREAM": stream},
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
+    client = redis.Redis()
+    try:
+        ids = [f[b"id"].decode() for _, f in client.xrange(stream)]
+        assert len(ids) == res.stdout.count("\n    History:") > 5
+        assert 0 < client.ttl(f"{stream}:published:{ids[-1]}") <= 5
+    finally:
+        client.delete(stream, *client.keys(f"{stream}:*"))
+        client.close()
     assert (
         "[2024-07-16] NOTICE streak.daily ^RUT: Russell 2000 rose more than 1.0% in each of "
         "5 sessions (+11.5% in all), closing at 2,263.67.\n"
