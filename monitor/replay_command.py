@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 from monitor.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import polars as pl
 
     from monitor.core.engine import Engine
+    from monitor.core.model import Rejection
     from monitor.core.rules.spec import Rule
 
 
@@ -65,6 +68,7 @@ def replay(args: argparse.Namespace) -> int:
             rules_path=args.rules,
             bars=loaded.bars,
             counts=loaded.counts,
+            rejections=loaded.rejections,
             short_interest=args.short_interest,
             start=args.start,
             fmt=args.format,
@@ -144,6 +148,7 @@ def run_replay(
     bars: object,
     counts: dict[str, int],
     short_interest: str | None,
+    rejections: Sequence[Rejection] = (),
     start: dt.date | None,
     fmt: str,
     batch_sessions: int | None = None,
@@ -240,7 +245,24 @@ def run_replay(
     if rejected:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))
         print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
+    if rejections:
+        print(f"market-monitor: {_first_rejected(rejections)}", file=sys.stderr)
     return 0
+
+
+def _first_rejected(rejections: Sequence[Rejection], shown: int = 5) -> str:
+    """The first rows the files' reading rejected, where they are, whose and why: `the first
+    rows rejected: bad.csv:5 ABC (bad_price), bad.csv:9 ABC (duplicate), and 3 more`."""
+    listed = ", ".join(
+        f"{r.raw}{f' {r.symbol}' if r.symbol else ''} ({r.reason})" for r in rejections[:shown]
+    )
+    more = f", and {len(rejections) - shown} more" if len(rejections) > shown else ""
+    kept = (
+        "; of rows with the same symbol and date, the first is kept"
+        if any(r.reason == "duplicate" for r in rejections)
+        else ""
+    )
+    return f"the first rows rejected: {listed}{more}{kept}"
 
 
 def _write_lines(out: TextIO, lines: Any) -> None:

@@ -156,6 +156,31 @@ def test_replay_names_sessions_missing_inside_a_history(tmp_path: Path) -> None:
     assert "missing inside" not in res.stderr
 
 
+def test_replay_names_the_first_rows_it_rejected_and_why(tmp_path: Path) -> None:
+    """Rows rejected while reading (a NaN close, a negative price, a bar whose open is above
+    its high, a date given twice) are counted by reason, and the first of them named by file
+    and line; of a repeated date the first row is kept, and the line says so."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "date,open,high,low,close,volume\n"
+        "2024-07-01,10,11,9,10.5,100\n"
+        "2024-07-02,10,11,9,NaN,100\n"
+        "2024-07-03,10,11,9,-1,100\n"
+        "2024-07-05,10,11,9,10.8,100\n"
+        "2024-07-05,10,11,9,10.9,100\n"
+        "2024-07-08,12,11,9,10,100\n"
+    )
+    res = run_cli("replay", "--rules", str(RULES), "--data", f"BAD={bad}")
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert "market-monitor: rows rejected or fixed: bad_bar=1, bad_price=2, duplicate=1" in lines
+    assert (
+        f"market-monitor: the first rows rejected: {bad}:3 BAD (bad_price), {bad}:4 BAD "
+        f"(bad_price), {bad}:7 BAD (bad_bar), {bad}:6 BAD (duplicate); of rows with the same "
+        "symbol and date, the first is kept"
+    ) in lines
+
+
 def test_replay_from_a_date_in_batches_prints_what_one_batch_prints() -> None:
     """`--from` with `--batch-sessions`: the first batches end long before `--from`, and
     nothing of theirs is printed; the alerts are those of one batch, in the same order."""
