@@ -11,8 +11,12 @@ EntryId = tuple[int, int]  # (milliseconds, sequence)
 
 def entry_id(value: str | bytes) -> EntryId | None:
     """A stream entry id as (milliseconds, sequence); None for "$", ">" and the like."""
-    text = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
+    ms, _, seq = text(value).partition("-")
     if not ms.isdigit() or not (seq or "0").isdigit():
         return None
     return int(ms), int(seq or "0")
+
+
+def text(value: str | bytes) -> str:
+    """An entry id (or a group's name) as Redis returns it, bytes or text, as text."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -20,7 +20,7 @@ import msgspec
 from monitor.core.backoff import Backoff
 from monitor.core.model import Alert, decode_alert, encode_alert
 from monitor.errors import ConfigError, SinkUnavailable
-from monitor.streams import entry_id
+from monitor.streams import entry_id, text
 from monitor.urls import mask_url
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -160,7 +160,7 @@ async def _say_if_trimmed(client: Any, stream: str, last: str | bytes) -> None:
         return  # (the read that follows reports it)
     first = entry_id(oldest[0][0]) if oldest else None
     if first is not None and first > after:
-        shown = last.decode() if isinstance(last, bytes) else last
+        shown = text(last)
         print(
             f"market-monitor: {stream} no longer holds {shown}, the last entry read: any alerts "
             f"added after it and before {first[0]}-{first[1]}, its oldest entry now, are gone "

@@ -35,7 +35,7 @@ from monitor.notify.config import NotifyConfig, RedisSection
 from monitor.notify.ledger import REDIS_ERRORS, retrying
 from monitor.notify.routing import Batch
 from monitor.notify.trimming import TrimWatch
-from monitor.streams import entry_id
+from monitor.streams import entry_id, text
 from monitor.urls import mask_url
 
 Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields), as XREADGROUP gives
@@ -71,9 +71,9 @@ def redis_failure(exc: RedisError, url: str) -> SinkUnavailable | ConfigError:
 def is_group_gone(exc: ResponseError) -> bool:
     """Whether Redis says our stream or consumer group no longer exists (deleted, or flushed):
     `NOGROUP ...`, or `UNBLOCKED ... no longer exists` for a read blocked at that moment."""
-    text = str(exc)
-    return text.startswith("NOGROUP") or (
-        text.startswith("UNBLOCKED") and "no longer exists" in text
+    said = str(exc)
+    return said.startswith("NOGROUP") or (
+        said.startswith("UNBLOCKED") and "no longer exists" in said
     )
 
 
@@ -239,8 +239,8 @@ class Inbox:
             # Entries trimmed while pending: Redis 7 drops them from the group and lists their
             # ids apart (earlier versions: as entries without fields).
             deleted = claimed[2] if len(claimed) > 2 else []
-            bare = [_text(i) for i, f in entries if not f]
-            self.trims.pending_lost([_text(i) for i in deleted] + bare)
+            bare = [text(i) for i, f in entries if not f]
+            self.trims.pending_lost([text(i) for i in deleted] + bare)
             await self.ack(bare)
             live = [(i, f) for i, f in entries if f]
             if live:
@@ -275,10 +275,6 @@ class Inbox:
                 del self.outstanding[item.entry]
                 done.append(item.entry)
         await self.ack(done)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def pause(stop: asyncio.Event, timeout_s: float, also: asyncio.Event | None = None) -> None:

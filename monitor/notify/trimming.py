@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, ResponseError
 
 from monitor.core.counters import Counters
-from monitor.streams import EntryId, entry_id
+from monitor.streams import EntryId, entry_id, text
 
 
 class TrimWatch:
@@ -66,7 +66,7 @@ class TrimWatch:
             return None
         except ResponseError:
             return None  # (no stream yet: nothing was trimmed)
-        group = next((g for g in groups if _text(g.get("name")) == self.group), None)
+        group = next((g for g in groups if text(g.get("name")) == self.group), None)
         if group is None:
             return None
         last = entry_id(group.get("last-delivered-id") or b"0-0") or (0, 0)
@@ -115,7 +115,7 @@ class TrimWatch:
             group=self.group,
             count=new,
             last_delivered=f"{last[0]}-{last[1]}",
-            oldest_left=_text(first[0]) if first else None,
+            oldest_left=text(first[0]) if first else None,
             hint="the stream holds [redis] maxlen alerts: the notifier was stopped or behind "
             "for longer than that; the alerts are gone from Redis (`market-monitor replay` or "
             "the daemon's logs have them)",
@@ -136,7 +136,3 @@ def _lost(stream: Any, group: Any, last: EntryId) -> int | None:
     if read is None or added is None:
         return None
     return max(0, int(added) - int(read) - int(stream.get("length") or 0))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
