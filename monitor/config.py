@@ -252,12 +252,17 @@ def redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis", "rediss")) 
     parts = _split(url, port=scheme != "unix")  # (a unix:// url's host and port are not read)
     if isinstance(parts, str):
         return parts
-    if scheme == "unix":
-        return None
-    if parts.port == 0:
-        return _not_valid(url, "a port outside 1-65535")
-    if not parts.hostname:
-        return _expected(url, f"{scheme}://host[:port][/db]")
+    if scheme != "unix":
+        if parts.port == 0:
+            return _not_valid(url, "a port outside 1-65535")
+        if not parts.hostname:
+            return _expected(url, f"{scheme}://host[:port][/db]")
+    from redis.connection import parse_url  # (the client's own reading of the query: db=...)
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:  # ("Invalid value for 'db' in connection URL.": no secret in it)
+        return _not_valid(url, str(exc).rstrip(".").replace(" in connection URL", ""))
     return None
 
 

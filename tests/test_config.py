@@ -50,6 +50,12 @@ FIELD_KEYS = (
         ),
         (
             REDIS_URL,
+            'url = "redis://127.0.0.1:6379/0?socket_timeout=soon"',
+            "redis.url: not a valid url (Invalid value for 'socket_timeout'): "
+            "'redis://127.0.0.1:6379/…'",
+        ),
+        (
+            REDIS_URL,
             'url = "unix:///run/redis/redis.sock"',
             "redis.url: must be redis://... or rediss://..., not 'unix:///…'",
         ),
@@ -120,6 +126,7 @@ FIELD_KEYS = (
         "redis-port-zero",
         "redis-port-not-a-number",
         "redis-no-host",
+        "redis-query",
         "redis-unix",
         "redis-ca-without-tls",
         "mqtt-scheme",
