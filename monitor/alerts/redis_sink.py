@@ -58,6 +58,7 @@ from monitor.core.counters import Counters
 from monitor.core.model import Alert
 from monitor.errors import SinkUnavailable
 from monitor.urls import mask_url
+from monitor.waiting import wait_any
 
 DEDUPE_TTL_S = 30 * 86_400
 CHECK_INTERVAL_S = 2.0  # between PINGs ([redis] check_interval_s): degraded within seconds
@@ -231,18 +232,18 @@ class RedisPublisher:
                 await self._drain()
             except SinkUnavailable:
                 delay = self._backoff.delay(self._failures - 1)
-                await _wait_any((stop, self._hurry), delay)
+                await wait_any((stop, self._hurry), delay)
                 self._hurry.clear()
                 continue
             # Poll now and then too, in case someone wrote to the outbox without `wake()`.
-            await _wait_any((stop, self._wake), self._idle_poll_s)
+            await wait_any((stop, self._wake), self._idle_poll_s)
 
     async def watch(self, stop: asyncio.Event | None = None) -> None:
         """PING Redis now and every `check_interval_s` until `stop` is set (see the module)."""
         stop = stop if stop is not None else asyncio.Event()
         while not stop.is_set():
             await self.check()
-            await _wait_any((stop,), self._check_interval_s)
+            await wait_any((stop,), self._check_interval_s)
 
     async def check(self) -> bool:
         """PING Redis once; whether it answered. Updates `is_available` either way."""
@@ -391,14 +392,3 @@ class RedisPublisher:
         self._down_since = None
         self._waiting_logged = False
         self._failures = 0
-
-
-async def _wait_any(events: tuple[asyncio.Event, ...], timeout_s: float) -> None:
-    """Return when any of `events` is set or after `timeout_s`, whichever comes first."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)

@@ -37,6 +37,7 @@ from monitor.notify.routing import Batch
 from monitor.notify.trimming import TrimWatch
 from monitor.streams import entry_id, text
 from monitor.urls import mask_url
+from monitor.waiting import wait_any
 
 Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields), as XREADGROUP gives
 
@@ -279,11 +280,4 @@ class Inbox:
 
 async def pause(stop: asyncio.Event, timeout_s: float, also: asyncio.Event | None = None) -> None:
     """Sleep up to `timeout_s`, returning early when `stop` (or `also`) is set."""
-    events = [stop] if also is None else [stop, also]
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
+    await wait_any((stop,) if also is None else (stop, also), timeout_s)
