@@ -162,12 +162,10 @@ class Inbox:
             entries = got[0][1] if got else []
             if not entries:
                 return
-            # (an entry trimmed while pending comes back as its id alone)
-            gone = [i.decode() for i, fields in entries if not fields]
+            gone, live = _trimmed(entries)
             if gone:
                 self.trims.pending_lost(gone)
                 await self.ack(gone)
-            live = [(i, fields) for i, fields in entries if fields]
             if live:
                 await self._process(live)
             start = entries[-1][0]
@@ -240,10 +238,9 @@ class Inbox:
             # Entries trimmed while pending: Redis 7 drops them from the group and lists their
             # ids apart (earlier versions: as entries without fields).
             deleted = claimed[2] if len(claimed) > 2 else []
-            bare = [text(i) for i, f in entries if not f]
+            bare, live = _trimmed(entries)
             self.trims.pending_lost([text(i) for i in deleted] + bare)
             await self.ack(bare)
-            live = [(i, f) for i, f in entries if f]
             if live:
                 self._log.info("entries_claimed", count=len(live))
                 await self._process(live)
@@ -276,6 +273,12 @@ class Inbox:
                 del self.outstanding[item.entry]
                 done.append(item.entry)
         await self.ack(done)
+
+
+def _trimmed(entries: Entries) -> tuple[list[str], Entries]:
+    """The ids of entries trimmed while pending (they come back as an id without fields), and
+    the entries that still have theirs."""
+    return [text(i) for i, f in entries if not f], [(i, f) for i, f in entries if f]
 
 
 async def pause(stop: asyncio.Event, timeout_s: float, also: asyncio.Event | None = None) -> None:
