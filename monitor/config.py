@@ -436,3 +436,16 @@ def outside_universe(config: Config, rules: RulesFile) -> list[str]:
         f"{'its' if len(missing) == 1 else 'their'} prices"
         for rule_id, missing in unknown_symbols(rules.enabled, set(config.engine.universe)).items()
     ]
+
+
+def load_rules_file(config: Config) -> RulesFile:
+    """The rules file `[rules] file` names; ConfigError says what is wrong with it."""
+    from monitor.core.rules.spec import RuleError, parse_rules
+
+    path = resolve(config, config.rules.file)
+    try:
+        return parse_rules(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"rules.file: cannot read {path}: {exc.strerror}") from None
+    except RuleError as exc:
+        raise ConfigError(f"rules.file {path}: {exc}") from None

@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 from monitor import config as cfg
-from monitor.core.rules.spec import RulesFile
 from monitor.errors import EX_CONFIG, ConfigError
 
 MASK = "***"
@@ -24,7 +23,7 @@ def config_check(args: argparse.Namespace) -> int:
     path = str(args.config)
     try:
         config = cfg.load(path)
-        rules = _check_rules(config)
+        rules = cfg.load_rules_file(config)
         sources = resolve_secrets(config)
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
@@ -74,18 +73,6 @@ def resolve_secrets(config: cfg.Config) -> dict[str, str]:
         one(f"{where}.key", feed.key_env, feed.key_file)
         one(f"{where}.secret", feed.secret_env, feed.secret_file)
     return found
-
-
-def _check_rules(config: cfg.Config) -> RulesFile:
-    from monitor.core.rules.spec import RuleError, parse_rules
-
-    path = cfg.resolve(config, config.rules.file)
-    try:
-        return parse_rules(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"rules.file: cannot read {path}: {exc.strerror}") from None
-    except RuleError as exc:
-        raise ConfigError(f"rules.file {path}: {exc}") from None
 
 
 def to_toml(data: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@ A Wire is claimed before it is decoded: one its feed has withdrawn (at shutdown,
 period) is left alone, neither processed nor acknowledged, and the broker delivers it again.
 With nothing arriving it still advances once a second, so bars close on the clock. Steps that
 evaluate rules over the history run in a worker thread so the event loop keeps reading; the many
-small steps of ticks and minute bars run inline.
+small steps of ticks and minute bars run inline. A change of the engine's rules (`engine_change`,
+the daemon's SIGHUP) is made in the worker thread at the start of a step, between two batches.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Pipeline:
         on_batch: Callable[[FeedBatch], None] | None = None,
         side_alerts: Callable[[], list[Alert]] | None = None,
         status_changes: Callable[[], list[tuple[str, bool]]] | None = None,
+        engine_change: Callable[[], Callable[[], None] | None] | None = None,
     ) -> None:
         self.engine = engine
         self.queue = queue
@@ -71,6 +73,7 @@ class Pipeline:
         self.on_batch = on_batch
         self.side_alerts = side_alerts
         self.status_changes = status_changes
+        self.engine_change = engine_change
         self.last_step_at: float = time.monotonic()
         self._log = logs.get("pipeline")
         self._rejections = RejectionLog(
@@ -129,9 +132,11 @@ class Pipeline:
         items = [item for item in items if _claimed(item)]
         batch = self._decode(items)
         now = self.clock.now()
-        if self.engine.evaluates(now, batch):
+        # (a change of the engine's rules evaluates them over the history, in the thread too)
+        change = self.engine_change() if self.engine_change is not None else None
+        if change is not None or self.engine.evaluates(now, batch):
             # Rules over the whole history can take seconds: keep the loop (feeds, HTTP) going.
-            step, rejections = await asyncio.to_thread(self._step, batch, now)
+            step, rejections = await asyncio.to_thread(self._step, batch, now, change)
         else:
             # Ticks and minute bars: a few polars calls, faster inline than across threads
             # (a worker thread would wait for the GIL the feed readers hold).
@@ -161,7 +166,11 @@ class Pipeline:
             if isinstance(item, Wire) and item.ack is not None:
                 item.ack()
 
-    def _step(self, batch: FeedBatch | None, now: dt.datetime) -> tuple[Step, list[Rejection]]:
+    def _step(
+        self, batch: FeedBatch | None, now: dt.datetime, change: Callable[[], None] | None = None
+    ) -> tuple[Step, list[Rejection]]:
+        if change is not None:
+            change()
         if self.status_changes is not None:
             for symbol, halted in self.status_changes():
                 self.engine.set_halted(symbol, halted)

@@ -30,13 +30,13 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
 from monitor.calendar import nyse_sessions
 from monitor.clock import Clock, SimClock, SystemClock
-from monitor.config import Config, outside_universe, resolve, secret
+from monitor.config import Config, load_rules_file, outside_universe, resolve, secret
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
-from monitor.core.rules.spec import RuleError, RulesFile, kind_of, parse_rules
-from monitor.errors import ConfigError
+from monitor.core.rules.spec import kind_of
+from monitor.errors import DataError
 from monitor.feed_wiring import build_feeds
 from monitor.feeds.replay import ReplayFeed
 from monitor.feeds.wire import Wire
@@ -46,6 +46,7 @@ from monitor.journal import JOURNAL, Journal
 from monitor.pipeline import BatchDecoder, Pipeline
 from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
+from monitor.rules_reload import RulesReload
 from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
 
@@ -75,7 +76,7 @@ class Daemon:
         self.counters = Counters()
         self.log = logs.get("service")
         self.store = Store(resolve(config, config.store.path))
-        self.rules = _load_rules(config)
+        self.rules = load_rules_file(config)
         replay = split_replay_data(config, self.store.load_bars())
         history, replay_start = replay.history, replay.start_at
         self.replay_bars, self.replay_minutes = replay.bars, replay.minutes
@@ -117,10 +118,11 @@ class Daemon:
         self.feed_alerts: list[Alert] = []
         self.status: list[tuple[str, bool]] = []
         self._gaps_reported: set[tuple[str, dt.date]] = set()  # (symbol, first session missing)
+        self.rules_reload = RulesReload(self)
 
     # ------------------------------------------------------------------ building
     def _build_engine(self) -> Engine:
-        engine = build_engine(self.rules, self.sessions, short_interest=self._short_interest())
+        engine = build_engine(self.rules, self.sessions, short_interest=self.read_short_interest())
         engine.universe = frozenset(self.config.engine.universe) or None
         engine.max_jump = self.config.engine.max_jump
         engine._bar_options = {
@@ -184,7 +186,8 @@ class Daemon:
         if self.short_interest_due:
             self.reload_short_interest()
 
-    def _short_interest(self) -> pl.DataFrame | None:
+    def read_short_interest(self) -> pl.DataFrame | None:
+        """The `[rules] short_interest` file (None when unset); DataError when it is bad."""
         if not self.config.rules.short_interest:
             return None
         from monitor.short_interest_io import read_short_interest
@@ -194,7 +197,11 @@ class Daemon:
     def reload_short_interest(self) -> None:
         """Re-read the short-interest file (new figures are published twice a month)."""
         self.short_interest_due = False
-        raw = self._short_interest()
+        try:
+            raw = self.read_short_interest()
+        except DataError as exc:  # (a file being rewritten, say: the figures in use stay)
+            self.log.warning("short_interest_reload_failed", error=str(exc))
+            return
         if raw is None:
             return
         fresh = build_engine(self.rules, self.sessions, short_interest=raw)
@@ -300,10 +307,15 @@ async def run(
     """Run the daemon until `stop` is set (or SIGTERM/SIGINT); returns the exit code.
     `on_ready` receives the daemon once its tasks run (tests use it to wait for feeds)."""
     stop = stop if stop is not None else asyncio.Event()
+    hup: list[int] = []  # (a SIGHUP during start-up, answered once the daemon is built)
     if install_signals:  # first: a SIGTERM during the (long) start-up still stops us cleanly
-        _install_signals(stop, logs.get("service"))
+        _install_signals(stop, logs.get("service"), hup.append)
     # Loads history and warms the engine: nothing else runs yet.
     daemon = Daemon(config, clock=clock)
+    if install_signals:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.rules_reload.request)
+        if hup:
+            daemon.rules_reload.request()
     gc.freeze()  # the history just loaded is long-lived: keep the collector off it
     daemon.stop = stop
     daemon.build_feeds()
@@ -346,6 +358,7 @@ async def run(
             on_batch=daemon.intraday.append,
             side_alerts=daemon.take_feed_alerts,
             status_changes=daemon.take_status,
+            engine_change=daemon.rules_reload.take,
         )
         routes = {
             "/metrics": lambda: (
@@ -427,7 +440,7 @@ async def _watch_feeds(tasks: list[asyncio.Task[None]], done: asyncio.Event) -> 
     done.set()
 
 
-def _install_signals(stop: asyncio.Event, log: Any) -> None:
+def _install_signals(stop: asyncio.Event, log: Any, on_hup: Callable[[int], None]) -> None:
     loop = asyncio.get_running_loop()
     seen = {"n": 0}
 
@@ -441,13 +454,4 @@ def _install_signals(stop: asyncio.Event, log: Any) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-
-
-def _load_rules(config: Config) -> RulesFile:
-    path = resolve(config, config.rules.file)
-    try:
-        return parse_rules(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"rules.file: cannot read {path}: {exc.strerror}") from None
-    except RuleError as exc:
-        raise ConfigError(f"rules.file {path}: {exc}") from None
+    loop.add_signal_handler(signal.SIGHUP, on_hup, signal.SIGHUP)  # (SIGHUP: reload the rules)

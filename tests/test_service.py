@@ -27,7 +27,7 @@ from tests.conftest import RULES, RUT
 pytestmark = pytest.mark.integration
 
 
-def write_config(tmp: Path, prefix: str, **extra: str) -> Path:
+def write_config(tmp: Path, prefix: str, rules: Path = RULES, **extra: str) -> Path:
     """A daemon config for one test: its own store, topic, channel and stream."""
     path = tmp / "monitor.toml"
     path.write_text(
@@ -47,7 +47,7 @@ url = "redis://127.0.0.1:6379/0"
 channel = "{prefix}:alerts"
 stream = "{prefix}:alerts"
 [rules]
-file = "{RULES}"
+file = "{rules}"
 [http]
 port = 0
 [engine]

@@ -44,6 +44,15 @@ class Counters:
         with self._lock:
             self._counters.setdefault(key, 0.0)
 
+    def drop(self, name: str, **labels: str) -> None:
+        """Forget every series of `name` whose labels include these (a rule removed: its gauges
+        would otherwise stay at their last value)."""
+        wanted = set(labels.items())
+        with self._lock:
+            for table in (self._counters, self._gauges):
+                for key in [k for k in table if k[0] == name and wanted <= set(k[1])]:
+                    del table[key]
+
     def describe(self, name: str, text: str) -> None:
         """Attach a HELP line to `name`."""
         self._help[name] = text

@@ -294,11 +294,16 @@ class Engine:
 
     # -------------------------------------------------------------- evaluate
     def _evaluate(
-        self, timeframe: str, now: dt.datetime, late: bool = False
+        self,
+        timeframe: str,
+        now: dt.datetime,
+        late: bool = False,
+        rules: list[Rule] | None = None,
     ) -> list[tuple[Rule, pl.DataFrame]]:
-        """The firings of every rule of `timeframe` in the periods closed since the last call
-        (and, when `late`, in the last period evaluated: see `_late_periods`), with the rule."""
-        rules = [r for r in self.rules if r.timeframe == timeframe]
+        """The firings of every rule of `timeframe` (of `rules`, when given) in the periods
+        closed since the last call (and, when `late`, in the last period evaluated: see
+        `_late_periods`), with the rule."""
+        rules = [r for r in (self.rules if rules is None else rules) if r.timeframe == timeframe]
         if not rules:  # e.g. minute bars closing while every rule is daily
             return []
         base = self._base(timeframe, now)
@@ -392,6 +397,28 @@ class Engine:
         """Closed trading weeks of the daily bars, those closed by `now` when given (see
         `monitor.core.bar_history.weekly`: a symbol's week closes with its last session's bar)."""
         return bar_history.weekly(self.daily, self.sessions, now)
+
+    # ------------------------------------------------------------------ rules
+    def replace_rules(self, rules: RulesFile, ctx: RuleContext) -> int:
+        """Evaluate `rules` (with `ctx`, made for them) from now on. A rule that is new, or whose
+        parameters changed, fires from the next period on, as if it had run all along: its
+        firings in the periods already evaluated (all of them, for a timeframe with no rule
+        yet) are recorded as emitted, as `warm` records the history's at start. Returns how
+        many; what rules left takes nothing with it but their progress."""
+        before = {r.id: r for r in self.rules}
+        self.rules, self.ctx = rules.enabled, ctx
+        self._minute_rules = any(r.timeframe == "1m" for r in self.rules)
+        ids = {r.id for r in self.rules}
+        self.progress = {k: v for k, v in self.progress.items() if k in ids}
+        changed = [r for r in self.rules if before.get(r.id) != r]
+        if self.now is None or not changed:  # (nothing evaluated yet: `warm` will be)
+            return 0
+        parts: list[tuple[Rule, pl.DataFrame]] = []
+        for timeframe in sorted({r.timeframe for r in changed}):
+            # The last period evaluated again (`late`), or every period of a new timeframe.
+            parts += self._evaluate(timeframe, self.now, late=True, rules=changed)
+        self._step_ids = len(self._pending_ids)  # (every id emitted so far is of an earlier step)
+        return self._new([alert_lines(fired, rule, self.ctx) for rule, fired in parts]).height
 
     # ------------------------------------------------------------------ state
     def state(self) -> EngineState:

@@ -170,6 +170,7 @@ def test_units_run_the_commands_with_the_settings_the_daemon_needs() -> None:
         assert s[("Service", "CapabilityBoundingSet")] == [""]
         assert s[("Service", "SystemCallFilter")] == ["@system-service"]
     daemon = unit_settings(DAEMON_UNIT)
+    assert daemon[("Service", "ExecReload")] == ["/bin/kill -HUP $MAINPID"]  # (rules reload)
     assert daemon[("Service", "StateDirectory")] == ["market-monitor"]
     assert "MARKET_MONITOR__STORE__PATH=%S/market-monitor" in daemon[("Service", "Environment")]
     assert daemon[("Service", "MemoryMax")] == ["2G"]

@@ -1,0 +1,84 @@
+"""The rules file read again while the daemon runs: SIGHUP (`systemctl reload market-monitor`).
+
+The file is read and checked in the event loop when the signal comes; a file that does not read
+(a TOML error, an unknown kind or parameter, a short-interest file that cannot be read) is
+logged as `rules_reload_failed` with the reason, and the rules in force stay. One that reads
+becomes the engine's at the start of its next step, in the engine's thread (see
+`Pipeline.engine_change`): a rule that is new or changed fires from the next period on, never
+on periods already evaluated (`Engine.replace_rules`). Only the rules file (and the short
+interest it uses) is read again; every other setting needs a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from monitor.config import load_rules_file, outside_universe
+from monitor.core.model import FeedBatch
+from monitor.errors import ConfigError, DataError
+from monitor.replay import build_engine
+
+if TYPE_CHECKING:
+    from monitor.service import Daemon
+
+
+class RulesReload:
+    """`request` on SIGHUP; `take` gives the pipeline the change to make, once per request."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.due = False
+        daemon.counters.describe("rules_reloads", "Rules file reloads (SIGHUP), by result")
+        for result in ("ok", "failed"):
+            daemon.counters.zero("rules_reloads", result=result)
+
+    def request(self) -> None:
+        """Read the rules file again before the engine's next step (which this wakes)."""
+        self.daemon.log.info("rules_reload_requested")
+        self.due = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.daemon.queue.put_nowait(FeedBatch.empty("rules-reload"))
+
+    def take(self) -> Callable[[], None] | None:
+        """The engine change of a reload asked for (None when none is, or the file is bad)."""
+        if not self.due:
+            return None
+        self.due = False
+        daemon = self.daemon
+        try:
+            rules = load_rules_file(daemon.config)
+            short_interest = daemon.read_short_interest()
+            ctx = build_engine(rules, daemon.sessions, short_interest=short_interest).ctx
+        except (ConfigError, DataError) as exc:
+            daemon.log.error(
+                "rules_reload_failed",
+                error=str(exc),
+                kept=[r.id for r in daemon.rules.enabled],
+                hint="fix the file (`market-monitor config check` reads it) and reload again",
+            )
+            daemon.counters.inc("rules_reloads", result="failed")
+            return None
+        for line in outside_universe(daemon.config, rules):
+            daemon.log.warning("rule_symbols_outside_universe", detail=line)
+        before = {r.id: r for r in daemon.rules.enabled}
+        after = {r.id: r for r in rules.enabled}
+
+        def change() -> None:  # (in the engine's thread, between two steps)
+            recorded = daemon.engine.replace_rules(rules, ctx)
+            daemon.rules = rules
+            for rule_id in before.keys() - after.keys():
+                daemon.counters.drop("rule_progress", rule=rule_id)
+            daemon.log.info(
+                "rules_reloaded",
+                rules=len(after),
+                added=sorted(after.keys() - before.keys()),
+                removed=sorted(before.keys() - after.keys()),
+                changed=sorted(k for k in after.keys() & before.keys() if after[k] != before[k]),
+                history_firings_recorded=recorded,
+            )
+            daemon.counters.inc("rules_reloads", result="ok")
+
+        return change

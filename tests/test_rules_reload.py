@@ -1,0 +1,117 @@
+"""SIGHUP to the running daemon (a child process, as systemd runs it): the rules file is read
+again; a bad one is refused and the rules in force stay; a good one is in force from the next
+step, its new rules firing on new bars only."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import signal
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from monitor.cli import main
+from tests.conftest import RULES, RUT
+from tests.daemon_process import DaemonProcess
+from tests.test_daemon_faults import publish, rut_bars, stream_alerts
+from tests.test_service import replay_alerts, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return str(response.read().decode())
+
+
+async def test_sighup_reloads_the_rules_file(tmp_path: Path) -> None:
+    """Started with `surge.5d` switched off; a SIGHUP with a broken file is refused (logged,
+    counted, the daemon runs on); a SIGHUP with the shipped file switches it on; then the
+    bars of 2024-07-10..16 give exactly the alerts replay gives for the shipped rules,
+    surge.5d's among them, and nothing of the history before."""
+    prefix = f"mm-hup-{uuid.uuid4().hex[:8]}"
+    shipped = RULES.read_text()
+    rules = tmp_path / "rules.toml"
+    rules.write_text(shipped.replace('id = "surge.5d"', 'id = "surge.5d"\nenabled = false', 1))
+    conf = write_config(tmp_path, prefix, rules=rules)
+    to = ["--to", "2024-07-09"]
+    assert main(["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", *to]) == 0
+    expected = replay_alerts(dt.date(2024, 7, 10), dt.date(2024, 7, 16))
+    assert "surge.5d" in {a.rule for a in expected}
+
+    daemon = DaemonProcess(conf)
+    try:
+        ready = json.loads(await asyncio.to_thread(daemon.wait_for, "service_ready"))
+        port = int(ready["port"])
+        await asyncio.to_thread(daemon.wait_for, "feed_subscribed")
+        state = json.loads(get(port, "/api/state"))
+        assert "surge.5d" not in {r["id"] for r in state["rules"]}
+
+        rules.write_text(shipped.replace('kind = "surge"', 'kind = "surges"', 1))
+        daemon.signal(signal.SIGHUP)
+        failed = json.loads(await asyncio.to_thread(daemon.wait_for, "rules_reload_failed"))
+        assert "surges" in failed["error"] and str(rules) in failed["error"]
+        assert "streak.daily" in failed["kept"]
+        assert daemon.proc.poll() is None
+        assert 'market_monitor_rules_reloads{result="failed"} 1' in get(port, "/metrics")
+
+        rules.write_text(shipped)
+        daemon.signal(signal.SIGHUP)
+        done = json.loads(await asyncio.to_thread(daemon.wait_for, "rules_reloaded"))
+        assert done["added"] == ["surge.5d"]
+        assert done["removed"] == [] and done["changed"] == []
+        state = json.loads(get(port, "/api/state"))
+        assert "surge.5d" in {r["id"] for r in state["rules"]}
+        assert 'market_monitor_rules_reloads{result="ok"} 1' in get(port, "/metrics")
+
+        await publish(f"{prefix}/bars", rut_bars("2024-07-10", "2024-07-16"))
+        url, stream = "redis://127.0.0.1:6379/0", f"{prefix}:alerts"
+        got = await stream_alerts(url, stream, len(expected))
+        await asyncio.sleep(1.0)  # (nothing more comes: no firing of the history)
+        assert await stream_alerts(url, stream, len(expected), timeout_s=0) == got
+        assert got == expected
+        daemon.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(daemon.wait, 30) == 0
+    finally:
+        daemon.close()
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
+
+
+def test_an_unreadable_short_interest_file_at_the_daily_reread_keeps_the_figures(
+    tmp_path: Path,
+) -> None:
+    """The daily re-read of `[rules] short_interest` finds the file half written: one warning,
+    the figures in use stay, the daemon goes on. A SIGHUP then is refused the same way."""
+    from structlog.testing import capture_logs
+
+    from monitor import config as cfg
+    from monitor.service import Daemon
+    from tests.conftest import SHORT_INTEREST
+
+    figures = tmp_path / "short_interest.csv"
+    figures.write_bytes(SHORT_INTEREST.read_bytes())
+    conf = write_config(tmp_path, f"mm-si-{uuid.uuid4().hex[:8]}")
+    setting = f'[rules]\nshort_interest = "{figures}"\n'
+    conf.write_text(conf.read_text().replace("[rules]\n", setting))
+    daemon = Daemon(cfg.load(conf))
+    before = daemon.engine.ctx
+    assert before.short_interest is not None
+    figures.write_text("symbol,short_inte")  # (cut short while being written)
+    with capture_logs() as logs:
+        daemon.reload_short_interest()
+        daemon.rules_reload.due = True
+        assert daemon.rules_reload.take() is None
+    assert daemon.engine.ctx is before
+    events = [(e["event"], e["log_level"]) for e in logs]
+    assert ("short_interest_reload_failed", "warning") in events
+    assert ("rules_reload_failed", "error") in events
+    failed = next(e for e in logs if e["event"] == "rules_reload_failed")
+    assert str(figures) in failed["error"]
+    assert daemon.counters.get("rules_reloads", result="failed") == 1
