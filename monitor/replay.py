@@ -32,8 +32,12 @@ def build_engine(
 ) -> Engine:
     """An Engine with short interest prepared for every lag the rules use, evaluating up to
     `rule_threads` rules at a time."""
-    lags = {r.short_interest_lag for r in rules.rules if isinstance(r, SqueezeRule)}
-    si = prepare(short_interest, sessions, lags) if short_interest is not None and lags else None
+    terms = {
+        (r.short_interest_lag, r.short_interest_max_age)
+        for r in rules.rules
+        if isinstance(r, SqueezeRule)
+    }
+    si = prepare(short_interest, sessions, terms) if short_interest is not None and terms else None
     return Engine(
         rules, sessions, short_interest=si, emit_after=emit_after, rule_threads=rule_threads
     )

@@ -189,11 +189,16 @@ def run_replay(
             f"market-monitor: rule {rule_id} cannot fire: no volume in the data for its symbols",
             file=sys.stderr,
         )
-    sessions = nyse_sessions(first, last)
+    si = read_short_interest(short_interest) if short_interest else None
+    # (the calendar from the first figure's settlement, when earlier: it counts from there)
+    calendar_start = first
+    if si is not None and si.get_column("short_interest_date").null_count() < si.height:
+        settled: dt.date = si.get_column("short_interest_date").min()  # type: ignore[assignment]
+        calendar_start = min(first, settled)
+    sessions = nyse_sessions(calendar_start, last)
     found = gaps(bars, sessions)
     if found:
         print(f"market-monitor: {gaps_line(found)}", file=sys.stderr)
-    si = read_short_interest(short_interest) if short_interest else None
     engine = build_engine(
         rules,
         sessions,

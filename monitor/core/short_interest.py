@@ -1,5 +1,6 @@
 """Short interest as it was known: each figure counts from `lag` sessions after its settlement
-date (exchanges publish about eight sessions later), so replay never uses numbers nobody had yet."""
+date (exchanges publish about eight sessions later), so replay never uses numbers nobody had yet,
+and for `max_age` sessions after it (a figure no newer one replaced in time is stale)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,23 @@ SCHEMA = {
     "symbol": pl.String(),
     "effective": pl.Date(),
     "lag": pl.Int32(),
+    "max_age": pl.Int32(),
+    "expires": pl.Date(),  # the last session the figure counts (null: past the calendar's end)
     "short_interest": pl.Float64(),
     "short_interest_date": pl.Date(),
     "shares_short": pl.Float64(),
 }
 
 
-def prepare(raw: pl.DataFrame, sessions: Sessions, lags: Iterable[int]) -> pl.DataFrame:
+def prepare(
+    raw: pl.DataFrame, sessions: Sessions, terms: Iterable[tuple[int, int]]
+) -> pl.DataFrame:
     """From published rows (symbol, short_interest_date, percent_of_float in percent, optional
-    shares_sold_short) to rows keyed by the date each figure became usable, for every lag asked.
-    `short_interest` is a fraction of float (GME's 138.4 becomes 1.384); blank stays null."""
+    shares_sold_short) to rows keyed by the date each figure became usable, for every
+    (lag, max_age) asked. `short_interest` is a fraction of float (GME's 138.4 becomes 1.384);
+    blank stays null. A figure settled before the calendar's first session counts from the
+    `lag`-th session of the calendar: late rather than early (the sessions between are not
+    known); of figures usable from the same session, the one settled last is used."""
     shares = (
         pl.col("shares_sold_short").cast(pl.Float64)
         if "shares_sold_short" in raw.columns
@@ -38,17 +46,23 @@ def prepare(raw: pl.DataFrame, sessions: Sessions, lags: Iterable[int]) -> pl.Da
     dates = sessions.frame.get_column("session").to_numpy()
     settled = base.get_column("short_interest_date").to_numpy()
     first = np.searchsorted(dates, settled, side="left")
-    parts = []
-    for lag in sorted(set(lags)):
-        pos = first + lag
-        ok = pos < len(dates)
-        effective = np.where(ok, dates[np.minimum(pos, len(dates) - 1)], np.datetime64("NaT"))
-        parts.append(
-            base.with_columns(
-                pl.Series("effective", effective).cast(pl.Date), pl.lit(lag, pl.Int32).alias("lag")
-            )
+
+    def session_at(pos: np.ndarray) -> pl.Series:  # (null past the calendar's end)
+        found = dates[np.minimum(pos, len(dates) - 1)]
+        return pl.Series(np.where(pos < len(dates), found, np.datetime64("NaT"))).cast(pl.Date)
+
+    parts = [
+        base.with_columns(
+            session_at(first + lag).alias("effective"),
+            pl.lit(lag, pl.Int32).alias("lag"),
+            pl.lit(max_age, pl.Int32).alias("max_age"),
+            session_at(first + max_age).alias("expires"),
         )
+        for lag, max_age in sorted(set(terms))
+    ]
     if not parts:
         return pl.DataFrame(schema=SCHEMA)
     out = pl.concat(parts).filter(pl.col("effective").is_not_null())
-    return out.select(list(SCHEMA)).sort("lag", "symbol", "effective")
+    # (of figures usable from the same session, the one settled last is last: the as-of match)
+    keys = ["lag", "max_age", "symbol", "effective", "short_interest_date"]
+    return out.select(list(SCHEMA)).sort(keys)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import msgspec
+import polars as pl
 import pytest
 
-from monitor.cli import load_rules
+from monitor.calendar import nyse_sessions
+from monitor.cli import load_rules, main
 from monitor.core.model import Alert
 from monitor.core.rules.spec import RulesFile, SqueezeRule
 from monitor.core.sessions import Sessions
@@ -67,3 +72,84 @@ def test_never_fires_on_ordinary_retailers(squeezes: list[Alert]) -> None:
 def test_unknown_short_interest_is_skipped_by_default(squeezes: list[Alert]) -> None:
     """Every squeeze alert had a known short-interest figure (unknown ones are skipped)."""
     assert all(a.metrics["short_interest_known"] is True for a in squeezes)
+
+
+def test_bars_starting_after_the_figures_use_the_latest_published_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replay of GME's bars from 2021-01-04 with the short-interest file from 2020-11: the
+    figures settled before the bars' first year count as they did (the calendar reaches back to
+    them), so 2021-01-13 fires with the 2020-12-31 figure, as from the whole file. It used to
+    give every earlier figure the same start, miss 2021-01-13 and report 2020-11-30's."""
+    cut = tmp_path / "gme_2021.csv"
+    read_daily(DataSpec(path=str(SQUEEZE), symbol="GME"), start=dt.date(2021, 1, 4)).bars.drop(
+        "symbol"
+    ).write_csv(cut)
+    rules = tmp_path / "squeeze.toml"  # (a 5-session volume average: bars start in January)
+    rules.write_text(
+        '[[rules]]\nid = "sq"\nkind = "squeeze"\nsymbols = ["GME"]\nmin_return = 0.15\n'
+        "volume_ratio = 3\nvolume_window = 5\nmin_short_interest = 0.30\n"
+    )
+    argv = ["replay", "--rules", str(rules), "--data", f"GME={cut}"]
+    assert main([*argv, "--short-interest", str(SHORT_INTEREST)]) == 0
+    alerts = [
+        msgspec.json.decode(line, type=Alert) for line in capsys.readouterr().out.splitlines()
+    ]
+    first = next(a for a in alerts if a.kind == "squeeze")
+    assert first.session == "2021-01-13"
+    assert first.metrics["short_interest_date"] == "2020-12-31"
+    assert first.metrics["short_interest"] == pytest.approx(1.384)
+
+
+def test_a_calendar_starting_after_the_figures_takes_the_latest_of_them(sessions: Sessions) -> None:
+    """Figures settled before the calendar's first session all count from its `lag`-th
+    session (late rather than early); of those, the one settled last is the one used."""
+    late_calendar = nyse_sessions(dt.date(2021, 1, 1))
+    bars = read_daily(DataSpec(path=str(SQUEEZE), symbol="GME"), start=dt.date(2021, 1, 4)).bars
+    si = read_short_interest(SHORT_INTEREST)
+    rule = SqueezeRule(
+        id="sq", symbols=["GME"], min_return=0.15, volume_ratio=3, volume_window=5,
+        min_short_interest=0.30,
+    )  # fmt: skip
+    engine = build_engine(RulesFile(rules=[rule]), late_calendar, short_interest=si)
+    squeezes = [a for a in replay(engine, bars) if a.kind == "squeeze"]
+    jan = [a for a in squeezes if a.session < "2021-01-28"]  # (before the 01-15 figure counts)
+    assert jan and {a.metrics["short_interest_date"] for a in jan} == {"2020-12-31"}
+
+
+def test_a_figure_past_its_max_age_is_unknown(sessions: Sessions) -> None:
+    """AMC's figures stop at 2021-01-15 here: with short_interest_max_age = 20, its spring 2021
+    jumps (15-20% of float short: a rule asking 10%) have no figure (skipped; marked unknown with unknown_short_interest = "fire"),
+    where the default 40 sessions would also have refused a figure five months old."""
+    rules = load_rules(RULES)
+    assert isinstance(rules, RulesFile)
+    squeeze = next(r for r in rules.rules if isinstance(r, SqueezeRule))
+    bars = read_daily(DataSpec(path=str(SQUEEZE))).bars.filter(pl.col("symbol") == "AMC")
+    si = read_short_interest(SHORT_INTEREST)
+    cut = si.filter(
+        (pl.col("symbol") != "AMC") | (pl.col("short_interest_date") <= dt.date(2021, 1, 15))
+    )
+
+    def run(short_interest: pl.DataFrame, **params: object) -> list[Alert]:
+        rule = msgspec.structs.replace(squeeze, min_short_interest=0.10, **params)
+        engine = build_engine(RulesFile(rules=[rule]), sessions, short_interest=short_interest)
+        return list(replay(engine, bars))
+
+    everything = run(si, unknown_short_interest="fire")
+    assert any(a.session >= "2021-05-01" and a.metrics["short_interest_known"] for a in everything)
+    stale = run(cut, unknown_short_interest="fire", short_interest_max_age=20)
+    late = [a for a in stale if a.session >= "2021-05-01"]
+    assert late and all(a.metrics["short_interest_known"] is False for a in late)
+    assert all(a.metrics["short_interest"] is None for a in late)
+    early = [a for a in stale if "2021-01-13" <= a.session <= "2021-02-10"]
+    assert early and all(a.metrics["short_interest_known"] for a in early)
+    skipped = run(cut, short_interest_max_age=20)
+    assert not [a for a in skipped if a.session >= "2021-05-01"]
+
+
+def test_a_max_age_not_above_the_lag_is_refused() -> None:
+    from monitor.core.rules.spec import RuleError, parse_rules
+
+    text = '[[rules]]\nid = "s"\nkind = "squeeze"\nuniverse = true\nshort_interest_max_age = 8\n'
+    with pytest.raises(RuleError, match=r"rules\[0\]\.short_interest_max_age: must be more than"):
+        parse_rules(text)

@@ -65,6 +65,7 @@ class SqueezeRule(RuleBase, frozen=True, tag="squeeze"):
     min_short_interest: Annotated[float, Meta(ge=0)] = 0.20
     min_days_to_cover: Annotated[float, Meta(ge=0)] | None = None
     short_interest_lag: NonNegInt = 8
+    short_interest_max_age: PositiveInt = 40  # sessions after settlement a figure still counts
     unknown_short_interest: Literal["skip", "fire"] = "skip"
 
 
@@ -186,6 +187,11 @@ def _check_targets(rule: Rule, where: str) -> None:
         and rule.min_below_high is None
     ):
         raise RuleError(f"{where}: drawdown needs max_below_high and/or min_below_high")
+    if isinstance(rule, SqueezeRule) and rule.short_interest_max_age <= rule.short_interest_lag:
+        raise RuleError(
+            f"{where}.short_interest_max_age: must be more than short_interest_lag"
+            f" ({rule.short_interest_lag}): a figure would be stale before it counts"
+        )
     if not rule.symbols and not rule.universe:
         raise RuleError(f"{where}.symbols: give symbols = [...] or universe = true")
 

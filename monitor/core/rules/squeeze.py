@@ -1,7 +1,9 @@
 """`squeeze`: a sharp jump on abnormal volume in a heavily shorted name.
 
 Short interest counts from `short_interest_lag` sessions after its settlement date (about when it
-is published), so a replay never uses a figure nobody had yet.
+is published), so a replay never uses a figure nobody had yet, and up to `short_interest_max_age`
+sessions after it: a figure no newer one replaced by then (a symbol the file stopped listing)
+is unknown, not a number from months or years before.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def condition(bars: pl.DataFrame, rule: SqueezeRule, ctx: RuleContext) -> pl.Dat
         .over(m.BY)
         .alias("avg_volume"),
     )
-    frame = _join_short_interest(frame, ctx, rule.short_interest_lag)
+    frame = _join_short_interest(frame, ctx, rule)
     si = pl.col("short_interest")
     known = si.is_not_null()
     si_ok = si >= rule.min_short_interest
@@ -63,7 +65,7 @@ def condition(bars: pl.DataFrame, rule: SqueezeRule, ctx: RuleContext) -> pl.Dat
     )
 
 
-def _join_short_interest(frame: pl.DataFrame, ctx: RuleContext, lag: int) -> pl.DataFrame:
+def _join_short_interest(frame: pl.DataFrame, ctx: RuleContext, rule: SqueezeRule) -> pl.DataFrame:
     si = ctx.short_interest
     if si is None or si.is_empty():
         return frame.with_columns(
@@ -71,7 +73,10 @@ def _join_short_interest(frame: pl.DataFrame, ctx: RuleContext, lag: int) -> pl.
             pl.lit(None, pl.Date).alias("short_interest_date"),
             pl.lit(None, pl.Float64).alias("days_to_cover"),
         )
-    lagged = si.filter(pl.col("lag") == lag).drop("lag").sort("effective")
+    terms = (pl.col("lag") == rule.short_interest_lag) & (
+        pl.col("max_age") == rule.short_interest_max_age
+    )
+    lagged = si.filter(terms).drop("lag", "max_age")  # (sorted by symbol, then effective)
     # Both sides are sorted on the as-of keys just above; polars cannot check that when `by`
     # groups are given and said so on stderr in every replay with a squeeze rule.
     joined = frame.sort("session").join_asof(
@@ -82,6 +87,9 @@ def _join_short_interest(frame: pl.DataFrame, ctx: RuleContext, lag: int) -> pl.
         strategy="backward",
         check_sortedness=False,
     )
+    stale = pl.col("expires").is_not_null() & (pl.col("session") > pl.col("expires"))
+    figures = ["short_interest", "short_interest_date", "shares_short"]
+    joined = joined.with_columns(pl.when(~stale).then(pl.col(c)).alias(c) for c in figures)
     dtc = pl.col("shares_short") / pl.col("avg_volume")
     return joined.with_columns(dtc.alias("days_to_cover")).sort("symbol", "ts")
 
