@@ -135,11 +135,17 @@ class EngineConfig(Base, frozen=True):
     batch_max_rows: Annotated[int, Meta(ge=1)] = 50_000
     batch_max_age_ms: Annotated[float, Meta(gt=0)] = 25.0
     late_ticks: Literal["correct", "reject"] = "correct"
-    # duplicate-tick keys held at most (8 bytes each); past it the 300 s window shrinks
+    # a copy of a trade is recognised within this of the trade's time (or of the first copy's
+    # arrival, for a trade that came later than that)
+    dedup_window_s: Annotated[float, Meta(gt=0)] = 3600.0
+    # duplicate-tick keys held at most (8 bytes each); past it the window shrinks
     dedup_max_keys: Annotated[int, Meta(ge=1000)] = 8_000_000
     extended_hours: bool = False
     universe: list[str] = []
     max_jump: Annotated[float, Meta(gt=1)] = 10.0
+    # prints in a row out of band of the reference, agreeing with each other, that make the
+    # last of them the reference (the market moved, or the reference was a bad print)
+    max_jump_confirm: Annotated[int, Meta(ge=2)] = 5
 
 
 class ShutdownConfig(Base, frozen=True):

@@ -200,6 +200,16 @@ class Pipeline:
             if batch.daily_bars.height:
                 self.counters.inc("bars_in", batch.daily_bars.height, timeframe="1d")
         self._rejections.record(rejections)
+        for reset in self.engine.take_price_resets():
+            self.counters.inc("price_reference_resets")
+            self._log.warning(
+                "price_reference_reset",
+                symbol=reset.symbol,
+                old=reset.old,
+                new=reset.new,
+                prints=reset.prints,
+                note="prints this far from the last price kept coming: taken as the new level",
+            )
         for kind, n in self.engine.book_counts().items():
             new = n - self._book_counts.get(kind, 0)
             if new > 0:

@@ -65,6 +65,7 @@ ZEROED = (
     "intraday_saves",
     "intraday_save_failures",
     "journal_write_failures",
+    "price_reference_resets",
 )
 
 
@@ -125,10 +126,12 @@ class Daemon:
         engine = build_engine(self.rules, self.sessions, short_interest=self.read_short_interest())
         engine.universe = frozenset(self.config.engine.universe) or None
         engine.max_jump = self.config.engine.max_jump
+        engine.max_jump_confirm = self.config.engine.max_jump_confirm
         engine._bar_options = {
             "extended_hours": self.config.engine.extended_hours,
             "late_ticks": self.config.engine.late_ticks,
             "dedup_max_keys": self.config.engine.dedup_max_keys,
+            "dedup_window_s": self.config.engine.dedup_window_s,
         }
         return engine
 

@@ -270,8 +270,9 @@ def test_the_sessions_bars_round_trip_through_the_store(tmp_path: Path) -> None:
     ticks = session_ticks()
     saved = book_state(ticks, at(14, 15, 30))
     assert (saved.closed.height, saved.open.height) == (45, 45)  # closed to 14:14, open from 14:15
-    # keys of the 10 s buckets from 300 s before the last closed minute's cutoff (14:14:28)
-    assert saved.seen.height == len([t for t in ticks if t.ts >= at(14, 9, 30)])
+    # keys of the 10 s buckets from an hour (dedup_window_s) before the last closed minute's
+    # cutoff (14:14:28): every tick of this session so far
+    assert saved.seen.height == len([t for t in ticks if t.ts >= at(13, 14, 20)]) == len(ticks)
     store = Store(tmp_path)
     store.save_intraday(saved)
     loaded = store.load_intraday()

@@ -16,10 +16,12 @@ What is kept in memory:
   correct a minute and its session bar. Older ones are dropped on `advance`, and ticks or bars
   for those sessions are then rejected ("late_tick", "late_bar") even with late_ticks="correct";
 - duplicate keys: 64-bit hashes of (symbol, id), or of (symbol, ts, price, size) when id is null,
-  of accepted ticks, bucketed by `ts` (DEDUP_BUCKET) and kept for buckets up to DEDUP_KEEP_S
-  before the latest closed minute. A duplicate must repeat its trade's `ts` (to the bucket) and
-  arrive within that window to be recognised; an older one counts again as a late tick. At
-  most `dedup_max_keys` keys are held: past that the oldest buckets go early (counted as
+  of accepted ticks, bucketed by `ts` (DEDUP_BUCKET) and kept for buckets up to `dedup_window_s`
+  (an hour) before the latest closed minute. A tick older than that when it comes (a late
+  correction, a redelivery after a long outage) is filed under the bucket of its arrival, and
+  its copies are looked for among every key held: a copy is recognised when it comes within
+  `dedup_window_s` of its trade's time or of the first copy's arrival. At most
+  `dedup_max_keys` keys are held: past that the oldest buckets go early (counted as
   "dedup_keys_dropped_early"), so memory stays bounded however fast ticks come;
 - keys of bars still to emit, symbols whose emitted session bar needs redoing, and the sessions
   whose bar was emitted (within the same two sessions).
@@ -58,7 +60,7 @@ from monitor.core.sessions import NEW_YORK, Sessions
 if TYPE_CHECKING:
     from monitor.core.bar_state import BookState
 
-DEDUP_KEEP_S = 300.0
+DEDUP_WINDOW_S = 3600.0
 DEDUP_BUCKET = "10s"
 DEDUP_MAX_KEYS = 8_000_000  # 64 MB of keys: 300 s at ~27k ticks/s; past it the window shrinks
 COMPACT_ROWS = 50_000  # accepted ticks aggregated into the open bars at the latest
@@ -92,9 +94,11 @@ class BarBook:
         late_ticks: Literal["correct", "reject"] = "correct",
         close_delay_s: float = 2.0,
         dedup_max_keys: int = DEDUP_MAX_KEYS,
+        dedup_window_s: float = DEDUP_WINDOW_S,
     ) -> None:
         self.sessions = sessions
         self.dedup_max_keys = dedup_max_keys
+        self.dedup_window = dt.timedelta(seconds=dedup_window_s)
         self.extended_hours = extended_hours
         self.late_ticks = late_ticks
         self.close_delay = dt.timedelta(seconds=close_delay_s)
@@ -115,6 +119,7 @@ class BarBook:
         self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
         self._done: set[dt.date] = set()
         self._classes: dict[dt.datetime, tuple[dt.date | None, bool]] = {}
+        self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
 
     def ingest_ticks(self, ticks: pl.DataFrame) -> list[Rejection]:
         """Fold a tick batch into the book; returns the ticks it did not accept."""
@@ -122,7 +127,12 @@ class BarBook:
         starts = frame["start"].drop_nulls().unique().to_list()
         screened = pl.coalesce("reason", *self._screen(frame, "late_tick", starts))
         dup = ~pl.when(screened.is_null()).then("key").is_first_distinct()
-        seen = [self._seen[b] for b in frame["bucket"].unique() if b in self._seen]
+        buckets = frame["bucket"].unique()
+        horizon = self._horizon()
+        if horizon is not None and buckets.min() < horizon:  # type: ignore[operator]
+            seen = list(self._seen.values())  # (older than the window: filed on arrival)
+        else:
+            seen = [self._seen[b] for b in buckets if b in self._seen]
         if seen:
             memory = pl.concat(seen)
             hits = memory.filter(memory.is_in(frame["key"].implode()))
@@ -134,6 +144,11 @@ class BarBook:
         if self.late_ticks == "reject":
             reasons.append(pl.when(late).then(pl.lit("late_tick")))
         rejected, good = split(frame.with_columns(reason=pl.coalesce(reasons), late=late))
+        self.accepted = good
+        if horizon is not None and buckets.min() < horizon:  # type: ignore[operator]
+            arrival = ts_lit(self._cutoff()).dt.truncate(DEDUP_BUCKET)
+            filed = pl.when(pl.col("bucket") < ts_lit(horizon)).then(arrival)
+            good = good.with_columns(bucket=pl.coalesce(filed, "bucket"))
         self._remember(good)
         if cutoff is not None and starts and min(starts) <= cutoff:
             starts = [s for s in starts if s > cutoff]
@@ -160,6 +175,7 @@ class BarBook:
         good = good.unique(KEYS, keep="last", maintain_order=True).with_columns(
             first_ts=pl.col("start"), last_ts=pl.col("start") + _BAR_SPAN
         )
+        self.accepted = good
         if good.height:
             good = self._with_session(good)
             keys = good.select(KEYS)
@@ -235,6 +251,10 @@ class BarBook:
         """Whether `advance(now)` will close a minute bar that is open now."""
         earliest = self._earliest
         return earliest is not None and earliest <= now - _MINUTE - self.close_delay
+
+    def _horizon(self) -> dt.datetime | None:
+        """Duplicate keys of buckets before this instant are forgotten (None before any time)."""
+        return None if self._now is None else self._cutoff() - self.dedup_window
 
     def _cutoff(self) -> dt.datetime:
         """Minutes starting at or before this instant are closed."""
@@ -376,7 +396,7 @@ class BarBook:
         )
 
     def _forget(self, now: dt.datetime) -> None:
-        """Drop sessions before the previous one, and duplicate keys past DEDUP_KEEP_S."""
+        """Drop sessions before the previous one, and duplicate keys past `dedup_window`."""
         keep = self._keep_at(now)
         if keep is not None:
             self._keep_from = keep
@@ -384,7 +404,7 @@ class BarBook:
                 del self._closed[old]
                 self._dirty.pop(old, None)
             self._done = {s for s in self._done if s >= keep}
-        horizon = self._cutoff() - dt.timedelta(seconds=DEDUP_KEEP_S)
+        horizon = self._cutoff() - self.dedup_window
         for bucket in [b for b in self._seen if b < horizon]:
             self._seen_keys -= self._seen.pop(bucket).len()
 

@@ -19,6 +19,7 @@ from monitor.core import bar_history, evaluation
 from monitor.core.bar_history import PRICE_COLS as PRICE_COLS  # (re-exported)
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, FeedBatch, Rejection, empty
 from monitor.core.payload import LINE_SCHEMA, LineChunks, alert_lines
+from monitor.core.price_check import PriceCheck, Reset
 from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import Rule, RulesFile
@@ -71,7 +72,8 @@ class Engine:
         self._minute_history = minute_history
         self.universe = universe or None
         self.max_jump = max_jump
-        self._last_price: pl.DataFrame | None = None
+        self.max_jump_confirm = 5  # out-of-band prints in a row that move the reference
+        self._prices: PriceCheck | None = None
         self.halted: set[str] = set()
         self._last_closed_seen: dt.date | None = None
         self.track_progress = False
@@ -87,12 +89,16 @@ class Engine:
     def ingest(self, batch: FeedBatch) -> list[Rejection]:
         """Take a batch of ticks and bars; bad rows come back as rejections (also counted)."""
         rejections = list(batch.rejections)
+        # (a price the bar builder refuses, outside the session say, is no reference: see
+        # `monitor.core.price_check`; `ingest_daily` notes the daily closes it takes)
         if batch.ticks.height:
             ticks = self._screen(batch.ticks, "price", "ts", rejections)
             rejections += self.book.ingest_ticks(ticks)
+            self._note_prices(self.book.accepted, "price", "ts")
         if batch.minute_bars.height:
             bars = self._screen(batch.minute_bars, "close", "start", rejections)
             rejections += self.book.ingest_minute_bars(bars)
+            self._note_prices(self.book.accepted, "close", "start")
         if batch.daily_bars.height:
             daily = self._screen(batch.daily_bars, "close", "session", rejections)
             rejections += self.ingest_daily(daily)
@@ -104,9 +110,8 @@ class Engine:
         self, frame: pl.DataFrame, price: str, order: str, rejections: list[Rejection]
     ) -> pl.DataFrame:
         """Reject symbols outside the configured universe (`unknown_symbol`), prints of halted
-        symbols (`halted`: a halted name cannot rally in the feed) and bad prints: a price more
-        than `max_jump` times (or less than 1/`max_jump` of) the last accepted price of its
-        symbol (`bad_print`)."""
+        symbols (`halted`: a halted name cannot rally in the feed) and bad prints (`bad_print`,
+        see `monitor.core.price_check`)."""
         if self.halted:
             stopped = pl.col("symbol").is_in(list(self.halted))
             rejections += [
@@ -123,32 +128,25 @@ class Engine:
             frame = frame.filter(~unknown)
         if self.max_jump is None or frame.is_empty():
             return frame
-        if self._last_price is None:
-            self._last_price = self.daily.group_by("symbol").agg(
-                pl.col("close").sort_by("session").last().alias("ref")
-            )
-        # Eager calls: on a batch this size a lazy plan costs more to optimise than to run.
-        joined = frame.join(self._last_price, on="symbol", how="left", maintain_order="left")
-        ratio = pl.col(price) / pl.col("ref")
-        flags = joined.select(
-            ((ratio > self.max_jump) | (ratio < 1.0 / self.max_jump)).fill_null(False)
-        ).to_series()
-        good = frame
-        if flags.any():
-            rejections += [
-                Rejection(reason="bad_print", symbol=s, raw=f"{s} {p} (last {r})")
-                for s, p, r in joined.filter(flags).select("symbol", price, "ref").iter_rows()
-            ]
-            good = joined.filter(~flags).drop("ref")
-        latest = (
-            good.filter(pl.col(price) > 0)
-            .group_by("symbol")
-            .agg(pl.col(price).sort_by(order).last().alias("ref"))
-        )
-        if latest.height:  # the latest good price of a symbol replaces its reference
-            both = pl.concat([self._last_price, latest], how="vertical_relaxed")
-            self._last_price = both.unique("symbol", keep="last")
-        return good
+        if self._prices is None or self._prices.max_jump != self.max_jump:
+            self._prices = PriceCheck(self.max_jump, self.max_jump_confirm, lambda: self.daily)
+        flags, refs = self._prices.screen(frame, price)
+        if not flags.any():
+            return frame
+        bad = frame.select("symbol", price).with_columns(refs.alias("ref")).filter(flags)
+        rejections += [
+            Rejection(reason="bad_print", symbol=s, raw=f"{s} {p} (last {r})")
+            for s, p, r in bad.iter_rows()
+        ]
+        return frame.filter(~flags)
+
+    def _note_prices(self, accepted: pl.DataFrame, price: str, order: str) -> None:
+        if self._prices is not None:
+            self._prices.note(accepted, price, order)
+
+    def take_price_resets(self) -> list[Reset]:
+        """Reference prices replaced since the last call (see `monitor.core.price_check`)."""
+        return self._prices.take_resets() if self._prices is not None else []
 
     def set_halted(self, symbol: str, halted: bool) -> None:
         """A trading halt (or its end) reported by a feed."""
@@ -181,6 +179,7 @@ class Engine:
             ]
             good = bars.filter(~wrong)  # (a subsequence of rows in order is in order)
         self._pending_daily = bar_history.upsert(self._pending_daily, good, KEY, in_order)
+        self._note_prices(good, "close", "session")
         return rejections
 
     @property

@@ -497,6 +497,26 @@ def test_duplicate_memory_is_capped_oldest_buckets_first() -> None:
     assert [r.reason for r in again] == ["duplicate"]  # the new one; the old one is taken again
 
 
+def test_a_late_trade_sent_twice_is_counted_once() -> None:
+    """A trade that comes late (10 minutes: within the dedup window of its time; 2 hours:
+    older than the window, filed under its arrival) and then comes again is a duplicate, not
+    a second trade in the corrected bar. Before, keys went 5 minutes after the trade's time."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks_frame([tick("AAA", at(14, 40, 5), 10.0, 100, "first")]))
+    book.advance(at(17, 20))
+    for when, trade in ((at(17, 10, 5), "ten-min"), (at(15, 10, 5), "two-hours")):
+        late = ticks_frame([tick("AAA", when, 11.0, 7, trade)])
+        assert book.ingest_ticks(late) == []
+        book.advance(at(17, 20, 30))
+        again = book.ingest_ticks(late)
+        assert [r.reason for r in again] == ["duplicate"], trade
+        book.advance(at(17, 21))
+    assert book.counts["late_tick_corrected"] == 2
+    # An hour after its arrival, the two-hour-late trade's key is gone (memory stays bounded).
+    book.advance(at(18, 30))
+    assert book.ingest_ticks(ticks_frame([tick("AAA", at(15, 10, 5), 11.0, 7, "two-hours")])) == []
+
+
 def test_closes_by_says_when_an_open_minute_will_close() -> None:
     """closes_by(now) is true once a minute with ticks is past its end plus the close delay."""
     book = BarBook(SESSIONS, close_delay_s=2.0)

@@ -119,8 +119,9 @@ def test_a_calendar_starting_after_the_figures_takes_the_latest_of_them(sessions
 
 def test_a_figure_past_its_max_age_is_unknown(sessions: Sessions) -> None:
     """AMC's figures stop at 2021-01-15 here: with short_interest_max_age = 20, its spring 2021
-    jumps (15-20% of float short: a rule asking 10%) have no figure (skipped; marked unknown with unknown_short_interest = "fire"),
-    where the default 40 sessions would also have refused a figure five months old."""
+    jumps (15-20% of float short: a rule asking 10%) have no figure (skipped; marked unknown
+    with unknown_short_interest = "fire"), where the default 40 sessions would also have
+    refused a figure five months old."""
     rules = load_rules(RULES)
     assert isinstance(rules, RulesFile)
     squeeze = next(r for r in rules.rules if isinstance(r, SqueezeRule))
