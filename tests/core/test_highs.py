@@ -37,12 +37,14 @@ def expected(bars: pl.DataFrame, rule: FadeRule) -> set[tuple[str, str, float, s
     """(symbol, session, peak, peak date, rise to the peak) of every onset of the condition:
     the latest highest close of the last `within` periods and the current one, risen to by at
     least `rise` from the lowest close of the `rise_window` periods before it and the peak
-    itself (two closes at least), and `drop` or more above the current close."""
+    itself (two closes at least), and `drop` or more above the current close; once per peak
+    (a fade that recovers and fades again from the same peak fires once)."""
     within = rule.within or rule.rise_window
     out = set()
     for (symbol,), group in bars.group_by("symbol"):
         closes, days = group["close"].to_list(), group["session"].to_list()
         before = True  # (a condition true at the first period is no onset)
+        faded_from: set[object] = set()  # peaks already faded from
         for i, close in enumerate(closes):
             first = max(0, i - within)
             peak = max(closes[first : i + 1])
@@ -50,8 +52,11 @@ def expected(bars: pl.DataFrame, rule: FadeRule) -> set[tuple[str, str, float, s
             low = min(closes[max(0, j - rule.rise_window) : j + 1])
             rise = peak / low - 1.0 if j > 0 else None
             cond = rise is not None and rise >= rule.rise and close / peak - 1.0 <= -rule.drop
-            if cond and not before:
+            began = cond and not (i > 0 and before)
+            if began and days[j] not in faded_from and i > 0:
                 out.add((str(symbol), str(days[i]), peak, str(days[j]), round(rise, 12)))
+            if began:
+                faded_from.add(days[j])
             before = cond
     return out
 

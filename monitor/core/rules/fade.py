@@ -22,8 +22,9 @@ PER_SYMBOL = True  # a symbol's firings depend on its own bars alone
 
 def condition(bars: pl.DataFrame, rule: FadeRule, ctx: RuleContext) -> pl.DataFrame:
     """Condition: the peak close of the last `within` periods was reached by a rise of at least
-    `rise` from the low of the `rise_window` periods before it, and the close is `drop` below it.
-    (`rise` is the rise to the peak: a larger rise to a lower close does not count.)"""
+    `rise` from the low of the `rise_window` periods before it, and the close has just come
+    `drop` below it, for the first time from that peak. (`rise` is the rise to the peak: a
+    larger rise to a lower close does not count.)"""
     within = rule.within or rule.rise_window
     w = rule.rise_window
     low_before = pl.col("close").rolling_min(w + 1, min_samples=2).over(m.BY)
@@ -32,10 +33,16 @@ def condition(bars: pl.DataFrame, rule: FadeRule, ctx: RuleContext) -> pl.DataFr
         pl.col("rise_to_here").gather("high_row").alias("rise"),
         (pl.col("close") / pl.col("high") - 1.0).alias("drawdown"),
     )
-    cond = (pl.col("rise") >= rule.rise) & (pl.col("drawdown") <= -rule.drop)
+    faded = (pl.col("rise") >= rule.rise) & (pl.col("drawdown") <= -rule.drop)
+    # Once per peak: a close that fades, climbs back above the line and fades again from the
+    # same peak is the same fade (and one earlier time in the history, not two). So the
+    # condition holds on the first period a fade from its peak begins, and on no other.
+    after_faded = (pl.col("idx") > 0) & faded.shift(1).fill_null(False)
+    frame = frame.with_columns((faded & ~after_faded).alias("began"))  # (then a window of it)
+    first = pl.col("began").cast(pl.Int32).cum_sum().over(m.BY, "high_date") == 1
     return select_keys(
         frame,
-        cond,
+        pl.col("began") & first,
         [
             pl.col("rise"),
             pl.col("drawdown"),
