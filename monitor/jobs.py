@@ -27,9 +27,10 @@ async def watchdog(
         if time.monotonic() - pipeline.last_step_at < max(every_s * 2, 5.0):
             notify("WATCHDOG=1")
         ticks = int(daemon.counters.total("ticks_in"))
+        bars = int(daemon.counters.total("bars_in"))
         alerts = int(daemon.counters.total("alerts_fired"))
         depth = int(daemon.counters.get("outbox_depth"))
-        notify(f"STATUS=ticks {ticks}, alerts {alerts}, outbox {depth}")
+        notify(f"STATUS=ticks {ticks}, bars {bars}, alerts {alerts}, outbox {depth}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), every_s)
 
@@ -57,6 +58,7 @@ def scheduler(daemon: Daemon) -> Any:
             "heartbeat",
             queue_depth=daemon.queue.qsize(),
             ticks_in=int(daemon.counters.total("ticks_in")),
+            bars_in=int(daemon.counters.total("bars_in")),
             alerts_fired=int(daemon.counters.total("alerts_fired")),
             outbox_depth=int(daemon.counters.get("outbox_depth")),
         )

@@ -38,6 +38,7 @@ from monitor.core.payload import feed_health_alert
 from monitor.core.rules.spec import kind_of
 from monitor.errors import DataError
 from monitor.feed_wiring import build_feeds
+from monitor.feeds.mqtt import MqttFeed
 from monitor.feeds.replay import ReplayFeed
 from monitor.feeds.wire import Wire
 from monitor.http import HttpServer, json_route
@@ -66,6 +67,8 @@ ZEROED = (
     "intraday_save_failures",
     "journal_write_failures",
     "price_reference_resets",
+    "alerts_deduplicated",
+    "redis_check_failures",
 )
 
 
@@ -142,8 +145,16 @@ class Daemon:
         for name in ZEROED:
             self.counters.zero(name)
         for feed in self.feeds:
-            for name in ("feed_reconnects", "feed_read_pauses"):
+            for name in (
+                "feed_reconnects",
+                "feed_read_pauses",
+                "feed_queue_full_waits",
+                "feed_gap_seconds",
+            ):
                 self.counters.zero(name, feed=feed.name)
+            if isinstance(feed, MqttFeed):  # (gauges: nothing paused, the broker says no drops)
+                self.counters.set("feed_paused", 0, feed=feed.name)
+                self.counters.set("broker_messages_dropped", 0, feed=feed.name)
 
     def on_feed_event(self, event: Any) -> None:
         """Feed health as alerts: `feed_stale` when a feed goes quiet in regular hours,

@@ -114,6 +114,8 @@ def summary(base: str, health: dict[str, object], metrics: Metrics) -> str:
     depth = health.get("queue_depth", metrics.total("queue_depth"))
     lines.append(f"  queue depth: {depth}")
     lines.append(f"  ticks in: {_count(metrics.total('ticks_in'))}")
+    bars = _labelled(metrics.by("bars_in", "timeframe"))  # (a feed of bars sends no ticks)
+    lines.append(f"  bars in: {_count(metrics.total('bars_in'))}" + (f" ({bars})" if bars else ""))
     rejections = metrics.by("rejections", "reason")
     detail = _labelled(rejections)
     lines.append(
@@ -129,7 +131,7 @@ def summary(base: str, health: dict[str, object], metrics: Metrics) -> str:
     if metrics.has("feed_lag_seconds"):
         lines.append(f"  feed lag: {metrics.total('feed_lag_seconds'):.1f} s")
     else:
-        lines.append("  feed lag: no ticks yet")
+        lines.append("  feed lag: no ticks or minute bars yet")
     return "\n".join(lines) + "\n"
 
 

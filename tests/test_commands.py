@@ -144,9 +144,16 @@ async def test_feed_replay_publishes_bars_the_daemon_turns_into_alerts(tmp_path:
         daemon = await subscribed(ready)
         port = int(daemon.counters.get("http_port"))
         before = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
-        for zero in ("ticks_in", "alerts_published", "redis_errors", "daily_sessions_missing"):
+        for zero in (
+            "ticks_in", "alerts_published", "redis_errors", "daily_sessions_missing",
+            "alerts_deduplicated", "redis_check_failures", "price_reference_resets",
+        ):  # fmt: skip
             assert f"market_monitor_{zero} 0\n" in before  # (a series before its first event)
-        assert re.search(r'market_monitor_feed_reconnects\{feed="[^"]+"\} 0\n', before)
+        for per_feed in (
+            "feed_reconnects", "feed_queue_full_waits", "feed_gap_seconds", "feed_paused",
+            "broker_messages_dropped",
+        ):  # fmt: skip
+            assert re.search(rf'market_monitor_{per_feed}\{{feed="[^"]+"\}} 0\n', before)
         res = await asyncio.to_thread(
             cli, "feed-replay", "--data", f"^RUT={RUT}", "--from", "2024-07-10",
             "--to", "2024-07-16", "--topic", f"{prefix}/bars",

@@ -76,6 +76,7 @@ class Engine:
         self._prices: PriceCheck | None = None
         self.halted: set[str] = set()
         self._last_closed_seen: dt.date | None = None
+        self._corrected = 0  # session bars of periods already evaluated (see `book_counts`)
         self.track_progress = False
         # rule id -> `firing.every_period` rows of each evaluation, when asked for (replay's
         # summary: what followed any period, beside what followed the alerts)
@@ -193,8 +194,13 @@ class Engine:
 
     def book_counts(self) -> dict[str, int]:
         """What the bar builder counted: rejections by reason, "late_tick_corrected",
-        "bar_replaced", "dedup_keys_dropped_early" (empty before the first tick or bar)."""
-        return dict(self._book.counts) if self._book is not None else {}
+        "bar_replaced", "dedup_keys_dropped_early" (empty before the first tick or bar); and
+        "daily_bar_corrected": session bars of a period before the last one evaluated, stored
+        as corrections (they fire nothing)."""
+        counts = dict(self._book.counts) if self._book is not None else {}
+        if self._corrected:
+            counts["daily_bar_corrected"] = self._corrected
+        return counts
 
     # ---------------------------------------------------------------- advance
     def advance(self, now: dt.datetime, *, deferred: bool = False) -> Step:
@@ -210,6 +216,10 @@ class Engine:
             if built_daily.height:
                 self._pending_daily = bar_history.upsert(self._pending_daily, built_daily, KEY)
         new_daily = self._close_daily(now)
+        day = self._evaluated.get("1d")
+        if new_daily.height and day is not None:
+            evaluated = day.astimezone(NEW_YORK_ZONE).date()
+            self._corrected += int((new_daily.get_column("session") < evaluated).sum())
         if minute_bars.height:
             self.minutes = bar_history.add_minutes(self.minutes, minute_bars, self._minute_history)
         late = self._late_periods(minute_bars, new_daily)

@@ -129,7 +129,7 @@ level = "warning"
         assert running[0] == "READY=1"
         assert running.count("WATCHDOG=1") >= 2
         status = next(m for m in running if m.startswith("STATUS="))
-        assert re.fullmatch(r"STATUS=ticks \d+, alerts \d+, outbox \d+", status)
+        assert re.fullmatch(r"STATUS=ticks \d+, bars \d+, alerts \d+, outbox \d+", status)
 
         proc.send_signal(signal.SIGTERM)
         stopping = receive_until(sock, proc, lambda ms: "STOPPING=1" in ms, timeout_s=20)
