@@ -78,7 +78,7 @@ class Composer:
             png = await self.chart(alerts)
             if png is not None:
                 attachments = ((f"{_safe_name(alerts[0].symbol)}.png", png),)
-        return Message(title, body, fmt, attachments, kind_of(alerts))
+        return Message(title, body, fmt, attachments, kind_of(alerts), tuple(alerts))
 
     async def chart(self, alerts: Sequence[Alert]) -> bytes | None:
         """The chart PNG for a message (cached briefly)."""

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import apprise
 import httpx
+import msgspec
 from apprise.attachment.memory import AttachMemory
 
 from monitor import logs
@@ -187,6 +188,8 @@ class HttpJsonSender:
             ],
             "type": message.kind,
         }
+        if message.alerts:  # (ours, beside Apprise's fields: the alerts as the stream has them)
+            body["alerts"] = [msgspec.to_builtins(a) for a in message.alerts]
         try:
             r = await self._client.request(
                 self._method, self._target, json=body, headers=self._headers

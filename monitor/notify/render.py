@@ -25,14 +25,16 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>~|#])")
 
 @dataclass(frozen=True)
 class Message:
-    """What a sender sends: title, body in `body_format`, attachments (name, bytes), and the
-    kind of notification (Apprise's type: `info`, `warning` or `failure`, from `kind_of`)."""
+    """What a sender sends: title, body in `body_format`, attachments (name, bytes), the kind
+    of notification (Apprise's type: `info`, `warning` or `failure`, from `kind_of`), and the
+    alerts it tells of (a json:// receiver gets them whole: ids to deduplicate, fields to route)."""
 
     title: str
     body: str
     body_format: BodyFormat
     attachments: tuple[tuple[str, bytes], ...] = ()
     kind: NotifyKind = "info"
+    alerts: tuple[Alert, ...] = ()
 
 
 NotifyKind = Literal["info", "warning", "failure"]

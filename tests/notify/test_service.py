@@ -122,7 +122,8 @@ async def test_email_and_webhook_get_the_alert_with_text_html_and_chart(
     assert png.get_content()[:8] == b"\x89PNG\r\n\x1a\n"
 
     (body,) = hooks.bodies("/chat")
-    assert {k: v for k, v in body.items() if k != "attachments"} == {
+    assert body["alerts"] == [msgspec.to_builtins(RUT_ALERT)]  # (whole: id, rule, metrics, ...)
+    assert {k: v for k, v in body.items() if k not in ("attachments", "alerts")} == {
         "version": "1.0",
         "title": RUT_ALERT.title,
         "message": "**Russell 2000: 5 straight sessions up more than 1.0%**\n"
