@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tail", help="print alerts from the Redis stream as they come, or since ID")
     t.add_argument("--config", help="daemon config TOML (for the Redis URL and stream)")
     t.add_argument("--url", help="Redis URL (default from --config, else redis://127.0.0.1:6379/0)")
+    t.add_argument(
+        "--stream", help="the alert stream (default from --config, else market-monitor:alerts)"
+    )
     t.add_argument("--since", metavar="ID", help="read the stream from this entry id (0 = all)")
     t.add_argument("--json", action="store_true", help="one JSON alert per line")
     t.add_argument("--count", type=int, default=None, help="exit after this many alerts")

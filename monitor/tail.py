@@ -47,7 +47,7 @@ def tail(args: argparse.Namespace) -> int:
             options["username"] = config.redis.username
         if config.redis.ca_file:
             options["ssl_ca_certs"] = str(cfg.resolve(config, config.redis.ca_file))
-    url = args.url or url
+    url, stream = args.url or url, args.stream or stream
     try:
         return asyncio.run(_tail(url, password, stream, args, options))
     except KeyboardInterrupt:

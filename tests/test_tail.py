@@ -143,3 +143,17 @@ def test_tail_says_when_alerts_were_trimmed_from_the_stream_during_an_outage() -
             assert tail.proc.wait(10) == 0
     assert [msgspec.json.decode(line, type=Alert) for line in printed] == [july[0], july[2]]
     assert tail.left == ([], [])
+
+
+def test_tail_reads_the_stream_it_is_given() -> None:
+    """`--url` and `--stream` without a config: the alerts of that stream, not the default's."""
+    with RedisServer(None) as server:
+        alert = replay_alerts(dt.date(2024, 7, 16), dt.date(2024, 7, 16))[0]
+        client = redis.Redis(port=server.port)
+        client.xadd("desk:alerts", {"id": alert.id, "alert": encode_alert(alert)}, id="1-0")
+        client.close()
+        url = f"redis://127.0.0.1:{server.port}/0"
+        res = cli("tail", "--url", url, "--stream", "desk:alerts", "--since", "0", "--count", "1",
+                  "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert msgspec.json.decode(res.stdout.strip(), type=Alert) == alert
