@@ -1,7 +1,8 @@
 """Command line: argv -> config -> service / replay; exit codes.
 
 Exit codes: 0 ok, 2 usage, 64 an argument the command rejects after parsing, 65 unreadable
-data file, 69 a service the command needs (Redis, the MQTT broker) unreachable, 74 an error
+data file, 69 a service the command needs (Redis, the MQTT broker) unreachable, 73 an output
+file that cannot be written (replay's --report), 74 an error
 naming a file or port (the store, the outbox, the HTTP port), 75 the store is held by another
 market-monitor process, 78 bad configuration.
 """

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from monitor import config as cfg
+from monitor.core.rules.spec import rule_warnings
 from monitor.errors import EX_CONFIG, ConfigError
 
 MASK = "***"
@@ -40,6 +41,8 @@ def config_check(args: argparse.Namespace) -> int:
             )
     for line in cfg.outside_universe(config, rules):
         print(f"market-monitor: warning: {line}", file=sys.stderr)
+    for line in rule_warnings(rules):
+        print(f"market-monitor: warning: rules.file: {line}", file=sys.stderr)
     data = cfg.masked(config)
     if getattr(args, "format", "toml") == "json":
         data["secrets"] = {field: f"{MASK} ({source})" for field, source in sources.items()}

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from monitor.errors import ConfigError, DataError
+from monitor.errors import EX_CANTCREAT, ConfigError, DataError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -159,7 +159,7 @@ def run_replay(
     import polars as pl
 
     from monitor.calendar import nyse_sessions
-    from monitor.core.rules.spec import RulesFile, idle_rules
+    from monitor.core.rules.spec import RulesFile, cannot_fire, rule_warnings
     from monitor.replay import (
         Summary,
         build_engine,
@@ -174,16 +174,22 @@ def run_replay(
     rules = load_rules(rules_path)
     assert isinstance(rules, RulesFile)
     assert isinstance(bars, pl.DataFrame)
+    for line in rule_warnings(rules):
+        print(f"market-monitor: warning: {rules_path}: {line}", file=sys.stderr)
     if bars.is_empty():
         raise DataError("--data", "no bars to replay (check the files and --to)")
     first: dt.date = bars.get_column("session").min()  # type: ignore[assignment]
     last: dt.date = bars.get_column("session").max()  # type: ignore[assignment]
-    known = _symbols(bars)
-    for rule_id, missing in idle_rules(rules.enabled, known).items():
+    if start is not None and start > last:
         print(
-            f"market-monitor: rule {rule_id} cannot fire: {', '.join(missing)} not in the data",
+            f"market-monitor: --from {start} is after the data's last session ({last}):"
+            " no alerts to print",
             file=sys.stderr,
         )
+    known = _symbols(bars)
+    # (replay reads daily bars: a minute rule has none)
+    for rule_id, why in cannot_fire(rules.enabled, known, minute_bars=False).items():
+        print(f"market-monitor: rule {rule_id} cannot fire: {why}", file=sys.stderr)
     for rule_id in _without_volume(rules.enabled, bars):
         print(
             f"market-monitor: rule {rule_id} cannot fire: no volume in the data for its symbols",
@@ -243,23 +249,42 @@ def run_replay(
         try:
             Path(report).write_text(html, encoding="utf-8")
         except OSError as exc:
-            raise DataError(report, f"cannot write the report: {exc.strerror}") from None
+            print(
+                f"market-monitor: cannot write the report {report}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EX_CANTCREAT
     for line in _thin_periods(engine, rules.enabled, start):
         print(f"market-monitor: {line}", file=sys.stderr)
     rejected = {**counts, **{k: v for k, v in engine.counts.items()}}
     if rejected:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))
         print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
+    if engine.counts.get("not_a_session"):
+        rejections = [*rejections, *_off_sessions(bars, sessions.frame.get_column("session"))]
     if rejections:
         print(f"market-monitor: {_first_rejected(rejections)}", file=sys.stderr)
     return 0
+
+
+def _off_sessions(bars: pl.DataFrame, sessions: pl.Series) -> list[Rejection]:
+    """The bars the engine rejects as `not_a_session` (a weekend, a holiday), in the order of
+    `bars`, named by symbol and date: the file and line are not carried past the reading."""
+    from monitor.core.model import Rejection
+
+    off = bars.filter(~bars.get_column("session").is_in(sessions.implode()))
+    return [
+        Rejection("not_a_session", symbol, f"{symbol} {session}")
+        for symbol, session in off.select("symbol", "session").iter_rows()
+    ]
 
 
 def _first_rejected(rejections: Sequence[Rejection], shown: int = 5) -> str:
     """The first rows the files' reading rejected, where they are, whose and why: `the first
     rows rejected: bad.csv:5 ABC (bad_price), bad.csv:9 ABC (duplicate), and 3 more`."""
     listed = ", ".join(
-        f"{r.raw}{f' {r.symbol}' if r.symbol else ''} ({r.reason})" for r in rejections[:shown]
+        f"{r.raw}{f' {r.symbol}' if r.symbol and r.reason != 'not_a_session' else ''} ({r.reason})"
+        for r in rejections[:shown]
     )
     more = f", and {len(rejections) - shown} more" if len(rejections) > shown else ""
     kept = (

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from monitor.config import load_rules_file, outside_universe
 from monitor.core.model import FeedBatch
+from monitor.core.rules.spec import rule_warnings
 from monitor.errors import ConfigError, DataError
 from monitor.replay import build_engine
 
@@ -63,6 +64,8 @@ class RulesReload:
             return None
         for line in outside_universe(daemon.config, rules):
             daemon.log.warning("rule_symbols_outside_universe", detail=line)
+        for line in rule_warnings(rules):
+            daemon.log.warning("rules_file_warning", detail=line)
         before = {r.id: r for r in daemon.rules.enabled}
         after = {r.id: r for r in rules.enabled}
 

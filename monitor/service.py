@@ -35,7 +35,7 @@ from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
-from monitor.core.rules.spec import kind_of
+from monitor.core.rules.spec import kind_of, rule_warnings
 from monitor.errors import DataError
 from monitor.feed_wiring import build_feeds
 from monitor.feeds.mqtt import MqttFeed
@@ -93,6 +93,8 @@ class Daemon:
         self.engine.track_progress = True
         for line in outside_universe(config, self.rules):
             self.log.warning("rule_symbols_outside_universe", detail=line)
+        for line in rule_warnings(self.rules):
+            self.log.warning("rules_file_warning", detail=line)
         self.engine.ingest_daily(history)
         warmed = self.engine.warm(clock.now())
         state = self.store.load_state()

@@ -69,12 +69,17 @@ def test_replay_with_short_interest_says_nothing_but_its_counts_on_stderr() -> N
 
 
 def test_replay_says_which_rules_cannot_fire_for_want_of_data() -> None:
-    """^RUT alone through config/rules.toml: the rotation (IWM against QQQ) cannot fire and
-    replay says so on stderr; rules naming ^RUT and IWM can, and are not mentioned."""
+    """^RUT alone through config/rules.toml: the rotation (IWM against QQQ) and the universe
+    rules (whose exclude leaves no symbol) cannot fire and replay says so on stderr; rules
+    naming ^RUT and IWM can, and are not mentioned."""
     res = run_cli("replay", "--rules", str(RULES), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
     assert res.returncode == 0, res.stderr
+    empty = "cannot fire: its universe is empty: every symbol of the data (^RUT) is in exclude"
     assert res.stderr.splitlines() == [
-        "market-monitor: rule rotation.iwm_qqq cannot fire: IWM, QQQ not in the data"
+        f"market-monitor: rule squeeze.daily {empty}",
+        "market-monitor: rule rotation.iwm_qqq cannot fire: IWM, QQQ not in the data",
+        f"market-monitor: rule breadth.5d {empty}",
+        f"market-monitor: rule movers.5d {empty}",
     ]
 
 
@@ -83,7 +88,8 @@ def test_a_disabled_rule_neither_fires_nor_is_warned_about(tmp_path: Path) -> No
     alerts and does not say it cannot fire (the rotation, here), while the rules left on run."""
     text = RULES.read_text()
     off = tmp_path / "rules.toml"
-    for rule_id in ("streak.daily", "rotation.iwm_qqq"):
+    off_rules = ("streak.daily", "rotation.iwm_qqq", "squeeze.daily", "breadth.5d", "movers.5d")
+    for rule_id in off_rules:
         text = text.replace(f'id = "{rule_id}"', f'id = "{rule_id}"\nenabled = false', 1)
     off.write_text(text)
     res = run_cli("replay", "--rules", str(off), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
@@ -249,16 +255,23 @@ def test_demo_rules_are_the_shipped_config() -> None:
     [
         (
             '[[rules]]\nid = "x"\nkind = "nope"\nsymbols = ["A"]\n',
-            "rules[0].kind: Invalid value 'nope'; a rule's kind is one of streak, surge, squeeze,",
+            "rules[0] (id \"x\").kind: Invalid value 'nope';"
+            " a rule's kind is one of streak, surge,",
         ),
         ('[[rules]]\nid = "x"\nkind = "streak"\nsymbols = ["A"]\nbogus = 1\n', "unknown field"),
         (
             '[[rules]]\nid = "x"\nkind = "surge"\nuniverse = true\nwindw = 5\n',
-            "rules[0]: Object contains unknown field `windw`; did you mean `window`?",
+            'rules[0] (id "x"): Object contains unknown field `windw`; did you mean `window`?',
         ),
-        ('[[rules]]\nid = "x"\nkind = "streak"\nsymbols = ["A"]\ncount = "5"\n', "rules[0].count"),
-        ('[[rules]]\nid = "x"\nkind = "surge"\nsymbols = ["A"]\nwindow = 0\n', "rules[0].window"),
-        ('[[rules]]\nid = "x"\nkind = "streak"\n', "rules[0].symbols"),
+        (
+            '[[rules]]\nid = "x"\nkind = "streak"\nsymbols = ["A"]\ncount = "5"\n',
+            'rules[0] (id "x").count',
+        ),
+        (
+            '[[rules]]\nid = "x"\nkind = "surge"\nsymbols = ["A"]\nwindow = 0\n',
+            'rules[0] (id "x").window',
+        ),
+        ('[[rules]]\nid = "x"\nkind = "streak"\n', 'rules[0] (id "x").symbols'),
         ("[[rules]\n", "not valid TOML"),
     ],
 )

@@ -267,3 +267,14 @@ def test_usable_redis_urls_and_field_maps_still_load(tmp_path: Path) -> None:
         "price": "p",
         "ts_unit": "s",
     }
+
+
+def test_a_value_outside_a_set_lists_the_values_the_field_takes(tmp_path: Path) -> None:
+    """`level = "loud"` is refused naming the field and the values it takes."""
+    path = tmp_path / "monitor.toml"
+    path.write_text('[log]\nlevel = "loud"\n')
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(str(path))
+    assert str(caught.value) == (
+        f"{path}: log.level: Invalid enum value 'loud'; level is one of debug, info, warning, error"
+    )

@@ -1,24 +1,30 @@
 """Messages for config and rules files that do not validate: msgspec's error led by the path of
-the field (`redis.maxlen: Expected int, got str`), and for a misspelt key the nearest name the
-table takes (`; did you mean window?`)."""
+the field (`redis.maxlen: Expected int, got str`), for a misspelt key the nearest name the
+table takes (`; did you mean window?`), for a value outside a set the values it takes
+(`; severity is one of info, notice, warning, critical`), and for a date written as a string how
+to write a TOML date."""
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 import types
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 
 _AT = " - at `$"
 _UNKNOWN = re.compile(r"^Object contains unknown field `([^`]+)`$")
 _STEP = re.compile(r"\.([^.\[\]`]+)|\[(\d+)\]")
+_ENUM = re.compile(r"^Invalid enum value ")
+_DATE = re.compile(r"^Expected `date( \| null)?`, got `str`$")
 
 
 def field_message(error: str, root: type, raw: Any) -> str:
     """`error`, the text of a msgspec ValidationError from decoding `raw` (plain data) into
-    `root` (a Struct type), as "path: message", with a suggestion for an unknown field."""
+    `root` (a Struct type), as "path: message", with a suggestion for an unknown field, the
+    values an enumeration takes, or how to write a date."""
     message, at, path = error.partition(_AT)
     path = path.rstrip("`") if at else ""
     unknown = _UNKNOWN.match(message)
@@ -26,27 +32,61 @@ def field_message(error: str, root: type, raw: Any) -> str:
         close = difflib.get_close_matches(unknown[1], _names_at(root, raw, path), n=1)
         if close:
             message += f"; did you mean `{close[0]}`?"
+    elif _ENUM.match(message):
+        values = _literals(_at(root, raw, path)[0])
+        if values:
+            message += f"; {_leaf(path)} is one of {', '.join(map(str, values))}"
+    elif _DATE.match(message):
+        value = _at(root, raw, path)[1]
+        example = value if isinstance(value, str) and _is_date(value) else "YYYY-MM-DD"
+        message += f"; write the date unquoted, as a TOML date: {_leaf(path)} = {example}"
     return f"{path.lstrip('.')}: {message}" if path else message
+
+
+def _leaf(path: str) -> str:
+    """The last name of a field path (`rules[0].since` -> `since`)."""
+    names = [name for name, _ in _STEP.findall(path) if name]
+    return names[-1] if names else "the value"
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _literals(kind: Any) -> list[Any]:
+    """The values of the Literal types a hint stands for (none when it is not one)."""
+    return [v for m in _members(kind) if get_origin(m) is Literal for v in get_args(m)]
 
 
 def _names_at(root: type, raw: Any, path: str) -> list[str]:
     """The keys the table at `path` takes (none when the path cannot be followed)."""
+    kind, data = _at(root, raw, path)
+    struct = _struct(kind, data) if kind is not None else None
+    return [f.encode_name for f in msgspec.structs.fields(struct)] if struct else []
+
+
+def _at(root: type, raw: Any, path: str) -> tuple[Any, Any]:
+    """The type hint and the raw value at `path` (None for the hint when the path cannot be
+    followed)."""
     kind: Any = root
     data = raw
     for name, index in _STEP.findall(path):
         if name:
             struct = _struct(kind, data)
             if struct is None:
-                return []
+                return None, None
             kind = {f.encode_name: f.type for f in msgspec.structs.fields(struct)}.get(name)
             data = data.get(name) if isinstance(data, dict) else None
         else:
             kind = _element(kind)
             data = data[int(index)] if isinstance(data, list) and int(index) < len(data) else None
         if kind is None:
-            return []
-    struct = _struct(kind, data)
-    return [f.encode_name for f in msgspec.structs.fields(struct)] if struct else []
+            return None, None
+    return kind, data
 
 
 def _struct(kind: Any, data: Any) -> type[msgspec.Struct] | None:

@@ -318,12 +318,17 @@ def _picked(horizons: Sequence[int], timeframe: str) -> list[pl.Expr]:
         return pl.coalesce([pl.when(is_it).then(value(h)) for is_it, h in picks])
 
     return [
-        chain(lambda h: pl.lit(f"{h} {unit(timeframe, h)}")).alias("pick_span"),
+        chain(lambda h: pl.lit(_next(timeframe, h))).alias("pick_span"),
         chain(lambda h: pl.col(f"n_{h}")).alias("pick_n"),
         chain(lambda h: pl.col(f"up_{h}")).alias("pick_up"),
         chain(lambda h: pl.col(f"mean_{h}")).alias("pick_mean"),
         chain(lambda h: pl.col(f"median_{h}")).alias("pick_median"),
     ]
+
+
+def _next(timeframe: str, h: int) -> str:
+    """What "over the next ..." says of a horizon: '21 sessions', 'week' (of one)."""
+    return unit(timeframe) if h == 1 else f"{h} {unit(timeframe, h)}"
 
 
 def _summary(dates: pl.Expr, horizons: Sequence[int]) -> pl.Expr:

@@ -109,7 +109,8 @@ def test_min_coverage_must_be_a_share(tmp_path: Path) -> None:
     """`min_coverage` is a share: 1.5 is refused with the file and the rule's path."""
     from monitor.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"rules\[0\]\.min_coverage: Expected `float` <= 1.0"):
+    path = r'rules\[0\] \(id "breadth\.5d"\)\.min_coverage'
+    with pytest.raises(ConfigError, match=path + r": Expected `float` <= 1\.0"):
         load_rules(rules_file(tmp_path, 1.5))
 
 

@@ -152,5 +152,6 @@ def test_a_max_age_not_above_the_lag_is_refused() -> None:
     from monitor.core.rules.spec import RuleError, parse_rules
 
     text = '[[rules]]\nid = "s"\nkind = "squeeze"\nuniverse = true\nshort_interest_max_age = 8\n'
-    with pytest.raises(RuleError, match=r"rules\[0\]\.short_interest_max_age: must be more than"):
+    path = r'rules\[0\] \(id "s"\)\.short_interest_max_age'
+    with pytest.raises(RuleError, match=path + ": must be more than"):
         parse_rules(text)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.core.model import decode_alert, encode_alert
+from monitor.core.model import Alert, decode_alert, encode_alert
 from monitor.core.payload import alert_lines, decode_lines
 from monitor.core.rules.context import RuleContext, fixed, fixed_expr, pct, pct_expr
 from monitor.core.rules.spec import parse_rules
@@ -197,3 +197,101 @@ def test_large_frames_built_in_two_halves_equal_one_pass(monkeypatch: pytest.Mon
     halves = lines()
     assert whole.height > 100
     assert halves.equals(whole)
+
+
+def _one_firing(rule_toml: str, metrics: dict[str, object], horizons: tuple[int, ...]) -> Alert:
+    """The alert of one firing of the rule `rule_toml` (a `[[rules]]` table's body) on ABC
+    with `metrics`, one earlier firing whose outcome is known over every horizon."""
+    rule = parse_rules(f"[[rules]]\n{rule_toml}\n").rules[0]
+    ts = dt.datetime(2024, 7, 12, 20, tzinfo=dt.UTC)
+    fired = pl.DataFrame(
+        {
+            "pos": [3],
+            "symbol": ["ABC"],
+            "session": [dt.date(2024, 7, 12)],
+            "ts": [ts],
+            "idx": [3],
+            "ref": [12.0],
+            "variant": [""],
+            "cond": [True],
+            **{k: [v] for k, v in metrics.items()},
+            "history_start": [dt.date(2024, 1, 5)],
+            "prior_occurrences": [1],
+            "prior_dates": [[dt.date(2024, 3, 1)]],
+            **{
+                f"{stat}_{h}": [1 if stat == "n" else 1.0 if stat == "up" else 0.02]
+                for h in horizons
+                for stat in ("fwd", "n", "mean", "median", "up", "min", "max")
+            },
+        }
+    )
+    (alert,) = decode_lines(alert_lines(fired, rule, RuleContext()))
+    return alert
+
+
+@pytest.mark.parametrize(
+    ("rule", "metrics", "title", "text"),
+    [
+        (
+            'id = "w"\nkind = "streak"\nsymbols = ["ABC"]\ntimeframe = "1w"\ncount = 1\n'
+            "min_return = 0.07\nhorizons = [1]",
+            {"streak": 1, "return": 0.073, "min_period_return": 0.073, "close": 12.0},
+            "ABC: up more than 7.0% in the week",
+            "ABC rose more than 7.0% in the week (+7.3%), closing at 12.00.",
+        ),
+        (
+            'id = "w"\nkind = "streak"\nsymbols = ["ABC"]\ntimeframe = "1w"\ncount = 2\n'
+            "min_return = 0.07\nhorizons = [1]",
+            {"streak": 2, "return": 0.16, "min_period_return": 0.073, "close": 12.0},
+            "ABC: 2 straight weeks up more than 7.0%",
+            "ABC rose more than 7.0% in each of 2 weeks (+16.0% in all), closing at 12.00.",
+        ),
+        (
+            'id = "s"\nkind = "surge"\nsymbols = ["ABC"]\ntimeframe = "1w"\nwindow = 1\n'
+            "horizons = [1]",
+            {"return": 0.12, "close": 12.0, "largest_since": dt.date(2024, 3, 1)},
+            "ABC +12.0% in one week",
+            "ABC rose 12.0% in one week, its largest one-week gain since 2024-03-01.",
+        ),
+        (
+            'id = "m"\nkind = "movers"\nuniverse = true\ntimeframe = "1w"\nwindow = 1\n'
+            "horizons = [1]",
+            {"return": 0.12, "rank": 1, "close": 12.0},
+            "Top mover #1: ABC +12.0%",
+            "ABC is the #1 gainer over one week: +12.0%.",
+        ),
+        (
+            'id = "r"\nkind = "rotation"\nsmall = "ABC"\nlarge = "QQQ"\ntimeframe = "1w"\n'
+            "window = 1\nhorizons = [1]",
+            {
+                "spread": 0.06,
+                "return": 0.05,
+                "large_return": -0.01,
+                "large": "QQQ",
+                "close": 12.0,
+                "large_close": 400.0,
+            },
+            "Rotation: ABC beat QQQ by 6.0 points in one week",
+            "ABC beat QQQ by 6.0 percentage points over one week (+5.0% against -1.0%).",
+        ),
+        (
+            'id = "b"\nkind = "breadth"\nuniverse = true\ntimeframe = "1w"\nwindow = 1\n'
+            "horizons = [1]",
+            {"share": 1.0, "up": 2, "counted": 2},
+            "Breadth: 100.0% of the universe up over one week",
+            "100.0% of the universe (2 of 2) rose over the last week.",
+        ),
+    ],
+)
+def test_words_for_one_period_read_as_english(
+    rule: str, metrics: dict[str, object], title: str, text: str
+) -> None:
+    """Counts and windows of one say "in the week", "one week", "the last week" (not "each of
+    1 week", "1 weeks"); the default breadth label reads "the universe"; a horizon of one is
+    "over the next week"."""
+    alert = _one_firing(rule, metrics, (1,))
+    assert (alert.title, alert.text) == (title, text)
+    assert alert.history is not None
+    assert alert.history.summary == (
+        "1 earlier time since 2024; over the next week, +2.0% on average (median +2.0%), 1 of 1 up."
+    )

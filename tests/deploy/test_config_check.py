@@ -221,7 +221,7 @@ speed = 345600
     lines = out.splitlines()
     assert lines[0].endswith(": healthy")
     assert [line.split(":")[0].strip() for line in lines[1:]] == [
-        "uptime", "queue depth", "ticks in", "rejections", "alerts", "outbox",
+        "uptime", "queue depth", "ticks in", "bars in", "rejections", "alerts", "outbox",
         "feed reconnects", "feed lag",
     ]  # fmt: skip
 

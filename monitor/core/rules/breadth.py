@@ -9,6 +9,7 @@ from monitor.core.rules.context import (
     RuleContext,
     fixed_expr,
     pct_expr,
+    periods_in_words,
     select_keys,
     text_expr,
     unit,
@@ -49,11 +50,16 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
 
 def words(rule: BreadthRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     """Title and sentence of every firing, as string expressions over the firing frame."""
-    name, share = ctx.name(rule.label), pct_expr(pl.col("share"))
-    span = f"{rule.window} {unit(rule.timeframe, rule.window)}"
+    # (the default label reads as a noun: "of the universe"; a label of your own is as written
+    # unless [names] gives it a display name)
+    default = "the universe" if rule.label == "universe" else rule.label
+    name, share = ctx.names.get(rule.label, default), pct_expr(pl.col("share"))
+    w = rule.window
+    span = periods_in_words(rule.timeframe, w)
+    last = f"the last {unit(rule.timeframe)}" if w == 1 else f"the last {span}"
     title = text_expr("Breadth: ", share, f" of {name} up over {span}")
     text = text_expr(
         share, f" of {name} (", fixed_expr(pl.col("up"), 0, thousands=True), " of ",
-        fixed_expr(pl.col("counted"), 0, thousands=True), f") rose over the last {span}.",
+        fixed_expr(pl.col("counted"), 0, thousands=True), f") rose over {last}.",
     )  # fmt: skip
     return title, text

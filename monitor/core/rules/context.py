@@ -38,6 +38,11 @@ def unit(timeframe: str, n: int = 1) -> str:
     return word if n == 1 else word + "s"
 
 
+def periods_in_words(timeframe: str, n: int) -> str:
+    """A count of periods in words: '5 sessions', 'one session'."""
+    return f"one {unit(timeframe)}" if n == 1 else f"{n} {unit(timeframe, n)}"
+
+
 def pct(x: float | None, signed: bool = False) -> str:
     """A fraction as a percentage for people: 0.115 -> '11.5%' (`pct_expr` in polars)."""
     if x is None:

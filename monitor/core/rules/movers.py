@@ -9,9 +9,9 @@ from monitor.core.rules.context import (
     RuleContext,
     day,
     pct_expr,
+    periods_in_words,
     select_keys,
     text_expr,
-    unit,
 )
 from monitor.core.rules.spec import MoversRule
 
@@ -46,8 +46,7 @@ def words(rule: MoversRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     if rule.since is not None:
         span = f"since {day(rule.since)}"
     else:
-        w = rule.window or 5
-        span = f"over {w} {unit(rule.timeframe, w)}"
+        span = f"over {periods_in_words(rule.timeframe, rule.window or 5)}"
     gain = pct_expr(pl.col("return"), signed=True)
     title = text_expr("Top mover #", rank, ": ", name, " ", gain)
     text = text_expr(name, " is the #", rank, f" gainer {span}: ", gain, ".")

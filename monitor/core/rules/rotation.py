@@ -9,9 +9,9 @@ from monitor.core.rules.context import (
     RuleContext,
     fixed_expr,
     pct_expr,
+    periods_in_words,
     select_keys,
     text_expr,
-    unit,
 )
 from monitor.core.rules.spec import RotationRule
 
@@ -56,7 +56,7 @@ def condition(bars: pl.DataFrame, rule: RotationRule, ctx: RuleContext) -> pl.Da
 def words(rule: RotationRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     """Title and sentence of every firing, as string expressions over the firing frame."""
     small, large = ctx.name(rule.small), ctx.name(rule.large)
-    span = f"{rule.window} {unit(rule.timeframe, rule.window)}"
+    span = periods_in_words(rule.timeframe, rule.window)
     points = fixed_expr(pl.col("spread") * 100, 1)
     title = text_expr(f"Rotation: {small} beat {large} by ", points, f" points in {span}")
     text = text_expr(

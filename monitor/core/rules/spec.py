@@ -160,17 +160,29 @@ def parse_rules(text: bytes | str) -> RulesFile:
         raise RuleError("not UTF-8 text") from None
     seen: set[str] = set()
     for i, rule in enumerate(parsed.rules):
-        where = f"rules[{i}]"
         if not RULE_ID.match(rule.id):
-            raise RuleError(f"{where}.id: {rule.id!r} must be lowercase letters, digits, . _ -")
+            raise RuleError(f"rules[{i}].id: {rule.id!r} must be lowercase letters, digits, . _ -")
         if rule.id in seen:
-            raise RuleError(f"{where}.id: duplicate rule id {rule.id!r}")
+            raise RuleError(f"rules[{i}].id: duplicate rule id {rule.id!r}")
         seen.add(rule.id)
-        _check_targets(rule, where)
+        _check_targets(rule, _where(i, rule.id))
     return parsed
 
 
+def _where(index: int, rule_id: object) -> str:
+    """How messages name a rule: `rules[1] (id "surge.5d")` (0-based, as the path of a field),
+    or `rules[1]` when its id is not known."""
+    if not isinstance(rule_id, str):
+        return f"rules[{index}]"
+    return f"rules[{index}] (id {msgspec.json.encode(rule_id).decode()})"
+
+
 def _check_targets(rule: Rule, where: str) -> None:
+    if rule.universe and rule.symbols:
+        raise RuleError(
+            f"{where}.symbols: give symbols = [...] or universe = true, not both"
+            " (universe = true watches every symbol but those in exclude)"
+        )
     if isinstance(rule, RotationRule):
         if rule.small == rule.large:
             raise RuleError(f"{where}.large: must differ from small")
@@ -204,7 +216,58 @@ def _invalid(text: bytes | str, error: str) -> str:
     message = field_message(error, RulesFile, raw)
     if ".kind: Invalid value" in message:  # (msgspec says only "Invalid value 'sturge'")
         message += f"; a rule's kind is one of {', '.join(KINDS)}"
-    return message
+    return _named(message, raw)
+
+
+def _named(message: str, raw: Any) -> str:
+    """`rules[1].min_return: ...` as `rules[1] (id "surge.5d").min_return: ...` when the rule's
+    table has an id."""
+    found = _RULE_AT.match(message)
+    if found is None:
+        return message
+    index = int(found[1])
+    rules = raw.get("rules") if isinstance(raw, dict) else None
+    table = rules[index] if isinstance(rules, list) and index < len(rules) else None
+    rule_id = table.get("id") if isinstance(table, dict) else None
+    return _where(index, rule_id) + message[found.end() :]
+
+
+_RULE_AT = re.compile(r"^rules\[(\d+)\]")
+
+# Parameters that are fractions, and the value past which one was likely written in percent
+# (`min_return = 10` meant 0.10): short interest can pass 100% of the float, not 500%.
+_PLAUSIBLE = {
+    "min_return": 1.0,
+    "min_spread": 1.0,
+    "max_large_return": 1.0,
+    "rise": 1.0,
+    "min_short_interest": 5.0,
+}
+
+
+def rule_warnings(rules: RulesFile) -> list[str]:
+    """Lines for a rules file that validates but likely does not say what was meant: no rules,
+    or a fraction parameter past a plausible bound (a percent written for a fraction). Values
+    are not refused: a threshold of 150% can be meant."""
+    if not rules.rules:
+        return ["no rules: the file has no [[rules]] table"]
+    lines = [] if rules.enabled else ["no rule is enabled (each has enabled = false)"]
+    for i, rule in enumerate(rules.rules):
+        for name, bound in _PLAUSIBLE.items():
+            value = getattr(rule, name, None)
+            if value is None or value <= bound:
+                continue
+            what = " of the float sold short" if name == "min_short_interest" else ""
+            source = (
+                " (the short-interest file is in percent, rules are not)"
+                if name == "min_short_interest"
+                else ""
+            )
+            lines.append(
+                f"{_where(i, rule.id)}.{name}: {value:g} is {value:,.0%}{what}; it is a fraction,"
+                f" 0.10 means 10%{source}: did you mean {value / 100:g}?"
+            )
+    return lines
 
 
 def named_symbols(rule: Rule) -> list[str]:
@@ -231,6 +294,42 @@ def idle_rules(rules: Sequence[Rule], known: Collection[str]) -> dict[str, list[
         if isinstance(by_id[rule_id], RotationRule)
         or len(missing) == len(named_symbols(by_id[rule_id]))
     }
+
+
+def cannot_fire(
+    rules: Sequence[Rule], known: Collection[str], *, minute_bars: bool = True
+) -> dict[str, str]:
+    """Per rule id, why the rule cannot fire on data of the symbols `known` (with minute bars
+    or not): the symbols it needs are missing (see `idle_rules`), its universe is empty once
+    `exclude` removes the data's symbols, a breadth rule has fewer symbols than `min_symbols`,
+    or it is a `1m` rule and there are no minute bars. Rules that can fire are left out."""
+    reasons: dict[str, str] = {}
+    missing = idle_rules(rules, known)
+    for rule in rules:
+        present = _watched(rule, known)
+        if rule.timeframe == "1m" and not minute_bars:
+            reasons[rule.id] = "it is a 1m rule and the data has daily bars only (no minutes)"
+        elif rule.id in missing:
+            reasons[rule.id] = f"{', '.join(missing[rule.id])} not in the data"
+        elif rule.universe and not present:
+            excluded = sorted(s for s in known if s in rule.exclude)
+            listed = ", ".join(excluded[:5]) + (", ..." if len(excluded) > 5 else "")
+            reasons[rule.id] = (
+                f"its universe is empty: every symbol of the data ({listed}) is in exclude"
+            )
+        elif isinstance(rule, BreadthRule) and len(present) < rule.min_symbols:
+            reasons[rule.id] = (
+                f"its universe has {len(present)} symbol{'' if len(present) == 1 else 's'} in"
+                f" the data, fewer than min_symbols ({rule.min_symbols})"
+            )
+    return reasons
+
+
+def _watched(rule: Rule, known: Collection[str]) -> set[str]:
+    """The symbols of `known` a rule watches (a universe's: all but those in `exclude`)."""
+    if rule.universe and not isinstance(rule, RotationRule):
+        return set(known) - set(rule.exclude)
+    return set(named_symbols(rule)) & set(known)
 
 
 def kind_of(rule: Rule) -> str:

@@ -12,6 +12,7 @@ from monitor.core.rules.context import (
     pct_expr,
     select_keys,
     text_expr,
+    unit,
     unit_expr,
 )
 from monitor.core.rules.spec import StreakRule
@@ -48,10 +49,15 @@ def words(rule: StreakRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     name, n = ctx.name_expr(), pl.col("streak").cast(pl.Int64)
     u = unit_expr(rule.timeframe, n)
     count, least = n.cast(pl.String), pct(rule.min_return)
-    title = text_expr(name, ": ", count, " straight ", u, f" up more than {least}")
-    text = text_expr(
-        name, f" rose more than {least} in each of ", count, " ", u,
-        " (", pct_expr(pl.col("return"), signed=True), " in all), closing at ",
-        fixed_expr(pl.col("close"), 2, thousands=True), ".",
-    )  # fmt: skip
-    return title, text
+    gain = pct_expr(pl.col("return"), signed=True)
+    close = fixed_expr(pl.col("close"), 2, thousands=True)
+    if rule.count == 1:  # (a run reaches `count` when it fires: a streak of one period)
+        period = f"the {unit(rule.timeframe)}"
+        title = text_expr(name, f": up more than {least} in {period}")
+        text = text_expr(name, f" rose more than {least} in {period} (", gain, ")")
+    else:
+        title = text_expr(name, ": ", count, " straight ", u, f" up more than {least}")
+        text = text_expr(
+            name, f" rose more than {least} in each of ", count, " ", u, " (", gain, " in all)"
+        )
+    return title, text_expr(text, ", closing at ", close, ".")

@@ -8,6 +8,7 @@ from monitor.core import metrics as m
 from monitor.core.rules.context import (
     RuleContext,
     pct_expr,
+    periods_in_words,
     select_keys,
     text_expr,
     unit,
@@ -32,7 +33,8 @@ def words(rule: SurgeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     """Title and sentence of every firing, as string expressions over the firing frame."""
     name, w = ctx.name_expr(), rule.window
     since, first = pl.col("largest_since"), pl.col("history_start")
-    span, period = f"{w}-{unit(rule.timeframe)}", f" in {w} {unit(rule.timeframe, w)}"
+    one = "one" if w == 1 else str(w)
+    span, period = f"{one}-{unit(rule.timeframe)}", f" in {periods_in_words(rule.timeframe, w)}"
     signed = pct_expr(pl.col("return"), signed=True)  # (formatted once for both)
     title = text_expr(name, " ", signed, period)
     on_record = (

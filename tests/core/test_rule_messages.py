@@ -1,0 +1,167 @@
+"""What a rules file is told: errors naming the rule by index and id, the values an enumeration
+takes, how to write a date; warnings of a percent written for a fraction; and which rules cannot
+fire on the data at hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.core.rules.spec import RuleError, cannot_fire, parse_rules, rule_warnings
+
+OK = '[[rules]]\nid = "ok"\nkind = "streak"\nsymbols = ["A"]\n'
+
+
+def error(text: str) -> str:
+    with pytest.raises(RuleError) as caught:
+        parse_rules(text)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            'id = "surge.5d"\nkind = "surge"\nsymbols = ["A"]\nmin_return = "ten"\n',
+            'rules[1] (id "surge.5d").min_return: Expected `float`, got `str`',
+        ),
+        (
+            'id = "s"\nkind = "streak"\nsymbols = ["A"]\nseverity = "urgent"\n',
+            "rules[1] (id \"s\").severity: Invalid enum value 'urgent'; severity is one of info,"
+            " notice, warning, critical",
+        ),
+        (
+            'id = "s"\nkind = "streak"\nsymbols = ["A"]\ntimeframe = "1h"\n',
+            "rules[1] (id \"s\").timeframe: Invalid enum value '1h'; timeframe is one of 1m, 1d,"
+            " 1w",
+        ),
+        (
+            'id = "q"\nkind = "squeeze"\nuniverse = true\nunknown_short_interest = "ignore"\n',
+            "rules[1] (id \"q\").unknown_short_interest: Invalid enum value 'ignore';"
+            " unknown_short_interest is one of skip, fire",
+        ),
+        (
+            'id = "m"\nkind = "movers"\nuniverse = true\nsince = "2024-07-01"\n',
+            'rules[1] (id "m").since: Expected `date | null`, got `str`; write the date'
+            " unquoted, as a TOML date: since = 2024-07-01",
+        ),
+        (
+            'id = "m"\nkind = "movers"\nuniverse = true\nsince = "July"\n',
+            'rules[1] (id "m").since: Expected `date | null`, got `str`; write the date'
+            " unquoted, as a TOML date: since = YYYY-MM-DD",
+        ),
+        (
+            'kind = "streak"\nsymbols = ["A"]\n',
+            "rules[1]: Object missing required field `id`",
+        ),
+        (
+            'id = "r1"\nkind = "surge"\nuniverse = true\nsymbols = ["A"]\n',
+            'rules[1] (id "r1").symbols: give symbols = [...] or universe = true, not both'
+            " (universe = true watches every symbol but those in exclude)",
+        ),
+        (
+            'id = "d"\nkind = "drawdown"\nsymbols = ["A"]\n',
+            'rules[1] (id "d"): drawdown needs max_below_high and/or min_below_high',
+        ),
+    ],
+)
+def test_errors_name_the_rule_by_index_and_id(rule: str, message: str) -> None:
+    """The second rule's error is led by `rules[1]` and, when the table has one, its id; an
+    enumeration lists its values, and a quoted date says how to write a TOML date."""
+    assert error(f"{OK}\n[[rules]]\n{rule}") == message
+
+
+@pytest.mark.parametrize(
+    ("parameters", "warnings"),
+    [
+        ('kind = "surge"\nsymbols = ["A"]\nmin_return = 0.10', []),
+        (
+            'kind = "surge"\nsymbols = ["A"]\nmin_return = 10',
+            [
+                'rules[1] (id "x").min_return: 10 is 1,000%; it is a fraction, 0.10 means 10%:'
+                " did you mean 0.1?"
+            ],
+        ),
+        (
+            'kind = "squeeze"\nuniverse = true\nmin_short_interest = 30',
+            [
+                'rules[1] (id "x").min_short_interest: 30 is 3,000% of the float sold short; it'
+                " is a fraction, 0.10 means 10% (the short-interest file is in percent, rules are"
+                " not): did you mean 0.3?"
+            ],
+        ),
+        ('kind = "squeeze"\nuniverse = true\nmin_short_interest = 1.4', []),  # (140%: it happens)
+        (
+            'kind = "rotation"\nmin_spread = 5\nmax_large_return = 0',
+            [
+                'rules[1] (id "x").min_spread: 5 is 500%; it is a fraction, 0.10 means 10%: did'
+                " you mean 0.05?"
+            ],
+        ),
+        ('kind = "fade"\nsymbols = ["A"]\nrise = 0.15', []),
+    ],
+)
+def test_fractions_past_a_plausible_bound_are_warned_of(
+    parameters: str, warnings: list[str]
+) -> None:
+    """A fraction parameter past a plausible bound (a return of over 100%, short interest of
+    over 500% of the float) is accepted, and warned of as likely a percent."""
+    rules = parse_rules(f'{OK}\n[[rules]]\nid = "x"\n{parameters}\n')
+    assert rule_warnings(rules) == warnings
+
+
+def test_a_file_without_rules_or_with_every_rule_off_is_warned_of() -> None:
+    """No rules, or none enabled: there is nothing to run, and the warning says so."""
+    assert rule_warnings(parse_rules("")) == ["no rules: the file has no [[rules]] table"]
+    off = parse_rules(OK + "enabled = false\n")
+    assert rule_warnings(off) == ["no rule is enabled (each has enabled = false)"]
+
+
+def test_rules_that_cannot_fire_on_the_data_are_told_why() -> None:
+    """Missing symbols, a universe emptied by `exclude`, a breadth universe below
+    `min_symbols` and a minute rule without minute bars; the rules that can fire are left out."""
+    rules = parse_rules(
+        """
+[[rules]]
+id = "named"
+kind = "streak"
+symbols = ["A", "Z"]
+[[rules]]
+id = "gone"
+kind = "streak"
+symbols = ["Z"]
+[[rules]]
+id = "rotation"
+kind = "rotation"
+small = "A"
+large = "Z"
+[[rules]]
+id = "excluded"
+kind = "movers"
+universe = true
+exclude = ["A", "B", "Q"]
+[[rules]]
+id = "some"
+kind = "movers"
+universe = true
+exclude = ["A"]
+[[rules]]
+id = "thin"
+kind = "breadth"
+universe = true
+exclude = ["A"]
+min_symbols = 2
+[[rules]]
+id = "minute"
+kind = "surge"
+symbols = ["A"]
+timeframe = "1m"
+"""
+    )
+    assert cannot_fire(rules.rules, {"A", "B"}, minute_bars=False) == {
+        "gone": "Z not in the data",
+        "rotation": "Z not in the data",
+        "excluded": "its universe is empty: every symbol of the data (A, B) is in exclude",
+        "thin": "its universe has 1 symbol in the data, fewer than min_symbols (2)",
+        "minute": "it is a 1m rule and the data has daily bars only (no minutes)",
+    }
+    assert "minute" not in cannot_fire(rules.rules, {"A", "B"}, minute_bars=True)

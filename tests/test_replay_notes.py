@@ -1,0 +1,155 @@
+"""What `replay` says on stderr besides the alerts: rules that cannot fire, rules files that
+likely do not say what was meant, rows rejected, a `--from` past the data, and a report it
+cannot write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from tests.conftest import RULES, RUT
+
+# Ten sessions of one symbol, with a Saturday (2024-07-06) and a holiday (2024-07-04) among them.
+BARS = """date,close
+2024-07-01,10
+2024-07-02,10.5
+2024-07-03,11
+2024-07-04,11.2
+2024-07-05,11.5
+2024-07-06,11.6
+2024-07-08,12
+2024-07-09,12.5
+2024-07-10,13
+2024-07-11,13.5
+"""
+
+SURGE = '[[rules]]\nid = "s"\nkind = "surge"\nsymbols = ["X"]\nwindow = 2\nmin_return = 0.05\n'
+
+
+def replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rules: str, *args: str
+) -> tuple[int, str, str]:
+    """`replay` of `rules` over BARS (as X): exit code, stdout, stderr."""
+    (tmp_path / "rules.toml").write_text(rules)
+    (tmp_path / "x.csv").write_text(BARS)
+    data = f"X={tmp_path / 'x.csv'}"
+    code = main(["replay", "--rules", str(tmp_path / "rules.toml"), "--data", data, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_universe_rules_left_empty_by_exclude_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """^RUT alone through the shipped rules: the squeeze, breadth and movers rules watch a
+    universe that excludes ^RUT, so they cannot fire and are named, as the rotation is."""
+    code = main(["replay", "--rules", str(RULES), "--data", f"^RUT={RUT}", "--to", "1990-01-01"])
+    err = capsys.readouterr().err
+    assert code == 0
+    empty = "cannot fire: its universe is empty: every symbol of the data (^RUT) is in exclude"
+    assert err.splitlines() == [
+        f"market-monitor: rule squeeze.daily {empty}",
+        "market-monitor: rule rotation.iwm_qqq cannot fire: IWM, QQQ not in the data",
+        f"market-monitor: rule breadth.5d {empty}",
+        f"market-monitor: rule movers.5d {empty}",
+    ]
+
+
+def test_a_minute_rule_in_a_replay_of_daily_bars_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `1m` rule sees no bars in a replay of daily bars: replay says it cannot fire."""
+    code, out, err = replay(tmp_path, capsys, SURGE + 'timeframe = "1m"\n')
+    assert (code, out) == (0, "")
+    assert (
+        "market-monitor: rule s cannot fire: it is a 1m rule and the data has daily bars only"
+        " (no minutes)\n"
+    ) in err
+
+
+def test_a_breadth_rule_with_fewer_symbols_than_min_symbols_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A breadth rule over a universe of one symbol, wanting three, cannot fire: said so."""
+    rules = '[[rules]]\nid = "b"\nkind = "breadth"\nuniverse = true\nmin_symbols = 3\n'
+    code, _, err = replay(tmp_path, capsys, rules)
+    assert code == 0
+    assert (
+        "market-monitor: rule b cannot fire: its universe has 1 symbol in the data, fewer"
+        " than min_symbols (3)\n"
+    ) in err
+
+
+@pytest.mark.parametrize(
+    ("parameter", "warning"),
+    [
+        (
+            "min_return = 10",
+            'rules[0] (id "s").min_return: 10 is 1,000%; it is a fraction, 0.10 means 10%:'
+            " did you mean 0.1?",
+        ),
+        ("min_return = 0.5", None),
+    ],
+)
+def test_a_percent_written_for_a_fraction_is_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], parameter: str, warning: str | None
+) -> None:
+    """`min_return = 10` (1,000%) is likely 10% written as a percent: replay runs it, and warns;
+    a plausible fraction gives no warning."""
+    rules = SURGE.replace("min_return = 0.05", parameter)
+    code, _, err = replay(tmp_path, capsys, rules)
+    assert code == 0
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert lines == (
+        [f"market-monitor: warning: {tmp_path / 'rules.toml'}: {warning}"] if warning else []
+    )
+
+
+def test_an_empty_rules_file_is_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rules file with no rules replays nothing: replay says so."""
+    code, out, err = replay(tmp_path, capsys, "# nothing yet\n")
+    assert (code, out) == (0, "")
+    assert err.splitlines()[0] == (
+        f"market-monitor: warning: {tmp_path / 'rules.toml'}: no rules: the file has no"
+        " [[rules]] table"
+    )
+
+
+def test_rows_on_days_that_are_no_session_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A holiday's and a Saturday's rows are counted, and named (by symbol and date) among the
+    first rows rejected."""
+    code, _, err = replay(tmp_path, capsys, SURGE)
+    assert code == 0
+    assert err.splitlines() == [
+        "market-monitor: rows rejected or fixed: not_a_session=2",
+        "market-monitor: the first rows rejected: X 2024-07-04 (not_a_session),"
+        " X 2024-07-06 (not_a_session)",
+    ]
+
+
+def test_from_after_the_last_bar_says_there_is_nothing_to_print(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--from` past the data's last session prints no alert, and says why."""
+    code, out, err = replay(tmp_path, capsys, SURGE, "--from", "2025-01-02")
+    assert (code, out) == (0, "")
+    assert (
+        "market-monitor: --from 2025-01-02 is after the data's last session (2024-07-11):"
+        " no alerts to print\n"
+    ) in err
+
+
+def test_a_report_that_cannot_be_written_exits_73(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--report` into a missing directory is an output error (73, EX_CANTCREAT), not a data
+    error."""
+    target = tmp_path / "missing" / "r.html"
+    code, _, err = replay(tmp_path, capsys, SURGE, "--report", str(target))
+    assert code == 73
+    assert f"market-monitor: cannot write the report {target}: No such file or directory\n" in err
+    assert "data error" not in err
