@@ -128,6 +128,20 @@ def test_config_check_reads_the_rules_file(
     )
 
 
+def test_config_check_warns_of_a_percent_written_for_a_fraction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`min_short_interest = 30` (the short-interest file's percent) passes, with a warning."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rules]]\nid = "sq"\nkind = "squeeze"\nuniverse = true\nmin_short_interest = 30\n'
+    )
+    code, _, err = check(write(tmp_path, f'[rules]\nfile = "{rules}"\n'), capsys)
+    assert code == 0
+    assert err.startswith('market-monitor: warning: rules.file: rules[0] (id "sq").min_short_')
+    assert "it is a fraction, 0.10 means 10%" in err and "did you mean 0.3?" in err
+
+
 def test_shipped_configs_pass_the_check(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
