@@ -1,13 +1,19 @@
-"""CSV files as text: the header, and which line of the file a data row or a parse error is on,
-so that messages about history files can name `path:line` as an editor shows it."""
+"""CSV files as text: the header, and which line of the file a data row, a parse error or a row
+short of fields is on, so that messages about history files can name `path:line` as an editor
+shows it."""
 
 from __future__ import annotations
 
 import csv
 import mmap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from monitor.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 def csv_header(path: str) -> list[str]:
@@ -51,6 +57,118 @@ def csv_failure(path: str, width: int, exc: Exception) -> DataError:
     return DataError(path, f"cannot read as CSV: {first_line(exc)}")
 
 
+def short_row(path: str, width: int, rows: npt.ArrayLike) -> DataError | None:
+    """A DataError for the first of the given 0-based data rows (ascending) that has fewer
+    fields than the header, if any: polars pads such a row with nulls. `rows` are the
+    candidates, the rows whose last column came out null (a short row always leaves it so);
+    a blank line is no row.
+    """
+    import numpy as np  # (here: replay imports numpy, 0.1 s, in a thread while polars reads)
+
+    wanted = np.asarray(rows, dtype=np.int64)
+    if width < 2 or not len(wanted):
+        return None
+    try:
+        if not _is_plain(path):
+            found = _short_quoted(path, width, wanted.tolist())
+        else:
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                # Walking the lines costs per line, numpy per byte: walk long lines (a wide
+                # file's), count short ones with numpy.
+                if (int(wanted[-1]) + 2) * _WALK_BYTES < len(data):
+                    found = _short_walked(data, width, wanted.tolist())
+                else:
+                    found = _short_counted(data, width, wanted)
+    except (OSError, ValueError, csv.Error, UnicodeDecodeError):  # (polars read it)
+        return None
+    if found is None:
+        return None
+    line, fields = found
+    noun = "field" if fields == 1 else "fields"
+    return DataError(path, f"{fields} {noun} but the header has {width}", line=line)
+
+
+_WALK_BYTES = 64  # walk lines (rather than count with numpy) longer than this on average
+
+# In a file without quotes data row r is line r + 2 (see `csv_lines`) and has one field more
+# than commas. (numpy views of the mapped file live only inside the functions that make them:
+# the map cannot be closed while one does.)
+
+
+def _short_walked(data: mmap.mmap, width: int, rows: list[int]) -> tuple[int, int] | None:
+    """`short_row` for a file without quotes, line by line."""
+    start, row = data.find(b"\n") + 1, 0  # (the start of data row `row`)
+    for wanted in rows:
+        while row < wanted and start:
+            start, row = data.find(b"\n", start) + 1, row + 1
+        if not start:  # (no such line: not expected)
+            return None
+        end = data.find(b"\n", start)
+        end = end if end >= 0 else len(data)
+        fields = _commas(data, start, end) + 1
+        if fields < width and (fields > 1 or data[start:end].strip()):
+            return wanted + 2, fields
+    return None
+
+
+def _commas(data: mmap.mmap, start: int, end: int) -> int:
+    import numpy as np
+
+    line = np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
+    return int(np.count_nonzero(line == ord(",")))
+
+
+def _short_counted(
+    data: mmap.mmap, width: int, rows: npt.NDArray[np.int64]
+) -> tuple[int, int] | None:
+    """`short_row` for a file without quotes, with numpy over all of its bytes."""
+    import numpy as np
+
+    text = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(text == ord("\n"))
+    rows = rows[rows < len(ends)]  # (a row past the lines: not expected)
+    starts = ends[rows] + 1
+    stops = np.append(ends, len(text))[rows + 1]  # (the last line may have no line feed)
+    # Commas per line: sums over its [start, stop), on one byte more than the file so that a
+    # stop at its end is an index. (int32: reduceat is an order of magnitude slower in int64.)
+    is_comma = np.zeros(len(text) + 1, dtype=np.uint8)
+    np.equal(text, ord(","), out=is_comma[:-1], casting="unsafe")
+    del text
+    bounds = np.column_stack([starts, stops]).ravel()
+    fields = np.add.reduceat(is_comma, bounds, dtype=np.int32)[::2] + 1
+    for i in np.flatnonzero(fields < width).tolist():
+        if fields[i] > 1 or data[starts[i] : stops[i]].strip():
+            return int(rows[i]) + 2, int(fields[i])
+    return None
+
+
+def _short_quoted(path: str, width: int, rows: Sequence[int]) -> tuple[int, int] | None:
+    """`short_row` for any other file, read with the csv module (see `csv_lines`)."""
+    wanted = set(rows)
+    last = max(wanted)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for index, line, row in _data_rows(f):
+            blank = len(row) <= 1 and not "".join(row).strip()
+            if index in wanted and len(row) < width and not blank:
+                return line, len(row)
+            if index >= last:
+                break
+    return None
+
+
+def _data_rows(f: TextIO) -> Iterator[tuple[int, int, list[str]]]:
+    """(0-based data row, the line it starts on, its fields) of an open CSV file, counted as
+    polars counts them: blank lines before the header skipped, later ones rows."""
+    reader = csv.reader(f)
+    index, before = -2, 0  # the header is row -1
+    for row in reader:
+        if row or index > -2:
+            index += 1
+            if index >= 0:
+                yield index, before + 1, row
+        before = reader.line_num
+
+
 def _stray_return_line(path: str) -> int | None:
     """The first line (ended by a line feed) holding a carriage return anywhere but at its end:
     polars and the csv module split such a line in different places."""
@@ -84,16 +202,11 @@ def csv_lines(path: str, rows: Sequence[int]) -> dict[int, int]:
     last = max(wanted, default=-1)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            index, before = -2, 0  # the header is row -1
-            for row in reader:
-                if row or index > -2:
-                    index += 1
-                    if index in wanted:
-                        found[index] = before + 1
-                    if index >= last:
-                        break
-                before = reader.line_num
+            for index, line, _ in _data_rows(f):
+                if index in wanted:
+                    found[index] = line
+                if index >= last:
+                    break
     except (OSError, csv.Error, UnicodeDecodeError):
         pass
     return {r: found.get(r, r + 2) for r in wanted}

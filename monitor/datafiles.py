@@ -8,7 +8,9 @@ case, spaces or `_` (`Adj Close`, `adj_close` and `ADJCLOSE` are one name):
 - **long**: the same plus a `symbol` column; one row per symbol and session.
 - **wide**: a date column and one close column per symbol, and no symbol, close or adjusted-close
   column. A blank cell is simply no bar. A ticker that reads like a field (Opendoor is `OPEN`) is
-  still a ticker, unless every column besides the date is one of open/high/low/volume.
+  still a ticker, unless every column besides the date is one of open/high/low/volume. But a
+  column named the way fields are written (`Volume`, `Price`, `Adjusted Close`; `Open`, `High`
+  or `Low` other than in capitals) is no ticker: the file is refused as missing its close.
 
 The date column is `date`, `session`, `datetime` or `timestamp`, in that order of preference; a
 time part is ignored and the date taken as written (`2024-02-20 04:00:00-05:00` -> 2024-02-20).
@@ -17,8 +19,9 @@ A blank open, high or low is the close; a missing volume is null (0 is kept). Wi
 volume is left as published. For long and wide files, `SYMBOL=PATH` keeps that symbol only.
 
 Bad files raise `DataError` (file, and line and column where they apply; for Parquet the message
-gives the 1-based row). Bad rows are values: a `Rejection` with raw `"<path>:<line>"`, counted by
-reason (`missing_date`, `missing_symbol`, `missing_close`, `bad_price`, `bad_bar`, `duplicate`).
+gives the 1-based row); a CSV row with more or fewer fields than the header makes a bad file.
+Bad rows are values: a `Rejection` with raw `"<path>:<line>"`, counted by reason
+(`missing_date`, `missing_symbol`, `missing_close`, `bad_price`, `bad_bar`, `duplicate`).
 Out-of-order dates are sorted and counted under `unsorted`; the word `null` (Yahoo's marker) and
 blank cells are missing values; a row whose every cell is blank is skipped like a blank line.
 Accepted bars within the 1e-6 tolerance have high and low widened to cover open and close.
@@ -37,7 +40,7 @@ import msgspec
 import polars as pl
 
 from monitor.core.model import DAILY_SCHEMA, Rejection
-from monitor.csvfiles import csv_failure, csv_header, first_line
+from monitor.csvfiles import csv_failure, csv_header, first_line, short_row
 from monitor.datalayout import DATE_KEYS, Source, Table, column_key, parse_bars
 from monitor.errors import DataError
 
@@ -139,6 +142,7 @@ class _CacheInfo(msgspec.Struct):
 
 def _read_file(spec: DataSpec, adjusted: bool, start: date | None, end: date | None) -> _FileBars:
     table = _read_table(spec.path)
+    _check_close_column(table.path, table.frame.columns, spec.symbol, adjusted)
     frame, is_wide, sorted_unique, unsorted = parse_bars(table, spec.symbol, adjusted, start, end)
     rejections: list[Rejection] = []
     counts = {"unsorted": unsorted} if unsorted else {}
@@ -213,7 +217,52 @@ def _read_table(path: str) -> Table:
             raise csv_failure(path, len(header), exc) from exc
     if frame.height == 0:
         raise DataError(path, "empty file: a header and no rows")
+    last = frame.get_column(frame.columns[-1])
+    if last.null_count():  # (a short row leaves its last column null: only those are looked at)
+        error = short_row(path, frame.width, last.is_null().arg_true().to_numpy())
+        if error is not None:
+            raise error
     return Table(path, is_csv=True, frame=frame)
+
+
+# Names that are not symbols, in a file without a close column: a price field (OPEN, HIGH and
+# LOW in capitals excepted: Opendoor and Lowe's are tickers) or another name for the close.
+_NOT_SYMBOLS = frozenset({"open", "high", "low", "volume", "price", "adjclose", "adjustedclose"})
+_TICKER_LIKE = frozenset({"open", "high", "low"})
+
+
+def _check_close_column(path: str, names: list[str], given: str | None, adjusted: bool) -> None:
+    """A file with a date column and no close, adjusted close or symbol column must be a wide
+    one (a close column per symbol): refuse one with a column that is no symbol (`Price`,
+    `Volume`), or without the symbol given as SYMBOL=PATH, saying that the close is missing."""
+    keys = [column_key(n) for n in names]
+    present = set(keys)
+    if {"close", "adjclose", "symbol"} & present or not set(DATE_KEYS) & present:
+        return
+    fields = [
+        n
+        for n, k in zip(names, keys, strict=True)
+        if k in _NOT_SYMBOLS and not (k in _TICKER_LIKE and n.strip().isupper())
+    ]
+    symbols = [n.strip() for n, k in zip(names, keys, strict=True) if k not in DATE_KEYS]
+    if not fields and (given is None or given in symbols):
+        return  # a wide file of closes
+    found = ", ".join(repr(n) for n in names[:8])
+    if len(names) > 8:
+        found += f", ... ({len(names)} columns)"
+    if not fields:
+        message = f"symbol {given!r} is not a column of the file, and it has no close column"
+        raise DataError(path, f"{message} (the columns are {found})")
+    if adjusted:  # (in the words of monitor.datalayout)
+        message = "--adjusted, but there is no adjusted close column (Adj Close)"
+        raise DataError(path, f"{message}: the columns are {found}")
+    message = f"missing close column: the columns are {found}"
+    price = next((n for n in fields if column_key(n) == "price"), None)
+    if price is not None:
+        message += f" (rename {price!r} to close)"
+    elif len(symbols) > len(fields):  # (other columns, taken for symbols before)
+        message += f" ({fields[0]!r} is not a symbol: not a wide file of closes)"
+    raise DataError(path, message)
 
 
 # ---- validation -----------------------------------------------------------------------------

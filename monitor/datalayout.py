@@ -89,10 +89,10 @@ def _layout(path: str, names: list[str], adjusted: bool) -> _Layout:
     is_wide = not {"close", "adjclose", "symbol"} & fields.keys()
     if is_wide and not all(column_key(n) in _FIELD_KEYS for n in others):
         if adjusted:
-            raise DataError(path, "adjusted=True but a wide file has no adjusted close column")
+            raise DataError(path, "--adjusted, but a wide file has no adjusted close column")
         return _Layout(date_col, {}, sorted(others, key=str.strip))
     if adjusted and "adjclose" not in fields:
-        raise DataError(path, "adjusted=True but missing adjusted close column (Adj Close)")
+        raise DataError(path, "--adjusted, but there is no adjusted close column (Adj Close)")
     if not adjusted and "close" not in fields:
         raise DataError(path, "missing close column")
     return _Layout(date_col, fields, [])

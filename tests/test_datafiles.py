@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from monitor.cli import main
 from monitor.core.model import DAILY_SCHEMA, Rejection
 from monitor.datafiles import DataSpec, LoadedBars, parse_data_arg, read_daily, read_many
 from monitor.errors import DataError
+from tests.conftest import RULES
 
 BAD = Path(__file__).parent / "data" / "bad"
 D = date
@@ -174,7 +176,9 @@ def test_adjusted_without_adj_column_is_a_data_error(tmp_path: Path) -> None:
     path = write(tmp_path, "x.csv", "Date,Close\n2024-07-16,4\n")
     with pytest.raises(DataError) as info:
         read_daily(DataSpec(path), adjusted=True)
-    assert str(info.value) == f"{path}: adjusted=True but missing adjusted close column (Adj Close)"
+    assert (
+        str(info.value) == f"{path}: --adjusted, but there is no adjusted close column (Adj Close)"
+    )
 
 
 def test_bad_number_names_line_and_column() -> None:
@@ -222,6 +226,172 @@ def test_ragged_line_is_a_data_error() -> None:
     assert str(info.value) == f"{path}, line 3: 3 fields but the header has 2"
 
 
+OHLCV = "date,open,high,low,close,volume"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "newline", "row", "line", "fields"),
+    [
+        ("", "\n", "2023-02-02,1800", 3, 2),
+        ("", "\r\n", "2023-02-02,1800,1810,1790,1805", 3, 5),
+        ("\ufeff", "\r\n", "2023-02-02", 3, 1),
+        ("", "\n", '2023-02-02,"1,800",1810', 3, 3),
+        ("\n", "\n", "2023-02-02,1800", 4, 2),
+        ("", "\n", ",,", 3, 3),
+    ],
+)
+def test_short_row_is_a_data_error_at_that_line(
+    tmp_path: Path, prefix: str, newline: str, row: str, line: int, fields: int
+) -> None:
+    """A row with fewer fields than the header (LF or CRLF, after a BOM, with a quoted comma
+    or a blank line before the header) is a DataError naming its line and its fields, before
+    its padded nulls could displace the complete row of the same date that follows it."""
+    rows = ["2023-02-01,1,2,0.5,1.5,10", row, "2023-02-02,1800,1810,1790,1805,20"]
+    path = tmp_path / "short.csv"
+    path.write_bytes((prefix + newline.join([OHLCV, *rows]) + newline).encode())
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(str(path), "X"))
+    noun = "field" if fields == 1 else "fields"
+    assert str(info.value) == f"{path}, line {line}: {fields} {noun} but the header has 6"
+
+
+def test_short_last_row_without_line_feed_is_a_data_error(tmp_path: Path) -> None:
+    """A short last line with no line feed after it is found too."""
+    path = write(tmp_path, "x.csv", f"{OHLCV}\n2023-02-01,1,2,0.5,1.5,10\n2023-02-02,1800")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path, "X"))
+    assert str(info.value) == f"{path}, line 3: 2 fields but the header has 6"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_empty_fields_and_blank_lines_are_not_short_rows(tmp_path: Path, newline: str) -> None:
+    """Empty fields with every separator written, blank lines, a line of spaces and a quoted
+    comma in a full row are not short rows: the file loads."""
+    lines = [
+        "symbol,date,open,high,low,close,volume",
+        "X,2023-02-01,1,2,0.5,1.5,",
+        "",
+        "   ",
+        '"X",2023-02-02,,,,1.5,""',
+        '"Y,Z",2023-02-02,1,2,0.5,1.5,7',
+        ",,,,,,",
+        "",
+    ]
+    path = tmp_path / "x.csv"
+    path.write_bytes(newline.join(lines).encode())
+    loaded = read_daily(DataSpec(str(path)))
+    expected = bars(
+        [
+            ("X", D(2023, 2, 1), 1.0, 2.0, 0.5, 1.5, None),
+            ("X", D(2023, 2, 2), 1.5, 1.5, 1.5, 1.5, None),
+            ("Y,Z", D(2023, 2, 2), 1.0, 2.0, 0.5, 1.5, 7.0),
+        ]
+    )
+    assert_frame_equal(loaded.bars, expected)
+    assert (loaded.rejections, loaded.counts) == ([], {})
+
+
+def test_short_row_in_a_wide_file_is_a_data_error(tmp_path: Path) -> None:
+    """In a wide file a row missing its last symbols' cells is a DataError, blank cells not."""
+    path = write(tmp_path, "wide.csv", "Date,AAA,BBB,CCC\n2024-07-15,1,2,\n2024-07-16,1,2\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path))
+    assert str(info.value) == f"{path}, line 3: 3 fields but the header has 4"
+
+
+@pytest.mark.parametrize(
+    ("header", "given", "message"),
+    [
+        ("Date,Price", None, "the columns are 'Date', 'Price' (rename 'Price' to close)"),
+        ("Date,Price", "SPY", "the columns are 'Date', 'Price' (rename 'Price' to close)"),
+        (
+            "Date,AAA,BBB,Volume",
+            None,
+            "the columns are 'Date', 'AAA', 'BBB', 'Volume'"
+            " ('Volume' is not a symbol: not a wide file of closes)",
+        ),
+        (
+            "date,aaa,open",
+            "AAA",
+            "the columns are 'date', 'aaa', 'open' ('open' is not a symbol: not a wide file of"
+            " closes)",
+        ),
+        ("Date,Adjusted Close,Volume", None, "the columns are 'Date', 'Adjusted Close',"),
+    ],
+)
+def test_no_close_column_and_price_fields_is_a_missing_close(
+    tmp_path: Path, header: str, given: str | None, message: str
+) -> None:
+    """A file with no close column but a Price, Volume, Open, ... column is no wide file of
+    closes: a DataError says the close column is missing and lists the columns found."""
+    width = header.count(",")
+    path = write(tmp_path, "price.csv", f"{header}\n2024-07-16{',9' * width}\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path, given))
+    assert str(info.value).startswith(f"{path}: missing close column: {message}")
+
+
+def test_no_close_column_with_adjusted_asks_for_the_adjusted_close(tmp_path: Path) -> None:
+    """With adjusted=True the missing column named is the adjusted close."""
+    path = write(tmp_path, "price.csv", "Date,Price\n2024-07-16,9\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path), adjusted=True)
+    assert str(info.value) == (
+        f"{path}: --adjusted, but there is no adjusted close column (Adj Close): the columns are"
+        " 'Date', 'Price'"
+    )
+
+
+def test_given_symbol_missing_from_a_wide_file_says_there_is_no_close(tmp_path: Path) -> None:
+    """SYMBOL=PATH for a file without a close column nor that symbol's column says so."""
+    path = write(tmp_path, "wide.csv", "Date,AAA,BBB\n2024-07-16,1,2\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path, "SPY"))
+    assert str(info.value) == (
+        f"{path}: symbol 'SPY' is not a column of the file, and it has no close column"
+        " (the columns are 'Date', 'AAA', 'BBB')"
+    )
+
+
+def test_wide_file_tickers_in_capitals_that_read_like_fields(tmp_path: Path) -> None:
+    """OPEN and LOW in capitals stay tickers of a wide file (Opendoor, Lowe's), also when
+    given as SYMBOL=PATH, and a wide file of other names reads as before."""
+    path = write(tmp_path, "wide.csv", "Date,OPEN,Price Index,LOW\n2024-07-16,1,2,3\n")
+    loaded = read_daily(DataSpec(path))
+    assert loaded.bars["symbol"].to_list() == ["LOW", "OPEN", "Price Index"]
+    only = read_daily(DataSpec(path, "LOW"))
+    assert_frame_equal(only.bars, bars([("LOW", D(2024, 7, 16), 3.0, 3.0, 3.0, 3.0, None)]))
+
+
+@pytest.mark.parametrize(
+    ("data", "text", "message"),
+    [
+        (
+            "X=short.csv",
+            f"{OHLCV}\n2023-02-01,1,2,0.5,1.5,10\n2023-02-02,1800\n2023-02-02,1,2,0.5,1.5,20\n",
+            "short.csv, line 3: 2 fields but the header has 6",
+        ),
+        (
+            "SPY=short.csv",
+            "Date,Price\n2023-02-01,1\n",
+            "short.csv: missing close column: the columns are 'Date', 'Price' (rename 'Price' to"
+            " close)",
+        ),
+    ],
+)
+def test_replay_exits_65_for_a_short_row_or_a_missing_close(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: str, text: str, message: str
+) -> None:
+    """`replay` exits 65 on a short row or a file without a close column, saying which."""
+    write(tmp_path, "short.csv", text)
+    symbol, _, name = data.partition("=")
+    code = main(["replay", "--rules", str(RULES), "--data", f"{symbol}={tmp_path / name}"])
+    assert (code, capsys.readouterr().err) == (
+        65,
+        f"market-monitor: data error: {tmp_path}/{message}\n",
+    )
+
+
 def test_not_utf8_is_a_data_error() -> None:
     """Bytes that are not UTF-8 are a DataError at their line."""
     path = str(BAD / "not_utf8.csv")
@@ -237,7 +407,10 @@ def test_not_utf8_is_a_data_error() -> None:
         ("\n\n", "empty file"),
         ("Date,Close\n", "empty file: a header and no rows"),
         ("Close,Open\n1,1\n", "missing date column (date, session, datetime or timestamp)"),
-        ("Date,Open,High,Low\n2024-07-16,1,1,1\n", "missing close column"),
+        (
+            "Date,Open,High,Low\n2024-07-16,1,1,1\n",
+            "missing close column: the columns are 'Date', 'Open', 'High', 'Low'",
+        ),
         ("Date,Close,close\n2024-07-16,1,1\n", "two columns mean 'close': 'Close'"),
     ],
 )

@@ -8,13 +8,15 @@ import tempfile
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor import config as cfg
 from monitor.core.model import Alert, History, HorizonStats, decode_alert, encode_alert
 from monitor.core.rules.spec import RuleError, parse_rules
-from monitor.errors import ConfigError
+from monitor.datafiles import DataSpec, read_daily
+from monitor.errors import ConfigError, DataError
 
 toml_scalars = st.one_of(
     st.integers(-(10**6), 10**6).map(str),
@@ -121,3 +123,55 @@ def test_alert_decoder_raises_only_msgspec_errors(raw: bytes) -> None:
     """Arbitrary bytes decode to an alert or raise msgspec's DecodeError/ValidationError."""
     with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
         decode_alert(raw)
+
+
+_HEADER = ["symbol", "date", "open", "high", "low", "close", "volume"]
+_CELLS = st.sampled_from(["", "1", "2.5", '"3"', '""'])
+_SYMBOLS = st.sampled_from(["X", '"X"', '"A,B"', '"Y ""Z"""'])
+_CSV_ROWS = st.lists(
+    st.one_of(
+        st.just(""),  # a blank line
+        st.tuples(_SYMBOLS, st.lists(_CELLS, min_size=len(_HEADER) - 2, max_size=len(_HEADER) - 2)),
+        st.integers(1, len(_HEADER) - 1),  # a short row of that many fields
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _CSV_ROWS,
+    st.sampled_from(["\n", "\r\n"]),
+    st.sampled_from(["", "\ufeff"]),
+    st.booleans(),
+)
+def test_short_rows_are_found_at_their_line(
+    rows: list[str | tuple[str, list[str]] | int], newline: str, bom: str, last_newline: bool
+) -> None:
+    """A CSV file (quoted fields, blank lines, CRLF, a BOM, with or without a last line feed)
+    whose rows are all as wide as the header loads; else a DataError names the first short
+    row's line and its fields."""
+    lines, first_short = [",".join(_HEADER)], None
+    for number, row in enumerate(rows):
+        day = dt.date(2024, 1, 1) + dt.timedelta(days=number)
+        if isinstance(row, str):
+            lines.append(row)
+        elif isinstance(row, tuple):
+            lines.append(",".join([row[0], day.isoformat(), *row[1]]))
+        else:
+            lines.append(",".join(["X", day.isoformat(), "1", "2", "0.5", "1.5"][:row]))
+            first_short = first_short or (len(lines), row)
+    path = Path(tempfile.mkdtemp()) / "rows.csv"
+    path.write_bytes((bom + newline.join(lines) + (newline if last_newline else "")).encode())
+    if first_short is None:
+        try:
+            read_daily(DataSpec(str(path)))
+        except DataError:  # (a file of blank lines only: no rows)
+            assert not any(lines[1:])
+        return
+    line, fields = first_short
+    noun = "field" if fields == 1 else "fields"
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(str(path)))
+    assert str(info.value) == f"{path}, line {line}: {fields} {noun} but the header has 7"
