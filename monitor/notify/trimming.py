@@ -6,7 +6,9 @@ and XREADGROUP skips to what is left without a word. Redis keeps enough count to
 `entries-added` of the stream (XINFO STREAM) less `entries-read` of the group (XINFO GROUPS)
 is what the group has not read; less the entries still in the stream after its last delivered
 id, what it never will. That number is counted (`notify_trimmed_unread`) and logged
-(`alerts_trimmed_unread`, a warning) once per loss, at start and at every claim interval. The
+(`alerts_trimmed_unread`, a warning) once per loss, at start and at every claim interval, by one
+notifier of the group: the loss reported at a position is kept in Redis
+(`{stream}:notify:trimmed:{group}:{id}`, a day), so the others sharing the group see it was. The
 same look gives how far behind the group is: the gauges `notify_stream_unread` (in the stream,
 not read yet) and `notify_stream_pending` (read by the group, not acknowledged).
 
@@ -71,7 +73,7 @@ class TrimWatch:
             return None
         last = entry_id(group.get("last-delivered-id") or b"0-0") or (0, 0)
         lost = _lost(stream, group, last)
-        self._report(last, lost, stream)
+        await self._report(last, lost, stream)
         # How far behind the group is, for /metrics: alerts in the stream it has not read yet
         # (Redis's lag counts the trimmed ones too), and alerts read and not acknowledged.
         lag = group.get("lag")
@@ -95,17 +97,22 @@ class TrimWatch:
             "[redis] maxlen: their content is gone from Redis",
         )
 
-    def _report(self, last: EntryId, lost: int | None, stream: Any) -> None:
+    async def _report(self, last: EntryId, lost: int | None, stream: Any) -> None:
         """Count and log what is lost beyond what was reported at the same position (a group
-        that has not moved on since keeps its loss; a loss counted once is not counted again)."""
+        that has not moved on since keeps its loss; a loss counted once, here or by another
+        notifier of the group, is not counted again)."""
         if lost == 0:
             return
         here = self._reported is not None and self._reported[0] == last
         counted = (self._reported[1] or 0) if here and self._reported else 0
         if here and (lost is None or lost <= counted):
             return
-        new = None if lost is None else lost - counted
         self._reported = (last, lost)
+        if lost is not None:
+            counted = max(counted, await self._shared(last, lost))
+            if lost <= counted:
+                return
+        new = None if lost is None else lost - counted
         if new:
             self._counters.inc("notify_trimmed_unread", new)
         first = stream.get("first-entry")
@@ -120,6 +127,21 @@ class TrimWatch:
             "for longer than that; the alerts are gone from Redis (`market-monitor replay` or "
             "the daemon's logs have them)",
         )
+
+    async def _shared(self, last: EntryId, lost: int) -> int:
+        """How many of the group's losses at `last` a notifier reported already (0 when none,
+        or when Redis refuses: then each reports its own); records `lost` as reported."""
+        key = f"{self.stream}:notify:trimmed:{self.group}:{last[0]}-{last[1]}"
+        try:
+            before = await self._redis.set(key, lost, ex=REPORTED_TTL_S, get=True)
+            if before is not None and int(before) > lost:  # (a notifier that looked later)
+                await self._redis.set(key, int(before), ex=REPORTED_TTL_S)
+        except (NoPermissionError, ResponseError, ValueError):
+            return 0
+        return int(before) if before is not None else 0
+
+
+REPORTED_TTL_S = 86_400
 
 
 def _lost(stream: Any, group: Any, last: EntryId) -> int | None:

@@ -92,6 +92,25 @@ async def test_a_group_trimmed_empty_before_its_first_read_counts_all_it_lost(
     assert [(e, f["count"]) for e, f in log.events] == [("alerts_trimmed_unread", 5)]
 
 
+async def test_notifiers_sharing_a_group_report_a_loss_once(stream: str) -> None:
+    """Three notifiers of one group look at the same trimmed stream: the loss is counted and
+    logged by the first to look, not three times (a Prometheus sum over them stays right);
+    more lost at the same position later is counted once too, by whoever sees it."""
+    client = aioredis.Redis()
+    await client.xgroup_create(stream, "g", id="0", mkstream=True)
+    await trim_to(stream, 8, keep=3)
+    watches = [TrimWatch(client, stream, "g", Counters(), _Log()) for _ in range(3)]
+    for watch in watches:
+        assert await watch.check() == 5
+    await trim_to(stream, 2, keep=3)
+    for watch in reversed(watches):
+        assert await watch.check() == 7
+    await client.aclose()
+    assert sum(w._counters.total("notify_trimmed_unread") for w in watches) == 7
+    counts = [f["count"] for w in watches for _, f in w._log.events]  # type: ignore[attr-defined]
+    assert sorted(counts) == [2, 5]
+
+
 class _Log:
     """A logger that keeps structlog-style events."""
 
