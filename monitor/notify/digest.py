@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from monitor.core.model import Alert
+from monitor.core.rules.context import pct
 from monitor.notify.config import DigestSection
 from monitor.notify.render import BodyFormat, escape
 
@@ -31,7 +32,7 @@ class Digest:
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.1%}"
+    return pct(x, signed=True)  # (as the alerts' text: -0.009% is +0.0%, not -0.0%)
 
 
 def returns(bars: pl.DataFrame, symbol: str, periods: int) -> float | None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from monitor.core.model import Alert
-from monitor.core.rules.context import unit
+from monitor.core.rules.context import pct, unit
 from monitor.core.rules.spec import kind_of
 
 if TYPE_CHECKING:
@@ -269,8 +269,9 @@ def report_html(
 def _pct_cell(value: float | None) -> str:
     if value is None:
         return '<td class="num muted">–</td>'
-    cls = "pos" if value > 0 else "neg" if value < 0 else ""
-    return f'<td class="num {cls}">{value * 100:+.1f}%</td>'
+    shown = pct(value, signed=True)  # (as the summary and the alerts' text write it)
+    cls = "" if shown == "+0.0%" else "pos" if value > 0 else "neg" if value < 0 else ""
+    return f'<td class="num {cls}">{shown}</td>'
 
 
 def _share(value: float | None) -> str:

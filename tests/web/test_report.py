@@ -64,3 +64,13 @@ async def test_report_of_the_russell_since_1987_marks_every_alert(tmp_path: Path
     assert len(daily) == 2 and daily[0] == daily[1] and daily[0][0] == f"{9686 - 5:,}"
     assert [row[1] for row in per_rule if row[0].startswith("squeeze")] == ["no alerts"]
     print(f"screenshot: {tmp_path / 'report.png'}")
+
+
+def test_a_return_that_rounds_to_zero_reads_as_in_the_summary() -> None:
+    """-0.009% is "+0.0%" in the report as in the summary and the alerts' text (it was
+    "-0.0%", in red), and the rounding is the alerts' (half to even)."""
+    from monitor.web.report import _pct_cell
+
+    assert _pct_cell(-0.00009) == '<td class="num ">+0.0%</td>'
+    assert _pct_cell(-0.05) == '<td class="num neg">-5.0%</td>'
+    assert _pct_cell(0.115) == '<td class="num pos">+11.5%</td>'
