@@ -1,6 +1,6 @@
 """Messages for config and rules files that do not validate: msgspec's error led by the path of
 the field (`redis.maxlen: Expected int, got str`), for a misspelt key the nearest name the
-table takes (`; did you mean window?`), for a value outside a set the values it takes
+table takes (`; did you mean window?`) or, with none near, the names it takes, for a value outside a set the values it takes
 (`; severity is one of info, notice, warning, critical`), and for a date written as a string how
 to write a TOML date."""
 
@@ -29,9 +29,12 @@ def field_message(error: str, root: type, raw: Any) -> str:
     path = path.rstrip("`") if at else ""
     unknown = _UNKNOWN.match(message)
     if unknown is not None:
-        close = difflib.get_close_matches(unknown[1], _names_at(root, raw, path), n=1)
+        names = _names_at(root, raw, path)
+        close = difflib.get_close_matches(unknown[1], names, n=1)
         if close:
             message += f"; did you mean `{close[0]}`?"
+        elif names:
+            message += f"; it takes {', '.join(sorted(names))}"
     elif _ENUM.match(message):
         values = _literals(_at(root, raw, path)[0])
         if values:

@@ -37,7 +37,11 @@ def test_a_wrong_type_is_led_by_its_path() -> None:
             {"feeds": [{"kind": "mqtt", "url": "mqtt://x"}, {"kind": "mqtt", "topic": "a"}]},
             "feeds[1]: Object contains unknown field `topic`; did you mean `topics`?",
         ),
-        ({"store": {"zzzz": 1}}, "store: Object contains unknown field `zzzz`"),
+        (
+            {"store": {"zzzz": 1}},
+            "store: Object contains unknown field `zzzz`; it takes intraday_interval_s, "
+            "journal_fsync, path, snapshot_interval_s",
+        ),
     ],
 )
 def test_a_misspelt_config_key_gets_the_nearest_name(raw: dict[str, Any], expected: str) -> None:

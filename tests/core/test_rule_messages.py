@@ -165,3 +165,14 @@ timeframe = "1m"
         "minute": "it is a 1m rule and the data has daily bars only (no minutes)",
     }
     assert "minute" not in cannot_fire(rules.rules, {"A", "B"}, minute_bars=True)
+
+
+def test_an_unknown_parameter_with_no_near_name_lists_the_ones_the_kind_takes() -> None:
+    from monitor.core.rules.spec import RuleError, parse_rules
+
+    text = '[[rules]]\nid = "s"\nkind = "surge"\nsymbols = ["X"]\nbananas = 3\n'
+    with pytest.raises(RuleError) as info:
+        parse_rules(text)
+    message = str(info.value)
+    assert message.startswith('rules[0] (id "s"): Object contains unknown field `bananas`; it')
+    assert "window" in message and "min_return" in message and "min_short_interest" not in message

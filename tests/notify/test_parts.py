@@ -60,7 +60,9 @@ def test_url_placeholders_come_from_the_environment_and_stay_masked() -> None:
         ),
         (
             {"receivers": [{"name": "chat", "url": "json://x", "colour": 1}]},
-            "config: receivers[0]: Object contains unknown field `colour`",
+            "config: receivers[0]: Object contains unknown field `colour`; it takes api_base, "
+            "attach_chart, format, max_attempts, min_interval_s, name, quiet_hours, sender, "
+            "timeout_s, url, url_env, url_file",
         ),
         (
             {
