@@ -1,8 +1,8 @@
 """Messages for config and rules files that do not validate: msgspec's error led by the path of
 the field (`redis.maxlen: Expected int, got str`), for a misspelt key the nearest name the
-table takes (`; did you mean window?`) or, with none near, the names it takes, for a value outside a set the values it takes
-(`; severity is one of info, notice, warning, critical`), and for a date written as a string how
-to write a TOML date."""
+table takes (`; did you mean window?`) or, with none near, the names it takes, for a value
+outside a set the values it takes (`; severity is one of info, notice, warning, critical`),
+and for a date written as a string how to write a TOML date."""
 
 from __future__ import annotations
 
