@@ -26,3 +26,26 @@ def test_every_test_the_reliability_table_names_exists() -> None:
                 missing.append(f"{current.relative_to(ROOT)}::{name}")
     assert named > 30
     assert missing == []
+
+
+def test_the_readme_rules_table_gives_every_parameter_with_its_default() -> None:
+    """Each kind's row lists every parameter the kind takes, with its default as
+    `name = value` (and a parameter without one bare), as the rule structs declare them."""
+    import msgspec
+
+    from monitor.core.rules import spec
+
+    text = (ROOT / "README.md").read_text()
+    common = {f.name for f in msgspec.structs.fields(spec.RuleBase)}
+    for kind, cls in zip(spec.KINDS, spec.Rule.__args__, strict=True):  # type: ignore[attr-defined]
+        row = re.search(rf"^\| `{kind}` \| (.*?) \|", text, re.MULTILINE)
+        assert row is not None, kind
+        for field in msgspec.structs.fields(cls):
+            if field.name in common:
+                continue
+            default = field.default
+            if default is None or default is msgspec.NODEFAULT:
+                assert f"`{field.name}`" in row[1] or f"`{field.name}` (" in row[1], field.name
+            else:
+                shown = f'"{default}"' if isinstance(default, str) else str(default)
+                assert f"`{field.name} = {shown}`" in row[1], (kind, field.name)
