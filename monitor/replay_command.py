@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import errno
 import importlib
+import os
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -55,6 +56,10 @@ def replay(args: argparse.Namespace) -> int:
     if args.start is not None and args.end is not None and args.start > args.end:
         print(f"market-monitor: --from {args.start} is after --to {args.end}", file=sys.stderr)
         return 2  # (argparse's status for a usage error)
+    problem = _unwritable(args.report) if args.report else None
+    if problem is not None:  # (said now, not after minutes of replay)
+        print(f"market-monitor: cannot write the report {args.report}: {problem}", file=sys.stderr)
+        return EX_CANTCREAT
     specs = [parse_data_arg(a) for a in args.data]
     # Without a cached session table, exchange-calendars (half a second to import) is needed:
     # import it while polars reads, and the engine's modules (numpy among them, 0.1 s) too.
@@ -77,6 +82,19 @@ def replay(args: argparse.Namespace) -> int:
         )
     finally:
         datacache.flush()  # (a cache entry written while the rules ran)
+
+
+def _unwritable(path: str) -> str | None:
+    """Why a file cannot be written at `path` (None: it can, as far as can be told before)."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        return "Is a directory"
+    if not folder.is_dir():
+        return "No such file or directory"
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        return "Permission denied"
+    return None
 
 
 def _symbols(bars: pl.DataFrame) -> set[str]:

@@ -147,9 +147,14 @@ def test_a_report_that_cannot_be_written_exits_73(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--report` into a missing directory is an output error (73, EX_CANTCREAT), not a data
-    error."""
+    error, and said before the replay (here before the data file is found missing); a
+    directory where the file should be, too."""
     target = tmp_path / "missing" / "r.html"
     code, _, err = replay(tmp_path, capsys, SURGE, "--report", str(target))
     assert code == 73
     assert f"market-monitor: cannot write the report {target}: No such file or directory\n" in err
     assert "data error" not in err
+    argv = ["replay", "--rules", str(RULES), "--data", f"X={tmp_path / 'none.csv'}"]
+    assert main([*argv, "--report", str(target)]) == 73
+    assert main([*argv, "--report", str(tmp_path)]) == 73
+    assert "Is a directory" in capsys.readouterr().err
