@@ -201,7 +201,9 @@ class Outcome(NamedTuple):
 
 
 class RuleSummary(NamedTuple):
-    """One rule's line of a summary: its alerts, and an Outcome per horizon."""
+    """One rule's line of a summary (of one variant's alerts, for a rule with variants: a
+    drawdown's `near_high` and `below_high` are opposite signals): its alerts, and an Outcome
+    per horizon."""
 
     rule: Rule
     alerts: int
@@ -209,6 +211,12 @@ class RuleSummary(NamedTuple):
     first: dt.date | None
     last: dt.date | None
     outcomes: list[Outcome]
+    variant: str = ""
+
+    @property
+    def label(self) -> str:
+        """The rule's id, with the variant when there is one: `drawdown.high (below_high)`."""
+        return f"{self.rule.id} ({self.variant})" if self.variant else self.rule.id
 
 
 class Summary:
@@ -233,11 +241,12 @@ class Summary:
         for rule, fired in step.firings:
             if fired.height:
                 forward = [f"fwd_{h}" for h in rule.horizons]
-                self._parts[rule.id].append(fired.select("symbol", "session", *forward))
+                self._parts[rule.id].append(fired.select("symbol", "session", "variant", *forward))
 
     def rules_summary(self) -> list[RuleSummary]:
-        """A RuleSummary per rule, in the rules file's order."""
-        return [self._rule(rule) for rule in self.rules]
+        """A RuleSummary per rule (per variant of a rule whose alerts have variants), in the
+        rules file's order."""
+        return [summary for rule in self.rules for summary in self._rule(rule)]
 
     def text(
         self, symbols: int, first: dt.date, last: dt.date, start: dt.date | None = None
@@ -261,18 +270,32 @@ class Summary:
             ]
         return "\n".join(lines) + "\n"
 
-    def _rule(self, rule: Rule) -> RuleSummary:
+    def _rule(self, rule: Rule) -> list[RuleSummary]:
         parts = self._parts[rule.id]
         if not parts:
-            return RuleSummary(rule, 0, 0, None, None, [])
+            return [RuleSummary(rule, 0, 0, None, None, [])]
         fired = pl.concat(parts)
+        every = self._every_period(rule)
+        variants = fired.get_column("variant").unique(maintain_order=True).sort().to_list()
+        if variants == [""]:
+            return [self._variant(rule, fired, every, "")]
+        return [
+            self._variant(rule, fired.filter(pl.col("variant") == v), every, v) for v in variants
+        ]
+
+    def _variant(
+        self,
+        rule: Rule,
+        fired: pl.DataFrame,
+        every: dict[int, tuple[int, float, int]],
+        variant: str,
+    ) -> RuleSummary:
         n, symbols, first, last = fired.select(
             pl.len(),
             pl.col("symbol").n_unique(),
             pl.col("session").min().alias("first"),
             pl.col("session").max().alias("last"),
         ).row(0)
-        every = self._every_period(rule)
         outcomes = []
         for h in rule.horizons:
             values = pl.col(f"fwd_{h}")
@@ -287,7 +310,7 @@ class Summary:
             outcomes.append(
                 Outcome(h, n_known, mean, median, up, worst, best, periods, any_mean, any_up)
             )
-        return RuleSummary(rule, n, symbols, first, last, outcomes)
+        return RuleSummary(rule, n, symbols, first, last, outcomes, variant)
 
     def _every_period(self, rule: Rule) -> dict[int, tuple[int, float, int]]:
         """Per horizon: forward returns known after any period, their sum, how many up."""
@@ -303,7 +326,8 @@ class Summary:
 def _block(summary: RuleSummary) -> list[str]:
     """A rule's lines of the summary text."""
     rule = summary.rule
-    head = f"{rule.id} ({kind_of(rule)}, {rule.timeframe})"
+    variant = f"; {summary.variant}" if summary.variant else ""
+    head = f"{rule.id} ({kind_of(rule)}, {rule.timeframe}{variant})"
     if not summary.alerts:
         return [f"{head}: no alerts"]
     lines = [

@@ -18,8 +18,9 @@ from tests.conftest import RULES, RUT, SHORT_INTEREST, SQUEEZE
 from tests.test_cli import run_cli
 
 HEAD = re.compile(
-    r"^(?P<rule>\S+) \((?P<kind>\w+), (?P<tf>\w+)\): (?:no alerts|(?P<n>[\d,]+) alerts? on "
-    r"(?P<symbols>[\d,]+) symbols?, (?P<first>[\d-]+) to (?P<last>[\d-]+))$"
+    r"^(?P<rule>\S+) \((?P<kind>\w+), (?P<tf>\w+)(?:; (?P<variant>\w+))?\): (?:no alerts|"
+    r"(?P<n>[\d,]+) alerts? on (?P<symbols>[\d,]+) symbols?, (?P<first>[\d-]+) to "
+    r"(?P<last>[\d-]+))$"
 )
 
 
@@ -34,6 +35,7 @@ class Block(msgspec.Struct):
 
 
 def parse(text: str) -> dict[str, Block]:
+    """The blocks by rule id, or `id (variant)` for a rule whose alerts have variants."""
     blocks: dict[str, Block] = {}
     current: Block | None = None
     for line in text.splitlines():
@@ -42,7 +44,8 @@ def parse(text: str) -> dict[str, Block]:
             n = int(head["n"].replace(",", "")) if head["n"] else 0
             symbols = int(head["symbols"].replace(",", "")) if head["symbols"] else 0
             current = Block(n, symbols, head["first"], head["last"], {})
-            blocks[head["rule"]] = current
+            variant = f' ({head["variant"]})' if head["variant"] else ""
+            blocks[head["rule"] + variant] = current
         elif current is not None and line.startswith("    ") and "what followed" not in line:
             words = line.split()
             current.rows[" ".join(words[:2])] = words[2:]
@@ -88,10 +91,12 @@ def test_summary_counts_the_alerts_jsonl_prints(tmp_path: Path, options: list[st
     alerts = [msgspec.json.decode(line, type=Alert) for line in jsonl.stdout.splitlines()]
     by_rule: dict[str, list[Alert]] = defaultdict(list)
     for a in alerts:
-        by_rule[a.rule].append(a)
+        variant = a.metrics.get("variant")
+        by_rule[f"{a.rule} ({variant})" if variant else a.rule].append(a)
     blocks = parse(summary.stdout)
     ids = re.findall(r'^id = "([^"]+)"', RULES.read_text(), flags=re.M)
-    assert list(blocks) == ids  # every rule, in the file's order
+    # every rule, in the file's order (a rule's variants apart, each with its own alerts)
+    assert list(dict.fromkeys(label.split(" ")[0] for label in blocks)) == ids
     head = summary.stdout.splitlines()[0]
     assert head.endswith(f": {len(alerts):,} alerts.")
     assert ("alerts from 2021-01-04" in head) == ("--from" in options)
@@ -133,6 +138,8 @@ def test_summary_forward_returns_are_those_of_the_prices(start: str | None) -> N
             base = outcomes(every)
             row = blocks[rule].rows[f"{h} sessions"]
             assert row == [*outcomes(after), base[0], base[1], base[3]], (rule, h)
-            assert blocks["drawdown.high"].rows[f"{h} sessions"][6:] == row[6:]
+            for variant in ("below_high", "near_high"):
+                drawdown = blocks[f"drawdown.high ({variant})"]
+                assert drawdown.rows[f"{h} sessions"][6:] == row[6:]
     assert parse(summary.stdout)["squeeze.daily"].alerts == 0
     assert "squeeze.daily (squeeze, 1d): no alerts" in summary.stdout

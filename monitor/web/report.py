@@ -165,7 +165,11 @@ def rules_table(summaries: Sequence[RuleSummary]) -> str:
     (`monitor.replay.Summary`)."""
     rows: list[str] = []
     for s in summaries:
-        label = f"{escape(s.rule.id)} <small>{escape(kind_of(s.rule))}, {s.rule.timeframe}</small>"
+        variant = f", {escape(s.variant)}" if s.variant else ""
+        label = (
+            f"{escape(s.rule.id)} <small>{escape(kind_of(s.rule))}, {s.rule.timeframe}"
+            f"{variant}</small>"
+        )
         if not s.alerts or not s.outcomes:
             said = "no alerts" if not s.alerts else f"{s.alerts:,} alerts, no horizons"
             rows.append(

@@ -56,10 +56,13 @@ async def test_report_of_the_russell_since_1987_marks_every_alert(tmp_path: Path
         "drawdown.high · below_high", "drawdown.high · near_high", "fade.10d", "streak.daily",
         "streak.weekly", "surge.5d",
     ]  # fmt: skip
-    # What followed, per rule: every rule of the file in its order, its horizons, and the
-    # baseline (any session of ^RUT, whatever the rule) the same for every daily rule.
+    # What followed, per rule: every rule of the file in its order (a drawdown's two opposite
+    # signals apart), its horizons, and the baseline (any session of ^RUT, whatever the rule)
+    # the same for every daily rule.
     ids = re.findall(r'^id = "([^"]+)"', RULES.read_text(), flags=re.M)
-    assert [row[0].split()[0] for row in per_rule] == ids
+    assert list(dict.fromkeys(row[0].split()[0] for row in per_rule)) == ids
+    drawdowns = [row[0] for row in per_rule if row[0].startswith("drawdown")]
+    assert [d.split(", ")[-1] for d in drawdowns] == ["below_high", "near_high"]
     daily = [row[-3:] for row in per_rule if row[0].startswith(("streak.daily", "fade"))]
     assert len(daily) == 2 and daily[0] == daily[1] and daily[0][0] == f"{9686 - 5:,}"
     assert [row[1] for row in per_rule if row[0].startswith("squeeze")] == ["no alerts"]
