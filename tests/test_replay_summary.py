@@ -44,7 +44,7 @@ def parse(text: str) -> dict[str, Block]:
             n = int(head["n"].replace(",", "")) if head["n"] else 0
             symbols = int(head["symbols"].replace(",", "")) if head["symbols"] else 0
             current = Block(n, symbols, head["first"], head["last"], {})
-            variant = f' ({head["variant"]})' if head["variant"] else ""
+            variant = f" ({head['variant']})" if head["variant"] else ""
             blocks[head["rule"] + variant] = current
         elif current is not None and line.startswith("    ") and "what followed" not in line:
             words = line.split()
