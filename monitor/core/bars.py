@@ -19,7 +19,8 @@ What is kept in memory:
   of accepted ticks, bucketed by `ts` (DEDUP_BUCKET) and kept for buckets up to `dedup_window_s`
   (an hour) before the latest closed minute. A tick older than that when it comes (a late
   correction, a redelivery after a long outage) is filed under the bucket of its arrival, and
-  its copies are looked for among every key held: a copy is recognised when it comes within
+  its copies are looked for in those buckets too (not across a restart): a copy is recognised
+  when it comes within
   `dedup_window_s` of its trade's time or of the first copy's arrival. At most
   `dedup_max_keys` keys are held: past that the oldest buckets go early (counted as
   "dedup_keys_dropped_early"), so memory stays bounded however fast ticks come;
@@ -120,6 +121,7 @@ class BarBook:
         self._done: set[dt.date] = set()
         self._classes: dict[dt.datetime, tuple[dt.date | None, bool]] = {}
         self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
+        self._late_buckets: set[dt.datetime] = set()  # buckets with keys filed on arrival
 
     def ingest_ticks(self, ticks: pl.DataFrame) -> list[Rejection]:
         """Fold a tick batch into the book; returns the ticks it did not accept."""
@@ -129,10 +131,10 @@ class BarBook:
         dup = ~pl.when(screened.is_null()).then("key").is_first_distinct()
         buckets = frame["bucket"].unique()
         horizon = self._horizon()
+        looked = set(buckets.to_list())
         if horizon is not None and buckets.min() < horizon:  # type: ignore[operator]
-            seen = list(self._seen.values())  # (older than the window: filed on arrival)
-        else:
-            seen = [self._seen[b] for b in buckets if b in self._seen]
+            looked |= self._late_buckets  # (older than the window: filed on arrival)
+        seen = [self._seen[b] for b in looked if b in self._seen]
         if seen:
             memory = pl.concat(seen)
             hits = memory.filter(memory.is_in(frame["key"].implode()))
@@ -146,9 +148,10 @@ class BarBook:
         rejected, good = split(frame.with_columns(reason=pl.coalesce(reasons), late=late))
         self.accepted = good
         if horizon is not None and buckets.min() < horizon:  # type: ignore[operator]
-            arrival = ts_lit(self._cutoff()).dt.truncate(DEDUP_BUCKET)
-            filed = pl.when(pl.col("bucket") < ts_lit(horizon)).then(arrival)
+            arrival = pl.Series([self._cutoff()], dtype=TS).dt.truncate(DEDUP_BUCKET)[0]
+            filed = pl.when(pl.col("bucket") < ts_lit(horizon)).then(ts_lit(arrival))
             good = good.with_columns(bucket=pl.coalesce(filed, "bucket"))
+            self._late_buckets.add(arrival)
         self._remember(good)
         if cutoff is not None and starts and min(starts) <= cutoff:
             starts = [s for s in starts if s > cutoff]
@@ -405,6 +408,7 @@ class BarBook:
                 self._dirty.pop(old, None)
             self._done = {s for s in self._done if s >= keep}
         horizon = self._cutoff() - self.dedup_window
+        self._late_buckets = {b for b in self._late_buckets if b >= horizon}
         for bucket in [b for b in self._seen if b < horizon]:
             self._seen_keys -= self._seen.pop(bucket).len()
 
