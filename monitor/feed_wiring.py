@@ -6,6 +6,8 @@ feed's options; the daemon's life cycle reads better without it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from monitor.clock import SimClock
@@ -105,3 +107,34 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         rest=rest,
         on_event=daemon.on_feed_event,
     )
+
+
+async def supervised(feed: Any, daemon: Daemon, backoff: Backoff | None = None) -> None:
+    """Run `feed` until the daemon stops, so that one feed's failure stops no other feed and
+    no alert: a feed that gives up for good (its credentials refused, its URL wrong: a
+    ConfigError) is logged as `feed_given_up`, shown on /healthz and `feed_failed{feed}`, and
+    left stopped; one that fails in any other way (a bug) is logged with its traceback as
+    `feed_crashed`, counted, and started again after a backoff."""
+    backoff = backoff or Backoff(base_s=1.0, cap_s=60.0)
+    attempt = 0
+    while not daemon.stop.is_set():
+        try:
+            await feed.run(daemon.stop)
+            return
+        except ConfigError as exc:
+            daemon.log.error(
+                "feed_given_up",
+                feed=feed.name,
+                error=str(exc),
+                hint="the other feeds and the alerts go on; fix this feed's config or "
+                "credentials and restart the daemon",
+            )
+            daemon.counters.set("feed_failed", 1, feed=feed.name)
+            daemon.failed_feeds[feed.name] = str(exc)
+            return
+        except Exception:
+            daemon.log.exception("feed_crashed", feed=feed.name, attempt=attempt + 1)
+            daemon.counters.inc("feed_crashes", feed=feed.name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(daemon.stop.wait(), backoff.delay(attempt))
+            attempt += 1

@@ -37,7 +37,7 @@ from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
 from monitor.core.rules.spec import kind_of, rule_warnings
 from monitor.errors import DataError
-from monitor.feed_wiring import build_feeds
+from monitor.feed_wiring import build_feeds, supervised
 from monitor.feeds.mqtt import MqttFeed
 from monitor.feeds.replay import ReplayFeed
 from monitor.feeds.wire import Wire
@@ -124,6 +124,7 @@ class Daemon:
         self.feed_alerts: list[Alert] = []
         self.status: list[tuple[str, bool]] = []
         self._gaps_reported: set[tuple[str, dt.date]] = set()  # (symbol, first session missing)
+        self.failed_feeds: dict[str, str] = {}  # feed name -> why it gave up (see `supervised`)
         self.rules_reload = RulesReload(self)
 
     # ------------------------------------------------------------------ building
@@ -292,7 +293,9 @@ class Daemon:
         for feed in self.feeds:
             if isinstance(feed, ReplayFeed):
                 continue
-            if self.counters.get("feed_connected", feed=feed.name) != 1:
+            if feed.name in self.failed_feeds:
+                reasons.append(f"feed {feed.name} stopped: {self.failed_feeds[feed.name]}")
+            elif self.counters.get("feed_connected", feed=feed.name) != 1:
                 reasons.append(f"feed {feed.name} disconnected")
             if self.counters.get("feed_stale", feed=feed.name) == 1:
                 reasons.append(f"feed {feed.name} stale")
@@ -423,7 +426,7 @@ async def run(
                         name="systemd-watchdog",
                     )
                 feed_tasks = [
-                    tg.create_task(feed.run(daemon.stop), name=f"feed-{feed.name}")
+                    tg.create_task(supervised(feed, daemon), name=f"feed-{feed.name}")
                     for feed in daemon.feeds
                 ]
                 tg.create_task(_watch_feeds(feed_tasks, daemon.feeds_done), name="feeds-done")

@@ -72,8 +72,9 @@ def error_action(code: int | None) -> Action:
 
 
 def auth_message(key: str, secret: str, *, msgpack: bool = False) -> Outgoing:
-    """The auth action, as JSON text or msgpack bytes."""
-    return _encode({"action": "auth", "key": key, "secret": secret}, msgpack)
+    """The auth action, as JSON text or msgpack bytes. (The key and secret come as the
+    config's `Secret`s, a str subclass the encoders refuse: they go in as plain text.)"""
+    return _encode({"action": "auth", "key": str(key), "secret": str(secret)}, msgpack)
 
 
 def subscribe_message(

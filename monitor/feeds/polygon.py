@@ -45,8 +45,9 @@ def status_action(status: str) -> Action:
 
 
 def auth_message(key: str) -> Outgoing:
-    """The auth action."""
-    return msgspec.json.encode({"action": "auth", "params": key}).decode()
+    """The auth action (the key as plain text: the config's `Secret` is a str subclass the
+    encoder refuses)."""
+    return msgspec.json.encode({"action": "auth", "params": str(key)}).decode()
 
 
 def subscribe_message(symbols: Sequence[str], channels: Sequence[str] = ("T", "AM")) -> Outgoing:

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from structlog.testing import capture_logs
 
+from monitor.config import Secret
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
@@ -88,8 +89,8 @@ def make_feed(
         url,
         provider,
         ["AAPL", "SPY"],
-        key=key,
-        secret=secret,
+        key=Secret(key),  # (as the daemon passes them: `Secret`s, from the environment or a file)
+        secret=None if secret is None else Secret(secret),
         queue=queue,
         counters=counters,
         backoff=backoff or Backoff(base_s=0.05, cap_s=0.2, jitter=0),
@@ -209,7 +210,7 @@ async def test_drop_reconnects_resubscribes_and_backfills() -> None:
     async with (
         FakeStream("alpaca") as fake,
         FakeRest() as api,
-        RestBackfill("alpaca", api.url, key="KEY", secret="SECRET") as rest,
+        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
     ):
         feed = make_feed("alpaca", fake.url, queue, counters, clock=clock, rest=rest)
         async with running(feed):
@@ -330,7 +331,7 @@ async def test_polygon_handshake_and_data() -> None:
 async def test_polygon_rest_backfill_follows_next_url() -> None:
     """Polygon REST: one range request per symbol, following next_url with the key re-added."""
     start = dt.datetime(2024, 7, 11, 14, 29, tzinfo=UTC)
-    async with FakeRest() as api, RestBackfill("polygon", api.url, key="PKEY") as rest:
+    async with FakeRest() as api, RestBackfill("polygon", api.url, key=Secret("PKEY")) as rest:
         batch = await rest.minute_bars(
             ["AAPL"], start, start + dt.timedelta(minutes=5), feed="test"
         )
