@@ -15,7 +15,8 @@ Semantics (Alertmanager-like):
 - Inhibition: while any `feed_stale` alert is active (until its `feed_recovered`), per-symbol
   alerts on routes with `inhibit` (the default) are held back; when the last stale feed recovers,
   one summary alert lists them. Payloads do not name the feed of a per-symbol alert, so every feed
-  inhibits every symbol.
+  inhibits every symbol. Feed health is taken in before silences; a stale feed with no
+  `feed_recovered` within STALE_FOR_AT_MOST (by the alerts' times) stops inhibiting.
 - Runaway guard: a rule firing more than `max_alerts` times in `window_s` is throttled: the
   operator is told at once, and its further alerts are held until the rule has been silent for
   `window_s`, then sent as one summary.
@@ -45,6 +46,8 @@ from monitor.notify.config import (
 from monitor.notify.silences import Silence, silenced_by
 
 FEED_KINDS = ("feed_stale", "feed_recovered")
+# A stale feed without its `feed_recovered` for this long stops inhibiting (see `_expire_stale`).
+STALE_FOR_AT_MOST = dt.timedelta(hours=2)
 SYNTHETIC_KINDS = ("inhibited_summary", "runaway", "runaway_summary")
 
 
@@ -269,6 +272,15 @@ def _notice(
     )
 
 
+def _instant(ts: str) -> dt.datetime:
+    """An alert's `ts` (ISO 8601 UTC, `Z`) as an aware datetime (the epoch when unreadable)."""
+    try:
+        value = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
 def _listing(alerts: Sequence[Alert], limit: int = 10) -> str:
     parts = [f"{a.symbol} ({a.rule})" for a in alerts[:limit]]
     more = len(alerts) - limit
@@ -308,30 +320,23 @@ class Router:
     def accept(
         self, entry: str | None, alert: Alert, now: dt.datetime, silences: Sequence[Silence] = ()
     ) -> Decision:
-        """Route one alert; notices (summaries, operator warnings) are routed as well."""
-        hit = silenced_by(alert, silences, now)
-        if hit is not None:
-            return Decision("silenced", set(), silence=hit)
+        """Route one alert; notices (summaries, operator warnings) are routed as well. Feed
+        health is taken in before silences are looked at: a silenced `feed_recovered` still
+        ends the inhibition its `feed_stale` began."""
         notices: list[Alert] = []
-        found = targets(self.root, alert)
+        self._expire_stale(_instant(alert.ts), now, notices)
         if alert.kind == "feed_stale":
             self.state.stale_feeds[alert.symbol] = alert.ts
         elif alert.kind == "feed_recovered":
             self.state.stale_feeds.pop(alert.symbol, None)
-            if not self.state.stale_feeds and self.state.inhibited:
-                held, self.state.inhibited = self.state.inhibited, []
-                notices.append(
-                    _notice(
-                        synthetic_id("inhibited", alert.id),
-                        "inhibited_summary",
-                        "notify.inhibited",
-                        alert.symbol,
-                        f"{len(held)} alerts held back while feeds were stale",
-                        f"Held back while {alert.symbol} was stale: {_listing(held)}.",
-                        now,
-                    )
-                )
-        elif alert.kind not in SYNTHETIC_KINDS:
+            self._end_inhibition(alert.symbol, alert.id, "was stale", now, notices)
+        hit = silenced_by(alert, silences, now)
+        if hit is not None:
+            return Decision(
+                "silenced", set(), silence=hit, notices=self._route_notices(notices, now)
+            )
+        found = targets(self.root, alert)
+        if alert.kind not in FEED_KINDS and alert.kind not in SYNTHETIC_KINDS:
             if self.state.stale_feeds:
                 if all(t.inhibit for t in found) and found:
                     self.state.inhibited.append(alert)
@@ -348,6 +353,38 @@ class Router:
             receivers,
             notices=self._route_notices(notices, now),
         )
+
+    def _end_inhibition(
+        self, feed: str, key: str, why: str, now: dt.datetime, notices: list[Alert]
+    ) -> None:
+        """With no stale feed left, the alerts held back are listed in one summary notice."""
+        if self.state.stale_feeds or not self.state.inhibited:
+            return
+        held, self.state.inhibited = self.state.inhibited, []
+        notices.append(
+            _notice(
+                synthetic_id("inhibited", key),
+                "inhibited_summary",
+                "notify.inhibited",
+                feed,
+                f"{len(held)} alerts held back while feeds were stale",
+                f"Held back while {feed} {why}: {_listing(held)}.",
+                now,
+            )
+        )
+
+    def _expire_stale(self, at: dt.datetime, now: dt.datetime, notices: list[Alert]) -> None:
+        """Forget a stale feed when an alert comes STALE_FOR_AT_MOST after its `feed_stale`
+        (by the alerts' times, not the clock: a notifier catching up reads old alerts) without
+        its `feed_recovered` (a daemon restarted, or the feed renamed, while it was stale
+        never sends one): inhibition must not hold every alert back for good."""
+        cutoff = at - STALE_FOR_AT_MOST
+        old = [f for f, ts in self.state.stale_feeds.items() if _instant(ts) < cutoff]
+        for feed in old:
+            del self.state.stale_feeds[feed]
+            hours = STALE_FOR_AT_MOST.total_seconds() / 3600
+            why = f"was stale (no feed_recovered within {hours:g} hours: inhibition ended)"
+            self._end_inhibition(feed, f"expired:{feed}:{now.isoformat()}", why, now, notices)
 
     def _route_notices(self, notices: list[Alert], now: dt.datetime) -> list[Alert]:
         for n in notices:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from monitor.notify.config import NotifyConfig, parse
-from monitor.notify.routing import Router, synthetic_id, targets
+from monitor.notify.routing import Decision, Router, synthetic_id, targets
 from monitor.notify.silences import Silence
 from tests.notify.conftest import alert, feed_alert
 
@@ -190,6 +190,48 @@ def test_stale_feed_inhibits_symbol_alerts_and_summarises_on_recovery(now: dt.da
         [d.notices[0].id],
     ]
     assert r.state.inhibited == [] and r.state.stale_feeds == {}
+
+
+def test_a_silenced_recovery_still_ends_the_inhibition(now: dt.datetime) -> None:
+    """A silence over the feed alerts during maintenance: the recovery is not sent, but it
+    ends the inhibition its stale began. Before, every later per-symbol alert, critical ones
+    included, was held back for good."""
+    r = router(config(group_wait_s=0, group_by=["id"]))
+    silence = Silence("s1", "feed.*", "*", now, now + 3600 * S, "maintenance", "ops")
+    assert r.accept("1-0", feed_alert("feed_stale", "alpaca"), now, [silence]).verdict == (
+        "silenced"
+    )
+    assert r.accept("2-0", alert(2), now, [silence]).verdict == "inhibited"
+    d = r.accept("3-0", feed_alert("feed_recovered", "alpaca"), now, [silence])
+    assert d.verdict == "silenced"
+    assert [n.kind for n in d.notices] == ["inhibited_summary"]
+    assert r.state.stale_feeds == {}
+    assert r.accept("4-0", alert(4, severity="critical"), now, [silence]).verdict == "routed"
+
+
+def test_a_stale_feed_without_recovery_stops_inhibiting_after_two_hours(
+    now: dt.datetime,
+) -> None:
+    """A daemon restarted while its feed was stale never sends `feed_recovered`: an alert two
+    hours (by the alerts' times) after the stale one ends the inhibition, with the summary."""
+    import msgspec
+
+    r = router(config(group_wait_s=0, group_by=["id"]))
+    stale = feed_alert("feed_stale", "alpaca")
+    r.accept("1-0", stale, now)
+    assert r.accept("2-0", alert(2), now).verdict == "inhibited"
+    ts = dt.datetime.fromisoformat(stale.ts.replace("Z", "+00:00"))
+
+    def at(delay: dt.timedelta, n: int) -> Decision:
+        later = msgspec.structs.replace(alert(n), ts=(ts + delay).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return r.accept(f"{n}-0", later, now)
+
+    assert at(dt.timedelta(minutes=119), 3).verdict == "inhibited"
+    d = at(dt.timedelta(minutes=121), 4)
+    assert d.verdict == "routed"
+    (notice,) = d.notices
+    assert notice.kind == "inhibited_summary" and "no feed_recovered within 2 hours" in notice.text
+    assert r.state.stale_feeds == {} and r.state.inhibited == []
 
 
 def test_runaway_rule_is_throttled_with_one_notice_and_one_summary(now: dt.datetime) -> None:
