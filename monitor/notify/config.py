@@ -41,8 +41,10 @@ class RedisSection(Base, frozen=True):
     group: str = "notifier"
     consumer: str = ""  # default: hostname-pid
     start: Literal["$", "0"] = "$"  # where a new group starts: new entries only, or all
+    username: str = ""  # an ACL user (docs/security.md); empty: the URL's, else `default`
     password_env: str = ""
     password_file: str = ""
+    ca_file: str = ""  # the CA that signed the server's certificate (rediss://), as the daemon's
     batch: Annotated[int, Meta(ge=1, le=10_000)] = 100
     block_ms: Annotated[int, Meta(ge=1)] = 1000
     claim_idle_s: Annotated[float, Meta(gt=0)] = 60.0

@@ -51,6 +51,10 @@ def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) ->
     kwargs: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
     if password is not None:
         kwargs["password"] = str(password)
+    if r.username:
+        kwargs["username"] = r.username
+    if r.ca_file:
+        kwargs["ssl_ca_certs"] = r.ca_file
     return aioredis.Redis.from_url(r.url, **kwargs)
 
 
@@ -63,6 +67,11 @@ def redis_failure(exc: RedisError, url: str) -> SinkUnavailable | ConfigError:
         return ConfigError(
             f"redis at {where} refused the login (check [redis] password_env / password_file): "
             f"{exc}"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # (no retry makes the certificate trusted)
+        return ConfigError(
+            f"redis at {where}: its TLS certificate is not trusted (set [redis] ca_file to the "
+            f"CA that signed it): {exc}"
         )
     if isinstance(exc, REDIS_ERRORS):
         return SinkUnavailable(f"redis at {where} unreachable: {exc}")
