@@ -54,13 +54,20 @@ def main_notify(args: argparse.Namespace) -> int:
             return 1
         if args.notify_command == "digest":
 
-            async def digest() -> None:
+            async def digest() -> int:
                 async with Notifier(config) as notifier:
-                    for receiver, job in await notifier.send_digest(queue=False):
-                        await notifier.deliver_prepared(receiver, job)
+                    jobs = await notifier.send_digest(queue=False)
+                    if not jobs:
+                        print("no digest receivers: set [digest] receivers", file=sys.stderr)
+                        return 1
+                    failed = 0
+                    for receiver, job in jobs:
+                        said = await notifier.deliver_prepared(receiver, job)
+                        print(f"{job.key} to {receiver}: {said}")
+                        failed += said.startswith("failed")
+                    return 1 if failed else 0
 
-            asyncio.run(digest())
-            return 0
+            return asyncio.run(digest())
         from monitor.systemd import notifier
 
         return asyncio.run(run(config, notify=notifier()))

@@ -143,18 +143,20 @@ class Dispatcher:
                     )
         await self._complete(batch)
 
-    async def deliver_prepared(self, receiver: str, job: Prepared) -> None:
-        """Send a pre-rendered message (the digest) once to `receiver`."""
+    async def deliver_prepared(self, receiver: str, job: Prepared) -> str:
+        """Send a pre-rendered message (the digest) once to `receiver`: "sent", "already sent"
+        or why it failed."""
         (sent,) = await self._delivered.sent(receiver, [job.key])
         if sent:
-            return
+            return "already sent"
         outcome = await self._couriers[receiver].deliver(job.message)
         if outcome.ok:
             await self._delivered.mark(receiver, [job.key])
             self._counters.inc("notify_sent", receiver=receiver)
             self._log.info("digest_delivered", receiver=receiver, key=job.key)
-        else:
-            self._log.error("digest_failed", receiver=receiver, key=job.key, reason=outcome.reason)
+            return "sent"
+        self._log.error("digest_failed", receiver=receiver, key=job.key, reason=outcome.reason)
+        return f"failed: {outcome.reason}"
 
     async def send_now(self, receiver: str, message: Message) -> Outcome:
         """Deliver `message` to `receiver` at once: no grouping, no delivery log."""

@@ -272,6 +272,15 @@ def _notice(
     )
 
 
+def _span(seconds: float) -> str:
+    """A window for people: `20 seconds`, `5 minutes`, `90 seconds`, `2 hours`."""
+    for size, name in ((3600, "hour"), (60, "minute")):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {name}{'' if n == 1 else 's'}"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
+
+
 def _instant(ts: str) -> dt.datetime:
     """An alert's `ts` (ISO 8601 UTC, `Z`) as an aware datetime (the epoch when unreadable)."""
     try:
@@ -414,7 +423,7 @@ class Router:
         s.throttled[rule] = [alert]
         s.throttled_last[rule] = t
         s.fired.pop(rule, None)
-        minutes = self.runaway.window_s / 60
+        span = _span(self.runaway.window_s)
         notices.append(
             _notice(
                 synthetic_id("runaway", rule, alert.id),
@@ -422,9 +431,8 @@ class Router:
                 rule,
                 alert.symbol,
                 f"Rule {rule} is firing too often: throttled",
-                f"{rule} fired more than {self.runaway.max_alerts} times in {minutes:g} minutes; "
-                f"its alerts are held and sent as one summary once it is quiet for "
-                f"{minutes:g} minutes.",
+                f"{rule} fired more than {self.runaway.max_alerts} times in {span}; "
+                f"its alerts are held and sent as one summary once it is quiet for {span}.",
                 now,
             )
         )

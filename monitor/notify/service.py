@@ -27,6 +27,7 @@ import contextlib
 import datetime as dt
 import os
 import socket
+import zoneinfo
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -299,9 +300,9 @@ class Notifier:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    async def deliver_prepared(self, receiver: str, job: Prepared) -> None:
-        """Send a pre-rendered message (the digest) once to `receiver`."""
-        await self.dispatch.deliver_prepared(receiver, job)
+    async def deliver_prepared(self, receiver: str, job: Prepared) -> str:
+        """Send a pre-rendered message (the digest) once to `receiver`; what became of it."""
+        return await self.dispatch.deliver_prepared(receiver, job)
 
     async def message(self, receiver: str, alerts: Sequence[Alert]) -> Message:
         """The message for `alerts` on `receiver` (see Composer.message)."""
@@ -320,7 +321,13 @@ class Notifier:
         d = self.config.digest
         hour, minute = (int(x) for x in d.at.split(":")[:2])
         scheduler = AsyncIOScheduler(timezone=d.tz)
-        scheduler.add_job(self.digest_now.set, CronTrigger(hour=hour, minute=minute, timezone=d.tz))
+        trigger = CronTrigger(hour=hour, minute=minute, timezone=d.tz)
+        scheduler.add_job(self.digest_now.set, trigger, misfire_grace_time=3600)
+        # Started after today's time (down then, or restarted since): today's digest now. The
+        # delivery log sends it once a day whatever the starts.
+        local = self.clock.now().astimezone(zoneinfo.ZoneInfo(d.tz))
+        if (local.hour, local.minute) >= (hour, minute):
+            self.digest_now.set()
         scheduler.start()
         try:
             while not stop.is_set():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import os
 import signal
 import subprocess
@@ -418,3 +419,37 @@ async def test_the_webhook_type_follows_the_alerts_severity(stream: str) -> None
     types = {b["title"]: b["type"] for b in hooks.bodies("/chat")}
     assert [types[a.title] for a in sent] == ["info", "warning", "failure"]
     assert kind_of(sent[:2]) == "warning" and kind_of(sent) == "failure"  # (a group's worst)
+
+
+async def test_a_notifier_started_after_the_digest_time_sends_the_day_digest_once(
+    stream: str, tmp_path: Path
+) -> None:
+    """The digest time has passed when the notifier starts (it was down then): today's digest
+    goes out at start, once, and not again at the next start; `notify digest` says so.
+    Before, a notifier down at the digest time sent no digest that day."""
+    from tests.test_commands import cli
+
+    async with WebhookServer() as hooks:
+        config = make_config(
+            stream,
+            [{"name": "chat", "url": hooks.url("/chat")}],
+            digest={"enabled": True, "at": "00:00", "tz": "UTC"},
+        )
+        await publish(stream, [alert(1)])
+        async with running(config):
+            await until(lambda: any("digest" in b["title"].lower() for b in hooks.bodies("/chat")))
+        digests = [b for b in hooks.bodies("/chat") if "digest" in b["title"].lower()]
+        async with running(config):
+            await asyncio.sleep(0.5)
+        assert [b for b in hooks.bodies("/chat") if "digest" in b["title"].lower()] == digests
+        assert len(digests) == 1
+        path = tmp_path / "notify.toml"
+        path.write_text(
+            f'[redis]\nstream = "{stream}"\ngroup = "notifier"\n'
+            f'[[receivers]]\nname = "chat"\nurl = "{hooks.url("/chat")}"\n'
+            '[route]\nreceivers = ["chat"]\n[digest]\nenabled = true\nat = "00:00"\ntz = "UTC"\n'
+        )
+        res = await asyncio.to_thread(cli, "notify", "--config", str(path), "digest")
+    assert res.returncode == 0, res.stderr
+    day = datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert f"digest:{day} to chat: already sent" in res.stdout
