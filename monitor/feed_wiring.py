@@ -89,7 +89,13 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
     if fc.rest_url and fc.provider in ("alpaca", "polygon"):
         if key is None:
             raise ConfigError(f"{where}.rest_url: needs key_env or key_file")
-        rest = RestBackfill(fc.provider, fc.rest_url, key=key, secret=provider_secret)
+        rest = RestBackfill(
+            fc.provider,
+            fc.rest_url,
+            key=key,
+            secret=provider_secret,
+            alpaca_feed=alpaca_feed(fc.url) if fc.provider == "alpaca" else None,
+        )
         daemon.rest_clients.append(rest)
     return WebSocketFeed(
         name,
@@ -107,6 +113,13 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         rest=rest,
         on_event=daemon.on_feed_event,
     )
+
+
+def alpaca_feed(stream_url: str) -> str | None:
+    """The data feed an Alpaca stream URL names (`.../v2/iex`, `.../v2/sip`): the REST backfill
+    asks for the same, since a free plan's key is refused the default (SIP) for recent bars."""
+    last = stream_url.rstrip("/").rsplit("/", 1)[-1].lower()
+    return last if last in ("iex", "sip", "delayed_sip", "otc") else None
 
 
 async def supervised(feed: Any, daemon: Daemon, backoff: Backoff | None = None) -> None:

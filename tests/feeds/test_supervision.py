@@ -119,3 +119,11 @@ class _Log:
 
     def exception(self, event: str, **kw: Any) -> None:
         self.events.append((event, kw))
+
+
+def test_the_alpaca_backfill_asks_for_the_data_feed_its_stream_names() -> None:
+    from monitor.feed_wiring import alpaca_feed
+
+    assert alpaca_feed("wss://stream.data.alpaca.markets/v2/iex") == "iex"
+    assert alpaca_feed("wss://stream.data.alpaca.markets/v2/sip/") == "sip"
+    assert alpaca_feed("ws://127.0.0.1:9/stream") is None
