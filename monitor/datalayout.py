@@ -83,7 +83,13 @@ def _layout(path: str, names: list[str], adjusted: bool) -> _Layout:
             found[key] = name
     date_col = next((found[k] for k in DATE_KEYS if k in found), None)
     if date_col is None:
-        raise DataError(path, "missing date column (date, session, datetime or timestamp)")
+        separator = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
+        hint = (
+            f": the header is one column holding {separator!r}; files are read comma-separated"
+            if separator
+            else ""
+        )
+        raise DataError(path, f"missing date column (date, session, datetime or timestamp){hint}")
     others = [n for n in names if column_key(n) not in DATE_KEYS]
     fields = {k: v for k, v in found.items() if k in _FIELD_KEYS}
     is_wide = not {"close", "adjclose", "symbol"} & fields.keys()

@@ -576,3 +576,16 @@ def test_random_csv_loads_or_raises_data_error(
         return
     assert isinstance(loaded, LoadedBars)
     assert loaded.bars.schema == pl.Schema(DAILY_SCHEMA)
+
+
+def test_a_semicolon_separated_file_says_what_separator_is_read(tmp_path: Path) -> None:
+    """A file written with `;` (a European spreadsheet's CSV) reads as one column: the error
+    says so instead of only "missing date column"."""
+    path = tmp_path / "semi.csv"
+    path.write_text("Date;Open;High;Low;Close;Volume\n2024-07-01;1;2;1;2;100\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(str(path), "X"))
+    assert str(info.value) == (
+        f"{path}: missing date column (date, session, datetime or timestamp): the header is one"
+        " column holding ';'; files are read comma-separated"
+    )
