@@ -6,8 +6,6 @@ feed's options; the daemon's life cycle reads better without it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from monitor.clock import SimClock
@@ -17,6 +15,7 @@ from monitor.errors import ConfigError
 from monitor.feeds.generic import FieldMap, decode_generic_many
 from monitor.feeds.mqtt import MqttFeed
 from monitor.feeds.replay import ReplayFeed
+from monitor.waiting import wait_any
 
 if TYPE_CHECKING:
     from monitor.service import Daemon
@@ -148,6 +147,5 @@ async def supervised(feed: Any, daemon: Daemon, backoff: Backoff | None = None) 
         except Exception:
             daemon.log.exception("feed_crashed", feed=feed.name, attempt=attempt + 1)
             daemon.counters.inc("feed_crashes", feed=feed.name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(daemon.stop.wait(), backoff.delay(attempt))
+            await wait_any((daemon.stop,), backoff.delay(attempt))
             attempt += 1

@@ -93,7 +93,7 @@ class PriceCheck:
             return True, False
         self._runs.pop(symbol, None)
         self._resets.append(Reset(symbol, reference, value, count))
-        self._set(symbol, value)
+        self._replace(pl.DataFrame({"symbol": [symbol], "ref": [value]}))
         return False, True
 
     def note(self, accepted: pl.DataFrame, price: str, order: str) -> None:
@@ -106,18 +106,17 @@ class PriceCheck:
             .agg(pl.col(price).sort_by(order).last().alias("ref"))
         )
         if latest.height:
-            both = pl.concat([self._reference, latest], how="vertical_relaxed")
-            self._reference = both.unique("symbol", keep="last")
+            self._replace(latest)
 
     def take_resets(self) -> list[Reset]:
         """The references replaced since the last call."""
         resets, self._resets = self._resets, []
         return resets
 
-    def _set(self, symbol: str, value: float) -> None:
+    def _replace(self, latest: pl.DataFrame) -> None:
+        """`latest` (symbol, ref) replaces the references of its symbols."""
         assert self._reference is not None
-        one = pl.DataFrame({"symbol": [symbol], "ref": [value]})
-        both = pl.concat([self._reference, one], how="vertical_relaxed")
+        both = pl.concat([self._reference, latest], how="vertical_relaxed")
         self._reference = both.unique("symbol", keep="last")
 
     def _far(self, value: float, reference: float) -> bool:
