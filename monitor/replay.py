@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from monitor.core.engine import Engine, Step
-from monitor.core.model import Alert, FeedBatch
+from monitor.core.model import Alert, FeedBatch, Rejection
 from monitor.core.rules.context import pct, unit
 from monitor.core.rules.spec import Rule, RulesFile, SqueezeRule, kind_of
 from monitor.core.sessions import Sessions
@@ -63,15 +63,19 @@ def replay_steps(
     batch_sessions: int | None = None,
     feed: str = "replay",
     deferred: bool = False,
+    rejected: list[Rejection] | None = None,
 ) -> Iterator[Step]:
     """`replay`, a Step per batch: its `lines` are the alerts as JSON, never decoded.
-    `deferred`: as `Engine.advance`'s (read each Step's lines before the next Step)."""
+    `deferred`: as `Engine.advance`'s (read each Step's lines before the next Step);
+    `rejected`, when given, takes the bars the engine rejected (days that are no session)."""
     if bars.is_empty():
         return
     for part, last in _batches(bars, batch_sessions):
         batch = FeedBatch.empty(feed)
         batch.daily_bars = part
-        engine.ingest(batch)
+        refused = engine.ingest(batch)
+        if rejected is not None:
+            rejected += refused
         if not engine.sessions.is_session(last):
             continue
         yield engine.advance(engine.sessions.close_of(last), deferred=deferred)

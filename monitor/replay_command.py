@@ -238,9 +238,13 @@ def run_replay(
     # jsonl alone: payloads are built a chunk at a time, each written while the next is built.
     # A summary without a report builds none: it is made of the firings.
     deferred = not report and fmt != "table"
+    refused: list[Rejection] = []  # bars the engine rejected (days that are no session)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         written: Future[None] | None = None
-        for step in replay_steps(engine, bars, batch_sessions=batch_sessions, deferred=deferred):
+        steps = replay_steps(
+            engine, bars, batch_sessions=batch_sessions, deferred=deferred, rejected=refused
+        )
+        for step in steps:
             for chunk in step.line_chunks() if fmt == "jsonl" else ():
                 if written is not None:
                     written.result()
@@ -278,23 +282,11 @@ def run_replay(
     if rejected:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))
         print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
-    if engine.counts.get("not_a_session"):
-        rejections = [*rejections, *_off_sessions(bars, sessions.frame.get_column("session"))]
+    if refused:  # (days that are no session, named by symbol and date: the engine's)
+        rejections = [*rejections, *refused]
     if rejections:
         print(f"market-monitor: {_first_rejected(rejections)}", file=sys.stderr)
     return 0
-
-
-def _off_sessions(bars: pl.DataFrame, sessions: pl.Series) -> list[Rejection]:
-    """The bars the engine rejects as `not_a_session` (a weekend, a holiday), in the order of
-    `bars`, named by symbol and date: the file and line are not carried past the reading."""
-    from monitor.core.model import Rejection
-
-    off = bars.filter(~bars.get_column("session").is_in(sessions.implode()))
-    return [
-        Rejection("not_a_session", symbol, f"{symbol} {session}")
-        for symbol, session in off.select("symbol", "session").iter_rows()
-    ]
 
 
 def _first_rejected(rejections: Sequence[Rejection], shown: int = 5) -> str:
