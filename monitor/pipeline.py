@@ -142,7 +142,7 @@ class Pipeline:
             # (a worker thread would wait for the GIL the feed readers hold).
             step, rejections = self._step(batch, now)
         self.last_step_at = time.monotonic()
-        self._count(batch, rejections)
+        self._count(batch, rejections, _logged_by_feeds(items))
         newest = _newest_accepted(batch, rejections) if batch is not None else None
         if newest is not None:
             self.counters.set("feed_lag_seconds", (now - newest).total_seconds())
@@ -191,7 +191,11 @@ class Pipeline:
             batches.append(self.decoders[feed](payloads))
         return merge(batches, "pipeline")
 
-    def _count(self, batch: FeedBatch | None, rejections: list[Rejection]) -> None:
+    def _count(
+        self, batch: FeedBatch | None, rejections: list[Rejection], logged: set[int]
+    ) -> None:
+        """Count what a step took in and refused (`logged`: the ids of rejections a feed has
+        logged already, counted here without a second line)."""
         if batch is not None:
             if batch.ticks.height:
                 self.counters.inc("ticks_in", batch.ticks.height)
@@ -199,6 +203,9 @@ class Pipeline:
                 self.counters.inc("bars_in", batch.minute_bars.height, timeframe="1m")
             if batch.daily_bars.height:
                 self.counters.inc("bars_in", batch.daily_bars.height, timeframe="1d")
+        if logged:
+            self._rejections.record([r for r in rejections if id(r) in logged], log=False)
+            rejections = [r for r in rejections if id(r) not in logged]
         self._rejections.record(rejections)
         for reset in self.engine.take_price_resets():
             self.counters.inc("price_reference_resets")
@@ -223,6 +230,17 @@ def _messages(item: FeedBatch | Wire) -> int:
 
 def _claimed(item: FeedBatch | Wire) -> bool:
     return not isinstance(item, Wire) or item.claim is None or item.claim()
+
+
+def _logged_by_feeds(items: list[FeedBatch | Wire]) -> set[int]:
+    """The ids of the rejections of batches a feed decoded and logged itself, with the feed's
+    name (a WebSocket feed's: `wire.hand_on`)."""
+    return {
+        id(r)
+        for item in items
+        if isinstance(item, FeedBatch) and item.rejections_logged
+        for r in item.rejections
+    }
 
 
 def _newest_accepted(batch: FeedBatch, rejections: list[Rejection]) -> dt.datetime | None:

@@ -152,3 +152,33 @@ async def test_feed_lag_comes_from_accepted_ticks_and_minute_bars_only(
         lags.append(counters.get("feed_lag_seconds"))
     assert counters.get("rejections", reason="outside_session") == 4
     assert lags == [2.0, 2.0, 2.0, 1.0, 30.0]
+
+
+async def test_a_rejection_a_feed_logged_is_counted_again_but_logged_once(
+    sessions: Sessions,
+) -> None:
+    """A bad message a WebSocket feed decoded (and logged, with its name) is counted in the
+    daemon's `rejections` too, but gives one `tick_rejected` line, not two."""
+    from structlog.testing import capture_logs
+
+    from monitor import logs
+    from monitor.feeds.generic import decode_generic
+    from monitor.feeds.rejections import RejectionLog
+    from monitor.feeds.wire import hand_on
+
+    counters = Counters()
+    feed_log = RejectionLog(
+        logs.get("feed.websocket").bind(feed="ws"),
+        counters,
+        counter="feed_rejections",
+        interval_s=10,
+        clock=lambda: 0.0,
+        feed="ws",
+    )
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    with capture_logs() as logged:
+        await hand_on(decode_generic(b"{not json", feed="ws"), queue, counters, feed_log, "ws")
+        await run_pipeline(sessions, [queue.get_nowait()], counters)
+    lines = [(e.get("feed", ""), e["reason"]) for e in logged if e["event"] == "tick_rejected"]
+    assert lines == [("ws", "malformed_json")]
+    assert (counters.total("feed_rejections"), counters.total("rejections")) == (1, 1)

@@ -103,4 +103,7 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
         for (bucket,), part in seen.partition_by("bucket", as_dict=True).items():
             book._seen[bucket] = part.get_column("key")
         book._seen_keys = seen.height
+        # Which buckets hold keys of late trades, filed under their arrival, is not saved: a
+        # late tick is looked up in every bucket restored (more keys to look in, none missed).
+        book._late_buckets = set(book._seen)
     return True

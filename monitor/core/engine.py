@@ -218,7 +218,7 @@ class Engine:
         new_daily = self._close_daily(now)
         day = self._evaluated.get("1d")
         if new_daily.height and day is not None:
-            evaluated = day.astimezone(NEW_YORK_ZONE).date()
+            evaluated = _exchange_date(day)
             self._corrected += int((new_daily.get_column("session") < evaluated).sum())
         if minute_bars.height:
             self.minutes = bar_history.add_minutes(self.minutes, minute_bars, self._minute_history)
@@ -253,10 +253,10 @@ class Engine:
         if not daily.height or (day is None and week is None):
             return late
         sessions = daily.get_column("session")  # (a session closes on its own date)
-        if day is not None and (sessions == day.astimezone(NEW_YORK_ZONE).date()).any():
+        if day is not None and (sessions == _exchange_date(day)).any():
             late.add("1d")
         if week is not None:  # (bars of its days, or of a later day: see `weekly`)
-            label = week.astimezone(NEW_YORK_ZONE).date()
+            label = _exchange_date(week)
             weeks = self.sessions.frame.filter(pl.col("session").is_in(sessions.unique().implode()))
             if (weeks.get_column("week") >= label).any():
                 late.add("1w")
@@ -455,3 +455,8 @@ class Engine:
         if closed.height:
             self.minutes = bar_history.add_minutes(self.minutes, closed, self._minute_history)
         return True
+
+
+def _exchange_date(instant: dt.datetime) -> dt.date:
+    """The exchange's date of an instant (a period's close: its session's, or its week's)."""
+    return instant.astimezone(NEW_YORK_ZONE).date()

@@ -183,7 +183,9 @@ class FeedBatch(msgspec.Struct):
     """What one decoded wire message (or a micro-batch of them) carries into the engine.
 
     Frames follow TICK_SCHEMA, MINUTE_SCHEMA and DAILY_SCHEMA; any of them may be empty.
-    `feed` names the feed it came from (for counters, lag and the stale-feed watchdog).
+    `feed` names the feed it came from (for counters, lag and the stale-feed watchdog);
+    `rejections_logged`, that the feed has logged its rejections (the daemon counts them
+    again, as every rejection, without a second log line).
     """
 
     feed: str
@@ -191,6 +193,7 @@ class FeedBatch(msgspec.Struct):
     minute_bars: pl.DataFrame
     daily_bars: pl.DataFrame
     rejections: list[Rejection]
+    rejections_logged: bool = False
 
     @classmethod
     def empty(cls, feed: str) -> FeedBatch:

@@ -33,9 +33,10 @@ class RejectionLog:
         self._unlogged: dict[str, int] = {}
         self._logged_at: dict[str, float] = {}
 
-    def record(self, rejections: Iterable[Rejection]) -> None:
+    def record(self, rejections: Iterable[Rejection], *, log: bool = True) -> None:
         """Count the rejections by reason; log the first of a reason (with an example), then at
-        most one line per reason per interval."""
+        most one line per reason per interval. `log=False` counts only (rejections another
+        RejectionLog, a feed's, has logged already)."""
         by_reason: dict[str, list[Rejection]] = {}
         for rejection in rejections:
             by_reason.setdefault(rejection.reason, []).append(rejection)
@@ -44,6 +45,8 @@ class RejectionLog:
         now = self._clock()
         for reason, found in by_reason.items():
             self._counters.add(self._counter, float(len(found)), {"reason": reason, **self._labels})
+            if not log:
+                continue
             pending = self._unlogged.get(reason, 0) + len(found)
             last = self._logged_at.get(reason)
             if last is not None and now - last < self._interval_s:

@@ -153,6 +153,7 @@ async def hand_on(
         counters.inc("feed_bars", bars, feed=feed)
     if batch.rejections:
         rejections.record(batch.rejections)
+        batch.rejections_logged = True
     try:
         queue.put_nowait(batch)
     except asyncio.QueueFull:

@@ -24,9 +24,9 @@ from monitor.errors import ConfigError, DeliveryError
 from monitor.notify.compose import Composer, Prepared
 from monitor.notify.config import NotifyConfig
 from monitor.notify.delivery import Courier, Outcome, Sender, make_sender
+from monitor.notify.grouping import Batch
 from monitor.notify.ledger import DeadLetters, DeliveryLog
 from monitor.notify.render import Message
-from monitor.notify.routing import Batch
 
 
 def open_couriers(

@@ -32,8 +32,8 @@ from monitor.config import secret
 from monitor.core.counters import Counters
 from monitor.errors import ConfigError, SinkUnavailable
 from monitor.notify.config import NotifyConfig, RedisSection
+from monitor.notify.grouping import Batch
 from monitor.notify.ledger import REDIS_ERRORS, retrying
-from monitor.notify.routing import Batch
 from monitor.notify.trimming import TrimWatch
 from monitor.streams import entry_id, text
 from monitor.urls import mask_url

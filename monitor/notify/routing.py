@@ -43,29 +43,13 @@ from monitor.notify.config import (
     parse_clock,
     zone,
 )
+from monitor.notify.grouping import Batch, Grouper, Item, Target
 from monitor.notify.silences import Silence, silenced_by
 
 FEED_KINDS = ("feed_stale", "feed_recovered")
 # A stale feed without its `feed_recovered` for this long stops inhibiting (see `_expire_stale`).
 STALE_FOR_AT_MOST = dt.timedelta(hours=2)
 SYNTHETIC_KINDS = ("inhibited_summary", "runaway", "runaway_summary")
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where one route sends an alert: a receiver, the group it joins and the group's timing."""
-
-    receiver: str
-    route: str
-    group_by: tuple[str, ...]
-    group_wait_s: float
-    group_interval_s: float
-    inhibit: bool
-
-    def group_key(self, alert: Alert) -> tuple[str, ...]:
-        """The group this alert joins for this receiver."""
-        values = tuple(str(getattr(alert, f)) for f in self.group_by)
-        return (self.receiver, self.route, *values)
 
 
 def _matches(patterns: Sequence[str], value: str) -> bool:
@@ -158,81 +142,6 @@ def quiet_hours_end(q: QuietHours, now: dt.datetime) -> dt.datetime:
     if candidate <= local:
         candidate = dt.datetime.combine(local.date() + dt.timedelta(days=1), end, tzinfo=tz)
     return candidate.astimezone(dt.UTC)
-
-
-# -- grouping --------------------------------------------------------------------------------
-
-
-@dataclass
-class Item:
-    """An alert waiting to be sent, with the stream entry it came from (None when synthetic)."""
-
-    entry: str | None
-    alert: Alert
-
-
-@dataclass
-class Batch:
-    """One message for one receiver: the alerts of one group, or of one synthetic notice."""
-
-    receiver: str
-    key: tuple[str, ...]
-    items: list[Item]
-    dropped: str = ""  # non-empty: not to be sent (e.g. "quiet_hours_digest")
-
-    @property
-    def alerts(self) -> list[Alert]:
-        """The alerts in send order."""
-        return [i.alert for i in self.items]
-
-
-@dataclass
-class _Group:
-    target: Target
-    items: list[Item] = field(default_factory=list)
-    next_flush: dt.datetime | None = None
-
-
-class Grouper:
-    """Groups of alerts per (receiver, route, group_by values), flushed on their timers."""
-
-    def __init__(self) -> None:
-        self._groups: dict[tuple[str, ...], _Group] = {}
-
-    def add(self, target: Target, item: Item, now: dt.datetime) -> None:
-        """Put an alert in its group (a new group is due `group_wait_s` from now)."""
-        key = target.group_key(item.alert)
-        group = self._groups.get(key)
-        if group is None:
-            group = self._groups[key] = _Group(
-                target, next_flush=now + dt.timedelta(seconds=target.group_wait_s)
-            )
-        if group.next_flush is None or group.next_flush < now:
-            group.next_flush = now
-        group.items.append(item)
-
-    def due(self, now: dt.datetime) -> list[Batch]:
-        """Groups whose timer has run out, as batches; empty groups past their interval go."""
-        out: list[Batch] = []
-        for key, g in list(self._groups.items()):
-            if g.next_flush is not None and g.next_flush > now:
-                continue
-            if not g.items:
-                del self._groups[key]
-                continue
-            out.append(Batch(g.target.receiver, key, g.items))
-            g.items = []
-            g.next_flush = now + dt.timedelta(seconds=g.target.group_interval_s)
-        return out
-
-    def next_due(self) -> dt.datetime | None:
-        """When the next non-empty group is due."""
-        times = [g.next_flush for g in self._groups.values() if g.items and g.next_flush]
-        return min(times, default=None)
-
-    def pending(self) -> int:
-        """Alerts waiting in groups."""
-        return sum(len(g.items) for g in self._groups.values())
 
 
 # -- inhibition and the runaway guard: state that survives restarts ----------------------------
@@ -483,8 +392,18 @@ class Router:
             if q.mode == "digest":
                 out.append(Batch(batch.receiver, batch.key, rest, dropped="quiet_hours_digest"))
             else:
-                self._held.append((quiet_hours_end(q, now), Batch(batch.receiver, batch.key, rest)))
+                self._hold(quiet_hours_end(q, now), Batch(batch.receiver, batch.key, rest))
         return out
+
+    def _hold(self, until: dt.datetime, batch: Batch) -> None:
+        """Keep `batch` until its receiver's quiet hours end, in the batch of its group held
+        for the same end when there is one: one message after a night, not one per
+        `group_interval_s` of it."""
+        for held_until, held in self._held:
+            if held_until == until and (held.receiver, held.key) == (batch.receiver, batch.key):
+                held.items += batch.items
+                return
+        self._held.append((until, batch))
 
     def next_due(self) -> dt.datetime | None:
         """The earliest instant at which `due` may return something new."""

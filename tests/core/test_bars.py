@@ -526,3 +526,17 @@ def test_closes_by_says_when_an_open_minute_will_close() -> None:
     assert book.closes_by(at(15, 1, 2))
     book.advance(at(15, 1, 2))
     assert not book.closes_by(at(15, 9))  # closed and emitted: nothing open any more
+
+
+def test_a_late_trade_sent_again_after_a_restart_is_still_a_duplicate() -> None:
+    """A trade two hours late (its key filed under its arrival) that comes again after the
+    daemon restarted from its saved state is a duplicate, as without the restart."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks_frame([tick("AAA", at(14, 40, 5), 10.0, 100, "first")]))
+    book.advance(at(17, 20))
+    late = ticks_frame([tick("AAA", at(15, 10, 5), 11.0, 7, "two-hours")])
+    assert book.ingest_ticks(late) == []
+    book.advance(at(17, 20, 30))
+    restarted = BarBook(SESSIONS)
+    assert restarted.restore(book.state(), at(17, 21))
+    assert [r.reason for r in restarted.ingest_ticks(late)] == ["duplicate"]

@@ -129,6 +129,32 @@ def test_quiet_hours_queue_until_they_end_and_critical_goes_through(now: dt.date
     assert sent(r.due(end)) == [[alert(1).id]]
 
 
+def test_a_group_held_through_quiet_hours_comes_as_one_message(now: dt.datetime) -> None:
+    """Alerts of one group that fire through quiet hours, several group intervals apart, come
+    as one message when the hours end, not as one per interval."""
+    c = config(
+        {
+            "receivers": [
+                {
+                    "name": "chat",
+                    "url": "json://127.0.0.1:9/c",
+                    "quiet_hours": {"start": "16:00", "end": "18:00", "tz": "America/New_York"},
+                }
+            ]
+        },
+        group_wait_s=0,
+        group_interval_s=300,
+    )
+    r = router(c)
+    for n in range(3):  # 16:05, 16:15, 16:25 New York
+        at = now + n * 600 * S
+        r.accept(f"{n}-0", alert(n), at)
+        assert r.due(at) == []
+    end = dt.datetime(2024, 7, 16, 22, 0, tzinfo=dt.UTC)  # 18:00 EDT
+    assert sent(r.due(end)) == [[alert(0).id, alert(1).id, alert(2).id]]
+    assert r.waiting() == 0
+
+
 def test_quiet_hours_in_digest_mode_drop_to_the_digest(now: dt.datetime) -> None:
     """In digest mode a batch in quiet hours comes out marked as dropped to the digest."""
     c = config(
