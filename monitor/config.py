@@ -290,6 +290,8 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
     if parts.username or parts.password:
         where = "username and password_env or password_file"
         return "url", f"credentials belong in {where}, not the url: {mask_url(feed.url)!r}"
+    if feed.username and feed.username_env:
+        return "username", "set username or username_env, not both"
     if not feed.topics:
         return "topics", "an mqtt feed needs at least one topic"
     return _field_map_problem(feed.field_map)

@@ -56,6 +56,7 @@ def _mqtt(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> MqttFeed:
         payloads, feed=name, mapping=mapping
     )
     password = secret(f"feeds[{i}].password", env_name=fc.password_env, file_name=fc.password_file)
+    username = fc.username or secret(f"feeds[{i}].username", env_name=fc.username_env, file_name="")
     return MqttFeed(
         name,
         fc.url,
@@ -66,7 +67,7 @@ def _mqtt(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> MqttFeed:
         qos=fc.qos,
         client_id=fc.client_id or None,
         session_expiry_s=fc.session_expiry_s if fc.client_id else None,
-        username=fc.username or None,
+        username=str(username) if username else None,
         password=password,
         ca_file=str(resolve(daemon.config, fc.ca_file)) if fc.ca_file else None,
         watch_broker_drops=fc.watch_broker_drops,

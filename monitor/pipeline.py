@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import polars as pl
 
@@ -55,7 +55,7 @@ class Pipeline:
         decoders: dict[str, BatchDecoder],
         batch_max_rows: int = 50_000,
         batch_max_age_ms: float = 25.0,
-        on_step: Callable[[Step], None] | None = None,
+        on_step: Callable[[Step], Awaitable[None] | None] | None = None,
         on_batch: Callable[[FeedBatch], None] | None = None,
         side_alerts: Callable[[], list[Alert]] | None = None,
         status_changes: Callable[[], list[tuple[str, bool]]] | None = None,
@@ -161,7 +161,9 @@ class Pipeline:
         if self.on_batch is not None and batch is not None:
             self.on_batch(batch)  # (the journal: on disk before the messages are acknowledged)
         if self.on_step is not None:
-            self.on_step(step)
+            saving = self.on_step(step)
+            if saving is not None:  # (files written in a thread, before the messages' acks)
+                await saving
         for item in items:
             if isinstance(item, Wire) and item.ack is not None:
                 item.ack()

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -32,7 +32,7 @@ from monitor.calendar import nyse_sessions
 from monitor.clock import Clock, SimClock, SystemClock
 from monitor.config import Config, load_rules_file, outside_universe, resolve, secret
 from monitor.core.counters import Counters
-from monitor.core.engine import Engine, Step
+from monitor.core.engine import Engine, EngineState, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
 from monitor.core.rules.spec import kind_of, rule_warnings
@@ -180,10 +180,11 @@ class Daemon:
             print(f"[{a.session}] {a.severity.upper()} {a.rule} {a.symbol}: {a.text}{history}")
         sys.stdout.flush()
 
-    def on_step(self, step: Step) -> None:
+    def on_step(self, step: Step) -> Awaitable[None] | None:
         """After each engine step (its alerts already in the outbox): remember them for the live
         view, refresh the progress gauges, save bars when sessions closed, snapshots and the
-        sessions under way when due."""
+        sessions under way when due. A snapshot (the whole bar history rewritten) is returned
+        to be awaited: it is written in a thread, the event loop going on meanwhile."""
         self.recent_alerts.extend(step.alerts)
         if step.daily_bars.height or step.minute_bars.height:
             for rule_id, rows in self.engine.progress.items():
@@ -195,13 +196,14 @@ class Daemon:
                         )  # fmt: skip
         if step.daily_bars.height:
             self.report_gaps(step.daily_bars)
-        if step.daily_bars.height or self.snapshot_due:
-            self.snapshot()
         if self.intraday_due:
             self.intraday_due = False
             self.intraday.save_later()
         if self.short_interest_due:
             self.reload_short_interest()
+        if step.daily_bars.height or self.snapshot_due:
+            return asyncio.to_thread(self._save, self.engine.daily, self._taken_state())
+        return None
 
     def read_short_interest(self) -> pl.DataFrame | None:
         """The `[rules] short_interest` file (None when unset); DataError when it is bad."""
@@ -261,9 +263,17 @@ class Daemon:
 
     def snapshot(self) -> None:
         """Save bar history and engine state to the store."""
+        self._save(self.engine.daily, self._taken_state())
+
+    def _taken_state(self) -> EngineState:
+        """The engine's state for a snapshot (taken on the loop, between two steps)."""
         self.snapshot_due = False
-        self.store.save_bars(self.engine.daily)
-        self.store.save_state(self.engine.state())
+        return self.engine.state()
+
+    def _save(self, daily: pl.DataFrame, state: EngineState) -> None:
+        """Write a snapshot's bar history and engine state (StoreError when it cannot)."""
+        self.store.save_bars(daily)
+        self.store.save_state(state)
         self.counters.inc("snapshots")
 
     def state(self) -> dict[str, Any]:

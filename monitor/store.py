@@ -203,16 +203,22 @@ class Store:
             ) from None
 
     def _atomic(self, name: str, write: Callable[[str], object]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.")
-        os.close(fd)
+        """Write the store file `name` whole or not at all (a temporary file, synced, renamed
+        over it); StoreError naming it when it cannot be (a full disk, a read-only folder)."""
+        tmp = None
         try:
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.")
+            os.close(fd)
             write(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path / name)
             sync_folder(self.path)  # (the rename itself, before anything relies on it)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreError(f"store {self.path}: cannot write {name}: {reason}") from None
         finally:
-            if os.path.exists(tmp):
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
 
 

@@ -99,6 +99,11 @@ FIELD_KEYS = (
             "not the url: 'mqtt://monitor@127.0.0.1:1883'",
         ),
         (
+            TOPICS,
+            f'{TOPICS}\nusername = "monitor"\nusername_env = "MQTT_USER"',
+            "feeds[0].username: set username or username_env, not both",
+        ),
+        (
             'topics = ["mm-urls/#"]',
             "topics = []",
             "feeds[0].topics: an mqtt feed needs at least one topic",
@@ -135,6 +140,7 @@ FIELD_KEYS = (
         "websocket-scheme",
         "mqtt-credentials",
         "mqtt-user",
+        "mqtt-username-twice",
         "mqtt-no-topics",
         "field-map-misspelt-key",
         "field-map-unknown-key",

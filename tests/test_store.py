@@ -74,3 +74,30 @@ def test_an_unreadable_store_file_stops_the_daemon_with_one_line_naming_it(
         res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}")
         assert (res.returncode, res.stderr) == (74, want)
     assert file.read_bytes() == garbage
+
+
+def test_a_store_file_the_daemon_cannot_write_stops_it_with_one_line_naming_it(
+    tmp_path: Path,
+) -> None:
+    """When the engine state cannot be saved once bars have closed (here a folder stands where
+    the file goes; a full disk says so the same way), the running daemon stops with exit 74
+    and one line naming the file and why, not a traceback and exit 1."""
+    import asyncio
+
+    from tests.test_daemon_faults import publish, rut_bars
+
+    prefix = f"mm-unwritable-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix)
+    daemon = DaemonProcess(conf)
+    try:
+        daemon.wait_for("service_ready")
+        state = tmp_path / "store" / "engine_state.json"
+        state.unlink(missing_ok=True)
+        state.mkdir()
+        asyncio.run(publish(f"{prefix}/bars", rut_bars("2024-07-10", "2024-07-12")))
+        assert daemon.wait(30) == 74
+    finally:
+        daemon.close()
+    text = "".join(daemon.lines)
+    assert "Traceback" not in text
+    assert f"store {tmp_path / 'store'}: cannot write engine_state.json: Is a directory" in text
