@@ -92,7 +92,7 @@ class Intraday:
     def _state(self) -> BookState | None:
         """The book's sessions, or None when nothing is under way (no file is needed then)."""
         state = self.engine.bar_state()
-        if state is None or not (state.sessions() or state.open.height):
+        if state is None or not (state.sessions() or state.open.height or state.daily.height):
             return None
         return state
 
@@ -145,17 +145,18 @@ class Intraday:
         before any tick from the feeds, as they came before the restart; a message the broker
         delivers again is then a duplicate."""
         covered = self.store.intraday_journal()
-        ticks = minutes = 0
+        ticks = minutes = daily = 0
         for batch in self.journal.read_after(-1 if covered is None else covered):
             keep = self.engine.book.oldest_kept(now)
             if keep is not None:
                 batch.ticks = batch.ticks.filter(minute_date(pl.col("ts")) >= keep)
                 batch.minute_bars = batch.minute_bars.filter(minute_date(pl.col("start")) >= keep)
-            if batch.ticks.height or batch.minute_bars.height:
+            if batch.size():
                 self.engine.ingest(batch)
                 ticks, minutes = ticks + batch.ticks.height, minutes + batch.minute_bars.height
-        if ticks or minutes:
-            self.log.info("journal_taken_up", ticks=ticks, minute_bars=minutes)
+                daily += batch.daily_bars.height
+        if ticks or minutes or daily:
+            self.log.info("journal_taken_up", ticks=ticks, minute_bars=minutes, daily_bars=daily)
 
     def _restore_saved(self, now: dt.datetime) -> None:
         """Continue the sessions under way from the bars saved last, unless none of their

@@ -1,13 +1,14 @@
-"""The journal: the ticks and minute bars the daemon accepted since the sessions under way were
-last saved, so that a kill -9 loses none of them.
+"""The journal: the ticks and bars the daemon accepted since the sessions under way were last
+saved, so that a kill -9 loses none of them.
 
-The pipeline appends each step's ticks and minute bars here before it acknowledges the messages
-they came in, so that what the broker will not deliver again is on disk. A record is a tag
-(`T` ticks, `M` minute bars), the length of the frame's Arrow IPC stream, then its bytes, in a
-segment file `<store>/journal/<seq>.log`, written straight to the file and, with `sync`
-(`[store] journal_fsync`, the default), on the disk before `append` returns: fdatasync of the
-segment, and of the folder when a segment is created. Without it the kernel keeps what was
-written when the process dies, but a power cut can lose the last records.
+The pipeline appends each step's accepted ticks, minute bars and session bars here (what the
+engine took in: a row it rejected is not taken again after a restart) before it acknowledges
+the messages they came in, so that what the broker will not deliver again is on disk. A record
+is a tag (`T` ticks, `M` minute bars, `D` session bars), the length of the frame's Arrow IPC
+stream, then its bytes, in a segment file `<store>/journal/<seq>.log`, written straight to the
+file and, with `sync` (`[store] journal_fsync`, the default), on the disk before `append`
+returns: fdatasync of the segment, and of the folder when a segment is created. Without it the
+kernel keeps what was written when the process dies, but a power cut can lose the last records.
 
 A save of the sessions under way (`monitor.intraday`) starts a new segment at the moment it
 takes the book's state, and records in its file the last segment that state covers; once the
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
-from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
 from monitor.store import StoreError, sync_folder
 
 JOURNAL = "journal"  # its folder in the store
@@ -35,7 +36,7 @@ _HEAD = struct.Struct("<cQ")  # tag, length of the IPC bytes
 
 
 class Journal:
-    """Segments of accepted ticks and minute bars in `folder` (created when missing); `sync`:
+    """Segments of accepted ticks and bars in `folder` (created when missing); `sync`:
     each append on the disk before it returns."""
 
     def __init__(self, folder: Path, *, sync: bool = True) -> None:
@@ -61,9 +62,10 @@ class Journal:
         return self.folder / f"{seq:010d}{SUFFIX}"
 
     def append(self, batch: FeedBatch) -> None:
-        """The batch's ticks and minute bars, as one write to the current segment."""
+        """The batch's ticks and bars, as one write to the current segment."""
         parts = []
-        for tag, frame in ((b"T", batch.ticks), (b"M", batch.minute_bars)):
+        frames = ((b"T", batch.ticks), (b"M", batch.minute_bars), (b"D", batch.daily_bars))
+        for tag, frame in frames:
             if frame.height:
                 buffer = io.BytesIO()
                 frame.write_ipc_stream(buffer, compression="uncompressed")
@@ -113,7 +115,7 @@ def _records(data: bytes) -> Iterator[FeedBatch]:
     while at + _HEAD.size <= len(data):
         tag, length = _HEAD.unpack_from(data, at)
         start = at + _HEAD.size
-        if start + length > len(data) or tag not in (b"T", b"M"):
+        if start + length > len(data) or tag not in (b"T", b"M", b"D"):
             return  # (cut short)
         try:
             frame = pl.read_ipc_stream(io.BytesIO(data[start : start + length]))
@@ -122,7 +124,9 @@ def _records(data: bytes) -> Iterator[FeedBatch]:
         batch = FeedBatch.empty("journal")
         if tag == b"T":
             batch.ticks = frame.cast(TICK_SCHEMA)  # type: ignore[arg-type]
-        else:
+        elif tag == b"M":
             batch.minute_bars = frame.cast(MINUTE_SCHEMA)  # type: ignore[arg-type]
+        else:
+            batch.daily_bars = frame.cast(DAILY_SCHEMA)  # type: ignore[arg-type]
         yield batch
         at = start + length

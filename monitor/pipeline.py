@@ -3,8 +3,8 @@
 Feeds put `FeedBatch`es (already decoded) or `Wire`s (raw messages, decoded here, many at once)
 on one bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
 `batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()`, hands
-the alerts to the sinks, passes the batch to `on_batch` (the daemon's journal) and then calls
-each Wire's `ack` (the feed acknowledges and reads on).
+the alerts to the sinks, passes what the engine took in to `on_batch` (the daemon's journal) and
+then calls each Wire's `ack` (the feed acknowledges and reads on).
 A Wire is claimed before it is decoded: one its feed has withdrawn (at shutdown, past the grace
 period) is left alone, neither processed nor acknowledged, and the broker delivers it again.
 With nothing arriving it still advances once a second, so bars close on the clock. Steps that
@@ -159,7 +159,8 @@ class Pipeline:
         if step.daily_bars.height:
             self.counters.inc("bars_closed", step.daily_bars.height, timeframe="1d")
         if self.on_batch is not None and batch is not None:
-            self.on_batch(batch)  # (the journal: on disk before the messages are acknowledged)
+            # (the journal: what the engine took in, on disk before the messages are acked)
+            self.on_batch(self.engine.accepted)
         if self.on_step is not None:
             saving = self.on_step(step)
             if saving is not None:  # (files written in a thread, before the messages' acks)

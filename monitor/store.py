@@ -35,7 +35,7 @@ STATE = "engine_state.json"
 INTRADAY = "bars_intraday.parquet"
 _INTRADAY_META = "market-monitor.intraday"
 _INTRADAY_FORMAT = 1
-_INTRADAY_PARTS = ("closed", "open", "seen")
+_INTRADAY_PARTS = ("closed", "open", "seen", "daily")
 OUTBOX = "outbox.sqlite"
 LOCK = "market-monitor.lock"
 
@@ -142,7 +142,12 @@ class Store:
         telling closed minute bars, open bars and duplicate keys apart, the rest in its
         key-value metadata, with `journal`, the last journal segment the state covers (see
         `monitor.journal`)."""
-        parts = {"closed": state.closed, "open": state.open, "seen": state.seen}
+        parts = {
+            "closed": state.closed,
+            "open": state.open,
+            "seen": state.seen,
+            "daily": state.daily,
+        }
         frame = pl.concat(
             [part.with_columns(part=pl.lit(name)) for name, part in parts.items()],
             how="diagonal",
@@ -169,9 +174,10 @@ class Store:
             if meta["format"] != _INTRADAY_FORMAT:
                 raise ValueError(f"format {meta['format']}, not {_INTRADAY_FORMAT}")
             frame = pl.read_parquet(file)
-            parts = {
+            parts = {  # (a file of an earlier version has no "daily" part)
                 name: frame.filter(pl.col("part") == name).select(meta["columns"][name])
                 for name in _INTRADAY_PARTS
+                if name in meta["columns"]
             }
             return BookState(
                 now=dt.datetime.fromisoformat(meta["now"]) if meta["now"] else None,

@@ -325,3 +325,85 @@ def test_a_save_with_no_session_under_way_removes_the_saved_bars(tmp_path: Path)
             daemon.intraday.save_later()
             daemon.intraday.save_now()  # (waits for the periodic one)
         assert not store.intraday_path.exists()
+
+
+@pytest.mark.parametrize("stop", ["graceful", "kill -9"])
+async def test_a_session_bar_taken_before_its_close_survives_a_restart(
+    tmp_path: Path, stop: str
+) -> None:
+    """A provider's session bar that comes during its session (^RUT's of 2024-07-16, at
+    10:00 New York) waits for the close; the daemon stopped before it (gracefully, or killed:
+    its store as a kill -9 leaves it) and started again after it still has the bar and sends
+    replay's alerts of that session. Before, the bar was acknowledged and then lost: neither
+    the snapshot nor the journal held a bar waiting for its close."""
+    from tests.conftest import RUT
+    from tests.test_commands import cli
+    from tests.test_daemon_faults import rut_bars, stream_alerts
+    from tests.test_service import replay_alerts
+
+    prefix = f"mm-waiting-{uuid.uuid4().hex[:8]}"
+    conf, conf_b = crash_stores(tmp_path, prefix, 3600)
+    for c in (conf, conf_b):
+        res = cli("backfill", "--config", str(c), "--data", f"^RUT={RUT}", "--to", "2024-07-15")
+        assert res.returncode == 0, res.stderr
+    store_a, left = tmp_path / "a" / "store", tmp_path / "b" / "store"
+    topic = f"{prefix}/bars"
+    mid_session = dt.datetime(2024, 7, 16, 14, 0, tzinfo=dt.UTC)  # 10:00 New York
+    try:
+        async with daemon_running(conf, clock=SimClock(mid_session)) as daemon:
+            await publish(topic, rut_bars("2024-07-16", "2024-07-16"))
+            await until(lambda: daemon.counters.total("bars_in") >= 1)
+            if stop == "kill -9":
+                for name in ("bars_daily.parquet", "engine_state.json", "journal"):
+                    if (store_a / name).is_dir():
+                        shutil.copytree(store_a / name, left / name, dirs_exist_ok=True)
+                    elif (store_a / name).exists():
+                        shutil.copy(store_a / name, left / name)
+        after_close = dt.datetime(2024, 7, 16, 20, 10, tzinfo=dt.UTC)
+        async with daemon_running(
+            conf if stop == "graceful" else conf_b, clock=SimClock(after_close)
+        ):
+            got = await stream_alerts("redis://127.0.0.1:6379/0", f"{prefix}:alerts", 3)
+        assert got == replay_alerts(SESSION, SESSION)
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
+
+
+async def test_a_tick_rejected_as_late_before_a_crash_stays_rejected(tmp_path: Path) -> None:
+    """With `late_ticks = "reject"`, a trade for 10:00 that comes at 10:10 is rejected; a daemon
+    started from the store a kill -9 leaves (the bars saved at 10:00:50 and the journal since)
+    builds the 10:00 bar without it. The journal used to hold the rejected tick too, and the
+    restored book, its clock back at 10:00:50, took it as on time."""
+    prefix = f"mm-late-{uuid.uuid4().hex[:8]}"
+    conf, conf_b = crash_stores(tmp_path, prefix, 3600)
+    for c in (conf, conf_b):
+        c.write_text(c.read_text().replace("[engine]\n", '[engine]\nlate_ticks = "reject"\n'))
+    store_a, left = tmp_path / "a" / "store", tmp_path / "b" / "store"
+    topic = f"{prefix}/ticks"
+    on_time = [Tick("AAA", at(14, 0, 5), 10.0, 100, "a"), Tick("AAA", at(14, 0, 6), 10.5, 100, "b")]
+    late = [Tick("AAA", at(14, 0, 30), 30.0, 5000, "late")]
+    bar = ("AAA", at(14, 0), 10.0, 10.5, 10.0, 10.5, 200.0)
+    try:
+        clock = SimClock(at(14, 0, 10))
+        async with daemon_running(conf, clock=clock) as daemon:
+            await publish(topic, messages(on_time))
+            await until(lambda: daemon.counters.total("ticks_in") >= 2)
+            clock.set(at(14, 0, 50))
+            daemon.intraday.save_later()
+            await until(lambda: daemon.counters.get("intraday_saves") >= 1)
+            clock.set(at(14, 10))
+            await until(lambda: daemon.engine.minutes.height == 1)  # (the 10:00 bar closed)
+            await publish(topic, messages(late))
+            await until(lambda: daemon.counters.get("rejections", reason="late_tick") == 1)
+            assert daemon.engine.minutes.rows()[:1] == [bar]
+            shutil.copy(store_a / INTRADAY, left / INTRADAY)
+            shutil.copytree(store_a / "journal", left / "journal")
+        async with daemon_running(conf_b, clock=SimClock(at(14, 10, 30))) as daemon:
+            await until(lambda: daemon.engine.minutes.height == 1)
+            assert daemon.engine.minutes.rows() == [bar]
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()

@@ -21,7 +21,7 @@ import msgspec
 import polars as pl
 
 from monitor.core.book_frames import OPEN_SCHEMA, STATE_SCHEMA, conform, ts_lit
-from monitor.core.model import TS, empty
+from monitor.core.model import DAILY_SCHEMA, TS, empty
 
 if TYPE_CHECKING:
     from monitor.core.bars import BarBook
@@ -44,6 +44,9 @@ class BookState(msgspec.Struct, frozen=True):
     open: pl.DataFrame
     seen: pl.DataFrame
     hashed_by: str = pl.__version__
+    # The engine's session bars waiting for their session's close (a provider's daily bars of
+    # the session under way): not the book's, saved with it (see `Engine.bar_state`).
+    daily: pl.DataFrame = msgspec.field(default_factory=lambda: empty(DAILY_SCHEMA))
 
     def sessions(self) -> list[dt.date]:
         """The sessions of its closed minute bars and emitted session bars, sorted."""
@@ -76,7 +79,7 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     False, restoring nothing, for a stale state, or one taken later than `now` (by more than
     RESTORE_SKEW: a replay started over). Duplicate keys hashed by another polars version are
     left out (copies of their trades would count again)."""
-    if state.now is not None and state.now > now + RESTORE_SKEW:
+    if from_later(state, now):
         return False
     keep = book._keep_at(now)
     sessions = state.sessions()
@@ -107,3 +110,9 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
         # late tick is looked up in every bucket restored (more keys to look in, none missed).
         book._late_buckets = set(book._seen)
     return True
+
+
+def from_later(state: BookState, now: dt.datetime) -> bool:
+    """Whether `state` was taken later than `now` (by more than RESTORE_SKEW): a replay
+    started over, whose clock is behind the saved one."""
+    return state.now is not None and state.now > now + RESTORE_SKEW

@@ -13,9 +13,10 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import polars as pl
 
-from monitor.core import bar_history, evaluation
+from monitor.core import bar_history, bar_state, evaluation
 from monitor.core.bar_history import PRICE_COLS as PRICE_COLS  # (re-exported)
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, FeedBatch, Rejection, empty
 from monitor.core.payload import LINE_SCHEMA, LineChunks, alert_lines
@@ -67,6 +68,8 @@ class Engine:
         if emit_after is not None:
             self.watermarks = {tf: emit_after for tf in ("1m", "1d", "1w")}
         self.counts: Counter[str] = Counter()
+        # What the last `ingest` took in (the daemon journals it; see `monitor.journal`).
+        self.accepted = FeedBatch.empty("accepted")
         self._bar_options = bar_options or {}
         self._book: BarBook | None = None
         self._minute_history = minute_history
@@ -90,19 +93,23 @@ class Engine:
     def ingest(self, batch: FeedBatch) -> list[Rejection]:
         """Take a batch of ticks and bars; bad rows come back as rejections (also counted)."""
         rejections = list(batch.rejections)
+        accepted = self.accepted = FeedBatch.empty(batch.feed)
         # (a price the bar builder refuses, outside the session say, is no reference: see
         # `monitor.core.price_check`; `ingest_daily` notes the daily closes it takes)
         if batch.ticks.height:
             ticks = self._screen(batch.ticks, "price", "ts", rejections)
             rejections += self.book.ingest_ticks(ticks)
-            self._note_prices(self.book.accepted, "price", "ts")
+            accepted.ticks = self.book.accepted
+            self._note_prices(accepted.ticks, "price", "ts")
         if batch.minute_bars.height:
             bars = self._screen(batch.minute_bars, "close", "start", rejections)
             rejections += self.book.ingest_minute_bars(bars)
-            self._note_prices(self.book.accepted, "close", "start")
+            accepted.minute_bars = self.book.accepted
+            self._note_prices(accepted.minute_bars, "close", "start")
         if batch.daily_bars.height:
             daily = self._screen(batch.daily_bars, "close", "session", rejections)
-            rejections += self.ingest_daily(daily)
+            refused, accepted.daily_bars = self._ingest_daily(daily)
+            rejections += refused
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
@@ -158,6 +165,10 @@ class Engine:
 
     def ingest_daily(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert session bars by (symbol, session); they count once their session has closed."""
+        return self._ingest_daily(bars)[0]
+
+    def _ingest_daily(self, bars: pl.DataFrame) -> tuple[list[Rejection], pl.DataFrame]:
+        """`ingest_daily`, with the bars taken in."""
         bars = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
         bad = bar_history.bad_bar(bars)
         off = ~pl.col("session").is_in(self.sessions.frame.get_column("session").implode())
@@ -181,7 +192,7 @@ class Engine:
             good = bars.filter(~wrong)  # (a subsequence of rows in order is in order)
         self._pending_daily = bar_history.upsert(self._pending_daily, good, KEY, in_order)
         self._note_prices(good, "close", "session")
-        return rejections
+        return rejections, good
 
     @property
     def book(self) -> BarBook:
@@ -442,15 +453,24 @@ class Engine:
                 self.watermarks[tf] = ts
 
     def bar_state(self) -> BookState | None:
-        """The bar builder's sessions, for a restart to continue them (None before any tick or
-        bar was taken in)."""
-        return self._book.state() if self._book is not None else None
+        """The bar builder's sessions and the session bars waiting for their session's close
+        (a provider's bars of the session under way), for a restart to continue them (None
+        before any tick or bar was taken in)."""
+        if self._book is None and self._pending_daily.is_empty():
+            return None
+        return msgspec.structs.replace(self.book.state(), daily=self._pending_daily)
 
     def restore_bars(self, state: BookState, now: dt.datetime) -> bool:
         """Continue the bar builder from `state` unless it is stale at `now` (see
-        `BarBook.restore`); its closed minute bars rejoin `minutes`. Whether it did."""
+        `BarBook.restore`); its closed minute bars rejoin `minutes`. Its session bars waiting
+        for a close are taken in again unless it was saved later than `now` (a replay started
+        over): a session since closed evaluates them, one evaluated already stores them as
+        corrections. Whether anything was taken up."""
+        waiting = state.daily.height > 0 and not bar_state.from_later(state, now)
+        if waiting:
+            self.ingest_daily(state.daily)
         if not self.book.restore(state, now):
-            return False
+            return waiting
         closed = self.book.closed_minutes()
         if closed.height:
             self.minutes = bar_history.add_minutes(self.minutes, closed, self._minute_history)
