@@ -63,7 +63,9 @@ def scheduler(daemon: Daemon) -> Any:
             outbox_depth=int(daemon.counters.get("outbox_depth")),
         )
 
-    # Session closes (early closes included) wake the loop so daily bars close on time.
+    # Session closes (early closes included) wake the loop so daily bars close on time. The
+    # wall clock, not the daemon's: APScheduler runs on it (a simulated clock moves with its
+    # feed). Past the last of these, the loop's idle step (every second) still closes the bars.
     sessions = daemon.sessions.frame.filter(pl.col("close_ts") > dt.datetime.now(dt.UTC)).head(400)
     for close in sessions.get_column("close_ts").to_list():
         scheduler.add_job(wake, "date", run_date=close, misfire_grace_time=300)

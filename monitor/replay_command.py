@@ -16,6 +16,7 @@ import importlib
 import os
 import sys
 import threading
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -206,7 +207,9 @@ def run_replay(
         )
     known = _symbols(bars)
     # (replay reads daily bars: a minute rule has none)
-    for rule_id, why in cannot_fire(rules.enabled, known, minute_bars=False).items():
+    given = short_interest is not None
+    unfired = cannot_fire(rules.enabled, known, minute_bars=False, short_interest=given)
+    for rule_id, why in unfired.items():
         print(f"market-monitor: rule {rule_id} cannot fire: {why}", file=sys.stderr)
     for rule_id in _without_volume(rules.enabled, bars):
         print(
@@ -278,7 +281,7 @@ def run_replay(
             return EX_CANTCREAT
     for line in _thin_periods(engine, rules.enabled, start):
         print(f"market-monitor: {line}", file=sys.stderr)
-    rejected = {**counts, **{k: v for k, v in engine.counts.items()}}
+    rejected = Counter(counts) + engine.counts  # (a reason both may give adds up)
     if rejected:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))
         print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)

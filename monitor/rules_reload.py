@@ -14,11 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from monitor.config import load_rules_file, outside_universe
+from monitor.config import Config, load_rules_file, outside_universe
 from monitor.core.model import FeedBatch
-from monitor.core.rules.spec import rule_warnings
+from monitor.core.rules.spec import (
+    NO_SHORT_INTEREST,
+    RulesFile,
+    no_short_interest,
+    rule_warnings,
+)
 from monitor.errors import ConfigError, DataError
 from monitor.replay import build_engine
 
@@ -62,10 +67,7 @@ class RulesReload:
             )
             daemon.counters.inc("rules_reloads", result="failed")
             return None
-        for line in outside_universe(daemon.config, rules):
-            daemon.log.warning("rule_symbols_outside_universe", detail=line)
-        for line in rule_warnings(rules):
-            daemon.log.warning("rules_file_warning", detail=line)
+        warn_of(daemon.config, rules, daemon.log)
         before = {r.id: r for r in daemon.rules.enabled}
         after = {r.id: r for r in rules.enabled}
 
@@ -85,3 +87,16 @@ class RulesReload:
             daemon.counters.inc("rules_reloads", result="ok")
 
         return change
+
+
+def warn_of(config: Config, rules: RulesFile, log: Any) -> None:
+    """Log what is odd about rules the daemon takes (at its start, and at a reload): symbols
+    outside the universe it watches, percents given for fractions, squeeze rules that cannot
+    fire without a short-interest file."""
+    for line in outside_universe(config, rules):
+        log.warning("rule_symbols_outside_universe", detail=line)
+    for line in rule_warnings(rules):
+        log.warning("rules_file_warning", detail=line)
+    if not config.rules.short_interest:
+        for rule_id in no_short_interest(rules.enabled):
+            log.warning("rule_cannot_fire", rule=rule_id, reason=NO_SHORT_INTEREST)

@@ -30,12 +30,12 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
 from monitor.calendar import nyse_sessions
 from monitor.clock import Clock, SimClock, SystemClock
-from monitor.config import Config, load_rules_file, outside_universe, resolve, secret
+from monitor.config import Config, load_rules_file, resolve, secret
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, EngineState, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
-from monitor.core.rules.spec import kind_of, rule_warnings
+from monitor.core.rules.spec import kind_of
 from monitor.errors import DataError
 from monitor.feed_wiring import build_feeds, supervised
 from monitor.feeds.mqtt import MqttFeed
@@ -47,7 +47,7 @@ from monitor.journal import JOURNAL, Journal
 from monitor.pipeline import BatchDecoder, Pipeline
 from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
-from monitor.rules_reload import RulesReload
+from monitor.rules_reload import RulesReload, warn_of
 from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
 
@@ -91,10 +91,7 @@ class Daemon:
         self.clock = clock
         self.engine = self._build_engine()
         self.engine.track_progress = True
-        for line in outside_universe(config, self.rules):
-            self.log.warning("rule_symbols_outside_universe", detail=line)
-        for line in rule_warnings(self.rules):
-            self.log.warning("rules_file_warning", detail=line)
+        warn_of(config, self.rules, self.log)
         self.engine.ingest_daily(history)
         warmed = self.engine.warm(clock.now())
         state = self.store.load_state()
@@ -279,7 +276,8 @@ class Daemon:
     def state(self) -> dict[str, Any]:
         """/api/state: every rule's progress per symbol (nearest to firing first), the last
         alerts, and the clock."""
-        progress = [p for rows in self.engine.progress.values() for p in rows]
+        # (list() copies in one go, under the GIL: the engine's thread may add a rule's rows)
+        progress = [p for rows in list(self.engine.progress.values()) for p in rows]
         progress.sort(key=lambda p: (-p.progress, p.rule, p.symbol))
         return {
             "now": self.clock.now().isoformat(),
@@ -336,15 +334,14 @@ async def run(
     """Run the daemon until `stop` is set (or SIGTERM/SIGINT); returns the exit code.
     `on_ready` receives the daemon once its tasks run (tests use it to wait for feeds)."""
     stop = stop if stop is not None else asyncio.Event()
-    hup: list[int] = []  # (a SIGHUP during start-up, answered once the daemon is built)
     if install_signals:  # first: a SIGTERM during the (long) start-up still stops us cleanly
-        _install_signals(stop, logs.get("service"), hup.append)
+        _install_signals(stop, logs.get("service"))
     # Loads history and warms the engine: nothing else runs yet.
     daemon = Daemon(config, clock=clock)
     if install_signals:
+        # (the loop hands a signal to the handler in place when it next runs: a SIGHUP that
+        # came during the start-up, which the handler above kept from killing us, reaches this)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.rules_reload.request)
-        if hup:
-            daemon.rules_reload.request()
     gc.freeze()  # the history just loaded is long-lived: keep the collector off it
     daemon.stop = stop
     daemon.build_feeds()
@@ -469,7 +466,9 @@ async def _watch_feeds(tasks: list[asyncio.Task[None]], done: asyncio.Event) -> 
     done.set()
 
 
-def _install_signals(stop: asyncio.Event, log: Any, on_hup: Callable[[int], None]) -> None:
+def _install_signals(stop: asyncio.Event, log: Any) -> None:
+    """SIGTERM and SIGINT set `stop` (a second one exits at once); SIGHUP is held until `run`
+    hands it to the rules' reload."""
     loop = asyncio.get_running_loop()
     seen = {"n": 0}
 
@@ -483,4 +482,4 @@ def _install_signals(stop: asyncio.Event, log: Any, on_hup: Callable[[int], None
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    loop.add_signal_handler(signal.SIGHUP, on_hup, signal.SIGHUP)  # (SIGHUP: reload the rules)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # (not its default: terminate)

@@ -158,3 +158,24 @@ def test_a_report_that_cannot_be_written_exits_73(
     assert main([*argv, "--report", str(target)]) == 73
     assert main([*argv, "--report", str(tmp_path)]) == 73
     assert "Is a directory" in capsys.readouterr().err
+
+
+def test_a_squeeze_rule_without_short_interest_figures_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A squeeze rule that skips symbols without a short-interest figure, replayed without
+    `--short-interest`, cannot fire: replay says so and how to mend it; one that fires on an
+    unknown figure is not named."""
+    squeeze = (
+        '[[rules]]\nid = "q"\nkind = "squeeze"\nsymbols = ["X"]\nmin_return = 0.2\n'
+        "volume_ratio = 2\nvolume_window = 3\nmin_short_interest = 0.2\n"
+    )
+    code, out, err = replay(tmp_path, capsys, squeeze)
+    assert (code, out) == (0, "")
+    assert err.splitlines()[0] == (
+        "market-monitor: rule q cannot fire: no short-interest figures are given, and its "
+        'unknown_short_interest is "skip" (the default): give them (replay --short-interest, '
+        "the daemon's [rules] short_interest) or set unknown_short_interest = \"fire\""
+    )
+    code, out, err = replay(tmp_path, capsys, squeeze + 'unknown_short_interest = "fire"\n')
+    assert "short-interest" not in err

@@ -115,3 +115,27 @@ def test_an_unreadable_short_interest_file_at_the_daily_reread_keeps_the_figures
     failed = next(e for e in logs if e["event"] == "rules_reload_failed")
     assert str(figures) in failed["error"]
     assert daemon.counters.get("rules_reloads", result="failed") == 1
+
+
+def test_a_squeeze_rule_without_a_short_interest_file_is_warned_of(tmp_path: Path) -> None:
+    """The daemon started with the shipped rules and no `[rules] short_interest` logs that the
+    squeeze rule cannot fire and how to mend it; given the file, it does not."""
+    from structlog.testing import capture_logs
+
+    from monitor import config as cfg
+    from monitor.core.rules.spec import NO_SHORT_INTEREST
+    from monitor.service import Daemon
+    from tests.conftest import SHORT_INTEREST
+
+    conf = write_config(tmp_path, f"mm-nosi-{uuid.uuid4().hex[:8]}")
+    with capture_logs() as logs:
+        Daemon(cfg.load(conf))
+    warned = [e for e in logs if e["event"] == "rule_cannot_fire"]
+    assert [(e["rule"], e["reason"], e["log_level"]) for e in warned] == [
+        ("squeeze.daily", NO_SHORT_INTEREST, "warning")
+    ]
+    setting = f'[rules]\nshort_interest = "{SHORT_INTEREST}"\n'
+    conf.write_text(conf.read_text().replace("[rules]\n", setting))
+    with capture_logs() as logs:
+        Daemon(cfg.load(conf))
+    assert [e for e in logs if e["event"] == "rule_cannot_fire"] == []

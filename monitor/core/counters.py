@@ -27,9 +27,7 @@ class Counters:
 
     def add(self, name: str, value: float, labels: dict[str, str]) -> None:
         """`inc` with the labels as a dict (for callers that carry them around)."""
-        key = (name, tuple(sorted(labels.items())))
-        with self._lock:
-            self._counters[key] = self._counters.get(key, 0.0) + value
+        self.inc(name, value, **labels)
 
     def set(self, name: str, value: float, **labels: str) -> None:
         """Set gauge `name` with these labels."""

@@ -31,6 +31,7 @@ from monitor.core.model import (
     FeedBatch,
     Rejection,
 )
+from monitor.feeds.provider import is_number, is_symbol
 
 __all__ = ["REASONS", "FieldMap", "decode_generic"]
 
@@ -54,7 +55,6 @@ _MAX_US = 253_402_300_800_000_000  # 10000-01-01: beyond any datetime Python can
 _MAX_INT64 = 2**63 - 1
 _US_PER: dict[str, float] = {"ms": 1_000, "s": 1_000_000, "ns": 0.001}
 _INF = math.inf
-_NUMBER = (int, float)
 
 
 class FieldMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -204,9 +204,9 @@ def _tick(el: dict[str, Any], f: FieldMap, cols: _Columns) -> str | None:
     size = el.get(f.size, 0.0)
     trade_id = el.get(f.id)
     if (
-        not _is_symbol(symbol)
-        or not _is_number(price)
-        or not _is_number(size)
+        not is_symbol(symbol)
+        or not is_number(price)
+        or not is_number(size)
         or not (trade_id is None or trade_id.__class__ is str or trade_id.__class__ is int)
     ):
         return "bad_message"
@@ -234,7 +234,7 @@ def _bar(el: dict[str, Any], f: FieldMap, cols: _Columns) -> str | None:
     symbol, timeframe = el[f.symbol], el[f.timeframe]
     ohlc = [el[k] for k in ohlc_keys]
     volume = el.get(f.volume, 0.0)
-    if not _is_symbol(symbol) or not all(_is_number(v) for v in ohlc) or not _is_number(volume):
+    if not is_symbol(symbol) or not all(is_number(v) for v in ohlc) or not is_number(volume):
         return "bad_message"
     if timeframe not in ("1m", "1d"):
         return "bad_timeframe"
@@ -263,15 +263,6 @@ def _bar(el: dict[str, Any], f: FieldMap, cols: _Columns) -> str | None:
     return None
 
 
-def _is_symbol(value: object) -> bool:
-    return value.__class__ is str and value != ""
-
-
-def _is_number(value: object) -> bool:
-    # bool is an int subclass: `true` is not a price.
-    return value.__class__ in _NUMBER
-
-
 def _timestamp_us(value: object, unit: TsUnit) -> int | str:
     """Epoch microseconds, or the rejection reason."""
     if value.__class__ is str:
@@ -282,7 +273,7 @@ def _timestamp_us(value: object, unit: TsUnit) -> int | str:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
         return (parsed - _EPOCH) // _ONE_US
-    if not _is_number(value):
+    if not is_number(value):
         return "bad_message"
     if unit == "iso":
         return "bad_timestamp"

@@ -185,10 +185,6 @@ class Notifier:
     def _state_key(self) -> str:
         return f"{self.stream}:notify:{self.group}:state"
 
-    def sent_key(self, receiver: str, alert_id: str) -> str:
-        """The delivery-log key of one alert on one receiver."""
-        return self.delivered.key(receiver, alert_id)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Read, route, deliver and acknowledge until `stop` is set."""
         self._log.info(

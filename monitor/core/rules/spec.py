@@ -297,12 +297,18 @@ def idle_rules(rules: Sequence[Rule], known: Collection[str]) -> dict[str, list[
 
 
 def cannot_fire(
-    rules: Sequence[Rule], known: Collection[str], *, minute_bars: bool = True
+    rules: Sequence[Rule],
+    known: Collection[str],
+    *,
+    minute_bars: bool = True,
+    short_interest: bool = True,
 ) -> dict[str, str]:
     """Per rule id, why the rule cannot fire on data of the symbols `known` (with minute bars
-    or not): the symbols it needs are missing (see `idle_rules`), its universe is empty once
-    `exclude` removes the data's symbols, a breadth rule has fewer symbols than `min_symbols`,
-    or it is a `1m` rule and there are no minute bars. Rules that can fire are left out."""
+    or not, with short-interest figures or not): the symbols it needs are missing (see
+    `idle_rules`), its universe is empty once `exclude` removes the data's symbols, a breadth
+    rule has fewer symbols than `min_symbols`, it is a `1m` rule and there are no minute bars,
+    or a squeeze rule skips symbols without figures and there are none (`no_short_interest`).
+    Rules that can fire are left out."""
     reasons: dict[str, str] = {}
     missing = idle_rules(rules, known)
     for rule in rules:
@@ -322,7 +328,24 @@ def cannot_fire(
                 f"its universe has {len(present)} symbol{'' if len(present) == 1 else 's'} in"
                 f" the data, fewer than min_symbols ({rule.min_symbols})"
             )
+        elif not short_interest and rule.id in no_short_interest(rules):
+            reasons[rule.id] = NO_SHORT_INTEREST
     return reasons
+
+
+NO_SHORT_INTEREST = (
+    'no short-interest figures are given, and its unknown_short_interest is "skip" (the '
+    "default): give them (replay --short-interest, the daemon's [rules] short_interest) or set "
+    'unknown_short_interest = "fire"'
+)
+
+
+def no_short_interest(rules: Sequence[Rule]) -> list[str]:
+    """The ids of the squeeze rules that cannot fire without short-interest figures (those
+    that skip a symbol without one)."""
+    return [
+        r.id for r in rules if isinstance(r, SqueezeRule) and r.unknown_short_interest == "skip"
+    ]
 
 
 def _watched(rule: Rule, known: Collection[str]) -> set[str]:
