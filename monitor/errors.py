@@ -7,7 +7,10 @@ MonitorError
 ├── TransientError     retried with backoff by the adapter that raised it
 │   ├── FeedDisconnected
 │   └── SinkUnavailable
-└── DeliveryError      one alert on one channel failed for good: logged, counted, dead-lettered
+├── DeliveryError      one alert on one channel failed for good: logged, counted, dead-lettered
+├── StoreError         (monitor.store) a store file that cannot be read or written (exit 74)
+│   └── StoreLocked    another process holds the store (exit 75)
+└── OutboxError        (monitor.alerts.outbox) the outbox cannot be written (exit 74)
 ```
 
 Bad input on a live stream is not an exception: it becomes a `Rejection` value, counted and logged.

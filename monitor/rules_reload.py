@@ -1,12 +1,13 @@
 """The rules file read again while the daemon runs: SIGHUP (`systemctl reload market-monitor`).
 
-The file is read and checked in the event loop when the signal comes; a file that does not read
-(a TOML error, an unknown kind or parameter, a short-interest file that cannot be read) is
-logged as `rules_reload_failed` with the reason, and the rules in force stay. One that reads
-becomes the engine's at the start of its next step, in the engine's thread (see
-`Pipeline.engine_change`): a rule that is new or changed fires from the next period on, never
-on periods already evaluated (`Engine.replace_rules`). Only the rules file (and the short
-interest it uses) is read again; every other setting needs a restart.
+The signal wakes the engine loop, which reads and checks the file, and the short-interest file
+it names, before its next step, on the event loop (a short-interest file of a few MB takes a
+few hundred ms). A file that does not read (a TOML error, an unknown kind or parameter, a
+short-interest file that cannot be read) is logged as `rules_reload_failed` with the reason,
+and the rules in force stay. One that reads becomes the engine's at the start of its next step,
+in the engine's thread (see `Pipeline.engine_change`): a rule that is new or changed fires from
+the next period on, never on periods already evaluated (`Engine.replace_rules`). Only the rules
+file (and the short interest it uses) is read again; every other setting needs a restart.
 """
 
 from __future__ import annotations

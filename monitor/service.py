@@ -75,7 +75,9 @@ ZEROED = (
 class Daemon:
     """Everything the running service holds, built from Config (see `run`)."""
 
-    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: Config, *, clock: Clock | None = None, stop: asyncio.Event | None = None
+    ) -> None:
         self.config = config
         self.counters = Counters()
         self.log = logs.get("service")
@@ -108,7 +110,7 @@ class Daemon:
         self.intraday = Intraday(self.store, self.engine, self.log, self.counters, journal)
         self.intraday.restore(clock.now())
         self.queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue(config.engine.queue_size)
-        self.stop = asyncio.Event()
+        self.stop = stop if stop is not None else asyncio.Event()  # (set: the daemon stops)
         self.feeds_done = asyncio.Event()
         self.feeds: list[Any] = []
         self.decoders: dict[str, BatchDecoder] = {}
@@ -337,13 +339,12 @@ async def run(
     if install_signals:  # first: a SIGTERM during the (long) start-up still stops us cleanly
         _install_signals(stop, logs.get("service"))
     # Loads history and warms the engine: nothing else runs yet.
-    daemon = Daemon(config, clock=clock)
+    daemon = Daemon(config, clock=clock, stop=stop)
     if install_signals:
         # (the loop hands a signal to the handler in place when it next runs: a SIGHUP that
         # came during the start-up, which the handler above kept from killing us, reaches this)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.rules_reload.request)
     gc.freeze()  # the history just loaded is long-lived: keep the collector off it
-    daemon.stop = stop
     daemon.build_feeds()
     log = daemon.log
     store = daemon.store
