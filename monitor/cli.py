@@ -132,6 +132,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--qos", type=int, choices=[0, 1], default=1)
     f.add_argument("--adjusted", action="store_true")
+    f.add_argument("--username", help="log in as this user (a broker refusing anonymous clients)")
+    password = f.add_mutually_exclusive_group()
+    password.add_argument(
+        "--password-env", metavar="NAME", help="the environment variable holding the password"
+    )
+    password.add_argument(
+        "--password-file", metavar="PATH", help="the file holding the password (a credential)"
+    )
+    f.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help="mqtts://: the CA that signed the broker's certificate (default: the system's)",
+    )
 
     c = sub.add_parser("config", help="check a daemon config file")
     csub = c.add_subparsers(dest="config_command", required=True)

@@ -5,10 +5,13 @@ CLI exits 78. Each component receives only its own slice.
 
 Environment overrides: `MARKET_MONITOR__SECTION__KEY=value` sets `[section] key` (values parsed as
 TOML scalars when they parse, else taken as strings), e.g. `MARKET_MONITOR__REDIS__URL`; an error
-in a value set so names the variable instead of the file.
+in a value set so names the variable instead of the file. Entries of `[[feeds]]` cannot be set so
+(set them in the file).
 Secrets are never in the file: `password_env = "NAME"` reads an environment variable,
-`password_file = "/run/credentials/market-monitor/redis"` reads a file (systemd LoadCredential=).
-Resolved secrets are `Secret` values, masked in every repr and log.
+`password_file = "/run/credentials/market-monitor.service/redis"` reads a file (systemd
+LoadCredential=). Paths are relative to the config file's folder: `load` makes every `*_file`
+absolute (secrets and `ca_file`), and `resolve` does it for the others. Resolved secrets are
+`Secret` values, masked in every repr and log.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 import stat
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
@@ -30,9 +33,12 @@ from monitor.errors import ConfigError
 from monitor.urls import host_only, mask_url
 
 if TYPE_CHECKING:  # (the rules pull in polars: the notifier and `config check` need not)
+    import polars as pl
+
     from monitor.core.rules.spec import RulesFile
 
 ENV_PREFIX = "MARKET_MONITOR__"
+S = TypeVar("S", bound=msgspec.Struct)
 Overrides = dict[tuple[str, ...], str]  # a key's path -> the environment variable that sets it
 _UNKNOWN = re.compile(r"^Object contains unknown field `([^`]+)`")
 
@@ -205,6 +211,11 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(_invalid(path, str(exc), raw, variables)) from None
+    config = msgspec.structs.replace(
+        config,
+        redis=absolute_files(config.redis, config.base_dir),
+        feeds=[absolute_files(feed, config.base_dir) for feed in config.feeds],
+    )
     problem = _problem(config)
     if problem is not None:
         field, message = problem
@@ -233,17 +244,52 @@ def _invalid(path: str | Path, error: str, raw: dict[str, Any], variables: Overr
 
 def _problem(config: Config) -> tuple[str, str] | None:
     """What the types cannot say and the daemon would refuse at start, as (field, message):
-    `config check` must fail where `run` would, with the same one line."""
+    `config check` must fail where `run` would, with the same one line. A `ca_file` is read
+    here (its paths made absolute first): one that cannot be read would fail every TLS
+    connection with an error that does not name it."""
     problem = redis_url_problem(config.redis.url)
     if problem is not None:
         return "redis.url", problem
-    if config.redis.ca_file and not config.redis.url.startswith("rediss://"):
-        return "redis.ca_file", "needs a rediss:// url"
+    if config.redis.ca_file:
+        if not config.redis.url.startswith("rediss://"):
+            return "redis.ca_file", "needs a rediss:// url"
+        problem = unreadable(config.redis.ca_file)
+        if problem is not None:
+            return "redis.ca_file", problem
     for i, feed in enumerate(config.feeds):
         problem_at = _feed_problem(feed)
+        if problem_at is None and feed.ca_file:
+            problem = unreadable(feed.ca_file)
+            problem_at = None if problem is None else ("ca_file", problem)
         if problem_at is not None:
             return f"feeds[{i}].{problem_at[0]}", problem_at[1]
     return None
+
+
+def unreadable(path: str) -> str | None:
+    """Why the file at `path` cannot be read (`cannot read PATH: No such file or directory`),
+    or None when it can."""
+    try:
+        with open(path, "rb") as file:
+            file.read(1)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    return None
+
+
+def absolute_files(section: S, base_dir: str) -> S:
+    """`section` with each of its `*_file` paths (secrets, `ca_file`) relative to `base_dir`,
+    the config file's folder, as the README and the example config say; absolute ones and
+    unset ones unchanged."""
+    changed = {
+        name: str(Path(base_dir) / value)
+        for name in section.__struct_fields__
+        if name.endswith("_file")
+        and isinstance(value := getattr(section, name), str)
+        and value
+        and not Path(value).is_absolute()
+    }
+    return msgspec.structs.replace(section, **changed) if changed else section
 
 
 def redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis", "rediss")) -> str | None:
@@ -279,9 +325,12 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
     if not feed.url:
         return "url", f"required for a {feed.kind} feed"
     if feed.kind == "websocket":
-        if feed.url.startswith(("ws://", "wss://")):
-            return None
-        return "url", _expected(feed.url, "ws://... or wss://...")
+        if not feed.url.startswith(("ws://", "wss://")):
+            return "url", _expected(feed.url, "ws://... or wss://...")
+        backfill = feed.rest_url and feed.provider in ("alpaca", "polygon")
+        if backfill and not (feed.key_env or feed.key_file):
+            return "rest_url", "needs key_env or key_file"
+        return None
     parts = _split(feed.url)
     if isinstance(parts, str):
         return "url", parts
@@ -348,20 +397,28 @@ def resolve(config: Config, relative: str) -> Path:
 
 
 def secret(
-    where: str, *, env_name: str, file_name: str, environ: dict[str, str] | None = None
+    where: str,
+    *,
+    env_name: str,
+    file_name: str,
+    environ: dict[str, str] | None = None,
+    fields: tuple[str, str] | None = None,
 ) -> Secret | None:
     """Resolve a secret from `*_env` or `*_file`; None when neither is set. ConfigError when
-    the variable or file is missing."""
+    the variable or file is missing, naming `{where}_env` or `{where}_file` (or `fields`, the
+    names of the two, e.g. a command's options). A relative `file_name` is read from the
+    current folder: `load` has made a config's absolute."""
     env = os.environ if environ is None else environ
+    env_field, file_field = fields or (f"{where}_env", f"{where}_file")
     if env_name:
         if env_name not in env:
-            raise ConfigError(f"{where}_env: environment variable {env_name} is not set")
+            raise ConfigError(f"{env_field}: environment variable {env_name} is not set")
         return Secret(env[env_name])
     if file_name:
         try:
             text = Path(file_name).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"{where}_file: cannot read {file_name}: {exc.strerror}") from None
+            raise ConfigError(f"{file_field}: cannot read {file_name}: {exc.strerror}") from None
         return Secret(text)
     return None
 
@@ -418,8 +475,14 @@ def env_overrides(env: dict[str, str], prefix: str = ENV_PREFIX) -> Overrides:
 def _apply_env(raw: dict[str, Any], env: dict[str, str], prefix: str) -> None:
     for path, key in env_overrides(env, prefix).items():
         node = raw
-        for part in path[:-1]:
+        for n, part in enumerate(path[:-1]):
             node = node.setdefault(part, {})
+            if isinstance(node, list) or path[n + 1].isdigit():  # FEEDS__0__URL: an entry
+                table = ".".join(path[: n + 1])
+                raise ConfigError(
+                    f"{key}: entries of [[{table}]] cannot be overridden from the environment "
+                    "(set them in the file)"
+                )
             if not isinstance(node, dict):
                 raise ConfigError(f"{key}: {part} is not a table")
         node[path[-1]] = _scalar(env[key])
@@ -444,6 +507,16 @@ def outside_universe(config: Config, rules: RulesFile) -> list[str]:
         f"{'its' if len(missing) == 1 else 'their'} prices"
         for rule_id, missing in unknown_symbols(rules.enabled, set(config.engine.universe)).items()
     ]
+
+
+def load_short_interest(config: Config) -> pl.DataFrame | None:
+    """The `[rules] short_interest` file, relative to the config file (None when unset);
+    DataError (exit 65) naming the file when it cannot be read or has bad rows."""
+    if not config.rules.short_interest:
+        return None
+    from monitor.short_interest_io import read_short_interest
+
+    return read_short_interest(resolve(config, config.rules.short_interest))
 
 
 def load_rules_file(config: Config) -> RulesFile:

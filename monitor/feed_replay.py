@@ -2,7 +2,9 @@
 would: daily bars (`timeframe` "1d", `session`) or, from files whose time column has a time of
 day, minute bars (`timeframe` "1m", `start` in epoch ms). Paced by `--rate` messages per second
 or by `--speed`, simulated seconds per real second (minute bars only). For demos, tests and
-benchmarks."""
+benchmarks. A broker that refuses anonymous clients: `--username` with `--password-env` (a
+variable's name) or `--password-file`, never the password itself on the command line; mqtts://
+verifies the broker against `--ca-file`, else the system's CAs."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from urllib.parse import urlsplit
 import msgspec
 import polars as pl
 
+from monitor.config import Secret, secret, unreadable
 from monitor.datafiles import parse_data_arg, read_many
 from monitor.errors import EX_USAGE, ConfigError, SinkUnavailable
+from monitor.urls import mask_url
 
 
 class WireBar(msgspec.Struct):
@@ -90,6 +94,10 @@ def feed_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EX_USAGE
+    login = _login(args)
+    if isinstance(login, str):
+        print(f"market-monitor: usage error: {login}", file=sys.stderr)
+        return EX_USAGE
     specs = [parse_data_arg(a) for a in args.data]
     minute_specs = [s for s in specs if is_minute_file(s.path)]
     daily_specs = [s for s in specs if s not in minute_specs]
@@ -105,11 +113,45 @@ def feed_replay(args: argparse.Namespace) -> int:
         if args.end:
             minutes = minutes.filter(day <= args.end)
         messages += minute_messages(minutes)
-    asyncio.run(
-        publish(args.url, args.topic, messages, qos=args.qos, rate=args.rate, speed=args.speed)
-    )
+    pace = {"rate": args.rate, "speed": args.speed}
+    asyncio.run(publish(args.url, args.topic, messages, qos=args.qos, login=login, **pace))
     print(f"published {len(messages)} bars to {args.topic}", file=sys.stderr)
     return 0
+
+
+class Login(msgspec.Struct, frozen=True):
+    """How feed-replay logs in to the broker: a user and password (None: anonymous) and, for
+    mqtts://, the CA file to verify it against (None: the system's)."""
+
+    username: str | None = None
+    password: Secret | None = None
+    ca_file: str | None = None
+
+
+def _login(args: argparse.Namespace) -> Login | str:
+    """The login the options ask for, before any file is read; a usage error's message for
+    options that do not go together; ConfigError (exit 78) for a password variable that is not
+    set or a password or CA file that cannot be read, naming the option."""
+    username = getattr(args, "username", None)
+    password_env = getattr(args, "password_env", None) or ""
+    password_file = getattr(args, "password_file", None) or ""
+    ca_file = getattr(args, "ca_file", None)
+    if (password_env or password_file) and not username:
+        option = "--password-env" if password_env else "--password-file"
+        return f"{option}: needs --username (MQTT sends a password only with a user name)"
+    if ca_file is not None and urlsplit(args.url).scheme != "mqtts":
+        return f"--ca-file: needs an mqtts:// --url, not {mask_url(args.url)!r}"
+    password = secret(
+        "--password",
+        env_name=password_env,
+        file_name=password_file,
+        fields=("--password-env", "--password-file"),
+    )
+    if ca_file is not None:
+        problem = unreadable(ca_file)
+        if problem is not None:
+            raise ConfigError(f"--ca-file: {problem}")
+    return Login(username or None, password, ca_file)
 
 
 async def publish(
@@ -120,21 +162,31 @@ async def publish(
     qos: int,
     rate: float,
     speed: float = 0.0,
+    login: Login | None = None,
 ) -> None:
     """Publish `(ms, message)` pairs in order: at most `rate` per second (0 = no limit), and
     with `speed` > 0 spaced by their timestamps divided by `speed`. SinkUnavailable when the
-    broker refuses the connection or drops it."""
+    broker refuses the connection or drops it; ConfigError when it refuses the login or its
+    certificate is not trusted (trying again will not help)."""
     import aiomqtt
     from aiomqtt.exceptions import MqttConnectError
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from monitor.urls import mask_url
+    from monitor.feeds.mqtt_client import tls_context
 
+    login = login or Login()
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ConfigError(f"--url: expected mqtt://host[:port], got {url!r}")
+    tls = parts.scheme == "mqtts"
     try:
-        async with aiomqtt.Client(parts.hostname, parts.port or 1883) as client:
+        async with aiomqtt.Client(
+            parts.hostname,
+            parts.port or (8883 if tls else 1883),
+            username=login.username,
+            password=str(login.password) if login.password is not None else None,
+            tls_context=tls_context(login.ca_file) if tls else None,
+        ) as client:
             gap = 1.0 / rate if rate > 0 else 0.0
             previous: int | None = None
             for ms, message in messages:
@@ -151,4 +203,9 @@ async def publish(
         failed = ConfigError if code in (4, 5, 134, 135) else SinkUnavailable
         raise failed(f"mqtt broker at {mask_url(url)}: {exc}") from None
     except aiomqtt.MqttError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # (no retry makes the certificate trusted)
+            raise ConfigError(
+                f"mqtt broker at {mask_url(url)}: its TLS certificate is not trusted (give "
+                f"--ca-file, the CA that signed it): {exc}"
+            ) from None
         raise SinkUnavailable(f"mqtt broker at {mask_url(url)}: {exc}") from None

@@ -87,8 +87,7 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
     provider_secret = secret(f"{where}.secret", env_name=fc.secret_env, file_name=fc.secret_file)
     rest = None
     if fc.rest_url and fc.provider in ("alpaca", "polygon"):
-        if key is None:
-            raise ConfigError(f"{where}.rest_url: needs key_env or key_file")
+        assert key is not None, "config.load refuses a rest_url without key_env or key_file"
         rest = RestBackfill(
             fc.provider,
             fc.rest_url,

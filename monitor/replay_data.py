@@ -4,6 +4,7 @@ before the daemon starts (joined to the stored history) and bars the feed stream
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -25,25 +26,33 @@ class ReplayData(msgspec.Struct):
     minutes: dict[str, pl.DataFrame]
 
 
-def split_replay_data(config: Config, history: pl.DataFrame) -> ReplayData:
-    """Replay feeds: bars before `start` join the history; the rest is streamed."""
+class FeedFiles(msgspec.Struct):
+    """One replay feed's files as read: its `start` (None: after the last daily bar), its
+    daily bars (up to `end`) and its minute bars (from `start` to `end`; None without minute
+    files)."""
+
+    name: str
+    start: dt.date | None
+    daily: pl.DataFrame | None
+    minutes: pl.DataFrame | None
+
+
+def read_replay_feeds(config: Config) -> Iterator[FeedFiles]:
+    """Each replay feed's `data` files in turn, read as the daemon streams them (one feed's
+    bars at a time in memory). ConfigError naming the field for a `start` or `end` that is not
+    a date (exit 78), DataError naming the file for one that cannot be read (exit 65): `run`
+    and `config check` both fail here."""
     from monitor.datafiles import read_many
     from monitor.minutefiles import is_minute_file, read_minutes
 
-    out = ReplayData(history, None, {}, {})
-    start_at: dt.datetime | None = None
     for i, feed in enumerate(config.feeds):
         if feed.kind != "replay":
             continue
-        try:
-            start = dt.date.fromisoformat(feed.start) if feed.start else None
-            end = dt.date.fromisoformat(feed.end) if feed.end else None
-        except ValueError:
-            raise ConfigError(f"feeds[{i}].start/end: not a YYYY-MM-DD date") from None
+        start, end = _date(i, "start", feed.start), _date(i, "end", feed.end)
         specs = [_resolve_spec(config, d) for d in feed.data]
         minute_specs = [s for s in specs if is_minute_file(s.path)]
         daily_specs = [s for s in specs if s not in minute_specs]
-        name = feed.label(i)
+        minutes = None
         if minute_specs:
             minutes = pl.concat([read_minutes(s) for s in minute_specs])
             day = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
@@ -51,16 +60,34 @@ def split_replay_data(config: Config, history: pl.DataFrame) -> ReplayData:
                 minutes = minutes.filter(day >= start)
             if end is not None:
                 minutes = minutes.filter(day <= end)
-            out.minutes[name] = minutes
-            first_minute = minutes.get_column("start").min()
+        daily = read_many(daily_specs, end=end).bars if daily_specs else None
+        yield FeedFiles(feed.label(i), start, daily, minutes)
+
+
+def _date(i: int, field: str, text: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text) if text else None
+    except ValueError:
+        raise ConfigError(f"feeds[{i}].{field}: not a YYYY-MM-DD date: {text!r}") from None
+
+
+def split_replay_data(config: Config, history: pl.DataFrame) -> ReplayData:
+    """Replay feeds: bars before `start` join the history; the rest is streamed."""
+    out = ReplayData(history, None, {}, {})
+    start_at: dt.datetime | None = None
+    for feed in read_replay_feeds(config):
+        if feed.minutes is not None:
+            out.minutes[feed.name] = feed.minutes
+            first_minute = feed.minutes.get_column("start").min()
             if isinstance(first_minute, dt.datetime) and start_at is None:
                 start_at = first_minute - dt.timedelta(seconds=1)
-        loaded = read_many(daily_specs, end=end).bars if daily_specs else history.clear()
+        loaded = feed.daily if feed.daily is not None else history.clear()
+        start = feed.start
         if start is None:
             start = loaded.get_column("session").max() or dt.date.max  # type: ignore[assignment]
         assert isinstance(start, dt.date)
         before = loaded.filter(pl.col("session") < start)
-        out.bars[name] = loaded.filter(pl.col("session") >= start)
+        out.bars[feed.name] = loaded.filter(pl.col("session") >= start)
         history = pl.concat([history, before]).unique(
             ["symbol", "session"], keep="last", maintain_order=True
         )

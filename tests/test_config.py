@@ -284,3 +284,122 @@ def test_a_value_outside_a_set_lists_the_values_the_field_takes(tmp_path: Path) 
     assert str(caught.value) == (
         f"{path}: log.level: Invalid enum value 'loud'; level is one of debug, info, warning, error"
     )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        (REDIS_URL, 'url = "rediss://127.0.0.1:6379/0"\nca_file = "{ca}"', "redis.ca_file"),
+        (FEED_URL, 'url = "mqtts://127.0.0.1:8883"\nca_file = "{ca}"', "feeds[0].ca_file"),
+    ],
+    ids=["redis", "mqtt-feed"],
+)
+@pytest.mark.parametrize("ca", ["missing-ca.pem", "{dir}/missing-ca.pem", "{dir}"])
+def test_a_ca_file_that_cannot_be_read_fails_check_and_run_naming_the_field(
+    tmp_path: Path, old: str, new: str, field: str, ca: str
+) -> None:
+    """A `ca_file` that is not there (relative to the config file, or absolute) or is a folder
+    fails `config check` and `run` alike with exit 78 and one line naming the field and the
+    file: the daemon used to start and run degraded, failing every TLS connection with an
+    error that did not name `ca_file`."""
+    conf = write_config(tmp_path, "mm-ca-file")
+    path = ca.format(dir=tmp_path)
+    conf.write_text(conf.read_text().replace(old, new.format(ca=path)))
+    absolute = str(tmp_path / path)  # (an absolute `path` stays itself)
+    why = "Is a directory" if path == str(tmp_path) else "No such file or directory"
+    want = f"market-monitor: config error: {conf}: {field}: cannot read {absolute}: {why}\n"
+    check = cli("config", "check", "--config", str(conf))
+    assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
+    run = cli("run", "--config", str(conf), timeout=30)
+    assert (run.returncode, run.stderr) == (78, want)
+
+
+def test_secret_and_ca_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    """Relative `password_file`, `key_file`, `secret_file` and `ca_file` are read from the
+    config file's folder, not the current one (they were read from wherever the command ran);
+    absolute ones are unchanged."""
+    conf = write_config(tmp_path, "mm-relative")
+    text = conf.read_text().replace(REDIS_URL, 'url = "rediss://127.0.0.1:6379/0"')
+    redis = 'password_file = "credentials/redis"\nca_file = "credentials/ca.pem"'
+    websocket = (
+        '\n[[feeds]]\nkind = "websocket"\nurl = "wss://stream.example.com/v2/iex"\n'
+        'key_file = "credentials/key"\nsecret_file = "/run/credentials/market-monitor.service/s"\n'
+    )
+    conf.write_text(
+        text.replace("[redis]\n", f"[redis]\n{redis}\n")
+        .replace("qos = 1\n", 'qos = 1\npassword_file = "credentials/mqtt"\n')
+        .replace("[redis]\n", f"{websocket}[redis]\n", 1)
+    )
+    (tmp_path / "credentials").mkdir()
+    for name in ("redis", "ca.pem", "mqtt", "key"):
+        (tmp_path / "credentials" / name).write_text(f"{name}-value\n")
+        (tmp_path / "credentials" / name).chmod(0o600)
+    loaded = cfg.load(conf, {})
+    files = tmp_path / "credentials"
+    assert (
+        loaded.redis.password_file,
+        loaded.redis.ca_file,
+        loaded.feeds[0].password_file,
+        loaded.feeds[1].key_file,
+        loaded.feeds[1].secret_file,
+    ) == (
+        str(files / "redis"),
+        str(files / "ca.pem"),
+        str(files / "mqtt"),
+        str(files / "key"),
+        "/run/credentials/market-monitor.service/s",
+    )
+    check = cli("config", "check", "--config", str(conf))  # (run from the repository's root)
+    assert check.returncode == 78
+    assert check.stderr == (
+        "market-monitor: config error: feeds[1].secret_file: cannot read "
+        "/run/credentials/market-monitor.service/s: No such file or directory\n"
+    )
+    conf.write_text(conf.read_text().replace("/run/credentials/market-monitor.service/s", "key"))
+    (tmp_path / "key").write_text("secret-value\n")
+    (tmp_path / "key").chmod(0o600)
+    check = cli("config", "check", "--config", str(conf))
+    assert (check.returncode, check.stderr) == (0, "")
+    assert check.stdout.endswith(
+        "# secrets resolved:\n"
+        f"#   redis.password = ***  (file {files / 'redis'})\n"
+        f"#   feeds[0].password = ***  (file {files / 'mqtt'})\n"
+        f"#   feeds[1].key = ***  (file {files / 'key'})\n"
+        f"#   feeds[1].secret = ***  (file {tmp_path / 'key'})\n"
+    )
+
+
+def test_a_feed_entry_set_from_the_environment_is_refused_saying_why(tmp_path: Path) -> None:
+    """`MARKET_MONITOR__FEEDS__0__URL` (with or without `[[feeds]]` in the file) is refused
+    with one line saying that entries of `[[feeds]]` are set in the file, not "feeds is not a
+    table"."""
+    want = (
+        "MARKET_MONITOR__FEEDS__0__URL: entries of [[feeds]] cannot be overridden from the "
+        "environment (set them in the file)"
+    )
+    with_feeds = write_config(tmp_path, "mm-env-feeds")
+    without = tmp_path / "no-feeds.toml"
+    without.write_text("[http]\nport = 0\n")
+    for conf in (with_feeds, without):
+        with pytest.raises(ConfigError) as caught:
+            cfg.load(conf, {"MARKET_MONITOR__FEEDS__0__URL": "mqtt://127.0.0.1:1884"})
+        assert str(caught.value) == want
+
+
+def test_a_rest_backfill_without_a_key_fails_check_and_run_alike(tmp_path: Path) -> None:
+    """An Alpaca WebSocket feed with `rest_url` but neither `key_env` nor `key_file` fails
+    `config check` as it fails `run`: exit 78, the same line naming `feeds[0].rest_url` (the
+    check used to pass it)."""
+    conf = write_config(tmp_path, "mm-rest-key")
+    conf.write_text(
+        conf.read_text().replace(
+            'kind = "mqtt"\nname = "broker"\n' + FEED_URL,
+            'kind = "websocket"\nprovider = "alpaca"\nurl = "wss://stream.example.com/v2/iex"\n'
+            'rest_url = "https://data.example.com"',
+        )
+    )
+    want = f"market-monitor: config error: {conf}: feeds[0].rest_url: needs key_env or key_file\n"
+    check = cli("config", "check", "--config", str(conf))
+    assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
+    run = cli("run", "--config", str(conf), timeout=30)
+    assert (run.returncode, run.stderr) == (78, want)

@@ -21,7 +21,15 @@ from urllib.parse import quote, urlencode
 import msgspec
 from msgspec import Meta
 
-from monitor.config import Base, Secret, read_toml, redis_url_problem, secret
+from monitor.config import (
+    Base,
+    Secret,
+    absolute_files,
+    read_toml,
+    redis_url_problem,
+    secret,
+    unreadable,
+)
 from monitor.core.fields import field_message
 from monitor.errors import ConfigError
 
@@ -209,11 +217,17 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> NotifyConfi
 def parse(
     raw: dict[str, object], *, where: str = "config", environ: dict[str, str] | None = None
 ) -> NotifyConfig:
-    """Validate plain data into a NotifyConfig (and check names, times, zones and secrets)."""
+    """Validate plain data into a NotifyConfig (and check names, times, zones and secrets);
+    `*_file` paths (secrets, `ca_file`) are made relative to `base_dir`, the file's folder."""
     try:
         config = msgspec.convert(raw, NotifyConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{where}: {field_message(str(exc), NotifyConfig, raw)}") from None
+    config = msgspec.structs.replace(  # (relative to the config file, as the daemon's)
+        config,
+        redis=absolute_files(config.redis, config.base_dir),
+        receivers=[absolute_files(r, config.base_dir) for r in config.receivers],
+    )
     try:
         check(config, environ)
     except ConfigError as exc:
@@ -222,11 +236,15 @@ def parse(
 
 
 def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
-    """Cross-field checks: a Redis URL the client takes, unique receiver names, known references,
-    clock times, time zones."""
+    """Cross-field checks: a Redis URL the client takes, a `ca_file` it can read, unique
+    receiver names, known references, clock times, time zones."""
     problem = redis_url_problem(config.redis.url, REDIS_SCHEMES)
     if problem is not None:
         raise ConfigError(f"redis.url: {problem}")
+    if config.redis.ca_file:  # (else every connection fails: "unreachable", retried for ever)
+        problem = unreadable(config.redis.ca_file)
+        if problem is not None:
+            raise ConfigError(f"redis.ca_file: {problem}")
     names = [r.name for r in config.receivers]
     for i, name in enumerate(names):
         if not name or names.index(name) != i:

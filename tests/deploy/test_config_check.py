@@ -284,3 +284,60 @@ def test_status_reads_the_prometheus_page() -> None:
     assert m.by("rejections", "reason") == {"bad_price": 2.0, 'dup "x"': 1.0}
     assert m.total("ticks_in") == 12345
     assert not m.has("process_cpu_seconds_total")
+
+
+BAD_INPUT = [
+    (
+        '[[feeds]]\nkind = "replay"\ndata = ["IWM=missing/iwm.csv"]\n',
+        65,
+        "data error: {dir}/missing/iwm.csv: cannot read: [Errno 2] No such file or directory: "
+        "'{dir}/missing/iwm.csv'",
+    ),
+    (
+        f'[[feeds]]\nkind = "replay"\ndata = ["^RUT={DEMO / "rut_index_daily_1987_2026.csv"}"]\n'
+        'start = "2024-7-1"\n',
+        78,
+        "config error: feeds[0].start: not a YYYY-MM-DD date: '2024-7-1'",
+    ),
+    (
+        f'[[feeds]]\nkind = "replay"\ndata = ["^RUT={DEMO / "rut_index_daily_1987_2026.csv"}"]\n'
+        'end = "July 31"\n',
+        78,
+        "config error: feeds[0].end: not a YYYY-MM-DD date: 'July 31'",
+    ),
+    (
+        '[rules]\nshort_interest = "si.csv"\n',
+        65,
+        "data error: {dir}/si.csv: cannot read: No such file or directory (os error 2): "
+        "{dir}/si.csv",
+    ),
+    (
+        '[rules]\nshort_interest = "si-no-date.csv"\n',
+        65,
+        "data error: {dir}/si-no-date.csv: missing column 'short_interest_date'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("section", "code", "line"),
+    BAD_INPUT,
+    ids=["replay-data-missing", "replay-start", "replay-end", "si-missing", "si-no-column"],
+)
+def test_config_check_refuses_the_data_files_run_refuses_with_the_same_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, code: int, line: str
+) -> None:
+    """A replay feed whose data file cannot be read (65) or whose `start`/`end` is not a date
+    (78), and a `[rules] short_interest` file that is missing or lacks a column (65), fail
+    `config check` with the exit code and one line `run` gives for them (the check used to
+    pass them all)."""
+    from tests.test_commands import cli
+
+    (tmp_path / "si-no-date.csv").write_text("symbol,percent_of_float\nGME,140.0\n")
+    rules = f'[rules]\nfile = "{RULES}"\n'
+    body = section.replace("[rules]\n", rules) if "[rules]" in section else section + rules
+    conf = write(tmp_path, f'[store]\npath = "{tmp_path / "store"}"\n{body}[http]\nport = 0\n')
+    want = f"market-monitor: {line.format(dir=tmp_path)}\n"
+    assert check(conf, capsys) == (code, "", want)
+    run = cli("run", "--config", str(conf), timeout=60)
+    assert (run.returncode, run.stderr) == (code, want)

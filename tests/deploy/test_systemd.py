@@ -158,7 +158,7 @@ def test_units_run_the_commands_with_the_settings_the_daemon_needs() -> None:
         assert s[("Service", "NotifyAccess")] == ["main"]
         assert s[("Service", "WatchdogSec")] == ["30"]
         assert s[("Service", "Restart")] == ["on-failure"]
-        assert s[("Service", "RestartPreventExitStatus")] == ["78"]
+        assert s[("Service", "RestartPreventExitStatus")] == ["65 78"]  # data error, config
         assert int(s[("Service", "TimeoutStopSec")][0]) > ShutdownConfig().grace_s + 5
         assert s[("Service", "LoadCredential")] == [
             "redis-password:/etc/market-monitor/credentials/redis-password"

@@ -1,0 +1,87 @@
+"""The notifier's file paths: `ca_file`, `password_file` and receivers' `url_file` are relative to
+its config file, and a `ca_file` that cannot be read is a config error naming it (exit 78), not
+an unreachable Redis (69, which systemd retries for ever)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.errors import ConfigError
+from monitor.notify import config as ncfg
+from tests.conftest import ROOT
+
+
+def write(tmp: Path, redis: str, receiver: str = 'url = "json://127.0.0.1:9/alerts"') -> Path:
+    """A notifier config in tmp with these `[redis]` lines and one receiver."""
+    path = tmp / "notify.toml"
+    path.write_text(
+        f"[redis]\n{redis}\n"
+        f'[[receivers]]\nname = "hook"\n{receiver}\n'
+        '[route]\nreceivers = ["hook"]\n'
+    )
+    return path
+
+
+def test_a_missing_ca_file_exits_78_naming_it(tmp_path: Path) -> None:
+    """`[redis] ca_file` naming no file: `notify` exits 78 with one line naming the field and
+    the file (resolved beside the config), before any connection is tried."""
+    conf = write(tmp_path, 'url = "rediss://127.0.0.1:6380/0"\nca_file = "ca.pem"')
+    res = subprocess.run(
+        [sys.executable, "-m", "monitor.notify", "notify", "--config", str(conf)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert (res.returncode, res.stdout, res.stderr) == (
+        78,
+        "",
+        f"market-monitor: config error: {conf}: redis.ca_file: cannot read "
+        f"{tmp_path / 'ca.pem'}: No such file or directory\n",
+    )
+
+
+def test_a_ca_file_that_is_a_folder_is_refused_when_the_config_loads(tmp_path: Path) -> None:
+    """A `ca_file` that is a folder cannot be read as a certificate: `load` raises ConfigError
+    naming the file and `redis.ca_file`."""
+    conf = write(tmp_path, f'url = "rediss://127.0.0.1:6380/0"\nca_file = "{tmp_path}"')
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {})
+    assert str(caught.value) == (f"{conf}: redis.ca_file: cannot read {tmp_path}: Is a directory")
+
+
+def test_relative_files_are_read_beside_the_config_file(tmp_path: Path) -> None:
+    """Relative `password_file`, `ca_file` and `url_file` are taken from the config file's folder
+    (they were read from the current one), absolute ones as they are; the receiver's URL is read
+    from its file there."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "hook").write_text("json://127.0.0.1:9/from-file\n")
+    (credentials / "ca.pem").write_text("not checked as a certificate here\n")
+    conf = write(
+        tmp_path,
+        'url = "rediss://127.0.0.1:6380/0"\npassword_file = "credentials/redis"\n'
+        'ca_file = "credentials/ca.pem"',
+        receiver='url_file = "credentials/hook"',
+    )
+    config = ncfg.load(conf, {})
+    assert (config.redis.password_file, config.redis.ca_file, config.receivers[0].url_file) == (
+        str(credentials / "redis"),
+        str(credentials / "ca.pem"),
+        str(credentials / "hook"),
+    )
+    url = ncfg.resolve_url(config.receivers[0], "receivers[0].url", {})
+    assert str(url) == "json://127.0.0.1:9/from-file"
+
+
+def test_a_receiver_set_from_the_environment_is_refused_saying_why(tmp_path: Path) -> None:
+    """`MARKET_MONITOR_NOTIFY__RECEIVERS__0__URL` is refused: entries of `[[receivers]]` are set
+    in the file."""
+    conf = write(tmp_path, 'url = "redis://127.0.0.1:6379/0"')
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {"MARKET_MONITOR_NOTIFY__RECEIVERS__0__URL": "json://127.0.0.1:9/x"})
+    assert str(caught.value) == (
+        "MARKET_MONITOR_NOTIFY__RECEIVERS__0__URL: entries of [[receivers]] cannot be overridden "
+        "from the environment (set them in the file)"
+    )
