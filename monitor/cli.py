@@ -28,10 +28,13 @@ from monitor.errors import (
     MonitorError,
     TransientError,
 )
-from monitor.replay_command import demo, replay
+from monitor.replay_command import demo, first_rejected, replay
 from monitor.replay_command import load_rules as load_rules  # (re-exported: tests import it here)
 
 if TYPE_CHECKING:
+    import polars as pl
+
+    from monitor.core.model import Rejection
     from monitor.store import Store
 
 EX_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
@@ -106,8 +109,14 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("backfill", help="import daily history into the daemon's store")
     b.add_argument("--config", required=True, help="daemon config TOML")
-    b.add_argument("--data", action="append", required=True, metavar="[SYMBOL=]PATH")
-    b.add_argument("--to", dest="end", type=_date, metavar="DATE")
+    b.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[SYMBOL=]PATH",
+        help="daily bars, CSV or Parquet, as replay reads them (repeatable)",
+    )
+    b.add_argument("--to", dest="end", type=_date, metavar="DATE", help="bars up to DATE only")
     b.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
 
     t = sub.add_parser("tail", help="print alerts from the Redis stream as they come, or since ID")
@@ -227,8 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseExceptionGroup as group:
         # A component of the daemon failed for good (e.g. the outbox cannot be written): say
         # what, exit non-zero, and let systemd restart us. Anything else is a bug: re-raise.
-        ours = group.subgroup(lambda e: isinstance(e, MonitorError))
-        if ours is None:
+        ours, rest = group.split(lambda e: isinstance(e, MonitorError))
+        if ours is None or rest is not None:  # (a bug beside ours: its traceback, all said)
             raise
         failures = _leaves(ours)
         for failure in failures:
@@ -281,6 +290,28 @@ def _lock(store: Store) -> TextIO | None:
         return None
 
 
+def _sessions_only(bars: pl.DataFrame) -> tuple[pl.DataFrame, list[Rejection]]:
+    """The bars of NYSE sessions, and a `not_a_session` rejection for each of the others (a
+    weekend, a holiday), as the daemon's engine would refuse them."""
+    if bars.is_empty():
+        return bars, []
+    import polars as pl
+
+    from monitor.calendar import nyse_sessions
+    from monitor.core.model import Rejection
+
+    days = bars.get_column("session")
+    sessions = nyse_sessions(days.min(), days.max())  # type: ignore[arg-type]
+    off = ~pl.col("session").is_in(sessions.frame.get_column("session").implode())
+    refused = bars.filter(off)
+    if refused.is_empty():
+        return bars, []
+    return bars.filter(~off), [
+        Rejection(reason="not_a_session", symbol=symbol, raw=f"{symbol} {session}")
+        for symbol, session in refused.select("symbol", "session").iter_rows()
+    ]
+
+
 def _backfill(args: argparse.Namespace) -> int:
     from monitor import config as cfg
     from monitor.datafiles import parse_data_arg, read_many
@@ -294,16 +325,20 @@ def _backfill(args: argparse.Namespace) -> int:
     with lock:
         specs = [parse_data_arg(a) for a in args.data]
         loaded = read_many(specs, adjusted=args.adjusted, end=args.end)
-        merged = store.merge_bars(loaded.bars)
-    symbols = loaded.bars.get_column("symbol").n_unique() if loaded.bars.height else 0
+        bars, off = _sessions_only(loaded.bars)
+        merged = store.merge_bars(bars)
+    symbols = bars.get_column("symbol").n_unique() if bars.height else 0
     print(
-        f"backfilled {loaded.bars.height} bars of {symbols} "
+        f"backfilled {bars.height} bars of {symbols} "
         f"{'symbol' if symbols == 1 else 'symbols'} into {store.path}; "
         f"the store now holds {merged.height} bars"
     )
-    if loaded.counts:
-        summary = ", ".join(f"{k}={v}" for k, v in sorted(loaded.counts.items()))
+    counts = {**loaded.counts, **({"not_a_session": len(off)} if off else {})}
+    if counts:
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
+    if loaded.rejections or off:
+        print(f"market-monitor: {first_rejected([*loaded.rejections, *off])}", file=sys.stderr)
     if merged.height:  # (the history the daemon will run on: holes it should know of)
         from monitor.calendar import nyse_sessions
         from monitor.replay import gaps, gaps_line

@@ -288,11 +288,11 @@ def run_replay(
     if refused:  # (days that are no session, named by symbol and date: the engine's)
         rejections = [*rejections, *refused]
     if rejections:
-        print(f"market-monitor: {_first_rejected(rejections)}", file=sys.stderr)
+        print(f"market-monitor: {first_rejected(rejections)}", file=sys.stderr)
     return 0
 
 
-def _first_rejected(rejections: Sequence[Rejection], shown: int = 5) -> str:
+def first_rejected(rejections: Sequence[Rejection], shown: int = 5) -> str:
     """The first rows the files' reading rejected, where they are, whose and why: `the first
     rows rejected: bad.csv:5 ABC (bad_price), bad.csv:9 ABC (duplicate), and 3 more`."""
     listed = ", ".join(

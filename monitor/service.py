@@ -30,7 +30,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
 from monitor.calendar import nyse_sessions
 from monitor.clock import Clock, SimClock, SystemClock
-from monitor.config import Config, load_rules_file, resolve, secret
+from monitor.config import Config, load_rules_file, load_short_interest, resolve, secret
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, EngineState, Step
 from monitor.core.model import Alert, FeedBatch
@@ -206,11 +206,7 @@ class Daemon:
 
     def read_short_interest(self) -> pl.DataFrame | None:
         """The `[rules] short_interest` file (None when unset); DataError when it is bad."""
-        if not self.config.rules.short_interest:
-            return None
-        from monitor.short_interest_io import read_short_interest
-
-        return read_short_interest(resolve(self.config, self.config.rules.short_interest))
+        return load_short_interest(self.config)
 
     def reload_short_interest(self) -> None:
         """Re-read the short-interest file (new figures are published twice a month)."""

@@ -362,3 +362,26 @@ def test_backfill_names_sessions_missing_in_the_store(tmp_path: Path) -> None:
     res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
     assert (res.returncode, res.stderr) == (0, "")
     assert res.stdout.startswith("backfilled 9295 bars of 1 symbol into ")
+
+
+def test_backfill_keeps_weekend_and_holiday_rows_out_of_the_store(tmp_path: Path) -> None:
+    """Rows dated on a Saturday and on July 4th are not stored (the daemon would load them as
+    sessions): backfill counts them as `not_a_session` and names them, as replay does."""
+    from monitor.store import Store
+
+    conf = write_config(tmp_path, "mm-backfill-off-days")
+    data = tmp_path / "x.csv"
+    data.write_text(
+        "date,close\n2024-07-03,10\n2024-07-04,10.2\n2024-07-05,10.4\n2024-07-06,10.5\n"
+        "2024-07-08,10.6\n"
+    )
+    res = cli("backfill", "--config", str(conf), "--data", f"X={data}")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("backfilled 3 bars of 1 symbol into ")
+    assert res.stderr == (
+        "market-monitor: rows rejected or fixed: not_a_session=2\n"
+        "market-monitor: the first rows rejected: X 2024-07-04 (not_a_session), "
+        "X 2024-07-06 (not_a_session)\n"
+    )
+    stored = Store(tmp_path / "store").load_bars().get_column("session").to_list()
+    assert [d.isoformat() for d in stored] == ["2024-07-03", "2024-07-05", "2024-07-08"]
