@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from monitor import config as cfg
-from monitor.core.rules.spec import rule_warnings
+from monitor.core.rules.spec import NO_SHORT_INTEREST, no_short_interest, rule_warnings
 from monitor.errors import EX_CONFIG, EX_DATAERR, ConfigError, DataError
 from monitor.replay_data import read_replay_feeds
 
@@ -52,6 +52,12 @@ def config_check(args: argparse.Namespace) -> int:
         print(f"market-monitor: warning: {line}", file=sys.stderr)
     for line in rule_warnings(rules):
         print(f"market-monitor: warning: rules.file: {line}", file=sys.stderr)
+    if not config.rules.short_interest:
+        for rule_id in no_short_interest(rules.enabled):
+            print(
+                f"market-monitor: warning: rule {rule_id} cannot fire: {NO_SHORT_INTEREST}",
+                file=sys.stderr,
+            )
     data = cfg.masked(config)
     if getattr(args, "format", "toml") == "json":
         data["secrets"] = {field: f"{MASK} ({source})" for field, source in sources.items()}

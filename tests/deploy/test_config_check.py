@@ -10,6 +10,7 @@ import pytest
 
 from monitor import config as cfg
 from monitor.config_check import config_check, to_toml
+from monitor.core.rules.spec import NO_SHORT_INTEREST
 from monitor.errors import EX_CONFIG
 from monitor.status import parse_metrics, status
 from tests.conftest import DEMO, ROOT
@@ -70,7 +71,9 @@ file = "{RULES}"
     assert '\n[http]\nhost = "127.0.0.1"\nport = 9555\n' in out
     assert "#   redis.password = ***  (environment MM_TEST_REDIS_PASSWORD)" in out
     assert f"#   feeds[0].password = ***  (file {secret_file})" in out
-    assert err == ""
+    assert err == (  # (the shipped rules' squeeze needs a short-interest file: none here)
+        f"market-monitor: warning: rule squeeze.daily cannot fire: {NO_SHORT_INTEREST}\n"
+    )
 
 
 def test_config_check_names_the_field_of_a_bad_value(
@@ -140,6 +143,20 @@ def test_config_check_warns_of_a_percent_written_for_a_fraction(
     assert code == 0
     assert err.startswith('market-monitor: warning: rules.file: rules[0] (id "sq").min_short_')
     assert "it is a fraction, 0.10 means 10%" in err and "did you mean 0.3?" in err
+
+
+def test_config_check_warns_of_a_squeeze_rule_without_short_interest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A squeeze rule that skips symbols without a figure, in a config with no `[rules]
+    short_interest`, cannot fire: the check passes, warning of it and how to mend it."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\nid = "sq"\nkind = "squeeze"\nuniverse = true\n')
+    code, _, err = check(write(tmp_path, f'[rules]\nfile = "{rules}"\n'), capsys)
+    assert (code, err) == (
+        0,
+        f"market-monitor: warning: rule sq cannot fire: {NO_SHORT_INTEREST}\n",
+    )
 
 
 def test_shipped_configs_pass_the_check(
