@@ -90,6 +90,8 @@ class Pipeline:
             "bar_events", "Bar builder events: late ticks corrected, bars replaced, ... by kind"
         )
         self._book_counts: dict[str, int] = {}
+        self._unsaid_corrections = 0  # (see `_corrected`)
+        self._corrections_said_at = -LOG_EVERY_S
 
     async def run(self, stop: asyncio.Event, feeds_done: asyncio.Event) -> None:
         """Process batches until `stop` is set and the feeds have stopped, then drain the queue."""
@@ -225,6 +227,24 @@ class Pipeline:
             if new > 0:
                 self.counters.inc("bar_events", new, kind=kind)
                 self._book_counts[kind] = n
+                if kind == "daily_bar_corrected":
+                    self._corrected(new)
+
+    def _corrected(self, new: int) -> None:
+        """Say (at most every LOG_EVERY_S) that session bars came for periods already evaluated:
+        stored as corrections, they fire nothing, so a feed that sends bars late or out of
+        order loses alerts it would have made, and the log should tell."""
+        self._unsaid_corrections += new
+        now = time.monotonic()
+        if now - self._corrections_said_at < LOG_EVERY_S:
+            return
+        self._log.warning(
+            "daily_bars_corrected",
+            bars=self._unsaid_corrections,
+            note="session bars of periods already evaluated (late, or out of order): stored "
+            "as corrections, they fire nothing",
+        )
+        self._unsaid_corrections, self._corrections_said_at = 0, now
 
 
 def _messages(item: FeedBatch | Wire) -> int:

@@ -142,9 +142,10 @@ def new_gaps(daily: pl.DataFrame, new: pl.DataFrame, sessions: Sessions) -> list
     """The gaps that the daily bars `new` (a live step's, stored into `daily`) open: sessions
     missing between each symbol's new bars and its last bar before them (a feed that skipped a
     symbol for a day, a name that did not trade)."""
-    first = new.get_column("session").min()
-    symbols = new.get_column("symbol").unique().implode()
-    before = daily.filter((pl.col("session") < first) & pl.col("symbol").is_in(symbols))
+    # (each symbol's own first new session: a step may hold one symbol's bar of a day and
+    # another's of the next, the first symbol's bar of that next day still to come)
+    firsts = new.group_by("symbol").agg(pl.col("session").min().alias("first"))
+    before = daily.join(firsts, on="symbol").filter(pl.col("session") < pl.col("first"))
     last = before.group_by("symbol").agg(pl.col("session").max())
     both = pl.concat([last, new.select("symbol", "session")]).unique()
     return gaps(both.sort("symbol", "session"), sessions)

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 
 import msgspec
+import polars as pl
 
 from monitor.clock import SimClock
 from monitor.core.counters import Counters
@@ -182,3 +183,36 @@ async def test_a_rejection_a_feed_logged_is_counted_again_but_logged_once(
     lines = [(e.get("feed", ""), e["reason"]) for e in logged if e["event"] == "tick_rejected"]
     assert lines == [("ws", "malformed_json")]
     assert (counters.total("feed_rejections"), counters.total("rejections")) == (1, 1)
+
+
+async def test_session_bars_stored_as_corrections_are_logged(sessions: Sessions) -> None:
+    """A session bar for a day already evaluated (a feed sending late, or out of order) fires
+    nothing: the daemon says so in one `daily_bars_corrected` warning with the count, besides
+    `bar_events{kind="daily_bar_corrected"}`."""
+    from structlog.testing import capture_logs
+
+    from monitor.cli import load_rules
+    from monitor.datafiles import DataSpec, read_daily
+    from monitor.replay import build_engine
+    from tests.conftest import RULES, RUT
+
+    bars = read_daily(DataSpec(path=str(RUT), symbol="^RUT"), end=dt.date(2024, 7, 15)).bars
+    engine = build_engine(load_rules(RULES), sessions)  # type: ignore[arg-type]
+    engine.ingest_daily(bars)
+    engine.advance(sessions.close_of(dt.date(2024, 7, 15)))
+    late = FeedBatch.empty("t")
+    # 07-12 and 07-15: the last day evaluated is evaluated again; 07-12's is a correction
+    late.daily_bars = bars.tail(2).with_columns(pl.col("close") * 1.01)
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    queue.put_nowait(late)
+    counters = Counters()
+    pipeline = Pipeline(
+        engine, queue, clock=SimClock(NOW), counters=counters, sinks=[], decoders={}
+    )
+    done = asyncio.Event()
+    done.set()
+    with capture_logs() as logs:
+        await asyncio.wait_for(pipeline.run(done, done), 10)
+    said = [(e["bars"], e["log_level"]) for e in logs if e["event"] == "daily_bars_corrected"]
+    assert said == [(1, "warning")]
+    assert counters.get("bar_events", kind="daily_bar_corrected") == 1

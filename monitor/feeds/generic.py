@@ -233,7 +233,9 @@ def _bar(el: dict[str, Any], f: FieldMap, cols: _Columns) -> str | None:
         return "missing_field"
     symbol, timeframe = el[f.symbol], el[f.timeframe]
     ohlc = [el[k] for k in ohlc_keys]
-    volume = el.get(f.volume, 0.0)
+    volume = el.get(f.volume)
+    if volume is None:  # (a bar without volume: an index's, a file of closes)
+        volume = 0.0
     if not is_symbol(symbol) or not all(is_number(v) for v in ohlc) or not is_number(volume):
         return "bad_message"
     if timeframe not in ("1m", "1d"):

@@ -285,3 +285,13 @@ def test_arbitrary_json_never_raises(value: object) -> None:
 def test_tick_and_bar_like_objects_are_each_decoded_or_rejected(value: object) -> None:
     """Objects with tick and bar keys of any value are each either a row or a rejection."""
     assert_accounted(msgspec.json.encode(value))
+
+
+def test_a_bar_with_a_null_volume_decodes_as_one_without_volume() -> None:
+    """`"volume": null` (an index's bar, a file of closes sent by feed-replay) is a bar with
+    volume 0, as one without the key: not a rejected message."""
+    null = decode_generic(DAILY_BAR.replace(b'"volume":5', b'"volume":null'), feed="f")
+    missing = decode_generic(DAILY_BAR.replace(b',"volume":5', b""), feed="f")
+    assert null.rejections == missing.rejections == []
+    assert null.daily_bars.to_dicts() == missing.daily_bars.to_dicts()
+    assert null.daily_bars.get_column("volume").to_list() == [0.0]
