@@ -180,7 +180,8 @@ class Pipeline:
             for symbol, halted in self.status_changes():
                 self.engine.set_halted(symbol, halted)
         rejections = self.engine.ingest(batch) if batch is not None else []
-        return self.engine.advance(now), rejections
+        step = self.engine.advance(now)  # (it may reject provider bars from the future)
+        return step, rejections + step.rejections
 
     def _decode(self, items: list[FeedBatch | Wire]) -> FeedBatch | None:
         if not items:

@@ -20,7 +20,7 @@ import redis
 from monitor import config as cfg
 from monitor.core.model import Alert, encode_alert
 from monitor.service import Daemon, run
-from tests.conftest import DATA, ROOT, RULES, RUT
+from tests.conftest import DATA, NO_SHORT_INTEREST_NOTE, ROOT, RULES, RUT
 from tests.test_service import replay_alerts, subscribed, write_config
 
 pytestmark = pytest.mark.integration
@@ -205,12 +205,12 @@ def test_config_check_warns_of_rules_naming_symbols_outside_the_universe(tmp_pat
     conf = write_config(tmp_path, "mm-check", engine='universe = ["^RUT", "IWM"]')
     res = cli("config", "check", "--config", str(conf))
     assert res.returncode == 0, res.stderr
-    assert res.stderr.splitlines() == [
+    assert res.stderr == (
         "market-monitor: warning: rule rotation.iwm_qqq names QQQ, outside [engine] universe: "
-        "it never sees its prices"
-    ]
+        f"it never sees its prices\n{NO_SHORT_INTEREST_NOTE}"
+    )
     res = cli("config", "check", "--config", str(write_config(tmp_path, "mm-check")))
-    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.returncode == 0 and res.stderr == NO_SHORT_INTEREST_NOTE, res.stderr
     # A switched-off rule never sees prices anyway: nothing to warn of.
     rules = tmp_path / "rules.toml"
     rules.write_text(
@@ -221,7 +221,7 @@ def test_config_check_warns_of_rules_naming_symbols_outside_the_universe(tmp_pat
     conf = write_config(tmp_path, "mm-check", engine='universe = ["^RUT", "IWM"]')
     conf.write_text(conf.read_text().replace(str(RULES), str(rules)))
     res = cli("config", "check", "--config", str(conf))
-    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.returncode == 0 and res.stderr == NO_SHORT_INTEREST_NOTE, res.stderr
 
 
 def test_a_read_only_store_stops_the_daemon_with_a_clear_error(tmp_path: Path) -> None:

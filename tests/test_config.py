@@ -8,6 +8,7 @@ import pytest
 
 from monitor import config as cfg
 from monitor.errors import ConfigError
+from tests.conftest import NO_SHORT_INTEREST_NOTE
 from tests.test_commands import cli
 from tests.test_service import write_config
 
@@ -359,7 +360,7 @@ def test_secret_and_ca_files_are_relative_to_the_config_file(tmp_path: Path) -> 
     (tmp_path / "key").write_text("secret-value\n")
     (tmp_path / "key").chmod(0o600)
     check = cli("config", "check", "--config", str(conf))
-    assert (check.returncode, check.stderr) == (0, "")
+    assert (check.returncode, check.stderr) == (0, NO_SHORT_INTEREST_NOTE)
     assert check.stdout.endswith(
         "# secrets resolved:\n"
         f"#   redis.password = ***  (file {files / 'redis'})\n"

@@ -175,7 +175,7 @@ def test_a_squeeze_rule_without_short_interest_figures_is_named(
     assert err.splitlines()[0] == (
         "market-monitor: rule q cannot fire: no short-interest figures are given, and its "
         'unknown_short_interest is "skip" (the default): give them (replay --short-interest, '
-        "the daemon's [rules] short_interest) or set unknown_short_interest = \"fire\""
+        'the daemon\'s [rules] short_interest) or set unknown_short_interest = "fire"'
     )
     code, out, err = replay(tmp_path, capsys, squeeze + 'unknown_short_interest = "fire"\n')
     assert "short-interest" not in err

@@ -6,8 +6,19 @@ after the session's close (so together with its last minute), and re-emits every
 ticks or re-sent provider bars changed. Each step is a few polars passes over the whole batch.
 
 Open and close are the prices of the earliest and latest tick by `ts`; among ticks with the same
-`ts`, the first to arrive counts. Provider bars replace the bar of their (symbol, start); a later
-tick for that minute merges into it as for any closed bar (the provider's open and close stay).
+`ts`, the first to arrive counts. A tick in the first second of a session's close (16:00:00 to
+16:00:00.999 New York, 13:00:00 on an early close: the closing auction's print, stamped at or
+just after the close) belongs to the session's last minute bar, and so to its session bar: the
+session closes on its closing price; a later tick is outside the session (or post-market).
+Provider bars replace the bar of their (symbol, start); a later tick for that minute merges into
+it as for any closed bar (the provider's open and close stay). A provider bar from the future (a
+feed with a wrong time-zone offset) would close at once a minute that has not happened, and
+with it every minute before: one whose minute had not begun by the book's clock (the last
+`advance`, give or take `FUTURE_SKEW`) waits for the next `advance`, which takes it if its
+minute has begun by then and rejects it ("future_bar", in `ClosedBars.rejected`) if not; it is
+screened for bad prints, and in `accepted`, when it comes. (`ingest` does not know the time:
+the last `advance`'s may be stale, after a simulated clock's jump, or for a restart's journal.)
+A book that never advanced has no clock: it takes every bar at once (a history in one batch).
 
 What is kept in memory:
 - open minute bars: per-batch partial aggregates, compacted into one frame on each `advance`;
@@ -48,9 +59,14 @@ from monitor.core.book_frames import (
     OPEN_SCHEMA,
     STATE_SCHEMA,
     TICK_RAW,
+    PrintCheck,
     aggregate,
+    checked,
+    closing_print,
     combine,
     conform,
+    held_raw,
+    session_bars,
     split,
     tick_problem,
     ts_lit,
@@ -67,15 +83,21 @@ DEDUP_MAX_KEYS = 8_000_000  # 64 MB of keys: 300 s at ~27k ticks/s; past it the 
 COMPACT_ROWS = 50_000  # accepted ticks aggregated into the open bars at the latest
 _CLASS_CACHE = 100_000  # minute starts whose session is remembered (cleared when exceeded)
 EXTENDED_HOURS = (4, 20)  # New York hours [from, to) accepted with extended_hours=True
+CLOSING_PRINT = dt.timedelta(seconds=1)  # ticks this soon after a close belong to its session
+# A provider bar may end this long after the book's clock (the last `advance`): a bar of the
+# minute under way, from a provider that sends them early, while the clock is a step behind.
+FUTURE_SKEW = dt.timedelta(minutes=1)
 _MINUTE = dt.timedelta(minutes=1)
 _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
 
 
 class ClosedBars(msgspec.Struct, frozen=True):
-    """Bars closed or corrected by one `advance`: MINUTE_SCHEMA and DAILY_SCHEMA frames."""
+    """Bars closed or corrected by one `advance`: MINUTE_SCHEMA and DAILY_SCHEMA frames; and
+    the provider bars it found to be from the future ("future_bar", see the module)."""
 
     minute: pl.DataFrame
     daily: pl.DataFrame
+    rejected: list[Rejection] = msgspec.field(default_factory=list)
 
 
 class BarBook:
@@ -84,7 +106,8 @@ class BarBook:
     `late_ticks="correct"` applies a tick for an already closed minute to it and re-emits the bar
     (and its session bar when that was emitted); `"reject"` rejects it. `counts` holds
     rejections by reason, plus "late_tick_corrected" (ticks), "bar_replaced" (provider bars) and
-    "dedup_keys_dropped_early" (see the module).
+    "dedup_keys_dropped_early" (see the module). A `check` given to `ingest_...` (the engine's
+    bad-print screen, `monitor.core.price_check`) sees the rows the book takes but for it.
     """
 
     def __init__(
@@ -107,6 +130,7 @@ class BarBook:
         self._calendar = sessions.frame.select(
             pl.col("session").alias("day"), "session", "open_ts", "close_ts"
         )
+        self._closes: set[dt.datetime] = set(sessions.frame.get_column("close_ts").to_list())
         self._now: dt.datetime | None = None
         self._keep_from: dt.date | None = None
         self._open = empty(OPEN_SCHEMA)
@@ -122,11 +146,17 @@ class BarBook:
         self._classes: dict[dt.datetime, tuple[dt.date | None, bool]] = {}
         self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
         self._late_buckets: set[dt.datetime] = set()  # buckets with keys filed on arrival
+        self._waiting: list[pl.DataFrame] = []  # provider bars ahead of the clock
 
-    def ingest_ticks(self, ticks: pl.DataFrame) -> list[Rejection]:
-        """Fold a tick batch into the book; returns the ticks it did not accept."""
+    def ingest_ticks(self, ticks: pl.DataFrame, check: PrintCheck | None = None) -> list[Rejection]:
+        """Fold a tick batch into the book; returns the ticks it did not accept (`check`: bad
+        prints among the ticks it would take, see the class)."""
         frame = conform(ticks, TICK_SCHEMA).with_columns(**_TICK_PREP)
         starts = frame["start"].drop_nulls().unique().to_list()
+        closes = [s for s in starts if s in self._closes]
+        if closes:  # (the closing print: in the session's last minute)
+            frame = frame.with_columns(start=closing_print(closes, CLOSING_PRINT))
+            starts = frame["start"].drop_nulls().unique().to_list()
         screened = pl.coalesce("reason", *self._screen(frame, "late_tick", starts))
         dup = ~pl.when(screened.is_null()).then("key").is_first_distinct()
         buckets = frame["bucket"].unique()
@@ -145,7 +175,12 @@ class BarBook:
         reasons = [screened, pl.when(dup).then(pl.lit("duplicate"))]
         if self.late_ticks == "reject":
             reasons.append(pl.when(late).then(pl.lit("late_tick")))
-        rejected, good = split(frame.with_columns(reason=pl.coalesce(reasons), late=late))
+        frame = frame.with_columns(reason=pl.coalesce(reasons), late=late)
+        if check is not None:
+            frame = checked(frame, check, "price", pl.col("key"))
+        rejected, good = split(frame)
+        if check is not None:
+            good = good.drop("held")
         self.accepted = good
         if horizon is not None and buckets.min() < horizon:  # type: ignore[operator]
             arrival = pl.Series([self._cutoff()], dtype=TS).dt.truncate(DEDUP_BUCKET)[0]
@@ -168,27 +203,30 @@ class BarBook:
                 self._earliest = min(starts)
             if self._partial_rows >= COMPACT_ROWS:
                 self._compact()
-        return self._reject(rejected, TICK_RAW)
+        return self._reject(rejected, TICK_RAW if check is None else held_raw(TICK_RAW))
 
-    def ingest_minute_bars(self, bars: pl.DataFrame) -> list[Rejection]:
-        """Upsert provider minute bars by (symbol, start); they count as closed at once."""
+    def ingest_minute_bars(
+        self, bars: pl.DataFrame, check: PrintCheck | None = None
+    ) -> list[Rejection]:
+        """Upsert provider minute bars by (symbol, start); they count as closed at once, or at
+        the next `advance` when ahead of the book's clock (see the module; `check`: see the
+        class)."""
         frame = conform(bars, MINUTE_SCHEMA).with_columns(reason=BAR_PROBLEM)
-        screened = pl.coalesce("reason", *self._screen(frame, "late_bar"))
-        rejected, good = split(frame.with_columns(reason=screened))
+        frame = frame.with_columns(reason=pl.coalesce("reason", *self._screen(frame, "late_bar")))
+        if check is not None:
+            frame = checked(frame, check, "close", pl.struct(KEYS).hash(3))
+        rejected, good = split(frame)
+        if check is not None:
+            good = good.drop("held")
         good = good.unique(KEYS, keep="last", maintain_order=True).with_columns(
             first_ts=pl.col("start"), last_ts=pl.col("start") + _BAR_SPAN
         )
         self.accepted = good
-        if good.height:
-            good = self._with_session(good)
-            keys = good.select(KEYS)
-            self._compact()
-            stored = self._stored(good)
-            known = pl.concat([self._open.select(KEYS), stored.select(KEYS)])
-            self._count("bar_replaced", known.join(keys, on=KEYS, how="semi").height)
-            self._open = self._open.join(keys, on=KEYS, how="anti")
-            self._store(pl.concat([stored.join(keys, on=KEYS, how="anti"), good]), good)
-        return self._reject(rejected, BAR_RAW)
+        if self._now is not None and good.height:  # (a book that never advanced takes all)
+            self._waiting.append(good.filter(self._ahead()))
+            good = good.filter(~self._ahead())
+        self._take_bars(good)
+        return self._reject(rejected, BAR_RAW if check is None else held_raw(BAR_RAW))
 
     def advance(self, now: dt.datetime) -> ClosedBars:
         """Close the minute and session bars due at `now` (timezone-aware; time never goes
@@ -196,6 +234,13 @@ class BarBook:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self._now = max(now.astimezone(dt.UTC), self._now or now)
+        rejected: list[Rejection] = []
+        if self._waiting:  # (provider bars that came ahead of the clock: now it is known)
+            waiting, self._waiting = pl.concat(self._waiting), []
+            ahead = self._ahead()
+            self._take_bars(waiting.filter(~ahead).unique(KEYS, keep="last", maintain_order=True))
+            future = waiting.filter(ahead).with_columns(reason=pl.lit("future_bar"))
+            rejected = self._reject(future, BAR_RAW)
         cutoff = self._cutoff()
         if self._earliest is not None and self._earliest <= cutoff:
             self._compact()
@@ -218,7 +263,7 @@ class BarBook:
                 self._done.add(session)
         self._forget(self._now)
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
-        return ClosedBars(minute=minute, daily=day)
+        return ClosedBars(minute=minute, daily=day, rejected=rejected)
 
     def state(self) -> BookState:
         """What a restart would lose (see `BookState`); take it after an `advance`."""
@@ -254,6 +299,23 @@ class BarBook:
         """Whether `advance(now)` will close a minute bar that is open now."""
         earliest = self._earliest
         return earliest is not None and earliest <= now - _MINUTE - self.close_delay
+
+    def _ahead(self) -> pl.Expr:
+        """Provider bars whose minute had not begun by the clock, give or take `FUTURE_SKEW`."""
+        assert self._now is not None
+        return pl.col("start") > ts_lit(self._now + FUTURE_SKEW - _MINUTE)
+
+    def _take_bars(self, good: pl.DataFrame) -> None:
+        """Upsert provider bars (OPEN_SCHEMA) into the closed minute bars."""
+        if good.height:
+            good = self._with_session(good)
+            keys = good.select(KEYS)
+            self._compact()
+            stored = self._stored(good)
+            known = pl.concat([self._open.select(KEYS), stored.select(KEYS)])
+            self._count("bar_replaced", known.join(keys, on=KEYS, how="semi").height)
+            self._open = self._open.join(keys, on=KEYS, how="anti")
+            self._store(pl.concat([stored.join(keys, on=KEYS, how="anti"), good]), good)
 
     def _horizon(self) -> dt.datetime | None:
         """Duplicate keys of buckets before this instant are forgotten (None before any time)."""
@@ -384,19 +446,7 @@ class BarBook:
         bars = pl.concat(list(self._closed[session].values())).filter("regular")
         if symbols is not None:
             bars = bars.filter(pl.col("symbol").is_in(symbols.implode()))
-        return (
-            bars.sort("start")
-            .group_by("symbol")
-            .agg(
-                pl.lit(session).alias("session"),
-                pl.col("open").first(),
-                pl.col("high").max(),
-                pl.col("low").min(),
-                pl.col("close").last(),
-                pl.col("volume").sum(),
-            )
-            .select(list(DAILY_SCHEMA))
-        )
+        return session_bars(bars, session)
 
     def _forget(self, now: dt.datetime) -> None:
         """Drop sessions before the previous one, and duplicate keys past `dedup_window`."""
@@ -422,7 +472,8 @@ class BarBook:
         return out
 
     def _count(self, reason: str, n: int) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + n
+        if n:
+            self.counts[reason] = self.counts.get(reason, 0) + n
 
 
 def _tick_prep() -> dict[str, pl.Expr]:

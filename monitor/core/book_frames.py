@@ -1,8 +1,9 @@
 """The frames a `BarBook` keeps and the polars expressions it runs on every batch.
 
 Here: the schemas of its minute bars (`OPEN_SCHEMA`, `STATE_SCHEMA`), the checks that reject
-ticks and provider bars (with the `raw` text of a Rejection), how accepted ticks aggregate into
-minute bars and how bars of the same (symbol, start) merge, and small frame helpers.
+ticks and provider bars (with the `raw` text of a Rejection), the bad-print check's place among
+them (`checked`), how accepted ticks aggregate into minute bars and how bars of the same (symbol,
+start) merge, and small frame helpers.
 
 Why apart from `monitor.core.bars`: these are stateless and shared (`monitor.core.bar_state`
 saves and restores frames of these schemas), while `bars` is the book's state and its steps;
@@ -13,16 +14,21 @@ more than running them on a small batch.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import polars as pl
 
-from monitor.core.model import MINUTE_SCHEMA, TS
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TS
 
 KEYS = ["symbol", "start"]  # a minute bar's key
 _OHLCV = ["open", "high", "low", "close", "volume"]
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
+_MINUTE = dt.timedelta(minutes=1)
 _ISO = "%Y-%m-%dT%H:%M:%S%.fZ"
+# The bad-print check (`monitor.core.price_check.PriceCheck.screen`): given the rows (symbol,
+# price, key) the book would take, in arrival order, the reference each bad print was held to.
+PrintCheck = Callable[[pl.DataFrame], pl.Series]
 # Minute bars in the book: MINUTE_SCHEMA plus the tick times that merging needs; closed ones also
 # carry their session and whether the minute is in regular hours.
 OPEN_SCHEMA: dict[str, pl.DataType] = {**MINUTE_SCHEMA, "first_ts": TS, "last_ts": TS}
@@ -44,6 +50,32 @@ def split(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return frame.filter(flagged), frame.filter(~flagged).drop("reason")
 
 
+def checked(frame: pl.DataFrame, check: PrintCheck, price: str, key: pl.Expr) -> pl.DataFrame:
+    """`frame` with `reason` "bad_print" on the rows `check` finds bad among those with no
+    `reason` yet (so a print refused for its own reason is never held to a reference, and never
+    counts toward a new one), and `held`: the reference each was held to."""
+    free = frame.get_column("reason").is_null()
+    held = pl.Series("held", [None] * frame.height, dtype=pl.Float64)
+    if free.any():
+        prints = frame.filter(free).select("symbol", pl.col(price).alias("price"), key.alias("key"))
+        held = held.scatter(free.arg_true(), check(prints))
+    bad = pl.when(pl.col("held").is_not_null()).then(pl.lit("bad_print"))
+    return frame.with_columns(held).with_columns(reason=pl.coalesce("reason", bad))
+
+
+def closing_print(closes: list[dt.datetime], within: dt.timedelta) -> pl.Expr:
+    """Ticks' `start`, the minute before for a tick `within` the start of a minute that begins
+    at a session's close (one of `closes`)."""
+    start = pl.col("start")
+    at_close = start.is_in(pl.Series(closes, dtype=TS).implode()) & (pl.col("ts") < start + within)
+    return pl.when(at_close).then(start - _MINUTE).otherwise(start)
+
+
+def held_raw(raw: pl.Expr) -> pl.Expr:
+    """A Rejection's `raw` with the reference a bad print was held to (`checked`)."""
+    return pl.concat_str(raw, pl.format(" (last {})", "held"), ignore_nulls=True)
+
+
 def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """The batch with exactly `schema`'s columns and types."""
     if frame.schema == schema:
@@ -60,6 +92,23 @@ def combine(bars: pl.DataFrame) -> pl.DataFrame:
     """Merge rows of the same (symbol, start), earlier rows first (they win ties)."""
     aggs = _BAR_AGG if "session" not in bars.columns else _STATE_AGG
     return bars.group_by(KEYS).agg(*aggs).select(bars.columns)
+
+
+def session_bars(minutes: pl.DataFrame, session: dt.date) -> pl.DataFrame:
+    """The bar of `session` (DAILY_SCHEMA) of each symbol of `minutes`, its minute bars."""
+    return (
+        minutes.sort("start")
+        .group_by("symbol")
+        .agg(
+            pl.lit(session).alias("session"),
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+        )
+        .select(list(DAILY_SCHEMA))
+    )
 
 
 def _bad_number(col: str) -> pl.Expr:

@@ -31,6 +31,7 @@ from monitor.core.step import Step as Step  # (re-exported)
 if TYPE_CHECKING:
     from monitor.core.bar_state import BookState
     from monitor.core.bars import BarBook
+    from monitor.core.book_frames import PrintCheck
 
 KEY = ["symbol", "session"]  # of daily bars
 NEW_YORK_ZONE = ZoneInfo(NEW_YORK)
@@ -94,32 +95,31 @@ class Engine:
         """Take a batch of ticks and bars; bad rows come back as rejections (also counted)."""
         rejections = list(batch.rejections)
         accepted = self.accepted = FeedBatch.empty(batch.feed)
-        # (a price the bar builder refuses, outside the session say, is no reference: see
-        # `monitor.core.price_check`; `ingest_daily` notes the daily closes it takes)
+        # Bad prints are screened by the bar builder after its own checks: a print it refuses
+        # (outside the session, a duplicate) is no reference and confirms no new level. Session
+        # bars are not screened (see `monitor.core.price_check`); their closes are noted.
+        check = self._price_check()
         if batch.ticks.height:
-            ticks = self._screen(batch.ticks, "price", "ts", rejections)
-            rejections += self.book.ingest_ticks(ticks)
+            ticks = self._screen(batch.ticks, "price", rejections)
+            rejections += self.book.ingest_ticks(ticks, check)
             accepted.ticks = self.book.accepted
             self._note_prices(accepted.ticks, "price", "ts")
         if batch.minute_bars.height:
-            bars = self._screen(batch.minute_bars, "close", "start", rejections)
-            rejections += self.book.ingest_minute_bars(bars)
+            bars = self._screen(batch.minute_bars, "close", rejections)
+            rejections += self.book.ingest_minute_bars(bars, check)
             accepted.minute_bars = self.book.accepted
             self._note_prices(accepted.minute_bars, "close", "start")
         if batch.daily_bars.height:
-            daily = self._screen(batch.daily_bars, "close", "session", rejections)
+            daily = self._screen(batch.daily_bars, "close", rejections)
             refused, accepted.daily_bars = self._ingest_daily(daily)
             rejections += refused
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
 
-    def _screen(
-        self, frame: pl.DataFrame, price: str, order: str, rejections: list[Rejection]
-    ) -> pl.DataFrame:
-        """Reject symbols outside the configured universe (`unknown_symbol`), prints of halted
-        symbols (`halted`: a halted name cannot rally in the feed) and bad prints (`bad_print`,
-        see `monitor.core.price_check`)."""
+    def _screen(self, frame: pl.DataFrame, price: str, rejections: list[Rejection]) -> pl.DataFrame:
+        """Reject symbols outside the configured universe (`unknown_symbol`) and prints of halted
+        symbols (`halted`: a halted name cannot rally in the feed)."""
         if self.halted:
             stopped = pl.col("symbol").is_in(list(self.halted))
             rejections += [
@@ -134,19 +134,17 @@ class Engine:
                 for s, p in frame.filter(unknown).select("symbol", price).iter_rows()
             ]
             frame = frame.filter(~unknown)
-        if self.max_jump is None or frame.is_empty():
-            return frame
-        if self._prices is None or self._prices.max_jump != self.max_jump:
-            self._prices = PriceCheck(self.max_jump, self.max_jump_confirm, lambda: self.daily)
-        flags, refs = self._prices.screen(frame, price)
-        if not flags.any():
-            return frame
-        bad = frame.select("symbol", price).with_columns(refs.alias("ref")).filter(flags)
-        rejections += [
-            Rejection(reason="bad_print", symbol=s, raw=f"{s} {p} (last {r})")
-            for s, p, r in bad.iter_rows()
-        ]
-        return frame.filter(~flags)
+        return frame
+
+    def _price_check(self) -> PrintCheck | None:
+        """The bad-print screen the bar builder runs (`bad_print`, see
+        `monitor.core.price_check`), None without `max_jump`."""
+        if self.max_jump is None:
+            return None
+        wanted = (self.max_jump, self.max_jump_confirm)
+        if self._prices is None or (self._prices.max_jump, self._prices.confirm) != wanted:
+            self._prices = PriceCheck(*wanted, lambda: self.daily)
+        return self._prices.screen
 
     def _note_prices(self, accepted: pl.DataFrame, price: str, order: str) -> None:
         if self._prices is not None:
@@ -215,15 +213,18 @@ class Engine:
 
     # ---------------------------------------------------------------- advance
     def advance(self, now: dt.datetime, *, deferred: bool = False) -> Step:
-        """Close what `now` closes, evaluate rules on newly closed periods, return the alerts.
-        `deferred`: build the alert payloads only as the Step's `line_chunks` are read (replay
-        writes a chunk while the next is built, and never holds all of them)."""
+        """Close what `now` closes, evaluate rules on newly closed periods, return the alerts
+        (and, in `rejections`, provider bars found to be from the future). `deferred`: build
+        the alert payloads only as the Step's `line_chunks` are read (replay writes a chunk
+        while the next is built, and never holds all of them)."""
         self.now = now
         self._last_closed_seen = self.sessions.last_closed(now)
         minute_bars, built_daily = empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA)
+        rejected: list[Rejection] = []  # (provider bars from the future: see `BarBook`)
         if self._book is not None:
             closed = self._book.advance(now)
-            minute_bars, built_daily = closed.minute, closed.daily
+            minute_bars, built_daily, rejected = closed.minute, closed.daily, closed.rejected
+            self.counts.update(r.reason for r in rejected)
             if built_daily.height:
                 self._pending_daily = bar_history.upsert(self._pending_daily, built_daily, KEY)
         new_daily = self._close_daily(now)
@@ -246,7 +247,7 @@ class Engine:
             lines: pl.DataFrame | LineChunks = LineChunks(parts, self.ctx, self._new)
         else:
             lines = self._new([alert_lines(fired, rule, self.ctx) for rule, fired in parts])
-        return Step(lines, minute_bars, new_daily, [], parts)
+        return Step(lines, minute_bars, new_daily, rejected, parts)
 
     def _late_periods(self, minute_bars: pl.DataFrame, daily: pl.DataFrame) -> set[str]:
         """The timeframes whose last evaluated period got bars in this step: bars of one period

@@ -1,16 +1,29 @@
 """Bad prints: a price more than `max_jump` times (or less than 1/`max_jump` of) its symbol's
 reference price is rejected (`bad_print`).
 
-The reference is the latest price the engine accepted for the symbol: a print the bar builder
-then refused (outside the session, a duplicate) does not move it. A symbol with no reference yet
-(no history, first prints of the day) is checked against the median of its prints in the batch
-when it has three or more. A print can only be wrong against a reference that is right: when
-`confirm` prints in a row are out of band of the reference but agree with each other (within
-`max_jump` of the first of them), the market is at a new level, or the reference was itself a
-bad print that got in. The last of them is accepted and becomes the reference, and the reset
-is reported (`take_resets`). So one wrong print costs one rejection, and a wrong reference costs
-`confirm - 1` rejections, never a symbol blocked for good (across restarts included, where the
-reference comes from the stored daily closes).
+The check runs inside the bar builder, on the prints it takes but for this check: a print it
+refuses for its own reason (a bad or missing value, outside the session, a duplicate, a late
+tick) keeps that reason, never counts toward a new level and is never a reference. The
+reference is the latest price the engine accepted for the symbol. A symbol with no reference
+yet (no history, first prints of the day) is checked against the median of its prints in the
+batch when it has three or more.
+
+A print can only be wrong against a reference that is right: when `confirm` distinct prints in
+a row are out of band of the reference but agree with each other (within `max_jump` of the first
+of them), the market is at a new level, or the reference was itself a bad print that got in.
+The last of them is accepted and becomes the reference, and the reset is reported
+(`take_resets`). Copies of one print (the same trade id, or the same ts, price and size; the
+same minute of a provider's bars) count once, so a bad print delivered five times is still one
+print. So one wrong print costs one rejection (each copy is rejected too), and a wrong reference
+costs `confirm - 1` rejections, never a symbol blocked for good (across restarts included,
+where the reference comes from the stored daily closes).
+
+Session (daily) bars are not checked, only noted as references. A bad print is one trade; a
+session bar is a provider's summary of a whole session, closed on the official closing price,
+and a provider corrects a wrong one by sending it again (an upsert). Ten times the last close
+on such a bar is a corporate action (a reverse split) or a real move far more often than an
+error, and rejecting it would lose that session, and `confirm - 1` more, from the history that
+every daily rule reads (confirming after fewer bars would still lose the day of the move).
 """
 
 from __future__ import annotations
@@ -30,6 +43,14 @@ class Reset(NamedTuple):
     prints: int
 
 
+class _Run(NamedTuple):
+    """Distinct prints of a symbol in a row out of band of its reference: the first one's
+    price, and their keys."""
+
+    first: float
+    keys: set[int]
+
+
 class PriceCheck:
     """The reference prices of a universe and the bad-print screen against them."""
 
@@ -38,67 +59,62 @@ class PriceCheck:
         self.confirm = confirm
         self._history = history  # daily bars: the first reference of each symbol
         self._reference: pl.DataFrame | None = None  # symbol, ref
-        self._runs: dict[str, tuple[int, float]] = {}  # symbol -> (prints out of band, first)
+        self._runs: dict[str, _Run] = {}
         self._resets: list[Reset] = []
 
-    def screen(self, frame: pl.DataFrame, price: str) -> tuple[pl.Series, pl.Series]:
-        """Per row of `frame` (in arrival order), whether it is a bad print, and the reference
-        it was held to. Updates the runs of out-of-band prints; a run that reaches `confirm`
-        accepts its last print."""
-        if self._reference is None:
-            daily = self._history()
-            self._reference = daily.group_by("symbol").agg(
-                pl.col("close").sort_by("session").last().alias("ref")
-            )
+    def screen(self, prints: pl.DataFrame) -> pl.Series:
+        """Per row of `prints` (symbol, price, key: the same for copies of one print; in arrival
+        order), the reference it was held to when it is a bad print, else null. Updates the
+        runs of out-of-band prints; a run that reaches `confirm` accepts its last print."""
+        none = pl.Series("held", [None] * prints.height, dtype=pl.Float64)
         # Eager calls: on a batch this size a lazy plan costs more to optimise than to run.
-        joined = frame.select("symbol", price).join(
-            self._reference, on="symbol", how="left", maintain_order="left"
-        )
+        joined = prints.join(self._references(), on="symbol", how="left", maintain_order="left")
         if joined.get_column("ref").null_count():  # (symbols new to the engine)
             batch_median = pl.when(pl.len().over("symbol") >= 3).then(
-                pl.col(price).median().over("symbol")
+                pl.col("price").median().over("symbol")
             )
             joined = joined.with_columns(pl.coalesce("ref", batch_median).alias("ref"))
-        far = self._out_of_band(pl.col(price), pl.col("ref")).fill_null(False)
+        far = self._out_of_band(pl.col("price"), pl.col("ref")).fill_null(False)
         flags = joined.select(far).to_series()
-        refs = joined.get_column("ref")
         if not flags.any() and not self._runs:
-            return flags, refs
+            return none
         # Symbols with a print out of band, or a run under way: their prints in order.
         watched = set(joined.filter(flags).get_column("symbol").to_list()) | set(self._runs)
         rows = joined.with_row_index("row").filter(pl.col("symbol").is_in(list(watched)))
-        out, held = flags.to_list(), refs.to_list()
+        held: list[float | None] = none.to_list()
         replaced: dict[str, float] = {}  # (a reset in this batch: later prints are held to it)
-        for row, symbol, value, reference in rows.select("row", "symbol", price, "ref").iter_rows():
-            if value is None or value <= 0 or value != value:  # (refused elsewhere)
-                continue
-            held[row] = replaced.get(symbol, reference)
-            bad, reset = self._judge(symbol, value, held[row])
-            out[row] = bad
+        for row, symbol, value, key, reference in rows.select(
+            "row", "symbol", "price", "key", "ref"
+        ).iter_rows():
+            reference = replaced.get(symbol, reference)
+            bad, reset = self._judge(symbol, value, key, reference)
+            if bad:
+                held[row] = reference
             if reset:
                 replaced[symbol] = value
-        return pl.Series(out, dtype=pl.Boolean), pl.Series(held, dtype=pl.Float64)
+        return pl.Series("held", held, dtype=pl.Float64)
 
-    def _judge(self, symbol: str, value: float, reference: float | None) -> tuple[bool, bool]:
+    def _judge(
+        self, symbol: str, value: float, key: int, reference: float | None
+    ) -> tuple[bool, bool]:
         """(whether one print of a watched symbol is bad, whether it became the reference)."""
-        count, first = self._runs.get(symbol, (0, value))
+        run = self._runs.get(symbol)
         if reference is None or not self._far(value, reference):
             self._runs.pop(symbol, None)
             return False, False
-        if count and self._far(value, first):  # (out of band, and of the run too: a new run)
-            count, first = 0, value
-        count += 1
-        if count < self.confirm:
-            self._runs[symbol] = (count, first)
+        if run is None or self._far(value, run.first):  # (out of band of the run too: a new one)
+            run = self._runs[symbol] = _Run(value, set())
+        run.keys.add(key)  # (a copy of a print of the run adds nothing)
+        if len(run.keys) < self.confirm:
             return True, False
-        self._runs.pop(symbol, None)
-        self._resets.append(Reset(symbol, reference, value, count))
+        del self._runs[symbol]
+        self._resets.append(Reset(symbol, reference, value, len(run.keys)))
         self._replace(pl.DataFrame({"symbol": [symbol], "ref": [value]}))
         return False, True
 
     def note(self, accepted: pl.DataFrame, price: str, order: str) -> None:
         """The latest accepted price of each symbol of `accepted` becomes its reference."""
-        if self._reference is None or accepted.is_empty():
+        if accepted.is_empty():
             return
         latest = (
             accepted.filter(pl.col(price) > 0)
@@ -113,10 +129,18 @@ class PriceCheck:
         resets, self._resets = self._resets, []
         return resets
 
+    def _references(self) -> pl.DataFrame:
+        """symbol, ref: from the stored daily closes until prints replace them."""
+        if self._reference is None:
+            daily = self._history()
+            self._reference = daily.group_by("symbol").agg(
+                pl.col("close").sort_by("session").last().alias("ref")
+            )
+        return self._reference
+
     def _replace(self, latest: pl.DataFrame) -> None:
         """`latest` (symbol, ref) replaces the references of its symbols."""
-        assert self._reference is not None
-        both = pl.concat([self._reference, latest], how="vertical_relaxed")
+        both = pl.concat([self._references(), latest], how="vertical_relaxed")
         self._reference = both.unique("symbol", keep="last")
 
     def _far(self, value: float, reference: float) -> bool:

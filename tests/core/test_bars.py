@@ -75,13 +75,16 @@ NO_DAILIES = dailies()
 
 
 def random_ticks(rng: random.Random) -> pl.DataFrame:
-    """Ticks of 12 symbols over the end of one session and the start of the next, with a
-    distinct timestamp per symbol so open and close are unambiguous."""
+    """Ticks of 12 symbols over the end of one session (its closing prints, in the close's first
+    second, included) and the start of the next, with a distinct timestamp per symbol so open
+    and close are unambiguous."""
     windows = [(at(20, 50, day=dt.date(2024, 11, 26)), 600), (at(14, 30), 900)]
     rows: list[Tick] = []
     for symbol in [f"S{i:02d}" for i in range(12)]:
         for start, span_s in windows:
             offsets = rng.sample(range(span_s * 1_000_000), rng.randint(0, 150))
+            if span_s == 600:  # (prints stamped 16:00:00.000 to 16:00:00.999)
+                offsets += rng.sample(range(600_000_000, 601_000_000), rng.randint(0, 2))
             for n, us in enumerate(offsets):
                 ts = start + dt.timedelta(microseconds=us)
                 price = round(rng.uniform(1, 50), 2)
@@ -90,11 +93,18 @@ def random_ticks(rng: random.Random) -> pl.DataFrame:
 
 
 def one_shot(ticks: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Minute bars by group_by_dynamic and session bars by one aggregate over them."""
+    """Minute bars by group_by_dynamic and session bars by one aggregate over them; a tick in
+    the first second of a session's close counts in the minute before (the closing print)."""
     price = pl.col("price").sort_by("ts")
+    start = pl.col("ts").dt.truncate("1m")
+    closing = start.is_in(SESSIONS.frame.get_column("close_ts").implode()) & (
+        pl.col("ts") < start + pl.duration(seconds=1)
+    )
+    minute_of = pl.when(closing).then(start - pl.duration(microseconds=1)).otherwise("ts")
     bars = (
-        ticks.sort("symbol", "ts")
-        .group_by_dynamic("ts", every="1m", group_by="symbol")
+        ticks.with_columns(minute_of.alias("at"))
+        .sort("symbol", "at")
+        .group_by_dynamic("at", every="1m", group_by="symbol")
         .agg(
             open=price.first(),
             high=pl.col("price").max(),
@@ -102,7 +112,7 @@ def one_shot(ticks: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             close=price.last(),
             volume=pl.col("size").sum(),
         )
-        .rename({"ts": "start"})
+        .rename({"at": "start"})
         .select(list(MINUTE_SCHEMA))
         .sort("symbol", "start")
     )
@@ -226,6 +236,45 @@ def test_early_close_rejects_later_ticks_and_closes_the_session_at_18_utc() -> N
     )
     assert_closed(book.advance(at(19, 0, day=FRI)), NO_MINUTES, NO_DAILIES)
     assert book.counts == {"outside_session": 1}
+
+
+def test_the_closing_print_belongs_to_the_sessions_last_minute() -> None:
+    """A tick stamped in the close's first second (16:00:00.000 to 16:00:00.999 New York, 13:00
+    on an early close: the closing auction) is in the last minute bar and is the session bar's
+    close; a second later is outside the session, or post-market with extended hours. It used to
+    be outside the session (post-market with extended hours), never in the session bar."""
+    ticks = [
+        tick("AAA", at(20, 59, 30), 10.0),
+        tick("AAA", at(21, 0), 10.5, 500),
+        tick("BBB", at(20, 59, 10), 7.0),
+        tick("BBB", at(21, 0, 0.999), 7.5),
+        tick("AAA", at(21, 0, 1), 11.0),
+    ]
+    aaa = minute("AAA", at(20, 59), 10.0, 10.5, 10.0, 10.5, 600.0)
+    bbb = minute("BBB", at(20, 59), 7.0, 7.5, 7.0, 7.5, 200.0)
+    sessions = dailies(
+        daily("AAA", WED, 10.0, 10.5, 10.0, 10.5, 600.0),
+        daily("BBB", WED, 7.0, 7.5, 7.0, 7.5, 200.0),
+    )
+    book = BarBook(SESSIONS)
+    assert book.ingest_ticks(ticks_frame(ticks)) == [
+        Rejection("outside_session", "AAA", "ts=2024-11-27T21:00:01Z price=11.0 size=100.0 id=null")
+    ]
+    assert_closed(book.advance(at(21, 0, 2)), minutes(aaa, bbb), sessions)
+    early = [tick("CCC", at(17, 59, 5, day=FRI), 3.0), tick("CCC", at(18, 0, day=FRI), 3.3)]
+    assert book.ingest_ticks(ticks_frame(early)) == []
+    assert_closed(
+        book.advance(at(18, 0, 2, day=FRI)),
+        minutes(minute("CCC", at(17, 59, day=FRI), 3.0, 3.3, 3.0, 3.3, 200.0)),
+        dailies(daily("CCC", FRI, 3.0, 3.3, 3.0, 3.3, 200.0)),
+    )
+    extended = BarBook(SESSIONS, extended_hours=True)
+    assert extended.ingest_ticks(ticks_frame(ticks)) == []
+    assert_closed(
+        extended.advance(at(21, 1, 2)),
+        minutes(aaa, minute("AAA", at(21, 0), 11.0, 11.0, 11.0, 11.0, 100.0), bbb),
+        sessions,
+    )
 
 
 def test_minute_closes_after_its_end_plus_the_delay() -> None:
@@ -457,6 +506,25 @@ def test_resent_provider_bar_corrects_an_emitted_session_bar() -> None:
         minutes(resent),
         dailies(daily("AAA", WED, 10.0, 12.0, 8.0, 8.5, 1700.0)),
     )
+
+
+def test_a_provider_bar_from_the_future_is_rejected() -> None:
+    """A provider bar whose minute has not begun by the clock (a feed an hour off) is rejected
+    as future_bar by the next advance and closes nothing; one ahead of the clock of the last
+    advance but not of the next (the clock jumped) is taken then, as is the minute under way.
+    The bar from the future used to be closed at once."""
+    book = BarBook(SESSIONS)
+    book.advance(at(15, 1))
+    under_way = minute("AAA", at(15, 1), 10.0, 10.0, 10.0, 10.0, 5.0)
+    jumped = minute("BBB", at(15, 2), 8.0, 8.0, 8.0, 8.0, 5.0)
+    ahead = minute("CCC", at(16, 2), 9.0, 9.0, 9.0, 9.0, 5.0)
+    assert book.ingest_minute_bars(minutes(under_way, jumped, ahead)) == []
+    raw = "start=2024-11-27T16:02:00Z open=9.0 high=9.0 low=9.0 close=9.0 volume=5.0"
+    out = book.advance(at(15, 2, 30))
+    assert_closed(out, minutes(under_way, jumped), NO_DAILIES)
+    assert out.rejected == [Rejection("future_bar", "CCC", raw)]
+    assert book.counts == {"future_bar": 1}
+    assert_closed(book.advance(at(16, 4)), NO_MINUTES, NO_DAILIES)
 
 
 def test_bad_provider_bars_are_rejected() -> None:

@@ -1,0 +1,55 @@
+"""Engine.ingest: a provider's bad minute bar is rejected before it can move the rules' clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from monitor.core.engine import Engine
+from monitor.core.model import Bar, FeedBatch, Rejection, bars_frame
+from monitor.core.rules.spec import parse_rules
+from monitor.core.sessions import Sessions
+
+RULES = """
+[[rules]]
+id = "m.jump"
+kind = "surge"
+symbols = ["X", "Y"]
+timeframe = "1m"
+window = 1
+min_return = 0.05
+"""
+
+
+def at(hour: int, minute: int, second: int = 0) -> dt.datetime:
+    """An instant of 2024-07-02, a full session (09:30-16:00 New York, 13:30-20:00 UTC)."""
+    return dt.datetime(2024, 7, 2, hour, minute, second, tzinfo=dt.UTC)
+
+
+def bars(*rows: tuple[str, dt.datetime, float]) -> FeedBatch:
+    batch = FeedBatch.empty("t")
+    batch.minute_bars = bars_frame(
+        [Bar(s, "1m", c, c, c, c, 10.0, start=start) for s, start, c in rows], "1m"
+    )
+    return batch
+
+
+def test_a_minute_bar_from_the_future_does_not_silence_minute_rules(sessions: Sessions) -> None:
+    """A bar stamped 15:00 New York arriving at 09:31 (a feed with a wrong time-zone offset) is
+    rejected as future_bar by the next advance (which knows the time); the 1m watermark stays
+    at the minute closed, and the next minute's 10% jump fires. It used to close at once and
+    move the watermark to 15:01, silencing every 1m rule until then."""
+    e = Engine(parse_rules(RULES), sessions, max_jump=10.0)
+    e.warm(at(12, 0))
+    assert e.ingest(bars(("X", at(13, 30), 10.0), ("Y", at(13, 30), 10.0))) == []
+    e.advance(at(13, 31, 5))
+    assert e.ingest(bars(("Y", at(19, 0), 10.0))) == []
+    raw = "start=2024-07-02T19:00:00Z open=10.0 high=10.0 low=10.0 close=10.0 volume=10.0"
+    assert e.advance(at(13, 31, 6)).rejections == [Rejection("future_bar", "Y", raw)]
+    assert e.watermarks == {"1m": at(13, 31)}
+    assert e.ingest(bars(("X", at(13, 31), 11.0))) == []
+    step = e.advance(at(13, 32, 5))
+    assert [(a.rule, a.symbol, a.ts) for a in step.alerts] == [
+        ("m.jump", "X", "2024-07-02T13:32:00Z")
+    ]
+    assert e.watermarks == {"1m": at(13, 32)}
+    assert (e.book_counts(), e.counts) == ({"future_bar": 1}, {"future_bar": 1})
