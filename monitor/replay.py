@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -29,9 +29,10 @@ def build_engine(
     short_interest: pl.DataFrame | None = None,
     emit_after: dt.datetime | None = None,
     rule_threads: int = 1,
+    **options: Any,
 ) -> Engine:
     """An Engine with short interest prepared for every lag the rules use, evaluating up to
-    `rule_threads` rules at a time."""
+    `rule_threads` rules at a time; `options` are the Engine's (the daemon's `[engine]`)."""
     terms = {
         (r.short_interest_lag, r.short_interest_max_age)
         for r in rules.rules
@@ -39,7 +40,12 @@ def build_engine(
     }
     si = prepare(short_interest, sessions, terms) if short_interest is not None and terms else None
     return Engine(
-        rules, sessions, short_interest=si, emit_after=emit_after, rule_threads=rule_threads
+        rules,
+        sessions,
+        short_interest=si,
+        emit_after=emit_after,
+        rule_threads=rule_threads,
+        **options,
     )
 
 

@@ -128,17 +128,21 @@ class Daemon:
 
     # ------------------------------------------------------------------ building
     def _build_engine(self) -> Engine:
-        engine = build_engine(self.rules, self.sessions, short_interest=self.read_short_interest())
-        engine.universe = frozenset(self.config.engine.universe) or None
-        engine.max_jump = self.config.engine.max_jump
-        engine.max_jump_confirm = self.config.engine.max_jump_confirm
-        engine._bar_options = {
-            "extended_hours": self.config.engine.extended_hours,
-            "late_ticks": self.config.engine.late_ticks,
-            "dedup_max_keys": self.config.engine.dedup_max_keys,
-            "dedup_window_s": self.config.engine.dedup_window_s,
-        }
-        return engine
+        options = self.config.engine
+        return build_engine(
+            self.rules,
+            self.sessions,
+            short_interest=self.read_short_interest(),
+            universe=frozenset(options.universe) or None,
+            max_jump=options.max_jump,
+            max_jump_confirm=options.max_jump_confirm,
+            bar_options={
+                "extended_hours": options.extended_hours,
+                "late_ticks": options.late_ticks,
+                "dedup_max_keys": options.dedup_max_keys,
+                "dedup_window_s": options.dedup_window_s,
+            },
+        )
 
     def build_feeds(self) -> None:
         """One adapter per [[feeds]] entry (see `monitor.feed_wiring`); the counters the README

@@ -53,6 +53,7 @@ class Engine:
         minute_history: int = 780,
         universe: frozenset[str] | None = None,
         max_jump: float | None = None,
+        max_jump_confirm: int = 5,
         rule_threads: int = 1,
     ) -> None:
         self.rules = rules.enabled
@@ -76,7 +77,7 @@ class Engine:
         self._minute_history = minute_history
         self.universe = universe or None
         self.max_jump = max_jump
-        self.max_jump_confirm = 5  # out-of-band prints in a row that move the reference
+        self.max_jump_confirm = max_jump_confirm  # out-of-band prints in a row: a new level
         self._prices: PriceCheck | None = None
         self.halted: set[str] = set()
         self._last_closed_seen: dt.date | None = None
@@ -475,6 +476,11 @@ class Engine:
         closed = self.book.closed_minutes()
         if closed.height:
             self.minutes = bar_history.add_minutes(self.minutes, closed, self._minute_history)
+            if self._minute_rules and "1m" not in self.watermarks:
+                # Minute rules new since the state was saved (none evaluated minutes then):
+                # the minutes closed before this start fire nothing, as `warm` has it for days.
+                last: dt.datetime = closed.get_column("start").max()  # type: ignore[assignment]
+                self.watermarks["1m"] = last + dt.timedelta(minutes=1)
         return True
 
 

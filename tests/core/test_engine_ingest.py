@@ -53,3 +53,22 @@ def test_a_minute_bar_from_the_future_does_not_silence_minute_rules(sessions: Se
     ]
     assert e.watermarks == {"1m": at(13, 32)}
     assert (e.book_counts(), e.counts) == ({"future_bar": 1}, {"future_bar": 1})
+
+
+def test_a_minute_rule_new_at_a_restart_fires_nothing_on_the_minutes_before_it(
+    sessions: Sessions,
+) -> None:
+    """The bars of the session under way, saved by a daemon without minute rules, are taken up
+    by one that has one: the 10% jump of 09:31, before the start, fires nothing (as a new daily
+    rule fires nothing on the days before); the jump of 09:35, after it, fires."""
+    from monitor.core.bars import BarBook
+
+    book = BarBook(sessions)
+    book.ingest_minute_bars(bars(("X", at(13, 30), 10.0), ("X", at(13, 31), 11.0)).minute_bars)
+    book.advance(at(13, 33))
+    engine = Engine(parse_rules(RULES), sessions)
+    assert engine.restore_bars(book.state(), at(13, 34))
+    assert engine.advance(at(13, 34)).alerts == []
+    engine.ingest(bars(("X", at(13, 34), 11.0), ("X", at(13, 35), 12.5)))
+    fired = engine.advance(at(13, 37)).alerts
+    assert [(a.symbol, a.ts) for a in fired] == [("X", "2024-07-02T13:36:00Z")]
