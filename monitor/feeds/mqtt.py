@@ -70,10 +70,11 @@ class MqttFeed:
     the engine has processed them); otherwise one decoded batch per message. Stopping waits up
     to `grace_s` for those acks (see the module).
 
-    Counters (label `feed`): feed_messages, feed_ticks, feed_bars, feed_rejections{reason},
-    feed_queue_full_waits, feed_connects, feed_subscribes, feed_reconnects, feed_gap_seconds,
-    feed_read_pauses; gauges feed_connected, feed_paused, feed_backlog_bytes and
-    broker_messages_dropped.
+    Counters (label `feed`): feed_messages, feed_ticks, feed_bars, feed_rejections{reason}
+    (without `raw`: with it, the messages are decoded, and their rejections counted, by the
+    daemon's pipeline, in `rejections`), feed_queue_full_waits, feed_connects, feed_subscribes,
+    feed_reconnects, feed_gap_seconds, feed_read_pauses; gauges feed_connected, feed_paused,
+    feed_backlog_bytes and broker_messages_dropped.
     """
 
     def __init__(
