@@ -152,9 +152,10 @@ class Intraday:
                 batch.ticks = batch.ticks.filter(minute_date(pl.col("ts")) >= keep)
                 batch.minute_bars = batch.minute_bars.filter(minute_date(pl.col("start")) >= keep)
             if batch.size():
-                self.engine.ingest(batch)
+                self.engine.ingest(batch, taken=True)
                 ticks, minutes = ticks + batch.ticks.height, minutes + batch.minute_bars.height
                 daily += batch.daily_bars.height
+        self.engine.take_accepted()  # (on disk already: not to be journaled again)
         if ticks or minutes or daily:
             self.log.info("journal_taken_up", ticks=ticks, minute_bars=minutes, daily_bars=daily)
 
@@ -173,7 +174,12 @@ class Intraday:
             return
         if saved is None:
             return
+        waiting = self.engine.restore_waiting(saved, now)
+        if waiting:
+            self.log.info("waiting_session_bars_restored", session_bars=waiting)
         sessions = [s.isoformat() for s in saved.sessions()]
+        if not (sessions or saved.open.height):  # (only session bars waiting for a close)
+            return
         if not self.engine.restore_bars(saved, now):
             self.log.info(
                 "intraday_bars_stale",

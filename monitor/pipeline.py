@@ -160,9 +160,10 @@ class Pipeline:
             self.counters.inc("bars_closed", step.minute_bars.height, timeframe="1m")
         if step.daily_bars.height:
             self.counters.inc("bars_closed", step.daily_bars.height, timeframe="1d")
-        if self.on_batch is not None and batch is not None:
+        accepted = self.engine.take_accepted()
+        if self.on_batch is not None and accepted.size():
             # (the journal: what the engine took in, on disk before the messages are acked)
-            self.on_batch(self.engine.accepted)
+            self.on_batch(accepted)
         if self.on_step is not None:
             saving = self.on_step(step)
             if saving is not None:  # (files written in a thread, before the messages' acks)

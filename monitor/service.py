@@ -199,13 +199,15 @@ class Daemon:
                         )  # fmt: skip
         if step.daily_bars.height:
             self.report_gaps(step.daily_bars)
-        if self.intraday_due:
-            self.intraday_due = False
-            self.intraday.save_later()
         if self.short_interest_due:
             self.reload_short_interest()
         if step.daily_bars.height or self.snapshot_due:
+            # (the sessions under way are saved at a later step, once this is on the disk: a
+            # save of them marks the session done and drops the journal that holds its bars)
             return asyncio.to_thread(self._save, self.engine.daily, self._taken_state())
+        if self.intraday_due:
+            self.intraday_due = False
+            self.intraday.save_later()
         return None
 
     def read_short_interest(self) -> pl.DataFrame | None:

@@ -407,3 +407,31 @@ async def test_a_tick_rejected_as_late_before_a_crash_stays_rejected(tmp_path: P
         client = aioredis.Redis()
         await client.delete(f"{prefix}:alerts")
         await client.aclose()
+
+
+async def test_the_sessions_under_way_are_saved_after_the_snapshot_of_a_close(
+    tmp_path: Path,
+) -> None:
+    """A step that closes session bars returns the snapshot to await; a save of the sessions
+    under way that is due waits for a later step, so it can never mark a session done (and drop
+    the journal holding its bars) before the session's bars are in the stored history."""
+    from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, empty
+    from monitor.core.payload import LINE_SCHEMA
+    from monitor.core.step import Step
+
+    conf = write_config(tmp_path, f"mm-order-{uuid.uuid4().hex[:8]}")
+    daemon = Daemon(cfg.load(conf), clock=SimClock(at(20, 5)))
+    daily = pl.DataFrame(
+        {"symbol": ["AAA"], "session": [SESSION], "open": [1.0], "high": [1.0], "low": [1.0],
+         "close": [1.0], "volume": [1.0]},
+        schema=DAILY_SCHEMA,
+    )  # fmt: skip
+    daemon.intraday_due = True
+    closing = Step(empty(LINE_SCHEMA), empty(MINUTE_SCHEMA), daily, [])
+    saving = daemon.on_step(closing)
+    assert saving is not None and daemon.intraday_due
+    await saving
+    assert daemon.counters.get("snapshots") == 1
+    idle = Step(empty(LINE_SCHEMA), empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA), [])
+    assert daemon.on_step(idle) is None
+    assert not daemon.intraday_due

@@ -93,11 +93,14 @@ _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
 
 class ClosedBars(msgspec.Struct, frozen=True):
     """Bars closed or corrected by one `advance`: MINUTE_SCHEMA and DAILY_SCHEMA frames; and
-    the provider bars it found to be from the future ("future_bar", see the module)."""
+    the provider bars that waited for the clock: found to be from the future ("future_bar",
+    see the module), or taken."""
 
     minute: pl.DataFrame
     daily: pl.DataFrame
     rejected: list[Rejection] = msgspec.field(default_factory=list)
+    # Provider bars that waited for the clock (see the module) and were taken now.
+    taken: pl.DataFrame = msgspec.field(default_factory=lambda: empty(MINUTE_SCHEMA))
 
 
 class BarBook:
@@ -221,10 +224,12 @@ class BarBook:
         good = good.unique(KEYS, keep="last", maintain_order=True).with_columns(
             first_ts=pl.col("start"), last_ts=pl.col("start") + _BAR_SPAN
         )
-        self.accepted = good
         if self._now is not None and good.height:  # (a book that never advanced takes all)
-            self._waiting.append(good.filter(self._ahead()))
-            good = good.filter(~self._ahead())
+            ahead = good.filter(self._ahead())
+            if ahead.height:
+                self._waiting.append(ahead)
+                good = good.filter(~self._ahead())
+        self.accepted = good  # (a bar that waits is taken, or not, by `advance`)
         self._take_bars(good)
         return self._reject(rejected, BAR_RAW if check is None else held_raw(BAR_RAW))
 
@@ -235,10 +240,12 @@ class BarBook:
             raise ValueError("now must be timezone-aware")
         self._now = max(now.astimezone(dt.UTC), self._now or now)
         rejected: list[Rejection] = []
+        taken = empty(MINUTE_SCHEMA)
         if self._waiting:  # (provider bars that came ahead of the clock: now it is known)
             waiting, self._waiting = pl.concat(self._waiting), []
             ahead = self._ahead()
-            self._take_bars(waiting.filter(~ahead).unique(KEYS, keep="last", maintain_order=True))
+            taken = waiting.filter(~ahead).unique(KEYS, keep="last", maintain_order=True)
+            self._take_bars(taken)
             future = waiting.filter(ahead).with_columns(reason=pl.lit("future_bar"))
             rejected = self._reject(future, BAR_RAW)
         cutoff = self._cutoff()
@@ -263,7 +270,7 @@ class BarBook:
                 self._done.add(session)
         self._forget(self._now)
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
-        return ClosedBars(minute=minute, daily=day, rejected=rejected)
+        return ClosedBars(minute=minute, daily=day, rejected=rejected, taken=taken)
 
     def state(self) -> BookState:
         """What a restart would lose (see `BookState`); take it after an `advance`."""

@@ -18,8 +18,16 @@ import polars as pl
 
 from monitor.core import bar_history, bar_state, evaluation
 from monitor.core.bar_history import PRICE_COLS as PRICE_COLS  # (re-exported)
-from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, FeedBatch, Rejection, empty
-from monitor.core.payload import LINE_SCHEMA, LineChunks, alert_lines
+from monitor.core.emitted import Emitted
+from monitor.core.model import (
+    DAILY_SCHEMA,
+    MINUTE_SCHEMA,
+    TICK_SCHEMA,
+    FeedBatch,
+    Rejection,
+    empty,
+)
+from monitor.core.payload import LineChunks, alert_lines
 from monitor.core.price_check import PriceCheck, Reset
 from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
@@ -62,15 +70,13 @@ class Engine:
         self.daily: pl.DataFrame = empty(DAILY_SCHEMA)
         self.minutes: pl.DataFrame = empty(MINUTE_SCHEMA)
         self._pending_daily: pl.DataFrame = empty(DAILY_SCHEMA)
-        self._fired: set[str] = set()
-        self._pending_ids: list[pl.Series] = []  # emitted, not yet in `_fired` (see `fired`)
-        self._step_ids = 0  # how many of `_pending_ids` earlier steps emitted (see `_new`)
+        self.emitted = Emitted()  # the ids of the alerts emitted: each passes once
         self.watermarks: dict[str, dt.datetime] = {}  # alerts are emitted for periods after
         self._evaluated: dict[str, dt.datetime] = {}  # the last period evaluated, by timeframe
         if emit_after is not None:
             self.watermarks = {tf: emit_after for tf in ("1m", "1d", "1w")}
         self.counts: Counter[str] = Counter()
-        # What the last `ingest` took in (the daemon journals it; see `monitor.journal`).
+        # What was taken in since `take_accepted` (the daemon journals it: `monitor.journal`).
         self.accepted = FeedBatch.empty("accepted")
         self._bar_options = bar_options or {}
         self._book: BarBook | None = None
@@ -92,28 +98,35 @@ class Engine:
         self._minute_rules = any(r.timeframe == "1m" for r in self.rules)
 
     # ----------------------------------------------------------------- ingest
-    def ingest(self, batch: FeedBatch) -> list[Rejection]:
-        """Take a batch of ticks and bars; bad rows come back as rejections (also counted)."""
+    def ingest(self, batch: FeedBatch, *, taken: bool = False) -> list[Rejection]:
+        """Take a batch of ticks and bars; bad rows come back as rejections (also counted), the
+        rows taken in join `accepted` (see `take_accepted`). `taken`: rows this engine took in
+        before (a journal's, after a restart), not screened again: the universe and halts may
+        have changed since, and the bad-print reference that passed them is not kept."""
         rejections = list(batch.rejections)
-        accepted = self.accepted = FeedBatch.empty(batch.feed)
+        accepted = self.accepted
         # Bad prints are screened by the bar builder after its own checks: a print it refuses
         # (outside the session, a duplicate) is no reference and confirms no new level. Session
         # bars are not screened (see `monitor.core.price_check`); their closes are noted.
-        check = self._price_check()
+        check = None if taken else self._price_check()
         if batch.ticks.height:
-            ticks = self._screen(batch.ticks, "price", rejections)
+            ticks = batch.ticks if taken else self._screen(batch.ticks, "price", rejections)
             rejections += self.book.ingest_ticks(ticks, check)
-            accepted.ticks = self.book.accepted
-            self._note_prices(accepted.ticks, "price", "ts")
+            new = self.book.accepted.select(list(TICK_SCHEMA))
+            accepted.ticks = pl.concat([accepted.ticks, new]) if accepted.ticks.height else new
+            self._note_prices(new, "price", "ts")
         if batch.minute_bars.height:
-            bars = self._screen(batch.minute_bars, "close", rejections)
+            bars = batch.minute_bars
+            bars = bars if taken else self._screen(bars, "close", rejections)
             rejections += self.book.ingest_minute_bars(bars, check)
-            accepted.minute_bars = self.book.accepted
-            self._note_prices(accepted.minute_bars, "close", "start")
+            self._took_minutes(self.book.accepted)
         if batch.daily_bars.height:
-            daily = self._screen(batch.daily_bars, "close", rejections)
-            refused, accepted.daily_bars = self._ingest_daily(daily)
+            daily = batch.daily_bars
+            daily = daily if taken else self._screen(daily, "close", rejections)
+            refused, good = self._ingest_daily(daily)
             rejections += refused
+            kept = accepted.daily_bars
+            accepted.daily_bars = pl.concat([kept, good]) if kept.height else good
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
@@ -136,6 +149,19 @@ class Engine:
             ]
             frame = frame.filter(~unknown)
         return frame
+
+    def _took_minutes(self, bars: pl.DataFrame) -> None:
+        """Provider minute bars the book took: in `accepted`, their closes noted."""
+        new = bars.select(list(MINUTE_SCHEMA))
+        kept = self.accepted.minute_bars
+        self.accepted.minute_bars = pl.concat([kept, new]) if kept.height else new
+        self._note_prices(new, "close", "start")
+
+    def take_accepted(self) -> FeedBatch:
+        """The rows taken in since the last call (by `ingest`, and provider bars that waited
+        for the clock, by `advance`): what the daemon journals after a step."""
+        accepted, self.accepted = self.accepted, FeedBatch.empty("accepted")
+        return accepted
 
     def _price_check(self) -> PrintCheck | None:
         """The bad-print screen the bar builder runs (`bad_print`, see
@@ -226,6 +252,8 @@ class Engine:
             closed = self._book.advance(now)
             minute_bars, built_daily, rejected = closed.minute, closed.daily, closed.rejected
             self.counts.update(r.reason for r in rejected)
+            if closed.taken.height:
+                self._took_minutes(closed.taken)
             if built_daily.height:
                 self._pending_daily = bar_history.upsert(self._pending_daily, built_daily, KEY)
         new_daily = self._close_daily(now)
@@ -243,11 +271,11 @@ class Engine:
             parts += self._evaluate("1d", now, "1d" in late)
             if any(r.timeframe == "1w" for r in self.rules):
                 parts += self._evaluate("1w", now, "1w" in late)
-        self._step_ids = len(self._pending_ids)
+        self.emitted.step()
         if deferred:
-            lines: pl.DataFrame | LineChunks = LineChunks(parts, self.ctx, self._new)
+            lines: pl.DataFrame | LineChunks = LineChunks(parts, self.ctx, self.emitted.new)
         else:
-            lines = self._new([alert_lines(fired, rule, self.ctx) for rule, fired in parts])
+            lines = self.emitted.new([alert_lines(f, rule, self.ctx) for rule, f in parts])
         return Step(lines, minute_bars, new_daily, rejected, parts)
 
     def _late_periods(self, minute_bars: pl.DataFrame, daily: pl.DataFrame) -> set[str]:
@@ -363,44 +391,10 @@ class Engine:
         self.watermarks[timeframe] = max(latest, self.watermarks.get(timeframe, latest))
         return out
 
-    def _new(self, lines: list[pl.DataFrame]) -> pl.DataFrame:
-        """The lines whose alert ids were never emitted, sorted by ts, rule, symbol and id; their
-        ids join `fired`."""
-        lines = [part for part in lines if part.height]
-        if not lines:
-            return empty(LINE_SCHEMA)
-        both = pl.concat(lines) if len(lines) > 1 else lines[0]
-        ids = both.get_column("id")
-        # A replay's chunks are checked by polars, without a loop over their ids; past a few
-        # pending columns (many small steps, as the daemon makes) the set takes over.
-        # The chunks of one step hold the firings of different instants, and an id is made of
-        # the instant: only ids of earlier steps can come again (a period evaluated again).
-        if not self._fired and len(self._pending_ids) < 16:
-            keep = ids.is_first_distinct()
-            earlier = self._pending_ids[: self._step_ids]
-            if earlier:
-                keep = keep & ~ids.is_in(pl.concat(earlier).implode())
-            self._pending_ids.append(ids.filter(keep))
-        else:
-            fired, new = self.fired, []
-            for alert_id in ids.to_list():
-                new.append(alert_id not in fired)
-                fired.add(alert_id)
-            keep = pl.Series(new, dtype=pl.Boolean)
-        if not keep.all():
-            both = both.filter(keep)
-        return both.sort("ts", "rule", "symbol", "id")
-
     @property
     def fired(self) -> set[str]:
-        """The ids of every alert emitted (or restored). Until something asks, ids emitted into
-        an empty set stay polars columns: a replay's hundreds of thousands never become Python
-        strings."""
-        for ids in self._pending_ids:
-            self._fired.update(ids.to_list())
-        self._pending_ids.clear()
-        self._step_ids = 0
-        return self._fired
+        """The ids of every alert emitted (or restored): see `Emitted.ids`."""
+        return self.emitted.ids
 
     def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:
         """Closed bars of a timeframe for rule evaluation: symbol, session, ts (bar close), OHLCV,
@@ -439,8 +433,8 @@ class Engine:
         for timeframe in sorted({r.timeframe for r in changed}):
             # The last period evaluated again (`late`), or every period of a new timeframe.
             parts += self._evaluate(timeframe, self.now, late=True, rules=changed)
-        self._step_ids = len(self._pending_ids)  # (every id emitted so far is of an earlier step)
-        return self._new([alert_lines(fired, rule, self.ctx) for rule, fired in parts]).height
+        self.emitted.step()
+        return self.emitted.new([alert_lines(f, rule, self.ctx) for rule, f in parts]).height
 
     # ------------------------------------------------------------------ state
     def state(self) -> EngineState:
@@ -464,15 +458,9 @@ class Engine:
 
     def restore_bars(self, state: BookState, now: dt.datetime) -> bool:
         """Continue the bar builder from `state` unless it is stale at `now` (see
-        `BarBook.restore`); its closed minute bars rejoin `minutes`. Its session bars waiting
-        for a close are taken in again unless it was saved later than `now` (a replay started
-        over): a session since closed evaluates them, one evaluated already stores them as
-        corrections. Whether anything was taken up."""
-        waiting = state.daily.height > 0 and not bar_state.from_later(state, now)
-        if waiting:
-            self.ingest_daily(state.daily)
+        `BarBook.restore`); its closed minute bars rejoin `minutes`. Whether it did."""
         if not self.book.restore(state, now):
-            return waiting
+            return False
         closed = self.book.closed_minutes()
         if closed.height:
             self.minutes = bar_history.add_minutes(self.minutes, closed, self._minute_history)
@@ -482,6 +470,15 @@ class Engine:
                 last: dt.datetime = closed.get_column("start").max()  # type: ignore[assignment]
                 self.watermarks["1m"] = last + dt.timedelta(minutes=1)
         return True
+
+    def restore_waiting(self, state: BookState, now: dt.datetime) -> int:
+        """Take in again the session bars of `state` that waited for their session's close,
+        unless it was saved later than `now` (a replay started over): a session since closed
+        evaluates them, one evaluated already stores them as corrections. How many."""
+        if state.daily.is_empty() or bar_state.from_later(state, now):
+            return 0
+        self.ingest_daily(state.daily)
+        return state.daily.height
 
 
 def _exchange_date(instant: dt.datetime) -> dt.date:

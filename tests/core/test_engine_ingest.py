@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import polars as pl
+
 from monitor.core.engine import Engine
-from monitor.core.model import Bar, FeedBatch, Rejection, bars_frame
+from monitor.core.model import TICK_SCHEMA, Bar, FeedBatch, Rejection, Tick, bars_frame, ticks_frame
 from monitor.core.rules.spec import parse_rules
 from monitor.core.sessions import Sessions
 
@@ -72,3 +74,51 @@ def test_a_minute_rule_new_at_a_restart_fires_nothing_on_the_minutes_before_it(
     engine.ingest(bars(("X", at(13, 34), 11.0), ("X", at(13, 35), 12.5)))
     fired = engine.advance(at(13, 37)).alerts
     assert [(a.symbol, a.ts) for a in fired] == [("X", "2024-07-02T13:36:00Z")]
+
+
+def ticks(*rows: tuple[str, dt.datetime, float, str]) -> FeedBatch:
+    batch = FeedBatch.empty("t")
+    batch.ticks = ticks_frame([Tick(s, ts, p, 100.0, trade) for s, ts, p, trade in rows])
+    return batch
+
+
+def test_ticks_taken_before_a_restart_are_not_screened_again(sessions: Sessions) -> None:
+    """X closed at 10; live, four prints at 200 are bad prints and the fifth confirms the new
+    level. A restarted engine taking up the journal of what was accepted takes those prints as
+    they were taken (`taken=True`), not as bad prints against the stored close of 10: their
+    messages were acknowledged, and would be lost."""
+    history = pl.DataFrame(
+        {"symbol": ["X"], "session": [dt.date(2024, 7, 1)], "open": [10.0], "high": [10.0],
+         "low": [10.0], "close": [10.0], "volume": [1.0]}
+    )  # fmt: skip
+    live = Engine(parse_rules(RULES), sessions, max_jump=10.0)
+    live.ingest_daily(history)
+    live.advance(at(13, 40))
+    prints = [("X", at(13, 40, i), 200.0 + i, f"t{i}") for i in range(8)]
+    refused = live.ingest(ticks(*prints))
+    assert [r.reason for r in refused] == ["bad_print"] * 4
+    journal = live.take_accepted()
+    assert journal.ticks.get_column("price").to_list() == [204.0, 205.0, 206.0, 207.0]
+    assert journal.ticks.columns == list(TICK_SCHEMA)
+    restarted = Engine(parse_rules(RULES), sessions, max_jump=10.0)
+    restarted.ingest_daily(history)
+    restarted.advance(at(13, 40))
+    assert restarted.ingest(journal, taken=True) == []
+    assert restarted.take_accepted().ticks.height == 4
+
+
+def test_a_bar_waiting_for_the_clock_is_journaled_only_once_taken(sessions: Sessions) -> None:
+    """A provider bar ahead of the clock is not in what the engine took in until an advance
+    takes it; one found to be from the future never is (the journal holds no row the engine
+    rejected)."""
+    e = Engine(parse_rules(RULES), sessions)
+    e.warm(at(12, 0))
+    e.ingest(bars(("X", at(13, 30), 10.0)))
+    e.advance(at(13, 31, 5))
+    assert e.take_accepted().minute_bars.height == 1
+    e.ingest(bars(("X", at(13, 32), 10.0), ("Y", at(19, 0), 10.0)))
+    assert e.take_accepted().minute_bars.height == 0  # (13:32 waits: its minute is to come)
+    step = e.advance(at(13, 32, 30))
+    assert [r.reason for r in step.rejections] == ["future_bar"]
+    taken = e.take_accepted().minute_bars
+    assert taken.select("symbol", "start").rows() == [("X", at(13, 32))]
