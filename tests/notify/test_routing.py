@@ -104,18 +104,22 @@ def test_silence_drops_matching_alerts_until_it_ends(now: dt.datetime) -> None:
     assert sent(r.due(now + 3600 * S)) == [[alert(2).id], [alert(1, session="2024-07-17").id]]
 
 
+# Chat's receiver, quiet 16:00-18:00 New York.
+QUIET_CHAT: dict[str, object] = {
+    "receivers": [
+        {
+            "name": "chat",
+            "url": "json://127.0.0.1:9/c",
+            "quiet_hours": {"start": "16:00", "end": "18:00", "tz": "America/New_York"},
+        }
+    ]
+}
+
+
 def test_quiet_hours_queue_until_they_end_and_critical_goes_through(now: dt.datetime) -> None:
     """Chat is quiet 16:00-18:00 New York: a notice waits until 18:00, a critical goes at once."""
     c = config(
-        {
-            "receivers": [
-                {
-                    "name": "chat",
-                    "url": "json://127.0.0.1:9/c",
-                    "quiet_hours": {"start": "16:00", "end": "18:00", "tz": "America/New_York"},
-                }
-            ]
-        },
+        QUIET_CHAT,
         group_wait_s=0,
         group_by=["id"],
     )
@@ -133,15 +137,7 @@ def test_a_group_held_through_quiet_hours_comes_as_one_message(now: dt.datetime)
     """Alerts of one group that fire through quiet hours, several group intervals apart, come
     as one message when the hours end, not as one per interval."""
     c = config(
-        {
-            "receivers": [
-                {
-                    "name": "chat",
-                    "url": "json://127.0.0.1:9/c",
-                    "quiet_hours": {"start": "16:00", "end": "18:00", "tz": "America/New_York"},
-                }
-            ]
-        },
+        QUIET_CHAT,
         group_wait_s=0,
         group_interval_s=300,
     )
