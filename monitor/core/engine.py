@@ -113,7 +113,7 @@ class Engine:
             ticks = batch.ticks if taken else self._screen(batch.ticks, "price", rejections)
             rejections += self.book.ingest_ticks(ticks, check)
             new = self.book.accepted.select(list(TICK_SCHEMA))
-            accepted.ticks = pl.concat([accepted.ticks, new]) if accepted.ticks.height else new
+            accepted.ticks = _then(accepted.ticks, new)
             self._note_prices(new, "price", "ts")
         if batch.minute_bars.height:
             bars = batch.minute_bars
@@ -125,8 +125,7 @@ class Engine:
             daily = daily if taken else self._screen(daily, "close", rejections)
             refused, good = self._ingest_daily(daily)
             rejections += refused
-            kept = accepted.daily_bars
-            accepted.daily_bars = pl.concat([kept, good]) if kept.height else good
+            accepted.daily_bars = _then(accepted.daily_bars, good)
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
@@ -153,8 +152,7 @@ class Engine:
     def _took_minutes(self, bars: pl.DataFrame) -> None:
         """Provider minute bars the book took: in `accepted`, their closes noted."""
         new = bars.select(list(MINUTE_SCHEMA))
-        kept = self.accepted.minute_bars
-        self.accepted.minute_bars = pl.concat([kept, new]) if kept.height else new
+        self.accepted.minute_bars = _then(self.accepted.minute_bars, new)
         self._note_prices(new, "close", "start")
 
     def take_accepted(self) -> FeedBatch:
@@ -484,3 +482,8 @@ class Engine:
 def _exchange_date(instant: dt.datetime) -> dt.date:
     """The exchange's date of an instant (a period's close: its session's, or its week's)."""
     return instant.astimezone(NEW_YORK_ZONE).date()
+
+
+def _then(kept: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """`kept`'s rows, then `new`'s (`new` itself when there are none before it)."""
+    return pl.concat([kept, new]) if kept.height else new
