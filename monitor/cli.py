@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -291,25 +292,21 @@ def _lock(store: Store) -> TextIO | None:
 
 
 def _sessions_only(bars: pl.DataFrame) -> tuple[pl.DataFrame, list[Rejection]]:
-    """The bars of NYSE sessions, and a `not_a_session` rejection for each of the others (a
-    weekend, a holiday), as the daemon's engine would refuse them."""
+    """The bars the daemon's engine takes, and its rejections of the others (`not_a_session`
+    for a weekend or a holiday): its own screen, so the store holds nothing it would refuse."""
     if bars.is_empty():
         return bars, []
-    import polars as pl
-
     from monitor.calendar import nyse_sessions
-    from monitor.core.model import Rejection
+    from monitor.core.engine import Engine
+    from monitor.core.model import FeedBatch
+    from monitor.core.rules.spec import RulesFile
 
     days = bars.get_column("session")
-    sessions = nyse_sessions(days.min(), days.max())  # type: ignore[arg-type]
-    off = ~pl.col("session").is_in(sessions.frame.get_column("session").implode())
-    refused = bars.filter(off)
-    if refused.is_empty():
-        return bars, []
-    return bars.filter(~off), [
-        Rejection(reason="not_a_session", symbol=symbol, raw=f"{symbol} {session}")
-        for symbol, session in refused.select("symbol", "session").iter_rows()
-    ]
+    engine = Engine(RulesFile(), nyse_sessions(days.min(), days.max()))  # type: ignore[arg-type]
+    batch = FeedBatch.empty("backfill")
+    batch.daily_bars = bars
+    refused = engine.ingest(batch)
+    return (engine.take_accepted().daily_bars if refused else bars), refused
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -333,7 +330,7 @@ def _backfill(args: argparse.Namespace) -> int:
         f"{'symbol' if symbols == 1 else 'symbols'} into {store.path}; "
         f"the store now holds {merged.height} bars"
     )
-    counts = {**loaded.counts, **({"not_a_session": len(off)} if off else {})}
+    counts = Counter(loaded.counts) + Counter(r.reason for r in off)
     if counts:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
