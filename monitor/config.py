@@ -23,14 +23,13 @@ import stat
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
-from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 from msgspec import Meta
 
 from monitor.core.fields import field_message
 from monitor.errors import ConfigError
-from monitor.urls import host_only, mask_url
+from monitor.urls import host_only, mask_url, not_valid, split_url
 
 if TYPE_CHECKING:  # (the rules pull in polars: the notifier and `config check` need not)
     import polars as pl
@@ -301,12 +300,12 @@ def redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis", "rediss")) 
     if scheme not in schemes:
         *others, last = (f"{s}://..." for s in schemes)
         return _expected(url, f"{', '.join(others)} or {last}" if others else last)
-    parts = _split(url, port=scheme != "unix")  # (a unix:// url's host and port are not read)
+    parts = split_url(url, port=scheme != "unix")  # (a unix:// url's host and port are not read)
     if isinstance(parts, str):
         return parts
     if scheme != "unix":
         if parts.port == 0:
-            return _not_valid(url, "a port outside 1-65535")
+            return not_valid(url, "a port outside 1-65535")
         if not parts.hostname:
             return _expected(url, f"{scheme}://host[:port][/db]")
     from redis.connection import parse_url  # (the client's own reading of the query: db=...)
@@ -314,7 +313,7 @@ def redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis", "rediss")) 
     try:
         parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:  # ("Invalid value for 'db' in connection URL.": no secret in it)
-        return _not_valid(url, str(exc).rstrip(".").replace(" in connection URL", ""))
+        return not_valid(url, str(exc).rstrip(".").replace(" in connection URL", ""))
     return None
 
 
@@ -331,7 +330,7 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
         if backfill and not (feed.key_env or feed.key_file):
             return "rest_url", "needs key_env or key_file"
         return None
-    parts = _split(feed.url)
+    parts = split_url(feed.url)
     if isinstance(parts, str):
         return "url", parts
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -365,25 +364,6 @@ def _field_map_problem(field_map: dict[str, str]) -> tuple[str, str] | None:
         message, _, at = str(exc).partition(" - at `$")
         return f"field_map{at.rstrip('`')}", message
     return None
-
-
-def _split(url: str, *, port: bool = True) -> SplitResult | str:
-    """The parts of a URL, or the message for one the parser refuses (with `port`, when its
-    port is not a number of 0-65535)."""
-    try:
-        parts = urlsplit(url)
-        if port:
-            parts.port  # noqa: B018 (a bad port raises here rather than at start)
-    except ValueError as exc:  # ... and so does a broken [IPv6] host
-        # (Not the parser's words: with a `#` or `/` in a password they quote part of it.)
-        if str(exc).startswith("Port out of range"):
-            return _not_valid(url, "a port outside 1-65535")
-        return _not_valid(url, "a port that is not a number, or a broken [IPv6] host")
-    return parts
-
-
-def _not_valid(url: str, why: str) -> str:
-    return f"not a valid url ({why}): {host_only(url)!r}"
 
 
 def _expected(url: str, shape: str) -> str:

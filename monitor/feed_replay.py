@@ -19,7 +19,7 @@ import polars as pl
 from monitor.config import Secret, secret, unreadable
 from monitor.datafiles import parse_data_arg, read_many
 from monitor.errors import EX_USAGE, ConfigError, SinkUnavailable
-from monitor.urls import mask_url
+from monitor.urls import mask_url, split_url
 
 
 class WireBar(msgspec.Struct):
@@ -139,7 +139,15 @@ def _login(args: argparse.Namespace) -> Login | str:
     if (password_env or password_file) and not username:
         option = "--password-env" if password_env else "--password-file"
         return f"{option}: needs --username (MQTT sends a password only with a user name)"
-    if ca_file is not None and urlsplit(args.url).scheme != "mqtts":
+    parts = split_url(args.url)
+    if isinstance(parts, str):
+        return f"--url: {parts}"
+    if parts.username or parts.password:  # (they would be ignored: the daemon refuses them too)
+        return (
+            "--url: credentials belong in --username and --password-env or --password-file, "
+            f"not the url: {mask_url(args.url)!r}"
+        )
+    if ca_file is not None and parts.scheme != "mqtts":
         return f"--ca-file: needs an mqtts:// --url, not {mask_url(args.url)!r}"
     password = secret(
         "--password",

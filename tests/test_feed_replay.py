@@ -40,14 +40,18 @@ def test_a_broker_that_refuses_the_connection_is_unavailable_not_a_config_error(
 
 
 def test_a_broker_that_refuses_anonymous_clients_is_a_config_error(tmp_path: Path) -> None:
-    """A broker that will not let feed-replay in (anonymous clients refused): trying again will
-    not help, so exit 78 with one line naming the broker, its user's password masked."""
+    """A broker that will not let feed-replay in (a user it does not know): trying again will
+    not help, so exit 78 with one line naming the broker, never the password."""
     broker = MosquittoServer(tmp_path)
     text = broker.config.read_text()
     broker.config.write_text(text.replace("allow_anonymous true", "allow_anonymous false"))
     with broker:
-        url = f"mqtt://ops:Sup3rSecret@127.0.0.1:{broker.port}"
-        res = cli("feed-replay", "--data", f"^RUT={RUT}", "--from", "2024-07-01", "--url", url)
+        url = f"mqtt://127.0.0.1:{broker.port}"
+        login = ["--username", "ops", "--password-env", "MM_TEST_FEED_PASSWORD"]
+        res = cli(
+            "feed-replay", "--data", f"^RUT={RUT}", "--from", "2024-07-01", "--url", url, *login,
+            env={"MM_TEST_FEED_PASSWORD": "Sup3rSecret"},
+        )  # fmt: skip
     assert (res.returncode, res.stdout) == (78, "")
-    assert res.stderr.startswith("market-monitor: config error: mqtt broker at mqtt://ops:***@")
+    assert res.stderr.startswith(f"market-monitor: config error: mqtt broker at {url}: ")
     assert "Sup3rSecret" not in res.stderr

@@ -114,13 +114,36 @@ async def test_feed_replay_logs_in_over_tls_with_a_password_not_on_the_command_l
             78,
             "config error: --ca-file: cannot read /nonexistent/ca.pem: No such file or directory",
         ),
+        (
+            ["--url", "mqtt://publisher:s3cret@127.0.0.1:1883"],
+            {},
+            64,
+            "usage error: --url: credentials belong in --username and --password-env or "
+            "--password-file, not the url: 'mqtt://publisher:***@127.0.0.1:1883'",
+        ),
+        (
+            ["--url", "mqtt://127.0.0.1:18a3"],
+            {},
+            64,
+            "usage error: --url: not a valid url (a port that is not a number, or a broken "
+            "[IPv6] host): 'mqtt://127.0.0.1:18a3'",
+        ),
     ],
-    ids=["password-without-user", "ca-without-tls", "unset-variable", "no-file", "no-ca-file"],
+    ids=[
+        "password-without-user",
+        "ca-without-tls",
+        "unset-variable",
+        "no-file",
+        "no-ca-file",
+        "credentials-in-url",
+        "bad-port",
+    ],
 )
 def test_login_options_that_cannot_work_fail_before_any_broker_is_reached(
     args: list[str], env: dict[str, str], code: int, line: str
 ) -> None:
-    """A password without a user name or a CA file without mqtts:// is a usage error (64); a
+    """A password without a user name, a CA file without mqtts://, credentials in the url
+    (they would be ignored) or a url that does not parse is a usage error (64); a
     password variable that is not set or a password or CA file that cannot be read is a config
     error (78) naming the option: one line each, before a file is read or a broker reached."""
     res = cli("feed-replay", "--data", f"^RUT={RUT}", *SPAN, *args, env=env)
