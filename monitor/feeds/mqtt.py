@@ -53,6 +53,7 @@ from monitor.core.model import FeedBatch
 from monitor.errors import ConfigError, FeedDisconnected
 from monitor.feeds.generic import decode_generic
 from monitor.feeds.mqtt_client import DROPPED_TOPIC, Backlog, InboxClient, tls_context
+from monitor.feeds.reconnects import Reconnects
 from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.wire import Handoff, Wire, hand_on, put
 
@@ -129,9 +130,7 @@ class MqttFeed:
         self._protocol = protocol
         self._queue = queue
         self._counters = counters
-        self._backoff = backoff
         self._watch_drops = watch_broker_drops
-        self._stable_after_s = stable_after_s
         self._grace_s = grace_s
         self._keepalive_s = keepalive_s
         self._timeout_s = timeout_s
@@ -146,6 +145,14 @@ class MqttFeed:
             interval_s=rejection_log_interval_s,
             clock=clock,
             feed=name,
+        )
+        self._reconnects = Reconnects(
+            name,
+            backoff,
+            stable_after_s,
+            counters=counters,
+            log=self._log,
+            rejections=self._rejections,
         )
         self._broker_dropped: int | None = None
         self._connected_at: float | None = None
@@ -180,7 +187,6 @@ class MqttFeed:
             self._log.info("feed_stopped")
 
     async def _reconnect_loop(self, stop: asyncio.Event) -> None:
-        attempt = 0
         lost_at: float | None = None
         while True:
             self._connected_at = None
@@ -191,20 +197,11 @@ class MqttFeed:
                 if stop.is_set():  # lost while draining: nothing left to acknowledge on
                     self._log.warning("feed_lost_while_draining", error=str(exc))
                     return
-                now = self._clock()
-                self._counters.set("feed_connected", 0, feed=self.name)
+                lasted = None
                 if self._connected_at is not None:
-                    lost_at = now
-                    if now - self._connected_at >= self._stable_after_s:
-                        attempt = 0
-                delay = self._backoff.delay(attempt)
-                attempt += 1
-                self._counters.inc("feed_reconnects", feed=self.name)
-                self._log.warning(
-                    "feed_reconnecting", error=str(exc), attempt=attempt, delay_s=round(delay, 3)
-                )
-                self._rejections.flush()
-                await asyncio.sleep(delay)
+                    lost_at = self._clock()
+                    lasted = lost_at - self._connected_at
+                await self._reconnects.pause(str(exc), lasted)
 
     async def _connection(self, lost_at: float | None) -> None:
         """One connection from connect to loss (raises FeedDisconnected) or to the stop."""

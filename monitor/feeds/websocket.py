@@ -40,6 +40,7 @@ from monitor.feeds.finnhub import FinnhubSession
 from monitor.feeds.generic import decode_generic
 from monitor.feeds.polygon import PolygonSession
 from monitor.feeds.provider import Control, Decoded, Outgoing, Session
+from monitor.feeds.reconnects import Reconnects
 from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.rest import RestBackfill, mask_url
 from monitor.feeds.wire import hand_on
@@ -140,13 +141,12 @@ class WebSocketFeed:
         self._secrets = [s for s in (key, secret) if s]
         self._queue = queue
         self._counters = counters
-        self._backoff = backoff
+        self._backoff = backoff  # (also for the REST backfill's attempts)
         self._stale_after_s = stale_after_s
         self._is_regular_hours = is_regular_hours
         self._clock = clock
         self._rest = rest
         self._on_event = on_event
-        self._stable_after_s = stable_after_s
         self._open_timeout_s = open_timeout_s
         self._close_timeout_s = close_timeout_s
         self._max_frame_bytes = max_frame_bytes
@@ -170,6 +170,14 @@ class WebSocketFeed:
             interval_s=rejection_log_interval_s,
             clock=time.monotonic,
             feed=name,
+        )
+        self._reconnects = Reconnects(
+            name,
+            backoff,
+            stable_after_s,
+            counters=counters,
+            log=self._log,
+            rejections=self._rejections,
         )
 
     def __repr__(self) -> str:
@@ -203,7 +211,6 @@ class WebSocketFeed:
 
     async def _connections(self, halt: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        attempt = 0
         while True:
             self._connected_at = None
             self._subscribed = False
@@ -217,21 +224,13 @@ class WebSocketFeed:
             except FeedDisconnected as exc:
                 error = str(exc)
             now = loop.time()
-            self._counters.set("feed_connected", 0, feed=self.name)
+            lasted = None
             if self._connected_at is not None:
-                if now - self._connected_at >= self._stable_after_s:
-                    attempt = 0
+                lasted = now - self._connected_at
                 if self._gap_start is None:
                     since_data = dt.timedelta(seconds=now - self._last_data)
                     self._gap_start = self._clock() - since_data
-            delay = self._backoff.delay(attempt)
-            attempt += 1
-            self._counters.inc("feed_reconnects", feed=self.name)
-            self._log.warning(
-                "feed_reconnecting", error=error, attempt=attempt, delay_s=round(delay, 3)
-            )
-            self._rejections.flush()
-            await asyncio.sleep(delay)
+            await self._reconnects.pause(error, lasted)
 
     async def _connection(self) -> None:
         """One connection from connect to loss; raises FeedDisconnected or ConfigError."""

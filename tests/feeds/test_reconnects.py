@@ -1,0 +1,39 @@
+"""The pause between two connections of a feed: delays growing from one failed attempt to the
+next, starting over after a connection that lasted; each pause counted and logged."""
+
+from __future__ import annotations
+
+import structlog
+from structlog.testing import capture_logs
+
+from monitor.core.backoff import Backoff
+from monitor.core.counters import Counters
+from monitor.feeds.reconnects import Reconnects
+from monitor.feeds.rejections import RejectionLog
+
+
+async def test_delays_grow_until_a_connection_lasts_then_start_over() -> None:
+    counters = Counters()
+    log = structlog.get_logger("test").bind(feed="f")
+    rejections = RejectionLog(
+        log, counters, counter="feed_rejections", interval_s=10.0, clock=lambda: 0.0, feed="f"
+    )
+    backoff = Backoff(base_s=0.001, cap_s=0.004, factor=2.0, jitter=0.0)
+    reconnects = Reconnects("f", backoff, 30.0, counters=counters, log=log, rejections=rejections)
+    counters.set("feed_connected", 1, feed="f")
+    with capture_logs() as logs:
+        await reconnects.pause("refused", None)  # could not connect
+        await reconnects.pause("refused", None)
+        await reconnects.pause("dropped", 5.0)  # up for 5 s: not stable, keeps backing off
+        await reconnects.pause("refused", None)
+        await reconnects.pause("dropped", 30.0)  # up for 30 s: starts over
+    lines = [(e["event"], e["error"], e["attempt"], e["delay_s"]) for e in logs]
+    assert lines == [
+        ("feed_reconnecting", "refused", 1, 0.001),
+        ("feed_reconnecting", "refused", 2, 0.002),
+        ("feed_reconnecting", "dropped", 3, 0.004),
+        ("feed_reconnecting", "refused", 4, 0.004),  # (the cap)
+        ("feed_reconnecting", "dropped", 1, 0.001),
+    ]
+    assert counters.get("feed_reconnects", feed="f") == 5
+    assert counters.get("feed_connected", feed="f") == 0
