@@ -145,6 +145,8 @@ class Intraday:
         before any tick from the feeds, as they came before the restart; a message the broker
         delivers again is then a duplicate."""
         covered = self.store.intraday_journal()
+        if covered is not None:
+            self.journal.continue_after(covered)
         ticks = minutes = daily = 0
         for batch in self.journal.read_after(-1 if covered is None else covered):
             keep = self.engine.book.oldest_kept(now)

@@ -13,12 +13,14 @@ kernel keeps what was written when the process dies, but a power cut can lose th
 A save of the sessions under way (`monitor.intraday`) starts a new segment at the moment it
 takes the book's state, and records in its file the last segment that state covers; once the
 file is written, those segments are deleted. A start takes up the saved state, then the
-segments after the one it covers, in order. A record cut short (by a crash, or a write that
+segments after the one it covers, in order, and appends after them (never at or below the
+covered number, though those segments are gone). A record cut short (by a crash, or a write that
 failed, after which appends go to a new segment) ends its segment.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
@@ -78,9 +80,16 @@ class Journal:
             self._fd = os.open(self._path(self.seq), flags, 0o600)
             if self.sync:
                 sync_folder(self.folder)  # (the new segment's name)
-        os.write(self._fd, b"".join(parts))
+        _write_all(self._fd, b"".join(parts))
         if self.sync:
             os.fdatasync(self._fd)
+
+    def continue_after(self, covered: int) -> None:
+        """Append after segment `covered` (what the saved state covers), whatever is left on
+        disk: a start after the segments up to it were deleted must not number new ones at or
+        below it, which the next start would take as covered and skip."""
+        if self._fd is None and self.seq <= covered:
+            self.seq = covered + 1
 
     def rotate(self) -> int:
         """Start a new segment; the number of the last one before it (what a state of the book
@@ -108,6 +117,17 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """All of `data` to `fd`, or OSError: a write that takes only part of it (a file-size
+    limit, a disk filling up) is tried again for the rest, and one that takes nothing fails."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "the journal took no more bytes")
+        view = view[written:]
 
 
 def _records(data: bytes) -> Iterator[FeedBatch]:

@@ -171,3 +171,53 @@ def test_journal_fsync_is_on_unless_the_config_turns_it_off(tmp_path: Path) -> N
     assert load_config(config("journal_fsync = false")).store.journal_fsync is False
     with pytest.raises(ConfigError, match="journal_fsync"):
         load_config(config('journal_fsync = "sometimes"'))
+
+
+_SHORT_WRITE = """
+import resource, signal, sys
+from pathlib import Path
+from monitor import logs
+from monitor.calendar import nyse_sessions
+from monitor.core.counters import Counters
+from monitor.core.engine import Engine
+from monitor.core.rules.spec import RulesFile
+from monitor.intraday import Intraday
+from monitor.journal import Journal
+from tests.test_journal import batch
+
+journal = Journal(Path(sys.argv[1]), sync=False)
+counters = Counters()
+engine = Engine(RulesFile(), nyse_sessions(__import__("datetime").date(2024, 1, 1)))
+intraday = Intraday(None, engine, logs.get("test"), counters, journal)
+intraday.append(batch(1))
+size = (Path(sys.argv[1]) / f"{journal.seq:010d}.log").stat().st_size
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (past the limit: EFBIG, not a signal)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(size * 1.5), resource.RLIM_INFINITY))
+intraday.append(batch(1))  # (half of it fits)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+intraday.append(batch(3))
+print(int(counters.get("journal_write_failures")), journal.segments())
+"""
+
+
+def test_a_write_the_disk_takes_only_part_of_is_a_failure_not_a_torn_record(
+    tmp_path: Path,
+) -> None:
+    """A write that takes only part of a record (a file-size limit here; a disk filling up
+    does the same) is tried again for the rest, and the failure of that is a failed append:
+    counted, the segment left behind. The next batch goes to a new segment and is read back
+    (appended after the torn record, it would be lost with it)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    folder = tmp_path / "journal"
+    res = subprocess.run(
+        [sys.executable, "-c", _SHORT_WRITE, str(folder)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
+    )  # fmt: skip
+    *logged, last = res.stdout.splitlines()
+    assert last == "1 [0, 1]"
+    assert "journal_not_written" in logged[0] and "File too large" in logged[0]
+    same(list(Journal(folder).read_after(-1)), [batch(1), batch(3)])

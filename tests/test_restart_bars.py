@@ -256,6 +256,56 @@ async def test_a_crash_after_the_last_save_loses_no_tick_accepted_since(tmp_path
         await client.aclose()
 
 
+async def test_a_crash_soon_after_a_restart_loses_no_tick_accepted_since_the_restart(
+    tmp_path: Path,
+) -> None:
+    """A graceful stop saves the sessions under way and deletes the journal's segments that
+    save covers; the next start appends after them, not from 0 again (a segment numbered at or
+    below the covered one would be skipped as covered by the start after a crash). The store
+    as a kill -9 leaves it before that run's first save starts a daemon whose minute bars equal
+    an uninterrupted run's; with the rest of the session sent, so does its session bar."""
+    prefix = f"mm-renumber-{uuid.uuid4().hex[:8]}"
+    conf, conf_b = crash_stores(tmp_path, prefix, 0.2)
+    ticks = session_ticks()
+    minutes, daily = uninterrupted(ticks, at(20, 0, 10))
+    restart, crash = at(14, 8, 20), at(14, 15, 20)
+    first = [t for t in ticks if t.ts < restart]
+    then = [t for t in ticks if restart <= t.ts < crash]
+    after = [t for t in ticks if t.ts >= crash]
+    topic = f"{prefix}/ticks"
+    store_a, left = tmp_path / "a" / "store", tmp_path / "b" / "store"
+    try:
+        async with daemon_running(conf, clock=SimClock(at(14, 0, 20))) as daemon:
+            await feed(daemon, topic, first, restart, minutes)
+            saves = daemon.counters.get("intraday_saves")
+            await until(lambda: daemon.counters.get("intraday_saves") >= saves + 3)
+        assert Store(store_a).intraday_journal() not in (None, 0)  # (segments 0.. were used)
+        # The second run saves only once an hour: the crash comes before its first save.
+        hourly = conf.read_text().replace("intraday_interval_s = 0.2", "intraday_interval_s = 3600")
+        conf.write_text(hourly)
+        again = SimClock(restart + dt.timedelta(seconds=5))
+        async with daemon_running(conf, clock=again) as daemon:
+            await publish(topic, messages(then))
+            await until(lambda: daemon.counters.total("ticks_in") >= len(then))
+            shutil.copy(store_a / INTRADAY, left / INTRADAY)
+            shutil.copytree(store_a / "journal", left / "journal")
+        clock = SimClock(crash + dt.timedelta(seconds=30))
+        async with daemon_running(conf_b, clock=clock) as daemon:
+            last = crash.replace(second=0) - dt.timedelta(minutes=1)
+            await until(lambda: daemon.engine.minutes.filter(pl.col("start") == last).height == 3)
+            closed = minutes.filter(pl.col("start") <= last)
+            got = daemon.engine.minutes.sort("symbol", "start")
+            assert got.equals(closed.select(got.columns))
+            await publish(topic, messages(after))
+            await until(lambda: daemon.counters.total("ticks_in") >= len(after))
+            await close_the_session(daemon, clock, minutes)
+        assert_stored(left, daily)
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
+
+
 def book_state(ticks: list[Tick], now: dt.datetime) -> BookState:
     """The state of a bar builder fed `ticks` and advanced to `now`."""
     book = BarBook(nyse_sessions(dt.date(2024, 1, 1)))
