@@ -212,6 +212,25 @@ async def test_a_crash_mid_session_loses_no_bar_saved_before_it(tmp_path: Path) 
         await client.aclose()
 
 
+async def continue_after_the_crash(
+    conf: Path, crash: dt.datetime, topic: str, after: list[Tick], minutes: pl.DataFrame
+) -> None:
+    """Start a daemon on what a crash at `crash` left (`conf`): its minute bars equal the
+    uninterrupted run's `minutes` up to the crash before any tick is sent again; then, with
+    only the ticks `after` it sent, up to the close, and none of them is a duplicate."""
+    clock = SimClock(crash + dt.timedelta(seconds=30))
+    async with daemon_running(conf, clock=clock) as daemon:
+        last = crash.replace(second=0) - dt.timedelta(minutes=1)
+        await until(lambda: daemon.engine.minutes.filter(pl.col("start") == last).height == 3)
+        closed = minutes.filter(pl.col("start") <= last)
+        got = daemon.engine.minutes.sort("symbol", "start")
+        assert got.equals(closed.select(got.columns))
+        await publish(topic, messages(after))
+        await until(lambda: daemon.counters.total("ticks_in") >= len(after))
+        await close_the_session(daemon, clock, minutes)
+        assert daemon.counters.get("rejections", reason="duplicate") == 0
+
+
 async def test_a_crash_after_the_last_save_loses_no_tick_accepted_since(tmp_path: Path) -> None:
     """Ticks accepted after the last save of the sessions under way are in the journal: the
     store as a kill -9 leaves it (the saved bars and the journal, copied while the daemon runs)
@@ -238,17 +257,7 @@ async def test_a_crash_after_the_last_save_loses_no_tick_accepted_since(tmp_path
             shutil.copy(store_a / INTRADAY, left / INTRADAY)
             shutil.copytree(store_a / "journal", left / "journal")
         assert not any((store_a / "journal").iterdir())  # (taken into the saved bars)
-        clock = SimClock(crash + dt.timedelta(seconds=30))
-        async with daemon_running(conf_b, clock=clock) as daemon:
-            last = crash.replace(second=0) - dt.timedelta(minutes=1)
-            await until(lambda: daemon.engine.minutes.filter(pl.col("start") == last).height == 3)
-            closed = minutes.filter(pl.col("start") <= last)
-            got = daemon.engine.minutes.sort("symbol", "start")
-            assert got.equals(closed.select(got.columns))
-            await publish(topic, messages(after))
-            await until(lambda: daemon.counters.total("ticks_in") >= len(after))
-            await close_the_session(daemon, clock, minutes)
-            assert daemon.counters.get("rejections", reason="duplicate") == 0
+        await continue_after_the_crash(conf_b, crash, topic, after, minutes)
         assert_stored(left, daily)
     finally:
         client = aioredis.Redis()
@@ -289,16 +298,7 @@ async def test_a_crash_soon_after_a_restart_loses_no_tick_accepted_since_the_res
             await until(lambda: daemon.counters.total("ticks_in") >= len(then))
             shutil.copy(store_a / INTRADAY, left / INTRADAY)
             shutil.copytree(store_a / "journal", left / "journal")
-        clock = SimClock(crash + dt.timedelta(seconds=30))
-        async with daemon_running(conf_b, clock=clock) as daemon:
-            last = crash.replace(second=0) - dt.timedelta(minutes=1)
-            await until(lambda: daemon.engine.minutes.filter(pl.col("start") == last).height == 3)
-            closed = minutes.filter(pl.col("start") <= last)
-            got = daemon.engine.minutes.sort("symbol", "start")
-            assert got.equals(closed.select(got.columns))
-            await publish(topic, messages(after))
-            await until(lambda: daemon.counters.total("ticks_in") >= len(after))
-            await close_the_session(daemon, clock, minutes)
+        await continue_after_the_crash(conf_b, crash, topic, after, minutes)
         assert_stored(left, daily)
     finally:
         client = aioredis.Redis()
