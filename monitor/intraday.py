@@ -75,11 +75,15 @@ class Intraday:
             return
         self._pending = self._writer.submit(self._write, state, covered, False)
 
+    def wait(self) -> None:
+        """Until the periodic save being written, if any, is done."""
+        if self._pending is not None:
+            self._pending.result()
+
     def save_now(self) -> None:
         """The save at a graceful stop, after the last engine step: after any periodic one
         still being written, and raising StoreError when it fails."""
-        if self._pending is not None:
-            self._pending.result()
+        self.wait()
         self._writer.shutdown()
         state = self._state()
         covered = self.journal.rotate()

@@ -459,6 +459,58 @@ async def test_a_tick_rejected_as_late_before_a_crash_stays_rejected(tmp_path: P
         await client.aclose()
 
 
+def test_a_provider_bar_and_a_late_tick_into_it_come_back_from_the_journal(
+    tmp_path: Path,
+) -> None:
+    """A provider's bar of 10:05 taken at 10:06:05 and a late trade of 10:05 merged into it,
+    both after the last save (10:01): the journal holds them, and a start from what a kill -9
+    leaves builds the same bar (volume 1,500). The restored book's clock is the save's: the
+    bar used to wait for it as a bar from the future, and the trade, put in an open bar of
+    10:05 meanwhile, was dropped when the bar was taken."""
+    from monitor import logs
+    from monitor.core.counters import Counters
+    from monitor.core.model import MINUTE_SCHEMA
+    from monitor.intraday import Intraday
+    from monitor.journal import JOURNAL, Journal
+
+    sessions = nyse_sessions(dt.date(2024, 1, 1))
+    store = Store(tmp_path)
+
+    def start(now: dt.datetime) -> tuple[Engine, Intraday]:
+        engine = Engine(RulesFile(), sessions)
+        journal = Journal(store.path / JOURNAL, sync=False)
+        intraday = Intraday(store, engine, logs.get("test"), Counters(), journal)
+        intraday.restore(now)
+        return engine, intraday
+
+    def step(engine: Engine, intraday: Intraday, now: dt.datetime, batch: FeedBatch) -> None:
+        engine.ingest(batch)
+        engine.advance(now)
+        intraday.append(engine.take_accepted())
+
+    def ticks(*trades: Tick) -> FeedBatch:
+        batch = FeedBatch.empty("t")
+        batch.ticks = ticks_frame(list(trades))
+        return batch
+
+    provider = FeedBatch.empty("t")
+    provider.minute_bars = pl.DataFrame(
+        [("AAA", at(14, 5), 10.0, 10.5, 9.5, 10.2, 1000.0)], schema=MINUTE_SCHEMA, orient="row"
+    )
+    bar = ("AAA", at(14, 5), 10.0, 10.5, 9.5, 10.2, 1500.0)
+    engine, intraday = start(at(14, 0))
+    step(engine, intraday, at(14, 1), ticks(Tick("AAA", at(14, 0, 30), 10.0, 100.0, "t0")))
+    intraday.save_later()
+    intraday.wait()
+    step(engine, intraday, at(14, 6, 5), provider)
+    step(engine, intraday, at(14, 6, 30), ticks(Tick("AAA", at(14, 5, 50), 10.1, 500.0, "late")))
+    assert engine.minutes.filter(pl.col("start") == at(14, 5)).rows() == [bar]
+    engine, intraday = start(at(14, 7))  # (after a kill -9: nothing saved since 10:01)
+    engine.advance(at(14, 7))
+    assert engine.minutes.filter(pl.col("start") == at(14, 5)).rows() == [bar]
+    assert engine.take_accepted().size() == 0  # (taken up: not journaled again)
+
+
 async def test_the_sessions_under_way_are_saved_after_the_snapshot_of_a_close(
     tmp_path: Path,
 ) -> None:

@@ -209,11 +209,12 @@ class BarBook:
         return self._reject(rejected, TICK_RAW if check is None else held_raw(TICK_RAW))
 
     def ingest_minute_bars(
-        self, bars: pl.DataFrame, check: PrintCheck | None = None
+        self, bars: pl.DataFrame, check: PrintCheck | None = None, *, taken: bool = False
     ) -> list[Rejection]:
         """Upsert provider minute bars by (symbol, start); they count as closed at once, or at
         the next `advance` when ahead of the book's clock (see the module; `check`: see the
-        class)."""
+        class). `taken`: bars a book took before (a journal's, after a restart, whose clock
+        is the last save's): closed at once, as they were then."""
         frame = conform(bars, MINUTE_SCHEMA).with_columns(reason=BAR_PROBLEM)
         frame = frame.with_columns(reason=pl.coalesce("reason", *self._screen(frame, "late_bar")))
         if check is not None:
@@ -224,7 +225,7 @@ class BarBook:
         good = good.unique(KEYS, keep="last", maintain_order=True).with_columns(
             first_ts=pl.col("start"), last_ts=pl.col("start") + _BAR_SPAN
         )
-        if self._now is not None and good.height:  # (a book that never advanced takes all)
+        if self._now is not None and good.height and not taken:  # (a new book takes all)
             ahead = good.filter(self._ahead())
             if ahead.height:
                 self._waiting.append(ahead)

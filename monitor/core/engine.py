@@ -102,7 +102,9 @@ class Engine:
         """Take a batch of ticks and bars; bad rows come back as rejections (also counted), the
         rows taken in join `accepted` (see `take_accepted`). `taken`: rows this engine took in
         before (a journal's, after a restart), not screened again: the universe and halts may
-        have changed since, and the bad-print reference that passed them is not kept."""
+        have changed since, and the bad-print reference that passed them is not kept; and
+        provider minute bars among them are closed at once, as they were then (the restored
+        clock is the last save's, before them)."""
         rejections = list(batch.rejections)
         accepted = self.accepted
         # Bad prints are screened by the bar builder after its own checks: a print it refuses
@@ -118,7 +120,7 @@ class Engine:
         if batch.minute_bars.height:
             bars = batch.minute_bars
             bars = bars if taken else self._screen(bars, "close", rejections)
-            rejections += self.book.ingest_minute_bars(bars, check)
+            rejections += self.book.ingest_minute_bars(bars, check, taken=taken)
             self._took_minutes(self.book.accepted)
         if batch.daily_bars.height:
             daily = batch.daily_bars
