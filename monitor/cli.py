@@ -29,7 +29,7 @@ from monitor.errors import (
     MonitorError,
     TransientError,
 )
-from monitor.replay_command import demo, first_rejected, replay
+from monitor.replay_command import demo, rejected_lines, replay
 from monitor.replay_command import load_rules as load_rules  # (re-exported: tests import it here)
 
 if TYPE_CHECKING:
@@ -331,11 +331,8 @@ def _backfill(args: argparse.Namespace) -> int:
         f"the store now holds {merged.height} bars"
     )
     counts = Counter(loaded.counts) + Counter(r.reason for r in off)
-    if counts:
-        summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
-    if loaded.rejections or off:
-        print(f"market-monitor: {first_rejected([*loaded.rejections, *off])}", file=sys.stderr)
+    for line in rejected_lines(counts, [*loaded.rejections, *off]):
+        print(f"market-monitor: {line}", file=sys.stderr)
     if merged.height:  # (the history the daemon will run on: holes it should know of)
         from monitor.calendar import nyse_sessions
         from monitor.replay import gaps, gaps_line

@@ -28,8 +28,9 @@ def config_check(args: argparse.Namespace) -> int:
     try:
         config = cfg.load(path)
         rules = cfg.load_rules_file(config)
-        for _ in read_replay_feeds(config):  # (read and let go, one feed at a time)
-            pass
+        rejected = []
+        for feed in read_replay_feeds(config):  # (read and let go, one feed at a time)
+            rejected += [f"feed {feed.name}: {line}" for line in feed.rejected]
         cfg.load_short_interest(config)
         sources = resolve_secrets(config)
     except ConfigError as exc:
@@ -38,6 +39,8 @@ def config_check(args: argparse.Namespace) -> int:
     except DataError as exc:
         print(f"market-monitor: data error: {exc}", file=sys.stderr)
         return EX_DATAERR
+    for line in rejected:
+        print(f"market-monitor: warning: {line}", file=sys.stderr)
     if cfg.writable_by_others(path):
         print(
             f"market-monitor: warning: {path} is writable by others (chmod go-w)", file=sys.stderr

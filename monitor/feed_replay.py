@@ -86,6 +86,7 @@ def minute_messages(bars: pl.DataFrame) -> list[tuple[int, bytes]]:
 def feed_replay(args: argparse.Namespace) -> int:
     """Entry point of the `feed-replay` command."""
     from monitor.minutefiles import is_minute_file, read_minutes
+    from monitor.replay_command import rejected_lines
 
     if not args.topic or "+" in args.topic or "#" in args.topic:  # (before reading the files)
         print(
@@ -105,6 +106,8 @@ def feed_replay(args: argparse.Namespace) -> int:
     if daily_specs:
         loaded = read_many(daily_specs, adjusted=args.adjusted, start=args.start, end=args.end)
         messages += [(0, m) for m in bar_messages(loaded.bars)]
+        for line in rejected_lines(loaded.counts, loaded.rejections):
+            print(f"market-monitor: {line}", file=sys.stderr)
     if minute_specs:
         minutes = pl.concat([read_minutes(s) for s in minute_specs])
         day = pl.col("start").dt.convert_time_zone("America/New_York").dt.date()

@@ -1,11 +1,13 @@
 """Minute-bar history files (CSV or Parquet) for `feed-replay` and the `replay` feed: a
-timestamp column (`datetime`, `timestamp`, `start` or `time`; ISO 8601 with an offset, or naive
-UTC) and open, high, low, close, volume (names matched without regard to case). The symbol is
-the one given as `SYMBOL=PATH`, else a `symbol` column, else the file name's stem uppercased.
+timestamp column (`datetime`, `timestamp`, `start` or `time`, or a `date` or `session` column
+whose values carry more than one time of day; ISO 8601 with an offset, or naive UTC) and open,
+high, low, close, volume (names matched without regard to case). The symbol is the one given
+as `SYMBOL=PATH`, else a `symbol` column, else the file name's stem uppercased.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
@@ -15,13 +17,38 @@ from monitor.datafiles import DataSpec
 from monitor.errors import DataError
 
 TIME_KEYS = ("datetime", "timestamp", "start", "time")
+DATE_KEYS = ("date", "session")  # (a minute file's time column when its values have times)
 PRICES = ("open", "high", "low", "close")
+_TIME_OF_DAY = re.compile(r"^\s*\d{4}-\d{1,2}-\d{1,2}[T ](\d{1,2}:\d{2}(?::\d{2})?)")
+_LOOKED_AT = 500  # rows of a date column looked at for times of day
 
 
 def is_minute_file(path: str | Path) -> bool:
-    """True when the file's time column carries a time of day (not just a date)."""
+    """True when the file's time column carries times of day: a column named as a timestamp
+    (TIME_KEYS), or a date column (DATE_KEYS) whose first rows hold more than one time of day.
+    (A daily file stamped at one time, `2024-07-16 00:00:00` or at 16:00, is daily: its date
+    column has one time of day.)"""
     names = _header(str(path))
-    return any(n.lower() in TIME_KEYS for n in names)
+    if any(n.strip().lower() in TIME_KEYS for n in names):
+        return True
+    date = next((n for n in names if n.strip().lower() in DATE_KEYS), None)
+    if date is None:
+        return False
+    times = {m.group(1) for v in _first_values(str(path), date) if (m := _TIME_OF_DAY.match(v))}
+    return len(times) > 1
+
+
+def _first_values(path: str, column: str) -> list[str]:
+    """The first rows of a column as text (none when the file cannot be read so: the reader
+    that takes it says why)."""
+    try:
+        if path.endswith(".parquet"):
+            frame = pl.scan_parquet(path).select(column).head(_LOOKED_AT).collect()
+        else:
+            frame = pl.read_csv(path, columns=[column], n_rows=_LOOKED_AT, infer_schema=False)
+        return frame.get_column(column).cast(pl.String).drop_nulls().to_list()
+    except (OSError, pl.exceptions.PolarsError):
+        return []
 
 
 def read_minutes(spec: DataSpec) -> pl.DataFrame:
@@ -37,9 +64,9 @@ def read_minutes(spec: DataSpec) -> pl.DataFrame:
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataError(path, f"cannot read: {exc}") from None
     cols = {c.lower(): c for c in raw.columns}
-    when = next((cols[k] for k in TIME_KEYS if k in cols), None)
+    when = next((cols[k] for k in (*TIME_KEYS, *DATE_KEYS) if k in cols), None)
     if when is None:
-        raise DataError(path, f"no time column (one of {', '.join(TIME_KEYS)})")
+        raise DataError(path, f"no time column (one of {', '.join((*TIME_KEYS, *DATE_KEYS))})")
     missing = [k for k in PRICES if k not in cols]
     if missing:
         raise DataError(path, f"missing column {missing[0]!r}")

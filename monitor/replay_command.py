@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from monitor.errors import EX_CANTCREAT, ConfigError, DataError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import polars as pl
 
@@ -286,14 +286,22 @@ def run_replay(
     for line in _thin_periods(engine, rules.enabled, start):
         print(f"market-monitor: {line}", file=sys.stderr)
     rejected = Counter(counts) + engine.counts  # (a reason both may give adds up)
-    if rejected:
-        summary = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items()))
-        print(f"market-monitor: rows rejected or fixed: {summary}", file=sys.stderr)
-    if refused:  # (days that are no session, named by symbol and date: the engine's)
-        rejections = [*rejections, *refused]
-    if rejections:
-        print(f"market-monitor: {first_rejected(rejections)}", file=sys.stderr)
+    # (days that are no session, named by symbol and date: the engine's)
+    for line in rejected_lines(rejected, [*rejections, *refused]):
+        print(f"market-monitor: {line}", file=sys.stderr)
     return 0
+
+
+def rejected_lines(counts: Mapping[str, int], rejections: Sequence[Rejection]) -> list[str]:
+    """What a command says on stderr of the rows its files' reading rejected or fixed: the
+    counts by reason, then where the first rejected rows are (no lines: none)."""
+    lines = []
+    if counts:
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        lines.append(f"rows rejected or fixed: {summary}")
+    if rejections:
+        lines.append(first_rejected(rejections))
+    return lines
 
 
 def first_rejected(rejections: Sequence[Rejection], shown: int = 5) -> str:

@@ -24,17 +24,20 @@ class ReplayData(msgspec.Struct):
     start_at: dt.datetime | None
     bars: dict[str, pl.DataFrame]
     minutes: dict[str, pl.DataFrame]
+    rejected: dict[str, list[str]] = msgspec.field(default_factory=dict)  # (see FeedFiles)
 
 
 class FeedFiles(msgspec.Struct):
     """One replay feed's files as read: its `start` (None: after the last daily bar), its
-    daily bars (up to `end`) and its minute bars (from `start` to `end`; None without minute
-    files)."""
+    daily bars (up to `end`), its minute bars (from `start` to `end`; None without minute
+    files) and what the reading of the daily files says of the rows it rejected or fixed
+    (lines for people; none when there were none)."""
 
     name: str
     start: dt.date | None
     daily: pl.DataFrame | None
     minutes: pl.DataFrame | None
+    rejected: list[str] = msgspec.field(default_factory=list)
 
 
 def read_replay_feeds(config: Config) -> Iterator[FeedFiles]:
@@ -44,6 +47,7 @@ def read_replay_feeds(config: Config) -> Iterator[FeedFiles]:
     and `config check` both fail here."""
     from monitor.datafiles import read_many
     from monitor.minutefiles import is_minute_file, read_minutes
+    from monitor.replay_command import rejected_lines
 
     for i, feed in enumerate(config.feeds):
         if feed.kind != "replay":
@@ -60,8 +64,11 @@ def read_replay_feeds(config: Config) -> Iterator[FeedFiles]:
                 minutes = minutes.filter(day >= start)
             if end is not None:
                 minutes = minutes.filter(day <= end)
-        daily = read_many(daily_specs, end=end).bars if daily_specs else None
-        yield FeedFiles(feed.label(i), start, daily, minutes)
+        daily, rejected = None, []
+        if daily_specs:
+            loaded = read_many(daily_specs, end=end)
+            daily, rejected = loaded.bars, rejected_lines(loaded.counts, loaded.rejections)
+        yield FeedFiles(feed.label(i), start, daily, minutes, rejected)
 
 
 def _date(i: int, field: str, text: str) -> dt.date | None:
@@ -76,6 +83,8 @@ def split_replay_data(config: Config, history: pl.DataFrame) -> ReplayData:
     out = ReplayData(history, None, {}, {})
     start_at: dt.datetime | None = None
     for feed in read_replay_feeds(config):
+        if feed.rejected:
+            out.rejected[feed.name] = feed.rejected
         if feed.minutes is not None:
             out.minutes[feed.name] = feed.minutes
             first_minute = feed.minutes.get_column("start").min()

@@ -84,6 +84,8 @@ class Daemon:
         self.store = Store(resolve(config, config.store.path))
         self.rules = load_rules_file(config)
         replay = split_replay_data(config, self.store.load_bars())
+        for feed, lines in replay.rejected.items():  # (as `replay` says them on stderr)
+            self.log.warning("replay_rows_rejected", feed=feed, rows=lines)
         history, replay_start = replay.history, replay.start_at
         self.replay_bars, self.replay_minutes = replay.bars, replay.minutes
         first = history.get_column("session").min() if history.height else None

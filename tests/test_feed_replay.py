@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,46 @@ def test_a_broker_that_refuses_anonymous_clients_is_a_config_error(tmp_path: Pat
     assert (res.returncode, res.stdout) == (78, "")
     assert res.stderr.startswith(f"market-monitor: config error: mqtt broker at {url}: ")
     assert "Sup3rSecret" not in res.stderr
+
+
+def test_a_minute_file_with_its_times_in_a_date_column_is_read_as_minute_bars(
+    tmp_path: Path,
+) -> None:
+    """Minute bars whose time column is named `date`: its values carry many times of day, so
+    the file is minute bars, read as the same file with the column named `datetime` is (it
+    used to be read as daily bars, a session's minutes but one dropped as duplicates). A daily
+    file stamped at one time of day (`2024-07-16 00:00:00`) stays daily."""
+    from monitor.datafiles import DataSpec
+    from monitor.minutefiles import is_minute_file, read_minutes
+    from tests.conftest import DATA
+
+    named = DATA / "spy_1min_2024-03-08_2024-03-11.csv"
+    dated = tmp_path / "spy_dated.csv"
+    header, rest = named.read_text().split("\n", 1)
+    dated.write_text(header.replace("datetime", "date") + "\n" + rest)
+    assert is_minute_file(dated)
+    got = read_minutes(DataSpec(path=str(dated), symbol="SPY"))
+    assert got.height > 1000 and got.equals(read_minutes(DataSpec(path=str(named), symbol="SPY")))
+    daily = tmp_path / "rut_stamped.csv"
+    lines = RUT.read_text().splitlines()
+    daily.write_text("\n".join([lines[0], *(f"{x[:10]} 00:00:00{x[10:]}" for x in lines[1:50])]))
+    assert not is_minute_file(daily)
+
+
+def test_feed_replay_says_which_rows_it_rejected(tmp_path: Path) -> None:
+    """Rows of a daily file that feed-replay does not publish (a duplicate date, a negative
+    close) are counted and named on stderr, as `replay` names them; the rest is published."""
+    data = tmp_path / "rut.csv"
+    lines = RUT.read_text().splitlines()
+    bad = lines[-1].split(",")
+    bad[1] = "-1"  # (the close: Date,Close,High,Low,Open,Volume)
+    data.write_text("\n".join([*lines[:-1], lines[-2], ",".join(bad)]) + "\n")
+    topic = f"mm-rejected-{uuid.uuid4().hex[:8]}/bars"
+    res = cli("feed-replay", "--data", f"^RUT={data}", "--from", "2026-01-01", "--topic", topic)
+    assert res.returncode == 0, res.stderr
+    said = res.stderr.splitlines()
+    assert said[0] == "market-monitor: rows rejected or fixed: bad_price=1, duplicate=1"
+    assert said[1].startswith("market-monitor: the first rows rejected: ")
+    assert f"{data}:{len(lines)} ^RUT (duplicate)" in said[1]
+    assert f"{data}:{len(lines) + 1} ^RUT (bad_price)" in said[1]
+    assert said[2].startswith("published ")

@@ -358,3 +358,43 @@ def test_config_check_refuses_the_data_files_run_refuses_with_the_same_line(
     assert check(conf, capsys) == (code, "", want)
     run = cli("run", "--config", str(conf), timeout=60)
     assert (run.returncode, run.stderr) == (code, want)
+
+
+def test_config_check_and_run_say_which_rows_of_a_replay_feeds_data_they_reject(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replay feed's daily file with a row the reading rejects (a duplicate date): `config
+    check` passes with a warning naming the feed, the count and the row, as `replay` says
+    them; the daemon logs the same lines (`replay_rows_rejected`) instead of dropping the row
+    in silence."""
+    import json
+
+    from tests.test_commands import cli
+
+    lines = (DEMO / "rut_index_daily_1987_2026.csv").read_text().splitlines()
+    data = tmp_path / "rut.csv"
+    data.write_text("\n".join([*lines, lines[-1]]) + "\n")
+    feed = f'[[feeds]]\nkind = "replay"\nname = "history"\ndata = ["^RUT={data}"]\n'
+    feed += "exit_when_done = true\n"
+    rules = f'[rules]\nfile = "{RULES}"\n'
+    conf = write(
+        tmp_path, f'[store]\npath = "{tmp_path / "store"}"\n{feed}{rules}[http]\nport = 0\n'
+    )
+    code, _, err = check(conf, capsys)
+    row = f"{data}:{len(lines) + 1} ^RUT (duplicate)"
+    assert code == 0
+    assert (
+        "market-monitor: warning: feed history: rows rejected or fixed: duplicate=1\n"
+        f"market-monitor: warning: feed history: the first rows rejected: {row}; of rows with "
+        "the same symbol and date, the first is kept\n"
+    ) in err
+    stream = f"mm-rows-{tmp_path.name}"
+    env = {"MARKET_MONITOR__LOG__JSON": "true", "MARKET_MONITOR__REDIS__STREAM": stream}
+    run = cli("run", "--config", str(conf), env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    logged = [json.loads(x) for x in run.stderr.splitlines() if x.startswith("{")]
+    said = [e for e in logged if e["event"] == "replay_rows_rejected"]
+    assert [(e["feed"], e["rows"][0]) for e in said] == [
+        ("history", "rows rejected or fixed: duplicate=1")
+    ]
+    assert row in said[0]["rows"][1]
