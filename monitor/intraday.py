@@ -142,6 +142,8 @@ class Intraday:
         ticks and minute bars accepted since (see `take_up_journal`)."""
         self._restore_saved(now)
         self.take_up_journal(now)
+        if self.engine.bar_state() is not None:  # (something was taken up)
+            self.engine.book.hold_keys(now)  # (what the broker delivers again: a duplicate)
 
     def take_up_journal(self, now: dt.datetime) -> None:
         """Ingest the journal's records after the segment the saved state covers (all of

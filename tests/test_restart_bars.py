@@ -17,13 +17,18 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from monitor import config as cfg
+from monitor import logs
 from monitor.calendar import nyse_sessions
 from monitor.clock import SimClock
 from monitor.core.bar_state import BookState
 from monitor.core.bars import BarBook
+from monitor.core.counters import Counters
 from monitor.core.engine import Engine
-from monitor.core.model import FeedBatch, Tick, ticks_frame
+from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Tick, ticks_frame
 from monitor.core.rules.spec import RulesFile
+from monitor.core.step import Step
+from monitor.intraday import Intraday
+from monitor.journal import JOURNAL, Journal
 from monitor.service import Daemon
 from monitor.store import INTRADAY, Store
 from tests.test_daemon_faults import publish
@@ -459,6 +464,30 @@ async def test_a_tick_rejected_as_late_before_a_crash_stays_rejected(tmp_path: P
         await client.aclose()
 
 
+def started(store: Store, now: dt.datetime) -> tuple[Engine, Intraday]:
+    """An engine (no rules) and its Intraday on `store`, started at `now`: what was saved and
+    journaled there taken up."""
+    engine = Engine(RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+    journal = Journal(store.path / JOURNAL, sync=False)
+    intraday = Intraday(store, engine, logs.get("test"), Counters(), journal)
+    intraday.restore(now)
+    return engine, intraday
+
+
+def stepped(engine: Engine, intraday: Intraday, now: dt.datetime, batch: FeedBatch) -> Step:
+    """A daemon's step: `batch` in, the clock to `now`, what was taken in journaled."""
+    engine.ingest(batch)
+    step = engine.advance(now)
+    intraday.append(engine.take_accepted())
+    return step
+
+
+def trades(*ticks: Tick) -> FeedBatch:
+    batch = FeedBatch.empty("t")
+    batch.ticks = ticks_frame(list(ticks))
+    return batch
+
+
 def test_a_provider_bar_and_a_late_tick_into_it_come_back_from_the_journal(
     tmp_path: Path,
 ) -> None:
@@ -467,48 +496,44 @@ def test_a_provider_bar_and_a_late_tick_into_it_come_back_from_the_journal(
     leaves builds the same bar (volume 1,500). The restored book's clock is the save's: the
     bar used to wait for it as a bar from the future, and the trade, put in an open bar of
     10:05 meanwhile, was dropped when the bar was taken."""
-    from monitor import logs
-    from monitor.core.counters import Counters
-    from monitor.core.model import MINUTE_SCHEMA
-    from monitor.intraday import Intraday
-    from monitor.journal import JOURNAL, Journal
-
-    sessions = nyse_sessions(dt.date(2024, 1, 1))
     store = Store(tmp_path)
-
-    def start(now: dt.datetime) -> tuple[Engine, Intraday]:
-        engine = Engine(RulesFile(), sessions)
-        journal = Journal(store.path / JOURNAL, sync=False)
-        intraday = Intraday(store, engine, logs.get("test"), Counters(), journal)
-        intraday.restore(now)
-        return engine, intraday
-
-    def step(engine: Engine, intraday: Intraday, now: dt.datetime, batch: FeedBatch) -> None:
-        engine.ingest(batch)
-        engine.advance(now)
-        intraday.append(engine.take_accepted())
-
-    def ticks(*trades: Tick) -> FeedBatch:
-        batch = FeedBatch.empty("t")
-        batch.ticks = ticks_frame(list(trades))
-        return batch
-
     provider = FeedBatch.empty("t")
     provider.minute_bars = pl.DataFrame(
         [("AAA", at(14, 5), 10.0, 10.5, 9.5, 10.2, 1000.0)], schema=MINUTE_SCHEMA, orient="row"
     )
     bar = ("AAA", at(14, 5), 10.0, 10.5, 9.5, 10.2, 1500.0)
-    engine, intraday = start(at(14, 0))
-    step(engine, intraday, at(14, 1), ticks(Tick("AAA", at(14, 0, 30), 10.0, 100.0, "t0")))
+    engine, intraday = started(store, at(14, 0))
+    stepped(engine, intraday, at(14, 1), trades(Tick("AAA", at(14, 0, 30), 10.0, 100.0, "t0")))
     intraday.save_later()
     intraday.wait()
-    step(engine, intraday, at(14, 6, 5), provider)
-    step(engine, intraday, at(14, 6, 30), ticks(Tick("AAA", at(14, 5, 50), 10.1, 500.0, "late")))
+    stepped(engine, intraday, at(14, 6, 5), provider)
+    late = trades(Tick("AAA", at(14, 5, 50), 10.1, 500.0, "late"))
+    stepped(engine, intraday, at(14, 6, 30), late)
     assert engine.minutes.filter(pl.col("start") == at(14, 5)).rows() == [bar]
-    engine, intraday = start(at(14, 7))  # (after a kill -9: nothing saved since 10:01)
+    engine, intraday = started(store, at(14, 7))  # (after a kill -9: nothing saved since 10:01)
     engine.advance(at(14, 7))
     assert engine.minutes.filter(pl.col("start") == at(14, 5)).rows() == [bar]
     assert engine.take_accepted().size() == 0  # (taken up: not journaled again)
+
+
+def test_a_trade_delivered_again_after_a_long_outage_is_a_duplicate(tmp_path: Path) -> None:
+    """A trade of 14:59 journaled, its message not acknowledged when the daemon dies; the
+    daemon starts again at 16:30, past the hour duplicate keys are kept, and the broker
+    delivers the message again after a first idle step: a duplicate, the session bar as it
+    was (600). The keys taken up were forgotten at that first step, and the trade was taken
+    a second time as a late correction."""
+    store = Store(tmp_path)
+    engine, intraday = started(store, at(18, 0))
+    stepped(engine, intraday, at(18, 58), trades(Tick("AAA", at(18, 57), 10.0, 100.0, "a")))
+    intraday.save_later()
+    intraday.wait()
+    again = Tick("AAA", at(18, 59), 10.0, 500.0, "b")
+    stepped(engine, intraday, at(18, 59, 30), trades(again))  # (then kill -9, before the ack)
+    engine, intraday = started(store, at(20, 30))
+    step = stepped(engine, intraday, at(20, 30), FeedBatch.empty("t"))
+    assert step.daily_bars.select("volume").rows() == [(600.0,)]
+    assert [r.reason for r in engine.ingest(trades(again))] == ["duplicate"]
+    assert engine.advance(at(20, 30, 1)).daily_bars.is_empty()  # (no correction)
 
 
 async def test_the_sessions_under_way_are_saved_after_the_snapshot_of_a_close(

@@ -30,9 +30,10 @@ What is kept in memory:
   of accepted ticks, bucketed by `ts` (DEDUP_BUCKET) and kept for buckets up to `dedup_window_s`
   (an hour) before the latest closed minute. A tick older than that when it comes (a late
   correction, a redelivery after a long outage) is filed under the bucket of its arrival, and
-  its copies are looked for in those buckets too (not across a restart): a copy is recognised
-  when it comes within
-  `dedup_window_s` of its trade's time or of the first copy's arrival. At most
+  its copies are looked for in those buckets too; at a start, the keys taken up that the
+  window would drop are filed so under the start's bucket (`hold_keys`). A copy is recognised
+  when it comes within `dedup_window_s` of its trade's time, of the first copy's arrival, or
+  of the start that took the first copy up. At most
   `dedup_max_keys` keys are held: past that the oldest buckets go early (counted as
   "dedup_keys_dropped_early"), so memory stays bounded however fast ticks come;
 - keys of bars still to emit, symbols whose emitted session bar needs redoing, and the sessions
@@ -324,6 +325,25 @@ class BarBook:
             self._count("bar_replaced", known.join(keys, on=KEYS, how="semi").height)
             self._open = self._open.join(keys, on=KEYS, how="anti")
             self._store(pl.concat([stored.join(keys, on=KEYS, how="anti"), good]), good)
+
+    def hold_keys(self, now: dt.datetime) -> None:
+        """At a start at `now`, after the saved state and the journal are taken up: the
+        duplicate keys of ticks taken before it that `now` would forget (their trades older
+        than `dedup_window`) are filed under the start's bucket, as a late tick's under its
+        arrival, and kept for `dedup_window` from now. The broker delivers again, whatever
+        their age, the messages the crash left unacknowledged (on disk in the journal): after
+        a long outage those trades would otherwise be taken twice."""
+        horizon = now - _MINUTE - self.close_delay - self.dedup_window
+        old = [b for b in self._seen if b < horizon]
+        if not old:
+            return
+        start = pl.Series([now - _MINUTE - self.close_delay], dtype=TS).dt.truncate(DEDUP_BUCKET)
+        arrival: dt.datetime = start[0]
+        kept = [self._seen.pop(b) for b in old]
+        if arrival in self._seen:
+            kept.append(self._seen[arrival])
+        self._seen[arrival] = pl.concat(kept)
+        self._late_buckets.add(arrival)
 
     def _horizon(self) -> dt.datetime | None:
         """Duplicate keys of buckets before this instant are forgotten (None before any time)."""
