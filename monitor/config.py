@@ -4,8 +4,9 @@ Decoded into frozen structs that refuse unknown fields; every error names the fi
 CLI exits 78. Each component receives only its own slice.
 
 Environment overrides: `MARKET_MONITOR__SECTION__KEY=value` sets `[section] key` (values parsed as
-TOML scalars when they parse, else taken as strings), e.g. `MARKET_MONITOR__REDIS__URL`; an error
-in a value set so names the variable instead of the file. Entries of `[[feeds]]` cannot be set so
+TOML scalars when they parse, else taken as strings, and taken as the text written where the key
+takes text: `STREAM=2024` is the stream "2024"), e.g. `MARKET_MONITOR__REDIS__URL`; an error in a
+value set so names the variable instead of the file. Entries of `[[feeds]]` cannot be set so
 (set them in the file).
 Secrets are never in the file: `password_env = "NAME"` reads an environment variable,
 `password_file = "/run/credentials/market-monitor.service/redis"` reads a file (systemd
@@ -206,10 +207,7 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if environ is None else environ)
     raw = read_toml(path, env)
     variables = env_overrides(env)
-    try:
-        config = msgspec.convert(raw, Config)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_invalid(path, str(exc), raw, variables)) from None
+    config = convert(raw, Config, path, env, variables)
     config = msgspec.structs.replace(
         config,
         redis=absolute_files(config.redis, config.base_dir),
@@ -223,10 +221,50 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
     return config
 
 
-def _invalid(path: str | Path, error: str, raw: dict[str, Any], variables: Overrides) -> str:
+def convert(
+    raw: dict[str, Any],
+    schema: type[S],
+    path: str | Path,
+    env: dict[str, str],
+    variables: Overrides,
+) -> S:
+    """`raw` (a config file's data, with `env`'s overrides) as `schema`, or ConfigError naming
+    the file and field, or the variable (`variables`) that set the field. A variable's value
+    is read as a TOML scalar when it is one; where the field takes text and that scalar is not
+    text (`MARKET_MONITOR_NOTIFY__REDIS__START=0`, a stream named `2024`), it is the
+    variable's text as written."""
+    while True:
+        try:
+            return msgspec.convert(raw, schema)
+        except msgspec.ValidationError as exc:
+            error = str(exc)
+            message, _, at = error.partition(" - at `$")
+            key = tuple(at.rstrip("`").lstrip(".").split("."))
+            variable = variables.get(key)
+            node: Any = raw
+            for part in key[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+            text = env.get(variable, "") if variable is not None else ""
+            if (
+                variable is None
+                or not message.startswith("Expected `str")
+                or not isinstance(node, dict)
+                or node.get(key[-1]) == text
+            ):
+                raise ConfigError(_invalid(path, error, raw, variables, schema)) from None
+            node[key[-1]] = text
+
+
+def _invalid(
+    path: str | Path,
+    error: str,
+    raw: dict[str, Any],
+    variables: Overrides,
+    schema: type[msgspec.Struct] = Config,
+) -> str:
     """A msgspec error as "FILE: field: message", or "VARIABLE: message" when an environment
     override set the field (or added the unknown key) it is about."""
-    text = field_message(error, Config, raw)
+    text = field_message(error, schema, raw)
     message, _, at = error.partition(" - at `$")
     printed = at.rstrip("`").lstrip(".")
     field = printed.split(".") if printed else []

@@ -186,6 +186,8 @@ def test_an_error_in_an_environment_override_names_the_variable(tmp_path: Path) 
     assert error(MARKET_MONITOR__REDIS__URL="ftp://127.0.0.1") == (
         "MARKET_MONITOR__REDIS__URL: must be redis://... or rediss://..., not 'ftp://127.0.0.1'"
     )
+    stream = cfg.load(conf, {"MARKET_MONITOR__REDIS__STREAM": "2024"}).redis.stream
+    assert stream == "2024"  # (a text field takes the text written, not an error for an int)
     conf.write_text(conf.read_text().replace("port = 0", 'port = "abc"'))
     assert error() == f"{conf}: http.port: Expected `int`, got `str`"
     res = cli("config", "check", "--config", str(conf), env={"MARKET_MONITOR__HTTP__PORT": "x"})

@@ -25,12 +25,13 @@ from monitor.config import (
     Base,
     Secret,
     absolute_files,
+    convert,
+    env_overrides,
     read_toml,
     redis_url_problem,
     secret,
     unreadable,
 )
-from monitor.core.fields import field_message
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"
@@ -211,18 +212,22 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> NotifyConfi
     """Read, override from `MARKET_MONITOR_NOTIFY__*`, validate; ConfigError names the field."""
     env = dict(os.environ if environ is None else environ)
     raw = read_toml(path, env, ENV_PREFIX)
-    return parse(raw, where=str(path), environ=env)
+    return parse(raw, where=str(path), environ=env, prefix=ENV_PREFIX)
 
 
 def parse(
-    raw: dict[str, object], *, where: str = "config", environ: dict[str, str] | None = None
+    raw: dict[str, object],
+    *,
+    where: str = "config",
+    environ: dict[str, str] | None = None,
+    prefix: str | None = None,
 ) -> NotifyConfig:
     """Validate plain data into a NotifyConfig (and check names, times, zones and secrets);
-    `*_file` paths (secrets, `ca_file`) are made relative to `base_dir`, the file's folder."""
-    try:
-        config = msgspec.convert(raw, NotifyConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: {field_message(str(exc), NotifyConfig, raw)}") from None
+    `*_file` paths (secrets, `ca_file`) are made relative to `base_dir`, the file's folder.
+    With `prefix`, `environ`'s variables under it set fields: an error in one names it."""
+    env = environ or {}
+    variables = env_overrides(env, prefix) if prefix is not None else {}
+    config = convert(raw, NotifyConfig, where, env, variables)
     config = msgspec.structs.replace(  # (relative to the config file, as the daemon's)
         config,
         redis=absolute_files(config.redis, config.base_dir),
@@ -231,6 +236,10 @@ def parse(
     try:
         check(config, environ)
     except ConfigError as exc:
+        field, _, message = str(exc).partition(": ")
+        variable = variables.get(tuple(field.split(".")))
+        if variable is not None:  # (the file does not hold the value: the variable does)
+            raise ConfigError(f"{variable}: {message}") from None
         raise ConfigError(f"{where}: {exc}") from None
     return config
 

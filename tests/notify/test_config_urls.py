@@ -59,13 +59,33 @@ def test_the_loader_refuses_a_redis_url_the_client_would_refuse(
 
 
 def test_an_environment_override_is_checked_too(tmp_path: Path) -> None:
-    """`MARKET_MONITOR_NOTIFY__REDIS__URL` goes through the same check as the file."""
+    """`MARKET_MONITOR_NOTIFY__REDIS__URL` goes through the same check as the file, and the
+    error names the variable (the file does not hold the value), as the daemon's does."""
     conf = write(tmp_path, "redis://127.0.0.1:6379/0")
     with pytest.raises(ConfigError) as caught:
         ncfg.load(conf, {"MARKET_MONITOR_NOTIFY__REDIS__URL": "redis://127.0.0.1:116999/0"})
     assert str(caught.value) == (
-        f"{conf}: redis.url: not a valid url (a port outside 1-65535): 'redis://127.0.0.1:116999/…'"
+        "MARKET_MONITOR_NOTIFY__REDIS__URL: not a valid url (a port outside 1-65535): "
+        "'redis://127.0.0.1:116999/…'"
     )
+
+
+def test_an_override_is_text_where_the_field_is_and_a_bad_one_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    """A variable's value that reads as a number sets a text field as the text written
+    (`START=0`: read from the stream's start, as the docs say; `STREAM=2024`); where the field
+    takes a number, a value that is none is an error naming the variable, not the file."""
+    conf = write(tmp_path, "redis://127.0.0.1:6379/0")
+    env = {
+        "MARKET_MONITOR_NOTIFY__REDIS__START": "0",
+        "MARKET_MONITOR_NOTIFY__REDIS__STREAM": "2024",
+    }
+    config = ncfg.load(conf, env)
+    assert (config.redis.start, config.redis.stream) == ("0", "2024")
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {"MARKET_MONITOR_NOTIFY__HTTP__PORT": "abc"})
+    assert str(caught.value) == "MARKET_MONITOR_NOTIFY__HTTP__PORT: Expected `int`, got `str`"
 
 
 @pytest.mark.parametrize(
