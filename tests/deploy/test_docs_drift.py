@@ -327,3 +327,14 @@ def test_the_container_healthchecks_ask_the_ports_the_configs_serve() -> None:
         assert re.findall(r"mosquitto_passwd[^\n]*/run/secrets", path.read_text()) == []
     dockerfile = (CONTAINER / "Dockerfile").read_text()
     assert "points HEALTHCHECK_URL at its own port" not in dockerfile
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies_and_no_secret() -> None:
+    """.dockerignore lets through exactly the paths the Dockerfile copies (a path it forgot
+    would fail the build) and so keeps the compose secrets, .venv and caches out of the
+    build context."""
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert "*" in ignore
+    copied = re.findall(r"^COPY ([^\n]+) \S+$", (CONTAINER / "Dockerfile").read_text(), re.M)
+    assert {path for line in copied for path in line.split()} == allowed
