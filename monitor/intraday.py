@@ -13,6 +13,7 @@ in order: the save at a stop waits for any still being written, so that it is th
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -20,7 +21,7 @@ import polars as pl
 
 from monitor.core.bar_state import BookState
 from monitor.core.counters import Counters
-from monitor.core.engine import Engine
+from monitor.core.engine import Engine, EngineState
 from monitor.core.model import FeedBatch
 from monitor.core.sessions import minute_date
 from monitor.journal import Journal
@@ -42,13 +43,13 @@ class Intraday:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intraday")
         self._pending: Future[None] | None = None
 
-    def append(self, batch: FeedBatch) -> None:
-        """Journal a step's accepted ticks and minute bars (before its messages are
-        acknowledged). A write that fails (a full disk) is logged and counted, once until one
-        succeeds again, and the daemon goes on: what a crash then loses is only what the last
-        save holds not."""
+    def append(self, batch: FeedBatch, alert_ids: Sequence[str] = ()) -> None:
+        """Journal a step's accepted ticks and bars (before its messages are acknowledged) and
+        the ids of the alerts it emitted. A write that fails (a full disk) is logged and
+        counted, once until one succeeds again, and the daemon goes on: what a crash then
+        loses is only what the last save holds not."""
         try:
-            self.journal.append(batch)
+            self.journal.append(batch, alert_ids)
         except OSError as exc:
             self.journal.rotate()  # (a record written in part ends its segment)
             self.counters.inc("journal_write_failures")
@@ -73,7 +74,8 @@ class Intraday:
         if state is None:
             self._pending = self._writer.submit(self._discard, covered)
             return
-        self._pending = self._writer.submit(self._write, state, covered, False)
+        watermark = self.engine.watermarks.get("1m")  # (taken with the state)
+        self._pending = self._writer.submit(self._write, state, covered, watermark, False)
 
     def wait(self) -> None:
         """Until the periodic save being written, if any, is done."""
@@ -90,7 +92,7 @@ class Intraday:
         if state is None:
             self.store.discard_intraday()
         else:
-            self._write(state, covered, True)
+            self._write(state, covered, self.engine.watermarks.get("1m"), True)
         self.journal.drop_upto(covered)
 
     def _state(self) -> BookState | None:
@@ -100,11 +102,14 @@ class Intraday:
             return None
         return state
 
-    def _write(self, state: BookState, covered: int, final: bool) -> None:
-        """Save `state`, which holds the journal up to segment `covered`; those segments go
-        once it is saved (the save at a stop deletes them itself)."""
+    def _write(
+        self, state: BookState, covered: int, watermark: dt.datetime | None, final: bool
+    ) -> None:
+        """Save `state`, which holds the journal up to segment `covered`, and the engine's
+        minute `watermark` when it was taken; those segments go once it is saved (the save at
+        a stop deletes them itself)."""
         try:
-            self.store.save_intraday(state, covered)
+            self.store.save_intraday(state, covered, watermark)
         except StoreError as exc:
             if final:
                 raise
@@ -164,6 +169,11 @@ class Intraday:
                 ticks, minutes = ticks + batch.ticks.height, minutes + batch.minute_bars.height
                 daily += batch.daily_bars.height
         self.engine.take_accepted()  # (on disk already: not to be journaled again)
+        # The alerts those steps emitted: the minutes taken up are evaluated again at the
+        # next step, and must not emit them a second time.
+        emitted = self.journal.alert_ids_after(-1 if covered is None else covered)
+        if emitted:
+            self.engine.restore(EngineState(fired=emitted, watermarks={}))
         if ticks or minutes or daily:
             self.log.info("journal_taken_up", ticks=ticks, minute_bars=minutes, daily_bars=daily)
 
@@ -198,6 +208,9 @@ class Intraday:
                 "(or they were saved later than now)",
             )
             return
+        watermark = self.store.intraday_watermark()
+        if watermark is not None:  # (minutes evaluated before the save: their alerts are out)
+            self.engine.restore(EngineState(fired=[], watermarks={"1m": watermark}))
         same_hash = saved.hashed_by == pl.__version__
         self.log.info(
             "intraday_bars_restored",

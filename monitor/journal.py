@@ -3,12 +3,14 @@ saved, so that a kill -9 loses none of them.
 
 The pipeline appends each step's accepted ticks, minute bars and session bars here (what the
 engine took in: a row it rejected is not taken again after a restart) before it acknowledges
-the messages they came in, so that what the broker will not deliver again is on disk. A record
-is a tag (`T` ticks, `M` minute bars, `D` session bars), the length of the frame's Arrow IPC
-stream, then its bytes, in a segment file `<store>/journal/<seq>.log`, written straight to the
-file and, with `sync` (`[store] journal_fsync`, the default), on the disk before `append`
-returns: fdatasync of the segment, and of the folder when a segment is created. Without it the
-kernel keeps what was written when the process dies, but a power cut can lose the last records.
+the messages they came in, so that what the broker will not deliver again is on disk, and the
+ids of the alerts the step emitted, so that a start re-evaluating the minutes taken up does not
+emit them again. A record is a tag (`T` ticks, `M` minute bars, `D` session bars, `A` alert
+ids), the length of the frame's Arrow IPC stream, then its bytes, in a segment file
+`<store>/journal/<seq>.log`, written straight to the file and, with `sync` (`[store]
+journal_fsync`, the default), on the disk before `append` returns: fdatasync of the segment,
+and of the folder when a segment is created. Without it the kernel keeps what was written when
+the process dies, but a power cut can lose the last records.
 
 A save of the sessions under way (`monitor.intraday`) starts a new segment at the moment it
 takes the book's state, and records in its file the last segment that state covers; once the
@@ -24,7 +26,7 @@ import errno
 import io
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -63,10 +65,13 @@ class Journal:
     def _path(self, seq: int) -> Path:
         return self.folder / f"{seq:010d}{SUFFIX}"
 
-    def append(self, batch: FeedBatch) -> None:
-        """The batch's ticks and bars, as one write to the current segment."""
+    def append(self, batch: FeedBatch, alert_ids: Sequence[str] = ()) -> None:
+        """The batch's ticks and bars, and the ids of the alerts its step emitted, as one
+        write to the current segment."""
         parts = []
-        frames = ((b"T", batch.ticks), (b"M", batch.minute_bars), (b"D", batch.daily_bars))
+        frames = [(b"T", batch.ticks), (b"M", batch.minute_bars), (b"D", batch.daily_bars)]
+        if alert_ids:
+            frames.append((b"A", pl.DataFrame({"id": list(alert_ids)}, schema={"id": pl.String})))
         for tag, frame in frames:
             if frame.height:
                 buffer = io.BytesIO()
@@ -108,6 +113,19 @@ class Journal:
     def read_after(self, covered: int) -> Iterator[FeedBatch]:
         """The batches of the segments after `covered`, in order (a record cut short by a crash
         ends its segment)."""
+        for tag, frame in self._records_after(covered):
+            if tag != b"A":
+                yield _batch(tag, frame)
+
+    def alert_ids_after(self, covered: int) -> list[str]:
+        """The ids of the alerts emitted by the steps journaled after segment `covered`."""
+        ids: list[str] = []
+        for tag, frame in self._records_after(covered):
+            if tag == b"A":
+                ids += frame.get_column("id").to_list()
+        return ids
+
+    def _records_after(self, covered: int) -> Iterator[tuple[bytes, pl.DataFrame]]:
         for seq in self.segments():
             if seq > covered:
                 yield from _records(self._path(seq).read_bytes())
@@ -130,23 +148,27 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _records(data: bytes) -> Iterator[FeedBatch]:
+def _records(data: bytes) -> Iterator[tuple[bytes, pl.DataFrame]]:
     at = 0
     while at + _HEAD.size <= len(data):
         tag, length = _HEAD.unpack_from(data, at)
         start = at + _HEAD.size
-        if start + length > len(data) or tag not in (b"T", b"M", b"D"):
+        if start + length > len(data) or tag not in (b"T", b"M", b"D", b"A"):
             return  # (cut short)
         try:
             frame = pl.read_ipc_stream(io.BytesIO(data[start : start + length]))
         except (pl.exceptions.PolarsError, OSError):
             return  # (a record written in part)
-        batch = FeedBatch.empty("journal")
-        if tag == b"T":
-            batch.ticks = frame.cast(TICK_SCHEMA)  # type: ignore[arg-type]
-        elif tag == b"M":
-            batch.minute_bars = frame.cast(MINUTE_SCHEMA)  # type: ignore[arg-type]
-        else:
-            batch.daily_bars = frame.cast(DAILY_SCHEMA)  # type: ignore[arg-type]
-        yield batch
+        yield tag, frame
         at = start + length
+
+
+def _batch(tag: bytes, frame: pl.DataFrame) -> FeedBatch:
+    batch = FeedBatch.empty("journal")
+    if tag == b"T":
+        batch.ticks = frame.cast(TICK_SCHEMA)  # type: ignore[arg-type]
+    elif tag == b"M":
+        batch.minute_bars = frame.cast(MINUTE_SCHEMA)  # type: ignore[arg-type]
+    else:
+        batch.daily_bars = frame.cast(DAILY_SCHEMA)  # type: ignore[arg-type]
+    return batch

@@ -56,7 +56,7 @@ class Pipeline:
         batch_max_rows: int = 50_000,
         batch_max_age_ms: float = 25.0,
         on_step: Callable[[Step], Awaitable[None] | None] | None = None,
-        on_batch: Callable[[FeedBatch], None] | None = None,
+        on_batch: Callable[[FeedBatch, list[str]], None] | None = None,
         side_alerts: Callable[[], list[Alert]] | None = None,
         status_changes: Callable[[], list[tuple[str, bool]]] | None = None,
         engine_change: Callable[[], Callable[[], None] | None] | None = None,
@@ -161,9 +161,10 @@ class Pipeline:
         if step.daily_bars.height:
             self.counters.inc("bars_closed", step.daily_bars.height, timeframe="1d")
         accepted = self.engine.take_accepted()
-        if self.on_batch is not None and accepted.size():
-            # (the journal: what the engine took in, on disk before the messages are acked)
-            self.on_batch(accepted)
+        if self.on_batch is not None and (accepted.size() or step.alerts):
+            # (the journal: what the engine took in, on disk before the messages are acked,
+            # and the alerts it emitted)
+            self.on_batch(accepted, [a.id for a in step.alerts])
         if self.on_step is not None:
             saving = self.on_step(step)
             if saving is not None:  # (files written in a thread, before the messages' acks)

@@ -20,7 +20,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import msgspec
 import polars as pl
@@ -137,11 +137,17 @@ class Store:
         """Where the bars of the sessions under way wait for the next start."""
         return self.path / INTRADAY
 
-    def save_intraday(self, state: BookState, journal: int | None = None) -> None:
+    def save_intraday(
+        self,
+        state: BookState,
+        journal: int | None = None,
+        minute_watermark: dt.datetime | None = None,
+    ) -> None:
         """Save the bar builder's sessions (atomically): one Parquet file, a `part` column
         telling closed minute bars, open bars and duplicate keys apart, the rest in its
         key-value metadata, with `journal`, the last journal segment the state covers (see
-        `monitor.journal`)."""
+        `monitor.journal`), and `minute_watermark`, the engine's when the state was taken
+        (the minutes evaluated already: their alerts are out)."""
         parts = {
             "closed": state.closed,
             "open": state.open,
@@ -160,6 +166,7 @@ class Store:
             "hashed_by": state.hashed_by,
             "columns": {name: part.columns for name, part in parts.items()},
             "journal": journal,
+            "watermark_1m": minute_watermark.isoformat() if minute_watermark else None,
         }
         metadata = {_INTRADAY_META: json.dumps(meta)}
         self._atomic(INTRADAY, lambda f: frame.write_parquet(f, metadata=metadata))
@@ -191,13 +198,24 @@ class Store:
 
     def intraday_journal(self) -> int | None:
         """The last journal segment the saved sessions cover (None: no file, or none named)."""
-        file = self.intraday_path
-        try:
-            meta = json.loads(pl.read_parquet_metadata(file)[_INTRADAY_META])
-        except (pl.exceptions.PolarsError, OSError, KeyError, ValueError):
-            return None
-        covered = meta.get("journal")
+        covered = self._intraday_meta().get("journal")
         return covered if isinstance(covered, int) else None
+
+    def intraday_watermark(self) -> dt.datetime | None:
+        """The engine's minute watermark when the saved sessions were taken (None: no file,
+        or none saved)."""
+        text = self._intraday_meta().get("watermark_1m")
+        try:
+            return dt.datetime.fromisoformat(text) if isinstance(text, str) else None
+        except ValueError:
+            return None
+
+    def _intraday_meta(self) -> dict[str, Any]:
+        try:
+            meta = json.loads(pl.read_parquet_metadata(self.intraday_path)[_INTRADAY_META])
+        except (pl.exceptions.PolarsError, OSError, KeyError, ValueError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
 
     def discard_intraday(self) -> None:
         """Remove the saved sessions' bars (once a start has taken them up)."""

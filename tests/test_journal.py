@@ -55,6 +55,22 @@ def test_batches_come_back_in_order_after_a_covered_segment(tmp_path: Path) -> N
     assert Journal(tmp_path).seq == journal.segments()[-1] + 1
 
 
+def test_the_ids_of_the_alerts_a_step_emitted_come_back_apart_from_its_batches(
+    tmp_path: Path,
+) -> None:
+    """A step's alert ids are journaled with its batch (or alone, for a step that took nothing
+    in): read back after a segment, only the later ids, in order; the batches as written."""
+    journal = Journal(tmp_path)
+    journal.append(batch(2), ["early"])
+    covered = journal.rotate()
+    journal.append(batch(3), ["a", "b"])
+    journal.append(FeedBatch.empty("t"), ["c"])
+    journal.append(batch(1))
+    assert journal.alert_ids_after(covered) == ["a", "b", "c"]
+    assert journal.alert_ids_after(-1) == ["early", "a", "b", "c"]
+    same(list(journal.read_after(covered)), [batch(3), batch(1)])
+
+
 def test_segments_a_save_covers_are_dropped(tmp_path: Path) -> None:
     """drop_upto deletes the segments up to the one a saved state covers, not the later."""
     journal = Journal(tmp_path)

@@ -464,10 +464,16 @@ async def test_a_tick_rejected_as_late_before_a_crash_stays_rejected(tmp_path: P
         await client.aclose()
 
 
-def started(store: Store, now: dt.datetime) -> tuple[Engine, Intraday]:
-    """An engine (no rules) and its Intraday on `store`, started at `now`: what was saved and
-    journaled there taken up."""
-    engine = Engine(RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+def started(
+    store: Store, now: dt.datetime, rules: RulesFile | None = None
+) -> tuple[Engine, Intraday]:
+    """An engine (of `rules`, none by default) and its Intraday on `store`, started at `now`
+    as the daemon starts: the engine's snapshot restored, then what was saved and journaled
+    there taken up."""
+    engine = Engine(rules or RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+    state = store.load_state()
+    if state is not None:
+        engine.restore(state)
     journal = Journal(store.path / JOURNAL, sync=False)
     intraday = Intraday(store, engine, logs.get("test"), Counters(), journal)
     intraday.restore(now)
@@ -475,10 +481,11 @@ def started(store: Store, now: dt.datetime) -> tuple[Engine, Intraday]:
 
 
 def stepped(engine: Engine, intraday: Intraday, now: dt.datetime, batch: FeedBatch) -> Step:
-    """A daemon's step: `batch` in, the clock to `now`, what was taken in journaled."""
+    """A daemon's step: `batch` in, the clock to `now`, what was taken in and the ids of the
+    alerts emitted journaled."""
     engine.ingest(batch)
     step = engine.advance(now)
-    intraday.append(engine.take_accepted())
+    intraday.append(engine.take_accepted(), step.lines.get_column("id").to_list())
     return step
 
 
@@ -534,6 +541,41 @@ def test_a_trade_delivered_again_after_a_long_outage_is_a_duplicate(tmp_path: Pa
     assert step.daily_bars.select("volume").rows() == [(600.0,)]
     assert [r.reason for r in engine.ingest(trades(again))] == ["duplicate"]
     assert engine.advance(at(20, 30, 1)).daily_bars.is_empty()  # (no correction)
+
+
+def test_a_minute_alert_is_not_emitted_again_after_a_crash(tmp_path: Path) -> None:
+    """Minute alerts of a surge rule, one emitted after the engine's last snapshot (14:02) but
+    before the last save of the sessions under way, one after that save: a start from what a
+    kill -9 leaves evaluates the minutes it takes up again and emits neither a second time
+    (the first is below the minute watermark saved with the sessions, the second's id is in
+    the journal), and the next new one as it comes."""
+    from monitor.core.rules.spec import parse_rules
+
+    rules = parse_rules(
+        b'[[rules]]\nid = "m"\nkind = "surge"\nsymbols = ["AAA"]\ntimeframe = "1m"\n'
+        b"window = 1\nmin_return = 0.05\n"
+    )
+    store = Store(tmp_path)
+    prices = [10.0, 10.0, 10.0, 10.0, 11.0, 11.0, 12.0, 12.0]  # (up 10% at 14:04 and 14:06)
+    engine, intraday = started(store, at(14, 0), rules)
+    emitted = []
+    for k, price in enumerate(prices):
+        tick = Tick("AAA", at(14, k, 10), price, 100.0, f"t{k}")
+        step = stepped(engine, intraday, at(14, k, 30), trades(tick))
+        emitted += [at(14, k, 30)] * step.lines.height
+        if k == 2:
+            store.save_state(engine.state())  # (the snapshot, every 300 s)
+        if k == 5:
+            intraday.save_later()  # (the sessions under way, every 60 s)
+            intraday.wait()
+    assert emitted == [at(14, 5, 30), at(14, 7, 30)]  # (14:04's and 14:06's minutes closed)
+    engine, intraday = started(store, at(14, 8, 5), rules)  # (after a kill -9)
+    again = stepped(engine, intraday, at(14, 8, 30), FeedBatch.empty("t"))
+    assert engine.minutes.height == 8 and again.lines.is_empty()
+    step = stepped(
+        engine, intraday, at(14, 9, 30), trades(Tick("AAA", at(14, 8, 10), 13.5, 100.0, "t8"))
+    )
+    assert step.lines.height == 1  # (14:08, up 12.5%: new)
 
 
 async def test_the_sessions_under_way_are_saved_after_the_snapshot_of_a_close(
