@@ -28,7 +28,7 @@ from monitor.clock import Clock
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch, Rejection
-from monitor.feeds.generic import merge
+from monitor.feeds.generic import RAW_LIMIT, merge
 from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.wire import Wire
 
@@ -196,8 +196,26 @@ class Pipeline:
             else:
                 batches.append(item)
         for feed, payloads in raw.items():
-            batches.append(self.decoders[feed](payloads))
+            batches.append(self._decoded(feed, payloads))
         return merge(batches, "pipeline")
+
+    def _decoded(self, feed: str, payloads: list[bytes]) -> FeedBatch:
+        """`feed`'s decoder over `payloads`. A decoder never raises on bad input; should one
+        still (a message nobody foresaw), its messages are rejected (`decode_error`, counted
+        and logged with the error) and the daemon goes on: a message that crashed it would be
+        delivered again at every start, for ever."""
+        try:
+            return self.decoders[feed](payloads)
+        except Exception as exc:  # (any error: the messages, not the daemon)
+            self._log.error(
+                "decode_failed", feed=feed, messages=len(payloads), error=repr(exc)[:RAW_LIMIT]
+            )
+            batch = FeedBatch.empty(feed)
+            batch.rejections = [
+                Rejection("decode_error", raw=bytes(p[:RAW_LIMIT]).decode("utf-8", "replace"))
+                for p in payloads
+            ]
+            return batch
 
     def _count(
         self, batch: FeedBatch | None, rejections: list[Rejection], logged: set[int]

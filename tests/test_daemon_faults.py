@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from monitor import config as cfg
 from monitor.cli import main
 from monitor.clock import SimClock
-from monitor.core.model import Alert, decode_alert
+from monitor.core.model import Alert, FeedBatch, decode_alert
 from monitor.datafiles import DataSpec, read_daily
 from monitor.feed_replay import bar_messages
 from monitor.service import Daemon, run
@@ -262,6 +262,83 @@ async def test_bad_messages_are_counted_by_reason_and_the_daemon_goes_on(tmp_pat
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+def poison(t_ms: int) -> dict[str, tuple[bytes, dict[str, int]]]:
+    """Messages that once killed the daemon (the decoder raised, the engine could not hold a
+    timestamp), each with a good AAA tick beside the bad element where it can have one, and
+    the rejections each should make instead."""
+    good = json.dumps(tick("AAA", t_ms, 10.0)).encode()
+    return {
+        "a price of 401 digits": (
+            b'[%s,{"symbol":"BBB","ts":%d,"price":1%s}]' % (good, t_ms, b"0" * 400),
+            {"bad_price": 1},
+        ),
+        "a lone surrogate for a symbol": (
+            b'[%s,{"symbol":"\\ud800","ts":%d,"price":5}]' % (good, t_ms),
+            {"bad_message": 1},
+        ),
+        "a timestamp in year -1199": (
+            json.dumps([tick("AAA", t_ms, 10.0), tick("BBB", -100_000_000_000_000, 5.0)]).encode(),
+            {"bad_timestamp": 1},
+        ),
+        "5,000 nested arrays": (b"[" * 5000 + b"]" * 5000, {"malformed_json": 1}),
+    }
+
+
+@pytest.mark.parametrize("kind", list(poison(0)))
+async def test_a_message_that_once_killed_the_daemon_is_a_rejection(
+    tmp_path: Path, kind: str
+) -> None:
+    """Each message is counted under its reason, the good tick beside it taken, and the
+    daemon goes on; the message is acknowledged, so a restart does not get it again (it
+    used to crash the daemon at every start: the broker delivered it again each time)."""
+    prefix = f"mm-poison-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix, engine='universe = ["AAA", "BBB"]')
+    t0 = int(dt.datetime(2024, 7, 16, 14, 0, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    message, want = poison(t0)[kind]
+    clock = SimClock(dt.datetime(2024, 7, 16, 14, 0, 30, tzinfo=dt.UTC))
+    async with daemon_running(conf, clock=clock) as daemon:
+        await publish(f"{prefix}/ticks", [message])
+        async with asyncio.timeout(10):
+            while daemon.counters.total("rejections") < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # (and nothing more)
+        got = {r: int(daemon.counters.get("rejections", reason=r)) for r in want}
+        assert (got, daemon.counters.total("rejections")) == (want, sum(want.values()))
+        assert daemon.counters.total("ticks_in") == (0 if kind == "5,000 nested arrays" else 1)
+    async with daemon_running(conf, clock=clock) as daemon:
+        await asyncio.sleep(1.0)  # (a message delivered again would come now)
+        assert daemon.counters.total("rejections") == 0
+
+
+async def test_a_decoder_that_raises_rejects_its_messages_and_the_daemon_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Should a feed's decoder raise after all (a message nobody foresaw), its messages are
+    counted as `decode_error` and logged (`decode_failed`), and the next ones are taken."""
+    prefix = f"mm-raise-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix)
+    t0 = int(dt.datetime(2024, 7, 16, 14, 0, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    clock = SimClock(dt.datetime(2024, 7, 16, 14, 0, 30, tzinfo=dt.UTC))
+    async with daemon_running(conf, clock=clock) as daemon:
+        [name] = daemon.decoders
+        decode = daemon.decoders[name]
+
+        def fragile(payloads: list[bytes]) -> FeedBatch:
+            if any(b"boom" in p for p in payloads):
+                raise RuntimeError("a decoder bug")
+            return decode(payloads)
+
+        daemon.decoders[name] = fragile
+        await publish(f"{prefix}/ticks", [b'{"boom": 1}'])
+        async with asyncio.timeout(10):
+            while daemon.counters.get("rejections", reason="decode_error") < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await publish(f"{prefix}/ticks", [json.dumps(tick("AAA", t0, 10.0)).encode()])
+        async with asyncio.timeout(10):
+            while daemon.counters.total("ticks_in") < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
 
 
 async def test_a_broker_restart_mid_stream_loses_no_bar(tmp_path: Path) -> None:

@@ -19,6 +19,10 @@ from typing import Any
 import msgspec
 
 from monitor.feeds.provider import (
+    MAX_PRICE,
+    MAX_SIZE,
+    MAX_US,
+    MIN_US,
     Action,
     Columns,
     Control,
@@ -29,6 +33,7 @@ from monitor.feeds.provider import (
     decode_elements,
     first_byte_is_json,
     frame_rejection,
+    is_symbol,
 )
 
 __all__ = [
@@ -42,7 +47,6 @@ __all__ = [
 # Error codes from the stream documentation, and what the connection does about each.
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
-_INF = float("inf")
 
 _FATAL = {
     400: "invalid syntax",
@@ -211,7 +215,7 @@ def decode_alpaca(frame: bytes | str, *, feed: str) -> Decoded:
     packed = frame if isinstance(frame, bytes) and not first_byte_is_json(frame[:16]) else None
     try:
         items = _msgpack_frame.decode(packed) if packed is not None else _json_frame.decode(frame)
-    except (msgspec.DecodeError, ValueError):  # ValueError: bad UTF-8 in a msgpack str
+    except (msgspec.DecodeError, ValueError, RecursionError):  # (bad UTF-8 in a msgpack str)
         pass
     else:
         if all(
@@ -260,15 +264,17 @@ def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
     """The common frame, column by column: every element a trade; None if any needs a look."""
     prices = [t.p for t in items]
     sizes = [t.s for t in items]
+    stamps = [(t.t - _EPOCH) // _ONE_US for t in items]
     if not (
-        all(0.0 < p < _INF for p in prices)
-        and all(0.0 <= s < _INF for s in sizes)
-        and all(t.S for t in items)
+        all(0.0 < p < MAX_PRICE for p in prices)
+        and all(0.0 <= s < MAX_SIZE for s in sizes)
+        and all(MIN_US <= us < MAX_US for us in stamps)
+        and all(is_symbol(t.S) for t in items)
     ):
         return None
     cols = Columns()
     cols.t_symbol = [t.S for t in items]
-    cols.t_us = [(t.t - _EPOCH) // _ONE_US for t in items]
+    cols.t_us = stamps
     cols.t_price = prices
     cols.t_size = sizes
     cols.t_id = [None if t.i is None else str(t.i) for t in items]
@@ -278,7 +284,7 @@ def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
 def _decode_lenient(frame: bytes | str, packed: bytes | None, feed: str) -> Decoded:
     try:
         doc = _msgpack_any.decode(packed) if packed is not None else msgspec.json.decode(frame)
-    except (msgspec.DecodeError, ValueError):  # ValueError: bad UTF-8 in a msgpack str
+    except (msgspec.DecodeError, ValueError, RecursionError):  # (bad UTF-8 in a msgpack str)
         why = "malformed_msgpack" if packed is not None else "malformed_json"
         return Decoded(Columns().batch(feed, [frame_rejection(why, frame)]), [])
     return decode_elements(feed, doc, _element, "S")

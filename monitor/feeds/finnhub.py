@@ -82,7 +82,7 @@ def decode_finnhub(frame: bytes | str, *, feed: str) -> Decoded:
     """
     try:
         message = _json_trades.decode(frame)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         pass
     else:
         cols = Columns()
@@ -94,7 +94,7 @@ def decode_finnhub(frame: bytes | str, *, feed: str) -> Decoded:
 def _decode_lenient(frame: bytes | str, feed: str) -> Decoded:
     try:
         doc = msgspec.json.decode(frame)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return Decoded(Columns().batch(feed, [frame_rejection("malformed_json", frame)]), [])
     cols = Columns()
     controls: list[Control] = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import math
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -31,7 +31,16 @@ from monitor.core.model import (
     FeedBatch,
     Rejection,
 )
-from monitor.feeds.provider import is_number, is_symbol
+from monitor.feeds.provider import (
+    MAX_PRICE,
+    MAX_SIZE,
+    MAX_US,
+    MIN_US,
+    in_range,
+    is_number,
+    is_symbol,
+    rejection,
+)
 
 __all__ = ["REASONS", "FieldMap", "decode_generic"]
 
@@ -39,11 +48,12 @@ TsUnit = Literal["ms", "s", "ns", "iso"]
 
 REASONS = (
     "malformed_json",  # the payload is not JSON at all
-    "bad_message",  # not an object, or a field of the wrong type
+    "bad_message",  # not an object, a field of the wrong type, or a symbol that is not 1-32
+    # printable ASCII characters without spaces
     "missing_field",  # a required field is absent (or the object is neither tick nor bar)
-    "bad_timestamp",  # a timestamp or session string that does not parse, or out of range
-    "bad_price",  # a price that is not finite and positive
-    "bad_size",  # a size or volume that is not finite and non-negative
+    "bad_timestamp",  # a timestamp or session string that does not parse, or not in 1900-2200
+    "bad_price",  # a price that is not positive and below MAX_PRICE (1e9)
+    "bad_size",  # a size or volume that is not non-negative and below MAX_SIZE (1e15)
     "bad_timeframe",  # a bar timeframe other than 1m / 1d
     "bad_bar",  # low > high, or open / close outside [low, high]
 )
@@ -51,10 +61,9 @@ REASONS = (
 RAW_LIMIT = 200
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
-_MAX_US = 253_402_300_800_000_000  # 10000-01-01: beyond any datetime Python can hold
-_MAX_INT64 = 2**63 - 1
 _US_PER: dict[str, float] = {"ms": 1_000, "s": 1_000_000, "ns": 0.001}
-_INF = math.inf
+# Symbols as `is_symbol` takes them, joined by spaces (one check for a message's symbols)
+_SYMBOLS = re.compile(r"[!-~]{1,32}(?: [!-~]{1,32})*")
 
 
 class FieldMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -95,7 +104,7 @@ def decode_generic(payload: bytes, *, feed: str, mapping: FieldMap | None = None
     if fast is not None:
         try:
             decoded = fast.decode(payload)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # (a message nested too deep)
             pass
         else:
             batch = _fast_batch(decoded, feed, _US_PER[fields.ts_unit])
@@ -136,14 +145,16 @@ def _fast_batch(decoded: Any, feed: str, us_per: float) -> FeedBatch | None:
     stamps = [t.ts for t in items]
     prices = [t.price for t in items]
     sizes = [t.size for t in items]
-    limit = min(_MAX_US / us_per, _MAX_INT64)
     # msgspec never yields NaN or inf from JSON (1e400 is a decode error), so min() is enough.
     if not (
-        all(symbols)
-        and -limit < min(stamps)
-        and max(stamps) < limit
+        min(stamps) * us_per >= MIN_US
+        and max(stamps) * us_per < MAX_US
         and min(prices) > 0.0
+        and max(prices) < MAX_PRICE
         and min(sizes) >= 0.0
+        and max(sizes) < MAX_SIZE
+        and _SYMBOLS.fullmatch(joined := " ".join(symbols))
+        and joined.count(" ") == len(symbols) - 1  # (a symbol with a space in it: not one)
     ):
         return None
     ids = [t.id if t.id.__class__ is not int else str(t.id) for t in items]
@@ -171,7 +182,7 @@ class _Columns:
 def _slow_batch(payload: bytes, feed: str, fields: FieldMap) -> FeedBatch:
     try:
         doc = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         # Python's json module writes NaN / Infinity literals: read them, so that one bad price
         # rejects one element (bad_price) rather than the whole message.
         try:
@@ -213,9 +224,9 @@ def _tick(el: dict[str, Any], f: FieldMap, cols: _Columns) -> str | None:
     ts_us = _timestamp_us(stamp, f.ts_unit)
     if isinstance(ts_us, str):
         return ts_us
-    if not 0.0 < price < _INF:
+    if not 0.0 < price < MAX_PRICE:
         return "bad_price"
-    if not 0.0 <= size < _INF:
+    if not 0.0 <= size < MAX_SIZE:
         return "bad_size"
     sym_col, ts_col, price_col, size_col, id_col = cols.tick
     sym_col.append(symbol)
@@ -246,9 +257,9 @@ def _bar(el: dict[str, Any], f: FieldMap, cols: _Columns) -> str | None:
     when = _timestamp_us(el[key], f.ts_unit) if timeframe == "1m" else _session(el[key])
     if isinstance(when, str):
         return when
-    if not all(0.0 < v < _INF for v in ohlc):
+    if not all(0.0 < v < MAX_PRICE for v in ohlc):
         return "bad_price"
-    if not 0.0 <= volume < _INF:
+    if not 0.0 <= volume < MAX_SIZE:
         return "bad_size"
     open_, high, low, close = ohlc
     if not (low <= open_ <= high and low <= close <= high):
@@ -274,7 +285,7 @@ def _timestamp_us(value: object, unit: TsUnit) -> int | str:
             return "bad_timestamp"
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
-        return (parsed - _EPOCH) // _ONE_US
+        return in_range((parsed - _EPOCH) // _ONE_US)
     if not is_number(value):
         return "bad_message"
     if unit == "iso":
@@ -283,7 +294,7 @@ def _timestamp_us(value: object, unit: TsUnit) -> int | str:
         scaled: float = value // 1000 if unit == "ns" else value * int(_US_PER[unit])
     else:
         scaled = value * _US_PER[unit]  # type: ignore[operator]
-    if not -_MAX_US < scaled < _MAX_US:  # also false for NaN
+    if not MIN_US <= scaled < MAX_US:  # also false for NaN
         return "bad_timestamp"
     return round(scaled)
 
@@ -298,9 +309,7 @@ def _session(value: object) -> dt.date | str:
 
 
 def _rejection(reason: str, element: object, fields: FieldMap) -> Rejection:
-    symbol = element.get(fields.symbol) if isinstance(element, dict) else None
-    raw = msgspec.json.encode(element)[:RAW_LIMIT].decode("utf-8", "replace")
-    return Rejection(reason, symbol=symbol if symbol.__class__ is str else None, raw=raw)
+    return rejection(reason, element, fields.symbol)
 
 
 # --- frames ---------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def decode_polygon(frame: bytes | str, *, feed: str) -> Decoded:
     """
     try:
         items = _json_frame.decode(frame)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         pass
     else:
         cols = Columns()
@@ -108,7 +108,7 @@ def decode_polygon(frame: bytes | str, *, feed: str) -> Decoded:
 def _decode_lenient(frame: bytes | str, feed: str) -> Decoded:
     try:
         doc = msgspec.json.decode(frame)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return Decoded(Columns().batch(feed, [frame_rejection("malformed_json", frame)]), [])
     return decode_elements(feed, doc, _element, "sym")
 

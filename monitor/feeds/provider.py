@@ -12,6 +12,7 @@ read by msgspec, which rounds to the nearest microsecond.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import Annotated, Literal, Protocol
 
@@ -35,11 +36,12 @@ __all__ = [
 REASONS = (
     "malformed_json",  # the frame is not JSON at all
     "malformed_msgpack",  # a binary frame that is not msgpack
-    "bad_message",  # not an object, an unknown message type, or a field of the wrong type
+    "bad_message",  # not an object, an unknown message type, a field of the wrong type, or a
+    # symbol that is not 1-32 printable ASCII characters without spaces
     "missing_field",  # a required field is absent
-    "bad_timestamp",  # a timestamp that does not parse or lacks a timezone, or out of range
-    "bad_price",  # a price that is not finite and positive
-    "bad_size",  # a size or volume that is not finite and non-negative
+    "bad_timestamp",  # a timestamp that does not parse or lacks a timezone, or not in 1900-2200
+    "bad_price",  # a price that is not positive and below MAX_PRICE (1e9)
+    "bad_size",  # a size or volume that is not non-negative and below MAX_SIZE (1e15)
     "bad_bar",  # low > high, or open / close outside [low, high]
 )
 
@@ -57,9 +59,16 @@ RAW_LIMIT = 200
 EXCHANGE_TZ = "America/New_York"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
-_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-_INF = float("inf")
+# The instants a feed's timestamp may name: a number or string outside is "bad_timestamp", not
+# a datetime Python (and the bar builder) cannot hold, nor a unit mistaken by a thousand.
+MIN_US = -2_208_988_800_000_000  # 1900-01-01
+MAX_US = 7_258_118_400_000_000  # 2200-01-01
+# Prices and sizes above these are "bad_price" / "bad_size": no US stock trades at a billion
+# dollars, nor a quadrillion shares a day; 1e308 would make a bar no rule can read.
+MAX_PRICE = 1e9
+MAX_SIZE = 1e15
 _NUMBER = (int, float)
+_SYMBOL_MAX = 32
 
 
 class Control(msgspec.Struct, frozen=True):
@@ -133,16 +142,19 @@ def datetime_us(value: object) -> int | str:
         return "bad_message"
     if value.tzinfo is None:
         return "bad_timestamp"
-    return (value - _EPOCH) // _ONE_US
+    return in_range((value - _EPOCH) // _ONE_US)
 
 
 def ms_us(value: object) -> int | str:
     """Epoch microseconds of an integer epoch-milliseconds value, or the rejection reason."""
     if not isinstance(value, int) or isinstance(value, bool):
         return "bad_message"
-    if not -_MAX_MS < value < _MAX_MS:
-        return "bad_timestamp"
-    return value * 1000
+    return in_range(value * 1000)
+
+
+def in_range(us: int) -> int | str:
+    """`us` (epoch microseconds) when between MIN_US and MAX_US, else "bad_timestamp"."""
+    return us if MIN_US <= us < MAX_US else "bad_timestamp"
 
 
 def is_number(value: object) -> bool:
@@ -151,8 +163,15 @@ def is_number(value: object) -> bool:
 
 
 def is_symbol(value: object) -> bool:
-    """A non-empty string."""
-    return value.__class__ is str and value != ""
+    """A ticker: 1 to 32 printable ASCII characters without spaces (`^RUT`, `BRK.B`,
+    `BTC/USD`); not a name, a blank or text that cannot be written out (a lone surrogate)."""
+    return (
+        value.__class__ is str
+        and 0 < len(value) <= _SYMBOL_MAX
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )
 
 
 # --- rejections ----------------------------------------------------------------------------------
@@ -184,7 +203,10 @@ def rejection(reason: str, element: object, symbol_key: str | None = None) -> Re
     try:
         raw = msgspec.json.encode(element)[:RAW_LIMIT].decode("utf-8", "replace")
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError, RecursionError):
-        raw = repr(element)[:RAW_LIMIT]
+        try:  # (text that is no UTF-8, a lone surrogate say: written escaped, as it came)
+            raw = json.dumps(element, separators=(",", ":"))[:RAW_LIMIT]
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            raw = repr(element)[:RAW_LIMIT]
     return Rejection(reason, symbol=symbol if is_symbol(symbol) else None, raw=raw)
 
 
@@ -230,8 +252,7 @@ class Columns:
     ) -> str | None:
         """Append one trade; `ts_us` is epoch microseconds or a rejection reason already found."""
         if not (
-            isinstance(symbol, str)
-            and symbol
+            is_symbol(symbol)
             and isinstance(price, _NUMBER)
             and isinstance(size, _NUMBER)
             and price.__class__ is not bool
@@ -241,10 +262,11 @@ class Columns:
             return "bad_message"
         if isinstance(ts_us, str):
             return ts_us
-        if not 0.0 < price < _INF:
+        if not 0.0 < price < MAX_PRICE:
             return "bad_price"
-        if not 0.0 <= size < _INF:
+        if not 0.0 <= size < MAX_SIZE:
             return "bad_size"
+        assert isinstance(symbol, str)
         self.t_symbol.append(symbol)
         self.t_us.append(ts_us)
         self.t_price.append(float(price))
@@ -301,20 +323,20 @@ def _bar_values(
     symbol: object, at_us: int | str, ohlcv: tuple[object, ...]
 ) -> tuple[str, int, tuple[float, float, float, float, float]] | str:
     """The validated (symbol, time, values) of a bar, or the rejection reason."""
-    if not (isinstance(symbol, str) and symbol):
+    if not is_symbol(symbol):
         return "bad_message"
-    numbers: list[float] = []
+    assert isinstance(symbol, str)
     for v in ohlcv:
         if not isinstance(v, _NUMBER) or v.__class__ is bool:
             return "bad_message"
-        numbers.append(float(v))
     if isinstance(at_us, str):
         return at_us
-    open_, high, low, close, volume = numbers
-    if not (0.0 < open_ < _INF and 0.0 < high < _INF and 0.0 < low < _INF and 0.0 < close < _INF):
+    # (compared before float(): an integer of 400 digits does not convert)
+    if not all(0.0 < v < MAX_PRICE for v in ohlcv[:4]):  # type: ignore[operator]
         return "bad_price"
-    if not 0.0 <= volume < _INF:
+    if not 0.0 <= ohlcv[4] < MAX_SIZE:  # type: ignore[operator]
         return "bad_size"
+    open_, high, low, close, volume = (float(v) for v in ohlcv)  # type: ignore[arg-type]
     if not (low <= open_ <= high and low <= close <= high):
         return "bad_bar"
     return symbol, at_us, (open_, high, low, close, volume)

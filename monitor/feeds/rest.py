@@ -184,7 +184,7 @@ class RestBackfill:
             raise TransientError(f"{self.provider} REST: HTTP {status} for {mask_url(url)}")
         try:
             return msgspec.json.decode(response.content)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise TransientError(f"{self.provider} REST: a response that is not JSON") from exc
 
     def _mask(self, text: str) -> str:

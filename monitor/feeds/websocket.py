@@ -39,7 +39,14 @@ from monitor.feeds.alpaca import AlpacaSession
 from monitor.feeds.finnhub import FinnhubSession
 from monitor.feeds.generic import decode_generic
 from monitor.feeds.polygon import PolygonSession
-from monitor.feeds.provider import Control, Decoded, Outgoing, Session
+from monitor.feeds.provider import (
+    RAW_LIMIT,
+    Control,
+    Decoded,
+    Outgoing,
+    Session,
+    frame_rejection,
+)
 from monitor.feeds.reconnects import Reconnects
 from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.rest import RestBackfill, mask_url
@@ -303,7 +310,15 @@ class WebSocketFeed:
     # --- frames ----------------------------------------------------------------------------------
 
     async def _on_frame(self, ws: ClientConnection, frame: bytes | str) -> None:
-        decoded = self._session.decode(frame, self.name)
+        try:
+            decoded = self._session.decode(frame, self.name)
+        except Exception as exc:  # (a frame nobody foresaw: rejected, not fatal)
+            # (A decoder never raises on bad input; should one still, the frame is counted
+            # and logged, and the connection goes on.)
+            self._log.error("decode_failed", error=repr(exc)[:RAW_LIMIT])
+            rejected = FeedBatch.empty(self.name)
+            rejected.rejections = [frame_rejection("decode_error", frame)]
+            decoded = Decoded(rejected, [])
         counters, feed = self._counters, self.name
         counters.inc("feed_messages", feed=feed)
         for control in decoded.controls:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import msgspec
@@ -11,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.core.model import Rejection
-from monitor.feeds.generic import REASONS, FieldMap, decode_generic
+from monitor.feeds.generic import RAW_LIMIT, REASONS, FieldMap, decode_generic
+from monitor.feeds.provider import is_symbol
 
 UTC = dt.UTC
 T = dt.datetime(2024, 5, 29, 16, 26, 40, tzinfo=UTC)  # 1717000000000 ms
@@ -160,6 +162,24 @@ REJECTED = [
     ("no ts", el(ts=DROP), "missing_field"),
     ("no symbol", el(symbol=DROP), "missing_field"),
     ("empty symbol", el(symbol=""), "bad_message"),
+    ("blank symbol", el(symbol=" "), "bad_message"),
+    ("symbol with a space", el(symbol="A A"), "bad_message"),
+    (
+        "symbol of a lone surrogate",
+        b'{"symbol":"\\ud800","ts":1717000000000,"price":10.5}',
+        "bad_message",
+    ),
+    ("symbol too long", el(symbol="X" * 33), "bad_message"),
+    (
+        "price of 401 digits",
+        b'{"symbol":"ACME","ts":1717000000000,"price":1' + b"0" * 400 + b"}",
+        "bad_price",
+    ),
+    ("price of 1e308", el(price=1e308), "bad_price"),
+    ("size of 1e308", el(size=1e308), "bad_size"),
+    ("ts before 1900", el(ts=-100_000_000_000_000), "bad_timestamp"),
+    ("ts in year 0 after its offset", el(ts="0001-01-01T00:00:00+01:00"), "bad_timestamp"),
+    ("ts past 9999 after its offset", el(ts="9999-12-31T23:59:59-01:00"), "bad_timestamp"),
     ("numeric symbol", el(symbol=5), "bad_message"),
     ("string price", el(price="10.5"), "bad_message"),
     ("boolean price", el(price=True), "bad_message"),
@@ -198,9 +218,10 @@ def test_bad_elements_become_rejections_and_the_rest_still_decodes(
     """A bad element is rejected with reason, symbol and raw JSON; its good neighbour decodes."""
     good = b'{"symbol":"GOOD","ts":1717000000000,"price":10.5,"size":100}'
     batch = decode_generic(b"[" + payload + b"," + good + b"]", feed="f")
-    element = msgspec.json.decode(payload)
+    element = json.loads(payload)
     symbol = element.get("symbol") if isinstance(element, dict) else None
-    expected = Rejection(reason, symbol if isinstance(symbol, str) else None, payload.decode())
+    raw = payload.decode()[:RAW_LIMIT]
+    expected = Rejection(reason, symbol if is_symbol(symbol) else None, raw)
     assert (batch.ticks.to_dicts(), batch.rejections) == ([tick_row("GOOD")], [expected])
     assert (batch.minute_bars.height, batch.daily_bars.height) == (0, 0)
 
