@@ -75,17 +75,29 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _day(text: str) -> dt.date | None:
+    """A session date (YYYY-MM-DD), or None when `text` is not one (the notifier rejects such
+    alerts when it reads them; a date that is not one is not drawn, rather than raising)."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def alert_chart(bars: pl.DataFrame, alerts: Sequence[Alert], sessions: int = 120) -> bytes | None:
-    """A PNG for the first alert's symbol, or None when the bars file has no closes for it."""
+    """A PNG for the first alert's symbol, or None when the bars file has no closes for it (or
+    none of its alerts has a session date)."""
     symbol = alerts[0].symbol
     mine = bars.filter(pl.col("symbol") == symbol).sort("session")
     if mine.height < 2:
         return None
-    fired = {dt.date.fromisoformat(a.session) for a in alerts if a.symbol == symbol}
+    fired = {d for a in alerts if a.symbol == symbol and (d := _day(a.session)) is not None}
+    if not fired:
+        return None
     prior: set[dt.date] = set()
     for a in alerts:
         if a.symbol == symbol and a.history is not None:
-            prior.update(dt.date.fromisoformat(d) for d in a.history.prior_dates)
+            prior.update(d for text in a.history.prior_dates if (d := _day(text)) is not None)
     last = max(fired)
     recent = mine.filter(pl.col("session") <= last).tail(sessions)
     if recent.height < 2:

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from monitor import logs
 from monitor.core.model import Alert
 from monitor.notify.chart import BarsFile, alert_chart, rally_chart
 from monitor.notify.config import NotifyConfig, ReceiverConfig
@@ -50,6 +51,7 @@ class Composer:
         self._senders = senders
         self._bars = BarsFile(config.bars_path)
         self._charts: OrderedDict[tuple[str, ...], bytes | None] = OrderedDict()
+        self._log = logs.get("notify_charts")
 
     def check_charts(self) -> None:
         """Read the bars file now when charts are on, so that a missing one is reported (once,
@@ -81,14 +83,25 @@ class Composer:
         return Message(title, body, fmt, attachments, kind_of(alerts), tuple(alerts))
 
     async def chart(self, alerts: Sequence[Alert]) -> bytes | None:
-        """The chart PNG for a message (cached briefly)."""
+        """The chart PNG for a message (cached briefly); None when there is none, or when it
+        cannot be drawn (unreadable bars file, or a bug: logged as `chart_failed`)."""
         key = tuple(a.id for a in alerts)
         if key in self._charts:
             return self._charts[key]
-        bars = self._bars.load()
         png = None
-        if bars.height and alerts[0].history is not None:
-            png = await asyncio.to_thread(alert_chart, bars, alerts, self.config.charts.sessions)
+        try:
+            bars = self._bars.load()
+            if bars.height and alerts[0].history is not None:
+                png = await asyncio.to_thread(
+                    alert_chart, bars, alerts, self.config.charts.sessions
+                )
+        except Exception as exc:  # (a chart is an extra: the message goes without it)
+            self._log.warning(
+                "chart_failed",
+                ids=[a.id for a in alerts],
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
         self._charts[key] = png
         while len(self._charts) > CHART_CACHE:
             self._charts.popitem(last=False)

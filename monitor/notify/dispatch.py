@@ -8,7 +8,9 @@ the other half of the notifier, the one that talks to the channels:
   after a successful send, and is checked before every send. The one window left is a crash
   between the provider accepting a message and that record: that message is sent again.
 - What a receiver could not be given is dead-lettered; either way its batch is then complete
-  (`complete`, which acknowledges the entries no other receiver waits for).
+  (`complete`, which acknowledges the entries no other receiver waits for). That includes an
+  alert its message could not be rendered with (a bug, `alert_render_failed`): the worker goes
+  on, with the rest of the group.
 """
 
 from __future__ import annotations
@@ -120,8 +122,10 @@ class Dispatcher:
                 receiver=receiver,
                 ids=[a.id for a, s in zip(alerts, flags, strict=True) if s],
             )
+        message = None
         if todo:
-            message = await self._composer.message(receiver, todo)
+            message, todo = await self._render(receiver, batch, todo)
+        if message is not None:
             outcome = await self._couriers[receiver].deliver(message)
             if outcome.ok:
                 await self._delivered.mark(receiver, [a.id for a in todo])
@@ -134,14 +138,58 @@ class Dispatcher:
                     attempts=outcome.attempts,
                 )
             else:
-                entries: dict[str, str | None] = {}
-                for i in batch.items:
-                    entries.setdefault(i.alert.id, i.entry)
+                entries = _entries(batch)
                 for a in todo:
                     await self._dead.add(
                         entries.get(a.id), a, receiver, outcome.reason, outcome.attempts
                     )
         await self._complete(batch)
+
+    async def _render(
+        self, receiver: str, batch: Batch, alerts: list[Alert]
+    ) -> tuple[Message | None, list[Alert]]:
+        """The message for `alerts` on `receiver`, and the alerts it carries. Rendering that
+        raises is a bug, but one alert must not stop the receiver's worker (and with it the
+        notifier, at every restart while the entry is pending): the alerts the message cannot
+        be rendered with, each tried alone, are logged (`alert_render_failed`) and dead-lettered
+        for this receiver, as a delivery that failed for good; the others go as one message."""
+        try:
+            return await self._composer.message(receiver, alerts), alerts
+        except Exception as exc:  # (see above; CancelledError is not an Exception)
+            if len(alerts) == 1:
+                await self._unrenderable(receiver, batch, alerts[0], exc)
+                return None, []
+        good: list[Alert] = []
+        for a in alerts:
+            try:
+                await self._composer.message(receiver, [a])
+            except Exception as exc:
+                await self._unrenderable(receiver, batch, a, exc)
+            else:
+                good.append(a)
+        if not good:
+            return None, []
+        try:
+            return await self._composer.message(receiver, good), good
+        except Exception as exc:  # (only together: none of them can go)
+            for a in good:
+                await self._unrenderable(receiver, batch, a, exc)
+            return None, []
+
+    async def _unrenderable(
+        self, receiver: str, batch: Batch, alert: Alert, exc: Exception
+    ) -> None:
+        entry = _entries(batch).get(alert.id)
+        error = f"{type(exc).__name__}: {exc}"
+        self._log.error(
+            "alert_render_failed",
+            receiver=receiver,
+            id=alert.id,
+            entry=entry,
+            error=error,
+            exc_info=exc,
+        )
+        await self._dead.add(entry, alert, receiver, f"could not render: {error}", 0)
 
     async def deliver_prepared(self, receiver: str, job: Prepared) -> str:
         """Send a pre-rendered message (the digest) once to `receiver`: "sent", "already sent"
@@ -161,3 +209,11 @@ class Dispatcher:
     async def send_now(self, receiver: str, message: Message) -> Outcome:
         """Deliver `message` to `receiver` at once: no grouping, no delivery log."""
         return await self._couriers[receiver].deliver(message)
+
+
+def _entries(batch: Batch) -> dict[str, str | None]:
+    """The stream entry each of the batch's alerts came from (its first, if it came twice)."""
+    entries: dict[str, str | None] = {}
+    for i in batch.items:
+        entries.setdefault(i.alert.id, i.entry)
+    return entries

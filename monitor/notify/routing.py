@@ -191,11 +191,16 @@ def _span(seconds: float) -> str:
 
 
 def _instant(ts: str) -> dt.datetime:
-    """An alert's `ts` (ISO 8601 UTC, `Z`) as an aware datetime (the epoch when unreadable)."""
+    """An alert's `ts` (ISO 8601 UTC, `Z`) as an aware datetime (the epoch when unreadable, or
+    in year 1 or 9999, where `_expire_stale`'s arithmetic would overflow; the notifier rejects
+    such alerts when it reads them, monitor/notify/payload.py)."""
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     try:
         value = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
     except ValueError:
-        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        return epoch
+    if not dt.MINYEAR < value.year < dt.MAXYEAR:
+        return epoch
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 

@@ -13,6 +13,12 @@ throttled alerts are acked at once (inhibited and throttled ones are kept in the
 saved before the ack). Claiming, the delivery log and per-receiver tasks: see the inbox and the
 dispatch.
 
+Bad entries: an entry that is not an alert the notifier can use (no `alert` field, not JSON, not
+the schema, or a `ts` / `session` / prior date it cannot read: monitor/notify/payload.py) is
+dead-lettered for receiver `*` and acked; so is an alert whose routing raises (a bug: logged as
+`alert_route_failed` with its id and entry). Either way the other alerts go on: one entry never
+stops the notifier, nor, left pending, every restart.
+
 Redis faults: at start, an unreachable Redis is `SinkUnavailable` (exit 69) and a refused login
 or command a `ConfigError` (exit 78), see `redis_failure` (monitor/notify/inbox.py). Once
 running, reads wait and retry; writes an acknowledgement depends on (delivery log, dead letters,
@@ -39,7 +45,7 @@ from redis.exceptions import RedisError
 from monitor import logs
 from monitor.clock import Clock, SystemClock
 from monitor.core.counters import Counters
-from monitor.core.model import Alert, decode_alert
+from monitor.core.model import Alert
 from monitor.errors import ConfigError
 from monitor.notify.compose import Composer, Prepared, body_format
 from monitor.notify.config import NotifyConfig, resolve_url
@@ -47,6 +53,7 @@ from monitor.notify.delivery import Outcome, Sender
 from monitor.notify.dispatch import Dispatcher, open_couriers
 from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_failure
 from monitor.notify.ledger import DeadLetters, DeliveryLog, retrying
+from monitor.notify.payload import entry_alert
 from monitor.notify.render import Message
 from monitor.notify.routing import GuardState, Router
 from monitor.notify.silences import SilenceStore
@@ -229,7 +236,7 @@ class Notifier:
                 continue
             self.counters.inc("notify_read")
             try:
-                alert = decode_alert(fields[b"alert"])
+                alert = entry_alert(fields)
             except KeyError:
                 reason = "undecodable entry: no `alert` field"
                 await self.dead.add(entry, None, "*", reason, 0, fields)
@@ -239,7 +246,16 @@ class Notifier:
                 await self.dead.add(entry, None, "*", f"undecodable entry: {exc}", 0, fields)
                 to_ack.append(entry)
                 continue
-            decision = self.router.accept(entry, alert, now, silences)
+            try:
+                decision = self.router.accept(entry, alert, now, silences)
+            except Exception as exc:  # (a bug on one alert must not stop every receiver)
+                error = f"{type(exc).__name__}: {exc}"
+                self._log.error(
+                    "alert_route_failed", id=alert.id, entry=entry, error=error, exc_info=True
+                )
+                await self.dead.add(entry, alert, "*", f"routing failed: {error}", 0)
+                to_ack.append(entry)
+                continue
             if decision.receivers:
                 self.inbox.outstanding[entry] = set(decision.receivers)
             else:
@@ -346,7 +362,7 @@ class Notifier:
         alerts = []
         for _, f in entries:
             with contextlib.suppress(KeyError, msgspec.DecodeError, msgspec.ValidationError):
-                alerts.append(decode_alert(f[b"alert"]))
+                alerts.append(entry_alert(f))
         day, jobs = await self.composer.digest(alerts, now)
         if queue:
             for name, job in jobs:

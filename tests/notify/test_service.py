@@ -58,13 +58,16 @@ def make_config(stream: str, receivers: list[dict[str, Any]], **extra: Any) -> N
     return parse(raw, environ={})
 
 
-@contextlib.asynccontextmanager
-async def running(
-    config: NotifyConfig, counters: Counters | None = None
-) -> AsyncIterator[Notifier]:
+def running(config: NotifyConfig, counters: Counters | None = None) -> Any:
     """The notifier running in this loop until the block ends."""
+    return running_notifier(Notifier(config, counters=counters))
+
+
+@contextlib.asynccontextmanager
+async def running_notifier(notifier: Notifier) -> AsyncIterator[Notifier]:
+    """`notifier` (parts replaced, not yet entered) running in this loop until the block ends."""
     stop = asyncio.Event()
-    async with Notifier(config, counters=counters) as notifier:
+    async with notifier:
         task = asyncio.create_task(notifier.run(stop), name="notifier_under_test")
         try:
             yield notifier
