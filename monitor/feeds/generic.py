@@ -390,9 +390,11 @@ def decode_generic_many(
     if len(payloads) == 1:
         return decode_generic(payloads[0], feed=feed, mapping=mapping)
     parts: list[bytes] = []
+    objects = True  # (every message one object: then each is one element of the join)
     for raw in payloads:
         body = raw.strip()
         if body[:1] == b"[" and body[-1:] == b"]":
+            objects = False
             body = body[1:-1].strip()
             if not body:
                 continue
@@ -401,7 +403,13 @@ def decode_generic_many(
         parts.append(body)
     joined = b"[" + b",".join(parts) + b"]"
     batch = decode_generic(joined, feed=feed, mapping=mapping)
-    if any(r.reason == "malformed_json" for r in batch.rejections):
+    elements = batch.size() + len(batch.rejections)
+    # A message that is no JSON alone can be when joined (`{...},{...}`, or two halves of
+    # one): it must be rejected as it would be alone, so the join must give one element per
+    # message, or each is decoded on its own.
+    if any(r.reason == "malformed_json" for r in batch.rejections) or (
+        objects and elements != len(parts)
+    ):
         return merge([decode_generic(p, feed=feed, mapping=mapping) for p in payloads], feed)
     return batch
 

@@ -316,3 +316,25 @@ def test_a_bar_with_a_null_volume_decodes_as_one_without_volume() -> None:
     assert null.rejections == missing.rejections == []
     assert null.daily_bars.to_dicts() == missing.daily_bars.to_dicts()
     assert null.daily_bars.get_column("volume").to_list() == [0.0]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [b'{"symbol":"AAA","ts":1717000000000,"price":1.0},{"symbol":"BBB","ts":1,"price":2.0}'],
+        [b'{"symbol":"AAA","ts":1717000000000,"price":1.0,"x":[1', b'{"y":2}]}'],
+    ],
+    ids=["two objects unbracketed", "one object in two halves"],
+)
+def test_a_message_malformed_alone_is_malformed_in_a_batch(messages: list[bytes]) -> None:
+    """Messages decoded together (a micro-batch, joined into one array) give what each gives
+    alone: a message that is no JSON by itself is `malformed_json`, though the join would
+    parse, and the good message beside it is taken."""
+    from monitor.feeds.generic import decode_generic_many
+
+    good = b'{"symbol":"GOOD","ts":1717000000000,"price":10.5,"size":100}'
+    batch = decode_generic_many([good, *messages], feed="f")
+    alone = [decode_generic(m, feed="f") for m in [good, *messages]]
+    assert batch.ticks.to_dicts() == [tick_row("GOOD")]
+    assert [r.reason for r in batch.rejections] == [r.reason for b in alone for r in b.rejections]
+    assert {r.reason for r in batch.rejections} == {"malformed_json"}
