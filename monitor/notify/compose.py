@@ -29,6 +29,11 @@ class Prepared:
     message: Message
 
 
+def digest_key(day: dt.date) -> str:
+    """The delivery log key of `day`'s digest (the day in `[digest] tz`)."""
+    return f"digest:{day.isoformat()}"
+
+
 def body_format(r: ReceiverConfig, url: str) -> BodyFormat:
     """The receiver's body format: as configured, else HTML for email, Markdown for the rest."""
     if r.format != "auto":
@@ -126,7 +131,7 @@ class Composer:
                 else ()
             )
             msg = Message(digest.title, digest.bodies[fmt], fmt, attach)
-            jobs.append((name, Prepared(f"digest:{day.isoformat()}", msg)))
+            jobs.append((name, Prepared(digest_key(day), msg)))
         return day, jobs
 
 

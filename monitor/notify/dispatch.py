@@ -11,6 +11,8 @@ the other half of the notifier, the one that talks to the channels:
   (`complete`, which acknowledges the entries no other receiver waits for). That includes an
   alert its message could not be rendered with (a bug, `alert_render_failed`): the worker goes
   on, with the rest of the group.
+- A digest that could not be sent is handed back (`digest_failed`): the service queues it
+  again later the same day (monitor/notify/service.py), the delivery log still sending it once.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def open_couriers(
 
 class Dispatcher:
     """Delivers what is `put` for each receiver of `couriers`, one job at a time per receiver,
-    rendered by `composer`; `complete(batch)` once a batch is sent or dead-lettered."""
+    rendered by `composer`; `complete(batch)` once a batch is sent or dead-lettered, and
+    `digest_failed(receiver, job)` when a digest (a `Prepared` job) could not be sent."""
 
     def __init__(
         self,
@@ -72,6 +75,7 @@ class Dispatcher:
         delivered: DeliveryLog,
         dead: DeadLetters,
         complete: Callable[[Batch], Awaitable[None]],
+        digest_failed: Callable[[str, Prepared], None],
         counters: Counters,
         log: Any,
     ) -> None:
@@ -80,6 +84,7 @@ class Dispatcher:
         self._delivered = delivered
         self._dead = dead
         self._complete = complete
+        self._digest_failed = digest_failed
         self._counters = counters
         self._log = log
         self.queues: dict[str, asyncio.Queue[Batch | Prepared]] = {
@@ -96,7 +101,9 @@ class Dispatcher:
         while True:
             job = await queue.get()
             if isinstance(job, Prepared):
-                await self.deliver_prepared(receiver, job)
+                said = await self.deliver_prepared(receiver, job)
+                if said.startswith("failed"):
+                    self._digest_failed(receiver, job)
             else:
                 await self._deliver(receiver, job)
 

@@ -19,7 +19,8 @@ Semantics (Alertmanager-like):
   `feed_recovered` within STALE_FOR_AT_MOST (by the alerts' times) stops inhibiting.
 - Runaway guard: a rule firing more than `max_alerts` times in `window_s` is throttled: the
   operator is told at once, and its further alerts are held until the rule has been silent for
-  `window_s`, then sent as one summary.
+  `window_s`, then sent as one summary. Firings are counted by alert id: an alert read again (a
+  restart re-reads its pending entries) is not counted twice, and passes again if it passed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import hashlib
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -152,7 +152,9 @@ class GuardState(msgspec.Struct):
 
     stale_feeds: dict[str, str] = {}
     inhibited: list[Alert] = []
-    fired: dict[str, list[float]] = {}  # rule -> firing times (epoch s) in the window
+    # rule -> alert id -> when it was counted (epoch s): the alerts that passed in the window.
+    # (A state saved with `fired`, times without ids, is read without it: counts start afresh.)
+    fired_ids: dict[str, dict[str, float]] = {}
     throttled: dict[str, list[Alert]] = {}  # rule -> alerts held since the guard tripped
     throttled_last: dict[str, float] = {}  # rule -> last firing while throttled (epoch s)
 
@@ -324,19 +326,29 @@ class Router:
         return notices
 
     def _guard(self, alert: Alert, now: dt.datetime, notices: list[Alert]) -> str:
+        """Count `alert` towards its rule's firings in the window, once per alert id: an alert
+        read again (a restart re-reads the entries still pending, another notifier claims them,
+        the daemon adds one twice) is not counted again, and not throttled if it passed."""
         s, rule, t = self.state, alert.rule, now.timestamp()
-        if rule in s.throttled:
-            s.throttled[rule].append(alert)
-            s.throttled_last[rule] = t
-            return "throttled"
-        times = deque(x for x in s.fired.get(rule, []) if x > t - self.runaway.window_s)
-        times.append(t)
-        s.fired[rule] = list(times)
-        if len(times) <= self.runaway.max_alerts:
+        passed = {
+            i: x for i, x in s.fired_ids.get(rule, {}).items() if x > t - self.runaway.window_s
+        }
+        if alert.id in passed:
             return "pass"
+        if rule in s.throttled:
+            if all(a.id != alert.id for a in s.throttled[rule]):
+                s.throttled[rule].append(alert)
+                s.throttled_last[rule] = t
+            return "throttled"
+        if len(passed) < self.runaway.max_alerts:
+            passed[alert.id] = t
+            s.fired_ids[rule] = passed
+            return "pass"
+        # Kept while throttled (those that passed still pass if read again); out of the window
+        # by the time the throttle ends, so the count then starts afresh.
+        s.fired_ids[rule] = passed
         s.throttled[rule] = [alert]
         s.throttled_last[rule] = t
-        s.fired.pop(rule, None)
         span = _span(self.runaway.window_s)
         notices.append(
             _notice(

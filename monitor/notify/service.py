@@ -13,6 +13,11 @@ throttled alerts are acked at once (inhibited and throttled ones are kept in the
 saved before the ack). Claiming, the delivery log and per-receiver tasks: see the inbox and the
 dispatch.
 
+The digest goes out at `[digest] at`, once a day per receiver (the delivery log). One whose
+delivery failed (after its `[delivery]` attempts) is queued again `[delivery] backoff_cap_s`
+later by the ticker, until it is sent or its day ends (`_retry_digests`): alerts dropped to the
+digest by quiet hours were acked, so the digest is the only place they are told.
+
 Bad entries: an entry that is not an alert the notifier can use (no `alert` field, not JSON, not
 the schema, or a `ts` / `session` / prior date it cannot read: monitor/notify/payload.py) is
 dead-lettered for receiver `*` and acked; so is an alert whose routing raises (a bug: logged as
@@ -47,7 +52,7 @@ from monitor.clock import Clock, SystemClock
 from monitor.core.counters import Counters
 from monitor.core.model import Alert
 from monitor.errors import ConfigError
-from monitor.notify.compose import Composer, Prepared, body_format
+from monitor.notify.compose import Composer, Prepared, body_format, digest_key
 from monitor.notify.config import NotifyConfig, resolve_url
 from monitor.notify.delivery import Outcome, Sender
 from monitor.notify.dispatch import Dispatcher, open_couriers
@@ -101,6 +106,8 @@ class Notifier:
         self.composer = Composer(config, formats, self._senders)
         self._saved_state = b""
         self.digest_now = asyncio.Event()
+        # Digests that could not be sent: (when to try again, receiver, job); see the ticker.
+        self._digest_retries: list[tuple[dt.datetime, str, Prepared]] = []
         for name, text in (
             ("notify_read", "Stream entries read (or claimed) by this notifier"),
             ("notify_sent", "Messages delivered, per receiver"),
@@ -154,6 +161,7 @@ class Notifier:
             self.delivered,
             self.dead,
             self.inbox.complete,
+            self._digest_failed,
             self.counters,
             self._log,
         )
@@ -294,7 +302,9 @@ class Notifier:
     async def _ticker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
-            for batch in self.router.due(self.clock.now()):
+            now = self.clock.now()
+            self._retry_digests(now)
+            for batch in self.router.due(now):
                 if batch.dropped:
                     self.counters.inc("notify_dropped", len(batch.items), reason=batch.dropped)
                     self._log.info(
@@ -349,6 +359,27 @@ class Notifier:
                     await self.send_digest()
         finally:
             scheduler.shutdown(wait=False)
+
+    def _digest_failed(self, receiver: str, job: Prepared) -> None:
+        """`receiver` could not be sent the digest `job`: try again `[delivery] backoff_cap_s`
+        from now (the courier's longest wait between two attempts)."""
+        at = self.clock.now() + dt.timedelta(seconds=self.config.delivery.backoff_cap_s)
+        self._digest_retries.append((at, receiver, job))
+
+    def _retry_digests(self, now: dt.datetime) -> None:
+        """Queue again the failed digests whose wait is over, as long as their day (in `[digest]
+        tz`) lasts; the delivery log, checked before the send, keeps it once a day."""
+        if not self._digest_retries:
+            return
+        today = digest_key(now.astimezone(zoneinfo.ZoneInfo(self.config.digest.tz)).date())
+        due = [r for r in self._digest_retries if r[0] <= now]
+        self._digest_retries = [r for r in self._digest_retries if r[0] > now]
+        for _, receiver, job in due:
+            if job.key == today:
+                self._log.info("digest_retry", receiver=receiver, key=job.key)
+                self.dispatch.put(receiver, job)
+            else:
+                self._log.error("digest_abandoned", receiver=receiver, key=job.key)
 
     async def send_digest(self, *, queue: bool = True) -> list[tuple[str, Prepared]]:
         """Build today's digest and queue it for the digest receivers (once per day each)."""

@@ -281,3 +281,19 @@ def test_runaway_rule_is_throttled_with_one_notice_and_one_summary(now: dt.datet
         ("chat", "runaway_summary", "squeeze.daily: 2 alerts while throttled")
     ]
     assert summary[0].items[0].entry is None
+
+
+def test_runaway_guard_counts_an_alert_read_again_once(now: dt.datetime) -> None:
+    """With max_alerts=5, four alerts accepted again (a restart re-reading pending entries) pass
+    as themselves; the 5th distinct alert passes and the 6th trips the guard; while throttled,
+    the four read again still pass and the throttled one read again is held once."""
+    r = router(config({"runaway": {"max_alerts": 5, "window_s": 600}}, group_by=["id"]))
+    verdicts = [r.accept(f"{i}-0", alert(i), now + i * S).verdict for i in range(4)]
+    verdicts += [r.accept(f"{i}-0", alert(i), now + 10 * S).verdict for i in range(4)]
+    assert verdicts == ["routed"] * 8
+    fifth, sixth = r.accept("4-0", alert(4), now + 11 * S), r.accept("5-0", alert(5), now + 12 * S)
+    assert (fifth.verdict, fifth.notices) == ("routed", [])
+    assert (sixth.verdict, [n.kind for n in sixth.notices]) == ("throttled", ["runaway"])
+    again = [r.accept(f"{i}-0", alert(i), now + 13 * S).verdict for i in (0, 3, 5)]
+    assert again == ["routed", "routed", "throttled"]
+    assert r.state.throttled == {"squeeze.daily": [alert(5)]}
