@@ -149,6 +149,22 @@ class Intraday:
         self.take_up_journal(now)
         if self.engine.bar_state() is not None:  # (something was taken up)
             self.engine.book.hold_keys(now)  # (what the broker delivers again: a duplicate)
+            self._stored_since(now)
+
+    def _stored_since(self, now: dt.datetime) -> None:
+        """Sessions closed, their bars not emitted in the saved state, whose bars the store
+        holds: they were emitted and stored after the save (the close came, then the crash
+        before the next save). They are not emitted again over what the store holds, which
+        may be better since: a provider's official bar that came after the close."""
+        book = self.engine.book
+        closed = book.unemitted(now)
+        if not closed:
+            return
+        day = pl.col("session")
+        stored = self.engine.daily.filter(day.is_in(closed)).get_column("session").unique()
+        if stored.len():
+            book.mark_emitted(stored.sort().to_list())
+            self.log.info("session_bars_already_stored", sessions=[str(d) for d in stored.sort()])
 
     def take_up_journal(self, now: dt.datetime) -> None:
         """Ingest the journal's records after the segment the saved state covers (all of

@@ -471,6 +471,8 @@ def started(
     as the daemon starts: the engine's snapshot restored, then what was saved and journaled
     there taken up."""
     engine = Engine(rules or RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+    engine.ingest_daily(store.load_bars())  # (the history, evaluated before the restore)
+    engine.warm(now)
     state = store.load_state()
     if state is not None:
         engine.restore(state)
@@ -482,10 +484,12 @@ def started(
 
 def stepped(engine: Engine, intraday: Intraday, now: dt.datetime, batch: FeedBatch) -> Step:
     """A daemon's step: `batch` in, the clock to `now`, what was taken in and the ids of the
-    alerts emitted journaled."""
+    alerts emitted journaled, and the session bars stored when some closed (the snapshot)."""
     engine.ingest(batch)
     step = engine.advance(now)
     intraday.append(engine.take_accepted(), step.lines.get_column("id").to_list())
+    if step.daily_bars.height:
+        intraday.store.save_bars(engine.daily)
     return step
 
 
@@ -576,6 +580,36 @@ def test_a_minute_alert_is_not_emitted_again_after_a_crash(tmp_path: Path) -> No
         engine, intraday, at(14, 9, 30), trades(Tick("AAA", at(14, 8, 10), 13.5, 100.0, "t8"))
     )
     assert step.lines.height == 1  # (14:08, up 12.5%: new)
+
+
+def test_a_providers_session_bar_after_the_close_stays_after_a_crash(tmp_path: Path) -> None:
+    """The book's session bar emitted at the close and stored, then the provider's official
+    bar of the session, stored over it; the daemon dies before the next save of the sessions
+    under way (it still holds the session, not emitted). A start from what it leaves keeps
+    the official bar: the session's bar is not emitted again over it (the book's bar, built
+    again from the minutes taken up, used to replace it in the store)."""
+    from monitor.core.model import DAILY_SCHEMA
+
+    store = Store(tmp_path)
+    official = pl.DataFrame(
+        [("AAA", SESSION, 10.0, 12.0, 9.0, 11.0, 5_000_000.0)], schema=DAILY_SCHEMA, orient="row"
+    )
+    provider = FeedBatch.empty("t")
+    provider.daily_bars = official
+    engine, intraday = started(store, at(19, 58))
+    stepped(engine, intraday, at(19, 58), trades(Tick("AAA", at(19, 57, 30), 10.0, 100.0, "a")))
+    intraday.save_later()
+    intraday.wait()
+    stepped(engine, intraday, at(19, 59, 30), trades(Tick("AAA", at(19, 59, 1), 10.5, 100.0, "b")))
+    built = stepped(engine, intraday, at(20, 0, 3), FeedBatch.empty("t")).daily_bars
+    assert built.select("close", "volume").rows() == [(10.5, 200.0)]
+    stepped(engine, intraday, at(20, 0, 30), provider)
+    assert store.load_bars().equals(official)
+    engine, intraday = started(store, at(20, 1))  # (after a kill -9 at 16:00:40)
+    step = stepped(engine, intraday, at(20, 1), FeedBatch.empty("t"))
+    assert step.daily_bars.equals(official)  # (the journal's, taken up again: not the book's)
+    assert engine.daily.equals(official) and store.load_bars().equals(official)
+    assert engine.minutes.height == 2  # (the session's minutes taken up all the same)
 
 
 async def test_the_sessions_under_way_are_saved_after_the_snapshot_of_a_close(

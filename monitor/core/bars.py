@@ -147,6 +147,7 @@ class BarBook:
         self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
         self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
         self._done: set[dt.date] = set()
+        self._emitted_before: set[dt.date] = set()  # not emitted at their close (mark_emitted)
         self._classes: dict[dt.datetime, tuple[dt.date | None, bool]] = {}
         self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
         self._late_buckets: set[dt.datetime] = set()  # buckets with keys filed on arrival
@@ -268,7 +269,10 @@ class BarBook:
                 if symbols:
                     daily.append(self._session_bars(session, pl.concat(symbols)))
             elif self.sessions.close_of(session) + self.close_delay <= self._now:
-                daily.append(self._session_bars(session, None))
+                if session in self._emitted_before:  # (a restart's: see mark_emitted)
+                    self._emitted_before.discard(session)
+                else:
+                    daily.append(self._session_bars(session, None))
                 self._done.add(session)
         self._forget(self._now)
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
@@ -286,6 +290,27 @@ class BarBook:
         from monitor.core import bar_state
 
         return bar_state.restore(self, state, now)
+
+    def unemitted(self, now: dt.datetime) -> list[dt.date]:
+        """The sessions whose minutes the book holds, closed by `now`, whose session bars it
+        has not emitted (at a start, those its saved state had not emitted yet)."""
+        held = set(self._closed)
+        if self._open.height:
+            self._compact()
+            held |= set(self._with_session(self._open).get_column("session").drop_nulls())
+        return sorted(
+            s
+            for s in held
+            if s not in self._done and self.sessions.close_of(s) + self.close_delay <= now
+        )
+
+    def mark_emitted(self, sessions: list[dt.date]) -> None:
+        """Take `sessions`' bars as emitted: the next `advance` closes their minutes as usual
+        but emits no bar for them (a later correction still does). At a start, for the
+        sessions whose bars the store holds: they were emitted and stored after the state was
+        saved, and what the store holds since may be better (a provider's official bar that
+        came after them)."""
+        self._emitted_before.update(sessions)
 
     def closed_minutes(self) -> pl.DataFrame:
         """Every closed minute bar the book holds (MINUTE_SCHEMA), by symbol and start."""
@@ -485,6 +510,7 @@ class BarBook:
                 del self._closed[old]
                 self._dirty.pop(old, None)
             self._done = {s for s in self._done if s >= keep}
+            self._emitted_before = {s for s in self._emitted_before if s >= keep}
         horizon = self._cutoff() - self.dedup_window
         self._late_buckets = {b for b in self._late_buckets if b >= horizon}
         for bucket in [b for b in self._seen if b < horizon]:
