@@ -68,7 +68,7 @@ MAX_US = 7_258_118_400_000_000  # 2200-01-01
 MAX_PRICE = 1e9
 MAX_SIZE = 1e15
 _NUMBER = (int, float)
-_SYMBOL_MAX = 32
+SYMBOL_MAX = 32  # characters of a symbol, at most
 
 
 class Control(msgspec.Struct, frozen=True):
@@ -167,7 +167,7 @@ def is_symbol(value: object) -> bool:
     `BTC/USD`); not a name, a blank or text that cannot be written out (a lone surrogate)."""
     return (
         value.__class__ is str
-        and 0 < len(value) <= _SYMBOL_MAX
+        and 0 < len(value) <= SYMBOL_MAX
         and value.isascii()
         and value.isprintable()
         and " " not in value
