@@ -267,6 +267,7 @@ class Courier:
         backoff: Backoff,
         max_attempts: int,
         min_interval_s: float = 0.0,
+        timeout_s: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.receiver = receiver
@@ -274,9 +275,19 @@ class Courier:
         self._backoff = backoff
         self._max_attempts = max_attempts
         self._min_interval_s = min_interval_s
+        self._timeout_s = timeout_s
         self._sleep = sleep
         self._last_send = -1e18
         self._log = logs.get("notify_courier").bind(receiver=receiver)
+
+    @property
+    def longest_s(self) -> float:
+        """How long `deliver` takes at most when the provider answers within the receiver's
+        `timeout_s` (connect, write, read) and asks for no wait beyond the backoff cap: per
+        attempt those three timeouts, the wait after it and the minimum interval. A provider's
+        Retry-After past the cap, or a message of several requests, can take longer."""
+        per_attempt = 3 * self._timeout_s + self._backoff.cap_s + self._min_interval_s
+        return self._max_attempts * per_attempt
 
     async def deliver(self, message: Message) -> Outcome:
         """Try until sent, a permanent failure, or `max_attempts` transient failures."""

@@ -13,11 +13,17 @@ the other half of the notifier, the one that talks to the channels:
   on, with the rest of the group.
 - A digest that could not be sent is handed back (`digest_failed`): the service queues it
   again later the same day (monitor/notify/service.py), the delivery log still sending it once.
+- Every notifier of a group builds the day's digest, so one is sent only under a claim in Redis
+  (`DeliveryLog.claim`, SET NX), checked against the delivery log once taken and released when
+  the send is over. A notifier that finds it claimed hands the digest back too: its retry finds
+  it sent, or sends it if the holder failed (it released the claim) or died (the claim lapsed
+  after CLAIM_FACTOR times the courier's longest delivery, at least CLAIM_MIN_S).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -31,6 +37,12 @@ from monitor.notify.delivery import Courier, Outcome, Sender, make_sender
 from monitor.notify.grouping import Batch
 from monitor.notify.ledger import DeadLetters, DeliveryLog
 from monitor.notify.render import Message
+
+BEING_SENT = "being sent by another notifier"
+# A digest's claim lapses after CLAIM_FACTOR times the courier's longest delivery (at least
+# CLAIM_MIN_S): only a notifier that died mid-send leaves one behind.
+CLAIM_FACTOR = 2
+CLAIM_MIN_S = 600
 
 
 def open_couriers(
@@ -59,6 +71,7 @@ def open_couriers(
             backoff=backoff,
             max_attempts=r.max_attempts or config.delivery.max_attempts,
             min_interval_s=r.min_interval_s,
+            timeout_s=r.timeout_s,
         )
     return couriers
 
@@ -102,7 +115,7 @@ class Dispatcher:
             job = await queue.get()
             if isinstance(job, Prepared):
                 said = await self.deliver_prepared(receiver, job)
-                if said.startswith("failed"):
+                if said.startswith("failed") or said == BEING_SENT:
                     self._digest_failed(receiver, job)
             else:
                 await self._deliver(receiver, job)
@@ -200,16 +213,24 @@ class Dispatcher:
 
     async def deliver_prepared(self, receiver: str, job: Prepared) -> str:
         """Send a pre-rendered message (the digest) once to `receiver`: "sent", "already sent"
-        or why it failed."""
-        (sent,) = await self._delivered.sent(receiver, [job.key])
+        or why it failed; BEING_SENT while another notifier holds its claim."""
+        courier = self._couriers[receiver]
+        claim_s = max(CLAIM_MIN_S, math.ceil(CLAIM_FACTOR * courier.longest_s))
+        if not await self._delivered.claim(receiver, job.key, claim_s):
+            self._log.info("digest_claimed_elsewhere", receiver=receiver, key=job.key)
+            return BEING_SENT
+        (sent,) = await self._delivered.sent(receiver, [job.key])  # (after the claim: no race)
         if sent:
+            await self._delivered.release(receiver, job.key)
             return "already sent"
-        outcome = await self._couriers[receiver].deliver(job.message)
+        outcome = await courier.deliver(job.message)
         if outcome.ok:
             await self._delivered.mark(receiver, [job.key])
+            await self._delivered.release(receiver, job.key)
             self._counters.inc("notify_sent", receiver=receiver)
             self._log.info("digest_delivered", receiver=receiver, key=job.key)
             return "sent"
+        await self._delivered.release(receiver, job.key)
         self._log.error("digest_failed", receiver=receiver, key=job.key, reason=outcome.reason)
         return f"failed: {outcome.reason}"
 

@@ -2,7 +2,9 @@
 dead letters: what a receiver could not be given, and why.
 
 A Redis key per (receiver, alert id), `{stream}:notify:sent:{receiver}:{id}`, set (with a TTL)
-only after a successful send and checked before every send. It lives in Redis rather than a local
+only after a successful send and checked before every send. A digest, which every notifier of a
+group builds, is also claimed before it is sent (`claim`, `{stream}:notify:sending:...`: SET NX
+with an expiry), so that of two notifiers only one sends it. It lives in Redis rather than a local
 file because the notifier that takes over after a crash may run on another host, and Redis
 already holds the stream and the group. Reads and writes are retried until Redis answers: a send
 is never made without asking, and never forgotten once made.
@@ -14,6 +16,7 @@ stop the notifier."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -84,6 +87,30 @@ class DeliveryLog:
                 await pipe.execute()
 
         await retrying(write, self._log, "delivery_log_unavailable")
+
+    def claim_key(self, receiver: str, alert_id: str) -> str:
+        """The key of one notifier's claim to send one alert (the digest) to one receiver."""
+        return f"{self._stream}:notify:sending:{receiver}:{alert_id}"
+
+    async def claim(self, receiver: str, alert_id: str, ttl_s: int) -> bool:
+        """Claim the send of `alert_id` to `receiver` across notifiers: False while another
+        holds it. The claim lapses after `ttl_s` (its holder died mid-send) unless released."""
+        key, token = self.claim_key(receiver, alert_id), uuid.uuid4().hex
+
+        async def take() -> bool:
+            if await self._redis.set(key, token, nx=True, ex=ttl_s):
+                return True
+            return bool(await self._redis.get(key) == token.encode())  # (set, reply lost)
+
+        return await retrying(take, self._log, "delivery_log_unavailable")
+
+    async def release(self, receiver: str, alert_id: str) -> None:
+        """Give up a claim (the send is over), so a retry or another notifier may take it."""
+
+        async def drop() -> None:
+            await self._redis.delete(self.claim_key(receiver, alert_id))
+
+        await retrying(drop, self._log, "delivery_log_unavailable")
 
 
 class DeadLetters:

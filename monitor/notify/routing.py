@@ -21,6 +21,10 @@ Semantics (Alertmanager-like):
   operator is told at once, and its further alerts are held until the rule has been silent for
   `window_s`, then sent as one summary. Firings are counted by alert id: an alert read again (a
   restart re-reads its pending entries) is not counted twice, and passes again if it passed.
+- Held alerts were acknowledged long ago, so a summary of them (inhibition's, the guard's) stays
+  in the durable state (`GuardState.summaries`), with the receivers it is routed to, until each
+  has it, sent or dead-lettered (`completed`); `resume` routes those left by a stopped notifier
+  again (its id is deterministic: the delivery log keeps it once per receiver).
 """
 
 from __future__ import annotations
@@ -147,6 +151,13 @@ def quiet_hours_end(q: QuietHours, now: dt.datetime) -> dt.datetime:
 # -- inhibition and the runaway guard: state that survives restarts ----------------------------
 
 
+class Summary(msgspec.Struct):
+    """A summary of held alerts, made and not yet given to `receivers` (sent or dead-lettered)."""
+
+    notice: Alert
+    receivers: list[str]
+
+
 class GuardState(msgspec.Struct):
     """The router's durable state (saved by the service before it acknowledges)."""
 
@@ -157,6 +168,7 @@ class GuardState(msgspec.Struct):
     fired_ids: dict[str, dict[str, float]] = {}
     throttled: dict[str, list[Alert]] = {}  # rule -> alerts held since the guard tripped
     throttled_last: dict[str, float] = {}  # rule -> last firing while throttled (epoch s)
+    summaries: list[Summary] = []  # of inhibited or throttled alerts, being delivered
 
 
 def synthetic_id(*parts: str) -> str:
@@ -286,7 +298,7 @@ class Router:
         if self.state.stale_feeds or not self.state.inhibited:
             return
         held, self.state.inhibited = self.state.inhibited, []
-        notices.append(
+        summary = self._summarise(
             _notice(
                 synthetic_id("inhibited", key),
                 "inhibited_summary",
@@ -297,6 +309,14 @@ class Router:
                 now,
             )
         )
+        notices.append(summary)
+
+    def _summarise(self, summary: Alert) -> Alert:
+        """`summary` (of held alerts), kept in the state until its receivers have it."""
+        receivers = [t.receiver for t in targets(self.root, summary)]
+        if receivers:
+            self.state.summaries.append(Summary(summary, receivers))
+        return summary
 
     def _expire_stale(self, at: dt.datetime, now: dt.datetime, notices: list[Alert]) -> None:
         """Forget a stale feed when an alert comes STALE_FOR_AT_MOST after its `feed_stale`
@@ -364,6 +384,26 @@ class Router:
         )
         return "throttled"
 
+    def resume(self, now: dt.datetime) -> None:
+        """Route again, at start, the summaries of the saved state that some receivers did not
+        have yet (the notifier stopped first): to those receivers, if still configured."""
+        for s in self.state.summaries:
+            s.receivers = [r for r in s.receivers if r in self.receivers]
+            for r in s.receivers:
+                self.grouper.add(
+                    Target(r, "summary", ("id",), 0.0, 0.0, False), Item(None, s.notice), now
+                )
+        self.state.summaries = [s for s in self.state.summaries if s.receivers]
+
+    def completed(self, receiver: str, alerts: Sequence[Alert]) -> None:
+        """`receiver` has `alerts` (sent or dead-lettered): summaries among them that every
+        receiver has leave the state."""
+        ids = {a.id for a in alerts}
+        for s in self.state.summaries:
+            if s.notice.id in ids and receiver in s.receivers:
+                s.receivers.remove(receiver)
+        self.state.summaries = [s for s in self.state.summaries if s.receivers]
+
     def due(self, now: dt.datetime) -> list[Batch]:
         """Batches to send now: groups whose timer ran out, quiet-hours batches whose hours
         ended, runaway summaries; batches dropped to the digest carry `dropped`."""
@@ -385,7 +425,7 @@ class Router:
                     f"While {rule} was throttled it fired {len(held)} times: {_listing(held)}.",
                     now,
                 )
-                self._route_notices([summary], now)
+                self._route_notices([self._summarise(summary)], now)
         out: list[Batch] = []
         still: list[tuple[dt.datetime, Batch]] = []
         for until, batch in self._held:

@@ -10,8 +10,9 @@ made in monitor/notify/compose.py; the delivery log and dead letters are monitor
 Exactly once per channel: an entry is XACKed only when every receiver it was routed to has it
 (sent, dead-lettered, or dropped to the digest by quiet hours). Silenced, inhibited and
 throttled alerts are acked at once (inhibited and throttled ones are kept in the saved state,
-saved before the ack). Claiming, the delivery log and per-receiver tasks: see the inbox and the
-dispatch.
+saved before the ack; so is their summary, until every receiver has it: `_complete`, and
+`Router.resume` at start). Claiming, the delivery log and per-receiver tasks: see the inbox and
+the dispatch.
 
 The digest goes out at `[digest] at`, once a day per receiver (the delivery log). One whose
 delivery failed (after its `[delivery]` attempts) is queued again `[delivery] backoff_cap_s`
@@ -56,6 +57,7 @@ from monitor.notify.compose import Composer, Prepared, body_format, digest_key
 from monitor.notify.config import NotifyConfig, resolve_url
 from monitor.notify.delivery import Outcome, Sender
 from monitor.notify.dispatch import Dispatcher, open_couriers
+from monitor.notify.grouping import Batch
 from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_failure
 from monitor.notify.ledger import DeadLetters, DeliveryLog, retrying
 from monitor.notify.payload import entry_alert
@@ -160,7 +162,7 @@ class Notifier:
             self.composer,
             self.delivered,
             self.dead,
-            self.inbox.complete,
+            self._complete,
             self._digest_failed,
             self.counters,
             self._log,
@@ -174,6 +176,7 @@ class Notifier:
         if raw:
             self.router.state = msgspec.json.decode(raw, type=GuardState)
             self._saved_state = raw
+            self.router.resume(self.clock.now())
         self.composer.check_charts()
         return self
 
@@ -313,7 +316,7 @@ class Notifier:
                         ids=[a.id for a in batch.alerts],
                         reason=batch.dropped,
                     )
-                    await self.inbox.complete(batch)
+                    await self._complete(batch)
                 else:
                     self.dispatch.put(batch.receiver, batch)
             await self._save_state()
@@ -321,6 +324,14 @@ class Notifier:
             await pause(stop, self._tick_s, self._wake)
 
     # -- delivery ------------------------------------------------------------------------------
+
+    async def _complete(self, batch: Batch) -> None:
+        """`batch.receiver` has the batch (sent, dead-lettered or dropped to the digest): the
+        entries no other receiver waits for are acked, and summaries of held alerts every
+        receiver has leave the state (saved by the ticker, which this wakes)."""
+        self.router.completed(batch.receiver, batch.alerts)
+        self._wake.set()
+        await self.inbox.complete(batch)
 
     async def deliver_prepared(self, receiver: str, job: Prepared) -> str:
         """Send a pre-rendered message (the digest) once to `receiver`; what became of it."""
@@ -361,8 +372,9 @@ class Notifier:
             scheduler.shutdown(wait=False)
 
     def _digest_failed(self, receiver: str, job: Prepared) -> None:
-        """`receiver` could not be sent the digest `job`: try again `[delivery] backoff_cap_s`
-        from now (the courier's longest wait between two attempts)."""
+        """`receiver` could not be sent the digest `job` (or another notifier was sending it):
+        try again `[delivery] backoff_cap_s` from now (the courier's longest wait between two
+        attempts)."""
         at = self.clock.now() + dt.timedelta(seconds=self.config.delivery.backoff_cap_s)
         self._digest_retries.append((at, receiver, job))
 

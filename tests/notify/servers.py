@@ -2,6 +2,7 @@
 
 async with WebhookServer() as hooks:          # http://127.0.0.1:{hooks.port}/{path}
     hooks.fail("/down", status=503, times=3)  # the next 3 posts to /down get 503
+    hooks.slow("/slow", 0.5)                  # posts to /slow are answered 0.5 s late
     ...
     hooks.bodies("/chat")                     # JSON bodies answered with 2xx, in order
     hooks.headers                             # (path, lower-cased headers) of every request
@@ -37,6 +38,7 @@ class WebhookServer:
         self.headers: list[tuple[str, dict[str, str]]] = []
         self._rules: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self._always: dict[str, int] = {}
+        self._delay_s: dict[str, float] = {}
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Self:
@@ -76,6 +78,10 @@ class WebhookServer:
         else:
             self._always[path] = status
 
+    def slow(self, path: str, delay_s: float) -> None:
+        """Answer every post to `path` `delay_s` late (recorded when it comes)."""
+        self._delay_s[path] = delay_s
+
     def bodies(self, path: str) -> list[dict[str, Any]]:
         """Bodies posted to `path` that were answered 2xx."""
         return [b for p, b, s, _ in self.received if p == path and 200 <= s < 300]
@@ -100,6 +106,7 @@ class WebhookServer:
                     status = 200
                 loop = asyncio.get_running_loop()
                 self.received.append((path, json.loads(body or b"{}"), status, loop.time()))
+                await asyncio.sleep(self._delay_s.get(path, 0.0))
                 more = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\n{more}\r\n{{}}".encode())
                 await writer.drain()

@@ -297,3 +297,41 @@ def test_runaway_guard_counts_an_alert_read_again_once(now: dt.datetime) -> None
     again = [r.accept(f"{i}-0", alert(i), now + 13 * S).verdict for i in (0, 3, 5)]
     assert again == ["routed", "routed", "throttled"]
     assert r.state.throttled == {"squeeze.daily": [alert(5)]}
+
+
+def test_a_runaway_summary_stays_in_the_state_until_every_receiver_has_it(
+    now: dt.datetime,
+) -> None:
+    """The guard's summary of two held alerts, routed to chat and email, stays in the durable
+    state until both have it (sent or dead-lettered); a router started from the state saved
+    after chat had it routes it again to email alone. Before, the summary left the state when
+    it was made, and a restart before its delivery lost the held alerts."""
+    import msgspec
+
+    from monitor.notify.routing import GuardState
+
+    c = config(
+        {"runaway": {"max_alerts": 1, "window_s": 60}},
+        receivers=["chat", "email"],
+        group_wait_s=0,
+        group_by=["id"],
+    )
+    r = router(c)
+    verdicts = [r.accept(f"{i}-0", alert(i), now).verdict for i in range(3)]
+    assert verdicts == ["routed", "throttled", "throttled"]
+    r.due(now)
+    summaries = r.due(now + 60 * S)
+    summary = summaries[0].alerts[0]
+    assert [(b.receiver, b.alerts) for b in summaries] == [
+        ("chat", [summary]),
+        ("email", [summary]),
+    ]
+    assert summary.title == "squeeze.daily: 2 alerts while throttled"
+    r.completed("chat", [summary])
+    saved = msgspec.json.decode(msgspec.json.encode(r.state), type=GuardState)
+    assert [(s.notice, s.receivers) for s in saved.summaries] == [(summary, ["email"])]
+    again = Router(c.route, c.receivers, c.runaway, saved)
+    again.resume(now + 70 * S)
+    assert [(b.receiver, b.alerts) for b in again.due(now + 70 * S)] == [("email", [summary])]
+    again.completed("email", [summary])
+    assert (again.state.summaries, again.state.throttled) == ([], {})
