@@ -19,11 +19,13 @@ from monitor.errors import MonitorError
 
 Route = Callable[[], tuple[int, str, bytes]]  # -> (status, content type, body)
 QueryRoute = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
+IO_TIMEOUT_S = 5.0  # to read a request, and to hand its answer over
 REASONS = {
     200: "OK",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -71,32 +73,43 @@ class HttpServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request, one answer, then the connection closes. Reading the request and
+        writing the answer each get IO_TIMEOUT_S: a client that does not read its answer (a
+        large one stays in the buffer meanwhile) is cut off, not waited for."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
             method, _, rest = head.decode("latin-1").partition(" ")
             path, _, query = rest.partition(" ")[0].partition("?")
-            if method != "GET":
-                status, ctype, body = 405, "text/plain", b"GET only\n"
-            elif path in self.query_routes:
-                params = {k: v[-1] for k, v in parse_qs(query).items()}
-                status, ctype, body = self.query_routes[path](params)
-            elif path in self.routes:
-                status, ctype, body = self.routes[path]()
-            else:
-                status, ctype, body = 404, "text/plain", b"not found\n"
+            status, ctype, body = self._answer(method, path, query)
             writer.write(
                 f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\n"
                 f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n".encode("latin-1")
                 + body
             )
-            await writer.drain()
+            await asyncio.wait_for(writer.drain(), IO_TIMEOUT_S)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            pass
+            writer.transport.abort()  # (what is left unsent goes, with the connection)
         finally:
             writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), IO_TIMEOUT_S)
+
+    def _answer(self, method: str, path: str, query: str) -> tuple[int, str, bytes]:
+        """The status, content type and body for a request. A route that raises (a bug) is a
+        500, logged, not an empty reply."""
+        if method != "GET":
+            return 405, "text/plain", b"GET only\n"
+        try:
+            if path in self.query_routes:
+                params = {k: v[-1] for k, v in parse_qs(query).items()}
+                return self.query_routes[path](params)
+            if path in self.routes:
+                return self.routes[path]()
+        except Exception as exc:  # (one request's failure: the server goes on)
+            self._log.error("http_route_failed", path=path, error=repr(exc)[:200])
+            return 500, "text/plain", b"internal error\n"
+        return 404, "text/plain", b"not found\n"
 
 
 def json_route(

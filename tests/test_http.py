@@ -31,3 +31,56 @@ def test_a_port_already_in_use_stops_the_daemon_with_one_line_naming_it(tmp_path
         f"market-monitor: error: [http] cannot listen on 127.0.0.1:{port}: "
         "Address already in use\n",
     )
+
+
+async def test_a_client_that_never_reads_its_answer_is_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clients that send a request for a large answer and never read it: each is cut off once
+    IO_TIMEOUT_S has passed, its handler gone with the answer it held (they used to stay, an
+    answer in memory each, for as long as the client kept the socket open)."""
+    import asyncio
+
+    from monitor import http
+
+    monkeypatch.setattr(http, "IO_TIMEOUT_S", 0.5)
+    big = b"x" * 4_000_000
+    routes = {"/big": lambda: (200, "application/octet-stream", big)}
+
+    def handlers() -> int:
+        return sum(t.get_coro().__qualname__ == "HttpServer._handle" for t in asyncio.all_tasks())
+
+    async with http.HttpServer("127.0.0.1", 0, routes) as server:
+        clients = []
+        for _ in range(10):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", server.port))
+            s.sendall(b"GET /big HTTP/1.1\r\n\r\n")  # (and never read)
+            clients.append(s)
+        await asyncio.sleep(0.3)
+        assert handlers() == 10  # (each stuck on its answer)
+        await asyncio.sleep(1.0)
+        assert handlers() == 0
+        for s in clients:
+            s.close()
+
+
+async def test_a_route_that_raises_answers_500_and_the_server_goes_on() -> None:
+    """A bug in a route is a 500 for that request, logged, not an empty reply; the next
+    request is answered."""
+    import asyncio
+
+    from monitor.http import HttpServer
+
+    def broken() -> tuple[int, str, bytes]:
+        raise RuntimeError("dictionary changed size during iteration")
+
+    routes = {"/broken": broken, "/ok": lambda: (200, "text/plain", b"ok\n")}
+    async with HttpServer("127.0.0.1", 0, routes) as server:
+        for path, want in (("/broken", b"HTTP/1.1 500 Internal Server Error"), ("/ok", b"ok\n")):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+            answer = await reader.read()
+            writer.close()
+            assert want in answer

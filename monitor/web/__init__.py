@@ -41,7 +41,9 @@ def chart_symbols(
     """The symbols worth a chart: those of recent alerts (newest first), then those nearest to
     firing, then the ones rules name; at most `limit`."""
     nearest = sorted(
-        (p for rows in progress.values() for p in rows), key=lambda p: (-p.progress, p.symbol)
+        # (a copy first: the engine's thread may add a rule's rows meanwhile, as /api/state has it)
+        (p for rows in list(progress.values()) for p in rows),
+        key=lambda p: (-p.progress, p.symbol),
     )
     named = [s for r in rules for s in r.symbols]
     seen: dict[str, None] = {}
