@@ -7,7 +7,7 @@ made of each file of at least MIN_BYTES: the accepted bars as Parquet (about 0.0
 with the rejected rows and counts in the file's metadata.
 
 An entry is named by a digest of the file's path (as given and resolved), size, modification
-time and inode, the reading options and the source of the modules that read files and keep
+and status-change times and inode, the reading options and the source of the modules that read files and keep
 them (this one included): a file changed in place, read another way or by other code, gets
 another entry. Entries live in `<cache_dir>/data/` (see `monitor.calendar.cache_dir`); past
 MAX_BYTES the least recently used go. An entry that cannot be read is a miss (and is written
@@ -51,7 +51,12 @@ def entry_for(path: str, options: dict[str, str | None]) -> Path | None:
         return None
     if stat.st_size < MIN_BYTES:
         return None
-    key = [_readers(), path, real, stat.st_size, stat.st_mtime_ns, stat.st_ino, options]
+    # (ctime too: a write changes it, and unlike mtime no `touch -r`, `cp -p` or `rsync -t`
+    # sets it back, so a file edited in place to the same size and mtime is not served stale)
+    key = [
+        _readers(), path, real, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino,
+        options,
+    ]  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return where / "data" / f"{Path(real).stem[:40]}-{digest}.parquet"
 

@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -102,6 +103,27 @@ def test_a_changed_file_is_parsed_again(cache: Path, tmp_path: Path) -> None:
     path.write_text(WIDE.replace("20\n", "30\n"))
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    closes = read(path).bars.filter(pl.col("symbol") == "BBB")["close"].to_list()
+    assert closes == [30.0, 21.0, 22.0]
+
+
+def test_a_file_edited_to_its_old_size_and_mtime_is_parsed_again(
+    cache: Path, tmp_path: Path
+) -> None:
+    """Rewritten in place to the same size, its modification time then set back (`cp -p`,
+    `rsync -t`, `touch -r` do so): the change of status time tells, and the file is read
+    anew (the entry used to be served, stale)."""
+    path = tmp_path / "wide.csv"
+    path.write_text(WIDE)
+    before = path.stat()
+    read(path)
+    time.sleep(0.01)  # (a status time that moves on)
+    path.write_text(WIDE.replace("20\n", "30\n"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size, before.st_mtime_ns, before.st_ino,
+    )  # fmt: skip
     closes = read(path).bars.filter(pl.col("symbol") == "BBB")["close"].to_list()
     assert closes == [30.0, 21.0, 22.0]
 

@@ -325,8 +325,7 @@ BAD_INPUT = [
     (
         '[rules]\nshort_interest = "si.csv"\n',
         65,
-        "data error: {dir}/si.csv: cannot read: No such file or directory (os error 2): "
-        "{dir}/si.csv",
+        "data error: {dir}/si.csv: cannot open: No such file or directory",
     ),
     (
         '[rules]\nshort_interest = "si-no-date.csv"\n',
