@@ -6,14 +6,13 @@ rules. So `read_many(..., cache=True)` (the `replay` command, unless `--no-cache
 made of each file of at least MIN_BYTES: the accepted bars as Parquet (about 0.05 s to load),
 with the rejected rows and counts in the file's metadata.
 
-An entry is named by a digest of the file's path (as given and resolved), size, modification
-and status-change times and inode, the reading options and the source of the modules that read files and keep
-them (this one included): a file changed in place, read another way or by other code, gets
-another entry. Entries live in `<cache_dir>/data/` (see `monitor.calendar.cache_dir`); past
+An entry is named by a digest of the file's path (as given and resolved), size, modification and
+status-change times and inode, the reading options and the source of the modules that read files
+and keep them (this one included): a file changed in place, read another way or by other code,
+gets another entry. Entries live in `<cache_dir>/data/` (see `monitor.calendar.cache_dir`); past
 MAX_BYTES the least recently used go. An entry that cannot be read is a miss (and is written
 again); a cache that cannot be written is skipped: neither costs more than the parse. Entries
-are written in a background thread (`flush` waits for them).
-"""
+are written in a background thread (`flush` waits for them)."""
 
 from __future__ import annotations
 
