@@ -196,8 +196,8 @@ def tick(
 
 async def test_bad_messages_are_counted_by_reason_and_the_daemon_goes_on(tmp_path: Path) -> None:
     """Malformed JSON, wrong types, NaN, negative and zero prices, unknown symbols, late ticks,
-    duplicate trade ids and a 100x bad print are each counted under their reason; good ticks
-    around them still make bars."""
+    duplicate trade ids, a 100x bad print and a tick two hours ahead of the clock are each
+    counted under their reason; good ticks around them still make bars."""
     prefix = f"mm-bad-{uuid.uuid4().hex[:8]}"
     engine = 'universe = ["AAA", "BBB"]\nlate_ticks = "reject"\nmax_jump = 10.0'
     conf = write_config(tmp_path, prefix, engine=engine)
@@ -231,6 +231,7 @@ async def test_bad_messages_are_counted_by_reason_and_the_daemon_goes_on(tmp_pat
             ).encode(),
             json.dumps(tick("AAA", t1 + 3, 1000.0, id="print")).encode(),
             json.dumps(tick("AAA", t1 + 4, 10.2, id="a2")).encode(),
+            json.dumps(tick("BBB", t0 + 7_200_000, 20.2, id="two-hours-ahead")).encode(),
         ]
         await publish(topic, bad)
         want = {
@@ -241,6 +242,7 @@ async def test_bad_messages_are_counted_by_reason_and_the_daemon_goes_on(tmp_pat
             "late_tick": 1,
             "duplicate": 1,
             "bad_print": 1,
+            "future_tick": 1,
         }
         async with asyncio.timeout(10):
             while daemon.counters.total("rejections") < sum(want.values()):  # noqa: ASYNC110

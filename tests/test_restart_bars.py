@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import aiomqtt
 import polars as pl
 import pytest
 import redis.asyncio as aioredis
@@ -91,13 +92,24 @@ async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
             await asyncio.sleep(0.05)
 
 
+async def send(daemon: Daemon, topic: str, ticks: list[Tick]) -> None:
+    """Publish `ticks` (in time order) as a live feed would: each message once the daemon's
+    clock has reached its last trade (a tick ahead of the clock is from the future)."""
+    assert isinstance(daemon.clock, SimClock)
+    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+        for i, message in enumerate(messages(ticks)):
+            daemon.clock.set(ticks[min(len(ticks), (i + 1) * 50) - 1].ts)
+            await client.publish(topic, message, qos=1)
+
+
 async def feed(
     daemon: Daemon, topic: str, delivered: list[Tick], stop: dt.datetime, minutes: pl.DataFrame
 ) -> None:
-    """Publish the ticks, wait until the daemon has them, then move its clock past `stop`, wait
-    until the minute before the one of `stop` (still open) has closed, and check every minute
-    bar closed so far against the uninterrupted run's."""
-    await publish(topic, messages(delivered))
+    """Publish the ticks as a live feed would (each message once the clock has reached its last
+    trade: a tick ahead of the clock is from the future), wait until the daemon has them, then
+    move its clock past `stop`, wait until the minute before the one of `stop` (still open) has
+    closed, and check every minute bar closed so far against the uninterrupted run's."""
+    await send(daemon, topic, delivered)
     await until(lambda: daemon.counters.total("ticks_in") >= len(delivered))
     assert isinstance(daemon.clock, SimClock)
     daemon.clock.set(stop + dt.timedelta(seconds=10))
@@ -206,7 +218,7 @@ async def test_a_crash_mid_session_loses_no_bar_saved_before_it(tmp_path: Path) 
             closed = minutes.filter(pl.col("start") < crash.replace(second=0))
             got = daemon.engine.minutes.sort("symbol", "start")
             assert got.equals(closed.select(got.columns))  # restored, before any tick
-            await publish(topic, messages(before[-30:] + after))
+            await send(daemon, topic, before[-30:] + after)
             await until(lambda: daemon.counters.total("ticks_in") >= 30 + len(after))
             assert daemon.counters.get("rejections", reason="duplicate") == 30
             await close_the_session(daemon, clock, minutes)
@@ -230,7 +242,7 @@ async def continue_after_the_crash(
         closed = minutes.filter(pl.col("start") <= last)
         got = daemon.engine.minutes.sort("symbol", "start")
         assert got.equals(closed.select(got.columns))
-        await publish(topic, messages(after))
+        await send(daemon, topic, after)
         await until(lambda: daemon.counters.total("ticks_in") >= len(after))
         await close_the_session(daemon, clock, minutes)
         assert daemon.counters.get("rejections", reason="duplicate") == 0
@@ -257,7 +269,7 @@ async def test_a_crash_after_the_last_save_loses_no_tick_accepted_since(tmp_path
             await feed(daemon, topic, first, saved, minutes)
             daemon.intraday.save_later()
             await until(lambda: daemon.counters.get("intraday_saves") >= 1)
-            await publish(topic, messages(then))
+            await send(daemon, topic, then)
             await until(lambda: daemon.counters.total("ticks_in") >= len(first) + len(then))
             shutil.copy(store_a / INTRADAY, left / INTRADAY)
             shutil.copytree(store_a / "journal", left / "journal")
@@ -299,7 +311,7 @@ async def test_a_crash_soon_after_a_restart_loses_no_tick_accepted_since_the_res
         conf.write_text(hourly)
         again = SimClock(restart + dt.timedelta(seconds=5))
         async with daemon_running(conf, clock=again) as daemon:
-            await publish(topic, messages(then))
+            await send(daemon, topic, then)
             await until(lambda: daemon.counters.total("ticks_in") >= len(then))
             shutil.copy(store_a / INTRADAY, left / INTRADAY)
             shutil.copytree(store_a / "journal", left / "journal")

@@ -199,7 +199,8 @@ async def test_ticks_over_mqtt_build_the_minute_bars_replay_builds(tmp_path: Pat
     ]
     prefix = f"mm-ticks-{uuid.uuid4().hex[:8]}"
     conf = write_config(tmp_path, prefix)
-    clock = SimClock(t0)
+    # (the clock past the last trade: a tick ahead of it would be from the future)
+    clock = SimClock(t0 + dt.timedelta(minutes=10))
     async with daemon_running(conf, clock=clock) as daemon:
         async with aiomqtt.Client("127.0.0.1", 1883) as pub:
             for m in messages:
@@ -209,7 +210,7 @@ async def test_ticks_over_mqtt_build_the_minute_bars_replay_builds(tmp_path: Pat
                 await asyncio.sleep(0.05)
         clock.set(later)
         async with asyncio.timeout(10):
-            while daemon.counters.get("bars_closed", timeframe="1m") < 30:  # noqa: ASYNC110
+            while daemon.engine.minutes.height < 30:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         got = daemon.engine.minutes.sort("symbol", "start")
         assert got.equals(expected.select(got.columns))

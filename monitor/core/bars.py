@@ -18,6 +18,10 @@ with it every minute before: one whose minute had not begun by the book's clock 
 minute has begun by then and rejects it ("future_bar", in `ClosedBars.rejected`) if not; it is
 screened for bad prints, and in `accepted`, when it comes. (`ingest` does not know the time:
 the last `advance`'s may be stale, after a simulated clock's jump, or for a restart's journal.)
+A tick stamped more than `FUTURE_SKEW` after the book's clock waits in the same way (screened,
+its duplicate key kept, not in `accepted`): the next `advance` takes it if its time has come
+by then and rejects it ("future_tick") if not. A feed a few hours off would otherwise build
+bars of minutes still to come from prices of the minute under way, and a session bar from them.
 A book that never advanced has no clock: it takes every bar at once (a history in one batch).
 
 What is kept in memory:
@@ -94,14 +98,16 @@ _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
 
 class ClosedBars(msgspec.Struct, frozen=True):
     """Bars closed or corrected by one `advance`: MINUTE_SCHEMA and DAILY_SCHEMA frames; and
-    the provider bars that waited for the clock: found to be from the future ("future_bar",
-    see the module), or taken."""
+    the provider bars and ticks that waited for the clock: found to be from the future
+    ("future_bar", "future_tick", see the module), or taken."""
 
     minute: pl.DataFrame
     daily: pl.DataFrame
     rejected: list[Rejection] = msgspec.field(default_factory=list)
     # Provider bars that waited for the clock (see the module) and were taken now.
     taken: pl.DataFrame = msgspec.field(default_factory=lambda: empty(MINUTE_SCHEMA))
+    # Ticks that waited for the clock (see the module) and were taken now (TICK_SCHEMA and more).
+    taken_ticks: pl.DataFrame = msgspec.field(default_factory=lambda: empty(TICK_SCHEMA))
 
 
 class BarBook:
@@ -152,10 +158,16 @@ class BarBook:
         self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
         self._late_buckets: set[dt.datetime] = set()  # buckets with keys filed on arrival
         self._waiting: list[pl.DataFrame] = []  # provider bars ahead of the clock
+        self._waiting_ticks: list[pl.DataFrame] = []  # accepted ticks ahead of the clock
+        self._started: dt.datetime | None = None  # (see start_clock)
 
-    def ingest_ticks(self, ticks: pl.DataFrame, check: PrintCheck | None = None) -> list[Rejection]:
+    def ingest_ticks(
+        self, ticks: pl.DataFrame, check: PrintCheck | None = None, *, taken: bool = False
+    ) -> list[Rejection]:
         """Fold a tick batch into the book; returns the ticks it did not accept (`check`: bad
-        prints among the ticks it would take, see the class)."""
+        prints among the ticks it would take, see the class). `taken`: ticks a book took
+        before (a journal's, after a restart, whose clock is the last save's): none waits
+        for the clock."""
         frame = conform(ticks, TICK_SCHEMA).with_columns(**_TICK_PREP)
         starts = frame["start"].drop_nulls().unique().to_list()
         closes = [s for s in starts if s in self._closes]
@@ -186,29 +198,66 @@ class BarBook:
         rejected, good = split(frame)
         if check is not None:
             good = good.drop("held")
-        self.accepted = good
         if horizon is not None and buckets.min() < horizon:  # type: ignore[operator]
             arrival = pl.Series([self._cutoff()], dtype=TS).dt.truncate(DEDUP_BUCKET)[0]
             filed = pl.when(pl.col("bucket") < ts_lit(horizon)).then(ts_lit(arrival))
             good = good.with_columns(bucket=pl.coalesce(filed, "bucket"))
             self._late_buckets.add(arrival)
-        self._remember(good)
+        self._remember(good)  # (ticks that wait too: a copy before the next advance is one)
+        clock = self._now or self._started
+        if clock is not None and good.height and not taken:
+            ahead = pl.col("ts") > ts_lit(clock + FUTURE_SKEW)
+            if good.select(ahead.any()).item():
+                self._waiting_ticks.append(good.filter(ahead))
+                good = good.filter(~ahead)
+        self.accepted = good  # (a tick that waits is taken, or not, by `advance`)
         if cutoff is not None and starts and min(starts) <= cutoff:
             starts = [s for s in starts if s > cutoff]
-            n_late = int(good["late"].sum())
-            if n_late:
-                self._count("late_tick_corrected", n_late)
-                self._merge_closed(self._with_session(aggregate(good.filter("late"))))
-                good = good.filter(~pl.col("late"))
+            good = self._correct_late(good)
         if good.height:
-            # Aggregated when bars may close (or enough piled up), not on every batch.
-            self._partials.append(good)
-            self._partial_rows += good.height
-            if self._earliest is None or min(starts) < self._earliest:
-                self._earliest = min(starts)
-            if self._partial_rows >= COMPACT_ROWS:
-                self._compact()
+            self._take_ticks(good, min(starts) if starts else None)
         return self._reject(rejected, TICK_RAW if check is None else held_raw(TICK_RAW))
+
+    def _correct_late(self, good: pl.DataFrame) -> pl.DataFrame:
+        """Fold accepted ticks for closed minutes (`late`) into those bars; the others."""
+        n_late = int(good["late"].sum())
+        if not n_late:
+            return good
+        self._count("late_tick_corrected", n_late)
+        self._merge_closed(self._with_session(aggregate(good.filter("late"))))
+        return good.filter(~pl.col("late"))
+
+    def _take_ticks(self, good: pl.DataFrame, earliest: dt.datetime | None) -> None:
+        """Pile up accepted ticks of open minutes (the earliest of which starts at `earliest`,
+        when known) to be folded into the open bars when bars may close (or enough piled up),
+        not on every batch."""
+        self._partials.append(good)
+        self._partial_rows += good.height
+        if earliest is None:
+            earliest = good.get_column("start").min()  # type: ignore[assignment]
+        if earliest is not None and (self._earliest is None or earliest < self._earliest):
+            self._earliest = earliest
+        if self._partial_rows >= COMPACT_ROWS:
+            self._compact()
+
+    def _take_waiting_ticks(self) -> tuple[pl.DataFrame, list[Rejection]]:
+        """At an `advance`: the ticks that came ahead of the clock (see the module), taken if
+        the clock has caught up with them, else rejected as `future_tick`."""
+        assert self._now is not None
+        waiting, self._waiting_ticks = pl.concat(self._waiting_ticks), []
+        ahead = pl.col("ts") > ts_lit(self._now + FUTURE_SKEW)
+        future = waiting.filter(ahead).with_columns(reason=pl.lit("future_tick"))
+        rejected = self._reject(future, TICK_RAW)
+        due = waiting.filter(~ahead).with_columns(late=pl.col("start") <= ts_lit(self._cutoff()))
+        if self.late_ticks == "reject":
+            late = due.filter("late").with_columns(reason=pl.lit("late_tick"))
+            rejected += self._reject(late, TICK_RAW)
+            due = due.filter(~pl.col("late"))
+        taken = due
+        due = self._correct_late(due)
+        if due.height:
+            self._take_ticks(due, None)
+        return taken, rejected
 
     def ingest_minute_bars(
         self, bars: pl.DataFrame, check: PrintCheck | None = None, *, taken: bool = False
@@ -227,11 +276,12 @@ class BarBook:
         good = good.unique(KEYS, keep="last", maintain_order=True).with_columns(
             first_ts=pl.col("start"), last_ts=pl.col("start") + _BAR_SPAN
         )
-        if self._now is not None and good.height and not taken:  # (a new book takes all)
-            ahead = good.filter(self._ahead())
+        clock = self._now or self._started
+        if clock is not None and good.height and not taken:  # (a new book takes all)
+            ahead = good.filter(self._ahead(clock))
             if ahead.height:
                 self._waiting.append(ahead)
-                good = good.filter(~self._ahead())
+                good = good.filter(~self._ahead(clock))
         self.accepted = good  # (a bar that waits is taken, or not, by `advance`)
         self._take_bars(good)
         return self._reject(rejected, BAR_RAW if check is None else held_raw(BAR_RAW))
@@ -246,11 +296,15 @@ class BarBook:
         taken = empty(MINUTE_SCHEMA)
         if self._waiting:  # (provider bars that came ahead of the clock: now it is known)
             waiting, self._waiting = pl.concat(self._waiting), []
-            ahead = self._ahead()
+            ahead = self._ahead(self._now)
             taken = waiting.filter(~ahead).unique(KEYS, keep="last", maintain_order=True)
             self._take_bars(taken)
             future = waiting.filter(ahead).with_columns(reason=pl.lit("future_bar"))
             rejected = self._reject(future, BAR_RAW)
+        taken_ticks = empty(TICK_SCHEMA)
+        if self._waiting_ticks:  # (ticks that came ahead of the clock)
+            taken_ticks, refused = self._take_waiting_ticks()
+            rejected += refused
         cutoff = self._cutoff()
         if self._earliest is not None and self._earliest <= cutoff:
             self._compact()
@@ -276,7 +330,17 @@ class BarBook:
                 self._done.add(session)
         self._forget(self._now)
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
-        return ClosedBars(minute=minute, daily=day, rejected=rejected, taken=taken)
+        return ClosedBars(
+            minute=minute, daily=day, rejected=rejected, taken=taken, taken_ticks=taken_ticks
+        )
+
+    def start_clock(self, now: dt.datetime) -> None:
+        """Give a book that never advanced the clock of its engine (`now`, timezone-aware):
+        until its first `advance`, ticks and bars are checked against it for being from the
+        future (see the module), and for nothing else: minutes before it are not late (a
+        book that never advanced closed none of them)."""
+        if self._now is None:
+            self._started = now.astimezone(dt.UTC)
 
     def state(self) -> BookState:
         """What a restart would lose (see `BookState`); take it after an `advance`."""
@@ -334,10 +398,9 @@ class BarBook:
         earliest = self._earliest
         return earliest is not None and earliest <= now - _MINUTE - self.close_delay
 
-    def _ahead(self) -> pl.Expr:
-        """Provider bars whose minute had not begun by the clock, give or take `FUTURE_SKEW`."""
-        assert self._now is not None
-        return pl.col("start") > ts_lit(self._now + FUTURE_SKEW - _MINUTE)
+    def _ahead(self, clock: dt.datetime) -> pl.Expr:
+        """Provider bars whose minute had not begun by `clock`, give or take `FUTURE_SKEW`."""
+        return pl.col("start") > ts_lit(clock + FUTURE_SKEW - _MINUTE)
 
     def _take_bars(self, good: pl.DataFrame) -> None:
         """Upsert provider bars (OPEN_SCHEMA) into the closed minute bars."""

@@ -103,8 +103,8 @@ class Engine:
         rows taken in join `accepted` (see `take_accepted`). `taken`: rows this engine took in
         before (a journal's, after a restart), not screened again: the universe and halts may
         have changed since, and the bad-print reference that passed them is not kept; and
-        provider minute bars among them are closed at once, as they were then (the restored
-        clock is the last save's, before them)."""
+        none of them waits for the clock (provider minute bars among them are closed at once),
+        as they were taken then (the restored clock is the last save's, before them)."""
         rejections = list(batch.rejections)
         accepted = self.accepted
         # Bad prints are screened by the bar builder after its own checks: a print it refuses
@@ -113,7 +113,7 @@ class Engine:
         check = None if taken else self._price_check()
         if batch.ticks.height:
             ticks = batch.ticks if taken else self._screen(batch.ticks, "price", rejections)
-            rejections += self.book.ingest_ticks(ticks, check)
+            rejections += self.book.ingest_ticks(ticks, check, taken=taken)
             new = self.book.accepted.select(list(TICK_SCHEMA))
             accepted.ticks = _then(accepted.ticks, new)
             self._note_prices(new, "price", "ts")
@@ -226,6 +226,8 @@ class Engine:
             from monitor.core.bars import BarBook
 
             self._book = BarBook(self.sessions, **self._bar_options)
+            if self.now is not None:  # (ticks and bars ahead of the clock wait: see BarBook)
+                self._book.start_clock(self.now)
         return self._book
 
     def book_counts(self) -> dict[str, int]:
@@ -241,19 +243,23 @@ class Engine:
     # ---------------------------------------------------------------- advance
     def advance(self, now: dt.datetime, *, deferred: bool = False) -> Step:
         """Close what `now` closes, evaluate rules on newly closed periods, return the alerts
-        (and, in `rejections`, provider bars found to be from the future). `deferred`: build
-        the alert payloads only as the Step's `line_chunks` are read (replay writes a chunk
-        while the next is built, and never holds all of them)."""
+        (and, in `rejections`, ticks and provider bars found to be from the future).
+        `deferred`: build the alert payloads only as the Step's `line_chunks` are read (replay
+        writes a chunk while the next is built, and never holds all of them)."""
         self.now = now
         self._last_closed_seen = self.sessions.last_closed(now)
         minute_bars, built_daily = empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA)
-        rejected: list[Rejection] = []  # (provider bars from the future: see `BarBook`)
+        rejected: list[Rejection] = []  # (ticks and provider bars from the future: `BarBook`)
         if self._book is not None:
             closed = self._book.advance(now)
             minute_bars, built_daily, rejected = closed.minute, closed.daily, closed.rejected
             self.counts.update(r.reason for r in rejected)
             if closed.taken.height:
                 self._took_minutes(closed.taken)
+            if closed.taken_ticks.height:
+                new = closed.taken_ticks.select(list(TICK_SCHEMA))
+                self.accepted.ticks = _then(self.accepted.ticks, new)
+                self._note_prices(new, "price", "ts")
             if built_daily.height:
                 self._pending_daily = bar_history.upsert(self._pending_daily, built_daily, KEY)
         new_daily = self._close_daily(now)

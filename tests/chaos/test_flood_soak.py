@@ -64,11 +64,13 @@ async def test_a_flood_at_ten_times_the_rate_stays_bounded_and_is_caught_up(
             rss: list[float] = []
             for flood in range(2):
                 rng = random.Random(flood)
+                # Trades of 20 seconds, the clock at their end (none from the future).
+                clock.set(clock.now().replace(minute=5 * flood, second=20))
                 messages = [
                     json.dumps(
                         [
                             {"symbol": SYMBOLS[(m * 100 + k) % 2000],
-                             "ts": t0 + flood * 300_000 + m * 100 + k,
+                             "ts": t0 + flood * 300_000 + (m * 100 + k) // 10,
                              "price": round(10 + rng.random(), 2), "size": 100,
                              "id": f"{flood}-{m}-{k}"}
                             for k in range(100)

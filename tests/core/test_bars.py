@@ -527,6 +527,60 @@ def test_a_provider_bar_from_the_future_is_rejected() -> None:
     assert_closed(book.advance(at(16, 4)), NO_MINUTES, NO_DAILIES)
 
 
+def test_a_tick_from_the_future_waits_for_the_clock_and_is_rejected() -> None:
+    """A tick stamped 16:00 UTC arriving when the clock says 15:01 (a feed an hour off) opens
+    no bar: it waits for the next advance, which rejects it as future_tick; a copy of it in
+    the meantime is a duplicate. One ahead of the last advance's clock but not of the next
+    (the clock jumped: a simulated one) is taken then, and closes with its minute; one within
+    FUTURE_SKEW of the clock is taken at once. The bar of 16:00 used to be built at 09:01
+    New York from that print, and the session bar with it."""
+    book = BarBook(SESSIONS)
+    book.advance(at(15, 1))
+    batch = [
+        tick("AAA", at(15, 1, 30), 10.0),  # the minute under way
+        tick("BBB", at(15, 2, 0), 20.0),  # FUTURE_SKEW after the clock: taken
+        tick("CCC", at(15, 4, 0), 30.0, id="c1"),  # ahead, but the clock comes by the next step
+        tick("DDD", at(16, 0, 0), 40.0, id="d1"),  # an hour ahead
+    ]
+    assert book.ingest_ticks(ticks_frame(batch)) == []
+    assert book.accepted.get_column("symbol").to_list() == ["AAA", "BBB"]
+    copy = book.ingest_ticks(ticks_frame([tick("DDD", at(16, 0, 0), 40.0, id="d1")]))
+    assert [r.reason for r in copy] == ["duplicate"]
+    out = book.advance(at(15, 4, 30))
+    raw = "ts=2024-11-27T16:00:00Z price=40.0 size=100.0 id=d1"
+    assert out.rejected == [Rejection("future_tick", "DDD", raw)]
+    assert out.taken_ticks.get_column("symbol").to_list() == ["CCC"]
+    assert_closed(
+        out,
+        minutes(
+            minute("AAA", at(15, 1), 10.0, 10.0, 10.0, 10.0, 100.0),
+            minute("BBB", at(15, 2), 20.0, 20.0, 20.0, 20.0, 100.0),
+        ),
+        NO_DAILIES,
+    )
+    assert_closed(
+        book.advance(at(15, 5, 2)),
+        minutes(minute("CCC", at(15, 4), 30.0, 30.0, 30.0, 30.0, 100.0)),
+        NO_DAILIES,
+    )
+    assert book.counts == {"duplicate": 1, "future_tick": 1}
+    assert_closed(book.advance(at(16, 5)), NO_MINUTES, NO_DAILIES)  # (no bar of 16:00)
+
+
+def test_ticks_taken_before_a_restart_do_not_wait_for_the_clock() -> None:
+    """A journal's ticks, taken up after a restart on the clock of the last save (minutes
+    before them), are taken at once, as they were then."""
+    book = BarBook(SESSIONS)
+    book.advance(at(15, 1))
+    assert book.ingest_ticks(ticks_frame([tick("AAA", at(15, 9), 10.0)]), taken=True) == []
+    assert book.accepted.height == 1
+    assert_closed(
+        book.advance(at(15, 10, 2)),
+        minutes(minute("AAA", at(15, 9), 10.0, 10.0, 10.0, 10.0, 100.0)),
+        NO_DAILIES,
+    )
+
+
 def test_bad_provider_bars_are_rejected() -> None:
     """Bars with low > high, an open outside the range, or a non-positive price are bad_bar."""
     book = BarBook(SESSIONS)

@@ -122,3 +122,18 @@ def test_a_bar_waiting_for_the_clock_is_journaled_only_once_taken(sessions: Sess
     assert [r.reason for r in step.rejections] == ["future_bar"]
     taken = e.take_accepted().minute_bars
     assert taken.select("symbol", "start").rows() == [("X", at(13, 32))]
+
+
+def test_a_tick_waiting_for_the_clock_is_journaled_only_once_taken(sessions: Sessions) -> None:
+    """A tick ahead of the clock is not in what the engine took in until an advance takes it;
+    one found to be from the future never is, and is a step's rejection (counted)."""
+    e = Engine(parse_rules(RULES), sessions)
+    e.warm(at(12, 0))
+    e.advance(at(13, 31))
+    e.ingest(ticks(("X", at(13, 31, 10), 10.0, "x1"), ("X", at(13, 33), 10.5, "x2")))
+    e.ingest(ticks(("Y", at(19, 0), 10.0, "y1")))
+    assert e.take_accepted().ticks.get_column("id").to_list() == ["x1"]
+    step = e.advance(at(13, 32, 30))
+    assert [(r.reason, r.symbol) for r in step.rejections] == [("future_tick", "Y")]
+    assert e.take_accepted().ticks.get_column("id").to_list() == ["x2"]
+    assert e.counts["future_tick"] == 1
