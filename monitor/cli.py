@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from monitor.core.model import Rejection
+    from monitor.datafiles import LoadedBars
     from monitor.store import Store
 
 EX_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
@@ -309,6 +310,30 @@ def _sessions_only(bars: pl.DataFrame) -> tuple[pl.DataFrame, list[Rejection]]:
     return (engine.take_accepted().daily_bars if refused else bars), refused
 
 
+def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
+    """`loaded.close_only` for the rows of `bars`: `loaded.bars` itself, or the part of it
+    `_sessions_only` kept (in an order of its own)."""
+    if bars is loaded.bars:
+        return loaded.close_only
+    keys = ["symbol", "session"]
+    flags = loaded.bars.select(keys).with_columns(loaded.close_only.alias("close_only"))
+    found = bars.select(keys).join(flags, on=keys, how="left", maintain_order="left")
+    return found.get_column("close_only").fill_null(False)
+
+
+def _kept_line(kept: int, different: int) -> str:
+    """What backfill says of the stored bars it kept over bars of a file of closes only."""
+    bars = "bar" if kept == 1 else "bars"
+    line = (
+        f"kept {kept:,} stored {bars} with open, high, low and volume over the closes of a file "
+        "of closes only"
+    )
+    if different:
+        them = "it" if kept == 1 else f"{different:,} of them"
+        line += f" ({them} closed differently: the stored bar is kept)"
+    return line
+
+
 def _backfill(args: argparse.Namespace) -> int:
     from monitor import config as cfg
     from monitor.datafiles import parse_data_arg, read_many
@@ -323,16 +348,19 @@ def _backfill(args: argparse.Namespace) -> int:
         specs = [parse_data_arg(a) for a in args.data]
         loaded = read_many(specs, adjusted=args.adjusted, end=args.end)
         bars, off = _sessions_only(loaded.bars)
-        merged = store.merge_bars(bars)
-    symbols = bars.get_column("symbol").n_unique() if bars.height else 0
+        upsert = store.upsert_bars(bars, close_only=_close_only_of(bars, loaded))
+    merged, written = upsert.bars, upsert.written
+    symbols = written.get_column("symbol").n_unique() if written.height else 0
     print(
-        f"backfilled {bars.height} bars of {symbols} "
+        f"backfilled {written.height} bars of {symbols} "
         f"{'symbol' if symbols == 1 else 'symbols'} into {store.path}; "
         f"the store now holds {merged.height} bars"
     )
     counts = Counter(loaded.counts) + Counter(r.reason for r in off)
     for line in rejected_lines(counts, [*loaded.rejections, *off]):
         print(f"market-monitor: {line}", file=sys.stderr)
+    if upsert.kept:
+        print(f"market-monitor: {_kept_line(upsert.kept, upsert.kept_different)}", file=sys.stderr)
     if merged.height:  # (the history the daemon will run on: holes it should know of)
         from monitor.calendar import nyse_sessions
         from monitor.replay import gaps, gaps_line

@@ -55,11 +55,14 @@ class DataSpec(msgspec.Struct, frozen=True):
 
 
 class LoadedBars(msgspec.Struct):
-    """Bars (DAILY_SCHEMA, sorted by symbol and session), rejected rows, and counts by reason."""
+    """Bars (DAILY_SCHEMA, sorted by symbol and session), rejected rows, and counts by reason.
+    `close_only`: per row of `bars` (a Boolean Series aligned with it), whether the bar came
+    from a file of closes only (a wide file: open, high and low are the close, volume null)."""
 
     bars: pl.DataFrame
     rejections: list[Rejection]
     counts: dict[str, int]
+    close_only: pl.Series
 
 
 def parse_data_arg(arg: str) -> DataSpec:
@@ -109,8 +112,20 @@ def read_many(
     bars = pl.concat(frames) if frames else _empty_work()
     if not (len(files) == 1 and files[0].sorted_unique):
         bars = _drop_duplicates([f.source for f in files], bars, rejections, counts)
+    close_only = _close_only_rows(bars, [f.close_only for f in files])
     bars = bars.select(pl.col(name).cast(dtype) for name, dtype in DAILY_SCHEMA.items())
-    return LoadedBars(bars, rejections, counts)
+    return LoadedBars(bars, rejections, counts, close_only)
+
+
+def _close_only_rows(bars: pl.DataFrame, close_only: list[bool]) -> pl.Series:
+    """Which rows of `bars` (a work frame of `read_many`) come from a file of closes only, by
+    their `_file` and each file's `close_only`: a constant when none or all do, the common cases."""
+    if len(set(close_only)) < 2:
+        return pl.repeat(any(close_only), bars.height, dtype=pl.Boolean, eager=True).alias(
+            "close_only"
+        )
+    numbers = [i for i, flag in enumerate(close_only) if flag]
+    return bars.get_column("_file").is_in(numbers).alias("close_only")
 
 
 # ---- reading --------------------------------------------------------------------------------

@@ -40,6 +40,21 @@ OUTBOX = "outbox.sqlite"
 LOCK = "market-monitor.lock"
 
 
+# Closes within this relative difference are the same close (`Upsert.kept_different`).
+_SAME_CLOSE = 1e-9
+
+
+class Upsert(msgspec.Struct, frozen=True):
+    """What `Store.upsert_bars` did: `bars`, the history now saved; `written`, the bars given
+    that it took (added, or replacing a stored one); `kept`, the stored bars kept over bars of
+    closes only, `kept_different` of them over a close that differs (beyond 1e-9 relative)."""
+
+    bars: pl.DataFrame
+    written: pl.DataFrame
+    kept: int
+    kept_different: int
+
+
 class StoreError(MonitorError):
     """A file of the store cannot be read or written; the message names it (exit 74)."""
 
@@ -107,15 +122,42 @@ class Store:
         """Replace the saved daily bars (atomically)."""
         self._atomic(BARS, lambda f: bars.select(list(DAILY_SCHEMA)).write_parquet(f))
 
-    def merge_bars(self, bars: pl.DataFrame) -> pl.DataFrame:
-        """Upsert `bars` into the saved history by (symbol, session); returns the result."""
+    def merge_bars(
+        self, bars: pl.DataFrame, *, close_only: pl.Series | None = None
+    ) -> pl.DataFrame:
+        """Upsert `bars` into the saved history by (symbol, session); returns the result.
+        `close_only`: see `upsert_bars`."""
+        return self.upsert_bars(bars, close_only=close_only).bars
+
+    def upsert_bars(self, bars: pl.DataFrame, *, close_only: pl.Series | None = None) -> Upsert:
+        """Upsert `bars` into the saved history by (symbol, session), a later bar replacing an
+        earlier one, except that a bar of closes only (`close_only`, a Boolean Series aligned
+        with `bars`: open, high and low are the close, no volume) never replaces a stored bar
+        with more than a close (a volume, or an open, high or low of its own): that one is
+        kept, and counted. Returns the history saved and the counts."""
         old = self.load_bars()
-        both = pl.concat([old, bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)])  # type: ignore[arg-type]
+        new = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
+        kept = kept_different = 0
+        if close_only is not None and old.height and close_only.any():
+            keys = ["symbol", "session"]
+            c = pl.col("close")
+            full = pl.col("volume").is_not_null() | pl.any_horizontal(
+                pl.col(k) != c for k in ("open", "high", "low")
+            )
+            stored = old.filter(full).select(*keys, c.alias("_stored"))
+            numbered = new.with_row_index("_i")
+            differs = (c - pl.col("_stored")).abs() > _SAME_CLOSE * pl.col("_stored").abs()
+            hits = numbered.filter(close_only).join(stored, on=keys)
+            hits = hits.select("_i", differs.alias("differs"))
+            kept, kept_different = hits.height, int(hits.get_column("differs").sum())
+            if kept:
+                new = numbered.filter(~pl.col("_i").is_in(hits.get_column("_i"))).drop("_i")
+        both = pl.concat([old, new])
         merged = both.unique(["symbol", "session"], keep="last", maintain_order=True).sort(
             "symbol", "session"
         )
         self.save_bars(merged)
-        return merged
+        return Upsert(merged, new, kept, kept_different)
 
     def load_state(self) -> EngineState | None:
         """The engine state saved at the last snapshot, if any."""
