@@ -99,14 +99,19 @@ def derived(bars: pl.DataFrame, timeframe: str, sessions: Sessions) -> pl.DataFr
     elif timeframe == "1w":
         frame = bars.with_columns(idx)
     else:
+        # A minute's window stays in its session: one reaching back over the night would take
+        # the opening gap for a move of a few minutes (`reach`, see metrics.back).
+        day = minute_date(pl.col("start"))
+        opens = first | (day != day.shift())
+        reach = (row - pl.when(opens).then(row).forward_fill()).alias("reach")
         frame = bars.with_columns(
-            minute_date(pl.col("start")).alias("session"),
-            (pl.col("start") + pl.duration(minutes=1)).alias("ts"),
-            idx,
+            day.alias("session"), (pl.col("start") + pl.duration(minutes=1)).alias("ts"), idx, reach
         ).drop("start")
+    if timeframe != "1m":
+        frame = frame.with_columns(pl.col("idx").alias("reach"))
     weekly = ["short_week"] if timeframe == "1w" else []
     return frame.with_columns(metrics.period_return().alias("ret1")).select(
-        "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "ret1", *weekly
+        "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "reach", "ret1", *weekly
     )
 
 

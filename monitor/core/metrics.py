@@ -1,8 +1,9 @@
 """Rolling metrics as polars expressions over a whole universe of bars at once.
 
 Every expression here expects a frame sorted by (`symbol`, `ts`) with one row per symbol and
-period and `idx` numbering each symbol's periods 0, 1, 2, ... (Engine.frame makes it so), and
-computes per symbol. Returns are fractions.
+period, `idx` numbering each symbol's periods 0, 1, 2, ... and `reach` how far back from each a
+window may go (`idx`, or for minutes the minute's number in its session: see `back`;
+Engine.frame makes them so), and computes per symbol. Returns are fractions.
 
 Where a window reaches back a fixed number of rows, "same symbol" is a test of `idx` (row i and
 row i - n belong to one symbol exactly when `idx >= n`), so the expression runs over the whole
@@ -19,14 +20,16 @@ BY = "symbol"
 
 
 def back(value: pl.Expr, n: int) -> pl.Expr:
-    """`value` `n` periods earlier in the same symbol (null before the symbol's first period)."""
-    return pl.when(pl.col("idx") >= n).then(value.shift(n))
+    """`value` `n` periods earlier in the same symbol (null before the symbol's first period,
+    and for minutes before the session's first: `reach`, the periods a window may reach back
+    over, is `idx` for sessions and weeks and the minute's number in its session for minutes)."""
+    return pl.when(pl.col("reach") >= n).then(value.shift(n))
 
 
 def full_window(rolling: pl.Expr, span: int) -> pl.Expr:
     """A rolling expression over the last `span` rows, kept where they are all the symbol's own
-    (for windows that need all `span` values anyway)."""
-    return pl.when(pl.col("idx") >= span - 1).then(rolling)
+    (and, for minutes, of one session: see `back`); for windows that need all `span` values."""
+    return pl.when(pl.col("reach") >= span - 1).then(rolling)
 
 
 def period_return() -> pl.Expr:
@@ -59,7 +62,8 @@ def with_coverage(frame: pl.DataFrame, bars: pl.DataFrame, timeframe: str) -> pl
 
 def run_lengths(hit: pl.Series, idx: pl.Series) -> pl.Series:
     """Per row, the length of the current run of consecutive periods of its symbol where `hit`
-    holds (0 where it does not); `idx` is the period number within the symbol. A null `hit`
+    holds (0 where it does not); `idx` is the period number within the symbol (a run starts
+    afresh where it is 0: pass `reach`, and a minute's run stays in its session). A null `hit`
     is a miss.
 
     The run is the row's position less that of the latest miss, found by a running maximum

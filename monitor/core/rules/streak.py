@@ -28,7 +28,7 @@ def condition(bars: pl.DataFrame, rule: StreakRule, ctx: RuleContext) -> pl.Data
     condition holds, so it is only computed there: a rolling minimum over every row of a
     universe's history costs several times as much."""
     up = bars.select(pl.col("ret1") > rule.min_return).to_series()
-    frame = bars.with_columns(m.run_lengths(up, bars.get_column("idx")).alias("streak"))
+    frame = bars.with_columns(m.run_lengths(up, bars.get_column("reach")).alias("streak"))
     holds = frame.select(pl.col("streak") >= rule.count).to_series()
     total = m.trailing_return(frame.get_column("close"), holds, rule.count)
     lowest = m.trailing_min(frame.get_column("ret1"), holds, rule.count)
