@@ -388,28 +388,40 @@ def decode_generic_many(
     if len(payloads) == 1:
         return decode_generic(payloads[0], feed=feed, mapping=mapping)
     parts: list[bytes] = []
-    objects = True  # (every message one object: then each is one element of the join)
+    objects = arrays = False
     for raw in payloads:
         body = raw.strip()
         if body[:1] == b"[" and body[-1:] == b"]":
-            objects = False
+            arrays = True
             body = body[1:-1].strip()
             if not body:
                 continue
-        elif body[:1] != b"{":
-            return merge([decode_generic(p, feed=feed, mapping=mapping) for p in payloads], feed)
+        elif body[:1] == b"{":
+            objects = True
+        else:
+            return _one_by_one(payloads, feed, mapping)
         parts.append(body)
+    if objects and arrays:  # (a mix: a message's elements could not be counted; and rare)
+        return _one_by_one(payloads, feed, mapping)
     joined = b"[" + b",".join(parts) + b"]"
     batch = decode_generic(joined, feed=feed, mapping=mapping)
     elements = batch.size() + len(batch.rejections)
     # A message that is no JSON alone can be when joined (`{...},{...}`, or two halves of
-    # one): it must be rejected as it would be alone, so the join must give one element per
-    # message, or each is decoded on its own.
+    # one): it must be rejected as it would be alone, so the join of objects must give one
+    # element per message, or each is decoded on its own. An array message gives one element
+    # or more: fewer elements than arrays is one cut in two (its halves `[{"x":[1]` and
+    # `[2]}]` join into one element); one cut between two arrays (`[...],[...]`) breaks the
+    # join. (A cut that keeps the count, a half holding another element, is not caught.)
     if any(r.reason == "malformed_json" for r in batch.rejections) or (
-        objects and elements != len(parts)
+        elements != len(parts) if objects else elements < len(parts)
     ):
-        return merge([decode_generic(p, feed=feed, mapping=mapping) for p in payloads], feed)
+        return _one_by_one(payloads, feed, mapping)
     return batch
+
+
+def _one_by_one(payloads: list[bytes], feed: str, mapping: FieldMap | None) -> FeedBatch:
+    """The messages decoded each on its own, in one batch."""
+    return merge([decode_generic(p, feed=feed, mapping=mapping) for p in payloads], feed)
 
 
 def merge(batches: list[FeedBatch], feed: str) -> FeedBatch:

@@ -323,18 +323,32 @@ def test_a_bar_with_a_null_volume_decodes_as_one_without_volume() -> None:
     [
         [b'{"symbol":"AAA","ts":1717000000000,"price":1.0},{"symbol":"BBB","ts":1,"price":2.0}'],
         [b'{"symbol":"AAA","ts":1717000000000,"price":1.0,"x":[1', b'{"y":2}]}'],
+        [
+            b'{"symbol":"AAA","ts":1717000000000,"price":1.0},{"symbol":"BBB","ts":1,"price":2.0}',
+            b'[{"symbol":"CCC","ts":1717000000000,"price":3.0,"size":100}]',
+        ],
+        [b'[{"symbol":"AAA","ts":1717000000000,"price":1.0,"x":[1]', b"[2]}]"],
     ],
-    ids=["two objects unbracketed", "one object in two halves"],
+    ids=[
+        "two objects unbracketed",
+        "one object in two halves",
+        "beside an array message",
+        "an array in two halves",
+    ],
 )
 def test_a_message_malformed_alone_is_malformed_in_a_batch(messages: list[bytes]) -> None:
     """Messages decoded together (a micro-batch, joined into one array) give what each gives
     alone: a message that is no JSON by itself is `malformed_json`, though the join would
-    parse, and the good message beside it is taken."""
+    parse, and the good messages beside it are taken. (Beside a message that is an array,
+    the join of two unbracketed objects used to be taken: two ticks of a malformed message.)"""
     from monitor.feeds.generic import decode_generic_many
 
     good = b'{"symbol":"GOOD","ts":1717000000000,"price":10.5,"size":100}'
+    if all(m.startswith(b"[") for m in messages):  # (a feed of arrays)
+        good = b"[" + good + b"]"
     batch = decode_generic_many([good, *messages], feed="f")
     alone = [decode_generic(m, feed="f") for m in [good, *messages]]
-    assert batch.ticks.to_dicts() == [tick_row("GOOD")]
+    assert batch.ticks.get_column("symbol").to_list() in (["GOOD"], ["GOOD", "CCC"])
+    assert batch.ticks.to_dicts() == [row for b in alone for row in b.ticks.to_dicts()]
     assert [r.reason for r in batch.rejections] == [r.reason for b in alone for r in b.rejections]
     assert {r.reason for r in batch.rejections} == {"malformed_json"}
