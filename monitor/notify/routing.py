@@ -25,6 +25,9 @@ Semantics (Alertmanager-like):
   in the durable state (`GuardState.summaries`), with the receivers it is routed to, until each
   has it, sent or dead-lettered (`completed`); `resume` routes those left by a stopped notifier
   again (its id is deterministic: the delivery log keeps it once per receiver).
+- Each notifier of a group has its own state: the guard counts its share of the alerts, and
+  only the feeds whose `feed_stale` it read inhibit. A stopped notifier's state is taken in by
+  another (`adopt`: its held alerts, summaries, counts and stale feeds, `merged_states`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ from monitor.notify.config import (
     zone,
 )
 from monitor.notify.grouping import Batch, Grouper, Item, Target
+from monitor.notify.guard_state import GuardState as GuardState  # (re-exported)
+from monitor.notify.guard_state import Summary as Summary  # (re-exported)
+from monitor.notify.guard_state import alert_instant, merged_states
 from monitor.notify.silences import Silence, silenced_by
 
 FEED_KINDS = ("feed_stale", "feed_recovered")
@@ -151,26 +157,6 @@ def quiet_hours_end(q: QuietHours, now: dt.datetime) -> dt.datetime:
 # -- inhibition and the runaway guard: state that survives restarts ----------------------------
 
 
-class Summary(msgspec.Struct):
-    """A summary of held alerts, made and not yet given to `receivers` (sent or dead-lettered)."""
-
-    notice: Alert
-    receivers: list[str]
-
-
-class GuardState(msgspec.Struct):
-    """The router's durable state (saved by the service before it acknowledges)."""
-
-    stale_feeds: dict[str, str] = {}
-    inhibited: list[Alert] = []
-    # rule -> alert id -> when it was counted (epoch s): the alerts that passed in the window.
-    # (A state saved with `fired`, times without ids, is read without it: counts start afresh.)
-    fired_ids: dict[str, dict[str, float]] = {}
-    throttled: dict[str, list[Alert]] = {}  # rule -> alerts held since the guard tripped
-    throttled_last: dict[str, float] = {}  # rule -> last firing while throttled (epoch s)
-    summaries: list[Summary] = []  # of inhibited or throttled alerts, being delivered
-
-
 def synthetic_id(*parts: str) -> str:
     """A deterministic id for a notice the notifier makes (so delivery is once, like alerts)."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
@@ -202,20 +188,6 @@ def _span(seconds: float) -> str:
             n = int(seconds // size)
             return f"{n} {name}{'' if n == 1 else 's'}"
     return f"{seconds:g} second{'' if seconds == 1 else 's'}"
-
-
-def _instant(ts: str) -> dt.datetime:
-    """An alert's `ts` (ISO 8601 UTC, `Z`) as an aware datetime (the epoch when unreadable, or
-    in year 1 or 9999, where `_expire_stale`'s arithmetic would overflow; the notifier rejects
-    such alerts when it reads them, monitor/notify/payload.py)."""
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    try:
-        value = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return epoch
-    if not dt.MINYEAR < value.year < dt.MAXYEAR:
-        return epoch
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _listing(alerts: Sequence[Alert], limit: int = 10) -> str:
@@ -261,7 +233,7 @@ class Router:
         health is taken in before silences are looked at: a silenced `feed_recovered` still
         ends the inhibition its `feed_stale` began."""
         notices: list[Alert] = []
-        self._expire_stale(_instant(alert.ts), now, notices)
+        self._expire_stale(alert_instant(alert.ts), now, notices)
         if alert.kind == "feed_stale":
             self.state.stale_feeds[alert.symbol] = alert.ts
         elif alert.kind == "feed_recovered":
@@ -324,7 +296,7 @@ class Router:
         its `feed_recovered` (a daemon restarted, or the feed renamed, while it was stale
         never sends one): inhibition must not hold every alert back for good."""
         cutoff = at - STALE_FOR_AT_MOST
-        old = [f for f, ts in self.state.stale_feeds.items() if _instant(ts) < cutoff]
+        old = [f for f, ts in self.state.stale_feeds.items() if alert_instant(ts) < cutoff]
         for feed in old:
             del self.state.stale_feeds[feed]
             hours = STALE_FOR_AT_MOST.total_seconds() / 3600
@@ -394,6 +366,24 @@ class Router:
                     Target(r, "summary", ("id",), 0.0, 0.0, False), Item(None, s.notice), now
                 )
         self.state.summaries = [s for s in self.state.summaries if s.receivers]
+
+    def adopt(self, other: GuardState, now: dt.datetime) -> None:
+        """Take in the saved state of a notifier that stopped (`merged_states`), and route its
+        summaries, as `resume` does at start, to the receivers (still configured) that this
+        state did not already have them for."""
+        had = {s.notice.id: set(s.receivers) for s in self.state.summaries}
+        summaries = [
+            Summary(s.notice, [r for r in s.receivers if r in self.receivers])
+            for s in other.summaries
+        ]
+        other = msgspec.structs.replace(other, summaries=[s for s in summaries if s.receivers])
+        self.state = merged_states(self.state, other)
+        for s in other.summaries:
+            for r in s.receivers:
+                if r not in had.get(s.notice.id, set()):
+                    self.grouper.add(
+                        Target(r, "summary", ("id",), 0.0, 0.0, False), Item(None, s.notice), now
+                    )
 
     def completed(self, receiver: str, alerts: Sequence[Alert]) -> None:
         """`receiver` has `alerts` (sent or dead-lettered): summaries among them that every

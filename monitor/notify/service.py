@@ -14,6 +14,9 @@ saved before the ack; so is their summary, until every receiver has it: `_comple
 `Router.resume` at start). Claiming, the delivery log and per-receiver tasks: see the inbox and
 the dispatch.
 
+Each notifier saves its state under its own key, with a lease while it runs; the state of one
+that stopped is adopted by another, or by the next start (monitor/notify/states.py, `_custody`).
+
 The digest goes out at `[digest] at`, once a day per receiver (the delivery log). One whose
 delivery failed (after its `[delivery]` attempts) is queued again `[delivery] backoff_cap_s`
 later by the ticker, until it is sent or its day ends (`_retry_digests`): alerts dropped to the
@@ -37,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import os
 import socket
 import zoneinfo
@@ -46,7 +50,7 @@ from typing import Any, Self
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from monitor import logs
 from monitor.clock import Clock, SystemClock
@@ -59,22 +63,25 @@ from monitor.notify.delivery import Outcome, Sender
 from monitor.notify.dispatch import Dispatcher, open_couriers
 from monitor.notify.grouping import Batch
 from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_failure
-from monitor.notify.ledger import DeadLetters, DeliveryLog, retrying
+from monitor.notify.ledger import REDIS_ERRORS, DeadLetters, DeliveryLog, retrying
 from monitor.notify.payload import entry_alert
 from monitor.notify.render import Message
 from monitor.notify.routing import GuardState, Router
 from monitor.notify.silences import SilenceStore
+from monitor.notify.states import Owner, StateStore
 
 STOP_GRACE_S = 2.0  # past block_ms: how long a stopping reader may finish what it read
+ADOPT_GRANT = "+sadd +smembers +srem +del +watch +unwatch"  # what adoption needs besides the rest
 
 
 class Notifier:
     """Everything the running notifier holds; built from a NotifyConfig."""
 
-    delivered: DeliveryLog  # these four inside the `async with`
+    delivered: DeliveryLog  # these inside the `async with`
     dead: DeadLetters
     inbox: Inbox
     dispatch: Dispatcher
+    states: StateStore
 
     def __init__(
         self,
@@ -107,6 +114,8 @@ class Notifier:
         formats = {r.name: body_format(r, self._urls[r.name]) for r in config.receivers}
         self.composer = Composer(config, formats, self._senders)
         self._saved_state = b""
+        self._saving = asyncio.Lock()  # (saves in order: a later state is never overwritten)
+        self._unreadable: dict[Owner, bytes] = {}  # states of others that could not be read
         self.digest_now = asyncio.Event()
         # Digests that could not be sent: (when to try again, receiver, job); see the ticker.
         self._digest_retries: list[tuple[dt.datetime, str, Prepared]] = []
@@ -123,6 +132,7 @@ class Notifier:
             ("notify_stream_unread", "Alerts in the stream this group has not read yet"),
             ("notify_stream_pending", "Alerts this group read and has not acknowledged"),
             ("notify_waiting", "Alerts waiting in groups or quiet hours"),
+            ("notify_state_adopted", "Saved states of stopped notifiers adopted by this one"),
         ):
             self.counters.describe(name, text)
         # At 0 from the start in /metrics (a Prometheus `rate()` needs the series).
@@ -132,6 +142,7 @@ class Notifier:
             "notify_already_sent",
             "notify_trimmed_unread",
             "notify_trimmed_pending",
+            "notify_state_adopted",
         ):
             self.counters.zero(name)
         for receiver in config.receivers:
@@ -167,8 +178,13 @@ class Notifier:
             self.counters,
             self._log,
         )
+        lease_s, holder = self.config.redis.claim_idle_s, f"{socket.gethostname()}-{os.getpid()}"
+        self.states = StateStore(
+            self._client, self.stream, self.group, self.consumer, lease_s, holder
+        )
         try:
             await self.inbox.create(self.config.redis.start)
+            await self.states.hold_lease()  # (first: no other adopts our state while we read it)
             raw: Any = await self._client.get(self._state_key)
         except RedisError as exc:
             await self.__aexit__(None, None, None)
@@ -201,7 +217,7 @@ class Notifier:
 
     @property
     def _state_key(self) -> str:
-        return f"{self.stream}:notify:{self.group}:state"
+        return self.states.key(self.consumer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read, route, deliver and acknowledge until `stop` is set."""
@@ -218,6 +234,7 @@ class Notifier:
             ]
             ticker = tg.create_task(self._ticker(stop), name="notify_ticker")
             claimer = tg.create_task(self.inbox.claim(stop), name="notify_claimer")
+            custody = tg.create_task(self._custody(stop), name="notify_custody")
             digest = None
             if self.config.digest.enabled:
                 digest = tg.create_task(self._digest_loop(stop), name="notify_digest")
@@ -227,9 +244,10 @@ class Notifier:
             # on a write: then it is cancelled (its entries stay pending for the next start).
             grace_s = self.config.redis.block_ms / 1000 + STOP_GRACE_S
             await asyncio.wait([reader], timeout=grace_s)
-            for task in [reader, ticker, claimer, digest, *workers]:
+            for task in [reader, ticker, claimer, custody, digest, *workers]:
                 if task is not None:
                     task.cancel()
+        await self._hand_over()
         self._log.info("notifier_stopped", waiting=self.router.waiting())
 
     # -- routing -------------------------------------------------------------------------------
@@ -290,15 +308,80 @@ class Notifier:
 
     async def _save_state(self) -> None:
         """Save the router's state when it changed, retried until Redis answers: it must be
-        saved before the entries it came from are acknowledged."""
-        data = msgspec.json.encode(self.router.state)
-        if data != self._saved_state:
+        saved before the entries it came from are acknowledged (and before an adopted state
+        is deleted)."""
+        async with self._saving:
+            data = msgspec.json.encode(self.router.state)
+            if data != self._saved_state:
 
-            async def save() -> Any:
-                return await self.redis.set(self._state_key, data)
+                async def save() -> Any:
+                    return await self.redis.set(self._state_key, data)
 
-            await retrying(save, self._log, "redis_unavailable")
-            self._saved_state = data
+                await retrying(save, self._log, "redis_unavailable")
+                self._saved_state = data
+
+    # -- the saved states of the group -----------------------------------------------------------
+
+    async def _custody(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set, every claim interval: renew our lease, and adopt the saved
+        states of the group's notifiers that have none (stopped, or died); in the first
+        round, also the group's one state key of earlier versions."""
+        section = self.config.redis
+        every = min(section.claim_interval_s, section.claim_idle_s / 3)
+        legacy, adopting = True, True
+        while not stop.is_set():
+            try:
+                if not await self.states.hold_lease():
+                    # Lapsed (the loop stalled, or Redis was away): our state may have been
+                    # adopted and deleted meanwhile; it is saved again (the adopter has a copy).
+                    self._log.warning("lease_lapsed")
+                    self._saved_state = b""
+                    self._wake.set()
+                if adopting:
+                    owners: list[Owner] = [None] if legacy else []
+                    for owner in owners + await self.states.orphans():
+                        await self.states.adopt(owner, functools.partial(self._take, owner))
+                    legacy = False
+            except REDIS_ERRORS as exc:
+                self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
+            except NoPermissionError as exc:  # (an ACL rule of before: see docs/security.md)
+                self._log.error("state_adoption_refused", error=str(exc), grant=ADOPT_GRANT)
+                adopting = False
+            await pause(stop, every)
+
+    async def _take(self, owner: Owner, raw: bytes) -> bool:
+        """Merge `owner`'s saved state into ours and save ours (False: it cannot be read)."""
+        try:
+            other = msgspec.json.decode(raw, type=GuardState)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if self._unreadable.get(owner) != raw:  # (logged once, left in Redis)
+                self._unreadable[owner] = raw
+                self._log.error("state_unreadable", key=self.states.key(owner), error=str(exc))
+            return False
+        self.router.adopt(other, self.clock.now())
+        await self._save_state()
+        self.counters.inc("notify_state_adopted")
+        self._log.info(
+            "state_adopted",
+            key=self.states.key(owner),
+            owner=owner,
+            inhibited=len(other.inhibited),
+            throttled=sum(len(held) for held in other.throttled.values()),
+            summaries=[s.notice.title for s in other.summaries],
+            stale_feeds=sorted(other.stale_feeds),
+        )
+        self._wake.set()
+        return True
+
+    async def _hand_over(self) -> None:
+        """Stopping: save our state a last time, then drop our lease, so that another notifier
+        (or our next start) adopts it. Redis away: left to the lease's expiry."""
+        try:
+            async with asyncio.timeout(STOP_GRACE_S):
+                await self._save_state()
+                await self.states.release_lease()
+        except (TimeoutError, RedisError) as exc:
+            self._log.warning("lease_left_to_lapse", error=f"{type(exc).__name__}: {exc}")
 
     # -- grouping and quiet hours ------------------------------------------------------------
 

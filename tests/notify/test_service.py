@@ -341,7 +341,7 @@ async def test_stale_feed_holds_symbol_alerts_until_recovery(stream: str) -> Non
     ]
     assert await pending(stream) == 0
     client = aioredis.Redis()
-    state = msgspec.json.decode(await client.get(f"{stream}:notify:notifier:state"))
+    state = msgspec.json.decode(await client.get(f"{stream}:notify:notifier:state:c1"))
     await client.aclose()
     assert (state["stale_feeds"], state["inhibited"]) == ({}, [])
 

@@ -38,12 +38,12 @@ def tried(hooks: WebhookServer) -> bool:
     return any(p == "/chat" and b.get("title") == SUMMARY for p, b, *_ in hooks.received)
 
 
-async def saved_state(stream: str) -> Any:
-    """The router's saved state."""
+async def saved_state(stream: str, consumer: str) -> Any:
+    """The router's state saved by `consumer` (None when there is none)."""
     client = aioredis.Redis()
-    raw = await client.get(f"{stream}:notify:notifier:state")
+    raw = await client.get(f"{stream}:notify:notifier:state:{consumer}")
     await client.aclose()
-    return msgspec.json.decode(raw)
+    return None if raw is None else msgspec.json.decode(raw)
 
 
 async def restart_and_deliver(stream: str, hooks: WebhookServer, consumer: str) -> None:
@@ -80,11 +80,13 @@ async def test_a_summary_refused_before_a_stop_is_delivered_after_the_restart(
         await publish(stream, ALERTS)
         async with running(config):
             await until(lambda: tried(hooks))
-        assert [s["notice"]["title"] for s in (await saved_state(stream))["summaries"]] == [SUMMARY]
+        assert [s["notice"]["title"] for s in (await saved_state(stream, "c1"))["summaries"]] == [
+            SUMMARY
+        ]
         await restart_and_deliver(stream, hooks, "c1")
     assert [b["title"] for b in hooks.bodies("/chat")] == [SUMMARY]
     assert [b["title"] for b in hooks.bodies("/ops")] == ["mqtt feed_stale", "mqtt feed_recovered"]
-    state = await saved_state(stream)
+    state = await saved_state(stream, "c1")
     assert (state["inhibited"], state["summaries"]) == ([], [])
     assert await pending(stream) == 0
 
@@ -131,7 +133,8 @@ async def test_a_summary_refused_before_a_kill_is_delivered_after_the_restart(
 ) -> None:
     """As above, but the notifier (a process) is SIGKILLed while `chat` refuses the summary:
     every entry was acked (the held alerts at once, the feed alerts once `ops` had them), so
-    only the saved state knows of the summary; a notifier started then sends it, once."""
+    only the saved state knows of the summary; a notifier started then under another name
+    adopts that state once its lease lapses, and sends the summary, once."""
     async with WebhookServer() as hooks:
         hooks.always("/chat", 503)
         conf = config_file(tmp_path / "notify.toml", stream, hooks)
@@ -153,10 +156,13 @@ async def test_a_summary_refused_before_a_kill_is_delivered_after_the_restart(
             proc.send_signal(signal.SIGKILL)
             await asyncio.wait_for(proc.wait(), 10)
         assert await pending(stream) == 0
-        assert [s["notice"]["title"] for s in (await saved_state(stream))["summaries"]] == [SUMMARY]
+        state = await saved_state(stream, "first")
+        assert [s["notice"]["title"] for s in state["summaries"]] == [SUMMARY]
         await restart_and_deliver(stream, hooks, "second")
     assert [b["title"] for b in hooks.bodies("/chat")] == [SUMMARY]
     assert [b["title"] for b in hooks.bodies("/ops")] == ["mqtt feed_stale", "mqtt feed_recovered"]
-    state = await saved_state(stream)
+    # `second` adopted the state `first` left (its lease lapsed) and deleted it.
+    assert await saved_state(stream, "first") is None
+    state = await saved_state(stream, "second")
     assert (state["inhibited"], state["summaries"]) == ([], [])
     assert await pending(stream) == 0

@@ -1,0 +1,96 @@
+"""The router's durable state (`GuardState`): what a notifier holds across restarts, saved
+by the service before it acknowledges, and how a stopped notifier's state is taken in by
+another (`merged_states`; see monitor/notify/states.py for where it is kept)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import msgspec
+
+from monitor.core.model import Alert
+
+
+class Summary(msgspec.Struct):
+    """A summary of held alerts, made and not yet given to `receivers` (sent or dead-lettered)."""
+
+    notice: Alert
+    receivers: list[str]
+
+
+class GuardState(msgspec.Struct):
+    """The router's durable state (saved by the service before it acknowledges)."""
+
+    stale_feeds: dict[str, str] = {}
+    inhibited: list[Alert] = []
+    # rule -> alert id -> when it was counted (epoch s): the alerts that passed in the window.
+    # (A state saved with `fired`, times without ids, is read without it: counts start afresh.)
+    fired_ids: dict[str, dict[str, float]] = {}
+    throttled: dict[str, list[Alert]] = {}  # rule -> alerts held since the guard tripped
+    throttled_last: dict[str, float] = {}  # rule -> last firing while throttled (epoch s)
+    summaries: list[Summary] = []  # of inhibited or throttled alerts, being delivered
+
+
+def merged_states(mine: GuardState, other: GuardState) -> GuardState:
+    """`mine` with `other` (a stopped notifier's saved state) taken in; neither is changed.
+    Summaries and held alerts are appended, by id (a summary in both: its receivers joined);
+    per rule, counted ids and throttled alerts are joined, the later time kept; a feed stale in
+    either is stale, since the later `feed_stale`."""
+    stale = dict(mine.stale_feeds)
+    for feed, ts in other.stale_feeds.items():
+        if feed not in stale or alert_instant(ts) > alert_instant(stale[feed]):
+            stale[feed] = ts
+    fired = {rule: dict(ids) for rule, ids in mine.fired_ids.items()}
+    for rule, ids in other.fired_ids.items():
+        counted = fired.setdefault(rule, {})
+        for alert_id, t in ids.items():
+            counted[alert_id] = max(t, counted.get(alert_id, t))
+    throttled = {rule: list(held) for rule, held in mine.throttled.items()}
+    for rule, held in other.throttled.items():
+        throttled[rule] = _joined(throttled.get(rule, []), held)
+    last = dict(mine.throttled_last)
+    for rule, t in other.throttled_last.items():
+        last[rule] = max(t, last.get(rule, t))
+    summaries = [Summary(s.notice, list(s.receivers)) for s in mine.summaries]
+    by_id = {s.notice.id: s for s in summaries}
+    for s in other.summaries:
+        if s.notice.id in by_id:
+            have = by_id[s.notice.id].receivers
+            have += [r for r in s.receivers if r not in have]
+        else:
+            by_id[s.notice.id] = Summary(s.notice, list(s.receivers))
+            summaries.append(by_id[s.notice.id])
+    return GuardState(
+        stale_feeds=stale,
+        inhibited=_joined(mine.inhibited, other.inhibited),
+        fired_ids=fired,
+        throttled=throttled,
+        throttled_last=last,
+        summaries=summaries,
+    )
+
+
+def _joined(alerts: Sequence[Alert], more: Sequence[Alert]) -> list[Alert]:
+    """`alerts` then those of `more` not among them (by id)."""
+    seen = {a.id for a in alerts}
+    out = list(alerts)
+    for a in more:
+        if a.id not in seen:
+            seen.add(a.id)
+            out.append(a)
+    return out
+
+
+def alert_instant(ts: str) -> dt.datetime:
+    """An alert's `ts` (ISO 8601 UTC, `Z`) as an aware datetime (the epoch when unreadable, or
+    in year 1 or 9999, where `_expire_stale`'s arithmetic would overflow; the notifier rejects
+    such alerts when it reads them, monitor/notify/payload.py)."""
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    try:
+        value = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return epoch
+    if not dt.MINYEAR < value.year < dt.MAXYEAR:
+        return epoch
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
