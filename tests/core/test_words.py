@@ -295,3 +295,20 @@ def test_words_for_one_period_read_as_english(
     assert alert.history.summary == (
         "1 earlier time since 2024; over the next week, +2.0% on average (median +2.0%), 1 of 1 up."
     )
+
+
+@pytest.mark.parametrize(
+    ("setting", "want"),
+    [(0.01, "1.0%"), (0.0025, "0.25%"), (0.00125, "0.125%"), (0.015, "1.5%"), (0.1, "10.0%")],
+)
+def test_a_rules_threshold_is_written_with_its_own_decimals(setting: float, want: str) -> None:
+    """A threshold in a title is the setting, not a measurement to round: min_return = 0.0025
+    reads "up more than 0.25%" (it read "0.2%", half to even), 0.01 still "1.0%"."""
+    from monitor.core.rules.context import pct_setting
+
+    assert pct_setting(setting) == want
+    rule = 'id = "s"\nkind = "streak"\nsymbols = ["ABC"]\ncount = 2\nhorizons = [1]\n'
+    rule += f"min_return = {setting}"
+    metrics = {"streak": 2, "return": 0.2, "min_period_return": 0.1, "close": 12.0}
+    alert = _one_firing(rule, metrics, (1,))
+    assert alert.title == f"ABC: 2 straight sessions up more than {want}"

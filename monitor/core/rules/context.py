@@ -51,6 +51,16 @@ def pct(x: float | None, signed: bool = False) -> str:
     return text if text == "n/a" else text + "%"
 
 
+def pct_setting(x: float) -> str:
+    """A rule's threshold as a percentage, with the decimals it was written with (one at
+    least, three at most): 0.01 -> '1.0%', 0.0025 -> '0.25%' (not '0.2%': a setting is no
+    measurement to round)."""
+    for decimals in (1, 2):
+        if abs(x * 100 * 10**decimals - round(x * 100 * 10**decimals)) < 1e-6:
+            return fixed(x * 100, decimals) + "%"
+    return fixed(x * 100, 3) + "%"
+
+
 def fixed(x: float | None, decimals: int, *, signed: bool = False, thousands: bool = False) -> str:
     """`x` with `decimals` decimals, as `f"{x:,.2f}"` but rounding `x * 10**decimals` half to
     even, exactly as `fixed_expr` does in polars, so text made either way is the same."""

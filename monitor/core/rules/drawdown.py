@@ -13,8 +13,8 @@ from monitor.core import metrics as m
 from monitor.core.rules.context import (
     RuleContext,
     fixed_expr,
-    pct,
     pct_expr,
+    pct_setting,
     select_keys,
     text_expr,
 )
@@ -49,7 +49,7 @@ def words(rule: DrawdownRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     near = pl.col("variant") == "near_high"
     title = (
         pl.when(near)
-        .then(text_expr(name, f" within {pct(rule.max_below_high)} of its high"))
+        .then(text_expr(name, f" within {pct_setting(rule.max_below_high)} of its high"))
         .otherwise(text_expr(name, " ", below, " below its high"))
     )
     verb = pl.when(near).then(pl.lit(" closed at ")).otherwise(pl.lit(" fell to "))

@@ -8,8 +8,8 @@ from monitor.core import metrics as m
 from monitor.core.rules.context import (
     RuleContext,
     fixed_expr,
-    pct,
     pct_expr,
+    pct_setting,
     select_keys,
     text_expr,
     unit,
@@ -48,7 +48,7 @@ def words(rule: StreakRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     """Title and sentence of every firing, as string expressions over the firing frame."""
     name, n = ctx.name_expr(), pl.col("streak").cast(pl.Int64)
     u = unit_expr(rule.timeframe, n)
-    count, least = n.cast(pl.String), pct(rule.min_return)
+    count, least = n.cast(pl.String), pct_setting(rule.min_return)
     gain = pct_expr(pl.col("return"), signed=True)
     close = fixed_expr(pl.col("close"), 2, thousands=True)
     if rule.count == 1:  # (a run reaches `count` when it fires: a streak of one period)
