@@ -51,10 +51,12 @@ def pct(x: float | None, signed: bool = False) -> str:
     return text if text == "n/a" else text + "%"
 
 
-def pct_setting(x: float) -> str:
+def pct_setting(x: float | None) -> str:
     """A rule's threshold as a percentage, with the decimals it was written with (one at
     least, three at most): 0.01 -> '1.0%', 0.0025 -> '0.25%' (not '0.2%': a setting is no
-    measurement to round)."""
+    measurement to round); 'n/a' for one not set."""
+    if x is None:
+        return "n/a"
     for decimals in (1, 2):
         if abs(x * 100 * 10**decimals - round(x * 100 * 10**decimals)) < 1e-6:
             return fixed(x * 100, decimals) + "%"
