@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import sys
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
@@ -203,7 +204,8 @@ def _show(raw: bytes, as_json: bool, entry_id: str | None) -> int:
 
 
 def render(alert: Alert, entry_id: str | None = None) -> str:
-    """An alert for people, in a few lines."""
+    """An alert for people, in a few lines; control characters in its words (escape sequences
+    a writer to the stream could send to the terminal) shown as `\x1b`, not sent."""
     where = f"  [{entry_id}]" if entry_id else ""
     lines = [
         f"{alert.session} {alert.severity.upper():8} {alert.rule} {alert.symbol}{where}",
@@ -212,4 +214,12 @@ def render(alert: Alert, entry_id: str | None = None) -> str:
     ]
     if alert.history is not None and alert.history.summary:
         lines.append(f"    History: {alert.history.summary}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_CONTROL.sub(_shown, line) for line in lines) + "\n"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _shown(found: re.Match[str]) -> str:
+    """A control character as its escape: `\x1b`."""
+    return f"\\x{ord(found.group()):02x}"

@@ -157,3 +157,20 @@ def test_tail_reads_the_stream_it_is_given() -> None:
                   "--json")  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert msgspec.json.decode(res.stdout.strip(), type=Alert) == alert
+
+
+def test_tail_shows_control_characters_instead_of_sending_them_to_the_terminal() -> None:
+    """An alert on the stream whose words carry escape sequences (anyone who may XADD to it can
+    write one) is printed with them spelled out (`\\x1b`), not sent to the terminal: a title
+    could otherwise clear the screen or retitle the window. `--json` keeps the payload as is."""
+    with RedisServer(None) as server:
+        alert = replay_alerts(dt.date(2024, 7, 16), dt.date(2024, 7, 16))[0]
+        evil = msgspec.structs.replace(alert, title="\x1b[2J\x1b]0;pwned\x07" + alert.title)
+        client = redis.Redis(port=server.port)
+        client.xadd(STREAM, {"id": evil.id, "alert": encode_alert(evil)}, id="1-0")
+        client.close()
+        url = f"redis://127.0.0.1:{server.port}/0"
+        res = cli("tail", "--url", url, "--since", "0", "--count", "1")
+    assert res.returncode == 0, res.stderr
+    assert "\x1b" not in res.stdout and "\x07" not in res.stdout
+    assert f"    \\x1b[2J\\x1b]0;pwned\\x07{alert.title}\n" in res.stdout
