@@ -18,6 +18,7 @@ absolute (secrets and `ca_file`), and `resolve` does it for the others. Resolved
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import stat
@@ -117,7 +118,8 @@ class RedisConfig(Base, frozen=True):
     maxlen: Annotated[int, Meta(ge=1)] = 100_000
     # an alert id published is not published again for this long (a restart that evaluates a
     # period again, a batch resent after a lost reply)
-    dedupe_ttl_s: Annotated[int, Meta(ge=1)] = 30 * 86_400
+    # (at most ten years: Redis refuses an expiry past its clock's range, as if it were down)
+    dedupe_ttl_s: Annotated[int, Meta(ge=1, le=10 * 365 * 86_400)] = 30 * 86_400
     # between PINGs, which make /healthz follow Redis (going away, coming back) within about this
     check_interval_s: Annotated[float, Meta(gt=0)] = 2.0
     username: str = ""
@@ -191,9 +193,12 @@ def read_toml(
     `base_dir` set to the file's folder. ConfigError when it cannot be read or parsed."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_bytes().decode("utf-8-sig"))  # (a UTF-8 BOM is no error)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start + 1} (0x{exc.object[exc.start]:02x})"
+        raise ConfigError(f"{path}: not UTF-8 text at {where}: save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     _apply_env(raw, environ, prefix)
@@ -284,9 +289,14 @@ def _problem(config: Config) -> tuple[str, str] | None:
     `config check` must fail where `run` would, with the same one line. A `ca_file` is read
     here (its paths made absolute first): one that cannot be read would fail every TLS
     connection with an error that does not name it."""
+    endless = infinite(msgspec.to_builtins(config))
+    if endless is not None:
+        return endless, INFINITE
     problem = redis_url_problem(config.redis.url)
     if problem is not None:
         return "redis.url", problem
+    if config.redis.password_env and config.redis.password_file:
+        return "redis.password_env", "set password_env or password_file, not both"
     if config.redis.ca_file:
         if not config.redis.url.startswith("rediss://"):
             return "redis.ca_file", "needs a rediss:// url"
@@ -300,6 +310,49 @@ def _problem(config: Config) -> tuple[str, str] | None:
             problem_at = None if problem is None else ("ca_file", problem)
         if problem_at is not None:
             return f"feeds[{i}].{problem_at[0]}", problem_at[1]
+    return None
+
+
+INFINITE = "not a finite number (inf is no setting: write the number meant)"
+
+
+def infinite(data: Any, at: str = "") -> str | None:
+    """The path (`store.snapshot_interval_s`, `feeds[0].max_backlog_mb`) of the first float in
+    `data` (a config as plain data) that is not finite: the types take `inf` as greater than
+    0, and a timer or a byte count made of it fails at start with a traceback."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return at
+    items = (
+        data.items()
+        if isinstance(data, dict)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
+    for key, value in items:
+        path = f"{at}[{key}]" if isinstance(key, int) else f"{at}.{key}" if at else str(key)
+        found = infinite(value, path)
+        if found is not None:
+            return found
+    return None
+
+
+def _topic_problem(topic: str) -> str | None:
+    """Why `topic` is no MQTT topic filter (None: it is one): empty, a NUL, past 65,535 bytes,
+    or a wildcard that is not a whole level (`#` the last one only)."""
+    if not topic:
+        return "an empty topic"
+    if "\x00" in topic or len(topic.encode()) > 65_535:
+        return f"{topic[:40]!r} is no topic filter (a NUL, or past 65,535 bytes)"
+    levels = topic.split("/")
+    for n, level in enumerate(levels):
+        if ("#" in level and (level != "#" or n != len(levels) - 1)) or (
+            "+" in level and level != "+"
+        ):
+            return (
+                f"{topic!r} is no topic filter: a wildcard is a whole level, and # the last one"
+                " (a/+/c, a/#)"
+            )
     return None
 
 
@@ -378,8 +431,14 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
         return "url", f"credentials belong in {where}, not the url: {mask_url(feed.url)!r}"
     if feed.username and feed.username_env:
         return "username", "set username or username_env, not both"
+    if feed.password_env and feed.password_file:
+        return "password_env", "set password_env or password_file, not both"
     if not feed.topics:
         return "topics", "an mqtt feed needs at least one topic"
+    for topic in feed.topics:
+        problem = _topic_problem(topic)
+        if problem is not None:
+            return "topics", problem
     return _field_map_problem(feed.field_map)
 
 
@@ -492,6 +551,10 @@ def env_overrides(env: dict[str, str], prefix: str = ENV_PREFIX) -> Overrides:
 
 def _apply_env(raw: dict[str, Any], env: dict[str, str], prefix: str) -> None:
     for path, key in env_overrides(env, prefix).items():
+        if path == ("feeds",):  # (the whole array, as one TOML value: as its entries, refused)
+            raise ConfigError(
+                f"{key}: [[feeds]] cannot be overridden from the environment (set it in the file)"
+            )
         node = raw
         for n, part in enumerate(path[:-1]):
             node = node.setdefault(part, {})
@@ -507,10 +570,13 @@ def _apply_env(raw: dict[str, Any], env: dict[str, str], prefix: str) -> None:
 
 
 def _scalar(text: str) -> Any:
+    """A variable's value read as a TOML value; as text when it is none, or more than one (a
+    value with a newline and another `key = value` after it is not cut to its first line)."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        parsed = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    return parsed["v"] if len(parsed) == 1 else text
 
 
 def outside_universe(config: Config, rules: RulesFile) -> list[str]:

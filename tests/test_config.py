@@ -125,6 +125,30 @@ FIELD_KEYS = (
             f'{TOPICS}\nfield_map = {{ts = "t", ts_unit = "us"}}',
             "feeds[0].field_map.ts_unit: Invalid enum value 'us'",
         ),
+        (
+            'topics = ["mm-urls/#"]',
+            'topics = ["mm-urls/ok", "mm-urls/#/x"]',
+            "feeds[0].topics: 'mm-urls/#/x' is no topic filter: a wildcard is a whole level, and"
+            " # the last one (a/+/c, a/#)",
+        ),
+        (
+            'topics = ["mm-urls/#"]',
+            'topics = ["mm-urls/a+b"]',
+            "feeds[0].topics: 'mm-urls/a+b' is no topic filter: a wildcard is a whole level, and"
+            " # the last one (a/+/c, a/#)",
+        ),
+        ('topics = ["mm-urls/#"]', 'topics = [""]', "feeds[0].topics: an empty topic"),
+        (
+            TOPICS,
+            f'{TOPICS}\nusername = "u"\npassword_env = "P"\npassword_file = "p.txt"',
+            "feeds[0].password_env: set password_env or password_file, not both",
+        ),
+        (
+            TOPICS,
+            f"{TOPICS}\nmax_backlog_mb = inf",
+            "feeds[0].max_backlog_mb: not a finite number (inf is no setting: write the number"
+            " meant)",
+        ),
     ],
     ids=[
         "redis-scheme",
@@ -146,6 +170,11 @@ FIELD_KEYS = (
         "field-map-misspelt-key",
         "field-map-unknown-key",
         "field-map-ts-unit",
+        "mqtt-topic-hash-inside",
+        "mqtt-topic-plus-in-a-level",
+        "mqtt-topic-empty",
+        "mqtt-password-twice",
+        "mqtt-backlog-inf",
     ],
 )
 def test_a_url_run_would_refuse_fails_config_check_with_the_same_line(
@@ -406,3 +435,69 @@ def test_a_rest_backfill_without_a_key_fails_check_and_run_alike(tmp_path: Path)
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
     run = cli("run", "--config", str(conf), timeout=30)
     assert (run.returncode, run.stderr) == (78, want)
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    """A Latin-1 byte in a comment of the daemon's or the notifier's config: exit 78 with one
+    line naming the file and the byte (it was a UnicodeDecodeError traceback, exit 1); a UTF-8
+    byte order mark is no error."""
+    conf = write_config(tmp_path, "mm-latin1")
+    text = conf.read_bytes()
+    conf.write_bytes(b"# caf\xe9\n" + text)
+    want = (
+        f"market-monitor: config error: {conf}: not UTF-8 text at byte 6 (0xe9): save it as UTF-8\n"
+    )
+    check = cli("config", "check", "--config", str(conf))
+    assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
+    run = cli("run", "--config", str(conf))
+    assert (run.returncode, run.stderr) == (78, want)
+    notifier = tmp_path / "notify.toml"
+    notifier.write_bytes(b"# caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text at byte 6"):
+        cfg.read_toml(notifier, {})
+    conf.write_bytes(b"\xef\xbb\xbf" + text)
+    assert cli("config", "check", "--config", str(conf)).returncode == 0
+
+
+def test_an_infinite_interval_fails_config_check_and_run_alike(tmp_path: Path) -> None:
+    """`snapshot_interval_s = inf` passed the types (greater than 0) and `config check`, then
+    `run` died with an OverflowError from the scheduler: now both exit 78 naming the field."""
+    conf = write_config(tmp_path, "mm-inf")
+    text = conf.read_text()
+    assert "[store]\n" in text
+    conf.write_text(text.replace("[store]\n", "[store]\nsnapshot_interval_s = inf\n"))
+    want = (
+        f"market-monitor: config error: {conf}: store.snapshot_interval_s: not a finite number"
+        " (inf is no setting: write the number meant)\n"
+    )
+    check = cli("config", "check", "--config", str(conf))
+    assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
+    run = cli("run", "--config", str(conf))
+    assert (run.returncode, run.stderr) == (78, want)
+
+
+def test_a_dedupe_ttl_redis_would_refuse_is_a_config_error(tmp_path: Path) -> None:
+    """A `dedupe_ttl_s` past Redis' range made every publish fail as if Redis were down
+    (`invalid expire time`); ten years is the most it takes."""
+    conf = write_config(tmp_path, "mm-ttl")
+    variable = "MARKET_MONITOR__REDIS__DEDUPE_TTL_S"
+    with pytest.raises(ConfigError, match=f"{variable}: Expected `int` <= 315360000"):
+        cfg.load(conf, {variable: "9223372036854775807"})
+    assert cfg.load(conf, {variable: "315360000"}).redis.dedupe_ttl_s == 315_360_000
+
+
+def test_an_override_of_the_feeds_array_or_of_two_lines_is_not_taken_silently(
+    tmp_path: Path,
+) -> None:
+    """`MARKET_MONITOR__FEEDS='[{...}]'` replaced every feed of the file, though [[feeds]] is
+    set in the file only; a value with a newline and `x = 2` after it was cut to its first
+    line. Both are errors naming the variable now."""
+    conf = write_config(tmp_path, "mm-env-array")
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(conf, {"MARKET_MONITOR__FEEDS": '[{kind = "replay", data = ["x.csv"]}]'})
+    assert str(caught.value) == (
+        "MARKET_MONITOR__FEEDS: [[feeds]] cannot be overridden from the environment (set it in"
+        " the file)"
+    )
+    with pytest.raises(ConfigError, match="MARKET_MONITOR__HTTP__PORT"):
+        cfg.load(conf, {"MARKET_MONITOR__HTTP__PORT": "1\nx = 2"})

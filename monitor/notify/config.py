@@ -22,11 +22,13 @@ import msgspec
 from msgspec import Meta
 
 from monitor.config import (
+    INFINITE,
     Base,
     Secret,
     absolute_files,
     convert,
     env_overrides,
+    infinite,
     read_toml,
     redis_url_problem,
     secret,
@@ -247,6 +249,9 @@ def parse(
 def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
     """Cross-field checks: a Redis URL the client takes, a `ca_file` it can read, unique
     receiver names, known references, clock times, time zones."""
+    endless = infinite(msgspec.to_builtins(config))
+    if endless is not None:
+        raise ConfigError(f"{endless}: {INFINITE}")
     problem = redis_url_problem(config.redis.url, REDIS_SCHEMES)
     if problem is not None:
         raise ConfigError(f"redis.url: {problem}")

@@ -85,3 +85,18 @@ def test_a_receiver_set_from_the_environment_is_refused_saying_why(tmp_path: Pat
         "MARKET_MONITOR_NOTIFY__RECEIVERS__0__URL: entries of [[receivers]] cannot be overridden "
         "from the environment (set them in the file)"
     )
+
+
+def test_an_infinite_interval_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """`claim_interval_s = inf` passed the types (greater than 0) and would break the timers:
+    one line naming the field (from the file, or the variable that set it)."""
+    path = write(tmp_path, 'url = "redis://127.0.0.1:6379/0"\nclaim_interval_s = inf')
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(path, {})
+    assert str(caught.value).endswith(
+        "redis.claim_interval_s: not a finite number (inf is no setting: write the number meant)"
+    )
+    path = write(tmp_path, 'url = "redis://127.0.0.1:6379/0"')
+    variable = "MARKET_MONITOR_NOTIFY__REDIS__CLAIM_IDLE_S"
+    with pytest.raises(ConfigError, match=variable):
+        ncfg.load(path, {variable: "inf"})
