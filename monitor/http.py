@@ -1,14 +1,18 @@
 """The daemon's HTTP port: /metrics (Prometheus text), /healthz (JSON), and any JSON routes the
 service adds (e.g. /api/state). A deliberately small HTTP/1.1 server on asyncio streams: GET only,
 one request per connection, no dependency. A route in `query_routes` gets the query string's
-parameters (the last value of each); the others ignore it."""
+parameters (the last value of each); the others ignore it. The routes of the paths in `threaded`
+(the expensive ones) run in a worker thread of the server's own, one request at a time, so the
+event loop (/healthz, the feeds) goes on meanwhile and they never take the engine's threads."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from urllib.parse import parse_qs
 
@@ -40,12 +44,15 @@ class HttpServer:
         port: int,
         routes: dict[str, Route],
         query_routes: dict[str, QueryRoute] | None = None,
+        threaded: Collection[str] = (),
     ) -> None:
         self.host = host
         self.port = port
         self.routes = routes
         self.query_routes = query_routes or {}
+        self.threaded = frozenset(threaded)
         self._server: asyncio.Server | None = None
+        self._worker: ThreadPoolExecutor | None = None
         self._log = logs.get("http")
 
     async def __aenter__(self) -> HttpServer:
@@ -58,6 +65,8 @@ class HttpServer:
                 f"[http] cannot listen on {self.host}:{self.port}: {reason}"
             ) from None
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.threaded:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-route")
         self._log.info("http_listening", host=self.host, port=self.port)
         return self
 
@@ -71,6 +80,8 @@ class HttpServer:
             self._server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        if self._worker is not None:
+            self._worker.shutdown(wait=False, cancel_futures=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request, one answer, then the connection closes. Reading the request and
@@ -80,7 +91,7 @@ class HttpServer:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
             method, _, rest = head.decode("latin-1").partition(" ")
             path, _, query = rest.partition(" ")[0].partition("?")
-            status, ctype, body = self._answer(method, path, query)
+            status, ctype, body = await self._answer(method, path, query)
             writer.write(
                 f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\n"
                 f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
@@ -95,21 +106,26 @@ class HttpServer:
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), IO_TIMEOUT_S)
 
-    def _answer(self, method: str, path: str, query: str) -> tuple[int, str, bytes]:
-        """The status, content type and body for a request. A route that raises (a bug) is a
-        500, logged, not an empty reply."""
+    async def _answer(self, method: str, path: str, query: str) -> tuple[int, str, bytes]:
+        """The status, content type and body for a request (from the worker thread for a
+        path in `threaded`). A route that raises (a bug) is a 500, logged, not an empty reply."""
         if method != "GET":
             return 405, "text/plain", b"GET only\n"
+        route: Route
+        if path in self.query_routes:
+            params = {k: v[-1] for k, v in parse_qs(query).items()}
+            route = functools.partial(self.query_routes[path], params)
+        elif path in self.routes:
+            route = self.routes[path]
+        else:
+            return 404, "text/plain", b"not found\n"
         try:
-            if path in self.query_routes:
-                params = {k: v[-1] for k, v in parse_qs(query).items()}
-                return self.query_routes[path](params)
-            if path in self.routes:
-                return self.routes[path]()
+            if path in self.threaded and self._worker is not None:
+                return await asyncio.get_running_loop().run_in_executor(self._worker, route)
+            return route()
         except Exception as exc:  # (one request's failure: the server goes on)
             self._log.error("http_route_failed", path=path, error=repr(exc)[:200])
             return 500, "text/plain", b"internal error\n"
-        return 404, "text/plain", b"not found\n"
 
 
 def json_route(

@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import msgspec
 import polars as pl
 
 from monitor import jobs, logs, web
@@ -35,7 +34,6 @@ from monitor.core.counters import Counters
 from monitor.core.engine import Engine, EngineState, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
-from monitor.core.rules.spec import kind_of
 from monitor.errors import DataError
 from monitor.feed_wiring import build_feeds, supervised
 from monitor.feeds.mqtt import MqttFeed
@@ -50,11 +48,11 @@ from monitor.replay_data import split_replay_data
 from monitor.rules_reload import RulesReload, warn_of
 from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
+from monitor.web.state import StateView
 
 Notify = Callable[[str], None]
 RECENT_ALERTS = 50
 MAX_PROGRESS_GAUGES = 50  # per rule: universe-wide rules stay out of /metrics (see /api/state)
-MAX_STATE_ROWS = 500
 
 
 # Counters /metrics shows from the start (the README's list), not from their first event.
@@ -127,6 +125,7 @@ class Daemon:
         self._gaps_reported: set[tuple[str, dt.date]] = set()  # (symbol, first session missing)
         self.failed_feeds: dict[str, str] = {}  # feed name -> why it gave up (see `supervised`)
         self.rules_reload = RulesReload(self)
+        self.state_view = StateView()
 
     # ------------------------------------------------------------------ building
     def _build_engine(self) -> Engine:
@@ -280,25 +279,11 @@ class Daemon:
         self.counters.inc("snapshots")
 
     def state(self) -> dict[str, Any]:
-        """/api/state: every rule's progress per symbol (nearest to firing first), the last
-        alerts, and the clock."""
-        # (list() copies in one go, under the GIL: the engine's thread may add a rule's rows)
-        progress = [p for rows in list(self.engine.progress.values()) for p in rows]
-        progress.sort(key=lambda p: (-p.progress, p.rule, p.symbol))
-        return {
-            "now": self.clock.now().isoformat(),
-            "rules": [
-                {
-                    "id": r.id,
-                    "kind": kind_of(r),
-                    "timeframe": r.timeframe,
-                    "description": r.description,
-                }
-                for r in self.engine.rules
-            ],
-            "progress": msgspec.to_builtins(progress[:MAX_STATE_ROWS]),
-            "alerts": msgspec.to_builtins(list(self.recent_alerts)[::-1]),
-        }
+        """/api/state: the rules with their counts, the progress rows nearest to firing, the
+        last alerts, and the clock (see `StateView`)."""
+        return self.state_view.document(
+            self.clock.now(), self.engine.rules, self.engine.progress, self.recent_alerts
+        )
 
     # ------------------------------------------------------------------ health
     def health(self, publisher: RedisPublisher, pipeline: Pipeline) -> dict[str, Any]:
@@ -415,10 +400,11 @@ async def run(
             )
         )
         query_routes = {"/api/closes": closes}
+        threaded = {"/api/closes"}  # (up to MAX_SYMBOLS x MAX_SESSIONS closes: not on the loop)
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(publisher)
             http = await stack.enter_async_context(
-                HttpServer(config.http.host, config.http.port, routes, query_routes)
+                HttpServer(config.http.host, config.http.port, routes, query_routes, threaded)
             )
             for rest in daemon.rest_clients:
                 await stack.enter_async_context(rest)

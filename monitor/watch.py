@@ -1,5 +1,6 @@
 """`market-monitor watch`: the live board in the terminal, from a running daemon's /api/state
-and /api/closes, redrawn every `--interval` seconds (rich). `--once` prints one frame.
+and /api/closes, redrawn every `--interval` seconds (rich). `--once` prints one frame. The clock
+reads in New York time, as on the board.
 
 The frame is a pure function of the two JSON documents (`frame`), so it is tested without a
 terminal; `watch` only fetches and redraws.
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
+import math
 import sys
 import time
 import urllib.error
 import urllib.request
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -33,6 +37,7 @@ KIND_STYLE = {
     "streak": "green", "surge": "dark_orange", "squeeze": "magenta", "rotation": "cyan",
     "drawdown": "medium_purple1", "breadth": "blue", "movers": "yellow", "fade": "red",
 }  # fmt: skip
+NEW_YORK = ZoneInfo("America/New_York")  # the clock as the board shows it
 SEVERITY_STYLE = {"info": "dim", "notice": "bold blue", "warning": "bold yellow",
                   "critical": "bold red"}  # fmt: skip
 
@@ -105,17 +110,21 @@ def frame(
         "   last session ",
         (sessions[-1] if sessions else "–", "bold"),
         "   clock ",
-        (state["now"][:19].replace("T", " ") + " UTC", "bold"),
+        (new_york(state["now"]), "bold"),
         "   ",
         (f"⚠ {error}, showing the last frame", "bold red") if error else (f"● {source}", "green"),
     )
     holding = [p for p in rows if p["holds"]]
+    # (the state carries the rows nearest to firing, not all of them: each rule counts its own)
+    unseen = sum(r.get("holding_count", 0) for r in state["rules"]) - len(holding)
     parts: list[RenderableType] = [header]
     if holding:
         line = Text("holding now  ", style="dim")
         for p in holding:
             line.append(f" {p['symbol']} {p['rule']}{_variant(p)} ", style="bold green reverse")
             line.append(" ")
+        if unseen > 0:
+            line.append(f"+ {unseen:,} more", style="dim")
         parts.append(line)
     parts.append(_nearest([p for p in rows if not p["holds"]][:NEAREST], rules, bool(rows)))
     parts.append(_rules(state["rules"], rows))
@@ -157,18 +166,26 @@ def _rules(rules: list[dict[str, Any]], rows: list[dict[str, Any]]) -> Renderabl
         table.add_column()
     for rule in rules:
         mine = [p for p in rows if p["rule"] == rule["id"]]
+        shown = mine[:PER_RULE]
+        # The rule's own counts: `rows` are the nearest to firing of all rules, not all its rows
+        # (a daemon from before the counts gives none: then what it sent is what there is).
+        total = rule.get("row_count", len(mine))
+        holding = rule.get("holding_count", 0)
         name = Text(rule["id"], style=KIND_STYLE.get(rule["kind"], ""))
-        if not mine:
+        if not total:
             table.add_row(name, Text("no data yet", style="dim"), Text(""), Text(""))
-        for i, p in enumerate(mine[:PER_RULE]):
+            continue
+        for i, p in enumerate(shown):
             table.add_row(
                 name if i == 0 else Text(""),
                 Text(p["symbol"] + _variant(p)),
                 bar(p["progress"], p["holds"]),
                 Text(measure(p) + (" ✓" if p["holds"] else ""), justify="right"),
             )
-        if len(mine) > PER_RULE:
-            table.add_row(Text(""), Text(f"+ {len(mine) - PER_RULE} more", style="dim"))
+        more = [f"+ {total - len(shown):,} more"] if total > len(shown) else []
+        more += [f"{holding:,} {'holds' if holding == 1 else 'hold'} now"] if holding else []
+        if more:
+            table.add_row(name if not shown else Text(""), Text(" · ".join(more), style="dim"))
     return table
 
 
@@ -206,7 +223,7 @@ def _sparks(charts: list[dict[str, Any]]) -> RenderableType:
             Text(c["symbol"], style="bold"),
             sparkline(closes, c["sessions"], c["alerts"]),
             Text(f"{closes[-1]:,.2f}", justify="right"),
-            Text(f"{change:+.1%} in {len(closes)}", style="green" if change >= 0 else "red"),
+            Text(f"{pct(change)} in {len(closes)}", style=_trend(change)),
         )
     return table
 
@@ -227,10 +244,35 @@ def measure(p: dict[str, Any]) -> str:
         return f"{'–' if value is None else round(value)} of {round(threshold)}"
     if p["unit"] == "ratio":
         return f"{'–' if value is None else f'{value:.2f}x'} of {threshold:.1f}x"
-    shown = "–" if value is None else f"{value:+.1%}"
+    shown, line = pct(value), pct(threshold)  # (as alert texts do)
     if p["kind"] in ("drawdown", "fade"):
-        return f"{shown} · line {threshold:+.1%}"
-    return f"{shown} of {threshold:+.1%}"
+        return f"{shown} · line {line}"
+    return f"{shown} of {line}"
+
+
+def pct(x: float | None) -> str:
+    """A fraction as alert texts write it: `pct(x, signed=True)` of monitor.core.rules.context,
+    which a test holds this to (that module brings polars, which `watch` does without): tenths
+    of a percent rounded half to even, the sign of the rounded value ('+0.0%' for -0.0004),
+    'n/a' for none."""
+    scaled = None if x is None else x * 100 * 10
+    if scaled is None or not math.isfinite(scaled) or abs(round(scaled)) >= 2**63:
+        return "n/a"
+    n = round(scaled)
+    whole, tenths = divmod(abs(n), 10)
+    return f"{'-' if n < 0 else '+'}{whole}.{tenths}%"
+
+
+def new_york(iso: str) -> str:
+    """An ISO timestamp (UTC) as New York's wall clock, as the board shows it:
+    '2024-07-16 16:00:05 New York'."""
+    try:
+        at = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return at.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M:%S") + " New York"
 
 
 def sparkline(
@@ -255,6 +297,12 @@ def sparkline(
         level = int((v - lo) / (hi - lo) * (len(SPARK) - 1)) if hi > lo else 0
         text.append(SPARK[level], style=f"bold {marked[k]}" if k in marked else "bright_blue")
     return text
+
+
+def _trend(change: float) -> str:
+    """Green up, red down, as the percentage reads (no colour for 0.0%)."""
+    text = pct(change)
+    return "red" if text.startswith("-") else "" if text in ("+0.0%", "n/a") else "green"
 
 
 def _variant(p: dict[str, Any]) -> str:

@@ -84,3 +84,42 @@ async def test_a_route_that_raises_answers_500_and_the_server_goes_on() -> None:
             answer = await reader.read()
             writer.close()
             assert want in answer
+
+
+async def test_a_threaded_route_leaves_the_loop_to_answer_others_meanwhile() -> None:
+    """While a route in `threaded` takes a second, another request is answered at once (it used
+    to wait for it: /api/closes ran on the event loop, /healthz waited 24 s behind one); the slow
+    one is answered too, and one that raises in the thread is a 500."""
+    import asyncio
+    import time
+
+    from monitor.http import HttpServer
+
+    def slow(params: dict[str, str]) -> tuple[int, str, bytes]:
+        time.sleep(1.0)
+        return 200, "text/plain", f"slow {params['n']}\n".encode()
+
+    def broken() -> tuple[int, str, bytes]:
+        raise RuntimeError("a bug")
+
+    routes = {"/fast": lambda: (200, "text/plain", b"fast\n"), "/broken": broken}
+    async with HttpServer(
+        "127.0.0.1", 0, routes, {"/slow": slow}, threaded={"/slow", "/broken"}
+    ) as server:
+
+        async def get(path: str) -> tuple[bytes, float]:
+            started = time.monotonic()
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+            answer = await reader.read()
+            writer.close()
+            return answer, time.monotonic() - started
+
+        slow_one = asyncio.create_task(get("/slow?n=1"))
+        await asyncio.sleep(0.2)
+        fast, fast_s = await get("/fast")
+        assert fast.endswith(b"\r\n\r\nfast\n") and fast_s < 0.5
+        answer, slow_s = await slow_one
+        assert answer.endswith(b"\r\n\r\nslow 1\n") and slow_s >= 1.0
+        broken_answer, _ = await get("/broken")
+        assert broken_answer.startswith(b"HTTP/1.1 500 Internal Server Error")

@@ -53,25 +53,38 @@ def chart_symbols(
 
 
 MAX_SESSIONS = 5_000  # ?sessions= at most (about twenty years)
+# ?symbol= names at most (after duplicates go): the board asks for none (it takes what
+# `chart_symbols` picks, MAX_CHARTS of them), and 50 x 5,000 closes is some 8 MB of JSON.
+MAX_SYMBOLS = 50
 
 
 def closes_route(
     produce: Callable[[Sequence[str] | None, int], dict[str, Any]],
 ) -> Callable[[Mapping[str, str]], tuple[int, str, bytes]]:
-    """/api/closes with `?symbol=A,B` (those symbols) and `?sessions=N` (closes per symbol)."""
+    """/api/closes with `?symbol=A,B` (those symbols, each once, at most MAX_SYMBOLS) and
+    `?sessions=N` (closes per symbol); a bad value is a 400 with `{"error": ...}`."""
 
     def route(params: Mapping[str, str]) -> tuple[int, str, bytes]:
-        wanted = [s.strip() for s in params.get("symbol", "").split(",") if s.strip()]
+        named = (s.strip() for s in params.get("symbol", "").split(","))
+        wanted = list(dict.fromkeys(s for s in named if s))  # (each once, in order)
         try:
             sessions = int(params.get("sessions", CLOSES))
         except ValueError:
             sessions = 0
         if not 1 <= sessions <= MAX_SESSIONS:
-            message = f"sessions must be a whole number from 1 to {MAX_SESSIONS}\n"
-            return 400, "text/plain", message.encode()
+            return bad_request(f"sessions must be a whole number from 1 to {MAX_SESSIONS}")
+        if len(wanted) > MAX_SYMBOLS:
+            return bad_request(
+                f"symbol names {len(wanted)} symbols; at most {MAX_SYMBOLS} in one request"
+            )
         return 200, "application/json", msgspec.json.encode(produce(wanted or None, sessions))
 
     return route
+
+
+def bad_request(message: str) -> tuple[int, str, bytes]:
+    """A 400 whose JSON body says what was wrong."""
+    return 400, "application/json", msgspec.json.encode({"error": message})
 
 
 def closes(
@@ -88,7 +101,11 @@ def closes(
     each with `span` (sessions the streak or surge covered, 1 for the rest). The symbols are
     `symbols` when given (`?symbol=IWM,QQQ`), else those the board would chart."""
     newest_first = list(alerts)[::-1]
-    wanted = list(symbols) if symbols else chart_symbols(newest_first, progress, rules, limit)
+    wanted = (
+        list(dict.fromkeys(symbols))
+        if symbols
+        else chart_symbols(newest_first, progress, rules, limit)
+    )
     recent = (
         daily.lazy()
         .filter(pl.col("symbol").is_in(wanted))
@@ -130,7 +147,10 @@ def closes(
 
 
 def span(alert: Alert, rule: Rule | None) -> int:
-    """Sessions an alert's move covered: the run of a streak, the window of a surge, else 1."""
+    """Sessions of the daily chart an alert's move covered: the run of a streak or the window of
+    a surge (in weeks for a weekly rule), else 1. A minute rule's move lies in its session: 1."""
+    if alert.timeframe == "1m":
+        return 1
     periods = 1
     if isinstance(rule, StreakRule):
         value = alert.metrics.get("streak")

@@ -20,6 +20,7 @@ from monitor.cli import main
 from monitor.datafiles import DataSpec, read_daily
 from monitor.feed_replay import bar_messages
 from monitor.service import Daemon, run
+from monitor.web import MAX_SYMBOLS
 from tests.conftest import RUT
 from tests.test_service import daemon_running, subscribed, write_config
 from tests.web.chromium import Chromium, Page, find_chromium
@@ -113,7 +114,8 @@ def _get(url: str) -> bytes:
 async def test_page_and_closes_are_served_by_the_daemon(tmp_path: Path) -> None:
     """`/` serves the self-contained board (no external script, style or font) and
     `/api/closes` the last 120 ^RUT closes, ending with the last backfilled session;
-    `?symbol=` and `?sessions=` choose symbols and length (a bad length is a 400)."""
+    `?symbol=` and `?sessions=` choose symbols and length (a bad length is a 400); a symbol
+    named many times gives one chart, and more than MAX_SYMBOLS symbols are a 400 in JSON."""
     prefix = f"mm-web-{uuid.uuid4().hex[:8]}"
     conf = write_config(tmp_path, prefix)
     args = ["backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12"]
@@ -133,8 +135,14 @@ async def test_page_and_closes_are_served_by_the_daemon(tmp_path: Path) -> None:
         )
         assert [(c["symbol"], len(c["closes"])) for c in asked["symbols"]] == [("^RUT", 30)]
         assert asked["symbols"][0]["closes"] == rut["closes"][-30:]
-        for bad in ("sessions=0", "sessions=x", "sessions=99999"):
+        many = ",".join(["%5ERUT"] * 5_000)
+        once = json.loads(await asyncio.to_thread(_get, f"{base}/api/closes?symbol={many}"))
+        assert once == closes
+        too_many = ",".join(["%5ERUT", *(f"S{i}" for i in range(MAX_SYMBOLS))])
+        for bad in ("sessions=0", "sessions=x", "sessions=99999", f"symbol={too_many}"):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 await asyncio.to_thread(_get, f"{base}/api/closes?{bad}")
             assert refused.value.code == 400
+            assert refused.value.headers["Content-Type"] == "application/json"
+            assert "error" in json.loads(refused.value.read())
             refused.value.close()  # the error holds the response open

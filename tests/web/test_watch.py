@@ -10,7 +10,9 @@ import pytest
 from rich.console import Console
 
 from monitor.cli import main
-from monitor.watch import bar, frame, measure, sparkline
+from monitor.core.rules.context import pct
+from monitor.watch import bar, frame, measure, new_york, sparkline
+from monitor.watch import pct as watch_pct
 from tests.conftest import RUT
 from tests.test_commands import cli
 from tests.test_service import daemon_running, write_config
@@ -45,7 +47,7 @@ def test_frame_shows_each_rule_with_its_bar_and_measure() -> None:
     and the value against the threshold."""
     lines = [line.rstrip() for line in render(STATE).splitlines()]
     assert lines[0] == (
-        "market-monitor live   last session 2024-07-15   clock 2024-07-16 20:00:05 UTC   "
+        "market-monitor live   last session 2024-07-15   clock 2024-07-16 16:00:05 New York   "
         "● http://daemon"
     )
     assert lines[1:7] == [
@@ -78,6 +80,47 @@ def test_measures_bars_and_sparklines_for_people() -> None:
     assert bar(-1.0, False, width=4).plain == "░░░░"
     spark = sparkline([1.0, 2.0, 3.0, 4.0], ["a", "b", "c", "d"], [{"session": "d", "kind": "x"}])
     assert spark.plain == "▁▃▅█"
+
+
+def test_rules_say_how_many_more_from_the_rules_own_counts() -> None:
+    """On a universe larger than /api/state carries, "+ N more" and "hold now" come from each
+    rule's counts, not from the rows it was sent (which may be none of a rule's: it then still
+    says how many it has, not "no data yet"); "no data yet" is for a rule with no rows at all."""
+    rules = [
+        {**STATE["rules"][0], "symbol_count": 17_000, "row_count": 17_000,  # type: ignore[dict-item]
+         "holding_count": 12},
+        {**STATE["rules"][1], "symbol_count": 17_000, "row_count": 17_000,  # type: ignore[dict-item]
+         "holding_count": 0},
+        {"id": "drawdown.high", "kind": "drawdown", "timeframe": "1d", "description": "",
+         "symbol_count": 0, "row_count": 0, "holding_count": 0},
+    ]  # fmt: skip
+    text = render({**STATE, "rules": rules, "progress": STATE["progress"][:1]})  # type: ignore[index]
+    lines = [line.rstrip() for line in text.splitlines()]
+    start = lines.index("Rules")
+    assert lines[start + 1 : start + 5] == [
+        f" streak.daily   ^RUT                         {'█' * 16}{'░' * 4}  4 of 5",
+        "                + 16,999 more · 12 hold now",
+        " surge.5d       + 17,000 more",
+        " drawdown.high  no data yet",
+    ]
+
+
+def test_percentages_read_as_alert_texts_write_them() -> None:
+    """watch writes a fraction as alert texts do (monitor.core.rules.context's `pct`, signed):
+    -0.04% is "+0.0%", halves round to even, none is "n/a"."""
+    values = [-0.0004, 0.0004, 0.0, -0.0, 0.0005, 0.0015, -0.0015, 0.0025, -0.0025, 0.115,
+              -0.073, 12.3456, float("nan"), float("inf"), None]  # fmt: skip
+    assert [watch_pct(x) for x in values] == [pct(x, signed=True) for x in values]
+    row = {"value": -0.0004, "threshold": 0.1, "unit": "fraction", "kind": "surge"}
+    assert measure(row) == "+0.0% of +10.0%"
+    assert measure({**row, "value": None}) == "n/a of +10.0%"
+
+
+def test_the_clock_is_new_york_time_as_on_the_board() -> None:
+    """The daemon's UTC clock reads as New York's wall clock, named, in summer and winter."""
+    assert new_york("2024-07-16T20:00:05+00:00") == "2024-07-16 16:00:05 New York"
+    assert new_york("2026-02-23T21:00:00.123456+00:00") == "2026-02-23 16:00:00 New York"
+    assert new_york("not a time") == "not a time"
 
 
 @pytest.mark.integration

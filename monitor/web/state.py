@@ -1,0 +1,105 @@
+"""/api/state, what the board and `watch` draw: the rules with how many symbols each watches and
+how many hold now, the progress rows nearest to firing (a universe has too many to send them
+all), the last alerts and the clock."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import heapq
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+
+from monitor.core.model import Alert
+from monitor.core.progress import Progress
+from monitor.core.rules.spec import Rule, kind_of
+
+MAX_ROWS = 500  # progress rows /api/state carries, nearest to firing first...
+RULE_ROWS = 5  # ... and at least each rule's nearest this many (the board shows 5 a rule)
+
+
+def nearest_first(p: Progress) -> tuple[float, str, str]:
+    """The order of progress rows: nearest to firing first, then by rule and symbol."""
+    return (-p.progress, p.rule, p.symbol)
+
+
+class Digest(NamedTuple):
+    """One rule's rows, counted and cut."""
+
+    rows: Sequence[Progress]  # what it was made from (the same list: the same rows)
+    nearest: list[Progress]  # its first MAX_ROWS, nearest to firing first
+    symbol_count: int
+    row_count: int  # one per symbol and variant (a drawdown's near_high and below_high)
+    holding_count: int
+
+
+def digest(rows: Sequence[Progress], keep: int) -> Digest:
+    """A rule's counts and its `keep` rows nearest to firing."""
+    return Digest(
+        rows,
+        heapq.nsmallest(keep, rows, key=nearest_first),
+        len({p.symbol for p in rows}),
+        len(rows),
+        sum(p.holds for p in rows),
+    )
+
+
+class StateView:
+    """`document(...)` is /api/state. A rule's digest is kept until the engine gives the rule
+    new rows (a new list at each evaluation), so a poll costs the rules whose bars closed since
+    the last one, not a sort of a universe's rows every 2 s per open board."""
+
+    def __init__(self, max_rows: int = MAX_ROWS, rule_rows: int = RULE_ROWS) -> None:
+        self.max_rows = max_rows
+        self.rule_rows = rule_rows
+        self._digests: dict[str, Digest] = {}
+
+    def document(
+        self,
+        now: dt.datetime,
+        rules: Iterable[Rule],
+        progress: Mapping[str, Sequence[Progress]],
+        alerts: Iterable[Alert],
+    ) -> dict[str, Any]:
+        """`rules`, each with `symbol_count` (symbols it has progress for), `row_count` (its
+        progress rows: one per symbol and variant) and `holding_count` (of those, holding now);
+        `progress`: the `max_rows` rows nearest to firing, and the `rule_rows` nearest of each
+        rule besides, nearest first; `alerts`: newest first; `now`."""
+        # (list() copies in one go, under the GIL: the engine's thread may add a rule's rows)
+        current = list(progress.items())
+        digests = {rule_id: self._digest(rule_id, rows) for rule_id, rows in current}
+        self._digests = digests  # (a rule gone takes its digest with it)
+        merged = heapq.merge(*(d.nearest for d in digests.values()), key=nearest_first)
+        top = list(itertools.islice(merged, self.max_rows))
+        shown = collections.Counter(p.rule for p in top)
+        extra = [
+            p for rule_id, d in digests.items() for p in d.nearest[shown[rule_id] : self.rule_rows]
+        ]
+        rows = sorted(top + extra, key=nearest_first) if extra else top
+        none = Digest((), [], 0, 0, 0)
+        return {
+            "now": now.isoformat(),
+            "rules": [
+                {
+                    "id": r.id,
+                    "kind": kind_of(r),
+                    "timeframe": r.timeframe,
+                    "description": r.description,
+                    "symbol_count": digests.get(r.id, none).symbol_count,
+                    "row_count": digests.get(r.id, none).row_count,
+                    "holding_count": digests.get(r.id, none).holding_count,
+                }
+                for r in rules
+            ],
+            "progress": msgspec.to_builtins(rows),
+            "alerts": msgspec.to_builtins(list(alerts)[::-1]),
+        }
+
+    def _digest(self, rule_id: str, rows: Sequence[Progress]) -> Digest:
+        kept = self._digests.get(rule_id)
+        if kept is not None and kept.rows is rows:
+            return kept
+        return digest(rows, self.max_rows)
