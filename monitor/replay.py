@@ -8,7 +8,7 @@ published.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -223,6 +223,7 @@ class RuleSummary(NamedTuple):
     last: dt.date | None
     outcomes: list[Outcome]
     variant: str = ""
+    symbol: str = ""  # (`Summary.by_symbol`'s: of that symbol's alerts alone)
 
     @property
     def label(self) -> str:
@@ -301,27 +302,44 @@ class Summary:
         every: dict[int, tuple[int, float, int]],
         variant: str,
     ) -> RuleSummary:
-        n, symbols, first, last = fired.select(
-            pl.len(),
-            pl.col("symbol").n_unique(),
-            pl.col("session").min().alias("first"),
-            pl.col("session").max().alias("last"),
-        ).row(0)
+        row = fired.select(
+            pl.col("symbol").n_unique().alias("symbols"), *_followed(rule.horizons)
+        ).row(0, named=True)
         outcomes = []
         for h in rule.horizons:
-            values = pl.col(f"fwd_{h}")
-            known = fired.select(values.filter(values.is_finite()))
-            n_known, mean, median, up, worst, best = known.select(
-                pl.len(), values.mean().alias("mean"), values.median().alias("median"),
-                values.gt(0).mean().alias("up"), values.min().alias("worst"),
-                values.max().alias("best"),
-            ).row(0)  # fmt: skip
             periods, total, ups = every.get(h, (0, 0.0, 0))
             any_mean, any_up = (total / periods, ups / periods) if periods else (None, None)
             outcomes.append(
-                Outcome(h, n_known, mean, median, up, worst, best, periods, any_mean, any_up)
+                _outcome(row, h)._replace(any_known=periods, any_mean=any_mean, any_up=any_up)
             )
-        return RuleSummary(rule, n, symbols, first, last, outcomes, variant)
+        return RuleSummary(
+            rule, row["alerts"], row["symbols"], row["first"], row["last"], outcomes, variant
+        )
+
+    def by_symbol(self) -> list[RuleSummary]:
+        """What followed each rule's alerts on each symbol (of each variant apart), as
+        `rules_summary` says of all its symbols together (no baseline: `any_*` empty), sorted
+        by rule id, symbol and variant; none for a rule without horizons."""
+        out: list[RuleSummary] = []
+        for rule in sorted(self.rules, key=lambda r: r.id):
+            parts = self._parts[rule.id]
+            if not parts or not rule.horizons:
+                continue
+            groups = (
+                pl.concat(parts)
+                .group_by("symbol", "variant")
+                .agg(*_followed(rule.horizons))
+                .sort("symbol", "variant")
+            )
+            for row in groups.iter_rows(named=True):
+                outcomes = [_outcome(row, h) for h in rule.horizons]
+                dates = row["first"], row["last"]
+                out.append(
+                    RuleSummary(
+                        rule, row["alerts"], 1, *dates, outcomes, row["variant"], row["symbol"]
+                    )
+                )
+        return out
 
     def _every_period(self, rule: Rule) -> dict[int, tuple[int, float, int]]:
         """Per horizon: forward returns known after any period, their sum, how many up."""
@@ -332,6 +350,34 @@ class Summary:
         return {
             h: (sums[f"n_{h}"], sums[f"sum_{h}"] or 0.0, sums[f"up_{h}"]) for h in rule.horizons
         }
+
+
+def _followed(horizons: Sequence[int]) -> list[pl.Expr]:
+    """Aggregations over firings (a frame, or each group of one): how many (`alerts`), the
+    first and last session, and per horizon h the forward returns the history covers:
+    `n_h`, `mean_h`, `median_h`, `up_h` (share positive), `worst_h`, `best_h`."""
+    exprs = [
+        pl.len().alias("alerts"),
+        pl.col("session").min().alias("first"),
+        pl.col("session").max().alias("last"),
+    ]
+    for h in horizons:
+        values = pl.col(f"fwd_{h}")
+        known = values.filter(values.is_finite())
+        exprs += [
+            known.len().alias(f"n_{h}"), known.mean().alias(f"mean_{h}"),
+            known.median().alias(f"median_{h}"), known.gt(0).mean().alias(f"up_{h}"),
+            known.min().alias(f"worst_{h}"), known.max().alias(f"best_{h}"),
+        ]  # fmt: skip
+    return exprs
+
+
+def _outcome(row: dict[str, Any], h: int) -> Outcome:
+    """Horizon `h`'s Outcome of a row of `_followed` (no baseline)."""
+    return Outcome(
+        h, row[f"n_{h}"], row[f"mean_{h}"], row[f"median_{h}"], row[f"up_{h}"],
+        row[f"worst_{h}"], row[f"best_{h}"], 0, None, None,
+    )  # fmt: skip
 
 
 def _block(summary: RuleSummary) -> list[str]:

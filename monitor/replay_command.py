@@ -240,9 +240,14 @@ def run_replay(
     tally = Summary(engine) if fmt == "summary" or report else None
     if tally is not None:  # (a summary needs every alert's outcome: one batch, see Summary)
         batch_sessions = None
-    # jsonl alone: payloads are built a chunk at a time, each written while the next is built.
-    # A summary without a report builds none: it is made of the firings.
-    deferred = not report and fmt != "table"
+    shown = None
+    if report:
+        from monitor.web.report import ReportAlerts
+
+        shown = ReportAlerts(engine.ctx)
+    # jsonl: payloads are built a chunk at a time, each written while the next is built.
+    # A summary builds none, nor does a report: they are made of the firings.
+    deferred = fmt != "table"
     refused: list[Rejection] = []  # bars the engine rejected (days that are no session)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         written: Future[None] | None = None
@@ -254,10 +259,12 @@ def run_replay(
                 if written is not None:
                     written.result()
                 written = writer.submit(_write_lines, out, chunk.get_column("json"))
-            if fmt == "table" or report:
+            if fmt == "table":
                 alerts += step.alerts
             if tally is not None:
                 tally.add(step)
+            if shown is not None:
+                shown.add(step)
         if written is not None:
             written.result()
     if found.result():
@@ -268,12 +275,16 @@ def run_replay(
         symbols = bars.get_column("symbol").n_unique()
         out.write(tally.text(symbols, first, last, start))
     out.flush()
-    if report:
+    if report and tally is not None and shown is not None:
         from monitor.web.report import report_html
 
-        summaries = tally.rules_summary() if tally is not None else []
         html = report_html(
-            bars, alerts, rules_path=str(rules_path), start=start, summaries=summaries
+            bars,
+            shown.frame(),
+            rules_path=str(rules_path),
+            start=start,
+            summaries=tally.rules_summary(),
+            followed=tally.by_symbol(),
         )
         try:
             Path(report).write_text(html, encoding="utf-8")

@@ -189,6 +189,45 @@ def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
     return frame.select("ts", pl.lit(rule.id).alias("rule"), "symbol", "id", json.alias("json"))
 
 
+WORDS_SCHEMA: dict[str, pl.DataType] = {
+    "ts": pl.String(),
+    "rule": pl.String(),
+    "symbol": pl.String(),
+    "id": pl.String(),
+    "kind": pl.String(),
+    "severity": pl.String(),
+    "session": pl.String(),
+    "variant": pl.String(),
+    "title": pl.String(),
+    "text": pl.String(),
+}
+
+
+def alert_words(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFrame:
+    """The short fields of each firing's alert, in the frame's order, as `alert_lines` writes
+    them in its payload (WORDS_SCHEMA: `variant` is "" for a rule without variants), without
+    the payload: most of one is its history, whose `prior_dates` lists every earlier episode
+    (30 KB for an alert with a few thousand before it). For what shows many alerts in a few
+    words each (replay's report)."""
+    if fired.is_empty():
+        return empty(WORDS_SCHEMA)
+    family = FAMILIES[kind_of(rule)]
+    frame = _plain(fired.drop("prior_dates", strict=False))
+    title, text = family.words(rule, ctx)
+    return frame.select(
+        "ts",
+        pl.lit(rule.id).alias("rule"),
+        "symbol",
+        pl.lit(_ids(frame, rule)),
+        pl.lit(kind_of(rule)).alias("kind"),
+        pl.lit(rule.severity or family.SEVERITY).alias("severity"),
+        "session",
+        pl.col("variant").fill_null(""),
+        title.alias("title"),
+        text.alias("text"),
+    )
+
+
 def _quoted(column: str) -> list[pl.Expr | str]:
     """A text column as JSON strings, when nothing in it needs escaping."""
     return ['"', pl.col(column), '"']

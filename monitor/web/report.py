@@ -3,10 +3,14 @@
 First, per rule over all its symbols, what followed its alerts beside what followed any period
 (`monitor.replay.Summary`, as `--format summary` prints it). Per symbol with alerts, its closes
 over the whole replay (inline SVG, the line downsampled to ~1,600 points, min and max of each
-bucket kept, so spikes survive) with every alert marked in a lane per rule under the chart; then
-the forward returns per rule, symbol and variant, taken from the history of the last alert of each
-(it carries the statistics of every earlier one), and the list of alerts. No script, no external
-file: it opens offline and can be mailed.
+bucket kept, so spikes survive) with every alert marked in a lane per rule under the chart (past
+MAX_MARKERS alerts in a chart, one marker per lane and run of sessions, saying how many); then
+what followed per rule, symbol and variant (the first section's figures, symbol by symbol), and
+the list of alerts (the first MAX_LISTED). No script, no external file: it opens offline and can
+be mailed.
+
+The alerts come as `ReportAlerts` rows, a few short fields each, never as decoded payloads: a
+replay of a universe makes hundreds of thousands, each payload listing every earlier episode.
 """
 
 from __future__ import annotations
@@ -15,20 +19,23 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from html import escape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import polars as pl
 
-from monitor.core.model import Alert
-from monitor.core.rules.context import pct, unit
+from monitor.core.payload import WORDS_SCHEMA, alert_words
+from monitor.core.rules.context import RuleContext, pct, unit
 from monitor.core.rules.spec import kind_of
 
 if TYPE_CHECKING:
+    from monitor.core.step import Step
     from monitor.replay import RuleSummary
 
 POINTS = 1600
 MAX_CHARTS = 60
 MAX_LISTED = 2000
+MAX_MARKERS = 1000  # a chart's alerts marked one by one; past it, grouped:
+LANE_MARKERS = 250  # at most so many markers per lane (4 px apart: a marker is 8 wide)
 COLORS = {
     "streak": "#2da44e", "surge": "#e16f24", "squeeze": "#bf3989", "rotation": "#1b7c83",
     "drawdown": "#8250df", "breadth": "#0969da", "movers": "#9a6700", "fade": "#cf222e",
@@ -52,19 +59,86 @@ def downsample(values: Sequence[float], target: int = POINTS) -> list[int]:
     return sorted(keep)
 
 
-def lane(alert: Alert) -> str:
-    """The chart lane of an alert: its rule, and the variant when the rule has several."""
-    variant = alert.metrics.get("variant")
-    return f"{alert.rule} · {variant}" if isinstance(variant, str) and variant else alert.rule
+class ReportAlerts:
+    """A replay's alerts as the report shows them, a row of a few short fields each (WORDS_SCHEMA,
+    without `title`), in the alerts' order: taken from each step's firing frames (in a replay,
+    the same as its alerts: see `Step`), whose payloads are never built nor decoded. A replay
+    of a universe makes hundreds of thousands, each payload up to 30 KB (its `prior_dates`):
+    as Alerts they took 15 GB."""
+
+    def __init__(self, ctx: RuleContext) -> None:
+        self._ctx = ctx
+        self._parts: list[pl.DataFrame] = []
+
+    def add(self, step: Step) -> None:
+        """Take in a step's alerts."""
+        for rule, fired in step.firings:
+            if fired.height:
+                self._parts.append(alert_words(fired, rule, self._ctx).drop("title"))
+
+    def frame(self) -> pl.DataFrame:
+        """Every alert taken in, in order (by `ts`, rule, symbol and id, as replay prints them)."""
+        if not self._parts:
+            return pl.DataFrame(schema={k: v for k, v in WORDS_SCHEMA.items() if k != "title"})
+        return pl.concat(self._parts).sort("ts", "rule", "symbol", "id")
+
+
+class Mark(NamedTuple):
+    """An alert as a chart marks it."""
+
+    session: str  # YYYY-MM-DD
+    rule: str
+    kind: str
+    variant: str  # "" for a rule without variants
+    text: str
+
+    @property
+    def lane(self) -> str:
+        """The chart lane: the rule, and the variant when the rule has several."""
+        return f"{self.rule} · {self.variant}" if self.variant else self.rule
+
+
+class Marker(NamedTuple):
+    """What a chart draws for one alert, or for `alerts` alerts of a lane close together."""
+
+    at: int  # the (first) alert's session, as a position among the chart's sessions
+    mark: Mark  # the (first) alert
+    alerts: int
+    tip: str
+
+
+def markers(marks: Sequence[Mark], index: dict[str, int], n: int) -> tuple[list[Marker], int]:
+    """The markers of a chart of `n` sessions (`index`: session -> position) for `marks`, and
+    the sessions each spans: one per alert (1) up to MAX_MARKERS alerts; past it, in each lane
+    one for the alerts of each run of `step` sessions (at most LANE_MARKERS a lane), at the
+    first of them, saying how many and from when to when. The markers overlap past about that
+    many in a lane anyway; one per alert, 120,000 alerts made a 40 MB page. Alerts of sessions
+    not in `index` are left out."""
+    placed = [(index[m.session], m) for m in marks if m.session in index]
+    if len(placed) <= MAX_MARKERS:
+        return [Marker(at, m, 1, f"{m.session} · {m.rule}: {m.text}") for at, m in placed], 1
+    step = math.ceil(n / LANE_MARKERS)
+    groups: dict[tuple[str, int], list[tuple[int, Mark]]] = {}
+    for at, m in placed:
+        groups.setdefault((m.lane, at // step), []).append((at, m))
+    out = []
+    for members in groups.values():
+        (at, first), (_, last) = min(members), max(members)
+        if len(members) == 1:
+            tip = f"{first.session} · {first.rule}: {first.text}"
+        else:
+            tip = f"{first.session} to {last.session} · {first.lane}: {len(members):,} alerts"
+        out.append(Marker(at, first, len(members), tip))
+    return sorted(out, key=lambda k: (k.at, k.mark.lane)), step
 
 
 def chart(
-    symbol: str, sessions: Sequence[dt.date], closes: Sequence[float], alerts: Sequence[Alert]
+    symbol: str, sessions: Sequence[dt.date], closes: Sequence[float], drawn: Sequence[Marker]
 ) -> str:
-    """An SVG of `closes` (log scale when they span more than 4x) with every alert of `symbol`
-    as a marker in its rule's lane, plus a tick on the line."""
+    """An SVG of `closes` (log scale when they span more than 4x) with the alerts of `symbol`
+    (`markers`, over `sessions`) as markers in their rule's lane, plus a tick on the line."""
     n = len(closes)
-    lanes = sorted({lane(a) for a in alerts})
+    lanes = sorted({d.mark.lane for d in drawn})
     height = TOP + PLOT_H + AXIS_H + LANE_H * len(lanes) + 6
     lo, hi = min(closes), max(closes)
     log = lo > 0 and hi / lo > 4
@@ -81,7 +155,7 @@ def chart(
 
     out = [
         f'<svg viewBox="0 0 {W} {height}" role="img" aria-label="{escape(symbol)}: closes '
-        f'and {len(alerts)} alerts" data-symbol="{escape(symbol)}">'
+        f'and {_count(sum(d.alerts for d in drawn), "alert")}" data-symbol="{escape(symbol)}">'
     ]
     for v in _ticks(lo, hi, log):
         out.append(
@@ -96,60 +170,49 @@ def chart(
         )
     points = " ".join(f"{x(i):.1f},{y(closes[i]):.1f}" for i in downsample(closes))
     out.append(f'<polyline points="{points}" class="line"/>')
-    index = {d.isoformat(): i for i, d in enumerate(sessions)}
     lane_y = {name: axis_y + AXIS_H + LANE_H * k + LANE_H / 2 for k, name in enumerate(lanes)}
     for name, ly in lane_y.items():
         out.append(
             f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{ly}" y2="{ly}" class="lane"/>'
             f'<text x="{LEFT}" y="{ly - 8}" class="lane-name">{escape(name)}</text>'
         )
-    for a in alerts:
-        at = index.get(a.session)
-        if at is None:
-            continue
-        color = COLORS.get(a.kind, "#57606a")
-        tip = escape(f"{a.session} · {a.rule}: {a.text}")
+    for at, m, alerts, tip in drawn:
+        color = COLORS.get(m.kind, "#57606a")
+        many = f' data-alerts="{alerts}"' if alerts > 1 else ""
         out.append(
             f'<line x1="{x(at):.1f}" x2="{x(at):.1f}" y1="{y(closes[at]) - 7:.1f}" '
             f'y2="{y(closes[at]) + 7:.1f}" stroke="{color}" class="alert-tick"/>'
-            f'<circle cx="{x(at):.1f}" cy="{lane_y[lane(a)]}" r="4" fill="{color}" '
-            f'class="alert-marker" data-rule="{escape(a.rule)}" data-session="{a.session}">'
-            f"<title>{tip}</title></circle>"
+            f'<circle cx="{x(at):.1f}" cy="{lane_y[m.lane]}" r="4" fill="{color}" '
+            f'class="alert-marker" data-rule="{escape(m.rule)}" data-session="{m.session}"'
+            f"{many}><title>{escape(tip)}</title></circle>"
         )
     out.append("</svg>")
     return "".join(out)
 
 
-def forward_table(alerts: Sequence[Alert]) -> str:
-    """Forward returns per rule, symbol and variant, from the last alert of each."""
-    last: dict[tuple[str, str, str], Alert] = {}
-    count: dict[tuple[str, str, str], int] = {}
-    for a in alerts:
-        variant = a.metrics.get("variant")
-        key = (a.rule, a.symbol, variant if isinstance(variant, str) else "")
-        last[key] = a
-        count[key] = count.get(key, 0) + 1
+def forward_table(followed: Sequence[RuleSummary]) -> str:
+    """What followed the alerts per rule, symbol and variant (`Summary.by_symbol`)."""
     rows: list[str] = []
-    for key in sorted(last):
-        a = last[key]
-        if a.history is None or not a.history.forward:
+    for s in followed:
+        if not s.outcomes:
             continue
-        span = len(a.history.forward)
-        for j, h in enumerate(a.history.forward):
+        label = f"{s.rule.id} · {s.variant}" if s.variant else s.rule.id
+        span = len(s.outcomes)
+        for j, o in enumerate(s.outcomes):
             head = (
-                f'<td rowspan="{span}" class="rule">{escape(lane(a))}</td>'
-                f'<td rowspan="{span}">{escape(a.symbol)}</td>'
-                f'<td rowspan="{span}" class="num">{count[key]}</td>'
+                f'<td rowspan="{span}" class="rule">{escape(label)}</td>'
+                f'<td rowspan="{span}">{escape(s.symbol)}</td>'
+                f'<td rowspan="{span}" class="num">{s.alerts:,}</td>'
                 if j == 0
                 else ""
             )
             rows.append(
                 f'<tr class="{"first" if j == 0 else ""}">{head}'
-                f'<td class="num">{h.periods} {unit(a.timeframe, h.periods)}</td>'
-                f'<td class="num">{h.count}</td>'
-                f"{_pct_cell(h.mean)}{_pct_cell(h.median)}"
-                f'<td class="num">{_share(h.share_positive)}</td>'
-                f"{_pct_cell(h.min)}{_pct_cell(h.max)}</tr>"
+                f'<td class="num">{o.periods} {unit(s.rule.timeframe, o.periods)}</td>'
+                f'<td class="num">{o.known:,}</td>'
+                f"{_pct_cell(o.mean)}{_pct_cell(o.median)}"
+                f'<td class="num">{_share(o.up)}</td>'
+                f"{_pct_cell(o.worst)}{_pct_cell(o.best)}</tr>"
             )
     if not rows:
         return '<p class="muted">No alert has forward returns yet.</p>'
@@ -206,68 +269,111 @@ def rules_table(summaries: Sequence[RuleSummary]) -> str:
 
 def report_html(
     bars: pl.DataFrame,
-    alerts: Sequence[Alert],
+    alerts: pl.DataFrame,
     *,
     rules_path: str,
     start: dt.date | None = None,
     summaries: Sequence[RuleSummary] = (),
+    followed: Sequence[RuleSummary] = (),
 ) -> str:
-    """The whole report page for a replay of `bars` that gave `alerts` (and, per rule, the
-    `summaries` of what followed them)."""
+    """The whole report page for a replay of `bars` that gave `alerts` (`ReportAlerts.frame`)
+    and, per rule, the `summaries` of what followed them, over all its symbols and on each
+    (`followed`: `Summary.by_symbol`)."""
     if start is not None:
         bars = bars.filter(pl.col("session") >= start)
-    per_symbol: dict[str, list[Alert]] = {}
-    for a in alerts:
-        per_symbol.setdefault(a.symbol, []).append(a)
+    per_symbol = dict(alerts.group_by("symbol").len().iter_rows())
     symbols = bars.get_column("symbol").unique().to_list()
-    charted = sorted(
-        (s for s in symbols if s in per_symbol), key=lambda s: (-len(per_symbol[s]), s)
-    )
+    charted = sorted((s for s in symbols if s in per_symbol), key=lambda s: (-per_symbol[s], s))
     if not charted:
         charted = sorted(symbols)[:4]
     left_out = charted[MAX_CHARTS:]
+    charted = charted[:MAX_CHARTS]
+    marks: dict[str, list[Mark]] = {}
+    picked = alerts.filter(pl.col("symbol").is_in(charted))
+    columns = ("symbol", "session", "rule", "kind", "variant", "text")
+    for symbol, *fields in picked.select(columns).iter_rows():
+        marks.setdefault(symbol, []).append(Mark(*fields))
     charts: list[str] = []
-    for symbol in charted[:MAX_CHARTS]:
+    grouped = False
+    for symbol in charted:
         part = bars.filter(pl.col("symbol") == symbol).sort("session")
         sessions = part.get_column("session").to_list()
         closes = part.get_column("close").to_list()
         if len(closes) < 2:
             continue
-        mine = per_symbol.get(symbol, [])
-        kinds = sorted({a.kind for a in mine})
+        mine = marks.get(symbol, [])
+        kinds = sorted({m.kind for m in mine})
         legend = "".join(
             f'<span><i style="background:{COLORS.get(k, "#57606a")}"></i>{escape(k)}</span>'
             for k in kinds
         )
+        index = {d.isoformat(): i for i, d in enumerate(sessions)}
+        drawn, step = markers(mine, index, len(sessions))
+        thinned = ""
+        if step > 1:
+            grouped = True
+            thinned = (
+                f", drawn as {_count(len(drawn), 'marker')}: in each lane, one for the alerts"
+                f" of each {step:,} sessions, at the first of them (hover for how many)"
+            )
         charts.append(
             f'<section class="chart"><h2>{escape(symbol)} <small>{sessions[0]} to '
-            f"{sessions[-1]} · {len(closes):,} closes · {len(mine)} alerts</small></h2>"
-            f'<div class="legend">{legend}</div>{chart(symbol, sessions, closes, mine)}</section>'
+            f"{sessions[-1]} · {len(closes):,} closes · {_count(len(mine), 'alert')}{thinned}"
+            f'</small></h2><div class="legend">{legend}</div>'
+            f"{chart(symbol, sessions, closes, drawn)}</section>"
         )
-    note = (
-        f'<p class="muted">{len(left_out)} more symbols with alerts are not charted.</p>'
-        if left_out
-        else ""
-    )
+    note = ""
+    if left_out:
+        more = _count(len(left_out), "more symbol")
+        note = f'<p class="muted">{more} with alerts {_is(len(left_out))} not charted.</p>'
     first = str(bars.get_column("session").min()) if bars.height else "–"
     last = str(bars.get_column("session").max()) if bars.height else "–"
     listed = "".join(
-        f'<tr><td class="num">{a.session}</td><td>{escape(a.severity)}</td>'
-        f"<td>{escape(a.rule)}</td><td>{escape(a.symbol)}</td><td>{escape(a.text)}</td></tr>"
-        for a in alerts[:MAX_LISTED]
+        f'<tr><td class="num">{session}</td><td>{escape(severity)}</td>'
+        f"<td>{escape(rule)}</td><td>{escape(symbol)}</td><td>{escape(text)}</td></tr>"
+        for session, severity, rule, symbol, text in alerts.head(MAX_LISTED)
+        .select("session", "severity", "rule", "symbol", "text")
+        .iter_rows()
     )
+    total = _count(alerts.height, "alert")
+    if alerts.height > MAX_LISTED:
+        head = f"The first {MAX_LISTED:,} of {total} (replay prints them all)"
+    else:
+        head = f"All {total}" if alerts.height > 1 else total
+    shown = [s for s in followed if s.symbol in charted] if left_out else followed
     return PAGE.format(
-        title=escape(f"Replay report: {len(alerts)} alerts"),
+        title=escape(f"Replay report: {total}"),
         summary=escape(
-            f"{len(alerts)} alerts from the rules in {rules_path}, over {bars.height:,} bars of "
-            f"{len(symbols)} symbol{'s' if len(symbols) != 1 else ''}, {first} to {last}."
+            f"{total} from the rules in {rules_path}, over {bars.height:,} bars of "
+            f"{_count(len(symbols), 'symbol')}, {first} to {last}."
+        ),
+        thinned=(
+            f", except in a chart of more than {MAX_MARKERS:,} alerts, whose header says how"
+            " they are grouped"
+            if grouped
+            else ""
         ),
         charts="".join(charts) + note,
         rules=rules_table(summaries) if summaries else "",
-        forward=forward_table(alerts),
-        count=len(alerts),
+        forward=forward_table(shown),
+        forward_left_out=(
+            f" Symbols as charted: the other {len(left_out):,} with alerts are left out here"
+            " (the table per rule counts them)."
+            if left_out
+            else ""
+        ),
+        listed_head=head,
         listed=listed,
     )
+
+
+def _count(n: int, word: str) -> str:
+    """`1 alert`, `2 alerts`, `120,051 alerts` (`word`'s last word takes the plural)."""
+    return f"{n:,} {word}{'s' if n != 1 else ''}"
+
+
+def _is(n: int) -> str:
+    return "is" if n == 1 else "are"
 
 
 def _pct_cell(value: float | None) -> str:
@@ -347,14 +453,17 @@ details summary {{ cursor: pointer; font-weight: 600; }}
 </style></head><body>
 <h1>{title}</h1>
 <p class="muted">{summary} Markers: one per alert, in a lane per rule under each chart
-(hover for the text); the price line is downsampled for size, the markers are not.</p>
+(hover for the text); the price line is downsampled for size, the markers are not{thinned}.</p>
 {rules}
 {charts}
-<section><h2>What happened next, per rule</h2>
-<p class="muted">From the last alert of each rule and symbol: the returns after every earlier
-alert whose horizon had passed (n), from its close to the close that many periods later.</p>
+<section><h2>What followed, per rule and symbol</h2>
+<p class="muted">The alerts of this replay, symbol by symbol: the return from each alert's
+close to the close that many periods later (n: the alerts whose horizon the history covers), as
+per rule above, whose alerts and n a rule's rows add up to. An alert's own history (in its
+payload) differs: it counts the episodes before it, those before --from too, and not
+itself.{forward_left_out}</p>
 <div class="scroll">{forward}</div></section>
-<section><details><summary>All {count} alerts</summary><div class="scroll"><table>
+<section><details><summary>{listed_head}</summary><div class="scroll"><table>
 <thead><tr><th>Session</th><th>Severity</th><th>Rule</th><th>Symbol</th><th>Text</th></tr></thead>
 <tbody>{listed}</tbody></table></div></details></section>
 </body></html>
