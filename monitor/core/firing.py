@@ -62,8 +62,14 @@ def firings(
         progress.extend(rows(latest(cond), rule))
     if baseline is not None:
         baseline.append(every_period(cond, rule.horizons, after))
-    # A condition already true at a group's first period is not an onset.
-    before = pl.when(pl.col("idx") == 0).then(True).otherwise(pl.col("cond").shift(1))
+    # A condition already true at a group's first period is not an onset. A period a rule did
+    # not evaluate (`skipped`: breadth and movers, a session with too few bars) neither starts
+    # nor ends an episode: the period before it stands for it.
+    held = pl.col("cond")
+    if "skipped" in cond.columns:
+        unknown = pl.col("skipped") & (pl.col("idx") > 0)  # (a group's first row sets a value)
+        held = pl.when(unknown).then(None).otherwise(held).forward_fill()
+    before = pl.when(pl.col("idx") == 0).then(True).otherwise(held.shift(1))
     fired = cond.filter(pl.col("cond") & ~before)
     if rule.cooldown:
         fired = _cooldown(fired, rule.cooldown)

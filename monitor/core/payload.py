@@ -20,7 +20,16 @@ from monitor.core.rules.spec import Rule, kind_of
 from monitor.core.sessions import NEW_YORK
 
 # Columns of a firing frame that are bookkeeping, not metrics for the payload.
-_INTERNAL = {*KEYS, "fire", "history_start", "prior_occurrences", "prior_dates", "pos", "ts_key"}
+_INTERNAL = {
+    *KEYS,
+    "fire",
+    "history_start",
+    "prior_occurrences",
+    "prior_dates",
+    "pos",
+    "ts_key",
+    "skipped",
+}
 _STAT = re.compile(r"^(fwd|n|mean|median|up|min|max)_\d+$")
 
 

@@ -31,7 +31,9 @@ def prepare(
     (lag, max_age) asked. `short_interest` is a fraction of float (GME's 138.4 becomes 1.384);
     blank stays null. A figure settled before the calendar's first session counts from the
     `lag`-th session of the calendar: late rather than early (the sessions between are not
-    known); of figures usable from the same session, the one settled last is used."""
+    known); one settled on a day that is no session counts from the `lag`-th session after
+    it (lag 0: the first); of figures usable from the same session, the one settled last is
+    used."""
     shares = (
         pl.col("shares_sold_short").cast(pl.Float64)
         if "shares_sold_short" in raw.columns
@@ -46,6 +48,12 @@ def prepare(
     dates = sessions.frame.get_column("session").to_numpy()
     settled = base.get_column("short_interest_date").to_numpy()
     first = np.searchsorted(dates, settled, side="left")
+    # A settlement on a day that is no session (a Saturday, a holiday): the session after it is
+    # the first session after the settlement, not the 0th (that is the settlement itself).
+    inside = first < len(dates)
+    off_session = (
+        inside & (settled > dates[0]) & (dates[np.minimum(first, len(dates) - 1)] != settled)
+    )
 
     def session_at(pos: np.ndarray) -> pl.Series:  # (null past the calendar's end)
         found = dates[np.minimum(pos, len(dates) - 1)]
@@ -53,10 +61,10 @@ def prepare(
 
     parts = [
         base.with_columns(
-            session_at(first + lag).alias("effective"),
+            session_at(first + lag - (off_session & (lag > 0))).alias("effective"),
             pl.lit(lag, pl.Int32).alias("lag"),
             pl.lit(max_age, pl.Int32).alias("max_age"),
-            session_at(first + max_age).alias("expires"),
+            session_at(first + max_age - (off_session & (max_age > 0))).alias("expires"),
         )
         for lag, max_age in sorted(set(terms))
     ]

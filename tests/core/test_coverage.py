@@ -105,6 +105,33 @@ def test_a_session_with_too_few_bars_fires_no_cross_section(
     assert all(a.rule == "movers.5d" for a in last)
 
 
+def test_a_session_not_evaluated_neither_ends_nor_starts_an_episode(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """Every symbol rises every session, and a session in the middle has bars of only half of
+    them: breadth and movers skip it (too few bars) and fire once each, at the first session
+    their condition holds, not again after the hole. The skipped session used to end the
+    episode: each fired a second time, with the first as its `prior_occurrences`."""
+    days = sessions.frame.filter(pl.col("session") <= LAST).tail(30).get_column("session")
+    hole = days[20]
+    rows = [
+        (symbol, day, close, close, close, close, 1_000.0)
+        for i, symbol in enumerate(SYMBOLS)
+        for n, day in enumerate(days)
+        for close in [10.0 * (1.01 + 0.001 * i) ** n]
+        if not (day == hole and i >= 10)
+    ]
+    columns = ["symbol", "session", "open", "high", "low", "close", "volume"]
+    bars = pl.DataFrame(rows, schema=columns, orient="row").sort("symbol", "session")
+    engine = build_engine(load_rules(rules_file(tmp_path)), sessions)  # type: ignore[arg-type]
+    fired = replay(engine, bars)
+    assert {(a.rule, a.session) for a in fired} == {
+        ("breadth.5d", str(days[5])),
+        ("movers.5d", str(days[5])),
+    }
+    assert all(a.history is not None and a.history.prior_occurrences == 0 for a in fired)
+
+
 def test_min_coverage_must_be_a_share(tmp_path: Path) -> None:
     """`min_coverage` is a share: 1.5 is refused with the file and the rule's path."""
     from monitor.errors import ConfigError

@@ -44,8 +44,9 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
         )
     )
     cond = (pl.col("counted") >= rule.min_symbols) & (pl.col("share") >= rule.min_share)
-    cond = cond & (pl.col("coverage") >= rule.min_coverage)
-    return select_keys(frame, cond, [pl.col("share"), pl.col("up"), pl.col("counted")])
+    skipped = pl.col("coverage") < rule.min_coverage  # (not evaluated: see firing.firings)
+    metrics = [pl.col("share"), pl.col("up"), pl.col("counted"), skipped.alias("skipped")]
+    return select_keys(frame, cond & ~skipped, metrics)
 
 
 def words(rule: BreadthRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:

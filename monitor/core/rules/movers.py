@@ -36,8 +36,9 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
         pl.col("return").rank("ordinal", descending=True).over("ts").alias("rank")
     ).pipe(m.with_coverage, bars, rule.timeframe)
     cond = (pl.col("rank") <= rule.top) & (pl.col("return") >= rule.min_return)
-    cond = cond & (pl.col("coverage") >= rule.min_coverage)
-    return select_keys(frame, cond, [pl.col("return"), pl.col("rank"), pl.col("close")])
+    skipped = pl.col("coverage") < rule.min_coverage  # (not evaluated: see firing.firings)
+    metrics = [pl.col("return"), pl.col("rank"), pl.col("close"), skipped.alias("skipped")]
+    return select_keys(frame, cond & ~skipped, metrics)
 
 
 def words(rule: MoversRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
