@@ -24,6 +24,7 @@ import polars as pl
 
 STREAK_COUNT, STREAK_MIN = 5, 0.01
 SURGE_WINDOW, SURGE_MIN = 5, 0.10
+TOLERANCE = 1e-9  # float noise at a threshold, as the rules have it (rules/context.py)
 DATE_KEYS = ("date", "session", "datetime", "timestamp")
 
 
@@ -54,10 +55,10 @@ def firings(long: pl.DataFrame) -> tuple[int, int]:
     """(streak firings, surge firings)."""
     same = pl.col("symbol") == pl.col("symbol").shift(1)
     ret1 = pl.when(same).then(pl.col("close") / pl.col("close").shift(1) - 1.0)
-    up = (ret1 > STREAK_MIN).fill_null(False)
+    up = (ret1 > STREAK_MIN + TOLERANCE).fill_null(False)
     back = pl.col("symbol") == pl.col("symbol").shift(SURGE_WINDOW)
     ret_w = pl.when(back).then(pl.col("close") / pl.col("close").shift(SURGE_WINDOW) - 1.0)
-    cond = (ret_w >= SURGE_MIN).fill_null(False)
+    cond = (ret_w >= SURGE_MIN - TOLERANCE).fill_null(False)
     counts = (
         long.lazy()
         .with_columns(up.alias("up"), cond.alias("cond"))

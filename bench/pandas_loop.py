@@ -14,6 +14,7 @@ import pandas as pd
 
 STREAK_COUNT, STREAK_MIN = 5, 0.01
 SURGE_WINDOW, SURGE_MIN = 5, 0.10
+TOLERANCE = 1e-9  # float noise at a threshold, as the rules have it (rules/context.py)
 DATE_KEYS = ("date", "session", "datetime", "timestamp")
 
 
@@ -37,13 +38,14 @@ def count_firings(values: list[float]) -> tuple[int, int]:
     streak = surge = run = 0
     was_surging = True  # the first row's previous condition counts as true
     for i, close in enumerate(values):
-        if i > 0 and close / values[i - 1] - 1.0 > STREAK_MIN:
+        if i > 0 and close / values[i - 1] - 1.0 > STREAK_MIN + TOLERANCE:
             run += 1
             if run == STREAK_COUNT:
                 streak += 1
         else:
             run = 0
-        surging = i >= SURGE_WINDOW and close / values[i - SURGE_WINDOW] - 1.0 >= SURGE_MIN
+        gain = close / values[i - SURGE_WINDOW] - 1.0 if i >= SURGE_WINDOW else None
+        surging = gain is not None and gain >= SURGE_MIN - TOLERANCE
         if surging and not was_surging:
             surge += 1
         was_surging = surging

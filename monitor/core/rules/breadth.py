@@ -10,6 +10,7 @@ from monitor.core.rules.context import (
     fixed_expr,
     pct_expr,
     periods_in_words,
+    reaches,
     select_keys,
     text_expr,
     unit,
@@ -43,7 +44,7 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
             (1.0 + pl.col("mean_ret1")).cum_prod().alias("ref"),
         )
     )
-    cond = (pl.col("counted") >= rule.min_symbols) & (pl.col("share") >= rule.min_share)
+    cond = (pl.col("counted") >= rule.min_symbols) & reaches(pl.col("share"), rule.min_share)
     skipped = pl.col("coverage") < rule.min_coverage  # (not evaluated: see firing.firings)
     metrics = [pl.col("share"), pl.col("up"), pl.col("counted"), skipped.alias("skipped")]
     return select_keys(frame, cond & ~skipped, metrics)

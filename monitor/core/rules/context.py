@@ -105,6 +105,27 @@ def pct_expr(x: pl.Expr, signed: bool = False) -> pl.Expr:
     return fixed_expr(x * 100, 1, signed=signed, suffix="%")
 
 
+# Computed returns are compared with a rule's settings give or take this: 10.00 -> 10.10 is
+# 0.010000000000000009 in binary floating point, not "more than 1%", and 10.01 -> 11.011 is
+# 0.09999999999999987, which "reaches 10%". (A billionth of a return: no price step is that fine.)
+TOLERANCE = 1e-9
+
+
+def above(value: pl.Expr, setting: float) -> pl.Expr:
+    """`value > setting`, float noise aside (see TOLERANCE)."""
+    return value > setting + TOLERANCE
+
+
+def reaches(value: pl.Expr, setting: float) -> pl.Expr:
+    """`value >= setting`, float noise aside (see TOLERANCE)."""
+    return value >= setting - TOLERANCE
+
+
+def at_most(value: pl.Expr, setting: float) -> pl.Expr:
+    """`value <= setting`, float noise aside (see TOLERANCE)."""
+    return value <= setting + TOLERANCE
+
+
 def text_expr(*parts: str | pl.Expr) -> pl.Expr:
     """Words and columns joined into one string column (literal strings stay literal)."""
     return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])

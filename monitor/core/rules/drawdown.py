@@ -12,9 +12,11 @@ import polars as pl
 from monitor.core import metrics as m
 from monitor.core.rules.context import (
     RuleContext,
+    at_most,
     fixed_expr,
     pct_expr,
     pct_setting,
+    reaches,
     select_keys,
     text_expr,
 )
@@ -32,10 +34,10 @@ def condition(bars: pl.DataFrame, rule: DrawdownRule, ctx: RuleContext) -> pl.Da
     parts = []
     if rule.max_below_high is not None:
         near = frame.with_columns(pl.lit("near_high").alias("variant"))
-        parts.append(select_keys(near, pl.col("drawdown") >= -rule.max_below_high, metrics))
+        parts.append(select_keys(near, reaches(pl.col("drawdown"), -rule.max_below_high), metrics))
     if rule.min_below_high is not None:
         below = frame.with_columns(pl.lit("below_high").alias("variant"))
-        parts.append(select_keys(below, pl.col("drawdown") <= -rule.min_below_high, metrics))
+        parts.append(select_keys(below, at_most(pl.col("drawdown"), -rule.min_below_high), metrics))
     return pl.concat(parts)
 
 

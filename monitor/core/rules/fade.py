@@ -8,8 +8,10 @@ import polars as pl
 from monitor.core import metrics as m
 from monitor.core.rules.context import (
     RuleContext,
+    at_most,
     fixed_expr,
     pct_expr,
+    reaches,
     select_keys,
     text_expr,
     unit,
@@ -33,7 +35,7 @@ def condition(bars: pl.DataFrame, rule: FadeRule, ctx: RuleContext) -> pl.DataFr
         pl.col("rise_to_here").gather("high_row").alias("rise"),
         (pl.col("close") / pl.col("high") - 1.0).alias("drawdown"),
     )
-    faded = (pl.col("rise") >= rule.rise) & (pl.col("drawdown") <= -rule.drop)
+    faded = reaches(pl.col("rise"), rule.rise) & at_most(pl.col("drawdown"), -rule.drop)
     # Once per peak: a close that fades, climbs back above the line and fades again from the
     # same peak is the same fade (and one earlier time in the history, not two). So the
     # condition holds on the first period a fade from its peak begins, and on no other.

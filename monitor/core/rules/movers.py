@@ -10,6 +10,7 @@ from monitor.core.rules.context import (
     day,
     pct_expr,
     periods_in_words,
+    reaches,
     select_keys,
     text_expr,
 )
@@ -35,7 +36,7 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
     frame = frame.with_columns(
         pl.col("return").rank("ordinal", descending=True).over("ts").alias("rank")
     ).pipe(m.with_coverage, bars, rule.timeframe)
-    cond = (pl.col("rank") <= rule.top) & (pl.col("return") >= rule.min_return)
+    cond = (pl.col("rank") <= rule.top) & reaches(pl.col("return"), rule.min_return)
     skipped = pl.col("coverage") < rule.min_coverage  # (not evaluated: see firing.firings)
     metrics = [pl.col("return"), pl.col("rank"), pl.col("close"), skipped.alias("skipped")]
     return select_keys(frame, cond & ~skipped, metrics)

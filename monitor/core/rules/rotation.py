@@ -7,9 +7,11 @@ import polars as pl
 from monitor.core import metrics as m
 from monitor.core.rules.context import (
     RuleContext,
+    at_most,
     fixed_expr,
     pct_expr,
     periods_in_words,
+    reaches,
     select_keys,
     text_expr,
 )
@@ -22,23 +24,27 @@ PER_SYMBOL = False  # it compares symbols
 def condition(bars: pl.DataFrame, rule: RotationRule, ctx: RuleContext) -> pl.DataFrame:
     """Condition: return(small) - return(large) >= min_spread (and, when set, the large-cap
     return is at most `max_large_return`: e.g. 0 for "small caps up while large caps fall")."""
-    ret = m.window_return(rule.window)
-    both = bars.filter(pl.col("symbol").is_in([rule.small, rule.large])).with_columns(
-        ret.alias("return")
+    small = bars.filter(pl.col("symbol") == rule.small)
+    large = bars.filter(pl.col("symbol") == rule.large).select(
+        "ts", pl.col("close").alias("large_close")
     )
-    small = both.filter(pl.col("symbol") == rule.small)
-    large = both.filter(pl.col("symbol") == rule.large).select(
-        "ts", pl.col("return").alias("large_return"), pl.col("close").alias("large_close")
-    )
-    # Paired by the period's close (a session's, a week's or a minute's: one bar each).
+    # Paired by the period's close (a session's, a week's or a minute's: one bar each), and
+    # the returns taken over the pairs: with a period missing on one side, both returns span
+    # the same periods (each over its own bars, one would reach a period further back).
     frame = small.join(large, on="ts", how="inner").sort("ts")
+    row = pl.int_range(pl.len())
+    # (a minute's window stays in its session, as for a symbol's: metrics.back)
+    reach = row - row.min().over("session") if rule.timeframe == "1m" else row
+    frame = frame.with_columns(row.alias("idx"), reach.alias("reach"))
     frame = frame.with_columns(
-        (pl.col("return") - pl.col("large_return")).alias("spread"),
-        pl.int_range(pl.len()).alias("idx"),
-    )
-    cond = pl.col("spread") >= rule.min_spread
+        m.window_return(rule.window).alias("return"),
+        (pl.col("large_close") / m.back(pl.col("large_close"), rule.window) - 1.0).alias(
+            "large_return"
+        ),
+    ).with_columns((pl.col("return") - pl.col("large_return")).alias("spread"))
+    cond = reaches(pl.col("spread"), rule.min_spread)
     if rule.max_large_return is not None:
-        cond = cond & (pl.col("large_return") <= rule.max_large_return)
+        cond = cond & at_most(pl.col("large_return"), rule.max_large_return)
     return select_keys(
         frame,
         cond,

@@ -15,6 +15,7 @@ from monitor.core.rules.context import (
     RuleContext,
     fixed_expr,
     pct_expr,
+    reaches,
     select_keys,
     text_expr,
     unit,
@@ -40,13 +41,13 @@ def condition(bars: pl.DataFrame, rule: SqueezeRule, ctx: RuleContext) -> pl.Dat
     frame = _join_short_interest(frame, ctx, rule)
     si = pl.col("short_interest")
     known = si.is_not_null()
-    si_ok = si >= rule.min_short_interest
+    si_ok = reaches(si, rule.min_short_interest)
     if rule.min_days_to_cover is not None:
         si_ok = si_ok & (pl.col("days_to_cover") >= rule.min_days_to_cover)
     short_ok = pl.when(known).then(si_ok).otherwise(pl.lit(rule.unknown_short_interest == "fire"))
     cond = (
-        (pl.col("return") >= rule.min_return)
-        & (pl.col("volume_ratio") >= rule.volume_ratio)
+        reaches(pl.col("return"), rule.min_return)
+        & reaches(pl.col("volume_ratio"), rule.volume_ratio)
         & short_ok
     )
     return select_keys(

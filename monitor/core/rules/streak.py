@@ -7,6 +7,7 @@ import polars as pl
 from monitor.core import metrics as m
 from monitor.core.rules.context import (
     RuleContext,
+    above,
     fixed_expr,
     pct_expr,
     pct_setting,
@@ -27,7 +28,7 @@ def condition(bars: pl.DataFrame, rule: StreakRule, ctx: RuleContext) -> pl.Data
     `min_period_return` (the smallest of the last `count` returns) is only wanted where the
     condition holds, so it is only computed there: a rolling minimum over every row of a
     universe's history costs several times as much."""
-    up = bars.select(pl.col("ret1") > rule.min_return).to_series()
+    up = bars.select(above(pl.col("ret1"), rule.min_return)).to_series()
     frame = bars.with_columns(m.run_lengths(up, bars.get_column("reach")).alias("streak"))
     holds = frame.select(pl.col("streak") >= rule.count).to_series()
     total = m.trailing_return(frame.get_column("close"), holds, rule.count)

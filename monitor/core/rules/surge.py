@@ -9,6 +9,7 @@ from monitor.core.rules.context import (
     RuleContext,
     pct_expr,
     periods_in_words,
+    reaches,
     select_keys,
     text_expr,
     unit,
@@ -25,7 +26,7 @@ def condition(bars: pl.DataFrame, rule: SurgeRule, ctx: RuleContext) -> pl.DataF
     ret = m.window_return(rule.window)
     frame = bars.with_columns(ret.alias("return"))
     return select_keys(
-        frame, pl.col("return") >= rule.min_return, [pl.col("return"), pl.col("close")]
+        frame, reaches(pl.col("return"), rule.min_return), [pl.col("return"), pl.col("close")]
     )
 
 
