@@ -42,9 +42,11 @@ class FeedFiles(msgspec.Struct):
 
 def read_replay_feeds(config: Config) -> Iterator[FeedFiles]:
     """Each replay feed's `data` files in turn, read as the daemon streams them (one feed's
-    bars at a time in memory). ConfigError naming the field for a `start` or `end` that is not
-    a date (exit 78), DataError naming the file for one that cannot be read (exit 65): `run`
-    and `config check` both fail here."""
+    bars at a time in memory). ConfigError naming the field (exit 78) for a `start` or `end`
+    that is not a date, a `start` after `end`, and a feed that would stream nothing (see
+    `_streams_nothing`); DataError naming the file for one that cannot be read (exit 65): `run`
+    and `config check` both fail here. A `start` before the data is taken: it streams from the
+    data's second session (see `split_replay_data`)."""
     from monitor.datafiles import read_many
     from monitor.minutefiles import is_minute_file, read_minutes
     from monitor.replay_command import rejected_lines
@@ -53,22 +55,48 @@ def read_replay_feeds(config: Config) -> Iterator[FeedFiles]:
         if feed.kind != "replay":
             continue
         start, end = _date(i, "start", feed.start), _date(i, "end", feed.end)
+        if start is not None and end is not None and start > end:
+            raise ConfigError(f"feeds[{i}].start: {start} is after end ({end})")
         specs = [_resolve_spec(config, d) for d in feed.data]
         minute_specs = [s for s in specs if is_minute_file(s.path)]
         daily_specs = [s for s in specs if s not in minute_specs]
-        minutes = None
+        minutes, last = None, list[object]()  # (the last session of each kind of file)
         if minute_specs:
             minutes = pl.concat([read_minutes(s) for s in minute_specs])
             day = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
-            if start is not None:
-                minutes = minutes.filter(day >= start)
             if end is not None:
                 minutes = minutes.filter(day <= end)
+            last.append(minutes.select(day.max()).item())
+            if start is not None:
+                minutes = minutes.filter(day >= start)
         daily, rejected = None, []
         if daily_specs:
             loaded = read_many(daily_specs, end=end)
             daily, rejected = loaded.bars, rejected_lines(loaded.counts, loaded.rejections)
+            last.append(daily.get_column("session").max())
+        latest = max((d for d in last if isinstance(d, dt.date)), default=None)
+        problem = _streams_nothing(start, end, latest)
+        if problem is not None:
+            raise ConfigError(f"feeds[{i}].{problem}")
         yield FeedFiles(feed.label(i), start, daily, minutes, rejected)
+
+
+def _streams_nothing(
+    start: dt.date | None, end: dt.date | None, last: dt.date | None
+) -> str | None:
+    """Why a replay feed whose data's last session up to `end` is `last` (None: it has none)
+    would stream nothing from `start` (`field: message`), or None when it streams something,
+    or means not to (no `start`: every daily bar is history)."""
+    nothing = "the feed would stream nothing"
+    if last is None:  # (an empty file is a DataError: here `end` is before every bar)
+        return f"end: the data has no session up to {end}: {nothing}" if end else f"data: {nothing}"
+    if start is None or start <= last:
+        return None
+    if end is None:
+        return f"start: {start} is after the data's last session ({last}): {nothing}"
+    return (
+        f"start: the data has no session from {start} to end ({end}), the last is {last}: {nothing}"
+    )
 
 
 def _date(i: int, field: str, text: str) -> dt.date | None:
@@ -79,22 +107,31 @@ def _date(i: int, field: str, text: str) -> dt.date | None:
 
 
 def split_replay_data(config: Config, history: pl.DataFrame) -> ReplayData:
-    """Replay feeds: bars before `start` join the history; the rest is streamed."""
+    """Replay feeds: bars before `start` join the history; the rest is streamed. A `start` at or
+    before the data's first session streams it from its second: the first is the history the
+    simulated clock starts from (at its close; the daemon's calendar and clock start from the
+    history, and no rule fires on a symbol's first bar, which has no return)."""
     out = ReplayData(history, None, {}, {})
     start_at: dt.datetime | None = None
     for feed in read_replay_feeds(config):
         if feed.rejected:
             out.rejected[feed.name] = feed.rejected
-        if feed.minutes is not None:
-            out.minutes[feed.name] = feed.minutes
-            first_minute = feed.minutes.get_column("start").min()
-            if isinstance(first_minute, dt.datetime) and start_at is None:
-                start_at = first_minute - dt.timedelta(seconds=1)
         loaded = feed.daily if feed.daily is not None else history.clear()
-        start = feed.start
+        start, first = feed.start, loaded.get_column("session").min()
+        minutes = feed.minutes
         if start is None:
             start = loaded.get_column("session").max() or dt.date.max  # type: ignore[assignment]
+        elif isinstance(first, dt.date) and start <= first:
+            start = first + dt.timedelta(days=1)
+            if minutes is not None:  # (nor do that session's minute bars stream)
+                day = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
+                minutes = minutes.filter(day >= start)
         assert isinstance(start, dt.date)
+        if minutes is not None:
+            out.minutes[feed.name] = minutes
+            first_minute = minutes.get_column("start").min()
+            if isinstance(first_minute, dt.datetime) and start_at is None:
+                start_at = first_minute - dt.timedelta(seconds=1)
         before = loaded.filter(pl.col("session") < start)
         out.bars[feed.name] = loaded.filter(pl.col("session") >= start)
         history = pl.concat([history, before]).unique(

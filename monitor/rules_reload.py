@@ -3,11 +3,13 @@
 The signal wakes the engine loop, which reads and checks the file, and the short-interest file
 it names, before its next step, on the event loop (a short-interest file of a few MB takes a
 few hundred ms). A file that does not read (a TOML error, an unknown kind or parameter, a
-short-interest file that cannot be read) is logged as `rules_reload_failed` with the reason,
-and the rules in force stay. One that reads becomes the engine's at the start of its next step,
-in the engine's thread (see `Pipeline.engine_change`): a rule that is new or changed fires from
-the next period on, never on periods already evaluated (`Engine.replace_rules`). Only the rules
-file (and the short interest it uses) is read again; every other setting needs a restart.
+short-interest file that cannot be read), or one without a `[[rules]]` table (an editor's
+save caught half-way, more likely than a wish to stop every rule, which `enabled = false`
+says), is logged as `rules_reload_failed` with the reason, and the rules in force stay. One
+that reads becomes the engine's at the start of its next step, in the engine's thread (see
+`Pipeline.engine_change`): a rule that is new or changed fires from the next period on, never
+on periods already evaluated (`Engine.replace_rules`). Only the rules file (and the short
+interest it uses) is read again; every other setting needs a restart.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from monitor.config import Config, load_rules_file, outside_universe
+from monitor.config import Config, load_rules_file, outside_universe, resolve
 from monitor.core.model import FeedBatch
 from monitor.core.rules.spec import (
+    NO_RULES,
     NO_SHORT_INTEREST,
     RulesFile,
     no_short_interest,
@@ -57,16 +60,19 @@ class RulesReload:
         daemon = self.daemon
         try:
             rules = load_rules_file(daemon.config)
+            if not rules.rules:
+                path = resolve(daemon.config, daemon.config.rules.file)
+                self._refuse(
+                    f"rules.file {path}: {NO_RULES}",
+                    hint="a file without rules is taken for one saved half-way; to stop every"
+                    " rule, set enabled = false on each and reload",
+                )
+                return None
             short_interest = daemon.read_short_interest()
             ctx = build_engine(rules, daemon.sessions, short_interest=short_interest).ctx
         except (ConfigError, DataError) as exc:
-            daemon.log.error(
-                "rules_reload_failed",
-                error=str(exc),
-                kept=[r.id for r in daemon.rules.enabled],
-                hint="fix the file (`market-monitor config check` reads it) and reload again",
-            )
-            daemon.counters.inc("rules_reloads", result="failed")
+            hint = "fix the file (`market-monitor config check` reads it) and reload again"
+            self._refuse(str(exc), hint=hint)
             return None
         warn_of(daemon.config, rules, daemon.log)
         before = {r.id: r for r in daemon.rules.enabled}
@@ -88,6 +94,16 @@ class RulesReload:
             daemon.counters.inc("rules_reloads", result="ok")
 
         return change
+
+    def _refuse(self, error: str, *, hint: str) -> None:
+        """Log and count a reload refused: the rules in force stay."""
+        self.daemon.log.error(
+            "rules_reload_failed",
+            error=error,
+            kept=[r.id for r in self.daemon.rules.enabled],
+            hint=hint,
+        )
+        self.daemon.counters.inc("rules_reloads", result="failed")
 
 
 def warn_of(config: Config, rules: RulesFile, log: Any) -> None:

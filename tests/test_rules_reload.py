@@ -139,3 +139,41 @@ def test_a_squeeze_rule_without_a_short_interest_file_is_warned_of(tmp_path: Pat
     with capture_logs() as logs:
         Daemon(cfg.load(conf))
     assert [e for e in logs if e["event"] == "rule_cannot_fire"] == []
+
+
+@pytest.mark.parametrize("saved", ["", "# market-monitor rules\n", '[names]\n"^RUT" = "R"\n'])
+def test_a_rules_file_without_rules_is_refused_on_reload(tmp_path: Path, saved: str) -> None:
+    """A SIGHUP finding a rules file with no [[rules]] table (empty, or cut short by a save not
+    finished) is refused with a hint, and every rule stays in force; a file whose rules are all
+    `enabled = false` says it means to stop them, and is taken."""
+    from structlog.testing import capture_logs
+
+    from monitor import config as cfg
+    from monitor.service import Daemon
+
+    rules = tmp_path / "rules.toml"
+    shipped = RULES.read_text()
+    rules.write_text(shipped)
+    daemon = Daemon(cfg.load(write_config(tmp_path, f"mm-empty-{uuid.uuid4().hex[:8]}", rules)))
+    before = [r.id for r in daemon.rules.enabled]
+    rules.write_text(saved)
+    with capture_logs() as logs:
+        daemon.rules_reload.due = True
+        assert daemon.rules_reload.take() is None
+    assert [(e["event"], e["log_level"]) for e in logs] == [("rules_reload_failed", "error")]
+    assert logs[0]["error"] == f"rules.file {rules}: no rules: the file has no [[rules]] table"
+    assert logs[0]["kept"] == before
+    assert "set enabled = false on each" in logs[0]["hint"]
+    assert [r.id for r in daemon.rules.enabled] == before
+    assert daemon.counters.get("rules_reloads", result="failed") == 1
+
+    rules.write_text(shipped.replace("\nkind = ", "\nenabled = false\nkind = "))
+    with capture_logs() as logs:
+        daemon.rules_reload.due = True
+        change = daemon.rules_reload.take()
+        assert change is not None
+        change()
+    done = next(e for e in logs if e["event"] == "rules_reloaded")
+    assert (done["rules"], done["removed"]) == (0, sorted(before))
+    assert daemon.rules.enabled == []
+    assert daemon.counters.get("rules_reloads", result="ok") == 1

@@ -81,11 +81,21 @@ def run_lengths(hit: pl.Series, idx: pl.Series) -> pl.Series:
     return pl.Series(marks)
 
 
+GATHERED_SPAN = 64  # (trailing_min: past it, a rolling minimum costs less than the gathers)
+
+
 def trailing_min(values: pl.Series, where: pl.Series, span: int) -> pl.Series:
     """The minimum of the last `span` values (the row's included) at rows where `where` holds,
     null elsewhere; those rows must have `span` values of their own symbol (as where a run
-    of at least `span` periods holds). Gathered at those rows only."""
+    of at least `span` periods holds). Gathered at those rows only, or, for a long span
+    (up to 100,000 periods: one gather per period would take seconds a step), a rolling
+    minimum over every row."""
     rows = where.fill_null(False).arg_true()
+    if rows.is_empty():
+        return _at_rows(values, rows, values.clear(), len(where))
+    if span > GATHERED_SPAN:
+        rolled = values.rolling_min(span, min_samples=1).gather(rows)
+        return _at_rows(values, rows, rolled, len(where))
     lowest = pl.select(pl.min_horizontal([values.gather(rows - k) for k in range(span)]))
     return _at_rows(values, rows, lowest.to_series(), len(where))
 

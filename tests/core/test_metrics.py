@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.metrics import (
+    GATHERED_SPAN,
     prior_larger,
     run_lengths,
     trailing_min,
@@ -77,6 +78,24 @@ def test_trailing_min_where_the_window_is_the_symbols_own(
     where = [
         bool(i >= span - 1 and v is not None and v > 1) for v, i in zip(values, idx, strict=True)
     ]
+    got = trailing_min(pl.Series(numbers), pl.Series(where), span).to_list()
+    for row, (wanted, value) in enumerate(zip(where, got, strict=True)):
+        assert value == (min(numbers[row - span + 1 : row + 1]) if wanted else None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 5), min_size=60, max_size=160), min_size=1, max_size=3),
+    st.sampled_from([GATHERED_SPAN, GATHERED_SPAN + 1, 100, 100_000]),
+)
+def test_trailing_min_of_a_long_span_is_the_windows_minimum(
+    groups: list[list[int]], span: int
+) -> None:
+    """Past GATHERED_SPAN (a rolling minimum, not one gather per period: a 100,000-period
+    streak took seconds a step) the minimum is still that of the row's own last `span` values."""
+    numbers = [float(v) for g in groups for v in g]
+    idx = [i for g in groups for i in range(len(g))]
+    where = [i >= span - 1 and v > 0 for v, i in zip(numbers, idx, strict=True)]
     got = trailing_min(pl.Series(numbers), pl.Series(where), span).to_list()
     for row, (wanted, value) in enumerate(zip(where, got, strict=True)):
         assert value == (min(numbers[row - span + 1 : row + 1]) if wanted else None)

@@ -176,3 +176,51 @@ def test_an_unknown_parameter_with_no_near_name_lists_the_ones_the_kind_takes() 
     message = str(info.value)
     assert message.startswith('rules[0] (id "s"): Object contains unknown field `bananas`; it')
     assert "window" in message and "min_return" in message and "min_short_interest" not in message
+
+
+# Each integer count of periods a kind takes (with what else the kind needs to validate).
+PERIOD_COUNTS = [
+    ('kind = "streak"\nsymbols = ["A"]', "count"),
+    ('kind = "streak"\nsymbols = ["A"]', "cooldown"),
+    ('kind = "surge"\nsymbols = ["A"]', "window"),
+    ('kind = "squeeze"\nsymbols = ["A"]', "volume_window"),
+    ('kind = "squeeze"\nsymbols = ["A"]\nshort_interest_lag = 0', "short_interest_max_age"),
+    ('kind = "rotation"', "window"),
+    ('kind = "drawdown"\nsymbols = ["A"]\nmin_below_high = 0.1', "lookback"),
+    ('kind = "breadth"\nuniverse = true', "window"),
+    ('kind = "movers"\nuniverse = true', "window"),
+    ('kind = "fade"\nsymbols = ["A"]', "rise_window"),
+    ('kind = "fade"\nsymbols = ["A"]', "within"),
+]
+TOO_MANY = (
+    "Expected `int` <= 100000; a count of periods is at most 100,000 (some 400 years of"
+    " sessions, or 256 sessions of minutes)"
+)
+
+
+@pytest.mark.parametrize(("kind", "name"), PERIOD_COUNTS)
+@pytest.mark.parametrize("value", [100_001, 2_147_483_648, 9_223_372_036_854_775_807])
+def test_a_count_of_periods_past_100000_is_refused(kind: str, name: str, value: int) -> None:
+    """Every count of periods takes up to 100,000 (400 years of sessions); past it (2**31 took
+    more than 12 GB, 2**63 - 1 overflowed) the rule is refused, named by index and id."""
+    assert error(f'{OK}\n[[rules]]\nid = "x"\n{kind}\n{name} = {value}\n') == (
+        f'rules[1] (id "x").{name}: {TOO_MANY}'
+    )
+    assert parse_rules(f'[[rules]]\nid = "x"\n{kind}\n{name} = 100000\n').rules
+
+
+def test_horizons_and_top_past_100000_are_refused() -> None:
+    """A horizon past 100,000 periods is refused as the other counts are, a horizon given twice
+    (which broke the history's table) and a `top` past 100,000 symbols too."""
+    surge = 'id = "x"\nkind = "surge"\nsymbols = ["A"]\n'
+    assert error(f"{OK}\n[[rules]]\n{surge}horizons = [5, 9223372036854775807]\n") == (
+        f'rules[1] (id "x").horizons[1]: {TOO_MANY}'
+    )
+    assert error(f"{OK}\n[[rules]]\n{surge}horizons = [5, 21, 5]\n") == (
+        'rules[1] (id "x").horizons: 5 is given twice'
+    )
+    movers = 'id = "x"\nkind = "movers"\nuniverse = true\n'
+    assert error(f"{OK}\n[[rules]]\n{movers}top = 100001\n") == (
+        'rules[1] (id "x").top: Expected `int` <= 100000'
+    )
+    assert parse_rules(f"[[rules]]\n{surge}horizons = [5, 100000]\n").rules

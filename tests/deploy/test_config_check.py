@@ -323,6 +323,33 @@ BAD_INPUT = [
         "config error: feeds[0].end: not a YYYY-MM-DD date: 'July 31'",
     ),
     (
+        f'[[feeds]]\nkind = "replay"\ndata = ["^RUT={DEMO / "rut_index_daily_1987_2026.csv"}"]\n'
+        'start = "2024-08-01"\nend = "2024-07-31"\n',
+        78,
+        "config error: feeds[0].start: 2024-08-01 is after end (2024-07-31)",
+    ),
+    (
+        f'[[feeds]]\nkind = "replay"\ndata = ["^RUT={DEMO / "rut_index_daily_1987_2026.csv"}"]\n'
+        'start = "2030-01-02"\n',
+        78,
+        "config error: feeds[0].start: 2030-01-02 is after the data's last session (2026-02-23):"
+        " the feed would stream nothing",
+    ),
+    (
+        f'[[feeds]]\nkind = "replay"\ndata = ["IWM={DEMO / "iwm_daily_adj_2023_2024.csv"}"]\n'
+        'start = "2025-01-02"\nend = "2025-12-31"\n',
+        78,
+        "config error: feeds[0].start: the data has no session from 2025-01-02 to end"
+        " (2025-12-31), the last is 2024-12-31: the feed would stream nothing",
+    ),
+    (
+        f'[[feeds]]\nkind = "replay"\ndata = ["IWM={DEMO / "iwm_daily_adj_2023_2024.csv"}"]\n'
+        'end = "2022-12-31"\n',
+        78,
+        "config error: feeds[0].end: the data has no session up to 2022-12-31: the feed would"
+        " stream nothing",
+    ),
+    (
         '[rules]\nshort_interest = "si.csv"\n',
         65,
         "data error: {dir}/si.csv: cannot open: No such file or directory",
@@ -338,15 +365,26 @@ BAD_INPUT = [
 @pytest.mark.parametrize(
     ("section", "code", "line"),
     BAD_INPUT,
-    ids=["replay-data-missing", "replay-start", "replay-end", "si-missing", "si-no-column"],
+    ids=[
+        "replay-data-missing",
+        "replay-start",
+        "replay-end",
+        "replay-start-after-end",
+        "replay-start-after-data",
+        "replay-nothing-to-end",
+        "replay-end-before-data",
+        "si-missing",
+        "si-no-column",
+    ],
 )
 def test_config_check_refuses_the_data_files_run_refuses_with_the_same_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, code: int, line: str
 ) -> None:
-    """A replay feed whose data file cannot be read (65) or whose `start`/`end` is not a date
-    (78), and a `[rules] short_interest` file that is missing or lacks a column (65), fail
-    `config check` with the exit code and one line `run` gives for them (the check used to
-    pass them all)."""
+    """A replay feed whose data file cannot be read (65), whose `start`/`end` is not a date, or
+    with which it would stream nothing (a `start` after `end` or after the data's last session,
+    an `end` before its first: 78), and a `[rules] short_interest` file that is missing or lacks
+    a column (65), fail `config check` with the exit code and one line `run` gives for them (the
+    check used to pass them all)."""
     from tests.test_commands import cli
 
     (tmp_path / "si-no-date.csv").write_text("symbol,percent_of_float\nGME,140.0\n")

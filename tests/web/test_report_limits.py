@@ -40,11 +40,11 @@ def report(
 
 
 def zigzag(sessions: Sessions, symbols: list[str], n: int) -> str:
-    """`n` sessions from 2000 of each of `symbols`, closing 100, 101, 100, ...: up every other
-    session, so a streak of one fires n / 2 times on each."""
+    """`n` sessions from 2000 of each of `symbols`, closing 100, 102, 100, ...: up 2% every
+    other session, so a streak of one (more than 1% up) fires n / 2 times on each."""
     between = sessions.between(dt.date(2000, 1, 3), dt.date(2030, 1, 1))
     days = between.get_column("session").head(n).to_list()
-    rows = [f"{s},{d},{100 + i % 2}" for s in symbols for i, d in enumerate(days)]
+    rows = [f"{s},{d},{100 + 2 * (i % 2)}" for s in symbols for i, d in enumerate(days)]
     return "symbol,date,close\n" + "\n".join(rows) + "\n"
 
 

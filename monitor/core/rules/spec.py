@@ -18,8 +18,16 @@ from msgspec import Meta
 from monitor.core.fields import field_message
 from monitor.core.model import Severity
 
+# Every count of periods (a window, a streak's length, a cooldown, a horizon, a look-back) is
+# at most MAX_PERIODS: 100,000 minutes are some 256 sessions of regular hours, the most a minute
+# rule looks back over; 100,000 sessions are about 400 years, and weeks nearly 2,000, more than
+# any daily or weekly history. Past it a rule's buffers take memory and time out of proportion
+# (`count = 10000000` ran for minutes, `count = 2147483648` took more than 12 GB) or overflow
+# (`horizons = [9223372036854775807]`), so such a value is refused with the rule's other errors.
+MAX_PERIODS = 100_000
+Periods = Annotated[int, Meta(ge=1, le=MAX_PERIODS)]
+NonNegPeriods = Annotated[int, Meta(ge=0, le=MAX_PERIODS)]
 PositiveInt = Annotated[int, Meta(ge=1)]
-NonNegInt = Annotated[int, Meta(ge=0)]
 Fraction = Annotated[float, Meta(gt=-1.0, lt=100.0)]
 Share = Annotated[float, Meta(ge=0.0, le=1.0)]
 RuleTimeframe = Literal["1m", "1d", "1w"]
@@ -35,9 +43,9 @@ class RuleBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_fiel
     universe: bool = False
     exclude: list[str] = []
     timeframe: RuleTimeframe = "1d"
-    cooldown: NonNegInt = 0
+    cooldown: NonNegPeriods = 0
     severity: Severity | None = None
-    horizons: list[PositiveInt] = msgspec.field(default_factory=lambda: [5, 21, 63])
+    horizons: list[Periods] = msgspec.field(default_factory=lambda: [5, 21, 63])
     enabled: bool = True
     description: str = ""
 
@@ -45,14 +53,14 @@ class RuleBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_fiel
 class StreakRule(RuleBase, frozen=True, tag="streak"):
     """`count` consecutive periods, each with a return above `min_return`; once per run."""
 
-    count: PositiveInt = 5
+    count: Periods = 5
     min_return: Fraction = 0.01
 
 
 class SurgeRule(RuleBase, frozen=True, tag="surge"):
     """A `window`-period return of at least `min_return`, with the largest-since date."""
 
-    window: PositiveInt = 5
+    window: Periods = 5
     min_return: Fraction = 0.10
 
 
@@ -61,11 +69,11 @@ class SqueezeRule(RuleBase, frozen=True, tag="squeeze"):
 
     min_return: Fraction = 0.15
     volume_ratio: Annotated[float, Meta(gt=0)] = 3.0
-    volume_window: PositiveInt = 20
+    volume_window: Periods = 20
     min_short_interest: Annotated[float, Meta(ge=0)] = 0.20
     min_days_to_cover: Annotated[float, Meta(ge=0)] | None = None
-    short_interest_lag: NonNegInt = 8
-    short_interest_max_age: PositiveInt = 40  # sessions after settlement a figure still counts
+    short_interest_lag: NonNegPeriods = 8
+    short_interest_max_age: Periods = 40  # sessions after settlement a figure still counts
     unknown_short_interest: Literal["skip", "fire"] = "skip"
 
 
@@ -74,7 +82,7 @@ class RotationRule(RuleBase, frozen=True, tag="rotation"):
 
     small: str = "IWM"
     large: str = "QQQ"
-    window: PositiveInt = 5
+    window: Periods = 5
     min_spread: Fraction = 0.03
     max_large_return: Fraction | None = None
 
@@ -85,13 +93,13 @@ class DrawdownRule(RuleBase, frozen=True, tag="drawdown"):
 
     max_below_high: Annotated[float, Meta(gt=0, lt=1)] | None = None
     min_below_high: Annotated[float, Meta(gt=0, lt=1)] | None = None
-    lookback: PositiveInt | None = None
+    lookback: Periods | None = None
 
 
 class BreadthRule(RuleBase, frozen=True, tag="breadth"):
     """The share of the universe up over `window` periods reaches `min_share`."""
 
-    window: PositiveInt = 5
+    window: Periods = 5
     min_share: Share = 0.7
     min_symbols: PositiveInt = 10
     label: str = "universe"
@@ -102,9 +110,9 @@ class MoversRule(RuleBase, frozen=True, tag="movers"):
     """The `top` biggest gainers over `window` periods (or `since` a date), each at least
     `min_return`."""
 
-    window: PositiveInt | None = None  # 5 when neither window nor since is given
+    window: Periods | None = None  # 5 when neither window nor since is given
     since: dt.date | None = None
-    top: PositiveInt = 10
+    top: Periods = 10  # (symbols, not periods: more than a universe holds, as well)
     min_return: Fraction = 0.0
     min_coverage: Share = 0.9  # as BreadthRule's
 
@@ -114,9 +122,9 @@ class FadeRule(RuleBase, frozen=True, tag="fade"):
     within `within` periods of the peak (default: `rise_window`)."""
 
     rise: Annotated[float, Meta(gt=0)] = 0.10
-    rise_window: PositiveInt = 10
+    rise_window: Periods = 10
     drop: Annotated[float, Meta(gt=0, lt=1)] = 0.05
-    within: PositiveInt | None = None
+    within: Periods | None = None
 
 
 Rule = (
@@ -165,8 +173,21 @@ def parse_rules(text: bytes | str) -> RulesFile:
         if rule.id in seen:
             raise RuleError(f"rules[{i}].id: duplicate rule id {rule.id!r}")
         seen.add(rule.id)
+        repeated = _first_repeat(rule.horizons)
+        if repeated is not None:  # (a column of forward returns per horizon: two broke replay)
+            raise RuleError(f"{_where(i, rule.id)}.horizons: {repeated} is given twice")
         _check_targets(rule, _where(i, rule.id))
     return parsed
+
+
+def _first_repeat(values: list[int]) -> int | None:
+    """The first value of `values` seen before in it, or None when each is there once."""
+    seen: set[int] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 def _where(index: int, rule_id: object) -> str:
@@ -216,6 +237,8 @@ def _invalid(text: bytes | str, error: str) -> str:
     message = field_message(error, RulesFile, raw)
     if ".kind: Invalid value" in message:  # (msgspec says only "Invalid value 'sturge'")
         message += f"; a rule's kind is one of {', '.join(KINDS)}"
+    elif message.endswith(f": {_TOO_MANY}") and ".top: " not in message:  # (top counts symbols)
+        message += _TOO_MANY_WHY
     return _named(message, raw)
 
 
@@ -233,6 +256,11 @@ def _named(message: str, raw: Any) -> str:
 
 
 _RULE_AT = re.compile(r"^rules\[(\d+)\]")
+_TOO_MANY = f"Expected `int` <= {MAX_PERIODS}"
+_TOO_MANY_WHY = (
+    f"; a count of periods is at most {MAX_PERIODS:,} (some 400 years of sessions, or 256"
+    " sessions of minutes)"
+)
 
 # Parameters that are fractions, and the value past which one was likely written in percent
 # (`min_return = 10` meant 0.10): short interest can pass 100% of the float, not 500%.
@@ -245,12 +273,15 @@ _PLAUSIBLE = {
 }
 
 
+NO_RULES = "no rules: the file has no [[rules]] table"
+
+
 def rule_warnings(rules: RulesFile) -> list[str]:
     """Lines for a rules file that validates but likely does not say what was meant: no rules,
     or a fraction parameter past a plausible bound (a percent written for a fraction). Values
     are not refused: a threshold of 150% can be meant."""
     if not rules.rules:
-        return ["no rules: the file has no [[rules]] table"]
+        return [NO_RULES]
     lines = [] if rules.enabled else ["no rule is enabled (each has enabled = false)"]
     for i, rule in enumerate(rules.rules):
         for name, bound in _PLAUSIBLE.items():

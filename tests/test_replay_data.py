@@ -1,0 +1,83 @@
+"""A replay feed's `start` and `end` against its data: where the history ends and the simulated
+clock starts, and what is refused because the feed would stream nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+import polars as pl
+import pytest
+import redis.asyncio as aioredis
+
+from monitor import config as cfg
+from monitor.clock import SimClock
+from monitor.replay_data import split_replay_data
+from monitor.service import Daemon, run
+from tests.conftest import RULES, RUT
+from tests.test_service import read_stream, replay_alerts
+
+pytestmark = pytest.mark.integration
+
+
+def replay_feed_config(tmp: Path, stream: str, *, start: str, end: str) -> Path:
+    """A daemon whose one feed replays ^RUT from `start` to `end`, then stops it."""
+    path = tmp / "monitor.toml"
+    path.write_text(
+        f"""
+[store]
+path = "{tmp / "store"}"
+[[feeds]]
+kind = "replay"
+name = "rut"
+data = ["^RUT={RUT}"]
+start = "{start}"
+end = "{end}"
+speed = 1000000000
+exit_when_done = true
+[redis]
+url = "redis://127.0.0.1:6379/0"
+channel = "{stream}"
+stream = "{stream}"
+[rules]
+file = "{RULES}"
+[http]
+port = 0
+"""
+    )
+    return path
+
+
+def test_a_start_before_the_data_makes_its_first_session_the_history(tmp_path: Path) -> None:
+    """A `start` long before the data (1900) splits it as a `start` on its second session does:
+    the first session is the history, and the simulated clock starts at its close."""
+    early = cfg.load(replay_feed_config(tmp_path, "x", start="1900-01-01", end="1987-12-31"))
+    got = split_replay_data(early, pl.DataFrame())
+    second = cfg.load(replay_feed_config(tmp_path, "x", start="1987-09-11", end="1987-12-31"))
+    want = split_replay_data(second, pl.DataFrame())
+    assert got.history.get_column("session").to_list() == [dt.date(1987, 9, 10)]
+    assert got.start_at == dt.datetime(1987, 9, 10, 20, 0, tzinfo=dt.UTC)
+    assert (got.start_at, got.bars["rut"].rows()) == (want.start_at, want.bars["rut"].rows())
+    assert got.bars["rut"].height == 78  # (the sessions from 1987-09-11 to 1987-12-31)
+
+
+async def test_a_daemon_whose_replay_feed_starts_before_its_data_streams_it(
+    tmp_path: Path,
+) -> None:
+    """`run` with a replay feed whose `start` is before its data (it used to die on an
+    assertion: no clock to start from) streams the data and gives the alerts `replay` gives
+    for it, then exits 0."""
+    stream = f"mm-early-{uuid.uuid4().hex[:8]}"
+    conf = replay_feed_config(tmp_path, stream, start="1900-01-01", end="1988-06-30")
+    expected = replay_alerts(dt.date(1987, 9, 10), dt.date(1988, 6, 30))
+    assert len(expected) == 4
+    ready: list[Daemon] = []
+    try:
+        assert await run(cfg.load(conf), install_signals=False, on_ready=ready.append) == 0
+        assert isinstance(ready[0].clock, SimClock)
+        assert await read_stream(stream, len(expected)) == expected
+    finally:
+        client = aioredis.Redis()
+        await client.delete(stream)
+        await client.aclose()
