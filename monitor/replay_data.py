@@ -40,6 +40,10 @@ class FeedFiles(msgspec.Struct):
     rejected: list[str] = msgspec.field(default_factory=list)
 
 
+# The New York date of a minute bar (at any hour: a file may hold what the book would not take).
+_NEW_YORK_DAY = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
+
+
 def read_replay_feeds(config: Config) -> Iterator[FeedFiles]:
     """Each replay feed's `data` files in turn, read as the daemon streams them (one feed's
     bars at a time in memory). ConfigError naming the field (exit 78) for a `start` or `end`
@@ -63,7 +67,7 @@ def read_replay_feeds(config: Config) -> Iterator[FeedFiles]:
         minutes, last = None, list[object]()  # (the last session of each kind of file)
         if minute_specs:
             minutes = pl.concat([read_minutes(s) for s in minute_specs])
-            day = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
+            day = _NEW_YORK_DAY
             if end is not None:
                 minutes = minutes.filter(day <= end)
             last.append(minutes.select(day.max()).item())
@@ -124,7 +128,7 @@ def split_replay_data(config: Config, history: pl.DataFrame) -> ReplayData:
         elif isinstance(first, dt.date) and start <= first:
             start = first + dt.timedelta(days=1)
             if minutes is not None:  # (nor do that session's minute bars stream)
-                day = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
+                day = _NEW_YORK_DAY
                 minutes = minutes.filter(day >= start)
         assert isinstance(start, dt.date)
         if minutes is not None:
