@@ -57,7 +57,8 @@ class DataSpec(msgspec.Struct, frozen=True):
 class LoadedBars(msgspec.Struct):
     """Bars (DAILY_SCHEMA, sorted by symbol and session), rejected rows, and counts by reason.
     `close_only`: per row of `bars` (a Boolean Series aligned with it), whether the bar came
-    from a file of closes only (a wide file: open, high and low are the close, volume null)."""
+    from a file of closes only (a wide file, or one without open, high, low and volume
+    columns: open, high and low are the close, volume null)."""
 
     bars: pl.DataFrame
     rejections: list[Rejection]
@@ -112,7 +113,7 @@ def read_many(
     bars = pl.concat(frames) if frames else _empty_work()
     if not (len(files) == 1 and files[0].sorted_unique):
         bars = _drop_duplicates([f.source for f in files], bars, rejections, counts)
-    close_only = _close_only_rows(bars, [f.close_only for f in files])
+    close_only = _close_only_rows(bars, [f.closes for f in files])
     bars = bars.select(pl.col(name).cast(dtype) for name, dtype in DAILY_SCHEMA.items())
     return LoadedBars(bars, rejections, counts, close_only)
 
@@ -134,7 +135,8 @@ def _close_only_rows(bars: pl.DataFrame, close_only: list[bool]) -> pl.Series:
 class _FileBars(msgspec.Struct):
     """What one file gave: its accepted rows as a work frame (`_row`, symbol, session, OHLCV),
     whether they are sorted and unique by (symbol, session), the rows rejected and the counts.
-    `close_only`: a wide file's (open, high and low are the close, volume is null)."""
+    `close_only`: a wide file's (open, high and low are the close, volume is null);
+    `closes`: a file of closes only, wide or not (no open, high, low or volume column)."""
 
     source: Source
     frame: pl.DataFrame
@@ -142,6 +144,7 @@ class _FileBars(msgspec.Struct):
     sorted_unique: bool
     rejections: list[Rejection]
     counts: dict[str, int]
+    closes: bool = False
 
 
 class _CacheInfo(msgspec.Struct):
@@ -153,6 +156,7 @@ class _CacheInfo(msgspec.Struct):
     sorted_unique: bool
     rejections: list[Rejection]
     counts: dict[str, int]
+    closes: bool = False
 
 
 def _read_file(spec: DataSpec, adjusted: bool, start: date | None, end: date | None) -> _FileBars:
@@ -164,7 +168,9 @@ def _read_file(spec: DataSpec, adjusted: bool, start: date | None, end: date | N
     frame = _reject_bad(table, frame, rejections, counts, close_only=is_wide)
     frame = frame.select(pl.col(n).cast(t) for n, t in _WORK_SCHEMA.items())  # (as cached)
     source = Source(table.path, table.is_csv)
-    return _FileBars(source, frame, is_wide, sorted_unique, rejections, counts)
+    fields = {column_key(n) for n in table.frame.columns}
+    closes = is_wide or not fields & {"open", "high", "low", "volume"}
+    return _FileBars(source, frame, is_wide, sorted_unique, rejections, counts, closes)
 
 
 def _read_cached(spec: DataSpec, adjusted: bool, start: date | None, end: date | None) -> _FileBars:
@@ -188,7 +194,13 @@ def _read_cached(spec: DataSpec, adjusted: bool, start: date | None, end: date |
             frame = frame.select(pl.col(n).cast(t, strict=True) for n, t in _WORK_SCHEMA.items())
             source = Source(spec.path, info.is_csv)
             return _FileBars(
-                source, frame, info.close_only, info.sorted_unique, info.rejections, info.counts
+                source,
+                frame,
+                info.close_only,
+                info.sorted_unique,
+                info.rejections,
+                info.counts,
+                info.closes,
             )
     read = _read_file(spec, adjusted, start, end)
     if entry is not None:
@@ -198,7 +210,12 @@ def _read_cached(spec: DataSpec, adjusted: bool, start: date | None, end: date |
             else read.frame
         )
         info = _CacheInfo(
-            read.source.is_csv, read.close_only, read.sorted_unique, read.rejections, read.counts
+            read.source.is_csv,
+            read.close_only,
+            read.sorted_unique,
+            read.rejections,
+            read.counts,
+            read.closes,
         )
         datacache.save(entry, kept, msgspec.json.encode(info).decode())
     return read

@@ -80,6 +80,32 @@ def test_a_wide_file_over_full_bars_keeps_their_volume_highs_and_lows(tmp_path: 
     assert_frame_equal(stored(tmp_path), FULL_BARS)
 
 
+@pytest.mark.parametrize(
+    "closes",
+    [
+        "date,symbol,close\n2024-07-08,AAA,10.5\n2024-07-09,AAA,11\n",
+        "Date,Close\n2024-07-08,10.5\n2024-07-09,11\n",
+    ],
+    ids=["long", "single"],
+)
+def test_a_file_of_date_and_close_only_over_full_bars_keeps_them(
+    tmp_path: Path, closes: str
+) -> None:
+    """A long or single-symbol file with no open, high, low or volume column is closes only as
+    a wide file is: the stored AAA bars keep their volume, highs and lows. It flattened them."""
+    backfill(tmp_path, FULL)
+    if closes.startswith("Date,Close"):
+        path = tmp_path / "aaa.csv"
+        path.write_text(closes)
+        res = cli("backfill", "--config", str(tmp_path / "monitor.toml"), "--data", f"AAA={path}")
+        assert res.returncode == 0, res.stderr
+        err = res.stderr
+    else:
+        _, err = backfill(tmp_path, closes)
+    assert "kept 2 stored bars with open, high, low and volume" in err
+    assert_frame_equal(stored(tmp_path), FULL_BARS)
+
+
 def test_a_wide_file_adds_the_sessions_the_store_does_not_hold(tmp_path: Path) -> None:
     """The closes of new sessions are added as bars of closes only, while those of the stored
     sessions leave the stored full bars as they are; stdout counts the bars added."""
