@@ -482,20 +482,26 @@ def secret(
     fields: tuple[str, str] | None = None,
 ) -> Secret | None:
     """Resolve a secret from `*_env` or `*_file`; None when neither is set. ConfigError when
-    the variable or file is missing, naming `{where}_env` or `{where}_file` (or `fields`, the
-    names of the two, e.g. a command's options). A relative `file_name` is read from the
-    current folder: `load` has made a config's absolute."""
+    the variable or file is missing or empty, naming `{where}_env` or `{where}_file` (or
+    `fields`, the names of the two, e.g. a command's options). A relative `file_name` is read
+    from the current folder: `load` has made a config's absolute."""
     env = os.environ if environ is None else environ
     env_field, file_field = fields or (f"{where}_env", f"{where}_file")
     if env_name:
         if env_name not in env:
             raise ConfigError(f"{env_field}: environment variable {env_name} is not set")
+        if not env[env_name].strip():  # (a secret named but empty: a unit or a mount gone wrong)
+            raise ConfigError(f"{env_field}: environment variable {env_name} is empty")
         return Secret(env[env_name])
     if file_name:
         try:
             text = Path(file_name).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"{file_field}: cannot read {file_name}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file_field}: {file_name} is not UTF-8 text") from None
+        if not text:
+            raise ConfigError(f"{file_field}: {file_name} is empty")
         return Secret(text)
     return None
 
@@ -541,9 +547,11 @@ def env_overrides(env: dict[str, str], prefix: str = ENV_PREFIX) -> Overrides:
     that sets it: `MARKET_MONITOR__HTTP__PORT` -> {("http", "port"): "MARKET_MONITOR__HTTP__PORT"}.
     """
     found: Overrides = {}
-    for key in env:
+    for key in sorted(env):
         if key.startswith(prefix):
             path = tuple(p.lower() for p in key[len(prefix) :].split("__") if p)
+            if path in found:  # (names differ in case only: which one is meant?)
+                raise ConfigError(f"{found[path]} and {key} set the same key: unset one")
             if path:
                 found[path] = key
     return found

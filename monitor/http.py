@@ -1,9 +1,10 @@
 """The daemon's HTTP port: /metrics (Prometheus text), /healthz (JSON), and any JSON routes the
-service adds (e.g. /api/state). A deliberately small HTTP/1.1 server on asyncio streams: GET only,
-one request per connection, no dependency. A route in `query_routes` gets the query string's
-parameters (the last value of each); the others ignore it. The routes of the paths in `threaded`
-(the expensive ones) run in a worker thread of the server's own, one request at a time, so the
-event loop (/healthz, the feeds) goes on meanwhile and they never take the engine's threads."""
+service adds (e.g. /api/state). A deliberately small HTTP/1.1 server on asyncio streams: GET and
+HEAD, one request per connection, no dependency; a head past 64 KB is answered 431. A route in
+`query_routes` gets the query string's parameters (the last value of each); the others ignore
+it. The routes of the paths in `threaded` (the expensive ones) run in a worker thread of the
+server's own, one request at a time, so the event loop (/healthz, the feeds) goes on meanwhile
+and they never take the engine's threads."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -88,17 +90,26 @@ class HttpServer:
         writing the answer each get IO_TIMEOUT_S: a client that does not read its answer (a
         large one stays in the buffer meanwhile) is cut off, not waited for."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
-            method, _, rest = head.decode("latin-1").partition(" ")
-            path, _, query = rest.partition(" ")[0].partition("?")
-            status, ctype, body = await self._answer(method, path, query)
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
+            except asyncio.LimitOverrunError:  # (a head past the stream's limit, 64 KB)
+                method, path, query = "", "", ""
+                status, ctype, body = 431, "text/plain", b"request header fields too large\n"
+            else:
+                method, _, rest = head.decode("latin-1").partition(" ")
+                path, _, query = rest.partition(" ")[0].partition("?")
+                status, ctype, body = await self._answer(method, path, query)
             writer.write(
                 f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\n"
                 f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n".encode("latin-1")
-                + body
+                + (b"" if method == "HEAD" else body)  # (HEAD: the head GET would have)
             )
             await asyncio.wait_for(writer.drain(), IO_TIMEOUT_S)
+            if status == 431:  # (the head's rest unread: a close now would reset the answer away)
+                writer.write_eof()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_discard(reader), 1.0)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
             writer.transport.abort()  # (what is left unsent goes, with the connection)
         finally:
@@ -109,8 +120,8 @@ class HttpServer:
     async def _answer(self, method: str, path: str, query: str) -> tuple[int, str, bytes]:
         """The status, content type and body for a request (from the worker thread for a
         path in `threaded`). A route that raises (a bug) is a 500, logged, not an empty reply."""
-        if method != "GET":
-            return 405, "text/plain", b"GET only\n"
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"GET or HEAD only\n"
         route: Route
         if path in self.query_routes:
             params = {k: v[-1] for k, v in parse_qs(query).items()}
@@ -126,6 +137,12 @@ class HttpServer:
         except Exception as exc:  # (one request's failure: the server goes on)
             self._log.error("http_route_failed", path=path, error=repr(exc)[:200])
             return 500, "text/plain", b"internal error\n"
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    """Read what the client still sends, until it closes."""
+    while await reader.read(65_536):
+        pass
 
 
 def json_route(

@@ -501,3 +501,28 @@ def test_an_override_of_the_feeds_array_or_of_two_lines_is_not_taken_silently(
     )
     with pytest.raises(ConfigError, match="MARKET_MONITOR__HTTP__PORT"):
         cfg.load(conf, {"MARKET_MONITOR__HTTP__PORT": "1\nx = 2"})
+
+
+def test_a_secret_named_but_empty_is_a_config_error(tmp_path: Path) -> None:
+    """`password_env` naming a variable that is set but empty, or `password_file` naming an
+    empty file, resolved as a secret (an empty password: no AUTH at all); it is an error naming
+    the field, as a variable not set is."""
+    with pytest.raises(ConfigError, match="redis.password_env: environment variable P is empty"):
+        cfg.secret("redis.password", env_name="P", file_name="", environ={"P": " "})
+    empty = tmp_path / "password.txt"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match=f"redis.password_file: {empty} is empty"):
+        cfg.secret("redis.password", env_name="", file_name=str(empty), environ={})
+    assert cfg.secret("redis.password", env_name="P", file_name="", environ={"P": "s3"}) == "s3"
+
+
+def test_two_variables_for_one_key_differing_in_case_are_refused(tmp_path: Path) -> None:
+    """`MARKET_MONITOR__HTTP__PORT` and `MARKET_MONITOR__http__port` both set: the last one read
+    used to win silently; now both are named."""
+    conf = write_config(tmp_path, "mm-env-case")
+    env = {"MARKET_MONITOR__HTTP__PORT": "9001", "MARKET_MONITOR__http__port": "9002"}
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(conf, env)
+    assert str(caught.value) == (
+        "MARKET_MONITOR__HTTP__PORT and MARKET_MONITOR__http__port set the same key: unset one"
+    )

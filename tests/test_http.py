@@ -123,3 +123,29 @@ async def test_a_threaded_route_leaves_the_loop_to_answer_others_meanwhile() -> 
         assert answer.endswith(b"\r\n\r\nslow 1\n") and slow_s >= 1.0
         broken_answer, _ = await get("/broken")
         assert broken_answer.startswith(b"HTTP/1.1 500 Internal Server Error")
+
+
+async def test_head_gets_the_head_of_get_and_a_huge_head_gets_431() -> None:
+    """HEAD answers as GET does, without the body (it was 405); a request head past the
+    stream's 64 KB limit gets 431 (the connection was dropped with no answer); POST is 405."""
+    import asyncio
+
+    from monitor.http import HttpServer
+
+    routes = {"/healthz": lambda: (200, "application/json", b'{"ok":true}\n')}
+    async with HttpServer("127.0.0.1", 0, routes) as server:
+
+        async def ask(request: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(request)
+            answer = await reader.read()
+            writer.close()
+            return answer
+
+        head = await ask(b"HEAD /healthz HTTP/1.1\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 12\r\n" in head
+        assert head.endswith(b"\r\n\r\n")
+        huge = b"GET /healthz HTTP/1.1\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n"
+        assert (await ask(huge)).startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
+        assert (await ask(b"POST /healthz HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
+        assert (await ask(b"GET /healthz HTTP/1.1\r\n\r\n")).endswith(b'{"ok":true}\n')

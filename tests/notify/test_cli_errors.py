@@ -74,8 +74,10 @@ async def test_redis_that_does_not_answer_or_refuses_us_is_one_line_and_a_sysexi
     """The service, `notify test`, `silence list` and `silence add` each print one line naming
     Redis and exit 69 when nothing listens, 78 when Redis refuses the (missing) password."""
     port = free_port() if case == "unreachable" else locked_redis.port
-    conf = write_config(tmp_path / "notify.toml", f"redis://127.0.0.1:{port}/0", password=True)
-    env = {"MM_TEST_PW": "wrong"} if case == "wrong password" else {"MM_TEST_PW": ""}
+    url = f"redis://127.0.0.1:{port}/0"
+    # (no password: none configured at all; a variable set empty is a config error of its own)
+    conf = write_config(tmp_path / "notify.toml", url, password=case != "no password")
+    env = {"MM_TEST_PW": "wrong" if case == "wrong password" else "unused"}
     results = await asyncio.gather(*(cli(args, conf, env) for args in COMMANDS.values()))
     for name, (got, err) in zip(COMMANDS, results, strict=True):
         assert (name, got, len(err.splitlines())) == (name, code, 1), err
