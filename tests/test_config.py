@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -507,11 +508,11 @@ def test_a_secret_named_but_empty_is_a_config_error(tmp_path: Path) -> None:
     """`password_env` naming a variable that is set but empty, or `password_file` naming an
     empty file, resolved as a secret (an empty password: no AUTH at all); it is an error naming
     the field, as a variable not set is."""
-    with pytest.raises(ConfigError, match="redis.password_env: environment variable P is empty"):
+    with pytest.raises(ConfigError, match=r"redis\.password_env: environment variable P is empty"):
         cfg.secret("redis.password", env_name="P", file_name="", environ={"P": " "})
     empty = tmp_path / "password.txt"
     empty.write_text("\n")
-    with pytest.raises(ConfigError, match=f"redis.password_file: {empty} is empty"):
+    with pytest.raises(ConfigError, match=re.escape(f"redis.password_file: {empty} is empty")):
         cfg.secret("redis.password", env_name="", file_name=str(empty), environ={})
     assert cfg.secret("redis.password", env_name="P", file_name="", environ={"P": "s3"}) == "s3"
 
