@@ -601,6 +601,31 @@ def outside_universe(config: Config, rules: RulesFile) -> list[str]:
     ]
 
 
+def never_fire(config: Config, rules: RulesFile) -> list[str]:
+    """A line for each rule that can fire on no data the daemon may get: a breadth rule given
+    fewer symbols than its `min_symbols`, or, with `[engine] universe`, a universe rule left
+    with none (or too few) once `exclude` goes. Symbols outside the universe, and squeeze rules
+    without short interest, have lines of their own (`outside_universe`, NO_SHORT_INTEREST).
+    `replay` says the same of the data it reads."""
+    from monitor.core.rules.spec import NO_SHORT_INTEREST, cannot_fire, named_symbols
+
+    universe = set(config.engine.universe)
+    # (without [engine] universe, a universe rule's symbols are whatever the feeds send)
+    checked = [r for r in rules.enabled if universe or not r.universe]
+    known = universe or {s for r in checked for s in named_symbols(r)}
+    found = cannot_fire(checked, known, minute_bars=True, short_interest=True)
+    # (`cannot_fire` speaks of the data replay reads: here, of the symbols the config gives)
+    words = [(" in the data,", ","), ("symbol of the data", "symbol of [engine] universe")]
+    lines = []
+    for rule_id, why in found.items():
+        if why == NO_SHORT_INTEREST or "not in the data" in why:
+            continue
+        for said, meant in words:
+            why = why.replace(said, meant)
+        lines.append(f"rule {rule_id} cannot fire: {why}")
+    return lines
+
+
 def load_short_interest(config: Config) -> pl.DataFrame | None:
     """The `[rules] short_interest` file, relative to the config file (None when unset);
     DataError (exit 65) naming the file when it cannot be read or has bad rows."""

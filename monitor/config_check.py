@@ -51,7 +51,7 @@ def config_check(args: argparse.Namespace) -> int:
                 f"market-monitor: warning: {file} is readable by others (chmod go-rwx)",
                 file=sys.stderr,
             )
-    for line in cfg.outside_universe(config, rules):
+    for line in [*cfg.outside_universe(config, rules), *cfg.never_fire(config, rules)]:
         print(f"market-monitor: warning: {line}", file=sys.stderr)
     for line in rule_warnings(rules):
         print(f"market-monitor: warning: rules.file: {line}", file=sys.stderr)

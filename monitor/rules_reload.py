@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from monitor.config import Config, load_rules_file, outside_universe, resolve
+from monitor.config import Config, load_rules_file, never_fire, outside_universe, resolve
 from monitor.core.model import FeedBatch
 from monitor.core.rules.spec import (
     NO_RULES,
@@ -112,6 +112,8 @@ def warn_of(config: Config, rules: RulesFile, log: Any) -> None:
     fire without a short-interest file."""
     for line in outside_universe(config, rules):
         log.warning("rule_symbols_outside_universe", detail=line)
+    for line in never_fire(config, rules):
+        log.warning("rule_never_fires", detail=line)
     for line in rule_warnings(rules):
         log.warning("rules_file_warning", detail=line)
     if not config.rules.short_interest:

@@ -159,6 +159,32 @@ def test_config_check_warns_of_a_squeeze_rule_without_short_interest(
     )
 
 
+def test_config_check_warns_of_a_rule_that_can_never_fire(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A breadth rule given two symbols, under the default `min_symbols` of 10, can fire on
+    no data: the check passes, warning of it as `replay` does (it said nothing); and, with
+    `[engine] universe`, a universe rule whose `exclude` takes every symbol. A universe rule
+    without `[engine] universe` is not judged: its symbols are what the feeds send."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rules]]\nid = "br"\nkind = "breadth"\nsymbols = ["IWM", "QQQ"]\n'
+        '[[rules]]\nid = "all"\nkind = "breadth"\nuniverse = true\n'
+        '[[rules]]\nid = "none"\nkind = "surge"\nuniverse = true\nexclude = ["IWM", "QQQ"]\n'
+    )
+    code, _, err = check(write(tmp_path, f'[rules]\nfile = "{rules}"\n'), capsys)
+    assert (code, err) == (
+        0,
+        "market-monitor: warning: rule br cannot fire: its universe has 2 symbols, fewer than"
+        " min_symbols (10)\n",
+    )
+    universe = f'[rules]\nfile = "{rules}"\n[engine]\nuniverse = ["IWM", "QQQ"]\n'
+    code, _, err = check(write(tmp_path, universe), capsys)
+    assert code == 0
+    assert "rule all cannot fire: its universe has 2 symbols" in err
+    assert "rule none cannot fire: its universe is empty" in err
+
+
 def test_shipped_configs_pass_the_check(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
