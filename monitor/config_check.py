@@ -87,12 +87,14 @@ def resolve_secrets(config: cfg.Config) -> dict[str, str]:
             found[where] = f"environment {env_name}" if env_name else f"file {file_name}"
 
     one("redis.password", config.redis.password_env, config.redis.password_file)
-    for i, feed in enumerate(config.feeds):
+    for i, feed in enumerate(config.feeds):  # (those the feed's kind reads: monitor.feed_wiring)
         where = f"feeds[{i}]"
-        one(f"{where}.username", feed.username_env, "")
-        one(f"{where}.password", feed.password_env, feed.password_file)
-        one(f"{where}.key", feed.key_env, feed.key_file)
-        one(f"{where}.secret", feed.secret_env, feed.secret_file)
+        if feed.kind == "mqtt":
+            one(f"{where}.username", feed.username_env, "")
+            one(f"{where}.password", feed.password_env, feed.password_file)
+        elif feed.kind == "websocket":
+            one(f"{where}.key", feed.key_env, feed.key_file)
+            one(f"{where}.secret", feed.secret_env, feed.secret_file)
     return found
 
 

@@ -13,7 +13,7 @@ from monitor.config_check import config_check, to_toml
 from monitor.core.rules.spec import NO_SHORT_INTEREST
 from monitor.errors import EX_CONFIG
 from monitor.status import parse_metrics, status
-from tests.conftest import DEMO, ROOT
+from tests.conftest import DEMO, ROOT, RUT
 from tests.test_health import daemon_of
 
 PASSWORD = "s3cret-Correct-Horse-7719"
@@ -461,3 +461,18 @@ def test_config_check_and_run_say_which_rows_of_a_replay_feeds_data_they_reject(
         ("history", "rows rejected or fixed: duplicate=1")
     ]
     assert row in said[0]["rows"][1]
+
+
+def test_config_check_resolves_only_the_secrets_a_feed_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay feed with a `key_env` it never reads (a websocket feed's key, left in after a
+    copy): the daemon starts, so the check passes; it failed on the variable not being set."""
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    body = (
+        f'[rules]\nfile = "{RULES}"\n'
+        f'[[feeds]]\nkind = "replay"\ndata = ["^RUT={RUT}"]\nkey_env = "NO_SUCH_KEY"\n'
+        'start = "2024-07-01"\n'
+    )
+    code, _, err = check(write(tmp_path, body), capsys)
+    assert code == 0, err
