@@ -201,13 +201,19 @@ def test_bad_daemon_config_exits_78_naming_the_field(tmp_path: Path) -> None:
 def test_config_check_warns_of_rules_naming_symbols_outside_the_universe(tmp_path: Path) -> None:
     """With `[engine] universe` set, `config check` still passes but warns of each rule naming
     a symbol the universe leaves out (its prices would be rejected): here QQQ, named only by the
-    rotation. Without a universe, nothing is said."""
+    rotation; and of the universe rules that exclude both its symbols (they can never fire).
+    Without a universe, nothing is said."""
     conf = write_config(tmp_path, "mm-check", engine='universe = ["^RUT", "IWM"]')
     res = cli("config", "check", "--config", str(conf))
     assert res.returncode == 0, res.stderr
+    empty = "its universe is empty: every symbol of [engine] universe (IWM, ^RUT) is in exclude"
+    never = "".join(
+        f"market-monitor: warning: rule {rule} cannot fire: {empty}\n"
+        for rule in ("squeeze.daily", "breadth.5d", "movers.5d")
+    )
     assert res.stderr == (
         "market-monitor: warning: rule rotation.iwm_qqq names QQQ, outside [engine] universe: "
-        f"it never sees its prices\n{NO_SHORT_INTEREST_NOTE}"
+        f"it never sees its prices\n{never}{NO_SHORT_INTEREST_NOTE}"
     )
     res = cli("config", "check", "--config", str(write_config(tmp_path, "mm-check")))
     assert res.returncode == 0 and res.stderr == NO_SHORT_INTEREST_NOTE, res.stderr
@@ -221,7 +227,7 @@ def test_config_check_warns_of_rules_naming_symbols_outside_the_universe(tmp_pat
     conf = write_config(tmp_path, "mm-check", engine='universe = ["^RUT", "IWM"]')
     conf.write_text(conf.read_text().replace(str(RULES), str(rules)))
     res = cli("config", "check", "--config", str(conf))
-    assert res.returncode == 0 and res.stderr == NO_SHORT_INTEREST_NOTE, res.stderr
+    assert res.returncode == 0 and res.stderr == never + NO_SHORT_INTEREST_NOTE, res.stderr
 
 
 def test_a_read_only_store_stops_the_daemon_with_a_clear_error(tmp_path: Path) -> None:
