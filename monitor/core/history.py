@@ -7,7 +7,7 @@ horizon of `h` periods only when its `h` periods had passed by the firing being 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -22,9 +22,11 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     `firings` carries GROUP, `idx` (period number), `session` and the `fwd_{h}` columns, each
     (symbol, variant) group contiguous and in `idx` order, as `monitor.core.firing` makes them.
     Then the earlier firings of a row are the rows above it in its group, and those known for
-    horizon `h` (`idx` at most the row's minus `h`) a prefix of them, found by binary search:
-    counts are differences of running counts, and the other statistics are over the head of
-    the group's list. No pairs of firings are formed.
+    horizon `h` (`idx` at most the row's minus `h`) a prefix of them, found by binary search.
+    Counts over a prefix are differences of running counts over the column; its sum (in the
+    group's order, as over a list), extremes and median are the group's running ones at the
+    prefix's last row. No list of values per firing (for a symbol with thousands of firings,
+    millions of values each) and no pairs of firings.
     """
     if firings.is_empty():
         return firings.with_columns(_empty_stats(horizons))
@@ -36,26 +38,49 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     keys = group * (1 << 32) + idx
     start = np.searchsorted(keys, group << 32, side="left")
     rows = np.arange(len(keys))
-    columns: list[pl.Expr | pl.Series] = [
-        pl.Series("prior_occurrences", rows - start, dtype=pl.UInt32),
-        pl.col("session").implode().over("_g").list.head(pl.lit(rows - start)).alias("prior_dates"),
-    ]
-    heads: list[pl.Expr] = []
+    longest = int(np.bincount(group).max())  # (a median window as long as any group: expanding)
+    # Every horizon's running values in one pass (a missing value skipped, as by a list's
+    # statistics, and the last one carried over).
+    running = work.select(
+        _running(pl.col(f"fwd_{h}"), longest).alias(f"{stat}_{h}")
+        for h in horizons
+        for stat, _running in _RUNNING.items()
+    )
+    columns = [pl.Series("prior_occurrences", rows - start, dtype=pl.UInt32)]
     for h in horizons:
-        known = np.maximum(np.searchsorted(keys, keys - h, side="right") - start, 0)
         fwd = work.get_column(f"fwd_{h}")
-        # Counts over a prefix are differences of running counts; the values need the list.
-        columns += [
-            _prefix_count(fwd.is_not_null(), start, known).alias(f"_n{h}"),
-            _prefix_count((fwd > 0).fill_null(False), start, known).alias(f"_u{h}"),
+        known = np.maximum(np.searchsorted(keys, keys - h, side="right") - start, 0)
+        n = _prefix_count(fwd.is_not_null(), start, known)
+        up = _prefix_count((fwd > 0).fill_null(False), start, known)
+        at = running.select(f"{stat}_{h}" for stat in _RUNNING)[
+            pl.Series(start + np.maximum(known - 1, 0))
         ]
-        heads.append(
-            pl.col(f"fwd_{h}").implode().over("_g").list.head(pl.lit(known)).alias(f"_v{h}")
+        some = pl.lit(n > 0)
+        columns += (
+            at.with_columns(n=n, up=up)
+            .select(
+                pl.col("n").alias(f"n_{h}"),
+                pl.when(some).then(pl.col(f"sum_{h}") / pl.col("n")).alias(f"mean_{h}"),
+                pl.when(some).then(f"median_{h}"),
+                pl.when(some).then(pl.col("up") / pl.col("n")).alias(f"up_{h}"),
+                pl.when(some).then(f"min_{h}"),
+                pl.when(some).then(f"max_{h}"),
+            )
+            .get_columns()
         )
-    # The heads first, then the statistics over them: each list is built once.
-    work = work.with_columns(*columns, *heads)
-    stats = [e for h in horizons for e in _stats(h)]
-    return work.with_columns(stats).drop("_g", *[f"_{p}{h}" for h in horizons for p in "vnu"])
+    dates = pl.col("session").implode().over("_g").list.head(pl.lit(rows - start))
+    return work.with_columns(columns[0], dates.alias("prior_dates"), *columns[1:]).drop("_g")
+
+
+# The running statistics of a group's forward returns (see `attach`).
+_RUNNING: dict[str, Callable[[pl.Expr, int], pl.Expr]] = {
+    "sum": lambda v, _: v.cum_sum().forward_fill().over("_g"),
+    "min": lambda v, _: v.cum_min().forward_fill().over("_g"),
+    "max": lambda v, _: v.cum_max().forward_fill().over("_g"),
+    "median": lambda v, longest: (
+        v.rolling_median(window_size=longest, min_samples=1).forward_fill().over("_g")
+    ),
+}
 
 
 def _prefix_count(flags: pl.Series, start: np.ndarray, known: np.ndarray) -> pl.Series:
@@ -63,22 +88,6 @@ def _prefix_count(flags: pl.Series, start: np.ndarray, known: np.ndarray) -> pl.
     their flag set."""
     running = np.concatenate([[0], np.cumsum(flags.to_numpy(), dtype=np.int64)])
     return pl.Series(running[start + known] - running[start], dtype=pl.UInt32)
-
-
-def _stats(h: int) -> list[pl.Expr]:
-    """The statistics of horizon `h`: `_v{h}` the known values, `_n{h}` and `_u{h}` how many
-    are known and positive."""
-    values = pl.col(f"_v{h}")
-    n = pl.col(f"_n{h}")
-    some = n > 0
-    return [
-        n.alias(f"n_{h}"),
-        pl.when(some).then(values.list.sum() / n).alias(f"mean_{h}"),
-        pl.when(some).then(values.list.median()).alias(f"median_{h}"),
-        pl.when(some).then(pl.col(f"_u{h}") / n).alias(f"up_{h}"),
-        pl.when(some).then(values.list.min()).alias(f"min_{h}"),
-        pl.when(some).then(values.list.max()).alias(f"max_{h}"),
-    ]
 
 
 def _empty_stats(horizons: Sequence[int]) -> list[pl.Expr]:
