@@ -30,17 +30,31 @@ class GuardState(msgspec.Struct):
     throttled: dict[str, list[Alert]] = {}  # rule -> alerts held since the guard tripped
     throttled_last: dict[str, float] = {}  # rule -> last firing while throttled (epoch s)
     summaries: list[Summary] = []  # of inhibited or throttled alerts, being delivered
+    # feed -> `ts` of the last `feed_recovered` read: a `feed_stale` no later than it, from a
+    # stopped notifier's state, is over (`merged_states`)
+    recovered: dict[str, str] = {}
 
 
 def merged_states(mine: GuardState, other: GuardState) -> GuardState:
     """`mine` with `other` (a stopped notifier's saved state) taken in; neither is changed.
     Summaries and held alerts are appended, by id (a summary in both: its receivers joined);
     per rule, counted ids and throttled alerts are joined, the later time kept; a feed stale in
-    either is stale, since the later `feed_stale`."""
+    either is stale, since the later `feed_stale`, unless either read its `feed_recovered`
+    after that."""
+    recovered = dict(mine.recovered)
+    for feed, ts in other.recovered.items():
+        if feed not in recovered or alert_instant(ts) > alert_instant(recovered[feed]):
+            recovered[feed] = ts
     stale = dict(mine.stale_feeds)
     for feed, ts in other.stale_feeds.items():
         if feed not in stale or alert_instant(ts) > alert_instant(stale[feed]):
             stale[feed] = ts
+    # (a feed_stale that a feed_recovered read by either came after is over)
+    stale = {
+        feed: ts
+        for feed, ts in stale.items()
+        if feed not in recovered or alert_instant(ts) > alert_instant(recovered[feed])
+    }
     fired = {rule: dict(ids) for rule, ids in mine.fired_ids.items()}
     for rule, ids in other.fired_ids.items():
         counted = fired.setdefault(rule, {})
@@ -68,6 +82,7 @@ def merged_states(mine: GuardState, other: GuardState) -> GuardState:
         throttled=throttled,
         throttled_last=last,
         summaries=summaries,
+        recovered=recovered,
     )
 
 

@@ -238,6 +238,7 @@ class Router:
             self.state.stale_feeds[alert.symbol] = alert.ts
         elif alert.kind == "feed_recovered":
             self.state.stale_feeds.pop(alert.symbol, None)
+            self.state.recovered[alert.symbol] = alert.ts
             self._end_inhibition(alert.symbol, alert.id, "was stale", now, notices)
         hit = silenced_by(alert, silences, now)
         if hit is not None:
@@ -384,6 +385,14 @@ class Router:
                     self.grouper.add(
                         Target(r, "summary", ("id",), 0.0, 0.0, False), Item(None, s.notice), now
                     )
+        # Alerts the other held back for a feed that has recovered since (a recovery this
+        # notifier read while the other's lease ran out): their summary goes now.
+        feeds = sorted(other.stale_feeds)
+        if feeds and not self.state.stale_feeds:
+            notices: list[Alert] = []
+            key = "|".join(f"{f}@{other.stale_feeds[f]}" for f in feeds)
+            self._end_inhibition(", ".join(feeds), key, "was stale", now, notices)
+            self._route_notices(notices, now)
 
     def completed(self, receiver: str, alerts: Sequence[Alert]) -> None:
         """`receiver` has `alerts` (sent or dead-lettered): summaries among them that every

@@ -315,7 +315,7 @@ class Notifier:
             if data != self._saved_state:
 
                 async def save() -> Any:
-                    return await self.redis.set(self._state_key, data)
+                    return await self.states.save(data)
 
                 await retrying(save, self._log, "redis_unavailable")
                 self._saved_state = data
@@ -340,14 +340,28 @@ class Notifier:
                 if adopting:
                     owners: list[Owner] = [None] if legacy else []
                     for owner in owners + await self.states.orphans():
-                        await self.states.adopt(owner, functools.partial(self._take, owner))
+                        await self._adopt(owner)
                     legacy = False
             except REDIS_ERRORS as exc:
                 self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
             except NoPermissionError as exc:  # (an ACL rule of before: see docs/security.md)
                 self._log.error("state_adoption_refused", error=str(exc), grant=ADOPT_GRANT)
                 adopting = False
+            except (RedisError, UnicodeDecodeError) as exc:  # (OOM, READONLY...: not our end)
+                self._log.error("notify_custody_failed", error=f"{type(exc).__name__}: {exc}")
             await pause(stop, every)
+
+    async def _adopt(self, owner: Owner) -> None:
+        """Adopt one stopped notifier's state; a key that is no state (another type, a name
+        that is not text) is logged once and left, never stopping delivery."""
+        try:
+            await self.states.adopt(owner, functools.partial(self._take, owner))
+        except (*REDIS_ERRORS, NoPermissionError):
+            raise
+        except (RedisError, UnicodeDecodeError) as exc:
+            if self._unreadable.get(owner) != b"!":
+                self._unreadable[owner] = b"!"
+                self._log.error("state_unreadable", key=self.states.key(owner), error=str(exc))
 
     async def _take(self, owner: Owner, raw: bytes) -> bool:
         """Merge `owner`'s saved state into ours and save ours (False: it cannot be read)."""
@@ -357,6 +371,14 @@ class Notifier:
             if self._unreadable.get(owner) != raw:  # (logged once, left in Redis)
                 self._unreadable[owner] = raw
                 self._log.error("state_unreadable", key=self.states.key(owner), error=str(exc))
+            return False
+        foreign = {r for s in other.summaries for r in s.receivers} - set(self.router.receivers)
+        if foreign:  # (left for a notifier that has them: adopted here, they would be lost)
+            if self._unreadable.get(owner) != raw:
+                self._unreadable[owner] = raw
+                self._log.warning(
+                    "state_left_for_others", key=self.states.key(owner), receivers=sorted(foreign)
+                )
             return False
         self.router.adopt(other, self.clock.now())
         await self._save_state()

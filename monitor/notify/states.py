@@ -87,6 +87,17 @@ class StateStore:
                 raise reply
         return old is not None
 
+    async def save(self, data: bytes) -> None:
+        """Save our state (`data`), and say so in the group's set of saved states: a state
+        saved after an adopter took the one before (and struck us from the set) is found."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.key(self.consumer), data)
+            pipe.sadd(self._registry, self.consumer)
+            saved, joined = await pipe.execute(raise_on_error=False)
+        for reply in (saved, joined if not isinstance(joined, NoPermissionError) else None):
+            if isinstance(reply, Exception):
+                raise reply
+
     async def release_lease(self) -> None:
         """Drop our lease (stopping, after the last save): our state is now anyone's to adopt."""
         await self._redis.delete(self.lease_key(self.consumer))

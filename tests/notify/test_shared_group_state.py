@@ -269,3 +269,69 @@ def test_a_router_routes_only_the_adopted_summaries_it_did_not_have() -> None:
         [],
         [Summary(n1, ["chat", "email"]), Summary(n2, ["chat"])],
     )
+
+
+@pytest.mark.integration
+async def test_a_feed_recovered_before_the_adoption_ends_the_adopted_inhibition(
+    stream: str,
+) -> None:
+    """`a` dies holding alert 1 while `mqtt` is stale; `b` reads mqtt's `feed_recovered` while
+    a's lease still runs, then adopts a's state: the held alert's summary goes out and b's next
+    alert at once. The adopted `feed_stale` made mqtt stale again in b, holding every alert
+    back for up to two hours."""
+    async with WebhookServer() as hooks:
+        await publish(stream, [feed_alert("feed_stale", "mqtt"), alert(1)])
+        async with dying(settings(stream, hooks, "a", claim_idle_s=2)) as a:
+            await until(lambda: [x.id for x in a.router.state.inhibited] == [alert(1).id])
+            await asyncio.sleep(0.3)  # (saved)
+        async with running(settings(stream, hooks, "b", claim_idle_s=2)) as b:
+            await publish(stream, [feed_alert("feed_recovered", "mqtt")])
+            await until(lambda: b.counters.get("notify_state_adopted") == 1, 10)
+            await publish(stream, [alert(2)])
+            await until(lambda: len(hooks.bodies("/chat")) == 2)
+            titles = sorted(str(body) for body in hooks.bodies("/chat"))
+            assert b.router.state.stale_feeds == {} and b.router.state.inhibited == []
+        assert any(HELD_ONE in t for t in titles), titles
+        assert any(alert(2).title in t for t in titles), titles
+
+
+@pytest.mark.integration
+async def test_a_key_that_is_no_state_is_logged_and_delivery_goes_on(stream: str) -> None:
+    """A registered consumer whose state key holds a hash (WRONGTYPE): logged once as
+    `state_unreadable`, left where it is, and alerts are delivered; the ResponseError used to
+    end the notifier's run (and every restart's)."""
+    client = aioredis.Redis()
+    await client.hset(f"{stream}:notify:notifier:state:x", "f", "v")
+    await client.sadd(f"{stream}:notify:notifier:saved", "x")
+    await publish(stream, [alert(1)])
+    async with WebhookServer() as hooks:
+        with capture_logs() as logs:
+            async with running(settings(stream, hooks, "b")):
+                await until(lambda: len(hooks.bodies("/chat")) == 1)
+                await asyncio.sleep(0.5)
+    assert [e["key"] for e in logs if e["event"] == "state_unreadable"] == [
+        f"{stream}:notify:notifier:state:x"
+    ]
+    assert await client.type(f"{stream}:notify:notifier:state:x") == b"hash"
+    await client.aclose()
+
+
+@pytest.mark.integration
+async def test_a_state_with_summaries_for_receivers_it_lacks_is_left_for_others(
+    stream: str,
+) -> None:
+    """A stopped notifier's state holds a summary for `pager`, a receiver `b` does not have:
+    `b` leaves the state where it is (logged, `state_left_for_others`) for a notifier that has
+    it. It adopted it and dropped the pager's part: that summary was lost."""
+    state = GuardState(summaries=[Summary(notice(9, "for pager"), ["pager"])])
+    client = aioredis.Redis()
+    key = f"{stream}:notify:notifier:state:x"
+    await client.set(key, msgspec.json.encode(state))
+    await client.sadd(f"{stream}:notify:notifier:saved", "x")
+    async with WebhookServer() as hooks:
+        with capture_logs() as logs:
+            async with running(settings(stream, hooks, "b")) as b:
+                await until(lambda: any(e["event"] == "state_left_for_others" for e in logs))
+                assert b.counters.get("notify_state_adopted") == 0
+    assert msgspec.json.decode(await client.get(key), type=GuardState) == state
+    await client.aclose()
