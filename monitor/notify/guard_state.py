@@ -109,3 +109,21 @@ def alert_instant(ts: str) -> dt.datetime:
     if not dt.MINYEAR < value.year < dt.MAXYEAR:
         return epoch
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def without(mine: GuardState, taken: GuardState) -> GuardState:
+    """`mine` less what another notifier adopted from our saved state `taken` (its held alerts
+    and summaries, by id): they are the adopter's to deliver now. Counts and stale feeds stay
+    (holding or counting twice loses nothing)."""
+    gone = {a.id for a in taken.inhibited}
+    held = {a.id for alerts in taken.throttled.values() for a in alerts}
+    summaries = {s.notice.id for s in taken.summaries}
+    throttled = {
+        rule: [a for a in alerts if a.id not in held] for rule, alerts in mine.throttled.items()
+    }
+    return msgspec.structs.replace(
+        mine,
+        inhibited=[a for a in mine.inhibited if a.id not in gone],
+        throttled={rule: alerts for rule, alerts in throttled.items() if alerts},
+        summaries=[s for s in mine.summaries if s.notice.id not in summaries],
+    )

@@ -62,6 +62,7 @@ from monitor.notify.config import NotifyConfig, resolve_url
 from monitor.notify.delivery import Outcome, Sender
 from monitor.notify.dispatch import Dispatcher, open_couriers
 from monitor.notify.grouping import Batch
+from monitor.notify.guard_state import without
 from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_failure
 from monitor.notify.ledger import REDIS_ERRORS, DeadLetters, DeliveryLog, retrying
 from monitor.notify.payload import entry_alert
@@ -332,11 +333,7 @@ class Notifier:
         while not stop.is_set():
             try:
                 if not await self.states.hold_lease():
-                    # Lapsed (the loop stalled, or Redis was away): our state may have been
-                    # adopted and deleted meanwhile; it is saved again (the adopter has a copy).
-                    self._log.warning("lease_lapsed")
-                    self._saved_state = b""
-                    self._wake.set()
+                    await self._lapsed()
                 if adopting:
                     owners: list[Owner] = [None] if legacy else []
                     for owner in owners + await self.states.orphans():
@@ -350,6 +347,20 @@ class Notifier:
             except (RedisError, UnicodeDecodeError) as exc:  # (OOM, READONLY...: not our end)
                 self._log.error("notify_custody_failed", error=f"{type(exc).__name__}: {exc}")
             await pause(stop, every)
+
+    async def _lapsed(self) -> None:
+        """Our lease lapsed (the loop stalled, or Redis was away): another notifier may have
+        adopted our saved state meanwhile, and deleted it. What it took (the state last saved)
+        is its to deliver: that leaves ours, or it would be summarised twice. Ours is then
+        saved again."""
+        current: Any = await self.redis.get(self._state_key)
+        adopted = current is None and bool(self._saved_state)
+        self._log.warning("lease_lapsed", adopted=adopted)
+        if adopted:
+            taken = msgspec.json.decode(self._saved_state, type=GuardState)
+            self.router.state = without(self.router.state, taken)
+        self._saved_state = b""
+        self._wake.set()
 
     async def _adopt(self, owner: Owner) -> None:
         """Adopt one stopped notifier's state; a key that is no state (another type, a name

@@ -335,3 +335,32 @@ async def test_a_state_with_summaries_for_receivers_it_lacks_is_left_for_others(
                 assert b.counters.get("notify_state_adopted") == 0
     assert msgspec.json.decode(await client.get(key), type=GuardState) == state
     await client.aclose()
+
+
+@pytest.mark.integration
+async def test_a_notifier_whose_lease_lapsed_leaves_what_was_adopted_to_the_adopter(
+    stream: str,
+) -> None:
+    """`a` holds alert 1 while `mqtt` is stale; its lease lapses (a stall: here deleted) and
+    `b` adopts its saved state; at its next renewal `a` finds its key gone and drops what `b`
+    took: one of them holds alert 1, not both (each would summarise it, under ids of their
+    own). It saved the whole state again, and both held it."""
+    async with WebhookServer() as hooks:
+        await publish(stream, [feed_alert("feed_stale", "mqtt"), alert(1)])
+        slow = {"claim_interval_s": 3.0, "claim_idle_s": 10.0}
+        async with running(settings(stream, hooks, "a", **slow)) as a:
+            await until(lambda: [x.id for x in a.router.state.inhibited] == [alert(1).id])
+            key = ":notify:notifier:state:a"
+            await saved_soon(stream, lambda states: bool(states.get(key, {}).get("inhibited")))
+            client = aioredis.Redis()
+            await client.delete(f"{stream}:notify:notifier:alive:a")
+            with capture_logs() as logs:
+                fast = {"claim_interval_s": 0.2, "claim_idle_s": 10.0}
+                async with running(settings(stream, hooks, "b", **fast)) as b:
+                    await until(lambda: b.counters.get("notify_state_adopted") == 1)
+                    await until(lambda: any(e["event"] == "lease_lapsed" for e in logs), 10)
+                    await until(lambda: a.router.state.inhibited == [])
+                    assert [x.id for x in b.router.state.inhibited] == [alert(1).id]
+            await client.aclose()
+        lapsed = [e for e in logs if e["event"] == "lease_lapsed"]
+        assert [e["adopted"] for e in lapsed] == [True]
