@@ -76,27 +76,28 @@ class StateStore:
     async def hold_lease(self) -> bool:
         """Set (or renew) our lease; whether it was still there (False: it lapsed, and another
         notifier may have adopted our saved state meanwhile)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.lease_key(self.consumer), self._holder, px=self._lease_ms, get=True)
-            pipe.sadd(self._registry, self.consumer)
-            # (a user without SADD, an ACL rule of before, still holds its lease: adoption is
-            # what it cannot do, and says so; see the service's custody)
-            old, joined = await pipe.execute(raise_on_error=False)
-        for reply in (old, joined if not isinstance(joined, NoPermissionError) else None):
-            if isinstance(reply, Exception):
-                raise reply
+        old = await self._set_and_join(
+            self.lease_key(self.consumer), self._holder, px=self._lease_ms, get=True
+        )
         return old is not None
 
     async def save(self, data: bytes) -> None:
         """Save our state (`data`), and say so in the group's set of saved states: a state
         saved after an adopter took the one before (and struck us from the set) is found."""
+        await self._set_and_join(self.key(self.consumer), data)
+
+    async def _set_and_join(self, key: str, value: str | bytes, **options: Any) -> Any:
+        """SET `key` (the reply), and add us to the group's set of saved states. A user
+        without SADD (an ACL rule of before) still sets: adoption is what it cannot do, and
+        says so (see the service's custody)."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.key(self.consumer), data)
+            pipe.set(key, value, **options)
             pipe.sadd(self._registry, self.consumer)
-            saved, joined = await pipe.execute(raise_on_error=False)
-        for reply in (saved, joined if not isinstance(joined, NoPermissionError) else None):
-            if isinstance(reply, Exception):
-                raise reply
+            reply, joined = await pipe.execute(raise_on_error=False)
+        for outcome in (reply, joined if not isinstance(joined, NoPermissionError) else None):
+            if isinstance(outcome, Exception):
+                raise outcome
+        return reply
 
     async def release_lease(self) -> None:
         """Drop our lease (stopping, after the last save): our state is now anyone's to adopt."""
