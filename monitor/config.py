@@ -613,17 +613,13 @@ def never_fire(config: Config, rules: RulesFile) -> list[str]:
     # (without [engine] universe, a universe rule's symbols are whatever the feeds send)
     checked = [r for r in rules.enabled if universe or not r.universe]
     known = universe or {s for r in checked for s in named_symbols(r)}
-    found = cannot_fire(checked, known, minute_bars=True, short_interest=True)
-    # (`cannot_fire` speaks of the data replay reads: here, of the symbols the config gives)
-    words = [(" in the data,", ","), ("symbol of the data", "symbol of [engine] universe")]
-    lines = []
-    for rule_id, why in found.items():
-        if why == NO_SHORT_INTEREST or "not in the data" in why:
-            continue
-        for said, meant in words:
-            why = why.replace(said, meant)
-        lines.append(f"rule {rule_id} cannot fire: {why}")
-    return lines
+    source = "[engine] universe" if universe else None
+    found = cannot_fire(checked, known, minute_bars=True, short_interest=True, source=source)
+    return [
+        f"rule {rule_id} cannot fire: {why}"
+        for rule_id, why in found.items()
+        if why != NO_SHORT_INTEREST and "not in the data" not in why
+    ]
 
 
 def load_short_interest(config: Config) -> pl.DataFrame | None:

@@ -333,13 +333,15 @@ def cannot_fire(
     *,
     minute_bars: bool = True,
     short_interest: bool = True,
+    source: str | None = "the data",
 ) -> dict[str, str]:
     """Per rule id, why the rule cannot fire on data of the symbols `known` (with minute bars
     or not, with short-interest figures or not): the symbols it needs are missing (see
     `idle_rules`), its universe is empty once `exclude` removes the data's symbols, a breadth
     rule has fewer symbols than `min_symbols`, it is a `1m` rule and there are no minute bars,
     or a squeeze rule skips symbols without figures and there are none (`no_short_interest`).
-    Rules that can fire are left out."""
+    Rules that can fire are left out. `source` names where `known` comes from in the reasons
+    (None: the symbols the rules name)."""
     reasons: dict[str, str] = {}
     missing = idle_rules(rules, known)
     for rule in rules:
@@ -352,12 +354,13 @@ def cannot_fire(
             excluded = sorted(s for s in known if s in rule.exclude)
             listed = ", ".join(excluded[:5]) + (", ..." if len(excluded) > 5 else "")
             reasons[rule.id] = (
-                f"its universe is empty: every symbol of the data ({listed}) is in exclude"
+                f"its universe is empty: every symbol of {source or 'the rules'} ({listed}) is"
+                " in exclude"
             )
         elif isinstance(rule, BreadthRule) and len(present) < rule.min_symbols:
             reasons[rule.id] = (
-                f"its universe has {len(present)} symbol{'' if len(present) == 1 else 's'} in"
-                f" the data, fewer than min_symbols ({rule.min_symbols})"
+                f"its universe has {len(present)} symbol{'' if len(present) == 1 else 's'}"
+                f"{f' in {source}' if source else ''}, fewer than min_symbols ({rule.min_symbols})"
             )
         elif not short_interest and rule.id in no_short_interest(rules):
             reasons[rule.id] = NO_SHORT_INTEREST
