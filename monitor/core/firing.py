@@ -61,7 +61,7 @@ def firings(
     if progress is not None:
         progress.extend(rows(latest(cond), rule))
     if baseline is not None:
-        baseline.append(every_period(cond, rule.horizons, after))
+        baseline.append(every_period(cond, rule.horizons, after, rule.timeframe))
     # A condition already true at a group's first period is not an onset. A period a rule did
     # not evaluate (`skipped`: breadth and movers, a session with too few bars) neither starts
     # nor ends an episode: the period before it stands for it.
@@ -73,7 +73,7 @@ def firings(
     fired = cond.filter(pl.col("cond") & ~before)
     if rule.cooldown:
         fired = _cooldown(fired, rule.cooldown)
-    at = _Positions(cond, fired)
+    at = _Positions(cond, fired, in_session=rule.timeframe == "1m")
     fired = fired.with_columns(
         at.gather("session", at.pos - at.idx).alias("history_start"),
         *[at.forward(h).alias(f"fwd_{h}") for h in rule.horizons],
@@ -87,17 +87,20 @@ def firings(
 
 
 def every_period(
-    cond: pl.DataFrame, horizons: Sequence[int], after: dt.datetime | None
+    cond: pl.DataFrame, horizons: Sequence[int], after: dt.datetime | None, timeframe: str
 ) -> pl.DataFrame:
     """What followed every period of a condition frame with `ts > after`, firing or not (the
     baseline to set a rule's outcomes against): one row of, per horizon `h`, how many forward
     returns are known (`n_{h}`), their sum (`sum_{h}`) and how many are positive (`up_{h}`),
     sums that add up over pieces of a universe. Variants (a drawdown's two, each on every
-    symbol) repeat their symbol's periods: those of the first are counted.
+    symbol) repeat their symbol's periods: those of the first are counted. A `1m` return whose
+    `h`-th minute is in a later session is not known, as in `firings`.
 
     Over the arrays (numpy): the return `h` rows on is a division of two views of the column,
-    and `idx` tells where that row is still the same symbol's."""
-    rows = cond.select("ts", "idx", "ref", "variant")
+    and `idx` tells where that row is still the same symbol's (and, for minutes, `session`
+    where it is still the same session)."""
+    minute = timeframe == "1m"
+    rows = cond.select("ts", "idx", "ref", "variant", *(["session"] if minute else []))
     if after is not None:  # (each group loses earlier rows only: what stays is contiguous)
         rows = rows.filter(pl.col("ts") > after)
     variant = rows.get_column("variant")
@@ -105,6 +108,7 @@ def every_period(
         rows = rows.filter(variant == variant[0])
     idx = rows.get_column("idx").to_numpy()
     ref = rows.get_column("ref").cast(pl.Float64).to_numpy()
+    session = rows.get_column("session").to_physical().to_numpy() if minute else None
     # Four buffers serve every horizon: fresh pages cost more here than the arithmetic.
     n = len(ref)
     later, steps = np.empty(n), np.empty(n, dtype=idx.dtype)
@@ -118,6 +122,8 @@ def every_period(
         np.subtract(f, 1.0, out=f)
         np.subtract(idx[h:], idx[:m], out=steps[:m])
         np.equal(steps[:m], h, out=k)
+        if session is not None:  # (`u` is free until the next line)
+            k &= np.equal(session[h:], session[:m], out=u)
         k &= np.isfinite(f, out=u)
         np.greater(f, 0.0, out=u)
         u &= k
@@ -132,11 +138,13 @@ def every_period(
 class _Positions:
     """Positional look-ups from firing rows into their condition frame."""
 
-    def __init__(self, cond: pl.DataFrame, fired: pl.DataFrame) -> None:
+    def __init__(self, cond: pl.DataFrame, fired: pl.DataFrame, in_session: bool = False) -> None:
         self.cond = cond
         self.pos = fired.get_column("pos").to_numpy().astype(np.int64)
         self.idx = fired.get_column("idx").to_numpy().astype(np.int64)
         self._idx_all = cond.get_column("idx").to_numpy()
+        # (a minute rule's horizon stays in the firing's session: the `session` column)
+        self._session = cond.get_column("session").to_physical().to_numpy() if in_session else None
 
     def gather(self, column: str, positions: np.ndarray) -> pl.Series:
         """Values of `column` at `positions` (-1 gives null)."""
@@ -147,11 +155,13 @@ class _Positions:
 
     def forward(self, h: int) -> pl.Series:
         """The reference close `h` periods after each firing over the firing's, minus 1 (null
-        when the group ends first)."""
+        when the group ends first, or for minutes when its session does)."""
         target = self.pos + h
         inside = target < self.cond.height
         same = np.zeros(len(target), dtype=bool)
         same[inside] = self._idx_all[target[inside]] == self.idx[inside] + h
+        if self._session is not None:
+            same[inside] &= self._session[target[inside]] == self._session[self.pos[inside]]
         later = self.gather("ref", np.where(same, target, -1))
         now = self.cond.get_column("ref").gather(self.pos)
         return later / now - 1.0

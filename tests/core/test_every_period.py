@@ -28,7 +28,9 @@ def cond_frame(seed: int) -> pl.DataFrame:
     return pl.DataFrame(rows, schema_overrides={"idx": pl.Int64, "ref": pl.Float64})
 
 
-def by_loop(cond: pl.DataFrame, h: int, after: dt.datetime | None) -> tuple[int, float, int]:
+def by_loop(
+    cond: pl.DataFrame, h: int, after: dt.datetime | None, in_session: bool = False
+) -> tuple[int, float, int]:
     n, total, up = 0, 0.0, 0
     rows = cond.to_dicts()
     for i, row in enumerate(rows):
@@ -36,6 +38,8 @@ def by_loop(cond: pl.DataFrame, h: int, after: dt.datetime | None) -> tuple[int,
             continue
         later = rows[i + h]
         if later["symbol"] != row["symbol"] or row["ref"] is None or later["ref"] is None:
+            continue
+        if in_session and later["session"] != row["session"]:
             continue
         if row["ref"] == 0 or math.isnan(row["ref"]) or math.isnan(later["ref"]):
             continue
@@ -50,7 +54,7 @@ def test_every_period_is_the_loop_over_each_symbols_periods() -> None:
     for seed in range(20):
         cond = cond_frame(seed)
         for after in (None, dt.datetime(2024, 1, 10, 21, tzinfo=UTC)):
-            got = every_period(cond, [1, 5, 21, 400], after).row(0, named=True)
+            got = every_period(cond, [1, 5, 21, 400], after, "1d").row(0, named=True)
             for h in (1, 5, 21, 400):
                 n, total, up = by_loop(cond, h, after)
                 assert (got[f"n_{h}"], got[f"up_{h}"]) == (n, up), (seed, h, after)
@@ -63,4 +67,25 @@ def test_every_period_counts_each_period_once_whatever_the_variants() -> None:
     both = pl.concat(
         [cond.with_columns(pl.lit(v).alias("variant")) for v in ("near_high", "below_high")]
     ).sort("symbol", "variant", maintain_order=True)
-    assert every_period(both, [1, 5], None).equals(every_period(cond, [1, 5], None))
+    assert every_period(both, [1, 5], None, "1d").equals(every_period(cond, [1, 5], None, "1d"))
+
+
+def test_a_minute_return_counts_only_within_its_session() -> None:
+    """For `1m`, a return whose `h`-th period is in a later session is not known (a loop over
+    the same session's periods); for `1d`, the same frame counts across sessions, as before."""
+    fewer = 0  # (evaluations where the session made a difference)
+    for seed in range(20):
+        # (sessions of 7 periods: the frame's periods taken for a symbol's minutes)
+        cond = cond_frame(seed).with_columns(
+            (pl.lit(dt.date(2024, 1, 2)) + pl.duration(days=pl.col("idx") // 7)).alias("session")
+        )
+        for after in (None, dt.datetime(2024, 1, 10, 21, tzinfo=UTC)):
+            minute = every_period(cond, [1, 5, 21], after, "1m").row(0, named=True)
+            daily = every_period(cond, [1, 5, 21], after, "1d").row(0, named=True)
+            for h in (1, 5, 21):
+                for got, in_session in ((minute, True), (daily, False)):
+                    n, total, up = by_loop(cond, h, after, in_session)
+                    assert (got[f"n_{h}"], got[f"up_{h}"]) == (n, up), (seed, h, after)
+                    assert math.isclose(got[f"sum_{h}"], total, abs_tol=1e-9), (seed, h, after)
+            fewer += minute["n_5"] < daily["n_5"]
+    assert fewer > 20

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import statistics
+from typing import Literal
+
+import polars as pl
+import pytest
+from msgspec.structs import astuple
 
 from monitor.calendar import nyse_sessions
 from monitor.core.engine import Engine
@@ -61,3 +67,99 @@ def test_a_minute_window_does_not_reach_over_the_night() -> None:
         ("m.jump", "2024-07-02T13:34:00Z"),  # the minute of 13:33: 11.02 -> 11.6 is +5.3%
         ("m.run", "2024-07-02T13:34:00Z"),  # 13:31, 13:32 and 13:33 each up: the third
     ]
+
+
+JUMPS = """
+[[rules]]
+id = "jump"
+kind = "surge"
+symbols = ["X"]
+timeframe = "{timeframe}"
+window = 1
+min_return = 0.05
+horizons = [2, 5]
+"""
+
+
+def history(
+    timeframe: Literal["1m", "1d"], bars: list[Bar], now: dt.datetime
+) -> tuple[list[Alert], dict[str, list[pl.DataFrame]]]:
+    """The alerts of a one-period jump of 5% (horizons 2 and 5) over `bars` in one batch, and
+    its baseline (`firing.every_period`'s rows, as replay's summary collects them)."""
+    engine = Engine(
+        parse_rules(JUMPS.format(timeframe=timeframe)), nyse_sessions(dt.date(2024, 1, 1))
+    )
+    engine.warm(at(1, 13, 0))
+    engine.baseline = {}
+    batch = FeedBatch.empty("t")
+    if timeframe == "1m":
+        batch.minute_bars = bars_frame(bars, "1m")
+    else:
+        batch.daily_bars = bars_frame(bars, "1d")
+    engine.ingest(batch)
+    return engine.advance(now).alerts, engine.baseline
+
+
+def stats(h: int, returns: list[float]) -> object:
+    """What `history.forward` says of these forward returns over `h` periods (a HorizonStats's
+    fields, floats approximately)."""
+    n, up = len(returns), sum(r > 0 for r in returns)
+    mean, median = statistics.fmean(returns), statistics.median(returns)
+    return pytest.approx((h, n, mean, median, up / n, min(returns), max(returns)))
+
+
+def test_a_minute_history_horizon_does_not_reach_over_the_night() -> None:
+    """X jumps at 15:51 and 15:57 (New York) on the 1st and at 09:34 on the 2nd. For the last
+    alert, both earlier jumps are 2 minutes old with their 2 minutes in their session; of
+    their 5 minutes, the 15:57 jump's end in the next session, and that return is unknown (it
+    used to count the 09:32 close as "5 minutes later"). The baseline counts likewise."""
+    evening = [10.0, 11.0, 11.1, 11.2, 11.3, 11.4, 11.5, 12.2, 12.0, 12.1]  # 19:50-19:59 UTC
+    morning = [12.3, 12.4, 12.6, 12.7, 13.5]  # 13:30-13:34 UTC
+    starts = [at(1, 19, 50 + i) for i in range(10)] + [at(2, 13, 30 + i) for i in range(5)]
+    closes = dict(zip(starts, evening + morning, strict=True))
+    bars = [Bar("X", "1m", c, c, c, c, 100.0, start=s) for s, c in closes.items()]
+    fired, baseline = history("1m", bars, at(2, 13, 35) + dt.timedelta(seconds=5))
+    assert [a.ts for a in fired] == [
+        "2024-07-01T19:52:00Z",
+        "2024-07-01T19:58:00Z",
+        "2024-07-02T13:35:00Z",
+    ]
+
+    def fwd(start: dt.datetime, h: int) -> float:
+        return closes[start + dt.timedelta(minutes=h)] / closes[start] - 1.0
+
+    first, second = at(1, 19, 51), at(1, 19, 57)
+    last = fired[-1].history
+    assert last is not None
+    assert [astuple(f) for f in last.forward] == [
+        stats(2, [fwd(first, 2), fwd(second, 2)]),
+        stats(5, [fwd(first, 5)]),
+    ]
+    # Forward returns in the session of every minute: 10 minutes then 5.
+    totals = pl.concat(baseline["jump"]).sum().row(0, named=True)
+    assert (totals["n_2"], totals["n_5"]) == ((10 - 2) + (5 - 2), (10 - 5) + (5 - 5))
+
+
+def test_a_daily_history_horizon_spans_sessions() -> None:
+    """The same closes as sessions: a daily jump's 2 and 5 sessions later are counted, as
+    ever, and the baseline counts every session with 2 (5) sessions after it."""
+    closes = [10.0, 11.0, 11.1, 11.2, 11.3, 11.4, 11.5, 12.2, 12.0, 12.1, 12.3, 12.4, 12.6, 13.5]
+    calendar = nyse_sessions(dt.date(2024, 1, 1))
+    sessions = [calendar.shift(dt.date(2024, 7, 1), i) for i in range(len(closes))]
+    bars = [
+        Bar("X", "1d", c, c, c, c, 100.0, session=d) for d, c in zip(sessions, closes, strict=True)
+    ]
+    fired, baseline = history("1d", bars, dt.datetime(2024, 8, 1, tzinfo=dt.UTC))
+    assert [a.session for a in fired] == [str(sessions[i]) for i in (1, 7, 13)]
+    last = fired[-1].history
+    assert last is not None
+
+    def fwd(i: int, h: int) -> float:
+        return closes[i + h] / closes[i] - 1.0
+
+    assert [astuple(f) for f in last.forward] == [
+        stats(2, [fwd(1, 2), fwd(7, 2)]),
+        stats(5, [fwd(1, 5), fwd(7, 5)]),
+    ]
+    totals = pl.concat(baseline["jump"]).sum().row(0, named=True)
+    assert (totals["n_2"], totals["n_5"]) == (len(closes) - 2, len(closes) - 5)
