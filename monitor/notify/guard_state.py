@@ -33,6 +33,9 @@ class GuardState(msgspec.Struct):
     # feed -> `ts` of the last `feed_recovered` read: a `feed_stale` no later than it, from a
     # stopped notifier's state, is over (`merged_states`)
     recovered: dict[str, str] = {}
+    # feed -> `ts` of a `feed_stale` that stopped inhibiting without its `feed_recovered`
+    # (STALE_FOR_AT_MOST): the group's record of it (`Router.shared_feeds`) does not start it again
+    expired: dict[str, str] = {}
 
 
 def merged_states(mine: GuardState, other: GuardState) -> GuardState:
@@ -41,14 +44,8 @@ def merged_states(mine: GuardState, other: GuardState) -> GuardState:
     per rule, counted ids and throttled alerts are joined, the later time kept; a feed stale in
     either is stale, since the later `feed_stale`, unless either read its `feed_recovered`
     after that."""
-    recovered = dict(mine.recovered)
-    for feed, ts in other.recovered.items():
-        if feed not in recovered or alert_instant(ts) > alert_instant(recovered[feed]):
-            recovered[feed] = ts
-    stale = dict(mine.stale_feeds)
-    for feed, ts in other.stale_feeds.items():
-        if feed not in stale or alert_instant(ts) > alert_instant(stale[feed]):
-            stale[feed] = ts
+    recovered = _later(mine.recovered, other.recovered)
+    stale = _later(mine.stale_feeds, other.stale_feeds)
     # (a feed_stale that a feed_recovered read by either came after is over)
     stale = {
         feed: ts
@@ -83,7 +80,17 @@ def merged_states(mine: GuardState, other: GuardState) -> GuardState:
         throttled_last=last,
         summaries=summaries,
         recovered=recovered,
+        expired=_later(mine.expired, other.expired),
     )
+
+
+def _later(mine: dict[str, str], other: dict[str, str]) -> dict[str, str]:
+    """Per feed, the later `ts` of the two."""
+    out = dict(mine)
+    for feed, ts in other.items():
+        if feed not in out or alert_instant(ts) > alert_instant(out[feed]):
+            out[feed] = ts
+    return out
 
 
 def _joined(alerts: Sequence[Alert], more: Sequence[Alert]) -> list[Alert]:

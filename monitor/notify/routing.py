@@ -25,9 +25,11 @@ Semantics (Alertmanager-like):
   in the durable state (`GuardState.summaries`), with the receivers it is routed to, until each
   has it, sent or dead-lettered (`completed`); `resume` routes those left by a stopped notifier
   again (its id is deterministic: the delivery log keeps it once per receiver).
-- Each notifier of a group has its own state: the guard counts its share of the alerts, and
-  only the feeds whose `feed_stale` it read inhibit. A stopped notifier's state is taken in by
-  another (`adopt`: its held alerts, summaries, counts and stale feeds, `merged_states`).
+- Each notifier of a group has its own state: the guard counts its share of the alerts. Feed
+  health is the group's: what one notifier read reaches the others (`shared_feeds`), so all hold
+  alerts back while a feed is stale, and all let them go when any reads its `feed_recovered`.
+  A stopped notifier's state is taken in by another (`adopt`: its held alerts, summaries,
+  counts and stale feeds, `merged_states`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from monitor.notify.grouping import Batch, Grouper, Item, Target
 from monitor.notify.guard_state import GuardState as GuardState  # (re-exported)
 from monitor.notify.guard_state import Summary as Summary  # (re-exported)
 from monitor.notify.guard_state import alert_instant, merged_states
+from monitor.notify.shared_feeds import FeedEvents
 from monitor.notify.silences import Silence, silenced_by
 
 FEED_KINDS = ("feed_stale", "feed_recovered")
@@ -218,8 +221,10 @@ class Router:
         receivers: Sequence[ReceiverConfig],
         runaway: RunawaySection,
         state: GuardState | None = None,
+        name: str = "",
     ) -> None:
         self.root = root
+        self.name = name  # (the notifier's consumer name: its summaries' ids differ from others')
         self.receivers = {r.name: r for r in receivers}
         self.runaway = runaway
         self.state = state if state is not None else GuardState()
@@ -299,10 +304,49 @@ class Router:
         cutoff = at - STALE_FOR_AT_MOST
         old = [f for f, ts in self.state.stale_feeds.items() if alert_instant(ts) < cutoff]
         for feed in old:
-            del self.state.stale_feeds[feed]
+            self.state.expired[feed] = self.state.stale_feeds.pop(feed)
             hours = STALE_FOR_AT_MOST.total_seconds() / 3600
             why = f"was stale (no feed_recovered within {hours:g} hours: inhibition ended)"
             self._end_inhibition(feed, f"expired:{feed}:{now.isoformat()}", why, now, notices)
+
+    def shared_feeds(self, group: dict[str, FeedEvents], now: dt.datetime) -> list[Alert]:
+        """Take in the feed health the notifiers of the group read (monitor/notify/
+        shared_feeds.py): a stale feed whose `feed_recovered` another read is over here too,
+        and the alerts held back go in a summary of this notifier's own; a feed whose
+        `feed_stale` another read is stale here too, unless this notifier knows it is over (a
+        later `feed_recovered`, or expired), or it is older than STALE_FOR_AT_MOST by `now`.
+        The notices made, routed."""
+        notices: list[Alert] = []
+        for feed, (stale, recovered) in sorted(group.items()):
+            if recovered is not None:
+                self._recovered_elsewhere(feed, recovered, now, notices)
+            if stale is not None:
+                self._stale_elsewhere(feed, stale, now)
+        return self._route_notices(notices, now)
+
+    def _recovered_elsewhere(
+        self, feed: str, ts: str, now: dt.datetime, notices: list[Alert]
+    ) -> None:
+        at = alert_instant(ts)
+        known = self.state.recovered.get(feed)
+        if known is None or at > alert_instant(known):
+            self.state.recovered[feed] = ts
+        stale = self.state.stale_feeds.get(feed)
+        if stale is None or alert_instant(stale) > at:
+            return
+        del self.state.stale_feeds[feed]
+        key = f"shared:{feed}@{ts}:{self.name}"  # (each notifier summarises what it held)
+        self._end_inhibition(feed, key, "was stale", now, notices)
+
+    def _stale_elsewhere(self, feed: str, ts: str, now: dt.datetime) -> None:
+        at = alert_instant(ts)
+        if at < now - STALE_FOR_AT_MOST:
+            return
+        s = self.state
+        for known in (s.stale_feeds.get(feed), s.recovered.get(feed), s.expired.get(feed)):
+            if known is not None and alert_instant(known) >= at:
+                return
+        s.stale_feeds[feed] = ts
 
     def _route_notices(self, notices: list[Alert], now: dt.datetime) -> list[Alert]:
         for n in notices:

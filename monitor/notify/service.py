@@ -67,12 +67,15 @@ from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_fail
 from monitor.notify.ledger import REDIS_ERRORS, DeadLetters, DeliveryLog, retrying
 from monitor.notify.payload import entry_alert
 from monitor.notify.render import Message
-from monitor.notify.routing import GuardState, Router
+from monitor.notify.routing import FEED_KINDS, GuardState, Router
+from monitor.notify.shared_feeds import SharedFeeds
 from monitor.notify.silences import SilenceStore
 from monitor.notify.states import Owner, StateStore
 
 STOP_GRACE_S = 2.0  # past block_ms: how long a stopping reader may finish what it read
+FEEDS_EVERY_S = 1.0  # how often the ticker looks at the group's feed health (shared_feeds.py)
 ADOPT_GRANT = "+sadd +smembers +srem +del +watch +unwatch"  # what adoption needs besides the rest
+FEEDS_GRANT = "+hgetall +hset +watch +unwatch +multi +exec"  # what shared feed health needs
 
 
 class Notifier:
@@ -110,7 +113,9 @@ class Notifier:
             self._urls[r.name] = str(url)
         self._client: aioredis.Redis | None = None
         self._silences: SilenceStore | None = None
-        self.router = Router(config.route, config.receivers, config.runaway)
+        self.router = Router(config.route, config.receivers, config.runaway, name=self.consumer)
+        self._feeds: SharedFeeds | None = None  # (None: not shared, see `_group_feeds`)
+        self._feeds_at = 0.0  # (event-loop time the ticker last looked at them)
         self._wake = asyncio.Event()
         formats = {r.name: body_format(r, self._urls[r.name]) for r in config.receivers}
         self.composer = Composer(config, formats, self._senders)
@@ -183,6 +188,7 @@ class Notifier:
         self.states = StateStore(
             self._client, self.stream, self.group, self.consumer, lease_s, holder
         )
+        self._feeds = SharedFeeds(self._client, self.stream, self.group)
         try:
             await self.inbox.create(self.config.redis.start)
             await self.states.hold_lease()  # (first: no other adopts our state while we read it)
@@ -258,7 +264,9 @@ class Notifier:
         now = self.clock.now()
         store = self._silences
         silences = await retrying(lambda: store.active(now), self._log, "redis_unavailable")
+        await self._group_feeds(now)
         to_ack: list[str] = []
+        feed_health: list[Alert] = []  # (told to the group before they are acked)
         for raw_id, fields in entries:
             entry = raw_id.decode()
             self.inbox.saw(entry)
@@ -276,6 +284,8 @@ class Notifier:
                 await self.dead.add(entry, None, "*", f"undecodable entry: {exc}", 0, fields)
                 to_ack.append(entry)
                 continue
+            if alert.kind in FEED_KINDS:
+                feed_health.append(alert)
             try:
                 decision = self.router.accept(entry, alert, now, silences)
             except Exception as exc:  # (a bug on one alert must not stop every receiver)
@@ -298,14 +308,50 @@ class Notifier:
                     symbol=alert.symbol,
                     silence=decision.silence.id if decision.silence else None,
                 )
-            for notice in decision.notices:
-                self._log.warning(
-                    "notify_notice", kind=notice.kind, rule=notice.rule, title=notice.title
-                )
+            self._noticed(decision.notices)
+        await self._tell_feeds(feed_health)
         await self._save_state()
         await self.inbox.ack(to_ack)
         self.counters.set("notify_waiting", self.router.waiting())
         self._wake.set()
+
+    def _noticed(self, notices: Sequence[Alert]) -> None:
+        for notice in notices:
+            self._log.warning(
+                "notify_notice", kind=notice.kind, rule=notice.rule, title=notice.title
+            )
+
+    # -- feed health, shared by the group (monitor/notify/shared_feeds.py) ---------------------
+
+    async def _group_feeds(self, now: dt.datetime) -> None:
+        """Take in the feed health the group's notifiers read. Redis away: left for the next
+        look (the ticker's, within FEEDS_EVERY_S of it answering again)."""
+        if self._feeds is None:
+            return
+        try:
+            group = await self._feeds.read()
+        except REDIS_ERRORS:
+            return
+        except NoPermissionError as exc:
+            self._refused_feeds(exc)
+            return
+        self._noticed(self.router.shared_feeds(group, now))
+
+    async def _tell_feeds(self, alerts: Sequence[Alert]) -> None:
+        """Tell the group the feed-health alerts read (retried until Redis answers: before
+        they are acknowledged)."""
+        feeds = self._feeds
+        if feeds is None or not alerts:
+            return
+        try:
+            await retrying(lambda: feeds.record(alerts), self._log, "redis_unavailable")
+        except NoPermissionError as exc:
+            self._refused_feeds(exc)
+
+    def _refused_feeds(self, exc: NoPermissionError) -> None:
+        """An ACL rule of before (without WATCH): feed health stays this notifier's own."""
+        self._log.error("feed_sharing_refused", error=str(exc), grant=FEEDS_GRANT)
+        self._feeds = None
 
     async def _save_state(self) -> None:
         """Save the router's state when it changed, retried until Redis answers: it must be
@@ -419,9 +465,13 @@ class Notifier:
     # -- grouping and quiet hours ------------------------------------------------------------
 
     async def _ticker(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             self._wake.clear()
             now = self.clock.now()
+            if loop.time() >= self._feeds_at + FEEDS_EVERY_S:
+                self._feeds_at = loop.time()
+                await self._group_feeds(now)
             self._retry_digests(now)
             for batch in self.router.due(now):
                 if batch.dropped:
