@@ -242,8 +242,12 @@ class Router:
         if alert.kind == "feed_stale":
             self.state.stale_feeds[alert.symbol] = alert.ts
         elif alert.kind == "feed_recovered":
-            self.state.stale_feeds.pop(alert.symbol, None)
-            self.state.recovered[alert.symbol] = alert.ts
+            # (an older recovery, read late, ends no later `feed_stale`: one taken from the
+            # group, `shared_feeds`, or claimed from a notifier that died)
+            stale = self.state.stale_feeds.get(alert.symbol)
+            if stale is None or alert_instant(stale) <= alert_instant(alert.ts):
+                self.state.stale_feeds.pop(alert.symbol, None)
+            self._note_recovered(alert.symbol, alert.ts)
             self._end_inhibition(alert.symbol, alert.id, "was stale", now, notices)
         hit = silenced_by(alert, silences, now)
         if hit is not None:
@@ -324,13 +328,17 @@ class Router:
                 self._stale_elsewhere(feed, stale, now)
         return self._route_notices(notices, now)
 
+    def _note_recovered(self, feed: str, ts: str) -> None:
+        """Keep the later of `ts` and the `feed_recovered` known for `feed`."""
+        known = self.state.recovered.get(feed)
+        if known is None or alert_instant(ts) > alert_instant(known):
+            self.state.recovered[feed] = ts
+
     def _recovered_elsewhere(
         self, feed: str, ts: str, now: dt.datetime, notices: list[Alert]
     ) -> None:
         at = alert_instant(ts)
-        known = self.state.recovered.get(feed)
-        if known is None or at > alert_instant(known):
-            self.state.recovered[feed] = ts
+        self._note_recovered(feed, ts)
         stale = self.state.stale_feeds.get(feed)
         if stale is None or alert_instant(stale) > at:
             return
@@ -417,6 +425,7 @@ class Router:
         summaries, as `resume` does at start, to the receivers (still configured) that this
         state did not already have them for."""
         had = {s.notice.id: set(s.receivers) for s in self.state.summaries}
+        had_stale = dict(self.state.stale_feeds)
         summaries = [
             Summary(s.notice, [r for r in s.receivers if r in self.receivers])
             for s in other.summaries
@@ -429,13 +438,14 @@ class Router:
                     self.grouper.add(
                         Target(r, "summary", ("id",), 0.0, 0.0, False), Item(None, s.notice), now
                     )
-        # Alerts the other held back for a feed that has recovered since (a recovery this
-        # notifier read while the other's lease ran out): their summary goes now.
-        feeds = sorted(other.stale_feeds)
-        if feeds and not self.state.stale_feeds:
+        # Alerts held back (by the other, or by this one) for a feed that has recovered since
+        # (a recovery one of the two read while the other's lease ran out): their summary goes
+        # now. The key is made of what was stale in either: the same adoption, the same id.
+        both = {**had_stale, **other.stale_feeds}
+        if both and not self.state.stale_feeds:
             notices: list[Alert] = []
-            key = "|".join(f"{f}@{other.stale_feeds[f]}" for f in feeds)
-            self._end_inhibition(", ".join(feeds), key, "was stale", now, notices)
+            key = "|".join(f"{f}@{both[f]}" for f in sorted(both))
+            self._end_inhibition(", ".join(sorted(both)), key, "was stale", now, notices)
             self._route_notices(notices, now)
 
     def completed(self, receiver: str, alerts: Sequence[Alert]) -> None:

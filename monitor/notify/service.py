@@ -116,6 +116,8 @@ class Notifier:
         self.router = Router(config.route, config.receivers, config.runaway, name=self.consumer)
         self._feeds: SharedFeeds | None = None  # (None: not shared, see `_group_feeds`)
         self._feeds_at = 0.0  # (event-loop time the ticker last looked at them)
+        self._feeds_error: str | None = None  # (the last logged: `_feeds_failed`)
+        self._lease_at = float("-inf")  # (event-loop time our lease was last known held)
         self._wake = asyncio.Event()
         formats = {r.name: body_format(r, self._urls[r.name]) for r in config.receivers}
         self.composer = Composer(config, formats, self._senders)
@@ -192,6 +194,7 @@ class Notifier:
         try:
             await self.inbox.create(self.config.redis.start)
             await self.states.hold_lease()  # (first: no other adopts our state while we read it)
+            self._lease_at = asyncio.get_running_loop().time()
             raw: Any = await self._client.get(self._state_key)
         except RedisError as exc:
             await self.__aexit__(None, None, None)
@@ -309,7 +312,7 @@ class Notifier:
                     silence=decision.silence.id if decision.silence else None,
                 )
             self._noticed(decision.notices)
-        await self._tell_feeds(feed_health)
+        await self._tell_feeds(feed_health, now)
         await self._save_state()
         await self.inbox.ack(to_ack)
         self.counters.set("notify_waiting", self.router.waiting())
@@ -325,33 +328,52 @@ class Notifier:
 
     async def _group_feeds(self, now: dt.datetime) -> None:
         """Take in the feed health the group's notifiers read. Redis away: left for the next
-        look (the ticker's, within FEEDS_EVERY_S of it answering again)."""
-        if self._feeds is None:
+        look (the ticker's, within FEEDS_EVERY_S of it answering again). Not while our lease
+        may have lapsed: another notifier may have adopted our held alerts, and summarising
+        them here too would tell them twice (custody sorts that out first, `_lapsed`)."""
+        feeds = self._feeds
+        lease_s = self.config.redis.claim_idle_s
+        if feeds is None or asyncio.get_running_loop().time() - self._lease_at >= lease_s:
             return
         try:
-            group = await self._feeds.read()
+            group = await feeds.read(now)
         except REDIS_ERRORS:
             return
         except NoPermissionError as exc:
             self._refused_feeds(exc)
             return
+        except RedisError as exc:  # (WRONGTYPE, OOM...: not ours to mend; delivery goes on)
+            self._feeds_failed(exc)
+            return
+        self._feeds_error = None
         self._noticed(self.router.shared_feeds(group, now))
 
-    async def _tell_feeds(self, alerts: Sequence[Alert]) -> None:
+    async def _tell_feeds(self, alerts: Sequence[Alert], now: dt.datetime) -> None:
         """Tell the group the feed-health alerts read (retried until Redis answers: before
         they are acknowledged)."""
         feeds = self._feeds
         if feeds is None or not alerts:
             return
         try:
-            await retrying(lambda: feeds.record(alerts), self._log, "redis_unavailable")
+            await retrying(lambda: feeds.record(alerts, now), self._log, "redis_unavailable")
         except NoPermissionError as exc:
             self._refused_feeds(exc)
+        except RedisError as exc:
+            self._feeds_failed(exc)
 
     def _refused_feeds(self, exc: NoPermissionError) -> None:
         """An ACL rule of before (without WATCH): feed health stays this notifier's own."""
         self._log.error("feed_sharing_refused", error=str(exc), grant=FEEDS_GRANT)
         self._feeds = None
+
+    def _feeds_failed(self, exc: RedisError) -> None:
+        """The group's feed health cannot be read or written (the key holds something else,
+        Redis out of memory): logged once per error, and tried again at the next look."""
+        error = f"{type(exc).__name__}: {exc}"
+        if error != self._feeds_error:
+            self._feeds_error = error
+            key = self._feeds.key if self._feeds is not None else None
+            self._log.error("feed_sharing_failed", key=key, error=error)
 
     async def _save_state(self) -> None:
         """Save the router's state when it changed, retried until Redis answers: it must be
@@ -378,8 +400,10 @@ class Notifier:
         legacy, adopting = True, True
         while not stop.is_set():
             try:
+                renewed = asyncio.get_running_loop().time()
                 if not await self.states.hold_lease():
                     await self._lapsed()
+                self._lease_at = renewed
                 if adopting:
                     owners: list[Owner] = [None] if legacy else []
                     for owner in owners + await self.states.orphans():

@@ -9,11 +9,19 @@ per feed, the `ts` of the latest `feed_stale` (field `stale:{feed}`) and of the 
 The notifier writes what it read before it acknowledges it, and reads the hash before it routes
 what it read and every second (`Router.shared_feeds` takes it in).
 
+A `ts` more than FUTURE_SLACK ahead of the clock (a daemon's clock set wrong) is neither
+written nor read, and a field holding one is overwritten: moving only forward, such a field
+would otherwise hold every later `ts` off, and its feed stale (or recovered) for the group, until
+its time came.
+
 The hash holds two fields per feed, and no alert: it is never trimmed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +34,7 @@ from monitor.notify.guard_state import alert_instant
 # Per feed: the `ts` of the latest `feed_stale` and of the latest `feed_recovered` (None: none).
 FeedEvents = tuple[str | None, str | None]
 _FIELD = {"feed_stale": "stale", "feed_recovered": "recovered"}
-WRITE_ATTEMPTS = 10  # (another notifier writing the hash at the same moment: try again)
+FUTURE_SLACK = dt.timedelta(minutes=5)  # a `ts` further ahead of the clock is not believed
 
 
 class SharedFeeds:
@@ -36,33 +44,35 @@ class SharedFeeds:
         self._redis = redis
         self.key = f"{stream}:notify:{group}:feeds"
 
-    async def read(self) -> dict[str, FeedEvents]:
-        """Per feed, the latest `feed_stale` and `feed_recovered` the group read. Fields that
-        are not ours (another name, not text) are left out."""
+    async def read(self, now: dt.datetime) -> dict[str, FeedEvents]:
+        """Per feed, the latest `feed_stale` and `feed_recovered` the group read (by `now`, the
+        clock: see FUTURE_SLACK). Fields that are not ours (another name, not text) are left
+        out."""
         raw: Any = await self._redis.hgetall(self.key)
-        return _events(raw)
+        return _events(raw, now + FUTURE_SLACK)
 
-    async def record(self, alerts: Sequence[Alert]) -> None:
+    async def record(self, alerts: Sequence[Alert], now: dt.datetime) -> None:
         """Record the feed-health alerts among `alerts` (others are ignored), each field only
-        where it is later than the group's."""
+        where it is later than the group's (by `now`, the clock: see FUTURE_SLACK). Written by
+        others meanwhile: tried again, after a few milliseconds, until it is written."""
         latest: dict[str, str] = {}
+        ahead = now + FUTURE_SLACK
         for alert in alerts:
             kind = _FIELD.get(alert.kind)
-            if kind is None:
+            if kind is None or alert_instant(alert.ts) > ahead:
                 continue
             name = f"{kind}:{alert.symbol}"
             if name not in latest or alert_instant(alert.ts) > alert_instant(latest[name]):
                 latest[name] = alert.ts
         if not latest:
             return
-        for _ in range(WRITE_ATTEMPTS):
-            if await self._write_later(latest):
-                return
-        raise RuntimeError(f"{self.key}: written by others {WRITE_ATTEMPTS} times in a row")
+        # (each round some writer gets through: no livelock, only a wait)
+        while not await self._write_later(latest, ahead):  # noqa: ASYNC110 - a retry, not a poll
+            await asyncio.sleep(random.uniform(0.001, 0.01))
 
-    async def _write_later(self, latest: dict[str, str]) -> bool:
-        """Set the fields of `latest` that are later than the hash's; False: the hash changed
-        meanwhile (nothing written)."""
+    async def _write_later(self, latest: dict[str, str], ahead: dt.datetime) -> bool:
+        """Set the fields of `latest` that are later than the hash's (or where it holds a `ts`
+        past `ahead`); False: the hash changed meanwhile (nothing written)."""
         async with self._redis.pipeline(transaction=True) as pipe:
             await pipe.watch(self.key)
             current: Any = await pipe.hgetall(self.key)
@@ -70,7 +80,9 @@ class SharedFeeds:
             later = {
                 name: ts
                 for name, ts in latest.items()
-                if name not in have or alert_instant(ts) > alert_instant(have[name])
+                if name not in have
+                or alert_instant(ts) > alert_instant(have[name])
+                or alert_instant(have[name]) > ahead
             }
             if not later:
                 return True  # (leaving the block sends UNWATCH)
@@ -94,11 +106,11 @@ def _texts(raw: dict[bytes, bytes]) -> dict[str, str]:
     return out
 
 
-def _events(raw: dict[bytes, bytes]) -> dict[str, FeedEvents]:
+def _events(raw: dict[bytes, bytes], ahead: dt.datetime) -> dict[str, FeedEvents]:
     found: dict[str, list[str | None]] = {}
     for name, text in _texts(raw).items():
         kind, _, feed = name.partition(":")
-        if kind not in ("stale", "recovered") or not feed:
+        if kind not in ("stale", "recovered") or not feed or alert_instant(text) > ahead:
             continue
         slot = found.setdefault(feed, [None, None])
         slot[0 if kind == "stale" else 1] = text

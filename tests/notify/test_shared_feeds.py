@@ -88,7 +88,7 @@ async def test_a_stale_feed_another_notifier_read_holds_alerts_back_here_too(
             running(settings(stream, hooks, "a", claim_idle_s=30)),
         ):
             async with asyncio.timeout(5):
-                while "mqtt" not in await feeds.read():  # noqa: ASYNC110 - polls Redis
+                while "mqtt" not in await feeds.read(dt.datetime.now(dt.UTC)):  # noqa: ASYNC110 - polls Redis
                     await asyncio.sleep(0.02)
             async with running(settings(stream, hooks, "b", claim_idle_s=30)) as b:
                 await until(lambda: [x.id for x in b.router.state.inhibited] == [alert(2).id], 5)
@@ -107,25 +107,85 @@ async def test_a_stale_feed_another_notifier_read_holds_alerts_back_here_too(
 
 @pytest.mark.integration
 async def test_the_group_record_only_moves_forward_in_time(stream: str) -> None:
-    """Two notifiers recording at once, or one reading older entries (claimed from a dead
-    one): each field keeps the latest `ts`; fields and values that are not the record's are
-    left out of it."""
+    """Twenty writers recording at once (each on its own connection), or one reading older
+    entries (claimed from a dead one): each field keeps the latest `ts`, and every writer gets
+    through (the WATCH loop used to give up after ten conflicts, ending the notifier's run).
+    Fields and values that are not the record's are left out of it."""
+    t0 = dt.datetime(2026, 1, 5, 15, tzinfo=dt.UTC)
+    now = t0 + dt.timedelta(hours=1)
+    clients = [aioredis.Redis() for _ in range(20)]
+    feeds = [SharedFeeds(c, stream, "notifier") for c in clients]
+    stales = [
+        at(feed_alert("feed_stale", "mqtt", i), t0 + dt.timedelta(minutes=i)) for i in range(20)
+    ]
+    recovered = [
+        at(feed_alert("feed_recovered", "ws", i), t0 + dt.timedelta(seconds=i)) for i in range(20)
+    ]
+    try:
+        await asyncio.gather(
+            *(
+                f.record([s, r, alert(7)], now)
+                for f, s, r in zip(feeds, stales, recovered, strict=True)
+            )
+        )
+        await feeds[0].record([at(feed_alert("feed_stale", "mqtt", 0), t0)], now)
+        await clients[0].hset(
+            feeds[0].key, mapping={"other": "x", b"stale:\xff": "y", "recovered:": "z"}
+        )
+        assert await feeds[0].read(now) == {
+            "mqtt": ((t0 + dt.timedelta(minutes=19)).strftime(ISO), None),
+            "ws": (None, (t0 + dt.timedelta(seconds=19)).strftime(ISO)),
+        }
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+@pytest.mark.integration
+async def test_a_ts_from_the_future_is_neither_recorded_nor_believed(stream: str) -> None:
+    """A `feed_stale` stamped a day ahead (a daemon's clock set wrong) is not recorded; one
+    already in the hash is not read, and the next real one replaces it. Moving only forward,
+    it used to hold every later `ts` off and keep the feed stale for the whole group (alerts
+    held back) until its day came, even after the feed's real recovery."""
+    now = dt.datetime(2026, 1, 5, 15, tzinfo=dt.UTC)
     client = aioredis.Redis()
     feeds = SharedFeeds(client, stream, "notifier")
-    t0 = dt.datetime(2026, 1, 5, 15, tzinfo=dt.UTC)
-    later = [at(feed_alert("feed_stale", "mqtt", i), t0 + dt.timedelta(minutes=i)) for i in (3, 1)]
-    await asyncio.gather(
-        feeds.record(later),
-        feeds.record([at(feed_alert("feed_stale", "mqtt", 2), t0 + dt.timedelta(minutes=2))]),
-        feeds.record([at(feed_alert("feed_recovered", "ws"), t0), alert(7)]),
-    )
-    await feeds.record([at(feed_alert("feed_stale", "mqtt", 0), t0)])
-    await client.hset(feeds.key, mapping={"other": "x", b"stale:\xff": "y", "recovered:": "z"})
-    assert await feeds.read() == {
-        "mqtt": ((t0 + dt.timedelta(minutes=3)).strftime(ISO), None),
-        "ws": (None, t0.strftime(ISO)),
-    }
-    await client.aclose()
+    tomorrow = at(feed_alert("feed_stale", "mqtt"), now + dt.timedelta(days=1))
+    try:
+        await feeds.record([tomorrow], now)
+        assert await feeds.read(now) == {}
+        await client.hset(feeds.key, "stale:mqtt", tomorrow.ts)
+        assert await feeds.read(now) == {}
+        real = at(feed_alert("feed_stale", "mqtt", 1), now - dt.timedelta(minutes=1))
+        await feeds.record([real], now)
+        assert await feeds.read(now) == {"mqtt": (real.ts, None)}
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.integration
+async def test_a_feeds_key_of_another_type_is_logged_and_delivery_goes_on(stream: str) -> None:
+    """`{stream}:notify:{group}:feeds` holds a list: one `feed_sharing_failed` error, and
+    alerts, feed health included, are delivered. The WRONGTYPE error used to end the
+    notifier's run, and every restart's."""
+    client = aioredis.Redis()
+    key = f"{stream}:notify:notifier:feeds"
+    await client.rpush(key, "x")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    await publish(stream, [at(feed_alert("feed_stale", "mqtt"), now), alert(1)])
+    try:
+        async with WebhookServer() as hooks:
+            with capture_logs() as logs:
+                async with running(settings(stream, hooks, "a")):
+                    await until(lambda: len(hooks.bodies("/ops")) == 1, 5)
+                    await publish(stream, [at(feed_alert("feed_recovered", "mqtt"), now), alert(2)])
+                    await until(lambda: len(hooks.bodies("/chat")) == 2, 5)
+                    await asyncio.sleep(1.5)  # (the ticker's looks at the hash)
+    finally:
+        await client.aclose()
+    failed = [e for e in logs if e["event"] == "feed_sharing_failed"]
+    assert len(failed) == 1 and "WRONGTYPE" in failed[0]["error"] and failed[0]["key"] == key
+    assert sorted(chat_titles(hooks)) == sorted([HELD_ONE, alert(2).title])
 
 
 # -- the router's part: `Router.shared_feeds` ------------------------------------------------
@@ -228,4 +288,68 @@ async def test_without_watch_the_notifier_keeps_feed_health_to_itself(stream: st
         await admin.aclose()
     refused = [e for e in logs if e["event"] == "feed_sharing_refused"]
     assert len(refused) == 1 and "+watch" in refused[0]["grant"]
+    assert chat_titles(hooks) == [HELD_ONE]
+
+
+def test_an_older_recovery_read_late_ends_no_later_stale_feed() -> None:
+    """A router took mqtt's `feed_stale` of 15:20 from the group, then reads a `feed_recovered`
+    of 15:05 (claimed from a notifier that died, or read while catching up): mqtt stays stale,
+    alerts are still held back, and the later recovery known stays. The old recovery used to
+    end the inhibition (a summary while the feed was still stale) and move `recovered` back."""
+    r = router("a")
+    now = T0 + dt.timedelta(minutes=30)
+    r.shared_feeds({"mqtt": (ts(20), ts(10))}, now)
+    old = r.accept(
+        "1-0", at(feed_alert("feed_recovered", "mqtt"), T0 + dt.timedelta(minutes=5)), now
+    )
+    assert old.notices == []
+    assert (r.state.stale_feeds, r.state.recovered) == ({"mqtt": ts(20)}, {"mqtt": ts(10)})
+    assert r.accept("2-0", alert(1), now).verdict == "inhibited"
+    new = r.accept(
+        "3-0", at(feed_alert("feed_recovered", "mqtt"), T0 + dt.timedelta(minutes=25)), now
+    )
+    assert [n.kind for n in new.notices] == ["inhibited_summary"]
+    assert (r.state.stale_feeds, r.state.inhibited) == ({}, [])
+
+
+def test_adopting_a_state_that_knew_the_recovery_lets_our_held_alerts_go() -> None:
+    """`b` holds alert 1 while mqtt is stale (15:00); it adopts a stopped notifier's state
+    that read mqtt's recovery (15:10). The merge ends mqtt's stale feed, and b's held alert
+    goes in a summary. It used to stay held with no stale feed left to end: no summary, ever
+    (until some later inhibition ended and listed it again)."""
+    b = router("b")
+    now = T0 + dt.timedelta(minutes=20)
+    b.accept("1-0", at(feed_alert("feed_stale", "mqtt"), T0), now)
+    assert b.accept("2-0", alert(1), now).verdict == "inhibited"
+    b.adopt(GuardState(recovered={"mqtt": ts(10)}), now)
+    assert (b.state.stale_feeds, b.state.inhibited) == ({}, [])
+    [summary] = [s.notice for s in b.state.summaries]
+    assert summary.kind == "inhibited_summary" and alert(1).symbol in summary.text
+    assert [x.id for batch in b.due(now) for x in batch.alerts] == [summary.id]
+
+
+@pytest.mark.integration
+async def test_the_group_is_not_looked_at_while_our_lease_may_have_lapsed(stream: str) -> None:
+    """While the notifier's lease was last known held longer ago than it lasts (a stall: another
+    notifier may have adopted its held alerts), the group's recovery of mqtt is not taken in:
+    summarising the held alert here too would tell it twice. Once custody renews the lease,
+    it is."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    await publish(stream, [at(feed_alert("feed_stale", "mqtt"), now), alert(1)])
+    async with WebhookServer() as hooks:
+        # (custody renews the lease at start, then every 10 s: not during the test)
+        config = settings(stream, hooks, "a", claim_idle_s=30, claim_interval_s=60)
+        async with running(config) as a:
+            await until(lambda: [x.id for x in a.router.state.inhibited] == [alert(1).id], 5)
+            a._lease_at = float("-inf")  # (as if custody had not renewed it for a while)
+            client = aioredis.Redis()
+            await SharedFeeds(client, stream, "notifier").record(
+                [at(feed_alert("feed_recovered", "mqtt"), now)], now
+            )
+            await client.aclose()
+            await asyncio.sleep(1.5)  # (the ticker's looks at the hash)
+            assert [x.id for x in a.router.state.inhibited] == [alert(1).id]
+            assert chat_titles(hooks) == []
+            a._lease_at = asyncio.get_running_loop().time()
+            await until(lambda: len(hooks.bodies("/chat")) == 1, 5)
     assert chat_titles(hooks) == [HELD_ONE]

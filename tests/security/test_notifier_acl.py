@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
@@ -34,8 +36,9 @@ async def test_the_notifier_delivers_as_its_documented_acl_user(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Logged in as the documented `notifier` ACL user, the notifier creates its group, delivers
-    an alert to a webhook and acks it, with no refusal in ACL LOG; the same user cannot
-    FLUSHALL or read a key outside its stream."""
+    an alert and a feed's `feed_stale` and `feed_recovered` to a webhook and acks them, telling
+    its group the feed's health, with no refusal in ACL LOG; the same user cannot FLUSHALL or
+    read a key outside its stream."""
     stream = f"mm-acl-{uuid.uuid4().hex[:8]}"
     password = secrets.token_hex(12)
     monkeypatch.setenv("MM_NOTIFIER_PASSWORD", password)
@@ -45,7 +48,13 @@ async def test_the_notifier_delivers_as_its_documented_acl_user(
             "ACL", "SETUSER", "notifier", *documented_rule("notifier", stream, password)
         )
         await admin.set("other:key", "x")
-        await admin.xadd(stream, {"id": RUT_ALERT.id, "alert": encode_alert(RUT_ALERT)})
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        health = [
+            msgspec.structs.replace(RUT_ALERT, id=kind, kind=kind, symbol="mqtt", ts=now)
+            for kind in ("feed_stale", "feed_recovered")
+        ]
+        for a in [RUT_ALERT, *health]:
+            await admin.xadd(stream, {"id": a.id, "alert": encode_alert(a)})
         async with WebhookServer() as hooks:
             raw: dict[str, Any] = {
                 "redis": {
@@ -60,9 +69,13 @@ async def test_the_notifier_delivers_as_its_documented_acl_user(
             }  # fmt: skip
             config = parse(raw, environ={"MM_NOTIFIER_PASSWORD": password})
             async with running(config) as notifier:
-                await until(lambda: len(hooks.bodies("/chat")) == 1)
-                await until(lambda: notifier.counters.total("notify_acked") == 1)
+                await until(lambda: len(hooks.bodies("/chat")) == 3)
+                await until(lambda: notifier.counters.total("notify_acked") == 3)
         assert await admin.execute_command("ACL", "LOG") == []
+        assert await admin.hgetall(f"{stream}:notify:notifier:feeds") == {
+            b"stale:mqtt": now.encode(),
+            b"recovered:mqtt": now.encode(),
+        }
         as_notifier = aioredis.Redis.from_url(
             f"redis://notifier:{password}@127.0.0.1:{server.port}/0"
         )
