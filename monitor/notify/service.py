@@ -140,6 +140,8 @@ class Notifier:
             ("notify_stream_unread", "Alerts in the stream this group has not read yet"),
             ("notify_stream_pending", "Alerts this group read and has not acknowledged"),
             ("notify_waiting", "Alerts waiting in groups or quiet hours"),
+            ("notify_held", "Alerts held back, per reason (inhibited: a feed stale; throttled)"),
+            ("notify_stale_feeds", "Feeds this notifier holds alerts back for (stale)"),
             ("notify_state_adopted", "Saved states of stopped notifiers adopted by this one"),
         ):
             self.counters.describe(name, text)
@@ -315,8 +317,16 @@ class Notifier:
         await self._tell_feeds(feed_health, now)
         await self._save_state()
         await self.inbox.ack(to_ack)
-        self.counters.set("notify_waiting", self.router.waiting())
+        self._gauges()
         self._wake.set()
+
+    def _gauges(self) -> None:
+        state = self.router.state
+        self.counters.set("notify_waiting", self.router.waiting())
+        self.counters.set("notify_held", len(state.inhibited), reason="inhibited")
+        throttled = sum(len(held) for held in state.throttled.values())
+        self.counters.set("notify_held", throttled, reason="throttled")
+        self.counters.set("notify_stale_feeds", len(state.stale_feeds))
 
     def _noticed(self, notices: Sequence[Alert]) -> None:
         for notice in notices:
@@ -510,7 +520,7 @@ class Notifier:
                 else:
                     self.dispatch.put(batch.receiver, batch)
             await self._save_state()
-            self.counters.set("notify_waiting", self.router.waiting())
+            self._gauges()
             await pause(stop, self._tick_s, self._wake)
 
     # -- delivery ------------------------------------------------------------------------------

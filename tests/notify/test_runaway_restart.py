@@ -40,6 +40,8 @@ async def test_alerts_pending_across_a_restart_are_not_throttled_and_a_burst_sti
             await publish(stream, alerts[4:])
             await until(lambda: len(hooks.bodies("/chat")) == 6)
             await until(lambda: notifier.counters.total("notify_acked") == 6)
+            # (held while throttled, in /metrics: market_monitor_notify_held{reason="throttled"})
+            await until(lambda: notifier.counters.get("notify_held", reason="throttled") == 1)
     titles = [b["title"] for b in hooks.bodies("/chat")]
     assert titles[:4] == [a.title for a in alerts[:4]]
     assert sorted(titles[4:]) == sorted([alerts[4].title, NOTICE])

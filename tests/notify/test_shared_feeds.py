@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from monitor.core.model import Alert
 from monitor.notify.routing import STALE_FOR_AT_MOST, GuardState, Router, merged_states
+from monitor.notify.service import Notifier
 from monitor.notify.shared_feeds import SharedFeeds
 from tests.notify.conftest import alert, feed_alert, publish
 from tests.notify.servers import WebhookServer
@@ -30,6 +31,16 @@ def at(a: Alert, when: dt.datetime) -> Alert:
     """`a` stamped `when` (live alerts: the group's feed health older than two hours by the
     clock is not taken in)."""
     return msgspec.structs.replace(a, ts=when.strftime(ISO), session=when.date().isoformat())
+
+
+def gauges(notifier: Notifier) -> tuple[float, ...]:
+    """What /metrics says it holds: alerts held back (inhibited, throttled), stale feeds."""
+    c = notifier.counters
+    return (
+        c.get("notify_held", reason="inhibited"),
+        c.get("notify_held", reason="throttled"),
+        c.get("notify_stale_feeds"),
+    )
 
 
 def chat_titles(hooks: WebhookServer) -> list[str]:
@@ -95,10 +106,12 @@ async def test_a_stale_feed_another_notifier_read_holds_alerts_back_here_too(
                 await asyncio.sleep(0.3)
                 assert chat_titles(hooks) == []
                 assert (await held_by(stream, "b"))[1] == [alert(2).id]
+                assert gauges(b) == (1, 0, 1)
                 await publish(stream, [at(feed_alert("feed_recovered", "mqtt"), now)])
                 await until(lambda: len(hooks.bodies("/chat")) == 1, 5)
                 await asyncio.sleep(0.3)
                 assert await held_by(stream, "b") == ({}, [])
+                assert gauges(b) == (0, 0, 0)
     finally:
         await client.aclose()
     assert chat_titles(hooks) == [HELD_ONE]
