@@ -123,7 +123,9 @@ class Notifier:
         self.composer = Composer(config, formats, self._senders)
         self._saved_state = b""
         self._saving = asyncio.Lock()  # (saves in order: a later state is never overwritten)
-        self._unreadable: dict[Owner, bytes] = {}  # states of others that could not be read
+        # Per state of another notifier left alone (unreadable, or for receivers we lack): what
+        # was said of it last, so that each problem is logged once, not every claim interval.
+        self._said: dict[Owner, bytes | str] = {}
         self.digest_now = asyncio.Event()
         # Digests that could not be sent: (when to try again, receiver, job); see the ticker.
         self._digest_retries: list[tuple[dt.datetime, str, Prepared]] = []
@@ -450,26 +452,30 @@ class Notifier:
         except (*REDIS_ERRORS, NoPermissionError):
             raise
         except (RedisError, UnicodeDecodeError) as exc:
-            if self._unreadable.get(owner) != b"!":
-                self._unreadable[owner] = b"!"
-                self._log.error("state_unreadable", key=self.states.key(owner), error=str(exc))
+            kind, error = type(exc).__name__, str(exc)
+            self._say_once(owner, kind, self._log.error, "state_unreadable", error=error)
+
+    def _say_once(
+        self, owner: Owner, what: bytes | str, log: Any, event: str, **fields: Any
+    ) -> None:
+        """`log` `event` of `owner`'s state, unless the last said of it was of the same `what`
+        (its content, or the kind of error reading it)."""
+        if self._said.get(owner) != what:
+            self._said[owner] = what
+            log(event, key=self.states.key(owner), **fields)
 
     async def _take(self, owner: Owner, raw: bytes) -> bool:
         """Merge `owner`'s saved state into ours and save ours (False: it cannot be read)."""
         try:
             other = msgspec.json.decode(raw, type=GuardState)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if self._unreadable.get(owner) != raw:  # (logged once, left in Redis)
-                self._unreadable[owner] = raw
-                self._log.error("state_unreadable", key=self.states.key(owner), error=str(exc))
+            error = str(exc)  # (the state is left in Redis)
+            self._say_once(owner, raw, self._log.error, "state_unreadable", error=error)
             return False
         foreign = {r for s in other.summaries for r in s.receivers} - set(self.router.receivers)
         if foreign:  # (left for a notifier that has them: adopted here, they would be lost)
-            if self._unreadable.get(owner) != raw:
-                self._unreadable[owner] = raw
-                self._log.warning(
-                    "state_left_for_others", key=self.states.key(owner), receivers=sorted(foreign)
-                )
+            found = sorted(foreign)
+            self._say_once(owner, raw, self._log.warning, "state_left_for_others", receivers=found)
             return False
         self.router.adopt(other, self.clock.now())
         await self._save_state()
