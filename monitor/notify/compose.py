@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import zoneinfo
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import apprise
 
 from monitor import logs
 from monitor.core.model import Alert
@@ -17,6 +20,7 @@ from monitor.notify.config import NotifyConfig, ReceiverConfig
 from monitor.notify.delivery import Sender
 from monitor.notify.digest import build_digest
 from monitor.notify.render import BodyFormat, Message, kind_of, render
+from monitor.notify.senders import NATIVE
 
 CHART_CACHE = 64  # messages whose chart is kept: the receivers of one group share it
 
@@ -35,10 +39,31 @@ def digest_key(day: dt.date) -> str:
 
 
 def body_format(r: ReceiverConfig, url: str) -> BodyFormat:
-    """The receiver's body format: as configured, else HTML for email, Markdown for the rest."""
+    """The receiver's body format: as configured, else HTML for email, plain text for a
+    service Apprise sends as plain text (ntfy, Gotify, Signal, SMS, ...: Apprise has no
+    Markdown-to-text conversion, and the markers and backslashes would show), Markdown for
+    the rest."""
     if r.format != "auto":
         return r.format
-    return "html" if url.partition("://")[0].lower() in ("mailto", "mailtos") else "markdown"
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("mailto", "mailtos"):
+        return "html"
+    if scheme not in ("json", "jsons", *NATIVE) and _plain_text_service(url):
+        return "text"
+    return "markdown"
+
+
+def _plain_text_service(url: str) -> bool:
+    """Whether Apprise's plugin for `url` takes plain text (False when it cannot tell)."""
+    logger = logging.getLogger("apprise")  # (it would log a URL it cannot parse, tokens and all)
+    was, logger.disabled = logger.disabled, True
+    try:
+        server = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    except Exception:  # (a URL Apprise cannot use is the sender's to report)
+        return False
+    finally:
+        logger.disabled = was
+    return getattr(server, "notify_format", None) == apprise.NotifyFormat.TEXT
 
 
 class Composer:

@@ -37,7 +37,7 @@ from apprise.attachment.memory import AttachMemory
 from monitor import logs
 from monitor.core.backoff import Backoff
 from monitor.errors import DeliveryError, TransientError
-from monitor.notify.render import Message
+from monitor.notify.render import Message, fitted, title_in_body
 
 
 class ChannelUnavailable(TransientError):
@@ -124,6 +124,16 @@ class AppriseSender:
         self.takes_attachments = bool(servers) and all(
             bool(getattr(s, "attachment_support", False)) for s in servers
         )
+        # A body past a service's limit is cut (Apprise's default sends it whole, and a service
+        # like Pushover refuses it: retried, then dead-lettered), unless the URL says otherwise;
+        # a group is first made to fit (see `send`).
+        given = {k.lower() for k, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True)}
+        for server in servers:
+            if "overflow" not in given:
+                server.overflow_mode = apprise.OverflowMode.TRUNCATE
+        limits = [int(getattr(s, "body_maxlen", 0) or 0) for s in servers]
+        self.max_chars = min((n for n in limits if n > 0), default=0)
+        self.is_email = url.partition("://")[0].lower() in ("mailto", "mailtos")
 
     async def send(self, message: Message) -> None:
         """Send through Apprise; a failure, a timed-out socket among them, becomes
@@ -135,6 +145,12 @@ class AppriseSender:
             attach = apprise.AppriseAttachment()
             for name, data in message.attachments:
                 attach.add(AttachMemory(content=data, name=name, mimetype="image/png"))  # type: ignore[no-untyped-call]
+        if self.max_chars:  # (a margin: Apprise converts the format first, which adds to it)
+            budget = int(self.max_chars * 0.8)
+            message = fitted(message, lambda m: len(m.title) + len(m.body) <= budget)
+        # The one-alert templates start with the title: given as the title too, most services
+        # would show it twice (email keeps it, as the subject).
+        title = "" if title_in_body(message) and not self.is_email else message.title
         fmt = {
             "markdown": apprise.NotifyFormat.MARKDOWN,
             "html": apprise.NotifyFormat.HTML,
@@ -146,7 +162,7 @@ class AppriseSender:
             "failure": apprise.NotifyType.FAILURE,
         }[message.kind]
         ok = await self._apprise.async_notify(
-            body=message.body, title=message.title, body_format=fmt, attach=attach, notify_type=kind
+            body=message.body, title=title, body_format=fmt, attach=attach, notify_type=kind
         )
         if not ok:
             raise ChannelUnavailable(f"apprise could not notify {self.where}")

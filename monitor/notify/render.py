@@ -8,9 +8,10 @@ $session $timeframe $id. They apply to one-alert messages; groups use the built-
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from string import Template
 from typing import Literal
@@ -85,7 +86,8 @@ def fields(alert: Alert, fmt: BodyFormat) -> dict[str, str]:
 
 
 DEFAULT = {
-    "markdown": "**$title**\n$text\n_${history}_\n`$rule` · $severity · $session",
+    # (no code span around the rule: a backslash escape inside one is shown, `iwm\_qqq`)
+    "markdown": "**$title**\n$text\n_${history}_\n$rule · $severity · $session",
     "html": (
         "<h3>$title</h3>\n<p>$text</p>\n<p><i>$history</i></p>\n"
         '<p style="color:#666">$rule · $severity · $session</p>'
@@ -110,9 +112,13 @@ def title_of(alerts: Sequence[Alert], templates: TemplatesSection | None = None)
 
 
 def render(
-    alerts: Sequence[Alert], fmt: BodyFormat, templates: TemplatesSection | None = None
+    alerts: Sequence[Alert],
+    fmt: BodyFormat,
+    templates: TemplatesSection | None = None,
+    listed: int = LIST_LIMIT,
 ) -> tuple[str, str]:
-    """(title, body) for one message carrying `alerts` (one or a group)."""
+    """(title, body) for one message carrying `alerts` (one or a group, of which the first
+    `listed` are listed, then "and N more")."""
     if not alerts:
         raise ValueError("render needs at least one alert")
     title = title_of(alerts, templates)
@@ -125,11 +131,37 @@ def render(
                 line for line in body.split("\n") if line not in ("__", "<p><i></i></p>")
             )
         return title, body.strip()
-    return title, _group(alerts, fmt)
+    return title, _group(alerts, fmt, listed)
 
 
-def _group(alerts: Sequence[Alert], fmt: BodyFormat) -> str:
-    shown, more = alerts[:LIST_LIMIT], len(alerts) - LIST_LIMIT
+def fitted(message: Message, fits: Callable[[Message], bool]) -> Message:
+    """`message`, or, when it does not `fits` (a service's length limit) and tells of a group
+    of alerts, the same with fewer of them listed: the most that fits, one at least. A cut
+    message would lose its end: "and N more" and the history line."""
+    alerts = message.alerts
+    if len(alerts) < 2 or fits(message):
+        return message
+    smaller = message
+    for listed in range(min(LIST_LIMIT, len(alerts)) - 1, 0, -1):
+        smaller = dataclasses.replace(message, body=_group(alerts, message.body_format, listed))
+        if fits(smaller):
+            break
+    return smaller
+
+
+def title_in_body(message: Message) -> bool:
+    """Whether the body's first line is the title (the one-alert templates start with it):
+    then a sender does not put the title above the body again."""
+    first = message.body.split("\n", 1)[0]
+    if message.body_format == "markdown":
+        first = re.sub(r"\\(.)", r"\1", first.replace("**", ""))
+    elif message.body_format == "html":
+        first = html.unescape(re.sub(r"<[^>]*>", "", first))
+    return not message.title or first.strip() == message.title.strip()
+
+
+def _group(alerts: Sequence[Alert], fmt: BodyFormat, listed: int = LIST_LIMIT) -> str:
+    shown, more = alerts[:listed], len(alerts) - listed
     tail = f"and {more} more" if more > 0 else ""
     if fmt == "html":
         rows = "\n".join(

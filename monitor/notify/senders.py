@@ -36,7 +36,7 @@ import httpx
 from monitor import logs
 from monitor.errors import DeliveryError
 from monitor.notify.delivery import ChannelUnavailable, RateLimited, redact, retry_after
-from monitor.notify.render import Message, escape
+from monitor.notify.render import Message, escape, fitted, render, title_in_body
 
 DEFAULT_API = {
     "tgram": "https://api.telegram.org",
@@ -213,14 +213,15 @@ class TelegramSender(ProviderSender):
         self._api = f"{parts.api_base}/bot{token}"
 
     def posts(self, message: Message) -> list[Post]:
-        """Per chat: the text, then each attachment as a photo."""
-        text = f"<b>{html.escape(message.title, quote=False)}</b>\n" if _titled(message) else ""
-        text += telegram_html(message.body, message.body_format)
-        if len(text) > TELEGRAM_MAX_CHARS:
-            # Too long to send as HTML: plain text, cut short (never inside an entity).
-            plain = html.escape(f"{message.title}\n{message.body}", quote=False)
+        """Per chat: the text, then each attachment as a photo. A group too long for a message
+        (4,096 characters as shown) lists fewer of its alerts; anything else too long goes as
+        plain text, cut short."""
+        message = fitted(message, lambda m: _shown_length(_telegram_text(m)) <= TELEGRAM_MAX_CHARS)
+        text = _telegram_text(message)
+        if _shown_length(text) > TELEGRAM_MAX_CHARS:
+            plain = html.escape(_plain(message), quote=False)
             cut = plain[: TELEGRAM_MAX_CHARS - 1]
-            amp = cut.rfind("&", len(cut) - 8)
+            amp = cut.rfind("&", len(cut) - 8)  # (never inside an entity)
             text = (cut[:amp] if amp >= 0 and ";" not in cut[amp:] else cut) + "…"
         out = []
         for chat, topic in self.chats:
@@ -266,7 +267,7 @@ class SlackSender(ProviderSender):
 
     def posts(self, message: Message) -> list[Post]:
         """One JSON post per channel."""
-        title = f"*{_slack_escape(message.title)}*\n" if _titled(message) else ""
+        title = f"*{_slack_text(message.title)}*\n" if not title_in_body(message) else ""
         body: dict[str, Any] = {"text": title + slack_mrkdwn(message.body, message.body_format)}
         if self.username:
             body["username"] = self.username
@@ -300,12 +301,14 @@ class DiscordSender(ProviderSender):
         )
 
     def posts(self, message: Message) -> list[Post]:
-        """One post: JSON, or multipart with `payload_json` and `files[n]`."""
-        title = f"**{escape(message.title, 'markdown')}**\n" if _titled(message) else ""
-        content = title + discord_markdown(message.body, message.body_format)
+        """One post: JSON, or multipart with `payload_json` and `files[n]`. A group too long
+        for a message (2,000 characters) lists fewer of its alerts; anything else too long is
+        cut short. Names in it mention no one (`allowed_mentions`)."""
+        message = fitted(message, lambda m: len(_discord_content(m)) <= DISCORD_MAX_CHARS)
+        content = _discord_content(message)
         if len(content) > DISCORD_MAX_CHARS:
             content = content[: DISCORD_MAX_CHARS - 1] + "…"
-        payload: dict[str, Any] = {"content": content}
+        payload: dict[str, Any] = {"content": content, "allowed_mentions": {"parse": []}}
         if self.username:
             payload["username"] = self.username
         if not message.attachments:
@@ -336,15 +339,31 @@ NATIVE = {"tgram": TelegramSender, "slack": SlackSender, "discord": DiscordSende
 # -- body conversion: pure ------------------------------------------------------------------------
 
 
-def _titled(message: Message) -> bool:
-    """Whether the title goes above the body: not when the body's first line already is it
-    (the one-alert templates start with the title)."""
-    first = message.body.split("\n", 1)[0]
+def _telegram_text(message: Message) -> str:
+    title = "" if title_in_body(message) else f"<b>{html.escape(message.title, quote=False)}</b>\n"
+    return title + telegram_html(message.body, message.body_format)
+
+
+def _shown_length(text: str) -> int:
+    """The length Telegram counts: the text as shown, its tags parsed and entities read."""
+    return len(html.unescape(re.sub(r"<[^>]*>", "", text)))
+
+
+def _plain(message: Message) -> str:
+    """The message as plain text: its alerts rendered so, else its body without markup."""
+    if message.alerts:
+        title, body = render(message.alerts, "text")
+        return body if title_in_body(Message(title, body, "text")) else f"{title}\n{body}"
     if message.body_format == "markdown":
-        first = re.sub(r"\\(.)", r"\1", first.replace("**", ""))
-    elif message.body_format == "html":
-        first = html.unescape(re.sub(r"<[^>]*>", "", first))
-    return bool(message.title) and first.strip() != message.title.strip()
+        body = _markdown(message.body, {m: ("", "") for m in ("**", "_", "`")}, lambda s: s)
+    else:
+        body = _strip_html(message.body) if message.body_format == "html" else message.body
+    return f"{message.title}\n{body}"
+
+
+def _discord_content(message: Message) -> str:
+    title = "" if title_in_body(message) else f"**{escape(message.title, 'markdown')}**\n"
+    return title + discord_markdown(message.body, message.body_format)
 
 
 def _markdown(body: str, tags: dict[str, tuple[str, str]], text: Callable[[str], str]) -> str:
@@ -397,6 +416,16 @@ def _slack_escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_SLACK_MARKS = re.compile(r"([*_~`])")
+
+
+def _slack_text(s: str) -> str:
+    """Text for Slack mrkdwn, which has no escapes: &, < and > as entities, and each of
+    `*`, `_`, `~` and a backtick between zero-width spaces, so that a name holding one
+    (`A*B`) opens no bold, italics, strike-through or code."""
+    return _SLACK_MARKS.sub("\u200b\\1\u200b", _slack_escape(s))
+
+
 def _strip_html(body: str) -> str:
     body = re.sub(r"<br\s*/?>|</p>|</tr>|</div>|</li>|</h[1-6]>", "\n", body, flags=re.I)
     body = re.sub(r"</td>", " ", body, flags=re.I)
@@ -408,8 +437,8 @@ def slack_mrkdwn(body: str, fmt: str) -> str:
     """A body in Slack mrkdwn (`*b*`, `_i_`, `` `c` ``; &, < and > escaped)."""
     if fmt == "markdown":
         tags = {"**": ("*", "*"), "_": ("_", "_"), "`": ("`", "`")}
-        return _markdown(body, tags, _slack_escape)
-    return _slack_escape(_strip_html(body) if fmt == "html" else body)
+        return _markdown(body, tags, _slack_text)
+    return _slack_text(_strip_html(body) if fmt == "html" else body)
 
 
 def discord_markdown(body: str, fmt: str) -> str:

@@ -135,7 +135,7 @@ async def test_email_and_webhook_get_the_alert_with_text_html_and_chart(
         "2,263.67.\n"
         "_4 earlier times since 1998; over the next 21 sessions, +6.0% on average (median "
         "+5.7%), 4 of 4 up._\n"
-        "`streak.daily` · notice · 2024-07-16",
+        "streak.daily · notice · 2024-07-16",
         "type": "info",
     }
     (att,) = body["attachments"]
