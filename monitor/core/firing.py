@@ -14,6 +14,7 @@ import polars as pl
 
 from monitor.core import history
 from monitor.core.metrics import prior_larger
+from monitor.core.model import ISO_UTC
 from monitor.core.progress import Progress, latest, rows
 from monitor.core.rules import FAMILIES
 from monitor.core.rules.context import RuleContext
@@ -79,7 +80,7 @@ def firings(
         *[at.forward(h).alias(f"fwd_{h}") for h in rule.horizons],
     )
     if hasattr(family, "LARGEST_SINCE_OF"):
-        fired = _largest_since(at, fired, family.LARGEST_SINCE_OF)
+        fired = _largest_since(at, fired, family.LARGEST_SINCE_OF, rule.timeframe == "1m")
     fired = history.attach(fired, rule.horizons)
     if after is not None:
         fired = fired.filter(pl.col("ts") > after)
@@ -180,8 +181,15 @@ def _cooldown(fired: pl.DataFrame, periods: int) -> pl.DataFrame:
     return fired.filter(pl.Series(keep, dtype=pl.Boolean))
 
 
-def _largest_since(at: _Positions, fired: pl.DataFrame, column: str) -> pl.DataFrame:
+def _largest_since(
+    at: _Positions, fired: pl.DataFrame, column: str, minutes: bool = False
+) -> pl.DataFrame:
     """Add `largest_since`: the session of the most recent earlier period of the same symbol whose
-    `column` was larger than at the firing (null when it is the largest in the loaded history)."""
+    `column` was larger than at the firing (null when it is the largest in the loaded history);
+    for `minutes`, `largest_since_ts` too, that minute bar's close (ISO 8601 UTC, as `ts`)."""
     found = prior_larger(at.cond.get_column(column), at.pos - at.idx, at.pos)
-    return fired.with_columns(at.gather("session", found).alias("largest_since"))
+    since = [at.gather("session", found).alias("largest_since")]
+    if minutes:
+        ts = at.gather("ts", found).dt.convert_time_zone("UTC").dt.strftime(ISO_UTC)
+        since.append(ts.alias("largest_since_ts"))
+    return fired.with_columns(since)

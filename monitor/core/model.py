@@ -144,6 +144,7 @@ class History(msgspec.Struct, frozen=True, gc=False):
 
 Severity = Literal["info", "notice", "warning", "critical"]
 ALERT_SCHEMA = "market-monitor.alert/1"
+ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"  # an alert's `ts` (and other instants in it), as strftime writes it
 MetricValue = float | int | str | bool | None
 
 

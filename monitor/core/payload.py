@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 import polars as pl
 
-from monitor.core.model import ALERT_SCHEMA, Alert, empty
+from monitor.core.model import ALERT_SCHEMA, ISO_UTC, Alert, empty
 from monitor.core.rules import FAMILIES
 from monitor.core.rules.context import KEYS, RuleContext, pct_expr, text_expr, unit
 from monitor.core.rules.spec import Rule, kind_of
@@ -138,7 +138,7 @@ class LineChunks:
         return parts
 
 
-_ISO = "%Y-%m-%dT%H:%M:%SZ"  # `ts` of an alert
+_ISO = ISO_UTC  # `ts` of an alert
 
 
 def _ids(frame: pl.DataFrame, rule: Rule) -> pl.Series:

@@ -163,3 +163,21 @@ def test_a_daily_history_horizon_spans_sessions() -> None:
     ]
     totals = pl.concat(baseline["jump"]).sum().row(0, named=True)
     assert (totals["n_2"], totals["n_5"]) == (len(closes) - 2, len(closes) - 5)
+
+
+def test_a_minute_surge_says_the_minute_it_is_the_largest_since() -> None:
+    """A 2-minute surge of X (+7%) at 09:33 (New York) on the 2nd, below the 2-minute returns of
+    the 1st's 15:52 and 15:53 minutes (+12%): its `largest_since` is the 1st and
+    `largest_since_ts` the later of the two minutes' close, and the text names the minute
+    ("since 2024-07-01 15:54"), not only the day (for a surge earlier the same day, it read
+    "its largest 2-minute gain since" that very day)."""
+    evening = [(at(1, 19, 50), 10.0), (at(1, 19, 51), 10.0), (at(1, 19, 52), 11.2)]
+    quiet = [(at(1, 19, 53), 11.2), (at(1, 19, 54), 11.2)]
+    morning = [(at(2, 13, 30), 10.0), (at(2, 13, 31), 10.0), (at(2, 13, 32), 10.7)]
+    fired = [a for a in alerts(evening + quiet + morning) if a.rule == "m.jump"]
+    assert [a.ts for a in fired] == ["2024-07-01T19:53:00Z", "2024-07-02T13:33:00Z"]
+    first, second = fired
+    assert first.metrics["largest_since"] is None and "on record" in first.text
+    assert second.metrics["largest_since"] == "2024-07-01"
+    assert second.metrics["largest_since_ts"] == "2024-07-01T19:54:00Z"
+    assert second.text.endswith("its largest 2-minute gain since 2024-07-01 15:54.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from monitor.core import metrics as m
+from monitor.core.model import ISO_UTC
 from monitor.core.rules.context import (
     RuleContext,
     pct_expr,
@@ -15,6 +16,7 @@ from monitor.core.rules.context import (
     unit,
 )
 from monitor.core.rules.spec import SurgeRule
+from monitor.core.sessions import NEW_YORK
 
 SEVERITY = "warning"
 PER_SYMBOL = True  # a symbol's firings depend on its own bars alone
@@ -38,6 +40,9 @@ def words(rule: SurgeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     span, period = f"{one}-{unit(rule.timeframe)}", f" in {periods_in_words(rule.timeframe, w)}"
     signed = pct_expr(pl.col("return"), signed=True)  # (formatted once for both)
     title = text_expr(name, " ", signed, period)
+    if rule.timeframe == "1m":  # (the minute too, New York time: "since 2024-12-02 10:42")
+        at = pl.col("largest_since_ts").str.to_datetime(ISO_UTC, time_zone="UTC")
+        since = text_expr(since, " ", at.dt.convert_time_zone(NEW_YORK).dt.strftime("%H:%M"))
     on_record = (
         pl.when(first.is_not_null()).then(text_expr(" (since ", first, ")")).otherwise(pl.lit(""))
     )
