@@ -149,8 +149,9 @@ class EngineConfig(Base, frozen=True):
     # duplicate-tick keys held at most (8 bytes each); past it the window shrinks
     dedup_max_keys: Annotated[int, Meta(ge=1000)] = 8_000_000
     extended_hours: bool = False
-    # minute bars kept per symbol for minute rules (their windows, largest-since and history)
-    minute_history: Annotated[int, Meta(ge=1, le=100_000)] = 780
+    # minute bars kept per symbol for minute rules (their windows, largest-since and history);
+    # unset: two sessions' worth, 780 (regular hours) or 1920 (with extended_hours)
+    minute_history: Annotated[int, Meta(ge=1, le=100_000)] | None = None
     universe: list[str] = []
     max_jump: Annotated[float, Meta(gt=1)] = 10.0
     # prints in a row out of band of the reference, agreeing with each other, that make the

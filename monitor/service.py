@@ -137,7 +137,7 @@ class Daemon:
             universe=frozenset(options.universe) or None,
             max_jump=options.max_jump,
             max_jump_confirm=options.max_jump_confirm,
-            minute_history=options.minute_history,
+            minute_history=options.minute_history or (1920 if options.extended_hours else 780),
             bar_options={
                 "extended_hours": options.extended_hours,
                 "late_ticks": options.late_ticks,

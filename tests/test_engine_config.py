@@ -33,3 +33,24 @@ def test_minute_history_sets_how_many_minute_bars_the_daemon_keeps(tmp_path: Pat
     assert kept.get_column("start").to_list() == starts[2:]
     with pytest.raises(ConfigError, match="minute_history"):
         cfg.load(write_config(tmp_path, "mm-mh0", engine="minute_history = 0"))
+
+
+def test_minute_history_unset_keeps_two_sessions_of_extended_hours(tmp_path: Path) -> None:
+    """With `extended_hours = true` and no `minute_history`, two extended sessions (2 x 960
+    minutes, 04:00-20:00 New York) are kept: the 780 of two regular sessions covered less than
+    one such day."""
+    engine_conf = "extended_hours = true"
+    conf = write_config(tmp_path, f"mm-mhx-{uuid.uuid4().hex[:8]}", engine=engine_conf)
+    daemon = Daemon(cfg.load(conf))
+    days = [dt.datetime(2024, 7, d, 8, 0, tzinfo=dt.UTC) for d in (8, 9, 10)]  # (04:00 EDT)
+    starts = [day + dt.timedelta(minutes=i) for day in days[:2] for i in range(960)]
+    starts += [days[2] + dt.timedelta(minutes=i) for i in range(10)]
+    batch = FeedBatch.empty("t")
+    batch.minute_bars = bars_frame(
+        [Bar("X", "1m", 10, 10, 10, 10, 100.0, start=s) for s in starts], "1m"
+    )
+    daemon.engine.warm(days[0])
+    assert daemon.engine.ingest(batch) == []
+    daemon.engine.advance(starts[-1] + dt.timedelta(minutes=1, seconds=5))
+    kept = daemon.engine.minutes.filter(daemon.engine.minutes["symbol"] == "X")
+    assert kept.get_column("start").to_list() == starts[-1920:]

@@ -25,7 +25,7 @@ from monitor.core.bar_state import BookState
 from monitor.core.bars import BarBook
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine
-from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Tick, ticks_frame
+from monitor.core.model import MINUTE_SCHEMA, Bar, FeedBatch, Tick, bars_frame, ticks_frame
 from monitor.core.rules.spec import RulesFile
 from monitor.core.step import Step
 from monitor.intraday import Intraday
@@ -619,7 +619,8 @@ def test_a_providers_session_bar_after_the_close_stays_after_a_crash(tmp_path: P
     assert store.load_bars().equals(official)
     engine, intraday = started(store, at(20, 1))  # (after a kill -9 at 16:00:40)
     step = stepped(engine, intraday, at(20, 1), FeedBatch.empty("t"))
-    assert step.daily_bars.equals(official)  # (the journal's, taken up again: not the book's)
+    # (the journal's official bar, as stored already, is no new bar: and the book's is none)
+    assert step.daily_bars.is_empty()
     assert engine.daily.equals(official) and store.load_bars().equals(official)
     assert engine.minutes.height == 2  # (the session's minutes taken up all the same)
 
@@ -650,3 +651,70 @@ async def test_the_sessions_under_way_are_saved_after_the_snapshot_of_a_close(
     idle = Step(empty(LINE_SCHEMA), empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA), [])
     assert daemon.on_step(idle) is None
     assert not daemon.intraday_due
+
+
+def test_a_minutes_bars_on_both_sides_of_a_restart_all_fire(tmp_path: Path) -> None:
+    """Provider minute bars of 14:04 come symbol by symbol: AAA's before a graceful stop (its
+    surge fires), BBB's after the start. BBB's surge of that minute fires too, as it does
+    without the restart. The minute evaluated last was not restored: BBB's bar was taken for
+    a correction of an earlier minute, and its alert was lost."""
+    from monitor.core.rules.spec import parse_rules
+
+    rules = parse_rules(
+        b'[[rules]]\nid = "m"\nkind = "surge"\nsymbols = ["AAA", "BBB"]\ntimeframe = "1m"\n'
+        b"window = 1\nmin_return = 0.05\n"
+    )
+
+    def minute(symbol: str, start: dt.datetime, close: float) -> FeedBatch:
+        batch = FeedBatch.empty("t")
+        batch.minute_bars = bars_frame(
+            [Bar(symbol, "1m", close, close, close, close, 100.0, start=start)], "1m"
+        )
+        return batch
+
+    store = Store(tmp_path)
+    engine, intraday = started(store, at(14, 0), rules)
+    for k in range(4):
+        for symbol in ("AAA", "BBB"):
+            stepped(engine, intraday, at(14, k + 1, 5), minute(symbol, at(14, k), 10.0))
+    first = stepped(engine, intraday, at(14, 5, 5), minute("AAA", at(14, 4), 11.0))
+    assert [a.symbol for a in first.alerts] == ["AAA"]
+    store.save_state(engine.state())  # (a graceful stop: the snapshot and the sessions saved)
+    intraday.save_later()
+    intraday.wait()
+    engine, intraday = started(store, at(14, 5, 10), rules)
+    late = stepped(engine, intraday, at(14, 5, 15), minute("BBB", at(14, 4), 11.0))
+    assert [(a.symbol, a.ts) for a in late.alerts] == [("BBB", "2024-07-16T14:05:00Z")]
+
+
+def test_session_bars_taken_up_from_the_journal_are_no_corrections(tmp_path: Path) -> None:
+    """A provider's session bars of 07-15 and of 07-16, each come after its close, evaluated
+    and stored, then a kill -9 before the next save: the start takes them up from the journal
+    as they were, and counts no `daily_bar_corrected` (07-15's were counted: an operator was
+    warned of corrections that were none); a bar of 07-15 that does differ still is one."""
+    from monitor.core.rules.spec import parse_rules
+
+    rules = parse_rules(  # (a daily rule: sessions are evaluated, so corrections are counted)
+        b'[[rules]]\nid = "d"\nkind = "streak"\nsymbols = ["AAA"]\ntimeframe = "1d"\n'
+        b"count = 3\nmin_return = 0.01\n"
+    )
+    store = Store(tmp_path)
+    monday = dt.date(2024, 7, 15)
+
+    def session_bars(day: dt.date, close: float, symbols: tuple[str, ...]) -> FeedBatch:
+        batch = FeedBatch.empty("t")
+        batch.daily_bars = bars_frame(
+            [Bar(s, "1d", 10.0, 11.0, 9.0, close, 1e6, session=day) for s in symbols], "1d"
+        )
+        return batch
+
+    engine, intraday = started(store, at(20, 0, 30) - dt.timedelta(days=1), rules)
+    both = ("AAA", "BBB")
+    stepped(engine, intraday, at(20, 1) - dt.timedelta(days=1), session_bars(monday, 10.5, both))
+    stepped(engine, intraday, at(20, 1), session_bars(SESSION, 10.8, both))
+    assert store.load_bars().height == 4
+    engine, intraday = started(store, at(20, 2), rules)  # (a kill -9: nothing saved since)
+    stepped(engine, intraday, at(20, 2, 5), FeedBatch.empty("t"))
+    assert "daily_bar_corrected" not in engine.book_counts()
+    stepped(engine, intraday, at(20, 3), session_bars(monday, 10.6, ("AAA",)))
+    assert engine.book_counts().get("daily_bar_corrected") == 1

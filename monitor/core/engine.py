@@ -124,7 +124,11 @@ class Engine:
             self._took_minutes(self.book.accepted)
         if batch.daily_bars.height:
             daily = batch.daily_bars
-            daily = daily if taken else self._screen(daily, "close", rejections)
+            # (a journal's bars that the history holds as they are were stored before the
+            # stop: taken in again, they would count as corrections of evaluated sessions)
+            daily = (
+                _not_in(daily, self.daily) if taken else self._screen(daily, "close", rejections)
+            )
             refused, good = self._ingest_daily(daily)
             rejections += refused
             accepted.daily_bars = _then(accepted.daily_bars, good)
@@ -448,11 +452,17 @@ class Engine:
         return EngineState(fired=sorted(self.fired), watermarks=dict(self.watermarks))
 
     def restore(self, state: EngineState) -> None:
-        """Continue from a snapshot: already-emitted alerts are not emitted again."""
+        """Continue from a snapshot: already-emitted alerts are not emitted again. The minute
+        evaluated last is the minute watermark's (`warm` finds the days' and weeks' from the
+        history; minutes come back later): bars of that minute that come after the start are
+        late bars of it, as before the stop (`_late_periods`), not corrections."""
         self.fired.update(state.fired)
         for tf, ts in state.watermarks.items():
             if tf not in self.watermarks or ts > self.watermarks[tf]:
                 self.watermarks[tf] = ts
+        minute = self.watermarks.get("1m")
+        if minute is not None and self._evaluated.get("1m", minute) <= minute:
+            self._evaluated["1m"] = minute
 
     def bar_state(self) -> BookState | None:
         """The bar builder's sessions and the session bars waiting for their session's close
@@ -490,6 +500,15 @@ class Engine:
 def _exchange_date(instant: dt.datetime) -> dt.date:
     """The exchange's date of an instant (a period's close: its session's, or its week's)."""
     return instant.astimezone(NEW_YORK_ZONE).date()
+
+
+def _not_in(bars: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
+    """The session bars of `bars` that `history` does not hold as they are."""
+    if history.is_empty():
+        return bars
+    columns = list(DAILY_SCHEMA)
+    bars = bars.select(columns).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
+    return bars.join(history.select(columns), on=columns, how="anti", nulls_equal=True)
 
 
 def _then(kept: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
