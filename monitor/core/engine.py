@@ -508,7 +508,9 @@ def _not_in(bars: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
         return bars
     columns = list(DAILY_SCHEMA)
     bars = bars.select(columns).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
-    return bars.join(history.select(columns), on=columns, how="anti", nulls_equal=True)
+    # (the history's bars of these symbols and sessions only: not years of a universe)
+    held = history.select(columns).join(bars.select(KEY).unique(), on=KEY, how="semi")
+    return bars.join(held, on=columns, how="anti", nulls_equal=True)
 
 
 def _then(kept: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import zoneinfo
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,7 @@ from monitor import logs
 from monitor.core.model import Alert
 from monitor.notify.chart import BarsFile, alert_chart, rally_chart
 from monitor.notify.config import NotifyConfig, ReceiverConfig
-from monitor.notify.delivery import Sender
+from monitor.notify.delivery import Sender, apprise_quiet, formats_of
 from monitor.notify.digest import build_digest
 from monitor.notify.render import BodyFormat, Message, kind_of, render
 from monitor.notify.senders import NATIVE
@@ -54,16 +53,13 @@ def body_format(r: ReceiverConfig, url: str) -> BodyFormat:
 
 
 def _plain_text_service(url: str) -> bool:
-    """Whether Apprise's plugin for `url` takes plain text (False when it cannot tell)."""
-    logger = logging.getLogger("apprise")  # (it would log a URL it cannot parse, tokens and all)
-    was, logger.disabled = logger.disabled, True
+    """Whether Apprise's plugin for `url` takes plain text only (False when it cannot tell)."""
     try:
-        server = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+        with apprise_quiet():
+            server = apprise.Apprise.instantiate(url, suppress_exceptions=True)
     except Exception:  # (a URL Apprise cannot use is the sender's to report)
         return False
-    finally:
-        logger.disabled = was
-    return getattr(server, "notify_format", None) == apprise.NotifyFormat.TEXT
+    return server is not None and formats_of(server) == {"text"}
 
 
 class Composer:

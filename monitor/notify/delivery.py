@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import apprise
@@ -93,16 +94,57 @@ def redact(url: str) -> str:
     return f"{scheme}://{host}/…" if host else f"{scheme}://…"
 
 
+def url_options(url: str) -> set[str]:
+    """The names of the options a URL's query sets (lower case)."""
+    return {k.lower() for k, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True)}
+
+
 def with_socket_timeouts(url: str, timeout_s: float) -> str:
     """`url` with Apprise's connect and read timeouts (`cto`, `rto`) set to `timeout_s`, unless
     the URL sets them itself. Apprise's defaults (4 s for HTTP, 15 s for SMTP) would otherwise
     hold a worker thread, and a SIGTERM, that long whatever the receiver's `timeout_s` says."""
     base, sep, query = url.partition("?")
-    given = {k.lower() for k, _ in parse_qsl(query, keep_blank_values=True)}
+    given = url_options(url)
     extra = [f"{k}={timeout_s:g}" for k in ("cto", "rto") if k not in given]
     if not extra:
         return url
     return base + "?" + "&".join(([query] if sep and query else []) + extra)
+
+
+@contextlib.contextmanager
+def apprise_quiet() -> Iterator[None]:
+    """Apprise logs a URL it cannot parse in full (tokens and all): quiet while it parses one
+    (the caller says what went wrong, redacted)."""
+    apprise_log = logging.getLogger("apprise")
+    was_disabled, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        yield
+    finally:
+        apprise_log.disabled = was_disabled
+
+
+def formats_of(server: Any) -> set[str]:
+    """The body formats an Apprise plugin takes (`notify_format`: one, or several)."""
+    value = getattr(server, "notify_format", None)
+    found = value if isinstance(value, tuple | list | set) else (value,)
+    return {str(getattr(f, "value", f)) for f in found if f is not None}
+
+
+# Apprise's mail services (modules of apprise.plugins): the title is the subject.
+_MAIL = {
+    "email", "sendgrid", "mailgun", "ses", "sparkpost", "postmark", "resend", "brevo",
+    "smtp2go", "mailersend", "sendpulse", "office365", "groundmail",
+}  # fmt: skip
+
+
+def is_mail(server: Any) -> bool:
+    """Whether an Apprise plugin sends mail: one of _MAIL, or one that takes HTML and no
+    Markdown (as mail services do; chat services take Markdown or plain text)."""
+    parts = type(server).__module__.split(".")
+    if _MAIL.intersection(parts[2:]):
+        return True
+    formats = formats_of(server)
+    return "html" in formats and "markdown" not in formats
 
 
 class AppriseSender:
@@ -110,13 +152,8 @@ class AppriseSender:
 
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
         self._apprise = apprise.Apprise()
-        # Apprise logs a URL it cannot parse in full (tokens and all): say it redacted instead.
-        apprise_log = logging.getLogger("apprise")
-        was_disabled, apprise_log.disabled = apprise_log.disabled, True
-        try:
+        with apprise_quiet():
             added = self._apprise.add(with_socket_timeouts(url, timeout_s))
-        finally:
-            apprise_log.disabled = was_disabled
         if not added:
             raise DeliveryError(f"not an Apprise URL Apprise can use: {redact(url)}")
         self.where = redact(url)
@@ -127,13 +164,12 @@ class AppriseSender:
         # A body past a service's limit is cut (Apprise's default sends it whole, and a service
         # like Pushover refuses it: retried, then dead-lettered), unless the URL says otherwise;
         # a group is first made to fit (see `send`).
-        given = {k.lower() for k, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True)}
-        for server in servers:
-            if "overflow" not in given:
+        if "overflow" not in url_options(url):
+            for server in servers:
                 server.overflow_mode = apprise.OverflowMode.TRUNCATE
         limits = [int(getattr(s, "body_maxlen", 0) or 0) for s in servers]
         self.max_chars = min((n for n in limits if n > 0), default=0)
-        self.is_email = url.partition("://")[0].lower() in ("mailto", "mailtos")
+        self.is_email = any(is_mail(s) for s in servers)
 
     async def send(self, message: Message) -> None:
         """Send through Apprise; a failure, a timed-out socket among them, becomes

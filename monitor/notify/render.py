@@ -143,7 +143,8 @@ def fitted(message: Message, fits: Callable[[Message], bool]) -> Message:
         return message
     smaller = message
     for listed in range(min(LIST_LIMIT, len(alerts)) - 1, 0, -1):
-        smaller = dataclasses.replace(message, body=_group(alerts, message.body_format, listed))
+        body = render(alerts, message.body_format, listed=listed)[1]
+        smaller = dataclasses.replace(message, body=body)
         if fits(smaller):
             break
     return smaller

@@ -240,7 +240,14 @@ class Router:
         notices: list[Alert] = []
         self._expire_stale(alert_instant(alert.ts), now, notices)
         if alert.kind == "feed_stale":
-            self.state.stale_feeds[alert.symbol] = alert.ts
+            # (one read late, before a recovery known, or the one that expired, is over)
+            s, at = self.state, alert_instant(alert.ts)
+            recovered, expired = s.recovered.get(alert.symbol), s.expired.get(alert.symbol)
+            over = (recovered is not None and alert_instant(recovered) > at) or (
+                expired is not None and alert_instant(expired) >= at
+            )
+            if not over:
+                s.stale_feeds[alert.symbol] = alert.ts
         elif alert.kind == "feed_recovered":
             # (an older recovery, read late, ends no later `feed_stale`: one taken from the
             # group, `shared_feeds`, or claimed from a notifier that died)

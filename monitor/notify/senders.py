@@ -36,7 +36,7 @@ import httpx
 from monitor import logs
 from monitor.errors import DeliveryError
 from monitor.notify.delivery import ChannelUnavailable, RateLimited, redact, retry_after
-from monitor.notify.render import Message, escape, fitted, render, title_in_body
+from monitor.notify.render import Message, escape, fitted, title_in_body
 
 DEFAULT_API = {
     "tgram": "https://api.telegram.org",
@@ -350,15 +350,12 @@ def _shown_length(text: str) -> int:
 
 
 def _plain(message: Message) -> str:
-    """The message as plain text: its alerts rendered so, else its body without markup."""
-    if message.alerts:
-        title, body = render(message.alerts, "text")
-        return body if title_in_body(Message(title, body, "text")) else f"{title}\n{body}"
+    """The message as plain text: its body (as fitted, from its template) without markup."""
     if message.body_format == "markdown":
         body = _markdown(message.body, {m: ("", "") for m in ("**", "_", "`")}, lambda s: s)
     else:
         body = _strip_html(message.body) if message.body_format == "html" else message.body
-    return f"{message.title}\n{body}"
+    return body if title_in_body(message) else f"{message.title}\n{body}"
 
 
 def _discord_content(message: Message) -> str:
@@ -371,21 +368,31 @@ def _markdown(body: str, tags: dict[str, tuple[str, str]], text: Callable[[str],
     marker to its (open, close), `text` makes plain text safe. Unbalanced markers stay text."""
     out: list[str] = []
     stack: list[tuple[str, int]] = []  # (marker, index of its opening in out)
+    plain: list[str] = []  # text since the last marker, made safe in one piece (`flush`)
+
+    def flush() -> None:
+        if plain:
+            out.append(text("".join(plain)))
+            plain.clear()
+
     pos = 0
     for m in _MD.finditer(body):
-        out.append(text(body[pos : m.start()]))
+        plain.append(body[pos : m.start()])
         pos = m.end()
         if m.group(1) is not None:
-            out.append(text(m.group(1)))
+            plain.append(m.group(1))
         elif stack and stack[-1][0] == m.group(2):
+            flush()
             marker, _ = stack.pop()
             out.append(tags[marker][1])
         elif stack and stack[-1][0] == "`":
-            out.append(text(m.group(2)))
+            plain.append(m.group(2))
         else:
+            flush()
             stack.append((m.group(2), len(out)))
             out.append(tags[m.group(2)][0])
-    out.append(text(body[pos:]))
+    plain.append(body[pos:])
+    flush()
     for marker, at in stack:  # never closed: the marker was text after all
         out[at] = text(marker)
     return "".join(out)
@@ -416,13 +423,16 @@ def _slack_escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-_SLACK_MARKS = re.compile(r"([*_~`])")
+# A marker Slack may take for formatting: one at the edge of a word (inside one, as in
+# `iwm_qqq`, it formats nothing), and any backtick.
+_SLACK_MARKS = re.compile(r"((?<![A-Za-z0-9])[*_~]|[*_~](?![A-Za-z0-9])|`)")
 
 
 def _slack_text(s: str) -> str:
-    """Text for Slack mrkdwn, which has no escapes: &, < and > as entities, and each of
-    `*`, `_`, `~` and a backtick between zero-width spaces, so that a name holding one
-    (`A*B`) opens no bold, italics, strike-through or code."""
+    """Text for Slack mrkdwn, which has no escapes: &, < and > as entities, and a `*`, `_` or
+    `~` at the edge of a word, or a backtick, between zero-width spaces, so that a name
+    holding one (`~Tilde~`) opens no bold, italics, strike-through or code. Markers inside a
+    word are left as they are: a rule id or symbol copied from Slack stays what it is."""
     return _SLACK_MARKS.sub("\u200b\\1\u200b", _slack_escape(s))
 
 

@@ -95,6 +95,15 @@ class SharedFeeds:
         return True
 
 
+def _instant(ts: str, ahead: dt.datetime) -> bool:
+    """Whether `ts` is an instant (as alerts write them) no later than `ahead`."""
+    try:
+        at = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return at.tzinfo is not None and at <= ahead
+
+
 def _texts(raw: dict[bytes, bytes]) -> dict[str, str]:
     """The hash's fields and values that are text (others are not ours: left alone)."""
     out = {}
@@ -110,7 +119,7 @@ def _events(raw: dict[bytes, bytes], ahead: dt.datetime) -> dict[str, FeedEvents
     found: dict[str, list[str | None]] = {}
     for name, text in _texts(raw).items():
         kind, _, feed = name.partition(":")
-        if kind not in ("stale", "recovered") or not feed or alert_instant(text) > ahead:
+        if kind not in ("stale", "recovered") or not feed or not _instant(text, ahead):
             continue
         slot = found.setdefault(feed, [None, None])
         slot[0 if kind == "stale" else 1] = text

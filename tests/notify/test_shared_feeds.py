@@ -168,7 +168,8 @@ async def test_a_ts_from_the_future_is_neither_recorded_nor_believed(stream: str
         await feeds.record([tomorrow], now)
         assert await feeds.read(now) == {}
         await client.hset(feeds.key, "stale:mqtt", tomorrow.ts)
-        assert await feeds.read(now) == {}
+        await client.hset(feeds.key, mapping={"recovered:mqtt": "x", "stale:ws": "2026-01-05"})
+        assert await feeds.read(now) == {}  # (nor a `ts` that is no instant)
         real = at(feed_alert("feed_stale", "mqtt", 1), now - dt.timedelta(minutes=1))
         await feeds.record([real], now)
         assert await feeds.read(now) == {"mqtt": (real.ts, None)}
@@ -270,6 +271,7 @@ def test_a_stale_feed_over_by_age_or_known_over_is_not_taken_in() -> None:
 
 
 def test_merging_states_keeps_the_later_expired_stale_feed() -> None:
+    """Adopting a state joins the feeds whose `feed_stale` expired, each with the later `ts`."""
     mine = GuardState(expired={"mqtt": ts(1), "ws": ts(5)})
     other = GuardState(expired={"mqtt": ts(2), "ws": ts(3), "poly": ts(0)})
     assert merged_states(mine, other).expired == {"mqtt": ts(2), "ws": ts(5), "poly": ts(0)}
@@ -366,3 +368,20 @@ async def test_the_group_is_not_looked_at_while_our_lease_may_have_lapsed(stream
             a._lease_at = asyncio.get_running_loop().time()
             await until(lambda: len(hooks.bodies("/chat")) == 1, 5)
     assert chat_titles(hooks) == [HELD_ONE]
+
+
+def test_a_stale_feed_read_late_after_its_recovery_is_over() -> None:
+    """A router knows mqtt recovered at 15:10 (from the group), then reads mqtt's `feed_stale`
+    of 15:00 late (it lags, or claimed it from a notifier that died): mqtt stays recovered,
+    and an alert of 15:20 goes out as itself. It used to be held back (and delivered only in
+    a summary, at the next look at the group); the same `feed_stale` again after it expired
+    starts nothing either."""
+    r = router("a")
+    now = T0 + dt.timedelta(minutes=20)
+    r.shared_feeds({"mqtt": (None, ts(10))}, now)
+    r.accept("1-0", at(feed_alert("feed_stale", "mqtt"), T0), now)
+    assert r.state.stale_feeds == {}
+    assert r.accept("2-0", at(alert(1), T0 + dt.timedelta(minutes=20)), now).verdict == "routed"
+    r.state.expired["ws"] = ts(0)
+    r.accept("3-0", at(feed_alert("feed_stale", "ws"), T0), now)
+    assert r.state.stale_feeds == {}
