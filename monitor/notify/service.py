@@ -323,6 +323,7 @@ class Notifier:
         self._wake.set()
 
     def _gauges(self) -> None:
+        """What /metrics says is waiting and held back (and for which stale feeds)."""
         state = self.router.state
         self.counters.set("notify_waiting", self.router.waiting())
         self.counters.set("notify_held", len(state.inhibited), reason="inhibited")
