@@ -220,7 +220,7 @@ class TelegramSender(ProviderSender):
         text = _telegram_text(message)
         if _shown_length(text) > TELEGRAM_MAX_CHARS:
             plain = html.escape(_plain(message), quote=False)
-            cut = plain[: TELEGRAM_MAX_CHARS - 1]
+            cut = _cut(plain, TELEGRAM_MAX_CHARS)
             amp = cut.rfind("&", len(cut) - 8)  # (never inside an entity)
             text = (cut[:amp] if amp >= 0 and ";" not in cut[amp:] else cut) + "…"
         out = []
@@ -307,7 +307,7 @@ class DiscordSender(ProviderSender):
         message = fitted(message, lambda m: len(_discord_content(m)) <= DISCORD_MAX_CHARS)
         content = _discord_content(message)
         if len(content) > DISCORD_MAX_CHARS:
-            content = content[: DISCORD_MAX_CHARS - 1] + "…"
+            content = _cut(content, DISCORD_MAX_CHARS) + "…"
         payload: dict[str, Any] = {"content": content, "allowed_mentions": {"parse": []}}
         if self.username:
             payload["username"] = self.username
@@ -337,6 +337,15 @@ NATIVE = {"tgram": TelegramSender, "slack": SlackSender, "discord": DiscordSende
 
 
 # -- body conversion: pure ------------------------------------------------------------------------
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` cut to leave room for an ellipsis within `limit`: at the end of its last line
+    that fits, when that keeps most of it (a digest loses its last items, not half a line),
+    else at the limit."""
+    cut = text[: limit - 1]
+    line = cut.rfind("\n")
+    return cut[:line] if line > len(cut) // 2 else cut
 
 
 def _telegram_text(message: Message) -> str:

@@ -181,3 +181,17 @@ def test_mail_through_apprise_keeps_its_subject() -> None:
         "workflows": "",
         "ntfy": "",
     }
+
+
+def test_a_long_message_without_alerts_is_cut_at_a_line() -> None:
+    """A message with no alerts to list fewer of (the digest) that is too long for Discord
+    is cut after its last whole line that fits, then an ellipsis: not in the middle of an
+    item."""
+    lines = [f"- SC{i:03d} squeeze.daily: rose 12.0% on 4.1x its average volume" for i in range(60)]
+    body = "\n".join(lines)
+    (post,) = DiscordSender("discord://1/tok").posts(Message("Digest", body, "text"))
+    assert post.json is not None
+    content = post.json["content"]
+    assert len(content) <= DISCORD_MAX_CHARS and content.endswith("…")
+    kept = content.removesuffix("…").split("\n")[1:]  # (after the title)
+    assert kept == [x.replace("_", "\\_") for x in lines[: len(kept)]] and len(kept) > 20
