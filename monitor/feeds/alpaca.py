@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from monitor.feeds.conditions import REASON as TRADE_CONDITION
+from monitor.feeds.conditions import sip_excluded
 from monitor.feeds.provider import (
     MAX_PRICE,
     MAX_SIZE,
@@ -121,6 +123,8 @@ class _Trade(msgspec.Struct, tag="t", tag_field="T"):
     s: float
     t: UtcDatetime
     i: int | str | None = None
+    c: list[str] | None = None  # SIP sale conditions (see monitor.feeds.conditions)
+    z: str | None = None  # tape: A, B (CTA) or C (UTP)
 
 
 class _Bar(msgspec.Struct, tag_field="T"):
@@ -237,6 +241,8 @@ def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
     for item in items:
         cls = item.__class__
         if cls is _Trade:
+            if item.c and sip_excluded(item.c, item.z):
+                return None  # (rejected with its text by the element-wise decode)
             reason = cols.tick(item.S, datetime_us(item.t), item.p, item.s, item.i)
         elif cls is _MinuteBar or cls is _UpdatedBar:
             reason = cols.minute(
@@ -270,6 +276,7 @@ def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
         and all(0.0 <= s < MAX_SIZE for s in sizes)
         and all(MIN_US <= us < MAX_US for us in stamps)
         and all(is_symbol(t.S) for t in items)
+        and not any(t.c and sip_excluded(t.c, t.z) for t in items)
     ):
         return None
     cols = Columns()
@@ -304,6 +311,12 @@ def _element(el: object, cols: Columns, controls: list[Control]) -> str | None:
     if kind == "t":
         if any(k not in el for k in _TRADE_KEYS):
             return "missing_field"
+        conditions, tape = el.get("c"), el.get("z")
+        if conditions is not None:
+            if not isinstance(conditions, list) or not all(isinstance(c, str) for c in conditions):
+                return "bad_message"
+            if sip_excluded(conditions, tape if isinstance(tape, str) else None):
+                return TRADE_CONDITION
         return cols.tick(el["S"], datetime_us(el["t"]), el["p"], el["s"], el.get("i"))
     if kind in ("b", "u", "d"):
         if any(k not in el for k in _BAR_KEYS):

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from monitor.feeds.conditions import REASON as TRADE_CONDITION
+from monitor.feeds.conditions import polygon_excluded
 from monitor.feeds.provider import (
     Action,
     Columns,
@@ -65,6 +67,7 @@ class _Trade(msgspec.Struct, tag="T", tag_field="ev"):
     s: float
     t: int
     i: str | int | None = None
+    c: list[int] | None = None  # condition numbers (see monitor.feeds.conditions)
 
 
 class _Minute(msgspec.Struct, tag="AM", tag_field="ev"):
@@ -94,6 +97,8 @@ def decode_polygon(frame: bytes | str, *, feed: str) -> Decoded:
         cols = Columns()
         for item in items:
             if isinstance(item, _Trade):
+                if item.c and polygon_excluded(item.c):
+                    break  # (rejected with its text by the element-wise decode)
                 reason = cols.tick(item.sym, ms_us(item.t), item.p, item.s, item.i)
             else:
                 ohlcv = (item.o, item.h, item.l, item.c, item.v)
@@ -123,6 +128,14 @@ def _element(el: object, cols: Columns, controls: list[Control]) -> str | None:
     if ev == "T":
         if any(k not in el for k in ("sym", "p", "s", "t")):
             return "missing_field"
+        conditions = el.get("c")
+        if conditions is not None:
+            if not isinstance(conditions, list) or not all(
+                isinstance(c, int) and not isinstance(c, bool) for c in conditions
+            ):
+                return "bad_message"
+            if polygon_excluded(conditions):
+                return TRADE_CONDITION
         return cols.tick(el["sym"], ms_us(el["t"]), el["p"], el["s"], el.get("i"))
     if ev == "AM":
         if any(k not in el for k in ("sym", "o", "h", "l", "c", "s")):

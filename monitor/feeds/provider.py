@@ -43,6 +43,7 @@ REASONS = (
     "bad_price",  # a price that is not positive and below MAX_PRICE (1e9)
     "bad_size",  # a size or volume that is not non-negative and below MAX_SIZE (1e15)
     "bad_bar",  # low > high, or open / close outside [low, high]
+    "trade_condition",  # a trade whose sale conditions keep it out of bars (feeds/conditions.py)
 )
 
 ControlKind = Literal[

@@ -216,3 +216,30 @@ def test_every_element_is_decoded_or_rejected(elements: list[Any], packed: bool)
         return
     decoded = decode_alpaca(frame, feed="a")
     assert decoded.elements() == len(elements)
+
+
+def test_trades_the_sip_keeps_out_of_the_last_sale_are_rejected() -> None:
+    """Trades whose sale conditions keep them out of the consolidated last sale (an average
+    price, a prior reference price, sold out of sequence, a qualified contingent trade, an
+    official close) are rejected as `trade_condition`, in JSON and msgpack frames alike; a
+    regular trade, an odd lot, a Form T trade and tape C's bunched trade ("B", an average price
+    on tapes A and B only) are kept. They all used to make bars: a block at the day's average
+    price could set the minute's high or the session's close."""
+    conditions = {
+        1: (["@"], "A"), 2: (["@", "I"], "C"), 3: (["@", "F", "T"], "C"), 4: (["B"], "C"),
+        5: (["B"], "A"), 6: (["P"], "C"), 7: (["Z"], "B"), 8: (["7"], "C"), 9: (["M"], "A"),
+        10: (["W"], None),
+    }  # fmt: skip
+    elements = [
+        {"T": "t", "S": "AAPL", "i": i, "p": 100.0 + i, "s": 10, "t": "2021-02-22T15:51:44Z",
+         "c": c, **({"z": z} if z else {})}
+        for i, (c, z) in conditions.items()
+    ]  # fmt: skip
+    for frame in (msgspec.json.encode(elements), msgspec.msgpack.encode(elements)):
+        decoded = decode_alpaca(frame, feed="a")
+        assert decoded.batch.ticks.get_column("id").to_list() == ["1", "2", "3", "4"]
+        rejected = decoded.batch.rejections
+        assert {r.reason for r in rejected} == {"trade_condition"}
+        assert [msgspec.json.decode(r.raw or "")["i"] for r in rejected] == [5, 6, 7, 8, 9, 10]
+    odd = '[{"T":"t","S":"X","p":1,"s":1,"t":"2021-02-22T15:51:44Z","c":"@"}]'
+    assert [r.reason for r in decode_alpaca(odd, feed="a").batch.rejections] == ["bad_message"]
