@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from monitor.core.model import Rejection
 from monitor.feeds.conditions import REASON as TRADE_CONDITION
 from monitor.feeds.conditions import sip_excluded
 from monitor.feeds.provider import (
@@ -36,6 +37,7 @@ from monitor.feeds.provider import (
     first_byte_is_json,
     frame_rejection,
     is_symbol,
+    rejection,
 )
 
 __all__ = [
@@ -238,11 +240,13 @@ def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
     cols = Columns()
     controls: list[Control] = []
     ignored = 0
+    rejected: list[Rejection] = []
     for item in items:
         cls = item.__class__
         if cls is _Trade:
             if item.c and sip_excluded(item.c, item.z):
-                return None  # (rejected with its text by the element-wise decode)
+                rejected.append(_condition_rejection(item))
+                continue
             reason = cols.tick(item.S, datetime_us(item.t), item.p, item.s, item.i)
         elif cls is _MinuteBar or cls is _UpdatedBar:
             reason = cols.minute(
@@ -263,11 +267,21 @@ def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
             continue
         if reason is not None:
             return None
-    return Decoded(cols.batch(feed, []), controls, ignored)
+    return Decoded(cols.batch(feed, rejected), controls, ignored)
+
+
+def _condition_rejection(trade: _Trade) -> Rejection:
+    """A trade its sale conditions keep out of bars, rejected with its fields as text (no
+    second decode of the frame: such trades come in busy frames)."""
+    return rejection(TRADE_CONDITION, msgspec.to_builtins(trade), "S")
 
 
 def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
     """The common frame, column by column: every element a trade; None if any needs a look."""
+    rejected: list[Rejection] = []
+    if any(t.c and sip_excluded(t.c, t.z) for t in items):
+        rejected = [_condition_rejection(t) for t in items if t.c and sip_excluded(t.c, t.z)]
+        items = [t for t in items if not (t.c and sip_excluded(t.c, t.z))]
     prices = [t.p for t in items]
     sizes = [t.s for t in items]
     stamps = [(t.t - _EPOCH) // _ONE_US for t in items]
@@ -276,7 +290,6 @@ def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
         and all(0.0 <= s < MAX_SIZE for s in sizes)
         and all(MIN_US <= us < MAX_US for us in stamps)
         and all(is_symbol(t.S) for t in items)
-        and not any(t.c and sip_excluded(t.c, t.z) for t in items)
     ):
         return None
     cols = Columns()
@@ -285,7 +298,7 @@ def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
     cols.t_price = prices
     cols.t_size = sizes
     cols.t_id = [None if t.i is None else str(t.i) for t in items]
-    return Decoded(cols.batch(feed, []), [])
+    return Decoded(cols.batch(feed, rejected), [])
 
 
 def _decode_lenient(frame: bytes | str, packed: bytes | None, feed: str) -> Decoded:

@@ -12,8 +12,11 @@ in the bars either.
 
 Kept: regular trades, intermarket sweeps, opening, reopening and closing prints, crosses, odd
 lots (their prices are the market's; the SIP leaves them out of the last sale by a rule about
-size, not price) and Form T / extended-hours trades (the session window, `[engine]
-extended_hours`, decides those by their time).
+size, not price) and Form T trades (reported as they trade, outside regular hours: the session
+window, `[engine] extended_hours`, decides those by their time). The SIP counts most rejected
+trades in the day's volume, so bars built from a stream have a little less volume than the
+provider's own bars (and the minutes fetched after a reconnect). A `c` that is not a list of
+codes is a `bad_message`: the feeds read the stock streams, where it always is.
 
 Codes: the SIP's letters (Alpaca sends them as they come; CTA's for tapes A and B, UTP's for
 tape C: "B" is an average-price trade in CTA and a bunched trade in UTP) and Polygon's numbers
@@ -26,18 +29,19 @@ from collections.abc import Iterable
 
 # Letters that keep a trade out of the consolidated last sale, on both plans: cash (C),
 # derivatively priced (4), market center official close and open (M, Q), next day (N), price
-# variation (H), prior reference price (P), seller (R), sold out of sequence (Z), contingent
-# (V) and qualified contingent (7) trades.
-_BOTH = frozenset("C4MQNHPRZV7")
+# variation (H), prior reference price (P), seller (R), sold out of sequence (Z) and its
+# extended-hours twin (U: reported late, its time is not when it traded), contingent (V) and
+# qualified contingent (7) trades.
+_BOTH = frozenset("C4MQNHPRZUV7")
 CTA_EXCLUDED = _BOTH | {"B"}  # (B: average price trade)
 UTP_EXCLUDED = _BOTH | {"W", "G"}  # (W: average price trade; G: bunched sold trade)
 _ANY = CTA_EXCLUDED | UTP_EXCLUDED
 
 # Polygon's numbers of the same conditions: average price (2), bunched sold (5), cash (7),
 # derivatively priced (10), official close and open (15, 16), next day (20), price variation
-# (21), prior reference price (22), seller (29), sold out of sequence (33), contingent (52),
-# qualified contingent (53).
-POLYGON_EXCLUDED = frozenset({2, 5, 7, 10, 15, 16, 20, 21, 22, 29, 33, 52, 53})
+# (21), prior reference price (22), seller (29), sold out of sequence (33) and its extended-hours
+# twin (13), contingent (52), qualified contingent (53).
+POLYGON_EXCLUDED = frozenset({2, 5, 7, 10, 13, 15, 16, 20, 21, 22, 29, 33, 52, 53})
 
 REASON = "trade_condition"
 

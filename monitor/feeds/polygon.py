@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from monitor.core.model import Rejection
 from monitor.feeds.conditions import REASON as TRADE_CONDITION
 from monitor.feeds.conditions import polygon_excluded
 from monitor.feeds.provider import (
@@ -24,6 +25,7 @@ from monitor.feeds.provider import (
     decode_elements,
     frame_rejection,
     ms_us,
+    rejection,
 )
 
 __all__ = [
@@ -95,10 +97,13 @@ def decode_polygon(frame: bytes | str, *, feed: str) -> Decoded:
         pass
     else:
         cols = Columns()
+        rejected: list[Rejection] = []
         for item in items:
             if isinstance(item, _Trade):
                 if item.c and polygon_excluded(item.c):
-                    break  # (rejected with its text by the element-wise decode)
+                    # (its fields as text: no second decode of a busy frame)
+                    rejected.append(rejection(TRADE_CONDITION, msgspec.to_builtins(item), "sym"))
+                    continue
                 reason = cols.tick(item.sym, ms_us(item.t), item.p, item.s, item.i)
             else:
                 ohlcv = (item.o, item.h, item.l, item.c, item.v)
@@ -106,7 +111,7 @@ def decode_polygon(frame: bytes | str, *, feed: str) -> Decoded:
             if reason is not None:
                 break
         else:
-            return Decoded(cols.batch(feed, []), [])
+            return Decoded(cols.batch(feed, rejected), [])
     return _decode_lenient(frame, feed)
 
 

@@ -9,6 +9,9 @@ from typing import Any
 from monitor.core.counters import Counters
 from monitor.core.model import Rejection
 
+# Reasons that are the market's normal traffic, not a fault: logged at info, not warning.
+ROUTINE = frozenset({"trade_condition"})
+
 
 class RejectionLog:
     """Counts rejections under `counter` (labels `reason` plus `labels`) and logs `tick_rejected`
@@ -55,7 +58,8 @@ class RejectionLog:
             self._unlogged[reason] = 0
             self._logged_at[reason] = now
             example = found[0]
-            self._log.warning(
+            say = self._log.info if reason in ROUTINE else self._log.warning
+            say(
                 "tick_rejected",
                 reason=reason,
                 count=pending,
@@ -67,6 +71,7 @@ class RejectionLog:
         """Log the rejections counted since their reason was last logged."""
         for reason, count in self._unlogged.items():
             if count:
-                self._log.warning("tick_rejected", reason=reason, count=count)
+                say = self._log.info if reason in ROUTINE else self._log.warning
+                say("tick_rejected", reason=reason, count=count)
                 self._logged_at[reason] = self._clock()
         self._unlogged.clear()

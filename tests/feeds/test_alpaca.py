@@ -228,7 +228,7 @@ def test_trades_the_sip_keeps_out_of_the_last_sale_are_rejected() -> None:
     conditions = {
         1: (["@"], "A"), 2: (["@", "I"], "C"), 3: (["@", "F", "T"], "C"), 4: (["B"], "C"),
         5: (["B"], "A"), 6: (["P"], "C"), 7: (["Z"], "B"), 8: (["7"], "C"), 9: (["M"], "A"),
-        10: (["W"], None),
+        10: (["W"], None), 11: (["U"], "C"),
     }  # fmt: skip
     elements = [
         {"T": "t", "S": "AAPL", "i": i, "p": 100.0 + i, "s": 10, "t": "2021-02-22T15:51:44Z",
@@ -240,6 +240,16 @@ def test_trades_the_sip_keeps_out_of_the_last_sale_are_rejected() -> None:
         assert decoded.batch.ticks.get_column("id").to_list() == ["1", "2", "3", "4"]
         rejected = decoded.batch.rejections
         assert {r.reason for r in rejected} == {"trade_condition"}
-        assert [msgspec.json.decode(r.raw or "")["i"] for r in rejected] == [5, 6, 7, 8, 9, 10]
+        assert [msgspec.json.decode(r.raw or "")["i"] for r in rejected] == [5, 6, 7, 8, 9, 10, 11]
+    # The frame's decode (typed, the rejected trades taken out) and each element's agree, with a
+    # bar among the trades too.
+    bar = msgspec.json.decode(BAR)
+    mixed = decode_alpaca(msgspec.json.encode([bar, *elements]), feed="a")
+    alone = [decode_alpaca(msgspec.json.encode([e]), feed="a") for e in elements]
+    assert mixed.batch.ticks.equals(pl.concat([d.batch.ticks for d in alone]))
+    assert [r.reason for r in mixed.batch.rejections] == [
+        r.reason for d in alone for r in d.batch.rejections
+    ]
+    assert mixed.batch.minute_bars.height == 1
     odd = '[{"T":"t","S":"X","p":1,"s":1,"t":"2021-02-22T15:51:44Z","c":"@"}]'
     assert [r.reason for r in decode_alpaca(odd, feed="a").batch.rejections] == ["bad_message"]

@@ -159,10 +159,21 @@ def test_every_element_is_decoded_or_rejected(elements: list[Any]) -> None:
 
 def test_trades_the_sip_keeps_out_of_the_last_sale_are_rejected() -> None:
     """Polygon's condition numbers: an average-price trade (2), a prior reference price (22),
-    a qualified contingent trade (53) and an official close (15) are rejected as
+    a qualified contingent trade (53), an official close (15) and an extended-hours trade sold
+    out of sequence (13) are rejected as
     `trade_condition`; a regular trade, an intermarket sweep (14), an odd lot (37) and a Form T
     trade (12) are kept."""
-    conditions = {1: [], 2: [14], 3: [37], 4: [12, 37], 5: [2], 6: [22], 7: [14, 53], 8: [15]}
+    conditions = {
+        1: [],
+        2: [14],
+        3: [37],
+        4: [12, 37],
+        5: [2],
+        6: [22],
+        7: [14, 53],
+        8: [15],
+        9: [13],
+    }
     frame = msgspec.json.encode(
         [
             {
@@ -181,6 +192,6 @@ def test_trades_the_sip_keeps_out_of_the_last_sale_are_rejected() -> None:
     assert decoded.batch.ticks.get_column("id").to_list() == ["1", "2", "3", "4"]
     rejected = decoded.batch.rejections
     assert {r.reason for r in rejected} == {"trade_condition"}
-    assert [msgspec.json.decode(r.raw or "")["i"] for r in rejected] == ["5", "6", "7", "8"]
+    assert [msgspec.json.decode(r.raw or "")["i"] for r in rejected] == ["5", "6", "7", "8", "9"]
     odd = '[{"ev":"T","sym":"X","p":1,"s":1,"t":1536036818784,"c":[true]}]'
     assert [r.reason for r in decode_polygon(odd, feed="p").batch.rejections] == ["bad_message"]

@@ -37,3 +37,25 @@ async def test_delays_grow_until_a_connection_lasts_then_start_over() -> None:
     ]
     assert counters.get("feed_reconnects", feed="f") == 5
     assert counters.get("feed_connected", feed="f") == 0
+
+
+def test_trades_rejected_for_their_conditions_are_logged_at_info() -> None:
+    """`trade_condition` rejections (the market's normal traffic: average-price, contingent
+    trades...) are counted and logged at info; a bad price is still a warning."""
+    from structlog.testing import capture_logs
+
+    from monitor import logs
+    from monitor.core.counters import Counters
+    from monitor.core.model import Rejection
+    from monitor.feeds.rejections import RejectionLog
+
+    counters = Counters()
+    log = RejectionLog(
+        logs.get("feed.websocket"), counters, counter="feed_rejections", interval_s=10,
+        clock=lambda: 0.0,
+    )  # fmt: skip
+    with capture_logs() as logged:
+        log.record([Rejection("trade_condition", "X", "{}"), Rejection("bad_price", "X", "{}")])
+    levels = {e["reason"]: e["log_level"] for e in logged if e["event"] == "tick_rejected"}
+    assert levels == {"trade_condition": "info", "bad_price": "warning"}
+    assert counters.get("feed_rejections", reason="trade_condition") == 1
