@@ -279,9 +279,10 @@ def _condition_rejection(trade: _Trade) -> Rejection:
 def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
     """The common frame, column by column: every element a trade; None if any needs a look."""
     rejected: list[Rejection] = []
-    if any(t.c and sip_excluded(t.c, t.z) for t in items):
-        rejected = [_condition_rejection(t) for t in items if t.c and sip_excluded(t.c, t.z)]
-        items = [t for t in items if not (t.c and sip_excluded(t.c, t.z))]
+    excluded = [bool(t.c) and sip_excluded(t.c or (), t.z) for t in items]
+    if any(excluded):
+        rejected = [_condition_rejection(t) for t, out in zip(items, excluded, strict=True) if out]
+        items = [t for t, out in zip(items, excluded, strict=True) if not out]
     prices = [t.p for t in items]
     sizes = [t.s for t in items]
     stamps = [(t.t - _EPOCH) // _ONE_US for t in items]

@@ -58,8 +58,7 @@ class RejectionLog:
             self._unlogged[reason] = 0
             self._logged_at[reason] = now
             example = found[0]
-            say = self._log.info if reason in ROUTINE else self._log.warning
-            say(
+            self._say(reason)(
                 "tick_rejected",
                 reason=reason,
                 count=pending,
@@ -67,11 +66,14 @@ class RejectionLog:
                 raw=(example.raw or "")[:200],
             )
 
+    def _say(self, reason: str) -> Any:
+        """The log level of `reason`'s lines: info for ROUTINE reasons, else warning."""
+        return self._log.info if reason in ROUTINE else self._log.warning
+
     def flush(self) -> None:
         """Log the rejections counted since their reason was last logged."""
         for reason, count in self._unlogged.items():
             if count:
-                say = self._log.info if reason in ROUTINE else self._log.warning
-                say("tick_rejected", reason=reason, count=count)
+                self._say(reason)("tick_rejected", reason=reason, count=count)
                 self._logged_at[reason] = self._clock()
         self._unlogged.clear()
