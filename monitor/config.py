@@ -34,9 +34,8 @@ from monitor.errors import ConfigError
 from monitor.urls import host_only, mask_url, not_valid, split_url
 
 if TYPE_CHECKING:  # (the rules pull in polars: the notifier and `config check` need not)
-    import polars as pl
-
     from monitor.core.rules.spec import RulesFile
+    from monitor.short_interest_io import ShortInterestFile
 
 ENV_PREFIX = "MARKET_MONITOR__"
 S = TypeVar("S", bound=msgspec.Struct)
@@ -625,9 +624,10 @@ def never_fire(config: Config, rules: RulesFile) -> list[str]:
     ]
 
 
-def load_short_interest(config: Config) -> pl.DataFrame | None:
-    """The `[rules] short_interest` file, relative to the config file (None when unset);
-    DataError (exit 65) naming the file when it cannot be read or has bad rows."""
+def load_short_interest(config: Config) -> ShortInterestFile | None:
+    """The `[rules] short_interest` file, relative to the config file (None when unset), and
+    its rows left out; DataError (exit 65) naming the file when it cannot be read, has a
+    malformed cell or no usable row."""
     if not config.rules.short_interest:
         return None
     from monitor.short_interest_io import read_short_interest

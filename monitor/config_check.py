@@ -31,7 +31,9 @@ def config_check(args: argparse.Namespace) -> int:
         rejected = []
         for feed in read_replay_feeds(config):  # (read and let go, one feed at a time)
             rejected += [f"feed {feed.name}: {line}" for line in feed.rejected]
-        cfg.load_short_interest(config)
+        figures = cfg.load_short_interest(config)
+        for line in figures.said() if figures is not None else ():
+            rejected.append(f"rules.short_interest {config.rules.short_interest}: {line}")
         sources = resolve_secrets(config)
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)

@@ -216,7 +216,12 @@ def run_replay(
             f"market-monitor: rule {rule_id} cannot fire: no volume in the data for its symbols",
             file=sys.stderr,
         )
-    si = read_short_interest(short_interest) if short_interest else None
+    si = None
+    if short_interest:
+        read = read_short_interest(short_interest)
+        si = read.figures
+        for line in read.said():
+            print(f"market-monitor: short-interest file: {line}", file=sys.stderr)
     # (the calendar from the first figure's settlement, when earlier: it counts from there)
     calendar_start = first
     if si is not None and si.get_column("short_interest_date").null_count() < si.height:

@@ -213,8 +213,22 @@ class Daemon:
         return None
 
     def read_short_interest(self) -> pl.DataFrame | None:
-        """The `[rules] short_interest` file (None when unset); DataError when it is bad."""
-        return load_short_interest(self.config)
+        """The `[rules] short_interest` file's figures (None when unset), its rows left out
+        logged; DataError when it is bad."""
+        read = load_short_interest(self.config)
+        if read is None:
+            return None
+        if read.rejected:
+            from monitor.short_interest_io import rejected_line
+
+            self.log.warning(
+                "short_interest_rows_rejected",
+                rows=len(read.rejected),
+                detail=rejected_line(read.rejected),
+            )
+        if (suspect := read.suspect()) is not None:
+            self.log.warning("short_interest_suspect", detail=suspect)
+        return read.figures
 
     def reload_short_interest(self) -> None:
         """Re-read the short-interest file (new figures are published twice a month)."""

@@ -1,68 +1,156 @@
 """Read a short-interest file as published (symbol, short_interest_date, percent_of_float in
 percent; e.g. shared/data/short_interest_us_2020-11_2021-06.csv) without conversion.
 
-A cell that cannot be used is a DataError naming the file, the line (as an editor counts it,
-quoted fields spanning lines included) and the column, as for the bar files
-(`monitor.csvfiles`): a date that is no YYYY-MM-DD, a percentage that is not a number, not
-finite or negative, an empty symbol or date. An empty percentage is no figure (the rule's
-`unknown_short_interest` decides). Headers are matched as the bar files' are (case and
-surrounding spaces aside)."""
+As for the bar files (`monitor.datafiles`), a malformed cell fails the file with a DataError
+naming the file, the line (as an editor counts it, quoted fields spanning lines included) and
+the column: a date that is no YYYY-MM-DD, a percentage that is not a number. A row that is well
+formed but unusable is left out and counted, and the file's other figures are used: an empty
+symbol (`missing_symbol`) or date (`missing_date`), a percentage that is not finite or is
+negative (`bad_short_interest`: a vendor's file of ~9,900 symbols has a few, from a negative
+public float). A file of only such rows is an error. An empty percentage is no figure (the
+rule's `unknown_short_interest` decides). Headers are matched as the bar files' are (case,
+spaces and underscores aside: `Short Interest Date`), and symbols without surrounding spaces."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
+from monitor.core.model import Rejection
 from monitor.csvfiles import csv_failure, csv_header, csv_lines
+from monitor.datalayout import column_key
 from monitor.errors import DataError
 
 REQUIRED = ("symbol", "short_interest_date", "percent_of_float")
+_WANTED = (*REQUIRED, "shares_sold_short")
+# Figures enough that none above 1% means fractions: a real market's file has many above.
+FRACTION_LOOK_ROWS = 20
 
 
-def read_short_interest(path: str | Path) -> pl.DataFrame:
-    """The file's rows with typed columns; DataError naming file, line and column on bad input."""
+class ShortInterestFile(NamedTuple):
+    """The usable figures, and the rows left out (reason, symbol and `path:line` each)."""
+
+    figures: pl.DataFrame
+    rejected: list[Rejection]
+
+    def said(self) -> list[str]:
+        """What a command says of the file: the rows left out, and `suspect`."""
+        lines = [rejected_line(self.rejected)] if self.rejected else []
+        suspect = self.suspect()
+        return [*lines, suspect] if suspect else lines
+
+    def suspect(self) -> str | None:
+        """Figures that look like fractions: a file converted to the rules' fractions would
+        let no squeeze fire, and say nothing."""
+        pct = self.figures.get_column("percent_of_float").drop_nulls()
+        top = pct.max() if pct.len() >= FRACTION_LOOK_ROWS else None
+        if not isinstance(top, float) or top > 1:
+            return None
+        return (
+            f"every percent_of_float is at most 1 (the largest {top}): the column is a"
+            " percentage of the float (138.4 for 138.4%), not a fraction"
+        )
+
+
+def read_short_interest(path: str | Path) -> ShortInterestFile:
+    """The file's usable rows with typed columns, and the rows left out; DataError naming file,
+    line and column for a malformed cell, or when no row is usable."""
     name = str(path)
     header = csv_header(name)
     try:
         raw = pl.read_csv(path, infer_schema=False)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise csv_failure(name, len(header), exc) from None
-    cols = {c.strip().lower(): c for c in raw.columns}
+    keys = {column_key(n): n for n in _WANTED}
+    cols: dict[str, str] = {}
+    for column in raw.columns:
+        want = keys.get(column_key(column))
+        if want is not None and want in cols:
+            both = f"{cols[want]!r} and {column!r}"
+            raise DataError(name, f"two columns for {want!r}: {both} (keep one)")
+        if want is not None:
+            cols[want] = column
     for need in REQUIRED:
         if need not in cols:
             raise DataError(name, f"missing column {need!r}")
-    keep = [*REQUIRED, "shares_sold_short"]
-    frame = raw.select([pl.col(cols[c]).alias(c) for c in keep if c in cols])
+    if raw.height == 0:
+        raise DataError(name, "empty file: a header and no rows")
+    frame = raw.select(pl.col(cols[c]).alias(c) for c in _WANTED if c in cols)
+    frame = frame.with_columns(pl.col("symbol").str.strip_chars())
     typed = frame.with_columns(
         pl.col("short_interest_date").str.to_date("%Y-%m-%d", strict=False).alias("_date"),
         pl.col("percent_of_float").cast(pl.Float64, strict=False).alias("_pct"),
     ).with_row_index("_row")
-    blank = pl.col("percent_of_float").is_null() | (
-        pl.col("percent_of_float").str.strip_chars() == ""
-    )
-    problems = [
+
+    def empty(column: str) -> pl.Expr:
+        return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+
+    malformed = [
         (
-            pl.col("symbol").is_null() | (pl.col("symbol").str.strip_chars() == ""),
-            "symbol",
-            "empty",
+            ~empty("short_interest_date") & pl.col("_date").is_null(),
+            "short_interest_date",
+            "not a YYYY-MM-DD date",
         ),
-        (pl.col("_date").is_null(), "short_interest_date", "not a YYYY-MM-DD date"),
-        (
-            ~blank & ~(pl.col("_pct").is_finite() & (pl.col("_pct") >= 0)).fill_null(False),
-            "percent_of_float",
-            "not a finite percentage of 0 or more",
-        ),
+        (~empty("percent_of_float") & pl.col("_pct").is_null(), "percent_of_float", "not a number"),
     ]
-    for bad, column, message in problems:
-        rows = typed.filter(bad).get_column("_row")
-        if rows.len():
-            row = int(rows[0])
-            line = csv_lines(name, [row])[row]
-            raise DataError(name, message, line=line, column=cols[column])
-    out = typed.with_columns(
+    for bad, column, message in malformed:
+        _fail_at(name, typed.filter(bad), cols[column], message)
+    unusable = (
+        pl.when(empty("symbol"))
+        .then(pl.lit("missing_symbol"))
+        .when(empty("short_interest_date"))
+        .then(pl.lit("missing_date"))
+        .when(~pl.col("_pct").is_finite() | (pl.col("_pct") < 0))
+        .then(pl.lit("bad_short_interest"))
+    )
+    typed = typed.with_columns(unusable.alias("_why"))
+    left_out = typed.filter(pl.col("_why").is_not_null())
+    if left_out.height == typed.height:
+        first = str(left_out.get_column("_why")[0])
+        column, message = _SAID[first]
+        _fail_at(name, left_out, cols[column], f"{message} (no row of the file is usable)")
+    lines = csv_lines(name, left_out.get_column("_row").to_list())
+    rejected = [
+        Rejection(str(why), symbol or None, f"{name}:{lines[row]}")
+        for row, symbol, why in left_out.select("_row", "symbol", "_why").iter_rows()
+    ]
+    out = typed.filter(pl.col("_why").is_null()).with_columns(
         pl.col("_date").alias("short_interest_date"), pl.col("_pct").alias("percent_of_float")
-    ).drop("_date", "_pct", "_row")
+    )
+    out = out.drop("_date", "_pct", "_row", "_why")
     if "shares_sold_short" in out.columns:
         out = out.with_columns(pl.col("shares_sold_short").cast(pl.Float64, strict=False))
-    return out
+    return ShortInterestFile(out, rejected)
+
+
+# What the first of a file's unusable rows says, when it has no other.
+_SAID = {
+    "missing_symbol": ("symbol", "empty"),
+    "missing_date": ("short_interest_date", "empty"),
+    "bad_short_interest": ("percent_of_float", "not a finite percentage of 0 or more"),
+}
+
+
+def _fail_at(name: str, rows: pl.DataFrame, column: str, message: str) -> None:
+    """DataError at the first of `rows` (none: nothing to say)."""
+    if rows.height:
+        row = int(rows.get_column("_row")[0])
+        line = csv_lines(name, [row])[row]
+        raise DataError(name, message, line=line, column=column)
+
+
+def rejected_line(rejected: list[Rejection], shown: int = 5) -> str:
+    """What a command says of the rows left out: `2 rows left out (bad_short_interest=2):
+    si.csv:75975 SFUN (bad_short_interest), si.csv:77220 VLRS (bad_short_interest)`."""
+    counts: dict[str, int] = {}
+    for r in rejected:
+        counts[r.reason] = counts.get(r.reason, 0) + 1
+    summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    listed = ", ".join(
+        f"{r.raw}{f' {r.symbol}' if r.symbol else ''} ({r.reason})" for r in rejected[:shown]
+    )
+    more = f", and {len(rejected) - shown} more" if len(rejected) > shown else ""
+    rows = "row" if len(rejected) == 1 else "rows"
+    return f"{len(rejected)} {rows} left out ({summary}): {listed}{more}"

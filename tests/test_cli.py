@@ -68,6 +68,42 @@ def test_replay_with_short_interest_says_nothing_but_its_counts_on_stderr() -> N
     assert "rule rotation.iwm_qqq cannot fire: IWM, QQQ not in the data" in res.stderr
 
 
+# The two rows of shared/data/short_interest_us_2020-11_2021-06.csv (lines 75975 and 77220) with
+# a negative percent_of_float, from a negative public float in the vendor's snapshot.
+NEGATIVE_FIGURES = (
+    "SFUN,NYSE,2021-03-31,6570000.0,-7820000.0,47151.0,-5.74,-0.6,2021-04-24\n"
+    "VLRS,NYSE,2021-03-31,107790000.0,-60550000.0,806893.0,-2.84,-1.33,2021-04-24\n"
+)
+
+
+def test_replay_leaves_out_short_interest_rows_it_cannot_use_and_says_where(
+    tmp_path: Path,
+) -> None:
+    """The published file has two negative figures among its 132,268 rows: replay leaves them
+    out, names them on stderr, and the squeeze rule runs on the rest (GME and AMC in January
+    2021, as from the file without them)."""
+    figures = tmp_path / "short_interest.csv"
+    figures.write_text(SHORT_INTEREST.read_text() + NEGATIVE_FIGURES)
+    args = ["replay", "--rules", str(RULES), "--data", str(SQUEEZE), "--to", "2021-01-29"]
+    res = run_cli(*args, "--short-interest", str(figures))
+    assert res.returncode == 0, res.stderr
+    lines = len(SHORT_INTEREST.read_text().splitlines())
+    assert (
+        f"market-monitor: short-interest file: 2 rows left out (bad_short_interest=2): "
+        f"{figures}:{lines + 1} SFUN (bad_short_interest), "
+        f"{figures}:{lines + 2} VLRS (bad_short_interest)\n"
+    ) in res.stderr
+    squeezes = {
+        (a.symbol, a.session[:7])
+        for a in (msgspec.json.decode(line, type=Alert) for line in res.stdout.splitlines())
+        if a.kind == "squeeze"
+    }
+    assert {("GME", "2021-01"), ("AMC", "2021-01")} <= squeezes
+    clean = run_cli(*args, "--short-interest", str(SHORT_INTEREST))
+    assert clean.returncode == 0, clean.stderr
+    assert res.stdout == clean.stdout
+
+
 def test_replay_says_which_rules_cannot_fire_for_want_of_data() -> None:
     """^RUT alone through config/rules.toml: the rotation (IWM against QQQ) and the universe
     rules (whose exclude leaves no symbol) cannot fire and replay says so on stderr; rules

@@ -141,6 +141,44 @@ def test_a_squeeze_rule_without_a_short_interest_file_is_warned_of(tmp_path: Pat
     assert [e for e in logs if e["event"] == "rule_cannot_fire"] == []
 
 
+def test_short_interest_rows_left_out_are_logged_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows of `[rules] short_interest` the rules cannot use (the published file's negative
+    figures) are left out: the daemon starts with the rest and logs how many and where, and
+    `config check` passes with the same line as a warning."""
+    import argparse
+
+    from structlog.testing import capture_logs
+
+    from monitor import config as cfg
+    from monitor.config_check import config_check
+    from monitor.service import Daemon
+    from tests.conftest import SHORT_INTEREST
+    from tests.test_cli import NEGATIVE_FIGURES
+
+    figures = tmp_path / "short_interest.csv"
+    figures.write_text(SHORT_INTEREST.read_text() + NEGATIVE_FIGURES)
+    conf = write_config(tmp_path, f"mm-si-{uuid.uuid4().hex[:8]}")
+    conf.write_text(
+        conf.read_text().replace("[rules]\n", f'[rules]\nshort_interest = "{figures}"\n')
+    )
+    with capture_logs() as logs:
+        daemon = Daemon(cfg.load(conf))
+    warned = [e for e in logs if e["event"] == "short_interest_rows_rejected"]
+    assert [(e["log_level"], e["rows"]) for e in warned] == [("warning", 2)]
+    assert (
+        f"{figures}:" in warned[0]["detail"] and "VLRS (bad_short_interest)" in warned[0]["detail"]
+    )
+    known = daemon.engine.ctx.short_interest
+    assert known is not None
+    assert {"GME", "AMC"} <= set(known.get_column("symbol").to_list())
+    assert not {"SFUN", "VLRS"} & set(known.get_column("symbol").to_list())
+    assert config_check(argparse.Namespace(config=str(conf))) == 0
+    err = capsys.readouterr().err
+    assert f"market-monitor: warning: rules.short_interest {figures}: 2 rows left out" in err
+
+
 @pytest.mark.parametrize("saved", ["", "# market-monitor rules\n", '[names]\n"^RUT" = "R"\n'])
 def test_a_rules_file_without_rules_is_refused_on_reload(tmp_path: Path, saved: str) -> None:
     """A SIGHUP finding a rules file with no [[rules]] table (empty, or cut short by a save not

@@ -26,7 +26,7 @@ RETAILERS = {"AEO", "ANF", "DKS", "GPRO", "JWN", "KSS"}
 def squeezes(sessions: Sessions) -> list[Alert]:
     """Squeeze alerts of a replay of the squeeze file through the shipped rules."""
     bars = read_daily(DataSpec(path=str(SQUEEZE))).bars
-    si = read_short_interest(SHORT_INTEREST)
+    si = read_short_interest(SHORT_INTEREST).figures
     engine = build_engine(load_rules(RULES), sessions, short_interest=si)  # type: ignore[arg-type]
     return [a for a in replay(engine, bars) if a.kind == "squeeze"]
 
@@ -54,7 +54,7 @@ def test_a_longer_lag_uses_the_older_figure(sessions: Sessions) -> None:
     rules = load_rules(RULES)
     assert isinstance(rules, RulesFile)
     bars = read_daily(DataSpec(path=str(SQUEEZE), symbol="GME")).bars
-    si = read_short_interest(SHORT_INTEREST)
+    si = read_short_interest(SHORT_INTEREST).figures
     for lag, figure, settled in [(9, 1.3574, "2020-12-15"), (0, 1.384, "2020-12-31")]:
         squeeze = next(r for r in rules.rules if isinstance(r, SqueezeRule))
         only = RulesFile(rules=[msgspec.structs.replace(squeeze, short_interest_lag=lag)])
@@ -106,7 +106,7 @@ def test_a_calendar_starting_after_the_figures_takes_the_latest_of_them(sessions
     session (late rather than early); of those, the one settled last is the one used."""
     late_calendar = nyse_sessions(dt.date(2021, 1, 1))
     bars = read_daily(DataSpec(path=str(SQUEEZE), symbol="GME"), start=dt.date(2021, 1, 4)).bars
-    si = read_short_interest(SHORT_INTEREST)
+    si = read_short_interest(SHORT_INTEREST).figures
     rule = SqueezeRule(
         id="sq", symbols=["GME"], min_return=0.15, volume_ratio=3, volume_window=5,
         min_short_interest=0.30,
@@ -126,7 +126,7 @@ def test_a_figure_past_its_max_age_is_unknown(sessions: Sessions) -> None:
     assert isinstance(rules, RulesFile)
     squeeze = next(r for r in rules.rules if isinstance(r, SqueezeRule))
     bars = read_daily(DataSpec(path=str(SQUEEZE))).bars.filter(pl.col("symbol") == "AMC")
-    si = read_short_interest(SHORT_INTEREST)
+    si = read_short_interest(SHORT_INTEREST).figures
     cut = si.filter(
         (pl.col("symbol") != "AMC") | (pl.col("short_interest_date") <= dt.date(2021, 1, 15))
     )

@@ -113,7 +113,7 @@ def test_a_universe_evaluated_in_pieces_equals_it_whole(
     bars = pl.concat([history(), read_many([DataSpec(str(SQUEEZE))]).bars]).sort(
         "symbol", "session"
     )
-    si = read_short_interest(SHORT_INTEREST)
+    si = read_short_interest(SHORT_INTEREST).figures
 
     def run() -> tuple[pl.DataFrame, dict[str, list[object]]]:
         engine = build_engine(rules, sessions, short_interest=si, rule_threads=2)  # type: ignore[arg-type]
