@@ -33,12 +33,14 @@ header and parsing its cells: `monitor.datalayout`.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Sequence
 from datetime import date
 
 import msgspec
 import polars as pl
 
+from monitor.calendar import EARLIEST
 from monitor.core.model import DAILY_SCHEMA, Rejection
 from monitor.csvfiles import csv_failure, csv_header, first_line, short_row
 from monitor.datalayout import DATE_KEYS, Source, Table, column_key, parse_bars
@@ -328,7 +330,8 @@ def _reject_bad(
         (x <= h * up) & (x >= lo * down) for x in (o, c)
     )
     good_volume = v.is_null() | (v.is_finite() & (v >= 0))
-    ok = pl.col("session").is_not_null() & pl.col("symbol").is_not_null() & good_price
+    dated = pl.col("session").is_between(EARLIEST, latest_session())
+    ok = dated & pl.col("symbol").is_not_null() & good_price
     if not close_only:
         ok = ok & consistent & good_volume
     mask = work.select(ok.fill_null(False)).to_series()
@@ -338,6 +341,8 @@ def _reject_bad(
         reason = (
             pl.when(pl.col("session").is_null())
             .then(pl.lit("missing_date"))
+            .when(~dated)
+            .then(pl.lit("date_out_of_range"))
             .when(pl.col("symbol").is_null())
             .then(pl.lit("missing_symbol"))
             .when(c.is_null())
@@ -357,6 +362,12 @@ def _reject_bad(
     return work.with_columns(
         pl.max_horizontal(o, h, c).alias("high"), pl.min_horizontal(o, lo, c).alias("low")
     )
+
+
+def latest_session() -> date:
+    """The last date a bar of history can have: today, give or take the time zones (a later
+    one, a typo's 2200 or 9999, would be taken for a session of a calendar built to it)."""
+    return dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
 
 
 def _close_only(work: pl.DataFrame) -> pl.DataFrame:

@@ -211,7 +211,7 @@ def _row_bars(
             pl.col("adjclose").alias("close"),
         )
     work = work.with_columns(pl.col(k).fill_null(pl.col("close")) for k in ("open", "high", "low"))
-    blank = pl.all_horizontal(pl.col(n).cast(pl.String).pipe(_blank_expr) for n in frame.columns)
+    blank = pl.all_horizontal(_blank_cell(n, t) for n, t in frame.schema.items())
     work = work.filter(~frame.select(blank).to_series())
     if "symbol" in layout.fields and given is not None:
         work = work.filter(pl.col("symbol") == given)
@@ -221,8 +221,12 @@ def _row_bars(
     return work.drop("adjclose"), unsorted
 
 
-def _blank_expr(text: pl.Expr) -> pl.Expr:
-    stripped = text.str.strip_chars()
+def _blank_cell(name: str, dtype: pl.DataType) -> pl.Expr:
+    """A cell with nothing in it: null, or text of only spaces or `null` (of a column of any
+    type: a Parquet file's lists or durations, unused here, included)."""
+    if not isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
+        return pl.col(name).is_null()
+    stripped = pl.col(name).cast(pl.String).str.strip_chars()
     return stripped.is_null() | (stripped == "") | (stripped.str.to_lowercase() == "null")
 
 
@@ -241,6 +245,15 @@ def _wide_bars(
         if not tickers:
             raise DataError(table.path, f"symbol {given!r} is not a column of the file")
     frame = table.frame
+    unnamed = [t for t in tickers if not t.strip()]
+    for name in unnamed:  # (a trailing comma's empty column is no symbol; one with closes is)
+        if frame[name].null_count() < frame.height:
+            where = frame.columns.index(name) + 1
+            raise DataError(
+                table.path,
+                f"column {where} has closes but no name: a wide file's names are symbols",
+            )
+    tickers = [t for t in tickers if t.strip()]
     if not table.is_csv:
         columns = []
         for i, name in enumerate(tickers):

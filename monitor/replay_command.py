@@ -196,7 +196,9 @@ def run_replay(
     for line in rule_warnings(rules):
         print(f"market-monitor: warning: {rules_path}: {line}", file=sys.stderr)
     if bars.is_empty():
-        raise DataError("--data", "no bars to replay (check the files and --to)")
+        said = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        why = f"rows rejected or fixed: {said}; " if said else ""
+        raise DataError("--data", f"no bars to replay ({why}check the files and --to)")
     first: dt.date = bars.get_column("session").min()  # type: ignore[assignment]
     last: dt.date = bars.get_column("session").max()  # type: ignore[assignment]
     if start is not None and start > last:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -490,6 +490,69 @@ def test_dates_outside_range_are_dropped_silently(tmp_path: Path) -> None:
     loaded = read_daily(DataSpec(path, "X"), start=D(2024, 7, 2), end=D(2024, 7, 3))
     assert loaded.bars["session"].to_list() == [D(2024, 7, 2), D(2024, 7, 3)]
     assert (loaded.rejections, loaded.counts) == ([], {})
+
+
+def test_dates_no_calendar_holds_are_rejected_not_a_crash(tmp_path: Path) -> None:
+    """A typo's year (1023, 2200, 9999) is a rejected row, `date_out_of_range`: the NYSE
+    calendar starts in 1900, and a bar of history cannot be dated after today (9999 crashed
+    the calendar; 2200 was taken for a session of one built to it). Replay says so and goes
+    on with the rest; a file of only such rows has no bars to replay (65), and says why."""
+    path = write(
+        tmp_path,
+        "x.csv",
+        "Date,Close\n1023-01-03,9\n1899-12-29,9\n2024-07-01,10\n2200-01-03,11\n9999-12-31,11\n",
+    )
+    loaded = read_daily(DataSpec(path, "X"))
+    assert loaded.bars["session"].to_list() == [D(2024, 7, 1)]
+    assert loaded.rejections == [
+        Rejection("date_out_of_range", "X", f"{path}:{n}") for n in (2, 3, 5, 6)
+    ]
+    rules = write(
+        tmp_path, "r.toml", '[[rules]]\nid = "s"\nkind = "surge"\nsymbols = ["X"]\nwindow = 1\n'
+    )
+    assert main(["replay", "--rules", rules, "--data", f"X={path}"]) == 0
+    only = write(tmp_path, "y.csv", "Date,Close\n9999-12-31,11\n")
+    assert main(["replay", "--rules", rules, "--data", f"X={only}"]) == 65
+
+
+def test_the_last_date_a_bar_may_have_is_today(tmp_path: Path) -> None:
+    """Today's bar is history (give or take the time zones); one a week ahead is not."""
+    from monitor.datafiles import latest_session
+
+    today, ahead = latest_session() - timedelta(days=1), latest_session() + timedelta(days=7)
+    path = write(tmp_path, "x.csv", f"Date,Close\n{today},10\n{ahead},11\n")
+    loaded = read_daily(DataSpec(path, "X"))
+    assert loaded.bars["session"].to_list() == [today]
+    assert loaded.counts == {"date_out_of_range": 1}
+
+
+def test_columns_the_reader_does_not_use_may_be_of_any_type(tmp_path: Path) -> None:
+    """A Parquet file's lists and durations beside the bars are not looked at (they failed the
+    read, cast to text to find blank rows)."""
+    path = tmp_path / "x.parquet"
+    pl.DataFrame(
+        {
+            "date": [D(2024, 7, 15), D(2024, 7, 16)],
+            "close": [1.0, 2.0],
+            "tags": [["a"], []],
+            "held": [timedelta(days=1), None],
+        }
+    ).write_parquet(path)
+    loaded = read_daily(DataSpec(str(path), "X"))
+    assert loaded.bars["close"].to_list() == [1.0, 2.0]
+
+
+def test_a_wide_file_column_without_a_name(tmp_path: Path) -> None:
+    """A wide file's trailing comma (an empty column without a name) is no symbol; a column
+    without a name that holds closes is an error (it became bars of the symbol "")."""
+    ok = write(tmp_path, "ok.csv", "date,AAA,\n2024-07-15,1,\n2024-07-16,2,\n")
+    assert read_daily(DataSpec(ok)).bars["symbol"].unique().to_list() == ["AAA"]
+    bad = write(tmp_path, "bad.csv", "date,AAA, \n2024-07-15,1,\n2024-07-16,2,5\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(bad))
+    assert str(info.value) == (
+        f"{bad}: column 3 has closes but no name: a wide file's names are symbols"
+    )
 
 
 def test_read_many_rejects_the_later_file_duplicate(tmp_path: Path) -> None:
