@@ -24,6 +24,9 @@ def csv_header(path: str) -> list[str]:
     except OSError as exc:
         raise DataError(path, f"cannot open: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
+        kind = _binary_kind(path)
+        if kind is not None:
+            raise DataError(path, f"not CSV text but {kind}") from exc
         raise DataError(path, "not UTF-8 text", line=_undecodable_line(path)) from exc
     except csv.Error as exc:
         raise DataError(path, f"cannot read the header: {exc}", line=1) from exc
@@ -35,6 +38,27 @@ def csv_header(path: str) -> list[str]:
             raise DataError(path, "column name appears twice", line=1, column=name)
         seen.add(name)
     return header
+
+
+# Files taken for CSV by their name that are something else, by their first bytes.
+_MAGIC = {
+    b"PAR1": "a Parquet file (read as Parquet when named .parquet or .pq)",
+    b"\x1f\x8b": "gzip-compressed (decompress it first: gunzip)",
+    b"PK\x03\x04": "a zip archive or a spreadsheet (unzip it, or save the sheet as CSV)",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed (decompress it first: unzstd)",
+    b"BZh": "bzip2-compressed (decompress it first: bunzip2)",
+    b"\xfd7zXZ": "xz-compressed (decompress it first: unxz)",
+}
+
+
+def _binary_kind(path: str) -> str | None:
+    """What a file that is no text is, when its first bytes say."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
 
 
 def csv_failure(path: str, width: int, exc: Exception) -> DataError:

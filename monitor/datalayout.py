@@ -100,7 +100,8 @@ def _layout(path: str, names: list[str], adjusted: bool) -> _Layout:
     if adjusted and "adjclose" not in fields:
         raise DataError(path, "--adjusted, but there is no adjusted close column (Adj Close)")
     if not adjusted and "close" not in fields:
-        raise DataError(path, "missing close column")
+        hint = f" ({fields['adjclose']!r} is read with --adjusted)" if "adjclose" in fields else ""
+        raise DataError(path, f"missing close column{hint}")
     return _Layout(date_col, fields, [])
 
 

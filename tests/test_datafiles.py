@@ -401,6 +401,38 @@ def test_not_utf8_is_a_data_error() -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("bars.csv.gz", "gzip-compressed (decompress it first: gunzip)"),
+        ("bars.csv", "a Parquet file (read as Parquet when named .parquet or .pq)"),
+    ],
+)
+def test_a_file_that_is_no_text_says_what_it_is(tmp_path: Path, name: str, kind: str) -> None:
+    """A compressed CSV, or a Parquet file named .csv, is said to be one (it was "not UTF-8
+    text at line 1", which sends a user looking for an encoding)."""
+    import gzip
+    import io
+
+    parquet = io.BytesIO()
+    pl.DataFrame({"date": [D(2024, 7, 15)], "close": [1.0]}).write_parquet(parquet)
+    path = tmp_path / name
+    path.write_bytes(
+        gzip.compress(b"date,close\n2024-07-15,1\n") if name.endswith(".gz") else parquet.getvalue()
+    )
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(str(path), "X"))
+    assert str(info.value) == f"{path}: not CSV text but {kind}"
+
+
+def test_an_adjusted_close_without_close_says_to_use_adjusted(tmp_path: Path) -> None:
+    path = write(tmp_path, "x.csv", "date,adj close\n2024-07-15,1\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path, "X"))
+    assert str(info.value) == f"{path}: missing close column ('adj close' is read with --adjusted)"
+    assert read_daily(DataSpec(path, "X"), adjusted=True).bars["close"].to_list() == [1.0]
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ("", "empty file"),
