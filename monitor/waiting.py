@@ -8,7 +8,10 @@ import asyncio
 
 
 async def wait_any(events: tuple[asyncio.Event, ...], timeout_s: float) -> None:
-    """Return when any of `events` is set or after `timeout_s`, whichever comes first."""
+    """Return when any of `events` is set or after `timeout_s`, whichever comes first.
+
+    A cancellation a call below swallowed is raised here (`raise_if_cancelled`)."""
+    raise_if_cancelled()
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
         await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -16,3 +19,16 @@ async def wait_any(events: tuple[asyncio.Event, ...], timeout_s: float) -> None:
         for waiter in waiters:
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def raise_if_cancelled() -> None:
+    """Raise the CancelledError of a task asked to stop by cancellation, when a call below
+    swallowed it: Python 3.11's `asyncio.wait_for` drops a cancellation that arrives as the
+    awaited call completes (CPython gh-86296), and redis-py sends every command through it.
+    A loop that goes on until `stop` is set, or until cancelled, calls this at each turn, or
+    waits with `wait_any`: it would otherwise run on, and a cancelled notifier never ended (its
+    task group waiting on the loop for good). A task that handles its cancellation and goes
+    on, as `asyncio.timeout` does, calls `uncancel` and is not stopped here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -37,6 +37,7 @@ from monitor.notify.delivery import Courier, Outcome, Sender, make_sender
 from monitor.notify.grouping import Batch
 from monitor.notify.ledger import DeadLetters, DeliveryLog
 from monitor.notify.render import Message
+from monitor.waiting import raise_if_cancelled
 
 BEING_SENT = "being sent by another notifier"
 # A digest's claim lapses after CLAIM_FACTOR times the courier's longest delivery (at least
@@ -112,6 +113,7 @@ class Dispatcher:
         """Deliver `receiver`'s jobs as they come, until cancelled."""
         queue = self.queues[receiver]
         while True:
+            raise_if_cancelled()
             job = await queue.get()
             if isinstance(job, Prepared):
                 said = await self.deliver_prepared(receiver, job)

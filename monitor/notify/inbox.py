@@ -37,7 +37,7 @@ from monitor.notify.ledger import REDIS_ERRORS, retrying
 from monitor.notify.trimming import TrimWatch
 from monitor.streams import entry_id, text
 from monitor.urls import mask_url
-from monitor.waiting import wait_any
+from monitor.waiting import raise_if_cancelled, wait_any
 
 Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields), as XREADGROUP gives
 
@@ -133,6 +133,7 @@ class Inbox:
         caught_up = False
         failures = 0
         while not stop.is_set():
+            raise_if_cancelled()
             try:
                 if not caught_up:
                     await self.trims.check()  # (what was lost while we were away)
