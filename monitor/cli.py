@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
     from monitor.store import Store
 
 EX_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
+# --timeout, --interval: more than a day is surely a typo (and past about 300 years, the socket
+# or the sleep raises OverflowError).
+LONGEST_WAIT_S = 86_400
+_ENTRY_ID = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
 
 def _date(text: str) -> dt.date:
@@ -47,6 +53,52 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    """A wait in seconds, finite and above 0: a socket or a sleep refuses the others with a
+    traceback, and `0` would spin."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= LONGEST_WAIT_S:  # (nan too)
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0 and at most {LONGEST_WAIT_S}, not {text!r}"
+        )
+    return seconds
+
+
+def _count(text: str) -> int:
+    """A count of alerts above 0: `tail` stops only once it reaches it."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, not {text!r}")
+    return count
+
+
+def _since(text: str) -> str:
+    """`tail --since`: 0, $, or an entry id `MS` or `MS-SEQ` in digits (each below 2**64), as
+    given: the ids XREAD takes, checked here so that a typo is not Redis's "Invalid stream ID",
+    reported as a config error."""
+    found = _ENTRY_ID.fullmatch(text)
+    parts = found.groups(default="0") if found else ()
+    # (the length first: int() refuses more than 4,300 digits)
+    if text != "$" and (not parts or any(len(n) > 20 or int(n) >= 2**64 for n in parts)):
+        raise argparse.ArgumentTypeError(
+            f"must be 0, $ or an entry id (MS or MS-SEQ, in digits), not {text!r}"
+        )
+    return text
+
+
+def _not_empty(text: str) -> str:
+    """A name given empty (an unset shell variable) is not left to mean the default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,7 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("watch", help="the live board in the terminal, from a running daemon")
     w.add_argument("--config", help="daemon config TOML (for the [http] host and port)")
     w.add_argument("--url", help="daemon HTTP base URL (default http://127.0.0.1:9108)")
-    w.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    w.add_argument(
+        "--interval",
+        type=_seconds,
+        default=2.0,
+        help=f"seconds between refreshes (above 0, at most {LONGEST_WAIT_S})",
+    )
     w.add_argument("--once", action="store_true", help="print one frame and exit")
 
     run = sub.add_parser("run", help="run the daemon until SIGTERM or SIGINT")
@@ -125,14 +182,28 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="daemon config TOML (for the Redis URL and stream)")
     t.add_argument("--url", help="Redis URL (default from --config, else redis://127.0.0.1:6379/0)")
     t.add_argument(
-        "--stream", help="the alert stream (default from --config, else market-monitor:alerts)"
+        "--stream",
+        type=_not_empty,
+        help="the alert stream (default from --config, else market-monitor:alerts)",
     )
-    t.add_argument("--since", metavar="ID", help="read the stream from this entry id (0 = all)")
+    t.add_argument(
+        "--since",
+        metavar="ID",
+        type=_since,
+        help="read the stream after this entry id, MS or MS-SEQ (0 = all, $ = new ones only)",
+    )
     t.add_argument("--json", action="store_true", help="one JSON alert per line")
-    t.add_argument("--count", type=int, default=None, help="exit after this many alerts")
+    t.add_argument("--count", type=_count, default=None, help="exit after this many alerts")
 
     f = sub.add_parser("feed-replay", help="publish history to MQTT at a chosen speed")
-    f.add_argument("--data", action="append", required=True, metavar="[SYMBOL=]PATH")
+    f.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[SYMBOL=]PATH",
+        help="daily or minute bars, CSV or Parquet (repeatable); minute times without an offset"
+        " are New York time",
+    )
     f.add_argument("--url", default="mqtt://127.0.0.1:1883")
     f.add_argument("--topic", default="market/bars")
     f.add_argument("--from", dest="start", type=_date, metavar="DATE")
@@ -166,7 +237,12 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="health and figures of a running daemon")
     s.add_argument("--config", help="daemon config TOML (for the [http] host and port)")
     s.add_argument("--url", help="daemon HTTP base URL (default http://127.0.0.1:9108)")
-    s.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    s.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        help=f"seconds to wait for an answer (above 0, at most {LONGEST_WAIT_S})",
+    )
 
     from monitor.notify.parsers import add_parsers as add_notify_parsers
 

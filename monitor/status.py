@@ -1,7 +1,9 @@
 """`market-monitor status [--config FILE] [--url URL]`: how is the running daemon doing?
 
 Reads /healthz and /metrics from the daemon's HTTP port and prints a summary for people.
-Exit 0 healthy, 1 degraded, 2 down or not answering (78 for an unreadable --config).
+Exit 0 healthy, 1 degraded, 2 down or not answering (78 for an unreadable --config, or a --url
+that is not an http:// or https:// URL, as `tail --url`: a check that cannot run is not a daemon
+down).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from monitor.errors import EX_CONFIG, ConfigError
+from monitor.urls import host_only, not_valid, split_url
 
 DEFAULT_URL = "http://127.0.0.1:9108"
 PREFIX = "market_monitor_"
@@ -22,6 +25,7 @@ EXIT = {"healthy": 0, "degraded": 1}
 EX_DOWN = 2
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_BLANK = re.compile(r"[\x00-\x20\x7f]")
 
 
 @dataclass
@@ -86,8 +90,12 @@ def status(args: argparse.Namespace) -> int:
 
 
 def base_url(url: str | None, config_path: str | None) -> str:
-    """--url, else the [http] host and port of --config, else http://127.0.0.1:9108."""
-    if url:
+    """--url, else the [http] host and port of --config, else http://127.0.0.1:9108. A --url
+    the HTTP client cannot use is a ConfigError naming it."""
+    if url is not None:  # (given empty, by an unset shell variable: not the default)
+        problem = url_problem(url)
+        if problem is not None:
+            raise ConfigError(f"--url: {problem}")
         return url.rstrip("/")
     if not config_path:
         return DEFAULT_URL
@@ -100,6 +108,26 @@ def base_url(url: str | None, config_path: str | None) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{http.port}"
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a daemon URL, quoting only its scheme and host; None when the HTTP
+    clients can use it. They refuse the others with a traceback (a broken [IPv6] host), or as
+    if the daemon had not answered (no scheme)."""
+    parts = split_url(url)
+    if isinstance(parts, str):
+        return parts
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be http://host[:port] or https://host[:port], not {host_only(url)!r}"
+    if parts.port == 0:
+        return not_valid(url, "a port outside 1-65535")
+    try:
+        httpx.URL(url)  # (status's client; `watch` reads with urllib, which refuses spaces too)
+    except httpx.InvalidURL:  # (its message may quote the URL, password and all)
+        return not_valid(url, "a character an HTTP client refuses")
+    if _BLANK.search(url):
+        return not_valid(url, "a space or a control character")
+    return None
 
 
 def summary(base: str, health: dict[str, object], metrics: Metrics) -> str:

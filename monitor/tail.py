@@ -48,7 +48,9 @@ def tail(args: argparse.Namespace) -> int:
             options["username"] = config.redis.username
         if config.redis.ca_file:
             options["ssl_ca_certs"] = str(cfg.resolve(config, config.redis.ca_file))
-    url, stream = args.url or url, args.stream or stream
+    # (`is not None`: a --url given empty, by an unset shell variable, is refused, not the default)
+    url = args.url if args.url is not None else url
+    stream = args.stream or stream  # (never empty: the parser refuses it)
     try:
         return asyncio.run(_tail(url, password, stream, args, options))
     except KeyboardInterrupt:

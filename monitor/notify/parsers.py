@@ -15,6 +15,14 @@ def _config_arg(p: argparse.ArgumentParser, *, top: bool) -> None:
         p.add_argument("--config", help="notifier config TOML", default=argparse.SUPPRESS)
 
 
+def _pattern(text: str) -> str:
+    # (An unset shell variable: an empty --rule matches nothing, an empty --symbol was listed
+    # as `*`: neither is what was meant.)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `notify` and `silence` sub-commands to the main parser's subparsers."""
     n = sub.add_parser("notify", help="deliver alerts from the Redis stream to chat and email")
@@ -31,9 +39,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ssub = s.add_subparsers(dest="silence_command", required=True)
     a = ssub.add_parser("add", help="add a silence")
     _config_arg(a, top=False)
-    a.add_argument("--rule", required=True, help="rule id (glob patterns allowed)")
-    a.add_argument("--symbol", help="only this symbol (glob patterns allowed)")
-    a.add_argument("--for", dest="duration", required=True, help="30m, 2h, 1d, ...")
+    a.add_argument("--rule", required=True, type=_pattern, help="rule id (glob patterns allowed)")
+    a.add_argument("--symbol", type=_pattern, help="only this symbol (glob patterns allowed)")
+    a.add_argument("--for", dest="duration", required=True, help="30m, 2h, 1d, ... (at most 366d)")
     a.add_argument("--comment", default="")
     ls = ssub.add_parser("list", help="list silences")
     _config_arg(ls, top=False)

@@ -16,6 +16,9 @@ from monitor.core.model import Alert
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+# The longest silence: a year and a day is past any reason to mute a rule, and longer ones run
+# into what a datetime can hold (`--for 99999999999d`).
+LONGEST = dt.timedelta(days=366)
 
 
 class Silence(msgspec.Struct, frozen=True):
@@ -49,12 +52,15 @@ def silenced_by(alert: Alert, silences: Sequence[Silence], now: dt.datetime) -> 
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """`90s`, `30m`, `2h`, `1d`, `1w` as a timedelta; ValueError otherwise, and for no time at
-    all (`0s` would store a silence that never silences anything)."""
+    """`90s`, `30m`, `2h`, `1d`, `1w` as a timedelta; ValueError otherwise, for no time at all
+    (`0s` would store a silence that never silences anything) and past `LONGEST`."""
     m = DURATION.match(text.strip())
     if not m:
         raise ValueError(f"not a duration like 30m, 2h or 1d: {text!r}")
-    duration = dt.timedelta(seconds=float(m.group(1)) * UNITS_S[m.group(2)])
+    seconds = float(m.group(1)) * UNITS_S[m.group(2)]
+    if seconds > LONGEST.total_seconds():  # (before timedelta, which overflows)
+        raise ValueError(f"must be at most {LONGEST.days} days: {text!r}")
+    duration = dt.timedelta(seconds=seconds)
     if duration <= dt.timedelta(0):
         raise ValueError(f"must be longer than zero: {text!r}")
     return duration
