@@ -14,6 +14,7 @@ from monitor.errors import DataError
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+    import polars as pl
 
 
 def csv_header(path: str) -> list[str]:
@@ -79,6 +80,16 @@ def csv_failure(path: str, width: int, exc: Exception) -> DataError:
     if line is not None:
         return DataError(path, "a carriage return (\\r) inside the line", line=line)
     return DataError(path, f"cannot read as CSV: {first_line(exc)}")
+
+
+def refuse_short_rows(path: str, frame: pl.DataFrame) -> None:
+    """A DataError at the first row of `path` (read as `frame`) with fewer fields than the
+    header; a short row leaves its last column null, so only those rows are looked at."""
+    last = frame.get_column(frame.columns[-1])
+    if last.null_count():
+        error = short_row(path, frame.width, last.is_null().arg_true().to_numpy())
+        if error is not None:
+            raise error
 
 
 def short_row(path: str, width: int, rows: npt.ArrayLike) -> DataError | None:

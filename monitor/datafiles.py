@@ -42,7 +42,7 @@ import polars as pl
 
 from monitor.calendar import EARLIEST
 from monitor.core.model import DAILY_SCHEMA, Rejection
-from monitor.csvfiles import csv_failure, csv_header, first_line, short_row
+from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
 from monitor.datalayout import DATE_KEYS, Source, Table, column_key, parse_bars
 from monitor.errors import DataError
 
@@ -114,7 +114,7 @@ def read_many(
     ]
     bars = pl.concat(frames) if frames else _empty_work()
     if not (len(files) == 1 and files[0].sorted_unique):
-        bars = _drop_duplicates([f.source for f in files], bars, rejections, counts)
+        bars = drop_duplicates([f.source for f in files], bars, rejections, counts)
     close_only = _close_only_rows(bars, [f.closes for f in files])
     bars = bars.select(pl.col(name).cast(dtype) for name, dtype in DAILY_SCHEMA.items())
     return LoadedBars(bars, rejections, counts, close_only)
@@ -251,11 +251,7 @@ def _read_table(path: str) -> Table:
             raise csv_failure(path, len(header), exc) from exc
     if frame.height == 0:
         raise DataError(path, "empty file: a header and no rows")
-    last = frame.get_column(frame.columns[-1])
-    if last.null_count():  # (a short row leaves its last column null: only those are looked at)
-        error = short_row(path, frame.width, last.is_null().arg_true().to_numpy())
-        if error is not None:
-            raise error
+    refuse_short_rows(path, frame)
     return Table(path, is_csv=True, frame=frame)
 
 
@@ -376,14 +372,17 @@ def _close_only(work: pl.DataFrame) -> pl.DataFrame:
     return work.with_columns(open=c, high=c, low=c, volume=pl.lit(None, pl.Float64))
 
 
-def _drop_duplicates(
-    sources: list[Source], bars: pl.DataFrame, rejections: list[Rejection], counts: dict[str, int]
+def drop_duplicates(
+    sources: list[Source],
+    bars: pl.DataFrame,
+    rejections: list[Rejection],
+    counts: dict[str, int],
+    when: str = "session",
 ) -> pl.DataFrame:
-    """Sort by (symbol, session), keeping file order among equals; reject the later repeats."""
-    bars = bars.sort("symbol", "session", maintain_order=True)
-    same = (pl.col("symbol") == pl.col("symbol").shift()) & (
-        pl.col("session") == pl.col("session").shift()
-    )
+    """Sort by (symbol, `when`), keeping file order among equals; reject the later repeats
+    (`bars` has `_file`, the index of its row's source, and `_row`)."""
+    bars = bars.sort("symbol", when, maintain_order=True)
+    same = (pl.col("symbol") == pl.col("symbol").shift()) & (pl.col(when) == pl.col(when).shift())
     mask = bars.select(same.fill_null(False)).to_series()
     if not mask.any():
         return bars

@@ -1,8 +1,10 @@
 """`market-monitor feed-replay`: publish bars from history files to MQTT, as a data provider
-would: daily bars (`timeframe` "1d", `session`) or, from files whose time column has a time of
-day, minute bars (`timeframe` "1m", `start` in epoch ms). Paced by `--rate` messages per second
-or by `--speed`, simulated seconds per real second (minute bars only). For demos, tests and
-benchmarks. A broker that refuses anonymous clients: `--username` with `--password-env` (a
+would: daily bars (`timeframe` "1d", `session`) or, from files whose time column has times of
+day, minute bars (`timeframe` "1m", `start` in epoch ms; which files those are, and how their
+times are read, naive ones in New York time: `monitor.minutefiles`). Rows either kind of file
+rejects are counted and named on stderr, as `replay` names them. Paced by `--rate` messages per
+second or by `--speed`, simulated seconds per real second (minute bars only). For demos, tests
+and benchmarks. A broker that refuses anonymous clients: `--username` with `--password-env` (a
 variable's name) or `--password-file`, never the password itself on the command line; mqtts://
 verifies the broker against `--ca-file`, else the system's CAs."""
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections import Counter
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import msgspec
@@ -20,6 +24,9 @@ from monitor.config import Secret, secret, unreadable
 from monitor.datafiles import parse_data_arg, read_many
 from monitor.errors import EX_USAGE, ConfigError, SinkUnavailable
 from monitor.urls import mask_url, split_url
+
+if TYPE_CHECKING:
+    from monitor.core.model import Rejection
 
 
 class WireBar(msgspec.Struct):
@@ -85,7 +92,7 @@ def minute_messages(bars: pl.DataFrame) -> list[tuple[int, bytes]]:
 
 def feed_replay(args: argparse.Namespace) -> int:
     """Entry point of the `feed-replay` command."""
-    from monitor.minutefiles import is_minute_file, read_minutes
+    from monitor.minutefiles import is_minute_file, read_minute_files
     from monitor.replay_command import rejected_lines
 
     if not args.topic or "+" in args.topic or "#" in args.topic:  # (before reading the files)
@@ -103,19 +110,20 @@ def feed_replay(args: argparse.Namespace) -> int:
     minute_specs = [s for s in specs if is_minute_file(s.path)]
     daily_specs = [s for s in specs if s not in minute_specs]
     messages: list[tuple[int, bytes]] = []
+    counts: Counter[str] = Counter()
+    rejections: list[Rejection] = []
     if daily_specs:
         loaded = read_many(daily_specs, adjusted=args.adjusted, start=args.start, end=args.end)
         messages += [(0, m) for m in bar_messages(loaded.bars)]
-        for line in rejected_lines(loaded.counts, loaded.rejections):
-            print(f"market-monitor: {line}", file=sys.stderr)
+        counts.update(loaded.counts)
+        rejections += loaded.rejections
     if minute_specs:
-        minutes = pl.concat([read_minutes(s) for s in minute_specs])
-        day = pl.col("start").dt.convert_time_zone("America/New_York").dt.date()
-        if args.start:
-            minutes = minutes.filter(day >= args.start)
-        if args.end:
-            minutes = minutes.filter(day <= args.end)
-        messages += minute_messages(minutes)
+        minutes = read_minute_files(minute_specs, start=args.start, end=args.end)
+        messages += minute_messages(minutes.bars)
+        counts.update(minutes.counts)
+        rejections += minutes.rejections
+    for line in rejected_lines(counts, rejections):
+        print(f"market-monitor: {line}", file=sys.stderr)
     pace = {"rate": args.rate, "speed": args.speed}
     asyncio.run(publish(args.url, args.topic, messages, qos=args.qos, login=login, **pace))
     print(f"published {len(messages)} bars to {args.topic}", file=sys.stderr)

@@ -1,48 +1,156 @@
-"""Minute-bar history files (CSV or Parquet) for `feed-replay` and the `replay` feed: a
-timestamp column (`datetime`, `timestamp`, `start` or `time`, or a `date` or `session` column
-whose values carry more than one time of day; ISO 8601 with an offset, or naive UTC) and open,
-high, low, close, volume (names matched without regard to case). The symbol is the one given
-as `SYMBOL=PATH`, else a `symbol` column, else the file name's stem uppercased.
+"""Minute-bar history files (CSV or Parquet) for `feed-replay` and the `replay` feed.
+
+A minute file has a time column and open, high, low, close and, if it likes, volume and symbol
+columns. Names are matched as `replay` matches them (`column_key`: case, spaces and `_` aside),
+and a UTF-8 byte-order mark before the header is no part of it. The time column is `datetime`,
+`timestamp`, `start` or `time`, else `date` or `session`.
+
+Which files are minute bars (`is_minute_file`): those whose time column carries times of day in
+its first rows. In a `date` or `session` column that takes more than one time of day; in another
+any time of day, unless it is one time on several dates (a daily file stamped at midnight or at
+the close). Dates without a time (`2024-07-15`) are daily bars whatever the column's name, the
+decision `replay` makes: those files go to the daily reader (`monitor.datafiles`).
+
+Times: ISO 8601; with an offset (`2024-03-08 09:30:00-05:00`, `...Z`) as given, without one in
+New York (exchange) time, as US minute files are stamped (the shipped ones carry New York's
+offset): `2024-02-20 09:30:00` is the open, 14:30 UTC. A naive time that New York's clocks skip
+or show twice (at the daylight-saving changes, at night) is an error: give its offset.
+
+The symbol is the one given as `SYMBOL=PATH`, else a `symbol` column's, else the file name's stem
+uppercased; with both, only that symbol's rows are read, as `replay` reads a long file.
+
+Cells: one that does not parse (a word where a number belongs) is a `DataError` naming the file,
+line and column; blank cells and `null` are missing values (open, high or low: the close; volume:
+null); a row of blank cells is skipped. Then `read_minute_files` (feed-replay) rejects rows as
+`monitor.datafiles` rejects a daily file's, counted by reason: `missing_time`, `missing_symbol`,
+`missing_close`, `bad_price` (NaN, infinite, zero or negative), `bad_bar` (high below low, open or
+close outside them, a negative volume), `duplicate` (a (symbol, minute) read before; the first is
+kept). `read_minutes` (the daemon's replay feed) leaves that to the engine, which checks and
+counts the bars as it does a live feed's.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
+import msgspec
 import polars as pl
 
-from monitor.core.model import MINUTE_SCHEMA
-from monitor.datafiles import DataSpec
+from monitor.core.model import MINUTE_SCHEMA, Rejection
+from monitor.core.sessions import NEW_YORK
+from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
+from monitor.datafiles import DataSpec, drop_duplicates
+from monitor.datalayout import Source, Table, column_key
 from monitor.errors import DataError
 
 TIME_KEYS = ("datetime", "timestamp", "start", "time")
 DATE_KEYS = ("date", "session")  # (a minute file's time column when its values have times)
 PRICES = ("open", "high", "low", "close")
-_TIME_OF_DAY = re.compile(r"^\s*\d{4}-\d{1,2}-\d{1,2}[T ](\d{1,2}:\d{2}(?::\d{2})?)")
-_LOOKED_AT = 500  # rows of a date column looked at for times of day
+_KEYS = (*TIME_KEYS, *DATE_KEYS, *PRICES, "volume", "symbol")
+_STAMP = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2})(?:[T ](\d{1,2}:\d{2}(?::\d{2})?))?")
+_OFFSET = r"(?:[+-]\d\d:?\d\d|Z)$"
+_LOOKED_AT = 500  # rows of a time column looked at for times of day
+_REL_TOL = 1e-6  # (as monitor.datafiles: high and low are widened within it)
+
+
+class LoadedMinutes(msgspec.Struct):
+    """Minute bars (MINUTE_SCHEMA, sorted by symbol and start), the rows rejected and the
+    counts by reason, as `monitor.datafiles.LoadedBars` has them for daily bars."""
+
+    bars: pl.DataFrame
+    rejections: list[Rejection]
+    counts: dict[str, int]
 
 
 def is_minute_file(path: str | Path) -> bool:
-    """True when the file's time column carries times of day: a column named as a timestamp
-    (TIME_KEYS), or a date column (DATE_KEYS) whose first rows hold more than one time of day.
-    (A daily file stamped at one time, `2024-07-16 00:00:00` or at 16:00, is daily: its date
-    column has one time of day.)"""
-    names = _header(str(path))
-    if any(n.strip().lower() in TIME_KEYS for n in names):
-        return True
-    date = next((n for n in names if n.strip().lower() in DATE_KEYS), None)
-    if date is None:
+    """True when the file's time column carries times of day (see the module's docstring).
+    Values that are not dates at all leave it to the minute reader to say why."""
+    name = str(path)
+    column = _time_column(_header(name))
+    if column is None:
         return False
-    times = {m.group(1) for v in _first_values(str(path), date) if (m := _TIME_OF_DAY.match(v))}
-    return len(times) > 1
+    stamps = [m for v in _first_values(name, column) if (m := _STAMP.match(v))]
+    times = {m.group(2) for m in stamps if m.group(2)}
+    if column_key(column) in DATE_KEYS:
+        return len(times) > 1
+    days = {m.group(1) for m in stamps}
+    return not stamps or len(times) > 1 or (len(times) == 1 and len(days) == 1)
+
+
+def read_minutes(spec: DataSpec) -> pl.DataFrame:
+    """The file's bars as MINUTE_SCHEMA, sorted by symbol and start, bad values and repeated
+    minutes included (the daemon's engine rejects and counts those). DataError naming the file,
+    line and column for a cell that does not parse or a row without a time."""
+    table, column, work = _parse(spec)
+    missing = work.filter(pl.col("start").is_null())
+    if missing.height:
+        raise table.error(int(missing.item(0, "_row")), column, "no time: a minute bar needs one")
+    return _minute_bars(work).sort("symbol", "start")
+
+
+def read_minute_files(
+    specs: Sequence[DataSpec], *, start: date | None = None, end: date | None = None
+) -> LoadedMinutes:
+    """Several files' bars of New York dates from `start` to `end`, bad rows and a (symbol,
+    minute) seen again (in file order) rejected and counted. DataError as `read_minutes`."""
+    rejections: list[Rejection] = []
+    counts: dict[str, int] = {}
+    sources, frames = [], []
+    for number, spec in enumerate(specs):
+        table, _, work = _parse(spec)
+        day = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
+        if start is not None:
+            work = work.filter(day.is_null() | (day >= start))
+        if end is not None:
+            work = work.filter(day.is_null() | (day <= end))
+        source = Source(table.path, table.is_csv)
+        work = _reject_bad(source, work, rejections, counts)
+        sources.append(source)
+        frames.append(work.with_columns(pl.lit(number, pl.UInt32).alias("_file")))
+    bars = pl.concat(frames) if frames else pl.DataFrame(schema=MINUTE_SCHEMA)
+    if frames:
+        bars = drop_duplicates(sources, bars, rejections, counts, when="start")
+    return LoadedMinutes(_minute_bars(bars).sort("symbol", "start"), rejections, counts)
+
+
+def _minute_bars(work: pl.DataFrame) -> pl.DataFrame:
+    return work.select(pl.col(name).cast(dtype) for name, dtype in MINUTE_SCHEMA.items())
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+def _header(path: str) -> list[str]:
+    if _is_parquet(path):
+        try:
+            return list(pl.read_parquet_schema(path))
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise DataError(path, f"cannot read as Parquet: {first_line(exc)}") from None
+    try:  # (the words `run` and `config check` have said of a missing file)
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DataError(path, f"cannot read: {exc}") from None
+    return csv_header(path)
+
+
+def _is_parquet(path: str) -> bool:
+    return path.lower().endswith((".parquet", ".pq"))
+
+
+def _time_column(names: list[str]) -> str | None:
+    found = {column_key(n): n for n in reversed(names)}  # (the first of a name kept)
+    return next((found[k] for k in (*TIME_KEYS, *DATE_KEYS) if k in found), None)
 
 
 def _first_values(path: str, column: str) -> list[str]:
     """The first rows of a column as text (none when the file cannot be read so: the reader
     that takes it says why)."""
     try:
-        if path.endswith(".parquet"):
+        if _is_parquet(path):
             frame = pl.scan_parquet(path).select(column).head(_LOOKED_AT).collect()
         else:
             frame = pl.read_csv(path, columns=[column], n_rows=_LOOKED_AT, infer_schema=False)
@@ -51,65 +159,179 @@ def _first_values(path: str, column: str) -> list[str]:
         return []
 
 
-def read_minutes(spec: DataSpec) -> pl.DataFrame:
-    """The file's bars as MINUTE_SCHEMA, sorted by symbol and start. DataError on bad input,
-    naming the file, line and column."""
-    path = spec.path
+def _read_table(path: str) -> Table:
+    """The file as a Table: typed columns for Parquet, text for CSV (as monitor.datafiles reads
+    it: a row with more or fewer fields than the header, or not UTF-8, makes a bad file)."""
+    if _is_parquet(path):
+        try:
+            frame = pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise DataError(path, f"cannot read as Parquet: {first_line(exc)}") from None
+        return Table(path, is_csv=False, frame=frame)
+    header = csv_header(path)
     try:
-        raw = (
-            pl.read_parquet(path)
-            if path.endswith(".parquet")
-            else pl.read_csv(path, infer_schema=False)
-        )
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise DataError(path, f"cannot read: {exc}") from None
-    cols = {c.lower(): c for c in raw.columns}
-    when = next((cols[k] for k in (*TIME_KEYS, *DATE_KEYS) if k in cols), None)
-    if when is None:
+        frame = pl.read_csv(path, infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise csv_failure(path, len(header), exc) from None
+    refuse_short_rows(path, frame)
+    return Table(path, is_csv=True, frame=frame)
+
+
+def _parse(spec: DataSpec) -> tuple[Table, str, pl.DataFrame]:
+    """The file read, its time column's name, and a work frame of unchecked bars: `_row` (the
+    0-based data row), symbol, start (UTC) and OHLCV, nulls where cells are blank."""
+    table = _read_table(spec.path)
+    path, frame = table.path, table.frame
+    if frame.height == 0:  # (as monitor.datafiles says it)
+        rows = "a header and no rows" if table.is_csv else "no rows"
+        raise DataError(path, f"empty file: {rows}")
+    cols: dict[str, str] = {}
+    for name in frame.columns:
+        key = column_key(name)
+        if key in cols and key in _KEYS:
+            raise DataError(path, f"two columns mean {key!r}: {cols[key]!r}", column=name)
+        cols[key] = name
+    column = _time_column(frame.columns)
+    if column is None:
         raise DataError(path, f"no time column (one of {', '.join((*TIME_KEYS, *DATE_KEYS))})")
     missing = [k for k in PRICES if k not in cols]
     if missing:
         raise DataError(path, f"missing column {missing[0]!r}")
-    text = pl.col(when).cast(pl.String)
-    start = (
-        pl.when(text.str.contains(r"[+-]\d\d:?\d\d$|Z$"))
-        .then(text.str.to_datetime(time_zone="UTC", strict=False, time_unit="us"))
-        .otherwise(text.str.to_datetime(strict=False, time_unit="us").dt.replace_time_zone("UTC"))
-    )
-    symbol = (
-        pl.lit(spec.symbol)
-        if spec.symbol
-        else pl.col(cols["symbol"])
-        if "symbol" in cols
-        else pl.lit(Path(path).stem.upper())
-    )
-    frame = raw.with_row_index("_row").select(
-        "_row",
-        symbol.cast(pl.String).alias("symbol"),
-        start.alias("start"),
-        *[pl.col(cols[k]).cast(pl.Float64, strict=False).alias(k) for k in PRICES],
-        (
-            pl.col(cols["volume"]).cast(pl.Float64, strict=False)
-            if "volume" in cols
-            else pl.lit(0.0)
-        ).alias("volume"),
-    )
-    for name, source in [("start", when), *[(k, cols[k]) for k in PRICES]]:
-        bad = frame.filter(pl.col(name).is_null())
-        if bad.height:
-            line = int(bad.item(0, "_row")) + 2
-            raise DataError(path, "cannot parse the value", line=line, column=source)
-    return frame.drop("_row").cast(MINUTE_SCHEMA).sort("symbol", "start")  # type: ignore[arg-type]
+    bad: list[tuple[int, int, str, str]] = []  # (row, column position, column, message)
+    position = {name: i for i, name in enumerate(frame.columns)}
+    start = _starts(frame.get_column(column), bad, position[column], column)
+    values = {}
+    for key in (*PRICES, "volume"):
+        if key not in cols:
+            values[key] = pl.repeat(0.0, frame.height, eager=True)  # (no volume column)
+            continue
+        values[key] = _numbers(frame.get_column(cols[key]), bad, position[cols[key]], cols[key])
+    if bad:
+        row, _, name, message = min(bad)
+        raise table.error(row, name, message)
+    if "symbol" in cols:
+        text = frame.get_column(cols["symbol"]).cast(pl.String).str.strip_chars()
+        symbol = text.to_frame("s").select(pl.when(pl.col("s") != "").then("s")).to_series()
+    else:
+        symbol = pl.repeat(spec.symbol or Path(path).stem.upper(), frame.height, eager=True)
+    work = pl.DataFrame({"symbol": symbol, "start": start, **values}).with_row_index("_row")
+    close = pl.col("close")
+    work = work.with_columns(pl.col(k).fill_null(close) for k in ("open", "high", "low"))
+    blank = pl.all_horizontal(_is_blank(pl.col(n).cast(pl.String)) for n in frame.columns)
+    work = work.filter(~frame.select(blank).to_series())
+    if "symbol" in cols and spec.symbol is not None:
+        work = work.filter(pl.col("symbol") == spec.symbol)
+        if not work.height:
+            raise DataError(path, f"symbol {spec.symbol!r} is not in the file")
+    return table, column, work
 
 
-def _header(path: str) -> list[str]:
-    if path.endswith(".parquet"):
-        try:
-            return list(pl.read_parquet_schema(path))
-        except (OSError, pl.exceptions.PolarsError) as exc:
-            raise DataError(path, f"cannot read: {exc}") from None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [c.strip().strip('"') for c in f.readline().strip().split(",")]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"cannot read: {exc}") from None
+def _is_blank(text: pl.Expr) -> pl.Expr:
+    stripped = text.str.strip_chars()
+    return stripped.is_null() | (stripped == "") | (stripped.str.to_lowercase() == "null")
+
+
+def _filled(text: pl.Series) -> pl.Series:
+    """Which cells of a text column hold something (not blank, not `null`)."""
+    return text.to_frame("t").select(~_is_blank(pl.col("t"))).to_series()
+
+
+def _numbers(
+    column: pl.Series, bad: list[tuple[int, int, str, str]], position: int, name: str
+) -> pl.Series:
+    """The column as Float64 (blank cells null); its first cell that is not a number, if any,
+    goes to `bad`."""
+    if column.dtype.is_numeric() or column.dtype == pl.Null:
+        return column.cast(pl.Float64)
+    text = column.cast(pl.String).str.strip_chars()
+    values = text.cast(pl.Float64, strict=False)
+    failed = _filled(text) & values.is_null()
+    if failed.any():
+        row = int(failed.arg_true()[0])
+        bad.append((row, position, name, f"cannot parse {str(text[row])[:40]!r} as a number"))
+    return values
+
+
+def _starts(
+    column: pl.Series, bad: list[tuple[int, int, str, str]], position: int, name: str
+) -> pl.Series:
+    """The column as UTC datetimes (blank cells null): with an offset as given, naive in New
+    York time. Its first cell that is not a time, or no single New York time, goes to `bad`."""
+    utc = pl.Datetime("us", "UTC")
+    if isinstance(column.dtype, pl.Datetime) and column.dtype.time_zone is not None:
+        return column.dt.convert_time_zone("UTC").cast(utc)
+    if column.dtype == pl.Date:  # (dates, no times: not a minute file; the engine says so)
+        return column.cast(utc)
+    text = column.cast(pl.String).str.strip_chars()
+    if isinstance(column.dtype, pl.Datetime):
+        aware = pl.repeat(False, len(column), eager=True)
+        wall = column.cast(pl.Datetime("us"))
+    else:
+        aware = text.str.contains(_OFFSET).fill_null(False)
+        wall = pl.Series(name, [None] * len(text), dtype=pl.Datetime("us"))
+        for rows, zone in ((aware.arg_true(), "UTC"), ((~aware).arg_true(), None)):
+            if len(rows):  # (UTC's wall time for times with an offset)
+                parsed = text.gather(rows).str.to_datetime(
+                    time_zone=zone, strict=False, time_unit="us"
+                )
+                wall = wall.scatter(rows, parsed.dt.replace_time_zone(None))
+        failed = _filled(text) & wall.is_null()
+        if failed.any():
+            row = int(failed.arg_true()[0])
+            bad.append((row, position, name, f"cannot parse {str(text[row])[:40]!r} as a time"))
+    local = wall.dt.replace_time_zone(NEW_YORK, ambiguous="null", non_existent="null")
+    skipped = ~aware & wall.is_not_null() & local.is_null()
+    if skipped.any():
+        row = int(skipped.arg_true()[0])
+        twice = wall.slice(row, 1).dt.replace_time_zone(
+            NEW_YORK, ambiguous="earliest", non_existent="null"
+        )
+        why = (
+            "shown twice when New York's clocks went back"
+            if twice.is_not_null().all()
+            else "skipped when New York's clocks went forward"
+        )
+        cell = str(text[row])[:40]
+        message = f"{cell!r} is no New York time ({why}): write it with its UTC offset"
+        bad.append((row, position, name, message))
+    return wall.dt.replace_time_zone("UTC").zip_with(aware, local.dt.convert_time_zone("UTC"))
+
+
+# ---- checking -------------------------------------------------------------------------------
+
+
+def _reject_bad(
+    source: Source, work: pl.DataFrame, rejections: list[Rejection], counts: dict[str, int]
+) -> pl.DataFrame:
+    """Drop rows without a time, symbol or close, with bad prices or inconsistent bars; record
+    them. Accepted bars have high and low widened to cover open and close (within _REL_TOL)."""
+    o, h, lo, c, v = (pl.col(k) for k in ("open", "high", "low", "close", "volume"))
+    good_price = pl.all_horizontal((x.is_finite() & (x > 0)) for x in (o, h, lo, c))
+    up, down = 1 + _REL_TOL, 1 - _REL_TOL
+    consistent = (h >= lo * down) & pl.all_horizontal(
+        (x <= h * up) & (x >= lo * down) for x in (o, c)
+    )
+    good_volume = v.is_null() | (v.is_finite() & (v >= 0))
+    ok = pl.col("start").is_not_null() & pl.col("symbol").is_not_null() & good_price
+    mask = work.select((ok & consistent & good_volume).fill_null(False)).to_series()
+    if not mask.all():
+        reason = (
+            pl.when(pl.col("start").is_null())
+            .then(pl.lit("missing_time"))
+            .when(pl.col("symbol").is_null())
+            .then(pl.lit("missing_symbol"))
+            .when(c.is_null())
+            .then(pl.lit("missing_close"))
+            .when(~good_price.fill_null(False))
+            .then(pl.lit("bad_price"))
+            .otherwise(pl.lit("bad_bar"))
+        )
+        bad = work.filter(~mask).select("_row", "symbol", reason.alias("reason"))
+        places = source.where(bad.get_column("_row").to_list())
+        for symbol, why, raw in zip(bad["symbol"], bad["reason"], places, strict=True):
+            rejections.append(Rejection(why, symbol, raw))
+            counts[why] = counts.get(why, 0) + 1
+        work = work.filter(mask)
+    return work.with_columns(
+        pl.max_horizontal(o, h, c).alias("high"), pl.min_horizontal(o, lo, c).alias("low")
+    )
