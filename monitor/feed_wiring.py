@@ -12,6 +12,7 @@ from monitor.clock import SimClock
 from monitor.config import FeedConfig, resolve, secret
 from monitor.core.backoff import Backoff
 from monitor.errors import ConfigError
+from monitor.feeds.events import QuietSettings
 from monitor.feeds.generic import FieldMap, decode_generic_many
 from monitor.feeds.mqtt import MqttFeed
 from monitor.feeds.replay import ReplayFeed
@@ -75,6 +76,9 @@ def _mqtt(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> MqttFeed:
         grace_s=daemon.config.shutdown.grace_s,  # to process and acknowledge what it read
         raw=True,
         protocol=fc.mqtt_version,
+        quiet=QuietSettings(
+            fc.stale_after_s, daemon.sessions.is_open, daemon.clock.now, daemon.on_feed_event
+        ),
     )
 
 

@@ -82,7 +82,8 @@ class Pipeline:
         counters.describe("ticks_in", "Ticks received from the feeds")
         counters.describe(
             "feed_lag_seconds",
-            "Clock minus the newest accepted tick's timestamp (or minute bar's end)",
+            "Clock minus the newest accepted tick's timestamp (or minute bar's end) yet: it grows"
+            " while nothing arrives",
         )
         counters.describe("rejections", "Input rejected, by reason")
         counters.describe("alerts_fired", "Alerts fired by the engine, by rule")
@@ -90,6 +91,7 @@ class Pipeline:
             "bar_events", "Bar builder events: late ticks corrected, bars replaced, ... by kind"
         )
         self._book_counts: dict[str, int] = {}
+        self._newest: dt.datetime | None = None  # the newest accepted tick or minute bar's end
         self._unsaid_corrections = 0  # (see `_corrected`)
         self._corrections_said_at = -LOG_EVERY_S
 
@@ -146,8 +148,10 @@ class Pipeline:
         self.last_step_at = time.monotonic()
         self._count(batch, rejections, _logged_by_feeds(items))
         newest = _newest_accepted(batch, rejections) if batch is not None else None
-        if newest is not None:
-            self.counters.set("feed_lag_seconds", (now - newest).total_seconds())
+        if newest is not None and (self._newest is None or newest > self._newest):
+            self._newest = newest
+        if self._newest is not None:  # (each step: it grows while nothing arrives)
+            self.counters.set("feed_lag_seconds", (now - self._newest).total_seconds())
         if self.side_alerts is not None:
             step.alerts.extend(self.side_alerts())
         if step.alerts:

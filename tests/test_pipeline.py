@@ -155,6 +155,33 @@ async def test_feed_lag_comes_from_accepted_ticks_and_minute_bars_only(
     assert lags == [2.0, 2.0, 2.0, 1.0, 30.0]
 
 
+async def test_feed_lag_grows_while_nothing_arrives(sessions: Sessions) -> None:
+    """The lag is the clock minus the newest tick yet, at every step: after the ticks stop it
+    grows (it stayed at the last tick's 2 s, and an alert on it never fired); a tick older than
+    the newest does not bring it back."""
+    now_ms = int(NOW.timestamp() * 1000)
+    counters, clock = Counters(), SimClock(NOW)
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    pipeline = Pipeline(
+        Engine(RulesFile(), sessions),
+        queue,
+        clock=clock,
+        counters=counters,
+        sinks=[],
+        decoders={"raw": lambda payloads: decode_generic_many(payloads, feed="raw")},
+    )
+    lags = []
+    for seconds_later, batch in [
+        (0, [stamped("ACME", now_ms - 2_000)]),
+        (60, []),
+        (120, [stamped("ACME", now_ms - 30_000)]),  # (late: older than the newest)
+    ]:
+        clock.set(NOW + dt.timedelta(seconds=seconds_later))
+        await pipeline._process([*batch])
+        lags.append(counters.get("feed_lag_seconds"))
+    assert lags == [2.0, 62.0, 122.0]
+
+
 async def test_a_rejection_a_feed_logged_is_counted_again_but_logged_once(
     sessions: Sessions,
 ) -> None:

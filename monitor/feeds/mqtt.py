@@ -18,6 +18,10 @@ reading the socket (TCP pushes back on the broker, which queues, or past its lim
 says so on `$SYS`) and reads again once the backlog is below half. The client that does both is
 in monitor/feeds/mqtt_client.py.
 
+Quiet: with `quiet` settings, a feed whose broker connection is up but whose topics bring
+nothing for `stale_after_s` in regular hours raises `feed_stale` (and `feed_recovered` at the
+next message), as the WebSocket feeds do (`monitor.feeds.events.QuietWatch`).
+
 Shutdown, when `stop` is set: the feed takes in no more messages, waits (up to `grace_s`) for
 the engine to process and acknowledge the QoS 1 Wires it handed on, so that their PUBACKs leave
 on the connection that received the messages, waits for the broker to confirm it has them, and
@@ -51,6 +55,7 @@ from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.errors import ConfigError, FeedDisconnected
+from monitor.feeds.events import QuietSettings, QuietWatch
 from monitor.feeds.generic import decode_generic
 from monitor.feeds.mqtt_client import DROPPED_TOPIC, Backlog, InboxClient, tls_context
 from monitor.feeds.reconnects import Reconnects
@@ -104,6 +109,7 @@ class MqttFeed:
         keepalive_s: int = 30,
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        quiet: QuietSettings | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -164,6 +170,7 @@ class MqttFeed:
         self._handoff = Handoff()
         self._unsent: list[tuple[list[bytes], list[int], int]] = []  # caught by the stop
         self._reading: asyncio.Timeout | None = None  # set while a connection hands messages on
+        self._quiet = QuietWatch(name, quiet, counters, self._log) if quiet is not None else None
 
     def __repr__(self) -> str:
         return f"MqttFeed({self.name!r}, {self._host}:{self._port}, topics={self._topics!r})"
@@ -175,7 +182,13 @@ class MqttFeed:
         try:
             async with asyncio.TaskGroup() as tg:
                 loop = tg.create_task(self._reconnect_loop(stop), name=f"feed-{self.name}")
+                watch = None
+                if self._quiet is not None:
+                    name = f"feed-{self.name}-watchdog"
+                    watch = tg.create_task(self._quiet.watch(), name=name)
                 await stop.wait()
+                if watch is not None:
+                    watch.cancel()
                 if self._reading is not None:
                     self._reading.reschedule(asyncio.get_running_loop().time())
                 else:
@@ -351,6 +364,8 @@ class MqttFeed:
     async def _read(self, client: InboxClient) -> None:
         while True:
             batch = await client.take()
+            if self._quiet is not None and batch[0]:
+                self._quiet.data()
             self._counters.inc("feed_messages", len(batch[0]), feed=self.name)
             self._counters.set("feed_backlog_bytes", self._backlog.size, feed=self.name)
             try:

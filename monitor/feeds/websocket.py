@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
@@ -36,6 +35,7 @@ from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.errors import ConfigError, FeedDisconnected, MonitorError, TransientError
 from monitor.feeds.alpaca import AlpacaSession
+from monitor.feeds.events import FeedEvent, FeedEventKind, QuietSettings, QuietWatch
 from monitor.feeds.finnhub import FinnhubSession
 from monitor.feeds.generic import decode_generic
 from monitor.feeds.polygon import PolygonSession
@@ -55,25 +55,7 @@ from monitor.feeds.wire import hand_on
 __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketFeed", "mask_url"]
 
 Provider = Literal["alpaca", "polygon", "finnhub", "generic"]
-FeedEventKind = Literal["feed_stale", "feed_recovered", "trading_status", "provider_error"]
 _MINUTE = dt.timedelta(minutes=1)
-
-
-class FeedEvent(msgspec.Struct, frozen=True):
-    """Something about a feed the service may alert on.
-
-    `feed_stale`: no data for `gap_s` seconds in regular hours. `feed_recovered`: data again
-    after a stale gap of `gap_s`. `trading_status`: a halt (`halted` True), a resumption (False)
-    or another status of `symbol`. `provider_error`: a provider error the feed carries on after.
-    """
-
-    feed: str
-    kind: FeedEventKind
-    at: dt.datetime
-    gap_s: float | None = None
-    symbol: str | None = None
-    halted: bool | None = None
-    message: str = ""
 
 
 class _GenericSession:
@@ -149,8 +131,6 @@ class WebSocketFeed:
         self._queue = queue
         self._counters = counters
         self._backoff = backoff  # (also for the REST backfill's attempts)
-        self._stale_after_s = stale_after_s
-        self._is_regular_hours = is_regular_hours
         self._clock = clock
         self._rest = rest
         self._on_event = on_event
@@ -165,8 +145,8 @@ class WebSocketFeed:
         self._fatal: ConfigError | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._backfills: set[asyncio.Task[None]] = set()
-        self._last_data = 0.0  # loop time of the last data frame
-        self._stale = False
+        quiet = QuietSettings(stale_after_s, is_regular_hours, clock, on_event)
+        self._quiet = QuietWatch(name, quiet, counters, self._log)
         self._connected_at: float | None = None
         self._subscribed = False
         self._gap_start: dt.datetime | None = None
@@ -194,15 +174,14 @@ class WebSocketFeed:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read until `stop` is set, reconnecting on every loss; ConfigError on a fatal error."""
-        loop = asyncio.get_running_loop()
-        self._last_data = loop.time()
+        self._quiet.last_data = asyncio.get_running_loop().time()
         halt = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 tasks = [
                     tg.create_task(self._connections(halt), name=f"feed-{self.name}"),
-                    tg.create_task(self._watchdog(), name=f"feed-{self.name}-watchdog"),
+                    tg.create_task(self._quiet.watch(), name=f"feed-{self.name}-watchdog"),
                     tg.create_task(_relay(stop, halt), name=f"feed-{self.name}-stop"),
                 ]
                 await halt.wait()
@@ -235,7 +214,7 @@ class WebSocketFeed:
             if self._connected_at is not None:
                 lasted = now - self._connected_at
                 if self._gap_start is None:
-                    since_data = dt.timedelta(seconds=now - self._last_data)
+                    since_data = dt.timedelta(seconds=now - self._quiet.last_data)
                     self._gap_start = self._clock() - since_data
             await self._reconnects.pause(error, lasted)
 
@@ -328,7 +307,7 @@ class WebSocketFeed:
         batch = decoded.batch
         if not (batch.size() or batch.rejections):
             return
-        self._on_data()
+        self._quiet.data()
         await self._deliver(batch)
 
     async def _deliver(self, batch: FeedBatch) -> None:
@@ -367,16 +346,6 @@ class WebSocketFeed:
         self._log.error("feed_provider_error", code=code, message=control.msg)
         self._emit("provider_error", message=text)
 
-    def _on_data(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if self._stale:
-            gap_s = now - self._last_data
-            self._stale = False
-            self._counters.set("feed_stale", 0, feed=self.name)
-            self._log.info("feed_recovered", gap_s=round(gap_s, 3))
-            self._emit("feed_recovered", gap_s=gap_s)
-        self._last_data = now
-
     def _emit(
         self,
         kind: FeedEventKind,
@@ -389,24 +358,6 @@ class WebSocketFeed:
         if self._on_event is not None:
             event = FeedEvent(self.name, kind, self._clock(), gap_s, symbol, halted, message)
             self._on_event(event)
-
-    # --- the watchdog ----------------------------------------------------------------------------
-
-    async def _watchdog(self) -> None:
-        loop = asyncio.get_running_loop()
-        period_s = min(max(self._stale_after_s / 4, 0.01), 1.0)
-        self._counters.set("feed_stale", 0, feed=self.name)
-        while True:
-            await asyncio.sleep(period_s)
-            silent_s = loop.time() - self._last_data
-            if self._stale or silent_s < self._stale_after_s:
-                continue
-            if not self._is_regular_hours(self._clock()):
-                continue
-            self._stale = True
-            self._counters.set("feed_stale", 1, feed=self.name)
-            self._log.warning("feed_stale", silent_s=round(silent_s, 3))
-            self._emit("feed_stale", gap_s=silent_s)
 
     # --- backfill --------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import TICK_SCHEMA, FeedBatch
+from monitor.feeds.events import FeedEvent, QuietSettings
 from monitor.feeds.mqtt import MqttFeed
 from tests.feeds.mosquitto_server import MosquittoServer, free_port
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 T0_MS = 1_717_000_000_000
 UTC = dt.UTC
+QUIET_AT = dt.datetime(2024, 7, 16, 15, tzinfo=UTC)  # (the feeds' clock: a session's hours)
 
 
 def tick(seq: int, symbol: str = "ACME") -> dict[str, object]:
@@ -308,3 +310,44 @@ async def test_broker_drops_are_exposed_as_a_gauge_and_a_warning(
     warnings = [e["increase"] for e in logs if e["event"] == "broker_dropping_messages"]
     assert warnings in ([15], [None])
     assert queue.qsize() == 0
+
+
+async def quiet_for_a_while(
+    prefix: str, market_open: bool
+) -> tuple[float, list[FeedEvent], Counters]:
+    """A feed watched for quiet (0.3 s) gets a message, 0.8 s of nothing, a message: the
+    `feed_stale` gauge in the quiet, the events, the counters at the end."""
+    events: list[FeedEvent] = []
+    counters, queue = Counters(), asyncio.Queue[FeedBatch](maxsize=100)
+    quiet = QuietSettings(0.3, lambda _: market_open, lambda: QUIET_AT, events.append)
+    feed = make_feed("mqtt://127.0.0.1:1883", f"{prefix}/q/#", counters, queue, quiet=quiet)
+    async with running(feed):
+        await until(lambda: counters.get("feed_subscribes", feed="test") == 1)
+        await publish(1883, f"{prefix}/q/a", [msgspec.json.encode(tick(0))])
+        await asyncio.wait_for(queue.get(), 5)
+        await asyncio.sleep(0.8)
+        stale = counters.get("feed_stale", feed="test")
+        await publish(1883, f"{prefix}/q/a", [msgspec.json.encode(tick(1))])
+        await asyncio.wait_for(queue.get(), 5)
+    return stale, events, counters
+
+
+async def test_a_feed_whose_topics_go_quiet_is_stale_until_the_next_message(prefix: str) -> None:
+    """The broker connection up and nothing on the topics for `stale_after_s` in regular
+    hours: `feed_stale` (gauge, event), and the next message `feed_recovered` with the gap. An
+    MQTT feed used to have no such watch: a source that stopped publishing left the daemon
+    healthy and its lag gauge frozen."""
+    stale, events, counters = await quiet_for_a_while(prefix, market_open=True)
+    assert stale == 1
+    assert [(e.feed, e.kind, e.at) for e in events] == [
+        ("test", "feed_stale", QUIET_AT),
+        ("test", "feed_recovered", QUIET_AT),
+    ]
+    stale_gap, recovered_gap = (e.gap_s or 0.0 for e in events)
+    assert 0.3 <= stale_gap < 0.8 and recovered_gap >= stale_gap
+    assert counters.get("feed_stale", feed="test") == 0
+
+
+async def test_quiet_outside_regular_hours_is_no_staleness(prefix: str) -> None:
+    stale, events, _ = await quiet_for_a_while(f"{prefix}/closed", market_open=False)
+    assert (stale, events) == (0, [])

@@ -1,0 +1,40 @@
+"""The daemon's MQTT feeds watch for quiet as its WebSocket feeds do, from `stale_after_s`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+from monitor import config as cfg
+from monitor.feeds.events import FeedEvent
+from monitor.feeds.mqtt import MqttFeed
+from monitor.service import Daemon
+from tests.conftest import RULES
+
+
+def test_an_mqtt_feed_is_watched_for_quiet_in_the_daemons_hours(tmp_path: Path) -> None:
+    """`stale_after_s` on an `mqtt` feed was accepted and did nothing: the feed now goes stale
+    after it, in the daemon's session hours, and its events become the daemon's feed alerts
+    (and /healthz's `feed ... stale`)."""
+    conf = tmp_path / "monitor.toml"
+    conf.write_text(
+        f'[store]\npath = "{tmp_path / "store"}"\n'
+        f'[rules]\nfile = "{RULES}"\n'
+        f'[redis]\nchannel = "mm-q-{uuid.uuid4().hex[:8]}"\n'
+        '[[feeds]]\nname = "bus"\nkind = "mqtt"\nurl = "mqtt://127.0.0.1:1883"\n'
+        'topics = ["mm-quiet/#"]\nstale_after_s = 7\n'
+    )
+    conf.chmod(0o600)
+    daemon = Daemon(cfg.load(conf))
+    daemon.build_feeds()
+    feed = daemon.feeds[0]
+    assert isinstance(feed, MqttFeed) and feed._quiet is not None
+    assert feed._quiet.stale_after_s == 7
+    at = dt.datetime(2024, 7, 16, 15, tzinfo=dt.UTC)
+    assert feed._quiet._is_regular_hours(at) and not feed._quiet._is_regular_hours(
+        at.replace(hour=3)
+    )
+    assert feed._quiet._on_event is not None
+    feed._quiet._on_event(FeedEvent("bus", "feed_stale", at, 7.5))
+    assert [(a.kind, a.symbol) for a in daemon.take_feed_alerts()] == [("feed_stale", "bus")]
