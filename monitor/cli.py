@@ -1,9 +1,10 @@
 """Command line: argv -> config -> service / replay; exit codes.
 
 Exit codes: 0 ok, 2 usage, 64 an argument the command rejects after parsing, 65 unreadable
-data file, 69 a service the command needs (Redis, the MQTT broker) unreachable, 73 an output
-file that cannot be written (replay's --report), 74 an error
-naming a file or port (the store, the outbox, the HTTP port), 75 the store is held by another
+data file, 69 a service the command needs (Redis, the MQTT broker) unreachable, 71 the daemon
+cannot listen on its `[http]` address (a port in use, most often by its previous process still
+stopping: systemd restarts it), 73 an output file that cannot be written (replay's --report),
+74 an error naming a file (the store, the outbox), 75 the store is held by another
 market-monitor process, 78 bad configuration.
 """
 
@@ -24,6 +25,7 @@ from monitor.errors import (
     EX_CONFIG,
     EX_DATAERR,
     EX_IOERR,
+    EX_OSERR,
     EX_TEMPFAIL,
     EX_UNAVAILABLE,
     ConfigError,
@@ -266,9 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "backfill":
             return _backfill(args)
         if args.command == "tail":
-            from monitor.tail import tail
-
-            return tail(args)
+            return _tail(args)
         if args.command == "watch":
             from monitor.watch import watch
 
@@ -331,12 +331,67 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
+def _tail(args: argparse.Namespace) -> int:
+    """`tail`; a Redis that refuses it for its password says where the password comes from."""
+    from monitor.tail import tail
+
+    try:
+        return tail(args)
+    except ConfigError as exc:
+        from redis.exceptions import AuthenticationError
+
+        if not isinstance(exc.__cause__, AuthenticationError):
+            raise
+        message = str(exc).rstrip(".")  # (Redis ends some of its errors with a full stop)
+        raise ConfigError(f"{message}; fix: {_tail_password_fix(args)}") from exc.__cause__
+
+
+def _tail_password_fix(args: argparse.Namespace) -> str:
+    """What to do about a password Redis refused to `tail`: the daemon's `redis_auth_failed`
+    fix, and where tail took the password from, or, when it had none, what supplies one. The
+    shipped systemd unit gives the daemon its password in the unit's own environment
+    (MARKET_MONITOR__REDIS__PASSWORD_FILE), which a shell does not have."""
+    from monitor import config as cfg
+    from monitor.alerts.redis_sink import AUTH_FIX
+
+    if not args.config:
+        return "tail takes the password from --config's [redis] password_env or password_file"
+    config = cfg.load(args.config)
+    redis = config.redis
+    variables = cfg.env_overrides(dict(os.environ))
+    if redis.password_env or redis.password_file:
+        field = "password_env" if redis.password_env else "password_file"
+        value = redis.password_env or redis.password_file
+        origin = variables.get(("redis", field), args.config)
+        return f"{AUTH_FIX}: tail sent the password of [redis] {field} = {value!r} ({origin})"
+    if _url_password(redis.url):
+        return f"{AUTH_FIX}: tail sent the password of [redis] url ({args.config})"
+    variable = f"{cfg.ENV_PREFIX}REDIS__PASSWORD_FILE"
+    return (
+        f"{AUTH_FIX}: {args.config} sets none, nor does a {cfg.ENV_PREFIX}REDIS__PASSWORD_ENV or "
+        f"{variable} variable here (the shipped systemd unit sets {variable} in its own "
+        f"environment, which a shell does not have; as root: {variable}="
+        f"/etc/market-monitor/credentials/redis-password market-monitor tail --config "
+        f"{args.config})"
+    )
+
+
+def _url_password(url: str) -> bool:
+    """Whether a Redis URL carries a password (`redis://user:pass@host`)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from monitor import config as cfg
     from monitor import logs
-    from monitor.service import run
+    from monitor.service import PortUnavailable, run
     from monitor.store import Store
     from monitor.systemd import notifier
 
@@ -346,13 +401,19 @@ def _run(args: argparse.Namespace) -> int:
     if cfg.writable_by_others(args.config):
         log.warning("config_writable_by_others", path=args.config, fix=f"chmod go-w {args.config}")
     for path in cfg.credential_files(config):
-        if cfg.readable_by_others(path):
+        # (only a file of the daemon's own user: another's, such as a compose secret, is read
+        # through group or others on purpose, and `chmod go-rwx` would lock the daemon out)
+        if cfg.credential_too_open(path):
             log.warning("credential_readable_by_others", path=path, fix=f"chmod go-rwx {path}")
     lock = _lock(Store(cfg.resolve(config, config.store.path)))
     if lock is None:
         return EX_TEMPFAIL
     with lock:  # before the history is read: a second daemon stops at once
-        return asyncio.run(run(config, notify=notifier()))
+        try:
+            return asyncio.run(run(config, notify=notifier()))
+        except PortUnavailable as exc:  # (not 74, a store's: restarted, it may free up)
+            print(f"market-monitor: error: {exc}", file=sys.stderr)
+            return EX_OSERR
 
 
 def _lock(store: Store) -> TextIO | None:

@@ -223,9 +223,29 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Config:
     problem = _problem(config)
     if problem is not None:
         field, message = problem
+        if message == BOTH_PASSWORDS and field == "redis.password_env":
+            raise ConfigError(_both_passwords(path, variables))
         where = variables.get(tuple(field.split(".")), f"{path}: {field}")
         raise ConfigError(f"{where}: {message}")
     return config
+
+
+BOTH_PASSWORDS = "set password_env or password_file, not both"
+
+
+def _both_passwords(path: str | Path, variables: Overrides) -> str:
+    """`[redis] password_env` and `password_file` both set, saying where each was set: the
+    file, or the variable that set it (a systemd unit sets password_file so; password_env
+    left in the file is then refused, and a message naming only the file would hide why)."""
+    fields = ("password_env", "password_file")
+    origins = [variables.get(("redis", name)) for name in fields]
+    if not any(origins):
+        return f"{path}: redis.password_env: {BOTH_PASSWORDS}"
+    said = " and ".join(
+        f"redis.{name} (set by {origin})" if origin else f"redis.{name} (set in {path})"
+        for name, origin in zip(fields, origins, strict=True)
+    )
+    return f"{said}: {BOTH_PASSWORDS}"
 
 
 def convert(
@@ -298,7 +318,7 @@ def _problem(config: Config) -> tuple[str, str] | None:
     if problem is not None:
         return "redis.url", problem
     if config.redis.password_env and config.redis.password_file:
-        return "redis.password_env", "set password_env or password_file, not both"
+        return "redis.password_env", BOTH_PASSWORDS
     if config.redis.ca_file:
         if not config.redis.url.startswith("rediss://"):
             return "redis.ca_file", "needs a rediss:// url"
@@ -434,7 +454,7 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
     if feed.username and feed.username_env:
         return "username", "set username or username_env, not both"
     if feed.password_env and feed.password_file:
-        return "password_env", "set password_env or password_file, not both"
+        return "password_env", BOTH_PASSWORDS
     if not feed.topics:
         return "topics", "an mqtt feed needs at least one topic"
     for topic in feed.topics:
@@ -499,7 +519,11 @@ def secret(
         try:
             text = Path(file_name).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"{file_field}: cannot read {file_name}: {exc.strerror}") from None
+            unit = absent_unit_credential(file_name)
+            hint = f" ({UNIT_ONLY.format(unit=unit)})" if unit is not None else ""
+            raise ConfigError(
+                f"{file_field}: cannot read {file_name}: {exc.strerror}{hint}"
+            ) from None
         except UnicodeDecodeError:
             raise ConfigError(f"{file_field}: {file_name} is not UTF-8 text") from None
         if not text:
@@ -515,6 +539,47 @@ def readable_by_others(path: str | Path) -> bool:
     except OSError:
         return False
     return bool(mode & (stat.S_IRGRP | stat.S_IROTH))
+
+
+def credential_too_open(path: str | Path) -> bool:
+    """True when a credential file can be read by group or others AND is this process's user's
+    own, so that its `chmod go-rwx` is a fix the user can make and still read the file. A file
+    of another owner is read through group or others on purpose (a compose secret is a bind
+    mount of the host user's file, 0644 so that the container's user can read it, guarded by
+    its 0700 folder on the host): tightening it would lock the daemon out (exit 78)."""
+    try:
+        owner = Path(path).stat().st_uid
+    except OSError:
+        return False
+    return owner == os.geteuid() and readable_by_others(path)
+
+
+CREDENTIALS = Path("/run/credentials")  # systemd's $CREDENTIALS_DIRECTORY is CREDENTIALS/UNIT
+UNIT_ONLY = (
+    "a systemd credential: systemd creates /run/credentials/{unit}/ from the unit's "
+    "LoadCredential= only while {unit} runs"
+)
+
+
+def absent_unit_credential(path: str) -> str | None:
+    """The unit (`market-monitor.service`) whose systemd credential `path` is, when it is one
+    (`/run/credentials/UNIT/NAME`) and that unit's credentials folder does not exist: systemd
+    makes it only while the unit runs, so outside the unit (`config check` from a shell, before
+    the first start) the file cannot be there. None for any other path, or when the folder is
+    there (the unit runs, or this is the unit: then the file is read as any other)."""
+    try:
+        parts = Path(path).relative_to(CREDENTIALS).parts
+    except ValueError:
+        return None
+    if len(parts) < 2 or ".." in parts:
+        return None
+    try:
+        (CREDENTIALS / parts[0]).stat()
+    except FileNotFoundError:
+        return parts[0]
+    except OSError:  # (there, but not ours to look into: read the file as any other)
+        return None
+    return None
 
 
 def writable_by_others(path: str | Path) -> bool:

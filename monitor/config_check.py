@@ -5,6 +5,8 @@ rules file, the replay feeds' data files and the short-interest file through the
 daemon reads them with, resolves every secret (`*_env`, `*_file`) the daemon would, and prints the
 effective configuration with secrets masked. Exit 0 when the daemon would start with it; else the
 line and exit code `run` gives: 78 naming the field path, 65 (a data error) naming a data file.
+A secret file that is a systemd credential of a unit not running (`/run/credentials/UNIT/NAME`,
+which systemd makes only while the unit runs) is not read: a warning says how to check it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def config_check(args: argparse.Namespace) -> int:
         figures = cfg.load_short_interest(config)
         for line in figures.said() if figures is not None else ():
             rejected.append(f"rules.short_interest {config.rules.short_interest}: {line}")
-        sources = resolve_secrets(config)
+        sources, unread = resolve_secrets(config)
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -48,11 +50,13 @@ def config_check(args: argparse.Namespace) -> int:
             f"market-monitor: warning: {path} is writable by others (chmod go-w)", file=sys.stderr
         )
     for file in cfg.credential_files(config):
-        if cfg.readable_by_others(file):
+        if cfg.credential_too_open(file):
             print(
                 f"market-monitor: warning: {file} is readable by others (chmod go-rwx)",
                 file=sys.stderr,
             )
+    for field, (file, unit) in unread.items():
+        print(f"market-monitor: warning: {unit_only(field, file, unit)}", file=sys.stderr)
     for line in [*cfg.outside_universe(config, rules), *cfg.never_fire(config, rules)]:
         print(f"market-monitor: warning: {line}", file=sys.stderr)
     for line in rule_warnings(rules):
@@ -64,8 +68,13 @@ def config_check(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     data = cfg.masked(config)
+    not_read = {
+        field: f"not read: {file} exists only while {unit} runs"
+        for field, (file, unit) in unread.items()
+    }
     if getattr(args, "format", "toml") == "json":
         data["secrets"] = {field: f"{MASK} ({source})" for field, source in sources.items()}
+        data["secrets"].update(not_read)
         print(json.dumps(data, indent=2))
     else:
         print(f"# market-monitor: effective configuration of {path}")
@@ -75,16 +84,41 @@ def config_check(args: argparse.Namespace) -> int:
             print("\n# secrets resolved:")
             for field, source in sources.items():
                 print(f"#   {field} = {MASK}  ({source})")
+        if not_read:
+            print("\n# secrets not read (systemd credentials of a unit not running):")
+            for field, why in not_read.items():
+                print(f"#   {field}: {why}")
     return 0
 
 
-def resolve_secrets(config: cfg.Config) -> dict[str, str]:
+def unit_only(field: str, file: str, unit: str) -> str:
+    """The warning for a secret file that is a systemd credential of `unit`, which exists only
+    while the unit runs: not read, and how to check it where it exists."""
+    return (
+        f"{field}: {file} not read: {cfg.UNIT_ONLY.format(unit=unit)}. Check the file "
+        f"LoadCredential= reads it from, then `systemctl start {unit}` and `systemctl status "
+        f"{unit}`: a missing source fails the start (status=243/CREDENTIALS), an empty one "
+        f"exits 78 naming {field} (`journalctl -u {unit} -n 20`)"
+    )
+
+
+def resolve_secrets(
+    config: cfg.Config,
+) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
     """Resolve every secret the daemon reads at start-up, as it does; returns field -> where it
-    came from (never the value). ConfigError names the field when a variable or file is missing.
+    came from (never the value), and `*_file` field -> (file, unit) for the files not read: a
+    unit's systemd credentials (`/run/credentials/UNIT/NAME`) when the unit is not running,
+    which systemd makes only while it runs. ConfigError names the field when a variable or
+    file is missing.
     """
     found: dict[str, str] = {}
+    unread: dict[str, tuple[str, str]] = {}
 
     def one(where: str, env_name: str, file_name: str) -> None:
+        unit = cfg.absent_unit_credential(file_name) if file_name and not env_name else None
+        if unit is not None:
+            unread[f"{where}_file"] = (file_name, unit)
+            return
         if cfg.secret(where, env_name=env_name, file_name=file_name) is not None:
             found[where] = f"environment {env_name}" if env_name else f"file {file_name}"
 
@@ -97,7 +131,7 @@ def resolve_secrets(config: cfg.Config) -> dict[str, str]:
         elif feed.kind == "websocket":
             one(f"{where}.key", feed.key_env, feed.key_file)
             one(f"{where}.secret", feed.secret_env, feed.secret_file)
-    return found
+    return found, unread
 
 
 def to_toml(data: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 EX_USAGE = 64  # sysexits: the command was used incorrectly
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69  # a service the command needs did not answer
+EX_OSERR = 71  # the system refused a resource: the daemon's [http] port (in use: restarted)
 EX_CANTCREAT = 73  # an output file cannot be created (replay's --report)
 EX_IOERR = 74
 EX_TEMPFAIL = 75  # try again later (another process holds the store)

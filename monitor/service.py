@@ -1,6 +1,7 @@
 """The composition root: builds everything from Config and owns the TaskGroup.
 
-Start-up: rules, store (bar history and engine state), engine warmed on the history, the bars of
+Start-up: the `[http]` address checked (a port in use fails at once, not after the history is
+loaded), rules, store (bar history and engine state), engine warmed on the history, the bars of
 the sessions under way saved last (see `monitor.intraday`), feeds, outbox + Redis publisher, HTTP
 (/metrics, /healthz), scheduler. Shutdown, on the stop event (SIGTERM/SIGINT): stop feeds, drain
 the queue into the engine, flush the outbox within the grace period, snapshot bars and state,
@@ -17,6 +18,7 @@ import datetime as dt
 import gc
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,7 +36,7 @@ from monitor.core.counters import Counters
 from monitor.core.engine import Engine, EngineState, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
-from monitor.errors import DataError
+from monitor.errors import DataError, MonitorError
 from monitor.feed_wiring import build_feeds, supervised
 from monitor.feeds.mqtt import MqttFeed
 from monitor.feeds.replay import ReplayFeed
@@ -68,6 +70,36 @@ ZEROED = (
     "alerts_deduplicated",
     "redis_check_failures",
 )
+
+
+class PortUnavailable(MonitorError):
+    """`[http]` cannot listen on its address: most often its port is taken by the daemon's
+    previous process, still stopping. Exit 71 (EX_OSERR), not a store's 74: systemd restarts
+    it, the fix once the old process is gone (and StartLimitBurst= stops the restarts when the
+    cause stays: another program on the port, an address not this machine's)."""
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind `host:port` as the HTTP server will (each address the host resolves to, with
+    SO_REUSEADDR as asyncio sets it) and let it go: called before the history is loaded, so a
+    port in use fails the start at once, PortUnavailable naming the address and why."""
+    where = f"[http] cannot listen on {host}:{port}"
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:  # (an unknown name; at boot, maybe a DNS not up yet)
+        raise PortUnavailable(f"{where}: {exc.strerror}") from None
+    for family, kind, proto, _, address in dict.fromkeys(found):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:  # in use, not a local address (yet), a privileged port
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise PortUnavailable(f"{where}: {reason}") from None
 
 
 class Daemon:
@@ -342,6 +374,7 @@ async def run(
     stop = stop if stop is not None else asyncio.Event()
     if install_signals:  # first: a SIGTERM during the (long) start-up still stops us cleanly
         _install_signals(stop, logs.get("service"))
+    check_listen(config.http.host, config.http.port)  # (before the history: it takes a while)
     # Loads history and warms the engine: nothing else runs yet.
     daemon = Daemon(config, clock=clock, stop=stop)
     if install_signals:
@@ -418,9 +451,12 @@ async def run(
         threaded = {"/api/closes"}  # (up to MAX_SYMBOLS x MAX_SESSIONS closes: not on the loop)
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(publisher)
-            http = await stack.enter_async_context(
-                HttpServer(config.http.host, config.http.port, routes, query_routes, threaded)
-            )
+            try:
+                http = await stack.enter_async_context(
+                    HttpServer(config.http.host, config.http.port, routes, query_routes, threaded)
+                )
+            except MonitorError as exc:  # (free at `check_listen`: taken since, by a race)
+                raise PortUnavailable(str(exc)) from None
             for rest in daemon.rest_clients:
                 await stack.enter_async_context(rest)
             daemon.counters.set("http_port", http.port)

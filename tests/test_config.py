@@ -383,10 +383,11 @@ def test_secret_and_ca_files_are_relative_to_the_config_file(tmp_path: Path) -> 
         "/run/credentials/market-monitor.service/s",
     )
     check = cli("config", "check", "--config", str(conf))  # (run from the repository's root)
-    assert check.returncode == 78
-    assert check.stderr == (
-        "market-monitor: config error: feeds[1].secret_file: cannot read "
-        "/run/credentials/market-monitor.service/s: No such file or directory\n"
+    # (a systemd credential, read only while the unit runs: said, not a failure of the check)
+    assert check.returncode == 0
+    assert check.stderr.startswith(
+        "market-monitor: warning: feeds[1].secret_file: "
+        "/run/credentials/market-monitor.service/s not read: a systemd credential"
     )
     conf.write_text(conf.read_text().replace("/run/credentials/market-monitor.service/s", "key"))
     (tmp_path / "key").write_text("secret-value\n")

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_port_already_in_use_stops_the_daemon_with_one_line_naming_it(tmp_path: Path) -> None:
-    """When another process listens on `[http] port`, `run` exits 74 with one line naming the
-    address and why, no traceback (systemd restarts it: the port may free up)."""
+    """When another process listens on `[http] port`, `run` exits 71 (EX_OSERR; it was 74, which
+    Troubleshooting gives to the store) with one line naming the address and why, no traceback
+    (systemd restarts it: the port may free up)."""
     conf = write_config(tmp_path, f"mm-port-{uuid.uuid4().hex[:8]}")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -27,7 +28,7 @@ def test_a_port_already_in_use_stops_the_daemon_with_one_line_naming_it(tmp_path
             env={"MARKET_MONITOR__HTTP__PORT": str(port), "MARKET_MONITOR__LOG__LEVEL": "error"},
         )  # fmt: skip
     assert (res.returncode, res.stderr) == (
-        74,
+        71,
         f"market-monitor: error: [http] cannot listen on 127.0.0.1:{port}: "
         "Address already in use\n",
     )

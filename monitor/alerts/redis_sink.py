@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -61,6 +62,8 @@ from monitor.urls import mask_url
 from monitor.waiting import wait_any
 
 DEDUPE_TTL_S = 30 * 86_400
+# What to check when Redis refuses the credentials (`redis_auth_failed`; `tail` says it too).
+AUTH_FIX = "check [redis] username and password_env or password_file (or the url's)"
 CHECK_INTERVAL_S = 2.0  # between PINGs ([redis] check_interval_s): degraded within seconds
 
 # KEYS[1] stream, KEYS[1 + i] the dedupe key of alert i.
@@ -87,6 +90,24 @@ return flags
 # an operator must fix (WRONGTYPE on the stream key, NOPERM): all of them are retried, because the
 # outbox keeps the alerts and the warning names the error.
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ResponseError)
+
+
+class _Named(msgspec.Struct):
+    """The fields of an alert's payload its log lines name (the others are skipped unread)."""
+
+    rule: str = ""
+    symbol: str = ""
+
+
+_NAMED = msgspec.json.Decoder(_Named)
+
+
+def _named(payload: bytes) -> _Named:
+    """An outbox payload's rule and symbol ("" for a payload that is no alert object)."""
+    try:
+        return _NAMED.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _Named()
 
 
 def _strip_credentials(url: str) -> tuple[str, str | None, str | None]:
@@ -296,12 +317,25 @@ class RedisPublisher:
                 self._on_success()
                 self._counters.inc("publish_batches")
                 self._counters.set("outbox_depth", self._outbox.depth())
-                for (seq, alert_id, _), flag in zip(batch, flags, strict=True):
+                for (seq, alert_id, payload), flag in zip(batch, flags, strict=True):
+                    named = _named(payload)  # (for on-call to grep the log by rule and symbol)
                     if flag:
                         published += 1
-                        self._log.info("alert_published", id=alert_id, seq=seq)
+                        self._log.info(
+                            "alert_published",
+                            id=alert_id,
+                            seq=seq,
+                            rule=named.rule,
+                            symbol=named.symbol,
+                        )
                     else:
-                        self._log.info("alert_already_published", id=alert_id, seq=seq)
+                        self._log.info(
+                            "alert_already_published",
+                            id=alert_id,
+                            seq=seq,
+                            rule=named.rule,
+                            symbol=named.symbol,
+                        )
                         self._counters.inc("alerts_deduplicated")
                 self._counters.inc("alerts_published", sum(flags))
         return published
@@ -354,7 +388,7 @@ class RedisPublisher:
                 "redis_auth_failed",
                 url=self.url,
                 error=error,
-                fix="check [redis] username and password_env or password_file (or the url's)",
+                fix=AUTH_FIX,
                 note="the daemon runs on; alerts wait in the outbox until Redis accepts them",
             )
         self._auth_failed = auth
