@@ -29,7 +29,7 @@ def _load(args: argparse.Namespace) -> ncfg.NotifyConfig:
 
 def _failed(exc: ConfigError | TransientError) -> int:
     """One line on stderr and the exit code: 78 for config (and a Redis refusing us), 69 for a
-    Redis that does not answer (systemd restarts the service for that one, not for 78)."""
+    Redis that does not answer (a one-off command: the service waits for Redis instead)."""
     if isinstance(exc, ConfigError):
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -38,13 +38,16 @@ def _failed(exc: ConfigError | TransientError) -> int:
 
 
 def main_notify(args: argparse.Namespace) -> int:
-    """`notify` (run the service), `notify test --receiver NAME`, `notify digest`."""
+    """`notify` (run the service), `notify test --receiver NAME`, `notify digest`, `notify
+    dead list|resend`."""
     from monitor.notify.main import run, send_test
     from monitor.notify.service import Notifier
 
     try:
         config = _load(args)
         logs.configure(level=config.log.level, json=config.log.json)
+        if args.notify_command == "dead":
+            return _dead(config, args)
         if args.notify_command == "test":
             outcome = asyncio.run(send_test(config, args.receiver))
             if outcome.ok:
@@ -73,6 +76,42 @@ def main_notify(args: argparse.Namespace) -> int:
         return asyncio.run(run(config, notify=notifier()))
     except (ConfigError, TransientError) as exc:
         return _failed(exc)
+
+
+def _dead(config: ncfg.NotifyConfig, args: argparse.Namespace) -> int:
+    """`notify dead list [--receiver NAME]` and `notify dead resend (--id ENTRY ... | --all)
+    [--receiver NAME]` (monitor/notify/dead.py). Redis away or refusing us: as `silence`."""
+    from redis.exceptions import RedisError
+
+    from monitor.notify import dead
+    from monitor.notify.inbox import redis_failure
+    from monitor.notify.service import Notifier
+
+    resending = args.dead_command == "resend"
+    if resending and not (args.ids or args.all or args.receiver):
+        print("market-monitor: dead resend: say which letters: --id, --receiver or --all",
+              file=sys.stderr)  # fmt: skip
+        return 2  # (argparse's status for a usage error)
+    if resending and args.receiver:
+        config.receiver(args.receiver)  # (ConfigError when there is none)
+
+    async def go() -> int:
+        try:
+            async with Notifier(config, consume=False) as notifier:
+                if not resending:
+                    for line in await dead.list_letters(notifier, args.receiver):
+                        print(line)
+                    return 0
+                done = await dead.resend(notifier, args.ids or [], args.receiver, args.all)
+                for line in done.lines:
+                    print(line)
+                if done.refused:
+                    print(f"market-monitor: {done.refused}", file=sys.stderr)
+                return 0 if done.ok else 1
+        except RedisError as exc:
+            raise redis_failure(exc, config.redis.url) from None
+
+    return asyncio.run(go())
 
 
 def main_silence(args: argparse.Namespace) -> int:

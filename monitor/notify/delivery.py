@@ -14,7 +14,9 @@ Senders implement `Sender`:
   `monitor.notify.senders`, which read each provider's own rate-limit signal (`RateLimited`).
 
 The courier raises nothing for a failed delivery: it returns an `Outcome` the dispatch
-dead-letters. Library exceptions are translated here (`ChannelUnavailable`, `DeliveryError`).
+dead-letters. Library exceptions are translated here (`ChannelUnavailable`, `DeliveryError`),
+a network error told in words with its port (`network_error`: "connection refused (port 9)"),
+never in the library's message, which may quote the URL and its token.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -247,7 +252,7 @@ class HttpJsonSender:
                 self._method, self._target, json=body, headers=self._headers
             )
         except httpx.HTTPError as exc:
-            raise ChannelUnavailable(f"{self.where}: {type(exc).__name__}") from exc
+            raise ChannelUnavailable(f"{self.where}: {network_error(exc)}") from exc
         if 200 <= r.status_code < 300:
             return
         wait_s = retry_after(r.headers.get("retry-after"))
@@ -260,6 +265,55 @@ class HttpJsonSender:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+
+_TIMEOUTS: dict[type[httpx.TimeoutException], str] = {
+    httpx.ConnectTimeout: "timed out connecting",
+    httpx.ReadTimeout: "timed out waiting for the answer",
+    httpx.WriteTimeout: "timed out sending",
+    httpx.PoolTimeout: "timed out waiting for a free connection",
+}
+
+
+def network_error(exc: httpx.HTTPError) -> str:
+    """What went wrong with a request, for a log line or a dead-letter reason: `connection
+    refused (port 9)`, `timed out connecting (port 443)`. Made of the exception's type, the
+    operating system's own words for the error and the port, never of the exception's message,
+    which may quote the address and with it a token."""
+    try:
+        url = exc.request.url
+        port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+    except RuntimeError:  # (an error raised before the request was made)
+        port = None
+    at = f" (port {port})" if port else ""
+    for kind, text in _TIMEOUTS.items():
+        if isinstance(exc, kind):
+            return text + at
+    cause = _os_error(exc)
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve the host: {cause.strerror or 'unknown name'}{at}"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted: {cause.verify_message}{at}"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS error: {cause.reason or 'handshake failed'}{at}"
+    if cause is not None and cause.errno is not None and cause.errno > 0:
+        return os.strerror(cause.errno).lower() + at
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection without an answer" + at
+    return f"{type(exc).__name__}{at}"
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The first OSError among the causes of `exc` that has an error number (the refused
+    connection under httpx's and httpcore's wrappers)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -331,6 +385,8 @@ class Courier:
         self._sleep = sleep
         self._last_send = -1e18
         self._log = logs.get("notify_courier").bind(receiver=receiver)
+        # Why the last attempt failed, until one succeeds (/healthz: the receiver is failing).
+        self.failing: str | None = None
 
     @property
     def longest_s(self) -> float:
@@ -353,8 +409,10 @@ class Courier:
             try:
                 await self.sender.send(message)
             except DeliveryError as exc:
+                self.failing = str(exc)
                 return Outcome(False, attempt, str(exc))
             except ChannelUnavailable as exc:
+                self.failing = str(exc)
                 if attempt >= self._max_attempts:
                     return Outcome(False, attempt, f"gave up after {attempt} attempts: {exc}")
                 delay = self._backoff.delay(attempt - 1)
@@ -365,4 +423,5 @@ class Courier:
                 )
                 await self._sleep(delay)
                 continue
+            self.failing = None
             return Outcome(True, attempt)

@@ -35,7 +35,7 @@ from monitor.notify.compose import Composer, Prepared
 from monitor.notify.config import NotifyConfig
 from monitor.notify.delivery import Courier, Outcome, Sender, make_sender
 from monitor.notify.grouping import Batch
-from monitor.notify.ledger import DeadLetters, DeliveryLog
+from monitor.notify.ledger import DeadLetters, DeliveryLog, told
 from monitor.notify.render import Message
 from monitor.waiting import raise_if_cancelled
 
@@ -123,49 +123,79 @@ class Dispatcher:
                 await self._deliver(receiver, job)
 
     async def _deliver(self, receiver: str, batch: Batch) -> None:
-        alerts: list[Alert] = []
-        repeated: list[str] = []
-        seen: set[str] = set()
-        for a in batch.alerts:  # the same alert XADDed twice: send the first, ack both entries
-            if a.id in seen:
-                repeated.append(a.id)
-            else:
-                seen.add(a.id)
-                alerts.append(a)
-        if repeated:
-            self._counters.inc("notify_already_sent", len(repeated), receiver=receiver)
-            self._log.info("alert_already_sent", receiver=receiver, ids=repeated, repeated=True)
-        flags = await self._delivered.sent(receiver, [a.id for a in alerts])
-        todo = [a for a, sent in zip(alerts, flags, strict=True) if not sent]
-        if len(todo) < len(alerts):
-            self._counters.inc("notify_already_sent", len(alerts) - len(todo), receiver=receiver)
-            self._log.info(
-                "alert_already_sent",
-                receiver=receiver,
-                ids=[a.id for a, s in zip(alerts, flags, strict=True) if s],
-            )
+        todo = await self._unsent(receiver, batch.alerts)
         message = None
         if todo:
             message, todo = await self._render(receiver, batch, todo)
         if message is not None:
-            outcome = await self._couriers[receiver].deliver(message)
-            if outcome.ok:
-                await self._delivered.mark(receiver, [a.id for a in todo])
-                self._counters.inc("notify_sent", receiver=receiver)
-                self._counters.inc("notify_alerts_sent", len(todo), receiver=receiver)
-                self._log.info(
-                    "alert_delivered",
-                    receiver=receiver,
-                    ids=[a.id for a in todo],
-                    attempts=outcome.attempts,
-                )
-            else:
+            outcome = await self._send(receiver, message, todo)
+            if not outcome.ok:
                 entries = _entries(batch)
                 for a in todo:
                     await self._dead.add(
                         entries.get(a.id), a, receiver, outcome.reason, outcome.attempts
                     )
         await self._complete(batch)
+
+    async def _unsent(self, receiver: str, alerts: list[Alert]) -> list[Alert]:
+        """`alerts` less those `receiver` has (the delivery log) and repeats (the same alert
+        XADDed twice: the first is sent, both entries acked); the others are logged and
+        counted as already sent."""
+        unique: list[Alert] = []
+        repeated: list[str] = []
+        seen: set[str] = set()
+        for a in alerts:
+            if a.id in seen:
+                repeated.append(a.id)
+            else:
+                seen.add(a.id)
+                unique.append(a)
+        if repeated:
+            self._counters.inc("notify_already_sent", len(repeated), receiver=receiver)
+            self._log.info("alert_already_sent", receiver=receiver, ids=repeated, repeated=True)
+        flags = await self._delivered.sent(receiver, [a.id for a in unique])
+        had = [a for a, sent in zip(unique, flags, strict=True) if sent]
+        if had:
+            self._counters.inc("notify_already_sent", len(had), receiver=receiver)
+            self._log.info("alert_already_sent", receiver=receiver, ids=[a.id for a in had])
+        return [a for a, sent in zip(unique, flags, strict=True) if not sent]
+
+    async def _send(self, receiver: str, message: Message, alerts: list[Alert]) -> Outcome:
+        """`message`, telling of `alerts`, through the receiver's courier; on success the
+        delivery log records them before anything else happens."""
+        outcome = await self._couriers[receiver].deliver(message)
+        if outcome.ok:
+            await self._delivered.mark(receiver, [a.id for a in alerts])
+            self._counters.inc("notify_sent", receiver=receiver)
+            self._counters.inc("notify_alerts_sent", len(alerts), receiver=receiver)
+            self._log.info(
+                "alert_delivered",
+                receiver=receiver,
+                ids=[a.id for a in alerts],
+                **told(alerts),
+                attempts=outcome.attempts,
+            )
+        return outcome
+
+    async def resend(self, receiver: str, alerts: list[Alert]) -> tuple[list[str], Outcome | None]:
+        """Send `alerts` (dead letters) to `receiver` again, as one message, through its
+        courier: the ids the delivery log says it has already (not sent again), and how the
+        send of the others ended (None when none was left to send). Nothing is dead-lettered:
+        the letters are the caller's."""
+        todo = await self._unsent(receiver, alerts)
+        left = {a.id for a in todo}
+        had = [a.id for a in alerts if a.id not in left]
+        if not todo:
+            return had, None
+        try:
+            message = await self._composer.message(receiver, todo)
+        except Exception as exc:  # (a bug, as in `_render`: told, not raised)
+            return had, Outcome(False, 0, f"could not render: {type(exc).__name__}: {exc}")
+        return had, await self._send(receiver, message, todo)
+
+    def failing(self) -> dict[str, str]:
+        """The receivers whose last attempt failed, and why (until one succeeds)."""
+        return {n: c.failing for n, c in self._couriers.items() if c.failing is not None}
 
     async def _render(
         self, receiver: str, batch: Batch, alerts: list[Alert]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -113,9 +113,19 @@ class DeliveryLog:
         await retrying(drop, self._log, "delivery_log_unavailable")
 
 
+def told(alerts: Sequence[Alert]) -> dict[str, Any]:
+    """What a log line about a message says of its alerts besides their ids, so that on-call
+    can grep a rule or a symbol ("did the IWM surge go out?"): `rule` and `symbol` for one
+    alert, `alerts`, the (rule, symbol) of each, for a group."""
+    if len(alerts) == 1:
+        return {"rule": alerts[0].rule, "symbol": alerts[0].symbol}
+    return {"alerts": [(a.rule, a.symbol) for a in alerts]}
+
+
 class DeadLetters:
     """Alerts that could not be delivered, XADDed to `stream` (capped at DEAD_MAXLEN entries)
-    with the receiver, reason, attempts and the payload; counted and logged."""
+    with the receiver, reason, attempts and the payload; counted and logged. `notify dead`
+    lists them (`letters`) and removes those re-sent (`remove`): monitor/notify/dead.py."""
 
     def __init__(
         self, redis: aioredis.Redis, stream: str, counters: Counters, log: Any, clock: Clock
@@ -166,7 +176,24 @@ class DeadLetters:
             "alert_dead_lettered",
             receiver=receiver,
             id=alert.id if alert else None,
+            **(told([alert]) if alert is not None else {"rule": None, "symbol": None}),
             entry=entry,
             reason=reason,
             attempts=attempts,
         )
+
+    async def letters(self) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Every dead letter, oldest first: (its id in the dead stream, its fields)."""
+        found: list[tuple[str, dict[bytes, bytes]]] = []
+        start = "-"
+        while True:
+            page: Any = await self._redis.xrange(self._stream, min=start, count=1000)
+            found += [(key.decode(), fields) for key, fields in page]
+            if len(page) < 1000:
+                return found
+            start = "(" + found[-1][0]
+
+    async def remove(self, keys: Sequence[str]) -> None:
+        """Delete these letters from the dead stream (XDEL)."""
+        if keys:
+            await self._redis.xdel(self._stream, *keys)

@@ -33,6 +33,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     t.add_argument("--receiver", required=True, metavar="NAME")
     d = nsub.add_parser("digest", help="send today's digest now")
     _config_arg(d, top=False)
+    dead = nsub.add_parser("dead", help="list or re-send the alerts a receiver could not be given")
+    _config_arg(dead, top=False)
+    dsub = dead.add_subparsers(dest="dead_command", required=True)
+    dl = dsub.add_parser("list", help="list the dead letters, oldest first")
+    _config_arg(dl, top=False)
+    dl.add_argument("--receiver", metavar="NAME", help="only this receiver's")
+    dr = dsub.add_parser("resend", help="re-send dead letters; those that go are removed")
+    _config_arg(dr, top=False)
+    which = dr.add_mutually_exclusive_group()
+    which.add_argument(
+        "--id", dest="ids", action="append", metavar="ENTRY", help="a letter, as listed (repeat)"
+    )
+    which.add_argument("--all", action="store_true", help="every letter (of --receiver)")
+    dr.add_argument("--receiver", metavar="NAME", help="only this receiver's letters")
 
     s = sub.add_parser("silence", help="silence alerts of a rule (kept in Redis)")
     _config_arg(s, top=True)

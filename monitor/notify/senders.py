@@ -35,7 +35,13 @@ import httpx
 
 from monitor import logs
 from monitor.errors import DeliveryError
-from monitor.notify.delivery import ChannelUnavailable, RateLimited, redact, retry_after
+from monitor.notify.delivery import (
+    ChannelUnavailable,
+    RateLimited,
+    network_error,
+    redact,
+    retry_after,
+)
 from monitor.notify.render import Message, escape, fitted, title_in_body
 
 DEFAULT_API = {
@@ -136,7 +142,7 @@ class ProviderSender:
         try:
             r = await self._client.post(post.url, json=post.json, data=post.data, files=post.files)
         except httpx.HTTPError as exc:
-            raise ChannelUnavailable(f"{self.where}: {type(exc).__name__}") from exc
+            raise ChannelUnavailable(f"{self.where}: {network_error(exc)}") from exc
         now = time.monotonic()
         if r.headers.get("x-ratelimit-remaining") == "0":
             reset = retry_after(r.headers.get("x-ratelimit-reset-after"))

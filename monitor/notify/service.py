@@ -28,11 +28,14 @@ dead-lettered for receiver `*` and acked; so is an alert whose routing raises (a
 `alert_route_failed` with its id and entry). Either way the other alerts go on: one entry never
 stops the notifier, nor, left pending, every restart.
 
-Redis faults: at start, an unreachable Redis is `SinkUnavailable` (exit 69) and a refused login
-or command a `ConfigError` (exit 78), see `redis_failure` (monitor/notify/inbox.py). Once
-running, reads wait and retry; writes an acknowledgement depends on (delivery log, dead letters,
-saved state, XACK) are retried until Redis answers (monitor/notify/ledger.py `retrying`), so an
-outage delays but never loses or crashes.
+Redis faults: at start, an unreachable Redis is `SinkUnavailable` (the service waits and enters
+again: monitor/notify/main.py; a one-off command exits 69) and a refused login or command a
+`ConfigError` (exit 78), see `redis_failure` (monitor/notify/inbox.py). A failed entry leaves
+nothing open, so the Notifier may be entered again. Once running, `_check_redis` tells /healthz
+whether Redis answers (monitor/notify/health.py); reads wait and retry; writes an
+acknowledgement depends on (delivery log, dead letters, saved state, XACK) are retried until
+Redis answers (monitor/notify/ledger.py `retrying`), so an outage delays but never loses or
+crashes.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from monitor.notify.delivery import Outcome, Sender
 from monitor.notify.dispatch import Dispatcher, open_couriers
 from monitor.notify.grouping import Batch
 from monitor.notify.guard_state import without
+from monitor.notify.health import Health
 from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_failure
 from monitor.notify.ledger import REDIS_ERRORS, DeadLetters, DeliveryLog, retrying
 from monitor.notify.payload import entry_alert
@@ -76,6 +80,7 @@ STOP_GRACE_S = 2.0  # past block_ms: how long a stopping reader may finish what 
 FEEDS_EVERY_S = 1.0  # how often the ticker looks at the group's feed health (shared_feeds.py)
 ADOPT_GRANT = "+sadd +smembers +srem +del +watch +unwatch"  # what adoption needs besides the rest
 FEEDS_GRANT = "+hgetall +hset +watch +unwatch +multi +exec"  # what shared feed health needs
+REDIS_CHECK_S = 2.0  # how often /healthz learns whether Redis answers, as the daemon's
 
 
 class Notifier:
@@ -96,6 +101,7 @@ class Notifier:
         environ: dict[str, str] | None = None,
         senders: dict[str, Sender] | None = None,
         tick_s: float = 0.05,
+        consume: bool = True,  # False: no consumer group, lease or state (`notify dead`)
     ) -> None:
         self.config = config
         self.clock = clock if clock is not None else SystemClock()
@@ -107,6 +113,9 @@ class Notifier:
         self._tick_s = tick_s
         self._log = logs.get("notifier").bind(consumer=self.consumer)
         self._senders = dict(senders or {})
+        self._given = set(self._senders)  # (those made at entry are dropped at exit)
+        self._consume = consume
+        self.health = Health(self.counters)
         self._urls: dict[str, str] = {}
         for i, r in enumerate(config.receivers):
             url = resolve_url(r, f"receivers[{i}].url", environ)
@@ -195,6 +204,9 @@ class Notifier:
             self._client, self.stream, self.group, self.consumer, lease_s, holder
         )
         self._feeds = SharedFeeds(self._client, self.stream, self.group)
+        self.health.receivers = self.dispatch.failing
+        if not self._consume:
+            return self
         try:
             await self.inbox.create(self.config.redis.start)
             await self.states.hold_lease()  # (first: no other adopts our state while we read it)
@@ -203,6 +215,7 @@ class Notifier:
         except RedisError as exc:
             await self.__aexit__(None, None, None)
             raise redis_failure(exc, self.config.redis.url) from None
+        self.health.redis_answered()
         if raw:
             self.router.state = msgspec.json.decode(raw, type=GuardState)
             self._saved_state = raw
@@ -218,6 +231,8 @@ class Notifier:
     ) -> None:
         for sender in self._senders.values():
             await sender.aclose()
+        for name in set(self._senders) - self._given:  # (made again at the next entry)
+            del self._senders[name]
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -253,16 +268,34 @@ class Notifier:
             if self.config.digest.enabled:
                 digest = tg.create_task(self._digest_loop(stop), name="notify_digest")
             reader = tg.create_task(self.inbox.read(stop), name="notify_reader")
+            redis_check = tg.create_task(self._check_redis(stop), name="notify_redis_check")
+            self.health.phase = "running"
             await stop.wait()
+            self.health.phase = "stopping"
             # The reader returns within block_ms of `stop`, unless Redis is down and it waits
             # on a write: then it is cancelled (its entries stay pending for the next start).
             grace_s = self.config.redis.block_ms / 1000 + STOP_GRACE_S
             await asyncio.wait([reader], timeout=grace_s)
-            for task in [reader, ticker, claimer, custody, digest, *workers]:
+            for task in [reader, ticker, claimer, custody, digest, redis_check, *workers]:
                 if task is not None:
                     task.cancel()
         await self._hand_over()
         self._log.info("notifier_stopped", waiting=self.router.waiting())
+
+    async def _check_redis(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set, ask Redis every REDIS_CHECK_S whether it answers (EXISTS on the
+        stream: a command the notifier's ACL user has, docs/security.md), for /healthz and
+        `market_monitor_notify_redis_up`. A refusal (NOPERM...) is an answer."""
+        while not stop.is_set():
+            try:
+                await self.redis.exists(self.stream)
+            except REDIS_ERRORS as exc:
+                self.health.redis_failed(str(redis_failure(exc, self.config.redis.url)))
+            except RedisError:
+                self.health.redis_answered()
+            else:
+                self.health.redis_answered()
+            await pause(stop, REDIS_CHECK_S)
 
     # -- routing -------------------------------------------------------------------------------
 
