@@ -430,8 +430,39 @@ def redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis", "rediss")) 
     return None
 
 
+# The settings each kind of feed reads: one of another kind's, set, is refused (it was ignored,
+# and an operator's `stale_after_s` on an mqtt feed, say, did nothing).
+FEED_SETTINGS = {
+    "mqtt": {
+        "url", "topics", "qos", "client_id", "session_expiry_s", "mqtt_version", "username",
+        "username_env", "password_env", "password_file", "ca_file", "stale_after_s",
+        "watch_broker_drops", "max_backlog_mb", "field_map",
+    },
+    "websocket": {
+        "url", "provider", "symbols", "key_env", "key_file", "secret_env", "secret_file",
+        "stale_after_s", "rest_url",
+    },
+    "replay": {"data", "speed", "start", "end", "exit_when_done"},
+}  # fmt: skip
+
+
+def _foreign_setting(feed: FeedConfig) -> tuple[str, str] | None:
+    """(field, message) for a setting of another kind of feed, set on this one."""
+    unset = FeedConfig(kind=feed.kind)
+    mine = FEED_SETTINGS[feed.kind] | {"kind", "name"}
+    for field in feed.__struct_fields__:
+        if field not in mine and getattr(feed, field) != getattr(unset, field):
+            kinds = " and ".join(k for k, names in FEED_SETTINGS.items() if field in names)
+            a = "an" if feed.kind == "mqtt" else "a"  # ("an em-cue-tee-tee feed")
+            return field, f"a setting of {kinds} feeds, not of {a} {feed.kind} feed: remove it"
+    return None
+
+
 def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
     """(field, message) for a feed the daemon would refuse to start."""
+    foreign = _foreign_setting(feed)
+    if foreign is not None:
+        return foreign
     if feed.kind == "replay":
         return None if feed.data else ("data", "a replay feed needs data files")
     if not feed.url:

@@ -16,6 +16,12 @@ from tests.test_service import write_config
 FEED_URL = 'url = "mqtt://127.0.0.1:1883"'
 REDIS_URL = 'url = "redis://127.0.0.1:6379/0"'
 TOPICS = 'topics = ["mm-urls/#"]'
+# The mqtt feed of `write_config` for the prefix "mm-urls", whole: a test making it another
+# kind of feed drops its mqtt settings (another kind's setting is refused).
+MQTT_FEED = (
+    'kind = "mqtt"\nname = "broker"\nurl = "mqtt://127.0.0.1:1883"\ntopics = ["{prefix}/#"]\n'
+    'qos = 1\nclient_id = "{prefix}-daemon"\nsession_expiry_s = 60\n'
+)
 FIELD_KEYS = (
     "symbol, ts, price, size, id, timeframe, start, session, open, high, low, close, volume"
 )
@@ -84,9 +90,14 @@ FIELD_KEYS = (
             "feeds[0].url: not a valid url (a port outside 1-65535): 'mqtt://127.0.0.1:99999'",
         ),
         (
-            'kind = "mqtt"\nname = "broker"\n' + FEED_URL,
-            'kind = "websocket"\nurl = "https://stream.example.com/v2"',
+            MQTT_FEED.format(prefix="mm-urls"),
+            'kind = "websocket"\nurl = "https://stream.example.com/v2"\n',
             "feeds[0].url: must be ws://... or wss://..., not 'https://stream.example.com/…'",
+        ),
+        (
+            TOPICS,
+            f'{TOPICS}\nsymbols = ["IWM"]',
+            "feeds[0].symbols: a setting of websocket feeds, not of an mqtt feed: remove it",
         ),
         (
             FEED_URL,
@@ -164,6 +175,7 @@ FIELD_KEYS = (
         "mqtt-port",
         "mqtt-port-range",
         "websocket-scheme",
+        "mqtt-websocket-setting",
         "mqtt-credentials",
         "mqtt-user",
         "mqtt-username-twice",
@@ -425,11 +437,13 @@ def test_a_rest_backfill_without_a_key_fails_check_and_run_alike(tmp_path: Path)
     `config check` as it fails `run`: exit 78, the same line naming `feeds[0].rest_url` (the
     check used to pass it)."""
     conf = write_config(tmp_path, "mm-rest-key")
+    text = conf.read_text()
+    assert MQTT_FEED.format(prefix="mm-rest-key") in text
     conf.write_text(
-        conf.read_text().replace(
-            'kind = "mqtt"\nname = "broker"\n' + FEED_URL,
+        text.replace(
+            MQTT_FEED.format(prefix="mm-rest-key"),
             'kind = "websocket"\nprovider = "alpaca"\nurl = "wss://stream.example.com/v2/iex"\n'
-            'rest_url = "https://data.example.com"',
+            'rest_url = "https://data.example.com"\n',
         )
     )
     want = f"market-monitor: config error: {conf}: feeds[0].rest_url: needs key_env or key_file\n"

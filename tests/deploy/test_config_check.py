@@ -464,16 +464,22 @@ def test_config_check_and_run_say_which_rows_of_a_replay_feeds_data_they_reject(
     assert row in said[0]["rows"][1]
 
 
-def test_config_check_resolves_only_the_secrets_a_feed_reads(
+def test_config_check_refuses_a_setting_of_another_kind_of_feed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A replay feed with a `key_env` it never reads (a websocket feed's key, left in after a
-    copy): the daemon starts, so the check passes; it failed on the variable not being set."""
+    copy) is refused, naming the setting, not the variable that is not set (the check once
+    failed on that; then it passed, and the setting did nothing)."""
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
     body = (
         f'[rules]\nfile = "{RULES}"\n'
         f'[[feeds]]\nkind = "replay"\ndata = ["^RUT={RUT}"]\nkey_env = "NO_SUCH_KEY"\n'
         'start = "2024-07-01"\n'
     )
-    code, _, err = check(write(tmp_path, body), capsys)
-    assert code == 0, err
+    path = write(tmp_path, body)
+    code, _, err = check(path, capsys)
+    assert (code, err) == (
+        78,
+        f"market-monitor: config error: {path}: feeds[0].key_env: a setting of websocket"
+        " feeds, not of a replay feed: remove it\n",
+    )
