@@ -138,6 +138,8 @@ READERS = (
     "monitor.csvfiles",
     "monitor.core.model",
     "monitor.datacache",
+    "monitor.calendar",  # (its EARLIEST: the first date a bar may have)
+    "monitor.core.sessions",
 )
 
 

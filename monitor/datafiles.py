@@ -191,21 +191,22 @@ def _read_cached(spec: DataSpec, adjusted: bool, start: date | None, end: date |
         frame, text = found
         with contextlib.suppress(msgspec.DecodeError, pl.exceptions.PolarsError):
             info = msgspec.json.decode(text, type=_CacheInfo)
-            if info.close_only:
-                frame = _close_only(frame)
-            frame = frame.select(pl.col(n).cast(t, strict=True) for n, t in _WORK_SCHEMA.items())
-            source = Source(spec.path, info.is_csv)
-            return _FileBars(
-                source,
-                frame,
-                info.close_only,
-                info.sorted_unique,
-                info.rejections,
-                info.counts,
-                info.closes,
-            )
+            # (rows rejected as after the day they were read: that day may have come since)
+            if not info.counts.get("date_out_of_range"):
+                if info.close_only:
+                    frame = _close_only(frame)
+                cast = (pl.col(n).cast(t, strict=True) for n, t in _WORK_SCHEMA.items())
+                return _FileBars(
+                    Source(spec.path, info.is_csv),
+                    frame.select(cast),
+                    info.close_only,
+                    info.sorted_unique,
+                    info.rejections,
+                    info.counts,
+                    info.closes,
+                )
     read = _read_file(spec, adjusted, start, end)
-    if entry is not None:
+    if entry is not None and not read.counts.get("date_out_of_range"):
         kept = (
             read.frame.select("_row", "symbol", "session", "close")
             if read.close_only

@@ -271,9 +271,12 @@ def _starts(
         wall = pl.Series(name, [None] * len(text), dtype=pl.Datetime("us"))
         for rows, zone in ((aware.arg_true(), "UTC"), ((~aware).arg_true(), None)):
             if len(rows):  # (UTC's wall time for times with an offset)
-                parsed = text.gather(rows).str.to_datetime(
-                    time_zone=zone, strict=False, time_unit="us"
-                )
+                try:
+                    parsed = text.gather(rows).str.to_datetime(
+                        time_zone=zone, strict=False, time_unit="us"
+                    )
+                except pl.exceptions.ComputeError:  # (no date format fits any: epoch ms, 09:30)
+                    continue  # (all null: the first filled cell is named below)
                 wall = wall.scatter(rows, parsed.dt.replace_time_zone(None))
         failed = _filled(text) & wall.is_null()
         if failed.any():

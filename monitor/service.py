@@ -91,7 +91,11 @@ def check_listen(host: str, port: int) -> None:
     except socket.gaierror as exc:  # (an unknown name; at boot, maybe a DNS not up yet)
         raise PortUnavailable(f"{where}: {exc.strerror}") from None
     for family, kind, proto, _, address in dict.fromkeys(found):
-        with socket.socket(family, kind, proto) as probe:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # (IPv6 off in this kernel or unit: asyncio's server skips it too)
+            continue
+        with probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

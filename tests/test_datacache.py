@@ -95,6 +95,20 @@ def test_the_options_are_part_of_the_entry(cache: Path, tmp_path: Path) -> None:
     assert set(one.bars["symbol"]) == {"B"} != set(whole.bars["symbol"])
 
 
+def test_a_file_with_rows_dated_after_today_is_not_kept(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows rejected as after today (`date_out_of_range`) may be history tomorrow: such a file
+    is parsed each time, never served from an entry of the day it was read."""
+    path = tmp_path / "x.csv"
+    path.write_text("Date,Close\n2024-07-01,10\n2999-01-02,11\n")
+    first = read(path)
+    assert first.counts == {"date_out_of_range": 1}
+    assert entries(cache) == []
+    monkeypatch.setattr(datafiles, "latest_session", lambda: dt.date(2999, 12, 31))
+    assert read(path).bars["session"].to_list() == [dt.date(2024, 7, 1), dt.date(2999, 1, 2)]
+
+
 def test_a_changed_file_is_parsed_again(cache: Path, tmp_path: Path) -> None:
     """Rewritten in place (same size), the file is read anew, not taken from its old entry."""
     path = tmp_path / "wide.csv"
@@ -269,6 +283,6 @@ def test_the_entry_key_covers_every_module_that_reads_files() -> None:
         return True
 
     # (exceptions raise, nothing is cached of them; the calendar module says where the cache is)
-    aside = {"monitor.errors", "monitor.calendar"}
+    aside = {"monitor.errors"}
     needed = set().union(*(imported(m) for m in datacache.READERS)) - aside
     assert needed <= set(datacache.READERS)

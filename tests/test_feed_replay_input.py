@@ -206,3 +206,29 @@ def test_a_naive_time_new_york_clocks_skip_or_repeat_is_an_error(
         f"{data}, line 2, column 'datetime': {when!r} is no New York time ({why}): "
         "write it with its UTC offset"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            "timestamp,open,high,low,close,volume\n1719840600000,1,1,1,1,1\n",
+            "line 2, column 'timestamp': cannot parse '1719840600000' as a time",
+        ),
+        (
+            "Date,Time,open,high,low,close,volume\n2024-07-01,09:30,1,1,1,1,1\n",
+            "line 2, column 'Time': cannot parse '09:30' as a time",
+        ),
+    ],
+    ids=["epoch ms", "time apart"],
+)
+def test_times_no_date_format_fits_are_an_error_naming_the_cell(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    """Epoch milliseconds, or a time of day apart from its date: polars finds no format for
+    any cell and raised (a traceback, exit 1); the first cell is named, as for a word."""
+    data = tmp_path / "x.csv"
+    data.write_text(text)
+    with pytest.raises(DataError) as raised:
+        read_minutes(DataSpec(str(data), "X"))
+    assert str(raised.value) == f"{data}, {where}"

@@ -227,6 +227,23 @@ def test_a_port_in_use_exits_71_before_the_history_is_loaded(tmp_path: Path) -> 
     assert res.returncode == 74 and str(bars) in res.stderr
 
 
+def test_a_family_the_machine_cannot_open_is_skipped_as_the_server_skips_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """IPv6 off (kernel, or a unit's RestrictAddressFamilies=): the check of a host that
+    resolves to both passes on IPv4, as asyncio's server listens there (it raised EAFNOSUPPORT,
+    a traceback, where the daemon would have started)."""
+    real = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: object, **kwargs: object) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(97, "Address family not supported by protocol")
+        return real(family, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    check_listen("", 0)  # (every address of the machine, both families)
+
+
 def test_troubleshooting_documents_exit_71_and_the_unit_restarts_it() -> None:
     """The README's Troubleshooting has a row for status 71 (the port) apart from 74's store
     problem, and the unit does not keep systemd from restarting 71."""

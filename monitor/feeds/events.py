@@ -60,12 +60,15 @@ class QuietWatch:
         self._counters = counters
         self._log = log
         self.last_data = 0.0  # loop time of the last data (or of the watch's start)
+        # Loop time the market was last seen closed: quiet before it is no staleness (a feed of
+        # minute bars is silent from the evening's last bar to the first after the open).
+        self._closed_at = 0.0
 
     def data(self) -> None:
         """Data arrived: the feed is not quiet (and if it was stale, it has recovered)."""
         now = asyncio.get_running_loop().time()
         if self.stale:
-            gap_s = now - self.last_data
+            gap_s = now - max(self.last_data, self._closed_at)
             self.stale = False
             self._counters.set("feed_stale", 0, feed=self.feed)
             self._log.info("feed_recovered", gap_s=round(gap_s, 3))
@@ -74,18 +77,22 @@ class QuietWatch:
 
     async def watch(self) -> None:
         """Until cancelled: look a few times per `stale_after_s` (at most every second) whether
-        the feed has been quiet that long in regular hours; the time before the watch started
-        counts as data (a feed is not stale the moment the daemon starts)."""
+        the feed has been quiet that long in regular hours, counting from the later of its last
+        data and the market's open; the time before the watch started counts as data (a feed
+        is not stale the moment the daemon starts). A feed whose connection is down is quiet
+        too: the notifier holds per-symbol alerts back on `feed_stale`, whatever the cause."""
         loop = asyncio.get_running_loop()
         self.last_data = loop.time()
         period_s = min(max(self.stale_after_s / 4, 0.01), 1.0)
         self._counters.set("feed_stale", 0, feed=self.feed)
         while True:
             await asyncio.sleep(period_s)
-            silent_s = loop.time() - self.last_data
-            if self.stale or silent_s < self.stale_after_s:
-                continue
+            now = loop.time()
             if not self._is_regular_hours(self._clock()):
+                self._closed_at = now
+                continue
+            silent_s = now - max(self.last_data, self._closed_at)
+            if self.stale or silent_s < self.stale_after_s:
                 continue
             self.stale = True
             self._counters.set("feed_stale", 1, feed=self.feed)

@@ -18,9 +18,9 @@ reading the socket (TCP pushes back on the broker, which queues, or past its lim
 says so on `$SYS`) and reads again once the backlog is below half. The client that does both is
 in monitor/feeds/mqtt_client.py.
 
-Quiet: with `quiet` settings, a feed whose broker connection is up but whose topics bring
-nothing for `stale_after_s` in regular hours raises `feed_stale` (and `feed_recovered` at the
-next message), as the WebSocket feeds do (`monitor.feeds.events.QuietWatch`).
+Quiet: with `quiet` settings, a feed whose topics bring nothing for `stale_after_s` of regular
+hours (its source quiet, or its connection down) raises `feed_stale` (and `feed_recovered` at
+the next message), as the WebSocket feeds do (`monitor.feeds.events.QuietWatch`).
 
 Shutdown, when `stop` is set: the feed takes in no more messages, waits (up to `grace_s`) for
 the engine to process and acknowledge the QoS 1 Wires it handed on, so that their PUBACKs leave
