@@ -80,7 +80,9 @@ def main_notify(args: argparse.Namespace) -> int:
 
 def _dead(config: ncfg.NotifyConfig, args: argparse.Namespace) -> int:
     """`notify dead list [--receiver NAME]` and `notify dead resend (--id ENTRY ... | --all)
-    [--receiver NAME]` (monitor/notify/dead.py). Redis away or refusing us: as `silence`."""
+    [--receiver NAME]` (monitor/notify/dead.py). An unknown `--receiver` exits 78: for
+    `resend` one not in the config, for `list` one not in the config, not `*` and with no
+    letters (`dead.list_letters`). Redis away or refusing us: as `silence`."""
     from redis.exceptions import RedisError
 
     from monitor.notify import dead

@@ -4,12 +4,14 @@ receiver works again.
 
 A letter is re-sent through its receiver's own courier (sender, retries, rate limit, format),
 as the service sends: the delivery log is checked first, so an alert the receiver has since
-got (read again, or re-sent before) does not go twice, and written after. A letter whose alert
-the receiver now has leaves the dead stream (XDEL); one whose send failed again stays as it
-was, and no second letter is written. Letters of receiver `*` (an entry that was no alert, or
-whose routing failed) and of a receiver the config no longer has cannot be re-sent: `--all`
-and `--receiver` pass them by, `--id` says so. One receiver's letters go out grouped by rule
-and session, as the default route groups alerts ("14 symbols fired squeeze.daily").
+got (read again, or re-sent before) does not go twice, and written after; and each alert is
+claimed while it is sent (`Dispatcher.resend`), so two resends at once send it once (the other
+says `being sent elsewhere`). A letter whose alert the receiver now has leaves the dead stream
+(XDEL); one whose send failed again stays as it was, and no second letter is written. Letters
+of receiver `*` (an entry that was no alert, or whose routing failed) and of a receiver the
+config no longer has cannot be re-sent: `--all` and `--receiver` pass them by, `--id` says so.
+One receiver's letters go out grouped by rule and session, as the default route groups alerts
+("14 symbols fired squeeze.daily"), at most RESEND_MAX_ALERTS to a message.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import msgspec
 from redis.exceptions import NoPermissionError
 
 from monitor.core.model import Alert
+from monitor.notify.dispatch import BEING_SENT_ELSEWHERE
 from monitor.notify.payload import entry_alert
 from monitor.notify.service import Notifier
 
@@ -75,8 +78,14 @@ async def letters(notifier: Notifier, receiver: str | None = None) -> list[Lette
 
 async def list_letters(notifier: Notifier, receiver: str | None) -> list[str]:
     """A line per dead letter: id, time, receiver, rule and symbol, alert id, reason; marked
-    `(delivered since)` when the delivery log says the receiver has the alert now."""
+    `(delivered since)` when the delivery log says the receiver has the alert now.
+
+    `receiver` must be one of the config, `*`, or one that has letters (a receiver removed
+    from the config since): any other name is a ConfigError, as for `resend`, not an empty
+    list that reads as "no letters" when the name is mistyped."""
     found = await letters(notifier, receiver)
+    if receiver is not None and receiver != "*" and not found:
+        notifier.config.receiver(receiver)  # (ConfigError when there is none)
     since = await _delivered(notifier, found)
     return [
         f"{x.key}  {x.when}  {x.receiver}  {x.what}  {x.alert_id}  {x.reason}"
@@ -133,17 +142,15 @@ async def resend(
         groups.setdefault((x.receiver, x.alert.rule, x.alert.session), []).append((x, x.alert))
     for (name, _, _), group in groups.items():
         alerts = list({a.id: a for _, a in group}.values())  # (one alert in two letters: once)
-        had, outcome = await notifier.dispatch.resend(name, alerts)
+        done = await notifier.dispatch.resend(name, alerts)
         for x, a in group:
-            if a.id in had:
-                said[x.key] = "already sent"
-            elif outcome is not None and outcome.ok:
-                said[x.key] = "sent"
-            else:
-                said[x.key] = f"failed: {outcome.reason if outcome else 'not sent'}"
-                result.ok = False
+            said[x.key] = done[a.id]
+            if done[a.id] in ("sent", "already sent"):
+                result.removed.append(x.key)
                 continue
-            result.removed.append(x.key)
+            result.ok = False
+            if done[a.id] == BEING_SENT_ELSEWHERE:  # (that resend removes it if it goes)
+                said[x.key] += " (another resend claimed it: not sent by this one)"
     result.lines += [
         f"{x.key}  {x.receiver}  {x.what}: {said[x.key]}" for x in found if x.key in said
     ]

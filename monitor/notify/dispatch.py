@@ -18,6 +18,8 @@ the other half of the notifier, the one that talks to the channels:
   the send is over. A notifier that finds it claimed hands the digest back too: its retry finds
   it sent, or sends it if the holder failed (it released the claim) or died (the claim lapsed
   after CLAIM_FACTOR times the courier's longest delivery, at least CLAIM_MIN_S).
+- `resend` (`notify dead resend`) claims each alert the same way before sending it, so two
+  resends at once send it once; the service's own deliveries take no claim (see docs/notify.md).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ BEING_SENT = "being sent by another notifier"
 # CLAIM_MIN_S): only a notifier that died mid-send leaves one behind.
 CLAIM_FACTOR = 2
 CLAIM_MIN_S = 600
+# `resend` sends at most RESEND_MAX_ALERTS alerts per message (10,000 letters of one group once
+# made one 7.5 MB POST): a few kB of JSON, within any provider's size limit; every alert is
+# named in the text (render.py lists LIST_LIMIT, 20, then "and N more"); and a message that
+# fails fails only these letters.
+RESEND_MAX_ALERTS = 20
+BEING_SENT_ELSEWHERE = "being sent elsewhere"
 
 
 def open_couriers(
@@ -177,21 +185,60 @@ class Dispatcher:
             )
         return outcome
 
-    async def resend(self, receiver: str, alerts: list[Alert]) -> tuple[list[str], Outcome | None]:
-        """Send `alerts` (dead letters) to `receiver` again, as one message, through its
-        courier: the ids the delivery log says it has already (not sent again), and how the
-        send of the others ended (None when none was left to send). Nothing is dead-lettered:
-        the letters are the caller's."""
+    async def resend(self, receiver: str, alerts: list[Alert]) -> dict[str, str]:
+        """Send `alerts` (dead letters) to `receiver` again through its courier, at most
+        RESEND_MAX_ALERTS to a message; per alert id: "sent", "already sent" (the delivery
+        log), BEING_SENT_ELSEWHERE (another resend holds its claim) or "failed: REASON".
+
+        Each alert is claimed (`DeliveryLog.claim`, as a digest is) before it is sent and
+        checked against the delivery log once claimed, so two resends at once send it once;
+        the claims are released when the message is over, sent or not. An alert the message
+        cannot be rendered with is tried alone, as in `_render`, and fails by itself. Nothing
+        is dead-lettered: the letters are the caller's."""
         todo = await self._unsent(receiver, alerts)
         left = {a.id for a in todo}
-        had = [a.id for a in alerts if a.id not in left]
-        if not todo:
-            return had, None
+        said = {a.id: "already sent" for a in alerts if a.id not in left}
+        claim_s = self._claim_s(receiver)
+        for start in range(0, len(todo), RESEND_MAX_ALERTS):
+            said |= await self._resend_some(
+                receiver, todo[start : start + RESEND_MAX_ALERTS], claim_s
+            )
+        return said
+
+    async def _resend_some(
+        self, receiver: str, alerts: list[Alert], claim_s: int
+    ) -> dict[str, str]:
+        """`resend` of up to RESEND_MAX_ALERTS alerts, in (at most) one message."""
+        said: dict[str, str] = {}
+        mine: list[Alert] = []
         try:
-            message = await self._composer.message(receiver, todo)
-        except Exception as exc:  # (a bug, as in `_render`: told, not raised)
-            return had, Outcome(False, 0, f"could not render: {type(exc).__name__}: {exc}")
-        return had, await self._send(receiver, message, todo)
+            for a in alerts:
+                if await self._delivered.claim(receiver, a.id, claim_s):
+                    mine.append(a)
+                else:
+                    said[a.id] = BEING_SENT_ELSEWHERE
+            if not mine:
+                return said
+            flags = await self._delivered.sent(receiver, [a.id for a in mine])  # (no race now)
+            said |= {a.id: "already sent" for a, sent in zip(mine, flags, strict=True) if sent}
+            todo = [a for a, sent in zip(mine, flags, strict=True) if not sent]
+            if not todo:
+                return said
+            message, good, bad = await self._compose(receiver, todo)
+            for a, exc in bad:
+                error = f"{type(exc).__name__}: {exc}"
+                self._log.error(
+                    "alert_render_failed", receiver=receiver, id=a.id, error=error, exc_info=exc
+                )
+                said[a.id] = f"failed: could not render: {error}"
+            if message is not None:
+                outcome = await self._send(receiver, message, good)
+                ok = "sent" if outcome.ok else f"failed: {outcome.reason}"
+                said |= {a.id: ok for a in good}
+            return said
+        finally:
+            for a in mine:
+                await self._delivered.release(receiver, a.id)
 
     def failing(self) -> dict[str, str]:
         """The receivers whose last attempt failed, and why (until one succeeds)."""
@@ -205,28 +252,36 @@ class Dispatcher:
         notifier, at every restart while the entry is pending): the alerts the message cannot
         be rendered with, each tried alone, are logged (`alert_render_failed`) and dead-lettered
         for this receiver, as a delivery that failed for good; the others go as one message."""
+        message, good, bad = await self._compose(receiver, alerts)
+        for a, exc in bad:
+            await self._unrenderable(receiver, batch, a, exc)
+        return message, good
+
+    async def _compose(
+        self, receiver: str, alerts: list[Alert]
+    ) -> tuple[Message | None, list[Alert], list[tuple[Alert, Exception]]]:
+        """The message for `alerts` on `receiver`, the alerts it carries, and those it could not
+        be rendered with (each tried alone after the whole failed), with the exception."""
         try:
-            return await self._composer.message(receiver, alerts), alerts
-        except Exception as exc:  # (see above; CancelledError is not an Exception)
+            return await self._composer.message(receiver, alerts), alerts, []
+        except Exception as exc:  # (a bug: see `_render`; CancelledError is not an Exception)
             if len(alerts) == 1:
-                await self._unrenderable(receiver, batch, alerts[0], exc)
-                return None, []
+                return None, [], [(alerts[0], exc)]
         good: list[Alert] = []
+        bad: list[tuple[Alert, Exception]] = []
         for a in alerts:
             try:
                 await self._composer.message(receiver, [a])
             except Exception as exc:
-                await self._unrenderable(receiver, batch, a, exc)
+                bad.append((a, exc))
             else:
                 good.append(a)
         if not good:
-            return None, []
+            return None, [], bad
         try:
-            return await self._composer.message(receiver, good), good
+            return await self._composer.message(receiver, good), good, bad
         except Exception as exc:  # (only together: none of them can go)
-            for a in good:
-                await self._unrenderable(receiver, batch, a, exc)
-            return None, []
+            return None, [], bad + [(a, exc) for a in good]
 
     async def _unrenderable(
         self, receiver: str, batch: Batch, alert: Alert, exc: Exception
@@ -247,8 +302,7 @@ class Dispatcher:
         """Send a pre-rendered message (the digest) once to `receiver`: "sent", "already sent"
         or why it failed; BEING_SENT while another notifier holds its claim."""
         courier = self._couriers[receiver]
-        claim_s = max(CLAIM_MIN_S, math.ceil(CLAIM_FACTOR * courier.longest_s))
-        if not await self._delivered.claim(receiver, job.key, claim_s):
+        if not await self._delivered.claim(receiver, job.key, self._claim_s(receiver)):
             self._log.info("digest_claimed_elsewhere", receiver=receiver, key=job.key)
             return BEING_SENT
         (sent,) = await self._delivered.sent(receiver, [job.key])  # (after the claim: no race)
@@ -265,6 +319,11 @@ class Dispatcher:
         await self._delivered.release(receiver, job.key)
         self._log.error("digest_failed", receiver=receiver, key=job.key, reason=outcome.reason)
         return f"failed: {outcome.reason}"
+
+    def _claim_s(self, receiver: str) -> int:
+        """How long a claim to send to `receiver` lasts: CLAIM_FACTOR times its courier's
+        longest delivery, at least CLAIM_MIN_S."""
+        return max(CLAIM_MIN_S, math.ceil(CLAIM_FACTOR * self._couriers[receiver].longest_s))
 
     async def send_now(self, receiver: str, message: Message) -> Outcome:
         """Deliver `message` to `receiver` at once: no grouping, no delivery log."""

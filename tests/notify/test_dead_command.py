@@ -9,13 +9,21 @@ import datetime as dt
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from monitor.core.model import Alert, encode_alert
+from monitor.notify import dead
+from monitor.notify.compose import Composer, body_format
 from monitor.notify.config import load
+from monitor.notify.delivery import HttpJsonSender, Sender
+from monitor.notify.dispatch import RESEND_MAX_ALERTS
+from monitor.notify.render import Message
+from monitor.notify.service import Notifier
 from tests.conftest import ROOT
 from tests.notify.conftest import alert, publish
 from tests.notify.servers import WebhookServer
@@ -66,6 +74,27 @@ async def letter_ids(stream: str) -> list[str]:
     letters = await client.xrange(f"{stream}:dead")
     await client.aclose()
     return [k.decode() for k, _ in letters]
+
+
+async def bury(stream: str, alerts: list[Alert], receiver: str = "chat") -> list[str]:
+    """XADD a dead letter of each of `alerts` for `receiver`, as the notifier writes one; their
+    ids in `{stream}:dead`, oldest first."""
+    client = aioredis.Redis()
+    for a in alerts:
+        await client.xadd(
+            f"{stream}:dead",
+            {
+                "id": a.id,
+                "entry": "1-0",
+                "receiver": receiver,
+                "reason": "gave up after 2 attempts: HTTP 500",
+                "attempts": 2,
+                "ts": "2024-07-16T20:05:00+00:00",
+                "alert": encode_alert(a),
+            },
+        )
+    await client.aclose()
+    return await letter_ids(stream)
 
 
 async def test_dead_letters_are_listed_and_resent_once_the_receiver_is_back(
@@ -194,3 +223,139 @@ async def test_resend_as_the_documented_acl_user(tmp_path: Path, xdel: bool) -> 
             assert out == f"{key}  chat  surge.daily IWM: already sent\n"
         await admin.aclose()
     assert len(hooks.bodies("/chat")) == 1
+
+
+async def test_two_resends_at_once_send_each_alert_once(stream: str, tmp_path: Path) -> None:
+    """Two `resend --all` started together against a webhook answering 2 s late: each alert
+    goes to the receiver once (one resend sends it, the other finds it claimed, `being sent
+    elsewhere`, or sent), and every letter leaves the dead stream."""
+    alerts = [SURGE, SQUEEZE, alert(3, rule="streak.daily", kind="streak")]
+    keys = await bury(stream, alerts)
+    async with WebhookServer() as hooks:
+        hooks.slow("/chat", 2.0)
+        conf = write_config(tmp_path / "notify.toml", stream, hooks.url("/chat"))
+        runs = await asyncio.gather(*(cli(conf, "resend", "--all") for _ in range(2)))
+    sent = sorted(a["id"] for b in hooks.bodies("/chat") for a in b["alerts"])
+    assert sent == sorted(a.id for a in alerts)
+    lines = sorted(line for _, out, _ in runs for line in out.splitlines())
+    assert sorted(line.split("  ")[0] for line in lines if line.endswith(": sent")) == sorted(keys)
+    assert all(
+        line.endswith((": already sent", "being sent elsewhere (another resend claimed it: "
+                       "not sent by this one)"))
+        for line in lines if not line.endswith(": sent")
+    ), lines  # fmt: skip
+    assert await letter_ids(stream) == []
+
+
+async def test_an_alert_claimed_by_another_resend_is_left_to_it(
+    stream: str, tmp_path: Path
+) -> None:
+    """A letter whose alert another resend has claimed (its claim key set) is not sent: it is
+    reported `being sent elsewhere`, stays in the dead stream, and `resend` exits 1; the other
+    letter goes and is removed."""
+    surge_key, squeeze_key = await bury(stream, [SURGE, SQUEEZE])
+    client = aioredis.Redis()
+    await client.set(f"{stream}:notify:sending:chat:{SURGE.id}", "other", ex=60)
+    await client.aclose()
+    async with WebhookServer() as hooks:
+        conf = write_config(tmp_path / "notify.toml", stream, hooks.url("/chat"))
+        code, out, err = await cli(conf, "resend", "--all")
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        f"{surge_key}  chat  surge.daily IWM: being sent elsewhere (another resend claimed it: "
+        "not sent by this one)",
+        f"{squeeze_key}  chat  squeeze.daily SC02: sent",
+    ]
+    assert [[a["id"] for a in b["alerts"]] for b in hooks.bodies("/chat")] == [[SQUEEZE.id]]
+    assert await letter_ids(stream) == [surge_key]
+
+
+async def test_a_large_group_is_resent_in_messages_of_bounded_size(
+    stream: str, tmp_path: Path
+) -> None:
+    """50 letters of one rule and session go in messages of at most RESEND_MAX_ALERTS (20)
+    alerts, each alert once, and all leave the dead stream; claims are released after."""
+    alerts = [alert(n) for n in range(50)]
+    await bury(stream, alerts)
+    async with WebhookServer() as hooks:
+        conf = write_config(tmp_path / "notify.toml", stream, hooks.url("/chat"))
+        code, out, err = await cli(conf, "resend", "--all")
+    assert (code, err) == (0, "")
+    assert len(out.splitlines()) == 50 and all(x.endswith(": sent") for x in out.splitlines())
+    bodies = hooks.bodies("/chat")
+    assert RESEND_MAX_ALERTS == 20
+    assert [len(b["alerts"]) for b in bodies] == [20, 20, 10]
+    assert [a["id"] for b in bodies for a in b["alerts"]] == [a.id for a in alerts]
+    assert await letter_ids(stream) == []
+    client = aioredis.Redis()
+    assert [k async for k in client.scan_iter(f"{stream}:notify:sending:*")] == []
+    await client.aclose()
+
+
+POISON = "poison"
+
+
+class ComposerWithABug(Composer):
+    """A Composer that raises on any message carrying the alert `POISON`."""
+
+    async def message(self, receiver: str, alerts: Sequence[Alert]) -> Message:
+        """Render as usual, except `POISON`."""
+        if any(a.id == POISON for a in alerts):
+            raise KeyError("a rendering bug")
+        return await super().message(receiver, alerts)
+
+
+async def test_a_letter_that_cannot_be_rendered_does_not_stop_the_others(
+    stream: str, tmp_path: Path
+) -> None:
+    """One of three letters of a group cannot be rendered: the other two go in one message and
+    leave the dead stream; that one is reported `failed: could not render: ...` and stays."""
+    poison = msgspec.structs.replace(alert(9), id=POISON)
+    good_1, good_2 = alert(1), alert(2)
+    keys = await bury(stream, [good_1, poison, good_2])
+    async with WebhookServer() as hooks:
+        conf = write_config(tmp_path / "notify.toml", stream, hooks.url("/chat"))
+        config = load(conf)
+        senders: dict[str, Sender] = {"chat": HttpJsonSender(hooks.url("/chat"))}
+        notifier = Notifier(config, senders=senders, consume=False)
+        r = config.receivers[0]
+        notifier.composer = ComposerWithABug(config, {"chat": body_format(r, r.url)}, senders)
+        async with notifier:
+            done = await dead.resend(notifier, [], None, everything=True)
+    assert done.lines == [
+        f"{keys[0]}  chat  squeeze.daily SC01: sent",
+        f"{keys[1]}  chat  squeeze.daily SC09: failed: could not render: "
+        "KeyError: 'a rendering bug'",
+        f"{keys[2]}  chat  squeeze.daily SC02: sent",
+    ]
+    assert (done.removed, done.ok) == ([keys[0], keys[2]], False)
+    assert [[a["id"] for a in b["alerts"]] for b in hooks.bodies("/chat")] == [
+        [good_1.id, good_2.id]
+    ]
+    assert await letter_ids(stream) == [keys[1]]
+
+
+async def test_list_refuses_a_receiver_it_does_not_know(stream: str, tmp_path: Path) -> None:
+    """`list --receiver nosuch` exits 78 naming it, as `resend` does; `list --receiver gone`
+    (removed from the config, letters left) and `--receiver '*'` list theirs, and `list`
+    alone lists every letter."""
+    gone = await bury(stream, [SURGE], receiver="gone")
+    star = await bury(stream, [SQUEEZE], receiver="*")
+    conf = write_config(tmp_path / "notify.toml", stream, "json://127.0.0.1:9/chat")
+    code, out, err = await cli(conf, "list", "--receiver", "nosuch")
+    assert (code, out) == (78, "")
+    assert err == "market-monitor: config error: receivers: no receiver named 'nosuch'\n"
+    code, out, err = await cli(conf, "resend", "--receiver", "gone")
+    assert (code, out) == (78, "")
+    assert err == "market-monitor: config error: receivers: no receiver named 'gone'\n"
+    code, out, err = await cli(conf, "list", "--receiver", "gone")
+    assert (code, err) == (0, "")
+    assert [line.split("  ")[0] for line in out.splitlines()] == gone
+    code, out, err = await cli(conf, "list", "--receiver", "*")
+    assert (code, err) == (0, "")
+    assert [line.split("  ")[0] for line in out.splitlines()] == star[1:]
+    code, out, err = await cli(conf, "list", "--receiver", "chat")
+    assert (code, out, err) == (0, "", "")
+    code, out, err = await cli(conf, "list")
+    assert (code, err) == (0, "")
+    assert [line.split("  ")[0] for line in out.splitlines()] == star
