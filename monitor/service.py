@@ -346,12 +346,16 @@ class Daemon:
             if feed.name in self.failed_feeds:
                 reasons.append(f"feed {feed.name} stopped: {self.failed_feeds[feed.name]}")
             elif self.counters.get("feed_connected", feed=feed.name) != 1:
-                reasons.append(f"feed {feed.name} disconnected")
+                # (the cause, as the broker or provider gave it: "not authorised", refused)
+                cause = (feed.last_error or "").removeprefix(f"{feed.name}: ")
+                reasons.append(f"feed {feed.name} disconnected" + (f": {cause}" if cause else ""))
             if self.counters.get("feed_stale", feed=feed.name) == 1:
                 reasons.append(f"feed {feed.name} stale")
         if not publisher.is_available:
             depth = int(self.counters.get("outbox_depth"))
-            reasons.append(f"redis unavailable, {depth} alerts waiting in the outbox")
+            why = publisher.why_unavailable
+            said = f" ({why})" if why else ""
+            reasons.append(f"redis unavailable{said}, {depth} alerts waiting in the outbox")
         stalled = time.monotonic() - pipeline.last_step_at > 30
         status = "down" if stalled else ("degraded" if reasons else "healthy")
         if stalled:

@@ -179,6 +179,7 @@ class RedisPublisher:
         self._down_since: float | None = None  # since when `is_available` is False
         self._publish_failing = False  # from a failed publish until the next successful one
         self._auth_failed = False  # the last PING failed on the credentials
+        self._down_error = ""  # why Redis was found down (the error that marked it)
         self._ping_refused_logged = False
         self._checked = False
         self._waiting_logged = False
@@ -239,6 +240,16 @@ class RedisPublisher:
         """False while Redis does not answer PING (see `watch`), and from a failed publish until
         the next successful one."""
         return self._down_since is None
+
+    @property
+    def why_unavailable(self) -> str | None:
+        """What /healthz says of Redis while `is_available` is False: refused the login (what
+        to check), else the last error (no credentials in it); None while available."""
+        if self._down_since is None:
+            return None
+        if self._auth_failed:
+            return f"refused the login ({AUTH_FIX})"
+        return self._down_error
 
     def wake(self) -> None:
         """Tell the loop the outbox has new alerts (non-blocking)."""
@@ -410,6 +421,7 @@ class RedisPublisher:
     def _mark_down(self, error: str) -> None:
         """`is_available` turns False: one warning per outage."""
         self._down_since = time.monotonic()
+        self._down_error = error
         self._counters.set("redis_available", 0)
         self._log.warning("redis_unavailable", url=self.url, error=error)
 

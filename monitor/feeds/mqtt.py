@@ -172,6 +172,11 @@ class MqttFeed:
         self._reading: asyncio.Timeout | None = None  # set while a connection hands messages on
         self._quiet = QuietWatch(name, quiet, counters, self._log) if quiet is not None else None
 
+    @property
+    def last_error(self) -> str | None:
+        """Why the last connection was lost or refused (None: none was), for /healthz."""
+        return self._reconnects.last_error
+
     def __repr__(self) -> str:
         return f"MqttFeed({self.name!r}, {self._host}:{self._port}, topics={self._topics!r})"
 

@@ -34,6 +34,7 @@ class Reconnects:
         self._log = log
         self._rejections = rejections
         self.attempt = 0  # attempts since the last stable connection
+        self.last_error: str | None = None  # why the last connection was lost or refused
 
     async def pause(self, error: str, connected_for_s: float | None) -> None:
         """After a connection was lost (having lasted `connected_for_s`) or could not be made
@@ -41,6 +42,7 @@ class Reconnects:
         line with the attempt and delay, the rejections counted so far logged, then the
         delay slept."""
         self._counters.set("feed_connected", 0, feed=self._feed)
+        self.last_error = error
         if connected_for_s is not None and connected_for_s >= self._stable_after_s:
             self.attempt = 0
         delay = self._backoff.delay(self.attempt)

@@ -167,6 +167,11 @@ class WebSocketFeed:
             rejections=self._rejections,
         )
 
+    @property
+    def last_error(self) -> str | None:
+        """Why the last connection was lost or refused (None: none was), for /healthz."""
+        return self._reconnects.last_error
+
     def __repr__(self) -> str:
         return f"WebSocketFeed({self.name!r}, {self.provider}, {mask_url(self._session.url())})"
 

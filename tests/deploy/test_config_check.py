@@ -302,7 +302,8 @@ topics = ["x/#"]
     assert code == 1, out
     lines = out.splitlines()
     assert lines[0].endswith(": degraded")
-    assert lines[1] == "  reason: feed nobroker disconnected"
+    # (with why, as the connection attempt gave it; the feed's name said once)
+    assert lines[1] == "  reason: feed nobroker disconnected: [Errno 111] Connection refused"
 
 
 def test_status_with_nothing_listening_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
