@@ -361,15 +361,16 @@ def demo(args: argparse.Namespace) -> int:
     shipped = resources.files("monitor") / "demo"
     specs = [
         DataSpec(path=str(shipped / "rut_index_daily_1987_2026.csv"), symbol="^RUT"),
-        DataSpec(path=str(shipped / "iwm_daily_adj_2023_2024.csv"), symbol="IWM"),
-        DataSpec(path=str(shipped / "qqq_daily_adj_2023_2024.csv"), symbol="QQQ"),
+        DataSpec(path=str(shipped / "iwm_daily_adj_2000_2024.csv"), symbol="IWM"),
+        DataSpec(path=str(shipped / "qqq_daily_adj_1999_2024.csv"), symbol="QQQ"),
         DataSpec(path=str(shipped / "smallcaps_ohlcv_2024-06-28_2024-08-02.csv")),
     ]
     loaded = read_many(specs, end=dt.date(2024, 7, 31))
     if args.format == "table":
         print("market-monitor demo: the July 2024 small-cap rally, replayed through the shipped")
-        print("rules (config/rules.toml) over real history: ^RUT since 1987, IWM and QQQ,")
-        print("and three small caps. Alerts of July 2024, each with what history says next.\n")
+        print("rules (config/rules.toml) over real history: ^RUT since 1987, IWM since 2000,")
+        print("QQQ since 1999 and three small caps. Alerts of July 2024, each with what history")
+        print("says next.\n")
     return run_replay(
         rules_path=str(shipped / "rules.toml"),
         bars=loaded.bars,

@@ -23,7 +23,7 @@ from monitor.errors import EX_OSERR, ConfigError
 from monitor.service import PortUnavailable, check_listen
 from tests.alerts.redis_server import RedisServer
 from tests.alerts.test_redis_sink import make_alerts
-from tests.conftest import DEMO, ROOT, RULES
+from tests.conftest import DATA, ROOT, RULES
 from tests.test_commands import cli
 from tests.test_service import write_config
 
@@ -185,7 +185,7 @@ def test_run_warns_of_an_open_credential_only_when_its_user_owns_it(
             tmp_path,
             f'[store]\npath = "{tmp_path / "store"}"\n'
             f'[[feeds]]\nkind = "replay"\nname = "history"\n'
-            f'data = ["IWM={DEMO / "iwm_daily_adj_2023_2024.csv"}"]\nstart = "2024-12-24"\n'
+            f'data = ["IWM={DATA / "iwm_daily_adj_2023_2024.csv"}"]\nstart = "2024-12-24"\n'
             "speed = 3456000\nexit_when_done = true\n"
             f'[redis]\nurl = "{redis.url}"\nstream = "{name}"\nchannel = "{name}"\n'
             f'password_file = "{file}"\n[http]\nport = 0\n[shutdown]\ngrace_s = 2\n'

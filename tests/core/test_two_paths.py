@@ -15,15 +15,15 @@ from monitor.core.payload import decode_lines
 from monitor.core.sessions import Sessions
 from monitor.datafiles import DataSpec, read_many
 from monitor.replay import build_engine, replay, replay_steps
-from tests.conftest import DEMO, RULES
+from tests.conftest import DATA, DEMO, RULES
 
 
 def history() -> pl.DataFrame:
     """^RUT since 2018 plus IWM, QQQ and three small caps: every rule family has work to do."""
     specs = [
         DataSpec(path=str(DEMO / "rut_index_daily_1987_2026.csv"), symbol="^RUT"),
-        DataSpec(path=str(DEMO / "iwm_daily_adj_2023_2024.csv"), symbol="IWM"),
-        DataSpec(path=str(DEMO / "qqq_daily_adj_2023_2024.csv"), symbol="QQQ"),
+        DataSpec(path=str(DATA / "iwm_daily_adj_2023_2024.csv"), symbol="IWM"),
+        DataSpec(path=str(DATA / "qqq_daily_adj_2023_2024.csv"), symbol="QQQ"),
         DataSpec(path=str(DEMO / "smallcaps_ohlcv_2024-06-28_2024-08-02.csv")),
     ]
     return read_many(specs, start=dt.date(2018, 1, 1)).bars

@@ -13,7 +13,7 @@ from monitor.config_check import config_check, to_toml
 from monitor.core.rules.spec import NO_SHORT_INTEREST
 from monitor.errors import EX_CONFIG
 from monitor.status import parse_metrics, status
-from tests.conftest import DEMO, ROOT, RUT
+from tests.conftest import DATA, DEMO, ROOT, RUT
 from tests.test_health import daemon_of
 
 PASSWORD = "s3cret-Correct-Horse-7719"
@@ -364,14 +364,14 @@ BAD_INPUT = [
         " the feed would stream nothing",
     ),
     (
-        f'[[feeds]]\nkind = "replay"\ndata = ["IWM={DEMO / "iwm_daily_adj_2023_2024.csv"}"]\n'
+        f'[[feeds]]\nkind = "replay"\ndata = ["IWM={DATA / "iwm_daily_adj_2023_2024.csv"}"]\n'
         'start = "2025-01-02"\nend = "2025-12-31"\n',
         78,
         "config error: feeds[0].start: the data has no session from 2025-01-02 to end"
         " (2025-12-31), the last is 2024-12-31: the feed would stream nothing",
     ),
     (
-        f'[[feeds]]\nkind = "replay"\ndata = ["IWM={DEMO / "iwm_daily_adj_2023_2024.csv"}"]\n'
+        f'[[feeds]]\nkind = "replay"\ndata = ["IWM={DATA / "iwm_daily_adj_2023_2024.csv"}"]\n'
         'end = "2022-12-31"\n',
         78,
         "config error: feeds[0].end: the data has no session up to 2022-12-31: the feed would"

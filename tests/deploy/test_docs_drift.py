@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.conftest import DEMO, ROOT
+from tests.conftest import DATA, DEMO, ROOT
 from tests.deploy.test_systemd import BINARY, DAEMON_UNIT, NOTIFY_UNIT, UNITS
 from tests.test_commands import cli
 
@@ -100,8 +100,8 @@ def test_the_alert_metrics_table_lists_what_each_kind_emits(tmp_path: Path) -> N
     rules.write_text(EVERY_KIND)
     data = [
         f"^RUT={DEMO / 'rut_index_daily_1987_2026.csv'}",
-        f"IWM={DEMO / 'iwm_daily_adj_2023_2024.csv'}",
-        f"QQQ={DEMO / 'qqq_daily_adj_2023_2024.csv'}",
+        f"IWM={DATA / 'iwm_daily_adj_2023_2024.csv'}",
+        f"QQQ={DATA / 'qqq_daily_adj_2023_2024.csv'}",
         str(DEMO / "smallcaps_ohlcv_2024-06-28_2024-08-02.csv"),
     ]
     argv = ["replay", "--no-cache", "--rules", str(rules), "--from", "2024-01-01"]

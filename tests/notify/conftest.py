@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from monitor.core.model import Alert, History, HorizonStats, encode_alert
 from monitor.datafiles import DataSpec, read_many
 from monitor.store import Store
-from tests.conftest import DEMO, RUT
+from tests.conftest import DATA, RUT
 
 # Apprise's email plugin imports `imghdr` (deprecated in 3.11) on first use; under
 # `filterwarnings = error` that would fail the first test to load it, so load it here.
@@ -100,8 +100,8 @@ def bars_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bars = read_many(
         [
             DataSpec(path=str(RUT), symbol="^RUT"),
-            DataSpec(path=str(DEMO / "iwm_daily_adj_2023_2024.csv"), symbol="IWM"),
-            DataSpec(path=str(DEMO / "qqq_daily_adj_2023_2024.csv"), symbol="QQQ"),
+            DataSpec(path=str(DATA / "iwm_daily_adj_2023_2024.csv"), symbol="IWM"),
+            DataSpec(path=str(DATA / "qqq_daily_adj_2023_2024.csv"), symbol="QQQ"),
         ],
         end=dt.date(2024, 7, 31),
     ).bars
