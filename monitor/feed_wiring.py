@@ -6,6 +6,7 @@ feed's options; the daemon's life cycle reads better without it.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from monitor.clock import SimClock
@@ -130,7 +131,8 @@ async def supervised(feed: Any, daemon: Daemon, backoff: Backoff | None = None) 
     no alert: a feed that gives up for good (its credentials refused, its URL wrong: a
     ConfigError) is logged as `feed_given_up`, shown on /healthz and `feed_failed{feed}`, and
     left stopped; one that fails in any other way (a bug) is logged with its traceback as
-    `feed_crashed`, counted, and started again after a backoff."""
+    `feed_crashed`, counted, shown on /healthz for CRASH_SHOWN_S, and started again after a
+    backoff."""
     backoff = backoff or Backoff(base_s=1.0, cap_s=60.0)
     attempt = 0
     while not daemon.stop.is_set():
@@ -148,8 +150,9 @@ async def supervised(feed: Any, daemon: Daemon, backoff: Backoff | None = None) 
             daemon.counters.set("feed_failed", 1, feed=feed.name)
             daemon.failed_feeds[feed.name] = str(exc)
             return
-        except Exception:
+        except Exception as exc:
             daemon.log.exception("feed_crashed", feed=feed.name, attempt=attempt + 1)
             daemon.counters.inc("feed_crashes", feed=feed.name)
+            daemon.crashed_feeds[feed.name] = (time.monotonic(), f"{type(exc).__name__}: {exc}")
             await wait_any((daemon.stop,), backoff.delay(attempt))
             attempt += 1

@@ -25,6 +25,14 @@ from monitor.errors import MonitorError
 Route = Callable[[], tuple[int, str, bytes]]  # -> (status, content type, body)
 QueryRoute = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
 IO_TIMEOUT_S = 5.0  # to read a request, and to hand its answer over
+# Connections served at once; past it a new one is closed at once (counted). Each holds a file
+# descriptor for up to IO_TIMEOUT_S: a thousand idle clients used to exhaust the process's
+# (a soft limit of 1024), and the daemon died failing to write its store.
+MAX_CONNECTIONS = 256
+# Every answer's: no sniffing a JSON or text body as HTML, no caching, no framing the board.
+SAFE_HEADERS = (
+    "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nX-Frame-Options: DENY\r\n"
+)
 REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -47,6 +55,7 @@ class HttpServer:
         routes: dict[str, Route],
         query_routes: dict[str, QueryRoute] | None = None,
         threaded: Collection[str] = (),
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.host = host
         self.port = port
@@ -56,6 +65,9 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._worker: ThreadPoolExecutor | None = None
         self._log = logs.get("http")
+        self.max_connections = max_connections
+        self.open = 0  # connections being served
+        self.refused = 0  # connections closed at once, past max_connections
 
     async def __aenter__(self) -> HttpServer:
         try:
@@ -88,7 +100,15 @@ class HttpServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request, one answer, then the connection closes. Reading the request and
         writing the answer each get IO_TIMEOUT_S: a client that does not read its answer (a
-        large one stays in the buffer meanwhile) is cut off, not waited for."""
+        large one stays in the buffer meanwhile) is cut off, not waited for. Past
+        `max_connections` served at once, a new connection is closed at once."""
+        if self.open >= self.max_connections:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                self._log.warning("http_connections_refused", refused=self.refused, open=self.open)
+            writer.transport.abort()
+            return
+        self.open += 1
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
@@ -99,10 +119,11 @@ class HttpServer:
                 method, _, rest = head.decode("latin-1").partition(" ")
                 path, _, query = rest.partition(" ")[0].partition("?")
                 status, ctype, body = await self._answer(method, path, query)
+            allow = "Allow: GET, HEAD\r\n" if status == 405 else ""
             writer.write(
                 f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\n"
-                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode("latin-1")
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{SAFE_HEADERS}"
+                f"{allow}Connection: close\r\n\r\n".encode("latin-1")
                 + (b"" if method == "HEAD" else body)  # (HEAD: the head GET would have)
             )
             await asyncio.wait_for(writer.drain(), IO_TIMEOUT_S)
@@ -116,6 +137,7 @@ class HttpServer:
             writer.close()
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), IO_TIMEOUT_S)
+            self.open -= 1
 
     async def _answer(self, method: str, path: str, query: str) -> tuple[int, str, bytes]:
         """The status, content type and body for a request (from the worker thread for a

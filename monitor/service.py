@@ -58,6 +58,7 @@ MAX_PROGRESS_GAUGES = 50  # per rule: universe-wide rules stay out of /metrics (
 
 
 # Counters /metrics shows from the start (the README's list), not from their first event.
+CRASH_SHOWN_S = 300.0  # a feed's crash is a /healthz reason this long (restarted meanwhile)
 ZEROED = (
     "ticks_in",
     "alerts_published",
@@ -160,6 +161,8 @@ class Daemon:
         self.status: list[tuple[str, bool]] = []
         self._gaps_reported: set[tuple[str, dt.date]] = set()  # (symbol, first session missing)
         self.failed_feeds: dict[str, str] = {}  # feed name -> why it gave up (see `supervised`)
+        # feed name -> when it last crashed (monotonic) and why: /healthz degraded meanwhile
+        self.crashed_feeds: dict[str, tuple[float, str]] = {}
         self.rules_reload = RulesReload(self)
         self.state_view = StateView()
 
@@ -341,6 +344,10 @@ class Daemon:
         """healthy, degraded (with reasons) or down."""
         reasons: list[str] = []
         for feed in self.feeds:
+            crashed = self.crashed_feeds.get(feed.name)
+            if crashed is not None and time.monotonic() - crashed[0] < CRASH_SHOWN_S:
+                times = int(self.counters.get("feed_crashes", feed=feed.name))
+                reasons.append(f"feed {feed.name} crashed ({times} times), last: {crashed[1]}")
             if isinstance(feed, ReplayFeed):
                 continue
             if feed.name in self.failed_feeds:

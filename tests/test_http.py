@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from pathlib import Path
@@ -150,3 +151,58 @@ async def test_head_gets_the_head_of_get_and_a_huge_head_gets_431() -> None:
         assert (await ask(huge)).startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
         assert (await ask(b"POST /healthz HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
         assert (await ask(b"GET /healthz HTTP/1.1\r\n\r\n")).endswith(b'{"ok":true}\n')
+
+
+async def test_connections_past_the_cap_are_closed_and_the_server_goes_on() -> None:
+    """Idle clients holding the cap of connections: the next one is closed at once (counted,
+    logged once), not served; once they go, requests are answered. A thousand idle clients
+    used to take every file descriptor, and the daemon died writing its store."""
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    from monitor.http import HttpServer
+
+    routes = {"/ok": lambda: (200, "text/plain", b"ok\n")}
+    with capture_logs() as logs:
+        async with HttpServer("127.0.0.1", 0, routes, max_connections=3) as server:
+            idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+            await asyncio.sleep(0.1)
+            assert server.open == 3
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /ok HTTP/1.1\r\n\r\n")
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(), 2) == b""  # (closed, unserved)
+            writer.close()
+            assert server.refused == 1
+            for _, w in idle:
+                w.close()
+            await asyncio.sleep(0.1)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /ok HTTP/1.1\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 2)
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok\n")
+    assert [e["refused"] for e in logs if e["event"] == "http_connections_refused"] == [1]
+
+
+async def test_every_answer_says_no_sniffing_no_caching_no_framing() -> None:
+    """The board and the JSON and text answers carry nosniff, no-store and DENY; a 405 says
+    which methods are allowed."""
+    import asyncio
+
+    from monitor.http import HttpServer
+
+    routes = {"/": lambda: (200, "text/html; charset=utf-8", b"<p>board</p>")}
+    async with HttpServer("127.0.0.1", 0, routes) as server:
+        heads = []
+        for method in ("GET", "POST"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(f"{method} / HTTP/1.1\r\n\r\n".encode())
+            heads.append((await reader.read()).split(b"\r\n\r\n")[0].decode())
+            writer.close()
+    for head in heads:
+        for line in ("X-Content-Type-Options: nosniff", "Cache-Control: no-store"):
+            assert line in head.splitlines(), head
+        assert "X-Frame-Options: DENY" in head.splitlines()
+    assert "Allow: GET, HEAD" in heads[1].splitlines() and "Allow" not in heads[0]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Callable
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -18,7 +19,7 @@ from monitor import logs
 from monitor.clock import SimClock
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
-from monitor.core.sessions import Sessions
+from monitor.core.sessions import NEW_YORK, Sessions
 
 MAX_SLEEP_S = 2.0
 MINUTE = dt.timedelta(minutes=1)
@@ -82,7 +83,7 @@ class ReplayFeed:
                 assert isinstance(session, dt.date)
                 batch = FeedBatch.empty(self.name)
                 batch.daily_bars = part
-                events.append((self._sessions.close_of(session), batch))
+                events.append((self._streamed_at(session), batch))
         if self._minutes.height:
             for (start,), part in self._minutes.partition_by(
                 "start", maintain_order=True, as_dict=True
@@ -93,3 +94,12 @@ class ReplayFeed:
                 events.append((start + MINUTE + CLOSE_DELAY, batch))
         events.sort(key=lambda e: e[0])
         return events
+
+    def _streamed_at(self, session: dt.date) -> dt.datetime:
+        """When a day's bars go out: at its close; a day that is no session (a holiday, a
+        weekend in the file) at midnight New York, for the engine to reject as `not_a_session`,
+        counted and logged, as `replay` does (the feed crashed on it, over and over)."""
+        if self._sessions.is_session(session):
+            return self._sessions.close_of(session)
+        midnight = dt.datetime.combine(session, dt.time(), tzinfo=ZoneInfo(NEW_YORK))
+        return midnight.astimezone(dt.UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import types
 import uuid
 from pathlib import Path
@@ -73,7 +74,7 @@ async def test_a_crashing_feed_is_started_again_and_a_refused_one_left_stopped()
     """`supervised` over fake feeds: a feed that raises twice is started a third time (the
     crashes logged with their traceback and counted); one that raises ConfigError is not."""
     daemon = types.SimpleNamespace(
-        stop=asyncio.Event(), counters=Counters(), failed_feeds={}, log=_Log()
+        stop=asyncio.Event(), counters=Counters(), failed_feeds={}, crashed_feeds={}, log=_Log()
     )
     fast = Backoff(base_s=0.01, cap_s=0.02, jitter=0)
     crashy = _Feed("crashy", [RuntimeError("bug"), RuntimeError("bug"), None])
@@ -81,6 +82,7 @@ async def test_a_crashing_feed_is_started_again_and_a_refused_one_left_stopped()
     assert crashy.runs == 3
     assert daemon.counters.get("feed_crashes", feed="crashy") == 2
     assert [e for e, _ in daemon.log.events] == ["feed_crashed", "feed_crashed"]
+    assert daemon.crashed_feeds["crashy"][1] == "RuntimeError: bug"  # (/healthz: below)
     refused = _Feed("refused", [ConfigError("feeds.refused: auth failed"), None])
     await asyncio.wait_for(supervised(refused, daemon, fast), 5)  # type: ignore[arg-type]
     assert refused.runs == 1
@@ -127,3 +129,44 @@ def test_the_alpaca_backfill_asks_for_the_data_feed_its_stream_names() -> None:
     assert alpaca_feed("wss://stream.data.alpaca.markets/v2/iex") == "iex"
     assert alpaca_feed("wss://stream.data.alpaca.markets/v2/sip/") == "sip"
     assert alpaca_feed("ws://127.0.0.1:9/stream") is None
+
+
+async def test_a_replay_feeds_day_that_is_no_session_is_rejected_not_a_crash_loop(
+    tmp_path: Path,
+) -> None:
+    """A replay feed's file with a bar on Good Friday 2024 (no session): the engine rejects it
+    as `not_a_session`, as `replay` does, and the feed streams on (it raised KeyError at each
+    start, a crash loop /healthz called healthy). A crash is a /healthz reason for a while."""
+    from monitor.calendar import nyse_sessions
+    from monitor.clock import SimClock
+    from monitor.core.model import FeedBatch
+    from monitor.datafiles import DataSpec, read_many
+    from monitor.feeds.replay import ReplayFeed
+    from monitor.service import Daemon
+
+    data = tmp_path / "zzz.csv"
+    data.write_text("date,close\n2024-03-28,10\n2024-03-29,11\n2024-04-01,12\n")
+    bars = read_many([DataSpec(str(data), "ZZZ")]).bars
+    sessions = nyse_sessions(dt.date(2024, 1, 1))
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    clock = SimClock(dt.datetime(2024, 3, 28, 12, tzinfo=dt.UTC))
+    feed = ReplayFeed(
+        "history", bars, sessions=sessions, clock=clock, queue=queue, counters=Counters(),
+        speed=1e9,
+    )  # fmt: skip
+    await asyncio.wait_for(feed.run(asyncio.Event()), 10)
+    days = [queue.get_nowait().daily_bars["session"].to_list() for _ in range(queue.qsize())]
+    assert days == [[dt.date(2024, 3, 28)], [dt.date(2024, 3, 29)], [dt.date(2024, 4, 1)]]
+    health = Daemon.health  # (the reasons of a daemon whose feed crashed a minute ago)
+    crash = (time.monotonic() - 60, "KeyError: datetime.date(2024, 3, 29)")
+    daemon = types.SimpleNamespace(
+        feeds=[feed], crashed_feeds={"history": crash}, counters=Counters(), failed_feeds={},
+        started=time.monotonic(), queue=queue,
+    )  # fmt: skip
+    daemon.counters.inc("feed_crashes", 3, feed="history")
+    publisher, pipeline = _health_parts(daemon)
+    said = health(daemon, publisher, pipeline)  # type: ignore[arg-type]
+    assert said["status"] == "degraded"
+    assert said["reasons"] == [
+        "feed history crashed (3 times), last: KeyError: datetime.date(2024, 3, 29)"
+    ]
