@@ -43,7 +43,7 @@ import polars as pl
 from monitor.calendar import EARLIEST
 from monitor.core.model import DAILY_SCHEMA, Rejection
 from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
-from monitor.datalayout import DATE_KEYS, Source, Table, column_key, parse_bars
+from monitor.datalayout import DATE_KEYS, Source, Table, column_key, parse_bars, symbol_problem
 from monitor.errors import DataError
 
 _REL_TOL = 1e-6
@@ -329,6 +329,10 @@ def _reject_bad(
     good_volume = v.is_null() | (v.is_finite() & (v >= 0))
     dated = pl.col("session").is_between(EARLIEST, latest_session())
     ok = dated & pl.col("symbol").is_not_null() & good_price
+    # (a long file's symbols, looked at once each; a wide file's were, as its column names)
+    unusable = [] if close_only else _unusable_symbols(work)
+    if unusable:
+        ok = ok & ~pl.col("symbol").is_in(unusable)
     if not close_only:
         ok = ok & consistent & good_volume
     mask = work.select(ok.fill_null(False)).to_series()
@@ -342,6 +346,8 @@ def _reject_bad(
             .then(pl.lit("date_out_of_range"))
             .when(pl.col("symbol").is_null())
             .then(pl.lit("missing_symbol"))
+            .when(pl.col("symbol").is_in(unusable))
+            .then(pl.lit("bad_symbol"))
             .when(c.is_null())
             .then(pl.lit("missing_close"))
             .when(~good_price)
@@ -359,6 +365,12 @@ def _reject_bad(
     return work.with_columns(
         pl.max_horizontal(o, h, c).alias("high"), pl.min_horizontal(o, lo, c).alias("low")
     )
+
+
+def _unusable_symbols(work: pl.DataFrame) -> list[str]:
+    """The symbols of `work` that cannot be one (`symbol_problem`): rejected as `bad_symbol`."""
+    symbols = work.get_column("symbol").unique().drop_nulls().to_list()
+    return [s for s in symbols if symbol_problem(s) is not None]
 
 
 def latest_session() -> date:

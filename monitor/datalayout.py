@@ -60,6 +60,20 @@ class Table(Source):
 # ---- layout ---------------------------------------------------------------------------------
 
 
+MAX_SYMBOL_CHARS = 64  # (a ticker is a few; an index's or fund's name some tens)
+
+
+def symbol_problem(name: str) -> str | None:
+    """Why a symbol from a file cannot be one: a control or formatting character (an escape
+    sequence a terminal would run, a right-to-left override that reverses what follows it on
+    the board), or past MAX_SYMBOL_CHARS. None for a usable symbol."""
+    if not name.isprintable():
+        return "has a control or formatting character"
+    if len(name) > MAX_SYMBOL_CHARS:
+        return f"is longer than {MAX_SYMBOL_CHARS} characters"
+    return None
+
+
 @functools.cache  # (a universe file has tens of thousands of columns, each looked at often)
 def column_key(name: str) -> str:
     return name.strip().lower().replace(" ", "").replace("_", "")
@@ -255,6 +269,11 @@ def _wide_bars(
                 f"column {where} has closes but no name: a wide file's names are symbols",
             )
     tickers = [t for t in tickers if t.strip()]
+    for name in tickers:
+        problem = symbol_problem(name.strip())
+        if problem is not None:
+            where = frame.columns.index(name) + 1
+            raise DataError(table.path, f"column {where}: its name, a symbol, {problem}")
     if not table.is_csv:
         columns = []
         for i, name in enumerate(tickers):

@@ -587,6 +587,34 @@ def test_a_wide_file_column_without_a_name(tmp_path: Path) -> None:
     )
 
 
+def test_symbols_a_screen_would_run_or_garble_are_rejected(tmp_path: Path) -> None:
+    """A symbol with an escape sequence (a terminal runs it in `watch` and the table), a
+    right-to-left override (the board's text reads backwards past it) or past 64 characters is
+    a rejected row, `bad_symbol`; in a wide file, where the symbols are the column names, the
+    file is an error naming the column."""
+    long = "X" * 65
+    path = write(
+        tmp_path,
+        "x.csv",
+        "symbol,date,close\n"
+        "GOOD,2024-07-01,10\n"
+        "ESC\x1b[31mRED,2024-07-01,10\n"
+        "A\u202eLIAM,2024-07-01,10\n"
+        f"{long},2024-07-01,10\n"
+        "BRK B,2024-07-01,10\n",
+    )
+    loaded = read_daily(DataSpec(path))
+    assert sorted(loaded.bars["symbol"].to_list()) == ["BRK B", "GOOD"]
+    assert loaded.counts == {"bad_symbol": 3}
+    assert [r.raw for r in loaded.rejections] == [f"{path}:{n}" for n in (3, 4, 5)]
+    wide = write(tmp_path, "w.csv", "date,AAA,B\x1b]0;pwned\x07\n2024-07-01,1,2\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(wide))
+    assert str(info.value) == (
+        f"{wide}: column 3: its name, a symbol, has a control or formatting character"
+    )
+
+
 def test_read_many_rejects_the_later_file_duplicate(tmp_path: Path) -> None:
     """The same symbol and session in two files keeps the first file's bar."""
     first = write(tmp_path, "a.csv", "Date,Close\n2024-07-15,1\n2024-07-16,2\n")
