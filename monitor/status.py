@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from monitor.errors import EX_CONFIG, ConfigError
-from monitor.urls import host_only, not_valid, split_url
+from monitor.urls import host_only, mask_url, not_valid, split_url
 
 DEFAULT_URL = "http://127.0.0.1:9108"
 PREFIX = "market_monitor_"
@@ -71,21 +71,22 @@ def status(args: argparse.Namespace) -> int:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     timeout_s = float(getattr(args, "timeout", None) or 5.0)
+    shown = mask_url(base)  # (a password in --url is used, not printed)
     try:
         with httpx.Client(timeout=timeout_s) as client:
             health_reply = client.get(f"{base}/healthz")
             metrics_reply = client.get(f"{base}/metrics")
     except httpx.HTTPError as exc:
-        print(f"market-monitor at {base}: down (no answer: {exc or type(exc).__name__})")
+        print(f"market-monitor at {shown}: down (no answer: {exc or type(exc).__name__})")
         return EX_DOWN
     try:
         health = json.loads(health_reply.text)
         state = str(health["status"])
     except (ValueError, KeyError, TypeError):
-        print(f"market-monitor at {base}: down (/healthz answered {health_reply.status_code})")
+        print(f"market-monitor at {shown}: down (/healthz answered {health_reply.status_code})")
         return EX_DOWN
     metrics = parse_metrics(metrics_reply.text) if metrics_reply.status_code == 200 else Metrics()
-    print(summary(base, health, metrics), end="")
+    print(summary(shown, health, metrics), end="")
     return EXIT.get(state, EX_DOWN)
 
 

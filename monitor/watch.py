@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from monitor.errors import EX_UNAVAILABLE
+from monitor.urls import mask_url
 
 BAR = 20
 PER_RULE = 3
@@ -64,9 +65,9 @@ def watch(args: argparse.Namespace) -> int:
         try:
             state, closes = fetch(f"{base}/api/state"), fetch(f"{base}/api/closes")
         except (OSError, ValueError) as exc:
-            print(f"market-monitor: no daemon at {base}: {_reason(exc)}", file=sys.stderr)
+            print(f"market-monitor: no daemon at {mask_url(base)}: {_reason(exc)}", file=sys.stderr)
             return EX_UNAVAILABLE
-        console.print(frame(state, closes, source=base))
+        console.print(frame(state, closes, source=mask_url(base)))
         return 0
     with contextlib.suppress(KeyboardInterrupt):
         _loop(base, console, args.interval)
@@ -77,7 +78,8 @@ def _loop(base: str, console: Console, interval_s: float) -> None:
     """Redraw until interrupted; a failed fetch keeps the last frame and says so."""
     state: Any = None
     closes: Any = None
-    with Live(Text(f"connecting to {base}…"), console=console, auto_refresh=False) as live:
+    connecting = Text(f"connecting to {mask_url(base)}…")
+    with Live(connecting, console=console, auto_refresh=False) as live:
         while True:
             error: str | None = None
             try:
@@ -88,7 +90,7 @@ def _loop(base: str, console: Console, interval_s: float) -> None:
             if state is None:
                 live.update(Text(f"no daemon at {base}: {error} (retrying)", style="red"))
             else:
-                live.update(frame(state, closes, source=base, error=error))
+                live.update(frame(state, closes, source=mask_url(base), error=error))
             live.refresh()
             time.sleep(interval_s)
 

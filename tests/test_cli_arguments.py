@@ -212,3 +212,18 @@ def test_an_empty_stream_is_a_usage_error(value: str) -> None:
     """`tail --stream ''` exits 2 naming --stream rather than reading the default stream."""
     line = refused("tail", "--url", REDIS_URL, "--stream", value, "--since", "0", "--count", "1")
     assert line == "market-monitor tail: error: argument --stream: must not be empty"
+
+
+def test_a_password_in_the_status_url_is_used_not_printed() -> None:
+    """`status --url http://bob:PASSWORD@...` prints the address with the password masked (it
+    printed it whole, in a report that goes to logs and tickets)."""
+    password = "hunter2-" + uuid.uuid4().hex[:8]
+    res = subprocess.run(
+        [sys.executable, "-m", "monitor", "status", "--url", f"http://bob:{password}@127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2
+    assert password not in res.stdout + res.stderr
+    assert "http://bob:***@127.0.0.1:9" in res.stdout
