@@ -74,6 +74,15 @@ def symbol_problem(name: str) -> str | None:
     return None
 
 
+def shown_symbol(name: str) -> str:
+    """A symbol as a message shows it: one `symbol_problem` rejects with its control
+    characters escaped (a terminal would run them) and cut at MAX_SYMBOL_CHARS."""
+    if symbol_problem(name) is None:
+        return name
+    escaped = name.encode("unicode_escape").decode("ascii")
+    return escaped[:MAX_SYMBOL_CHARS] + ("..." if len(escaped) > MAX_SYMBOL_CHARS else "")
+
+
 @functools.cache  # (a universe file has tens of thousands of columns, each looked at often)
 def column_key(name: str) -> str:
     return name.strip().lower().replace(" ", "").replace("_", "")

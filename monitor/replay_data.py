@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import polars as pl
@@ -143,8 +144,14 @@ def split_replay_data(config: Config, history: pl.DataFrame) -> ReplayData:
         )
         last = before.get_column("session").max()
         if isinstance(last, dt.date):
-            sessions = nyse_sessions(last)
-            candidate = sessions.close_of(last) if sessions.is_session(last) else None
+            # (the close of the history's last session: of the last row's day, or of the
+            # session before it when that row is a holiday's or a weekend's, which the engine
+            # rejects; it left the daemon without its simulated clock, and it failed to start)
+            sessions = nyse_sessions(last - dt.timedelta(days=10))  # (New Year's Day: December)
+            midnight = dt.time(tzinfo=ZoneInfo(NEW_YORK))
+            after = dt.datetime.combine(last + dt.timedelta(days=1), midnight)
+            session = sessions.last_closed(after.astimezone(dt.UTC))
+            candidate = sessions.close_of(session) if session is not None else None
             if candidate is not None and (start_at is None or candidate > start_at):
                 start_at = candidate
     out.history = history

@@ -9,6 +9,7 @@ terminal; `watch` only fetches and redraws.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -16,6 +17,7 @@ import math
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,8 +46,21 @@ SEVERITY_STYLE = {"info": "dim", "notice": "bold blue", "warning": "bold yellow"
 
 
 def fetch(url: str, timeout_s: float = 3.0) -> Any:
-    """GET `url` and decode its JSON."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+    """GET `url` and decode its JSON. A user and password in it (a proxy in front of the
+    daemon) go as Basic authorization, as `status` sends them: urllib took them for part of
+    the host name, and asked the resolver for it, password and all."""
+    parts = urllib.parse.urlsplit(url)
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        request = urllib.request.Request(parts._replace(netloc=netloc).geturl())
+        login = (
+            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        )
+        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+    with urllib.request.urlopen(request, timeout=timeout_s) as resp:
         return json.loads(resp.read())
 
 
@@ -88,7 +103,8 @@ def _loop(base: str, console: Console, interval_s: float) -> None:
             except (OSError, ValueError) as exc:
                 error = _reason(exc)
             if state is None:
-                live.update(Text(f"no daemon at {base}: {error} (retrying)", style="red"))
+                said = f"no daemon at {mask_url(base)}: {error} (retrying)"
+                live.update(Text(said, style="red"))
             else:
                 live.update(frame(state, closes, source=mask_url(base), error=error))
             live.refresh()

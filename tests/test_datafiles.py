@@ -607,6 +607,11 @@ def test_symbols_a_screen_would_run_or_garble_are_rejected(tmp_path: Path) -> No
     assert sorted(loaded.bars["symbol"].to_list()) == ["BRK B", "GOOD"]
     assert loaded.counts == {"bad_symbol": 3}
     assert [r.raw for r in loaded.rejections] == [f"{path}:{n}" for n in (3, 4, 5)]
+    from monitor.replay_command import first_rejected
+
+    said = first_rejected(loaded.rejections)  # (stderr: the escape shown, not run)
+    assert "\x1b" not in said and "\u202e" not in said
+    assert f"{path}:3 ESC\\x1b[31mRED (bad_symbol)" in said and "A\\u202eLIAM" in said
     wide = write(tmp_path, "w.csv", "date,AAA,B\x1b]0;pwned\x07\n2024-07-01,1,2\n")
     with pytest.raises(DataError) as info:
         read_daily(DataSpec(wide))

@@ -62,6 +62,24 @@ def test_a_start_before_the_data_makes_its_first_session_the_history(tmp_path: P
     assert got.bars["rut"].height == 78  # (the sessions from 1987-09-11 to 1987-12-31)
 
 
+def test_history_ending_on_a_day_that_is_no_session_starts_the_clock_at_the_session_before(
+    tmp_path: Path,
+) -> None:
+    """The history's last row a Good Friday or a Saturday (rows the engine rejects): the
+    simulated clock starts at the close of the session before it. No clock was set, and the
+    daemon failed to start (an AssertionError: a replay feed needs the simulated clock)."""
+    data = tmp_path / "iwm.csv"
+    data.write_text(
+        "date,close\n2024-03-27,200\n2024-03-28,201\n2024-03-29,202\n2024-03-30,203\n"
+        "2024-04-01,204\n2024-04-02,205\n"
+    )
+    conf = replay_feed_config(tmp_path, "x", start="2024-04-01", end="2024-04-02")
+    conf.write_text(conf.read_text().replace(f'"^RUT={RUT}"', f'"IWM={data}"'))
+    split = split_replay_data(cfg.load(conf), pl.DataFrame())
+    assert split.start_at == dt.datetime(2024, 3, 28, 20, 0, tzinfo=dt.UTC)  # (Thursday's close)
+    assert isinstance(Daemon(cfg.load(conf)).clock, SimClock)
+
+
 async def test_a_daemon_whose_replay_feed_starts_before_its_data_streams_it(
     tmp_path: Path,
 ) -> None:

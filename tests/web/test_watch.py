@@ -148,3 +148,40 @@ async def test_watch_once_prints_the_board_of_a_running_daemon(tmp_path: Path) -
     gone = await asyncio.to_thread(cli, "watch", "--once", "--url", f"http://127.0.0.1:{port:.0f}")
     assert gone.returncode == 69
     assert f"no daemon at http://127.0.0.1:{port:.0f}" in gone.stderr
+
+
+def test_a_login_in_the_url_goes_as_basic_authorization_not_to_the_resolver() -> None:
+    """`watch --url http://user:password@host` (a proxy before the daemon): the login goes as
+    Basic authorization and the request reaches the host. urllib took `user:password@host` for
+    the host name and asked the resolver for it, and watch could never connect."""
+    import http.server
+    import threading
+
+    from monitor.watch import fetch
+
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # (the stdlib's name)
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        assert fetch(f"http://bob:p%40ss@127.0.0.1:{port}/api/state") == {"ok": True}
+        assert fetch(f"http://127.0.0.1:{port}/api/state") == {"ok": True}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["Basic Ym9iOnBAc3M=", None]  # (bob:p@ss)
