@@ -330,23 +330,13 @@ class RedisPublisher:
                 self._counters.set("outbox_depth", self._outbox.depth())
                 for (seq, alert_id, payload), flag in zip(batch, flags, strict=True):
                     named = _named(payload)  # (for on-call to grep the log by rule and symbol)
+                    event = "alert_published" if flag else "alert_already_published"
+                    self._log.info(
+                        event, id=alert_id, seq=seq, rule=named.rule, symbol=named.symbol
+                    )
                     if flag:
                         published += 1
-                        self._log.info(
-                            "alert_published",
-                            id=alert_id,
-                            seq=seq,
-                            rule=named.rule,
-                            symbol=named.symbol,
-                        )
                     else:
-                        self._log.info(
-                            "alert_already_published",
-                            id=alert_id,
-                            seq=seq,
-                            rule=named.rule,
-                            symbol=named.symbol,
-                        )
                         self._counters.inc("alerts_deduplicated")
                 self._counters.inc("alerts_published", sum(flags))
         return published
