@@ -330,7 +330,7 @@ def _reject_bad(
     dated = pl.col("session").is_between(EARLIEST, latest_session())
     ok = dated & pl.col("symbol").is_not_null() & good_price
     # (a long file's symbols, looked at once each; a wide file's were, as its column names)
-    unusable = [] if close_only else _unusable_symbols(work)
+    unusable = [] if close_only else unusable_symbols(work)
     if unusable:
         ok = ok & ~pl.col("symbol").is_in(unusable)
     if not close_only:
@@ -367,7 +367,7 @@ def _reject_bad(
     )
 
 
-def _unusable_symbols(work: pl.DataFrame) -> list[str]:
+def unusable_symbols(work: pl.DataFrame) -> list[str]:
     """The symbols of `work` that cannot be one (`symbol_problem`): rejected as `bad_symbol`."""
     symbols = work.get_column("symbol").unique().drop_nulls().to_list()
     return [s for s in symbols if symbol_problem(s) is not None]

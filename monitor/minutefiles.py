@@ -42,7 +42,7 @@ import polars as pl
 from monitor.core.model import MINUTE_SCHEMA, Rejection
 from monitor.core.sessions import NEW_YORK
 from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
-from monitor.datafiles import DataSpec, drop_duplicates
+from monitor.datafiles import DataSpec, drop_duplicates, unusable_symbols
 from monitor.datalayout import Source, Table, column_key
 from monitor.errors import DataError
 
@@ -316,6 +316,9 @@ def _reject_bad(
     )
     good_volume = v.is_null() | (v.is_finite() & (v >= 0))
     ok = pl.col("start").is_not_null() & pl.col("symbol").is_not_null() & good_price
+    unusable = unusable_symbols(work)  # (as a daily file's: `bad_symbol`)
+    if unusable:
+        ok = ok & ~pl.col("symbol").is_in(unusable)
     mask = work.select((ok & consistent & good_volume).fill_null(False)).to_series()
     if not mask.all():
         reason = (
@@ -323,6 +326,8 @@ def _reject_bad(
             .then(pl.lit("missing_time"))
             .when(pl.col("symbol").is_null())
             .then(pl.lit("missing_symbol"))
+            .when(pl.col("symbol").is_in(unusable))
+            .then(pl.lit("bad_symbol"))
             .when(c.is_null())
             .then(pl.lit("missing_close"))
             .when(~good_price.fill_null(False))

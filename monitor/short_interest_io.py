@@ -5,7 +5,8 @@ As for the bar files (`monitor.datafiles`), a malformed cell fails the file with
 naming the file, the line (as an editor counts it, quoted fields spanning lines included) and
 the column: a date that is no YYYY-MM-DD, a percentage that is not a number. A row that is well
 formed but unusable is left out and counted, and the file's other figures are used: an empty
-symbol (`missing_symbol`) or date (`missing_date`), a percentage that is not finite or is
+symbol (`missing_symbol`) or date (`missing_date`), a symbol as the bar files refuse it
+(`bad_symbol`: a control character, past 64 characters), a percentage that is not finite or is
 negative (`bad_short_interest`: a vendor's file of ~9,900 symbols has a few, from a negative
 public float). A file of only such rows is an error. An empty percentage is no figure (the
 rule's `unknown_short_interest` decides). Headers are matched as the bar files' are (case,
@@ -20,7 +21,7 @@ import polars as pl
 
 from monitor.core.model import Rejection
 from monitor.csvfiles import csv_failure, csv_header, csv_lines
-from monitor.datalayout import column_key
+from monitor.datalayout import column_key, shown_symbol, symbol_problem
 from monitor.errors import DataError
 
 REQUIRED = ("symbol", "short_interest_date", "percent_of_float")
@@ -97,9 +98,12 @@ def read_short_interest(path: str | Path) -> ShortInterestFile:
     ]
     for bad, column, message in malformed:
         _fail_at(name, typed.filter(bad), cols[column], message)
+    odd = [x for x in typed.get_column("symbol").drop_nulls().unique() if symbol_problem(x)]
     unusable = (
         pl.when(empty("symbol"))
         .then(pl.lit("missing_symbol"))
+        .when(pl.col("symbol").is_in(odd))
+        .then(pl.lit("bad_symbol"))
         .when(empty("short_interest_date"))
         .then(pl.lit("missing_date"))
         .when(~pl.col("_pct").is_finite() | (pl.col("_pct") < 0))
@@ -128,6 +132,7 @@ def read_short_interest(path: str | Path) -> ShortInterestFile:
 # What the first of a file's unusable rows says, when it has no other.
 _SAID = {
     "missing_symbol": ("symbol", "empty"),
+    "bad_symbol": ("symbol", "a control or formatting character, or past 64 characters"),
     "missing_date": ("short_interest_date", "empty"),
     "bad_short_interest": ("percent_of_float", "not a finite percentage of 0 or more"),
 }
@@ -149,7 +154,8 @@ def rejected_line(rejected: list[Rejection], shown: int = 5) -> str:
         counts[r.reason] = counts.get(r.reason, 0) + 1
     summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     listed = ", ".join(
-        f"{r.raw}{f' {r.symbol}' if r.symbol else ''} ({r.reason})" for r in rejected[:shown]
+        f"{r.raw}{f' {shown_symbol(r.symbol)}' if r.symbol else ''} ({r.reason})"
+        for r in rejected[:shown]
     )
     more = f", and {len(rejected) - shown} more" if len(rejected) > shown else ""
     rows = "row" if len(rejected) == 1 else "rows"

@@ -232,3 +232,18 @@ def test_times_no_date_format_fits_are_an_error_naming_the_cell(
     with pytest.raises(DataError) as raised:
         read_minutes(DataSpec(str(data), "X"))
     assert str(raised.value) == f"{data}, {where}"
+
+
+def test_a_minute_files_symbol_a_terminal_would_run_is_rejected(tmp_path: Path) -> None:
+    """As in a daily file: a symbol with an escape sequence is a rejected row, `bad_symbol`."""
+    from monitor.minutefiles import read_minute_files
+
+    data = tmp_path / "x.csv"
+    data.write_text(
+        "symbol,datetime,open,high,low,close,volume\n"
+        "SPY,2024-03-08 09:30:00-05:00,1,1,1,1,1\n"
+        "S\x1b]0;x\x07,2024-03-08 09:30:00-05:00,1,1,1,1,1\n"
+    )
+    loaded = read_minute_files([DataSpec(str(data))])
+    assert loaded.bars.get_column("symbol").to_list() == ["SPY"]
+    assert loaded.counts == {"bad_symbol": 1}

@@ -55,19 +55,20 @@ def test_unusable_rows_are_left_out_counted_and_named(tmp_path: Path) -> None:
     read = read_short_interest(path)
     assert read.figures.select("symbol", "percent_of_float").rows() == [
         ("AAA", 5.0),
-        ("B\nX", 7.0),
         ("FFF", None),  # (no figure: the rule's unknown_short_interest decides)
     ]
     assert [(r.reason, r.symbol, r.raw) for r in read.rejected] == [
         ("bad_short_interest", "SFUN", f"{path}:3"),
+        ("bad_symbol", "B\nX", f"{path}:4"),  # (a newline in it; its line counted right)
         ("bad_short_interest", "CCC", f"{path}:6"),
         ("bad_short_interest", "DDD", f"{path}:7"),
         ("missing_symbol", None, f"{path}:8"),
         ("missing_date", "EEE", f"{path}:9"),
     ]
     assert rejected_line(read.rejected, shown=2) == (
-        "5 rows left out (bad_short_interest=3, missing_date=1, missing_symbol=1): "
-        f"{path}:3 SFUN (bad_short_interest), {path}:6 CCC (bad_short_interest), and 3 more"
+        "6 rows left out (bad_short_interest=3, bad_symbol=1, missing_date=1,"
+        f" missing_symbol=1): {path}:3 SFUN (bad_short_interest), {path}:4 B\\nX (bad_symbol),"
+        " and 4 more"
     )
 
 
@@ -143,3 +144,18 @@ def test_figures_that_look_like_fractions_are_said_to(tmp_path: Path) -> None:
     assert read_short_interest(path).said() == []
     path.write_text(HEAD + "".join(f"S{i},2021-01-15,{i / 10:.2f}\n" for i in range(20)))
     assert read_short_interest(path).said() == []
+
+
+def test_a_symbol_the_bar_files_refuse_is_left_out_here_too(tmp_path: Path) -> None:
+    """A symbol with an escape sequence (or past 64 characters) is `bad_symbol`, as in the bar
+    files: left out, counted and named."""
+    path = tmp_path / "si.csv"
+    path.write_text(
+        HEAD + "AAA,2021-01-15,5\nB\x1b[31mX,2021-01-15,7\n" + "Y" * 65 + ",2021-01-15,1\n"
+    )
+    read = read_short_interest(path)
+    assert read.figures.get_column("symbol").to_list() == ["AAA"]
+    assert [(r.reason, r.raw) for r in read.rejected] == [
+        ("bad_symbol", f"{path}:3"),
+        ("bad_symbol", f"{path}:4"),
+    ]
