@@ -314,7 +314,28 @@ def _reject_bad(
     *,
     close_only: bool,
 ) -> pl.DataFrame:
-    """Drop rows with no date, symbol or close, bad prices or inconsistent bars; record them.
+    """A daily file's rows checked (`reject_bad_bars`): a session date, of the calendar's."""
+    session = pl.col("session")
+    times = [
+        (session.is_not_null(), "missing_date"),
+        (session.is_between(EARLIEST, latest_session()), "date_out_of_range"),
+    ]
+    return reject_bad_bars(table, work, rejections, counts, times=times, close_only=close_only)
+
+
+def reject_bad_bars(
+    source: Source,
+    work: pl.DataFrame,
+    rejections: list[Rejection],
+    counts: dict[str, int],
+    *,
+    times: Sequence[tuple[pl.Expr, str]],
+    close_only: bool = False,
+) -> pl.DataFrame:
+    """Drop rows with no time, symbol or close, bad prices or inconsistent bars; record them.
+    `times`: what the time column must be, in order, each with the reason of a row it is not
+    (a daily file's date, a minute file's start). Accepted bars have high and low widened to
+    cover open and close (within _REL_TOL).
 
     `close_only` (a wide file): `work` has only a close; it becomes open, high and low too,
     and a row without one is a blank cell, no bar: dropped, not counted.
@@ -327,8 +348,8 @@ def _reject_bad(
         (x <= h * up) & (x >= lo * down) for x in (o, c)
     )
     good_volume = v.is_null() | (v.is_finite() & (v >= 0))
-    dated = pl.col("session").is_between(EARLIEST, latest_session())
-    ok = dated & pl.col("symbol").is_not_null() & good_price
+    ok = pl.all_horizontal(good for good, _ in times) & pl.col("symbol").is_not_null()
+    ok = ok & good_price
     # (a long file's symbols, looked at once each; a wide file's were, as its column names)
     unusable = [] if close_only else unusable_symbols(work)
     if unusable:
@@ -339,23 +360,18 @@ def _reject_bad(
     blank = work.select(c.is_null()).to_series() if close_only else None
     if not mask.all():
         bad_rows = ~mask if blank is None else ~mask & ~blank
-        reason = (
-            pl.when(pl.col("session").is_null())
-            .then(pl.lit("missing_date"))
-            .when(~dated)
-            .then(pl.lit("date_out_of_range"))
-            .when(pl.col("symbol").is_null())
-            .then(pl.lit("missing_symbol"))
-            .when(pl.col("symbol").is_in(unusable))
-            .then(pl.lit("bad_symbol"))
-            .when(c.is_null())
-            .then(pl.lit("missing_close"))
-            .when(~good_price)
-            .then(pl.lit("bad_price"))
-            .otherwise(pl.lit("bad_bar"))
-        )
+        cases = [
+            *((~good, why) for good, why in times),
+            (pl.col("symbol").is_null(), "missing_symbol"),
+            (pl.col("symbol").is_in(unusable), "bad_symbol"),
+            (c.is_null(), "missing_close"),
+            (~good_price, "bad_price"),
+        ]
+        reason: pl.Expr = pl.lit("bad_bar")  # (the first case a row is in, else this)
+        for case, why in reversed(cases):
+            reason = pl.when(case).then(pl.lit(why)).otherwise(reason)
         bad = work.filter(bad_rows).select("_row", "symbol", reason.alias("reason"))
-        places = table.where(bad["_row"].to_list())
+        places = source.where(bad["_row"].to_list())
         for symbol, why, raw in zip(bad["symbol"], bad["reason"], places, strict=True):
             rejections.append(Rejection(why, symbol, raw))
             counts[why] = counts.get(why, 0) + 1

@@ -301,7 +301,7 @@ def _wide_bars(
     unique = not sessions.drop_nulls().is_duplicated().any()
     if unsorted:
         dated = dated.sort("_session", maintain_order=True, nulls_last=True)
-    # Blank cells (no bar) stay as null closes until `monitor.datafiles._reject_bad` filters
+    # Blank cells (no bar) stay as null closes until `monitor.datafiles.reject_bad_bars` filters
     # once for both.
     long = dated.unpivot(
         on=tickers, index=["_row", "_session"], variable_name="symbol", value_name="close"

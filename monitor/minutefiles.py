@@ -42,7 +42,7 @@ import polars as pl
 from monitor.core.model import MINUTE_SCHEMA, Rejection
 from monitor.core.sessions import NEW_YORK
 from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
-from monitor.datafiles import DataSpec, drop_duplicates, unusable_symbols
+from monitor.datafiles import DataSpec, drop_duplicates, reject_bad_bars
 from monitor.datalayout import Source, Table, column_key
 from monitor.errors import DataError
 
@@ -53,7 +53,6 @@ _KEYS = (*TIME_KEYS, *DATE_KEYS, *PRICES, "volume", "symbol")
 _STAMP = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2})(?:[T ](\d{1,2}:\d{2}(?::\d{2})?))?")
 _OFFSET = r"(?:[+-]\d\d:?\d\d|Z)$"
 _LOOKED_AT = 500  # rows of a time column looked at for times of day
-_REL_TOL = 1e-6  # (as monitor.datafiles: high and low are widened within it)
 
 
 class LoadedMinutes(msgspec.Struct):
@@ -107,7 +106,8 @@ def read_minute_files(
         if end is not None:
             work = work.filter(day.is_null() | (day <= end))
         source = Source(table.path, table.is_csv)
-        work = _reject_bad(source, work, rejections, counts)
+        times = [(pl.col("start").is_not_null(), "missing_time")]
+        work = reject_bad_bars(source, work, rejections, counts, times=times)
         sources.append(source)
         frames.append(work.with_columns(pl.lit(number, pl.UInt32).alias("_file")))
     bars = pl.concat(frames) if frames else pl.DataFrame(schema=MINUTE_SCHEMA)
@@ -298,48 +298,3 @@ def _starts(
         message = f"{cell!r} is no New York time ({why}): write it with its UTC offset"
         bad.append((row, position, name, message))
     return wall.dt.replace_time_zone("UTC").zip_with(aware, local.dt.convert_time_zone("UTC"))
-
-
-# ---- checking -------------------------------------------------------------------------------
-
-
-def _reject_bad(
-    source: Source, work: pl.DataFrame, rejections: list[Rejection], counts: dict[str, int]
-) -> pl.DataFrame:
-    """Drop rows without a time, symbol or close, with bad prices or inconsistent bars; record
-    them. Accepted bars have high and low widened to cover open and close (within _REL_TOL)."""
-    o, h, lo, c, v = (pl.col(k) for k in ("open", "high", "low", "close", "volume"))
-    good_price = pl.all_horizontal((x.is_finite() & (x > 0)) for x in (o, h, lo, c))
-    up, down = 1 + _REL_TOL, 1 - _REL_TOL
-    consistent = (h >= lo * down) & pl.all_horizontal(
-        (x <= h * up) & (x >= lo * down) for x in (o, c)
-    )
-    good_volume = v.is_null() | (v.is_finite() & (v >= 0))
-    ok = pl.col("start").is_not_null() & pl.col("symbol").is_not_null() & good_price
-    unusable = unusable_symbols(work)  # (as a daily file's: `bad_symbol`)
-    if unusable:
-        ok = ok & ~pl.col("symbol").is_in(unusable)
-    mask = work.select((ok & consistent & good_volume).fill_null(False)).to_series()
-    if not mask.all():
-        reason = (
-            pl.when(pl.col("start").is_null())
-            .then(pl.lit("missing_time"))
-            .when(pl.col("symbol").is_null())
-            .then(pl.lit("missing_symbol"))
-            .when(pl.col("symbol").is_in(unusable))
-            .then(pl.lit("bad_symbol"))
-            .when(c.is_null())
-            .then(pl.lit("missing_close"))
-            .when(~good_price.fill_null(False))
-            .then(pl.lit("bad_price"))
-            .otherwise(pl.lit("bad_bar"))
-        )
-        bad = work.filter(~mask).select("_row", "symbol", reason.alias("reason"))
-        places = source.where(bad.get_column("_row").to_list())
-        for symbol, why, raw in zip(bad["symbol"], bad["reason"], places, strict=True):
-            rejections.append(Rejection(why, symbol, raw))
-            counts[why] = counts.get(why, 0) + 1
-        work = work.filter(mask)
-    return work.with_columns(
-        pl.max_horizontal(o, h, c).alias("high"), pl.min_horizontal(o, lo, c).alias("low")
-    )
