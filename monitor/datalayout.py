@@ -235,7 +235,7 @@ def _row_bars(
             pl.col("adjclose").alias("close"),
         )
     work = work.with_columns(pl.col(k).fill_null(pl.col("close")) for k in ("open", "high", "low"))
-    blank = pl.all_horizontal(_blank_cell(n, t) for n, t in frame.schema.items())
+    blank = pl.all_horizontal(blank_cell(n, t) for n, t in frame.schema.items())
     work = work.filter(~frame.select(blank).to_series())
     if "symbol" in layout.fields and given is not None:
         work = work.filter(pl.col("symbol") == given)
@@ -245,7 +245,7 @@ def _row_bars(
     return work.drop("adjclose"), unsorted
 
 
-def _blank_cell(name: str, dtype: pl.DataType) -> pl.Expr:
+def blank_cell(name: str, dtype: pl.DataType) -> pl.Expr:
     """A cell with nothing in it: null, or text of only spaces or `null` (of a column of any
     type: a Parquet file's lists or durations, unused here, included)."""
     if not isinstance(dtype, pl.String | pl.Categorical | pl.Enum):

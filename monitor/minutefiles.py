@@ -43,7 +43,7 @@ from monitor.core.model import MINUTE_SCHEMA, Rejection
 from monitor.core.sessions import NEW_YORK
 from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
 from monitor.datafiles import DataSpec, drop_duplicates, reject_bad_bars
-from monitor.datalayout import Source, Table, column_key
+from monitor.datalayout import Source, Table, blank_cell, column_key
 from monitor.errors import DataError
 
 TIME_KEYS = ("datetime", "timestamp", "start", "time")
@@ -217,7 +217,7 @@ def _parse(spec: DataSpec) -> tuple[Table, str, pl.DataFrame]:
     work = pl.DataFrame({"symbol": symbol, "start": start, **values}).with_row_index("_row")
     close = pl.col("close")
     work = work.with_columns(pl.col(k).fill_null(close) for k in ("open", "high", "low"))
-    blank = pl.all_horizontal(_is_blank(pl.col(n).cast(pl.String)) for n in frame.columns)
+    blank = pl.all_horizontal(blank_cell(n, t) for n, t in frame.schema.items())
     work = work.filter(~frame.select(blank).to_series())
     if "symbol" in cols and spec.symbol is not None:
         work = work.filter(pl.col("symbol") == spec.symbol)
@@ -226,14 +226,9 @@ def _parse(spec: DataSpec) -> tuple[Table, str, pl.DataFrame]:
     return table, column, work
 
 
-def _is_blank(text: pl.Expr) -> pl.Expr:
-    stripped = text.str.strip_chars()
-    return stripped.is_null() | (stripped == "") | (stripped.str.to_lowercase() == "null")
-
-
 def _filled(text: pl.Series) -> pl.Series:
     """Which cells of a text column hold something (not blank, not `null`)."""
-    return text.to_frame("t").select(~_is_blank(pl.col("t"))).to_series()
+    return text.to_frame("t").select(~blank_cell("t", pl.String())).to_series()
 
 
 def _numbers(

@@ -247,3 +247,19 @@ def test_a_minute_files_symbol_a_terminal_would_run_is_rejected(tmp_path: Path) 
     loaded = read_minute_files([DataSpec(str(data))])
     assert loaded.bars.get_column("symbol").to_list() == ["SPY"]
     assert loaded.counts == {"bad_symbol": 1}
+
+
+def test_a_minute_files_columns_the_reader_does_not_use_may_be_of_any_type(tmp_path: Path) -> None:
+    """As for a daily file: a Parquet list column beside the bars is not looked at (the check
+    for blank rows cast it to text, and the read failed)."""
+    import polars as pl
+
+    path = tmp_path / "m.parquet"
+    pl.DataFrame(
+        {
+            "datetime": ["2024-03-08 09:30:00-05:00", "2024-03-08 09:31:00-05:00"],
+            "open": [1.0, 2.0], "high": [1.0, 2.0], "low": [1.0, 2.0], "close": [1.0, 2.0],
+            "volume": [5.0, 6.0], "tags": [["a"], []],
+        }
+    ).write_parquet(path)  # fmt: skip
+    assert read_minutes(DataSpec(str(path), "SPY"))["close"].to_list() == [1.0, 2.0]
