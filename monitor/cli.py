@@ -352,13 +352,14 @@ def _tail_password_fix(args: argparse.Namespace) -> str:
     shipped systemd unit gives the daemon its password in the unit's own environment
     (MARKET_MONITOR__REDIS__PASSWORD_FILE), which a shell does not have."""
     from monitor import config as cfg
+    from monitor import config_env
     from monitor.alerts.redis_sink import AUTH_FIX
 
     if not args.config:
         return "tail takes the password from --config's [redis] password_env or password_file"
     config = cfg.load(args.config)
     redis = config.redis
-    variables = cfg.env_overrides(dict(os.environ))
+    variables = config_env.env_overrides(dict(os.environ))
     if redis.password_env or redis.password_file:
         field = "password_env" if redis.password_env else "password_file"
         value = redis.password_env or redis.password_file
@@ -366,9 +367,10 @@ def _tail_password_fix(args: argparse.Namespace) -> str:
         return f"{AUTH_FIX}: tail sent the password of [redis] {field} = {value!r} ({origin})"
     if _url_password(redis.url):
         return f"{AUTH_FIX}: tail sent the password of [redis] url ({args.config})"
-    variable = f"{cfg.ENV_PREFIX}REDIS__PASSWORD_FILE"
+    prefix = config_env.ENV_PREFIX
+    variable = f"{prefix}REDIS__PASSWORD_FILE"
     return (
-        f"{AUTH_FIX}: {args.config} sets none, nor does a {cfg.ENV_PREFIX}REDIS__PASSWORD_ENV or "
+        f"{AUTH_FIX}: {args.config} sets none, nor does a {prefix}REDIS__PASSWORD_ENV or "
         f"{variable} variable here (the shipped systemd unit sets {variable} in its own "
         f"environment, which a shell does not have; as root: {variable}="
         f"/etc/market-monitor/credentials/redis-password market-monitor tail --config "
@@ -390,7 +392,7 @@ def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from monitor import config as cfg
-    from monitor import logs
+    from monitor import credentials, logs
     from monitor.service import PortUnavailable, run
     from monitor.store import Store
     from monitor.systemd import notifier
@@ -398,12 +400,12 @@ def _run(args: argparse.Namespace) -> int:
     config = cfg.load(args.config)
     logs.configure(level=config.log.level, json=config.log.json)
     log = logs.get("cli")
-    if cfg.writable_by_others(args.config):
+    if credentials.writable_by_others(args.config):
         log.warning("config_writable_by_others", path=args.config, fix=f"chmod go-w {args.config}")
     for path in cfg.credential_files(config):
         # (only a file of the daemon's own user: another's, such as a compose secret, is read
         # through group or others on purpose, and `chmod go-rwx` would lock the daemon out)
-        if cfg.credential_too_open(path):
+        if credentials.credential_too_open(path):
             log.warning("credential_readable_by_others", path=path, fix=f"chmod go-rwx {path}")
     lock = _lock(Store(cfg.resolve(config, config.store.path)))
     if lock is None:

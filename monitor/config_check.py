@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from monitor import config as cfg
+from monitor import credentials, rules_config
 from monitor.core.rules.spec import NO_SHORT_INTEREST, no_short_interest, rule_warnings
 from monitor.errors import EX_CONFIG, EX_DATAERR, ConfigError, DataError
 from monitor.replay_data import read_replay_feeds
@@ -29,11 +30,11 @@ def config_check(args: argparse.Namespace) -> int:
     path = str(args.config)
     try:
         config = cfg.load(path)
-        rules = cfg.load_rules_file(config)
+        rules = rules_config.load_rules_file(config)
         rejected = []
         for feed in read_replay_feeds(config):  # (read and let go, one feed at a time)
             rejected += [f"feed {feed.name}: {line}" for line in feed.rejected]
-        figures = cfg.load_short_interest(config)
+        figures = rules_config.load_short_interest(config)
         for line in figures.said() if figures is not None else ():
             rejected.append(f"rules.short_interest {config.rules.short_interest}: {line}")
         sources, unread = resolve_secrets(config)
@@ -45,19 +46,22 @@ def config_check(args: argparse.Namespace) -> int:
         return EX_DATAERR
     for line in rejected:
         print(f"market-monitor: warning: {line}", file=sys.stderr)
-    if cfg.writable_by_others(path):
+    if credentials.writable_by_others(path):
         print(
             f"market-monitor: warning: {path} is writable by others (chmod go-w)", file=sys.stderr
         )
     for file in cfg.credential_files(config):
-        if cfg.credential_too_open(file):
+        if credentials.credential_too_open(file):
             print(
                 f"market-monitor: warning: {file} is readable by others (chmod go-rwx)",
                 file=sys.stderr,
             )
     for field, (file, unit) in unread.items():
         print(f"market-monitor: warning: {unit_only(field, file, unit)}", file=sys.stderr)
-    for line in [*cfg.outside_universe(config, rules), *cfg.never_fire(config, rules)]:
+    for line in [
+        *rules_config.outside_universe(config, rules),
+        *rules_config.never_fire(config, rules),
+    ]:
         print(f"market-monitor: warning: {line}", file=sys.stderr)
     for line in rule_warnings(rules):
         print(f"market-monitor: warning: rules.file: {line}", file=sys.stderr)
@@ -95,7 +99,7 @@ def unit_only(field: str, file: str, unit: str) -> str:
     """The warning for a secret file that is a systemd credential of `unit`, which exists only
     while the unit runs: not read, and how to check it where it exists."""
     return (
-        f"{field}: {file} not read: {cfg.UNIT_ONLY.format(unit=unit)}. Check the file "
+        f"{field}: {file} not read: {credentials.UNIT_ONLY.format(unit=unit)}. Check the file "
         f"LoadCredential= reads it from, then `systemctl start {unit}` and `systemctl status "
         f"{unit}`: a missing source fails the start (status=243/CREDENTIALS), an empty one "
         f"exits 78 naming {field} (`journalctl -u {unit} -n 20`)"
@@ -115,11 +119,11 @@ def resolve_secrets(
     unread: dict[str, tuple[str, str]] = {}
 
     def one(where: str, env_name: str, file_name: str) -> None:
-        unit = cfg.absent_unit_credential(file_name) if file_name and not env_name else None
+        unit = credentials.absent_unit_credential(file_name) if file_name and not env_name else None
         if unit is not None:
             unread[f"{where}_file"] = (file_name, unit)
             return
-        if cfg.secret(where, env_name=env_name, file_name=file_name) is not None:
+        if credentials.secret(where, env_name=env_name, file_name=file_name) is not None:
             found[where] = f"environment {env_name}" if env_name else f"file {file_name}"
 
     one("redis.password", config.redis.password_env, config.redis.password_file)

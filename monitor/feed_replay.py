@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import msgspec
 import polars as pl
 
-from monitor.config import Secret, secret, unreadable
+from monitor.config_problems import unreadable
+from monitor.credentials import Secret, secret
 from monitor.datafiles import parse_data_arg, read_many
 from monitor.errors import EX_USAGE, ConfigError, SinkUnavailable
 from monitor.urls import mask_url, split_url

@@ -10,8 +10,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from monitor.clock import SimClock
-from monitor.config import FeedConfig, resolve, secret
+from monitor.config import FeedConfig, resolve
 from monitor.core.backoff import Backoff
+from monitor.credentials import secret
 from monitor.errors import ConfigError
 from monitor.feeds.events import QuietSettings
 from monitor.feeds.generic import FieldMap, decode_generic_many

@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from monitor.config import Config, load_rules_file, never_fire, outside_universe, resolve
+from monitor.config import Config, resolve
 from monitor.core.model import FeedBatch
 from monitor.core.rules.spec import (
     NO_RULES,
@@ -30,6 +30,7 @@ from monitor.core.rules.spec import (
 )
 from monitor.errors import ConfigError, DataError
 from monitor.replay import build_engine
+from monitor.rules_config import load_rules_file, never_fire, outside_universe
 
 if TYPE_CHECKING:
     from monitor.service import Daemon

@@ -31,11 +31,12 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
 from monitor.calendar import nyse_sessions
 from monitor.clock import Clock, SimClock, SystemClock
-from monitor.config import Config, load_rules_file, load_short_interest, resolve, secret
+from monitor.config import Config, resolve
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, EngineState, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
+from monitor.credentials import secret
 from monitor.errors import DataError, MonitorError
 from monitor.feed_wiring import build_feeds, supervised
 from monitor.feeds.mqtt import MqttFeed
@@ -47,6 +48,7 @@ from monitor.journal import JOURNAL, Journal
 from monitor.pipeline import BatchDecoder, Pipeline
 from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
+from monitor.rules_config import load_rules_file, load_short_interest
 from monitor.rules_reload import RulesReload, warn_of
 from monitor.store import Store
 from monitor.systemd import watchdog_interval_s

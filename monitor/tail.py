@@ -36,10 +36,11 @@ def tail(args: argparse.Namespace) -> int:
     options: dict[str, str] = {}
     if args.config:
         from monitor import config as cfg
+        from monitor import credentials
 
         config = cfg.load(args.config)
         url, stream = config.redis.url, config.redis.stream
-        password = cfg.secret(
+        password = credentials.secret(
             "redis.password",
             env_name=config.redis.password_env,
             file_name=config.redis.password_file,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from monitor import config as cfg
+from monitor import credentials
 from monitor.errors import ConfigError
 from tests.conftest import NO_SHORT_INTEREST_NOTE
 from tests.test_commands import cli
@@ -524,12 +525,15 @@ def test_a_secret_named_but_empty_is_a_config_error(tmp_path: Path) -> None:
     empty file, resolved as a secret (an empty password: no AUTH at all); it is an error naming
     the field, as a variable not set is."""
     with pytest.raises(ConfigError, match=r"redis\.password_env: environment variable P is empty"):
-        cfg.secret("redis.password", env_name="P", file_name="", environ={"P": " "})
+        credentials.secret("redis.password", env_name="P", file_name="", environ={"P": " "})
     empty = tmp_path / "password.txt"
     empty.write_text("\n")
     with pytest.raises(ConfigError, match=re.escape(f"redis.password_file: {empty} is empty")):
-        cfg.secret("redis.password", env_name="", file_name=str(empty), environ={})
-    assert cfg.secret("redis.password", env_name="P", file_name="", environ={"P": "s3"}) == "s3"
+        credentials.secret("redis.password", env_name="", file_name=str(empty), environ={})
+    assert (
+        credentials.secret("redis.password", env_name="P", file_name="", environ={"P": "s3"})
+        == "s3"
+    )
 
 
 def test_two_variables_for_one_key_differing_in_case_are_refused(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor import config as cfg
+from monitor import credentials
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import AUTH_FIX, RedisPublisher
 from monitor.config_check import config_check
@@ -80,7 +81,7 @@ def test_a_missing_credential_of_a_unit_not_running_still_stops_run_saying_why()
     unit = f"mm-test-{uuid.uuid4().hex[:8]}.service"
     file = f"/run/credentials/{unit}/mqtt-password"
     with pytest.raises(ConfigError) as raised:
-        cfg.secret("feeds[0].password", env_name="", file_name=file)
+        credentials.secret("feeds[0].password", env_name="", file_name=file)
     assert str(raised.value) == (
         f"feeds[0].password_file: cannot read {file}: No such file or directory (a systemd "
         f"credential: systemd creates /run/credentials/{unit}/ from the unit's LoadCredential= "
@@ -158,7 +159,7 @@ def test_only_a_credential_of_the_daemons_own_user_is_too_open(tmp_path: Path) -
         path.write_text("secret\n")
         path.chmod(mode)
     os.chown(theirs, 10001, 10001)
-    found = {p.name: cfg.credential_too_open(p) for p in (mine, theirs, tight)}
+    found = {p.name: credentials.credential_too_open(p) for p in (mine, theirs, tight)}
     assert found == {"mine": True, "theirs": False, "tight": False}
 
 

@@ -21,19 +21,10 @@ from urllib.parse import quote, urlencode
 import msgspec
 from msgspec import Meta
 
-from monitor.config import (
-    INFINITE,
-    Base,
-    Secret,
-    absolute_files,
-    convert,
-    env_overrides,
-    infinite,
-    read_toml,
-    redis_url_problem,
-    secret,
-    unreadable,
-)
+from monitor.config import Base, absolute_files, convert, read_toml
+from monitor.config_env import env_overrides
+from monitor.config_problems import INFINITE, infinite, redis_url_problem, unreadable
+from monitor.credentials import Secret, secret
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"

@@ -28,8 +28,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
 
-from monitor.config import secret
 from monitor.core.counters import Counters
+from monitor.credentials import secret
 from monitor.errors import ConfigError, SinkUnavailable
 from monitor.notify.config import NotifyConfig, RedisSection
 from monitor.notify.grouping import Batch

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.config import Secret
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
+from monitor.credentials import Secret
 from monitor.errors import ConfigError
 from monitor.feeds.websocket import FeedEvent, Provider, RestBackfill, WebSocketFeed, mask_url
 from tests.feeds.fake_providers import FakeRest, FakeStream, rest_bar

@@ -12,8 +12,8 @@ import msgspec
 import polars as pl
 import pytest
 
-from monitor.config import Secret
 from monitor.core.backoff import Backoff
+from monitor.credentials import Secret
 from monitor.errors import ConfigError
 from monitor.notify.cli import add_parsers
 from monitor.notify.config import DigestSection, TemplatesSection, load, parse, resolve_url

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from monitor import config as cfg
+from monitor import credentials
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import RedisPublisher
 from monitor.core.backoff import Backoff
@@ -190,7 +191,7 @@ async def test_reprs_and_masked_config_hide_passwords(tmp_path: Path) -> None:
     """The publisher and feed reprs, the publisher's log URL, a `Secret` and the masked config
     show no password, whether it came in the URL or as a resolved secret."""
     secret = secrets.token_hex(12)
-    resolved = cfg.Secret(secret)
+    resolved = credentials.Secret(secret)
     conf = write_config(
         tmp_path,
         feeds=[{"name": "b", "url": "mqtts://127.0.0.1:8883", "topics": ["t/#"]}],

@@ -1,0 +1,76 @@
+"""The rules and short-interest files a daemon's config names, and what its rules cannot see.
+
+`load_rules_file` and `load_short_interest` read them relative to the config file;
+`outside_universe` and `never_fire` are the warnings of `config check`, start and reload about
+rules that can never fire on what the daemon may get.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from monitor.config import Config, resolve
+from monitor.errors import ConfigError
+
+if TYPE_CHECKING:  # (the rules pull in polars: the notifier and `config check` need not)
+    from monitor.core.rules.spec import RulesFile
+    from monitor.short_interest_io import ShortInterestFile
+
+
+def outside_universe(config: Config, rules: RulesFile) -> list[str]:
+    """A line for each rule naming symbols that `[engine] universe` (when set) leaves out: their
+    prices are rejected as unknown, so the rule cannot fire on them."""
+    from monitor.core.rules.spec import unknown_symbols
+
+    if not config.engine.universe:
+        return []
+    return [
+        f"rule {rule_id} names {', '.join(missing)}, outside [engine] universe: it never sees "
+        f"{'its' if len(missing) == 1 else 'their'} prices"
+        for rule_id, missing in unknown_symbols(rules.enabled, set(config.engine.universe)).items()
+    ]
+
+
+def never_fire(config: Config, rules: RulesFile) -> list[str]:
+    """A line for each rule that can fire on no data the daemon may get: a breadth rule given
+    fewer symbols than its `min_symbols`, or, with `[engine] universe`, a universe rule left
+    with none (or too few) once `exclude` goes. Symbols outside the universe, and squeeze rules
+    without short interest, have lines of their own (`outside_universe`, NO_SHORT_INTEREST).
+    `replay` says the same of the data it reads."""
+    from monitor.core.rules.spec import NO_SHORT_INTEREST, cannot_fire, named_symbols
+
+    universe = set(config.engine.universe)
+    # (without [engine] universe, a universe rule's symbols are whatever the feeds send)
+    checked = [r for r in rules.enabled if universe or not r.universe]
+    known = universe or {s for r in checked for s in named_symbols(r)}
+    source = "[engine] universe" if universe else None
+    found = cannot_fire(checked, known, minute_bars=True, short_interest=True, source=source)
+    return [
+        f"rule {rule_id} cannot fire: {why}"
+        for rule_id, why in found.items()
+        if why != NO_SHORT_INTEREST and "not in the data" not in why
+    ]
+
+
+def load_short_interest(config: Config) -> ShortInterestFile | None:
+    """The `[rules] short_interest` file, relative to the config file (None when unset), and
+    its rows left out; DataError (exit 65) naming the file when it cannot be read, has a
+    malformed cell or no usable row."""
+    if not config.rules.short_interest:
+        return None
+    from monitor.short_interest_io import read_short_interest
+
+    return read_short_interest(resolve(config, config.rules.short_interest))
+
+
+def load_rules_file(config: Config) -> RulesFile:
+    """The rules file `[rules] file` names; ConfigError says what is wrong with it."""
+    from monitor.core.rules.spec import RuleError, parse_rules
+
+    path = resolve(config, config.rules.file)
+    try:
+        return parse_rules(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"rules.file: cannot read {path}: {exc.strerror}") from None
+    except RuleError as exc:
+        raise ConfigError(f"rules.file {path}: {exc}") from None
