@@ -15,12 +15,13 @@ saved before the ack; so is their summary, until every receiver has it: `_comple
 the dispatch.
 
 Each notifier saves its state under its own key, with a lease while it runs; the state of one
-that stopped is adopted by another, or by the next start (monitor/notify/states.py, `_custody`).
+that stopped is adopted by another, or by the next start (monitor/notify/custody.py, over
+monitor/notify/states.py).
 
 The digest goes out at `[digest] at`, once a day per receiver (the delivery log). One whose
 delivery failed (after its `[delivery]` attempts) is queued again `[delivery] backoff_cap_s`
-later by the ticker, until it is sent or its day ends (`_retry_digests`): alerts dropped to the
-digest by quiet hours were acked, so the digest is the only place they are told.
+later by the ticker, until it is sent or its day ends: alerts dropped to the digest by quiet
+hours were acked, so the digest is the only place they are told (monitor/notify/digest_schedule.py).
 
 Bad entries: an entry that is not an alert the notifier can use (no `alert` field, not JSON, not
 the schema, or a `ts` / `session` / prior date it cannot read: monitor/notify/payload.py) is
@@ -41,12 +42,9 @@ crashes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import functools
 import os
 import socket
-import zoneinfo
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -60,12 +58,13 @@ from monitor.clock import Clock, SystemClock
 from monitor.core.counters import Counters
 from monitor.core.model import Alert
 from monitor.errors import ConfigError
-from monitor.notify.compose import Composer, Prepared, body_format, digest_key
+from monitor.notify.compose import Composer, Prepared, body_format
 from monitor.notify.config import NotifyConfig, resolve_url
+from monitor.notify.custody import Custody
 from monitor.notify.delivery import Outcome, Sender
+from monitor.notify.digest_schedule import DigestSchedule
 from monitor.notify.dispatch import Dispatcher, open_couriers
 from monitor.notify.grouping import Batch
-from monitor.notify.guard_state import without
 from monitor.notify.health import Health
 from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_failure
 from monitor.notify.ledger import REDIS_ERRORS, DeadLetters, DeliveryLog, retrying
@@ -74,11 +73,10 @@ from monitor.notify.render import Message
 from monitor.notify.routing import FEED_KINDS, GuardState, Router
 from monitor.notify.shared_feeds import SharedFeeds
 from monitor.notify.silences import SilenceStore
-from monitor.notify.states import Owner, StateStore
+from monitor.notify.states import StateStore
 
 STOP_GRACE_S = 2.0  # past block_ms: how long a stopping reader may finish what it read
 FEEDS_EVERY_S = 1.0  # how often the ticker looks at the group's feed health (shared_feeds.py)
-ADOPT_GRANT = "+sadd +smembers +srem +del +watch +unwatch"  # what adoption needs besides the rest
 FEEDS_GRANT = "+hgetall +hset +watch +unwatch +multi +exec"  # what shared feed health needs
 REDIS_CHECK_S = 2.0  # how often /healthz learns whether Redis answers, as the daemon's
 
@@ -91,6 +89,8 @@ class Notifier:
     inbox: Inbox
     dispatch: Dispatcher
     states: StateStore
+    custody: Custody
+    digest: DigestSchedule
 
     def __init__(
         self,
@@ -126,18 +126,9 @@ class Notifier:
         self._feeds: SharedFeeds | None = None  # (None: not shared, see `_group_feeds`)
         self._feeds_at = 0.0  # (event-loop time the ticker last looked at them)
         self._feeds_error: str | None = None  # (the last logged: `_feeds_failed`)
-        self._lease_at = float("-inf")  # (event-loop time our lease was last known held)
         self._wake = asyncio.Event()
         formats = {r.name: body_format(r, self._urls[r.name]) for r in config.receivers}
         self.composer = Composer(config, formats, self._senders)
-        self._saved_state = b""
-        self._saving = asyncio.Lock()  # (saves in order: a later state is never overwritten)
-        # Per state of another notifier left alone (unreadable, or for receivers we lack): what
-        # was said of it last, so that each problem is logged once, not every claim interval.
-        self._said: dict[Owner, bytes | str] = {}
-        self.digest_now = asyncio.Event()
-        # Digests that could not be sent: (when to try again, receiver, job); see the ticker.
-        self._digest_retries: list[tuple[dt.datetime, str, Prepared]] = []
         for name, text in (
             ("notify_read", "Stream entries read (or claimed) by this notifier"),
             ("notify_sent", "Messages delivered, per receiver"),
@@ -195,13 +186,32 @@ class Notifier:
             self.delivered,
             self.dead,
             self._complete,
-            self._digest_failed,
+            lambda receiver, job: self.digest.failed(receiver, job),
             self.counters,
             self._log,
+        )
+        self.digest = DigestSchedule(
+            self.config,
+            self._client,
+            self.composer,
+            self.dispatch.put,
+            clock=self.clock,
+            log=self._log,
         )
         lease_s, holder = self.config.redis.claim_idle_s, f"{socket.gethostname()}-{os.getpid()}"
         self.states = StateStore(
             self._client, self.stream, self.group, self.consumer, lease_s, holder
+        )
+        self.custody = Custody(
+            self._client,
+            self.states,
+            self.router,
+            claim_interval_s=self.config.redis.claim_interval_s,
+            claim_idle_s=lease_s,
+            clock=self.clock,
+            counters=self.counters,
+            log=self._log,
+            wake=self._wake,
         )
         self._feeds = SharedFeeds(self._client, self.stream, self.group)
         self.health.receivers = self.dispatch.failing
@@ -210,15 +220,15 @@ class Notifier:
         try:
             await self.inbox.create(self.config.redis.start)
             await self.states.hold_lease()  # (first: no other adopts our state while we read it)
-            self._lease_at = asyncio.get_running_loop().time()
-            raw: Any = await self._client.get(self._state_key)
+            self.custody.lease_at = asyncio.get_running_loop().time()
+            raw: Any = await self._client.get(self.custody.key)
         except RedisError as exc:
             await self.__aexit__(None, None, None)
             raise redis_failure(exc, self.config.redis.url) from None
         self.health.redis_answered()
         if raw:
             self.router.state = msgspec.json.decode(raw, type=GuardState)
-            self._saved_state = raw
+            self.custody.saved = raw
             self.router.resume(self.clock.now())
         self.composer.check_charts()
         return self
@@ -244,10 +254,6 @@ class Notifier:
             raise RuntimeError("Notifier used outside its `async with`")
         return self._client
 
-    @property
-    def _state_key(self) -> str:
-        return self.states.key(self.consumer)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Read, route, deliver and acknowledge until `stop` is set."""
         self._log.info(
@@ -263,10 +269,10 @@ class Notifier:
             ]
             ticker = tg.create_task(self._ticker(stop), name="notify_ticker")
             claimer = tg.create_task(self.inbox.claim(stop), name="notify_claimer")
-            custody = tg.create_task(self._custody(stop), name="notify_custody")
+            custody = tg.create_task(self.custody.run(stop), name="notify_custody")
             digest = None
             if self.config.digest.enabled:
-                digest = tg.create_task(self._digest_loop(stop), name="notify_digest")
+                digest = tg.create_task(self.digest.run(stop), name="notify_digest")
             reader = tg.create_task(self.inbox.read(stop), name="notify_reader")
             redis_check = tg.create_task(self._check_redis(stop), name="notify_redis_check")
             self.health.phase = "running"
@@ -279,7 +285,7 @@ class Notifier:
             for task in [reader, ticker, claimer, custody, digest, redis_check, *workers]:
                 if task is not None:
                     task.cancel()
-        await self._hand_over()
+        await self.custody.hand_over()
         self._log.info("notifier_stopped", waiting=self.router.waiting())
 
     async def _check_redis(self, stop: asyncio.Event) -> None:
@@ -350,7 +356,7 @@ class Notifier:
                 )
             self._noticed(decision.notices)
         await self._tell_feeds(feed_health, now)
-        await self._save_state()
+        await self.custody.save()
         await self.inbox.ack(to_ack)
         self._gauges()
         self._wake.set()
@@ -376,10 +382,9 @@ class Notifier:
         """Take in the feed health the group's notifiers read. Redis away: left for the next
         look (the ticker's, within FEEDS_EVERY_S of it answering again). Not while our lease
         may have lapsed: another notifier may have adopted our held alerts, and summarising
-        them here too would tell them twice (custody sorts that out first, `_lapsed`)."""
+        them here too would tell them twice (custody sorts that out first: custody.py)."""
         feeds = self._feeds
-        lease_s = self.config.redis.claim_idle_s
-        if feeds is None or asyncio.get_running_loop().time() - self._lease_at >= lease_s:
+        if feeds is None or not self.custody.lease_held():
             return
         try:
             group = await feeds.read(now)
@@ -421,121 +426,6 @@ class Notifier:
             key = self._feeds.key if self._feeds is not None else None
             self._log.error("feed_sharing_failed", key=key, error=error)
 
-    async def _save_state(self) -> None:
-        """Save the router's state when it changed, retried until Redis answers: it must be
-        saved before the entries it came from are acknowledged (and before an adopted state
-        is deleted)."""
-        async with self._saving:
-            data = msgspec.json.encode(self.router.state)
-            if data != self._saved_state:
-
-                async def save() -> Any:
-                    return await self.states.save(data)
-
-                await retrying(save, self._log, "redis_unavailable")
-                self._saved_state = data
-
-    # -- the saved states of the group -----------------------------------------------------------
-
-    async def _custody(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set, every claim interval: renew our lease, and adopt the saved
-        states of the group's notifiers that have none (stopped, or died); in the first
-        round, also the group's one state key of earlier versions."""
-        section = self.config.redis
-        every = min(section.claim_interval_s, section.claim_idle_s / 3)
-        legacy, adopting = True, True
-        while not stop.is_set():
-            try:
-                renewed = asyncio.get_running_loop().time()
-                if not await self.states.hold_lease():
-                    await self._lapsed()
-                self._lease_at = renewed
-                if adopting:
-                    owners: list[Owner] = [None] if legacy else []
-                    for owner in owners + await self.states.orphans():
-                        await self._adopt(owner)
-                    legacy = False
-            except REDIS_ERRORS as exc:
-                self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
-            except NoPermissionError as exc:  # (an ACL rule of before: see docs/security.md)
-                self._log.error("state_adoption_refused", error=str(exc), grant=ADOPT_GRANT)
-                adopting = False
-            except (RedisError, UnicodeDecodeError) as exc:  # (OOM, READONLY...: not our end)
-                self._log.error("notify_custody_failed", error=f"{type(exc).__name__}: {exc}")
-            await pause(stop, every)
-
-    async def _lapsed(self) -> None:
-        """Our lease lapsed (the loop stalled, or Redis was away): another notifier may have
-        adopted our saved state meanwhile, and deleted it. What it took (the state last saved)
-        is its to deliver: that leaves ours, or it would be summarised twice. Ours is then
-        saved again."""
-        current: Any = await self.redis.get(self._state_key)
-        adopted = current is None and bool(self._saved_state)
-        self._log.warning("lease_lapsed", adopted=adopted)
-        if adopted:
-            taken = msgspec.json.decode(self._saved_state, type=GuardState)
-            self.router.state = without(self.router.state, taken)
-        self._saved_state = b""
-        self._wake.set()
-
-    async def _adopt(self, owner: Owner) -> None:
-        """Adopt one stopped notifier's state; a key that is no state (another type, a name
-        that is not text) is logged once and left, never stopping delivery."""
-        try:
-            await self.states.adopt(owner, functools.partial(self._take, owner))
-        except (*REDIS_ERRORS, NoPermissionError):
-            raise
-        except (RedisError, UnicodeDecodeError) as exc:
-            kind, error = type(exc).__name__, str(exc)
-            self._say_once(owner, kind, self._log.error, "state_unreadable", error=error)
-
-    def _say_once(
-        self, owner: Owner, what: bytes | str, log: Any, event: str, **fields: Any
-    ) -> None:
-        """`log` `event` of `owner`'s state, unless the last said of it was of the same `what`
-        (its content, or the kind of error reading it)."""
-        if self._said.get(owner) != what:
-            self._said[owner] = what
-            log(event, key=self.states.key(owner), **fields)
-
-    async def _take(self, owner: Owner, raw: bytes) -> bool:
-        """Merge `owner`'s saved state into ours and save ours (False: it cannot be read)."""
-        try:
-            other = msgspec.json.decode(raw, type=GuardState)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            error = str(exc)  # (the state is left in Redis)
-            self._say_once(owner, raw, self._log.error, "state_unreadable", error=error)
-            return False
-        foreign = {r for s in other.summaries for r in s.receivers} - set(self.router.receivers)
-        if foreign:  # (left for a notifier that has them: adopted here, they would be lost)
-            found = sorted(foreign)
-            self._say_once(owner, raw, self._log.warning, "state_left_for_others", receivers=found)
-            return False
-        self.router.adopt(other, self.clock.now())
-        await self._save_state()
-        self.counters.inc("notify_state_adopted")
-        self._log.info(
-            "state_adopted",
-            key=self.states.key(owner),
-            owner=owner,
-            inhibited=len(other.inhibited),
-            throttled=sum(len(held) for held in other.throttled.values()),
-            summaries=[s.notice.title for s in other.summaries],
-            stale_feeds=sorted(other.stale_feeds),
-        )
-        self._wake.set()
-        return True
-
-    async def _hand_over(self) -> None:
-        """Stopping: save our state a last time, then drop our lease, so that another notifier
-        (or our next start) adopts it. Redis away: left to the lease's expiry."""
-        try:
-            async with asyncio.timeout(STOP_GRACE_S):
-                await self._save_state()
-                await self.states.release_lease()
-        except (TimeoutError, RedisError) as exc:
-            self._log.warning("lease_left_to_lapse", error=f"{type(exc).__name__}: {exc}")
-
     # -- grouping and quiet hours ------------------------------------------------------------
 
     async def _ticker(self, stop: asyncio.Event) -> None:
@@ -546,7 +436,7 @@ class Notifier:
             if loop.time() >= self._feeds_at + FEEDS_EVERY_S:
                 self._feeds_at = loop.time()
                 await self._group_feeds(now)
-            self._retry_digests(now)
+            self.digest.retry_due(now)
             for batch in self.router.due(now):
                 if batch.dropped:
                     self.counters.inc("notify_dropped", len(batch.items), reason=batch.dropped)
@@ -559,7 +449,7 @@ class Notifier:
                     await self._complete(batch)
                 else:
                     self.dispatch.put(batch.receiver, batch)
-            await self._save_state()
+            await self.custody.save()
             self._gauges()
             await pause(stop, self._tick_s, self._wake)
 
@@ -585,70 +475,6 @@ class Notifier:
         """Deliver `message` to `receiver` at once: no grouping, no delivery log."""
         return await self.dispatch.send_now(receiver, message)
 
-    # -- digest --------------------------------------------------------------------------------
-
-    async def _digest_loop(self, stop: asyncio.Event) -> None:
-        from apscheduler.schedulers.asyncio import AsyncIOScheduler
-        from apscheduler.triggers.cron import CronTrigger
-
-        d = self.config.digest
-        hour, minute = (int(x) for x in d.at.split(":")[:2])
-        scheduler = AsyncIOScheduler(timezone=d.tz)
-        trigger = CronTrigger(hour=hour, minute=minute, timezone=d.tz)
-        scheduler.add_job(self.digest_now.set, trigger, misfire_grace_time=3600)
-        # Started after today's time (down then, or restarted since): today's digest now. The
-        # delivery log sends it once a day whatever the starts.
-        local = self.clock.now().astimezone(zoneinfo.ZoneInfo(d.tz))
-        if (local.hour, local.minute) >= (hour, minute):
-            self.digest_now.set()
-        scheduler.start()
-        try:
-            while not stop.is_set():
-                await pause(stop, 3600.0, self.digest_now)
-                if self.digest_now.is_set():
-                    self.digest_now.clear()
-                    await self.send_digest()
-        finally:
-            scheduler.shutdown(wait=False)
-
-    def _digest_failed(self, receiver: str, job: Prepared) -> None:
-        """`receiver` could not be sent the digest `job` (or another notifier was sending it):
-        try again `[delivery] backoff_cap_s` from now (the courier's longest wait between two
-        attempts)."""
-        at = self.clock.now() + dt.timedelta(seconds=self.config.delivery.backoff_cap_s)
-        self._digest_retries.append((at, receiver, job))
-
-    def _retry_digests(self, now: dt.datetime) -> None:
-        """Queue again the failed digests whose wait is over, as long as their day (in `[digest]
-        tz`) lasts; the delivery log, checked before the send, keeps it once a day."""
-        if not self._digest_retries:
-            return
-        today = digest_key(now.astimezone(zoneinfo.ZoneInfo(self.config.digest.tz)).date())
-        due = [r for r in self._digest_retries if r[0] <= now]
-        self._digest_retries = [r for r in self._digest_retries if r[0] > now]
-        for _, receiver, job in due:
-            if job.key == today:
-                self._log.info("digest_retry", receiver=receiver, key=job.key)
-                self.dispatch.put(receiver, job)
-            else:
-                self._log.error("digest_abandoned", receiver=receiver, key=job.key)
-
     async def send_digest(self, *, queue: bool = True) -> list[tuple[str, Prepared]]:
         """Build today's digest and queue it for the digest receivers (once per day each)."""
-        now = self.clock.now()
-        since_ms = int((now - dt.timedelta(days=1)).timestamp() * 1000)
-
-        async def read() -> Any:
-            return await self.redis.xrange(self.stream, min=f"{since_ms}-0", max="+")
-
-        entries: Any = await retrying(read, self._log, "redis_unavailable")
-        alerts = []
-        for _, f in entries:
-            with contextlib.suppress(KeyError, msgspec.DecodeError, msgspec.ValidationError):
-                alerts.append(entry_alert(f))
-        day, jobs = await self.composer.digest(alerts, now)
-        if queue:
-            for name, job in jobs:
-                self.dispatch.put(name, job)
-        self._log.info("digest_built", day=day.isoformat(), alerts=len(alerts))
-        return jobs
+        return await self.digest.build(queue=queue)

@@ -356,7 +356,7 @@ async def test_the_group_is_not_looked_at_while_our_lease_may_have_lapsed(stream
         config = settings(stream, hooks, "a", claim_idle_s=30, claim_interval_s=60)
         async with running(config) as a:
             await until(lambda: [x.id for x in a.router.state.inhibited] == [alert(1).id], 5)
-            a._lease_at = float("-inf")  # (as if custody had not renewed it for a while)
+            a.custody.lease_at = float("-inf")  # (as if custody had not renewed it for a while)
             client = aioredis.Redis()
             await SharedFeeds(client, stream, "notifier").record(
                 [at(feed_alert("feed_recovered", "mqtt"), now)], now
@@ -365,7 +365,7 @@ async def test_the_group_is_not_looked_at_while_our_lease_may_have_lapsed(stream
             await asyncio.sleep(1.5)  # (the ticker's looks at the hash)
             assert [x.id for x in a.router.state.inhibited] == [alert(1).id]
             assert chat_titles(hooks) == []
-            a._lease_at = asyncio.get_running_loop().time()
+            a.custody.lease_at = asyncio.get_running_loop().time()
             await until(lambda: len(hooks.bodies("/chat")) == 1, 5)
     assert chat_titles(hooks) == [HELD_ONE]
 
