@@ -1,8 +1,9 @@
 """Alpaca Market Data v2 stock stream, sans I/O: messages to send, frames to read, errors to judge.
 
-Every frame is an array of objects tagged by `T`. Data: trades "t" become ticks (`id` = str(i)),
-minute bars "b" and updated bars "u" become minute bars (the engine upserts by symbol + start),
-running daily bars "d" become daily bars of the New York date of `t`. Control: "success"
+Every frame is an array of objects tagged by `T`. Data: trades "t" become ticks (`id` = "x:i",
+the trade id with the exchange that reported it: `trade_key`), minute bars "b" and updated bars
+"u" become minute bars (the engine upserts by symbol + start), running daily bars "d" become
+daily bars of the New York date of `t`. Control: "success"
 (connected / authenticated), "subscription", "error" (with `code`) and trading status "s" (halts).
 Quotes, corrections, cancels, LULD bands and imbalances are counted as ignored.
 
@@ -38,6 +39,7 @@ from monitor.feeds.provider import (
     frame_rejection,
     is_symbol,
     rejection,
+    trade_key,
 )
 
 __all__ = [
@@ -125,6 +127,7 @@ class _Trade(msgspec.Struct, tag="t", tag_field="T"):
     s: float
     t: UtcDatetime
     i: int | str | None = None
+    x: str | None = None  # the exchange that reported it
     c: list[str] | None = None  # SIP sale conditions (see monitor.feeds.conditions)
     z: str | None = None  # tape: A, B (CTA) or C (UTP)
 
@@ -298,7 +301,7 @@ def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
     cols.t_us = stamps
     cols.t_price = prices
     cols.t_size = sizes
-    cols.t_id = [None if t.i is None else str(t.i) for t in items]
+    cols.t_id = [None if t.i is None else str(trade_key(t.i, t.x)) for t in items]
     return Decoded(cols.batch(feed, rejected), [])
 
 
@@ -331,7 +334,8 @@ def _element(el: object, cols: Columns, controls: list[Control]) -> str | None:
                 return "bad_message"
             if sip_excluded(conditions, tape if isinstance(tape, str) else None):
                 return TRADE_CONDITION
-        return cols.tick(el["S"], datetime_us(el["t"]), el["p"], el["s"], el.get("i"))
+        trade = trade_key(el.get("i"), el.get("x"))
+        return cols.tick(el["S"], datetime_us(el["t"]), el["p"], el["s"], trade)
     if kind in ("b", "u", "d"):
         if any(k not in el for k in _BAR_KEYS):
             return "missing_field"

@@ -1,7 +1,8 @@
 """Polygon.io (Massive) stocks stream, sans I/O: messages to send, frames to read, errors to judge.
 
-Frames are JSON arrays of objects tagged by `ev`. Trades "T" become ticks (`t` epoch ms, `i` the
-trade id string); minute aggregates "AM" become minute bars (`s` the window start, epoch ms).
+Frames are JSON arrays of objects tagged by `ev`. Trades "T" become ticks (`t` epoch ms; their
+`id` is `x:trfi:i`, the trade id with where it was reported: `trade_key`); minute aggregates
+"AM" become minute bars (`s` the window start, epoch ms).
 "status" events carry the handshake (connected, auth_success, success = subscribed) and errors.
 Other channels (quotes, second aggregates, LULD, imbalances, ...) are counted as ignored.
 """
@@ -26,6 +27,7 @@ from monitor.feeds.provider import (
     frame_rejection,
     ms_us,
     rejection,
+    trade_key,
 )
 
 __all__ = [
@@ -69,6 +71,8 @@ class _Trade(msgspec.Struct, tag="T", tag_field="ev"):
     s: float
     t: int
     i: str | int | None = None
+    x: int | None = None  # the exchange (4: a TRF, `trfi` says which)
+    trfi: int | None = None
     c: list[int] | None = None  # condition numbers (see monitor.feeds.conditions)
 
 
@@ -104,7 +108,8 @@ def decode_polygon(frame: bytes | str, *, feed: str) -> Decoded:
                     # (its fields as text: no second decode of a busy frame)
                     rejected.append(rejection(TRADE_CONDITION, msgspec.to_builtins(item), "sym"))
                     continue
-                reason = cols.tick(item.sym, ms_us(item.t), item.p, item.s, item.i)
+                trade = trade_key(item.i, item.x, item.trfi)
+                reason = cols.tick(item.sym, ms_us(item.t), item.p, item.s, trade)
             else:
                 ohlcv = (item.o, item.h, item.l, item.c, item.v)
                 reason = cols.minute(item.sym, ms_us(item.s), ohlcv)
@@ -141,7 +146,8 @@ def _element(el: object, cols: Columns, controls: list[Control]) -> str | None:
                 return "bad_message"
             if polygon_excluded(conditions):
                 return TRADE_CONDITION
-        return cols.tick(el["sym"], ms_us(el["t"]), el["p"], el["s"], el.get("i"))
+        trade = trade_key(el.get("i"), el.get("x"), el.get("trfi"))
+        return cols.tick(el["sym"], ms_us(el["t"]), el["p"], el["s"], trade)
     if ev == "AM":
         if any(k not in el for k in ("sym", "o", "h", "l", "c", "s")):
             return "missing_field"

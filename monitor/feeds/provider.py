@@ -181,6 +181,19 @@ def is_symbol(value: object) -> bool:
 ElementRouter = Callable[[object, "Columns", list[Control]], str | None]
 
 
+def trade_key(trade_id: object, *venue: object) -> object:
+    """A trade's id as the bar builder's duplicate key: the provider's id prefixed with where
+    it was reported (`x`, and Polygon's TRF id), "D:1001". The SIP's trade ids are unique per
+    symbol and reporting venue only: two exchanges' trades of one symbol may share an id, and
+    would otherwise be taken for copies of one trade (and the second dropped). A copy of the
+    same trade, redelivered, has the same venue and id. An id of the wrong type is returned as
+    it is (the tick is then rejected as `bad_message`); a venue of the wrong type is left out."""
+    if trade_id is None or not isinstance(trade_id, str | int) or isinstance(trade_id, bool):
+        return trade_id
+    parts = [str(v) for v in venue if isinstance(v, str | int) and not isinstance(v, bool)]
+    return ":".join([*parts, str(trade_id)]) if parts else trade_id
+
+
 def decode_elements(feed: str, doc: object, route: ElementRouter, symbol_key: str) -> Decoded:
     """Route every element of a decoded frame (a list, or one object): `route` adds data to the
     columns or a control to the list and returns None, "ignored", or a rejection reason."""

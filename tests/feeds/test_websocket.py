@@ -41,7 +41,7 @@ EXPECTED_TICKS = pl.DataFrame(
         ],
         "price": [162.92, 162.92],
         "size": [3.0, 3.0],
-        "id": ["628", "75"],
+        "id": ["K:628", "Z:75"],
     },
     schema=TICK_SCHEMA,
 )
@@ -317,7 +317,7 @@ async def test_polygon_handshake_and_data() -> None:
             "ts": [dt.datetime(2018, 9, 4, 4, 53, 38, 784000, tzinfo=UTC)],
             "price": [114.125],
             "size": [100.0],
-            "id": ["12345"],
+            "id": ["4:12345"],
         },
         schema=TICK_SCHEMA,
     )
