@@ -26,14 +26,19 @@ PRICE_COLS = ("open", "high", "low", "close")
 
 # ------------------------------------------------------------------ stored bars
 def bad_bar(bars: pl.DataFrame) -> pl.Expr:
+    """A session bar no rule can use, as a feed's minute bars are checked (`_bar_problem` of
+    monitor.core.book_frames): a price not finite and positive, open or close outside [low,
+    high], a volume not finite or negative (no volume is no volume: a close-only file's), no
+    symbol or session. A data file's bars come here consistent (`reject_bad_bars` of
+    monitor.datafiles widens high and low over open and close within a tolerance)."""
     prices = [pl.col(c) for c in PRICE_COLS]
+    low, high, volume = pl.col("low"), pl.col("high"), pl.col("volume")
     # Finite and positive. (NaN sorts above every number in polars: `> 0` alone would let it
     # through, `< inf` does not; one comparison cheaper than `is_finite`.)
     good = pl.all_horizontal([(p > 0) & (p < math.inf) for p in prices]).fill_null(False)
-    bad = ~good
-    bad = bad | (pl.col("high") < pl.col("low")) | pl.col("symbol").is_null()
-    bad = bad | pl.col("session").is_null() | (pl.col("volume") < 0).fill_null(False)
-    return bad
+    inside = pl.all_horizontal((p >= low) & (p <= high) for p in (pl.col("open"), pl.col("close")))
+    good = good & inside.fill_null(False) & ((volume >= 0) & (volume < math.inf)).fill_null(True)
+    return ~good | pl.col("symbol").is_null() | pl.col("session").is_null()
 
 
 def upsert(

@@ -27,7 +27,8 @@ def test_bars_of_earlier_sessions_are_counted_as_corrections(sessions: Sessions)
     # The 2024-07-12 and 07-15 bars again, revised (the close 2% higher): stored, no alert.
     earlier = bars.filter(pl.col("session").is_between(dt.date(2024, 7, 12), dt.date(2024, 7, 15)))
     batch = FeedBatch.empty("t")
-    batch.daily_bars = earlier.with_columns(pl.col("close") * 1.02)
+    revised = pl.col("close") * 1.02
+    batch.daily_bars = earlier.with_columns(revised, pl.max_horizontal("high", revised))
     engine.ingest(batch)
     step = engine.advance(sessions.close_of(dt.date(2024, 7, 16)) + dt.timedelta(minutes=5))
     assert step.alerts == []

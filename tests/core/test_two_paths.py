@@ -135,8 +135,10 @@ def test_a_universe_evaluated_in_pieces_equals_it_whole(
 
 def test_bad_daily_bars_are_rejected_by_the_engine(sessions: Sessions) -> None:
     """Bars given to the engine directly (not read from a file) with a NaN, infinite, zero,
-    negative or missing price, high below low, negative volume or a date that is no session
-    are rejected as values and counted; the good bar is kept."""
+    negative or missing price, high below low, open or close outside [low, high], a NaN,
+    infinite or negative volume, or a date that is no session are rejected as values and
+    counted; the good bars are kept (one without volume too). Before, a NaN volume was taken
+    (and made its week's volume NaN), and so was a close above the high."""
     from monitor.core.model import DAILY_SCHEMA
     from monitor.core.rules.spec import RulesFile
 
@@ -151,16 +153,21 @@ def test_bad_daily_bars_are_rejected_by_the_engine(sessions: Sessions) -> None:
         ("F", dt.date(2024, 7, 15), 1.0, 0.4, 0.5, 1.5, 10.0),
         ("G", dt.date(2024, 7, 15), 1.0, 2.0, 0.5, 1.5, -1.0),
         ("H", dt.date(2024, 7, 15), -inf, 2.0, 0.5, 1.5, 10.0),
+        ("J", dt.date(2024, 7, 15), 1.0, 2.0, 0.5, 1.5, nan),
+        ("K", dt.date(2024, 7, 15), 1.0, 2.0, 0.5, 1.5, inf),
+        ("L", dt.date(2024, 7, 15), 1.0, 2.0, 0.5, 3.0, 10.0),  # close above the high
+        ("M", dt.date(2024, 7, 15), 0.4, 2.0, 0.5, 1.5, 10.0),  # open below the low
+        ("N", dt.date(2024, 7, 15), 1.0, 2.0, 0.5, 1.5, None),  # no volume: a close-only bar
         ("I", dt.date(2024, 7, 14), 1.0, 2.0, 0.5, 1.5, 10.0),  # a Sunday
     ]
     engine = Engine(RulesFile(), sessions)
     rejected = engine.ingest_daily(pl.DataFrame(rows, schema=DAILY_SCHEMA, orient="row"))
     assert [(r.reason, r.symbol) for r in rejected] == [
-        *[("bad_bar", s) for s in "ABCDEFGH"],
+        *[("bad_bar", s) for s in "ABCDEFGHJKLM"],
         ("not_a_session", "I"),
     ]
     step = engine.advance(dt.datetime(2024, 7, 15, 21, tzinfo=dt.UTC))
-    assert step.daily_bars["symbol"].to_list() == ["OK"]
+    assert step.daily_bars["symbol"].to_list() == ["N", "OK"]
 
 
 def test_an_alert_id_emitted_is_never_emitted_again(
