@@ -6,10 +6,11 @@ after the session's close (so together with its last minute), and re-emits every
 ticks or re-sent provider bars changed. Each step is a few polars passes over the whole batch.
 
 Open and close are the prices of the earliest and latest tick by `ts`; among ticks with the same
-`ts`, the first to arrive counts. A tick in the first second of a session's close (16:00:00 to
-16:00:00.999 New York, 13:00:00 on an early close: the closing auction's print, stamped at or
-just after the close) belongs to the session's last minute bar, and so to its session bar: the
-session closes on its closing price; a later tick is outside the session (or post-market).
+`ts`, the first to arrive opens and the last to arrive closes (the tape's last sale). A tick in
+the first second of a session's close (16:00:00 to 16:00:00.999 New York, 13:00:00 on an early
+close: the closing auction's print, stamped at or just after the close) belongs to the session's
+last minute bar, and so to its session bar: the session closes on its closing price; a later
+tick is outside the session (or post-market).
 Provider bars replace the bar of their (symbol, start); a later tick for that minute merges into
 it as for any closed bar (the provider's open and close stay). A provider bar from the future (a
 feed with a wrong time-zone offset) would close at once a minute that has not happened, and

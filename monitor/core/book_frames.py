@@ -89,7 +89,8 @@ def aggregate(ticks: pl.DataFrame) -> pl.DataFrame:
 
 
 def combine(bars: pl.DataFrame) -> pl.DataFrame:
-    """Merge rows of the same (symbol, start), earlier rows first (they win ties)."""
+    """Merge rows of the same (symbol, start), earlier rows first (an open's tie goes to the
+    earlier row, a close's to the later one)."""
     aggs = _BAR_AGG if "session" not in bars.columns else _STATE_AGG
     return bars.group_by(KEYS).agg(*aggs).select(bars.columns)
 
@@ -159,12 +160,17 @@ def _bar_raw() -> pl.Expr:
 
 
 def _tick_agg() -> list[pl.Expr]:
+    """Open: the earliest tick by `ts`, the first to arrive among equal ones; close: the latest,
+    the last to arrive among equal ones, as the tape's last sale is the last reported.
+    (`max_by` takes the first of a tie. Over the rows reversed it would take the last, but
+    polars 2.1 gets that wrong on a frame of several chunks: the last of those at the latest
+    `ts` is taken instead.)"""
     price, ts = pl.col("price"), pl.col("ts")
     return [
         price.min_by(ts).alias("open"),
         price.max().alias("high"),
         price.min().alias("low"),
-        price.max_by(ts).alias("close"),
+        price.filter(ts == ts.max()).last().alias("close"),
         pl.col("size").sum().alias("volume"),
         ts.min().alias("first_ts"),
         ts.max().alias("last_ts"),
@@ -172,12 +178,13 @@ def _tick_agg() -> list[pl.Expr]:
 
 
 def _bar_agg() -> list[pl.Expr]:
+    """Partial bars of one minute merged, earlier rows (batches) first: as `_tick_agg`."""
     first, last = pl.col("first_ts"), pl.col("last_ts")
     return [
         pl.col("open").min_by(first),
         pl.col("high").max(),
         pl.col("low").min(),
-        pl.col("close").max_by(last),
+        pl.col("close").filter(last == last.max()).last(),
         pl.col("volume").sum(),
         first.min(),
         last.max(),

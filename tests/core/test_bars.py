@@ -662,3 +662,26 @@ def test_a_late_trade_sent_again_after_a_restart_is_still_a_duplicate() -> None:
     restarted = BarBook(SESSIONS)
     assert restarted.restore(book.state(), at(17, 21))
     assert [r.reason for r in restarted.ingest_ticks(late)] == ["duplicate"]
+
+
+def test_ticks_at_one_instant_open_on_the_first_and_close_on_the_last_to_arrive() -> None:
+    """Trades stamped alike (a sweep filling at several prices in one millisecond): the first
+    to arrive opens the bar and the last to arrive closes it, in one batch, across batches
+    (partial bars merged) and for a late tick at the bar's last instant (a closed bar
+    corrected). Before, the first to arrive was the close too."""
+    book = BarBook(SESSIONS)
+    same, later = at(15, 0, 59), at(15, 1, 30)
+    book.ingest_ticks(ticks_frame([tick("AAA", same, 7.0, id="c"), tick("AAA", same, 8.0, id="d")]))
+    book.ingest_ticks(ticks_frame([tick("BBB", same, 5.0, id="e")]))
+    book.ingest_ticks(ticks_frame([tick("BBB", same, 6.0, id="f")]))
+    book.ingest_ticks(ticks_frame([tick("CCC", same, 3.0, id="g")]))
+    book.ingest_ticks(ticks_frame([tick("CCC", later, 3.5, id="h")]))
+    closed = book.advance(at(15, 1, 2))
+    assert closed.minute.select("symbol", "open", "close").rows() == [
+        ("AAA", 7.0, 8.0),
+        ("BBB", 5.0, 6.0),
+        ("CCC", 3.0, 3.0),
+    ]
+    book.ingest_ticks(ticks_frame([tick("CCC", same, 2.5, id="late")]))  # (a late tick)
+    corrected = book.advance(at(15, 1, 10))
+    assert corrected.minute.select("symbol", "low", "close").rows() == [("CCC", 2.5, 2.5)]
