@@ -229,7 +229,8 @@ async def test_session_bars_stored_as_corrections_are_logged(sessions: Sessions)
     engine.advance(sessions.close_of(dt.date(2024, 7, 15)))
     late = FeedBatch.empty("t")
     # 07-12 and 07-15: the last day evaluated is evaluated again; 07-12's is a correction
-    late.daily_bars = bars.tail(2).with_columns(pl.col("close") * 1.01)
+    revised = pl.col("close") * 1.01
+    late.daily_bars = bars.tail(2).with_columns(revised, pl.max_horizontal("high", revised))
     queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
     queue.put_nowait(late)
     counters = Counters()
