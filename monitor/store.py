@@ -35,7 +35,7 @@ STATE = "engine_state.json"
 INTRADAY = "bars_intraday.parquet"
 _INTRADAY_META = "market-monitor.intraday"
 _INTRADAY_FORMAT = 1
-_INTRADAY_PARTS = ("closed", "open", "seen", "daily")
+_INTRADAY_PARTS = ("closed", "open", "seen", "daily", "official")
 OUTBOX = "outbox.sqlite"
 LOCK = "market-monitor.lock"
 
@@ -195,6 +195,7 @@ class Store:
             "open": state.open,
             "seen": state.seen,
             "daily": state.daily,
+            "official": state.official,
         }
         frame = pl.concat(
             [part.with_columns(part=pl.lit(name)) for name, part in parts.items()],
@@ -223,7 +224,7 @@ class Store:
             if meta["format"] != _INTRADAY_FORMAT:
                 raise ValueError(f"format {meta['format']}, not {_INTRADAY_FORMAT}")
             frame = pl.read_parquet(file)
-            parts = {  # (a file of an earlier version has no "daily" part)
+            parts = {  # (a file of an earlier version has no "daily" or "official" part)
                 name: frame.filter(pl.col("part") == name).select(meta["columns"][name])
                 for name in _INTRADAY_PARTS
                 if name in meta["columns"]

@@ -22,6 +22,7 @@ import polars as pl
 
 from monitor.core.book_frames import OPEN_SCHEMA, STATE_SCHEMA, conform, ts_lit
 from monitor.core.model import DAILY_SCHEMA, TS, empty
+from monitor.core.official_bars import SCHEMA as OFFICIAL_SCHEMA
 
 if TYPE_CHECKING:
     from monitor.core.bars import BarBook
@@ -47,6 +48,9 @@ class BookState(msgspec.Struct, frozen=True):
     # The engine's session bars waiting for their session's close (a provider's daily bars of
     # the session under way): not the book's, saved with it (see `Engine.bar_state`).
     daily: pl.DataFrame = msgspec.field(default_factory=lambda: empty(DAILY_SCHEMA))
+    # The engine's keys of a provider's session bars, which bars built from trades do not
+    # replace (`monitor.core.official_bars`).
+    official: pl.DataFrame = msgspec.field(default_factory=lambda: empty(OFFICIAL_SCHEMA))
 
     def sessions(self) -> list[dt.date]:
         """The sessions of its closed minute bars and emitted session bars, sorted."""

@@ -27,6 +27,7 @@ from monitor.core.model import (
     Rejection,
     empty,
 )
+from monitor.core.official_bars import OfficialBars
 from monitor.core.payload import LineChunks, alert_lines
 from monitor.core.price_check import PriceCheck, Reset
 from monitor.core.progress import Progress
@@ -88,6 +89,7 @@ class Engine:
         self.halted: set[str] = set()
         self._last_closed_seen: dt.date | None = None
         self._corrected = 0  # session bars of periods already evaluated (see `book_counts`)
+        self._official = OfficialBars(sessions)  # a provider's session bars outrank built ones
         self.track_progress = False
         # rule id -> `firing.every_period` rows of each evaluation, when asked for (replay's
         # summary: what followed any period, beside what followed the alerts)
@@ -130,6 +132,7 @@ class Engine:
                 _not_in(daily, self.daily) if taken else self._screen(daily, "close", rejections)
             )
             refused, good = self._ingest_daily(daily)
+            self._official.note(good, self.now)
             rejections += refused
             accepted.daily_bars = _then(accepted.daily_bars, good)
         for r in rejections:
@@ -238,10 +241,13 @@ class Engine:
         """What the bar builder counted: rejections by reason, "late_tick_corrected",
         "bar_replaced", "dedup_keys_dropped_early" (empty before the first tick or bar); and
         "daily_bar_corrected": session bars of a period before the last one evaluated, stored
-        as corrections (they fire nothing)."""
+        as corrections (they fire nothing); "provider_session_bar_kept": session bars built
+        from trades left out for a provider's (monitor.core.official_bars)."""
         counts = dict(self._book.counts) if self._book is not None else {}
         if self._corrected:
             counts["daily_bar_corrected"] = self._corrected
+        if self._official.kept:
+            counts["provider_session_bar_kept"] = self._official.kept
         return counts
 
     # ---------------------------------------------------------------- advance
@@ -264,6 +270,7 @@ class Engine:
                 new = closed.taken_ticks.select(list(TICK_SCHEMA))
                 self.accepted.ticks = _then(self.accepted.ticks, new)
                 self._note_prices(new, "price", "ts")
+            built_daily = self._official.without_official(built_daily, self._book.oldest_kept(now))
             if built_daily.height:
                 self._pending_daily = bar_history.upsert(self._pending_daily, built_daily, KEY)
         new_daily = self._close_daily(now)
@@ -470,13 +477,16 @@ class Engine:
         before any tick or bar was taken in)."""
         if self._book is None and self._pending_daily.is_empty():
             return None
-        return msgspec.structs.replace(self.book.state(), daily=self._pending_daily)
+        return msgspec.structs.replace(
+            self.book.state(), daily=self._pending_daily, official=self._official.keys
+        )
 
     def restore_bars(self, state: BookState, now: dt.datetime) -> bool:
         """Continue the bar builder from `state` unless it is stale at `now` (see
         `BarBook.restore`); its closed minute bars rejoin `minutes`. Whether it did."""
         if not self.book.restore(state, now):
             return False
+        self._official.restore(state.official)
         closed = self.book.closed_minutes()
         if closed.height:
             self.minutes = bar_history.add_minutes(self.minutes, closed, self._minute_history)
