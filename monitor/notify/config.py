@@ -10,6 +10,7 @@ whole URL, or `{NAME}` placeholders in `url` are filled from the environment
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 import zoneinfo
@@ -103,6 +104,9 @@ class RouteConfig(Base, frozen=True):
     group_by: list[str] | None = None
     group_wait_s: Annotated[float, Meta(ge=0)] | None = None
     group_interval_s: Annotated[float, Meta(ge=0)] | None = None
+    # The same as a duration, as an alert router writes them: "30s", "5m", "1h30m" (or seconds).
+    group_wait: str | float | None = None
+    group_interval: str | float | None = None
     inhibit: bool | None = None  # held back while a feed is stale (default true)
     routes: list[RouteConfig] = msgspec.field(default_factory=list)
 
@@ -226,12 +230,13 @@ def parse(
     env = environ or {}
     variables = env_overrides(env, prefix) if prefix is not None else {}
     config = convert(raw, NotifyConfig, where, env, variables)
-    config = msgspec.structs.replace(  # (relative to the config file, as the daemon's)
-        config,
-        redis=absolute_files(config.redis, config.base_dir),
-        receivers=[absolute_files(r, config.base_dir) for r in config.receivers],
-    )
     try:
+        config = msgspec.structs.replace(  # (relative to the config file, as the daemon's)
+            config,
+            redis=absolute_files(config.redis, config.base_dir),
+            receivers=[absolute_files(r, config.base_dir) for r in config.receivers],
+            route=_timings(config.route, "route"),
+        )
         check(config, environ)
     except ConfigError as exc:
         field, _, message = str(exc).partition(": ")
@@ -293,6 +298,40 @@ def _check_digest_mode(config: NotifyConfig, name: str, where: str) -> None:
             f'{where}: "digest" but receiver {name!r} gets no digest: add it to '
             'digest.receivers, or use mode = "queue" to hold its alerts until the hours end'
         )
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+
+
+def _timings(route: RouteConfig, where: str) -> RouteConfig:
+    """`route` (and its routes) with `group_wait` and `group_interval`, durations, made into
+    `group_wait_s` and `group_interval_s`; ConfigError naming the field when one is no
+    duration, or both names of one setting are set."""
+    changed: dict[str, object] = {}
+    for name in ("group_wait", "group_interval"):
+        value = getattr(route, name)
+        if value is None:
+            continue
+        if getattr(route, f"{name}_s") is not None:
+            raise ConfigError(f"{where}.{name}: set {name} or {name}_s, not both")
+        changed[f"{name}_s"], changed[name] = duration_s(value, f"{where}.{name}"), None
+    routes = [_timings(child, f"{where}.routes[{i}]") for i, child in enumerate(route.routes)]
+    return msgspec.structs.replace(route, **changed, routes=routes)
+
+
+def duration_s(value: str | float, where: str) -> float:
+    """Seconds of a duration: a number of seconds (0 or more), or text of numbers each with a
+    unit, ms, s, m, h or d ("30s", "5m", "1h30m", "0s"); ConfigError naming `where` else."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not (0 <= value < math.inf):
+            raise ConfigError(f"{where}: must be 0 or more seconds, not {value!r}")
+        return float(value)
+    text = str(value).strip()
+    parts = _DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"{where}: not a duration like 30s, 5m or 1h30m: {value!r}")
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
 def _check_route(route: RouteConfig, where: str, names: set[str], *, root: bool) -> None:

@@ -335,3 +335,54 @@ def test_a_runaway_summary_stays_in_the_state_until_every_receiver_has_it(
     assert [(b.receiver, b.alerts) for b in again.due(now + 70 * S)] == [("email", [summary])]
     again.completed("email", [summary])
     assert (again.state.summaries, again.state.throttled) == ([], {})
+
+
+def test_group_wait_and_group_interval_take_durations_as_the_issue_names_them(
+    now: dt.datetime,
+) -> None:
+    """`group_wait = "10s"` and `group_interval = "1m"` (an alert router's names and
+    durations; numbers are seconds), in the root and in a child route, time the groups as
+    `group_wait_s` and `group_interval_s` do. Before, both names were refused as unknown."""
+    raw: dict[str, object] = {
+        "receivers": [{"name": "chat", "url": "json://127.0.0.1:9/chat"}],
+        "route": {
+            "receivers": ["chat"],
+            "group_wait": "10s",
+            "group_interval": "1m",
+            "routes": [{"match": {"symbol": ["SC01"]}, "group_wait": 2.5}],
+        },
+    }
+    c = parse(raw)
+    assert (c.route.group_wait_s, c.route.group_interval_s) == (10.0, 60.0)
+    assert c.route.routes[0].group_wait_s == 2.5
+    r = router(c)
+    r.accept("0-0", alert(0), now)
+    r.accept("1-0", alert(1), now)  # (SC01: the child route, 2.5 s)
+    assert sent(r.due(now + 2.5 * S)) == [[alert(1).id]]
+    assert r.due(now + 9 * S) == []
+    assert sent(r.due(now + 10 * S)) == [[alert(0).id]]
+    r.accept("2-0", alert(2), now + 11 * S)
+    assert r.due(now + 69 * S) == []
+    assert sent(r.due(now + 70 * S)) == [[alert(2).id]]
+    assert (
+        parse({**raw, "route": {"receivers": ["chat"], "group_wait": "1h30m"}}).route.group_wait_s
+        == 5400.0
+    )
+
+
+def test_a_group_wait_that_is_no_duration_or_set_twice_is_refused() -> None:
+    """A word, a negative number, or both `group_wait` and `group_wait_s`: a ConfigError
+    naming the field."""
+    import pytest
+
+    from monitor.errors import ConfigError
+
+    base = {"receivers": [{"name": "chat", "url": "json://127.0.0.1:9/chat"}]}
+    for route, said in (
+        ({"group_wait": "soon"}, "route.group_wait: not a duration"),
+        ({"group_interval": -5}, "route.group_interval: must be 0 or more"),
+        ({"group_wait": "5m", "group_wait_s": 300}, "route.group_wait: set group_wait or"),
+        ({"routes": [{"group_interval": "2x"}]}, "route.routes[0].group_interval: not a"),
+    ):
+        with pytest.raises(ConfigError, match=said.replace("[", r"\[").replace("]", r"\]")):
+            parse({**base, "route": {"receivers": ["chat"], **route}})
