@@ -120,18 +120,18 @@ def main_silence(args: argparse.Namespace) -> int:
     """`silence add|list|expire`."""
     from redis.exceptions import RedisError
 
-    from monitor.notify.inbox import redis_client, redis_failure
+    from monitor.notify.inbox import redis_failure, section_client
     from monitor.notify.silences import SilenceStore, new_silence, parse_duration
 
-    try:
-        config = _load(args)
+    try:  # (without --config: the daemon's and notifier's default Redis and stream, as `tail`)
+        redis = _load(args).redis if getattr(args, "config", None) else ncfg.RedisSection()
     except ConfigError as exc:
         return _failed(exc)
     now = SystemClock().now()
 
     async def go() -> int:
-        client = redis_client(config)
-        store = SilenceStore(client, f"{config.redis.stream}:silences")
+        client = section_client(redis)
+        store = SilenceStore(client, f"{redis.stream}:silences")
         try:
             if args.silence_command == "add":
                 try:
@@ -165,7 +165,7 @@ def main_silence(args: argparse.Namespace) -> int:
             print(f"{ended.id} expired")
             return 0
         except RedisError as exc:
-            raise redis_failure(exc, config.redis.url) from None
+            raise redis_failure(exc, redis.url) from None
         finally:
             await client.aclose()
 

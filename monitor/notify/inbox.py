@@ -44,7 +44,11 @@ Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields), as X
 
 def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) -> aioredis.Redis:
     """A client for the configured Redis (password from `password_env` / `password_file`)."""
-    r = config.redis
+    return section_client(config.redis, environ)
+
+
+def section_client(r: RedisSection, environ: dict[str, str] | None = None) -> aioredis.Redis:
+    """A client for the Redis of a `[redis]` section."""
     password = secret(
         "redis.password", env_name=r.password_env, file_name=r.password_file, environ=environ
     )

@@ -60,3 +60,27 @@ def test_silence_add_list_and_expire(tmp_path: Path) -> None:
         for key in client.scan_iter(f"{stream}*"):
             client.delete(key)
         client.close()
+
+
+def test_silence_without_config_uses_the_default_redis_and_stream() -> None:
+    """`silence add --rule ID --for 2h --comment ...` as issue #4 writes it, with no --config:
+    the silence goes to the default Redis and stream's hash (`market-monitor:alerts:silences`,
+    where a notifier with the default [redis] reads it), and list and expire find it. Before,
+    each exited 78 asking for --config."""
+    rule = f"nocfg-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis()
+    key = "market-monitor:alerts:silences"
+    try:
+        added = cli("silence", "add", "--rule", rule, "--for", "2h", "--comment", "test", env={})
+        assert added.returncode == 0, added.stderr
+        silence_id = added.stdout.split()[0]
+        assert client.hget(key, silence_id) is not None
+        listed = cli("silence", "list", env={})
+        assert listed.returncode == 0 and rule in listed.stdout
+        expired = cli("silence", "expire", silence_id, env={})
+        assert (expired.returncode, expired.stdout.strip()) == (0, f"{silence_id} expired")
+    finally:
+        for found, raw in client.hgetall(key).items():
+            if rule.encode() in raw:
+                client.hdel(key, found)
+        client.close()
