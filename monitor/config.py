@@ -60,6 +60,7 @@ class FeedConfig(Base, frozen=True):
     symbols: list[str] = []
     username: str = ""
     username_env: str = ""
+    username_file: str = ""
     password_env: str = ""
     password_file: str = ""
     key_env: str = ""
@@ -96,7 +97,9 @@ class RedisConfig(Base, frozen=True):
     dedupe_ttl_s: Annotated[int, Meta(ge=1, le=10 * 365 * 86_400)] = 30 * 86_400
     # between PINGs, which make /healthz follow Redis (going away, coming back) within about this
     check_interval_s: Annotated[float, Meta(gt=0)] = 2.0
-    username: str = ""
+    username: str = ""  # an ACL user; or from the environment or a file:
+    username_env: str = ""
+    username_file: str = ""
     password_env: str = ""
     password_file: str = ""
     ca_file: str = ""

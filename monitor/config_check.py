@@ -127,10 +127,11 @@ def resolve_secrets(
             found[where] = f"environment {env_name}" if env_name else f"file {file_name}"
 
     one("redis.password", config.redis.password_env, config.redis.password_file)
+    one("redis.username", config.redis.username_env, config.redis.username_file)
     for i, feed in enumerate(config.feeds):  # (those the feed's kind reads: monitor.feed_wiring)
         where = f"feeds[{i}]"
         if feed.kind == "mqtt":
-            one(f"{where}.username", feed.username_env, "")
+            one(f"{where}.username", feed.username_env, feed.username_file)
             one(f"{where}.password", feed.password_env, feed.password_file)
         elif feed.kind == "websocket":
             one(f"{where}.key", feed.key_env, feed.key_file)

@@ -37,6 +37,11 @@ def problem(config: Config) -> tuple[str, str] | None:
         return "redis.url", problem
     if config.redis.password_env and config.redis.password_file:
         return "redis.password_env", BOTH_PASSWORDS
+    twice = two_usernames(
+        config.redis.username, config.redis.username_env, config.redis.username_file
+    )
+    if twice is not None:
+        return f"redis.{twice[0]}", twice[1]
     if config.redis.ca_file:
         if not config.redis.url.startswith("rediss://"):
             return "redis.ca_file", "needs a rediss:// url"
@@ -138,8 +143,8 @@ def redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis", "rediss")) 
 FEED_SETTINGS = {
     "mqtt": {
         "url", "topics", "qos", "client_id", "session_expiry_s", "mqtt_version", "username",
-        "username_env", "password_env", "password_file", "ca_file", "stale_after_s",
-        "watch_broker_drops", "max_backlog_mb", "field_map",
+        "username_env", "username_file", "password_env", "password_file", "ca_file",
+        "stale_after_s", "watch_broker_drops", "max_backlog_mb", "field_map",
     },
     "websocket": {
         "url", "provider", "symbols", "key_env", "key_file", "secret_env", "secret_file",
@@ -185,8 +190,9 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
     if parts.username or parts.password:
         where = "username and password_env or password_file"
         return "url", f"credentials belong in {where}, not the url: {mask_url(feed.url)!r}"
-    if feed.username and feed.username_env:
-        return "username", "set username or username_env, not both"
+    twice = two_usernames(feed.username, feed.username_env, feed.username_file)
+    if twice is not None:
+        return twice
     if feed.password_env and feed.password_file:
         return "password_env", BOTH_PASSWORDS
     if not feed.topics:
@@ -196,6 +202,17 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
         if problem is not None:
             return "topics", problem
     return _field_map_problem(feed.field_map)
+
+
+def two_usernames(name: str, env_name: str, file_name: str) -> tuple[str, str] | None:
+    """(field, message) when more than one of username, username_env, username_file is set."""
+    given = [f for f, v in zip(USERNAMES, (name, env_name, file_name), strict=True) if v]
+    if len(given) > 1:
+        return given[0], f"set one of {', '.join(USERNAMES)}, not {' and '.join(given)}"
+    return None
+
+
+USERNAMES = ("username", "username_env", "username_file")
 
 
 def _field_map_problem(field_map: dict[str, str]) -> tuple[str, str] | None:

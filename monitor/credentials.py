@@ -65,6 +65,18 @@ def secret(
     return None
 
 
+def login_name(
+    where: str, name: str, env_name: str, file_name: str, environ: dict[str, str] | None = None
+) -> str | None:
+    """A login (an ACL user, a broker user): written in the config (`name`), or read as a
+    secret from `*_env` or `*_file` (`where`: the field path without the suffix, as `secret`
+    takes it); None when none is set."""
+    if name:
+        return name
+    found = secret(where, env_name=env_name, file_name=file_name, environ=environ)
+    return str(found) if found is not None else None
+
+
 def readable_by_others(path: str | Path) -> bool:
     """True when a config or credential file can be read by group or others."""
     try:

@@ -36,7 +36,7 @@ from monitor.core.counters import Counters
 from monitor.core.engine import Engine, EngineState, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
-from monitor.credentials import secret
+from monitor.credentials import login_name, secret
 from monitor.errors import DataError, MonitorError
 from monitor.feed_wiring import build_feeds, supervised
 from monitor.feeds.mqtt import MqttFeed
@@ -407,6 +407,8 @@ async def run(
         env_name=config.redis.password_env,
         file_name=config.redis.password_file,
     )
+    r = config.redis
+    redis_username = login_name("redis.username", r.username, r.username_env, r.username_file)
     with Outbox(store.outbox_path) as outbox:
         publisher = RedisPublisher(
             config.redis.url,
@@ -417,7 +419,7 @@ async def run(
             dedupe_ttl_s=config.redis.dedupe_ttl_s,
             check_interval_s=config.redis.check_interval_s,
             counters=daemon.counters,
-            username=config.redis.username or None,
+            username=redis_username,
             password=redis_password,
             ssl_ca_certs=str(resolve(config, config.redis.ca_file))
             if config.redis.ca_file

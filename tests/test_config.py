@@ -115,7 +115,8 @@ FIELD_KEYS = (
         (
             TOPICS,
             f'{TOPICS}\nusername = "monitor"\nusername_env = "MQTT_USER"',
-            "feeds[0].username: set username or username_env, not both",
+            "feeds[0].username: set one of username, username_env, username_file, not username"
+            " and username_env",
         ),
         (
             'topics = ["mm-urls/#"]',

@@ -24,7 +24,13 @@ from msgspec import Meta
 
 from monitor.config import Base, absolute_files, convert, read_toml
 from monitor.config_env import env_overrides
-from monitor.config_problems import INFINITE, infinite, redis_url_problem, unreadable
+from monitor.config_problems import (
+    INFINITE,
+    infinite,
+    redis_url_problem,
+    two_usernames,
+    unreadable,
+)
 from monitor.credentials import Secret, secret
 from monitor.errors import ConfigError
 
@@ -45,6 +51,8 @@ class RedisSection(Base, frozen=True):
     consumer: str = ""  # default: hostname-pid
     start: Literal["$", "0"] = "$"  # where a new group starts: new entries only, or all
     username: str = ""  # an ACL user (docs/security.md); empty: the URL's, else `default`
+    username_env: str = ""  # (or the user from the environment or a file)
+    username_file: str = ""
     password_env: str = ""
     password_file: str = ""
     ca_file: str = ""  # the CA that signed the server's certificate (rediss://), as the daemon's
@@ -256,6 +264,10 @@ def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
     problem = redis_url_problem(config.redis.url, REDIS_SCHEMES)
     if problem is not None:
         raise ConfigError(f"redis.url: {problem}")
+    section = config.redis
+    twice = two_usernames(section.username, section.username_env, section.username_file)
+    if twice is not None:
+        raise ConfigError(f"redis.{twice[0]}: {twice[1]}")
     if config.redis.ca_file:  # (else every connection fails: "unreachable", retried for ever)
         problem = unreadable(config.redis.ca_file)
         if problem is not None:

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
 
 from monitor.core.counters import Counters
-from monitor.credentials import secret
+from monitor.credentials import login_name, secret
 from monitor.errors import ConfigError, SinkUnavailable
 from monitor.notify.config import NotifyConfig, RedisSection
 from monitor.notify.grouping import Batch
@@ -55,8 +55,9 @@ def section_client(r: RedisSection, environ: dict[str, str] | None = None) -> ai
     kwargs: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
     if password is not None:
         kwargs["password"] = str(password)
-    if r.username:
-        kwargs["username"] = r.username
+    username = login_name("redis.username", r.username, r.username_env, r.username_file, environ)
+    if username:
+        kwargs["username"] = username
     if r.ca_file:
         kwargs["ssl_ca_certs"] = r.ca_file
     return aioredis.Redis.from_url(r.url, **kwargs)

@@ -48,3 +48,38 @@ def test_the_notifier_trusts_the_ca_it_is_given_and_says_which_setting_is_missin
         assert main(["silence", "--config", str(untrusted), "list"]) == 78
     err = capsys.readouterr().err
     assert "TLS certificate is not trusted (set [redis] ca_file" in err
+
+
+def test_the_notifier_takes_its_acl_user_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`[redis] username_file` and `username_env` name the ACL user as `password_file` names
+    the password (issue #3: "password or ACL user via *_env / *_file"): the notifier logs in as
+    that user; a user Redis does not know is refused (78); two of the three names are refused
+    at load, naming them."""
+    from tests.alerts.redis_server import RedisServer
+
+    acl = tmp_path / "users.acl"
+    acl.write_text(
+        "user default off\n"
+        "user notifier on >s3cret resetkeys ~mm-ntls:* -@all +hgetall +ping +hello +auth\n"
+    )
+    (tmp_path / "password").write_text("s3cret\n")
+    (tmp_path / "user").write_text("notifier\n")
+    (tmp_path / "nobody").write_text("nobody\n")
+    password = f'password_file = "{tmp_path / "password"}"\n'
+    with RedisServer(None, "--aclfile", str(acl)) as server:
+        by_file = notify_config(tmp_path, server.url, f'{password}username_file = "user"')
+        assert main(["silence", "--config", str(by_file), "list"]) == 0
+        monkeypatch.setenv("MM_NOTIFY_USER", "notifier")
+        by_env = notify_config(tmp_path, server.url, f'{password}username_env = "MM_NOTIFY_USER"')
+        assert main(["silence", "--config", str(by_env), "list"]) == 0
+        unknown = notify_config(tmp_path, server.url, f'{password}username_file = "nobody"')
+        assert main(["silence", "--config", str(unknown), "list"]) == 78
+        capsys.readouterr()
+        both = notify_config(
+            tmp_path, server.url, f'{password}username = "notifier"\nusername_file = "user"'
+        )
+        assert main(["silence", "--config", str(both), "list"]) == 78
+    said = capsys.readouterr().err
+    assert "redis.username: set one of username, username_env, username_file" in said

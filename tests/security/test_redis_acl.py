@@ -39,7 +39,8 @@ def daemon_acl(password: str, stream: str) -> str:
 async def test_the_daemon_publishes_as_a_least_privilege_acl_user(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Logged in as `monitor` (password from MM_REDIS_PASSWORD) the daemon publishes the
+    """Logged in as `monitor` (the user from MM_REDIS_USER, `[redis] username_env`, the
+    password from MM_REDIS_PASSWORD) the daemon publishes the
     2024-07-16 alerts without a single ACL denial, while the same user cannot FLUSHALL, read keys
     or channels outside its own, read back the stream, or get round the ACL with a Lua script."""
     prefix = f"mm-acl-{uuid.uuid4().hex[:8]}"
@@ -50,6 +51,7 @@ async def test_the_daemon_publishes_as_a_least_privilege_acl_user(
         f"user default on >{admin_password} ~* &* +@all\n" + daemon_acl(password, stream) + "\n"
     )
     monkeypatch.setenv("MM_REDIS_PASSWORD", password)
+    monkeypatch.setenv("MM_REDIS_USER", "monitor")
     with (
         RedisServer(None, "--aclfile", str(acl)) as server,
         MosquittoServer(tmp_path / "mosquitto") as broker,
@@ -69,7 +71,7 @@ async def test_the_daemon_publishes_as_a_least_privilege_acl_user(
                 "url": server.url,
                 "stream": stream,
                 "channel": channel,
-                "username": "monitor",
+                "username_env": "MM_REDIS_USER",
                 "password_env": "MM_REDIS_PASSWORD",
             },
         )
