@@ -180,19 +180,36 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--to", dest="end", type=_date, metavar="DATE", help="bars up to DATE only")
     b.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
 
-    t = sub.add_parser("tail", help="print alerts from the Redis stream as they come, or since ID")
-    t.add_argument("--config", help="daemon config TOML (for the Redis URL and stream)")
+    t = sub.add_parser(
+        "tail",
+        help="print alerts from the Redis stream as they come, or since ID, or from the channel",
+        description="Print alerts live from the Redis stream (nothing lost when Redis restarts), "
+        "or the stream's since an entry id (--since), or live from the pub/sub channel "
+        "(--channel: alerts published while tail is disconnected are not seen).",
+    )
+    t.add_argument("--config", help="daemon config TOML (for the Redis URL, stream and channel)")
     t.add_argument("--url", help="Redis URL (default from --config, else redis://127.0.0.1:6379/0)")
     t.add_argument(
         "--stream",
         type=_not_empty,
         help="the alert stream (default from --config, else market-monitor:alerts)",
     )
-    t.add_argument(
+    # (--channel excludes --stream too: tail refuses that pair itself)
+    source = t.add_mutually_exclusive_group()
+    source.add_argument(
         "--since",
         metavar="ID",
         type=_since,
         help="read the stream after this entry id, MS or MS-SEQ (0 = all, $ = new ones only)",
+    )
+    source.add_argument(
+        "--channel",
+        nargs="?",
+        const=True,  # (bare: the config's channel; not a str, which argparse would type-check)
+        metavar="NAME",
+        type=_not_empty,
+        help="subscribe to the pub/sub channel instead of reading the stream (NAME, else from "
+        "--config, else market-monitor:alerts); it keeps no alert for a tail that is away",
     )
     t.add_argument("--json", action="store_true", help="one JSON alert per line")
     t.add_argument("--count", type=_count, default=None, help="exit after this many alerts")
@@ -203,8 +220,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="[SYMBOL=]PATH",
-        help="daily or minute bars, CSV or Parquet (repeatable); minute times without an offset"
-        " are New York time",
+        help="daily or minute bars, or ticks (a price column, no open/high/low/close), CSV or"
+        " Parquet (repeatable); times of day without an offset are New York time",
     )
     f.add_argument("--url", default="mqtt://127.0.0.1:1883")
     f.add_argument("--topic", default="market/bars")
@@ -212,7 +229,10 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--to", dest="end", type=_date, metavar="DATE")
     f.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = no limit)")
     f.add_argument(
-        "--speed", type=float, default=0.0, help="minute bars: simulated seconds per real second"
+        "--speed",
+        type=float,
+        default=0.0,
+        help="minute bars and ticks: simulated seconds per real second",
     )
     f.add_argument("--qos", type=int, choices=[0, 1], default=1)
     f.add_argument("--adjusted", action="store_true")

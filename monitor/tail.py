@@ -1,9 +1,19 @@
-"""`market-monitor tail`: alerts from the Redis stream as they come, or since an entry id.
+"""`market-monitor tail`: alerts from the Redis stream as they come, or since an entry id, or
+(`--channel`) as they are published on the pub/sub channel.
 
-It reads the stream rather than the pub/sub channel so that nothing is lost to an outage: when
-Redis goes away (a restart, a network cut) it says so once, retries with backoff and reads on
-after the last entry it printed, skipping and repeating nothing. At start, an unreachable Redis
-is an error (exit 69): there is nothing yet to resume.
+By default it reads the stream rather than the channel so that nothing is lost to an outage:
+when Redis goes away (a restart, a network cut) it says so once, retries with backoff and reads
+on after the last entry it printed, skipping and repeating nothing. At start, an unreachable
+Redis is an error (exit 69): there is nothing yet to resume.
+
+`--channel [NAME]` subscribes to the channel the daemon PUBLISHes each alert's JSON on
+(`[redis] channel`, or NAME). Pub/sub keeps nothing for a subscriber that is away: when Redis
+goes away tail says so once, retries with backoff and subscribes again, then says that the
+alerts published meanwhile were not seen and which `tail --since` reads them from the stream.
+A subscription that hears nothing for `PING_S` PINGs Redis; a PING unanswered for `TIMEOUT_S`
+counts as a lost connection (a Redis that stops answering, a cut no one resets).
+
+Either way, a message or entry that is not an alert is said in one line on stderr and skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +23,8 @@ import asyncio
 import contextlib
 import re
 import sys
-from collections.abc import AsyncGenerator, Iterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
@@ -25,13 +36,22 @@ from monitor.streams import entry_id, text
 from monitor.urls import mask_url
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_NAME = "market-monitor:alerts"  # the stream's and the channel's, without --config
 BLOCK_MS = 1000
 TIMEOUT_S = 5.0  # per command (above BLOCK_MS): a Redis that stops answering is retried too
+PING_S = 5.0  # a subscription silent this long PINGs Redis (answered within TIMEOUT_S)
 
 
 def tail(args: argparse.Namespace) -> int:
     """Entry point of the `tail` command."""
-    url, stream = DEFAULT_URL, "market-monitor:alerts"
+    if args.channel is not None and args.stream is not None:
+        # (argparse's groups cannot say "--channel excludes --since and --stream" and no more)
+        print(
+            "market-monitor tail: error: argument --stream: not allowed with argument --channel",
+            file=sys.stderr,
+        )
+        return 2
+    url, stream, channel = DEFAULT_URL, DEFAULT_NAME, DEFAULT_NAME
     password: str | None = None
     options: dict[str, str] = {}
     if args.config:
@@ -39,21 +59,27 @@ def tail(args: argparse.Namespace) -> int:
         from monitor import credentials
 
         config = cfg.load(args.config)
-        url, stream = config.redis.url, config.redis.stream
+        url, stream, channel = config.redis.url, config.redis.stream, config.redis.channel
         password = credentials.secret(
             "redis.password",
             env_name=config.redis.password_env,
             file_name=config.redis.password_file,
         )
-        if config.redis.username:
-            options["username"] = config.redis.username
+        r = config.redis
+        username = credentials.login_name(
+            "redis.username", r.username, r.username_env, r.username_file
+        )
+        if username:
+            options["username"] = username
         if config.redis.ca_file:
             options["ssl_ca_certs"] = str(cfg.resolve(config, config.redis.ca_file))
     # (`is not None`: a --url given empty, by an unset shell variable, is refused, not the default)
     url = args.url if args.url is not None else url
     stream = args.stream or stream  # (never empty: the parser refuses it)
+    if isinstance(args.channel, str):  # (True for a bare --channel: the config's)
+        channel = args.channel
     try:
-        return asyncio.run(_tail(url, password, stream, args, options))
+        return asyncio.run(_tail(url, password, stream, channel, args, options))
     except KeyboardInterrupt:
         return 0
 
@@ -62,6 +88,7 @@ async def _tail(
     url: str,
     password: str | None,
     stream: str,
+    channel: str,
     args: argparse.Namespace,
     options: dict[str, str],
 ) -> int:
@@ -75,7 +102,7 @@ async def _tail(
             password=password,
             socket_timeout=TIMEOUT_S,
             socket_connect_timeout=TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),  # `_entries` owns retries, their backoff and messages
+            retry=Retry(NoBackoff(), 0),  # `_entries`/`_published` own retries and messages
             **options,  # type: ignore[arg-type]
         )
     except ValueError as exc:  # (only --url: the config's was checked when it was loaded)
@@ -83,18 +110,103 @@ async def _tail(
     where = mask_url(url)
     seen = 0
     try:
-        last = args.since if args.since is not None else await _last_id(client, stream, where)
-        if args.since is None:
-            print(f"listening on {stream} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        entries = _entries(client, stream, last, where, known=args.since is None)
-        async with contextlib.aclosing(entries) as found:
-            async for entry_id, fields in found:
-                seen += _show(fields.get(b"alert", b""), args.json, entry_id)
+        alerts: AsyncIterator[tuple[bytes, str | None]]
+        if args.channel is not None:
+            alerts, name = _on_channel(_published(client, channel, where)), channel
+        else:
+            last = args.since if args.since is not None else await _last_id(client, stream, where)
+            if args.since is None:
+                print(f"listening on {stream} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            entries = _entries(client, stream, last, where, known=args.since is None)
+            alerts, name = _in_stream(entries), stream
+        async with contextlib.aclosing(alerts) as found:
+            async for raw, entry in found:
+                seen += _show(raw, args.json, entry, name)
                 if args.count is not None and seen >= args.count:
                     break
     finally:
         await client.aclose()
     return 0
+
+
+async def _in_stream(
+    entries: AsyncGenerator[tuple[str, dict[bytes, bytes]]],
+) -> AsyncGenerator[tuple[bytes, str | None]]:
+    """The stream's entries as (payload, entry id)."""
+    async with contextlib.aclosing(entries) as found:
+        async for entry, fields in found:
+            yield fields.get(b"alert", b""), entry
+
+
+async def _on_channel(
+    payloads: AsyncGenerator[bytes],
+) -> AsyncGenerator[tuple[bytes, str | None]]:
+    """The channel's messages as (payload, None): they have no entry id."""
+    async with contextlib.aclosing(payloads) as found:
+        async for payload in found:
+            yield payload, None
+
+
+async def _published(client: Any, channel: str, where: str) -> AsyncGenerator[bytes]:
+    """The messages published on `channel` from now on, for ever. A first subscription that
+    fails raises (see `_error`); later, Redis unreachable is said once on stderr, retried with
+    backoff, and once subscribed again, the gap is said (see `_say_unseen`). Each subscription
+    is a pub/sub connection of its own, closed when it fails: redis-py's own reconnect would
+    subscribe again without a word."""
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    delays: Iterator[float] | None = None
+    heard = 0.0  # when Redis last answered, wall clock (stream entry ids are its milliseconds)
+    first = True
+    while True:
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(channel)
+                if await pubsub.get_message(timeout=TIMEOUT_S) is None:
+                    raise RedisTimeoutError(f"no reply to SUBSCRIBE in {TIMEOUT_S} s")
+                if first:
+                    print(f"listening on {channel} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                elif delays is not None:
+                    print(f"market-monitor: redis at {where} reachable again", file=sys.stderr)
+                    _say_unseen(channel, heard)
+                first, delays = False, None
+                heard = time.time()
+                quiet_since, pinged = time.monotonic(), False
+                while True:
+                    message = await pubsub.get_message(timeout=BLOCK_MS / 1000)
+                    if message is not None:  # (a "pong" too: Redis answers)
+                        heard, quiet_since, pinged = time.time(), time.monotonic(), False
+                        if message["type"] == "message":
+                            yield message["data"]
+                        continue
+                    quiet_s = time.monotonic() - quiet_since
+                    if pinged and quiet_s > PING_S + TIMEOUT_S:
+                        raise RedisTimeoutError(f"no answer to PING in {TIMEOUT_S} s")
+                    if not pinged and quiet_s > PING_S:
+                        await pubsub.ping()
+                        pinged = True
+        except RedisError as exc:
+            if first or not _is_unreachable(exc):
+                raise _error(exc, where) from exc
+            if delays is None:
+                print(f"market-monitor: redis at {where} unreachable, retrying", file=sys.stderr)
+                delays = Backoff(base_s=0.2, cap_s=5.0).delays()
+            await asyncio.sleep(next(delays))
+
+
+def _say_unseen(channel: str, heard: float) -> None:
+    """After an outage, subscribed again: say that what was published on `channel` meanwhile
+    is gone for tail (pub/sub keeps nothing for a subscriber that is away), and how to read it
+    from the stream, which does keep it: from `heard`, when Redis last answered."""
+    since_ms = int(heard * 1000)
+    print(
+        f"market-monitor: alerts published on {channel} while disconnected were not seen "
+        f"(pub/sub keeps none); the stream keeps them: `market-monitor tail --since {since_ms}` "
+        "prints those added since Redis last answered (by this machine's clock)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def _last_id(client: Any, stream: str, where: str) -> str:
@@ -192,11 +304,16 @@ def _is_unreachable(exc: Exception) -> bool:
     return isinstance(exc, RedisConnectionError | RedisTimeoutError) and not refused
 
 
-def _show(raw: bytes, as_json: bool, entry_id: str | None) -> int:
+def _show(raw: bytes, as_json: bool, entry_id: str | None, name: str) -> int:
+    """Print the alert `raw` (entry `entry_id` of stream `name`, or a message on channel
+    `name` when None); 1, or 0 for a payload that is not an alert, said in one line on stderr
+    (what is wrong and its first bytes, control characters spelled out) and skipped."""
     try:
         alert = decode_alert(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        print(f"(not an alert: {raw[:120]!r})", file=sys.stderr)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        what = f"entry {entry_id} of {name}" if entry_id else f"a message on {name}"
+        line = f"market-monitor: skipped {what}, not an alert ({exc}): {raw[:120]!r}"
+        print(_CONTROL.sub(_shown, line), file=sys.stderr, flush=True)
         return 0
     if as_json:
         sys.stdout.write(encode_alert(alert).decode() + "\n")

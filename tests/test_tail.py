@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import queue
+import re
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from typing import IO
 
 import msgspec
@@ -15,6 +19,7 @@ import pytest
 import redis
 
 from monitor.core.model import Alert, encode_alert
+from monitor.tail import render
 from tests.alerts.redis_server import RedisServer, free_port
 from tests.conftest import ROOT
 from tests.test_commands import cli
@@ -23,6 +28,7 @@ from tests.test_service import replay_alerts
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 STREAM = "market-monitor:alerts"
+REDIS_URL = "redis://127.0.0.1:6379/0"  # the shared Redis: each test its own channel
 
 
 class Lines:
@@ -78,6 +84,14 @@ def add_entries(server: RedisServer, *entries: tuple[str, Alert]) -> None:
     client = redis.Redis(port=server.port)
     for entry_id, alert in entries:
         client.xadd(STREAM, {"id": alert.id, "alert": encode_alert(alert)}, id=entry_id)
+    client.close()
+
+
+def publish(url: str, channel: str, *payloads: bytes) -> None:
+    """`payloads` PUBLISHed on `channel` of the Redis at `url`, in order."""
+    client = redis.Redis.from_url(url)
+    for payload in payloads:
+        client.publish(channel, payload)
     client.close()
 
 
@@ -174,3 +188,113 @@ def test_tail_shows_control_characters_instead_of_sending_them_to_the_terminal()
     assert res.returncode == 0, res.stderr
     assert "\x1b" not in res.stdout and "\x07" not in res.stdout
     assert f"    \\x1b[2J\\x1b]0;pwned\\x07{alert.title}\n" in res.stdout
+
+
+def test_tail_channel_prints_an_alert_published_on_it_readably_and_as_json() -> None:
+    """`tail --channel` prints an alert PUBLISHed on the config's `[redis] channel` as text (no
+    entry id: a message has none), and `--channel NAME --json` the same alert as one JSON line;
+    both exit 0 after `--count 1`."""
+    channel = f"mm-tail-{uuid.uuid4().hex[:8]}"
+    alert = replay_alerts(dt.date(2024, 7, 16), dt.date(2024, 7, 16))[0]
+    conf = str(ROOT / "config" / "demo.toml")
+    env = {**os.environ, "MARKET_MONITOR__REDIS__CHANNEL": channel}
+    with (
+        Tail("--config", conf, "--channel", "--count", "1", env=env) as text,
+        Tail("--url", REDIS_URL, "--channel", channel, "--json", "--count", "1") as json,
+    ):
+        assert text.err.next() == f"listening on {channel} (Ctrl-C to stop)\n"
+        assert json.err.next() == f"listening on {channel} (Ctrl-C to stop)\n"
+        publish(REDIS_URL, channel, encode_alert(alert))
+        assert text.proc.wait(10) == 0
+        assert json.proc.wait(10) == 0
+    out, err = text.left
+    assert ("".join(out), err) == (render(alert), [])
+    assert out[0] == "2024-07-16 NOTICE   drawdown.high ^RUT\n"  # (no entry id)
+    out, err = json.left
+    assert ([msgspec.json.decode(line, type=Alert) for line in out], err) == ([alert], [])
+
+
+def test_tail_channel_stops_after_count_alerts() -> None:
+    """`--channel --count 2` prints the first two of three alerts published and exits 0."""
+    channel = f"mm-tail-{uuid.uuid4().hex[:8]}"
+    alerts = replay_alerts(dt.date(2024, 7, 1), dt.date(2024, 7, 31))[:3]
+    with Tail("--url", REDIS_URL, "--channel", channel, "--json", "--count", "2") as tail:
+        assert tail.err.next() == f"listening on {channel} (Ctrl-C to stop)\n"
+        publish(REDIS_URL, channel, *map(encode_alert, alerts))
+        assert tail.proc.wait(10) == 0
+    out, err = tail.left
+    assert ([msgspec.json.decode(line, type=Alert) for line in out], err) == (alerts[:2], [])
+
+
+def test_tail_channel_reports_and_skips_a_message_that_is_not_an_alert() -> None:
+    """A message on the channel that is not JSON, or JSON but not an alert, is said in one line
+    on stderr (control characters spelled out) and skipped; the alert after them is printed."""
+    channel = f"mm-tail-{uuid.uuid4().hex[:8]}"
+    alert = replay_alerts(dt.date(2024, 7, 16), dt.date(2024, 7, 16))[0]
+    with Tail("--url", REDIS_URL, "--channel", channel, "--json", "--count", "1") as tail:
+        assert tail.err.next() == f"listening on {channel} (Ctrl-C to stop)\n"
+        publish(REDIS_URL, channel, b"hello\x1b[2J", b'{"id": "x"}', encode_alert(alert))
+        assert tail.proc.wait(10) == 0
+    out, err = tail.left
+    assert [msgspec.json.decode(line, type=Alert) for line in out] == [alert]
+    assert err == [
+        f"market-monitor: skipped a message on {channel}, not an alert (JSON is malformed: "
+        "invalid character (byte 0)): b'hello\\x1b[2J'\n",
+        f"market-monitor: skipped a message on {channel}, not an alert (Object missing "
+        'required field `rule`): b\'{"id": "x"}\'\n',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "refused", "given"),
+    [
+        (["--channel", "--since", "0"], "--since", "--channel"),
+        (["--since", "0", "--channel", "c"], "--channel", "--since"),
+        (["--channel", "c", "--stream", "s"], "--stream", "--channel"),
+    ],
+)
+def test_tail_channel_with_since_or_stream_is_a_usage_error(
+    args: list[str], refused: str, given: str
+) -> None:
+    """`--channel` with `--since` (an entry id, which a channel has not) or `--stream` exits 2
+    with one error line naming both flags, rather than ignoring one."""
+    res = cli("tail", "--url", REDIS_URL, *args, "--count", "1", timeout=30)
+    assert (res.returncode, res.stdout) == (2, "")
+    refusal = f"market-monitor tail: error: argument {refused}: not allowed with argument {given}"
+    assert res.stderr.splitlines()[-1] == refusal
+
+
+def test_tail_channel_rides_out_a_redis_restart_and_says_what_it_missed() -> None:
+    """Redis is killed and restarted while `tail --channel` is subscribed: tail says so once,
+    subscribes again, says that alerts published meanwhile were not seen and which
+    `tail --since` reads them from the stream, and prints the alert published after."""
+    july = replay_alerts(dt.date(2024, 7, 1), dt.date(2024, 7, 31))
+    channel = f"mm-tail-{uuid.uuid4().hex[:8]}"
+    with (
+        RedisServer() as server,
+        Tail("--url", server.url, "--channel", channel, "--json", "--count", "2") as tail,
+    ):
+        assert tail.err.next() == f"listening on {channel} (Ctrl-C to stop)\n"
+        before_ms = int(time.time() * 1000)
+        publish(server.url, channel, encode_alert(july[0]))
+        printed = [tail.out.next()]
+        down_ms = int(time.time() * 1000)
+        server.kill()
+        down = f"market-monitor: redis at {server.url} unreachable, retrying\n"
+        assert tail.err.next() == down
+        server.start()
+        assert tail.err.next() == f"market-monitor: redis at {server.url} reachable again\n"
+        unseen = tail.err.next()
+        publish(server.url, channel, encode_alert(july[1]))
+        printed.append(tail.out.next())
+        assert tail.proc.wait(10) == 0
+    assert [msgspec.json.decode(line, type=Alert) for line in printed] == july[:2]
+    found = re.fullmatch(
+        f"market-monitor: alerts published on {channel} while disconnected were not seen "
+        r"\(pub/sub keeps none\); the stream keeps them: `market-monitor tail --since (\d+)` "
+        r"prints those added since Redis last answered \(by this machine's clock\)\n",
+        unseen,
+    )
+    assert found is not None, unseen
+    assert before_ms <= int(found.group(1)) <= down_ms
+    assert tail.left == ([], [])
