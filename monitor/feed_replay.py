@@ -1,12 +1,16 @@
-"""`market-monitor feed-replay`: publish bars from history files to MQTT, as a data provider
-would: daily bars (`timeframe` "1d", `session`) or, from files whose time column has times of
-day, minute bars (`timeframe` "1m", `start` in epoch ms; which files those are, and how their
-times are read, naive ones in New York time: `monitor.minutefiles`). Rows either kind of file
-rejects are counted and named on stderr, as `replay` names them. Paced by `--rate` messages per
-second or by `--speed`, simulated seconds per real second (minute bars only). For demos, tests
-and benchmarks. A broker that refuses anonymous clients: `--username` with `--password-env` (a
-variable's name) or `--password-file`, never the password itself on the command line; mqtts://
-verifies the broker against `--ca-file`, else the system's CAs."""
+"""`market-monitor feed-replay`: publish bars and ticks from history files to MQTT, as a data
+provider would: daily bars (`timeframe` "1d", `session`) or, from files whose time column has
+times of day, minute bars (`timeframe` "1m", `start` in epoch ms; which files those are, and how
+their times are read, naive ones in New York time: `monitor.minutefiles`), or, from tick files
+(a `price` column and no open, high, low or close: `monitor.tickfiles`), ticks in the generic
+feed's shape, `{"symbol", "ts", "price", "size", "id"}` (`ts` in epoch ms, with a fraction for a
+time finer than a millisecond; no `id` for a tick without one). Minute bars and ticks go out in
+time order, ticks of one time in file order. Rows any kind of file rejects are counted and named
+on stderr, as `replay` names them. Paced by `--rate` messages per second or by `--speed`,
+simulated seconds per real second (minute bars and ticks). For demos, tests and benchmarks. A
+broker that refuses anonymous clients: `--username` with `--password-env` (a variable's name) or
+`--password-file`, never the password itself on the command line; mqtts:// verifies the broker
+against `--ca-file`, else the system's CAs."""
 
 from __future__ import annotations
 
@@ -91,10 +95,35 @@ def minute_messages(bars: pl.DataFrame) -> list[tuple[int, bytes]]:
     return out
 
 
+class WireTick(msgspec.Struct, omit_defaults=True):
+    """The generic tick message of the MQTT feed (`monitor.feeds.generic`)."""
+
+    symbol: str
+    ts: int | float  # epoch ms (a fraction for microseconds)
+    price: float
+    size: float
+    id: str | None = None
+
+
+def tick_messages(ticks: pl.DataFrame) -> list[tuple[int, bytes]]:
+    """(ts in whole epoch ms, message) per tick (TICK_SCHEMA), in the frame's order."""
+    enc = msgspec.json.Encoder()
+    out = []
+    frame = ticks.with_columns(pl.col("ts").dt.epoch("us").alias("us"))
+    for symbol, us, price, size, trade in frame.select(
+        "symbol", "us", "price", "size", "id"
+    ).iter_rows():
+        ms, part = divmod(int(us), 1000)
+        wire = WireTick(symbol, ms + part / 1000 if part else ms, price, size, trade)
+        out.append((ms, enc.encode(wire)))
+    return out
+
+
 def feed_replay(args: argparse.Namespace) -> int:
     """Entry point of the `feed-replay` command."""
     from monitor.minutefiles import is_minute_file, read_minute_files
     from monitor.replay_command import rejected_lines
+    from monitor.tickfiles import is_tick_file, read_tick_files
 
     if not args.topic or "+" in args.topic or "#" in args.topic:  # (before reading the files)
         print(
@@ -108,9 +137,11 @@ def feed_replay(args: argparse.Namespace) -> int:
         print(f"market-monitor: usage error: {login}", file=sys.stderr)
         return EX_USAGE
     specs = [parse_data_arg(a) for a in args.data]
-    minute_specs = [s for s in specs if is_minute_file(s.path)]
-    daily_specs = [s for s in specs if s not in minute_specs]
+    tick_specs = [s for s in specs if is_tick_file(s.path)]
+    minute_specs = [s for s in specs if s not in tick_specs and is_minute_file(s.path)]
+    daily_specs = [s for s in specs if s not in tick_specs and s not in minute_specs]
     messages: list[tuple[int, bytes]] = []
+    timed: list[tuple[int, bytes]] = []  # (minute bars and ticks, merged by time below)
     counts: Counter[str] = Counter()
     rejections: list[Rejection] = []
     if daily_specs:
@@ -120,15 +151,30 @@ def feed_replay(args: argparse.Namespace) -> int:
         rejections += loaded.rejections
     if minute_specs:
         minutes = read_minute_files(minute_specs, start=args.start, end=args.end)
-        messages += minute_messages(minutes.bars)
+        timed += minute_messages(minutes.bars)
         counts.update(minutes.counts)
         rejections += minutes.rejections
+    n_bars = len(messages) + len(timed)
+    if tick_specs:
+        ticks = read_tick_files(tick_specs, start=args.start, end=args.end)
+        timed += tick_messages(ticks.ticks)
+        counts.update(ticks.counts)
+        rejections += ticks.rejections
+    messages += sorted(timed, key=lambda m: m[0]) if minute_specs and tick_specs else timed
     for line in rejected_lines(counts, rejections):
         print(f"market-monitor: {line}", file=sys.stderr)
     pace = {"rate": args.rate, "speed": args.speed}
     asyncio.run(publish(args.url, args.topic, messages, qos=args.qos, login=login, **pace))
-    print(f"published {len(messages)} bars to {args.topic}", file=sys.stderr)
+    said = _published(n_bars, len(messages) - n_bars)
+    print(f"published {said} to {args.topic}", file=sys.stderr)
     return 0
+
+
+def _published(bars: int, ticks: int) -> str:
+    """`12 bars`, `5 ticks`, or `12 bars and 5 ticks` (bars of a run without ticks too)."""
+    if not ticks:
+        return f"{bars} bars"
+    return f"{bars} bars and {ticks} ticks" if bars else f"{ticks} ticks"
 
 
 class Login(msgspec.Struct, frozen=True):

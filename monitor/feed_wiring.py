@@ -2,6 +2,11 @@
 feeds with their secrets, decoders, backoff and shutdown grace. Apart from `monitor.service`
 (the composition root that calls it) because it is the part of the wiring that knows each
 feed's options; the daemon's life cycle reads better without it.
+
+A replay feed's tick files: the daemon's replay data (`monitor.replay_data`) holds their minute
+bars (`monitor.minutefiles.read_minutes` gives the bars of a tick file's ticks), cut to the
+feed's `start` and `end`; here the ticks of those minutes take their place (`replay_ticks`), so
+the feed streams the ticks and the engine builds the bars from them.
 """
 
 from __future__ import annotations
@@ -9,10 +14,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
+
 from monitor.clock import SimClock
 from monitor.config import FeedConfig, resolve
 from monitor.core.backoff import Backoff
-from monitor.credentials import secret
+from monitor.credentials import login_name, secret
 from monitor.errors import ConfigError
 from monitor.feeds.events import QuietSettings
 from monitor.feeds.generic import FieldMap, decode_generic_many
@@ -35,6 +42,7 @@ def build_feeds(daemon: Daemon) -> list[Any]:
             feeds.append(_mqtt(daemon, fc, name, i))
         elif fc.kind == "replay":
             assert isinstance(daemon.clock, SimClock), "a replay feed needs the simulated clock"
+            minutes, ticks = replay_ticks(daemon, fc, daemon.replay_minutes.get(name))
             feeds.append(
                 ReplayFeed(
                     name,
@@ -45,12 +53,39 @@ def build_feeds(daemon: Daemon) -> list[Any]:
                     counters=daemon.counters,
                     speed=fc.speed,
                     on_done=daemon.stop.set if fc.exit_when_done else None,
-                    minutes=daemon.replay_minutes.get(name),
+                    minutes=minutes,
+                    ticks=ticks,
                 )
             )
         else:
             feeds.append(_websocket(daemon, fc, name, i))
     return feeds
+
+
+def replay_ticks(
+    daemon: Daemon, fc: FeedConfig, minutes: pl.DataFrame | None
+) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """A replay feed's minute bars (`minutes`, as the daemon's replay data has them) and ticks
+    to stream: the ticks of its tick files in the minutes of `minutes` (those from its `start`
+    to `end`), and the bars of `minutes` of no (symbol, minute) that ticks cover (the bars of
+    minute files; None: no ticks)."""
+    from monitor.datafiles import DataSpec, parse_data_arg
+    from monitor.tickfiles import is_tick_file, read_ticks
+
+    specs = [parse_data_arg(d) for d in fc.data]
+    paths = [DataSpec(str(resolve(daemon.config, s.path)), s.symbol) for s in specs]
+    tick_specs = [s for s in paths if is_tick_file(s.path)]
+    if not tick_specs or minutes is None:
+        return minutes, None
+    minute = pl.col("ts").dt.truncate("1m").alias("start")
+    ticks = pl.concat([read_ticks(s) for s in tick_specs]).with_columns(minute)
+    keys = ["symbol", "start"]
+    kept = ticks.join(
+        minutes.select(keys), on=keys, how="semi", nulls_equal=True, maintain_order="left"
+    )
+    covered = ticks.select(keys).unique()
+    rest = minutes.join(covered, on=keys, how="anti", nulls_equal=True, maintain_order="left")
+    return rest, kept.drop("start")
 
 
 def _mqtt(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> MqttFeed:
@@ -59,7 +94,8 @@ def _mqtt(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> MqttFeed:
         payloads, feed=name, mapping=mapping
     )
     password = secret(f"feeds[{i}].password", env_name=fc.password_env, file_name=fc.password_file)
-    username = fc.username or secret(f"feeds[{i}].username", env_name=fc.username_env, file_name="")
+    where = f"feeds[{i}].username"
+    username = login_name(where, fc.username, fc.username_env, fc.username_file)
     return MqttFeed(
         name,
         fc.url,

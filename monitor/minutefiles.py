@@ -27,6 +27,12 @@ null); a row of blank cells is skipped. Then `read_minute_files` (feed-replay) r
 close outside them, a negative volume), `duplicate` (a (symbol, minute) read before; the first is
 kept). `read_minutes` (the daemon's replay feed) leaves that to the engine, which checks and
 counts the bars as it does a live feed's.
+
+Tick files (a `price` column, no open, high, low or close: `monitor.tickfiles`) count as minute
+files, so that what reads minute files (the daemon's replay feeds, `config check`) takes them:
+`read_minutes` gives the minute bars their ticks make, and the replay feed streams the ticks.
+The reading of cells (`read_table`, `parse_times`, `parse_numbers`, `symbol_values`,
+`kept_rows`) is shared with that module.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ TIME_KEYS = ("datetime", "timestamp", "start", "time")
 DATE_KEYS = ("date", "session")  # (a minute file's time column when its values have times)
 PRICES = ("open", "high", "low", "close")
 _KEYS = (*TIME_KEYS, *DATE_KEYS, *PRICES, "volume", "symbol")
-_STAMP = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2})(?:[T ](\d{1,2}:\d{2}(?::\d{2})?))?")
+STAMP = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2})(?:[T ](\d{1,2}:\d{2}(?::\d{2})?))?")
 _OFFSET = r"(?:[+-]\d\d:?\d\d|Z)$"
 _LOOKED_AT = 500  # rows of a time column looked at for times of day
 
@@ -65,13 +71,18 @@ class LoadedMinutes(msgspec.Struct):
 
 
 def is_minute_file(path: str | Path) -> bool:
-    """True when the file's time column carries times of day (see the module's docstring).
-    Values that are not dates at all leave it to the minute reader to say why."""
+    """True when the file's time column carries times of day (see the module's docstring), and
+    for a tick file (`monitor.tickfiles`, whose minute bars `read_minutes` gives). Values that
+    are not dates at all leave it to the minute reader to say why."""
+    from monitor.tickfiles import is_tick_file
+
     name = str(path)
-    column = _time_column(_header(name))
+    if is_tick_file(name):
+        return True
+    column = time_column(file_header(name))
     if column is None:
         return False
-    stamps = [m for v in _first_values(name, column) if (m := _STAMP.match(v))]
+    stamps = [m for v in first_values(name, column) if (m := STAMP.match(v))]
     times = {m.group(2) for m in stamps if m.group(2)}
     if column_key(column) in DATE_KEYS:
         return len(times) > 1
@@ -82,7 +93,12 @@ def is_minute_file(path: str | Path) -> bool:
 def read_minutes(spec: DataSpec) -> pl.DataFrame:
     """The file's bars as MINUTE_SCHEMA, sorted by symbol and start, bad values and repeated
     minutes included (the daemon's engine rejects and counts those). DataError naming the file,
-    line and column for a cell that does not parse or a row without a time."""
+    line and column for a cell that does not parse or a row without a time.
+    Of a tick file, the minute bars its ticks make (`monitor.tickfiles.tick_minutes`)."""
+    from monitor.tickfiles import is_tick_file, read_ticks, tick_minutes
+
+    if is_tick_file(spec.path):
+        return tick_minutes(read_ticks(spec))
     table, column, work = _parse(spec)
     missing = work.filter(pl.col("start").is_null())
     if missing.height:
@@ -94,7 +110,8 @@ def read_minute_files(
     specs: Sequence[DataSpec], *, start: date | None = None, end: date | None = None
 ) -> LoadedMinutes:
     """Several files' bars of New York dates from `start` to `end`, bad rows and a (symbol,
-    minute) seen again (in file order) rejected and counted. DataError as `read_minutes`."""
+    minute) seen again (in file order) rejected and counted. DataError as `read_minutes`.
+    Bars only: a tick file's ticks are read by `monitor.tickfiles.read_tick_files`."""
     rejections: list[Rejection] = []
     counts: dict[str, int] = {}
     sources, frames = [], []
@@ -123,7 +140,8 @@ def _minute_bars(work: pl.DataFrame) -> pl.DataFrame:
 # ---- reading --------------------------------------------------------------------------------
 
 
-def _header(path: str) -> list[str]:
+def file_header(path: str) -> list[str]:
+    """The column names of a Parquet or CSV file (DataError when it cannot be read)."""
     if _is_parquet(path):
         try:
             return list(pl.read_parquet_schema(path))
@@ -141,12 +159,13 @@ def _is_parquet(path: str) -> bool:
     return path.lower().endswith((".parquet", ".pq"))
 
 
-def _time_column(names: list[str]) -> str | None:
+def time_column(names: list[str], keys: Sequence[str] = (*TIME_KEYS, *DATE_KEYS)) -> str | None:
+    """The first of `names` meaning the first of `keys` found, in their order of preference."""
     found = {column_key(n): n for n in reversed(names)}  # (the first of a name kept)
-    return next((found[k] for k in (*TIME_KEYS, *DATE_KEYS) if k in found), None)
+    return next((found[k] for k in keys if k in found), None)
 
 
-def _first_values(path: str, column: str) -> list[str]:
+def first_values(path: str, column: str) -> list[str]:
     """The first rows of a column as text (none when the file cannot be read so: the reader
     that takes it says why)."""
     try:
@@ -159,7 +178,7 @@ def _first_values(path: str, column: str) -> list[str]:
         return []
 
 
-def _read_table(path: str) -> Table:
+def read_table(path: str) -> Table:
     """The file as a Table: typed columns for Parquet, text for CSV (as monitor.datafiles reads
     it: a row with more or fewer fields than the header, or not UTF-8, makes a bad file)."""
     if _is_parquet(path):
@@ -180,18 +199,10 @@ def _read_table(path: str) -> Table:
 def _parse(spec: DataSpec) -> tuple[Table, str, pl.DataFrame]:
     """The file read, its time column's name, and a work frame of unchecked bars: `_row` (the
     0-based data row), symbol, start (UTC) and OHLCV, nulls where cells are blank."""
-    table = _read_table(spec.path)
+    table = read_table(spec.path)
     path, frame = table.path, table.frame
-    if frame.height == 0:  # (as monitor.datafiles says it)
-        rows = "a header and no rows" if table.is_csv else "no rows"
-        raise DataError(path, f"empty file: {rows}")
-    cols: dict[str, str] = {}
-    for name in frame.columns:
-        key = column_key(name)
-        if key in cols and key in _KEYS:
-            raise DataError(path, f"two columns mean {key!r}: {cols[key]!r}", column=name)
-        cols[key] = name
-    column = _time_column(frame.columns)
+    cols = columns_by_key(table, _KEYS)
+    column = time_column(frame.columns)
     if column is None:
         raise DataError(path, f"no time column (one of {', '.join((*TIME_KEYS, *DATE_KEYS))})")
     missing = [k for k in PRICES if k not in cols]
@@ -199,39 +210,72 @@ def _parse(spec: DataSpec) -> tuple[Table, str, pl.DataFrame]:
         raise DataError(path, f"missing column {missing[0]!r}")
     bad: list[tuple[int, int, str, str]] = []  # (row, column position, column, message)
     position = {name: i for i, name in enumerate(frame.columns)}
-    start = _starts(frame.get_column(column), bad, position[column], column)
+    start = parse_times(frame.get_column(column), bad, position[column], column)
     values = {}
     for key in (*PRICES, "volume"):
         if key not in cols:
             values[key] = pl.repeat(0.0, frame.height, eager=True)  # (no volume column)
             continue
-        values[key] = _numbers(frame.get_column(cols[key]), bad, position[cols[key]], cols[key])
+        name = cols[key]
+        values[key] = parse_numbers(frame.get_column(name), bad, position[name], name)
     if bad:
         row, _, name, message = min(bad)
         raise table.error(row, name, message)
-    if "symbol" in cols:
-        text = frame.get_column(cols["symbol"]).cast(pl.String).str.strip_chars()
-        symbol = text.to_frame("s").select(pl.when(pl.col("s") != "").then("s")).to_series()
-    else:
-        symbol = pl.repeat(spec.symbol or Path(path).stem.upper(), frame.height, eager=True)
+    symbol = symbol_values(table, cols, spec)
     work = pl.DataFrame({"symbol": symbol, "start": start, **values}).with_row_index("_row")
     close = pl.col("close")
     work = work.with_columns(pl.col(k).fill_null(close) for k in ("open", "high", "low"))
+    return table, column, kept_rows(table, cols, spec, work)
+
+
+def columns_by_key(table: Table, keys: Sequence[str]) -> dict[str, str]:
+    """The file's column names by `column_key` (the first of a name a reader does not use
+    kept). DataError for a file without rows, and for two columns meaning one of `keys`."""
+    path, frame = table.path, table.frame
+    if frame.height == 0:  # (as monitor.datafiles says it)
+        rows = "a header and no rows" if table.is_csv else "no rows"
+        raise DataError(path, f"empty file: {rows}")
+    cols: dict[str, str] = {}
+    for name in frame.columns:
+        key = column_key(name)
+        if key in cols and key in keys:
+            raise DataError(path, f"two columns mean {key!r}: {cols[key]!r}", column=name)
+        cols[key] = name
+    return cols
+
+
+def symbol_values(table: Table, cols: dict[str, str], spec: DataSpec) -> pl.Series:
+    """Each row's symbol: its `symbol` cell (blank: null), else the one given as SYMBOL=PATH,
+    else the file name's stem uppercased."""
+    frame = table.frame
+    if "symbol" not in cols:
+        return pl.repeat(spec.symbol or Path(table.path).stem.upper(), frame.height, eager=True)
+    text = frame.get_column(cols["symbol"]).cast(pl.String).str.strip_chars()
+    return text.to_frame("s").select(pl.when(pl.col("s") != "").then("s")).to_series()
+
+
+def kept_rows(
+    table: Table, cols: dict[str, str], spec: DataSpec, work: pl.DataFrame
+) -> pl.DataFrame:
+    """`work` (a row per row of the file, `_row` its number) without the rows whose every cell
+    is blank, and, for a `symbol` column and a symbol given as SYMBOL=PATH, only that symbol's
+    (a DataError when it has none)."""
+    frame = table.frame
     blank = pl.all_horizontal(blank_cell(n, t) for n, t in frame.schema.items())
     work = work.filter(~frame.select(blank).to_series())
     if "symbol" in cols and spec.symbol is not None:
         work = work.filter(pl.col("symbol") == spec.symbol)
         if not work.height:
-            raise DataError(path, f"symbol {spec.symbol!r} is not in the file")
-    return table, column, work
+            raise DataError(table.path, f"symbol {spec.symbol!r} is not in the file")
+    return work
 
 
-def _filled(text: pl.Series) -> pl.Series:
+def filled(text: pl.Series) -> pl.Series:
     """Which cells of a text column hold something (not blank, not `null`)."""
     return text.to_frame("t").select(~blank_cell("t", pl.String())).to_series()
 
 
-def _numbers(
+def parse_numbers(
     column: pl.Series, bad: list[tuple[int, int, str, str]], position: int, name: str
 ) -> pl.Series:
     """The column as Float64 (blank cells null); its first cell that is not a number, if any,
@@ -240,14 +284,14 @@ def _numbers(
         return column.cast(pl.Float64)
     text = column.cast(pl.String).str.strip_chars()
     values = text.cast(pl.Float64, strict=False)
-    failed = _filled(text) & values.is_null()
+    failed = filled(text) & values.is_null()
     if failed.any():
         row = int(failed.arg_true()[0])
         bad.append((row, position, name, f"cannot parse {str(text[row])[:40]!r} as a number"))
     return values
 
 
-def _starts(
+def parse_times(
     column: pl.Series, bad: list[tuple[int, int, str, str]], position: int, name: str
 ) -> pl.Series:
     """The column as UTC datetimes (blank cells null): with an offset as given, naive in New
@@ -273,7 +317,7 @@ def _starts(
                 except pl.exceptions.ComputeError:  # (no date format fits any: epoch ms, 09:30)
                     continue  # (all null: the first filled cell is named below)
                 wall = wall.scatter(rows, parsed.dt.replace_time_zone(None))
-        failed = _filled(text) & wall.is_null()
+        failed = filled(text) & wall.is_null()
         if failed.any():
             row = int(failed.arg_true()[0])
             bad.append((row, position, name, f"cannot parse {str(text[row])[:40]!r} as a time"))

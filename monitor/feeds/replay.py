@@ -1,8 +1,11 @@
 """ReplayFeed: a history file streamed through the daemon as if live, on an accelerated clock.
 
-Daily bars go out session by session and minute bars minute by minute; before each the simulated
-clock moves to when a live feed would have them (a session's close, a minute's end), so the
-engine closes the bars and evaluates the rules exactly as it would live.
+Daily bars go out session by session, minute bars minute by minute and ticks second by second;
+before each the simulated clock moves to when a live feed would have them (a session's close, a
+minute's end, the second's last tick), so the engine builds and closes the bars and evaluates
+the rules exactly as it would live. After each minute that has ticks, the clock moves to its end
+(and the bar-close delay) with an empty batch, as a live daemon's clock passes it, so its bars
+close then, the last minute's and its session's too.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ CLOSE_DELAY = dt.timedelta(seconds=2)  # the BarBook's default close delay
 
 
 class ReplayFeed:
-    """Stream daily `bars` (DAILY_SCHEMA) and `minutes` (MINUTE_SCHEMA) in time order at `speed`
-    simulated seconds per real second. `on_done` is called once every bar has been queued."""
+    """Stream daily `bars` (DAILY_SCHEMA), `minutes` (MINUTE_SCHEMA) and `ticks` (TICK_SCHEMA)
+    in time order at `speed` simulated seconds per real second (ticks of one time in their
+    order in `ticks`). `on_done` is called once every bar and tick has been queued."""
 
     def __init__(
         self,
@@ -42,10 +46,12 @@ class ReplayFeed:
         speed: float,
         on_done: Callable[[], None] | None = None,
         minutes: pl.DataFrame | None = None,
+        ticks: pl.DataFrame | None = None,
     ) -> None:
         self.name = name
         self._bars = bars.sort("session", "symbol")
         self._minutes = minutes.sort("start", "symbol") if minutes is not None else bars.clear()
+        self._ticks = ticks.sort("ts", maintain_order=True) if ticks is not None else bars.clear()
         self._sessions = sessions
         self._clock = clock
         self._queue = queue
@@ -55,8 +61,9 @@ class ReplayFeed:
         self._log = logs.get("feed.replay").bind(feed=name)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Queue the bars in time order until done or `stop` is set: each minute bar once its
-        minute (and the bar-close delay) has passed, each session's daily bars at its close."""
+        """Queue the bars and ticks in time order until done or `stop` is set: each minute bar
+        once its minute (and the bar-close delay) has passed, each session's daily bars at its
+        close, each second's ticks at the last of them."""
         events = self._timeline()
         self._log.info("feed_connected", events=len(events), speed=self._speed)
         for at, batch in events:
@@ -68,8 +75,12 @@ class ReplayFeed:
                 break
             self._clock.set(at)
             await self._queue.put(batch)
-            self._counters.inc("feed_messages", feed=self.name)
-            self._counters.inc("feed_bars", batch.size(), feed=self.name)
+            if batch.ticks.height:
+                self._counters.inc("feed_messages", feed=self.name)
+                self._counters.inc("feed_ticks", batch.ticks.height, feed=self.name)
+            elif batch.size():  # (not a minute's end: see the module)
+                self._counters.inc("feed_messages", feed=self.name)
+                self._counters.inc("feed_bars", batch.size(), feed=self.name)
         self._log.info("feed_replay_done")
         if self._on_done is not None:
             self._on_done()
@@ -92,7 +103,25 @@ class ReplayFeed:
                 batch = FeedBatch.empty(self.name)
                 batch.minute_bars = part
                 events.append((start + MINUTE + CLOSE_DELAY, batch))
+        if self._ticks.height:
+            events += self._tick_events()
         events.sort(key=lambda e: e[0])
+        return events
+
+    def _tick_events(self) -> list[tuple[dt.datetime, FeedBatch]]:
+        """Each second's ticks at the last of them, and an empty batch at the end of each
+        minute with ticks (and the bar-close delay)."""
+        events: list[tuple[dt.datetime, FeedBatch]] = []
+        second = pl.col("ts").dt.truncate("1s").alias("_second")
+        for part in self._ticks.with_columns(second).partition_by("_second", maintain_order=True):
+            batch = FeedBatch.empty(self.name)
+            batch.ticks = part.drop("_second")
+            at = batch.ticks.get_column("ts").max()
+            assert isinstance(at, dt.datetime)
+            events.append((at, batch))
+        minutes = self._ticks.select(pl.col("ts").dt.truncate("1m").unique()).to_series()
+        for start in minutes.to_list():
+            events.append((start + MINUTE + CLOSE_DELAY, FeedBatch.empty(self.name)))
         return events
 
     def _streamed_at(self, session: dt.date) -> dt.datetime:
