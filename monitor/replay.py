@@ -165,8 +165,8 @@ def gaps_line(found: list[Gap], shown: int = 5) -> str:
     more = f", and {_count(len(found) - shown, 'more symbol')}" if len(found) > shown else ""
     return (
         f"{_count(total, 'session')} missing inside the history of "
-        f"{_count(len(found), 'symbol')} ({listed}{more}): windows over them span more sessions "
-        "than they say"
+        f"{_count(len(found), 'symbol')} ({listed}{more}): a window or streak does not reach "
+        "across them"
     )
 
 

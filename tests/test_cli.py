@@ -192,7 +192,7 @@ def test_replay_names_sessions_missing_inside_a_history(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert (
         "market-monitor: 4 sessions missing inside the history of 2 symbols (AAA 3 from "
-        "2024-07-03, ^RUT 1 from 2024-07-11): windows over them span more sessions than they say"
+        "2024-07-03, ^RUT 1 from 2024-07-11): a window or streak does not reach across them"
     ) in res.stderr.splitlines()
     res = run_cli("replay", "--rules", str(RULES), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
     assert "missing inside" not in res.stderr

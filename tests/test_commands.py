@@ -363,7 +363,7 @@ def test_backfill_names_sessions_missing_in_the_store(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stderr == (
         "market-monitor: the store: 1 session missing inside the history of 1 symbol (^RUT 1 "
-        "from 2024-07-11): windows over them span more sessions than they say\n"
+        "from 2024-07-11): a window or streak does not reach across them\n"
     )
     res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
     assert (res.returncode, res.stderr) == (0, "")

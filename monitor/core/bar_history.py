@@ -98,9 +98,16 @@ def derived(bars: pl.DataFrame, timeframe: str, sessions: Sessions) -> pl.DataFr
     idx = (row - pl.when(first).then(row).forward_fill()).alias("idx")
     if timeframe == "1d":
         # Every stored session is a session of the calendar (`Engine.ingest_daily` sees to it).
-        # (One `with_columns` for both: polars computes them side by side.)
+        # A window reaches back over the symbol's consecutive sessions only: over a session
+        # missing from its history (a gap in the data, a halt of days), "5 sessions" would be
+        # more, and a streak would join periods that are not consecutive (`reach`, see
+        # metrics.back; `idx` counts rows, for what followed an alert).
+        # (One `with_columns` for all: polars computes them side by side.)
         close = sessions.close_of_expr(pl.col("session"))
-        frame = bars.with_columns(close, idx)
+        number = sessions.number_expr(pl.col("session"))
+        opens = first | (number - number.shift() != 1)
+        reach = (row - pl.when(opens).then(row).forward_fill()).alias("reach")
+        frame = bars.with_columns(close, idx, reach)
     elif timeframe == "1w":
         frame = bars.with_columns(idx)
     else:
@@ -112,7 +119,7 @@ def derived(bars: pl.DataFrame, timeframe: str, sessions: Sessions) -> pl.DataFr
         frame = bars.with_columns(
             day.alias("session"), (pl.col("start") + pl.duration(minutes=1)).alias("ts"), idx, reach
         ).drop("start")
-    if timeframe != "1m":
+    if timeframe == "1w":
         frame = frame.with_columns(pl.col("idx").alias("reach"))
     weekly = ["short_week"] if timeframe == "1w" else []
     return frame.with_columns(metrics.period_return().alias("ret1")).select(

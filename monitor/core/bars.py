@@ -12,11 +12,17 @@ close: the closing auction's print, stamped at or just after the close) belongs 
 last minute bar, and so to its session bar: the session closes on its closing price; a later
 tick is outside the session (or post-market).
 Provider bars replace the bar of their (symbol, start); a later tick for that minute merges into
-it as for any closed bar (the provider's open and close stay). A provider bar from the future (a
-feed with a wrong time-zone offset) would close at once a minute that has not happened, and
-with it every minute before: one whose minute had not begun by the book's clock (the last
-`advance`, give or take `FUTURE_SKEW`) waits for the next `advance`, which takes it if its
-minute has begun by then and rejects it ("future_bar", in `ClosedBars.rejected`) if not; it is
+it as for any closed bar (the provider's open and close stay). A provider's bar of a session's
+last minute lacks the closing print (its provider files the print under the minute of the
+close, which is outside the session): the closing prints taken are merged into it, whichever
+came first. A provider bar is a closed bar
+once its minute is over: one whose minute has not ended by the book's clock (the last
+`advance`) waits for an `advance` at or after its end, which takes it (the bar of a minute
+under way, from a feed that sends running bars, would otherwise close a minute not over, and
+minute rules fire on it with a `ts` still to come). A provider bar from the future (a feed
+with a wrong time-zone offset) would close a minute that has not happened, and with it every
+minute before: one whose minute had not begun by an `advance`'s time, give or take
+`FUTURE_SKEW`, is rejected by it ("future_bar", in `ClosedBars.rejected`). A bar that waits is
 screened for bad prints, and in `accepted`, when it comes. (`ingest` does not know the time:
 the last `advance`'s may be stale, after a simulated clock's jump, or for a restart's journal.)
 A tick stamped more than `FUTURE_SKEW` after the book's clock waits in the same way (screened,
@@ -42,7 +48,8 @@ What is kept in memory:
   `dedup_max_keys` keys are held: past that the oldest buckets go early (counted as
   "dedup_keys_dropped_early"), so memory stays bounded however fast ticks come;
 - keys of bars still to emit, symbols whose emitted session bar needs redoing, and the sessions
-  whose bar was emitted (within the same two sessions).
+  whose bar was emitted (within the same two sessions);
+- the closing prints taken, as partial bars of their session's last minute (the same two).
 
 `state()` and `restore(state, now)` save that across a restart: see `monitor.core.bar_state`.
 The schemas of the book's frames and the expressions it runs on each batch are in
@@ -78,7 +85,7 @@ from monitor.core.book_frames import (
     ts_lit,
 )
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, TS, Rejection, empty
-from monitor.core.sessions import NEW_YORK, Sessions
+from monitor.core.sessions import NEW_YORK, Sessions, minute_date
 
 if TYPE_CHECKING:
     from monitor.core.bar_state import BookState
@@ -158,8 +165,12 @@ class BarBook:
         self._classes: dict[dt.datetime, tuple[dt.date | None, bool]] = {}
         self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
         self._late_buckets: set[dt.datetime] = set()  # buckets with keys filed on arrival
-        self._waiting: list[pl.DataFrame] = []  # provider bars ahead of the clock
+        self._waiting: list[pl.DataFrame] = []  # provider bars of minutes not over by the clock
         self._waiting_ticks: list[pl.DataFrame] = []  # accepted ticks ahead of the clock
+        # The closing prints taken (ticks stamped in a close's first second), as partial bars
+        # of the session's last minute: a provider's bar of that minute, which lacks them (its
+        # provider files them under the minute of the close), has them merged in.
+        self._closing_prints = empty(OPEN_SCHEMA)
         self._started: dt.datetime | None = None  # (see start_clock)
 
     def ingest_ticks(
@@ -212,12 +223,20 @@ class BarBook:
                 self._waiting_ticks.append(good.filter(ahead))
                 good = good.filter(~ahead)
         self.accepted = good  # (a tick that waits is taken, or not, by `advance`)
+        if closes:
+            self._keep_closing_prints(good)
         if cutoff is not None and starts and min(starts) <= cutoff:
             starts = [s for s in starts if s > cutoff]
             good = self._correct_late(good)
         if good.height:
             self._take_ticks(good, min(starts) if starts else None)
         return self._reject(rejected, TICK_RAW if check is None else held_raw(TICK_RAW))
+
+    def _keep_closing_prints(self, good: pl.DataFrame) -> None:
+        """Remember the closing prints among accepted ticks (see `_closing_prints`)."""
+        prints = good.filter(pl.col("ts") >= pl.col("start") + _MINUTE)
+        if prints.height:
+            self._closing_prints = combine(pl.concat([self._closing_prints, aggregate(prints)]))
 
     def _correct_late(self, good: pl.DataFrame) -> pl.DataFrame:
         """Fold accepted ticks for closed minutes (`late`) into those bars; the others."""
@@ -264,9 +283,10 @@ class BarBook:
         self, bars: pl.DataFrame, check: PrintCheck | None = None, *, taken: bool = False
     ) -> list[Rejection]:
         """Upsert provider minute bars by (symbol, start); they count as closed at once, or at
-        the next `advance` when ahead of the book's clock (see the module; `check`: see the
-        class). `taken`: bars a book took before (a journal's, after a restart, whose clock
-        is the last save's): closed at once, as they were then."""
+        the first `advance` after their minute's end when it is not over by the book's clock
+        (see the module; `check`: see the class). `taken`: bars a book took before (a
+        journal's, after a restart, whose clock is the last save's): closed at once, as they
+        were then."""
         frame = conform(bars, MINUTE_SCHEMA).with_columns(reason=BAR_PROBLEM)
         frame = frame.with_columns(reason=pl.coalesce("reason", *self._screen(frame, "late_bar")))
         if check is not None:
@@ -279,10 +299,10 @@ class BarBook:
         )
         clock = self._now or self._started
         if clock is not None and good.height and not taken:  # (a new book takes all)
-            ahead = good.filter(self._ahead(clock))
-            if ahead.height:
-                self._waiting.append(ahead)
-                good = good.filter(~self._ahead(clock))
+            over = self._over(clock)
+            if not good.select(over.all()).item():
+                self._waiting.append(good.filter(~over))
+                good = good.filter(over)
         self.accepted = good  # (a bar that waits is taken, or not, by `advance`)
         self._take_bars(good)
         return self._reject(rejected, BAR_RAW if check is None else held_raw(BAR_RAW))
@@ -295,13 +315,15 @@ class BarBook:
         self._now = max(now.astimezone(dt.UTC), self._now or now)
         rejected: list[Rejection] = []
         taken = empty(MINUTE_SCHEMA)
-        if self._waiting:  # (provider bars that came ahead of the clock: now it is known)
-            waiting, self._waiting = pl.concat(self._waiting), []
-            ahead = self._ahead(self._now)
-            taken = waiting.filter(~ahead).unique(KEYS, keep="last", maintain_order=True)
+        if self._waiting:  # (provider bars of minutes not over when they came)
+            waiting = pl.concat(self._waiting)
+            over, ahead = self._over(self._now), self._ahead(self._now)
+            taken = waiting.filter(over).unique(KEYS, keep="last", maintain_order=True)
             self._take_bars(taken)
             future = waiting.filter(ahead).with_columns(reason=pl.lit("future_bar"))
             rejected = self._reject(future, BAR_RAW)
+            under_way = waiting.filter(~over & ~ahead)  # (begun, not over: the next advance)
+            self._waiting = [under_way] if under_way.height else []
         taken_ticks = empty(TICK_SCHEMA)
         if self._waiting_ticks:  # (ticks that came ahead of the clock)
             taken_ticks, refused = self._take_waiting_ticks()
@@ -395,17 +417,29 @@ class BarBook:
         return self.sessions.shift(last, -1) if last is not None else None
 
     def closes_by(self, now: dt.datetime) -> bool:
-        """Whether `advance(now)` will close a minute bar that is open now."""
+        """Whether `advance(now)` will close a minute bar that is open now, or take a provider
+        bar that waits for its minute's end."""
         earliest = self._earliest
-        return earliest is not None and earliest <= now - _MINUTE - self.close_delay
+        if earliest is not None and earliest <= now - _MINUTE - self.close_delay:
+            return True
+        ends = [w.get_column("start").min() for w in self._waiting]
+        return any(start <= now - _MINUTE for start in ends)  # type: ignore[operator]
 
     def _ahead(self, clock: dt.datetime) -> pl.Expr:
         """Provider bars whose minute had not begun by `clock`, give or take `FUTURE_SKEW`."""
         return pl.col("start") > ts_lit(clock + FUTURE_SKEW - _MINUTE)
 
+    def _over(self, clock: dt.datetime) -> pl.Expr:
+        """Provider bars whose minute is over by `clock`."""
+        return pl.col("start") <= ts_lit(clock - _MINUTE)
+
     def _take_bars(self, good: pl.DataFrame) -> None:
         """Upsert provider bars (OPEN_SCHEMA) into the closed minute bars."""
         if good.height:
+            if self._closing_prints.height:  # (the last minute of a session: see __init__)
+                prints = self._closing_prints.join(good.select(KEYS), on=KEYS, how="semi")
+                if prints.height:
+                    good = combine(pl.concat([good.select(prints.columns), prints]))
             good = self._with_session(good)
             keys = good.select(KEYS)
             self._compact()
@@ -574,6 +608,9 @@ class BarBook:
                 del self._closed[old]
                 self._dirty.pop(old, None)
             self._done = {s for s in self._done if s >= keep}
+            if self._closing_prints.height:
+                day = minute_date(pl.col("start"))
+                self._closing_prints = self._closing_prints.filter(day >= keep)
             self._emitted_before = {s for s in self._emitted_before if s >= keep}
         horizon = self._cutoff() - self.dedup_window
         self._late_buckets = {b for b in self._late_buckets if b >= horizon}

@@ -3,7 +3,9 @@
 A tick is `{"symbol", "ts", "price", "size"?, "id"?}` (`id` a string or an integer, kept as a
 string); a bar is `{"symbol", "timeframe": "1m" | "1d", "start" | "session", "open", "high", "low",
 "close", "volume"?}`. `ts` / `start` are epoch numbers in `FieldMap.ts_unit` (milliseconds by
-default) or ISO 8601 strings (naive means UTC); `session` is `YYYY-MM-DD`.
+default) or ISO 8601 strings (naive means UTC); `session` is `YYYY-MM-DD`. A daily bar without
+`session` may name its day by `start`: a date, a naive time's date, or an instant's New York
+date (the day bars of Alpaca and Polygon start at New York's midnight).
 A `FieldMap` reads other key names. Bad input never raises: every array element is either in a
 frame or in `rejections`, with one of the reasons below.
 
@@ -18,6 +20,7 @@ import datetime as dt
 import functools
 import json
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 import polars as pl
@@ -60,6 +63,7 @@ REASONS = (
 
 RAW_LIMIT = 200
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NEW_YORK = ZoneInfo("America/New_York")
 _ONE_US = dt.timedelta(microseconds=1)
 _US_PER: dict[str, float] = {"ms": 1_000, "s": 1_000_000, "ns": 0.001}
 
@@ -249,10 +253,13 @@ def _bar(el: dict[str, Any], f: FieldMap, cols: _Columns) -> str | None:
         return "bad_message"
     if timeframe not in ("1m", "1d"):
         return "bad_timeframe"
-    key = f.start if timeframe == "1m" else f.session
-    if key not in el:
-        return "missing_field"
-    when = _timestamp_us(el[key], f.ts_unit) if timeframe == "1m" else _session(el[key])
+    when: int | dt.date | str
+    if timeframe == "1m":
+        when = _timestamp_us(el[f.start], f.ts_unit) if f.start in el else "missing_field"
+    elif f.session in el:
+        when = _session(el[f.session])
+    else:  # (a daily bar named by its start, as some providers send them)
+        when = _day_of_start(el[f.start], f.ts_unit) if f.start in el else "missing_field"
     if isinstance(when, str):
         return when
     if not all(0.0 < v < MAX_PRICE for v in ohlc):
@@ -295,6 +302,26 @@ def _timestamp_us(value: object, unit: TsUnit) -> int | str:
     if not MIN_US <= scaled < MAX_US:  # also false for NaN
         return "bad_timestamp"
     return round(scaled)
+
+
+def _day_of_start(value: object, unit: TsUnit) -> dt.date | str:
+    """The session of a daily bar given by its `start`: a `YYYY-MM-DD` string is the date; a
+    naive ISO time is its own date (`2024-07-16T00:00:00`); an instant (an epoch number, an ISO
+    time with an offset: Alpaca's and Polygon's day bars start at New York's midnight) is its
+    New York date. Else the rejection reason."""
+    if isinstance(value, str) and "T" not in value and " " not in value:
+        return _session(value)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return "bad_timestamp"
+        if parsed.tzinfo is None:
+            return parsed.date()
+    us = _timestamp_us(value, unit)
+    if isinstance(us, str):
+        return us
+    return (_EPOCH + dt.timedelta(microseconds=us)).astimezone(_NEW_YORK).date()
 
 
 def _session(value: object) -> dt.date | str:

@@ -481,9 +481,9 @@ def test_provider_bar_is_emitted_and_a_resent_bar_replaces_it() -> None:
     assert book.ingest_minute_bars(minutes(first)) == []
     assert_closed(book.advance(at(15, 0, 30)), minutes(first), NO_DAILIES)
     resent = minute("AAA", at(15, 0), 10.0, 11.5, 9.0, 11.0, 1200.0)
-    book.ingest_minute_bars(minutes(resent))
-    assert book.counts == {"bar_replaced": 1}
+    book.ingest_minute_bars(minutes(resent))  # (its minute is not over at 15:00:30: it waits)
     assert_closed(book.advance(at(15, 1, 30)), minutes(resent), NO_DAILIES)
+    assert book.counts == {"bar_replaced": 1}
 
 
 def test_resent_provider_bar_corrects_an_emitted_session_bar() -> None:
@@ -511,19 +511,24 @@ def test_resent_provider_bar_corrects_an_emitted_session_bar() -> None:
 def test_a_provider_bar_from_the_future_is_rejected() -> None:
     """A provider bar whose minute has not begun by the clock (a feed an hour off) is rejected
     as future_bar by the next advance and closes nothing; one ahead of the clock of the last
-    advance but not of the next (the clock jumped) is taken then, as is the minute under way.
-    The bar from the future used to be closed at once."""
+    advance but not of the next (the clock jumped) waits as a bar of the minute under way
+    does: each is taken by the first advance after its minute's end. The bar from the future
+    used to be closed at once, and so did the bar of a minute under way."""
     book = BarBook(SESSIONS)
     book.advance(at(15, 1))
     under_way = minute("AAA", at(15, 1), 10.0, 10.0, 10.0, 10.0, 5.0)
     jumped = minute("BBB", at(15, 2), 8.0, 8.0, 8.0, 8.0, 5.0)
     ahead = minute("CCC", at(16, 2), 9.0, 9.0, 9.0, 9.0, 5.0)
     assert book.ingest_minute_bars(minutes(under_way, jumped, ahead)) == []
+    assert not book.closes_by(at(15, 1, 59))
+    assert book.closes_by(at(15, 2))
     raw = "start=2024-11-27T16:02:00Z open=9.0 high=9.0 low=9.0 close=9.0 volume=5.0"
     out = book.advance(at(15, 2, 30))
-    assert_closed(out, minutes(under_way, jumped), NO_DAILIES)
+    assert_closed(out, minutes(under_way), NO_DAILIES)
     assert out.rejected == [Rejection("future_bar", "CCC", raw)]
     assert book.counts == {"future_bar": 1}
+    assert_closed(book.advance(at(15, 2, 59)), NO_MINUTES, NO_DAILIES)
+    assert_closed(book.advance(at(15, 3)), minutes(jumped), NO_DAILIES)
     assert_closed(book.advance(at(16, 4)), NO_MINUTES, NO_DAILIES)
 
 
@@ -685,3 +690,25 @@ def test_ticks_at_one_instant_open_on_the_first_and_close_on_the_last_to_arrive(
     book.ingest_ticks(ticks_frame([tick("CCC", same, 2.5, id="late")]))  # (a late tick)
     corrected = book.advance(at(15, 1, 10))
     assert corrected.minute.select("symbol", "low", "close").rows() == [("CCC", 2.5, 2.5)]
+
+
+def test_a_provider_bar_of_the_last_minute_after_the_closing_print_keeps_the_print() -> None:
+    """The closing cross (16:00:00.3, 5,000 shares at 20.0) comes as a tick, then the
+    provider's bar of 15:59 (which lacks it: its provider files it under 16:00): the bar
+    replaces the one of the trades, with the print merged in, so the session closes at the
+    cross with its volume, as in the other order. Before, the provider's bar dropped the
+    print and the session closed at 10.2 with 100 shares."""
+    cross = tick("AAA", at(21, 0, 0.3), 20.0, 5000)
+    provider = minute("AAA", at(20, 59), 10.0, 10.5, 9.9, 10.2, 100.0)
+    for order in ("print first", "bar first"):
+        book = BarBook(SESSIONS)
+        book.advance(at(20, 59, 50))
+        if order == "print first":
+            book.ingest_ticks(ticks_frame([cross]))
+            book.ingest_minute_bars(minutes(provider))
+        else:
+            book.ingest_minute_bars(minutes(provider))
+            book.ingest_ticks(ticks_frame([cross]))
+        closed = book.advance(at(21, 0, 5))
+        assert closed.minute.select("close", "high", "volume").rows() == [(20.0, 20.0, 5100.0)]
+        assert closed.daily.select("open", "close", "volume").rows() == [(10.0, 20.0, 5100.0)]

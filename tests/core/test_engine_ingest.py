@@ -109,8 +109,8 @@ def test_ticks_taken_before_a_restart_are_not_screened_again(sessions: Sessions)
 
 def test_a_bar_waiting_for_the_clock_is_journaled_only_once_taken(sessions: Sessions) -> None:
     """A provider bar ahead of the clock is not in what the engine took in until an advance
-    takes it; one found to be from the future never is (the journal holds no row the engine
-    rejected)."""
+    after its minute's end takes it; one found to be from the future never is (the journal
+    holds no row the engine rejected)."""
     e = Engine(parse_rules(RULES), sessions)
     e.warm(at(12, 0))
     e.ingest(bars(("X", at(13, 30), 10.0)))
@@ -120,6 +120,9 @@ def test_a_bar_waiting_for_the_clock_is_journaled_only_once_taken(sessions: Sess
     assert e.take_accepted().minute_bars.height == 0  # (13:32 waits: its minute is to come)
     step = e.advance(at(13, 32, 30))
     assert [r.reason for r in step.rejections] == ["future_bar"]
+    assert e.take_accepted().minute_bars.height == 0  # (13:32 is not over yet)
+    assert e.evaluates(at(13, 33))
+    e.advance(at(13, 33))
     taken = e.take_accepted().minute_bars
     assert taken.select("symbol", "start").rows() == [("X", at(13, 32))]
 
@@ -137,3 +140,24 @@ def test_a_tick_waiting_for_the_clock_is_journaled_only_once_taken(sessions: Ses
     assert [(r.reason, r.symbol) for r in step.rejections] == [("future_tick", "Y")]
     assert e.take_accepted().ticks.get_column("id").to_list() == ["x2"]
     assert e.counts["future_tick"] == 1
+
+
+def test_a_running_bar_of_the_minute_under_way_fires_only_once_its_minute_is_over(
+    sessions: Sessions,
+) -> None:
+    """A feed that sends the bar of the minute under way (10:01 at 10:01:21): the minute rule
+    fires once the minute is over, on the bar as it last came, with the minute's end as `ts`.
+    Before, the bar closed at once: the rule fired at 10:01:21 with a `ts` of 10:02, a time
+    still to come, on a bar the minute's later trades never reached."""
+    e = Engine(parse_rules(RULES), sessions, max_jump=10.0)
+    e.warm(at(12, 0))
+    e.ingest(bars(("X", at(14, 0), 10.0)))
+    e.advance(at(14, 1, 5))
+    e.ingest(bars(("X", at(14, 1), 11.0)))  # (+10%: the rule's 5%, but the minute is not over)
+    assert e.advance(at(14, 1, 21)).alerts == []
+    e.ingest(bars(("X", at(14, 1), 10.2)))  # (the bar again, later in its minute: +2%)
+    assert e.advance(at(14, 1, 50)).alerts == []
+    assert e.advance(at(14, 2, 1)).alerts == []  # (taken as it last came: no jump)
+    e.ingest(bars(("X", at(14, 2), 11.0)))
+    step = e.advance(at(14, 3, 1))
+    assert [(a.symbol, a.ts) for a in step.alerts] == [("X", "2024-07-02T14:03:00Z")]

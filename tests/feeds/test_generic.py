@@ -205,7 +205,8 @@ REJECTED = [
         bar(timeframe="1d", start=DROP, session="2024-5-29"),
         "bad_timestamp",
     ),
-    ("daily bar without session", bar(timeframe="1d"), "missing_field"),
+    ("daily bar without session or start", bar(timeframe="1d", start=DROP), "missing_field"),
+    ("daily bar of a bad start", bar(timeframe="1d", start="2024-07-16T25:00"), "bad_timestamp"),
 ]
 
 
@@ -352,3 +353,15 @@ def test_a_message_malformed_alone_is_malformed_in_a_batch(messages: list[bytes]
     assert batch.ticks.to_dicts() == [row for b in alone for row in b.ticks.to_dicts()]
     assert [r.reason for r in batch.rejections] == [r.reason for b in alone for r in b.rejections]
     assert {r.reason for r in batch.rejections} == {"malformed_json"}
+
+
+def test_a_daily_bar_may_name_its_day_by_start() -> None:
+    """Issue #3's bar is `"start" or "session"`: a daily bar without `session` takes its day
+    from `start`: a date as written, a naive time's own date, an instant's New York date
+    (Alpaca's and Polygon's day bars start at New York's midnight, 04:00 UTC in summer).
+    Before, each was rejected as missing_field."""
+    ms = 1721102400000  # 2024-07-16T04:00:00Z, New York's midnight
+    for start in ("2024-07-16", "2024-07-16T00:00:00", "2024-07-16T00:00:00-04:00", ms):
+        batch = decode_generic(bar(timeframe="1d", start=start), feed="f")
+        assert batch.rejections == [], start
+        assert batch.daily_bars.get_column("session").to_list() == [dt.date(2024, 7, 16)], start

@@ -32,7 +32,10 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
             pl.when(pl.col("session") > rule.since).then(pl.col("return")).alias("return")
         )
     else:
-        frame = bars.with_columns(m.window_return(rule.window or 5).alias("return"))
+        # Over each symbol's last bars, missing sessions or not (`idx`, not `reach`): a symbol
+        # left out of the ranking for a gap in its bars would put the next one in its place.
+        window = m.window_return(rule.window or 5).alias("return")
+        frame = bars.with_columns(pl.col("idx").alias("reach")).with_columns(window)
     frame = frame.with_columns(
         pl.col("return").rank("ordinal", descending=True).over("ts").alias("rank")
     ).pipe(m.with_coverage, bars, rule.timeframe)
