@@ -115,7 +115,11 @@ def _mqtt(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> MqttFeed:
         raw=True,
         protocol=fc.mqtt_version,
         quiet=QuietSettings(
-            fc.stale_after_s, daemon.sessions.is_open, daemon.clock.now, daemon.on_feed_event
+            fc.stale_after_s,
+            daemon.sessions.is_open,
+            daemon.clock.now,
+            daemon.on_feed_event,
+            stale_at_start=name in daemon.stale_feeds,
         ),
     )
 
@@ -153,6 +157,7 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         clock=daemon.clock.now,
         rest=rest,
         on_event=daemon.on_feed_event,
+        stale_at_start=name in daemon.stale_feeds,
     )
 
 

@@ -40,28 +40,49 @@ class Intraday:
         self.counters = counters
         self.journal = journal
         self._journal_failing = False
+        self.journal_error: str | None = None  # why the journal is not being written, if not
+        self._unwritten: list[tuple[FeedBatch, list[str]]] = []  # (see `append`)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intraday")
         self._pending: Future[None] | None = None
 
-    def append(self, batch: FeedBatch, alert_ids: Sequence[str] = ()) -> None:
+    def append(self, batch: FeedBatch, alert_ids: Sequence[str] = ()) -> bool:
         """Journal a step's accepted ticks and bars (before its messages are acknowledged) and
-        the ids of the alerts it emitted. A write that fails (a full disk) is logged and
-        counted, once until one succeeds again, and the daemon goes on: what a crash then
-        loses is only what the last save holds not."""
-        try:
-            self.journal.append(batch, alert_ids)
-        except OSError as exc:
-            self.journal.rotate()  # (a record written in part ends its segment)
-            self.counters.inc("journal_write_failures")
-            if not self._journal_failing:
-                self._journal_failing = True
-                self.log.error(
-                    "journal_not_written", error=str(exc), folder=str(self.journal.folder)
-                )
-            return
+        the ids of the alerts it emitted; whether every step's record so far is on disk. A
+        write that fails (a full disk) is logged (once until one succeeds again) and counted,
+        and its record waits in memory, in order, for the next step's write: the pipeline
+        holds back the acknowledgements of its messages until then, so the broker keeps them
+        (and, once its in-flight window is full, stops sending), and a crash meanwhile loses
+        nothing acknowledged. An empty batch writes only the records waiting."""
+        if batch.size() or alert_ids:
+            self._unwritten.append((batch, list(alert_ids)))
+        while self._unwritten:
+            record, ids = self._unwritten[0]
+            try:
+                self.journal.append(record, ids)
+            except OSError as exc:
+                self.journal.rotate()  # (a record written in part ends its segment)
+                self.counters.inc("journal_write_failures")
+                self.journal_error = str(exc)
+                if not self._journal_failing:
+                    self._journal_failing = True
+                    self.log.error(
+                        "journal_not_written",
+                        error=str(exc),
+                        folder=str(self.journal.folder),
+                        note="the messages of the steps not written are not acknowledged",
+                    )
+                return False
+            self._unwritten.pop(0)
         if self._journal_failing:
             self._journal_failing = False
+            self.journal_error = None
             self.log.info("journal_written_again")
+        return True
+
+    @property
+    def unwritten(self) -> int:
+        """Steps whose record waits for the journal to be written again."""
+        return len(self._unwritten)
 
     def save_later(self) -> None:
         """A periodic save, after an engine step: the state is taken now and written by the

@@ -4,7 +4,8 @@ Feeds put `FeedBatch`es (already decoded) or `Wire`s (raw messages, decoded here
 on one bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
 `batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()`, hands
 the alerts to the sinks, passes what the engine took in to `on_batch` (the daemon's journal) and
-then calls each Wire's `ack` (the feed acknowledges and reads on).
+then calls each Wire's `ack` (the feed acknowledges and reads on); when the journal could not be
+written (a full disk: `on_batch` says False), the acks wait until a later step writes it.
 A Wire is claimed before it is decoded: one its feed has withdrawn (at shutdown, past the grace
 period) is left alone, neither processed nor acknowledged, and the broker delivers it again.
 With nothing arriving it still advances once a second, so bars close on the clock. Steps that
@@ -56,7 +57,7 @@ class Pipeline:
         batch_max_rows: int = 50_000,
         batch_max_age_ms: float = 25.0,
         on_step: Callable[[Step], Awaitable[None] | None] | None = None,
-        on_batch: Callable[[FeedBatch, list[str]], None] | None = None,
+        on_batch: Callable[[FeedBatch, list[str]], bool | None] | None = None,
         side_alerts: Callable[[], list[Alert]] | None = None,
         status_changes: Callable[[], list[tuple[str, bool]]] | None = None,
         engine_change: Callable[[], Callable[[], None] | None] | None = None,
@@ -71,6 +72,9 @@ class Pipeline:
         self.batch_max_age_s = batch_max_age_ms / 1000.0
         self.on_step = on_step
         self.on_batch = on_batch
+        # Acknowledgements of messages whose step the journal could not write (a full disk):
+        # given once it writes them (each step tries again, idle steps too).
+        self._held_acks: list[Callable[[], object]] = []
         self.side_alerts = side_alerts
         self.status_changes = status_changes
         self.engine_change = engine_change
@@ -165,17 +169,22 @@ class Pipeline:
         if step.daily_bars.height:
             self.counters.inc("bars_closed", step.daily_bars.height, timeframe="1d")
         accepted = self.engine.take_accepted()
-        if self.on_batch is not None and (accepted.size() or step.alerts):
+        durable = True
+        if self.on_batch is not None and (accepted.size() or step.alerts or self._held_acks):
             # (the journal: what the engine took in, on disk before the messages are acked,
-            # and the alerts it emitted)
-            self.on_batch(accepted, [a.id for a in step.alerts])
+            # and the alerts it emitted; False: not written, the acks wait, see `_held_acks`)
+            durable = self.on_batch(accepted, [a.id for a in step.alerts]) is not False
         if self.on_step is not None:
             saving = self.on_step(step)
             if saving is not None:  # (files written in a thread, before the messages' acks)
                 await saving
-        for item in items:
-            if isinstance(item, Wire) and item.ack is not None:
-                item.ack()
+        acks = [item.ack for item in items if isinstance(item, Wire) and item.ack is not None]
+        if not durable:
+            self._held_acks += acks
+            return
+        acks, self._held_acks = self._held_acks + acks, []
+        for ack in acks:
+            ack()
 
     def _step(
         self, batch: FeedBatch | None, now: dt.datetime, change: Callable[[], None] | None = None

@@ -50,7 +50,7 @@ from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
 from monitor.rules_config import load_rules_file, load_short_interest
 from monitor.rules_reload import RulesReload, warn_of
-from monitor.store import Store
+from monitor.store import Store, StoreError
 from monitor.systemd import watchdog_interval_s
 from monitor.web.state import StateView
 
@@ -167,6 +167,7 @@ class Daemon:
         self.crashed_feeds: dict[str, tuple[float, str]] = {}
         self.rules_reload = RulesReload(self)
         self.state_view = StateView()
+        self.stale_feeds = self._stale_feeds_at_start()  # feed name -> since when (ISO)
 
     # ------------------------------------------------------------------ building
     def _build_engine(self) -> Engine:
@@ -186,6 +187,35 @@ class Daemon:
                 "dedup_window_s": options.dedup_window_s,
             },
         )
+
+    def _stale_feeds_at_start(self) -> dict[str, str]:
+        """The feeds stale when the daemon stopped (told `feed_stale`, not yet
+        `feed_recovered`): each configured one's watch starts stale, and its first data is a
+        `feed_recovered`; one no longer configured is told recovered now, or the notifier
+        would hold its per-symbol alerts back for hours for a feed that is gone."""
+        try:
+            saved = self.store.load_stale_feeds()
+        except StoreError as exc:
+            self.log.warning("stale_feeds_unreadable", error=str(exc))
+            return {}
+        configured = {fc.label(i) for i, fc in enumerate(self.config.feeds)}
+        for name in sorted(set(saved) - configured):
+            self.log.info("stale_feed_gone", feed=name, stale_since=saved.pop(name))
+            now = self.clock.now()
+            self.feed_alerts.append(feed_health_alert("feed_recovered", name, now, None))
+        return saved
+
+    def _note_stale(self, event: Any) -> None:
+        """Keep which feeds are stale in the store (see `_stale_feeds_at_start`); a write that
+        fails is logged, and the daemon goes on."""
+        if event.kind == "feed_stale":
+            self.stale_feeds[event.feed] = event.at.isoformat()
+        elif self.stale_feeds.pop(event.feed, None) is None:
+            return
+        try:
+            self.store.save_stale_feeds(self.stale_feeds)
+        except StoreError as exc:
+            self.log.warning("stale_feeds_not_saved", error=str(exc))
 
     def build_feeds(self) -> None:
         """One adapter per [[feeds]] entry (see `monitor.feed_wiring`); the counters the README
@@ -214,6 +244,7 @@ class Daemon:
             return
         if event.kind not in ("feed_stale", "feed_recovered"):
             return
+        self._note_stale(event)
         self.feed_alerts.append(feed_health_alert(event.kind, event.feed, event.at, event.gap_s))
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(FeedBatch.empty("feed-event"))
@@ -297,7 +328,7 @@ class Daemon:
 
     def report_gaps(self, daily_bars: pl.DataFrame) -> None:
         """Warn of sessions missing inside a symbol's history that a step's daily bars open:
-        windows over them span more sessions than they say. Each gap once: the bars after it
+        a window or streak does not reach across them. Each gap once: the bars after it
         come again as the session's bar is corrected (late ticks, a provider's revision)."""
         found = [
             g
@@ -316,7 +347,7 @@ class Daemon:
             sessions=missing,
             symbols=len(found),
             first=[f"{g.symbol} {g.missing} from {g.first}" for g in found[:5]],
-            note="windows over them span more sessions than they say",
+            note="a window or streak does not reach across them",
         )
 
     def snapshot(self) -> None:
@@ -365,6 +396,13 @@ class Daemon:
             why = publisher.why_unavailable
             said = f" ({why})" if why else ""
             reasons.append(f"redis unavailable{said}, {depth} alerts waiting in the outbox")
+        if self.intraday.journal_error is not None:
+            waiting = self.intraday.unwritten
+            steps = "1 step" if waiting == 1 else f"{waiting} steps"
+            reasons.append(
+                f"journal not written ({self.intraday.journal_error}): {steps} waiting, their"
+                " messages not acknowledged"
+            )
         stalled = time.monotonic() - pipeline.last_step_at > 30
         status = "down" if stalled else ("degraded" if reasons else "healthy")
         if stalled:

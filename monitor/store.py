@@ -33,6 +33,7 @@ from monitor.errors import ConfigError, MonitorError
 BARS = "bars_daily.parquet"
 STATE = "engine_state.json"
 INTRADAY = "bars_intraday.parquet"
+STALE_FEEDS = "feeds_stale.json"  # the feeds stale when the daemon last wrote it
 _INTRADAY_META = "market-monitor.intraday"
 _INTRADAY_FORMAT = 1
 _INTRADAY_PARTS = ("closed", "open", "seen", "daily", "official")
@@ -268,6 +269,26 @@ class Store:
             raise StoreError(
                 f"store {self.path}: cannot remove {INTRADAY}: {exc.strerror}"
             ) from None
+
+    def load_stale_feeds(self) -> dict[str, str]:
+        """The feeds that were stale (`feed_stale` told, no `feed_recovered` yet) when the
+        daemon last wrote `STALE_FEEDS`: name -> when (ISO 8601). Empty without the file, and
+        for a file that cannot be read (logged by the caller as a warning: it only means a
+        `feed_recovered` the notifier may wait for is not sent)."""
+        try:
+            found = json.loads((self.path / STALE_FEEDS).read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise _unreadable(self.path / STALE_FEEDS, exc, fatal=False) from None
+        if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+            raise _unreadable(self.path / STALE_FEEDS, ValueError("not a map"), fatal=False)
+        return {str(k): v for k, v in found.items()}
+
+    def save_stale_feeds(self, feeds: dict[str, str]) -> None:
+        """Write the stale feeds (see `load_stale_feeds`), atomically."""
+        text = json.dumps(feeds, sort_keys=True)
+        self._atomic(STALE_FEEDS, lambda f: Path(f).write_text(text))
 
     def _atomic(self, name: str, write: Callable[[str], object]) -> None:
         """Write the store file `name` whole or not at all (a temporary file, synced, renamed

@@ -38,3 +38,42 @@ def test_an_mqtt_feed_is_watched_for_quiet_in_the_daemons_hours(tmp_path: Path) 
     assert feed._quiet._on_event is not None
     feed._quiet._on_event(FeedEvent("bus", "feed_stale", at, 7.5))
     assert [(a.kind, a.symbol) for a in daemon.take_feed_alerts()] == [("feed_stale", "bus")]
+
+
+async def test_a_feed_stale_at_a_stop_recovers_after_the_restart(tmp_path: Path) -> None:
+    """`bus` goes stale and the daemon stops (and `gone`, stale too, leaves the config): the
+    store keeps which feeds were stale, so after the restart `bus`'s watch starts stale and
+    its first data is a `feed_recovered`, and `gone` is told recovered at once. Before, the
+    restarted daemon never sent `feed_recovered`, and the notifier held every per-symbol alert
+    back for two hours."""
+    import asyncio
+
+    def config(feeds: str) -> Path:
+        conf = tmp_path / "monitor.toml"
+        conf.write_text(
+            f'[store]\npath = "{tmp_path / "store"}"\n'
+            f'[rules]\nfile = "{RULES}"\n'
+            f'[redis]\nchannel = "mm-q-{uuid.uuid4().hex[:8]}"\n{feeds}'
+        )
+        conf.chmod(0o600)
+        return conf
+
+    bus = (
+        '[[feeds]]\nname = "bus"\nkind = "mqtt"\nurl = "mqtt://127.0.0.1:1883"\ntopics = ["q/#"]\n'
+    )
+    gone = bus.replace('"bus"', '"gone"')
+    at = dt.datetime(2024, 7, 16, 15, tzinfo=dt.UTC)
+    first = Daemon(cfg.load(config(bus + gone)))
+    for name in ("bus", "gone"):
+        first.on_feed_event(FeedEvent(name, "feed_stale", at, 61.0))
+    assert [a.kind for a in first.take_feed_alerts()] == ["feed_stale", "feed_stale"]
+
+    again = Daemon(cfg.load(config(bus)))
+    assert [(a.kind, a.symbol) for a in again.take_feed_alerts()] == [("feed_recovered", "gone")]
+    again.build_feeds()
+    feed = again.feeds[0]
+    assert isinstance(feed, MqttFeed) and feed._quiet is not None and feed._quiet.stale
+    feed._quiet.last_data = asyncio.get_running_loop().time()
+    feed._quiet.data()
+    assert [(a.kind, a.symbol) for a in again.take_feed_alerts()] == [("feed_recovered", "bus")]
+    assert again.store.load_stale_feeds() == {}

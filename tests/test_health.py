@@ -166,3 +166,32 @@ async def test_a_wrong_redis_password_is_logged_at_start_and_alerts_wait_in_the_
                     await asyncio.sleep(0.05)
     assert [e["event"] for e in logs if e["event"] == "redis_auth_failed"] == ["redis_auth_failed"]
     assert wrong not in repr(logs) and right not in repr(logs)
+
+
+async def test_a_journal_that_cannot_be_written_makes_health_degraded_until_it_can(
+    tmp_path: Path,
+) -> None:
+    """A step's record the journal cannot write (a full disk: here folders stand where its
+    segments go): /healthz is degraded, saying why and that messages wait unacknowledged;
+    healthy again once a write gets through. Before, it said healthy while the journal failed."""
+    from tests.test_journal import batch
+
+    with RedisServer() as server:
+        prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
+        conf = write_config(tmp_path, feeds=[], redis={"url": server.url, "stream": prefix})
+        async with daemon_of(conf) as daemon:
+            await health_becomes(daemon, lambda h: h["status"] == "healthy")
+            journal = daemon.intraday.journal
+            blocked = [journal.folder / f"{journal.seq + n:010d}.log" for n in range(5)]
+            for path in blocked:
+                path.mkdir(parents=True)
+            assert daemon.intraday.append(batch(2)) is False
+            await health_becomes(daemon, lambda h: h["status"] == "degraded")
+            (reason,) = (await health(daemon))["reasons"]
+            assert reason.startswith("journal not written (") and reason.endswith(
+                ": 1 step waiting, their messages not acknowledged"
+            ), reason
+            for path in blocked:
+                path.rmdir()
+            assert daemon.intraday.append(batch(0)) is True  # (what an idle step does)
+            await health_becomes(daemon, lambda h: h["status"] == "healthy")

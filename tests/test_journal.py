@@ -103,9 +103,11 @@ def test_a_journal_that_cannot_be_written_is_logged_once_and_the_daemon_goes_on(
     tmp_path: Path,
 ) -> None:
     """Segments that cannot be written (here folders stand where the files go, as a full disk
-    would refuse them): the error is logged once and counted per failure, nothing raises, and
-    each failure moves on to a new segment; once a write succeeds again, that is logged too and
-    the batch is in the journal."""
+    would refuse them): the error is logged once and counted per failure, nothing raises, each
+    failure moves on to a new segment, and `append` says the records are not on disk (the
+    pipeline holds their messages' acks back); once a write succeeds again, that is logged too
+    and every batch is in the journal, in order, the ones that waited first. Before, the
+    batches whose write failed were dropped from the journal and their messages acked."""
     from structlog.testing import capture_logs
 
     from monitor import logs
@@ -123,15 +125,20 @@ def test_a_journal_that_cannot_be_written_is_logged_once_and_the_daemon_goes_on(
     for seq in (journal.seq, journal.seq + 1):  # (a failed write moves to the next segment)
         (tmp_path / "journal" / f"{seq:010d}.log").mkdir()
     with capture_logs() as events:
-        intraday.append(batch(2))
-        intraday.append(batch(3))
-        intraday.append(batch(4))
+        written = [intraday.append(batch(n)) for n in (2, 3)]
+        assert (written, intraday.unwritten, intraday.journal_error is not None) == (
+            [False, False],
+            2,
+            True,
+        )
+        assert intraday.append(batch(4))
     assert [(e["event"], e["log_level"]) for e in events] == [
         ("journal_not_written", "error"),
         ("journal_written_again", "info"),
     ]
     assert counters.get("journal_write_failures") == 2
-    same(list(journal.read_after(-1)), [batch(4)])
+    assert (intraday.unwritten, intraday.journal_error) == (0, None)
+    same(list(journal.read_after(-1)), [batch(2), batch(3), batch(4)])
 
 
 def test_appends_and_new_segments_reach_the_disk_before_append_returns(
@@ -221,8 +228,8 @@ def test_a_write_the_disk_takes_only_part_of_is_a_failure_not_a_torn_record(
 ) -> None:
     """A write that takes only part of a record (a file-size limit here; a disk filling up
     does the same) is tried again for the rest, and the failure of that is a failed append:
-    counted, the segment left behind. The next batch goes to a new segment and is read back
-    (appended after the torn record, it would be lost with it)."""
+    counted, the segment left behind. The record that failed and the next batch go to a new
+    segment and are read back (appended after the torn record, they would be lost with it)."""
     import subprocess
     import sys
 
@@ -236,4 +243,4 @@ def test_a_write_the_disk_takes_only_part_of_is_a_failure_not_a_torn_record(
     *logged, last = res.stdout.splitlines()
     assert last == "1 [0, 1]"
     assert "journal_not_written" in logged[0] and "File too large" in logged[0]
-    same(list(Journal(folder).read_after(-1)), [batch(1), batch(3)])
+    same(list(Journal(folder).read_after(-1)), [batch(1), batch(1), batch(3)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import Path
 
 import msgspec
 import polars as pl
@@ -244,3 +245,56 @@ async def test_session_bars_stored_as_corrections_are_logged(sessions: Sessions)
     said = [(e["bars"], e["log_level"]) for e in logs if e["event"] == "daily_bars_corrected"]
     assert said == [(1, "warning")]
     assert counters.get("bar_events", kind="daily_bar_corrected") == 1
+
+
+async def test_acks_wait_while_the_journal_cannot_be_written(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """The journal's segment cannot be written (a folder stands where the file goes, as a full
+    disk refuses it): the Wire's ticks go into the engine but its ack waits, so the broker
+    keeps the message (a crash now loses nothing acknowledged); once the journal can be written
+    again, an idle step (nothing arriving) writes the waiting record and gives the ack. Before,
+    the message was acked with its ticks on no disk."""
+    from monitor import logs
+    from monitor.intraday import Intraday
+    from monitor.journal import Journal
+    from monitor.store import Store
+
+    counters = Counters()
+    engine = Engine(RulesFile(), sessions)
+    journal = Journal(tmp_path / "journal")
+    intraday = Intraday(Store(tmp_path), engine, logs.get("test"), counters, journal)
+    # (a failed write moves to a new segment: every one of the next fifty cannot be written)
+    blocked = [tmp_path / "journal" / f"{journal.seq + n:010d}.log" for n in range(50)]
+    for path in blocked:
+        path.mkdir()
+    acked, stepped = asyncio.Event(), asyncio.Event()
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    pipeline = Pipeline(
+        engine,
+        queue,
+        clock=SimClock(NOW),
+        counters=counters,
+        sinks=[],
+        decoders={"raw": lambda payloads: decode_generic_many(payloads, feed="raw")},
+        on_batch=intraday.append,
+        on_step=lambda step: stepped.set(),
+    )
+    feeds_done, stop = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(pipeline.run(feeds_done, stop))
+    try:
+        queue.put_nowait(Wire("raw", [tick(0), tick(1)], acked.set))
+        await asyncio.wait_for(stepped.wait(), 10)
+        assert counters.total("ticks_in") == 2
+        await asyncio.sleep(1.5)  # (an idle step or more: the journal still fails)
+        assert (acked.is_set(), intraday.unwritten) == (False, 1)
+        assert counters.get("journal_write_failures") >= 2
+        for path in blocked:
+            path.rmdir()
+        await asyncio.wait_for(acked.wait(), 10)
+        assert intraday.unwritten == 0
+        assert [b.ticks.height for b in journal.read_after(-1)] == [2]
+    finally:
+        feeds_done.set()
+        stop.set()
+        await asyncio.wait_for(running, 10)

@@ -42,6 +42,9 @@ class QuietSettings(msgspec.Struct, frozen=True):
     is_regular_hours: Callable[[dt.datetime], bool]
     clock: Callable[[], dt.datetime]
     on_event: Callable[[FeedEvent], None] | None = None
+    # The feed was stale when the daemon stopped (the store keeps which): its first data after
+    # the start is a `feed_recovered`, else the notifier holds alerts back for its stale.
+    stale_at_start: bool = False
 
 
 class QuietWatch:
@@ -53,7 +56,7 @@ class QuietWatch:
     def __init__(self, feed: str, settings: QuietSettings, counters: Counters, log: Any) -> None:
         self.feed = feed
         self.stale_after_s = settings.stale_after_s
-        self.stale = False
+        self.stale = settings.stale_at_start
         self._is_regular_hours = settings.is_regular_hours
         self._clock = settings.clock
         self._on_event = settings.on_event
@@ -84,7 +87,7 @@ class QuietWatch:
         loop = asyncio.get_running_loop()
         self.last_data = loop.time()
         period_s = min(max(self.stale_after_s / 4, 0.01), 1.0)
-        self._counters.set("feed_stale", 0, feed=self.feed)
+        self._counters.set("feed_stale", 1 if self.stale else 0, feed=self.feed)
         while True:
             await asyncio.sleep(period_s)
             now = loop.time()

@@ -118,6 +118,7 @@ class WebSocketFeed:
         max_frame_bytes: int = 16 * 2**20,
         backfill_max_s: float = 6 * 3600.0,
         backfill_attempts: int = 3,
+        stale_at_start: bool = False,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"feeds.{name}.url: must be ws://... or wss://...")
@@ -145,7 +146,7 @@ class WebSocketFeed:
         self._fatal: ConfigError | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._backfills: set[asyncio.Task[None]] = set()
-        quiet = QuietSettings(stale_after_s, is_regular_hours, clock, on_event)
+        quiet = QuietSettings(stale_after_s, is_regular_hours, clock, on_event, stale_at_start)
         self._quiet = QuietWatch(name, quiet, counters, self._log)
         self._connected_at: float | None = None
         self._subscribed = False

@@ -162,6 +162,7 @@ async def test_a_replay_feeds_day_that_is_no_session_is_rejected_not_a_crash_loo
     daemon = types.SimpleNamespace(
         feeds=[feed], crashed_feeds={"history": crash}, counters=Counters(), failed_feeds={},
         started=time.monotonic(), queue=queue,
+        intraday=types.SimpleNamespace(journal_error=None, unwritten=0),
     )  # fmt: skip
     daemon.counters.inc("feed_crashes", 3, feed="history")
     publisher, pipeline = _health_parts(daemon)
