@@ -34,7 +34,8 @@ from monitor.notify.ledger import REDIS_ERRORS, retrying
 from monitor.notify.routing import GuardState, Router
 from monitor.notify.states import Owner, StateStore
 
-ADOPT_GRANT = "+sadd +smembers +srem +del +watch +unwatch"  # what adoption needs besides the rest
+# What adoption needs besides the rest (+getdel: the mark of an adopted state, states.py).
+ADOPT_GRANT = "+sadd +smembers +srem +del +watch +unwatch +getdel"
 HAND_OVER_S = 2.0  # how long the last save and the release of the lease may take, stopping
 
 
@@ -128,17 +129,27 @@ class Custody:
 
     async def _lapsed(self) -> None:
         """Our lease lapsed (the loop stalled, or Redis was away): another notifier may have
-        adopted our saved state meanwhile, and deleted it. What it took (the state last saved)
-        is its to deliver: that leaves ours, or it would be summarised twice. Ours is then
-        saved again."""
+        adopted our saved state meanwhile, and deleted it (and marked it so: `was_adopted`).
+        What it took (the state last saved) is its to deliver: that leaves ours, or it would
+        be summarised twice. A state gone without the mark went with Redis's data (a restart
+        without persistence): nobody took it, and ours keeps all it holds. Ours is then saved
+        again."""
         current: Any = await self._redis.get(self.key)
-        adopted = current is None and bool(self.saved)
-        self._log.warning("lease_lapsed", adopted=adopted)
+        adopted = current is None and bool(self.saved) and await self._was_adopted()
+        self._log.warning("lease_lapsed", adopted=adopted, state_found=current is not None)
         if adopted:
             taken = msgspec.json.decode(self.saved, type=GuardState)
             self._router.state = without(self._router.state, taken)
         self.saved = b""
         self._wake.set()
+
+    async def _was_adopted(self) -> bool:
+        """`StateStore.was_adopted`; True for a user whose ACL rule (of before) lacks GETDEL:
+        a state gone is then taken for adopted, as it was before the mark."""
+        try:
+            return await self.states.was_adopted()
+        except NoPermissionError:
+            return True
 
     async def _adopt(self, owner: Owner) -> None:
         """Adopt one stopped notifier's state; a key that is no state (another type, a name

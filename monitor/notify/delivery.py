@@ -316,6 +316,11 @@ def _os_error(exc: BaseException) -> OSError | None:
     return None
 
 
+# The longest a provider's Retry-After is waited before the next attempt: Telegram's flood
+# waits run to minutes, and a header of a day (a bug, a proxy's) would stop the receiver for it.
+RETRY_AFTER_CAP_S = 3600.0
+
+
 def retry_after(value: str | None, now: float | None = None) -> float | None:
     """A Retry-After header (seconds or an HTTP date) in seconds; None when absent or bad."""
     if not value:
@@ -416,10 +421,15 @@ class Courier:
                 if attempt >= self._max_attempts:
                     return Outcome(False, attempt, f"gave up after {attempt} attempts: {exc}")
                 delay = self._backoff.delay(attempt - 1)
-                if exc.retry_after_s is not None:
-                    delay = max(delay, exc.retry_after_s)
+                asked = exc.retry_after_s
+                if asked is not None:
+                    delay = max(delay, min(asked, RETRY_AFTER_CAP_S))
                 self._log.warning(
-                    "delivery_retry", attempt=attempt, error=str(exc), delay_s=round(delay, 3)
+                    "delivery_retry",
+                    attempt=attempt,
+                    error=str(exc),
+                    delay_s=round(delay, 3),
+                    **({"retry_after_s": asked} if asked is not None and asked > delay else {}),
                 )
                 await self._sleep(delay)
                 continue

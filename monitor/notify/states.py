@@ -17,6 +17,10 @@ that says it is alive, and the adoption of the states whose notifier stopped.
   is still the state it read and still without a lease (WATCH, MULTI, EXEC). A crash in between
   leaves the state in both keys: read twice, never lost (summaries have deterministic ids and
   the delivery log gives each once per receiver).
+- `{stream}:notify:{group}:adopted:{consumer}`: set (for a day) in the transaction that deletes
+  an adopted state, so that its owner, finding its lease lapsed and its state key gone, knows
+  another notifier took what it held; gone without the mark, the state went with Redis's data
+  (restarted without persistence), and the owner keeps what it holds and saves it again.
 - `{stream}:notify:{group}:state`, the one key of earlier versions, is adopted the same way at
   start (a notifier of an earlier version still running saves it again: adopted at a later
   start).
@@ -31,6 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, WatchError
 
 ADOPT_CLAIM_S = 60.0  # at least: reading, merging and saving a state takes far less
+ADOPTED_MARK_S = 86_400.0  # how long an adopted state's owner may take to find it was adopted
 # Who holds a state: a consumer name, or None for the group's one key of earlier versions.
 Owner = str | None
 
@@ -67,6 +72,17 @@ class StateStore:
     def _registry(self) -> str:
         """The set of consumers with a state key (see the module)."""
         return f"{self._prefix}:saved"
+
+    def _adopted_key(self, consumer: str) -> str:
+        """Set when `consumer`'s state was adopted (by whom), with its deletion: a state key
+        gone without it went with Redis's data (a restart without persistence, a failover),
+        not to another notifier."""
+        return f"{self._prefix}:adopted:{consumer}"
+
+    async def was_adopted(self) -> bool:
+        """Whether our saved state was adopted by another notifier (and deleted so) since we
+        last asked; the mark is removed."""
+        return bool(await self._redis.getdel(self._adopted_key(self.consumer)))
 
     def _claim_key(self, owner: Owner) -> str:
         return f"{self._prefix}:adopting" + ("" if owner is None else f":{owner}")
@@ -154,6 +170,7 @@ class StateStore:
             pipe.delete(key)
             if owner is not None:
                 pipe.srem(self._registry, owner)
+                pipe.set(self._adopted_key(owner), self._holder, px=int(ADOPTED_MARK_S * 1000))
             try:
                 await pipe.execute()
             except WatchError:

@@ -61,3 +61,42 @@ def test_the_longest_delivery_covers_every_attempt_and_wait() -> None:
     d = DeliverySection()
     assert courier.longest_s == d.max_attempts * (3 * 10.0 + d.backoff_cap_s)
     assert courier.longest_s < 20 * 60
+
+
+class LimitedForADay:
+    """A sender whose provider answers 429 with a Retry-After of a day (a proxy's bug), then,
+    on the next attempt, takes the message."""
+
+    takes_attachments = False
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def send(self, message: Message) -> None:
+        from monitor.notify.delivery import RateLimited
+
+        self.attempts += 1
+        if self.attempts == 1:
+            raise RateLimited("json://127.0.0.1/…: 429", 86_400.0)
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+async def test_a_retry_after_of_a_day_is_waited_an_hour_at_most() -> None:
+    """A Retry-After is honoured up to an hour (RETRY_AFTER_CAP_S): a header of a day stops
+    the receiver an hour, not a day. Before, the courier slept for whatever the header said
+    (100,000 s in the review's test) while the receiver had long recovered."""
+    from monitor.notify.delivery import RETRY_AFTER_CAP_S
+
+    waits: list[float] = []
+
+    async def sleep(s: float) -> None:
+        waits.append(s)
+
+    courier = Courier(
+        "chat", LimitedForADay(), backoff=Backoff(1.0, 60.0), max_attempts=12, sleep=sleep
+    )
+    outcome = await courier.deliver(MSG)
+    assert (outcome.ok, outcome.attempts) == (True, 2)
+    assert waits == [RETRY_AFTER_CAP_S] and RETRY_AFTER_CAP_S == 3600.0

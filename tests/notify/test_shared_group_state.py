@@ -364,3 +364,28 @@ async def test_a_notifier_whose_lease_lapsed_leaves_what_was_adopted_to_the_adop
             await client.aclose()
         lapsed = [e for e in logs if e["event"] == "lease_lapsed"]
         assert [e["adopted"] for e in lapsed] == [True]
+
+
+async def test_a_state_gone_with_redis_data_is_kept_and_saved_again(stream: str) -> None:
+    """`a` holds alert 1 while `mqtt` is stale; its lease and saved state vanish as a Redis
+    restarted without its data would lose them (no notifier adopted them: no adoption mark).
+    At its next renewal `a` keeps alert 1 and saves its state again. Before, a state key gone
+    was taken for adopted, and `a` dropped the alerts it held: nobody ever told them."""
+    async with WebhookServer() as hooks:
+        await publish(stream, [feed_alert("feed_stale", "mqtt"), alert(1)])
+        fast = {"claim_interval_s": 0.2, "claim_idle_s": 10.0}
+        async with running(settings(stream, hooks, "a", **fast)) as a:
+            await until(lambda: [x.id for x in a.router.state.inhibited] == [alert(1).id])
+            key = ":notify:notifier:state:a"
+            await saved_soon(stream, lambda states: bool(states.get(key, {}).get("inhibited")))
+            client = aioredis.Redis()
+            with capture_logs() as logs:
+                await client.delete(
+                    f"{stream}:notify:notifier:alive:a", f"{stream}:notify:notifier:state:a"
+                )
+                await until(lambda: any(e["event"] == "lease_lapsed" for e in logs), 10)
+            assert [x.id for x in a.router.state.inhibited] == [alert(1).id]
+            await saved_soon(stream, lambda states: bool(states.get(key, {}).get("inhibited")))
+            await client.aclose()
+        lapsed = [e for e in logs if e["event"] == "lease_lapsed"]
+        assert [(e["adopted"], e["state_found"]) for e in lapsed] == [(False, False)]
