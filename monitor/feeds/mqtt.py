@@ -70,6 +70,12 @@ GRACE_S = 10.0
 PAUSE_LOG_EVERY_S = 60.0
 
 
+# Connections with a fixed client_id lost this soon after being made, this many times in a row:
+# another client holds the same client_id (the broker ends one session for the other, back and
+# forth), and the feed says so (`feed_client_id_in_use`, and in its error: /healthz).
+TAKEN_OVER_S = 5.0
+TAKEN_OVER_AFTER = 3
+
 class MqttFeed:
     """Subscribe to `topics` and put what arrives on `queue` (awaiting if full): with `raw`, one
     `Wire` per wake-up holding every message read since the last (its `ack` is to be called once
@@ -206,6 +212,7 @@ class MqttFeed:
 
     async def _reconnect_loop(self, stop: asyncio.Event) -> None:
         lost_at: float | None = None
+        brief = 0  # connections in a row lost within TAKEN_OVER_S of being made
         while True:
             self._connected_at = None
             try:
@@ -216,10 +223,25 @@ class MqttFeed:
                     self._log.warning("feed_lost_while_draining", error=str(exc))
                     return
                 lasted = None
+                error = str(exc)
                 if self._connected_at is not None:
                     lost_at = self._clock()
                     lasted = lost_at - self._connected_at
-                await self._reconnects.pause(str(exc), lasted)
+                    brief = brief + 1 if lasted < TAKEN_OVER_S else 0
+                    if brief >= TAKEN_OVER_AFTER and self._client_id:
+                        error += f" ({self._taken_over()})"
+                        if brief == TAKEN_OVER_AFTER:
+                            self._log.error("feed_client_id_in_use", hint=self._taken_over())
+                await self._reconnects.pause(error, lasted)
+
+    def _taken_over(self) -> str:
+        """What connections lost one after the other within seconds of being made, with a
+        fixed client_id, most likely are."""
+        return (
+            f"each connection ends within seconds: another client may be connected with "
+            f"client_id {self._client_id!r} (the broker ends the older session for the newer "
+            "one, and each gets part of the messages); give each daemon its own client_id"
+        )
 
     async def _connection(self, lost_at: float | None) -> None:
         """One connection from connect to loss (raises FeedDisconnected) or to the stop."""
