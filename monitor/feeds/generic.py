@@ -37,7 +37,6 @@ from monitor.feeds.provider import (
     MAX_PRICE,
     MAX_SIZE,
     MAX_US,
-    MIN_US,
     SYMBOL_MAX,
     in_range,
     is_number,
@@ -63,6 +62,10 @@ REASONS = (
 
 RAW_LIMIT = 200
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# An epoch number before 1973-03-03 (1e11 ms) is a unit mistaken, not a trade of then: seconds
+# read as milliseconds (1.7e9: January 1970), which would be rejected as `outside_session` and
+# point the operator the wrong way. It is `bad_timestamp` (set `field_map` `ts_unit`).
+EPOCH_FLOOR_US = 100_000_000_000_000
 _NEW_YORK = ZoneInfo("America/New_York")
 _ONE_US = dt.timedelta(microseconds=1)
 _US_PER: dict[str, float] = {"ms": 1_000, "s": 1_000_000, "ns": 0.001}
@@ -126,9 +129,12 @@ def _fast_decoder(fields: FieldMap) -> msgspec.json.Decoder[Any] | None:
     # The bounds the lenient path rejects outside of, checked by msgspec as it decodes (a value
     # outside fails the typed decode, and the message goes the lenient way, element by element).
     first, end = (
-        (MIN_US * 1000, MAX_US * 1000)
+        (EPOCH_FLOOR_US * 1000, MAX_US * 1000)
         if fields.ts_unit == "ns"
-        else (MIN_US // int(_US_PER[fields.ts_unit]), MAX_US // int(_US_PER[fields.ts_unit]))
+        else (
+            -(-EPOCH_FLOOR_US // int(_US_PER[fields.ts_unit])),
+            MAX_US // int(_US_PER[fields.ts_unit]),
+        )
     )
     wire = msgspec.defstruct(
         "_WireTick",
@@ -299,7 +305,7 @@ def _timestamp_us(value: object, unit: TsUnit) -> int | str:
         scaled: float = value // 1000 if unit == "ns" else value * int(_US_PER[unit])
     else:
         scaled = value * _US_PER[unit]  # type: ignore[operator]
-    if not MIN_US <= scaled < MAX_US:  # also false for NaN
+    if not EPOCH_FLOOR_US <= scaled < MAX_US:  # also false for NaN
         return "bad_timestamp"
     return round(scaled)
 
