@@ -76,6 +76,7 @@ PAUSE_LOG_EVERY_S = 60.0
 TAKEN_OVER_S = 5.0
 TAKEN_OVER_AFTER = 3
 
+
 class MqttFeed:
     """Subscribe to `topics` and put what arrives on `queue` (awaiting if full): with `raw`, one
     `Wire` per wake-up holding every message read since the last (its `ack` is to be called once
