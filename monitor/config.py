@@ -304,9 +304,9 @@ def resolve(config: Config, relative: str) -> Path:
 
 def credential_files(config: Config) -> list[str]:
     """Every `*_file` secret the config names."""
-    files = [config.redis.password_file]
+    files = [config.redis.password_file, config.redis.username_file]
     for feed in config.feeds:
-        files += [feed.password_file, feed.key_file, feed.secret_file]
+        files += [feed.password_file, feed.username_file, feed.key_file, feed.secret_file]
     return [f for f in files if f]
 
 

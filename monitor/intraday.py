@@ -27,6 +27,10 @@ from monitor.core.sessions import minute_date
 from monitor.journal import Journal
 from monitor.store import Store, StoreError
 
+# Rows (ticks and bars) of steps the journal could not write kept in memory for it, at most: a
+# full disk under a feed without acknowledgements would otherwise grow the daemon without end.
+MAX_UNWRITTEN_ROWS = 5_000_000
+
 
 class Intraday:
     """Saving and taking up the engine's sessions under way in `store`."""
@@ -42,6 +46,7 @@ class Intraday:
         self._journal_failing = False
         self.journal_error: str | None = None  # why the journal is not being written, if not
         self._unwritten: list[tuple[FeedBatch, list[str]]] = []  # (see `append`)
+        self._unwritten_rows = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intraday")
         self._pending: Future[None] | None = None
 
@@ -55,6 +60,8 @@ class Intraday:
         nothing acknowledged. An empty batch writes only the records waiting."""
         if batch.size() or alert_ids:
             self._unwritten.append((batch, list(alert_ids)))
+            self._unwritten_rows += batch.size()
+            self._bound_unwritten()
         while self._unwritten:
             record, ids = self._unwritten[0]
             try:
@@ -72,12 +79,27 @@ class Intraday:
                         note="the messages of the steps not written are not acknowledged",
                     )
                 return False
+            self._unwritten_rows -= record.size()
             self._unwritten.pop(0)
         if self._journal_failing:
             self._journal_failing = False
             self.journal_error = None
             self.log.info("journal_written_again")
         return True
+
+    def _bound_unwritten(self) -> None:
+        """Past MAX_UNWRITTEN_ROWS waiting (a feed without acknowledgements, a WebSocket's,
+        goes on sending while the disk is full), the oldest records go: counted
+        (`journal_rows_dropped`) and logged. They stay in the engine; only a crash before the
+        next save that gets through loses them. Memory stays bounded."""
+        dropped = 0
+        while self._unwritten_rows > MAX_UNWRITTEN_ROWS and len(self._unwritten) > 1:
+            record, _ = self._unwritten.pop(0)
+            self._unwritten_rows -= record.size()
+            dropped += record.size()
+        if dropped:
+            self.counters.inc("journal_rows_dropped", dropped)
+            self.log.error("journal_rows_dropped", rows=dropped, waiting=self._unwritten_rows)
 
     @property
     def unwritten(self) -> int:

@@ -75,6 +75,7 @@ class Pipeline:
         # Acknowledgements of messages whose step the journal could not write (a full disk):
         # given once it writes them (each step tries again, idle steps too).
         self._held_acks: list[Callable[[], object]] = []
+        self._behind = False  # (the journal has records to write: see `_process`)
         self.side_alerts = side_alerts
         self.status_changes = status_changes
         self.engine_change = engine_change
@@ -170,10 +171,12 @@ class Pipeline:
             self.counters.inc("bars_closed", step.daily_bars.height, timeframe="1d")
         accepted = self.engine.take_accepted()
         durable = True
-        if self.on_batch is not None and (accepted.size() or step.alerts or self._held_acks):
+        if self.on_batch is not None and (accepted.size() or step.alerts or self._behind):
             # (the journal: what the engine took in, on disk before the messages are acked,
-            # and the alerts it emitted; False: not written, the acks wait, see `_held_acks`)
+            # and the alerts it emitted; False: not written, the acks wait, see `_held_acks`,
+            # and every step, idle ones too, has the journal try again)
             durable = self.on_batch(accepted, [a.id for a in step.alerts]) is not False
+            self._behind = not durable
         if self.on_step is not None:
             saving = self.on_step(step)
             if saving is not None:  # (files written in a thread, before the messages' acks)

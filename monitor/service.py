@@ -69,6 +69,7 @@ ZEROED = (
     "intraday_saves",
     "intraday_save_failures",
     "journal_write_failures",
+    "journal_rows_dropped",
     "price_reference_resets",
     "alerts_deduplicated",
     "redis_check_failures",
@@ -199,10 +200,16 @@ class Daemon:
             self.log.warning("stale_feeds_unreadable", error=str(exc))
             return {}
         configured = {fc.label(i) for i, fc in enumerate(self.config.feeds)}
-        for name in sorted(set(saved) - configured):
+        gone = sorted(set(saved) - configured)
+        for name in gone:
             self.log.info("stale_feed_gone", feed=name, stale_since=saved.pop(name))
             now = self.clock.now()
             self.feed_alerts.append(feed_health_alert("feed_recovered", name, now, None))
+        if gone:  # (told once: not again at every start)
+            try:
+                self.store.save_stale_feeds(saved)
+            except StoreError as exc:
+                self.log.warning("stale_feeds_not_saved", error=str(exc))
         return saved
 
     def _note_stale(self, event: Any) -> None:

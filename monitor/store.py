@@ -36,7 +36,7 @@ INTRADAY = "bars_intraday.parquet"
 STALE_FEEDS = "feeds_stale.json"  # the feeds stale when the daemon last wrote it
 _INTRADAY_META = "market-monitor.intraday"
 _INTRADAY_FORMAT = 1
-_INTRADAY_PARTS = ("closed", "open", "seen", "daily", "official")
+_INTRADAY_PARTS = ("closed", "open", "seen", "daily", "official", "closing")
 OUTBOX = "outbox.sqlite"
 LOCK = "market-monitor.lock"
 
@@ -197,6 +197,7 @@ class Store:
             "seen": state.seen,
             "daily": state.daily,
             "official": state.official,
+            "closing": state.closing,
         }
         frame = pl.concat(
             [part.with_columns(part=pl.lit(name)) for name, part in parts.items()],
@@ -225,7 +226,7 @@ class Store:
             if meta["format"] != _INTRADAY_FORMAT:
                 raise ValueError(f"format {meta['format']}, not {_INTRADAY_FORMAT}")
             frame = pl.read_parquet(file)
-            parts = {  # (a file of an earlier version has no "daily" or "official" part)
+            parts = {  # (a file of an earlier version lacks "daily", "official", "closing")
                 name: frame.filter(pl.col("part") == name).select(meta["columns"][name])
                 for name in _INTRADAY_PARTS
                 if name in meta["columns"]

@@ -153,7 +153,7 @@ async def _published(client: Any, channel: str, where: str) -> AsyncGenerator[by
     backoff, and once subscribed again, the gap is said (see `_say_unseen`). Each subscription
     is a pub/sub connection of its own, closed when it fails: redis-py's own reconnect would
     subscribe again without a word."""
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoPermissionError, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     delays: Iterator[float] | None = None
@@ -174,7 +174,13 @@ async def _published(client: Any, channel: str, where: str) -> AsyncGenerator[by
                 heard = time.time()
                 quiet_since, pinged = time.monotonic(), False
                 while True:
-                    message = await pubsub.get_message(timeout=BLOCK_MS / 1000)
+                    try:
+                        message = await pubsub.get_message(timeout=BLOCK_MS / 1000)
+                    except NoPermissionError:
+                        if not pinged:
+                            raise
+                        # (a viewer whose ACL rule has no PING: a refusal is an answer too)
+                        message = {"type": "pong"}
                     if message is not None:  # (a "pong" too: Redis answers)
                         heard, quiet_since, pinged = time.time(), time.monotonic(), False
                         if message["type"] == "message":

@@ -75,7 +75,8 @@ class LoadedTicks(msgspec.Struct):
 
 def is_tick_file(path: str | Path) -> bool:
     """True for a file with a price column and no open, high, low or close column, unless its
-    time column holds dates without times (see the module's docstring)."""
+    time column holds dates without times, or one time of day on different dates, as a daily
+    file's midnight stamps (see the module's docstring; as `minutefiles.is_minute_file`)."""
     name = str(path)
     header = file_header(name)
     keys = {column_key(n) for n in header}
@@ -85,7 +86,11 @@ def is_tick_file(path: str | Path) -> bool:
     if column is None:  # (the tick reader says what is missing)
         return True
     stamps = [m for v in first_values(name, column) if (m := STAMP.match(v))]
-    return not stamps or any(m.group(2) for m in stamps)
+    times = {m.group(2) for m in stamps if m.group(2)}
+    if column_key(column) in DATE_KEYS:  # (`date 00:00:00` on every row is a daily file's)
+        return len(times) > 1
+    days = {m.group(1) for m in stamps}
+    return not stamps or len(times) > 1 or (len(times) == 1 and len(days) == 1)
 
 
 def read_ticks(spec: DataSpec) -> pl.DataFrame:

@@ -70,6 +70,7 @@ async def test_a_feed_stale_at_a_stop_recovers_after_the_restart(tmp_path: Path)
 
     again = Daemon(cfg.load(config(bus)))
     assert [(a.kind, a.symbol) for a in again.take_feed_alerts()] == [("feed_recovered", "gone")]
+    assert list(again.store.load_stale_feeds()) == ["bus"]  # (`gone` told once, not each start)
     again.build_feeds()
     feed = again.feeds[0]
     assert isinstance(feed, MqttFeed) and feed._quiet is not None and feed._quiet.stale

@@ -244,3 +244,41 @@ def test_a_write_the_disk_takes_only_part_of_is_a_failure_not_a_torn_record(
     assert last == "1 [0, 1]"
     assert "journal_not_written" in logged[0] and "File too large" in logged[0]
     same(list(Journal(folder).read_after(-1)), [batch(1), batch(1), batch(3)])
+
+
+def test_records_waiting_for_a_full_disk_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the journal cannot be written, the records waiting for it are kept up to
+    MAX_UNWRITTEN_ROWS rows: past it the oldest go, counted and logged (a feed without acks
+    would otherwise grow the daemon without end); the newest are written once the disk is
+    back."""
+    from structlog.testing import capture_logs
+
+    from monitor import intraday as intraday_module
+    from monitor import logs
+    from monitor.calendar import nyse_sessions
+    from monitor.core.counters import Counters
+    from monitor.core.engine import Engine
+    from monitor.core.rules.spec import RulesFile
+    from monitor.intraday import Intraday
+    from monitor.store import Store
+
+    monkeypatch.setattr(intraday_module, "MAX_UNWRITTEN_ROWS", 10)
+    journal = Journal(tmp_path / "journal")
+    counters = Counters()
+    engine = Engine(RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+    intraday = Intraday(Store(tmp_path), engine, logs.get("test"), counters, journal)
+    blocked = [tmp_path / "journal" / f"{journal.seq + n:010d}.log" for n in range(10)]
+    for path in blocked:
+        path.mkdir(parents=True)
+    with capture_logs() as events:
+        for n in (2, 3, 4, 5):  # (14 rows: the 2 and the 3 go)
+            assert intraday.append(batch(n)) is False
+    assert intraday.unwritten == 2
+    assert counters.get("journal_rows_dropped") == 5
+    assert [e["rows"] for e in events if e["event"] == "journal_rows_dropped"] == [5]
+    for path in blocked:
+        path.rmdir()
+    assert intraday.append(batch(0)) is True
+    same(list(journal.read_after(-1)), [batch(4), batch(5)])

@@ -133,9 +133,9 @@ def stamped(symbol: str, ts_ms: int) -> FeedBatch:
 async def test_feed_lag_comes_from_accepted_ticks_and_minute_bars_only(
     sessions: Sessions,
 ) -> None:
-    """Ticks the engine rejects (dated 1969 or 2100: outside any session) leave feed_lag_seconds
-    alone, in a step of their own or beside an accepted tick of another symbol; an accepted
-    minute bar counts from its end."""
+    """Rejected ticks (dated 1969, a bad_timestamp, or 2100, outside any session) leave
+    feed_lag_seconds alone, in a step of their own or beside an accepted tick of another
+    symbol; an accepted minute bar counts from its end."""
     now_ms = int(NOW.timestamp() * 1000)
     year_2100_ms = int(dt.datetime(2100, 1, 4, 15, tzinfo=dt.UTC).timestamp() * 1000)
     bar = {"symbol": "BAR", "timeframe": "1m", "start": now_ms - 90_000, "open": 10.0,
@@ -152,7 +152,8 @@ async def test_feed_lag_comes_from_accepted_ticks_and_minute_bars_only(
     for batches in steps:
         await run_pipeline(sessions, [*batches], counters)
         lags.append(counters.get("feed_lag_seconds"))
-    assert counters.get("rejections", reason="outside_session") == 4
+    assert counters.get("rejections", reason="outside_session") == 2
+    assert counters.get("rejections", reason="bad_timestamp") == 2
     assert lags == [2.0, 2.0, 2.0, 1.0, 30.0]
 
 
@@ -293,6 +294,49 @@ async def test_acks_wait_while_the_journal_cannot_be_written(
             path.rmdir()
         await asyncio.wait_for(acked.wait(), 10)
         assert intraday.unwritten == 0
+        assert [b.ticks.height for b in journal.read_after(-1)] == [2]
+    finally:
+        feeds_done.set()
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+
+async def test_a_feed_without_acks_has_its_unwritten_record_written_by_an_idle_step(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """A WebSocket feed's batch (no acks to hold) whose record the journal could not write:
+    once the journal can be written, the next idle step writes it (before, only a step with
+    new data or held acks tried again, so it waited, in memory only, for the next tick)."""
+    from monitor import logs
+    from monitor.intraday import Intraday
+    from monitor.journal import Journal
+    from monitor.store import Store
+
+    counters = Counters()
+    engine = Engine(RulesFile(), sessions)
+    journal = Journal(tmp_path / "journal")
+    intraday = Intraday(Store(tmp_path), engine, logs.get("test"), counters, journal)
+    blocked = [tmp_path / "journal" / f"{journal.seq + n:010d}.log" for n in range(50)]
+    for path in blocked:
+        path.mkdir(parents=True)
+    stepped = asyncio.Event()
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    pipeline = Pipeline(
+        engine, queue, clock=SimClock(NOW), counters=counters, sinks=[], decoders={},
+        on_batch=intraday.append, on_step=lambda step: stepped.set(),
+    )  # fmt: skip
+    feeds_done, stop = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(pipeline.run(feeds_done, stop))
+    try:
+        queue.put_nowait(decode_generic_many([tick(0), tick(1)], feed="ws"))
+        await asyncio.wait_for(stepped.wait(), 10)
+        await asyncio.sleep(1.2)
+        assert intraday.unwritten == 1
+        for path in blocked:
+            path.rmdir()
+        async with asyncio.timeout(10):
+            while intraday.unwritten:  # noqa: ASYNC110 (idle steps, about once a second)
+                await asyncio.sleep(0.05)
         assert [b.ticks.height for b in journal.read_after(-1)] == [2]
     finally:
         feeds_done.set()

@@ -288,3 +288,17 @@ async def test_a_replay_feed_of_ticks_builds_the_bars_the_engine_builds_from_the
         ("AAA", dt.date(2024, 7, 16), 10.0, 10.4, 9.98, 10.4, 2550.0),
         ("BBB", dt.date(2024, 7, 16), 20.0, 20.3, 19.9, 20.3, 1060.0),
     ]
+
+
+def test_a_daily_file_of_prices_stamped_at_midnight_is_no_tick_file(tmp_path: Path) -> None:
+    """`date,price` rows stamped `2024-07-15 00:00:00`, `2024-07-16 00:00:00` are a daily file
+    (whose reader asks for a close), not ticks at midnight, as before tick files; times of day
+    that differ are ticks. Before the fix feed-replay published two midnight ticks."""
+    from monitor.tickfiles import is_tick_file
+
+    path = tmp_path / "d.csv"
+    path.write_text("date,price\n2024-07-15 00:00:00,10\n2024-07-16 00:00:00,11\n")
+    assert not is_tick_file(path)
+    ticks = tmp_path / "t.csv"
+    ticks.write_text("date,price\n2024-07-15 10:00:00,10\n2024-07-15 10:00:01,11\n")
+    assert is_tick_file(ticks)

@@ -23,6 +23,7 @@ import polars as pl
 from monitor.core.book_frames import OPEN_SCHEMA, STATE_SCHEMA, conform, ts_lit
 from monitor.core.model import DAILY_SCHEMA, TS, empty
 from monitor.core.official_bars import SCHEMA as OFFICIAL_SCHEMA
+from monitor.core.sessions import minute_date
 
 if TYPE_CHECKING:
     from monitor.core.bars import BarBook
@@ -51,6 +52,9 @@ class BookState(msgspec.Struct, frozen=True):
     # The engine's keys of a provider's session bars, which bars built from trades do not
     # replace (`monitor.core.official_bars`).
     official: pl.DataFrame = msgspec.field(default_factory=lambda: empty(OFFICIAL_SCHEMA))
+    # The closing prints taken, as partial bars of their session's last minute (the book's
+    # `_closing_prints`: merged into a provider's bar of that minute that comes later).
+    closing: pl.DataFrame = msgspec.field(default_factory=lambda: empty(OPEN_SCHEMA))
 
     def sessions(self) -> list[dt.date]:
         """The sessions of its closed minute bars and emitted session bars, sorted."""
@@ -73,6 +77,7 @@ def state_of(book: BarBook) -> BookState:
         closed=pl.concat(closed) if closed else empty(STATE_SCHEMA),
         open=book._open,
         seen=pl.concat(buckets) if buckets else empty(_SEEN_SCHEMA),
+        closing=book._closing_prints,
     )
 
 
@@ -103,6 +108,10 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     book._keep_from = keep
     book._now = state.now
     book._open = conform(state.open, OPEN_SCHEMA)
+    closing = conform(state.closing, OPEN_SCHEMA)
+    if keep is not None and closing.height:
+        closing = closing.filter(minute_date(pl.col("start")) >= keep)
+    book._closing_prints = closing
     earliest = book._open.get_column("start").min() if book._open.height else None
     book._earliest = earliest  # type: ignore[assignment]
     if state.hashed_by == pl.__version__ and state.seen.height:

@@ -126,13 +126,17 @@ class Engine:
             self._took_minutes(self.book.accepted)
         if batch.daily_bars.height:
             daily = batch.daily_bars
+            if taken:  # (a journal's: the history may hold them already, filtered out below,
+                # and they still outrank a bar built from trades after the restart)
+                self._official.note(daily, self.now)
             # (a journal's bars that the history holds as they are were stored before the
             # stop: taken in again, they would count as corrections of evaluated sessions)
             daily = (
                 _not_in(daily, self.daily) if taken else self._screen(daily, "close", rejections)
             )
             refused, good = self._ingest_daily(daily)
-            self._official.note(good, self.now)
+            if not taken:
+                self._official.note(good, self.now)
             rejections += refused
             accepted.daily_bars = _then(accepted.daily_bars, good)
         for r in rejections:

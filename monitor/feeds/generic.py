@@ -313,8 +313,9 @@ def _timestamp_us(value: object, unit: TsUnit) -> int | str:
 def _day_of_start(value: object, unit: TsUnit) -> dt.date | str:
     """The session of a daily bar given by its `start`: a `YYYY-MM-DD` string is the date; a
     naive ISO time is its own date (`2024-07-16T00:00:00`); an instant (an epoch number, an ISO
-    time with an offset: Alpaca's and Polygon's day bars start at New York's midnight) is its
-    New York date. Else the rejection reason."""
+    time with an offset) at midnight UTC is its UTC date (a provider dating bars in UTC), any
+    other its New York date (Alpaca's and Polygon's day bars start at New York's midnight, a
+    bar stamped at the close is of that day). Else the rejection reason."""
     if isinstance(value, str) and "T" not in value and " " not in value:
         return _session(value)
     if isinstance(value, str):
@@ -327,7 +328,10 @@ def _day_of_start(value: object, unit: TsUnit) -> dt.date | str:
     us = _timestamp_us(value, unit)
     if isinstance(us, str):
         return us
-    return (_EPOCH + dt.timedelta(microseconds=us)).astimezone(_NEW_YORK).date()
+    instant = _EPOCH + dt.timedelta(microseconds=us)
+    if instant.time() == dt.time(0):  # (midnight UTC: a provider dating its bars in UTC)
+        return instant.date()
+    return instant.astimezone(_NEW_YORK).date()
 
 
 def _session(value: object) -> dt.date | str:

@@ -343,7 +343,10 @@ def duration_s(value: str | float, where: str) -> float:
     parts = _DURATION.findall(text)
     if not text or "".join(n + u for n, u in parts) != text:
         raise ConfigError(f"{where}: not a duration like 30s, 5m or 1h30m: {value!r}")
-    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+    seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{where}: not a duration like 30s, 5m or 1h30m: {value!r}")
+    return seconds
 
 
 def _check_route(route: RouteConfig, where: str, names: set[str], *, root: bool) -> None:

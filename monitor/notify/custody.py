@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from monitor.clock import Clock
 from monitor.core.counters import Counters
@@ -144,11 +144,12 @@ class Custody:
         self._wake.set()
 
     async def _was_adopted(self) -> bool:
-        """`StateStore.was_adopted`; True for a user whose ACL rule (of before) lacks GETDEL:
-        a state gone is then taken for adopted, as it was before the mark."""
+        """`StateStore.was_adopted`; True for a user whose ACL rule (of before) lacks GETDEL,
+        or a Redis before 6.2 that has none: a state gone is then taken for adopted, as it was
+        before the mark."""
         try:
             return await self.states.was_adopted()
-        except NoPermissionError:
+        except (NoPermissionError, ResponseError):  # (ResponseError: a Redis before 6.2)
             return True
 
     async def _adopt(self, owner: Owner) -> None:

@@ -712,3 +712,21 @@ def test_a_provider_bar_of_the_last_minute_after_the_closing_print_keeps_the_pri
         closed = book.advance(at(21, 0, 5))
         assert closed.minute.select("close", "high", "volume").rows() == [(20.0, 20.0, 5100.0)]
         assert closed.daily.select("open", "close", "volume").rows() == [(10.0, 20.0, 5100.0)]
+
+
+def test_the_closing_prints_survive_a_restart() -> None:
+    """The closing cross taken before a restart is still merged into the provider's bar of the
+    last minute that comes (again, updated) after it. Before, the prints were not in the saved
+    state: the bar after the restart closed at 10.3 with 150 shares, the cross gone."""
+    book = BarBook(SESSIONS)
+    book.advance(at(20, 59, 50))
+    book.ingest_ticks(ticks_frame([tick("AAA", at(21, 0, 0.3), 20.0, 5000)]))
+    book.ingest_minute_bars(minutes(minute("AAA", at(20, 59), 10.0, 10.5, 9.9, 10.2, 100.0)))
+    book.advance(at(21, 0, 5))
+    restarted = BarBook(SESSIONS)
+    assert restarted.restore(book.state(), at(21, 0, 6))
+    updated = minute("AAA", at(20, 59), 10.0, 10.5, 9.9, 10.3, 150.0)
+    restarted.ingest_minute_bars(minutes(updated))
+    closed = restarted.advance(at(21, 0, 30))
+    assert closed.minute.select("close", "volume").rows() == [(20.0, 5150.0)]
+    assert closed.daily.select("close", "volume").rows() == [(20.0, 5150.0)]

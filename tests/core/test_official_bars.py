@@ -94,3 +94,28 @@ def test_a_provider_bar_after_the_built_one_replaces_it_and_ticks_alone_still_bu
     engine.ingest(official())
     engine.advance(dt.datetime(2024, 7, 10, 21, tzinfo=dt.UTC))
     assert engine._official.keys.is_empty()
+
+
+def test_a_provider_bar_taken_up_from_the_journal_still_outranks_the_built_one(
+    sessions: Sessions,
+) -> None:
+    """A crash after the provider's bar was stored and journaled, before the bar state was
+    saved again: at the restart the history holds the bar (the journal's copy is no new bar),
+    and a late tick then must not bring back the bar built from trades. Before, the journal's
+    copy was filtered out before it was noted, and the built bar came back."""
+    engine = engine_with_trades(sessions)
+    engine.advance(at(20, 0, 3))
+    saved = engine.bar_state()  # (the last save: before the provider's bar)
+    assert saved is not None
+    engine.ingest(official())
+    engine.advance(at(20, 15))
+    assert stored(engine) == OFFICIAL
+
+    restarted = Engine(RulesFile(), sessions)
+    restarted.ingest_daily(engine.daily)
+    restarted.warm(at(20, 25))
+    assert restarted.restore_bars(saved, at(20, 25))
+    restarted.ingest(official(), taken=True)  # (the journal's record of it)
+    restarted.ingest(trades((at(19, 59, 50), 10.8, "later")))
+    restarted.advance(at(20, 30))
+    assert stored(restarted) == OFFICIAL

@@ -363,7 +363,10 @@ def test_a_daily_bar_may_name_its_day_by_start() -> None:
     (Alpaca's and Polygon's day bars start at New York's midnight, 04:00 UTC in summer).
     Before, each was rejected as missing_field."""
     ms = 1721102400000  # 2024-07-16T04:00:00Z, New York's midnight
-    for start in ("2024-07-16", "2024-07-16T00:00:00", "2024-07-16T00:00:00-04:00", ms):
+    utc = 1721088000000  # 2024-07-16T00:00:00Z: a provider dating its bars in UTC
+    close = "2024-07-16T20:00:00Z"  # (a bar stamped at the close)
+    starts = ("2024-07-16", "2024-07-16T00:00:00", "2024-07-16T00:00:00-04:00", ms, utc, close)
+    for start in (*starts, "2024-07-16T00:00:00Z"):
         batch = decode_generic(bar(timeframe="1d", start=start), feed="f")
         assert batch.rejections == [], start
         assert batch.daily_bars.get_column("session").to_list() == [dt.date(2024, 7, 16)], start

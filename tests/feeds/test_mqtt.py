@@ -353,7 +353,7 @@ async def test_quiet_outside_regular_hours_is_no_staleness(prefix: str) -> None:
     assert (stale, events) == (0, [])
 
 
-async def test_two_feeds_with_one_client_id_are_told_apart_from_a_flaky_network() -> None:
+async def test_two_feeds_with_one_client_id_are_told_they_share_it() -> None:
     """Two daemons' feeds given the same `client_id` take the broker's session from each other
     over and over (each gets part of the messages): after three connections in a row lost
     within seconds, the feed logs `feed_client_id_in_use` once and its error (what /healthz

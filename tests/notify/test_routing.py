@@ -383,6 +383,7 @@ def test_a_group_wait_that_is_no_duration_or_set_twice_is_refused() -> None:
         ({"group_interval": -5}, "route.group_interval: must be 0 or more"),
         ({"group_wait": "5m", "group_wait_s": 300}, "route.group_wait: set group_wait or"),
         ({"routes": [{"group_interval": "2x"}]}, "route.routes[0].group_interval: not a"),
+        ({"group_wait": "9" * 400 + "s"}, "route.group_wait: not a duration"),
     ):
         with pytest.raises(ConfigError, match=said.replace("[", r"\[").replace("]", r"\]")):
             parse({**base, "route": {"receivers": ["chat"], **route}})

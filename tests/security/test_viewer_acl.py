@@ -65,3 +65,35 @@ def test_tail_reads_live_alerts_as_the_documented_viewer_user(tmp_path: Path) ->
         admin.close()
     assert msgspec.json.decode(printed, type=Alert) == after
     assert left == ([], [])
+
+
+def test_tail_on_the_channel_outlasts_a_quiet_spell_as_the_viewer_user(tmp_path: Path) -> None:
+    """`tail --channel` as the documented viewer user (no PING in its rule) stays subscribed
+    through a quiet spell longer than its PING interval and prints the alert published after
+    it. Before, the refused PING ended it with exit 78 after five quiet seconds."""
+    import time
+
+    from monitor.tail import PING_S
+
+    password = secrets.token_hex(12)
+    alert = probe("after-a-quiet-spell")
+    conf = tmp_path / "monitor.toml"
+    with RedisServer() as server:
+        conf.write_text(
+            f'[redis]\nurl = "{server.url}"\nusername = "viewer"\n'
+            'password_env = "MM_VIEWER_PASSWORD"\n'
+        )
+        admin = redis.Redis(port=server.port)
+        admin.execute_command(
+            "ACL", "SETUSER", "viewer", *documented_rule("viewer", STREAM, password)
+        )
+        env = {**os.environ, "MM_VIEWER_PASSWORD": password}
+        with Tail("--config", str(conf), "--channel", "--json", "--count", "1", env=env) as tail:
+            assert tail.err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
+            time.sleep(PING_S + 2)
+            assert tail.proc.poll() is None  # (still listening)
+            admin.publish(STREAM, encode_alert(alert))
+            printed = tail.out.next()
+            assert tail.proc.wait(10) == 0
+        admin.close()
+    assert msgspec.json.decode(printed, type=Alert) == alert
