@@ -413,7 +413,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from monitor import config as cfg
     from monitor import credentials, logs
-    from monitor.service import PortUnavailable, run
+    from monitor.http import PortUnavailable
+    from monitor.service import run
     from monitor.store import Store
     from monitor.systemd import notifier
 

@@ -173,8 +173,8 @@ async def supervised(feed: Any, daemon: Daemon, backoff: Backoff | None = None) 
     no alert: a feed that gives up for good (its credentials refused, its URL wrong: a
     ConfigError) is logged as `feed_given_up`, shown on /healthz and `feed_failed{feed}`, and
     left stopped; one that fails in any other way (a bug) is logged with its traceback as
-    `feed_crashed`, counted, shown on /healthz for CRASH_SHOWN_S, and started again after a
-    backoff."""
+    `feed_crashed`, counted, shown on /healthz for `daemon_health.CRASH_SHOWN_S`, and started
+    again after a backoff."""
     backoff = backoff or Backoff(base_s=1.0, cap_s=60.0)
     attempt = 0
     while not daemon.stop.is_set():

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import socket
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -178,3 +179,37 @@ def json_route(
         return status, "application/json", msgspec.json.encode(value)
 
     return route
+
+
+class PortUnavailable(MonitorError):
+    """`[http]` cannot listen on its address: most often its port is taken by the daemon's
+    previous process, still stopping. Exit 71 (EX_OSERR), not a store's 74: systemd restarts
+    it, the fix once the old process is gone (and StartLimitBurst= stops the restarts when the
+    cause stays: another program on the port, an address not this machine's)."""
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind `host:port` as the HTTP server will (each address the host resolves to, with
+    SO_REUSEADDR as asyncio sets it) and let it go: called before the history is loaded, so a
+    port in use fails the start at once, PortUnavailable naming the address and why."""
+    where = f"[http] cannot listen on {host}:{port}"
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:  # (an unknown name; at boot, maybe a DNS not up yet)
+        raise PortUnavailable(f"{where}: {exc.strerror}") from None
+    for family, kind, proto, _, address in dict.fromkeys(found):
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # (IPv6 off in this kernel or unit: asyncio's server skips it too)
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:  # in use, not a local address (yet), a privileged port
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise PortUnavailable(f"{where}: {reason}") from None

@@ -18,7 +18,6 @@ import datetime as dt
 import gc
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,12 +36,12 @@ from monitor.core.engine import Engine, EngineState, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
 from monitor.credentials import login_name, secret
+from monitor.daemon_health import health_report
 from monitor.errors import DataError, MonitorError
 from monitor.feed_wiring import build_feeds, supervised
 from monitor.feeds.mqtt import MqttFeed
-from monitor.feeds.replay import ReplayFeed
 from monitor.feeds.wire import Wire
-from monitor.http import HttpServer, json_route
+from monitor.http import HttpServer, PortUnavailable, check_listen, json_route
 from monitor.intraday import Intraday
 from monitor.journal import JOURNAL, Journal
 from monitor.pipeline import BatchDecoder, Pipeline
@@ -50,7 +49,8 @@ from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
 from monitor.rules_config import load_rules_file, load_short_interest
 from monitor.rules_reload import RulesReload, warn_of
-from monitor.store import Store, StoreError
+from monitor.stale_feeds import StaleFeeds
+from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
 from monitor.web.state import StateView
 
@@ -60,7 +60,6 @@ MAX_PROGRESS_GAUGES = 50  # per rule: universe-wide rules stay out of /metrics (
 
 
 # Counters /metrics shows from the start (the README's list), not from their first event.
-CRASH_SHOWN_S = 300.0  # a feed's crash is a /healthz reason this long (restarted meanwhile)
 ZEROED = (
     "ticks_in",
     "alerts_published",
@@ -74,40 +73,6 @@ ZEROED = (
     "alerts_deduplicated",
     "redis_check_failures",
 )
-
-
-class PortUnavailable(MonitorError):
-    """`[http]` cannot listen on its address: most often its port is taken by the daemon's
-    previous process, still stopping. Exit 71 (EX_OSERR), not a store's 74: systemd restarts
-    it, the fix once the old process is gone (and StartLimitBurst= stops the restarts when the
-    cause stays: another program on the port, an address not this machine's)."""
-
-
-def check_listen(host: str, port: int) -> None:
-    """Bind `host:port` as the HTTP server will (each address the host resolves to, with
-    SO_REUSEADDR as asyncio sets it) and let it go: called before the history is loaded, so a
-    port in use fails the start at once, PortUnavailable naming the address and why."""
-    where = f"[http] cannot listen on {host}:{port}"
-    try:
-        found = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as exc:  # (an unknown name; at boot, maybe a DNS not up yet)
-        raise PortUnavailable(f"{where}: {exc.strerror}") from None
-    for family, kind, proto, _, address in dict.fromkeys(found):
-        try:
-            probe = socket.socket(family, kind, proto)
-        except OSError:  # (IPv6 off in this kernel or unit: asyncio's server skips it too)
-            continue
-        with probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:  # in use, not a local address (yet), a privileged port
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)
-                raise PortUnavailable(f"{where}: {reason}") from None
 
 
 class Daemon:
@@ -168,7 +133,9 @@ class Daemon:
         self.crashed_feeds: dict[str, tuple[float, str]] = {}
         self.rules_reload = RulesReload(self)
         self.state_view = StateView()
-        self.stale_feeds = self._stale_feeds_at_start()  # feed name -> since when (ISO)
+        self.stale_feeds = StaleFeeds(self.store, self.log)  # (stale at the last stop)
+        configured = [fc.label(i) for i, fc in enumerate(config.feeds)]
+        self.feed_alerts += self.stale_feeds.gone(configured, self.clock.now)
 
     # ------------------------------------------------------------------ building
     def _build_engine(self) -> Engine:
@@ -188,41 +155,6 @@ class Daemon:
                 "dedup_window_s": options.dedup_window_s,
             },
         )
-
-    def _stale_feeds_at_start(self) -> dict[str, str]:
-        """The feeds stale when the daemon stopped (told `feed_stale`, not yet
-        `feed_recovered`): each configured one's watch starts stale, and its first data is a
-        `feed_recovered`; one no longer configured is told recovered now, or the notifier
-        would hold its per-symbol alerts back for hours for a feed that is gone."""
-        try:
-            saved = self.store.load_stale_feeds()
-        except StoreError as exc:
-            self.log.warning("stale_feeds_unreadable", error=str(exc))
-            return {}
-        configured = {fc.label(i) for i, fc in enumerate(self.config.feeds)}
-        gone = sorted(set(saved) - configured)
-        for name in gone:
-            self.log.info("stale_feed_gone", feed=name, stale_since=saved.pop(name))
-            now = self.clock.now()
-            self.feed_alerts.append(feed_health_alert("feed_recovered", name, now, None))
-        if gone:  # (told once: not again at every start)
-            try:
-                self.store.save_stale_feeds(saved)
-            except StoreError as exc:
-                self.log.warning("stale_feeds_not_saved", error=str(exc))
-        return saved
-
-    def _note_stale(self, event: Any) -> None:
-        """Keep which feeds are stale in the store (see `_stale_feeds_at_start`); a write that
-        fails is logged, and the daemon goes on."""
-        if event.kind == "feed_stale":
-            self.stale_feeds[event.feed] = event.at.isoformat()
-        elif self.stale_feeds.pop(event.feed, None) is None:
-            return
-        try:
-            self.store.save_stale_feeds(self.stale_feeds)
-        except StoreError as exc:
-            self.log.warning("stale_feeds_not_saved", error=str(exc))
 
     def build_feeds(self) -> None:
         """One adapter per [[feeds]] entry (see `monitor.feed_wiring`); the counters the README
@@ -251,7 +183,7 @@ class Daemon:
             return
         if event.kind not in ("feed_stale", "feed_recovered"):
             return
-        self._note_stale(event)
+        self.stale_feeds.note(event.kind, event.feed, event.at)
         self.feed_alerts.append(feed_health_alert(event.kind, event.feed, event.at, event.gap_s))
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(FeedBatch.empty("feed-event"))
@@ -381,45 +313,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ health
     def health(self, publisher: RedisPublisher, pipeline: Pipeline) -> dict[str, Any]:
-        """healthy, degraded (with reasons) or down."""
-        reasons: list[str] = []
-        for feed in self.feeds:
-            crashed = self.crashed_feeds.get(feed.name)
-            if crashed is not None and time.monotonic() - crashed[0] < CRASH_SHOWN_S:
-                times = int(self.counters.get("feed_crashes", feed=feed.name))
-                reasons.append(f"feed {feed.name} crashed ({times} times), last: {crashed[1]}")
-            if isinstance(feed, ReplayFeed):
-                continue
-            if feed.name in self.failed_feeds:
-                reasons.append(f"feed {feed.name} stopped: {self.failed_feeds[feed.name]}")
-            elif self.counters.get("feed_connected", feed=feed.name) != 1:
-                # (the cause, as the broker or provider gave it: "not authorised", refused)
-                cause = (feed.last_error or "").removeprefix(f"{feed.name}: ")
-                reasons.append(f"feed {feed.name} disconnected" + (f": {cause}" if cause else ""))
-            if self.counters.get("feed_stale", feed=feed.name) == 1:
-                reasons.append(f"feed {feed.name} stale")
-        if not publisher.is_available:
-            depth = int(self.counters.get("outbox_depth"))
-            why = publisher.why_unavailable
-            said = f" ({why})" if why else ""
-            reasons.append(f"redis unavailable{said}, {depth} alerts waiting in the outbox")
-        if self.intraday.journal_error is not None:
-            waiting = self.intraday.unwritten
-            steps = "1 step" if waiting == 1 else f"{waiting} steps"
-            reasons.append(
-                f"journal not written ({self.intraday.journal_error}): {steps} waiting, their"
-                " messages not acknowledged"
-            )
-        stalled = time.monotonic() - pipeline.last_step_at > 30
-        status = "down" if stalled else ("degraded" if reasons else "healthy")
-        if stalled:
-            reasons.append("engine loop stalled")
-        return {
-            "status": status,
-            "reasons": reasons,
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "queue_depth": self.queue.qsize(),
-        }
+        """healthy, degraded (with reasons) or down (see `monitor.daemon_health`)."""
+        return health_report(self, publisher, pipeline)
 
 
 async def run(

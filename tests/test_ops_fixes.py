@@ -21,7 +21,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.redis_sink import AUTH_FIX, RedisPublisher
 from monitor.config_check import config_check
 from monitor.errors import EX_OSERR, ConfigError
-from monitor.service import PortUnavailable, check_listen
+from monitor.http import PortUnavailable, check_listen
 from tests.alerts.redis_server import RedisServer
 from tests.alerts.test_redis_sink import make_alerts
 from tests.conftest import DATA, ROOT, RULES
