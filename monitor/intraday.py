@@ -141,7 +141,9 @@ class Intraday:
     def _state(self) -> BookState | None:
         """The book's sessions, or None when nothing is under way (no file is needed then)."""
         state = self.engine.bar_state()
-        if state is None or not (state.sessions() or state.open.height or state.daily.height):
+        if state is None or not (
+            state.sessions() or state.open.height or state.daily.height or state.waiting.height
+        ):
             return None
         return state
 

@@ -36,7 +36,7 @@ INTRADAY = "bars_intraday.parquet"
 STALE_FEEDS = "feeds_stale.json"  # the feeds stale when the daemon last wrote it
 _INTRADAY_META = "market-monitor.intraday"
 _INTRADAY_FORMAT = 1
-_INTRADAY_PARTS = ("closed", "open", "seen", "daily", "official", "closing")
+_INTRADAY_PARTS = ("closed", "open", "seen", "daily", "official", "closing", "waiting")
 OUTBOX = "outbox.sqlite"
 LOCK = "market-monitor.lock"
 
@@ -198,6 +198,7 @@ class Store:
             "daily": state.daily,
             "official": state.official,
             "closing": state.closing,
+            "waiting": state.waiting,
         }
         frame = pl.concat(
             [part.with_columns(part=pl.lit(name)) for name, part in parts.items()],
@@ -226,7 +227,7 @@ class Store:
             if meta["format"] != _INTRADAY_FORMAT:
                 raise ValueError(f"format {meta['format']}, not {_INTRADAY_FORMAT}")
             frame = pl.read_parquet(file)
-            parts = {  # (a file of an earlier version lacks "daily", "official", "closing")
+            parts = {  # (a file of an earlier version lacks some: each has a default)
                 name: frame.filter(pl.col("part") == name).select(meta["columns"][name])
                 for name in _INTRADAY_PARTS
                 if name in meta["columns"]

@@ -55,6 +55,9 @@ class BookState(msgspec.Struct, frozen=True):
     # The closing prints taken, as partial bars of their session's last minute (the book's
     # `_closing_prints`: merged into a provider's bar of that minute that comes later).
     closing: pl.DataFrame = msgspec.field(default_factory=lambda: empty(OPEN_SCHEMA))
+    # Provider minute bars waiting for their minute's end (or for the clock): taken, or
+    # rejected as from the future, by the first `advance` after the restart.
+    waiting: pl.DataFrame = msgspec.field(default_factory=lambda: empty(OPEN_SCHEMA))
 
     def sessions(self) -> list[dt.date]:
         """The sessions of its closed minute bars and emitted session bars, sorted."""
@@ -78,6 +81,7 @@ def state_of(book: BarBook) -> BookState:
         open=book._open,
         seen=pl.concat(buckets) if buckets else empty(_SEEN_SCHEMA),
         closing=book._closing_prints,
+        waiting=pl.concat(book._waiting) if book._waiting else empty(OPEN_SCHEMA),
     )
 
 
@@ -92,9 +96,10 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
         return False
     keep = book._keep_at(now)
     sessions = state.sessions()
-    if state.open.height:
-        starts = state.open.get_column("start").unique().to_list()
-        sessions += [s for s, _ in book._classify(starts).values() if s is not None]
+    for bars in (state.open, state.waiting):
+        if bars.height:
+            starts = bars.get_column("start").unique().to_list()
+            sessions += [s for s, _ in book._classify(starts).values() if s is not None]
     if not sessions or (keep is not None and max(sessions) < keep):
         return False
     if state.keep_from is not None and (keep is None or state.keep_from > keep):
@@ -112,6 +117,8 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     if keep is not None and closing.height:
         closing = closing.filter(minute_date(pl.col("start")) >= keep)
     book._closing_prints = closing
+    waiting = conform(state.waiting, OPEN_SCHEMA)
+    book._waiting = [waiting] if waiting.height else []
     earliest = book._open.get_column("start").min() if book._open.height else None
     book._earliest = earliest  # type: ignore[assignment]
     if state.hashed_by == pl.__version__ and state.seen.height:

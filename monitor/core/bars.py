@@ -49,9 +49,11 @@ What is kept in memory:
   "dedup_keys_dropped_early"), so memory stays bounded however fast ticks come;
 - keys of bars still to emit, symbols whose emitted session bar needs redoing, and the sessions
   whose bar was emitted (within the same two sessions);
-- the closing prints taken, as partial bars of their session's last minute (the same two).
+- the closing prints taken, as partial bars of their session's last minute (the same two);
+- provider bars waiting for their minute's end (or for the clock), and ticks ahead of it.
 
-`state()` and `restore(state, now)` save that across a restart: see `monitor.core.bar_state`.
+`state()` and `restore(state, now)` save that (the ticks ahead of the clock aside: they are
+seconds ahead at most, or from the future) across a restart: see `monitor.core.bar_state`.
 The schemas of the book's frames and the expressions it runs on each batch are in
 `monitor.core.book_frames`.
 """

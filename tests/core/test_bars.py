@@ -730,3 +730,19 @@ def test_the_closing_prints_survive_a_restart() -> None:
     closed = restarted.advance(at(21, 0, 30))
     assert closed.minute.select("close", "volume").rows() == [(20.0, 5150.0)]
     assert closed.daily.select("close", "volume").rows() == [(20.0, 5150.0)]
+
+
+def test_a_provider_bar_waiting_for_its_minute_survives_a_restart() -> None:
+    """A provider's bar of the minute under way waits for the minute's end; the daemon stops
+    (its bar state saved) before that: after the restart the bar still waits, and the first
+    advance after its minute's end takes it. Before, the waiting bars were not in the saved
+    state: acknowledged, then lost."""
+    book = BarBook(SESSIONS)
+    book.advance(at(15, 1, 10))
+    running = minute("AAA", at(15, 1), 10.0, 10.5, 9.9, 10.2, 100.0)
+    book.ingest_minute_bars(minutes(running))
+    saved = book.state()
+    assert saved.waiting.height == 1
+    restarted = BarBook(SESSIONS)
+    assert restarted.restore(saved, at(15, 1, 40))
+    assert_closed(restarted.advance(at(15, 2, 5)), minutes(running), NO_DAILIES)
