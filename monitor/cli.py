@@ -33,6 +33,7 @@ from monitor.errors import (
     MonitorError,
     TransientError,
 )
+from monitor.notify.parsers import text
 from monitor.replay_command import demo, rejected_lines, replay
 from monitor.replay_command import load_rules as load_rules  # (re-exported: tests import it here)
 
@@ -96,11 +97,12 @@ def _since(text: str) -> str:
     return text
 
 
-def _not_empty(text: str) -> str:
-    """A name given empty (an unset shell variable) is not left to mean the default."""
-    if not text.strip():
+def _not_empty(value: str) -> str:
+    """A name given empty (an unset shell variable) is not left to mean the default; one that
+    is not UTF-8 is refused (see `monitor.notify.parsers.text`)."""
+    if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
-    return text
+    return text(value)
 
 
 def _parser() -> argparse.ArgumentParser:

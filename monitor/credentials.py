@@ -74,7 +74,19 @@ def login_name(
     if name:
         return name
     found = secret(where, env_name=env_name, file_name=file_name, environ=environ)
-    return str(found) if found is not None else None
+    if found is None:
+        return None
+    field = f"{where}_env" if env_name else f"{where}_file"
+    login_problem(field, found)
+    return str(found)
+
+
+def login_problem(field: str, login: str) -> None:
+    """ConfigError naming `field` when `login` cannot be a user name: a space, a newline or
+    another control character in it (a file of two lines, a name pasted with its label) makes
+    every login fail later, with nothing that says why."""
+    if any(c.isspace() or not c.isprintable() for c in login):
+        raise ConfigError(f"{field}: not a user name (a space or control character in it)")
 
 
 def readable_by_others(path: str | Path) -> bool:

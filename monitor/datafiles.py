@@ -41,7 +41,7 @@ import msgspec
 import polars as pl
 
 from monitor.calendar import EARLIEST
-from monitor.core.model import DAILY_SCHEMA, Rejection
+from monitor.core.model import DAILY_SCHEMA, MAX_PRICE, MAX_SIZE, Rejection
 from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
 from monitor.datalayout import DATE_KEYS, Source, Table, column_key, parse_bars, symbol_problem
 from monitor.errors import DataError
@@ -342,12 +342,12 @@ def reject_bad_bars(
     """
     o, h, lo, c, v = (pl.col(k) for k in ("open", "high", "low", "close", "volume"))
     prices = [c] if close_only else [o, h, lo, c]
-    good_price = pl.all_horizontal((x.is_finite() & (x > 0)) for x in prices)
+    good_price = pl.all_horizontal((x.is_finite() & (x > 0) & (x < MAX_PRICE)) for x in prices)
     up, down = 1 + _REL_TOL, 1 - _REL_TOL
     consistent = (h >= lo * down) & pl.all_horizontal(
         (x <= h * up) & (x >= lo * down) for x in (o, c)
     )
-    good_volume = v.is_null() | (v.is_finite() & (v >= 0))
+    good_volume = v.is_null() | (v.is_finite() & (v >= 0) & (v < MAX_SIZE))
     ok = pl.all_horizontal(good for good, _ in times) & pl.col("symbol").is_not_null()
     ok = ok & good_price
     # (a long file's symbols, looked at once each; a wide file's were, as its column names)

@@ -67,24 +67,28 @@ def replay_ticks(
 ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
     """A replay feed's minute bars (`minutes`, as the daemon's replay data has them) and ticks
     to stream: the ticks of its tick files in the minutes of `minutes` (those from its `start`
-    to `end`), and the bars of `minutes` of no (symbol, minute) that ticks cover (the bars of
-    minute files; None: no ticks)."""
+    to `end`), and the bars of `minutes` less those its tick files gave (the bars of minute
+    files; None: no ticks)."""
     from monitor.datafiles import DataSpec, parse_data_arg
-    from monitor.tickfiles import is_tick_file, read_ticks
+    from monitor.tickfiles import is_tick_file, read_ticks, tick_minutes
 
     specs = [parse_data_arg(d) for d in fc.data]
     paths = [DataSpec(str(resolve(daemon.config, s.path)), s.symbol) for s in specs]
     tick_specs = [s for s in paths if is_tick_file(s.path)]
     if not tick_specs or minutes is None:
         return minutes, None
+    files = [read_ticks(s) for s in tick_specs]
     minute = pl.col("ts").dt.truncate("1m").alias("start")
-    ticks = pl.concat([read_ticks(s) for s in tick_specs]).with_columns(minute)
+    ticks = pl.concat(files).with_columns(minute)
     keys = ["symbol", "start"]
     kept = ticks.join(
         minutes.select(keys), on=keys, how="semi", nulls_equal=True, maintain_order="left"
     )
-    covered = ticks.select(keys).unique()
-    rest = minutes.join(covered, on=keys, how="anti", nulls_equal=True, maintain_order="left")
+    # The bars the tick files gave (each file's, as the replay data read them), and those
+    # only: a minute file's bar of a minute the ticks cover too streams beside them, as
+    # feed-replay publishes both (the engine takes the provider's bar over the ticks').
+    made = pl.concat([tick_minutes(f) for f in files]).unique()
+    rest = minutes.join(made, on=list(made.columns), how="anti", maintain_order="left")
     return rest, kept.drop("start")
 
 

@@ -282,6 +282,9 @@ def parse_numbers(
     goes to `bad`."""
     if column.dtype.is_numeric() or column.dtype == pl.Null:
         return column.cast(pl.Float64)
+    if column.dtype not in (pl.String, pl.Categorical, pl.Boolean):  # (a list, a struct...)
+        bad.append((0, position, name, f"holds {column.dtype} values, not numbers"))
+        return pl.Series(name, [None] * len(column), dtype=pl.Float64)
     text = column.cast(pl.String).str.strip_chars()
     values = text.cast(pl.Float64, strict=False)
     failed = filled(text) & values.is_null()
@@ -301,6 +304,9 @@ def parse_times(
         return column.dt.convert_time_zone("UTC").cast(utc)
     if column.dtype == pl.Date:  # (dates, no times: not a minute file; the engine says so)
         return column.cast(utc)
+    if not isinstance(column.dtype, pl.Datetime) and column.dtype not in (pl.String, pl.Null):
+        bad.append((0, position, name, f"holds {column.dtype} values, not times"))
+        return pl.Series(name, [None] * len(column), dtype=utc)
     text = column.cast(pl.String).str.strip_chars()
     if isinstance(column.dtype, pl.Datetime):
         aware = pl.repeat(False, len(column), eager=True)

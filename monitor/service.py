@@ -52,6 +52,7 @@ from monitor.rules_reload import RulesReload, warn_of
 from monitor.stale_feeds import StaleFeeds
 from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
+from monitor.terminal import printable
 from monitor.web.state import StateView
 
 Notify = Callable[[str], None]
@@ -192,8 +193,9 @@ class Daemon:
     def console(self, alerts: Sequence[Alert]) -> None:
         """Print alerts for people as they fire."""
         for a in alerts:
-            history = f"\n    History: {a.history.summary}" if a.history else ""
-            print(f"[{a.session}] {a.severity.upper()} {a.rule} {a.symbol}: {a.text}{history}")
+            print(printable(f"[{a.session}] {a.severity.upper()} {a.rule} {a.symbol}: {a.text}"))
+            if a.history:
+                print(f"    History: {printable(a.history.summary)}")
         sys.stdout.flush()
 
     def on_step(self, step: Step) -> Awaitable[None] | None:

@@ -34,6 +34,7 @@ BARS = "bars_daily.parquet"
 STATE = "engine_state.json"
 INTRADAY = "bars_intraday.parquet"
 STALE_FEEDS = "feeds_stale.json"  # the feeds stale when the daemon last wrote it
+MAX_STALE_FEEDS = 1000
 _INTRADAY_META = "market-monitor.intraday"
 _INTRADAY_FORMAT = 1
 _INTRADAY_PARTS = ("closed", "open", "seen", "daily", "official", "closing", "waiting")
@@ -281,10 +282,14 @@ class Store:
             found = json.loads((self.path / STALE_FEEDS).read_text())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            raise _unreadable(self.path / STALE_FEEDS, exc, fatal=False) from None
+        except (OSError, ValueError, RecursionError) as exc:
+            why = exc if not isinstance(exc, RecursionError) else ValueError("nested too deep")
+            raise _unreadable(self.path / STALE_FEEDS, why, fatal=False) from None
         if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
             raise _unreadable(self.path / STALE_FEEDS, ValueError("not a map"), fatal=False)
+        if len(found) > MAX_STALE_FEEDS:  # (no daemon has that many: not its file)
+            problem = ValueError(f"{len(found)} feeds, more than {MAX_STALE_FEEDS}")
+            raise _unreadable(self.path / STALE_FEEDS, problem, fatal=False)
         return {str(k): v for k, v in found.items()}
 
     def save_stale_feeds(self, feeds: dict[str, str]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -33,6 +32,7 @@ from monitor.core.backoff import Backoff
 from monitor.core.model import Alert, decode_alert, encode_alert
 from monitor.errors import ConfigError, SinkUnavailable
 from monitor.streams import entry_id, text
+from monitor.terminal import printable
 from monitor.urls import mask_url
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -209,7 +209,8 @@ def _say_unseen(channel: str, heard: float) -> None:
     print(
         f"market-monitor: alerts published on {channel} while disconnected were not seen "
         f"(pub/sub keeps none); the stream keeps them: `market-monitor tail --since {since_ms}` "
-        "prints those added since Redis last answered (by this machine's clock)",
+        "(with this tail's --config or --url) prints those added since Redis last answered (by "
+        "this machine's clock)",
         file=sys.stderr,
         flush=True,
     )
@@ -319,7 +320,7 @@ def _show(raw: bytes, as_json: bool, entry_id: str | None, name: str) -> int:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         what = f"entry {entry_id} of {name}" if entry_id else f"a message on {name}"
         line = f"market-monitor: skipped {what}, not an alert ({exc}): {raw[:120]!r}"
-        print(_CONTROL.sub(_shown, line), file=sys.stderr, flush=True)
+        print(printable(line), file=sys.stderr, flush=True)
         return 0
     if as_json:
         sys.stdout.write(encode_alert(alert).decode() + "\n")
@@ -340,12 +341,4 @@ def render(alert: Alert, entry_id: str | None = None) -> str:
     ]
     if alert.history is not None and alert.history.summary:
         lines.append(f"    History: {alert.history.summary}")
-    return "\n".join(_CONTROL.sub(_shown, line) for line in lines) + "\n"
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _shown(found: re.Match[str]) -> str:
-    """A control character as its escape: `\x1b`."""
-    return f"\\x{ord(found.group()):02x}"
+    return "\n".join(printable(line) for line in lines) + "\n"

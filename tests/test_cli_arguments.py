@@ -227,3 +227,25 @@ def test_a_password_in_the_status_url_is_used_not_printed() -> None:
     assert res.returncode == 2
     assert password not in res.stdout + res.stderr
     assert "http://bob:***@127.0.0.1:9" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tail", "--channel", "\x01\udcff"],
+        ["tail", "--stream", "\udcff", "--since", "0"],
+        ["silence", "add", "--rule", "x", "--symbol", "\udcff", "--for", "1h"],
+        ["silence", "add", "--rule", "x", "--for", "1h", "--comment", "\udcff"],
+        ["silence", "expire", "\udcff"],
+    ],
+    ids=["channel", "stream", "symbol", "comment", "expire"],
+)
+def test_arguments_that_are_not_utf8_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes that are not UTF-8 (the shell passes them as they are) in a name or text that
+    goes to Redis: exit 2 naming the argument. Before, a UnicodeEncodeError traceback."""
+    with pytest.raises(SystemExit) as raised:
+        _parser().parse_args(argv)
+    assert raised.value.code == 2
+    assert "not UTF-8 text" in capsys.readouterr().err

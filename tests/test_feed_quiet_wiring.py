@@ -78,3 +78,31 @@ async def test_a_feed_stale_at_a_stop_recovers_after_the_restart(tmp_path: Path)
     feed._quiet.data()
     assert [(a.kind, a.symbol) for a in again.take_feed_alerts()] == [("feed_recovered", "bus")]
     assert again.store.load_stale_feeds() == {}
+
+
+def test_a_stale_feeds_file_that_is_no_such_file_is_a_warning(tmp_path: Path) -> None:
+    """A `feeds_stale.json` nested too deep for the JSON reader, or naming more feeds than any
+    daemon has, is unreadable: a warning, the daemon starts with no feed stale and sends no
+    alert. Before, the first ended the start with a RecursionError, at every restart, and the
+    second sent one `feed_recovered` per name."""
+    import json
+
+    from structlog.testing import capture_logs
+
+    conf = tmp_path / "monitor.toml"
+    conf.write_text(
+        f'[store]\npath = "{tmp_path / "store"}"\n[rules]\nfile = "{RULES}"\n'
+        f'[redis]\nchannel = "mm-q-{uuid.uuid4().hex[:8]}"\n'
+    )
+    conf.chmod(0o600)
+    (tmp_path / "store").mkdir()
+    stale = tmp_path / "store" / "feeds_stale.json"
+    many = json.dumps({f"feed{n}": "2024-07-16T15:00:00+00:00" for n in range(20_000)})
+    for text in ("[" * 100_000 + "]" * 100_000, many):
+        stale.write_text(text)
+        with capture_logs() as logs:
+            daemon = Daemon(cfg.load(conf))
+        assert daemon.take_feed_alerts() == []
+        assert [e["event"] for e in logs if e["event"].startswith("stale_feeds")] == [
+            "stale_feeds_unreadable"
+        ]

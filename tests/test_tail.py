@@ -292,7 +292,8 @@ def test_tail_channel_rides_out_a_redis_restart_and_says_what_it_missed() -> Non
     found = re.fullmatch(
         f"market-monitor: alerts published on {channel} while disconnected were not seen "
         r"\(pub/sub keeps none\); the stream keeps them: `market-monitor tail --since (\d+)` "
-        r"prints those added since Redis last answered \(by this machine's clock\)\n",
+        r"\(with this tail's --config or --url\) prints those added since Redis last answered "
+        r"\(by this machine's clock\)\n",
         unseen,
     )
     assert found is not None, unseen

@@ -302,3 +302,79 @@ def test_a_daily_file_of_prices_stamped_at_midnight_is_no_tick_file(tmp_path: Pa
     ticks = tmp_path / "t.csv"
     ticks.write_text("date,price\n2024-07-15 10:00:00,10\n2024-07-15 10:00:01,11\n")
     assert is_tick_file(ticks)
+
+
+def test_a_tick_file_s_prices_and_sizes_no_market_has_are_rejected(tmp_path: Path) -> None:
+    """A price of a billion dollars or more (1e12) and a size of a quadrillion shares or more
+    (1e20, 1e308) are `bad_price` and `bad_size`, as a feed rejects them: two sizes of 1e308
+    made a bar, and a session bar in the store, of infinite volume."""
+    data = tmp_path / "x.csv"
+    data.write_text(
+        HEADER + "\nAAA,2024-07-16 09:30:00,10,100,1\nAAA,2024-07-16 09:30:01,1e12,100,2\n"
+        "AAA,2024-07-16 09:30:02,10,1e20,3\nAAA,2024-07-16 09:30:03,10,1e308,4\n"
+    )
+    loaded = read_tick_files([DataSpec(str(data))])
+    assert loaded.counts == {"bad_price": 1, "bad_size": 2}
+    assert loaded.ticks.get_column("id").to_list() == ["1"]
+
+
+def test_a_parquet_column_of_lists_or_durations_is_a_data_error(tmp_path: Path) -> None:
+    """A tick file's price column of lists, or its time column of durations, and a minute
+    file's open of lists: a DataError naming the file and column (exit 65), not a polars
+    InvalidOperationError traceback."""
+    from monitor.errors import DataError
+    from monitor.minutefiles import read_minutes
+    from monitor.tickfiles import read_ticks
+
+    times = ["2024-07-16 09:30:00", "2024-07-16 09:31:00"]
+    lists = tmp_path / "lists.parquet"
+    pl.DataFrame({"symbol": ["A", "A"], "ts": times, "price": [[1.0], [2.0]]}).write_parquet(lists)
+    spans = tmp_path / "spans.parquet"
+    durations = [dt.timedelta(seconds=1), dt.timedelta(seconds=2)]
+    pl.DataFrame({"symbol": ["A", "A"], "ts": durations, "price": [1.0, 2.0]}).write_parquet(spans)
+    bars = tmp_path / "bars.parquet"
+    pl.DataFrame(
+        {"symbol": ["A", "A"], "start": times, "open": [[1.0], [2.0]], "high": [1.0, 2.0],
+         "low": [1.0, 2.0], "close": [1.0, 2.0], "volume": [1.0, 2.0]}
+    ).write_parquet(bars)  # fmt: skip
+    for path, read, said in (
+        (lists, read_ticks, "column 'price': row 1: holds List(Float64) values, not numbers"),
+        (spans, read_ticks, "column 'ts': row 1: holds Duration(time_unit='us') values"),
+        (bars, read_minutes, "column 'open': row 1: holds List(Float64) values, not numbers"),
+    ):
+        with pytest.raises(DataError, match=re.escape(said)):
+            read(DataSpec(str(path)))
+
+
+def test_a_replay_feed_streams_a_minute_file_s_bar_of_a_minute_its_ticks_cover_too(
+    tmp_path: Path,
+) -> None:
+    """A replay feed of a minute file and a tick file both holding AAA's 09:30: the feed
+    streams the ticks and the minute file's bar (as feed-replay publishes both), and leaves
+    out only the bars its tick file gave. Before, the minute file's bar was dropped, silently."""
+    import types
+
+    from monitor.config import FeedConfig
+    from monitor.feed_wiring import replay_ticks
+    from monitor.minutefiles import read_minutes
+
+    bars = tmp_path / "bars.csv"
+    bars.write_text(
+        "symbol,start,open,high,low,close,volume\nAAA,2024-07-16 09:30:00,10,10.5,9.5,10,1000\n"
+        "AAA,2024-07-16 09:31:00,10,10,10,10,5\n"
+    )
+    ticks = tmp_path / "ticks.csv"
+    ticks.write_text(
+        HEADER + "\nAAA,2024-07-16 09:30:01,10,100,1\nAAA,2024-07-16 09:30:02,10.2,200,2\n"
+    )
+    specs = [DataSpec(str(bars)), DataSpec(str(ticks))]
+    minutes = pl.concat([read_minutes(s) for s in specs])  # (as the replay data reads them)
+    daemon = types.SimpleNamespace(config=types.SimpleNamespace(base_dir=str(tmp_path)))
+    fc = FeedConfig(kind="replay", data=[str(bars), str(ticks)])
+    rest, streamed = replay_ticks(daemon, fc, minutes)  # type: ignore[arg-type]
+    assert rest is not None and streamed is not None
+    assert rest.select("start", "volume").rows() == [
+        (utc("13:30:00"), 1000.0),
+        (utc("13:31:00"), 5.0),
+    ]
+    assert streamed.get_column("id").to_list() == ["1", "2"]

@@ -14,11 +14,11 @@ own frames, of ticks and open minute bars, are `monitor.core.book_frames`.)
 from __future__ import annotations
 
 import datetime as dt
-import math
 
 import polars as pl
 
 from monitor.core import metrics
+from monitor.core.model import MAX_PRICE, MAX_SIZE
 from monitor.core.sessions import Sessions, minute_date
 
 PRICE_COLS = ("open", "high", "low", "close")
@@ -33,11 +33,11 @@ def bad_bar(bars: pl.DataFrame) -> pl.Expr:
     monitor.datafiles widens high and low over open and close within a tolerance)."""
     prices = [pl.col(c) for c in PRICE_COLS]
     low, high, volume = pl.col("low"), pl.col("high"), pl.col("volume")
-    # Finite and positive. (NaN sorts above every number in polars: `> 0` alone would let it
-    # through, `< inf` does not; one comparison cheaper than `is_finite`.)
-    good = pl.all_horizontal([(p > 0) & (p < math.inf) for p in prices]).fill_null(False)
+    # Positive and below MAX_PRICE. (NaN sorts above every number in polars: `> 0` alone would
+    # let it through, `< MAX_PRICE` does not; one comparison cheaper than `is_finite`.)
+    good = pl.all_horizontal([(p > 0) & (p < MAX_PRICE) for p in prices]).fill_null(False)
     inside = pl.all_horizontal((p >= low) & (p <= high) for p in (pl.col("open"), pl.col("close")))
-    good = good & inside.fill_null(False) & ((volume >= 0) & (volume < math.inf)).fill_null(True)
+    good = good & inside.fill_null(False) & ((volume >= 0) & (volume < MAX_SIZE)).fill_null(True)
     return ~good | pl.col("symbol").is_null() | pl.col("session").is_null()
 
 

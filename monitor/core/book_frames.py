@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import polars as pl
 
-from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TS
+from monitor.core.model import DAILY_SCHEMA, MAX_PRICE, MAX_SIZE, MINUTE_SCHEMA, TS
 
 KEYS = ["symbol", "start"]  # a minute bar's key
 _OHLCV = ["open", "high", "low", "close", "volume"]
@@ -113,13 +113,14 @@ def session_bars(minutes: pl.DataFrame, session: dt.date) -> pl.DataFrame:
 
 
 def _bad_number(col: str) -> pl.Expr:
-    return ~pl.col(col).is_finite() | (pl.col(col) <= 0)
+    """A price not finite, positive and below MAX_PRICE."""
+    return ~pl.col(col).is_finite() | (pl.col(col) <= 0) | (pl.col(col) >= MAX_PRICE)
 
 
 def tick_problem() -> pl.Expr:
     """The reason a tick is rejected (missing_field, bad_price, bad_size), else null."""
     missing = pl.any_horizontal(pl.col("symbol", "ts", "price", "size").is_null())
-    bad_size = ~pl.col("size").is_finite() | (pl.col("size") < 0)
+    bad_size = ~pl.col("size").is_finite() | (pl.col("size") < 0) | (pl.col("size") >= MAX_SIZE)
     return pl.coalesce(
         pl.when(missing).then(pl.lit("missing_field")),
         pl.when(_bad_number("price")).then(pl.lit("bad_price")),
@@ -131,7 +132,7 @@ def _bar_problem() -> pl.Expr:
     lo, hi, start = pl.col("low"), pl.col("high"), pl.col("start")
     bad = pl.any_horizontal(
         *(_bad_number(c) for c in ("open", "high", "low", "close")),
-        ~pl.col("volume").is_finite() | (pl.col("volume") < 0),
+        ~pl.col("volume").is_finite() | (pl.col("volume") < 0) | (pl.col("volume") >= MAX_SIZE),
         lo > hi,
         ~pl.col("open").is_between(lo, hi),
         ~pl.col("close").is_between(lo, hi),

@@ -20,6 +20,13 @@ UTC = dt.UTC
 
 TS = pl.Datetime("us", "UTC")
 
+# Prices and sizes at or above these are no market's: no US stock trades at a billion dollars,
+# nor a quadrillion shares a day, and 1e308 makes a bar (two of them an infinite volume) no
+# rule can read. Feeds reject them as `bad_price` / `bad_size`, the engine and the file
+# readers too (a tick file, a replay feed's bars).
+MAX_PRICE = 1e9
+MAX_SIZE = 1e15
+
 TICK_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
     "ts": TS,
@@ -176,8 +183,13 @@ def encode_alert(alert: Alert) -> bytes:
 
 
 def decode_alert(raw: bytes | str) -> Alert:
-    """Parse an alert payload; raises msgspec.ValidationError / DecodeError on bad input."""
-    return _alert_decoder.decode(raw)
+    """Parse an alert payload; raises msgspec.ValidationError / DecodeError on bad input (a
+    payload nested too deep for the decoder too: its RecursionError would otherwise reach every
+    caller, and a stream entry of it crash each notifier that claims it)."""
+    try:
+        return _alert_decoder.decode(raw)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON nested too deeply: not an alert") from None
 
 
 class FeedBatch(msgspec.Struct):

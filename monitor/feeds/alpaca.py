@@ -19,12 +19,10 @@ from typing import Any
 
 import msgspec
 
-from monitor.core.model import Rejection
+from monitor.core.model import MAX_PRICE, MAX_SIZE, Rejection
 from monitor.feeds.conditions import REASON as TRADE_CONDITION
 from monitor.feeds.conditions import sip_excluded
 from monitor.feeds.provider import (
-    MAX_PRICE,
-    MAX_SIZE,
     MAX_US,
     MIN_US,
     Action,

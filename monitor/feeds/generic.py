@@ -27,6 +27,8 @@ import polars as pl
 
 from monitor.core.model import (
     DAILY_SCHEMA,
+    MAX_PRICE,
+    MAX_SIZE,
     MINUTE_SCHEMA,
     TICK_SCHEMA,
     TS,
@@ -34,8 +36,6 @@ from monitor.core.model import (
     Rejection,
 )
 from monitor.feeds.provider import (
-    MAX_PRICE,
-    MAX_SIZE,
     MAX_US,
     SYMBOL_MAX,
     in_range,

@@ -19,7 +19,16 @@ from typing import Annotated, Literal, Protocol
 import msgspec
 import polars as pl
 
-from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, TS, FeedBatch, Rejection
+from monitor.core.model import (
+    DAILY_SCHEMA,
+    MAX_PRICE,
+    MAX_SIZE,
+    MINUTE_SCHEMA,
+    TICK_SCHEMA,
+    TS,
+    FeedBatch,
+    Rejection,
+)
 
 __all__ = [
     "REASONS",
@@ -64,10 +73,8 @@ _ONE_US = dt.timedelta(microseconds=1)
 # a datetime Python (and the bar builder) cannot hold, nor a unit mistaken by a thousand.
 MIN_US = -2_208_988_800_000_000  # 1900-01-01
 MAX_US = 7_258_118_400_000_000  # 2200-01-01
-# Prices and sizes above these are "bad_price" / "bad_size": no US stock trades at a billion
-# dollars, nor a quadrillion shares a day; 1e308 would make a bar no rule can read.
-MAX_PRICE = 1e9
-MAX_SIZE = 1e15
+# Prices and sizes at or above MAX_PRICE / MAX_SIZE (monitor.core.model) are "bad_price" /
+# "bad_size".
 _NUMBER = (int, float)
 SYMBOL_MAX = 32  # characters of a symbol, at most
 

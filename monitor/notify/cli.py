@@ -9,14 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+import msgspec
 
 from monitor import logs
 from monitor.clock import SystemClock
 from monitor.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, TransientError
 from monitor.notify import config as ncfg
 from monitor.notify.parsers import add_parsers
+from monitor.terminal import printable
 
 __all__ = ["add_parsers", "main", "main_notify", "main_silence"]
 
@@ -25,6 +30,20 @@ def _load(args: argparse.Namespace) -> ncfg.NotifyConfig:
     if not getattr(args, "config", None):
         raise ConfigError("--config: a notifier config file is required")
     return ncfg.load(args.config)
+
+
+def _default_redis() -> ncfg.RedisSection:
+    """The notifier's default `[redis]`, with the `MARKET_MONITOR_NOTIFY__REDIS__*` variables
+    set (the URL, the stream, the login), as a config file's would be overridden."""
+    from monitor.config_env import apply_env
+
+    raw: dict[str, Any] = {}
+    environ = dict(os.environ)
+    apply_env(raw, environ, ncfg.ENV_PREFIX)
+    try:
+        return msgspec.convert(raw.get("redis", {}), ncfg.RedisSection)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{ncfg.ENV_PREFIX}REDIS__...: {exc}") from None
 
 
 def _failed(exc: ConfigError | TransientError) -> int:
@@ -124,7 +143,7 @@ def main_silence(args: argparse.Namespace) -> int:
     from monitor.notify.silences import SilenceStore, new_silence, parse_duration
 
     try:  # (without --config: the daemon's and notifier's default Redis and stream, as `tail`)
-        redis = _load(args).redis if getattr(args, "config", None) else ncfg.RedisSection()
+        redis = _load(args).redis if getattr(args, "config", None) else _default_redis()
     except ConfigError as exc:
         return _failed(exc)
     now = SystemClock().now()
@@ -153,10 +172,11 @@ def main_silence(args: argparse.Namespace) -> int:
                 found = await store.all() if args.all else await store.active(now)
                 for s in found:
                     state = "active" if s.is_active(now) else "expired"
-                    print(
+                    line = (
                         f"{s.id}  {state:7}  {s.rule:20} {s.symbol or '*':10} "
                         f"until {s.ends_at:%Y-%m-%d %H:%M} UTC  {s.created_by}: {s.comment}"
                     )
+                    print(printable(line))  # (a comment's escape sequences spelled out)
                 return 0
             ended = await store.expire(args.id, now)
             if ended is None:

@@ -35,6 +35,7 @@ from monitor.credentials import Secret, secret
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"
+LONGEST_WAIT_S = 366 * 86_400.0  # a route's group_wait and group_interval, at most
 PLACEHOLDER = re.compile(r"\{([A-Z_][A-Z0-9_]*)\}")
 NATIVE_SCHEMES = ("tgram", "slack", "discord")
 REDIS_SCHEMES = ("redis", "rediss", "unix")  # what the Redis client takes
@@ -110,8 +111,8 @@ class RouteConfig(Base, frozen=True):
     receivers: list[str] = msgspec.field(default_factory=list)
     continue_: bool = msgspec.field(default=False, name="continue")
     group_by: list[str] | None = None
-    group_wait_s: Annotated[float, Meta(ge=0)] | None = None
-    group_interval_s: Annotated[float, Meta(ge=0)] | None = None
+    group_wait_s: Annotated[float, Meta(ge=0, le=LONGEST_WAIT_S)] | None = None
+    group_interval_s: Annotated[float, Meta(ge=0, le=LONGEST_WAIT_S)] | None = None
     # The same as a duration, as an alert router writes them: "30s", "5m", "1h30m" (or seconds).
     group_wait: str | float | None = None
     group_interval: str | float | None = None
@@ -336,8 +337,8 @@ def duration_s(value: str | float, where: str) -> float:
     """Seconds of a duration: a number of seconds (0 or more), or text of numbers each with a
     unit, ms, s, m, h or d ("30s", "5m", "1h30m", "0s"); ConfigError naming `where` else."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if not (0 <= value < math.inf):
-            raise ConfigError(f"{where}: must be 0 or more seconds, not {value!r}")
+        if not (0 <= value <= LONGEST_WAIT_S):
+            raise ConfigError(f"{where}: must be 0 to 366 days in seconds, not {value!r}")
         return float(value)
     text = str(value).strip()
     parts = _DURATION.findall(text)
@@ -346,6 +347,8 @@ def duration_s(value: str | float, where: str) -> float:
     seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
     if not math.isfinite(seconds):
         raise ConfigError(f"{where}: not a duration like 30s, 5m or 1h30m: {value!r}")
+    if seconds > LONGEST_WAIT_S:  # (a group's next flush past the year 9999 crashed it)
+        raise ConfigError(f"{where}: at most 366 days, not {value!r}")
     return seconds
 
 

@@ -15,12 +15,22 @@ def _config_arg(p: argparse.ArgumentParser, *, top: bool) -> None:
         p.add_argument("--config", help="notifier config TOML", default=argparse.SUPPRESS)
 
 
-def _pattern(text: str) -> str:
+def text(value: str) -> str:
+    """Text that goes to Redis or a terminal: bytes that are not UTF-8 (the shell passes them
+    as they are) are refused, not a UnicodeEncodeError traceback when they are sent."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not UTF-8 text: {value!a}") from None
+    return value
+
+
+def _pattern(value: str) -> str:
     # (An unset shell variable: an empty --rule matches nothing, an empty --symbol was listed
     # as `*`: neither is what was meant.)
-    if not text.strip():
+    if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
-    return text
+    return text(value)
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,10 +66,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     a.add_argument("--rule", required=True, type=_pattern, help="rule id (glob patterns allowed)")
     a.add_argument("--symbol", type=_pattern, help="only this symbol (glob patterns allowed)")
     a.add_argument("--for", dest="duration", required=True, help="30m, 2h, 1d, ... (at most 366d)")
-    a.add_argument("--comment", default="")
+    a.add_argument("--comment", type=text, default="")
     ls = ssub.add_parser("list", help="list silences")
     _config_arg(ls, top=False)
     ls.add_argument("--all", action="store_true", help="include expired ones")
     e = ssub.add_parser("expire", help="end a silence now")
     _config_arg(e, top=False)
-    e.add_argument("id")
+    e.add_argument("id", type=text)

@@ -441,6 +441,8 @@ BAD_TICKS = [
     ("AAA", at(15, 0), None, 1.0, "missing_field"),
     ("AAA", at(15, 0), 1.0, -1.0, "bad_size"),
     ("AAA", at(15, 0), 1.0, float("nan"), "bad_size"),
+    ("AAA", at(15, 0), 1e12, 1.0, "bad_price"),  # (a billion dollars and up: no market's)
+    ("AAA", at(15, 0), 1.0, 1e308, "bad_size"),  # (two made an infinite volume)
     (None, at(15, 0), 1.0, 1.0, "missing_field"),
     ("AAA", None, 1.0, 1.0, "missing_field"),
 ]

@@ -286,3 +286,21 @@ def test_the_router_takes_an_alert_in_year_one_without_overflowing() -> None:
     now = datetime.datetime(2024, 7, 16, 20, 5, tzinfo=datetime.UTC)
     decision = router.accept("1-0", YEAR_ONE, now)
     assert (decision.verdict, decision.receivers) == ("routed", {"chat"})
+
+
+async def test_an_entry_nested_too_deep_is_dead_lettered_not_a_crash(stream: str) -> None:
+    """An entry whose `alert` is JSON nested 100,000 deep (the decoder's RecursionError) is
+    dead-lettered as undecodable and acknowledged, and the good alert after it delivered.
+    Before, the RecursionError ended the notifier, and every one that claimed the entry."""
+    client = aioredis.Redis()
+    await client.xadd(stream, {"alert": '{"a":' * 100_000 + "1" + "}" * 100_000})
+    await client.aclose()
+    await publish(stream, [GOOD_1])
+    async with WebhookServer() as hooks:
+        config = make_config(stream, [{"name": "chat", "url": hooks.url("/chat")}])
+        async with running(config) as notifier:
+            await until(lambda: notifier.counters.total("notify_acked") == 2, 10)
+            await until(lambda: len(hooks.bodies("/chat")) == 1, 10)
+    ((_, _, receiver, reason, _),) = await dead_letters(stream)
+    assert receiver == "*" and "nested too deeply" in reason
+    assert await pending(stream) == 0

@@ -380,7 +380,10 @@ def test_a_group_wait_that_is_no_duration_or_set_twice_is_refused() -> None:
     base = {"receivers": [{"name": "chat", "url": "json://127.0.0.1:9/chat"}]}
     for route, said in (
         ({"group_wait": "soon"}, "route.group_wait: not a duration"),
-        ({"group_interval": -5}, "route.group_interval: must be 0 or more"),
+        ({"group_interval": -5}, "route.group_interval: must be 0 to 366 days"),
+        ({"group_interval": 1e15}, "route.group_interval: must be 0 to 366 days"),
+        ({"group_wait": "99999999999999999999h"}, "route.group_wait: at most 366 days"),
+        ({"group_wait_s": 1e300}, "route.group_wait_s: Expected `float` <= 31622400"),
         ({"group_wait": "5m", "group_wait_s": 300}, "route.group_wait: set group_wait or"),
         ({"routes": [{"group_interval": "2x"}]}, "route.routes[0].group_interval: not a"),
         ({"group_wait": "9" * 400 + "s"}, "route.group_wait: not a duration"),

@@ -84,3 +84,39 @@ def test_silence_without_config_uses_the_default_redis_and_stream() -> None:
             if rule.encode() in raw:
                 client.hdel(key, found)
         client.close()
+
+
+def test_silence_without_config_takes_the_notifiers_environment_overrides() -> None:
+    """Without --config, the `MARKET_MONITOR_NOTIFY__REDIS__*` variables set the Redis and the
+    stream as they would a config file's (before, they were ignored, and the silence went to
+    the default stream's hash without a word)."""
+    stream = f"mm-silence-env-{uuid.uuid4().hex[:8]}"
+    env = {"MARKET_MONITOR_NOTIFY__REDIS__STREAM": stream}
+    client = redis.Redis()
+    try:
+        added = cli("silence", "add", "--rule", "x.y", "--for", "1h", env=env)
+        assert added.returncode == 0, added.stderr
+        assert client.hget(f"{stream}:silences", added.stdout.split()[0]) is not None
+        bad = cli("silence", "list", env={"MARKET_MONITOR_NOTIFY__REDIS__BLOCK_MS": "many"})
+        assert bad.returncode == 78 and "MARKET_MONITOR_NOTIFY__REDIS__" in bad.stderr
+    finally:
+        client.delete(f"{stream}:silences")
+        client.close()
+
+
+def test_silence_list_spells_out_a_comments_control_characters() -> None:
+    """A comment holding a terminal escape (`\\x1b[31m`) is listed with it spelled out, not
+    sent to the terminal (which it would recolour, or worse)."""
+    stream = f"mm-silence-esc-{uuid.uuid4().hex[:8]}"
+    env = {"MARKET_MONITOR_NOTIFY__REDIS__STREAM": stream}
+    client = redis.Redis()
+    try:
+        added = cli(
+            "silence", "add", "--rule", "x.y", "--for", "1h", "--comment", "\x1b[31mred", env=env
+        )
+        assert added.returncode == 0, added.stderr
+        listed = cli("silence", "list", env=env)
+        assert "\x1b" not in listed.stdout and "\\x1b[31mred" in listed.stdout
+    finally:
+        client.delete(f"{stream}:silences")
+        client.close()

@@ -83,3 +83,20 @@ def test_the_notifier_takes_its_acl_user_from_a_file_or_the_environment(
         assert main(["silence", "--config", str(both), "list"]) == 78
     said = capsys.readouterr().err
     assert "redis.username: set one of username, username_env, username_file" in said
+
+
+def test_a_user_name_file_of_two_lines_is_refused_naming_it(tmp_path: Path) -> None:
+    """A `username_file` holding two lines, or a name with a space, is refused by `config
+    check` and at load (78, naming the field); before, both passed and every login failed
+    later with an authentication error that did not say why."""
+    from monitor import credentials
+    from monitor.errors import ConfigError
+
+    for text in ("monitor\nextra\n", "monitor user\n"):
+        (tmp_path / "user").write_text(text)
+        with pytest.raises(ConfigError, match=r"redis\.username_file: not a user name"):
+            credentials.login_name("redis.username", "", "", str(tmp_path / "user"))
+        conf = tmp_path / "monitor.toml"
+        conf.write_text(f'[redis]\nusername_file = "{tmp_path / "user"}"\n')
+        conf.chmod(0o600)
+        assert main(["config", "check", "--config", str(conf)]) == 78
