@@ -23,10 +23,11 @@ Cells: one that does not parse (a word where a number belongs) is a `DataError` 
 line and column; blank cells and `null` are missing values (open, high or low: the close; volume:
 null); a row of blank cells is skipped. Then `read_minute_files` (feed-replay) rejects rows as
 `monitor.datafiles` rejects a daily file's, counted by reason: `missing_time`, `missing_symbol`,
-`missing_close`, `bad_price` (NaN, infinite, zero or negative), `bad_bar` (high below low, open or
-close outside them, a negative volume), `duplicate` (a (symbol, minute) read before; the first is
-kept). `read_minutes` (the daemon's replay feed) leaves that to the engine, which checks and
-counts the bars as it does a live feed's.
+`missing_close`, `bad_price` (NaN, infinite, zero, negative, or MAX_PRICE and up), `bad_bar`
+(high below low, open or close outside them, a volume negative or MAX_SIZE and up),
+`duplicate` (a (symbol, minute) read before; the first is kept). `read_minutes` (the daemon's
+replay feed) leaves that to the engine, which checks and counts the bars as it does a live
+feed's.
 
 Tick files (a `price` column, no open, high, low or close: `monitor.tickfiles`) count as minute
 files, so that what reads minute files (the daemon's replay feeds, `config check`) takes them:

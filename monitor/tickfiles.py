@@ -19,8 +19,9 @@ Cells: as in a minute file (the same functions read them), one that does not par
 of blank cells is skipped. `read_tick_files` (feed-replay) then rejects rows as a minute file's
 are rejected (`monitor.datafiles.reject_bad_bars`, a tick taken for a bar of one price),
 counted by reason: `missing_time`, `missing_symbol`, `bad_symbol`, `missing_price`,
-`bad_price` (NaN, infinite, zero or negative), `bad_size` (negative or not finite), `duplicate`
-(the same symbol, time, price, size and id as a row read before; the first is kept).
+`bad_price` (NaN, infinite, zero, negative, or MAX_PRICE and up), `bad_size` (negative, not
+finite, or MAX_SIZE and up: `monitor.core.model`), `duplicate` (the same symbol, time, price,
+size and id as a row read before; the first is kept).
 `read_ticks` (the daemon's replay feed) leaves that to the engine, which checks and counts
 ticks as it does a live feed's. Ticks come in time order, in file order among equal times (and
 in the order the files were given across files).
