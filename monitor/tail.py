@@ -193,12 +193,22 @@ async def _published(client: Any, channel: str, where: str) -> AsyncGenerator[by
                         await pubsub.ping()
                         pinged = True
         except RedisError as exc:
-            if first or not _is_unreachable(exc):
-                raise _error(exc, where) from exc
-            if delays is None:
-                print(f"market-monitor: redis at {where} unreachable, retrying", file=sys.stderr)
-                delays = Backoff(base_s=0.2, cap_s=5.0).delays()
-            await asyncio.sleep(next(delays))
+            delays = await _retry_after(exc, where, first, delays)
+
+
+async def _retry_after(
+    exc: Exception, where: str, first: bool, delays: Iterator[float] | None
+) -> Iterator[float]:
+    """After `exc` from Redis: raise it as tail's error when it came first (nothing to resume
+    yet) or is no outage (a refusal); else say once that Redis is unreachable, wait the next
+    backoff delay, and give the delays to go on with (None: the first of an outage)."""
+    if first or not _is_unreachable(exc):
+        raise _error(exc, where) from exc
+    if delays is None:
+        print(f"market-monitor: redis at {where} unreachable, retrying", file=sys.stderr)
+        delays = Backoff(base_s=0.2, cap_s=5.0).delays()
+    await asyncio.sleep(next(delays))
+    return delays
 
 
 def _say_unseen(channel: str, heard: float) -> None:
@@ -247,12 +257,7 @@ async def _entries(
         try:
             reply: Any = await client.xread({stream: last}, block=BLOCK_MS, count=100)
         except RedisError as exc:
-            if first or not _is_unreachable(exc):
-                raise _error(exc, where) from exc
-            if delays is None:
-                print(f"market-monitor: redis at {where} unreachable, retrying", file=sys.stderr)
-                delays = Backoff(base_s=0.2, cap_s=5.0).delays()
-            await asyncio.sleep(next(delays))
+            delays = await _retry_after(exc, where, first, delays)
             continue
         if delays is not None:
             print(f"market-monitor: redis at {where} reachable again", file=sys.stderr)
