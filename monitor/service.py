@@ -100,7 +100,15 @@ class Daemon:
         self.engine = self._build_engine()
         self.engine.track_progress = True
         warn_of(config, self.rules, self.log)
-        self.engine.ingest_daily(history)
+        refused = self.engine.ingest_daily(history)
+        if refused:  # (stored by an earlier version, whose checks were fewer: said, not dropped)
+            reasons = collections.Counter(r.reason for r in refused)
+            self.log.warning(
+                "history_bars_rejected",
+                rows=len(refused),
+                reasons=dict(reasons),
+                first=[f"{r.raw} ({r.reason})" for r in refused[:5]],
+            )
         warmed = self.engine.warm(clock.now())
         state = self.store.load_state()
         if state is not None:

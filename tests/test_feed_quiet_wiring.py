@@ -106,3 +106,35 @@ def test_a_stale_feeds_file_that_is_no_such_file_is_a_warning(tmp_path: Path) ->
         assert [e["event"] for e in logs if e["event"].startswith("stale_feeds")] == [
             "stale_feeds_unreadable"
         ]
+
+
+def test_stored_bars_the_engine_now_refuses_are_said_at_start(tmp_path: Path) -> None:
+    """A store written by an earlier version whose checks were fewer may hold a session bar
+    the engine now refuses (a NaN volume, a close above the high): the start says so, with
+    the count and the first of them, instead of dropping them without a word."""
+    import datetime as dt
+
+    import polars as pl
+    from structlog.testing import capture_logs
+
+    from monitor.core.model import DAILY_SCHEMA
+    from monitor.store import Store
+
+    conf = tmp_path / "monitor.toml"
+    conf.write_text(
+        f'[store]\npath = "{tmp_path / "store"}"\n[rules]\nfile = "{RULES}"\n'
+        f'[redis]\nchannel = "mm-q-{uuid.uuid4().hex[:8]}"\n'
+    )
+    conf.chmod(0o600)
+    rows = [
+        ("AAA", dt.date(2024, 7, 15), 10.0, 11.0, 9.0, 10.5, 1000.0),
+        ("AAA", dt.date(2024, 7, 16), 10.0, 11.0, 9.0, 10.5, float("nan")),
+        ("BBB", dt.date(2024, 7, 16), 10.0, 11.0, 9.0, 12.0, 1000.0),
+    ]
+    (tmp_path / "store").mkdir()
+    Store(tmp_path / "store").save_bars(pl.DataFrame(rows, schema=DAILY_SCHEMA, orient="row"))
+    with capture_logs() as logs:
+        daemon = Daemon(cfg.load(conf))
+    (said,) = [e for e in logs if e["event"] == "history_bars_rejected"]
+    assert (said["rows"], said["reasons"]) == (2, {"bad_bar": 2})
+    assert daemon.engine.daily.height == 1
