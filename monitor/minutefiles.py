@@ -81,9 +81,15 @@ def is_minute_file(path: str | Path) -> bool:
     if is_tick_file(name):
         return True
     column = time_column(file_header(name))
-    if column is None:
-        return False
-    stamps = [m for v in first_values(name, column) if (m := STAMP.match(v))]
+    return column is not None and carries_times(name, column)
+
+
+def carries_times(path: str, column: str) -> bool:
+    """Whether the first values of the file's time column are times of day, not a daily file's
+    dates: more than one time of day, or one time on one date; a `date`/`session` column needs
+    more than one (`date 00:00:00` on every row is a daily file's). Values that are no dates at
+    all count as times: the minute or tick reader says why they do not parse."""
+    stamps = [m for v in first_values(path, column) if (m := STAMP.match(v))]
     times = {m.group(2) for m in stamps if m.group(2)}
     if column_key(column) in DATE_KEYS:
         return len(times) > 1

@@ -44,12 +44,11 @@ from monitor.errors import DataError
 from monitor.minutefiles import (
     DATE_KEYS,
     PRICES,
-    STAMP,
     TIME_KEYS,
+    carries_times,
     columns_by_key,
     file_header,
     filled,
-    first_values,
     kept_rows,
     parse_numbers,
     parse_times,
@@ -84,14 +83,8 @@ def is_tick_file(path: str | Path) -> bool:
     if "price" not in keys or keys & set(PRICES):
         return False
     column = time_column(header, TICK_TIME_KEYS)
-    if column is None:  # (the tick reader says what is missing)
-        return True
-    stamps = [m for v in first_values(name, column) if (m := STAMP.match(v))]
-    times = {m.group(2) for m in stamps if m.group(2)}
-    if column_key(column) in DATE_KEYS:  # (`date 00:00:00` on every row is a daily file's)
-        return len(times) > 1
-    days = {m.group(1) for m in stamps}
-    return not stamps or len(times) > 1 or (len(times) == 1 and len(days) == 1)
+    # (no time column: the tick reader says what is missing)
+    return column is None or carries_times(name, column)
 
 
 def read_ticks(spec: DataSpec) -> pl.DataFrame:
