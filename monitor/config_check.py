@@ -123,11 +123,11 @@ def resolve_secrets(
         if unit is not None:
             unread[f"{where}_file"] = (file_name, unit)
             return
-        value = credentials.secret(where, env_name=env_name, file_name=file_name)
+        if where.endswith(".username"):  # (read as the daemon reads it: a user name checked)
+            value = credentials.login_name(where, "", env_name, file_name)
+        else:
+            value = credentials.secret(where, env_name=env_name, file_name=file_name)
         if value is not None:
-            if where.endswith(".username"):
-                field = f"{where}_env" if env_name else f"{where}_file"
-                credentials.login_problem(field, value)
             found[where] = f"environment {env_name}" if env_name else f"file {file_name}"
 
     one("redis.password", config.redis.password_env, config.redis.password_file)
