@@ -77,11 +77,11 @@ def login_name(
     if found is None:
         return None
     field = f"{where}_env" if env_name else f"{where}_file"
-    login_problem(field, found)
+    _login_problem(field, found)
     return str(found)
 
 
-def login_problem(field: str, login: str) -> None:
+def _login_problem(field: str, login: str) -> None:
     """ConfigError naming `field` when `login` cannot be a user name: a space, a newline or
     another control character in it (a file of two lines, a name pasted with its label) makes
     every login fail later, with nothing that says why."""

@@ -174,24 +174,19 @@ async def test_a_journal_that_cannot_be_written_makes_health_degraded_until_it_c
     """A step's record the journal cannot write (a full disk: here folders stand where its
     segments go): /healthz is degraded, saying why and that messages wait unacknowledged;
     healthy again once a write gets through. Before, it said healthy while the journal failed."""
-    from tests.test_journal import batch
+    from tests.test_journal import batch, full_disk
 
     with RedisServer() as server:
         prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
         conf = write_config(tmp_path, feeds=[], redis={"url": server.url, "stream": prefix})
         async with daemon_of(conf) as daemon:
             await health_becomes(daemon, lambda h: h["status"] == "healthy")
-            journal = daemon.intraday.journal
-            blocked = [journal.folder / f"{journal.seq + n:010d}.log" for n in range(5)]
-            for path in blocked:
-                path.mkdir(parents=True)
-            assert daemon.intraday.append(batch(2)) is False
-            await health_becomes(daemon, lambda h: h["status"] == "degraded")
-            (reason,) = (await health(daemon))["reasons"]
-            assert reason.startswith("journal not written (") and reason.endswith(
-                ": 1 step waiting, their messages not acknowledged"
-            ), reason
-            for path in blocked:
-                path.rmdir()
+            with full_disk(daemon.intraday.journal, 5):
+                assert daemon.intraday.append(batch(2)) is False
+                await health_becomes(daemon, lambda h: h["status"] == "degraded")
+                (reason,) = (await health(daemon))["reasons"]
+                assert reason.startswith("journal not written (") and reason.endswith(
+                    ": 1 step waiting, their messages not acknowledged"
+                ), reason
             assert daemon.intraday.append(batch(0)) is True  # (what an idle step does)
             await health_becomes(daemon, lambda h: h["status"] == "healthy")

@@ -3,7 +3,9 @@ at a save, and a record cut short by a crash."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -269,16 +271,26 @@ def test_records_waiting_for_a_full_disk_are_bounded(
     counters = Counters()
     engine = Engine(RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
     intraday = Intraday(Store(tmp_path), engine, logs.get("test"), counters, journal)
-    blocked = [tmp_path / "journal" / f"{journal.seq + n:010d}.log" for n in range(10)]
-    for path in blocked:
-        path.mkdir(parents=True)
-    with capture_logs() as events:
+    with full_disk(journal, 10), capture_logs() as events:
         for n in (2, 3, 4, 5):  # (14 rows: the 2 and the 3 go)
             assert intraday.append(batch(n)) is False
     assert intraday.unwritten == 2
     assert counters.get("journal_rows_dropped") == 5
     assert [e["rows"] for e in events if e["event"] == "journal_rows_dropped"] == [5]
-    for path in blocked:
-        path.rmdir()
     assert intraday.append(batch(0)) is True
     same(list(journal.read_after(-1)), [batch(4), batch(5)])
+
+
+@contextlib.contextmanager
+def full_disk(journal: Journal, segments: int = 50) -> Iterator[None]:
+    """Within the block the journal's next `segments` segments cannot be written: a folder
+    stands where each file goes, as a full disk refuses them (a failed write moves on to the
+    next segment, so one blocked segment is not enough)."""
+    paths = [journal.folder / f"{journal.seq + n:010d}.log" for n in range(segments)]
+    for path in paths:
+        path.mkdir(parents=True)
+    try:
+        yield
+    finally:
+        for path in paths:
+            path.rmdir()

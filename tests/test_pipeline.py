@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 import polars as pl
 
+from monitor import logs
 from monitor.clock import SimClock
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
@@ -17,7 +21,11 @@ from monitor.core.rules.spec import RulesFile
 from monitor.core.sessions import Sessions
 from monitor.feeds.generic import decode_generic_many
 from monitor.feeds.wire import Wire
+from monitor.intraday import Intraday
+from monitor.journal import Journal
 from monitor.pipeline import Pipeline
+from monitor.store import Store
+from tests.test_journal import full_disk
 
 NOW = dt.datetime(2024, 7, 16, 14, 0, 30, tzinfo=dt.UTC)
 
@@ -248,6 +256,41 @@ async def test_session_bars_stored_as_corrections_are_logged(sessions: Sessions)
     assert counters.get("bar_events", kind="daily_bar_corrected") == 1
 
 
+@dataclasses.dataclass
+class Journaled:
+    """A running pipeline whose steps are journaled (`Intraday.append`), and its parts."""
+
+    queue: asyncio.Queue[FeedBatch | Wire]
+    intraday: Intraday
+    journal: Journal
+    counters: Counters
+    stepped: asyncio.Event  # (set at each step)
+
+
+@contextlib.asynccontextmanager
+async def journaled(sessions: Sessions, tmp_path: Path) -> AsyncIterator[Journaled]:
+    """A pipeline running with the daemon's journal as its `on_batch`, stopped on the way out."""
+    counters = Counters()
+    engine = Engine(RulesFile(), sessions)
+    journal = Journal(tmp_path / "journal")
+    intraday = Intraday(Store(tmp_path), engine, logs.get("test"), counters, journal)
+    stepped = asyncio.Event()
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    pipeline = Pipeline(
+        engine, queue, clock=SimClock(NOW), counters=counters, sinks=[],
+        decoders={"raw": lambda payloads: decode_generic_many(payloads, feed="raw")},
+        on_batch=intraday.append, on_step=lambda step: stepped.set(),
+    )  # fmt: skip
+    feeds_done, stop = asyncio.Event(), asyncio.Event()
+    running = asyncio.create_task(pipeline.run(feeds_done, stop))
+    try:
+        yield Journaled(queue, intraday, journal, counters, stepped)
+    finally:
+        feeds_done.set()
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+
 async def test_acks_wait_while_the_journal_cannot_be_written(
     sessions: Sessions, tmp_path: Path
 ) -> None:
@@ -256,49 +299,18 @@ async def test_acks_wait_while_the_journal_cannot_be_written(
     keeps the message (a crash now loses nothing acknowledged); once the journal can be written
     again, an idle step (nothing arriving) writes the waiting record and gives the ack. Before,
     the message was acked with its ticks on no disk."""
-    from monitor import logs
-    from monitor.intraday import Intraday
-    from monitor.journal import Journal
-    from monitor.store import Store
-
-    counters = Counters()
-    engine = Engine(RulesFile(), sessions)
-    journal = Journal(tmp_path / "journal")
-    intraday = Intraday(Store(tmp_path), engine, logs.get("test"), counters, journal)
-    # (a failed write moves to a new segment: every one of the next fifty cannot be written)
-    blocked = [tmp_path / "journal" / f"{journal.seq + n:010d}.log" for n in range(50)]
-    for path in blocked:
-        path.mkdir()
-    acked, stepped = asyncio.Event(), asyncio.Event()
-    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
-    pipeline = Pipeline(
-        engine,
-        queue,
-        clock=SimClock(NOW),
-        counters=counters,
-        sinks=[],
-        decoders={"raw": lambda payloads: decode_generic_many(payloads, feed="raw")},
-        on_batch=intraday.append,
-        on_step=lambda step: stepped.set(),
-    )
-    feeds_done, stop = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(pipeline.run(feeds_done, stop))
-    try:
-        queue.put_nowait(Wire("raw", [tick(0), tick(1)], acked.set))
-        await asyncio.wait_for(stepped.wait(), 10)
-        assert counters.total("ticks_in") == 2
-        await asyncio.sleep(1.5)  # (an idle step or more: the journal still fails)
-        assert (acked.is_set(), intraday.unwritten) == (False, 1)
-        assert counters.get("journal_write_failures") >= 2
-        for path in blocked:
-            path.rmdir()
+    acked = asyncio.Event()
+    async with journaled(sessions, tmp_path) as j:
+        with full_disk(j.journal):
+            j.queue.put_nowait(Wire("raw", [tick(0), tick(1)], acked.set))
+            await asyncio.wait_for(j.stepped.wait(), 10)
+            assert j.counters.total("ticks_in") == 2
+            await asyncio.sleep(1.5)  # (an idle step or more: the journal still fails)
+            assert (acked.is_set(), j.intraday.unwritten) == (False, 1)
+            assert j.counters.get("journal_write_failures") >= 2
         await asyncio.wait_for(acked.wait(), 10)
-        assert intraday.unwritten == 0
-        assert [b.ticks.height for b in journal.read_after(-1)] == [2]
-    finally:
-        feeds_done.set()
-        stop.set()
-        await asyncio.wait_for(running, 10)
+        assert j.intraday.unwritten == 0
+        assert [b.ticks.height for b in j.journal.read_after(-1)] == [2]
 
 
 async def test_a_feed_without_acks_has_its_unwritten_record_written_by_an_idle_step(
@@ -307,38 +319,13 @@ async def test_a_feed_without_acks_has_its_unwritten_record_written_by_an_idle_s
     """A WebSocket feed's batch (no acks to hold) whose record the journal could not write:
     once the journal can be written, the next idle step writes it (before, only a step with
     new data or held acks tried again, so it waited, in memory only, for the next tick)."""
-    from monitor import logs
-    from monitor.intraday import Intraday
-    from monitor.journal import Journal
-    from monitor.store import Store
-
-    counters = Counters()
-    engine = Engine(RulesFile(), sessions)
-    journal = Journal(tmp_path / "journal")
-    intraday = Intraday(Store(tmp_path), engine, logs.get("test"), counters, journal)
-    blocked = [tmp_path / "journal" / f"{journal.seq + n:010d}.log" for n in range(50)]
-    for path in blocked:
-        path.mkdir(parents=True)
-    stepped = asyncio.Event()
-    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
-    pipeline = Pipeline(
-        engine, queue, clock=SimClock(NOW), counters=counters, sinks=[], decoders={},
-        on_batch=intraday.append, on_step=lambda step: stepped.set(),
-    )  # fmt: skip
-    feeds_done, stop = asyncio.Event(), asyncio.Event()
-    running = asyncio.create_task(pipeline.run(feeds_done, stop))
-    try:
-        queue.put_nowait(decode_generic_many([tick(0), tick(1)], feed="ws"))
-        await asyncio.wait_for(stepped.wait(), 10)
-        await asyncio.sleep(1.2)
-        assert intraday.unwritten == 1
-        for path in blocked:
-            path.rmdir()
+    async with journaled(sessions, tmp_path) as j:
+        with full_disk(j.journal):
+            j.queue.put_nowait(decode_generic_many([tick(0), tick(1)], feed="ws"))
+            await asyncio.wait_for(j.stepped.wait(), 10)
+            await asyncio.sleep(1.2)
+            assert j.intraday.unwritten == 1
         async with asyncio.timeout(10):
-            while intraday.unwritten:  # noqa: ASYNC110 (idle steps, about once a second)
+            while j.intraday.unwritten:  # noqa: ASYNC110 (idle steps, about once a second)
                 await asyncio.sleep(0.05)
-        assert [b.ticks.height for b in journal.read_after(-1)] == [2]
-    finally:
-        feeds_done.set()
-        stop.set()
-        await asyncio.wait_for(running, 10)
+        assert [b.ticks.height for b in j.journal.read_after(-1)] == [2]
