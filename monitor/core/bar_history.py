@@ -96,34 +96,39 @@ def derived(bars: pl.DataFrame, timeframe: str, sessions: Sessions) -> pl.DataFr
     first = (pl.col("symbol") != pl.col("symbol").shift()).fill_null(True)
     # Rows are sorted by symbol: idx is the row number less that of the symbol's first row.
     idx = (row - pl.when(first).then(row).forward_fill()).alias("idx")
-    if timeframe == "1d":
-        # Every stored session is a session of the calendar (`Engine.ingest_daily` sees to it).
-        # A window reaches back over the symbol's consecutive sessions only: over a session
-        # missing from its history (a gap in the data, a halt of days), "5 sessions" would be
-        # more, and a streak would join periods that are not consecutive (`reach`, see
-        # metrics.back; `idx` counts rows, for what followed an alert).
+    if timeframe in ("1d", "1w"):
+        # Every stored session is a session of the calendar (`Engine.ingest_daily` sees to it),
+        # and a week is labelled by one. `num` is the period's number in the calendar (the
+        # session's, or the trading week's), so a window reaches back over the symbol's
+        # consecutive periods only: over one missing from its history (a gap in the data, a
+        # halt of days), "5 sessions" would be more, and a streak would join periods that are
+        # not consecutive (`reach`, see metrics.back). What followed an alert is taken `h`
+        # periods on by `num` too (monitor.core.firing); `idx` counts rows.
         # (One `with_columns` for all: polars computes them side by side.)
-        close = sessions.close_of_expr(pl.col("session"))
-        number = sessions.number_expr(pl.col("session"))
+        if timeframe == "1d":
+            number = sessions.number_expr(pl.col("session"))
+        else:
+            number = sessions.week_number_expr(pl.col("session"))
         opens = first | (number - number.shift() != 1)
         reach = (row - pl.when(opens).then(row).forward_fill()).alias("reach")
-        frame = bars.with_columns(close, idx, reach)
-    elif timeframe == "1w":
-        frame = bars.with_columns(idx)
+        columns = [idx, reach, number.cast(pl.Int64).alias("num")]
+        if timeframe == "1d":  # (a week's bars come with their close)
+            columns.append(sessions.close_of_expr(pl.col("session")))
+        frame = bars.with_columns(columns)
     else:
         # A minute's window stays in its session: one reaching back over the night would take
-        # the opening gap for a move of a few minutes (`reach`, see metrics.back).
+        # the opening gap for a move of a few minutes (`reach`, see metrics.back). A minute
+        # missing from a symbol's history is a minute without a trade: `num` is the row's.
         day = minute_date(pl.col("start"))
         opens = first | (day != day.shift())
         reach = (row - pl.when(opens).then(row).forward_fill()).alias("reach")
         frame = bars.with_columns(
             day.alias("session"), (pl.col("start") + pl.duration(minutes=1)).alias("ts"), idx, reach
         ).drop("start")
-    if timeframe == "1w":
-        frame = frame.with_columns(pl.col("idx").alias("reach"))
+        frame = frame.with_columns(pl.col("idx").alias("num"))
     weekly = ["short_week"] if timeframe == "1w" else []
     return frame.with_columns(metrics.period_return().alias("ret1")).select(
-        "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "reach", "ret1", *weekly
+        "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "reach", "num", "ret1", *weekly
     )
 
 

@@ -46,13 +46,17 @@ def firings(
 ) -> pl.DataFrame:
     """Every firing of `rule` with `ts > after` (all when None), with metrics and history.
 
-    `bars` carries symbol, session, ts, OHLCV, `idx` (period number within the symbol) and `ret1`,
-    sorted by symbol and ts. When `progress` is a list, how close the rule is on each symbol at
-    the last period is appended to it; when `baseline` is, `every_period`'s row.
+    `bars` carries symbol, session, ts, OHLCV, `idx` (row number within the symbol), `num` (the
+    period's number: consecutive periods, consecutive numbers; see `bar_history.derived`) and
+    `ret1`, sorted by symbol and ts. When `progress` is a list, how close the rule is on each
+    symbol at the last period is appended to it; when `baseline` is, `every_period`'s row.
 
     A condition frame keeps each (symbol, variant) group contiguous and in time order, with
     `idx` counting 0, 1, 2, ... within it (see monitor/core/rules/__init__.py), so "the previous
-    period" and "h periods later" are positions in the frame: no sort, no window per group.
+    period" is a position in the frame: no sort, no window per group. "`h` periods later" is
+    `h` rows later where no period is missing between (`num` says), and found by a binary search
+    over the `h` rows where one is: a period missing from a symbol's history is not one of the
+    `h` (nor of a cooldown's periods), as a window does not reach across it.
     """
     family = FAMILIES[kind_of(rule)]
     frame = rule_frame(bars, rule)
@@ -95,19 +99,22 @@ def every_period(
     returns are known (`n_{h}`), their sum (`sum_{h}`) and how many are positive (`up_{h}`),
     sums that add up over pieces of a universe. Variants (a drawdown's two, each on every
     symbol) repeat their symbol's periods: those of the first are counted. A `1m` return whose
-    `h`-th minute is in a later session is not known, as in `firings`.
+    `h`-th minute is in a later session is not known, as in `firings`; nor is one with a period
+    missing from the symbol's history between (its `h`-th period is fewer rows on: a few
+    periods by a gap, left out of the baseline).
 
     Over the arrays (numpy): the return `h` rows on is a division of two views of the column,
-    and `idx` tells where that row is still the same symbol's (and, for minutes, `session`
-    where it is still the same session)."""
+    `idx` tells where that row is still the same symbol's, `num` where it is `h` periods on
+    (and, for minutes, `session` where it is still the same session)."""
     minute = timeframe == "1m"
-    rows = cond.select("ts", "idx", "ref", "variant", *(["session"] if minute else []))
+    rows = cond.select("ts", "idx", "num", "ref", "variant", *(["session"] if minute else []))
     if after is not None:  # (each group loses earlier rows only: what stays is contiguous)
         rows = rows.filter(pl.col("ts") > after)
     variant = rows.get_column("variant")
     if rows.height and (variant != "").any():
         rows = rows.filter(variant == variant[0])
     idx = rows.get_column("idx").to_numpy()
+    num = rows.get_column("num").to_numpy()
     ref = rows.get_column("ref").cast(pl.Float64).to_numpy()
     session = rows.get_column("session").to_physical().to_numpy() if minute else None
     # Four buffers serve every horizon: fresh pages cost more here than the arithmetic.
@@ -123,7 +130,9 @@ def every_period(
         np.subtract(f, 1.0, out=f)
         np.subtract(idx[h:], idx[:m], out=steps[:m])
         np.equal(steps[:m], h, out=k)
-        if session is not None:  # (`u` is free until the next line)
+        np.subtract(num[h:], num[:m], out=steps[:m])
+        k &= np.equal(steps[:m], h, out=u)  # (`u` is free until the `up` below)
+        if session is not None:
             k &= np.equal(session[h:], session[:m], out=u)
         k &= np.isfinite(f, out=u)
         np.greater(f, 0.0, out=u)
@@ -143,7 +152,9 @@ class _Positions:
         self.cond = cond
         self.pos = fired.get_column("pos").to_numpy().astype(np.int64)
         self.idx = fired.get_column("idx").to_numpy().astype(np.int64)
+        self.num = fired.get_column("num").to_numpy().astype(np.int64)
         self._idx_all = cond.get_column("idx").to_numpy()
+        self._num_all = cond.get_column("num").to_numpy()
         # (a minute rule's horizon stays in the firing's session: the `session` column)
         self._session = cond.get_column("session").to_physical().to_numpy() if in_session else None
 
@@ -156,27 +167,58 @@ class _Positions:
 
     def forward(self, h: int) -> pl.Series:
         """The reference close `h` periods after each firing over the firing's, minus 1 (null
-        when the group ends first, or for minutes when its session does)."""
-        target = self.pos + h
-        inside = target < self.cond.height
-        same = np.zeros(len(target), dtype=bool)
-        same[inside] = self._idx_all[target[inside]] == self.idx[inside] + h
-        if self._session is not None:
-            same[inside] &= self._session[target[inside]] == self._session[self.pos[inside]]
-        later = self.gather("ref", np.where(same, target, -1))
+        when the group ends first or that period is missing from it, or for minutes when the
+        firing's session ends first)."""
+        later = self.gather("ref", self.later(h))
         now = self.cond.get_column("ref").gather(self.pos)
         return later / now - 1.0
 
+    def later(self, h: int) -> np.ndarray:
+        """Per firing, the row of its group whose period is `h` after the firing's (by `num`),
+        or -1 when there is none. Where no period of the group is missing between, it is `h`
+        rows on; where one is, fewer, and a binary search over those rows finds it."""
+        height, target = self.cond.height, self.pos + h
+        at = np.minimum(target, height - 1)
+        found = np.where(
+            (target < height)
+            & (self._idx_all[at] == self.idx + h)
+            & (self._num_all[at] == self.num + h),
+            target,
+            -1,
+        )
+        rest = np.flatnonzero(found < 0)
+        if rest.size:
+            found[rest] = self._search(rest, h)
+        if self._session is not None:
+            inside = found >= 0
+            same = self._session[np.where(inside, found, 0)] == self._session[self.pos]
+            found[inside & ~same] = -1
+        return found
+
+    def _search(self, rest: np.ndarray, h: int) -> np.ndarray:
+        """`later` for the firings at `rest`: the last of the next `h` rows that is of the same
+        group with a period at most `h` on (true up to a row, false after: periods increase
+        within a group), if its period is exactly `h` on; else -1. All at once, in log2(h)
+        steps of arrays."""
+        pos, idx, goal = self.pos[rest], self.idx[rest], self.num[rest] + h
+        lo, hi = pos.copy(), np.minimum(pos + h, self.cond.height - 1)
+        while (lo < hi).any():
+            mid = (lo + hi + 1) // 2
+            ok = (self._idx_all[mid] - idx == mid - pos) & (self._num_all[mid] <= goal)
+            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid - 1)
+        return np.where(self._num_all[lo] == goal, lo, -1)
+
 
 def _cooldown(fired: pl.DataFrame, periods: int) -> pl.DataFrame:
-    """Drop firings within `periods` of the previous kept firing of the same symbol/variant."""
+    """Drop firings within `periods` of the previous kept firing of the same symbol/variant
+    (periods by `num`: one missing from the symbol's history counts, as time passed)."""
     keep: list[bool] = []
     last: dict[tuple[str, str], int] = {}
-    for sym, var, idx in fired.select("symbol", "variant", "idx").iter_rows():
+    for sym, var, num in fired.select("symbol", "variant", "num").iter_rows():
         key = (sym, var)
-        ok = key not in last or idx - last[key] > periods
+        ok = key not in last or num - last[key] > periods
         if ok:
-            last[key] = idx
+            last[key] = num
         keep.append(ok)
     return fired.filter(pl.Series(keep, dtype=pl.Boolean))
 

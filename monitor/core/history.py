@@ -19,10 +19,11 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     """Add `prior_occurrences`, `prior_dates` (list of dates) and per horizon `n_{h}`,
     `mean_{h}`, `median_{h}`, `up_{h}` (share positive), `min_{h}`, `max_{h}` to `firings`.
 
-    `firings` carries GROUP, `idx` (period number), `session` and the `fwd_{h}` columns, each
-    (symbol, variant) group contiguous and in `idx` order, as `monitor.core.firing` makes them.
-    Then the earlier firings of a row are the rows above it in its group, and those known for
-    horizon `h` (`idx` at most the row's minus `h`) a prefix of them, found by binary search.
+    `firings` carries GROUP, `num` (period number: consecutive periods, consecutive numbers),
+    `session` and the `fwd_{h}` columns, each (symbol, variant) group contiguous and in `num`
+    order, as `monitor.core.firing` makes them. Then the earlier firings of a row are the rows
+    above it in its group, and those known for horizon `h` (`num` at most the row's minus `h`)
+    a prefix of them, found by binary search.
     Counts over a prefix are differences of running counts over the column; its sum (in the
     group's order, as over a list), extremes and median are the group's running ones at the
     prefix's last row. No list of values per firing (for a symbol with thousands of firings,
@@ -33,9 +34,9 @@ def attach(firings: pl.DataFrame, horizons: Sequence[int]) -> pl.DataFrame:
     new_group = pl.any_horizontal(pl.col(k) != pl.col(k).shift() for k in GROUP).fill_null(True)
     work = firings.with_columns(new_group.cum_sum().alias("_g"))
     group = work.get_column("_g").to_numpy().astype(np.int64)
-    idx = work.get_column("idx").to_numpy().astype(np.int64)
-    # (group, idx) as one sorted key: the known prefix of a row is a binary search away.
-    keys = group * (1 << 32) + idx
+    num = work.get_column("num").to_numpy().astype(np.int64)
+    # (group, num) as one sorted key: the known prefix of a row is a binary search away.
+    keys = group * (1 << 32) + num
     start = np.searchsorted(keys, group << 32, side="left")
     rows = np.arange(len(keys))
     longest = int(np.bincount(group).max())  # (a median window as long as any group: expanding)

@@ -2,9 +2,9 @@
 
 Every expression here expects a frame sorted by (`symbol`, `ts`) with one row per symbol and
 period, `idx` numbering each symbol's periods 0, 1, 2, ... and `reach` how far back from each a
-window may go (for sessions, the symbol's consecutive sessions: not across one missing from
-its history; for weeks `idx`; for minutes the minute's number in its session: see `back`;
-Engine.frame makes them so), and computes per symbol. Returns are fractions.
+window may go (for sessions and weeks, the symbol's consecutive ones: not across one missing
+from its history; for minutes the minute's number in its session: see `back`; Engine.frame
+makes them so), and computes per symbol. Returns are fractions.
 
 Where a window reaches back a fixed number of rows, "same symbol" is a test of `reach` (row i
 and row i - n belong to one symbol, with no gap between, exactly when `reach >= n`), so the
@@ -23,11 +23,10 @@ BY = "symbol"
 
 def back(value: pl.Expr, n: int) -> pl.Expr:
     """`value` `n` periods earlier in the same symbol (null before the symbol's first period,
-    across a session missing from its history, and for minutes before the session's first:
-    `reach`, the periods a window may reach back over, counts the symbol's consecutive
-    sessions for sessions, is `idx` for weeks and the minute's number in its session for
-    minutes; see `bar_history.derived`). So a daily `ret1` is null on the first session after
-    a gap."""
+    across a session or week missing from its history, and for minutes before the session's
+    first: `reach`, the periods a window may reach back over, counts the symbol's consecutive
+    sessions or weeks, and the minute's number in its session for minutes; see
+    `bar_history.derived`). So a daily `ret1` is null on the first session after a gap."""
     return pl.when(pl.col("reach") >= n).then(value.shift(n))
 
 

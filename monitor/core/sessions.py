@@ -58,6 +58,7 @@ class Sessions:
         self._day0 = (sessions[0] - dt.date(1970, 1, 1)).days  # polars' day number of the first
         self._close_by_day: pl.Series | None = None
         self._number_by_day: pl.Series | None = None
+        self._week_by_day: pl.Series | None = None
 
     def is_session(self, day: dt.date) -> bool:
         """True when `day` is a trading session."""
@@ -86,6 +87,16 @@ class Sessions:
             self._number_by_day = self._by_day(pl.Series("n", range(count), dtype=pl.Int32))
         day = session.cast(pl.Int32) - self._day0
         return pl.lit(self._number_by_day).gather(day).alias("number")
+
+    def week_number_expr(self, session: pl.Expr) -> pl.Expr:
+        """The number of the trading week of each session of a column of dates (consecutive
+        weeks, consecutive numbers: a week's label, its last session, gives its week's), by the
+        same look-up as `number_expr`; every date must lie within the calendar's range."""
+        if self._week_by_day is None:
+            weeks = self.frame.get_column("week").rank("dense").cast(pl.Int32)
+            self._week_by_day = self._by_day(weeks)
+        day = session.cast(pl.Int32) - self._day0
+        return pl.lit(self._week_by_day).gather(day).alias("week_number")
 
     def _by_day(self, values: pl.Series) -> pl.Series:
         """`values` (one per session) in a table by day number from the first session: null

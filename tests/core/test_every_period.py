@@ -15,16 +15,21 @@ UTC = dt.UTC
 
 def cond_frame(seed: int) -> pl.DataFrame:
     """A condition frame of a few symbols (contiguous, `idx` 0, 1, ... within each), with the
-    odd zero, missing and NaN reference among the closes, and a daily `ts`."""
+    odd zero, missing and NaN reference among the closes, the odd period missing from a
+    symbol's history (`num` skips one), and a daily `ts`."""
     rng = np.random.default_rng(seed)
     rows = []
     for s, length in enumerate(rng.integers(1, 40, size=5)):
+        num = 0
         for i in range(int(length)):
+            num += 1 + int(rng.random() < 0.05)
             ref: float | None = float(rng.uniform(5, 50))
             roll = rng.random()
             ref = 0.0 if roll < 0.03 else None if roll < 0.06 else math.nan if roll < 0.09 else ref
             ts = dt.datetime(2024, 1, 1, 21, tzinfo=UTC) + dt.timedelta(days=i)
-            rows.append({"symbol": f"S{s}", "ts": ts, "idx": i, "ref": ref, "variant": ""})
+            rows.append(
+                {"symbol": f"S{s}", "ts": ts, "idx": i, "num": num, "ref": ref, "variant": ""}
+            )
     return pl.DataFrame(rows, schema_overrides={"idx": pl.Int64, "ref": pl.Float64})
 
 
@@ -39,6 +44,8 @@ def by_loop(
         later = rows[i + h]
         if later["symbol"] != row["symbol"] or row["ref"] is None or later["ref"] is None:
             continue
+        if later["num"] - row["num"] != h:  # (a period missing between: not counted)
+            continue
         if in_session and later["session"] != row["session"]:
             continue
         if row["ref"] == 0 or math.isnan(row["ref"]) or math.isnan(later["ref"]):
@@ -50,7 +57,8 @@ def by_loop(
 
 def test_every_period_is_the_loop_over_each_symbols_periods() -> None:
     """Counts, sums and ups per horizon equal a loop's: within a symbol only, skipping zero,
-    missing and NaN references, from `after` on; a horizon longer than the data counts none."""
+    missing and NaN references and periods with one missing from the history between them and
+    their `h`-th, from `after` on; a horizon longer than the data counts none."""
     for seed in range(20):
         cond = cond_frame(seed)
         for after in (None, dt.datetime(2024, 1, 10, 21, tzinfo=UTC)):

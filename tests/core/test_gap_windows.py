@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 
 from monitor.core.engine import Engine
 from monitor.core.model import DAILY_SCHEMA
@@ -66,3 +67,133 @@ def test_no_window_or_streak_reaches_across_missing_sessions(sessions: Sessions)
         ("surge.5d", "2025-07-16"),
         ("streak.3d", "2025-07-18"),
     ]
+
+
+JUMPS = """
+[[rules]]
+id = "jump"
+kind = "streak"
+symbols = ["X"]
+timeframe = "1d"
+count = 1
+min_return = 0.04
+horizons = [3, 5, 10]
+"""
+
+
+def jumps(sessions: Sessions, rules: str, closes: dict[int, float], missing: range) -> list:
+    """The alerts of `rules` over X: session n (from 2025-06-02) closes at `closes[n]`, or at
+    the last close before it; the sessions in `missing` are missing from its history."""
+    days = sessions.frame.filter(pl.col("session") >= dt.date(2025, 6, 2)).get_column("session")
+    rows, close = [], 100.0
+    for n, day in enumerate(days[: max(closes) + 1]):
+        close = closes.get(n, close)
+        if n not in missing:
+            rows.append(("X", day, close, close, close, close, 1000.0))
+    engine = Engine(parse_rules(rules), sessions)
+    engine.ingest_daily(pl.DataFrame(rows, schema=DAILY_SCHEMA, orient="row"))
+    return engine.advance(dt.datetime(2025, 12, 31, tzinfo=UTC)).alerts
+
+
+UTC = dt.UTC
+# X jumps to 110 in session 5 and to 131.25 in session 30; it rises by steps of under 4% from
+# 110 to 120 in sessions 10 to 13, and by 1 a session to 125 in session 18.
+PATH = {0: 100.0, 5: 110.0, 10: 113.0, 11: 116.0, 12: 119.0, 13: 120.0, 14: 121.0, 15: 122.0}
+PATH |= {16: 123.0, 17: 124.0, 18: 125.0, 30: 131.25, 31: 131.25}
+
+
+def test_what_followed_counts_sessions_not_rows_across_missing_sessions(
+    sessions: Sessions,
+) -> None:
+    """With sessions 10 to 12 missing from X's history, what followed the jump of session 5 is
+    taken 3 and 10 sessions on (sessions 8 and 15: +0.0% and +10.9%, as with every session
+    there), and 5 sessions on is not known (session 10 is missing), so the jump of session 30
+    says so. Before, "5 sessions on" was 5 rows on (session 13: +9.1%) and "10" was session
+    18 (+13.6%)."""
+    later = jumps(sessions, JUMPS, PATH, missing=range(10, 13))
+    assert [a.session for a in later] == ["2025-06-09", "2025-07-16"]
+    assert later[1].history is not None
+    forward = {f.periods: f for f in later[1].history.forward}
+    assert (forward[3].count, forward[3].mean) == (1, 0.0)
+    assert forward[5].count == 0 and forward[5].mean is None
+    assert forward[10].count == 1 and forward[10].mean == pytest.approx(122 / 110 - 1)
+    # With every session there, the same sessions: session 10's close 5 sessions on.
+    whole = jumps(sessions, JUMPS, PATH, missing=range(0))
+    assert [a.session for a in whole] == ["2025-06-09", "2025-07-16"]
+    forward = {f.periods: f for f in whole[1].history.forward}  # type: ignore[union-attr]
+    assert forward[5].mean == pytest.approx(113 / 110 - 1)
+    assert forward[10].mean == pytest.approx(122 / 110 - 1)
+
+
+def test_a_cooldown_counts_the_sessions_missing_from_the_history(sessions: Sessions) -> None:
+    """A cooldown of 8 sessions after the jump of session 5, sessions 8 to 10 missing: a jump
+    in session 14 comes 9 sessions on (6 rows) and fires; one in session 13, 8 sessions on, is
+    held back. Before, both were held back (rows, not sessions)."""
+    rules = JUMPS.replace("horizons = [3, 5, 10]", "cooldown = 8")
+    path = {0: 100.0, 5: 110.0, 6: 110.0, 13: 110.0, 14: 115.0, 15: 115.0}
+    gap = range(8, 11)
+    assert [a.session for a in jumps(sessions, rules, path, gap)] == ["2025-06-09", "2025-06-23"]
+    assert [a.session for a in jumps(sessions, rules, path, range(0))] == [
+        "2025-06-09",
+        "2025-06-23",
+    ]
+    sooner = {0: 100.0, 5: 110.0, 6: 110.0, 12: 110.0, 13: 115.0, 14: 115.0}
+    assert [a.session for a in jumps(sessions, rules, sooner, gap)] == ["2025-06-09"]
+
+
+WEEKS = """
+[[rules]]
+id = "streak.weekly"
+kind = "streak"
+symbols = ["X"]
+timeframe = "1w"
+count = 3
+min_return = 0.01
+"""
+
+
+def test_a_weekly_streak_does_not_reach_across_a_missing_week(sessions: Sessions) -> None:
+    """X up 0.5% every session from 2025-06-02 (each week up more than 1%): three weeks up
+    fire in the week to 06-27. With the week to 06-27 missing from X's history, the run
+    starts again after it (the week to 07-03 has no return: its week before is missing) and
+    fires in the week to 07-25. Before, the weeks to 06-13, 06-20 and 07-03 were "3 straight
+    weeks", one of them two weeks long."""
+    closes = {n: 100.0 * 1.005**n for n in range(40)}
+    week = range(14, 19)  # (the sessions of 06-23 to 06-27)
+    found = [(a.session, a.metrics["streak"]) for a in jumps(sessions, WEEKS, closes, week)]
+    assert found == [("2025-07-25", 3)]
+    whole = [(a.session, a.metrics["streak"]) for a in jumps(sessions, WEEKS, closes, range(0))]
+    assert whole == [("2025-06-27", 3)]
+
+
+ROTATION = """
+[[rules]]
+id = "rotation"
+kind = "rotation"
+small = "S"
+large = "L"
+timeframe = "1d"
+window = 5
+min_spread = 0.05
+"""
+
+
+def test_a_rotation_window_does_not_reach_across_a_missing_session(sessions: Sessions) -> None:
+    """S rises from 100 to 112 while ten of its sessions are missing, L flat throughout: no
+    "beat by 12 points over 5 sessions" (the rise took 15). With S's sessions there and the
+    rise made in one, it fires on it."""
+    days = sessions.frame.filter(pl.col("session") >= dt.date(2025, 6, 2)).get_column("session")
+
+    def fired(gap: bool) -> list[str]:
+        rows = []
+        for n, day in enumerate(days[:40]):
+            rows.append(("L", day, 100.0, 100.0, 100.0, 100.0, 1000.0))
+            s = 100.0 if n < 20 else 112.0
+            if not (gap and 20 <= n < 30):
+                rows.append(("S", day, s, s, s, s, 1000.0))
+        engine = Engine(parse_rules(ROTATION), sessions)
+        engine.ingest_daily(pl.DataFrame(rows, schema=DAILY_SCHEMA, orient="row").sort("symbol"))
+        return [a.session for a in engine.advance(dt.datetime(2025, 12, 31, tzinfo=UTC)).alerts]
+
+    assert fired(gap=True) == []
+    assert fired(gap=False) == [str(days[20])]

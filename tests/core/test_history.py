@@ -18,14 +18,15 @@ DAY0 = dt.date(2020, 1, 1)
 
 def oracle(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """For each firing: the earlier firings of its group, and per horizon the forward returns of
-    those whose horizon had passed (idx + h <= this idx)."""
+    those whose horizon had passed (num + h <= this num: periods, some of them missing from the
+    history)."""
     out = []
     for row in rows:
         earlier = [
             r
             for r in rows
             if (r["symbol"], r["variant"]) == (row["symbol"], row["variant"])
-            and r["idx"] < row["idx"]  # type: ignore[operator]
+            and r["num"] < row["num"]  # type: ignore[operator]
         ]
         got: dict[str, object] = {
             "prior_occurrences": len(earlier),
@@ -35,7 +36,7 @@ def oracle(rows: list[dict[str, object]]) -> list[dict[str, object]]:
             known = [
                 r[f"fwd_{h}"]
                 for r in earlier
-                if r["idx"] + h <= row["idx"] and r[f"fwd_{h}"] is not None  # type: ignore[operator]
+                if r["num"] + h <= row["num"] and r[f"fwd_{h}"] is not None  # type: ignore[operator]
             ]
             got[f"n_{h}"] = len(known)
             got[f"mean_{h}"] = statistics.fmean(known) if known else None  # type: ignore[arg-type]
@@ -65,15 +66,15 @@ def test_running_statistics_equal_the_oracle(
     """Counts, dates, means, medians, shares up, minima and maxima match, group by group."""
     rows: list[dict[str, object]] = []
     for g, firings in enumerate(groups):
-        idx = 0
+        num = 0
         for gap, *fwd in firings:
-            idx += gap
+            num += gap
             rows.append(
                 {
                     "symbol": f"S{g // 2 if variants else g}",
                     "variant": f"v{g % 2}" if variants else "",
-                    "idx": idx,
-                    "session": DAY0 + dt.timedelta(days=idx),
+                    "num": num,
+                    "session": DAY0 + dt.timedelta(days=num),
                     **{f"fwd_{h}": v for h, v in zip(HORIZONS, fwd, strict=True)},
                 }
             )
@@ -91,7 +92,7 @@ def test_running_statistics_equal_the_oracle(
 def test_no_firings() -> None:
     """An empty frame gets the columns, empty."""
     frame = pl.DataFrame(
-        schema={"symbol": pl.String, "variant": pl.String, "idx": pl.Int64, "session": pl.Date}
+        schema={"symbol": pl.String, "variant": pl.String, "num": pl.Int64, "session": pl.Date}
         | {f"fwd_{h}": pl.Float64 for h in HORIZONS}
     )
     out = attach(frame, HORIZONS)

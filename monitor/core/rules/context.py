@@ -12,7 +12,7 @@ import polars as pl
 UNIT = {"1m": "minute", "1d": "session", "1w": "week"}
 
 # Columns every rule's condition frame carries; metric columns follow.
-KEYS = ["symbol", "session", "ts", "idx", "ref", "variant", "cond"]
+KEYS = ["symbol", "session", "ts", "idx", "num", "ref", "variant", "cond"]
 
 
 class RuleContext(msgspec.Struct, frozen=True):
@@ -152,6 +152,8 @@ def select_keys(frame: pl.DataFrame, cond: pl.Expr, metrics: list[pl.Expr]) -> p
         base = base.with_columns(pl.lit("").alias("variant"))
     if "ref" not in base.columns:
         base = base.with_columns(pl.col("close").alias("ref"))
+    if "num" not in base.columns:  # (a frame of its own periods, one row each: see derived)
+        base = base.with_columns(pl.col("idx").alias("num"))
     if "short_week" in base.columns:  # (weekly bars: a holiday week, flagged in every alert)
         metrics = [*metrics, pl.col("short_week")]
     return base.select([pl.col(k) for k in KEYS] + metrics)

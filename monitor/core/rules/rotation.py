@@ -29,12 +29,16 @@ def condition(bars: pl.DataFrame, rule: RotationRule, ctx: RuleContext) -> pl.Da
         "ts", pl.col("close").alias("large_close")
     )
     # Paired by the period's close (a session's, a week's or a minute's: one bar each), and
-    # the returns taken over the pairs: with a period missing on one side, both returns span
-    # the same periods (each over its own bars, one would reach a period further back).
+    # the returns taken over the pairs: a period missing on either side is missing from the
+    # pairs, and no window reaches across it (each return over its own bars would reach a
+    # period further back than the other's).
     frame = small.join(large, on="ts", how="inner").sort("ts")
     row = pl.int_range(pl.len())
-    # (a minute's window stays in its session, as for a symbol's: metrics.back)
-    reach = row - row.min().over("session") if rule.timeframe == "1m" else row
+    if rule.timeframe == "1m":  # (a minute's window stays in its session, as a symbol's)
+        reach = row - row.min().over("session")
+    else:  # (nor across a period missing from both, or from either: see metrics.back)
+        opens = (pl.col("num") - pl.col("num").shift() != 1).fill_null(True)
+        reach = row - pl.when(opens).then(row).forward_fill()
     frame = frame.with_columns(row.alias("idx"), reach.alias("reach"))
     frame = frame.with_columns(
         m.window_return(rule.window).alias("return"),
