@@ -16,7 +16,6 @@ import math
 import os
 import re
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -34,14 +33,10 @@ from monitor.errors import (
     TransientError,
 )
 from monitor.notify.parsers import text
-from monitor.replay_command import demo, rejected_lines, replay
+from monitor.replay_command import demo, replay
 from monitor.replay_command import load_rules as load_rules  # (re-exported: tests import it here)
 
 if TYPE_CHECKING:
-    import polars as pl
-
-    from monitor.core.model import Rejection
-    from monitor.datafiles import LoadedBars
     from monitor.store import Store
 
 EX_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
@@ -119,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="[SYMBOL=]PATH",
-        help="daily bars, CSV or Parquet (repeatable); SYMBOL= names a file of one symbol",
+        help="daily bars, CSV or Parquet (repeatable); also minute bars or ticks, replayed day"
+        " by day; SYMBOL= names a file of one symbol",
     )
     r.add_argument(
         "--short-interest",
@@ -177,7 +173,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="[SYMBOL=]PATH",
-        help="daily bars, CSV or Parquet, as replay reads them (repeatable)",
+        help="daily bars, CSV or Parquet, as replay reads them (repeatable); minute bars or"
+        " ticks go in as the sessions they make",
     )
     b.add_argument("--to", dest="end", type=_date, metavar="DATE", help="bars up to DATE only")
     b.add_argument("--adjusted", action="store_true", help="use the Adj Close column")
@@ -288,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "backfill":
-            return _backfill(args)
+            from monitor.backfill import backfill
+
+            return backfill(args, _lock)
         if args.command == "tail":
             return _tail(args)
         if args.command == "watch":
@@ -452,83 +451,3 @@ def _lock(store: Store) -> TextIO | None:
     except StoreLocked as exc:
         print(f"market-monitor: {exc}", file=sys.stderr)
         return None
-
-
-def _sessions_only(bars: pl.DataFrame) -> tuple[pl.DataFrame, list[Rejection]]:
-    """The bars the daemon's engine takes, and its rejections of the others (`not_a_session`
-    for a weekend or a holiday): its own screen, so the store holds nothing it would refuse."""
-    if bars.is_empty():
-        return bars, []
-    from monitor.calendar import nyse_sessions
-    from monitor.core.engine import Engine
-    from monitor.core.model import FeedBatch
-    from monitor.core.rules.spec import RulesFile
-
-    days = bars.get_column("session")
-    engine = Engine(RulesFile(), nyse_sessions(days.min(), days.max()))  # type: ignore[arg-type]
-    batch = FeedBatch.empty("backfill")
-    batch.daily_bars = bars
-    refused = engine.ingest(batch)
-    return (engine.take_accepted().daily_bars if refused else bars), refused
-
-
-def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
-    """`loaded.close_only` for the rows of `bars`: `loaded.bars` itself, or the part of it
-    `_sessions_only` kept (in an order of its own)."""
-    if bars is loaded.bars:
-        return loaded.close_only
-    keys = ["symbol", "session"]
-    flags = loaded.bars.select(keys).with_columns(loaded.close_only.alias("close_only"))
-    found = bars.select(keys).join(flags, on=keys, how="left", maintain_order="left")
-    return found.get_column("close_only").fill_null(False)
-
-
-def _kept_line(kept: int, different: int) -> str:
-    """What backfill says of the stored bars it kept over bars of a file of closes only."""
-    bars = "bar" if kept == 1 else "bars"
-    line = (
-        f"kept {kept:,} stored {bars} with open, high, low and volume over the closes of a file "
-        "of closes only"
-    )
-    if different:
-        them = "it" if kept == 1 else f"{different:,} of them"
-        line += f" ({them} closed differently: the stored bar is kept)"
-    return line
-
-
-def _backfill(args: argparse.Namespace) -> int:
-    from monitor import config as cfg
-    from monitor.datafiles import parse_data_arg, read_many
-    from monitor.store import Store
-
-    config = cfg.load(args.config)
-    store = Store(cfg.resolve(config, config.store.path))
-    lock = _lock(store)
-    if lock is None:
-        return EX_TEMPFAIL
-    with lock:
-        specs = [parse_data_arg(a) for a in args.data]
-        loaded = read_many(specs, adjusted=args.adjusted, end=args.end)
-        bars, off = _sessions_only(loaded.bars)
-        upsert = store.upsert_bars(bars, close_only=_close_only_of(bars, loaded))
-    merged, written = upsert.bars, upsert.written
-    symbols = written.get_column("symbol").n_unique() if written.height else 0
-    print(
-        f"backfilled {written.height} bars of {symbols} "
-        f"{'symbol' if symbols == 1 else 'symbols'} into {store.path}; "
-        f"the store now holds {merged.height} bars"
-    )
-    counts = Counter(loaded.counts) + Counter(r.reason for r in off)
-    for line in rejected_lines(counts, [*loaded.rejections, *off]):
-        print(f"market-monitor: {line}", file=sys.stderr)
-    if upsert.kept:
-        print(f"market-monitor: {_kept_line(upsert.kept, upsert.kept_different)}", file=sys.stderr)
-    if merged.height:  # (the history the daemon will run on: holes it should know of)
-        from monitor.calendar import nyse_sessions
-        from monitor.replay import gaps, gaps_line
-
-        days = merged.get_column("session")
-        found = gaps(merged, nyse_sessions(days.min(), days.max()))  # type: ignore[arg-type]
-        if found:
-            print(f"market-monitor: the store: {gaps_line(found)}", file=sys.stderr)
-    return 0

@@ -20,6 +20,7 @@ from monitor.core.rules.context import pct, unit
 from monitor.core.rules.spec import Rule, RulesFile, SqueezeRule, kind_of
 from monitor.core.sessions import Sessions
 from monitor.core.short_interest import prepare
+from monitor.replay_days import Intraday, day_steps
 
 
 def build_engine(
@@ -70,10 +71,28 @@ def replay_steps(
     feed: str = "replay",
     deferred: bool = False,
     rejected: list[Rejection] | None = None,
+    intraday: Intraday | None = None,
 ) -> Iterator[Step]:
     """`replay`, a Step per batch: its `lines` are the alerts as JSON, never decoded.
     `deferred`: as `Engine.advance`'s (read each Step's lines before the next Step);
-    `rejected`, when given, takes the bars the engine rejected (days that are no session)."""
+    `rejected`, when given, takes the bars the engine rejected (days that are no session, and
+    with `intraday`, ticks and minutes outside the session, ...). With `intraday` (minute bars
+    and ticks), the daily bars before its first day go as without, and from that day on
+    everything goes day by day (`_day_steps`)."""
+    if intraday is not None and not intraday.is_empty():
+        first = intraday.first_day()
+        before = bars.filter(pl.col("session") < first)
+        yield from replay_steps(
+            engine,
+            before,
+            batch_sessions=batch_sessions,
+            feed=feed,
+            deferred=deferred,
+            rejected=rejected,
+        )
+        later = bars.filter(pl.col("session") >= first)
+        yield from day_steps(engine, later, intraday, feed, deferred, rejected)
+        return
     if bars.is_empty():
         return
     for part, last in _batches(bars, batch_sessions):

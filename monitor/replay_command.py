@@ -20,7 +20,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from monitor.errors import EX_CANTCREAT, ConfigError, DataError
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from monitor.core.engine import Engine
     from monitor.core.model import Rejection
     from monitor.core.rules.spec import Rule
+    from monitor.datafiles import DataSpec
 
 
 def load_rules(path: str | Path) -> object:
@@ -65,7 +66,10 @@ def replay(args: argparse.Namespace) -> int:
     # Without a cached session table, exchange-calendars (half a second to import) is needed:
     # import it while polars reads, and the engine's modules (numpy among them, 0.1 s) too.
     warm = [warm_up(), _importing("monitor.replay")]
-    loaded = read_many(specs, adjusted=args.adjusted, end=args.end, cache=args.cache)
+    daily_specs, intraday = read_intraday(specs, end=args.end)
+    loaded = read_many(daily_specs, adjusted=args.adjusted, end=args.end, cache=args.cache)
+    counts = Counter(loaded.counts) + Counter(intraday.counts if intraday else {})
+    rejections = [*loaded.rejections, *(intraday.rejections if intraday else [])]
     for thread in warm:
         if thread is not None:
             thread.join()
@@ -73,8 +77,9 @@ def replay(args: argparse.Namespace) -> int:
         return run_replay(
             rules_path=args.rules,
             bars=loaded.bars,
-            counts=loaded.counts,
-            rejections=loaded.rejections,
+            intraday=(intraday.minutes, intraday.ticks) if intraday else None,
+            counts=dict(counts),
+            rejections=rejections,
             short_interest=args.short_interest,
             start=args.start,
             fmt=args.format,
@@ -83,6 +88,43 @@ def replay(args: argparse.Namespace) -> int:
         )
     finally:
         datacache.flush()  # (a cache entry written while the rules ran)
+
+
+class IntradayRead(NamedTuple):
+    """Minute bars and ticks read from their files, with what the reading rejected."""
+
+    minutes: pl.DataFrame
+    ticks: pl.DataFrame
+    counts: dict[str, int]
+    rejections: list[Rejection]
+
+
+def read_intraday(
+    specs: Sequence[DataSpec], *, end: dt.date | None
+) -> tuple[list[DataSpec], IntradayRead | None]:
+    """The daily files of `specs`, and the minute bars and ticks of the others (None: there
+    are none) up to `end`, told apart as the daemon's replay feed tells them
+    (`monitor.minutefiles.is_minute_file`): by their columns, and whether their time column
+    carries times of day. DataError as the readers'."""
+    from monitor.minutefiles import is_minute_file, read_minute_files
+    from monitor.tickfiles import is_tick_file, read_tick_files
+
+    ticks, minutes, daily = [], [], []
+    for spec in specs:
+        if is_tick_file(spec.path):
+            ticks.append(spec)
+        elif is_minute_file(spec.path):
+            minutes.append(spec)
+        else:
+            daily.append(spec)
+    if not (ticks or minutes):
+        return daily, None
+    bars, trades = read_minute_files(minutes, end=end), read_tick_files(ticks, end=end)
+    counts = Counter(bars.counts) + Counter(trades.counts)
+    read = IntradayRead(
+        bars.bars, trades.ticks, dict(counts), [*bars.rejections, *trades.rejections]
+    )
+    return daily, read
 
 
 def _unwritable(path: str) -> str | None:
@@ -172,9 +214,11 @@ def run_replay(
     fmt: str,
     batch_sessions: int | None = None,
     report: str | None = None,
+    intraday: tuple[pl.DataFrame, pl.DataFrame] | None = None,
 ) -> int:
-    """Run the rules over `bars` and print the alerts from `start` on as `fmt`; say on stderr
-    what cannot fire, the holes in the data and the rows rejected or fixed."""
+    """Run the rules over `bars` (daily) and `intraday` (minute bars and ticks, when given)
+    and print the alerts from `start` on as `fmt`; say on stderr what cannot fire, the holes
+    in the data and the rows rejected or fixed."""
     import polars as pl
 
     from monitor.calendar import nyse_sessions
@@ -188,6 +232,7 @@ def run_replay(
         replay_steps,
         table,
     )
+    from monitor.replay_days import Intraday
     from monitor.short_interest_io import read_short_interest
 
     rules = load_rules(rules_path)
@@ -195,25 +240,32 @@ def run_replay(
     assert isinstance(bars, pl.DataFrame)
     for line in rule_warnings(rules):
         print(f"market-monitor: warning: {rules_path}: {line}", file=sys.stderr)
-    if bars.is_empty():
+    day = Intraday(*intraday) if intraday is not None else None
+    if day is not None and day.is_empty():
+        day = None
+    if bars.is_empty() and day is None:
         said = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         why = f"rows rejected or fixed: {said}; " if said else ""
         raise DataError("--data", f"no bars to replay ({why}check the files and --to)")
-    first: dt.date = bars.get_column("session").min()  # type: ignore[assignment]
-    last: dt.date = bars.get_column("session").max()  # type: ignore[assignment]
+    ends = [] if day is None else [day.first_day(), day.last_day()]
+    if not bars.is_empty():
+        sessions_read = bars.get_column("session")
+        ends += [sessions_read.min(), sessions_read.max()]  # type: ignore[list-item]
+    first: dt.date = min(ends)
+    last: dt.date = max(ends)
     if start is not None and start > last:
         print(
             f"market-monitor: --from {start} is after the data's last session ({last}):"
             " no alerts to print",
             file=sys.stderr,
         )
-    known = _symbols(bars)
-    # (replay reads daily bars: a minute rule has none)
-    given = short_interest is not None
-    unfired = cannot_fire(rules.enabled, known, minute_bars=False, short_interest=given)
+    known = _symbols(bars) | (day.symbols() if day is not None else set())
+    # (a minute rule needs minute bars or ticks)
+    given, minutes = short_interest is not None, day is not None
+    unfired = cannot_fire(rules.enabled, known, minute_bars=minutes, short_interest=given)
     for rule_id, why in unfired.items():
         print(f"market-monitor: rule {rule_id} cannot fire: {why}", file=sys.stderr)
-    for rule_id in _without_volume(rules.enabled, bars):
+    for rule_id in _without_volume(rules.enabled, bars) if day is None else ():
         print(
             f"market-monitor: rule {rule_id} cannot fire: no volume in the data for its symbols",
             file=sys.stderr,
@@ -255,11 +307,16 @@ def run_replay(
     # jsonl: payloads are built a chunk at a time, each written while the next is built.
     # A summary builds none, nor does a report: they are made of the firings.
     deferred = fmt != "table"
-    refused: list[Rejection] = []  # bars the engine rejected (days that are no session)
+    refused: list[Rejection] = []  # what the engine rejected (days that are no session, ...)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         written: Future[None] | None = None
         steps = replay_steps(
-            engine, bars, batch_sessions=batch_sessions, deferred=deferred, rejected=refused
+            engine,
+            bars,
+            batch_sessions=batch_sessions,
+            deferred=deferred,
+            rejected=refused,
+            intraday=day,
         )
         for step in steps:
             for chunk in step.line_chunks() if fmt == "jsonl" else ():
@@ -279,14 +336,13 @@ def run_replay(
     if fmt == "table":
         out.write(table(alerts))
     elif fmt == "summary" and tally is not None:
-        symbols = bars.get_column("symbol").n_unique()
-        out.write(tally.text(symbols, first, last, start))
+        out.write(tally.text(len(known), first, last, start))
     out.flush()
     if report and tally is not None and shown is not None:
         from monitor.web.report import report_html
 
         html = report_html(
-            bars,
+            bars if day is None else engine.daily,  # (with the session bars built)
             shown.frame(),
             rules_path=str(rules_path),
             start=start,
@@ -304,7 +360,10 @@ def run_replay(
     for line in _thin_periods(engine, rules.enabled, start):
         print(f"market-monitor: {line}", file=sys.stderr)
     rejected = Counter(counts) + engine.counts  # (a reason both may give adds up)
-    # (days that are no session, named by symbol and date: the engine's)
+    # (days that are no session, named by symbol and date: the engine's; of minute bars and
+    # ticks outside regular hours, which a minute file's extended hours give by the hundred,
+    # the count says enough)
+    refused = [r for r in refused if r.reason != "outside_session"]
     for line in rejected_lines(rejected, [*rejections, *refused]):
         print(f"market-monitor: {line}", file=sys.stderr)
     return 0

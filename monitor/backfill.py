@@ -1,0 +1,153 @@
+"""`market-monitor backfill`: daily history into the daemon's store, before it runs.
+
+Daily files go in as `replay` reads them, screened by the daemon's engine (a day that is no
+session is refused), over the stored bars (a file of closes only keeps stored full bars).
+Minute and tick files go in as the session bars the daemon's engine builds of them, day by
+day as `replay` feeds them (`monitor.replay_days`), of sessions already closed; a daily
+file's bar of a session outranks one built.
+
+Why apart from `monitor.cli`: the command line parses and dispatches; this is what one
+command does with files, a store and an engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, TextIO
+
+import polars as pl
+
+from monitor.errors import EX_TEMPFAIL
+from monitor.replay_command import read_intraday, rejected_lines
+
+if TYPE_CHECKING:
+    from monitor.core.model import Rejection
+    from monitor.datafiles import LoadedBars
+    from monitor.replay_command import IntradayRead
+    from monitor.store import Store
+
+
+def _sessions_only(bars: pl.DataFrame) -> tuple[pl.DataFrame, list[Rejection]]:
+    """The bars the daemon's engine takes, and its rejections of the others (`not_a_session`
+    for a weekend or a holiday): its own screen, so the store holds nothing it would refuse."""
+    if bars.is_empty():
+        return bars, []
+    from monitor.calendar import nyse_sessions
+    from monitor.core.engine import Engine
+    from monitor.core.model import FeedBatch
+    from monitor.core.rules.spec import RulesFile
+
+    days = bars.get_column("session")
+    engine = Engine(RulesFile(), nyse_sessions(days.min(), days.max()))  # type: ignore[arg-type]
+    batch = FeedBatch.empty("backfill")
+    batch.daily_bars = bars
+    refused = engine.ingest(batch)
+    return (engine.take_accepted().daily_bars if refused else bars), refused
+
+
+class _Built(NamedTuple):
+    bars: pl.DataFrame
+    rejections: list[Rejection]
+
+
+def _built_sessions(read: IntradayRead) -> _Built:
+    """The session bars the daemon's engine builds of minute bars and ticks (regular hours,
+    day by day as `replay` feeds them), of sessions closed by now: a session still under way
+    would be stored as if it had closed (`session_not_closed`, one rejection per bar). With the
+    engine's rejections (outside the session, repeated, ...)."""
+    from monitor.calendar import nyse_sessions
+    from monitor.core.engine import Engine
+    from monitor.core.model import DAILY_SCHEMA, Rejection, empty
+    from monitor.core.rules.spec import RulesFile
+    from monitor.replay import replay_steps
+    from monitor.replay_days import Intraday
+
+    day = Intraday(read.minutes, read.ticks)
+    if day.is_empty():
+        return _Built(empty(DAILY_SCHEMA), [])
+    engine = Engine(RulesFile(), nyse_sessions(day.first_day(), day.last_day()))
+    refused: list[Rejection] = []
+    for _ in replay_steps(engine, empty(DAILY_SCHEMA), intraday=day, rejected=refused):
+        pass
+    closed = engine.sessions.close_of_expr(pl.col("session")) <= dt.datetime.now(dt.UTC)
+    bars = engine.daily.filter(closed)
+    for symbol, session in engine.daily.filter(~closed).select("symbol", "session").iter_rows():
+        refused.append(Rejection("session_not_closed", symbol, str(session)))
+    return _Built(bars, refused)
+
+
+def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
+    """`loaded.close_only` for the rows of `bars`: `loaded.bars` itself, or the part of it
+    `_sessions_only` kept (in an order of its own)."""
+    if bars is loaded.bars:
+        return loaded.close_only
+    keys = ["symbol", "session"]
+    flags = loaded.bars.select(keys).with_columns(loaded.close_only.alias("close_only"))
+    found = bars.select(keys).join(flags, on=keys, how="left", maintain_order="left")
+    return found.get_column("close_only").fill_null(False)
+
+
+def _kept_line(kept: int, different: int) -> str:
+    """What backfill says of the stored bars it kept over bars of a file of closes only."""
+    bars = "bar" if kept == 1 else "bars"
+    line = (
+        f"kept {kept:,} stored {bars} with open, high, low and volume over the closes of a file "
+        "of closes only"
+    )
+    if different:
+        them = "it" if kept == 1 else f"{different:,} of them"
+        line += f" ({them} closed differently: the stored bar is kept)"
+    return line
+
+
+def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]) -> int:
+    """`market-monitor backfill`: the files' session bars into the store, under its lock
+    (`lock_of`: the lock, or None having said who holds it)."""
+    from monitor import config as cfg
+    from monitor.datafiles import parse_data_arg, read_many
+    from monitor.store import Store
+
+    config = cfg.load(args.config)
+    store = Store(cfg.resolve(config, config.store.path))
+    lock = lock_of(store)
+    if lock is None:
+        return EX_TEMPFAIL
+    with lock:
+        specs = [parse_data_arg(a) for a in args.data]
+        daily_specs, intraday = read_intraday(specs, end=args.end)
+        loaded = read_many(daily_specs, adjusted=args.adjusted, end=args.end)
+        bars, off = _sessions_only(loaded.bars)
+        built = _built_sessions(intraday) if intraday is not None else None
+        if built is not None:  # (a daily file's bar of a session outranks one built)
+            bars = pl.concat([bars, built.bars.join(bars, on=["symbol", "session"], how="anti")])
+            off += built.rejections
+        upsert = store.upsert_bars(bars, close_only=_close_only_of(bars, loaded))
+    merged, written = upsert.bars, upsert.written
+    symbols = written.get_column("symbol").n_unique() if written.height else 0
+    print(
+        f"backfilled {written.height} bars of {symbols} "
+        f"{'symbol' if symbols == 1 else 'symbols'} into {store.path}; "
+        f"the store now holds {merged.height} bars"
+    )
+    counts = Counter(loaded.counts) + Counter(r.reason for r in off)
+    if intraday is not None:
+        counts += Counter(intraday.counts)
+    listed = [*loaded.rejections, *(intraday.rejections if intraday else []), *off]
+    listed = [r for r in listed if r.reason != "outside_session"]  # (counted: by the hundred)
+    for line in rejected_lines(counts, listed):
+        print(f"market-monitor: {line}", file=sys.stderr)
+    if upsert.kept:
+        print(f"market-monitor: {_kept_line(upsert.kept, upsert.kept_different)}", file=sys.stderr)
+    if merged.height:  # (the history the daemon will run on: holes it should know of)
+        from monitor.calendar import nyse_sessions
+        from monitor.replay import gaps, gaps_line
+
+        days = merged.get_column("session")
+        found = gaps(merged, nyse_sessions(days.min(), days.max()))  # type: ignore[arg-type]
+        if found:
+            print(f"market-monitor: the store: {gaps_line(found)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,191 @@
+"""`replay` of minute and tick files: the engine builds the sessions from them, as the daemon
+does from a feed, and minute rules fire over them. (A minute file used to be read as daily
+bars: each day's first minute, 04:00 pre-market, taken for the day and the rest rejected as
+repeats.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from monitor.cli import main
+from monitor.store import Store
+from tests.conftest import DATA
+from tests.test_commands import cli
+from tests.test_service import write_config
+
+SPY = DATA / "spy_1min_2024-03-08_2024-03-11.csv"
+NEW_YORK = "America/New_York"
+
+RULES = """
+[[rules]]
+id = "surge.5m"
+kind = "surge"
+symbols = ["SPY"]
+timeframe = "1m"
+window = 5
+min_return = 0.001
+
+[[rules]]
+id = "up.day"
+kind = "streak"
+symbols = ["SPY"]
+timeframe = "1d"
+count = 1
+min_return = -0.5
+"""
+
+
+def replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rules: str, *args: str
+) -> tuple[list[dict[str, object]], str]:
+    """`replay --format jsonl` of `rules` with `args`: the alerts, and stderr."""
+    (tmp_path / "rules.toml").write_text(rules)
+    code = main(["replay", "--rules", str(tmp_path / "rules.toml"), *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()], err
+
+
+def regular_minutes() -> pl.DataFrame:
+    """The minute file's bars of regular hours (09:30 to 16:00 New York), read by polars."""
+    frame = pl.read_csv(SPY).with_columns(
+        pl.col("datetime").str.to_datetime("%Y-%m-%d %H:%M:%S%:z").dt.convert_time_zone(NEW_YORK)
+    )
+    clock = pl.col("datetime").dt.time()
+    regular = frame.filter((clock >= dt.time(9, 30)) & (clock < dt.time(16)))
+    return regular.with_columns(pl.col("datetime").dt.date().alias("day"))
+
+
+def test_a_minute_file_replays_as_its_minutes_and_the_sessions_they_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SPY's minutes of 2024-03-08 and 03-11: the 5-minute surges fire where a one-shot polars
+    pass over the regular-hours minutes finds them (the 5-minute return within a session at
+    least 0.1%, once per episode), and the day's rule fires on 03-11 with the session built of
+    them (the close of 15:59's bar, the return from 03-08's). The 819 minutes outside regular
+    hours are counted, not listed."""
+    alerts, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={SPY}")
+    minutes = regular_minutes()
+    ret = pl.col("close") / pl.col("close").shift(5).over("day") - 1.0
+    cond = (ret >= 0.001 - 1e-9).fill_null(False)
+    onsets = minutes.filter(cond & ~cond.shift(1).fill_null(True))
+    want = (onsets.get_column("datetime") + dt.timedelta(minutes=1)).dt.convert_time_zone("UTC")
+    got = [a["ts"] for a in alerts if a["rule"] == "surge.5m"]
+    assert got == want.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_list()
+    assert len(got) > 5
+    days = minutes.group_by("day", maintain_order=True).agg(pl.col("close").last())
+    close_8, close_11 = days.get_column("close").to_list()
+    [day] = [a for a in alerts if a["rule"] == "up.day"]
+    assert day["session"] == "2024-03-11"
+    metrics = day["metrics"]
+    assert isinstance(metrics, dict)
+    assert metrics["close"] == pytest.approx(close_11)
+    assert metrics["return"] == pytest.approx(close_11 / close_8 - 1)
+    assert "outside_session=819" in err and "(outside_session)" not in err
+    # --to takes the minutes up to that date, --from prints from that date on.
+    early, _ = replay(tmp_path, capsys, RULES, "--data", f"SPY={SPY}", "--to", "2024-03-08")
+    assert early and all(str(a["session"]) == "2024-03-08" for a in early)
+    late, _ = replay(tmp_path, capsys, RULES, "--data", f"SPY={SPY}", "--from", "2024-03-11")
+    assert late == [a for a in alerts if a["session"] == "2024-03-11"]
+
+
+def ticks_csv(path: Path) -> Path:
+    """X trades twice a minute on 2024-07-16 from 09:30 to 10:30, climbing 0.5% every ten
+    minutes and falling back between, with a pre-market trade and a repeated one."""
+    rows = ["symbol,ts,price,size,id", "X,2024-07-16 08:00:00,9.00,100,P"]
+    start = dt.datetime(2024, 7, 16, 9, 30)
+    for minute in range(60):
+        price = 10.0 * (1.005 if minute % 10 >= 5 else 1.0) ** (minute % 10 - 4)
+        for second, size in ((5, 100), (40, 200)):
+            at = start + dt.timedelta(minutes=minute, seconds=second)
+            rows.append(f"X,{at:%Y-%m-%d %H:%M:%S},{price:.4f},{size},T{minute}-{second}")
+    rows.append(rows[-1])
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_tick_file_replays_as_the_minute_bars_its_ticks_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """X's ticks (times New York) and the minute bars a one-shot polars pass makes of them
+    (first, max, min, last, sum per minute of regular hours) give the same alerts, ids
+    included; the pre-market trade and the repeated one are counted."""
+    rules = RULES.replace('"SPY"', '"X"')
+    ticks = ticks_csv(tmp_path / "ticks.csv")
+    from_ticks, err = replay(tmp_path, capsys, rules, "--data", str(ticks))
+    assert "duplicate=1" in err and "outside_session=1" in err
+    frame = (
+        pl.read_csv(ticks, try_parse_dates=True)
+        .filter(pl.col("id") != "P")
+        .unique(maintain_order=True)
+    )
+    bars = (
+        frame.group_by_dynamic("ts", every="1m", group_by="symbol")
+        .agg(
+            pl.col("price").first().alias("open"),
+            pl.col("price").max().alias("high"),
+            pl.col("price").min().alias("low"),
+            pl.col("price").last().alias("close"),
+            pl.col("size").sum().alias("volume"),
+        )
+        .with_columns(pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S").alias("datetime"))
+        .drop("ts")
+    )
+    bars.write_csv(tmp_path / "minutes.csv")
+    from_bars, _ = replay(tmp_path, capsys, rules, "--data", str(tmp_path / "minutes.csv"))
+    assert [a["rule"] for a in from_ticks].count("surge.5m") == 6
+    assert from_ticks == from_bars
+
+
+def test_daily_history_then_minutes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A daily file up to 2024-03-07 and the minutes from 03-08: a one-session surge of 2% on
+    03-08 is taken from 03-07's close in the daily file (set 2% below the close 03-08's
+    minutes make), as the daemon would take it over its stored history."""
+    close_8 = regular_minutes().filter(pl.col("day") == dt.date(2024, 3, 8))["close"][-1]
+    daily = tmp_path / "spy_daily.csv"
+    close_7 = close_8 / 1.02
+    daily.write_text(f"date,close\n2024-03-06,{close_7}\n2024-03-07,{close_7}\n")
+    rules = RULES + '\n[[rules]]\nid = "jump"\nkind = "surge"\nsymbols = ["SPY"]\n'
+    rules += 'timeframe = "1d"\nwindow = 1\nmin_return = 0.015\n'
+    alerts, _ = replay(tmp_path, capsys, rules, "--data", f"SPY={daily}", "--data", f"SPY={SPY}")
+    [jump] = [a for a in alerts if a["rule"] == "jump"]
+    assert jump["session"] == "2024-03-08"
+    assert jump["metrics"]["return"] == pytest.approx(0.02)  # type: ignore[index]
+
+
+def test_backfill_stores_the_sessions_a_minute_file_makes(tmp_path: Path) -> None:
+    """`backfill` of SPY's minute file stores the two sessions the daemon's engine builds of
+    them (regular hours: open, high, low, close and volume of 09:30 to 16:00), counting the
+    minutes outside; a daily file's bar of 03-08 given with it outranks the built one. (The
+    minute file used to be stored as each day's 04:00 minute.)"""
+    write_config(tmp_path, "mm-backfill-minutes")
+    daily = tmp_path / "spy_daily.csv"
+    daily.write_text("date,open,high,low,close,volume\n2024-03-08,1,2,0.5,1.5,10\n")
+    res = cli(
+        "backfill", "--config", str(tmp_path / "monitor.toml"),
+        "--data", f"SPY={SPY}", "--data", f"SPY={daily}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "outside_session=819" in res.stderr and "(outside_session)" not in res.stderr
+    stored = Store(tmp_path / "store").load_bars().sort("session")
+    want = (
+        regular_minutes()
+        .group_by("day", maintain_order=True)
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+        )
+        .filter(pl.col("day") == dt.date(2024, 3, 11))
+    )
+    row = stored.filter(pl.col("session") == dt.date(2024, 3, 11)).row(0, named=True)
+    for field in ("open", "high", "low", "close", "volume"):
+        assert row[field] == pytest.approx(want[field][0]), field
+    assert stored.filter(pl.col("session") == dt.date(2024, 3, 8))["close"].to_list() == [1.5]
