@@ -494,9 +494,9 @@ def _held_mb(daemon: Any) -> dict[str, float]:
     book = engine._book
     held = {"minutes": engine.minutes.estimated_size() / MB}
     if book is not None:
-        held["dedup_keys"] = sum(s.estimated_size() for s in book._seen.values()) / MB
+        held["dedup_keys"] = sum(s.estimated_size() for s in book._seen.buckets.values()) / MB
         held["closed_minutes"] = (
-            sum(f.estimated_size() for d in book._closed.values() for f in d.values()) / MB
+            sum(f.estimated_size() for d in book._closed.minutes.values() for f in d.values()) / MB
         )
         held["open_bars"] = book._open.estimated_size() / MB
     return held

@@ -9,7 +9,8 @@ built across a restart equal those of one uninterrupted run.
 Why apart from `monitor.core.bars`: building bars is the hot path and runs all day; this runs
 once at a stop and once at a start, and the builder reads better without it. The two functions
 here are BarBook's other half (its `state` and `restore` delegate to them): they read and set
-the book's private fields, and no other module does.
+the book's private fields (and those of the parts it owns: its closed minutes, duplicate keys
+and what waits for its clock), and no other module does.
 """
 
 from __future__ import annotations
@@ -68,20 +69,20 @@ class BookState(msgspec.Struct, frozen=True):
 def state_of(book: BarBook) -> BookState:
     """What a restart would lose of `book` (see `BookState`); take it after an `advance`."""
     book._compact()
-    closed = [frame for minutes in book._closed.values() for frame in minutes.values()]
+    closed = [frame for minutes in book._closed.minutes.values() for frame in minutes.values()]
     buckets = [
         keys.to_frame("key").select(ts_lit(bucket).alias("bucket"), "key")
-        for bucket, keys in book._seen.items()
+        for bucket, keys in book._seen.buckets.items()
     ]
     return BookState(
         now=book._now,
         keep_from=book._keep_from,
-        done=sorted(book._done),
+        done=sorted(book._closed.done),
         closed=pl.concat(closed) if closed else empty(STATE_SCHEMA),
         open=book._open,
         seen=pl.concat(buckets) if buckets else empty(_SEEN_SCHEMA),
         closing=book._closing_prints,
-        waiting=pl.concat(book._waiting) if book._waiting else empty(OPEN_SCHEMA),
+        waiting=pl.concat(book._waiting.bars) if book._waiting.bars else empty(OPEN_SCHEMA),
     )
 
 
@@ -108,8 +109,8 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     if keep is not None:
         closed = closed.filter(pl.col("session") >= keep)
     for (session, start), part in closed.partition_by("session", "start", as_dict=True).items():
-        book._closed.setdefault(session, {})[start] = part
-    book._done = {s for s in state.done if keep is None or s >= keep}
+        book._closed.minutes.setdefault(session, {})[start] = part
+    book._closed.done = {s for s in state.done if keep is None or s >= keep}
     book._keep_from = keep
     book._now = state.now
     book._open = conform(state.open, OPEN_SCHEMA)
@@ -118,17 +119,17 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
         closing = closing.filter(minute_date(pl.col("start")) >= keep)
     book._closing_prints = closing
     waiting = conform(state.waiting, OPEN_SCHEMA)
-    book._waiting = [waiting] if waiting.height else []
+    book._waiting.bars = [waiting] if waiting.height else []
     earliest = book._open.get_column("start").min() if book._open.height else None
     book._earliest = earliest  # type: ignore[assignment]
     if state.hashed_by == pl.__version__ and state.seen.height:
         seen = conform(state.seen, _SEEN_SCHEMA)
         for (bucket,), part in seen.partition_by("bucket", as_dict=True).items():
-            book._seen[bucket] = part.get_column("key")
-        book._seen_keys = seen.height
+            book._seen.buckets[bucket] = part.get_column("key")
+        book._seen.size = seen.height
         # Which buckets hold keys of late trades, filed under their arrival, is not saved: a
         # late tick is looked up in every bucket restored (more keys to look in, none missed).
-        book._late_buckets = set(book._seen)
+        book._seen.arrivals = set(book._seen.buckets)
     return True
 
 

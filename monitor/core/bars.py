@@ -15,21 +15,12 @@ Provider bars replace the bar of their (symbol, start); a later tick for that mi
 it as for any closed bar (the provider's open and close stay). A provider's bar of a session's
 last minute lacks the closing print (its provider files the print under the minute of the
 close, which is outside the session): the closing prints taken are merged into it, whichever
-came first. A provider bar is a closed bar
-once its minute is over: one whose minute has not ended by the book's clock (the last
-`advance`) waits for an `advance` at or after its end, which takes it (the bar of a minute
-under way, from a feed that sends running bars, would otherwise close a minute not over, and
-minute rules fire on it with a `ts` still to come). A provider bar from the future (a feed
-with a wrong time-zone offset) would close a minute that has not happened, and with it every
-minute before: one whose minute had not begun by an `advance`'s time, give or take
-`FUTURE_SKEW`, is rejected by it ("future_bar", in `ClosedBars.rejected`). A bar that waits is
-screened for bad prints, and in `accepted`, when it comes. (`ingest` does not know the time:
-the last `advance`'s may be stale, after a simulated clock's jump, or for a restart's journal.)
-A tick stamped more than `FUTURE_SKEW` after the book's clock waits in the same way (screened,
-its duplicate key kept, not in `accepted`): the next `advance` takes it if its time has come
-by then and rejects it ("future_tick") if not. A feed a few hours off would otherwise build
-bars of minutes still to come from prices of the minute under way, and a session bar from them.
-A book that never advanced has no clock: it takes every bar at once (a history in one batch).
+came first.
+A provider bar is a closed bar once its minute is over by the book's clock (the last `advance`),
+and a tick is taken once it is no more than `FUTURE_SKEW` ahead of it: until then they wait for
+an `advance`, which takes them or rejects them as from the future ("future_bar", "future_tick",
+in `ClosedBars.rejected`; see `monitor.core.clock_queue`). A book that never advanced has no
+clock: it takes every bar at once (a history in one batch).
 
 What is kept in memory:
 - open minute bars: per-batch partial aggregates, compacted into one frame on each `advance`;
@@ -37,25 +28,20 @@ What is kept in memory:
   before the latest closed session), one frame per minute, so late ticks and re-sent bars can
   correct a minute and its session bar. Older ones are dropped on `advance`, and ticks or bars
   for those sessions are then rejected ("late_tick", "late_bar") even with late_ticks="correct";
-- duplicate keys: 64-bit hashes of (symbol, id), or of (symbol, ts, price, size) when id is null,
-  of accepted ticks, bucketed by `ts` (DEDUP_BUCKET) and kept for buckets up to `dedup_window_s`
-  (an hour) before the latest closed minute. A tick older than that when it comes (a late
-  correction, a redelivery after a long outage) is filed under the bucket of its arrival, and
-  its copies are looked for in those buckets too; at a start, the keys taken up that the
-  window would drop are filed so under the start's bucket (`hold_keys`). A copy is recognised
-  when it comes within `dedup_window_s` of its trade's time, of the first copy's arrival, or
-  of the start that took the first copy up. At most
-  `dedup_max_keys` keys are held: past that the oldest buckets go early (counted as
-  "dedup_keys_dropped_early"), so memory stays bounded however fast ticks come;
-- keys of bars still to emit, symbols whose emitted session bar needs redoing, and the sessions
-  whose bar was emitted (within the same two sessions);
+  with them, keys of bars still to emit, symbols whose emitted session bar needs redoing, and
+  the sessions whose bar was emitted (within the same two sessions);
 - the closing prints taken, as partial bars of their session's last minute (the same two);
+- duplicate keys: hashes of accepted ticks, kept for `dedup_window_s` (an hour) before the
+  latest closed minute, at most `dedup_max_keys` of them ("dedup_keys_dropped_early" past it);
 - provider bars waiting for their minute's end (or for the clock), and ticks ahead of it.
 
 `state()` and `restore(state, now)` save that (the ticks ahead of the clock aside: they are
 seconds ahead at most, or from the future) across a restart: see `monitor.core.bar_state`.
 The schemas of the book's frames and the expressions it runs on each batch are in
-`monitor.core.book_frames`.
+`monitor.core.book_frames`. Three parts of the book's state are objects of their own, which it
+owns and drives: its closed minute bars and what it has to emit of them
+(`monitor.core.closed_minutes`), its duplicate keys (`monitor.core.duplicate_keys`) and what
+waits for its clock (`monitor.core.clock_queue`).
 """
 
 from __future__ import annotations
@@ -81,27 +67,29 @@ from monitor.core.book_frames import (
     combine,
     conform,
     held_raw,
-    session_bars,
     split,
     tick_problem,
     ts_lit,
 )
-from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, TS, Rejection, empty
+from monitor.core.clock_queue import ClockQueue
+from monitor.core.closed_minutes import ClosedMinutes
+from monitor.core.duplicate_keys import (
+    DEDUP_MAX_KEYS,
+    DEDUP_WINDOW_S,
+    TICK_BUCKET,
+    TICK_KEY,
+    DuplicateKeys,
+)
+from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, TS, Rejection, empty
 from monitor.core.sessions import NEW_YORK, Sessions, minute_date
 
 if TYPE_CHECKING:
     from monitor.core.bar_state import BookState
 
-DEDUP_WINDOW_S = 3600.0
-DEDUP_BUCKET = "10s"
-DEDUP_MAX_KEYS = 8_000_000  # 64 MB of keys: 300 s at ~27k ticks/s; past it the window shrinks
 COMPACT_ROWS = 50_000  # accepted ticks aggregated into the open bars at the latest
 _CLASS_CACHE = 100_000  # minute starts whose session is remembered (cleared when exceeded)
 EXTENDED_HOURS = (4, 20)  # New York hours [from, to) accepted with extended_hours=True
 CLOSING_PRINT = dt.timedelta(seconds=1)  # ticks this soon after a close belong to its session
-# A provider bar may end this long after the book's clock (the last `advance`): a bar of the
-# minute under way, from a provider that sends them early, while the clock is a step behind.
-FUTURE_SKEW = dt.timedelta(minutes=1)
 _MINUTE = dt.timedelta(minutes=1)
 _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
 
@@ -143,6 +131,7 @@ class BarBook:
         self.sessions = sessions
         self.dedup_max_keys = dedup_max_keys
         self.dedup_window = dt.timedelta(seconds=dedup_window_s)
+        self._seen = DuplicateKeys(window=self.dedup_window, max_keys=dedup_max_keys)
         self.extended_hours = extended_hours
         self.late_ticks = late_ticks
         self.close_delay = dt.timedelta(seconds=close_delay_s)
@@ -157,18 +146,10 @@ class BarBook:
         self._partials: list[pl.DataFrame] = []  # accepted ticks, not aggregated yet
         self._partial_rows = 0
         self._earliest: dt.datetime | None = None  # no open bar or tick starts before this
-        self._closed: dict[dt.date, dict[dt.datetime, pl.DataFrame]] = {}
-        self._seen: dict[dt.datetime, pl.Series] = {}
-        self._seen_keys = 0
-        self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
-        self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
-        self._done: set[dt.date] = set()
-        self._emitted_before: set[dt.date] = set()  # not emitted at their close (mark_emitted)
+        self._closed = ClosedMinutes(sessions, self.close_delay)
         self._classes: dict[dt.datetime, tuple[dt.date | None, bool]] = {}
         self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
-        self._late_buckets: set[dt.datetime] = set()  # buckets with keys filed on arrival
-        self._waiting: list[pl.DataFrame] = []  # provider bars of minutes not over by the clock
-        self._waiting_ticks: list[pl.DataFrame] = []  # accepted ticks ahead of the clock
+        self._waiting = ClockQueue()  # provider bars and ticks ahead of the clock
         # The closing prints taken (ticks stamped in a close's first second), as partial bars
         # of the session's last minute: a provider's bar of that minute, which lacks them (its
         # provider files them under the minute of the close), has them merged in.
@@ -190,18 +171,12 @@ class BarBook:
             starts = frame["start"].drop_nulls().unique().to_list()
         screened = pl.coalesce("reason", *self._screen(frame, "late_tick", starts))
         dup = ~pl.when(screened.is_null()).then("key").is_first_distinct()
-        buckets = frame["bucket"].unique()
-        horizon = self._horizon()
-        looked = set(buckets.to_list())
-        if horizon is not None and buckets.min() < horizon:  # type: ignore[operator]
-            looked |= self._late_buckets  # (older than the window: filed on arrival)
-        seen = [self._seen[b] for b in looked if b in self._seen]
-        if seen:
-            memory = pl.concat(seen)
-            hits = memory.filter(memory.is_in(frame["key"].implode()))
-            if hits.len():
-                dup = dup | pl.col("key").is_in(hits.implode())
         cutoff = self._cutoff() if self._now is not None else None
+        buckets = frame["bucket"].unique()
+        old = self._seen.has_old(buckets, cutoff)  # (older than the window: filed on arrival)
+        copies = self._seen.copies(frame["key"], buckets, old)
+        if copies is not None:
+            dup = dup | pl.col("key").is_in(copies.implode())
         late = pl.lit(False) if cutoff is None else pl.col("start") <= ts_lit(cutoff)
         reasons = [screened, pl.when(dup).then(pl.lit("duplicate"))]
         if self.late_ticks == "reject":
@@ -212,18 +187,13 @@ class BarBook:
         rejected, good = split(frame)
         if check is not None:
             good = good.drop("held")
-        if horizon is not None and buckets.min() < horizon:  # type: ignore[operator]
-            arrival = pl.Series([self._cutoff()], dtype=TS).dt.truncate(DEDUP_BUCKET)[0]
-            filed = pl.when(pl.col("bucket") < ts_lit(horizon)).then(ts_lit(arrival))
-            good = good.with_columns(bucket=pl.coalesce(filed, "bucket"))
-            self._late_buckets.add(arrival)
-        self._remember(good)  # (ticks that wait too: a copy before the next advance is one)
+        if old:
+            good = self._seen.file_on_arrival(good, self._cutoff())
+        # The keys of ticks that wait are held too: a copy before the next advance is one.
+        self._count("dedup_keys_dropped_early", self._seen.remember(good))
         clock = self._now or self._started
         if clock is not None and good.height and not taken:
-            ahead = pl.col("ts") > ts_lit(clock + FUTURE_SKEW)
-            if good.select(ahead.any()).item():
-                self._waiting_ticks.append(good.filter(ahead))
-                good = good.filter(~ahead)
+            good = self._waiting.hold_ticks(good, clock)
         self.accepted = good  # (a tick that waits is taken, or not, by `advance`)
         if closes:
             self._keep_closing_prints(good)
@@ -246,7 +216,7 @@ class BarBook:
         if not n_late:
             return good
         self._count("late_tick_corrected", n_late)
-        self._merge_closed(self._with_session(aggregate(good.filter("late"))))
+        self._closed.merge(self._with_session(aggregate(good.filter("late"))))
         return good.filter(~pl.col("late"))
 
     def _take_ticks(self, good: pl.DataFrame, earliest: dt.datetime | None) -> None:
@@ -266,11 +236,9 @@ class BarBook:
         """At an `advance`: the ticks that came ahead of the clock (see the module), taken if
         the clock has caught up with them, else rejected as `future_tick`."""
         assert self._now is not None
-        waiting, self._waiting_ticks = pl.concat(self._waiting_ticks), []
-        ahead = pl.col("ts") > ts_lit(self._now + FUTURE_SKEW)
-        future = waiting.filter(ahead).with_columns(reason=pl.lit("future_tick"))
+        due, future = self._waiting.due_ticks(self._now)
         rejected = self._reject(future, TICK_RAW)
-        due = waiting.filter(~ahead).with_columns(late=pl.col("start") <= ts_lit(self._cutoff()))
+        due = due.with_columns(late=pl.col("start") <= ts_lit(self._cutoff()))
         if self.late_ticks == "reject":
             late = due.filter("late").with_columns(reason=pl.lit("late_tick"))
             rejected += self._reject(late, TICK_RAW)
@@ -301,10 +269,7 @@ class BarBook:
         )
         clock = self._now or self._started
         if clock is not None and good.height and not taken:  # (a new book takes all)
-            over = self._over(clock)
-            if not good.select(over.all()).item():
-                self._waiting.append(good.filter(~over))
-                good = good.filter(over)
+            good = self._waiting.hold_bars(good, clock)
         self.accepted = good  # (a bar that waits is taken, or not, by `advance`)
         self._take_bars(good)
         return self._reject(rejected, BAR_RAW if check is None else held_raw(BAR_RAW))
@@ -317,17 +282,12 @@ class BarBook:
         self._now = max(now.astimezone(dt.UTC), self._now or now)
         rejected: list[Rejection] = []
         taken = empty(MINUTE_SCHEMA)
-        if self._waiting:  # (provider bars of minutes not over when they came)
-            waiting = pl.concat(self._waiting)
-            over, ahead = self._over(self._now), self._ahead(self._now)
-            taken = waiting.filter(over).unique(KEYS, keep="last", maintain_order=True)
+        if self._waiting.bars:  # (provider bars of minutes not over when they came)
+            taken, future = self._waiting.due_bars(self._now)
             self._take_bars(taken)
-            future = waiting.filter(ahead).with_columns(reason=pl.lit("future_bar"))
             rejected = self._reject(future, BAR_RAW)
-            under_way = waiting.filter(~over & ~ahead)  # (begun, not over: the next advance)
-            self._waiting = [under_way] if under_way.height else []
         taken_ticks = empty(TICK_SCHEMA)
-        if self._waiting_ticks:  # (ticks that came ahead of the clock)
+        if self._waiting.ticks:  # (ticks that came ahead of the clock)
             taken_ticks, refused = self._take_waiting_ticks()
             rejected += refused
         cutoff = self._cutoff()
@@ -337,24 +297,11 @@ class BarBook:
             closing = self._open.filter(due)
             if closing.height:
                 self._open = self._open.filter(~due)
-                self._merge_closed(self._with_session(closing))
+                self._closed.merge(self._with_session(closing))
             earliest = self._open.get_column("start").min() if self._open.height else None
             self._earliest = earliest  # type: ignore[assignment]
-        minute = self._emit_minutes()
-        daily: list[pl.DataFrame] = []
-        for session in sorted(self._closed):
-            if session in self._done:
-                symbols = self._dirty.pop(session, None)
-                if symbols:
-                    daily.append(self._session_bars(session, pl.concat(symbols)))
-            elif self.sessions.close_of(session) + self.close_delay <= self._now:
-                if session in self._emitted_before:  # (a restart's: see mark_emitted)
-                    self._emitted_before.discard(session)
-                else:
-                    daily.append(self._session_bars(session, None))
-                self._done.add(session)
+        minute, day = self._closed.emit(self._now)
         self._forget(self._now)
-        day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
         return ClosedBars(
             minute=minute, daily=day, rejected=rejected, taken=taken, taken_ticks=taken_ticks
         )
@@ -383,14 +330,14 @@ class BarBook:
     def unemitted(self, now: dt.datetime) -> list[dt.date]:
         """The sessions whose minutes the book holds, closed by `now`, whose session bars it
         has not emitted (at a start, those its saved state had not emitted yet)."""
-        held = set(self._closed)
+        held = set(self._closed.minutes)
         if self._open.height:
             self._compact()
             held |= set(self._with_session(self._open).get_column("session").drop_nulls())
         return sorted(
             s
             for s in held
-            if s not in self._done and self.sessions.close_of(s) + self.close_delay <= now
+            if s not in self._closed.done and self.sessions.close_of(s) + self.close_delay <= now
         )
 
     def mark_emitted(self, sessions: list[dt.date]) -> None:
@@ -399,14 +346,11 @@ class BarBook:
         sessions whose bars the store holds: they were emitted and stored after the state was
         saved, and what the store holds since may be better (a provider's official bar that
         came after them)."""
-        self._emitted_before.update(sessions)
+        self._closed.mark_emitted(sessions)
 
     def closed_minutes(self) -> pl.DataFrame:
         """Every closed minute bar the book holds (MINUTE_SCHEMA), by symbol and start."""
-        parts = [frame for minutes in self._closed.values() for frame in minutes.values()]
-        if not parts:
-            return empty(MINUTE_SCHEMA)
-        return pl.concat(parts).select(list(MINUTE_SCHEMA)).sort(KEYS)
+        return self._closed.frame()
 
     def oldest_kept(self, now: dt.datetime) -> dt.date | None:
         """The oldest session whose ticks and bars the book takes at `now` (None: every one):
@@ -424,16 +368,7 @@ class BarBook:
         earliest = self._earliest
         if earliest is not None and earliest <= now - _MINUTE - self.close_delay:
             return True
-        ends = [w.get_column("start").min() for w in self._waiting]
-        return any(start <= now - _MINUTE for start in ends)  # type: ignore[operator]
-
-    def _ahead(self, clock: dt.datetime) -> pl.Expr:
-        """Provider bars whose minute had not begun by `clock`, give or take `FUTURE_SKEW`."""
-        return pl.col("start") > ts_lit(clock + FUTURE_SKEW - _MINUTE)
-
-    def _over(self, clock: dt.datetime) -> pl.Expr:
-        """Provider bars whose minute is over by `clock`."""
-        return pl.col("start") <= ts_lit(clock - _MINUTE)
+        return self._waiting.ends_by(now)
 
     def _take_bars(self, good: pl.DataFrame) -> None:
         """Upsert provider bars (OPEN_SCHEMA) into the closed minute bars."""
@@ -445,34 +380,18 @@ class BarBook:
             good = self._with_session(good)
             keys = good.select(KEYS)
             self._compact()
-            stored = self._stored(good)
+            stored = self._closed.stored(good)
             known = pl.concat([self._open.select(KEYS), stored.select(KEYS)])
             self._count("bar_replaced", known.join(keys, on=KEYS, how="semi").height)
             self._open = self._open.join(keys, on=KEYS, how="anti")
-            self._store(pl.concat([stored.join(keys, on=KEYS, how="anti"), good]), good)
+            self._closed.store(pl.concat([stored.join(keys, on=KEYS, how="anti"), good]), good)
 
     def hold_keys(self, now: dt.datetime) -> None:
         """At a start at `now`, after the saved state and the journal are taken up: the
-        duplicate keys of ticks taken before it that `now` would forget (their trades older
-        than `dedup_window`) are filed under the start's bucket, as a late tick's under its
-        arrival, and kept for `dedup_window` from now. The broker delivers again, whatever
-        their age, the messages the crash left unacknowledged (on disk in the journal): after
-        a long outage those trades would otherwise be taken twice."""
-        horizon = now - _MINUTE - self.close_delay - self.dedup_window
-        old = [b for b in self._seen if b < horizon]
-        if not old:
-            return
-        start = pl.Series([now - _MINUTE - self.close_delay], dtype=TS).dt.truncate(DEDUP_BUCKET)
-        arrival: dt.datetime = start[0]
-        kept = [self._seen.pop(b) for b in old]
-        if arrival in self._seen:
-            kept.append(self._seen[arrival])
-        self._seen[arrival] = pl.concat(kept)
-        self._late_buckets.add(arrival)
-
-    def _horizon(self) -> dt.datetime | None:
-        """Duplicate keys of buckets before this instant are forgotten (None before any time)."""
-        return None if self._now is None else self._cutoff() - self.dedup_window
+        duplicate keys of ticks taken before it that `now` would forget are kept for
+        `dedup_window` from now (what the broker delivers again is a duplicate; see
+        `monitor.core.duplicate_keys.DuplicateKeys.hold`)."""
+        self._seen.hold(now - _MINUTE - self.close_delay)
 
     def _cutoff(self) -> dt.datetime:
         """Minutes starting at or before this instant are closed."""
@@ -532,29 +451,6 @@ class BarBook:
         )
         return bars.join(table, on="start", how="left").select(list(STATE_SCHEMA))
 
-    def _remember(self, good: pl.DataFrame) -> None:
-        """Add accepted ticks' duplicate keys to their buckets."""
-        buckets = good["bucket"].unique()
-        if buckets.len() == 1:  # the usual case: skip partitioning
-            parts = {(buckets[0],): good}
-        else:
-            parts = good.partition_by("bucket", as_dict=True)
-        for (bucket,), part in parts.items():
-            memory = self._seen.get(bucket)
-            if memory is None:
-                self._seen[bucket] = part["key"]
-            else:
-                memory.append(part["key"])
-        self._seen_keys += good.height
-        if self._seen_keys > self.dedup_max_keys:
-            dropped = 0
-            for bucket in sorted(self._seen)[:-1]:  # the newest bucket stays, whatever its size
-                if self._seen_keys - dropped <= self.dedup_max_keys:
-                    break
-                dropped += self._seen.pop(bucket).len()
-            self._seen_keys -= dropped
-            self._count("dedup_keys_dropped_early", dropped)
-
     def _compact(self) -> None:
         """Fold the accepted ticks piled up since the last call into the open bars."""
         if self._partials:
@@ -563,61 +459,16 @@ class BarBook:
             self._partials = []
             self._partial_rows = 0
 
-    def _stored(self, keys: pl.DataFrame) -> pl.DataFrame:
-        """Closed minute bars of every (session, start) that `keys` touches."""
-        parts = [
-            self._closed[session][start]
-            for session, start in keys.select("session", "start").unique().iter_rows()
-            if start in self._closed.get(session, {})
-        ]
-        return pl.concat(parts) if parts else empty(STATE_SCHEMA)
-
-    def _merge_closed(self, bars: pl.DataFrame) -> None:
-        """Fold aggregated bars (with session) into the closed minute bars."""
-        stored = self._stored(bars)
-        self._store(combine(pl.concat([stored, bars])) if stored.height else bars, bars)
-
-    def _store(self, merged: pl.DataFrame, changed: pl.DataFrame) -> None:
-        """Write per-minute frames back; queue `changed` to emit; mark emitted sessions dirty."""
-        for (session, start), part in merged.partition_by("session", "start", as_dict=True).items():
-            self._closed.setdefault(session, {})[start] = part
-        self._pending.append(changed.select("symbol", "start", "session"))
-        redo = changed.filter(pl.col("regular") & pl.col("session").is_in(sorted(self._done)))
-        for (session,), part in redo.partition_by("session", as_dict=True).items():
-            self._dirty.setdefault(session, []).append(part["symbol"])
-
-    def _emit_minutes(self) -> pl.DataFrame:
-        if not self._pending:
-            return empty(MINUTE_SCHEMA)
-        keys = pl.concat(self._pending).unique()
-        self._pending = []
-        bars = self._stored(keys).join(keys.select(KEYS), on=KEYS, how="semi")
-        return bars.select(list(MINUTE_SCHEMA)).sort(KEYS)
-
-    def _session_bars(self, session: dt.date, symbols: pl.Series | None) -> pl.DataFrame:
-        """The session bar of each symbol (all, or `symbols`) from its regular-hours minutes."""
-        bars = pl.concat(list(self._closed[session].values())).filter("regular")
-        if symbols is not None:
-            bars = bars.filter(pl.col("symbol").is_in(symbols.implode()))
-        return session_bars(bars, session)
-
     def _forget(self, now: dt.datetime) -> None:
         """Drop sessions before the previous one, and duplicate keys past `dedup_window`."""
         keep = self._keep_at(now)
         if keep is not None:
             self._keep_from = keep
-            for old in [s for s in self._closed if s < keep]:
-                del self._closed[old]
-                self._dirty.pop(old, None)
-            self._done = {s for s in self._done if s >= keep}
+            self._closed.forget(keep)
             if self._closing_prints.height:
                 day = minute_date(pl.col("start"))
                 self._closing_prints = self._closing_prints.filter(day >= keep)
-            self._emitted_before = {s for s in self._emitted_before if s >= keep}
-        horizon = self._cutoff() - self.dedup_window
-        self._late_buckets = {b for b in self._late_buckets if b >= horizon}
-        for bucket in [b for b in self._seen if b < horizon]:
-            self._seen_keys -= self._seen.pop(bucket).len()
+        self._seen.forget(self._cutoff())
 
     def _reject(self, bad: pl.DataFrame, raw: pl.Expr) -> list[Rejection]:
         if not bad.height:
@@ -634,14 +485,8 @@ class BarBook:
 
 
 def _tick_prep() -> dict[str, pl.Expr]:
-    ts = pl.col("ts")
-    key = (
-        pl.when(pl.col("id").is_not_null())
-        .then(pl.struct("symbol", "id").hash(1))
-        .otherwise(pl.struct("symbol", "ts", "price", "size").hash(2))
-    )
-    start, bucket = ts.dt.truncate("1m"), ts.dt.truncate(DEDUP_BUCKET)
-    return {"start": start, "bucket": bucket, "key": key, "reason": tick_problem()}
+    start = pl.col("ts").dt.truncate("1m")
+    return {"start": start, "bucket": TICK_BUCKET, "key": TICK_KEY, "reason": tick_problem()}
 
 
 # Expressions are built once: building them costs more than running them on a small batch.

@@ -1,0 +1,116 @@
+"""A `BarBook`'s closed minute bars, and what of them it has still to emit.
+
+Held: the closed minute bars of the sessions the book keeps (the current and the previous
+session: every session on or after the one before the latest closed session), one frame per
+minute, so that late ticks and re-sent provider bars can correct a minute and its session bar;
+the keys of the bars stored since the last `emit`; the sessions whose bar was emitted, and of
+those the symbols whose minutes changed since (their session bar is emitted again). A session's
+bar is made of its regular-hours minutes when the session has closed (`close_delay` after its
+close), unless a restart's store holds it already (`mark_emitted`). `forget` drops the
+sessions the book no longer keeps.
+
+Why apart from `monitor.core.bars`: the book decides which bars close and merges ticks and
+provider bars into them; this is where they go once closed, and how they come out again as
+minute and session bars. It has its own state, which the book owns (its `_closed`) and never
+looks into; `monitor.core.bar_state` saves and restores its `minutes` and `done`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from monitor.core.book_frames import KEYS, STATE_SCHEMA, combine, session_bars
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, empty
+from monitor.core.sessions import Sessions
+
+
+class ClosedMinutes:
+    """Closed minute bars by session and start (STATE_SCHEMA frames), and what to emit."""
+
+    def __init__(self, sessions: Sessions, close_delay: dt.timedelta) -> None:
+        self._sessions = sessions
+        self._close_delay = close_delay
+        self.minutes: dict[dt.date, dict[dt.datetime, pl.DataFrame]] = {}
+        self.done: set[dt.date] = set()  # sessions whose bar was emitted
+        self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
+        self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
+        self._emitted_before: set[dt.date] = set()  # not emitted at their close (mark_emitted)
+
+    def stored(self, keys: pl.DataFrame) -> pl.DataFrame:
+        """Closed minute bars of every (session, start) that `keys` touches."""
+        parts = [
+            self.minutes[session][start]
+            for session, start in keys.select("session", "start").unique().iter_rows()
+            if start in self.minutes.get(session, {})
+        ]
+        return pl.concat(parts) if parts else empty(STATE_SCHEMA)
+
+    def merge(self, bars: pl.DataFrame) -> None:
+        """Fold aggregated bars (with session) into the closed minute bars."""
+        stored = self.stored(bars)
+        self.store(combine(pl.concat([stored, bars])) if stored.height else bars, bars)
+
+    def store(self, merged: pl.DataFrame, changed: pl.DataFrame) -> None:
+        """Write per-minute frames back; queue `changed` to emit; mark emitted sessions dirty."""
+        for (session, start), part in merged.partition_by("session", "start", as_dict=True).items():
+            self.minutes.setdefault(session, {})[start] = part
+        self._pending.append(changed.select("symbol", "start", "session"))
+        redo = changed.filter(pl.col("regular") & pl.col("session").is_in(sorted(self.done)))
+        for (session,), part in redo.partition_by("session", as_dict=True).items():
+            self._dirty.setdefault(session, []).append(part["symbol"])
+
+    def emit(self, now: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The minute bars stored since the last call (MINUTE_SCHEMA), and the session bars
+        due at `now` (DAILY_SCHEMA): of the sessions closed by then, and again those of the
+        symbols whose minutes changed since their session's bar was emitted."""
+        minute = self._emit_minutes()
+        daily: list[pl.DataFrame] = []
+        for session in sorted(self.minutes):
+            if session in self.done:
+                symbols = self._dirty.pop(session, None)
+                if symbols:
+                    daily.append(self._session_bars(session, pl.concat(symbols)))
+            elif self._sessions.close_of(session) + self._close_delay <= now:
+                if session in self._emitted_before:  # (a restart's: see mark_emitted)
+                    self._emitted_before.discard(session)
+                else:
+                    daily.append(self._session_bars(session, None))
+                self.done.add(session)
+        day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
+        return minute, day
+
+    def mark_emitted(self, sessions: list[dt.date]) -> None:
+        """Take `sessions`' bars as emitted (see `BarBook.mark_emitted`)."""
+        self._emitted_before.update(sessions)
+
+    def frame(self) -> pl.DataFrame:
+        """Every closed minute bar held (MINUTE_SCHEMA), by symbol and start."""
+        parts = [frame for minutes in self.minutes.values() for frame in minutes.values()]
+        if not parts:
+            return empty(MINUTE_SCHEMA)
+        return pl.concat(parts).select(list(MINUTE_SCHEMA)).sort(KEYS)
+
+    def forget(self, keep: dt.date) -> None:
+        """Drop the sessions before `keep`."""
+        for old in [s for s in self.minutes if s < keep]:
+            del self.minutes[old]
+            self._dirty.pop(old, None)
+        self.done = {s for s in self.done if s >= keep}
+        self._emitted_before = {s for s in self._emitted_before if s >= keep}
+
+    def _emit_minutes(self) -> pl.DataFrame:
+        if not self._pending:
+            return empty(MINUTE_SCHEMA)
+        keys = pl.concat(self._pending).unique()
+        self._pending = []
+        bars = self.stored(keys).join(keys.select(KEYS), on=KEYS, how="semi")
+        return bars.select(list(MINUTE_SCHEMA)).sort(KEYS)
+
+    def _session_bars(self, session: dt.date, symbols: pl.Series | None) -> pl.DataFrame:
+        """The session bar of each symbol (all, or `symbols`) from its regular-hours minutes."""
+        bars = pl.concat(list(self.minutes[session].values())).filter("regular")
+        if symbols is not None:
+            bars = bars.filter(pl.col("symbol").is_in(symbols.implode()))
+        return session_bars(bars, session)
