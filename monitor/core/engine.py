@@ -419,7 +419,8 @@ class Engine:
 
     def frame(self, timeframe: str, now: dt.datetime | None = None) -> pl.DataFrame:
         """Closed bars of a timeframe for rule evaluation: symbol, session, ts (bar close), OHLCV,
-        `idx` (period number within the symbol) and `ret1` (period return)."""
+        `idx` (row number within the symbol), `num` (the period's number: see
+        `bar_history.derived`) and `ret1` (period return)."""
         return bar_history.derived(self._base(timeframe, now), timeframe, self.sessions)
 
     def _base(self, timeframe: str, now: dt.datetime | None) -> pl.DataFrame:

@@ -98,49 +98,48 @@ def every_period(
     baseline to set a rule's outcomes against): one row of, per horizon `h`, how many forward
     returns are known (`n_{h}`), their sum (`sum_{h}`) and how many are positive (`up_{h}`),
     sums that add up over pieces of a universe. Variants (a drawdown's two, each on every
-    symbol) repeat their symbol's periods: those of the first are counted. A `1m` return whose
-    `h`-th minute is in a later session is not known, as in `firings`; nor is one with a period
-    missing from the symbol's history between (its `h`-th period is fewer rows on: a few
-    periods by a gap, left out of the baseline).
+    symbol) repeat their symbol's periods: those of the first are counted. As in `firings`,
+    the return `h` periods on is taken from the row of that period (`later_rows`: a period
+    missing from the symbol's history is one of the `h`, and when the `h`-th is missing the
+    return is not known), and a `1m` return whose `h`-th minute is in a later session is not
+    known.
 
-    Over the arrays (numpy): the return `h` rows on is a division of two views of the column,
-    `idx` tells where that row is still the same symbol's, `num` where it is `h` periods on
-    (and, for minutes, `session` where it is still the same session)."""
+    Over the arrays (numpy), with a few buffers serving every horizon: fresh pages cost more
+    here than the arithmetic."""
     minute = timeframe == "1m"
-    rows = cond.select("ts", "idx", "num", "ref", "variant", *(["session"] if minute else []))
+    # (a group: a run of rows from an `idx` of 0, numbered before the rows up to `after` go)
+    rows = cond.select(
+        "ts", (pl.col("idx") == 0).cum_sum().alias("group"), "num", "ref", "variant",
+        *(["session"] if minute else []),
+    )  # fmt: skip
     if after is not None:  # (each group loses earlier rows only: what stays is contiguous)
         rows = rows.filter(pl.col("ts") > after)
     variant = rows.get_column("variant")
     if rows.height and (variant != "").any():
         rows = rows.filter(variant == variant[0])
-    idx = rows.get_column("idx").to_numpy()
+    group = rows.get_column("group").to_numpy()
     num = rows.get_column("num").to_numpy()
     ref = rows.get_column("ref").cast(pl.Float64).to_numpy()
     session = rows.get_column("session").to_physical().to_numpy() if minute else None
-    # Four buffers serve every horizon: fresh pages cost more here than the arithmetic.
-    n = len(ref)
-    later, steps = np.empty(n), np.empty(n, dtype=idx.dtype)
-    known, up = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+    every = np.arange(len(ref))
+    later, up = np.empty(len(ref)), np.empty(len(ref), dtype=bool)
     totals: dict[str, int | float] = {}
     for h in horizons:
-        m = max(n - h, 0)
-        f, k, u = later[:m], known[:m], up[:m]
-        with np.errstate(divide="ignore", invalid="ignore"):  # (not finite: not counted)
-            np.divide(ref[h:], ref[:m], out=f)
-        np.subtract(f, 1.0, out=f)
-        np.subtract(idx[h:], idx[:m], out=steps[:m])
-        np.equal(steps[:m], h, out=k)
-        np.subtract(num[h:], num[:m], out=steps[:m])
-        k &= np.equal(steps[:m], h, out=u)  # (`u` is free until the `up` below)
+        at = later_rows(group, num, every, h)
+        known = at >= 0
+        np.take(ref, at, out=later, mode="wrap")  # (-1: the last row's, not known anyway)
         if session is not None:
-            k &= np.equal(session[h:], session[:m], out=u)
-        k &= np.isfinite(f, out=u)
-        np.greater(f, 0.0, out=u)
-        u &= k
+            known &= np.equal(np.take(session, at, mode="wrap"), session, out=up)
+        with np.errstate(divide="ignore", invalid="ignore"):  # (not finite: not counted)
+            np.divide(later, ref, out=later)
+        np.subtract(later, 1.0, out=later)
+        known &= np.isfinite(later, out=up)
+        np.greater(later, 0.0, out=up)
+        up &= known
         totals |= {
-            f"n_{h}": int(np.count_nonzero(k)),
-            f"sum_{h}": float(f.sum(where=k)),
-            f"up_{h}": int(np.count_nonzero(u)),
+            f"n_{h}": int(np.count_nonzero(known)),
+            f"sum_{h}": float(later.sum(where=known)),
+            f"up_{h}": int(np.count_nonzero(up)),
         }
     return pl.DataFrame([totals])
 
@@ -152,8 +151,8 @@ class _Positions:
         self.cond = cond
         self.pos = fired.get_column("pos").to_numpy().astype(np.int64)
         self.idx = fired.get_column("idx").to_numpy().astype(np.int64)
-        self.num = fired.get_column("num").to_numpy().astype(np.int64)
-        self._idx_all = cond.get_column("idx").to_numpy()
+        # (a group: a run of rows from an `idx` of 0, one symbol's or one variant's)
+        self._group = np.cumsum(cond.get_column("idx").to_numpy() == 0)
         self._num_all = cond.get_column("num").to_numpy()
         # (a minute rule's horizon stays in the firing's session: the `session` column)
         self._session = cond.get_column("session").to_physical().to_numpy() if in_session else None
@@ -175,38 +174,36 @@ class _Positions:
 
     def later(self, h: int) -> np.ndarray:
         """Per firing, the row of its group whose period is `h` after the firing's (by `num`),
-        or -1 when there is none. Where no period of the group is missing between, it is `h`
-        rows on; where one is, fewer, and a binary search over those rows finds it."""
-        height, target = self.cond.height, self.pos + h
-        at = np.minimum(target, height - 1)
-        found = np.where(
-            (target < height)
-            & (self._idx_all[at] == self.idx + h)
-            & (self._num_all[at] == self.num + h),
-            target,
-            -1,
-        )
-        rest = np.flatnonzero(found < 0)
-        if rest.size:
-            found[rest] = self._search(rest, h)
+        or -1 when there is none (for minutes, none in a later session)."""
+        found = later_rows(self._group, self._num_all, self.pos, h)
         if self._session is not None:
             inside = found >= 0
             same = self._session[np.where(inside, found, 0)] == self._session[self.pos]
             found[inside & ~same] = -1
         return found
 
-    def _search(self, rest: np.ndarray, h: int) -> np.ndarray:
-        """`later` for the firings at `rest`: the last of the next `h` rows that is of the same
-        group with a period at most `h` on (true up to a row, false after: periods increase
-        within a group), if its period is exactly `h` on; else -1. All at once, in log2(h)
-        steps of arrays."""
-        pos, idx, goal = self.pos[rest], self.idx[rest], self.num[rest] + h
-        lo, hi = pos.copy(), np.minimum(pos + h, self.cond.height - 1)
+
+def later_rows(group: np.ndarray, num: np.ndarray, rows: np.ndarray, h: int) -> np.ndarray:
+    """Per row of `rows`, the row of the same group whose period is `h` after its own (`num`:
+    groups are contiguous, each in `num` order), or -1 when that period is not there. Where
+    no period of the group is missing between, it is `h` rows on; where one is, fewer, and a
+    binary search over those rows finds it: the last of them that is of the same group with a
+    period at most `h` on (true up to a row, false after), if its period is exactly `h` on.
+    All at once, in log2(h) steps of arrays."""
+    height, target = len(num), rows + h
+    at = np.minimum(target, height - 1)
+    goal = num[rows] + h
+    found = np.where((target < height) & (group[at] == group[rows]) & (num[at] == goal), target, -1)
+    rest = np.flatnonzero(found < 0)
+    if rest.size:
+        pos, mine, want = rows[rest], group[rows[rest]], goal[rest]
+        lo, hi = pos.copy(), np.minimum(pos + h, height - 1)
         while (lo < hi).any():
             mid = (lo + hi + 1) // 2
-            ok = (self._idx_all[mid] - idx == mid - pos) & (self._num_all[mid] <= goal)
+            ok = (group[mid] == mine) & (num[mid] <= want)
             lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid - 1)
-        return np.where(self._num_all[lo] == goal, lo, -1)
+        found[rest] = np.where(num[lo] == want, lo, -1)
+    return found
 
 
 def _cooldown(fired: pl.DataFrame, periods: int) -> pl.DataFrame:

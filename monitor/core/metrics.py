@@ -128,8 +128,8 @@ def volume_ratio(window: int) -> pl.Expr:
 
 def with_high(frame: pl.DataFrame, lookback: int | None = None) -> pl.DataFrame:
     """`frame` with `high`, the highest close so far (or of the last `lookback` periods, the
-    current included), `high_row`, the frame's row where it was set (the latest of equal
-    closes), and `high_date`, that row's session.
+    current included, counted by `num`: see `bar_history.derived`), `high_row`, the frame's
+    row where it was set (the latest of equal closes), and `high_date`, that row's session.
 
     Over a lookback the high's row is the rolling maximum of a key that orders rows by close,
     then by row: the dense rank of the close times the frame's height, plus the row. (The
@@ -140,10 +140,10 @@ def with_high(frame: pl.DataFrame, lookback: int | None = None) -> pl.DataFrame:
     if lookback is None:  # (a symbol's first row is its own high: the fill stays within it)
         at = pl.when(pl.col("close") >= pl.col("close").cum_max().over(BY)).then(row)
         frame = frame.with_columns(at.forward_fill().alias("high_row"))
-    else:
+    else:  # (the last `lookback` periods by `num`: a period missing from the history is one)
         key = pl.col("close").rank("dense").cast(pl.Int64) * height + row
         frame = frame.with_columns(key.alias("high_row"))
-        latest = pl.col("high_row").rolling_max(lookback, min_samples=1).over(BY)
+        latest = pl.col("high_row").rolling_max_by("num", f"{lookback}i").over(BY)
         frame = frame.with_columns(latest % height)
     return frame.with_columns(
         pl.col("close").gather("high_row").alias("high"),

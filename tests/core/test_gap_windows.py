@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from monitor.core.engine import Engine
-from monitor.core.model import DAILY_SCHEMA
+from monitor.core.model import DAILY_SCHEMA, Bar, FeedBatch, bars_frame
 from monitor.core.rules.spec import parse_rules
 from monitor.core.sessions import Sessions
 
@@ -197,3 +197,113 @@ def test_a_rotation_window_does_not_reach_across_a_missing_session(sessions: Ses
 
     assert fired(gap=True) == []
     assert fired(gap=False) == [str(days[20])]
+
+
+def test_a_minute_rotation_counts_the_pairs_minutes(sessions: Sessions) -> None:
+    """A 1m rotation's periods are the minutes both symbols traded: L without a trade at 13:34,
+    what followed the beat of 13:31 is taken three paired minutes on (13:35), and by 13:39
+    both earlier beats' are known. (The reviewer's case: with the small symbol's own minutes
+    counted, 13:34 was missing and the returns were not known.)"""
+    rules = ROTATION.replace('timeframe = "1d"', 'timeframe = "1m"').replace(
+        "window = 5\nmin_spread = 0.05", "window = 1\nmin_spread = 0.005\nhorizons = [3]"
+    )
+    at = lambda m: dt.datetime(2024, 7, 2, 13, 30 + m, tzinfo=UTC)  # noqa: E731
+    small = {0: 100.0, 1: 101.0, 2: 101.0, 3: 101.0, 4: 104.0, 5: 110.0, 6: 110.0, 7: 110.0}
+    small |= {8: 111.2, 9: 111.2, 10: 111.2, 11: 111.2}
+    large = {m: 100.0 for m in small if m != 4}
+    engine = Engine(parse_rules(rules), sessions)
+    engine.warm(at(0) - dt.timedelta(hours=1))
+    batch = FeedBatch.empty("test")
+    batch.minute_bars = bars_frame(
+        [
+            Bar(s, "1m", c, c, c, c, 100.0, start=at(m))
+            for s, closes in (("L", large), ("S", small))
+            for m, c in closes.items()
+        ],
+        "1m",
+    )
+    engine.ingest(batch)
+    alerts = engine.advance(at(13)).alerts
+    followed = {a.ts: [(f.count, f.mean) for f in a.history.forward] for a in alerts}  # type: ignore[union-attr]
+    assert list(followed) == [
+        "2024-07-02T13:32:00Z",
+        "2024-07-02T13:36:00Z",
+        "2024-07-02T13:39:00Z",
+    ]
+    assert followed["2024-07-02T13:36:00Z"] == [(1, pytest.approx(110 / 101 - 1))]
+    assert followed["2024-07-02T13:39:00Z"][0][0] == 2
+
+
+def test_a_drawdown_lookback_counts_the_sessions_missing_from_the_history(
+    sessions: Sessions,
+) -> None:
+    """A high over the last 5 sessions: X closes at 120, then at 100 with the next ten sessions
+    missing. The 120 is eleven sessions back at the next bar, out of the window: no "16.7%
+    below its high". With the sessions there, the fall shows the next session."""
+    rules = """
+[[rules]]
+id = "dd"
+kind = "drawdown"
+symbols = ["X"]
+timeframe = "1d"
+min_below_high = 0.10
+lookback = 5
+"""
+    path = {0: 120.0, 1: 100.0, 15: 100.0}
+    assert jumps(sessions, rules, path, missing=range(1, 11)) == []
+    assert [a.session for a in jumps(sessions, rules, path, missing=range(0))] == ["2025-06-03"]
+
+
+def test_a_fade_rise_window_counts_the_sessions_missing_from_the_history(
+    sessions: Sessions,
+) -> None:
+    """A rise of 10% within 3 sessions, then a 5% drop: X at 100, ten sessions missing, then
+    115 and 105. The rise took at least eleven sessions: no fade. With the sessions there
+    (at 100), the rise is one session's, and the drop fires."""
+    rules = """
+[[rules]]
+id = "fade"
+kind = "fade"
+symbols = ["X"]
+timeframe = "1d"
+rise = 0.10
+rise_window = 3
+drop = 0.05
+"""
+    path = {0: 100.0, 11: 115.0, 12: 105.0, 13: 105.0}
+    assert jumps(sessions, rules, path, missing=range(1, 11)) == []
+    assert [a.session for a in jumps(sessions, rules, path, missing=range(0))] == ["2025-06-18"]
+
+
+def test_what_followed_a_breadth_alert_counts_sessions_missing_from_the_data(
+    sessions: Sessions,
+) -> None:
+    """Three symbols all up in sessions 2, 4 and 10, flat otherwise, and sessions 5 to 7
+    missing from the data: at session 10, what followed the session-4 alert two sessions on
+    (session 6) is not known, and the session-2 alert's is (session 4). Before, "two
+    sessions on" from session 4 was two rows on: session 8."""
+    rules = """
+[[rules]]
+id = "breadth"
+kind = "breadth"
+universe = true
+timeframe = "1d"
+window = 1
+min_share = 1.0
+min_symbols = 3
+horizons = [2]
+"""
+    days = sessions.frame.filter(pl.col("session") >= dt.date(2025, 6, 2)).get_column("session")
+    closes = {0: 100.0, 2: 101.0, 4: 102.0, 10: 103.0}
+    rows, close = [], 100.0
+    for n, day in enumerate(days[:12]):
+        close = closes.get(n, close)
+        if not 5 <= n <= 7:
+            rows += [(s, day, close, close, close, close, 1000.0) for s in ("A", "B", "C")]
+    engine = Engine(parse_rules(rules), sessions)
+    engine.ingest_daily(pl.DataFrame(rows, schema=DAILY_SCHEMA, orient="row").sort("symbol"))
+    alerts = engine.advance(dt.datetime(2025, 12, 31, tzinfo=UTC)).alerts
+    assert [a.session for a in alerts] == [str(days[2]), str(days[4]), str(days[10])]
+    assert alerts[2].history is not None
+    [two] = alerts[2].history.forward
+    assert (two.count, two.mean) == (1, pytest.approx(102 / 101 - 1))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import polars as pl
 from hypothesis import given, settings
@@ -124,15 +126,22 @@ def test_with_high_is_the_latest_highest_close_of_the_window(
 ) -> None:
     """The high over all history or the last `lookback` periods, the row and session of its
     latest occurrence: equal closes are common here, and a window whose high was not a high
-    when it was set (a larger close has left the window) is too."""
+    when it was set (a larger close has left the window) is too. A period missing from the
+    history (`num` skips one before each close drawn as None) is one of the `lookback`."""
     values, starts, _ = _flat(groups)
     closes = [1.5 if v is None else float(v) + 1.0 for v in values]
     symbols = [f"S{i}" for i, g in enumerate(groups) for _ in g]
+    nums = list(itertools.accumulate(2 if v is None else 1 for v in values))
     sessions = pl.date_range(pl.date(2000, 1, 1), pl.date(2000, 12, 31), eager=True)
-    frame = pl.DataFrame({"symbol": symbols, "session": sessions[: len(closes)], "close": closes})
-    got = with_high(frame, lookback)
+    frame = pl.DataFrame(
+        {"symbol": symbols, "session": sessions[: len(closes)], "close": closes, "num": nums}
+    )
+    got = with_high(frame, lookback).drop("num")
     for row in range(len(closes)):
-        first = int(starts[row]) if lookback is None else max(int(starts[row]), row - lookback + 1)
+        first = int(starts[row])
+        if lookback is not None:
+            while nums[first] <= nums[row] - lookback:
+                first += 1
         window = closes[first : row + 1]
         at = first + max(j for j, c in enumerate(window) if c == max(window))
         assert got.row(row, named=True) == {

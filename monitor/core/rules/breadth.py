@@ -34,6 +34,9 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
             (pl.col("wret") > 0).sum().alias("up"),
             pl.col("wret").is_not_null().sum().alias("counted"),
             pl.col("ret1").mean().fill_null(0.0).alias("mean_ret1"),
+            # (a session's or a week's number in the calendar, the same for every symbol; a
+            # minute's is a symbol's own row: the frame's row stands for it, see select_keys)
+            *([] if rule.timeframe == "1m" else [pl.col("num").first()]),
         )
         .sort("ts")
         .pipe(m.with_coverage, bars, rule.timeframe)

@@ -29,7 +29,8 @@ def condition(bars: pl.DataFrame, rule: FadeRule, ctx: RuleContext) -> pl.DataFr
     larger rise to a lower close does not count.)"""
     within = rule.within or rule.rise_window
     w = rule.rise_window
-    low_before = pl.col("close").rolling_min(w + 1, min_samples=2).over(m.BY)
+    # (periods by `num`: one missing from the history is one of the window's, see derived)
+    low_before = pl.col("close").rolling_min_by("num", f"{w + 1}i", min_samples=2).over(m.BY)
     frame = bars.with_columns((pl.col("close") / low_before - 1.0).alias("rise_to_here"))
     frame = m.with_high(frame, within + 1).with_columns(
         pl.col("rise_to_here").gather("high_row").alias("rise"),

@@ -35,11 +35,13 @@ def condition(bars: pl.DataFrame, rule: RotationRule, ctx: RuleContext) -> pl.Da
     frame = small.join(large, on="ts", how="inner").sort("ts")
     row = pl.int_range(pl.len())
     if rule.timeframe == "1m":  # (a minute's window stays in its session, as a symbol's)
-        reach = row - row.min().over("session")
+        # A pair's minutes are its periods (a minute without a trade on one side is none):
+        # `num` counts them, for what followed and a cooldown.
+        reach, num = row - row.min().over("session"), row
     else:  # (nor across a period missing from both, or from either: see metrics.back)
         opens = (pl.col("num") - pl.col("num").shift() != 1).fill_null(True)
-        reach = row - pl.when(opens).then(row).forward_fill()
-    frame = frame.with_columns(row.alias("idx"), reach.alias("reach"))
+        reach, num = row - pl.when(opens).then(row).forward_fill(), pl.col("num")
+    frame = frame.with_columns(row.alias("idx"), reach.alias("reach"), num.alias("num"))
     frame = frame.with_columns(
         m.window_return(rule.window).alias("return"),
         (pl.col("large_close") / m.back(pl.col("large_close"), rule.window) - 1.0).alias(
