@@ -121,17 +121,33 @@ def every_period(
     num = rows.get_column("num").to_numpy()
     ref = rows.get_column("ref").cast(pl.Float64).to_numpy()
     session = rows.get_column("session").to_physical().to_numpy() if minute else None
-    every = np.arange(len(ref))
-    later, up = np.empty(len(ref)), np.empty(len(ref), dtype=bool)
+    n = len(ref)
+    # Where no period is missing, the period `h` on is `h` rows on: a division of two views
+    # of the column. Only with a period missing somewhere are the others searched for.
+    gapped = n > 1 and bool(np.any((np.diff(num) != 1) & (np.diff(group) == 0)))
+    later, steps = np.empty(n), np.empty(n, dtype=np.int64)
+    known, up = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
     totals: dict[str, int | float] = {}
     for h in horizons:
-        at = later_rows(group, num, every, h)
-        known = at >= 0
-        np.take(ref, at, out=later, mode="wrap")  # (-1: the last row's, not known anyway)
+        m = max(n - h, 0)
+        k = known[:m]
+        np.subtract(num[h:], num[:m], out=steps[:m])
+        np.equal(steps[:m], h, out=k)
+        k &= np.equal(group[h:], group[:m], out=up[:m])
         if session is not None:
-            known &= np.equal(np.take(session, at, mode="wrap"), session, out=up)
+            k &= np.equal(session[h:], session[:m], out=up[:m])
+        known[m:] = False
         with np.errstate(divide="ignore", invalid="ignore"):  # (not finite: not counted)
-            np.divide(later, ref, out=later)
+            np.divide(ref[h:], ref[:m], out=later[:m])
+            if gapped:  # (the rows whose period `h` on is fewer rows on)
+                rest = np.flatnonzero(~known)
+                at = _search(group, num, rest, h)
+                hit = at >= 0
+                if session is not None:
+                    hit &= session[np.maximum(at, 0)] == session[rest]
+                rest, at = rest[hit], at[hit]
+                later[rest] = ref[at] / ref[rest]
+                known[rest] = True
         np.subtract(later, 1.0, out=later)
         known &= np.isfinite(later, out=up)
         np.greater(later, 0.0, out=up)
@@ -186,24 +202,29 @@ class _Positions:
 def later_rows(group: np.ndarray, num: np.ndarray, rows: np.ndarray, h: int) -> np.ndarray:
     """Per row of `rows`, the row of the same group whose period is `h` after its own (`num`:
     groups are contiguous, each in `num` order), or -1 when that period is not there. Where
-    no period of the group is missing between, it is `h` rows on; where one is, fewer, and a
-    binary search over those rows finds it: the last of them that is of the same group with a
-    period at most `h` on (true up to a row, false after), if its period is exactly `h` on.
-    All at once, in log2(h) steps of arrays."""
+    no period of the group is missing between, it is `h` rows on; where one is, fewer
+    (`_search`)."""
     height, target = len(num), rows + h
     at = np.minimum(target, height - 1)
     goal = num[rows] + h
     found = np.where((target < height) & (group[at] == group[rows]) & (num[at] == goal), target, -1)
     rest = np.flatnonzero(found < 0)
     if rest.size:
-        pos, mine, want = rows[rest], group[rows[rest]], goal[rest]
-        lo, hi = pos.copy(), np.minimum(pos + h, height - 1)
-        while (lo < hi).any():
-            mid = (lo + hi + 1) // 2
-            ok = (group[mid] == mine) & (num[mid] <= want)
-            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid - 1)
-        found[rest] = np.where(num[lo] == want, lo, -1)
+        found[rest] = _search(group, num, rows[rest], h)
     return found
+
+
+def _search(group: np.ndarray, num: np.ndarray, rows: np.ndarray, h: int) -> np.ndarray:
+    """`later_rows` by binary search over the `h` rows after each of `rows`: the last of them
+    that is of the same group with a period at most `h` on (true up to a row, false after),
+    if its period is exactly `h` on; else -1. All at once, in log2(h) steps of arrays."""
+    mine, want = group[rows], num[rows] + h
+    lo, hi = rows.copy(), np.minimum(rows + h, len(num) - 1)
+    while (lo < hi).any():
+        mid = (lo + hi + 1) // 2
+        ok = (group[mid] == mine) & (num[mid] <= want)
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid - 1)
+    return np.where(num[lo] == want, lo, -1)
 
 
 def _cooldown(fired: pl.DataFrame, periods: int) -> pl.DataFrame:
