@@ -56,9 +56,9 @@ class _Built(NamedTuple):
 
 def _built_sessions(read: IntradayRead) -> _Built:
     """The session bars the daemon's engine builds of minute bars and ticks (regular hours,
-    day by day as `replay` feeds them), of sessions closed by now: a session still under way
-    would be stored as if it had closed (`session_not_closed`, one rejection per bar). With the
-    engine's rejections (outside the session, repeated, ...)."""
+    day by day as `replay` feeds them), of sessions closed by now: one still under way is not
+    built (`session_not_closed`, one rejection per symbol). With the engine's rejections
+    (outside the session, repeated, ...)."""
     from monitor.calendar import nyse_sessions
     from monitor.core.engine import Engine
     from monitor.core.model import DAILY_SCHEMA, Rejection, empty
@@ -73,11 +73,29 @@ def _built_sessions(read: IntradayRead) -> _Built:
     refused: list[Rejection] = []
     for _ in replay_steps(engine, empty(DAILY_SCHEMA), intraday=day, rejected=refused):
         pass
-    closed = engine.sessions.close_of_expr(pl.col("session")) <= dt.datetime.now(dt.UTC)
-    bars = engine.daily.filter(closed)
-    for symbol, session in engine.daily.filter(~closed).select("symbol", "session").iter_rows():
-        refused.append(Rejection("session_not_closed", symbol, str(session)))
-    return _Built(bars, refused)
+    # (replay never moves the clock past now: a session still under way is not built)
+    now = dt.datetime.now(dt.UTC)
+    for session, (minutes, ticks) in day.days().items():
+        if engine.sessions.is_session(session) and engine.sessions.close_of(session) > now:
+            symbols = pl.concat([minutes.get_column("symbol"), ticks.get_column("symbol")])
+            for symbol in symbols.unique(maintain_order=True):
+                refused.append(Rejection("session_not_closed", symbol, str(session)))
+    return _Built(engine.daily, refused)
+
+
+def _with_built(
+    bars: pl.DataFrame, close_only: pl.Series, built: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.Series]:
+    """The daily files' `bars` (`close_only`: whose are closes only) and the session bars
+    `built` of minutes and ticks, one per symbol and session: a daily file's full bar outranks
+    a built one, which outranks a close only (as a stored bar does: see `Store.upsert_bars`).
+    With the flags of the rows kept."""
+    keys = ["symbol", "session"]
+    full, closes = bars.filter(~close_only), bars.filter(close_only)
+    built = built.join(full, on=keys, how="anti")
+    closes = closes.join(built, on=keys, how="anti")
+    flags = [False] * (full.height + built.height) + [True] * closes.height
+    return pl.concat([full, built, closes]), pl.Series("close_only", flags, dtype=pl.Boolean)
 
 
 def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
@@ -121,11 +139,12 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         daily_specs, intraday = read_intraday(specs, end=args.end)
         loaded = read_many(daily_specs, adjusted=args.adjusted, end=args.end)
         bars, off = _sessions_only(loaded.bars)
-        built = _built_sessions(intraday) if intraday is not None else None
-        if built is not None:  # (a daily file's bar of a session outranks one built)
-            bars = pl.concat([bars, built.bars.join(bars, on=["symbol", "session"], how="anti")])
+        close_only = _close_only_of(bars, loaded)
+        if intraday is not None:
+            built = _built_sessions(intraday)
+            bars, close_only = _with_built(bars, close_only, built.bars)
             off += built.rejections
-        upsert = store.upsert_bars(bars, close_only=_close_only_of(bars, loaded))
+        upsert = store.upsert_bars(bars, close_only=close_only)
     merged, written = upsert.bars, upsert.written
     symbols = written.get_column("symbol").n_unique() if written.height else 0
     print(

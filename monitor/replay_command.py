@@ -106,6 +106,9 @@ def read_intraday(
     are none) up to `end`, told apart as the daemon's replay feed tells them
     (`monitor.minutefiles.is_minute_file`): by their columns, and whether their time column
     carries times of day. DataError as the readers'."""
+    import polars as pl
+
+    from monitor.core.model import Rejection
     from monitor.minutefiles import is_minute_file, read_minute_files
     from monitor.tickfiles import is_tick_file, read_tick_files
 
@@ -121,10 +124,24 @@ def read_intraday(
         return daily, None
     bars, trades = read_minute_files(minutes, end=end), read_tick_files(ticks, end=end)
     counts = Counter(bars.counts) + Counter(trades.counts)
-    read = IntradayRead(
-        bars.bars, trades.ticks, dict(counts), [*bars.rejections, *trades.rejections]
-    )
-    return daily, read
+    rejections = [*bars.rejections, *trades.rejections]
+    # Bars of minutes not over yet and ticks still to come (a typo's year 2200, a clock an
+    # hour off) are refused, as the engine refuses them from a feed: `future_bar`, `future_tick`.
+    now = dt.datetime.now(dt.UTC)
+    kept = []
+    for frame, at, reason in (
+        (bars.bars, pl.col("start") + dt.timedelta(minutes=1), "future_bar"),
+        (trades.ticks, pl.col("ts"), "future_tick"),
+    ):
+        future = frame.filter(at > now)
+        kept.append(frame.filter(at <= now) if future.height else frame)
+        if future.height:
+            counts[reason] += future.height
+            rejections += [
+                Rejection(reason, symbol, f"{time:%Y-%m-%d %H:%M:%S} UTC")
+                for symbol, time in future.select("symbol", at).head(5).iter_rows()
+            ]
+    return daily, IntradayRead(kept[0], kept[1], dict(counts), rejections)
 
 
 def _unwritable(path: str) -> str | None:
@@ -331,8 +348,21 @@ def run_replay(
                 shown.add(step)
         if written is not None:
             written.result()
-    if found.result():
-        print(f"market-monitor: {gaps_line(found.result())}", file=sys.stderr)
+    later = [r.id for r in rules.enabled if r.timeframe != "1m"]
+    if tally is not None and day is not None and later:
+        # (their outcomes, from one evaluation of the sessions built: see Summary)
+        second = build_engine(
+            rules, sessions, short_interest=si, emit_after=emit_after_for(sessions, start),
+            rule_threads=2,
+        )  # fmt: skip
+        again = Summary(second)
+        for step in replay_steps(second, engine.daily):
+            again.add(step)
+        tally.take(again, set(later))
+    # (with minutes or ticks, the holes in the sessions built of them too)
+    holed = found.result() if day is None else gaps(engine.daily, sessions)
+    if holed:
+        print(f"market-monitor: {gaps_line(holed)}", file=sys.stderr)
     if fmt == "table":
         out.write(table(alerts))
     elif fmt == "summary" and tally is not None:

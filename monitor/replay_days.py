@@ -82,33 +82,43 @@ def _by_day(frame: pl.DataFrame, day: pl.Expr) -> dict[dt.date, pl.DataFrame]:
 def day_steps(
     engine: Engine,
     daily: pl.DataFrame,
-    intraday: Intraday,
+    minutes: pl.DataFrame,
+    ticks: pl.DataFrame,
+    *,
     feed: str,
     deferred: bool,
     rejected: list[Rejection] | None,
+    now: dt.datetime,
 ) -> Iterator[Step]:
-    """Day by day: each day's ticks, minute bars and daily bars in one batch, then the clock
-    advanced past its session's close and its last tick or bar (and the bar builder's
-    `close_delay`), as a daemon whose feed sent that day would see it: its minutes close, its
-    session bar is built of them (regular hours: outside them, ticks and bars are rejected and
-    counted, as the daemon's are), and every rule evaluates."""
-    by_day = intraday.days()
-    daily_by_day = _by_day(daily, pl.col("session"))
-    delay = engine.book.close_delay
-    for day in sorted(by_day.keys() | daily_by_day.keys()):
-        minutes, ticks = by_day.get(day, (intraday.minutes.clear(), intraday.ticks.clear()))
-        batch = FeedBatch.empty(feed)
-        batch.minute_bars, batch.ticks = minutes, ticks
-        if day in daily_by_day:
-            batch.daily_bars = daily_by_day[day]
-        refused = engine.ingest(batch)
-        if rejected is not None:
-            rejected += refused
-        ends = [engine.sessions.close_of(day) if engine.sessions.is_session(day) else None]
-        ends += [_latest(minutes, "start", _MINUTE), _latest(ticks, "ts", dt.timedelta())]
-        known = [end for end in ends if end is not None]
-        if known:
-            yield engine.advance(max(known) + delay, deferred=deferred)
+    """One day's step: its ticks, minute bars and daily bars into the engine in one batch, as
+    a daemon whose feed sent that day would take them, and the clock moved past its session's
+    close and its last tick or bar (and the bar builder's `close_delay`), but never past `now`
+    (the wall clock: a session still under way does not close). Its minutes close, its session
+    bar is built of them (regular hours: outside them, ticks and bars are rejected and
+    counted, as the daemon's are), and every rule evaluates. (Minute by minute, as the
+    daemon steps, a universe's day would take minutes: each step evaluates every minute rule.)"""
+    batch = FeedBatch.empty(feed)
+    batch.minute_bars, batch.ticks, batch.daily_bars = minutes, ticks, daily
+    refused = engine.ingest(batch)
+    if rejected is not None:
+        rejected += refused
+    day = _day_of(daily, minutes, ticks)
+    ends = [
+        engine.sessions.close_of(day) if engine.sessions.is_session(day) else None,
+        _latest(minutes, "start", _MINUTE),
+        _latest(ticks, "ts", dt.timedelta()),
+    ]
+    known = [end for end in ends if end is not None]
+    if known:
+        yield engine.advance(min(max(known) + engine.book.close_delay, now), deferred=deferred)
+
+
+def _day_of(daily: pl.DataFrame, minutes: pl.DataFrame, ticks: pl.DataFrame) -> dt.date:
+    """The New York date of a day's rows (there is one)."""
+    for frame, day in ((daily, pl.col("session")), (minutes, _new_york_day("start"))):
+        if not frame.is_empty():
+            return frame.select(day.first()).item()  # type: ignore[no-any-return]
+    return ticks.select(_new_york_day("ts").first()).item()  # type: ignore[no-any-return]
 
 
 _MINUTE = dt.timedelta(minutes=1)

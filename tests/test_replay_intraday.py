@@ -9,10 +9,12 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from monitor.cli import main
+from monitor.core.sessions import Sessions
 from monitor.store import Store
 from tests.conftest import DATA
 from tests.test_commands import cli
@@ -161,14 +163,17 @@ def test_daily_history_then_minutes(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_backfill_stores_the_sessions_a_minute_file_makes(tmp_path: Path) -> None:
     """`backfill` of SPY's minute file stores the two sessions the daemon's engine builds of
     them (regular hours: open, high, low, close and volume of 09:30 to 16:00), counting the
-    minutes outside; a daily file's bar of 03-08 given with it outranks the built one. (The
-    minute file used to be stored as each day's 04:00 minute.)"""
+    minutes outside; a daily file's bar of 03-08 given with it outranks the built one, and a
+    file of closes only does not replace the built bar of 03-11. (The minute file used to be
+    stored as each day's 04:00 minute.)"""
     write_config(tmp_path, "mm-backfill-minutes")
     daily = tmp_path / "spy_daily.csv"
     daily.write_text("date,open,high,low,close,volume\n2024-03-08,1,2,0.5,1.5,10\n")
+    closes = tmp_path / "spy_closes.csv"  # (a close only does not replace a built bar)
+    closes.write_text("date,close\n2024-03-11,500\n")
     res = cli(
         "backfill", "--config", str(tmp_path / "monitor.toml"),
-        "--data", f"SPY={SPY}", "--data", f"SPY={daily}",
+        "--data", f"SPY={SPY}", "--data", f"SPY={daily}", "--data", f"SPY={closes}",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "outside_session=819" in res.stderr and "(outside_session)" not in res.stderr
@@ -189,3 +194,110 @@ def test_backfill_stores_the_sessions_a_minute_file_makes(tmp_path: Path) -> Non
     for field in ("open", "high", "low", "close", "volume"):
         assert row[field] == pytest.approx(want[field][0]), field
     assert stored.filter(pl.col("session") == dt.date(2024, 3, 8))["close"].to_list() == [1.5]
+
+
+def synthetic_minutes(path: Path, sessions: list[dt.date], hole: dt.date | None = None) -> Path:
+    """X's regular-hours minutes (New York times) over `sessions` but `hole`: a random walk."""
+    rng = np.random.default_rng(7)
+    rows, price = ["datetime,open,high,low,close,volume"], 50.0
+    for day in sessions:
+        if day == hole:
+            continue
+        for minute in range(390):
+            at = dt.datetime.combine(day, dt.time(9, 30)) + dt.timedelta(minutes=minute)
+            step = float(rng.normal(0, 0.004))
+            close = round(price * (1 + step), 4)
+            high, low = max(price, close) + 0.01, min(price, close) - 0.01
+            rows.append(
+                f"{at:%Y-%m-%d %H:%M:%S},{price},{high:.4f},{low:.4f},{close},{100 + minute}"
+            )
+            price = close
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+SESSIONS = [dt.date(2024, 3, d) for d in (4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 18, 19, 20)]
+DAILY_RULES = """
+[[rules]]
+id = "up.1d"
+kind = "streak"
+symbols = ["X"]
+timeframe = "1d"
+count = 1
+min_return = 0.0
+horizons = [1, 3]
+"""
+
+
+def test_a_summary_of_minutes_is_that_of_the_sessions_they_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--format summary` of a minute file: a daily rule's alerts and what followed them, as
+    over a daily file of the same sessions (a one-shot polars pass over the minutes), not a
+    summary without outcomes (each day's evaluation knows no later session)."""
+    minutes = synthetic_minutes(tmp_path / "x_minutes.csv", SESSIONS)
+    frame = pl.read_csv(minutes, try_parse_dates=True)
+    daily = frame.group_by(pl.col("datetime").dt.date().alias("date"), maintain_order=True).agg(
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
+        pl.col("volume").sum(),
+    )
+    daily.write_csv(tmp_path / "x_daily.csv")
+    (tmp_path / "rules.toml").write_text(DAILY_RULES)
+    outputs = []
+    for data in ("x_minutes.csv", "x_daily.csv"):
+        args = ["--rules", str(tmp_path / "rules.toml"), "--format", "summary"]
+        assert main(["replay", *args, "--data", f"X={tmp_path / data}"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert "n/a" not in outputs[0] and " 0 alerts" not in outputs[0]
+
+
+def test_sessions_missing_from_minutes_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A session missing inside a minute file's history is named on stderr, as a daily
+    file's is."""
+    minutes = synthetic_minutes(tmp_path / "x.csv", SESSIONS, hole=dt.date(2024, 3, 12))
+    _, err = replay(tmp_path, capsys, DAILY_RULES, "--data", f"X={minutes}")
+    assert "1 session missing" in err and "2024-03-12" in err
+
+
+def test_minutes_and_ticks_from_the_future_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A minute file whose year is 2200 (a typo) builds no session and fires nothing: its
+    bars are refused as `future_bar`, named on stderr."""
+    text = SPY.read_text().replace("2024-03-11", "2200-03-11")
+    (tmp_path / "spy.csv").write_text(text)
+    alerts, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={tmp_path / 'spy.csv'}")
+    assert alerts and {a["session"] for a in alerts} == {"2024-03-08"}
+    assert f"future_bar={text.count('2200-03-11')}" in err and "2200-03-11" in err
+
+
+def test_a_daily_universe_after_a_day_of_minutes_goes_in_batches(sessions: Sessions) -> None:
+    """A day of minutes at the start of a long daily history: the daily bars after it go in
+    one batch (`replay_steps` without `batch_sessions`), not one step per session."""
+    from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, empty
+    from monitor.core.rules.spec import parse_rules
+    from monitor.replay import build_engine, replay_steps
+    from monitor.replay_days import Intraday
+
+    days = sessions.frame.filter(
+        pl.col("session").is_between(dt.date(2024, 1, 2), dt.date(2024, 12, 31))
+    )
+    daily = pl.DataFrame(
+        [("Y", d, 10.0, 10.0, 10.0, 10.0, 1.0) for d in days.get_column("session")],
+        schema=DAILY_SCHEMA,
+        orient="row",
+    )
+    start = dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC)
+    minutes = pl.DataFrame(
+        [("X", start, 5.0, 5.0, 5.0, 5.0, 1.0)], schema=MINUTE_SCHEMA, orient="row"
+    )
+    engine = build_engine(parse_rules(DAILY_RULES), sessions)
+    steps = list(replay_steps(engine, daily, intraday=Intraday(minutes, empty(TICK_SCHEMA))))
+    assert len(steps) == 2  # (the day of minutes with its daily bars, then the rest)
+    assert engine.daily.height == daily.height + 1
