@@ -282,7 +282,9 @@ def run_replay(
     unfired = cannot_fire(rules.enabled, known, minute_bars=minutes, short_interest=given)
     for rule_id, why in unfired.items():
         print(f"market-monitor: rule {rule_id} cannot fire: {why}", file=sys.stderr)
-    for rule_id in _without_volume(rules.enabled, bars) if day is None else ():
+    # (a symbol of minutes or ticks has volume in them: the daily files' others are looked at)
+    daily_only = bars if day is None else bars.filter(~pl.col("symbol").is_in(day.symbols()))
+    for rule_id in _without_volume(rules.enabled, daily_only):
         print(
             f"market-monitor: rule {rule_id} cannot fire: no volume in the data for its symbols",
             file=sys.stderr,

@@ -301,3 +301,19 @@ def test_a_daily_universe_after_a_day_of_minutes_goes_in_batches(sessions: Sessi
     steps = list(replay_steps(engine, daily, intraday=Intraday(minutes, empty(TICK_SCHEMA))))
     assert len(steps) == 2  # (the day of minutes with its daily bars, then the rest)
     assert engine.daily.height == daily.height + 1
+
+
+def test_a_squeeze_on_closes_only_is_named_beside_minutes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A squeeze rule on a symbol of a file of closes only cannot fire (no volume), and says
+    so when minutes of another symbol are replayed with it; one on the minutes' symbol can."""
+    closes = tmp_path / "y.csv"
+    closes.write_text("date,close\n2024-03-07,10\n2024-03-08,11\n")
+    squeeze = '[[rules]]\nkind = "squeeze"\ntimeframe = "1d"\nmin_return = 0.05\n'
+    squeeze += 'volume_ratio = 2.0\nunknown_short_interest = "fire"\n'
+    rules = squeeze.replace("[[rules]]\n", '[[rules]]\nid = "sq.y"\nsymbols = ["Y"]\n')
+    rules += squeeze.replace("[[rules]]\n", '[[rules]]\nid = "sq.spy"\nsymbols = ["SPY"]\n')
+    _, err = replay(tmp_path, capsys, rules, "--data", f"Y={closes}", "--data", f"SPY={SPY}")
+    assert "rule sq.y cannot fire: no volume" in err
+    assert "sq.spy cannot fire" not in err

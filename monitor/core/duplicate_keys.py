@@ -50,9 +50,9 @@ class DuplicateKeys:
     def has_old(self, buckets: pl.Series, cutoff: dt.datetime | None) -> bool:
         """Whether some of a batch's `buckets` (distinct) are older than the window at `cutoff`
         (None: the book has no clock yet, and nothing is old): their keys are filed on arrival."""
-        if cutoff is None:
+        oldest: dt.datetime | None = buckets.min()  # type: ignore[assignment]
+        if cutoff is None or oldest is None:  # (no clock, or an empty batch)
             return False
-        oldest: dt.datetime = buckets.min()  # type: ignore[assignment]
         return oldest < cutoff - self.window
 
     def copies(self, keys: pl.Series, buckets: pl.Series, old: bool) -> pl.Series | None:

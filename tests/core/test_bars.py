@@ -296,6 +296,22 @@ def test_minute_closes_after_its_end_plus_the_delay() -> None:
     assert book.advance(at(14, 40)).minute.to_dicts() == []
 
 
+def test_an_empty_batch_of_ticks_changes_nothing() -> None:
+    """A batch with no ticks, before or after the book has a clock, is taken as nothing (it
+    raised a TypeError once the book had advanced)."""
+    book = BarBook(SESSIONS, close_delay_s=2.0)
+    assert book.ingest_ticks(pl.DataFrame(schema=TICK_SCHEMA)) == []
+    book.ingest_ticks(ticks_frame([tick("AAA", at(14, 31, 10), 10.0, 1)]))
+    book.advance(at(14, 31, 30))
+    assert book.ingest_ticks(pl.DataFrame(schema=TICK_SCHEMA)) == []
+    assert book.accepted.is_empty()
+    assert_closed(
+        book.advance(at(14, 32, 2)),
+        minutes(minute("AAA", at(14, 31), 10.0, 10.0, 10.0, 10.0, 1.0)),
+        NO_DAILIES,
+    )
+
+
 def test_extended_hours_make_minute_bars_but_not_session_bars() -> None:
     """With extended_hours, pre-market ticks form minute bars that stay out of the session bar."""
     pre = tick("AAA", at(13, 0, 5), 9.0)  # 08:00 New York
