@@ -63,7 +63,7 @@ def test_a_minute_rule_in_a_replay_of_daily_bars_is_named(
     assert (code, out) == (0, "")
     assert (
         "market-monitor: rule s cannot fire: it is a 1m rule and the data has daily bars only"
-        " (no minutes)\n"
+        " (no minute or tick file)\n"
     ) in err
 
 

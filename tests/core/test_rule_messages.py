@@ -162,7 +162,7 @@ timeframe = "1m"
         "rotation": "Z not in the data",
         "excluded": "its universe is empty: every symbol of the data (A, B) is in exclude",
         "thin": "its universe has 1 symbol in the data, fewer than min_symbols (2)",
-        "minute": "it is a 1m rule and the data has daily bars only (no minutes)",
+        "minute": "it is a 1m rule and the data has daily bars only (no minute or tick file)",
     }
     assert "minute" not in cannot_fire(rules.rules, {"A", "B"}, minute_bars=True)
 

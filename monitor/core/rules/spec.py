@@ -347,7 +347,9 @@ def cannot_fire(
     for rule in rules:
         present = _watched(rule, known)
         if rule.timeframe == "1m" and not minute_bars:
-            reasons[rule.id] = "it is a 1m rule and the data has daily bars only (no minutes)"
+            reasons[rule.id] = (
+                "it is a 1m rule and the data has daily bars only (no minute or tick file)"
+            )
         elif rule.id in missing:
             reasons[rule.id] = f"{', '.join(missing[rule.id])} not in the data"
         elif rule.universe and not present:
