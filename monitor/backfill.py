@@ -56,30 +56,25 @@ class _Built(NamedTuple):
 
 def _built_sessions(read: IntradayRead) -> _Built:
     """The session bars the daemon's engine builds of minute bars and ticks (regular hours,
-    day by day as `replay` feeds them), of sessions closed by now: one still under way is not
-    built (`session_not_closed`, one rejection per symbol). With the engine's rejections
-    (outside the session, repeated, ...)."""
+    a day at a time as `replay` feeds them: `monitor.replay_days.day_steps`), of sessions
+    closed by now (one still under way is `session_not_closed`, a day that is no session
+    `not_a_session`: a rejection per symbol). With the engine's rejections (outside the
+    session, repeated, ...)."""
     from monitor.calendar import nyse_sessions
     from monitor.core.engine import Engine
-    from monitor.core.model import DAILY_SCHEMA, Rejection, empty
+    from monitor.core.model import DAILY_SCHEMA, empty
     from monitor.core.rules.spec import RulesFile
-    from monitor.replay import replay_steps
-    from monitor.replay_days import Intraday
+    from monitor.replay_days import Intraday, day_steps
 
     day = Intraday(read.minutes, read.ticks)
     if day.is_empty():
         return _Built(empty(DAILY_SCHEMA), [])
     engine = Engine(RulesFile(), nyse_sessions(day.first_day(), day.last_day()))
     refused: list[Rejection] = []
-    for _ in replay_steps(engine, empty(DAILY_SCHEMA), intraday=day, rejected=refused):
-        pass
-    # (replay never moves the clock past now: a session still under way is not built)
     now = dt.datetime.now(dt.UTC)
     for session, (minutes, ticks) in day.days().items():
-        if engine.sessions.is_session(session) and engine.sessions.close_of(session) > now:
-            symbols = pl.concat([minutes.get_column("symbol"), ticks.get_column("symbol")])
-            for symbol in symbols.unique(maintain_order=True):
-                refused.append(Rejection("session_not_closed", symbol, str(session)))
+        for _ in day_steps(engine, session, minutes, ticks, rejected=refused, now=now):
+            pass
     return _Built(engine.daily, refused)
 
 

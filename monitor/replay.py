@@ -20,7 +20,6 @@ from monitor.core.rules.context import pct, unit
 from monitor.core.rules.spec import Rule, RulesFile, SqueezeRule, kind_of
 from monitor.core.sessions import Sessions
 from monitor.core.short_interest import prepare
-from monitor.replay_days import Intraday, day_steps
 
 
 def build_engine(
@@ -71,21 +70,11 @@ def replay_steps(
     feed: str = "replay",
     deferred: bool = False,
     rejected: list[Rejection] | None = None,
-    intraday: Intraday | None = None,
-    now: dt.datetime | None = None,
 ) -> Iterator[Step]:
     """`replay`, a Step per batch: its `lines` are the alerts as JSON, never decoded.
     `deferred`: as `Engine.advance`'s (read each Step's lines before the next Step);
-    `rejected`, when given, takes the bars the engine rejected (days that are no session, and
-    with `intraday`, ticks and minutes outside the session, ...). With `intraday` (minute bars
-    and ticks), each day of them goes as `monitor.replay_days.day_steps` feeds it, never past
-    `now` (the wall clock; None: the time of the call), and the daily bars of the days between
-    as without."""
-    if intraday is not None and not intraday.is_empty():
-        yield from _with_intraday(
-            engine, bars, intraday, batch_sessions, feed, deferred, rejected, now
-        )
-        return
+    `rejected`, when given, takes the bars the engine rejected (days that are no session).
+    (Minute bars and ticks: `monitor.replay_days.intraday_step`.)"""
     if bars.is_empty():
         return
     for part, last in _batches(bars, batch_sessions):
@@ -97,60 +86,6 @@ def replay_steps(
         if not engine.sessions.is_session(last):
             continue
         yield engine.advance(engine.sessions.close_of(last), deferred=deferred)
-
-
-def _with_intraday(
-    engine: Engine,
-    bars: pl.DataFrame,
-    intraday: Intraday,
-    batch_sessions: int | None,
-    feed: str,
-    deferred: bool,
-    rejected: list[Rejection] | None,
-    now: dt.datetime | None,
-) -> Iterator[Step]:
-    """`replay_steps` with minute bars and ticks: the daily bars of the sessions before each
-    day of them as `replay_steps` feeds daily bars (in batches), then that day with its daily
-    bars (`day_steps`), and after the last day the daily bars left."""
-    clock = now or dt.datetime.now(dt.UTC)
-    days = intraday.days()
-    ordered = pl.Series(sorted(days), dtype=pl.Date)
-    # Each bar's place: before the k-th day of intraday data (2k) or on it (2k + 1).
-    slot = ordered.search_sorted(bars.get_column("session"), side="left").cast(pl.Int64)
-    on_day = ordered.gather(slot.clip(0, max(len(ordered) - 1, 0))) == bars.get_column("session")
-    places = _by_place(bars, slot * 2 + on_day.cast(pl.Int64))
-
-    def between(part: pl.DataFrame | None) -> Iterator[Step]:
-        if part is not None:
-            yield from replay_steps(
-                engine, part, batch_sessions=batch_sessions, feed=feed, deferred=deferred,
-                rejected=rejected,
-            )  # fmt: skip
-
-    for k, day in enumerate(ordered):
-        yield from between(places.get(2 * k))
-        minutes, ticks = days[day]
-        daily = places.get(2 * k + 1, bars.clear())
-        yield from day_steps(
-            engine,
-            daily,
-            minutes,
-            ticks,
-            feed=feed,
-            deferred=deferred,
-            rejected=rejected,
-            now=clock,
-        )
-    yield from between(places.get(2 * len(ordered)))
-
-
-def _by_place(bars: pl.DataFrame, place: pl.Series) -> dict[int, pl.DataFrame]:
-    if bars.is_empty():
-        return {}
-    parts = bars.with_columns(place.alias("_place")).partition_by(
-        "_place", as_dict=True, maintain_order=True, include_key=False
-    )
-    return {int(key[0]): part for key, part in parts.items()}
 
 
 def _batches(bars: pl.DataFrame, size: int | None) -> Iterator[tuple[pl.DataFrame, dt.date]]:
@@ -307,12 +242,13 @@ class Summary:
 
     Made from one evaluation of the whole history (a replay in one batch): the outcomes of a
     batch's alerts are only known once later batches are in. (A replay of minute bars goes a
-    day at a time: its minute rules' outcomes are known by the day's end, as a minute's
-    horizon stays in its session; its other rules' are taken from a second evaluation, of
-    the sessions built, with `take`.)"""
+    day at a time for its minute rules, whose outcomes are known by the day's end, a minute's
+    horizon staying in its session: see `monitor.replay_days.intraday_step`.)"""
 
-    def __init__(self, engine: Engine) -> None:
-        self.rules = engine.rules
+    def __init__(self, engine: Engine, rules: list[Rule] | None = None) -> None:
+        """A summary of `rules` (the engine's when None), whose baseline `engine` collects
+        (an engine of some of them may share it: `engine.baseline`)."""
+        self.rules = rules if rules is not None else engine.rules
         self._parts: dict[str, list[pl.DataFrame]] = {r.id: [] for r in self.rules}
         self._baseline: dict[str, list[pl.DataFrame]] = {}
         engine.baseline = self._baseline
@@ -323,12 +259,6 @@ class Summary:
             if fired.height:
                 forward = [f"fwd_{h}" for h in rule.horizons]
                 self._parts[rule.id].append(fired.select("symbol", "session", "variant", *forward))
-
-    def take(self, other: Summary, rules: set[str]) -> None:
-        """Take what `other` (of the same rules) counted for the rules with these ids."""
-        for rule_id in rules:
-            self._parts[rule_id] = other._parts[rule_id]
-            self._baseline[rule_id] = other._baseline.get(rule_id, [])
 
     def rules_summary(self) -> list[RuleSummary]:
         """A RuleSummary per rule (per variant of a rule whose alerts have variants), in the

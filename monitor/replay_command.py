@@ -236,6 +236,7 @@ def run_replay(
     """Run the rules over `bars` (daily) and `intraday` (minute bars and ticks, when given)
     and print the alerts from `start` on as `fmt`; say on stderr what cannot fire, the holes
     in the data and the rows rejected or fixed."""
+    import msgspec
     import polars as pl
 
     from monitor.calendar import nyse_sessions
@@ -249,7 +250,7 @@ def run_replay(
         replay_steps,
         table,
     )
-    from monitor.replay_days import Intraday
+    from monitor.replay_days import Intraday, intraday_step
     from monitor.short_interest_io import read_short_interest
 
     rules = load_rules(rules_path)
@@ -306,8 +307,15 @@ def run_replay(
     holes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaps")
     found = holes.submit(gaps, bars, sessions)
     holes.shutdown(wait=False)
+    # With minutes or ticks, this engine runs the rules of sessions and weeks, and another
+    # the `1m` rules (see intraday_step).
+    daily_rules = rules
+    if day is not None:
+        daily_rules = msgspec.structs.replace(
+            rules, rules=[r for r in rules.rules if r.timeframe != "1m"]
+        )
     engine = build_engine(
-        rules,
+        daily_rules,
         sessions,
         short_interest=si,
         emit_after=emit_after_for(sessions, start),
@@ -315,7 +323,7 @@ def run_replay(
     )
     out = sys.stdout
     alerts = []
-    tally = Summary(engine) if fmt == "summary" or report else None
+    tally = Summary(engine, rules.enabled) if fmt == "summary" or report else None
     if tally is not None:  # (a summary needs every alert's outcome: one batch, see Summary)
         batch_sessions = None
     shown = None
@@ -327,16 +335,26 @@ def run_replay(
     # A summary builds none, nor does a report: they are made of the firings.
     deferred = fmt != "table"
     refused: list[Rejection] = []  # what the engine rejected (days that are no session, ...)
+    minute_engine = None
+    if day is not None:
+        minute_rules = msgspec.structs.replace(
+            rules, rules=[r for r in rules.rules if r.timeframe == "1m"]
+        )
+        minute_engine = build_engine(
+            minute_rules, sessions, short_interest=si, emit_after=emit_after_for(sessions, start)
+        )
+        minute_engine.baseline = engine.baseline  # (the summary's, when one is made)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         written: Future[None] | None = None
-        steps = replay_steps(
-            engine,
-            bars,
-            batch_sessions=batch_sessions,
-            deferred=deferred,
-            rejected=refused,
-            intraday=day,
-        )
+        if minute_engine is None or day is None:
+            steps = replay_steps(
+                engine, bars, batch_sessions=batch_sessions, deferred=deferred, rejected=refused
+            )
+        else:
+            now = dt.datetime.now(dt.UTC)
+            steps = iter(
+                [intraday_step(engine, minute_engine, bars, day, rejected=refused, now=now)]
+            )
         for step in steps:
             for chunk in step.line_chunks() if fmt == "jsonl" else ():
                 if written is not None:
@@ -350,17 +368,6 @@ def run_replay(
                 shown.add(step)
         if written is not None:
             written.result()
-    later = [r.id for r in rules.enabled if r.timeframe != "1m"]
-    if tally is not None and day is not None and later:
-        # (their outcomes, from one evaluation of the sessions built: see Summary)
-        second = build_engine(
-            rules, sessions, short_interest=si, emit_after=emit_after_for(sessions, start),
-            rule_threads=2,
-        )  # fmt: skip
-        again = Summary(second)
-        for step in replay_steps(second, engine.daily):
-            again.add(step)
-        tally.take(again, set(later))
     # (with minutes or ticks, the holes in the sessions built of them too)
     holed = found.result() if day is None else gaps(engine.daily, sessions)
     if holed:
@@ -392,6 +399,8 @@ def run_replay(
     for line in _thin_periods(engine, rules.enabled, start):
         print(f"market-monitor: {line}", file=sys.stderr)
     rejected = Counter(counts) + engine.counts  # (a reason both may give adds up)
+    if minute_engine is not None:
+        rejected += minute_engine.counts
     # (days that are no session, named by symbol and date: the engine's; of minute bars and
     # ticks outside regular hours, which a minute file's extended hours give by the hundred,
     # the count says enough)

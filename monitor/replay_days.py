@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from monitor.core.engine import Engine, Step
-from monitor.core.model import FeedBatch, Rejection
+from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Rejection, empty
+from monitor.core.payload import LINE_SCHEMA
 from monitor.core.sessions import NEW_YORK
 
 
@@ -79,46 +80,85 @@ def _by_day(frame: pl.DataFrame, day: pl.Expr) -> dict[dt.date, pl.DataFrame]:
     return {key[0]: part for key, part in parts.items()}
 
 
+def intraday_step(
+    daily_engine: Engine,
+    minute_engine: Engine,
+    daily: pl.DataFrame,
+    intraday: Intraday,
+    *,
+    rejected: list[Rejection],
+    now: dt.datetime,
+) -> Step:
+    """A replay with minute bars and ticks, as one Step of every alert in time order.
+
+    Two passes. `minute_engine` (the `1m` rules only) takes the minutes and ticks a day at a
+    time (`day_steps`): it builds the sessions of them and runs the minute rules. Then
+    `daily_engine` (every other rule) takes the session bars, those of the daily files and
+    those built (a daily file's bar of a session outranks one built), in one batch, as a
+    replay of daily bars does: its rules see the whole history once, so their alerts are a
+    daily file's, and what followed them is known. (Day by day, every day would evaluate
+    every daily rule over the whole history again, and re-evaluate the week under way.)"""
+    steps = [
+        step
+        for day, (minutes, ticks) in intraday.days().items()
+        for step in day_steps(minute_engine, day, minutes, ticks, rejected=rejected, now=now)
+    ]
+    keys = ["symbol", "session"]
+    built = minute_engine.daily.join(daily, on=keys, how="anti")
+    sessions = pl.concat([daily, built]).sort(keys) if built.height else daily
+    batch = FeedBatch.empty("replay")
+    batch.daily_bars = sessions
+    rejected += daily_engine.ingest(batch)
+    if not sessions.is_empty():
+        last: dt.date = sessions.get_column("session").max()  # type: ignore[assignment]
+        if daily_engine.sessions.is_session(last):
+            steps.append(daily_engine.advance(daily_engine.sessions.close_of(last)))
+    lines = [step.lines for step in steps if step.lines.height]
+    merged = pl.concat(lines).sort("ts", "rule", "symbol", "id") if lines else empty(LINE_SCHEMA)
+    firings = [fired for step in steps for fired in step.firings]
+    return Step(merged, empty(MINUTE_SCHEMA), sessions, [], firings)
+
+
 def day_steps(
     engine: Engine,
-    daily: pl.DataFrame,
+    day: dt.date,
     minutes: pl.DataFrame,
     ticks: pl.DataFrame,
     *,
-    feed: str,
-    deferred: bool,
-    rejected: list[Rejection] | None,
+    rejected: list[Rejection],
     now: dt.datetime,
 ) -> Iterator[Step]:
-    """One day's step: its ticks, minute bars and daily bars into the engine in one batch, as
-    a daemon whose feed sent that day would take them, and the clock moved past its session's
-    close and its last tick or bar (and the bar builder's `close_delay`), but never past `now`
-    (the wall clock: a session still under way does not close). Its minutes close, its session
-    bar is built of them (regular hours: outside them, ticks and bars are rejected and
-    counted, as the daemon's are), and every rule evaluates. (Minute by minute, as the
-    daemon steps, a universe's day would take minutes: each step evaluates every minute rule.)"""
-    batch = FeedBatch.empty(feed)
-    batch.minute_bars, batch.ticks, batch.daily_bars = minutes, ticks, daily
-    refused = engine.ingest(batch)
-    if rejected is not None:
-        rejected += refused
-    day = _day_of(daily, minutes, ticks)
-    ends = [
-        engine.sessions.close_of(day) if engine.sessions.is_session(day) else None,
-        _latest(minutes, "start", _MINUTE),
-        _latest(ticks, "ts", dt.timedelta()),
-    ]
-    known = [end for end in ends if end is not None]
-    if known:
-        yield engine.advance(min(max(known) + engine.book.close_delay, now), deferred=deferred)
+    """One day's step: its ticks and minute bars into the engine in one batch, as a daemon
+    whose feed sent that day would take them, and the clock moved past its session's close
+    and its last tick or bar (and the bar builder's `close_delay`), but never past `now` (the
+    wall clock). Its minutes close, its session bar is built of them (regular hours: outside
+    them, ticks and bars are rejected and counted, as the daemon's are), and its rules
+    evaluate. (Minute by minute, as the daemon steps, a universe's day would take minutes:
+    each step evaluates every minute rule.) A day that is no session is refused whole
+    (`not_a_session`, a rejection per symbol), and a session still under way at `now` is not
+    built (`session_not_closed`, the same)."""
+    symbols = pl.concat([minutes.get_column("symbol"), ticks.get_column("symbol")])
+    if not engine.sessions.is_session(day):
+        _refuse(engine, "not_a_session", day, symbols, rejected)
+        return
+    batch = FeedBatch.empty("replay")
+    batch.minute_bars, batch.ticks = minutes, ticks
+    rejected += engine.ingest(batch)
+    close = engine.sessions.close_of(day)
+    ends = [close, _latest(minutes, "start", _MINUTE), _latest(ticks, "ts", dt.timedelta())]
+    latest = max(end for end in ends if end is not None) + engine.book.close_delay
+    if close + engine.book.close_delay > now:
+        _refuse(engine, "session_not_closed", day, symbols, rejected)
+    yield engine.advance(min(latest, now))
 
 
-def _day_of(daily: pl.DataFrame, minutes: pl.DataFrame, ticks: pl.DataFrame) -> dt.date:
-    """The New York date of a day's rows (there is one)."""
-    for frame, day in ((daily, pl.col("session")), (minutes, _new_york_day("start"))):
-        if not frame.is_empty():
-            return frame.select(day.first()).item()  # type: ignore[no-any-return]
-    return ticks.select(_new_york_day("ts").first()).item()  # type: ignore[no-any-return]
+def _refuse(
+    engine: Engine, reason: str, day: dt.date, symbols: pl.Series, rejected: list[Rejection]
+) -> None:
+    """A rejection per symbol of `symbols` (with repeats) for `reason` on `day`, counted."""
+    for symbol in symbols.unique(maintain_order=True).to_list():
+        rejected.append(Rejection(reason, symbol, str(day)))
+    engine.counts[reason] += symbols.n_unique()
 
 
 _MINUTE = dt.timedelta(minutes=1)

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from monitor.cli import main
+from monitor.core.model import TICK_SCHEMA, Rejection
 from monitor.core.sessions import Sessions
 from monitor.store import Store
 from tests.conftest import DATA
@@ -216,6 +217,18 @@ def synthetic_minutes(path: Path, sessions: list[dt.date], hole: dt.date | None 
     return path
 
 
+def sessions_of(minutes: Path) -> pl.DataFrame:
+    """The daily bars of a file of regular-hours minutes, by a one-shot polars pass."""
+    frame = pl.read_csv(minutes, try_parse_dates=True)
+    return frame.group_by(pl.col("datetime").dt.date().alias("date"), maintain_order=True).agg(
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
+        pl.col("volume").sum(),
+    )
+
+
 SESSIONS = [dt.date(2024, 3, d) for d in (4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 18, 19, 20)]
 DAILY_RULES = """
 [[rules]]
@@ -236,15 +249,7 @@ def test_a_summary_of_minutes_is_that_of_the_sessions_they_make(
     over a daily file of the same sessions (a one-shot polars pass over the minutes), not a
     summary without outcomes (each day's evaluation knows no later session)."""
     minutes = synthetic_minutes(tmp_path / "x_minutes.csv", SESSIONS)
-    frame = pl.read_csv(minutes, try_parse_dates=True)
-    daily = frame.group_by(pl.col("datetime").dt.date().alias("date"), maintain_order=True).agg(
-        pl.col("open").first(),
-        pl.col("high").max(),
-        pl.col("low").min(),
-        pl.col("close").last(),
-        pl.col("volume").sum(),
-    )
-    daily.write_csv(tmp_path / "x_daily.csv")
+    sessions_of(minutes).write_csv(tmp_path / "x_daily.csv")
     (tmp_path / "rules.toml").write_text(DAILY_RULES)
     outputs = []
     for data in ("x_minutes.csv", "x_daily.csv"):
@@ -277,30 +282,40 @@ def test_minutes_and_ticks_from_the_future_are_refused(
     assert f"future_bar={text.count('2200-03-11')}" in err and "2200-03-11" in err
 
 
-def test_a_daily_universe_after_a_day_of_minutes_goes_in_batches(sessions: Sessions) -> None:
-    """A day of minutes at the start of a long daily history: the daily bars after it go in
-    one batch (`replay_steps` without `batch_sessions`), not one step per session."""
-    from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, empty
-    from monitor.core.rules.spec import parse_rules
-    from monitor.replay import build_engine, replay_steps
-    from monitor.replay_days import Intraday
+WEEKLY = (
+    DAILY_RULES
+    + """
+[[rules]]
+id = "up.1w"
+kind = "streak"
+symbols = ["X"]
+timeframe = "1w"
+count = 1
+min_return = -0.5
+"""
+)
 
-    days = sessions.frame.filter(
-        pl.col("session").is_between(dt.date(2024, 1, 2), dt.date(2024, 12, 31))
-    )
-    daily = pl.DataFrame(
-        [("Y", d, 10.0, 10.0, 10.0, 10.0, 1.0) for d in days.get_column("session")],
-        schema=DAILY_SCHEMA,
-        orient="row",
-    )
-    start = dt.datetime(2024, 1, 2, 14, 30, tzinfo=dt.UTC)
-    minutes = pl.DataFrame(
-        [("X", start, 5.0, 5.0, 5.0, 5.0, 1.0)], schema=MINUTE_SCHEMA, orient="row"
-    )
-    engine = build_engine(parse_rules(DAILY_RULES), sessions)
-    steps = list(replay_steps(engine, daily, intraday=Intraday(minutes, empty(TICK_SCHEMA))))
-    assert len(steps) == 2  # (the day of minutes with its daily bars, then the rest)
-    assert engine.daily.height == daily.height + 1
+
+def test_minutes_give_the_alerts_of_the_sessions_they_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daily and weekly rules over a minute file give the alerts a daily file of the same
+    sessions gives, once each, and none before --from. (Day by day, every day of the next
+    week evaluated the week again: its alert came back, and --from let it through.)"""
+    minutes = synthetic_minutes(tmp_path / "x_minutes.csv", SESSIONS)
+    sessions_of(minutes).write_csv(tmp_path / "x_daily.csv")
+    for since in ((), ("--from", "2024-03-18")):
+        outputs = []
+        for data in ("x_minutes.csv", "x_daily.csv"):
+            alerts, _ = replay(tmp_path, capsys, WEEKLY, "--data", f"X={tmp_path / data}", *since)
+            outputs.append(alerts)
+        assert outputs[0] == outputs[1]
+        ids = [a["id"] for a in outputs[0]]
+        assert len(ids) == len(set(ids))
+        if not since:
+            assert [a["session"] for a in outputs[0] if a["rule"] == "up.1w"] == ["2024-03-15"]
+    assert [a["session"] for a in outputs[0] if a["rule"] == "up.1w"] == []
+    assert all(str(a["session"]) >= "2024-03-18" for a in outputs[0])
 
 
 def test_a_squeeze_on_closes_only_is_named_beside_minutes(
@@ -317,3 +332,34 @@ def test_a_squeeze_on_closes_only_is_named_beside_minutes(
     _, err = replay(tmp_path, capsys, rules, "--data", f"Y={closes}", "--data", f"SPY={SPY}")
     assert "rule sq.y cannot fire: no volume" in err
     assert "sq.spy cannot fire" not in err
+
+
+def test_a_session_under_way_and_a_day_that_is_none(sessions: Sessions) -> None:
+    """At 10:00 New York on 2024-03-11 (`now`), SPY's minutes of that day close up to then and
+    its session is not built (`session_not_closed`); minutes of a Saturday are refused whole
+    (`not_a_session`), each a rejection per symbol, counted."""
+    from monitor.core.model import DAILY_SCHEMA, empty
+    from monitor.core.rules.spec import parse_rules
+    from monitor.datafiles import DataSpec
+    from monitor.minutefiles import read_minute_files
+    from monitor.replay import build_engine
+    from monitor.replay_days import Intraday, intraday_step
+
+    minutes = read_minute_files([DataSpec(path=str(SPY), symbol="SPY")]).bars
+    saturday = minutes.head(3).with_columns(pl.col("start") + dt.timedelta(days=1))  # 03-09
+    day = Intraday(pl.concat([minutes, saturday]).sort("symbol", "start"), empty(TICK_SCHEMA))
+    minute_engine = build_engine(parse_rules(RULES.split('[[rules]]\nid = "up.day"')[0]), sessions)
+    engine = build_engine(parse_rules(""), sessions)
+    now = dt.datetime(2024, 3, 11, 14, 0, tzinfo=dt.UTC)
+    rejected: list[Rejection] = []
+    step = intraday_step(
+        engine, minute_engine, empty(DAILY_SCHEMA), day, rejected=rejected, now=now
+    )
+    assert engine.daily.get_column("session").to_list() == [dt.date(2024, 3, 8)]
+    assert {(r.reason, r.symbol, r.raw) for r in rejected if r.reason != "outside_session"} == {
+        ("not_a_session", "SPY", "2024-03-09"),
+        ("session_not_closed", "SPY", "2024-03-11"),
+    }
+    assert minute_engine.counts["not_a_session"] == minute_engine.counts["session_not_closed"] == 1
+    assert step.alerts and max(a.ts for a in step.alerts) <= "2024-03-11T14:00:00Z"
+    assert any(a.session == "2024-03-11" for a in step.alerts)
