@@ -49,6 +49,19 @@ def _sessions_only(bars: pl.DataFrame) -> tuple[pl.DataFrame, list[Rejection]]:
     return (engine.take_accepted().daily_bars if refused else bars), refused
 
 
+def closed(bars: pl.DataFrame, now: dt.datetime) -> tuple[pl.DataFrame, list[Rejection]]:
+    """`bars` less those of a session still under way at `now` (`closed_sessions`): stored,
+    such a bar would stand for the whole session."""
+    if bars.is_empty():
+        return bars, []
+    from monitor.calendar import nyse_sessions
+    from monitor.replay_days import closed_sessions
+
+    days = bars.get_column("session")
+    calendar = nyse_sessions(days.min(), days.max())  # type: ignore[arg-type]
+    return closed_sessions(bars, calendar, now)
+
+
 class _Built(NamedTuple):
     bars: pl.DataFrame
     rejections: list[Rejection]
@@ -134,6 +147,8 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         daily_specs, intraday = read_intraday(specs, end=args.end)
         loaded = read_many(daily_specs, adjusted=args.adjusted, end=args.end)
         bars, off = _sessions_only(loaded.bars)
+        bars, under_way = closed(bars, dt.datetime.now(dt.UTC))
+        off += under_way
         close_only = _close_only_of(bars, loaded)
         if intraday is not None:
             built = _built_sessions(intraday)

@@ -232,10 +232,12 @@ def run_replay(
     batch_sessions: int | None = None,
     report: str | None = None,
     intraday: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    now: dt.datetime | None = None,
 ) -> int:
     """Run the rules over `bars` (daily) and `intraday` (minute bars and ticks, when given)
     and print the alerts from `start` on as `fmt`; say on stderr what cannot fire, the holes
-    in the data and the rows rejected or fixed."""
+    in the data and the rows rejected or fixed. `now`: the wall clock (None: read it); a
+    session under way then is not taken."""
     import msgspec
     import polars as pl
 
@@ -250,7 +252,7 @@ def run_replay(
         replay_steps,
         table,
     )
-    from monitor.replay_days import Intraday, intraday_step
+    from monitor.replay_days import Intraday, closed_sessions, intraday_step
     from monitor.short_interest_io import read_short_interest
 
     rules = load_rules(rules_path)
@@ -302,6 +304,11 @@ def run_replay(
         settled: dt.date = si.get_column("short_interest_date").min()  # type: ignore[assignment]
         calendar_start = min(first, settled)
     sessions = nyse_sessions(calendar_start, last)
+    now = now or dt.datetime.now(dt.UTC)
+    bars, under_way = closed_sessions(bars, sessions, now)
+    if under_way:
+        counts = {**counts, "session_not_closed": len(under_way)}
+        rejections = [*rejections, *under_way]
     # The holes in the data (a line on stderr) are found while the rules run: on a universe's
     # history a tenth of a second of one core, when the rules leave the other one idle.
     holes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaps")
@@ -351,7 +358,6 @@ def run_replay(
                 engine, bars, batch_sessions=batch_sessions, deferred=deferred, rejected=refused
             )
         else:
-            now = dt.datetime.now(dt.UTC)
             steps = iter(
                 [intraday_step(engine, minute_engine, bars, day, rejected=refused, now=now)]
             )

@@ -21,7 +21,7 @@ import polars as pl
 from monitor.core.engine import Engine, Step
 from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Rejection, empty
 from monitor.core.payload import LINE_SCHEMA
-from monitor.core.sessions import NEW_YORK
+from monitor.core.sessions import NEW_YORK, Sessions
 
 
 class Intraday(NamedTuple):
@@ -150,6 +150,25 @@ def day_steps(
     if close + engine.book.close_delay > now:
         _refuse(engine, "session_not_closed", day, symbols, rejected)
     yield engine.advance(min(latest, now))
+
+
+def closed_sessions(
+    bars: pl.DataFrame, sessions: Sessions, now: dt.datetime
+) -> tuple[pl.DataFrame, list[Rejection]]:
+    """Daily `bars` less those of a session still under way at `now` (a file downloaded
+    during the session holds the day so far): a rejection each (`session_not_closed`). Taken,
+    such a bar would close the session hours early, and an alert say so at its close."""
+    if bars.is_empty():
+        return bars, []
+    under_way = (sessions.close_of_expr(pl.col("session")) > now).fill_null(False)
+    late = bars.filter(under_way)
+    if late.is_empty():
+        return bars, []
+    refused = [
+        Rejection("session_not_closed", symbol, str(session))
+        for symbol, session in late.select("symbol", "session").iter_rows()
+    ]
+    return bars.filter(~under_way), refused
 
 
 def _refuse(

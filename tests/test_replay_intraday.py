@@ -363,3 +363,22 @@ def test_a_session_under_way_and_a_day_that_is_none(sessions: Sessions) -> None:
     assert minute_engine.counts["not_a_session"] == minute_engine.counts["session_not_closed"] == 1
     assert step.alerts and max(a.ts for a in step.alerts) <= "2024-03-11T14:00:00Z"
     assert any(a.session == "2024-03-11" for a in step.alerts)
+
+
+def test_backfill_refuses_a_daily_bar_of_a_session_under_way() -> None:
+    """A daily file's bar of a session still under way is not stored (`session_not_closed`):
+    it would stand for the whole session."""
+    from monitor.backfill import closed
+    from monitor.core.model import DAILY_SCHEMA
+
+    bars = pl.DataFrame(
+        [("X", dt.date(2024, 7, d), 10.0, 10.0, 10.0, 10.0, 1.0) for d in (10, 11)],
+        schema=DAILY_SCHEMA,
+        orient="row",
+    )
+    kept, refused = closed(bars, dt.datetime(2024, 7, 11, 15, tzinfo=dt.UTC))
+    assert kept.get_column("session").to_list() == [dt.date(2024, 7, 10)]
+    assert [(r.reason, r.symbol, r.raw) for r in refused] == [
+        ("session_not_closed", "X", "2024-07-11")
+    ]
+    assert closed(bars, dt.datetime(2024, 7, 11, 20, 1, tzinfo=dt.UTC))[0].height == 2

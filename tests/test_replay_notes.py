@@ -179,3 +179,33 @@ def test_a_squeeze_rule_without_short_interest_figures_is_named(
     )
     code, out, err = replay(tmp_path, capsys, squeeze + 'unknown_short_interest = "fire"\n')
     assert "short-interest" not in err
+
+
+def test_a_session_under_way_is_not_taken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file downloaded during the session of 2024-07-11 holds the day so far: replayed at
+    15:00 UTC that day, the bar is refused (`session_not_closed`, named) and nothing fires on
+    it; replayed after the close, it is the session's and fires."""
+    import datetime as dt
+
+    from monitor.datafiles import DataSpec, read_many
+    from monitor.replay_command import run_replay
+
+    (tmp_path / "rules.toml").write_text(SURGE.replace("0.05", "0.3"))
+    (tmp_path / "x.csv").write_text(BARS.replace("2024-07-11,13.5", "2024-07-11,20"))
+    loaded = read_many([DataSpec(path=str(tmp_path / "x.csv"), symbol="X")])
+    said = []
+    for now in (
+        dt.datetime(2024, 7, 11, 15, tzinfo=dt.UTC),
+        dt.datetime(2024, 7, 12, tzinfo=dt.UTC),
+    ):
+        code = run_replay(
+            rules_path=tmp_path / "rules.toml", bars=loaded.bars, counts=loaded.counts,
+            short_interest=None, start=dt.date(2024, 7, 11), fmt="jsonl", now=now,
+        )  # fmt: skip
+        assert code == 0
+        said.append(capsys.readouterr())
+    during, after = said
+    assert during.out == "" and "session_not_closed=1" in during.err and "2024-07-11" in during.err
+    assert '"session":"2024-07-11"' in after.out and "session_not_closed" not in after.err
