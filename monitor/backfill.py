@@ -69,41 +69,23 @@ class _Built(NamedTuple):
 
 def _built_sessions(read: IntradayRead) -> _Built:
     """The session bars the daemon's engine builds of minute bars and ticks (regular hours,
-    a day at a time as `replay` feeds them: `monitor.replay_days.day_steps`), of sessions
-    closed by now (one still under way is `session_not_closed`, a day that is no session
-    `not_a_session`: a rejection per symbol). With the engine's rejections (outside the
-    session, repeated, ...)."""
+    a day at a time as `replay` feeds them: `monitor.replay_days.build_sessions`), of
+    sessions closed by now (one still under way is `session_not_closed`, a day that is no
+    session `not_a_session`). With the engine's rejections (outside the session, repeated,
+    ...)."""
     from monitor.calendar import nyse_sessions
     from monitor.core.engine import Engine
     from monitor.core.model import DAILY_SCHEMA, empty
     from monitor.core.rules.spec import RulesFile
-    from monitor.replay_days import Intraday, day_steps
+    from monitor.replay_days import IntradayData, build_sessions
 
-    day = Intraday(read.minutes, read.ticks)
-    if day.is_empty():
+    data = IntradayData(read.minutes, read.ticks)
+    if data.is_empty():
         return _Built(empty(DAILY_SCHEMA), [])
-    engine = Engine(RulesFile(), nyse_sessions(day.first_day(), day.last_day()))
+    engine = Engine(RulesFile(), nyse_sessions(data.first_day(), data.last_day()))
     refused: list[Rejection] = []
-    now = dt.datetime.now(dt.UTC)
-    for session, (minutes, ticks) in day.days().items():
-        for _ in day_steps(engine, session, minutes, ticks, rejected=refused, now=now):
-            pass
+    build_sessions(engine, data, rejected=refused, now=dt.datetime.now(dt.UTC))
     return _Built(engine.daily, refused)
-
-
-def _with_built(
-    bars: pl.DataFrame, close_only: pl.Series, built: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.Series]:
-    """The daily files' `bars` (`close_only`: whose are closes only) and the session bars
-    `built` of minutes and ticks, one per symbol and session: a daily file's full bar outranks
-    a built one, which outranks a close only (as a stored bar does: see `Store.upsert_bars`).
-    With the flags of the rows kept."""
-    keys = ["symbol", "session"]
-    full, closes = bars.filter(~close_only), bars.filter(close_only)
-    built = built.join(full, on=keys, how="anti")
-    closes = closes.join(built, on=keys, how="anti")
-    flags = [False] * (full.height + built.height) + [True] * closes.height
-    return pl.concat([full, built, closes]), pl.Series("close_only", flags, dtype=pl.Boolean)
 
 
 def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
@@ -151,8 +133,11 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         off += under_way
         close_only = _close_only_of(bars, loaded)
         if intraday is not None:
+            from monitor.replay_days import merged_sessions
+
             built = _built_sessions(intraday)
-            bars, close_only = _with_built(bars, close_only, built.bars)
+            closes = bars.filter(close_only).select("symbol", "session")
+            bars, close_only = merged_sessions(bars, closes, built.bars)
             off += built.rejections
         upsert = store.upsert_bars(bars, close_only=close_only)
     merged, written = upsert.bars, upsert.written

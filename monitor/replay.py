@@ -83,9 +83,11 @@ def replay_steps(
         refused = engine.ingest(batch)
         if rejected is not None:
             rejected += refused
-        if not engine.sessions.is_session(last):
-            continue
-        yield engine.advance(engine.sessions.close_of(last), deferred=deferred)
+        # (to the close of the batch's last session: a file's last row may be a Saturday's,
+        # refused, and the sessions before it are still to close)
+        session = engine.sessions.on_or_before(last)
+        if session is not None:
+            yield engine.advance(engine.sessions.close_of(session), deferred=deferred)
 
 
 def _batches(bars: pl.DataFrame, size: int | None) -> Iterator[tuple[pl.DataFrame, dt.date]]:
@@ -113,8 +115,9 @@ class Gap(NamedTuple):
 def gaps(bars: pl.DataFrame, sessions: Sessions) -> list[Gap]:
     """Per symbol of `bars` (sorted by symbol and session; days that are no session are left
     out) whose history skips sessions (a bar missing from the file, or rejected as bad): how many,
-    and the first, in symbol order. Windows count a symbol's bars: one over a gap spans more
-    sessions than it says.
+    and the first, in symbol order. A symbol's windows and streaks do not reach across them,
+    and what followed its alerts counts them as sessions (`bar_history.derived`): the line
+    says why an alert one would expect is not there.
 
     A gap is a step of more than one session number from a row to the next; the few rows
     after such a step are then checked for being the same symbol's (numpy over the column,

@@ -1,9 +1,10 @@
-"""`market-monitor replay` and `market-monitor demo`: rules and daily bars in, alerts out.
+"""`market-monitor replay` and `market-monitor demo`: rules and bars in, alerts out.
 
-`replay` reads the rules and the data files named on the command line, warns of rules that
-cannot fire on that data and of holes in it, drives the engine over the history
-(monitor/replay.py) and prints every alert as JSON lines, a table or a per-rule summary, with an
-HTML report if asked. `demo` is the same over the data shipped in monitor/demo. `load_rules`
+`replay` reads the rules and the data files named on the command line (daily bars, and minute
+bars or ticks: `read_intraday`), warns of rules that cannot fire on that data and of holes in
+it, drives the engine over the history (monitor/replay.py; with minutes or ticks,
+monitor/replay_days.py) and prints every alert as JSON lines, a table or a per-rule summary,
+with an HTML report if asked. `demo` is the same over the data shipped in monitor/demo. `load_rules`
 reads and validates a rules file.
 """
 
@@ -78,6 +79,7 @@ def replay(args: argparse.Namespace) -> int:
             rules_path=args.rules,
             bars=loaded.bars,
             intraday=(intraday.minutes, intraday.ticks) if intraday else None,
+            close_only=loaded.close_only,
             counts=dict(counts),
             rejections=rejections,
             short_interest=args.short_interest,
@@ -233,11 +235,13 @@ def run_replay(
     report: str | None = None,
     intraday: tuple[pl.DataFrame, pl.DataFrame] | None = None,
     now: dt.datetime | None = None,
+    close_only: pl.Series | None = None,
 ) -> int:
     """Run the rules over `bars` (daily) and `intraday` (minute bars and ticks, when given)
     and print the alerts from `start` on as `fmt`; say on stderr what cannot fire, the holes
     in the data and the rows rejected or fixed. `now`: the wall clock (None: read it); a
-    session under way then is not taken."""
+    session under way then is not taken. `close_only`: per row of `bars`, whether it is a
+    close only (a wide file's), which a session built of minutes outranks."""
     import msgspec
     import polars as pl
 
@@ -252,7 +256,7 @@ def run_replay(
         replay_steps,
         table,
     )
-    from monitor.replay_days import Intraday, closed_sessions, intraday_step
+    from monitor.replay_days import IntradayData, closed_sessions, intraday_step
     from monitor.short_interest_io import read_short_interest
 
     rules = load_rules(rules_path)
@@ -260,7 +264,7 @@ def run_replay(
     assert isinstance(bars, pl.DataFrame)
     for line in rule_warnings(rules):
         print(f"market-monitor: warning: {rules_path}: {line}", file=sys.stderr)
-    day = Intraday(*intraday) if intraday is not None else None
+    day = IntradayData(*intraday) if intraday is not None else None
     if day is not None and day.is_empty():
         day = None
     if bars.is_empty() and day is None:
@@ -305,6 +309,8 @@ def run_replay(
         calendar_start = min(first, settled)
     sessions = nyse_sessions(calendar_start, last)
     now = now or dt.datetime.now(dt.UTC)
+    keys = ["symbol", "session"]
+    close_keys = bars.filter(close_only).select(keys) if close_only is not None else None
     bars, under_way = closed_sessions(bars, sessions, now)
     if under_way:
         counts = {**counts, "session_not_closed": len(under_way)}
@@ -312,7 +318,7 @@ def run_replay(
     # The holes in the data (a line on stderr) are found while the rules run: on a universe's
     # history a tenth of a second of one core, when the rules leave the other one idle.
     holes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaps")
-    found = holes.submit(gaps, bars, sessions)
+    found = holes.submit(gaps, bars if day is None else bars.clear(), sessions)
     holes.shutdown(wait=False)
     # With minutes or ticks, this engine runs the rules of sessions and weeks, and another
     # the `1m` rules (see intraday_step).
@@ -358,9 +364,12 @@ def run_replay(
                 engine, bars, batch_sessions=batch_sessions, deferred=deferred, rejected=refused
             )
         else:
-            steps = iter(
-                [intraday_step(engine, minute_engine, bars, day, rejected=refused, now=now)]
+            if close_keys is None:
+                close_keys = bars.clear().select(keys)
+            step = intraday_step(
+                engine, minute_engine, bars, close_keys, day, rejected=refused, now=now
             )
+            steps = iter([step])
         for step in steps:
             for chunk in step.line_chunks() if fmt == "jsonl" else ():
                 if written is not None:

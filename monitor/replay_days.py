@@ -1,19 +1,20 @@
-"""Replay day by day: minute bars and ticks into the engine as a feed's would come.
+"""Replay of minute bars and ticks: a day at a time into the engine, as a feed's would come.
 
 `monitor.replay` feeds daily bars a batch of sessions at a time. Minute bars and ticks go a
-day at a time (`day_steps`): each day's, with any daily bars of that day, in one batch, then
-the simulated clock moved past the day's close and its last bar or tick, so that the engine
-closes the minutes, builds the session's bar of them and runs every rule, `1m` rules among
-them, as the daemon does over a day of its feed.
+day at a time (`build_sessions`, `day_step`): each day's in one batch, then the simulated
+clock moved past the day's close and its last bar or tick (never past now), so that the
+engine closes the minutes, builds the session's bar of them and runs the `1m` rules, as the
+daemon does over a day of its feed. The daily and weekly rules then take every session, the
+daily files' and those built (`merged_sessions`), in one batch (`intraday_step`).
 
 Why apart from `monitor.replay`: that module is the daily replay and its summary; this is
-only how intraday data is cut into days and timed, for `replay` and `backfill` alike.
+how intraday data is cut into days, timed and joined to the daily files, for `replay` and
+`backfill` alike.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import polars as pl
@@ -24,7 +25,7 @@ from monitor.core.payload import LINE_SCHEMA
 from monitor.core.sessions import NEW_YORK, Sessions
 
 
-class Intraday(NamedTuple):
+class IntradayData(NamedTuple):
     """Minute bars (MINUTE_SCHEMA) and ticks (TICK_SCHEMA, in time order) to replay."""
 
     minutes: pl.DataFrame
@@ -84,7 +85,8 @@ def intraday_step(
     daily_engine: Engine,
     minute_engine: Engine,
     daily: pl.DataFrame,
-    intraday: Intraday,
+    close_keys: pl.DataFrame,
+    data: IntradayData,
     *,
     rejected: list[Rejection],
     now: dt.datetime,
@@ -92,34 +94,68 @@ def intraday_step(
     """A replay with minute bars and ticks, as one Step of every alert in time order.
 
     Two passes. `minute_engine` (the `1m` rules only) takes the minutes and ticks a day at a
-    time (`day_steps`): it builds the sessions of them and runs the minute rules. Then
+    time (`build_sessions`): it builds the sessions of them and runs the minute rules. Then
     `daily_engine` (every other rule) takes the session bars, those of the daily files and
-    those built (a daily file's bar of a session outranks one built), in one batch, as a
-    replay of daily bars does: its rules see the whole history once, so their alerts are a
-    daily file's, and what followed them is known. (Day by day, every day would evaluate
-    every daily rule over the whole history again, and re-evaluate the week under way.)"""
-    steps = [
-        step
-        for day, (minutes, ticks) in intraday.days().items()
-        for step in day_steps(minute_engine, day, minutes, ticks, rejected=rejected, now=now)
-    ]
-    keys = ["symbol", "session"]
-    built = minute_engine.daily.join(daily, on=keys, how="anti")
-    sessions = pl.concat([daily, built]).sort(keys) if built.height else daily
+    those built (`merged_sessions`; `close_keys`: the symbol and session of the daily bars
+    that are closes only), in one batch, as a replay of daily bars does: its rules see the
+    whole history once, so their alerts are a daily file's, and what followed them is known.
+    (Day by day, every day would evaluate every daily rule over the whole history again, and
+    re-evaluate the week under way.) The alerts are built at once, not a chunk at a time."""
+    steps = build_sessions(minute_engine, data, rejected=rejected, now=now)
+    sessions, _ = merged_sessions(daily, close_keys, minute_engine.daily)
     batch = FeedBatch.empty("replay")
     batch.daily_bars = sessions
     rejected += daily_engine.ingest(batch)
     if not sessions.is_empty():
         last: dt.date = sessions.get_column("session").max()  # type: ignore[assignment]
-        if daily_engine.sessions.is_session(last):
-            steps.append(daily_engine.advance(daily_engine.sessions.close_of(last)))
+        session = daily_engine.sessions.on_or_before(last)  # (as replay_steps: see there)
+        if session is not None:
+            steps.append(daily_engine.advance(daily_engine.sessions.close_of(session)))
     lines = [step.lines for step in steps if step.lines.height]
     merged = pl.concat(lines).sort("ts", "rule", "symbol", "id") if lines else empty(LINE_SCHEMA)
     firings = [fired for step in steps for fired in step.firings]
     return Step(merged, empty(MINUTE_SCHEMA), sessions, [], firings)
 
 
-def day_steps(
+def merged_sessions(
+    daily: pl.DataFrame, close_keys: pl.DataFrame, built: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.Series]:
+    """The daily files' bars and the session bars `built` of minutes and ticks, one per
+    symbol and session, sorted: a daily file's full bar outranks a built one, which outranks
+    a close only (`close_keys`: the symbol and session of the daily bars that are closes only,
+    as a stored bar outranks one: see `Store.upsert_bars`). With, per row, whether it is a
+    close only."""
+    keys = ["symbol", "session"]
+    if built.is_empty():
+        flags = daily.select(keys).join(
+            close_keys.with_columns(pl.lit(True).alias("close_only")), on=keys, how="left"
+        )
+        return daily, flags.get_column("close_only").fill_null(False)
+    full = daily.join(close_keys, on=keys, how="anti")
+    closes = daily.join(close_keys, on=keys, how="semi")
+    built = built.join(full, on=keys, how="anti")
+    closes = closes.join(built, on=keys, how="anti")
+    merged = pl.concat([full, built, closes]).with_columns(
+        pl.int_range(pl.len()).ge(full.height + built.height).alias("close_only")
+    )
+    merged = merged.sort(keys)
+    return merged.drop("close_only"), merged.get_column("close_only")
+
+
+def build_sessions(
+    engine: Engine, data: IntradayData, *, rejected: list[Rejection], now: dt.datetime
+) -> list[Step]:
+    """The minutes and ticks of `data` into `engine` a day at a time (`day_step`): its
+    `daily` holds the sessions built of them, and the Steps its rules' alerts."""
+    steps = []
+    for day, (minutes, ticks) in data.days().items():
+        step = day_step(engine, day, minutes, ticks, rejected=rejected, now=now)
+        if step is not None:
+            steps.append(step)
+    return steps
+
+
+def day_step(
     engine: Engine,
     day: dt.date,
     minutes: pl.DataFrame,
@@ -127,20 +163,20 @@ def day_steps(
     *,
     rejected: list[Rejection],
     now: dt.datetime,
-) -> Iterator[Step]:
-    """One day's step: its ticks and minute bars into the engine in one batch, as a daemon
-    whose feed sent that day would take them, and the clock moved past its session's close
-    and its last tick or bar (and the bar builder's `close_delay`), but never past `now` (the
-    wall clock). Its minutes close, its session bar is built of them (regular hours: outside
-    them, ticks and bars are rejected and counted, as the daemon's are), and its rules
-    evaluate. (Minute by minute, as the daemon steps, a universe's day would take minutes:
-    each step evaluates every minute rule.) A day that is no session is refused whole
-    (`not_a_session`, a rejection per symbol), and a session still under way at `now` is not
-    built (`session_not_closed`, the same)."""
+) -> Step | None:
+    """One day: its ticks and minute bars into the engine in one batch, as a daemon whose
+    feed sent that day would take them, and the clock moved past its session's close and its
+    last tick or bar (and the bar builder's `close_delay`), but never past `now` (the wall
+    clock). Its minutes close, its session bar is built of them (regular hours: outside them,
+    ticks and bars are rejected and counted, as the daemon's are), and its rules evaluate.
+    (Minute by minute, as the daemon steps, a universe's day would take minutes: each step
+    evaluates every minute rule.) A day that is no session is refused whole (`not_a_session`,
+    a rejection per symbol, its rows counted), and a session still under way at `now` is not
+    built (`session_not_closed`, a rejection and a count per symbol): None then."""
     symbols = pl.concat([minutes.get_column("symbol"), ticks.get_column("symbol")])
     if not engine.sessions.is_session(day):
-        _refuse(engine, "not_a_session", day, symbols, rejected)
-        return
+        _refuse(engine, "not_a_session", day, symbols, rejected, symbols.len())
+        return None
     batch = FeedBatch.empty("replay")
     batch.minute_bars, batch.ticks = minutes, ticks
     rejected += engine.ingest(batch)
@@ -148,8 +184,10 @@ def day_steps(
     ends = [close, _latest(minutes, "start", _MINUTE), _latest(ticks, "ts", dt.timedelta())]
     latest = max(end for end in ends if end is not None) + engine.book.close_delay
     if close + engine.book.close_delay > now:
-        _refuse(engine, "session_not_closed", day, symbols, rejected)
-    yield engine.advance(min(latest, now))
+        _refuse(engine, "session_not_closed", day, symbols, rejected, symbols.n_unique())
+    step = engine.advance(min(latest, now))
+    engine.take_accepted()  # (what it took in, kept for a journal: a replay has none)
+    return step
 
 
 def closed_sessions(
@@ -172,12 +210,18 @@ def closed_sessions(
 
 
 def _refuse(
-    engine: Engine, reason: str, day: dt.date, symbols: pl.Series, rejected: list[Rejection]
+    engine: Engine,
+    reason: str,
+    day: dt.date,
+    symbols: pl.Series,
+    rejected: list[Rejection],
+    count: int,
 ) -> None:
-    """A rejection per symbol of `symbols` (with repeats) for `reason` on `day`, counted."""
+    """A rejection per symbol of `symbols` (with repeats) for `reason` on `day`; `count`
+    counted."""
     for symbol in symbols.unique(maintain_order=True).to_list():
         rejected.append(Rejection(reason, symbol, str(day)))
-    engine.counts[reason] += symbols.n_unique()
+    engine.counts[reason] += count
 
 
 _MINUTE = dt.timedelta(minutes=1)

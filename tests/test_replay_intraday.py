@@ -274,12 +274,19 @@ def test_minutes_and_ticks_from_the_future_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A minute file whose year is 2200 (a typo) builds no session and fires nothing: its
-    bars are refused as `future_bar`, named on stderr."""
+    bars are refused as `future_bar`, named on stderr; so are a tick file's ticks of 10:00
+    on (`future_tick`)."""
     text = SPY.read_text().replace("2024-03-11", "2200-03-11")
     (tmp_path / "spy.csv").write_text(text)
     alerts, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={tmp_path / 'spy.csv'}")
     assert alerts and {a["session"] for a in alerts} == {"2024-03-08"}
     assert f"future_bar={text.count('2200-03-11')}" in err and "2200-03-11" in err
+    ticks = ticks_csv(tmp_path / "ticks.csv")
+    late = ticks.read_text().replace("2024-07-16 10:", "2200-07-16 10:")
+    ticks.write_text(late)
+    alerts, err = replay(tmp_path, capsys, RULES.replace('"SPY"', '"X"'), "--data", str(ticks))
+    assert f"future_tick={late.count('2200-07-16') - 1}" in err  # (the repeat: a duplicate)
+    assert {a["session"] for a in alerts} <= {"2024-07-16"}
 
 
 WEEKLY = (
@@ -343,24 +350,25 @@ def test_a_session_under_way_and_a_day_that_is_none(sessions: Sessions) -> None:
     from monitor.datafiles import DataSpec
     from monitor.minutefiles import read_minute_files
     from monitor.replay import build_engine
-    from monitor.replay_days import Intraday, intraday_step
+    from monitor.replay_days import IntradayData, intraday_step
 
     minutes = read_minute_files([DataSpec(path=str(SPY), symbol="SPY")]).bars
     saturday = minutes.head(3).with_columns(pl.col("start") + dt.timedelta(days=1))  # 03-09
-    day = Intraday(pl.concat([minutes, saturday]).sort("symbol", "start"), empty(TICK_SCHEMA))
+    day = IntradayData(pl.concat([minutes, saturday]).sort("symbol", "start"), empty(TICK_SCHEMA))
     minute_engine = build_engine(parse_rules(RULES.split('[[rules]]\nid = "up.day"')[0]), sessions)
     engine = build_engine(parse_rules(""), sessions)
     now = dt.datetime(2024, 3, 11, 14, 0, tzinfo=dt.UTC)
     rejected: list[Rejection] = []
-    step = intraday_step(
-        engine, minute_engine, empty(DAILY_SCHEMA), day, rejected=rejected, now=now
-    )
+    no_daily = empty(DAILY_SCHEMA)
+    keys = no_daily.select("symbol", "session")
+    step = intraday_step(engine, minute_engine, no_daily, keys, day, rejected=rejected, now=now)
     assert engine.daily.get_column("session").to_list() == [dt.date(2024, 3, 8)]
     assert {(r.reason, r.symbol, r.raw) for r in rejected if r.reason != "outside_session"} == {
         ("not_a_session", "SPY", "2024-03-09"),
         ("session_not_closed", "SPY", "2024-03-11"),
     }
-    assert minute_engine.counts["not_a_session"] == minute_engine.counts["session_not_closed"] == 1
+    assert minute_engine.counts["not_a_session"] == 3  # (its rows)
+    assert minute_engine.counts["session_not_closed"] == 1  # (its symbols)
     assert step.alerts and max(a.ts for a in step.alerts) <= "2024-03-11T14:00:00Z"
     assert any(a.session == "2024-03-11" for a in step.alerts)
 
@@ -382,3 +390,20 @@ def test_backfill_refuses_a_daily_bar_of_a_session_under_way() -> None:
         ("session_not_closed", "X", "2024-07-11")
     ]
     assert closed(bars, dt.datetime(2024, 7, 11, 20, 1, tzinfo=dt.UTC))[0].height == 2
+
+
+def test_a_built_session_outranks_a_close_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Beside SPY's minutes, a file of closes only for 03-08 (a wide file's kind) does not
+    replace the session built of the minutes, as backfill keeps it too: the day's rule takes
+    03-11's return from the built close. (Replay took the close only, and no volume.)"""
+    closes = tmp_path / "closes.csv"
+    closes.write_text("date,close\n2024-03-08,1.5\n")
+    alerts, _ = replay(tmp_path, capsys, RULES, "--data", f"SPY={SPY}", "--data", f"SPY={closes}")
+    minutes = regular_minutes()
+    close_8, close_11 = minutes.group_by("day", maintain_order=True).agg(pl.col("close").last())[
+        "close"
+    ]
+    [day] = [a for a in alerts if a["rule"] == "up.day"]
+    assert day["metrics"]["return"] == pytest.approx(close_11 / close_8 - 1)  # type: ignore[index]

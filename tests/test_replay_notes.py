@@ -209,3 +209,20 @@ def test_a_session_under_way_is_not_taken(
     during, after = said
     assert during.out == "" and "session_not_closed=1" in during.err and "2024-07-11" in during.err
     assert '"session":"2024-07-11"' in after.out and "session_not_closed" not in after.err
+
+
+def test_a_file_ending_on_a_saturday_still_fires(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BARS with a last row on Saturday 2024-07-13 (refused, not a session): the sessions
+    before it close and fire as without it. (Replay advanced only to a last date that was a
+    session: a file ending on a weekend printed no alert at all.)"""
+    rules = SURGE
+    (tmp_path / "rules.toml").write_text(rules)
+    alerts = []
+    for text in (BARS, BARS + "2024-07-13,13.6\n"):
+        (tmp_path / "x.csv").write_text(text)
+        data = f"X={tmp_path / 'x.csv'}"
+        assert main(["replay", "--rules", str(tmp_path / "rules.toml"), "--data", data]) == 0
+        alerts.append(capsys.readouterr().out)
+    assert alerts[0] and alerts[1] == alerts[0]

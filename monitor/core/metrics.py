@@ -1,7 +1,7 @@
 """Rolling metrics as polars expressions over a whole universe of bars at once.
 
 Every expression here expects a frame sorted by (`symbol`, `ts`) with one row per symbol and
-period, `idx` numbering each symbol's periods 0, 1, 2, ... and `reach` how far back from each a
+period, `idx` numbering each symbol's rows 0, 1, 2, ... and `reach` how far back from each a
 window may go (for sessions and weeks, the symbol's consecutive ones: not across one missing
 from its history; for minutes the minute's number in its session: see `back`; Engine.frame
 makes them so), and computes per symbol. Returns are fractions.
@@ -66,7 +66,7 @@ def with_coverage(frame: pl.DataFrame, bars: pl.DataFrame, timeframe: str) -> pl
 
 def run_lengths(hit: pl.Series, idx: pl.Series) -> pl.Series:
     """Per row, the length of the current run of consecutive periods of its symbol where `hit`
-    holds (0 where it does not); `idx` is the period number within the symbol (a run starts
+    holds (0 where it does not); `idx` is the row number within the symbol (a run starts
     afresh where it is 0: pass `reach`, and a minute's run stays in its session). A null `hit`
     is a miss.
 

@@ -133,6 +133,13 @@ class Sessions:
             return None
         return self._dates[j]
 
+    def on_or_before(self, day: dt.date) -> dt.date | None:
+        """The latest session on or before `day` (None: none in the calendar)."""
+        import bisect
+
+        i = bisect.bisect_right(self._dates, day) - 1
+        return self._dates[i] if i >= 0 else None
+
     def last_closed(self, now: dt.datetime) -> dt.date | None:
         """The latest session whose close is at or before `now`."""
         import bisect
