@@ -99,13 +99,26 @@ def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
     return found.get_column("close_only").fill_null(False)
 
 
-def _kept_line(kept: int, different: int) -> str:
-    """What backfill says of the stored bars it kept over bars of a file of closes only."""
+def _apart(
+    bars: pl.DataFrame, close_only: pl.Series, built: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.Series, pl.DataFrame]:
+    """`bars` (`merged_sessions`' rows and flags) less the sessions `built` among them, and
+    those apart."""
+    keys = ["symbol", "session"]
+    flagged = bars.with_columns(close_only.alias("_close_only"))
+    mine = flagged.join(built.select(keys), on=keys, how="semi")
+    # (a built row is one equal to the built bar: a daily file's bar of its session won)
+    mine = mine.join(built, on=list(built.columns), how="semi")
+    rest = flagged.join(mine.select(keys), on=keys, how="anti")
+    return rest.drop("_close_only"), rest.get_column("_close_only"), mine.drop("_close_only")
+
+
+def _kept_line(kept: int, different: int, over: str = "") -> str:
+    """What backfill says of the stored bars it kept over bars of a file of closes only (or
+    `over` others)."""
     bars = "bar" if kept == 1 else "bars"
-    line = (
-        f"kept {kept:,} stored {bars} with open, high, low and volume over the closes of a file "
-        "of closes only"
-    )
+    over = over or "the closes of a file of closes only"
+    line = f"kept {kept:,} stored {bars} with open, high, low and volume over {over}"
     if different:
         them = "it" if kept == 1 else f"{different:,} of them"
         line += f" ({them} closed differently: the stored bar is kept)"
@@ -132,15 +145,24 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         bars, under_way = closed(bars, dt.datetime.now(dt.UTC))
         off += under_way
         close_only = _close_only_of(bars, loaded)
+        built = None
         if intraday is not None:
             from monitor.replay_days import merged_sessions
 
-            built = _built_sessions(intraday)
+            made = _built_sessions(intraday)
+            off += made.rejections
             closes = bars.filter(close_only).select("symbol", "session")
-            bars, close_only = merged_sessions(bars, closes, built.bars)
-            off += built.rejections
+            bars, close_only = merged_sessions(bars, closes, made.bars)
+            bars, close_only, built = _apart(bars, close_only, made.bars)
         upsert = store.upsert_bars(bars, close_only=close_only)
-    merged, written = upsert.bars, upsert.written
+        # A session built of minutes or ticks does not replace a stored bar with more than a
+        # close (a provider's, with its official close): as a close only, it is kept.
+        over = None
+        if built is not None and built.height:
+            over = store.upsert_bars(built, close_only=pl.Series([True] * built.height))
+    merged, written = (over or upsert).bars, upsert.written
+    if over is not None:
+        written = pl.concat([written, over.written])
     symbols = written.get_column("symbol").n_unique() if written.height else 0
     print(
         f"backfilled {written.height} bars of {symbols} "
@@ -156,6 +178,10 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         print(f"market-monitor: {line}", file=sys.stderr)
     if upsert.kept:
         print(f"market-monitor: {_kept_line(upsert.kept, upsert.kept_different)}", file=sys.stderr)
+    if over is not None and over.kept:
+        what = "sessions built of minutes or ticks"
+        line = _kept_line(over.kept, over.kept_different, what)
+        print(f"market-monitor: {line}", file=sys.stderr)
     if merged.height:  # (the history the daemon will run on: holes it should know of)
         from monitor.calendar import nyse_sessions
         from monitor.replay import gaps, gaps_line

@@ -407,3 +407,20 @@ def test_a_built_session_outranks_a_close_only(
     ]
     [day] = [a for a in alerts if a["rule"] == "up.day"]
     assert day["metrics"]["return"] == pytest.approx(close_11 / close_8 - 1)  # type: ignore[index]
+
+
+def test_backfill_keeps_a_stored_bar_over_a_built_one(tmp_path: Path) -> None:
+    """A store holding a provider's bar of 2024-03-11 (its official close), then a backfill of
+    SPY's minutes: the stored bar is kept and said to be; 03-08, not stored, is built."""
+    write_config(tmp_path, "mm-backfill-kept")
+    conf = str(tmp_path / "monitor.toml")
+    daily = tmp_path / "spy_daily.csv"
+    daily.write_text("date,open,high,low,close,volume\n2024-03-11,1,2,0.5,1.5,10\n")
+    assert cli("backfill", "--config", conf, "--data", f"SPY={daily}").returncode == 0
+    res = cli("backfill", "--config", conf, "--data", f"SPY={SPY}")
+    assert res.returncode == 0, res.stderr
+    assert "kept 1 stored bar with open, high, low and volume over sessions built" in res.stderr
+    stored = Store(tmp_path / "store").load_bars().sort("session")
+    assert stored.get_column("session").to_list() == [dt.date(2024, 3, 8), dt.date(2024, 3, 11)]
+    assert stored.get_column("close").to_list()[1] == 1.5
+    assert stored.get_column("volume").to_list()[0] > 1000
