@@ -49,7 +49,7 @@ import msgspec
 import polars as pl
 
 from monitor.core.model import MINUTE_SCHEMA, Rejection
-from monitor.core.sessions import NEW_YORK
+from monitor.core.sessions import NEW_YORK, new_york_date
 from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
 from monitor.datafiles import DataSpec, drop_duplicates, reject_bad_bars
 from monitor.datalayout import Source, Table, blank_cell, column_key
@@ -131,7 +131,7 @@ def read_minute_files(
     sources, frames = [], []
     for number, spec in enumerate(specs):
         table, _, work = _parse(spec)
-        day = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
+        day = new_york_date(pl.col("start"))
         if start is not None:
             work = work.filter(day.is_null() | (day >= start))
         if end is not None:

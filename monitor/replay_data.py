@@ -13,7 +13,7 @@ import polars as pl
 
 from monitor.calendar import nyse_sessions
 from monitor.config import Config, resolve
-from monitor.core.sessions import NEW_YORK
+from monitor.core.sessions import NEW_YORK, new_york_date
 from monitor.errors import ConfigError
 
 
@@ -42,7 +42,7 @@ class FeedFiles(msgspec.Struct):
 
 
 # The New York date of a minute bar (at any hour: a file may hold what the book would not take).
-_NEW_YORK_DAY = pl.col("start").dt.convert_time_zone(NEW_YORK).dt.date()
+_NEW_YORK_DAY = new_york_date(pl.col("start"))
 
 
 def read_replay_feeds(config: Config) -> Iterator[FeedFiles]:

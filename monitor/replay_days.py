@@ -22,7 +22,7 @@ import polars as pl
 from monitor.core.engine import Engine, Step
 from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Rejection, empty
 from monitor.core.payload import LINE_SCHEMA
-from monitor.core.sessions import NEW_YORK, Sessions
+from monitor.core.sessions import Sessions, new_york_date
 
 
 class IntradayData(NamedTuple):
@@ -68,7 +68,7 @@ class IntradayData(NamedTuple):
 
 
 def _new_york_day(column: str) -> pl.Expr:
-    return pl.col(column).dt.convert_time_zone(NEW_YORK).dt.date()
+    return new_york_date(pl.col(column))
 
 
 def _by_day(frame: pl.DataFrame, day: pl.Expr) -> dict[dt.date, pl.DataFrame]:

@@ -37,7 +37,7 @@ import msgspec
 import polars as pl
 
 from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, Rejection
-from monitor.core.sessions import NEW_YORK
+from monitor.core.sessions import new_york_date
 from monitor.datafiles import DataSpec, drop_duplicates, reject_bad_bars
 from monitor.datalayout import Source, Table, column_key
 from monitor.errors import DataError
@@ -110,7 +110,7 @@ def read_tick_files(
     sources, frames = [], []
     for number, spec in enumerate(specs):
         table, _, work = _parse(spec)
-        day = pl.col("ts").dt.convert_time_zone(NEW_YORK).dt.date()
+        day = new_york_date(pl.col("ts"))
         if start is not None:
             work = work.filter(day.is_null() | (day >= start))
         if end is not None:

@@ -157,6 +157,12 @@ class Sessions:
         return self.frame.filter(pl.col("session").is_between(first, last))
 
 
+def new_york_date(instant: pl.Expr) -> pl.Expr:
+    """The New York date of UTC instants, at any hour (a file's rows may lie outside what the
+    bar builder takes: `minute_date` is cheaper within it)."""
+    return instant.dt.convert_time_zone(NEW_YORK).dt.date()
+
+
 def minute_date(start: pl.Expr) -> pl.Expr:
     """The New York date of minute bars starting at `start` (UTC), for minutes between 04:00
     and 20:00 New York (all the bar builder accepts, extended hours included). New York is four
