@@ -99,20 +99,6 @@ def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
     return found.get_column("close_only").fill_null(False)
 
 
-def _apart(
-    bars: pl.DataFrame, close_only: pl.Series, built: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.Series, pl.DataFrame]:
-    """`bars` (`merged_sessions`' rows and flags) less the sessions `built` among them, and
-    those apart."""
-    keys = ["symbol", "session"]
-    flagged = bars.with_columns(close_only.alias("_close_only"))
-    mine = flagged.join(built.select(keys), on=keys, how="semi")
-    # (a built row is one equal to the built bar: a daily file's bar of its session won)
-    mine = mine.join(built, on=list(built.columns), how="semi")
-    rest = flagged.join(mine.select(keys), on=keys, how="anti")
-    return rest.drop("_close_only"), rest.get_column("_close_only"), mine.drop("_close_only")
-
-
 def _kept_line(kept: int, different: int, over: str = "") -> str:
     """What backfill says of the stored bars it kept over bars of a file of closes only (or
     `over` others)."""
@@ -152,8 +138,12 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
             made = _built_sessions(intraday)
             off += made.rejections
             closes = bars.filter(close_only).select("symbol", "session")
-            bars, close_only = merged_sessions(bars, closes, made.bars)
-            bars, close_only, built = _apart(bars, close_only, made.bars)
+            merged, kind = merged_sessions(bars, closes, made.bars)
+            built = merged.filter(kind == "built")
+            bars, close_only = (
+                merged.filter(kind != "built"),
+                kind.filter(kind != "built") == "close",
+            )
         upsert = store.upsert_bars(bars, close_only=close_only)
         # A session built of minutes or ticks does not replace a stored bar with more than a
         # close (a provider's, with its official close): as a close only, it is kept.

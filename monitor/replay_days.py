@@ -123,23 +123,17 @@ def merged_sessions(
     """The daily files' bars and the session bars `built` of minutes and ticks, one per
     symbol and session, sorted: a daily file's full bar outranks a built one, which outranks
     a close only (`close_keys`: the symbol and session of the daily bars that are closes only,
-    as a stored bar outranks one: see `Store.upsert_bars`). With, per row, whether it is a
-    close only."""
+    as a stored bar outranks one: see `Store.upsert_bars`). With, per row, where it came from:
+    "full", "built" or "close" (a close only)."""
     keys = ["symbol", "session"]
-    if built.is_empty():
-        flags = daily.select(keys).join(
-            close_keys.with_columns(pl.lit(True).alias("close_only")), on=keys, how="left"
-        )
-        return daily, flags.get_column("close_only").fill_null(False)
-    full = daily.join(close_keys, on=keys, how="anti")
     closes = daily.join(close_keys, on=keys, how="semi")
+    full = daily.join(close_keys, on=keys, how="anti")
     built = built.join(full, on=keys, how="anti")
     closes = closes.join(built, on=keys, how="anti")
-    merged = pl.concat([full, built, closes]).with_columns(
-        pl.int_range(pl.len()).ge(full.height + built.height).alias("close_only")
-    )
+    parts = [(full, "full"), (built, "built"), (closes, "close")]
+    merged = pl.concat([part.with_columns(pl.lit(kind).alias("_kind")) for part, kind in parts])
     merged = merged.sort(keys)
-    return merged.drop("close_only"), merged.get_column("close_only")
+    return merged.drop("_kind"), merged.get_column("_kind")
 
 
 def build_sessions(
