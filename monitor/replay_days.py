@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from monitor.core.engine import Engine, Step
 from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Rejection, empty
 from monitor.core.payload import LINE_SCHEMA
-from monitor.core.sessions import Sessions, new_york_date
+from monitor.core.sessions import NEW_YORK, Sessions, new_york_date
 
 
 class IntradayData(NamedTuple):
@@ -165,8 +166,10 @@ def day_step(
     ticks and bars are rejected and counted, as the daemon's are), and its rules evaluate.
     (Minute by minute, as the daemon steps, a universe's day would take minutes: each step
     evaluates every minute rule.) A day that is no session is refused whole (`not_a_session`,
-    a rejection per symbol, its rows counted), and a session still under way at `now` is not
-    built (`session_not_closed`, a rejection and a count per symbol): None then."""
+    a rejection per symbol, its rows counted): None then. A session still under way at `now`
+    is not built (`session_not_closed`, a rejection and a count per symbol), nor is one whose
+    data looks cut short (`cut_short`: `session_cut_short`, one rejection saying why, a count
+    per symbol): its minute rules run all the same."""
     symbols = pl.concat([minutes.get_column("symbol"), ticks.get_column("symbol")])
     if not engine.sessions.is_session(day):
         _refuse(engine, "not_a_session", day, symbols, rejected, symbols.len())
@@ -181,7 +184,60 @@ def day_step(
         _refuse(engine, "session_not_closed", day, symbols, rejected, symbols.n_unique())
     step = engine.advance(min(latest, now))
     engine.take_accepted()  # (what it took in, kept for a journal: a replay has none)
+    short = cut_short(engine.sessions, day, minutes, ticks)
+    if short is not None:
+        built = engine.daily.get_column("session") == day
+        made = engine.daily.filter(built).get_column("symbol")
+        if made.len():  # (one rejection for the day: why is the same for every symbol)
+            engine.daily = engine.daily.filter(~built)
+            engine.counts["session_cut_short"] += made.len()
+            n = made.len()
+            bars = "its session bar was" if n == 1 else f"the session bars of its {n} symbols were"
+            why = f"{day}: {short}; {bars} not built"
+            rejected.append(Rejection("session_cut_short", None, why))
     return step
+
+
+CUT_SHORT = dt.timedelta(minutes=30)
+
+
+def cut_short(
+    sessions: Sessions, day: dt.date, minutes: pl.DataFrame, ticks: pl.DataFrame
+) -> str | None:
+    """Why the minute bars and ticks of session `day` (every symbol's) look cut short, a
+    download that stopped at noon, say (None: they do not): their regular hours start more
+    than CUT_SHORT after the open, or end more than CUT_SHORT before the close. A session
+    built of them would take a close hours early (or an open hours late), and a daily rule
+    fire on it. Every symbol's together: a stock halted at noon has its close then, but a
+    day's data whose every symbol stops at noon is not a day's trading."""
+    opens, closes = sessions.open_of(day), sessions.close_of(day)
+    firsts: list[dt.datetime] = []
+    lasts: list[dt.datetime] = []
+    for frame, at, span in ((minutes, "start", _MINUTE), (ticks, "ts", dt.timedelta())):
+        times = frame.get_column(at)
+        times = times.filter((times >= opens) & (times < closes))
+        if times.len():
+            low: dt.datetime = times.min()  # type: ignore[assignment]
+            high: dt.datetime = times.max()  # type: ignore[assignment]
+            firsts.append(low)
+            lasts.append(high + span)
+    if not firsts:  # (nothing in regular hours: nothing is built)
+        return None
+    first, last = min(firsts), max(lasts)
+    if last < closes - CUT_SHORT:
+        return f"the data ends at {_clock(last)}, {_minutes(closes - last)} before the close"
+    if first > opens + CUT_SHORT:
+        return f"the data starts at {_clock(first)}, {_minutes(first - opens)} after the open"
+    return None
+
+
+def _clock(instant: dt.datetime) -> str:
+    return f"{instant.astimezone(ZoneInfo(NEW_YORK)):%H:%M} New York time"
+
+
+def _minutes(span: dt.timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    return f"{minutes} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
 
 
 def closed_sessions(

@@ -424,3 +424,95 @@ def test_backfill_keeps_a_stored_bar_over_a_built_one(tmp_path: Path) -> None:
     assert stored.get_column("session").to_list() == [dt.date(2024, 3, 8), dt.date(2024, 3, 11)]
     assert stored.get_column("close").to_list()[1] == 1.5
     assert stored.get_column("volume").to_list()[0] > 1000
+
+
+def cut_at(minutes: Path, day: dt.date, end: dt.time) -> Path:
+    """`minutes` with `day`'s rows before `end` only: a download cut short."""
+    frame = pl.read_csv(minutes, try_parse_dates=True)
+    on_day = pl.col("datetime").dt.date() == day
+    kept = frame.filter(~on_day | (pl.col("datetime").dt.time() < end))
+    kept.write_csv(minutes, datetime_format="%Y-%m-%d %H:%M:%S")
+    return minutes
+
+
+def test_a_session_whose_minutes_stop_at_noon_is_not_built(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """X's minutes of 2024-03-12 end at 12:00 (a download cut short): that session is not
+    built of them (its close would be noon's, and the day's rule fire on it), but refused
+    (`session_cut_short`, saying where the data ends) and named missing; its minutes still
+    run the minute rules. The other sessions are built as before."""
+    day = dt.date(2024, 3, 12)
+    minutes = cut_at(synthetic_minutes(tmp_path / "x.csv", SESSIONS), day, dt.time(12))
+    rules = DAILY_RULES + RULES.replace('["SPY"]', '["X"]').split('[[rules]]\nid = "up.day"')[0]
+    rules = rules.replace("min_return = 0.001", "min_return = 0.0001")
+    alerts, err = replay(tmp_path, capsys, rules, "--data", f"X={minutes}")
+    daily = {a["session"] for a in alerts if a["rule"] == "up.1d"}
+    assert daily and "2024-03-12" not in daily
+    assert any(a["session"] == "2024-03-12" for a in alerts if a["rule"] == "surge.5m")
+    assert "session_cut_short=1" in err
+    assert "2024-03-12: the data ends at 12:00 New York time, 4.0 hours before the close" in err
+    assert "1 session missing" in err
+    # The daily rule over the other sessions: as a daily file of them gives.
+    daily_file = tmp_path / "x_daily.csv"
+    sessions_of(minutes).filter(pl.col("date") != day).write_csv(daily_file)
+    from_daily, _ = replay(tmp_path, capsys, DAILY_RULES, "--data", f"X={daily_file}")
+    assert [a for a in alerts if a["rule"] == "up.1d"] == from_daily
+
+
+def test_cut_short_looks_at_every_symbol_and_the_day_s_own_close(sessions: Sessions) -> None:
+    """A day's data is cut short when every symbol's regular-hours minutes and ticks start
+    more than 30 minutes after the open or end more than 30 minutes before the close (of
+    that day: 13:00 on an early close); one symbol halted at noon beside others that trade
+    to the close is not."""
+    from monitor.core.model import MINUTE_SCHEMA, empty
+    from monitor.replay_days import cut_short
+
+    def minutes(day: dt.date, spans: dict[str, tuple[str, str]]) -> pl.DataFrame:
+        rows = []
+        for symbol, (first, last) in spans.items():
+            start = dt.datetime.combine(day, dt.time.fromisoformat(first))
+            end = dt.datetime.combine(day, dt.time.fromisoformat(last))
+            while start <= end:
+                rows.append({"symbol": symbol, "start": start, "open": 1.0, "high": 1.0,
+                             "low": 1.0, "close": 1.0, "volume": 1.0})  # fmt: skip
+                start += dt.timedelta(minutes=1)
+        frame = pl.DataFrame(rows).with_columns(
+            pl.col("start").dt.replace_time_zone(NEW_YORK).dt.convert_time_zone("UTC")
+        )
+        return frame.cast(MINUTE_SCHEMA).select(list(MINUTE_SCHEMA))  # type: ignore[arg-type]
+
+    day, early = dt.date(2024, 3, 12), dt.date(2024, 7, 3)  # (07-03 closes at 13:00)
+    no_ticks = empty(TICK_SCHEMA)
+    whole = {"A": ("09:30", "15:59"), "B": ("09:30", "12:00")}  # (B halted at noon)
+    assert cut_short(sessions, day, minutes(day, whole), no_ticks) is None
+    noon = {"A": ("09:30", "11:59"), "B": ("09:30", "12:00")}
+    why = cut_short(sessions, day, minutes(day, noon), no_ticks)
+    assert why == "the data ends at 12:01 New York time, 4.0 hours before the close"
+    late = {"A": ("10:15", "15:59")}
+    why = cut_short(sessions, day, minutes(day, late), no_ticks)
+    assert why == "the data starts at 10:15 New York time, 45 minutes after the open"
+    assert cut_short(sessions, early, minutes(early, {"A": ("09:30", "12:59")}), no_ticks) is None
+    assert cut_short(sessions, day, minutes(day, {"A": ("09:30", "15:29")}), no_ticks) is None
+    # Minute bars to 11:00 and another symbol's ticks to 15:59: the day is whole.
+    ticks = minutes(day, {"B": ("09:30", "15:59")}).select(
+        "symbol", pl.col("start").alias("ts"), pl.col("close").alias("price"),
+        pl.col("volume").alias("size"), pl.lit("").alias("id"),
+    )  # fmt: skip
+    morning = minutes(day, {"A": ("09:30", "11:00")})
+    assert cut_short(sessions, day, morning, ticks) is None
+    assert cut_short(sessions, day, morning, no_ticks) is not None
+    assert cut_short(sessions, day, empty(MINUTE_SCHEMA), no_ticks) is None
+
+
+def test_backfill_does_not_store_a_session_cut_short(tmp_path: Path) -> None:
+    """`backfill` of a minute file whose 2024-03-12 ends at 12:00 stores the other sessions
+    built of it, not that one, and says so on stderr."""
+    write_config(tmp_path, "mm-backfill-cut-short")
+    day = dt.date(2024, 3, 12)
+    minutes = cut_at(synthetic_minutes(tmp_path / "x.csv", SESSIONS), day, dt.time(12))
+    res = cli("backfill", "--config", str(tmp_path / "monitor.toml"), "--data", f"X={minutes}")
+    assert res.returncode == 0, res.stderr
+    assert "session_cut_short=1" in res.stderr and "4.0 hours before the close" in res.stderr
+    stored = Store(tmp_path / "store").load_bars().get_column("session").to_list()
+    assert sorted(stored) == [s for s in SESSIONS if s != day]
