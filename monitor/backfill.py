@@ -137,8 +137,7 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
 
             made = _built_sessions(intraday)
             off += made.rejections
-            closes = bars.filter(close_only).select("symbol", "session")
-            merged, kind = merged_sessions(bars, closes, made.bars)
+            merged, kind = merged_sessions(bars, close_only, made.bars)
             built = merged.filter(kind == "built")
             bars, close_only = (
                 merged.filter(kind != "built"),

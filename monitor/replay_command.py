@@ -309,9 +309,12 @@ def run_replay(
         calendar_start = min(first, settled)
     sessions = nyse_sessions(calendar_start, last)
     now = now or dt.datetime.now(dt.UTC)
-    keys = ["symbol", "session"]
-    close_keys = bars.filter(close_only).select(keys) if close_only is not None else None
+    if close_only is not None:  # (kept beside its rows through `closed_sessions`)
+        bars = bars.with_columns(close_only.alias("_close_only"))
     bars, under_way = closed_sessions(bars, sessions, now)
+    if close_only is not None:
+        close_only = bars.get_column("_close_only")
+        bars = bars.drop("_close_only")
     if under_way:
         counts = {**counts, "session_not_closed": len(under_way)}
         rejections = [*rejections, *under_way]
@@ -364,10 +367,10 @@ def run_replay(
                 engine, bars, batch_sessions=batch_sessions, deferred=deferred, rejected=refused
             )
         else:
-            if close_keys is None:
-                close_keys = bars.clear().select(keys)
+            if close_only is None:
+                close_only = pl.repeat(False, bars.height, eager=True)
             step = intraday_step(
-                engine, minute_engine, bars, close_keys, day, rejected=refused, now=now
+                engine, minute_engine, bars, close_only, day, rejected=refused, now=now
             )
             steps = iter([step])
         for step in steps:

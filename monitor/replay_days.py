@@ -15,6 +15,7 @@ how intraday data is cut into days, timed and joined to the daily files, for `re
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -86,7 +87,7 @@ def intraday_step(
     daily_engine: Engine,
     minute_engine: Engine,
     daily: pl.DataFrame,
-    close_keys: pl.DataFrame,
+    close_only: pl.Series,
     data: IntradayData,
     *,
     rejected: list[Rejection],
@@ -97,44 +98,100 @@ def intraday_step(
     Two passes. `minute_engine` (the `1m` rules only) takes the minutes and ticks a day at a
     time (`build_sessions`): it builds the sessions of them and runs the minute rules. Then
     `daily_engine` (every other rule) takes the session bars, those of the daily files and
-    those built (`merged_sessions`; `close_keys`: the symbol and session of the daily bars
-    that are closes only), in one batch, as a replay of daily bars does: its rules see the
-    whole history once, so their alerts are a daily file's, and what followed them is known.
-    (Day by day, every day would evaluate every daily rule over the whole history again, and
-    re-evaluate the week under way.) The alerts are built at once, not a chunk at a time."""
+    those built (`merged_sessions`; `close_only`: per row of `daily`, whether it is a close
+    only), in one batch, as a replay of daily bars does: its rules see the whole history
+    once, so their alerts are a daily file's, and what followed them is known. (Day by day,
+    every day would evaluate every daily rule over the whole history again, and re-evaluate
+    the week under way.) The daily rules' payloads are built a chunk at a time as the Step's
+    lines are read, the minute rules' merged in (`MergedLines`)."""
     steps = build_sessions(minute_engine, data, rejected=rejected, now=now)
-    sessions, _ = merged_sessions(daily, close_keys, minute_engine.daily)
+    sessions, _ = merged_sessions(daily, close_only, minute_engine.daily)
     batch = FeedBatch.empty("replay")
     batch.daily_bars = sessions
     rejected += daily_engine.ingest(batch)
+    lines = [step.lines for step in steps if step.lines.height]
+    minute = pl.concat(lines).sort(_ORDER) if lines else empty(LINE_SCHEMA)
+    daily_step = None
     if not sessions.is_empty():
         last: dt.date = sessions.get_column("session").max()  # type: ignore[assignment]
         session = daily_engine.sessions.on_or_before(last)  # (as replay_steps: see there)
         if session is not None:
-            steps.append(daily_engine.advance(daily_engine.sessions.close_of(session)))
-    lines = [step.lines for step in steps if step.lines.height]
-    merged = pl.concat(lines).sort("ts", "rule", "symbol", "id") if lines else empty(LINE_SCHEMA)
+            close = daily_engine.sessions.close_of(session)
+            daily_step = daily_engine.advance(close, deferred=True)
+            steps.append(daily_step)
     firings = [fired for step in steps for fired in step.firings]
+    merged = minute if daily_step is None else MergedLines(minute, daily_step)
     return Step(merged, empty(MINUTE_SCHEMA), sessions, [], firings)
 
 
+_ORDER = ["ts", "rule", "symbol", "id"]  # (the order of a step's lines: `Emitted.new`)
+
+
+class MergedLines:
+    """The minute rules' alert lines (`minute`, in order) and those of the daily rules' step,
+    in one order, a chunk at a time: each of the step's chunks (built as they are read, about
+    40,000 alerts each: see `LineChunks`) with the minute lines up to its last instant. A
+    universe's daily history beside a minute file makes hundreds of thousands of alerts; their
+    payloads are never all held at once. Iterated once only, as the step's chunks are."""
+
+    def __init__(self, minute: pl.DataFrame, daily: Step) -> None:
+        self._minute = minute
+        self._daily = daily
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        rest = self._minute
+        for chunk in self._daily.line_chunks():
+            # A chunk holds every alert of its instants, and later chunks later instants.
+            last: str = chunk.get_column("ts").max()  # type: ignore[assignment]
+            upto = int(rest.get_column("ts").search_sorted(last, "right"))
+            if upto:
+                chunk = pl.concat([rest.head(upto), chunk]).sort(_ORDER)
+                rest = rest.slice(upto)
+            yield chunk
+        if rest.height:
+            yield rest
+
+
 def merged_sessions(
-    daily: pl.DataFrame, close_keys: pl.DataFrame, built: pl.DataFrame
+    daily: pl.DataFrame, close_only: pl.Series, built: pl.DataFrame
 ) -> tuple[pl.DataFrame, pl.Series]:
-    """The daily files' bars and the session bars `built` of minutes and ticks, one per
-    symbol and session, sorted: a daily file's full bar outranks a built one, which outranks
-    a close only (`close_keys`: the symbol and session of the daily bars that are closes only,
-    as a stored bar outranks one: see `Store.upsert_bars`). With, per row, where it came from:
-    "full", "built" or "close" (a close only)."""
+    """The daily files' bars (sorted by symbol and session) and the session bars `built` of
+    minutes and ticks, one per symbol and session, sorted: a daily file's full bar outranks a
+    built one, which outranks a close only (`close_only`: per row of `daily`, whether it is a
+    close only, as a stored bar outranks one: see `Store.upsert_bars`). With, per row, where
+    it came from: "full", "built" or "close" (a close only).
+
+    Only the symbols of `built` are joined: beside a universe's history (8 million bars) a
+    join over every bar took seconds."""
     keys = ["symbol", "session"]
-    closes = daily.join(close_keys, on=keys, how="semi")
-    full = daily.join(close_keys, on=keys, how="anti")
+    kind = pl.when("_close").then(pl.lit("close")).otherwise(pl.lit("full")).alias("_kind")
+    labelled = daily.with_columns(close_only.alias("_close"))
+    mine = pl.col("symbol").is_in(built.get_column("symbol").unique().implode())
+    near, far = labelled.filter(mine), labelled.filter(~mine).with_columns(kind)
+    full = near.filter(~pl.col("_close")).drop("_close")
     built = built.join(full, on=keys, how="anti")
-    closes = closes.join(built, on=keys, how="anti")
+    closes = near.filter("_close").drop("_close").join(built, on=keys, how="anti")
     parts = [(full, "full"), (built, "built"), (closes, "close")]
-    merged = pl.concat([part.with_columns(pl.lit(kind).alias("_kind")) for part, kind in parts])
-    merged = merged.sort(keys)
+    near = pl.concat([part.with_columns(pl.lit(kind).alias("_kind")) for part, kind in parts])
+    merged = _inserted(far.drop("_close"), near.sort(keys))
     return merged.drop("_kind"), merged.get_column("_kind")
+
+
+def _inserted(far: pl.DataFrame, near: pl.DataFrame) -> pl.DataFrame:
+    """`far` (sorted by symbol) with `near` (sorted, of symbols `far` has none of) put in
+    their places: slices of `far` between each symbol of `near`'s rows, not a sort of them
+    all (seconds over a universe's history; `merge_sorted` takes a second too)."""
+    symbols = far.get_column("symbol")
+    if not near.height or not symbols.is_sorted():
+        return pl.concat([far, near]).sort("symbol", "session") if near.height else far
+    groups = near.partition_by("symbol", maintain_order=True)
+    heads = pl.Series([group.get_column("symbol")[0] for group in groups], dtype=pl.String)
+    cuts = symbols.search_sorted(heads, "left").to_list()
+    parts, done = [], 0
+    for group, cut in zip(groups, cuts, strict=True):
+        parts += [far.slice(done, cut - done), group]
+        done = cut
+    return pl.concat([*parts, far.slice(done)])
 
 
 def build_sessions(

@@ -360,8 +360,8 @@ def test_a_session_under_way_and_a_day_that_is_none(sessions: Sessions) -> None:
     now = dt.datetime(2024, 3, 11, 14, 0, tzinfo=dt.UTC)
     rejected: list[Rejection] = []
     no_daily = empty(DAILY_SCHEMA)
-    keys = no_daily.select("symbol", "session")
-    step = intraday_step(engine, minute_engine, no_daily, keys, day, rejected=rejected, now=now)
+    none = pl.Series([], dtype=pl.Boolean)  # (no daily bar is a close only)
+    step = intraday_step(engine, minute_engine, no_daily, none, day, rejected=rejected, now=now)
     assert engine.daily.get_column("session").to_list() == [dt.date(2024, 3, 8)]
     assert {(r.reason, r.symbol, r.raw) for r in rejected if r.reason != "outside_session"} == {
         ("not_a_session", "SPY", "2024-03-09"),
@@ -516,3 +516,72 @@ def test_backfill_does_not_store_a_session_cut_short(tmp_path: Path) -> None:
     assert "session_cut_short=1" in res.stderr and "4.0 hours before the close" in res.stderr
     stored = Store(tmp_path / "store").load_bars().get_column("session").to_list()
     assert sorted(stored) == [s for s in SESSIONS if s != day]
+
+
+def test_jsonl_of_minutes_and_daily_history_comes_a_chunk_at_a_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With minute files, jsonl is written a chunk of the daily rules' alerts at a time, the
+    minute rules' alerts merged in: in chunks of an instant each the lines are those of one chunk,
+    in the order of one sort by ts, rule, symbol and id, and several chunks were written.
+    (The two passes' alerts used to be merged in memory: a universe's daily history beside a
+    minute file held its 300 MB of payloads at once.)"""
+    from monitor import replay_command
+    from monitor.core.payload import LineChunks
+
+    minutes = synthetic_minutes(tmp_path / "x.csv", SESSIONS)
+    rules = DAILY_RULES + RULES.replace('["SPY"]', '["X"]').split('[[rules]]\nid = "up.day"')[0]
+    rules = rules.replace("min_return = 0.001", "min_return = 0.0001")
+    whole, _ = replay(tmp_path, capsys, rules, "--data", f"X={minutes}")
+    written: list[int] = []
+    write = replay_command._write_lines
+    monkeypatch.setattr(
+        replay_command,
+        "_write_lines",
+        lambda out, lines: (written.append(len(lines)), write(out, lines)),
+    )
+    monkeypatch.setattr(LineChunks, "ROWS", 1)
+    chunked, _ = replay(tmp_path, capsys, rules, "--data", f"X={minutes}")
+    assert chunked == whole
+    kinds = {a["rule"] for a in whole}
+    assert kinds == {"up.1d", "surge.5m"}
+    order = [(a["ts"], a["rule"], a["symbol"], a["id"]) for a in whole]
+    assert order == sorted(order)
+    assert len(written) > 3 and sum(written) == len(whole)
+
+
+def test_merged_sessions_against_joins_over_every_bar() -> None:
+    """`merged_sessions` (built bars put in their places among the daily bars) gives what
+    joins over every bar give: for random daily bars (full or close only) and built bars of
+    symbols first, last, in the middle and absent from the daily ones, the same rows in the
+    same order, each with where it came from."""
+    from monitor.core.model import DAILY_SCHEMA
+    from monitor.replay_days import merged_sessions
+
+    rng = np.random.default_rng(11)
+    days = [dt.date(2024, 3, 4) + dt.timedelta(days=i) for i in range(12)]
+
+    def bars(symbols: list[str], share: float) -> pl.DataFrame:
+        rows = [
+            (s, d, *([float(rng.integers(1, 99))] * 4), 100.0)
+            for s in symbols
+            for d in days
+            if rng.random() < share
+        ]
+        return pl.DataFrame(rows, schema=DAILY_SCHEMA, orient="row")
+
+    keys = ["symbol", "session"]
+    for _ in range(20):
+        daily = bars([f"S{i:02d}" for i in range(0, 30, 2)], 0.8).sort(keys)
+        built = bars(["A", "S04", "S05", "S17", "S28", "ZZ"], 0.6).sort(keys)
+        close_only = pl.Series(rng.random(daily.height) < 0.5)
+        got, kind = merged_sessions(daily, close_only, built)
+        # The oracle: joins over every bar, then one sort.
+        closes = daily.filter(close_only)
+        full = daily.filter(~close_only)
+        from_built = built.join(full, on=keys, how="anti")
+        closes = closes.join(from_built, on=keys, how="anti")
+        parts = [(full, "full"), (from_built, "built"), (closes, "close")]
+        want = pl.concat([p.with_columns(pl.lit(k).alias("kind")) for p, k in parts]).sort(keys)
+        assert got.equals(want.drop("kind"))
+        assert kind.to_list() == want.get_column("kind").to_list()

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import msgspec
 import polars as pl
 
 from monitor.core.model import Alert, Rejection, empty
-from monitor.core.payload import LINE_SCHEMA, LineChunks, decode_lines
+from monitor.core.payload import LINE_SCHEMA, decode_lines
 from monitor.core.rules.spec import Rule
 
 
@@ -36,7 +36,7 @@ class Step:
 
     def __init__(
         self,
-        lines: pl.DataFrame | LineChunks,
+        lines: pl.DataFrame | Iterable[pl.DataFrame],
         minute_bars: pl.DataFrame,
         daily_bars: pl.DataFrame,
         rejections: list[Rejection],
