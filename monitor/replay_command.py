@@ -141,7 +141,7 @@ def read_intraday(
             counts[reason] += future.height
             rejections += [
                 Rejection(reason, symbol, f"{time:%Y-%m-%d %H:%M:%S} UTC")
-                for symbol, time in future.select("symbol", at).head(5).iter_rows()
+                for symbol, time in future.select("symbol", at).iter_rows()
             ]
     return daily, IntradayRead(kept[0], kept[1], dict(counts), rejections)
 

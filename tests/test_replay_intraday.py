@@ -281,6 +281,7 @@ def test_minutes_and_ticks_from_the_future_are_refused(
     alerts, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={tmp_path / 'spy.csv'}")
     assert alerts and {a["session"] for a in alerts} == {"2024-03-08"}
     assert f"future_bar={text.count('2200-03-11')}" in err and "2200-03-11" in err
+    assert f"and {text.count('2200-03-11') - 5} more" in err  # (each one listed, not 5 only)
     ticks = ticks_csv(tmp_path / "ticks.csv")
     late = ticks.read_text().replace("2024-07-16 10:", "2200-07-16 10:")
     ticks.write_text(late)
