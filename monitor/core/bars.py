@@ -244,6 +244,8 @@ class BarBook:
             rejected += self._reject(late, TICK_RAW)
             due = due.filter(~pl.col("late"))
         taken = due
+        if due.height:  # (a provider's bar of the last minute, taken after, gets them)
+            self._keep_closing_prints(due)
         due = self._correct_late(due)
         if due.height:
             self._take_ticks(due, None)
@@ -281,15 +283,17 @@ class BarBook:
             raise ValueError("now must be timezone-aware")
         self._now = max(now.astimezone(dt.UTC), self._now or now)
         rejected: list[Rejection] = []
+        # Ticks before bars: a provider's bar of a minute replaces the bar its ticks make,
+        # as when it comes after them (taken the other way, the ticks merged into the bar,
+        # and its volume counted twice).
+        taken_ticks = empty(TICK_SCHEMA)
+        if self._waiting.ticks:  # (ticks that came ahead of the clock)
+            taken_ticks, rejected = self._take_waiting_ticks()
         taken = empty(MINUTE_SCHEMA)
         if self._waiting.bars:  # (provider bars of minutes not over when they came)
             taken, future = self._waiting.due_bars(self._now)
             self._take_bars(taken)
-            rejected = self._reject(future, BAR_RAW)
-        taken_ticks = empty(TICK_SCHEMA)
-        if self._waiting.ticks:  # (ticks that came ahead of the clock)
-            taken_ticks, refused = self._take_waiting_ticks()
-            rejected += refused
+            rejected += self._reject(future, BAR_RAW)
         cutoff = self._cutoff()
         if self._earliest is not None and self._earliest <= cutoff:
             self._compact()

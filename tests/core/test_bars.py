@@ -732,6 +732,35 @@ def test_a_provider_bar_of_the_last_minute_after_the_closing_print_keeps_the_pri
         assert closed.daily.select("open", "close", "volume").rows() == [(10.0, 20.0, 5100.0)]
 
 
+def test_ticks_and_a_provider_bar_ahead_of_the_clock_count_once() -> None:
+    """A day's ticks and a provider's bars of the same minutes come ahead of the book's clock
+    (a replay's day, taken in one batch; a feed ahead of it), so both wait for the clock: the
+    provider's bar replaces the bar of the trades, as it does when it comes after them, and
+    the closing cross among the ticks is merged into the provider's bar of the last minute.
+    Before, the bars were taken first and the ticks merged into them, every share counted
+    twice, and the waiting cross was lost."""
+    trades = [
+        tick("AAA", at(20, 58, 5), 10.0, 300, id="a"),
+        tick("AAA", at(20, 58, 40), 10.4, 200, id="b"),
+        tick("AAA", at(20, 59, 30), 10.2, 100, id="c"),
+        tick("AAA", at(21, 0, 0.3), 20.0, 5000, id="cross"),
+    ]
+    provider = [
+        minute("AAA", at(20, 58), 10.0, 10.4, 10.0, 10.4, 500.0),
+        minute("AAA", at(20, 59), 10.2, 10.2, 10.2, 10.2, 100.0),
+    ]
+    book = BarBook(SESSIONS)
+    book.advance(at(14, 0))  # (the clock: the trades and bars below are ahead of it)
+    book.ingest_ticks(ticks_frame(trades))
+    book.ingest_minute_bars(minutes(*provider))
+    closed = book.advance(at(21, 0, 5))
+    assert closed.minute.select("start", "close", "volume").rows() == [
+        (at(20, 58), 10.4, 500.0),
+        (at(20, 59), 20.0, 5100.0),
+    ]
+    assert closed.daily.select("open", "close", "volume").rows() == [(10.0, 20.0, 5600.0)]
+
+
 def test_the_closing_prints_survive_a_restart() -> None:
     """The closing cross taken before a restart is still merged into the provider's bar of the
     last minute that comes (again, updated) after it. Before, the prints were not in the saved
