@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 import polars as pl
 
-from monitor.errors import EX_TEMPFAIL
+from monitor.errors import EX_DATAERR, EX_TEMPFAIL
 from monitor.replay_command import read_intraday, rejected_lines
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ def closed(bars: pl.DataFrame, now: dt.datetime) -> tuple[pl.DataFrame, list[Rej
 class _Built(NamedTuple):
     bars: pl.DataFrame
     rejections: list[Rejection]
+    counts: Counter[str]  # (the engine's: as `replay` counts them, rows or symbols by reason)
 
 
 def _built_sessions(read: IntradayRead) -> _Built:
@@ -81,11 +82,11 @@ def _built_sessions(read: IntradayRead) -> _Built:
 
     data = IntradayData(read.minutes, read.ticks)
     if data.is_empty():
-        return _Built(empty(DAILY_SCHEMA), [])
+        return _Built(empty(DAILY_SCHEMA), [], Counter())
     engine = Engine(RulesFile(), nyse_sessions(data.first_day(), data.last_day()))
     refused: list[Rejection] = []
     build_sessions(engine, data, rejected=refused, now=dt.datetime.now(dt.UTC))
-    return _Built(engine.daily, refused)
+    return _Built(engine.daily, refused, engine.counts)
 
 
 def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
@@ -131,12 +132,11 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         bars, under_way = closed(bars, dt.datetime.now(dt.UTC))
         off += under_way
         close_only = _close_only_of(bars, loaded)
-        built = None
+        built, made = None, None
         if intraday is not None:
             from monitor.replay_days import merged_sessions
 
             made = _built_sessions(intraday)
-            off += made.rejections
             merged, kind = merged_sessions(bars, close_only, made.bars)
             built = merged.filter(kind == "built")
             bars, close_only = (
@@ -159,8 +159,9 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         f"the store now holds {merged.height} bars"
     )
     counts = Counter(loaded.counts) + Counter(r.reason for r in off)
-    if intraday is not None:
-        counts += Counter(intraday.counts)
+    if intraday is not None and made is not None:
+        counts += Counter(intraday.counts) + made.counts
+        off += made.rejections
     listed = [*loaded.rejections, *(intraday.rejections if intraday else []), *off]
     listed = [r for r in listed if r.reason != "outside_session"]  # (counted: by the hundred)
     for line in rejected_lines(counts, listed):
@@ -179,4 +180,11 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         found = gaps(merged, nyse_sessions(days.min(), days.max()))  # type: ignore[arg-type]
         if found:
             print(f"market-monitor: the store: {gaps_line(found)}", file=sys.stderr)
+    if bars.is_empty() and (built is None or built.is_empty()):  # (none of them taken)
+        print(
+            "market-monitor: no bars to backfill: every row of the files was rejected or"
+            " refused (above)",
+            file=sys.stderr,
+        )
+        return EX_DATAERR
     return 0

@@ -440,13 +440,17 @@ def rejected_lines(counts: Mapping[str, int], rejections: Sequence[Rejection]) -
     return lines
 
 
+_NAMED = {"not_a_session", "session_cut_short"}  # (reasons whose `raw` says the symbol, or
+# is the same for every symbol)
+
+
 def first_rejected(rejections: Sequence[Rejection], shown: int = 5) -> str:
     """The first rows the files' reading rejected, where they are, whose and why: `the first
     rows rejected: bad.csv:5 ABC (bad_price), bad.csv:9 ABC (duplicate), and 3 more`."""
     from monitor.datalayout import shown_symbol
 
     listed = ", ".join(
-        f"{r.raw}{f' {shown_symbol(r.symbol)}' if r.symbol and r.reason != 'not_a_session' else ''}"
+        f"{r.raw}{f' {shown_symbol(r.symbol)}' if r.symbol and r.reason not in _NAMED else ''}"
         f" ({r.reason})"
         for r in rejections[:shown]
     )

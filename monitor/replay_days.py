@@ -17,14 +17,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from monitor.core.engine import Engine, Step
 from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Rejection, empty
 from monitor.core.payload import LINE_SCHEMA
-from monitor.core.sessions import NEW_YORK, Sessions, new_york_date
+from monitor.core.sessions import Sessions, new_york_date
+from monitor.cut_short import cut_short
 
 
 class IntradayData(NamedTuple):
@@ -198,10 +198,14 @@ def build_sessions(
     engine: Engine, data: IntradayData, *, rejected: list[Rejection], now: dt.datetime
 ) -> list[Step]:
     """The minutes and ticks of `data` into `engine` a day at a time (`day_step`): its
-    `daily` holds the sessions built of them, and the Steps its rules' alerts."""
+    `daily` holds the sessions built of them but those whose data looks cut short
+    (`monitor.cut_short`), and the Steps its rules' alerts."""
+    short = cut_short(data.minutes, data.ticks, engine.sessions, now)
     steps = []
     for day, (minutes, ticks) in data.days().items():
-        step = day_step(engine, day, minutes, ticks, rejected=rejected, now=now)
+        step = day_step(
+            engine, day, minutes, ticks, rejected=rejected, now=now, cut=short.get(day, {})
+        )
         if step is not None:
             steps.append(step)
     return steps
@@ -215,6 +219,7 @@ def day_step(
     *,
     rejected: list[Rejection],
     now: dt.datetime,
+    cut: dict[str, str] | None = None,
 ) -> Step | None:
     """One day: its ticks and minute bars into the engine in one batch, as a daemon whose
     feed sent that day would take them, and the clock moved past its session's close and its
@@ -225,8 +230,8 @@ def day_step(
     evaluates every minute rule.) A day that is no session is refused whole (`not_a_session`,
     a rejection per symbol, its rows counted): None then. A session still under way at `now`
     is not built (`session_not_closed`, a rejection and a count per symbol), nor is one whose
-    data looks cut short (`cut_short`: `session_cut_short`, one rejection saying why, a count
-    per symbol): its minute rules run all the same."""
+    data looks cut short (`cut`: symbol -> why, see `monitor.cut_short`; a rejection and a
+    count per symbol, `session_cut_short`): its minute rules run all the same."""
     symbols = pl.concat([minutes.get_column("symbol"), ticks.get_column("symbol")])
     if not engine.sessions.is_session(day):
         _refuse(engine, "not_a_session", day, symbols, rejected, symbols.len())
@@ -241,60 +246,13 @@ def day_step(
         _refuse(engine, "session_not_closed", day, symbols, rejected, symbols.n_unique())
     step = engine.advance(min(latest, now))
     engine.take_accepted()  # (what it took in, kept for a journal: a replay has none)
-    short = cut_short(engine.sessions, day, minutes, ticks)
-    if short is not None:
-        built = engine.daily.get_column("session") == day
-        made = engine.daily.filter(built).get_column("symbol")
-        if made.len():  # (one rejection for the day: why is the same for every symbol)
-            engine.daily = engine.daily.filter(~built)
-            engine.counts["session_cut_short"] += made.len()
-            n = made.len()
-            bars = "its session bar was" if n == 1 else f"the session bars of its {n} symbols were"
-            why = f"{day}: {short}; {bars} not built"
-            rejected.append(Rejection("session_cut_short", None, why))
+    if cut:  # (their minute rules ran: the minutes are real, the day's bar would not be)
+        gone = (pl.col("session") == day) & pl.col("symbol").is_in(list(cut))
+        dropped = engine.daily.filter(gone).get_column("symbol").to_list()
+        engine.daily = engine.daily.filter(~gone)
+        rejected += [Rejection("session_cut_short", symbol, cut[symbol]) for symbol in dropped]
+        engine.counts["session_cut_short"] += len(dropped)
     return step
-
-
-CUT_SHORT = dt.timedelta(minutes=30)
-
-
-def cut_short(
-    sessions: Sessions, day: dt.date, minutes: pl.DataFrame, ticks: pl.DataFrame
-) -> str | None:
-    """Why the minute bars and ticks of session `day` (every symbol's) look cut short, a
-    download that stopped at noon, say (None: they do not): their regular hours start more
-    than CUT_SHORT after the open, or end more than CUT_SHORT before the close. A session
-    built of them would take a close hours early (or an open hours late), and a daily rule
-    fire on it. Every symbol's together: a stock halted at noon has its close then, but a
-    day's data whose every symbol stops at noon is not a day's trading."""
-    opens, closes = sessions.open_of(day), sessions.close_of(day)
-    firsts: list[dt.datetime] = []
-    lasts: list[dt.datetime] = []
-    for frame, at, span in ((minutes, "start", _MINUTE), (ticks, "ts", dt.timedelta())):
-        times = frame.get_column(at)
-        times = times.filter((times >= opens) & (times < closes))
-        if times.len():
-            low: dt.datetime = times.min()  # type: ignore[assignment]
-            high: dt.datetime = times.max()  # type: ignore[assignment]
-            firsts.append(low)
-            lasts.append(high + span)
-    if not firsts:  # (nothing in regular hours: nothing is built)
-        return None
-    first, last = min(firsts), max(lasts)
-    if last < closes - CUT_SHORT:
-        return f"the data ends at {_clock(last)}, {_minutes(closes - last)} before the close"
-    if first > opens + CUT_SHORT:
-        return f"the data starts at {_clock(first)}, {_minutes(first - opens)} after the open"
-    return None
-
-
-def _clock(instant: dt.datetime) -> str:
-    return f"{instant.astimezone(ZoneInfo(NEW_YORK)):%H:%M} New York time"
-
-
-def _minutes(span: dt.timedelta) -> str:
-    minutes = int(span.total_seconds() // 60)
-    return f"{minutes} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
 
 
 def closed_sessions(
@@ -324,10 +282,12 @@ def _refuse(
     rejected: list[Rejection],
     count: int,
 ) -> None:
-    """A rejection per symbol of `symbols` (with repeats) for `reason` on `day`; `count`
-    counted."""
+    """A rejection per symbol of `symbols` (with repeats) for `reason` on `day` (`raw`:
+    the day, and the symbol too for `not_a_session`, as the engine's of daily bars: see
+    `replay_command.first_rejected`); `count` counted."""
     for symbol in symbols.unique(maintain_order=True).to_list():
-        rejected.append(Rejection(reason, symbol, str(day)))
+        raw = f"{symbol} {day}" if reason == "not_a_session" else str(day)
+        rejected.append(Rejection(reason, symbol, raw))
     engine.counts[reason] += count
 
 

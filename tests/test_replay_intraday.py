@@ -365,7 +365,7 @@ def test_a_session_under_way_and_a_day_that_is_none(sessions: Sessions) -> None:
     step = intraday_step(engine, minute_engine, no_daily, none, day, rejected=rejected, now=now)
     assert engine.daily.get_column("session").to_list() == [dt.date(2024, 3, 8)]
     assert {(r.reason, r.symbol, r.raw) for r in rejected if r.reason != "outside_session"} == {
-        ("not_a_session", "SPY", "2024-03-09"),
+        ("not_a_session", "SPY", "SPY 2024-03-09"),
         ("session_not_closed", "SPY", "2024-03-11"),
     }
     assert minute_engine.counts["not_a_session"] == 3  # (its rows)
@@ -439,10 +439,11 @@ def cut_at(minutes: Path, day: dt.date, end: dt.time) -> Path:
 def test_a_session_whose_minutes_stop_at_noon_is_not_built(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """X's minutes of 2024-03-12 end at 12:00 (a download cut short): that session is not
-    built of them (its close would be noon's, and the day's rule fire on it), but refused
-    (`session_cut_short`, saying where the data ends) and named missing; its minutes still
-    run the minute rules. The other sessions are built as before."""
+    """X's minutes of 2024-03-12 end at 12:00 (a download cut short), while its other
+    sessions run to the close: that session is not built of them (its close would be noon's,
+    and the day's rule fire on it), but refused (`session_cut_short`, saying where the data
+    ends and why that is short for X) and named missing; its minutes still run the minute
+    rules. The other sessions are built as before."""
     day = dt.date(2024, 3, 12)
     minutes = cut_at(synthetic_minutes(tmp_path / "x.csv", SESSIONS), day, dt.time(12))
     rules = DAILY_RULES + RULES.replace('["SPY"]', '["X"]').split('[[rules]]\nid = "up.day"')[0]
@@ -452,7 +453,8 @@ def test_a_session_whose_minutes_stop_at_noon_is_not_built(
     assert daily and "2024-03-12" not in daily
     assert any(a["session"] == "2024-03-12" for a in alerts if a["rule"] == "surge.5m")
     assert "session_cut_short=1" in err
-    assert "2024-03-12: the data ends at 12:00 New York time, 4.0 hours before the close" in err
+    why = "X 2024-03-12: its data ends at 12:00 New York time, 4.0 hours before the close"
+    assert f"{why} (12 of its other 12 sessions run to the close) (session_cut_short)" in err
     assert "1 session missing" in err
     # The daily rule over the other sessions: as a daily file of them gives.
     daily_file = tmp_path / "x_daily.csv"
@@ -461,49 +463,65 @@ def test_a_session_whose_minutes_stop_at_noon_is_not_built(
     assert [a for a in alerts if a["rule"] == "up.1d"] == from_daily
 
 
-def test_cut_short_looks_at_every_symbol_and_the_day_s_own_close(sessions: Sessions) -> None:
-    """A day's data is cut short when every symbol's regular-hours minutes and ticks start
-    more than 30 minutes after the open or end more than 30 minutes before the close (of
-    that day: 13:00 on an early close); one symbol halted at noon beside others that trade
-    to the close is not."""
+def test_cut_short_judges_each_symbol_by_its_other_sessions(sessions: Sessions) -> None:
+    """A symbol's data of a session is cut short when it ends more than 30 minutes before
+    that session's close (13:00 on an early close) or starts more than 30 minutes after the
+    open, while most of its other sessions run to the close (or start at the open), or it
+    has no other: a liquid symbol cut at noon on its last day beside one whose day is whole
+    (a file sorted by symbol, cut short) is; a thin symbol that never trades after 15:20 is
+    not; ticks count as minutes do; a session not closed by now is not judged."""
     from monitor.core.model import MINUTE_SCHEMA, empty
-    from monitor.replay_days import cut_short
+    from monitor.cut_short import cut_short
 
-    def minutes(day: dt.date, spans: dict[str, tuple[str, str]]) -> pl.DataFrame:
+    days = [dt.date(2024, 7, d) for d in (1, 2, 3, 5, 8)]  # (07-03 closes at 13:00)
+
+    def minutes(spans: dict[tuple[str, dt.date], tuple[str, str]]) -> pl.DataFrame:
         rows = []
-        for symbol, (first, last) in spans.items():
+        for (symbol, day), (first, last) in spans.items():
             start = dt.datetime.combine(day, dt.time.fromisoformat(first))
-            end = dt.datetime.combine(day, dt.time.fromisoformat(last))
-            while start <= end:
-                rows.append({"symbol": symbol, "start": start, "open": 1.0, "high": 1.0,
-                             "low": 1.0, "close": 1.0, "volume": 1.0})  # fmt: skip
+            while start <= dt.datetime.combine(day, dt.time.fromisoformat(last)):
+                rows.append((symbol, start, 1.0, 1.0, 1.0, 1.0, 1.0))
                 start += dt.timedelta(minutes=1)
-        frame = pl.DataFrame(rows).with_columns(
-            pl.col("start").dt.replace_time_zone(NEW_YORK).dt.convert_time_zone("UTC")
-        )
-        return frame.cast(MINUTE_SCHEMA).select(list(MINUTE_SCHEMA))  # type: ignore[arg-type]
+        frame = pl.DataFrame(rows, schema=list(MINUTE_SCHEMA), orient="row")
+        local = pl.col("start").dt.replace_time_zone(NEW_YORK).dt.convert_time_zone("UTC")
+        return frame.with_columns(local).cast(MINUTE_SCHEMA)  # type: ignore[arg-type]
 
-    day, early = dt.date(2024, 3, 12), dt.date(2024, 7, 3)  # (07-03 closes at 13:00)
-    no_ticks = empty(TICK_SCHEMA)
-    whole = {"A": ("09:30", "15:59"), "B": ("09:30", "12:00")}  # (B halted at noon)
-    assert cut_short(sessions, day, minutes(day, whole), no_ticks) is None
-    noon = {"A": ("09:30", "11:59"), "B": ("09:30", "12:00")}
-    why = cut_short(sessions, day, minutes(day, noon), no_ticks)
-    assert why == "the data ends at 12:01 New York time, 4.0 hours before the close"
-    late = {"A": ("10:15", "15:59")}
-    why = cut_short(sessions, day, minutes(day, late), no_ticks)
-    assert why == "the data starts at 10:15 New York time, 45 minutes after the open"
-    assert cut_short(sessions, early, minutes(early, {"A": ("09:30", "12:59")}), no_ticks) is None
-    assert cut_short(sessions, day, minutes(day, {"A": ("09:30", "15:29")}), no_ticks) is None
-    # Minute bars to 11:00 and another symbol's ticks to 15:59: the day is whole.
-    ticks = minutes(day, {"B": ("09:30", "15:59")}).select(
+    def whole(day: dt.date) -> tuple[str, str]:
+        return ("09:30", "12:59" if day == dt.date(2024, 7, 3) else "15:59")
+
+    spans = {("A", d): whole(d) for d in days}
+    spans |= {("B", d): whole(d) for d in days[:-1]} | {("B", days[-1]): ("09:30", "11:59")}
+    spans |= {("THIN", d): ("09:41", "15:20") for d in days}
+    spans |= {("LATE", d): whole(d) for d in days[1:]} | {("LATE", days[0]): ("10:15", "15:59")}
+    spans |= {("ONE", days[2]): ("09:30", "12:20")}  # (an early close: 40 minutes before)
+    spans |= {("SOLO", days[4]): ("09:30", "14:00")}
+    now = dt.datetime(2024, 7, 9, tzinfo=dt.UTC)
+    found = cut_short(minutes(spans), empty(TICK_SCHEMA), sessions, now)
+    assert found == {
+        days[0]: {
+            "LATE": "LATE 2024-07-01: its data starts at 10:15 New York time, 45 minutes after"
+            " the open (4 of its other 4 sessions start at the open)"
+        },
+        days[2]: {
+            "ONE": "ONE 2024-07-03: its data ends at 12:21 New York time, 39 minutes before the"
+            " close (its only session in the data)"
+        },
+        days[4]: {
+            "B": "B 2024-07-08: its data ends at 12:00 New York time, 4.0 hours before the close"
+            " (4 of its other 4 sessions run to the close)",
+            "SOLO": "SOLO 2024-07-08: its data ends at 14:01 New York time, 119 minutes before"
+            " the close (its only session in the data)",
+        },
+    }
+    # B's cut day as ticks to 15:59 beside its minutes: whole; judged at 12:00 that day: not yet.
+    ticks = minutes({("B", days[4]): ("09:30", "15:59")}).select(
         "symbol", pl.col("start").alias("ts"), pl.col("close").alias("price"),
         pl.col("volume").alias("size"), pl.lit("").alias("id"),
     )  # fmt: skip
-    morning = minutes(day, {"A": ("09:30", "11:00")})
-    assert cut_short(sessions, day, morning, ticks) is None
-    assert cut_short(sessions, day, morning, no_ticks) is not None
-    assert cut_short(sessions, day, empty(MINUTE_SCHEMA), no_ticks) is None
+    assert "B" not in cut_short(minutes(spans), ticks, sessions, now)[days[4]]
+    noon = dt.datetime(2024, 7, 8, 16, tzinfo=dt.UTC)
+    assert days[4] not in cut_short(minutes(spans), empty(TICK_SCHEMA), sessions, noon)
+    assert cut_short(empty(MINUTE_SCHEMA), empty(TICK_SCHEMA), sessions, now) == {}
 
 
 def test_backfill_does_not_store_a_session_cut_short(tmp_path: Path) -> None:
@@ -586,3 +604,14 @@ def test_merged_sessions_against_joins_over_every_bar() -> None:
         want = pl.concat([p.with_columns(pl.lit(k).alias("kind")) for p, k in parts]).sort(keys)
         assert got.equals(want.drop("kind"))
         assert kind.to_list() == want.get_column("kind").to_list()
+
+
+def test_backfill_of_files_whose_every_row_is_refused_fails(tmp_path: Path) -> None:
+    """`backfill` of a minute file whose one day is a Saturday stores nothing, says why and
+    exits 65 (a script sees it failed); it used to say "backfilled 0 bars" and exit 0."""
+    write_config(tmp_path, "mm-backfill-nothing")
+    saturday = synthetic_minutes(tmp_path / "x.csv", [dt.date(2024, 3, 9)])
+    res = cli("backfill", "--config", str(tmp_path / "monitor.toml"), "--data", f"X={saturday}")
+    assert res.returncode == 65, res.stderr
+    assert "not_a_session=390" in res.stderr and "X 2024-03-09 (not_a_session)" in res.stderr
+    assert "no bars to backfill: every row of the files was rejected or refused" in res.stderr

@@ -1,0 +1,127 @@
+"""Sessions of a minute or tick file that look cut short: a download that stopped at noon.
+
+A session bar built of such minutes would close at noon's price, and a daily rule fire on it
+(or `backfill` store it). But a thin small cap that does not trade after 15:20 is not cut
+short: its close is its last trade. So each symbol is judged against itself: its data of a
+session is cut short when it ends more than CUT_SHORT before the close (or starts more than
+CUT_SHORT after the open) while most of its other sessions in the data run to the close (or
+start at the open); a symbol with one session in the data has nothing else to go by, and a
+day that ends early is taken as cut short. A symbol halted at noon looks the same as one whose
+download stopped there, and is refused too (its rejection says why, and the session is named
+missing from its history).
+
+Why apart from `monitor.replay_days`: that module feeds the days to the engine; this is one
+look at every day's data first, which needs all of it (a symbol's other sessions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from monitor.core.sessions import NEW_YORK, Sessions, new_york_date
+
+CUT_SHORT = dt.timedelta(minutes=30)
+_MINUTE = dt.timedelta(minutes=1)
+
+
+def cut_short(
+    minutes: pl.DataFrame, ticks: pl.DataFrame, sessions: Sessions, now: dt.datetime
+) -> dict[dt.date, dict[str, str]]:
+    """Per session closed by `now`, the symbols whose minute bars (MINUTE_SCHEMA) and ticks
+    (TICK_SCHEMA) of its regular hours look cut short (see the module), each with why: `ABC
+    2024-12-06: its data ends at 12:00 New York time, 4.0 hours before the close (9 of its
+    other 9 sessions run to the close)`."""
+    parts = [
+        frame.select("symbol", pl.col(at).alias("at"), (pl.col(at) + span).alias("end"))
+        for frame, at, span in ((minutes, "start", _MINUTE), (ticks, "ts", dt.timedelta()))
+        if frame.height
+    ]
+    if not parts:
+        return {}
+    times = pl.concat(parts).with_columns(new_york_date(pl.col("at")).alias("day"))
+    days = [
+        day
+        for day in times.get_column("day").unique().sort().to_list()
+        if sessions.is_session(day) and sessions.close_of(day) <= now
+    ]
+    if not days:
+        return {}
+    hours = pl.DataFrame(
+        {
+            "day": days,
+            "open": [sessions.open_of(day) for day in days],
+            "close": [sessions.close_of(day) for day in days],
+        },
+        schema_overrides={"open": times.schema["at"], "close": times.schema["at"]},
+    )
+    at = pl.col("at")
+    spans = (
+        times.join(hours, on="day")
+        .filter((at >= pl.col("open")) & (at < pl.col("close")))
+        .group_by("symbol", "day")
+        .agg(
+            at.min().alias("first"),
+            pl.col("end").max().alias("last"),
+            pl.col("open").first(),
+            pl.col("close").first(),
+        )
+        .with_columns(
+            (pl.col("last") < pl.col("close") - CUT_SHORT).alias("ends_early"),
+            (pl.col("first") > pl.col("open") + CUT_SHORT).alias("starts_late"),
+            pl.len().over("symbol").alias("n"),
+        )
+        .with_columns(
+            pl.col("ends_early").sum().over("symbol").alias("n_early"),
+            pl.col("starts_late").sum().over("symbol").alias("n_late"),
+        )
+        .filter(pl.col("ends_early") | pl.col("starts_late"))
+        .sort("day", "symbol")
+    )
+    found: dict[dt.date, dict[str, str]] = {}
+    for row in spans.iter_rows(named=True):
+        why = _why(row)
+        if why is not None:
+            found.setdefault(row["day"], {})[row["symbol"]] = f"{row['symbol']} {row['day']}: {why}"
+    return found
+
+
+def _why(row: dict[str, object]) -> str | None:
+    """Why a symbol's data of a session that ends early or starts late is cut short (None: it
+    is not: most of the symbol's other sessions end early, or start late, too)."""
+    n = int(row["n"])  # type: ignore[call-overload]
+    first, last = row["first"], row["last"]
+    opens, closes = row["open"], row["close"]
+    assert isinstance(first, dt.datetime) and isinstance(last, dt.datetime)
+    assert isinstance(opens, dt.datetime) and isinstance(closes, dt.datetime)
+    if row["ends_early"]:
+        # (its other sessions: n - 1, of which n_early - 1 end early too)
+        whole = n - int(row["n_early"])  # type: ignore[call-overload]
+        if n == 1 or 2 * whole > n - 1:
+            late = _span(closes - last)
+            basis = _basis(n, whole, "run to the close")
+            return f"its data ends at {_clock(last)}, {late} before the close ({basis})"
+    if row["starts_late"]:
+        whole = n - int(row["n_late"])  # type: ignore[call-overload]
+        if n == 1 or 2 * whole > n - 1:
+            early = _span(first - opens)
+            basis = _basis(n, whole, "start at the open")
+            return f"its data starts at {_clock(first)}, {early} after the open ({basis})"
+    return None
+
+
+def _basis(n: int, whole: int, what: str) -> str:
+    if n == 1:
+        return "its only session in the data"
+    return f"{whole} of its other {n - 1} sessions {what}"
+
+
+def _clock(instant: dt.datetime) -> str:
+    return f"{instant.astimezone(ZoneInfo(NEW_YORK)):%H:%M} New York time"
+
+
+def _span(span: dt.timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    return f"{minutes} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
