@@ -91,24 +91,22 @@ def cut_short(
 def _why(row: dict[str, object]) -> str | None:
     """Why a symbol's data of a session that ends early or starts late is cut short (None: it
     is not: most of the symbol's other sessions end early, or start late, too)."""
-    n = int(row["n"])  # type: ignore[call-overload]
     first, last = row["first"], row["last"]
     opens, closes = row["open"], row["close"]
     assert isinstance(first, dt.datetime) and isinstance(last, dt.datetime)
     assert isinstance(opens, dt.datetime) and isinstance(closes, dt.datetime)
-    if row["ends_early"]:
-        # (its other sessions: n - 1, of which n_early - 1 end early too)
-        whole = n - int(row["n_early"])  # type: ignore[call-overload]
-        if n == 1 or 2 * whole > n - 1:
-            late = _span(closes - last)
-            basis = _basis(n, whole, "run to the close")
-            return f"its data ends at {_clock(last)}, {late} before the close ({basis})"
-    if row["starts_late"]:
-        whole = n - int(row["n_late"])  # type: ignore[call-overload]
-        if n == 1 or 2 * whole > n - 1:
-            early = _span(first - opens)
-            basis = _basis(n, whole, "start at the open")
-            return f"its data starts at {_clock(first)}, {early} after the open ({basis})"
+    sides = (
+        ("ends_early", "n_early", "run to the close", f"ends at {_clock(last)}, "
+         f"{_span(closes - last)} before the close"),
+        ("starts_late", "n_late", "start at the open", f"starts at {_clock(first)}, "
+         f"{_span(first - opens)} after the open"),
+    )  # fmt: skip
+    n = int(row["n"])  # type: ignore[call-overload]
+    for flag, count, usual, what in sides:
+        # (its other sessions: n - 1, of which count - 1 are so too)
+        whole = n - int(row[count])  # type: ignore[call-overload]
+        if row[flag] and (n == 1 or 2 * whole > n - 1):
+            return f"its data {what} ({_basis(n, whole, usual)})"
     return None
 
 
