@@ -13,7 +13,9 @@ case, spaces or `_` (`Adj Close`, `adj_close` and `ADJCLOSE` are one name):
   or `Low` other than in capitals) is no ticker: the file is refused as missing its close.
 
 The date column is `date`, `session`, `datetime` or `timestamp`, in that order of preference; a
-time part is ignored and the date taken as written (`2024-02-20 04:00:00-05:00` -> 2024-02-20).
+date is `YYYY-MM-DD` (one with slashes, `11/01/2024`, is refused: the order of month and day is
+not guessed), a time part is ignored and the date taken as written
+(`2024-02-20 04:00:00-05:00` -> 2024-02-20).
 A blank open, high or low is the close; a missing volume is null (0 is kept). With
 `adjusted=True` the adjusted close replaces the close and open/high/low are scaled by adj/close;
 volume is left as published. For long and wide files, `SYMBOL=PATH` keeps that symbol only.

@@ -14,6 +14,7 @@ layouts and the syntax of cells, and changes when another kind of file is taken.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -27,6 +28,11 @@ from monitor.errors import DataError
 DATE_KEYS = ("date", "session", "datetime", "timestamp")  # in order of preference
 _FIELD_KEYS = ("open", "high", "low", "close", "volume", "adjclose", "symbol")
 _DATE_RE = r"^(\d{4}-\d{1,2}-\d{1,2})(?:[T ].*)?$"
+ISO_DATE = "YYYY-MM-DD"  # the syntax of dates and times read, as messages say it
+ISO_TIME = "ISO 8601, YYYY-MM-DD HH:MM[:SS][offset]"
+# A minute or tick file's time column may also have these names (`monitor.minutefiles`,
+# `monitor.tickfiles`): a daily file's error says so.
+_TIME_NAMES = ("time", "start", "ts")
 
 
 class Source(msgspec.Struct):
@@ -96,7 +102,10 @@ class _Layout(msgspec.Struct, frozen=True):
     tickers: list[str]
 
 
-def _layout(path: str, names: list[str], adjusted: bool) -> _Layout:
+def _layout(
+    path: str, names: list[str], adjusted: bool, first_cells: Sequence[object] = ()
+) -> _Layout:
+    """`first_cells`: the first column's first values (for a hint when there is no date)."""
     found: dict[str, str] = {}
     for name in names:
         key = column_key(name)
@@ -106,13 +115,7 @@ def _layout(path: str, names: list[str], adjusted: bool) -> _Layout:
             found[key] = name
     date_col = next((found[k] for k in DATE_KEYS if k in found), None)
     if date_col is None:
-        separator = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
-        hint = (
-            f": the header is one column holding {separator!r}; files are read comma-separated"
-            if separator
-            else ""
-        )
-        raise DataError(path, f"missing date column (date, session, datetime or timestamp){hint}")
+        raise DataError(path, f"missing date column {_missing_date(names, first_cells)}")
     others = [n for n in names if column_key(n) not in DATE_KEYS]
     fields = {k: v for k, v in found.items() if k in _FIELD_KEYS}
     is_wide = not {"close", "adjclose", "symbol"} & fields.keys()
@@ -126,6 +129,50 @@ def _layout(path: str, names: list[str], adjusted: bool) -> _Layout:
         hint = f" ({fields['adjclose']!r} is read with --adjusted)" if "adjclose" in fields else ""
         raise DataError(path, f"missing close column{hint}")
     return _Layout(date_col, fields, [])
+
+
+def _missing_date(names: list[str], first_cells: Sequence[object]) -> str:
+    """Which columns a date may be in, and what the file may be instead: a file not separated
+    by commas, a header of several rows (yfinance's `Price`, then `Ticker` and `Datetime` rows),
+    or one whose minute or tick time column holds dates alone or one time on every date."""
+    said = "(date, session, datetime or timestamp)"
+    separator = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
+    if separator:
+        holding = f"the header is one column holding {separator!r}"
+        return f"{said}: {holding}; files are read comma-separated"
+    cells = [str(c).strip() for c in first_cells[:2]]
+    if len(cells) == 2 and cells[0].lower() == "ticker":
+        return (
+            f"{said}: the header is three rows ({names[0]!r}, {cells[0]!r}, {cells[1]!r}), as"
+            f" yfinance writes it; keep one, with the first column named {cells[1] or 'Date'!r}"
+        )
+    times = [n for n in names if column_key(n) in _TIME_NAMES]
+    if times:
+        return (
+            f"{said}: {times[0]!r} holds dates alone, or one time of day on every date, as a"
+            " daily file's dates: name it date"
+        )
+    return (
+        "(date, session, datetime or timestamp; for minute bars and ticks also time, start or"
+        f" ts: a date and time in one cell, {ISO_TIME}; epoch numbers are not read as times)"
+    )
+
+
+def cell_problem(cell: object, kind: str) -> str:
+    """Why `cell` (text) is no date (`kind` "a date") or time ("a time") of the ISO 8601 forms
+    read, for a DataError: its common look-alikes named (a date with the year last, whose order
+    of month and day is not guessed; epoch numbers; a time of day alone, its date in another
+    column)."""
+    text = str(cell).strip()
+    why = ""
+    if re.match(r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b", text):
+        why = " (the year last: whether the month or the day comes first is not guessed)"
+    elif re.fullmatch(r"[+-]?\d{9,}(?:\.\d*)?", text):
+        why = f" (epoch numbers are not read as {kind[2:]}s)"
+    elif re.fullmatch(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d*)?)?", text) and kind == "a time":
+        why = " (a time of day alone: the date and the time must be in one column)"
+    syntax = f"dates are ISO 8601, {ISO_DATE}" if kind == "a date" else f"times are {ISO_TIME}"
+    return f"cannot parse {text[:40]!r} as {kind}{why}: {syntax}"
 
 
 # ---- parsing --------------------------------------------------------------------------------
@@ -171,6 +218,8 @@ def _raise_first(table: Table, bad: list[tuple[int, int, str, str]]) -> None:
         return
     row, _, name, kind = min(bad)
     cell = table.frame[name][row]
+    if kind == "a date":
+        raise table.error(row, name, cell_problem(cell, kind))
     raise table.error(row, name, f"cannot parse {str(cell)[:40]!r} as {kind}")
 
 
@@ -179,7 +228,9 @@ def parse_bars(
 ) -> tuple[pl.DataFrame, bool, bool, int]:
     """Work frame (`_row`, symbol, session, OHLCV); is it wide, sorted and unique; unsorted.
     `given`: the symbol given for the file on the command line, if any."""
-    layout = _layout(table.path, table.frame.columns, adjusted)
+    frame = table.frame
+    first = frame.get_column(frame.columns[0]).head(2).to_list()
+    layout = _layout(table.path, frame.columns, adjusted, first)
     session, bad_row = _dates(table, layout.date, table.frame[layout.date])
     bad = [] if bad_row is None else [(bad_row, 0, layout.date, "a date")]
     if layout.tickers:
@@ -252,6 +303,11 @@ def blank_cell(name: str, dtype: pl.DataType) -> pl.Expr:
         return pl.col(name).is_null()
     stripped = pl.col(name).cast(pl.String).str.strip_chars()
     return stripped.is_null() | (stripped == "") | (stripped.str.to_lowercase() == "null")
+
+
+def filled(text: pl.Series) -> pl.Series:
+    """Which cells of a text column hold something (not blank, not `null`)."""
+    return text.to_frame("t").select(~blank_cell("t", pl.String())).to_series()
 
 
 def _wide_bars(

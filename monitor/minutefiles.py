@@ -5,16 +5,21 @@ columns. Names are matched as `replay` matches them (`column_key`: case, spaces 
 and a UTF-8 byte-order mark before the header is no part of it. The time column is `datetime`,
 `timestamp`, `start` or `time`, else `date` or `session`.
 
-Which files are minute bars (`is_minute_file`): those whose time column carries times of day in
-its first rows. In a `date` or `session` column that takes more than one time of day; in another
-any time of day, unless it is one time on several dates (a daily file stamped at midnight or at
-the close). Dates without a time (`2024-07-15`) are daily bars whatever the column's name, the
-decision `replay` makes: those files go to the daily reader (`monitor.datafiles`).
+Which files are minute bars (`is_minute_file`): those whose time column, the whole of it,
+carries times of day, as written and in New York time alike (`monitor.filetimes.carries_times`).
+In a `date` or `session` column that takes more than one time of day; in another any time of
+day, unless it is one time on several dates (a daily file stamped at midnight or at the close,
+in New York time or as written: Alpaca's daily bars, New York's midnight in UTC, are daily).
+Dates without a time (`2024-07-15`) are daily bars whatever the column's name, the decision
+`replay` makes: those files go to the daily reader (`monitor.datafiles`).
 
-Times: ISO 8601; with an offset (`2024-03-08 09:30:00-05:00`, `...Z`) as given, without one in
-New York (exchange) time, as US minute files are stamped (the shipped ones carry New York's
-offset): `2024-02-20 09:30:00` is the open, 14:30 UTC. A naive time that New York's clocks skip
-or show twice (at the daylight-saving changes, at night) is an error: give its offset.
+Times (`monitor.filetimes`): ISO 8601, the date and time in one cell; with an offset
+(`2024-03-08 09:30:00-05:00`, `-0500`, `-05`, `...Z` or `z`) as given, without one in New York
+(exchange) time, as US minute files are stamped (the shipped ones carry New York's offset):
+`2024-02-20 09:30:00` is the open, 14:30 UTC. A naive time that New York's clocks skip or show
+twice (at the daylight-saving changes, at night) is an error: give its offset. So is any other
+form: a date with slashes (`11/01/2024`, whose order of month and day is not guessed), epoch
+numbers, a time of day whose date is in another column.
 
 The symbol is the one given as `SYMBOL=PATH`, else a `symbol` column's, else the file name's stem
 uppercased; with both, only that symbol's rows are read, as `replay` reads a long file.
@@ -32,15 +37,12 @@ feed's.
 Tick files (a `price` column, no open, high, low or close: `monitor.tickfiles`) count as minute
 files, so that what reads minute files (the daemon's replay feeds, `config check`) takes them:
 `read_minutes` gives the minute bars their ticks make, and the replay feed streams the ticks.
-The reading of cells (`read_table`, `parse_times`, `parse_numbers`, `symbol_values`,
-`kept_rows`) is shared with that module.
+The reading of cells (`read_table`, `parse_numbers`, `symbol_values`, `kept_rows`, and
+`monitor.filetimes`) is shared with that module.
 """
 
 from __future__ import annotations
 
-import csv
-import itertools
-import re
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -49,19 +51,16 @@ import msgspec
 import polars as pl
 
 from monitor.core.model import MINUTE_SCHEMA, Rejection
-from monitor.core.sessions import NEW_YORK, new_york_date
+from monitor.core.sessions import new_york_date
 from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
 from monitor.datafiles import DataSpec, drop_duplicates, reject_bad_bars
-from monitor.datalayout import Source, Table, blank_cell, column_key
+from monitor.datalayout import Source, Table, blank_cell, column_key, filled
 from monitor.errors import DataError
+from monitor.filetimes import DATE_KEYS, carries_times, parse_times
 
 TIME_KEYS = ("datetime", "timestamp", "start", "time")
-DATE_KEYS = ("date", "session")  # (a minute file's time column when its values have times)
 PRICES = ("open", "high", "low", "close")
 _KEYS = (*TIME_KEYS, *DATE_KEYS, *PRICES, "volume", "symbol")
-STAMP = re.compile(r"^\s*(\d{4}-\d{1,2}-\d{1,2})(?:[T ](\d{1,2}:\d{2}(?::\d{2})?))?")
-_OFFSET = r"(?:[+-]\d\d:?\d\d|Z)$"
-_LOOKED_AT = 500  # rows of a time column looked at for times of day
 
 
 class LoadedMinutes(msgspec.Struct):
@@ -84,24 +83,6 @@ def is_minute_file(path: str | Path) -> bool:
         return True
     column = time_column(file_header(name))
     return column is not None and carries_times(name, column)
-
-
-def carries_times(path: str, column: str) -> bool:
-    """Whether the first values of the file's time column are times of day, not a daily file's
-    dates: more than one time of day, or one time on one date; a `date`/`session` column needs
-    more than one (`date 00:00:00` on every row is a daily file's). Values that are no dates at
-    all count as times: the minute or tick reader says why they do not parse."""
-    if column_key(column) in DATE_KEYS:
-        # (a daily file's dates show it in the first rows: a wide file's rows are long)
-        first = [m for v in _peek(path, column) if (m := STAMP.match(v))]
-        if first and not any(m.group(2) for m in first):
-            return False
-    stamps = [m for v in first_values(path, column) if (m := STAMP.match(v))]
-    times = {m.group(2) for m in stamps if m.group(2)}
-    if column_key(column) in DATE_KEYS:
-        return len(times) > 1
-    days = {m.group(1) for m in stamps}
-    return not stamps or len(times) > 1 or (len(times) == 1 and len(days) == 1)
 
 
 def read_minutes(spec: DataSpec) -> pl.DataFrame:
@@ -177,34 +158,6 @@ def time_column(names: list[str], keys: Sequence[str] = (*TIME_KEYS, *DATE_KEYS)
     """The first of `names` meaning the first of `keys` found, in their order of preference."""
     found = {column_key(n): n for n in reversed(names)}  # (the first of a name kept)
     return next((found[k] for k in keys if k in found), None)
-
-
-def first_values(path: str, column: str, rows: int = _LOOKED_AT) -> list[str]:
-    """The first `rows` of a column as text (none when the file cannot be read so: the reader
-    that takes it says why)."""
-    try:
-        if _is_parquet(path):
-            frame = pl.scan_parquet(path).select(column).head(rows).collect()
-        else:
-            frame = pl.read_csv(path, columns=[column], n_rows=rows, infer_schema=False)
-        return frame.get_column(column).cast(pl.String).drop_nulls().to_list()
-    except (OSError, pl.exceptions.PolarsError):
-        return []
-
-
-def _peek(path: str, column: str, rows: int = 5) -> list[str]:
-    """The first `rows` values of a CSV file's column, read line by line (polars sets up every
-    column to read a few rows: a tenth of a second for a wide file's 17,000), or of a Parquet
-    file's; none when they cannot be read so."""
-    if _is_parquet(path):
-        return first_values(path, column, rows)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            lines = csv.reader(f)
-            at = next(lines).index(column)
-            return [row[at] for row in itertools.islice(lines, rows) if len(row) > at]
-    except (OSError, UnicodeDecodeError, csv.Error, StopIteration, ValueError):
-        return []
 
 
 def read_table(path: str) -> Table:
@@ -299,11 +252,6 @@ def kept_rows(
     return work
 
 
-def filled(text: pl.Series) -> pl.Series:
-    """Which cells of a text column hold something (not blank, not `null`)."""
-    return text.to_frame("t").select(~blank_cell("t", pl.String())).to_series()
-
-
 def parse_numbers(
     column: pl.Series, bad: list[tuple[int, int, str, str]], position: int, name: str
 ) -> pl.Series:
@@ -321,54 +269,3 @@ def parse_numbers(
         row = int(failed.arg_true()[0])
         bad.append((row, position, name, f"cannot parse {str(text[row])[:40]!r} as a number"))
     return values
-
-
-def parse_times(
-    column: pl.Series, bad: list[tuple[int, int, str, str]], position: int, name: str
-) -> pl.Series:
-    """The column as UTC datetimes (blank cells null): with an offset as given, naive in New
-    York time. Its first cell that is not a time, or no single New York time, goes to `bad`."""
-    utc = pl.Datetime("us", "UTC")
-    if isinstance(column.dtype, pl.Datetime) and column.dtype.time_zone is not None:
-        return column.dt.convert_time_zone("UTC").cast(utc)
-    if column.dtype == pl.Date:  # (dates, no times: not a minute file; the engine says so)
-        return column.cast(utc)
-    if not isinstance(column.dtype, pl.Datetime) and column.dtype not in (pl.String, pl.Null):
-        bad.append((0, position, name, f"holds {column.dtype} values, not times"))
-        return pl.Series(name, [None] * len(column), dtype=utc)
-    text = column.cast(pl.String).str.strip_chars()
-    if isinstance(column.dtype, pl.Datetime):
-        aware = pl.repeat(False, len(column), eager=True)
-        wall = column.cast(pl.Datetime("us"))
-    else:
-        aware = text.str.contains(_OFFSET).fill_null(False)
-        wall = pl.Series(name, [None] * len(text), dtype=pl.Datetime("us"))
-        for rows, zone in ((aware.arg_true(), "UTC"), ((~aware).arg_true(), None)):
-            if len(rows):  # (UTC's wall time for times with an offset)
-                try:
-                    parsed = text.gather(rows).str.to_datetime(
-                        time_zone=zone, strict=False, time_unit="us"
-                    )
-                except pl.exceptions.ComputeError:  # (no date format fits any: epoch ms, 09:30)
-                    continue  # (all null: the first filled cell is named below)
-                wall = wall.scatter(rows, parsed.dt.replace_time_zone(None))
-        failed = filled(text) & wall.is_null()
-        if failed.any():
-            row = int(failed.arg_true()[0])
-            bad.append((row, position, name, f"cannot parse {str(text[row])[:40]!r} as a time"))
-    local = wall.dt.replace_time_zone(NEW_YORK, ambiguous="null", non_existent="null")
-    skipped = ~aware & wall.is_not_null() & local.is_null()
-    if skipped.any():
-        row = int(skipped.arg_true()[0])
-        twice = wall.slice(row, 1).dt.replace_time_zone(
-            NEW_YORK, ambiguous="earliest", non_existent="null"
-        )
-        why = (
-            "shown twice when New York's clocks went back"
-            if twice.is_not_null().all()
-            else "skipped when New York's clocks went forward"
-        )
-        cell = str(text[row])[:40]
-        message = f"{cell!r} is no New York time ({why}): write it with its UTC offset"
-        bad.append((row, position, name, message))
-    return wall.dt.replace_time_zone("UTC").zip_with(aware, local.dt.convert_time_zone("UTC"))

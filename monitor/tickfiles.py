@@ -1,14 +1,16 @@
 """Tick history files (CSV or Parquet) for `feed-replay` and the `replay` feed.
 
 A tick file (`is_tick_file`) has a `price` column and no open, high, low or close column (a
-file with those is bars: `monitor.minutefiles`), and its time column carries times of day in
-its first rows (a file of dates alone is daily bars, and the daily reader says what it lacks).
+file with those is bars: `monitor.minutefiles`), and its time column carries times of day
+(`monitor.filetimes.carries_times`: a file of dates alone, or of one time of day on several
+dates, is daily bars, and the daily reader says what it lacks).
 Names are matched as a minute file's are (`column_key`: case, spaces and `_` aside):
 
 - the time: `ts`, else a minute file's time column (`datetime`, `timestamp`, `start`, `time`,
-  `date`, `session`), read as a minute file's times are: ISO 8601, with an offset as given,
-  without one in New York time (one New York's clocks skip or show twice is an error), and
-  never epoch numbers;
+  `date`, `session`), read as a minute file's times are (`monitor.filetimes`): ISO 8601,
+  with an offset (`+hh:mm`, `+hhmm`, `+hh`, `Z`) as given, without one in New York time (one
+  New York's clocks skip or show twice is an error), never epoch numbers nor dates with
+  slashes;
 - `symbol`, else the one given as `SYMBOL=PATH`, else the file name's stem uppercased (with
   both, only that symbol's rows are read);
 - `price`; `size` or `volume` (shares; 0 without the column or in a blank cell); `id` (the
@@ -39,19 +41,16 @@ import polars as pl
 from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, Rejection
 from monitor.core.sessions import new_york_date
 from monitor.datafiles import DataSpec, drop_duplicates, reject_bad_bars
-from monitor.datalayout import Source, Table, column_key
+from monitor.datalayout import Source, Table, column_key, filled
 from monitor.errors import DataError
+from monitor.filetimes import DATE_KEYS, carries_times, parse_times
 from monitor.minutefiles import (
-    DATE_KEYS,
     PRICES,
     TIME_KEYS,
-    carries_times,
     columns_by_key,
     file_header,
-    filled,
     kept_rows,
     parse_numbers,
-    parse_times,
     read_table,
     symbol_values,
     time_column,

@@ -18,6 +18,12 @@ from monitor.errors import DataError
 from tests.conftest import RULES
 
 BAD = Path(__file__).parent / "data" / "bad"
+# Where `missing date column` says a file's dates or times may be.
+DATE_COLUMNS = (
+    "(date, session, datetime or timestamp; for minute bars and ticks also time, start or ts: a"
+    " date and time in one cell, ISO 8601, YYYY-MM-DD HH:MM[:SS][offset]; epoch numbers are not"
+    " read as times)"
+)
 D = date
 
 
@@ -203,7 +209,54 @@ def test_bad_date_names_line_and_column(tmp_path: Path) -> None:
     path = write(tmp_path, "x.csv", "Date,Close\n2024-07-15,1\n16/07/2024,2\n")
     with pytest.raises(DataError) as info:
         read_daily(DataSpec(path))
-    assert str(info.value) == f"{path}, line 3, column 'Date': cannot parse '16/07/2024' as a date"
+    assert str(info.value) == (
+        f"{path}, line 3, column 'Date': cannot parse '16/07/2024' as a date (the year last:"
+        " whether the month or the day comes first is not guessed): dates are ISO 8601,"
+        " YYYY-MM-DD"
+    )
+
+
+def test_us_dates_are_refused_saying_the_order_is_not_guessed(tmp_path: Path) -> None:
+    """A daily file of US dates (`11/01/2024`) is refused at its first cell, saying that the
+    order of month and day is not guessed and which dates are read."""
+    path = write(tmp_path, "x.csv", "date,close\n11/01/2024,1\n11/04/2024,2\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path, "X"))
+    assert str(info.value) == (
+        f"{path}, line 2, column 'date': cannot parse '11/01/2024' as a date (the year last:"
+        " whether the month or the day comes first is not guessed): dates are ISO 8601,"
+        " YYYY-MM-DD"
+    )
+
+
+def test_a_polygon_export_of_epoch_times_says_which_time_columns_are_read(
+    tmp_path: Path,
+) -> None:
+    """Polygon's aggregates (`t` in epoch ms, `o,h,l,c,v`) have no column a date or time is
+    read from: the error names a daily file's date columns, a minute or tick file's time
+    columns and their syntax, and says epoch numbers are not read as times."""
+    text = "t,o,h,l,c,v,vw,n\n1709683200000,507.37,507.37,507.31,507.31,1097.0,507.3,18\n"
+    path = write(tmp_path, "polygon.csv", text)
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path, "SPY"))
+    assert str(info.value) == f"{path}: missing date column {DATE_COLUMNS}"
+
+
+def test_a_yfinance_header_of_three_rows_is_named(tmp_path: Path) -> None:
+    """yfinance's CSV of several tickers' layout (a `Price` header row, then `Ticker` and
+    `Datetime` rows) is refused saying that its header is three rows, to be made one."""
+    text = (
+        "Price,Close,High,Low,Open,Volume\nTicker,SPY,SPY,SPY,SPY,SPY\nDatetime,,,,,\n"
+        "2024-03-06 09:30:00-05:00,510.49,510.78,510.35,510.55,588142\n"
+    )
+    path = write(tmp_path, "yf.csv", text)
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path, "SPY"))
+    assert str(info.value) == (
+        f"{path}: missing date column (date, session, datetime or timestamp): the header is"
+        " three rows ('Price', 'Ticker', 'Datetime'), as yfinance writes it; keep one, with the"
+        " first column named 'Datetime'"
+    )
 
 
 def test_a_carriage_return_inside_a_line_is_a_data_error_at_that_line(tmp_path: Path) -> None:
@@ -438,7 +491,7 @@ def test_an_adjusted_close_without_close_says_to_use_adjusted(tmp_path: Path) ->
         ("", "empty file"),
         ("\n\n", "empty file"),
         ("Date,Close\n", "empty file: a header and no rows"),
-        ("Close,Open\n1,1\n", "missing date column (date, session, datetime or timestamp)"),
+        ("Close,Open\n1,1\n", f"missing date column {DATE_COLUMNS}"),
         (
             "Date,Open,High,Low\n2024-07-16,1,1,1\n",
             "missing close column: the columns are 'Date', 'Open', 'High', 'Low'",

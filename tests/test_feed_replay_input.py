@@ -104,13 +104,15 @@ async def test_a_time_column_of_dates_is_an_error_not_minute_bars_at_midnight(
     tmp_path: Path,
 ) -> None:
     """Dates without a time in a `time` column (not a name `replay` reads dates from) exit 65
-    saying which columns a daily file's dates may be in; nothing is published."""
+    saying which columns a daily file's dates may be in, and what to name that one; nothing is
+    published."""
     data = tmp_path / "daily.csv"
     data.write_text("time,open,high,low,close,volume\n2024-07-15,10,11,9,10,100\n")
     assert await feed_replay("--data", f"X={data}") == (
         65,
         f"market-monitor: data error: {data}: missing date column "
-        "(date, session, datetime or timestamp)\n",
+        "(date, session, datetime or timestamp): 'time' holds dates alone, or one time of day "
+        "on every date, as a daily file's dates: name it date\n",
         [],
     )
 
@@ -213,20 +215,30 @@ def test_a_naive_time_new_york_clocks_skip_or_repeat_is_an_error(
     [
         (
             "timestamp,open,high,low,close,volume\n1719840600000,1,1,1,1,1\n",
-            "line 2, column 'timestamp': cannot parse '1719840600000' as a time",
+            "line 2, column 'timestamp': cannot parse '1719840600000' as a time (epoch numbers"
+            " are not read as times): times are ISO 8601, YYYY-MM-DD HH:MM[:SS][offset]",
         ),
         (
             "Date,Time,open,high,low,close,volume\n2024-07-01,09:30,1,1,1,1,1\n",
-            "line 2, column 'Time': cannot parse '09:30' as a time",
+            "line 2, column 'Time': cannot parse '09:30' as a time (a time of day alone: the"
+            " date and the time must be in one column): times are ISO 8601,"
+            " YYYY-MM-DD HH:MM[:SS][offset]",
+        ),
+        (
+            "Date,Time,open,high,low,close,volume\n11/01/2024,09:30,1,1,1,1,1\n",
+            "line 2, column 'Time': cannot parse '09:30' as a time (a time of day alone: the"
+            " date and the time must be in one column): times are ISO 8601,"
+            " YYYY-MM-DD HH:MM[:SS][offset]",
         ),
     ],
-    ids=["epoch ms", "time apart"],
+    ids=["epoch ms", "time apart", "time apart, us date"],
 )
 def test_times_no_date_format_fits_are_an_error_naming_the_cell(
     tmp_path: Path, text: str, where: str
 ) -> None:
     """Epoch milliseconds, or a time of day apart from its date: polars finds no format for
-    any cell and raised (a traceback, exit 1); the first cell is named, as for a word."""
+    any cell and raised (a traceback, exit 1); the first cell is named, as for a word, and
+    the message says why: epoch numbers are not read, date and time go in one column."""
     data = tmp_path / "x.csv"
     data.write_text(text)
     with pytest.raises(DataError) as raised:
