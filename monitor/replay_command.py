@@ -143,6 +143,10 @@ def read_intraday(
                 Rejection(reason, symbol, f"{time:%Y-%m-%d %H:%M:%S} UTC")
                 for symbol, time in future.select("symbol", at).iter_rows()
             ]
+    from monitor.intraday_checks import off_the_clock
+
+    for line in off_the_clock(kept[0], kept[1]):  # (naive UTC times read as New York's)
+        print(f"market-monitor: warning: {line}", file=sys.stderr)
     return daily, IntradayRead(kept[0], kept[1], dict(counts), rejections)
 
 

@@ -24,7 +24,7 @@ from monitor.core.engine import Engine, Step
 from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Rejection, empty
 from monitor.core.payload import LINE_SCHEMA
 from monitor.core.sessions import Sessions, new_york_date
-from monitor.cut_short import cut_short
+from monitor.intraday_checks import cut_short
 
 
 class IntradayData(NamedTuple):
@@ -199,7 +199,7 @@ def build_sessions(
 ) -> list[Step]:
     """The minutes and ticks of `data` into `engine` a day at a time (`day_step`): its
     `daily` holds the sessions built of them but those whose data looks cut short
-    (`monitor.cut_short`), and the Steps its rules' alerts."""
+    (`monitor.intraday_checks`), and the Steps its rules' alerts."""
     short = cut_short(data.minutes, data.ticks, engine.sessions, now)
     steps = []
     for day, (minutes, ticks) in data.days().items():
@@ -230,7 +230,7 @@ def day_step(
     evaluates every minute rule.) A day that is no session is refused whole (`not_a_session`,
     a rejection per symbol, its rows counted): None then. A session still under way at `now`
     is not built (`session_not_closed`, a rejection and a count per symbol), nor is one whose
-    data looks cut short (`cut`: symbol -> why, see `monitor.cut_short`; a rejection and a
+    data looks cut short (`cut`: symbol -> why, see `monitor.intraday_checks`; a rejection and a
     count per symbol, `session_cut_short`): its minute rules run all the same."""
     symbols = pl.concat([minutes.get_column("symbol"), ticks.get_column("symbol")])
     if not engine.sessions.is_session(day):

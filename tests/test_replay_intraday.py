@@ -471,7 +471,7 @@ def test_cut_short_judges_each_symbol_by_its_other_sessions(sessions: Sessions) 
     (a file sorted by symbol, cut short) is; a thin symbol that never trades after 15:20 is
     not; ticks count as minutes do; a session not closed by now is not judged."""
     from monitor.core.model import MINUTE_SCHEMA, empty
-    from monitor.cut_short import cut_short
+    from monitor.intraday_checks import cut_short
 
     days = [dt.date(2024, 7, d) for d in (1, 2, 3, 5, 8)]  # (07-03 closes at 13:00)
 
@@ -615,3 +615,40 @@ def test_backfill_of_files_whose_every_row_is_refused_fails(tmp_path: Path) -> N
     assert res.returncode == 65, res.stderr
     assert "not_a_session=390" in res.stderr and "X 2024-03-09 (not_a_session)" in res.stderr
     assert "no bars to backfill: every row of the files was rejected or refused" in res.stderr
+
+
+def test_minutes_whose_times_are_utc_read_as_new_york_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SPY's minutes written as naive UTC times (as pandas writes them) are read as New York
+    times, hours late: stderr names SPY, whose busiest half hour then lies outside regular
+    hours, and says what to do; the same minutes with their offset draw no such line."""
+    frame = pl.read_csv(SPY).with_columns(
+        pl.col("datetime").str.to_datetime("%Y-%m-%d %H:%M:%S%:z").dt.convert_time_zone("UTC")
+    )
+    naive = tmp_path / "spy_utc.csv"
+    frame.with_columns(pl.col("datetime").dt.replace_time_zone(None)).write_csv(naive)
+    _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={naive}")
+    assert "warning: the minute bars or ticks of SPY (19:30-20:00) trade most" in err
+    assert "if a file's are UTC, write them with Z" in err
+    _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={SPY}")
+    assert "trade most" not in err
+
+
+def test_the_closing_cross_does_not_look_off_the_clock() -> None:
+    """A rebalance day's closing cross (16:00:00.2, half the day's volume) is the close's:
+    no line; the same day's ticks five hours late are named."""
+    from monitor.intraday_checks import off_the_clock
+
+    rows = [("X", dt.datetime(2024, 6, 28, 9, 30) + dt.timedelta(minutes=m), 10.0, 100.0, "")
+            for m in range(390)]  # fmt: skip
+    rows.append(("X", dt.datetime(2024, 6, 28, 16, 0, 0, 200_000), 10.0, 39_000.0, "cross"))
+    ticks = pl.DataFrame(rows, schema=list(TICK_SCHEMA), orient="row").with_columns(
+        pl.col("ts").dt.replace_time_zone(NEW_YORK).dt.convert_time_zone("UTC")
+    )
+    from monitor.core.model import MINUTE_SCHEMA, empty
+
+    assert off_the_clock(empty(MINUTE_SCHEMA), ticks.cast(TICK_SCHEMA)) == []  # type: ignore[arg-type]
+    late = ticks.with_columns(pl.col("ts") + dt.timedelta(hours=5)).cast(TICK_SCHEMA)  # type: ignore[arg-type]
+    [line] = off_the_clock(empty(MINUTE_SCHEMA), late)
+    assert line.startswith("the minute bars or ticks of X (21:00-21:30) trade most")
