@@ -163,6 +163,8 @@ class Daemon:
                 "dedup_max_keys": options.dedup_max_keys,
                 "dedup_window_s": options.dedup_window_s,
             },
+            # (a backlog of minutes, a journal taken up: evaluated as if stepped every minute)
+            minute_by_minute=True,
         )
 
     def build_feeds(self) -> None:

@@ -54,3 +54,15 @@ def test_minute_history_unset_keeps_two_sessions_of_extended_hours(tmp_path: Pat
     daemon.engine.advance(starts[-1] + dt.timedelta(minutes=1, seconds=5))
     kept = daemon.engine.minutes.filter(daemon.engine.minutes["symbol"] == "X")
     assert kept.get_column("start").to_list() == starts[-1920:]
+
+
+def test_the_daemon_evaluates_minute_rules_a_minute_at_a_time(tmp_path: Path) -> None:
+    """The daemon's engine takes the minutes of a step (a backlog, a journal taken up) one at a
+    time, as steps a minute apart (tests/core/test_minute_batches.py); replay's engines, built
+    by `build_engine` alone, take a day's minutes at once, for speed."""
+    from monitor.replay import build_engine
+
+    conf = write_config(tmp_path, f"mm-mbm-{uuid.uuid4().hex[:8]}")
+    daemon = Daemon(cfg.load(conf))
+    assert daemon.engine.minute_by_minute is True
+    assert build_engine(daemon.rules, daemon.sessions).minute_by_minute is False

@@ -1,6 +1,7 @@
 """The engine's bar history: what is done to its stored bars, as functions of rows and calendar.
 
-Stored bars: a check of incoming daily bars (`bad_bar`, `in_order`), upserts that keep a frame
+Stored bars: a check of incoming daily bars (`checked_daily`, `bad_bar`, `in_order`; and
+`not_held`, a journal's bars the history does not hold already), upserts that keep a frame
 sorted and unique by key (`upsert`, `sorted_unique`), and the minute history merged and trimmed
 (`add_minutes`). Frames for the rules: closed bars with their period number and return
 (`derived`), and closed trading weeks made of the daily bars (`weekly`).
@@ -18,13 +19,51 @@ import datetime as dt
 import polars as pl
 
 from monitor.core import metrics
-from monitor.core.model import MAX_PRICE, MAX_SIZE
+from monitor.core.model import DAILY_SCHEMA, MAX_PRICE, MAX_SIZE, Rejection
 from monitor.core.sessions import Sessions, minute_date
 
 PRICE_COLS = ("open", "high", "low", "close")
+DAILY_KEY = ["symbol", "session"]  # of daily bars
 
 
 # ------------------------------------------------------------------ stored bars
+def checked_daily(
+    bars: pl.DataFrame, sessions: Sessions
+) -> tuple[list[Rejection], pl.DataFrame, bool]:
+    """Incoming session bars checked (`Engine.ingest_daily`): the rejections (`bad_bar`, and
+    `not_a_session` for a date that is no session of `sessions`), the good bars (DAILY_SCHEMA)
+    and whether they are strictly in order by DAILY_KEY."""
+    bars = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
+    bad = bad_bar(bars)
+    off = ~pl.col("session").is_in(sessions.frame.get_column("session").implode())
+    # One select: polars checks the bars and their order side by side.
+    flags = bars.select(bad.alias("bad"), off.alias("off"), in_order(DAILY_KEY).alias("in_order"))
+    wrong = flags.get_column("bad") | flags.get_column("off")
+    ordered = bool(flags.get_column("in_order").slice(1).all())
+    if not wrong.any():  # (no copy of a whole universe's history when every bar is fine)
+        return [], bars, ordered
+    why = flags.select(
+        pl.when("bad").then(pl.lit("bad_bar")).otherwise(pl.lit("not_a_session"))
+    ).to_series()
+    rejected = bars.with_columns(why.alias("why")).filter(wrong)
+    rejections = [
+        Rejection(reason=reason, symbol=sym, raw=f"{sym} {session}")
+        for sym, session, reason in rejected.select("symbol", "session", "why").iter_rows()
+    ]
+    return rejections, bars.filter(~wrong), ordered  # (a subsequence in order is in order)
+
+
+def not_held(bars: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
+    """The session bars of `bars` that `history` does not hold as they are."""
+    if history.is_empty():
+        return bars
+    columns = list(DAILY_SCHEMA)
+    bars = bars.select(columns).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
+    # (the history's bars of these symbols and sessions only: not years of a universe)
+    held = history.select(columns).join(bars.select(DAILY_KEY).unique(), on=DAILY_KEY, how="semi")
+    return bars.join(held, on=columns, how="anti", nulls_equal=True)
+
+
 def bad_bar(bars: pl.DataFrame) -> pl.Expr:
     """A session bar no rule can use, as a feed's minute bars are checked (`_bar_problem` of
     monitor.core.book_frames): a price not finite and positive, open or close outside [low,

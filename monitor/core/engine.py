@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import msgspec
 import polars as pl
 
 from monitor.core import bar_history, bar_state, evaluation
 from monitor.core.bar_history import PRICE_COLS as PRICE_COLS  # (re-exported)
+from monitor.core.bar_history import not_held
 from monitor.core.emitted import Emitted
 from monitor.core.model import (
     DAILY_SCHEMA,
@@ -33,17 +33,17 @@ from monitor.core.price_check import PriceCheck, Reset
 from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import Rule, RulesFile
-from monitor.core.sessions import NEW_YORK, Sessions
+from monitor.core.sessions import Sessions
 from monitor.core.step import EngineState as EngineState  # (re-exported)
 from monitor.core.step import Step as Step  # (re-exported)
+from monitor.core.step_periods import MINUTES_APART, exchange_date, late_periods, minute_batches
 
 if TYPE_CHECKING:
     from monitor.core.bar_state import BookState
     from monitor.core.bars import BarBook
     from monitor.core.book_frames import PrintCheck
 
-KEY = ["symbol", "session"]  # of daily bars
-NEW_YORK_ZONE = ZoneInfo(NEW_YORK)
+KEY = bar_history.DAILY_KEY
 # bars per piece of a universe for per-symbol rules (see `monitor.core.evaluation.pieces`)
 PIECE_ROWS = 1_000_000
 
@@ -64,6 +64,7 @@ class Engine:
         max_jump: float | None = None,
         max_jump_confirm: int = 5,
         rule_threads: int = 1,
+        minute_by_minute: bool = False,
     ) -> None:
         self.rules = rules.enabled
         self.sessions = sessions
@@ -98,6 +99,10 @@ class Engine:
         self.now: dt.datetime | None = None
         self.rule_threads = rule_threads
         self._minute_rules = any(r.timeframe == "1m" for r in self.rules)
+        # Minute rules evaluated a minute at a time, however minutes come (`_add_minutes`):
+        # the daemon's; replay steps a day at a time, for speed (see README).
+        self.minute_by_minute = minute_by_minute
+        self.minutes_apart = MINUTES_APART  # (at most, a step's: see `minute_batches`)
 
     # ----------------------------------------------------------------- ingest
     def ingest(self, batch: FeedBatch, *, taken: bool = False) -> list[Rejection]:
@@ -132,7 +137,7 @@ class Engine:
             # (a journal's bars that the history holds as they are were stored before the
             # stop: taken in again, they would count as corrections of evaluated sessions)
             daily = (
-                _not_in(daily, self.daily) if taken else self._screen(daily, "close", rejections)
+                not_held(daily, self.daily) if taken else self._screen(daily, "close", rejections)
             )
             refused, good = self._ingest_daily(daily)
             if not taken:
@@ -205,27 +210,7 @@ class Engine:
 
     def _ingest_daily(self, bars: pl.DataFrame) -> tuple[list[Rejection], pl.DataFrame]:
         """`ingest_daily`, with the bars taken in."""
-        bars = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
-        bad = bar_history.bad_bar(bars)
-        off = ~pl.col("session").is_in(self.sessions.frame.get_column("session").implode())
-        # One select: polars checks the bars and their order side by side.
-        flags = bars.select(
-            bad.alias("bad"), off.alias("off"), bar_history.in_order(KEY).alias("in_order")
-        )
-        wrong = flags.get_column("bad") | flags.get_column("off")
-        in_order = bool(flags.get_column("in_order").slice(1).all())
-        rejections: list[Rejection] = []
-        good = bars
-        if wrong.any():  # (no copy of a whole universe's history when every bar is fine)
-            why = flags.select(
-                pl.when("bad").then(pl.lit("bad_bar")).otherwise(pl.lit("not_a_session"))
-            ).to_series()
-            rejected = bars.with_columns(why.alias("why")).filter(wrong)
-            rejections = [
-                Rejection(reason=reason, symbol=sym, raw=f"{sym} {session}")
-                for sym, session, reason in rejected.select("symbol", "session", "why").iter_rows()
-            ]
-            good = bars.filter(~wrong)  # (a subsequence of rows in order is in order)
+        rejections, good, in_order = bar_history.checked_daily(bars, self.sessions)
         self._pending_daily = bar_history.upsert(self._pending_daily, good, KEY, in_order)
         self._note_prices(good, "close", "session")
         return rejections, good
@@ -280,14 +265,12 @@ class Engine:
         new_daily = self._close_daily(now)
         day = self._evaluated.get("1d")
         if new_daily.height and day is not None:
-            evaluated = _exchange_date(day)
+            evaluated = exchange_date(day)
             self._corrected += int((new_daily.get_column("session") < evaluated).sum())
-        if minute_bars.height:
-            self.minutes = bar_history.add_minutes(self.minutes, minute_bars, self._minute_history)
-        late = self._late_periods(minute_bars, new_daily)
+        late = late_periods(self._evaluated, minute_bars, new_daily, self.sessions)
         parts: list[tuple[Rule, pl.DataFrame]] = []
         if minute_bars.height:
-            parts += self._evaluate("1m", now, "1m" in late)
+            parts += self._add_minutes(minute_bars, now, "1m" in late)
         if new_daily.height:
             parts += self._evaluate("1d", now, "1d" in late)
             if any(r.timeframe == "1w" for r in self.rules):
@@ -299,30 +282,27 @@ class Engine:
             lines = self.emitted.new([alert_lines(f, rule, self.ctx) for rule, f in parts])
         return Step(lines, minute_bars, new_daily, rejected, parts)
 
-    def _late_periods(self, minute_bars: pl.DataFrame, daily: pl.DataFrame) -> set[str]:
-        """The timeframes whose last evaluated period got bars in this step: bars of one period
-        come in several batches (a feed's daily bars symbol by symbol, a second or a minute
-        apart), and the firings the late ones make are as new as the first ones'. Those
-        periods are evaluated again (an alert emitted already is not emitted twice). Bars of
-        earlier periods are corrections: stored, they fire nothing."""
-        late: set[str] = set()
-        minute = self._evaluated.get("1m")
-        if minute is not None and minute_bars.height:
-            ends = minute_bars.get_column("start") + dt.timedelta(minutes=1)
-            if (ends == minute).any():
-                late.add("1m")
-        day, week = self._evaluated.get("1d"), self._evaluated.get("1w")
-        if not daily.height or (day is None and week is None):
-            return late
-        sessions = daily.get_column("session")  # (a session closes on its own date)
-        if day is not None and (sessions == _exchange_date(day)).any():
-            late.add("1d")
-        if week is not None:  # (bars of its days, or of a later day: see `weekly`)
-            label = _exchange_date(week)
-            weeks = self.sessions.frame.filter(pl.col("session").is_in(sessions.unique().implode()))
-            if (weeks.get_column("week") >= label).any():
-                late.add("1w")
-        return late
+    def _add_minutes(
+        self, bars: pl.DataFrame, now: dt.datetime, late: bool
+    ) -> list[tuple[Rule, pl.DataFrame]]:
+        """Store closed minute bars and evaluate the minute rules on them (`late`: see
+        `late_periods`). With `minute_by_minute`, a minute at a time (`minute_batches`), so a
+        minute rule's memory (a running high, largest since, earlier alerts, a cooldown) is
+        that of steps a minute apart however minutes were batched (a backlog, a journal taken
+        up). Of a minute after the first only the symbols with a bar in it can fire: the
+        per-symbol rules run over theirs; progress is tracked at the last minute (each
+        evaluation replaces it)."""
+        batches = [bars]
+        if self.minute_by_minute and self._minute_rules:
+            evaluated, watermark = self._evaluated.get("1m"), self.watermarks.get("1m")
+            batches = minute_batches(bars, evaluated, watermark, self.minutes_apart)
+        parts: list[tuple[Rule, pl.DataFrame]] = []
+        for i, batch in enumerate(batches):
+            self.minutes = bar_history.add_minutes(self.minutes, batch, self._minute_history)
+            last = i == len(batches) - 1
+            active = None if i == 0 or (last and self.track_progress) else batch["symbol"]
+            parts += self._evaluate("1m", now, late and i == 0, active=active, progress=last)
+        return parts
 
     def evaluates(self, now: dt.datetime, batch: FeedBatch | None = None) -> bool:
         """Whether `advance(now)` after ingesting `batch` may evaluate rules over the history:
@@ -370,10 +350,14 @@ class Engine:
         now: dt.datetime,
         late: bool = False,
         rules: list[Rule] | None = None,
+        *,
+        active: pl.Series | None = None,
+        progress: bool = True,
     ) -> list[tuple[Rule, pl.DataFrame]]:
         """The firings of every rule of `timeframe` (of `rules`, when given) in the periods
         closed since the last call (and, when `late`, in the last period evaluated: see
-        `_late_periods`), with the rule."""
+        `late_periods`), with the rule. `active`: see `evaluation.evaluate_rules`;
+        `progress`: whether to track it (when `track_progress`)."""
         rules = [r for r in (self.rules if rules is None else rules) if r.timeframe == timeframe]
         if not rules:  # e.g. minute bars closing while every rule is daily
             return []
@@ -392,9 +376,10 @@ class Engine:
             self.ctx,
             after,
             piece_rows=PIECE_ROWS,
-            track_progress=self.track_progress,
+            track_progress=self.track_progress and progress,
             baseline=self.baseline is not None,
             threads=self.rule_threads,
+            active=active,
         )
         out: list[tuple[Rule, pl.DataFrame]] = []
         for rule in rules:
@@ -403,7 +388,7 @@ class Engine:
                 self.baseline.setdefault(rule.id, []).extend(
                     b for e in mine for b in e.baseline or []
                 )
-            if self.track_progress:
+            if self.track_progress and progress:
                 tracked = [p for e in mine for p in e.progress or []]
                 self.progress[rule.id] = sorted(tracked, key=lambda p: (p.symbol, p.variant))
             out.append((rule, evaluation.joined([e.fired for e in mine])))
@@ -510,22 +495,6 @@ class Engine:
             return 0
         self.ingest_daily(state.daily)
         return state.daily.height
-
-
-def _exchange_date(instant: dt.datetime) -> dt.date:
-    """The exchange's date of an instant (a period's close: its session's, or its week's)."""
-    return instant.astimezone(NEW_YORK_ZONE).date()
-
-
-def _not_in(bars: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
-    """The session bars of `bars` that `history` does not hold as they are."""
-    if history.is_empty():
-        return bars
-    columns = list(DAILY_SCHEMA)
-    bars = bars.select(columns).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
-    # (the history's bars of these symbols and sessions only: not years of a universe)
-    held = history.select(columns).join(bars.select(KEY).unique(), on=KEY, how="semi")
-    return bars.join(held, on=columns, how="anti", nulls_equal=True)
 
 
 def _then(kept: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:

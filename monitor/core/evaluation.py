@@ -49,19 +49,24 @@ def evaluate_rules(
     track_progress: bool,
     baseline: bool,
     threads: int,
+    active: pl.Series | None = None,
 ) -> list[Evaluated]:
     """The firings of each of `rules` over `base` (the closed bars of `timeframe`, sorted by
     symbol and time, before `derived`) in periods after `after`, each rule's in piece order.
     `piece_rows`: about how many bars a piece holds; `track_progress` and `baseline`: whether
     `firing.firings` collects progress and `firing.every_period` rows; `threads`: at most how
-    many tasks run at once."""
+    many tasks run at once. `active`: the only symbols with bars after `after`, when known:
+    the rules whose firings on a symbol depend on its bars alone run over theirs only (a
+    minute of a backlog: see `Engine._add_minutes`)."""
     # A universe's history is evaluated a piece of symbols at a time by the rules whose
     # firings on a symbol depend on its bars alone: the derived columns and every rule's
     # intermediates are then held for a piece, not for 8 million bars (a third fewer fresh
     # pages; with pieces shared out, both cores stay busy to the end). Every other rule
     # sees the whole frame, as does every rule of a frame too small to cut.
-    cut = pieces(base, piece_rows)
-    local = [r for r in rules if firing.per_symbol(r)] if len(cut) > 1 else []
+    mine = base if active is None else base.filter(pl.col("symbol").is_in(active.implode()))
+    cut = pieces(mine, piece_rows)
+    apart = len(cut) > 1 or (active is not None and mine.height > 0)
+    local = [r for r in rules if firing.per_symbol(r)] if apart else []
     whole = [r for r in rules if r not in local]
     # A task: rules, and the bars they run over (a piece still to derive, or all derived).
     tasks: list[tuple[list[Rule], pl.DataFrame, bool]] = []

@@ -29,7 +29,8 @@ class Step:
     them all at once), and either does so once only.
 
     `firings` holds each rule's firing frame (`monitor.core.firing.firings`: a row per firing
-    in time order, with its metrics and history), what the lines are made of. Its rows are the
+    in time order, with its metrics and history; a minute rule's, one per minute evaluated
+    apart: see `Engine._add_minutes`), what the lines are made of. Its rows are the
     alerts before their ids are checked against those already emitted, which only drops an
     alert of a step that re-evaluates periods seen before (a correction, a restored engine):
     in a replay, the same as the alerts."""
