@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
+from monitor.core.bar_history import sorted_unique
 from monitor.core.engine import Engine, Step
 from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Rejection, empty
 from monitor.core.payload import LINE_SCHEMA
@@ -178,12 +179,15 @@ def merged_sessions(
 
 
 def _inserted(far: pl.DataFrame, near: pl.DataFrame) -> pl.DataFrame:
-    """`far` (sorted by symbol) with `near` (sorted, of symbols `far` has none of) put in
-    their places: slices of `far` between each symbol of `near`'s rows, not a sort of them
-    all (seconds over a universe's history; `merge_sorted` takes a second too)."""
+    """`far` (sorted by symbol and session) with `near` (sorted, of symbols `far` has none
+    of) put in their places: slices of `far` between each symbol of `near`'s rows, not a sort
+    of them all (seconds over a universe's history; `merge_sorted` takes a second too)."""
+    keys = ["symbol", "session"]
+    if not near.height:
+        return far
+    if not sorted_unique(far, keys):  # (not as its callers give it: sorted, then)
+        return pl.concat([far, near]).sort(keys)
     symbols = far.get_column("symbol")
-    if not near.height or not symbols.is_sorted():
-        return pl.concat([far, near]).sort("symbol", "session") if near.height else far
     groups = near.partition_by("symbol", maintain_order=True)
     heads = pl.Series([group.get_column("symbol")[0] for group in groups], dtype=pl.String)
     cuts = symbols.search_sorted(heads, "left").to_list()

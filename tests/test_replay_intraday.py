@@ -454,7 +454,7 @@ def test_a_session_whose_minutes_stop_at_noon_is_not_built(
     assert any(a["session"] == "2024-03-12" for a in alerts if a["rule"] == "surge.5m")
     assert "session_cut_short=1" in err
     why = "X 2024-03-12: its data ends at 12:00 New York time, 4.0 hours before the close"
-    assert f"{why} (12 of its other 12 sessions run to the close) (session_cut_short)" in err
+    assert f"{why}, though 150 of the session's 390 minutes have trades (session_c" in err
     assert "1 session missing" in err
     # The daily rule over the other sessions: as a daily file of them gives.
     daily_file = tmp_path / "x_daily.csv"
@@ -463,65 +463,93 @@ def test_a_session_whose_minutes_stop_at_noon_is_not_built(
     assert [a for a in alerts if a["rule"] == "up.1d"] == from_daily
 
 
-def test_cut_short_judges_each_symbol_by_its_other_sessions(sessions: Sessions) -> None:
+def minute_rows(spans: dict[tuple[str, dt.date], list[tuple[str, str]]]) -> pl.DataFrame:
+    """Minute bars (MINUTE_SCHEMA) of each (symbol, day) over its spans of New York times,
+    first to last minute, every minute."""
+    from monitor.core.model import MINUTE_SCHEMA
+
+    rows = []
+    for (symbol, day), runs in spans.items():
+        for first, last in runs:
+            start = dt.datetime.combine(day, dt.time.fromisoformat(first))
+            while start <= dt.datetime.combine(day, dt.time.fromisoformat(last)):
+                rows.append((symbol, start, 1.0, 1.0, 1.0, 1.0, 1.0))
+                start += dt.timedelta(minutes=1)
+    frame = pl.DataFrame(rows, schema=list(MINUTE_SCHEMA), orient="row")
+    local = pl.col("start").dt.replace_time_zone(NEW_YORK).dt.convert_time_zone("UTC")
+    return frame.with_columns(local).cast(MINUTE_SCHEMA)  # type: ignore[arg-type]
+
+
+def test_cut_short_judges_a_silence_by_the_day_s_own_pace(sessions: Sessions) -> None:
     """A symbol's data of a session is cut short when it ends more than 30 minutes before
-    that session's close (13:00 on an early close) or starts more than 30 minutes after the
-    open, while most of its other sessions run to the close (or start at the open), or it
-    has no other: a liquid symbol cut at noon on its last day beside one whose day is whole
-    (a file sorted by symbol, cut short) is; a thin symbol that never trades after 15:20 is
-    not; ticks count as minutes do; a session not closed by now is not judged."""
+    that session's close (13:00 on an early close), or starts more than 30 minutes after the
+    open, and a silence that long is unlikely at the pace of its trading that day: a stock
+    trading every minute cut at noon (beside another whose day is whole: a file sorted by
+    symbol, cut short) or starting at 10:15 is; one with five trades a day, the last at
+    13:20, is not, nor is a whole early-close day; ticks count as minutes do; a session not
+    closed by now is not judged."""
     from monitor.core.model import MINUTE_SCHEMA, empty
     from monitor.intraday_checks import cut_short
 
     days = [dt.date(2024, 7, d) for d in (1, 2, 3, 5, 8)]  # (07-03 closes at 13:00)
 
-    def minutes(spans: dict[tuple[str, dt.date], tuple[str, str]]) -> pl.DataFrame:
-        rows = []
-        for (symbol, day), (first, last) in spans.items():
-            start = dt.datetime.combine(day, dt.time.fromisoformat(first))
-            while start <= dt.datetime.combine(day, dt.time.fromisoformat(last)):
-                rows.append((symbol, start, 1.0, 1.0, 1.0, 1.0, 1.0))
-                start += dt.timedelta(minutes=1)
-        frame = pl.DataFrame(rows, schema=list(MINUTE_SCHEMA), orient="row")
-        local = pl.col("start").dt.replace_time_zone(NEW_YORK).dt.convert_time_zone("UTC")
-        return frame.with_columns(local).cast(MINUTE_SCHEMA)  # type: ignore[arg-type]
+    def whole(day: dt.date) -> list[tuple[str, str]]:
+        return [("09:30", "12:59" if day == dt.date(2024, 7, 3) else "15:59")]
 
-    def whole(day: dt.date) -> tuple[str, str]:
-        return ("09:30", "12:59" if day == dt.date(2024, 7, 3) else "15:59")
-
-    spans = {("A", d): whole(d) for d in days}
-    spans |= {("B", d): whole(d) for d in days[:-1]} | {("B", days[-1]): ("09:30", "11:59")}
-    spans |= {("THIN", d): ("09:41", "15:20") for d in days}
-    spans |= {("LATE", d): whole(d) for d in days[1:]} | {("LATE", days[0]): ("10:15", "15:59")}
-    spans |= {("ONE", days[2]): ("09:30", "12:20")}  # (an early close: 40 minutes before)
-    spans |= {("SOLO", days[4]): ("09:30", "14:00")}
+    thin = [(t, t) for t in ("09:41", "10:30", "11:15", "12:00", "13:20")]
+    spans = {("A", d): whole(d) for d in days} | {("THIN", d): thin for d in days}
+    spans |= {("B", d): whole(d) for d in days[:-1]} | {("B", days[-1]): [("09:30", "11:59")]}
+    spans |= {("LATE", days[0]): [("10:15", "15:59")], ("ONE", days[2]): [("09:30", "12:20")]}
     now = dt.datetime(2024, 7, 9, tzinfo=dt.UTC)
-    found = cut_short(minutes(spans), empty(TICK_SCHEMA), sessions, now)
+    found = cut_short(minute_rows(spans), empty(TICK_SCHEMA), sessions, now)
     assert found == {
         days[0]: {
             "LATE": "LATE 2024-07-01: its data starts at 10:15 New York time, 45 minutes after"
-            " the open (4 of its other 4 sessions start at the open)"
+            " the open, though 345 of the session's 390 minutes have trades"
         },
         days[2]: {
             "ONE": "ONE 2024-07-03: its data ends at 12:21 New York time, 39 minutes before the"
-            " close (its only session in the data)"
+            " close, though 171 of the session's 210 minutes have trades"
         },
         days[4]: {
-            "B": "B 2024-07-08: its data ends at 12:00 New York time, 4.0 hours before the close"
-            " (4 of its other 4 sessions run to the close)",
-            "SOLO": "SOLO 2024-07-08: its data ends at 14:01 New York time, 119 minutes before"
-            " the close (its only session in the data)",
+            "B": "B 2024-07-08: its data ends at 12:00 New York time, 4.0 hours before the close,"
+            " though 150 of the session's 390 minutes have trades"
         },
     }
     # B's cut day as ticks to 15:59 beside its minutes: whole; judged at 12:00 that day: not yet.
-    ticks = minutes({("B", days[4]): ("09:30", "15:59")}).select(
+    ticks = minute_rows({("B", days[4]): [("12:00", "15:59")]}).select(
         "symbol", pl.col("start").alias("ts"), pl.col("close").alias("price"),
         pl.col("volume").alias("size"), pl.lit("").alias("id"),
     )  # fmt: skip
-    assert "B" not in cut_short(minutes(spans), ticks, sessions, now)[days[4]]
+    assert days[4] not in cut_short(minute_rows(spans), ticks, sessions, now)
     noon = dt.datetime(2024, 7, 8, 16, tzinfo=dt.UTC)
-    assert days[4] not in cut_short(minutes(spans), empty(TICK_SCHEMA), sessions, noon)
+    assert days[4] not in cut_short(minute_rows(spans), empty(TICK_SCHEMA), sessions, noon)
     assert cut_short(empty(MINUTE_SCHEMA), empty(TICK_SCHEMA), sessions, now) == {}
+
+
+@pytest.mark.parametrize("trades", [1, 5, 10, 15, 25])
+def test_a_thin_small_cap_keeps_its_sessions(sessions: Sessions, trades: int) -> None:
+    """A small cap with `trades` trades at random minutes of each of 20 sessions (some days
+    none after 15:00, or before 10:30): none of its sessions is cut short. (Judged against
+    its other sessions, 7 of 10 were refused at 10 trades a day.)"""
+    from monitor.intraday_checks import cut_short
+
+    rng = np.random.default_rng(trades)
+    days = sessions.between(dt.date(2024, 7, 1), dt.date(2024, 7, 30)).get_column("session")
+    spans = {}
+    for day in days.to_list()[:20]:
+        length = 210 if day == dt.date(2024, 7, 3) else 390
+        picked = sorted(rng.choice(length, size=trades, replace=False).tolist())
+        at = [dt.datetime.combine(day, dt.time(9, 30)) + dt.timedelta(minutes=m) for m in picked]
+        spans[("THIN", day)] = [(f"{t:%H:%M}", f"{t:%H:%M}") for t in at]
+    now = dt.datetime(2024, 8, 1, tzinfo=dt.UTC)
+    assert cut_short(minute_rows(spans), empty_ticks(), sessions, now) == {}
+
+
+def empty_ticks() -> pl.DataFrame:
+    from monitor.core.model import empty
+
+    return empty(TICK_SCHEMA)
 
 
 def test_backfill_does_not_store_a_session_cut_short(tmp_path: Path) -> None:
@@ -621,7 +649,7 @@ def test_minutes_whose_times_are_utc_read_as_new_york_are_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """SPY's minutes written as naive UTC times (as pandas writes them) are read as New York
-    times, hours late: stderr names SPY, whose busiest half hour then lies outside regular
+    times, hours late: stderr names SPY, most of whose volume then lies outside regular
     hours, and says what to do; the same minutes with their offset draw no such line."""
     frame = pl.read_csv(SPY).with_columns(
         pl.col("datetime").str.to_datetime("%Y-%m-%d %H:%M:%S%:z").dt.convert_time_zone("UTC")
@@ -629,26 +657,56 @@ def test_minutes_whose_times_are_utc_read_as_new_york_are_named(
     naive = tmp_path / "spy_utc.csv"
     frame.with_columns(pl.col("datetime").dt.replace_time_zone(None)).write_csv(naive)
     _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={naive}")
-    assert "warning: the minute bars or ticks of SPY (19:30-20:00) trade most" in err
-    assert "if a file's are UTC, write them with Z" in err
+    assert "warning: SPY (7" in err and "outside regular hours" in err
+    assert "UTC times need Z (pandas writes them without)" in err
     _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={SPY}")
-    assert "trade most" not in err
+    assert "outside regular hours" not in err
 
 
-def test_the_closing_cross_does_not_look_off_the_clock() -> None:
-    """A rebalance day's closing cross (16:00:00.2, half the day's volume) is the close's:
-    no line; the same day's ticks five hours late are named."""
+def test_times_off_by_hours_are_named_the_closing_cross_is_not() -> None:
+    """Ticks of a January session with most of the volume at the open, written in UTC and
+    read as New York time (09:30 at 14:30, the open inside regular hours): named. The same
+    day read right, with a rebalance day's closing cross (16:00:00.2, half the day's volume):
+    not; nor New York times read as UTC (hours early) once put right."""
+    from monitor.core.model import MINUTE_SCHEMA, empty
     from monitor.intraday_checks import off_the_clock
 
-    rows = [("X", dt.datetime(2024, 6, 28, 9, 30) + dt.timedelta(minutes=m), 10.0, 100.0, "")
-            for m in range(390)]  # fmt: skip
-    rows.append(("X", dt.datetime(2024, 6, 28, 16, 0, 0, 200_000), 10.0, 39_000.0, "cross"))
-    ticks = pl.DataFrame(rows, schema=list(TICK_SCHEMA), orient="row").with_columns(
-        pl.col("ts").dt.replace_time_zone(NEW_YORK).dt.convert_time_zone("UTC")
-    )
-    from monitor.core.model import MINUTE_SCHEMA, empty
+    open_ = dt.datetime(2024, 1, 10, 9, 30)
+    sizes = [5000.0 if m < 30 else 2000.0 if m >= 360 else 1000.0 for m in range(390)]
+    rows = [("X", open_ + dt.timedelta(minutes=m), 10.0, size, "") for m, size in enumerate(sizes)]
+    rows.append(("X", dt.datetime(2024, 1, 10, 16, 0, 0, 200_000), 10.0, 540_000.0, "cross"))
+    local = pl.DataFrame(rows, schema=list(TICK_SCHEMA), orient="row")
 
-    assert off_the_clock(empty(MINUTE_SCHEMA), ticks.cast(TICK_SCHEMA)) == []  # type: ignore[arg-type]
-    late = ticks.with_columns(pl.col("ts") + dt.timedelta(hours=5)).cast(TICK_SCHEMA)  # type: ignore[arg-type]
-    [line] = off_the_clock(empty(MINUTE_SCHEMA), late)
-    assert line.startswith("the minute bars or ticks of X (21:00-21:30) trade most")
+    def read_as(zone: str, shift: dt.timedelta = dt.timedelta()) -> pl.DataFrame:
+        moved = pl.col("ts").dt.replace_time_zone(zone).dt.convert_time_zone("UTC") + shift
+        return local.with_columns(moved).cast(TICK_SCHEMA)  # type: ignore[arg-type]
+
+    none = empty(MINUTE_SCHEMA)
+    assert off_the_clock(none, read_as(NEW_YORK)) == []
+    # UTC read as New York, without the cross: the open's half hour, the busiest, is inside.
+    late = read_as(NEW_YORK, dt.timedelta(hours=5)).filter(pl.col("id") != "cross")
+    [line] = off_the_clock(none, late)
+    assert line.startswith("X (61%): that share of the volume")
+    [line] = off_the_clock(none, read_as("UTC"))  # (New York times written with Z)
+    assert line.startswith("X (39%)")
+
+
+def test_merged_sessions_sorts_daily_bars_given_out_of_order() -> None:
+    """Daily bars sorted by symbol but not by session within it (no caller gives such, but a
+    caller might): the merge comes out sorted all the same."""
+    from monitor.core.model import DAILY_SCHEMA
+    from monitor.replay_days import merged_sessions
+
+    days = [dt.date(2024, 3, d) for d in (6, 4, 5)]
+    daily = pl.DataFrame(
+        [("A", d, 1.0, 1.0, 1.0, 1.0, 1.0) for d in days]
+        + [("C", d, 1.0, 1.0, 1.0, 1.0, 1.0) for d in days],
+        schema=DAILY_SCHEMA,
+        orient="row",
+    )
+    built = daily.filter(pl.col("symbol") == "A").with_columns(pl.lit("B").alias("symbol"))
+    merged, _ = merged_sessions(daily, pl.repeat(False, daily.height, eager=True), built)
+    assert merged.select("symbol", "session").rows() == sorted(
+        merged.select("symbol", "session").rows()
+    )
+    assert merged.height == 9
