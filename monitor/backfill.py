@@ -164,7 +164,7 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         off += made.rejections
     listed = [*loaded.rejections, *(intraday.rejections if intraday else []), *off]
     listed = [r for r in listed if r.reason != "outside_session"]  # (counted: by the hundred)
-    for line in rejected_lines(counts, listed):
+    for line in rejected_lines(counts, listed, intraday.unlisted if intraday else 0):
         print(f"market-monitor: {line}", file=sys.stderr)
     if upsert.kept:
         print(f"market-monitor: {_kept_line(upsert.kept, upsert.kept_different)}", file=sys.stderr)

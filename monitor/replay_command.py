@@ -82,6 +82,7 @@ def replay(args: argparse.Namespace) -> int:
             close_only=loaded.close_only,
             counts=dict(counts),
             rejections=rejections,
+            unlisted=intraday.unlisted if intraday else 0,
             short_interest=args.short_interest,
             start=args.start,
             fmt=args.format,
@@ -99,6 +100,7 @@ class IntradayRead(NamedTuple):
     ticks: pl.DataFrame
     counts: dict[str, int]
     rejections: list[Rejection]
+    unlisted: int = 0  # (rejected rows counted but not in `rejections`: from the future)
 
 
 def read_intraday(
@@ -130,7 +132,7 @@ def read_intraday(
     # Bars of minutes not over yet and ticks still to come (a typo's year 2200, a clock an
     # hour off) are refused, as the engine refuses them from a feed: `future_bar`, `future_tick`.
     now = dt.datetime.now(dt.UTC)
-    kept = []
+    kept, unlisted = [], 0
     for frame, at, reason in (
         (bars.bars, pl.col("start") + dt.timedelta(minutes=1), "future_bar"),
         (trades.ticks, pl.col("ts"), "future_tick"),
@@ -141,13 +143,17 @@ def read_intraday(
             counts[reason] += future.height
             rejections += [
                 Rejection(reason, symbol, f"{time:%Y-%m-%d %H:%M:%S} UTC")
-                for symbol, time in future.select("symbol", at).iter_rows()
-            ]
+                for symbol, time in future.select("symbol", at).head(_LISTED).iter_rows()
+            ]  # (a file of millions of rows a century late is counted, not listed)
+            unlisted += max(0, future.height - _LISTED)
     from monitor.intraday_checks import off_the_clock
 
     for line in off_the_clock(kept[0], kept[1]):  # (naive UTC times read as New York's)
         print(f"market-monitor: warning: {line}", file=sys.stderr)
-    return daily, IntradayRead(kept[0], kept[1], dict(counts), rejections)
+    return daily, IntradayRead(kept[0], kept[1], dict(counts), rejections, unlisted)
+
+
+_LISTED = 5  # (rows from the future listed: `first_rejected` names five in all)
 
 
 def _unwritable(path: str) -> str | None:
@@ -233,6 +239,7 @@ def run_replay(
     counts: dict[str, int],
     short_interest: str | None,
     rejections: Sequence[Rejection] = (),
+    unlisted: int = 0,
     start: dt.date | None,
     fmt: str,
     batch_sessions: int | None = None,
@@ -245,7 +252,8 @@ def run_replay(
     and print the alerts from `start` on as `fmt`; say on stderr what cannot fire, the holes
     in the data and the rows rejected or fixed. `now`: the wall clock (None: read it); a
     session under way then is not taken. `close_only`: per row of `bars`, whether it is a
-    close only (a wide file's), which a session built of minutes outranks."""
+    close only (a wide file's), which a session built of minutes outranks. `unlisted`: rows
+    rejected by the readers beyond `rejections` (see `IntradayRead`)."""
     import msgspec
     import polars as pl
 
@@ -427,20 +435,23 @@ def run_replay(
     # ticks outside regular hours, which a minute file's extended hours give by the hundred,
     # the count says enough)
     refused = [r for r in refused if r.reason != "outside_session"]
-    for line in rejected_lines(rejected, [*rejections, *refused]):
+    for line in rejected_lines(rejected, [*rejections, *refused], unlisted):
         print(f"market-monitor: {line}", file=sys.stderr)
     return 0
 
 
-def rejected_lines(counts: Mapping[str, int], rejections: Sequence[Rejection]) -> list[str]:
+def rejected_lines(
+    counts: Mapping[str, int], rejections: Sequence[Rejection], unlisted: int = 0
+) -> list[str]:
     """What a command says on stderr of the rows its files' reading rejected or fixed: the
-    counts by reason, then where the first rejected rows are (no lines: none)."""
+    counts by reason, then where the first rejected rows are (no lines: none; `unlisted`:
+    rows rejected beyond `rejections`, counted in "and N more")."""
     lines = []
     if counts:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         lines.append(f"rows rejected or fixed: {summary}")
     if rejections:
-        lines.append(first_rejected(rejections))
+        lines.append(first_rejected(rejections, unlisted=unlisted))
     return lines
 
 
@@ -448,7 +459,7 @@ _NAMED = {"not_a_session", "session_cut_short"}  # (reasons whose `raw` says the
 # is the same for every symbol)
 
 
-def first_rejected(rejections: Sequence[Rejection], shown: int = 5) -> str:
+def first_rejected(rejections: Sequence[Rejection], shown: int = 5, unlisted: int = 0) -> str:
     """The first rows the files' reading rejected, where they are, whose and why: `the first
     rows rejected: bad.csv:5 ABC (bad_price), bad.csv:9 ABC (duplicate), and 3 more`."""
     from monitor.datalayout import shown_symbol
@@ -458,7 +469,8 @@ def first_rejected(rejections: Sequence[Rejection], shown: int = 5) -> str:
         f" ({r.reason})"
         for r in rejections[:shown]
     )
-    more = f", and {len(rejections) - shown} more" if len(rejections) > shown else ""
+    rest = len(rejections) - min(shown, len(rejections)) + unlisted
+    more = f", and {rest} more" if rest else ""
     kept = (
         "; of rows with the same symbol and date, the first is kept"
         if any(r.reason == "duplicate" for r in rejections)
