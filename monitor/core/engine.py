@@ -295,7 +295,8 @@ class Engine:
         batches = [bars]
         if self.minute_by_minute and self._minute_rules:
             evaluated, watermark = self._evaluated.get("1m"), self.watermarks.get("1m")
-            batches = minute_batches(bars, evaluated, watermark, self.minutes_apart)
+            held, most = self.minutes.height, self.minutes_apart
+            batches = minute_batches(bars, evaluated, watermark, most, held)
         parts: list[tuple[Rule, pl.DataFrame]] = []
         for i, batch in enumerate(batches):
             self.minutes = bar_history.add_minutes(self.minutes, batch, self._minute_history)
@@ -452,7 +453,7 @@ class Engine:
         """Continue from a snapshot: already-emitted alerts are not emitted again. The minute
         evaluated last is the minute watermark's (`warm` finds the days' and weeks' from the
         history; minutes come back later): bars of that minute that come after the start are
-        late bars of it, as before the stop (`_late_periods`), not corrections."""
+        late bars of it, as before the stop (`late_periods`), not corrections."""
         self.fired.update(state.fired)
         for tf, ts in state.watermarks.items():
             if tf not in self.watermarks or ts > self.watermarks[tf]:

@@ -56,9 +56,19 @@ def late_periods(
 
 # At most this many minutes of one step are evaluated a minute at a time, the step's last
 # ones: a longer backlog's earlier minutes go in at once with the first of them. A minute of
-# 2,000 symbols costs up to 0.7 s on 2 cores: a step stays near 10 s, inside the health
-# check's and systemd's watchdog's 30 s (a daemon restarted mid-step meets the same backlog).
+# 2,000 symbols x 780 minutes held costs up to 0.7 s on 2 cores: a step stays near 10 s,
+# inside the health check's and systemd's watchdog's 30 s (a daemon restarted mid-step meets
+# the same backlog). The cost grows with the minute bars held (a longer `minute_history`,
+# more symbols): fewer minutes apart then, so that minutes x bars held stay within
+# MINUTE_BARS_A_STEP (see `minutes_apart`).
 MINUTES_APART = 15
+MINUTE_BARS_A_STEP = MINUTES_APART * 2_000 * 780
+
+
+def minutes_apart(held: int, most: int = MINUTES_APART) -> int:
+    """How many of a step's minutes to evaluate a minute at a time with `held` minute bars
+    held: `most`, fewer past MINUTE_BARS_A_STEP, one at least."""
+    return max(1, min(most, MINUTE_BARS_A_STEP // max(held, 1)))
 
 
 def minute_batches(
@@ -66,6 +76,7 @@ def minute_batches(
     evaluated: dt.datetime | None,
     watermark: dt.datetime | None,
     most: int = MINUTES_APART,
+    held: int = 0,
 ) -> list[pl.DataFrame]:
     """A step's closed minute bars (sorted by symbol and start) as steps a minute apart take
     them: a batch per minute not evaluated yet, in time order, the first with the bars of the
@@ -74,9 +85,9 @@ def minute_batches(
     minute evaluated) and not before the minute `watermark`: an earlier one fires nothing
     when evaluated alone, and stored with the first batch it leaves the same bars behind
     (each symbol's last `minute_history` of them all). One batch when at most one minute is
-    new (the daemon's usual step). At most `most` batches: past them, the earlier new minutes
-    go with the first batch (a long backlog's memory is then a batch's, up to its last
-    `most` minutes)."""
+    new (the daemon's usual step). At most `most` batches, fewer with many minute bars
+    `held` (`minutes_apart`): past them, the earlier new minutes go with the first batch (a
+    long backlog's memory is then a batch's, up to its last minutes)."""
     end = pl.col("start") + MINUTE
     new = pl.lit(True)
     if evaluated is not None:
@@ -86,7 +97,7 @@ def minute_batches(
     starts = bars.filter(new).get_column("start").unique().sort()
     if starts.len() < 2:
         return [bars]
-    starts = starts.tail(most)  # (the earlier ones go with the first of these)
+    starts = starts.tail(minutes_apart(held, most))  # (the earlier go with the first of these)
     first = starts[0]
     later = bars.filter(pl.col("start") > first).partition_by("start", as_dict=True)
     return [bars.filter(pl.col("start") <= first), *(later[(s,)] for s in starts.slice(1))]

@@ -235,3 +235,16 @@ def test_minute_batches_are_the_minutes_not_yet_evaluated_one_at_a_time(
         if len(batches) > 2
         else batches
     )
+
+
+def test_fewer_minutes_a_step_apart_as_more_minute_bars_are_held() -> None:
+    """The daemon's step takes up to 15 minutes a minute at a time with 2,000 symbols x 780
+    minutes held (about 10 s on 2 cores), fewer as more are held (with extended hours' 1,920
+    minutes, 6), one at least: a step's cost stays inside the 30 s watchdog."""
+    from monitor.core.step_periods import minutes_apart
+
+    assert minutes_apart(0) == minutes_apart(2_000 * 780) == MINUTES_APART == 15
+    assert minutes_apart(2_000 * 1_920) == 6
+    assert minutes_apart(3_000 * 1_920) == 4
+    assert minutes_apart(10**9) == 1
+    assert minutes_apart(2_000 * 1_920, most=100) == 6
