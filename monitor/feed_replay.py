@@ -163,6 +163,14 @@ def feed_replay(args: argparse.Namespace) -> int:
     messages += sorted(timed, key=lambda m: m[0]) if minute_specs and tick_specs else timed
     for line in rejected_lines(counts, rejections):
         print(f"market-monitor: {line}", file=sys.stderr)
+    if minute_specs or tick_specs:  # (naive UTC times read as New York's: said before sending)
+        from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, empty
+        from monitor.intraday_checks import off_the_clock
+
+        bars = minutes.bars if minute_specs else empty(MINUTE_SCHEMA)
+        trades = ticks.ticks if tick_specs else empty(TICK_SCHEMA)
+        for line in off_the_clock(bars, trades):
+            print(f"market-monitor: warning: {line}", file=sys.stderr)
     pace = {"rate": args.rate, "speed": args.speed}
     asyncio.run(publish(args.url, args.topic, messages, qos=args.qos, login=login, **pace))
     said = _published(n_bars, len(messages) - n_bars)

@@ -99,3 +99,25 @@ def test_feed_replay_says_which_rows_it_rejected(tmp_path: Path) -> None:
     assert f"{data}:{len(lines)} ^RUT (duplicate)" in said[1]
     assert f"{data}:{len(lines) + 1} ^RUT (bad_price)" in said[1]
     assert said[2].startswith("published ")
+
+
+def test_feed_replay_warns_of_minutes_whose_times_look_hours_off(tmp_path: Path) -> None:
+    """SPY's minutes of 2024-03-08 written as naive UTC times (as pandas writes them) are read
+    as New York times: feed-replay (to the local broker) says so before publishing, as
+    `replay` does; the file with its offsets draws no such line."""
+    import polars as pl
+
+    from tests.conftest import DATA
+
+    named = DATA / "spy_1min_2024-03-08_2024-03-11.csv"
+    frame = pl.read_csv(named).with_columns(
+        pl.col("datetime").str.to_datetime("%Y-%m-%d %H:%M:%S%:z").dt.convert_time_zone("UTC")
+    )
+    naive = tmp_path / "spy_utc.csv"
+    frame.with_columns(pl.col("datetime").dt.replace_time_zone(None)).write_csv(naive)
+    topic = f"mm-clock-{uuid.uuid4().hex[:8]}/bars"
+    for data, warned in ((naive, True), (named, False)):
+        res = cli("feed-replay", "--data", f"SPY={data}", "--to", "2024-03-08", "--topic", topic)
+        assert res.returncode == 0, res.stderr
+        assert ("warning: SPY (" in res.stderr) is warned, res.stderr
+        assert "published" in res.stderr
