@@ -5,12 +5,14 @@ Sessions cut short: a download that stopped at noon. A session bar built of such
 would close at noon's price, and a daily rule fire on it (or `backfill` store it). But a thin
 small cap that does not trade after 15:20 is not cut short: its close is its last trade. So a
 symbol's data of a session is judged by the pace of that day's own trading: cut short when it
-ends more than CUT_SHORT before the close (or starts more than CUT_SHORT after the open) and a
-silence that long would be unlikely (below UNLIKELY) for trades as frequent as its minutes
-with trades are over the whole session. A stock that trades every minute and stops at noon is
-cut short; one with ten trades in the day and none after 14:00 is not. A stock halted at noon
-looks the same as a download stopped there, and is refused too (its rejection says why, and
-the session is named missing from its history).
+ends more than CUT_SHORT before the close (a closing print in the close's first second, or a
+provider's bar of the close's minute, is the close) and a silence that long would be unlikely
+(below UNLIKELY) for trades as frequent as its minutes with trades are over the whole session.
+A stock that trades every minute and stops at noon is cut short; one with ten trades in the
+day and none after 14:00 is not. A stock halted at noon looks the same as a download stopped
+there, and is refused too (its rejection says why, and the session is named missing from its
+history). A late start is not judged: small caps often open late (an order imbalance, news),
+and their first trade is then the session's open; a download is cut at its end.
 
 Times off by hours: a file of naive UTC times (what pandas writes) is read as New York time,
 and its times of day are then 4 or 5 hours late (New York times written with `Z`, as many
@@ -32,6 +34,7 @@ import polars as pl
 from monitor.core.sessions import NEW_YORK, Sessions, new_york_date
 
 CUT_SHORT = dt.timedelta(minutes=30)
+_CLOSING_PRINT = dt.timedelta(seconds=1)  # (as the bar book takes it: `monitor.core.bars`)
 UNLIKELY = 1e-3  # (the chance of a silence at the day's pace below which it is a cut)
 _MINUTE = dt.timedelta(minutes=1)
 
@@ -46,12 +49,11 @@ def cut_short(
     times = _regular_times(minutes, ticks, sessions, now)
     if times is None:
         return {}
-    at, minute = pl.col("at"), pl.col("at").dt.truncate("1m")
+    minute = pl.col("at").dt.truncate("1m")
     length = (pl.col("close") - pl.col("open")).dt.total_minutes()
     spans = (
         times.group_by("symbol", "day")
         .agg(
-            at.min().alias("first"),
             pl.col("end").max().alias("last"),
             minute.n_unique().alias("active"),
             pl.col("open").first(),
@@ -60,24 +62,15 @@ def cut_short(
         .with_columns(
             length.alias("length"),
             (pl.col("close") - pl.col("last")).dt.total_minutes().alias("ends"),
-            (pl.col("first") - pl.col("open")).dt.total_minutes().alias("starts"),
         )
     )
     # The chance of no trade in `gap` minutes when a share `active / length` of the minutes
     # have trades: (1 - share) ** gap.
     share = (pl.col("active") / pl.col("length")).clip(0.0, 1.0)
     short = CUT_SHORT.total_seconds() // 60
-    silent = [
-        ((pl.col(gap) >= short) & ((1.0 - share).pow(pl.col(gap)) < UNLIKELY)).alias(f"cut_{gap}")
-        for gap in ("ends", "starts")
-    ]
+    silent = (pl.col("ends") >= short) & ((1.0 - share).pow(pl.col("ends")) < UNLIKELY)
     found: dict[dt.date, dict[str, str]] = {}
-    for row in (
-        spans.with_columns(silent)
-        .filter(pl.col("cut_ends") | pl.col("cut_starts"))
-        .sort("day", "symbol")
-        .iter_rows(named=True)
-    ):
+    for row in spans.filter(silent).sort("day", "symbol").iter_rows(named=True):
         found.setdefault(row["day"], {})[row["symbol"]] = (
             f"{row['symbol']} {row['day']}: {_why(row)}"
         )
@@ -114,20 +107,18 @@ def _regular_times(
         },
         schema_overrides={"open": zone, "close": zone},
     )
-    at = pl.col("at")
-    return times.join(hours, on="day").filter((at >= pl.col("open")) & (at < pl.col("close")))
+    at = pl.col("at")  # (with the closing print, in the close's first second)
+    regular = (at >= pl.col("open")) & (at < pl.col("close") + _CLOSING_PRINT)
+    return times.join(hours, on="day").filter(regular)
 
 
 def _why(row: dict[str, object]) -> str:
     """Why a symbol's data of a session is cut short (`cut_short`'s row of it)."""
-    first, last = row["first"], row["last"]
-    assert isinstance(first, dt.datetime) and isinstance(last, dt.datetime)
+    last = row["last"]
+    assert isinstance(last, dt.datetime)
+    gap = _span(dt.timedelta(minutes=int(row["ends"])))  # type: ignore[call-overload]
     pace = f"though {row['active']} of the session's {row['length']} minutes have trades"
-    if row["cut_ends"]:
-        gap = _span(dt.timedelta(minutes=int(row["ends"])))  # type: ignore[call-overload]
-        return f"its data ends at {_clock(last)}, {gap} before the close, {pace}"
-    gap = _span(dt.timedelta(minutes=int(row["starts"])))  # type: ignore[call-overload]
-    return f"its data starts at {_clock(first)}, {gap} after the open, {pace}"
+    return f"its data ends at {_clock(last)}, {gap} before the close, {pace}"
 
 
 def _clock(instant: dt.datetime) -> str:

@@ -482,12 +482,12 @@ def minute_rows(spans: dict[tuple[str, dt.date], list[tuple[str, str]]]) -> pl.D
 
 def test_cut_short_judges_a_silence_by_the_day_s_own_pace(sessions: Sessions) -> None:
     """A symbol's data of a session is cut short when it ends more than 30 minutes before
-    that session's close (13:00 on an early close), or starts more than 30 minutes after the
-    open, and a silence that long is unlikely at the pace of its trading that day: a stock
-    trading every minute cut at noon (beside another whose day is whole: a file sorted by
-    symbol, cut short) or starting at 10:15 is; one with five trades a day, the last at
-    13:20, is not, nor is a whole early-close day; ticks count as minutes do; a session not
-    closed by now is not judged."""
+    that session's close (13:00 on an early close) and a silence that long is unlikely at
+    the pace of its trading that day: a stock trading every minute cut at noon (beside
+    another whose day is whole: a file sorted by symbol, cut short) is; one with five trades
+    a day, the last at 13:20, is not, nor one that opens at 10:15 (a late open), nor a whole
+    early-close day, nor a quiet afternoon closed by a closing print (16:00:00.2); ticks
+    count as minutes do; a session not closed by now is not judged."""
     from monitor.core.model import MINUTE_SCHEMA, empty
     from monitor.intraday_checks import cut_short
 
@@ -503,10 +503,6 @@ def test_cut_short_judges_a_silence_by_the_day_s_own_pace(sessions: Sessions) ->
     now = dt.datetime(2024, 7, 9, tzinfo=dt.UTC)
     found = cut_short(minute_rows(spans), empty(TICK_SCHEMA), sessions, now)
     assert found == {
-        days[0]: {
-            "LATE": "LATE 2024-07-01: its data starts at 10:15 New York time, 45 minutes after"
-            " the open, though 345 of the session's 390 minutes have trades"
-        },
         days[2]: {
             "ONE": "ONE 2024-07-03: its data ends at 12:21 New York time, 39 minutes before the"
             " close, though 171 of the session's 210 minutes have trades"
@@ -522,6 +518,15 @@ def test_cut_short_judges_a_silence_by_the_day_s_own_pace(sessions: Sessions) ->
         pl.col("volume").alias("size"), pl.lit("").alias("id"),
     )  # fmt: skip
     assert days[4] not in cut_short(minute_rows(spans), ticks, sessions, now)
+    # A morning's trading every minute, then the closing cross only: its close is the cross.
+    morning = minute_rows({("X", days[1]): [("09:30", "11:59")]})
+    cross = pl.DataFrame(
+        [("X", dt.datetime(2024, 7, 2, 20, 0, 0, 200_000, tzinfo=dt.UTC), 1.0, 900.0, "x")],
+        schema=TICK_SCHEMA,
+        orient="row",
+    )
+    assert cut_short(morning, cross, sessions, now) == {}
+    assert days[1] in cut_short(morning, cross.clear(), sessions, now)
     noon = dt.datetime(2024, 7, 8, 16, tzinfo=dt.UTC)
     assert days[4] not in cut_short(minute_rows(spans), empty(TICK_SCHEMA), sessions, noon)
     assert cut_short(empty(MINUTE_SCHEMA), empty(TICK_SCHEMA), sessions, now) == {}
