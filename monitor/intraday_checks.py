@@ -7,18 +7,21 @@ small cap that does not trade after 15:20 is not cut short: its close is its las
 symbol's data of a session is judged by the pace of that day's own trading: cut short when it
 ends more than CUT_SHORT before the close (a closing print in the close's first second, or a
 provider's bar of the close's minute, is the close) and a silence that long would be unlikely
-(below UNLIKELY) for trades as frequent as its minutes with trades are over the whole session.
-A stock that trades every minute and stops at noon is cut short; one with ten trades in the
-day and none after 14:00 is not. A stock halted at noon looks the same as a download stopped
-there, and is refused too (its rejection says why, and the session is named missing from its
-history). A late start is not judged: small caps often open late (an order imbalance, news),
-and their first trade is then the session's open; a download is cut at its end.
+(below UNLIKELY) for trades as frequent as its minutes with trades are, over the session and
+in the hour before its data ends, whichever is less (trading bunches: a news name's busy
+morning, then a quiet afternoon). A stock that trades every minute and stops at noon is cut
+short; one with ten trades in the day and none after 14:00 is not. A stock halted at noon
+looks the same as a download stopped there, and is refused too (its rejection says why, and
+the session is named missing from its history). A late start is not judged: small caps often
+open late (an order imbalance, news), and their first trade is then the session's open; a
+download is cut at its end.
 
 Times off by hours: a file of naive UTC times (what pandas writes) is read as New York time,
 and its times of day are then 4 or 5 hours late (New York times written with `Z`, as many
 hours early): what lies in regular hours is the wrong part of the day. A US stock trades most
-in regular hours: a symbol with over a third of its volume outside them is named, with what
-to do.
+in regular hours: a symbol that trades over twice as much in regular hours moved 4 or 5
+hours either way is named, with what to do (an earnings day's evening or a small cap's busy
+pre-market is not that much).
 
 Why apart from `monitor.replay_days`: that module feeds the days to the engine; these look at
 all of the data first.
@@ -35,7 +38,8 @@ from monitor.core.sessions import NEW_YORK, Sessions, new_york_date
 
 CUT_SHORT = dt.timedelta(minutes=30)
 _CLOSING_PRINT = dt.timedelta(seconds=1)  # (as the bar book takes it: `monitor.core.bars`)
-UNLIKELY = 1e-3  # (the chance of a silence at the day's pace below which it is a cut)
+UNLIKELY = 1e-6  # (the chance of a silence at the day's pace below which it is a cut)
+PACE = dt.timedelta(hours=1)  # (the pace of trading before the data ends: over this)
 _MINUTE = dt.timedelta(minutes=1)
 
 
@@ -45,30 +49,37 @@ def cut_short(
     """Per session closed by `now`, the symbols whose minute bars (MINUTE_SCHEMA) and ticks
     (TICK_SCHEMA) of its regular hours look cut short (see the module), each with why: `ABC
     2024-12-06: its data ends at 12:00 New York time, 4.0 hours before the close, though
-    150 of the session's 390 minutes have trades`."""
+    150 of the session's 390 minutes have trades, 60 of the 60 before it ends`."""
     times = _regular_times(minutes, ticks, sessions, now)
     if times is None:
         return {}
     minute = pl.col("at").dt.truncate("1m")
-    length = (pl.col("close") - pl.col("open")).dt.total_minutes()
+    last = pl.col("end").max().over("symbol", "day")
+    recent = pl.col("at") >= pl.max_horizontal(pl.col("last") - PACE, pl.col("open"))
     spans = (
-        times.group_by("symbol", "day")
+        times.with_columns(last.alias("last"))
+        .group_by("symbol", "day")
         .agg(
-            pl.col("end").max().alias("last"),
+            pl.col("last").first(),
             minute.n_unique().alias("active"),
+            minute.filter(recent).n_unique().alias("lately"),
             pl.col("open").first(),
             pl.col("close").first(),
         )
         .with_columns(
-            length.alias("length"),
-            (pl.col("close") - pl.col("last")).dt.total_minutes().alias("ends"),
+            (pl.col("close") - pl.col("open")).dt.total_minutes().alias("length"),
+            _minutes_between("open", "last").clip(1.0, PACE.total_seconds() / 60).alias("span"),
+            _minutes_between("last", "close").alias("ends"),
         )
     )
-    # The chance of no trade in `gap` minutes when a share `active / length` of the minutes
-    # have trades: (1 - share) ** gap.
-    share = (pl.col("active") / pl.col("length")).clip(0.0, 1.0)
-    short = CUT_SHORT.total_seconds() // 60
-    silent = (pl.col("ends") >= short) & ((1.0 - share).pow(pl.col("ends")) < UNLIKELY)
+    # The chance of no trade in `ends` minutes when a share of the minutes have trades:
+    # (1 - share) ** ends, at the lesser pace of the session's and of the hour before the data
+    # ends (trading bunches: a busy morning, then a quiet afternoon).
+    share = pl.min_horizontal(
+        pl.col("active") / pl.col("length"), pl.col("lately") / pl.col("span")
+    ).clip(0.0, 1.0)
+    short = CUT_SHORT.total_seconds() / 60
+    silent = (pl.col("ends") > short) & ((1.0 - share).pow(pl.col("ends")) < UNLIKELY)
     found: dict[dt.date, dict[str, str]] = {}
     for row in spans.filter(silent).sort("day", "symbol").iter_rows(named=True):
         found.setdefault(row["day"], {})[row["symbol"]] = (
@@ -112,12 +123,19 @@ def _regular_times(
     return times.join(hours, on="day").filter(regular)
 
 
+def _minutes_between(earlier: str, later: str) -> pl.Expr:
+    return (pl.col(later) - pl.col(earlier)).dt.total_seconds(fractional=True) / 60
+
+
 def _why(row: dict[str, object]) -> str:
     """Why a symbol's data of a session is cut short (`cut_short`'s row of it)."""
     last = row["last"]
     assert isinstance(last, dt.datetime)
-    gap = _span(dt.timedelta(minutes=int(row["ends"])))  # type: ignore[call-overload]
-    pace = f"though {row['active']} of the session's {row['length']} minutes have trades"
+    gap = _span(dt.timedelta(minutes=float(row["ends"])))  # type: ignore[arg-type]
+    pace = (
+        f"though {row['active']} of the session's {row['length']} minutes have trades,"
+        f" {row['lately']} of the {round(float(row['span']))} before it ends"  # type: ignore[arg-type]
+    )
     return f"its data ends at {_clock(last)}, {gap} before the close, {pace}"
 
 
@@ -131,10 +149,12 @@ def _span(span: dt.timedelta) -> str:
 
 
 def off_the_clock(minutes: pl.DataFrame, ticks: pl.DataFrame, shown: int = 3) -> list[str]:
-    """What to say of the symbols with over OFF_HOURS of their minute bars' (MINUTE_SCHEMA)
-    and ticks' (TICK_SCHEMA) volume outside regular hours (09:30-16:00 New York; by count
-    where there is no volume) over the whole data: their times are likely off by hours. At
-    most one line, naming `shown` of them."""
+    """What to say of the symbols whose minute bars (MINUTE_SCHEMA) and ticks (TICK_SCHEMA)
+    have over SHIFTED times the volume (over the whole data; rows where there is none) in
+    regular hours (09:30-16:00 New York) moved 4 or 5 hours later (naive UTC times read as New
+    York's) or earlier (New York times written as UTC) as in regular hours: their times are
+    likely off by hours. An earnings day's evening or a gapper's morning is not that much.
+    At most one line, naming `shown` of them."""
     parts = [
         frame.select("symbol", pl.col(at).alias("at"), pl.col(weight).alias("weight"))
         for frame, at, weight in ((minutes, "start", "volume"), (ticks, "ts", "size"))
@@ -144,37 +164,43 @@ def off_the_clock(minutes: pl.DataFrame, ticks: pl.DataFrame, shown: int = 3) ->
         return []
     local = pl.col("at").dt.convert_time_zone(NEW_YORK)
     minute = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
-    # (the closing cross, stamped in the close's first minute, is the close's: on an index's
-    # rebalance day it is a third of the day's volume)
-    outside = (minute < _OPEN) | (minute > _CLOSE)
-    weight = pl.col("weight")
-    shares = (
-        pl.concat(parts)
-        .group_by("symbol")
-        .agg(
-            pl.when(weight.sum() > 0)
-            .then(weight.filter(outside).sum() / weight.sum())
-            .otherwise(outside.mean())
-            .alias("outside")
-        )
-        .filter(pl.col("outside") > OFF_HOURS)
-        .sort("symbol")
+    weight = pl.when(pl.col("weight").sum().over("symbol") > 0).then("weight").otherwise(1.0)
+    # (the closing cross, stamped in the close's first minute, is the close's)
+    m, w = pl.col("minute"), pl.col("w")
+    windows = [
+        w.filter(m.is_between(_OPEN + 60 * h, _CLOSE + 60 * h)).sum().alias(str(h))
+        for h in _HOURS_OFF
+    ]
+    rows = pl.concat(parts).with_columns(minute.alias("minute"), weight.alias("w"))
+    sums = rows.group_by("symbol").agg(*windows)
+    off = [str(h) for h in _HOURS_OFF if h]
+    best = sums.with_columns(
+        pl.max_horizontal(off).alias("best"),
+        pl.concat_list(off).list.arg_max().alias("at"),
     )
-    if shares.is_empty():
+    named = best.filter(pl.col("best") > SHIFTED * pl.col("0")).sort("symbol")
+    if named.is_empty():
         return []
-    named = [
-        f"{symbol} ({share:.0%})"
-        for symbol, share in shares.select("symbol", "outside").head(shown).iter_rows()
+    said = [
+        f"{symbol} ({_window(_HOURS_OFF[1:][at])})"
+        for symbol, at in named.select("symbol", "at").head(shown).iter_rows()
     ]
-    more = f" and {shares.height - shown} more" if shares.height > shown else ""
+    more = f" and {named.height - shown} more" if named.height > shown else ""
     return [
-        f"{', '.join(named)}{more}: that share of the volume of their minute bars or ticks lies"
-        " outside regular hours (09:30-16:00 New York time): are their times off by hours?"
-        " A time without an offset is read as New York time, one with an offset as the"
-        " instant it says: UTC times need Z (pandas writes them without), New York times"
-        " none (or -05:00, -04:00)"
+        f"{', '.join(said)}{more}: the minute bars or ticks of these trade over {SHIFTED:g}"
+        " times as much in those hours (New York time) as in regular hours (09:30-16:00): are"
+        " their times off by hours? A time without an offset is read as New York time, one"
+        " with an offset as the instant it says: UTC times need Z (pandas writes them"
+        " without), New York times none (or -05:00, -04:00)"
     ]
 
 
-OFF_HOURS = 1 / 3  # (of a symbol's volume outside regular hours: its times look off)
+def _window(hours: int) -> str:
+    """Regular hours moved by `hours`, as New York times: `14:30-21:00`."""
+    first, last = _OPEN + 60 * hours, _CLOSE + 60 * hours
+    return f"{first // 60:02d}:{first % 60:02d}-{last // 60:02d}:{last % 60:02d}"
+
+
+SHIFTED = 2  # (times as much volume in regular hours moved by hours: times look off)
+_HOURS_OFF = (0, 4, 5, -4, -5)  # (regular hours, then moved by New York's UTC offsets)
 _OPEN, _CLOSE = 9 * 60 + 30, 16 * 60  # (regular hours, in minutes of New York's day)

@@ -454,7 +454,8 @@ def test_a_session_whose_minutes_stop_at_noon_is_not_built(
     assert any(a["session"] == "2024-03-12" for a in alerts if a["rule"] == "surge.5m")
     assert "session_cut_short=1" in err
     why = "X 2024-03-12: its data ends at 12:00 New York time, 4.0 hours before the close"
-    assert f"{why}, though 150 of the session's 390 minutes have trades (session_c" in err
+    pace = "though 150 of the session's 390 minutes have trades, 60 of the 60 before it ends"
+    assert f"{why}, {pace} (session_cut_short)" in err
     assert "1 session missing" in err
     # The daily rule over the other sessions: as a daily file of them gives.
     daily_file = tmp_path / "x_daily.csv"
@@ -505,11 +506,12 @@ def test_cut_short_judges_a_silence_by_the_day_s_own_pace(sessions: Sessions) ->
     assert found == {
         days[2]: {
             "ONE": "ONE 2024-07-03: its data ends at 12:21 New York time, 39 minutes before the"
-            " close, though 171 of the session's 210 minutes have trades"
+            " close, though 171 of the session's 210 minutes have trades, 60 of the 60 before"
+            " it ends"
         },
         days[4]: {
             "B": "B 2024-07-08: its data ends at 12:00 New York time, 4.0 hours before the close,"
-            " though 150 of the session's 390 minutes have trades"
+            " though 150 of the session's 390 minutes have trades, 60 of the 60 before it ends"
         },
     }
     # B's cut day as ticks to 15:59 beside its minutes: whole; judged at 12:00 that day: not yet.
@@ -527,6 +529,15 @@ def test_cut_short_judges_a_silence_by_the_day_s_own_pace(sessions: Sessions) ->
     )
     assert cut_short(morning, cross, sessions, now) == {}
     assert days[1] in cut_short(morning, cross.clear(), sessions, now)
+    # A news name: every minute to 11:29, then ten trades to 14:43 (a quiet afternoon): its
+    # pace before it ends is that of the afternoon, not the morning's. Data to 15:30: exactly
+    # 30 minutes, not more.
+    scattered = [(f"{h}:{m:02d}", f"{h}:{m:02d}") for h, m in ((12, 5), (12, 31), (12, 58),
+                 (13, 10), (13, 26), (13, 51), (14, 2), (14, 19), (14, 30), (14, 42))]  # fmt: skip
+    news = minute_rows({("N", days[1]): [("09:30", "11:29"), *scattered]})
+    assert cut_short(news, empty(TICK_SCHEMA), sessions, now) == {}
+    to_half_past = minute_rows({("H", days[1]): [("09:30", "15:29")]})
+    assert cut_short(to_half_past, empty(TICK_SCHEMA), sessions, now) == {}
     noon = dt.datetime(2024, 7, 8, 16, tzinfo=dt.UTC)
     assert days[4] not in cut_short(minute_rows(spans), empty(TICK_SCHEMA), sessions, noon)
     assert cut_short(empty(MINUTE_SCHEMA), empty(TICK_SCHEMA), sessions, now) == {}
@@ -662,10 +673,10 @@ def test_minutes_whose_times_are_utc_read_as_new_york_are_named(
     naive = tmp_path / "spy_utc.csv"
     frame.with_columns(pl.col("datetime").dt.replace_time_zone(None)).write_csv(naive)
     _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={naive}")
-    assert "warning: SPY (7" in err and "outside regular hours" in err
+    assert "warning: SPY (14:30-21:00): the minute bars or ticks of these trade" in err
     assert "UTC times need Z (pandas writes them without)" in err
     _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={SPY}")
-    assert "outside regular hours" not in err
+    assert "off by hours" not in err
 
 
 def test_times_off_by_hours_are_named_the_closing_cross_is_not() -> None:
@@ -689,11 +700,19 @@ def test_times_off_by_hours_are_named_the_closing_cross_is_not() -> None:
     none = empty(MINUTE_SCHEMA)
     assert off_the_clock(none, read_as(NEW_YORK)) == []
     # UTC read as New York, without the cross: the open's half hour, the busiest, is inside.
-    late = read_as(NEW_YORK, dt.timedelta(hours=5)).filter(pl.col("id") != "cross")
+    no_cross = pl.col("id") != "cross"
+    late = read_as(NEW_YORK, dt.timedelta(hours=5)).filter(no_cross)
     [line] = off_the_clock(none, late)
-    assert line.startswith("X (61%): that share of the volume")
-    [line] = off_the_clock(none, read_as("UTC"))  # (New York times written with Z)
-    assert line.startswith("X (39%)")
+    assert line.startswith("X (14:30-21:00): the minute bars or ticks of these trade over 2")
+    [line] = off_the_clock(none, read_as("UTC").filter(no_cross))  # (New York's, with Z)
+    assert line.startswith("X (04:30-11:00)")
+    # An earnings day: 8M shares in regular hours, 5M in the hour after: no line.
+    earnings = local.filter(no_cross).with_columns(pl.lit(8e6 / 390).alias("size"))
+    evening = [("X", dt.datetime(2024, 1, 10, 16, 1) + dt.timedelta(minutes=m), 10.0,
+                5e6 / 60, "") for m in range(60)]  # fmt: skip
+    day = pl.concat([earnings, pl.DataFrame(evening, schema=list(TICK_SCHEMA), orient="row")])
+    moved = pl.col("ts").dt.replace_time_zone(NEW_YORK).dt.convert_time_zone("UTC")
+    assert off_the_clock(none, day.with_columns(moved).cast(TICK_SCHEMA)) == []  # type: ignore[arg-type]
 
 
 def test_merged_sessions_sorts_daily_bars_given_out_of_order() -> None:

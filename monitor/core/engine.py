@@ -295,7 +295,7 @@ class Engine:
         batches = [bars]
         if self.minute_by_minute and self._minute_rules:
             evaluated, watermark = self._evaluated.get("1m"), self.watermarks.get("1m")
-            held, most = self.minutes.height, self.minutes_apart
+            held, most = self.minutes.height + bars.height, self.minutes_apart  # (at most)
             batches = minute_batches(bars, evaluated, watermark, most, held)
         parts: list[tuple[Rule, pl.DataFrame]] = []
         for i, batch in enumerate(batches):

@@ -86,7 +86,8 @@ def minute_batches(
     when evaluated alone, and stored with the first batch it leaves the same bars behind
     (each symbol's last `minute_history` of them all). One batch when at most one minute is
     new (the daemon's usual step). At most `most` batches, fewer with many minute bars
-    `held` (`minutes_apart`): past them, the earlier new minutes go with the first batch (a
+    `held` (`minutes_apart`; the engine's held and the step's, an upper bound of the bars an
+    evaluation runs over): past them, the earlier new minutes go with the first batch (a
     long backlog's memory is then a batch's, up to its last minutes)."""
     end = pl.col("start") + MINUTE
     new = pl.lit(True)
