@@ -198,6 +198,14 @@ def _floats(table: Table, name: str, column: pl.Series) -> tuple[pl.Series, int 
     return values, (bad.arg_true()[0] if bad.any() else None)
 
 
+def iso_dates(text: pl.Series) -> pl.Series:
+    """Cells with a date written year first with slashes (`2024/11/01`, `2024/11/01 09:30`,
+    as some exporters write it: no order to guess) as ISO's dashes; the others as they are."""
+    if not text.str.contains("/", literal=True).any():  # (a tick file's millions: no regex)
+        return text
+    return text.str.replace(r"^(\d{4})/(\d{1,2})/(\d{1,2})\b", "$1-$2-$3")
+
+
 def _dates(table: Table, name: str, column: pl.Series) -> tuple[pl.Series, int | None]:
     """The column as Date (a time part ignored), and the first row that is not a date."""
     if column.dtype == pl.Date or column.dtype == pl.Null:
@@ -206,7 +214,7 @@ def _dates(table: Table, name: str, column: pl.Series) -> tuple[pl.Series, int |
         return column.dt.date(), None
     if column.dtype != pl.String:
         raise DataError(table.path, f"has type {column.dtype}, expected dates", column=name)
-    text = column.str.strip_chars()
+    text = iso_dates(column.str.strip_chars())
     values = text.str.extract(_DATE_RE, 1).str.to_date("%Y-%m-%d", strict=False)
     bad = values.is_null() & ~_is_blank(text)
     return values, (bad.arg_true()[0] if bad.any() else None)

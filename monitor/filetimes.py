@@ -34,7 +34,7 @@ import polars as pl
 
 from monitor.core.sessions import NEW_YORK
 from monitor.csvfiles import walked_column
-from monitor.datalayout import cell_problem, column_key, filled
+from monitor.datalayout import cell_problem, column_key, filled, iso_dates
 
 DATE_KEYS = ("date", "session")  # (a minute file's time column when its values have times)
 # A cell read: its date, then (after `T` or a space) a time of day and an offset, if any.
@@ -43,7 +43,7 @@ _CELL = (
     r"^(?P<date>\d{4}-\d{1,2}-\d{1,2})"
     rf"(?:[T ](?P<time>\d{{1,2}}:\d{{2}}(?::\d{{2}}(?:\.\d+)?)?)(?P<offset>{_OFFSET})?)?$"
 )
-_DATE_ONLY = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")
+_DATE_ONLY = re.compile(r"\d{4}([-/])\d{1,2}\1\d{1,2}")
 _PEEKED = 5  # rows looked at for dates without a time
 _WIDE = 1000  # columns of a CSV file whose time column is read line by line
 _HEAD = 1000  # first values of a time column looked at before the rest
@@ -62,7 +62,7 @@ def parse_times(
     if not isinstance(column.dtype, pl.Datetime) and column.dtype not in (pl.String, pl.Null):
         bad.append((0, position, name, f"holds {column.dtype} values, not times"))
         return pl.Series(name, [None] * len(column), dtype=utc)
-    text = column.cast(pl.String).str.strip_chars()
+    text = iso_dates(column.cast(pl.String).str.strip_chars())
     if isinstance(column.dtype, pl.Datetime):
         aware = pl.repeat(False, len(column), eager=True)
         wall = column.cast(pl.Datetime("us"))
@@ -149,7 +149,7 @@ def _views(values: pl.Series, by_date: bool) -> list[tuple[int, int]] | None:
         return views
     if dtype not in (pl.String, pl.Null):
         return None
-    text = values.cast(pl.String).unique().str.strip_chars()  # (a long file's, once each)
+    text = iso_dates(values.cast(pl.String).unique().str.strip_chars())  # (once each)
     text = text.filter(filled(text)).unique()
     parts = text.str.extract_groups(_CELL).struct.unnest()
     if not text.len() or parts.get_column("date").null_count():

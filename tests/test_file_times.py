@@ -222,3 +222,20 @@ def test_a_wide_daily_file_stamped_at_midnight_is_daily_bars(tmp_path: Path, lay
     path.write_text(end.join(",".join(row) for row in rows) + end)
     assert not is_minute_file(path)
     assert read_many([DataSpec(str(path))]).bars.height == 3600
+
+
+@pytest.mark.parametrize(("name", "header", "row"), KINDS, ids=KIND_IDS)
+def test_dates_written_year_first_with_slashes_are_read(
+    tmp_path: Path, name: str, header: str, row: str
+) -> None:
+    """`2024/11/01 09:30` (year first: no order to guess, as some exporters write it) reads
+    as `2024-11-01 09:30` does, in every kind of file; so does a daily file's `2024/11/01`."""
+    slashes = write(tmp_path / name, header, ["2024/11/01 09:30", "2024/11/04 09:31"], row)
+    dashes = write(
+        tmp_path / f"dashes_{name}", header, ["2024-11-01 09:30", "2024-11-04 09:31"], row
+    )
+    assert is_minute_file(slashes) and times_read(slashes) == times_read(dashes)
+    daily = tmp_path / "daily.csv"
+    daily.write_text("date,close\n2024/11/01,1\n2024/11/04,2\n")
+    read = read_many([DataSpec(str(daily), "X")]).bars
+    assert read.get_column("session").to_list() == [dt.date(2024, 11, 1), dt.date(2024, 11, 4)]
