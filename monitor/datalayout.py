@@ -28,7 +28,7 @@ from monitor.errors import DataError
 DATE_KEYS = ("date", "session", "datetime", "timestamp")  # in order of preference
 _FIELD_KEYS = ("open", "high", "low", "close", "volume", "adjclose", "symbol")
 _DATE_RE = r"^(\d{4}-\d{1,2}-\d{1,2})(?:[T ].*)?$"
-ISO_DATE = "YYYY-MM-DD"  # the syntax of dates and times read, as messages say it
+ISO_DATE = "YYYY-MM-DD (or YYYY/MM/DD)"  # the syntax of dates and times read, as said
 ISO_TIME = "ISO 8601, YYYY-MM-DD HH:MM[:SS][offset]"
 # A minute or tick file's time column may also have these names (`monitor.minutefiles`,
 # `monitor.tickfiles`): a daily file's error says so.
@@ -203,7 +203,7 @@ def iso_dates(text: pl.Series) -> pl.Series:
     as some exporters write it: no order to guess) as ISO's dashes; the others as they are."""
     if not text.str.contains("/", literal=True).any():  # (a tick file's millions: no regex)
         return text
-    return text.str.replace(r"^(\d{4})/(\d{1,2})/(\d{1,2})\b", "$1-$2-$3")
+    return text.str.replace(r"^(\d{4})/(\d{1,2})/(\d{1,2})($|[T ])", "$1-$2-$3$4")
 
 
 def _dates(table: Table, name: str, column: pl.Series) -> tuple[pl.Series, int | None]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -165,11 +166,11 @@ def feed_replay(args: argparse.Namespace) -> int:
         print(f"market-monitor: {line}", file=sys.stderr)
     if minute_specs or tick_specs:  # (naive UTC times read as New York's: said before sending)
         from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, empty
-        from monitor.intraday_checks import off_the_clock
+        from monitor.intraday_checks import warnings_of
 
         bars = minutes.bars if minute_specs else empty(MINUTE_SCHEMA)
         trades = ticks.ticks if tick_specs else empty(TICK_SCHEMA)
-        for line in off_the_clock(bars, trades):
+        for line in warnings_of(bars, trades, dt.datetime.now(dt.UTC)):
             print(f"market-monitor: warning: {line}", file=sys.stderr)
     pace = {"rate": args.rate, "speed": args.speed}
     asyncio.run(publish(args.url, args.topic, messages, qos=args.qos, login=login, **pace))

@@ -19,9 +19,9 @@ download is cut at its end.
 Times off by hours: a file of naive UTC times (what pandas writes) is read as New York time,
 and its times of day are then 4 or 5 hours late (New York times written with `Z`, as many
 hours early): what lies in regular hours is the wrong part of the day. A US stock trades most
-in regular hours: a symbol that trades over twice as much in regular hours moved 4 or 5
-hours either way is named, with what to do (an earnings day's evening or a small cap's busy
-pre-market is not that much).
+in regular hours: a symbol that trades as if regular hours were 4 or 5 hours later or earlier
+(over twice as much in the hours the moved window adds as in those it leaves) is named, with
+what to do (an earnings day's evening or a small cap's busy pre-market is not that much).
 
 Why apart from `monitor.replay_days`: that module feeds the days to the engine; these look at
 all of the data first.
@@ -43,6 +43,26 @@ PACE = dt.timedelta(hours=1)  # (the pace of trading before the data ends: over 
 _MINUTE = dt.timedelta(minutes=1)
 
 
+def warnings_of(minutes: pl.DataFrame, ticks: pl.DataFrame, now: dt.datetime) -> list[str]:
+    """The warnings of minute bars (MINUTE_SCHEMA) and ticks (TICK_SCHEMA) as a whole that
+    refuse nothing (`off_the_clock`, `late_starts`), for a command's stderr."""
+    from monitor.calendar import nyse_sessions
+
+    lines = off_the_clock(minutes, ticks)
+    days = [
+        frame.select(
+            new_york_date(pl.col(at)).min().alias("first"),
+            new_york_date(pl.col(at)).max().alias("last"),
+        ).row(0)
+        for frame, at in ((minutes, "start"), (ticks, "ts"))
+        if frame.height
+    ]
+    if days:
+        sessions = nyse_sessions(min(d[0] for d in days), max(d[1] for d in days))
+        lines += late_starts(minutes, ticks, sessions, now)
+    return lines
+
+
 def cut_short(
     minutes: pl.DataFrame, ticks: pl.DataFrame, sessions: Sessions, now: dt.datetime
 ) -> dict[dt.date, dict[str, str]]:
@@ -53,39 +73,89 @@ def cut_short(
     times = _regular_times(minutes, ticks, sessions, now)
     if times is None:
         return {}
-    minute = pl.col("at").dt.truncate("1m")
-    last = pl.col("end").max().over("symbol", "day")
-    recent = pl.col("at") >= pl.max_horizontal(pl.col("last") - PACE, pl.col("open"))
-    spans = (
-        times.with_columns(last.alias("last"))
-        .group_by("symbol", "day")
-        .agg(
-            pl.col("last").first(),
-            minute.n_unique().alias("active"),
-            minute.filter(recent).n_unique().alias("lately"),
-            pl.col("open").first(),
-            pl.col("close").first(),
-        )
-        .with_columns(
-            (pl.col("close") - pl.col("open")).dt.total_minutes().alias("length"),
-            _minutes_between("open", "last").clip(1.0, PACE.total_seconds() / 60).alias("span"),
-            _minutes_between("last", "close").alias("ends"),
-        )
-    )
-    # The chance of no trade in `ends` minutes when a share of the minutes have trades:
-    # (1 - share) ** ends, at the lesser pace of the session's and of the hour before the data
-    # ends (trading bunches: a busy morning, then a quiet afternoon).
-    share = pl.min_horizontal(
-        pl.col("active") / pl.col("length"), pl.col("lately") / pl.col("span")
-    ).clip(0.0, 1.0)
-    short = CUT_SHORT.total_seconds() / 60
-    silent = (pl.col("ends") > short) & ((1.0 - share).pow(pl.col("ends")) < UNLIKELY)
+    spans = _silences(times, at_end=True)
     found: dict[dt.date, dict[str, str]] = {}
-    for row in spans.filter(silent).sort("day", "symbol").iter_rows(named=True):
+    for row in spans.filter("silent").sort("day", "symbol").iter_rows(named=True):
         found.setdefault(row["day"], {})[row["symbol"]] = (
             f"{row['symbol']} {row['day']}: {_why(row)}"
         )
     return found
+
+
+def late_starts(
+    minutes: pl.DataFrame,
+    ticks: pl.DataFrame,
+    sessions: Sessions,
+    now: dt.datetime,
+    shown: int = 3,
+) -> list[str]:
+    """What to say of the sessions whose minute bars (MINUTE_SCHEMA) and ticks (TICK_SCHEMA)
+    of a symbol start more than CUT_SHORT after the open though trades follow often (the
+    mirror of `cut_short`'s test, at the lesser pace of the session and of the hour after the
+    start): a late open (an order imbalance, news, an IPO's first day), or data that starts
+    late. Not refused: a late open's first trade is the session's open. At most one line,
+    naming `shown` of them."""
+    times = _regular_times(minutes, ticks, sessions, now)
+    if times is None:
+        return []
+    spans = _silences(times, at_end=False)
+    found = spans.filter("silent").sort("day", "symbol")
+    if found.is_empty():
+        return []
+    named = [
+        f"{symbol} {day} (from {_clock(first)})"
+        for symbol, day, first in found.select("symbol", "day", "edge").head(shown).iter_rows()
+    ]
+    more = f" and {found.height - shown} more" if found.height > shown else ""
+    return [
+        f"{', '.join(named)}{more}: the data of these sessions starts over"
+        f" {CUT_SHORT.total_seconds() / 60:.0f} minutes after the open, though they trade"
+        " often after: a late open (an order imbalance, news, an IPO's first day) or data that"
+        " starts late; each session is built from its first trade"
+    ]
+
+
+def _silences(times: pl.DataFrame, *, at_end: bool) -> pl.DataFrame:
+    """Per symbol and session of `_regular_times`: where its data ends (`at_end`: the last
+    bar's end or tick) or starts (its first), `edge`; the minutes with trades, `active`, of
+    the session's `length`; those within PACE of the edge, `near`, of the `span` minutes they
+    are of; the minutes from the edge to the close (or from the open to it), `gap`; and
+    `silent`, whether a gap of more than CUT_SHORT is unlikely (below UNLIKELY) at the lesser
+    pace of the session and near the edge: the chance of no trade in `gap` minutes when a
+    share of the minutes have trades is (1 - share) ** gap. (Trading bunches: a news name's
+    busy morning, then a quiet afternoon, is judged at the afternoon's pace.)"""
+    minute = pl.col("at").dt.truncate("1m")
+    edge, opens, closes = pl.col("edge"), pl.col("open"), pl.col("close")
+    if at_end:
+        ends = pl.col("end").max()
+        near = pl.col("at") >= pl.max_horizontal(edge - PACE, opens)
+        span, gap = _minutes_between("open", "edge"), _minutes_between("edge", "close")
+    else:
+        ends = pl.col("at").min()
+        near = pl.col("at") < edge + PACE
+        span, gap = _minutes_between("edge", "close"), _minutes_between("open", "edge")
+    spans = (
+        times.with_columns(ends.over("symbol", "day").alias("edge"))
+        .group_by("symbol", "day")
+        .agg(
+            edge.first(),
+            minute.n_unique().alias("active"),
+            minute.filter(near).n_unique().alias("near"),
+            opens.first(),
+            closes.first(),
+        )
+        .with_columns(
+            (closes - opens).dt.total_minutes().alias("length"),
+            span.clip(1.0, PACE.total_seconds() / 60).alias("span"),
+            gap.alias("gap"),
+        )
+    )
+    share = pl.min_horizontal(
+        pl.col("active") / pl.col("length"), pl.col("near") / pl.col("span")
+    ).clip(0.0, 1.0)
+    short = CUT_SHORT.total_seconds() / 60
+    silent = (pl.col("gap") > short) & ((1.0 - share).pow(pl.col("gap")) < UNLIKELY)
+    return spans.with_columns(silent.alias("silent"))
 
 
 def _regular_times(
@@ -128,13 +198,14 @@ def _minutes_between(earlier: str, later: str) -> pl.Expr:
 
 
 def _why(row: dict[str, object]) -> str:
-    """Why a symbol's data of a session is cut short (`cut_short`'s row of it)."""
-    last = row["last"]
+    """Why a symbol's data of a session is cut short (`_silences`' row of it)."""
+    last = row["edge"]
     assert isinstance(last, dt.datetime)
-    gap = _span(dt.timedelta(minutes=float(row["ends"])))  # type: ignore[arg-type]
+    gap = _span(dt.timedelta(minutes=float(row["gap"])))  # type: ignore[arg-type]
+    span = round(float(row["span"]))  # type: ignore[arg-type]
     pace = (
         f"though {row['active']} of the session's {row['length']} minutes have trades,"
-        f" {row['lately']} of the {round(float(row['span']))} before it ends"  # type: ignore[arg-type]
+        f" {min(int(row['near']), span)} of the {span} before it ends"  # type: ignore[call-overload]
     )
     return f"its data ends at {_clock(last)}, {gap} before the close, {pace}"
 
@@ -150,11 +221,12 @@ def _span(span: dt.timedelta) -> str:
 
 def off_the_clock(minutes: pl.DataFrame, ticks: pl.DataFrame, shown: int = 3) -> list[str]:
     """What to say of the symbols whose minute bars (MINUTE_SCHEMA) and ticks (TICK_SCHEMA)
-    have over SHIFTED times the volume (over the whole data; rows where there is none) in
-    regular hours (09:30-16:00 New York) moved 4 or 5 hours later (naive UTC times read as New
-    York's) or earlier (New York times written as UTC) as in regular hours: their times are
-    likely off by hours. An earnings day's evening or a gapper's morning is not that much.
-    At most one line, naming `shown` of them."""
+    trade (by volume over the whole data; by rows where there is none) as if regular hours
+    (09:30-16:00 New York) were 4 or 5 hours later (naive UTC times read as New York's) or
+    earlier (New York times written as UTC): over SHIFTED times as much in the hours the
+    moved window adds as in the hours it leaves (for 4 hours later: 16:00-20:00 against
+    09:30-13:30; the hours both share say nothing). An earnings day's evening or a gapper's
+    morning is not that much. At most one line, naming `shown` of them."""
     parts = [
         frame.select("symbol", pl.col(at).alias("at"), pl.col(weight).alias("weight"))
         for frame, at, weight in ((minutes, "start", "volume"), (ticks, "ts", "size"))
@@ -165,33 +237,42 @@ def off_the_clock(minutes: pl.DataFrame, ticks: pl.DataFrame, shown: int = 3) ->
     local = pl.col("at").dt.convert_time_zone(NEW_YORK)
     minute = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
     weight = pl.when(pl.col("weight").sum().over("symbol") > 0).then("weight").otherwise(1.0)
-    # (the closing cross, stamped in the close's first minute, is the close's)
+    rows = pl.concat(parts).with_columns(minute.alias("minute"), weight.alias("w"))
     m, w = pl.col("minute"), pl.col("w")
-    windows = [
-        w.filter(m.is_between(_OPEN + 60 * h, _CLOSE + 60 * h)).sum().alias(str(h))
+    # The closing cross, stamped in the close's first minute, is the close's: regular hours
+    # are 09:30 to 16:00 inclusive, and a window moved by h hours is the same span moved.
+    gained, left = [], []
+    for h in _HOURS_OFF:
+        if h > 0:  # (later: it adds the evening, leaves the morning)
+            adds, leaves = (_CLOSE + 1, _CLOSE + 60 * h), (_OPEN, _OPEN + 60 * h - 1)
+        else:  # (earlier: it adds the early morning, leaves the afternoon)
+            adds, leaves = (_OPEN + 60 * h, _OPEN - 1), (_CLOSE + 60 * h + 1, _CLOSE)
+        gained.append(w.filter(m.is_between(*adds)).sum().alias(f"adds{h}"))
+        left.append(w.filter(m.is_between(*leaves)).sum().alias(f"leaves{h}"))
+    sums = rows.group_by("symbol").agg(*gained, *left)
+    ratios = [
+        (pl.col(f"adds{h}") / pl.col(f"leaves{h}").clip(lower_bound=1e-9)).alias(str(h))
         for h in _HOURS_OFF
     ]
-    rows = pl.concat(parts).with_columns(minute.alias("minute"), weight.alias("w"))
-    sums = rows.group_by("symbol").agg(*windows)
-    off = [str(h) for h in _HOURS_OFF if h]
-    best = sums.with_columns(
-        pl.max_horizontal(off).alias("best"),
-        pl.concat_list(off).list.arg_max().alias("at"),
+    best = sums.select(
+        "symbol",
+        pl.max_horizontal(ratios).alias("best"),
+        pl.concat_list(ratios).list.arg_max().alias("at"),
     )
-    named = best.filter(pl.col("best") > SHIFTED * pl.col("0")).sort("symbol")
+    named = best.filter(pl.col("best") > SHIFTED).sort("symbol")
     if named.is_empty():
         return []
     said = [
-        f"{symbol} ({_window(_HOURS_OFF[1:][at])})"
+        f"{symbol} (as if at {_window(_HOURS_OFF[at])})"
         for symbol, at in named.select("symbol", "at").head(shown).iter_rows()
     ]
     more = f" and {named.height - shown} more" if named.height > shown else ""
     return [
-        f"{', '.join(said)}{more}: the minute bars or ticks of these trade over {SHIFTED:g}"
-        " times as much in those hours (New York time) as in regular hours (09:30-16:00): are"
-        " their times off by hours? A time without an offset is read as New York time, one"
-        " with an offset as the instant it says: UTC times need Z (pandas writes them"
-        " without), New York times none (or -05:00, -04:00)"
+        f"{', '.join(said)}{more}: the minute bars or ticks of these trade as if regular hours"
+        " (09:30-16:00 New York time) were at those hours: are their times off by hours? A"
+        " time without an offset is read as New York time, one with an offset as the instant"
+        " it says: UTC times need Z (pandas writes them without), New York times none (or"
+        " -05:00, -04:00)"
     ]
 
 
@@ -201,6 +282,6 @@ def _window(hours: int) -> str:
     return f"{first // 60:02d}:{first % 60:02d}-{last // 60:02d}:{last % 60:02d}"
 
 
-SHIFTED = 2  # (times as much volume in regular hours moved by hours: times look off)
-_HOURS_OFF = (0, 4, 5, -4, -5)  # (regular hours, then moved by New York's UTC offsets)
+SHIFTED = 2  # (times as much volume where regular hours moved by hours add as where they leave)
+_HOURS_OFF = (4, 5, -4, -5)  # (New York's UTC offsets, either way)
 _OPEN, _CLOSE = 9 * 60 + 30, 16 * 60  # (regular hours, in minutes of New York's day)

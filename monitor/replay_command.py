@@ -146,9 +146,9 @@ def read_intraday(
                 for symbol, time in future.select("symbol", at).head(_LISTED).iter_rows()
             ]  # (a file of millions of rows a century late is counted, not listed)
             unlisted += max(0, future.height - _LISTED)
-    from monitor.intraday_checks import off_the_clock
+    from monitor.intraday_checks import warnings_of
 
-    for line in off_the_clock(kept[0], kept[1]):  # (naive UTC times read as New York's)
+    for line in warnings_of(kept[0], kept[1], now):  # (times hours off, sessions that start late)
         print(f"market-monitor: warning: {line}", file=sys.stderr)
     return daily, IntradayRead(kept[0], kept[1], dict(counts), rejections, unlisted)
 

@@ -212,7 +212,7 @@ def test_bad_date_names_line_and_column(tmp_path: Path) -> None:
     assert str(info.value) == (
         f"{path}, line 3, column 'Date': cannot parse '16/07/2024' as a date (the year last:"
         " whether the month or the day comes first is not guessed): dates are ISO 8601,"
-        " YYYY-MM-DD"
+        " YYYY-MM-DD (or YYYY/MM/DD)"
     )
 
 
@@ -225,7 +225,7 @@ def test_us_dates_are_refused_saying_the_order_is_not_guessed(tmp_path: Path) ->
     assert str(info.value) == (
         f"{path}, line 2, column 'date': cannot parse '11/01/2024' as a date (the year last:"
         " whether the month or the day comes first is not guessed): dates are ISO 8601,"
-        " YYYY-MM-DD"
+        " YYYY-MM-DD (or YYYY/MM/DD)"
     )
 
 

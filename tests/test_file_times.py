@@ -235,6 +235,8 @@ def test_dates_written_year_first_with_slashes_are_read(
         tmp_path / f"dashes_{name}", header, ["2024-11-01 09:30", "2024-11-04 09:31"], row
     )
     assert is_minute_file(slashes) and times_read(slashes) == times_read(dashes)
+    with_t = write(tmp_path / f"t_{name}", header, ["2024/11/01T13:30Z", "2024/11/04T14:31Z"], row)
+    assert times_read(with_t) == times_read(dashes)  # (09:30 New York in UTC: EDT, then EST)
     daily = tmp_path / "daily.csv"
     daily.write_text("date,close\n2024/11/01,1\n2024/11/04,2\n")
     read = read_many([DataSpec(str(daily), "X")]).bars

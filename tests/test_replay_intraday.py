@@ -673,7 +673,7 @@ def test_minutes_whose_times_are_utc_read_as_new_york_are_named(
     naive = tmp_path / "spy_utc.csv"
     frame.with_columns(pl.col("datetime").dt.replace_time_zone(None)).write_csv(naive)
     _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={naive}")
-    assert "warning: SPY (14:30-21:00): the minute bars or ticks of these trade" in err
+    assert "warning: SPY (as if at 1" in err and "trade as if regular hours (09:30-16:00" in err
     assert "UTC times need Z (pandas writes them without)" in err
     _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={SPY}")
     assert "off by hours" not in err
@@ -703,9 +703,9 @@ def test_times_off_by_hours_are_named_the_closing_cross_is_not() -> None:
     no_cross = pl.col("id") != "cross"
     late = read_as(NEW_YORK, dt.timedelta(hours=5)).filter(no_cross)
     [line] = off_the_clock(none, late)
-    assert line.startswith("X (14:30-21:00): the minute bars or ticks of these trade over 2")
+    assert line.startswith("X (as if at 14:30-21:00): the minute bars or ticks of these trade")
     [line] = off_the_clock(none, read_as("UTC").filter(no_cross))  # (New York's, with Z)
-    assert line.startswith("X (04:30-11:00)")
+    assert line.startswith("X (as if at 04:30-11:00)")
     # An earnings day: 8M shares in regular hours, 5M in the hour after: no line.
     earnings = local.filter(no_cross).with_columns(pl.lit(8e6 / 390).alias("size"))
     evening = [("X", dt.datetime(2024, 1, 10, 16, 1) + dt.timedelta(minutes=m), 10.0,
@@ -734,3 +734,45 @@ def test_merged_sessions_sorts_daily_bars_given_out_of_order() -> None:
         merged.select("symbol", "session").rows()
     )
     assert merged.height == 9
+
+
+def test_new_york_times_written_as_utc_on_a_summer_day_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SPY's minutes of 2024-03-11 (daylight time: New York is UTC-4) with their New York
+    times written as UTC (`...T09:30:00Z`): read 4 hours early, they trade as if regular hours
+    were 05:30-12:00, and stderr says so. (Regular hours moved 4 hours share 2.5 of their
+    6.5 hours with regular hours: compared whole, the two halves of the day weighed the same
+    and nothing was said.)"""
+    frame = pl.read_csv(SPY).with_columns(
+        pl.col("datetime").str.to_datetime("%Y-%m-%d %H:%M:%S%:z").dt.convert_time_zone(NEW_YORK)
+    )
+    day = frame.filter(pl.col("datetime").dt.date() == dt.date(2024, 3, 11))
+    as_utc = day.with_columns(pl.col("datetime").dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    path = tmp_path / "spy_z.csv"
+    as_utc.write_csv(path)
+    _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={path}")
+    assert "warning: SPY (as if at 05:30-12:00): the minute bars or ticks of these trade" in err
+
+
+def test_a_session_that_starts_late_is_said_not_refused(sessions: Sessions) -> None:
+    """A stock trading every minute whose data of 2024-07-10 starts at 12:00 (a download
+    that starts late, or a late open: small caps open late after an imbalance or news) is
+    named in a warning, its session built from its first trade; a thin one whose first
+    trade comes at 11:00 is not named, nor is a whole day."""
+    from monitor.intraday_checks import late_starts
+
+    days = [dt.date(2024, 7, d) for d in (8, 9, 10, 11)]
+    spans = {("A", d): [("09:30", "15:59")] for d in days}
+    spans[("A", days[2])] = [("12:00", "15:59")]
+    spans |= {("THIN", d): [("11:00", "11:00"), ("13:10", "13:10"), ("15:40", "15:40")]
+              for d in days}  # fmt: skip
+    now = dt.datetime(2024, 7, 12, tzinfo=dt.UTC)
+    [line] = late_starts(minute_rows(spans), empty_ticks(), sessions, now)
+    assert line.startswith(
+        "A 2024-07-10 (from 12:00 New York time): the data of these sessions starts over 30"
+        " minutes after the open, though they trade often after: a late open"
+    )
+    assert "each session is built from its first trade" in line
+    whole = {("A", d): [("09:30", "15:59")] for d in days}
+    assert late_starts(minute_rows(whole), empty_ticks(), sessions, now) == []
