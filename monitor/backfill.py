@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, NamedTuple, TextIO
 import polars as pl
 
 from monitor.errors import EX_DATAERR, EX_TEMPFAIL
-from monitor.replay_command import read_intraday, rejected_lines
+from monitor.intraday_read import read_intraday
+from monitor.replay_command import rejected_lines
 
 if TYPE_CHECKING:
     from monitor.core.model import Rejection
     from monitor.datafiles import LoadedBars
-    from monitor.replay_command import IntradayRead
+    from monitor.intraday_read import IntradayRead
     from monitor.store import Store
 
 
