@@ -362,10 +362,12 @@ async def test_two_feeds_with_one_client_id_are_told_they_share_it() -> None:
     client_id = f"mm-twice-{uuid.uuid4().hex[:8]}"
     topic = f"mm-twice/{uuid.uuid4().hex[:8]}"
     queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    # (a persistent session: at the stop, a feed waits up to `grace_s` for acks of what it
+    # handed on, which nothing here gives; the default 10 s raced `running`'s own 10 s)
     feeds = [
         make_feed(
             "mqtt://127.0.0.1:1883", topic, Counters(), queue, client_id=client_id,
-            session_expiry_s=60,
+            session_expiry_s=60, grace_s=1.0,
         )
         for _ in range(2)
     ]  # fmt: skip
