@@ -34,10 +34,10 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from monitor.core.bars import CLOSING_PRINT
 from monitor.core.sessions import NEW_YORK, Sessions, new_york_date
 
 CUT_SHORT = dt.timedelta(minutes=30)
-_CLOSING_PRINT = dt.timedelta(seconds=1)  # (as the bar book takes it: `monitor.core.bars`)
 UNLIKELY = 1e-6  # (the chance of a silence at the day's pace below which it is a cut)
 PACE = dt.timedelta(hours=1)  # (the pace of trading before the data ends: over this)
 _MINUTE = dt.timedelta(minutes=1)
@@ -189,7 +189,7 @@ def _regular_times(
         schema_overrides={"open": zone, "close": zone},
     )
     at = pl.col("at")  # (with the closing print, in the close's first second)
-    regular = (at >= pl.col("open")) & (at < pl.col("close") + _CLOSING_PRINT)
+    regular = (at >= pl.col("open")) & (at < pl.col("close") + CLOSING_PRINT)
     return times.join(hours, on="day").filter(regular)
 
 
