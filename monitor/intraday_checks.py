@@ -47,18 +47,12 @@ def warnings_of(minutes: pl.DataFrame, ticks: pl.DataFrame, now: dt.datetime) ->
     """The warnings of minute bars (MINUTE_SCHEMA) and ticks (TICK_SCHEMA) as a whole that
     refuse nothing (`off_the_clock`, `late_starts`), for a command's stderr."""
     from monitor.calendar import nyse_sessions
+    from monitor.replay_days import IntradayData  # (it imports this module)
 
     lines = off_the_clock(minutes, ticks)
-    days = [
-        frame.select(
-            new_york_date(pl.col(at)).min().alias("first"),
-            new_york_date(pl.col(at)).max().alias("last"),
-        ).row(0)
-        for frame, at in ((minutes, "start"), (ticks, "ts"))
-        if frame.height
-    ]
-    if days:
-        sessions = nyse_sessions(min(d[0] for d in days), max(d[1] for d in days))
+    data = IntradayData(minutes, ticks)
+    if not data.is_empty():
+        sessions = nyse_sessions(data.first_day(), data.last_day())
         lines += late_starts(minutes, ticks, sessions, now)
     return lines
 
