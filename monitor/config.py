@@ -126,6 +126,9 @@ class EngineConfig(Base, frozen=True):
     # duplicate-tick keys held at most (8 bytes each); past it the window shrinks
     dedup_max_keys: Annotated[int, Meta(ge=1000)] = 8_000_000
     extended_hours: bool = False
+    # hold back a session bar whose minutes look cut short at the close (a feed down through
+    # it) until minutes that make it whole come (a backfill); false: build it of what came
+    hold_cut_short: bool = True
     # minute bars kept per symbol for minute rules (their windows, largest-since and history);
     # unset: two sessions' worth, 780 (regular hours) or 1920 (with extended_hours)
     minute_history: Annotated[int, Meta(ge=1, le=100_000)] | None = None

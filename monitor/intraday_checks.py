@@ -1,20 +1,12 @@
 """Checks of minute and tick data as a whole, before it is replayed or stored: sessions that
 look cut short (`cut_short`), and times that look off by hours (`off_the_clock`).
 
-Sessions cut short: a download that stopped at noon. A session bar built of such minutes
-would close at noon's price, and a daily rule fire on it (or `backfill` store it). But a thin
-small cap that does not trade after 15:20 is not cut short: its close is its last trade. So a
-symbol's data of a session is judged by the pace of that day's own trading: cut short when it
-ends more than CUT_SHORT before the close (a closing print in the close's first second, or a
-provider's bar of the close's minute, is the close) and a silence that long would be unlikely
-(below UNLIKELY) for trades as frequent as its minutes with trades are, over the session and
-in the hour before its data ends, whichever is less (trading bunches: a news name's busy
-morning, then a quiet afternoon). A stock that trades every minute and stops at noon is cut
-short; one with ten trades in the day and none after 14:00 is not. A stock halted at noon
-looks the same as a download stopped there, and is refused too (its rejection says why, and
-the session is named missing from its history). A late start is not judged: small caps often
-open late (an order imbalance, news), and their first trade is then the session's open; a
-download is cut at its end.
+Sessions cut short: a download that stopped at noon, whose session bar would close at noon's
+price (the test, shared with the daemon's bar builder: `monitor.core.silences`). A stock halted
+at noon looks the same as a download stopped there, and is refused too (its rejection says why,
+and the session is named missing from its history). A late start is not judged: small caps
+often open late (an order imbalance, news), and their first trade is then the session's open;
+a download is cut at its end (`late_starts` only warns).
 
 Times off by hours: a file of naive UTC times (what pandas writes) is read as New York time,
 and its times of day are then 4 or 5 hours late (New York times written with `Z`, as many
@@ -30,16 +22,13 @@ all of the data first.
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from monitor.core.bars import CLOSING_PRINT
 from monitor.core.sessions import NEW_YORK, Sessions, new_york_date
+from monitor.core.silences import CUT_SHORT, clock, cut_short_in, silences
 
-CUT_SHORT = dt.timedelta(minutes=30)
-UNLIKELY = 1e-6  # (the chance of a silence at the day's pace below which it is a cut)
-PACE = dt.timedelta(hours=1)  # (the pace of trading before the data ends: over this)
 _MINUTE = dt.timedelta(minutes=1)
 
 
@@ -65,15 +54,7 @@ def cut_short(
     2024-12-06: its data ends at 12:00 New York time, 4.0 hours before the close, though
     150 of the session's 390 minutes have trades, 60 of the 60 before it ends`."""
     times = _regular_times(minutes, ticks, sessions, now)
-    if times is None:
-        return {}
-    spans = _silences(times, at_end=True)
-    found: dict[dt.date, dict[str, str]] = {}
-    for row in spans.filter("silent").sort("day", "symbol").iter_rows(named=True):
-        found.setdefault(row["day"], {})[row["symbol"]] = (
-            f"{row['symbol']} {row['day']}: {_why(row)}"
-        )
-    return found
+    return {} if times is None else cut_short_in(times)
 
 
 def late_starts(
@@ -92,12 +73,12 @@ def late_starts(
     times = _regular_times(minutes, ticks, sessions, now)
     if times is None:
         return []
-    spans = _silences(times, at_end=False)
+    spans = silences(times, at_end=False)
     found = spans.filter("silent").sort("day", "symbol")
     if found.is_empty():
         return []
     named = [
-        f"{symbol} {day} (from {_clock(first)})"
+        f"{symbol} {day} (from {clock(first)})"
         for symbol, day, first in found.select("symbol", "day", "edge").head(shown).iter_rows()
     ]
     more = f" and {found.height - shown} more" if found.height > shown else ""
@@ -107,49 +88,6 @@ def late_starts(
         " often after: a late open (an order imbalance, news, an IPO's first day) or data that"
         " starts late; each session is built from its first trade"
     ]
-
-
-def _silences(times: pl.DataFrame, *, at_end: bool) -> pl.DataFrame:
-    """Per symbol and session of `_regular_times`: where its data ends (`at_end`: the last
-    bar's end or tick) or starts (its first), `edge`; the minutes with trades, `active`, of
-    the session's `length`; those within PACE of the edge, `near`, of the `span` minutes they
-    are of; the minutes from the edge to the close (or from the open to it), `gap`; and
-    `silent`, whether a gap of more than CUT_SHORT is unlikely (below UNLIKELY) at the lesser
-    pace of the session and near the edge: the chance of no trade in `gap` minutes when a
-    share of the minutes have trades is (1 - share) ** gap. (Trading bunches: a news name's
-    busy morning, then a quiet afternoon, is judged at the afternoon's pace.)"""
-    minute = pl.col("at").dt.truncate("1m")
-    edge, opens, closes = pl.col("edge"), pl.col("open"), pl.col("close")
-    if at_end:
-        ends = pl.col("end").max()
-        near = pl.col("at") >= pl.max_horizontal(edge - PACE, opens)
-        span, gap = _minutes_between("open", "edge"), _minutes_between("edge", "close")
-    else:
-        ends = pl.col("at").min()
-        near = pl.col("at") < edge + PACE
-        span, gap = _minutes_between("edge", "close"), _minutes_between("open", "edge")
-    spans = (
-        times.with_columns(ends.over("symbol", "day").alias("edge"))
-        .group_by("symbol", "day")
-        .agg(
-            edge.first(),
-            minute.n_unique().alias("active"),
-            minute.filter(near).n_unique().alias("near"),
-            opens.first(),
-            closes.first(),
-        )
-        .with_columns(
-            (closes - opens).dt.total_minutes().alias("length"),
-            span.clip(1.0, PACE.total_seconds() / 60).alias("span"),
-            gap.alias("gap"),
-        )
-    )
-    share = pl.min_horizontal(
-        pl.col("active") / pl.col("length"), pl.col("near") / pl.col("span")
-    ).clip(0.0, 1.0)
-    short = CUT_SHORT.total_seconds() / 60
-    silent = (pl.col("gap") > short) & ((1.0 - share).pow(pl.col("gap")) < UNLIKELY)
-    return spans.with_columns(silent.alias("silent"))
 
 
 def _regular_times(
@@ -185,32 +123,6 @@ def _regular_times(
     at = pl.col("at")  # (with the closing print, in the close's first second)
     regular = (at >= pl.col("open")) & (at < pl.col("close") + CLOSING_PRINT)
     return times.join(hours, on="day").filter(regular)
-
-
-def _minutes_between(earlier: str, later: str) -> pl.Expr:
-    return (pl.col(later) - pl.col(earlier)).dt.total_seconds(fractional=True) / 60
-
-
-def _why(row: dict[str, object]) -> str:
-    """Why a symbol's data of a session is cut short (`_silences`' row of it)."""
-    last = row["edge"]
-    assert isinstance(last, dt.datetime)
-    gap = _span(dt.timedelta(minutes=float(row["gap"])))  # type: ignore[arg-type]
-    span = round(float(row["span"]))  # type: ignore[arg-type]
-    pace = (
-        f"though {row['active']} of the session's {row['length']} minutes have trades,"
-        f" {min(int(row['near']), span)} of the {span} before it ends"  # type: ignore[call-overload]
-    )
-    return f"its data ends at {_clock(last)}, {gap} before the close, {pace}"
-
-
-def _clock(instant: dt.datetime) -> str:
-    return f"{instant.astimezone(ZoneInfo(NEW_YORK)):%H:%M} New York time"
-
-
-def _span(span: dt.timedelta) -> str:
-    minutes = int(span.total_seconds() // 60)
-    return f"{minutes} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
 
 
 def off_the_clock(minutes: pl.DataFrame, ticks: pl.DataFrame, shown: int = 3) -> list[str]:

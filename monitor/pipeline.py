@@ -266,6 +266,28 @@ class Pipeline:
                 self._book_counts[kind] = n
                 if kind == "daily_bar_corrected":
                     self._corrected(new)
+                elif kind == "session_held":
+                    self._held(new)
+
+    def _held(self, new: int) -> None:
+        """Say that session bars were held back at the close as cut short: which, and why."""
+        held = self.engine.held()
+        if not held:
+            return
+        session = max(held)
+        symbols = sorted(held[session])
+        self._log.warning(
+            "session_bars_held",
+            bars=new,
+            session=session.isoformat(),
+            symbols=symbols[:10],
+            more=max(0, len(symbols) - 10),
+            example=held[session][symbols[0]],
+            note="their minutes end long before the close though they traded often (a feed "
+            "down through the close?): the session bars wait for minutes that make them whole "
+            "(a feed's backfill), and are refused (session_cut_short) if none come before the "
+            "session is no longer kept",
+        )
 
     def _corrected(self, new: int) -> None:
         """Say (at most every LOG_EVERY_S) that session bars came for periods already evaluated:

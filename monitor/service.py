@@ -165,6 +165,8 @@ class Daemon:
             },
             # (a backlog of minutes, a journal taken up: evaluated as if stepped every minute)
             minute_by_minute=True,
+            # (a feed down through the close: its sessions wait for the backfill's minutes)
+            hold_cut_short=options.hold_cut_short,
         )
 
     def build_feeds(self) -> None:

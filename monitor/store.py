@@ -37,7 +37,16 @@ STALE_FEEDS = "feeds_stale.json"  # the feeds stale when the daemon last wrote i
 MAX_STALE_FEEDS = 1000
 _INTRADAY_META = "market-monitor.intraday"
 _INTRADAY_FORMAT = 1
-_INTRADAY_PARTS = ("closed", "open", "seen", "daily", "official", "closing", "waiting")
+_INTRADAY_PARTS = (
+    "closed",
+    "open",
+    "seen",
+    "daily",
+    "official",
+    "closing",
+    "waiting",
+    "held",
+)
 OUTBOX = "outbox.sqlite"
 LOCK = "market-monitor.lock"
 
@@ -200,6 +209,7 @@ class Store:
             "official": state.official,
             "closing": state.closing,
             "waiting": state.waiting,
+            "held": state.held,
         }
         frame = pl.concat(
             [part.with_columns(part=pl.lit(name)) for name, part in parts.items()],

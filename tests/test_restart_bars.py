@@ -40,6 +40,9 @@ pytestmark = pytest.mark.integration
 
 SESSION = dt.date(2024, 7, 16)  # regular hours 13:30-20:00 UTC
 SYMBOLS = ("AAA", "BBB", "CCC")
+# The session's trades span half an hour of it: built as they come, not held back as cut short
+# (what `hold_cut_short` does is tests/test_held_sessions.py's).
+AS_THEY_COME = "hold_cut_short = false"
 
 
 def at(hour: int, minute: int, second: float = 0.0) -> dt.datetime:
@@ -127,7 +130,7 @@ async def test_a_graceful_restart_mid_session_keeps_the_sessions_bars(tmp_path: 
     again after the start): its minute bars of the session and the stored session bar (volume
     800,000) equal those of one uninterrupted run, and each redelivered trade is a duplicate."""
     prefix = f"mm-intraday-{uuid.uuid4().hex[:8]}"
-    conf = write_config(tmp_path, prefix)
+    conf = write_config(tmp_path, prefix, engine=AS_THEY_COME)
     ticks = session_ticks()
     after_close = at(20, 0, 10)
     minutes, daily = uninterrupted(ticks, after_close)
@@ -171,7 +174,7 @@ def crash_stores(tmp_path: Path, prefix: str, intraday_interval_s: float) -> tup
     `intraday_interval_s`), and that of a second daemon on `b/store`, where a test puts what a
     crash of the first leaves."""
     (tmp_path / "a").mkdir()
-    conf = write_config(tmp_path / "a", prefix)
+    conf = write_config(tmp_path / "a", prefix, engine=AS_THEY_COME)
     every = f"[store]\nintraday_interval_s = {intraday_interval_s}\n"
     conf.write_text(conf.read_text().replace("[store]\n", every))
     (tmp_path / "b" / "store").mkdir(parents=True)

@@ -22,6 +22,7 @@ import msgspec
 import polars as pl
 
 from monitor.core.book_frames import OPEN_SCHEMA, STATE_SCHEMA, conform, ts_lit
+from monitor.core.closed_minutes import HELD_SCHEMA
 from monitor.core.model import DAILY_SCHEMA, TS, empty
 from monitor.core.official_bars import SCHEMA as OFFICIAL_SCHEMA
 from monitor.core.sessions import minute_date
@@ -59,6 +60,9 @@ class BookState(msgspec.Struct, frozen=True):
     # Provider minute bars waiting for their minute's end (or for the clock): taken, or
     # rejected as from the future, by the first `advance` after the restart.
     waiting: pl.DataFrame = msgspec.field(default_factory=lambda: empty(OPEN_SCHEMA))
+    # Session bars held back as cut short (session, symbol, why: the book's closed minutes'
+    # `held`, see `monitor.core.closed_minutes`).
+    held: pl.DataFrame = msgspec.field(default_factory=lambda: empty(HELD_SCHEMA))
 
     def sessions(self) -> list[dt.date]:
         """The sessions of its closed minute bars and emitted session bars, sorted."""
@@ -83,6 +87,11 @@ def state_of(book: BarBook) -> BookState:
         seen=pl.concat(buckets) if buckets else empty(_SEEN_SCHEMA),
         closing=book._closing_prints,
         waiting=pl.concat(book._waiting.bars) if book._waiting.bars else empty(OPEN_SCHEMA),
+        held=pl.DataFrame(
+            [(day, *held) for day, bars in book._closed.held.items() for held in bars.items()],
+            schema=HELD_SCHEMA,
+            orient="row",
+        ),
     )
 
 
@@ -111,6 +120,11 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     for (session, start), part in closed.partition_by("session", "start", as_dict=True).items():
         book._closed.minutes.setdefault(session, {})[start] = part
     book._closed.done = {s for s in state.done if keep is None or s >= keep}
+    held = conform(state.held, HELD_SCHEMA)
+    if keep is not None:
+        held = held.filter(pl.col("session") >= keep)
+    for day, symbol, why in held.iter_rows():
+        book._closed.held.setdefault(day, {})[symbol] = why
     book._keep_from = keep
     book._now = state.now
     book._open = conform(state.open, OPEN_SCHEMA)

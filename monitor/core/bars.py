@@ -72,7 +72,7 @@ from monitor.core.book_frames import (
     ts_lit,
 )
 from monitor.core.clock_queue import ClockQueue
-from monitor.core.closed_minutes import ClosedMinutes
+from monitor.core.closed_minutes import HELD_SCHEMA, ClosedMinutes
 from monitor.core.duplicate_keys import (
     DEDUP_MAX_KEYS,
     DEDUP_WINDOW_S,
@@ -106,6 +106,9 @@ class ClosedBars(msgspec.Struct, frozen=True):
     taken: pl.DataFrame = msgspec.field(default_factory=lambda: empty(MINUTE_SCHEMA))
     # Ticks that waited for the clock (see the module) and were taken now (TICK_SCHEMA and more).
     taken_ticks: pl.DataFrame = msgspec.field(default_factory=lambda: empty(TICK_SCHEMA))
+    # Session bars held back as cut short and given up, their session forgotten (HELD_SCHEMA:
+    # session, symbol, why; see `monitor.core.closed_minutes`).
+    cut_short: pl.DataFrame = msgspec.field(default_factory=lambda: empty(HELD_SCHEMA))
 
 
 class BarBook:
@@ -113,8 +116,11 @@ class BarBook:
 
     `late_ticks="correct"` applies a tick for an already closed minute to it and re-emits the bar
     (and its session bar when that was emitted); `"reject"` rejects it. `counts` holds
-    rejections by reason, plus "late_tick_corrected" (ticks), "bar_replaced" (provider bars) and
-    "dedup_keys_dropped_early" (see the module). A `check` given to `ingest_...` (the engine's
+    rejections by reason, plus "late_tick_corrected" (ticks), "bar_replaced" (provider bars),
+    "dedup_keys_dropped_early" (see the module), and with `hold_cut_short` "session_held" and
+    "session_released": session bars held back at the close as cut short, and released when
+    later minutes made them whole (see `monitor.core.closed_minutes`; `exempt`: symbols never
+    held, the engine's halted ones). A `check` given to `ingest_...` (the engine's
     bad-print screen, `monitor.core.price_check`) sees the rows the book takes but for it.
     """
 
@@ -127,6 +133,8 @@ class BarBook:
         close_delay_s: float = 2.0,
         dedup_max_keys: int = DEDUP_MAX_KEYS,
         dedup_window_s: float = DEDUP_WINDOW_S,
+        hold_cut_short: bool = False,
+        exempt: set[str] | None = None,
     ) -> None:
         self.sessions = sessions
         self.dedup_max_keys = dedup_max_keys
@@ -146,7 +154,7 @@ class BarBook:
         self._partials: list[pl.DataFrame] = []  # accepted ticks, not aggregated yet
         self._partial_rows = 0
         self._earliest: dt.datetime | None = None  # no open bar or tick starts before this
-        self._closed = ClosedMinutes(sessions, self.close_delay)
+        self._closed = ClosedMinutes(sessions, self.close_delay, hold=hold_cut_short, exempt=exempt)
         self._classes: dict[dt.datetime, tuple[dt.date | None, bool]] = {}
         self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
         self._waiting = ClockQueue()  # provider bars and ticks ahead of the clock
@@ -306,8 +314,16 @@ class BarBook:
             self._earliest = earliest  # type: ignore[assignment]
         minute, day = self._closed.emit(self._now)
         self._forget(self._now)
+        for what, n in self._closed.counts.items():
+            self._count(what, n)
+        self._closed.counts.clear()
         return ClosedBars(
-            minute=minute, daily=day, rejected=rejected, taken=taken, taken_ticks=taken_ticks
+            minute=minute,
+            daily=day,
+            rejected=rejected,
+            taken=taken,
+            taken_ticks=taken_ticks,
+            cut_short=self._closed.take_refused(),
         )
 
     def start_clock(self, now: dt.datetime) -> None:
@@ -351,6 +367,11 @@ class BarBook:
         saved, and what the store holds since may be better (a provider's official bar that
         came after them)."""
         self._closed.mark_emitted(sessions)
+
+    def held(self) -> dict[dt.date, dict[str, str]]:
+        """The session bars held back as cut short: session -> symbol -> why (see
+        `monitor.core.closed_minutes`)."""
+        return {day: dict(bars) for day, bars in self._closed.held.items()}
 
     def closed_minutes(self) -> pl.DataFrame:
         """Every closed minute bar the book holds (MINUTE_SCHEMA), by symbol and start."""

@@ -9,6 +9,13 @@ bar is made of its regular-hours minutes when the session has closed (`close_del
 close), unless a restart's store holds it already (`mark_emitted`). `forget` drops the
 sessions the book no longer keeps.
 
+With `hold` (the daemon's), the bar of a symbol whose minutes look cut short at the close
+(`monitor.core.silences`: a feed down through the close) is held back, not emitted: it would
+close at the price of when the feed went down, and the daily rules fire on it. It is emitted
+once minutes that came late (a feed's REST backfill after it reconnects) make it whole, and
+refused (`session_cut_short`, in `refused`) if the session is forgotten first. A symbol in
+`exempt` (halted: its prints stop at the halt, and its last one is its close) is not held.
+
 Why apart from `monitor.core.bars`: the book decides which bars close and merges ticks and
 provider bars into them; this is where they go once closed, and how they come out again as
 minute and session bars. It has its own state, which the book owns (its `_closed`) and never
@@ -22,16 +29,39 @@ import datetime as dt
 import polars as pl
 
 from monitor.core.book_frames import KEYS, STATE_SCHEMA, combine, session_bars
-from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, empty
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TS, empty
 from monitor.core.sessions import Sessions
+from monitor.core.silences import cut_short_in
+
+_MINUTE = dt.timedelta(minutes=1)
+# What `held` holds, as a frame (a saved state's, `monitor.core.bar_state`).
+HELD_SCHEMA: dict[str, pl.DataType] = {
+    "session": pl.Date(),
+    "symbol": pl.String(),
+    "why": pl.String(),
+}
 
 
 class ClosedMinutes:
     """Closed minute bars by session and start (STATE_SCHEMA frames), and what to emit."""
 
-    def __init__(self, sessions: Sessions, close_delay: dt.timedelta) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        close_delay: dt.timedelta,
+        *,
+        hold: bool = False,
+        exempt: set[str] | None = None,
+    ) -> None:
         self._sessions = sessions
         self._close_delay = close_delay
+        self.hold = hold
+        self.exempt = exempt if exempt is not None else set()  # (the engine's halted symbols)
+        # session -> symbol -> why: session bars held back as cut short (see the module)
+        self.held: dict[dt.date, dict[str, str]] = {}
+        # held bars of sessions forgotten, as HELD_SCHEMA rows (`take_refused`)
+        self.refused: list[tuple[dt.date, str, str]] = []
+        self.counts: dict[str, int] = {}  # "session_held", "session_released"
         self.minutes: dict[dt.date, dict[dt.datetime, pl.DataFrame]] = {}
         self.done: set[dt.date] = set()  # sessions whose bar was emitted
         self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
@@ -71,12 +101,14 @@ class ClosedMinutes:
             if session in self.done:
                 symbols = self._dirty.pop(session, None)
                 if symbols:
-                    daily.append(self._session_bars(session, pl.concat(symbols)))
+                    bars = self._session_bars(session, pl.concat(symbols))
+                    daily.append(self._held_back(session, bars, at_close=False))
             elif self._sessions.close_of(session) + self._close_delay <= now:
                 if session in self._emitted_before:  # (a restart's: see mark_emitted)
                     self._emitted_before.discard(session)
                 else:
-                    daily.append(self._session_bars(session, None))
+                    bars = self._session_bars(session, None)
+                    daily.append(self._held_back(session, bars, at_close=True))
                 self.done.add(session)
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
         return minute, day
@@ -92,11 +124,18 @@ class ClosedMinutes:
             return empty(MINUTE_SCHEMA)
         return pl.concat(parts).select(list(MINUTE_SCHEMA)).sort(KEYS)
 
+    def take_refused(self) -> pl.DataFrame:
+        """The held session bars refused since the last call (see the module), HELD_SCHEMA."""
+        refused, self.refused = self.refused, []
+        return pl.DataFrame(refused, schema=HELD_SCHEMA, orient="row")
+
     def forget(self, keep: dt.date) -> None:
-        """Drop the sessions before `keep`."""
+        """Drop the sessions before `keep`; bars still held of them are refused."""
         for old in [s for s in self.minutes if s < keep]:
             del self.minutes[old]
             self._dirty.pop(old, None)
+        for old in sorted(s for s in self.held if s < keep):
+            self.refused += [(old, *held) for held in sorted(self.held.pop(old).items())]
         self.done = {s for s in self.done if s >= keep}
         self._emitted_before = {s for s in self._emitted_before if s >= keep}
 
@@ -107,6 +146,49 @@ class ClosedMinutes:
         self._pending = []
         bars = self.stored(keys).join(keys.select(KEYS), on=KEYS, how="semi")
         return bars.select(list(MINUTE_SCHEMA)).sort(KEYS)
+
+    def _held_back(self, session: dt.date, bars: pl.DataFrame, *, at_close: bool) -> pl.DataFrame:
+        """`bars` (session bars of `session` about to be emitted) less those held back: of the
+        symbols whose minutes look cut short (see the module), judged at the close and, of
+        those held, again as their minutes change (a bar emitted at the close is never held
+        after: later minutes make a bar corrected, not cut short). A bar held and whole now
+        is released (emitted)."""
+        before = self.held.get(session, {})
+        if not self.hold or bars.is_empty() or not (at_close or before):
+            return bars
+        symbols = bars.get_column("symbol")
+        if not at_close:  # (of those held only)
+            symbols = symbols.filter(symbols.is_in(list(before)))
+        minutes = pl.concat(list(self.minutes[session].values())).filter(
+            pl.col("regular") & pl.col("symbol").is_in(symbols.implode())
+        )
+        close = self._sessions.close_of(session)
+        times = minutes.select(
+            "symbol",
+            pl.lit(session).alias("day"),
+            pl.col("start").alias("at"),
+            (pl.col("start") + _MINUTE).alias("end"),
+            pl.lit(self._sessions.open_of(session), TS).alias("open"),
+            pl.lit(close, TS).alias("close"),
+        )
+        cut = {
+            symbol: why
+            for symbol, why in cut_short_in(times).get(session, {}).items()
+            if symbol not in self.exempt
+        }
+        released = [s for s in before if s in set(symbols.to_list()) and s not in cut]
+        held = {**{s: w for s, w in before.items() if s not in released}, **cut}
+        self._count("session_held", len(cut.keys() - before.keys()))
+        self._count("session_released", len(released))
+        if held:
+            self.held[session] = held
+        else:
+            self.held.pop(session, None)
+        return bars.filter(~pl.col("symbol").is_in(list(cut))) if cut else bars
+
+    def _count(self, what: str, n: int) -> None:
+        if n:
+            self.counts[what] = self.counts.get(what, 0) + n
 
     def _session_bars(self, session: dt.date, symbols: pl.Series | None) -> pl.DataFrame:
         """The session bar of each symbol (all, or `symbols`) from its regular-hours minutes."""

@@ -65,6 +65,7 @@ class Engine:
         max_jump_confirm: int = 5,
         rule_threads: int = 1,
         minute_by_minute: bool = False,
+        hold_cut_short: bool = False,
     ) -> None:
         self.rules = rules.enabled
         self.sessions = sessions
@@ -103,6 +104,10 @@ class Engine:
         # the daemon's; replay steps a day at a time, for speed (see README).
         self.minute_by_minute = minute_by_minute
         self.minutes_apart = MINUTES_APART  # (at most, a step's: see `minute_batches`)
+        # Session bars built of minutes that look cut short at the close (a feed down
+        # through it) held back until later minutes make them whole: the daemon's (see
+        # `monitor.core.closed_minutes`); replay refuses them from the whole data.
+        self.hold_cut_short = hold_cut_short
 
     # ----------------------------------------------------------------- ingest
     def ingest(self, batch: FeedBatch, *, taken: bool = False) -> list[Rejection]:
@@ -221,7 +226,12 @@ class Engine:
         if self._book is None:
             from monitor.core.bars import BarBook
 
-            self._book = BarBook(self.sessions, **self._bar_options)
+            self._book = BarBook(
+                self.sessions,
+                hold_cut_short=self.hold_cut_short,
+                exempt=self.halted,  # (the same set: `set_halted` changes it in place)
+                **self._bar_options,
+            )
             if self.now is not None:  # (ticks and bars ahead of the clock wait: see BarBook)
                 self._book.start_clock(self.now)
         return self._book
@@ -239,6 +249,11 @@ class Engine:
             counts["provider_session_bar_kept"] = self._official.kept
         return counts
 
+    def held(self) -> dict[dt.date, dict[str, str]]:
+        """The session bars held back as cut short (`hold_cut_short`): session -> symbol ->
+        why."""
+        return self._book.held() if self._book is not None else {}
+
     # ---------------------------------------------------------------- advance
     def advance(self, now: dt.datetime, *, deferred: bool = False) -> Step:
         """Close what `now` closes, evaluate rules on newly closed periods, return the alerts
@@ -252,6 +267,7 @@ class Engine:
         if self._book is not None:
             closed = self._book.advance(now)
             minute_bars, built_daily, rejected = closed.minute, closed.daily, closed.rejected
+            rejected = [*rejected, *self._refused(closed.cut_short)]
             self.counts.update(r.reason for r in rejected)
             if closed.taken.height:
                 self._took_minutes(closed.taken)
@@ -281,6 +297,22 @@ class Engine:
         else:
             lines = self.emitted.new([alert_lines(f, rule, self.ctx) for rule, f in parts])
         return Step(lines, minute_bars, new_daily, rejected, parts)
+
+    def _refused(self, cut_short: pl.DataFrame) -> list[Rejection]:
+        """The session bars the book held back as cut short and gave up (HELD_SCHEMA), as
+        rejections (`session_cut_short`), but of those whose symbol has a bar of that session
+        all the same (a provider's)."""
+        if cut_short.is_empty():
+            return []
+        refused = cut_short.join(self.daily, on=["symbol", "session"], how="anti")
+        return [
+            Rejection(
+                "session_cut_short",
+                symbol,
+                f"{why}; no later minutes made it whole: its session bar is not built",
+            )
+            for symbol, why in refused.select("symbol", "why").iter_rows()
+        ]
 
     def _add_minutes(
         self, bars: pl.DataFrame, now: dt.datetime, late: bool
