@@ -162,6 +162,9 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         rest=rest,
         on_event=daemon.on_feed_event,
         stale_at_start=name in daemon.stale_feeds,
+        # (what came while the daemon was down, and as far back as the engine takes minutes)
+        gap_since=daemon.intraday.resumed_from if rest is not None else None,
+        keeps_from=daemon.keeps_from,
     )
 
 

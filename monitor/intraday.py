@@ -49,6 +49,9 @@ class Intraday:
         self._unwritten_rows = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intraday")
         self._pending: Future[None] | None = None
+        # The book's clock of the sessions taken up at the start (None: none were): the
+        # WebSocket feeds backfill from there what came while the daemon was down.
+        self.resumed_from: dt.datetime | None = None
 
     def append(self, batch: FeedBatch, alert_ids: Sequence[str] = ()) -> bool:
         """Journal a step's accepted ticks and bars (before its messages are acknowledged) and
@@ -269,6 +272,7 @@ class Intraday:
                 "(or they were saved later than now)",
             )
             return
+        self.resumed_from = saved.now
         watermark = self.store.intraday_watermark()
         if watermark is not None:  # (minutes evaluated before the save: their alerts are out)
             self.engine.restore(EngineState(fired=[], watermarks={"1m": watermark}))

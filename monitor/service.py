@@ -169,6 +169,12 @@ class Daemon:
             hold_cut_short=options.hold_cut_short,
         )
 
+    def keeps_from(self, now: dt.datetime) -> dt.datetime | None:
+        """The open of the oldest session whose minute bars the engine takes at `now` (None:
+        every one): how far back a feed's backfill is worth going."""
+        day = self.engine.book.oldest_kept(now)
+        return self.sessions.open_of(day) if day is not None else None
+
     def build_feeds(self) -> None:
         """One adapter per [[feeds]] entry (see `monitor.feed_wiring`); the counters the README
         lists at 0 from the start."""

@@ -119,6 +119,8 @@ class WebSocketFeed:
         backfill_max_s: float = 6 * 3600.0,
         backfill_attempts: int = 3,
         stale_at_start: bool = False,
+        gap_since: dt.datetime | None = None,
+        keeps_from: Callable[[dt.datetime], dt.datetime | None] | None = None,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"feeds.{name}.url: must be ws://... or wss://...")
@@ -140,6 +142,7 @@ class WebSocketFeed:
         self._max_frame_bytes = max_frame_bytes
         self._backfill_max = dt.timedelta(seconds=backfill_max_s)
         self._backfill_attempts = backfill_attempts
+        self._keeps_from = keeps_from
         self._log = logs.get("feed.websocket").bind(
             feed=name, provider=provider, url=mask_url(self._session.url())
         )
@@ -150,7 +153,9 @@ class WebSocketFeed:
         self._quiet = QuietWatch(name, quiet, counters, self._log)
         self._connected_at: float | None = None
         self._subscribed = False
-        self._gap_start: dt.datetime | None = None
+        # when data last came before the connection was lost (or, from `gap_since`, before
+        # the daemon stopped): the first subscription after it backfills from there
+        self._gap_start: dt.datetime | None = gap_since
         self._rejections = RejectionLog(
             self._log,
             counters,
@@ -282,7 +287,7 @@ class WebSocketFeed:
         gap_s = (now - self._gap_start).total_seconds()
         self._counters.inc("feed_gap_seconds", gap_s, feed=self.name)
         self._log.warning("feed_gap", gap_s=round(gap_s, 3))
-        start = max(_floor_minute(self._gap_start) - _MINUTE, now - self._backfill_max)
+        start = max(_floor_minute(self._gap_start) - _MINUTE, self._reach(now))
         end = _floor_minute(now)
         self._gap_start = None
         if self._rest is not None and self._tasks is not None and start < end:
@@ -291,6 +296,15 @@ class WebSocketFeed:
             )
             self._backfills.add(task)
             task.add_done_callback(self._backfills.discard)
+
+    def _reach(self, now: dt.datetime) -> dt.datetime:
+        """How far back a backfill at `now` goes at most: to the open of the oldest session
+        whose minutes the engine still takes (`keeps_from`; older ones it rejects as late),
+        else `backfill_max_s`. A feed down through the close and back the next morning then
+        fetches the afternoon it missed, whose session bars wait for it (see
+        `monitor.core.closed_minutes`)."""
+        kept = self._keeps_from(now) if self._keeps_from is not None else None
+        return kept if kept is not None else now - self._backfill_max
 
     # --- frames ----------------------------------------------------------------------------------
 

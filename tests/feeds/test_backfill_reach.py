@@ -1,0 +1,144 @@
+"""How far back a WebSocket feed's REST backfill reaches: past `backfill_max_s` to the open of
+the oldest session whose minutes the engine still takes (a feed down through the close, back
+the next morning, fetches the afternoon whose session bars wait for it), and, from
+`gap_since`, what came while the daemon was down (a restart), against fake Alpaca servers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from monitor.core.counters import Counters
+from monitor.core.model import FeedBatch
+from monitor.credentials import Secret
+from monitor.feeds.websocket import RestBackfill
+from tests.feeds.fake_providers import FakeRest, FakeStream
+from tests.feeds.test_websocket import (
+    ALPACA_TRADES,
+    Clock,
+    make_feed,
+    next_batch,
+    running,
+)
+
+UTC = dt.UTC
+AFTERNOON = dt.datetime(2024, 7, 11, 19, 0, 20, tzinfo=UTC)  # 15:00 New York, Thursday
+NEXT_MORNING = dt.datetime(2024, 7, 12, 13, 35, 20, tzinfo=UTC)  # 09:35 New York, Friday
+THURSDAY_OPEN = dt.datetime(2024, 7, 11, 13, 30, tzinfo=UTC)
+
+
+def windows(api: FakeRest) -> list[tuple[str, str]]:
+    """The (start, end) of each backfill's first page request."""
+    return [(q["start"], q["end"]) for _, q, _ in api.requests if "page_token" not in q]
+
+
+async def dropped_overnight(**options: object) -> list[tuple[str, str]]:
+    """Trades at 15:00 on Thursday, the connection lost, back at 09:35 on Friday: the windows
+    the backfill asked the REST API for."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    clock = Clock(AFTERNOON)
+    async with (
+        FakeStream("alpaca") as fake,
+        FakeRest() as api,
+        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+    ):
+        feed = make_feed("alpaca", fake.url, queue, Counters(), clock=clock, rest=rest, **options)
+        async with running(feed):
+            await asyncio.wait_for(fake.subscribed.wait(), 5)
+            await fake.push(ALPACA_TRADES)
+            await next_batch(queue)
+            fake.gate.clear()
+            await fake.drop()
+            await fake.wait_connections(2)
+            clock.now = NEXT_MORNING
+            fake.gate.set()
+            backfilled = await next_batch(queue)
+            assert backfilled.minute_bars.height > 0
+    return windows(api)
+
+
+async def test_a_feed_down_through_the_close_backfills_the_afternoon_it_missed() -> None:
+    """With the engine taking Thursday's minutes still (its session bars wait for them), the
+    backfill starts at the minute before the data stopped, 18.5 hours back, not at
+    `backfill_max_s` (6 hours) before now, which would miss the whole afternoon."""
+    reach = await dropped_overnight(keeps_from=lambda now: THURSDAY_OPEN)
+    assert reach == [("2024-07-11T18:59:00Z", "2024-07-12T13:34:59Z")]
+    without = await dropped_overnight()
+    assert without == [("2024-07-12T07:35:20Z", "2024-07-12T13:34:59Z")]
+
+
+async def test_the_reach_stops_at_the_oldest_session_the_engine_takes() -> None:
+    """Data stopped long before the oldest session the engine still takes: the backfill goes
+    back to that session's open, no further (older minutes would be rejected as late)."""
+    friday_open = dt.datetime(2024, 7, 12, 13, 30, tzinfo=UTC)
+    reach = await dropped_overnight(keeps_from=lambda now: friday_open)
+    assert reach == [("2024-07-12T13:30:00Z", "2024-07-12T13:34:59Z")]
+
+
+async def test_a_restart_backfills_what_came_while_the_daemon_was_down() -> None:
+    """`gap_since` (the clock of the sessions the daemon took up at its start): the first
+    subscription backfills from the minute before it."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    counters = Counters()
+    stopped = dt.datetime(2024, 7, 12, 14, 10, 30, tzinfo=UTC)
+    clock = Clock(dt.datetime(2024, 7, 12, 14, 40, 20, tzinfo=UTC))
+    async with (
+        FakeStream("alpaca") as fake,
+        FakeRest() as api,
+        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+    ):
+        feed = make_feed(
+            "alpaca", fake.url, queue, counters, clock=clock, rest=rest, gap_since=stopped
+        )
+        async with running(feed):
+            backfilled = await next_batch(queue)
+    assert windows(api) == [("2024-07-12T14:09:00Z", "2024-07-12T14:39:59Z")]
+    assert backfilled.minute_bars.height == 2 * 31
+    assert counters.get("backfill_bars", feed="test") == 62.0
+
+
+def test_the_daemon_gives_its_websocket_feeds_the_clock_it_stopped_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's WebSocket feed with a `rest_url` starts with a gap from the clock of the
+    sessions it took up from the store (saved at the last stop), and reaches back to the open
+    of the oldest session its engine takes: the session before the latest closed one."""
+    from monitor import config as cfg
+    from monitor.calendar import nyse_sessions
+    from monitor.clock import SimClock
+    from monitor.core.engine import Engine
+    from monitor.core.model import Tick, ticks_frame
+    from monitor.core.rules.spec import RulesFile
+    from monitor.feeds.websocket import WebSocketFeed
+    from monitor.service import Daemon
+    from monitor.store import Store
+    from tests.conftest import RULES
+
+    stopped = dt.datetime(2024, 7, 16, 15, 0, 5, tzinfo=UTC)
+    engine = Engine(RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+    batch = FeedBatch.empty("t")
+    batch.ticks = ticks_frame([Tick("AAPL", stopped - dt.timedelta(seconds=3), 10.0, 1.0, "1")])
+    engine.ingest(batch)
+    engine.advance(stopped)
+    Store(tmp_path / "store").save_intraday(engine.book.state())
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    conf = tmp_path / "monitor.toml"
+    conf.write_text(
+        f'[store]\npath = "{tmp_path / "store"}"\n[rules]\nfile = "{RULES}"\n'
+        '[[feeds]]\nname = "alpaca"\nkind = "websocket"\nprovider = "alpaca"\n'
+        'url = "wss://stream.example.com/v2/iex"\nrest_url = "https://data.example.com"\n'
+        'symbols = ["AAPL"]\nkey_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
+    )
+    conf.chmod(0o600)
+    now = stopped + dt.timedelta(minutes=40)
+    daemon = Daemon(cfg.load(conf), clock=SimClock(now))
+    daemon.build_feeds()
+    feed = daemon.feeds[0]
+    assert isinstance(feed, WebSocketFeed)
+    assert feed._gap_start == stopped
+    # (2024-07-16 under way: the latest closed session is 07-15, the one before it 07-12)
+    assert feed._reach(now) == dt.datetime(2024, 7, 12, 13, 30, tzinfo=UTC)
