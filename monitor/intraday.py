@@ -203,16 +203,18 @@ class Intraday:
         """Sessions closed, their bars not emitted in the saved state, whose bars the store
         holds: they were emitted and stored after the save (the close came, then the crash
         before the next save). They are not emitted again over what the store holds, which
-        may be better since: a provider's official bar that came after the close."""
+        may be better since: a provider's official bar that came after the close. (A
+        symbol's bar the store lacks was held back at that close: it is judged again.)"""
         book = self.engine.book
         closed = book.unemitted(now)
         if not closed:
             return
         day = pl.col("session")
-        stored = self.engine.daily.filter(day.is_in(closed)).get_column("session").unique()
-        if stored.len():
-            book.mark_emitted(stored.sort().to_list())
-            self.log.info("session_bars_already_stored", sessions=[str(d) for d in stored.sort()])
+        stored = self.engine.daily.filter(day.is_in(closed)).select("symbol", "session")
+        if stored.height:
+            book.mark_emitted(stored)
+            sessions = stored.get_column("session").unique().sort()
+            self.log.info("session_bars_already_stored", sessions=[str(d) for d in sessions])
 
     def take_up_journal(self, now: dt.datetime) -> None:
         """Ingest the journal's records after the segment the saved state covers (all of

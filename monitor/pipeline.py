@@ -248,6 +248,11 @@ class Pipeline:
         if logged:
             self._rejections.record([r for r in rejections if id(r) in logged], log=False)
             rejections = [r for r in rejections if id(r) not in logged]
+        refused = [r for r in rejections if r.reason == "session_cut_short"]
+        if refused:  # (counted; said in a line of their own, each with why)
+            self._rejections.record(refused, log=False)
+            rejections = [r for r in rejections if r.reason != "session_cut_short"]
+            self._refused(refused)
         self._rejections.record(rejections)
         for reset in self.engine.take_price_resets():
             self.counters.inc("price_reference_resets")
@@ -270,23 +275,34 @@ class Pipeline:
                     self._held(new)
 
     def _held(self, new: int) -> None:
-        """Say that session bars were held back at the close as cut short: which, and why."""
-        held = self.engine.held()
-        if not held:
-            return
-        session = max(held)
-        symbols = sorted(held[session])
+        """Say that session bars were held back at the close as cut short: which, and why
+        (a line per session holding some)."""
+        for session, bars in sorted(self.engine.held().items()):
+            symbols = sorted(bars)
+            self._log.warning(
+                "session_bars_held",
+                new=new,
+                session=session.isoformat(),
+                held=len(symbols),
+                symbols=symbols[:SHOWN],
+                example=bars[symbols[0]],
+                note="their minutes end long before the close though they traded often (a "
+                "feed down through the close?): the session bars wait for minutes that make "
+                "them whole (a feed's backfill), and are refused (session_cut_short) if none "
+                "come before the session is no longer kept",
+            )
+
+    def _refused(self, refused: list[Rejection]) -> None:
+        """Say which held session bars were refused (`session_cut_short`), with why."""
+        symbols = sorted({r.symbol or "" for r in refused})
         self._log.warning(
-            "session_bars_held",
-            bars=new,
-            session=session.isoformat(),
-            symbols=symbols[:10],
-            more=max(0, len(symbols) - 10),
-            example=held[session][symbols[0]],
-            note="their minutes end long before the close though they traded often (a feed "
-            "down through the close?): the session bars wait for minutes that make them whole "
-            "(a feed's backfill), and are refused (session_cut_short) if none come before the "
-            "session is no longer kept",
+            "session_bars_refused",
+            bars=len(refused),
+            symbols=symbols[:SHOWN],
+            example=refused[0].raw,
+            note="held back as cut short, and no later minutes made them whole: those "
+            "sessions are missing from the symbols' histories (a daily `backfill` of the "
+            "provider's bars, with the daemon stopped, fills them)",
         )
 
     def _corrected(self, new: int) -> None:
@@ -304,6 +320,9 @@ class Pipeline:
             "as corrections, they fire nothing",
         )
         self._unsaid_corrections, self._corrections_said_at = 0, now
+
+
+SHOWN = 10  # (symbols named in a line about held or refused session bars)
 
 
 def _messages(item: FeedBatch | Wire) -> int:

@@ -249,3 +249,103 @@ async def test_the_daemon_holds_a_session_its_feed_missed_the_end_of(tmp_path: P
         client = aioredis.Redis()
         await client.delete(f"{prefix}:alerts")
         await client.aclose()
+
+
+def test_a_crash_after_the_close_keeps_the_held_bar_held(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """The state saved before the close, the close (WHOLE's bar stored, CUT's held), then a
+    crash before the next save: at the restart the store holds WHOLE's bar of the day, which
+    is not emitted again, and CUT's is judged again and held, not built of its morning."""
+    from monitor import logs
+    from monitor.core.counters import Counters
+    from monitor.intraday import Intraday
+    from monitor.journal import Journal
+
+    engine = engine_with(sessions, hold=True)
+    step(engine, the_day(), CLOSE - dt.timedelta(seconds=30))
+    saved = engine.book.state()  # (the last periodic save)
+    step(engine, the_day().clear(), AFTER_CLOSE)
+    stored = engine.daily.filter(pl.col("session") == DAY)
+    assert stored.get_column("symbol").to_list() == ["WHOLE"]
+    store = Store(tmp_path / "store")
+    store.save_intraday(saved)
+
+    restarted = engine_with(sessions, hold=True)  # (its history: the store's bars)
+    restarted.ingest_daily(stored)
+    restarted.advance(AFTER_CLOSE)
+    now = AFTER_CLOSE + dt.timedelta(seconds=30)
+    intraday = Intraday(store, restarted, logs.get("test"), Counters(), Journal(tmp_path / "j"))
+    intraday.restore(now)
+    done = restarted.advance(now)
+    assert done.daily_bars.is_empty()  # (WHOLE's is the store's; CUT's is held)
+    assert list(restarted.held()[DAY]) == ["CUT"]
+    bars, _ = step(restarted, the_afternoon(), now + dt.timedelta(minutes=1))
+    assert bars.get_column("symbol").to_list() == ["CUT"]
+    assert bars.get_column("close").item() == 10.2
+
+
+@pytest.mark.parametrize("next_day", [False, True])
+def test_a_held_bar_of_a_session_forgotten_while_the_daemon_was_down_is_refused(
+    sessions: Sessions, next_day: bool
+) -> None:
+    """The state saved with CUT held (at the day's close, or at the next day's, WHOLE's
+    minutes of it kept), the daemon back after the session after next closed: the book no
+    longer keeps the day, and CUT's bar is refused (said, with why), not dropped without a
+    word, whether the rest of the state is stale or taken up."""
+    engine = engine_with(sessions, hold=True)
+    step(engine, the_day(), AFTER_CLOSE)
+    if next_day:
+        following = dt.date(2024, 7, 17)
+        start, end = sessions.open_of(following), sessions.close_of(following)
+        step(engine, minutes("WHOLE", start, end, 10.2), end + dt.timedelta(seconds=10))
+        assert list(engine.held()) == [DAY]
+    saved = engine.book.state()
+    later = sessions.close_of(dt.date(2024, 7, 18)) + dt.timedelta(minutes=5)
+    restarted = engine_with(sessions, hold=True)
+    assert restarted.book.restore(saved, later) == next_day
+    refused = [r for r in restarted.advance(later).rejections if r.reason == "session_cut_short"]
+    assert [r.symbol for r in refused] == ["CUT"]
+    assert refused[0].raw.startswith("CUT 2024-07-16: its data ends at 12:00 New York time")
+    assert restarted.counts["session_cut_short"] == 1
+
+
+async def test_held_and_refused_bars_are_said_with_the_symbols_and_why(
+    sessions: Sessions,
+) -> None:
+    """The daemon's loop says `session_bars_held` at the close, a line per session, and
+    `session_bars_refused` when the session is forgotten, each naming the symbols, with a
+    reason not cut short; the refusal is counted as a rejection and not said again in the
+    rejections' own line."""
+    import asyncio
+
+    from monitor.core.counters import Counters
+    from monitor.feeds.wire import Wire
+    from monitor.pipeline import Pipeline
+
+    engine = engine_with(sessions, hold=True)
+    batch = FeedBatch.empty("feed")
+    batch.minute_bars = the_day()
+    engine.ingest(batch)
+    counters = Counters()
+    said = []
+    for now in (AFTER_CLOSE, sessions.close_of(dt.date(2024, 7, 18)) + dt.timedelta(seconds=10)):
+        queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+        queue.put_nowait(FeedBatch.empty("idle"))
+        pipeline = Pipeline(
+            engine, queue, clock=SimClock(now), counters=counters, sinks=[], decoders={}
+        )
+        done = asyncio.Event()
+        done.set()
+        with capture_logs() as logs:
+            await asyncio.wait_for(pipeline.run(done, done), 10)
+        said += logs
+    held = [e for e in said if e["event"] == "session_bars_held"]
+    assert [(e["session"], e["symbols"], e["held"]) for e in held] == [("2024-07-16", ["CUT"], 1)]
+    refused = [e for e in said if e["event"] == "session_bars_refused"]
+    assert [(e["bars"], e["symbols"]) for e in refused] == [(1, ["CUT"])]
+    assert refused[0]["example"].endswith(
+        "no later minutes made it whole: its session bar is not built"
+    )
+    assert not [e for e in said if e.get("reason") == "session_cut_short"]
+    assert counters.get("rejections", reason="session_cut_short") == 1

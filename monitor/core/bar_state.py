@@ -101,7 +101,9 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     before: corrections to those are taken); their bars, open bars and duplicate keys come back.
     False, restoring nothing, for a stale state, or one taken later than `now` (by more than
     RESTORE_SKEW: a replay started over). Duplicate keys hashed by another polars version are
-    left out (copies of their trades would count again)."""
+    left out (copies of their trades would count again). Session bars it held back (`held`)
+    of sessions the book no longer keeps are refused at the next `advance`, as if forgotten
+    by a book that never stopped."""
     if from_later(state, now):
         return False
     keep = book._keep_at(now)
@@ -110,7 +112,9 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
         if bars.height:
             starts = bars.get_column("start").unique().to_list()
             sessions += [s for s, _ in book._classify(starts).values() if s is not None]
+    held = conform(state.held, HELD_SCHEMA)
     if not sessions or (keep is not None and max(sessions) < keep):
+        book._closed.refused += held.rows()  # (no later minutes can make them whole now)
         return False
     if state.keep_from is not None and (keep is None or state.keep_from > keep):
         keep = state.keep_from
@@ -120,8 +124,8 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     for (session, start), part in closed.partition_by("session", "start", as_dict=True).items():
         book._closed.minutes.setdefault(session, {})[start] = part
     book._closed.done = {s for s in state.done if keep is None or s >= keep}
-    held = conform(state.held, HELD_SCHEMA)
-    if keep is not None:
+    if keep is not None:  # (held bars of sessions the book no longer keeps: refused)
+        book._closed.refused += held.filter(pl.col("session") < keep).rows()
         held = held.filter(pl.col("session") >= keep)
     for day, symbol, why in held.iter_rows():
         book._closed.held.setdefault(day, {})[symbol] = why

@@ -360,13 +360,16 @@ class BarBook:
             if s not in self._closed.done and self.sessions.close_of(s) + self.close_delay <= now
         )
 
-    def mark_emitted(self, sessions: list[dt.date]) -> None:
-        """Take `sessions`' bars as emitted: the next `advance` closes their minutes as usual
-        but emits no bar for them (a later correction still does). At a start, for the
-        sessions whose bars the store holds: they were emitted and stored after the state was
-        saved, and what the store holds since may be better (a provider's official bar that
-        came after them)."""
-        self._closed.mark_emitted(sessions)
+    def mark_emitted(self, stored: pl.DataFrame) -> None:
+        """Take the session bars of `stored` (symbol, session) as emitted: the next `advance`
+        closes their minutes as usual but emits no bar for those symbols (a later correction
+        still does; the session's other symbols get theirs, judged as at any close). At a
+        start, for the bars the store holds of sessions the saved state had not emitted:
+        they were emitted and stored after the state was saved, and what the store holds
+        since may be better (a provider's official bar that came after them). A symbol
+        whose bar the store lacks was held back then (see `hold_cut_short`): it is judged
+        again."""
+        self._closed.mark_emitted(stored)
 
     def held(self) -> dict[dt.date, dict[str, str]]:
         """The session bars held back as cut short: session -> symbol -> why (see

@@ -6,8 +6,8 @@ minute, so that late ticks and re-sent provider bars can correct a minute and it
 the keys of the bars stored since the last `emit`; the sessions whose bar was emitted, and of
 those the symbols whose minutes changed since (their session bar is emitted again). A session's
 bar is made of its regular-hours minutes when the session has closed (`close_delay` after its
-close), unless a restart's store holds it already (`mark_emitted`). `forget` drops the
-sessions the book no longer keeps.
+close), unless a restart's store holds it already (`mark_emitted`: a symbol's bar of it).
+`forget` drops the sessions the book no longer keeps.
 
 With `hold` (the daemon's), the bar of a symbol whose minutes look cut short at the close
 (`monitor.core.silences`: a feed down through the close) is held back, not emitted: it would
@@ -66,7 +66,8 @@ class ClosedMinutes:
         self.done: set[dt.date] = set()  # sessions whose bar was emitted
         self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
         self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
-        self._emitted_before: set[dt.date] = set()  # not emitted at their close (mark_emitted)
+        # session -> symbols whose bars a restart's store holds: not emitted at the close
+        self._emitted_before: dict[dt.date, pl.Series] = {}
 
     def stored(self, keys: pl.DataFrame) -> pl.DataFrame:
         """Closed minute bars of every (session, start) that `keys` touches."""
@@ -104,18 +105,19 @@ class ClosedMinutes:
                     bars = self._session_bars(session, pl.concat(symbols))
                     daily.append(self._held_back(session, bars, at_close=False))
             elif self._sessions.close_of(session) + self._close_delay <= now:
-                if session in self._emitted_before:  # (a restart's: see mark_emitted)
-                    self._emitted_before.discard(session)
-                else:
-                    bars = self._session_bars(session, None)
-                    daily.append(self._held_back(session, bars, at_close=True))
+                bars = self._session_bars(session, None)
+                stored = self._emitted_before.pop(session, None)  # (a restart's: mark_emitted)
+                if stored is not None:  # (those the store holds are not emitted again)
+                    bars = bars.filter(~pl.col("symbol").is_in(stored.implode()))
+                daily.append(self._held_back(session, bars, at_close=True))
                 self.done.add(session)
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
         return minute, day
 
-    def mark_emitted(self, sessions: list[dt.date]) -> None:
-        """Take `sessions`' bars as emitted (see `BarBook.mark_emitted`)."""
-        self._emitted_before.update(sessions)
+    def mark_emitted(self, stored: pl.DataFrame) -> None:
+        """Take the bars of `stored` (symbol, session) as emitted (see `BarBook.mark_emitted`)."""
+        for (session,), part in stored.partition_by("session", as_dict=True).items():
+            self._emitted_before[session] = part.get_column("symbol")
 
     def frame(self) -> pl.DataFrame:
         """Every closed minute bar held (MINUTE_SCHEMA), by symbol and start."""
@@ -137,7 +139,7 @@ class ClosedMinutes:
         for old in sorted(s for s in self.held if s < keep):
             self.refused += [(old, *held) for held in sorted(self.held.pop(old).items())]
         self.done = {s for s in self.done if s >= keep}
-        self._emitted_before = {s for s in self._emitted_before if s >= keep}
+        self._emitted_before = {s: b for s, b in self._emitted_before.items() if s >= keep}
 
     def _emit_minutes(self) -> pl.DataFrame:
         if not self._pending:

@@ -13,7 +13,9 @@ quiet afternoon).
 
 Why in the core: the bar builder holds back the session bars of such data at the close (the
 daemon's feed down through it: `monitor.core.closed_minutes`), and `replay` and `backfill`
-refuse them in files (`monitor.intraday_checks`); both judge by this one test.
+refuse them in files (`monitor.intraday_checks`); both judge by this one test, each over the
+data it has (the bar builder over the regular-hours minutes it keeps: a provider's bar of the
+minute after the close, which it takes as post-market, does not reach the close there).
 """
 
 from __future__ import annotations
