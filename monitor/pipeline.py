@@ -59,7 +59,7 @@ class Pipeline:
         on_step: Callable[[Step], Awaitable[None] | None] | None = None,
         on_batch: Callable[[FeedBatch, list[str]], bool | None] | None = None,
         side_alerts: Callable[[], list[Alert]] | None = None,
-        status_changes: Callable[[], list[tuple[str, bool]]] | None = None,
+        status_changes: Callable[[], list[tuple[str, bool, dt.datetime]]] | None = None,
         engine_change: Callable[[], Callable[[], None] | None] | None = None,
     ) -> None:
         self.engine = engine
@@ -195,8 +195,8 @@ class Pipeline:
         if change is not None:
             change()
         if self.status_changes is not None:
-            for symbol, halted in self.status_changes():
-                self.engine.set_halted(symbol, halted)
+            for symbol, halted, at in self.status_changes():
+                self.engine.set_halted(symbol, halted, at)
         rejections = self.engine.ingest(batch) if batch is not None else []
         step = self.engine.advance(now)  # (it may reject provider bars from the future)
         return step, rejections + step.rejections

@@ -135,7 +135,7 @@ class Daemon:
         self.rest_clients: list[Any] = []
         self.recent_alerts: collections.deque[Alert] = collections.deque(maxlen=RECENT_ALERTS)
         self.feed_alerts: list[Alert] = []
-        self.status: list[tuple[str, bool]] = []
+        self.status: list[tuple[str, bool, dt.datetime]] = []
         self._gaps_reported: set[tuple[str, dt.date]] = set()  # (symbol, first session missing)
         self.failed_feeds: dict[str, str] = {}  # feed name -> why it gave up (see `supervised`)
         # feed name -> when it last crashed (monotonic) and why: /healthz degraded meanwhile
@@ -197,7 +197,7 @@ class Daemon:
         """Feed health as alerts: `feed_stale` when a feed goes quiet in regular hours,
         `feed_recovered` when data flows again."""
         if event.kind == "trading_status" and event.symbol and event.halted is not None:
-            self.status.append((event.symbol, event.halted))
+            self.status.append((event.symbol, event.halted, event.at))
             self.log.info("trading_status", symbol=event.symbol, halted=event.halted)
             return
         if event.kind not in ("feed_stale", "feed_recovered"):
@@ -275,7 +275,7 @@ class Daemon:
         self.engine.ctx = fresh.ctx
         self.log.info("short_interest_reloaded", rows=raw.height)
 
-    def take_status(self) -> list[tuple[str, bool]]:
+    def take_status(self) -> list[tuple[str, bool, dt.datetime]]:
         """Halts and resumptions reported since the last step (applied in the engine's step)."""
         changes, self.status = self.status, []
         return changes

@@ -349,3 +349,16 @@ async def test_held_and_refused_bars_are_said_with_the_symbols_and_why(
     )
     assert not [e for e in said if e.get("reason") == "session_cut_short"]
     assert counters.get("rejections", reason="session_cut_short") == 1
+
+
+def test_a_halt_the_next_day_does_not_keep_the_backfill_out(sessions: Sessions) -> None:
+    """CUT held at the close, halted the next morning: the backfill of the held day's
+    afternoon is of before the halt, and releases the bar."""
+    engine = engine_with(sessions, hold=True)
+    step(engine, the_day(), AFTER_CLOSE)
+    morning = dt.datetime(2024, 7, 17, 14, 0, tzinfo=dt.UTC)
+    engine.advance(morning)
+    engine.set_halted("CUT", True, at=morning)
+    bars, _ = step(engine, the_afternoon(), morning + dt.timedelta(minutes=1))
+    assert bars.select("symbol", "session").rows() == [("CUT", DAY)]
+    assert engine.held() == {}

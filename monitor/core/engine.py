@@ -23,6 +23,7 @@ from monitor.core.model import (
     DAILY_SCHEMA,
     MINUTE_SCHEMA,
     TICK_SCHEMA,
+    TS,
     FeedBatch,
     Rejection,
     empty,
@@ -89,6 +90,7 @@ class Engine:
         self.max_jump_confirm = max_jump_confirm  # out-of-band prints in a row: a new level
         self._prices: PriceCheck | None = None
         self.halted: set[str] = set()
+        self._halted_at: dict[str, dt.datetime] = {}  # (when each halt began, when known)
         self._last_closed_seen: dt.date | None = None
         self._corrected = 0  # session bars of periods already evaluated (see `book_counts`)
         self._official = OfficialBars(sessions)  # a provider's session bars outrank built ones
@@ -155,9 +157,13 @@ class Engine:
 
     def _screen(self, frame: pl.DataFrame, price: str, rejections: list[Rejection]) -> pl.DataFrame:
         """Reject symbols outside the configured universe (`unknown_symbol`) and prints of halted
-        symbols (`halted`: a halted name cannot rally in the feed)."""
+        symbols (`halted`: a halted name cannot rally in the feed) from the halt on: a late
+        print or a backfilled bar of before it is taken."""
         if self.halted:
             stopped = pl.col("symbol").is_in(list(self.halted))
+            since = self._halt_times(frame)
+            if since is not None:
+                stopped &= since.is_null() | (_time_of(frame) >= since)
             rejections += [
                 Rejection(reason="halted", symbol=s, raw=f"{s} {p}")
                 for s, p in frame.filter(stopped).select("symbol", price).iter_rows()
@@ -202,12 +208,30 @@ class Engine:
         """Reference prices replaced since the last call (see `monitor.core.price_check`)."""
         return self._prices.take_resets() if self._prices is not None else []
 
-    def set_halted(self, symbol: str, halted: bool) -> None:
-        """A trading halt (or its end) reported by a feed."""
+    def set_halted(self, symbol: str, halted: bool, at: dt.datetime | None = None) -> None:
+        """A trading halt (or its end) reported by a feed, `at` when (None: the clock's now;
+        unknown before the first `advance`: every print of the symbol is then rejected)."""
         if halted:
             self.halted.add(symbol)
+            when = at or self.now
+            if when is not None and symbol not in self._halted_at:
+                self._halted_at[symbol] = when
         else:
             self.halted.discard(symbol)
+            self._halted_at.pop(symbol, None)
+
+    def _halt_times(self, frame: pl.DataFrame) -> pl.Expr | None:
+        """Per row of `frame`, when its symbol's halt began (null: unknown), as an expression
+        (None: no halt time is known)."""
+        if not self._halted_at:
+            return None
+        times = pl.col("symbol").replace_strict(
+            list(self._halted_at),
+            list(self._halted_at.values()),
+            default=None,
+            return_dtype=TS,
+        )
+        return times
 
     def ingest_daily(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert session bars by (symbol, session); they count once their session has closed."""
@@ -528,6 +552,18 @@ class Engine:
             return 0
         self.ingest_daily(state.daily)
         return state.daily.height
+
+
+def _time_of(frame: pl.DataFrame) -> pl.Expr:
+    """When a row of a batch happened, for a halt: a tick's `ts`, a minute bar's start (the
+    minute the halt began in has the trades before it), a session bar's day (its end in UTC:
+    a halt at any time of a session rejects its bar)."""
+    if "ts" in frame.columns:
+        return pl.col("ts")
+    if "start" in frame.columns:
+        return pl.col("start")
+    day = pl.col("session").cast(pl.Datetime("us", "UTC"))
+    return day + dt.timedelta(days=1)
 
 
 def _then(kept: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:

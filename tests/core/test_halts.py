@@ -1,0 +1,75 @@
+"""A halt reported by a feed rejects a symbol's prints from the halt on (`halted`), not those
+of before it: a print reported late, or the minute bars a backfill fetches of an earlier
+session, are taken."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from monitor.core.engine import Engine
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, FeedBatch, Tick, ticks_frame
+from monitor.core.rules.spec import RulesFile
+from monitor.core.sessions import Sessions
+
+HALT = dt.datetime(2024, 7, 17, 17, 0, 0, tzinfo=dt.UTC)  # 13:00 New York
+_S = dt.timedelta(seconds=1)
+
+
+def minute(symbol: str, start: dt.datetime) -> dict[str, object]:
+    return {"symbol": symbol, "start": start, "open": 10.0, "high": 10.0, "low": 10.0,
+            "close": 10.0, "volume": 100.0}  # fmt: skip
+
+
+def rejected(engine: Engine, batch: FeedBatch) -> list[tuple[str, str | None]]:
+    return [(r.reason, r.symbol) for r in engine.ingest(batch)]
+
+
+def test_a_halt_rejects_prints_from_when_it_began(sessions: Sessions) -> None:
+    engine = Engine(RulesFile(), sessions)
+    engine.advance(HALT + 20 * _S)
+    engine.set_halted("ABC", True, at=HALT)
+    ticks = FeedBatch.empty("t")
+    ticks.ticks = ticks_frame(
+        [
+            Tick("ABC", HALT - 30 * _S, 10.0, 100.0, "late"),
+            Tick("ABC", HALT + 5 * _S, 12.0, 100.0, "in"),
+        ]
+    )
+    assert rejected(engine, ticks) == [("halted", "ABC")]
+    assert engine.book.accepted.get_column("id").to_list() == ["late"]
+
+    bars = FeedBatch.empty("t")
+    yesterday = dt.datetime(2024, 7, 16, 19, 0, tzinfo=dt.UTC)
+    bars.minute_bars = pl.DataFrame(
+        [minute("ABC", yesterday), minute("ABC", HALT - 2 * 60 * _S), minute("ABC", HALT)],
+        schema=MINUTE_SCHEMA,
+    )
+    assert rejected(engine, bars) == [("halted", "ABC")]
+
+    daily = FeedBatch.empty("t")
+    daily.daily_bars = pl.DataFrame(
+        {"symbol": ["ABC", "ABC"], "session": [dt.date(2024, 7, 16), dt.date(2024, 7, 17)],
+         "open": [10.0, 10.0], "high": [10.0, 10.0], "low": [10.0, 10.0], "close": [10.0, 10.0],
+         "volume": [1e5, 1e5]},
+        schema=DAILY_SCHEMA,
+    )  # fmt: skip
+    assert rejected(engine, daily) == [("halted", "ABC")]
+
+    engine.set_halted("ABC", False)
+    after = FeedBatch.empty("t")
+    after.ticks = ticks_frame([Tick("ABC", HALT + 60 * _S, 12.0, 100.0, "resumed")])
+    assert rejected(engine, after) == []
+
+
+def test_a_halt_reported_with_no_time_before_any_clock_rejects_every_print(
+    sessions: Sessions,
+) -> None:
+    """Without a time and before the engine's first step, when the halt began is unknown: every
+    print of the symbol is rejected, as before halts had times."""
+    engine = Engine(RulesFile(), sessions)
+    engine.set_halted("ABC", True)
+    ticks = FeedBatch.empty("t")
+    ticks.ticks = ticks_frame([Tick("ABC", HALT - 3600 * _S, 10.0, 100.0, "a")])
+    assert rejected(engine, ticks) == [("halted", "ABC")]
