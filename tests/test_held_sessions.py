@@ -362,3 +362,24 @@ def test_a_halt_the_next_day_does_not_keep_the_backfill_out(sessions: Sessions) 
     bars, _ = step(engine, the_afternoon(), morning + dt.timedelta(minutes=1))
     assert bars.select("symbol", "session").rows() == [("CUT", DAY)]
     assert engine.held() == {}
+
+
+def test_a_providers_session_bar_takes_the_place_of_a_held_one(sessions: Sessions) -> None:
+    """A provider's session bar of the held day (its daily bars feed): stored as ever, the
+    symbol is no longer listed as held, and nothing is refused for it later."""
+    engine = engine_with(sessions, hold=True)
+    step(engine, the_day(), AFTER_CLOSE)
+    official = FeedBatch.empty("provider")
+    official.daily_bars = previous_closes("CUT").with_columns(
+        pl.lit(DAY).alias("session"), pl.lit(10.2).alias("close"), pl.lit(10.9).alias("high")
+    )
+    engine.ingest(official)
+    engine.advance(AFTER_CLOSE + dt.timedelta(minutes=1))
+    assert engine.held() == {}
+    refused = []
+    for day in (dt.date(2024, 7, 17), dt.date(2024, 7, 18)):
+        done = engine.advance(sessions.close_of(day) + dt.timedelta(seconds=10))
+        refused += [r for r in done.rejections if r.reason == "session_cut_short"]
+    assert refused == []
+    stored = engine.daily.filter((pl.col("symbol") == "CUT") & (pl.col("session") == DAY))
+    assert stored.get_column("close").to_list() == [10.2]

@@ -275,8 +275,19 @@ class Engine:
 
     def held(self) -> dict[dt.date, dict[str, str]]:
         """The session bars held back as cut short (`hold_cut_short`): session -> symbol ->
-        why."""
-        return self._book.held() if self._book is not None else {}
+        why; but of a symbol with a bar of that session all the same (a provider's)."""
+        held = self._book.held() if self._book is not None else {}
+        if not held:
+            return held
+        keys = pl.DataFrame(
+            [(day, symbol) for day, bars in held.items() for symbol in bars],
+            schema={"session": pl.Date(), "symbol": pl.String()},
+            orient="row",
+        )
+        stored = keys.join(self.daily, on=["symbol", "session"], how="semi").rows()
+        for day, symbol in stored:
+            del held[day][symbol]
+        return {day: bars for day, bars in held.items() if bars}
 
     # ---------------------------------------------------------------- advance
     def advance(self, now: dt.datetime, *, deferred: bool = False) -> Step:
