@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from monitor.core.bar_state import BookState
+from monitor.core.bar_state import BookState, from_later
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, EngineState
 from monitor.core.model import FeedBatch
@@ -49,8 +49,9 @@ class Intraday:
         self._unwritten_rows = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intraday")
         self._pending: Future[None] | None = None
-        # The book's clock of the sessions taken up at the start (None: none were): the
-        # WebSocket feeds backfill from there what came while the daemon was down.
+        # The book's clock saved at the last stop (None: none, or one later than now): the
+        # WebSocket feeds backfill from there what came while the daemon was down (as far
+        # back as the engine takes minutes, however long ago that was).
         self.resumed_from: dt.datetime | None = None
 
     def append(self, batch: FeedBatch, alert_ids: Sequence[str] = ()) -> bool:
@@ -261,6 +262,8 @@ class Intraday:
         waiting = self.engine.restore_waiting(saved, now)
         if waiting:
             self.log.info("waiting_session_bars_restored", session_bars=waiting)
+        if not from_later(saved, now):  # (what came since is fetched by a feed that can)
+            self.resumed_from = saved.now
         sessions = [s.isoformat() for s in saved.sessions()]
         if not (sessions or saved.open.height):  # (only session bars waiting for a close)
             return
@@ -274,7 +277,6 @@ class Intraday:
                 "(or they were saved later than now)",
             )
             return
-        self.resumed_from = saved.now
         watermark = self.store.intraday_watermark()
         if watermark is not None:  # (minutes evaluated before the save: their alerts are out)
             self.engine.restore(EngineState(fired=[], watermarks={"1m": watermark}))

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -31,10 +32,12 @@ from monitor.alerts.redis_sink import RedisPublisher
 from monitor.calendar import nyse_sessions
 from monitor.clock import Clock, SimClock, SystemClock
 from monitor.config import Config, resolve
+from monitor.core.bars import EXTENDED_HOURS
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, EngineState, Step
 from monitor.core.model import Alert, FeedBatch
 from monitor.core.payload import feed_health_alert
+from monitor.core.sessions import NEW_YORK
 from monitor.credentials import login_name, secret
 from monitor.daemon_health import health_report
 from monitor.errors import DataError, MonitorError
@@ -173,7 +176,12 @@ class Daemon:
         """The open of the oldest session whose minute bars the engine takes at `now` (None:
         every one): how far back a feed's backfill is worth going."""
         day = self.engine.book.oldest_kept(now)
-        return self.sessions.open_of(day) if day is not None else None
+        if day is None:
+            return None
+        if self.config.engine.extended_hours:  # (from 04:00 New York: its pre-market too)
+            local = self.sessions.open_of(day).astimezone(ZoneInfo(NEW_YORK))
+            return local.replace(hour=EXTENDED_HOURS[0], minute=0)
+        return self.sessions.open_of(day)
 
     def build_feeds(self) -> None:
         """One adapter per [[feeds]] entry (see `monitor.feed_wiring`); the counters the README

@@ -163,7 +163,7 @@ class Engine:
             stopped = pl.col("symbol").is_in(list(self.halted))
             since = self._halt_times(frame)
             if since is not None:
-                stopped &= since.is_null() | (_time_of(frame) >= since)
+                stopped &= since.is_null() | (self._time_of(frame) >= since)
             rejections += [
                 Rejection(reason="halted", symbol=s, raw=f"{s} {p}")
                 for s, p in frame.filter(stopped).select("symbol", price).iter_rows()
@@ -219,6 +219,16 @@ class Engine:
         else:
             self.halted.discard(symbol)
             self._halted_at.pop(symbol, None)
+
+    def _time_of(self, frame: pl.DataFrame) -> pl.Expr:
+        """When a row of a batch happened, for a halt: a tick's `ts`, a minute bar's start (the
+        minute the halt began in has the trades before it), a session bar's close (a halt
+        after the close leaves the session's bar alone)."""
+        if "ts" in frame.columns:
+            return pl.col("ts")
+        if "start" in frame.columns:
+            return pl.col("start")
+        return self.sessions.close_of_expr(pl.col("session"))
 
     def _halt_times(self, frame: pl.DataFrame) -> pl.Expr | None:
         """Per row of `frame`, when its symbol's halt began (null: unknown), as an expression
@@ -563,18 +573,6 @@ class Engine:
             return 0
         self.ingest_daily(state.daily)
         return state.daily.height
-
-
-def _time_of(frame: pl.DataFrame) -> pl.Expr:
-    """When a row of a batch happened, for a halt: a tick's `ts`, a minute bar's start (the
-    minute the halt began in has the trades before it), a session bar's day (its end in UTC:
-    a halt at any time of a session rejects its bar)."""
-    if "ts" in frame.columns:
-        return pl.col("ts")
-    if "start" in frame.columns:
-        return pl.col("start")
-    day = pl.col("session").cast(pl.Datetime("us", "UTC"))
-    return day + dt.timedelta(days=1)
 
 
 def _then(kept: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:

@@ -346,7 +346,9 @@ class WebSocketFeed:
                 status=control.msg,
                 codes=control.detail,
             )
-            self._emit("trading_status", symbol=control.symbol, halted=control.halted)
+            # (at the provider's time of it: the halt began then, not when it reached us)
+            at = control.ts
+            self._emit("trading_status", symbol=control.symbol, halted=control.halted, at=at)
         elif kind == "subscribed":
             self._on_subscribed(control.msg)
         elif kind == "ping":
@@ -374,9 +376,11 @@ class WebSocketFeed:
         symbol: str | None = None,
         halted: bool | None = None,
         message: str = "",
+        at: dt.datetime | None = None,
     ) -> None:
         if self._on_event is not None:
-            event = FeedEvent(self.name, kind, self._clock(), gap_s, symbol, halted, message)
+            when = at or self._clock()
+            event = FeedEvent(self.name, kind, when, gap_s, symbol, halted, message)
             self._on_event(event)
 
     # --- backfill --------------------------------------------------------------------------------

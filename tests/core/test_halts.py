@@ -22,6 +22,14 @@ def minute(symbol: str, start: dt.datetime) -> dict[str, object]:
             "close": 10.0, "volume": 100.0}  # fmt: skip
 
 
+def session_bars(*days: dt.date) -> pl.DataFrame:
+    """ABC's session bar of each of `days`, at 10."""
+    n = len(days)
+    prices = {name: [10.0] * n for name in ("open", "high", "low", "close")}
+    frame = {"symbol": ["ABC"] * n, "session": list(days), **prices, "volume": [1e5] * n}
+    return pl.DataFrame(frame, schema=DAILY_SCHEMA)
+
+
 def rejected(engine: Engine, batch: FeedBatch) -> list[tuple[str, str | None]]:
     return [(r.reason, r.symbol) for r in engine.ingest(batch)]
 
@@ -49,12 +57,7 @@ def test_a_halt_rejects_prints_from_when_it_began(sessions: Sessions) -> None:
     assert rejected(engine, bars) == [("halted", "ABC")]
 
     daily = FeedBatch.empty("t")
-    daily.daily_bars = pl.DataFrame(
-        {"symbol": ["ABC", "ABC"], "session": [dt.date(2024, 7, 16), dt.date(2024, 7, 17)],
-         "open": [10.0, 10.0], "high": [10.0, 10.0], "low": [10.0, 10.0], "close": [10.0, 10.0],
-         "volume": [1e5, 1e5]},
-        schema=DAILY_SCHEMA,
-    )  # fmt: skip
+    daily.daily_bars = session_bars(dt.date(2024, 7, 16), dt.date(2024, 7, 17))
     assert rejected(engine, daily) == [("halted", "ABC")]
 
     engine.set_halted("ABC", False)
@@ -73,3 +76,16 @@ def test_a_halt_reported_with_no_time_before_any_clock_rejects_every_print(
     ticks = FeedBatch.empty("t")
     ticks.ticks = ticks_frame([Tick("ABC", HALT - 3600 * _S, 10.0, 100.0, "a")])
     assert rejected(engine, ticks) == [("halted", "ABC")]
+
+
+def test_a_halt_after_the_close_leaves_that_sessions_bar_alone(sessions: Sessions) -> None:
+    """A halt at 17:00 New York (after-hours news): the day's session bar, sent after it, closed
+    before the halt began and is taken; the next day's is rejected."""
+    after_close = dt.datetime(2024, 7, 17, 21, 0, tzinfo=dt.UTC)
+    engine = Engine(RulesFile(), sessions)
+    engine.advance(after_close)
+    engine.set_halted("ABC", True, at=after_close)
+    daily = FeedBatch.empty("t")
+    daily.daily_bars = session_bars(dt.date(2024, 7, 17), dt.date(2024, 7, 18))
+    assert rejected(engine, daily) == [("halted", "ABC")]
+    assert engine.accepted.daily_bars.get_column("session").to_list() == [dt.date(2024, 7, 17)]

@@ -134,11 +134,48 @@ def test_the_daemon_gives_its_websocket_feeds_the_clock_it_stopped_at(
         'symbols = ["AAPL"]\nkey_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
     )
     conf.chmod(0o600)
+
+    def feed_at(now: dt.datetime) -> WebSocketFeed:
+        daemon = Daemon(cfg.load(conf), clock=SimClock(now))
+        daemon.build_feeds()
+        feed = daemon.feeds[0]
+        assert isinstance(feed, WebSocketFeed)
+        return feed
+
     now = stopped + dt.timedelta(minutes=40)
-    daemon = Daemon(cfg.load(conf), clock=SimClock(now))
-    daemon.build_feeds()
-    feed = daemon.feeds[0]
-    assert isinstance(feed, WebSocketFeed)
+    feed = feed_at(now)
     assert feed._gap_start == stopped
     # (2024-07-16 under way: the latest closed session is 07-15, the one before it 07-12)
     assert feed._reach(now) == dt.datetime(2024, 7, 12, 13, 30, tzinfo=UTC)
+
+    # Back a week later, the saved sessions too old to take up: the feed still backfills,
+    # from the oldest session the engine takes (07-22, before 07-23, the latest closed), and
+    # with extended hours from its pre-market (04:00 New York).
+    later = dt.datetime(2024, 7, 24, 14, 0, tzinfo=UTC)
+    conf.write_text(conf.read_text() + "[engine]\nextended_hours = true\n")
+    feed = feed_at(later)
+    assert feed._gap_start == stopped
+    assert feed._reach(later) == dt.datetime(2024, 7, 22, 8, 0, tzinfo=UTC)
+
+
+async def test_a_halt_is_dated_by_the_providers_time_not_its_arrival() -> None:
+    """An Alpaca trading status reaches the daemon as a `trading_status` event at the time the
+    provider stamped (when the halt began), not when the feed read it."""
+    from monitor.feeds.events import FeedEvent
+
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    events: list[FeedEvent] = []
+    halt = {"T": "s", "S": "GME", "sc": "H", "sm": "Trading Halt", "rc": "T12",
+            "rm": "Info Requested", "t": "2021-01-27T15:00:00Z", "z": "C"}  # fmt: skip
+    async with FakeStream("alpaca") as fake:
+        clock = Clock(dt.datetime(2021, 1, 27, 15, 0, 40, tzinfo=UTC))  # (read 40 s later)
+        feed = make_feed("alpaca", fake.url, queue, Counters(), clock=clock, events=events)
+        async with running(feed):
+            await asyncio.wait_for(fake.subscribed.wait(), 5)
+            await fake.push([halt])
+            async with asyncio.timeout(5):
+                while not events:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+    assert [(e.kind, e.symbol, e.halted, e.at) for e in events] == [
+        ("trading_status", "GME", True, dt.datetime(2021, 1, 27, 15, 0, tzinfo=UTC))
+    ]
