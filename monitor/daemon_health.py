@@ -2,7 +2,8 @@
 
 Degraded: a feed crashed lately (CRASH_SHOWN_S), stopped for good, disconnected (with the cause
 its broker or provider gave), or stale; Redis unavailable (with why, and the outbox's depth);
-the journal not written (a full disk: the messages of the steps waiting are not acknowledged).
+the journal not written (a full disk: the messages of the steps waiting are not acknowledged);
+session bars held back as cut short (a feed down through the close: the daily rules wait).
 Down: the engine loop has not stepped for 30 s.
 """
 
@@ -50,6 +51,12 @@ def health_report(daemon: Daemon, publisher: RedisPublisher, pipeline: Pipeline)
         reasons.append(
             f"journal not written ({daemon.intraday.journal_error}): {steps} waiting, their"
             " messages not acknowledged"
+        )
+    if pipeline.held:
+        held = ", ".join(f"{n} of {day}" for day, n in sorted(pipeline.held.items()))
+        reasons.append(
+            f"session bars held back as cut short ({held}): waiting for the minutes that make"
+            " them whole (a feed's backfill)"
         )
     stalled = time.monotonic() - pipeline.last_step_at > 30
     status = "down" if stalled else ("degraded" if reasons else "healthy")

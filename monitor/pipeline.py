@@ -96,6 +96,9 @@ class Pipeline:
             "bar_events", "Bar builder events: late ticks corrected, bars replaced, ... by kind"
         )
         self._book_counts: dict[str, int] = {}
+        # session -> how many symbols' session bars are held back as cut short (/healthz):
+        # taken from the engine after the steps that hold, release or refuse some
+        self.held: dict[dt.date, int] = {}
         self._newest: dt.datetime | None = None  # the newest accepted tick or minute bar's end
         self._unsaid_corrections = 0  # (see `_corrected`)
         self._corrections_said_at = -LOG_EVERY_S
@@ -264,6 +267,7 @@ class Pipeline:
                 prints=reset.prints,
                 note="prints this far from the last price kept coming: taken as the new level",
             )
+        changed = bool(refused)
         for kind, n in self.engine.book_counts().items():
             new = n - self._book_counts.get(kind, 0)
             if new > 0:
@@ -273,6 +277,9 @@ class Pipeline:
                     self._corrected(new)
                 elif kind == "session_held":
                     self._held(new)
+                changed |= kind in ("session_held", "session_released")
+        if changed:
+            self.held = {day: len(bars) for day, bars in self.engine.held().items()}
 
     def _held(self, new: int) -> None:
         """Say that session bars were held back at the close as cut short: which, and why

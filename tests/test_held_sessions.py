@@ -5,10 +5,12 @@ first; never for a halted symbol or a thin one. The daemon over MQTT does the sa
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import polars as pl
@@ -22,6 +24,7 @@ from monitor.core.engine import Engine
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, FeedBatch
 from monitor.core.rules.spec import RulesFile, parse_rules
 from monitor.core.sessions import Sessions
+from monitor.service import Daemon
 from monitor.store import Store
 from tests.test_restart_bars import until
 from tests.test_service import daemon_running, write_config
@@ -200,6 +203,15 @@ def test_a_held_bar_survives_a_restart(sessions: Sessions, tmp_path: Path) -> No
     assert BarBook(sessions).held() == {}
 
 
+async def healthz(daemon: Daemon) -> dict[str, Any]:
+    """GET /healthz of the running daemon."""
+    from tests.security.daemon import http_get
+
+    port = int(daemon.counters.get("http_port"))
+    body: dict[str, Any] = json.loads(await asyncio.to_thread(http_get, port, "/healthz"))
+    return body
+
+
 @pytest.mark.integration
 async def test_the_daemon_holds_a_session_its_feed_missed_the_end_of(tmp_path: Path) -> None:
     """Over MQTT: minute bars of two symbols, one of them only until noon, the clock past the
@@ -235,6 +247,9 @@ async def test_the_daemon_holds_a_session_its_feed_missed_the_end_of(tmp_path: P
                 assert stored.get_column("symbol").to_list() == ["WHOLE"]
                 assert list(daemon.engine.held()[DAY]) == ["CUT"]
                 assert daemon.counters.get("bar_events", kind="session_held") == 1
+                said = await healthz(daemon)
+                assert said["status"] == "degraded"
+                assert "session bars held back as cut short (1 of 2024-07-16)" in said["reasons"][0]
                 await publish(the_afternoon())
                 clock.set(AFTER_CLOSE + dt.timedelta(minutes=1))
                 await until(lambda: daemon.engine.held() == {})
@@ -242,6 +257,9 @@ async def test_the_daemon_holds_a_session_its_feed_missed_the_end_of(tmp_path: P
                 stored = daemon.engine.daily.filter(pl.col("session") == DAY).sort("symbol")
                 assert stored.get_column("symbol").to_list() == ["CUT", "WHOLE"]
                 assert stored.filter(pl.col("symbol") == "CUT").get_column("close").item() == 10.2
+                async with asyncio.timeout(10):  # (the loop's summary follows the step)
+                    while [r for r in (await healthz(daemon))["reasons"] if "held" in r]:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
         said = [e for e in logs if e["event"] == "session_bars_held"]
         assert [e["symbols"] for e in said] == [["CUT"]]
         assert said[0]["session"] == "2024-07-16"
