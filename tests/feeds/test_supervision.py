@@ -93,7 +93,7 @@ async def test_a_crashing_feed_is_started_again_and_a_refused_one_left_stopped()
 def _health_parts(daemon: Any) -> tuple[Any, Any]:
     """The publisher and pipeline `Daemon.health` reads: here, ones that say all is well."""
     publisher = types.SimpleNamespace(is_available=True)
-    pipeline = types.SimpleNamespace(last_step_at=float("inf"))  # (stepping: not stalled)
+    pipeline = types.SimpleNamespace(last_step_at=float("inf"), held={})  # (stepping)
     return publisher, pipeline
 
 
