@@ -111,7 +111,9 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     for bars in (state.open, state.waiting):
         if bars.height:
             starts = bars.get_column("start").unique().to_list()
-            sessions += [s for s, _ in book._classify(starts).values() if s is not None]
+            sessions += [
+                s for s, _ in book._minute_classes.classify(starts).values() if s is not None
+            ]
     held = conform(state.held, HELD_SCHEMA)
     if not sessions or (keep is not None and max(sessions) < keep):
         book._closed.refused += held.rows()  # (no later minutes can make them whole now)

@@ -38,10 +38,11 @@ What is kept in memory:
 `state()` and `restore(state, now)` save that (the ticks ahead of the clock aside: they are
 seconds ahead at most, or from the future) across a restart: see `monitor.core.bar_state`.
 The schemas of the book's frames and the expressions it runs on each batch are in
-`monitor.core.book_frames`. Three parts of the book's state are objects of their own, which it
+`monitor.core.book_frames`. Four parts of the book's state are objects of their own, which it
 owns and drives: its closed minute bars and what it has to emit of them
-(`monitor.core.closed_minutes`), its duplicate keys (`monitor.core.duplicate_keys`) and what
-waits for its clock (`monitor.core.clock_queue`).
+(`monitor.core.closed_minutes`), its duplicate keys (`monitor.core.duplicate_keys`), what
+waits for its clock (`monitor.core.clock_queue`) and which session each minute belongs to
+(`monitor.core.minute_classes`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ from monitor.core.book_frames import (
     BAR_RAW,
     KEYS,
     OPEN_SCHEMA,
-    STATE_SCHEMA,
     TICK_RAW,
     PrintCheck,
     aggregate,
@@ -80,15 +80,15 @@ from monitor.core.duplicate_keys import (
     TICK_KEY,
     DuplicateKeys,
 )
+from monitor.core.minute_classes import EXTENDED_HOURS as EXTENDED_HOURS  # (re-exported)
+from monitor.core.minute_classes import MinuteClasses
 from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, TS, Rejection, empty
-from monitor.core.sessions import NEW_YORK, Sessions, minute_date
+from monitor.core.sessions import Sessions, minute_date
 
 if TYPE_CHECKING:
     from monitor.core.bar_state import BookState
 
 COMPACT_ROWS = 50_000  # accepted ticks aggregated into the open bars at the latest
-_CLASS_CACHE = 100_000  # minute starts whose session is remembered (cleared when exceeded)
-EXTENDED_HOURS = (4, 20)  # New York hours [from, to) accepted with extended_hours=True
 CLOSING_PRINT = dt.timedelta(seconds=1)  # ticks this soon after a close belong to its session
 _MINUTE = dt.timedelta(minutes=1)
 _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
@@ -144,9 +144,6 @@ class BarBook:
         self.late_ticks = late_ticks
         self.close_delay = dt.timedelta(seconds=close_delay_s)
         self.counts: dict[str, int] = {}
-        self._calendar = sessions.frame.select(
-            pl.col("session").alias("day"), "session", "open_ts", "close_ts"
-        )
         self._closes: set[dt.datetime] = set(sessions.frame.get_column("close_ts").to_list())
         self._now: dt.datetime | None = None
         self._keep_from: dt.date | None = None
@@ -155,7 +152,7 @@ class BarBook:
         self._partial_rows = 0
         self._earliest: dt.datetime | None = None  # no open bar or tick starts before this
         self._closed = ClosedMinutes(sessions, self.close_delay, hold=hold_cut_short, exempt=exempt)
-        self._classes: dict[dt.datetime, tuple[dt.date | None, bool]] = {}
+        self._minute_classes = MinuteClasses(sessions, extended_hours)
         self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
         self._waiting = ClockQueue()  # provider bars and ticks ahead of the clock
         # The closing prints taken (ticks stamped in a close's first second), as partial bars
@@ -224,7 +221,7 @@ class BarBook:
         if not n_late:
             return good
         self._count("late_tick_corrected", n_late)
-        self._closed.merge(self._with_session(aggregate(good.filter("late"))))
+        self._closed.merge(self._minute_classes.with_session(aggregate(good.filter("late"))))
         return good.filter(~pl.col("late"))
 
     def _take_ticks(self, good: pl.DataFrame, earliest: dt.datetime | None) -> None:
@@ -309,7 +306,7 @@ class BarBook:
             closing = self._open.filter(due)
             if closing.height:
                 self._open = self._open.filter(~due)
-                self._closed.merge(self._with_session(closing))
+                self._closed.merge(self._minute_classes.with_session(closing))
             earliest = self._open.get_column("start").min() if self._open.height else None
             self._earliest = earliest  # type: ignore[assignment]
         minute, day = self._closed.emit(self._now)
@@ -353,7 +350,9 @@ class BarBook:
         held = set(self._closed.minutes)
         if self._open.height:
             self._compact()
-            held |= set(self._with_session(self._open).get_column("session").drop_nulls())
+            held |= set(
+                self._minute_classes.with_session(self._open).get_column("session").drop_nulls()
+            )
         return sorted(
             s
             for s in held
@@ -405,7 +404,7 @@ class BarBook:
                 prints = self._closing_prints.join(good.select(KEYS), on=KEYS, how="semi")
                 if prints.height:
                     good = combine(pl.concat([good.select(prints.columns), prints]))
-            good = self._with_session(good)
+            good = self._minute_classes.with_session(good)
             keys = good.select(KEYS)
             self._compact()
             stored = self._closed.stored(good)
@@ -426,31 +425,6 @@ class BarBook:
         assert self._now is not None
         return self._now - _MINUTE - self.close_delay
 
-    def _classify(
-        self, starts: list[dt.datetime]
-    ) -> dict[dt.datetime, tuple[dt.date | None, bool]]:
-        """(session, regular) of minute starts; the session is None when the minute is not
-        accepted (outside its session, or outside extended hours when those are on). Cached."""
-        missing = [s for s in starts if s not in self._classes]
-        if missing:
-            if len(self._classes) > _CLASS_CACHE:
-                self._classes.clear()
-            local = pl.col("start").dt.convert_time_zone(NEW_YORK)
-            table = (
-                pl.DataFrame({"start": missing}, schema={"start": TS})
-                .with_columns(day=local.dt.date(), hour=local.dt.hour())
-                .join(self._calendar, on="day", how="left", maintain_order="left")
-            )
-            regular = pl.col("start").is_between("open_ts", "close_ts", closed="left")
-            accept = regular.fill_null(False)
-            if self.extended_hours:
-                lo, hi = EXTENDED_HOURS
-                in_hours = pl.col("session").is_not_null() & pl.col("hour").is_between(lo, hi - 1)
-                accept = accept | in_hours
-            rows = table.select(pl.when(accept).then("session"), regular.fill_null(False)).rows()
-            self._classes.update(zip(missing, rows, strict=True))
-        return {s: self._classes[s] for s in starts}
-
     def _screen(
         self, frame: pl.DataFrame, late_reason: str, starts: list[dt.datetime] | None = None
     ) -> list[pl.Expr]:
@@ -458,7 +432,7 @@ class BarBook:
         (`starts`: the frame's distinct minute starts, if known)."""
         if starts is None:
             starts = frame["start"].drop_nulls().unique().to_list()
-        classes = self._classify(starts)
+        classes = self._minute_classes.classify(starts)
         outside = [s for s, (session, _) in classes.items() if session is None]
         keep = self._keep_from
         old = [s for s, (session, _) in classes.items() if session and keep and session < keep]
@@ -469,15 +443,6 @@ class BarBook:
             for starts, reason in flags
             if starts
         ]
-
-    def _with_session(self, bars: pl.DataFrame) -> pl.DataFrame:
-        classes = self._classify(bars["start"].unique().to_list())
-        table = pl.DataFrame(
-            [list(classes), *zip(*classes.values(), strict=True)],
-            schema={"start": TS, "session": pl.Date(), "regular": pl.Boolean()},
-            orient="col",
-        )
-        return bars.join(table, on="start", how="left").select(list(STATE_SCHEMA))
 
     def _compact(self) -> None:
         """Fold the accepted ticks piled up since the last call into the open bars."""

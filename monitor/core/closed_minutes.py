@@ -29,7 +29,7 @@ import datetime as dt
 import polars as pl
 
 from monitor.core.book_frames import KEYS, STATE_SCHEMA, combine, session_bars
-from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TS, empty
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TS, Rejection, empty
 from monitor.core.sessions import Sessions
 from monitor.core.silences import cut_short_in
 
@@ -198,3 +198,37 @@ class ClosedMinutes:
         if symbols is not None:
             bars = bars.filter(pl.col("symbol").is_in(symbols.implode()))
         return session_bars(bars, session)
+
+
+def refusals(cut_short: pl.DataFrame, daily: pl.DataFrame) -> list[Rejection]:
+    """The held session bars given up (HELD_SCHEMA rows: `take_refused`) as rejections
+    (`session_cut_short`), but of those whose symbol has a bar of that session in `daily` all
+    the same (a provider's)."""
+    if cut_short.is_empty():
+        return []
+    refused = cut_short.join(daily, on=["symbol", "session"], how="anti")
+    return [
+        Rejection(
+            "session_cut_short",
+            symbol,
+            f"{why}; no later minutes made it whole: its session bar is not built",
+        )
+        for symbol, why in refused.select("symbol", "why").iter_rows()
+    ]
+
+
+def still_held(
+    held: dict[dt.date, dict[str, str]], daily: pl.DataFrame
+) -> dict[dt.date, dict[str, str]]:
+    """`held` (session -> symbol -> why) less the symbols with a bar of that session in
+    `daily` all the same (a provider's)."""
+    if not held:
+        return held
+    keys = pl.DataFrame(
+        [(day, symbol) for day, bars in held.items() for symbol in bars],
+        schema={"session": pl.Date(), "symbol": pl.String()},
+        orient="row",
+    )
+    for day, symbol in keys.join(daily, on=["symbol", "session"], how="semi").rows():
+        del held[day][symbol]
+    return {day: bars for day, bars in held.items() if bars}

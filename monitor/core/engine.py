@@ -18,12 +18,12 @@ import polars as pl
 from monitor.core import bar_history, bar_state, evaluation
 from monitor.core.bar_history import PRICE_COLS as PRICE_COLS  # (re-exported)
 from monitor.core.bar_history import not_held
+from monitor.core.closed_minutes import refusals, still_held
 from monitor.core.emitted import Emitted
 from monitor.core.model import (
     DAILY_SCHEMA,
     MINUTE_SCHEMA,
     TICK_SCHEMA,
-    TS,
     FeedBatch,
     Rejection,
     empty,
@@ -34,6 +34,7 @@ from monitor.core.price_check import PriceCheck, Reset
 from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import Rule, RulesFile
+from monitor.core.screen import Screen
 from monitor.core.sessions import Sessions
 from monitor.core.step import EngineState as EngineState  # (re-exported)
 from monitor.core.step import Step as Step  # (re-exported)
@@ -85,12 +86,11 @@ class Engine:
         self._bar_options = bar_options or {}
         self._book: BarBook | None = None
         self._minute_history = minute_history
-        self.universe = universe or None
+        # the universe and the halts: what of a feed's rows is refused (`monitor.core.screen`)
+        self.screen = Screen(sessions, universe or None)
         self.max_jump = max_jump
         self.max_jump_confirm = max_jump_confirm  # out-of-band prints in a row: a new level
         self._prices: PriceCheck | None = None
-        self.halted: set[str] = set()
-        self._halted_at: dict[str, dt.datetime] = {}  # (when each halt began, when known)
         self._last_closed_seen: dt.date | None = None
         self._corrected = 0  # session bars of periods already evaluated (see `book_counts`)
         self._official = OfficialBars(sessions)  # a provider's session bars outrank built ones
@@ -106,9 +106,8 @@ class Engine:
         # the daemon's; replay steps a day at a time, for speed (see README).
         self.minute_by_minute = minute_by_minute
         self.minutes_apart = MINUTES_APART  # (at most, a step's: see `minute_batches`)
-        # Session bars built of minutes that look cut short at the close (a feed down
-        # through it) held back until later minutes make them whole: the daemon's (see
-        # `monitor.core.closed_minutes`); replay refuses them from the whole data.
+        # Session bars of minutes cut short held back at the close: the daemon's (replay
+        # refuses them from the whole data; see `monitor.core.closed_minutes`).
         self.hold_cut_short = hold_cut_short
 
     # ----------------------------------------------------------------- ingest
@@ -126,14 +125,14 @@ class Engine:
         # bars are not screened (see `monitor.core.price_check`); their closes are noted.
         check = None if taken else self._price_check()
         if batch.ticks.height:
-            ticks = batch.ticks if taken else self._screen(batch.ticks, "price", rejections)
+            ticks = batch.ticks if taken else self.screen.apply(batch.ticks, "price", rejections)
             rejections += self.book.ingest_ticks(ticks, check, taken=taken)
             new = self.book.accepted.select(list(TICK_SCHEMA))
             accepted.ticks = _then(accepted.ticks, new)
             self._note_prices(new, "price", "ts")
         if batch.minute_bars.height:
             bars = batch.minute_bars
-            bars = bars if taken else self._screen(bars, "close", rejections)
+            bars = bars if taken else self.screen.apply(bars, "close", rejections)
             rejections += self.book.ingest_minute_bars(bars, check, taken=taken)
             self._took_minutes(self.book.accepted)
         if batch.daily_bars.height:
@@ -144,7 +143,9 @@ class Engine:
             # (a journal's bars that the history holds as they are were stored before the
             # stop: taken in again, they would count as corrections of evaluated sessions)
             daily = (
-                not_held(daily, self.daily) if taken else self._screen(daily, "close", rejections)
+                not_held(daily, self.daily)
+                if taken
+                else self.screen.apply(daily, "close", rejections)
             )
             refused, good = self._ingest_daily(daily)
             if not taken:
@@ -154,29 +155,6 @@ class Engine:
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
-
-    def _screen(self, frame: pl.DataFrame, price: str, rejections: list[Rejection]) -> pl.DataFrame:
-        """Reject symbols outside the configured universe (`unknown_symbol`) and prints of halted
-        symbols (`halted`: a halted name cannot rally in the feed) from the halt on: a late
-        print or a backfilled bar of before it is taken."""
-        if self.halted:
-            stopped = pl.col("symbol").is_in(list(self.halted))
-            since = self._halt_times(frame)
-            if since is not None:
-                stopped &= since.is_null() | (self._time_of(frame) >= since)
-            rejections += [
-                Rejection(reason="halted", symbol=s, raw=f"{s} {p}")
-                for s, p in frame.filter(stopped).select("symbol", price).iter_rows()
-            ]
-            frame = frame.filter(~stopped)
-        if self.universe is not None:
-            unknown = ~pl.col("symbol").is_in(list(self.universe))
-            rejections += [
-                Rejection(reason="unknown_symbol", symbol=s, raw=f"{s} {p}")
-                for s, p in frame.filter(unknown).select("symbol", price).iter_rows()
-            ]
-            frame = frame.filter(~unknown)
-        return frame
 
     def _took_minutes(self, bars: pl.DataFrame) -> None:
         """Provider minute bars the book took: in `accepted`, their closes noted."""
@@ -209,39 +187,8 @@ class Engine:
         return self._prices.take_resets() if self._prices is not None else []
 
     def set_halted(self, symbol: str, halted: bool, at: dt.datetime | None = None) -> None:
-        """A trading halt (or its end) reported by a feed, `at` when (None: the clock's now;
-        unknown before the first `advance`: every print of the symbol is then rejected)."""
-        if halted:
-            self.halted.add(symbol)
-            when = at or self.now
-            if when is not None and symbol not in self._halted_at:
-                self._halted_at[symbol] = when
-        else:
-            self.halted.discard(symbol)
-            self._halted_at.pop(symbol, None)
-
-    def _time_of(self, frame: pl.DataFrame) -> pl.Expr:
-        """When a row of a batch happened, for a halt: a tick's `ts`, a minute bar's start (the
-        minute the halt began in has the trades before it), a session bar's close (a halt
-        after the close leaves the session's bar alone)."""
-        if "ts" in frame.columns:
-            return pl.col("ts")
-        if "start" in frame.columns:
-            return pl.col("start")
-        return self.sessions.close_of_expr(pl.col("session"))
-
-    def _halt_times(self, frame: pl.DataFrame) -> pl.Expr | None:
-        """Per row of `frame`, when its symbol's halt began (null: unknown), as an expression
-        (None: no halt time is known)."""
-        if not self._halted_at:
-            return None
-        times = pl.col("symbol").replace_strict(
-            list(self._halted_at),
-            list(self._halted_at.values()),
-            default=None,
-            return_dtype=TS,
-        )
-        return times
+        """A trading halt (or its end), `at` when (None: now; see `monitor.core.screen`)."""
+        self.screen.set_halted(symbol, halted, at or self.now)
 
     def ingest_daily(self, bars: pl.DataFrame) -> list[Rejection]:
         """Upsert session bars by (symbol, session); they count once their session has closed."""
@@ -263,7 +210,7 @@ class Engine:
             self._book = BarBook(
                 self.sessions,
                 hold_cut_short=self.hold_cut_short,
-                exempt=self.halted,  # (the same set: `set_halted` changes it in place)
+                exempt=self.screen.halted,  # (the same set: `set_halted` changes it in place)
                 **self._bar_options,
             )
             if self.now is not None:  # (ticks and bars ahead of the clock wait: see BarBook)
@@ -286,18 +233,7 @@ class Engine:
     def held(self) -> dict[dt.date, dict[str, str]]:
         """The session bars held back as cut short (`hold_cut_short`): session -> symbol ->
         why; but of a symbol with a bar of that session all the same (a provider's)."""
-        held = self._book.held() if self._book is not None else {}
-        if not held:
-            return held
-        keys = pl.DataFrame(
-            [(day, symbol) for day, bars in held.items() for symbol in bars],
-            schema={"session": pl.Date(), "symbol": pl.String()},
-            orient="row",
-        )
-        stored = keys.join(self.daily, on=["symbol", "session"], how="semi").rows()
-        for day, symbol in stored:
-            del held[day][symbol]
-        return {day: bars for day, bars in held.items() if bars}
+        return still_held(self._book.held(), self.daily) if self._book is not None else {}
 
     # ---------------------------------------------------------------- advance
     def advance(self, now: dt.datetime, *, deferred: bool = False) -> Step:
@@ -312,7 +248,7 @@ class Engine:
         if self._book is not None:
             closed = self._book.advance(now)
             minute_bars, built_daily, rejected = closed.minute, closed.daily, closed.rejected
-            rejected = [*rejected, *self._refused(closed.cut_short)]
+            rejected = [*rejected, *refusals(closed.cut_short, self.daily)]
             self.counts.update(r.reason for r in rejected)
             if closed.taken.height:
                 self._took_minutes(closed.taken)
@@ -342,22 +278,6 @@ class Engine:
         else:
             lines = self.emitted.new([alert_lines(f, rule, self.ctx) for rule, f in parts])
         return Step(lines, minute_bars, new_daily, rejected, parts)
-
-    def _refused(self, cut_short: pl.DataFrame) -> list[Rejection]:
-        """The session bars the book held back as cut short and gave up (HELD_SCHEMA), as
-        rejections (`session_cut_short`), but of those whose symbol has a bar of that session
-        all the same (a provider's)."""
-        if cut_short.is_empty():
-            return []
-        refused = cut_short.join(self.daily, on=["symbol", "session"], how="anti")
-        return [
-            Rejection(
-                "session_cut_short",
-                symbol,
-                f"{why}; no later minutes made it whole: its session bar is not built",
-            )
-            for symbol, why in refused.select("symbol", "why").iter_rows()
-        ]
 
     def _add_minutes(
         self, bars: pl.DataFrame, now: dt.datetime, late: bool

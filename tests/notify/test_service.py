@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from monitor.core.counters import Counters
 from monitor.core.model import decode_alert
@@ -439,8 +440,11 @@ async def test_a_notifier_started_after_the_digest_time_sends_the_day_digest_onc
             digest={"enabled": True, "at": "00:00", "tz": "UTC"},
         )
         await publish(stream, [alert(1)])
-        async with running(config):
-            await until(lambda: any("digest" in b["title"].lower() for b in hooks.bodies("/chat")))
+        # (until the digest is recorded as sent, not just received: stopped between the two,
+        # its claim would still stand at the next start, "being sent by another notifier")
+        with capture_logs() as logs:
+            async with running(config):
+                await until(lambda: any(e["event"] == "digest_delivered" for e in logs))
         digests = [b for b in hooks.bodies("/chat") if "digest" in b["title"].lower()]
         async with running(config):
             await asyncio.sleep(0.5)
