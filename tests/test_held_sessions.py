@@ -335,11 +335,8 @@ async def test_held_and_refused_bars_are_said_with_the_symbols_and_why(
     `session_bars_refused` when the session is forgotten, each naming the symbols, with a
     reason not cut short; the refusal is counted as a rejection and not said again in the
     rejections' own line."""
-    import asyncio
-
     from monitor.core.counters import Counters
-    from monitor.feeds.wire import Wire
-    from monitor.pipeline import Pipeline
+    from tests.test_pipeline import drained
 
     engine = engine_with(sessions, hold=True)
     batch = FeedBatch.empty("feed")
@@ -348,16 +345,7 @@ async def test_held_and_refused_bars_are_said_with_the_symbols_and_why(
     counters = Counters()
     said = []
     for now in (AFTER_CLOSE, sessions.close_of(dt.date(2024, 7, 18)) + dt.timedelta(seconds=10)):
-        queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
-        queue.put_nowait(FeedBatch.empty("idle"))
-        pipeline = Pipeline(
-            engine, queue, clock=SimClock(now), counters=counters, sinks=[], decoders={}
-        )
-        done = asyncio.Event()
-        done.set()
-        with capture_logs() as logs:
-            await asyncio.wait_for(pipeline.run(done, done), 10)
-        said += logs
+        said += await drained(engine, [FeedBatch.empty("idle")], counters, now)
     held = [e for e in said if e["event"] == "session_bars_held"]
     assert [(e["session"], e["symbols"], e["held"]) for e in held] == [("2024-07-16", ["CUT"], 1)]
     refused = [e for e in said if e["event"] == "session_bars_refused"]

@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import polars as pl
@@ -57,6 +58,26 @@ async def run_pipeline(
     done.set()  # feeds done and stop asked: drain the queue, then return
     await asyncio.wait_for(pipeline.run(done, done), 10)
     return steps
+
+
+async def drained(
+    engine: Engine, items: list[FeedBatch | Wire], counters: Counters, now: dt.datetime = NOW
+) -> list[dict[str, Any]]:
+    """Run the engine loop over `engine` at `now` until it has drained `items`: what it
+    logged."""
+    from structlog.testing import capture_logs
+
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    pipeline = Pipeline(
+        engine, queue, clock=SimClock(now), counters=counters, sinks=[], decoders={}
+    )
+    done = asyncio.Event()
+    done.set()  # feeds done and stop asked: drain the queue, then return
+    with capture_logs() as logs:
+        await asyncio.wait_for(pipeline.run(done, done), 10)
+    return logs
 
 
 async def test_a_wire_is_acknowledged_once_after_its_ticks_were_processed(
@@ -226,7 +247,6 @@ async def test_session_bars_stored_as_corrections_are_logged(sessions: Sessions)
     """A session bar for a day already evaluated (a feed sending late, or out of order) fires
     nothing: the daemon says so in one `daily_bars_corrected` warning with the count, besides
     `bar_events{kind="daily_bar_corrected"}`."""
-    from structlog.testing import capture_logs
 
     from monitor.cli import load_rules
     from monitor.datafiles import DataSpec, read_daily
@@ -241,16 +261,8 @@ async def test_session_bars_stored_as_corrections_are_logged(sessions: Sessions)
     # 07-12 and 07-15: the last day evaluated is evaluated again; 07-12's is a correction
     revised = pl.col("close") * 1.01
     late.daily_bars = bars.tail(2).with_columns(revised, pl.max_horizontal("high", revised))
-    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
-    queue.put_nowait(late)
     counters = Counters()
-    pipeline = Pipeline(
-        engine, queue, clock=SimClock(NOW), counters=counters, sinks=[], decoders={}
-    )
-    done = asyncio.Event()
-    done.set()
-    with capture_logs() as logs:
-        await asyncio.wait_for(pipeline.run(done, done), 10)
+    logs = await drained(engine, [late], counters)
     said = [(e["bars"], e["log_level"]) for e in logs if e["event"] == "daily_bars_corrected"]
     assert said == [(1, "warning")]
     assert counters.get("bar_events", kind="daily_bar_corrected") == 1
