@@ -49,7 +49,8 @@ class Intraday:
         self._unwritten_rows = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intraday")
         self._pending: Future[None] | None = None
-        # The book's clock saved at the last stop (None: none, or one later than now): the
+        # When the data taken up at the start ends: the book's clock saved at the last stop,
+        # or the journal's last tick or minute since (None: neither, or later than now). The
         # WebSocket feeds backfill from there what came while the daemon was down (as far
         # back as the engine takes minutes, however long ago that was).
         self.resumed_from: dt.datetime | None = None
@@ -226,6 +227,7 @@ class Intraday:
         if covered is not None:
             self.journal.continue_after(covered)
         ticks = minutes = daily = 0
+        newest: list[dt.datetime] = []  # (when each record's data ends)
         for batch in self.journal.read_after(-1 if covered is None else covered):
             keep = self.engine.book.oldest_kept(now)
             if keep is not None:
@@ -235,6 +237,10 @@ class Intraday:
                 self.engine.ingest(batch, taken=True)
                 ticks, minutes = ticks + batch.ticks.height, minutes + batch.minute_bars.height
                 daily += batch.daily_bars.height
+                newest += _data_ends(batch)
+        ends = [t for t in newest if t <= now]  # (what came after the state: the gap is later)
+        if ends:
+            self.resumed_from = max([*ends, *([self.resumed_from] if self.resumed_from else [])])
         self.engine.take_accepted()  # (on disk already: not to be journaled again)
         # The alerts those steps emitted: the minutes taken up are evaluated again at the
         # next step, and must not emit them a second time.
@@ -295,3 +301,14 @@ class Intraday:
                 hashed_by=f"polars {saved.hashed_by}",
                 note="a trade delivered again across the restart counts twice",
             )
+
+
+def _data_ends(batch: FeedBatch) -> list[dt.datetime]:
+    """Where the ticks and minute bars of `batch` end: its last tick, its last minute's end."""
+    ends = []
+    if batch.ticks.height:
+        ends.append(batch.ticks.get_column("ts").max())
+    if batch.minute_bars.height:
+        last = batch.minute_bars.get_column("start").max()
+        ends.append(last + dt.timedelta(minutes=1))  # type: ignore[operator]
+    return [end for end in ends if isinstance(end, dt.datetime)]

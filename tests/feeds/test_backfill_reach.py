@@ -179,3 +179,43 @@ async def test_a_halt_is_dated_by_the_providers_time_not_its_arrival() -> None:
     assert [(e.kind, e.symbol, e.halted, e.at) for e in events] == [
         ("trading_status", "GME", True, dt.datetime(2021, 1, 27, 15, 0, tzinfo=UTC))
     ]
+
+
+def test_after_a_crash_the_gap_starts_where_the_journal_ends(tmp_path: Path) -> None:
+    """A crash after the last save: the journal holds the ticks accepted since, and the gap a
+    feed backfills starts at its last tick, not at the saved clock (those minutes are taken up
+    already); with no save at all, at the journal's last tick too."""
+    from monitor import logs
+    from monitor.calendar import nyse_sessions
+    from monitor.core.engine import Engine
+    from monitor.core.model import Tick, ticks_frame
+    from monitor.core.rules.spec import RulesFile
+    from monitor.intraday import Intraday
+    from monitor.journal import Journal
+    from monitor.store import Store
+
+    sessions = nyse_sessions(dt.date(2024, 1, 1))
+    saved_at = dt.datetime(2024, 7, 16, 15, 0, 5, tzinfo=UTC)
+    last_tick = saved_at + dt.timedelta(minutes=3)
+
+    def ticks(at: dt.datetime, trade: str) -> FeedBatch:
+        batch = FeedBatch.empty("t")
+        batch.ticks = ticks_frame([Tick("AAPL", at, 10.0, 1.0, trade)])
+        return batch
+
+    for save in (True, False):
+        folder = tmp_path / str(save)
+        store, journal = Store(folder / "store"), Journal(folder / "journal")
+        engine = Engine(RulesFile(), sessions)
+        engine.ingest(ticks(saved_at - dt.timedelta(seconds=3), "1"))
+        engine.advance(saved_at)
+        if save:
+            store.save_intraday(engine.book.state())
+        intraday = Intraday(store, engine, logs.get("test"), Counters(), journal)
+        assert intraday.append(ticks(last_tick, "2"))  # (journaled, then the crash)
+        restarted = Engine(RulesFile(), sessions)
+        again = Intraday(
+            store, restarted, logs.get("test"), Counters(), Journal(folder / "journal")
+        )
+        again.restore(last_tick + dt.timedelta(minutes=30))
+        assert again.resumed_from == last_tick
