@@ -389,3 +389,29 @@ def test_a_providers_session_bar_takes_the_place_of_a_held_one(sessions: Session
     assert refused == []
     stored = engine.daily.filter((pl.col("symbol") == "CUT") & (pl.col("session") == DAY))
     assert stored.get_column("close").to_list() == [10.2]
+
+
+async def test_a_step_closing_two_sessions_says_each_sessions_held_bars(
+    sessions: Sessions,
+) -> None:
+    """A catch-up step that closes two sessions, each with a bar held (CUT's on the 16th,
+    OTHER's on the 17th): a `session_bars_held` line for each session, naming its symbol."""
+    from monitor.core.counters import Counters
+    from tests.test_pipeline import drained
+
+    engine = engine_with(sessions, hold=True)
+    following = dt.date(2024, 7, 17)
+    start = sessions.open_of(following)
+    second = pl.concat(
+        [
+            minutes("WHOLE", start, sessions.close_of(following), 10.1),
+            minutes("OTHER", start, start + dt.timedelta(hours=2), 10.1),
+        ]
+    )
+    batch = FeedBatch.empty("feed")
+    batch.minute_bars = pl.concat([the_day(), second]).sort("start", "symbol")
+    engine.ingest(batch)
+    now = sessions.close_of(following) + dt.timedelta(seconds=10)
+    logs = await drained(engine, [FeedBatch.empty("idle")], Counters(), now)
+    held = [(e["session"], e["symbols"]) for e in logs if e["event"] == "session_bars_held"]
+    assert held == [("2024-07-16", ["CUT"]), ("2024-07-17", ["OTHER"])]
