@@ -237,7 +237,8 @@ class Intraday:
                 self.engine.ingest(batch, taken=True)
                 ticks, minutes = ticks + batch.ticks.height, minutes + batch.minute_bars.height
                 daily += batch.daily_bars.height
-                newest += _data_ends(batch)
+                end = batch.data_end()
+                newest += [end] if end is not None else []
         ends = [t for t in newest if t <= now]  # (what came after the state: the gap is later)
         if ends:
             self.resumed_from = max([*ends, *([self.resumed_from] if self.resumed_from else [])])
@@ -301,14 +302,3 @@ class Intraday:
                 hashed_by=f"polars {saved.hashed_by}",
                 note="a trade delivered again across the restart counts twice",
             )
-
-
-def _data_ends(batch: FeedBatch) -> list[dt.datetime]:
-    """Where the ticks and minute bars of `batch` end: its last tick, its last minute's end."""
-    ends = []
-    if batch.ticks.height:
-        ends.append(batch.ticks.get_column("ts").max())
-    if batch.minute_bars.height:
-        last = batch.minute_bars.get_column("start").max()
-        ends.append(last + dt.timedelta(minutes=1))  # type: ignore[operator]
-    return [end for end in ends if isinstance(end, dt.datetime)]

@@ -268,6 +268,7 @@ class Pipeline:
                 note="prints this far from the last price kept coming: taken as the new level",
             )
         changed = bool(refused)
+        newly_held = 0
         for kind, n in self.engine.book_counts().items():
             new = n - self._book_counts.get(kind, 0)
             if new > 0:
@@ -275,16 +276,18 @@ class Pipeline:
                 self._book_counts[kind] = n
                 if kind == "daily_bar_corrected":
                     self._corrected(new)
-                elif kind == "session_held":
-                    self._held(new)
+                newly_held += new if kind == "session_held" else 0
                 changed |= kind in ("session_held", "session_released")
         if changed:
-            self.held = {day: len(bars) for day, bars in self.engine.held().items()}
+            held = self.engine.held()
+            self.held = {day: len(bars) for day, bars in held.items()}
+            if newly_held:
+                self._held(newly_held, held)
 
-    def _held(self, new: int) -> None:
+    def _held(self, new: int, held: dict[dt.date, dict[str, str]]) -> None:
         """Say that session bars were held back at the close as cut short: which, and why
-        (a line per session holding some)."""
-        for session, bars in sorted(self.engine.held().items()):
+        (a line per session of `held` holding some)."""
+        for session, bars in sorted(held.items()):
             symbols = sorted(bars)
             self._log.warning(
                 "session_bars_held",

@@ -244,8 +244,7 @@ def day_step(
     batch.minute_bars, batch.ticks = minutes, ticks
     rejected += engine.ingest(batch)
     close = engine.sessions.close_of(day)
-    ends = [close, _latest(minutes, "start", _MINUTE), _latest(ticks, "ts", dt.timedelta())]
-    latest = max(end for end in ends if end is not None) + engine.book.close_delay
+    latest = max(close, batch.data_end() or close) + engine.book.close_delay
     if close + engine.book.close_delay > now:
         _refuse(engine, "session_not_closed", day, symbols, rejected, symbols.n_unique())
     step = engine.advance(min(latest, now))
@@ -293,12 +292,3 @@ def _refuse(
         raw = f"{symbol} {day}" if reason == "not_a_session" else str(day)
         rejected.append(Rejection(reason, symbol, raw))
     engine.counts[reason] += count
-
-
-_MINUTE = dt.timedelta(minutes=1)
-
-
-def _latest(frame: pl.DataFrame, column: str, span: dt.timedelta) -> dt.datetime | None:
-    """The latest `column` of `frame` plus `span` (None: no rows)."""
-    latest: dt.datetime | None = frame.get_column(column).max()  # type: ignore[assignment]
-    return None if latest is None else latest + span

@@ -102,14 +102,14 @@ class ClosedMinutes:
             if session in self.done:
                 symbols = self._dirty.pop(session, None)
                 if symbols:
-                    bars = self._session_bars(session, pl.concat(symbols))
-                    daily.append(self._held_back(session, bars, at_close=False))
+                    minutes = self._regular(session, pl.concat(symbols))
+                    daily.append(self._held_back(session, minutes, at_close=False))
             elif self._sessions.close_of(session) + self._close_delay <= now:
-                bars = self._session_bars(session, None)
+                minutes = self._regular(session, None)
                 stored = self._emitted_before.pop(session, None)  # (a restart's: mark_emitted)
                 if stored is not None:  # (those the store holds are not emitted again)
-                    bars = bars.filter(~pl.col("symbol").is_in(stored.implode()))
-                daily.append(self._held_back(session, bars, at_close=True))
+                    minutes = minutes.filter(~pl.col("symbol").is_in(stored.implode()))
+                daily.append(self._held_back(session, minutes, at_close=True))
                 self.done.add(session)
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
         return minute, day
@@ -149,21 +149,22 @@ class ClosedMinutes:
         bars = self.stored(keys).join(keys.select(KEYS), on=KEYS, how="semi")
         return bars.select(list(MINUTE_SCHEMA)).sort(KEYS)
 
-    def _held_back(self, session: dt.date, bars: pl.DataFrame, *, at_close: bool) -> pl.DataFrame:
-        """`bars` (session bars of `session` about to be emitted) less those held back: of the
-        symbols whose minutes look cut short (see the module), judged at the close and, of
-        those held, again as their minutes change (a bar emitted at the close is never held
-        after: later minutes make a bar corrected, not cut short). A bar held and whole now
-        is released (emitted)."""
+    def _held_back(
+        self, session: dt.date, regular: pl.DataFrame, *, at_close: bool
+    ) -> pl.DataFrame:
+        """The session bars of `session` to emit of `regular` (its regular-hours minutes of the
+        symbols due), less those held back: of the symbols whose minutes look cut short (see
+        the module), judged at the close and, of those held, again as their minutes change (a
+        bar emitted at the close is never held after: later minutes make a bar corrected, not
+        cut short). A bar held and whole now is released (emitted)."""
+        bars = session_bars(regular, session)
         before = self.held.get(session, {})
         if not self.hold or bars.is_empty() or not (at_close or before):
             return bars
         symbols = bars.get_column("symbol")
         if not at_close:  # (of those held only)
             symbols = symbols.filter(symbols.is_in(list(before)))
-        minutes = pl.concat(list(self.minutes[session].values())).filter(
-            pl.col("regular") & pl.col("symbol").is_in(symbols.implode())
-        )
+        minutes = regular.filter(pl.col("symbol").is_in(symbols.implode()))
         close = self._sessions.close_of(session)
         times = minutes.select(
             "symbol",
@@ -192,12 +193,12 @@ class ClosedMinutes:
         if n:
             self.counts[what] = self.counts.get(what, 0) + n
 
-    def _session_bars(self, session: dt.date, symbols: pl.Series | None) -> pl.DataFrame:
-        """The session bar of each symbol (all, or `symbols`) from its regular-hours minutes."""
+    def _regular(self, session: dt.date, symbols: pl.Series | None) -> pl.DataFrame:
+        """The regular-hours minutes of `session` of every symbol (or of `symbols`)."""
         bars = pl.concat(list(self.minutes[session].values())).filter("regular")
         if symbols is not None:
             bars = bars.filter(pl.col("symbol").is_in(symbols.implode()))
-        return session_bars(bars, session)
+        return bars
 
 
 def refusals(cut_short: pl.DataFrame, daily: pl.DataFrame) -> list[Rejection]:

@@ -216,3 +216,15 @@ class FeedBatch(msgspec.Struct):
     def size(self) -> int:
         """Rows of market data carried (rejections not included)."""
         return self.ticks.height + self.minute_bars.height + self.daily_bars.height
+
+    def data_end(self) -> dt.datetime | None:
+        """Where its ticks and minute bars end: its last tick, or its last minute bar's end,
+        whichever is later (None: it has neither)."""
+        ends: list[dt.datetime | None] = []
+        if self.ticks.height:
+            ends.append(self.ticks.get_column("ts").max())  # type: ignore[arg-type]
+        if self.minute_bars.height:
+            last: dt.datetime = self.minute_bars.get_column("start").max()  # type: ignore[assignment]
+            ends.append(last + dt.timedelta(minutes=1))
+        known = [end for end in ends if end is not None]
+        return max(known) if known else None
