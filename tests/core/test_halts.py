@@ -89,3 +89,28 @@ def test_a_halt_after_the_close_leaves_that_sessions_bar_alone(sessions: Session
     daily.daily_bars = session_bars(dt.date(2024, 7, 17), dt.date(2024, 7, 18))
     assert rejected(engine, daily) == [("halted", "ABC")]
     assert engine.accepted.daily_bars.get_column("session").to_list() == [dt.date(2024, 7, 17)]
+
+
+def test_halts_and_resumes_between_batches_each_take_effect(sessions: Sessions) -> None:
+    """The screen's halts change between batches (one symbol halted, then a second, then the
+    first resumed): each batch is screened against the halts of its time."""
+    engine = Engine(RulesFile(), sessions)
+    engine.advance(HALT + 20 * _S)
+
+    def batch(at: dt.datetime, name: str) -> FeedBatch:
+        ticks = FeedBatch.empty("t")
+        ticks.ticks = ticks_frame(
+            [Tick("ABC", at, 10.0, 100.0, f"a-{name}"), Tick("XYZ", at, 20.0, 100.0, f"x-{name}")]
+        )
+        return ticks
+
+    engine.set_halted("ABC", True, at=HALT)
+    assert rejected(engine, batch(HALT + 5 * _S, "1")) == [("halted", "ABC")]
+    engine.set_halted("XYZ", True, at=HALT + 10 * _S)
+    assert sorted(rejected(engine, batch(HALT + 15 * _S, "2"))) == [
+        ("halted", "ABC"),
+        ("halted", "XYZ"),
+    ]
+    engine.set_halted("ABC", False)
+    assert rejected(engine, batch(HALT + 16 * _S, "3")) == [("halted", "XYZ")]
+    assert engine.book.accepted.get_column("id").to_list() == ["a-3"]
