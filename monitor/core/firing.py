@@ -17,7 +17,7 @@ from monitor.core.metrics import prior_larger
 from monitor.core.model import ISO_UTC
 from monitor.core.progress import Progress, latest, rows
 from monitor.core.rules import FAMILIES
-from monitor.core.rules.context import RuleContext
+from monitor.core.rules.context import TOLERANCE, RuleContext
 from monitor.core.rules.spec import RotationRule, Rule, kind_of
 
 
@@ -245,9 +245,10 @@ def _largest_since(
     at: _Positions, fired: pl.DataFrame, column: str, minutes: bool = False
 ) -> pl.DataFrame:
     """Add `largest_since`: the session of the most recent earlier period of the same symbol whose
-    `column` was larger than at the firing (null when it is the largest in the loaded history);
-    for `minutes`, `largest_since_ts` too, that minute bar's close (ISO 8601 UTC, as `ts`)."""
-    found = prior_larger(at.cond.get_column(column), at.pos - at.idx, at.pos)
+    `column` was larger than at the firing, float noise aside (null when it is the largest in
+    the loaded history); for `minutes`, `largest_since_ts` too, that minute bar's close (ISO
+    8601 UTC, as `ts`)."""
+    found = prior_larger(at.cond.get_column(column), at.pos - at.idx, at.pos, margin=TOLERANCE)
     since = [at.gather("session", found).alias("largest_since")]
     if minutes:
         ts = at.gather("ts", found).dt.convert_time_zone("UTC").dt.strftime(ISO_UTC)

@@ -157,11 +157,17 @@ def drawdown(high: pl.Expr) -> pl.Expr:
 
 
 def prior_larger(
-    values: pl.Series, starts: np.ndarray, positions: np.ndarray, block: int = 8
+    values: pl.Series,
+    starts: np.ndarray,
+    positions: np.ndarray,
+    block: int = 8,
+    margin: float = 0.0,
 ) -> np.ndarray:
     """For each position, the position of the most recent earlier row of the same group with a
-    strictly larger value, or -1. `starts[i]` is the first position of `positions[i]`'s group.
-    A missing value (null or NaN) is never larger, and a missing target finds nothing.
+    value larger by more than `margin` (float noise: two equal returns computed from different
+    prices differ in their last bits), or -1. `starts[i]` is the first position of
+    `positions[i]`'s group. A missing value (null or NaN) is never larger, and a missing target
+    finds nothing.
 
     Only rows above the smallest target can be an answer (for a surge, the rows where the
     return is past the rule's threshold: a few percent of a universe's history), so the search
@@ -172,7 +178,7 @@ def prior_larger(
     found = np.full(len(positions), -1, dtype=np.int64)
     if not len(positions):
         return found
-    target = values.gather(positions).cast(pl.Float64).to_numpy()  # (null: NaN)
+    target = values.gather(positions).cast(pl.Float64).to_numpy() + margin  # (null: NaN)
     asked = np.flatnonzero(~np.isnan(target))
     if not asked.size:
         return found

@@ -166,9 +166,11 @@ def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
     of an alert, and the writer took about three times as long over its nested lists (only each
     horizon's flat object goes through it). Every part goes into one `concat_str`."""
     family = FAMILIES[kind_of(rule)]
-    metrics = [pl.col(c) for c in frame.columns if c not in _INTERNAL and not _STAT.match(c)]
-    if variant:
-        metrics.append(pl.col("variant"))
+    names = [c for c in frame.columns if c not in _INTERNAL and not _STAT.match(c)]
+    names += ["variant"] if variant else []
+    if "short_week" in names:  # (last, after what later steps added: docs/alerts.md)
+        names = [*(c for c in names if c != "short_week"), "short_week"]
+    metrics = [pl.col(c) for c in names]
     title, text = family.words(rule, ctx)
     frame = frame.with_columns(_ids(frame, rule), title.alias("_title"), text.alias("_text"))
     if rule.horizons:

@@ -49,9 +49,10 @@ def test_prior_larger_is_the_latest_larger_earlier_row_of_the_group(
     positions = np.array(
         sorted(data.draw(st.sets(st.integers(0, len(values) - 1)))), dtype=np.int64
     )
-    got = prior_larger(column, starts[positions], positions, block=block)
+    margin = data.draw(st.sampled_from([0.0, 0.5, 1.0]))  # (1.0: an equal-by-one is not larger)
+    got = prior_larger(column, starts[positions], positions, block=block, margin=margin)
     for p, found in zip(positions, got, strict=True):
-        earlier = [j for j in range(starts[p], p) if array[j] > array[p]]  # (NaN: False)
+        earlier = [j for j in range(starts[p], p) if array[j] > array[p] + margin]  # (NaN: no)
         assert found == (earlier[-1] if earlier else -1)
 
 

@@ -81,6 +81,15 @@ drop = 0.02
 """
 
 
+def weekly_copies(rules: str) -> str:
+    """Each daily rule of `rules` again as a weekly one (id suffixed `.1w`)."""
+    tables = rules.split("[[rules]]")[1:]
+    daily = [t for t in tables if "timeframe" not in t]
+    return "".join(
+        "[[rules]]" + re.sub(r'id = "([^"]+)"', r'id = "\1.1w"\ntimeframe = "1w"', t) for t in daily
+    )
+
+
 def doc_table(text: str, header: str) -> dict[str, str]:
     """First cell -> second cell of the markdown table whose header row starts with `header`."""
     block = text.split(header, 1)[1].split("\n\n", 1)[0]
@@ -97,7 +106,7 @@ def test_the_alert_metrics_table_lists_what_each_kind_emits(tmp_path: Path) -> N
     """A replay of every kind over the shipped data gives each kind exactly the metrics, in the
     order, that docs/alerts.md lists for it, with `short_week` added on weekly rules."""
     rules = tmp_path / "rules.toml"
-    rules.write_text(EVERY_KIND)
+    rules.write_text(EVERY_KIND + weekly_copies(EVERY_KIND))
     data = [
         f"^RUT={DEMO / 'rut_index_daily_1987_2026.csv'}",
         f"IWM={DATA / 'iwm_daily_adj_2023_2024.csv'}",
@@ -116,7 +125,9 @@ def test_the_alert_metrics_table_lists_what_each_kind_emits(tmp_path: Path) -> N
     assert {k: v for (k, tf), v in emitted.items() if tf == "1d"} == {
         k: v for k, v in documented.items() if not k.startswith("feed_")
     }
-    assert emitted[("streak", "1w")] == [*documented["streak"], "short_week"]
+    weekly = {k: v for (k, tf), v in emitted.items() if tf == "1w"}
+    assert {"streak", "surge", "drawdown"} <= set(weekly)  # (surge's largest_since, a variant)
+    assert weekly == {k: [*documented[k], "short_week"] for k in weekly}
 
 
 def test_the_feed_health_alert_is_as_documented() -> None:

@@ -37,6 +37,8 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
             # (a session's or a week's number in the calendar, the same for every symbol; a
             # minute's is a symbol's own row: the frame's row stands for it, see select_keys)
             *([] if rule.timeframe == "1m" else [pl.col("num").first()]),
+            # (a week's, the same for every symbol: flagged in every weekly alert)
+            *([pl.col("short_week").first()] if "short_week" in bars.columns else []),
         )
         .sort("ts")
         .pipe(m.with_coverage, bars, rule.timeframe)

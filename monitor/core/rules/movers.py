@@ -7,6 +7,7 @@ import polars as pl
 from monitor.core import metrics as m
 from monitor.core.rules.context import (
     RuleContext,
+    above,
     day,
     pct_expr,
     periods_in_words,
@@ -17,6 +18,7 @@ from monitor.core.rules.context import (
 from monitor.core.rules.spec import MoversRule
 
 SEVERITY = "info"
+RANK_DIGITS = 9  # returns are ranked to a billionth (TOLERANCE)
 PER_SYMBOL = False  # it compares symbols
 
 
@@ -36,10 +38,13 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
         # left out of the ranking for a gap in its bars would put the next one in its place.
         window = m.window_return(rule.window or 5).alias("return")
         frame = bars.with_columns(pl.col("idx").alias("reach")).with_columns(window)
-    frame = frame.with_columns(
-        pl.col("return").rank("ordinal", descending=True).over("ts").alias("rank")
-    ).pipe(m.with_coverage, bars, rule.timeframe)
-    cond = (pl.col("rank") <= rule.top) & reaches(pl.col("return"), rule.min_return)
+    # Equal returns share a rank (and all fire): "1, 1, 3". Equal give or take float noise:
+    # +10% from other prices differs in the last bits (see TOLERANCE).
+    rank = pl.col("return").round(RANK_DIGITS).rank("min", descending=True).over("ts")
+    frame = frame.with_columns(rank.alias("rank")).pipe(m.with_coverage, bars, rule.timeframe)
+    ret = pl.col("return")
+    # A gainer is up: a flat or falling symbol is no mover, whatever `min_return` says.
+    cond = (pl.col("rank") <= rule.top) & reaches(ret, rule.min_return) & above(ret, 0.0)
     skipped = pl.col("coverage") < rule.min_coverage  # (not evaluated: see firing.firings)
     metrics = [pl.col("return"), pl.col("rank"), pl.col("close"), skipped.alias("skipped")]
     return select_keys(frame, cond & ~skipped, metrics)
