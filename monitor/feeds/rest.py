@@ -15,17 +15,18 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 import msgspec
+import polars as pl
 
 from monitor.core.model import FeedBatch, Rejection
 from monitor.errors import ConfigError, MonitorError, TransientError
 from monitor.feeds.provider import Columns, datetime_us, ms_us, rejection
 
-__all__ = ["RestBackfill", "mask_url"]
+__all__ = ["Fetched", "RestBackfill", "mask_url"]
 
 _SECRET_PARAMS = frozenset({"token", "apikey", "api_key", "key", "secret", "apca-api-secret-key"})
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -41,6 +42,13 @@ def mask_url(url: str) -> str:
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     query = [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs]
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+
+
+class Fetched(NamedTuple):
+    """What `RestBackfill.fetch` got: the bars, and the symbols it could not get, with why."""
+
+    batch: FeedBatch
+    failed: dict[str, str]
 
 
 class RestBackfill:
@@ -101,25 +109,57 @@ class RestBackfill:
     async def minute_bars(
         self, symbols: Sequence[str], start: dt.datetime, end: dt.datetime, *, feed: str
     ) -> FeedBatch:
-        """Minute bars of `symbols` starting in [start, end), as a batch for `feed`."""
-        cols = Columns()
-        rejections: list[Rejection] = []
+        """Minute bars of `symbols` starting in [start, end), as a batch for `feed`; the first
+        error when any symbol's bars could not be fetched (see `fetch`)."""
+        fetched = await self.fetch(symbols, start, end, feed=feed)
+        if fetched.failed:
+            raise TransientError(next(iter(fetched.failed.values())))
+        return fetched.batch
+
+    async def fetch(
+        self, symbols: Sequence[str], start: dt.datetime, end: dt.datetime, *, feed: str
+    ) -> Fetched:
+        """Minute bars of `symbols` starting in [start, end), as a batch for `feed`, and the
+        symbols whose requests failed, with why: one refused or failing symbol (Polygon asks
+        symbol by symbol) or group of symbols (Alpaca asks `symbols_per_request` at a time)
+        costs only its own bars. Refused credentials (401, 403) raise ConfigError."""
         window = ((start - _EPOCH) // _ONE_US, (end - _EPOCH) // _ONE_US)
         if self.provider == "alpaca":
-            for i in range(0, len(symbols), self._per_request):
-                chunk = list(symbols[i : i + self._per_request])
-                await self._alpaca(chunk, start, end, window, cols, rejections)
+            step = self._per_request
+            groups = [list(symbols[i : i + step]) for i in range(0, len(symbols), step)]
         else:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for symbol in symbols:
-                        tg.create_task(
-                            self._polygon(symbol, window, cols, rejections),
-                            name=f"backfill-{symbol}",
-                        )
-            except ExceptionGroup as group:
-                raise _first_error(group) from group
-        return cols.batch(feed, rejections)
+            groups = [[symbol] for symbol in symbols]
+        results = await asyncio.gather(
+            *(self._group(group, start, end, window) for group in groups), return_exceptions=True
+        )
+        batch, failed = FeedBatch.empty(feed), dict[str, str]()
+        frames = [batch.minute_bars]
+        for group, result in zip(groups, results, strict=True):
+            if isinstance(result, ConfigError):
+                raise result
+            if isinstance(result, MonitorError):
+                failed.update(dict.fromkeys(group, str(result)))
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                cols, rejections = result
+                part = cols.batch(feed, rejections)
+                frames.append(part.minute_bars)
+                batch.rejections += part.rejections
+        batch.minute_bars = pl.concat(frames, how="vertical")
+        return Fetched(batch, failed)
+
+    async def _group(
+        self, symbols: list[str], start: dt.datetime, end: dt.datetime, window: tuple[int, int]
+    ) -> tuple[Columns, list[Rejection]]:
+        """The bars of one request's symbols (all its pages), or its error."""
+        cols, rejections = Columns(), list[Rejection]()
+        async with self._limit:
+            if self.provider == "alpaca":
+                await self._alpaca(symbols, start, end, window, cols, rejections)
+            else:
+                await self._polygon(symbols[0], window, cols, rejections)
+        return cols, rejections
 
     async def _alpaca(
         self,
@@ -159,17 +199,18 @@ class RestBackfill:
         url = (
             f"{self._url}/v2/aggs/ticker/{quote(symbol, safe='')}/range/1/minute/{from_ms}/{to_ms}"
         )
-        params: dict[str, str | int] = {"adjusted": "true", "sort": "asc", "limit": 50_000}
-        async with self._limit:
-            for _ in range(self._max_pages):
-                doc = await self._get(url, {**params, "apiKey": self._key})
-                results = doc.get("results") if isinstance(doc, dict) else None
-                for row in results if isinstance(results, list) else ():
-                    _add(cols, rejections, symbol, row, "t", ms_us, window)
-                next_url = doc.get("next_url") if isinstance(doc, dict) else None
-                if not next_url or not isinstance(next_url, str):
-                    return
-                url, params = _split_query(next_url)
+        # (raw prices, as the stream's: bars adjusted for a split since would mix two scales
+        # in one session bar; Alpaca's are asked for as `adjustment=raw` alike)
+        params: dict[str, str | int] = {"adjusted": "false", "sort": "asc", "limit": 50_000}
+        for _ in range(self._max_pages):
+            doc = await self._get(url, {**params, "apiKey": self._key})
+            results = doc.get("results") if isinstance(doc, dict) else None
+            for row in results if isinstance(results, list) else ():
+                _add(cols, rejections, symbol, row, "t", ms_us, window)
+            next_url = doc.get("next_url") if isinstance(doc, dict) else None
+            if not next_url or not isinstance(next_url, str):
+                return
+            url, params = _split_query(next_url)
         raise TransientError(f"polygon REST: more than {self._max_pages} pages for {symbol}")
 
     async def _get(self, url: str, params: dict[str, str | int]) -> Any:
@@ -226,13 +267,3 @@ def _split_query(url: str) -> tuple[str, dict[str, str | int]]:
     parts = urlsplit(url)
     params: dict[str, str | int] = dict(parse_qsl(parts.query, keep_blank_values=True))
     return urlunsplit(parts._replace(query="")), params
-
-
-def _first_error(group: ExceptionGroup[Exception]) -> Exception:
-    """One error for a failed fan-out: a ConfigError, else another MonitorError, else the group."""
-    errors = group.exceptions
-    for kind in (ConfigError, MonitorError):
-        for error in errors:
-            if isinstance(error, kind):
-                return error
-    return group

@@ -33,7 +33,7 @@ from monitor import logs
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
-from monitor.errors import ConfigError, FeedDisconnected, MonitorError, TransientError
+from monitor.errors import ConfigError, FeedDisconnected, MonitorError
 from monitor.feeds.alpaca import AlpacaSession
 from monitor.feeds.events import FeedEvent, FeedEventKind, QuietSettings, QuietWatch
 from monitor.feeds.finnhub import FinnhubSession
@@ -386,27 +386,52 @@ class WebSocketFeed:
     # --- backfill --------------------------------------------------------------------------------
 
     async def _backfill(self, start: dt.datetime, end: dt.datetime) -> None:
+        """Fetch [start, end) and hand it on; symbols whose requests failed are asked again
+        (the others' bars are handed on at once), up to `backfill_attempts` times in all."""
         assert self._rest is not None
         window = {"start": start.isoformat(), "end": end.isoformat()}
+        left, why = list(self._symbols), ""
         for attempt in range(self._backfill_attempts):
+            if attempt:
+                await asyncio.sleep(self._backoff.delay(attempt - 1))
             try:
-                batch = await self._rest.minute_bars(self._symbols, start, end, feed=self.name)
-            except TransientError as exc:
-                self._log.warning("backfill_retry", error=str(exc), attempt=attempt + 1, **window)
-                await asyncio.sleep(self._backoff.delay(attempt))
-                continue
-            except MonitorError as exc:
+                fetched = await self._rest.fetch(left, start, end, feed=self.name)
+            except MonitorError as exc:  # (refused credentials: asking again will not help)
                 self._counters.inc("backfill_failures", feed=self.name)
                 self._log.error("backfill_failed", error=str(exc), **window)
                 return
+            batch, failed = fetched
             bars = batch.minute_bars.height
             self._counters.inc("backfill_bars", bars, feed=self.name)
-            self._log.info("feed_backfilled", bars=bars, **window)
+            got = len(left) - len(failed)
+            self._log.info("feed_backfilled", bars=bars, symbols=got, **window)
             if bars or batch.rejections:
                 await self._deliver(batch)
-            return
+            if not failed:
+                return
+            left, why = list(failed), next(iter(failed.values()))
+            self._log.warning(
+                "backfill_retry",
+                error=why,
+                attempt=attempt + 1,
+                failed=len(left),
+                symbols=_some(left),
+                **window,
+            )
         self._counters.inc("backfill_failures", feed=self.name)
-        self._log.error("backfill_failed", error="retries exhausted", **window)
+        self._log.error(
+            "backfill_failed",
+            error=f"retries exhausted: {why}",
+            failed=len(left),
+            symbols=_some(left),
+            **window,
+        )
+
+
+def _some(symbols: list[str], most: int = 20) -> str:
+    """The first `most` of `symbols`, for a log line ("A, B, ... and 12 more")."""
+    more = f" and {len(symbols) - most} more" if len(symbols) > most else ""
+    return ", ".join(symbols[:most]) + more
 
 
 def _session(

@@ -199,6 +199,8 @@ class FakeRest:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
         self.fail_next = 0  # how many requests get a 503
+        # symbol -> how many more of its requests get a 500 (-1: every one)
+        self.fail_symbols: dict[str, int] = {}
         self.url = ""
         self._server: asyncio.Server | None = None
 
@@ -243,6 +245,12 @@ class FakeRest:
         if self.fail_next > 0:
             self.fail_next -= 1
             return 503, b"{}"
+        asked = query["symbols"].split(",") if "symbols" in query else path.split("/")[4:5]
+        failing = [s for s in asked if self.fail_symbols.get(s, 0)]
+        for symbol in failing:
+            self.fail_symbols[symbol] -= self.fail_symbols[symbol] > 0
+        if failing:
+            return 500, b"{}"
         if path == "/v2/stocks/bars":
             symbols = query["symbols"].split(",")
             page = int(query.get("page_token", "0"))

@@ -341,6 +341,45 @@ async def test_polygon_rest_backfill_follows_next_url() -> None:
         (None, "PKEY"),
         ("3", "PKEY"),
     ]
+    assert api.requests[0][1]["adjusted"] == "false"  # (raw prices, as the stream's)
+
+
+@pytest.mark.parametrize("provider", ["alpaca", "polygon"])
+async def test_a_backfill_hands_on_the_symbols_it_got_and_asks_again_for_the_rest(
+    provider: Provider,
+) -> None:
+    """AAPL's requests fail (once, then for good): SPY's bars are handed on at once, AAPL's
+    asked for again (only AAPL), handed on when they come, and named when they never do."""
+    start = dt.datetime(2024, 7, 11, 14, 29, tzinfo=UTC)
+    end = start + dt.timedelta(minutes=3)
+    minutes = [start + dt.timedelta(minutes=m) for m in range(3)]
+    for failures in (1, -1):
+        queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+        counters = Counters()
+        async with (
+            FakeRest() as api,
+            RestBackfill(
+                provider, api.url, key=Secret("KEY"), secret=Secret("SECRET"),
+                symbols_per_request=1,
+            ) as rest,
+        ):  # fmt: skip
+            api.fail_symbols["AAPL"] = failures
+            feed = make_feed(provider, "ws://127.0.0.1:9", queue, counters, rest=rest)
+            with capture_logs() as logs:
+                await feed._backfill(start, end)
+        batches = [queue.get_nowait() for _ in range(queue.qsize())]
+        got = [b.minute_bars.get_column("symbol").unique().to_list() for b in batches]
+        events = [(e["event"], e.get("symbols")) for e in logs if "backfill" in e["event"]]
+        if failures == 1:
+            assert got == [["SPY"], ["AAPL"]]
+            assert batches[1].minute_bars.equals(rest_frame(["AAPL"], minutes))
+            assert events == [("feed_backfilled", 1), ("backfill_retry", "AAPL"),
+                              ("feed_backfilled", 1)]  # fmt: skip
+            assert counters.get("backfill_failures", feed="test") == 0.0
+        else:
+            assert got == [["SPY"]]
+            assert events[-1] == ("backfill_failed", "AAPL")
+            assert counters.get("backfill_failures", feed="test") == 1.0
 
 
 async def test_finnhub_token_in_url_is_masked_in_logs() -> None:
