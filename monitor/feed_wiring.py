@@ -11,7 +11,9 @@ the feed streams the ticks and the engine builds the bars from them.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -146,6 +148,7 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
             alpaca_feed=alpaca_feed(fc.url) if fc.provider == "alpaca" else None,
         )
         daemon.rest_clients.append(rest)
+    owed = daemon.owed_backfills
     return WebSocketFeed(
         name,
         fc.url,
@@ -153,7 +156,7 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         fc.symbols,
         key=key,
         secret=provider_secret,
-        queue=daemon.queue,  # type: ignore[arg-type]
+        queue=daemon.queue,
         counters=daemon.counters,
         backoff=Backoff(base_s=0.5, cap_s=30.0),
         stale_after_s=fc.stale_after_s,
@@ -162,10 +165,18 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         rest=rest,
         on_event=daemon.on_feed_event,
         stale_at_start=name in daemon.stale_feeds,
-        # (what came while the daemon was down, and as far back as the engine takes minutes)
-        gap_since=daemon.intraday.resumed_from if rest is not None else None,
+        # (what came while the daemon was down, and a gap whose backfill was not on disk when
+        # it stopped: as far back as the engine takes minutes)
+        gap_since=_earliest(daemon.intraday.resumed_from, owed.since(name)) if rest else None,
         keeps_from=daemon.keeps_from,
+        owe=partial(owed.owe, name),
+        settle=partial(owed.settle, name),
     )
+
+
+def _earliest(*times: dt.datetime | None) -> dt.datetime | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 def alpaca_feed(stream_url: str) -> str | None:

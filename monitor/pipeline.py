@@ -211,7 +211,8 @@ class Pipeline:
         raw: dict[str, list[bytes]] = defaultdict(list)
         for item in items:
             if isinstance(item, Wire):
-                raw[item.feed].extend(item.payloads)
+                if item.payloads:  # (none: a marker, only to be acknowledged once on disk)
+                    raw[item.feed].extend(item.payloads)
             else:
                 batches.append(item)
         for feed, payloads in raw.items():

@@ -47,6 +47,7 @@ from monitor.feeds.wire import Wire
 from monitor.http import HttpServer, PortUnavailable, check_listen, json_route
 from monitor.intraday import Intraday
 from monitor.journal import JOURNAL, Journal
+from monitor.owed_backfills import OwedBackfills
 from monitor.pipeline import BatchDecoder, Pipeline
 from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
@@ -146,6 +147,7 @@ class Daemon:
         self.rules_reload = RulesReload(self)
         self.state_view = StateView()
         self.stale_feeds = StaleFeeds(self.store, self.log)  # (stale at the last stop)
+        self.owed_backfills = OwedBackfills(self.store, self.log)  # (gaps not fetched yet)
         configured = [fc.label(i) for i, fc in enumerate(config.feeds)]
         self.feed_alerts += self.stale_feeds.gone(configured, self.clock.now)
 

@@ -34,7 +34,8 @@ BARS = "bars_daily.parquet"
 STATE = "engine_state.json"
 INTRADAY = "bars_intraday.parquet"
 STALE_FEEDS = "feeds_stale.json"  # the feeds stale when the daemon last wrote it
-MAX_STALE_FEEDS = 1000
+MAX_STALE_FEEDS = 1000  # (feeds in a file of feed names: more is not the daemon's file)
+OWED_BACKFILLS = "backfills_owed.json"  # the REST backfills owed (see monitor.owed_backfills)
 _INTRADAY_META = "market-monitor.intraday"
 _INTRADAY_FORMAT = 1
 _INTRADAY_PARTS = (
@@ -288,24 +289,40 @@ class Store:
         daemon last wrote `STALE_FEEDS`: name -> when (ISO 8601). Empty without the file, and
         for a file that cannot be read (logged by the caller as a warning: it only means a
         `feed_recovered` the notifier may wait for is not sent)."""
+        return self._load_feed_map(STALE_FEEDS)
+
+    def save_stale_feeds(self, feeds: dict[str, str]) -> None:
+        """Write the stale feeds (see `load_stale_feeds`), atomically."""
+        self._save_feed_map(STALE_FEEDS, feeds)
+
+    def load_owed_backfills(self) -> dict[str, str]:
+        """The REST backfills owed when the daemon last wrote `OWED_BACKFILLS`: feed name ->
+        from when (ISO 8601); see `monitor.owed_backfills`. Empty without the file; StoreError
+        (not fatal) for one that cannot be read."""
+        return self._load_feed_map(OWED_BACKFILLS)
+
+    def save_owed_backfills(self, feeds: dict[str, str]) -> None:
+        """Write the backfills owed (see `load_owed_backfills`), atomically."""
+        self._save_feed_map(OWED_BACKFILLS, feeds)
+
+    def _load_feed_map(self, name: str) -> dict[str, str]:
         try:
-            found = json.loads((self.path / STALE_FEEDS).read_text())
+            found = json.loads((self.path / name).read_text())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, RecursionError) as exc:
             why = exc if not isinstance(exc, RecursionError) else ValueError("nested too deep")
-            raise _unreadable(self.path / STALE_FEEDS, why, fatal=False) from None
+            raise _unreadable(self.path / name, why, fatal=False) from None
         if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
-            raise _unreadable(self.path / STALE_FEEDS, ValueError("not a map"), fatal=False)
+            raise _unreadable(self.path / name, ValueError("not a map"), fatal=False)
         if len(found) > MAX_STALE_FEEDS:  # (no daemon has that many: not its file)
             problem = ValueError(f"{len(found)} feeds, more than {MAX_STALE_FEEDS}")
-            raise _unreadable(self.path / STALE_FEEDS, problem, fatal=False)
+            raise _unreadable(self.path / name, problem, fatal=False)
         return {str(k): v for k, v in found.items()}
 
-    def save_stale_feeds(self, feeds: dict[str, str]) -> None:
-        """Write the stale feeds (see `load_stale_feeds`), atomically."""
+    def _save_feed_map(self, name: str, feeds: dict[str, str]) -> None:
         text = json.dumps(feeds, sort_keys=True)
-        self._atomic(STALE_FEEDS, lambda f: Path(f).write_text(text))
+        self._atomic(name, lambda f: Path(f).write_text(text))
 
     def _atomic(self, name: str, write: Callable[[str], object]) -> None:
         """Write the store file `name` whole or not at all (a temporary file, synced, renamed

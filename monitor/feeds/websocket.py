@@ -24,6 +24,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Literal
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -50,7 +51,7 @@ from monitor.feeds.provider import (
 from monitor.feeds.reconnects import Reconnects
 from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.rest import RestBackfill, mask_url
-from monitor.feeds.wire import hand_on
+from monitor.feeds.wire import Wire, hand_on
 
 __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketFeed", "mask_url"]
 
@@ -102,7 +103,7 @@ class WebSocketFeed:
         *,
         key: str | None,
         secret: str | None,
-        queue: asyncio.Queue[FeedBatch],
+        queue: asyncio.Queue[FeedBatch | Wire],
         counters: Counters,
         backoff: Backoff,
         stale_after_s: float,
@@ -121,6 +122,8 @@ class WebSocketFeed:
         stale_at_start: bool = False,
         gap_since: dt.datetime | None = None,
         keeps_from: Callable[[dt.datetime], dt.datetime | None] | None = None,
+        owe: Callable[[dt.datetime], None] | None = None,
+        settle: Callable[[dt.datetime], None] | None = None,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"feeds.{name}.url: must be ws://... or wss://...")
@@ -143,6 +146,10 @@ class WebSocketFeed:
         self._backfill_max = dt.timedelta(seconds=backfill_max_s)
         self._backfill_attempts = backfill_attempts
         self._keeps_from = keeps_from
+        # A gap's backfill is owed from when the gap opens until its bars are on disk, kept
+        # across a restart by `owe` and `settle` (see `monitor.owed_backfills`).
+        self._owe = owe if rest is not None else None
+        self._settle = settle
         self._log = logs.get("feed.websocket").bind(
             feed=name, provider=provider, url=mask_url(self._session.url())
         )
@@ -156,6 +163,8 @@ class WebSocketFeed:
         # when data last came before the connection was lost (or, from `gap_since`, before
         # the daemon stopped): the first subscription after it backfills from there
         self._gap_start: dt.datetime | None = gap_since
+        if gap_since is not None and self._owe is not None:
+            self._owe(gap_since)
         self._rejections = RejectionLog(
             self._log,
             counters,
@@ -196,6 +205,12 @@ class WebSocketFeed:
                     tg.create_task(_relay(stop, halt), name=f"feed-{self.name}-stop"),
                 ]
                 await halt.wait()
+                if self._backfills:
+                    self._log.warning(
+                        "backfill_abandoned",
+                        backfills=len(self._backfills),
+                        note="still owed: fetched at the next start" if self._settle else "",
+                    )
                 for task in [*tasks, *self._backfills]:
                     task.cancel()
         finally:
@@ -227,6 +242,8 @@ class WebSocketFeed:
                 if self._gap_start is None:
                     since_data = dt.timedelta(seconds=now - self._quiet.last_data)
                     self._gap_start = self._clock() - since_data
+                    if self._owe is not None:
+                        self._owe(self._gap_start)
             await self._reconnects.pause(error, lasted)
 
     async def _connection(self) -> None:
@@ -296,6 +313,8 @@ class WebSocketFeed:
             )
             self._backfills.add(task)
             task.add_done_callback(self._backfills.discard)
+        elif self._settle is not None:  # (nothing to fetch: within the minute, or too old)
+            self._settle(end)
 
     def _reach(self, now: dt.datetime) -> dt.datetime:
         """How far back a backfill at `now` goes at most: to the open of the oldest session
@@ -408,6 +427,8 @@ class WebSocketFeed:
             if bars or batch.rejections:
                 await self._deliver(batch)
             if not failed:
+                if self._settle is not None:  # (once the engine loop has them on disk)
+                    await self._queue.put(Wire(self.name, [], ack=partial(self._settle, end)))
                 return
             left, why = list(failed), next(iter(failed.values()))
             self._log.warning(

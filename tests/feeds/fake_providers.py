@@ -201,6 +201,8 @@ class FakeRest:
         self.fail_next = 0  # how many requests get a 503
         # symbol -> how many more of its requests get a 500 (-1: every one)
         self.fail_symbols: dict[str, int] = {}
+        self.answering = asyncio.Event()  # cleared: requests wait (a slow REST API)
+        self.answering.set()
         self.url = ""
         self._server: asyncio.Server | None = None
 
@@ -229,6 +231,7 @@ class FakeRest:
                 parts = urlsplit(target)
                 query = dict(parse_qsl(parts.query))
                 self.requests.append((parts.path, query, headers))
+                await self.answering.wait()
                 status, body = self._route(parts.path, query)
                 writer.write(
                     f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"

@@ -157,6 +157,11 @@ def test_the_daemon_gives_its_websocket_feeds_the_clock_it_stopped_at(
     assert feed._gap_start == stopped
     assert feed._reach(later) == dt.datetime(2024, 7, 22, 8, 0, tzinfo=UTC)
 
+    # A gap whose backfill was cut off before the stop, owed from earlier: from there.
+    owed_from = stopped - dt.timedelta(minutes=20)
+    Store(tmp_path / "store").save_owed_backfills({"alpaca": owed_from.isoformat()})
+    assert feed_at(later)._gap_start == owed_from
+
 
 async def test_a_halt_is_dated_by_the_providers_time_not_its_arrival() -> None:
     """An Alpaca trading status reaches the daemon as a `trading_status` event at the time the
@@ -219,3 +224,75 @@ def test_after_a_crash_the_gap_starts_where_the_journal_ends(tmp_path: Path) -> 
         )
         again.restore(last_tick + dt.timedelta(minutes=30))
         assert again.resumed_from == last_tick
+
+
+async def test_a_backfill_cut_off_by_a_stop_is_owed_and_fetched_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """The connection lost at 14:30, back at 14:35; the REST API slow: the daemon stops while
+    the gap's backfill is in flight. The gap stays owed in the store (`backfills_owed.json`),
+    and the next start's feed backfills from it, though its data (ticks after the gap) ends
+    later; the owed gap is settled only once the engine loop acknowledges the marker queued
+    after the bars (on disk by then)."""
+    from structlog.testing import capture_logs
+
+    from monitor import logs
+    from monitor.feeds.wire import Wire
+    from monitor.owed_backfills import OwedBackfills
+    from monitor.store import Store
+
+    store = Store(tmp_path / "store")
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    clock = Clock(dt.datetime(2024, 7, 11, 14, 30, 20, tzinfo=UTC))
+    owed = OwedBackfills(store, logs.get("test"))
+    hooks = {"owe": lambda t: owed.owe("test", t), "settle": lambda t: owed.settle("test", t)}
+    async with (
+        FakeStream("alpaca") as fake,
+        FakeRest() as api,
+        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+    ):
+        feed = make_feed("alpaca", fake.url, queue, Counters(), clock=clock, rest=rest, **hooks)
+        with capture_logs() as logged:
+            async with running(feed):
+                await asyncio.wait_for(fake.subscribed.wait(), 5)
+                await fake.push(ALPACA_TRADES)
+                await next_batch(queue)
+                gap = owed.since("test")
+                assert gap is None
+                api.answering.clear()
+                fake.gate.clear()
+                await fake.drop()
+                await fake.wait_connections(2)
+                clock.now = dt.datetime(2024, 7, 11, 14, 35, 20, tzinfo=UTC)
+                fake.gate.set()
+                async with asyncio.timeout(5):
+                    while not api.requests:  # noqa: ASYNC110 - the backfill is asked for
+                        await asyncio.sleep(0.01)
+        assert "backfill_abandoned" in [e["event"] for e in logged]
+        gap = owed.since("test")
+        assert gap is not None and gap <= dt.datetime(2024, 7, 11, 14, 30, 20, tzinfo=UTC)
+        assert store.load_owed_backfills() == {"test": gap.isoformat()}
+
+        # The next start: the data taken up ends after the gap (14:36), what is owed before.
+        restarted = OwedBackfills(store, logs.get("test"))
+        assert restarted.since("test") == gap
+        hooks = {
+            "owe": lambda t: restarted.owe("test", t),
+            "settle": lambda t: restarted.settle("test", t),
+        }
+        api.answering.set()
+        api.requests.clear()
+        clock.now = dt.datetime(2024, 7, 11, 14, 40, 20, tzinfo=UTC)
+        feed = make_feed(
+            "alpaca", fake.url, queue, Counters(), clock=clock, rest=rest, gap_since=gap, **hooks
+        )
+        async with running(feed):
+            backfilled = await next_batch(queue)
+            marker = await asyncio.wait_for(queue.get(), 5)
+    assert windows(api) == [("2024-07-11T14:29:00Z", "2024-07-11T14:39:59Z")]
+    assert backfilled.minute_bars.height == 2 * 11
+    assert isinstance(marker, Wire) and marker.payloads == [] and marker.ack is not None
+    assert store.load_owed_backfills() == {"test": gap.isoformat()}  # (not on disk yet)
+    marker.ack()
+    assert restarted.since("test") is None
+    assert store.load_owed_backfills() == {}

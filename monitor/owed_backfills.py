@@ -1,0 +1,76 @@
+"""The REST backfills a WebSocket feed owes, kept across a restart.
+
+A feed that loses its connection owes the minutes from when its data stopped. It fetches them
+after it subscribes again, in a task that can take a while (2,000 symbols over REST). A daemon
+stopped or killed before those minutes are journaled would otherwise never fetch them: at its
+start it backfills only from where its saved data ends, which is after the gap (the ticks that
+came once the connection was back).
+
+So each gap is noted when it opens, in the store's `backfills_owed.json` (feed name -> the
+earliest start owed, ISO 8601), and settled once its backfill's bars are on disk (the engine
+loop acknowledges a marker the feed queues after them: see `WebSocketFeed._backfill`). A
+backfill that fails stays owed. At the start a feed backfills from the earlier of what it owes
+and where the data taken up ends. A file that cannot be read or written is logged, and the
+daemon goes on (the gap is then fetched only while the daemon runs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from monitor.store import Store, StoreError
+
+
+class OwedBackfills:
+    """Per feed, the starts of the gaps whose backfill is not on disk yet."""
+
+    def __init__(self, store: Store, log: Any) -> None:
+        self._store = store
+        self._log = log
+        self._gaps: dict[str, list[dt.datetime]] = {}
+        try:
+            saved = store.load_owed_backfills()
+        except StoreError as exc:
+            log.warning("owed_backfills_unreadable", error=str(exc))
+            saved = {}
+        for feed, since in saved.items():
+            try:
+                when = dt.datetime.fromisoformat(since)
+            except ValueError:
+                log.warning("owed_backfills_unreadable", error=f"{feed}: not a time: {since!r}")
+                continue
+            if when.tzinfo is not None:
+                self._gaps[feed] = [when.astimezone(dt.UTC)]
+
+    def since(self, feed: str) -> dt.datetime | None:
+        """The earliest start `feed` owes (None: it owes nothing)."""
+        gaps = self._gaps.get(feed)
+        return min(gaps) if gaps else None
+
+    def owe(self, feed: str, since: dt.datetime) -> None:
+        """`feed` lost data from `since` on."""
+        before = self.since(feed)
+        self._gaps.setdefault(feed, []).append(since)
+        if before is None or since < before:
+            self._save()
+
+    def settle(self, feed: str, until: dt.datetime) -> None:
+        """A backfill of `feed` up to `until` is on disk: the gaps that opened before then are
+        settled (one opened since, while it was fetched, is not)."""
+        gaps = self._gaps.get(feed)
+        if not gaps:
+            return
+        before = min(gaps)
+        gaps[:] = [g for g in gaps if g >= until]
+        if not gaps:
+            del self._gaps[feed]
+        if self.since(feed) != before:
+            self._save()
+
+    def _save(self) -> None:
+        owed = {feed: min(gaps).isoformat() for feed, gaps in self._gaps.items() if gaps}
+        try:
+            self._store.save_owed_backfills(owed)
+        except StoreError as exc:
+            self._log.warning("owed_backfills_unwritable", error=str(exc))
