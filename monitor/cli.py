@@ -377,6 +377,11 @@ def _tail_password_fix(args: argparse.Namespace) -> str:
     from monitor.alerts.redis_sink import AUTH_FIX
 
     if not args.config:
+        if _url_password(args.url or ""):
+            return (
+                "the password in --url was refused: check it (or pass --config, whose [redis]"
+                " password_env or password_file tail then uses)"
+            )
         return "tail takes the password from --config's [redis] password_env or password_file"
     config = cfg.load(args.config)
     redis = config.redis

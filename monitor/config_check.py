@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from typing import Any
 
 from monitor import config as cfg
@@ -28,6 +29,8 @@ MASK = "***"
 def config_check(args: argparse.Namespace) -> int:
     """Entry point of `config check`."""
     path = str(args.config)
+    if _is_notifier_config(path):
+        return _notifier_check(path)
     try:
         config = cfg.load(path)
         rules = rules_config.load_rules_file(config)
@@ -92,6 +95,48 @@ def config_check(args: argparse.Namespace) -> int:
             print("\n# secrets not read (systemd credentials of a unit not running):")
             for field, why in not_read.items():
                 print(f"#   {field}: {why}")
+    return 0
+
+
+def _is_notifier_config(path: str) -> bool:
+    """Whether `path` is the notifier's config (it has `[[receivers]]`), not the daemon's."""
+    try:
+        with open(path, "rb") as f:
+            return "receivers" in tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False  # (the daemon's reading of it says what is wrong)
+
+
+def _notifier_check(path: str) -> int:
+    """`config check` of the notifier's config: read and checked as the notifier reads it
+    (receiver URLs no sender can use included), without sending or connecting."""
+    import asyncio
+
+    from monitor.errors import DeliveryError
+    from monitor.notify import config as ncfg
+    from monitor.notify.delivery import make_sender
+
+    async def senders(config: ncfg.NotifyConfig) -> None:  # (made and closed: nothing sent)
+        for i, r in enumerate(config.receivers):
+            url = ncfg.resolve_url(r, f"receivers[{i}].url")
+            try:
+                sender = make_sender(str(url), r.sender, r.timeout_s)
+            except DeliveryError as exc:
+                raise ConfigError(f"receivers[{i}].url: {exc}") from None
+            await sender.aclose()
+
+    try:
+        config = ncfg.load(path)
+        asyncio.run(senders(config))
+    except ConfigError as exc:
+        print(f"market-monitor: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    names = ", ".join(r.name for r in config.receivers)
+    print(
+        f"market-monitor: {path} is a notifier config ([[receivers]]) and reads as one:"
+        f" receivers {names}; `market-monitor notify test --config {path} --receiver NAME`"
+        " sends a test message"
+    )
     return 0
 
 

@@ -117,6 +117,12 @@ def test_tail_refused_for_want_of_a_password_says_what_supplies_it(tmp_path: Pat
             f"{AUTH_FIX}: tail sent the password of [redis] password_file = '{wrong}' "
             f"({variable})\n",
         )
+        # A wrong password in --url: the fix is about that password, not --config's keys.
+        url = redis.url.replace("redis://", "redis://:not-the-password@")
+        res = cli("tail", "--url", url, "--count", "1", timeout=30)
+        assert res.returncode == 78
+        assert "the password in --url was refused" in res.stderr.partition("; fix: ")[2]
+        assert "not-the-password" not in res.stderr
     assert password not in res.stderr
 
 

@@ -142,10 +142,19 @@ def main_silence(args: argparse.Namespace) -> int:
     from monitor.notify.inbox import redis_failure, section_client
     from monitor.notify.silences import SilenceStore, new_silence, parse_duration
 
+    configured = bool(getattr(args, "config", None))
     try:  # (without --config: the daemon's and notifier's default Redis and stream, as `tail`)
-        redis = _load(args).redis if getattr(args, "config", None) else _default_redis()
+        redis = _load(args).redis if configured else _default_redis()
     except ConfigError as exc:
         return _failed(exc)
+    if not configured:  # (said: a silence on a Redis the notifier does not read silences nothing)
+        from monitor.urls import mask_url
+
+        print(
+            f"market-monitor: silence: no --config: the default Redis {mask_url(redis.url)},"
+            f" stream {redis.stream}",
+            file=sys.stderr,
+        )
     now = SystemClock().now()
 
     async def go() -> int:
@@ -177,6 +186,8 @@ def main_silence(args: argparse.Namespace) -> int:
                         f"until {s.ends_at:%Y-%m-%d %H:%M} UTC  {s.created_by}: {s.comment}"
                     )
                     print(printable(line))  # (a comment's escape sequences spelled out)
+                if not found:
+                    print(f"no {'' if args.all else 'active '}silences", file=sys.stderr)
                 return 0
             ended = await store.expire(args.id, now)
             if ended is None:

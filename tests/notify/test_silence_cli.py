@@ -97,6 +97,13 @@ def test_silence_without_config_takes_the_notifiers_environment_overrides() -> N
         added = cli("silence", "add", "--rule", "x.y", "--for", "1h", env=env)
         assert added.returncode == 0, added.stderr
         assert client.hget(f"{stream}:silences", added.stdout.split()[0]) is not None
+        # (said, as a silence on a Redis the notifier does not read would silence nothing)
+        assert added.stderr == (
+            "market-monitor: silence: no --config: the default Redis"
+            f" redis://127.0.0.1:6379/0, stream {stream}\n"
+        )
+        empty = cli("silence", "list", env={"MARKET_MONITOR_NOTIFY__REDIS__STREAM": stream + "x"})
+        assert (empty.stdout, empty.stderr.splitlines()[-1]) == ("", "no active silences")
         bad = cli("silence", "list", env={"MARKET_MONITOR_NOTIFY__REDIS__BLOCK_MS": "many"})
         assert bad.returncode == 78 and "MARKET_MONITOR_NOTIFY__REDIS__" in bad.stderr
     finally:

@@ -1,0 +1,44 @@
+"""`market-monitor config check` given the notifier's config (it has `[[receivers]]`) checks it
+as the notifier reads it, instead of refusing it as a daemon config with a misleading error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import ROOT
+from tests.notify.test_silence_cli import cli
+
+EXAMPLE = ROOT / "config" / "notify.example.toml"
+SECRETS = {"SLACK_TOKEN": "a/b/c", "SMTP_USER": "u", "SMTP_PASSWORD": "p"}
+
+
+def test_config_check_reads_a_notifier_config_as_the_notifier_does(tmp_path: Path) -> None:
+    ok = cli("config", "check", "--config", str(EXAMPLE), env=SECRETS)
+    assert (ok.returncode, ok.stderr) == (0, "")
+    assert "is a notifier config ([[receivers]]) and reads as one: receivers chat, email," in (
+        ok.stdout
+    )
+
+    typo = tmp_path / "notify.toml"
+    typo.write_text(
+        '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:8080/a"\nmax_attempt = 3\n'
+    )
+    bad = cli("config", "check", "--config", str(typo), env=SECRETS)
+    assert bad.returncode == 78
+    assert bad.stderr.startswith("market-monitor: config error: ")
+    assert "max_attempt" in bad.stderr
+
+    unset = cli("config", "check", "--config", str(EXAMPLE), env={})
+    assert (unset.returncode, unset.stderr.strip()) == (
+        78,
+        f"market-monitor: config error: {EXAMPLE}: receivers[0].url: environment variable"
+        " SLACK_TOKEN is not set",
+    )
+
+    unusable = tmp_path / "unusable.toml"
+    unusable.write_text(
+        '[[receivers]]\nname = "x"\nurl = "mailto://u@h?api_base=http://h"\n'
+        '[route]\nreceivers = ["x"]\n'
+    )
+    res = cli("config", "check", "--config", str(unusable), env={})
+    assert res.returncode == 78 and "receivers[0].url" in res.stderr, res.stderr
