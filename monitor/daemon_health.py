@@ -40,6 +40,12 @@ def health_report(daemon: Daemon, publisher: RedisPublisher, pipeline: Pipeline)
             reasons.append(f"feed {feed.name} disconnected" + (f": {cause}" if cause else ""))
         if daemon.counters.get("feed_stale", feed=feed.name) == 1:
             reasons.append(f"feed {feed.name} stale")
+        failed = getattr(feed, "backfill_error", None)
+        if failed:
+            reasons.append(
+                f"feed {feed.name} backfill failed ({failed}): asked for again at its next"
+                " reconnect or start"
+            )
     if not publisher.is_available:
         depth = int(daemon.counters.get("outbox_depth"))
         why = publisher.why_unavailable

@@ -190,3 +190,48 @@ async def test_a_journal_that_cannot_be_written_makes_health_degraded_until_it_c
                 ), reason
             assert daemon.intraday.append(batch(0)) is True  # (what an idle step does)
             await health_becomes(daemon, lambda h: h["status"] == "healthy")
+
+
+async def test_a_failed_backfill_makes_health_degraded_until_one_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WebSocket feed's connection lost and back; the REST API refuses AAPL's bars (and so
+    its request's, of both symbols: Alpaca is asked 100 symbols at a time): /healthz
+    is degraded, saying the backfill failed and when it is asked for again; once the next
+    reconnect's backfill (the failed window too) goes through, healthy again."""
+    from tests.feeds.fake_providers import FakeRest, FakeStream
+    from tests.feeds.test_websocket import ALPACA_TRADES
+
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    with RedisServer() as server:
+        async with FakeStream("alpaca") as fake, FakeRest() as api:
+            api.fail_symbols["AAPL"] = -1
+            prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
+            conf = write_config(tmp_path, feeds=[], redis={"url": server.url, "stream": prefix})
+            conf.write_text(
+                conf.read_text()
+                + f'\n[[feeds]]\nname = "alpaca"\nkind = "websocket"\nprovider = "alpaca"\n'
+                f'url = "{fake.url}"\nrest_url = "{api.url}"\nsymbols = ["AAPL", "SPY"]\n'
+                'key_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
+            )
+            async with daemon_of(conf) as daemon:
+                await asyncio.wait_for(fake.subscribed.wait(), 10)
+                await fake.push(ALPACA_TRADES)
+                await fake.drop()
+                await fake.wait_connections(2)
+
+                def failed(h: dict[str, Any]) -> bool:
+                    return any("backfill failed" in r for r in h["reasons"])
+
+                await health_becomes(daemon, failed)
+                (reason,) = [r for r in (await health(daemon))["reasons"] if "backfill" in r]
+                assert re.fullmatch(
+                    r"feed alpaca backfill failed \(from \S+ \S+Z, 2 symbols \(AAPL, SPY\): "
+                    r".*HTTP 500.*\): asked for again at its next reconnect or start",
+                    reason,
+                ), reason
+                api.fail_symbols.clear()
+                await fake.drop()
+                await fake.wait_connections(3)
+                await health_becomes(daemon, lambda h: not failed(h))

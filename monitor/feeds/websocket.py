@@ -163,6 +163,10 @@ class WebSocketFeed:
         # when data last came before the connection was lost (or, from `gap_since`, before
         # the daemon stopped): the first subscription after it backfills from there
         self._gap_start: dt.datetime | None = gap_since
+        # A backfill that failed (its window's start, and why: /healthz shows it) is asked for
+        # again at the next subscription (and, owed in the store, at the next start).
+        self._failed_from: dt.datetime | None = None
+        self.backfill_error: str | None = None
         if gap_since is not None and self._owe is not None:
             self._owe(gap_since)
         self._rejections = RejectionLog(
@@ -298,15 +302,19 @@ class WebSocketFeed:
         self._subscribed = True
         self._counters.inc("feed_subscribes", feed=self.name)
         self._log.info("feed_subscribed", symbols=len(self._symbols), message=message)
-        if self._gap_start is None:
-            return
         now = self._clock()
-        gap_s = (now - self._gap_start).total_seconds()
-        self._counters.inc("feed_gap_seconds", gap_s, feed=self.name)
-        self._log.warning("feed_gap", gap_s=round(gap_s, 3))
-        start = max(_floor_minute(self._gap_start) - _MINUTE, self._reach(now))
+        if self._gap_start is not None:
+            gap_s = (now - self._gap_start).total_seconds()
+            self._counters.inc("feed_gap_seconds", gap_s, feed=self.name)
+            self._log.warning("feed_gap", gap_s=round(gap_s, 3))
+        # (and a backfill that failed before: asked for again)
+        starts = [] if self._gap_start is None else [_floor_minute(self._gap_start) - _MINUTE]
+        starts += [] if self._failed_from is None else [self._failed_from]
+        if not starts:
+            return
+        start = max(min(starts), self._reach(now))
         end = _floor_minute(now)
-        self._gap_start = None
+        self._gap_start = self._failed_from = None
         if self._rest is not None and self._tasks is not None and start < end:
             task = self._tasks.create_task(
                 self._backfill(start, end), name=f"feed-{self.name}-backfill"
@@ -416,7 +424,7 @@ class WebSocketFeed:
             try:
                 fetched = await self._rest.fetch(left, start, end, feed=self.name)
             except MonitorError as exc:  # (refused credentials: asking again will not help)
-                self._counters.inc("backfill_failures", feed=self.name)
+                self._failed(start, str(exc))
                 self._log.error("backfill_failed", error=str(exc), **window)
                 return
             batch, failed = fetched
@@ -427,6 +435,7 @@ class WebSocketFeed:
             if bars or batch.rejections:
                 await self._deliver(batch)
             if not failed:
+                self.backfill_error = None
                 if self._settle is not None:  # (once the engine loop has them on disk)
                     await self._queue.put(Wire(self.name, [], ack=partial(self._settle, end)))
                 return
@@ -439,7 +448,8 @@ class WebSocketFeed:
                 symbols=_some(left),
                 **window,
             )
-        self._counters.inc("backfill_failures", feed=self.name)
+        n = len(left)
+        self._failed(start, f"{n} symbol{'s' if n > 1 else ''} ({_some(left, 5)}): {why}")
         self._log.error(
             "backfill_failed",
             error=f"retries exhausted: {why}",
@@ -447,6 +457,12 @@ class WebSocketFeed:
             symbols=_some(left),
             **window,
         )
+
+    def _failed(self, start: dt.datetime, why: str) -> None:
+        self._counters.inc("backfill_failures", feed=self.name)
+        self.backfill_error = f"from {start:%Y-%m-%d %H:%M}Z, {why}"
+        if self._failed_from is None or start < self._failed_from:
+            self._failed_from = start
 
 
 def _some(symbols: list[str], most: int = 20) -> str:

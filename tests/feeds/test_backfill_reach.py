@@ -296,3 +296,39 @@ async def test_a_backfill_cut_off_by_a_stop_is_owed_and_fetched_at_the_next_star
     marker.ack()
     assert restarted.since("test") is None
     assert store.load_owed_backfills() == {}
+
+
+async def test_a_failed_backfill_is_asked_for_again_at_the_next_subscription() -> None:
+    """AAPL's bars refused (for good, one attempt): the backfill of the gap since 14:10 fails,
+    and the feed says so (`backfill_error`, on /healthz); at the next subscription (the
+    connection lost and back) it asks again from 14:09, not from the new gap's start, and once
+    that succeeds the error is gone."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    stopped = dt.datetime(2024, 7, 12, 14, 10, 30, tzinfo=UTC)
+    clock = Clock(dt.datetime(2024, 7, 12, 14, 20, 20, tzinfo=UTC))
+    async with (
+        FakeStream("alpaca") as fake,
+        FakeRest() as api,
+        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+    ):
+        api.fail_symbols["AAPL"] = -1
+        feed = make_feed(
+            "alpaca", fake.url, queue, Counters(), clock=clock, rest=rest, gap_since=stopped,
+            backfill_attempts=1,
+        )  # fmt: skip
+        async with running(feed):
+            async with asyncio.timeout(5):
+                while feed.backfill_error is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            assert feed.backfill_error.startswith("from 2024-07-12 14:09Z, 2 symbols (AAPL, SPY)")
+            api.fail_symbols.clear()
+            api.requests.clear()
+            await fake.push(ALPACA_TRADES)
+            await next_batch(queue)
+            clock.now = dt.datetime(2024, 7, 12, 14, 25, 20, tzinfo=UTC)
+            await fake.drop()
+            await fake.wait_connections(2)
+            backfilled = await next_batch(queue)
+    assert windows(api) == [("2024-07-12T14:09:00Z", "2024-07-12T14:24:59Z")]
+    assert backfilled.minute_bars.height == 2 * 16
+    assert feed.backfill_error is None
