@@ -45,10 +45,20 @@ def mask_url(url: str) -> str:
 
 
 class Fetched(NamedTuple):
-    """What `RestBackfill.fetch` got: the bars, and the symbols it could not get, with why."""
+    """What `RestBackfill.fetch` got: the bars, the symbols it could not get, with why, and the
+    longest wait a 429 asked for before asking again (its Retry-After, in seconds)."""
 
     batch: FeedBatch
     failed: dict[str, str]
+    wait_s: float | None = None
+
+
+class RateLimited(TransientError):
+    """A 429: asked to wait `retry_after_s` (None: it did not say) before asking again."""
+
+    def __init__(self, message: str, retry_after_s: float | None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class RestBackfill:
@@ -133,12 +143,14 @@ class RestBackfill:
             *(self._group(group, start, end, window) for group in groups), return_exceptions=True
         )
         batch, failed = FeedBatch.empty(feed), dict[str, str]()
-        frames = [batch.minute_bars]
+        frames, waits = [batch.minute_bars], [0.0]
         for group, result in zip(groups, results, strict=True):
             if isinstance(result, ConfigError):
                 raise result
             if isinstance(result, MonitorError):
                 failed.update(dict.fromkeys(group, str(result)))
+                if isinstance(result, RateLimited) and result.retry_after_s is not None:
+                    waits.append(result.retry_after_s)
             elif isinstance(result, BaseException):
                 raise result
             else:
@@ -147,7 +159,7 @@ class RestBackfill:
                 frames.append(part.minute_bars)
                 batch.rejections += part.rejections
         batch.minute_bars = pl.concat(frames, how="vertical")
-        return Fetched(batch, failed)
+        return Fetched(batch, failed, max(waits) or None)
 
     async def _group(
         self, symbols: list[str], start: dt.datetime, end: dt.datetime, window: tuple[int, int]
@@ -221,6 +233,9 @@ class RestBackfill:
         status = response.status_code
         if status in (401, 403):
             raise ConfigError(f"{self.provider} REST refused the credentials (HTTP {status})")
+        if status == 429:
+            wait = _seconds(response.headers.get("retry-after"))
+            raise RateLimited(f"{self.provider} REST: HTTP 429 for {mask_url(url)}", wait)
         if status != 200:
             raise TransientError(f"{self.provider} REST: HTTP {status} for {mask_url(url)}")
         try:
@@ -267,3 +282,11 @@ def _split_query(url: str) -> tuple[str, dict[str, str | int]]:
     parts = urlsplit(url)
     params: dict[str, str | int] = dict(parse_qsl(parts.query, keep_blank_values=True))
     return urlunsplit(parts._replace(query="")), params
+
+
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After of seconds (what Alpaca and Polygon send); None when absent or not that."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

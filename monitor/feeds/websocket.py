@@ -57,6 +57,7 @@ __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketF
 
 Provider = Literal["alpaca", "polygon", "finnhub", "generic"]
 _MINUTE = dt.timedelta(minutes=1)
+MAX_RETRY_AFTER_S = 60.0  # the longest a backfill waits for a 429's Retry-After
 
 
 class _GenericSession:
@@ -417,17 +418,19 @@ class WebSocketFeed:
         (the others' bars are handed on at once), up to `backfill_attempts` times in all."""
         assert self._rest is not None
         window = {"start": start.isoformat(), "end": end.isoformat()}
-        left, why = list(self._symbols), ""
+        left, why, asked_wait = list(self._symbols), "", 0.0
         for attempt in range(self._backfill_attempts):
-            if attempt:
-                await asyncio.sleep(self._backoff.delay(attempt - 1))
+            if attempt:  # (at least as long as a 429 asked, up to a minute)
+                wait = min(asked_wait, MAX_RETRY_AFTER_S)
+                await asyncio.sleep(max(self._backoff.delay(attempt - 1), wait))
             try:
                 fetched = await self._rest.fetch(left, start, end, feed=self.name)
             except MonitorError as exc:  # (refused credentials: asking again will not help)
                 self._failed(start, str(exc))
                 self._log.error("backfill_failed", error=str(exc), **window)
                 return
-            batch, failed = fetched
+            batch, failed, asked = fetched
+            asked_wait = asked or 0.0
             bars = batch.minute_bars.height
             self._counters.inc("backfill_bars", bars, feed=self.name)
             got = len(left) - len(failed)

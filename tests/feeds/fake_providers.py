@@ -201,6 +201,8 @@ class FakeRest:
         self.fail_next = 0  # how many requests get a 503
         # symbol -> how many more of its requests get a 500 (-1: every one)
         self.fail_symbols: dict[str, int] = {}
+        # symbol -> the Retry-After its next request's 429 says (one 429 each)
+        self.rate_limited: dict[str, str] = {}
         self.answering = asyncio.Event()  # cleared: requests wait (a slow REST API)
         self.answering.set()
         self.url = ""
@@ -233,8 +235,14 @@ class FakeRest:
                 self.requests.append((parts.path, query, headers))
                 await self.answering.wait()
                 status, body = self._route(parts.path, query)
+                extra = ""
+                if status == 429:
+                    asked = query["symbols"].split(",") if "symbols" in query else []
+                    asked += parts.path.split("/")[4:5]
+                    waits = [self.rate_limited.pop(a) for a in asked if a in self.rate_limited]
+                    extra = f"retry-after: {waits[0]}\r\n"
                 writer.write(
-                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}"
                     f"content-length: {len(body)}\r\n\r\n".encode()
                     + body
                 )
@@ -254,6 +262,8 @@ class FakeRest:
             self.fail_symbols[symbol] -= self.fail_symbols[symbol] > 0
         if failing:
             return 500, b"{}"
+        if any(a in self.rate_limited for a in asked):
+            return 429, b"{}"
         if path == "/v2/stocks/bars":
             symbols = query["symbols"].split(",")
             page = int(query.get("page_token", "0"))

@@ -425,3 +425,28 @@ async def test_stop_during_backoff_exits_promptly() -> None:
     stop.set()
     await asyncio.wait_for(task, 2)
     assert loop.time() - began < 0.5
+
+
+async def test_a_backfill_waits_as_long_as_a_429_asks_before_asking_again() -> None:
+    """Polygon answers AAPL's first request 429 with Retry-After: 1: SPY's bars are handed on
+    at once, AAPL's asked for again after a second (the backoff alone is 0.05 s), not before."""
+    start = dt.datetime(2024, 7, 11, 14, 29, tzinfo=UTC)
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    async with FakeRest() as api, RestBackfill("polygon", api.url, key=Secret("KEY")) as rest:
+        api.rate_limited["AAPL"] = "1"
+        feed = make_feed("polygon", "ws://127.0.0.1:9", queue, Counters(), rest=rest)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await feed._backfill(start, start + dt.timedelta(minutes=2))
+        took = loop.time() - began
+    asked = [path.split("/")[4] for path, _, _ in api.requests]
+    assert sorted(asked[:2]) == ["AAPL", "SPY"] and asked[2:] == ["AAPL"]
+    assert took >= 1.0
+    got = [b.minute_bars.get_column("symbol").unique().to_list() for b in drain(queue)]
+    assert got == [["SPY"], ["AAPL"]]
+
+
+def drain(queue: asyncio.Queue[FeedBatch]) -> list[FeedBatch]:
+    """The batches on `queue` (the markers of a backfill's end, which are not, left out)."""
+    items = [queue.get_nowait() for _ in range(queue.qsize())]
+    return [item for item in items if isinstance(item, FeedBatch)]
