@@ -118,6 +118,11 @@ def _notifier_check(path: str) -> int:
 
     async def senders(config: ncfg.NotifyConfig) -> None:  # (made and closed: nothing sent)
         for i, r in enumerate(config.receivers):
+            unit = ncfg.unit_credential(r)
+            if unit is not None:  # (it exists only while the unit runs)
+                warning = unit_only(f"receivers[{i}].url_file", r.url_file, unit)
+                print(f"market-monitor: warning: {warning}", file=sys.stderr)
+                continue
             url = ncfg.resolve_url(r, f"receivers[{i}].url")
             try:
                 sender = make_sender(str(url), r.sender, r.timeout_s)
@@ -126,7 +131,7 @@ def _notifier_check(path: str) -> int:
             await sender.aclose()
 
     try:
-        config = ncfg.load(path)
+        config = ncfg.load(path, outside_unit=True)
         asyncio.run(senders(config))
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)

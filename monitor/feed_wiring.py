@@ -167,7 +167,7 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         stale_at_start=name in daemon.stale_feeds,
         # (what came while the daemon was down, and a gap whose backfill was not on disk when
         # it stopped: as far back as the engine takes minutes)
-        gap_since=_earliest(daemon.intraday.resumed_from, owed.since(name)) if rest else None,
+        gap_since=_earliest(daemon.intraday.resumed_from, owed.take(name)) if rest else None,
         keeps_from=daemon.keeps_from,
         owe=partial(owed.owe, name),
         settle=partial(owed.settle, name),

@@ -55,15 +55,22 @@ class OwedBackfills:
         if before is None or since < before:
             self._save()
 
-    def settle(self, feed: str, until: dt.datetime) -> None:
-        """A backfill of `feed` up to `until` is on disk: the gaps that opened before then are
-        settled (one opened since, while it was fetched, is not)."""
-        gaps = self._gaps.get(feed)
-        if not gaps:
+    def take(self, feed: str) -> dt.datetime | None:
+        """What `feed` owed at the last stop, handed to the feed (which owes it again, from
+        the earliest of it and where the data taken up ends, and settles that)."""
+        gaps = self._gaps.pop(feed, [])
+        return min(gaps) if gaps else None
+
+    def settle(self, feed: str, gaps: list[dt.datetime]) -> None:
+        """The backfill of `feed`'s `gaps` (their starts, as owed) is on disk."""
+        owed = self._gaps.get(feed)
+        if not owed:
             return
-        before = min(gaps)
-        gaps[:] = [g for g in gaps if g >= until]
-        if not gaps:
+        before = min(owed)
+        for gap in gaps:
+            if gap in owed:
+                owed.remove(gap)
+        if not owed:
             del self._gaps[feed]
         if self.since(feed) != before:
             self._save()

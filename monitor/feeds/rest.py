@@ -90,7 +90,10 @@ class RestBackfill:
         self._secret = secret
         self._alpaca_feed = alpaca_feed
         self._per_request = symbols_per_request
-        self._limit = asyncio.Semaphore(concurrency)
+        # (Alpaca's groups one at a time, as its rate limit is per minute for the whole key;
+        # Polygon's symbols `concurrency` at a time)
+        self._limit = asyncio.Semaphore(1 if provider == "alpaca" else concurrency)
+        self._limited = False  # a 429 seen in this fetch: the groups not asked yet are not
         self._max_pages = max_pages
         self._client = httpx.AsyncClient(
             timeout=timeout_s,
@@ -139,6 +142,7 @@ class RestBackfill:
             groups = [list(symbols[i : i + step]) for i in range(0, len(symbols), step)]
         else:
             groups = [[symbol] for symbol in symbols]
+        self._limited = False
         results = await asyncio.gather(
             *(self._group(group, start, end, window) for group in groups), return_exceptions=True
         )
@@ -151,6 +155,8 @@ class RestBackfill:
                 failed.update(dict.fromkeys(group, str(result)))
                 if isinstance(result, RateLimited) and result.retry_after_s is not None:
                     waits.append(result.retry_after_s)
+            elif isinstance(result, Exception):  # (a reply nobody foresaw: that group's)
+                failed.update(dict.fromkeys(group, f"{self.provider} REST: {result!r}"))
             elif isinstance(result, BaseException):
                 raise result
             else:
@@ -167,6 +173,8 @@ class RestBackfill:
         """The bars of one request's symbols (all its pages), or its error."""
         cols, rejections = Columns(), list[Rejection]()
         async with self._limit:
+            if self._limited:  # (asking on would only be refused again, and count against us)
+                raise RateLimited(f"{self.provider} REST: not asked after a 429", None)
             if self.provider == "alpaca":
                 await self._alpaca(symbols, start, end, window, cols, rejections)
             else:
@@ -234,6 +242,7 @@ class RestBackfill:
         if status in (401, 403):
             raise ConfigError(f"{self.provider} REST refused the credentials (HTTP {status})")
         if status == 429:
+            self._limited = True
             wait = _seconds(response.headers.get("retry-after"))
             raise RateLimited(f"{self.provider} REST: HTTP 429 for {mask_url(url)}", wait)
         if status != 200:

@@ -124,7 +124,7 @@ class WebSocketFeed:
         gap_since: dt.datetime | None = None,
         keeps_from: Callable[[dt.datetime], dt.datetime | None] | None = None,
         owe: Callable[[dt.datetime], None] | None = None,
-        settle: Callable[[dt.datetime], None] | None = None,
+        settle: Callable[[list[dt.datetime]], None] | None = None,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"feeds.{name}.url: must be ws://... or wss://...")
@@ -164,9 +164,11 @@ class WebSocketFeed:
         # when data last came before the connection was lost (or, from `gap_since`, before
         # the daemon stopped): the first subscription after it backfills from there
         self._gap_start: dt.datetime | None = gap_since
-        # A backfill that failed (its window's start, and why: /healthz shows it) is asked for
-        # again at the next subscription (and, owed in the store, at the next start).
+        # A backfill that failed (its window's start, the gaps it was to fill, and why: /healthz
+        # shows it) is asked for again at the next subscription (and, owed in the store, at the
+        # next start).
         self._failed_from: dt.datetime | None = None
+        self._failed_gaps: list[dt.datetime] = []
         self.backfill_error: str | None = None
         if gap_since is not None and self._owe is not None:
             self._owe(gap_since)
@@ -315,15 +317,18 @@ class WebSocketFeed:
             return
         start = max(min(starts), self._reach(now))
         end = _floor_minute(now)
+        # (the gaps this backfill fills: settled once its bars are on disk, and only they)
+        gaps = [*([] if self._gap_start is None else [self._gap_start]), *self._failed_gaps]
         self._gap_start = self._failed_from = None
+        self._failed_gaps = []
         if self._rest is not None and self._tasks is not None and start < end:
             task = self._tasks.create_task(
-                self._backfill(start, end), name=f"feed-{self.name}-backfill"
+                self._backfill(start, end, gaps), name=f"feed-{self.name}-backfill"
             )
             self._backfills.add(task)
             task.add_done_callback(self._backfills.discard)
         elif self._settle is not None:  # (nothing to fetch: within the minute, or too old)
-            self._settle(end)
+            self._settle(gaps)
 
     def _reach(self, now: dt.datetime) -> dt.datetime:
         """How far back a backfill at `now` goes at most: to the open of the oldest session
@@ -413,9 +418,13 @@ class WebSocketFeed:
 
     # --- backfill --------------------------------------------------------------------------------
 
-    async def _backfill(self, start: dt.datetime, end: dt.datetime) -> None:
+    async def _backfill(
+        self, start: dt.datetime, end: dt.datetime, gaps: list[dt.datetime] | None = None
+    ) -> None:
         """Fetch [start, end) and hand it on; symbols whose requests failed are asked again
-        (the others' bars are handed on at once), up to `backfill_attempts` times in all."""
+        (the others' bars are handed on at once), up to `backfill_attempts` times in all.
+        `gaps`: the starts of the gaps it fills (settled once on disk, or failed)."""
+        gaps = gaps or []
         assert self._rest is not None
         window = {"start": start.isoformat(), "end": end.isoformat()}
         left, why, asked_wait = list(self._symbols), "", 0.0
@@ -426,7 +435,7 @@ class WebSocketFeed:
             try:
                 fetched = await self._rest.fetch(left, start, end, feed=self.name)
             except MonitorError as exc:  # (refused credentials: asking again will not help)
-                self._failed(start, str(exc))
+                self._failed(start, gaps, str(exc))
                 self._log.error("backfill_failed", error=str(exc), **window)
                 return
             batch, failed, asked = fetched
@@ -438,9 +447,10 @@ class WebSocketFeed:
             if bars or batch.rejections:
                 await self._deliver(batch)
             if not failed:
-                self.backfill_error = None
+                if not self._failed_gaps:  # (no other backfill failed since this one began)
+                    self.backfill_error = None
                 if self._settle is not None:  # (once the engine loop has them on disk)
-                    await self._queue.put(Wire(self.name, [], ack=partial(self._settle, end)))
+                    await self._queue.put(Wire(self.name, [], ack=partial(self._settle, gaps)))
                 return
             left, why = list(failed), next(iter(failed.values()))
             self._log.warning(
@@ -452,7 +462,7 @@ class WebSocketFeed:
                 **window,
             )
         n = len(left)
-        self._failed(start, f"{n} symbol{'s' if n > 1 else ''} ({_some(left, 5)}): {why}")
+        self._failed(start, gaps, f"{n} symbol{'s' if n > 1 else ''} ({_some(left, 5)}): {why}")
         self._log.error(
             "backfill_failed",
             error=f"retries exhausted: {why}",
@@ -461,9 +471,10 @@ class WebSocketFeed:
             **window,
         )
 
-    def _failed(self, start: dt.datetime, why: str) -> None:
+    def _failed(self, start: dt.datetime, gaps: list[dt.datetime], why: str) -> None:
         self._counters.inc("backfill_failures", feed=self.name)
         self.backfill_error = f"from {start:%Y-%m-%d %H:%M}Z, {why}"
+        self._failed_gaps += gaps
         if self._failed_from is None or start < self._failed_from:
             self._failed_from = start
 

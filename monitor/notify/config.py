@@ -31,7 +31,7 @@ from monitor.config_problems import (
     two_usernames,
     unreadable,
 )
-from monitor.credentials import Secret, secret
+from monitor.credentials import Secret, absent_unit_credential, secret
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"
@@ -219,11 +219,15 @@ class NotifyConfig(Base, frozen=True):
         return p if p.is_absolute() else Path(self.base_dir) / p
 
 
-def load(path: str | Path, environ: dict[str, str] | None = None) -> NotifyConfig:
-    """Read, override from `MARKET_MONITOR_NOTIFY__*`, validate; ConfigError names the field."""
+def load(
+    path: str | Path, environ: dict[str, str] | None = None, *, outside_unit: bool = False
+) -> NotifyConfig:
+    """Read, override from `MARKET_MONITOR_NOTIFY__*`, validate; ConfigError names the field.
+    `outside_unit` (`config check`): a receiver's `url_file` that is a systemd credential of a
+    unit not running (it exists only while the unit runs) is not read."""
     env = dict(os.environ if environ is None else environ)
     raw = read_toml(path, env, ENV_PREFIX)
-    return parse(raw, where=str(path), environ=env, prefix=ENV_PREFIX)
+    return parse(raw, where=str(path), environ=env, prefix=ENV_PREFIX, outside_unit=outside_unit)
 
 
 def parse(
@@ -232,6 +236,7 @@ def parse(
     where: str = "config",
     environ: dict[str, str] | None = None,
     prefix: str | None = None,
+    outside_unit: bool = False,
 ) -> NotifyConfig:
     """Validate plain data into a NotifyConfig (and check names, times, zones and secrets);
     `*_file` paths (secrets, `ca_file`) are made relative to `base_dir`, the file's folder.
@@ -246,7 +251,7 @@ def parse(
             receivers=[absolute_files(r, config.base_dir) for r in config.receivers],
             route=_timings(config.route, "route"),
         )
-        check(config, environ)
+        check(config, environ, outside_unit=outside_unit)
     except ConfigError as exc:
         field, _, message = str(exc).partition(": ")
         variable = variables.get(tuple(field.split(".")))
@@ -256,7 +261,9 @@ def parse(
     return config
 
 
-def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
+def check(
+    config: NotifyConfig, environ: dict[str, str] | None = None, *, outside_unit: bool = False
+) -> None:
     """Cross-field checks: a Redis URL the client takes, a `ca_file` it can read, unique
     receiver names, known references, clock times, time zones."""
     endless = infinite(msgspec.to_builtins(config))
@@ -278,7 +285,8 @@ def check(config: NotifyConfig, environ: dict[str, str] | None = None) -> None:
         if not name or names.index(name) != i:
             raise ConfigError(f"receivers[{i}].name: empty or duplicate name {name!r}")
     for i, r in enumerate(config.receivers):
-        resolve_url(r, f"receivers[{i}].url", environ)
+        if not (outside_unit and unit_credential(r)):
+            resolve_url(r, f"receivers[{i}].url", environ)
         if r.quiet_hours is not None:
             q = r.quiet_hours
             parse_clock(q.start, f"receivers[{i}].quiet_hours.start")
@@ -363,6 +371,14 @@ def _check_route(route: RouteConfig, where: str, names: set[str], *, root: bool)
             raise ConfigError(f"{where}.group_by: {f!r} is not one of {', '.join(GROUP_FIELDS)}")
     for i, child in enumerate(route.routes):
         _check_route(child, f"{where}.routes[{i}]", names, root=False)
+
+
+def unit_credential(r: ReceiverConfig) -> str | None:
+    """The unit whose systemd credential `r.url_file` is, when that unit is not running (the
+    file exists only while it runs, see `credentials.absent_unit_credential`); else None."""
+    if not r.url_file or r.url_env:
+        return None
+    return absent_unit_credential(r.url_file)
 
 
 def resolve_url(r: ReceiverConfig, where: str, environ: dict[str, str] | None = None) -> Secret:

@@ -203,6 +203,7 @@ class FakeRest:
         self.fail_symbols: dict[str, int] = {}
         # symbol -> the Retry-After its next request's 429 says (one 429 each)
         self.rate_limited: dict[str, str] = {}
+        self.broken_next_url: set[str] = set()  # Polygon symbols whose next_url is malformed
         self.answering = asyncio.Event()  # cleared: requests wait (a slow REST API)
         self.answering.set()
         self.url = ""
@@ -290,6 +291,8 @@ class FakeRest:
             doc: dict[str, Any] = {"results": results, "status": "OK"}
             if cursor + 3 < len(minutes):
                 doc["next_url"] = f"{self.url}{path}?cursor={cursor + 3}"
+                if symbol in self.broken_next_url:
+                    doc["next_url"] = "http://[::1"
             return 200, msgspec.json.encode(doc)
         return 404, b"{}"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -275,7 +276,7 @@ async def test_a_backfill_cut_off_by_a_stop_is_owed_and_fetched_at_the_next_star
 
         # The next start: the data taken up ends after the gap (14:36), what is owed before.
         restarted = OwedBackfills(store, logs.get("test"))
-        assert restarted.since("test") == gap
+        assert restarted.take("test") == gap  # (as the daemon hands it to its feed)
         hooks = {
             "owe": lambda t: restarted.owe("test", t),
             "settle": lambda t: restarted.settle("test", t),
@@ -332,3 +333,47 @@ async def test_a_failed_backfill_is_asked_for_again_at_the_next_subscription() -
     assert windows(api) == [("2024-07-12T14:09:00Z", "2024-07-12T14:24:59Z")]
     assert backfilled.minute_bars.height == 2 * 16
     assert feed.backfill_error is None
+
+
+async def test_each_backfill_settles_only_the_gaps_it_filled(tmp_path: Path) -> None:
+    """Two backfills, one failing (AAPL refused) and one not, in either order: the gap of the
+    one that failed stays owed (and said on /healthz) whichever ends last; the gap of the one
+    that succeeded is settled, even when its window ends in the minute its gap began."""
+    from monitor import logs
+    from monitor.feeds.wire import Wire
+    from monitor.owed_backfills import OwedBackfills
+    from monitor.store import Store
+
+    failing = dt.datetime(2024, 7, 12, 14, 0, 30, tzinfo=UTC)
+    good = dt.datetime(2024, 7, 12, 14, 25, 19, tzinfo=UTC)
+    minute = dt.timedelta(minutes=1)
+
+    async def backfill(feed: object, gap: dt.datetime, api: FakeRest, refuse: bool) -> None:
+        api.fail_symbols = {"AAPL": -1} if refuse else {}
+        start = gap.replace(second=0) - minute
+        end = start + minute  # (the minute the gap began in: a reconnect within it)
+        await feed._backfill(start, end, [gap])  # type: ignore[attr-defined]
+
+    for order in ("failing first", "good first"):
+        store = Store(tmp_path / order.replace(" ", "-"))
+        owed = OwedBackfills(store, logs.get("test"))
+        queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+        async with (
+            FakeRest() as api,
+            RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+        ):
+            feed = make_feed(
+                "alpaca", "ws://127.0.0.1:9", queue, Counters(), rest=rest,
+                owe=partial(owed.owe, "test"), settle=partial(owed.settle, "test"),
+                backfill_attempts=1,
+            )  # fmt: skip
+            owed.owe("test", failing)
+            owed.owe("test", good)
+            runs = [(failing, True), (good, False)]
+            for gap, refuse in runs if order == "failing first" else runs[::-1]:
+                await backfill(feed, gap, api, refuse)
+        for item in [queue.get_nowait() for _ in range(queue.qsize())]:
+            if isinstance(item, Wire) and item.ack is not None:
+                item.ack()  # (the engine loop's, once on disk)
+        assert store.load_owed_backfills() == {"test": failing.isoformat()}, order
+        assert feed.backfill_error is not None, order

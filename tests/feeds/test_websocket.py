@@ -450,3 +450,33 @@ def drain(queue: asyncio.Queue[FeedBatch]) -> list[FeedBatch]:
     """The batches on `queue` (the markers of a backfill's end, which are not, left out)."""
     items = [queue.get_nowait() for _ in range(queue.qsize())]
     return [item for item in items if isinstance(item, FeedBatch)]
+
+
+async def test_a_reply_nobody_foresaw_costs_only_its_symbols_bars() -> None:
+    """Polygon sends AAPL a malformed `next_url` (httpx cannot even parse it): AAPL's bars are
+    a failure of AAPL's, named; SPY's come; the feed goes on (before, the error ended the
+    feed's task group, and every symbol's bars with it)."""
+    start = dt.datetime(2024, 7, 11, 14, 29, tzinfo=UTC)
+    async with FakeRest() as api, RestBackfill("polygon", api.url, key=Secret("KEY")) as rest:
+        api.broken_next_url.add("AAPL")
+        fetched = await rest.fetch(
+            ["AAPL", "SPY"], start, start + dt.timedelta(minutes=5), feed="t"
+        )
+    assert fetched.batch.minute_bars.get_column("symbol").unique().to_list() == ["SPY"]
+    assert list(fetched.failed) == ["AAPL"] and "polygon REST" in fetched.failed["AAPL"]
+
+
+async def test_after_a_429_the_symbols_not_asked_yet_wait_for_the_next_attempt() -> None:
+    """Polygon, one request at a time: AAPL's 429 stops the fetch from asking for SPY and QQQ
+    in that attempt (they would only be refused, and count against the key); all three are
+    failed, to be asked again after the wait."""
+    start = dt.datetime(2024, 7, 11, 14, 29, tzinfo=UTC)
+    async with (
+        FakeRest() as api,
+        RestBackfill("polygon", api.url, key=Secret("KEY"), concurrency=1) as rest,
+    ):
+        api.rate_limited["AAPL"] = "2"
+        symbols = ["AAPL", "SPY", "QQQ"]
+        fetched = await rest.fetch(symbols, start, start + dt.timedelta(minutes=2), feed="t")
+    assert [path.split("/")[4] for path, _, _ in api.requests] == ["AAPL"]
+    assert sorted(fetched.failed) == sorted(symbols) and fetched.wait_s == 2.0

@@ -42,3 +42,23 @@ def test_config_check_reads_a_notifier_config_as_the_notifier_does(tmp_path: Pat
     )
     res = cli("config", "check", "--config", str(unusable), env={})
     assert res.returncode == 78 and "receivers[0].url" in res.stderr, res.stderr
+
+
+def test_config_check_of_a_notifier_config_with_unit_credentials_warns_not_fails(
+    tmp_path: Path,
+) -> None:
+    """The systemd layout the notify unit's header gives (a receiver's `url_file` under
+    /run/credentials/market-monitor-notify.service/, which exists only while the unit runs),
+    checked from a shell: a warning saying so, exit 0, as the daemon's config check does."""
+    conf = tmp_path / "notify.toml"
+    conf.write_text(
+        '[[receivers]]\nname = "ops"\n'
+        'url_file = "/run/credentials/market-monitor-notify.service/ops"\n'
+        '[route]\nreceivers = ["ops"]\n'
+    )
+    res = cli("config", "check", "--config", str(conf), env={})
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.startswith(
+        "market-monitor: warning: receivers[0].url_file: "
+        "/run/credentials/market-monitor-notify.service/ops not read: a systemd credential"
+    )
