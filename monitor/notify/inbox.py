@@ -15,8 +15,8 @@ them because this is the Redis protocol that makes delivery exactly once per cha
 Redis faults: at start, an unreachable Redis is `SinkUnavailable` (exit 69) and a refused login
 or command a `ConfigError` (exit 78), see `redis_failure`. Once running, reads wait and retry;
 the XACK is retried until Redis answers (monitor/notify/ledger.py `retrying`), so an outage
-delays but never loses or crashes. A stream or consumer group deleted under us is created again
-(`Inbox._recreate`).
+delays but never loses or crashes. A stream or consumer group deleted under us (or lost with a
+Redis restarted empty) is created again, never at `start` ("$"): `Inbox._recreate`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
 
 from monitor.core.counters import Counters
 from monitor.credentials import login_name, secret
@@ -35,7 +41,7 @@ from monitor.notify.config import NotifyConfig, RedisSection
 from monitor.notify.grouping import Batch
 from monitor.notify.ledger import REDIS_ERRORS, retrying
 from monitor.notify.trimming import TrimWatch
-from monitor.streams import entry_id, text
+from monitor.streams import EntryId, entry_id, text
 from monitor.urls import mask_url
 from monitor.waiting import raise_if_cancelled, wait_any
 
@@ -116,16 +122,46 @@ class Inbox:
         self._log = log
         # Entries read and not yet acknowledged: the receivers each still waits for.
         self.outstanding: dict[str, set[str]] = {}
-        self._last_read: tuple[int, int] | None = None  # the highest entry id read (ms, seq)
+        self._last_read: EntryId | None = None  # the highest entry id read (ms, seq)
+        # Where the group stood when this notifier created or joined it: a group deleted later
+        # is created again from here at the earliest, never from `start` ("$").
+        self._joined_at: EntryId = (0, 0)
         self.trims = TrimWatch(redis, self.stream, self.group, counters, log)
 
-    async def create(self, start: str) -> None:
-        """The consumer group (and the stream, if there is none yet) from `start`."""
+    async def create(self, start: str) -> bool:
+        """The consumer group (and the stream, if there is none yet) from `start`: True if
+        this made the group, False if it was there. Either way, where the group stands now
+        is remembered (`_joined_at`)."""
+        made = True
         try:
             await self._redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            made = False
+        self._joined_at = await self._group_position()
+        return made
+
+    async def _group_position(self) -> EntryId:
+        """The last entry id the group was given (XINFO GROUPS); (0, 0) when Redis will not
+        say (an ACL without XINFO), so that a group created again reads too much rather than
+        skips (the delivery log stops repeats)."""
+        try:
+            groups: Any = await self._redis.xinfo_groups(self.stream)
+        except (NoPermissionError, ResponseError):
+            return (0, 0)
+        for group in groups:
+            if text(group.get("name")) == self.group:
+                return entry_id(group.get("last-delivered-id") or b"0-0") or (0, 0)
+        return (0, 0)
+
+    async def stream_length(self) -> int:
+        """How many entries the stream holds (XINFO STREAM); 0 when Redis will not say."""
+        try:
+            info: Any = await self._redis.xinfo_stream(self.stream)
+        except (NoPermissionError, ResponseError):
+            return 0
+        return int(info.get("length") or 0)
 
     def saw(self, entry: str) -> None:
         """Note that `entry` was read: the group, if deleted, is created again after it."""
@@ -186,17 +222,19 @@ class Inbox:
             start = entries[-1][0]
 
     async def _recreate(self, exc: ResponseError) -> None:
-        """The stream or the group was deleted (DEL, XGROUP DESTROY, FLUSHDB): create the group
-        again and keep reading. A stream that is gone is new when it comes back, so the group
-        starts at its beginning; a stream that is still there (only the group went) resumes
-        after the last entry this notifier read (from `redis.start` if it read none yet), so
-        none is delivered twice or skipped."""
+        """The stream or the group was deleted (DEL, XGROUP DESTROY, FLUSHDB, or a Redis
+        restarted without its data): create the group again and keep reading. A stream that is
+        gone is new when it comes back, so the group starts at its beginning. A stream that is
+        there resumes after the later of the last entry this notifier read and where the group
+        stood when it joined: never at `redis.start` ("$"), which would skip what was added
+        before the group came back (a daemon's outbox sent after a Redis restart). Entry ids
+        are times, so those added after a restart are later than both."""
         try:
             exists = await self._redis.exists(self.stream)
             start = "0"
             if exists:
-                last = self._last_read
-                start = f"{last[0]}-{last[1]}" if last else self._section.start
+                since = max(self._last_read or (0, 0), self._joined_at)
+                start = f"{since[0]}-{since[1]}"
             await self.create(start)
         except REDIS_ERRORS as retry:
             self._log.warning("redis_unavailable", error=f"{type(retry).__name__}: {retry}")

@@ -218,7 +218,7 @@ class Notifier:
         if not self._consume:
             return self
         try:
-            await self.inbox.create(self.config.redis.start)
+            await self._join_group()
             await self.states.hold_lease()  # (first: no other adopts our state while we read it)
             self.custody.lease_at = asyncio.get_running_loop().time()
             raw: Any = await self._client.get(self.custody.key)
@@ -232,6 +232,24 @@ class Notifier:
             self.router.resume(self.clock.now())
         self.composer.check_charts()
         return self
+
+    async def _join_group(self) -> None:
+        """Join the consumer group, or create it at `redis.start`. Created at "$" over a stream
+        that holds alerts (a first start, or a group lost with Redis's data before this
+        notifier ran), those alerts are not read: a warning says how many."""
+        start = self.config.redis.start
+        if not await self.inbox.create(start) or start != "$":
+            return
+        skipped = await self.inbox.stream_length()
+        if skipped:
+            self._log.warning(
+                "notify_group_created",
+                stream=self.stream,
+                group=self.group,
+                start=start,
+                skipped=skipped,
+                hint='set [redis] start = "0" to read the alerts already in the stream',
+            )
 
     async def __aexit__(
         self,
