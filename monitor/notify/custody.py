@@ -30,7 +30,7 @@ from monitor.clock import Clock
 from monitor.core.counters import Counters
 from monitor.notify.guard_state import without
 from monitor.notify.inbox import pause
-from monitor.notify.ledger import REDIS_ERRORS, retrying
+from monitor.notify.ledger import is_temporary, retrying
 from monitor.notify.routing import GuardState, Router
 from monitor.notify.states import Owner, StateStore
 
@@ -108,13 +108,15 @@ class Custody:
                     for owner in owners + await self.states.orphans():
                         await self._adopt(owner)
                     legacy = False
-            except REDIS_ERRORS as exc:
-                self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
             except NoPermissionError as exc:  # (an ACL rule of before: see docs/security.md)
                 self._log.error("state_adoption_refused", error=str(exc), grant=ADOPT_GRANT)
                 adopting = False
-            except (RedisError, UnicodeDecodeError) as exc:  # (OOM, READONLY...: not our end)
-                self._log.error("notify_custody_failed", error=f"{type(exc).__name__}: {exc}")
+            except (RedisError, UnicodeDecodeError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if is_temporary(exc):  # (unreachable, out of memory, read-only...)
+                    self._log.warning("redis_unavailable", error=error)
+                else:
+                    self._log.error("notify_custody_failed", error=error)
             await pause(stop, self._every_s)
 
     async def hand_over(self) -> None:
@@ -157,9 +159,11 @@ class Custody:
         that is not text) is logged once and left, never stopping delivery."""
         try:
             await self.states.adopt(owner, functools.partial(self._take, owner))
-        except (*REDIS_ERRORS, NoPermissionError):
+        except NoPermissionError:
             raise
         except (RedisError, UnicodeDecodeError) as exc:
+            if is_temporary(exc):
+                raise
             kind, error = type(exc).__name__, str(exc)
             self._say_once(owner, kind, self._log.error, "state_unreadable", error=error)
 

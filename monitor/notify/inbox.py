@@ -12,8 +12,9 @@ them because this is the Redis protocol that makes delivery exactly once per cha
   never idle for `claim_idle_s`. A notifier that died stops doing that: another takes its
   entries over with XAUTOCLAIM and delivers them.
 
-Redis faults: at start, an unreachable Redis is `SinkUnavailable` (exit 69) and a refused login
-or command a `ConfigError` (exit 78), see `redis_failure`. Once running, reads wait and retry;
+Redis faults: at start, an unreachable Redis, or one refusing writes for now (out of memory,
+read-only...: `ledger.is_temporary`), is `SinkUnavailable` (exit 69) and a refused login or
+command a `ConfigError` (exit 78), see `redis_failure`. Once running, reads wait and retry;
 the XACK is retried until Redis answers (monitor/notify/ledger.py `retrying`), so an outage
 delays but never loses or crashes. A stream or consumer group deleted under us (or lost with a
 Redis restarted empty) is created again, never at `start` ("$"): `Inbox._recreate`.
@@ -39,7 +40,7 @@ from monitor.credentials import login_name, secret
 from monitor.errors import ConfigError, SinkUnavailable
 from monitor.notify.config import NotifyConfig, RedisSection
 from monitor.notify.grouping import Batch
-from monitor.notify.ledger import REDIS_ERRORS, retrying
+from monitor.notify.ledger import is_temporary, retrying
 from monitor.notify.trimming import TrimWatch
 from monitor.streams import EntryId, entry_id, text
 from monitor.urls import mask_url
@@ -71,7 +72,8 @@ def section_client(r: RedisSection, environ: dict[str, str] | None = None) -> ai
 
 def redis_failure(exc: RedisError, url: str) -> SinkUnavailable | ConfigError:
     """What a command that cannot start on Redis reports: unreachable (refused, lost, timed out)
-    is SinkUnavailable, exit 69, worth a retry later; a refused login or command (password, ACL,
+    or refusing for now (out of memory, read-only, too few replicas...) is SinkUnavailable,
+    exit 69, worth a retry later; a refused login or command (password, ACL,
     a key of another type) is a ConfigError, exit 78, which no restart fixes."""
     where = mask_url(url)
     if isinstance(exc, AuthenticationError | AuthorizationError):
@@ -84,14 +86,16 @@ def redis_failure(exc: RedisError, url: str) -> SinkUnavailable | ConfigError:
             f"redis at {where}: its TLS certificate is not trusted (set [redis] ca_file to the "
             f"CA that signed it): {exc}"
         )
-    if isinstance(exc, REDIS_ERRORS):
+    if is_temporary(exc):  # (unreachable, or refusing for now: out of memory, read-only...)
         return SinkUnavailable(f"redis at {where} unreachable: {exc}")
     return ConfigError(f"redis at {where}: {exc}")
 
 
-def is_group_gone(exc: ResponseError) -> bool:
+def is_group_gone(exc: RedisError) -> bool:
     """Whether Redis says our stream or consumer group no longer exists (deleted, or flushed):
     `NOGROUP ...`, or `UNBLOCKED ... no longer exists` for a read blocked at that moment."""
+    if not isinstance(exc, ResponseError):
+        return False
     said = str(exc)
     return said.startswith("NOGROUP") or (
         said.startswith("UNBLOCKED") and "no longer exists" in said
@@ -188,15 +192,15 @@ class Inbox:
                     block=self._section.block_ms,
                 )
                 failures = 0
-            except REDIS_ERRORS as exc:
+            except RedisError as exc:
+                if is_group_gone(exc):
+                    await self._recreate(exc)
+                    continue
+                if not is_temporary(exc):
+                    raise
                 failures += 1
                 self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
                 await pause(stop, min(30.0, 0.5 * 2**failures))
-                continue
-            except ResponseError as exc:
-                if not is_group_gone(exc):
-                    raise
-                await self._recreate(exc)
                 continue
             if got:
                 await self._process(got[0][1])
@@ -221,7 +225,7 @@ class Inbox:
                 await self._process(live)
             start = entries[-1][0]
 
-    async def _recreate(self, exc: ResponseError) -> None:
+    async def _recreate(self, exc: RedisError) -> None:
         """The stream or the group was deleted (DEL, XGROUP DESTROY, FLUSHDB, or a Redis
         restarted without its data): create the group again and keep reading. A stream that is
         gone is new when it comes back, so the group starts at its beginning. A stream that is
@@ -236,7 +240,9 @@ class Inbox:
                 since = max(self._last_read or (0, 0), self._joined_at)
                 start = f"{since[0]}-{since[1]}"
             await self.create(start)
-        except REDIS_ERRORS as retry:
+        except RedisError as retry:
+            if not is_temporary(retry):
+                raise
             self._log.warning("redis_unavailable", error=f"{type(retry).__name__}: {retry}")
             return
         self._log.warning(
@@ -267,12 +273,12 @@ class Inbox:
                     )
                 await self._claim_others()
                 await self.trims.check()
-            except REDIS_ERRORS as exc:
-                self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
-            except ResponseError as exc:
-                if not is_group_gone(exc):
+            except RedisError as exc:
+                if is_group_gone(exc):
+                    continue  # (the reader creates the group again; nothing to claim till then)
+                if not is_temporary(exc):
                     raise
-                # The reader creates the group again; nothing to claim until then.
+                self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
 
     async def _claim_others(self) -> None:
         """Take over entries idle for `claim_idle_s` (left by a notifier that died)."""

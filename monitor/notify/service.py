@@ -67,7 +67,7 @@ from monitor.notify.dispatch import Dispatcher, open_couriers
 from monitor.notify.grouping import Batch
 from monitor.notify.health import Health
 from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_failure
-from monitor.notify.ledger import REDIS_ERRORS, DeadLetters, DeliveryLog, retrying
+from monitor.notify.ledger import DeadLetters, DeliveryLog, is_temporary, retrying
 from monitor.notify.payload import entry_alert
 from monitor.notify.render import Message
 from monitor.notify.routing import FEED_KINDS, GuardState, Router
@@ -313,10 +313,11 @@ class Notifier:
         while not stop.is_set():
             try:
                 await self.redis.exists(self.stream)
-            except REDIS_ERRORS as exc:
-                self.health.redis_failed(str(redis_failure(exc, self.config.redis.url)))
-            except RedisError:
-                self.health.redis_answered()
+            except RedisError as exc:
+                if is_temporary(exc):
+                    self.health.redis_failed(str(redis_failure(exc, self.config.redis.url)))
+                else:
+                    self.health.redis_answered()
             else:
                 self.health.redis_answered()
             await pause(stop, REDIS_CHECK_S)
@@ -406,13 +407,12 @@ class Notifier:
             return
         try:
             group = await feeds.read(now)
-        except REDIS_ERRORS:
-            return
         except NoPermissionError as exc:
             self._refused_feeds(exc)
             return
-        except RedisError as exc:  # (WRONGTYPE, OOM...: not ours to mend; delivery goes on)
-            self._feeds_failed(exc)
+        except RedisError as exc:  # (WRONGTYPE...: not ours to mend; delivery goes on)
+            if not is_temporary(exc):
+                self._feeds_failed(exc)
             return
         self._feeds_error = None
         self._noticed(self.router.shared_feeds(group, now))
