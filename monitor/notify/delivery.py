@@ -392,6 +392,9 @@ class Courier:
         self._log = logs.get("notify_courier").bind(receiver=receiver)
         # Why the last attempt failed, until one succeeds (/healthz: the receiver is failing).
         self.failing: str | None = None
+        # Between attempts (or before the first, for `min_interval_s`): nothing is being sent,
+        # so a stopping notifier may cut the delivery off here (Dispatcher.finish).
+        self.waiting = False
 
     @property
     def longest_s(self) -> float:
@@ -408,7 +411,7 @@ class Courier:
         while True:
             wait = self._last_send + self._min_interval_s - time.monotonic()
             if wait > 0:
-                await self._sleep(wait)
+                await self._wait(wait)
             attempt += 1
             self._last_send = time.monotonic()
             try:
@@ -431,7 +434,14 @@ class Courier:
                     delay_s=round(delay, 3),
                     **({"retry_after_s": asked} if asked is not None and asked > delay else {}),
                 )
-                await self._sleep(delay)
+                await self._wait(delay)
                 continue
             self.failing = None
             return Outcome(True, attempt)
+
+    async def _wait(self, delay_s: float) -> None:
+        self.waiting = True
+        try:
+            await self._sleep(delay_s)
+        finally:
+            self.waiting = False

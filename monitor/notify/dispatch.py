@@ -85,6 +85,9 @@ def open_couriers(
     return couriers
 
 
+FINISH_LOOK_S = 0.05  # stopping: how often `finish` looks whether a courier waits to retry
+
+
 class Dispatcher:
     """Delivers what is `put` for each receiver of `couriers`, one job at a time per receiver,
     rendered by `composer`; `complete(batch)` once a batch is sent or dead-lettered, and
@@ -112,23 +115,66 @@ class Dispatcher:
         self.queues: dict[str, asyncio.Queue[Batch | Prepared]] = {
             name: asyncio.Queue() for name in self._couriers
         }
+        self.busy: dict[str, Batch | Prepared] = {}  # per receiver, the job its worker is on
+        self._stopping = False
 
     def put(self, receiver: str, job: Batch | Prepared) -> None:
         """Queue `job` for `receiver`'s worker."""
         self.queues[receiver].put_nowait(job)
 
     async def worker(self, receiver: str) -> None:
-        """Deliver `receiver`'s jobs as they come, until cancelled."""
+        """Deliver `receiver`'s jobs as they come, until cancelled, or until `stop_taking`
+        once the job in hand is done."""
         queue = self.queues[receiver]
-        while True:
+        while not self._stopping:
             raise_if_cancelled()
             job = await queue.get()
-            if isinstance(job, Prepared):
-                said = await self.deliver_prepared(receiver, job)
-                if said.startswith("failed") or said == BEING_SENT:
-                    self._digest_failed(receiver, job)
-            else:
-                await self._deliver(receiver, job)
+            self.busy[receiver] = job
+            try:
+                await self._work(receiver, job)
+            finally:
+                del self.busy[receiver]
+
+    async def _work(self, receiver: str, job: Batch | Prepared) -> None:
+        if isinstance(job, Prepared):
+            said = await self.deliver_prepared(receiver, job)
+            if said.startswith("failed") or said == BEING_SENT:
+                self._digest_failed(receiver, job)
+        else:
+            await self._deliver(receiver, job)
+
+    async def finish(self, workers: dict[str, asyncio.Task[None]], timeout_s: float) -> None:
+        """Stopping: take no new job, and let each worker finish the send in hand (then record
+        and acknowledge it) for up to `timeout_s`. A worker idle, or whose courier waits
+        between attempts (nothing is being sent), is cancelled at once, as is one still busy
+        when the time is up; a job cut off is logged (`delivery_abandoned`, with its alert
+        ids). Its entries stay pending, and are delivered after the next start."""
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        left = dict(workers)
+        while left:
+            for receiver, task in list(left.items()):
+                if task.done():
+                    del left[receiver]
+                elif receiver not in self.busy or self._couriers[receiver].waiting:
+                    self._cut(receiver, task, "waiting to retry")
+                    del left[receiver]
+            remaining_s = deadline - loop.time()
+            if not left or remaining_s <= 0:
+                break
+            await asyncio.wait(left.values(), timeout=min(remaining_s, FINISH_LOOK_S))
+        for receiver, task in left.items():
+            self._cut(receiver, task, f"still sending after {timeout_s:g} s")
+
+    def _cut(self, receiver: str, task: asyncio.Task[None], why: str) -> None:
+        """Cancel `receiver`'s worker; log the job it was on, if any."""
+        task.cancel()
+        job = self.busy.get(receiver)
+        if job is None:
+            return
+        ids = [job.key] if isinstance(job, Prepared) else [a.id for a in job.alerts]
+        self._log.warning("delivery_abandoned", receiver=receiver, ids=ids, reason=why)
 
     async def _deliver(self, receiver: str, batch: Batch) -> None:
         todo = await self._unsent(receiver, batch.alerts)

@@ -76,6 +76,9 @@ from monitor.notify.silences import SilenceStore
 from monitor.notify.states import StateStore
 
 STOP_GRACE_S = 2.0  # past block_ms: how long a stopping reader may finish what it read
+# From SIGTERM: how long deliveries in flight may take to finish (below the unit's
+# TimeoutStopSec=30, with room for the hand-over after).
+DELIVERY_GRACE_S = 20.0
 FEEDS_EVERY_S = 1.0  # how often the ticker looks at the group's feed health (shared_feeds.py)
 FEEDS_GRANT = "+hgetall +hset +watch +unwatch +multi +exec"  # what shared feed health needs
 REDIS_CHECK_S = 2.0  # how often /healthz learns whether Redis answers, as the daemon's
@@ -101,6 +104,7 @@ class Notifier:
         environ: dict[str, str] | None = None,
         senders: dict[str, Sender] | None = None,
         tick_s: float = 0.05,
+        delivery_grace_s: float = DELIVERY_GRACE_S,
         consume: bool = True,  # False: no consumer group, lease or state (`notify dead`)
     ) -> None:
         self.config = config
@@ -111,6 +115,7 @@ class Notifier:
         self.consumer = config.redis.consumer or f"{socket.gethostname()}-{os.getpid()}"
         self._environ = environ
         self._tick_s = tick_s
+        self._delivery_grace_s = delivery_grace_s
         self._log = logs.get("notifier").bind(consumer=self.consumer)
         self._senders = dict(senders or {})
         self._given = set(self._senders)  # (those made at entry are dropped at exit)
@@ -281,10 +286,10 @@ class Notifier:
             receivers=[r.name for r in self.config.receivers],
         )
         async with asyncio.TaskGroup() as tg:
-            workers = [
-                tg.create_task(self.dispatch.worker(name), name=f"notify_receiver_{name}")
+            workers = {
+                name: tg.create_task(self.dispatch.worker(name), name=f"notify_receiver_{name}")
                 for name in self.dispatch.queues
-            ]
+            }
             ticker = tg.create_task(self._ticker(stop), name="notify_ticker")
             claimer = tg.create_task(self.inbox.claim(stop), name="notify_claimer")
             custody = tg.create_task(self.custody.run(stop), name="notify_custody")
@@ -296,13 +301,19 @@ class Notifier:
             self.health.phase = "running"
             await stop.wait()
             self.health.phase = "stopping"
+            # Workers take no new job from now on, and finish the one in hand (`finish`).
+            finishing = tg.create_task(
+                self.dispatch.finish(workers, self._delivery_grace_s), name="notify_finish"
+            )
             # The reader returns within block_ms of `stop`, unless Redis is down and it waits
             # on a write: then it is cancelled (its entries stay pending for the next start).
             grace_s = self.config.redis.block_ms / 1000 + STOP_GRACE_S
             await asyncio.wait([reader], timeout=grace_s)
-            for task in [reader, ticker, claimer, custody, digest, redis_check, *workers]:
+            for task in [reader, ticker, claimer, digest, redis_check]:
                 if task is not None:
                     task.cancel()
+            await finishing
+            custody.cancel()  # (last: it holds our lease while deliveries finish)
         await self.custody.hand_over()
         self._log.info("notifier_stopped", waiting=self.router.waiting())
 
