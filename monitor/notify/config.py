@@ -62,6 +62,7 @@ class RedisSection(Base, frozen=True):
     claim_idle_s: Annotated[float, Meta(gt=0)] = 60.0
     claim_interval_s: Annotated[float, Meta(gt=0)] = 10.0
     delivery_log_ttl_s: Annotated[int, Meta(ge=60)] = 30 * 86_400
+    dead_maxlen: Annotated[int, Meta(ge=1)] = 10_000  # dead letters kept; older ones trimmed
 
 
 class QuietHours(Base, frozen=True):

@@ -24,7 +24,9 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
+    ExecAbortError,
     MasterDownError,
+    NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
@@ -48,7 +50,7 @@ REFUSED_FOR_NOW = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainErr
 REFUSAL_PREFIXES = ("OOM", "READONLY", "NOREPLICAS", "MISCONF", "BUSY ", "MASTERDOWN", "TRYAGAIN")
 RETRY_CAP_S = 30.0
 _RETRY = Backoff(base_s=0.4, cap_s=RETRY_CAP_S, jitter=0)  # 0.4 s, 0.8 s, ... 30 s
-DEAD_MAXLEN = 10_000
+DEAD_MAXLEN = 10_000  # the default of `[redis] dead_maxlen`
 T = TypeVar("T")
 
 
@@ -162,18 +164,28 @@ def told(alerts: Sequence[Alert]) -> dict[str, Any]:
 
 
 class DeadLetters:
-    """Alerts that could not be delivered, XADDed to `stream` (capped at DEAD_MAXLEN entries)
-    with the receiver, reason, attempts and the payload; counted and logged. `notify dead`
-    lists them (`letters`) and removes those re-sent (`remove`): monitor/notify/dead.py."""
+    """Alerts that could not be delivered, XADDed to `stream` (capped at about `maxlen`
+    entries) with the receiver, reason, attempts and the payload; counted and logged. A letter
+    whose XADD trims older ones says how many (the warning `dead_letters_trimmed`, and a
+    counter). `notify dead` lists them (`letters`) and removes those re-sent (`remove`):
+    monitor/notify/dead.py."""
 
     def __init__(
-        self, redis: aioredis.Redis, stream: str, counters: Counters, log: Any, clock: Clock
+        self,
+        redis: aioredis.Redis,
+        stream: str,
+        counters: Counters,
+        log: Any,
+        clock: Clock,
+        maxlen: int = DEAD_MAXLEN,
     ) -> None:
         self._redis = redis
         self._stream = stream
         self._counters = counters
         self._log = log
         self._clock = clock
+        self._maxlen = maxlen
+        self._count_trims = True  # (False once Redis refuses XINFO STREAM: see `_xadd`)
 
     async def add(
         self,
@@ -206,10 +218,17 @@ class DeadLetters:
             "alert": payload,
         }
 
-        async def write() -> None:
-            await self._redis.xadd(self._stream, letter, maxlen=DEAD_MAXLEN, approximate=True)
-
-        await retrying(write, self._log, "dead_letters_unavailable")
+        trimmed = await retrying(lambda: self._xadd(letter), self._log, "dead_letters_unavailable")
+        if trimmed:
+            self._counters.inc("notify_dead_letters_trimmed", trimmed)
+            self._log.warning(
+                "dead_letters_trimmed",
+                stream=self._stream,
+                count=trimmed,
+                maxlen=self._maxlen,
+                hint="the oldest dead letters are gone: resend or remove letters "
+                "(`notify dead`), or raise [redis] dead_maxlen",
+            )
         self._counters.inc("notify_dead_lettered", receiver=receiver)
         self._log.error(
             "alert_dead_lettered",
@@ -220,6 +239,29 @@ class DeadLetters:
             reason=reason,
             attempts=attempts,
         )
+
+    async def _xadd(self, letter: dict[Any, Any]) -> int:
+        """XADD `letter`, trimming the stream to about `maxlen`; how many older letters that
+        trimmed: the stream's length before and after, in one transaction (XINFO STREAM). A
+        user without XINFO adds letters all the same, uncounted."""
+        if not self._count_trims:
+            await self._redis.xadd(self._stream, letter, maxlen=self._maxlen, approximate=True)
+            return 0
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xinfo_stream(self._stream)
+                pipe.xadd(self._stream, letter, maxlen=self._maxlen, approximate=True)
+                pipe.xinfo_stream(self._stream)
+                before, added, after = await pipe.execute(raise_on_error=False)
+        except (NoPermissionError, ExecAbortError) as exc:
+            self._count_trims = False
+            self._log.warning("dead_letters_trim_check_refused", error=str(exc))
+            return await self._xadd(letter)
+        for result in (added, after):
+            if isinstance(result, Exception):
+                raise result
+        length = 0 if isinstance(before, Exception) else int(before["length"])  # (no stream)
+        return max(0, length + 1 - int(after["length"]))
 
     async def letters(self) -> list[tuple[str, dict[bytes, bytes]]]:
         """Every dead letter, oldest first: (its id in the dead stream, its fields)."""

@@ -150,6 +150,10 @@ class Notifier:
             ("notify_held", "Alerts held back, per reason (inhibited: a feed stale; throttled)"),
             ("notify_stale_feeds", "Feeds this notifier holds alerts back for (stale)"),
             ("notify_state_adopted", "Saved states of stopped notifiers adopted by this one"),
+            (
+                "notify_dead_letters_trimmed",
+                "Dead letters trimmed to make room ([redis] dead_maxlen)",
+            ),
         ):
             self.counters.describe(name, text)
         # At 0 from the start in /metrics (a Prometheus `rate()` needs the series).
@@ -160,6 +164,7 @@ class Notifier:
             "notify_trimmed_unread",
             "notify_trimmed_pending",
             "notify_state_adopted",
+            "notify_dead_letters_trimmed",
         ):
             self.counters.zero(name)
         for receiver in config.receivers:
@@ -180,7 +185,12 @@ class Notifier:
             self._client, self.stream, self.config.redis.delivery_log_ttl_s, self._log
         )
         self.dead = DeadLetters(
-            self._client, self.config.dead_stream, self.counters, self._log, self.clock
+            self._client,
+            self.config.dead_stream,
+            self.counters,
+            self._log,
+            self.clock,
+            self.config.redis.dead_maxlen,
         )
         self.inbox = Inbox(
             self._client, self.config.redis, self.consumer, self._process, self.counters, self._log
