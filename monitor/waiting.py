@@ -1,10 +1,12 @@
 """Waiting on asyncio events with a timeout: what the Redis publisher (`monitor.alerts`) and the
 notifier (`monitor.notify`) both do between attempts, in packages that do not import each
-other."""
+other; and how long an HTTP 429 asks to wait (the notifier's senders, a feed's REST backfill)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from email.utils import parsedate_to_datetime
 
 
 async def wait_any(events: tuple[asyncio.Event, ...], timeout_s: float) -> None:
@@ -32,3 +34,18 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) in seconds; None when absent or bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))

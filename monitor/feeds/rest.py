@@ -25,6 +25,7 @@ import polars as pl
 from monitor.core.model import FeedBatch, Rejection
 from monitor.errors import ConfigError, MonitorError, TransientError
 from monitor.feeds.provider import Columns, datetime_us, ms_us, rejection
+from monitor.waiting import retry_after
 
 __all__ = ["Fetched", "RestBackfill", "mask_url"]
 
@@ -243,7 +244,7 @@ class RestBackfill:
             raise ConfigError(f"{self.provider} REST refused the credentials (HTTP {status})")
         if status == 429:
             self._limited = True
-            wait = _seconds(response.headers.get("retry-after"))
+            wait = retry_after(response.headers.get("retry-after"))
             raise RateLimited(f"{self.provider} REST: HTTP 429 for {mask_url(url)}", wait)
         if status != 200:
             raise TransientError(f"{self.provider} REST: HTTP {status} for {mask_url(url)}")
@@ -291,11 +292,3 @@ def _split_query(url: str) -> tuple[str, dict[str, str | int]]:
     parts = urlsplit(url)
     params: dict[str, str | int] = dict(parse_qsl(parts.query, keep_blank_values=True))
     return urlunsplit(parts._replace(query="")), params
-
-
-def _seconds(value: str | None) -> float | None:
-    """A Retry-After of seconds (what Alpaca and Polygon send); None when absent or not that."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

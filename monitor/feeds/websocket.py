@@ -164,10 +164,8 @@ class WebSocketFeed:
         # when data last came before the connection was lost (or, from `gap_since`, before
         # the daemon stopped): the first subscription after it backfills from there
         self._gap_start: dt.datetime | None = gap_since
-        # A backfill that failed (its window's start, the gaps it was to fill, and why: /healthz
-        # shows it) is asked for again at the next subscription (and, owed in the store, at the
-        # next start).
-        self._failed_from: dt.datetime | None = None
+        # The gaps of backfills that failed (and why: /healthz shows it): asked for again at the
+        # next subscription (and, owed in the store, at the next start).
         self._failed_gaps: list[dt.datetime] = []
         self.backfill_error: str | None = None
         if gap_since is not None and self._owe is not None:
@@ -310,16 +308,14 @@ class WebSocketFeed:
             gap_s = (now - self._gap_start).total_seconds()
             self._counters.inc("feed_gap_seconds", gap_s, feed=self.name)
             self._log.warning("feed_gap", gap_s=round(gap_s, 3))
-        # (and a backfill that failed before: asked for again)
-        starts = [] if self._gap_start is None else [_floor_minute(self._gap_start) - _MINUTE]
-        starts += [] if self._failed_from is None else [self._failed_from]
-        if not starts:
-            return
-        start = max(min(starts), self._reach(now))
-        end = _floor_minute(now)
-        # (the gaps this backfill fills: settled once its bars are on disk, and only they)
+        # The gaps this backfill fills (this one, and those of backfills that failed before):
+        # settled once its bars are on disk, and only they.
         gaps = [*([] if self._gap_start is None else [self._gap_start]), *self._failed_gaps]
-        self._gap_start = self._failed_from = None
+        if not gaps:
+            return
+        start = max(_floor_minute(min(gaps)) - _MINUTE, self._reach(now))
+        end = _floor_minute(now)
+        self._gap_start = None
         self._failed_gaps = []
         if self._rest is not None and self._tasks is not None and start < end:
             task = self._tasks.create_task(
@@ -475,8 +471,6 @@ class WebSocketFeed:
         self._counters.inc("backfill_failures", feed=self.name)
         self.backfill_error = f"from {start:%Y-%m-%d %H:%M}Z, {why}"
         self._failed_gaps += gaps
-        if self._failed_from is None or start < self._failed_from:
-            self._failed_from = start
 
 
 def _some(symbols: list[str], most: int = 20) -> str:

@@ -31,7 +31,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
@@ -44,6 +43,7 @@ from monitor import logs
 from monitor.core.backoff import Backoff
 from monitor.errors import DeliveryError, TransientError
 from monitor.notify.render import Message, fitted, title_in_body
+from monitor.waiting import retry_after
 
 
 class ChannelUnavailable(TransientError):
@@ -319,21 +319,6 @@ def _os_error(exc: BaseException) -> OSError | None:
 # The longest a provider's Retry-After is waited before the next attempt: Telegram's flood
 # waits run to minutes, and a header of a day (a bug, a proxy's) would stop the receiver for it.
 RETRY_AFTER_CAP_S = 3600.0
-
-
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) in seconds; None when absent or bad."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
 
 
 def make_sender(url: str, kind: str = "auto", timeout_s: float = 10.0) -> Sender:

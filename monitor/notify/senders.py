@@ -40,9 +40,9 @@ from monitor.notify.delivery import (
     RateLimited,
     network_error,
     redact,
-    retry_after,
 )
 from monitor.notify.render import Message, escape, fitted, title_in_body
+from monitor.waiting import retry_after
 
 DEFAULT_API = {
     "tgram": "https://api.telegram.org",

@@ -17,10 +17,11 @@ from monitor.credentials import Secret
 from monitor.errors import ConfigError
 from monitor.notify.cli import add_parsers
 from monitor.notify.config import DigestSection, TemplatesSection, load, parse, resolve_url
-from monitor.notify.delivery import Courier, HttpJsonSender, Outcome, retry_after
+from monitor.notify.delivery import Courier, HttpJsonSender, Outcome
 from monitor.notify.digest import build_digest
 from monitor.notify.main import send_test
 from monitor.notify.render import Message, escape, render
+from monitor.waiting import retry_after
 from tests.notify.conftest import RUT_ALERT, alert
 from tests.notify.servers import WebhookServer
 
