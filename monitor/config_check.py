@@ -112,9 +112,8 @@ def _notifier_check(path: str) -> int:
     (receiver URLs no sender can use included), without sending or connecting."""
     import asyncio
 
-    from monitor.errors import DeliveryError
     from monitor.notify import config as ncfg
-    from monitor.notify.delivery import make_sender
+    from monitor.notify.dispatch import receiver_sender
 
     async def senders(config: ncfg.NotifyConfig) -> None:  # (made and closed: nothing sent)
         for i, r in enumerate(config.receivers):
@@ -124,11 +123,7 @@ def _notifier_check(path: str) -> int:
                 print(f"market-monitor: warning: {warning}", file=sys.stderr)
                 continue
             url = ncfg.resolve_url(r, f"receivers[{i}].url")
-            try:
-                sender = make_sender(str(url), r.sender, r.timeout_s)
-            except DeliveryError as exc:
-                raise ConfigError(f"receivers[{i}].url: {exc}") from None
-            await sender.aclose()
+            await receiver_sender(i, r, str(url)).aclose()
 
     try:
         config = ncfg.load(path, outside_unit=True)

@@ -34,7 +34,7 @@ from monitor.core.counters import Counters
 from monitor.core.model import Alert
 from monitor.errors import ConfigError, DeliveryError
 from monitor.notify.compose import Composer, Prepared
-from monitor.notify.config import NotifyConfig
+from monitor.notify.config import NotifyConfig, ReceiverConfig
 from monitor.notify.delivery import Courier, Outcome, Sender, make_sender
 from monitor.notify.grouping import Batch
 from monitor.notify.ledger import DeadLetters, DeliveryLog, told
@@ -54,6 +54,15 @@ RESEND_MAX_ALERTS = 20
 BEING_SENT_ELSEWHERE = "being sent elsewhere"
 
 
+def receiver_sender(i: int, r: ReceiverConfig, url: str) -> Sender:
+    """The sender of `config.receivers[i]` at `url` (resolved); a URL no sender can use is a
+    ConfigError naming the receiver's field."""
+    try:
+        return make_sender(url, r.sender, r.timeout_s)
+    except DeliveryError as exc:
+        raise ConfigError(f"receivers[{i}].url: {exc}") from None
+
+
 def open_couriers(
     config: NotifyConfig, urls: Mapping[str, str], senders: dict[str, Sender]
 ) -> dict[str, Courier]:
@@ -67,12 +76,7 @@ def open_couriers(
     )
     couriers: dict[str, Courier] = {}
     for i, r in enumerate(config.receivers):
-        sender = senders.get(r.name)
-        if sender is None:
-            try:
-                sender = make_sender(urls[r.name], r.sender, r.timeout_s)
-            except DeliveryError as exc:
-                raise ConfigError(f"receivers[{i}].url: {exc}") from None
+        sender = senders.get(r.name) or receiver_sender(i, r, urls[r.name])
         senders[r.name] = sender
         couriers[r.name] = Courier(
             r.name,
