@@ -46,7 +46,8 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
+    # (libraries' info lines are theirs to chatter: warnings up, or the configured level if higher)
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
 
 
 def get(name: str) -> Any:

@@ -33,3 +33,15 @@ def test_library_warnings_are_json_lines_like_the_services_own() -> None:
     ]
     assert "ZeroDivisionError" in lines[1]["exception"]
     assert all("timestamp" in e for e in lines)
+
+
+def test_a_level_above_warning_holds_back_libraries_warnings_too() -> None:
+    script = (
+        "import logging\nfrom monitor import logs\nlogs.configure(level='error', json=True)\n"
+        "logging.getLogger('apprise').warning('held back')\n"
+        "logging.getLogger('apprise').error('said')\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert [json.loads(line)["event"] for line in res.stderr.splitlines()] == ["said"]

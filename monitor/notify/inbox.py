@@ -40,7 +40,7 @@ from monitor.credentials import login_name, secret
 from monitor.errors import ConfigError, SinkUnavailable
 from monitor.notify.config import NotifyConfig, RedisSection
 from monitor.notify.grouping import Batch
-from monitor.notify.ledger import is_temporary, retrying
+from monitor.notify.ledger import REDIS_ERRORS, is_temporary, retrying
 from monitor.notify.trimming import TrimWatch
 from monitor.streams import EntryId, entry_id, text
 from monitor.urls import mask_url
@@ -87,7 +87,8 @@ def redis_failure(exc: RedisError, url: str) -> SinkUnavailable | ConfigError:
             f"CA that signed it): {exc}"
         )
     if is_temporary(exc):  # (unreachable, or refusing for now: out of memory, read-only...)
-        return SinkUnavailable(f"redis at {where} unreachable: {exc}")
+        said = "unreachable" if isinstance(exc, REDIS_ERRORS) else "refusing for now"
+        return SinkUnavailable(f"redis at {where} {said}: {exc}")
     return ConfigError(f"redis at {where}: {exc}")
 
 

@@ -85,7 +85,7 @@ async def test_a_redis_refusing_writes_at_start_is_waited_for_not_a_config_error
         config = make_config(
             stream, [{"name": "chat", "url": "json://127.0.0.1:9/x"}], redis={"url": server.url}
         )
-        with pytest.raises(SinkUnavailable, match="NOREPLICAS"):
+        with pytest.raises(SinkUnavailable, match="refusing for now: NOREPLICAS"):
             async with Notifier(config):
                 pass
 
