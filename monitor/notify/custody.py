@@ -30,7 +30,7 @@ from monitor.clock import Clock
 from monitor.core.counters import Counters
 from monitor.notify.guard_state import without
 from monitor.notify.inbox import pause
-from monitor.notify.ledger import is_temporary, retrying
+from monitor.notify.ledger import REDIS_ERRORS, is_temporary, retrying
 from monitor.notify.routing import GuardState, Router
 from monitor.notify.states import Owner, StateStore
 
@@ -66,6 +66,9 @@ class Custody:
         self._wake = wake  # (set when held alerts change hands: the ticker looks again)
         self.saved = b""  # the state last saved (or loaded at start)
         self.lease_at = float("-inf")  # event-loop time our lease was last known held
+        # Why the last renewal was refused by a Redis that answers (read-only, out of memory,
+        # too few replicas): None once one goes through (see Health.writes).
+        self.refused: str | None = None
         self._saving = asyncio.Lock()
         # Per state of another notifier left alone (unreadable, or for receivers we lack): what
         # was said of it last, so that each problem is logged once, not every claim interval.
@@ -103,6 +106,7 @@ class Custody:
                 if not await self.states.hold_lease():
                     await self._lapsed()
                 self.lease_at = renewed
+                self.refused = None
                 if adopting:
                     owners: list[Owner] = [None] if legacy else []
                     for owner in owners + await self.states.orphans():
@@ -115,6 +119,8 @@ class Custody:
                 error = f"{type(exc).__name__}: {exc}"
                 if is_temporary(exc):  # (unreachable, out of memory, read-only...)
                     self._log.warning("redis_unavailable", error=error)
+                    if not isinstance(exc, REDIS_ERRORS):  # (it answers, and refuses writes)
+                        self.refused = error
                 else:
                     self._log.error("notify_custody_failed", error=error)
             await pause(stop, self._every_s)

@@ -120,6 +120,7 @@ class Dispatcher:
             name: asyncio.Queue() for name in self._couriers
         }
         self.busy: dict[str, Batch | Prepared] = {}  # per receiver, the job its worker is on
+        self._recording: set[str] = set()  # receivers whose job is sent, its record not written
         self._stopping = False
 
     def put(self, receiver: str, job: Batch | Prepared) -> None:
@@ -171,6 +172,15 @@ class Dispatcher:
         for receiver, task in left.items():
             self._cut(receiver, task, f"still sending after {timeout_s:g} s")
 
+    async def _recorded(self, receiver: str, ids: list[str]) -> None:
+        """Write the delivery log of what `receiver` has just been sent (retried until Redis
+        takes it: a stop meanwhile says so, see `_cut`)."""
+        self._recording.add(receiver)
+        try:
+            await self._delivered.mark(receiver, ids)
+        finally:
+            self._recording.discard(receiver)
+
     def _cut(self, receiver: str, task: asyncio.Task[None], why: str) -> None:
         """Cancel `receiver`'s worker; log the job it was on, if any."""
         task.cancel()
@@ -178,6 +188,8 @@ class Dispatcher:
         if job is None:
             return
         ids = [job.key] if isinstance(job, Prepared) else [a.id for a in job.alerts]
+        if receiver in self._recording:  # (the receiver has it: the record is what waits)
+            why = "sent, not recorded (Redis refusing or away): it will be sent again"
         self._log.warning("delivery_abandoned", receiver=receiver, ids=ids, reason=why)
 
     async def _deliver(self, receiver: str, batch: Batch) -> None:
@@ -223,7 +235,7 @@ class Dispatcher:
         delivery log records them before anything else happens."""
         outcome = await self._couriers[receiver].deliver(message)
         if outcome.ok:
-            await self._delivered.mark(receiver, [a.id for a in alerts])
+            await self._recorded(receiver, [a.id for a in alerts])
             self._counters.inc("notify_sent", receiver=receiver)
             self._counters.inc("notify_alerts_sent", len(alerts), receiver=receiver)
             self._log.info(
@@ -361,7 +373,7 @@ class Dispatcher:
             return "already sent"
         outcome = await courier.deliver(job.message)
         if outcome.ok:
-            await self._delivered.mark(receiver, [job.key])
+            await self._recorded(receiver, [job.key])
             await self._delivered.release(receiver, job.key)
             self._counters.inc("notify_sent", receiver=receiver)
             self._log.info("digest_delivered", receiver=receiver, key=job.key)

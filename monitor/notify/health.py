@@ -35,6 +35,10 @@ class Health:
         self.phase = "starting"  # then "running", then "stopping"
         self.redis_error: str | None = None  # (None: Redis answered last time asked)
         self.receivers: Callable[[], dict[str, str]] = dict
+        # Why Redis refuses our writes for now (read-only after a failover, out of memory, too
+        # few replicas: it answers reads, so `redis_answered` is no sign), and whether our
+        # lease has lapsed meanwhile; None while writes go through.
+        self.writes: Callable[[], tuple[str, bool] | None] = lambda: None
         counters.describe(REDIS_UP, "1 while Redis answers the notifier, else 0")
         counters.set(REDIS_UP, 0)
 
@@ -55,9 +59,14 @@ class Health:
             reasons.append(f"redis unavailable: {self.redis_error}")
         elif self.phase != "running":
             reasons.append(f"notifier {self.phase}")
+        refused = self.writes() if self.redis_error is None else None
+        if refused is not None:
+            reasons.append(f"redis refusing writes for now: {refused[0]}")
         failing = self.receivers() if self.phase == "running" else {}
         reasons += [f"receiver {name} failing: {why}" for name, why in sorted(failing.items())]
+        # (down: nothing can be acknowledged, or, writes refused past our lease, delivered)
         down = self.phase != "running" or self.redis_error is not None
+        down = down or (refused is not None and refused[1])
         return {
             "status": "down" if down else ("degraded" if reasons else "healthy"),
             "reasons": reasons,

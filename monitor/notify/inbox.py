@@ -256,11 +256,14 @@ class Inbox:
 
     # -- claiming --------------------------------------------------------------------------------
 
-    async def claim(self, stop: asyncio.Event) -> None:
-        """Until `stop` is set: keep the entries we hold claimed, and take over idle ones."""
+    async def claim(self, stop: asyncio.Event, drained: asyncio.Event | None = None) -> None:
+        """Until `stop` is set: keep the entries we hold claimed, and take over idle ones; then,
+        until `drained` (the deliveries in flight at the stop finished), keep ours claimed only,
+        so that no other notifier takes over an entry we are still sending."""
         every = min(self._section.claim_interval_s, self._section.claim_idle_s / 3)
-        while not stop.is_set():
-            await pause(stop, every)
+        end = drained or stop
+        while not end.is_set():
+            await pause(end if stop.is_set() else stop, every)
             try:
                 ids = list(self.outstanding)
                 for i in range(0, len(ids), 500):
@@ -272,8 +275,9 @@ class Inbox:
                         list[Any](ids[i : i + 500]),
                         justid=True,
                     )
-                await self._claim_others()
-                await self.trims.check()
+                if not stop.is_set():
+                    await self._claim_others()
+                    await self.trims.check()
             except RedisError as exc:
                 if is_group_gone(exc):
                     continue  # (the reader creates the group again; nothing to claim till then)

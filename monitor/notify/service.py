@@ -230,6 +230,7 @@ class Notifier:
         )
         self._feeds = SharedFeeds(self._client, self.stream, self.group)
         self.health.receivers = self.dispatch.failing
+        self.health.writes = self._writes_refused
         if not self._consume:
             return self
         try:
@@ -301,7 +302,8 @@ class Notifier:
                 for name in self.dispatch.queues
             }
             ticker = tg.create_task(self._ticker(stop), name="notify_ticker")
-            claimer = tg.create_task(self.inbox.claim(stop), name="notify_claimer")
+            drained = asyncio.Event()  # (the deliveries in flight at the stop finished)
+            claimer = tg.create_task(self.inbox.claim(stop, drained), name="notify_claimer")
             custody = tg.create_task(self.custody.run(stop), name="notify_custody")
             digest = None
             if self.config.digest.enabled:
@@ -319,13 +321,22 @@ class Notifier:
             # on a write: then it is cancelled (its entries stay pending for the next start).
             grace_s = self.config.redis.block_ms / 1000 + STOP_GRACE_S
             await asyncio.wait([reader], timeout=grace_s)
-            for task in [reader, ticker, claimer, digest, redis_check]:
+            for task in [reader, ticker, digest, redis_check]:
                 if task is not None:
                     task.cancel()
             await finishing
-            custody.cancel()  # (last: it holds our lease while deliveries finish)
+            # (last: the claimer keeps our entries ours, and custody our lease, while the
+            # deliveries in flight finish)
+            drained.set()
+            claimer.cancel()
+            custody.cancel()
         await self.custody.hand_over()
         self._log.info("notifier_stopped", waiting=self.router.waiting())
+
+    def _writes_refused(self) -> tuple[str, bool] | None:
+        """Why Redis refuses our writes, and whether our lease lapsed meanwhile (see Health)."""
+        refused = self.custody.refused
+        return None if refused is None else (refused, not self.custody.lease_held())
 
     async def _check_redis(self, stop: asyncio.Event) -> None:
         """Until `stop` is set, ask Redis every REDIS_CHECK_S whether it answers (EXISTS on the

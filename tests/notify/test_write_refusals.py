@@ -38,6 +38,16 @@ REFUSALS = {
 }
 
 
+def refusing(notifier: Notifier) -> tuple[str, str] | None:
+    """What /healthz says of refused writes: (the refusal's word, the status), or None."""
+    health = notifier.health.document()
+    said = [r for r in health["reasons"] if r.startswith("redis refusing writes for now: ")]
+    if not said:
+        return None
+    word = next(w for (_, _, _, w) in REFUSALS.values() if w in said[0])
+    return word, health["status"]
+
+
 @pytest.mark.chaos
 @pytest.mark.parametrize("refusal", sorted(REFUSALS))
 async def test_the_notifier_waits_out_refused_writes_and_delivers_once(refusal: str) -> None:
@@ -63,10 +73,12 @@ async def test_the_notifier_waits_out_refused_writes_and_delivers_once(refusal: 
                             pipe.config_set(setting, refuse)
                             await pipe.execute()
                         await until(lambda: any(said in str(e.get("error")) for e in logs))
-                        await asyncio.sleep(1.0)
+                        # (/healthz says so, down once our lease lapsed: Redis answers reads)
+                        await until(lambda: refusing(notifier) == (said, "down"))
                         assert not task.done()
                         await client.config_set(setting, allow)
                         await until(lambda: notifier.counters.total("notify_acked") == 1)
+                        await until(lambda: refusing(notifier) is None)
                     finally:
                         stop.set()
                         await asyncio.wait_for(task, 10)  # raises if the notifier crashed
