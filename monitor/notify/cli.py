@@ -90,9 +90,10 @@ def main_notify(args: argparse.Namespace) -> int:
                     return 1 if failed else 0
 
             return asyncio.run(digest())
+        from monitor.notify.delivery import leave_hung_sends
         from monitor.systemd import notifier
 
-        return asyncio.run(run(config, notify=notifier()))
+        return leave_hung_sends(asyncio.run(run(config, notify=notifier())))
     except (ConfigError, TransientError) as exc:
         return _failed(exc)
 

@@ -131,6 +131,9 @@ class DeliverySection(Base, frozen=True):
     backoff_base_s: Annotated[float, Meta(gt=0)] = 1.0
     backoff_cap_s: Annotated[float, Meta(gt=0)] = 60.0
     jitter: Annotated[float, Meta(ge=0, le=1)] = 0.5
+    # At a stop (SIGTERM), how long a message being sent may take to finish: below the unit's
+    # TimeoutStopSec (30 s), with room for the hand-over after.
+    stop_grace_s: Annotated[float, Meta(ge=0, le=600)] = 20.0
 
 
 class RunawaySection(Base, frozen=True):

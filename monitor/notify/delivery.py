@@ -24,14 +24,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import os
 import socket
 import ssl
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import apprise
@@ -202,14 +205,64 @@ class AppriseSender:
             "warning": apprise.NotifyType.WARNING,
             "failure": apprise.NotifyType.FAILURE,
         }[message.kind]
-        ok = await self._apprise.async_notify(
-            body=message.body, title=title, body_format=fmt, attach=attach, notify_type=kind
+        notify = functools.partial(
+            self._apprise.notify,
+            body=message.body,
+            title=title,
+            body_format=fmt,
+            attach=attach,
+            notify_type=kind,
         )
+        ok = await in_daemon_thread(notify)
         if not ok:
             raise ChannelUnavailable(f"apprise could not notify {self.where}")
 
     async def aclose(self) -> None:
         """Nothing to close (Apprise opens a connection per notification)."""
+
+
+T = TypeVar("T")
+SEND_THREAD = "notify-apprise-send"  # the name of `in_daemon_thread`'s threads
+
+
+async def in_daemon_thread(call: Callable[[], T]) -> T:
+    """`call()` in a thread of its own that the process does not wait for at its exit: a send
+    that hangs (its socket timeouts aside, Apprise's pacing) cannot hold a stopping notifier
+    past the unit's TimeoutStopSec after it has said `delivery_abandoned`, as a thread of the
+    event loop's executor would (asyncio.run waits for those)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not done.done():
+            outcome()
+
+    def work() -> None:
+        try:
+            result = call()
+        except BaseException as exc:  # (handed to the awaiting task, as to_thread does)
+            report = functools.partial(settle, functools.partial(done.set_exception, exc))
+        else:
+            report = functools.partial(settle, functools.partial(done.set_result, result))
+        with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile: nobody waits)
+            loop.call_soon_threadsafe(report)
+
+    threading.Thread(target=work, name=SEND_THREAD, daemon=True).start()
+    return await done
+
+
+def leave_hung_sends(code: int) -> int:
+    """`code`, after the service stopped: but with a send still hung in a thread (cut off and
+    logged as `delivery_abandoned`), the process exits now, its output flushed, instead of
+    waiting for it at the interpreter's exit (Apprise's worker pool is joined then): a hung
+    SMTP server would hold a stopping notifier past the unit's TimeoutStopSec."""
+    if any(t.name == SEND_THREAD and t.is_alive() for t in threading.enumerate()):
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    return code
 
 
 class HttpJsonSender:

@@ -76,9 +76,6 @@ from monitor.notify.silences import SilenceStore
 from monitor.notify.states import StateStore
 
 STOP_GRACE_S = 2.0  # past block_ms: how long a stopping reader may finish what it read
-# From SIGTERM: how long deliveries in flight may take to finish (below the unit's
-# TimeoutStopSec=30, with room for the hand-over after).
-DELIVERY_GRACE_S = 20.0
 FEEDS_EVERY_S = 1.0  # how often the ticker looks at the group's feed health (shared_feeds.py)
 FEEDS_GRANT = "+hgetall +hset +watch +unwatch +multi +exec"  # what shared feed health needs
 REDIS_CHECK_S = 2.0  # how often /healthz learns whether Redis answers, as the daemon's
@@ -104,7 +101,7 @@ class Notifier:
         environ: dict[str, str] | None = None,
         senders: dict[str, Sender] | None = None,
         tick_s: float = 0.05,
-        delivery_grace_s: float = DELIVERY_GRACE_S,
+        delivery_grace_s: float | None = None,  # (None: [delivery] stop_grace_s)
         consume: bool = True,  # False: no consumer group, lease or state (`notify dead`)
     ) -> None:
         self.config = config
@@ -115,7 +112,9 @@ class Notifier:
         self.consumer = config.redis.consumer or f"{socket.gethostname()}-{os.getpid()}"
         self._environ = environ
         self._tick_s = tick_s
-        self._delivery_grace_s = delivery_grace_s
+        self._delivery_grace_s = (
+            config.delivery.stop_grace_s if delivery_grace_s is None else delivery_grace_s
+        )
         self._log = logs.get("notifier").bind(consumer=self.consumer)
         self._senders = dict(senders or {})
         self._given = set(self._senders)  # (those made at entry are dropped at exit)

@@ -168,11 +168,11 @@ def test_mail_through_apprise_keeps_its_subject() -> None:
     for name, url in urls.items():
         sender = AppriseSender(url)
 
-        async def notify(name: str = name, **kwargs: Any) -> bool:
+        def notify(name: str = name, **kwargs: Any) -> bool:
             given[name] = kwargs["title"]
             return True
 
-        sender._apprise.async_notify = notify  # type: ignore[method-assign]
+        sender._apprise.notify = notify  # type: ignore[method-assign]
         asyncio.run(sender.send(Message(title, body, "markdown", alerts=(one,))))
     assert given == {
         "mailto": one.title,

@@ -5,6 +5,7 @@ any transient failure), and SIGTERM during such a send does not wait Apprise's o
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -125,3 +126,40 @@ async def test_sigterm_during_a_hung_mail_send_stops_the_notifier_quickly(
                 await proc.wait()
     assert code == 0
     assert took < 3.0
+
+
+async def test_a_send_hung_past_the_stop_grace_does_not_hold_the_process(
+    stream: str, tmp_path: Path
+) -> None:
+    """SIGTERMed while Apprise waits on a silent SMTP server for up to 30 s (timeout_s), with
+    `[delivery] stop_grace_s = 1`: the send is cut off after the grace and the process exits
+    then, not when the hung send's thread gives up (before, the executor's thread held it
+    past a unit's TimeoutStopSec)."""
+    async with silent_server() as silent:
+        conf = tmp_path / "notify.toml"
+        conf.write_text(
+            f'[redis]\nstream = "{stream}"\nconsumer = "c1"\nstart = "0"\nblock_ms = 100\n'
+            "[delivery]\nmax_attempts = 1\nstop_grace_s = 1\n"
+            f'[[receivers]]\nname = "email"\nurl = "{silent.mail_url()}"\ntimeout_s = 30\n'
+            '[route]\nreceivers = ["email"]\ngroup_wait_s = 0\n[log]\njson = true\n'
+        )
+        await publish(stream, [alert(1)])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor.notify", "notify", "--config", str(conf),
+            cwd=ROOT, env=dict(os.environ),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await until(lambda: silent.connections == 1, 20)
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):  # (the send's own timeout is 30 s)
+                _, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0
+    events = [
+        json.loads(line)["event"] for line in err.decode().splitlines() if line.startswith("{")
+    ]
+    assert "delivery_abandoned" in events and events[-1] == "notifier_stopped"
