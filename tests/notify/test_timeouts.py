@@ -93,54 +93,19 @@ def test_apprise_urls_get_timeout_s_as_their_socket_timeouts() -> None:
     ]
 
 
-@pytest.mark.integration
-async def test_sigterm_during_a_hung_mail_send_stops_the_notifier_quickly(
-    stream: str, tmp_path: Path
-) -> None:
-    """The notifier process, SIGTERMed while Apprise waits on a silent SMTP server with
-    timeout_s = 1, exits 0 within a few seconds."""
+async def sigterm_mid_send(
+    stream: str, tmp_path: Path, timeout_s: float, delivery: str = ""
+) -> tuple[int, float, list[str]]:
+    """A notifier process sending one alert by mail to a silent SMTP server (`timeout_s`,
+    `[delivery]` lines added), SIGTERMed once the server has the connection: its exit code,
+    seconds from the signal to its exit (at most 20), and the events it logged."""
     async with silent_server() as silent:
         conf = tmp_path / "notify.toml"
         conf.write_text(
             f'[redis]\nstream = "{stream}"\nconsumer = "c1"\nstart = "0"\nblock_ms = 100\n'
-            "[delivery]\nmax_attempts = 1\n"
-            f'[[receivers]]\nname = "email"\nurl = "{silent.mail_url()}"\ntimeout_s = 1\n'
-            '[route]\nreceivers = ["email"]\ngroup_wait_s = 0\n[log]\njson = true\n'
-        )
-        await publish(stream, [alert(1)])
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "monitor.notify", "notify", "--config", str(conf),
-            cwd=ROOT, env=dict(os.environ),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            await until(lambda: silent.connections == 1, 20)
-            proc.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            async with asyncio.timeout(8):
-                code = await proc.wait()
-            took = time.monotonic() - started
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-    assert code == 0
-    assert took < 3.0
-
-
-async def test_a_send_hung_past_the_stop_grace_does_not_hold_the_process(
-    stream: str, tmp_path: Path
-) -> None:
-    """SIGTERMed while Apprise waits on a silent SMTP server for up to 30 s (timeout_s), with
-    `[delivery] stop_grace_s = 1`: the send is cut off after the grace and the process exits
-    then, not when the hung send's thread gives up (before, the executor's thread held it
-    past a unit's TimeoutStopSec)."""
-    async with silent_server() as silent:
-        conf = tmp_path / "notify.toml"
-        conf.write_text(
-            f'[redis]\nstream = "{stream}"\nconsumer = "c1"\nstart = "0"\nblock_ms = 100\n'
-            "[delivery]\nmax_attempts = 1\nstop_grace_s = 1\n"
-            f'[[receivers]]\nname = "email"\nurl = "{silent.mail_url()}"\ntimeout_s = 30\n'
+            f"[delivery]\nmax_attempts = 1\n{delivery}"
+            f'[[receivers]]\nname = "email"\nurl = "{silent.mail_url()}"\n'
+            f"timeout_s = {timeout_s}\n"
             '[route]\nreceivers = ["email"]\ngroup_wait_s = 0\n[log]\njson = true\n'
         )
         await publish(stream, [alert(1)])
@@ -152,14 +117,36 @@ async def test_a_send_hung_past_the_stop_grace_does_not_hold_the_process(
         try:
             await until(lambda: silent.connections == 1, 20)
             proc.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(20):  # (the send's own timeout is 30 s)
+            started = time.monotonic()
+            async with asyncio.timeout(20):
                 _, err = await proc.communicate()
+            took = time.monotonic() - started
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    assert proc.returncode == 0
-    events = [
-        json.loads(line)["event"] for line in err.decode().splitlines() if line.startswith("{")
-    ]
+    lines = err.decode().splitlines()
+    return proc.returncode, took, [json.loads(x)["event"] for x in lines if x.startswith("{")]
+
+
+@pytest.mark.integration
+async def test_sigterm_during_a_hung_mail_send_stops_the_notifier_quickly(
+    stream: str, tmp_path: Path
+) -> None:
+    """The notifier process, SIGTERMed while Apprise waits on a silent SMTP server with
+    timeout_s = 1, exits 0 within a few seconds."""
+    code, took, _ = await sigterm_mid_send(stream, tmp_path, timeout_s=1)
+    assert code == 0
+    assert took < 3.0
+
+
+async def test_a_send_hung_past_the_stop_grace_does_not_hold_the_process(
+    stream: str, tmp_path: Path
+) -> None:
+    """SIGTERMed while Apprise waits on a silent SMTP server for up to 30 s (timeout_s), with
+    `[delivery] stop_grace_s = 1`: the send is cut off after the grace and the process exits
+    then, not when the hung send's thread gives up (before, the executor's thread held it
+    past a unit's TimeoutStopSec: it then took the 20 s this waits, and more)."""
+    code, _, events = await sigterm_mid_send(stream, tmp_path, 30, "stop_grace_s = 1\n")
+    assert code == 0
     assert "delivery_abandoned" in events and events[-1] == "notifier_stopped"
