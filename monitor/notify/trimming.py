@@ -151,6 +151,9 @@ def _lost(stream: Any, group: Any, last: EntryId) -> int | None:
     oldest = entry_id(first[0]) if first else None
     if oldest is not None and oldest <= last:
         return 0  # (everything after `last` is still there)
+    deleted = entry_id(stream.get("max-deleted-entry-id") or b"0-0")
+    if oldest is None and deleted is not None and deleted <= last:
+        return 0  # (an empty stream, nothing deleted after `last`: a group set past it all)
     read = group.get("entries-read")
     if read is None and last == (0, 0):
         read = 0  # (a group that starts at the beginning and read nothing yet)

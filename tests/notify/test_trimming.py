@@ -92,6 +92,24 @@ async def test_a_group_trimmed_empty_before_its_first_read_counts_all_it_lost(
     assert [(e, f["count"]) for e, f in log.events] == [("alerts_trimmed_unread", 5)]
 
 
+async def test_a_group_set_past_a_stream_trimmed_empty_has_lost_nothing(stream: str) -> None:
+    """A group created again at the last entry it read (after a Redis restart, say) over a
+    stream since trimmed to nothing: Redis has no read count for it, but nothing deleted came
+    after that entry, so nothing was lost (it said the count was unknown, and warned)."""
+    client = aioredis.Redis()
+    await trim_to(stream, 4, keep=4)
+    last = (await client.xrevrange(stream, count=1))[0][0]
+    await client.xgroup_create(stream, "g", id=last)
+    await client.xtrim(stream, maxlen=0, approximate=False)
+    counters, log = Counters(), _Log()
+    try:
+        assert await TrimWatch(client, stream, "g", counters, log).check() == 0
+    finally:
+        await client.aclose()
+    assert counters.total("notify_trimmed_unread") == 0
+    assert log.events == []
+
+
 async def test_notifiers_sharing_a_group_report_a_loss_once(stream: str) -> None:
     """Three notifiers of one group look at the same trimmed stream: the loss is counted and
     logged by the first to look, not three times (a Prometheus sum over them stays right);
