@@ -24,7 +24,6 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
-    ExecAbortError,
     MasterDownError,
     NoPermissionError,
     OutOfMemoryError,
@@ -242,24 +241,32 @@ class DeadLetters:
 
     async def _xadd(self, letter: dict[Any, Any]) -> int:
         """XADD `letter`, trimming the stream to about `maxlen`; how many older letters that
-        trimmed: the stream's length before and after, in one transaction (XINFO STREAM). A
-        user without XINFO adds letters all the same, uncounted."""
-        if not self._count_trims:
-            await self._redis.xadd(self._stream, letter, maxlen=self._maxlen, approximate=True)
+        trimmed: the stream's length before and after (XINFO STREAM), in one round trip. Not a
+        transaction: a MULTI refused (a narrower ACL, a proxy) would have the XADD run and then
+        fail the whole, which a retry would add twice; another notifier's letter in between
+        makes the count short by one, no more. A user without XINFO adds letters all the same,
+        uncounted (`dead_letters_trim_check_refused`, once)."""
+        count = self._count_trims
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if count:
+                pipe.xinfo_stream(self._stream)
+            pipe.xadd(self._stream, letter, maxlen=self._maxlen, approximate=True)
+            if count:
+                pipe.xinfo_stream(self._stream)
+            results = await pipe.execute(raise_on_error=False)
+        added = results[1] if count else results[0]
+        if isinstance(added, Exception):
+            raise added
+        if not count:
             return 0
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xinfo_stream(self._stream)
-                pipe.xadd(self._stream, letter, maxlen=self._maxlen, approximate=True)
-                pipe.xinfo_stream(self._stream)
-                before, added, after = await pipe.execute(raise_on_error=False)
-        except (NoPermissionError, ExecAbortError) as exc:
+        before, after = results[0], results[2]
+        refused = [r for r in (before, after) if isinstance(r, NoPermissionError)]
+        if refused:
             self._count_trims = False
-            self._log.warning("dead_letters_trim_check_refused", error=str(exc))
-            return await self._xadd(letter)
-        for result in (added, after):
-            if isinstance(result, Exception):
-                raise result
+            self._log.warning("dead_letters_trim_check_refused", error=str(refused[0]))
+            return 0
+        if isinstance(after, Exception):
+            return 0  # (the letter is in: what it trimmed is not known)
         length = 0 if isinstance(before, Exception) else int(before["length"])  # (no stream)
         return max(0, length + 1 - int(after["length"]))
 
