@@ -46,12 +46,20 @@ def mask_url(url: str) -> str:
 
 
 class Fetched(NamedTuple):
-    """What `RestBackfill.fetch` got: the bars, the symbols it could not get, with why, and the
-    longest wait a 429 asked for before asking again (its Retry-After, in seconds)."""
+    """What `RestBackfill.fetch` got: the bars, the symbols it could not get, with why, the
+    longest wait a 429 asked for before asking again (its Retry-After, in seconds), and the
+    symbols of requests refused as bad (400, 404, 422: a symbol the provider does not take
+    fails its whole group; asked one by one, it fails alone)."""
 
     batch: FeedBatch
     failed: dict[str, str]
     wait_s: float | None = None
+    refused: frozenset[str] = frozenset()
+
+
+class Refused(TransientError):
+    """A 400, 404 or 422: the provider refuses the request as it is (a symbol it does not
+    take, say); asked again, it refuses again."""
 
 
 class RateLimited(TransientError):
@@ -131,15 +139,22 @@ class RestBackfill:
         return fetched.batch
 
     async def fetch(
-        self, symbols: Sequence[str], start: dt.datetime, end: dt.datetime, *, feed: str
+        self,
+        symbols: Sequence[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        feed: str,
+        one_by_one: bool = False,
     ) -> Fetched:
         """Minute bars of `symbols` starting in [start, end), as a batch for `feed`, and the
         symbols whose requests failed, with why: one refused or failing symbol (Polygon asks
         symbol by symbol) or group of symbols (Alpaca asks `symbols_per_request` at a time)
-        costs only its own bars. Refused credentials (401, 403) raise ConfigError."""
+        costs only its own bars (`one_by_one`: Alpaca's symbols a request each, to find the one
+        a group was refused for). Refused credentials (401, 403) raise ConfigError."""
         window = ((start - _EPOCH) // _ONE_US, (end - _EPOCH) // _ONE_US)
         if self.provider == "alpaca":
-            step = self._per_request
+            step = 1 if one_by_one else self._per_request
             groups = [list(symbols[i : i + step]) for i in range(0, len(symbols), step)]
         else:
             groups = [[symbol] for symbol in symbols]
@@ -147,7 +162,7 @@ class RestBackfill:
         results = await asyncio.gather(
             *(self._group(group, start, end, window) for group in groups), return_exceptions=True
         )
-        batch, failed = FeedBatch.empty(feed), dict[str, str]()
+        batch, failed, refused = FeedBatch.empty(feed), dict[str, str](), set[str]()
         frames, waits = [batch.minute_bars], [0.0]
         for group, result in zip(groups, results, strict=True):
             if isinstance(result, ConfigError):
@@ -156,6 +171,8 @@ class RestBackfill:
                 failed.update(dict.fromkeys(group, str(result)))
                 if isinstance(result, RateLimited) and result.retry_after_s is not None:
                     waits.append(result.retry_after_s)
+                if isinstance(result, Refused):
+                    refused.update(group)
             elif isinstance(result, Exception):  # (a reply nobody foresaw: that group's)
                 failed.update(dict.fromkeys(group, f"{self.provider} REST: {result!r}"))
             elif isinstance(result, BaseException):
@@ -166,7 +183,7 @@ class RestBackfill:
                 frames.append(part.minute_bars)
                 batch.rejections += part.rejections
         batch.minute_bars = pl.concat(frames, how="vertical")
-        return Fetched(batch, failed, max(waits) or None)
+        return Fetched(batch, failed, max(waits) or None, frozenset(refused))
 
     async def _group(
         self, symbols: list[str], start: dt.datetime, end: dt.datetime, window: tuple[int, int]
@@ -246,6 +263,9 @@ class RestBackfill:
             self._limited = True
             wait = retry_after(response.headers.get("retry-after"))
             raise RateLimited(f"{self.provider} REST: HTTP 429 for {mask_url(url)}", wait)
+        if status in (400, 404, 422):
+            said = self._mask(response.text[:200].strip())  # (its reason: "invalid symbol")
+            raise Refused(f"{self.provider} REST: HTTP {status} for {mask_url(url)}: {said}")
         if status != 200:
             raise TransientError(f"{self.provider} REST: HTTP {status} for {mask_url(url)}")
         try:

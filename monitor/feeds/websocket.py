@@ -423,19 +423,22 @@ class WebSocketFeed:
         gaps = gaps or []
         assert self._rest is not None
         window = {"start": start.isoformat(), "end": end.isoformat()}
-        left, why, asked_wait = list(self._symbols), "", 0.0
+        left, why, asked_wait, one_by_one = list(self._symbols), "", 0.0, False
         for attempt in range(self._backfill_attempts):
             if attempt:  # (at least as long as a 429 asked, up to a minute)
                 wait = min(asked_wait, MAX_RETRY_AFTER_S)
                 await asyncio.sleep(max(self._backoff.delay(attempt - 1), wait))
             try:
-                fetched = await self._rest.fetch(left, start, end, feed=self.name)
+                fetched = await self._rest.fetch(
+                    left, start, end, feed=self.name, one_by_one=one_by_one
+                )
             except MonitorError as exc:  # (refused credentials: asking again will not help)
                 self._failed(start, gaps, str(exc))
                 self._log.error("backfill_failed", error=str(exc), **window)
                 return
-            batch, failed, asked = fetched
+            batch, failed, asked, refused = fetched
             asked_wait = asked or 0.0
+            one_by_one = bool(refused)  # (a group refused for one symbol: find which)
             bars = batch.minute_bars.height
             self._counters.inc("backfill_bars", bars, feed=self.name)
             got = len(left) - len(failed)

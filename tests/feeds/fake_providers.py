@@ -204,6 +204,7 @@ class FakeRest:
         # symbol -> the Retry-After its next request's 429 says (one 429 each)
         self.rate_limited: dict[str, str] = {}
         self.broken_next_url: set[str] = set()  # Polygon symbols whose next_url is malformed
+        self.invalid_symbols: set[str] = set()  # a request naming one is refused: 400
         self.answering = asyncio.Event()  # cleared: requests wait (a slow REST API)
         self.answering.set()
         self.url = ""
@@ -263,6 +264,11 @@ class FakeRest:
             self.fail_symbols[symbol] -= self.fail_symbols[symbol] > 0
         if failing:
             return 500, b"{}"
+        invalid = [s for s in asked if s in self.invalid_symbols]
+        if invalid:
+            return 400, msgspec.json.encode(
+                {"code": 42210000, "message": f"invalid symbol: {invalid[0]}"}
+            )
         if any(a in self.rate_limited for a in asked):
             return 429, b"{}"
         if path == "/v2/stocks/bars":

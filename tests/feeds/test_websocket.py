@@ -480,3 +480,30 @@ async def test_after_a_429_the_symbols_not_asked_yet_wait_for_the_next_attempt()
         fetched = await rest.fetch(symbols, start, start + dt.timedelta(minutes=2), feed="t")
     assert [path.split("/")[4] for path, _, _ in api.requests] == ["AAPL"]
     assert sorted(fetched.failed) == sorted(symbols) and fetched.wait_s == 2.0
+
+
+async def test_a_group_refused_for_one_symbol_is_asked_again_one_by_one() -> None:
+    """Alpaca refuses a request naming ^RUT (400, "invalid symbol"), and so the whole group of
+    three: the next attempt asks for each symbol alone, AAPL's and SPY's bars come, and only
+    ^RUT is named as failed, with the provider's reason."""
+    start = dt.datetime(2024, 7, 11, 14, 29, tzinfo=UTC)
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    async with (
+        FakeRest() as api,
+        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+    ):
+        api.invalid_symbols.add("^RUT")
+        feed = WebSocketFeed(
+            "test", "ws://127.0.0.1:9", "alpaca", ["AAPL", "^RUT", "SPY"], key=Secret("KEY"),
+            secret=Secret("SECRET"), queue=queue, counters=Counters(),
+            backoff=Backoff(base_s=0.01, cap_s=0.02, jitter=0), stale_after_s=60,
+            is_regular_hours=lambda _now: True, clock=Clock(), rest=rest,
+        )  # fmt: skip
+        with capture_logs() as logs:
+            await feed._backfill(start, start + dt.timedelta(minutes=2))
+    asked = [q["symbols"] for _, q, _ in api.requests if "page_token" not in q]
+    assert asked[0] == "AAPL,^RUT,SPY" and sorted(asked[1:4]) == ["AAPL", "SPY", "^RUT"]
+    got = sorted(s for b in drain(queue) for s in b.minute_bars.get_column("symbol").unique())
+    assert got == ["AAPL", "SPY"]
+    [failed] = [e for e in logs if e["event"] == "backfill_failed"]
+    assert failed["symbols"] == "^RUT" and "invalid symbol: ^RUT" in failed["error"]
