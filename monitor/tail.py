@@ -205,7 +205,7 @@ async def _retry_after(
     if first or not _is_unreachable(exc):
         raise _error(exc, where) from exc
     if delays is None:
-        print(f"market-monitor: redis at {where} unreachable, retrying", file=sys.stderr)
+        print(f"market-monitor: redis at {where} {_how(exc)}, retrying", file=sys.stderr)
         delays = Backoff(base_s=0.2, cap_s=5.0).delays()
     await asyncio.sleep(next(delays))
     return delays
@@ -298,22 +298,30 @@ async def _say_if_trimmed(client: Any, stream: str, last: str | bytes) -> None:
 
 
 def _error(exc: Exception, where: str) -> SinkUnavailable | ConfigError:
-    """Redis unreachable: SinkUnavailable (exit 69); Redis refusing us (password, ACL, a key of
-    another type): ConfigError naming the URL (exit 78)."""
+    """Redis unreachable, or refusing for now (a failover under way, a script running: see
+    `monitor.redis_errors`): SinkUnavailable (exit 69); Redis refusing us (password, ACL, a
+    key of another type): ConfigError naming the URL (exit 78)."""
     if _is_unreachable(exc):
-        return SinkUnavailable(f"redis at {where} unreachable: {exc}")
+        return SinkUnavailable(f"redis at {where} {_how(exc)}: {exc}")
     return ConfigError(f"redis at {where}: {exc}")
 
 
 def _is_unreachable(exc: Exception) -> bool:
-    """A refused, lost or timed-out connection (not a failed login: redis-py counts those as
-    connection errors too)."""
+    """An outage to wait out (`redis_errors.is_temporary`), not a failed login (redis-py counts
+    those as connection errors too)."""
     from redis.exceptions import AuthenticationError, AuthorizationError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from monitor.redis_errors import is_temporary
 
     refused = isinstance(exc, AuthenticationError | AuthorizationError)
-    return isinstance(exc, RedisConnectionError | RedisTimeoutError) and not refused
+    return is_temporary(exc) and not refused
+
+
+def _how(exc: Exception) -> str:
+    """How Redis is away: "unreachable", or "refusing for now" when it answers."""
+    from monitor.redis_errors import REDIS_ERRORS
+
+    return "unreachable" if isinstance(exc, REDIS_ERRORS) else "refusing for now"
 
 
 def _show(raw: bytes, as_json: bool, entry_id: str | None, name: str) -> int:

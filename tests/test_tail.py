@@ -132,6 +132,30 @@ def test_tail_rides_out_a_redis_restart_and_resumes_after_the_last_alert_it_prin
     assert tail.left == ([], [f"market-monitor: redis at {server.url} reachable again\n"])
 
 
+def test_tail_rides_out_a_failover_that_ends_its_read() -> None:
+    """The Redis tail reads is made a replica (a failover demoting it): Redis ends tail's
+    blocked read ("UNBLOCKED ... instance state changed"). tail says Redis is refusing for now
+    and goes on, printing the next alert once it is a master again (before: a config error,
+    exit 78)."""
+    july = replay_alerts(dt.date(2024, 7, 1), dt.date(2024, 7, 31))
+    with RedisServer() as server:
+        add = functools.partial(add_entries, server)
+        with Tail("--url", server.url, "--json", "--count", "2") as tail:
+            assert tail.err.next() == f"listening on {STREAM} (Ctrl-C to stop)\n"
+            add(("1-0", july[0]))
+            printed = [tail.out.next()]
+            admin = redis.Redis.from_url(server.url)
+            admin.replicaof("127.0.0.1", str(free_port()))  # (a master that is not there)
+            refusing = f"market-monitor: redis at {server.url} refusing for now, retrying\n"
+            assert tail.err.next() == refusing
+            admin.replicaof("NO", "ONE")
+            admin.close()
+            add(("2-0", july[1]))
+            printed.append(tail.out.next())
+            assert tail.proc.wait(10) == 0
+    assert [msgspec.json.decode(line, type=Alert) for line in printed] == july[:2]
+
+
 def test_tail_says_when_alerts_were_trimmed_from_the_stream_during_an_outage() -> None:
     """Redis comes back holding only entries newer than the last one tail printed (the stream
     trimmed past it, as `maxlen` does while tail is cut off): tail says which alerts are gone,

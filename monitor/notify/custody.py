@@ -30,9 +30,10 @@ from monitor.clock import Clock
 from monitor.core.counters import Counters
 from monitor.notify.guard_state import without
 from monitor.notify.inbox import pause
-from monitor.notify.ledger import REDIS_ERRORS, is_temporary, retrying
+from monitor.notify.ledger import retrying
 from monitor.notify.routing import GuardState, Router
 from monitor.notify.states import Owner, StateStore
+from monitor.redis_errors import REDIS_ERRORS, is_temporary
 
 # What adoption needs besides the rest (+getdel: the mark of an adopted state, states.py).
 ADOPT_GRANT = "+sadd +smembers +srem +del +watch +unwatch +getdel"

@@ -40,8 +40,9 @@ from monitor.credentials import login_name, secret
 from monitor.errors import ConfigError, SinkUnavailable
 from monitor.notify.config import NotifyConfig, RedisSection
 from monitor.notify.grouping import Batch
-from monitor.notify.ledger import REDIS_ERRORS, is_temporary, retrying
+from monitor.notify.ledger import retrying
 from monitor.notify.trimming import TrimWatch
+from monitor.redis_errors import REDIS_ERRORS, is_temporary
 from monitor.streams import EntryId, entry_id, text
 from monitor.urls import mask_url
 from monitor.waiting import raise_if_cancelled, wait_any

@@ -22,56 +22,18 @@ from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import (
-    MasterDownError,
-    NoPermissionError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisError,
-    ResponseError,
-    TryAgainError,
-)
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoPermissionError, RedisError
 
 from monitor.clock import Clock
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import Alert, encode_alert
+from monitor.redis_errors import is_temporary
 
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)  # unreachable (LOADING is one too)
-# Redis answers but refuses for now: out of memory (OOM), a replica after a failover
-# (READONLY), too few replicas (NOREPLICAS), a failed snapshot (MISCONF), a script running
-# (BUSY), a replica without its master (MASTERDOWN), a cluster resharding (TRYAGAIN), a blocked
-# read ended by a failover (UNBLOCKED ... state changed). Each passes without anyone touching
-# the notifier, so each is waited out as an outage is.
-REFUSED_FOR_NOW = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
-REFUSAL_PREFIXES = ("OOM", "READONLY", "NOREPLICAS", "MISCONF", "BUSY ", "MASTERDOWN", "TRYAGAIN")
 RETRY_CAP_S = 30.0
 _RETRY = Backoff(base_s=0.4, cap_s=RETRY_CAP_S, jitter=0)  # 0.4 s, 0.8 s, ... 30 s
 DEAD_MAXLEN = 10_000  # the default of `[redis] dead_maxlen`
 T = TypeVar("T")
-
-
-def is_temporary(exc: BaseException) -> bool:
-    """Whether a Redis error passes by itself: Redis unreachable, or refusing for now
-    (REFUSED_FOR_NOW). Not a refused login or command, nor a key of another type."""
-    if isinstance(exc, REDIS_ERRORS + REFUSED_FOR_NOW):
-        return True
-    if not isinstance(exc, ResponseError):
-        return False
-    said = _reply(exc)
-    return said.startswith(REFUSAL_PREFIXES) or (
-        said.startswith("UNBLOCKED") and "state changed" in said
-    )
-
-
-def _reply(exc: ResponseError) -> str:
-    """Redis's error reply, without the `Command # 1 (...) of pipeline caused error: ` that
-    redis-py puts before it for a command of a pipeline."""
-    said = str(exc)
-    _, cut, reply = said.partition(" of pipeline caused error: ")
-    return reply.lstrip("('\"") if cut else said
 
 
 async def retrying(op: Callable[[], Awaitable[T]], log: Any, event: str) -> T:

@@ -67,13 +67,14 @@ from monitor.notify.dispatch import Dispatcher, open_couriers
 from monitor.notify.grouping import Batch
 from monitor.notify.health import Health
 from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_failure
-from monitor.notify.ledger import DeadLetters, DeliveryLog, is_temporary, retrying
+from monitor.notify.ledger import DeadLetters, DeliveryLog, retrying
 from monitor.notify.payload import entry_alert
 from monitor.notify.render import Message
 from monitor.notify.routing import FEED_KINDS, GuardState, Router
 from monitor.notify.shared_feeds import SharedFeeds
 from monitor.notify.silences import SilenceStore
 from monitor.notify.states import StateStore
+from monitor.redis_errors import is_temporary
 
 STOP_GRACE_S = 2.0  # past block_ms: how long a stopping reader may finish what it read
 FEEDS_EVERY_S = 1.0  # how often the ticker looks at the group's feed health (shared_feeds.py)
