@@ -359,11 +359,11 @@ class RedisPublisher:
         self._failures += 1
         self._counters.inc("redis_errors")
         self._publish_failing = True
+        cause = exc.__cause__ or exc
         if self._down_since is None:
-            cause = exc.__cause__ or exc
             self._mark_down(f"{type(cause).__name__}: {cause}")
         else:
-            self._log.debug("redis_retry", url=self.url, attempt=self._failures)
+            self._still_down(f"{type(cause).__name__}: {cause}", "redis_retry")
         if not self._waiting_logged:
             self._waiting_logged = True
             self._log.warning(
@@ -396,7 +396,7 @@ class RedisPublisher:
         if self._down_since is None:
             self._mark_down(error)
         else:
-            self._log.debug("redis_check_failed", url=self.url, error=error)
+            self._still_down(error, "redis_check_failed")
 
     def _on_check_success(self) -> None:
         if not self._checked:
@@ -414,6 +414,16 @@ class RedisPublisher:
         self._down_error = error
         self._counters.set("redis_available", 0)
         self._log.warning("redis_unavailable", url=self.url, error=error)
+
+    def _still_down(self, error: str, event: str) -> None:
+        """Another failure within an outage: /healthz says the latest, and one of another kind
+        (Redis back but refusing writes, or gone after refusing them) is a warning again, so
+        that the log does not send an operator after the first cause once it has changed."""
+        if error.partition(":")[0] != (self._down_error or "").partition(":")[0]:
+            self._log.warning("redis_unavailable", url=self.url, error=error, was=self._down_error)
+        else:
+            self._log.debug(event, url=self.url, error=error, attempt=self._failures)
+        self._down_error = error
 
     def _mark_up(self) -> None:
         """`is_available` turns (or stays) True."""

@@ -233,6 +233,36 @@ async def test_refusing_redis_writes_nothing_then_recovers(
     assert error.split(":")[0] == {"oom": "OutOfMemoryError", "readonly": "ReadOnlyError"}[refusal]
 
 
+@pytest.mark.chaos
+async def test_an_outage_that_turns_into_a_refusal_is_said_as_it_is_now(
+    tmp_path: Path, server: RedisServer, prefix: str
+) -> None:
+    """Redis killed while alerts wait, then back as a read-only replica: /healthz's reason
+    (`why_unavailable`) follows, from the refused connection to READONLY, and a second warning
+    says what changed (before, the first cause stayed while Redis was up and refusing)."""
+    alerts = make_alerts(prefix, 0, 5)
+    with capture_logs() as logs, Outbox(tmp_path / "outbox.db") as outbox:
+        async with (
+            RedisPublisher(
+                server.url, f"{prefix}:channel", f"{prefix}:stream", outbox,
+                backoff=fast_backoff(),
+            ) as pub,
+            running(pub),
+        ):  # fmt: skip
+            server.kill()
+            pub.submit(alerts)
+            await eventually(lambda: (pub.why_unavailable or "").startswith("ConnectionError"))
+            server.start()
+            async with aioredis.Redis.from_url(server.url) as admin:
+                await admin.replicaof("127.0.0.1", free_port())
+                await eventually(lambda: (pub.why_unavailable or "").startswith("ReadOnlyError"))
+                await admin.replicaof("NO", "ONE")
+            assert await pub.flush(5.0) is True
+    said = [(e["error"].split(":")[0], e.get("was", "").split(":")[0])
+            for e in logs if e["event"] == "redis_unavailable"]  # fmt: skip
+    assert said == [("ConnectionError", ""), ("ReadOnlyError", "ConnectionError")]
+
+
 async def test_crash_between_publish_and_mark_publishes_nothing_twice(
     tmp_path: Path, local: aioredis.Redis, prefix: str
 ) -> None:
