@@ -73,7 +73,7 @@ class RateLimited(TransientError):
 class RestBackfill:
     """Fetch minute bars for a window from Alpaca or Polygon; an async context manager.
 
-    `minute_bars` returns the bars whose start lies in [start, end).
+    `fetch` returns the bars whose start lies in [start, end), and the symbols it could not get.
     """
 
     def __init__(
@@ -127,16 +127,6 @@ class RestBackfill:
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         await self._client.aclose()
-
-    async def minute_bars(
-        self, symbols: Sequence[str], start: dt.datetime, end: dt.datetime, *, feed: str
-    ) -> FeedBatch:
-        """Minute bars of `symbols` starting in [start, end), as a batch for `feed`; the first
-        error when any symbol's bars could not be fetched (see `fetch`)."""
-        fetched = await self.fetch(symbols, start, end, feed=feed)
-        if fetched.failed:
-            raise TransientError(next(iter(fetched.failed.values())))
-        return fetched.batch
 
     async def fetch(
         self,

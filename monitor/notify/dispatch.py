@@ -128,8 +128,8 @@ class Dispatcher:
         self.queues[receiver].put_nowait(job)
 
     async def worker(self, receiver: str) -> None:
-        """Deliver `receiver`'s jobs as they come, until cancelled, or until `stop_taking`
-        once the job in hand is done."""
+        """Deliver `receiver`'s jobs as they come, until cancelled, or, once `finish` has
+        begun, until the job in hand is done."""
         queue = self.queues[receiver]
         while not self._stopping:
             raise_if_cancelled()

@@ -332,9 +332,9 @@ async def test_polygon_rest_backfill_follows_next_url() -> None:
     """Polygon REST: one range request per symbol, following next_url with the key re-added."""
     start = dt.datetime(2024, 7, 11, 14, 29, tzinfo=UTC)
     async with FakeRest() as api, RestBackfill("polygon", api.url, key=Secret("PKEY")) as rest:
-        batch = await rest.minute_bars(
-            ["AAPL"], start, start + dt.timedelta(minutes=5), feed="test"
-        )
+        fetched = await rest.fetch(["AAPL"], start, start + dt.timedelta(minutes=5), feed="test")
+    assert fetched.failed == {}
+    batch = fetched.batch
     minutes = [start + dt.timedelta(minutes=m) for m in range(5)]
     assert_batch(batch, minute=rest_frame(["AAPL"], minutes))
     assert [(q.get("cursor"), q["apiKey"]) for _, q, _ in api.requests] == [
