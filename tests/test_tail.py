@@ -133,10 +133,10 @@ def test_tail_rides_out_a_redis_restart_and_resumes_after_the_last_alert_it_prin
 
 
 def test_tail_rides_out_a_failover_that_ends_its_read() -> None:
-    """The Redis tail reads is made a replica (a failover demoting it): Redis ends tail's
-    blocked read ("UNBLOCKED ... instance state changed"). tail says Redis is refusing for now
-    and goes on, printing the next alert once it is a master again (before: a config error,
-    exit 78)."""
+    """The Redis tail reads is made a replica (a failover demoting it) that serves no stale
+    data: Redis ends tail's blocked read ("UNBLOCKED ... instance state changed"), or refuses
+    the next ("MASTERDOWN"), whichever tail is in. tail says Redis is refusing for now and goes
+    on, printing the next alert once it is a master again (before: a config error, exit 78)."""
     july = replay_alerts(dt.date(2024, 7, 1), dt.date(2024, 7, 31))
     with RedisServer() as server:
         add = functools.partial(add_entries, server)
@@ -145,6 +145,7 @@ def test_tail_rides_out_a_failover_that_ends_its_read() -> None:
             add(("1-0", july[0]))
             printed = [tail.out.next()]
             admin = redis.Redis.from_url(server.url)
+            admin.config_set("replica-serve-stale-data", "no")  # (every read refused meanwhile)
             admin.replicaof("127.0.0.1", str(free_port()))  # (a master that is not there)
             refusing = f"market-monitor: redis at {server.url} refusing for now, retrying\n"
             assert tail.err.next() == refusing
