@@ -246,8 +246,16 @@ def run_all(table: list[Cell], repeat: int, budget_s: float) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         scratch = Path(tmp)
         for cell in table:
-            if cell.warm_up:
-                subprocess.run(cell.argv, cwd=ROOT, env=cell.env, capture_output=True, check=False)
+            if cell.warm_up:  # output thrown away: capturing its 300 MB here would grow this
+                # process, and every child's peak RSS counts this process's RSS at the fork
+                subprocess.run(
+                    cell.argv,
+                    cwd=ROOT,
+                    env=cell.env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=False,
+                )
         for round_no in range(1, repeat + 1):
             for cell in table:
                 if cell.error is not None:
