@@ -11,7 +11,9 @@ earliest start owed, ISO 8601), and settled once its backfill's bars are on disk
 loop acknowledges a marker the feed queues after them: see `WebSocketFeed._backfill`). A
 backfill that fails stays owed. At the start a feed backfills from the earlier of what it owes
 and where the data taken up ends. A file that cannot be read or written is logged, and the
-daemon goes on (the gap is then fetched only while the daemon runs).
+daemon goes on (the gap is then fetched only while the daemon runs). What a feed owed that is
+no longer in the config, or has no `rest_url` now, is a warning at the start (those minutes
+will not be fetched) and is forgotten.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class OwedBackfills:
         self._store = store
         self._log = log
         self._gaps: dict[str, list[dt.datetime]] = {}
+        self._untaken: set[str] = set()  # (owed at the last stop, not taken by a feed yet)
         try:
             saved = store.load_owed_backfills()
         except StoreError as exc:
@@ -42,6 +45,7 @@ class OwedBackfills:
                 continue
             if when.tzinfo is not None:
                 self._gaps[feed] = [when.astimezone(dt.UTC)]
+                self._untaken.add(feed)
 
     def since(self, feed: str) -> dt.datetime | None:
         """The earliest start `feed` owes (None: it owes nothing)."""
@@ -58,8 +62,25 @@ class OwedBackfills:
     def take(self, feed: str) -> dt.datetime | None:
         """What `feed` owed at the last stop, handed to the feed (which owes it again, from
         the earliest of it and where the data taken up ends, and settles that)."""
+        self._untaken.discard(feed)
         gaps = self._gaps.pop(feed, [])
         return min(gaps) if gaps else None
+
+    def forget_untaken(self) -> None:
+        """Once the feeds are built: what no feed took (a feed renamed or removed, or without
+        a `rest_url` now) will never be fetched; said once, and dropped from the file."""
+        for feed in sorted(self._untaken):
+            since = min(self._gaps.pop(feed))
+            self._log.warning(
+                "backfill_owed_dropped",
+                feed=feed,
+                since=since.isoformat(),
+                why="no feed of this name with a rest_url in the config: its minutes from then "
+                "until it came back will not be fetched",
+            )
+        if self._untaken:
+            self._untaken.clear()
+            self._save()
 
     def settle(self, feed: str, gaps: list[dt.datetime]) -> None:
         """The backfill of `feed`'s `gaps` (their starts, as owed) is on disk."""

@@ -189,6 +189,7 @@ class Daemon:
         """One adapter per [[feeds]] entry (see `monitor.feed_wiring`); the counters the README
         lists at 0 from the start."""
         self.feeds += build_feeds(self)
+        self.owed_backfills.forget_untaken()
         for name in ZEROED:
             self.counters.zero(name)
         for feed in self.feeds:

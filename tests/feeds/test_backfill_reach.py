@@ -377,3 +377,49 @@ async def test_each_backfill_settles_only_the_gaps_it_filled(tmp_path: Path) -> 
                 item.ack()  # (the engine loop's, once on disk)
         assert store.load_owed_backfills() == {"test": failing.isoformat()}, order
         assert feed.backfill_error is not None, order
+
+
+def test_a_backfill_owed_by_a_feed_no_longer_configured_is_said_and_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gap owed at the stop by a feed since renamed, removed or left without `rest_url` is
+    never fetched: the start says so (`backfill_owed_dropped`, with when its minutes begin)
+    and drops it from `backfills_owed.json`; a configured feed's gap is still fetched."""
+    from structlog.testing import capture_logs
+
+    from monitor import config as cfg
+    from monitor.clock import SimClock
+    from monitor.service import Daemon
+    from monitor.store import Store
+    from tests.conftest import RULES
+
+    stopped = dt.datetime(2024, 7, 16, 15, 0, 5, tzinfo=UTC)
+    owed = {name: (stopped - dt.timedelta(minutes=n)).isoformat()
+            for n, name in enumerate(("alpaca", "renamed", "plain"), start=1)}  # fmt: skip
+    store = Store(tmp_path / "store")
+    store.save_owed_backfills(owed)
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    feed = (
+        '[[feeds]]\nname = "{name}"\nkind = "websocket"\nprovider = "alpaca"\n'
+        'url = "wss://stream.example.com/v2/iex"\n{rest}symbols = ["AAPL"]\n'
+        'key_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
+    )
+    conf = tmp_path / "monitor.toml"
+    conf.write_text(
+        f'[store]\npath = "{tmp_path / "store"}"\n[rules]\nfile = "{RULES}"\n'
+        + feed.format(name="alpaca", rest='rest_url = "https://data.example.com"\n')
+        + feed.format(name="plain", rest="")
+    )
+    conf.chmod(0o600)
+    with capture_logs() as events:
+        daemon = Daemon(cfg.load(conf), clock=SimClock(stopped + dt.timedelta(minutes=40)))
+        daemon.build_feeds()
+    dropped = [(e["feed"], e["since"]) for e in events if e["event"] == "backfill_owed_dropped"]
+    assert dropped == [("plain", owed["plain"]), ("renamed", owed["renamed"])]
+    assert store.load_owed_backfills() == {"alpaca": owed["alpaca"]}
+    assert daemon.feeds[0]._gap_start.isoformat() == owed["alpaca"]  # type: ignore[attr-defined]
+
+    with capture_logs() as events:  # (said once: the next start has nothing to say)
+        Daemon(cfg.load(conf), clock=SimClock(stopped + dt.timedelta(minutes=50))).build_feeds()
+    assert not [e for e in events if e["event"] == "backfill_owed_dropped"]
