@@ -149,8 +149,8 @@ def _missing_date(names: list[str], first_cells: Sequence[object]) -> str:
     times = [n for n in names if column_key(n) in _TIME_NAMES]
     if times:
         return (
-            f"{said}: {times[0]!r} holds dates alone, or one time of day on every date, as a"
-            " daily file's dates: name it date"
+            f"{said}: {times[0]!r} holds dates alone, or one time of day on every date (or each"
+            " session's close), as a daily file's dates: name it date"
         )
     return (
         "(date, session, datetime or timestamp; for minute bars and ticks also time, start or"

@@ -17,7 +17,10 @@ time: a column holds minute bars' or ticks' times when it has more than one time
 one time on one date (a file of one minute), seen both ways. A `date` or `session` column
 needs more than one (`date 00:00:00` on every row is a daily file's). So one time on several
 dates is a daily file's, stamped at midnight or at the close, and so is a New York midnight
-written in UTC (Alpaca's daily bars: 05:00Z in winter, 04:00Z in summer). Dates without a time
+written in UTC (Alpaca's daily bars: 05:00Z in winter, 04:00Z in summer). So is a column
+whose every date has one time, midnight or that session's close in New York time (a daily
+file stamped at each session's real close: 16:00, and 13:00 on an early close; the engine
+stamps its own so), as written or in UTC (`_at_closes`). Dates without a time
 are daily bars whatever the column's name; the first rows show it, and no more is read (a wide
 daily file's rows are long). Values that are no dates count as times in a time column (the
 minute or tick reader says why they do not parse) and as dates in a `date` or `session` column
@@ -27,6 +30,7 @@ minute or tick reader says why they do not parse) and as dates in a `date` or `s
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import itertools
 import re
 
@@ -47,6 +51,9 @@ _DATE_ONLY = re.compile(r"\d{4}([-/])\d{1,2}\1\d{1,2}")
 _PEEKED = 5  # rows looked at for dates without a time
 _WIDE = 1000  # columns of a CSV file whose time column is read line by line
 _HEAD = 1000  # first values of a time column looked at before the rest
+# At most this many times of day may be a daily file's stamped at each session's close: the
+# close (16:00), an early close (13:00) and midnight.
+_CLOSE_TIMES = 3
 
 
 def parse_times(
@@ -125,15 +132,18 @@ def carries_times(path: str, column: str) -> bool:
         return not by_date
     if values.dtype == pl.Date:  # (Parquet's dates)
         return False
-    # Two times of day in the first rows, both ways, are two in the column: minute bars' and
-    # ticks' show them at once (a tick file's millions of times are not looked at each).
+    # Times of day in the first rows, both ways, more than a daily file stamped at each
+    # session's close has, are minute bars' and ticks': they show them at once (a tick file's
+    # millions of times are not looked at each).
     head = _views(values.head(_HEAD), by_date)
-    if head and all(times > 1 for _, times in head):
+    if head and all(times > _CLOSE_TIMES for _, times in head):
         return True
     views = _views(values, by_date)
     if views is None:  # (no dates: the reader says why)
         return not by_date
-    return not any(_is_daily(dates, times, by_date) for dates, times in views if times)
+    if any(_is_daily(dates, times, by_date) for dates, times in views if times):
+        return False
+    return not (min(times for _, times in views) <= _CLOSE_TIMES and _at_closes(values))
 
 
 def _views(values: pl.Series, by_date: bool) -> list[tuple[int, int]] | None:
@@ -184,6 +194,32 @@ def _is_daily(dates: int, times: int, by_date: bool) -> bool:
     """Whether `dates` distinct dates and `times` distinct times of day are a daily file's:
     one time of day on several dates, or on any in a `date` or `session` column."""
     return times == 1 and (by_date or dates > 1)
+
+
+def _at_closes(values: pl.Series) -> bool:
+    """Whether every date of a time column has one time of day, in New York time, and it is
+    midnight or that session's close (16:00, 13:00 on an early close; a day that is no
+    session, 16:00): a daily file stamped at each session's real close."""
+    from monitor.calendar import nyse_sessions
+
+    text = values if isinstance(values.dtype, pl.Datetime) else values.cast(pl.String)
+    instants = parse_times(text.unique(), [], 0, "").drop_nulls()
+    if instants.is_empty():
+        return False
+    local = instants.dt.convert_time_zone(NEW_YORK)
+    stamps = pl.DataFrame({"day": local.dt.date(), "time": local.dt.time()}).unique()
+    first, last = stamps.get_column("day").min(), stamps.get_column("day").max()
+    if stamps.get_column("day").is_duplicated().any() or first == last:
+        return False
+    assert isinstance(first, dt.date) and isinstance(last, dt.date)
+    closes = nyse_sessions(first, last).frame.select(
+        pl.col("session").alias("day"),
+        pl.col("close_ts").dt.convert_time_zone(NEW_YORK).dt.time().alias("close"),
+    )
+    found = stamps.join(closes, on="day", how="left")
+    close = pl.col("close").fill_null(dt.time(16))
+    at_close = (pl.col("time") == close) | (pl.col("time") == dt.time())
+    return bool(found.select(at_close.all()).item())
 
 
 def _is_parquet(path: str) -> bool:

@@ -182,6 +182,39 @@ def off_the_clock(minutes: pl.DataFrame, ticks: pl.DataFrame, shown: int = 3) ->
     ]
 
 
+def outside_hours(starts: pl.Series) -> str | None:
+    """Why a minute file whose bars start at `starts` (UTC) gives `replay` and `backfill`
+    nothing, for its DataError: it has bars on sessions and none within their regular hours
+    (each would be rejected as `outside_session`). A daily file stamped at an hour of its own,
+    taken for minute bars by its several times of day, says so; None for a file with a bar in
+    regular hours, or none on a session."""
+    from monitor.calendar import nyse_sessions
+
+    starts = starts.drop_nulls()
+    if starts.is_empty():
+        return None
+    local = starts.dt.convert_time_zone(NEW_YORK)
+    first, last = local.dt.date().min(), local.dt.date().max()
+    assert isinstance(first, dt.date) and isinstance(last, dt.date)
+    hours = nyse_sessions(first, last).frame.select("session", "open_ts", "close_ts")
+    bars = pl.DataFrame({"start": starts, "session": local.dt.date()}).join(hours, on="session")
+    start = pl.col("start")
+    regular = (start >= pl.col("open_ts")) & (start < pl.col("close_ts"))
+    if bars.is_empty() or bars.select(regular.any()).item():
+        return None
+    times = [f"{t:%H:%M}" for t in local.dt.time().unique().sort().to_list()]
+    shown = ", ".join(times[:_TIMES_SHOWN]) + (", ..." if len(times) > _TIMES_SHOWN else "")
+    return (
+        f"read as minute bars (its times of day, New York time, are {shown}), but none"
+        f" of its {bars.height:,} bars on sessions is within their regular hours (from the open"
+        " to the close): each would be rejected as outside_session. If it holds daily bars,"
+        " write its dates alone (YYYY-MM-DD), or stamp each at midnight or its session's close"
+    )
+
+
+_TIMES_SHOWN = 3  # (the times of day of a file taken for minute bars by them)
+
+
 def _window(hours: int) -> str:
     """Regular hours moved by `hours`, as New York times: `14:30-21:00`."""
     first, last = _OPEN + 60 * hours, _CLOSE + 60 * hours

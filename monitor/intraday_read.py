@@ -56,7 +56,8 @@ def read_intraday(
             daily.append(spec)
     if not (ticks or minutes):
         return daily, None
-    bars, trades = read_minute_files(minutes, end=end), read_tick_files(ticks, end=end)
+    bars = read_minute_files(minutes, end=end, regular_hours=True)
+    trades = read_tick_files(ticks, end=end)
     counts = Counter(bars.counts) + Counter(trades.counts)
     rejections = [*bars.rejections, *trades.rejections]
     # Bars of minutes not over yet and ticks still to come (a typo's year 2200, a clock an

@@ -9,7 +9,10 @@ Which files are minute bars (`is_minute_file`): those whose time column, the who
 carries times of day, as written and in New York time alike (`monitor.filetimes.carries_times`).
 In a `date` or `session` column that takes more than one time of day; in another any time of
 day, unless it is one time on several dates (a daily file stamped at midnight or at the close,
-in New York time or as written: Alpaca's daily bars, New York's midnight in UTC, are daily).
+in New York time or as written: Alpaca's daily bars, New York's midnight in UTC, are daily), or
+each date's session close in New York time (16:00, 13:00 on an early close: daily too). A file
+read as minute bars none of whose bars lies in a session's regular hours gives `replay` and
+`backfill` nothing: they refuse it, saying it was read as minute bars (`read_minute_files`).
 Dates without a time (`2024-07-15`) are daily bars whatever the column's name, the decision
 `replay` makes: those files go to the daily reader (`monitor.datafiles`).
 
@@ -102,11 +105,19 @@ def read_minutes(spec: DataSpec) -> pl.DataFrame:
 
 
 def read_minute_files(
-    specs: Sequence[DataSpec], *, start: date | None = None, end: date | None = None
+    specs: Sequence[DataSpec],
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    regular_hours: bool = False,
 ) -> LoadedMinutes:
     """Several files' bars of New York dates from `start` to `end`, bad rows and a (symbol,
-    minute) seen again (in file order) rejected and counted. DataError as `read_minutes`.
+    minute) seen again (in file order) rejected and counted. DataError as `read_minutes`, and
+    with `regular_hours` (replay and backfill, which take no other) for a file none of whose
+    bars on sessions is within their regular hours (`monitor.intraday_checks.outside_hours`).
     Bars only: a tick file's ticks are read by `monitor.tickfiles.read_tick_files`."""
+    from monitor.intraday_checks import outside_hours
+
     rejections: list[Rejection] = []
     counts: dict[str, int] = {}
     sources, frames = [], []
@@ -120,6 +131,9 @@ def read_minute_files(
         source = Source(table.path, table.is_csv)
         times = [(pl.col("start").is_not_null(), "missing_time")]
         work = reject_bad_bars(source, work, rejections, counts, times=times)
+        problem = outside_hours(work.get_column("start")) if regular_hours else None
+        if problem is not None:
+            raise DataError(table.path, problem)
         sources.append(source)
         frames.append(work.with_columns(pl.lit(number, pl.UInt32).alias("_file")))
     bars = pl.concat(frames) if frames else pl.DataFrame(schema=MINUTE_SCHEMA)

@@ -112,7 +112,7 @@ async def test_a_time_column_of_dates_is_an_error_not_minute_bars_at_midnight(
         65,
         f"market-monitor: data error: {data}: missing date column "
         "(date, session, datetime or timestamp): 'time' holds dates alone, or one time of day "
-        "on every date, as a daily file's dates: name it date\n",
+        "on every date (or each session's close), as a daily file's dates: name it date\n",
         [],
     )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from monitor.calendar import nyse_sessions
 from monitor.cli import main
 from monitor.datafiles import DataSpec, read_many
 from monitor.errors import DataError
@@ -17,7 +18,7 @@ from monitor.minutefiles import is_minute_file, read_minute_files, read_minutes
 from monitor.replay_command import read_intraday
 from monitor.store import Store
 from monitor.tickfiles import is_tick_file, read_ticks
-from tests.conftest import DATA
+from tests.conftest import DATA, RULES, RUT
 from tests.test_service import write_config
 
 SPY = DATA / "spy_1min_2024-03-08_2024-03-11.csv"
@@ -241,3 +242,99 @@ def test_dates_written_year_first_with_slashes_are_read(
     daily.write_text("date,close\n2024/11/01,1\n2024/11/04,2\n")
     read = read_many([DataSpec(str(daily), "X")]).bars
     assert read.get_column("session").to_list() == [dt.date(2024, 11, 1), dt.date(2024, 11, 4)]
+
+
+def stamped_at_closes(path: Path, zone: str, kind: str = "csv") -> Path:
+    """The shipped ^RUT's 2024 rows, each stamped at its session's close (13:00 New York on
+    the early closes of 2024-07-03 and 2024-11-29, else 16:00), as `zone` writes it: New York
+    time with its offset, UTC with `Z`, or (Parquet) a column of UTC datetimes."""
+    rut = pl.read_csv(RUT, try_parse_dates=True).filter(pl.col("Date").dt.year() == 2024)
+    closes = nyse_sessions(dt.date(2024, 1, 1)).frame.select(
+        pl.col("session").alias("Date"), "close_ts"
+    )
+    close = pl.col("close_ts").dt.convert_time_zone(zone)
+    stamped = rut.join(closes, on="Date").with_columns(close.alias("Date")).drop("close_ts")
+    if kind == "parquet":
+        stamped.write_parquet(path)
+    else:
+        form = "%Y-%m-%dT%H:%M:%SZ" if zone == "UTC" else "%Y-%m-%dT%H:%M:%S%:z"
+        stamped.with_columns(pl.col("Date").dt.strftime(form)).write_csv(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "zone"),
+    [("ny.csv", "America/New_York"), ("utc.csv", "UTC"), ("utc.parquet", "UTC")],
+)
+def test_a_daily_file_stamped_at_each_sessions_close_is_daily_bars(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, zone: str
+) -> None:
+    """^RUT's 2024 bars stamped at each session's real close (13:00 on early closes, 16:00
+    else; in New York time, in UTC, or as Parquet UTC datetimes) are daily bars, and replay
+    fires the alerts of the same file with dates alone. (Two times of day made it a minute
+    file: each row outside_session, "No alerts.", exit 0.)"""
+    path = stamped_at_closes(tmp_path / name, zone, kind=Path(name).suffix[1:])
+    plain = tmp_path / "plain.csv"
+    pl.read_csv(RUT).filter(pl.col("Date").str.starts_with("2024")).write_csv(plain)
+    assert not is_minute_file(path)
+    said = []
+    for data in (plain, path):
+        argv = ["replay", "--rules", str(RULES), "--data", f"^RUT={data}", "--format", "table"]
+        assert main([*argv, "--from", "2024-07-01", "--to", "2024-07-31"]) == 0
+        said.append(capsys.readouterr())
+    assert said[1] == said[0]
+    assert "Russell 2000 rose 11.5% in 5 sessions" in said[0].out
+
+
+def test_a_date_column_at_each_sessions_close_is_daily_bars(tmp_path: Path) -> None:
+    """A `Date` column of New York times, 16:00 but 13:00 on the early close of 2024-07-03,
+    holds daily bars of the dates written; 16:00 on one date and 13:00 on another that is no
+    early close is a minute bar's time and not."""
+    days = ["2024-07-01 16:00", "2024-07-02 16:00", "2024-07-03 13:00", "2024-07-05 16:00"]
+    path = write(tmp_path / "x.csv", "Date,open,high,low,close,volume", days, "1,1,1,1,1")
+    assert not is_minute_file(path)
+    sessions = read_many([DataSpec(str(path), "X")]).bars.get_column("session").to_list()
+    assert sessions == [dt.date(2024, 7, d) for d in (1, 2, 3, 5)]
+    days[1] = "2024-07-02 13:00"
+    assert is_minute_file(write(tmp_path / "y.csv", "Date,open,high,low,close", days, "1,1,1,1"))
+
+
+CLOSE_STAMPED = """timestamp,open,high,low,close,volume
+2024-06-26T16:00:00-04:00,100,100,100,100,1000
+2024-06-27T16:00:00-04:00,100,100,100,100,1000
+2024-06-28T17:00:00-04:00,101,101,101,101,1000
+2024-07-01T16:00:00-04:00,102,102,102,102,1000
+"""
+
+
+def test_a_file_read_as_minutes_with_no_bar_in_regular_hours_is_refused_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A daily file stamped at the close but on one day at 17:00 is read as minute bars; none
+    lies in regular hours, so replay and backfill exit 65 saying it was read as minute bars and
+    what to write instead. (Replay said "No alerts." and exit 0, every row outside_session.)"""
+    path = tmp_path / "x.csv"
+    path.write_text(CLOSE_STAMPED)
+    said = (
+        f"market-monitor: data error: {path}: read as minute bars (its times of day, New York"
+        " time, are 16:00, 17:00), but none of its 4 bars on sessions is within their regular"
+        " hours (from the open to the close): each would be rejected as outside_session. If"
+        " it holds daily bars, write its dates alone (YYYY-MM-DD), or stamp each at midnight"
+        " or its session's close\n"
+    )
+    (tmp_path / "rules.toml").write_text("")
+    code = main(["replay", "--rules", str(tmp_path / "rules.toml"), "--data", f"X={path}"])
+    assert (code, capsys.readouterr().err) == (65, said)
+    conf = write_config(tmp_path, "mm-outside-hours")
+    assert main(["backfill", "--config", str(conf), "--data", f"X={path}"]) == 65
+    assert capsys.readouterr().err == said
+    assert Store(tmp_path / "store").load_bars().is_empty()
+
+
+def test_minutes_with_one_in_regular_hours_are_not_refused(tmp_path: Path) -> None:
+    """A minute file with a bar in regular hours among after-hours ones is read: its
+    after-hours bars are the engine's to count, as before."""
+    path = tmp_path / "x.csv"
+    path.write_text(CLOSE_STAMPED.replace("2024-06-27T16:00", "2024-06-27T15:59"))
+    bars = read_minute_files([DataSpec(str(path), "X")], regular_hours=True).bars
+    assert bars.height == 4
