@@ -5,7 +5,10 @@ case, spaces or `_` (`Adj Close`, `adj_close` and `ADJCLOSE` are one name):
 
 - **single**: a date column and a close column, no symbol column. The symbol is the one given
   as `SYMBOL=PATH`, else the file name's stem uppercased (`crbu_close.csv` -> `CRBU_CLOSE`).
-- **long**: the same plus a `symbol` column; one row per symbol and session.
+  A date repeated with another word in a column of text is refused: a long file's symbols
+  under a name not read (`monitor.datalayout.refuse_hidden_symbols`).
+- **long**: the same plus a `symbol` column (or `ticker`, yfinance's name); one row per symbol
+  and session.
 - **wide**: a date column and one close column per symbol, and no symbol, close or adjusted-close
   column. A blank cell is simply no bar. A ticker that reads like a field (Opendoor is `OPEN`) is
   still a ticker, unless every column besides the date is one of open/high/low/volume. But a

@@ -89,9 +89,50 @@ def shown_symbol(name: str) -> str:
     return escaped[:MAX_SYMBOL_CHARS] + ("..." if len(escaped) > MAX_SYMBOL_CHARS else "")
 
 
+# Other names of a column, by its key: yfinance's long files name the symbol `Ticker`.
+_ALIASES = {"ticker": "symbol"}
+
+
 @functools.cache  # (a universe file has tens of thousands of columns, each looked at often)
 def column_key(name: str) -> str:
-    return name.strip().lower().replace(" ", "").replace("_", "")
+    """A column's name as the readers match it: case, spaces and `_` aside, and an alias as
+    the name it stands for (`Ticker` is `symbol`)."""
+    key = name.strip().lower().replace(" ", "").replace("_", "")
+    return _ALIASES.get(key, key)
+
+
+def refuse_hidden_symbols(
+    table: Table, keys: pl.Series, key_column: str, used: Sequence[str], one: str
+) -> None:
+    """A DataError for a file read as one symbol's (`one`: no symbol column) whose `keys`
+    (each row's date or minute, read from `key_column`) repeat while a column of text the
+    reader does not use (`used` and `key_column` are those it does) holds another value on a
+    repeat: a long file's symbols under a
+    name not read (`Stock`, `Name`), whose rows would be taken for `one`'s, each repeat
+    rejected as a duplicate. It names the column, the first such row, and what to do.
+    Columns of numbers are not looked at (a vendor's corrected row differs in them)."""
+    repeated = keys.is_not_null() & keys.is_duplicated()
+    if not repeated.any():
+        return
+    for name, column in table.frame.to_dict().items():
+        if name in used or name == key_column or column.dtype not in (pl.String, pl.Categorical):
+            continue
+        text = column.cast(pl.String).str.strip_chars()
+        words = filled(text) & text.cast(pl.Float64, strict=False).is_null()
+        if not (words & repeated).any():
+            continue
+        rows = pl.DataFrame({"key": keys, "text": text}).with_row_index("_row").filter(repeated)
+        other = pl.col("text").ne_missing(pl.col("text").first().over("key"))
+        varying = rows.filter(other)
+        if varying.height:
+            row = int(varying.item(0, "_row"))
+            key = str(table.frame.get_column(key_column)[row]).strip()[:40]
+            message = (
+                f"read as one symbol's ({one}: no symbol column), but {key} repeats with"
+                f" another {name!r} ({str(text[row])[:40]!r}): is {name!r} the symbol? Name it"
+                " symbol (or ticker)"
+            )
+            raise table.error(row, name, message)
 
 
 class _Layout(msgspec.Struct, frozen=True):
@@ -284,7 +325,9 @@ def _row_bars(
         if given is not None and not (symbol == given).any():
             raise DataError(table.path, f"symbol {given!r} is not in the file")
     else:
-        symbol = pl.Series([given or Path(table.path).stem.upper()] * frame.height)
+        one = given or Path(table.path).stem.upper()
+        refuse_hidden_symbols(table, session, layout.date, list(layout.fields.values()), one)
+        symbol = pl.Series([one] * frame.height)
     work = pl.DataFrame({"symbol": symbol.cast(pl.String), "session": session, **values})
     work = work.with_row_index("_row")
     if adjusted:

@@ -57,7 +57,14 @@ from monitor.core.model import MINUTE_SCHEMA, Rejection
 from monitor.core.sessions import new_york_date
 from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
 from monitor.datafiles import DataSpec, drop_duplicates, reject_bad_bars
-from monitor.datalayout import Source, Table, blank_cell, column_key, filled
+from monitor.datalayout import (
+    Source,
+    Table,
+    blank_cell,
+    column_key,
+    filled,
+    refuse_hidden_symbols,
+)
 from monitor.errors import DataError
 from monitor.filetimes import DATE_KEYS, carries_times, parse_times
 
@@ -218,6 +225,9 @@ def _parse(spec: DataSpec) -> tuple[Table, str, pl.DataFrame]:
         row, _, name, message = min(bad)
         raise table.error(row, name, message)
     symbol = symbol_values(table, cols, spec)
+    if "symbol" not in cols:  # (a long file's symbols under another name: refused)
+        used = [cols[k] for k in (*PRICES, "volume") if k in cols]
+        refuse_hidden_symbols(table, start, column, used, str(symbol[0]))
     work = pl.DataFrame({"symbol": symbol, "start": start, **values}).with_row_index("_row")
     close = pl.col("close")
     work = work.with_columns(pl.col(k).fill_null(close) for k in ("open", "high", "low"))
