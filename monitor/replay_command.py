@@ -234,9 +234,17 @@ def run_replay(
             file=sys.stderr,
         )
     known = _symbols(bars) | (day.symbols() if day is not None else set())
+    si, figured = None, None
+    if short_interest:
+        read = read_short_interest(short_interest)
+        si, figured = read.figures, read.figured()
+        for line in [*read.said(), read.coverage(known)]:
+            print(f"market-monitor: short-interest file: {line}", file=sys.stderr)
     # (a minute rule needs minute bars or ticks)
     given, minutes = short_interest is not None, day is not None
-    unfired = cannot_fire(rules.enabled, known, minute_bars=minutes, short_interest=given)
+    unfired = cannot_fire(
+        rules.enabled, known, minute_bars=minutes, short_interest=given, figured=figured
+    )
     for rule_id, why in unfired.items():
         print(f"market-monitor: rule {rule_id} cannot fire: {why}", file=sys.stderr)
     # (a symbol of minutes or ticks has volume in them: the daily files' others are looked at)
@@ -246,12 +254,6 @@ def run_replay(
             f"market-monitor: rule {rule_id} cannot fire: no volume in the data for its symbols",
             file=sys.stderr,
         )
-    si = None
-    if short_interest:
-        read = read_short_interest(short_interest)
-        si = read.figures
-        for line in read.said():
-            print(f"market-monitor: short-interest file: {line}", file=sys.stderr)
     # (the calendar from the first figure's settlement, when earlier: it counts from there)
     calendar_start = first
     if si is not None and si.get_column("short_interest_date").null_count() < si.height:

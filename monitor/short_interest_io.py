@@ -42,6 +42,27 @@ class ShortInterestFile(NamedTuple):
         suspect = self.suspect()
         return [*lines, suspect] if suspect else lines
 
+    def figured(self) -> set[str]:
+        """The symbols with a figure (a blank percentage is none)."""
+        given = self.figures.filter(pl.col("percent_of_float").is_not_null())
+        return set(given.get_column("symbol").unique().to_list())
+
+    def coverage(self, known: set[str]) -> str:
+        """What a command says of the symbols the figures are of, and how many of `known`
+        (the data's): `figures of 14 symbols, settled 2020-11-30 to 2021-06-30; 14 of them in
+        the data`."""
+        figured = self.figured()
+        if not figured:
+            return "no figures (every percent_of_float is blank)"
+        dates = self.figures.filter(pl.col("percent_of_float").is_not_null()).get_column(
+            "short_interest_date"
+        )
+        symbols = "1 symbol" if len(figured) == 1 else f"{len(figured):,} symbols"
+        first, last = str(dates.min()), str(dates.max())
+        settled = f", settled {first}" + (f" to {last}" if last != first else "")
+        inside = len(figured & known)
+        return f"figures of {symbols}{settled}; {inside:,} of them in the data"
+
     def suspect(self) -> str | None:
         """Figures that look like fractions: a file converted to the rules' fractions would
         let no squeeze fire, and say nothing."""

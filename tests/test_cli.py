@@ -56,7 +56,8 @@ def test_replay_in_process_writes_the_same_lines_to_a_text_stream() -> None:
 
 def test_replay_with_short_interest_says_nothing_but_its_counts_on_stderr() -> None:
     """A replay of the squeeze file with short interest prints alerts, and on stderr only the
-    line of rejected rows: no library warning (polars warned about the as-of join once)."""
+    line of the symbols the figures cover and that of rejected rows: no library warning
+    (polars warned about the as-of join once)."""
     res = run_cli(
         "replay", "--rules", str(RULES), "--data", str(SQUEEZE),
         "--short-interest", str(SHORT_INTEREST), "--from", "2021-01-01", "--to", "2021-02-26",
@@ -64,7 +65,10 @@ def test_replay_with_short_interest_says_nothing_but_its_counts_on_stderr() -> N
     assert res.returncode == 0, res.stderr
     assert any('"kind":"squeeze"' in line for line in res.stdout.splitlines())
     expected = ("rows rejected", "cannot fire: ")  # (rules of ^RUT, IWM and QQQ: not here)
-    assert [ln for ln in res.stderr.splitlines() if not any(e in ln for e in expected)] == []
+    assert [ln for ln in res.stderr.splitlines() if not any(e in ln for e in expected)] == [
+        "market-monitor: short-interest file: figures of 14 symbols, settled 2020-11-30 to"
+        " 2021-06-30; 14 of them in the data"
+    ]
     assert "rule rotation.iwm_qqq cannot fire: IWM, QQQ not in the data" in res.stderr
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
-from tests.conftest import RULES, RUT
+from tests.conftest import RULES, RUT, SQUEEZE
 
 # Ten sessions of one symbol, with a Saturday (2024-07-06) and a holiday (2024-07-04) among them.
 BARS = """date,close
@@ -226,3 +226,72 @@ def test_a_file_ending_on_a_saturday_still_fires(
         assert main(["replay", "--rules", str(tmp_path / "rules.toml"), "--data", data]) == 0
         alerts.append(capsys.readouterr().out)
     assert alerts[0] and alerts[1] == alerts[0]
+
+
+SQUEEZE_RULE = (
+    '[[rules]]\nid = "q"\nkind = "squeeze"\nsymbols = ["GME"]\nmin_return = 0.15\n'
+    "volume_ratio = 3\nvolume_window = 20\nmin_short_interest = 0.2\n"
+)
+
+
+def squeeze_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], figures: str
+) -> tuple[int, str, str]:
+    """`replay` of SQUEEZE_RULE over GME's bars of the squeeze file (tests/data) with a
+    short-interest file of `figures` (CSV lines after the header): exit code, stdout, stderr."""
+    (tmp_path / "rules.toml").write_text(SQUEEZE_RULE)
+    si = tmp_path / "si.csv"
+    si.write_text(f"symbol,short_interest_date,percent_of_float\n{figures}")
+    argv = ["replay", "--rules", str(tmp_path / "rules.toml"), "--data", f"GME={SQUEEZE}"]
+    code = main([*argv, "--short-interest", str(si)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+WRITTEN = ": symbols are matched as written, and the file writes GME as "
+
+
+@pytest.mark.parametrize(
+    ("figures", "hint"),
+    [
+        ("gme,2020-12-31,138.4\n", f"{WRITTEN}'gme'"),
+        ("AMC,2020-12-31,20.1\nKOSS,2020-12-31,30\n", ""),
+        ("G.M.E,2020-12-31,138.4\n", f"{WRITTEN}'G.M.E'"),
+    ],
+    ids=["lowercase", "other symbols", "punctuation"],
+)
+def test_a_squeeze_rule_whose_symbols_have_no_figure_in_the_file_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], figures: str, hint: str
+) -> None:
+    """A short-interest file with figures of none of a squeeze rule's symbols (GME written
+    `gme`, other tickers only) leaves the rule unable to fire: replay says so, with the file's
+    spelling of the symbol when it differs only in case or punctuation, and how many symbols
+    the figures are of. (It said nothing: no squeeze alert, exit 0.)"""
+    code, out, err = squeeze_replay(tmp_path, capsys, figures)
+    symbols = figures.count("\n")
+    assert (code, out, err.splitlines()) == (
+        0,
+        "",
+        [
+            f"market-monitor: short-interest file: figures of {symbols} symbol"
+            f"{'s' if symbols > 1 else ''}, settled 2020-12-31; 0 of them in the data",
+            "market-monitor: rule q cannot fire: the short-interest file has no figure for any"
+            f' of its symbols (GME), and its unknown_short_interest is "skip"{hint}',
+        ],
+    )
+
+
+def test_a_figure_of_the_rules_symbol_lets_it_fire_and_its_coverage_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With GME's figure of 2020-12-31 (138.4%) the rule fires on GME's squeezes while the
+    figure counts (January 13 and 22, February 25, 2021), and stderr says only which symbols
+    the figures cover."""
+    code, out, err = squeeze_replay(tmp_path, capsys, "GME,2020-12-31,138.4\nAMC,2020-12-31,20\n")
+    sessions = [line.split('"session":"')[1][:10] for line in out.splitlines()]
+    assert (code, err) == (
+        0,
+        "market-monitor: short-interest file: figures of 2 symbols, settled 2020-12-31;"
+        " 1 of them in the data\n",
+    )
+    assert sessions == ["2021-01-13", "2021-01-22", "2021-02-25"]

@@ -334,12 +334,14 @@ def cannot_fire(
     minute_bars: bool = True,
     short_interest: bool = True,
     source: str | None = "the data",
+    figured: Collection[str] | None = None,
 ) -> dict[str, str]:
     """Per rule id, why the rule cannot fire on data of the symbols `known` (with minute bars
     or not, with short-interest figures or not): the symbols it needs are missing (see
     `idle_rules`), its universe is empty once `exclude` removes the data's symbols, a breadth
     rule has fewer symbols than `min_symbols`, it is a `1m` rule and there are no minute bars,
-    or a squeeze rule skips symbols without figures and there are none (`no_short_interest`).
+    or a squeeze rule skips symbols without figures and there are none (`no_short_interest`),
+    or (`figured`: the symbols the short-interest figures are of) none of those it watches.
     Rules that can fire are left out. `source` names where `known` comes from in the reasons
     (None: the symbols the rules name)."""
     reasons: dict[str, str] = {}
@@ -366,7 +368,38 @@ def cannot_fire(
             )
         elif not short_interest and rule.id in no_short_interest(rules):
             reasons[rule.id] = NO_SHORT_INTEREST
+        elif figured is not None and rule.id in no_short_interest(rules):
+            why = _without_figures(present, figured)
+            if why is not None:
+                reasons[rule.id] = why
     return reasons
+
+
+def _without_figures(present: set[str], figured: Collection[str]) -> str | None:
+    """Why a squeeze rule that skips symbols without a short-interest figure cannot fire when
+    the figures (of the symbols `figured`) are of none of the data's symbols it watches
+    (`present`), with the file's spellings of those that differ in case or punctuation only
+    (`gme` for GME, `BRK.B` for BRK-B); None when one has a figure."""
+    if not present or not present.isdisjoint(figured):
+        return None
+    spelled = {_plain(s): s for s in figured}
+    named = sorted(present)
+    near = [f"{s} as {spelled[_plain(s)]!r}" for s in named if _plain(s) in spelled]
+    listed = ", ".join(named[:5]) + (", ..." if len(named) > 5 else "")
+    hint = (
+        f": symbols are matched as written, and the file writes {', '.join(near[:5])}"
+        if near
+        else ""
+    )
+    return (
+        f"the short-interest file has no figure for any of its symbols ({listed}), and its"
+        f' unknown_short_interest is "skip"{hint}'
+    )
+
+
+def _plain(symbol: str) -> str:
+    """A symbol without case or punctuation: `brk.b`, `BRK-B` and `BRK/B` are one."""
+    return re.sub(r"[^0-9A-Z]", "", symbol.upper())
 
 
 NO_SHORT_INTEREST = (
