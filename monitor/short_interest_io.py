@@ -8,9 +8,12 @@ formed but unusable is left out and counted, and the file's other figures are us
 symbol (`missing_symbol`) or date (`missing_date`), a symbol as the bar files refuse it
 (`bad_symbol`: a control character, past 64 characters), a percentage that is not finite or is
 negative (`bad_short_interest`: a vendor's file of ~9,900 symbols has a few, from a negative
-public float). A file of only such rows is an error. An empty percentage is no figure (the
-rule's `unknown_short_interest` decides). Headers are matched as the bar files' are (case,
-spaces and underscores aside: `Short Interest Date`), and symbols without surrounding spaces."""
+public float), a repeat of an earlier row's symbol, settlement date and figures (`duplicate`:
+the first is kept). A file of only such rows is an error, and so is a repeat of a symbol and
+settlement date with other figures (which is right cannot be told). An empty percentage is no
+figure (the rule's `unknown_short_interest` decides). Headers are matched as the bar files'
+are (case, spaces and underscores aside: `Short Interest Date`; `Ticker` is `symbol`), and
+symbols without surrounding spaces."""
 
 from __future__ import annotations
 
@@ -136,6 +139,8 @@ def read_short_interest(path: str | Path) -> ShortInterestFile:
         first = str(left_out.get_column("_why")[0])
         column, message = _SAID[first]
         _fail_at(name, left_out, cols[column], f"{message} (no row of the file is usable)")
+    typed = _repeats(name, typed, cols)
+    left_out = typed.filter(pl.col("_why").is_not_null())
     lines = csv_lines(name, left_out.get_column("_row").to_list())
     rejected = [
         Rejection(str(why), symbol or None, f"{name}:{lines[row]}")
@@ -148,6 +153,38 @@ def read_short_interest(path: str | Path) -> ShortInterestFile:
     if "shares_sold_short" in out.columns:
         out = out.with_columns(pl.col("shares_sold_short").cast(pl.Float64, strict=False))
     return ShortInterestFile(out, rejected)
+
+
+def _repeats(name: str, typed: pl.DataFrame, cols: dict[str, str]) -> pl.DataFrame:
+    """`typed` with the usable rows that repeat an earlier one's symbol and settlement date
+    and its figures (percent_of_float, shares_sold_short) marked `duplicate`: the first is
+    kept. A repeat with other figures is a DataError at its line: which one is right cannot
+    be told (the last one read used to win, silently)."""
+    key = ["symbol", "_date"]
+    figures = ["_pct", *(["shares_sold_short"] if "shares_sold_short" in cols else [])]
+    rows = typed.filter(pl.col("_why").is_null()).with_columns(
+        pl.col("_row").first().over(key).alias("_first"),
+        pl.col("percent_of_float").first().over(key).alias("_said"),
+        pl.any_horizontal(pl.col(f).ne_missing(pl.col(f).first().over(key)) for f in figures).alias(
+            "_other"
+        ),
+    )
+    repeated = rows.filter(pl.col("_row") != pl.col("_first"))
+    if repeated.is_empty():
+        return typed
+    conflicts = repeated.filter("_other")
+    if conflicts.height:
+        row = conflicts.row(0, named=True)
+        first = int(row["_first"])
+        message = (
+            f"{shown_symbol(row['symbol'])} {row['_date']} is given again with other figures"
+            f" (line {csv_lines(name, [first])[first]}: {row['_said']!r}): which is right"
+            " cannot be told; keep one"
+        )
+        _fail_at(name, conflicts, cols["percent_of_float"], message)
+    again = pl.col("_row").is_in(repeated.get_column("_row").implode())
+    why = pl.when(again).then(pl.lit("duplicate")).otherwise("_why")
+    return typed.with_columns(why.alias("_why"))
 
 
 # What the first of a file's unusable rows says, when it has no other.
@@ -180,4 +217,9 @@ def rejected_line(rejected: list[Rejection], shown: int = 5) -> str:
     )
     more = f", and {len(rejected) - shown} more" if len(rejected) > shown else ""
     rows = "row" if len(rejected) == 1 else "rows"
-    return f"{len(rejected)} {rows} left out ({summary}): {listed}{more}"
+    kept = (
+        "; of rows with the same symbol, date and figures, the first is kept"
+        if "duplicate" in counts
+        else ""
+    )
+    return f"{len(rejected)} {rows} left out ({summary}): {listed}{more}{kept}"

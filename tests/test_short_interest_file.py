@@ -159,3 +159,56 @@ def test_a_symbol_the_bar_files_refuse_is_left_out_here_too(tmp_path: Path) -> N
         ("bad_symbol", f"{path}:3"),
         ("bad_symbol", f"{path}:4"),
     ]
+
+
+def test_a_repeated_symbol_and_date_with_the_same_figures_is_a_counted_duplicate(
+    tmp_path: Path,
+) -> None:
+    """A row repeating an earlier one's symbol, settlement date and figure (138.40 is 138.4)
+    is left out as `duplicate`, named with its line, and the first is kept. (Repeats were
+    taken silently, the last one read winning.)"""
+    path = tmp_path / "si.csv"
+    path.write_text(HEAD + "GME,2020-12-31,138.4\nAMC,2020-12-31,20\nGME,2020-12-31,138.40\n")
+    read = read_short_interest(path)
+    assert read.figures.rows() == [
+        ("GME", dt.date(2020, 12, 31), 138.4),
+        ("AMC", dt.date(2020, 12, 31), 20.0),
+    ]
+    assert read.said() == [
+        f"1 row left out (duplicate=1): {path}:4 GME (duplicate); of rows with the same"
+        " symbol, date and figures, the first is kept"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("figures", "said"),
+    [(("138.4", "5.0"), "'138.4'"), (("5.0", "138.4"), "'5.0'"), (("138.4", ""), "'138.4'")],
+    ids=["smaller later", "larger later", "blank later"],
+)
+def test_a_repeated_symbol_and_date_with_other_figures_is_an_error(
+    tmp_path: Path, figures: tuple[str, str], said: str
+) -> None:
+    """GME's 2020-12-31 given twice with different figures (either order, or one blank)
+    fails the file at the second line, naming the first and its figure: which is right
+    cannot be told. (The last one read was used: 5.0 after 138.4 hid both January
+    squeezes.)"""
+    path = tmp_path / "si.csv"
+    path.write_text(HEAD + "".join(f"GME,2020-12-31,{f}\n" for f in figures))
+    with pytest.raises(DataError) as caught:
+        read_short_interest(path)
+    assert str(caught.value) == (
+        f"{path}, line 3, column 'percent_of_float': GME 2020-12-31 is given again with other"
+        f" figures (line 2: {said}): which is right cannot be told; keep one"
+    )
+
+
+def test_a_repeat_with_other_shares_sold_short_is_an_error_too(tmp_path: Path) -> None:
+    """A repeat whose shares_sold_short differs (the percentage the same) is refused as
+    well: the figures differ."""
+    path = tmp_path / "si.csv"
+    path.write_text(
+        "symbol,short_interest_date,percent_of_float,shares_sold_short\n"
+        "GME,2020-12-31,138.4,68000000\nGME,2020-12-31,138.4,1000\n"
+    )
+    with pytest.raises(DataError, match="line 3, column 'percent_of_float': GME 2020-12-31"):
+        read_short_interest(path)
