@@ -101,12 +101,12 @@ def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
     return found.get_column("close_only").fill_null(False)
 
 
-def _kept_line(kept: int, different: int, over: str = "") -> str:
+def _kept_line(kept: int, different: int, over: str = "", whose: str = "") -> str:
     """What backfill says of the stored bars it kept over bars of a file of closes only (or
-    `over` others)."""
+    `over` others); `whose`, what the kept bars are."""
     bars = "bar" if kept == 1 else "bars"
     over = over or "the closes of a file of closes only"
-    line = f"kept {kept:,} stored {bars} with open, high, low and volume over {over}"
+    line = f"kept {kept:,} stored {bars} with open, high, low and volume{whose} over {over}"
     if different:
         them = "it" if kept == 1 else f"{different:,} of them"
         line += f" ({them} closed differently: the stored bar is kept)"
@@ -146,10 +146,10 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
             )
         upsert = store.upsert_bars(bars, close_only=close_only)
         # A session built of minutes or ticks does not replace a stored bar with more than a
-        # close (a provider's, with its official close): as a close only, it is kept.
+        # close (a provider's, with its official close), unless a backfill built that one too.
         over = None
         if built is not None and built.height:
-            over = store.upsert_bars(built, close_only=pl.Series([True] * built.height))
+            over = store.upsert_bars(built, built=True)
     merged, written = (over or upsert).bars, upsert.written
     if over is not None:
         written = pl.concat([written, over.written])
@@ -170,8 +170,12 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
     if upsert.kept:
         print(f"market-monitor: {_kept_line(upsert.kept, upsert.kept_different)}", file=sys.stderr)
     if over is not None and over.kept:
+        whose = (
+            ", a daily file's or the daemon's (a bar backfill built of minutes is replaced by"
+            " one built again),"
+        )
         what = "sessions built of minutes or ticks"
-        line = _kept_line(over.kept, over.kept_different, what)
+        line = _kept_line(over.kept, over.kept_different, what, whose)
         print(f"market-monitor: {line}", file=sys.stderr)
     if merged.height:  # (the history the daemon will run on: holes it should know of)
         from monitor.calendar import nyse_sessions

@@ -48,6 +48,9 @@ _INTRADAY_PARTS = (
     "waiting",
     "held",
 )
+# The bars backfill built of minute bars or ticks and stored, as they were stored: such a bar
+# is replaced by one built again (see `Store.upsert_bars`).
+BUILT = "bars_built.parquet"
 OUTBOX = "outbox.sqlite"
 LOCK = "market-monitor.lock"
 
@@ -59,12 +62,14 @@ _SAME_CLOSE = 1e-9
 class Upsert(msgspec.Struct, frozen=True):
     """What `Store.upsert_bars` did: `bars`, the history now saved; `written`, the bars given
     that it took (added, or replacing a stored one); `kept`, the stored bars kept over bars of
-    closes only, `kept_different` of them over a close that differs (beyond 1e-9 relative)."""
+    closes only, `kept_different` of them over a close that differs (beyond 1e-9 relative);
+    `rebuilt`, the stored bars a backfill built that bars built again replaced."""
 
     bars: pl.DataFrame
     written: pl.DataFrame
     kept: int
     kept_different: int
+    rebuilt: int = 0
 
 
 class StoreError(MonitorError):
@@ -76,7 +81,8 @@ class StoreLocked(StoreError):
 
 
 class Store:
-    """A folder holding bars_daily.parquet, engine_state.json, outbox.sqlite and, while a
+    """A folder holding bars_daily.parquet, engine_state.json, outbox.sqlite, after a backfill
+    of minutes bars_built.parquet (see `upsert_bars`) and, while a
     session is under way or from a stop to the next start, bars_intraday.parquet and journal/."""
 
     def __init__(self, path: str | Path) -> None:
@@ -141,22 +147,35 @@ class Store:
         `close_only`: see `upsert_bars`."""
         return self.upsert_bars(bars, close_only=close_only).bars
 
-    def upsert_bars(self, bars: pl.DataFrame, *, close_only: pl.Series | None = None) -> Upsert:
+    def upsert_bars(
+        self, bars: pl.DataFrame, *, close_only: pl.Series | None = None, built: bool = False
+    ) -> Upsert:
         """Upsert `bars` into the saved history by (symbol, session), a later bar replacing an
         earlier one, except that a bar of closes only (`close_only`, a Boolean Series aligned
         with `bars`: open, high and low are the close, no volume) never replaces a stored bar
         with more than a close (a volume, or an open, high or low of its own): that one is
-        kept, and counted. Returns the history saved and the counts."""
+        kept, and counted. `built`: `bars` are sessions built of minute bars or ticks (by
+        `backfill`): they too never replace a stored bar with more than a close (a provider's,
+        with its official close), but for one a backfill built (recorded in BUILT, and stored
+        as it was built): a corrected minute file's sessions replace the first file's. They
+        are recorded in BUILT. Returns the history saved and the counts."""
         old = self.load_bars()
         new = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
-        kept = kept_different = 0
+        kept = kept_different = rebuilt = 0
+        if built:
+            close_only = pl.repeat(True, new.height, eager=True)
         if close_only is not None and old.height and close_only.any():
             keys = ["symbol", "session"]
             c = pl.col("close")
             full = pl.col("volume").is_not_null() | pl.any_horizontal(
                 pl.col(k) != c for k in ("open", "high", "low")
             )
-            stored = old.filter(full).select(*keys, c.alias("_stored"))
+            stored = old.filter(full)
+            if built:  # (a bar backfill built, still as built: not a provider's)
+                ours = stored.join(self.load_built(), on=list(DAILY_SCHEMA), nulls_equal=True)
+                rebuilt = new.join(ours, on=keys, how="semi").height
+                stored = stored.join(ours, on=keys, how="anti")
+            stored = stored.select(*keys, c.alias("_stored"))
             numbered = new.with_row_index("_i")
             differs = (c - pl.col("_stored")).abs() > _SAME_CLOSE * pl.col("_stored").abs()
             hits = numbered.filter(close_only).join(stored, on=keys)
@@ -169,7 +188,29 @@ class Store:
             "symbol", "session"
         )
         self.save_bars(merged)
-        return Upsert(merged, new, kept, kept_different)
+        if built:
+            self._save_built(merged, new)
+        return Upsert(merged, new, kept, kept_different, rebuilt)
+
+    def load_built(self) -> pl.DataFrame:
+        """The bars a backfill built of minute bars or ticks and stored, as they were (BUILT;
+        empty when there are none)."""
+        file = self.path / BUILT
+        if not file.exists():
+            return empty(DAILY_SCHEMA)
+        try:
+            frame = pl.read_parquet(file).select(list(DAILY_SCHEMA))
+            return frame.cast(DAILY_SCHEMA)  # type: ignore[arg-type]
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise _unreadable(file, exc) from None
+
+    def _save_built(self, stored: pl.DataFrame, built: pl.DataFrame) -> None:
+        """Record `built` (bars built of minutes just stored) in BUILT beside those recorded
+        before, keeping only those `stored` (the history saved) still holds as they were."""
+        keys = ["symbol", "session"]
+        both = pl.concat([self.load_built(), built]).unique(keys, keep="last", maintain_order=True)
+        kept = both.join(stored, on=list(DAILY_SCHEMA), how="semi", nulls_equal=True)
+        self._atomic(BUILT, lambda f: kept.sort(keys).write_parquet(f))
 
     def load_state(self) -> EngineState | None:
         """The engine state saved at the last snapshot, if any."""

@@ -420,7 +420,10 @@ def test_backfill_keeps_a_stored_bar_over_a_built_one(tmp_path: Path) -> None:
     assert cli("backfill", "--config", conf, "--data", f"SPY={daily}").returncode == 0
     res = cli("backfill", "--config", conf, "--data", f"SPY={SPY}")
     assert res.returncode == 0, res.stderr
-    assert "kept 1 stored bar with open, high, low and volume over sessions built" in res.stderr
+    assert (
+        "kept 1 stored bar with open, high, low and volume, a daily file's or the daemon's (a"
+        " bar backfill built of minutes is replaced by one built again), over sessions built"
+    ) in res.stderr
     stored = Store(tmp_path / "store").load_bars().sort("session")
     assert stored.get_column("session").to_list() == [dt.date(2024, 3, 8), dt.date(2024, 3, 11)]
     assert stored.get_column("close").to_list()[1] == 1.5
