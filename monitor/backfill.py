@@ -129,6 +129,8 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         specs = [parse_data_arg(a) for a in args.data]
         daily_specs, intraday = read_intraday(specs, end=args.end)
         loaded = read_many(daily_specs, adjusted=args.adjusted, end=args.end)
+        for note in loaded.notes:
+            print(f"market-monitor: {note}", file=sys.stderr)
         bars, off = _sessions_only(loaded.bars)
         bars, under_way = closed(bars, dt.datetime.now(dt.UTC))
         off += under_way

@@ -21,7 +21,9 @@ not guessed), a time part is ignored and the date taken as written
 (`2024-02-20 04:00:00-05:00` -> 2024-02-20).
 A blank open, high or low is the close; a missing volume is null (0 is kept). With
 `adjusted=True` the adjusted close replaces the close and open/high/low are scaled by adj/close;
-volume is left as published. For long and wide files, `SYMBOL=PATH` keeps that symbol only.
+volume is left as published. A file without an adjusted close column (an index pays no
+dividends; a file may be adjusted already) is read as it is, and a note says so. For long
+and wide files, `SYMBOL=PATH` keeps that symbol only.
 
 Bad files raise `DataError` (file, and line and column where they apply; for Parquet the message
 gives the 1-based row); a CSV row with more or fewer fields than the header makes a bad file.
@@ -65,12 +67,14 @@ class LoadedBars(msgspec.Struct):
     """Bars (DAILY_SCHEMA, sorted by symbol and session), rejected rows, and counts by reason.
     `close_only`: per row of `bars` (a Boolean Series aligned with it), whether the bar came
     from a file of closes only (a wide file, or one without open, high, low and volume
-    columns: open, high and low are the close, volume null)."""
+    columns: open, high and low are the close, volume null). `notes`: what a command says of
+    how files were read (a file without an adjusted close read with `adjusted`)."""
 
     bars: pl.DataFrame
     rejections: list[Rejection]
     counts: dict[str, int]
     close_only: pl.Series
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 def parse_data_arg(arg: str) -> DataSpec:
@@ -122,7 +126,8 @@ def read_many(
         bars = drop_duplicates([f.source for f in files], bars, rejections, counts)
     close_only = _close_only_rows(bars, [f.closes for f in files])
     bars = bars.select(pl.col(name).cast(dtype) for name, dtype in DAILY_SCHEMA.items())
-    return LoadedBars(bars, rejections, counts, close_only)
+    notes = [note for f in files for note in f.notes]
+    return LoadedBars(bars, rejections, counts, close_only, notes)
 
 
 def _close_only_rows(bars: pl.DataFrame, close_only: list[bool]) -> pl.Series:
@@ -143,7 +148,8 @@ class _FileBars(msgspec.Struct):
     """What one file gave: its accepted rows as a work frame (`_row`, symbol, session, OHLCV),
     whether they are sorted and unique by (symbol, session), the rows rejected and the counts.
     `close_only`: a wide file's (open, high and low are the close, volume is null);
-    `closes`: a file of closes only, wide or not (no open, high, low or volume column)."""
+    `closes`: a file of closes only, wide or not (no open, high, low or volume column);
+    `notes`: see `LoadedBars`."""
 
     source: Source
     frame: pl.DataFrame
@@ -152,6 +158,7 @@ class _FileBars(msgspec.Struct):
     rejections: list[Rejection]
     counts: dict[str, int]
     closes: bool = False
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 class _CacheInfo(msgspec.Struct):
@@ -164,20 +171,31 @@ class _CacheInfo(msgspec.Struct):
     rejections: list[Rejection]
     counts: dict[str, int]
     closes: bool = False
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 def _read_file(spec: DataSpec, adjusted: bool, start: date | None, end: date | None) -> _FileBars:
     table = _read_table(spec.path)
-    _check_close_column(table.path, table.frame.columns, spec.symbol, adjusted)
+    fields = {column_key(n) for n in table.frame.columns}
+    notes = []
+    if adjusted and "adjclose" not in fields:  # (read as it is: said, not refused)
+        adjusted = False
+        notes.append(f"{table.path}: {UNADJUSTED}")
+    _check_close_column(table.path, table.frame.columns, spec.symbol)
     frame, is_wide, sorted_unique, unsorted = parse_bars(table, spec.symbol, adjusted, start, end)
     rejections: list[Rejection] = []
     counts = {"unsorted": unsorted} if unsorted else {}
     frame = _reject_bad(table, frame, rejections, counts, close_only=is_wide)
     frame = frame.select(pl.col(n).cast(t) for n, t in _WORK_SCHEMA.items())  # (as cached)
     source = Source(table.path, table.is_csv)
-    fields = {column_key(n) for n in table.frame.columns}
     closes = is_wide or not fields & {"open", "high", "low", "volume"}
-    return _FileBars(source, frame, is_wide, sorted_unique, rejections, counts, closes)
+    return _FileBars(source, frame, is_wide, sorted_unique, rejections, counts, closes, notes)
+
+
+UNADJUSTED = (
+    "--adjusted, but it has no adjusted close column (Adj Close): its closes are read as they"
+    " are (an index pays no dividends; a file may be adjusted already)"
+)
 
 
 def _read_cached(spec: DataSpec, adjusted: bool, start: date | None, end: date | None) -> _FileBars:
@@ -209,6 +227,7 @@ def _read_cached(spec: DataSpec, adjusted: bool, start: date | None, end: date |
                     info.rejections,
                     info.counts,
                     info.closes,
+                    info.notes,
                 )
     read = _read_file(spec, adjusted, start, end)
     if entry is not None and not read.counts.get("date_out_of_range"):
@@ -224,6 +243,7 @@ def _read_cached(spec: DataSpec, adjusted: bool, start: date | None, end: date |
             read.rejections,
             read.counts,
             read.closes,
+            read.notes,
         )
         datacache.save(entry, kept, msgspec.json.encode(info).decode())
     return read
@@ -267,7 +287,7 @@ _NOT_SYMBOLS = frozenset({"open", "high", "low", "volume", "price", "adjclose", 
 _TICKER_LIKE = frozenset({"open", "high", "low"})
 
 
-def _check_close_column(path: str, names: list[str], given: str | None, adjusted: bool) -> None:
+def _check_close_column(path: str, names: list[str], given: str | None) -> None:
     """A file with a date column and no close, adjusted close or symbol column must be a wide
     one (a close column per symbol): refuse one with a column that is no symbol (`Price`,
     `Volume`), or without the symbol given as SYMBOL=PATH, saying that the close is missing."""
@@ -289,9 +309,6 @@ def _check_close_column(path: str, names: list[str], given: str | None, adjusted
     if not fields:
         message = f"symbol {given!r} is not a column of the file, and it has no close column"
         raise DataError(path, f"{message} (the columns are {found})")
-    if adjusted:  # (in the words of monitor.datalayout)
-        message = "--adjusted, but there is no adjusted close column (Adj Close)"
-        raise DataError(path, f"{message}: the columns are {found}")
     message = f"missing close column: the columns are {found}"
     price = next((n for n in fields if column_key(n) == "price"), None)
     if price is not None:

@@ -146,7 +146,9 @@ class _Layout(msgspec.Struct, frozen=True):
 def _layout(
     path: str, names: list[str], adjusted: bool, first_cells: Sequence[object] = ()
 ) -> _Layout:
-    """`first_cells`: the first column's first values (for a hint when there is no date)."""
+    """`adjusted`: the adjusted close is read (only of a file with that column: a file
+    without one is read as it is); `first_cells`: the first column's first values (for a
+    hint when there is no date)."""
     found: dict[str, str] = {}
     for name in names:
         key = column_key(name)
@@ -161,11 +163,7 @@ def _layout(
     fields = {k: v for k, v in found.items() if k in _FIELD_KEYS}
     is_wide = not {"close", "adjclose", "symbol"} & fields.keys()
     if is_wide and not all(column_key(n) in _FIELD_KEYS for n in others):
-        if adjusted:
-            raise DataError(path, "--adjusted, but a wide file has no adjusted close column")
         return _Layout(date_col, {}, sorted(others, key=str.strip))
-    if adjusted and "adjclose" not in fields:
-        raise DataError(path, "--adjusted, but there is no adjusted close column (Adj Close)")
     if not adjusted and "close" not in fields:
         hint = f" ({fields['adjclose']!r} is read with --adjusted)" if "adjclose" in fields else ""
         raise DataError(path, f"missing close column{hint}")

@@ -147,6 +147,8 @@ def feed_replay(args: argparse.Namespace) -> int:
     rejections: list[Rejection] = []
     if daily_specs:
         loaded = read_many(daily_specs, adjusted=args.adjusted, start=args.start, end=args.end)
+        for note in loaded.notes:
+            print(f"market-monitor: {note}", file=sys.stderr)
         messages += [(0, m) for m in bar_messages(loaded.bars)]
         counts.update(loaded.counts)
         rejections += loaded.rejections

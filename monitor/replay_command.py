@@ -70,6 +70,8 @@ def replay(args: argparse.Namespace) -> int:
     warm = [warm_up(), _importing("monitor.replay")]
     daily_specs, intraday = read_intraday(specs, end=args.end)
     loaded = read_many(daily_specs, adjusted=args.adjusted, end=args.end, cache=args.cache)
+    for note in loaded.notes:
+        print(f"market-monitor: {note}", file=sys.stderr)
     counts = Counter(loaded.counts) + Counter(intraday.counts if intraday else {})
     rejections = [*loaded.rejections, *(intraday.rejections if intraday else [])]
     for thread in warm:

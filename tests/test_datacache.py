@@ -286,3 +286,16 @@ def test_the_entry_key_covers_every_module_that_reads_files() -> None:
     aside = {"monitor.errors"}
     needed = set().union(*(imported(m) for m in datacache.READERS)) - aside
     assert needed <= set(datacache.READERS)
+
+
+def test_a_note_of_the_read_comes_from_the_cache_too(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file without an adjusted close read with adjusted=True says so read from the cache
+    as when parsed."""
+    path = tmp_path / "wide.csv"
+    path.write_text(WIDE)
+    first = read(path, adjusted=True)
+    no_parsing(monkeypatch)
+    again = read(path, adjusted=True)
+    assert again.notes == first.notes != []

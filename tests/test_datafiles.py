@@ -15,7 +15,7 @@ from monitor.cli import main
 from monitor.core.model import DAILY_SCHEMA, Rejection
 from monitor.datafiles import DataSpec, LoadedBars, parse_data_arg, read_daily, read_many
 from monitor.errors import DataError
-from tests.conftest import RULES
+from tests.conftest import DATA, RULES, RUT
 
 BAD = Path(__file__).parent / "data" / "bad"
 # Where `missing date column` says a file's dates or times may be.
@@ -177,14 +177,44 @@ def test_adjusted_close_names(tmp_path: Path, header: str) -> None:
     assert loaded.bars["close"].to_list() == [2.0]
 
 
-def test_adjusted_without_adj_column_is_a_data_error(tmp_path: Path) -> None:
-    """adjusted=True on a file with no adjusted close names the file."""
-    path = write(tmp_path, "x.csv", "Date,Close\n2024-07-16,4\n")
-    with pytest.raises(DataError) as info:
-        read_daily(DataSpec(path), adjusted=True)
-    assert (
-        str(info.value) == f"{path}: --adjusted, but there is no adjusted close column (Adj Close)"
-    )
+@pytest.mark.parametrize(
+    ("text", "bars_read"),
+    [
+        ("Date,Close\n2024-07-16,4\n", [("X", D(2024, 7, 16), 4.0, 4.0, 4.0, 4.0, None)]),
+        ("Date,X,Y\n2024-07-16,4,5\n", [("X", D(2024, 7, 16), 4.0, 4.0, 4.0, 4.0, None)]),
+    ],
+    ids=["single", "wide"],
+)
+def test_adjusted_reads_a_file_without_adjusted_close_as_it_is_and_says_so(
+    tmp_path: Path, text: str, bars_read: list[tuple[object, ...]]
+) -> None:
+    """adjusted=True on a file with no adjusted close (an index, a file adjusted already)
+    reads its closes as they are, and a note names the file. (The whole read was refused.)"""
+    path = write(tmp_path, "x.csv", text)
+    loaded = read_daily(DataSpec(path, "X"), adjusted=True)
+    assert_frame_equal(loaded.bars, bars(bars_read))
+    assert loaded.notes == [
+        f"{path}: --adjusted, but it has no adjusted close column (Adj Close): its closes are"
+        " read as they are (an index pays no dividends; a file may be adjusted already)"
+    ]
+    assert read_daily(DataSpec(path, "X")).notes == []
+
+
+def test_replay_adjusted_of_an_index_beside_an_adjusted_close_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """replay --adjusted of the shipped ^RUT (no Adj Close) and IWM's file with one runs:
+    ^RUT's closes as they are, said on stderr, IWM's adjusted (204.04 on 2024-06-03, not the
+    traded 204.61). (It exited 65: no adjusted close column.)"""
+    iwm = DATA / "iwm_daily_raw_and_adj_2024-06_2024-07.csv"
+    loaded = read_many([DataSpec(str(RUT), "^RUT"), DataSpec(str(iwm), "IWM")], adjusted=True)
+    first = loaded.bars.filter(pl.col("symbol") == "IWM").row(0, named=True)
+    assert first["close"] == pytest.approx(204.040421)
+    argv = ["replay", "--rules", str(RULES), "--adjusted", "--from", "2024-07-01"]
+    assert main([*argv, "--data", f"^RUT={RUT}", "--data", f"IWM={iwm}"]) == 0
+    out, err = capsys.readouterr()
+    assert f"market-monitor: {RUT}: --adjusted, but it has no adjusted close column" in err
+    assert '"symbol":"IWM"' in out and '"symbol":"^RUT"' in out
 
 
 def test_bad_number_names_line_and_column() -> None:
@@ -384,14 +414,14 @@ def test_no_close_column_and_price_fields_is_a_missing_close(
     assert str(info.value).startswith(f"{path}: missing close column: {message}")
 
 
-def test_no_close_column_with_adjusted_asks_for_the_adjusted_close(tmp_path: Path) -> None:
-    """With adjusted=True the missing column named is the adjusted close."""
+def test_no_close_column_with_adjusted_is_a_missing_close(tmp_path: Path) -> None:
+    """With adjusted=True a file with neither close is refused as one without adjusted: the
+    close is missing, and the column to rename is named."""
     path = write(tmp_path, "price.csv", "Date,Price\n2024-07-16,9\n")
     with pytest.raises(DataError) as info:
         read_daily(DataSpec(path), adjusted=True)
     assert str(info.value) == (
-        f"{path}: --adjusted, but there is no adjusted close column (Adj Close): the columns are"
-        " 'Date', 'Price'"
+        f"{path}: missing close column: the columns are 'Date', 'Price' (rename 'Price' to close)"
     )
 
 
