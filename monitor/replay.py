@@ -185,21 +185,6 @@ def emit_after_for(sessions: Sessions, start: dt.date | None) -> dt.datetime | N
     return value
 
 
-def table(alerts: list[Alert]) -> str:
-    """Alerts for people: one block per alert."""
-    if not alerts:
-        return "No alerts.\n"
-    lines: list[str] = []
-    for a in alerts:
-        lines.append(f"{a.session}  {a.severity.upper():8} {a.rule:20} {a.symbol}")
-        lines.append(f"    {a.text}")
-        if a.history is not None and a.history.summary:
-            lines.append(f"    History: {a.history.summary}")
-        lines.append("")
-    lines.append(f"{_count(len(alerts), 'alert')}.")
-    return "\n".join(lines) + "\n"
-
-
 class Outcome(NamedTuple):
     """What followed a rule's alerts over one horizon (`periods`), and any period (`any_*`)."""
 

@@ -206,9 +206,9 @@ def run_replay(
         gaps,
         gaps_line,
         replay_steps,
-        table,
     )
     from monitor.replay_days import IntradayData, closed_sessions, intraday_step
+    from monitor.replay_table import table
     from monitor.short_interest_io import read_short_interest
 
     rules = load_rules(rules_path)
