@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     import polars as pl
 
 
-def csv_header(path: str) -> list[str]:
-    """The header row (a DataError for an unreadable, non-UTF-8, empty or repeated-name one)."""
+def csv_header(path: str, *, parquet: bool = True) -> list[str]:
+    """The header row (a DataError for an unreadable, non-UTF-8, empty or repeated-name one).
+    `parquet`: whether the caller reads a file named .parquet or .pq as Parquet (a Parquet
+    file given it is said to be read so), or CSV only (said to be so)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             header = next((row for row in csv.reader(f) if row), None)
@@ -26,6 +28,8 @@ def csv_header(path: str) -> list[str]:
         raise DataError(path, f"cannot open: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         kind = _binary_kind(path)
+        if kind == _MAGIC[b"PAR1"] and not parquet:
+            kind = "a Parquet file (this file is read as CSV only: write it as CSV)"
         if kind is not None:
             raise DataError(path, f"not CSV text but {kind}") from exc
         raise DataError(path, "not UTF-8 text", line=_undecodable_line(path)) from exc

@@ -83,7 +83,7 @@ def read_short_interest(path: str | Path) -> ShortInterestFile:
     """The file's usable rows with typed columns, and the rows left out; DataError naming file,
     line and column for a malformed cell, or when no row is usable."""
     name = str(path)
-    header = csv_header(name)
+    header = csv_header(name, parquet=False)
     try:
         raw = pl.read_csv(path, infer_schema=False)
     except (OSError, pl.exceptions.PolarsError) as exc:

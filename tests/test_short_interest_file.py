@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from monitor.errors import DataError
@@ -212,3 +213,17 @@ def test_a_repeat_with_other_shares_sold_short_is_an_error_too(tmp_path: Path) -
     )
     with pytest.raises(DataError, match="line 3, column 'percent_of_float': GME 2020-12-31"):
         read_short_interest(path)
+
+
+@pytest.mark.parametrize("name", ["si.parquet", "si.csv"])
+def test_a_parquet_file_is_said_to_be_read_as_csv_only(tmp_path: Path, name: str) -> None:
+    """A Parquet file given as the short-interest file, whatever its name, is refused saying
+    this file is read as CSV only. (It said Parquet is read when named .parquet, as si.parquet
+    was.)"""
+    path = tmp_path / name
+    pl.DataFrame({"symbol": ["GME"], "short_interest_date": ["2020-12-31"]}).write_parquet(path)
+    with pytest.raises(DataError) as caught:
+        read_short_interest(path)
+    assert str(caught.value) == (
+        f"{path}: not CSV text but a Parquet file (this file is read as CSV only: write it as CSV)"
+    )
