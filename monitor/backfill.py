@@ -101,6 +101,23 @@ def _close_only_of(bars: pl.DataFrame, loaded: LoadedBars) -> pl.Series:
     return found.get_column("close_only").fill_null(False)
 
 
+def _count(n: int, word: str) -> str:
+    """`1 bar`, `16,159 bars`."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _what_changed(written: int, added: int, changed: int) -> str:
+    """What the bars backfilled did to the store: ` (1 new, 1 changed, 3 as stored already)`,
+    ` (none new or changed: each as stored already)` for a backfill run again; nothing for
+    none."""
+    if not written:
+        return ""
+    if not added + changed:
+        return " (none new or changed: each as stored already)"
+    parts = [(added, "new"), (changed, "changed"), (written - added - changed, "as stored already")]
+    return f" ({', '.join(f'{n:,} {what}' for n, what in parts if n)})"
+
+
 def _kept_line(kept: int, different: int, over: str = "", whose: str = "") -> str:
     """What backfill says of the stored bars it kept over bars of a file of closes only (or
     `over` others); `whose`, what the kept bars are."""
@@ -153,13 +170,15 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         if built is not None and built.height:
             over = store.upsert_bars(built, built=True)
     merged, written = (over or upsert).bars, upsert.written
+    added, changed = upsert.added, upsert.changed
     if over is not None:
         written = pl.concat([written, over.written])
+        added, changed = added + over.added, changed + over.changed
     symbols = written.get_column("symbol").n_unique() if written.height else 0
     print(
-        f"backfilled {written.height} bars of {symbols} "
-        f"{'symbol' if symbols == 1 else 'symbols'} into {store.path}; "
-        f"the store now holds {merged.height} bars"
+        f"backfilled {_count(written.height, 'bar')} of {_count(symbols, 'symbol')} into"
+        f" {store.path}{_what_changed(written.height, added, changed)}; the store now holds"
+        f" {_count(merged.height, 'bar')}"
     )
     counts = Counter(loaded.counts) + Counter(r.reason for r in off)
     if intraday is not None and made is not None:

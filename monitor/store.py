@@ -63,13 +63,15 @@ class Upsert(msgspec.Struct, frozen=True):
     """What `Store.upsert_bars` did: `bars`, the history now saved; `written`, the bars given
     that it took (added, or replacing a stored one); `kept`, the stored bars kept over bars of
     closes only, `kept_different` of them over a close that differs (beyond 1e-9 relative);
-    `rebuilt`, the stored bars a backfill built that bars built again replaced."""
+    of `written`, `added` were not stored before and `changed` replaced a stored bar with
+    other numbers (the others were stored as they are already)."""
 
     bars: pl.DataFrame
     written: pl.DataFrame
     kept: int
     kept_different: int
-    rebuilt: int = 0
+    added: int = 0
+    changed: int = 0
 
 
 class StoreError(MonitorError):
@@ -161,7 +163,7 @@ class Store:
         are recorded in BUILT. Returns the history saved and the counts."""
         old = self.load_bars()
         new = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
-        kept = kept_different = rebuilt = 0
+        kept = kept_different = 0
         if built:
             close_only = pl.repeat(True, new.height, eager=True)
         if close_only is not None and old.height and close_only.any():
@@ -173,7 +175,6 @@ class Store:
             stored = old.filter(full)
             if built:  # (a bar backfill built, still as built: not a provider's)
                 ours = stored.join(self.load_built(), on=list(DAILY_SCHEMA), nulls_equal=True)
-                rebuilt = new.join(ours, on=keys, how="semi").height
                 stored = stored.join(ours, on=keys, how="anti")
             stored = stored.select(*keys, c.alias("_stored"))
             numbered = new.with_row_index("_i")
@@ -190,7 +191,9 @@ class Store:
         self.save_bars(merged)
         if built:
             self._save_built(merged, new)
-        return Upsert(merged, new, kept, kept_different, rebuilt)
+        added = new.join(old, on=["symbol", "session"], how="anti").height
+        same = new.join(old, on=list(DAILY_SCHEMA), how="semi", nulls_equal=True).height
+        return Upsert(merged, new, kept, kept_different, added, new.height - added - same)
 
     def load_built(self) -> pl.DataFrame:
         """The bars a backfill built of minute bars or ticks and stored, as they were (BUILT;

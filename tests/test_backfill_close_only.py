@@ -63,8 +63,9 @@ def stored(tmp_path: Path) -> pl.DataFrame:
     return Store(tmp_path / "store").load_bars()
 
 
-def into(tmp_path: Path, held: int) -> str:
-    return f"into {tmp_path / 'store'}; the store now holds {held} bars\n"
+def into(tmp_path: Path, held: int, changed: str = "") -> str:
+    """The end of backfill's stdout: into the test's store, what `changed`, `held` bars."""
+    return f"into {tmp_path / 'store'}{changed}; the store now holds {held} bars\n"
 
 
 def test_a_wide_file_over_full_bars_keeps_their_volume_highs_and_lows(tmp_path: Path) -> None:
@@ -113,7 +114,7 @@ def test_a_wide_file_adds_the_sessions_the_store_does_not_hold(tmp_path: Path) -
     out, err = backfill(
         tmp_path, "date,AAA,BBB\n2024-07-09,11,21\n2024-07-10,11.5,21.5\n2024-07-11,12,22\n"
     )
-    assert out == "backfilled 4 bars of 2 symbols " + into(tmp_path, 8)
+    assert out == "backfilled 4 bars of 2 symbols " + into(tmp_path, 8, " (4 new)")
     assert err == (
         "market-monitor: kept 2 stored bars with open, high, low and volume over the closes of a "
         "file of closes only\n"
@@ -139,7 +140,7 @@ def test_full_bars_still_replace_stored_ones_beside_a_wide_file(tmp_path: Path) 
         "2024-07-09,AAA,10.5,12,9.5,11.2,2100\n"
     )
     out, err = backfill(tmp_path, corrected, "date,BBB\n2024-07-08,20.5\n2024-07-09,21\n")
-    assert out == "backfilled 2 bars of 1 symbol " + into(tmp_path, 4)
+    assert out == "backfilled 2 bars of 1 symbol " + into(tmp_path, 4, " (2 changed)")
     assert err == (
         "market-monitor: kept 2 stored bars with open, high, low and volume over the closes of a "
         "file of closes only\n"
@@ -195,3 +196,24 @@ def test_read_many_tells_the_bars_of_a_wide_file_parsed_or_cached(
         got = loaded.bars.select("symbol", "session").with_columns(loaded.close_only)
         assert got.rows() == expected
     assert len(list((tmp_path / "cache" / "data").glob("*.parquet"))) == 2
+
+
+def test_backfill_says_how_many_bars_are_new_or_changed(tmp_path: Path) -> None:
+    """Backfill says of the bars it took how many are new, how many changed a stored bar and
+    how many were stored so already; a run again says none is new or changed, and one bar is
+    "1 bar". (A run again said "backfilled 4 bars" as the first did, and one bar "1 bars".)"""
+    out, _ = backfill(tmp_path, FULL)
+    assert out == "backfilled 4 bars of 2 symbols " + into(tmp_path, 4, " (4 new)")
+    out, _ = backfill(tmp_path, FULL)
+    assert out == "backfilled 4 bars of 2 symbols " + into(
+        tmp_path, 4, " (none new or changed: each as stored already)"
+    )
+    corrected = FULL.replace(
+        "2024-07-09,AAA,10.5,12,10,11,2000", "2024-07-09,AAA,10.5,12,10,11,2500"
+    )
+    out, _ = backfill(tmp_path, corrected + "2024-07-10,AAA,11,12,10,11.5,900\n")
+    assert out == "backfilled 5 bars of 2 symbols " + into(
+        tmp_path, 5, " (1 new, 1 changed, 3 as stored already)"
+    )
+    out, _ = backfill(tmp_path, "date,symbol,close\n2024-07-11,CCC,5\n")
+    assert out == "backfilled 1 bar of 1 symbol " + into(tmp_path, 6, " (1 new)")

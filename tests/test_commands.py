@@ -367,7 +367,7 @@ def test_backfill_names_sessions_missing_in_the_store(tmp_path: Path) -> None:
     )
     res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
     assert (res.returncode, res.stderr) == (0, "")
-    assert res.stdout.startswith("backfilled 9295 bars of 1 symbol into ")
+    assert res.stdout.startswith("backfilled 9,295 bars of 1 symbol into ")
 
 
 def test_backfill_keeps_weekend_and_holiday_rows_out_of_the_store(tmp_path: Path) -> None:
