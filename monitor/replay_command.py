@@ -88,6 +88,7 @@ def replay(args: argparse.Namespace) -> int:
             unlisted=intraday.unlisted if intraday else 0,
             short_interest=args.short_interest,
             start=args.start,
+            end=args.end,
             fmt=args.format,
             batch_sessions=args.batch_sessions,
             report=args.report,
@@ -182,6 +183,7 @@ def run_replay(
     unlisted: int = 0,
     start: dt.date | None,
     fmt: str,
+    end: dt.date | None = None,
     batch_sessions: int | None = None,
     report: str | None = None,
     intraday: tuple[pl.DataFrame, pl.DataFrame] | None = None,
@@ -193,7 +195,8 @@ def run_replay(
     in the data and the rows rejected or fixed. `now`: the wall clock (None: read it); a
     session under way then is not taken. `close_only`: per row of `bars`, whether it is a
     close only (a wide file's), which a session built of minutes outranks. `unlisted`: rows
-    rejected by the readers beyond `rejections` (see `IntradayRead`)."""
+    rejected by the readers beyond `rejections` (see `IntradayRead`). `end`: the `--to` the
+    data was read up to, if any (named when `start` is past the data)."""
     import msgspec
     import polars as pl
 
@@ -230,8 +233,9 @@ def run_replay(
     first: dt.date = min(ends)
     last: dt.date = max(ends)
     if start is not None and start > last:
+        upto = f" up to --to {end}" if end is not None else ""
         print(
-            f"market-monitor: --from {start} is after the data's last session ({last}):"
+            f"market-monitor: --from {start} is after the data's last session{upto} ({last}):"
             " no alerts to print",
             file=sys.stderr,
         )

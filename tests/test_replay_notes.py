@@ -143,6 +143,24 @@ def test_from_after_the_last_bar_says_there_is_nothing_to_print(
     ) in err
 
 
+def test_from_after_the_last_bar_up_to_to_names_the_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--from 2024-07-06 --to 2024-07-07` over data running to 2024-07-11 (the Saturday
+    left out) says 2024-07-05 is the last session up to --to, not the data's last. (It said
+    "after the data's last session (2024-07-05)".)"""
+    (tmp_path / "rules.toml").write_text(SURGE)
+    (tmp_path / "x.csv").write_text(BARS.replace("2024-07-06,11.6\n", ""))
+    argv = ["replay", "--rules", str(tmp_path / "rules.toml"), "--data", f"X={tmp_path / 'x.csv'}"]
+    code = main([*argv, "--from", "2024-07-06", "--to", "2024-07-07"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (0, "")
+    assert (
+        "market-monitor: --from 2024-07-06 is after the data's last session up to --to 2024-07-07"
+        " (2024-07-05): no alerts to print\n"
+    ) in err
+
+
 def test_a_report_that_cannot_be_written_exits_73(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
