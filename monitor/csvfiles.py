@@ -66,6 +66,17 @@ def _binary_kind(path: str) -> str | None:
     return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
 
 
+def comment_hint(names: Sequence[str]) -> str:
+    """What to say of a header (`names`) whose first line starts with `#`: a comment, which
+    the readers take for the header (nothing for another header)."""
+    if not names or not names[0].lstrip().startswith("#"):
+        return ""
+    return (
+        "line 1 starts with '#': comment lines are not skipped, and it is taken for the"
+        " header; remove it, or the '#' before a header"
+    )
+
+
 def csv_failure(path: str, width: int, exc: Exception) -> DataError:
     """Find the line polars refused: a row wider than the header, or bytes that are not UTF-8."""
     line = _undecodable_line(path)
@@ -74,9 +85,12 @@ def csv_failure(path: str, width: int, exc: Exception) -> DataError:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
+            header = next(reader, [])
             for row in reader:
                 if len(row) > width:
                     message = f"{len(row)} fields but the header has {width}"
+                    if comment_hint(header):
+                        message += f" ({comment_hint(header)})"
                     return DataError(path, message, line=reader.line_num)
     except csv.Error:
         pass

@@ -22,7 +22,7 @@ from pathlib import Path
 import msgspec
 import polars as pl
 
-from monitor.csvfiles import csv_lines
+from monitor.csvfiles import comment_hint, csv_lines
 from monitor.errors import DataError
 
 DATE_KEYS = ("date", "session", "datetime", "timestamp")  # in order of preference
@@ -175,6 +175,8 @@ def _missing_date(names: list[str], first_cells: Sequence[object]) -> str:
     by commas, a header of several rows (yfinance's `Price`, then `Ticker` and `Datetime` rows),
     or one whose minute or tick time column holds dates alone or one time on every date."""
     said = "(date, session, datetime or timestamp)"
+    if comment_hint(names):
+        return f"{said}: {comment_hint(names)}"
     separator = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
     if separator:
         holding = f"the header is one column holding {separator!r}"

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import polars as pl
 
 from monitor.core.model import Rejection
-from monitor.csvfiles import csv_failure, csv_header, csv_lines
+from monitor.csvfiles import comment_hint, csv_failure, csv_header, csv_lines
 from monitor.datalayout import column_key, shown_symbol, symbol_problem
 from monitor.errors import DataError
 
@@ -99,7 +99,8 @@ def read_short_interest(path: str | Path) -> ShortInterestFile:
             cols[want] = column
     for need in REQUIRED:
         if need not in cols:
-            raise DataError(name, f"missing column {need!r}")
+            hint = f" ({comment_hint(header)})" if comment_hint(header) else ""
+            raise DataError(name, f"missing column {need!r}{hint}")
     if raw.height == 0:
         raise DataError(name, "empty file: a header and no rows")
     frame = raw.select(pl.col(cols[c]).alias(c) for c in _WANTED if c in cols)

@@ -800,3 +800,56 @@ def test_a_semicolon_separated_file_says_what_separator_is_read(tmp_path: Path) 
         f"{path}: missing date column (date, session, datetime or timestamp): the header is one"
         " column holding ';'; files are read comma-separated"
     )
+
+
+COMMENT_HINT = (
+    "line 1 starts with '#': comment lines are not skipped, and it is taken for the header;"
+    " remove it, or the '#' before a header"
+)
+
+
+@pytest.mark.parametrize(
+    ("first", "said"),
+    [
+        ("# downloaded from Yahoo", f", line 2: 2 fields but the header has 1 ({COMMENT_HINT})"),
+        (
+            "# downloaded from Yahoo, 2024",
+            f": missing date column (date, session, datetime or timestamp): {COMMENT_HINT}",
+        ),
+    ],
+    ids=["one field", "with a comma"],
+)
+def test_a_comment_line_first_is_said_to_be_taken_for_the_header(
+    tmp_path: Path, first: str, said: str
+) -> None:
+    """A `#` comment before the header fails the file saying comment lines are not skipped,
+    whether it reads as a header of one field or of several. (It said only "line 2: 2 fields
+    but the header has 1", or that the date column is missing.)"""
+    path = write(tmp_path, "x.csv", f"{first}\ndate,close\n2024-07-01,1\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(path, "X"))
+    assert str(info.value) == f"{path}{said}"
+
+
+def test_a_comment_line_in_a_minute_or_short_interest_file_is_said_so_too(
+    tmp_path: Path,
+) -> None:
+    """A minute file and a short-interest file with a `#` line first say the same."""
+    from monitor.minutefiles import read_minute_files
+    from monitor.short_interest_io import read_short_interest
+
+    minutes = write(
+        tmp_path, "m.csv", "# SPY\ndatetime,open,high,low,close\n2024-07-01 09:30,1,1,1,1\n"
+    )
+    with pytest.raises(DataError) as info:
+        read_minute_files([DataSpec(minutes, "X")])
+    assert str(info.value) == f"{minutes}, line 2: 5 fields but the header has 1 ({COMMENT_HINT})"
+    si = write(tmp_path, "si.csv", "# FINRA, 2021\nsymbol,short_interest_date,percent_of_float\n")
+    with pytest.raises(DataError) as info:
+        read_short_interest(si)
+    assert str(info.value) == f"{si}, line 2: 3 fields but the header has 2 ({COMMENT_HINT})"
+    header = "#symbol,short_interest_date,percent_of_float"
+    si = write(tmp_path, "si1.csv", f"{header}\nGME,2020-12-31,1\n")
+    with pytest.raises(DataError) as info:
+        read_short_interest(si)
+    assert str(info.value) == f"{si}: missing column 'symbol' ({COMMENT_HINT})"
