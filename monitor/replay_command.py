@@ -64,6 +64,7 @@ def replay(args: argparse.Namespace) -> int:
     if problem is not None:  # (said now, not after minutes of replay)
         print(f"market-monitor: cannot write the report {args.report}: {problem}", file=sys.stderr)
         return EX_CANTCREAT
+    rules = load_rules(args.rules)  # (a bad rules file said before the data is read)
     specs = [parse_data_arg(a) for a in args.data]
     # Without a cached session table, exchange-calendars (half a second to import) is needed:
     # import it while polars reads, and the engine's modules (numpy among them, 0.1 s) too.
@@ -80,6 +81,7 @@ def replay(args: argparse.Namespace) -> int:
     try:
         return run_replay(
             rules_path=args.rules,
+            rules=rules,
             bars=loaded.bars,
             intraday=(intraday.minutes, intraday.ticks) if intraday else None,
             close_only=loaded.close_only,
@@ -189,6 +191,7 @@ def run_replay(
     intraday: tuple[pl.DataFrame, pl.DataFrame] | None = None,
     now: dt.datetime | None = None,
     close_only: pl.Series | None = None,
+    rules: object = None,
 ) -> int:
     """Run the rules over `bars` (daily) and `intraday` (minute bars and ticks, when given)
     and print the alerts from `start` on as `fmt`; say on stderr what cannot fire, the holes
@@ -196,7 +199,8 @@ def run_replay(
     session under way then is not taken. `close_only`: per row of `bars`, whether it is a
     close only (a wide file's), which a session built of minutes outranks. `unlisted`: rows
     rejected by the readers beyond `rejections` (see `IntradayRead`). `end`: the `--to` the
-    data was read up to, if any (named when `start` is past the data)."""
+    data was read up to, if any (named when `start` is past the data). `rules`: the rules
+    file read already (`load_rules`; None: read here)."""
     import msgspec
     import polars as pl
 
@@ -214,7 +218,7 @@ def run_replay(
     from monitor.replay_table import table
     from monitor.short_interest_io import read_short_interest
 
-    rules = load_rules(rules_path)
+    rules = load_rules(rules_path) if rules is None else rules
     assert isinstance(rules, RulesFile)
     assert isinstance(bars, pl.DataFrame)
     for line in rule_warnings(rules):

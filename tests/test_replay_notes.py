@@ -313,3 +313,17 @@ def test_a_figure_of_the_rules_symbol_lets_it_fire_and_its_coverage_is_said(
         " 1 of them in the data\n",
     )
     assert sessions == ["2021-01-13", "2021-01-22", "2021-02-25"]
+
+
+def test_a_bad_rules_file_is_said_before_the_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rules file with a misspelt parameter exits 78 naming it, before the data is read: a
+    missing data file is not said. (The data was read first: exit 65 for the missing file, and
+    a warning of the data came before a rules file's error.)"""
+    (tmp_path / "rules.toml").write_text(SURGE.replace("min_return", "min_retrun"))
+    argv = ["replay", "--rules", str(tmp_path / "rules.toml")]
+    assert main([*argv, "--data", f"X={tmp_path / 'missing.csv'}"]) == 78
+    err = capsys.readouterr().err
+    assert err.startswith(f"market-monitor: config error: {tmp_path / 'rules.toml'}: ")
+    assert "min_retrun" in err and "missing.csv" not in err and len(err.splitlines()) == 1
