@@ -171,8 +171,8 @@ def _nearest(
         table.add_row(
             Text(p["symbol"] + _variant(p), style="bold"),
             Text(f"{p['rule']} ({timeframe})", style="dim"),
-            bar(p["progress"], p["holds"]),
-            Text(measure(p), justify="right"),
+            bar(p["progress"], p["holds"], stale=p.get("stale", False)),
+            reading(p),
         )
     return table
 
@@ -197,8 +197,8 @@ def _rules(rules: list[dict[str, Any]], rows: list[dict[str, Any]]) -> Renderabl
             table.add_row(
                 name if i == 0 else Text(""),
                 Text(p["symbol"] + _variant(p)),
-                bar(p["progress"], p["holds"]),
-                Text(measure(p) + (" ✓" if p["holds"] else ""), justify="right"),
+                bar(p["progress"], p["holds"], stale=p.get("stale", False)),
+                reading(p),
             )
         more = [f"+ {total - len(shown):,} more"] if total > len(shown) else []
         more += [f"{holding:,} {'holds' if holding == 1 else 'hold'} now"] if holding else []
@@ -246,13 +246,22 @@ def _sparks(charts: list[dict[str, Any]]) -> RenderableType:
     return table
 
 
-def bar(progress: float, holds: bool, width: int = BAR) -> Text:
+def bar(progress: float, holds: bool, width: int = BAR, *, stale: bool = False) -> Text:
     """A progress bar of `width` cells: blue, then yellow past 50%, orange past 80%, green when
-    the condition holds."""
+    the condition holds; grey for a stale row (its symbol missed the rule's latest period)."""
     filled = round(max(0.0, min(1.0, progress)) * width)
-    style = ("green" if holds else "dark_orange" if progress >= 0.8
+    style = ("grey50" if stale else "green" if holds else "dark_orange" if progress >= 0.8
              else "yellow" if progress >= 0.5 else "blue")  # fmt: skip
     return Text.assemble(("█" * filled, style), ("░" * (width - filled), "grey23"))
+
+
+def reading(p: dict[str, Any]) -> Text:
+    """A row's measure, with ✓ when it holds and its session when it is stale ('4 of 5 · as
+    of 2024-07-15': no bar of its symbol since, which ended what it had)."""
+    text = Text(measure(p) + (" ✓" if p["holds"] else ""), justify="right")
+    if p.get("stale"):
+        text.append(f" · as of {p['session']}", style="dim")
+    return text
 
 
 def measure(p: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from monitor.core.model import (
 from monitor.core.official_bars import OfficialBars
 from monitor.core.payload import LineChunks, alert_lines
 from monitor.core.price_check import PriceCheck, Reset
-from monitor.core.progress import Progress
+from monitor.core.progress import Progress, records
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import Rule, RulesFile
 from monitor.core.screen import Screen
@@ -387,8 +387,7 @@ class Engine:
                     b for e in mine for b in e.baseline or []
                 )
             if self.track_progress and progress:
-                tracked = [p for e in mine for p in e.progress or []]
-                self.progress[rule.id] = sorted(tracked, key=lambda p: (p.symbol, p.variant))
+                self.progress[rule.id] = records([f for e in mine for f in e.progress or []])
             out.append((rule, evaluation.joined([e.fired for e in mine])))
         latest = self._evaluated[timeframe] = max(e.latest for e in results)
         # Never back: `emit_after` (replay's --from) may lie past a first batch's last bar.

@@ -21,7 +21,6 @@ import polars as pl
 
 from monitor.core import firing
 from monitor.core.bar_history import derived
-from monitor.core.progress import Progress
 from monitor.core.rules.context import RuleContext
 from monitor.core.rules.spec import Rule
 from monitor.core.sessions import Sessions
@@ -32,7 +31,7 @@ class Evaluated(NamedTuple):
 
     rule: Rule
     fired: pl.DataFrame
-    progress: list[Progress] | None
+    progress: list[pl.DataFrame] | None  # (`progress.measured`)
     baseline: list[pl.DataFrame] | None
     latest: dt.datetime
 
@@ -82,7 +81,7 @@ def evaluate_rules(
             bars = derived(bars, timeframe, sessions)
         done = []
         for rule in mine:
-            tracked: list[Progress] | None = [] if track_progress else None
+            tracked: list[pl.DataFrame] | None = [] if track_progress else None
             base: list[pl.DataFrame] | None = [] if baseline else None
             fired = firing.firings(bars, rule, ctx, after, tracked, base)
             latest: dt.datetime = bars.get_column("ts").max()  # type: ignore[assignment]

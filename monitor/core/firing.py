@@ -15,7 +15,7 @@ import polars as pl
 from monitor.core import history
 from monitor.core.metrics import prior_larger
 from monitor.core.model import ISO_UTC
-from monitor.core.progress import Progress, latest, rows
+from monitor.core.progress import measured
 from monitor.core.rules import FAMILIES
 from monitor.core.rules.context import TOLERANCE, RuleContext
 from monitor.core.rules.spec import RotationRule, Rule, kind_of
@@ -41,7 +41,7 @@ def firings(
     rule: Rule,
     ctx: RuleContext,
     after: dt.datetime | None,
-    progress: list[Progress] | None = None,
+    progress: list[pl.DataFrame] | None = None,
     baseline: list[pl.DataFrame] | None = None,
 ) -> pl.DataFrame:
     """Every firing of `rule` with `ts > after` (all when None), with metrics and history.
@@ -49,7 +49,8 @@ def firings(
     `bars` carries symbol, session, ts, OHLCV, `idx` (row number within the symbol), `num` (the
     period's number: consecutive periods, consecutive numbers; see `bar_history.derived`) and
     `ret1`, sorted by symbol and ts. When `progress` is a list, how close the rule is on each
-    symbol at the last period is appended to it; when `baseline` is, `every_period`'s row.
+    symbol at its last period is appended to it (`progress.measured`); when `baseline` is,
+    `every_period`'s row.
 
     A condition frame keeps each (symbol, variant) group contiguous and in time order, with
     `idx` counting 0, 1, 2, ... within it (see monitor/core/rules/__init__.py), so "the previous
@@ -64,7 +65,7 @@ def firings(
         return pl.DataFrame()
     cond = family.condition(frame, rule, ctx).with_row_index("pos")
     if progress is not None:
-        progress.extend(rows(latest(cond), rule))
+        progress.append(measured(cond, rule))
     if baseline is not None:
         baseline.append(every_period(cond, rule.horizons, after, rule.timeframe))
     # A condition already true at a group's first period is not an onset. A period a rule did

@@ -1,13 +1,19 @@
-"""How close is each rule to firing: per rule and symbol, the current value, the threshold and
+"""How close each rule is to firing: per rule and symbol, the current value, the threshold and
 the progress (1.0 = the condition holds), from the last closed period.
 
 "streak 3 of 5", "return 9.8% of 10%", "spread 7.1 of 5 points": one row per (rule, symbol,
-variant), for /api/state, the metrics and the live view.
+variant), for /api/state, the metrics and the live view. Made in polars: `measured` takes each
+symbol's last row of a condition frame (one piece of a universe at a time), `records` puts a
+rule's pieces together and makes them rows.
+
+A symbol whose last period is older than the latest the rule evaluated (it missed a session:
+no bar came, a halt) is `stale`: the gap has ended what it had (a window or a streak does not
+reach across it), so it does not hold, whatever it read on its last period.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import msgspec
 import polars as pl
@@ -27,7 +33,9 @@ from monitor.core.rules.spec import (
 
 
 class Progress(msgspec.Struct, frozen=True):
-    """One rule on one symbol: `value` against `threshold` (same unit), `progress` in [0, 1]."""
+    """One rule on one symbol: `value` against `threshold` (same unit), `progress` in [0, 1],
+    on the symbol's last period (`session`); `stale` when that is older than the rule's
+    latest (then it does not hold)."""
 
     rule: str
     kind: str
@@ -39,6 +47,7 @@ class Progress(msgspec.Struct, frozen=True):
     unit: str  # "periods", "fraction" or "ratio"
     progress: float
     holds: bool
+    stale: bool = False
 
 
 def measure(rule: Rule) -> tuple[str, float, str]:
@@ -60,62 +69,64 @@ def measure(rule: Rule) -> tuple[str, float, str]:
     raise TypeError(f"no progress measure for {type(rule).__name__}")
 
 
-def latest(cond: pl.DataFrame) -> pl.DataFrame:
-    """The last period's row of every (symbol, variant) of a condition frame."""
-    return cond.group_by("symbol", "variant", maintain_order=True).last()
-
-
-def rows(last: pl.DataFrame, rule: Rule) -> list[Progress]:
-    """Progress records from `latest(cond)` of one rule."""
+def measured(cond: pl.DataFrame, rule: Rule) -> pl.DataFrame:
+    """The last period of every (symbol, variant) of a condition frame of `rule`, measured:
+    the columns of `Progress` but `stale` (`session` still a date)."""
     column, threshold, unit = measure(rule)
-    out: list[Progress] = []
-    for row in last.iter_rows(named=True):
-        value = row.get(column)
-        t = threshold
-        if isinstance(rule, DrawdownRule):
-            line = rule.max_below_high if row["variant"] == "near_high" else rule.min_below_high
-            t = -(line or 0.0)
-        out.append(
-            Progress(
-                rule=rule.id,
-                kind=kind_of(rule),
-                symbol=row["symbol"],
-                variant=row["variant"],
-                session=row["session"].isoformat(),
-                value=_num(value),
-                threshold=t,
-                unit=unit,
-                progress=fraction(_num(value), t, row["variant"]),
-                holds=bool(row["cond"]),
-            )
-        )
-    return out
+    line = pl.lit(threshold)
+    if isinstance(rule, DrawdownRule):
+        near, below = -(rule.max_below_high or 0.0), -(rule.min_below_high or 0.0)
+        line = pl.when(pl.col("variant") == "near_high").then(near).otherwise(below)
+    value = pl.col(column).cast(pl.Float64).fill_nan(None)
+    last = cond.group_by("symbol", "variant", maintain_order=True).last()
+    return last.select(
+        pl.lit(rule.id).alias("rule"),
+        pl.lit(kind_of(rule)).alias("kind"),
+        "symbol",
+        "variant",
+        "session",
+        value.alias("value"),
+        line.cast(pl.Float64).alias("threshold"),
+        pl.lit(unit).alias("unit"),
+        fraction(value, line, pl.col("variant")).alias("progress"),
+        pl.col("cond").alias("holds"),
+    )
 
 
-def fraction(value: float | None, threshold: float, variant: str = "") -> float:
-    """How far `value` has come toward `threshold`, clipped to [0, 1].
+def records(frames: Sequence[pl.DataFrame]) -> list[Progress]:
+    """A rule's `measured` frames (one per piece of a universe) as rows, by symbol and
+    variant; a row whose session is older than the rule's latest is stale, and does not hold."""
+    if not frames:
+        return []
+    frame = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+    stale = pl.col("session") < pl.col("session").max()
+    frame = frame.with_columns(
+        pl.col("session").dt.to_string("%Y-%m-%d"),
+        (pl.col("holds") & ~stale).alias("holds"),
+        stale.alias("stale"),
+    ).sort("symbol", "variant")
+    return msgspec.convert(frame.to_dicts(), list[Progress])
+
+
+def fraction(value: pl.Expr, threshold: pl.Expr, variant: pl.Expr) -> pl.Expr:
+    """How far `value` has come toward `threshold`, clipped to [0, 1] (0 for none).
 
     Rising measures (streak, return, spread, share) count from 0 up; `near_high` counts how close
     a negative drawdown is to the line; falling measures (drawdown below the high, a fade's give
     back) count from 0 down."""
-    if value is None:
-        return 0.0
-    if variant == "near_high":
-        if value >= threshold:
-            return 1.0
-        return max(0.0, min(1.0, threshold / value)) if value < 0 else 1.0
-    if threshold < 0:
-        return max(0.0, min(1.0, value / threshold)) if value < 0 else 0.0
-    if threshold == 0:
-        return 1.0 if value >= 0 else 0.0
-    return max(0.0, min(1.0, value / threshold))
-
-
-def _num(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if f != f else f
+    near = variant == "near_high"
+    return (
+        pl.when(value.is_null())
+        .then(0.0)
+        .when(near & (value >= threshold))
+        .then(1.0)
+        .when(near & (value < 0))
+        .then((threshold / value).clip(0.0, 1.0))
+        .when(near)
+        .then(1.0)
+        .when(threshold < 0)
+        .then(pl.when(value < 0).then((value / threshold).clip(0.0, 1.0)).otherwise(0.0))
+        .when(threshold == 0)
+        .then(pl.when(value >= 0).then(1.0).otherwise(0.0))
+        .otherwise((value / threshold).clip(0.0, 1.0))
+    )

@@ -21,9 +21,10 @@ MAX_ROWS = 500  # progress rows /api/state carries, nearest to firing first...
 RULE_ROWS = 5  # ... and at least each rule's nearest this many (the board shows 5 a rule)
 
 
-def nearest_first(p: Progress) -> tuple[float, str, str]:
-    """The order of progress rows: nearest to firing first, then by rule and symbol."""
-    return (-p.progress, p.rule, p.symbol)
+def nearest_first(p: Progress) -> tuple[bool, float, str, str]:
+    """The order of progress rows: nearest to firing first, then by rule and symbol; stale
+    rows (a symbol that missed the rule's latest period) after every live one."""
+    return (p.stale, -p.progress, p.rule, p.symbol)
 
 
 class Digest(NamedTuple):
@@ -33,7 +34,8 @@ class Digest(NamedTuple):
     nearest: list[Progress]  # its first MAX_ROWS, nearest to firing first
     symbol_count: int
     row_count: int  # one per symbol and variant (a drawdown's near_high and below_high)
-    holding_count: int
+    holding_count: int  # (never a stale row: see `Progress`)
+    stale_count: int
 
 
 def digest(rows: Sequence[Progress], keep: int) -> Digest:
@@ -44,6 +46,7 @@ def digest(rows: Sequence[Progress], keep: int) -> Digest:
         len({p.symbol for p in rows}),
         len(rows),
         sum(p.holds for p in rows),
+        sum(p.stale for p in rows),
     )
 
 
@@ -65,9 +68,10 @@ class StateView:
         alerts: Iterable[Alert],
     ) -> dict[str, Any]:
         """`rules`, each with `symbol_count` (symbols it has progress for), `row_count` (its
-        progress rows: one per symbol and variant) and `holding_count` (of those, holding now);
-        `progress`: the `max_rows` rows nearest to firing, and the `rule_rows` nearest of each
-        rule besides, nearest first; `alerts`: newest first; `now`."""
+        progress rows: one per symbol and variant), `holding_count` (of those, holding now) and
+        `stale_count` (of those, stale); `progress`: the `max_rows` rows nearest to firing, and
+        the `rule_rows` nearest of each rule besides, in `nearest_first` order; `alerts`: newest
+        first; `now`."""
         # (list() copies in one go, under the GIL: the engine's thread may add a rule's rows)
         current = list(progress.items())
         digests = {rule_id: self._digest(rule_id, rows) for rule_id, rows in current}
@@ -79,7 +83,7 @@ class StateView:
             p for rule_id, d in digests.items() for p in d.nearest[shown[rule_id] : self.rule_rows]
         ]
         rows = sorted(top + extra, key=nearest_first) if extra else top
-        none = Digest((), [], 0, 0, 0)
+        none = Digest((), [], 0, 0, 0, 0)
         return {
             "now": now.isoformat(),
             "rules": [
@@ -91,6 +95,7 @@ class StateView:
                     "symbol_count": digests.get(r.id, none).symbol_count,
                     "row_count": digests.get(r.id, none).row_count,
                     "holding_count": digests.get(r.id, none).holding_count,
+                    "stale_count": digests.get(r.id, none).stale_count,
                 }
                 for r in rules
             ],

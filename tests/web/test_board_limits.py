@@ -3,9 +3,10 @@ cut rows, /api/closes' limits, alert spans, and how the page writes counts and p
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,14 @@ def test_state_counts_every_rule_beside_the_rows_nearest_to_firing() -> None:
     doc = document(universe())
     assert doc["rules"] == [
         {"id": "streak.wide", "kind": "streak", "timeframe": "1d", "description": "",
-         "symbol_count": 600, "row_count": 600, "holding_count": 510},
+         "symbol_count": 600, "row_count": 600, "holding_count": 510, "stale_count": 0},
         {"id": "surge.wide", "kind": "surge", "timeframe": "1d",
          "description": "every symbol has data",
-         "symbol_count": 600, "row_count": 600, "holding_count": 0},
+         "symbol_count": 600, "row_count": 600, "holding_count": 0, "stale_count": 0},
         {"id": "drawdown.few", "kind": "drawdown", "timeframe": "1d", "description": "",
-         "symbol_count": 3, "row_count": 6, "holding_count": 0},
+         "symbol_count": 3, "row_count": 6, "holding_count": 0, "stale_count": 0},
         {"id": "streak.none", "kind": "streak", "timeframe": "1d", "description": "",
-         "symbol_count": 0, "row_count": 0, "holding_count": 0},
+         "symbol_count": 0, "row_count": 0, "holding_count": 0, "stale_count": 0},
     ]  # fmt: skip
     rows = doc["progress"]
     per_rule = {r: sum(p["rule"] == r for p in rows) for r in ("streak.wide", "surge.wide")}
@@ -120,6 +121,23 @@ def test_state_counts_again_once_a_rule_has_new_rows() -> None:
     ]
     del progress["surge.wide"]
     assert document(progress, view)["rules"][1]["row_count"] == 0
+
+
+def test_stale_rows_come_after_live_ones_and_are_not_counted_as_holding() -> None:
+    """A symbol that missed the rule's latest session (a stale row, however far along it was)
+    comes after every live row of every rule, is not among the rule's holders and is counted
+    as stale."""
+    stale = msgspec.structs.replace(
+        row("streak.wide", "OLD", 1.0), session="2026-02-20", holds=False, stale=True
+    )
+    progress = {"streak.wide": [row("streak.wide", "NEW", 0.3), stale],
+                "surge.wide": [row("surge.wide", "LOW", 0.1)]}  # fmt: skip
+    doc = document(progress)
+    assert [(p["symbol"], p["stale"]) for p in doc["progress"]] == [
+        ("NEW", False), ("LOW", False), ("OLD", True),
+    ]  # fmt: skip
+    counts = [(r["id"], r["holding_count"], r["stale_count"]) for r in doc["rules"][:2]]
+    assert counts == [("streak.wide", 0, 1), ("surge.wide", 0, 0)]
 
 
 def test_closes_asks_for_each_symbol_once_and_refuses_too_many() -> None:
@@ -193,15 +211,15 @@ def closes_document() -> dict[str, Any]:
     }  # fmt: skip
 
 
-@pytest.fixture
-async def board(tmp_path: Path) -> AsyncIterator[Page]:
-    """The board page in headless Chromium, served with fixed /api/state and /api/closes
-    documents (the test skips when no Chromium is installed)."""
+@contextlib.asynccontextmanager
+async def board_of(tmp_path: Path, state: Callable[[], dict[str, Any]]) -> AsyncIterator[Page]:
+    """The board page in headless Chromium, served with `state()` as /api/state and fixed
+    /api/closes (the test skips when no Chromium is installed)."""
     executable = find_chromium()
     if executable is None:
         pytest.skip("no chromium on PATH (apt-get install -y chromium)")
     closes = closes_document()
-    routes = {"/": page_route, "/api/state": json_route(state_document)}
+    routes = {"/": page_route, "/api/state": json_route(state)}
     query = {"/api/closes": lambda params: (200, "application/json", json.dumps(closes).encode())}
     async with (
         HttpServer("127.0.0.1", 0, routes, query) as server,
@@ -213,6 +231,13 @@ async def board(tmp_path: Path) -> AsyncIterator[Page]:
             yield page
         finally:
             await page.close()
+
+
+@pytest.fixture
+async def board(tmp_path: Path) -> AsyncIterator[Page]:
+    """The board of a large universe (`state_document`)."""
+    async with board_of(tmp_path, state_document) as page:
+        yield page
 
 
 def card_more(rule: str) -> str:
@@ -264,3 +289,21 @@ async def test_board_writes_percentages_as_the_alerts_do(board: Page) -> None:
         ["chg num muted", "+0.0% in 2 sessions"],
     ]
     assert board.errors == []
+
+
+@pytest.mark.integration
+async def test_board_shows_a_stale_row_with_its_date(tmp_path: Path) -> None:
+    """A stale row (its symbol missed the rule's latest session) reads its session beside its
+    measure, in grey, and is neither a holding chip nor hot."""
+    old = msgspec.structs.replace(
+        row("streak.wide", "OLD", 0.9), value=2.0, session="2026-02-20", stale=True
+    )
+    state = document({"streak.wide": [row("streak.wide", "NEW", 0.3), old]})
+    async with board_of(tmp_path, lambda: state) as page:
+        near = '#nearest .prow[data-symbol="OLD"]'
+        assert await page.wait_for(f"document.querySelector('{near} .val')?.textContent") == (
+            "2 of 3 · as of 2026-02-20"
+        )
+        assert await page.evaluate(f"document.querySelector('{near}').className") == "prow stale"
+        assert await page.evaluate("document.querySelectorAll('#holding .chip').length") == 0
+        assert page.errors == []

@@ -105,6 +105,18 @@ def test_rules_say_how_many_more_from_the_rules_own_counts() -> None:
     ]
 
 
+def test_a_stale_row_reads_its_session_and_is_not_holding() -> None:
+    """A stale row (its symbol missed the rule's latest session) says so with its date, in
+    "Nearest to firing" and under its rule, and is not among the rows holding now."""
+    old = {**STATE["progress"][0], "symbol": "IWM", "session": "2024-07-12",  # type: ignore[index]
+           "value": 5.0, "progress": 1.0, "holds": False, "stale": True}  # fmt: skip
+    text = render({**STATE, "progress": [*STATE["progress"], old]})  # type: ignore[list-item]
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert "holding now" not in text
+    assert f" IWM   streak.daily (1d)  {'█' * 20}  5 of 5 · as of 2024-07-12" in lines
+    assert f"               IWM   {'█' * 20}  5 of 5 · as of 2024-07-12" in lines
+
+
 def test_percentages_read_as_alert_texts_write_them() -> None:
     """watch writes a fraction as alert texts do (monitor.core.rules.context's `pct`, signed):
     -0.04% is "+0.0%", halves round to even, none is "n/a"."""
