@@ -33,6 +33,7 @@ from monitor.urls import mask_url
 
 BAR = 20
 PER_RULE = 3
+NEAR_MISSES = 1  # of a rule's rows shown, kept for those that do not hold (when many do)
 NEAREST = 8
 ALERTS = 8
 SPARK = "▁▂▃▄▅▆▇█"
@@ -171,7 +172,7 @@ def _nearest(
         table.add_row(
             Text(p["symbol"] + _variant(p), style="bold"),
             Text(f"{p['rule']} ({timeframe})", style="dim"),
-            bar(p["progress"], p["holds"], stale=p.get("stale", False)),
+            bar(p["progress"], p["holds"], muted=_muted(p)),
             reading(p),
         )
     return table
@@ -184,7 +185,9 @@ def _rules(rules: list[dict[str, Any]], rows: list[dict[str, Any]]) -> Renderabl
         table.add_column()
     for rule in rules:
         mine = [p for p in rows if p["rule"] == rule["id"]]
-        shown = mine[:PER_RULE]
+        holding, others = [p for p in mine if p["holds"]], [p for p in mine if not p["holds"]]
+        # (those that hold first, with room for the nearest that do not: its near misses)
+        shown = [*holding[: PER_RULE - min(len(others), NEAR_MISSES)], *others][:PER_RULE]
         # The rule's own counts: `rows` are the nearest to firing of all rules, not all its rows
         # (a daemon from before the counts gives none: then what it sent is what there is).
         total = rule.get("row_count", len(mine))
@@ -197,7 +200,7 @@ def _rules(rules: list[dict[str, Any]], rows: list[dict[str, Any]]) -> Renderabl
             table.add_row(
                 name if i == 0 else Text(""),
                 Text(p["symbol"] + _variant(p)),
-                bar(p["progress"], p["holds"], stale=p.get("stale", False)),
+                bar(p["progress"], p["holds"], muted=_muted(p)),
                 reading(p),
             )
         more = [f"+ {total - len(shown):,} more"] if total > len(shown) else []
@@ -246,22 +249,31 @@ def _sparks(charts: list[dict[str, Any]]) -> RenderableType:
     return table
 
 
-def bar(progress: float, holds: bool, width: int = BAR, *, stale: bool = False) -> Text:
+def bar(progress: float, holds: bool, width: int = BAR, *, muted: bool = False) -> Text:
     """A progress bar of `width` cells: blue, then yellow past 50%, orange past 80%, green when
-    the condition holds; grey for a stale row (its symbol missed the rule's latest period)."""
+    the condition holds, full only then; grey when `muted` (a row stale or blocked)."""
     filled = round(max(0.0, min(1.0, progress)) * width)
-    style = ("grey50" if stale else "green" if holds else "dark_orange" if progress >= 0.8
+    filled = filled if holds else min(filled, width - 1)
+    style = ("grey50" if muted else "green" if holds else "dark_orange" if progress >= 0.8
              else "yellow" if progress >= 0.5 else "blue")  # fmt: skip
     return Text.assemble(("█" * filled, style), ("░" * (width - filled), "grey23"))
 
 
 def reading(p: dict[str, Any]) -> Text:
-    """A row's measure, with ✓ when it holds and its session when it is stale ('4 of 5 · as
-    of 2024-07-15': no bar of its symbol since, which ended what it had)."""
+    """A row's measure, with ✓ when it holds, what blocks it when something does ('+40.0% of
+    +15.0% · short interest unknown') and its session when it is stale ('4 of 5 · as of
+    2024-07-15': no bar of its symbol since, which ended what it had)."""
     text = Text(measure(p) + (" ✓" if p["holds"] else ""), justify="right")
+    if p.get("blocked"):
+        text.append(f" · {p['blocked']}", style="dim")
     if p.get("stale"):
         text.append(f" · as of {p['session']}", style="dim")
     return text
+
+
+def _muted(p: dict[str, Any]) -> bool:
+    """Whether a row's bar is grey: stale, or blocked (see `reading`)."""
+    return bool(p.get("stale") or p.get("blocked"))
 
 
 def measure(p: dict[str, Any]) -> str:

@@ -29,6 +29,8 @@ _INTERNAL = {
     "pos",
     "ts_key",
     "skipped",
+    "coverage",  # (breadth's and movers': what `blocked` says, not a metric of the alert)
+    "peak_fades",  # (fade's: the same)
 }
 _STAT = re.compile(r"^(fwd|n|mean|median|up|min|max)_\d+$")
 

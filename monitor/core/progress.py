@@ -9,6 +9,11 @@ rule's pieces together and makes them rows.
 A symbol whose last period is older than the latest the rule evaluated (it missed a session:
 no bar came, a halt) is `stale`: the gap has ended what it had (a window or a streak does not
 reach across it), so it does not hold, whatever it read on its last period.
+
+One number cannot say everything a rule asks: a squeeze's return may be past its line while
+its short interest is unknown, a mover's gain past `min_return` outside the top N. So a row that
+does not hold never reads 1.0 (at most `SHORT_OF_FIRING`), and where the rule's family knows
+what else stands in the way (its `blocked`), the row says it in words.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 import msgspec
 import polars as pl
 
+from monitor.core.rules import FAMILIES
 from monitor.core.rules.spec import (
     BreadthRule,
     DrawdownRule,
@@ -31,11 +37,14 @@ from monitor.core.rules.spec import (
     kind_of,
 )
 
+SHORT_OF_FIRING = 0.99  # the most a row that does not hold reads: a full bar is for holding
+
 
 class Progress(msgspec.Struct, frozen=True):
-    """One rule on one symbol: `value` against `threshold` (same unit), `progress` in [0, 1],
-    on the symbol's last period (`session`); `stale` when that is older than the rule's
-    latest (then it does not hold)."""
+    """One rule on one symbol: `value` against `threshold` (same unit), `progress` in [0, 1]
+    (1.0 when it holds, at most SHORT_OF_FIRING when not), on the symbol's last period
+    (`session`); `stale` when that is older than the rule's latest (then it does not hold);
+    `blocked`, what else keeps a row that does not hold from firing, in words."""
 
     rule: str
     kind: str
@@ -48,6 +57,7 @@ class Progress(msgspec.Struct, frozen=True):
     progress: float
     holds: bool
     stale: bool = False
+    blocked: str | None = None
 
 
 def measure(rule: Rule) -> tuple[str, float, str]:
@@ -71,13 +81,16 @@ def measure(rule: Rule) -> tuple[str, float, str]:
 
 def measured(cond: pl.DataFrame, rule: Rule) -> pl.DataFrame:
     """The last period of every (symbol, variant) of a condition frame of `rule`, measured:
-    the columns of `Progress` but `stale` (`session` still a date)."""
+    the columns of `Progress` but `stale` (`session` still a date; `progress` not yet capped,
+    `blocked` whether it holds or not)."""
     column, threshold, unit = measure(rule)
     line = pl.lit(threshold)
     if isinstance(rule, DrawdownRule):
         near, below = -(rule.max_below_high or 0.0), -(rule.min_below_high or 0.0)
         line = pl.when(pl.col("variant") == "near_high").then(near).otherwise(below)
     value = pl.col(column).cast(pl.Float64).fill_nan(None)
+    family = FAMILIES[kind_of(rule)]
+    blocked = family.blocked(rule) if hasattr(family, "blocked") else pl.lit(None, pl.String)
     last = cond.group_by("symbol", "variant", maintain_order=True).last()
     return last.select(
         pl.lit(rule.id).alias("rule"),
@@ -90,20 +103,28 @@ def measured(cond: pl.DataFrame, rule: Rule) -> pl.DataFrame:
         pl.lit(unit).alias("unit"),
         fraction(value, line, pl.col("variant")).alias("progress"),
         pl.col("cond").alias("holds"),
+        blocked.alias("blocked"),
     )
 
 
 def records(frames: Sequence[pl.DataFrame]) -> list[Progress]:
     """A rule's `measured` frames (one per piece of a universe) as rows, by symbol and
-    variant; a row whose session is older than the rule's latest is stale, and does not hold."""
+    variant; a row whose session is older than the rule's latest is stale, and does not hold;
+    a row that holds reads 1.0, one that does not at most SHORT_OF_FIRING, with what blocks it."""
     if not frames:
         return []
     frame = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
     stale = pl.col("session") < pl.col("session").max()
+    holds = pl.col("holds") & ~stale
     frame = frame.with_columns(
         pl.col("session").dt.to_string("%Y-%m-%d"),
-        (pl.col("holds") & ~stale).alias("holds"),
+        holds.alias("holds"),
         stale.alias("stale"),
+        pl.when(holds)
+        .then(1.0)
+        .otherwise(pl.col("progress").clip(0.0, SHORT_OF_FIRING))
+        .alias("progress"),
+        pl.when(~holds).then(pl.col("blocked")).alias("blocked"),
     ).sort("symbol", "variant")
     return msgspec.convert(frame.to_dicts(), list[Progress])
 

@@ -15,6 +15,7 @@ import polars as pl
 from monitor.core.model import Alert
 from monitor.core.progress import Progress
 from monitor.core.rules.spec import Rule, StreakRule, SurgeRule
+from monitor.web.state import nearest_first
 
 CLOSES = 120  # sessions per chart
 MAX_CHARTS = 6
@@ -39,11 +40,11 @@ def chart_symbols(
     limit: int = MAX_CHARTS,
 ) -> list[str]:
     """The symbols worth a chart: those of recent alerts (newest first), then those nearest to
-    firing, then the ones rules name; at most `limit`."""
+    firing (as /api/state orders them), then the ones rules name; at most `limit`."""
     nearest = sorted(
         # (a copy first: the engine's thread may add a rule's rows meanwhile, as /api/state has it)
         (p for rows in list(progress.values()) for p in rows),
-        key=lambda p: (-p.progress, p.symbol),
+        key=nearest_first,
     )
     named = [s for r in rules for s in r.symbols]
     seen: dict[str, None] = {}

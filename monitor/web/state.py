@@ -4,7 +4,6 @@ all), the last alerts and the clock."""
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import heapq
 import itertools
@@ -18,13 +17,16 @@ from monitor.core.progress import Progress
 from monitor.core.rules.spec import Rule, kind_of
 
 MAX_ROWS = 500  # progress rows /api/state carries, nearest to firing first...
-RULE_ROWS = 5  # ... and at least each rule's nearest this many (the board shows 5 a rule)
+# ... and at least each rule's nearest this many, and as many of those that do not hold (the
+# board shows 5 a rule: its near misses too when many hold)
+RULE_ROWS = 5
 
 
-def nearest_first(p: Progress) -> tuple[bool, float, str, str]:
-    """The order of progress rows: nearest to firing first, then by rule and symbol; stale
-    rows (a symbol that missed the rule's latest period) after every live one."""
-    return (p.stale, -p.progress, p.rule, p.symbol)
+def nearest_first(p: Progress) -> tuple[bool, bool, bool, float, str, str]:
+    """The order of progress rows: those that hold, then the others nearest to firing first,
+    those with nothing but their measure to go (`blocked` none) before the blocked; then by
+    rule and symbol. Stale rows (a symbol that missed the rule's latest period) come last."""
+    return (p.stale, not p.holds, p.blocked is not None, -p.progress, p.rule, p.symbol)
 
 
 class Digest(NamedTuple):
@@ -32,17 +34,20 @@ class Digest(NamedTuple):
 
     rows: Sequence[Progress]  # what it was made from (the same list: the same rows)
     nearest: list[Progress]  # its first MAX_ROWS, nearest to firing first
+    missing: list[Progress]  # its first RULE_ROWS of those that do not hold
     symbol_count: int
     row_count: int  # one per symbol and variant (a drawdown's near_high and below_high)
     holding_count: int  # (never a stale row: see `Progress`)
     stale_count: int
 
 
-def digest(rows: Sequence[Progress], keep: int) -> Digest:
-    """A rule's counts and its `keep` rows nearest to firing."""
+def digest(rows: Sequence[Progress], keep: int, keep_missing: int) -> Digest:
+    """A rule's counts, its `keep` rows nearest to firing and its `keep_missing` nearest of
+    those that do not hold."""
     return Digest(
         rows,
         heapq.nsmallest(keep, rows, key=nearest_first),
+        heapq.nsmallest(keep_missing, (p for p in rows if not p.holds), key=nearest_first),
         len({p.symbol for p in rows}),
         len(rows),
         sum(p.holds for p in rows),
@@ -70,20 +75,21 @@ class StateView:
         """`rules`, each with `symbol_count` (symbols it has progress for), `row_count` (its
         progress rows: one per symbol and variant), `holding_count` (of those, holding now) and
         `stale_count` (of those, stale); `progress`: the `max_rows` rows nearest to firing, and
-        the `rule_rows` nearest of each rule besides, in `nearest_first` order; `alerts`: newest
-        first; `now`."""
+        the `rule_rows` nearest of each rule and its `rule_rows` nearest that do not hold
+        besides, in `nearest_first` order; `alerts`: newest first; `now`."""
         # (list() copies in one go, under the GIL: the engine's thread may add a rule's rows)
         current = list(progress.items())
         digests = {rule_id: self._digest(rule_id, rows) for rule_id, rows in current}
         self._digests = digests  # (a rule gone takes its digest with it)
         merged = heapq.merge(*(d.nearest for d in digests.values()), key=nearest_first)
         top = list(itertools.islice(merged, self.max_rows))
-        shown = collections.Counter(p.rule for p in top)
-        extra = [
-            p for rule_id, d in digests.items() for p in d.nearest[shown[rule_id] : self.rule_rows]
-        ]
-        rows = sorted(top + extra, key=nearest_first) if extra else top
-        none = Digest((), [], 0, 0, 0, 0)
+        # (a row is one object: those already in are known by identity)
+        chosen = {id(p): p for p in top}
+        for d in digests.values():
+            for p in itertools.chain(d.nearest[: self.rule_rows], d.missing):
+                chosen.setdefault(id(p), p)
+        rows = sorted(chosen.values(), key=nearest_first) if len(chosen) > len(top) else top
+        none = Digest((), [], [], 0, 0, 0, 0)
         return {
             "now": now.isoformat(),
             "rules": [
@@ -107,4 +113,4 @@ class StateView:
         kept = self._digests.get(rule_id)
         if kept is not None and kept.rows is rows:
             return kept
-        return digest(rows, self.max_rows)
+        return digest(rows, self.max_rows, self.rule_rows)

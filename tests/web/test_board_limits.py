@@ -17,8 +17,8 @@ from monitor.core.progress import Progress
 from monitor.core.rules.context import pct
 from monitor.core.rules.spec import DrawdownRule, Rule, StreakRule, SurgeRule
 from monitor.http import HttpServer, json_route
-from monitor.web import MAX_CHARTS, MAX_SYMBOLS, closes_route, page_route, span
-from monitor.web.state import MAX_ROWS, RULE_ROWS, StateView
+from monitor.web import MAX_CHARTS, MAX_SYMBOLS, chart_symbols, closes_route, page_route, span
+from monitor.web.state import MAX_ROWS, RULE_ROWS, StateView, nearest_first
 from tests.notify.conftest import RUT_ALERT
 from tests.web.chromium import Chromium, Page, find_chromium
 
@@ -64,7 +64,8 @@ def document(progress: Mapping[str, Sequence[Progress]], view: StateView | None 
 def test_state_counts_every_rule_beside_the_rows_nearest_to_firing() -> None:
     """With more rows than /api/state carries, each rule still says how many symbols it has
     progress for, how many rows and how many hold; the rows are the 500 nearest to firing plus
-    each rule's 5 nearest, so no rule that has data comes out with none."""
+    each rule's 5 nearest and its 5 nearest that do not hold, so no rule that has data comes out
+    with none, nor with holders only (streak.wide's near misses at 0.9 under its 510)."""
     doc = document(universe())
     assert doc["rules"] == [
         {"id": "streak.wide", "kind": "streak", "timeframe": "1d", "description": "",
@@ -79,7 +80,9 @@ def test_state_counts_every_rule_beside_the_rows_nearest_to_firing() -> None:
     ]  # fmt: skip
     rows = doc["progress"]
     per_rule = {r: sum(p["rule"] == r for p in rows) for r in ("streak.wide", "surge.wide")}
-    assert per_rule == {"streak.wide": MAX_ROWS, "surge.wide": RULE_ROWS}
+    assert per_rule == {"streak.wide": MAX_ROWS + RULE_ROWS, "surge.wide": RULE_ROWS}
+    missing = [p["symbol"] for p in rows if p["rule"] == "streak.wide" and not p["holds"]]
+    assert missing == ["S0510", "S0511", "S0512", "S0513", "S0514"]
     assert [p["symbol"] for p in rows if p["rule"] == "surge.wide"] == [
         "S0000", "S0001", "S0002", "S0003", "S0004",
     ]  # fmt: skip
@@ -87,7 +90,7 @@ def test_state_counts_every_rule_beside_the_rows_nearest_to_firing() -> None:
         ("IWM", "below_high"), ("IWM", "near_high"), ("QQQ", "below_high"), ("QQQ", "near_high"),
         ("SPY", "below_high"),
     ]  # fmt: skip
-    assert len(rows) == MAX_ROWS + 2 * RULE_ROWS
+    assert len(rows) == MAX_ROWS + 3 * RULE_ROWS
     progress = [p["progress"] for p in rows]
     assert progress == sorted(progress, reverse=True)
     assert [a["id"] for a in doc["alerts"]] == [RUT_ALERT.id]
@@ -95,13 +98,10 @@ def test_state_counts_every_rule_beside_the_rows_nearest_to_firing() -> None:
 
 
 def test_state_cuts_as_a_sort_of_every_row_would() -> None:
-    """Under the cut, the rows are those a sort of every row gives (nearest first, then by
-    rule and symbol), in that order."""
+    """Under the cut, the rows are those a sort of every row gives (`nearest_first`), in that
+    order."""
     progress = universe()
-    every = sorted(
-        (p for rows in progress.values() for p in rows),
-        key=lambda p: (-p.progress, p.rule, p.symbol),
-    )
+    every = sorted((p for rows in progress.values() for p in rows), key=nearest_first)
     doc = StateView(max_rows=len(every)).document(NOW, RULES, progress, [])
     assert doc["progress"] == msgspec.to_builtins(every)
 
@@ -121,6 +121,28 @@ def test_state_counts_again_once_a_rule_has_new_rows() -> None:
     ]
     del progress["surge.wide"]
     assert document(progress, view)["rules"][1]["row_count"] == 0
+
+
+def test_holders_come_first_then_near_misses_then_the_blocked() -> None:
+    """Rows that hold come first, then those that do not by progress, those with only their
+    measure to go (a real near miss: 3 of 4) before the blocked ones, however close these
+    read; stale rows last."""
+    near = row("streak.wide", "NEAR", 0.75)
+    blocked = msgspec.structs.replace(row("surge.wide", "BLOCKED", 0.99), blocked="not up")
+    old = msgspec.structs.replace(row("surge.wide", "OLD", 0.99), stale=True)
+    progress = {"streak.wide": [near, row("streak.wide", "HOLDS", 1.0)],
+                "surge.wide": [old, blocked, row("surge.wide", "FAR", 0.2)]}  # fmt: skip
+    order = [p["symbol"] for p in document(progress)["progress"]]
+    assert order == ["HOLDS", "NEAR", "FAR", "BLOCKED", "OLD"]
+
+
+def test_charts_go_to_holders_and_near_misses_before_the_blocked() -> None:
+    """The board charts the symbols of holding rows and real near misses before those of rows
+    that read as close but are blocked (a squeeze without short interest)."""
+    blocked = msgspec.structs.replace(row("surge.wide", "AAA", 0.99), blocked="not up")
+    progress = {"streak.wide": [row("streak.wide", "ZZZ", 0.5), row("streak.wide", "MMM", 1.0)],
+                "surge.wide": [blocked]}  # fmt: skip
+    assert chart_symbols([], progress, RULES) == ["MMM", "ZZZ", "AAA", "IWM", "QQQ", "NOPE"]
 
 
 def test_stale_rows_come_after_live_ones_and_are_not_counted_as_holding() -> None:
@@ -306,4 +328,32 @@ async def test_board_shows_a_stale_row_with_its_date(tmp_path: Path) -> None:
         )
         assert await page.evaluate(f"document.querySelector('{near}').className") == "prow stale"
         assert await page.evaluate("document.querySelectorAll('#holding .chip').length") == 0
+        assert page.errors == []
+
+
+@pytest.mark.integration
+async def test_board_says_what_blocks_a_row_and_keeps_near_misses_on_a_card(
+    tmp_path: Path,
+) -> None:
+    """A blocked row reads what blocks it beside its measure, striped grey, and comes under
+    "Nearest to firing" after the real near misses however close it reads; the card of a rule
+    that many symbols hold shows three of them and its two nearest that do not."""
+    blocked = msgspec.structs.replace(
+        row("surge.wide", "BLOCKED", 0.99), value=1.0, blocked="not up"
+    )
+    holders = [row("streak.wide", f"S{i:04d}", 1.0) for i in range(10)]
+    near = [row("streak.wide", "NEAR1", 0.75), row("streak.wide", "NEAR2", 0.5)]
+    state = document({"streak.wide": [*holders, *near], "surge.wide": [blocked]})
+    async with board_of(tmp_path, lambda: state) as page:
+        symbols = "[...document.querySelectorAll('{} .prow')].map(e => e.dataset.symbol)"
+        assert await page.wait_for(symbols.format("#nearest")) == ["NEAR1", "NEAR2", "BLOCKED"]
+        card = symbols.format('.rule[data-rule="streak.wide"]')
+        assert await page.evaluate(card) == ["S0000", "S0001", "S0002", "NEAR1", "NEAR2"]
+        shown = '#nearest .prow[data-symbol="BLOCKED"]'
+        assert await page.evaluate(f"document.querySelector('{shown} .val').textContent") == (
+            "1 of 3 · not up"
+        )
+        assert await page.evaluate(f"document.querySelector('{shown}').className") == (
+            "prow blocked"
+        )
         assert page.errors == []

@@ -113,8 +113,53 @@ def test_a_stale_row_reads_its_session_and_is_not_holding() -> None:
     text = render({**STATE, "progress": [*STATE["progress"], old]})  # type: ignore[list-item]
     lines = [line.rstrip() for line in text.splitlines()]
     assert "holding now" not in text
-    assert f" IWM   streak.daily (1d)  {'█' * 20}  5 of 5 · as of 2024-07-12" in lines
-    assert f"               IWM   {'█' * 20}  5 of 5 · as of 2024-07-12" in lines
+    assert f" IWM   streak.daily (1d)  {'█' * 19}░  5 of 5 · as of 2024-07-12" in lines
+    assert f"               IWM   {'█' * 19}░  5 of 5 · as of 2024-07-12" in lines
+
+
+def row(symbol: str, rule: str, value: float, progress: float, **more: object) -> dict[str, object]:
+    """A progress row of /api/state: streak.wide's counts to 4, squeeze.daily's a return."""
+    streak = rule == "streak.wide"
+    return {
+        "rule": rule, "kind": rule.split(".")[0], "symbol": symbol, "variant": "",
+        "session": "2024-07-16", "value": value, "threshold": 4.0 if streak else 0.15,
+        "unit": "periods" if streak else "fraction", "progress": progress,
+        "holds": progress == 1.0, "stale": False, "blocked": None, **more,
+    }  # fmt: skip
+
+
+def test_a_row_that_does_not_hold_never_fills_its_bar_and_says_what_blocks_it() -> None:
+    """A row that does not hold stops a cell short of a full bar, in grey with what blocks it
+    beside its measure when something does; a rule that many symbols hold keeps a line for its
+    nearest that does not ("3 of 4")."""
+    rules = [
+        {"id": "streak.wide", "kind": "streak", "timeframe": "1d", "description": "",
+         "symbol_count": 2500, "row_count": 2500, "holding_count": 189},
+        {"id": "squeeze.daily", "kind": "squeeze", "timeframe": "1d", "description": "",
+         "symbol_count": 2500, "row_count": 2500, "holding_count": 0},
+    ]  # fmt: skip
+    rows = [
+        *(row(f"S{i}", "streak.wide", 4.0, 1.0) for i in range(3)),
+        row("NEAR", "streak.wide", 3.0, 0.75),
+        row("CRBU", "squeeze.daily", 0.40, 0.99, blocked="short interest unknown"),
+    ]
+    lines = [
+        line.rstrip() for line in render({**STATE, "rules": rules, "progress": rows}).split("\n")
+    ]
+    start = lines.index("Rules")
+    blocked = f"{'█' * 19}░  +40.0% of +15.0% · short interest unknown"
+    assert lines[start - 2 : start + 7] == [
+        f" NEAR  streak.wide (1d)    {'█' * 15}{'░' * 5}{' ' * 37}3 of 4",
+        f" CRBU  squeeze.daily (1d)  {blocked}",
+        "Rules",
+        f" streak.wide    S0{' ' * 27}{'█' * 20}{' ' * 35}4 of 4 ✓",
+        f"                S1{' ' * 27}{'█' * 20}{' ' * 35}4 of 4 ✓",
+        f"                NEAR{' ' * 25}{'█' * 15}{'░' * 5}{' ' * 37}3 of 4",
+        "                + 2,497 more · 189 hold now",
+        f" squeeze.daily  CRBU{' ' * 25}{blocked}",
+        "                + 2,499 more",
+    ]
+    assert bar(1.0, False, width=4).plain == "███░"
 
 
 def test_percentages_read_as_alert_texts_write_them() -> None:

@@ -6,7 +6,10 @@
   expressions over the firing frame (dates already YYYY-MM-DD text; see monitor/core/payload.py);
 - `SEVERITY`: the default severity;
 - `PER_SYMBOL`: whether a symbol's firings depend on its own bars alone (the engine may then
-  evaluate a universe a piece of symbols at a time).
+  evaluate a universe a piece of symbols at a time);
+- optionally `blocked(rule) -> pl.Expr`: why a symbol does not hold whatever its measure
+  (`monitor.core.progress`) reads, as words over the condition frame (null where nothing
+  else stands in the way): a squeeze's short interest, a mover outside the top N.
 
 The engine turns conditions into episodes (fire when the condition turns true), applies cooldowns,
 and attaches history.

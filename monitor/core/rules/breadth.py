@@ -12,6 +12,7 @@ from monitor.core.rules.context import (
     periods_in_words,
     reaches,
     select_keys,
+    short_coverage,
     text_expr,
     unit,
 )
@@ -52,7 +53,23 @@ def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.Dat
     cond = (pl.col("counted") >= rule.min_symbols) & reaches(pl.col("share"), rule.min_share)
     skipped = pl.col("coverage") < rule.min_coverage  # (not evaluated: see firing.firings)
     metrics = [pl.col("share"), pl.col("up"), pl.col("counted"), skipped.alias("skipped")]
-    return select_keys(frame, cond & ~skipped, metrics)
+    return select_keys(frame, cond & ~skipped, [*metrics, pl.col("coverage")])
+
+
+def blocked(rule: BreadthRule) -> pl.Expr:
+    """What stops breadth besides its share: a period with too few bars in (`min_coverage`),
+    too few symbols with a return over the window (`min_symbols`)."""
+    counted = pl.col("counted")
+    span = periods_in_words(rule.timeframe, rule.window)
+    return pl.coalesce(  # (the first that applies)
+        short_coverage(rule.min_coverage),
+        pl.when(counted < rule.min_symbols).then(
+            text_expr(
+                fixed_expr(counted, 0, thousands=True),
+                f" symbols with a return over {span}, needs {rule.min_symbols}",
+            )
+        ),
+    )
 
 
 def words(rule: BreadthRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:

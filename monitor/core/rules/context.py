@@ -145,6 +145,18 @@ def day(value: Any) -> str:
     return str(value)
 
 
+def short_coverage(min_coverage: float) -> pl.Expr:
+    """Why a period was not evaluated (`skipped`: breadth and movers), as words over a
+    condition frame with `coverage`: 'bars of 4.0% of the symbols in, needs 90.0%'."""
+    return pl.when(pl.col("skipped")).then(
+        text_expr(
+            "bars of ",
+            pct_expr(pl.col("coverage")),
+            f" of the symbols in, needs {pct_setting(min_coverage)}",
+        )
+    )
+
+
 def select_keys(frame: pl.DataFrame, cond: pl.Expr, metrics: list[pl.Expr]) -> pl.DataFrame:
     """The standard condition frame: KEYS then metric columns."""
     base = frame.with_columns(cond.fill_null(False).alias("cond"))

@@ -11,6 +11,7 @@ from monitor.core.rules.context import (
     at_most,
     fixed_expr,
     pct_expr,
+    pct_setting,
     reaches,
     select_keys,
     text_expr,
@@ -42,17 +43,41 @@ def condition(bars: pl.DataFrame, rule: FadeRule, ctx: RuleContext) -> pl.DataFr
     # condition holds on the first period a fade from its peak begins, and on no other.
     after_faded = (pl.col("idx") > 0) & faded.shift(1).fill_null(False)
     frame = frame.with_columns((faded & ~after_faded).alias("began"))  # (then a window of it)
-    first = pl.col("began").cast(pl.Int32).cum_sum().over(m.BY, "high_date") == 1
+    fades = pl.col("began").cast(pl.Int32).cum_sum().over(m.BY, "high_date")
     return select_keys(
-        frame,
-        pl.col("began") & first,
+        frame.with_columns(fades.alias("peak_fades")),  # (from this period's peak, so far)
+        pl.col("began") & (pl.col("peak_fades") == 1),
         [
             pl.col("rise"),
             pl.col("drawdown"),
             pl.col("high"),  # (the peak)
             pl.col("high_date"),
             pl.col("close"),
+            pl.col("peak_fades"),
         ],
+    )
+
+
+def blocked(rule: FadeRule) -> pl.Expr:
+    """What stops a fade besides its give-back: no rally of `rise` to the peak, or a fade
+    from this peak already begun (once per peak)."""
+    rise = pl.col("rise")
+    faded = (pl.col("peak_fades") >= 1) | at_most(pl.col("drawdown"), -rule.drop)
+    return (
+        pl.when(~reaches(rise, rule.rise).fill_null(False))
+        .then(
+            text_expr(
+                "rise to the peak ",
+                pct_expr(rise, signed=True),
+                f", needs {pct_setting(rule.rise)}",
+            )
+        )
+        .when(faded & ~pl.col("cond"))
+        .then(
+            text_expr(
+                "faded from its ", pl.col("high_date").dt.to_string("%Y-%m-%d"), " peak already"
+            )
+        )
     )
 
 

@@ -13,6 +13,7 @@ from monitor.core.rules.context import (
     periods_in_words,
     reaches,
     select_keys,
+    short_coverage,
     text_expr,
 )
 from monitor.core.rules.spec import MoversRule
@@ -47,7 +48,20 @@ def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.Data
     cond = (pl.col("rank") <= rule.top) & reaches(ret, rule.min_return) & above(ret, 0.0)
     skipped = pl.col("coverage") < rule.min_coverage  # (not evaluated: see firing.firings)
     metrics = [pl.col("return"), pl.col("rank"), pl.col("close"), skipped.alias("skipped")]
-    return select_keys(frame, cond & ~skipped, metrics)
+    return select_keys(frame, cond & ~skipped, [*metrics, pl.col("coverage")])
+
+
+def blocked(rule: MoversRule) -> pl.Expr:
+    """What stops a mover besides its return: a period with too few bars in (`min_coverage`),
+    a return that is no gain, a rank outside the `top`."""
+    ret, rank = pl.col("return"), pl.col("rank")
+    return pl.coalesce(  # (the first that applies)
+        short_coverage(rule.min_coverage),
+        pl.when(~above(ret, 0.0).fill_null(False)).then(pl.lit("not up")),
+        pl.when(rank > rule.top).then(
+            text_expr("ranked #", rank.cast(pl.String), f", needs the top {rule.top}")
+        ),
+    )
 
 
 def words(rule: MoversRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:

@@ -10,6 +10,7 @@ from monitor.core.rules.context import (
     at_most,
     fixed_expr,
     pct_expr,
+    pct_setting,
     periods_in_words,
     reaches,
     select_keys,
@@ -62,6 +63,21 @@ def condition(bars: pl.DataFrame, rule: RotationRule, ctx: RuleContext) -> pl.Da
             pl.col("close"),
             pl.col("large_close"),
         ],
+    )
+
+
+def blocked(rule: RotationRule) -> pl.Expr:
+    """What stops a rotation besides its spread: the large caps' return above
+    `max_large_return`."""
+    if rule.max_large_return is None:
+        return pl.lit(None, pl.String)
+    large = pl.col("large_return")
+    return pl.when(~at_most(large, rule.max_large_return).fill_null(False)).then(
+        text_expr(
+            f"{rule.large} ",
+            pct_expr(large, signed=True),
+            f", needs at most {pct_setting(rule.max_large_return)}",
+        )
     )
 
 

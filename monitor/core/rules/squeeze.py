@@ -15,6 +15,7 @@ from monitor.core.rules.context import (
     RuleContext,
     fixed_expr,
     pct_expr,
+    pct_setting,
     reaches,
     select_keys,
     text_expr,
@@ -64,6 +65,37 @@ def condition(bars: pl.DataFrame, rule: SqueezeRule, ctx: RuleContext) -> pl.Dat
             pl.col("close"),
         ],
     )
+
+
+def blocked(rule: SqueezeRule) -> pl.Expr:
+    """What stops a squeeze besides its return: short interest unknown (unless
+    `unknown_short_interest = "fire"`) or under the line, days to cover, volume."""
+    si, known = pl.col("short_interest"), pl.col("short_interest_known")
+    line = pct_setting(rule.min_short_interest)
+    reasons = [
+        pl.when(~known & pl.lit(rule.unknown_short_interest != "fire")).then(
+            pl.lit("short interest unknown")
+        ),
+        pl.when(known & ~reaches(si, rule.min_short_interest)).then(
+            text_expr("short interest ", pct_expr(si), f", needs {line}")
+        ),
+    ]
+    if rule.min_days_to_cover is not None:
+        days = pl.col("days_to_cover")
+        reasons.append(
+            pl.when(known & ~(days >= rule.min_days_to_cover).fill_null(False)).then(
+                text_expr(
+                    "days to cover ", fixed_expr(days, 1), f", needs {rule.min_days_to_cover}"
+                )
+            )
+        )
+    ratio = pl.col("volume_ratio")
+    reasons.append(
+        pl.when(~reaches(ratio, rule.volume_ratio).fill_null(False)).then(
+            text_expr("volume ", fixed_expr(ratio, 1, suffix="x"), f", needs {rule.volume_ratio}x")
+        )
+    )
+    return pl.coalesce(reasons)  # (the first that applies)
 
 
 def _join_short_interest(frame: pl.DataFrame, ctx: RuleContext, rule: SqueezeRule) -> pl.DataFrame:
