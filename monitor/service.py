@@ -57,6 +57,7 @@ from monitor.stale_feeds import StaleFeeds
 from monitor.store import Store
 from monitor.systemd import watchdog_interval_s
 from monitor.terminal import printable
+from monitor.web.freshness import Freshness
 from monitor.web.state import StateView
 
 Notify = Callable[[str], None]
@@ -127,6 +128,8 @@ class Daemon:
         journal = Journal(self.store.path / JOURNAL, sync=config.store.journal_fsync)
         self.intraday = Intraday(self.store, self.engine, self.log, self.counters, journal)
         self.intraday.restore(clock.now())
+        self.freshness = Freshness(self.sessions)  # (how current the bars are: /api/state)
+        self.freshness.note(self.engine.daily, self.engine.minutes)
         self.queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue(config.engine.queue_size)
         self.stop = stop if stop is not None else asyncio.Event()  # (set: the daemon stops)
         self.feeds_done = asyncio.Event()
@@ -233,6 +236,7 @@ class Daemon:
         sessions under way when due. A snapshot (the whole bar history rewritten) is returned
         to be awaited: it is written in a thread, the event loop going on meanwhile."""
         self.recent_alerts.extend(step.alerts)
+        self.freshness.note(step.daily_bars, step.minute_bars)
         if step.daily_bars.height or step.minute_bars.height:
             for rule_id, rows in self.engine.progress.items():
                 if len(rows) <= MAX_PROGRESS_GAUGES:
@@ -335,12 +339,16 @@ class Daemon:
         self.store.save_state(state)
         self.counters.inc("snapshots")
 
-    def state(self) -> dict[str, Any]:
+    def state(self, health: dict[str, Any]) -> dict[str, Any]:
         """/api/state: the rules with their counts, the progress rows nearest to firing, the
-        last alerts, and the clock (see `StateView`)."""
-        return self.state_view.document(
-            self.clock.now(), self.engine.rules, self.engine.progress, self.recent_alerts
+        last alerts, and the clock (see `StateView`); `health`, the status and reasons of
+        /healthz (`health`); how current the bars are (see `Freshness`)."""
+        now = self.clock.now()
+        state = self.state_view.document(
+            now, self.engine.rules, self.engine.progress, self.recent_alerts
         )
+        state["health"] = {"status": health["status"], "reasons": health["reasons"]}
+        return state | self.freshness.document(now)
 
     # ------------------------------------------------------------------ health
     def health(self, publisher: RedisPublisher, pipeline: Pipeline) -> dict[str, Any]:
@@ -420,7 +428,7 @@ async def run(
                 "text/plain; version=0.0.4",
                 daemon.counters.render().encode(),
             ),
-            "/api/state": json_route(daemon.state),
+            "/api/state": json_route(lambda: daemon.state(daemon.health(publisher, pipeline))),
             "/": web.page_route,
             "/healthz": json_route(
                 lambda: daemon.health(publisher, pipeline),

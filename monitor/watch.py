@@ -131,7 +131,7 @@ def frame(
         "   clock ",
         (new_york(state["now"]), "bold"),
         "   ",
-        (f"⚠ {error}, showing the last frame", "bold red") if error else (f"● {source}", "green"),
+        (f"⚠ {error}, showing the last frame", "bold red") if error else condition(state, source),
     )
     holding = [p for p in rows if p["holds"]]
     # (the state carries the rows nearest to firing, not all of them: each rule counts its own)
@@ -151,6 +151,23 @@ def frame(
     if closes and closes.get("symbols"):
         parts.append(_sparks(closes["symbols"]))
     return Group(*parts)
+
+
+def condition(state: dict[str, Any], source: str) -> tuple[str, str]:
+    """The header's word on the daemon, as the board's: green when healthy with current data,
+    amber when degraded or the bars a session behind or more, red when down (with why)."""
+    health = state.get("health") or {"status": "healthy", "reasons": []}
+    said = []
+    if health["status"] != "healthy":
+        said.append(f"{health['status']}: {'; '.join(health['reasons'])}")
+    behind = state.get("sessions_behind") or 0
+    if behind > 0:
+        since = new_york(state.get("latest_bar") or "")[:10]
+        said.append(f"data from {since}, {behind:,} session{'s' if behind > 1 else ''} behind")
+    if not said:
+        return f"● {source}", "green"
+    style = "bold red" if health["status"] == "down" else "bold yellow"
+    return f"● {source} · {' · '.join(said)}", style
 
 
 def _nearest(

@@ -18,6 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor import config as cfg
+from monitor.clock import Clock
 from monitor.feeds.websocket import FeedEvent
 from monitor.service import Daemon, run
 from monitor.status import status
@@ -30,12 +31,13 @@ WITHIN_S = 6.0  # three PINGs apart (the publisher checks every 2 s)
 
 
 @contextlib.asynccontextmanager
-async def daemon_of(conf: Path) -> AsyncIterator[Daemon]:
-    """The daemon of `conf` (no feeds) running in this loop; it must exit 0 when stopped."""
+async def daemon_of(conf: Path, clock: Clock | None = None) -> AsyncIterator[Daemon]:
+    """The daemon of `conf` (no feeds) running in this loop (on `clock`, when given); it must
+    exit 0 when stopped."""
     stop = asyncio.Event()
     ready: list[Daemon] = []
     task = asyncio.create_task(
-        run(cfg.load(conf), stop=stop, install_signals=False, on_ready=ready.append)
+        run(cfg.load(conf), stop=stop, clock=clock, install_signals=False, on_ready=ready.append)
     )
     try:
         async with asyncio.timeout(30):

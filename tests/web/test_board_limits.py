@@ -357,3 +357,28 @@ async def test_board_says_what_blocks_a_row_and_keeps_near_misses_on_a_card(
             "prow blocked"
         )
         assert page.errors == []
+
+
+@pytest.mark.integration
+async def test_board_turns_amber_when_degraded_or_behind_and_red_when_down(
+    tmp_path: Path,
+) -> None:
+    """The header says "live" only while the daemon is healthy with current bars: amber with
+    /healthz's reasons when degraded and with the newest bar's date when sessions behind, red
+    when down, each as the next poll has it."""
+    healthy = {"health": {"status": "healthy", "reasons": []}, "sessions_behind": 0}
+    states = [document(universe()) | healthy]
+    status = "(s => s.className + ' | ' + s.textContent)(document.querySelector('#status'))"
+    async with board_of(tmp_path, lambda: states[-1]) as page:
+        assert await page.wait_for(status) == "live | live · every 2 s"
+        states.append(
+            states[0]
+            | {"health": {"status": "degraded", "reasons": ["feed broker stale"]},
+               "sessions_behind": 600, "latest_bar": "2024-07-12T20:00:00+00:00"}
+        )  # fmt: skip
+        warn = "warn | degraded: feed broker stale · data from 2024-07-12, 600 sessions behind"
+        assert await page.wait_for(f"{status} === {json.dumps(warn)} && {status}") == warn
+        states.append(states[0] | {"health": {"status": "down", "reasons": ["engine stalled"]}})
+        down = "down | down: engine stalled"
+        assert await page.wait_for(f"{status} === {json.dumps(down)} && {status}") == down
+        assert page.errors == []
