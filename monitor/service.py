@@ -49,6 +49,7 @@ from monitor.intraday import Intraday
 from monitor.journal import JOURNAL, Journal
 from monitor.owed_backfills import OwedBackfills
 from monitor.pipeline import BatchDecoder, Pipeline
+from monitor.recent_alerts import RecentAlerts
 from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
 from monitor.rules_config import load_rules_file, load_short_interest
@@ -61,7 +62,6 @@ from monitor.web.freshness import Freshness
 from monitor.web.state import StateView
 
 Notify = Callable[[str], None]
-RECENT_ALERTS = 50
 MAX_PROGRESS_GAUGES = 50  # per rule: universe-wide rules stay out of /metrics (see /api/state)
 
 
@@ -140,7 +140,7 @@ class Daemon:
         self.short_interest_due = False
         self.started = time.monotonic()
         self.rest_clients: list[Any] = []
-        self.recent_alerts: collections.deque[Alert] = collections.deque(maxlen=RECENT_ALERTS)
+        self.recent_alerts = RecentAlerts(self.store, self.log)  # (kept across a restart)
         self.feed_alerts: list[Alert] = []
         self.status: list[tuple[str, bool, dt.datetime]] = []
         self._gaps_reported: set[tuple[str, dt.date]] = set()  # (symbol, first session missing)
@@ -345,7 +345,7 @@ class Daemon:
         /healthz (`health`); how current the bars are (see `Freshness`)."""
         now = self.clock.now()
         state = self.state_view.document(
-            now, self.engine.rules, self.engine.progress, self.recent_alerts
+            now, self.engine.rules, self.engine.progress, self.recent_alerts.alerts
         )
         state["health"] = {"status": health["status"], "reasons": health["reasons"]}
         return state | self.freshness.document(now)
@@ -438,7 +438,7 @@ async def run(
         closes = web.closes_route(
             lambda symbols, sessions: web.closes(
                 daemon.engine.daily,
-                daemon.recent_alerts,
+                daemon.recent_alerts.alerts,
                 daemon.engine.progress,
                 daemon.engine.rules,
                 sessions=sessions,

@@ -27,7 +27,7 @@ import polars as pl
 
 from monitor.core.bar_state import BookState
 from monitor.core.engine import EngineState
-from monitor.core.model import DAILY_SCHEMA, empty
+from monitor.core.model import DAILY_SCHEMA, Alert, empty
 from monitor.errors import ConfigError, MonitorError
 
 BARS = "bars_daily.parquet"
@@ -36,6 +36,7 @@ INTRADAY = "bars_intraday.parquet"
 STALE_FEEDS = "feeds_stale.json"  # the feeds stale when the daemon last wrote it
 MAX_STALE_FEEDS = 1000  # (feeds in a file of feed names: more is not the daemon's file)
 OWED_BACKFILLS = "backfills_owed.json"  # the REST backfills owed (see monitor.owed_backfills)
+ALERTS_RECENT = "alerts_recent.json"  # the last alerts of the live view (monitor.recent_alerts)
 _INTRADAY_META = "market-monitor.intraday"
 _INTRADAY_FORMAT = 1
 _INTRADAY_PARTS = (
@@ -348,6 +349,22 @@ class Store:
     def save_owed_backfills(self, feeds: dict[str, str]) -> None:
         """Write the backfills owed (see `load_owed_backfills`), atomically."""
         self._save_feed_map(OWED_BACKFILLS, feeds)
+
+    def load_recent_alerts(self) -> list[Alert]:
+        """The alerts `save_recent_alerts` wrote, oldest first; empty without the file, and
+        StoreError (not fatal) for one that cannot be read."""
+        file = self.path / ALERTS_RECENT
+        try:
+            return msgspec.json.decode(file.read_bytes(), type=list[Alert])
+        except FileNotFoundError:
+            return []
+        except (OSError, msgspec.DecodeError) as exc:
+            raise _unreadable(file, exc, fatal=False) from None
+
+    def save_recent_alerts(self, alerts: list[Alert]) -> None:
+        """Write the live view's last alerts (see `load_recent_alerts`), atomically."""
+        data = msgspec.json.encode(alerts)
+        self._atomic(ALERTS_RECENT, lambda f: Path(f).write_bytes(data))
 
     def _load_feed_map(self, name: str) -> dict[str, str]:
         try:

@@ -4,6 +4,7 @@ pipe can never stall it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -61,6 +62,16 @@ class DaemonProcess:
         code = self.proc.wait(timeout_s)
         self._finish()
         return code
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """If it still runs, SIGTERM, and its exit must be 0 within `timeout_s`; closed either
+        way."""
+        try:
+            if self.proc.poll() is None:
+                self.signal(signal.SIGTERM)
+                assert self.wait(timeout_s) == 0
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Kill it if it still runs."""

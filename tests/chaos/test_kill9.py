@@ -63,12 +63,7 @@ async def test_kill_9_at_random_moments(tmp_path: Path, seed: int) -> None:
         assert got == expected
     finally:
         publisher.cancel()
-        if daemon.proc.poll() is None:
-            daemon.signal(signal.SIGTERM)
-            try:
-                assert await asyncio.to_thread(daemon.wait, 20) == 0
-            finally:
-                daemon.close()
+        await asyncio.to_thread(daemon.stop, 20)
         client = aioredis.Redis()
         await client.delete(f"{prefix}:alerts")
         await client.aclose()
