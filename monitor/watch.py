@@ -3,7 +3,10 @@ and /api/closes, redrawn every `--interval` seconds (rich). `--once` prints one 
 reads in New York time, as on the board.
 
 The frame is a pure function of the two JSON documents (`frame`), so it is tested without a
-terminal; `watch` only fetches and redraws.
+terminal; `watch` only fetches and redraws. Every string of them is drawn with its control
+characters spelled out (`\x1b`, see `monitor.terminal`): a name, a label or an alert's text
+(from a rules file, or whatever a server at `--url` sends) cannot move the cursor, retitle the
+window or clear the screen of whoever watches.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from monitor.errors import EX_UNAVAILABLE
+from monitor.terminal import printable
 from monitor.urls import mask_url
 
 BAR = 20
@@ -120,6 +124,7 @@ def frame(
     error: str | None = None,
 ) -> RenderableType:
     """One screen: header, what holds now, nearest to firing, the rules, alerts, sparklines."""
+    state, closes = harmless(state), harmless(closes)
     rules = {r["id"]: r for r in state["rules"]}
     rows = state["progress"]
     sessions = sorted(p["session"] for p in rows)
@@ -151,6 +156,18 @@ def frame(
     if closes and closes.get("symbols"):
         parts.append(_sparks(closes["symbols"]))
     return Group(*parts)
+
+
+def harmless(value: Any) -> Any:
+    """A decoded JSON document with the control characters of every string in it (keys too)
+    spelled out (`printable`): ESC, BEL and the C1 controls never reach the terminal."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [harmless(v) for v in value]
+    if isinstance(value, dict):
+        return {harmless(k): harmless(v) for k, v in value.items()}
+    return value
 
 
 def condition(state: dict[str, Any], source: str) -> tuple[str, str]:
@@ -366,6 +383,8 @@ def _variant(p: dict[str, Any]) -> str:
 
 
 def _reason(exc: BaseException) -> str:
+    """Why a fetch failed, its control characters spelled out (an HTTP error's text is the
+    server's)."""
     if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    return str(exc) or type(exc).__name__
+        return printable(str(exc.reason))
+    return printable(str(exc) or type(exc).__name__)

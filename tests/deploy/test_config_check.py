@@ -131,6 +131,44 @@ def test_config_check_reads_the_rules_file(
     )
 
 
+@pytest.mark.parametrize(
+    ("rules", "field"),
+    [
+        ('[names]\n"^RUT" = "Russell\\u001b]0;PWNED\\u0007"\n', 'names."^RUT"'),
+        ('[names]\n"^RUT\\u009b2J" = "Russell"\n', "names"),
+        ('[[rules]]\nid = "b"\nkind = "breadth"\nuniverse = true\nlabel = "\\u001b[41mL"\n',
+         'rules[0] (id "b").label'),
+        ('[[rules]]\nid = "s"\nkind = "streak"\nsymbols = ["IWM"]\n'
+         'description = "up\\u001b[2J"\n', 'rules[0] (id "s").description'),
+    ],
+)  # fmt: skip
+def test_config_check_refuses_control_characters_in_words_for_people(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rules: str, field: str
+) -> None:
+    """A display name (or the symbol it names), a breadth label or a description with a
+    control character (ESC, a C1 CSI) fails the check (exit 78), naming the field and the
+    character: it would reach terminals, chats and mail in alert texts and the live view."""
+    (tmp_path / "rules.toml").write_text(rules)
+    conf = write(tmp_path, f'[rules]\nfile = "{tmp_path / "rules.toml"}"\n')
+    code, out, err = check(conf, capsys)
+    assert (code, out) == (EX_CONFIG, "")
+    prefix = f"market-monitor: config error: rules.file {tmp_path / 'rules.toml'}: {field}: "
+    assert err.startswith(prefix + "control character U+00"), err
+
+
+def test_a_description_may_run_over_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A description written over several lines (a TOML multi-line string) passes the check:
+    newlines and tabs are the control characters a description may hold."""
+    (tmp_path / "rules.toml").write_text(
+        '[[rules]]\nid = "s"\nkind = "streak"\nsymbols = ["IWM"]\n'
+        'description = """Five up days,\n\teach above 1%."""\n'
+    )
+    conf = write(tmp_path, f'[rules]\nfile = "{tmp_path / "rules.toml"}"\n')
+    assert check(conf, capsys)[0] == 0
+
+
 def test_config_check_warns_of_a_percent_written_for_a_fraction(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -162,6 +162,53 @@ def test_a_row_that_does_not_hold_never_fills_its_bar_and_says_what_blocks_it() 
     assert bar(1.0, False, width=4).plain == "███░"
 
 
+def test_no_control_character_from_the_json_reaches_the_terminal() -> None:
+    """ESC, BEL and C1 controls in any string of /api/state or /api/closes (a symbol, a label,
+    an alert's text and history, a health reason, what blocks a row) are drawn spelled out, so
+    none can retitle the window, clear the screen or colour the text."""
+    evil = "\x1b]0;PWNED\x07\x1b[2J\x1b[41m\x9b2J"
+    p = {**STATE["progress"][0], "symbol": f"^RUT{evil}", "blocked": f"why{evil}"}  # type: ignore[index]
+    alert = {"severity": "notice", "session": "2024-07-16", "symbol": f"S{evil}",
+             "rule": f"r{evil}", "kind": "streak", "text": f"Russell{evil}",
+             "history": {"summary": f"h{evil}"}}  # fmt: skip
+    state = {**STATE, "progress": [p], "alerts": [alert],
+             "health": {"status": "degraded", "reasons": [f"feed{evil}"]}}  # fmt: skip
+    chart = {"symbol": f"C{evil}", "sessions": ["a", "b"], "closes": [1.0, 2.0], "alerts": []}
+    console = Console(width=400, record=True, force_terminal=True, color_system="truecolor")
+    console.print(frame(state, {"symbols": [chart]}, source="http://daemon"))
+    raw = console.export_text(styles=True)
+    assert raw.count("\\x1b]0;PWNED\\x07\\x1b[2J\\x1b[41m\\x9b2J") == 10
+    for control in ("\x1b]", "\x1b[2J", "\x1b[41m", "\x07", "\x9b"):
+        assert control not in raw
+
+
+def test_an_error_a_server_sends_is_spelled_out_too() -> None:
+    """A server at --url whose status line carries escape sequences: `watch --once` says it
+    failed with them spelled out, none reaching the terminal."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # (the stdlib's name)
+            self.send_response(500, "\x1b]0;PWNED\x07\x1b[2J")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        res = cli("watch", "--once", "--url", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.returncode == 69
+    assert res.stderr.endswith(": \\x1b]0;PWNED\\x07\\x1b[2J\n")
+    assert "\x1b" not in res.stderr and "\x07" not in res.stderr
+
+
 def test_percentages_read_as_alert_texts_write_them() -> None:
     """watch writes a fraction as alert texts do (monitor.core.rules.context's `pct`, signed):
     -0.04% is "+0.0%", halves round to even, none is "n/a"."""

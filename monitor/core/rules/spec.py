@@ -166,6 +166,7 @@ def parse_rules(text: bytes | str) -> RulesFile:
         raise RuleError(f"not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise RuleError("not UTF-8 text") from None
+    _check_words(parsed)
     seen: set[str] = set()
     for i, rule in enumerate(parsed.rules):
         if not RULE_ID.match(rule.id):
@@ -178,6 +179,34 @@ def parse_rules(text: bytes | str) -> RulesFile:
             raise RuleError(f"{_where(i, rule.id)}.horizons: {repeated} is given twice")
         _check_targets(rule, _where(i, rule.id))
     return parsed
+
+
+# Control characters (C0, DEL, C1): in a display name, a label or a description they would
+# reach people's terminals (watch, tail), chats and mail, where ESC moves the cursor or clears
+# the screen. A description may run over lines.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _check_words(parsed: RulesFile) -> None:
+    """RuleError naming the field of a display name, a label or a description with a control
+    character in it (a symbol named in `[names]` too)."""
+    fields: list[tuple[str, str, re.Pattern[str]]] = []
+    for symbol, name in parsed.names.items():
+        key = msgspec.json.encode(symbol).decode()
+        fields += [("names", symbol, _CONTROL), (f"names.{key}", name, _CONTROL)]
+    for i, rule in enumerate(parsed.rules):
+        fields.append((f"{_where(i, rule.id)}.description", rule.description, _CONTROL_BUT_LINES))
+        if isinstance(rule, BreadthRule):
+            fields.append((f"{_where(i, rule.id)}.label", rule.label, _CONTROL))
+    for where, text, control in fields:
+        found = control.search(text)
+        if found is not None:
+            raise RuleError(
+                f"{where}: control character U+{ord(found.group()):04X} in "
+                f"{msgspec.json.encode(text).decode()}: words for people (alert texts, the live"
+                " view) may hold none"
+            )
 
 
 def _first_repeat(values: list[int]) -> int | None:
