@@ -1,10 +1,11 @@
 """The daemon's HTTP port: /metrics (Prometheus text), /healthz (JSON), and any JSON routes the
 service adds (e.g. /api/state). A deliberately small HTTP/1.1 server on asyncio streams: GET and
-HEAD, one request per connection, no dependency; a head past 64 KB is answered 431. A route in
-`query_routes` gets the query string's parameters (the last value of each); the others ignore
-it. The routes of the paths in `threaded` (the expensive ones) run in a worker thread of the
-server's own, one request at a time, so the event loop (/healthz, the feeds) goes on meanwhile
-and they never take the engine's threads."""
+HEAD, one request per connection, no dependency; a head past 64 KB is answered 431, a malformed
+one 400, and on a loopback address one whose Host is not a loopback name 421 (see
+`monitor.request_head`). A route in `query_routes` gets the query string's parameters (the last
+value of each); the others ignore it. The routes of the paths in `threaded` (the expensive ones)
+run in a worker thread of the server's own, one request at a time, so the event loop (/healthz,
+the feeds) goes on meanwhile and they never take the engine's threads."""
 
 from __future__ import annotations
 
@@ -22,13 +23,18 @@ import msgspec
 
 from monitor import logs
 from monitor.errors import MonitorError
+from monitor.request_head import Refusal, RequestHead, is_loopback, parse_head
 
 Route = Callable[[], tuple[int, str, bytes]]  # -> (status, content type, body)
 QueryRoute = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
-IO_TIMEOUT_S = 5.0  # to read a request, and to hand its answer over
-# Connections served at once; past it a new one is closed at once (counted). Each holds a file
-# descriptor for up to IO_TIMEOUT_S: a thousand idle clients used to exhaust the process's
-# (a soft limit of 1024), and the daemon died failing to write its store.
+IO_TIMEOUT_S = 5.0  # to hand an answer over
+HEAD_TIMEOUT_S = 2.0  # to read a request's head (a few hundred bytes, sent at once)
+MAX_HEAD = 65_536  # bytes of a request's head, past which it is answered 431
+# Connections served at once. Each holds a file descriptor: a thousand idle clients used to
+# exhaust the process's (a soft limit of 1024), and the daemon died failing to write its store.
+# Past it a new connection takes the place of the oldest still sending its head (closed: an
+# idle client), so idle ones cannot keep /healthz from answering; with none such (every one
+# being answered), it is closed at once (counted).
 MAX_CONNECTIONS = 256
 # Every answer's: no sniffing a JSON or text body as HTML, no caching, no framing the board.
 SAFE_HEADERS = (
@@ -39,6 +45,7 @@ REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    421: "Misdirected Request",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -69,6 +76,9 @@ class HttpServer:
         self.max_connections = max_connections
         self.open = 0  # connections being served
         self.refused = 0  # connections closed at once, past max_connections
+        self.dropped = 0  # connections still sending their head, closed for a new one
+        self._reading: dict[asyncio.StreamWriter, None] = {}  # (those, oldest first)
+        self.loopback_only = is_loopback(host)  # (then Host must name a loopback address)
 
     async def __aenter__(self) -> HttpServer:
         try:
@@ -99,27 +109,32 @@ class HttpServer:
             self._worker.shutdown(wait=False, cancel_futures=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One request, one answer, then the connection closes. Reading the request and
-        writing the answer each get IO_TIMEOUT_S: a client that does not read its answer (a
-        large one stays in the buffer meanwhile) is cut off, not waited for. Past
-        `max_connections` served at once, a new connection is closed at once."""
-        if self.open >= self.max_connections:
+        """One request, one answer, then the connection closes. The request's head gets
+        HEAD_TIMEOUT_S, writing the answer IO_TIMEOUT_S: a client that does not read its
+        answer (a large one stays in the buffer meanwhile) is cut off, not waited for. Past
+        `max_connections` served at once, a new connection takes the place of the oldest still
+        sending its head, or is closed at once when there is none."""
+        if self.open >= self.max_connections and not self._make_room():
             self.refused += 1
             if self.refused == 1 or self.refused % 1000 == 0:
                 self._log.warning("http_connections_refused", refused=self.refused, open=self.open)
             writer.transport.abort()
             return
         self.open += 1
+        self._reading[writer] = None
+        method = ""
         try:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
-            except asyncio.LimitOverrunError:  # (a head past the stream's limit, 64 KB)
-                method, path, query = "", "", ""
-                status, ctype, body = 431, "text/plain", b"request header fields too large\n"
+                head = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT_S)
+            finally:
+                self._reading.pop(writer, None)
+            if isinstance(head, Refusal):
+                status, ctype, body = head.status, "text/plain", head.reason.encode() + b"\n"
+            elif self.loopback_only and head.host is not None and not is_loopback(head.host):
+                status, ctype, body = 421, "text/plain", _NOT_LOOPBACK
             else:
-                method, _, rest = head.decode("latin-1").partition(" ")
-                path, _, query = rest.partition(" ")[0].partition("?")
-                status, ctype, body = await self._answer(method, path, query)
+                method = head.method
+                status, ctype, body = await self._answer(head.method, head.path, head.query)
             allow = "Allow: GET, HEAD\r\n" if status == 405 else ""
             writer.write(
                 f"HTTP/1.1 {status} {REASONS.get(status, 'OK')}\r\n"
@@ -132,13 +147,26 @@ class HttpServer:
                 writer.write_eof()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(_discard(reader), 1.0)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+        except (TimeoutError, asyncio.IncompleteReadError, OSError):
             writer.transport.abort()  # (what is left unsent goes, with the connection)
         finally:
             writer.close()
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), IO_TIMEOUT_S)
             self.open -= 1
+
+    def _make_room(self) -> bool:
+        """Close the oldest connection still sending its head (an idle client, most likely),
+        for a new one; False when every connection is being answered."""
+        if not self._reading:
+            return False
+        oldest = next(iter(self._reading))
+        del self._reading[oldest]
+        oldest.transport.abort()  # (its handler ends, without an answer)
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            self._log.warning("http_idle_connections_dropped", dropped=self.dropped)
+        return True
 
     async def _answer(self, method: str, path: str, query: str) -> tuple[int, str, bytes]:
         """The status, content type and body for a request (from the worker thread for a
@@ -160,6 +188,33 @@ class HttpServer:
         except Exception as exc:  # (one request's failure: the server goes on)
             self._log.error("http_route_failed", path=path, error=repr(exc)[:200])
             return 500, "text/plain", b"internal error\n"
+
+
+_NOT_LOOPBACK = (
+    b"this server is bound to a loopback address and answers only requests for a loopback"
+    b" name (Host: localhost, 127.0.0.1 or [::1]); set [http] host to serve others\n"
+)
+
+
+async def _read_head(reader: asyncio.StreamReader) -> RequestHead | Refusal:
+    """The head of a request, up to its blank line (lines end in CRLF or a bare LF), parsed;
+    431 past MAX_HEAD bytes. IncompleteReadError when the client stops sending before its end."""
+    lines: list[str] = []
+    size = 0
+    while True:
+        try:
+            line = await reader.readline()
+        except ValueError:  # (a line past the stream's limit, 64 KB)
+            return Refusal(431, "request header fields too large")
+        size += len(line)
+        if size > MAX_HEAD:
+            return Refusal(431, "request header fields too large")
+        if not line.endswith(b"\n"):  # (the client closed, or was closed, before the end)
+            raise asyncio.IncompleteReadError(line, None)
+        text = line.decode("latin-1").rstrip("\r\n")
+        if not text:
+            return parse_head(lines) if lines else Refusal(400, "no request line")
+        lines.append(text)
 
 
 async def _discard(reader: asyncio.StreamReader) -> None:

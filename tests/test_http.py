@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import uuid
 from pathlib import Path
@@ -153,37 +152,182 @@ async def test_head_gets_the_head_of_get_and_a_huge_head_gets_431() -> None:
         assert (await ask(b"GET /healthz HTTP/1.1\r\n\r\n")).endswith(b'{"ok":true}\n')
 
 
-async def test_connections_past_the_cap_are_closed_and_the_server_goes_on() -> None:
-    """Idle clients holding the cap of connections: the next one is closed at once (counted,
-    logged once), not served; once they go, requests are answered. A thousand idle clients
-    used to take every file descriptor, and the daemon died writing its store."""
+async def test_idle_clients_at_the_cap_make_room_and_busy_ones_refuse_the_next() -> None:
+    """Idle clients holding the cap of connections (a head begun, never ended): a new one is
+    served, the oldest idle one closed for it (counted, logged once); connections at the cap
+    all being answered: the next one is closed at once, unserved (counted, logged once). A
+    thousand idle clients used to take every file descriptor, and the daemon died writing its
+    store; 256 of them then kept /healthz from answering."""
     import asyncio
+    import threading
 
     from structlog.testing import capture_logs
 
     from monitor.http import HttpServer
 
-    routes = {"/ok": lambda: (200, "text/plain", b"ok\n")}
+    release = threading.Event()
+
+    def slow() -> tuple[int, str, bytes]:
+        release.wait(5)
+        return 200, "text/plain", b"slow\n"
+
+    routes = {"/ok": lambda: (200, "text/plain", b"ok\n"), "/slow": slow}
     with capture_logs() as logs:
-        async with HttpServer("127.0.0.1", 0, routes, max_connections=3) as server:
-            idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
-            await asyncio.sleep(0.1)
+        async with HttpServer(
+            "127.0.0.1", 0, routes, threaded={"/slow"}, max_connections=3
+        ) as server:
+
+            async def get(path: str) -> bytes:
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+                try:
+                    return await asyncio.wait_for(reader.read(), 3)
+                except ConnectionResetError:
+                    return b""
+                finally:
+                    writer.close()
+
+            idle = []
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(b"GET /ok HTTP/1.1\r\n")  # (and no blank line)
+                idle.append((reader, writer))
+                await asyncio.sleep(0.05)
             assert server.open == 3
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(b"GET /ok HTTP/1.1\r\n\r\n")
-            with contextlib.suppress(ConnectionResetError):
-                assert await asyncio.wait_for(reader.read(), 2) == b""  # (closed, unserved)
-            writer.close()
-            assert server.refused == 1
+            assert (await get("/ok")).endswith(b"\r\n\r\nok\n")
+            assert await asyncio.wait_for(idle[0][0].read(), 2) == b""  # (the oldest: closed)
+            assert server.dropped == 1
             for _, w in idle:
                 w.close()
             await asyncio.sleep(0.1)
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(b"GET /ok HTTP/1.1\r\n\r\n")
-            answer = await asyncio.wait_for(reader.read(), 2)
-            writer.close()
-    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"ok\n")
+            busy = [asyncio.create_task(get("/slow")) for _ in range(3)]
+            await asyncio.sleep(0.3)
+            assert server.open == 3
+            assert await get("/ok") == b""  # (closed at once, unserved)
+            assert server.refused == 1
+            release.set()
+            assert [(await b).endswith(b"slow\n") for b in busy] == [True] * 3
+            assert (await get("/ok")).endswith(b"ok\n")
+    assert [e["dropped"] for e in logs if e["event"] == "http_idle_connections_dropped"] == [1]
     assert [e["refused"] for e in logs if e["event"] == "http_connections_refused"] == [1]
+
+
+async def test_healthz_answers_while_idle_clients_hold_every_connection() -> None:
+    """260 clients that each sent "GET /healthz HTTP/1.1" and no blank line hold more than the
+    cap of connections: /healthz still answers, at once (it was reset for 5 s at a time,
+    renewably, and `status` said down)."""
+    import asyncio
+    import time
+
+    from monitor.http import MAX_CONNECTIONS, HttpServer
+
+    routes = {"/healthz": lambda: (200, "application/json", b'{"status":"healthy"}\n')}
+    async with HttpServer("127.0.0.1", 0, routes) as server:
+        idle = []
+        for _ in range(MAX_CONNECTIONS + 4):
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+            idle.append(writer)
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 2)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b'"healthy"}\n')
+        assert time.monotonic() - started < 1.0
+        assert server.open <= MAX_CONNECTIONS
+        for w in idle:
+            w.close()
+
+
+async def ask(port: int, request: bytes) -> bytes:
+    """The answer of the server at `port` to the raw `request`."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    answer = await asyncio.wait_for(reader.read(), 3)
+    writer.close()
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET\r\n\r\n", b"400 Bad Request"),
+        (b"GET /healthz\r\n\r\n", b"400 Bad Request"),
+        (b"GET /healthz HTTP/1.1 more\r\n\r\n", b"400 Bad Request"),
+        (b"GET healthz HTTP/1.1\r\n\r\n", b"400 Bad Request"),
+        (b"G(T /healthz HTTP/1.1\r\n\r\n", b"400 Bad Request"),
+        (b"GET /healthz SPDY/3\r\n\r\n", b"400 Bad Request"),
+        (b"GET /healthz HTTP/1.1\r\nno colon\r\n\r\n", b"400 Bad Request"),
+        (b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400 Bad Request"),
+        (b"POST /healthz HTTP/1.1\r\n\r\n", b"405 Method Not Allowed"),
+        (b"GET /healthz HTTP/1.1\nHost: localhost\n\n", b"200 OK"),  # (bare LF)
+        (b"GET http://127.0.0.1:9/healthz HTTP/1.1\r\n\r\n", b"200 OK"),  # (absolute form)
+        (b"GET /healthz HTTP/1.0\r\n\r\n", b"200 OK"),
+    ],
+)
+async def test_a_malformed_request_gets_400_saying_why(request_bytes: bytes, status: bytes) -> None:
+    """A request line that is not METHOD /path HTTP/1.x, a header line without a colon or two
+    Host headers are a 400 whose body says what is wrong (GET alone was a 405); lines ending
+    in a bare LF are read (they were waited on for 5 s and dropped) and a proxy's absolute URL
+    is the path it names (it was a 404)."""
+    from monitor.http import HttpServer
+
+    routes = {"/healthz": lambda: (200, "application/json", b"{}\n")}
+    async with HttpServer("127.0.0.1", 0, routes) as server:
+        answer = await ask(server.port, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 " + status + b"\r\n"), answer
+    if status.startswith(b"400"):
+        assert answer.split(b"\r\n\r\n")[1] in (
+            b"the request line must be METHOD /path HTTP/1.1\n",
+            b"a header line must be Name: value\n",
+            b"more than one Host header\n",
+            b"the target must be a path (/healthz) or an http:// URL\n",
+        )
+
+
+@pytest.mark.parametrize(
+    ("bound", "host", "status"),
+    [
+        ("127.0.0.1", "evil.example", b"421 Misdirected Request"),
+        ("127.0.0.1", "evil.example:9108", b"421 Misdirected Request"),
+        ("127.0.0.1", "127.0.0.1.evil.example", b"421 Misdirected Request"),
+        ("127.0.0.1", "localhost:9108", b"200 OK"),
+        ("127.0.0.1", "LOCALHOST", b"200 OK"),
+        ("127.0.0.1", "board.localhost:8000", b"200 OK"),
+        ("127.0.0.1", "127.0.0.1:9108", b"200 OK"),
+        ("127.0.0.1", "127.1.2.3", b"200 OK"),
+        ("127.0.0.1", "[::1]:9108", b"200 OK"),
+        ("127.0.0.1", None, b"200 OK"),
+        ("0.0.0.0", "monitor.example:9108", b"200 OK"),
+    ],
+)
+async def test_a_loopback_server_answers_loopback_names_only(
+    bound: str, host: str | None, status: bytes
+) -> None:
+    """Bound to a loopback address, the server answers 421 to a Host that is not a loopback
+    name, with a body that says so (a page whose name was made to resolve to 127.0.0.1, DNS
+    rebinding, read /api/state from the browser); localhost, *.localhost, 127.x and [::1] at
+    any port, or no Host, are answered; bound to every address, any Host is."""
+    from monitor.http import HttpServer
+
+    routes = {"/api/state": lambda: (200, "application/json", b"{}\n")}
+    head = b"GET /api/state HTTP/1.1\r\n" + (f"Host: {host}\r\n".encode() if host else b"")
+    async with HttpServer(bound, 0, routes) as server:
+        answer = await ask(server.port, head + b"\r\n")
+        absolute = await ask(server.port, f"GET http://{host}/api/state HTTP/1.1\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 " + status + b"\r\n"), answer
+    if host is not None:  # (a proxy's absolute URL: its authority is the Host)
+        assert absolute.startswith(b"HTTP/1.1 " + status + b"\r\n"), absolute
+    if status.startswith(b"421"):
+        assert answer.endswith(
+            b"\r\n\r\nthis server is bound to a loopback address and answers only requests for"
+            b" a loopback name (Host: localhost, 127.0.0.1 or [::1]); set [http] host to serve"
+            b" others\n"
+        )
 
 
 async def test_every_answer_says_no_sniffing_no_caching_no_framing() -> None:
