@@ -82,8 +82,7 @@ class RulesReload:
         def change() -> None:  # (in the engine's thread, between two steps)
             recorded = daemon.engine.replace_rules(rules, ctx)
             daemon.rules = rules
-            for rule_id in before.keys() - after.keys():
-                daemon.counters.drop("rule_progress", rule=rule_id)
+            daemon.progress_gauges.refresh(daemon.engine.progress)  # (a rule gone, or changed)
             daemon.log.info(
                 "rules_reloaded",
                 rules=len(after),

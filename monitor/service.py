@@ -49,6 +49,7 @@ from monitor.intraday import Intraday
 from monitor.journal import JOURNAL, Journal
 from monitor.owed_backfills import OwedBackfills
 from monitor.pipeline import BatchDecoder, Pipeline
+from monitor.progress_gauges import ProgressGauges
 from monitor.recent_alerts import RecentAlerts
 from monitor.replay import build_engine, new_gaps
 from monitor.replay_data import split_replay_data
@@ -62,7 +63,6 @@ from monitor.web.freshness import Freshness
 from monitor.web.state import StateView
 
 Notify = Callable[[str], None]
-MAX_PROGRESS_GAUGES = 50  # per rule: universe-wide rules stay out of /metrics (see /api/state)
 
 
 # Counters /metrics shows from the start (the README's list), not from their first event.
@@ -130,6 +130,8 @@ class Daemon:
         self.intraday.restore(clock.now())
         self.freshness = Freshness(self.sessions)  # (how current the bars are: /api/state)
         self.freshness.note(self.engine.daily, self.engine.minutes)
+        self.progress_gauges = ProgressGauges(self.counters)  # (/metrics: rule_progress)
+        self.progress_gauges.refresh(self.engine.progress)
         self.queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue(config.engine.queue_size)
         self.stop = stop if stop is not None else asyncio.Event()  # (set: the daemon stops)
         self.feeds_done = asyncio.Event()
@@ -237,14 +239,7 @@ class Daemon:
         to be awaited: it is written in a thread, the event loop going on meanwhile."""
         self.recent_alerts.extend(step.alerts)
         self.freshness.note(step.daily_bars, step.minute_bars)
-        if step.daily_bars.height or step.minute_bars.height:
-            for rule_id, rows in self.engine.progress.items():
-                if len(rows) <= MAX_PROGRESS_GAUGES:
-                    for p in rows:
-                        self.counters.set(
-                            "rule_progress", p.progress, rule=rule_id, symbol=p.symbol,
-                            variant=p.variant,
-                        )  # fmt: skip
+        self.progress_gauges.refresh(self.engine.progress)
         if step.daily_bars.height:
             self.report_gaps(step.daily_bars)
         if self.short_interest_due:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 LabelSet = tuple[tuple[str, str], ...]
 
@@ -42,14 +43,14 @@ class Counters:
         with self._lock:
             self._counters.setdefault(key, 0.0)
 
-    def drop(self, name: str, **labels: str) -> None:
-        """Forget every series of `name` whose labels include these (a rule removed: its gauges
-        would otherwise stay at their last value)."""
-        wanted = set(labels.items())
+    def replace(self, name: str, series: Iterable[tuple[dict[str, str], float]]) -> None:
+        """Gauge `name` as exactly these series (labels, value): any other of its series goes,
+        and /metrics shows the old set or the new, never a mix."""
+        fresh = {(name, tuple(sorted(labels.items()))): value for labels, value in series}
         with self._lock:
-            for table in (self._counters, self._gauges):
-                for key in [k for k in table if k[0] == name and wanted <= set(k[1])]:
-                    del table[key]
+            for key in [k for k in self._gauges if k[0] == name]:
+                del self._gauges[key]
+            self._gauges.update(fresh)
 
     def describe(self, name: str, text: str) -> None:
         """Attach a HELP line to `name`."""

@@ -89,18 +89,3 @@ def test_unchanged_rules_are_not_evaluated_again(sessions: Sessions) -> None:
     assert [encode_alert(a) for a in replay(engine, tail)] == [
         encode_alert(a) for a in replay(again, tail)
     ]
-
-
-def test_a_removed_rules_gauges_leave_the_metrics() -> None:
-    """What the daemon does with the `rule_progress` gauges of a rule a reload removed: they
-    go, every symbol's, and the other rules' stay."""
-    from monitor.core.counters import Counters
-
-    counters = Counters()
-    for rule in ("leaving", "staying"):
-        for symbol in ("^RUT", "IWM"):
-            counters.set("rule_progress", 0.4, rule=rule, symbol=symbol, variant="")
-    counters.drop("rule_progress", rule="leaving")
-    text = counters.render()
-    assert 'rule="leaving"' not in text
-    assert text.count('rule="staying"') == 2
