@@ -311,7 +311,8 @@ def _muted(p: dict[str, Any]) -> bool:
 
 
 def measure(p: dict[str, Any]) -> str:
-    """'3 of 5', '+9.8% of +10.0%', '-7.3% · line -10.0%'."""
+    """'3 of 5', '+9.8% of +10.0%', '-7.3% · line -10.0%', a share '85.0% of 80.0%', a
+    spread '7.1 of 5.0 points' (as the board writes them)."""
     value, threshold = p["value"], p["threshold"]
     if p["unit"] == "periods":
         return f"{'–' if value is None else round(value)} of {round(threshold)}"
@@ -320,7 +321,16 @@ def measure(p: dict[str, Any]) -> str:
     shown, line = pct(value), pct(threshold)  # (as alert texts do)
     if p["kind"] in ("drawdown", "fade"):
         return f"{shown} · line {line}"
+    if p["kind"] == "breadth":  # (a share of the symbols: no sign)
+        return f"{shown.removeprefix('+')} of {line.removeprefix('+')}"
+    if p["kind"] == "rotation":  # (percentage points, as its alerts say them)
+        return f"{_points(shown)} of {_points(line)} points"
     return f"{shown} of {line}"
+
+
+def _points(shown: str) -> str:
+    """A `pct` text as percentage points: '+7.1%' is '7.1', '-2.3%' '-2.3'."""
+    return shown.removeprefix("+").removesuffix("%")
 
 
 def pct(x: float | None) -> str:

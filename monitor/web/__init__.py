@@ -68,10 +68,9 @@ def closes_route(
     def route(params: Mapping[str, str]) -> tuple[int, str, bytes]:
         named = (s.strip() for s in params.get("symbol", "").split(","))
         wanted = list(dict.fromkeys(s for s in named if s))  # (each once, in order)
-        try:
-            sessions = int(params.get("sessions", CLOSES))
-        except ValueError:
-            sessions = 0
+        asked = params.get("sessions", str(CLOSES))
+        # (ASCII digits only: int() takes "+3", " 3", "3_0" and other scripts' digits too)
+        sessions = int(asked) if asked.isascii() and asked.isdigit() else 0
         if not 1 <= sessions <= MAX_SESSIONS:
             return bad_request(f"sessions must be a whole number from 1 to {MAX_SESSIONS}")
         if len(wanted) > MAX_SYMBOLS:

@@ -21,6 +21,7 @@ from monitor.web import MAX_CHARTS, MAX_SYMBOLS, chart_symbols, closes_route, pa
 from monitor.web.state import MAX_ROWS, RULE_ROWS, StateView, nearest_first
 from tests.notify.conftest import RUT_ALERT
 from tests.web.chromium import Chromium, Page, find_chromium
+from tests.web.test_watch import MEASURES
 
 NOW = dt.datetime(2026, 2, 23, 21, 0, tzinfo=dt.UTC)
 RULES: list[Rule] = [
@@ -165,7 +166,8 @@ def test_stale_rows_come_after_live_ones_and_are_not_counted_as_holding() -> Non
 def test_closes_asks_for_each_symbol_once_and_refuses_too_many() -> None:
     """`?symbol=` names each symbol once, in the order first given (9,000 copies of ^RUT ask for
     one chart); more than MAX_SYMBOLS distinct symbols are a 400 whose JSON says so, and the
-    charts are not made; the board, which names none, gets its charts."""
+    charts are not made; `?sessions=` is ASCII digits or a 400; the board, which names none,
+    gets its charts."""
     asked: list[tuple[Sequence[str] | None, int]] = []
 
     def produce(symbols: Sequence[str] | None, sessions: int) -> dict[str, Any]:
@@ -187,6 +189,8 @@ def test_closes_asks_for_each_symbol_once_and_refuses_too_many() -> None:
         ).encode(),
     )  # fmt: skip
     assert route({"sessions": "0"})[:2] == (400, "application/json")
+    for other in ("\u0663", "+3", " 3", "3_0", "3.0"):  # (an Arabic-Indic 3 was taken for 3)
+        assert route({"sessions": other})[:2] == (400, "application/json")
     assert len(asked) == 3
     assert route({"symbol": ",".join(f"S{i}" for i in range(MAX_SYMBOLS))})[0] == 200
     assert MAX_CHARTS * 4 <= MAX_SYMBOLS  # (what `chart_symbols` looks through)
@@ -382,3 +386,14 @@ async def test_board_turns_amber_when_degraded_or_behind_and_red_when_down(
         down = "down | down: engine stalled"
         assert await page.wait_for(f"{status} === {json.dumps(down)} && {status}") == down
         assert page.errors == []
+
+
+@pytest.mark.integration
+async def test_board_writes_a_share_without_a_sign_and_a_spread_in_points(board: Page) -> None:
+    """The board reads breadth's share as a share and a rotation's spread in percentage points,
+    as watch does (`MEASURES`)."""
+    got = await board.evaluate(
+        f"JSON.stringify({json.dumps([p for p, _ in MEASURES])}.map(p => measure(p).join(' ')))"
+    )
+    assert json.loads(got) == [want for _, want in MEASURES]
+    assert board.errors == []

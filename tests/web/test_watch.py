@@ -209,6 +209,24 @@ def test_an_error_a_server_sends_is_spelled_out_too() -> None:
     assert "\x1b" not in res.stderr and "\x07" not in res.stderr
 
 
+SHARE = {"value": 0.85, "threshold": 0.8, "unit": "fraction", "kind": "breadth"}
+SPREAD = {"value": 0.071, "threshold": 0.05, "unit": "fraction", "kind": "rotation"}
+MEASURES = [
+    (SHARE, "85.0% of 80.0%"),
+    ({**SHARE, "value": 1.0}, "100.0% of 80.0%"),
+    (SPREAD, "7.1 of 5.0 points"),
+    ({**SPREAD, "value": -0.0234}, "-2.3 of 5.0 points"),
+    ({**SPREAD, "value": None}, "n/a of 5.0 points"),
+]
+
+
+def test_a_share_reads_without_a_sign_and_a_spread_in_points() -> None:
+    """Breadth's share reads as a share ("85.0% of 80.0%", it was "+85.0% of +80.0%") and a
+    rotation's spread in percentage points, as its alerts and issue 7 say it ("7.1 of 5.0
+    points", it was "+7.1% of +5.0%")."""
+    assert [measure(p) for p, _ in MEASURES] == [want for _, want in MEASURES]
+
+
 def test_percentages_read_as_alert_texts_write_them() -> None:
     """watch writes a fraction as alert texts do (monitor.core.rules.context's `pct`, signed):
     -0.04% is "+0.0%", halves round to even, none is "n/a"."""
