@@ -316,8 +316,6 @@ def measure(p: dict[str, Any]) -> str:
     value, threshold = p["value"], p["threshold"]
     if p["unit"] == "periods":
         return f"{'–' if value is None else round(value)} of {round(threshold)}"
-    if p["unit"] == "ratio":
-        return f"{'–' if value is None else f'{value:.2f}x'} of {threshold:.1f}x"
     shown, line = pct(value), pct(threshold)  # (as alert texts do)
     if p["kind"] in ("drawdown", "fade"):
         return f"{shown} · line {line}"

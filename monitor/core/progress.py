@@ -53,7 +53,7 @@ class Progress(msgspec.Struct, frozen=True):
     session: str
     value: float | None
     threshold: float
-    unit: str  # "periods", "fraction" or "ratio"
+    unit: str  # "periods" (a streak's) or "fraction"
     progress: float
     holds: bool
     stale: bool = False

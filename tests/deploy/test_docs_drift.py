@@ -12,12 +12,13 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import uuid
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from tests.conftest import DATA, DEMO, ROOT
+from tests.conftest import DATA, DEMO, ROOT, RUT
 from tests.deploy.test_systemd import BINARY, DAEMON_UNIT, NOTIFY_UNIT, UNITS
 from tests.test_commands import cli
 
@@ -128,6 +129,41 @@ def test_the_alert_metrics_table_lists_what_each_kind_emits(tmp_path: Path) -> N
     weekly = {k: v for (k, tf), v in emitted.items() if tf == "1w"}
     assert {"streak", "surge", "drawdown"} <= set(weekly)  # (surge's largest_since, a variant)
     assert weekly == {k: [*documented[k], "short_week"] for k in weekly}
+
+
+def test_the_readme_documents_every_field_of_a_progress_row() -> None:
+    """The README's table of a progress row names every field /api/state gives one (`session`,
+    `stale`, `blocked` and the rest were nowhere), and as units exactly those the rules
+    produce (the views handled a `ratio` nothing produced)."""
+    from monitor.core.progress import Progress, measure
+    from monitor.core.rules import spec
+
+    table = doc_table(README.read_text(), "| field | what it is |")
+    documented = [name for cell in table for name in names_in(cell)]
+    assert documented == [f.name for f in msgspec.structs.fields(Progress)]
+    rules = [cls(id="r") for cls in spec.Rule.__args__]  # type: ignore[attr-defined]
+    produced = {measure(rule)[2] for rule in rules}
+    assert {u.strip('"') for u in names_in(table["`unit`"])} == produced
+
+
+@pytest.mark.integration
+async def test_every_metric_the_daemon_exports_is_in_the_readme(tmp_path: Path) -> None:
+    """Each metric on the /metrics page of a running daemon (its history loaded, its feed
+    subscribed) is in the README's "Logs and metrics", which says it lists them: rule_progress,
+    its cap, and seven others were not."""
+    from monitor.status import parse_metrics
+    from tests.test_service import daemon_running, write_config
+
+    conf = write_config(tmp_path, f"mm-metrics-{uuid.uuid4().hex[:8]}")
+    res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12")
+    assert res.returncode == 0, res.stderr
+    async with daemon_running(conf) as daemon:
+        names = set(parse_metrics(daemon.counters.render()).samples)
+    text = README.read_text()
+    section = text.split("### Logs and metrics", 1)[1].split("\n### ", 1)[0]
+    assert "rule_progress" in names and len(names) > 20
+    assert sorted(n for n in names if not re.search(rf"`{n}[`{{]", section)) == []
+    assert "at most 50 rows" in section
 
 
 def test_the_feed_health_alert_is_as_documented() -> None:
