@@ -44,6 +44,7 @@ from monitor.errors import DataError, MonitorError
 from monitor.feed_wiring import build_feeds, supervised
 from monitor.feeds.mqtt import MqttFeed
 from monitor.feeds.wire import Wire
+from monitor.gap_report import GapReport
 from monitor.http import HttpServer, PortUnavailable, check_listen, json_route
 from monitor.intraday import Intraday
 from monitor.journal import JOURNAL, Journal
@@ -51,7 +52,7 @@ from monitor.owed_backfills import OwedBackfills
 from monitor.pipeline import BatchDecoder, Pipeline
 from monitor.progress_gauges import ProgressGauges
 from monitor.recent_alerts import RecentAlerts
-from monitor.replay import build_engine, new_gaps
+from monitor.replay import build_engine
 from monitor.replay_data import split_replay_data
 from monitor.rules_config import load_rules_file, load_short_interest
 from monitor.rules_reload import RulesReload, warn_of
@@ -145,7 +146,7 @@ class Daemon:
         self.recent_alerts = RecentAlerts(self.store, self.log)  # (kept across a restart)
         self.feed_alerts: list[Alert] = []
         self.status: list[tuple[str, bool, dt.datetime]] = []
-        self._gaps_reported: set[tuple[str, dt.date]] = set()  # (symbol, first session missing)
+        self.gap_report = GapReport(self.counters, self.log)  # (sessions missing: said once)
         self.failed_feeds: dict[str, str] = {}  # feed name -> why it gave up (see `supervised`)
         # feed name -> when it last crashed (monotonic) and why: /healthz degraded meanwhile
         self.crashed_feeds: dict[str, tuple[float, str]] = {}
@@ -241,7 +242,7 @@ class Daemon:
         self.freshness.note(step.daily_bars, step.minute_bars)
         self.progress_gauges.refresh(self.engine.progress)
         if step.daily_bars.height:
-            self.report_gaps(step.daily_bars)
+            self.gap_report.note(self.engine.daily, step.daily_bars, self.sessions)
         if self.short_interest_due:
             self.reload_short_interest()
         if step.daily_bars.height or self.snapshot_due:
@@ -294,30 +295,6 @@ class Daemon:
         """Feed-health alerts raised since the last step; they go out with the engine's."""
         alerts, self.feed_alerts = self.feed_alerts, []
         return alerts
-
-    def report_gaps(self, daily_bars: pl.DataFrame) -> None:
-        """Warn of sessions missing inside a symbol's history that a step's daily bars open:
-        a window or streak does not reach across them. Each gap once: the bars after it
-        come again as the session's bar is corrected (late ticks, a provider's revision)."""
-        found = [
-            g
-            for g in new_gaps(self.engine.daily, daily_bars, self.sessions)
-            if (g.symbol, g.first) not in self._gaps_reported
-        ]
-        if not found:
-            return
-        if len(self._gaps_reported) > 100_000:  # (years of a large universe's holes)
-            self._gaps_reported.clear()
-        self._gaps_reported.update((g.symbol, g.first) for g in found)
-        missing = sum(g.missing for g in found)
-        self.counters.inc("daily_sessions_missing", missing)
-        self.log.warning(
-            "daily_bars_missing",
-            sessions=missing,
-            symbols=len(found),
-            first=[f"{g.symbol} {g.missing} from {g.first}" for g in found[:5]],
-            note="a window or streak does not reach across them",
-        )
 
     def snapshot(self) -> None:
         """Save bar history and engine state to the store."""
