@@ -375,13 +375,15 @@ def _tail_password_fix(args: argparse.Namespace) -> str:
     from monitor import config as cfg
     from monitor import config_env
     from monitor.alerts.redis_sink import AUTH_FIX
+    from monitor.urls import url_password
 
+    if url_password(args.url or ""):  # (user info or ?password=: the client sends it)
+        return "the password in --url was refused: check it" + (
+            ""
+            if args.config
+            else " (or pass --config, whose [redis] password_env or password_file tail then uses)"
+        )
     if not args.config:
-        if _url_password(args.url or ""):
-            return (
-                "the password in --url was refused: check it (or pass --config, whose [redis]"
-                " password_env or password_file tail then uses)"
-            )
         return "tail takes the password from --config's [redis] password_env or password_file"
     config = cfg.load(args.config)
     redis = config.redis
@@ -391,7 +393,7 @@ def _tail_password_fix(args: argparse.Namespace) -> str:
         value = redis.password_env or redis.password_file
         origin = variables.get(("redis", field), args.config)
         return f"{AUTH_FIX}: tail sent the password of [redis] {field} = {value!r} ({origin})"
-    if _url_password(redis.url):
+    if url_password(redis.url):
         return f"{AUTH_FIX}: tail sent the password of [redis] url ({args.config})"
     prefix = config_env.ENV_PREFIX
     variable = f"{prefix}REDIS__PASSWORD_FILE"
@@ -402,16 +404,6 @@ def _tail_password_fix(args: argparse.Namespace) -> str:
         f"/etc/market-monitor/credentials/redis-password market-monitor tail --config "
         f"{args.config})"
     )
-
-
-def _url_password(url: str) -> bool:
-    """Whether a Redis URL carries a password (`redis://user:pass@host`)."""
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password is not None
-    except ValueError:
-        return False
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -317,7 +317,7 @@ def masked(config: Config) -> dict[str, Any]:
     """The effective configuration as plain data, credentials masked (for `config check`)."""
     data: dict[str, Any] = msgspec.to_builtins(config)
     for section in [data.get("redis", {}), *data.get("feeds", [])]:
-        url = section.get("url")
-        if isinstance(url, str):
-            section["url"] = mask_url(url)
+        for field, value in section.items():  # (url, rest_url: a token may sit in a query)
+            if field.endswith("url") and isinstance(value, str):
+                section[field] = mask_url(value)
     return data

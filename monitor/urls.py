@@ -6,17 +6,59 @@ too, and adapters do not import the config.
 
 from __future__ import annotations
 
-from urllib.parse import SplitResult, urlsplit
+import re
+from urllib.parse import SplitResult, unquote, urlsplit
+
+# A query parameter (or fragment parameter) whose name holds one of these is taken for a
+# secret and its value masked: password, token, apikey, api_key, key, secret, access_token,
+# client_secret, auth, sig, ... (redis-py reads `?password=` as the login's password; a
+# provider's stream or REST URL may carry `?token=` or `?apiKey=`). A harmless one masked
+# (`ssl_keyfile`) costs a log line's detail; a secret shown costs the secret.
+_SECRET_WORDS = re.compile(r"pass|pwd|secret|token|key|auth|credential|sig", re.IGNORECASE)
+_PARAMETER = re.compile(r"([?&;#])([^=&;#]*)=([^&;#]*)")
+
+
+def _is_secret(name: str) -> bool:
+    """Whether a URL query parameter named `name` may hold a secret (see `_SECRET_WORDS`)."""
+    plain = unquote(name)
+    return plain.lower() == "pw" or _SECRET_WORDS.search(plain) is not None
 
 
 def mask_url(url: str) -> str:
-    """`redis://user:pw@host` -> `redis://user:***@host`."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    cred, _, host = rest.rpartition("@")
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in cred else f"{scheme}://{user}@{host}"
+    """`redis://user:pw@host/0?password=pw&db=1` -> `redis://user:***@host/0?password=***&db=1`:
+    the user info's password and the value of every parameter that may be a secret
+    (`_is_secret`) masked, the rest as written (a password may hold `/`, `?` or
+    `#`: the user info ends at the last `@`, see `_user_info`)."""
+    scheme, sep, rest = url.partition("://") if "://" in url else ("", "", url)
+    cred, at, host = _user_info(rest)
+    if at:
+        user, colon, _ = cred.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{host}"
+    return scheme + sep + _PARAMETER.sub(_masked_parameter, rest)
+
+
+def _user_info(rest: str) -> tuple[str, str, str]:
+    """(user info, "@", the rest) of what follows a URL's `://`, or ("", "", rest) without
+    user info: it ends at the last `@`, unless the text before that holds no user (a `/`, `?`
+    or `#` before its `:`: the `@` is in the path or query)."""
+    cred, at, host = rest.rpartition("@")
+    if not at or any(c in cred.partition(":")[0] for c in "/?#"):
+        return "", "", rest
+    return cred, at, host
+
+
+def _masked_parameter(found: re.Match[str]) -> str:
+    mark, name, value = found.groups()
+    return f"{mark}{name}={'***' if _is_secret(name) and value else value}"
+
+
+def url_password(url: str) -> bool:
+    """Whether a URL carries a password the Redis client sends: in its user info
+    (`redis://user:pw@host`) or as its `?password=` parameter, which redis-py reads too."""
+    cred = _user_info(url.partition("://")[2])[0]
+    return ":" in cred or any(
+        unquote(name).lower() == "password" and value for _, name, value in _PARAMETER.findall(url)
+    )
 
 
 def host_only(url: str) -> str:

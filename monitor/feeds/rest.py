@@ -6,7 +6,7 @@ per symbol with `apiKey`, following `next_url`. Bars come back as one FeedBatch 
 (bad bars as rejections), which the engine upserts by symbol and start.
 
 httpx types stay here: a network failure, a 429 or a 5xx is a `TransientError`; a 401 / 403 is a
-`ConfigError`. The API key never appears in an error message or a log (see `mask_url`).
+`ConfigError`. The API key never appears in an error message or a log (`monitor.urls.mask_url`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -25,24 +25,13 @@ import polars as pl
 from monitor.core.model import FeedBatch, Rejection
 from monitor.errors import ConfigError, MonitorError, TransientError
 from monitor.feeds.provider import Columns, datetime_us, ms_us, rejection
+from monitor.urls import mask_url
 from monitor.waiting import retry_after
 
 __all__ = ["Fetched", "RestBackfill", "mask_url"]
 
-_SECRET_PARAMS = frozenset({"token", "apikey", "api_key", "key", "secret", "apca-api-secret-key"})
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
-
-
-def mask_url(url: str) -> str:
-    """`url` with secret query values (token, apiKey, ...) and any password replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 class Fetched(NamedTuple):
