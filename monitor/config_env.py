@@ -1,8 +1,9 @@
 """Environment overrides of a config file: `PREFIX` + `SECTION__KEY=value` sets `[section] key`.
 
-Values are read as TOML scalars when they parse, else taken as strings. Entries of arrays of
-tables (`[[feeds]]`, `[[receivers]]`) cannot be set so. `env_overrides` also tells which key a
-variable set, so that an error in its value names the variable instead of the file.
+Values are read as TOML scalars when they parse, else taken as strings. Arrays of tables
+(`[[feeds]]`, `[[receivers]]`, `[[route.routes]]`) cannot be set so, whole or by entry.
+`env_overrides` also tells which key a variable set, so that an error in its value names the
+variable instead of the file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR__"
 Overrides = dict[tuple[str, ...], str]  # a key's path -> the environment variable that sets it
+# The arrays of tables of each config, by its variables' prefix: set in the file only, never
+# from the environment, whole (`MARKET_MONITOR_NOTIFY__RECEIVERS='[{...}]'` replaced every
+# receiver) or by entry (`MARKET_MONITOR__FEEDS__0__URL`).
+TABLE_ARRAYS: dict[str, set[tuple[str, ...]]] = {
+    ENV_PREFIX: {("feeds",)},
+    "MARKET_MONITOR_NOTIFY__": {("receivers",), ("route", "routes")},
+}
 
 
 def env_overrides(env: dict[str, str], prefix: str = ENV_PREFIX) -> Overrides:
@@ -33,9 +41,10 @@ def env_overrides(env: dict[str, str], prefix: str = ENV_PREFIX) -> Overrides:
 
 def apply_env(raw: dict[str, Any], env: dict[str, str], prefix: str) -> None:
     for path, key in env_overrides(env, prefix).items():
-        if path == ("feeds",):  # (the whole array, as one TOML value: as its entries, refused)
+        if path in TABLE_ARRAYS.get(prefix, set()):  # (the whole array, as one TOML value)
             raise ConfigError(
-                f"{key}: [[feeds]] cannot be overridden from the environment (set it in the file)"
+                f"{key}: [[{'.'.join(path)}]] cannot be overridden from the environment (set it"
+                " in the file)"
             )
         node = raw
         for n, part in enumerate(path[:-1]):

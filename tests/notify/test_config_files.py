@@ -87,6 +87,28 @@ def test_a_receiver_set_from_the_environment_is_refused_saying_why(tmp_path: Pat
     )
 
 
+@pytest.mark.parametrize(
+    ("variable", "array"),
+    [
+        ("MARKET_MONITOR_NOTIFY__RECEIVERS", "receivers"),
+        ("MARKET_MONITOR_NOTIFY__ROUTE__ROUTES", "route.routes"),
+    ],
+)
+def test_a_whole_array_of_tables_set_from_the_environment_is_refused(
+    tmp_path: Path, variable: str, array: str
+) -> None:
+    """`MARKET_MONITOR_NOTIFY__RECEIVERS='[{...}]'` replaced every receiver of the file (and
+    `...__ROUTE__ROUTES` the routes), though the docs say they are set in the file only, as
+    the daemon refuses `MARKET_MONITOR__FEEDS`: a config error naming the variable now."""
+    conf = write(tmp_path, 'url = "redis://127.0.0.1:6379/0"')
+    value = '[{name = "hook", url = "json://evil.example/x", receivers = ["hook"]}]'
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {variable: value})
+    assert str(caught.value) == (
+        f"{variable}: [[{array}]] cannot be overridden from the environment (set it in the file)"
+    )
+
+
 def test_an_infinite_interval_is_a_config_error_naming_it(tmp_path: Path) -> None:
     """`claim_interval_s = inf` passed the types (greater than 0) and would break the timers:
     one line naming the field (from the file, or the variable that set it)."""
