@@ -109,7 +109,8 @@ def _is_notifier_config(path: str) -> bool:
 
 def _notifier_check(path: str) -> int:
     """`config check` of the notifier's config: read and checked as the notifier reads it
-    (receiver URLs no sender can use included), without sending or connecting."""
+    (its `[redis]` login's secrets and receiver URLs no sender can use included), without
+    sending or connecting."""
     import asyncio
 
     from monitor.notify import config as ncfg
@@ -125,12 +126,18 @@ def _notifier_check(path: str) -> int:
             url = ncfg.resolve_url(r, f"receivers[{i}].url")
             await receiver_sender(i, r, str(url)).aclose()
 
+    secrets = Secrets()
     try:
         config = ncfg.load(path, outside_unit=True)
+        redis = config.redis  # (its login, as `notify` reads it before it connects)
+        secrets.resolve("redis.password", redis.password_env, redis.password_file)
+        secrets.resolve("redis.username", redis.username_env, redis.username_file)
         asyncio.run(senders(config))
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    for field, (file, unit) in secrets.unread.items():
+        print(f"market-monitor: warning: {unit_only(field, file, unit)}", file=sys.stderr)
     names = ", ".join(r.name for r in config.receivers)
     print(
         f"market-monitor: {path} is a notifier config ([[receivers]]) and reads as one:"
@@ -160,32 +167,42 @@ def resolve_secrets(
     which systemd makes only while it runs. ConfigError names the field when a variable or
     file is missing.
     """
-    found: dict[str, str] = {}
-    unread: dict[str, tuple[str, str]] = {}
+    secrets = Secrets()
+    secrets.resolve("redis.password", config.redis.password_env, config.redis.password_file)
+    secrets.resolve("redis.username", config.redis.username_env, config.redis.username_file)
+    for i, feed in enumerate(config.feeds):  # (those the feed's kind reads: monitor.feed_wiring)
+        where = f"feeds[{i}]"
+        if feed.kind == "mqtt":
+            secrets.resolve(f"{where}.username", feed.username_env, feed.username_file)
+            secrets.resolve(f"{where}.password", feed.password_env, feed.password_file)
+        elif feed.kind == "websocket":
+            secrets.resolve(f"{where}.key", feed.key_env, feed.key_file)
+            secrets.resolve(f"{where}.secret", feed.secret_env, feed.secret_file)
+    return secrets.found, secrets.unread
 
-    def one(where: str, env_name: str, file_name: str) -> None:
+
+class Secrets:
+    """The secrets `config check` resolved: `found`, field -> where each came from (never the
+    value); `unread`, `*_file` field -> (file, unit) for a systemd credential of a unit not
+    running, which systemd makes only while the unit runs."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, str] = {}
+        self.unread: dict[str, tuple[str, str]] = {}
+
+    def resolve(self, where: str, env_name: str, file_name: str) -> None:
+        """Read the secret `where` (`redis.password`) from `env_name` or `file_name` as the
+        service reads it; ConfigError naming the field when it cannot be."""
         unit = credentials.absent_unit_credential(file_name) if file_name and not env_name else None
         if unit is not None:
-            unread[f"{where}_file"] = (file_name, unit)
+            self.unread[f"{where}_file"] = (file_name, unit)
             return
-        if where.endswith(".username"):  # (read as the daemon reads it: a user name checked)
+        if where.endswith(".username"):  # (read as the service reads it: a user name checked)
             value = credentials.login_name(where, "", env_name, file_name)
         else:
             value = credentials.secret(where, env_name=env_name, file_name=file_name)
         if value is not None:
-            found[where] = f"environment {env_name}" if env_name else f"file {file_name}"
-
-    one("redis.password", config.redis.password_env, config.redis.password_file)
-    one("redis.username", config.redis.username_env, config.redis.username_file)
-    for i, feed in enumerate(config.feeds):  # (those the feed's kind reads: monitor.feed_wiring)
-        where = f"feeds[{i}]"
-        if feed.kind == "mqtt":
-            one(f"{where}.username", feed.username_env, feed.username_file)
-            one(f"{where}.password", feed.password_env, feed.password_file)
-        elif feed.kind == "websocket":
-            one(f"{where}.key", feed.key_env, feed.key_file)
-            one(f"{where}.secret", feed.secret_env, feed.secret_file)
-    return found, unread
+            self.found[where] = f"environment {env_name}" if env_name else f"file {file_name}"
 
 
 def to_toml(data: dict[str, Any]) -> str:

@@ -62,3 +62,34 @@ def test_config_check_of_a_notifier_config_with_unit_credentials_warns_not_fails
         "market-monitor: warning: receivers[0].url_file: "
         "/run/credentials/market-monitor-notify.service/ops not read: a systemd credential"
     )
+
+
+def test_config_check_of_a_notifier_config_resolves_its_redis_login(tmp_path: Path) -> None:
+    """The notifier's `[redis] password_env` naming no variable and `password_file` naming no
+    file fail the check with notify's own line (exit 78; it said "reads as one", exit 0); a
+    `password_file` that is a credential of a unit not running is a warning, exit 0."""
+    conf = tmp_path / "notify.toml"
+    receiver = '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:9/a"\n'
+    receiver += '[route]\nreceivers = ["hook"]\n'
+    missing = tmp_path / "no-such-pw"
+    for login, said in (
+        ('password_env = "MM_TEST_NO_SUCH_PW"', "redis.password_env: environment variable "
+         "MM_TEST_NO_SUCH_PW is not set"),
+        (f'password_file = "{missing}"', f"redis.password_file: cannot read {missing}: "
+         "No such file or directory"),
+        ('username_env = "MM_TEST_NO_SUCH_USER"', "redis.username_env: environment variable "
+         "MM_TEST_NO_SUCH_USER is not set"),
+    ):  # fmt: skip
+        conf.write_text(f"[redis]\n{login}\n{receiver}")
+        check = cli("config", "check", "--config", str(conf), env={})
+        notify = cli("notify", "--config", str(conf), env={})
+        line = f"market-monitor: config error: {said}\n"
+        assert (check.returncode, check.stderr) == (notify.returncode, notify.stderr) == (78, line)
+    unit = "mm-test-not-running.service"
+    conf.write_text(f'[redis]\npassword_file = "/run/credentials/{unit}/redis"\n{receiver}')
+    res = cli("config", "check", "--config", str(conf), env={})
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.startswith(
+        f"market-monitor: warning: redis.password_file: /run/credentials/{unit}/redis not read:"
+        " a systemd credential"
+    )
