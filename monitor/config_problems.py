@@ -2,16 +2,18 @@
 
 `problem(config)` gives (field, message) for the first such thing, so that `config check` fails
 where `run` would, with the same one line: a float that is not finite, a Redis URL the client
-would refuse, both of two passwords, an unreadable `ca_file`, and per feed a setting of another
-kind of feed, a URL of the wrong scheme, credentials in a URL, an MQTT topic that is no filter,
-a `field_map` key the generic decoder does not have. The notifier's config shares the URL,
-`inf` and file checks.
+would refuse, both of two passwords, a `ca_file` that holds no certificate (or without TLS), and
+per feed a setting of another kind of feed, a URL of the wrong scheme or port, credentials in a
+URL, an MQTT topic that is no filter, a `field_map` key the generic decoder does not have, a
+WebSocket provider's symbols, key or secret missing, a `rest_url` that is no http(s) URL. The
+notifier's config shares the URL, `inf` and file checks.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -45,13 +47,13 @@ def problem(config: Config) -> tuple[str, str] | None:
     if config.redis.ca_file:
         if not config.redis.url.startswith("rediss://"):
             return "redis.ca_file", "needs a rediss:// url"
-        problem = unreadable(config.redis.ca_file)
+        problem = ca_problem(config.redis.ca_file)
         if problem is not None:
             return "redis.ca_file", problem
     for i, feed in enumerate(config.feeds):
         problem_at = _feed_problem(feed)
         if problem_at is None and feed.ca_file:
-            problem = unreadable(feed.ca_file)
+            problem = ca_problem(feed.ca_file)
             problem_at = None if problem is None else ("ca_file", problem)
         if problem_at is not None:
             return f"feeds[{i}].{problem_at[0]}", problem_at[1]
@@ -109,6 +111,21 @@ def unreadable(path: str) -> str | None:
             file.read(1)
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror}"
+    return None
+
+
+def ca_problem(path: str) -> str | None:
+    """Why the `ca_file` at `path` cannot serve to verify a server (it cannot be read, or holds
+    no PEM certificate: a key, a DER file, a wrong path's other file), or None when it can.
+    Read as every TLS connection reads it, so that a bad one fails at start naming the field,
+    not each connection with a traceback that does not."""
+    problem = unreadable(path)
+    if problem is not None:
+        return problem
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError):  # (the library's words name no file)
+        return f"{path} holds no CA certificate (PEM: -----BEGIN CERTIFICATE----- ...)"
     return None
 
 
@@ -176,17 +193,16 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
     if not feed.url:
         return "url", f"required for a {feed.kind} feed"
     if feed.kind == "websocket":
-        if not feed.url.startswith(("ws://", "wss://")):
-            return "url", _expected(feed.url, "ws://... or wss://...")
-        backfill = feed.rest_url and feed.provider in ("alpaca", "polygon")
-        if backfill and not (feed.key_env or feed.key_file):
-            return "rest_url", "needs key_env or key_file"
-        return None
+        return _websocket_problem(feed)
     parts = split_url(feed.url)
     if isinstance(parts, str):
         return "url", parts
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         return "url", _expected(feed.url, "mqtt://host[:port] or mqtts://host[:port]")
+    if parts.port == 0:  # (the client takes it for 1883: another broker, surely a mistake)
+        return "url", not_valid(feed.url, "a port outside 1-65535")
+    if feed.ca_file and parts.scheme != "mqtts":  # (TLS is mqtts://: it was ignored)
+        return "ca_file", "needs an mqtts:// url"
     if parts.username or parts.password:
         where = "username and password_env or password_file"
         return "url", f"credentials belong in {where}, not the url: {mask_url(feed.url)!r}"
@@ -202,6 +218,32 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
         if problem is not None:
             return "topics", problem
     return _field_map_problem(feed.field_map)
+
+
+def _websocket_problem(feed: FeedConfig) -> tuple[str, str] | None:
+    """(field, message) for a WebSocket feed the daemon would refuse: a URL not ws(s)://, a
+    provider's feed without the symbols, key or secret it logs in and subscribes with, a
+    `rest_url` that is no http(s) URL, or one on a feed that fetches no backfill."""
+    if not feed.url.startswith(("ws://", "wss://")):
+        return "url", _expected(feed.url, "ws://... or wss://...")
+    provider = feed.provider
+    if provider != "generic":
+        if not feed.symbols:
+            return "symbols", f"{provider} needs at least one symbol to subscribe to"
+        if not (feed.key_env or feed.key_file):
+            return "key_env", f"{provider} needs an API key: set key_env or key_file"
+        if provider == "alpaca" and not (feed.secret_env or feed.secret_file):
+            return "secret_env", "alpaca needs the API secret: set secret_env or secret_file"
+    if not feed.rest_url:
+        return None
+    if provider not in ("alpaca", "polygon"):  # (a backfill is fetched from these: ignored)
+        return "rest_url", f"a backfill comes from alpaca and polygon only, not {provider}"
+    parts = split_url(feed.rest_url)
+    if isinstance(parts, str):
+        return "rest_url", parts
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "rest_url", _expected(feed.rest_url, "https://host[/path] or http://...")
+    return None
 
 
 def two_usernames(name: str, env_name: str, file_name: str) -> tuple[str, str] | None:

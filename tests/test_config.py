@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from monitor import config as cfg
 from monitor import credentials
 from monitor.errors import ConfigError
 from tests.conftest import NO_SHORT_INTEREST_NOTE
+from tests.security.pki import Pki
 from tests.test_commands import cli
 from tests.test_service import write_config
 
@@ -378,9 +380,10 @@ def test_secret_and_ca_files_are_relative_to_the_config_file(tmp_path: Path) -> 
         .replace("[redis]\n", f"{websocket}[redis]\n", 1)
     )
     (tmp_path / "credentials").mkdir()
-    for name in ("redis", "ca.pem", "mqtt", "key"):
+    for name in ("redis", "mqtt", "key"):
         (tmp_path / "credentials" / name).write_text(f"{name}-value\n")
         (tmp_path / "credentials" / name).chmod(0o600)
+    shutil.copy(Pki(tmp_path / "pki").ca, tmp_path / "credentials" / "ca.pem")
     loaded = cfg.load(conf, {})
     files = tmp_path / "credentials"
     assert (
@@ -432,27 +435,6 @@ def test_a_feed_entry_set_from_the_environment_is_refused_saying_why(tmp_path: P
         with pytest.raises(ConfigError) as caught:
             cfg.load(conf, {"MARKET_MONITOR__FEEDS__0__URL": "mqtt://127.0.0.1:1884"})
         assert str(caught.value) == want
-
-
-def test_a_rest_backfill_without_a_key_fails_check_and_run_alike(tmp_path: Path) -> None:
-    """An Alpaca WebSocket feed with `rest_url` but neither `key_env` nor `key_file` fails
-    `config check` as it fails `run`: exit 78, the same line naming `feeds[0].rest_url` (the
-    check used to pass it)."""
-    conf = write_config(tmp_path, "mm-rest-key")
-    text = conf.read_text()
-    assert MQTT_FEED.format(prefix="mm-rest-key") in text
-    conf.write_text(
-        text.replace(
-            MQTT_FEED.format(prefix="mm-rest-key"),
-            'kind = "websocket"\nprovider = "alpaca"\nurl = "wss://stream.example.com/v2/iex"\n'
-            'rest_url = "https://data.example.com"\n',
-        )
-    )
-    want = f"market-monitor: config error: {conf}: feeds[0].rest_url: needs key_env or key_file\n"
-    check = cli("config", "check", "--config", str(conf))
-    assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", str(conf), timeout=30)
-    assert (run.returncode, run.stderr) == (78, want)
 
 
 def test_a_config_that_is_not_utf8_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
