@@ -26,10 +26,10 @@ from monitor.config import Base, absolute_files, convert, read_toml
 from monitor.config_env import env_overrides
 from monitor.config_problems import (
     INFINITE,
+    ca_problem,
     infinite,
     redis_url_problem,
     two_usernames,
-    unreadable,
 )
 from monitor.credentials import Secret, absent_unit_credential, secret
 from monitor.errors import ConfigError
@@ -268,7 +268,8 @@ def parse(
 def check(
     config: NotifyConfig, environ: dict[str, str] | None = None, *, outside_unit: bool = False
 ) -> None:
-    """Cross-field checks: a Redis URL the client takes, a `ca_file` it can read, unique
+    """Cross-field checks: a Redis URL the client takes, a `ca_file` it can load (with a
+    rediss:// URL), unique
     receiver names, known references, clock times, time zones."""
     endless = infinite(msgspec.to_builtins(config))
     if endless is not None:
@@ -281,7 +282,9 @@ def check(
     if twice is not None:
         raise ConfigError(f"redis.{twice[0]}: {twice[1]}")
     if config.redis.ca_file:  # (else every connection fails: "unreachable", retried for ever)
-        problem = unreadable(config.redis.ca_file)
+        if not config.redis.url.startswith("rediss://"):  # (the client's TypeError, exit 1)
+            raise ConfigError("redis.ca_file: needs a rediss:// url")
+        problem = ca_problem(config.redis.ca_file)
         if problem is not None:
             raise ConfigError(f"redis.ca_file: {problem}")
     names = [r.name for r in config.receivers]

@@ -4,6 +4,7 @@ an unreachable Redis (69, which systemd retries for ever)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from monitor.errors import ConfigError
 from monitor.notify import config as ncfg
 from tests.conftest import ROOT
+from tests.security.pki import Pki
 
 
 def write(tmp: Path, redis: str, receiver: str = 'url = "json://127.0.0.1:9/alerts"') -> Path:
@@ -51,6 +53,35 @@ def test_a_ca_file_that_is_a_folder_is_refused_when_the_config_loads(tmp_path: P
     assert str(caught.value) == (f"{conf}: redis.ca_file: cannot read {tmp_path}: Is a directory")
 
 
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "unix:///run/redis.sock"])
+def test_a_ca_file_without_a_rediss_url_exits_78_naming_it(tmp_path: Path, url: str) -> None:
+    """`[redis] ca_file` with a redis:// or unix:// URL: `notify` exits 78 naming the field, as
+    the daemon does (it crashed with a TypeError traceback, exit 1, and the check passed)."""
+    ca = Pki(tmp_path / "pki").ca
+    conf = write(tmp_path, f'url = "{url}"\nca_file = "{ca}"')
+    want = f"market-monitor: config error: {conf}: redis.ca_file: needs a rediss:// url\n"
+    for command in (["notify"], ["config", "check"]):
+        res = subprocess.run(
+            [sys.executable, "-m", "monitor", *command, "--config", str(conf)],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert (res.returncode, res.stdout, res.stderr) == (78, "", want)
+
+
+def test_a_ca_file_that_holds_no_certificate_is_refused_naming_it(tmp_path: Path) -> None:
+    """A notifier `ca_file` that can be read but holds no certificate is a config error naming
+    `redis.ca_file`, as the daemon's (every connection failed, "unreachable", retried)."""
+    note = tmp_path / "ca.pem"
+    note.write_text("not a certificate\n")
+    conf = write(tmp_path, f'url = "rediss://127.0.0.1:6380/0"\nca_file = "{note}"')
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {})
+    assert str(caught.value) == (
+        f"{conf}: redis.ca_file: {note} holds no CA certificate (PEM: -----BEGIN CERTIFICATE-----"
+        " ...)"
+    )
+
+
 def test_relative_files_are_read_beside_the_config_file(tmp_path: Path) -> None:
     """Relative `password_file`, `ca_file` and `url_file` are taken from the config file's folder
     (they were read from the current one), absolute ones as they are; the receiver's URL is read
@@ -58,7 +89,7 @@ def test_relative_files_are_read_beside_the_config_file(tmp_path: Path) -> None:
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "hook").write_text("json://127.0.0.1:9/from-file\n")
-    (credentials / "ca.pem").write_text("not checked as a certificate here\n")
+    shutil.copy(Pki(tmp_path / "pki").ca, credentials / "ca.pem")
     conf = write(
         tmp_path,
         'url = "rediss://127.0.0.1:6380/0"\npassword_file = "credentials/redis"\n'
