@@ -5,8 +5,9 @@ where `run` would, with the same one line: a float that is not finite, a Redis U
 would refuse, both of two passwords, a `ca_file` that holds no certificate (or without TLS), and
 per feed a setting of another kind of feed, a URL of the wrong scheme or port, credentials in a
 URL, an MQTT topic that is no filter, a `field_map` key the generic decoder does not have, a
-WebSocket provider's symbols, key or secret missing, a `rest_url` that is no http(s) URL. The
-notifier's config shares the URL, `inf` and file checks.
+WebSocket provider's symbols, key or secret missing, a `rest_url` that is no http(s) URL; and
+two feeds of one name or one MQTT `client_id`. The notifier's config shares the URL, `inf` and
+file checks.
 """
 
 from __future__ import annotations
@@ -57,6 +58,25 @@ def problem(config: Config) -> tuple[str, str] | None:
             problem_at = None if problem is None else ("ca_file", problem)
         if problem_at is not None:
             return f"feeds[{i}].{problem_at[0]}", problem_at[1]
+    return _feeds_twice(config.feeds)
+
+
+def _feeds_twice(feeds: list[FeedConfig]) -> tuple[str, str] | None:
+    """(field, message) for a feed whose name (`label`: metrics, /healthz, logs and owed
+    backfills go by it) is an earlier feed's too, or an mqtt feed whose `client_id` is an
+    earlier one's: two connections with one id take the session from each other."""
+    labels = [feed.label(i) for i, feed in enumerate(feeds)]
+    ids = [feed.client_id if feed.kind == "mqtt" else "" for feed in feeds]
+    for i, label in enumerate(labels):
+        first = labels.index(label)
+        if first != i:
+            return f"feeds[{i}].name", f"{label!r} is feeds[{first}]'s name too: name each feed"
+        if ids[i] and ids.index(ids[i]) != i:
+            first = ids.index(ids[i])
+            return f"feeds[{i}].client_id", (
+                f"{ids[i]!r} is feeds[{first}]'s client_id too: two connections with one id take"
+                " the broker's session from each other"
+            )
     return None
 
 

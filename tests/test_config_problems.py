@@ -141,3 +141,40 @@ def test_a_ca_file_that_holds_no_certificate_fails_check_and_run_naming_the_fiel
     assert (run.returncode, run.stderr) == (78, want)
     conf.write_text(text.replace(old, new.format(ca=Pki(tmp_path / "pki").ca)))
     assert cfg.load(conf, {}).feeds[0].kind == "mqtt"
+
+
+MQTT = 'kind = "mqtt"\nurl = "mqtt://127.0.0.1:1883"\ntopics = ["mm-twice/#"]\n'
+
+
+@pytest.mark.parametrize(
+    ("second", "error"),
+    [
+        (f'{MQTT}name = "broker"\n',
+         "feeds[1].name: 'broker' is feeds[0]'s name too: name each feed"),
+        (f'{MQTT}client_id = "mm-twice-daemon"\n',
+         "feeds[1].client_id: 'mm-twice-daemon' is feeds[0]'s client_id too: two connections with"
+         " one id take the broker's session from each other"),
+    ],
+    ids=["name", "client-id"],
+)  # fmt: skip
+def test_two_feeds_of_one_name_or_one_client_id_are_refused(
+    tmp_path: Path, second: str, error: str
+) -> None:
+    """Two feeds named alike (/healthz said the working one was down too, and /metrics had one
+    feed_connected{feed} for both), or two mqtt feeds sharing a `client_id` (they took the
+    session from each other at run), are refused naming the second one's field."""
+    conf = write_config(tmp_path, "mm-twice")
+    conf.write_text(conf.read_text().replace("[redis]\n", f"[[feeds]]\n{second}[redis]\n", 1))
+    assert refused(conf) == f"{conf}: {error}"
+
+
+def test_a_name_given_that_is_another_feeds_default_name_is_refused(tmp_path: Path) -> None:
+    """A feed named `mqtt1` beside an unnamed mqtt feed in second place (whose name is `mqtt1`
+    by default) is refused; two unnamed feeds without a `client_id` load, as `mqtt0`, `mqtt1`."""
+    feeds = f'[[feeds]]\n{MQTT}name = "mqtt1"\n[[feeds]]\n{MQTT}'
+    conf = tmp_path / "monitor.toml"
+    conf.write_text(feeds)
+    assert refused(conf) == f"{conf}: feeds[1].name: 'mqtt1' is feeds[0]'s name too: name each feed"
+    conf.write_text(feeds.replace('name = "mqtt1"\n', ""))
+    loaded = cfg.load(conf, {})
+    assert [f.label(i) for i, f in enumerate(loaded.feeds)] == ["mqtt0", "mqtt1"]
