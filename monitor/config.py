@@ -12,6 +12,7 @@ files the config names). Paths are relative to the config file's folder: `load` 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -22,13 +23,18 @@ import msgspec
 from msgspec import Meta
 
 from monitor.config_env import ENV_PREFIX, Overrides, apply_env, env_overrides
-from monitor.config_problems import BOTH_PASSWORDS, problem
+from monitor.config_problems import BOTH_PASSWORDS, INFINITE, problem
 from monitor.core.fields import field_message
 from monitor.errors import ConfigError
 from monitor.urls import mask_url
 
 S = TypeVar("S", bound=msgspec.Struct)
 _UNKNOWN = re.compile(r"^Object contains unknown field `([^`]+)`")
+# Upper bounds, so that a finite but absurd number is a config error naming its field, not a
+# crash at run (APScheduler's interval past ~8.6e13 s, a timedelta past 999,999,999 days, Redis
+# refusing an integer past 2^63 - 1, MQTT 5 a session expiry past 2^32 - 1 s).
+LONGEST_S = 366 * 86_400.0  # every duration and interval in seconds: a year at most
+REDIS_INT_MAX = 2**63 - 1
 
 
 class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -37,8 +43,8 @@ class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class StoreConfig(Base, frozen=True):
     path: str = "var/market-monitor"
-    snapshot_interval_s: Annotated[float, Meta(gt=0)] = 300.0
-    intraday_interval_s: Annotated[float, Meta(gt=0)] = 60.0
+    snapshot_interval_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 300.0
+    intraday_interval_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 60.0
     # Each journal record on the disk itself (fdatasync) before its messages are acknowledged:
     # a power cut or a kernel panic then loses nothing acknowledged either. false: the page
     # cache keeps it when the process dies, not when the machine does.
@@ -54,7 +60,7 @@ class FeedConfig(Base, frozen=True):
     topics: list[str] = []
     qos: Literal[0, 1] = 1
     client_id: str = ""
-    session_expiry_s: Annotated[int, Meta(ge=0)] | None = 3600
+    session_expiry_s: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = 3600  # (MQTT 5: 4 bytes)
     mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
     provider: Literal["generic", "alpaca", "polygon", "finnhub"] = "generic"
     symbols: list[str] = []
@@ -68,11 +74,11 @@ class FeedConfig(Base, frozen=True):
     secret_env: str = ""
     secret_file: str = ""
     ca_file: str = ""
-    stale_after_s: Annotated[float, Meta(gt=0)] = 60.0
+    stale_after_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 60.0
     rest_url: str = ""
     watch_broker_drops: bool = True
     # mqtt: received but unprocessed messages held at most; past it the socket is not read
-    max_backlog_mb: Annotated[float, Meta(gt=0)] = 16.0
+    max_backlog_mb: Annotated[float, Meta(gt=0, le=1_048_576)] = 16.0  # (a TiB at most)
     # replay feed: a history file streamed as if live on an accelerated clock
     data: list[str] = []
     speed: Annotated[float, Meta(gt=0)] = 86400.0
@@ -90,13 +96,13 @@ class RedisConfig(Base, frozen=True):
     url: str = "redis://127.0.0.1:6379/0"
     channel: str = "market-monitor:alerts"
     stream: str = "market-monitor:alerts"
-    maxlen: Annotated[int, Meta(ge=1)] = 100_000
+    maxlen: Annotated[int, Meta(ge=1, le=REDIS_INT_MAX)] = 100_000
     # an alert id published is not published again for this long (a restart that evaluates a
     # period again, a batch resent after a lost reply)
     # (at most ten years: Redis refuses an expiry past its clock's range, as if it were down)
     dedupe_ttl_s: Annotated[int, Meta(ge=1, le=10 * 365 * 86_400)] = 30 * 86_400
     # between PINGs, which make /healthz follow Redis (going away, coming back) within about this
-    check_interval_s: Annotated[float, Meta(gt=0)] = 2.0
+    check_interval_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 2.0
     username: str = ""  # an ACL user; or from the environment or a file:
     username_env: str = ""
     username_file: str = ""
@@ -116,15 +122,15 @@ class HttpConfig(Base, frozen=True):
 
 
 class EngineConfig(Base, frozen=True):
-    queue_size: Annotated[int, Meta(ge=1)] = 10_000
-    batch_max_rows: Annotated[int, Meta(ge=1)] = 50_000
-    batch_max_age_ms: Annotated[float, Meta(gt=0)] = 25.0
+    queue_size: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
+    batch_max_rows: Annotated[int, Meta(ge=1, le=10_000_000)] = 50_000
+    batch_max_age_ms: Annotated[float, Meta(gt=0, le=60_000)] = 25.0  # (a minute at most)
     late_ticks: Literal["correct", "reject"] = "correct"
     # a copy of a trade is recognised within this of the trade's time (or of the first copy's
     # arrival, for a trade that came later than that)
-    dedup_window_s: Annotated[float, Meta(gt=0)] = 3600.0
+    dedup_window_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 3600.0
     # duplicate-tick keys held at most (8 bytes each); past it the window shrinks
-    dedup_max_keys: Annotated[int, Meta(ge=1000)] = 8_000_000
+    dedup_max_keys: Annotated[int, Meta(ge=1000, le=1_000_000_000)] = 8_000_000
     extended_hours: bool = False
     # hold back a session bar whose minutes look cut short at the close (a feed down through
     # it) until minutes that make it whole come (a backfill); false: build it of what came
@@ -136,11 +142,11 @@ class EngineConfig(Base, frozen=True):
     max_jump: Annotated[float, Meta(gt=1)] = 10.0
     # prints in a row out of band of the reference, agreeing with each other, that make the
     # last of them the reference (the market moved, or the reference was a bad print)
-    max_jump_confirm: Annotated[int, Meta(ge=2)] = 5
+    max_jump_confirm: Annotated[int, Meta(ge=2, le=1000)] = 5
 
 
 class ShutdownConfig(Base, frozen=True):
-    grace_s: Annotated[float, Meta(gt=0)] = 10.0
+    grace_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 10.0
 
 
 class ConsoleConfig(Base, frozen=True):
@@ -244,6 +250,8 @@ def convert(
         except msgspec.ValidationError as exc:
             error = str(exc)
             message, _, at = error.partition(" - at `$")
+            if _is_endless(raw, at.rstrip("`")):  # (`inf` past a bound: said as `inf`)
+                error = f"{INFINITE} - at `${at}"
             key = tuple(at.rstrip("`").lstrip(".").split("."))
             variable = variables.get(key)
             node: Any = raw
@@ -258,6 +266,18 @@ def convert(
             ):
                 raise ConfigError(_invalid(path, error, raw, variables, schema)) from None
             node[key[-1]] = text
+
+
+def _is_endless(raw: Any, at: str) -> bool:
+    """Whether the value at `at` (`.feeds[0].max_backlog_mb`, as msgspec names a field) of the
+    plain data `raw` is a float that is not finite."""
+    node = raw
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", at):
+        if index:
+            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
+        else:
+            node = node.get(name) if isinstance(node, dict) else None
+    return isinstance(node, float) and not math.isfinite(node)
 
 
 def _invalid(

@@ -231,6 +231,8 @@ def _feed_problem(feed: FeedConfig) -> tuple[str, str] | None:
         return twice
     if feed.password_env and feed.password_file:
         return "password_env", BOTH_PASSWORDS
+    if len(feed.client_id.encode()) > 65_535:  # (MQTT's string: the connect failed, for ever)
+        return "client_id", "past 65,535 bytes (UTF-8), the longest MQTT takes"
     if not feed.topics:
         return "topics", "an mqtt feed needs at least one topic"
     for topic in feed.topics:

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode
 import msgspec
 from msgspec import Meta
 
-from monitor.config import Base, absolute_files, convert, read_toml
+from monitor.config import LONGEST_S, REDIS_INT_MAX, Base, absolute_files, convert, read_toml
 from monitor.config_env import env_overrides
 from monitor.config_problems import (
     INFINITE,
@@ -35,7 +35,8 @@ from monitor.credentials import Secret, absent_unit_credential, secret
 from monitor.errors import ConfigError
 
 ENV_PREFIX = "MARKET_MONITOR_NOTIFY__"
-LONGEST_WAIT_S = 366 * 86_400.0  # a route's group_wait and group_interval, at most
+LONGEST_WAIT_S = LONGEST_S  # a route's group_wait and group_interval, at most (a year)
+TEN_YEARS_S = 10 * 365 * 86_400  # an expiry Redis takes (its clock's range), as the daemon's
 PLACEHOLDER = re.compile(r"\{([A-Z_][A-Z0-9_]*)\}")
 NATIVE_SCHEMES = ("tgram", "slack", "discord")
 REDIS_SCHEMES = ("redis", "rediss", "unix")  # what the Redis client takes
@@ -59,10 +60,11 @@ class RedisSection(Base, frozen=True):
     ca_file: str = ""  # the CA that signed the server's certificate (rediss://), as the daemon's
     batch: Annotated[int, Meta(ge=1, le=10_000)] = 100
     block_ms: Annotated[int, Meta(ge=1)] = 1000
-    claim_idle_s: Annotated[float, Meta(gt=0)] = 60.0
-    claim_interval_s: Annotated[float, Meta(gt=0)] = 10.0
-    delivery_log_ttl_s: Annotated[int, Meta(ge=60)] = 30 * 86_400
-    dead_maxlen: Annotated[int, Meta(ge=1)] = 10_000  # dead letters kept; older ones trimmed
+    claim_idle_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 60.0
+    claim_interval_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 10.0
+    delivery_log_ttl_s: Annotated[int, Meta(ge=60, le=TEN_YEARS_S)] = 30 * 86_400
+    # dead letters kept; older ones trimmed
+    dead_maxlen: Annotated[int, Meta(ge=1, le=REDIS_INT_MAX)] = 10_000
 
 
 class QuietHours(Base, frozen=True):
@@ -88,9 +90,9 @@ class ReceiverConfig(Base, frozen=True):
     format: Format = "auto"
     attach_chart: bool = True
     sender: Literal["auto", "apprise", "http"] = "auto"
-    min_interval_s: Annotated[float, Meta(ge=0)] = 0.0
-    max_attempts: Annotated[int, Meta(ge=1)] | None = None
-    timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    min_interval_s: Annotated[float, Meta(ge=0, le=LONGEST_S)] = 0.0
+    max_attempts: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    timeout_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 10.0
     quiet_hours: QuietHours | None = None
     # tgram://, slack://, discord:// only: the provider's API address (a proxy, a local fake)
     api_base: Annotated[str, Meta(pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")] | None = None
@@ -127,9 +129,9 @@ class DeliverySection(Base, frozen=True):
     outage of a minute or two delays alerts, it does not lose them (6 attempts, 15 to 31 s,
     did)."""
 
-    max_attempts: Annotated[int, Meta(ge=1)] = 12
-    backoff_base_s: Annotated[float, Meta(gt=0)] = 1.0
-    backoff_cap_s: Annotated[float, Meta(gt=0)] = 60.0
+    max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 12
+    backoff_base_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 1.0
+    backoff_cap_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 60.0
     jitter: Annotated[float, Meta(ge=0, le=1)] = 0.5
     # At a stop (SIGTERM), how long a message being sent may take to finish: below the unit's
     # TimeoutStopSec (30 s), with room for the hand-over after.
@@ -140,7 +142,7 @@ class RunawaySection(Base, frozen=True):
     """A rule firing more than `max_alerts` in `window_s` is throttled into one summary."""
 
     max_alerts: Annotated[int, Meta(ge=1)] = 30
-    window_s: Annotated[float, Meta(gt=0)] = 600.0
+    window_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 600.0
     receivers: list[str] = msgspec.field(
         default_factory=list
     )  # who is told; default: where the rule's alerts go
@@ -149,7 +151,7 @@ class RunawaySection(Base, frozen=True):
 class ChartsSection(Base, frozen=True):
     enabled: bool = True
     bars: str = ""  # the daemon's store bars_daily.parquet
-    sessions: Annotated[int, Meta(ge=5)] = 120
+    sessions: Annotated[int, Meta(ge=5, le=100_000)] = 120
 
 
 class DigestSection(Base, frozen=True):
@@ -159,7 +161,7 @@ class DigestSection(Base, frozen=True):
     receivers: list[str] = msgspec.field(default_factory=list)
     small: str = "IWM"
     large: list[str] = msgspec.field(default_factory=lambda: ["QQQ", "SPY"])
-    top: Annotated[int, Meta(ge=1)] = 5
+    top: Annotated[int, Meta(ge=1, le=1000)] = 5
 
 
 class TemplatesSection(Base, frozen=True):
