@@ -98,6 +98,7 @@ def test_a_client_id_past_65535_bytes_is_refused_and_one_at_it_loads(tmp_path: P
     ("section", "line", "error"),
     [
         ("redis", "claim_idle_s = 1e300", f"redis.claim_idle_s: {YEAR}"),
+        ("redis", "block_ms = 600000", "redis.block_ms: Expected `int` <= 60000"),
         ("redis", "claim_interval_s = 1e300", f"redis.claim_interval_s: {YEAR}"),
         ("redis", "delivery_log_ttl_s = 100000000000",
          "redis.delivery_log_ttl_s: Expected `int` <= 315360000"),

@@ -59,7 +59,7 @@ class RedisSection(Base, frozen=True):
     password_file: str = ""
     ca_file: str = ""  # the CA that signed the server's certificate (rediss://), as the daemon's
     batch: Annotated[int, Meta(ge=1, le=10_000)] = 100
-    block_ms: Annotated[int, Meta(ge=1)] = 1000
+    block_ms: Annotated[int, Meta(ge=1, le=60_000)] = 1000  # (a minute at most)
     claim_idle_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 60.0
     claim_interval_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 10.0
     delivery_log_ttl_s: Annotated[int, Meta(ge=60, le=TEN_YEARS_S)] = 30 * 86_400

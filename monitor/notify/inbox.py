@@ -48,6 +48,8 @@ from monitor.urls import mask_url
 from monitor.waiting import raise_if_cancelled, wait_any
 
 Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields), as XREADGROUP gives
+SOCKET_TIMEOUT_S = 10.0  # a Redis that takes the connection but does not answer: an outage
+BLOCK_MARGIN_S = 5.0  # past `block_ms`, how long a blocked read's answer may take
 
 
 def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) -> aioredis.Redis:
@@ -56,11 +58,17 @@ def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) ->
 
 
 def section_client(r: RedisSection, environ: dict[str, str] | None = None) -> aioredis.Redis:
-    """A client for the Redis of a `[redis]` section."""
+    """A client for the Redis of a `[redis]` section: a command unanswered for 10 s (for a read
+    blocked `block_ms`, that plus 5 s) is an outage."""
     password = secret(
         "redis.password", env_name=r.password_env, file_name=r.password_file, environ=environ
     )
-    kwargs: dict[str, Any] = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+    kwargs: dict[str, Any] = {
+        # (a blocked XREADGROUP answers after `block_ms`: a timeout shorter than that took
+        # every idle read for an outage, logged and reconnected every ~11 s)
+        "socket_timeout": max(SOCKET_TIMEOUT_S, r.block_ms / 1000 + BLOCK_MARGIN_S),
+        "socket_connect_timeout": 5.0,
+    }
     if password is not None:
         kwargs["password"] = str(password)
     username = login_name("redis.username", r.username, r.username_env, r.username_file, environ)

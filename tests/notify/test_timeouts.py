@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from monitor.core.backoff import Backoff
+from monitor.notify.config import RedisSection
 from monitor.notify.delivery import Courier, Outcome, make_sender, with_socket_timeouts
+from monitor.notify.inbox import section_client
 from monitor.notify.render import Message
 from tests.conftest import ROOT
 from tests.notify.conftest import alert, publish
@@ -150,3 +153,21 @@ async def test_a_send_hung_past_the_stop_grace_does_not_hold_the_process(
     code, _, events = await sigterm_mid_send(stream, tmp_path, 30, "stop_grace_s = 1\n")
     assert code == 0
     assert "delivery_abandoned" in events and events[-1] == "notifier_stopped"
+
+
+@pytest.mark.integration
+async def test_a_read_blocked_longer_than_ten_seconds_is_no_outage() -> None:
+    """`[redis] block_ms = 11000`: the notifier's client waits out an idle XREADGROUP blocked
+    that long and gets an empty answer (its fixed 10 s socket timeout took each such read for
+    an outage: redis_unavailable TimeoutError and a reconnect every ~11 s)."""
+    stream = f"mm-block-{uuid.uuid4().hex[:8]}"
+    section = RedisSection(url="redis://127.0.0.1:6379/0", stream=stream, block_ms=11_000)
+    client = section_client(section)
+    try:
+        await client.xgroup_create(stream, "g", id="$", mkstream=True)
+        started = time.monotonic()
+        got = await client.xreadgroup("g", "c", {stream: ">"}, block=section.block_ms)
+        assert (got, time.monotonic() - started >= 11.0) == ([], True)
+    finally:
+        await client.delete(stream)
+        await client.aclose()
