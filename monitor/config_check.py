@@ -4,7 +4,9 @@ Loads the file with the environment overrides applied (which reads every `ca_fil
 rules file, the replay feeds' data files and the short-interest file through the functions the
 daemon reads them with, resolves every secret (`*_env`, `*_file`) the daemon would, and prints the
 effective configuration with secrets masked. Exit 0 when the daemon would start with it; else the
-line and exit code `run` gives: 78 naming the field path, 65 (a data error) naming a data file.
+line and exit code `run` gives: 78 naming the field path (a store folder that cannot be made
+too), 65 (a data error) naming a data file, 71 for an `[http] host` that is no address of this
+machine (`monitor.start_checks`).
 A secret file that is a systemd credential of a unit not running (`/run/credentials/UNIT/NAME`,
 which systemd makes only while the unit runs) is not read: a warning says how to check it.
 """
@@ -20,8 +22,9 @@ from typing import Any
 from monitor import config as cfg
 from monitor import credentials, rules_config
 from monitor.core.rules.spec import NO_SHORT_INTEREST, no_short_interest, rule_warnings
-from monitor.errors import EX_CONFIG, EX_DATAERR, ConfigError, DataError
+from monitor.errors import EX_CONFIG, EX_DATAERR, EX_IOERR, EX_OSERR, ConfigError, DataError
 from monitor.replay_data import read_replay_feeds
+from monitor.start_checks import http_problem, store_problem
 
 MASK = "***"
 
@@ -41,13 +44,20 @@ def config_check(args: argparse.Namespace) -> int:
         for line in figures.said() if figures is not None else ():
             rejected.append(f"rules.short_interest {config.rules.short_interest}: {line}")
         sources, unread = resolve_secrets(config)
+        store_error, store_warning = store_problem(cfg.resolve(config, config.store.path))
+        if store_error is not None:
+            raise ConfigError(store_error)
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     except DataError as exc:
         print(f"market-monitor: data error: {exc}", file=sys.stderr)
         return EX_DATAERR
-    for line in rejected:
+    listen = http_problem(config.http.host, config.http.port)
+    if listen is not None:  # (run's line and exit code: 71, which systemd restarts)
+        print(f"market-monitor: error: {listen}", file=sys.stderr)
+        return EX_OSERR
+    for line in [*rejected, *([store_warning] if store_warning else [])]:
         print(f"market-monitor: warning: {line}", file=sys.stderr)
     if credentials.writable_by_others(path):
         print(
@@ -136,6 +146,10 @@ def _notifier_check(path: str) -> int:
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    listen = http_problem(config.http.host, config.http.port) if config.http.enabled else None
+    if listen is not None:  # (notify's line and exit code: 74)
+        print(f"market-monitor: error: {listen}", file=sys.stderr)
+        return EX_IOERR
     for field, (file, unit) in secrets.unread.items():
         print(f"market-monitor: warning: {unit_only(field, file, unit)}", file=sys.stderr)
     names = ", ".join(r.name for r in config.receivers)

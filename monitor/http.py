@@ -243,14 +243,16 @@ class PortUnavailable(MonitorError):
     cause stays: another program on the port, an address not this machine's)."""
 
 
-def check_listen(host: str, port: int) -> None:
+def check_listen(host: str, port: int, *, any_port: bool = False) -> None:
     """Bind `host:port` as the HTTP server will (each address the host resolves to, with
     SO_REUSEADDR as asyncio sets it) and let it go: called before the history is loaded, so a
-    port in use fails the start at once, PortUnavailable naming the address and why."""
+    port in use fails the start at once, PortUnavailable naming the address and why. With
+    `any_port`, a free port of the host's instead (`config check`: whether the host is an
+    address of this machine, not whether a running daemon holds the port)."""
     where = f"[http] cannot listen on {host}:{port}"
     try:
         found = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host or None, 0 if any_port else port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:  # (an unknown name; at boot, maybe a DNS not up yet)
         raise PortUnavailable(f"{where}: {exc.strerror}") from None
