@@ -76,7 +76,7 @@ def config_check(args: argparse.Namespace) -> int:
         *rules_config.never_fire(config, rules),
     ]:
         print(f"market-monitor: warning: {line}", file=sys.stderr)
-    for line in rule_warnings(rules):
+    for line in rule_warnings(rules, session_minutes=rules_config.session_minutes(config)):
         print(f"market-monitor: warning: rules.file: {line}", file=sys.stderr)
     if not config.rules.short_interest:
         for rule_id in no_short_interest(rules.enabled):

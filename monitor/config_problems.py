@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from monitor.core.symbols import named_symbol_problem
 from monitor.urls import host_only, mask_url, not_valid, split_url
 
 if TYPE_CHECKING:
@@ -40,6 +41,10 @@ def problem(config: Config) -> tuple[str, str] | None:
         return "redis.url", problem
     if config.redis.password_env and config.redis.password_file:
         return "redis.password_env", BOTH_PASSWORDS
+    for name in config.engine.universe:  # (no file or feed brings it: `bad_symbol` in replay)
+        problem = named_symbol_problem(name)
+        if problem is not None:
+            return "engine.universe", f"{name!r} is no symbol: it {problem}"
     twice = two_usernames(
         config.redis.username, config.redis.username_env, config.redis.username_file
     )

@@ -137,6 +137,7 @@ READERS = (
     "monitor.datalayout",
     "monitor.csvfiles",
     "monitor.core.model",
+    "monitor.core.symbols",  # (what a file's symbol may be: bad_symbol past it)
     "monitor.datacache",
     "monitor.calendar",  # (its EARLIEST: the first date a bar may have)
     "monitor.core.sessions",

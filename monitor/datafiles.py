@@ -49,8 +49,9 @@ import polars as pl
 
 from monitor.calendar import EARLIEST
 from monitor.core.model import DAILY_SCHEMA, MAX_PRICE, MAX_SIZE, Rejection
+from monitor.core.symbols import symbol_problem
 from monitor.csvfiles import csv_failure, csv_header, first_line, refuse_short_rows
-from monitor.datalayout import DATE_KEYS, Source, Table, column_key, parse_bars, symbol_problem
+from monitor.datalayout import DATE_KEYS, Source, Table, column_key, parse_bars
 from monitor.errors import DataError
 
 _REL_TOL = 1e-6

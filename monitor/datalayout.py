@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 import polars as pl
 
+from monitor.core.symbols import MAX_SYMBOL_CHARS, symbol_problem
 from monitor.csvfiles import comment_hint, csv_lines
 from monitor.errors import DataError
 
@@ -64,20 +65,6 @@ class Table(Source):
 
 
 # ---- layout ---------------------------------------------------------------------------------
-
-
-MAX_SYMBOL_CHARS = 64  # (a ticker is a few; an index's or fund's name some tens)
-
-
-def symbol_problem(name: str) -> str | None:
-    """Why a symbol from a file cannot be one: a control or formatting character (an escape
-    sequence a terminal would run, a right-to-left override that reverses what follows it on
-    the board), or past MAX_SYMBOL_CHARS. None for a usable symbol."""
-    if not name.isprintable():
-        return "has a control or formatting character"
-    if len(name) > MAX_SYMBOL_CHARS:
-        return f"is longer than {MAX_SYMBOL_CHARS} characters"
-    return None
 
 
 def shown_symbol(name: str) -> str:

@@ -52,6 +52,14 @@ def never_fire(config: Config, rules: RulesFile) -> list[str]:
     ]
 
 
+def session_minutes(config: Config) -> int:
+    """The minutes of a session the daemon's minute rules see: regular hours, or 04:00 to 20:00
+    New York with `[engine] extended_hours`."""
+    from monitor.core.rules.unheeded import EXTENDED_MINUTES, REGULAR_MINUTES
+
+    return EXTENDED_MINUTES if config.engine.extended_hours else REGULAR_MINUTES
+
+
 def load_short_interest(config: Config) -> ShortInterestFile | None:
     """The `[rules] short_interest` file, relative to the config file (None when unset), and
     its rows left out; DataError (exit 65) naming the file when it cannot be read, has a

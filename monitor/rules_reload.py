@@ -30,7 +30,7 @@ from monitor.core.rules.spec import (
 )
 from monitor.errors import ConfigError, DataError
 from monitor.replay import build_engine
-from monitor.rules_config import load_rules_file, never_fire, outside_universe
+from monitor.rules_config import load_rules_file, never_fire, outside_universe, session_minutes
 
 if TYPE_CHECKING:
     from monitor.service import Daemon
@@ -114,7 +114,7 @@ def warn_of(config: Config, rules: RulesFile, log: Any) -> None:
         log.warning("rule_symbols_outside_universe", detail=line)
     for line in never_fire(config, rules):
         log.warning("rule_never_fires", detail=line)
-    for line in rule_warnings(rules):
+    for line in rule_warnings(rules, session_minutes=session_minutes(config)):
         log.warning("rules_file_warning", detail=line)
     if not config.rules.short_interest:
         for rule_id in no_short_interest(rules.enabled):

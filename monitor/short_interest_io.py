@@ -23,8 +23,9 @@ from typing import NamedTuple
 import polars as pl
 
 from monitor.core.model import Rejection
+from monitor.core.symbols import symbol_problem
 from monitor.csvfiles import comment_hint, csv_failure, csv_header, csv_lines
-from monitor.datalayout import column_key, shown_symbol, symbol_problem
+from monitor.datalayout import column_key, shown_symbol
 from monitor.errors import DataError
 
 REQUIRED = ("symbol", "short_interest_date", "percent_of_float")

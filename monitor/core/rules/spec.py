@@ -17,6 +17,8 @@ from msgspec import Meta
 
 from monitor.core.fields import field_message
 from monitor.core.model import Severity
+from monitor.core.rules.unheeded import REGULAR_MINUTES, unheeded
+from monitor.core.symbols import named_symbol_problem
 
 # Every count of periods (a window, a streak's length, a cooldown, a horizon, a look-back) is
 # at most MAX_PERIODS: 100,000 minutes are some 256 sessions of regular hours, the most a minute
@@ -228,6 +230,19 @@ def _where(index: int, rule_id: object) -> str:
 
 
 def _check_targets(rule: Rule, where: str) -> None:
+    for field, names in (
+        ("symbols", rule.symbols),
+        ("exclude", rule.exclude),
+        *(
+            (("small", [rule.small]), ("large", [rule.large]))
+            if isinstance(rule, RotationRule)
+            else ()
+        ),
+    ):
+        for name in names:
+            problem = named_symbol_problem(name)
+            if problem is not None:  # (no file or feed brings it: `bad_symbol` in replay)
+                raise RuleError(f"{where}.{field}: {name!r} is no symbol: it {problem}")
     if rule.universe and rule.symbols:
         raise RuleError(
             f"{where}.symbols: give symbols = [...] or universe = true, not both"
@@ -291,8 +306,9 @@ _TOO_MANY_WHY = (
     " sessions of minutes)"
 )
 
-# Parameters that are fractions, and the value past which one was likely written in percent
-# (`min_return = 10` meant 0.10): short interest can pass 100% of the float, not 500%.
+# Parameters that are fractions, and the value from which one was likely written in percent
+# (`min_return = 10` meant 0.10, and `min_return = 1` 0.01): short interest can pass 100% of the
+# float, not 500%.
 _PLAUSIBLE = {
     "min_return": 1.0,
     "min_spread": 1.0,
@@ -305,17 +321,20 @@ _PLAUSIBLE = {
 NO_RULES = "no rules: the file has no [[rules]] table"
 
 
-def rule_warnings(rules: RulesFile) -> list[str]:
+def rule_warnings(rules: RulesFile, *, session_minutes: int = REGULAR_MINUTES) -> list[str]:
     """Lines for a rules file that validates but likely does not say what was meant: no rules,
-    or a fraction parameter past a plausible bound (a percent written for a fraction). Values
-    are not refused: a threshold of 150% can be meant."""
+    a fraction parameter at or past a plausible bound (a percent written for a fraction:
+    `min_return = 1` meant 1%), or a setting the rule will not act on (`unheeded`, in a
+    session of `session_minutes`). Values are not refused: a threshold of 150% can be meant."""
     if not rules.rules:
         return [NO_RULES]
     lines = [] if rules.enabled else ["no rule is enabled (each has enabled = false)"]
     for i, rule in enumerate(rules.rules):
+        for field, message in unheeded(rule, session_minutes):
+            lines.append(f"{_where(i, rule.id)}.{field}: {message}")
         for name, bound in _PLAUSIBLE.items():
             value = getattr(rule, name, None)
-            if value is None or value <= bound:
+            if value is None or value < bound:
                 continue
             what = " of the float sold short" if name == "min_short_interest" else ""
             source = (
