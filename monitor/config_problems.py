@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import ssl
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import msgspec
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from monitor.config import Config, FeedConfig
 
 BOTH_PASSWORDS = "set password_env or password_file, not both"
+_DB_PATH = re.compile(r"/[0-9]+")
 
 
 def problem(config: Config) -> tuple[str, str] | None:
@@ -171,6 +174,9 @@ def redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis", "rediss")) 
             return not_valid(url, "a port outside 1-65535")
         if not parts.hostname:
             return _expected(url, f"{scheme}://host[:port][/db]")
+        if unquote(parts.path) not in ("", "/") and not _DB_PATH.fullmatch(unquote(parts.path)):
+            # (the client took `/abc` for database 0, and `/1/2` for 12, without a word)
+            return not_valid(url, "a database that is no number: the path is /0, /1, ...")
     from redis.connection import parse_url  # (the client's own reading of the query: db=...)
 
     try:

@@ -178,3 +178,25 @@ def test_a_name_given_that_is_another_feeds_default_name_is_refused(tmp_path: Pa
     conf.write_text(feeds.replace('name = "mqtt1"\n', ""))
     loaded = cfg.load(conf, {})
     assert [f.label(i) for i, f in enumerate(loaded.feeds)] == ["mqtt0", "mqtt1"]
+
+
+@pytest.mark.parametrize("path", ["/abc", "/1/2", "/-1"])
+def test_a_redis_database_that_is_no_number_is_refused(tmp_path: Path, path: str) -> None:
+    """`redis://host/abc` (and `/1/2`, `/-1`) in the daemon's or the notifier's `[redis] url`
+    is refused naming the field, as a bad `?db=` is (the client took `/abc` for database 0 and
+    `/1/2` for 12, silently)."""
+    from monitor.notify import config as ncfg
+
+    url = f"redis://127.0.0.1:6379{path}"
+    want = "redis.url: not a valid url (a database that is no number: the path is /0, /1, ...):"
+    conf = write_config(tmp_path, "mm-db-path")
+    conf.write_text(conf.read_text().replace('url = "redis://127.0.0.1:6379/0"', f'url = "{url}"'))
+    assert refused(conf) == f"{conf}: {want} 'redis://127.0.0.1:6379/…'"
+    notify = tmp_path / "notify.toml"
+    notify.write_text(
+        f'[redis]\nurl = "{url}"\n[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:9/a"\n'
+        '[route]\nreceivers = ["hook"]\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(notify, {})
+    assert str(caught.value) == f"{notify}: {want} 'redis://127.0.0.1:6379/…'"
