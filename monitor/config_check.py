@@ -14,6 +14,7 @@ which systemd makes only while the unit runs) is not read: a warning says how to
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 import tomllib
@@ -108,13 +109,29 @@ def config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# The sections only the notifier's config has, and those only the daemon's has.
+NOTIFIER_ONLY = ("receivers", "route", "delivery", "runaway", "charts", "digest", "templates")
+DAEMON_ONLY = ("store", "feeds", "rules", "engine", "shutdown", "console")
+
+
 def _is_notifier_config(path: str) -> bool:
-    """Whether `path` is the notifier's config (it has `[[receivers]]`), not the daemon's."""
+    """Whether `path` is the notifier's config, not the daemon's: it has a section only the
+    notifier's has (`[[receivers]]`, `[route]`, ...), or one misspelt from those
+    (`[[receiver]]`: the notifier's reading then names the typo, not the daemon's)."""
     try:
         with open(path, "rb") as f:
-            return "receivers" in tomllib.load(f)
+            keys = list(tomllib.load(f))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return False  # (the daemon's reading of it says what is wrong)
+    return any(
+        key in NOTIFIER_ONLY
+        or (
+            key not in DAEMON_ONLY
+            and difflib.get_close_matches(key, NOTIFIER_ONLY, n=1, cutoff=0.8)
+            and not difflib.get_close_matches(key, DAEMON_ONLY, n=1, cutoff=0.8)
+        )
+        for key in keys
+    )
 
 
 def _notifier_check(path: str) -> int:

@@ -93,3 +93,28 @@ def test_config_check_of_a_notifier_config_resolves_its_redis_login(tmp_path: Pa
         f"market-monitor: warning: redis.password_file: /run/credentials/{unit}/redis not read:"
         " a systemd credential"
     )
+
+
+def test_config_check_of_a_notifier_config_with_a_misspelt_section_says_notifys_error(
+    tmp_path: Path,
+) -> None:
+    """`[[receiver]]` for `[[receivers]]`: config check reads the file as the notifier's and
+    gives notify's line, "did you mean `receivers`?" (it read it as the daemon's: "did you
+    mean `rules`?"); a daemon config's misspelt `[stor]` is still read as the daemon's."""
+    conf = tmp_path / "notify.toml"
+    conf.write_text('[[receiver]]\nname = "hook"\nurl = "json://127.0.0.1:9/a"\n')
+    check = cli("config", "check", "--config", str(conf), env={})
+    notify = cli("notify", "--config", str(conf), env={})
+    want = (
+        f"market-monitor: config error: {conf}: Object contains unknown field `receiver`; did"
+        " you mean `receivers`?\n"
+    )
+    assert (check.returncode, check.stderr) == (notify.returncode, notify.stderr) == (78, want)
+    daemon = tmp_path / "monitor.toml"
+    daemon.write_text('[stor]\npath = "x"\n')
+    res = cli("config", "check", "--config", str(daemon), env={})
+    assert (res.returncode, res.stderr) == (
+        78,
+        f"market-monitor: config error: {daemon}: Object contains unknown field `stor`; did you"
+        " mean `store`?\n",
+    )
