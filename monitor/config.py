@@ -191,6 +191,9 @@ def read_toml(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     apply_env(raw, environ, prefix)
+    if "base_dir" in raw:  # (it was overwritten: paths go by where the file is)
+        where = env_overrides(environ, prefix).get(("base_dir",), f"{path}: base_dir")
+        raise ConfigError(f"{where}: not a setting: paths are relative to the config file's folder")
     raw["base_dir"] = str(p.resolve().parent)
     return raw
 
@@ -289,7 +292,7 @@ def _invalid(
 ) -> str:
     """A msgspec error as "FILE: field: message", or "VARIABLE: message" when an environment
     override set the field (or added the unknown key) it is about."""
-    text = field_message(error, schema, raw)
+    text = field_message(error, schema, raw, hidden=("base_dir",))
     message, _, at = error.partition(" - at `$")
     printed = at.rstrip("`").lstrip(".")
     field = printed.split(".") if printed else []

@@ -10,6 +10,7 @@ import datetime as dt
 import difflib
 import re
 import types
+from collections.abc import Collection
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
@@ -21,15 +22,16 @@ _ENUM = re.compile(r"^Invalid enum value ")
 _DATE = re.compile(r"^Expected `date( \| null)?`, got `str`$")
 
 
-def field_message(error: str, root: type, raw: Any) -> str:
+def field_message(error: str, root: type, raw: Any, hidden: Collection[str] = frozenset()) -> str:
     """`error`, the text of a msgspec ValidationError from decoding `raw` (plain data) into
-    `root` (a Struct type), as "path: message", with a suggestion for an unknown field, the
-    values an enumeration takes, or how to write a date."""
+    `root` (a Struct type), as "path: message", with a suggestion for an unknown field (never
+    one of `hidden`, fields no file sets), the values an enumeration takes, or how to write a
+    date."""
     message, at, path = error.partition(_AT)
     path = path.rstrip("`") if at else ""
     unknown = _UNKNOWN.match(message)
     if unknown is not None:
-        names = _names_at(root, raw, path)
+        names = [name for name in _names_at(root, raw, path) if name not in hidden]
         close = difflib.get_close_matches(unknown[1], names, n=1)
         if close:
             message += f"; did you mean `{close[0]}`?"
