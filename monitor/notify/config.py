@@ -10,13 +10,14 @@ whole URL, or `{NAME}` placeholders in `url` are filled from the environment
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import math
 import os
 import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -31,6 +32,7 @@ from monitor.config_problems import (
     redis_url_problem,
     two_usernames,
 )
+from monitor.core.model import Severity
 from monitor.credentials import Secret, absent_unit_credential, secret
 from monitor.errors import ConfigError
 
@@ -41,6 +43,7 @@ PLACEHOLDER = re.compile(r"\{([A-Z_][A-Z0-9_]*)\}")
 NATIVE_SCHEMES = ("tgram", "slack", "discord")
 REDIS_SCHEMES = ("redis", "rediss", "unix")  # what the Redis client takes
 GROUP_FIELDS = ("rule", "kind", "symbol", "severity", "session", "timeframe", "id")
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 Format = Literal["auto", "markdown", "html", "text"]
 
 
@@ -378,6 +381,12 @@ def _check_route(route: RouteConfig, where: str, names: set[str], *, root: bool)
     for f in route.group_by or []:
         if f not in GROUP_FIELDS:
             raise ConfigError(f"{where}.group_by: {f!r} is not one of {', '.join(GROUP_FIELDS)}")
+    for pattern in route.match.severity:  # (a glob no severity meets: the route never matched)
+        if not any(fnmatch.fnmatchcase(s, pattern) for s in SEVERITIES):
+            raise ConfigError(
+                f"{where}.match.severity: {pattern!r} matches no severity: an alert's is one of"
+                f" {', '.join(SEVERITIES)}"
+            )
     for i, child in enumerate(route.routes):
         _check_route(child, f"{where}.routes[{i}]", names, root=False)
 

@@ -153,3 +153,20 @@ def test_an_infinite_interval_is_a_config_error_naming_it(tmp_path: Path) -> Non
     variable = "MARKET_MONITOR_NOTIFY__REDIS__CLAIM_IDLE_S"
     with pytest.raises(ConfigError, match=variable):
         ncfg.load(path, {variable: "inf"})
+
+
+def test_a_route_severity_no_alert_has_is_refused_naming_it(tmp_path: Path) -> None:
+    """`match.severity = ["urgent"]` (no alert's severity: the route never matched) is refused
+    naming the route; a glob that meets one (`"crit*"`) and the four severities load."""
+    conf = write(tmp_path, 'url = "redis://127.0.0.1:6379/0"')
+    route = '\n[[route.routes]]\nreceivers = ["hook"]\nmatch = {{ severity = {} }}\n'
+    text = conf.read_text()
+    conf.write_text(text + route.format('["warning", "urgent"]'))
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {})
+    assert str(caught.value) == (
+        f"{conf}: route.routes[0].match.severity: 'urgent' matches no severity: an alert's is one"
+        " of info, notice, warning, critical"
+    )
+    conf.write_text(text + route.format('["crit*", "info", "notice", "warning", "critical"]'))
+    assert ncfg.load(conf, {}).route.routes[0].match.severity[0] == "crit*"
