@@ -85,3 +85,22 @@ def test_a_minute_window_that_fits_an_extended_session_is_no_warning() -> None:
         'rules[0] (id "x").window: 960 minutes never fit in a session: a 1m window stays within'
         " its session (960 minutes), so the rule never fires"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('kind = "squeeze"\nuniverse = true\nvolume_ratio = inf', "volume_ratio"),
+        ('kind = "fade"\nuniverse = true\nrise = inf', "rise"),
+        ('kind = "squeeze"\nuniverse = true\nmin_days_to_cover = inf', "min_days_to_cover"),
+    ],
+)
+def test_a_rule_parameter_that_is_not_finite_is_an_error(text: str, field: str) -> None:
+    """`volume_ratio = inf` or `rise = inf` passed "greater than 0" and the rule never fired:
+    refused naming the rule and field, as the configs refuse `inf`."""
+    with pytest.raises(RuleError) as caught:
+        parse_rules(rule(text))
+    assert str(caught.value) == (
+        f'rules[0] (id "x").{field}: not a finite number (inf is no setting: write the number'
+        " meant)"
+    )

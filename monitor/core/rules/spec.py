@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import re
 from collections.abc import Collection, Sequence
 from typing import Annotated, Any, Literal
@@ -154,6 +155,9 @@ class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return [r for r in self.rules if r.enabled]
 
 
+NOT_FINITE = "not a finite number (inf is no setting: write the number meant)"
+
+
 class RuleError(ValueError):
     """A rules file that does not validate; the message names the field path."""
 
@@ -179,6 +183,10 @@ def parse_rules(text: bytes | str) -> RulesFile:
         repeated = _first_repeat(rule.horizons)
         if repeated is not None:  # (a column of forward returns per horizon: two broke replay)
             raise RuleError(f"{_where(i, rule.id)}.horizons: {repeated} is given twice")
+        for name in rule.__struct_fields__:  # (`volume_ratio = inf` passed "greater than 0")
+            value = getattr(rule, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RuleError(f"{_where(i, rule.id)}.{name}: {NOT_FINITE}")
         _check_targets(rule, _where(i, rule.id))
     return parsed
 
