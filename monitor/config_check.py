@@ -169,6 +169,8 @@ def _notifier_check(path: str) -> int:
         return EX_IOERR
     for field, (file, unit) in secrets.unread.items():
         print(f"market-monitor: warning: {unit_only(field, file, unit)}", file=sys.stderr)
+    for line in ncfg.placeholder_warnings(config):
+        print(f"market-monitor: warning: {line}", file=sys.stderr)
     names = ", ".join(r.name for r in config.receivers)
     print(
         f"market-monitor: {path} is a notifier config ([[receivers]]) and reads as one:"

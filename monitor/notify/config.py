@@ -445,6 +445,21 @@ def fill_placeholders(url: str, env: Mapping[str, str], where: str) -> str:
     return PLACEHOLDER.sub(fill, url)
 
 
+_LOOKALIKE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def placeholder_warnings(config: NotifyConfig) -> list[str]:
+    """A line for each `{name}` in a receiver's `url` that is no placeholder (not upper case:
+    `{token}`), so is sent as written rather than filled from the environment."""
+    return [
+        f"receivers[{i}].url: {{{name}}} is sent as written: a placeholder is a variable's name"
+        f" in upper case, {{{name.upper()}}}"
+        for i, r in enumerate(config.receivers)
+        for name in _LOOKALIKE.findall(r.url)
+        if not PLACEHOLDER.fullmatch(f"{{{name}}}")
+    ]
+
+
 def _with_api_base(url: Secret, r: ReceiverConfig, where: str) -> Secret:
     """`api_base` travels to the native sender as `?api_base=` on the URL."""
     if r.api_base is None:

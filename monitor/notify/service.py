@@ -59,7 +59,7 @@ from monitor.core.counters import Counters
 from monitor.core.model import Alert
 from monitor.errors import ConfigError
 from monitor.notify.compose import Composer, Prepared, body_format
-from monitor.notify.config import NotifyConfig, resolve_url
+from monitor.notify.config import NotifyConfig, placeholder_warnings, resolve_url
 from monitor.notify.custody import Custody
 from monitor.notify.delivery import Outcome, Sender
 from monitor.notify.digest_schedule import DigestSchedule
@@ -125,6 +125,8 @@ class Notifier:
         for i, r in enumerate(config.receivers):
             url = resolve_url(r, f"receivers[{i}].url", environ)
             self._urls[r.name] = str(url)
+        for line in placeholder_warnings(config):
+            self._log.warning("receiver_placeholder_unfilled", detail=line)
         self._client: aioredis.Redis | None = None
         self._silences: SilenceStore | None = None
         self.router = Router(config.route, config.receivers, config.runaway, name=self.consumer)

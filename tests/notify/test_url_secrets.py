@@ -1,16 +1,22 @@
 """`{NAME}` placeholders in receiver URLs: values with URL-reserved characters reach the provider
-as they are (percent-encoded in the URL, decoded by Apprise and by our senders)."""
+as they are (percent-encoded in the URL, decoded by Apprise and by our senders); a lowercase
+`{name}`, no placeholder, is warned of."""
 
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from monitor.notify import config as ncfg
 from monitor.notify.config import fill_placeholders, parse, resolve_url
 from monitor.notify.delivery import make_sender
 from monitor.notify.render import Message
+from monitor.notify.service import Notifier
 from tests.notify.servers import SmtpSink, WebhookServer
+from tests.notify.test_silence_cli import cli
 
 PASSWORD = "p@ss/w#rd:%?&x=1 +"  # every character that would end or split a URL part
 USER = "desk@example.com"
@@ -100,3 +106,25 @@ def test_placeholders_are_encoded_for_where_they_sit(template: str, filled: str)
         "HOOK": "json://u:p@h:1/x?a=b",
     }
     assert fill_placeholders(template, env, "receivers[0].url") == filled
+
+
+def test_a_lowercase_placeholder_is_warned_of_as_sent_as_written(tmp_path: Path) -> None:
+    """`{token}` in a receiver's url is no placeholder (names are upper case) and was sent as
+    written without a word: `config check` warns of it (exit 0), and so does the notifier at
+    start (`receiver_placeholder_unfilled`); `{TOKEN}` is filled and draws nothing."""
+    conf = tmp_path / "notify.toml"
+    conf.write_text(
+        '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:9/{token}/{TOKEN}"\n'
+        '[route]\nreceivers = ["hook"]\n'
+    )
+    want = (
+        "receivers[0].url: {token} is sent as written: a placeholder is a variable's name in"
+        " upper case, {TOKEN}"
+    )
+    res = cli("config", "check", "--config", str(conf), env={"TOKEN": "t"})
+    assert (res.returncode, res.stderr) == (0, f"market-monitor: warning: {want}\n")
+    with capture_logs() as logs:
+        Notifier(ncfg.load(conf, {"TOKEN": "t"}), environ={"TOKEN": "t"})
+    assert [(e["event"], e["detail"]) for e in logs if e["log_level"] == "warning"] == [
+        ("receiver_placeholder_unfilled", want)
+    ]
