@@ -195,11 +195,12 @@ class Intraday:
     def restore(self, now: dt.datetime) -> None:
         """Continue the sessions under way from the bars saved last, then from the journal's
         ticks and minute bars accepted since (see `take_up_journal`)."""
+        self.engine.book.track_changes()  # (a stored bar these change is built again)
         self._restore_saved(now)
         self.take_up_journal(now)
         if self.engine.bar_state() is not None:  # (something was taken up)
             self.engine.book.hold_keys(now)  # (what the broker delivers again: a duplicate)
-            self._stored_since(now)
+        self._stored_since(now)  # (which ends the tracking of changes)
 
     def _stored_since(self, now: dt.datetime) -> None:
         """Sessions closed, their bars not emitted in the saved state, whose bars the store
@@ -209,12 +210,10 @@ class Intraday:
         symbol's bar the store lacks was held back at that close: it is judged again.)"""
         book = self.engine.book
         closed = book.unemitted(now)
-        if not closed:
-            return
         day = pl.col("session")
-        stored = self.engine.daily.filter(day.is_in(closed)).select("symbol", "session")
+        stored = self.engine.daily.filter(day.is_in(closed))
+        book.mark_emitted(stored)  # (of those, the bars changed since are built again)
         if stored.height:
-            book.mark_emitted(stored)
             sessions = stored.get_column("session").unique().sort()
             self.log.info("session_bars_already_stored", sessions=[str(d) for d in sessions])
 

@@ -727,3 +727,46 @@ def test_session_bars_taken_up_from_the_journal_are_no_corrections(tmp_path: Pat
     assert "daily_bar_corrected" not in engine.book_counts()
     stepped(engine, intraday, at(20, 3), session_bars(monday, 10.6, ("AAA",)))
     assert engine.book_counts().get("daily_bar_corrected") == 1
+
+
+def test_late_minutes_taken_after_a_crash_correct_the_stored_session_bar(tmp_path: Path) -> None:
+    """The session's bar emitted at the close of the trades so far (close 10.0, 100 shares) and
+    stored, then a kill -9 before the next save; the broker's backlog after the start brings a
+    later trade of the session (10.5, 400 shares) in the first batch: the stored bar is built
+    again (close 10.5, 500 shares) and stored, as a late correction is. It was left out as
+    stored at the first close, and the store kept the bar cut short for good."""
+    from monitor.core.model import DAILY_SCHEMA
+
+    store = Store(tmp_path)
+    engine, intraday = started(store, at(19, 50))
+    stepped(engine, intraday, at(19, 51), trades(Tick("AAA", at(19, 50, 30), 10.0, 100.0, "a")))
+    intraday.save_later()
+    intraday.wait()
+    first = stepped(engine, intraday, at(20, 0, 3), FeedBatch.empty("t")).daily_bars
+    assert first.select("close", "volume").rows() == [(10.0, 100.0)]
+    engine, intraday = started(store, at(20, 1))  # (after a kill -9)
+    late = trades(Tick("AAA", at(19, 59, 10), 10.5, 400.0, "b"))
+    step = stepped(engine, intraday, at(20, 1, 5), late)
+    bar = pl.DataFrame(
+        [("AAA", SESSION, 10.0, 10.5, 10.0, 10.5, 500.0)], schema=DAILY_SCHEMA, orient="row"
+    )
+    assert step.daily_bars.equals(bar)
+    assert store.load_bars().equals(bar)
+
+
+def test_a_stored_session_bar_its_minutes_left_unchanged_is_not_emitted_again(
+    tmp_path: Path,
+) -> None:
+    """The same crash after the close, and a start whose first batch is a trade of the next
+    session only: the stored bar, which the minutes taken up still make, is not emitted again
+    (no correction counted)."""
+    store = Store(tmp_path)
+    engine, intraday = started(store, at(19, 50))
+    stepped(engine, intraday, at(19, 51), trades(Tick("AAA", at(19, 50, 30), 10.0, 100.0, "a")))
+    stepped(engine, intraday, at(19, 52), trades(Tick("AAA", at(19, 51, 30), 10.1, 100.0, "b")))
+    intraday.save_later()
+    intraday.wait()
+    stepped(engine, intraday, at(20, 0, 3), FeedBatch.empty("t"))
+    engine, intraday = started(store, at(20, 1))  # (after a kill -9; "b" journaled)
+    step = stepped(engine, intraday, at(20, 1, 5), FeedBatch.empty("t"))
+    assert step.daily_bars.is_empty()

@@ -360,15 +360,24 @@ class BarBook:
         )
 
     def mark_emitted(self, stored: pl.DataFrame) -> None:
-        """Take the session bars of `stored` (symbol, session) as emitted: the next `advance`
-        closes their minutes as usual but emits no bar for those symbols (a later correction
-        still does; the session's other symbols get theirs, judged as at any close). At a
+        """Take the session bars of `stored` (DAILY_SCHEMA) as emitted: the next `advance`
+        closes their minutes as usual but emits no bar for those symbols, unless their minutes
+        changed since `track_changes` and the bar built of them differs from the stored one (a
+        correction, emitted; a later correction still is too; the session's other symbols get
+        theirs, judged as at any close). At a
         start, for the bars the store holds of sessions the saved state had not emitted:
         they were emitted and stored after the state was saved, and what the store holds
         since may be better (a provider's official bar that came after them). A symbol
         whose bar the store lacks was held back then (see `hold_cut_short`): it is judged
         again."""
         self._closed.mark_emitted(stored)
+
+    def track_changes(self) -> None:
+        """At a start, before the saved state and the journal are taken up: note whose minutes
+        change from now, so that a bar `mark_emitted` takes as stored is built again when
+        minutes taken in before its first close (journaled, or the broker's backlog) changed
+        it (see `monitor.core.closed_minutes`)."""
+        self._closed.track()
 
     def held(self) -> dict[dt.date, dict[str, str]]:
         """The session bars held back as cut short: session -> symbol -> why (see

@@ -6,7 +6,10 @@ minute, so that late ticks and re-sent provider bars can correct a minute and it
 the keys of the bars stored since the last `emit`; the sessions whose bar was emitted, and of
 those the symbols whose minutes changed since (their session bar is emitted again). A session's
 bar is made of its regular-hours minutes when the session has closed (`close_delay` after its
-close), unless a restart's store holds it already (`mark_emitted`: a symbol's bar of it).
+close), unless a restart's store holds it already (`mark_emitted`: a symbol's bar of it) and
+none of the symbol's minutes changed since the restart began (`track`: the journal's, or the
+broker's first batches, taken in before that first close): a bar the minutes changed is emitted
+built again, as a correction is, when it differs from the stored one.
 `forget` drops the sessions the book no longer keeps.
 
 With `hold` (the daemon's), the bar of a symbol whose minutes look cut short at the close
@@ -67,7 +70,10 @@ class ClosedMinutes:
         self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
         self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
         # session -> symbols whose bars a restart's store holds: not emitted at the close
-        self._emitted_before: dict[dt.date, pl.Series] = {}
+        self._emitted_before: dict[dt.date, pl.DataFrame] = {}
+        # session -> symbols whose regular minutes changed since `track` (a restart), until
+        # the sessions of `_emitted_before` are emitted; None: not tracking
+        self._touched: dict[dt.date, list[pl.Series]] | None = None
 
     def stored(self, keys: pl.DataFrame) -> pl.DataFrame:
         """Closed minute bars of every (session, start) that `keys` touches."""
@@ -91,6 +97,10 @@ class ClosedMinutes:
         redo = changed.filter(pl.col("regular") & pl.col("session").is_in(sorted(self.done)))
         for (session,), part in redo.partition_by("session", as_dict=True).items():
             self._dirty.setdefault(session, []).append(part["symbol"])
+        if self._touched is not None:
+            new = changed.filter(pl.col("regular") & ~pl.col("session").is_in(sorted(self.done)))
+            for (session,), part in new.partition_by("session", as_dict=True).items():
+                self._touched.setdefault(session, []).append(part["symbol"])
 
     def emit(self, now: dt.datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
         """The minute bars stored since the last call (MINUTE_SCHEMA), and the session bars
@@ -108,16 +118,40 @@ class ClosedMinutes:
                 minutes = self._regular(session, None)
                 stored = self._emitted_before.pop(session, None)  # (a restart's: mark_emitted)
                 if stored is not None:  # (those the store holds are not emitted again)
-                    minutes = minutes.filter(~pl.col("symbol").is_in(stored.implode()))
+                    daily.append(self._changed_since(session, minutes, stored))
+                    kept = stored.get_column("symbol").implode()
+                    minutes = minutes.filter(~pl.col("symbol").is_in(kept))
                 daily.append(self._held_back(session, minutes, at_close=True))
                 self.done.add(session)
+        if not self._emitted_before:
+            self._touched = None
         day = pl.concat(daily).sort("symbol", "session") if daily else empty(DAILY_SCHEMA)
         return minute, day
 
+    def track(self) -> None:
+        """From now (a restart, before its saved state and journal are taken up) note the
+        symbols whose minutes change, so that `mark_emitted` bars they change are built again."""
+        self._touched = {}
+
     def mark_emitted(self, stored: pl.DataFrame) -> None:
-        """Take the bars of `stored` (symbol, session) as emitted (see `BarBook.mark_emitted`)."""
+        """Take the bars of `stored` (DAILY_SCHEMA) as emitted (see `BarBook.mark_emitted`),
+        but those whose minutes changed since `track`, if they differ from the stored bar."""
         for (session,), part in stored.partition_by("session", as_dict=True).items():
-            self._emitted_before[session] = part.get_column("symbol")
+            self._emitted_before[session] = part.select(list(DAILY_SCHEMA))
+        if not self._emitted_before:
+            self._touched = None
+
+    def _changed_since(
+        self, session: dt.date, minutes: pl.DataFrame, stored: pl.DataFrame
+    ) -> pl.DataFrame:
+        """The bars of `session`, built of `minutes`, of the symbols of `stored` whose minutes
+        changed since `track` and that differ from their stored bar (a correction of it)."""
+        touched = (self._touched or {}).pop(session, None)
+        if not touched:
+            return empty(DAILY_SCHEMA)
+        symbols = pl.concat(touched).unique().implode()
+        built = session_bars(minutes.filter(pl.col("symbol").is_in(symbols)), session)
+        return built.join(stored, on=list(DAILY_SCHEMA), how="anti", nulls_equal=True)
 
     def frame(self) -> pl.DataFrame:
         """Every closed minute bar held (MINUTE_SCHEMA), by symbol and start."""
@@ -140,6 +174,8 @@ class ClosedMinutes:
             self.refused += [(old, *held) for held in sorted(self.held.pop(old).items())]
         self.done = {s for s in self.done if s >= keep}
         self._emitted_before = {s: b for s, b in self._emitted_before.items() if s >= keep}
+        if self._touched is not None:
+            self._touched = {s: t for s, t in self._touched.items() if s >= keep}
 
     def _emit_minutes(self) -> pl.DataFrame:
         if not self._pending:
