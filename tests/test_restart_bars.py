@@ -770,3 +770,21 @@ def test_a_stored_session_bar_its_minutes_left_unchanged_is_not_emitted_again(
     engine, intraday = started(store, at(20, 1))  # (after a kill -9; "b" journaled)
     step = stepped(engine, intraday, at(20, 1, 5), FeedBatch.empty("t"))
     assert step.daily_bars.is_empty()
+
+
+def test_old_trades_journaled_then_sent_again_after_a_crash_are_duplicates(
+    tmp_path: Path,
+) -> None:
+    """A fresh daemon's first batch holds trades two hours old; it dies (kill -9) before any
+    save, and after the start the broker sends them again in the first batch: every one is a
+    duplicate and the session bar's volume counts them once (500). The keys taken up from the
+    journal were moved under the start's bucket, where the first batch's copies were not
+    looked for."""
+    store = Store(tmp_path)
+    old = trades(*[Tick("AAA", at(15, k, 5), 10.0, 100.0, f"t{k}") for k in range(5)])
+    engine, intraday = started(store, at(17, 0))
+    stepped(engine, intraday, at(17, 0, 5), old)
+    engine, intraday = started(store, at(17, 1))  # (after a kill -9: only the journal)
+    assert [r.reason for r in engine.ingest(old)] == ["duplicate"] * 5
+    step = stepped(engine, intraday, at(20, 1), FeedBatch.empty("t"))
+    assert step.daily_bars.select("volume").rows() == [(500.0,)]

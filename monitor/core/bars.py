@@ -177,8 +177,9 @@ class BarBook:
         screened = pl.coalesce("reason", *self._screen(frame, "late_tick", starts))
         dup = ~pl.when(screened.is_null()).then("key").is_first_distinct()
         cutoff = self._cutoff() if self._now is not None else None
+        aging = self._dedup_cutoff()
         buckets = frame["bucket"].unique()
-        old = self._seen.has_old(buckets, cutoff)  # (older than the window: filed on arrival)
+        old = self._seen.has_old(buckets, aging)  # (older than the window: filed on arrival)
         copies = self._seen.copies(frame["key"], buckets, old)
         if copies is not None:
             dup = dup | pl.col("key").is_in(copies.implode())
@@ -192,8 +193,8 @@ class BarBook:
         rejected, good = split(frame)
         if check is not None:
             good = good.drop("held")
-        if old:
-            good = self._seen.file_on_arrival(good, self._cutoff())
+        if old and aging is not None:
+            good = self._seen.file_on_arrival(good, aging)
         # The keys of ticks that wait are held too: a copy before the next advance is one.
         self._count("dedup_keys_dropped_early", self._seen.remember(good))
         clock = self._now or self._started
@@ -428,6 +429,16 @@ class BarBook:
         `dedup_window` from now (what the broker delivers again is a duplicate; see
         `monitor.core.duplicate_keys.DuplicateKeys.hold`)."""
         self._seen.hold(now - _MINUTE - self.close_delay)
+
+    def _dedup_cutoff(self) -> dt.datetime | None:
+        """The cutoff duplicate keys are aged by: the book's, or before its first `advance`
+        its start's (`start_clock`), whichever is later (a restored book's clock is its
+        save's, and `hold_keys` filed the keys taken up by the start's). None: no clock yet.
+        A tick older than the window in the first batch after a start is filed on arrival,
+        so its copy sent again is a duplicate (filed under its own bucket, the first
+        `advance` forgot it)."""
+        clocks = [c for c in (self._now, self._started) if c is not None]
+        return max(clocks) - _MINUTE - self.close_delay if clocks else None
 
     def _cutoff(self) -> dt.datetime:
         """Minutes starting at or before this instant are closed."""

@@ -687,6 +687,22 @@ def test_a_late_trade_sent_again_after_a_restart_is_still_a_duplicate() -> None:
     assert [r.reason for r in restarted.ingest_ticks(late)] == ["duplicate"]
 
 
+def test_old_ticks_in_the_first_batch_sent_again_are_duplicates() -> None:
+    """Trades two hours old in the first batch of a book started at 17:00 (a broker's backlog)
+    are taken; sent again after the first advance, every one is a duplicate and no minute bar
+    changes. Their keys were filed under their own old buckets, which that advance forgot, so
+    the copies were taken again as late corrections (twice the volume)."""
+    book = BarBook(SESSIONS)
+    book.start_clock(at(17, 0))
+    old = ticks_frame([tick("AAA", at(15, k, 5), 10.0 + k, 100, f"t{k}") for k in range(5)])
+    assert book.ingest_ticks(old) == []
+    first = book.advance(at(17, 0, 5))
+    assert first.minute.get_column("volume").to_list() == [100.0] * 5
+    again = book.ingest_ticks(old)
+    assert [r.reason for r in again] == ["duplicate"] * 5
+    assert book.advance(at(17, 0, 10)).minute.is_empty()
+
+
 def test_ticks_at_one_instant_open_on_the_first_and_close_on_the_last_to_arrive() -> None:
     """Trades stamped alike (a sweep filling at several prices in one millisecond): the first
     to arrive opens the bar and the last to arrive closes it, in one batch, across batches
