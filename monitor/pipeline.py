@@ -200,7 +200,8 @@ class Pipeline:
         if self.status_changes is not None:
             for symbol, halted, at in self.status_changes():
                 self.engine.set_halted(symbol, halted, at)
-        rejections = self.engine.ingest(batch) if batch is not None else []
+        # (`now`: a session bar of a session not opened by then is `future_bar`)
+        rejections = self.engine.ingest(batch, now=now) if batch is not None else []
         step = self.engine.advance(now)  # (it may reject provider bars from the future)
         return step, rejections + step.rejections
 

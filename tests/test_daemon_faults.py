@@ -382,3 +382,32 @@ async def test_a_broker_restart_mid_stream_loses_no_bar(tmp_path: Path) -> None:
             client = aioredis.Redis()
             await client.delete(f"{prefix}:alerts")
             await client.aclose()
+
+
+async def test_a_session_bar_from_the_future_is_refused_and_prints_go_on(tmp_path: Path) -> None:
+    """A daemon at 10:00 New York on 2024-07-16, AAA trading at 500: a session bar of
+    2027-01-04 at 5 is refused as `future_bar`, and AAA's next print at 500 is taken. Before,
+    the bar was taken and every print after it was a bad print against its close of 5."""
+    prefix = f"mm-ahead-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix, engine='universe = ["AAA"]')
+    t0 = int(dt.datetime(2024, 7, 16, 14, 0, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    clock = SimClock(dt.datetime(2024, 7, 16, 14, 0, 30, tzinfo=dt.UTC))
+    bar = {"symbol": "AAA", "timeframe": "1d", "session": "2027-01-04", "open": 5, "high": 5,
+           "low": 5, "close": 5, "volume": 1}  # fmt: skip
+    async with daemon_running(conf, clock=clock) as daemon:
+        await publish(f"{prefix}/ticks", [json.dumps(tick("AAA", t0, 500.0, id="a")).encode()])
+        await publish(f"{prefix}/bars", [json.dumps(bar).encode()])
+        await publish(f"{prefix}/ticks", [json.dumps(tick("AAA", t0 + 9, 500.0, id="b")).encode()])
+        async with asyncio.timeout(10):
+            while daemon.counters.total("ticks_in") < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # (and nothing more)
+        assert daemon.counters.get("rejections", reason="future_bar") == 1
+        assert daemon.counters.total("rejections") == 1
+        clock.set(dt.datetime(2024, 7, 16, 14, 2, tzinfo=dt.UTC))
+        async with asyncio.timeout(10):
+            while daemon.counters.total("bars_closed") < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert daemon.engine.minutes.select("symbol", "close", "volume").rows() == [
+            ("AAA", 500.0, 200.0)
+        ]

@@ -18,6 +18,7 @@ import polars as pl
 from monitor.core import bar_history, bar_state, evaluation
 from monitor.core.bar_history import PRICE_COLS as PRICE_COLS  # (re-exported)
 from monitor.core.bar_history import not_held
+from monitor.core.clock_queue import FUTURE_SKEW
 from monitor.core.closed_minutes import refusals, still_held
 from monitor.core.emitted import Emitted
 from monitor.core.model import (
@@ -111,13 +112,18 @@ class Engine:
         self.hold_cut_short = hold_cut_short
 
     # ----------------------------------------------------------------- ingest
-    def ingest(self, batch: FeedBatch, *, taken: bool = False) -> list[Rejection]:
+    def ingest(
+        self, batch: FeedBatch, *, taken: bool = False, now: dt.datetime | None = None
+    ) -> list[Rejection]:
         """Take a batch of ticks and bars; bad rows come back as rejections (also counted), the
         rows taken in join `accepted` (see `take_accepted`). `taken`: rows this engine took in
         before (a journal's, after a restart), not screened again: the universe and halts may
         have changed since, and the bad-print reference that passed them is not kept; and
         none of them waits for the clock (provider minute bars among them are closed at once),
-        as they were taken then (the restored clock is the last save's, before them)."""
+        as they were taken then (the restored clock is the last save's, before them).
+        `now`: the clock the step that takes the batch advances to (the daemon's): a session
+        bar of a session not opened by then is refused (`future_bar`; replay, whose bars come
+        ahead of its clock, gives none)."""
         rejections = list(batch.rejections)
         accepted = self.accepted
         # Bad prints are screened by the bar builder after its own checks: a print it refuses
@@ -145,7 +151,7 @@ class Engine:
             daily = (
                 not_held(daily, self.daily)
                 if taken
-                else self.screen.apply(daily, "close", rejections)
+                else self._not_ahead(self.screen.apply(daily, "close", rejections), now, rejections)
             )
             refused, good = self._ingest_daily(daily)
             if not taken:
@@ -155,6 +161,30 @@ class Engine:
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
+
+    def _not_ahead(
+        self, bars: pl.DataFrame, now: dt.datetime | None, rejections: list[Rejection]
+    ) -> pl.DataFrame:
+        """`bars` less those of a session that has not opened by `now` (more than FUTURE_SKEW
+        ahead; None: no check), rejected as `future_bar` into `rejections`: taken, such a bar
+        would wait as the session's official bar and its close become the reference prints
+        are held to."""
+        if now is None or bars.is_empty():
+            return bars
+        latest = now + FUTURE_SKEW
+        days = bars.get_column("session").drop_nulls().unique().to_list()
+        # (a day that is no session is `not_a_session`'s, of `bar_history.checked_daily`)
+        ahead = [
+            d for d in days if self.sessions.is_session(d) and self.sessions.open_of(d) > latest
+        ]
+        if not ahead:
+            return bars
+        future = pl.col("session").is_in(ahead)
+        rejections += [
+            Rejection("future_bar", symbol, f"{symbol} {session}: its session has not opened")
+            for symbol, session in bars.filter(future).select("symbol", "session").iter_rows()
+        ]
+        return bars.filter(~future)
 
     def _took_minutes(self, bars: pl.DataFrame) -> None:
         """Provider minute bars the book took: in `accepted`, their closes noted."""

@@ -208,3 +208,27 @@ def test_a_ten_fold_move_on_session_bars_is_taken(sessions: Sessions) -> None:
     assert e.daily.get_column("close").to_list() == [1.0, 20.0, 20.0, 20.0, 20.0, 20.0]
     assert feed(e, [20.1, 1.0], OPEN, "X") == ["bad_print"]
     assert e.take_price_resets() == []
+
+
+def test_a_session_bar_of_a_session_not_opened_is_refused_and_moves_no_reference(
+    sessions: Sessions,
+) -> None:
+    """An engine at 10:00 on 07-16 (the daemon's step clock) with IWM trading at 240: a
+    session bar of 07-17 (a session not opened) at 5 is refused as `future_bar` (counted) and
+    IWM's next prints at 240 are taken; a bar of 07-16 itself, under way, is taken. Before,
+    the future bar was taken, and every print after it was a bad print against its 5."""
+    e = Engine(RulesFile(), sessions, max_jump=10.0)
+    e.advance(OPEN)
+    assert feed(e, [240.0, 240.1]) == []
+
+    def at_open(bar: Bar) -> list[str]:
+        batch = FeedBatch.empty("t")
+        batch.daily_bars = bars_frame([bar], "1d")
+        return [r.reason for r in e.ingest(batch, now=OPEN)]
+
+    ahead = Bar("IWM", "1d", 5.0, 5.0, 5.0, 5.0, 1.0, session=dt.date(2024, 7, 17))
+    assert at_open(ahead) == ["future_bar"]
+    assert e.counts["future_bar"] == 1
+    assert feed(e, [240.2, 240.3], OPEN + dt.timedelta(seconds=10)) == []
+    today = Bar("IWM", "1d", 239.0, 241.0, 238.0, 240.3, 1e6, session=dt.date(2024, 7, 16))
+    assert at_open(today) == []
