@@ -13,7 +13,7 @@ in order: the save at a stop waits for any still being written, so that it is th
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -110,6 +110,28 @@ class Intraday:
     def unwritten(self) -> int:
         """Steps whose record waits for the journal to be written again."""
         return len(self._unwritten)
+
+    def save_at_stop(self, snapshot: Callable[[], None]) -> None:
+        """The saves of a graceful stop: `snapshot` (the engine's), then `save_now`. StoreError
+        (exit 74) when one fails, and naming the journal when steps' records still wait for it
+        (a full disk: their messages were not acknowledged, and the broker delivers them
+        again), whether the saves got through or not."""
+        unwritten = None
+        if self._unwritten:  # (before the saves: they rotate the journal)
+            unwritten = (
+                f"the journal {self.journal.folder} cannot be written ({self.journal_error}):"
+                f" the records of {len(self._unwritten)} steps are not on it, and their"
+                " messages were not acknowledged (the broker delivers them again)"
+            )
+        try:
+            snapshot()
+            self.save_now()
+        except StoreError as exc:
+            if unwritten is None:
+                raise
+            raise StoreError(f"{unwritten}; and at the stop: {exc}") from None
+        if unwritten is not None:
+            raise StoreError(unwritten)
 
     def save_later(self) -> None:
         """A periodic save, after an engine step: the state is taken now and written by the

@@ -466,8 +466,7 @@ async def run(
                 if not flushed:
                     log.warning("outbox_not_flushed", depth=outbox.depth())
                 publisher_stop.set()
-    daemon.snapshot()
-    daemon.intraday.save_now()
+    daemon.intraday.save_at_stop(daemon.snapshot)  # (exit 74 naming the journal if not written)
     log.info("service_stopped")
     return 0
 

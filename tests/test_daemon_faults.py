@@ -411,3 +411,42 @@ async def test_a_session_bar_from_the_future_is_refused_and_prints_go_on(tmp_pat
         assert daemon.engine.minutes.select("symbol", "close", "volume").rows() == [
             ("AAA", 500.0, 200.0)
         ]
+
+
+async def test_a_stop_while_the_journal_cannot_be_written_is_bounded_and_acks_nothing(
+    tmp_path: Path,
+) -> None:
+    """The journal refuses every write (a full disk) while ticks come over MQTT, then the stop:
+    the daemon stops within the grace period and a few seconds more, failing with an error
+    naming the journal (exit 74), and acknowledges none of the messages, which the broker
+    delivers to the next start. Before, the stop waited for the acks the journal held back
+    until the next snapshot failed (up to 300 s)."""
+    from monitor.store import StoreError
+    from tests.test_journal import full_disk
+
+    prefix = f"mm-fulldisk-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, prefix, engine='universe = ["AAA"]')
+    conf.write_text(conf.read_text() + "[shutdown]\ngrace_s = 1.0\n")
+    t0 = int(dt.datetime(2024, 7, 16, 14, 0, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    clock = SimClock(dt.datetime(2024, 7, 16, 14, 0, 30, tzinfo=dt.UTC))
+    messages = [json.dumps(tick("AAA", t0 + k, 10.0, id=f"t{k}")).encode() for k in range(5)]
+    stop = asyncio.Event()
+    ready: list[Daemon] = []
+    task = asyncio.create_task(
+        run(cfg.load(conf), stop=stop, clock=clock, install_signals=False, on_ready=ready.append)
+    )
+    daemon = await subscribed(ready)
+    with full_disk(daemon.intraday.journal, segments=5000):  # (a write fails each step)
+        await publish(f"{prefix}/ticks", messages)
+        async with asyncio.timeout(10):
+            while daemon.counters.total("ticks_in") < 5:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        started = time.monotonic()
+        stop.set()
+        with pytest.raises(StoreError, match=r"the journal .*journal cannot be written"):
+            await asyncio.wait_for(task, 20)
+        assert time.monotonic() - started < 1.0 + 5.0 + 3.0
+    async with daemon_running(conf, clock=clock) as again:
+        async with asyncio.timeout(10):
+            while again.counters.total("ticks_in") < 5:  # noqa: ASYNC110 (delivered again)
+                await asyncio.sleep(0.05)

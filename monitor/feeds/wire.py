@@ -15,6 +15,10 @@ from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.feeds.rejections import RejectionLog
 
+# How long a stop waits, after its grace period, for the acks of Wires the engine has claimed
+# (a step under way: milliseconds, or seconds of rules over the history after a reload).
+CLAIMED_WAIT_S = 5.0
+
 
 class Wire(NamedTuple):
     """Messages as received, in order: which feed, their bytes, and what to call once the engine
@@ -80,9 +84,13 @@ class Handoff:
 
     async def settle(self, grace_s: float, lost: asyncio.Future[None]) -> Settled:
         """Wait up to `grace_s` for every Wire handed on to be acknowledged; then withdraw those
-        not claimed yet and wait for the claimed ones (an engine step under way). Once `lost` is
-        done (the connection is gone) stop waiting, withdrawing nothing more: the engine may
-        still process what is out (the broker delivers it again, as it never gets the acks)."""
+        not claimed yet and wait for the claimed ones (an engine step under way) up to
+        `min(grace_s, CLAIMED_WAIT_S)` more: a claimed Wire whose ack the engine holds back
+        (its step's journal record not on disk: a full disk) is given up then, its ack never
+        sent, so the stop stays bounded and nothing is acknowledged that is not journaled.
+        Once `lost` is done (the connection is gone) stop waiting, withdrawing nothing more:
+        the engine may still process what is out (the broker delivers it again, as it never
+        gets the acks)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace_s):
                 await self._until_settled(lost)
@@ -93,8 +101,12 @@ class Handoff:
             for messages, release in left:
                 withdrawn += messages
                 release()
-            await self._until_settled(lost)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(grace_s, CLAIMED_WAIT_S)):
+                    await self._until_settled(lost)
         unacknowledged = sum(m for m, _ in self._waiting.values()) + sum(self._claimed.values())
+        if not lost.done():  # (given up: an ack that comes later is not sent)
+            self._claimed.clear()
         return Settled(withdrawn, unacknowledged)
 
     async def _until_settled(self, lost: asyncio.Future[None]) -> None:
