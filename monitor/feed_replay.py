@@ -17,15 +17,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import msgspec
 import polars as pl
 
 from monitor.config_problems import unreadable
+from monitor.core.sessions import NEW_YORK
 from monitor.credentials import Secret, secret
 from monitor.datafiles import parse_data_arg, read_many
 from monitor.errors import EX_USAGE, ConfigError, SinkUnavailable
@@ -175,10 +179,37 @@ def feed_replay(args: argparse.Namespace) -> int:
         for line in warnings_of(bars, trades, dt.datetime.now(dt.UTC)):
             print(f"market-monitor: warning: {line}", file=sys.stderr)
     pace = {"rate": args.rate, "speed": args.speed}
-    asyncio.run(publish(args.url, args.topic, messages, qos=args.qos, login=login, **pace))
+    sessions = loaded.bars.sort("session", "symbol")["session"] if daily_specs else None
+    where = functools.partial(_where, sessions)
+    asyncio.run(
+        publish(args.url, args.topic, messages, qos=args.qos, login=login, where=where, **pace)
+    )
     said = _published(n_bars, len(messages) - n_bars)
     print(f"published {said} to {args.topic}", file=sys.stderr)
     return 0
+
+
+def _where(sessions: pl.Series | None, messages: list[tuple[int, bytes]], sent: int) -> str:
+    """How far a publish cut off after `sent` of `messages` got (the daily bars first, of
+    `sessions` in order, then the minute bars and ticks by time), and how to go on from there."""
+    if not sent:
+        return f"none of the {len(messages)} messages was published"
+    days = 0 if sessions is None else sessions.len()
+    if sent <= days:
+        assert sessions is not None
+        last: dt.date = sessions[sent - 1]
+        when = f"a bar of {last.isoformat()}"
+    else:
+        at = dt.datetime.fromtimestamp(messages[sent - 1][0] / 1000, dt.UTC)
+        local = at.astimezone(ZoneInfo(NEW_YORK))
+        last = local.date()
+        stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        when = f"{stamp} ({local:%H:%M:%S} New York)"
+    return (
+        f"published {sent} of {len(messages)} messages, the last of {when}; to go on, run "
+        f"again with --from {last.isoformat()} (what is sent again of that day is a duplicate "
+        "the daemon rejects, or a bar that replaces itself)"
+    )
 
 
 def _published(bars: int, ticks: int) -> str:
@@ -240,11 +271,13 @@ async def publish(
     rate: float,
     speed: float = 0.0,
     login: Login | None = None,
+    where: Callable[[list[tuple[int, bytes]], int], str] | None = None,
 ) -> None:
     """Publish `(ms, message)` pairs in order: at most `rate` per second (0 = no limit), and
     with `speed` > 0 spaced by their timestamps divided by `speed`. SinkUnavailable when the
-    broker refuses the connection or drops it; ConfigError when it refuses the login or its
-    certificate is not trusted (trying again will not help)."""
+    broker refuses the connection or drops it (once connected, saying how far it got: `where`
+    of the messages and how many were published, acknowledged with QoS 1); ConfigError when
+    it refuses the login or its certificate is not trusted (trying again will not help)."""
     import aiomqtt
     from aiomqtt.exceptions import MqttConnectError
     from paho.mqtt.reasoncodes import ReasonCode
@@ -256,14 +289,17 @@ async def publish(
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ConfigError(f"--url: expected mqtt://host[:port], got {url!r}")
     tls = parts.scheme == "mqtts"
+    client = aiomqtt.Client(
+        parts.hostname,
+        parts.port or (8883 if tls else 1883),
+        username=login.username,
+        password=str(login.password) if login.password is not None else None,
+        tls_context=tls_context(login.ca_file) if tls else None,
+    )
+    sent = -1  # (-1: not connected yet)
     try:
-        async with aiomqtt.Client(
-            parts.hostname,
-            parts.port or (8883 if tls else 1883),
-            username=login.username,
-            password=str(login.password) if login.password is not None else None,
-            tls_context=tls_context(login.ca_file) if tls else None,
-        ) as client:
+        async with client:
+            sent = 0
             gap = 1.0 / rate if rate > 0 else 0.0
             previous: int | None = None
             for ms, message in messages:
@@ -271,6 +307,7 @@ async def publish(
                     await asyncio.sleep((ms - previous) / 1000 / speed)
                 previous = ms
                 await client.publish(topic, message, qos=qos)
+                sent += 1
                 if gap:
                     await asyncio.sleep(gap)
     except MqttConnectError as exc:
@@ -285,4 +322,19 @@ async def publish(
                 f"mqtt broker at {mask_url(url)}: its TLS certificate is not trusted (give "
                 f"--ca-file, the CA that signed it): {exc}"
             ) from None
-        raise SinkUnavailable(f"mqtt broker at {mask_url(url)}: {exc}") from None
+        if sent < 0:
+            raise SinkUnavailable(f"mqtt broker at {mask_url(url)}: {exc}") from None
+        _read_disconnect(client)
+        said = f"{where(messages, sent)}" if where is not None else f"published {sent}"
+        raise SinkUnavailable(
+            f"mqtt broker at {mask_url(url)}: connection lost ({exc}); {said}"
+        ) from None
+
+
+def _read_disconnect(client: object) -> None:
+    """aiomqtt sets the error of a connection lost on a future of the client that nothing
+    reads when a publish fails first (its `__aexit__` returns early): read here, so that
+    asyncio does not print 'Future exception was never retrieved' and its traceback."""
+    lost = getattr(client, "_disconnected", None)
+    if isinstance(lost, asyncio.Future) and lost.done() and not lost.cancelled():
+        lost.exception()
