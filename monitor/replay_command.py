@@ -64,11 +64,11 @@ def replay(args: argparse.Namespace) -> int:
     if problem is not None:  # (said now, not after minutes of replay)
         print(f"market-monitor: cannot write the report {args.report}: {problem}", file=sys.stderr)
         return EX_CANTCREAT
-    rules = load_rules(args.rules)  # (a bad rules file said before the data is read)
-    specs = [parse_data_arg(a) for a in args.data]
     # Without a cached session table, exchange-calendars (half a second to import) is needed:
     # import it while polars reads, and the engine's modules (numpy among them, 0.1 s) too.
     warm = [warm_up(), _importing("monitor.replay")]
+    rules = load_rules(args.rules)  # (a bad rules file said before the data is read)
+    specs = [parse_data_arg(a) for a in args.data]
     daily_specs, intraday = read_intraday(specs, end=args.end)
     loaded = read_many(daily_specs, adjusted=args.adjusted, end=args.end, cache=args.cache)
     for note in loaded.notes:

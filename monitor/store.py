@@ -364,7 +364,9 @@ class Store:
     def save_recent_alerts(self, alerts: list[Alert]) -> None:
         """Write the live view's last alerts (see `load_recent_alerts`), atomically."""
         data = msgspec.json.encode(alerts)
-        self._atomic(ALERTS_RECENT, lambda f: Path(f).write_bytes(data))
+        # (not synced: a view, written on the event loop after each step that fired; a power
+        # cut may leave it old or unreadable, a warning at the start, not a failed one)
+        self._atomic(ALERTS_RECENT, lambda f: Path(f).write_bytes(data), sync=False)
 
     def _load_feed_map(self, name: str) -> dict[str, str]:
         try:
@@ -385,18 +387,22 @@ class Store:
         text = json.dumps(feeds, sort_keys=True)
         self._atomic(name, lambda f: Path(f).write_text(text))
 
-    def _atomic(self, name: str, write: Callable[[str], object]) -> None:
+    def _atomic(self, name: str, write: Callable[[str], object], sync: bool = True) -> None:
         """Write the store file `name` whole or not at all (a temporary file, synced, renamed
-        over it); StoreError naming it when it cannot be (a full disk, a read-only folder)."""
+        over it); StoreError naming it when it cannot be (a full disk, a read-only folder).
+        `sync=False`: renamed unsynced, for a file that is only a view (a power cut may leave
+        it empty or old; a kill does not)."""
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.")
             os.close(fd)
             write(tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            if sync:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
             os.replace(tmp, self.path / name)
-            sync_folder(self.path)  # (the rename itself, before anything relies on it)
+            if sync:
+                sync_folder(self.path)  # (the rename itself, before anything relies on it)
         except (OSError, pl.exceptions.PolarsError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise StoreError(f"store {self.path}: cannot write {name}: {reason}") from None

@@ -35,8 +35,9 @@ class Wire(NamedTuple):
 
 class Settled(NamedTuple):
     """How a `Handoff` settled, in messages: `withdrawn` (never claimed by the engine, left
-    unacknowledged) and `unacknowledged` (still out when the connection was lost: the engine
-    may process them, but their acks can go nowhere)."""
+    unacknowledged) and `unacknowledged` (still out when the connection was lost, or claimed
+    and not done within the wait after the grace at a stop: the engine may process them, but
+    their acks can go nowhere, or are not sent)."""
 
     withdrawn: int
     unacknowledged: int
