@@ -53,12 +53,9 @@ def problem(config: Config) -> tuple[str, str] | None:
     )
     if twice is not None:
         return f"redis.{twice[0]}", twice[1]
-    if config.redis.ca_file:
-        if not config.redis.url.startswith("rediss://"):
-            return "redis.ca_file", "needs a rediss:// url"
-        problem = ca_problem(config.redis.ca_file)
-        if problem is not None:
-            return "redis.ca_file", problem
+    problem = redis_ca_problem(config.redis.url, config.redis.ca_file)
+    if problem is not None:
+        return "redis.ca_file", problem
     for i, feed in enumerate(config.feeds):
         problem_at = _feed_problem(feed)
         if problem_at is None and feed.ca_file:
@@ -155,6 +152,17 @@ def ca_problem(path: str) -> str | None:
     except (ssl.SSLError, OSError, ValueError):  # (the library's words name no file)
         return f"{path} holds no CA certificate (PEM: -----BEGIN CERTIFICATE----- ...)"
     return None
+
+
+def redis_ca_problem(url: str, ca_file: str | None) -> str | None:
+    """Why a Redis `ca_file` cannot serve with `url` (the daemon's and the notifier's): on a
+    url that is not rediss:// (the client's TypeError at the first connection), or one that
+    holds no certificate (`ca_problem`); None when it can, or there is none."""
+    if not ca_file:
+        return None
+    if not url.startswith("rediss://"):
+        return "needs a rediss:// url"
+    return ca_problem(ca_file)
 
 
 def redis_url_problem(url: str, schemes: tuple[str, ...] = ("redis", "rediss")) -> str | None:

@@ -27,8 +27,8 @@ from monitor.config import LONGEST_S, REDIS_INT_MAX, Base, absolute_files, conve
 from monitor.config_env import env_overrides
 from monitor.config_problems import (
     INFINITE,
-    ca_problem,
     infinite,
+    redis_ca_problem,
     redis_url_problem,
     two_usernames,
 )
@@ -286,12 +286,10 @@ def check(
     twice = two_usernames(section.username, section.username_env, section.username_file)
     if twice is not None:
         raise ConfigError(f"redis.{twice[0]}: {twice[1]}")
-    if config.redis.ca_file:  # (else every connection fails: "unreachable", retried for ever)
-        if not config.redis.url.startswith("rediss://"):  # (the client's TypeError, exit 1)
-            raise ConfigError("redis.ca_file: needs a rediss:// url")
-        problem = ca_problem(config.redis.ca_file)
-        if problem is not None:
-            raise ConfigError(f"redis.ca_file: {problem}")
+    # (else every connection fails: the client's TypeError, or "unreachable" for ever)
+    problem = redis_ca_problem(config.redis.url, config.redis.ca_file)
+    if problem is not None:
+        raise ConfigError(f"redis.ca_file: {problem}")
     names = [r.name for r in config.receivers]
     for i, name in enumerate(names):
         if not name or names.index(name) != i:
