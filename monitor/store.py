@@ -165,7 +165,8 @@ class Store:
         old = self.load_bars()
         new = bars.select(list(DAILY_SCHEMA)).cast(DAILY_SCHEMA)  # type: ignore[arg-type]
         kept = kept_different = 0
-        if built:
+        recorded = self.load_built() if built else None  # (read once: matched, then extended)
+        if recorded is not None:
             close_only = pl.repeat(True, new.height, eager=True)
         if close_only is not None and old.height and close_only.any():
             keys = ["symbol", "session"]
@@ -174,8 +175,8 @@ class Store:
                 pl.col(k) != c for k in ("open", "high", "low")
             )
             stored = old.filter(full)
-            if built:  # (a bar backfill built, still as built: not a provider's)
-                ours = stored.join(self.load_built(), on=list(DAILY_SCHEMA), nulls_equal=True)
+            if recorded is not None:  # (a bar backfill built, still as built: no provider's)
+                ours = stored.join(recorded, on=list(DAILY_SCHEMA), nulls_equal=True)
                 stored = stored.join(ours, on=keys, how="anti")
             stored = stored.select(*keys, c.alias("_stored"))
             numbered = new.with_row_index("_i")
@@ -190,8 +191,8 @@ class Store:
             "symbol", "session"
         )
         self.save_bars(merged)
-        if built:
-            self._save_built(merged, new)
+        if recorded is not None:
+            self._save_built(merged, recorded, new)
         added = new.join(old, on=["symbol", "session"], how="anti").height
         same = new.join(old, on=list(DAILY_SCHEMA), how="semi", nulls_equal=True).height
         return Upsert(merged, new, kept, kept_different, added, new.height - added - same)
@@ -208,11 +209,13 @@ class Store:
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise _unreadable(file, exc) from None
 
-    def _save_built(self, stored: pl.DataFrame, built: pl.DataFrame) -> None:
-        """Record `built` (bars built of minutes just stored) in BUILT beside those recorded
+    def _save_built(
+        self, stored: pl.DataFrame, recorded: pl.DataFrame, built: pl.DataFrame
+    ) -> None:
+        """Record `built` (bars built of minutes just stored) in BUILT beside those `recorded`
         before, keeping only those `stored` (the history saved) still holds as they were."""
         keys = ["symbol", "session"]
-        both = pl.concat([self.load_built(), built]).unique(keys, keep="last", maintain_order=True)
+        both = pl.concat([recorded, built]).unique(keys, keep="last", maintain_order=True)
         kept = both.join(stored, on=list(DAILY_SCHEMA), how="semi", nulls_equal=True)
         self._atomic(BUILT, lambda f: kept.sort(keys).write_parquet(f))
 
