@@ -267,6 +267,7 @@ class Store:
         meta = {
             "format": _INTRADAY_FORMAT,
             "now": state.now.isoformat() if state.now else None,
+            "closes_at": state.closes_at.isoformat() if state.closes_at else None,
             "keep_from": state.keep_from.isoformat() if state.keep_from else None,
             "done": [d.isoformat() for d in state.done],
             "hashed_by": state.hashed_by,
@@ -297,6 +298,10 @@ class Store:
                 keep_from=dt.date.fromisoformat(meta["keep_from"]) if meta["keep_from"] else None,
                 done=[dt.date.fromisoformat(d) for d in meta["done"]],
                 hashed_by=str(meta["hashed_by"]),
+                # (a file of an earlier version has none: the book's clock, `now`, then)
+                closes_at=dt.datetime.fromisoformat(meta["closes_at"])
+                if meta.get("closes_at")
+                else None,
                 **parts,
             )
         except (pl.exceptions.PolarsError, OSError, KeyError, TypeError, ValueError) as exc:

@@ -336,9 +336,10 @@ def book_state(ticks: list[Tick], now: dt.datetime) -> BookState:
 
 
 def test_the_sessions_bars_round_trip_through_the_store(tmp_path: Path) -> None:
-    """Closed bars, open bars, duplicate keys, emitted sessions and the clock of a bar builder,
-    the keys of a provider's session bars, its closing prints and the provider bars waiting
-    for their minute, read back from bars_intraday.parquet as they were saved."""
+    """Closed bars, open bars, duplicate keys, emitted sessions and the clocks of a bar builder
+    (its close clock held behind its clock too), the keys of a provider's session bars, its
+    closing prints and the provider bars waiting for their minute, read back from
+    bars_intraday.parquet as they were saved."""
     ticks = session_ticks()
     saved = book_state(ticks, at(14, 15, 30))
     assert (saved.closed.height, saved.open.height) == (45, 45)  # closed to 14:14, open from 14:15
@@ -348,13 +349,15 @@ def test_the_sessions_bars_round_trip_through_the_store(tmp_path: Path) -> None:
     official = pl.DataFrame({"symbol": ["X"], "session": [dt.date(2024, 7, 2)]})
     closing = saved.open.head(1)  # (partial bars of the last minute: the shape of the open ones)
     waiting = saved.open.tail(1)
-    saved = msgspec.structs.replace(saved, official=official, closing=closing, waiting=waiting)
+    saved = msgspec.structs.replace(
+        saved, official=official, closing=closing, waiting=waiting, closes_at=at(14, 10, 5)
+    )
     store = Store(tmp_path)
     store.save_intraday(saved)
     loaded = store.load_intraday()
     assert loaded is not None
-    assert (loaded.now, loaded.keep_from, loaded.done, loaded.hashed_by) == (
-        saved.now, saved.keep_from, saved.done, saved.hashed_by,
+    assert (loaded.now, loaded.closes_at, loaded.keep_from, loaded.done, loaded.hashed_by) == (
+        saved.now, at(14, 10, 5), saved.keep_from, saved.done, saved.hashed_by,
     )  # fmt: skip
     for name in ("closed", "open", "seen", "official", "closing", "waiting"):
         assert getattr(loaded, name).equals(getattr(saved, name)), name

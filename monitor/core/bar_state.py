@@ -63,6 +63,9 @@ class BookState(msgspec.Struct, frozen=True):
     # Session bars held back as cut short (session, symbol, why: the book's closed minutes'
     # `held`, see `monitor.core.closed_minutes`).
     held: pl.DataFrame = msgspec.field(default_factory=lambda: empty(HELD_SCHEMA))
+    # The book's close clock (minutes and sessions closed by it: behind `now` while a feed
+    # caught up on a backlog; None: a file of an earlier version, `now`'s).
+    closes_at: dt.datetime | None = None
 
     def sessions(self) -> list[dt.date]:
         """The sessions of its closed minute bars and emitted session bars, sorted."""
@@ -80,6 +83,7 @@ def state_of(book: BarBook) -> BookState:
     ]
     return BookState(
         now=book._now,
+        closes_at=book._close_clock,
         keep_from=book._keep_from,
         done=sorted(book._closed.done),
         closed=pl.concat(closed) if closed else empty(STATE_SCHEMA),
@@ -133,6 +137,9 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
         book._closed.held.setdefault(day, {})[symbol] = why
     book._keep_from = keep
     book._now = state.now
+    book._close_clock = state.closes_at or state.now
+    if book._close_clock is not None and state.now is not None:  # (never ahead of it)
+        book._close_clock = min(book._close_clock, state.now)
     book._open = conform(state.open, OPEN_SCHEMA)
     closing = conform(state.closing, OPEN_SCHEMA)
     if keep is not None and closing.height:

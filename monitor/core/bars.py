@@ -4,6 +4,11 @@
 `advance(now)` closes a minute bar `close_delay_s` after its end and a session's bar `close_delay_s`
 after the session's close (so together with its last minute), and re-emits every bar that late
 ticks or re-sent provider bars changed. Each step is a few polars passes over the whole batch.
+`advance(now, close_at=...)` closes them by `close_at` instead when it is earlier (the close
+clock, which never goes back: the daemon's, held at a feed's newest data while it catches up on
+a backlog, see `monitor.close_clock`), and by `now` for everything else: which ticks and bars
+are from the future, which duplicate keys are kept, which sessions are kept. A tick newer than
+the close clock is taken into its open bar, and closed with it when the clock gets there.
 
 Open and close are the prices of the earliest and latest tick by `ts`; among ticks with the same
 `ts`, the first to arrive opens and the last to arrive closes (the tape's last sale). A tick in
@@ -146,6 +151,7 @@ class BarBook:
         self.counts: dict[str, int] = {}
         self._closes: set[dt.datetime] = set(sessions.frame.get_column("close_ts").to_list())
         self._now: dt.datetime | None = None
+        self._close_clock: dt.datetime | None = None  # (minutes and sessions close by it)
         self._keep_from: dt.date | None = None
         self._open = empty(OPEN_SCHEMA)
         self._partials: list[pl.DataFrame] = []  # accepted ticks, not aggregated yet
@@ -176,7 +182,7 @@ class BarBook:
             starts = frame["start"].drop_nulls().unique().to_list()
         screened = pl.coalesce("reason", *self._screen(frame, "late_tick", starts))
         dup = ~pl.when(screened.is_null()).then("key").is_first_distinct()
-        cutoff = self._cutoff() if self._now is not None else None
+        cutoff = self._cutoff() if self._close_clock is not None else None
         aging = self._dedup_cutoff()
         buckets = frame["bucket"].unique()
         old = self._seen.has_old(buckets, aging)  # (older than the window: filed on arrival)
@@ -282,12 +288,15 @@ class BarBook:
         self._take_bars(good)
         return self._reject(rejected, BAR_RAW if check is None else held_raw(BAR_RAW))
 
-    def advance(self, now: dt.datetime) -> ClosedBars:
+    def advance(self, now: dt.datetime, close_at: dt.datetime | None = None) -> ClosedBars:
         """Close the minute and session bars due at `now` (timezone-aware; time never goes
-        back) and return them with every bar corrected since the last call."""
-        if now.tzinfo is None:
-            raise ValueError("now must be timezone-aware")
+        back), or at `close_at` when it is earlier (see the module), and return them with
+        every bar corrected since the last call."""
+        if now.tzinfo is None or (close_at is not None and close_at.tzinfo is None):
+            raise ValueError("now and close_at must be timezone-aware")
         self._now = max(now.astimezone(dt.UTC), self._now or now)
+        close_by = self._now if close_at is None else min(self._now, close_at.astimezone(dt.UTC))
+        self._close_clock = max(close_by, self._close_clock or close_by)
         rejected: list[Rejection] = []
         # Ticks before bars: a provider's bar of a minute replaces the bar its ticks make,
         # as when it comes after them (taken the other way, the ticks merged into the bar,
@@ -310,7 +319,7 @@ class BarBook:
                 self._closed.merge(self._minute_classes.with_session(closing))
             earliest = self._open.get_column("start").min() if self._open.height else None
             self._earliest = earliest  # type: ignore[assignment]
-        minute, day = self._closed.emit(self._now)
+        minute, day = self._closed.emit(self._close_clock)
         self._forget(self._now)
         for what, n in self._closed.counts.items():
             self._count(what, n)
@@ -399,11 +408,19 @@ class BarBook:
         last = self.sessions.last_closed(now)
         return self.sessions.shift(last, -1) if last is not None else None
 
-    def closes_by(self, now: dt.datetime) -> bool:
-        """Whether `advance(now)` will close a minute bar that is open now, or take a provider
-        bar that waits for its minute's end."""
+    @property
+    def closes_at(self) -> dt.datetime | None:
+        """The close clock: minutes and sessions closed by it are (None: never advanced)."""
+        return self._close_clock
+
+    def closes_by(self, now: dt.datetime, close_at: dt.datetime | None = None) -> bool:
+        """Whether `advance(now, close_at)` will close a minute bar that is open now, or take
+        a provider bar that waits for its minute's end."""
         earliest = self._earliest
-        if earliest is not None and earliest <= now - _MINUTE - self.close_delay:
+        closing = now if close_at is None else min(now, close_at)
+        if self._close_clock is not None:
+            closing = max(closing, self._close_clock)
+        if earliest is not None and earliest <= closing - _MINUTE - self.close_delay:
             return True
         return self._waiting.ends_by(now)
 
@@ -441,9 +458,9 @@ class BarBook:
         return max(clocks) - _MINUTE - self.close_delay if clocks else None
 
     def _cutoff(self) -> dt.datetime:
-        """Minutes starting at or before this instant are closed."""
-        assert self._now is not None
-        return self._now - _MINUTE - self.close_delay
+        """Minutes starting at or before this instant are closed (by the close clock)."""
+        assert self._close_clock is not None
+        return self._close_clock - _MINUTE - self.close_delay
 
     def _screen(
         self, frame: pl.DataFrame, late_reason: str, starts: list[dt.datetime] | None = None
@@ -481,7 +498,7 @@ class BarBook:
             if self._closing_prints.height:
                 day = minute_date(pl.col("start"))
                 self._closing_prints = self._closing_prints.filter(day >= keep)
-        self._seen.forget(self._cutoff())
+        self._seen.forget(now - _MINUTE - self.close_delay)  # (by the wall clock)
 
     def _reject(self, bad: pl.DataFrame, raw: pl.Expr) -> list[Rejection]:
         if not bad.height:

@@ -266,17 +266,23 @@ class Engine:
         return still_held(self._book.held(), self.daily) if self._book is not None else {}
 
     # ---------------------------------------------------------------- advance
-    def advance(self, now: dt.datetime, *, deferred: bool = False) -> Step:
+    def advance(
+        self, now: dt.datetime, *, deferred: bool = False, close_at: dt.datetime | None = None
+    ) -> Step:
         """Close what `now` closes, evaluate rules on newly closed periods, return the alerts
         (and, in `rejections`, ticks and provider bars found to be from the future).
         `deferred`: build the alert payloads only as the Step's `line_chunks` are read (replay
-        writes a chunk while the next is built, and never holds all of them)."""
+        writes a chunk while the next is built, and never holds all of them).
+        `close_at`: minutes and sessions close by it when it is earlier than `now` (the
+        daemon's close clock while a feed catches up on a backlog: see `BarBook.advance`);
+        `now` is still the clock for everything else."""
         self.now = now
-        self._last_closed_seen = self.sessions.last_closed(now)
+        closing = self._closing(now, close_at)
         minute_bars, built_daily = empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA)
         rejected: list[Rejection] = []  # (ticks and provider bars from the future: `BarBook`)
         if self._book is not None:
-            closed = self._book.advance(now)
+            closed = self._book.advance(now, close_at)
+            closing = self._book.closes_at or closing
             minute_bars, built_daily, rejected = closed.minute, closed.daily, closed.rejected
             rejected = [*rejected, *refusals(closed.cut_short, self.daily)]
             self.counts.update(r.reason for r in rejected)
@@ -289,7 +295,8 @@ class Engine:
             built_daily = self._official.without_official(built_daily, self._book.oldest_kept(now))
             if built_daily.height:
                 self._pending_daily = bar_history.upsert(self._pending_daily, built_daily, KEY)
-        new_daily = self._close_daily(now)
+        self._last_closed_seen = self.sessions.last_closed(closing)
+        new_daily = self._close_daily(closing)
         day = self._evaluated.get("1d")
         if new_daily.height and day is not None:
             evaluated = exchange_date(day)
@@ -297,11 +304,11 @@ class Engine:
         late = late_periods(self._evaluated, minute_bars, new_daily, self.sessions)
         parts: list[tuple[Rule, pl.DataFrame]] = []
         if minute_bars.height:
-            parts += self._add_minutes(minute_bars, now, "1m" in late)
+            parts += self._add_minutes(minute_bars, closing, "1m" in late)
         if new_daily.height:
-            parts += self._evaluate("1d", now, "1d" in late)
+            parts += self._evaluate("1d", closing, "1d" in late)
             if any(r.timeframe == "1w" for r in self.rules):
-                parts += self._evaluate("1w", now, "1w" in late)
+                parts += self._evaluate("1w", closing, "1w" in late)
         self.emitted.step()
         if deferred:
             lines: pl.DataFrame | LineChunks = LineChunks(parts, self.ctx, self.emitted.new)
@@ -332,22 +339,40 @@ class Engine:
             parts += self._evaluate("1m", now, late and i == 0, active=active, progress=last)
         return parts
 
-    def evaluates(self, now: dt.datetime, batch: FeedBatch | None = None) -> bool:
-        """Whether `advance(now)` after ingesting `batch` may evaluate rules over the history:
-        daily bars arrive or wait to close, a session closed since the last step, or, with
-        minute rules, a minute bar closes (over a full minute history that takes a few hundred
-        ms for 2,000 symbols)."""
+    def evaluates(
+        self,
+        now: dt.datetime,
+        batch: FeedBatch | None = None,
+        close_at: dt.datetime | None = None,
+    ) -> bool:
+        """Whether `advance(now, close_at=close_at)` after ingesting `batch` may evaluate
+        rules over the history: daily bars arrive or wait to close, a session closed since the
+        last step, or, with minute rules, a minute bar closes (over a full minute history that
+        takes a few hundred ms for 2,000 symbols)."""
         if batch is not None and batch.daily_bars.height:
             return True
         if self._minute_rules:
             if batch is not None and batch.minute_bars.height:
                 return True
-            if self._book is not None and self._book.closes_by(now):
+            if self._book is not None and self._book.closes_by(now, close_at):
                 return True
         if self._pending_daily.height:
             return True
-        closed = self.sessions.last_closed(now)
+        closed = self.sessions.last_closed(self._closing(now, close_at))
         return closed != self._last_closed_seen
+
+    def _closing(self, now: dt.datetime, close_at: dt.datetime | None) -> dt.datetime:
+        """The instant `advance(now, close_at=close_at)` closes periods by (the book's close
+        clock never goes back)."""
+        closing = now if close_at is None else min(now, close_at)
+        held = self._book.closes_at if self._book is not None else None
+        return closing if held is None else max(closing, held)
+
+    @property
+    def closes_at(self) -> dt.datetime | None:
+        """The close clock: periods closed by it are (None: never advanced; see `advance`)."""
+        held = self._book.closes_at if self._book is not None else None
+        return held or self.now
 
     def warm(self, now: dt.datetime) -> int:
         """Advance without emitting: load history so that only later periods can fire.

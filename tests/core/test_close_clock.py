@@ -1,0 +1,121 @@
+"""BarBook and Engine with a close clock behind `now`: minutes and sessions close by it, not by
+the wall clock; ticks newer than it are taken into open bars; it never goes back."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import exchange_calendars as xc
+import polars as pl
+
+from monitor.core.bars import BarBook
+from monitor.core.engine import Engine
+from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, FeedBatch, Tick, empty, ticks_frame
+from monitor.core.rules.spec import RulesFile
+from monitor.core.sessions import Sessions
+
+UTC = dt.UTC
+WED = dt.date(2024, 11, 27)  # a full session: 14:30-21:00 UTC
+SESSIONS = Sessions(xc.get_calendar("XNYS", start="2024-01-01", end="2024-12-31"))
+
+
+def at(hour: int, minute: int, second: float = 0.0) -> dt.datetime:
+    """A UTC instant on WED."""
+    return dt.datetime(2024, 11, 27, hour, minute, tzinfo=UTC) + dt.timedelta(seconds=second)
+
+
+def ticks(*rows: tuple[dt.datetime, float]) -> pl.DataFrame:
+    """ACME trades at those times and prices, 100 shares each."""
+    return ticks_frame([Tick("ACME", ts, price, 100.0, f"{ts}") for ts, price in rows])
+
+
+def starts(frame: pl.DataFrame) -> list[dt.datetime]:
+    return frame.get_column("start").to_list()
+
+
+def test_minutes_after_the_close_clock_stay_open_and_close_whole_when_it_gets_there() -> None:
+    """With the wall clock at 15:00 and the close clock at 14:32:30, minute 14:31 closes,
+    14:32 stays open; ticks of 14:32 and 14:40 that come next are taken (neither late nor from
+    the future), and a later advance closes 14:32 with all of its ticks."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks((at(14, 31, 5), 10.0), (at(14, 32, 1), 11.0)))
+    out = book.advance(at(15, 0), close_at=at(14, 32, 30))
+    assert starts(out.minute) == [at(14, 31)]
+    rejected = book.ingest_ticks(ticks((at(14, 32, 40), 12.0), (at(14, 40, 3), 13.0)))
+    assert (rejected, book.counts) == ([], {})
+    out = book.advance(at(15, 0, 1), close_at=at(14, 40, 10))
+    assert out.minute.select("start", "open", "close", "volume").rows() == [
+        (at(14, 32), 11.0, 12.0, 200.0)
+    ]
+    out = book.advance(at(15, 0, 2))  # (no hold: the wall clock's)
+    assert (starts(out.minute), book.counts) == ([at(14, 40)], {})
+
+
+def test_the_close_clock_never_goes_back() -> None:
+    """A close_at earlier than the last closes nothing again and opens nothing: a tick of a
+    minute the clock had closed is a late tick, corrected, as without a close clock."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks((at(14, 31, 5), 10.0), (at(14, 33, 5), 10.0)))
+    book.advance(at(15, 0), close_at=at(14, 34, 30))
+    assert book.closes_at == at(14, 34, 30)
+    out = book.advance(at(15, 0, 1), close_at=at(14, 32))
+    assert (out.minute.height, book.closes_at) == (0, at(14, 34, 30))
+    book.ingest_ticks(ticks((at(14, 33, 30), 9.0)))
+    assert book.counts == {"late_tick_corrected": 1}
+
+
+def test_a_close_at_ahead_of_now_is_now() -> None:
+    """The close clock is never ahead of the wall clock: close_at past `now` closes by `now`."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks((at(14, 31, 5), 10.0), (at(14, 33, 5), 10.0)))
+    out = book.advance(at(14, 33, 30), close_at=at(16, 0))
+    assert (starts(out.minute), book.closes_at) == ([at(14, 31)], at(14, 33, 30))
+
+
+def test_a_session_bar_closes_by_the_close_clock() -> None:
+    """At 21:05 wall time with the close clock at 20:59:30, the session's last minute and its
+    session bar wait; the closing print that comes next is in both when the clock gets past
+    the close."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks((at(20, 58, 10), 10.0), (at(20, 59, 20), 11.0)))
+    out = book.advance(at(21, 5), close_at=at(20, 59, 30))
+    assert (starts(out.minute), out.daily.height) == ([at(20, 58)], 0)
+    book.ingest_ticks(ticks((at(20, 59, 50), 12.0), (at(21, 0, 0.2), 12.5)))
+    out = book.advance(at(21, 5, 1))
+    assert out.minute.select("start", "close").rows() == [(at(20, 59), 12.5)]
+    assert out.daily.select("session", "open", "close", "volume").rows() == [
+        (WED, 10.0, 12.5, 400.0)
+    ]
+    assert book.counts == {}
+
+
+def test_a_saved_close_clock_comes_back_at_a_restart() -> None:
+    """A book saved while its close clock was held behind its clock restores both: a tick of
+    a minute after the close clock, delivered after the restart, is taken, not late."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks((at(14, 31, 5), 10.0), (at(14, 33, 5), 10.0)))
+    book.advance(at(15, 0), close_at=at(14, 33, 30))
+    state = book.state()
+    assert (state.now, state.closes_at) == (at(15, 0), at(14, 33, 30))
+    again = BarBook(SESSIONS)
+    assert again.restore(state, at(15, 1))
+    again.ingest_ticks(ticks((at(14, 33, 40), 11.0)))
+    out = again.advance(at(15, 1))
+    assert out.minute.select("start", "close", "volume").rows() == [(at(14, 33), 11.0, 200.0)]
+    assert again.counts == {}
+
+
+def test_the_engine_closes_minutes_and_evaluates_by_the_close_clock() -> None:
+    """Engine.advance(now, close_at=...) passes the close clock to its bar builder; `evaluates`
+    says a minute closes only when the close clock closes one; `closes_at` is that clock."""
+    engine = Engine(RulesFile(), SESSIONS)
+    batch = FeedBatch(
+        "t", ticks((at(14, 31, 5), 10.0)), empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA), []
+    )
+    engine.ingest(batch)
+    step = engine.advance(at(15, 0), close_at=at(14, 31, 30))
+    assert (step.minute_bars.height, engine.closes_at) == (0, at(14, 31, 30))
+    assert not engine.book.closes_by(at(15, 0, 1), at(14, 32, 1))
+    assert engine.book.closes_by(at(15, 0, 1), at(14, 32, 2))
+    step = engine.advance(at(15, 0, 1))
+    assert (starts(step.minute_bars), engine.closes_at) == ([at(14, 31)], at(15, 0, 1))
