@@ -125,6 +125,10 @@ class EngineConfig(Base, frozen=True):
     queue_size: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
     batch_max_rows: Annotated[int, Meta(ge=1, le=10_000_000)] = 50_000
     batch_max_age_ms: Annotated[float, Meta(gt=0, le=60_000)] = 25.0  # (a minute at most)
+    # a feed catching up on a backlog (its data well behind the clock, coming in many batches)
+    # holds the minutes open until its data is in, for this long at most (0: never holds;
+    # see `monitor.close_clock`)
+    catch_up_hold_s: Annotated[float, Meta(ge=0, le=3600)] = 60.0
     late_ticks: Literal["correct", "reject"] = "correct"
     # a copy of a trade is recognised within this of the trade's time (or of the first copy's
     # arrival, for a trade that came later than that)

@@ -2,10 +2,12 @@
 
 Feeds put `FeedBatch`es (already decoded) or `Wire`s (raw messages, decoded here, many at once)
 on one bounded queue. The loop takes what is there, up to `batch_max_rows` messages or
-`batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()`, hands
-the alerts to the sinks, passes what the engine took in to `on_batch` (the daemon's journal) and
-then calls each Wire's `ack` (the feed acknowledges and reads on); when the journal could not be
-written (a full disk: `on_batch` says False), the acks wait until a later step writes it.
+`batch_max_age_ms` after the first, decodes, ingests, advances the engine to `clock.now()` (its
+minutes close by the close clock, held back while a feed catches up on a backlog: see
+`monitor.close_clock`), hands the alerts to the sinks, passes what the engine took in to
+`on_batch` (the daemon's journal) and then calls each Wire's `ack` (the feed acknowledges and
+reads on); when the journal could not be written (a full disk: `on_batch` says False), the acks
+wait until a later step writes it.
 A Wire is claimed before it is decoded: one its feed has withdrawn (at shutdown, past the grace
 period) is left alone, neither processed nor acknowledged, and the broker delivers it again.
 With nothing arriving it still advances once a second, so bars close on the clock. Steps that
@@ -26,6 +28,8 @@ import polars as pl
 
 from monitor import logs
 from monitor.clock import Clock
+from monitor.close_clock import HOLD_MAX_S, CloseClock
+from monitor.core.clock_queue import FUTURE_SKEW
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
 from monitor.core.model import Alert, FeedBatch, Rejection
@@ -61,6 +65,7 @@ class Pipeline:
         side_alerts: Callable[[], list[Alert]] | None = None,
         status_changes: Callable[[], list[tuple[str, bool, dt.datetime]]] | None = None,
         engine_change: Callable[[], Callable[[], None] | None] | None = None,
+        catch_up_hold_s: float = HOLD_MAX_S,
     ) -> None:
         self.engine = engine
         self.queue = queue
@@ -81,6 +86,7 @@ class Pipeline:
         self.engine_change = engine_change
         self.last_step_at: float = time.monotonic()
         self._log = logs.get("pipeline")
+        self.close_clock = CloseClock(hold_max_s=catch_up_hold_s, log=self._log)
         self._rejections = RejectionLog(
             self._log, counters, counter="rejections", interval_s=LOG_EVERY_S, clock=time.monotonic
         )
@@ -91,6 +97,11 @@ class Pipeline:
             " while nothing arrives",
         )
         counters.describe("rejections", "Input rejected, by reason")
+        counters.describe(
+            "close_clock_behind_seconds",
+            "How far the clock minutes close by is behind the wall clock: held while a feed"
+            " catches up on a backlog (0: not held)",
+        )
         counters.describe("alerts_fired", "Alerts fired by the engine, by rule")
         counters.describe(
             "bar_events", "Bar builder events: late ticks corrected, bars replaced, ... by kind"
@@ -142,18 +153,22 @@ class Pipeline:
 
     async def _process(self, items: list[FeedBatch | Wire]) -> None:
         items = [item for item in items if _claimed(item)]
-        batch = self._decode(items)
+        batch, parts = self._decode(items)
         now = self.clock.now()
+        close_at, fed = self._close_at(parts, now)
         # (a change of the engine's rules evaluates them over the history, in the thread too)
         change = self.engine_change() if self.engine_change is not None else None
-        if change is not None or self.engine.evaluates(now, batch):
+        if change is not None or self.engine.evaluates(now, batch, close_at):
             # Rules over the whole history can take seconds: keep the loop (feeds, HTTP) going.
-            step, rejections = await asyncio.to_thread(self._step, batch, now, change)
+            step, rejections = await asyncio.to_thread(self._step, batch, now, change, close_at)
         else:
             # Ticks and minute bars: a few polars calls, faster inline than across threads
             # (a worker thread would wait for the GIL the feed readers hold).
-            step, rejections = self._step(batch, now)
+            step, rejections = self._step(batch, now, None, close_at)
         self.last_step_at = time.monotonic()
+        closes_at = self.engine.closes_at
+        behind = (now - closes_at).total_seconds() if closes_at is not None else 0.0
+        self.counters.set("close_clock_behind_seconds", max(behind, 0.0))
         self._count(batch, rejections, _logged_by_feeds(items))
         newest = _newest_accepted(batch, rejections) if batch is not None else None
         if newest is not None and (self._newest is None or newest > self._newest):
@@ -187,13 +202,38 @@ class Pipeline:
         acks = [item.ack for item in items if isinstance(item, Wire) and item.ack is not None]
         if not durable:
             self._held_acks += acks
-            return
-        acks, self._held_acks = self._held_acks + acks, []
-        for ack in acks:
-            ack()
+        else:
+            acks, self._held_acks = self._held_acks + acks, []
+            for ack in acks:
+                ack()
+        done = time.monotonic()
+        for feed in fed:  # (its next delivery comes after this step's acks: quiet from here)
+            self.close_clock.delivered(feed, done)
+
+    def _close_at(
+        self, parts: list[FeedBatch], now: dt.datetime
+    ) -> tuple[dt.datetime | None, set[str]]:
+        """The close clock of a step at `now` that takes in `parts` (see
+        `monitor.close_clock`): each feed's newest data noted (a row from the future says
+        nothing of how far behind its feed is), then where the catching-up feeds hold it;
+        and the feeds that delivered data."""
+        latest, at = now + FUTURE_SKEW, time.monotonic()
+        fed: set[str] = set()
+        for part in parts:
+            newest = _data_end(part, latest)
+            if newest is not None:
+                self.close_clock.delivered(part.feed, at, newest)
+                fed.add(part.feed)
+        if not self.close_clock.known():
+            return None, fed
+        return self.close_clock.close_at(now, at, self.engine.book.close_delay), fed
 
     def _step(
-        self, batch: FeedBatch | None, now: dt.datetime, change: Callable[[], None] | None = None
+        self,
+        batch: FeedBatch | None,
+        now: dt.datetime,
+        change: Callable[[], None] | None = None,
+        close_at: dt.datetime | None = None,
     ) -> tuple[Step, list[Rejection]]:
         if change is not None:
             change()
@@ -202,12 +242,14 @@ class Pipeline:
                 self.engine.set_halted(symbol, halted, at)
         # (`now`: a session bar of a session not opened by then is `future_bar`)
         rejections = self.engine.ingest(batch, now=now) if batch is not None else []
-        step = self.engine.advance(now)  # (it may reject provider bars from the future)
+        # (it may reject provider bars from the future; minutes close by `close_at`)
+        step = self.engine.advance(now, close_at=close_at)
         return step, rejections + step.rejections
 
-    def _decode(self, items: list[FeedBatch | Wire]) -> FeedBatch | None:
+    def _decode(self, items: list[FeedBatch | Wire]) -> tuple[FeedBatch | None, list[FeedBatch]]:
+        """The batch of a step's `items`, and the feeds' batches it was merged from."""
         if not items:
-            return None
+            return None, []
         batches: list[FeedBatch] = []
         raw: dict[str, list[bytes]] = defaultdict(list)
         for item in items:
@@ -218,7 +260,7 @@ class Pipeline:
                 batches.append(item)
         for feed, payloads in raw.items():
             batches.append(self._decoded(feed, payloads))
-        return merge(batches, "pipeline")
+        return merge(batches, "pipeline"), batches
 
     def _decoded(self, feed: str, payloads: list[bytes]) -> FeedBatch:
         """`feed`'s decoder over `payloads`. A decoder never raises on bad input; should one
@@ -354,6 +396,21 @@ def _logged_by_feeds(items: list[FeedBatch | Wire]) -> set[int]:
         if isinstance(item, FeedBatch) and item.rejections_logged
         for r in item.rejections
     }
+
+
+def _data_end(batch: FeedBatch, latest: dt.datetime) -> dt.datetime | None:
+    """Where `batch`'s ticks and minute bars end (see `FeedBatch.data_end`), of those that
+    end by `latest`."""
+    ends: list[dt.datetime] = []
+    for frame, column, span in (
+        (batch.ticks, "ts", dt.timedelta(0)),
+        (batch.minute_bars, "start", MINUTE),
+    ):
+        if frame.height:
+            value = frame.filter(pl.col(column) <= latest - span).get_column(column).max()
+            if isinstance(value, dt.datetime):
+                ends.append(value + span)
+    return max(ends, default=None)
 
 
 def _newest_accepted(batch: FeedBatch, rejections: list[Rejection]) -> dt.datetime | None:

@@ -388,6 +388,7 @@ async def run(
             decoders=daemon.decoders,
             batch_max_rows=config.engine.batch_max_rows,
             batch_max_age_ms=config.engine.batch_max_age_ms,
+            catch_up_hold_s=config.engine.catch_up_hold_s,
             on_step=daemon.on_step,
             on_batch=daemon.intraday.append,
             side_alerts=daemon.take_feed_alerts,

@@ -43,6 +43,10 @@ def refused(load: Callable[[Path, dict[str, str]], object], conf: Path) -> str:
         ("[engine]\n", "[engine]\ndedup_window_s = 1e300\n", f"engine.dedup_window_s: {YEAR}"),
         ("batch_max_age_ms = 20", "batch_max_age_ms = 1e9",
          "engine.batch_max_age_ms: Expected `float` <= 60000.0"),
+        ("[engine]\n", "[engine]\ncatch_up_hold_s = 1e300\n",
+         "engine.catch_up_hold_s: Expected `float` <= 3600.0"),
+        ("[engine]\n", "[engine]\ncatch_up_hold_s = -1\n",
+         "engine.catch_up_hold_s: Expected `float` >= 0.0"),
         ("[engine]\n", "[engine]\nqueue_size = 100000000000000000000\n",
          "engine.queue_size: Expected `int` <= 10000000"),
         ("[engine]\n", "[engine]\nmax_jump_confirm = 100000000000000000000\n",
@@ -50,7 +54,7 @@ def refused(load: Callable[[Path, dict[str, str]], object], conf: Path) -> str:
         ("[http]\n", "[shutdown]\ngrace_s = 1e300\n[http]\n", f"shutdown.grace_s: {YEAR}"),
     ],
     ids=["snapshot", "intraday", "session-expiry", "stale", "backlog", "maxlen", "check",
-         "dedup-window", "batch-age", "queue", "jump-confirm", "grace"],
+         "dedup-window", "batch-age", "hold", "hold-negative", "queue", "jump-confirm", "grace"],
 )  # fmt: skip
 def test_an_absurd_number_in_the_daemons_config_is_refused_naming_it(
     tmp_path: Path, old: str, new: str, error: str

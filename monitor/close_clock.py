@@ -1,0 +1,136 @@
+"""When the daemon's minutes close while a feed catches up on a backlog: its close clock.
+
+The engine loop advances the engine to the wall clock after every micro-batch. A backlog that
+comes in many batches (the broker's queued messages after a reconnect, or at a start with a
+persistent MQTT session: half an hour of ticks, `batch_max_rows` messages at a time) would
+have its first batch's advance close every minute up to the wall clock, with most of their
+ticks still to come: they would come as late ticks, correcting bars the minute rules have
+fired on already. Replay, over the same ticks at once, closes each minute with all of them.
+
+So the loop gives the engine a close clock (`Engine.advance(now, close_at=...)`): minutes and
+session bars close by it, everything else goes by the wall clock. `CloseClock` decides it
+from what each feed delivers: a feed is catching up while the newest data it delivered (a
+tick's time, a minute bar's end) is more than the bar builder's close delay and `slack_s`
+behind the wall clock and it keeps delivering (something within `quiet_s` of the acks of its
+last delivery). While one is, the close clock is held at the newest data of the feed furthest
+behind (the minute that data is in stays open: the rest of it is in the next batches);
+otherwise it is the wall clock. MQTT does not say when a backlog is drained: a feed that
+catches up (live data) or goes quiet releases the hold.
+
+A hold is bounded (`hold_max_s`): a feed whose data is always late (a provider delayed by 15
+minutes) or that replays old data for ever must not keep every other feed's minutes open. A
+feed released by the bound does not hold again until it has caught up or gone quiet; its data
+then comes late, corrections as before. 0: never hold. Quiet and the bound are measured in
+real (monotonic) seconds, not by the engine's clock: a simulated one (the daemon's replay
+feed) stands still once its data is out.
+
+Defaults: `slack_s` 5 seconds (a live feed's ticks come within a second or two; a feed
+further behind than the close delay has data for minutes already closed, but one a few
+seconds late at a minute's end is the close delay's business); `quiet_s` 2 s (a backlog is
+delivered as fast as the broker sends it, the engine loop acknowledges each batch within
+milliseconds, and an idle loop steps every second: two idle steps without a message end the
+hold); `hold_max_s` 60 s (a backlog of half an hour, a few hundred thousand ticks, is taken in
+well within it; past it, the feed's data come late, corrections as without a hold, and every
+other feed's minutes close at most that late).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+from monitor import logs
+
+QUIET_S = 2.0  # a feed with nothing delivered this long is quiet (see the module)
+BEHIND_SLACK_S = 5.0  # behind by more than the close delay and this: catching up
+HOLD_MAX_S = 60.0  # (the default `[engine] catch_up_hold_s`)
+
+
+class _Feed(msgspec.Struct):
+    newest: dt.datetime | None = None  # the newest data it delivered
+    delivered_at: float | None = None  # when it last delivered (monotonic seconds)
+    held_since: float | None = None  # holding the close clock since (monotonic seconds)
+    spent: bool = False  # released by the bound: holds no more until caught up or quiet
+
+
+class CloseClock:
+    """The close clock of the engine loop's steps (see the module); one per daemon."""
+
+    def __init__(
+        self,
+        *,
+        hold_max_s: float = HOLD_MAX_S,
+        quiet_s: float = QUIET_S,
+        slack_s: float = BEHIND_SLACK_S,
+        log: Any = None,
+    ) -> None:
+        self.slack = dt.timedelta(seconds=slack_s)
+        self.hold_max_s = hold_max_s
+        self.quiet_s = quiet_s
+        self._log = log if log is not None else logs.get("pipeline")
+        self._feeds: dict[str, _Feed] = {}
+
+    def delivered(self, feed: str, at: float, newest: dt.datetime | None = None) -> None:
+        """`feed` delivered data at `at` (monotonic seconds), the newest of it `newest` (None:
+        its newest is unchanged; the end of the step that took it in, say)."""
+        state = self._feeds.setdefault(feed, _Feed())
+        state.delivered_at = at
+        if newest is not None and (state.newest is None or newest > state.newest):
+            state.newest = newest
+
+    def known(self) -> bool:
+        """Whether any feed delivered data yet."""
+        return bool(self._feeds)
+
+    def close_at(
+        self, now: dt.datetime, at: float, close_delay: dt.timedelta
+    ) -> dt.datetime | None:
+        """The instant minutes and sessions close by at `now` (the engine's clock; `at`: the
+        monotonic seconds; None: `now`), for a bar builder that closes a minute `close_delay`
+        after its end; the holds start and end here, each said in one line."""
+        held: list[dt.datetime] = []
+        most = close_delay + self.slack  # (behind by more: catching up)
+        for name, feed in self._feeds.items():
+            if feed.newest is None or feed.delivered_at is None:
+                continue
+            behind = now - feed.newest
+            if behind <= most or at - feed.delivered_at > self.quiet_s:
+                why = "caught_up" if behind <= most else "quiet"
+                self._release(name, feed, now, at, why)
+                feed.spent = False
+                continue
+            if feed.spent or self.hold_max_s <= 0:
+                continue
+            if feed.held_since is None:
+                feed.held_since = at
+                self._say(
+                    "close_clock_held",
+                    feed=name,
+                    behind_s=round(behind.total_seconds(), 1),
+                    note="the feed is catching up on a backlog: minutes close as its data "
+                    "comes in, not by the wall clock",
+                )
+            elif at - feed.held_since > self.hold_max_s:
+                self._release(name, feed, now, at, "bound")
+                feed.spent = True
+                continue
+            held.append(feed.newest)
+        return min(held, default=None)
+
+    def _release(self, name: str, feed: _Feed, now: dt.datetime, at: float, why: str) -> None:
+        if feed.held_since is None:
+            return
+        assert feed.newest is not None
+        self._say(
+            "close_clock_released",
+            feed=name,
+            why=why,
+            behind_s=round((now - feed.newest).total_seconds(), 1),
+            held_s=round(at - feed.held_since, 1),
+        )
+        feed.held_since = None
+
+    def _say(self, event: str, **fields: object) -> None:
+        self._log.info(event, **fields)

@@ -1,0 +1,240 @@
+"""The engine loop's close clock: a backlog that comes in many micro-batches closes its minutes
+when their ticks are in (the same bars and minute alerts as one batch, no late ticks), and a
+feed's hold on it ends when it catches up, goes quiet, or has held for `catch_up_hold_s`."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from collections.abc import Sequence
+
+import msgspec
+import polars as pl
+from structlog.testing import capture_logs
+
+from monitor.clock import SimClock
+from monitor.close_clock import CloseClock
+from monitor.core.counters import Counters
+from monitor.core.engine import Engine
+from monitor.core.model import Alert, FeedBatch
+from monitor.core.rules.spec import RulesFile
+from monitor.core.sessions import Sessions
+from monitor.feeds.generic import decode_generic_many
+from monitor.feeds.wire import Wire
+from monitor.pipeline import Pipeline
+
+START = dt.datetime(2024, 7, 16, 14, 0, tzinfo=dt.UTC)  # 10:00 New York, a Tuesday
+BACKLOG_MIN = 20
+WALL = START + dt.timedelta(minutes=BACKLOG_MIN + 25)  # the daemon takes the backlog in then
+DELAY = dt.timedelta(seconds=2)  # (the bar builder's close delay)
+RULES = msgspec.json.decode(
+    b'{"rules": ['
+    b'{"id": "m.surge", "kind": "surge", "timeframe": "1m", "window": 3, "min_return": 0.004,'
+    b' "universe": true},'
+    b'{"id": "m.streak", "kind": "streak", "timeframe": "1m", "count": 3, "min_return": 0.0005,'
+    b' "universe": true}'
+    b"]}",
+    type=RulesFile,
+)
+
+
+class TickingClock:
+    """The wall clock at WALL, a millisecond later at every read (a step reads it twice)."""
+
+    def __init__(self, start: dt.datetime = WALL) -> None:
+        self.at = start
+
+    def now(self) -> dt.datetime:
+        self.at += dt.timedelta(milliseconds=1)
+        return self.at
+
+
+def backlog() -> list[bytes]:
+    """BACKLOG_MIN minutes of trades of three symbols from START, random walks in time order,
+    as a feed's JSON messages."""
+    rng = random.Random(7)
+    prices = {"AAA": 10.0, "BBB": 20.0, "CCC": 5.0}
+    messages: list[tuple[int, bytes]] = []
+    for symbol in prices:
+        first = int(START.timestamp() * 1000)
+        times = sorted(first + rng.randrange(BACKLOG_MIN * 60_000) for _ in range(40 * BACKLOG_MIN))
+        for i, ms in enumerate(times):
+            prices[symbol] *= 1 + rng.gauss(0.0001, 0.001)
+            message = {"symbol": symbol, "ts": ms, "price": round(prices[symbol], 4), "size": 100,
+                       "id": f"{symbol}-{i}"}  # fmt: skip
+            messages.append((ms, msgspec.json.encode(message)))
+    return [m for _, m in sorted(messages, key=lambda m: m[0])]
+
+
+async def taken_in(
+    sessions: Sessions, wires: list[Wire], batch_max_rows: int, hold_s: float | None = None
+) -> tuple[Engine, pl.DataFrame, list[Alert]]:
+    """The engine loop (the daemon's engine: minute rules a minute at a time) over `wires`,
+    then a step a minute later with nothing coming: the engine, every minute bar it emitted
+    (the last version of each) and its alerts."""
+    engine = Engine(RULES, sessions, minute_by_minute=True)
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    for wire in wires:
+        queue.put_nowait(wire)
+    alerts: list[Alert] = []
+    bars: list[pl.DataFrame] = []
+    options = {} if hold_s is None else {"catch_up_hold_s": hold_s}
+    pipeline = Pipeline(
+        engine,
+        queue,
+        clock=TickingClock(),
+        counters=Counters(),
+        sinks=[alerts.extend],
+        decoders={"mqtt": lambda payloads: decode_generic_many(payloads, feed="mqtt")},
+        batch_max_rows=batch_max_rows,
+        on_step=lambda step: bars.append(step.minute_bars),
+        **options,  # type: ignore[arg-type]
+    )
+    done = asyncio.Event()
+    done.set()  # feeds done and stop asked: drain the queue, then return
+    await asyncio.wait_for(pipeline.run(done, done), 60)
+    last = engine.advance(WALL + dt.timedelta(minutes=1))  # (the feed went quiet: all close)
+    alerts += last.alerts
+    bars.append(last.minute_bars)
+    emitted = pl.concat(bars).unique(["symbol", "start"], keep="last").sort("symbol", "start")
+    return engine, emitted, alerts
+
+
+def said(alerts: Sequence[Alert]) -> list[tuple[str, str, dict[str, object]]]:
+    return sorted((a.id, a.ts, dict(a.metrics)) for a in alerts)
+
+
+async def test_a_backlog_in_many_batches_closes_minutes_as_one_batch_does(
+    sessions: Sessions,
+) -> None:
+    """Twenty minutes of trades taken in 25 messages a batch, 25 minutes late: the same
+    minute bars and the same minute alerts (ids, times, metrics) as the whole backlog in one
+    batch, and not one late tick (each batch used to close every minute to the wall clock,
+    and the rest of the backlog came as late ticks correcting bars the rules had fired on)."""
+    messages = backlog()
+    one_engine, one_bars, one_alerts = await taken_in(
+        sessions, [Wire("mqtt", messages)], batch_max_rows=len(messages)
+    )
+    wires = [Wire("mqtt", [m]) for m in messages]
+    many_engine, many_bars, many_alerts = await taken_in(sessions, wires, batch_max_rows=25)
+    assert one_alerts, "the rules fire on the backlog"
+    assert one_bars.height == 3 * BACKLOG_MIN
+    assert many_engine.book_counts() == one_engine.book_counts() == {}
+    assert many_bars.to_dicts() == one_bars.to_dicts()
+    assert said(many_alerts) == said(one_alerts)
+
+
+async def test_with_no_hold_the_backlog_comes_late(sessions: Sessions) -> None:
+    """`catch_up_hold_s = 0`: each batch closes the minutes to the wall clock, as before, and
+    the rest of the backlog corrects them (the close clock is what the test above shows)."""
+    messages = backlog()
+    wires = [Wire("mqtt", [m]) for m in messages]
+    engine, _, _ = await taken_in(sessions, wires, batch_max_rows=25, hold_s=0)
+    assert engine.book_counts()["late_tick_corrected"] > 0
+
+
+MIN = dt.timedelta(minutes=1)
+S = dt.timedelta(seconds=1)
+
+
+def test_a_feed_catching_up_holds_the_clock_until_it_catches_up() -> None:
+    """A feed 30 minutes behind holds the close clock at its newest data, batch after batch,
+    and releases it when its data is live: one line when the hold starts, one when it ends."""
+    clock = CloseClock(hold_max_s=60)
+    with capture_logs() as logs:
+        clock.delivered("mqtt", 0.0, WALL - 30 * MIN)
+        first = clock.close_at(WALL, 0.0, DELAY)
+        clock.delivered("mqtt", 1.0, WALL - 20 * MIN)
+        second = clock.close_at(WALL + S, 1.0, DELAY)
+        clock.delivered("mqtt", 2.0, WALL + S)
+        third = clock.close_at(WALL + 2 * S, 2.0, DELAY)
+    assert (first, second, third) == (WALL - 30 * MIN, WALL - 20 * MIN, None)
+    assert [(e["event"], e["feed"], e.get("why")) for e in logs] == [
+        ("close_clock_held", "mqtt", None),
+        ("close_clock_released", "mqtt", "caught_up"),
+    ]
+    assert (logs[0]["behind_s"], logs[1]["held_s"]) == (1800.0, 2.0)
+
+
+def test_a_quiet_feed_releases_the_clock() -> None:
+    """A feed behind that delivers nothing for `quiet_s` real seconds (its backlog drained,
+    the market quiet) no longer holds the clock, whatever the engine's clock says (a
+    simulated one stands still)."""
+    clock = CloseClock(hold_max_s=60, quiet_s=2)
+    clock.delivered("mqtt", 10.0, WALL - 30 * MIN)
+    assert clock.close_at(WALL, 12.0, DELAY) == WALL - 30 * MIN
+    with capture_logs() as logs:
+        assert clock.close_at(WALL, 12.5, DELAY) is None
+    assert [(e["event"], e["why"]) for e in logs] == [("close_clock_released", "quiet")]
+
+
+def test_a_feed_always_behind_holds_only_until_the_bound_then_not_again() -> None:
+    """A feed 15 minutes delayed for good holds the clock `hold_max_s`, then releases it and
+    holds it no more while it keeps delivering delayed data; quiet, then back, it may again.
+    Another feed catching up meanwhile still holds it."""
+    clock = CloseClock(hold_max_s=10)
+    behind = 15 * MIN
+    got: list[dt.datetime | None] = []
+    with capture_logs() as logs:
+        for s in range(14):
+            clock.delivered("delayed", float(s), WALL + s * S - behind)
+            got.append(clock.close_at(WALL + s * S, float(s), DELAY))
+        now = WALL + 14 * S
+        clock.delivered("delayed", 14.0, now - behind)
+        clock.delivered("other", 14.0, now - 40 * MIN)
+        with_other = clock.close_at(now, 14.0, DELAY)
+        quiet = WALL + 30 * S
+        clock.close_at(quiet, 30.0, DELAY)
+        clock.delivered("delayed", 30.0, quiet - behind)
+        again = clock.close_at(quiet, 30.0, DELAY)
+    assert got == [WALL + s * S - behind for s in range(11)] + [None] * 3
+    assert with_other == now - 40 * MIN
+    assert again == quiet - behind
+    assert [(e["event"], e["feed"], e.get("why")) for e in logs] == [
+        ("close_clock_held", "delayed", None),
+        ("close_clock_released", "delayed", "bound"),
+        ("close_clock_held", "other", None),
+        ("close_clock_released", "other", "quiet"),
+        ("close_clock_held", "delayed", None),
+    ]
+
+
+def test_a_feed_a_few_seconds_behind_does_not_hold() -> None:
+    """Live data a few seconds old (within the close delay and the slack) holds nothing."""
+    clock = CloseClock()
+    clock.delivered("mqtt", 0.0, WALL - 6 * S)
+    assert clock.close_at(WALL, 0.0, DELAY) is None
+
+
+async def test_a_backlog_that_stops_coming_closes_its_last_minute(sessions: Sessions) -> None:
+    """The engine's clock standing still 25 minutes past a backlog (a simulated one, as the
+    daemon's replay feed's once its data is out): the last minute stays open while the feed
+    delivers, and closes, whole, once the feed has been quiet for a couple of real seconds."""
+    messages = backlog()
+    engine = Engine(RULES, sessions, minute_by_minute=True)
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    pipeline = Pipeline(
+        engine,
+        queue,
+        clock=SimClock(WALL),
+        counters=Counters(),
+        sinks=[],
+        decoders={"mqtt": lambda payloads: decode_generic_many(payloads, feed="mqtt")},
+        batch_max_rows=100,  # (a batch a Wire)
+    )
+    stop, done = asyncio.Event(), asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(pipeline.run(stop, done))
+        for i in range(0, len(messages), 100):
+            queue.put_nowait(Wire("mqtt", messages[i : i + 100]))
+        async with asyncio.timeout(30):
+            while engine.minutes.height < 3 * BACKLOG_MIN:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        stop.set()
+        done.set()
+        await asyncio.wait_for(task, 10)
+    assert engine.book_counts() == {}
+    assert engine.minutes.get_column("volume").sum() == 100.0 * len(messages)
+    events = [(e["event"], e.get("why")) for e in logs if e["event"].startswith("close_clock")]
+    assert events == [("close_clock_held", None), ("close_clock_released", "quiet")]
