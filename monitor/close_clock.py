@@ -46,6 +46,9 @@ from monitor import logs
 QUIET_S = 2.0  # a feed with nothing delivered this long is quiet (see the module)
 BEHIND_SLACK_S = 5.0  # behind by more than the close delay and this: catching up
 HOLD_MAX_S = 60.0  # (the default `[engine] catch_up_hold_s`)
+# A hold of data further behind than this is said at info level; a shorter one (a provider
+# whose minute bars come a few seconds after the close delay, every minute) at debug.
+LOUD_BEHIND_S = 60.0
 
 
 class _Feed(msgspec.Struct):
@@ -53,6 +56,7 @@ class _Feed(msgspec.Struct):
     delivered_at: float | None = None  # when it last delivered (monotonic seconds)
     held_since: float | None = None  # holding the close clock since (monotonic seconds)
     spent: bool = False  # released by the bound: holds no more until caught up or quiet
+    loud: bool = False  # its hold was said at info level (see LOUD_BEHIND_S)
 
 
 class CloseClock:
@@ -105,7 +109,9 @@ class CloseClock:
                 continue
             if feed.held_since is None:
                 feed.held_since = at
+                feed.loud = behind.total_seconds() >= LOUD_BEHIND_S
                 self._say(
+                    feed.loud,
                     "close_clock_held",
                     feed=name,
                     behind_s=round(behind.total_seconds(), 1),
@@ -124,6 +130,7 @@ class CloseClock:
             return
         assert feed.newest is not None
         self._say(
+            feed.loud,
             "close_clock_released",
             feed=name,
             why=why,
@@ -132,5 +139,5 @@ class CloseClock:
         )
         feed.held_since = None
 
-    def _say(self, event: str, **fields: object) -> None:
-        self._log.info(event, **fields)
+    def _say(self, loud: bool, event: str, **fields: object) -> None:
+        (self._log.info if loud else self._log.debug)(event, **fields)

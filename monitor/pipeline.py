@@ -407,7 +407,9 @@ def _data_end(batch: FeedBatch, latest: dt.datetime) -> dt.datetime | None:
         (batch.minute_bars, "start", MINUTE),
     ):
         if frame.height:
-            value = frame.filter(pl.col(column) <= latest - span).get_column(column).max()
+            value = frame.get_column(column).max()
+            if isinstance(value, dt.datetime) and value > latest - span:  # (rare: filtered)
+                value = frame.filter(pl.col(column) <= latest - span).get_column(column).max()
             if isinstance(value, dt.datetime):
                 ends.append(value + span)
     return max(ends, default=None)

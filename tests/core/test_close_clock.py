@@ -119,3 +119,33 @@ def test_the_engine_closes_minutes_and_evaluates_by_the_close_clock() -> None:
     assert engine.book.closes_by(at(15, 0, 1), at(14, 32, 2))
     step = engine.advance(at(15, 0, 1))
     assert (starts(step.minute_bars), engine.closes_at) == ([at(14, 31)], at(15, 0, 1))
+
+
+def test_a_hold_of_data_seconds_behind_is_said_at_debug_one_minutes_behind_at_info() -> None:
+    from monitor.close_clock import CloseClock
+
+    said: list[tuple[str, str]] = []
+
+    class Log:
+        def info(self, event: str, **_: object) -> None:
+            said.append(("info", event))
+
+        def debug(self, event: str, **_: object) -> None:
+            said.append(("debug", event))
+
+    clock = CloseClock(log=Log())
+    now = dt.datetime(2024, 7, 16, 15, 0, tzinfo=dt.UTC)
+    delay = dt.timedelta(seconds=2)
+    clock.delivered("bars", 0.0, now - dt.timedelta(seconds=9))  # a provider's late minute bar
+    assert clock.close_at(now, 0.5, delay) is not None
+    assert clock.close_at(now, 3.0, delay) is None  # quiet: released
+    clock.delivered("mqtt", 10.0, now - dt.timedelta(minutes=20))  # a broker's backlog
+    assert clock.close_at(now, 10.1, delay) is not None
+    clock.delivered("mqtt", 10.2, now)
+    assert clock.close_at(now, 10.3, delay) is None  # caught up
+    assert said == [
+        ("debug", "close_clock_held"),
+        ("debug", "close_clock_released"),
+        ("info", "close_clock_held"),
+        ("info", "close_clock_released"),
+    ]
