@@ -119,6 +119,9 @@ class RulesConfig(Base, frozen=True):
 class HttpConfig(Base, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = 9108
+    # the names (with or without a port, `*.example.com`) a request's Host may be, beside the
+    # loopback ones, whatever `host` is; empty: loopback names only on a loopback host, any else
+    allowed_hosts: list[str] = []
 
 
 class EngineConfig(Base, frozen=True):

@@ -6,8 +6,8 @@ would refuse, both of two passwords, a `ca_file` that holds no certificate (or w
 per feed a setting of another kind of feed, a URL of the wrong scheme or port, credentials in a
 URL, an MQTT topic that is no filter, a `field_map` key the generic decoder does not have, a
 WebSocket provider's symbols, key or secret missing, a `rest_url` that is no http(s) URL; and
-two feeds of one name or one MQTT `client_id`. The notifier's config shares the URL, `inf` and
-file checks.
+two feeds of one name or one MQTT `client_id`; an `[http] allowed_hosts` entry that is no host.
+The notifier's config shares the URL, `inf`, file and `allowed_hosts` checks.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import msgspec
 
 from monitor.core.symbols import named_symbol_problem
+from monitor.request_head import allowed_host_problem
 from monitor.urls import host_only, mask_url, not_valid, split_url
 
 if TYPE_CHECKING:
@@ -56,6 +57,9 @@ def problem(config: Config) -> tuple[str, str] | None:
     problem = redis_ca_problem(config.redis.url, config.redis.ca_file)
     if problem is not None:
         return "redis.ca_file", problem
+    problem = allowed_hosts_problem(config.http.allowed_hosts)
+    if problem is not None:
+        return "http.allowed_hosts", problem
     for i, feed in enumerate(config.feeds):
         problem_at = _feed_problem(feed)
         if problem_at is None and feed.ca_file:
@@ -125,6 +129,16 @@ def _topic_problem(topic: str) -> str | None:
                 f"{topic!r} is no topic filter: a wildcard is a whole level, and # the last one"
                 " (a/+/c, a/#)"
             )
+    return None
+
+
+def allowed_hosts_problem(hosts: list[str]) -> str | None:
+    """What is wrong with the first bad entry of `[http] allowed_hosts` (daemon and notifier);
+    None when each is a host name, `*.` domain or IP address, with or without a port."""
+    for entry in hosts:
+        problem = allowed_host_problem(entry)
+        if problem is not None:
+            return problem
     return None
 
 

@@ -1,11 +1,13 @@
 """The daemon's HTTP port: /metrics (Prometheus text), /healthz (JSON), and any JSON routes the
 service adds (e.g. /api/state). A deliberately small HTTP/1.1 server on asyncio streams: GET and
 HEAD, one request per connection, no dependency; a head past 64 KB is answered 431, a malformed
-one 400, and on a loopback address one whose Host is not a loopback name 421 (see
-`monitor.request_head`). A route in `query_routes` gets the query string's parameters (the last
-value of each); the others ignore it. The routes of the paths in `threaded` (the expensive ones)
-run in a worker thread of the server's own, one request at a time, so the event loop (/healthz,
-the feeds) goes on meanwhile and they never take the engine's threads."""
+one 400, and on a loopback address one whose Host is not a loopback name 421; with
+`allowed_hosts` (`[http] allowed_hosts`), on any address, one whose Host is neither a loopback
+name nor one of those 421 too (see `monitor.request_head`). A route in `query_routes` gets the
+query string's parameters (the last value of each); the others ignore it. The routes of the
+paths in `threaded` (the expensive ones) run in a worker thread of the server's own, one request
+at a time, so the event loop (/healthz, the feeds) goes on meanwhile and they never take the
+engine's threads."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import msgspec
 
 from monitor import logs
 from monitor.errors import MonitorError
-from monitor.request_head import Refusal, RequestHead, is_loopback, parse_head
+from monitor.request_head import Refusal, RequestHead, host_allowed, is_loopback, parse_head
 
 Route = Callable[[], tuple[int, str, bytes]]  # -> (status, content type, body)
 QueryRoute = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
@@ -54,7 +56,9 @@ REASONS = {
 
 class HttpServer:
     """`async with HttpServer(host, port, routes) as server:` serves until the block ends.
-    `server.port` is the bound port (useful with port 0)."""
+    `server.port` is the bound port (useful with port 0). `allowed_hosts` (checked entries of
+    `[http] allowed_hosts`): the names, beside the loopback ones, a request's Host may be,
+    whatever the address; empty, any on an address not loopback."""
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class HttpServer:
         query_routes: dict[str, QueryRoute] | None = None,
         threaded: Collection[str] = (),
         max_connections: int = MAX_CONNECTIONS,
+        allowed_hosts: Collection[str] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -79,6 +84,7 @@ class HttpServer:
         self.dropped = 0  # connections still sending their head, closed for a new one
         self._reading: dict[asyncio.StreamWriter, None] = {}  # (those, oldest first)
         self.loopback_only = is_loopback(host)  # (then Host must name a loopback address)
+        self.allowed_hosts = tuple(allowed_hosts)  # (then Host must be a loopback name or one)
 
     async def __aenter__(self) -> HttpServer:
         try:
@@ -130,8 +136,9 @@ class HttpServer:
                 self._reading.pop(writer, None)
             if isinstance(head, Refusal):
                 status, ctype, body = head.status, "text/plain", head.reason.encode() + b"\n"
-            elif self.loopback_only and head.host is not None and not is_loopback(head.host):
-                status, ctype, body = 421, "text/plain", _NOT_LOOPBACK
+            elif head.host is not None and not self._is_served(head.host):
+                status, ctype = 421, "text/plain"
+                body = _NOT_ALLOWED if self.allowed_hosts else _NOT_LOOPBACK
             else:
                 method = head.method
                 status, ctype, body = await self._answer(head.method, head.path, head.query)
@@ -154,6 +161,13 @@ class HttpServer:
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), IO_TIMEOUT_S)
             self.open -= 1
+
+    def _is_served(self, host: str) -> bool:
+        """Whether a request whose Host header is `host` is answered: a loopback name always;
+        with `allowed_hosts`, one of those; else any when bound to an address not loopback."""
+        if self.allowed_hosts:
+            return host_allowed(host, self.allowed_hosts)
+        return not self.loopback_only or is_loopback(host)
 
     def _make_room(self) -> bool:
         """Close the oldest connection still sending its head (an idle client, most likely),
@@ -193,6 +207,11 @@ class HttpServer:
 _NOT_LOOPBACK = (
     b"this server is bound to a loopback address and answers only requests for a loopback"
     b" name (Host: localhost, 127.0.0.1 or [::1]); set [http] host to serve others\n"
+)
+
+_NOT_ALLOWED = (
+    b"this server answers only requests for a name in [http] allowed_hosts or a loopback name"
+    b" (Host: localhost, 127.0.0.1 or [::1])\n"
 )
 
 

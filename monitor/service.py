@@ -424,7 +424,14 @@ async def run(
             await stack.enter_async_context(publisher)
             try:
                 http = await stack.enter_async_context(
-                    HttpServer(config.http.host, config.http.port, routes, query_routes, threaded)
+                    HttpServer(
+                        config.http.host,
+                        config.http.port,
+                        routes,
+                        query_routes,
+                        threaded,
+                        allowed_hosts=config.http.allowed_hosts,
+                    )
                 )
             except MonitorError as exc:  # (free at `check_listen`: taken since, by a race)
                 raise PortUnavailable(str(exc)) from None

@@ -529,3 +529,60 @@ def test_two_variables_for_one_key_differing_in_case_are_refused(tmp_path: Path)
     assert str(caught.value) == (
         "MARKET_MONITOR__HTTP__PORT and MARKET_MONITOR__http__port set the same key: unset one"
     )
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        (
+            "http://monitor.example.com",
+            "'http://monitor.example.com' is not a host: give a name with or without a port"
+            " (monitor.example.com, *.example.com, 192.0.2.7:9108)",
+        ),
+        ("", "'' is not a host: give a name with or without a port"),
+        ("monitor.example.com:99999", "'monitor.example.com:99999': the port must be a number"),
+        ("monitor.example.com:web", "'monitor.example.com:web': the port must be a number"),
+        ("a.*.example.com", "'a.*.example.com' is not a host"),
+        ("*", "'*': a * must stand before a domain of two labels at least"),
+        ("*.com", "'*.com': a * must stand before a domain of two labels at least"),
+        ("[2001:db8::7", "'[2001:db8::7': not an IPv6 address in brackets"),
+    ],
+)
+def test_an_allowed_host_that_is_no_host_fails_check_and_run_naming_the_field(
+    tmp_path: Path, entry: str, error: str
+) -> None:
+    """An `[http] allowed_hosts` entry that is not a host name, `*.` domain or address (a URL,
+    a port out of range, a * inside a name or over a top-level domain) fails `config check` and
+    `run` alike: exit 78, one line naming the file and field and quoting the entry."""
+    conf = write_config(tmp_path, "mm-allowed")
+    hosts = f'allowed_hosts = ["monitor.example.com", "{entry}"]'
+    conf.write_text(conf.read_text().replace("[http]\n", f"[http]\n{hosts}\n"))
+    check = cli("config", "check", "--config", str(conf))
+    assert check.returncode == 78
+    assert check.stderr.startswith(
+        f"market-monitor: config error: {conf}: http.allowed_hosts: {error}"
+    ), check.stderr
+    run = cli("run", "--config", str(conf))
+    assert (run.returncode, run.stderr) == (78, check.stderr)
+
+
+def test_allowed_hosts_are_shown_by_config_check_and_taken_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    """`config check` prints the `[http] allowed_hosts` it read; a variable sets the list as
+    a TOML array, and a bad entry in it is reported under the variable's name."""
+    conf = write_config(tmp_path, "mm-allowed-env")
+    hosts = '["monitor.example.com:9108", "*.board.example"]'
+    conf.write_text(conf.read_text().replace("[http]\n", f"[http]\nallowed_hosts = {hosts}\n"))
+    check = cli("config", "check", "--config", str(conf))
+    assert check.returncode == 0, check.stderr
+    assert f"allowed_hosts = {hosts}" in check.stdout.splitlines()
+    variable = "MARKET_MONITOR__HTTP__ALLOWED_HOSTS"
+    loaded = cfg.load(conf, {variable: '["board.example"]'})
+    assert loaded.http.allowed_hosts == ["board.example"]
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(conf, {variable: '["board.example/api"]'})
+    assert str(caught.value) == (
+        f"{variable}: 'board.example/api' is not a host: give a name with or without a port"
+        " (monitor.example.com, *.example.com, 192.0.2.7:9108)"
+    )

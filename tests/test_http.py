@@ -330,6 +330,80 @@ async def test_a_loopback_server_answers_loopback_names_only(
         )
 
 
+ALLOWED = ["monitor.example.com", "*.board.example", "192.0.2.7:9108", "[2001:db8::7]"]
+
+
+@pytest.mark.parametrize(
+    ("bound", "host", "status"),
+    [
+        ("0.0.0.0", "evil.example", b"421 Misdirected Request"),
+        ("0.0.0.0", "monitor.example.com.evil.example", b"421 Misdirected Request"),
+        ("0.0.0.0", "evilmonitor.example.com", b"421 Misdirected Request"),
+        ("0.0.0.0", "board.example", b"421 Misdirected Request"),
+        ("0.0.0.0", "192.0.2.7:80", b"421 Misdirected Request"),
+        ("0.0.0.0", "192.0.2.8:9108", b"421 Misdirected Request"),
+        ("0.0.0.0", "monitor.example.com", b"200 OK"),
+        ("0.0.0.0", "MONITOR.Example.com.:9108", b"200 OK"),
+        ("0.0.0.0", "a.board.example", b"200 OK"),
+        ("0.0.0.0", "a.b.board.example:8443", b"200 OK"),
+        ("0.0.0.0", "192.0.2.7:9108", b"200 OK"),
+        ("0.0.0.0", "[2001:db8:0::7]:9108", b"200 OK"),
+        ("0.0.0.0", "localhost:9108", b"200 OK"),
+        ("0.0.0.0", "127.0.0.1", b"200 OK"),
+        ("0.0.0.0", None, b"200 OK"),
+        ("127.0.0.1", "monitor.example.com:9108", b"200 OK"),
+        ("127.0.0.1", "evil.example", b"421 Misdirected Request"),
+        ("127.0.0.1", "[::1]:9108", b"200 OK"),
+    ],
+)
+async def test_allowed_hosts_limit_the_host_whatever_the_address(
+    bound: str, host: str | None, status: bytes
+) -> None:
+    """With `allowed_hosts`, a Host that is neither one of them (a name, a name under a `*.`
+    domain, an address; its port when the entry has one) nor a loopback name is a 421 saying
+    so, even bound to every address (the container's 0.0.0.0, where a page that had its name
+    rebound to the host read /api/state); on a loopback address the names are answered too."""
+    from monitor.http import HttpServer
+
+    routes = {"/api/state": lambda: (200, "application/json", b"{}\n")}
+    head = b"GET /api/state HTTP/1.1\r\n" + (f"Host: {host}\r\n".encode() if host else b"")
+    async with HttpServer(bound, 0, routes, allowed_hosts=ALLOWED) as server:
+        answer = await ask(server.port, head + b"\r\n")
+        absolute = await ask(server.port, f"GET http://{host}/api/state HTTP/1.1\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 " + status + b"\r\n"), answer
+    if host is not None:  # (a proxy's absolute URL: its authority is the Host)
+        assert absolute.startswith(b"HTTP/1.1 " + status + b"\r\n"), absolute
+    if status.startswith(b"421"):
+        assert answer.endswith(
+            b"\r\n\r\nthis server answers only requests for a name in [http] allowed_hosts or a"
+            b" loopback name (Host: localhost, 127.0.0.1 or [::1])\n"
+        )
+
+
+async def test_the_daemon_answers_the_names_of_its_allowed_hosts_only(tmp_path: Path) -> None:
+    """`[http] allowed_hosts` reaches the daemon's server: /api/state is answered for a
+    listed name and a loopback one, 421 for another name."""
+    from tests.security.daemon import write_config as daemon_config
+    from tests.test_health import daemon_of
+
+    prefix = f"mm-allowed-{uuid.uuid4().hex[:8]}"
+    conf = daemon_config(tmp_path, feeds=[], redis={"stream": prefix, "channel": prefix})
+    conf.write_text(
+        conf.read_text().replace("[http]\n", '[http]\nallowed_hosts = ["board.example"]\n')
+    )
+    async with daemon_of(conf) as daemon:
+        port = int(daemon.counters.get("http_port"))
+        answers = {}
+        for host in ("board.example", "localhost", "evil.example"):
+            answer = await ask(port, f"GET /api/state HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            answers[host] = answer.split(b"\r\n")[0]
+    assert answers == {
+        "board.example": b"HTTP/1.1 200 OK",
+        "localhost": b"HTTP/1.1 200 OK",
+        "evil.example": b"HTTP/1.1 421 Misdirected Request",
+    }
+
+
 async def test_every_answer_says_no_sniffing_no_caching_no_framing() -> None:
     """The board and the JSON and text answers carry nosniff, no-store and DENY; a 405 says
     which methods are allowed."""

@@ -27,6 +27,7 @@ from monitor.config import LONGEST_S, REDIS_INT_MAX, Base, absolute_files, conve
 from monitor.config_env import env_overrides
 from monitor.config_problems import (
     INFINITE,
+    allowed_hosts_problem,
     infinite,
     redis_ca_problem,
     redis_url_problem,
@@ -180,6 +181,7 @@ class HttpSection(Base, frozen=True):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = 9109
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)  # (as the daemon's)
 
 
 class LogSection(Base, frozen=True):
@@ -290,6 +292,9 @@ def check(
     problem = redis_ca_problem(config.redis.url, config.redis.ca_file)
     if problem is not None:
         raise ConfigError(f"redis.ca_file: {problem}")
+    problem = allowed_hosts_problem(config.http.allowed_hosts)
+    if problem is not None:
+        raise ConfigError(f"http.allowed_hosts: {problem}")
     names = [r.name for r in config.receivers]
     for i, name in enumerate(names):
         if not name or names.index(name) != i:

@@ -93,7 +93,13 @@ async def run(
                 ),
                 "/healthz": notifier.health.route(),
             }
-            await stack.enter_async_context(HttpServer(config.http.host, config.http.port, routes))
+            server = HttpServer(
+                config.http.host,
+                config.http.port,
+                routes,
+                allowed_hosts=config.http.allowed_hosts,
+            )
+            await stack.enter_async_context(server)
         every_s = watchdog_interval_s()
         async with asyncio.TaskGroup() as tg:
             if notify is not None and every_s is not None:

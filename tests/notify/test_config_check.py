@@ -118,3 +118,24 @@ def test_config_check_of_a_notifier_config_with_a_misspelt_section_says_notifys_
         f"market-monitor: config error: {daemon}: Object contains unknown field `stor`; did you"
         " mean `store`?\n",
     )
+
+
+def test_a_notifier_allowed_host_that_is_no_host_is_refused_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    """The notifier's `[http] allowed_hosts` is checked as the daemon's: a URL in it fails
+    `config check` (exit 78) naming the file and field; host names pass."""
+    conf = tmp_path / "notify.toml"
+    base = (
+        '[[receivers]]\nname = "x"\nurl = "json://127.0.0.1:8080/a"\n[route]\nreceivers = ["x"]\n'
+    )
+    conf.write_text(base + '[http]\nenabled = true\nallowed_hosts = ["https://notify.example"]\n')
+    bad = cli("config", "check", "--config", str(conf), env={})
+    assert (bad.returncode, bad.stderr) == (
+        78,
+        f"market-monitor: config error: {conf}: http.allowed_hosts: 'https://notify.example' is"
+        " not a host: give a name with or without a port (monitor.example.com, *.example.com,"
+        " 192.0.2.7:9108)\n",
+    )
+    conf.write_text(base + '[http]\nenabled = true\nallowed_hosts = ["notify.example", "*.a.b"]\n')
+    assert cli("config", "check", "--config", str(conf), env={}).returncode == 0

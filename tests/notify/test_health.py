@@ -226,3 +226,29 @@ async def test_sigterm_while_waiting_for_redis_exits_cleanly(tmp_path: Path) -> 
     assert [e["attempt"] for e in lines] == [1, 2]
     assert all(e["retry_in_s"] > 0 for e in lines)
     assert b"Traceback" not in rest
+
+
+async def test_the_notifier_answers_the_names_of_its_allowed_hosts_only(stream: str) -> None:
+    """`[http] allowed_hosts` reaches the notifier's server: /healthz is answered for a listed
+    name and a loopback one, 421 for another name."""
+    from tests.test_http import ask
+
+    async with WebhookServer() as hooks:
+        port = free_port()
+        config = make_config(
+            stream,
+            [{"name": "chat", "url": hooks.url("/chat")}],
+            http={"enabled": True, "port": port, "allowed_hosts": ["notify.example:9109"]},
+        )
+        async with serving(config):
+            await health_until(port, "healthy")
+            answers = {}
+            for host in ("notify.example:9109", "localhost", "notify.example:80", "evil.example"):
+                answer = await ask(port, f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                answers[host] = answer.split(b"\r\n")[0]
+    assert answers == {
+        "notify.example:9109": b"HTTP/1.1 200 OK",
+        "localhost": b"HTTP/1.1 200 OK",
+        "notify.example:80": b"HTTP/1.1 421 Misdirected Request",
+        "evil.example": b"HTTP/1.1 421 Misdirected Request",
+    }
