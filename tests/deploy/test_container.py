@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -66,6 +67,8 @@ def test_compose_file_validates(tmp_path: Path) -> None:
     }
     assert services["notifier"]["depends_on"]["market-monitor"] == {"condition": "service_healthy"}
     assert all("healthcheck" in s for s in services.values())
+    checks = [" ".join(s["healthcheck"]["test"][1:]) for s in services.values()]
+    assert [password_arguments(check) for check in checks] == [[]] * len(checks)
     assert sorted(config["secrets"]) == sorted(SECRETS)
     assert [s["source"] for s in monitor["secrets"]] == ["redis-password", "mqtt-password"]
     assert "monitor-data:/var/lib/market-monitor:rw" in monitor["volumes"]
@@ -145,3 +148,93 @@ async def test_mosquitto_conf_runs_on_mosquitto_2_and_refuses_anonymous_clients(
     with pytest.raises(aiomqtt.MqttError):
         async with aiomqtt.Client("127.0.0.1", shipped_mosquitto):
             pass
+
+
+# Options that put a password on a client's command line (`ps`, `docker inspect` show it).
+PASSWORD_OPTIONS = {
+    "mosquitto_sub": ("-P", "--pw", "-L", "--url"),
+    "mosquitto_pub": ("-P", "--pw", "-L", "--url"),
+    "mosquitto_rr": ("-P", "--pw", "-L", "--url"),
+    "redis-cli": ("-a", "--pass", "--user", "-u"),
+}
+
+
+def password_arguments(command: str) -> list[str]:
+    """The arguments of the MQTT and Redis clients in a shell command that give a password
+    (`-P`, a `-L mqtt://user:pass@` URL, `redis-cli -a`), each as `client option`."""
+    import shlex
+
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|<>()")
+    lexer.whitespace_split = True
+    found: list[str] = []
+    words: list[str] = []
+    for token in [*lexer, ";"]:
+        if token and set(token) <= set(";&|()"):  # (the end of one simple command)
+            while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+                words = words[1:]  # (VAR=x prefixes)
+            names = words
+            if names and names[0].rsplit("/", 1)[-1] in PASSWORD_OPTIONS:
+                client = names[0].rsplit("/", 1)[-1]
+                found += [
+                    f"{client} {w}"
+                    for w in names[1:]
+                    if w in PASSWORD_OPTIONS[client] or w.startswith(("--pw=", "--pass="))
+                ]
+            words = []
+        else:
+            words.append(token)
+    return found
+
+
+def test_no_healthcheck_puts_a_password_on_a_command_line() -> None:
+    """No compose healthcheck gives an MQTT or Redis client its password as an argument
+    (mosquitto_sub's `-P` did: the password showed in `ps` on the host while the check ran);
+    the checker itself finds `-P` after a variable prefix and in a pipeline."""
+    import yaml
+
+    compose = yaml.safe_load((CONTAINER / "compose.yaml").read_text())
+    checks = {
+        name: " ".join(service["healthcheck"]["test"][1:])
+        for name, service in compose["services"].items()
+    }
+    assert {name: password_arguments(check) for name, check in checks.items()} == {
+        name: [] for name in checks
+    }
+    assert password_arguments(
+        'A=1 mosquitto_sub -t x -u monitor -P "$$(cat /s)" | grep -q x; redis-cli -a pw ping;'
+        " d=1 && mosquitto_pub --pw=x -t y"
+    ) == ["mosquitto_sub -P", "redis-cli -a", "mosquitto_pub --pw=x"]
+
+
+@pytest.mark.integration
+def test_the_mosquitto_healthcheck_logs_in_with_the_secret_file(
+    shipped_mosquitto: int, tmp_path: Path
+) -> None:
+    """compose.yaml's Mosquitto healthcheck, run by a POSIX shell against the shipped
+    mosquitto.conf, passes with the right password in the secret file, fails with a wrong
+    one, and leaves no options file behind."""
+    import yaml
+
+    if shutil.which("mosquitto_sub") is None:
+        print("skipped: mosquitto_sub is not installed")
+        pytest.skip("no mosquitto_sub")
+    compose = yaml.safe_load((CONTAINER / "compose.yaml").read_text())
+    test = compose["services"]["mosquitto"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    secret = tmp_path / "mqtt-password"
+    command = (
+        test[1]
+        .replace("$$", "$")  # (compose's escape of a `$` for the shell)
+        .replace("/run/secrets/mqtt-password", str(secret))
+        .replace("-h 127.0.0.1", f"-h 127.0.0.1 -p {shipped_mosquitto}")
+    )
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    codes = []
+    for password in ("pw\n", "wrong\n"):
+        secret.write_text(password)
+        run = subprocess.run(["sh", "-c", command], env=env, capture_output=True, timeout=30)
+        codes.append(run.returncode)
+    assert codes[0] == 0 and codes[1] != 0, codes
+    assert list(temp.iterdir()) == []
