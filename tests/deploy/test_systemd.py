@@ -176,6 +176,44 @@ def test_units_run_the_commands_with_the_settings_the_daemon_needs() -> None:
     assert daemon[("Service", "MemoryMax")] == ["2G"]
 
 
+ENV_FILE = "/etc/market-monitor/notify.env"
+
+
+def test_the_notifier_unit_reads_an_optional_root_only_environment_file(tmp_path: Path) -> None:
+    """The notifier's unit reads the receivers' `{NAME}` secrets from an optional
+    EnvironmentFile (`-`: none is no error) that the README installs 0600 and root's; the
+    README's root-shell recipe gives `config check` the same variables, so the example config
+    (`{SLACK_TOKEN}`, `{SMTP_USER}`, `{SMTP_PASSWORD}`) checks with them and not without."""
+    notify = unit_settings(NOTIFY_UNIT)
+    assert notify[("Service", "EnvironmentFile")] == [f"-{ENV_FILE}"]
+    readme = (ROOT / "README.md").read_text()
+    assert f"install -m 0600 -o root -g root /dev/null {ENV_FILE}" in readme
+    assert f"EnvironmentFile=-{ENV_FILE}" in readme
+    recipe = re.search(
+        r"\(set -a; \. (\S+); set \+a\n\s+(\S+) (config check --config \S+)\)", readme
+    )
+    assert recipe is not None
+    assert recipe[1] == ENV_FILE and recipe[2] == BINARY
+    env_file = tmp_path / "notify.env"
+    env_file.write_text(
+        "# the receivers' secrets\nSLACK_TOKEN=TokenA/TokenB/TokenC\n"
+        "SMTP_USER=alerts@example.com\nSMTP_PASSWORD='p@ss #1 $x'\n"
+    )
+    example = ROOT / "config" / "notify.example.toml"
+    command = recipe[3].replace("/etc/market-monitor/notify.toml", str(example))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SMTP_"))}
+    results = []
+    (tmp_path / "empty.env").write_text("")
+    for source in (env_file, tmp_path / "empty.env"):
+        script = f"set -a; . {source}; set +a; {sys.executable} -m monitor {command}"
+        run = subprocess.run(
+            ["sh", "-c", script], env=environ, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        results.append((run.returncode, run.stderr.strip().rsplit(": ", 1)[-1]))
+    assert results[0] == (0, "")
+    assert results[1][0] == 78 and "SLACK_TOKEN" in results[1][1], results[1]
+
+
 def verifiable_copies(folder: Path) -> list[Path]:
     """The units with ExecStart's binary replaced by one that exists (verify checks it)."""
     copies = []
