@@ -2,7 +2,8 @@
 
 Loads the file with the environment overrides applied (which reads every `ca_file`), reads the
 rules file, the replay feeds' data files and the short-interest file through the functions the
-daemon reads them with, resolves every secret (`*_env`, `*_file`) the daemon would, and prints the
+daemon reads them with (a squeeze rule whose symbols that file has no figure for is warned of,
+as the daemon logs it), resolves every secret (`*_env`, `*_file`) the daemon would, and prints the
 effective configuration with secrets masked. Exit 0 when the daemon would start with it; else the
 line and exit code `run` gives: 78 naming the field path (a store folder that cannot be made
 too), 65 (a data error) naming a data file, 71 for an `[http] host` that is no address of this
@@ -85,6 +86,11 @@ def config_check(args: argparse.Namespace) -> int:
                 f"market-monitor: warning: rule {rule_id} cannot fire: {NO_SHORT_INTEREST}",
                 file=sys.stderr,
             )
+    elif figures is not None:
+        history = rules_config.history_symbols(config) if not config.engine.universe else set()
+        covered = rules_config.short_interest_coverage(config, rules, figures.figured(), history)
+        for _, line in covered:
+            print(f"market-monitor: warning: {line}", file=sys.stderr)
     data = cfg.masked(config)
     not_read = {
         field: f"not read: {file} exists only while {unit} runs"

@@ -1,12 +1,13 @@
 """The rules and short-interest files a daemon's config names, and what its rules cannot see.
 
 `load_rules_file` and `load_short_interest` read them relative to the config file;
-`outside_universe` and `never_fire` are the warnings of `config check`, start and reload about
-rules that can never fire on what the daemon may get.
+`outside_universe`, `never_fire` and `short_interest_coverage` are the warnings of `config
+check`, start and reload about rules that can never fire on what the daemon may get.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from monitor.config import Config, resolve
@@ -50,6 +51,75 @@ def never_fire(config: Config, rules: RulesFile) -> list[str]:
         for rule_id, why in found.items()
         if why != NO_SHORT_INTEREST and "not in the data" not in why
     ]
+
+
+def short_interest_coverage(
+    config: Config, rules: RulesFile, figured: Collection[str], history: Collection[str] = ()
+) -> list[tuple[str, str]]:
+    """(rule id, line) for each squeeze rule that skips a symbol without a short-interest
+    figure (`unknown_short_interest = "skip"`) and watches symbols the `[rules] short_interest`
+    file has no figure for (`figured`: those it has one for). A rule with none of its symbols
+    covered cannot fire: said in replay's words (`cannot_fire`); one with some covered names
+    the others, which never fire. A universe rule's symbols are `[engine] universe`'s, else
+    those of the bar history (`history`); its line gives the share covered. With neither, a
+    universe rule is not said: what the feeds will send cannot be told."""
+    from monitor.core.rules.spec import cannot_fire, named_symbols, no_short_interest
+
+    skipping = set(no_short_interest(rules.enabled))
+    universe = set(config.engine.universe) or set(history)
+    where = "[engine] universe" if config.engine.universe else "the bar history"
+    skip = 'unknown_short_interest is "skip"'
+    found: list[tuple[str, str]] = []
+    for rule in rules.enabled:
+        if rule.id not in skipping:
+            continue
+        watched = (universe - set(rule.exclude)) if rule.universe else set(named_symbols(rule))
+        missing = sorted(watched.difference(figured))
+        if not missing:
+            continue
+        source = where if rule.universe else None
+        why = cannot_fire([rule], watched, source=source, figured=figured).get(rule.id)
+        if why is not None:
+            found.append((rule.id, f"rule {rule.id} cannot fire: {why}"))
+        elif rule.universe:
+            covered = len(watched) - len(missing)
+            share = f"{covered:,} of the {len(watched):,} symbols of {where} it watches"
+            listed = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            found.append(
+                (
+                    rule.id,
+                    f"rule {rule.id}: the short-interest file has figures for {share}"
+                    f" ({covered / len(watched):.0%}), and its {skip}: it never fires for the"
+                    f" others ({listed})",
+                )
+            )
+        else:
+            found.append(
+                (
+                    rule.id,
+                    f"rule {rule.id}: the short-interest file has no figure for"
+                    f" {', '.join(missing)} ({len(missing)} of its {len(watched)} symbols), and"
+                    f" its {skip}: it never fires for {'it' if len(missing) == 1 else 'them'}",
+                )
+            )
+    return found
+
+
+def history_symbols(config: Config) -> set[str]:
+    """The symbols of the store's bar history (`config check`: the daemon's universe rules
+    watch them at start); empty when there is none, or it cannot be read (`run` says why)."""
+    import polars as pl
+
+    from monitor.store import BARS
+
+    path = resolve(config, config.store.path) / BARS
+    if not path.is_file():
+        return set()
+    try:
+        symbols = pl.scan_parquet(path).select(pl.col("symbol").unique()).collect()
+    except (OSError, pl.exceptions.PolarsError):
+        return set()
+    return set(symbols.get_column("symbol").to_list())
 
 
 def session_minutes(config: Config) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from monitor.config import Config, resolve
@@ -30,7 +30,13 @@ from monitor.core.rules.spec import (
 )
 from monitor.errors import ConfigError, DataError
 from monitor.replay import build_engine
-from monitor.rules_config import load_rules_file, never_fire, outside_universe, session_minutes
+from monitor.rules_config import (
+    load_rules_file,
+    never_fire,
+    outside_universe,
+    session_minutes,
+    short_interest_coverage,
+)
 
 if TYPE_CHECKING:
     from monitor.service import Daemon
@@ -75,7 +81,7 @@ class RulesReload:
             hint = "fix the file (`market-monitor config check` reads it) and reload again"
             self._refuse(str(exc), hint=hint)
             return None
-        warn_of(daemon.config, rules, daemon.log)
+        warn_of(daemon.config, rules, daemon.log, daemon.figured, daemon.history_symbols())
         before = {r.id: r for r in daemon.rules.enabled}
         after = {r.id: r for r in rules.enabled}
 
@@ -106,10 +112,18 @@ class RulesReload:
         self.daemon.counters.inc("rules_reloads", result="failed")
 
 
-def warn_of(config: Config, rules: RulesFile, log: Any) -> None:
+def warn_of(
+    config: Config,
+    rules: RulesFile,
+    log: Any,
+    figured: Collection[str] | None = None,
+    history: Collection[str] = (),
+) -> None:
     """Log what is odd about rules the daemon takes (at its start, and at a reload): symbols
     outside the universe it watches, percents given for fractions, squeeze rules that cannot
-    fire without a short-interest file."""
+    fire without a short-interest file, or whose symbols (of `history`, the bar history's, for
+    a universe rule without `[engine] universe`) that file has no figure for (`figured`: the
+    symbols it has one for; None when no file is given)."""
     for line in outside_universe(config, rules):
         log.warning("rule_symbols_outside_universe", detail=line)
     for line in never_fire(config, rules):
@@ -119,3 +133,6 @@ def warn_of(config: Config, rules: RulesFile, log: Any) -> None:
     if not config.rules.short_interest:
         for rule_id in no_short_interest(rules.enabled):
             log.warning("rule_cannot_fire", rule=rule_id, reason=NO_SHORT_INTEREST)
+    elif figured is not None:
+        for rule_id, line in short_interest_coverage(config, rules, figured, history):
+            log.warning("rule_short_interest_missing", rule=rule_id, detail=line)

@@ -103,9 +103,11 @@ class Daemon:
         if clock is None:
             clock = SimClock(replay_start) if replay_start is not None else SystemClock()
         self.clock = clock
+        self.figured: set[str] | None = None  # (the symbols with a short-interest figure)
         self.engine = self._build_engine()
         self.engine.track_progress = True
-        warn_of(config, self.rules, self.log)
+        history_symbols = set(history.get_column("symbol").unique().to_list())
+        warn_of(config, self.rules, self.log, self.figured, history_symbols)
         refused = self.engine.ingest_daily(history)
         if refused:  # (stored by an earlier version, whose checks were fewer: said, not dropped)
             reasons = collections.Counter(r.reason for r in refused)
@@ -270,7 +272,12 @@ class Daemon:
             )
         if (suspect := read.suspect()) is not None:
             self.log.warning("short_interest_suspect", detail=suspect)
+        self.figured = read.figured()
         return read.figures
+
+    def history_symbols(self) -> set[str]:
+        """The symbols of the engine's session bars (those its universe rules watch so far)."""
+        return set(self.engine.daily.get_column("symbol").unique().to_list())
 
     def reload_short_interest(self) -> None:
         """Re-read the short-interest file (new figures are published twice a month)."""

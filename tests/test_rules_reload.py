@@ -215,3 +215,85 @@ def test_a_rules_file_without_rules_is_refused_on_reload(tmp_path: Path, saved: 
     assert (done["rules"], done["removed"]) == (0, sorted(before))
     assert daemon.rules.enabled == []
     assert daemon.counters.get("rules_reloads", result="ok") == 1
+
+
+def test_the_daemon_warns_of_squeeze_rules_its_short_interest_file_does_not_cover(
+    tmp_path: Path,
+) -> None:
+    """Given the short-interest extract (no figure for TSLA), the daemon logs at its start a
+    warning naming the squeeze rule whose symbols lack figures, with `config check`'s line;
+    after a rules reload that adds one which cannot fire at all, it names that one too."""
+    from structlog.testing import capture_logs
+
+    from monitor import config as cfg
+    from monitor.service import Daemon
+    from tests.conftest import SHORT_INTEREST
+
+    rules = tmp_path / "rules.toml"
+    named = '[[rules]]\nid = "sq.named"\nkind = "squeeze"\nsymbols = ["GME", "TSLA"]\n'
+    rules.write_text(named)
+    conf = write_config(tmp_path, f"mm-sicov-{uuid.uuid4().hex[:8]}", rules=rules)
+    setting = f'[rules]\nshort_interest = "{SHORT_INTEREST}"\n'
+    conf.write_text(conf.read_text().replace("[rules]\n", setting))
+    skip = 'and its unknown_short_interest is "skip"'
+    with capture_logs() as logs:
+        daemon = Daemon(cfg.load(conf))
+    warned = [e for e in logs if e["event"] == "rule_short_interest_missing"]
+    assert [(e["rule"], e["detail"], e["log_level"]) for e in warned] == [
+        (
+            "sq.named",
+            "rule sq.named: the short-interest file has no figure for TSLA (1 of its 2"
+            f" symbols), {skip}: it never fires for it",
+            "warning",
+        )
+    ]
+    rules.write_text(named + '[[rules]]\nid = "sq.tsla"\nkind = "squeeze"\nsymbols = ["TSLA"]\n')
+    with capture_logs() as logs:
+        daemon.rules_reload.due = True
+        change = daemon.rules_reload.take()
+    assert change is not None
+    warned = [e for e in logs if e["event"] == "rule_short_interest_missing"]
+    assert [(e["rule"], e["detail"]) for e in warned] == [
+        (
+            "sq.named",
+            "rule sq.named: the short-interest file has no figure for TSLA (1 of its 2"
+            f" symbols), {skip}: it never fires for it",
+        ),
+        (
+            "sq.tsla",
+            "rule sq.tsla cannot fire: the short-interest file has no figure for any of its"
+            f" symbols (TSLA), {skip}",
+        ),
+    ]
+
+
+def test_the_daemon_gives_a_universe_squeeze_the_share_of_its_history_covered(
+    tmp_path: Path,
+) -> None:
+    """Without `[engine] universe`, a universe squeeze rule watches the symbols of the
+    daemon's bar history: the squeeze extract's 14, all with figures, and ^RUT, without; the
+    daemon logs the share covered and names ^RUT."""
+    from structlog.testing import capture_logs
+
+    from monitor import config as cfg
+    from monitor.service import Daemon
+    from tests.conftest import SHORT_INTEREST, SQUEEZE
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\nid = "sq.uni"\nkind = "squeeze"\nuniverse = true\n')
+    conf = write_config(tmp_path, f"mm-siuni-{uuid.uuid4().hex[:8]}", rules=rules)
+    setting = f'[rules]\nshort_interest = "{SHORT_INTEREST}"\n'
+    conf.write_text(conf.read_text().replace("[rules]\n", setting))
+    data = ["--data", str(SQUEEZE), "--data", f"^RUT={RUT}", "--to", "2021-06-30"]
+    assert main(["backfill", "--config", str(conf), *data]) == 0
+    with capture_logs() as logs:
+        Daemon(cfg.load(conf))
+    warned = [e for e in logs if e["event"] == "rule_short_interest_missing"]
+    assert [(e["rule"], e["detail"]) for e in warned] == [
+        (
+            "sq.uni",
+            "rule sq.uni: the short-interest file has figures for 14 of the 15 symbols of the bar"
+            ' history it watches (93%), and its unknown_short_interest is "skip": it never fires'
+            " for the others (^RUT)",
+        )
+    ]

@@ -522,3 +522,95 @@ def test_config_check_refuses_a_setting_of_another_kind_of_feed(
         f"market-monitor: config error: {path}: feeds[0].key_env: a setting of websocket"
         " feeds, not of a replay feed: remove it\n",
     )
+
+
+SQUEEZES = """
+[[rules]]
+id = "sq.named"
+kind = "squeeze"
+symbols = ["GME", "AMC", "TSLA"]
+[[rules]]
+id = "sq.none"
+kind = "squeeze"
+symbols = ["TSLA", "Gme.x"]
+[[rules]]
+id = "sq.fire"
+kind = "squeeze"
+symbols = ["TSLA"]
+unknown_short_interest = "fire"
+[[rules]]
+id = "sq.all"
+kind = "squeeze"
+symbols = ["GME", "KOSS"]
+[[rules]]
+id = "sq.uni"
+kind = "squeeze"
+universe = true
+exclude = ["IWM"]
+"""
+
+
+def test_config_check_names_the_squeeze_rules_its_short_interest_file_leaves_without_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the short-interest extract (figures of 14 symbols, GME and AMC among them, not
+    TSLA), the check passes and warns of each squeeze rule that skips symbols without a
+    figure: one with none covered cannot fire (replay's words), one with some names the
+    others, a universe rule gets the share of `[engine] universe` covered; a rule that fires
+    without figures, or has every one, is not said. An unreadable file is still exit 65."""
+    from tests.conftest import SHORT_INTEREST
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(SQUEEZES)
+    universe = '["GME", "AMC", "TSLA", "IWM", "KOSS", "AAPL", "Gme.x"]'
+    body = (
+        f'[store]\npath = "{tmp_path / "store"}"\n'
+        f'[rules]\nfile = "{rules}"\nshort_interest = "{SHORT_INTEREST}"\n'
+        f"[engine]\nuniverse = {universe}\n"
+    )
+    code, _, err = check(write(tmp_path, body), capsys)
+    skip = 'and its unknown_short_interest is "skip"'
+    assert (code, err.splitlines()) == (
+        0,
+        [
+            "market-monitor: warning: rule sq.named: the short-interest file has no figure for"
+            f" TSLA (1 of its 3 symbols), {skip}: it never fires for it",
+            "market-monitor: warning: rule sq.none cannot fire: the short-interest file has no"
+            f" figure for any of its symbols (Gme.x, TSLA), {skip}",
+            "market-monitor: warning: rule sq.uni: the short-interest file has figures for 3"
+            f" of the 6 symbols of [engine] universe it watches (50%), {skip}: it never fires"
+            " for the others (AAPL, Gme.x, TSLA)",
+        ],
+    )
+    missing = tmp_path / "gone.csv"
+    code, _, err = check(write(tmp_path, body.replace(str(SHORT_INTEREST), str(missing))), capsys)
+    assert code == 65 and str(missing) in err, err
+
+
+def test_config_check_gives_a_universe_squeeze_the_share_of_the_stores_symbols_covered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without `[engine] universe`, a universe squeeze rule watches what the store's history
+    holds: the squeeze extract's 14 symbols, all with figures, and ^RUT, without; the check
+    says 14 of 15 are covered and names ^RUT. With no history yet it says nothing of it."""
+    from monitor.cli import main
+    from tests.conftest import RUT, SHORT_INTEREST, SQUEEZE
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\nid = "sq.uni"\nkind = "squeeze"\nuniverse = true\n')
+    body = (
+        f'[store]\npath = "{tmp_path / "store"}"\n'
+        f'[rules]\nfile = "{rules}"\nshort_interest = "{SHORT_INTEREST}"\n'
+    )
+    conf = write(tmp_path, body)
+    assert check(conf, capsys)[:3:2] == (0, "")
+    data = ["--data", str(SQUEEZE), "--data", f"^RUT={RUT}", "--to", "2021-06-30"]
+    assert main(["backfill", "--config", str(conf), *data]) == 0
+    capsys.readouterr()
+    code, _, err = check(conf, capsys)
+    assert (code, err) == (
+        0,
+        "market-monitor: warning: rule sq.uni: the short-interest file has figures for 14 of"
+        " the 15 symbols of the bar history it watches (93%), and its unknown_short_interest"
+        ' is "skip": it never fires for the others (^RUT)\n',
+    )
