@@ -6,7 +6,8 @@ each frame; this module does the I/O around it:
 
 - auth and subscribe, per the session's handshake; a provider error is fatal (bad key, plan,
   syntax: `ConfigError`, the run ends) or asks for a reconnect with backoff (Alpaca 406 connection
-  limit, 407 slow client): never a tight loop;
+  limit, 407 slow client): never a tight loop; a handshake the provider never acknowledges
+  (no reply to auth or subscribe within `subscribe_timeout_s`) is a lost connection too;
 - every data frame is counted (messages, ticks, bars, rejections by reason; rejections are logged,
   at most one line per reason per interval) and put on the queue, awaiting when it is full;
 - a watchdog raises `feed_stale` when no data arrived for `stale_after_s` in regular hours, and
@@ -117,6 +118,7 @@ class WebSocketFeed:
         rejection_log_interval_s: float = 10.0,
         open_timeout_s: float = 10.0,
         close_timeout_s: float = 2.0,
+        subscribe_timeout_s: float = 30.0,
         max_frame_bytes: int = 16 * 2**20,
         backfill_max_s: float = 6 * 3600.0,
         backfill_attempts: int = 3,
@@ -143,6 +145,8 @@ class WebSocketFeed:
         self._on_event = on_event
         self._open_timeout_s = open_timeout_s
         self._close_timeout_s = close_timeout_s
+        self._subscribe_timeout_s = subscribe_timeout_s
+        self._handshake: asyncio.Timeout | None = None  # until subscribed, on a connection
         self._max_frame_bytes = max_frame_bytes
         self._backfill_max = dt.timedelta(seconds=backfill_max_s)
         self._backfill_attempts = backfill_attempts
@@ -263,11 +267,28 @@ class WebSocketFeed:
                 max_size=self._max_frame_bytes,
             ) as ws:
                 self._on_open()
-                await _send(ws, session.opening())
-                if not session.acknowledges_subscribe:
-                    self._on_subscribed("subscribe sent")
-                async for frame in ws:
-                    await self._on_frame(ws, frame)
+                # A provider that takes the connection and never acknowledges the handshake
+                # (no "connected", no reply to auth or subscribe) would leave the feed
+                # connected, and healthy, with no data for ever: after subscribe_timeout_s
+                # the connection is given up and made again, with backoff.
+                waits = session.acknowledges_subscribe
+                try:
+                    async with asyncio.timeout(self._subscribe_timeout_s if waits else None) as t:
+                        self._handshake = t
+                        await _send(ws, session.opening())
+                        if not waits:
+                            self._on_subscribed("subscribe sent")
+                        async for frame in ws:
+                            await self._on_frame(ws, frame)
+                except TimeoutError:
+                    if not t.expired():
+                        raise
+                    raise FeedDisconnected(
+                        f"{self.name}: not subscribed {self._subscribe_timeout_s:g} s after"
+                        f" connecting (the {self.provider} handshake was never acknowledged)"
+                    ) from None
+                finally:
+                    self._handshake = None
                 raise FeedDisconnected(f"{self.name}: closed by the server ({_closed(ws)})")
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -301,6 +322,8 @@ class WebSocketFeed:
         if self._subscribed:
             return
         self._subscribed = True
+        if self._handshake is not None:
+            self._handshake.reschedule(None)
         self._counters.inc("feed_subscribes", feed=self.name)
         self._log.info("feed_subscribed", symbols=len(self._symbols), message=message)
         now = self._clock()

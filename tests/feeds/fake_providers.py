@@ -3,7 +3,8 @@
 `FakeStream` speaks one provider's handshake (Alpaca and Polygon: connected -> auth -> subscribe
 acks; Finnhub: token in the query string, unacknowledged subscribes), records what clients send,
 and lets a test push frames, drop every connection, hold new connections at a gate, or answer the
-first connections with an Alpaca error (406 connection limit, 402 auth failed).
+first connections with an Alpaca error (406 connection limit, 402 auth failed) or leave their
+auth unanswered.
 `FakeRest` is a tiny HTTP/1.1 server (asyncio.start_server) for Alpaca `/v2/stocks/bars` (one
 symbol per page, to exercise `next_page_token`) and Polygon `/v2/aggs/ticker/...`: it returns a
 bar for every minute of the requested window, made by `rest_bar`.
@@ -35,12 +36,14 @@ class FakeStream:
         secret: str = "SECRET",
         refuse: int = 0,
         refuse_code: int = 406,
+        unanswered: int = 0,
     ) -> None:
         self.provider = provider
         self.key = key
         self.secret = secret
         self.refuse = refuse  # how many connections get `refuse_code` and are closed
         self.refuse_code = refuse_code
+        self.unanswered = unanswered  # how many connections get "connected" and no reply after
         self.received: list[Any] = []
         self.connect_times: list[float] = []
         self.headers: list[dict[str, str]] = []
@@ -123,9 +126,13 @@ class FakeStream:
             await ws.close()
             return
         await self._send(ws, [{"T": "success", "msg": "connected"}])
+        unanswered = self.unanswered > 0
+        self.unanswered -= unanswered
         async for raw in ws:
             message = self._decode(ws, raw)
             self.received.append(message)
+            if unanswered:
+                continue
             if message.get("action") == "auth":
                 if (message.get("key"), message.get("secret")) != (self.key, self.secret):
                     await self._send(ws, [{"T": "error", "code": 402, "msg": "auth failed"}])

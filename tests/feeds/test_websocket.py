@@ -248,6 +248,24 @@ async def test_connection_limit_reconnects_with_backoff() -> None:
     assert counters.get("feed_provider_errors", feed="test", code="406") == 2.0
 
 
+async def test_a_handshake_never_acknowledged_is_given_up_and_made_again() -> None:
+    """Alpaca says "connected" and never answers the auth: after subscribe_timeout_s the feed
+    drops that connection (its error says why, for /healthz) and subscribes on the next one,
+    rather than staying connected with no data for ever."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    counters = Counters()
+    async with FakeStream("alpaca", unanswered=1) as fake:
+        feed = make_feed("alpaca", fake.url, queue, counters, subscribe_timeout_s=0.3)
+        await run_and_push(feed, fake)
+    assert len(fake.connect_times) == 2
+    assert fake.subscribes == 1
+    assert feed.last_error == (
+        "test: not subscribed 0.3 s after connecting (the alpaca handshake was never acknowledged)"
+    )
+    assert counters.get("feed_reconnects", feed="test") == 1.0
+    assert_batch(await next_batch(queue), EXPECTED_TICKS)
+
+
 async def test_auth_failure_is_fatal() -> None:
     """Alpaca 402 ends the run with a ConfigError after one attempt: no retry loop."""
     queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
