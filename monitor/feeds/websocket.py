@@ -13,7 +13,8 @@ each frame; this module does the I/O around it:
 - a watchdog raises `feed_stale` when no data arrived for `stale_after_s` in regular hours, and
   `feed_recovered` (with the gap) on the next data;
 - after a reconnect, the minutes missed in the gap are fetched over REST (`RestBackfill`) and queued
-  as minute bars, which the engine upserts by symbol and start.
+  as minute bars, which the engine upserts by symbol and start. The gap opens where the data
+  stopped: when the last frame came, or, for a delayed stream, its last tick's or minute's time.
 
 websockets and httpx types stay in this module: they become `FeedDisconnected`, `TransientError`
 or `ConfigError`.
@@ -59,6 +60,7 @@ __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketF
 Provider = Literal["alpaca", "polygon", "finnhub", "generic"]
 _MINUTE = dt.timedelta(minutes=1)
 MAX_RETRY_AFTER_S = 60.0  # the longest a backfill waits for a 429's Retry-After
+MAX_DELAY = dt.timedelta(hours=1)  # the longest a stream's data is taken to be delayed by
 
 
 class _GenericSession:
@@ -168,6 +170,10 @@ class WebSocketFeed:
         # when data last came before the connection was lost (or, from `gap_since`, before
         # the daemon stopped): the first subscription after it backfills from there
         self._gap_start: dt.datetime | None = gap_since
+        # Where the data received so far ends, by its own times (its last tick or minute): a
+        # delayed stream's (Alpaca's delayed_sip) ends well before the clock, and its gap
+        # opens there, not when the last frame came.
+        self._data_end: dt.datetime | None = None
         # The gaps of backfills that failed (and why: /healthz shows it): asked for again at the
         # next subscription (and, owed in the store, at the next start).
         self._failed_gaps: list[dt.datetime] = []
@@ -251,6 +257,11 @@ class WebSocketFeed:
                 if self._gap_start is None:
                     since_data = dt.timedelta(seconds=now - self._quiet.last_data)
                     self._gap_start = self._clock() - since_data
+                    ended = self._data_end
+                    if ended is not None and self._gap_start - MAX_DELAY <= ended:
+                        # (a delayed feed's: see above; data older still is no delay, but old
+                        # data sent as it is, a test stream's, and the clock says when it stopped)
+                        self._gap_start = min(self._gap_start, ended)
                     if self._owe is not None:
                         self._owe(self._gap_start)
             await self._reconnects.pause(error, lasted)
@@ -380,6 +391,9 @@ class WebSocketFeed:
         if not (batch.size() or batch.rejections):
             return
         self._quiet.data()
+        end = batch.data_end()
+        if end is not None and (self._data_end is None or end > self._data_end):
+            self._data_end = end
         await self._deliver(batch)
 
     async def _deliver(self, batch: FeedBatch) -> None:

@@ -235,6 +235,36 @@ async def test_drop_reconnects_resubscribes_and_backfills() -> None:
     assert counters.get("feed_reconnects", feed="test") == 1.0
 
 
+async def test_a_delayed_feed_backfills_from_where_its_data_stopped() -> None:
+    """A 15-minute delayed stream (Alpaca's delayed_sip) is lost at 14:30:20 having sent data
+    up to 14:15:10: the backfill after the reconnect starts at 14:14, where the data stopped,
+    not at 14:29, where the clock was (the minutes 14:15 to 14:29 would be lost for good)."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    clock = Clock(T0)
+    trade = {**ALPACA_TRADES[0], "t": "2024-07-11T14:15:10Z"}
+    async with (
+        FakeStream("alpaca") as fake,
+        FakeRest() as api,
+        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+    ):
+        feed = make_feed("alpaca", fake.url, queue, Counters(), clock=clock, rest=rest)
+        async with running(feed):
+            await asyncio.wait_for(fake.subscribed.wait(), 5)
+            await fake.push([trade])
+            await next_batch(queue)
+            fake.gate.clear()
+            await fake.drop()
+            await fake.wait_connections(2)
+            clock.now = T0 + dt.timedelta(minutes=5)  # 14:35:20
+            fake.gate.set()
+            backfilled = await next_batch(queue)
+    minutes = [dt.datetime(2024, 7, 11, 14, m, tzinfo=UTC) for m in range(14, 35)]
+    assert_batch(backfilled, minute=rest_frame(["AAPL", "SPY"], minutes))
+    assert {(q["start"], q["end"]) for _, q, _ in api.requests} == {
+        ("2024-07-11T14:14:00Z", "2024-07-11T14:34:59Z")
+    }
+
+
 async def test_connection_limit_reconnects_with_backoff() -> None:
     """Alpaca 406 twice: the feed waits the backoff delays between attempts, then subscribes."""
     queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
