@@ -274,7 +274,8 @@ async def publish(
     where: Callable[[list[tuple[int, bytes]], int], str] | None = None,
 ) -> None:
     """Publish `(ms, message)` pairs in order: at most `rate` per second (0 = no limit), and
-    with `speed` > 0 spaced by their timestamps divided by `speed`. SinkUnavailable when the
+    with `speed` > 0 spaced by their timestamps divided by `speed` (`ms` 0: untimed, a daily
+    bar, sent at once). SinkUnavailable when the
     broker refuses the connection or drops it (once connected, saying how far it got: `where`
     of the messages and how many were published, acknowledged with QoS 1); ConfigError when
     it refuses the login or its certificate is not trusted (trying again will not help)."""
@@ -303,9 +304,10 @@ async def publish(
             gap = 1.0 / rate if rate > 0 else 0.0
             previous: int | None = None
             for ms, message in messages:
-                if speed > 0 and previous is not None and ms > previous:
-                    await asyncio.sleep((ms - previous) / 1000 / speed)
-                previous = ms
+                if speed > 0 and ms:  # (0: a daily bar, untimed: never waited for or after)
+                    if previous is not None and ms > previous:
+                        await asyncio.sleep((ms - previous) / 1000 / speed)
+                    previous = ms
                 await client.publish(topic, message, qos=qos)
                 sent += 1
                 if gap:

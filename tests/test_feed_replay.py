@@ -152,3 +152,34 @@ def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(tmp_path: Pa
     assert " of 300 messages, the last of 2024-07-16T14:0" in err
     assert "to go on, run again with --from 2024-07-16 " in err
     assert (err.count("\n"), "Traceback" in err, "never retrieved" in err) == (1, False, False)
+
+
+def test_daily_bars_before_minute_bars_do_not_hold_up_a_paced_publish() -> None:
+    """With --speed, the daily bars (untimed) go out first and the minute bars follow paced by
+    their own times: before, the first minute bar waited its epoch time since 1970 divided by
+    the speed (33 days at --speed 600) after the last daily bar, and nothing more was sent."""
+    import asyncio
+
+    import aiomqtt
+
+    from monitor.feed_replay import publish
+
+    topic = f"feeds_test/replay/{uuid.uuid4().hex}"
+    minute = 1_710_000_000_000  # (2024-03-09T16:00Z, epoch ms)
+    messages = [(0, b"d1"), (0, b"d2"), (minute, b"m1"), (minute + 60_000, b"m2")]
+
+    async def run() -> list[bytes]:
+        async with aiomqtt.Client("127.0.0.1", 1883) as sub:
+            await sub.subscribe(topic, qos=1)
+            await asyncio.wait_for(
+                publish("mqtt://127.0.0.1:1883", topic, messages, qos=1, rate=0, speed=600), 30
+            )
+            got: list[bytes] = []
+            async with asyncio.timeout(10):
+                async for message in sub.messages:
+                    got.append(message.payload)  # type: ignore[arg-type]
+                    if len(got) == len(messages):
+                        return got
+        return got
+
+    assert asyncio.run(run()) == [b"d1", b"d2", b"m1", b"m2"]
