@@ -15,6 +15,8 @@ each frame; this module does the I/O around it:
 - after a reconnect, the minutes missed in the gap are fetched over REST (`RestBackfill`) and queued
   as minute bars, which the engine upserts by symbol and start. The gap opens where the data
   stopped: when the last frame came, or, for a delayed stream, its last tick's or minute's time.
+  A backfill whose attempts all fail is asked for again after `backfill_retry_s` (doubling, up
+  to half an hour) while the connection stays up, and at the next subscription or start.
 
 websockets and httpx types stay in this module: they become `FeedDisconnected`, `TransientError`
 or `ConfigError`.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
 from typing import Literal
 
@@ -60,6 +62,7 @@ __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketF
 Provider = Literal["alpaca", "polygon", "finnhub", "generic"]
 _MINUTE = dt.timedelta(minutes=1)
 MAX_RETRY_AFTER_S = 60.0  # the longest a backfill waits for a 429's Retry-After
+MAX_REFILL_S = 1800.0  # the longest wait before a failed backfill is asked for again
 MAX_DELAY = dt.timedelta(hours=1)  # the longest a stream's data is taken to be delayed by
 
 
@@ -124,6 +127,7 @@ class WebSocketFeed:
         max_frame_bytes: int = 16 * 2**20,
         backfill_max_s: float = 6 * 3600.0,
         backfill_attempts: int = 3,
+        backfill_retry_s: float = 60.0,
         stale_at_start: bool = False,
         gap_since: dt.datetime | None = None,
         keeps_from: Callable[[dt.datetime], dt.datetime | None] | None = None,
@@ -152,6 +156,10 @@ class WebSocketFeed:
         self._max_frame_bytes = max_frame_bytes
         self._backfill_max = dt.timedelta(seconds=backfill_max_s)
         self._backfill_attempts = backfill_attempts
+        # A backfill whose attempts all failed is asked for again after backfill_retry_s,
+        # doubling with each round that fails in a row, up to MAX_REFILL_S.
+        self._backfill_retry_s = backfill_retry_s
+        self._refills = 0
         self._keeps_from = keeps_from
         # A gap's backfill is owed from when the gap opens until its bars are on disk, kept
         # across a restart by `owe` and `settle` (see `monitor.owed_backfills`).
@@ -342,6 +350,10 @@ class WebSocketFeed:
             gap_s = (now - self._gap_start).total_seconds()
             self._counters.inc("feed_gap_seconds", gap_s, feed=self.name)
             self._log.warning("feed_gap", gap_s=round(gap_s, 3))
+        self._fill_gaps(now)
+
+    def _fill_gaps(self, now: dt.datetime) -> None:
+        """Backfill, in a task, the gap just closed and those whose backfills failed."""
         # The gaps this backfill fills (this one, and those of backfills that failed before):
         # settled once its bars are on disk, and only they.
         gaps = [*([] if self._gap_start is None else [self._gap_start]), *self._failed_gaps]
@@ -352,13 +364,25 @@ class WebSocketFeed:
         self._gap_start = None
         self._failed_gaps = []
         if self._rest is not None and self._tasks is not None and start < end:
-            task = self._tasks.create_task(
-                self._backfill(start, end, gaps), name=f"feed-{self.name}-backfill"
-            )
-            self._backfills.add(task)
-            task.add_done_callback(self._backfills.discard)
+            self._start(self._backfill(start, end, gaps), "backfill")
         elif self._settle is not None:  # (nothing to fetch: within the minute, or too old)
             self._settle(gaps)
+
+    def _start(self, work: Coroutine[object, object, None], what: str) -> None:
+        """Run `work` in the feed's task group (a backfill, or the wait before one), cancelled
+        at the stop."""
+        assert self._tasks is not None
+        task = self._tasks.create_task(work, name=f"feed-{self.name}-{what}")
+        self._backfills.add(task)
+        task.add_done_callback(self._backfills.discard)
+
+    async def _fill_gaps_later(self, delay_s: float) -> None:
+        """After `delay_s`, backfill the gaps whose backfills failed, if the feed is still
+        subscribed (else its next subscription does) and nothing took them meanwhile."""
+        await asyncio.sleep(delay_s)
+        if self._subscribed and self._failed_gaps:
+            self._log.info("backfill_asked_again", after_s=round(delay_s, 3))
+            self._fill_gaps(self._clock())
 
     def _reach(self, now: dt.datetime) -> dt.datetime:
         """How far back a backfill at `now` goes at most: to the open of the oldest session
@@ -485,6 +509,7 @@ class WebSocketFeed:
             if not failed:
                 if not self._failed_gaps:  # (no other backfill failed since this one began)
                     self.backfill_error = None
+                    self._refills = 0
                 if self._settle is not None:  # (once the engine loop has them on disk)
                     await self._queue.put(Wire(self.name, [], ack=partial(self._settle, gaps)))
                 return
@@ -499,13 +524,21 @@ class WebSocketFeed:
             )
         n = len(left)
         self._failed(start, gaps, f"{n} symbol{'s' if n > 1 else ''} ({_some(left, 5)}): {why}")
+        # Asked for again while the connection stays up, not only at its next loss: a REST
+        # API down for a minute would otherwise leave the gap (and the session bars that wait
+        # for it) until the next reconnect or start, hours later.
+        delay_s = min(self._backfill_retry_s * 2**self._refills, MAX_REFILL_S)
+        self._refills += 1
         self._log.error(
             "backfill_failed",
             error=f"retries exhausted: {why}",
             failed=len(left),
             symbols=_some(left),
+            asked_again_in_s=round(delay_s, 3),
             **window,
         )
+        if self._tasks is not None:  # (else not running: the next start asks again)
+            self._start(self._fill_gaps_later(delay_s), "backfill-later")
 
     def _failed(self, start: dt.datetime, gaps: list[dt.datetime], why: str) -> None:
         self._counters.inc("backfill_failures", feed=self.name)

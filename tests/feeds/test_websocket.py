@@ -19,6 +19,7 @@ from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, FeedBat
 from monitor.credentials import Secret
 from monitor.errors import ConfigError
 from monitor.feeds.websocket import FeedEvent, Provider, RestBackfill, WebSocketFeed, mask_url
+from monitor.feeds.wire import Wire
 from tests.feeds.fake_providers import FakeRest, FakeStream, rest_bar
 
 UTC = dt.UTC
@@ -428,6 +429,47 @@ async def test_a_backfill_hands_on_the_symbols_it_got_and_asks_again_for_the_res
             assert got == [["SPY"]]
             assert events[-1] == ("backfill_failed", "AAPL")
             assert counters.get("backfill_failures", feed="test") == 1.0
+
+
+async def test_a_backfill_that_failed_is_asked_for_again_while_the_connection_stays_up() -> None:
+    """After a reconnect the REST API fails every attempt (three): the gap is not left until
+    the next reconnect, hours later maybe, but asked for again after backfill_retry_s on the
+    same connection; its bars come then, /healthz's backfill error clears, and the gap is
+    settled once they are on disk."""
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    clock = Clock(T0)
+    settled: list[list[dt.datetime]] = []
+    async with (
+        FakeStream("alpaca") as fake,
+        FakeRest() as api,
+        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+    ):
+        api.fail_symbols["AAPL"] = 3
+        feed = make_feed(
+            "alpaca", fake.url, queue, Counters(), clock=clock, rest=rest,
+            backfill_retry_s=0.1, owe=lambda _: None, settle=settled.append,
+        )  # fmt: skip
+        async with running(feed):
+            await asyncio.wait_for(fake.subscribed.wait(), 5)
+            await fake.push(ALPACA_TRADES)
+            await next_batch(queue)
+            fake.gate.clear()
+            await fake.drop()
+            await fake.wait_connections(2)
+            clock.now = T0 + dt.timedelta(minutes=3)  # 14:33:20
+            fake.gate.set()
+            items: list[FeedBatch | Wire] = []
+            while not any(isinstance(item, Wire) for item in items):  # (the backfill's end)
+                items.append(await asyncio.wait_for(queue.get(), 5))
+    for item in items:
+        if isinstance(item, Wire) and item.ack is not None:
+            item.ack()  # (as the engine loop does once the bars before it are on disk)
+    bars = [b.minute_bars for b in items if isinstance(b, FeedBatch) and b.minute_bars.height]
+    minutes = [dt.datetime(2024, 7, 11, 14, m, tzinfo=UTC) for m in range(29, 33)]
+    assert pl.concat(bars).sort("symbol", "start").equals(rest_frame(["AAPL", "SPY"], minutes))
+    assert len(fake.connect_times) == 2
+    assert feed.backfill_error is None
+    assert len(settled) == 1
 
 
 async def test_finnhub_token_in_url_is_masked_in_logs() -> None:
