@@ -43,8 +43,8 @@ def health_report(daemon: Daemon, publisher: RedisPublisher, pipeline: Pipeline)
         failed = getattr(feed, "backfill_error", None)
         if failed:
             reasons.append(
-                f"feed {feed.name} backfill failed ({failed}): asked for again at its next"
-                " reconnect or start"
+                f"feed {feed.name} backfill failed ({failed}): asked for again while it stays"
+                " connected (after a minute, then longer), and at its next reconnect or start"
             )
     if not publisher.is_available:
         depth = int(daemon.counters.get("outbox_depth"))

@@ -230,7 +230,8 @@ async def test_a_failed_backfill_makes_health_degraded_until_one_succeeds(
                 (reason,) = [r for r in (await health(daemon))["reasons"] if "backfill" in r]
                 assert re.fullmatch(
                     r"feed alpaca backfill failed \(from \S+ \S+Z, 2 symbols \(AAPL, SPY\): "
-                    r".*HTTP 500.*\): asked for again at its next reconnect or start",
+                    r".*HTTP 500.*\): asked for again while it stays connected \(after a minute,"
+                    r" then longer\), and at its next reconnect or start",
                     reason,
                 ), reason
                 api.fail_symbols.clear()
