@@ -59,6 +59,8 @@ _FATAL = {
     405: "symbol limit exceeded",
     408: "v2 not enabled",
     409: "insufficient subscription",
+    410: "invalid subscribe action for this feed",  # (a channel the stream has not: its URL)
+    411: "insufficient scope",  # (a token without the market data scope)
 }
 _CONTINUE = {403: "already authenticated"}
 # 404 auth timeout, 406 connection limit exceeded, 407 slow client, 500 internal error, and any

@@ -151,10 +151,13 @@ def test_quotes_and_corrections_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("code", "action"),
     [(401, "fatal"), (402, "fatal"), (405, "fatal"), (403, "continue"), (404, "reconnect"),
-     (406, "reconnect"), (407, "reconnect"), (500, "reconnect"), (None, "reconnect")],
+     (406, "reconnect"), (407, "reconnect"), (409, "fatal"), (410, "fatal"), (411, "fatal"),
+     (500, "reconnect"), (None, "reconnect")],
 )  # fmt: skip
 def test_error_action(code: int | None, action: str) -> None:
-    """Auth failures are fatal, 406 / 407 reconnect with backoff, 403 is harmless."""
+    """Auth, plan and subscription failures are fatal (410: a channel the stream does not have,
+    the URL of another stream; 411: a token without the data scope), 406 / 407 reconnect
+    with backoff, 403 is harmless."""
     assert error_action(code) == action
 
 

@@ -310,6 +310,20 @@ async def test_auth_failure_is_fatal() -> None:
     assert len(fake.connect_times) == 1
 
 
+@pytest.mark.parametrize("code", [410, 411])
+async def test_a_subscription_the_stream_refuses_for_good_is_fatal(code: int) -> None:
+    """Alpaca 410 (invalid subscribe action for this feed: the URL of another stream) or 411
+    (insufficient scope) ends the run with a ConfigError after one attempt: the same
+    subscribe sent again is refused again, so no reconnect loop without end."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    async with FakeStream("alpaca", refuse=5, refuse_code=code) as fake:
+        feed = make_feed("alpaca", fake.url, queue, Counters())
+        with pytest.raises(ConfigError) as caught:
+            await asyncio.wait_for(feed.run(asyncio.Event()), 5)
+    assert str(caught.value).startswith(f"feeds.test: alpaca error {code}: ")
+    assert len(fake.connect_times) == 1
+
+
 async def test_silence_raises_stale_then_recovered() -> None:
     """No data for stale_after_s in regular hours: feed_stale; the next frame: feed_recovered."""
     queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
