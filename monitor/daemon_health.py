@@ -1,9 +1,10 @@
 """The daemon's /healthz: healthy, degraded (with reasons) or down.
 
 Degraded: a feed crashed lately (CRASH_SHOWN_S), stopped for good, disconnected (with the cause
-its broker or provider gave), or stale; Redis unavailable (with why, and the outbox's depth);
-the journal not written (a full disk: the messages of the steps waiting are not acknowledged);
-session bars held back as cut short (a feed down through the close: the daily rules wait).
+its broker or provider gave), refused a subscription by its broker, or stale; Redis unavailable
+(with why, and the outbox's depth); the journal not written (a full disk: the messages of the
+steps waiting are not acknowledged); session bars held back as cut short (a feed down through
+the close: the daily rules wait).
 Down: the engine loop has not stepped for 30 s.
 """
 
@@ -38,6 +39,12 @@ def health_report(daemon: Daemon, publisher: RedisPublisher, pipeline: Pipeline)
             # (the cause, as the broker or provider gave it: "not authorised", refused)
             cause = (feed.last_error or "").removeprefix(f"{feed.name}: ")
             reasons.append(f"feed {feed.name} disconnected" + (f": {cause}" if cause else ""))
+        refused = getattr(feed, "refused_topics", None)
+        if refused:
+            reasons.append(
+                f"feed {feed.name} gets nothing on {', '.join(refused)}: the broker refused"
+                " the subscription (not authorised to read it?); asked again at its next connect"
+            )
         if daemon.counters.get("feed_stale", feed=feed.name) == 1:
             reasons.append(f"feed {feed.name} stale")
         failed = getattr(feed, "backfill_error", None)

@@ -238,3 +238,33 @@ async def test_a_failed_backfill_makes_health_degraded_until_one_succeeds(
                 await fake.drop()
                 await fake.wait_connections(3)
                 await health_becomes(daemon, lambda h: not failed(h))
+
+
+async def test_a_subscription_the_broker_refuses_makes_health_degraded(tmp_path: Path) -> None:
+    """A broker that takes the connection and refuses the subscription (Mosquitto's dynamic
+    security, which lets no one subscribe without a role): /healthz is degraded, naming the
+    topic and the broker's code. Before, it said healthy while the feed got nothing, for
+    ever, the connection being up."""
+    from tests.feeds.mosquitto_server import MosquittoServer
+
+    acl = tmp_path / "dynsec.json"
+    access = {"publishClientSend": False, "publishClientReceive": True, "subscribe": False}
+    acl.write_text(json.dumps({"defaultACLAccess": {**access, "unsubscribe": True}}))
+    broker = MosquittoServer(tmp_path / "broker")
+    broker.config.write_text(
+        broker.config.read_text()
+        + "plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"
+        + f"plugin_opt_config_file {acl}\n"
+    )
+    with RedisServer() as server, broker:
+        prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
+        feed = {"url": f"mqtt://127.0.0.1:{broker.port}", "topics": [f"{prefix}/ticks"]}
+        conf = write_config(tmp_path, feeds=[feed], redis={"url": server.url, "stream": prefix})
+        async with daemon_of(conf) as daemon:
+            subscribes = daemon.counters.get
+            await health_becomes(daemon, lambda _: subscribes("feed_subscribes", feed="mqtt0") > 0)
+            assert (await health(daemon))["reasons"] == [
+                f"feed mqtt0 gets nothing on {prefix}/ticks (Unspecified error),"
+                " $SYS/broker/publish/messages/dropped (Unspecified error): the broker refused"
+                " the subscription (not authorised to read it?); asked again at its next connect"
+            ]

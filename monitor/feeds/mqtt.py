@@ -178,6 +178,9 @@ class MqttFeed:
         self._unsent: list[tuple[list[bytes], list[int], int]] = []  # caught by the stop
         self._reading: asyncio.Timeout | None = None  # set while a connection hands messages on
         self._quiet = QuietWatch(name, quiet, counters, self._log) if quiet is not None else None
+        # The topics the broker refused on this connection (not authorised to read them, say),
+        # with its code: nothing comes on them, which /healthz says (the connection is up).
+        self.refused_topics: list[str] = []
 
     @property
     def last_error(self) -> str | None:
@@ -308,10 +311,13 @@ class MqttFeed:
         if self._watch_drops:
             wanted.append((DROPPED_TOPIC, 0))
         granted: list[int | ReasonCode] = list(await client.subscribe(wanted))
+        refused: list[str] = []
         for (topic, _), code in zip(wanted, granted, strict=True):
             if code.is_failure if isinstance(code, ReasonCode) else code >= 0x80:
                 self._counters.inc("feed_subscribe_refused", feed=self.name)
                 self._log.error("feed_subscribe_refused", topic=topic, code=str(code))
+                refused.append(f"{topic} ({code})")
+        self.refused_topics = refused
         self._counters.inc("feed_subscribes", feed=self.name)
         self._log.info("feed_subscribed", topics=[t for t, _ in wanted], qos=self._qos)
 
