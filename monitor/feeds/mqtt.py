@@ -316,7 +316,8 @@ class MqttFeed:
             if code.is_failure if isinstance(code, ReasonCode) else code >= 0x80:
                 self._counters.inc("feed_subscribe_refused", feed=self.name)
                 self._log.error("feed_subscribe_refused", topic=topic, code=str(code))
-                refused.append(f"{topic} ({code})")
+                if topic != DROPPED_TOPIC:  # (the broker's drop count, not data: often private)
+                    refused.append(f"{topic} ({code})")
         self.refused_topics = refused
         self._counters.inc("feed_subscribes", feed=self.name)
         self._log.info("feed_subscribed", topics=[t for t, _ in wanted], qos=self._qos)
