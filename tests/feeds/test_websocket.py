@@ -266,6 +266,42 @@ async def test_a_delayed_feed_backfills_from_where_its_data_stopped() -> None:
     }
 
 
+async def test_a_feed_held_up_by_a_full_queue_backfills_from_where_its_data_stopped() -> None:
+    """The engine falls behind (its queue full) for ten minutes: the feed's frames wait, and
+    those read at 14:40 hold trades of 14:30; then the connection is lost (the provider gave
+    up on a client that stopped reading). The backfill starts where their data ends (14:29),
+    not where the clock was when they were read (14:39), which would leave 14:30-14:39 out."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue(maxsize=1)
+    counters = Counters()
+    clock = Clock(T0)
+    first, second = ({**ALPACA_TRADES[0], "t": f"2024-07-11T14:30:{s}Z"} for s in ("10", "12"))
+    async with (
+        FakeStream("alpaca") as fake,
+        FakeRest() as api,
+        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+    ):
+        feed = make_feed("alpaca", fake.url, queue, counters, clock=clock, rest=rest)
+        async with running(feed):
+            await asyncio.wait_for(fake.subscribed.wait(), 5)
+            queue.put_nowait(FeedBatch.empty("engine"))  # (the engine behind: the queue full)
+            await fake.push([first])
+            await fake.push([second])
+            await until(lambda: counters.get("feed_queue_full_waits", feed="test") == 1)
+            clock.now = T0 + dt.timedelta(minutes=10)  # 14:40:20: the engine takes again
+            assert (await next_batch(queue)).feed == "engine"
+            for _ in range(2):
+                assert (await next_batch(queue)).ticks.height == 1
+            fake.gate.clear()
+            await fake.drop()
+            await fake.wait_connections(2)
+            clock.now = T0 + dt.timedelta(minutes=11)  # 14:41:20
+            fake.gate.set()
+            await next_batch(queue)
+    assert {(q["start"], q["end"]) for _, q, _ in api.requests} == {
+        ("2024-07-11T14:29:00Z", "2024-07-11T14:40:59Z")
+    }
+
+
 async def test_connection_limit_reconnects_with_backoff() -> None:
     """Alpaca 406 twice: the feed waits the backoff delays between attempts, then subscribes."""
     queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
