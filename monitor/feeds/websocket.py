@@ -14,7 +14,8 @@ each frame; this module does the I/O around it:
   `feed_recovered` (with the gap) on the next data;
 - after a reconnect, the minutes missed in the gap are fetched over REST (`RestBackfill`) and queued
   as minute bars, which the engine upserts by symbol and start. The gap opens where the data
-  stopped: when the last frame came, or, for a delayed stream, its last tick's or minute's time.
+  stopped: when the last frame came, or its last tick's or minute's time when that is earlier
+  (a delayed stream's; frames that waited while the engine's queue was full).
   A backfill whose attempts all fail is asked for again after `backfill_retry_s` (doubling, up
   to half an hour) while the connection stays up, and at the next subscription or start.
 
