@@ -65,6 +65,7 @@ _MINUTE = dt.timedelta(minutes=1)
 MAX_RETRY_AFTER_S = 60.0  # the longest a backfill waits for a 429's Retry-After
 MAX_REFILL_S = 1800.0  # the longest wait before a failed backfill is asked for again
 MAX_DELAY = dt.timedelta(hours=1)  # the longest a stream's data is taken to be delayed by
+MAX_ERRORS_KEPT = 100  # distinct provider errors whose last log line is remembered
 
 
 class _GenericSession:
@@ -189,6 +190,9 @@ class WebSocketFeed:
         self.backfill_error: str | None = None
         if gap_since is not None and self._owe is not None:
             self._owe(gap_since)
+        self._error_log_interval_s = rejection_log_interval_s
+        self._errors_logged_at: dict[tuple[str, str], float] = {}
+        self._errors_unlogged: dict[tuple[str, str], int] = {}
         self._rejections = RejectionLog(
             self._log,
             counters,
@@ -456,7 +460,20 @@ class WebSocketFeed:
             raise ConfigError(f"feeds.{self.name}: {text}; check the key, secret, plan and symbols")
         if control.action == "reconnect":
             raise FeedDisconnected(f"{self.name}: {text}")
-        self._log.error("feed_provider_error", code=code, message=control.msg)
+        # (logged once a while per code and message: a provider that answers each subscribe
+        # past its plan's limit with one error would otherwise log thousands of lines)
+        key = (code, control.msg)
+        now = time.monotonic()
+        last = self._errors_logged_at.get(key)
+        if last is not None and now - last < self._error_log_interval_s:
+            self._errors_unlogged[key] = self._errors_unlogged.get(key, 0) + 1
+            return
+        if len(self._errors_logged_at) >= MAX_ERRORS_KEPT:  # (messages that vary: bounded)
+            self._errors_logged_at.clear()
+        self._errors_logged_at[key] = now
+        repeated = self._errors_unlogged.pop(key, 0)
+        said = {"not_logged_since": repeated} if repeated else {}
+        self._log.error("feed_provider_error", code=code, message=control.msg, **said)
         self._emit("provider_error", message=text)
 
     def _emit(

@@ -552,6 +552,28 @@ async def test_finnhub_token_in_url_is_masked_in_logs() -> None:
     assert mask_url(f"{fake.url}?token=TOKEN123") == f"{fake.url}?token=***"
 
 
+async def test_a_provider_error_repeated_is_counted_each_time_and_logged_once_a_while() -> None:
+    """Finnhub answers each subscribe past the plan's limit with the same error, and the feed
+    carries on: 200 of them are 200 in feed_provider_errors, and one log line (the next one,
+    after the rejection log interval, says how many were not logged), not 200 lines at each
+    connect."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    counters = Counters()
+    error = {"type": "error", "msg": "Subscribing to too many symbols"}
+    with capture_logs() as logs:
+        async with FakeStream("finnhub", key="TOKEN") as fake:
+            feed = make_feed("finnhub", fake.url, queue, counters, key="TOKEN", secret=None)
+            async with running(feed):
+                await asyncio.wait_for(fake.subscribed.wait(), 5)
+                for _ in range(200):
+                    await fake.push(error)
+                await until(lambda: counters.total("feed_provider_errors") == 200)
+    lines = [e for e in logs if e["event"] == "feed_provider_error"]
+    assert [(e["code"], e["message"], e.get("not_logged_since")) for e in lines] == [
+        ("none", "Subscribing to too many symbols", None)
+    ]
+
+
 async def test_stop_during_backoff_exits_promptly() -> None:
     """With nothing listening, setting stop ends run() at once, mid-backoff."""
     queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
