@@ -381,13 +381,24 @@ class WebSocketFeed:
         self._backfills.add(task)
         task.add_done_callback(self._backfills.discard)
 
-    async def _fill_gaps_later(self, delay_s: float) -> None:
-        """After `delay_s`, backfill the gaps whose backfills failed, if the feed is still
-        subscribed (else its next subscription does) and nothing took them meanwhile."""
+    async def _fill_gaps_later(
+        self,
+        delay_s: float,
+        start: dt.datetime,
+        end: dt.datetime,
+        gaps: list[dt.datetime],
+        symbols: list[str],
+    ) -> None:
+        """After `delay_s`, fetch again the window of a backfill that failed, for the symbols
+        that failed only, if the feed is still subscribed (else its next subscription does)
+        and nothing took its gaps meanwhile (a reconnect's backfill)."""
         await asyncio.sleep(delay_s)
-        if self._subscribed and self._failed_gaps:
-            self._log.info("backfill_asked_again", after_s=round(delay_s, 3))
-            self._fill_gaps(self._clock())
+        if not self._subscribed or any(gap not in self._failed_gaps for gap in gaps):
+            return
+        for gap in gaps:
+            self._failed_gaps.remove(gap)
+        self._log.info("backfill_asked_again", after_s=round(delay_s, 3), symbols=_some(symbols))
+        self._start(self._backfill(start, end, gaps, symbols), "backfill")
 
     def _reach(self, now: dt.datetime) -> dt.datetime:
         """How far back a backfill at `now` goes at most: to the open of the oldest session
@@ -494,7 +505,11 @@ class WebSocketFeed:
     # --- backfill --------------------------------------------------------------------------------
 
     async def _backfill(
-        self, start: dt.datetime, end: dt.datetime, gaps: list[dt.datetime] | None = None
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        gaps: list[dt.datetime] | None = None,
+        symbols: list[str] | None = None,
     ) -> None:
         """Fetch [start, end) and hand it on; symbols whose requests failed are asked again
         (the others' bars are handed on at once), up to `backfill_attempts` times in all.
@@ -502,7 +517,7 @@ class WebSocketFeed:
         gaps = gaps or []
         assert self._rest is not None
         window = {"start": start.isoformat(), "end": end.isoformat()}
-        left, why, asked_wait, one_by_one = list(self._symbols), "", 0.0, False
+        left, why, asked_wait, one_by_one = list(symbols or self._symbols), "", 0.0, False
         for attempt in range(self._backfill_attempts):
             if attempt:  # (at least as long as a 429 asked, up to a minute)
                 wait = min(asked_wait, MAX_RETRY_AFTER_S)
@@ -556,7 +571,8 @@ class WebSocketFeed:
             **window,
         )
         if self._tasks is not None:  # (else not running: the next start asks again)
-            self._start(self._fill_gaps_later(delay_s), "backfill-later")
+            later = self._fill_gaps_later(delay_s, start, end, gaps, left)
+            self._start(later, "backfill-later")
 
     def _failed(self, start: dt.datetime, gaps: list[dt.datetime], why: str) -> None:
         self._counters.inc("backfill_failures", feed=self.name)

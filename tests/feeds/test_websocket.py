@@ -482,17 +482,19 @@ async def test_a_backfill_hands_on_the_symbols_it_got_and_asks_again_for_the_res
 
 
 async def test_a_backfill_that_failed_is_asked_for_again_while_the_connection_stays_up() -> None:
-    """After a reconnect the REST API fails every attempt (three): the gap is not left until
-    the next reconnect, hours later maybe, but asked for again after backfill_retry_s on the
-    same connection; its bars come then, /healthz's backfill error clears, and the gap is
-    settled once they are on disk."""
+    """After a reconnect the REST API fails every attempt (three) for AAPL: the gap is not
+    left until the next reconnect, hours later maybe, but AAPL's window asked for again after
+    backfill_retry_s on the same connection (not SPY's, which came); its bars come then,
+    /healthz's backfill error clears, and the gap is settled once they are on disk."""
     queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
     clock = Clock(T0)
     settled: list[list[dt.datetime]] = []
     async with (
         FakeStream("alpaca") as fake,
         FakeRest() as api,
-        RestBackfill("alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET")) as rest,
+        RestBackfill(
+            "alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET"), symbols_per_request=1
+        ) as rest,
     ):
         api.fail_symbols["AAPL"] = 3
         feed = make_feed(
@@ -511,6 +513,7 @@ async def test_a_backfill_that_failed_is_asked_for_again_while_the_connection_st
             items: list[FeedBatch | Wire] = []
             while not any(isinstance(item, Wire) for item in items):  # (the backfill's end)
                 items.append(await asyncio.wait_for(queue.get(), 5))
+            assert feed.backfill_error is None
     for item in items:
         if isinstance(item, Wire) and item.ack is not None:
             item.ack()  # (as the engine loop does once the bars before it are on disk)
@@ -518,8 +521,11 @@ async def test_a_backfill_that_failed_is_asked_for_again_while_the_connection_st
     minutes = [dt.datetime(2024, 7, 11, 14, m, tzinfo=UTC) for m in range(29, 33)]
     assert pl.concat(bars).sort("symbol", "start").equals(rest_frame(["AAPL", "SPY"], minutes))
     assert len(fake.connect_times) == 2
-    assert feed.backfill_error is None
     assert len(settled) == 1
+    # (the failed window asked for again as it was, of the symbol that failed only)
+    asked = [(q["symbols"], q["start"], q["end"]) for _, q, _ in api.requests]
+    window = ("2024-07-11T14:29:00Z", "2024-07-11T14:32:59Z")
+    assert sorted(asked) == [("AAPL", *window)] * 4 + [("SPY", *window)]
 
 
 async def test_finnhub_token_in_url_is_masked_in_logs() -> None:
