@@ -5,7 +5,8 @@ following `next_page_token`. Polygon: `GET {url}/v2/aggs/ticker/{sym}/range/1/mi
 per symbol with `apiKey`, following `next_url`. Bars come back as one FeedBatch of minute bars
 (bad bars as rejections), which the engine upserts by symbol and start.
 
-httpx types stay here: a network failure, a 429 or a 5xx is a `TransientError`; a 401 / 403 is a
+httpx types stay here: a network failure, a 429 (with how long it asks to wait: its Retry-After,
+or Alpaca's X-RateLimit-Reset) or a 5xx is a `TransientError`; a 401 / 403 is a
 `ConfigError`. The API key never appears in an error message or a log (`monitor.urls.mask_url`).
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
+import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Self
@@ -240,7 +243,10 @@ class RestBackfill:
             raise ConfigError(f"{self.provider} REST refused the credentials (HTTP {status})")
         if status == 429:
             self._limited = True
-            wait = retry_after(response.headers.get("retry-after"))
+            headers = response.headers
+            wait = retry_after(headers.get("retry-after"))
+            if wait is None:  # (Alpaca says when its window resets instead)
+                wait = _reset_in(headers.get("x-ratelimit-reset"))
             raise RateLimited(f"{self.provider} REST: HTTP 429 for {mask_url(url)}", wait)
         if status in (400, 404, 422):
             said = self._mask(response.text[:200].strip())  # (its reason: "invalid symbol")
@@ -281,6 +287,18 @@ def _add(
     reason = cols.minute(symbol, start_us, ohlcv)
     if reason is not None:
         rejections.append(rejection(reason, row))
+
+
+def _reset_in(value: str | None) -> float | None:
+    """Seconds until an `X-RateLimit-Reset` (the end of the rate limit's window, in epoch
+    seconds: Alpaca's 429s carry it, not Retry-After); None when absent or not a time."""
+    try:
+        reset = float(value) if value is not None else math.nan
+    except ValueError:
+        return None
+    if not math.isfinite(reset):
+        return None
+    return max(0.0, reset - time.time())
 
 
 def _rfc3339(when: dt.datetime) -> str:

@@ -210,6 +210,9 @@ class FakeRest:
         self.fail_symbols: dict[str, int] = {}
         # symbol -> the Retry-After its next request's 429 says (one 429 each)
         self.rate_limited: dict[str, str] = {}
+        # symbol -> the X-RateLimit-Reset (epoch seconds) its next request's 429 says, as
+        # Alpaca's do (no Retry-After; one 429 each)
+        self.window_reset: dict[str, str] = {}
         self.broken_next_url: set[str] = set()  # Polygon symbols whose next_url is malformed
         self.invalid_symbols: set[str] = set()  # a request naming one is refused: 400
         self.answering = asyncio.Event()  # cleared: requests wait (a slow REST API)
@@ -249,7 +252,9 @@ class FakeRest:
                     asked = query["symbols"].split(",") if "symbols" in query else []
                     asked += parts.path.split("/")[4:5]
                     waits = [self.rate_limited.pop(a) for a in asked if a in self.rate_limited]
-                    extra = f"retry-after: {waits[0]}\r\n"
+                    resets = [self.window_reset.pop(a) for a in asked if a in self.window_reset]
+                    extra = f"retry-after: {waits[0]}\r\n" if waits else ""
+                    extra += f"x-ratelimit-reset: {resets[0]}\r\n" if resets else ""
                 writer.write(
                     f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{extra}"
                     f"content-length: {len(body)}\r\n\r\n".encode()
@@ -276,7 +281,7 @@ class FakeRest:
             return 400, msgspec.json.encode(
                 {"code": 42210000, "message": f"invalid symbol: {invalid[0]}"}
             )
-        if any(a in self.rate_limited for a in asked):
+        if any(a in self.rate_limited or a in self.window_reset for a in asked):
             return 429, b"{}"
         if path == "/v2/stocks/bars":
             symbols = query["symbols"].split(",")
