@@ -275,10 +275,10 @@ async def publish(
 ) -> None:
     """Publish `(ms, message)` pairs in order: at most `rate` per second (0 = no limit), and
     with `speed` > 0 spaced by their timestamps divided by `speed` (`ms` 0: untimed, a daily
-    bar, sent at once). SinkUnavailable when the
-    broker refuses the connection or drops it (once connected, saying how far it got: `where`
-    of the messages and how many were published, acknowledged with QoS 1); ConfigError when
-    it refuses the login or its certificate is not trusted (trying again will not help)."""
+    bar, sent at once). SinkUnavailable when the broker refuses the connection or drops it
+    (once connected, saying how far it got: `where` of the messages and how many were
+    published, acknowledged with QoS 1); ConfigError when it refuses the login or its
+    certificate is not trusted (trying again will not help)."""
     import aiomqtt
     from aiomqtt.exceptions import MqttConnectError
     from paho.mqtt.reasoncodes import ReasonCode

@@ -481,6 +481,7 @@ class WebSocketFeed:
             return
         if len(self._errors_logged_at) >= MAX_ERRORS_KEPT:  # (messages that vary: bounded)
             self._errors_logged_at.clear()
+            self._errors_unlogged.clear()
         self._errors_logged_at[key] = now
         repeated = self._errors_unlogged.pop(key, 0)
         said = {"not_logged_since": repeated} if repeated else {}
