@@ -277,7 +277,9 @@ class WebSocketFeed:
                         self._gap_start = min(self._gap_start, ended)
                     if self._owe is not None:
                         self._owe(self._gap_start)
-            await self._reconnects.pause(error, lasted)
+            # (a connection never subscribed is no working one, however long it hung: the
+            # delays grow, as for one that could not be made)
+            await self._reconnects.pause(error, lasted if self._subscribed else None)
 
     async def _connection(self) -> None:
         """One connection from connect to loss; raises FeedDisconnected or ConfigError."""

@@ -347,6 +347,25 @@ async def test_auth_failure_is_fatal() -> None:
     assert len(fake.connect_times) == 1
 
 
+async def test_handshakes_never_acknowledged_back_off_however_long_they_hung() -> None:
+    """Three connections in a row whose auth is never answered, each given up after
+    subscribe_timeout_s, which is longer than stable_after_s: the attempts count up (the
+    delays grow), as for connections that could not be made; before, each counted as a
+    stable connection and the delay started over every time."""
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    backoff = Backoff(base_s=0.05, cap_s=1.0, jitter=0)
+    with capture_logs() as logs:
+        async with FakeStream("alpaca", unanswered=3) as fake:
+            feed = make_feed(
+                "alpaca", fake.url, queue, Counters(), backoff=backoff,
+                subscribe_timeout_s=0.2, stable_after_s=0.1,
+            )  # fmt: skip
+            await run_and_push(feed, fake)
+    attempts = [e["attempt"] for e in logs if e["event"] == "feed_reconnecting"]
+    assert attempts == [1, 2, 3]
+    assert fake.subscribes == 1
+
+
 @pytest.mark.parametrize("code", [410, 411])
 async def test_a_subscription_the_stream_refuses_for_good_is_fatal(code: int) -> None:
     """Alpaca 410 (invalid subscribe action for this feed: the URL of another stream) or 411
