@@ -155,3 +155,23 @@ def test_a_max_age_not_above_the_lag_is_refused() -> None:
     path = r'rules\[0\] \(id "s"\)\.short_interest_max_age'
     with pytest.raises(RuleError, match=path + ": must be more than"):
         parse_rules(text)
+
+
+def test_a_figure_published_blank_is_unknown_and_so_is_its_date(sessions: Sessions) -> None:
+    """GME's 2020-12-31 row with its percent_of_float blanked (as the file publishes ETFs and
+    symbols without a float): on 2021-01-13, with unknown_short_interest = "fire", the squeeze
+    is marked unknown, with no short interest and no settlement date (docs/alerts.md: null
+    when unknown). It used to carry the blank row's date, 2020-12-31, beside `known: false`."""
+    rules = load_rules(RULES)
+    assert isinstance(rules, RulesFile)
+    squeeze = next(r for r in rules.rules if isinstance(r, SqueezeRule))
+    bars = read_daily(DataSpec(path=str(SQUEEZE), symbol="GME")).bars
+    si = read_short_interest(SHORT_INTEREST).figures
+    blank = (pl.col("symbol") == "GME") & (pl.col("short_interest_date") == dt.date(2020, 12, 31))
+    si = si.with_columns(pl.when(~blank).then(pl.col("percent_of_float")).alias("percent_of_float"))
+    rule = msgspec.structs.replace(squeeze, unknown_short_interest="fire")
+    engine = build_engine(RulesFile(rules=[rule]), sessions, short_interest=si)
+    first = next(a for a in replay(engine, bars) if a.session == "2021-01-13")
+    assert first.metrics["short_interest_known"] is False
+    assert first.metrics["short_interest"] is None
+    assert first.metrics["short_interest_date"] is None

@@ -123,6 +123,10 @@ def _join_short_interest(frame: pl.DataFrame, ctx: RuleContext, rule: SqueezeRul
     stale = pl.col("expires").is_not_null() & (pl.col("session") > pl.col("expires"))
     figures = ["short_interest", "short_interest_date", "shares_short"]
     joined = joined.with_columns(pl.when(~stale).then(pl.col(c)).alias(c) for c in figures)
+    # A row published with a blank percentage (no float: an ETF, a new listing) is no figure:
+    # the short interest is unknown, so is its date (docs/alerts.md), not the blank row's.
+    unknown = pl.col("short_interest").is_null()
+    joined = joined.with_columns(pl.when(~unknown).then(pl.col("short_interest_date")))
     dtc = pl.col("shares_short") / pl.col("avg_volume")
     return joined.with_columns(dtc.alias("days_to_cover")).sort("symbol", "ts")
 
