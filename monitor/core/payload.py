@@ -313,7 +313,7 @@ def _history(horizons: Sequence[int], frame: pl.DataFrame) -> list[pl.Expr | str
     `prior_dates`), what followed them (`forward`) and a line for people (`summary`: "4 earlier
     times since 1987; over the next 21 sessions, +6.1% on average (median +5.0%), 4 of 4 up.",
     digits and plain words only, so it needs no escaping). The line describes the middle one
-    of the horizons with known outcomes (the first of two)."""
+    of the horizons with known outcomes (of two, the second: the longer)."""
     dates = pl.col("prior_dates").fill_null(pl.lit([], dtype=pl.List(pl.Date)))
     earlier = frame.get_column("prior_dates").explode()
     listed = pl.lit("")  # (no earlier episode anywhere: a lookup of no dates keeps the dtype)
@@ -357,7 +357,7 @@ def _forward(horizons: Sequence[int]) -> list[pl.Expr | str]:
 def _picked(horizons: Sequence[int], timeframe: str) -> list[pl.Expr]:
     """The numbers the history line quotes, as columns `pick_span`, `pick_n`, `pick_up`,
     `pick_mean` and `pick_median`: those of the middle one of the horizons with known outcomes
-    (the first of two), null when none is known."""
+    (of two, the second: the one at `known // 2`), null when none is known."""
     known = [pl.col(f"n_{h}").fill_null(0) > 0 for h in horizons]
     middle = pl.sum_horizontal(known) // 2
     picks: list[tuple[pl.Expr, int]] = []
