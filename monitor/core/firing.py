@@ -68,15 +68,19 @@ def firings(
         progress.append(measured(cond, rule))
     if baseline is not None:
         baseline.append(every_period(cond, rule.horizons, after, rule.timeframe))
-    # A condition already true at a group's first period is not an onset. A period a rule did
-    # not evaluate (`skipped`: breadth and movers, a session with too few bars) neither starts
-    # nor ends an episode: the period before it stands for it.
-    held = pl.col("cond")
+    # A condition already true at a group's first period is not an onset. A period whose
+    # condition cannot be known (null: a window reaching across a period missing from the
+    # symbol's history) or that a rule did not evaluate (`skipped`: breadth and movers, a
+    # session with too few bars) neither starts nor ends an episode: the period before it
+    # stands for it (before a group's first known period, "not true").
+    unknown = pl.col("cond").is_null()
     if "skipped" in cond.columns:
-        unknown = pl.col("skipped") & (pl.col("idx") > 0)  # (a group's first row sets a value)
-        held = pl.when(unknown).then(None).otherwise(held).forward_fill()
-    before = pl.when(pl.col("idx") == 0).then(True).otherwise(held.shift(1))
-    fired = cond.filter(pl.col("cond") & ~before)
+        unknown = unknown | pl.col("skipped")
+    first = pl.col("idx") == 0  # (a group's first row sets a value: the fill stays within it)
+    held = pl.col("cond").fill_null(False)
+    held = pl.when(unknown & ~first).then(None).otherwise(held).forward_fill()
+    before = pl.when(first).then(True).otherwise(held.shift(1))
+    fired = cond.filter(pl.col("cond").fill_null(False) & ~before)
     if rule.cooldown:
         fired = _cooldown(fired, rule.cooldown)
     at = _Positions(cond, fired, in_session=rule.timeframe == "1m")

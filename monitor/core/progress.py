@@ -102,7 +102,7 @@ def measured(cond: pl.DataFrame, rule: Rule) -> pl.DataFrame:
         line.cast(pl.Float64).alias("threshold"),
         pl.lit(unit).alias("unit"),
         fraction(value, line, pl.col("variant")).alias("progress"),
-        pl.col("cond").alias("holds"),
+        pl.col("cond").fill_null(False).alias("holds"),
         blocked.alias("blocked"),
     )
 

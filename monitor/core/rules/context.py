@@ -158,8 +158,10 @@ def short_coverage(min_coverage: float) -> pl.Expr:
 
 
 def select_keys(frame: pl.DataFrame, cond: pl.Expr, metrics: list[pl.Expr]) -> pl.DataFrame:
-    """The standard condition frame: KEYS then metric columns."""
-    base = frame.with_columns(cond.fill_null(False).alias("cond"))
+    """The standard condition frame: KEYS then metric columns. `cond` is null where it
+    cannot be known (a window reaching across a period missing from the symbol's history):
+    such a period neither starts nor ends an episode (see `firing.firings`)."""
+    base = frame.with_columns(cond.alias("cond"))
     if "variant" not in base.columns:
         base = base.with_columns(pl.lit("").alias("variant"))
     if "ref" not in base.columns:
