@@ -136,7 +136,7 @@ def _without_volume(rules: list[Rule], bars: pl.DataFrame) -> list[str]:
 
 def _thin_periods(engine: Engine, rules: list[Rule], start: dt.date | None) -> list[str]:
     """For each breadth and movers rule, the periods (from `start`) it did not evaluate for
-    want of bars: fewer than its `min_coverage` of the symbols of the period before (a hole
+    want of bars: fewer than its `min_coverage` of the symbols of the periods before (a hole
     in the data). Without this line a rule that stays silent there would look like a rule
     whose condition never held."""
     import polars as pl
@@ -163,7 +163,7 @@ def _thin_periods(engine: Engine, rules: list[Rule], start: dt.date | None) -> l
             lines.append(
                 f"rule {rule.id} did not evaluate {thin.height} {unit(rule.timeframe, thin.height)}"
                 f" (the first {first}): bars of fewer than {rule.min_coverage:.0%} of the symbols"
-                " of the period before (min_coverage)"
+                " of the periods before (min_coverage)"
             )
     return lines
 

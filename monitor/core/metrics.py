@@ -46,13 +46,20 @@ def window_return(window: int) -> pl.Expr:
     return pl.col("close") / back(pl.col("close"), window) - 1.0
 
 
+COVERAGE_PERIODS = 5  # a period's bars are counted against the most of this many before it
+
+
 def coverage(bars: pl.DataFrame) -> pl.DataFrame:
-    """Per period (`session`, `coverage`): how many symbols have a bar, over how many had one
-    the period before (1.0 for the first). A cross-section of a session whose bars are still
-    coming in (a feed's daily bars, symbol by symbol) is not the universe's: rules comparing
-    symbols wait until enough of them are in (see `with_coverage`)."""
+    """Per period (`session`, `coverage`): how many symbols have a bar, over the most that had
+    one in any of the `COVERAGE_PERIODS` periods before (1.0 for the first). A cross-section of
+    a session whose bars are still coming in (a feed's daily bars, symbol by symbol), or of a
+    period with a hole in the data, is not the universe's: rules comparing symbols wait until
+    enough of them are in (see `with_coverage`). Against the period before alone, a second
+    period as thin as the first would count as whole; against the most of a week of them, a
+    universe that shrinks for good is compared with itself again after a week."""
     counts = bars.group_by("session").agg(pl.len().alias("n")).sort("session")
-    share = pl.col("n") / pl.col("n").shift(1)
+    before = pl.col("n").shift(1).rolling_max(COVERAGE_PERIODS, min_samples=1)
+    share = pl.col("n") / before
     return counts.select("session", share.fill_null(1.0).alias("coverage"))
 
 

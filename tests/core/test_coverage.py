@@ -156,7 +156,7 @@ def test_replay_names_the_sessions_a_rule_did_not_evaluate(
     res = cli("replay", "--rules", rules, "--data", str(tmp_path / "thin.csv"))
     assert res.returncode == 0, res.stderr
     said = [line for line in res.stderr.splitlines() if "did not evaluate" in line]
-    tail = "(the first 2024-07-16): bars of fewer than 90% of the symbols of the period before"
+    tail = "(the first 2024-07-16): bars of fewer than 90% of the symbols of the periods before"
     assert said == [
         f"market-monitor: rule {rule} did not evaluate 1 session {tail} (min_coverage)"
         for rule in ("breadth.5d", "movers.5d")
@@ -252,3 +252,18 @@ def test_replay_names_the_weeks_a_weekly_rule_did_not_evaluate(
         f"market-monitor: rule {rule} did not evaluate 1 week (the first 2024-07-12)"
         for rule in ("breadth.5d", "movers.5d")
     ]
+
+
+def test_sessions_as_thin_as_the_one_before_are_not_evaluated_either(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """Half the symbols missing three sessions in a row (a feed that lost them, a hole in the
+    file): none of the three is a cross-section of the universe. Each used to be compared with
+    the session before alone, so the second and third counted as whole and movers ranked the
+    half that was left (S00-S02 on LAST)."""
+    bars = universe(sessions)
+    days = bars.get_column("session").unique().sort()
+    thin = days.tail(3).to_list()  # (LAST and the two sessions before it)
+    bars = bars.filter(~(pl.col("session").is_in(thin) & pl.col("symbol").is_in(SYMBOLS[10:])))
+    engine = build_engine(load_rules(rules_file(tmp_path)), sessions)  # type: ignore[arg-type]
+    assert [a for a in replay(engine, bars) if a.session >= str(thin[0])] == []

@@ -24,7 +24,7 @@ PER_SYMBOL = False  # it compares symbols
 
 def condition(bars: pl.DataFrame, rule: BreadthRule, ctx: RuleContext) -> pl.DataFrame:
     """Condition: at least `min_symbols` have a `window` return and `min_share` of them are up,
-    in a period with bars of at least `min_coverage` of the symbols of the period before (see
+    in a period with bars of at least `min_coverage` of the symbols of the periods before (see
     `metrics.coverage`). The reference series for "what happened next" is an equal-weight
     index of the universe."""
     per_symbol = bars.with_columns(m.window_return(rule.window).alias("wret"))

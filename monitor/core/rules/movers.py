@@ -26,7 +26,7 @@ PER_SYMBOL = False  # it compares symbols
 def condition(bars: pl.DataFrame, rule: MoversRule, ctx: RuleContext) -> pl.DataFrame:
     """Condition: among the top `top` returns of the period (its bars closing at the same `ts`:
     a session, a week or a minute) and at least `min_return`, in a
-    period with bars of at least `min_coverage` of the symbols of the period before (see
+    period with bars of at least `min_coverage` of the symbols of the periods before (see
     `metrics.coverage`)."""
     if rule.since is not None:
         base = pl.col("close").filter(pl.col("session") <= rule.since).last().over(m.BY)

@@ -106,7 +106,7 @@ class BreadthRule(RuleBase, frozen=True, tag="breadth"):
     min_share: Share = 0.7
     min_symbols: PositiveInt = 10
     label: str = "universe"
-    min_coverage: Share = 0.9  # symbols with a bar, over those with one the period before
+    min_coverage: Share = 0.9  # symbols with a bar, over the most of the 5 periods before
 
 
 class MoversRule(RuleBase, frozen=True, tag="movers"):
