@@ -180,6 +180,14 @@ def main_silence(args: argparse.Namespace) -> int:
                 return 0
             if args.silence_command == "list":
                 found = await store.all() if args.all else await store.active(now)
+                for key, error in store.unreadable.items():
+                    print(
+                        printable(
+                            f"market-monitor: silence {key} is unreadable ({error}): it silences"
+                            f" nothing; `silence expire {key}` removes it"
+                        ),
+                        file=sys.stderr,
+                    )
                 for s in found:
                     state = "active" if s.is_active(now) else "expired"
                     line = (
@@ -194,6 +202,9 @@ def main_silence(args: argparse.Namespace) -> int:
             if ended is None:
                 print(f"market-monitor: no silence {args.id}", file=sys.stderr)
                 return 1
+            if isinstance(ended, str):
+                print(printable(f"{args.id} removed (unreadable: {ended})"))
+                return 0
             print(f"{ended.id} expired")
             return 0
         except RedisError as exc:

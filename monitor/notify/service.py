@@ -129,6 +129,7 @@ class Notifier:
             self._log.warning("receiver_placeholder_unfilled", detail=line)
         self._client: aioredis.Redis | None = None
         self._silences: SilenceStore | None = None
+        self._unreadable_silences: dict[str, str] = {}  # (logged: `_silences_unreadable`)
         self.router = Router(config.route, config.receivers, config.runaway, name=self.consumer)
         self._feeds: SharedFeeds | None = None  # (None: not shared, see `_group_feeds`)
         self._feeds_at = 0.0  # (event-loop time the ticker last looked at them)
@@ -363,6 +364,7 @@ class Notifier:
         now = self.clock.now()
         store = self._silences
         silences = await retrying(lambda: store.active(now), self._log, "redis_unavailable")
+        self._silences_unreadable(store.unreadable)
         await self._group_feeds(now)
         to_ack: list[str] = []
         feed_health: list[Alert] = []  # (told to the group before they are acked)
@@ -413,6 +415,20 @@ class Notifier:
         await self.inbox.ack(to_ack)
         self._gauges()
         self._wake.set()
+
+    def _silences_unreadable(self, unreadable: dict[str, str]) -> None:
+        """A value of the silences hash that is no silence silences nothing: said once (each
+        time it changes), with how to remove it."""
+        for key, error in unreadable.items():
+            if self._unreadable_silences.get(key) != error:
+                self._log.error(
+                    "silence_unreadable",
+                    key=self._silences.key if self._silences is not None else None,
+                    silence=key,
+                    error=error,
+                    fix=f"market-monitor silence expire {key} (removes it)",
+                )
+        self._unreadable_silences = dict(unreadable)
 
     def _gauges(self) -> None:
         """What /metrics says is waiting and held back (and for which stale feeds)."""

@@ -1,5 +1,12 @@
 """Silences: "do not tell me about rule X (on symbol S) until T". Matching is pure; the set lives
-in a Redis hash `{stream}:silences` (id -> JSON) so every notifier and the CLI share it."""
+in a Redis hash `{stream}:silences` (id -> JSON) so every notifier and the CLI share it.
+
+The hash is anyone's to write (`redis-cli HSET`, a script, another version of this program), so
+a value that is no silence (not JSON, a field missing, a time without its UTC offset) is left
+out of the set, not taken as a reason to stop: the store keeps it in `unreadable` (id ->
+why), which the notifier logs (`silence_unreadable`) and `silence list` prints, and `silence
+expire` removes it. (Before, one such value stopped the notifier at its next read, and at every
+start after that.)"""
 
 from __future__ import annotations
 
@@ -31,6 +38,12 @@ class Silence(msgspec.Struct, frozen=True):
     ends_at: dt.datetime
     comment: str = ""
     created_by: str = ""
+
+    def __post_init__(self) -> None:
+        # (msgspec reads a time without an offset as a naive datetime, which cannot be compared
+        # with the notifier's clock: refused here, as a ValidationError of the decode)
+        if self.starts_at.utcoffset() is None or self.ends_at.utcoffset() is None:
+            raise ValueError("starts_at and ends_at need a UTC offset")
 
     def is_active(self, now: dt.datetime) -> bool:
         """Whether the silence applies at `now`."""
@@ -88,15 +101,24 @@ class SilenceStore:
         self.key = key
         self._keep = keep_expired
         self._decoder = msgspec.json.Decoder(Silence)
+        self.unreadable: dict[str, str] = {}  # id -> why its value is no silence (last `all`)
 
     async def add(self, silence: Silence) -> None:
         """Store a silence."""
         await self._client.hset(self.key, silence.id, msgspec.json.encode(silence))
 
     async def all(self) -> list[Silence]:
-        """Every stored silence, oldest first."""
+        """Every stored silence, oldest first; values that are none are left out and kept in
+        `unreadable`."""
         raw = await self._client.hgetall(self.key)
-        found = [self._decoder.decode(v) for v in raw.values()]
+        found: list[Silence] = []
+        self.unreadable = {}
+        for key, value in raw.items():
+            try:
+                found.append(self._decoder.decode(value))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                name = key.decode(errors="backslashreplace") if isinstance(key, bytes) else key
+                self.unreadable[name] = str(exc)
         return sorted(found, key=lambda s: (s.starts_at, s.id))
 
     async def active(self, now: dt.datetime) -> list[Silence]:
@@ -107,12 +129,17 @@ class SilenceStore:
             await self._client.hdel(self.key, *old)
         return [s for s in found if s.is_active(now)]
 
-    async def expire(self, silence_id: str, now: dt.datetime) -> Silence | None:
-        """End a silence now; None when there is no such silence."""
+    async def expire(self, silence_id: str, now: dt.datetime) -> Silence | str | None:
+        """End a silence now; None when there is no such silence. A value that is no silence
+        is removed, and why it was none returned."""
         raw = await self._client.hget(self.key, silence_id)
         if raw is None:
             return None
-        s = self._decoder.decode(raw)
+        try:
+            s = self._decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await self._client.hdel(self.key, silence_id)
+            return str(exc)
         ended = msgspec.structs.replace(s, ends_at=min(s.ends_at, now))
         await self.add(ended)
         return ended
