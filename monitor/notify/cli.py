@@ -26,10 +26,10 @@ from monitor.terminal import printable
 __all__ = ["add_parsers", "main", "main_notify", "main_silence"]
 
 
-def _load(args: argparse.Namespace) -> ncfg.NotifyConfig:
+def _load(args: argparse.Namespace, *, urls: bool = True) -> ncfg.NotifyConfig:
     if not getattr(args, "config", None):
         raise ConfigError("--config: a notifier config file is required")
-    return ncfg.load(args.config)
+    return ncfg.load(args.config, urls=urls)
 
 
 def _default_redis() -> ncfg.RedisSection:
@@ -145,7 +145,8 @@ def main_silence(args: argparse.Namespace) -> int:
 
     configured = bool(getattr(args, "config", None))
     try:  # (without --config: the daemon's and notifier's default Redis and stream, as `tail`)
-        redis = _load(args).redis if configured else _default_redis()
+        # (its [redis] only: the receivers' secrets, the service's, need not be set here)
+        redis = _load(args, urls=False).redis if configured else _default_redis()
     except ConfigError as exc:
         return _failed(exc)
     if not configured:  # (said: a silence on a Redis the notifier does not read silences nothing)

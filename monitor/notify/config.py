@@ -231,14 +231,22 @@ class NotifyConfig(Base, frozen=True):
 
 
 def load(
-    path: str | Path, environ: dict[str, str] | None = None, *, outside_unit: bool = False
+    path: str | Path,
+    environ: dict[str, str] | None = None,
+    *,
+    outside_unit: bool = False,
+    urls: bool = True,
 ) -> NotifyConfig:
     """Read, override from `MARKET_MONITOR_NOTIFY__*`, validate; ConfigError names the field.
     `outside_unit` (`config check`): a receiver's `url_file` that is a systemd credential of a
-    unit not running (it exists only while the unit runs) is not read."""
+    unit not running (it exists only while the unit runs) is not read. `urls=False` (`silence`,
+    which talks to Redis only): no receiver's URL is resolved, so the receivers' secrets (the
+    service's environment, its credentials) need not be at hand."""
     env = dict(os.environ if environ is None else environ)
     raw = read_toml(path, env, ENV_PREFIX)
-    return parse(raw, where=str(path), environ=env, prefix=ENV_PREFIX, outside_unit=outside_unit)
+    return parse(
+        raw, where=str(path), environ=env, prefix=ENV_PREFIX, outside_unit=outside_unit, urls=urls
+    )
 
 
 def parse(
@@ -248,6 +256,7 @@ def parse(
     environ: dict[str, str] | None = None,
     prefix: str | None = None,
     outside_unit: bool = False,
+    urls: bool = True,
 ) -> NotifyConfig:
     """Validate plain data into a NotifyConfig (and check names, times, zones and secrets);
     `*_file` paths (secrets, `ca_file`) are made relative to `base_dir`, the file's folder.
@@ -262,7 +271,7 @@ def parse(
             receivers=[absolute_files(r, config.base_dir) for r in config.receivers],
             route=_timings(config.route, "route"),
         )
-        check(config, environ, outside_unit=outside_unit)
+        check(config, environ, outside_unit=outside_unit, urls=urls)
     except ConfigError as exc:
         field, _, message = str(exc).partition(": ")
         variable = variables.get(tuple(field.split(".")))
@@ -273,7 +282,11 @@ def parse(
 
 
 def check(
-    config: NotifyConfig, environ: dict[str, str] | None = None, *, outside_unit: bool = False
+    config: NotifyConfig,
+    environ: dict[str, str] | None = None,
+    *,
+    outside_unit: bool = False,
+    urls: bool = True,
 ) -> None:
     """Cross-field checks: a Redis URL the client takes, a `ca_file` it can load (with a
     rediss:// URL), unique
@@ -300,7 +313,7 @@ def check(
         if not name or names.index(name) != i:
             raise ConfigError(f"receivers[{i}].name: empty or duplicate name {name!r}")
     for i, r in enumerate(config.receivers):
-        if not (outside_unit and unit_credential(r)):
+        if urls and not (outside_unit and unit_credential(r)):
             resolve_url(r, f"receivers[{i}].url", environ)
         if r.quiet_hours is not None:
             q = r.quiet_hours

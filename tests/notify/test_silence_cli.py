@@ -127,3 +127,37 @@ def test_silence_list_spells_out_a_comments_control_characters() -> None:
     finally:
         client.delete(f"{stream}:silences")
         client.close()
+
+
+def test_silence_with_the_services_config_needs_none_of_its_receivers_secrets(
+    tmp_path: Path,
+) -> None:
+    """`silence add|list|expire --config` with the service's notify.toml, from a shell that has
+    none of the receivers' secrets (a `{SLACK_TOKEN}` unset, a `url_file` credential of a unit
+    not running), works: a silence needs only [redis]. Before, each exited 78 naming the
+    receiver's url, so an on-call could not silence a noisy rule without the service's env."""
+    stream = f"mm-silence-nosecret-{uuid.uuid4().hex[:8]}"
+    conf = tmp_path / "notify.toml"
+    conf.write_text(
+        f'[redis]\nurl = "redis://127.0.0.1:6379/0"\nstream = "{stream}"\n'
+        '[[receivers]]\nname = "chat"\nurl = "slack://{MM_TEST_UNSET_SLACK_TOKEN}/#alerts"\n'
+        '[[receivers]]\nname = "mail"\nurl_file = "/nonexistent/credentials/mail"\n'
+        '[route]\nreceivers = ["chat", "mail"]\n'
+    )
+    client = redis.Redis()
+    try:
+        added = cli("silence", "add", "--config", str(conf), "--rule", "x.y", "--for", "1h", env={})
+        assert (added.returncode, added.stderr) == (0, "")
+        sid = added.stdout.split()[0]
+        assert client.hget(f"{stream}:silences", sid) is not None
+        listed = cli("silence", "list", "--config", str(conf), env={})
+        assert listed.returncode == 0 and listed.stdout.startswith(f"{sid}  active")
+        expired = cli("silence", "expire", "--config", str(conf), sid, env={})
+        assert (expired.returncode, expired.stdout) == (0, f"{sid} expired\n")
+        # (the rest of the config is still checked: a route naming no receiver is refused)
+        conf.write_text(conf.read_text().replace('["chat", "mail"]', '["chat", "pager"]'))
+        bad = cli("silence", "list", "--config", str(conf), env={})
+        assert bad.returncode == 78 and "no receiver named 'pager'" in bad.stderr
+    finally:
+        client.delete(f"{stream}:silences")
+        client.close()
