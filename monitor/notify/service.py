@@ -130,6 +130,7 @@ class Notifier:
         self._client: aioredis.Redis | None = None
         self._silences: SilenceStore | None = None
         self._unreadable_silences: dict[str, str] = {}  # (logged: `_silences_unreadable`)
+        self._silences_error: str | None = None  # (the last logged: `_silences_failed`)
         self.router = Router(config.route, config.receivers, config.runaway, name=self.consumer)
         self._feeds: SharedFeeds | None = None  # (None: not shared, see `_group_feeds`)
         self._feeds_at = 0.0  # (event-loop time the ticker last looked at them)
@@ -363,8 +364,14 @@ class Notifier:
         assert self._silences is not None
         now = self.clock.now()
         store = self._silences
-        silences = await retrying(lambda: store.active(now), self._log, "redis_unavailable")
-        self._silences_unreadable(store.unreadable)
+        try:
+            silences = await retrying(lambda: store.active(now), self._log, "redis_unavailable")
+        except RedisError as exc:  # (WRONGTYPE, NOPERM: not ours to mend; alerts still go)
+            self._silences_failed(exc)
+            silences = []
+        else:
+            self._silences_error = None
+            self._silences_unreadable(store.unreadable)
         await self._group_feeds(now)
         to_ack: list[str] = []
         feed_health: list[Alert] = []  # (told to the group before they are acked)
@@ -415,6 +422,16 @@ class Notifier:
         await self.inbox.ack(to_ack)
         self._gauges()
         self._wake.set()
+
+    def _silences_failed(self, exc: RedisError) -> None:
+        """The silences cannot be read (the key holds something else, an ACL without HGETALL):
+        alerts are routed as if none were set, rather than the notifier stopping at every
+        read; logged once per error."""
+        error = f"{type(exc).__name__}: {exc}"
+        if error != self._silences_error:
+            self._silences_error = error
+            key = self._silences.key if self._silences is not None else None
+            self._log.error("silences_failed", key=key, error=error)
 
     def _silences_unreadable(self, unreadable: dict[str, str]) -> None:
         """A value of the silences hash that is no silence silences nothing: said once (each

@@ -56,6 +56,31 @@ async def test_an_unreadable_silence_is_logged_and_the_alerts_still_go(stream: s
     assert said == ["broken", "naive"]
 
 
+async def test_a_silences_key_of_another_type_lets_the_alerts_go(stream: str) -> None:
+    """The silences key set to a string while the notifier runs (WRONGTYPE at each read): the
+    alerts read after it are delivered, the notifier keeps running, and silences_failed is
+    logged once; before, the notifier stopped with a traceback at the next read."""
+    async with WebhookServer() as hooks:
+        config = make_config(stream, [{"name": "chat", "url": hooks.url("/chat")}])
+        with capture_logs() as logs:
+            async with running(config) as notifier:
+                await publish(stream, [alert(1)])
+                await until(lambda: notifier.counters.total("notify_acked") == 1)
+                client = aioredis.Redis()
+                await client.set(f"{stream}:silences", "not a hash")
+                await client.aclose()
+                await publish(stream, [alert(2)])
+                await until(lambda: notifier.counters.total("notify_acked") == 2)
+                await publish(stream, [alert(3)])
+                await until(lambda: notifier.counters.total("notify_acked") == 3)
+    titles = [b["title"] for b in hooks.bodies("/chat")]
+    assert titles == [alert(1).title, alert(2).title, alert(3).title]
+    failed = [e for e in logs if e["event"] == "silences_failed"]
+    assert [(e["key"], e["error"].split(":")[0]) for e in failed] == [
+        (f"{stream}:silences", "ResponseError")
+    ]
+
+
 def test_silence_list_names_an_unreadable_value_and_expire_removes_it(tmp_path: Path) -> None:
     """`silence list` with a value that is no silence in the hash exits 0, listing the others
     and naming the bad one on stderr; `silence expire` of it removes it from the hash."""
