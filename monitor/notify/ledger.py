@@ -158,7 +158,10 @@ class DeadLetters:
         fields: dict[bytes, bytes] | None = None,
     ) -> None:
         """Dead-letter `alert` (or, when it could not be decoded, the entry's raw `fields`),
-        waiting for Redis if it is down: the caller acknowledges the entry only after this."""
+        waiting for Redis if it is down: the caller acknowledges the entry only after this. A
+        letter Redis refuses for good (the dead stream's key holds another type, an ACL without
+        XADD on it) is logged whole instead (`dead_letter_unwritten`, the alert's payload
+        included), so that neither the notifier stops nor the entry blocks its reader."""
         payload = (
             encode_alert(alert)
             if alert is not None
@@ -179,7 +182,19 @@ class DeadLetters:
             "alert": payload,
         }
 
-        trimmed = await retrying(lambda: self._xadd(letter), self._log, "dead_letters_unavailable")
+        try:
+            trimmed = await retrying(
+                lambda: self._xadd(letter), self._log, "dead_letters_unavailable"
+            )
+        except RedisError as exc:  # (WRONGTYPE, NOPERM: no retry writes it; the log keeps it)
+            trimmed = 0
+            self._log.error(
+                "dead_letter_unwritten",
+                stream=self._stream,
+                error=f"{type(exc).__name__}: {exc}",
+                letter={k: v for k, v in letter.items() if k != "alert"},
+                alert=payload.decode(errors="replace"),
+            )
         if trimmed:
             self._counters.inc("notify_dead_letters_trimmed", trimmed)
             self._log.warning(

@@ -304,3 +304,27 @@ async def test_an_entry_nested_too_deep_is_dead_lettered_not_a_crash(stream: str
     ((_, _, receiver, reason, _),) = await dead_letters(stream)
     assert receiver == "*" and "nested too deeply" in reason
     assert await pending(stream) == 0
+
+
+async def test_a_dead_stream_key_of_another_type_logs_the_letter_and_goes_on(stream: str) -> None:
+    """`{stream}:dead` set to a string (WRONGTYPE for every XADD): an entry that is no alert is
+    logged whole as dead_letter_unwritten and acknowledged, and the alert after it delivered;
+    before, the XADD's error stopped the notifier, and every restart after it (the entry still
+    pending)."""
+    client = aioredis.Redis()
+    await client.set(f"{stream}:dead", "not a stream")
+    await client.xadd(stream, {"junk": "1"})
+    await client.aclose()
+    await publish(stream, [GOOD_1])
+    async with WebhookServer() as hooks:
+        config = make_config(stream, [{"name": "chat", "url": hooks.url("/chat")}])
+        with capture_logs() as logs:
+            async with running(config) as notifier:
+                await until(lambda: notifier.counters.total("notify_acked") == 2)
+    assert [b["title"] for b in hooks.bodies("/chat")] == ["good 1"]
+    assert await pending(stream) == 0
+    unwritten = [e for e in logs if e["event"] == "dead_letter_unwritten"]
+    assert [(e["letter"]["receiver"], e["letter"]["reason"], e["alert"]) for e in unwritten] == [
+        ("*", "undecodable entry: no `alert` field", '{"junk":"1"}')
+    ]
+    assert unwritten[0]["error"].startswith("ResponseError: WRONGTYPE")
