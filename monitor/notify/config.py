@@ -10,6 +10,7 @@ whole URL, or `{NAME}` placeholders in `url` are filled from the environment
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import fnmatch
 import math
 import os
@@ -17,6 +18,7 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
+from string import Template
 from typing import Annotated, Literal, get_args
 from urllib.parse import quote, urlencode
 
@@ -166,6 +168,12 @@ class DigestSection(Base, frozen=True):
     small: str = "IWM"
     large: list[str] = msgspec.field(default_factory=lambda: ["QQQ", "SPY"])
     top: Annotated[int, Meta(ge=1, le=1000)] = 5
+
+
+# The fields a `[templates]` string may name (monitor/notify/render.py `fields` fills them).
+TEMPLATE_FIELDS = (
+    "title", "text", "history", "symbol", "rule", "kind", "severity", "session", "timeframe", "id",
+)  # fmt: skip
 
 
 class TemplatesSection(Base, frozen=True):
@@ -330,8 +338,34 @@ def check(
         for n in listed:
             if n not in names:
                 raise ConfigError(f"{field}: no receiver named {n!r}")
+    for name in ("title", "markdown", "html", "text"):
+        problem = template_problem(getattr(config.templates, name))
+        if problem is not None:
+            raise ConfigError(f"templates.{name}: {problem}")
     parse_clock(config.digest.at, "digest.at")
     zone(config.digest.tz, "digest.tz")
+
+
+def template_problem(text: str) -> str | None:
+    """Why a `[templates]` string would not fill as meant, or None: a `$` that starts no
+    placeholder (`$ x`, `${symbol`, `$5`) or a name that is no field (`$titel`). Each would go
+    out to every channel as written, `$titel` and all (templates are filled leniently)."""
+    template = Template(text)
+    fields = ", ".join(f"${f}" for f in TEMPLATE_FIELDS)
+    if not template.is_valid():
+        for m in template.pattern.finditer(text):
+            if m.group("invalid") is not None:
+                at = m.start()
+                return (
+                    f"{text[at : at + 10]!r} (character {at + 1}) starts no placeholder: write"
+                    f" $name or ${{name}} with a name of {fields}, and $$ for a dollar sign"
+                )
+    for name in template.get_identifiers():
+        if name not in TEMPLATE_FIELDS:
+            close = difflib.get_close_matches(name, TEMPLATE_FIELDS, n=1)
+            hint = f" (did you mean ${close[0]}?)" if close else ""
+            return f"${name} is no field{hint}: a template takes {fields}"
+    return None
 
 
 def _check_digest_mode(config: NotifyConfig, name: str, where: str) -> None:
