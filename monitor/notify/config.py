@@ -325,8 +325,13 @@ def check(
             resolve_url(r, f"receivers[{i}].url", environ)
         if r.quiet_hours is not None:
             q = r.quiet_hours
-            parse_clock(q.start, f"receivers[{i}].quiet_hours.start")
-            parse_clock(q.end, f"receivers[{i}].quiet_hours.end")
+            start = parse_clock(q.start, f"receivers[{i}].quiet_hours.start")
+            if parse_clock(q.end, f"receivers[{i}].quiet_hours.end") == start:
+                raise ConfigError(
+                    f"receivers[{i}].quiet_hours: start and end are both {start:%H:%M}: quiet"
+                    " hours of no length, which never apply (they are from start to end, and"
+                    " may span midnight: 22:00 to 07:00)"
+                )
             zone(q.tz, f"receivers[{i}].quiet_hours.tz")
             if q.mode == "digest":
                 _check_digest_mode(config, r.name, f"receivers[{i}].quiet_hours.mode")

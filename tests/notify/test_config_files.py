@@ -170,3 +170,21 @@ def test_a_route_severity_no_alert_has_is_refused_naming_it(tmp_path: Path) -> N
     )
     conf.write_text(text + route.format('["crit*", "info", "notice", "warning", "critical"]'))
     assert ncfg.load(conf, {}).route.routes[0].match.severity[0] == "crit*"
+
+
+def test_quiet_hours_of_no_length_are_refused_naming_the_receiver(tmp_path: Path) -> None:
+    """`quiet_hours = { start = "00:00", end = "00:00" }` (meant as all day, or a slip: they
+    never applied, and config check passed them) is refused naming the receiver; hours that
+    span midnight load."""
+    hours = 'quiet_hours = {{ start = "{}", end = "{}", tz = "America/New_York" }}'
+    url = 'url = "json://127.0.0.1:9/alerts"\n'
+    conf = write(tmp_path, 'url = "redis://127.0.0.1:6379/0"', url + hours.format("00:00", "00:00"))
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {})
+    assert str(caught.value) == (
+        f"{conf}: receivers[0].quiet_hours: start and end are both 00:00: quiet hours of no"
+        " length, which never apply (they are from start to end, and may span midnight: 22:00"
+        " to 07:00)"
+    )
+    conf = write(tmp_path, 'url = "redis://127.0.0.1:6379/0"', url + hours.format("22:00", "07:00"))
+    assert ncfg.load(conf, {}).receivers[0].quiet_hours is not None
