@@ -85,6 +85,9 @@ HOST_SCHEMES = frozenset(
     {"http", "https", "json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos"}
 )
 
+# Apprise's plain web hooks: their host and port are checked as ours are (`address_problem`).
+WEB_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms"})
+
 
 def redact(url: str) -> str:
     """What may appear in a log line or dead-letter reason about a receiver URL: the scheme, and
@@ -100,6 +103,27 @@ def redact(url: str) -> str:
     except ValueError:
         host = ""
     return f"{scheme}://{host}/…" if host else f"{scheme}://…"
+
+
+def address_problem(url: str) -> str | None:
+    """Why the host and port of an http(s)-like `url` cannot be sent to, or None: no host
+    (`json://`, `json:///path`), a port that is no port (`:99999`, `:http`), a bracket not
+    closed (`[::1`). Each would fail every send (httpx's UnsupportedProtocol, retried as if
+    the network were down) or stop the notifier (a port past 65535 raises OverflowError from
+    the socket, a bracket ValueError), so it is refused with the config instead."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # (its words are not quoted: they may hold the URL's secrets)
+        return "an IPv6 host's bracket is not closed"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname:
+        return "no host"
+    if port == 0:
+        return "the port is no number from 1 to 65535"
+    return None
 
 
 def url_options(url: str) -> set[str]:
@@ -159,6 +183,10 @@ class AppriseSender:
     """Any Apprise URL."""
 
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        if url.partition("://")[0].lower() in WEB_SCHEMES:
+            problem = address_problem(url)
+            if problem is not None:
+                raise DeliveryError(f"{redact(url)}: {problem}")
         self._apprise = apprise.Apprise()
         with apprise_quiet():
             added = self._apprise.add(with_socket_timeouts(url, timeout_s))
@@ -271,9 +299,12 @@ class HttpJsonSender:
     takes_attachments = True
 
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("json", "jsons"):
+        if url.partition("://")[0].lower() not in ("json", "jsons"):
             raise DeliveryError(f"HttpJsonSender needs json:// or jsons://, not {redact(url)}")
+        problem = address_problem(url)
+        if problem is not None:
+            raise DeliveryError(f"{redact(url)}: {problem}")
+        parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         self._headers = {k[1:]: v for k, v in query if k.startswith("+")}
         self._method = next((v.upper() for k, v in query if k == "method"), "POST")

@@ -38,6 +38,7 @@ from monitor.errors import DeliveryError
 from monitor.notify.delivery import (
     ChannelUnavailable,
     RateLimited,
+    address_problem,
     network_error,
     redact,
 )
@@ -74,6 +75,9 @@ class UrlParts:
         base = self.query.get("api_base") or DEFAULT_API[self.scheme]
         if not base.startswith(("http://", "https://")):
             raise DeliveryError(f"{self.scheme}://…: api_base must be an http(s) URL")
+        problem = address_problem(base)
+        if problem is not None:
+            raise DeliveryError(f"{self.scheme}://…: api_base: {problem}")
         return base.rstrip("/")
 
 

@@ -116,3 +116,37 @@ def test_the_notifier_exits_78_with_one_line_not_a_traceback(tmp_path: Path) -> 
         f"market-monitor: config error: {conf}: redis.url: not a valid url (a port outside "
         "1-65535): 'redis://127.0.0.1:116999/…'\n",
     )
+
+
+RECEIVER_PORT = "the port is no number from 1 to 65535"
+BAD_RECEIVERS = [
+    ("json://127.0.0.1:99999/alerts", f"json://127.0.0.1/…: {RECEIVER_PORT}"),
+    ("json://127.0.0.1:0/alerts", f"json://127.0.0.1/…: {RECEIVER_PORT}"),
+    ("jsons://ops:s3cret/alerts", f"jsons://ops/…: {RECEIVER_PORT}"),
+    ("json://[::1/alerts", "json://…: an IPv6 host's bracket is not closed"),
+    ("json://", "json://…: no host"),
+    ("json:///alerts", "json://…: no host"),
+    ("xml://127.0.0.1:99999/alerts", f"xml://127.0.0.1/…: {RECEIVER_PORT}"),
+]
+
+
+@pytest.mark.parametrize(("url", "error"), BAD_RECEIVERS)
+def test_config_check_refuses_a_webhook_url_no_send_can_use(
+    tmp_path: Path, url: str, error: str
+) -> None:
+    """A json://, jsons:// or xml:// receiver URL without a host, with a port past 65535 or
+    not a number, or an IPv6 bracket not closed is refused by config check, exit 78 and one
+    line naming the receiver (the password of a URL missing its '@host' not shown). Before,
+    the check passed them all; then a port past 65535 stopped the notifier with an
+    OverflowError at its first alert, a bracket with a ValueError traceback, and no host was
+    retried for minutes as a network failure."""
+    conf = tmp_path / "notify.toml"
+    conf.write_text(f'[[receivers]]\nname = "hook"\nurl = "{url}"\n[route]\nreceivers = ["hook"]\n')
+    res = subprocess.run(
+        [sys.executable, "-m", "monitor", "config", "check", "--config", str(conf)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert (res.returncode, res.stderr) == (
+        78,
+        f"market-monitor: config error: receivers[0].url: {error}\n",
+    )
