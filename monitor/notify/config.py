@@ -54,8 +54,9 @@ class RedisSection(Base, frozen=True):
     """Where alerts come from: the daemon's stream, read through a consumer group."""
 
     url: str = "redis://127.0.0.1:6379/0"
-    stream: str = "market-monitor:alerts"
-    group: str = "notifier"
+    # (not empty: `MARKET_MONITOR_NOTIFY__REDIS__STREAM=${UNSET}` read a stream named "")
+    stream: Annotated[str, Meta(min_length=1)] = "market-monitor:alerts"
+    group: Annotated[str, Meta(min_length=1)] = "notifier"
     consumer: str = ""  # default: hostname-pid
     start: Literal["$", "0"] = "$"  # where a new group starts: new entries only, or all
     username: str = ""  # an ACL user (docs/security.md); empty: the URL's, else `default`

@@ -188,3 +188,21 @@ def test_quiet_hours_of_no_length_are_refused_naming_the_receiver(tmp_path: Path
     )
     conf = write(tmp_path, 'url = "redis://127.0.0.1:6379/0"', url + hours.format("22:00", "07:00"))
     assert ncfg.load(conf, {}).receivers[0].quiet_hours is not None
+
+
+@pytest.mark.parametrize("field", ["stream", "group"])
+def test_an_empty_stream_or_group_is_refused_naming_where_it_was_set(
+    tmp_path: Path, field: str
+) -> None:
+    """`[redis] stream = ""` or `MARKET_MONITOR_NOTIFY__REDIS__STREAM=` (a compose file's
+    `${VAR}` unset; the same for group) is refused naming the field or the variable: before, the
+    notifier read a stream named "" and told nothing of the daemon's alerts."""
+    conf = write(tmp_path, f'url = "redis://127.0.0.1:6379/0"\n{field} = ""')
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {})
+    assert str(caught.value) == f"{conf}: redis.{field}: Expected `str` of length >= 1"
+    conf = write(tmp_path, 'url = "redis://127.0.0.1:6379/0"')
+    variable = f"MARKET_MONITOR_NOTIFY__REDIS__{field.upper()}"
+    with pytest.raises(ConfigError) as caught:
+        ncfg.load(conf, {variable: ""})
+    assert str(caught.value) == f"{variable}: Expected `str` of length >= 1"
