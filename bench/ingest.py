@@ -301,20 +301,21 @@ class Probe:
 
         def timed_decode(pipeline: Pipeline, items: list[Any]) -> Any:
             t = time.perf_counter()
-            batch = decode(pipeline, items)
+            decoded = decode(pipeline, items)  # (the batch, and the feeds' parts of it)
+            batch = decoded[0]
             probe.decode_s += time.perf_counter() - t
             n = sum(len(i.payloads) if hasattr(i, "payloads") else 1 for i in items)
             probe.messages += n
             probe.max_messages = max(probe.max_messages, n)
             probe._batch = batch
-            return batch
+            return decoded
 
-        def timed_step(pipeline: Pipeline, batch: Any, now: dt.datetime) -> Any:
+        def timed_step(pipeline: Pipeline, batch: Any, now: dt.datetime, *args: Any) -> Any:
             t = time.perf_counter()
             if probe.worker_profile is not None:
                 probe.worker_profile.enable()
             try:
-                return step(pipeline, batch, now)
+                return step(pipeline, batch, now, *args)
             finally:
                 if probe.worker_profile is not None:
                     probe.worker_profile.disable()
