@@ -8,6 +8,10 @@ per symbol with `apiKey`, following `next_url`. Bars come back as one FeedBatch 
 httpx types stay here: a network failure, a 429 (with how long it asks to wait: its Retry-After,
 or Alpaca's X-RateLimit-Reset) or a 5xx is a `TransientError`; a 401 / 403 is a
 `ConfigError`. The API key never appears in an error message or a log (`monitor.urls.mask_url`).
+
+Paging is followed with two guards (`Paging`): a page token or next URL given again is a loop,
+failed at once; and a request's bars never outnumber its symbols times the window's minutes
+(one bar each a minute: a server sending more is failed before it fills the memory).
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ class Fetched(NamedTuple):
 class Refused(TransientError):
     """A 400, 404 or 422: the provider refuses the request as it is (a symbol it does not
     take, say); asked again, it refuses again."""
+
+
+class Paging(TransientError):
+    """Pages that would not end: a page token (Alpaca) or next URL (Polygon) given again, or
+    more bars than the window has minutes for the symbols asked."""
 
 
 class RateLimited(TransientError):
@@ -200,16 +209,19 @@ class RestBackfill:
         }
         if self._alpaca_feed:
             params["feed"] = self._alpaca_feed
+        pages = _Pages("alpaca REST", "page token", len(symbols), window)
         for _ in range(self._max_pages):
             doc = await self._get(f"{self._url}/v2/stocks/bars", params)
+            token = doc.get("next_page_token") if isinstance(doc, dict) else None
+            token = pages.next(str(token)) if token else None
             bars = doc.get("bars") if isinstance(doc, dict) else None
             for symbol, rows in (bars or {}).items() if isinstance(bars, dict) else ():
                 for row in rows if isinstance(rows, list) else [rows]:
                     _add(cols, rejections, symbol, row, "t", datetime_us, window)
-            token = doc.get("next_page_token") if isinstance(doc, dict) else None
-            if not token:
+            pages.check_size(cols, rejections)
+            if token is None:
                 return
-            params["page_token"] = str(token)
+            params["page_token"] = token
         raise TransientError(f"alpaca REST: more than {self._max_pages} pages")
 
     async def _polygon(
@@ -222,13 +234,16 @@ class RestBackfill:
         # (raw prices, as the stream's: bars adjusted for a split since would mix two scales
         # in one session bar; Alpaca's are asked for as `adjustment=raw` alike)
         params: dict[str, str | int] = {"adjusted": "false", "sort": "asc", "limit": 50_000}
+        pages = _Pages(f"polygon REST ({symbol})", "next_url", 1, window)
         for _ in range(self._max_pages):
             doc = await self._get(url, {**params, "apiKey": self._key})
+            next_url = doc.get("next_url") if isinstance(doc, dict) else None
+            next_url = pages.next(next_url) if next_url and isinstance(next_url, str) else None
             results = doc.get("results") if isinstance(doc, dict) else None
             for row in results if isinstance(results, list) else ():
                 _add(cols, rejections, symbol, row, "t", ms_us, window)
-            next_url = doc.get("next_url") if isinstance(doc, dict) else None
-            if not next_url or not isinstance(next_url, str):
+            pages.check_size(cols, rejections)
+            if next_url is None:
                 return
             url, params = _split_query(next_url)
         raise TransientError(f"polygon REST: more than {self._max_pages} pages for {symbol}")
@@ -263,6 +278,36 @@ class RestBackfill:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+class _Pages:
+    """One request's paging, guarded: `next` refuses a token or URL given before (a server
+    paging in a loop would be followed to `max_pages`), `check_size` more rows than one a
+    minute for each symbol asked (rejected rows count: each is held as a Rejection)."""
+
+    def __init__(self, what: str, cursor: str, symbols: int, window: tuple[int, int]) -> None:
+        self._what = what
+        self._cursor = cursor
+        self._seen: set[str] = set()
+        minutes = -(-(window[1] - window[0]) // 60_000_000)
+        self._most = symbols * max(minutes, 1)
+
+    def next(self, cursor: str) -> str:
+        """`cursor`, the next page's token or URL, unless it came before."""
+        if cursor in self._seen:
+            shown = mask_url(cursor)[:120]
+            raise Paging(f"{self._what}: the {self._cursor} {shown!r} came again (pages in a loop)")
+        self._seen.add(cursor)
+        return cursor
+
+    def check_size(self, cols: Columns, rejections: list[Rejection]) -> None:
+        """Fail when the rows kept outnumber the window's minutes for the symbols asked."""
+        rows = len(cols.m_us) + len(rejections)
+        if rows > self._most:
+            raise Paging(
+                f"{self._what}: {rows:,} bars, more than one a minute for each symbol asked"
+                f" ({self._most:,}): paging stopped"
+            )
 
 
 def _add(

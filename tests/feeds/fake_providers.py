@@ -214,6 +214,11 @@ class FakeRest:
         # Alpaca's do (no Retry-After; one 429 each)
         self.window_reset: dict[str, str] = {}
         self.broken_next_url: set[str] = set()  # Polygon symbols whose next_url is malformed
+        # symbols whose pages loop: Alpaca's next_page_token always "1", Polygon's next_url
+        # always the second page's
+        self.looping: set[str] = set()
+        # Polygon symbols whose pages never end: a new next_url each time, the same 3 bars
+        self.endless: set[str] = set()
         self.invalid_symbols: set[str] = set()  # a request naming one is refused: 400
         self.answering = asyncio.Event()  # cleared: requests wait (a slow REST API)
         self.answering.set()
@@ -288,12 +293,14 @@ class FakeRest:
             page = int(query.get("page_token", "0"))
             start = dt.datetime.fromisoformat(query["start"])
             end = dt.datetime.fromisoformat(query["end"])
-            symbol = symbols[page]
+            symbol = symbols[page % len(symbols)]  # (a looping token past the last)
             bars = [
                 {"t": m.isoformat().replace("+00:00", "Z"), **rest_bar(symbol, m), "n": 3, "vw": 1}
                 for m in _minutes(start, end)
             ]
             token = str(page + 1) if page + 1 < len(symbols) else None
+            if self.looping.intersection(symbols):
+                token = "1"
             return 200, msgspec.json.encode({"bars": {symbol: bars}, "next_page_token": token})
         if path.startswith("/v2/aggs/ticker/"):
             pieces = path.split("/")
@@ -302,15 +309,15 @@ class FakeRest:
             end = dt.datetime.fromtimestamp(to_ms / 1000, UTC)
             minutes = list(_minutes(start, end))
             cursor = int(query.get("cursor", "0"))
-            results = [
-                {"t": int(m.timestamp() * 1000), **rest_bar(symbol, m)}
-                for m in minutes[cursor : cursor + 3]
-            ]
+            served = minutes[:3] if symbol in self.endless else minutes[cursor : cursor + 3]
+            results = [{"t": int(m.timestamp() * 1000), **rest_bar(symbol, m)} for m in served]
             doc: dict[str, Any] = {"results": results, "status": "OK"}
-            if cursor + 3 < len(minutes):
+            if cursor + 3 < len(minutes) or symbol in self.looping | self.endless:
                 doc["next_url"] = f"{self.url}{path}?cursor={cursor + 3}"
                 if symbol in self.broken_next_url:
                     doc["next_url"] = "http://[::1"
+                if symbol in self.looping:
+                    doc["next_url"] = f"{self.url}{path}?cursor=3"
             return 200, msgspec.json.encode(doc)
         return 404, b"{}"
 
