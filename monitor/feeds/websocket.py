@@ -12,12 +12,10 @@ each frame; this module does the I/O around it:
   at most one line per reason per interval) and put on the queue, awaiting when it is full;
 - a watchdog raises `feed_stale` when no data arrived for `stale_after_s` in regular hours, and
   `feed_recovered` (with the gap) on the next data;
-- after a reconnect, the minutes missed in the gap are fetched over REST (`RestBackfill`) and queued
-  as minute bars, which the engine upserts by symbol and start. The gap opens where the data
-  stopped: when the last frame came, or its last tick's or minute's time when that is earlier
-  (a delayed stream's; frames that waited while the engine's queue was full).
-  A backfill whose attempts all fail is asked for again after `backfill_retry_s` (doubling, up
-  to half an hour) while the connection stays up, and at the next subscription or start.
+- after a reconnect, the minutes missed in the gap are fetched over REST and queued as minute
+  bars (`GapFill`, which keeps the failed gaps and asks for them again). The gap opens where
+  the data stopped: when the last frame came, or its last tick's or minute's time when that
+  is earlier (a delayed stream's; frames that waited while the engine's queue was full).
 
 websockets and httpx types stay in this module: they become `FeedDisconnected`, `TransientError`
 or `ConfigError`.
@@ -28,8 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,10 +36,11 @@ from monitor import logs
 from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
-from monitor.errors import ConfigError, FeedDisconnected, MonitorError
+from monitor.errors import ConfigError, FeedDisconnected
 from monitor.feeds.alpaca import AlpacaSession
 from monitor.feeds.events import FeedEvent, FeedEventKind, QuietSettings, QuietWatch
 from monitor.feeds.finnhub import FinnhubSession
+from monitor.feeds.gap_fill import GapFill
 from monitor.feeds.generic import decode_generic
 from monitor.feeds.polygon import PolygonSession
 from monitor.feeds.provider import (
@@ -61,9 +59,6 @@ from monitor.feeds.wire import Wire, hand_on
 __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketFeed", "mask_url"]
 
 Provider = Literal["alpaca", "polygon", "finnhub", "generic"]
-_MINUTE = dt.timedelta(minutes=1)
-MAX_RETRY_AFTER_S = 60.0  # the longest a backfill waits for a 429's Retry-After
-MAX_REFILL_S = 1800.0  # the longest wait before a failed backfill is asked for again
 MAX_DELAY = dt.timedelta(hours=1)  # the longest a stream's data is taken to be delayed by
 MAX_ERRORS_KEPT = 100  # distinct provider errors whose last log line is remembered
 
@@ -147,32 +142,17 @@ class WebSocketFeed:
         self._secrets = [s for s in (key, secret) if s]
         self._queue = queue
         self._counters = counters
-        self._backoff = backoff  # (also for the REST backfill's attempts)
         self._clock = clock
-        self._rest = rest
         self._on_event = on_event
         self._open_timeout_s = open_timeout_s
         self._close_timeout_s = close_timeout_s
         self._subscribe_timeout_s = subscribe_timeout_s
         self._handshake: asyncio.Timeout | None = None  # until subscribed, on a connection
         self._max_frame_bytes = max_frame_bytes
-        self._backfill_max = dt.timedelta(seconds=backfill_max_s)
-        self._backfill_attempts = backfill_attempts
-        # A backfill whose attempts all failed is asked for again after backfill_retry_s,
-        # doubling with each round that fails in a row, up to MAX_REFILL_S.
-        self._backfill_retry_s = backfill_retry_s
-        self._refills = 0
-        self._keeps_from = keeps_from
-        # A gap's backfill is owed from when the gap opens until its bars are on disk, kept
-        # across a restart by `owe` and `settle` (see `monitor.owed_backfills`).
-        self._owe = owe if rest is not None else None
-        self._settle = settle
         self._log = logs.get("feed.websocket").bind(
             feed=name, provider=provider, url=mask_url(self._session.url())
         )
         self._fatal: ConfigError | None = None
-        self._tasks: asyncio.TaskGroup | None = None
-        self._backfills: set[asyncio.Task[None]] = set()
         quiet = QuietSettings(stale_after_s, is_regular_hours, clock, on_event, stale_at_start)
         self._quiet = QuietWatch(name, quiet, counters, self._log)
         self._connected_at: float | None = None
@@ -184,12 +164,25 @@ class WebSocketFeed:
         # delayed stream's (Alpaca's delayed_sip) ends well before the clock, and its gap
         # opens there, not when the last frame came.
         self._data_end: dt.datetime | None = None
-        # The gaps of backfills that failed (and why: /healthz shows it): asked for again at the
-        # next subscription (and, owed in the store, at the next start).
-        self._failed_gaps: list[dt.datetime] = []
-        self.backfill_error: str | None = None
-        if gap_since is not None and self._owe is not None:
-            self._owe(gap_since)
+        self._gaps = GapFill(
+            name,
+            self._symbols,
+            rest,
+            queue=queue,
+            deliver=self._deliver,
+            is_subscribed=lambda: self._subscribed,
+            counters=counters,
+            backoff=backoff,
+            log=self._log,
+            max_s=backfill_max_s,
+            attempts=backfill_attempts,
+            retry_s=backfill_retry_s,
+            keeps_from=keeps_from,
+            owe=owe,
+            settle=settle,
+        )
+        if gap_since is not None:
+            self._gaps.owe(gap_since)
         self._error_log_interval_s = rejection_log_interval_s
         self._errors_logged_at: dict[tuple[str, str], float] = {}
         self._errors_unlogged: dict[tuple[str, str], int] = {}
@@ -211,6 +204,12 @@ class WebSocketFeed:
         )
 
     @property
+    def backfill_error(self) -> str | None:
+        """Why the last backfill failed, while its gap is not filled (None: none), for
+        /healthz."""
+        return self._gaps.error
+
+    @property
     def last_error(self) -> str | None:
         """Why the last connection was lost or refused (None: none was), for /healthz."""
         return self._reconnects.last_error
@@ -226,23 +225,24 @@ class WebSocketFeed:
         halt = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
-                self._tasks = tg
+                self._gaps.bind(tg)
                 tasks = [
                     tg.create_task(self._connections(halt), name=f"feed-{self.name}"),
                     tg.create_task(self._quiet.watch(), name=f"feed-{self.name}-watchdog"),
                     tg.create_task(_relay(stop, halt), name=f"feed-{self.name}-stop"),
                 ]
                 await halt.wait()
-                if self._backfills:
+                pending = self._gaps.pending
+                if pending:
                     self._log.warning(
                         "backfill_abandoned",
-                        backfills=len(self._backfills),
-                        note="still owed: fetched at the next start" if self._settle else "",
+                        backfills=len(pending),
+                        note="still owed: fetched at the next start" if self._gaps.settles else "",
                     )
-                for task in [*tasks, *self._backfills]:
+                for task in [*tasks, *pending]:
                     task.cancel()
         finally:
-            self._tasks = None
+            self._gaps.bind(None)
             self._counters.set("feed_connected", 0, feed=self.name)
             self._rejections.flush()
             self._log.info("feed_stopped")
@@ -275,8 +275,7 @@ class WebSocketFeed:
                         # (a delayed feed's: see above; data older still is no delay, but old
                         # data sent as it is, a test stream's, and the clock says when it stopped)
                         self._gap_start = min(self._gap_start, ended)
-                    if self._owe is not None:
-                        self._owe(self._gap_start)
+                    self._gaps.owe(self._gap_start)
             # (a connection never subscribed is no working one, however long it hung: the
             # delays grow, as for one that could not be made)
             await self._reconnects.pause(error, lasted if self._subscribed else None)
@@ -357,59 +356,22 @@ class WebSocketFeed:
             gap_s = (now - self._gap_start).total_seconds()
             self._counters.inc("feed_gap_seconds", gap_s, feed=self.name)
             self._log.warning("feed_gap", gap_s=round(gap_s, 3))
-        self._fill_gaps(now)
-
-    def _fill_gaps(self, now: dt.datetime) -> None:
-        """Backfill, in a task, the gap just closed and those whose backfills failed."""
-        # The gaps this backfill fills (this one, and those of backfills that failed before):
-        # settled once its bars are on disk, and only they.
-        gaps = [*([] if self._gap_start is None else [self._gap_start]), *self._failed_gaps]
-        if not gaps:
-            return
-        start = max(_floor_minute(min(gaps)) - _MINUTE, self._reach(now))
-        end = _floor_minute(now)
+        self._gaps.fill(self._gap_start, now)
         self._gap_start = None
-        self._failed_gaps = []
-        if self._rest is not None and self._tasks is not None and start < end:
-            self._start(self._backfill(start, end, gaps), "backfill")
-        elif self._settle is not None:  # (nothing to fetch: within the minute, or too old)
-            self._settle(gaps)
 
-    def _start(self, work: Coroutine[object, object, None], what: str) -> None:
-        """Run `work` in the feed's task group (a backfill, or the wait before one), cancelled
-        at the stop."""
-        assert self._tasks is not None
-        task = self._tasks.create_task(work, name=f"feed-{self.name}-{what}")
-        self._backfills.add(task)
-        task.add_done_callback(self._backfills.discard)
-
-    async def _fill_gaps_later(
+    async def _backfill(
         self,
-        delay_s: float,
         start: dt.datetime,
         end: dt.datetime,
-        gaps: list[dt.datetime],
-        symbols: list[str],
+        gaps: list[dt.datetime] | None = None,
+        symbols: list[str] | None = None,
     ) -> None:
-        """After `delay_s`, fetch again the window of a backfill that failed, for the symbols
-        that failed only, if the feed is still subscribed (else its next subscription does)
-        and nothing took its gaps meanwhile (a reconnect's backfill)."""
-        await asyncio.sleep(delay_s)
-        if not self._subscribed or any(gap not in self._failed_gaps for gap in gaps):
-            return
-        for gap in gaps:
-            self._failed_gaps.remove(gap)
-        self._log.info("backfill_asked_again", after_s=round(delay_s, 3), symbols=_some(symbols))
-        self._start(self._backfill(start, end, gaps, symbols), "backfill")
+        """`GapFill.fetch`: [start, end) over REST, handed on."""
+        await self._gaps.fetch(start, end, gaps, symbols)
 
     def _reach(self, now: dt.datetime) -> dt.datetime:
-        """How far back a backfill at `now` goes at most: to the open of the oldest session
-        whose minutes the engine still takes (`keeps_from`; older ones it rejects as late),
-        else `backfill_max_s`. A feed down through the close and back the next morning then
-        fetches the afternoon it missed, whose session bars wait for it (see
-        `monitor.core.closed_minutes`)."""
-        kept = self._keeps_from(now) if self._keeps_from is not None else None
-        return kept if kept is not None else now - self._backfill_max
+        """`GapFill.reach`: how far back a backfill at `now` goes at most."""
+        return self._gaps.reach(now)
 
     # --- frames ----------------------------------------------------------------------------------
 
@@ -505,89 +467,6 @@ class WebSocketFeed:
             event = FeedEvent(self.name, kind, when, gap_s, symbol, halted, message)
             self._on_event(event)
 
-    # --- backfill --------------------------------------------------------------------------------
-
-    async def _backfill(
-        self,
-        start: dt.datetime,
-        end: dt.datetime,
-        gaps: list[dt.datetime] | None = None,
-        symbols: list[str] | None = None,
-    ) -> None:
-        """Fetch [start, end) and hand it on; symbols whose requests failed are asked again
-        (the others' bars are handed on at once), up to `backfill_attempts` times in all.
-        `gaps`: the starts of the gaps it fills (settled once on disk, or failed)."""
-        gaps = gaps or []
-        assert self._rest is not None
-        window = {"start": start.isoformat(), "end": end.isoformat()}
-        left, why, asked_wait, one_by_one = list(symbols or self._symbols), "", 0.0, False
-        for attempt in range(self._backfill_attempts):
-            if attempt:  # (at least as long as a 429 asked, up to a minute)
-                wait = min(asked_wait, MAX_RETRY_AFTER_S)
-                await asyncio.sleep(max(self._backoff.delay(attempt - 1), wait))
-            try:
-                fetched = await self._rest.fetch(
-                    left, start, end, feed=self.name, one_by_one=one_by_one
-                )
-            except MonitorError as exc:  # (refused credentials: asking again will not help)
-                self._failed(start, gaps, str(exc))
-                self._log.error("backfill_failed", error=str(exc), **window)
-                return
-            batch, failed, asked, refused = fetched
-            asked_wait = asked or 0.0
-            one_by_one = bool(refused)  # (a group refused for one symbol: find which)
-            bars = batch.minute_bars.height
-            self._counters.inc("backfill_bars", bars, feed=self.name)
-            got = len(left) - len(failed)
-            self._log.info("feed_backfilled", bars=bars, symbols=got, **window)
-            if bars or batch.rejections:
-                await self._deliver(batch)
-            if not failed:
-                if not self._failed_gaps:  # (no other backfill failed since this one began)
-                    self.backfill_error = None
-                    self._refills = 0
-                if self._settle is not None:  # (once the engine loop has them on disk)
-                    await self._queue.put(Wire(self.name, [], ack=partial(self._settle, gaps)))
-                return
-            left, why = list(failed), next(iter(failed.values()))
-            self._log.warning(
-                "backfill_retry",
-                error=why,
-                attempt=attempt + 1,
-                failed=len(left),
-                symbols=_some(left),
-                **window,
-            )
-        n = len(left)
-        self._failed(start, gaps, f"{n} symbol{'s' if n > 1 else ''} ({_some(left, 5)}): {why}")
-        # Asked for again while the connection stays up, not only at its next loss: a REST
-        # API down for a minute would otherwise leave the gap (and the session bars that wait
-        # for it) until the next reconnect or start, hours later.
-        delay_s = min(self._backfill_retry_s * 2**self._refills, MAX_REFILL_S)
-        self._refills += 1
-        self._log.error(
-            "backfill_failed",
-            error=f"retries exhausted: {why}",
-            failed=len(left),
-            symbols=_some(left),
-            asked_again_in_s=round(delay_s, 3),
-            **window,
-        )
-        if self._tasks is not None:  # (else not running: the next start asks again)
-            later = self._fill_gaps_later(delay_s, start, end, gaps, left)
-            self._start(later, "backfill-later")
-
-    def _failed(self, start: dt.datetime, gaps: list[dt.datetime], why: str) -> None:
-        self._counters.inc("backfill_failures", feed=self.name)
-        self.backfill_error = f"from {start:%Y-%m-%d %H:%M}Z, {why}"
-        self._failed_gaps += gaps
-
-
-def _some(symbols: list[str], most: int = 20) -> str:
-    """The first `most` of `symbols`, for a log line ("A, B, ... and 12 more")."""
-    more = f" and {len(symbols) - most} more" if len(symbols) > most else ""
-    return ", ".join(symbols[:most]) + more
-
 
 def _session(
     name: str,
@@ -628,7 +507,3 @@ async def _send(ws: ClientConnection, messages: list[Outgoing]) -> None:
 def _closed(ws: ClientConnection) -> str:
     code, reason = ws.close_code, ws.close_reason
     return f"code {code}" + (f", {reason}" if reason else "")
-
-
-def _floor_minute(when: dt.datetime) -> dt.datetime:
-    return when.replace(second=0, microsecond=0)
