@@ -5,8 +5,8 @@ rate-limit signals seen and honoured (Apprise hides status codes).
   `sendMessage` (parse mode HTML: Markdown bodies are converted, everything escaped) then
   `sendPhoto` (multipart) per attachment, for each chat. 429's `parameters.retry_after` is waited.
 - `SlackSender`, incoming webhooks `slack://[botname@]{A}/{B}/{C}[/#channel...]`: POST
-  `/services/A/B/C` with `text` in Slack mrkdwn (no attachments). 429's `Retry-After` is waited.
-  Bot tokens (`xoxb-...`) are left to Apprise.
+  `/services/A/B/C` with `text` in Slack mrkdwn (no attachments), 40,000 characters at most.
+  429's `Retry-After` is waited. Bot tokens (`xoxb-...`) are left to Apprise.
 - `DiscordSender`, `discord://[botname@]{id}/{token}[?thread=N]`: POST `/api/webhooks/{id}/{token}`
   with `content`, or multipart with `payload_json` and the PNG as `files[0]`. 429's JSON
   `retry_after` (else `Retry-After`) is waited; `X-RateLimit-Remaining: 0` with
@@ -52,6 +52,10 @@ DEFAULT_API = {
 }
 DISCORD_MAX_CHARS = 2000
 TELEGRAM_MAX_CHARS = 4096  # sendMessage's limit, counted after entity parsing (we stay under)
+# Slack truncates a message's `text` past 40,000 characters (chat.postMessage, webhooks alike);
+# counted here as sent, entities and zero-width spaces included, so we stay under. (Apprise's
+# own Slack plugin cuts at 35,000, for the receivers it sends.)
+SLACK_MAX_CHARS = 40_000
 _CHAT = re.compile(r"^(?P<chat>-?[0-9]{1,32}|@?[a-z_-][a-z0-9_-]+)(?::(?P<topic>[0-9]+))?$", re.I)
 _MD = re.compile(r"\\(.)|(\*\*|`|_)", re.S)
 
@@ -276,12 +280,24 @@ class SlackSender(ProviderSender):
         self._hook = f"{parts.api_base}/services/{'/'.join(quote(t, safe='') for t in tokens)}"
 
     def posts(self, message: Message) -> list[Post]:
-        """One JSON post per channel."""
-        title = f"*{_slack_text(message.title)}*\n" if not title_in_body(message) else ""
-        body: dict[str, Any] = {"text": title + slack_mrkdwn(message.body, message.body_format)}
+        """One JSON post per channel. A group too long for a message (40,000 characters as
+        sent) lists fewer of its alerts; anything else too long is cut short, never inside an
+        `&amp;`."""
+        message = fitted(message, lambda m: len(_slack_message(m)) <= SLACK_MAX_CHARS)
+        text = _slack_message(message)
+        if len(text) > SLACK_MAX_CHARS:
+            cut = _cut(text, SLACK_MAX_CHARS)
+            amp = cut.rfind("&", len(cut) - 5)  # (never inside an entity)
+            text = (cut[:amp] if amp >= 0 and ";" not in cut[amp:] else cut) + "…"
+        body: dict[str, Any] = {"text": text}
         if self.username:
             body["username"] = self.username
         return [Post(self._hook, json={**body, "channel": c} if c else body) for c in self.channels]
+
+
+def _slack_message(message: Message) -> str:
+    title = f"*{_slack_text(message.title)}*\n" if not title_in_body(message) else ""
+    return title + slack_mrkdwn(message.body, message.body_format)
 
 
 def _slack_channel(name: str) -> str:

@@ -19,8 +19,10 @@ from monitor.notify.delivery import AppriseSender
 from monitor.notify.render import LIST_LIMIT, Message, history_line, render
 from monitor.notify.senders import (
     DISCORD_MAX_CHARS,
+    SLACK_MAX_CHARS,
     TELEGRAM_MAX_CHARS,
     DiscordSender,
+    SlackSender,
     TelegramSender,
 )
 from tests.notify.conftest import alert
@@ -195,3 +197,35 @@ def test_a_long_message_without_alerts_is_cut_at_a_line() -> None:
     assert len(content) <= DISCORD_MAX_CHARS and content.endswith("…")
     kept = content.removesuffix("…").split("\n")[1:]  # (after the title)
     assert kept == [x.replace("_", "\\_") for x in lines[: len(kept)]] and len(kept) > 20
+
+
+def test_a_slack_message_too_long_is_cut_to_slack_s_limit() -> None:
+    """One alert with a 75,000-character text (its `&`, `<` and `_` escaped for mrkdwn, which
+    makes it longer still) goes to Slack as at most 40,000 characters, cut at a line and never
+    inside an entity, then an ellipsis. It used to go whole: 115,000 characters that Slack
+    truncates where it likes."""
+    long = msgspec.structs.replace(alert(1), text="SC01 & <co> _up_ fast\n" * 3_500)
+    assert len(long.text) > 75_000
+    title, body = render([long], "markdown")
+    posts = SlackSender("slack://T0/B0/secret/#a/#b").posts(
+        Message(title, body, "markdown", alerts=(long,))
+    )
+    assert len(posts) == 2
+    for post in posts:
+        assert post.json is not None
+        text = post.json["text"]
+        assert len(text) <= SLACK_MAX_CHARS and text.endswith("…")
+        assert not re.search(r"&[a-z]*…$", text)
+        assert text.removesuffix("…").endswith("fast")
+        assert "SC01 &amp; &lt;co&gt;" in text
+
+
+def test_a_slack_group_fits_and_says_how_many_more() -> None:
+    """A group of 500 alerts with long texts lists as many as fit Slack's 40,000 characters,
+    then "and N more" and the shared history line: not cut mid-line."""
+    alerts = group(500, words=4_000)
+    (post,) = SlackSender("slack://T0/B0/secret").posts(message(alerts))
+    assert post.json is not None
+    text = post.json["text"]
+    assert len(text) <= SLACK_MAX_CHARS and not text.endswith("…")
+    assert 1 <= listed(text, 500) < LIST_LIMIT
