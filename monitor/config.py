@@ -94,8 +94,10 @@ class FeedConfig(Base, frozen=True):
 
 class RedisConfig(Base, frozen=True):
     url: str = "redis://127.0.0.1:6379/0"
-    channel: str = "market-monitor:alerts"
-    stream: str = "market-monitor:alerts"
+    # (not empty: `MARKET_MONITOR__REDIS__STREAM=${UNSET}` wrote the alerts to a key named "",
+    # which no notifier reads, and published them on a channel no subscriber listens to)
+    channel: Annotated[str, Meta(min_length=1)] = "market-monitor:alerts"
+    stream: Annotated[str, Meta(min_length=1)] = "market-monitor:alerts"
     maxlen: Annotated[int, Meta(ge=1, le=REDIS_INT_MAX)] = 100_000
     # an alert id published is not published again for this long (a restart that evaluates a
     # period again, a batch resent after a lost reply)

@@ -586,3 +586,26 @@ def test_allowed_hosts_are_shown_by_config_check_and_taken_from_the_environment(
         f"{variable}: 'board.example/api' is not a host: give a name with or without a port"
         " (monitor.example.com, *.example.com, 192.0.2.7:9108)"
     )
+
+
+@pytest.mark.parametrize("field", ["stream", "channel"])
+def test_an_empty_redis_stream_or_channel_is_refused_naming_where_it_was_set(
+    tmp_path: Path, field: str
+) -> None:
+    """`[redis] stream = ""` or `MARKET_MONITOR__REDIS__STREAM=` (a compose file's `${VAR}`
+    unset; the same for channel) is refused naming the field or the variable, as the
+    notifier's are: before, the daemon sent its alerts to a key named "" that no notifier
+    reads."""
+    conf = write_config(tmp_path, "mm-empty-stream")
+    text = conf.read_text()
+    line = f'{field} = "mm-empty-stream:alerts"'
+    assert line in text
+    conf.write_text(text.replace(line, f'{field} = ""'))
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(conf, {})
+    assert str(caught.value) == f"{conf}: redis.{field}: Expected `str` of length >= 1"
+    conf.write_text(text)
+    variable = f"MARKET_MONITOR__REDIS__{field.upper()}"
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(conf, {variable: ""})
+    assert str(caught.value) == f"{variable}: Expected `str` of length >= 1"
