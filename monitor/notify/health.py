@@ -9,6 +9,8 @@ they are not shared here; the HTTP route is (`monitor.http.json_route`).
 - down: not running yet (waiting for Redis at start) or stopping, or Redis not answering
   while running. Without Redis the notifier can neither read alerts nor record what it sent,
   so nothing is delivered: a healthcheck must fail.
+- down too: the alert stream's key holds another type (`DEL` then `SET` on it), so nothing
+  new can be read (monitor/notify/inbox.py `Inbox.stream_problem`).
 - degraded: a receiver's last attempt failed (it is retrying, or gave up and dead-lettered),
   until a message reaches it again.
 """
@@ -39,6 +41,8 @@ class Health:
         # few replicas: it answers reads, so `redis_answered` is no sign), and whether our
         # lease has lapsed meanwhile; None while writes go through.
         self.writes: Callable[[], tuple[str, bool] | None] = lambda: None
+        # Why the alert stream cannot be read (its key holds another type); None while it can.
+        self.stream: Callable[[], str | None] = lambda: None
         counters.describe(REDIS_UP, "1 while Redis answers the notifier, else 0")
         counters.set(REDIS_UP, 0)
 
@@ -62,11 +66,14 @@ class Health:
         refused = self.writes() if self.redis_error is None else None
         if refused is not None:
             reasons.append(f"redis refusing writes for now: {refused[0]}")
+        unreadable = self.stream() if self.redis_error is None else None
+        if unreadable is not None:
+            reasons.append(f"alert stream unreadable: {unreadable}")
         failing = self.receivers() if self.phase == "running" else {}
         reasons += [f"receiver {name} failing: {why}" for name, why in sorted(failing.items())]
         # (down: nothing can be acknowledged, or, writes refused past our lease, delivered)
         down = self.phase != "running" or self.redis_error is not None
-        down = down or (refused is not None and refused[1])
+        down = down or (refused is not None and refused[1]) or unreadable is not None
         return {
             "status": "down" if down else ("degraded" if reasons else "healthy"),
             "reasons": reasons,

@@ -18,6 +18,15 @@ command a `ConfigError` (exit 78), see `redis_failure`. Once running, reads wait
 the XACK is retried until Redis answers (monitor/notify/ledger.py `retrying`), so an outage
 delays but never loses or crashes. A stream or consumer group deleted under us (or lost with a
 Redis restarted empty) is created again, never at `start` ("$"): `Inbox._recreate`.
+
+The stream key replaced by a key of another type while running (`DEL` then `SET`): reading
+waits and retries as in an outage, logging the error `notify_stream_wrong_type` (the key, its
+type, what to do) at each retry, backing off to 30 s, and /healthz says down
+(`Inbox.stream_problem`); the daemon's XADD is refused meanwhile (its outbox keeps the
+alerts). Once the key is a stream again (deleted, then written by the daemon), the group is
+created again and reading goes on. The entries read before are gone with the stream they were
+in: their XACK, refused, is dropped (logged). At start the same key is a config error naming
+the key (exit 78): `wrong_type_error`.
 """
 
 from __future__ import annotations
@@ -101,6 +110,37 @@ def redis_failure(exc: RedisError, url: str) -> SinkUnavailable | ConfigError:
     return ConfigError(f"redis at {where}: {exc}")
 
 
+def is_wrong_type(exc: RedisError) -> bool:
+    """Whether Redis says a key holds another type (`WRONGTYPE ...`)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
+
+
+async def key_type(redis: aioredis.Redis, key: str) -> str:
+    """What `key` holds (TYPE), or "another type" when Redis will not say."""
+    try:
+        return text(await redis.type(key)) or "another type"
+    except RedisError:
+        return "another type"
+
+
+def wrong_type_hint(stream: str) -> str:
+    """What to do about a stream key that holds another type."""
+    return (
+        f"delete the key {stream!r} (redis-cli DEL) if nothing needs it: the daemon writes the "
+        f"stream again with its next alert; or set [redis] stream (notify.toml and the "
+        f"daemon's config alike) to another key"
+    )
+
+
+async def wrong_type_error(redis: aioredis.Redis, stream: str, url: str) -> ConfigError:
+    """The config error of a stream key that holds another type, naming the key."""
+    held = await key_type(redis, stream)
+    return ConfigError(
+        f"redis at {mask_url(url)}: [redis] stream: the key {stream!r} holds a {held}, not a "
+        f"stream: {wrong_type_hint(stream)}"
+    )
+
+
 def is_group_gone(exc: RedisError) -> bool:
     """Whether Redis says our stream or consumer group no longer exists (deleted, or flushed):
     `NOGROUP ...`, or `UNBLOCKED ... no longer exists` for a read blocked at that moment."""
@@ -141,6 +181,8 @@ class Inbox:
         # is created again from here at the earliest, never from `start` ("$").
         self._joined_at: EntryId = (0, 0)
         self.trims = TrimWatch(redis, self.stream, self.group, counters, log)
+        # Why the stream cannot be read (its key holds another type); None while it can.
+        self.stream_problem: str | None = None
 
     async def create(self, start: str) -> bool:
         """The consumer group (and the stream, if there is none yet) from `start`: True if
@@ -202,9 +244,15 @@ class Inbox:
                     block=self._section.block_ms,
                 )
                 failures = 0
+                self.stream_problem = None
             except RedisError as exc:
                 if is_group_gone(exc):
                     await self._recreate(exc)
+                    continue
+                if is_wrong_type(exc):
+                    failures += 1
+                    await self._wrong_type(exc, failures)
+                    await pause(stop, min(30.0, 0.5 * 2**failures))
                     continue
                 if not is_temporary(exc):
                     raise
@@ -251,6 +299,8 @@ class Inbox:
                 start = f"{since[0]}-{since[1]}"
             await self.create(start)
         except RedisError as retry:
+            if is_wrong_type(retry):
+                return  # (the next read says so, and waits)
             if not is_temporary(retry):
                 raise
             self._log.warning("redis_unavailable", error=f"{type(retry).__name__}: {retry}")
@@ -261,6 +311,19 @@ class Inbox:
             group=self.group,
             start=start,
             reason=str(exc),
+        )
+
+    async def _wrong_type(self, exc: RedisError, attempt: int) -> None:
+        """The stream key holds another type: say which, and what to do."""
+        held = await key_type(self._redis, self.stream)
+        self.stream_problem = f"the key {self.stream!r} holds a {held}, not a stream"
+        self._log.error(
+            "notify_stream_wrong_type",
+            stream=self.stream,
+            type=held,
+            error=str(exc),
+            attempt=attempt,
+            hint=wrong_type_hint(self.stream) + "; the notifier waits and reads again then",
         )
 
     # -- claiming --------------------------------------------------------------------------------
@@ -288,7 +351,7 @@ class Inbox:
                     await self._claim_others()
                     await self.trims.check()
             except RedisError as exc:
-                if is_group_gone(exc):
+                if is_group_gone(exc) or is_wrong_type(exc):
                     continue  # (the reader creates the group again; nothing to claim till then)
                 if not is_temporary(exc):
                     raise
@@ -331,7 +394,20 @@ class Inbox:
         async def ack() -> Any:
             return await self._redis.xack(self.stream, self.group, *entries)
 
-        await retrying(ack, self._log, "redis_unavailable")
+        try:
+            await retrying(ack, self._log, "redis_unavailable")
+        except RedisError as exc:
+            if not is_wrong_type(exc):
+                raise
+            # (the stream they were in was replaced: gone with it, nothing is left to ack)
+            self._log.warning(
+                "notify_ack_dropped",
+                stream=self.stream,
+                count=len(entries),
+                entries=entries[:10],
+                error=str(exc),
+            )
+            return
         self._counters.inc("notify_acked", len(entries))
 
     async def complete(self, batch: Batch) -> None:

@@ -31,7 +31,8 @@ stops the notifier, nor, left pending, every restart.
 
 Redis faults: at start, an unreachable Redis is `SinkUnavailable` (the service waits and enters
 again: monitor/notify/main.py; a one-off command exits 69) and a refused login or command a
-`ConfigError` (exit 78), see `redis_failure` (monitor/notify/inbox.py). A failed entry leaves
+`ConfigError` (exit 78), see `redis_failure` (monitor/notify/inbox.py; a stream key of another
+type is named, with what to do: `wrong_type_error`). A failed entry leaves
 nothing open, so the Notifier may be entered again. Once running, `_check_redis` tells /healthz
 whether Redis answers (monitor/notify/health.py); reads wait and retry; writes an
 acknowledgement depends on (delivery log, dead letters, saved state, XACK) are retried until
@@ -66,7 +67,16 @@ from monitor.notify.digest_schedule import DigestSchedule
 from monitor.notify.dispatch import Dispatcher, open_couriers
 from monitor.notify.grouping import Batch
 from monitor.notify.health import Health
-from monitor.notify.inbox import Entries, Inbox, pause, redis_client, redis_failure
+from monitor.notify.inbox import (
+    Entries,
+    Inbox,
+    is_wrong_type,
+    key_type,
+    pause,
+    redis_client,
+    redis_failure,
+    wrong_type_error,
+)
 from monitor.notify.ledger import DeadLetters, DeliveryLog, retrying
 from monitor.notify.payload import entry_alert
 from monitor.notify.render import Message
@@ -235,6 +245,7 @@ class Notifier:
         self._feeds = SharedFeeds(self._client, self.stream, self.group)
         self.health.receivers = self.dispatch.failing
         self.health.writes = self._writes_refused
+        self.health.stream = lambda: self.inbox.stream_problem
         if not self._consume:
             return self
         try:
@@ -243,8 +254,11 @@ class Notifier:
             self.custody.lease_at = asyncio.get_running_loop().time()
             raw: Any = await self._client.get(self.custody.key)
         except RedisError as exc:
+            error = redis_failure(exc, self.config.redis.url)
+            if is_wrong_type(exc) and await key_type(self.redis, self.stream) != "stream":
+                error = await wrong_type_error(self.redis, self.stream, self.config.redis.url)
             await self.__aexit__(None, None, None)
-            raise redis_failure(exc, self.config.redis.url) from None
+            raise error from None
         self.health.redis_answered()
         if raw:
             self.router.state = msgspec.json.decode(raw, type=GuardState)

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from monitor.core.model import decode_alert, encode_alert
+from monitor.errors import ConfigError
 from monitor.notify.service import Notifier
 from tests.alerts.redis_server import RedisServer
 from tests.notify.conftest import alert, publish
@@ -94,3 +95,54 @@ async def test_a_deleted_stream_or_group_is_created_again_and_reading_goes_on(
         ("warning", "0" if deleted == "stream" else first.decode())
     ]
     assert recreated[0]["reason"].startswith(("UNBLOCKED", "NOGROUP"))
+
+
+async def test_a_stream_key_replaced_by_another_type_is_waited_out_and_reading_goes_on(
+    stream: str,
+) -> None:
+    """The stream key deleted and SET to a string under a blocked read: the notifier keeps
+    running (it used to stop with a traceback), logs an error naming the key, its type and
+    what to do, and /healthz says down; once the key is deleted, the group is created again
+    and the next alert is delivered."""
+    async with WebhookServer() as hooks:
+        config = make_config(stream, [{"name": "chat", "url": hooks.url("/chat")}])
+        client = aioredis.Redis()
+        await client.xadd(stream, {"id": alert(1).id, "alert": encode_alert(alert(1))})
+        with capture_logs() as logs:
+            async with running(config) as notifier:
+                await until(lambda: notifier.counters.total("notify_acked") == 1)
+                await asyncio.sleep(0.05)  # the reader is blocked in XREADGROUP again
+                await client.delete(stream)
+                await client.set(stream, "oops")
+                await until(lambda: any(e["event"] == "notify_stream_wrong_type" for e in logs))
+                health = notifier.health.document()
+                assert health["status"] == "down"
+                assert f"alert stream unreadable: the key {stream!r} holds a string, not a " in (
+                    " ".join(health["reasons"])
+                )
+                await client.delete(stream)
+                await until(lambda: notifier.health.document()["status"] == "healthy")
+                await publish(stream, [alert(2)])
+                await until(lambda: notifier.counters.total("notify_acked") == 2)
+        await client.aclose()
+    assert [b["title"] for b in hooks.bodies("/chat")] == [alert(1).title, alert(2).title]
+    wrong = next(e for e in logs if e["event"] == "notify_stream_wrong_type")
+    assert (wrong["log_level"], wrong["stream"], wrong["type"]) == ("error", stream, "string")
+    assert wrong["error"].startswith("WRONGTYPE") and "DEL" in wrong["hint"]
+
+
+async def test_a_stream_key_of_another_type_at_start_is_a_config_error_naming_it(
+    stream: str,
+) -> None:
+    """At start, a stream key that holds a string is a config error (exit 78) that names the
+    key, its type and what to do; it used to say only WRONGTYPE."""
+    client = aioredis.Redis()
+    await client.set(stream, "oops")
+    await client.aclose()
+    config = make_config(stream, [{"name": "chat", "url": "json://127.0.0.1:9/x"}])
+    with pytest.raises(ConfigError) as caught:
+        async with Notifier(config):
+            pass
+    said = str(caught.value)
+    assert f"[redis] stream: the key {stream!r} holds a string, not a stream" in said
+    assert "DEL" in said and "redis://127.0.0.1:6379/0" in said
