@@ -63,7 +63,9 @@ def main_notify(args: argparse.Namespace) -> int:
     from monitor.notify.service import Notifier
 
     try:
-        config = _load(args)
+        # (`dead` resolves only the URLs of the receivers it sends to: `list` none, so the
+        # receivers' secrets, the service's, need not be set in an operator's shell)
+        config = _load(args, urls=args.notify_command != "dead")
         logs.configure(level=config.log.level, json=config.log.json)
         if args.notify_command == "dead":
             return _dead(config, args)
@@ -102,7 +104,9 @@ def _dead(config: ncfg.NotifyConfig, args: argparse.Namespace) -> int:
     """`notify dead list [--receiver NAME]` and `notify dead resend (--id ENTRY ... | --all)
     [--receiver NAME]` (monitor/notify/dead.py). An unknown `--receiver` exits 78: for
     `resend` one not in the config, for `list` one not in the config, not `*` and with no
-    letters (`dead.list_letters`). Redis away or refusing us: as `silence`."""
+    letters (`dead.list_letters`). Redis away or refusing us: as `silence`. Only the URLs of
+    the receivers sent to are resolved: none for `list`, for `resend` those of the letters
+    it resends (their secrets must be set; the others' need not)."""
     from redis.exceptions import RedisError
 
     from monitor.notify import dead
@@ -119,11 +123,16 @@ def _dead(config: ncfg.NotifyConfig, args: argparse.Namespace) -> int:
 
     async def go() -> int:
         try:
-            async with Notifier(config, consume=False) as notifier:
+            async with Notifier(config, consume=False, receivers=()) as notifier:
                 if not resending:
                     for line in await dead.list_letters(notifier, args.receiver):
                         print(line)
                     return 0
+                # (the receivers of the letters to resend: only their secrets are needed)
+                found = await dead.letters(notifier, args.receiver)
+                named = set(args.ids or [])
+                chosen = {x.receiver for x in found if args.all or not named or x.key in named}
+            async with Notifier(config, consume=False, receivers=chosen) as notifier:
                 done = await dead.resend(notifier, args.ids or [], args.receiver, args.all)
                 for line in done.lines:
                     print(line)

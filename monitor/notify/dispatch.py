@@ -66,9 +66,10 @@ def receiver_sender(i: int, r: ReceiverConfig, url: str) -> Sender:
 def open_couriers(
     config: NotifyConfig, urls: Mapping[str, str], senders: dict[str, Sender]
 ) -> dict[str, Courier]:
-    """A sender and courier per receiver; a URL no sender can use is a ConfigError naming
-    the receiver's field (exit 78, as for any config error), checked before Redis. `senders`
-    holds those given already, and gets those made here (to be closed by their owner)."""
+    """A sender and courier per receiver (of those with a URL in `urls` or a sender given); a
+    URL no sender can use is a ConfigError naming the receiver's field (exit 78, as for any
+    config error), checked before Redis. `senders` holds those given already, and gets those
+    made here (to be closed by their owner)."""
     backoff = Backoff(
         config.delivery.backoff_base_s,
         max(config.delivery.backoff_cap_s, config.delivery.backoff_base_s),
@@ -76,6 +77,8 @@ def open_couriers(
     )
     couriers: dict[str, Courier] = {}
     for i, r in enumerate(config.receivers):
+        if r.name not in urls and r.name not in senders:
+            continue  # (not one this notifier sends to: `notify dead list`)
         sender = senders.get(r.name) or receiver_sender(i, r, urls[r.name])
         senders[r.name] = sender
         couriers[r.name] = Courier(

@@ -46,7 +46,7 @@ import asyncio
 import datetime as dt
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -114,6 +114,9 @@ class Notifier:
         tick_s: float = 0.05,
         delivery_grace_s: float | None = None,  # (None: [delivery] stop_grace_s)
         consume: bool = True,  # False: no consumer group, lease or state (`notify dead`)
+        # The receivers it may send to (their URLs resolved, their secrets needed); None: all.
+        # `notify dead list` sends to none, `dead resend` to those of the letters it resends.
+        receivers: Collection[str] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock if clock is not None else SystemClock()
@@ -133,8 +136,8 @@ class Notifier:
         self.health = Health(self.counters)
         self._urls: dict[str, str] = {}
         for i, r in enumerate(config.receivers):
-            url = resolve_url(r, f"receivers[{i}].url", environ)
-            self._urls[r.name] = str(url)
+            if receivers is None or r.name in receivers:
+                self._urls[r.name] = str(resolve_url(r, f"receivers[{i}].url", environ))
         for line in placeholder_warnings(config):
             self._log.warning("receiver_placeholder_unfilled", detail=line)
         self._client: aioredis.Redis | None = None
@@ -146,7 +149,7 @@ class Notifier:
         self._feeds_at = 0.0  # (event-loop time the ticker last looked at them)
         self._feeds_error: str | None = None  # (the last logged: `_feeds_failed`)
         self._wake = asyncio.Event()
-        formats = {r.name: body_format(r, self._urls[r.name]) for r in config.receivers}
+        formats = {r.name: body_format(r, self._urls.get(r.name, "")) for r in config.receivers}
         self.composer = Composer(config, formats, self._senders)
         for name, text in (
             ("notify_read", "Stream entries read (or claimed) by this notifier"),

@@ -359,3 +359,34 @@ async def test_list_refuses_a_receiver_it_does_not_know(stream: str, tmp_path: P
     code, out, err = await cli(conf, "list")
     assert (code, err) == (0, "")
     assert [line.split("  ")[0] for line in out.splitlines()] == star
+
+
+async def test_list_needs_no_secrets_and_resend_only_those_of_its_receivers(
+    stream: str, tmp_path: Path
+) -> None:
+    """From a shell without the service's secrets (a `{TOKEN}` unset, a `url_file` credential
+    of a unit not running): `dead list` works (it sends nothing; it used to exit 78 naming a
+    receiver's url), `resend` of a letter of a receiver whose URL resolves sends it, and
+    `resend` to a receiver whose secret is missing exits 78 naming that receiver's url."""
+    async with WebhookServer() as hooks:
+        conf = write_config(tmp_path / "notify.toml", stream, hooks.url("/chat"))
+        conf.write_text(
+            conf.read_text().replace(
+                '[route]\nreceivers = ["chat"]',
+                '[[receivers]]\nname = "team"\nurl = "slack://{MM_TEST_UNSET_SLACK_TOKEN}/#a"\n'
+                '[[receivers]]\nname = "mail"\nurl_file = "/nonexistent/credentials/mail"\n'
+                '[route]\nreceivers = ["chat", "team", "mail"]',
+            )
+        )
+        await bury(stream, [SURGE])
+        chat_key, team_key = await bury(stream, [SQUEEZE], "team")
+        code, out, err = await cli(conf, "list")
+        assert (code, err) == (0, "")
+        assert [line.split("  ")[0] for line in out.splitlines()] == [chat_key, team_key]
+        code, out, err = await cli(conf, "resend", "--id", chat_key)
+        assert (code, out, err) == (0, f"{chat_key}  chat  surge.daily IWM: sent\n", "")
+        assert [b["alerts"][0]["id"] for b in hooks.bodies("/chat")] == [SURGE.id]
+        code, out, err = await cli(conf, "resend", "--receiver", "team")
+        assert (code, out) == (78, "")
+        assert err.startswith("market-monitor: config error: ") and "receivers[1].url" in err
+    assert await letter_ids(stream) == [team_key]
