@@ -27,6 +27,13 @@ alerts). Once the key is a stream again (deleted, then written by the daemon), t
 created again and reading goes on. The entries read before are gone with the stream they were
 in: their XACK, refused, is dropped (logged). At start the same key is a config error naming
 the key (exit 78): `wrong_type_error`.
+
+At a clean stop the notifier's consumer leaves the group (XGROUP DELCONSUMER) if it holds no
+pending entry: with the default `hostname-pid` name every restart added one to `XINFO
+CONSUMERS`, and nothing removed them. The check and the delete are one transaction (WATCH on
+the stream, XPENDING of this consumer, MULTI/EXEC), so an entry given to the consumer in
+between aborts the delete: pending entries are never deleted with it (they stay for another
+notifier's XAUTOCLAIM, and the consumer stays with them). `Inbox.leave`.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from redis.exceptions import (
     NoPermissionError,
     RedisError,
     ResponseError,
+    WatchError,
 )
 
 from monitor.core.counters import Counters
@@ -59,6 +67,8 @@ from monitor.waiting import raise_if_cancelled, wait_any
 Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]  # (entry id, fields), as XREADGROUP gives
 SOCKET_TIMEOUT_S = 10.0  # a Redis that takes the connection but does not answer: an outage
 BLOCK_MARGIN_S = 5.0  # past `block_ms`, how long a blocked read's answer may take
+LEAVE_S = 5.0  # stopping: how long deleting our consumer from the group may take
+LEAVE_TRIES = 5  # ... and how many times the stream may change under the check
 
 
 def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) -> aioredis.Redis:
@@ -383,6 +393,55 @@ class Inbox:
             if nxt in (b"0-0", "0-0"):
                 return
             start = nxt
+
+    # -- leaving -------------------------------------------------------------------------------
+
+    async def leave(self) -> bool:
+        """Stopping: delete this consumer from the group when it holds no pending entry; True
+        if deleted. Entries pending (held, or not delivered in the grace period) keep it, for
+        another notifier to claim. Refused or Redis away: logged, the consumer left in."""
+        try:
+            async with asyncio.timeout(LEAVE_S):
+                for _ in range(LEAVE_TRIES):
+                    left = await self._delete_if_idle()
+                    if left is not None:
+                        break
+                else:
+                    left = False  # (the stream kept changing: left for the next stop)
+        except NoPermissionError as exc:
+            self._log.info(
+                "consumer_delete_refused",
+                stream=self.stream,
+                group=self.group,
+                error=str(exc),
+                hint="grant the notifier +xpending +xgroup|delconsumer (docs/security.md) to "
+                "remove its consumer from the group when it stops",
+            )
+            return False
+        except (TimeoutError, RedisError) as exc:
+            self._log.warning("consumer_left_in_group", error=f"{type(exc).__name__}: {exc}")
+            return False
+        if left:
+            self._log.info("consumer_deleted", stream=self.stream, group=self.group)
+        return left
+
+    async def _delete_if_idle(self) -> bool | None:
+        """One try: True if deleted, False if it holds pending entries, None if the stream
+        changed meanwhile (WATCH)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.stream)
+                mine: Any = await pipe.xpending_range(
+                    self.stream, self.group, "-", "+", 1, consumername=self.consumer
+                )
+                if mine:
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.xgroup_delconsumer(self.stream, self.group, self.consumer)
+                await pipe.execute()
+            except WatchError:
+                return None
+        return True
 
     # -- acknowledging -------------------------------------------------------------------------
 

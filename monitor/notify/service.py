@@ -352,6 +352,7 @@ class Notifier:
             claimer.cancel()
             custody.cancel()
         await self.custody.hand_over()
+        await self.inbox.leave()  # (only with no entry pending: those stay for others to claim)
         self._log.info("notifier_stopped", waiting=self.router.waiting())
 
     def _writes_refused(self) -> tuple[str, bool] | None:

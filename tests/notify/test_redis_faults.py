@@ -146,3 +146,34 @@ async def test_a_stream_key_of_another_type_at_start_is_a_config_error_naming_it
     said = str(caught.value)
     assert f"[redis] stream: the key {stream!r} holds a string, not a stream" in said
     assert "DEL" in said and "redis://127.0.0.1:6379/0" in said
+
+
+async def consumers(stream: str) -> dict[str, int]:
+    """The group's consumers and the entries each holds pending."""
+    client = aioredis.Redis()
+    found = await client.xinfo_consumers(stream, "notifier")
+    await client.aclose()
+    return {c["name"].decode(): int(c["pending"]) for c in found}
+
+
+async def test_a_clean_stop_deletes_the_consumer_only_when_it_holds_nothing(
+    stream: str,
+) -> None:
+    """With the default `hostname-pid` consumer name, a notifier that delivered everything
+    leaves no consumer behind when it stops (they used to pile up in XINFO CONSUMERS, one per
+    restart); one that stops holding an entry (waiting `group_wait_s`) keeps its consumer and
+    the entry pending, for another notifier to claim."""
+    async with WebhookServer() as hooks:
+        receivers = [{"name": "chat", "url": hooks.url("/chat")}]
+        config = make_config(stream, receivers, redis={"consumer": ""})
+        await publish(stream, [alert(1)])
+        async with running(config) as notifier:
+            await until(lambda: notifier.counters.total("notify_acked") == 1)
+            assert list(await consumers(stream)) == [notifier.consumer]
+        assert await consumers(stream) == {}
+
+        held = make_config(stream, receivers, redis={"consumer": ""}, route={"group_wait_s": 60})
+        await publish(stream, [alert(2)])
+        async with running(held) as notifier:
+            await until(lambda: notifier.router.waiting() > 0)
+        assert await consumers(stream) == {notifier.consumer: 1}
