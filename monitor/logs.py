@@ -46,8 +46,11 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    # (libraries' info lines are theirs to chatter: warnings up, or the configured level if higher)
+    # (libraries' info lines are theirs to chatter: warnings up, or the configured level if higher;
+    # the handler too, for a library logger set lower, as apprise's is while a send runs to
+    # capture its reasons: monitor/notify/apprise_reasons.py)
     root.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    handler.setLevel(root.level)
 
 
 def get(name: str) -> Any:

@@ -6,6 +6,9 @@ Senders implement `Sender`:
   the receiver's `min_interval_s` keeps us under the provider's published limit. The receiver's
   `timeout_s` becomes Apprise's socket timeouts (`cto`, `rto`: each connect and read, as for our
   httpx senders), so a server that never answers is a retryable failure after `timeout_s`.
+  Why a send failed Apprise only logs: that log is captured per send and put in the error
+  (`apprise could not notify mailto://host/…: ...; SMTP AUTH extension not supported by
+  server`), secrets masked (monitor/notify/apprise_reasons.py).
 - `HttpJsonSender` for `json://` / `jsons://`: the same JSON body as Apprise's json:// plugin
   (`version`, `title`, `message`, `attachments` [filename, base64, mimetype], `type`), posted with
   httpx so status codes are seen: 429 and 503 honour `Retry-After`, other 5xx and network errors
@@ -45,6 +48,7 @@ from apprise.attachment.memory import AttachMemory
 from monitor import logs
 from monitor.core.backoff import Backoff
 from monitor.errors import DeliveryError, TransientError
+from monitor.notify.apprise_reasons import Reasons, debugging
 from monitor.notify.render import Message, fitted, title_in_body
 from monitor.waiting import retry_after
 
@@ -193,6 +197,7 @@ class AppriseSender:
         if not added:
             raise DeliveryError(f"not an Apprise URL Apprise can use: {redact(url)}")
         self.where = redact(url)
+        self._url = url  # (its secrets are masked in the reasons Apprise gives: `Reasons`)
         servers = list(self._apprise)
         self.takes_attachments = bool(servers) and all(
             bool(getattr(s, "attachment_support", False)) for s in servers
@@ -233,17 +238,28 @@ class AppriseSender:
             "warning": apprise.NotifyType.WARNING,
             "failure": apprise.NotifyType.FAILURE,
         }[message.kind]
-        notify = functools.partial(
-            self._apprise.notify,
-            body=message.body,
-            title=title,
-            body_format=fmt,
-            attach=attach,
-            notify_type=kind,
-        )
+        reasons = Reasons(self._url, self._url.partition("://")[0].lower() in HOST_SCHEMES)
+
+        def notify() -> bool:
+            with debugging():
+                return bool(
+                    self._apprise.notify(
+                        body=message.body,
+                        title=title,
+                        body_format=fmt,
+                        attach=attach,
+                        notify_type=kind,
+                        log_callback=reasons.collect,
+                        log_level=logging.DEBUG,
+                    )
+                )
+
         ok = await in_daemon_thread(notify)
         if not ok:
-            raise ChannelUnavailable(f"apprise could not notify {self.where}")
+            why = reasons.text()
+            raise ChannelUnavailable(
+                f"apprise could not notify {self.where}" + (f": {why}" if why else "")
+            )
 
     async def aclose(self) -> None:
         """Nothing to close (Apprise opens a connection per notification)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from structlog.testing import capture_logs
 
 from monitor.core.backoff import Backoff
-from monitor.notify.delivery import AppriseSender, Courier, Outcome, redact
+from monitor.notify.delivery import AppriseSender, ChannelUnavailable, Courier, Outcome, redact
 from monitor.notify.render import Message
 
 
@@ -46,10 +48,10 @@ async def test_apprise_failure_reason_and_retry_log_hide_a_token_in_the_host() -
     token = "o.Sup3rSecretAccessTokenAbc123"
     sender = AppriseSender(f"pbul://{token}")
 
-    async def fail(**_: object) -> bool:
+    def fail(**_: object) -> bool:
         return False
 
-    sender._apprise.async_notify = fail  # type: ignore[method-assign]
+    sender._apprise.notify = fail  # type: ignore[method-assign]
 
     async def no_sleep(_: float) -> None:
         return None
@@ -67,3 +69,35 @@ async def test_apprise_failure_reason_and_retry_log_hide_a_token_in_the_host() -
     ]
     assert sender.where == "pbul://***"
     assert token.lower() not in repr(logs).lower() + outcome.reason.lower()
+
+
+class Entry:
+    """What Apprise hands its `log_callback`: a captured log line."""
+
+    def __init__(self, level: str, message: str) -> None:
+        self.level = level
+        self.message = message
+
+
+async def test_apprise_s_own_reason_is_given_with_the_url_s_secrets_masked() -> None:
+    """The reason Apprise logs for a failed send (its WARNING, and of its DEBUG lines the
+    exception's text) is put in the error, any part of the URL that may be a secret masked
+    (user, password, path, query values, and the host where it is the token); Apprise's other
+    DEBUG lines, which quote requests, are left out."""
+    url = "pbul://o.Sup3rSecretAccessTokenAbc123/dev1ce?to=ops%40example.com"
+    sender = AppriseSender(url)
+
+    def fail(**kwargs: Any) -> bool:
+        tell = kwargs["log_callback"]
+        tell(Entry("WARNING", "Failed to send Pushbullet to o.Sup3rSecretAccessTokenAbc123."))
+        tell(Entry("DEBUG", "Pushbullet POST URL: https://x/?o.Sup3rSecretAccessTokenAbc123"))
+        tell(Entry("DEBUG", "Socket Exception: refused for dev1ce and ops@example.com"))
+        return False
+
+    sender._apprise.notify = fail  # type: ignore[method-assign]
+    with pytest.raises(ChannelUnavailable) as caught:
+        await sender.send(Message("t", "b", "text"))
+    assert str(caught.value) == (
+        "apprise could not notify pbul://***: Failed to send Pushbullet to ***; "
+        "refused for *** and ***"
+    )
