@@ -52,6 +52,7 @@ from redis.exceptions import (
     WatchError,
 )
 
+from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.credentials import login_name, secret
 from monitor.errors import ConfigError, SinkUnavailable
@@ -69,6 +70,10 @@ SOCKET_TIMEOUT_S = 10.0  # a Redis that takes the connection but does not answer
 BLOCK_MARGIN_S = 5.0  # past `block_ms`, how long a blocked read's answer may take
 LEAVE_S = 5.0  # stopping: how long deleting our consumer from the group may take
 LEAVE_TRIES = 5  # ... and how many times the stream may change under the check
+# A read that failed (Redis away, the stream key of another type) is tried again after 1 s,
+# doubling to 30 s, however many failed in a row (an exponent left to grow overflowed a float
+# after 1,024 of them: an outage of eight and a half hours stopped the notifier).
+_READ_RETRY = Backoff(base_s=1.0, cap_s=30.0, jitter=0.0)
 
 
 def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) -> aioredis.Redis:
@@ -118,6 +123,12 @@ def redis_failure(exc: RedisError, url: str) -> SinkUnavailable | ConfigError:
         said = "unreachable" if isinstance(exc, REDIS_ERRORS) else "refusing for now"
         return SinkUnavailable(f"redis at {where} {said}: {exc}")
     return ConfigError(f"redis at {where}: {exc}")
+
+
+def read_retry_s(failures: int) -> float:
+    """How long the reader waits after the `failures`-th failed read in a row (1 s, 2 s, ...
+    30 s at most, for as long as the failures last)."""
+    return _READ_RETRY.delay(failures - 1)
 
 
 def is_wrong_type(exc: RedisError) -> bool:
@@ -262,13 +273,13 @@ class Inbox:
                 if is_wrong_type(exc):
                     failures += 1
                     await self._wrong_type(exc, failures)
-                    await pause(stop, min(30.0, 0.5 * 2**failures))
+                    await pause(stop, read_retry_s(failures))
                     continue
                 if not is_temporary(exc):
                     raise
                 failures += 1
                 self._log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}")
-                await pause(stop, min(30.0, 0.5 * 2**failures))
+                await pause(stop, read_retry_s(failures))
                 continue
             if got:
                 await self._process(got[0][1])

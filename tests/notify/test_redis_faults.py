@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from monitor.core.model import decode_alert, encode_alert
 from monitor.errors import ConfigError
+from monitor.notify.inbox import read_retry_s
 from monitor.notify.service import Notifier
 from tests.alerts.redis_server import RedisServer
 from tests.notify.conftest import alert, publish
@@ -177,3 +178,11 @@ async def test_a_clean_stop_deletes_the_consumer_only_when_it_holds_nothing(
         async with running(held) as notifier:
             await until(lambda: notifier.router.waiting() > 0)
         assert await consumers(stream) == {notifier.consumer: 1}
+
+
+def test_the_read_retry_wait_stays_capped_however_long_an_outage_lasts() -> None:
+    """A read failing for hours (Redis away, the stream key of another type all night) waits
+    1 s, 2 s, ... then 30 s each time: the 1,100th failure in a row waits 30 s as the 6th does,
+    instead of an OverflowError stopping the notifier after eight and a half hours."""
+    waits = [read_retry_s(n) for n in (1, 2, 3, 5, 6, 1_024, 1_100, 100_000)]
+    assert waits == [1.0, 2.0, 4.0, 16.0, 30.0, 30.0, 30.0, 30.0]
