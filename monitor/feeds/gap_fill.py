@@ -218,7 +218,9 @@ class GapFill:
         # Asked for again while the connection stays up, not only at its next loss: a REST
         # API down for a minute would otherwise leave the gap (and the session bars that wait
         # for it) until the next reconnect or start, hours later.
-        delay_s = min(self._retry_s * 2**self._refills, MAX_REFILL_S)
+        # (the exponent capped: left to grow, it overflowed a float after 1,024 rounds in a
+        # row, three weeks of a symbol the provider refuses for good, and stopped the feed)
+        delay_s = min(self._retry_s * 2 ** min(self._refills, 32), MAX_REFILL_S)
         self._refills += 1
         self._log.error(
             "backfill_failed",
