@@ -4,9 +4,13 @@ letter, the URL's secrets masked, and prints none of Apprise's DEBUG lines."""
 
 from __future__ import annotations
 
+import inspect
+import re
 import subprocess
 import sys
+import tomllib
 
+import apprise
 import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
@@ -79,3 +83,14 @@ def test_apprise_s_debug_lines_are_not_printed() -> None:
     assert "Connection error while submitting email" in res.stderr  # (Apprise's own warning)
     assert "Socket Exception" not in res.stderr and CAUSE not in res.stderr
     assert "Sup3rSecretPw" not in res.stdout + res.stderr
+
+
+def test_the_declared_apprise_is_one_whose_notify_captures_its_log() -> None:
+    """pyproject.toml asks for an Apprise whose notify() takes log_callback and log_level
+    (2.0 on), as the sender calls it: with the 1.9 it allowed, every Apprise send raised a
+    TypeError (1.x's notify has neither)."""
+    takes = inspect.signature(apprise.Apprise.notify).parameters
+    assert {"log_callback", "log_level"} <= set(takes)
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (floor,) = [m[1] for d in deps if (m := re.fullmatch(r"apprise>=([0-9.]+)", d))]
+    assert tuple(int(n) for n in floor.split(".")) >= (2, 0)
