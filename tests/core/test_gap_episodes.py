@@ -44,6 +44,9 @@ def surges(sessions: Sessions, bars: pl.DataFrame) -> dict[str, int]:
 def test_a_surge_under_way_across_a_missing_session_does_not_fire_again(
     sessions: Sessions,
 ) -> None:
+    """^RUT without 2009-04-06: the surge that began on 2009-03-26 and held on each side of
+    the sessions whose window reaches across the hole does not fire again on 2009-05-06, and
+    the episodes the hole hid are not counted in the history of the next one."""
     whole = surges(sessions, rut([]))
     # ^RUT's 20-session return was above 10% from 2009-03-26 to 04-20 on the whole file,
     # then went below and above the line three times before May.
