@@ -30,10 +30,15 @@ the key (exit 78): `wrong_type_error`.
 
 At a clean stop the notifier's consumer leaves the group (XGROUP DELCONSUMER) if it holds no
 pending entry: with the default `hostname-pid` name every restart added one to `XINFO
-CONSUMERS`, and nothing removed them. The check and the delete are one transaction (WATCH on
-the stream, XPENDING of this consumer, MULTI/EXEC), so an entry given to the consumer in
-between aborts the delete: pending entries are never deleted with it (they stay for another
-notifier's XAUTOCLAIM, and the consumer stays with them). `Inbox.leave`.
+CONSUMERS`, and nothing removed them. The check and the delete are one try (WATCH on the
+stream, XPENDING of this consumer, MULTI/EXEC): a stream changed in between (an XADD, a trim)
+aborts it, and it is tried again; a consumer holding entries stays, for another notifier's
+XAUTOCLAIM. The WATCH does not see an entry handed to this consumer in between (XREADGROUP,
+XCLAIM and XAUTOCLAIM do not touch the key for WATCH, Redis 7.0): only a process reading under
+the same consumer name could do that (our own reader and claimer have stopped; other notifiers
+claim under their own names), so two notifiers must not share a `consumer` name (one starting
+before the other has stopped: its entries read in that moment could go with the delete).
+`Inbox.leave`.
 """
 
 from __future__ import annotations
@@ -438,7 +443,8 @@ class Inbox:
 
     async def _delete_if_idle(self) -> bool | None:
         """One try: True if deleted, False if it holds pending entries, None if the stream
-        changed meanwhile (WATCH)."""
+        changed meanwhile (WATCH: an XADD or a trim, not an entry handed to this consumer by
+        another process of its name, see the module)."""
         async with self._redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(self.stream)
