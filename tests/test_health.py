@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import glob
 import json
 import re
 import secrets
@@ -240,6 +241,15 @@ async def test_a_failed_backfill_makes_health_degraded_until_one_succeeds(
                 await health_becomes(daemon, lambda h: not failed(h))
 
 
+def dynamic_security_plugin() -> str:
+    """Where the mosquitto package put its dynamic security plugin: /usr/lib/<arch triplet>/
+    (Debian, Ubuntu: x86_64-linux-gnu, aarch64-linux-gnu, ...) or /usr/lib/."""
+    name = "mosquitto_dynamic_security.so"
+    found = sorted(glob.glob(f"/usr/lib/*/{name}")) + sorted(glob.glob(f"/usr/lib/{name}"))
+    assert found, f"mosquitto's {name} is not installed under /usr/lib"
+    return found[0]
+
+
 async def test_a_subscription_the_broker_refuses_makes_health_degraded(tmp_path: Path) -> None:
     """A broker that takes the connection and refuses the subscription (Mosquitto's dynamic
     security, which lets no one subscribe without a role): /healthz is degraded, naming the
@@ -254,7 +264,7 @@ async def test_a_subscription_the_broker_refuses_makes_health_degraded(tmp_path:
     broker = MosquittoServer(tmp_path / "broker")
     broker.config.write_text(
         broker.config.read_text()
-        + "plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"
+        + f"plugin {dynamic_security_plugin()}\n"
         + f"plugin_opt_config_file {acl}\n"
     )
     with RedisServer() as server, broker:
