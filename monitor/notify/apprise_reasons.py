@@ -69,8 +69,10 @@ def secrets_of(url: str, host_shown: bool) -> list[str]:
     found += parts.path.split("/")
     found += [v for _, v in parse_qsl(parts.query, keep_blank_values=True)]
     found += [unquote(s) for s in found]
-    # (short parts, a "to" or a port, would mask words of the reason, and are no tokens)
-    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+    # (short parts, a "to" or a port, would mask words of the reason, and are no tokens; a
+    # password is masked however short: it is a secret by its place)
+    password = [parts.password, unquote(parts.password)] if parts.password else []
+    return sorted({s for s in found if len(s) >= 4} | set(password), key=len, reverse=True)
 
 
 class _Debugging:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import os
 import sys
@@ -185,7 +186,7 @@ def main_silence(args: argparse.Namespace) -> int:
                 print(
                     f"{s.id} silences {s.rule}"
                     + (f" on {s.symbol}" if s.symbol else "")
-                    + f" until {s.ends_at:%Y-%m-%d %H:%M} UTC"
+                    + f" until {s.ends_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
                 )
                 return 0
             if args.silence_command == "list":
@@ -202,7 +203,8 @@ def main_silence(args: argparse.Namespace) -> int:
                     state = "active" if s.is_active(now) else "expired"
                     line = (
                         f"{s.id}  {state:7}  {s.rule:20} {s.symbol or '*':10} "
-                        f"until {s.ends_at:%Y-%m-%d %H:%M} UTC  {s.created_by}: {s.comment}"
+                        f"until {s.ends_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC  "
+                        f"{s.created_by}: {s.comment}"
                     )
                     print(printable(line))  # (a comment's escape sequences spelled out)
                 if not found:

@@ -122,6 +122,8 @@ def test_the_engine_closes_minutes_and_evaluates_by_the_close_clock() -> None:
 
 
 def test_a_hold_of_data_seconds_behind_is_said_at_debug_one_minutes_behind_at_info() -> None:
+    """A provider's minute bar nine seconds late holds and releases at debug level (it would
+    every minute); a broker's backlog twenty minutes behind is said at info."""
     from monitor.close_clock import CloseClock
 
     said: list[tuple[str, str]] = []

@@ -101,3 +101,20 @@ async def test_apprise_s_own_reason_is_given_with_the_url_s_secrets_masked() -> 
         "apprise could not notify pbul://***: Failed to send Pushbullet to ***; "
         "refused for *** and ***"
     )
+
+
+async def test_a_short_password_is_masked_in_apprise_s_reason_too() -> None:
+    """A password shorter than the four characters below which URL parts are taken for words
+    is a secret by its place in the URL: masked in the reason all the same."""
+    url = "mailto://ops:pw9@mail.example.com/?to=desk%40example.com"
+    sender = AppriseSender(url)
+
+    def fail(**kwargs: Any) -> bool:
+        kwargs["log_callback"](Entry("WARNING", "SMTP login refused for ops with pw9."))
+        return False
+
+    sender._apprise.notify = fail  # type: ignore[method-assign]
+    with pytest.raises(ChannelUnavailable) as caught:
+        await sender.send(Message("t", "b", "text"))
+    assert "pw9" not in str(caught.value)
+    assert "login refused for ops with ***" in str(caught.value)

@@ -117,3 +117,32 @@ def test_silence_list_names_an_unreadable_value_and_expire_removes_it(tmp_path: 
         for key in client.scan_iter(f"{stream}*"):
             client.delete(key)
         client.close()
+
+
+def test_silence_list_gives_a_silence_written_with_another_offset_in_utc(tmp_path: Path) -> None:
+    """A silence written by hand with its times at +02:00 is listed with its end in UTC, as
+    the line says (it printed the +02:00 clock time labelled UTC)."""
+    stream = f"mm-silence-{uuid.uuid4().hex[:8]}"
+    conf = tmp_path / "notify.toml"
+    conf.write_text(
+        f'[redis]\nurl = "redis://127.0.0.1:6379/0"\nstream = "{stream}"\n'
+        '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:9/alerts"\n'
+        '[route]\nreceivers = ["hook"]\n'
+    )
+    client = redis.Redis()
+    zoned = (
+        b'{"id":"zoned","rule":"*","symbol":null,"starts_at":"2020-01-01T00:00:00+02:00",'
+        b'"ends_at":"2099-01-01T12:30:00+02:00","comment":"by hand","created_by":"ops"}'
+    )
+    try:
+        client.hset(f"{stream}:silences", "zoned", zoned)
+        listed = subprocess.run(
+            [sys.executable, "-m", "monitor", "silence", "list", "--config", str(conf)],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(os.environ),
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        assert "until 2099-01-01 10:30 UTC" in listed.stdout
+    finally:
+        for key in client.scan_iter(f"{stream}*"):
+            client.delete(key)
+        client.close()
