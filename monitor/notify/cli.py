@@ -64,9 +64,10 @@ def main_notify(args: argparse.Namespace) -> int:
     from monitor.notify.service import Notifier
 
     try:
-        # (`dead` resolves only the URLs of the receivers it sends to: `list` none, so the
-        # receivers' secrets, the service's, need not be set in an operator's shell)
-        config = _load(args, urls=args.notify_command != "dead")
+        # (`dead`, `test` and `digest` resolve only the URLs of the receivers they send to:
+        # `dead list` none, `test` the one it tests, `digest` the digest receivers; so the
+        # other receivers' secrets, the service's, need not be set in an operator's shell)
+        config = _load(args, urls=args.notify_command not in ("dead", "test", "digest"))
         logs.configure(level=config.log.level, json=config.log.json)
         if args.notify_command == "dead":
             return _dead(config, args)
@@ -80,7 +81,8 @@ def main_notify(args: argparse.Namespace) -> int:
         if args.notify_command == "digest":
 
             async def digest() -> int:
-                async with Notifier(config) as notifier:
+                receivers = config.digest_receivers  # (only their secrets are needed)
+                async with Notifier(config, receivers=receivers) as notifier:
                     jobs = await notifier.send_digest(queue=False)
                     if not jobs:
                         print("no digest receivers: set [digest] receivers", file=sys.stderr)

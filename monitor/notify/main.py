@@ -45,9 +45,10 @@ SAMPLE = Alert(
 async def send_test(
     config: NotifyConfig, receiver: str, environ: dict[str, str] | None = None
 ) -> Outcome:
-    """Send a sample alert to one receiver now (no grouping, no delivery log)."""
+    """Send a sample alert to one receiver now (no grouping, no delivery log). Only that
+    receiver's URL is resolved: the others' secrets need not be set."""
     config.receiver(receiver)
-    notifier = Notifier(config, environ=environ)
+    notifier = Notifier(config, environ=environ, receivers=(receiver,))
     async with notifier:
         message = await notifier.message(receiver, [SAMPLE])
         return await notifier.send_now(receiver, message)
