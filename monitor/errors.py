@@ -66,4 +66,7 @@ class SinkUnavailable(TransientError):
 
 
 class DeliveryError(MonitorError):
-    """One alert on one channel failed for good."""
+    """One alert on one channel failed for good. `accepted`: the targets of the channel (the
+    chats or channels of one receiver URL) that took the message before it failed."""
+
+    accepted: tuple[str, ...] = ()

@@ -11,7 +11,10 @@ says `being sent elsewhere`). A letter whose alert the receiver now has leaves t
 of receiver `*` (an entry that was no alert, or whose routing failed) and of a receiver the
 config no longer has cannot be re-sent: `--all` and `--receiver` pass them by, `--id` says so.
 One receiver's letters go out grouped by rule and session, as the default route groups alerts
-("14 symbols fired squeeze.daily"), at most RESEND_MAX_ALERTS to a message.
+("14 symbols fired squeeze.daily"), at most RESEND_MAX_ALERTS to a message. A letter of a
+receiver of several targets (a Telegram URL of several chats, a Slack URL of several channels)
+names those that accepted the alert before another failed (`accepted`): it is re-sent to the
+others only.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class Letter:
     reason: str
     ts: str
     alert: Alert | None
+    # The receiver's targets (Telegram chats, Slack channels of one URL) that accepted the
+    # alert before another failed: `resend` does not send it to them again.
+    accepted: frozenset[str] = frozenset()
 
     @property
     def what(self) -> str:
@@ -67,7 +73,13 @@ def letter(key: str, fields: dict[bytes, bytes]) -> Letter:
         alert: Alert | None = entry_alert(fields)
     except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
         alert = None
-    return Letter(key, field("receiver"), field("id"), field("reason"), field("ts"), alert)
+    try:
+        accepted = frozenset(msgspec.json.decode(fields.get(b"accepted", b"[]"), type=list[str]))
+    except (msgspec.DecodeError, msgspec.ValidationError):  # (written by hand: skip none)
+        accepted = frozenset()
+    return Letter(
+        key, field("receiver"), field("id"), field("reason"), field("ts"), alert, accepted
+    )
 
 
 async def letters(notifier: Notifier, receiver: str | None = None) -> list[Letter]:
@@ -89,6 +101,7 @@ async def list_letters(notifier: Notifier, receiver: str | None) -> list[str]:
     since = await _delivered(notifier, found)
     return [
         f"{x.key}  {x.when}  {x.receiver}  {x.what}  {x.alert_id}  {x.reason}"
+        + (f"  (accepted by {', '.join(sorted(x.accepted))})" if x.accepted else "")
         + ("  (delivered since)" if x.key in since else "")
         for x in found
     ]
@@ -131,7 +144,7 @@ async def resend(
             )
             result.ok = False
     said: dict[str, str] = {}
-    groups: dict[tuple[str, str, str], list[tuple[Letter, Alert]]] = {}
+    groups: dict[tuple[str, str, str, frozenset[str]], list[tuple[Letter, Alert]]] = {}
     for x in found:
         if x.alert is None or x.receiver not in notifier.dispatch.queues:
             if ids:
@@ -139,10 +152,11 @@ async def resend(
                 said[x.key] = f"skipped: {why}"
                 result.ok = False
             continue
-        groups.setdefault((x.receiver, x.alert.rule, x.alert.session), []).append((x, x.alert))
-    for (name, _, _), group in groups.items():
+        by = (x.receiver, x.alert.rule, x.alert.session, x.accepted)
+        groups.setdefault(by, []).append((x, x.alert))
+    for (name, _, _, accepted), group in groups.items():
         alerts = list({a.id: a for _, a in group}.values())  # (one alert in two letters: once)
-        done = await notifier.dispatch.resend(name, alerts)
+        done = await notifier.dispatch.resend(name, alerts, accepted)
         for x, a in group:
             said[x.key] = done[a.id]
             if done[a.id] in ("sent", "already sent"):

@@ -56,6 +56,8 @@ from monitor.waiting import retry_after
 class ChannelUnavailable(TransientError):
     """A channel failed in a way worth retrying; `retry_after_s` when the provider said so."""
 
+    accepted: tuple[str, ...] = ()  # (as DeliveryError's: the targets that took the message)
+
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
@@ -450,6 +452,9 @@ class Outcome:
     ok: bool
     attempts: int
     reason: str = ""
+    # Failed: the targets of a receiver of several (chats, channels) that took the message
+    # all the same, written in its dead letter so that `dead resend` sends to the others only.
+    accepted: tuple[str, ...] = ()
 
 
 class Courier:
@@ -503,11 +508,13 @@ class Courier:
                 await self.sender.send(message)
             except DeliveryError as exc:
                 self.failing = str(exc)
-                return Outcome(False, attempt, str(exc))
+                return Outcome(False, attempt, str(exc), exc.accepted)
             except ChannelUnavailable as exc:
                 self.failing = str(exc)
                 if attempt >= self._max_attempts:
-                    return Outcome(False, attempt, f"gave up after {attempt} attempts: {exc}")
+                    return Outcome(
+                        False, attempt, f"gave up after {attempt} attempts: {exc}", exc.accepted
+                    )
                 delay = self._backoff.delay(attempt - 1)
                 asked = exc.retry_after_s
                 if asked is not None:

@@ -25,6 +25,7 @@ the other half of the notifier, the one that talks to the channels:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -206,7 +207,12 @@ class Dispatcher:
                 entries = _entries(batch)
                 for a in todo:
                     await self._dead.add(
-                        entries.get(a.id), a, receiver, outcome.reason, outcome.attempts
+                        entries.get(a.id),
+                        a,
+                        receiver,
+                        outcome.reason,
+                        outcome.attempts,
+                        accepted=outcome.accepted,
                     )
         await self._complete(batch)
 
@@ -250,9 +256,12 @@ class Dispatcher:
             )
         return outcome
 
-    async def resend(self, receiver: str, alerts: list[Alert]) -> dict[str, str]:
+    async def resend(
+        self, receiver: str, alerts: list[Alert], skip: frozenset[str] = frozenset()
+    ) -> dict[str, str]:
         """Send `alerts` (dead letters) to `receiver` again through its courier, at most
-        RESEND_MAX_ALERTS to a message; per alert id: "sent", "already sent" (the delivery
+        RESEND_MAX_ALERTS to a message, but not to its targets in `skip` (the chats or
+        channels that accepted them before); per alert id: "sent", "already sent" (the delivery
         log), BEING_SENT_ELSEWHERE (another resend holds its claim) or "failed: REASON".
 
         Each alert is claimed (`DeliveryLog.claim`, as a digest is) before it is sent and
@@ -266,12 +275,12 @@ class Dispatcher:
         claim_s = self._claim_s(receiver)
         for start in range(0, len(todo), RESEND_MAX_ALERTS):
             said |= await self._resend_some(
-                receiver, todo[start : start + RESEND_MAX_ALERTS], claim_s
+                receiver, todo[start : start + RESEND_MAX_ALERTS], claim_s, skip
             )
         return said
 
     async def _resend_some(
-        self, receiver: str, alerts: list[Alert], claim_s: int
+        self, receiver: str, alerts: list[Alert], claim_s: int, skip: frozenset[str]
     ) -> dict[str, str]:
         """`resend` of up to RESEND_MAX_ALERTS alerts, in (at most) one message."""
         said: dict[str, str] = {}
@@ -297,6 +306,7 @@ class Dispatcher:
                 )
                 said[a.id] = f"failed: could not render: {error}"
             if message is not None:
+                message = dataclasses.replace(message, skip_targets=skip)
                 outcome = await self._send(receiver, message, good)
                 ok = "sent" if outcome.ok else f"failed: {outcome.reason}"
                 said |= {a.id: ok for a in good}

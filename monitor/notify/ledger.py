@@ -156,12 +156,15 @@ class DeadLetters:
         reason: str,
         attempts: int,
         fields: dict[bytes, bytes] | None = None,
+        accepted: Sequence[str] = (),
     ) -> None:
         """Dead-letter `alert` (or, when it could not be decoded, the entry's raw `fields`),
         waiting for Redis if it is down: the caller acknowledges the entry only after this. A
         letter Redis refuses for good (the dead stream's key holds another type, an ACL without
         XADD on it) is logged whole instead (`dead_letter_unwritten`, the alert's payload
-        included), so that neither the notifier stops nor the entry blocks its reader."""
+        included), so that neither the notifier stops nor the entry blocks its reader.
+        `accepted`: the receiver's targets (chats, channels) that took the alert all the same,
+        the field `accepted` (a JSON list; absent when none), which `dead resend` skips."""
         payload = (
             encode_alert(alert)
             if alert is not None
@@ -181,6 +184,8 @@ class DeadLetters:
             "ts": self._clock.now().isoformat(),
             "alert": payload,
         }
+        if accepted:
+            letter["accepted"] = msgspec.json.encode(list(accepted))
 
         try:
             trimmed = await retrying(
@@ -214,6 +219,7 @@ class DeadLetters:
             entry=entry,
             reason=reason,
             attempts=attempts,
+            **({"accepted": list(accepted)} if accepted else {}),
         )
 
     async def _xadd(self, letter: dict[Any, Any]) -> int:

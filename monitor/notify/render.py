@@ -36,6 +36,9 @@ class Message:
     attachments: tuple[tuple[str, bytes], ...] = ()
     kind: NotifyKind = "info"
     alerts: tuple[Alert, ...] = ()
+    # Targets of a receiver of several (Telegram chats, Slack channels) that have the alerts
+    # already and are not sent it (`notify dead resend` of a letter some of them accepted).
+    skip_targets: frozenset[str] = frozenset()
 
 
 NotifyKind = Literal["info", "warning", "failure"]

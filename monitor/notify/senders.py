@@ -15,8 +15,11 @@ rate-limit signals seen and honoured (Apprise hides status codes).
 Status codes: 429 raises `RateLimited` (the courier waits at least `retry_after_s`); 408, 425, 5xx
 and network errors `ChannelUnavailable`; other 4xx `DeliveryError` (dead-lettered at once).
 A message sent in several requests (chats, photos) remembers which were accepted, so a retry of
-the same message sends only the rest. `?api_base=http://127.0.0.1:8081` (the receiver option
-`api_base`) replaces the provider's API address. Tokens never appear in errors or logs.
+the same message sends only the rest; when it fails for good, the targets (chats, channels) all
+of whose requests were accepted are named in the error (`accepted`), and so in the dead letter,
+and a message's `skip_targets` (`notify dead resend` of such a letter) are not sent to.
+`?api_base=http://127.0.0.1:8081` (the receiver option `api_base`) replaces the provider's API
+address. Tokens never appear in errors or logs.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ class Post:
     json: dict[str, Any] | None = None
     data: dict[str, str] | None = None
     files: dict[str, tuple[str, bytes, str]] | None = None
+    target: str = ""  # (the chat or channel, of a URL naming several: "" for the only one)
 
 
 class ProviderSender:
@@ -132,14 +136,24 @@ class ProviderSender:
         return response.text.strip().split("\n")[0]
 
     async def send(self, message: Message) -> None:
-        """Send every request not yet accepted for this message; raise on the first failure."""
+        """Send every request not yet accepted for this message, but those to its
+        `skip_targets`; raise on the first failure, naming the targets that took all their
+        requests (`accepted`)."""
         if self._progress is None or self._progress[0] is not message:
             self._progress = (message, set())
         done = self._progress[1]
-        for i, post in enumerate(self.posts(message)):
-            if i not in done:
-                await self._post(post)
-                done.add(i)
+        posts = self.posts(message)
+        try:
+            for i, post in enumerate(posts):
+                if i not in done and not (post.target and post.target in message.skip_targets):
+                    await self._post(post)
+                    done.add(i)
+        except (DeliveryError, ChannelUnavailable) as exc:
+            left = {p.target for i, p in enumerate(posts) if i not in done}
+            exc.accepted = tuple(
+                sorted({p.target for p in posts if p.target} - left | message.skip_targets)
+            )
+            raise
         self._progress = None
 
     async def _post(self, post: Post) -> None:
@@ -240,17 +254,19 @@ class TelegramSender(ProviderSender):
         out = []
         for chat, topic in self.chats:
             where: dict[str, Any] = {"chat_id": chat}
+            target = chat
             if topic is not None:
                 where["message_thread_id"] = topic
-            out.append(
-                Post(f"{self._api}/sendMessage", json={**where, "text": text, "parse_mode": "HTML"})
-            )
+                target += f":{topic}"
+            body = {**where, "text": text, "parse_mode": "HTML"}
+            out.append(Post(f"{self._api}/sendMessage", json=body, target=target))
             for name, data in message.attachments:
                 out.append(
                     Post(
                         f"{self._api}/sendPhoto",
                         data={k: str(v) for k, v in where.items()},
                         files={"photo": (name, data, "image/png")},
+                        target=target,
                     )
                 )
         return out
@@ -292,7 +308,10 @@ class SlackSender(ProviderSender):
         body: dict[str, Any] = {"text": text}
         if self.username:
             body["username"] = self.username
-        return [Post(self._hook, json={**body, "channel": c} if c else body) for c in self.channels]
+        return [
+            Post(self._hook, json={**body, "channel": c} if c else body, target=c)
+            for c in self.channels
+        ]
 
 
 def _slack_message(message: Message) -> str:
