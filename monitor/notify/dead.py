@@ -20,11 +20,11 @@ others only.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import msgspec
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, RedisError
 
 from monitor.core.model import Alert
 from monitor.notify.dispatch import BEING_SENT_ELSEWHERE
@@ -46,6 +46,7 @@ class Letter:
     # The receiver's targets (Telegram chats, Slack channels of one URL) that accepted the
     # alert before another failed: `resend` does not send it to them again.
     accepted: frozenset[str] = frozenset()
+    fields: Mapping[bytes, bytes] = field(default_factory=dict, repr=False)  # (as stored)
 
     @property
     def what(self) -> str:
@@ -66,7 +67,7 @@ class Letter:
 def letter(key: str, fields: dict[bytes, bytes]) -> Letter:
     """A dead stream entry as a Letter."""
 
-    def field(name: str) -> str:
+    def text(name: str) -> str:
         return fields.get(name.encode(), b"").decode(errors="replace")
 
     try:
@@ -78,7 +79,7 @@ def letter(key: str, fields: dict[bytes, bytes]) -> Letter:
     except (msgspec.DecodeError, msgspec.ValidationError):  # (written by hand: skip none)
         accepted = frozenset()
     return Letter(
-        key, field("receiver"), field("id"), field("reason"), field("ts"), alert, accepted
+        key, text("receiver"), text("id"), text("reason"), text("ts"), alert, accepted, fields
     )
 
 
@@ -105,6 +106,18 @@ async def list_letters(notifier: Notifier, receiver: str | None) -> list[str]:
         + ("  (delivered since)" if x.key in since else "")
         for x in found
     ]
+
+
+async def _accepted_since(notifier: Notifier, x: Letter, accepted: Sequence[str]) -> str:
+    """Replace `x` by a letter naming the targets that have its alert now (a resend failed
+    again, after more of them took it), so that the next resend skips them too; what to add to
+    its line."""
+    targets = ", ".join(sorted(accepted))
+    try:
+        new = await notifier.dead.accepted_since(x.key, x.fields, accepted)
+    except RedisError as exc:  # (the letter stays as it was: the next resend sends to them)
+        return f" (accepted by {targets} now; the letter could not be updated: {exc})"
+    return f" (accepted by {targets} now: the letter is {new})"
 
 
 async def _delivered(notifier: Notifier, found: Sequence[Letter]) -> set[str]:
@@ -156,16 +169,19 @@ async def resend(
         groups.setdefault(by, []).append((x, x.alert))
     for (name, _, _, accepted), group in groups.items():
         alerts = list({a.id: a for _, a in group}.values())  # (one alert in two letters: once)
-        done = await notifier.dispatch.resend(name, alerts, accepted)
+        now: dict[str, tuple[str, ...]] = {}
+        done = await notifier.dispatch.resend(name, alerts, accepted, now)
         for x, a in group:
             said[x.key] = done[a.id]
+            if not set(now.get(a.id, ())) <= x.accepted:  # (failed again, reaching more)
+                said[x.key] += await _accepted_since(notifier, x, now[a.id])
             if done[a.id] in ("sent", "already sent"):
                 result.removed.append(x.key)
                 continue
             result.ok = False
             if done[a.id] == BEING_SENT_ELSEWHERE:  # (that resend removes it if it goes)
                 said[x.key] += " (another resend claimed it: not sent by this one)"
-    result.lines += [
+    result.lines += [  # (a letter replaced keeps its old id here: the one asked for)
         f"{x.key}  {x.receiver}  {x.what}: {said[x.key]}" for x in found if x.key in said
     ]
     try:

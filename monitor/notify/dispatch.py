@@ -257,12 +257,18 @@ class Dispatcher:
         return outcome
 
     async def resend(
-        self, receiver: str, alerts: list[Alert], skip: frozenset[str] = frozenset()
+        self,
+        receiver: str,
+        alerts: list[Alert],
+        skip: frozenset[str] = frozenset(),
+        accepted: dict[str, tuple[str, ...]] | None = None,
     ) -> dict[str, str]:
         """Send `alerts` (dead letters) to `receiver` again through its courier, at most
         RESEND_MAX_ALERTS to a message, but not to its targets in `skip` (the chats or
         channels that accepted them before); per alert id: "sent", "already sent" (the delivery
-        log), BEING_SENT_ELSEWHERE (another resend holds its claim) or "failed: REASON".
+        log), BEING_SENT_ELSEWHERE (another resend holds its claim) or "failed: REASON". Of a
+        failed alert, `accepted` gets the targets that have it now (`skip` and those that took
+        it this time).
 
         Each alert is claimed (`DeliveryLog.claim`, as a digest is) before it is sent and
         checked against the delivery log once claimed, so two resends at once send it once;
@@ -275,12 +281,17 @@ class Dispatcher:
         claim_s = self._claim_s(receiver)
         for start in range(0, len(todo), RESEND_MAX_ALERTS):
             said |= await self._resend_some(
-                receiver, todo[start : start + RESEND_MAX_ALERTS], claim_s, skip
+                receiver, todo[start : start + RESEND_MAX_ALERTS], claim_s, skip, accepted
             )
         return said
 
     async def _resend_some(
-        self, receiver: str, alerts: list[Alert], claim_s: int, skip: frozenset[str]
+        self,
+        receiver: str,
+        alerts: list[Alert],
+        claim_s: int,
+        skip: frozenset[str],
+        accepted: dict[str, tuple[str, ...]] | None,
     ) -> dict[str, str]:
         """`resend` of up to RESEND_MAX_ALERTS alerts, in (at most) one message."""
         said: dict[str, str] = {}
@@ -310,6 +321,8 @@ class Dispatcher:
                 outcome = await self._send(receiver, message, good)
                 ok = "sent" if outcome.ok else f"failed: {outcome.reason}"
                 said |= {a.id: ok for a in good}
+                if not outcome.ok and accepted is not None:
+                    accepted.update((a.id, outcome.accepted) for a in good)
             return said
         finally:
             for a in mine:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -263,6 +263,20 @@ class DeadLetters:
             if len(page) < 1000:
                 return found
             start = "(" + found[-1][0]
+
+    async def accepted_since(
+        self, key: str, fields: Mapping[bytes, bytes], accepted: Sequence[str]
+    ) -> str:
+        """Replace the letter `key` (its `fields`) by one naming the targets in `accepted` (a
+        resend reached more of them before failing again); the new letter's id. XADD and XDEL
+        in one transaction: both or neither (an ACL refusing either queues an error, and EXEC
+        then runs none), so a letter is never lost nor doubled."""
+        letter: dict[Any, Any] = {**fields, b"accepted": msgspec.json.encode(sorted(accepted))}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self._stream, letter, maxlen=self._maxlen, approximate=True)
+            pipe.xdel(self._stream, key)
+            added, _ = await pipe.execute()
+        return str(added.decode() if isinstance(added, bytes) else added)
 
     async def remove(self, keys: Sequence[str]) -> None:
         """Delete these letters from the dead stream (XDEL)."""

@@ -64,3 +64,33 @@ async def test_slack_resend_goes_only_to_the_channel_that_refused(
         assert (code, out, err) == (0, f"{key}  chat  surge.daily IWM: sent\n", "")
     assert [r.json()["channel"] for r in api.requests] == ["#a", "#b", "#b", "#b"]
     assert await letter_ids(stream) == []
+
+
+async def test_a_resend_that_reaches_more_targets_before_failing_again_records_them(
+    stream: str, tmp_path: Path
+) -> None:
+    """Three channels: #a takes the alert, #b refuses it; a resend reaches #b and #c refuses
+    it: the letter is replaced by one naming #a and #b, so the next resend goes to #c alone
+    (before, the letter kept naming #a only, and #b got the alert twice)."""
+    async with FakeApi() as api:
+        hook = "/services/T000/B000/XXXX"
+        api.reply(hook, 200, b"ok")
+        api.reply(hook, 404, b"channel_not_found")
+        url = f"slack://T000/B000/XXXX/#a/#b/#c?api_base={api.base}"
+        conf = write_config(tmp_path / "notify.toml", stream, url)
+        (key,) = await dead_letters(conf, stream, [SURGE])
+
+        api.reply(hook, 200, b"ok")
+        api.reply(hook, 404, b"channel_not_found")
+        code, out, _ = await cli(conf, "resend", "--all")
+        assert code == 1
+        (new,) = await letter_ids(stream)
+        assert new != key
+        assert out.startswith(f"{key}  chat  surge.daily IWM: failed: ")
+        assert out.endswith(f" (accepted by #a, #b now: the letter is {new})\n")
+        code, out, _ = await cli(conf, "list")
+        assert out.startswith(new) and "(accepted by #a, #b)" in out
+        code, out, err = await cli(conf, "resend", "--all")
+        assert (code, out, err) == (0, f"{new}  chat  surge.daily IWM: sent\n", "")
+    assert [r.json()["channel"] for r in api.requests] == ["#a", "#b", "#b", "#c", "#c"]
+    assert await letter_ids(stream) == []
