@@ -39,6 +39,14 @@ the same consumer name could do that (our own reader and claimer have stopped; o
 claim under their own names), so two notifiers must not share a `consumer` name (one starting
 before the other has stopped: its entries read in that moment could go with the delete).
 `Inbox.leave`.
+
+A notifier killed (kill -9, a crash, the machine lost) does not leave, nor does one that stops
+holding entries (another claims them later, and its consumer then holds none): so at start the
+notifier sweeps the group, deleting every other consumer that holds no pending entry and has
+been idle (XINFO CONSUMERS) longer than `claim_idle_s`, each checked and deleted in the same
+WATCH transaction as `leave`. A consumer holding entries is never deleted; one of a live
+notifier is idle for `block_ms` at most and is kept (and were it deleted, holding nothing, its
+next read would make it again). `Inbox.sweep`.
 """
 
 from __future__ import annotations
@@ -79,6 +87,7 @@ LEAVE_TRIES = 5  # ... and how many times the stream may change under the check
 # doubling to 30 s, however many failed in a row (an exponent left to grow overflowed a float
 # after 1,024 of them: an outage of eight and a half hours stopped the notifier).
 _READ_RETRY = Backoff(base_s=1.0, cap_s=30.0, jitter=0.0)
+SWEEP_S = 5.0  # starting: how long deleting the idle consumers of others may take
 
 
 def redis_client(config: NotifyConfig, environ: dict[str, str] | None = None) -> aioredis.Redis:
@@ -418,12 +427,7 @@ class Inbox:
         another notifier to claim. Refused or Redis away: logged, the consumer left in."""
         try:
             async with asyncio.timeout(LEAVE_S):
-                for _ in range(LEAVE_TRIES):
-                    left = await self._delete_if_idle()
-                    if left is not None:
-                        break
-                else:
-                    left = False  # (the stream kept changing: left for the next stop)
+                left = await self._delete(self.consumer)
         except NoPermissionError as exc:
             self._log.info(
                 "consumer_delete_refused",
@@ -441,7 +445,51 @@ class Inbox:
             self._log.info("consumer_deleted", stream=self.stream, group=self.group)
         return left
 
-    async def _delete_if_idle(self) -> bool | None:
+    async def sweep(self) -> list[str]:
+        """Starting: delete the group's other consumers that hold no pending entry and have
+        been idle longer than `claim_idle_s` (left by a notifier killed, or one stopped holding
+        entries since claimed by others), each as `leave` deletes ours; the names deleted.
+        Refused or Redis away: logged, the rest left for the next start."""
+        idle_ms = self._section.claim_idle_s * 1000
+        swept: list[str] = []
+        try:
+            async with asyncio.timeout(SWEEP_S):
+                found: Any = await self._redis.xinfo_consumers(self.stream, self.group)
+                for c in found:
+                    name = text(c.get("name"))
+                    if name == self.consumer or int(c.get("pending") or 0) > 0:
+                        continue
+                    if int(c.get("idle") or 0) <= idle_ms:
+                        continue  # (a live notifier's, between two reads)
+                    if await self._delete(name):
+                        swept.append(name)
+        except NoPermissionError as exc:
+            self._log.info(
+                "consumer_sweep_refused",
+                stream=self.stream,
+                group=self.group,
+                error=str(exc),
+                hint="grant the notifier +xinfo|consumers +xpending +xgroup|delconsumer "
+                "(docs/security.md) to remove the consumers notifiers killed left in the group",
+            )
+        except (TimeoutError, RedisError) as exc:
+            self._log.warning(
+                "consumer_sweep_failed", error=f"{type(exc).__name__}: {exc}", swept=swept
+            )
+            return swept
+        if swept:
+            self._log.info("consumers_swept", stream=self.stream, group=self.group, names=swept)
+        return swept
+
+    async def _delete(self, consumer: str) -> bool:
+        """Delete `consumer` from the group if it holds no pending entry: True if deleted."""
+        for _ in range(LEAVE_TRIES):
+            deleted = await self._delete_if_idle(consumer)
+            if deleted is not None:
+                return deleted
+        return False  # (the stream kept changing: left for the next stop or start)
+
+    async def _delete_if_idle(self, consumer: str) -> bool | None:
         """One try: True if deleted, False if it holds pending entries, None if the stream
         changed meanwhile (WATCH: an XADD or a trim, not an entry handed to this consumer by
         another process of its name, see the module)."""
@@ -449,12 +497,12 @@ class Inbox:
             try:
                 await pipe.watch(self.stream)
                 mine: Any = await pipe.xpending_range(
-                    self.stream, self.group, "-", "+", 1, consumername=self.consumer
+                    self.stream, self.group, "-", "+", 1, consumername=consumer
                 )
                 if mine:
                     return False
                 pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.xgroup_delconsumer(self.stream, self.group, self.consumer)
+                pipe.xgroup_delconsumer(self.stream, self.group, consumer)
                 await pipe.execute()
             except WatchError:
                 return None

@@ -253,6 +253,7 @@ class Notifier:
             return self
         try:
             await self._join_group()
+            await self.inbox.sweep()  # (others' consumers holding nothing; never fatal)
             await self.states.hold_lease()  # (first: no other adopts our state while we read it)
             self.custody.lease_at = asyncio.get_running_loop().time()
             raw: Any = await self._client.get(self.custody.key)
