@@ -82,7 +82,8 @@ def main_notify(args: argparse.Namespace) -> int:
 
             async def digest() -> int:
                 receivers = config.digest_receivers  # (only their secrets are needed)
-                async with Notifier(config, receivers=receivers) as notifier:
+                async with Notifier(config, receivers=receivers, consume=False) as notifier:
+                    await notifier.reachable()  # (not joining the group: see send_test)
                     jobs = await notifier.send_digest(queue=False)
                     if not jobs:
                         print("no digest receivers: set [digest] receivers", file=sys.stderr)

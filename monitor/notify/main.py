@@ -48,8 +48,9 @@ async def send_test(
     """Send a sample alert to one receiver now (no grouping, no delivery log). Only that
     receiver's URL is resolved: the others' secrets need not be set."""
     config.receiver(receiver)
-    notifier = Notifier(config, environ=environ, receivers=(receiver,))
+    notifier = Notifier(config, environ=environ, receivers=(receiver,), consume=False)
     async with notifier:
+        await notifier.reachable()  # (no consumer group joined: none made at `start` by a test)
         message = await notifier.message(receiver, [SAMPLE])
         return await notifier.send_now(receiver, message)
 

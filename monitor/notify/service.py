@@ -271,6 +271,15 @@ class Notifier:
         self.composer.check_charts()
         return self
 
+    async def reachable(self) -> None:
+        """For a command that does not consume (`notify test`, `notify digest`): fail as a
+        start does (one line naming Redis; exit 69 unreachable, 78 refused) when Redis does
+        not answer, instead of waiting on it."""
+        try:
+            await self.redis.ping()
+        except RedisError as exc:
+            raise redis_failure(exc, self.config.redis.url) from None
+
     async def _join_group(self) -> None:
         """Join the consumer group, or create it at `redis.start`. Created at "$" over a stream
         that holds alerts (a first start, or a group lost with Redis's data before this

@@ -85,3 +85,21 @@ async def test_digest_resolves_the_urls_of_the_digest_receivers_only(
         assert (code, out) == (78, "")
         assert err.startswith("market-monitor: config error: ") and "receivers[1].url" in err
     assert len(hooks.received) == 1
+
+
+async def test_test_and_digest_join_no_consumer_group(stream: str, tmp_path: Path) -> None:
+    """`notify test` and `notify digest` on a stream whose service never ran make no consumer
+    group: they made it at `start` ("$", past the alerts already there), so the service
+    started afterwards never read those alerts."""
+    import redis.asyncio as aioredis
+
+    await publish(stream, [alert(1)])
+    async with WebhookServer() as hooks:
+        conf = write_config(tmp_path / "notify.toml", stream, hooks.url("/chat"), "chat")
+        assert (await notify(conf, "test", "--receiver", "chat"))[0] == 0
+        assert (await notify(conf, "digest"))[0] == 0
+    client = aioredis.Redis()
+    try:
+        assert await client.xinfo_groups(stream) == []
+    finally:
+        await client.aclose()
