@@ -20,9 +20,11 @@ catches up (live data) or goes quiet releases the hold.
 A hold is bounded (`hold_max_s`): a feed whose data is always late (a provider delayed by 15
 minutes) or that replays old data for ever must not keep every other feed's minutes open. A
 feed released by the bound does not hold again until it has caught up or gone quiet; its data
-then comes late, corrections as before. 0: never hold. Quiet and the bound are measured in
-real (monotonic) seconds, not by the engine's clock: a simulated one (the daemon's replay
-feed) stands still once its data is out.
+then comes late, corrections as before. 0: never hold. Nor does a feed whose newest data are
+in minutes the close clock has closed already (a delayed feed back after a quiet spell): they
+come late whatever it holds, and a hold would only keep the other feeds' minutes open. Quiet
+and the bound are measured in real (monotonic) seconds, not by the engine's clock: a
+simulated one (the daemon's replay feed) stands still once its data is out.
 
 Defaults: `slack_s` 5 seconds (a live feed's ticks come within a second or two; a feed
 further behind than the close delay has data for minutes already closed, but one a few
@@ -49,6 +51,7 @@ HOLD_MAX_S = 60.0  # (the default `[engine] catch_up_hold_s`)
 # A hold of data further behind than this is said at info level; a shorter one (a provider
 # whose minute bars come a few seconds after the close delay, every minute) at debug.
 LOUD_BEHIND_S = 60.0
+_MINUTE = dt.timedelta(minutes=1)
 
 
 class _Feed(msgspec.Struct):
@@ -89,13 +92,20 @@ class CloseClock:
         return bool(self._feeds)
 
     def close_at(
-        self, now: dt.datetime, at: float, close_delay: dt.timedelta
+        self,
+        now: dt.datetime,
+        at: float,
+        close_delay: dt.timedelta,
+        closes_at: dt.datetime | None = None,
     ) -> dt.datetime | None:
         """The instant minutes and sessions close by at `now` (the engine's clock; `at`: the
         monotonic seconds; None: `now`), for a bar builder that closes a minute `close_delay`
-        after its end; the holds start and end here, each said in one line."""
-        held: list[dt.datetime] = []
+        after its end and whose close clock is at `closes_at` (None: not known); the holds
+        start and end here, each said in one line."""
         most = close_delay + self.slack  # (behind by more: catching up)
+        # (a feed's data in minutes closed already: a hold would not keep them open)
+        closed = closes_at - _MINUTE - close_delay if closes_at is not None else None
+        held: list[dt.datetime] = []
         for name, feed in self._feeds.items():
             if feed.newest is None or feed.delivered_at is None:
                 continue
@@ -106,6 +116,8 @@ class CloseClock:
                 feed.spent = False
                 continue
             if feed.spent or self.hold_max_s <= 0:
+                continue
+            if feed.held_since is None and closed is not None and feed.newest < closed:
                 continue
             if feed.held_since is None:
                 feed.held_since = at

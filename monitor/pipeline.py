@@ -224,9 +224,8 @@ class Pipeline:
             if newest is not None:
                 self.close_clock.delivered(part.feed, at, newest)
                 fed.add(part.feed)
-        if not self.close_clock.known():
-            return None, fed
-        return self.close_clock.close_at(now, at, self.engine.book.close_delay), fed
+        book = self.engine.book
+        return self.close_clock.close_at(now, at, book.close_delay, book.closes_at), fed
 
     def _step(
         self,

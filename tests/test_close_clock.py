@@ -238,3 +238,37 @@ async def test_a_backlog_that_stops_coming_closes_its_last_minute(sessions: Sess
     assert engine.minutes.get_column("volume").sum() == 100.0 * len(messages)
     events = [(e["event"], e.get("why")) for e in logs if e["event"].startswith("close_clock")]
     assert events == [("close_clock_held", None), ("close_clock_released", "quiet")]
+
+
+async def test_a_delayed_feed_quiet_between_its_ticks_holds_the_clock_once(
+    sessions: Sessions,
+) -> None:
+    """A feed 15 minutes delayed for good whose ticks come a few seconds apart (quiet between
+    them): its first delivery holds the clock, and once released (quiet) it holds it no more,
+    its data being in minutes closed already. (Each tick after a quiet spell held the clock
+    again, for nothing, with two info lines: a line a tick, the other feeds' minutes kept open
+    meanwhile.)"""
+    engine = Engine(RULES, sessions, minute_by_minute=True)
+    clock = SimClock(WALL)
+    pipeline = Pipeline(
+        engine,
+        asyncio.Queue(),
+        clock=clock,
+        counters=Counters(),
+        sinks=[],
+        decoders={"mqtt": lambda payloads: decode_generic_many(payloads, feed="mqtt")},
+    )
+    pipeline.close_clock.quiet_s = 0.01  # (the ticks come a few real seconds apart)
+    with capture_logs() as logs:
+        for i in range(6):
+            now = WALL + i * 5 * S
+            clock.set(now)
+            ms = int((now - 15 * MIN).timestamp() * 1000)
+            tick = {"symbol": "AAA", "ts": ms, "price": 10.0, "size": 100, "id": f"t{i}"}
+            await pipeline._process([Wire("mqtt", [msgspec.json.encode(tick)])])
+            await asyncio.sleep(0.05)  # (quiet)
+            clock.set(now + S)
+            await pipeline._process([])  # (an idle step)
+    events = [(e["event"], e.get("why")) for e in logs if e["event"].startswith("close_clock")]
+    assert events == [("close_clock_held", None), ("close_clock_released", "quiet")]
+    assert engine.closes_at == WALL + 26 * S
