@@ -26,6 +26,13 @@ come late whatever it holds, and a hold would only keep the other feeds' minutes
 and the bound are measured in real (monotonic) seconds, not by the engine's clock: a
 simulated one (the daemon's replay feed) stands still once its data is out.
 
+At a start, the close clock restored from the saved state stays there until a feed delivers
+data, or every feed has subscribed and `quiet_s` passed with nothing delivered (`starting`,
+`ready`), bounded as a feed's hold is: the broker's backlog of a persistent session comes
+once the feed has connected, after a few idle steps (or many, the broker coming up after the
+daemon), which would otherwise close every minute up to the wall clock before it. (With no
+bars saved nor journaled, nothing is restored and nothing held.)
+
 Defaults: `slack_s` 5 seconds (a live feed's ticks come within a second or two; a feed
 further behind than the close delay has data for minutes already closed, but one a few
 seconds late at a minute's end is the close delay's business); `quiet_s` 2 s (a backlog is
@@ -78,6 +85,9 @@ class CloseClock:
         self.quiet_s = quiet_s
         self._log = log if log is not None else logs.get("pipeline")
         self._feeds: dict[str, _Feed] = {}
+        self._start: tuple[dt.datetime, float] | None = None  # (see `starting`)
+        self._start_said = False
+        self._ready_at: float | None = None  # (every feed subscribed since: see `ready`)
 
     def delivered(self, feed: str, at: float, newest: dt.datetime | None = None) -> None:
         """`feed` delivered data at `at` (monotonic seconds), the newest of it `newest` (None:
@@ -91,6 +101,19 @@ class CloseClock:
         """Whether any feed delivered data yet."""
         return bool(self._feeds)
 
+    def starting(self, closes_at: dt.datetime | None, at: float) -> None:
+        """A start (at `at`, monotonic seconds) whose close clock, restored from the saved
+        state, is `closes_at` (None: nothing restored): it stays there until a feed delivers
+        data or `hold_max_s` has passed (see the module)."""
+        if closes_at is not None and self.hold_max_s > 0:
+            self._start = (closes_at, at)
+
+    def ready(self, at: float) -> None:
+        """Every feed has subscribed (at `at`, monotonic seconds, or before): a start's hold
+        ends `quiet_s` after the first call if nothing is delivered by then."""
+        if self._ready_at is None:
+            self._ready_at = at
+
     def close_at(
         self,
         now: dt.datetime,
@@ -103,6 +126,10 @@ class CloseClock:
         after its end and whose close clock is at `closes_at` (None: not known); the holds
         start and end here, each said in one line."""
         most = close_delay + self.slack  # (behind by more: catching up)
+        if self._start is not None:
+            start = self._started(now, at, most)
+            if start is not None:
+                return start
         # (a feed's data in minutes closed already: a hold would not keep them open)
         closed = closes_at - _MINUTE - close_delay if closes_at is not None else None
         held: list[dt.datetime] = []
@@ -136,6 +163,43 @@ class CloseClock:
                 continue
             held.append(feed.newest)
         return min(held, default=None)
+
+    def _started(self, now: dt.datetime, at: float, most: dt.timedelta) -> dt.datetime | None:
+        """The start's close clock while it holds (see `starting`), else None."""
+        assert self._start is not None
+        held, since = self._start
+        behind = now - held
+        delivered = any(feed.newest is not None for feed in self._feeds.values())
+        quiet = self._ready_at is not None and at - self._ready_at > self.quiet_s
+        if behind > most and not delivered and not quiet and at - since <= self.hold_max_s:
+            if not self._start_said:
+                self._start_said = True
+                self._say(
+                    behind.total_seconds() >= LOUD_BEHIND_S,
+                    "close_clock_held",
+                    feed=None,
+                    behind_s=round(behind.total_seconds(), 1),
+                    note="at a start, until a feed delivers: a broker's backlog comes once "
+                    "its feed has connected",
+                )
+            return held
+        if self._start_said:
+            self._say(
+                behind.total_seconds() >= LOUD_BEHIND_S,
+                "close_clock_released",
+                feed=None,
+                why="delivered"
+                if delivered
+                else "caught_up"
+                if behind <= most
+                else "quiet"
+                if quiet
+                else "bound",
+                behind_s=round(behind.total_seconds(), 1),
+                held_s=round(at - since, 1),
+            )
+        self._start = None
+        return None
 
     def _release(self, name: str, feed: _Feed, now: dt.datetime, at: float, why: str) -> None:
         if feed.held_since is None:

@@ -66,6 +66,7 @@ class Pipeline:
         status_changes: Callable[[], list[tuple[str, bool, dt.datetime]]] | None = None,
         engine_change: Callable[[], Callable[[], None] | None] | None = None,
         catch_up_hold_s: float = HOLD_MAX_S,
+        feeds_ready: Callable[[], bool] | None = None,
     ) -> None:
         self.engine = engine
         self.queue = queue
@@ -87,6 +88,10 @@ class Pipeline:
         self.last_step_at: float = time.monotonic()
         self._log = logs.get("pipeline")
         self.close_clock = CloseClock(hold_max_s=catch_up_hold_s, log=self._log)
+        # (a start's: a broker's backlog comes once its feed has connected, see `starting`)
+        self.close_clock.starting(engine.book.closes_at, time.monotonic())
+        # (whether every feed has subscribed: None, at once)
+        self.feeds_ready = feeds_ready if feeds_ready is not None else lambda: True
         self._rejections = RejectionLog(
             self._log, counters, counter="rejections", interval_s=LOG_EVERY_S, clock=time.monotonic
         )
@@ -218,6 +223,8 @@ class Pipeline:
         nothing of how far behind its feed is), then where the catching-up feeds hold it;
         and the feeds that delivered data."""
         latest, at = now + FUTURE_SKEW, time.monotonic()
+        if self.feeds_ready():
+            self.close_clock.ready(at)
         fed: set[str] = set()
         for part in parts:
             newest = _data_end(part, latest)

@@ -182,6 +182,15 @@ class Daemon:
             hold_cut_short=options.hold_cut_short,
         )
 
+    def feeds_subscribed(self) -> bool:
+        """Whether every feed that subscribes (MQTT, WebSocket) has subscribed at least once
+        (a broker's backlog comes then: see `monitor.close_clock`)."""
+        return all(
+            self.counters.get("feed_subscribes", feed=fc.label(i)) > 0
+            for i, fc in enumerate(self.config.feeds)
+            if fc.kind != "replay"
+        )
+
     def keeps_from(self, now: dt.datetime) -> dt.datetime | None:
         """The open of the oldest session whose minute bars the engine takes at `now` (None:
         every one): how far back a feed's backfill is worth going."""
@@ -396,6 +405,7 @@ async def run(
             batch_max_rows=config.engine.batch_max_rows,
             batch_max_age_ms=config.engine.batch_max_age_ms,
             catch_up_hold_s=config.engine.catch_up_hold_s,
+            feeds_ready=daemon.feeds_subscribed,
             on_step=daemon.on_step,
             on_batch=daemon.intraday.append,
             side_alerts=daemon.take_feed_alerts,

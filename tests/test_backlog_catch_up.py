@@ -8,6 +8,7 @@ import datetime as dt
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 START = dt.datetime(2024, 7, 16, 14, 0, tzinfo=dt.UTC)  # 10:00 New York, a Tuesday
 MINUTES = 25
+SECOND = dt.timedelta(seconds=1)
 SYMBOLS = ("AAA", "BBB", "CCC")
 RULES = """
 [[rules]]
@@ -126,6 +128,7 @@ async def test_a_backlog_taken_in_at_a_start_fires_the_minute_alerts_replay_fire
     n = write_ticks(ticks)
     want = replayed(rules, ticks)
     assert len(want) >= 5
+    live_minutes = 3
     cut = START + dt.timedelta(minutes=live_minutes)
     live, backlog = split(ticks, cut)
     topic = f"{prefix}/ticks"
@@ -136,11 +139,10 @@ async def test_a_backlog_taken_in_at_a_start_fires_the_minute_alerts_replay_fire
             # Live before the backlog: the broker keeps the daemon's session when it stops.
             clock = RunningClock(cut + dt.timedelta(seconds=5))
             async with daemon_running(conf, clock=clock) as daemon:
-                if live_minutes:
-                    publish(live, broker.port, topic)
-                    async with asyncio.timeout(30):
-                        while daemon.engine.minutes.height < len(SYMBOLS) * live_minutes:  # noqa: ASYNC110
-                            await asyncio.sleep(0.05)
+                publish(live, broker.port, topic)
+                async with asyncio.timeout(30):
+                    while daemon.engine.minutes.height < len(SYMBOLS) * live_minutes:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
             publish(backlog, broker.port, topic)
             later = RunningClock(START + dt.timedelta(minutes=MINUTES + 10))
             async with daemon_running(conf, clock=later) as daemon:
@@ -154,6 +156,52 @@ async def test_a_backlog_taken_in_at_a_start_fires_the_minute_alerts_replay_fire
                 volumes = daemon.engine.minutes.get_column("volume").sum()
             assert volumes == 100.0 * n
             # (the daemon stopped: every alert it fired is on the stream)
+            got = await stream_alerts("redis://127.0.0.1:6379/0", f"{prefix}:alerts", len(want))
+            assert said(got) == said(want)
+        finally:
+            client = aioredis.Redis()
+            await client.delete(f"{prefix}:alerts")
+            await client.aclose()
+
+
+async def test_a_backlog_the_broker_delivers_seconds_after_the_start_fires_replays_alerts(
+    tmp_path: Path,
+) -> None:
+    """The broker down when the daemon starts (a machine's boot: Mosquitto comes up after it),
+    its persistent session's backlog delivered a few seconds later: the minute alerts are
+    still replay's and no tick came late. (The daemon's idle steps before the first delivery
+    closed every minute to the wall clock: the whole backlog came late.)"""
+    prefix = f"mm-backlog-{uuid.uuid4().hex[:8]}"
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    ticks = tmp_path / "ticks.csv"
+    write_ticks(ticks)
+    want = replayed(rules, ticks)
+    live_minutes = 3
+    cut = START + dt.timedelta(minutes=live_minutes)
+    live, backlog = split(ticks, cut)
+    topic = f"{prefix}/ticks"
+    with MosquittoServer(tmp_path / "mosquitto") as broker:
+        conf = write_config(tmp_path, prefix, rules=rules, engine="batch_max_rows = 10")
+        conf.write_text(conf.read_text().replace("127.0.0.1:1883", f"127.0.0.1:{broker.port}"))
+        try:
+            # (its session made, its state saved at the stop)
+            async with daemon_running(conf, clock=RunningClock(cut + 5 * SECOND)) as daemon:
+                publish(live, broker.port, topic)
+                async with asyncio.timeout(30):
+                    while daemon.engine.minutes.height < len(SYMBOLS) * live_minutes:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+            publish(backlog, broker.port, topic)
+            broker.stop()  # (its session and queue saved)
+            later = RunningClock(START + dt.timedelta(minutes=MINUTES + 10))
+            boot = threading.Timer(4, broker.start)  # (idle steps meanwhile, the feed retrying)
+            boot.start()
+            async with daemon_running(conf, clock=later) as daemon:
+                boot.join()
+                async with asyncio.timeout(60):
+                    while daemon.engine.minutes.height < len(SYMBOLS) * MINUTES:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                assert daemon.counters.total("bar_events") == 0
             got = await stream_alerts("redis://127.0.0.1:6379/0", f"{prefix}:alerts", len(want))
             assert said(got) == said(want)
         finally:

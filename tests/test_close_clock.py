@@ -272,3 +272,39 @@ async def test_a_delayed_feed_quiet_between_its_ticks_holds_the_clock_once(
     events = [(e["event"], e.get("why")) for e in logs if e["event"].startswith("close_clock")]
     assert events == [("close_clock_held", None), ("close_clock_released", "quiet")]
     assert engine.closes_at == WALL + 26 * S
+
+
+def test_a_start_holds_the_restored_clock_until_a_feed_delivers_or_the_bound() -> None:
+    """At a start, the close clock saved at the stop stays there through the idle steps
+    before the first delivery (a broker's backlog comes once its feed has connected), until
+    a feed delivers (its own hold then, or none), every feed has subscribed and `quiet_s`
+    passed with nothing delivered, or `hold_max_s` without any delivery."""
+    saved = WALL - 30 * MIN
+    clock = CloseClock(hold_max_s=60)
+    clock.starting(saved, 0.0)
+    with capture_logs() as logs:
+        idle = [clock.close_at(WALL + s * S, float(s), DELAY, saved) for s in range(5)]
+        clock.delivered("mqtt", 5.0, saved + 10 * S)
+        backlog = clock.close_at(WALL + 5 * S, 5.0, DELAY, saved)
+    assert idle == [saved] * 5
+    assert backlog == saved + 10 * S
+    assert [(e["event"], e["feed"], e.get("why")) for e in logs] == [
+        ("close_clock_held", None, None),
+        ("close_clock_released", None, "delivered"),
+        ("close_clock_held", "mqtt", None),
+    ]
+    unheard = CloseClock(hold_max_s=60)
+    unheard.starting(saved, 0.0)
+    assert unheard.close_at(WALL, 60.0, DELAY, saved) == saved
+    assert unheard.close_at(WALL, 61.0, DELAY, saved) is None
+    live = CloseClock(hold_max_s=60)
+    live.starting(WALL - 3 * S, 0.0)  # (stopped a moment ago: nothing to hold)
+    assert live.close_at(WALL, 1.0, DELAY, WALL - 3 * S) is None
+    subscribed = CloseClock(hold_max_s=60, quiet_s=2)
+    subscribed.starting(saved, 0.0)
+    assert subscribed.close_at(WALL, 5.0, DELAY, saved) == saved  # (connecting)
+    subscribed.ready(6.0)
+    assert subscribed.close_at(WALL, 8.0, DELAY, saved) == saved
+    with capture_logs() as logs:
+        assert subscribed.close_at(WALL, 8.5, DELAY, saved) is None
+    assert [(e["event"], e["why"]) for e in logs] == [("close_clock_released", "quiet")]
