@@ -261,7 +261,8 @@ class Intraday:
                 end = batch.data_end()
                 newest += [end] if end is not None else []
         ends = [t for t in newest if t <= now]  # (what came after the state: the gap is later)
-        if ends:
+        if ends:  # (nothing saved: minutes close from there, see `monitor.close_clock`)
+            self.engine.book.resume_close_clock(max(ends))
             self.resumed_from = max([*ends, *([self.resumed_from] if self.resumed_from else [])])
         self.engine.take_accepted()  # (on disk already: not to be journaled again)
         # The alerts those steps emitted: the minutes taken up are evaluated again at the

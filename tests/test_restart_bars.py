@@ -791,3 +791,27 @@ def test_old_trades_journaled_then_sent_again_after_a_crash_are_duplicates(
     assert [r.reason for r in engine.ingest(old)] == ["duplicate"] * 5
     step = stepped(engine, intraday, at(20, 1), FeedBatch.empty("t"))
     assert step.daily_bars.select("volume").rows() == [(500.0,)]
+
+
+def test_a_start_after_a_kill_9_before_any_save_closes_from_where_the_journal_ends(
+    tmp_path: Path,
+) -> None:
+    """A backlog being taken in (the close clock held at its data, 14:20:30, at 14:40) when a
+    kill -9 comes before the first save: the start continues the close clock from where the
+    journal's data end, so the minute of 14:20 stays open through the idle steps before the
+    broker delivers the rest of the backlog, and its next trade is no late tick. (With no
+    saved clock the first step closed every minute to the wall clock: the rest of the backlog
+    came late.)"""
+    store = Store(tmp_path)
+    engine, intraday = started(store, at(14, 0))
+    engine.ingest(trades(Tick("AAA", at(14, 19, 50), 10.0, 100.0, "a")))
+    engine.ingest(trades(Tick("AAA", at(14, 20, 30), 10.1, 100.0, "b")))
+    engine.advance(at(14, 40), close_at=at(14, 20, 30))  # (held: the backlog coming in)
+    intraday.append(engine.take_accepted())  # (then kill -9)
+    engine, intraday = started(store, at(14, 41))
+    assert engine.book.closes_at == at(14, 20, 30)
+    engine.advance(at(14, 41), close_at=engine.book.closes_at)  # (an idle step: held)
+    engine.ingest(trades(Tick("AAA", at(14, 20, 50), 10.2, 100.0, "c")))
+    closed = engine.advance(at(14, 42)).minute_bars  # (the backlog in: caught up)
+    assert engine.book_counts() == {}
+    assert closed.filter(pl.col("start") == at(14, 20)).select("volume").rows() == [(200.0,)]

@@ -413,6 +413,12 @@ class BarBook:
         """The close clock: minutes and sessions closed by it are (None: never advanced)."""
         return self._close_clock
 
+    def resume_close_clock(self, at: dt.datetime) -> None:
+        """Continue from a close clock of `at` when none was restored (a start after a kill -9
+        before any save: where the journal's data end; the clock was there or later)."""
+        if self._close_clock is None:
+            self._close_clock = at.astimezone(dt.UTC)
+
     def closes_by(self, now: dt.datetime, close_at: dt.datetime | None = None) -> bool:
         """Whether `advance(now, close_at)` will close a minute bar that is open now, or take
         a provider bar that waits for its minute's end."""
