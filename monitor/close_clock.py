@@ -15,7 +15,12 @@ behind the wall clock and it keeps delivering (something within `quiet_s` of the
 last delivery). While one is, the close clock is held at the newest data of the feed furthest
 behind (the minute that data is in stays open: the rest of it is in the next batches);
 otherwise it is the wall clock. MQTT does not say when a backlog is drained: a feed that
-catches up (live data) or goes quiet releases the hold.
+catches up (live data) or goes quiet releases the hold. A feed that delivered and lost its
+connection (`down`) holds the clock at its newest data from then, counting as delivering
+until it is back: the broker queues what it misses (a persistent session) and delivers it
+after the reconnect, when, had the idle steps meanwhile closed its minutes by the wall clock,
+all of it would come late. Its hold is bounded as any (an outage longer than `hold_max_s`:
+its queue comes late), and ends as any once it is back (caught up, quiet).
 
 A hold is bounded (`hold_max_s`): a feed whose data is always late (a provider delayed by 15
 minutes) or that replays old data for ever must not keep every other feed's minutes open. A
@@ -120,11 +125,12 @@ class CloseClock:
         at: float,
         close_delay: dt.timedelta,
         closes_at: dt.datetime | None = None,
+        down: frozenset[str] = frozenset(),
     ) -> dt.datetime | None:
         """The instant minutes and sessions close by at `now` (the engine's clock; `at`: the
         monotonic seconds; None: `now`), for a bar builder that closes a minute `close_delay`
-        after its end and whose close clock is at `closes_at` (None: not known); the holds
-        start and end here, each said in one line."""
+        after its end and whose close clock is at `closes_at` (None: not known), with the
+        feeds `down` disconnected; the holds start and end here, each said in one line."""
         most = close_delay + self.slack  # (behind by more: catching up)
         if self._start is not None:
             start = self._started(now, at, most)
@@ -137,7 +143,10 @@ class CloseClock:
             if feed.newest is None or feed.delivered_at is None:
                 continue
             behind = now - feed.newest
-            if behind <= most or at - feed.delivered_at > self.quiet_s:
+            lost = name in down
+            if lost:  # (its data stopped where the broker's queue for it starts)
+                feed.delivered_at = at
+            elif behind <= most or at - feed.delivered_at > self.quiet_s:
                 why = "caught_up" if behind <= most else "quiet"
                 self._release(name, feed, now, at, why)
                 feed.spent = False
@@ -148,13 +157,16 @@ class CloseClock:
                 continue
             if feed.held_since is None:
                 feed.held_since = at
-                feed.loud = behind.total_seconds() >= LOUD_BEHIND_S
+                feed.loud = lost or behind.total_seconds() >= LOUD_BEHIND_S
                 self._say(
                     feed.loud,
                     "close_clock_held",
                     feed=name,
                     behind_s=round(behind.total_seconds(), 1),
-                    note="the feed is catching up on a backlog: minutes close as its data "
+                    note="the feed is disconnected: minutes close as its data comes in once it "
+                    "is back (the broker's queue for it)"
+                    if lost
+                    else "the feed is catching up on a backlog: minutes close as its data "
                     "comes in, not by the wall clock",
                 )
             elif at - feed.held_since > self.hold_max_s:

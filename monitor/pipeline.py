@@ -67,6 +67,7 @@ class Pipeline:
         engine_change: Callable[[], Callable[[], None] | None] | None = None,
         catch_up_hold_s: float = HOLD_MAX_S,
         feeds_ready: Callable[[], bool] | None = None,
+        feeds_down: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self.engine = engine
         self.queue = queue
@@ -92,6 +93,8 @@ class Pipeline:
         self.close_clock.starting(engine.book.closes_at, time.monotonic())
         # (whether every feed has subscribed: None, at once)
         self.feeds_ready = feeds_ready if feeds_ready is not None else lambda: True
+        # (the feeds that lost their connection and are not back yet: see `monitor.close_clock`)
+        self.feeds_down = feeds_down if feeds_down is not None else frozenset
         self._rejections = RejectionLog(
             self._log, counters, counter="rejections", interval_s=LOG_EVERY_S, clock=time.monotonic
         )
@@ -232,7 +235,8 @@ class Pipeline:
                 self.close_clock.delivered(part.feed, at, newest)
                 fed.add(part.feed)
         book = self.engine.book
-        return self.close_clock.close_at(now, at, book.close_delay, book.closes_at), fed
+        down = self.feeds_down()
+        return self.close_clock.close_at(now, at, book.close_delay, book.closes_at, down), fed
 
     def _step(
         self,

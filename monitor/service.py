@@ -191,6 +191,21 @@ class Daemon:
             if fc.kind != "replay"
         )
 
+    def feeds_down(self) -> frozenset[str]:
+        """The feeds that connected and lost their connection, not back yet (what they miss
+        a broker may queue: see `monitor.close_clock`); none once the daemon is stopping."""
+        if self.stop.is_set():
+            return frozenset()
+        counters = self.counters
+        return frozenset(
+            name
+            for name in (
+                fc.label(i) for i, fc in enumerate(self.config.feeds) if fc.kind != "replay"
+            )
+            if counters.get("feed_connects", feed=name) > 0
+            and counters.get("feed_connected", feed=name) == 0
+        )
+
     def keeps_from(self, now: dt.datetime) -> dt.datetime | None:
         """The open of the oldest session whose minute bars the engine takes at `now` (None:
         every one): how far back a feed's backfill is worth going."""
@@ -406,6 +421,7 @@ async def run(
             batch_max_age_ms=config.engine.batch_max_age_ms,
             catch_up_hold_s=config.engine.catch_up_hold_s,
             feeds_ready=daemon.feeds_subscribed,
+            feeds_down=daemon.feeds_down,
             on_step=daemon.on_step,
             on_batch=daemon.intraday.append,
             side_alerts=daemon.take_feed_alerts,

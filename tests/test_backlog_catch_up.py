@@ -4,6 +4,7 @@ published while it was down), a few messages a batch: its minute alerts are repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
 import subprocess
@@ -13,7 +14,9 @@ import time
 import uuid
 from pathlib import Path
 
+import aiomqtt
 import msgspec
+import polars as pl
 import pytest
 import redis.asyncio as aioredis
 
@@ -208,3 +211,94 @@ async def test_a_backlog_the_broker_delivers_seconds_after_the_start_fires_repla
             client = aioredis.Redis()
             await client.delete(f"{prefix}:alerts")
             await client.aclose()
+
+
+class Relay:
+    """A TCP relay to the broker that can be cut (its connections closed, new ones refused)
+    and restored: the daemon's connection lost while the broker stays up."""
+
+    def __init__(self, target: int) -> None:
+        self.target, self.up = target, True
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cut()
+        assert self.server is not None
+        self.server.close()
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        their_reader, their_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self.writers |= {writer, their_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, their_writer), pipe(their_reader, writer))
+
+
+async def test_a_connection_lost_across_a_minutes_end_brings_its_ticks_late_no_more(
+    tmp_path: Path,
+) -> None:
+    """Live trades published every 0.1 s while the daemon's connection to the broker is lost
+    for 20 s across a minute's end (the broker up, queueing them for its persistent session):
+    once it is back, the minute closes with all of them, none a late tick. (The idle steps of
+    the outage closed the minute by the wall clock: the queued trades of it came late.)"""
+    prefix = f"mm-lost-{uuid.uuid4().hex[:8]}"
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    clock = RunningClock(START + 45 * SECOND)  # (the minute of 14:00 ends 15 s from now)
+    with MosquittoServer(tmp_path / "mosquitto") as broker:
+        relay = Relay(broker.port)
+        async with relay as port:
+            conf = write_config(tmp_path, prefix, rules=rules)
+            conf.write_text(conf.read_text().replace("127.0.0.1:1883", f"127.0.0.1:{port}"))
+            async with (
+                daemon_running(conf, clock=clock) as daemon,
+                aiomqtt.Client("127.0.0.1", broker.port) as publisher,
+            ):
+                sent: list[dt.datetime] = []
+
+                async def trade() -> None:
+                    ts = clock.now()
+                    message = {"symbol": "AAA", "ts": int(ts.timestamp() * 1000),
+                               "price": 10.0, "size": 100, "id": f"t{len(sent)}"}  # fmt: skip
+                    await publisher.publish(f"{prefix}/ticks", msgspec.json.encode(message), qos=1)
+                    sent.append(ts)
+
+                for _ in range(30):
+                    await trade()
+                    await asyncio.sleep(0.1)
+                relay.cut()
+                for _ in range(200):  # (20 s: past 14:01 and the close delay)
+                    await trade()
+                    await asyncio.sleep(0.1)
+                relay.up = True
+                async with asyncio.timeout(30):
+                    while daemon.counters.total("ticks_in") < len(sent):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                assert daemon.counters.get("bar_events", kind="late_tick_corrected") == 0
+                minute = START
+                async with asyncio.timeout(30):
+                    while daemon.engine.minutes.filter(pl.col("start") == minute).height == 0:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                bar = daemon.engine.minutes.filter(pl.col("start") == minute)
+                in_minute = sum(1 for ts in sent if ts < START + dt.timedelta(minutes=1))
+                assert bar.get_column("volume").to_list() == [100.0 * in_minute]

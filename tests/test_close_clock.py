@@ -308,3 +308,32 @@ def test_a_start_holds_the_restored_clock_until_a_feed_delivers_or_the_bound() -
     with capture_logs() as logs:
         assert subscribed.close_at(WALL, 8.5, DELAY, saved) is None
     assert [(e["event"], e["why"]) for e in logs] == [("close_clock_released", "quiet")]
+
+
+def test_a_feed_that_lost_its_connection_holds_the_clock_until_back_and_caught_up() -> None:
+    """A live feed that loses its connection (its data up to WALL) holds the close clock
+    there while it is down (its broker queues what it misses: a persistent session), and
+    through the backlog it delivers once back, until its data are live again. (The idle steps
+    of the outage closed its minutes by the wall clock: the whole queue came late.) An outage
+    longer than `hold_max_s` is released by the bound."""
+    clock = CloseClock(hold_max_s=60, quiet_s=2)
+    clock.delivered("mqtt", 0.0, WALL)
+    assert clock.close_at(WALL + S, 0.5, DELAY, WALL + S) is None  # (live)
+    down = frozenset({"mqtt"})
+    with capture_logs() as logs:
+        outage = {clock.close_at(WALL + s * S, float(s), DELAY, WALL + S, down) for s in range(40)}
+        back = clock.close_at(WALL + 41 * S, 41.0, DELAY, WALL + S)  # (its queue not in yet)
+        clock.delivered("mqtt", 41.5, WALL + 20 * S)
+        backlog = clock.close_at(WALL + 42 * S, 41.5, DELAY, WALL + S)
+        clock.delivered("mqtt", 42.0, WALL + 42 * S)
+        live = clock.close_at(WALL + 42 * S, 42.0, DELAY, WALL + S)
+    assert (outage, back, backlog, live) == ({WALL}, WALL, WALL + 20 * S, None)
+    assert [(e["event"], e.get("why"), e["log_level"]) for e in logs] == [
+        ("close_clock_held", None, "info"),
+        ("close_clock_released", "caught_up", "info"),
+    ]
+    long = CloseClock(hold_max_s=60, quiet_s=2)
+    long.delivered("mqtt", 0.0, WALL)
+    held = [long.close_at(WALL + s * S, float(s), DELAY, WALL, down) for s in (1, 30, 61)]
+    assert held == [WALL, WALL, WALL]
+    assert long.close_at(WALL + 62 * S, 62.0, DELAY, WALL, down) is None
