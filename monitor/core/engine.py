@@ -489,9 +489,10 @@ class Engine:
         if self.now is None or not changed:  # (nothing evaluated yet: `warm` will be)
             return 0
         parts: list[tuple[Rule, pl.DataFrame]] = []
+        closing = self.closes_at or self.now  # (as `advance` evaluates: by the close clock)
         for timeframe in sorted({r.timeframe for r in changed}):
             # The last period evaluated again (`late`), or every period of a new timeframe.
-            parts += self._evaluate(timeframe, self.now, late=True, rules=changed)
+            parts += self._evaluate(timeframe, closing, late=True, rules=changed)
         self.emitted.step()
         return self.emitted.new([alert_lines(f, rule, self.ctx) for rule, f in parts]).height
 
