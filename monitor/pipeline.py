@@ -230,7 +230,7 @@ class Pipeline:
             self.close_clock.ready(at)
         fed: set[str] = set()
         for part in parts:
-            newest = _data_end(part, latest)
+            newest = part.data_end(by=latest)
             if newest is not None:
                 self.close_clock.delivered(part.feed, at, newest)
                 fed.add(part.feed)
@@ -406,23 +406,6 @@ def _logged_by_feeds(items: list[FeedBatch | Wire]) -> set[int]:
         if isinstance(item, FeedBatch) and item.rejections_logged
         for r in item.rejections
     }
-
-
-def _data_end(batch: FeedBatch, latest: dt.datetime) -> dt.datetime | None:
-    """Where `batch`'s ticks and minute bars end (see `FeedBatch.data_end`), of those that
-    end by `latest`."""
-    ends: list[dt.datetime] = []
-    for frame, column, span in (
-        (batch.ticks, "ts", dt.timedelta(0)),
-        (batch.minute_bars, "start", MINUTE),
-    ):
-        if frame.height:
-            value = frame.get_column(column).max()
-            if isinstance(value, dt.datetime) and value > latest - span:  # (rare: filtered)
-                value = frame.filter(pl.col(column) <= latest - span).get_column(column).max()
-            if isinstance(value, dt.datetime):
-                ends.append(value + span)
-    return max(ends, default=None)
 
 
 def _newest_accepted(batch: FeedBatch, rejections: list[Rejection]) -> dt.datetime | None:

@@ -217,14 +217,19 @@ class FeedBatch(msgspec.Struct):
         """Rows of market data carried (rejections not included)."""
         return self.ticks.height + self.minute_bars.height + self.daily_bars.height
 
-    def data_end(self) -> dt.datetime | None:
+    def data_end(self, by: dt.datetime | None = None) -> dt.datetime | None:
         """Where its ticks and minute bars end: its last tick, or its last minute bar's end,
-        whichever is later (None: it has neither)."""
-        ends: list[dt.datetime | None] = []
-        if self.ticks.height:
-            ends.append(self.ticks.get_column("ts").max())  # type: ignore[arg-type]
-        if self.minute_bars.height:
-            last: dt.datetime = self.minute_bars.get_column("start").max()  # type: ignore[assignment]
-            ends.append(last + dt.timedelta(minutes=1))
-        known = [end for end in ends if end is not None]
-        return max(known) if known else None
+        whichever is later (None: it has neither). `by`: of the rows that end by then only
+        (a row from the future says nothing of how far its feed has got)."""
+        ends: list[dt.datetime] = []
+        for frame, column, span in (
+            (self.ticks, "ts", dt.timedelta(0)),
+            (self.minute_bars, "start", dt.timedelta(minutes=1)),
+        ):
+            if frame.height:
+                value = frame.get_column(column).max()
+                if by is not None and isinstance(value, dt.datetime) and value > by - span:
+                    value = frame.filter(pl.col(column) <= by - span).get_column(column).max()
+                if isinstance(value, dt.datetime):
+                    ends.append(value + span)
+        return max(ends, default=None)
