@@ -102,10 +102,6 @@ class CloseClock:
         if newest is not None and (state.newest is None or newest > state.newest):
             state.newest = newest
 
-    def known(self) -> bool:
-        """Whether any feed delivered data yet."""
-        return bool(self._feeds)
-
     def starting(self, closes_at: dt.datetime | None, at: float) -> None:
         """A start (at `at`, monotonic seconds) whose close clock, restored from the saved
         state, is `closes_at` (None: nothing restored): it stays there until a feed delivers

@@ -423,12 +423,17 @@ class BarBook:
         """Whether `advance(now, close_at)` will close a minute bar that is open now, or take
         a provider bar that waits for its minute's end."""
         earliest = self._earliest
-        closing = now if close_at is None else min(now, close_at)
-        if self._close_clock is not None:
-            closing = max(closing, self._close_clock)
+        closing = self.closing(now, close_at)
         if earliest is not None and earliest <= closing - _MINUTE - self.close_delay:
             return True
         return self._waiting.ends_by(now)
+
+    def closing(self, now: dt.datetime, close_at: dt.datetime | None = None) -> dt.datetime:
+        """The instant `advance(now, close_at)` closes minutes and sessions by: the earlier of
+        the two, never before the close clock (which never goes back)."""
+        closing = now if close_at is None else min(now, close_at)
+        held = self._close_clock
+        return closing if held is None else max(closing, held)
 
     def _take_bars(self, good: pl.DataFrame) -> None:
         """Upsert provider bars (OPEN_SCHEMA) into the closed minute bars."""

@@ -364,9 +364,9 @@ class Engine:
     def _closing(self, now: dt.datetime, close_at: dt.datetime | None) -> dt.datetime:
         """The instant `advance(now, close_at=close_at)` closes periods by (the book's close
         clock never goes back)."""
-        closing = now if close_at is None else min(now, close_at)
-        held = self._book.closes_at if self._book is not None else None
-        return closing if held is None else max(closing, held)
+        if self._book is not None:
+            return self._book.closing(now, close_at)
+        return now if close_at is None else min(now, close_at)
 
     @property
     def closes_at(self) -> dt.datetime | None:
