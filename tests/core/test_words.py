@@ -312,3 +312,40 @@ def test_a_rules_threshold_is_written_with_its_own_decimals(setting: float, want
     metrics = {"streak": 2, "return": 0.2, "min_period_return": 0.1, "close": 12.0}
     alert = _one_firing(rule, metrics, (1,))
     assert alert.title == f"ABC: 2 straight sessions up more than {want}"
+
+
+@pytest.mark.parametrize(
+    ("rule", "metrics", "text"),
+    [
+        (
+            'id = "s"\nkind = "surge"\nsymbols = ["ABC"]\nwindow = 5\nmin_return = -0.05\n'
+            "horizons = [1]",
+            {"return": -0.039, "close": 12.0, "largest_since": dt.date(2024, 3, 1)},
+            "ABC fell 3.9% in 5 sessions, its largest 5-session return since 2024-03-01.",
+        ),
+        (
+            'id = "s"\nkind = "surge"\nsymbols = ["ABC"]\nwindow = 5\nmin_return = -0.05\n'
+            "horizons = [1]",
+            {"return": 0.039, "close": 12.0, "largest_since": dt.date(2024, 3, 1)},
+            "ABC rose 3.9% in 5 sessions, its largest 5-session gain since 2024-03-01.",
+        ),
+        (
+            'id = "q"\nkind = "squeeze"\nsymbols = ["ABC"]\nmin_return = -0.05\n'
+            'unknown_short_interest = "fire"\nhorizons = [1]',
+            {
+                "return": -0.039,
+                "close": 12.0,
+                "volume_ratio": 3.0,
+                "short_interest": None,
+                "short_interest_known": False,
+            },
+            "ABC fell 3.9% to 12.00 on 3.0x its 20-session average volume, short interest unknown.",
+        ),
+    ],
+)
+def test_a_negative_return_is_a_fall_in_words(
+    rule: str, metrics: dict[str, object], text: str
+) -> None:
+    """A rule with a negative `min_return` fires on falls: the sentence says "fell 3.9%" (it
+    said "jumped -3.9%", "rose -3.9% ..., its largest 5-session gain"); a gain reads as before."""
+    assert _one_firing(rule, metrics, (1,)).text == text

@@ -105,6 +105,13 @@ def pct_expr(x: pl.Expr, signed: bool = False) -> pl.Expr:
     return fixed_expr(x * 100, 1, signed=signed, suffix="%")
 
 
+def moved_expr(x: pl.Expr, up: str = "rose") -> pl.Expr:
+    """A return in words, the verb by its sign: "rose 3.9%" (`up`), "fell 3.9%". A rule whose
+    threshold is negative fires on falls too, and "jumped -3.9%" says it twice."""
+    verb = pl.when(x < 0).then(pl.lit("fell")).otherwise(pl.lit(up))
+    return text_expr(verb, " ", pct_expr(x.abs()))
+
+
 # Computed returns are compared with a rule's settings give or take this: 10.00 -> 10.10 is
 # 0.010000000000000009 in binary floating point, not "more than 1%", and 10.01 -> 11.011 is
 # 0.09999999999999987, which "reaches 10%". (A billionth of a return: no price step is that fine.)

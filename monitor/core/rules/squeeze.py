@@ -14,6 +14,7 @@ from monitor.core import metrics as m
 from monitor.core.rules.context import (
     RuleContext,
     fixed_expr,
+    moved_expr,
     pct_expr,
     pct_setting,
     reaches,
@@ -143,7 +144,7 @@ def words(rule: SqueezeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
         "Squeeze? ", name, " ", pct_expr(pl.col("return"), signed=True), " on ", ratio, "x volume"
     )
     text = text_expr(
-        name, " jumped ", pct_expr(pl.col("return")), " to ",
+        name, " ", moved_expr(pl.col("return"), "jumped"), " to ",
         fixed_expr(pl.col("close"), 2, thousands=True), " on ", ratio,
         f"x its {rule.volume_window}-{unit(rule.timeframe)} average volume, ", short, ".",
     )  # fmt: skip

@@ -8,6 +8,7 @@ from monitor.core import metrics as m
 from monitor.core.model import ISO_UTC
 from monitor.core.rules.context import (
     RuleContext,
+    moved_expr,
     pct_expr,
     periods_in_words,
     reaches,
@@ -46,10 +47,12 @@ def words(rule: SurgeRule, ctx: RuleContext) -> tuple[pl.Expr, pl.Expr]:
     on_record = (
         pl.when(first.is_not_null()).then(text_expr(" (since ", first, ")")).otherwise(pl.lit(""))
     )
+    # (a fall, when `min_return` is negative: the largest return, not gain)
+    gain = pl.when(pl.col("return") < 0).then(pl.lit("return")).otherwise(pl.lit("gain"))
     tail = (
         pl.when(since.is_not_null())
-        .then(text_expr(f", its largest {span} gain since ", since))
-        .otherwise(text_expr(f", its largest {span} gain on record", on_record))
+        .then(text_expr(f", its largest {span} ", gain, " since ", since))
+        .otherwise(text_expr(f", its largest {span} ", gain, " on record", on_record))
     )
-    text = text_expr(name, " rose ", signed.str.strip_prefix("+"), period, tail, ".")
+    text = text_expr(name, " ", moved_expr(pl.col("return")), period, tail, ".")
     return title, text
