@@ -36,7 +36,8 @@ data, or every feed has subscribed and `quiet_s` passed with nothing delivered (
 `ready`), bounded as a feed's hold is: the broker's backlog of a persistent session comes
 once the feed has connected, after a few idle steps (or many, the broker coming up after the
 daemon), which would otherwise close every minute up to the wall clock before it. (With no
-bars saved nor journaled, nothing is restored and nothing held.)
+bars saved nor journaled, a first start, it starts at the close of the last session closed at
+the engine's warm-up: the session under way is all open; see `Pipeline`.)
 
 Defaults: `slack_s` 5 seconds (a live feed's ticks come within a second or two; a feed
 further behind than the close delay has data for minutes already closed, but one a few

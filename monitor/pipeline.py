@@ -90,7 +90,7 @@ class Pipeline:
         self._log = logs.get("pipeline")
         self.close_clock = CloseClock(hold_max_s=catch_up_hold_s, log=self._log)
         # (a start's: a broker's backlog comes once its feed has connected, see `starting`)
-        self.close_clock.starting(engine.book.closes_at, time.monotonic())
+        self.close_clock.starting(self._start_close_clock(), time.monotonic())
         # (whether every feed has subscribed: None, at once)
         self.feeds_ready = feeds_ready if feeds_ready is not None else lambda: True
         # (the feeds that lost their connection and are not back yet: see `monitor.close_clock`)
@@ -121,6 +121,21 @@ class Pipeline:
         self._newest: dt.datetime | None = None  # the newest accepted tick or minute bar's end
         self._unsaid_corrections = 0  # (see `_corrected`)
         self._corrections_said_at = -LOG_EVERY_S
+
+    def _start_close_clock(self) -> dt.datetime | None:
+        """Where the close clock starts: the one restored (the saved state's, or where the
+        journal's data end), else, at a first start with nothing saved, the close of the last
+        session closed when the engine was warmed: no minute after it is closed yet, so a
+        broker's backlog of the session under way (a persistent session made by an earlier
+        run) taken in after a few idle steps does not come late. It holds there until a feed
+        delivers or every feed has subscribed and is quiet (`CloseClock.starting`); the book
+        holds nothing it could close meanwhile, and what the engine evaluated at the warm-up
+        (sessions closed by then) stays closed."""
+        book = self.engine.book
+        if book.closes_at is not None:
+            return book.closes_at
+        last = book.sessions.last_closed(self.engine.now or self.clock.now())
+        return book.sessions.close_of(last) if last is not None else None
 
     async def run(self, stop: asyncio.Event, feeds_done: asyncio.Event) -> None:
         """Process batches until `stop` is set and the feeds have stopped, then drain the queue."""

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -123,7 +124,9 @@ async def test_a_backlog_taken_in_at_a_start_fires_the_minute_alerts_replay_fire
     start 35 minutes after the first, ten messages a batch: its minute alerts (ids, times,
     metrics) are replay's over the same ticks, its minute bars are whole, and no tick came
     late. (Each batch used to close every minute to the wall clock: the rest of the backlog
-    came as late ticks, and the alerts were those of minutes cut short.)"""
+    came as late ticks, and the alerts were those of minutes cut short.) With no minute live
+    the second start is a first start: its store is new (the broker's session an earlier
+    installation's), nothing saved to hold the close clock at."""
     prefix = f"mm-backlog-{uuid.uuid4().hex[:8]}"
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
@@ -131,7 +134,6 @@ async def test_a_backlog_taken_in_at_a_start_fires_the_minute_alerts_replay_fire
     n = write_ticks(ticks)
     want = replayed(rules, ticks)
     assert len(want) >= 5
-    live_minutes = 3
     cut = START + dt.timedelta(minutes=live_minutes)
     live, backlog = split(ticks, cut)
     topic = f"{prefix}/ticks"
@@ -142,10 +144,13 @@ async def test_a_backlog_taken_in_at_a_start_fires_the_minute_alerts_replay_fire
             # Live before the backlog: the broker keeps the daemon's session when it stops.
             clock = RunningClock(cut + dt.timedelta(seconds=5))
             async with daemon_running(conf, clock=clock) as daemon:
-                publish(live, broker.port, topic)
+                if live_minutes:
+                    publish(live, broker.port, topic)
                 async with asyncio.timeout(30):
                     while daemon.engine.minutes.height < len(SYMBOLS) * live_minutes:  # noqa: ASYNC110
                         await asyncio.sleep(0.05)
+            if not live_minutes:  # (a first start: nothing saved)
+                shutil.rmtree(tmp_path / "store")
             publish(backlog, broker.port, topic)
             later = RunningClock(START + dt.timedelta(minutes=MINUTES + 10))
             async with daemon_running(conf, clock=later) as daemon:
@@ -167,20 +172,23 @@ async def test_a_backlog_taken_in_at_a_start_fires_the_minute_alerts_replay_fire
             await client.aclose()
 
 
+@pytest.mark.parametrize("saved", [True, False], ids=["saved", "first-start"])
 async def test_a_backlog_the_broker_delivers_seconds_after_the_start_fires_replays_alerts(
-    tmp_path: Path,
+    tmp_path: Path, saved: bool
 ) -> None:
     """The broker down when the daemon starts (a machine's boot: Mosquitto comes up after it),
     its persistent session's backlog delivered a few seconds later: the minute alerts are
     still replay's and no tick came late. (The daemon's idle steps before the first delivery
-    closed every minute to the wall clock: the whole backlog came late.)"""
+    closed every minute to the wall clock: the whole backlog came late.) Not `saved`: the
+    start is a first one, its store new, the broker's session an earlier installation's (the
+    close clock had nothing restored to hold at: the backlog came late)."""
     prefix = f"mm-backlog-{uuid.uuid4().hex[:8]}"
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
     ticks = tmp_path / "ticks.csv"
     write_ticks(ticks)
     want = replayed(rules, ticks)
-    live_minutes = 3
+    live_minutes = 3 if saved else 0  # (a first start's backlog: every tick)
     cut = START + dt.timedelta(minutes=live_minutes)
     live, backlog = split(ticks, cut)
     topic = f"{prefix}/ticks"
@@ -190,10 +198,13 @@ async def test_a_backlog_the_broker_delivers_seconds_after_the_start_fires_repla
         try:
             # (its session made, its state saved at the stop)
             async with daemon_running(conf, clock=RunningClock(cut + 5 * SECOND)) as daemon:
-                publish(live, broker.port, topic)
+                if live_minutes:
+                    publish(live, broker.port, topic)
                 async with asyncio.timeout(30):
                     while daemon.engine.minutes.height < len(SYMBOLS) * live_minutes:  # noqa: ASYNC110
                         await asyncio.sleep(0.05)
+            if not saved:
+                shutil.rmtree(tmp_path / "store")
             publish(backlog, broker.port, topic)
             broker.stop()  # (its session and queue saved)
             later = RunningClock(START + dt.timedelta(minutes=MINUTES + 10))
