@@ -148,7 +148,7 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
             alpaca_feed=alpaca_feed(fc.url) if fc.provider == "alpaca" else None,
         )
         daemon.rest_clients.append(rest)
-    owed = daemon.owed_backfills
+    owing = daemon.owed_backfills.take(name) if rest else None
     return WebSocketFeed(
         name,
         fc.url,
@@ -167,10 +167,12 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         stale_at_start=name in daemon.stale_feeds,
         # (what came while the daemon was down, and a gap whose backfill was not on disk when
         # it stopped: as far back as the engine takes minutes)
-        gap_since=_earliest(daemon.intraday.resumed_from, owed.take(name)) if rest else None,
+        # (and the windows of backfills that failed, for their symbols only)
+        gap_since=_earliest(daemon.intraday.resumed_from, owing.since) if owing else None,
+        owed=owing.windows if owing else (),
         keeps_from=daemon.keeps_from,
-        owe=partial(owed.owe, name),
-        settle=partial(owed.settle, name),
+        owe=partial(daemon.owed_backfills.owe, name),
+        settle=partial(daemon.owed_backfills.settle, name),
     )
 
 

@@ -6,71 +6,87 @@ stopped or killed before those minutes are journaled would otherwise never fetch
 start it backfills only from where its saved data ends, which is after the gap (the ticks that
 came once the connection was back).
 
-So each gap is noted when it opens, in the store's `backfills_owed.json` (feed name -> the
-earliest start owed, ISO 8601), and settled once its backfill's bars are on disk (the engine
-loop acknowledges a marker the feed queues after them: see `WebSocketFeed._backfill`). A
-backfill that fails stays owed. At the start a feed backfills from the earlier of what it owes
-and where the data taken up ends. A file that cannot be read or written is logged, and the
-daemon goes on (the gap is then fetched only while the daemon runs). What a feed owed that is
-no longer in the config, or has no `rest_url` now, is a warning at the start (those minutes
-will not be fetched) and is forgotten.
+So each gap is noted when it opens, in the store's `backfills_owed.json`, and settled once its
+backfill's bars are on disk (the engine loop acknowledges a marker the feed queues after them:
+see `WebSocketFeed._backfill`). A backfill that fails owes its window for the symbols that
+failed only (`monitor.feeds.owed.Owed`). The file maps a feed's name to the earliest start of
+its open gaps (ISO 8601, every symbol from then), or, once a backfill failed, to an object:
+`{"since": ISO or absent, "windows": [{"start": ISO, "end": ISO, "symbols": [...]}]}`. At the
+start a feed backfills every symbol from the earlier of `since` and where the data taken up
+ends, and each failed window's symbols over that window only; a window older than the engine
+keeps by then is given up (`backfill_given_up`). A file that cannot be read or written is
+logged, and the daemon goes on (the gap is then fetched only while the daemon runs); so is an
+entry that is not one of those shapes, and it is skipped. What a feed owed that is no longer
+in the config, or has no `rest_url` now, is a warning at the start (those minutes will not be
+fetched) and is forgotten.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, NamedTuple
 
+from monitor.feeds.owed import Owed
 from monitor.store import Store, StoreError
 
 
+class Owing(NamedTuple):
+    """What a feed owed at the last stop: every symbol from `since` (None: nothing), and the
+    windows of backfills that failed, their symbols only."""
+
+    since: dt.datetime | None
+    windows: list[Owed]
+
+
 class OwedBackfills:
-    """Per feed, the starts of the gaps whose backfill is not on disk yet."""
+    """Per feed, the gaps and failed windows whose backfill is not on disk yet."""
 
     def __init__(self, store: Store, log: Any) -> None:
         self._store = store
         self._log = log
-        self._gaps: dict[str, list[dt.datetime]] = {}
+        self._gaps: dict[str, list[Owed]] = {}
         self._untaken: set[str] = set()  # (owed at the last stop, not taken by a feed yet)
         try:
             saved = store.load_owed_backfills()
         except StoreError as exc:
             log.warning("owed_backfills_unreadable", error=str(exc))
             saved = {}
-        for feed, since in saved.items():
+        for feed, value in saved.items():
             try:
-                when = dt.datetime.fromisoformat(since)
-            except ValueError:
-                log.warning("owed_backfills_unreadable", error=f"{feed}: not a time: {since!r}")
+                owed = _parsed(value)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.warning("owed_backfills_unreadable", error=f"{feed}: {exc}: {value!r}"[:300])
                 continue
-            if when.tzinfo is not None:
-                self._gaps[feed] = [when.astimezone(dt.UTC)]
+            if owed:
+                self._gaps[feed] = owed
                 self._untaken.add(feed)
 
     def since(self, feed: str) -> dt.datetime | None:
         """The earliest start `feed` owes (None: it owes nothing)."""
         gaps = self._gaps.get(feed)
-        return min(gaps) if gaps else None
+        return min(gap.start for gap in gaps) if gaps else None
 
-    def owe(self, feed: str, since: dt.datetime) -> None:
-        """`feed` lost data from `since` on."""
-        before = self.since(feed)
-        self._gaps.setdefault(feed, []).append(since)
-        if before is None or since < before:
+    def owe(self, feed: str, owed: Owed) -> None:
+        """`feed` lacks `owed`: a gap opened (every symbol from its start on), or the window
+        of a backfill that failed (its symbols)."""
+        before = self._saved(feed)
+        self._gaps.setdefault(feed, []).append(owed)
+        if self._saved(feed) != before:
             self._save()
 
-    def take(self, feed: str) -> dt.datetime | None:
-        """What `feed` owed at the last stop, handed to the feed (which owes it again, from
-        the earliest of it and where the data taken up ends, and settles that)."""
+    def take(self, feed: str) -> Owing:
+        """What `feed` owed at the last stop, handed to the feed (which owes it again, the gap
+        from the earliest of `since` and where the data taken up ends, and settles that)."""
         self._untaken.discard(feed)
         gaps = self._gaps.pop(feed, [])
-        return min(gaps) if gaps else None
+        opened = [gap.start for gap in gaps if gap.end is None]
+        return Owing(min(opened) if opened else None, [gap for gap in gaps if gap.end])
 
     def forget_untaken(self) -> None:
         """Once the feeds are built: what no feed took (a feed renamed or removed, or without
         a `rest_url` now) will never be fetched; said once, and dropped from the file."""
         for feed in sorted(self._untaken):
-            since = min(self._gaps.pop(feed))
+            since = min(gap.start for gap in self._gaps.pop(feed))
             self._log.warning(
                 "backfill_owed_dropped",
                 feed=feed,
@@ -82,23 +98,75 @@ class OwedBackfills:
             self._untaken.clear()
             self._save()
 
-    def settle(self, feed: str, gaps: list[dt.datetime]) -> None:
-        """The backfill of `feed`'s `gaps` (their starts, as owed) is on disk."""
+    def settle(self, feed: str, gaps: list[Owed]) -> None:
+        """The backfill of `feed`'s `gaps` (as owed) is on disk, or given up."""
         owed = self._gaps.get(feed)
         if not owed:
             return
-        before = min(owed)
+        before = self._saved(feed)
         for gap in gaps:
             if gap in owed:
                 owed.remove(gap)
         if not owed:
             del self._gaps[feed]
-        if self.since(feed) != before:
+        if self._saved(feed) != before:
             self._save()
 
+    def _saved(self, feed: str) -> str | dict[str, object] | None:
+        """What the file says `feed` owes: the earliest start of its open gaps while no
+        backfill failed (the file as it always was), else the object of both."""
+        gaps = self._gaps.get(feed)
+        if not gaps:
+            return None
+        opened = [gap.start for gap in gaps if gap.end is None]
+        windows = sorted({gap for gap in gaps if gap.end is not None}, key=_order)
+        if not windows:
+            return min(opened).isoformat()
+        saved: dict[str, object] = {"since": min(opened).isoformat()} if opened else {}
+        saved["windows"] = [
+            {"start": w.start.isoformat(), "end": w.end.isoformat(), "symbols": list(w.symbols)}
+            for w in windows
+            if w.end is not None and w.symbols is not None
+        ]
+        return saved
+
     def _save(self) -> None:
-        owed = {feed: min(gaps).isoformat() for feed, gaps in self._gaps.items() if gaps}
+        owed = {feed: saved for feed in self._gaps if (saved := self._saved(feed)) is not None}
         try:
             self._store.save_owed_backfills(owed)
         except StoreError as exc:
             self._log.warning("owed_backfills_unwritable", error=str(exc))
+
+
+def _order(window: Owed) -> tuple[dt.datetime, dt.datetime, tuple[str, ...]]:
+    return window.start, window.end or window.start, window.symbols or ()
+
+
+def _parsed(value: str | dict[str, object]) -> list[Owed]:
+    """The entries a feed's value in the file holds; ValueError (or TypeError, KeyError)
+    for one that is not of its shapes."""
+    if isinstance(value, str):
+        return [Owed(_time(value))]
+    since = value.get("since")
+    owed = [Owed(_time(since))] if since is not None else []
+    windows = value.get("windows", [])
+    if not isinstance(windows, list):
+        raise ValueError("windows: not a list")
+    for window in windows:
+        symbols = window["symbols"]
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            raise ValueError("symbols: not a list of names")
+        start, end = _time(window["start"]), _time(window["end"])
+        if start < end and symbols:
+            owed.append(Owed(start, end, tuple(symbols)))
+    return owed
+
+
+def _time(value: object) -> dt.datetime:
+    """An ISO 8601 time with its offset, in UTC; ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError("not a time")
+    when = dt.datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        raise ValueError("not a time with an offset")
+    return when.astimezone(dt.UTC)

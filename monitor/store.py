@@ -18,9 +18,9 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, overload
 
 import msgspec
 import polars as pl
@@ -348,13 +348,14 @@ class Store:
         """Write the stale feeds (see `load_stale_feeds`), atomically."""
         self._save_feed_map(STALE_FEEDS, feeds)
 
-    def load_owed_backfills(self) -> dict[str, str]:
+    def load_owed_backfills(self) -> dict[str, str | dict[str, object]]:
         """The REST backfills owed when the daemon last wrote `OWED_BACKFILLS`: feed name ->
-        from when (ISO 8601); see `monitor.owed_backfills`. Empty without the file; StoreError
-        (not fatal) for one that cannot be read."""
-        return self._load_feed_map(OWED_BACKFILLS)
+        from when (ISO 8601), or an object of the gap's start (`since`) and the failed windows
+        (`windows`); see `monitor.owed_backfills`, which checks each. Empty without the file;
+        StoreError (not fatal) for one that cannot be read."""
+        return self._load_feed_map(OWED_BACKFILLS, objects=True)
 
-    def save_owed_backfills(self, feeds: dict[str, str]) -> None:
+    def save_owed_backfills(self, feeds: dict[str, str | dict[str, object]]) -> None:
         """Write the backfills owed (see `load_owed_backfills`), atomically."""
         self._save_feed_map(OWED_BACKFILLS, feeds)
 
@@ -376,7 +377,16 @@ class Store:
         # cut may leave it old or unreadable, a warning at the start, not a failed one)
         self._atomic(ALERTS_RECENT, lambda f: Path(f).write_bytes(data), sync=False)
 
-    def _load_feed_map(self, name: str) -> dict[str, str]:
+    @overload
+    def _load_feed_map(self, name: str) -> dict[str, str]: ...
+
+    @overload
+    def _load_feed_map(
+        self, name: str, *, objects: Literal[True]
+    ) -> dict[str, str | dict[str, object]]: ...
+
+    def _load_feed_map(self, name: str, *, objects: bool = False) -> dict[str, Any]:
+        """Feed name -> a string (or, `objects`, a string or an object) from the file `name`."""
         try:
             found = json.loads((self.path / name).read_text())
         except FileNotFoundError:
@@ -384,14 +394,15 @@ class Store:
         except (OSError, ValueError, RecursionError) as exc:
             why = exc if not isinstance(exc, RecursionError) else ValueError("nested too deep")
             raise _unreadable(self.path / name, why, fatal=False) from None
-        if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        kinds = (str, dict) if objects else str
+        if not isinstance(found, dict) or not all(isinstance(v, kinds) for v in found.values()):
             raise _unreadable(self.path / name, ValueError("not a map"), fatal=False)
         if len(found) > MAX_STALE_FEEDS:  # (no daemon has that many: not its file)
             problem = ValueError(f"{len(found)} feeds, more than {MAX_STALE_FEEDS}")
             raise _unreadable(self.path / name, problem, fatal=False)
         return {str(k): v for k, v in found.items()}
 
-    def _save_feed_map(self, name: str, feeds: dict[str, str]) -> None:
+    def _save_feed_map(self, name: str, feeds: Mapping[str, object]) -> None:
         text = json.dumps(feeds, sort_keys=True)
         self._atomic(name, lambda f: Path(f).write_text(text))
 

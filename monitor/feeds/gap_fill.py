@@ -10,15 +10,20 @@ which the engine upserts by symbol and start:
   `backfill_max_s`; it ends at the current minute, which the stream builds;
 - symbols whose requests failed are asked again, up to `backfill_attempts` times in all, the
   others' bars handed on at once; a 429's wait is honoured (up to `MAX_RETRY_AFTER_S`);
-- a backfill whose attempts all fail is said (`error`, on /healthz), and asked for again after
-  `backfill_retry_s` (doubling, up to `MAX_REFILL_S`) while the connection stays up, and at
-  the next subscription or start;
+- a backfill whose attempts all fail is said (`error`, on /healthz), its window owed for the
+  symbols that failed only, and asked for again after `backfill_retry_s` (doubling, up to
+  `MAX_REFILL_S`) while the connection stays up, and at the next subscription or start: then
+  per symbol, the windows it lacks (`monitor.feeds.owed.plan`), not every symbol from the
+  oldest failure;
+- the minutes of a failed window older than the engine keeps (`reach`) are given up: counted
+  (`backfill_given_up{reason="older_than_kept"}`), said once (`backfill_given_up`), no longer
+  owed, and no longer an error on /healthz;
 - a gap is owed (`owe`) from when it opens until its bars are on disk (`settle`, acknowledged
   by the engine loop after the bars before it), so that one cut off by a stop is fetched at
   the next start (see `monitor.owed_backfills`).
 
 Why apart from `monitor.feeds.websocket`: that module is the connection (handshake, frames,
-reconnects); this is what happens after one, with its own bookkeeping of failed gaps.
+reconnects); this is what happens after one, with its own bookkeeping of failed windows.
 """
 
 from __future__ import annotations
@@ -33,12 +38,12 @@ from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.errors import MonitorError
+from monitor.feeds.owed import Owed, Request, plan
 from monitor.feeds.rest import RestBackfill
 from monitor.feeds.wire import Wire
 
 __all__ = ["MAX_REFILL_S", "MAX_RETRY_AFTER_S", "GapFill"]
 
-_MINUTE = dt.timedelta(minutes=1)
 MAX_RETRY_AFTER_S = 60.0  # the longest a backfill waits for a 429's Retry-After
 MAX_REFILL_S = 1800.0  # the longest wait before a failed backfill is asked for again
 
@@ -46,7 +51,7 @@ MAX_REFILL_S = 1800.0  # the longest wait before a failed backfill is asked for 
 class GapFill:
     """The REST backfills of one feed's gaps, run in the feed's task group (`bind`).
 
-    Counters (label `feed`): backfill_bars, backfill_failures.
+    Counters (label `feed`): backfill_bars, backfill_failures, backfill_given_up{reason}.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class GapFill:
         queue: asyncio.Queue[FeedBatch | Wire],
         deliver: Callable[[FeedBatch], Awaitable[None]],
         is_subscribed: Callable[[], bool],
+        clock: Callable[[], dt.datetime],
         counters: Counters,
         backoff: Backoff,
         log: Any,
@@ -65,8 +71,9 @@ class GapFill:
         attempts: int,
         retry_s: float,
         keeps_from: Callable[[dt.datetime], dt.datetime | None] | None,
-        owe: Callable[[dt.datetime], None] | None,
-        settle: Callable[[list[dt.datetime]], None] | None,
+        owe: Callable[[Owed], None] | None,
+        settle: Callable[[list[Owed]], None] | None,
+        owed: Sequence[Owed] = (),
     ) -> None:
         self._name = name
         self._symbols = list(symbols)
@@ -74,6 +81,7 @@ class GapFill:
         self._queue = queue
         self._deliver = deliver
         self._is_subscribed = is_subscribed
+        self._clock = clock
         self._counters = counters
         self._backoff = backoff
         self._log = log
@@ -86,15 +94,18 @@ class GapFill:
         self._keeps_from = keeps_from
         self._owe = owe if rest is not None else None
         self._settle = settle
-        # The gaps of backfills that failed (and why: /healthz shows it): asked for again at the
-        # next subscription (and, owed in the store, at the next start).
-        self._failed_gaps: list[dt.datetime] = []
+        # The windows of backfills that failed, with the symbols that failed (and why:
+        # /healthz shows it): asked for again at the next subscription (and, owed in the
+        # store, at the next start); `owed`: those the store held at this start.
+        self._failed: list[Owed] = []
+        for window in owed:
+            self._owe_window(window)
         self.error: str | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self.pending: set[asyncio.Task[None]] = set()  # backfills running or waiting to
 
     def __repr__(self) -> str:
-        return f"GapFill({self._name!r}, {len(self._failed_gaps)} failed gaps)"
+        return f"GapFill({self._name!r}, {len(self._failed)} failed windows)"
 
     @property
     def settles(self) -> bool:
@@ -108,23 +119,16 @@ class GapFill:
     def owe(self, since: dt.datetime) -> None:
         """A gap opened at `since`: owed until its bars are on disk."""
         if self._owe is not None:
-            self._owe(since)
+            self._owe(Owed(since))
 
     def fill(self, gap_start: dt.datetime | None, now: dt.datetime) -> None:
-        """Backfill, in a task, the gap just closed (from `gap_start`) and those whose backfills
-        failed."""
-        # The gaps this backfill fills (this one, and those of backfills that failed before):
-        # settled once its bars are on disk, and only they.
-        gaps = [*([] if gap_start is None else [gap_start]), *self._failed_gaps]
-        if not gaps:
+        """Backfill, in a task, the gap just closed (from `gap_start`, every symbol) and the
+        windows of backfills that failed (their symbols only): per symbol, what it lacks."""
+        owed = [*([] if gap_start is None else [Owed(gap_start)]), *self._failed]
+        if not owed:
             return
-        start = max(_floor_minute(min(gaps)) - _MINUTE, self.reach(now))
-        end = _floor_minute(now)
-        self._failed_gaps = []
-        if self._rest is not None and self._tasks is not None and start < end:
-            self._start(self.fetch(start, end, gaps), "backfill")
-        elif self._settle is not None:  # (nothing to fetch: within the minute, or too old)
-            self._settle(gaps)
+        self._failed = []
+        self._run_plan(owed, now)
 
     def reach(self, now: dt.datetime) -> dt.datetime:
         """How far back a backfill at `now` goes at most: to the open of the oldest session
@@ -135,6 +139,37 @@ class GapFill:
         kept = self._keeps_from(now) if self._keeps_from is not None else None
         return kept if kept is not None else now - self._max
 
+    def _run_plan(self, owed: list[Owed], now: dt.datetime) -> None:
+        """Fetch, in a task, what `owed` lacks from the reach on; what is older is given up.
+        `owed` is settled once the requests' bars are on disk (what failed owed anew)."""
+        reach = self.reach(now)
+        todo = plan(owed, self._symbols, now, reach)
+        for part in todo.given_up:
+            self._give_up(part, reach)
+        if self._rest is not None and self._tasks is not None and todo.requests:
+            self._start(self._run(todo.requests, owed), "backfill")
+            return
+        if not self._failed:  # (nothing left that failed: what was given up is no error)
+            self.error = None
+            self._refills = 0
+        if self._settle is not None:  # (nothing to fetch: within the minute, or too old)
+            self._settle(owed)
+
+    def _give_up(self, part: Request, reach: dt.datetime) -> None:
+        """A failed window's minutes older than the engine keeps: never fetched again."""
+        self._counters.inc(
+            "backfill_given_up", len(part.symbols), feed=self._name, reason="older_than_kept"
+        )
+        self._log.warning(
+            "backfill_given_up",
+            reason="older than the oldest session the engine keeps: it would reject them",
+            kept_from=reach.isoformat(),
+            failed=len(part.symbols),
+            symbols=_some(list(part.symbols)),
+            start=part.start.isoformat(),
+            end=part.end.isoformat(),
+        )
+
     def _start(self, work: Coroutine[object, object, None], what: str) -> None:
         """Run `work` in the feed's task group (a backfill, or the wait before one), cancelled
         at the stop."""
@@ -143,39 +178,60 @@ class GapFill:
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
-    async def _fill_later(
-        self,
-        delay_s: float,
-        start: dt.datetime,
-        end: dt.datetime,
-        gaps: list[dt.datetime],
-        symbols: list[str],
-    ) -> None:
-        """After `delay_s`, fetch again the window of a backfill that failed, for the symbols
+    async def _fill_later(self, delay_s: float, failed: list[Owed]) -> None:
+        """After `delay_s`, fetch again the windows of a backfill that failed, for the symbols
         that failed only, if the feed is still subscribed (else its next subscription does)
-        and nothing took its gaps meanwhile (a reconnect's backfill)."""
+        and nothing took them meanwhile (a reconnect's backfill); those older than the engine
+        keeps by then are given up."""
         await asyncio.sleep(delay_s)
-        if not self._is_subscribed() or any(gap not in self._failed_gaps for gap in gaps):
+        if not self._is_subscribed() or any(window not in self._failed for window in failed):
             return
-        for gap in gaps:
-            self._failed_gaps.remove(gap)
+        for window in failed:
+            self._failed.remove(window)
+        symbols = sorted({s for window in failed for s in window.symbols or ()})
         self._log.info("backfill_asked_again", after_s=round(delay_s, 3), symbols=_some(symbols))
-        self._start(self.fetch(start, end, gaps, symbols), "backfill")
+        self._run_plan(failed, self._clock())
 
     async def fetch(
         self,
         start: dt.datetime,
         end: dt.datetime,
-        gaps: list[dt.datetime] | None = None,
+        gaps: list[Owed] | None = None,
         symbols: list[str] | None = None,
     ) -> None:
-        """Fetch [start, end) and hand it on; symbols whose requests failed are asked again
-        (the others' bars are handed on at once), up to `backfill_attempts` times in all.
-        `gaps`: the starts of the gaps it fills (settled once on disk, or failed)."""
-        gaps = gaps or []
+        """Fetch [start, end) of `symbols` (None: every one) and hand it on, as `_run` does;
+        `gaps`: what it fills (settled once on disk)."""
+        await self._run([Request(start, end, tuple(symbols or self._symbols))], gaps or [])
+
+    async def _run(self, requests: list[Request], settles: list[Owed]) -> None:
+        """Fetch each request in turn and hand its bars on; the symbols of one that failed
+        are owed over its window (asked for again later), and `settles` (what the requests
+        fill) is settled once the bars are on disk."""
+        failed: list[tuple[Request, str]] = []
+        refused: str | None = None  # (credentials refused: the other requests would be too)
+        for request in requests:
+            if refused is not None:
+                failed.append((request, refused))
+                continue
+            left, why, refused = await self._fetch_window(request)
+            if left:
+                failed.append((Request(request.start, request.end, tuple(left)), why))
+        if failed:
+            self._failed_requests(failed, ask_again=refused is None)
+        elif not self._failed:  # (no other backfill failed since this one began)
+            self.error = None
+            self._refills = 0
+        if self._settle is not None:  # (once the engine loop has them on disk)
+            await self._queue.put(Wire(self._name, [], ack=partial(self._settle, settles)))
+
+    async def _fetch_window(self, request: Request) -> tuple[list[str], str, str | None]:
+        """Fetch one request; symbols whose requests failed are asked again (the others'
+        bars are handed on at once), up to `backfill_attempts` times in all. The symbols
+        that still failed, why, and why the credentials were refused (None: they were not)."""
         assert self._rest is not None
+        start, end = request.start, request.end
         window = {"start": start.isoformat(), "end": end.isoformat()}
-        left, why, asked_wait, one_by_one = list(symbols or self._symbols), "", 0.0, False
+        left, why, asked_wait, one_by_one = list(request.symbols), "", 0.0, False
         for attempt in range(self._attempts):
             if attempt:  # (at least as long as a 429 asked, up to a minute)
                 wait = min(asked_wait, MAX_RETRY_AFTER_S)
@@ -185,9 +241,8 @@ class GapFill:
                     left, start, end, feed=self._name, one_by_one=one_by_one
                 )
             except MonitorError as exc:  # (refused credentials: asking again will not help)
-                self._failed(start, gaps, str(exc))
                 self._log.error("backfill_failed", error=str(exc), **window)
-                return
+                return left, str(exc), str(exc)
             batch, failed, asked, refused = fetched
             asked_wait = asked or 0.0
             one_by_one = bool(refused)  # (a group refused for one symbol: find which)
@@ -198,12 +253,7 @@ class GapFill:
             if bars or batch.rejections:
                 await self._deliver(batch)
             if not failed:
-                if not self._failed_gaps:  # (no other backfill failed since this one began)
-                    self.error = None
-                    self._refills = 0
-                if self._settle is not None:  # (once the engine loop has them on disk)
-                    await self._queue.put(Wire(self._name, [], ack=partial(self._settle, gaps)))
-                return
+                return [], "", None
             left, why = list(failed), next(iter(failed.values()))
             self._log.warning(
                 "backfill_retry",
@@ -213,8 +263,24 @@ class GapFill:
                 symbols=_some(left),
                 **window,
             )
-        n = len(left)
-        self._failed(start, gaps, f"{n} symbol{'s' if n > 1 else ''} ({_some(left, 5)}): {why}")
+        return left, f"retries exhausted: {why}", None
+
+    def _failed_requests(self, failed: list[tuple[Request, str]], ask_again: bool) -> None:
+        """Owe the windows that failed (their symbols only), say why (/healthz) and, unless
+        the credentials were refused, ask for them again while the connection stays up."""
+        self._counters.inc("backfill_failures", feed=self._name)
+        windows = [Owed(r.start, r.end, r.symbols) for r, _ in failed]
+        for window in windows:
+            self._owe_window(window)
+        first, why = failed[0]
+        n = len(first.symbols)
+        more = f" (and {len(failed) - 1} more windows)" if len(failed) > 1 else ""
+        self.error = (
+            f"from {first.start:%Y-%m-%d %H:%M}Z, {n} symbol{'s' if n > 1 else ''}"
+            f" ({_some(list(first.symbols), 5)}): {why.removeprefix('retries exhausted: ')}{more}"
+        )
+        if not ask_again:
+            return
         # Asked for again while the connection stays up, not only at its next loss: a REST
         # API down for a minute would otherwise leave the gap (and the session bars that wait
         # for it) until the next reconnect or start, hours later.
@@ -222,29 +288,27 @@ class GapFill:
         # row, three weeks of a symbol the provider refuses for good, and stopped the feed)
         delay_s = min(self._retry_s * 2 ** min(self._refills, 32), MAX_REFILL_S)
         self._refills += 1
-        self._log.error(
-            "backfill_failed",
-            error=f"retries exhausted: {why}",
-            failed=len(left),
-            symbols=_some(left),
-            asked_again_in_s=round(delay_s, 3),
-            **window,
-        )
+        for request, why in failed:
+            self._log.error(
+                "backfill_failed",
+                error=why,
+                failed=len(request.symbols),
+                symbols=_some(list(request.symbols)),
+                asked_again_in_s=round(delay_s, 3),
+                start=request.start.isoformat(),
+                end=request.end.isoformat(),
+            )
         if self._tasks is not None:  # (else not running: the next start asks again)
-            later = self._fill_later(delay_s, start, end, gaps, left)
-            self._start(later, "backfill-later")
+            self._start(self._fill_later(delay_s, windows), "backfill-later")
 
-    def _failed(self, start: dt.datetime, gaps: list[dt.datetime], why: str) -> None:
-        self._counters.inc("backfill_failures", feed=self._name)
-        self.error = f"from {start:%Y-%m-%d %H:%M}Z, {why}"
-        self._failed_gaps += gaps
+    def _owe_window(self, window: Owed) -> None:
+        """A failed window (its symbols): owed, here and in the store, until fetched."""
+        self._failed.append(window)
+        if self._owe is not None:
+            self._owe(window)
 
 
 def _some(symbols: list[str], most: int = 20) -> str:
     """The first `most` of `symbols`, for a log line ("A, B, ... and 12 more")."""
     more = f" and {len(symbols) - most} more" if len(symbols) > most else ""
     return ", ".join(symbols[:most]) + more
-
-
-def _floor_minute(when: dt.datetime) -> dt.datetime:
-    return when.replace(second=0, microsecond=0)

@@ -42,6 +42,7 @@ from monitor.feeds.events import FeedEvent, FeedEventKind, QuietSettings, QuietW
 from monitor.feeds.finnhub import FinnhubSession
 from monitor.feeds.gap_fill import GapFill
 from monitor.feeds.generic import decode_generic
+from monitor.feeds.owed import Owed
 from monitor.feeds.polygon import PolygonSession
 from monitor.feeds.provider import (
     RAW_LIMIT,
@@ -95,7 +96,7 @@ class WebSocketFeed:
     Counters (label `feed`): feed_messages, feed_ticks, feed_bars, feed_rejections{reason},
     feed_ignored, feed_provider_errors{code}, feed_status_events, feed_queue_full_waits,
     feed_connects, feed_subscribes, feed_reconnects, feed_gap_seconds, backfill_bars,
-    backfill_failures; gauges feed_connected and feed_stale.
+    backfill_failures, backfill_given_up{reason}; gauges feed_connected and feed_stale.
     """
 
     def __init__(
@@ -128,8 +129,9 @@ class WebSocketFeed:
         stale_at_start: bool = False,
         gap_since: dt.datetime | None = None,
         keeps_from: Callable[[dt.datetime], dt.datetime | None] | None = None,
-        owe: Callable[[dt.datetime], None] | None = None,
-        settle: Callable[[list[dt.datetime]], None] | None = None,
+        owe: Callable[[Owed], None] | None = None,
+        settle: Callable[[list[Owed]], None] | None = None,
+        owed: Sequence[Owed] = (),
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"feeds.{name}.url: must be ws://... or wss://...")
@@ -171,6 +173,7 @@ class WebSocketFeed:
             queue=queue,
             deliver=self._deliver,
             is_subscribed=lambda: self._subscribed,
+            clock=clock,
             counters=counters,
             backoff=backoff,
             log=self._log,
@@ -180,6 +183,7 @@ class WebSocketFeed:
             keeps_from=keeps_from,
             owe=owe,
             settle=settle,
+            owed=owed,
         )
         if gap_since is not None:
             self._gaps.owe(gap_since)
@@ -363,7 +367,7 @@ class WebSocketFeed:
         self,
         start: dt.datetime,
         end: dt.datetime,
-        gaps: list[dt.datetime] | None = None,
+        gaps: list[Owed] | None = None,
         symbols: list[str] | None = None,
     ) -> None:
         """`GapFill.fetch`: [start, end) over REST, handed on."""

@@ -15,6 +15,7 @@ import pytest
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.credentials import Secret
+from monitor.feeds.owed import Owed
 from monitor.feeds.websocket import RestBackfill
 from tests.feeds.fake_providers import FakeRest, FakeStream
 from tests.feeds.test_websocket import (
@@ -276,7 +277,7 @@ async def test_a_backfill_cut_off_by_a_stop_is_owed_and_fetched_at_the_next_star
 
         # The next start: the data taken up ends after the gap (14:36), what is owed before.
         restarted = OwedBackfills(store, logs.get("test"))
-        assert restarted.take("test") == gap  # (as the daemon hands it to its feed)
+        assert restarted.take("test") == (gap, [])  # (as the daemon hands it to its feed)
         hooks = {
             "owe": lambda t: restarted.owe("test", t),
             "settle": lambda t: restarted.settle("test", t),
@@ -302,8 +303,8 @@ async def test_a_backfill_cut_off_by_a_stop_is_owed_and_fetched_at_the_next_star
 async def test_a_failed_backfill_is_asked_for_again_at_the_next_subscription() -> None:
     """AAPL's bars refused (for good, one attempt): the backfill of the gap since 14:10 fails,
     and the feed says so (`backfill_error`, on /healthz); at the next subscription (the
-    connection lost and back) it asks again from 14:09, not from the new gap's start, and once
-    that succeeds the error is gone."""
+    connection lost and back) it asks again for the failed window (14:09 to 14:20) beside the
+    new gap's, not for everything from 14:09, and once that succeeds the error is gone."""
     queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
     stopped = dt.datetime(2024, 7, 12, 14, 10, 30, tzinfo=UTC)
     clock = Clock(dt.datetime(2024, 7, 12, 14, 20, 20, tzinfo=UTC))
@@ -329,9 +330,12 @@ async def test_a_failed_backfill_is_asked_for_again_at_the_next_subscription() -
             clock.now = dt.datetime(2024, 7, 12, 14, 25, 20, tzinfo=UTC)
             await fake.drop()
             await fake.wait_connections(2)
-            backfilled = await next_batch(queue)
-    assert windows(api) == [("2024-07-12T14:09:00Z", "2024-07-12T14:24:59Z")]
-    assert backfilled.minute_bars.height == 2 * 16
+            backfilled = [await next_batch(queue), await next_batch(queue)]
+    assert windows(api) == [
+        ("2024-07-12T14:09:00Z", "2024-07-12T14:19:59Z"),
+        ("2024-07-12T14:24:00Z", "2024-07-12T14:24:59Z"),
+    ]
+    assert [b.minute_bars.height for b in backfilled] == [2 * 11, 2 * 1]
     assert feed.backfill_error is None
 
 
@@ -352,7 +356,7 @@ async def test_each_backfill_settles_only_the_gaps_it_filled(tmp_path: Path) -> 
         api.fail_symbols = {"AAPL": -1} if refuse else {}
         start = gap.replace(second=0) - minute
         end = start + minute  # (the minute the gap began in: a reconnect within it)
-        await feed._backfill(start, end, [gap])  # type: ignore[attr-defined]
+        await feed._backfill(start, end, [Owed(gap)])  # type: ignore[attr-defined]
 
     for order in ("failing first", "good first"):
         store = Store(tmp_path / order.replace(" ", "-"))
@@ -367,15 +371,19 @@ async def test_each_backfill_settles_only_the_gaps_it_filled(tmp_path: Path) -> 
                 owe=partial(owed.owe, "test"), settle=partial(owed.settle, "test"),
                 backfill_attempts=1,
             )  # fmt: skip
-            owed.owe("test", failing)
-            owed.owe("test", good)
+            owed.owe("test", Owed(failing))
+            owed.owe("test", Owed(good))
             runs = [(failing, True), (good, False)]
             for gap, refuse in runs if order == "failing first" else runs[::-1]:
                 await backfill(feed, gap, api, refuse)
         for item in [queue.get_nowait() for _ in range(queue.qsize())]:
             if isinstance(item, Wire) and item.ack is not None:
                 item.ack()  # (the engine loop's, once on disk)
-        assert store.load_owed_backfills() == {"test": failing.isoformat()}, order
+        # (the failing one's window owed, of the symbols that failed: their group's two)
+        window = {"start": "2024-07-12T13:59:00+00:00", "end": "2024-07-12T14:00:00+00:00"}
+        assert store.load_owed_backfills() == {
+            "test": {"windows": [{**window, "symbols": ["AAPL", "SPY"]}]}
+        }, order
         assert feed.backfill_error is not None, order
 
 

@@ -39,8 +39,8 @@ async def test_a_backfill_failing_for_weeks_still_waits_the_longest_refill_delay
         api.fail_symbols["^RUT"] = -1
         gaps = GapFill(
             "test", ["^RUT"], rest, queue=queue, deliver=deliver, is_subscribed=lambda: True,
-            counters=counters, backoff=Backoff(), log=logs.get("test"), max_s=3600,
-            attempts=1, retry_s=60.0, keeps_from=None, owe=None, settle=None,
+            clock=lambda: START, counters=counters, backoff=Backoff(), log=logs.get("test"),
+            max_s=3600, attempts=1, retry_s=60.0, keeps_from=None, owe=None, settle=None,
         )  # fmt: skip
         rounds = 1_030
         with capture_logs() as captured:

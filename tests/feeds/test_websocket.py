@@ -19,6 +19,7 @@ from monitor.core.counters import Counters
 from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
 from monitor.credentials import Secret
 from monitor.errors import ConfigError
+from monitor.feeds.owed import Owed
 from monitor.feeds.websocket import FeedEvent, Provider, RestBackfill, WebSocketFeed, mask_url
 from monitor.feeds.wire import Wire
 from tests.feeds.fake_providers import FakeRest, FakeStream, rest_bar
@@ -505,10 +506,11 @@ async def test_a_backfill_that_failed_is_asked_for_again_while_the_connection_st
     """After a reconnect the REST API fails every attempt (three) for AAPL: the gap is not
     left until the next reconnect, hours later maybe, but AAPL's window asked for again after
     backfill_retry_s on the same connection (not SPY's, which came); its bars come then,
-    /healthz's backfill error clears, and the gap is settled once they are on disk."""
+    /healthz's backfill error clears; the gap is settled once its bars are on disk (AAPL's
+    window owed by then), and AAPL's window once its own are."""
     queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
     clock = Clock(T0)
-    settled: list[list[dt.datetime]] = []
+    settled: list[list[Owed]] = []
     async with (
         FakeStream("alpaca") as fake,
         FakeRest() as api,
@@ -531,7 +533,8 @@ async def test_a_backfill_that_failed_is_asked_for_again_while_the_connection_st
             clock.now = T0 + dt.timedelta(minutes=3)  # 14:33:20
             fake.gate.set()
             items: list[FeedBatch | Wire] = []
-            while not any(isinstance(item, Wire) for item in items):  # (the backfill's end)
+            # (each backfill's end: the gap's, AAPL failing, then AAPL's window asked again)
+            while sum(isinstance(item, Wire) for item in items) < 2:
                 items.append(await asyncio.wait_for(queue.get(), 5))
             assert feed.backfill_error is None
     for item in items:
@@ -541,7 +544,9 @@ async def test_a_backfill_that_failed_is_asked_for_again_while_the_connection_st
     minutes = [dt.datetime(2024, 7, 11, 14, m, tzinfo=UTC) for m in range(29, 33)]
     assert pl.concat(bars).sort("symbol", "start").equals(rest_frame(["AAPL", "SPY"], minutes))
     assert len(fake.connect_times) == 2
-    assert len(settled) == 1
+    # (the gap settled once its bars and AAPL's failed window were owed; that window once
+    # its bars came)
+    assert [[gap.symbols for gap in gaps] for gaps in settled] == [[None], [("AAPL",)]]
     # (the failed window asked for again as it was, of the symbol that failed only)
     asked = [(q["symbols"], q["start"], q["end"]) for _, q, _ in api.requests]
     window = ("2024-07-11T14:29:00Z", "2024-07-11T14:32:59Z")

@@ -1,0 +1,108 @@
+"""What a feed's REST backfill owes, symbol by symbol, and the requests that fetch it.
+
+An owed entry (`Owed`) is either an open gap, every symbol from when the data stopped until
+the connection came back (`end` None: its window ends at the minute the backfill runs in), or
+the window of a backfill that failed, for the symbols that failed only. `plan` turns what is
+owed at a subscription into requests: per symbol, the union of the windows it lacks, cut at
+the engine's horizon (`reach`), the symbols lacking the same window asked together.
+
+Why per symbol: a backfill that failed for one symbol an hour ago used to be folded into the
+next reconnect's gap, and every symbol was fetched from an hour ago (at 2,000 symbols, a
+multiple of the REST calls, and rate limits). Now that symbol is asked for its hour, and
+every symbol for the new gap only.
+
+Why a horizon: minutes older than the oldest session the engine keeps are rejected as late,
+so the part of a failed window before `reach` is given up (`Plan.given_up`), not fetched
+again and again. An open gap older than `reach` is only cut there (the reach of any backfill,
+the minutes before it were never asked for).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["Owed", "Plan", "Request", "plan"]
+
+_MINUTE = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Owed:
+    """Minutes a feed lacks: from `start`, until `end` (None: an open gap, whose window ends
+    at the minute its backfill runs in), of `symbols` (None: every symbol of the feed)."""
+
+    start: dt.datetime
+    end: dt.datetime | None = None
+    symbols: tuple[str, ...] | None = None
+
+    def window(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        """The minutes to fetch at `now`, [start, end): an open gap's from the minute before
+        it opened (that minute may be part-built) to the current one (the stream builds it);
+        a failed window's as it was asked."""
+        if self.end is None:
+            return _floor_minute(self.start) - _MINUTE, _floor_minute(now)
+        return self.start, self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One backfill request: `symbols` over [start, end)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    symbols: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Plan:
+    """The requests that fetch what is owed, and the failed windows (or their parts) given up
+    as older than the engine keeps."""
+
+    requests: list[Request] = field(default_factory=list)
+    given_up: list[Request] = field(default_factory=list)
+
+
+def plan(
+    owed: Sequence[Owed], symbols: Sequence[str], now: dt.datetime, reach: dt.datetime
+) -> Plan:
+    """The requests for `owed` at `now`: per symbol (`symbols`: the feed's, for the open gaps),
+    its windows from `reach` on, merged where they overlap or touch; one request per distinct
+    window, of the symbols that lack it (in the feed's order)."""
+    lacks: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+    given_up: list[Request] = []
+    for entry in owed:
+        start, end = entry.window(now)
+        names = tuple(symbols) if entry.symbols is None else entry.symbols
+        if entry.end is not None and start < min(reach, end):
+            given_up.append(Request(start, min(reach, end), names))
+        start = max(start, reach)
+        if start >= end:
+            continue
+        for name in names:
+            lacks.setdefault(name, []).append((start, end))
+    order = {name: i for i, name in enumerate(symbols)}
+    by_window: dict[tuple[dt.datetime, dt.datetime], list[str]] = {}
+    for name in sorted(lacks, key=lambda n: (order.get(n, len(order)), n)):
+        for window in _merged(lacks[name]):
+            by_window.setdefault(window, []).append(name)
+    requests = [Request(s, e, tuple(names)) for (s, e), names in sorted(by_window.items())]
+    return Plan(requests, given_up)
+
+
+def _merged(
+    windows: list[tuple[dt.datetime, dt.datetime]],
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """`windows` as the fewest disjoint ones covering the same minutes."""
+    merged: list[tuple[dt.datetime, dt.datetime]] = []
+    for start, end in sorted(windows):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _floor_minute(when: dt.datetime) -> dt.datetime:
+    return when.replace(second=0, microsecond=0)
