@@ -57,6 +57,11 @@ async def health(daemon: Daemon) -> dict[str, Any]:
     return body
 
 
+async def metrics(port: int) -> str:
+    """GET /metrics of the daemon listening on `port`."""
+    return await asyncio.to_thread(http_get, port, "/metrics")
+
+
 async def health_becomes(daemon: Daemon, wanted: Callable[[dict[str, Any]], bool]) -> float:
     """Seconds until /healthz answers what `wanted` accepts (AssertionError past WITHIN_S)."""
     loop = asyncio.get_running_loop()
@@ -239,6 +244,49 @@ async def test_a_failed_backfill_makes_health_degraded_until_one_succeeds(
                 await fake.drop()
                 await fake.wait_connections(3)
                 await health_becomes(daemon, lambda h: not failed(h))
+
+
+async def test_a_backfill_owed_from_before_the_engine_keeps_is_given_up_not_degraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store owes AAPL's failed backfill window of 30 days ago (a daemon stopped then):
+    at the feed's first subscription the window is given up, as the engine keeps no minutes
+    that old (`backfill_given_up{reason="older_than_kept"}` on /metrics), never asked of the
+    REST API, no backfill reason on /healthz, and `backfills_owed.json` owes it no more."""
+    from monitor.store import Store
+    from tests.feeds.fake_providers import FakeRest, FakeStream
+
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).replace(second=0, microsecond=0)
+    window = {
+        "start": start.isoformat(),
+        "end": (start + dt.timedelta(minutes=10)).isoformat(),
+        "symbols": ["AAPL"],
+    }
+    with RedisServer() as server:
+        async with FakeStream("alpaca") as fake, FakeRest() as api:
+            prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
+            conf = write_config(tmp_path, feeds=[], redis={"url": server.url, "stream": prefix})
+            conf.write_text(
+                conf.read_text()
+                + f'\n[[feeds]]\nname = "alpaca"\nkind = "websocket"\nprovider = "alpaca"\n'
+                f'url = "{fake.url}"\nrest_url = "{api.url}"\nsymbols = ["AAPL", "SPY"]\n'
+                'key_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
+            )
+            store = Store(tmp_path / "store")
+            store.save_owed_backfills({"alpaca": {"windows": [window]}})
+            async with daemon_of(conf) as daemon:
+                await asyncio.wait_for(fake.subscribed.wait(), 10)
+                port = int(daemon.counters.get("http_port"))
+                given_up = 'backfill_given_up{feed="alpaca",reason="older_than_kept"} 1'
+                async with asyncio.timeout(10):  # (the first subscription's backfill)
+                    while given_up not in await metrics(port):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                reasons = (await health(daemon))["reasons"]
+                assert not [r for r in reasons if "backfill" in r], reasons
+                assert store.load_owed_backfills() == {}
+    assert api.requests == []  # (nothing else owed: a new store, no gap to fill)
 
 
 def dynamic_security_plugin() -> str:

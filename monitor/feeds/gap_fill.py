@@ -100,6 +100,8 @@ class GapFill:
         self._failed: list[Owed] = []
         for window in owed:
             self._owe_window(window)
+        if rest is not None:  # (at 0 from the start: a rate of it needs the 0 before it)
+            counters.zero("backfill_given_up", feed=name, reason="older_than_kept")
         self.error: str | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self.pending: set[asyncio.Task[None]] = set()  # backfills running or waiting to
