@@ -11,10 +11,12 @@ next reconnect's gap, and every symbol was fetched from an hour ago (at 2,000 sy
 multiple of the REST calls, and rate limits). Now that symbol is asked for its hour, and
 every symbol for the new gap only.
 
-Why a horizon: minutes older than the oldest session the engine keeps are rejected as late,
-so the part of a failed window before `reach` is given up (`Plan.given_up`), not fetched
-again and again. An open gap older than `reach` is only cut there (the reach of any backfill,
-the minutes before it were never asked for).
+Why a horizon: minutes older than the oldest session the engine keeps (the session under
+way, the latest closed one and the one before; from 04:00 New York with `extended_hours`) are
+rejected as late, so the part of a failed window before `reach` (that session's open, else
+`backfill_max_s` back) is given up (`Plan.given_up`), not fetched again and again. An open
+gap older than `reach` is only cut there (the reach of any backfill: the minutes before it
+were never asked for).
 """
 
 from __future__ import annotations
