@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -28,8 +29,11 @@ def copy_source(dest: Path) -> Path:
 
 
 def run(cmd: list[str], cwd: Path, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run a command, failing the test with its output when it fails."""
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+    """Run a command, failing the test with its output when it fails. Without PYTHONPATH: a
+    checkout it names (a clone run with PYTHONPATH=its folder) would be imported instead of the
+    installed wheel, and the test failed there though the wheel was right."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, env=env)
     assert res.returncode == 0, f"{cmd}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return res
 
