@@ -35,3 +35,19 @@ def test_the_examples_field_map_is_one_the_feed_takes() -> None:
     line = next(x for x in EXAMPLE.read_text().splitlines() if x.startswith("# field_map"))
     table = tomllib.loads(line.removeprefix("# ").split("  #")[0])
     msgspec.convert(table["field_map"], FieldMap)
+
+
+def test_every_key_the_example_sets_outside_its_feeds_shows_its_default() -> None:
+    """The README says the example gives each key "with its default": a key set outside
+    `[[feeds]]` (whose entries are examples of a feed) has the value the daemon takes when the
+    key is left out, so a default changed in the code and not in the example fails here."""
+    example = tomllib.loads(EXAMPLE.read_text())
+    defaults = msgspec.to_builtins(Config())
+    differ = [
+        f"{section}.{key}: example {value!r}, default {defaults[section][key]!r}"
+        for section, table in example.items()
+        if section != "feeds"
+        for key, value in table.items()
+        if value != defaults[section][key]
+    ]
+    assert differ == []
