@@ -128,11 +128,12 @@ class Pipeline:
         session closed when the engine was warmed: no minute after it is closed yet, so a
         broker's backlog of the session under way (a persistent session made by an earlier
         run) taken in after a few idle steps does not come late. It holds there until a feed
-        delivers or every feed has subscribed and is quiet (`CloseClock.starting`); the book
-        holds nothing it could close meanwhile, and what the engine evaluated at the warm-up
-        (sessions closed by then) stays closed."""
+        delivers or every feed has subscribed and is quiet (`CloseClock.starting`); the book,
+        empty, holds nothing it could close meanwhile, and what the engine evaluated at the
+        warm-up (sessions closed by then) stays closed. (A book given bars before its first
+        step, as tests do, closes them by the wall clock, as before.)"""
         book = self.engine.book
-        if book.closes_at is not None:
+        if book.closes_at is not None or not book.holds_nothing:
             return book.closes_at
         last = book.sessions.last_closed(self.engine.now or self.clock.now())
         return book.sessions.close_of(last) if last is not None else None

@@ -413,6 +413,17 @@ class BarBook:
         """The close clock: minutes and sessions closed by it are (None: never advanced)."""
         return self._close_clock
 
+    @property
+    def holds_nothing(self) -> bool:
+        """Whether the book holds no bar nor tick, open, closed or waiting (a first start's)."""
+        return not (
+            self._open.height
+            or self._partials
+            or self._closed.minutes
+            or self._waiting.ticks
+            or self._waiting.bars
+        )
+
     def resume_close_clock(self, at: dt.datetime) -> None:
         """Continue from a close clock of `at` when none was restored (a start after a kill -9
         before any save: where the journal's data end; the clock was there or later)."""
