@@ -86,7 +86,8 @@ def status(args: argparse.Namespace) -> int:
         print(f"market-monitor at {shown}: down (/healthz answered {health_reply.status_code})")
         return EX_DOWN
     metrics = parse_metrics(metrics_reply.text) if metrics_reply.status_code == 200 else Metrics()
-    print(summary(shown, health, metrics), end="")
+    report = notifier_summary if metrics.has("notify_redis_up") else summary
+    print(report(shown, health, metrics), end="")
     return EXIT.get(state, EX_DOWN)
 
 
@@ -132,14 +133,8 @@ def url_problem(url: str) -> str | None:
 
 
 def summary(base: str, health: dict[str, object], metrics: Metrics) -> str:
-    """The report `status` prints."""
-    lines = [f"market-monitor at {base}: {health.get('status', 'unknown')}"]
-    reasons = health.get("reasons") or []
-    if isinstance(reasons, list) and reasons:
-        lines += [f"  reason: {r}" for r in reasons]
-    uptime = health.get("uptime_s")
-    if isinstance(uptime, int | float):
-        lines.append(f"  uptime: {_duration(float(uptime))}")
+    """The report `status` prints of a daemon."""
+    lines = _health_lines(f"market-monitor at {base}", health)
     depth = health.get("queue_depth", metrics.total("queue_depth"))
     lines.append(f"  queue depth: {depth}")
     lines.append(f"  ticks in: {_count(metrics.total('ticks_in'))}")
@@ -162,6 +157,47 @@ def summary(base: str, health: dict[str, object], metrics: Metrics) -> str:
     else:
         lines.append("  feed lag: no ticks or minute bars yet")
     return "\n".join(lines) + "\n"
+
+
+def notifier_summary(base: str, health: dict[str, object], metrics: Metrics) -> str:
+    """The report `status` prints of a notifier (its `/metrics` has `notify_redis_up`): what it
+    read, delivered and held, not the daemon's figures (all 0 there)."""
+    lines = _health_lines(f"market-monitor notifier at {base}", health)
+    redis_up = metrics.total("notify_redis_up")
+    lines.append(f"  redis: {'up' if redis_up else 'not answering'}")
+    lines.append(f"  alerts read: {_count(metrics.total('notify_read'))}")
+    for name, what in (
+        ("notify_sent", "messages sent"),
+        ("notify_alerts_sent", "alerts sent"),
+        ("notify_dead_lettered", "dead-lettered"),
+    ):
+        detail = _labelled(metrics.by(name, "receiver"))
+        lines.append(
+            f"  {what}: {_count(metrics.total(name))}" + (f" ({detail})" if detail else "")
+        )
+    for name, what in (("notify_dropped", "dropped"), ("notify_held", "held back")):
+        detail = _labelled(metrics.by(name, "reason"))
+        lines.append(
+            f"  {what}: {_count(metrics.total(name))}" + (f" ({detail})" if detail else "")
+        )
+    lines.append(f"  waiting (groups, quiet hours): {_count(metrics.total('notify_waiting'))}")
+    lines.append(
+        f"  stream: {_count(metrics.total('notify_stream_unread'))} unread, "
+        f"{_count(metrics.total('notify_stream_pending'))} pending"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _health_lines(title: str, health: dict[str, object]) -> list[str]:
+    """The first lines of a report: the state, its reasons and the uptime."""
+    lines = [f"{title}: {health.get('status', 'unknown')}"]
+    reasons = health.get("reasons") or []
+    if isinstance(reasons, list) and reasons:
+        lines += [f"  reason: {r}" for r in reasons]
+    uptime = health.get("uptime_s")
+    if isinstance(uptime, int | float):
+        lines.append(f"  uptime: {_duration(float(uptime))}")
+    return lines
 
 
 def _labelled(values: dict[str, float]) -> str:

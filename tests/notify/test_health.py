@@ -252,3 +252,31 @@ async def test_the_notifier_answers_the_names_of_its_allowed_hosts_only(stream: 
         "notify.example:80": b"HTTP/1.1 421 Misdirected Request",
         "evil.example": b"HTTP/1.1 421 Misdirected Request",
     }
+
+
+async def test_status_of_a_notifier_reports_its_deliveries(stream: str) -> None:
+    """`market-monitor status --url` at a notifier's port (as docs/notify.md suggests) reports
+    the notifier: what it read and delivered, by receiver. (It printed the daemon's figures,
+    all 0: "ticks in: 0", "alerts: 0 fired, 0 published".)"""
+    from tests.test_commands import cli
+
+    async with WebhookServer() as hooks:
+        port = free_port()
+        config = make_config(
+            stream,
+            [{"name": "chat", "url": hooks.url("/chat")}],
+            http={"enabled": True, "port": port},
+        )
+        await publish(stream, [alert(1), alert(2)])
+        async with serving(config):
+            await until(lambda: len(hooks.bodies("/chat")) == 2)
+            await health_until(port, "healthy")
+            shown = await asyncio.to_thread(cli, "status", "--url", f"http://127.0.0.1:{port}")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"market-monitor notifier at http://127.0.0.1:{port}: healthy"
+    assert "  redis: up" in lines
+    assert "  alerts read: 2" in lines
+    assert "  alerts sent: 2 (chat=2)" in lines
+    assert any(line.startswith("  dead-lettered: 0") for line in lines)
+    assert not any("ticks in" in line for line in lines)
