@@ -250,7 +250,8 @@ def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
             if item.c and sip_excluded(item.c, item.z):
                 rejected.append(_condition_rejection(item))
                 continue
-            reason = cols.tick(item.S, datetime_us(item.t), item.p, item.s, item.i)
+            trade = trade_key(item.i, item.x)
+            reason = cols.tick(item.S, datetime_us(item.t), item.p, item.s, trade)
         elif cls is _MinuteBar or cls is _UpdatedBar:
             reason = cols.minute(
                 item.S, datetime_us(item.t), (item.o, item.h, item.l, item.c, item.v)

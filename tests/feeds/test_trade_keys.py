@@ -51,3 +51,18 @@ def test_alpaca_trades_of_two_exchanges_sharing_an_id_are_both_kept() -> None:
     again = decode_alpaca(frame, feed="a").batch.ticks
     assert [r.reason for r in book.ingest_ticks(again)] == ["duplicate", "duplicate"]
     assert _closed_minute(book) == (10.05, 400.0)
+
+
+def test_alpaca_trade_ids_name_the_exchange_in_a_frame_mixing_trades_and_bars() -> None:
+    """A trade in a frame that also carries a bar (or a control, a cancel) gets the key of a
+    trade in a frame of trades only, "V:7": before, such a frame's trades kept the bare id,
+    so the same trade redelivered in another frame's shape was taken twice, and a cancel
+    (which names "exchange:id") could not find it."""
+    trade = '{"T":"t","S":"X","i":7,"x":"V","p":10.0,"s":100,"t":"2025-07-02T14:00:05Z"}'
+    bar = '{"T":"b","S":"Y","o":1,"h":1,"l":1,"c":1,"v":1,"t":"2025-07-02T14:00:00Z"}'
+    alone = decode_alpaca(f"[{trade}]", feed="a").batch.ticks
+    mixed = decode_alpaca(f"[{trade},{bar}]", feed="a").batch.ticks
+    assert mixed.get_column("id").to_list() == alone.get_column("id").to_list() == ["V:7"]
+    book = BarBook(SESSIONS)
+    assert book.ingest_ticks(mixed) == []
+    assert [r.reason for r in book.ingest_ticks(alone)] == ["duplicate"]
