@@ -140,6 +140,10 @@ class EngineConfig(Base, frozen=True):
     dedup_window_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 3600.0
     # duplicate-tick keys held at most (8 bytes each); past it the window shrinks
     dedup_max_keys: Annotated[int, Meta(ge=1000, le=1_000_000_000)] = 8_000_000
+    # a feed's cancel or correction of a trade taken this recently (its minute starting at
+    # most this long before the latest closed one) takes it out of its bars (0: cancels are
+    # counted, not applied); the ticks of that long are kept in memory to build bars again
+    cancel_window_s: Annotated[float, Meta(ge=0, le=86_400)] = 900.0
     extended_hours: bool = False
     # hold back a session bar whose minutes look cut short at the close (a feed down through
     # it) until minutes that make it whole come (a backfill); false: build it of what came

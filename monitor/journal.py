@@ -1,16 +1,17 @@
 """The journal: the ticks and bars the daemon accepted since the sessions under way were last
 saved, so that a kill -9 loses none of them.
 
-The pipeline appends each step's accepted ticks, minute bars and session bars here (what the
-engine took in: a row it rejected is not taken again after a restart) before it acknowledges
-the messages they came in, so that what the broker will not deliver again is on disk, and the
-ids of the alerts the step emitted, so that a start re-evaluating the minutes taken up does not
-emit them again. A record is a tag (`T` ticks, `M` minute bars, `D` session bars, `A` alert
-ids), the length of the frame's Arrow IPC stream, then its bytes, in a segment file
-`<store>/journal/<seq>.log`, written straight to the file and, with `sync` (`[store]
-journal_fsync`, the default), on the disk before `append` returns: fdatasync of the segment,
-and of the folder when a segment is created. Without it the kernel keeps what was written when
-the process dies, but a power cut can lose the last records.
+The pipeline appends each step's accepted ticks, minute bars and session bars here (what the engine
+took in: a row it rejected is not taken again after a restart) before it acknowledges the messages
+they came in, so that what the broker will not deliver again is on disk, and the ids of the alerts
+the step emitted, so that a start re-evaluating the minutes taken up does not emit them again. A
+record is a tag (`T` ticks, `M` minute bars, `D` session bars, `A` alert ids, `X` the cancels and
+corrections the engine applied, after the step's ticks: a start applies them again to the same
+ticks), the length of the frame's Arrow IPC stream, then its bytes, in a segment file
+`<store>/journal/<seq>.log`, written straight to the file and, with `sync` (`[store] journal_fsync`,
+the default), on the disk before `append` returns: fdatasync of the segment, and of the folder when
+a segment is created. Without it the kernel keeps what was written when the process dies, but a
+power cut can lose the last records.
 
 A save of the sessions under way (`monitor.intraday`) starts a new segment at the moment it
 takes the book's state, and records in its file the last segment that state covers; once the
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from monitor.core.model import DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
+from monitor.core.model import CANCEL_SCHEMA, DAILY_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, FeedBatch
 from monitor.store import StoreError, sync_folder
 
 JOURNAL = "journal"  # its folder in the store
@@ -70,6 +71,7 @@ class Journal:
         write to the current segment."""
         parts = []
         frames = [(b"T", batch.ticks), (b"M", batch.minute_bars), (b"D", batch.daily_bars)]
+        frames.append((b"X", batch.cancels))  # (after the ticks, as the engine applied them)
         if alert_ids:
             frames.append((b"A", pl.DataFrame({"id": list(alert_ids)}, schema={"id": pl.String})))
         for tag, frame in frames:
@@ -153,7 +155,7 @@ def _records(data: bytes) -> Iterator[tuple[bytes, pl.DataFrame]]:
     while at + _HEAD.size <= len(data):
         tag, length = _HEAD.unpack_from(data, at)
         start = at + _HEAD.size
-        if start + length > len(data) or tag not in (b"T", b"M", b"D", b"A"):
+        if start + length > len(data) or tag not in (b"T", b"M", b"D", b"X", b"A"):
             return  # (cut short)
         try:
             frame = pl.read_ipc_stream(io.BytesIO(data[start : start + length]))
@@ -169,6 +171,8 @@ def _batch(tag: bytes, frame: pl.DataFrame) -> FeedBatch:
         batch.ticks = frame.cast(TICK_SCHEMA)  # type: ignore[arg-type]
     elif tag == b"M":
         batch.minute_bars = frame.cast(MINUTE_SCHEMA)  # type: ignore[arg-type]
+    elif tag == b"X":
+        batch.cancels = frame.cast(CANCEL_SCHEMA)  # type: ignore[arg-type]
     else:
         batch.daily_bars = frame.cast(DAILY_SCHEMA)  # type: ignore[arg-type]
     return batch

@@ -100,6 +100,9 @@ class Pipeline:
         )
         counters.describe("ticks_in", "Ticks received from the feeds")
         counters.describe(
+            "cancels_in", "Trade cancels, errors and corrections received from the feeds"
+        )
+        counters.describe(
             "feed_lag_seconds",
             "Clock minus the newest accepted tick's timestamp (or minute bar's end) yet: it grows"
             " while nothing arrives",
@@ -314,6 +317,8 @@ class Pipeline:
         if batch is not None:
             if batch.ticks.height:
                 self.counters.inc("ticks_in", batch.ticks.height)
+            if batch.cancels.height:
+                self.counters.inc("cancels_in", batch.cancels.height)
             if batch.minute_bars.height:
                 self.counters.inc("bars_in", batch.minute_bars.height, timeframe="1m")
             if batch.daily_bars.height:

@@ -175,6 +175,7 @@ class Daemon:
                 "late_ticks": options.late_ticks,
                 "dedup_max_keys": options.dedup_max_keys,
                 "dedup_window_s": options.dedup_window_s,
+                "cancel_window_s": options.cancel_window_s,
             },
             # (a backlog of minutes, a journal taken up: evaluated as if stepped every minute)
             minute_by_minute=True,

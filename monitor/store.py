@@ -48,6 +48,8 @@ _INTRADAY_PARTS = (
     "closing",
     "waiting",
     "held",
+    "trades",
+    "provider_minutes",
 )
 # The bars backfill built of minute bars or ticks and stored, as they were stored: such a bar
 # is replaced by one built again (see `Store.upsert_bars`).
@@ -259,6 +261,8 @@ class Store:
             "closing": state.closing,
             "waiting": state.waiting,
             "held": state.held,
+            "trades": state.trades,
+            "provider_minutes": state.provider_minutes,
         }
         frame = pl.concat(
             [part.with_columns(part=pl.lit(name)) for name, part in parts.items()],
@@ -274,6 +278,8 @@ class Store:
             "columns": {name: part.columns for name, part in parts.items()},
             "journal": journal,
             "watermark_1m": minute_watermark.isoformat() if minute_watermark else None,
+            "trades_from": state.trades_from.isoformat() if state.trades_from else None,
+            "trades_kept": state.trades_kept,
         }
         metadata = {_INTRADAY_META: json.dumps(meta)}
         self._atomic(INTRADAY, lambda f: frame.write_parquet(f, metadata=metadata))
@@ -302,6 +308,11 @@ class Store:
                 closes_at=dt.datetime.fromisoformat(meta["closes_at"])
                 if meta.get("closes_at")
                 else None,
+                # (a file of an earlier version kept no trades for cancels)
+                trades_from=dt.datetime.fromisoformat(meta["trades_from"])
+                if meta.get("trades_from")
+                else None,
+                trades_kept=meta.get("trades_kept") is True,
                 **parts,
             )
         except (pl.exceptions.PolarsError, OSError, KeyError, TypeError, ValueError) as exc:

@@ -10,6 +10,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import msgspec
@@ -489,12 +490,16 @@ async def test_a_tick_rejected_as_late_before_a_crash_stays_rejected(tmp_path: P
 
 
 def started(
-    store: Store, now: dt.datetime, rules: RulesFile | None = None
+    store: Store,
+    now: dt.datetime,
+    rules: RulesFile | None = None,
+    bar_options: dict[str, Any] | None = None,
 ) -> tuple[Engine, Intraday]:
-    """An engine (of `rules`, none by default) and its Intraday on `store`, started at `now`
-    as the daemon starts: the engine's snapshot restored, then what was saved and journaled
-    there taken up."""
-    engine = Engine(rules or RulesFile(), nyse_sessions(dt.date(2024, 1, 1)))
+    """An engine (of `rules`, none by default; its BarBook's `bar_options`) and its Intraday
+    on `store`, started at `now` as the daemon starts: the engine's snapshot restored, then
+    what was saved and journaled there taken up."""
+    sessions = nyse_sessions(dt.date(2024, 1, 1))
+    engine = Engine(rules or RulesFile(), sessions, bar_options=bar_options)
     engine.ingest_daily(store.load_bars())  # (the history, evaluated before the restore)
     engine.warm(now)
     state = store.load_state()

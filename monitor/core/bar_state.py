@@ -26,6 +26,7 @@ from monitor.core.closed_minutes import HELD_SCHEMA
 from monitor.core.model import DAILY_SCHEMA, TS, empty
 from monitor.core.official_bars import SCHEMA as OFFICIAL_SCHEMA
 from monitor.core.sessions import minute_date
+from monitor.core.trade_ledger import LEDGER_SCHEMA, PROVIDER_SCHEMA
 
 if TYPE_CHECKING:
     from monitor.core.bars import BarBook
@@ -66,6 +67,14 @@ class BookState(msgspec.Struct, frozen=True):
     # The book's close clock (minutes and sessions closed by it: behind `now` while a feed
     # caught up on a backlog; None: a file of an earlier version, `now`'s).
     closes_at: dt.datetime | None = None
+    # The ticks taken lately, for cancels (the book's `monitor.core.trade_ledger`): `trades`
+    # in arrival order, `provider_minutes` (symbol, start) a provider's bar set, `trades_from`
+    # its `whole_from`; `trades_kept` False: none saved (the ledger off, or a file of an
+    # earlier version: after the restart, cancels of trades before it are `cancel_too_old`).
+    trades: pl.DataFrame = msgspec.field(default_factory=lambda: empty(LEDGER_SCHEMA))
+    provider_minutes: pl.DataFrame = msgspec.field(default_factory=lambda: empty(PROVIDER_SCHEMA))
+    trades_from: dt.datetime | None = None
+    trades_kept: bool = False
 
     def sessions(self) -> list[dt.date]:
         """The sessions of its closed minute bars and emitted session bars, sorted."""
@@ -81,7 +90,12 @@ def state_of(book: BarBook) -> BookState:
         keys.to_frame("key").select(ts_lit(bucket).alias("bucket"), "key")
         for bucket, keys in book._seen.buckets.items()
     ]
+    ledger = book._ledger
     return BookState(
+        trades=ledger.frame(),
+        provider_minutes=ledger.provider,
+        trades_from=ledger.whole_from,
+        trades_kept=ledger.on,
         now=book._now,
         closes_at=book._close_clock,
         keep_from=book._keep_from,
@@ -149,6 +163,7 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     book._waiting.bars = [waiting] if waiting.height else []
     earliest = book._open.get_column("start").min() if book._open.height else None
     book._earliest = earliest  # type: ignore[assignment]
+    _restore_ledger(book, state, closed)
     if state.hashed_by == pl.__version__ and state.seen.height:
         seen = conform(state.seen, _SEEN_SCHEMA)
         for (bucket,), part in seen.partition_by("bucket", as_dict=True).items():
@@ -158,6 +173,25 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
         # late tick is looked up in every bucket restored (more keys to look in, none missed).
         book._seen.arrivals = set(book._seen.buckets)
     return True
+
+
+def _restore_ledger(book: BarBook, state: BookState, closed: pl.DataFrame) -> None:
+    """The ticks taken lately (for cancels) as saved; or, none saved, no minute before the
+    state's end (its clock, its latest bar) is whole (see `monitor.core.trade_ledger`)."""
+    ledger = book._ledger
+    if not ledger.on:
+        return
+    if state.trades_kept:
+        trades = conform(state.trades, LEDGER_SCHEMA)
+        ledger.frames = [trades] if trades.height else []
+        ledger.rows = trades.height
+        ledger.provider = conform(state.provider_minutes, PROVIDER_SCHEMA)
+        ledger.whole_from = state.trades_from
+        return
+    ends = [book._open.get_column("start").max(), closed.get_column("start").max(), state.now]
+    latest = max((e for e in ends if isinstance(e, dt.datetime)), default=None)
+    if latest is not None:
+        ledger.whole_from = latest.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
 
 
 def from_later(state: BookState, now: dt.datetime) -> bool:

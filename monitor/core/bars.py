@@ -38,7 +38,10 @@ What is kept in memory:
 - the closing prints taken, as partial bars of their session's last minute (the same two);
 - duplicate keys: hashes of accepted ticks, kept for `dedup_window_s` (an hour) before the
   latest closed minute, at most `dedup_max_keys` of them ("dedup_keys_dropped_early" past it);
-- provider bars waiting for their minute's end (or for the clock), and ticks ahead of it.
+- provider bars waiting for their minute's end (or for the clock), and ticks ahead of it;
+- with `cancel_window_s`, the ticks taken in that window, so that a feed's cancel or
+  correction of a trade (`take_back`) builds its minute bar again without it
+  (`monitor.core.trade_ledger`).
 
 `state()` and `restore(state, now)` save that (the ticks ahead of the clock aside: they are
 seconds ahead at most, or from the future) across a restart: see `monitor.core.bar_state`.
@@ -62,8 +65,10 @@ import polars as pl
 from monitor.core.book_frames import (
     BAR_PROBLEM,
     BAR_RAW,
+    CANCEL_RAW,
     KEYS,
     OPEN_SCHEMA,
+    STATE_SCHEMA,
     TICK_RAW,
     PrintCheck,
     aggregate,
@@ -87,8 +92,9 @@ from monitor.core.duplicate_keys import (
 )
 from monitor.core.minute_classes import EXTENDED_HOURS as EXTENDED_HOURS  # (re-exported)
 from monitor.core.minute_classes import MinuteClasses
-from monitor.core.model import MINUTE_SCHEMA, TICK_SCHEMA, TS, Rejection, empty
+from monitor.core.model import CANCEL_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, TS, Rejection, empty
 from monitor.core.sessions import Sessions, minute_date
+from monitor.core.trade_ledger import TradeLedger
 
 if TYPE_CHECKING:
     from monitor.core.bar_state import BookState
@@ -140,6 +146,7 @@ class BarBook:
         dedup_window_s: float = DEDUP_WINDOW_S,
         hold_cut_short: bool = False,
         exempt: set[str] | None = None,
+        cancel_window_s: float = 0.0,
     ) -> None:
         self.sessions = sessions
         self.dedup_max_keys = dedup_max_keys
@@ -166,6 +173,9 @@ class BarBook:
         # provider files them under the minute of the close), has them merged in.
         self._closing_prints = empty(OPEN_SCHEMA)
         self._started: dt.datetime | None = None  # (see start_clock)
+        # The ticks taken lately, for a feed's cancels (`take_back`; 0 s: none kept)
+        self._ledger = TradeLedger(dt.timedelta(seconds=cancel_window_s))
+        self.taken_back = empty(CANCEL_SCHEMA)  # the cancels the last `take_back` applied
 
     def ingest_ticks(
         self, ticks: pl.DataFrame, check: PrintCheck | None = None, *, taken: bool = False
@@ -207,6 +217,7 @@ class BarBook:
         if clock is not None and good.height and not taken:
             good = self._waiting.hold_ticks(good, clock)
         self.accepted = good  # (a tick that waits is taken, or not, by `advance`)
+        self._ledger.record(good)
         if closes:
             self._keep_closing_prints(good)
         if cutoff is not None and starts and min(starts) <= cutoff:
@@ -256,12 +267,93 @@ class BarBook:
             rejected += self._reject(late, TICK_RAW)
             due = due.filter(~pl.col("late"))
         taken = due
+        self._ledger.record(taken)
         if due.height:  # (a provider's bar of the last minute, taken after, gets them)
             self._keep_closing_prints(due)
         due = self._correct_late(due)
         if due.height:
             self._take_ticks(due, None)
         return taken, rejected
+
+    def take_back(self, cancels: pl.DataFrame) -> list[Rejection]:
+        """Take the trades of `cancels` (CANCEL_SCHEMA: a feed's cancels, errors and
+        corrections) out of their minute bars, or put their correction in their place, and
+        build those bars again from the minute's other ticks (`monitor.core.trade_ledger`):
+        an open bar simply changes; a closed one is emitted again by the next `advance`, with
+        its session bar when that was emitted, as a late tick's correction is. A minute left
+        with no trade has no bar. Returns the cancels not applied, each with why (see
+        `_cancel_problem` and `TradeLedger.not_held`); `taken_back`: those applied, in the
+        order applied (a correction of a correction in one batch comes after the first)."""
+        cancels = conform(cancels, CANCEL_SCHEMA)
+        self.taken_back = cancels.clear()
+        if not cancels.height:
+            return []
+        if not self._ledger.on:
+            return self._reject(cancels.with_columns(reason=pl.lit("cancel_ignored")), CANCEL_RAW)
+        self._compact()  # (the open bars to build again are in `_open`)
+        left = cancels.with_row_index("row")
+        applied: list[pl.DataFrame] = []
+        refused: list[pl.DataFrame] = []
+        while left.height:  # (a pass for each link of a chain of corrections)
+            found = self._ledger.matches(left)
+            if not found.height:
+                break
+            bad, good = split(found.with_columns(reason=self._cancel_problem(found)))
+            if good.height:
+                self._ledger.apply(good)
+                applied.append(good)
+            refused.append(bad)
+            left = left.filter(~pl.col("row").is_in(found.get_column("row").implode()))
+        rejected = [self._ledger.not_held(left), *refused]
+        if applied:
+            done = pl.concat(applied)
+            self.taken_back = done.select(list(CANCEL_SCHEMA))
+            fixed = int(done.get_column("new_id").is_not_null().sum())
+            self._count("trade_corrected", fixed)
+            self._count("trade_cancelled", done.height - fixed)
+            self._rebuild(done.select(KEYS).unique())
+        return self._reject(pl.concat(rejected, how="diagonal"), CANCEL_RAW)
+
+    def _cancel_problem(self, found: pl.DataFrame) -> pl.Expr:
+        """Why a cancel whose trade the ledger holds (`found`, with its `start`) is not
+        applied: its minute is not whole in the ledger, or of a session the book no longer
+        keeps (`cancel_too_old`), a provider's bar set it (`cancel_provider_bar`: that bar
+        stands), or it is closed and late ticks are rejected (`cancel_minute_closed`)."""
+        start = pl.col("start")
+        reasons = [
+            pl.when(~self._ledger.is_whole(start)).then(pl.lit("cancel_too_old")),
+            *self._screen(found, "cancel_too_old"),
+            pl.when(self._ledger.from_provider(found)).then(pl.lit("cancel_provider_bar")),
+        ]
+        if self.late_ticks == "reject" and self._close_clock is not None:
+            closed = start <= ts_lit(self._cutoff())
+            reasons.append(pl.when(closed).then(pl.lit("cancel_minute_closed")))
+        return pl.coalesce(reasons)
+
+    def _rebuild(self, keys: pl.DataFrame) -> None:
+        """Build the bars of the minutes `keys` (symbol, start) again from the ticks the
+        ledger holds of them, in place of the open or closed bar (see `take_back`)."""
+        ticks = self._ledger.ticks_of(keys)
+        bars = aggregate(ticks)
+        self._count("cancel_bar_removed", keys.height - bars.height)
+        closed = pl.lit(False)
+        if self._close_clock is not None:
+            closed = pl.col("start") <= ts_lit(self._cutoff())
+        opened = keys.filter(~closed)
+        if opened.height:
+            kept = self._open.join(opened, on=KEYS, how="anti")
+            self._open = pl.concat([kept, bars.join(opened, on=KEYS, how="semi")])
+        shut = keys.filter(closed)
+        if shut.height:
+            self._count("cancel_minute_corrected", shut.height)
+            rebuilt = bars.join(shut, on=KEYS, how="semi")
+            classes = self._minute_classes
+            rebuilt = classes.with_session(rebuilt) if rebuilt.height else empty(STATE_SCHEMA)
+            self._closed.replace(classes.with_session(shut, KEYS), rebuilt)
+        if self._closing_prints.height:  # (a closing print taken back: see __init__)
+            prints = ticks.filter(pl.col("ts") >= pl.col("start") + _MINUTE)
+            kept = self._closing_prints.join(keys, on=KEYS, how="anti")
+            self._closing_prints = pl.concat([kept, aggregate(prints)])
 
     def ingest_minute_bars(
         self, bars: pl.DataFrame, check: PrintCheck | None = None, *, taken: bool = False
@@ -455,6 +547,7 @@ class BarBook:
                     good = combine(pl.concat([good.select(prints.columns), prints]))
             good = self._minute_classes.with_session(good)
             keys = good.select(KEYS)
+            self._ledger.note_provider(keys)  # (a cancel leaves the provider's bar as it is)
             self._compact()
             stored = self._closed.stored(good)
             known = pl.concat([self._open.select(KEYS), stored.select(KEYS)])
@@ -521,6 +614,10 @@ class BarBook:
                 day = minute_date(pl.col("start"))
                 self._closing_prints = self._closing_prints.filter(day >= keep)
         self._seen.forget(now - _MINUTE - self.close_delay)  # (by the wall clock)
+        self._ledger.forget(self._cutoff())
+        self._count(
+            "cancel_ticks_dropped_early", self._ledger.counts.pop("cancel_ticks_dropped_early", 0)
+        )
 
     def _reject(self, bad: pl.DataFrame, raw: pl.Expr) -> list[Rejection]:
         if not bad.height:

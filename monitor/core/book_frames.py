@@ -160,6 +160,10 @@ def _bar_raw() -> pl.Expr:
     return _raw("start", *_OHLCV)
 
 
+def _cancel_raw() -> pl.Expr:
+    return _raw("id", "ts", "new_id", "new_price", "new_size")
+
+
 def _tick_agg() -> list[pl.Expr]:
     """Open: the earliest tick by `ts`, the first to arrive among equal ones; close: the latest,
     the last to arrive among equal ones, as the tape's last sale is the last reported.
@@ -198,3 +202,4 @@ _STATE_AGG = [*_BAR_AGG, pl.col("session").first(), pl.col("regular").first()]
 BAR_PROBLEM = _bar_problem()  # the reason a provider bar is rejected, else null
 TICK_RAW = _tick_raw()  # a rejected tick's `raw`
 BAR_RAW = _bar_raw()  # a rejected bar's `raw`
+CANCEL_RAW = _cancel_raw()  # a cancel's not applied `raw`

@@ -93,6 +93,29 @@ class ClosedMinutes:
         """Write per-minute frames back; queue `changed` to emit; mark emitted sessions dirty."""
         for (session, start), part in merged.partition_by("session", "start", as_dict=True).items():
             self.minutes.setdefault(session, {})[start] = part
+        self._changed(changed)
+
+    def replace(self, keys: pl.DataFrame, bars: pl.DataFrame) -> None:
+        """Put `bars` (STATE_SCHEMA) in place of the bars of `keys` (symbol, start, session,
+        regular), which they may lack: a minute left with no trade (its cancel) has no bar.
+        Queued to emit and marked dirty as `store` does, the keys without a bar too (their
+        session bar is built again without them)."""
+        for (session, start), part in keys.partition_by("session", "start", as_dict=True).items():
+            minutes = self.minutes.get(session, {})
+            kept = minutes.get(start, empty(STATE_SCHEMA)).join(part, on=KEYS, how="anti")
+            new = bars.filter((pl.col("session") == session) & (pl.col("start") == start))
+            whole = pl.concat([kept, new.select(kept.columns)])
+            if whole.height:
+                self.minutes.setdefault(session, {})[start] = whole
+            else:
+                minutes.pop(start, None)
+                if not minutes:  # (a session with no minute left has no bar: see `emit`)
+                    self.minutes.pop(session, None)
+        self._changed(keys.select("symbol", "start", "session", "regular"))
+
+    def _changed(self, changed: pl.DataFrame) -> None:
+        """Queue `changed` (symbol, start, session, regular) to emit; mark emitted sessions
+        dirty (and, tracking, the symbols touched)."""
         self._pending.append(changed.select("symbol", "start", "session"))
         redo = changed.filter(pl.col("regular") & pl.col("session").is_in(sorted(self.done)))
         for (session,), part in redo.partition_by("session", as_dict=True).items():

@@ -115,12 +115,14 @@ class Engine:
     def ingest(
         self, batch: FeedBatch, *, taken: bool = False, now: dt.datetime | None = None
     ) -> list[Rejection]:
-        """Take a batch of ticks and bars; bad rows come back as rejections (also counted), the
-        rows taken in join `accepted` (see `take_accepted`). `taken`: rows this engine took in
-        before (a journal's, after a restart), not screened again: the universe and halts may
-        have changed since, and the bad-print reference that passed them is not kept; and
-        none of them waits for the clock (provider minute bars among them are closed at once),
-        as they were taken then (the restored clock is the last save's, before them).
+        """Take a batch of ticks and bars, then its cancels (`BarBook.take_back`); bad rows
+        come back as rejections (also counted), the rows taken in join `accepted` (see
+        `take_accepted`; the cancels applied too, not the trades a correction put in).
+        `taken`: rows this engine took in before (a journal's, after a restart), not
+        screened again: the universe and halts may have changed since, and the bad-print
+        reference that passed them is not kept; and none of them waits for the clock
+        (provider minute bars among them are closed at once), as they were taken then (the
+        restored clock is the last save's, before them).
         `now`: the clock the step that takes the batch advances to (the daemon's): a session
         bar of a session not opened by then is refused (`future_bar`; replay, whose bars come
         ahead of its clock, gives none)."""
@@ -158,6 +160,9 @@ class Engine:
                 self._official.note(good, self.now)
             rejections += refused
             accepted.daily_bars = _then(accepted.daily_bars, good)
+        if batch.cancels.height:  # (after the ticks: a trade and its cancel in one batch)
+            rejections += self.book.take_back(batch.cancels)
+            accepted.cancels = _then(accepted.cancels, self.book.taken_back)
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
@@ -249,7 +254,9 @@ class Engine:
 
     def book_counts(self) -> dict[str, int]:
         """What the bar builder counted: rejections by reason, "late_tick_corrected",
-        "bar_replaced", "dedup_keys_dropped_early" (empty before the first tick or bar); and
+        "bar_replaced", "dedup_keys_dropped_early", the cancels' "trade_cancelled",
+        "trade_corrected", "cancel_minute_corrected", "cancel_bar_removed" and
+        "cancel_ticks_dropped_early" (empty before the first tick or bar); and
         "daily_bar_corrected": session bars of a period before the last one evaluated, stored
         as corrections (they fire nothing); "provider_session_bar_kept": session bars built
         from trades left out for a provider's (monitor.core.official_bars)."""

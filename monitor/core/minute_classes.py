@@ -57,12 +57,14 @@ class MinuteClasses:
             self._known.update(zip(missing, rows, strict=True))
         return {s: self._known[s] for s in starts}
 
-    def with_session(self, bars: pl.DataFrame) -> pl.DataFrame:
-        """Minute bars (OPEN_SCHEMA) with their `session` and `regular` flag (STATE_SCHEMA)."""
+    def with_session(self, bars: pl.DataFrame, columns: list[str] | None = None) -> pl.DataFrame:
+        """Minute bars (OPEN_SCHEMA) with their `session` and `regular` flag (STATE_SCHEMA;
+        `columns`: those of `bars`, keys say, and the two)."""
         classes = self.classify(bars["start"].unique().to_list())
         table = pl.DataFrame(
             [list(classes), *zip(*classes.values(), strict=True)],
             schema={"start": TS, "session": pl.Date(), "regular": pl.Boolean()},
             orient="col",
         )
-        return bars.join(table, on="start", how="left").select(list(STATE_SCHEMA))
+        wanted = list(STATE_SCHEMA) if columns is None else [*columns, "session", "regular"]
+        return bars.join(table, on="start", how="left").select(wanted)

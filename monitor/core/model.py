@@ -46,6 +46,18 @@ MINUTE_SCHEMA: dict[str, pl.DataType] = {
     "volume": pl.Float64(),
 }
 
+# Trades taken back by their feed (`FeedBatch.cancels`): `id` is the trade's, as its tick's
+# (`symbol` + `id` find it); `ts` when the feed said so. A cancel (or error) has no `new_*`; a
+# correction names the trade that replaces it (its id, price and size, at the same time).
+CANCEL_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "ts": TS,
+    "id": pl.String(),
+    "new_id": pl.String(),
+    "new_price": pl.Float64(),
+    "new_size": pl.Float64(),
+}
+
 # Session (daily) bars belong to their exchange session date.
 DAILY_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
@@ -198,7 +210,8 @@ class FeedBatch(msgspec.Struct):
     Frames follow TICK_SCHEMA, MINUTE_SCHEMA and DAILY_SCHEMA; any of them may be empty.
     `feed` names the feed it came from (for counters, lag and the stale-feed watchdog);
     `rejections_logged`, that the feed has logged its rejections (the daemon counts them
-    again, as every rejection, without a second log line).
+    again, as every rejection, without a second log line). `cancels` (CANCEL_SCHEMA): trades
+    the feed took back or corrected since (Alpaca's "x" and "c"), applied after the ticks.
     """
 
     feed: str
@@ -207,6 +220,7 @@ class FeedBatch(msgspec.Struct):
     daily_bars: pl.DataFrame
     rejections: list[Rejection]
     rejections_logged: bool = False
+    cancels: pl.DataFrame = msgspec.field(default_factory=lambda: empty(CANCEL_SCHEMA))
 
     @classmethod
     def empty(cls, feed: str) -> FeedBatch:
@@ -214,8 +228,9 @@ class FeedBatch(msgspec.Struct):
         return cls(feed, empty(TICK_SCHEMA), empty(MINUTE_SCHEMA), empty(DAILY_SCHEMA), [])
 
     def size(self) -> int:
-        """Rows of market data carried (rejections not included)."""
-        return self.ticks.height + self.minute_bars.height + self.daily_bars.height
+        """Rows of market data carried, cancels too (rejections not included)."""
+        bars = self.minute_bars.height + self.daily_bars.height
+        return self.ticks.height + bars + self.cancels.height
 
     def data_end(self, by: dt.datetime | None = None) -> dt.datetime | None:
         """Where its ticks and minute bars end: its last tick, or its last minute bar's end,

@@ -5,7 +5,13 @@ the trade id with the exchange that reported it: `trade_key`), minute bars "b" a
 "u" become minute bars (the engine upserts by symbol + start), running daily bars "d" become
 daily bars of the New York date of `t`. Control: "success"
 (connected / authenticated), "subscription", "error" (with `code`) and trading status "s" (halts).
-Quotes, corrections, cancels, LULD bands and imbalances are counted as ignored.
+Trade cancels and errors "x" (`{"S","i","x","p","s","a":"C"|"E","t","z"}`) and corrections "c"
+(`{"S","x","oi","op","os","oc","ci","cp","cs","cc","t","z"}`), which Alpaca sends to whoever
+takes trades, become the batch's `cancels`: the trade "x:i" (or "x:oi") taken back, or replaced
+by the corrected one ("x:ci" at `cp` for `cs`; a correction whose conditions `cc` keep the
+trade out of bars is a cancel). The engine takes them out of the minute bars and builds those
+again (`monitor.core.trade_ledger`, `[engine] cancel_window_s`). Quotes, LULD bands and
+imbalances are counted as ignored.
 
 Frames are JSON text, or msgpack when the connection sent `Content-Type: application/msgpack` on
 the upgrade; `decode_alpaca` tells them apart by their first byte.
@@ -69,7 +75,7 @@ _CONTINUE = {403: "already authenticated"}
 # Trading status codes (CTS numeric, UTP letters): a halt or pause, or a resumption.
 _HALTED = frozenset({"2", "H", "P"})
 _RESUMED = frozenset({"3", "T"})
-_IGNORED = frozenset({"q", "c", "x", "l", "i"})
+_IGNORED = frozenset({"q", "l", "i"})
 
 
 def error_action(code: int | None) -> Action:
@@ -171,19 +177,34 @@ class _Status(msgspec.Struct, tag="s", tag_field="T"):
     S: str
 
 
+class _Cancel(msgspec.Struct, tag="x", tag_field="T"):
+    """A trade cancel ("a": "C") or error ("E"): the trade `i` reported by `x` taken back."""
+
+    S: str
+    i: int | str
+    x: str | None = None
+    t: UtcDatetime | None = None
+
+
+class _Correction(msgspec.Struct, tag="c", tag_field="T"):
+    """A trade correction: trade `oi` reported by `x` is trade `ci` at `cp` for `cs`."""
+
+    S: str
+    oi: int | str
+    ci: int | str
+    cp: float
+    cs: float
+    x: str | None = None
+    cc: list[str] | None = None  # the corrected trade's sale conditions
+    z: str | None = None
+    t: UtcDatetime | None = None
+
+
 class _Ignored(msgspec.Struct, tag_field="T"):
-    """Channels the feed does not use: quotes, corrections, cancels, LULD bands, imbalances."""
+    """Channels the feed does not use: quotes, LULD bands, imbalances."""
 
 
 class _Quote(_Ignored, tag="q"):
-    pass
-
-
-class _Correction(_Ignored, tag="c"):
-    pass
-
-
-class _Cancel(_Ignored, tag="x"):
     pass
 
 
@@ -259,6 +280,13 @@ def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
         elif cls is _DailyBar:
             reason = cols.daily(
                 item.S, datetime_us(item.t), (item.o, item.h, item.l, item.c, item.v)
+            )
+        elif cls is _Cancel:
+            at = None if item.t is None else datetime_us(item.t)
+            reason = cols.cancel(item.S, at, trade_key(item.i, item.x))
+        elif cls is _Correction:
+            reason = _correction(
+                cols, item.S, item.t, item.x, item.oi, item.ci, item.cp, item.cs, item.cc, item.z
             )
         elif cls is _Success:
             controls.append(_success(item.msg))
@@ -343,6 +371,8 @@ def _element(el: object, cols: Columns, controls: list[Control]) -> str | None:
         at = datetime_us(el["t"])
         ohlcv = (el["o"], el["h"], el["l"], el["c"], el.get("v", 0.0))
         return cols.daily(el["S"], at, ohlcv) if kind == "d" else cols.minute(el["S"], at, ohlcv)
+    if kind in ("x", "c"):
+        return _taken_back(el, cols)
     if kind == "success":
         msg = el.get("msg", "")
         if not isinstance(msg, str):
@@ -363,6 +393,55 @@ def _element(el: object, cols: Columns, controls: list[Control]) -> str | None:
     if isinstance(kind, str) and kind in _IGNORED:
         return "ignored"
     return "bad_message"
+
+
+def _taken_back(el: dict[Any, Any], cols: Columns) -> str | None:
+    """A cancel or error "x", or a correction "c", element by element (see the module)."""
+    wanted = ("S", "i") if el["T"] == "x" else ("S", "oi", "ci", "cp", "cs")
+    if any(k not in el for k in wanted):
+        return "missing_field"
+    if el["T"] == "x":
+        at = datetime_us(el["t"]) if el.get("t") is not None else None
+        return cols.cancel(el["S"], at, trade_key(el["i"], el.get("x")))
+    conditions = el.get("cc")
+    if conditions is not None and not (
+        isinstance(conditions, list) and all(isinstance(c, str) for c in conditions)
+    ):
+        return "bad_message"
+    tape = el.get("z")
+    return _correction(
+        cols,
+        el["S"],
+        el.get("t"),
+        el.get("x"),
+        el["oi"],
+        el["ci"],
+        el["cp"],
+        el["cs"],
+        conditions,
+        tape if isinstance(tape, str) else None,
+    )
+
+
+def _correction(
+    cols: Columns,
+    symbol: object,
+    at: object,
+    venue: object,
+    old: object,
+    new: object,
+    price: object,
+    size: object,
+    conditions: list[str] | None,
+    tape: str | None,
+) -> str | None:
+    """Append a correction: trade `old` reported by `venue` becomes `new` at `price` for
+    `size`; or is taken back when its new conditions keep it out of bars."""
+    ts = datetime_us(at) if at is not None else None
+    trade = trade_key(old, venue)
+    if conditions and sip_excluded(conditions, tape):
+        return cols.cancel(symbol, ts, trade)
+    return cols.cancel(symbol, ts, trade, (trade_key(new, venue), price, size))
 
 
 def _success(msg: str) -> Control:

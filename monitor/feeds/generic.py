@@ -480,4 +480,5 @@ def merge(batches: list[FeedBatch], feed: str) -> FeedBatch:
         cat([b.minute_bars for b in batches]),
         cat([b.daily_bars for b in batches]),
         [r for b in batches for r in b.rejections],
+        cancels=cat([b.cancels for b in batches]),
     )

@@ -20,6 +20,7 @@ import msgspec
 import polars as pl
 
 from monitor.core.model import (
+    CANCEL_SCHEMA,
     DAILY_SCHEMA,
     MAX_PRICE,
     MAX_SIZE,
@@ -267,6 +268,7 @@ class Columns:
         self.d_symbol: list[str] = []
         self.d_us: list[int] = []
         self.d_values: list[tuple[float, float, float, float, float]] = []
+        self.cancels: list[tuple[str, int | None, str, str | None, float | None, float | None]] = []
 
     def tick(
         self, symbol: object, ts_us: int | str, price: object, size: object, trade_id: object
@@ -293,6 +295,33 @@ class Columns:
         self.t_price.append(float(price))
         self.t_size.append(float(size))
         self.t_id.append(None if trade_id is None else str(trade_id))
+        return None
+
+    def cancel(
+        self,
+        symbol: object,
+        ts_us: int | str | None,
+        trade_id: object,
+        new: tuple[object, object, object] | None = None,
+    ) -> str | None:
+        """Append a trade taken back (`trade_id`: as its tick's, `trade_key`), or with `new`
+        (its correction's id, price and size) corrected; `ts_us`: when (None: not said)."""
+        if not (is_symbol(symbol) and _is_id(trade_id)):
+            return "bad_message"
+        if isinstance(ts_us, str):
+            return ts_us
+        fixed: tuple[str | None, float | None, float | None] = (None, None, None)
+        if new is not None:
+            new_id, price, size = new
+            if not (_is_id(new_id) and is_number(price) and is_number(size)):
+                return "bad_message"
+            if not 0.0 < price < MAX_PRICE:  # type: ignore[operator]
+                return "bad_price"
+            if not 0.0 <= size < MAX_SIZE:  # type: ignore[operator]
+                return "bad_size"
+            fixed = (str(new_id), float(price), float(size))  # type: ignore[arg-type]
+        assert isinstance(symbol, str)
+        self.cancels.append((symbol, ts_us, str(trade_id), *fixed))
         return None
 
     def minute(self, symbol: object, start_us: int | str, ohlcv: tuple[object, ...]) -> str | None:
@@ -337,7 +366,21 @@ class Columns:
             at = pl.Series("session", self.d_us, pl.Int64).cast(TS)
             session = at.dt.convert_time_zone(EXCHANGE_TZ).dt.date()
             daily = _bars(self.d_symbol, session, self.d_values)
-        return FeedBatch(feed, ticks, minute, daily, rejections)
+        batch = FeedBatch(feed, ticks, minute, daily, rejections)
+        if self.cancels:
+            columns = list(zip(*self.cancels, strict=True))
+            batch.cancels = pl.DataFrame(
+                [
+                    pl.Series(n, c, CANCEL_SCHEMA[n] if n != "ts" else pl.Int64)
+                    for n, c in zip(CANCEL_SCHEMA, columns, strict=True)
+                ]
+            ).with_columns(pl.col("ts").cast(TS))
+        return batch
+
+
+def _is_id(value: object) -> bool:
+    """A trade id: a str or an int (not a bool)."""
+    return value.__class__ is str or value.__class__ is int
 
 
 def _bar_values(

@@ -141,11 +141,13 @@ def test_msgpack_frame_decodes_like_json() -> None:
     assert (from_msgpack.batch.rejections, from_msgpack.controls) == ([], [])
 
 
-def test_quotes_and_corrections_are_ignored() -> None:
-    """Quotes and corrections count as ignored, not rejected."""
+def test_quotes_are_ignored_and_a_correction_lacking_its_fields_is_rejected() -> None:
+    """Quotes count as ignored; a correction is taken in now (see test_cancels.py), and one
+    without the trades it names is rejected as missing_field, not ignored."""
     frame = '[{"T":"q","S":"AMD","bp":1},{"T":"c","S":"AAPL"}]'
     decoded = decode_alpaca(frame, feed="a")
-    assert (decoded.ignored, decoded.batch.size(), decoded.batch.rejections) == (2, 0, [])
+    assert (decoded.ignored, decoded.batch.size()) == (1, 0)
+    assert [r.reason for r in decoded.batch.rejections] == ["missing_field"]
 
 
 @pytest.mark.parametrize(

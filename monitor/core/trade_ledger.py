@@ -1,0 +1,201 @@
+"""A `BarBook`'s record of the ticks it took lately, so that a trade its feed takes back (a
+cancel, an error, a correction: `FeedBatch.cancels`) can be taken out of its minute bar.
+
+A bar holds no ticks: to take one trade out of it, the bar is built again from the minute's
+other trades. The ledger keeps every tick the book accepted (in arrival order, with the minute
+it went to) for minutes starting `window` or less before the book's cutoff (its latest closed
+minute), and `whole_from`: the minutes starting at or after it are whole in the ledger, so
+their bars can be built again from it. Older ticks go as the cutoff moves, and at most
+`max_rows` are held: past that the oldest go early ("cancel_ticks_dropped_early"), and
+`whole_from` moves up with them. A minute a provider's bar set (`note_provider`) is never
+built again from ticks: the provider's bar stands (Alpaca sends its own updated bar).
+
+`matches` finds the trades a batch of cancels names (by symbol and id: the tick's id, which a
+feed forms the same way for both, Alpaca's "exchange:trade id"), `apply` takes them out or
+replaces them (a correction keeps the trade's time and place in the arrival order, so the
+bar's open and close tie-breaks stay as they were), and `ticks_of` gives the ticks of the
+minutes to build again. The ids taken back are remembered for the window, so the same cancel
+sent twice is told from one of an unknown trade ("cancel_repeated").
+
+Why apart from `monitor.core.bars`: the book builds bars of batches and keeps no tick; this is
+the only part that does, it is off unless asked for (`window` 0: the daemon's `[engine]
+cancel_window_s` sets it, replay never has cancels), and it reads better alone.
+`monitor.core.bar_state` saves and restores its `frames`, `provider` and `whole_from` (not
+`taken_back`: after a start a cancel sent again is `cancel_unknown_trade`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from monitor.core.model import TS, empty
+
+LEDGER_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "ts": TS,
+    "price": pl.Float64(),
+    "size": pl.Float64(),
+    "id": pl.String(),
+    "start": TS,  # the minute bar it went to (a closing print's is the session's last)
+}
+PROVIDER_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "start": TS}
+MAX_ROWS = 10_000_000  # ~500 MB of ticks at most; past it the window shrinks
+_MINUTE = dt.timedelta(minutes=1)
+_WHERE = ["symbol", "id"]
+
+
+class TradeLedger:
+    """The ticks a book accepted in the last `window` (see the module)."""
+
+    def __init__(self, window: dt.timedelta, *, max_rows: int = MAX_ROWS) -> None:
+        self.window = window
+        self.max_rows = max_rows
+        self.frames: list[pl.DataFrame] = []  # LEDGER_SCHEMA, in arrival order
+        self.rows = 0
+        self.whole_from: dt.datetime | None = None  # None: every minute the book took
+        self.provider = empty(PROVIDER_SCHEMA)  # minutes a provider's bar set
+        self.taken_back: dict[tuple[str, str], dt.datetime] = {}  # (symbol, id) -> its minute
+        self.counts: dict[str, int] = {}
+
+    @property
+    def on(self) -> bool:
+        """Whether cancels are applied at all (`window` 0: off)."""
+        return self.window > dt.timedelta(0)
+
+    def record(self, ticks: pl.DataFrame) -> None:
+        """Keep accepted ticks (with their `start`), in arrival order."""
+        if self.on and ticks.height:
+            self.frames.append(ticks.select(list(LEDGER_SCHEMA)))
+            self.rows += ticks.height
+            if self.rows > self.max_rows:
+                self._drop_early()
+
+    def note_provider(self, keys: pl.DataFrame) -> None:
+        """Minutes (symbol, start) whose bar a provider's replaced: not built from ticks."""
+        if self.on and keys.height:
+            self.provider = pl.concat([self.provider, keys.select(list(PROVIDER_SCHEMA))])
+
+    def forget(self, cutoff: dt.datetime) -> None:
+        """Drop what is older than `window` before `cutoff` (the book's latest closed minute)."""
+        if not self.on:
+            return
+        horizon = (cutoff - self.window).replace(second=0, microsecond=0)  # (once a minute)
+        if self.whole_from is not None and horizon <= self.whole_from:
+            return
+        self.whole_from = horizon
+        kept = self._one().filter(pl.col("start") >= horizon)
+        self.frames = [kept] if kept.height else []
+        self.rows = kept.height
+        if self.provider.height:
+            self.provider = self.provider.filter(pl.col("start") >= horizon)
+        self.taken_back = {k: s for k, s in self.taken_back.items() if s >= horizon}
+
+    def _drop_early(self) -> None:
+        """Past `max_rows`: the oldest frames go, and the minutes they reach are no longer
+        whole."""
+        dropped = 0
+        while self.rows > self.max_rows and len(self.frames) > 1:
+            frame = self.frames.pop(0)
+            self.rows -= frame.height
+            dropped += frame.height
+            latest: dt.datetime | None = frame.get_column("start").max()  # type: ignore[assignment]
+            if latest is not None:
+                after = latest + _MINUTE
+                self.whole_from = after if self.whole_from is None else max(self.whole_from, after)
+        if dropped:
+            self.counts["cancel_ticks_dropped_early"] = (
+                self.counts.get("cancel_ticks_dropped_early", 0) + dropped
+            )
+
+    def matches(self, cancels: pl.DataFrame) -> pl.DataFrame:
+        """The cancels (CANCEL_SCHEMA) whose trade the ledger holds, with that trade's
+        `start` (the first of each (symbol, id) in the batch; a second one is unknown once the
+        first is applied)."""
+        first = cancels.unique(_WHERE, keep="first", maintain_order=True)
+        held = self._named(first).select(*_WHERE, "start")
+        return first.join(held, on=_WHERE, how="inner", maintain_order="left")
+
+    def _named(self, cancels: pl.DataFrame) -> pl.DataFrame:
+        """The ticks held whose symbol and id are among `cancels`' (with `at`: their row):
+        a filter before the join, which would otherwise hash every tick held."""
+        ids = cancels.get_column("id").drop_nulls().unique().implode()
+        symbols = cancels.get_column("symbol").drop_nulls().unique().implode()
+        held = self._one().with_row_index("at")
+        return held.filter(pl.col("id").is_in(ids) & pl.col("symbol").is_in(symbols))
+
+    def apply(self, found: pl.DataFrame) -> None:
+        """Take out the trades of `found` (`matches` rows), or replace them by their
+        correction (`new_id`, `new_price`, `new_size`; same time and place in the order)."""
+        fixes = found.select(*_WHERE, "new_id", "new_price", "new_size")
+        hits = self._named(found).select("at", *_WHERE).join(fixes, on=_WHERE, how="inner")
+        fixed = hits.filter(pl.col("new_id").is_not_null())
+        frame = self._one()
+        if fixed.height:
+            at = fixed.get_column("at")
+            frame = frame.with_columns(
+                frame.get_column(name).scatter(at, fixed.get_column(f"new_{name}"))
+                for name in ("price", "size", "id")
+            )
+        gone = hits.filter(pl.col("new_id").is_null()).get_column("at")
+        if gone.len():
+            drop = pl.Series([False] * frame.height).scatter(gone, True)
+            frame = frame.filter(~drop)
+        self.frames = [frame] if frame.height else []
+        self.rows = frame.height
+        for symbol, trade, start in found.select(*_WHERE, "start").iter_rows():
+            self.taken_back[(symbol, trade)] = start
+
+    def not_held(self, cancels: pl.DataFrame) -> pl.DataFrame:
+        """The cancels whose trade the ledger does not hold, with `reason`: taken back
+        already (`cancel_repeated`), stamped before the minutes it holds whole
+        (`cancel_too_old`), or else `cancel_unknown_trade` (never taken: rejected, a bad
+        print say, or not seen; or older than the window though the cancel is not)."""
+        keys = cancels.select("symbol", "id").iter_rows()
+        repeated = pl.Series([key in self.taken_back for key in keys], dtype=pl.Boolean)
+        old = ~self.is_whole(pl.col("ts").dt.truncate("1m")) & pl.col("ts").is_not_null()
+        reason = (
+            pl.when(repeated)
+            .then(pl.lit("cancel_repeated"))
+            .when(old)
+            .then(pl.lit("cancel_too_old"))
+            .otherwise(pl.lit("cancel_unknown_trade"))
+        )
+        return cancels.with_columns(reason=reason)
+
+    def is_whole(self, start: pl.Expr) -> pl.Expr:
+        """Whether the minute of `start` is whole in the ledger (see the module)."""
+        if self.whole_from is None:
+            return pl.lit(True)
+        return start >= pl.lit(self.whole_from, TS)
+
+    def from_provider(self, found: pl.DataFrame) -> pl.Series:
+        """Which rows of `found` are of a minute a provider's bar set."""
+        if not self.provider.height:
+            return pl.Series([False] * found.height, dtype=pl.Boolean)
+        keys = self.provider.unique().with_columns(provider=pl.lit(True))
+        joined = found.select("symbol", "start").join(
+            keys, on=["symbol", "start"], how="left", maintain_order="left"
+        )
+        return joined.get_column("provider").fill_null(False)
+
+    def ticks_of(self, keys: pl.DataFrame) -> pl.DataFrame:
+        """The ticks of the minutes `keys` (symbol, start), in arrival order."""
+        keys = keys.select("symbol", "start").unique()
+        # (filters before the join, the minutes' first: times compare faster than text)
+        starts = keys.get_column("start").unique().implode()
+        mine = self._one().filter(pl.col("start").is_in(starts))
+        mine = mine.filter(pl.col("symbol").is_in(keys.get_column("symbol").implode()))
+        return mine.join(keys, on=["symbol", "start"], how="semi", maintain_order="left")
+
+    def frame(self) -> pl.DataFrame:
+        """Every tick held, in arrival order (a saved state's)."""
+        return self._one()
+
+    def _one(self) -> pl.DataFrame:
+        """Every tick held, as one frame (which then replaces the batches': a cancel or a
+        minute's `forget` joins over it once, not over each batch)."""
+        if len(self.frames) > 1:
+            self.frames = [pl.concat(self.frames)]
+        return self.frames[0] if self.frames else empty(LEDGER_SCHEMA)

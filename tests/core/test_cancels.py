@@ -1,0 +1,169 @@
+"""BarBook.take_back: a feed's trade cancels and corrections taken out of the minute bars (and
+the session bar) they went into, by building those bars again from the minute's other ticks."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import exchange_calendars as xc
+import polars as pl
+
+from monitor.core.bars import BarBook
+from monitor.core.model import CANCEL_SCHEMA, Tick, ticks_frame
+from monitor.core.sessions import Sessions
+
+UTC = dt.UTC
+WED = dt.date(2024, 11, 27)  # a full session: 14:30-21:00 UTC
+SESSIONS = Sessions(xc.get_calendar("XNYS", start="2024-01-01", end="2024-12-31"))
+
+
+def at(hour: int, minute: int, second: float = 0.0) -> dt.datetime:
+    return dt.datetime(2024, 11, 27, hour, minute, tzinfo=UTC) + dt.timedelta(seconds=second)
+
+
+def trades(hour: int, minute: int, spike: bool = True) -> pl.DataFrame:
+    """Three trades of X in a minute; the second (V:2, at 50) a busted print when `spike`."""
+    rows = [
+        Tick("X", at(hour, minute, 1), 10.0, 100, "V:1"),
+        Tick("X", at(hour, minute, 10), 50.0, 100, "V:2"),
+        Tick("X", at(hour, minute, 20), 10.2, 200, "V:3"),
+    ]
+    return ticks_frame(rows if spike else [rows[0], rows[2]])
+
+
+def cancel(
+    trade: str, ts: dt.datetime | None = None, new: tuple[str, float, float] | None = None
+) -> pl.DataFrame:
+    """A cancel of X's trade `trade`, or with `new` (id, price, size) its correction."""
+    new_id, price, size = new if new is not None else (None, None, None)
+    row = {"symbol": "X", "ts": ts, "id": trade, "new_id": new_id}
+    return pl.DataFrame([{**row, "new_price": price, "new_size": size}], schema=CANCEL_SCHEMA)
+
+
+def book() -> BarBook:
+    return BarBook(SESSIONS, cancel_window_s=900)
+
+
+def ohlcv(frame: pl.DataFrame) -> list[tuple[float, ...]]:
+    return frame.select("open", "high", "low", "close", "volume").rows()
+
+
+def test_a_cancel_in_an_open_minute_leaves_the_bar_built_without_the_trade() -> None:
+    """A spike to 50 then its cancel before the minute closes: the minute bar that closes is
+    the one of the other two trades (before, the cancel was ignored: high 50)."""
+    cancelled, clean = book(), book()
+    cancelled.ingest_ticks(trades(15, 0))
+    assert cancelled.take_back(cancel("V:2", at(15, 0, 30))) == []
+    clean.ingest_ticks(trades(15, 0, spike=False))
+    got = cancelled.advance(at(15, 1, 5)).minute
+    assert (
+        ohlcv(got) == ohlcv(clean.advance(at(15, 1, 5)).minute) == [(10.0, 10.2, 10.0, 10.2, 300)]
+    )
+    assert cancelled.counts == {"trade_cancelled": 1}
+    assert cancelled.taken_back.get_column("id").to_list() == ["V:2"]
+
+
+def test_a_cancel_of_a_closed_minute_emits_it_again_with_the_session_bar() -> None:
+    """The minute (20:50) and the session bar closed with the spike's high of 50; its cancel
+    after the close emits both again without it, as a late tick's correction is."""
+    b = book()
+    b.ingest_ticks(trades(20, 50))
+    first = b.advance(at(21, 0, 5))  # (the session closed at 21:00)
+    assert ohlcv(first.minute)[0][1] == 50.0 and ohlcv(first.daily)[0][1] == 50.0
+    assert b.take_back(cancel("V:2", at(21, 0, 6))) == []
+    again = b.advance(at(21, 0, 7))
+    assert ohlcv(again.minute) == [(10.0, 10.2, 10.0, 10.2, 300)]
+    assert again.minute.get_column("start").to_list() == [at(20, 50)]
+    assert ohlcv(again.daily) == [(10.0, 10.2, 10.0, 10.2, 300)]
+    assert b.counts == {"trade_cancelled": 1, "cancel_minute_corrected": 1}
+
+
+def test_a_correction_replaces_the_trades_price_and_size() -> None:
+    """V:2 corrected to 10.1 for 50 shares (id V:9): the bar's high and volume follow; a
+    correction of the correction in the same batch applies after it."""
+    b = book()
+    b.ingest_ticks(trades(15, 0))
+    fixes = pl.concat(
+        [cancel("V:9", None, ("V:10", 10.1, 40)), cancel("V:2", None, ("V:9", 10.1, 50))]
+    )
+    assert b.take_back(fixes) == []
+    assert ohlcv(b.advance(at(15, 1, 5)).minute) == [(10.0, 10.2, 10.0, 10.2, 340)]
+    assert b.counts == {"trade_corrected": 2}
+
+
+def test_cancels_of_trades_the_book_does_not_hold_are_counted_with_why() -> None:
+    """A cancel of a trade never taken is `cancel_unknown_trade`, the same cancel sent twice
+    `cancel_repeated`, one of a minute older than the window `cancel_too_old`; none changes a
+    bar, none raises."""
+    b = book()
+    b.ingest_ticks(trades(15, 0))
+    b.advance(at(15, 0, 30))
+    rejected = b.take_back(pl.concat([cancel("V:99"), cancel("V:2"), cancel("V:2")]))
+    assert [(r.reason, r.symbol) for r in rejected] == [
+        ("cancel_unknown_trade", "X"),
+        ("cancel_repeated", "X"),
+    ]
+    assert [r.reason for r in b.take_back(cancel("V:99"))] == ["cancel_unknown_trade"]
+    b.advance(at(15, 30))  # (the window: 900 s before the latest closed minute)
+    rejected = b.take_back(cancel("V:3", at(15, 0, 20)))
+    assert [r.reason for r in rejected] == ["cancel_too_old"]
+    assert "id=V:3" in rejected[0].raw
+    assert b.counts["cancel_unknown_trade"] == 2 and b.counts["trade_cancelled"] == 1
+
+
+def test_a_minute_whose_only_trade_is_cancelled_has_no_bar() -> None:
+    """Open: no bar closes for it. Closed: it is counted (`cancel_bar_removed`) and the
+    session bar is built of the other minutes."""
+    b = book()
+    b.ingest_ticks(ticks_frame([Tick("X", at(15, 0, 1), 50.0, 100, "V:1")]))
+    b.ingest_ticks(ticks_frame([Tick("X", at(15, 1, 1), 10.0, 100, "V:5")]))
+    b.take_back(cancel("V:1"))
+    assert ohlcv(b.advance(at(15, 2, 5)).minute) == [(10.0, 10.0, 10.0, 10.0, 100)]
+    b.ingest_ticks(ticks_frame([Tick("X", at(20, 59, 1), 60.0, 100, "V:7")]))
+    assert ohlcv(b.advance(at(21, 0, 5)).daily) == [(10.0, 60.0, 10.0, 60.0, 200)]
+    b.take_back(cancel("V:7"))
+    again = b.advance(at(21, 0, 6))
+    assert again.minute.is_empty()
+    assert ohlcv(again.daily) == [(10.0, 10.0, 10.0, 10.0, 100)]
+    assert b.counts["cancel_bar_removed"] == 2
+
+
+def test_cancels_are_counted_not_applied_with_no_window() -> None:
+    """cancel_window_s 0 (a BarBook's default: replay has no cancels): `cancel_ignored`."""
+    b = BarBook(SESSIONS)
+    b.ingest_ticks(trades(15, 0))
+    assert [r.reason for r in b.take_back(cancel("V:2"))] == ["cancel_ignored"]
+    assert ohlcv(b.advance(at(15, 1, 5)).minute)[0][1] == 50.0
+
+
+def test_a_cancel_of_a_minute_a_providers_bar_set_leaves_that_bar() -> None:
+    """The provider's bar stands (it sends its own updated bar): `cancel_provider_bar`."""
+    b = book()
+    b.ingest_ticks(trades(15, 0))
+    bar = pl.DataFrame(
+        [
+            {
+                "symbol": "X",
+                "start": at(15, 0),
+                "open": 10.0,
+                "high": 50.0,
+                "low": 10.0,
+                "close": 10.2,
+                "volume": 400.0,
+            }
+        ]
+    ).cast({"start": pl.Datetime("us", "UTC")})
+    b.ingest_minute_bars(bar)
+    assert [r.reason for r in b.take_back(cancel("V:2"))] == ["cancel_provider_bar"]
+
+
+def test_the_ticks_kept_for_cancels_survive_a_saved_state() -> None:
+    """A book restored from a state saved after the spike applies its cancel after the
+    restart as one that never stopped would."""
+    before = book()
+    before.ingest_ticks(trades(20, 50))
+    before.advance(at(21, 0, 5))
+    after = book()
+    assert after.restore(before.state(), at(21, 0, 6))
+    assert after.take_back(cancel("V:2")) == []
+    assert ohlcv(after.advance(at(21, 0, 7)).daily) == [(10.0, 10.2, 10.0, 10.2, 300)]

@@ -1,0 +1,134 @@
+"""Alpaca's trade cancels ("x") and corrections ("c") through the daemon: a local server
+speaking Alpaca's stream protocol, the daemon on a simulated clock, real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import redis.asyncio as aioredis
+
+from monitor.clock import SimClock
+from monitor.feeds.alpaca import decode_alpaca
+from tests.feeds.fake_providers import FakeStream
+from tests.test_service import daemon_running, read_stream
+
+pytestmark = pytest.mark.integration
+
+UTC = dt.UTC
+RULES = (
+    '[[rules]]\nid = "spike"\nkind = "surge"\nsymbols = ["AAA", "BBB"]\ntimeframe = "1m"\n'
+    "window = 1\nmin_return = 0.05\n"
+)
+
+
+def at(hour: int, minute: int, second: float = 0.0) -> dt.datetime:
+    """An instant of Tuesday 2024-07-16 (regular hours 13:30-20:00 UTC)."""
+    return dt.datetime(2024, 7, 16, hour, minute, tzinfo=UTC) + dt.timedelta(seconds=second)
+
+
+def trade(symbol: str, trade_id: int, ts: dt.datetime, price: float) -> dict[str, Any]:
+    """An Alpaca trade message reported by exchange V."""
+    stamp = ts.isoformat().replace("+00:00", "Z")
+    return {"T": "t", "S": symbol, "i": trade_id, "x": "V", "p": price, "s": 100, "t": stamp,
+            "c": ["@"], "z": "C"}  # fmt: skip
+
+
+def write_config(tmp: Path, prefix: str, url: str) -> Path:
+    """The daemon on the Alpaca stream at `url` alone, a 1m surge rule (5% in a minute)."""
+    rules = tmp / "rules.toml"
+    rules.write_text(RULES)
+    path = tmp / "monitor.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp / "store"}"\n'
+        f'[[feeds]]\nname = "alpaca"\nkind = "websocket"\nprovider = "alpaca"\nurl = "{url}"\n'
+        'symbols = ["AAA", "BBB"]\nkey_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
+        f'[redis]\nurl = "redis://127.0.0.1:6379/0"\nstream = "{prefix}:alerts"\n'
+        f'[rules]\nfile = "{rules}"\n[http]\nport = 0\n'
+        "[engine]\nbatch_max_age_ms = 20\nhold_cut_short = false\n"
+    )
+    path.chmod(0o600)
+    return path
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_a_busted_print_cancelled_before_its_minute_closes_fires_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AAA and BBB trade at 10 in 19:50 and 19:51, then print 11 (+10%) as 19:51's last
+    trade; Alpaca cancels AAA's before the minute closes. BBB's minute fires the 1m surge
+    rule, AAA's does not, and AAA's session bar has a high of 10, BBB's 11. (Before, the
+    cancel was only counted as ignored: AAA fired too, and its day's high was the bad print.)"""
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    prefix = f"mm-cancels-{uuid.uuid4().hex[:8]}"
+    clock = SimClock(at(19, 49, 50))
+    try:
+        async with FakeStream("alpaca") as fake:
+            conf = write_config(tmp_path, prefix, fake.url)
+            async with daemon_running(conf, clock=clock) as daemon:
+                await asyncio.wait_for(fake.subscribed.wait(), 10)
+                clock.set(at(19, 50, 30))
+                await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
+                await until(lambda: daemon.counters.get("ticks_in") == 2)
+                clock.set(at(19, 51, 30))
+                await fake.push(
+                    [trade(s * 3, 10 + i, at(19, 51, 5), 10.0) for i, s in enumerate("AB")]
+                    + [trade(s * 3, 20 + i, at(19, 51, 20), 11.0) for i, s in enumerate("AB")]
+                )
+                await until(lambda: daemon.counters.get("ticks_in") == 6)
+                bust = {"T": "x", "S": "AAA", "i": 20, "x": "V", "p": 11.0, "s": 100, "a": "C",
+                        "t": "2024-07-16T19:51:25Z", "z": "C"}  # fmt: skip
+                await fake.push([bust])
+                taken = (
+                    ("cancels_in", {}),
+                    ("feed_ignored", {"feed": "alpaca"}),
+                )  # (before: ignored)
+                await until(lambda: sum(daemon.counters.get(n, **k) for n, k in taken) == 1)
+                clock.set(at(19, 52, 10))
+                await until(lambda: daemon.counters.get("alerts_fired", rule="spike") >= 1)
+                clock.set(at(20, 0, 10))
+                await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 2)
+                daily = daemon.engine.daily.sort("symbol").select("symbol", "high").rows()
+                assert daily == [("AAA", 10.0), ("BBB", 11.0)]
+                assert daemon.counters.get("bar_events", kind="trade_cancelled") == 1
+        alerts = await read_stream(f"{prefix}:alerts", 1, timeout_s=5)
+        assert [(a.rule, a.symbol) for a in alerts] == [("spike", "BBB")]
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
+
+
+def test_a_correction_decodes_to_the_trade_it_replaces_and_the_new_one() -> None:
+    """Alpaca's "c" names the trade taken back as its tick's id ("V:20") and the corrected
+    one ("V:21" at 10.5 for 300); one whose new conditions keep it out of bars is a cancel; a
+    cancel "x" (or error) names the trade alone."""
+    frame = (
+        '[{"T":"c","S":"AAA","x":"V","oi":20,"op":11.0,"os":100,"oc":["@"],"ci":21,"cp":10.5,'
+        '"cs":300,"cc":["@"],"t":"2024-07-16T19:51:30Z","z":"C"},'
+        '{"T":"c","S":"AAA","x":"V","oi":22,"op":11.0,"os":100,"oc":["@"],"ci":23,"cp":10.5,'
+        '"cs":300,"cc":["@","Z"],"t":"2024-07-16T19:51:30Z","z":"C"},'
+        '{"T":"x","S":"AAA","i":24,"x":"V","p":11.0,"s":100,"a":"E","t":"2024-07-16T19:51:31Z"}]'
+    )
+    decoded = decode_alpaca(frame, feed="a")
+    got = decoded.batch.cancels.select("id", "new_id", "new_price", "new_size").rows()
+    assert got == [
+        ("V:20", "V:21", 10.5, 300.0),
+        ("V:22", None, None, None),
+        ("V:24", None, None, None),
+    ]
+    assert (decoded.ignored, decoded.batch.rejections, decoded.elements()) == (0, [], 3)
+    assert decoded.batch.cancels.get_column("ts").to_list()[2] == at(19, 51, 31)
+    assert pl.Series(decoded.batch.cancels.get_column("symbol")).to_list() == ["AAA"] * 3
