@@ -65,6 +65,9 @@ from monitor.web.state import StateView
 
 Notify = Callable[[str], None]
 
+# Providers whose feeds send trade cancels and corrections (FeedBatch.cancels).
+CANCELLING_PROVIDERS = frozenset({"alpaca"})
+
 
 # Counters /metrics shows from the start (the README's list), not from their first event.
 ZEROED = (
@@ -160,6 +163,12 @@ class Daemon:
         self.feed_alerts += self.stale_feeds.gone(configured, self.clock.now)
 
     # ------------------------------------------------------------------ building
+    def _cancels_sent(self) -> bool:
+        """Whether a feed sends trade cancels and corrections (Alpaca's): only then are the
+        ticks of `[engine] cancel_window_s` kept (memory, and the saves' size), not for feeds
+        that never take a trade back."""
+        return any(fc.provider in CANCELLING_PROVIDERS for fc in self.config.feeds)
+
     def _build_engine(self) -> Engine:
         options = self.config.engine
         return build_engine(
@@ -175,7 +184,7 @@ class Daemon:
                 "late_ticks": options.late_ticks,
                 "dedup_max_keys": options.dedup_max_keys,
                 "dedup_window_s": options.dedup_window_s,
-                "cancel_window_s": options.cancel_window_s,
+                "cancel_window_s": options.cancel_window_s if self._cancels_sent() else 0.0,
             },
             # (a backlog of minutes, a journal taken up: evaluated as if stepped every minute)
             minute_by_minute=True,

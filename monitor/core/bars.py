@@ -506,6 +506,11 @@ class BarBook:
         return self._close_clock
 
     @property
+    def keeps_trades(self) -> bool:
+        """Whether the ticks of the cancel window are kept (`take_back` applies cancels)."""
+        return self._ledger.on
+
+    @property
     def holds_nothing(self) -> bool:
         """Whether the book holds no bar nor tick, open, closed or waiting (a first start's)."""
         return not (

@@ -79,6 +79,7 @@ async def test_a_busted_print_cancelled_before_its_minute_closes_fires_nothing(
             conf = write_config(tmp_path, prefix, fake.url)
             async with daemon_running(conf, clock=clock) as daemon:
                 await asyncio.wait_for(fake.subscribed.wait(), 10)
+                assert daemon.engine.book.keeps_trades
                 clock.set(at(19, 50, 30))
                 await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
                 await until(lambda: daemon.counters.get("ticks_in") == 2)
@@ -132,3 +133,13 @@ def test_a_correction_decodes_to_the_trade_it_replaces_and_the_new_one() -> None
     assert (decoded.ignored, decoded.batch.rejections, decoded.elements()) == (0, [], 3)
     assert decoded.batch.cancels.get_column("ts").to_list()[2] == at(19, 51, 31)
     assert pl.Series(decoded.batch.cancels.get_column("symbol")).to_list() == ["AAA"] * 3
+
+
+async def test_without_a_feed_that_sends_cancels_no_trade_is_kept(tmp_path: Path) -> None:
+    """A daemon of MQTT feeds alone (no provider of them takes a trade back) keeps no ticks
+    for cancels, whatever `[engine] cancel_window_s` says: memory and saves stay as they were."""
+    from tests.test_service import write_config as mqtt_config
+
+    conf = mqtt_config(tmp_path, f"mm-cancels-{uuid.uuid4().hex[:8]}")
+    async with daemon_running(conf) as daemon:
+        assert not daemon.engine.book.keeps_trades
