@@ -255,13 +255,21 @@ class BarBook:
         if self._partial_rows >= COMPACT_ROWS:
             self._compact()
 
-    def _take_waiting_ticks(self) -> tuple[pl.DataFrame, list[Rejection]]:
+    def _take_waiting_ticks(
+        self, came_by: dt.datetime | None
+    ) -> tuple[pl.DataFrame, list[Rejection]]:
         """At an `advance`: the ticks that came ahead of the clock (see the module), taken if
-        the clock has caught up with them, else rejected as `future_tick`."""
+        the clock has caught up with them, else rejected as `future_tick`. A tick is late if
+        its minute was closed when it came (`came_by`: the cutoff of the close clock before
+        this advance moved it; None, none was), as one taken on arrival is: judged by the
+        close clock this advance moves to, a restart's backlog taken in one batch (its ticks
+        past the saved clock wait for this advance) had all but its last minute late,
+        corrected or, with late_ticks="reject", thrown away."""
         assert self._now is not None
         due, future = self._waiting.due_ticks(self._now)
         rejected = self._reject(future, TICK_RAW)
-        due = due.with_columns(late=pl.col("start") <= ts_lit(self._cutoff()))
+        closed = pl.lit(False) if came_by is None else pl.col("start") <= ts_lit(came_by)
+        due = due.with_columns(late=closed)
         if self.late_ticks == "reject":
             late = due.filter("late").with_columns(reason=pl.lit("late_tick"))
             rejected += self._reject(late, TICK_RAW)
@@ -388,6 +396,7 @@ class BarBook:
             raise ValueError("now and close_at must be timezone-aware")
         self._now = max(now.astimezone(dt.UTC), self._now or now)
         close_by = self._now if close_at is None else min(self._now, close_at.astimezone(dt.UTC))
+        came_by = self._cutoff() if self._close_clock is not None else None  # (before it moves)
         self._close_clock = max(close_by, self._close_clock or close_by)
         rejected: list[Rejection] = []
         # Ticks before bars: a provider's bar of a minute replaces the bar its ticks make,
@@ -395,7 +404,7 @@ class BarBook:
         # and its volume counted twice).
         taken_ticks = empty(TICK_SCHEMA)
         if self._waiting.ticks:  # (ticks that came ahead of the clock)
-            taken_ticks, rejected = self._take_waiting_ticks()
+            taken_ticks, rejected = self._take_waiting_ticks(came_by)
         taken = empty(MINUTE_SCHEMA)
         if self._waiting.bars:  # (provider bars of minutes not over when they came)
             taken, future = self._waiting.due_bars(self._now)

@@ -151,3 +151,25 @@ def test_a_hold_of_data_seconds_behind_is_said_at_debug_one_minutes_behind_at_in
         ("info", "close_clock_held"),
         ("info", "close_clock_released"),
     ]
+
+
+def test_a_restarts_backlog_in_one_batch_is_taken_whole_not_late() -> None:
+    """A book saved at 15:00:05 and restored at 15:31, whose first batch is the broker's backlog
+    of 15:00-15:30 in one go: its ticks past the saved clock wait for the first advance (more
+    than a minute ahead of it), which holds the close clock at the backlog's newest tick. They
+    are taken as the minutes they are in, not as late ticks (they were judged by the close
+    clock that advance moved to: all but the last minute's came late, and were thrown away
+    with late_ticks="reject")."""
+    book = BarBook(SESSIONS)
+    book.ingest_ticks(ticks((at(14, 59, 5), 10.0)))
+    book.advance(at(15, 0, 5))
+    for late_ticks in ("correct", "reject"):
+        again = BarBook(SESSIONS, late_ticks=late_ticks)
+        assert again.restore(book.state(), at(15, 31))
+        backlog = [(at(15, minute, 7), 10.0 + minute / 100) for minute in (0, 10, 20, 30)]
+        assert again.ingest_ticks(ticks(*backlog)) == []
+        out = again.advance(at(15, 31), close_at=at(15, 30, 7))
+        assert (out.rejected, again.counts) == ([], {})
+        assert starts(out.minute) == [at(15, 0), at(15, 10), at(15, 20)]
+        out = again.advance(at(15, 32))
+        assert (starts(out.minute), again.counts) == ([at(15, 30)], {})
