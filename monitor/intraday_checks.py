@@ -1,5 +1,6 @@
 """Checks of minute and tick data as a whole, before it is replayed or stored: sessions that
-look cut short (`cut_short`), and times that look off by hours (`off_the_clock`).
+look cut short (`cut_short`), times that look off by hours (`off_the_clock`), and minute bars
+that look stamped at their end (`stamped_at_end`).
 
 Sessions cut short: a download that stopped at noon, whose session bar would close at noon's
 price (the test, shared with the daemon's bar builder: `monitor.core.silences`). A stock halted
@@ -14,6 +15,14 @@ hours early): what lies in regular hours is the wrong part of the day. A US stoc
 in regular hours: a symbol that trades as if regular hours were 4 or 5 hours later or earlier
 (over twice as much in the hours the moved window adds as in those it leaves) is named, with
 what to do (an earnings day's evening or a small cap's busy pre-market is not that much).
+
+Minute bars stamped at their end: a minute bar's time is its first instant (Alpaca's, Polygon's
+and the daemon's bars are so stamped); some vendors stamp a bar with its end, 09:31 for the
+09:30-09:31 bar. Read as starts, each bar is a minute late: the open's bar is taken for 09:31's,
+and the session's last, stamped 16:00 (13:00 on an early close), is outside the session and
+rejected, so the session bar closes on the 15:58 bar's close. Regular-hours data so stamped has
+a bar at the close on most sessions and none at the open, which start-stamped data never has
+(with extended hours there are both, and nothing is said).
 
 Why apart from `monitor.replay_days`: that module feeds the days to the engine; these look at
 all of the data first.
@@ -42,8 +51,51 @@ def warnings_of(minutes: pl.DataFrame, ticks: pl.DataFrame, now: dt.datetime) ->
     data = IntradayData(minutes, ticks)
     if not data.is_empty():
         sessions = nyse_sessions(data.first_day(), data.last_day())
+        lines += stamped_at_end(minutes, sessions)
         lines += late_starts(minutes, ticks, sessions, now)
     return lines
+
+
+def stamped_at_end(minutes: pl.DataFrame, sessions: Sessions, shown: int = 3) -> list[str]:
+    """What to say of the symbols whose minute bars (MINUTE_SCHEMA) start at their session's
+    close (16:00, 13:00 on an early close) on at least half of their sessions and at its open
+    on none: bars stamped at their end (see the module). At most one line, naming `shown`."""
+    if minutes.is_empty():
+        return []
+    zone = minutes.schema["start"]
+    hours = sessions.frame.select(
+        pl.col("session").alias("day"), pl.col("open_ts").cast(zone), pl.col("close_ts").cast(zone)
+    )
+    bars = minutes.select("symbol", "start", new_york_date(pl.col("start")).alias("day"))
+    start = pl.col("start")
+    per_day = (
+        bars.join(hours, on="day")
+        .group_by("symbol", "day")
+        .agg(
+            (start == pl.col("open_ts")).any().alias("at_open"),
+            (start == pl.col("close_ts")).any().alias("at_close"),
+        )
+    )
+    found = (
+        per_day.group_by("symbol")
+        .agg(pl.len().alias("days"), pl.col("at_open").sum(), pl.col("at_close").sum())
+        .filter((pl.col("at_open") == 0) & (pl.col("at_close") * 2 >= pl.col("days")))
+        .sort("symbol")
+    )
+    if found.is_empty():
+        return []
+    named = [
+        f"{symbol} ({at_close} of {days} sessions)"
+        for symbol, days, at_close in found.select("symbol", "days", "at_close").head(shown).rows()
+    ]
+    more = f" and {found.height - shown} more" if found.height > shown else ""
+    return [
+        f"{', '.join(named)}{more}: the minute bars of these start at the close (16:00 New"
+        " York time, 13:00 on an early close) and never at the open (09:30): are they stamped"
+        " at their end? A minute bar's time is its first instant (09:30 for 09:30:00-09:30:59);"
+        " read so, each of these is a minute late and the session's last, at the close, is"
+        " rejected as outside_session: write each bar's start"
+    ]
 
 
 def cut_short(

@@ -682,6 +682,42 @@ def test_minutes_whose_times_are_utc_read_as_new_york_are_named(
     assert "off by hours" not in err
 
 
+def test_minute_bars_stamped_at_their_end_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """X's regular-hours minutes of Thanksgiving week (the 29th closes at 13:00) stamped at
+    their end (09:31 for the open's bar, 16:00 or 13:00 for the last): stderr names X and
+    says what to do (each bar was read a minute late and the last rejected as outside_session,
+    with no word why). Stamped at their start, as they should be: no such line; nor for SPY's
+    minutes with extended hours a minute late (a bar at the open and at the close: nothing
+    tells them apart)."""
+    from monitor.calendar import nyse_sessions
+
+    sessions = nyse_sessions(dt.date(2024, 11, 1))
+    days = [dt.date(2024, 11, 26), dt.date(2024, 11, 27), dt.date(2024, 11, 29)]
+    for late, named in ((0, False), (1, True)):
+        rows = ["datetime,open,high,low,close,volume"]
+        for day in days:
+            at, close = sessions.open_of(day), sessions.close_of(day)
+            while at < close:
+                stamp = at + dt.timedelta(minutes=late)
+                rows.append(f"{stamp:%Y-%m-%dT%H:%M:%SZ},10.0,10.1,9.9,10.0,100")
+                at += dt.timedelta(minutes=1)
+        path = tmp_path / f"x{late}.csv"
+        path.write_text("\n".join(rows) + "\n")
+        _, err = replay(tmp_path, capsys, RULES, "--data", f"X={path}")
+        assert (
+            "warning: X (3 of 3 sessions): the minute bars of these start at the close" in err
+        ) is named
+        assert ("outside_session=3" in err) is named
+    extended = pl.read_csv(SPY).with_columns(
+        pl.col("datetime").str.to_datetime("%Y-%m-%d %H:%M:%S%:z") + dt.timedelta(minutes=1)
+    )
+    extended.write_csv(tmp_path / "spy_late.csv")
+    _, err = replay(tmp_path, capsys, RULES, "--data", f"SPY={tmp_path / 'spy_late.csv'}")
+    assert "stamped at their end" not in err
+
+
 def test_times_off_by_hours_are_named_the_closing_cross_is_not() -> None:
     """Ticks of a January session with most of the volume at the open, written in UTC and
     read as New York time (09:30 at 14:30, the open inside regular hours): named. The same
