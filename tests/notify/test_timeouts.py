@@ -136,10 +136,11 @@ async def test_sigterm_during_a_hung_mail_send_stops_the_notifier_quickly(
     stream: str, tmp_path: Path
 ) -> None:
     """The notifier process, SIGTERMed while Apprise waits on a silent SMTP server with
-    timeout_s = 1, exits 0 within a few seconds."""
+    timeout_s = 1, exits 0 within a few seconds, not when the server would answer (never: the
+    wait gives up at 20 s). (The bound is loose: a loaded machine took 3.3 s once.)"""
     code, took, _ = await sigterm_mid_send(stream, tmp_path, timeout_s=1)
     assert code == 0
-    assert took < 3.0
+    assert took < 10.0
 
 
 async def test_a_send_hung_past_the_stop_grace_does_not_hold_the_process(
