@@ -7,7 +7,8 @@ they came in, so that what the broker will not deliver again is on disk, and the
 the step emitted, so that a start re-evaluating the minutes taken up does not emit them again. A
 record is a tag (`T` ticks, `M` minute bars, `D` session bars, `A` alert ids, `X` the cancels and
 corrections the engine applied, after the step's ticks: a start applies them again to the same
-ticks), the length of the frame's Arrow IPC stream, then its bytes, in a segment file
+ticks; an `X` record is the last of its segment, see `Journal.append`), the length of the frame's
+Arrow IPC stream, then its bytes, in a segment file
 `<store>/journal/<seq>.log`, written straight to the file and, with `sync` (`[store] journal_fsync`,
 the default), on the disk before `append` returns: fdatasync of the segment, and of the folder when
 a segment is created. Without it the kernel keeps what was written when the process dies, but a
@@ -68,12 +69,15 @@ class Journal:
 
     def append(self, batch: FeedBatch, alert_ids: Sequence[str] = ()) -> None:
         """The batch's ticks and bars, and the ids of the alerts its step emitted, as one
-        write to the current segment."""
+        write to the current segment; its cancels last, and they end the segment. A version
+        before cancels (a rollback's) reads a segment up to a tag it does not know: an `X`
+        record before others hid them from it, the ticks after a cancel lost without a word;
+        as the segment's last record it hides only itself (cancels that version ignores)."""
         parts = []
         frames = [(b"T", batch.ticks), (b"M", batch.minute_bars), (b"D", batch.daily_bars)]
-        frames.append((b"X", batch.cancels))  # (after the ticks, as the engine applied them)
         if alert_ids:
             frames.append((b"A", pl.DataFrame({"id": list(alert_ids)}, schema={"id": pl.String})))
+        frames.append((b"X", batch.cancels))  # (after the ticks, as the engine applied them)
         for tag, frame in frames:
             if frame.height:
                 buffer = io.BytesIO()
@@ -90,6 +94,8 @@ class Journal:
         _write_all(self._fd, b"".join(parts))
         if self.sync:
             os.fdatasync(self._fd)
+        if batch.cancels.height:
+            self.rotate()  # (the next append starts a segment: see above)
 
     def continue_after(self, covered: int) -> None:
         """Append after segment `covered` (what the saved state covers), whatever is left on
