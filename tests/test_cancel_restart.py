@@ -3,6 +3,7 @@ the saved sessions hold the ticks kept for cancels, so a start builds the same b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -44,3 +45,44 @@ def test_a_cancel_before_a_crash_is_applied_again_at_the_start(tmp_path: Path, s
     engine, intraday = started(store, at(14, 0, 50), bar_options=WINDOW)
     step = engine.advance(at(14, 1, 5))
     assert step.minute_bars.select("high", "volume").rows() == [(10.0, 100.0)]
+
+
+def as_saved_before_cancels(store: Store) -> None:
+    """Rewrite the store's saved sessions as a version before cancels (6100aa6) wrote them:
+    no `trades` or `provider_minutes` parts, their columns, nor `trades_from`/`trades_kept`."""
+    path = store.intraday_path
+    meta = json.loads(pl.read_parquet_metadata(path)["market-monitor.intraday"])
+    del meta["trades_from"], meta["trades_kept"]
+    ledger = ("trades", "provider_minutes")
+    for part in ledger:
+        del meta["columns"][part]
+    kept = {"part", *(c for columns in meta["columns"].values() for c in columns)}
+    frame = pl.read_parquet(path).filter(~pl.col("part").is_in(ledger))
+    frame = frame.select([c for c in frame.columns if c in kept])
+    frame.write_parquet(path, metadata={"market-monitor.intraday": json.dumps(meta)})
+
+
+def test_an_upgrade_from_a_state_saved_before_cancels_applies_the_later_ones(
+    tmp_path: Path,
+) -> None:
+    """The sessions under way saved by a version before cancels (the spike at 50 in an open
+    minute), taken up by this one with the ticks kept for cancels: the minute is restored as
+    saved; a cancel of the spike, taken before the start, is `cancel_too_old`, not applied;
+    a spike of the next minute, taken after the start, is cancelled: that minute's high is 12."""
+    store = Store(tmp_path)
+    engine, intraday = started(store, at(14, 0))  # (no cancel window: a version before them)
+    stepped(engine, intraday, at(14, 0, 30), trades(*SPIKE))
+    intraday.save_now()
+    as_saved_before_cancels(store)
+    engine, intraday = started(store, at(14, 0, 50), bar_options=WINDOW)
+    assert [r.reason for r in engine.ingest(cancel("V:2"))] == ["cancel_too_old"]
+    later = (
+        Tick("AAA", at(14, 1, 10), 12.0, 100.0, "V:3"),
+        Tick("AAA", at(14, 1, 20), 60.0, 1.0, "V:4"),
+    )
+    stepped(engine, intraday, at(14, 1, 30), trades(*later))
+    late_cancel = cancel("V:4")
+    assert engine.ingest(late_cancel) == []
+    engine.advance(at(14, 2, 5))
+    got = engine.minutes.select("start", "high", "volume").rows()
+    assert got == [(at(14, 0), 50.0, 200.0), (at(14, 1), 12.0, 100.0)]
