@@ -178,7 +178,7 @@ class CloseClock:
         assert self._start is not None
         held, since = self._start
         behind = now - held
-        delivered = any(feed.delivered_at is not None for feed in self._feeds.values())
+        delivered = any(feed.newest is not None for feed in self._feeds.values())
         quiet = self._ready_at is not None and at - self._ready_at > self.quiet_s
         if behind > most and not delivered and not quiet and at - since <= self.hold_max_s:
             if not self._start_said:

@@ -253,8 +253,6 @@ class Pipeline:
             if newest is not None:
                 self.close_clock.delivered(part.feed, at, newest)
                 fed.add(part.feed)
-            elif part.daily_bars.height:  # (data, of no minute: a start's hold ends)
-                self.close_clock.delivered(part.feed, at)
         book = self.engine.book
         down = self.feeds_down()
         return self.close_clock.close_at(now, at, book.close_delay, book.closes_at, down), fed
