@@ -432,6 +432,7 @@ async def run(
             catch_up_hold_s=config.engine.catch_up_hold_s,
             feeds_ready=daemon.feeds_subscribed,
             feeds_down=daemon.feeds_down,
+            first_start_hold=not replay_only(config),
             on_step=daemon.on_step,
             on_batch=daemon.intraday.append,
             side_alerts=daemon.take_feed_alerts,
@@ -520,6 +521,12 @@ async def run(
     daemon.intraday.save_at_stop(daemon.snapshot)  # (exit 74 naming the journal if not written)
     log.info("service_stopped")
     return 0
+
+
+def replay_only(config: Config) -> bool:
+    """Whether every feed is a replay feed: no broker keeps a backlog for the daemon (see
+    `Pipeline._start_close_clock`)."""
+    return bool(config.feeds) and all(fc.kind == "replay" for fc in config.feeds)
 
 
 async def _watch_feeds(tasks: list[asyncio.Task[None]], done: asyncio.Event) -> None:
