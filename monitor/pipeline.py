@@ -68,7 +68,7 @@ class Pipeline:
         catch_up_hold_s: float = HOLD_MAX_S,
         feeds_ready: Callable[[], bool] | None = None,
         feeds_down: Callable[[], frozenset[str]] | None = None,
-        first_start_hold: bool = True,
+        start_hold: bool = True,
     ) -> None:
         self.engine = engine
         self.queue = queue
@@ -90,7 +90,7 @@ class Pipeline:
         self.last_step_at: float = time.monotonic()
         self._log = logs.get("pipeline")
         self.close_clock = CloseClock(hold_max_s=catch_up_hold_s, log=self._log)
-        self.first_start_hold = first_start_hold  # (see `_start_close_clock`)
+        self.start_hold = start_hold  # (see `_start_close_clock`)
         # (a start's: a broker's backlog comes once its feed has connected, see `starting`)
         self.close_clock.starting(self._start_close_clock(), time.monotonic())
         # (whether every feed has subscribed: None, at once)
@@ -136,12 +136,14 @@ class Pipeline:
         delivers or every feed has subscribed and is quiet (`CloseClock.starting`); the book,
         empty, holds nothing it could close meanwhile, and what the engine evaluated at the
         warm-up (sessions closed by then) stays closed. (A book given bars before its first
-        step, as tests do, closes them by the wall clock, as before.) Not without
-        `first_start_hold`: replay feeds alone have no broker's backlog, and one of session
+        step, as tests do, closes them by the wall clock, as before.) None, no start's hold,
+        without `start_hold`: replay feeds alone have no broker's backlog, and one of session
         bars only, which end no hold, streamed in less than the 2 s of quiet that would
-        (`exit_when_done`), stopped the daemon with no session after the warm-up's closed."""
+        (`exit_when_done`), stopped the daemon with no session after the hold's closed."""
         book = self.engine.book
-        if book.closes_at is not None or not book.holds_nothing or not self.first_start_hold:
+        if not self.start_hold:
+            return None
+        if book.closes_at is not None or not book.holds_nothing:
             return book.closes_at
         last = book.sessions.last_closed(self.engine.now or self.clock.now())
         return book.sessions.close_of(last) if last is not None else None

@@ -432,7 +432,7 @@ async def run(
             catch_up_hold_s=config.engine.catch_up_hold_s,
             feeds_ready=daemon.feeds_subscribed,
             feeds_down=daemon.feeds_down,
-            first_start_hold=not replay_only(config),
+            start_hold=not replay_only(config),
             on_step=daemon.on_step,
             on_batch=daemon.intraday.append,
             side_alerts=daemon.take_feed_alerts,
