@@ -514,6 +514,11 @@ class BarBook:
         """The close clock: minutes and sessions closed by it are (None: never advanced)."""
         return self._close_clock
 
+    def latest_prices(self, symbols: list[str]) -> pl.DataFrame:
+        """symbol, price: the latest trade of each of `symbols` among the ticks kept for
+        cancels (`monitor.core.trade_ledger`), after `take_back` took some out."""
+        return self._ledger.latest(symbols)
+
     @property
     def keeps_trades(self) -> bool:
         """Whether the ticks of the cancel window are kept (`take_back` applies cancels)."""

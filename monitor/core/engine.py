@@ -163,6 +163,7 @@ class Engine:
         if batch.cancels.height:  # (after the ticks: a trade and its cancel in one batch)
             rejections += self.book.take_back(batch.cancels)
             accepted.cancels = _then(accepted.cancels, self.book.taken_back)
+            self._retake_prices(self.book.taken_back)
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
@@ -216,6 +217,15 @@ class Engine:
     def _note_prices(self, accepted: pl.DataFrame, price: str, order: str) -> None:
         if self._prices is not None:
             self._prices.note(accepted, price, order)
+
+    def _retake_prices(self, taken_back: pl.DataFrame) -> None:
+        """After cancels applied (`taken_back`), the bad-print reference of their symbols is
+        their latest trade still standing: a busted print that had become it would otherwise
+        get the next good prints rejected as bad prints (see `PriceCheck.retake`)."""
+        if self._prices is None or not taken_back.height:
+            return
+        symbols = taken_back.get_column("symbol").unique().to_list()
+        self._prices.retake(symbols, self.book.latest_prices(symbols))
 
     def take_price_resets(self) -> list[Reset]:
         """Reference prices replaced since the last call (see `monitor.core.price_check`)."""

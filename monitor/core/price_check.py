@@ -4,9 +4,10 @@ reference price is rejected (`bad_print`).
 The check runs inside the bar builder, on the prints it takes but for this check: a print it
 refuses for its own reason (a bad or missing value, outside the session, a duplicate, a late
 tick) keeps that reason, never counts toward a new level and is never a reference. The
-reference is the latest price the engine accepted for the symbol. A symbol with no reference
-yet (no history, first prints of the day) is checked against the median of its prints in the
-batch when it has three or more.
+reference is the latest price the engine accepted for the symbol; when its feed takes trades
+back (a cancel, a correction: `retake`), the latest of its trades still standing. A symbol with
+no reference yet (no history, first prints of the day) is checked against the median of its
+prints in the batch when it has three or more.
 
 A print can only be wrong against a reference that is right: when `confirm` distinct prints in
 a row are out of band of the reference but agree with each other (within `max_jump` of the first
@@ -123,6 +124,24 @@ class PriceCheck:
         )
         if latest.height:
             self._replace(latest)
+
+    def retake(self, symbols: list[str], latest: pl.DataFrame) -> None:
+        """Trades of `symbols` were taken back by their feed (cancelled or corrected): each
+        one's reference is its latest trade still standing (`latest`: symbol, price), else its
+        stored daily close, else none; a run of out-of-band prints under way starts over (it
+        was judged against a price that may have been the busted one)."""
+        for symbol in symbols:
+            self._runs.pop(symbol, None)
+        history = self._history()
+        closes = (
+            history.filter(pl.col("symbol").is_in(symbols))
+            .group_by("symbol")
+            .agg(pl.col("close").sort_by("session").last().alias("ref"))
+        )
+        kept = self._references().filter(~pl.col("symbol").is_in(symbols))
+        refs = latest.select("symbol", pl.col("price").alias("ref"))
+        fallback = closes.join(refs, on="symbol", how="anti")
+        self._reference = pl.concat([kept, fallback, refs], how="vertical_relaxed")
 
     def take_resets(self) -> list[Reset]:
         """The references replaced since the last call."""

@@ -189,6 +189,13 @@ class TradeLedger:
         mine = mine.filter(pl.col("symbol").is_in(keys.get_column("symbol").implode()))
         return mine.join(keys, on=["symbol", "start"], how="semi", maintain_order="left")
 
+    def latest(self, symbols: list[str]) -> pl.DataFrame:
+        """symbol, price: the latest tick held of each of `symbols` that has one (by `ts`;
+        the last to arrive among equal ones, as the tape's last sale)."""
+        mine = self._one().filter(pl.col("symbol").is_in(symbols))
+        last = pl.col("price").sort_by("ts", maintain_order=True).last()
+        return mine.group_by("symbol").agg(last)
+
     def frame(self) -> pl.DataFrame:
         """Every tick held, in arrival order (a saved state's)."""
         return self._one()

@@ -9,7 +9,9 @@ import exchange_calendars as xc
 import polars as pl
 
 from monitor.core.bars import BarBook
-from monitor.core.model import CANCEL_SCHEMA, Tick, ticks_frame
+from monitor.core.engine import Engine
+from monitor.core.model import CANCEL_SCHEMA, FeedBatch, Tick, ticks_frame
+from monitor.core.rules.spec import RulesFile
 from monitor.core.sessions import Sessions
 
 UTC = dt.UTC
@@ -167,3 +169,22 @@ def test_the_ticks_kept_for_cancels_survive_a_saved_state() -> None:
     assert after.restore(before.state(), at(21, 0, 6))
     assert after.take_back(cancel("V:2")) == []
     assert ohlcv(after.advance(at(21, 0, 7)).daily) == [(10.0, 10.2, 10.0, 10.2, 300)]
+
+
+def test_a_cancelled_print_that_became_the_bad_print_reference_is_no_longer_it() -> None:
+    """X's first print (no history, no reference: taken) is a busted 100 where X trades at
+    10, and becomes the bad-print reference; Alpaca cancels it. The good prints after are
+    taken, as without the busted print (before, the reference stayed at 100: the next four
+    were rejected as `bad_print`, and the minute opened at 10.04 on 200 shares)."""
+    engine = Engine(RulesFile(), SESSIONS, bar_options={"cancel_window_s": 900}, max_jump=5.0)
+    engine.advance(at(15, 0))
+    busted = FeedBatch.empty("t")
+    busted.ticks = ticks_frame([Tick("X", at(15, 0, 1), 100.0, 100, "V:1")])
+    busted.cancels = cancel("V:1")
+    good = FeedBatch.empty("t")
+    good.ticks = ticks_frame(
+        [Tick("X", at(15, 0, 10 + i), 10.0, 100, f"V:{i + 2}") for i in range(6)]
+    )
+    assert engine.ingest(busted) == [] and engine.ingest(good) == []
+    step = engine.advance(at(15, 1, 5))
+    assert ohlcv(step.minute_bars) == [(10.0, 10.0, 10.0, 10.0, 600)]
