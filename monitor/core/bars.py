@@ -82,7 +82,7 @@ from monitor.core.book_frames import (
     ts_lit,
 )
 from monitor.core.clock_queue import ClockQueue
-from monitor.core.closed_minutes import HELD_SCHEMA, ClosedMinutes
+from monitor.core.closed_minutes import HELD_SCHEMA, REMOVED_SCHEMA, ClosedMinutes
 from monitor.core.duplicate_keys import (
     DEDUP_MAX_KEYS,
     DEDUP_WINDOW_S,
@@ -120,6 +120,9 @@ class ClosedBars(msgspec.Struct, frozen=True):
     # Session bars held back as cut short and given up, their session forgotten (HELD_SCHEMA:
     # session, symbol, why; see `monitor.core.closed_minutes`).
     cut_short: pl.DataFrame = msgspec.field(default_factory=lambda: empty(HELD_SCHEMA))
+    # Minutes (symbol, start) emitted closed before, whose every trade was cancelled since
+    # (`take_back`): the bar emitted of them no longer stands.
+    removed: pl.DataFrame = msgspec.field(default_factory=lambda: empty(REMOVED_SCHEMA))
 
 
 class BarBook:
@@ -432,6 +435,7 @@ class BarBook:
             taken=taken,
             taken_ticks=taken_ticks,
             cut_short=self._closed.take_refused(),
+            removed=self._closed.take_removed(),
         )
 
     def start_clock(self, now: dt.datetime) -> None:

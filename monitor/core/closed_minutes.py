@@ -44,6 +44,9 @@ HELD_SCHEMA: dict[str, pl.DataType] = {
     "why": pl.String(),
 }
 
+# Minutes left with no bar by cancels (`take_removed`).
+REMOVED_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "start": TS}
+
 
 class ClosedMinutes:
     """Closed minute bars by session and start (STATE_SCHEMA frames), and what to emit."""
@@ -68,6 +71,7 @@ class ClosedMinutes:
         self.minutes: dict[dt.date, dict[dt.datetime, pl.DataFrame]] = {}
         self.done: set[dt.date] = set()  # sessions whose bar was emitted
         self._pending: list[pl.DataFrame] = []  # (symbol, start, session) to emit
+        self.removed: list[pl.DataFrame] = []  # (symbol, start) left with no bar (`emit`)
         self._dirty: dict[dt.date, list[pl.Series]] = {}  # symbols of emitted sessions
         # session -> symbols whose bars a restart's store holds: not emitted at the close
         self._emitted_before: dict[dt.date, pl.DataFrame] = {}
@@ -201,12 +205,23 @@ class ClosedMinutes:
             self._touched = {s: t for s, t in self._touched.items() if s >= keep}
 
     def _emit_minutes(self) -> pl.DataFrame:
+        """The bars of the keys queued; those left with no bar (`replace`: every trade of
+        the minute cancelled) go to `removed`."""
         if not self._pending:
             return empty(MINUTE_SCHEMA)
         keys = pl.concat(self._pending).unique()
         self._pending = []
         bars = self.stored(keys).join(keys.select(KEYS), on=KEYS, how="semi")
+        gone = keys.select(KEYS).join(bars, on=KEYS, how="anti")
+        if gone.height:
+            self.removed.append(gone)
         return bars.select(list(MINUTE_SCHEMA)).sort(KEYS)
+
+    def take_removed(self) -> pl.DataFrame:
+        """The minutes (symbol, start) emitted before and left with no bar since the last
+        call: a bar emitted of them no longer stands (see `BarBook.take_back`)."""
+        removed, self.removed = self.removed, []
+        return pl.concat(removed).unique() if removed else empty(REMOVED_SCHEMA)
 
     def _held_back(
         self, session: dt.date, regular: pl.DataFrame, *, at_close: bool

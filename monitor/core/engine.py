@@ -301,6 +301,8 @@ class Engine:
             closed = self._book.advance(now, close_at)
             closing = self._book.closes_at or closing
             minute_bars, built_daily, rejected = closed.minute, closed.daily, closed.rejected
+            if closed.removed.height:  # (every trade cancelled: rules no longer see them)
+                self.minutes = self.minutes.join(closed.removed, on=["symbol", "start"], how="anti")
             rejected = [*rejected, *refusals(closed.cut_short, self.daily)]
             self.counts.update(r.reason for r in rejected)
             if closed.taken.height:

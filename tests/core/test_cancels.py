@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import exchange_calendars as xc
+import msgspec
 import polars as pl
 
 from monitor.core.bars import BarBook
@@ -188,3 +189,35 @@ def test_a_cancelled_print_that_became_the_bad_print_reference_is_no_longer_it()
     assert engine.ingest(busted) == [] and engine.ingest(good) == []
     step = engine.advance(at(15, 1, 5))
     assert ohlcv(step.minute_bars) == [(10.0, 10.0, 10.0, 10.0, 600)]
+
+
+def test_a_closed_minute_whose_only_trade_is_cancelled_leaves_the_minute_history() -> None:
+    """X trades at 10 at 15:00; 15:01's only trade is a busted 5, closed and evaluated, then
+    cancelled; 15:02 trades at 10.1. The 1m surge rule (5% in a minute) fires nothing, as
+    without the busted print: 15:02 follows 15:00 (before, the minute's bar stayed in the
+    engine's minute history and 15:02 fired +102% over it)."""
+    rules = msgspec.toml.decode(
+        b'[[rules]]\nid = "spike"\nkind = "surge"\nsymbols = ["X"]\ntimeframe = "1m"\n'
+        b"window = 1\nmin_return = 0.05\n",
+        type=RulesFile,
+    )
+    engine = Engine(rules, SESSIONS, bar_options={"cancel_window_s": 900}, minute_by_minute=True)
+    fired = []
+    for now, tick, taken_back in [
+        (at(15, 0, 30), Tick("X", at(15, 0, 10), 10.0, 100, "V:1"), None),
+        (at(15, 1, 30), Tick("X", at(15, 1, 10), 5.0, 100, "V:2"), None),
+        (at(15, 2, 30), Tick("X", at(15, 2, 10), 10.1, 100, "V:3"), cancel("V:2")),
+        (at(15, 3, 5), None, None),
+    ]:
+        batch = FeedBatch.empty("t")
+        batch.ticks = ticks_frame([tick] if tick else [])
+        engine.ingest(batch)
+        if taken_back is not None:
+            fired.append(engine.advance(now - dt.timedelta(seconds=20)).lines.height)
+            batch = FeedBatch.empty("t")
+            batch.cancels = taken_back
+            engine.ingest(batch)
+        fired.append(engine.advance(now).lines.height)
+    assert fired == [0, 0, 0, 0, 0]
+    assert engine.minutes.select("start", "close").rows() == [(at(15, 0), 10.0), (at(15, 2), 10.1)]
+    assert engine.book.counts["cancel_bar_removed"] == 1
