@@ -182,11 +182,8 @@ def _restore_ledger(book: BarBook, state: BookState, closed: pl.DataFrame) -> No
     if not ledger.on:
         return
     if state.trades_kept:
-        trades = conform(state.trades, LEDGER_SCHEMA)
-        ledger.frames = [trades] if trades.height else []
-        ledger.rows = trades.height
+        ledger.load(conform(state.trades, LEDGER_SCHEMA), state.trades_from)
         ledger.provider = conform(state.provider_minutes, PROVIDER_SCHEMA)
-        ledger.whole_from = state.trades_from
         return
     ends = [book._open.get_column("start").max(), closed.get_column("start").max(), state.now]
     latest = max((e for e in ends if isinstance(e, dt.datetime)), default=None)

@@ -2,11 +2,12 @@
 cancel, an error, a correction: `FeedBatch.cancels`) can be taken out of its minute bar.
 
 A bar holds no ticks: to take one trade out of it, the bar is built again from the minute's
-other trades. The ledger keeps every tick the book accepted (in arrival order, with the minute
-it went to) for minutes starting `window` or less before the book's cutoff (its latest closed
+other trades. The ledger keeps every tick the book accepted, minute by minute (the minute it
+went to; in arrival order within it: a cancel writes the minute of its trade again, not every
+tick held), for minutes starting `window` or less before the book's cutoff (its latest closed
 minute), and `whole_from`: the minutes starting at or after it are whole in the ledger, so
 their bars can be built again from it. Older ticks go as the cutoff moves, and at most
-`max_rows` are held: past that the oldest go early ("cancel_ticks_dropped_early"), and
+`max_rows` are held: past that the oldest minutes go early ("cancel_ticks_dropped_early"), and
 `whole_from` moves up with them. A minute a provider's bar set (`note_provider`) is never
 built again from ticks: the provider's bar stands (Alpaca sends its own updated bar).
 
@@ -20,8 +21,8 @@ sent twice is told from one of an unknown trade ("cancel_repeated").
 Why apart from `monitor.core.bars`: the book builds bars of batches and keeps no tick; this is
 the only part that does, it is off unless asked for (`window` 0: the daemon's `[engine]
 cancel_window_s` sets it, replay never has cancels), and it reads better alone.
-`monitor.core.bar_state` saves and restores its `frames`, `provider` and `whole_from` (not
-`taken_back`: after a start a cancel sent again is `cancel_unknown_trade`).
+`monitor.core.bar_state` saves and restores its ticks (`frame`, `load`), `provider` and
+`whole_from` (not `taken_back`: after a start a cancel sent again is `cancel_unknown_trade`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ class TradeLedger:
     def __init__(self, window: dt.timedelta, *, max_rows: int = MAX_ROWS) -> None:
         self.window = window
         self.max_rows = max_rows
-        self.frames: list[pl.DataFrame] = []  # LEDGER_SCHEMA, in arrival order
+        # minute start -> its ticks (LEDGER_SCHEMA), in arrival order: a cancel rewrites the
+        # minute of its trade alone, and `forget` drops whole minutes, copying nothing
+        self.minutes: dict[dt.datetime, list[pl.DataFrame]] = {}
         self.rows = 0
         self.whole_from: dt.datetime | None = None  # None: every minute the book took
         self.provider = empty(PROVIDER_SCHEMA)  # minutes a provider's bar set
@@ -67,10 +70,17 @@ class TradeLedger:
     def record(self, ticks: pl.DataFrame) -> None:
         """Keep accepted ticks (with their `start`), in arrival order."""
         if self.on and ticks.height:
-            self.frames.append(ticks.select(list(LEDGER_SCHEMA)))
+            kept = ticks.select(list(LEDGER_SCHEMA))
+            for (start,), part in kept.partition_by("start", as_dict=True).items():
+                self.minutes.setdefault(start, []).append(part)
             self.rows += ticks.height
             if self.rows > self.max_rows:
                 self._drop_early()
+
+    def load(self, trades: pl.DataFrame, whole_from: dt.datetime | None) -> None:
+        """Hold `trades` (LEDGER_SCHEMA, a saved state's `frame`) and nothing else."""
+        self.minutes, self.rows, self.whole_from = {}, 0, whole_from
+        self.record(trades)
 
     def note_provider(self, keys: pl.DataFrame) -> None:
         """Minutes (symbol, start) whose bar a provider's replaced: not built from ticks."""
@@ -85,25 +95,24 @@ class TradeLedger:
         if self.whole_from is not None and horizon <= self.whole_from:
             return
         self.whole_from = horizon
-        kept = self._one().filter(pl.col("start") >= horizon)
-        self.frames = [kept] if kept.height else []
-        self.rows = kept.height
+        for start in [s for s in self.minutes if s < horizon]:
+            self.rows -= sum(f.height for f in self.minutes.pop(start))
         if self.provider.height:
             self.provider = self.provider.filter(pl.col("start") >= horizon)
         self.taken_back = {k: s for k, s in self.taken_back.items() if s >= horizon}
 
     def _drop_early(self) -> None:
-        """Past `max_rows`: the oldest frames go, and the minutes they reach are no longer
+        """Past `max_rows`: the oldest minutes go (the latest stays), and are no longer
         whole."""
         dropped = 0
-        while self.rows > self.max_rows and len(self.frames) > 1:
-            frame = self.frames.pop(0)
-            self.rows -= frame.height
-            dropped += frame.height
-            latest: dt.datetime | None = frame.get_column("start").max()  # type: ignore[assignment]
-            if latest is not None:
-                after = latest + _MINUTE
-                self.whole_from = after if self.whole_from is None else max(self.whole_from, after)
+        for start in sorted(self.minutes)[:-1]:
+            if self.rows <= self.max_rows:
+                break
+            n = sum(f.height for f in self.minutes.pop(start))
+            self.rows -= n
+            dropped += n
+            after = start + _MINUTE
+            self.whole_from = after if self.whole_from is None else max(self.whole_from, after)
         if dropped:
             self.counts["cancel_ticks_dropped_early"] = (
                 self.counts.get("cancel_ticks_dropped_early", 0) + dropped
@@ -114,36 +123,27 @@ class TradeLedger:
         `start` (the first of each (symbol, id) in the batch; a second one is unknown once the
         first is applied)."""
         first = cancels.unique(_WHERE, keep="first", maintain_order=True)
-        held = self._named(first).select(*_WHERE, "start")
+        held = self._named(self.frame(), first).select(*_WHERE, "start")
         return first.join(held, on=_WHERE, how="inner", maintain_order="left")
 
-    def _named(self, cancels: pl.DataFrame) -> pl.DataFrame:
-        """The ticks held whose symbol and id are among `cancels`' (with `at`: their row):
-        a filter before the join, which would otherwise hash every tick held."""
+    @staticmethod
+    def _named(ticks: pl.DataFrame, cancels: pl.DataFrame) -> pl.DataFrame:
+        """The `ticks` whose symbol and id are among `cancels'` (with `at`: their row): a
+        filter before the join, which would otherwise hash every tick held."""
         ids = cancels.get_column("id").drop_nulls().unique().implode()
         symbols = cancels.get_column("symbol").drop_nulls().unique().implode()
-        held = self._one().with_row_index("at")
+        held = ticks.with_row_index("at")
         return held.filter(pl.col("id").is_in(ids) & pl.col("symbol").is_in(symbols))
 
     def apply(self, found: pl.DataFrame) -> None:
         """Take out the trades of `found` (`matches` rows), or replace them by their
-        correction (`new_id`, `new_price`, `new_size`; same time and place in the order)."""
-        fixes = found.select(*_WHERE, "new_id", "new_price", "new_size")
-        hits = self._named(found).select("at", *_WHERE).join(fixes, on=_WHERE, how="inner")
-        fixed = hits.filter(pl.col("new_id").is_not_null())
-        frame = self._one()
-        if fixed.height:
-            at = fixed.get_column("at")
-            frame = frame.with_columns(
-                frame.get_column(name).scatter(at, fixed.get_column(f"new_{name}"))
-                for name in ("price", "size", "id")
-            )
-        gone = hits.filter(pl.col("new_id").is_null()).get_column("at")
-        if gone.len():
-            drop = pl.Series([False] * frame.height).scatter(gone, True)
-            frame = frame.filter(~drop)
-        self.frames = [frame] if frame.height else []
-        self.rows = frame.height
+        correction (`new_id`, `new_price`, `new_size`; same time and place in the order):
+        the minutes of those trades are written again, no other."""
+        for (start,), mine in found.partition_by("start", as_dict=True).items():
+            frame = self._minute(start)
+            frame = _applied(frame, self._named(frame, mine), mine)
+            self.rows += frame.height - sum(f.height for f in self.minutes[start])
+            self.minutes[start] = [frame] if frame.height else []
         for symbol, trade, start in found.select(*_WHERE, "start").iter_rows():
             self.taken_back[(symbol, trade)] = start
 
@@ -183,26 +183,50 @@ class TradeLedger:
     def ticks_of(self, keys: pl.DataFrame) -> pl.DataFrame:
         """The ticks of the minutes `keys` (symbol, start), in arrival order."""
         keys = keys.select("symbol", "start").unique()
-        # (filters before the join, the minutes' first: times compare faster than text)
-        starts = keys.get_column("start").unique().implode()
-        mine = self._one().filter(pl.col("start").is_in(starts))
-        mine = mine.filter(pl.col("symbol").is_in(keys.get_column("symbol").implode()))
-        return mine.join(keys, on=["symbol", "start"], how="semi", maintain_order="left")
+        on = ["symbol", "start"]
+        parts = [
+            self._minute(start).join(mine, on=on, how="semi", maintain_order="left")
+            for (start,), mine in keys.partition_by("start", as_dict=True).items()
+            if start in self.minutes
+        ]
+        return pl.concat(parts) if parts else empty(LEDGER_SCHEMA)
 
     def latest(self, symbols: list[str]) -> pl.DataFrame:
         """symbol, price: the latest tick held of each of `symbols` that has one (by `ts`;
         the last to arrive among equal ones, as the tape's last sale)."""
-        mine = self._one().filter(pl.col("symbol").is_in(symbols))
+        mine = self.frame().filter(pl.col("symbol").is_in(symbols))
         last = pl.col("price").sort_by("ts", maintain_order=True).last()
         return mine.group_by("symbol").agg(last)
 
     def frame(self) -> pl.DataFrame:
-        """Every tick held, in arrival order (a saved state's)."""
-        return self._one()
+        """Every tick held, minute by minute, each in arrival order (a saved state's)."""
+        parts = [self._minute(start) for start in sorted(self.minutes)]
+        return pl.concat(parts) if parts else empty(LEDGER_SCHEMA)
 
-    def _one(self) -> pl.DataFrame:
-        """Every tick held, as one frame (which then replaces the batches': a cancel or a
-        minute's `forget` joins over it once, not over each batch)."""
-        if len(self.frames) > 1:
-            self.frames = [pl.concat(self.frames)]
-        return self.frames[0] if self.frames else empty(LEDGER_SCHEMA)
+    def _minute(self, start: dt.datetime) -> pl.DataFrame:
+        """The ticks held of the minute `start`, as one frame (which then replaces the
+        batches')."""
+        frames = self.minutes.get(start, [])
+        if len(frames) > 1:
+            self.minutes[start] = frames = [pl.concat(frames)]
+        return frames[0] if frames else empty(LEDGER_SCHEMA)
+
+
+def _applied(frame: pl.DataFrame, hits: pl.DataFrame, fixes: pl.DataFrame) -> pl.DataFrame:
+    """`frame` (a minute's ticks) with the trades `hits` (its rows named by cancels, with
+    `at`) taken out, or replaced by their correction in `fixes` (`matches` rows)."""
+    hits = hits.select("at", *_WHERE).join(
+        fixes.select(*_WHERE, "new_id", "new_price", "new_size"), on=_WHERE, how="inner"
+    )
+    fixed = hits.filter(pl.col("new_id").is_not_null())
+    if fixed.height:
+        at = fixed.get_column("at")
+        frame = frame.with_columns(
+            frame.get_column(name).scatter(at, fixed.get_column(f"new_{name}"))
+            for name in ("price", "size", "id")
+        )
+    gone = hits.filter(pl.col("new_id").is_null()).get_column("at")
+    if gone.len():
+        drop = pl.Series([False] * frame.height).scatter(gone, True)
+        frame = frame.filter(~drop)
+    return frame

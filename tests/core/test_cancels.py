@@ -221,3 +221,22 @@ def test_a_closed_minute_whose_only_trade_is_cancelled_leaves_the_minute_history
     assert fired == [0, 0, 0, 0, 0]
     assert engine.minutes.select("start", "close").rows() == [(at(15, 0), 10.0), (at(15, 2), 10.1)]
     assert engine.book.counts["cancel_bar_removed"] == 1
+
+
+def test_a_cancel_writes_again_the_minute_of_its_trade_alone() -> None:
+    """The ticks kept for cancels are held minute by minute: a cancel of a 15:00 trade writes
+    15:00's ticks again and leaves 15:01's as they are (before, every cancel wrote every tick
+    held again: ~0.3 s with 5 million of them, in each step that had a cancel)."""
+    b = book()
+    b.advance(at(15, 0, 0.5))
+    b.ingest_ticks(trades(15, 0))
+    b.advance(at(15, 1, 0.5))
+    b.ingest_ticks(ticks_frame([Tick("X", at(15, 1, 5), 10.1, 100, "V:4")]))
+    later = b._ledger.minutes[at(15, 1)]
+    assert b.take_back(cancel("V:2")) == []
+    assert b._ledger.minutes[at(15, 1)] is later
+    assert b._ledger.rows == 3
+    assert ohlcv(b.advance(at(15, 2, 5)).minute) == [
+        (10.0, 10.2, 10.0, 10.2, 300),
+        (10.1, 10.1, 10.1, 10.1, 100),
+    ]
