@@ -194,9 +194,21 @@ class TradeLedger:
     def latest(self, symbols: list[str]) -> pl.DataFrame:
         """symbol, price: the latest tick held of each of `symbols` that has one (by `ts`;
         the last to arrive among equal ones, as the tape's last sale)."""
-        mine = self.frame().filter(pl.col("symbol").is_in(symbols))
         last = pl.col("price").sort_by("ts", maintain_order=True).last()
-        return mine.group_by("symbol").agg(last)
+        found: list[pl.DataFrame] = []
+        wanted = set(symbols)
+        for start in sorted(self.minutes, reverse=True):  # (the latest minutes hold most)
+            if not wanted:
+                break
+            mine = self._minute(start).filter(pl.col("symbol").is_in(sorted(wanted)))
+            if mine.height:
+                found.append(mine.group_by("symbol").agg(last))
+                wanted -= set(found[-1].get_column("symbol").to_list())
+        return (
+            pl.concat(found)
+            if found
+            else pl.DataFrame(schema={"symbol": pl.String(), "price": pl.Float64()})
+        )
 
     def frame(self) -> pl.DataFrame:
         """Every tick held, minute by minute, each in arrival order (a saved state's)."""
