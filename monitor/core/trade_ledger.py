@@ -42,6 +42,10 @@ LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "start": TS,  # the minute bar it went to (a closing print's is the session's last)
 }
 PROVIDER_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "start": TS}
+# What is held of a tick: LEDGER_SCHEMA and `key`, a hash of its symbol and id (`_KEY`), so
+# that the trades a cancel names are looked for among integers, not text (5x faster).
+_HELD_SCHEMA: dict[str, pl.DataType] = {**LEDGER_SCHEMA, "key": pl.UInt64()}
+_KEY = pl.struct("symbol", "id").hash(7).alias("key")
 MAX_ROWS = 10_000_000  # ~500 MB of ticks at most; past it the window shrinks
 _MINUTE = dt.timedelta(minutes=1)
 _WHERE = ["symbol", "id"]
@@ -70,7 +74,7 @@ class TradeLedger:
     def record(self, ticks: pl.DataFrame) -> None:
         """Keep accepted ticks (with their `start`), in arrival order."""
         if self.on and ticks.height:
-            kept = ticks.select(list(LEDGER_SCHEMA))
+            kept = ticks.select(*LEDGER_SCHEMA, _KEY)
             for (start,), part in kept.partition_by("start", as_dict=True).items():
                 self.minutes.setdefault(start, []).append(part)
             self.rows += ticks.height
@@ -97,6 +101,8 @@ class TradeLedger:
         self.whole_from = horizon
         for start in [s for s in self.minutes if s < horizon]:
             self.rows -= sum(f.height for f in self.minutes.pop(start))
+        for start in self.minutes:  # (a minute's batches as one frame: saves read them all)
+            self._minute(start)
         if self.provider.height:
             self.provider = self.provider.filter(pl.col("start") >= horizon)
         self.taken_back = {k: s for k, s in self.taken_back.items() if s >= horizon}
@@ -123,16 +129,17 @@ class TradeLedger:
         `start` (the first of each (symbol, id) in the batch; a second one is unknown once the
         first is applied)."""
         first = cancels.unique(_WHERE, keep="first", maintain_order=True)
-        held = self._named(self.frame(), first).select(*_WHERE, "start")
+        held = self._named(self._held(), first).select(*_WHERE, "start")
         return first.join(held, on=_WHERE, how="inner", maintain_order="left")
 
     @staticmethod
     def _named(ticks: pl.DataFrame, cancels: pl.DataFrame) -> pl.DataFrame:
         """The `ticks` whose symbol and id are among `cancels'` (with `at`: their row): a
         filter before the join, which would otherwise hash every tick held."""
+        keys = cancels.select(_KEY).get_column("key").unique().implode()
         ids = cancels.get_column("id").drop_nulls().unique().implode()
         symbols = cancels.get_column("symbol").drop_nulls().unique().implode()
-        held = ticks.with_row_index("at")
+        held = ticks.with_row_index("at").filter(pl.col("key").is_in(keys))
         return held.filter(pl.col("id").is_in(ids) & pl.col("symbol").is_in(symbols))
 
     def apply(self, found: pl.DataFrame) -> None:
@@ -189,7 +196,7 @@ class TradeLedger:
             for (start,), mine in keys.partition_by("start", as_dict=True).items()
             if start in self.minutes
         ]
-        return pl.concat(parts) if parts else empty(LEDGER_SCHEMA)
+        return pl.concat(parts).select(list(LEDGER_SCHEMA)) if parts else empty(LEDGER_SCHEMA)
 
     def latest(self, symbols: list[str]) -> pl.DataFrame:
         """symbol, price: the latest tick held of each of `symbols` that has one (by `ts`;
@@ -212,16 +219,20 @@ class TradeLedger:
 
     def frame(self) -> pl.DataFrame:
         """Every tick held, minute by minute, each in arrival order (a saved state's)."""
+        return self._held().select(list(LEDGER_SCHEMA))
+
+    def _held(self) -> pl.DataFrame:
+        """Every tick held, with its `key`, minute by minute."""
         parts = [self._minute(start) for start in sorted(self.minutes)]
-        return pl.concat(parts) if parts else empty(LEDGER_SCHEMA)
+        return pl.concat(parts) if parts else empty(_HELD_SCHEMA)
 
     def _minute(self, start: dt.datetime) -> pl.DataFrame:
         """The ticks held of the minute `start`, as one frame (which then replaces the
         batches')."""
         frames = self.minutes.get(start, [])
         if len(frames) > 1:
-            self.minutes[start] = frames = [pl.concat(frames)]
-        return frames[0] if frames else empty(LEDGER_SCHEMA)
+            self.minutes[start] = frames = [pl.concat(frames, rechunk=True)]
+        return frames[0] if frames else empty(_HELD_SCHEMA)
 
 
 def _applied(frame: pl.DataFrame, hits: pl.DataFrame, fixes: pl.DataFrame) -> pl.DataFrame:
@@ -236,7 +247,7 @@ def _applied(frame: pl.DataFrame, hits: pl.DataFrame, fixes: pl.DataFrame) -> pl
         frame = frame.with_columns(
             frame.get_column(name).scatter(at, fixed.get_column(f"new_{name}"))
             for name in ("price", "size", "id")
-        )
+        ).with_columns(_KEY)  # (of the new ids)
     gone = hits.filter(pl.col("new_id").is_null()).get_column("at")
     if gone.len():
         drop = pl.Series([False] * frame.height).scatter(gone, True)
