@@ -132,11 +132,12 @@ class DuplicateKeys:
 def _tick_key() -> pl.Expr:
     return (
         pl.when(pl.col("id").is_not_null())
-        .then(pl.struct("symbol", "id").hash(1))
+        .then(TRADE_KEY)
         .otherwise(pl.struct("symbol", "ts", "price", "size").hash(2))
     )
 
 
 # Expressions are built once: building them costs more than running them on a small batch.
+TRADE_KEY = pl.struct("symbol", "id").hash(1)  # the key of a tick with an id (a cancel's too)
 TICK_KEY = _tick_key()  # a tick's duplicate key
 TICK_BUCKET = pl.col("ts").dt.truncate(DEDUP_BUCKET)  # the bucket its key is held in

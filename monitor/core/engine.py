@@ -20,6 +20,7 @@ from monitor.core.bar_history import PRICE_COLS as PRICE_COLS  # (re-exported)
 from monitor.core.bar_history import not_held
 from monitor.core.clock_queue import FUTURE_SKEW
 from monitor.core.closed_minutes import refusals, still_held
+from monitor.core.duplicate_keys import TRADE_KEY
 from monitor.core.emitted import Emitted
 from monitor.core.model import (
     DAILY_SCHEMA,
@@ -163,7 +164,7 @@ class Engine:
         if batch.cancels.height:  # (after the ticks: a trade and its cancel in one batch)
             rejections += self.book.take_back(batch.cancels)
             accepted.cancels = _then(accepted.cancels, self.book.taken_back)
-            self._retake_prices(self.book.taken_back)
+            self._retake_prices(batch.cancels, self.book.taken_back)
         for r in rejections:
             self.counts[r.reason] += 1
         return rejections
@@ -218,14 +219,18 @@ class Engine:
         if self._prices is not None:
             self._prices.note(accepted, price, order)
 
-    def _retake_prices(self, taken_back: pl.DataFrame) -> None:
-        """After cancels applied (`taken_back`), the bad-print reference of their symbols is
-        their latest trade still standing: a busted print that had become it would otherwise
-        get the next good prints rejected as bad prints (see `PriceCheck.retake`)."""
-        if self._prices is None or not taken_back.height:
+    def _retake_prices(self, cancels: pl.DataFrame, taken_back: pl.DataFrame) -> None:
+        """After `cancels` (`taken_back`: those applied), the prints they name no longer count
+        toward a new level (a busted print rejected, then cancelled), and the bad-print
+        reference of the symbols of those applied is their latest trade still standing: a
+        busted print that had become it would otherwise get the next good prints rejected as
+        bad prints (see `PriceCheck.drop_prints` and `retake`)."""
+        if self._prices is None:
             return
-        symbols = taken_back.get_column("symbol").unique().to_list()
-        self._prices.retake(symbols, self.book.latest_prices(symbols))
+        self._prices.drop_prints(cancels.select("symbol", TRADE_KEY.alias("key")))
+        if taken_back.height:
+            symbols = taken_back.get_column("symbol").unique().to_list()
+            self._prices.retake(symbols, self.book.latest_prices(symbols))
 
     def take_price_resets(self) -> list[Reset]:
         """Reference prices replaced since the last call (see `monitor.core.price_check`)."""

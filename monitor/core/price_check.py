@@ -125,6 +125,16 @@ class PriceCheck:
         if latest.height:
             self._replace(latest)
 
+    def drop_prints(self, prints: pl.DataFrame) -> None:
+        """Prints (symbol, key) their feed took back: a run of out-of-band prints no longer
+        counts them, so that busted prints rejected, then cancelled, confirm no new level."""
+        for symbol, key in prints.iter_rows():
+            run = self._runs.get(symbol)
+            if run is not None:
+                run.keys.discard(key)
+                if not run.keys:
+                    del self._runs[symbol]
+
     def retake(self, symbols: list[str], latest: pl.DataFrame) -> None:
         """Trades of `symbols` were taken back by their feed (cancelled or corrected): each
         one's reference is its latest trade still standing (`latest`: symbol, price), else its

@@ -240,3 +240,31 @@ def test_a_cancel_writes_again_the_minute_of_its_trade_alone() -> None:
         (10.0, 10.2, 10.0, 10.2, 300),
         (10.1, 10.1, 10.1, 10.1, 100),
     ]
+
+
+def test_busted_prints_rejected_then_cancelled_confirm_no_new_level() -> None:
+    """X trades at 10; two busted prints at 100 are rejected as bad prints (a run of 2, of
+    the 3 that confirm a new level), then cancelled (`cancel_unknown_trade`: never taken). A
+    third busted print at 100 is rejected too, as it would be without the two (before, the
+    cancelled pair still counted: it confirmed the level, and the minute's high was 100)."""
+    engine = Engine(
+        RulesFile(),
+        SESSIONS,
+        bar_options={"cancel_window_s": 900},
+        max_jump=5.0,
+        max_jump_confirm=3,
+    )
+    engine.advance(at(15, 0))
+    reasons = []
+    for prints, cancels in [
+        ([(1, 10.0, "V:1"), (2, 10.0, "V:2"), (3, 10.0, "V:3")], None),
+        ([(4, 100.0, "V:4"), (5, 100.0, "V:5")], pl.concat([cancel("V:4"), cancel("V:5")])),
+        ([(6, 100.0, "V:6")], None),
+    ]:
+        batch = FeedBatch.empty("t")
+        batch.ticks = ticks_frame([Tick("X", at(15, 0, s), p, 100, i) for s, p, i in prints])
+        if cancels is not None:
+            batch.cancels = cancels
+        reasons += [r.reason for r in engine.ingest(batch)]
+    assert reasons == ["bad_print", "bad_print"] + ["cancel_unknown_trade"] * 2 + ["bad_print"]
+    assert ohlcv(engine.advance(at(15, 1, 5)).minute_bars) == [(10.0, 10.0, 10.0, 10.0, 300)]
