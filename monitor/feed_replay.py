@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import datetime as dt
 import functools
+import logging
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -50,6 +51,14 @@ class WireBar(msgspec.Struct):
     low: float
     close: float
     volume: float | None
+
+
+# The MQTT client's own log (paho's "failed to receive on socket: [Errno 104] Connection reset
+# by peer"), which Python's last-resort handler wrote to stderr before the command's one line
+# about the lost connection: that line says it, with how far it got.
+_QUIET = logging.getLogger("monitor.feed_replay.mqtt")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
 def bar_messages(bars: pl.DataFrame) -> list[bytes]:
@@ -296,6 +305,7 @@ async def publish(
         username=login.username,
         password=str(login.password) if login.password is not None else None,
         tls_context=tls_context(login.ca_file) if tls else None,
+        logger=_QUIET,
     )
     sent = -1  # (-1: not connected yet)
     try:

@@ -154,6 +154,84 @@ def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(tmp_path: Pa
     assert (err.count("\n"), "Traceback" in err, "never retrieved" in err) == (1, False, False)
 
 
+class ResettingRelay:
+    """A TCP relay to the broker (in threads) whose `reset` ends the client's connection with a
+    TCP reset, not a close: what a broker host going down can leave the client with."""
+
+    def __init__(self, target: int) -> None:
+        import socket
+        import threading
+
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.clients: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.clients.append(client)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: object, dst: object) -> None:
+        import contextlib
+        import socket
+
+        assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+
+    def reset(self) -> None:
+        import socket
+        import struct
+
+        self.server.close()
+        for client in self.clients:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+
+
+def test_a_connection_reset_is_said_in_the_commands_line_alone(tmp_path: Path) -> None:
+    """The connection reset under feed-replay (a TCP reset: the broker's host gone): stderr
+    is the one line saying the connection was lost and how to go on. (The MQTT client's own
+    "failed to receive on socket: [Errno 104] Connection reset by peer" came first, written
+    by Python's last-resort log handler.)"""
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_commands import ROOT
+
+    rows = [f"2024-07-16 10:{k // 60:02d}:{k % 60:02d},AAA,10.0,100,t{k}" for k in range(300)]
+    ticks = tmp_path / "ticks.csv"
+    ticks.write_text("ts,symbol,price,size,id\n" + "\n".join(rows) + "\n")
+    with MosquittoServer(tmp_path / "broker") as broker:
+        relay = ResettingRelay(broker.port)
+        url = f"mqtt://127.0.0.1:{relay.port}"
+        args = ["--data", f"AAA={ticks}", "--url", url, "--rate", "40", "--qos", "1"]
+        run = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "feed-replay", *args, "--topic", "t/ticks"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        time.sleep(1.5)
+        relay.reset()
+        _, err = run.communicate(timeout=60)
+    assert run.returncode == 69, err
+    assert err.startswith(f"market-monitor: mqtt broker at {url}: connection lost ("), err
+    assert err.count("\n") == 1, err
+
+
 def test_daily_bars_before_minute_bars_do_not_hold_up_a_paced_publish() -> None:
     """With --speed, the daily bars (untimed) go out first and the minute bars follow paced by
     their own times: before, the first minute bar waited its epoch time since 1970 divided by
