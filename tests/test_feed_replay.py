@@ -123,37 +123,6 @@ def test_feed_replay_warns_of_minutes_whose_times_look_hours_off(tmp_path: Path)
         assert "published" in res.stderr
 
 
-def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(tmp_path: Path) -> None:
-    """The broker dies while feed-replay publishes 300 ticks at 40 a second: it exits 69 with
-    one line saying the connection was lost, how many it published, the last one's time and
-    the --from to run again with, and no asyncio traceback. Before, it said only 'The client
-    is not currently connected' (or 'Operation timed out'), with no way to resume."""
-    import subprocess
-    import sys
-    import time
-
-    from tests.test_commands import ROOT
-
-    rows = [f"2024-07-16 10:{k // 60:02d}:{k % 60:02d},AAA,10.0,100,t{k}" for k in range(300)]
-    ticks = tmp_path / "ticks.csv"
-    ticks.write_text("ts,symbol,price,size,id\n" + "\n".join(rows) + "\n")
-    with MosquittoServer(tmp_path / "broker") as broker:
-        url = f"mqtt://127.0.0.1:{broker.port}"
-        args = ["--data", f"AAA={ticks}", "--url", url, "--rate", "40", "--qos", "1"]
-        run = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "feed-replay", *args, "--topic", "t/ticks"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
-        time.sleep(1.5)
-        broker.kill()
-        _, err = run.communicate(timeout=60)
-    assert run.returncode == 69
-    assert err.startswith(f"market-monitor: mqtt broker at {url}: connection lost (")
-    assert " of 300 messages, the last of 2024-07-16T14:0" in err
-    assert "to go on, run again with --from 2024-07-16 " in err
-    assert (err.count("\n"), "Traceback" in err, "never retrieved" in err) == (1, False, False)
-
-
 class ResettingRelay:
     """A TCP relay to the broker (in threads) whose `reset` ends the client's connection with a
     TCP reset, not a close: what a broker host going down can leave the client with."""
@@ -202,11 +171,17 @@ class ResettingRelay:
             client.close()
 
 
-def test_a_connection_reset_is_said_in_the_commands_line_alone(tmp_path: Path) -> None:
-    """The connection reset under feed-replay (a TCP reset: the broker's host gone): stderr
-    is the one line saying the connection was lost and how to go on. (The MQTT client's own
-    "failed to receive on socket: [Errno 104] Connection reset by peer" came first, written
-    by Python's last-resort log handler.)"""
+@pytest.mark.parametrize("loss", ["killed", "reset"])
+def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(
+    tmp_path: Path, loss: str
+) -> None:
+    """The broker dies (or its host: the connection reset) while feed-replay publishes 300
+    ticks at 40 a second: it exits 69 with one line saying the connection was lost, how many
+    it published, the last one's time and the --from to run again with, and no asyncio
+    traceback. Before, it said only 'The client is not currently connected' (or 'Operation
+    timed out'), with no way to resume; and a reset had the MQTT client's own "failed to
+    receive on socket: [Errno 104] Connection reset by peer" first, written by Python's
+    last-resort log handler."""
     import subprocess
     import sys
     import time
@@ -217,19 +192,24 @@ def test_a_connection_reset_is_said_in_the_commands_line_alone(tmp_path: Path) -
     ticks = tmp_path / "ticks.csv"
     ticks.write_text("ts,symbol,price,size,id\n" + "\n".join(rows) + "\n")
     with MosquittoServer(tmp_path / "broker") as broker:
-        relay = ResettingRelay(broker.port)
-        url = f"mqtt://127.0.0.1:{relay.port}"
+        relay = ResettingRelay(broker.port) if loss == "reset" else None
+        url = f"mqtt://127.0.0.1:{relay.port if relay else broker.port}"
         args = ["--data", f"AAA={ticks}", "--url", url, "--rate", "40", "--qos", "1"]
         run = subprocess.Popen(
             [sys.executable, "-m", "monitor", "feed-replay", *args, "--topic", "t/ticks"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         )  # fmt: skip
         time.sleep(1.5)
-        relay.reset()
+        if relay is not None:
+            relay.reset()
+        else:
+            broker.kill()
         _, err = run.communicate(timeout=60)
     assert run.returncode == 69, err
     assert err.startswith(f"market-monitor: mqtt broker at {url}: connection lost ("), err
-    assert err.count("\n") == 1, err
+    assert " of 300 messages, the last of 2024-07-16T14:0" in err
+    assert "to go on, run again with --from 2024-07-16 " in err
+    assert (err.count("\n"), "Traceback" in err, "never retrieved" in err) == (1, False, False)
 
 
 def test_daily_bars_before_minute_bars_do_not_hold_up_a_paced_publish() -> None:
