@@ -142,12 +142,7 @@ class PriceCheck:
         was judged against a price that may have been the busted one)."""
         for symbol in symbols:
             self._runs.pop(symbol, None)
-        history = self._history()
-        closes = (
-            history.filter(pl.col("symbol").is_in(symbols))
-            .group_by("symbol")
-            .agg(pl.col("close").sort_by("session").last().alias("ref"))
-        )
+        closes = _last_closes(self._history().filter(pl.col("symbol").is_in(symbols)))
         kept = self._references().filter(~pl.col("symbol").is_in(symbols))
         refs = latest.select("symbol", pl.col("price").alias("ref"))
         fallback = closes.join(refs, on="symbol", how="anti")
@@ -161,10 +156,7 @@ class PriceCheck:
     def _references(self) -> pl.DataFrame:
         """symbol, ref: from the stored daily closes until prints replace them."""
         if self._reference is None:
-            daily = self._history()
-            self._reference = daily.group_by("symbol").agg(
-                pl.col("close").sort_by("session").last().alias("ref")
-            )
+            self._reference = _last_closes(self._history())
         return self._reference
 
     def _replace(self, latest: pl.DataFrame) -> None:
@@ -179,3 +171,8 @@ class PriceCheck:
     def _out_of_band(self, value: pl.Expr, reference: pl.Expr) -> pl.Expr:
         ratio = value / reference
         return (ratio > self.max_jump) | (ratio < 1.0 / self.max_jump)
+
+
+def _last_closes(daily: pl.DataFrame) -> pl.DataFrame:
+    """symbol, ref: each symbol's latest close among daily bars."""
+    return daily.group_by("symbol").agg(pl.col("close").sort_by("session").last().alias("ref"))
