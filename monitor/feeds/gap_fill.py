@@ -151,9 +151,7 @@ class GapFill:
         if self._rest is not None and self._tasks is not None and todo.requests:
             self._start(self._run(todo.requests, owed), "backfill")
             return
-        if not self._failed:  # (nothing left that failed: what was given up is no error)
-            self.error = None
-            self._refills = 0
+        self._recovered()  # (what was given up is no error)
         if self._settle is not None:  # (nothing to fetch: within the minute, or too old)
             self._settle(owed)
 
@@ -220,9 +218,8 @@ class GapFill:
                 failed.append((Request(request.start, request.end, tuple(left)), why))
         if failed:
             self._failed_requests(failed, ask_again=refused is None)
-        elif not self._failed:  # (no other backfill failed since this one began)
-            self.error = None
-            self._refills = 0
+        else:
+            self._recovered()
         if self._settle is not None:  # (once the engine loop has them on disk)
             await self._queue.put(Wire(self._name, [], ack=partial(self._settle, settles)))
 
@@ -302,6 +299,13 @@ class GapFill:
             )
         if self._tasks is not None:  # (else not running: the next start asks again)
             self._start(self._fill_later(delay_s, windows), "backfill-later")
+
+    def _recovered(self) -> None:
+        """No error any more (/healthz), and the next failure's retry waits the least, unless
+        another backfill failed since (its windows still owed)."""
+        if not self._failed:
+            self.error = None
+            self._refills = 0
 
     def _owe_window(self, window: Owed) -> None:
         """A failed window (its symbols): owed, here and in the store, until fetched."""
