@@ -138,13 +138,8 @@ def summary(base: str, health: dict[str, object], metrics: Metrics) -> str:
     depth = health.get("queue_depth", metrics.total("queue_depth"))
     lines.append(f"  queue depth: {depth}")
     lines.append(f"  ticks in: {_count(metrics.total('ticks_in'))}")
-    bars = _labelled(metrics.by("bars_in", "timeframe"))  # (a feed of bars sends no ticks)
-    lines.append(f"  bars in: {_count(metrics.total('bars_in'))}" + (f" ({bars})" if bars else ""))
-    rejections = metrics.by("rejections", "reason")
-    detail = _labelled(rejections)
-    lines.append(
-        f"  rejections: {_count(metrics.total('rejections'))}" + (f" ({detail})" if detail else "")
-    )
+    lines.append(_by("bars in", metrics, "bars_in", "timeframe"))  # (a bar feed sends no ticks)
+    lines.append(_by("rejections", metrics, "rejections", "reason"))
     lines.append(
         f"  alerts: {_count(metrics.total('alerts_fired'))} fired, "
         f"{_count(metrics.total('alerts_published'))} published"
@@ -166,20 +161,13 @@ def notifier_summary(base: str, health: dict[str, object], metrics: Metrics) -> 
     redis_up = metrics.total("notify_redis_up")
     lines.append(f"  redis: {'up' if redis_up else 'not answering'}")
     lines.append(f"  alerts read: {_count(metrics.total('notify_read'))}")
-    for name, what in (
-        ("notify_sent", "messages sent"),
-        ("notify_alerts_sent", "alerts sent"),
-        ("notify_dead_lettered", "dead-lettered"),
-    ):
-        detail = _labelled(metrics.by(name, "receiver"))
-        lines.append(
-            f"  {what}: {_count(metrics.total(name))}" + (f" ({detail})" if detail else "")
-        )
-    for name, what in (("notify_dropped", "dropped"), ("notify_held", "held back")):
-        detail = _labelled(metrics.by(name, "reason"))
-        lines.append(
-            f"  {what}: {_count(metrics.total(name))}" + (f" ({detail})" if detail else "")
-        )
+    lines += [
+        _by("messages sent", metrics, "notify_sent", "receiver"),
+        _by("alerts sent", metrics, "notify_alerts_sent", "receiver"),
+        _by("dead-lettered", metrics, "notify_dead_lettered", "receiver"),
+        _by("dropped", metrics, "notify_dropped", "reason"),
+        _by("held back", metrics, "notify_held", "reason"),
+    ]
     lines.append(f"  waiting (groups, quiet hours): {_count(metrics.total('notify_waiting'))}")
     lines.append(
         f"  stream: {_count(metrics.total('notify_stream_unread'))} unread, "
@@ -198,6 +186,13 @@ def _health_lines(title: str, health: dict[str, object]) -> list[str]:
     if isinstance(uptime, int | float):
         lines.append(f"  uptime: {_duration(float(uptime))}")
     return lines
+
+
+def _by(what: str, metrics: Metrics, name: str, label: str) -> str:
+    """A report line of a metric's total, and its values by `label` when it has any:
+    `  rejections: 3 (bad_price=2, duplicate=1)`."""
+    detail = _labelled(metrics.by(name, label))
+    return f"  {what}: {_count(metrics.total(name))}" + (f" ({detail})" if detail else "")
 
 
 def _labelled(values: dict[str, float]) -> str:
