@@ -1,18 +1,18 @@
 """The journal: the ticks and bars the daemon accepted since the sessions under way were last
 saved, so that a kill -9 loses none of them.
 
-The pipeline appends each step's accepted ticks, minute bars and session bars here (what the engine
-took in: a row it rejected is not taken again after a restart) before it acknowledges the messages
-they came in, so that what the broker will not deliver again is on disk, and the ids of the alerts
-the step emitted, so that a start re-evaluating the minutes taken up does not emit them again. A
-record is a tag (`T` ticks, `M` minute bars, `D` session bars, `A` alert ids, `X` the cancels and
-corrections the engine applied, after the step's ticks: a start applies them again to the same
-ticks; an `X` record is the last of its segment, see `Journal.append`), the length of the frame's
-Arrow IPC stream, then its bytes, in a segment file
-`<store>/journal/<seq>.log`, written straight to the file and, with `sync` (`[store] journal_fsync`,
-the default), on the disk before `append` returns: fdatasync of the segment, and of the folder when
-a segment is created. Without it the kernel keeps what was written when the process dies, but a
-power cut can lose the last records.
+The pipeline appends each step's accepted ticks, minute bars and session bars here (what the
+engine took in: a row it rejected is not taken again after a restart) before it acknowledges the
+messages they came in, so that what the broker will not deliver again is on disk, and the ids of
+the alerts the step emitted, so that a start re-evaluating the minutes taken up does not emit
+them again. A record is a tag (`T` ticks, `M` minute bars, `D` session bars, `A` alert ids, `X`
+the cancels and corrections the engine applied, after the step's ticks: a start applies them
+again to the same ticks; an `X` record is the last of its segment, see `Journal.append`), the
+length of the frame's Arrow IPC stream, then its bytes, in a segment file
+`<store>/journal/<seq>.log`, written straight to the file and, with `sync` (`[store]
+journal_fsync`, the default), on the disk before `append` returns: fdatasync of the segment, and
+of the folder when a segment is created. Without it the kernel keeps what was written when the
+process dies, but a power cut can lose the last records.
 
 A save of the sessions under way (`monitor.intraday`) starts a new segment at the moment it
 takes the book's state, and records in its file the last segment that state covers; once the
