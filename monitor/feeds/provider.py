@@ -280,15 +280,13 @@ class Columns:
             and isinstance(size, _NUMBER)
             and price.__class__ is not bool
             and size.__class__ is not bool
-            and (trade_id is None or trade_id.__class__ is str or trade_id.__class__ is int)
+            and (trade_id is None or _is_id(trade_id))
         ):
             return "bad_message"
         if isinstance(ts_us, str):
             return ts_us
-        if not 0.0 < price < MAX_PRICE:
-            return "bad_price"
-        if not 0.0 <= size < MAX_SIZE:
-            return "bad_size"
+        if (problem := _trade_problem(price, size)) is not None:
+            return problem
         assert isinstance(symbol, str)
         self.t_symbol.append(symbol)
         self.t_us.append(ts_us)
@@ -315,10 +313,8 @@ class Columns:
             new_id, price, size = new
             if not (_is_id(new_id) and is_number(price) and is_number(size)):
                 return "bad_message"
-            if not 0.0 < price < MAX_PRICE:  # type: ignore[operator]
-                return "bad_price"
-            if not 0.0 <= size < MAX_SIZE:  # type: ignore[operator]
-                return "bad_size"
+            if (problem := _trade_problem(price, size)) is not None:  # type: ignore[arg-type]
+                return problem
             fixed = (str(new_id), float(price), float(size))  # type: ignore[arg-type]
         assert isinstance(symbol, str)
         self.cancels.append((symbol, ts_us, str(trade_id), *fixed))
@@ -376,6 +372,16 @@ class Columns:
                 ]
             ).with_columns(pl.col("ts").cast(TS))
         return batch
+
+
+def _trade_problem(price: float, size: float) -> str | None:
+    """Why a trade's price or size is refused (a price not positive and below MAX_PRICE, a
+    size not non-negative and below MAX_SIZE), or None."""
+    if not 0.0 < price < MAX_PRICE:
+        return "bad_price"
+    if not 0.0 <= size < MAX_SIZE:
+        return "bad_size"
+    return None
 
 
 def _is_id(value: object) -> bool:
