@@ -6,7 +6,9 @@ servers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,20 @@ async def until_failed(feed: WebSocketFeed, queue: asyncio.Queue[FeedBatch | Wir
         queue.get_nowait()
 
 
+@contextlib.asynccontextmanager
+async def alpaca_servers() -> AsyncIterator[tuple[FakeStream, FakeRest, RestBackfill]]:
+    """A local Alpaca stream and REST API, and a REST client of it asking a symbol a request
+    (so that the requests say which symbol was asked for which window)."""
+    async with (
+        FakeStream("alpaca") as fake,
+        FakeRest() as api,
+        RestBackfill(
+            "alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET"), symbols_per_request=1
+        ) as rest,
+    ):
+        yield fake, api, rest
+
+
 def feed_of(url: str, rest: RestBackfill, queue: Any, clock: Clock, **options: Any) -> Any:
     """An Alpaca feed of AAPL and SPY, its settle markers queued (`settle`)."""
     options = {"owe": lambda _: None, "settle": lambda _: None, **options}
@@ -65,13 +81,7 @@ async def test_a_reconnect_asks_for_a_failed_window_of_its_symbols_and_the_gap_o
     not every symbol from 14:09 (at 2,000 symbols, a REST call per group for the hour)."""
     queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
     clock = Clock(FAILED_AT)
-    async with (
-        FakeStream("alpaca") as fake,
-        FakeRest() as api,
-        RestBackfill(
-            "alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET"), symbols_per_request=1
-        ) as rest,
-    ):
+    async with alpaca_servers() as (fake, api, rest):
         api.fail_symbols["AAPL"] = -1
         feed = feed_of(
             fake.url, rest, queue, clock, gap_since=STOPPED, backfill_attempts=1,
@@ -104,13 +114,7 @@ async def test_a_failed_window_older_than_the_engine_keeps_is_given_up() -> None
     counters = Counters()
     settled: list[list[Owed]] = []
     monday_open = dt.datetime(2024, 7, 15, 13, 30, tzinfo=UTC)
-    async with (
-        FakeStream("alpaca") as fake,
-        FakeRest() as api,
-        RestBackfill(
-            "alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET"), symbols_per_request=1
-        ) as rest,
-    ):
+    async with alpaca_servers() as (fake, api, rest):
         api.fail_symbols["AAPL"] = -1
         feed = make_feed(
             "alpaca", fake.url, queue, counters, clock=clock, rest=rest, gap_since=STOPPED,
@@ -181,13 +185,7 @@ async def test_a_restart_fetches_what_each_symbol_owes_and_gives_up_what_is_too_
     queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
     clock = Clock(dt.datetime(2024, 7, 12, 14, 40, 20, tzinfo=UTC))
     counters = Counters()
-    async with (
-        FakeStream("alpaca") as fake,
-        FakeRest() as api,
-        RestBackfill(
-            "alpaca", api.url, key=Secret("KEY"), secret=Secret("SECRET"), symbols_per_request=1
-        ) as rest,
-    ):
+    async with alpaca_servers() as (fake, api, rest):
         feed = make_feed(
             "alpaca", fake.url, queue, counters, clock=clock, rest=rest, gap_since=resumed,
             owed=windows, owe=lambda o: restarted.owe("test", o),
