@@ -86,3 +86,46 @@ def test_an_upgrade_from_a_state_saved_before_cancels_applies_the_later_ones(
     engine.advance(at(14, 2, 5))
     got = engine.minutes.select("start", "high", "volume").rows()
     assert got == [(at(14, 0), 50.0, 200.0), (at(14, 1), 12.0, 100.0)]
+
+
+def test_cancels_of_trades_waiting_for_the_clock_give_the_same_bars_after_a_kill(
+    tmp_path: Path,
+) -> None:
+    """A step's ticks stamped more than a minute past the book's clock (its last advance,
+    14:00:30) wait for the step's advance; the same step cancels one (a spike to 50) and
+    corrects another. The minute closes at the bars of the same ticks without the spike and
+    with the corrected trade, in the daemon that goes on and in one started from what a kill
+    -9 then leaves (before, both cancels were `cancel_unknown_trade` and the spike stayed:
+    a high of 50 either way)."""
+    store = Store(tmp_path)
+    engine, intraday = started(store, at(14, 0), bar_options=WINDOW)
+    stepped(engine, intraday, at(14, 0, 30), trades(Tick("AAA", at(14, 0, 10), 10.0, 100.0, "V:0")))
+    intraday.save_now()
+    batch = trades(
+        Tick("AAA", at(14, 3, 10), 10.1, 100.0, "V:1"),
+        Tick("AAA", at(14, 3, 20), 50.0, 100.0, "V:2"),
+        Tick("AAA", at(14, 3, 25), 10.2, 100.0, "V:3"),
+    )
+    row = {"symbol": "AAA", "ts": at(14, 3, 30)}
+    batch.cancels = pl.DataFrame(
+        [{**row, "id": "V:2"}, {**row, "id": "V:3", "new_id": "V:4", "new_price": 10.3,
+                                "new_size": 300.0}],
+        schema=CANCEL_SCHEMA,
+    )  # fmt: skip
+    assert engine.ingest(batch) == []
+    step = engine.advance(at(14, 3, 35))
+    intraday.append(engine.take_accepted(), step.lines.get_column("id").to_list())
+    oracle, _ = started(Store(tmp_path / "oracle"), at(14, 0), bar_options=WINDOW)
+    oracle.ingest(trades(Tick("AAA", at(14, 0, 10), 10.0, 100.0, "V:0")))
+    oracle.ingest(
+        trades(
+            Tick("AAA", at(14, 3, 10), 10.1, 100.0, "V:1"),
+            Tick("AAA", at(14, 3, 25), 10.3, 300.0, "V:4"),
+        )
+    )
+    restarted, _ = started(store, at(14, 3, 40), bar_options=WINDOW)
+    got = [e.advance(at(14, 4, 5)).minute_bars for e in (engine, restarted, oracle)]
+    want = [(at(14, 3), 10.1, 10.3, 10.1, 10.3, 400.0)]
+    assert [bars.filter(pl.col("start") == at(14, 3)).drop("symbol").rows() for bars in got] == [
+        want
+    ] * 3

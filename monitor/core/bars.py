@@ -292,7 +292,9 @@ class BarBook:
         build those bars again from the minute's other ticks (`monitor.core.trade_ledger`):
         an open bar simply changes; a closed one is emitted again by the next `advance`, with
         its session bar when that was emitted, as a late tick's correction is. A minute left
-        with no trade has no bar. Returns the cancels not applied, each with why (see
+        with no trade has no bar. A trade still waiting for the clock leaves the queue, or
+        waits corrected (`ClockQueue.take_back`; not in `taken_back`: the journal then holds
+        the trade as taken, or nothing). Returns the cancels not applied, each with why (see
         `_cancel_problem` and `TradeLedger.not_held`); `taken_back`: those applied, in the
         order applied (a correction of a correction in one batch comes after the first)."""
         cancels = conform(cancels, CANCEL_SCHEMA)
@@ -304,24 +306,36 @@ class BarBook:
         self._compact()  # (the open bars to build again are in `_open`)
         left = cancels.with_row_index("row")
         applied: list[pl.DataFrame] = []
+        waited: list[pl.DataFrame] = []  # (of trades still waiting for the clock)
         refused: list[pl.DataFrame] = []
         while left.height:  # (a pass for each link of a chain of corrections)
             found = self._ledger.matches(left)
-            if not found.height:
+            rest = left.join(found.select("row"), on="row", how="anti") if found.height else left
+            waits = self._waiting.take_back(rest)
+            if not found.height and not waits.height:
                 break
-            bad, good = split(found.with_columns(reason=self._cancel_problem(found)))
-            if good.height:
-                self._ledger.apply(good)
-                applied.append(good)
-            refused.append(bad)
-            left = left.filter(~pl.col("row").is_in(found.get_column("row").implode()))
+            if found.height:
+                bad, good = split(found.with_columns(reason=self._cancel_problem(found)))
+                if good.height:
+                    self._ledger.apply(good)
+                    applied.append(good)
+                refused.append(bad)
+            if waits.height:
+                self._ledger.taken_back.update(
+                    ((s, t), start) for s, t, start in waits.select("symbol", "id", "start").rows()
+                )
+                waited.append(waits)
+            rows = pl.concat([found.select("row"), waits.select("row")])
+            left = left.filter(~pl.col("row").is_in(rows.get_column("row").implode()))
         rejected = [self._ledger.not_held(left), *refused]
-        if applied:
+        if applied or waited:
+            every = pl.concat([*applied, *waited], how="diagonal")
+            fixed = int(every.get_column("new_id").is_not_null().sum())
+            self._count("trade_corrected", fixed)
+            self._count("trade_cancelled", every.height - fixed)
+        if applied:  # (a waiting trade's cancel leaves no bar to build again, nor to journal)
             done = pl.concat(applied)
             self.taken_back = done.select(list(CANCEL_SCHEMA))
-            fixed = int(done.get_column("new_id").is_not_null().sum())
-            self._count("trade_corrected", fixed)
-            self._count("trade_cancelled", done.height - fixed)
             self._rebuild(done.select(KEYS).unique())
         return self._reject(pl.concat(rejected, how="diagonal"), CANCEL_RAW)
 

@@ -14,8 +14,11 @@ journal.) A tick stamped more than `FUTURE_SKEW` after the book's clock waits in
 has come by then and rejects it ("future_tick") if not. A feed a few hours off would otherwise
 build bars of minutes still to come from prices of the minute under way, and a session bar from
 them. A book that never advanced has no clock: it takes every bar at once (a history in one
-batch). The waiting bars are saved across a restart (`monitor.core.bar_state`); the waiting
-ticks are not: they are seconds ahead at most, or from the future.
+batch). A feed's cancel or correction of a waiting tick applies to it where it waits
+(`take_back`: it leaves, or waits corrected): it is not in the book's ledger of trades yet,
+and would otherwise be taken busted by the `advance`. The waiting bars are saved across a
+restart (`monitor.core.bar_state`); the waiting ticks are not: they are seconds ahead at
+most, or from the future.
 
 Why apart from `monitor.core.bars`: which rows wait and which an `advance` takes or refuses is
 decided by the clock alone, and reads better on its own than inside the book's ingest and
@@ -30,11 +33,13 @@ import datetime as dt
 import polars as pl
 
 from monitor.core.book_frames import KEYS, ts_lit
+from monitor.core.model import TS
 
 # A provider bar may end this long after the book's clock (the last `advance`): a bar of the
 # minute under way, from a provider that sends them early, while the clock is a step behind.
 FUTURE_SKEW = dt.timedelta(minutes=1)
 _MINUTE = dt.timedelta(minutes=1)
+_WHERE = ["symbol", "id"]  # (a trade a cancel names)
 
 
 class ClockQueue:
@@ -82,6 +87,37 @@ class ClockQueue:
         ahead = pl.col("ts") > ts_lit(now + FUTURE_SKEW)
         future = waiting.filter(ahead).with_columns(reason=pl.lit("future_tick"))
         return waiting.filter(~ahead), future
+
+    def take_back(self, cancels: pl.DataFrame) -> pl.DataFrame:
+        """The cancels (CANCEL_SCHEMA, with `row`) whose trade waits here, with its `start`
+        (the first cancel of each trade): a cancel's trade no longer waits, a correction's
+        waits as the corrected trade (its id, price and size; the same time and place). A
+        trade its feed takes back before the clock caught up with it is taken (or rejected)
+        as corrected, or not at all, as if the feed had sent it so."""
+        if not self.ticks or not cancels.height:
+            return cancels.clear().with_columns(start=pl.lit(None, TS))
+        waiting = pl.concat(self.ticks, how="vertical_relaxed")
+        first = cancels.unique(_WHERE, keep="first", maintain_order=True)
+        hits = first.join(
+            waiting.select(*_WHERE, "start").unique(_WHERE, keep="first"),
+            on=_WHERE,
+            how="inner",
+            maintain_order="left",
+        )
+        if not hits.height:
+            return hits
+        fixes = hits.select(*_WHERE, "new_id", "new_price", "new_size", named=pl.lit(True))
+        joined = waiting.join(fixes, on=_WHERE, how="left", maintain_order="left")
+        named = pl.col("named").fill_null(False)
+        kept = joined.filter(~(named & pl.col("new_id").is_null())).with_columns(
+            **{
+                name: pl.when(named).then(pl.col(f"new_{name}")).otherwise(pl.col(name))
+                for name in ("price", "size", "id")
+            }
+        )
+        kept = kept.drop("new_id", "new_price", "new_size", "named")
+        self.ticks = [kept] if kept.height else []
+        return hits
 
     def ends_by(self, now: dt.datetime) -> bool:
         """Whether a waiting bar's minute is over by `now` (an `advance` then takes it)."""

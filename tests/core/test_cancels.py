@@ -268,3 +268,26 @@ def test_busted_prints_rejected_then_cancelled_confirm_no_new_level() -> None:
         reasons += [r.reason for r in engine.ingest(batch)]
     assert reasons == ["bad_print", "bad_print"] + ["cancel_unknown_trade"] * 2 + ["bad_print"]
     assert ohlcv(engine.advance(at(15, 1, 5)).minute_bars) == [(10.0, 10.0, 10.0, 10.0, 300)]
+
+
+def test_a_cancel_of_a_trade_waiting_for_the_clock_takes_it_out() -> None:
+    """The book's clock is at 15:00 (its last advance) when 15:02's ticks come, more than a
+    minute ahead of it: they wait for the next advance (as a restart's first batch, or a
+    step after a stall, has them). Their spike's cancel and a correction in the same step
+    apply to the waiting trades: the minute that closes is the one the same ticks make
+    without the spike and with the corrected trade (before: `cancel_unknown_trade` twice,
+    and the bar closed at a high of 50)."""
+    cancelled, clean = book(), book()
+    for b in (cancelled, clean):
+        b.advance(at(15, 0))
+    cancelled.ingest_ticks(trades(15, 2))
+    fixes = pl.concat([cancel("V:2"), cancel("V:3", None, ("V:9", 10.3, 150))])
+    assert cancelled.take_back(fixes) == []
+    assert cancelled.take_back(cancel("V:2"))[0].reason == "cancel_repeated"
+    fixed = [Tick("X", at(15, 2, 1), 10.0, 100, "V:1"), Tick("X", at(15, 2, 20), 10.3, 150, "V:9")]
+    clean.ingest_ticks(ticks_frame(fixed))
+    got, want = (b.advance(at(15, 3, 5)) for b in (cancelled, clean))
+    assert ohlcv(got.minute) == ohlcv(want.minute) == [(10.0, 10.3, 10.0, 10.3, 250)]
+    assert got.taken_ticks.get_column("id").to_list() == ["V:1", "V:9"]
+    assert cancelled.counts == {"trade_cancelled": 1, "trade_corrected": 1, "cancel_repeated": 1}
+    assert cancelled.taken_back.is_empty()  # (nothing taken to journal a cancel of)

@@ -143,3 +143,53 @@ async def test_without_a_feed_that_sends_cancels_no_trade_is_kept(tmp_path: Path
     conf = mqtt_config(tmp_path, f"mm-cancels-{uuid.uuid4().hex[:8]}")
     async with daemon_running(conf) as daemon:
         assert not daemon.engine.book.keeps_trades
+
+
+async def test_a_cancel_of_a_trade_waiting_for_the_clock_leaves_the_bars_of_the_clean_tape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock jumps from 19:50:30 to 19:53:30 (a stalled step, a suspended host) and the
+    next frame brings 19:53's trades, more than a minute past the book's clock (its last
+    advance): they wait for the step's advance. AAA's spike to 11 (+10%) is cancelled in
+    the same frame; BBB trades the same tape without it. AAA's minutes and alerts are BBB's:
+    none fires (before, the cancel was `cancel_unknown_trade`, the spike closed AAA's 19:53
+    and fired the 1m surge rule). (An idle step between the jump and the frame would take
+    the trades at once; the cancel applies then too.)"""
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    prefix = f"mm-cancels-{uuid.uuid4().hex[:8]}"
+    clock = SimClock(at(19, 49, 50))
+    try:
+        async with FakeStream("alpaca") as fake:
+            conf = write_config(tmp_path, prefix, fake.url)
+            async with daemon_running(conf, clock=clock) as daemon:
+                await asyncio.wait_for(fake.subscribed.wait(), 10)
+                clock.set(at(19, 50, 30))
+                await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
+                await until(lambda: daemon.counters.get("ticks_in") == 2)
+                clock.set(at(19, 53, 30))
+                bust = {"T": "x", "S": "AAA", "i": 20, "x": "V", "p": 11.0, "s": 100, "a": "C",
+                        "t": "2024-07-16T19:53:25Z", "z": "C"}  # fmt: skip
+                await fake.push(
+                    [trade(s * 3, 10 + i, at(19, 53, 5), 10.0) for i, s in enumerate("AB")]
+                    + [trade("AAA", 20, at(19, 53, 20), 11.0), bust]
+                )
+                await until(lambda: daemon.counters.get("cancels_in") == 1)
+                clock.set(at(19, 54, 10))
+                await until(lambda: daemon.counters.get("bars_closed", timeframe="1m") >= 4)
+                minutes = daemon.engine.minutes.sort("symbol", "start")
+                got = {
+                    s: minutes.filter(pl.col("symbol") == s).drop("symbol").rows()
+                    for s in ("AAA", "BBB")
+                }
+                assert got["AAA"] == got["BBB"]
+                highs = [(start, high) for start, _, high, *_ in got["AAA"]]
+                assert highs == [(at(19, 50), 10.0), (at(19, 53), 10.0)]
+                assert daemon.counters.get("bar_events", kind="trade_cancelled") == 1
+                assert daemon.counters.get("rejections", reason="cancel_unknown_trade") == 0
+                assert daemon.counters.get("alerts_fired", rule="spike") == 0
+        assert await read_stream(f"{prefix}:alerts", 1, timeout_s=1) == []
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
