@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from monitor.core.model import CANCEL_SCHEMA, FeedBatch, Tick
+from monitor.core.model import CANCEL_SCHEMA, EXCLUDED_SCHEMA, FeedBatch, Tick
 from monitor.store import Store
 from tests.test_restart_bars import at, started, stepped, trades
 
@@ -129,3 +129,41 @@ def test_cancels_of_trades_waiting_for_the_clock_give_the_same_bars_after_a_kill
     assert [bars.filter(pl.col("start") == at(14, 3)).drop("symbol").rows() for bars in got] == [
         want
     ] * 3
+
+
+def test_a_correction_of_a_trade_kept_out_gives_the_same_bars_after_a_kill(
+    tmp_path: Path,
+) -> None:
+    """AAA's 14:00:20 trade came kept out of bars by its conditions (the feed's `excluded`);
+    after 14:00 closed, its correction makes it a regular trade at 10.4 for 300: the
+    corrected trade is placed at 14:00:20 and journaled as a tick taken, so the daemon that
+    goes on, one started from what a kill -9 then leaves and the same tape with the
+    corrected trade from the start close 14:00 alike (before: `cancel_unknown_trade`, the
+    minute at 10 on 100 shares)."""
+    store = Store(tmp_path)
+    engine, intraday = started(store, at(14, 0), bar_options=WINDOW)
+    first = trades(Tick("AAA", at(14, 0, 10), 10.0, 100.0, "V:1"))
+    first.excluded = pl.DataFrame(
+        [{"symbol": "AAA", "ts": at(14, 0, 20), "id": "V:2"}], schema=EXCLUDED_SCHEMA
+    )
+    stepped(engine, intraday, at(14, 0, 30), first)
+    intraday.save_now()
+    stepped(engine, intraday, at(14, 1, 5), trades())
+    fix = FeedBatch.empty("t")
+    row = {"symbol": "AAA", "ts": at(14, 1, 8), "id": "V:2", "new_id": "V:3"}
+    fix.cancels = pl.DataFrame(
+        [{**row, "new_price": 10.4, "new_size": 300.0}], schema=CANCEL_SCHEMA
+    )
+    stepped(engine, intraday, at(14, 1, 10), fix)
+    oracle, _ = started(Store(tmp_path / "oracle"), at(14, 0), bar_options=WINDOW)
+    oracle.ingest(
+        trades(
+            Tick("AAA", at(14, 0, 10), 10.0, 100.0, "V:1"),
+            Tick("AAA", at(14, 0, 20), 10.4, 300.0, "V:3"),
+        )
+    )
+    oracle.advance(at(14, 1, 10))
+    restarted, _ = started(store, at(14, 1, 20), bar_options=WINDOW)
+    restarted.advance(at(14, 1, 30))
+    want = [(at(14, 0), 10.0, 10.4, 10.0, 10.4, 400.0)]
+    assert [e.minutes.drop("symbol").rows() for e in (engine, restarted, oracle)] == [want] * 3

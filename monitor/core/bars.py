@@ -92,7 +92,15 @@ from monitor.core.duplicate_keys import (
 )
 from monitor.core.minute_classes import EXTENDED_HOURS as EXTENDED_HOURS  # (re-exported)
 from monitor.core.minute_classes import MinuteClasses
-from monitor.core.model import CANCEL_SCHEMA, MINUTE_SCHEMA, TICK_SCHEMA, TS, Rejection, empty
+from monitor.core.model import (
+    CANCEL_SCHEMA,
+    EXCLUDED_SCHEMA,
+    MINUTE_SCHEMA,
+    TICK_SCHEMA,
+    TS,
+    Rejection,
+    empty,
+)
 from monitor.core.sessions import Sessions, minute_date
 from monitor.core.trade_ledger import TradeLedger
 
@@ -212,6 +220,8 @@ class BarBook:
         rejected, good = split(frame)
         if check is not None:
             good = good.drop("held")
+            # (a correction of a bad print may make it a good trade: `corrections_of_rejected`)
+            self._ledger.note_rejected(rejected.filter(pl.col("reason") == "bad_print"))
         if old and aging is not None:
             good = self._seen.file_on_arrival(good, aging)
         # The keys of ticks that wait are held too: a copy before the next advance is one.
@@ -338,6 +348,35 @@ class BarBook:
             self.taken_back = done.select(list(CANCEL_SCHEMA))
             self._rebuild(done.select(KEYS).unique())
         return self._reject(pl.concat(rejected, how="diagonal"), CANCEL_RAW)
+
+    def note_excluded(self, trades: pl.DataFrame) -> None:
+        """Remember trades a feed kept out of bars by their sale conditions (EXCLUDED_SCHEMA)
+        for the cancel window, as the bad prints the book refuses are: see
+        `corrections_of_rejected`."""
+        if self._ledger.on and trades.height:
+            self._ledger.note_rejected(conform(trades, EXCLUDED_SCHEMA))
+
+    def corrections_of_rejected(self, cancels: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The corrections among `cancels` (CANCEL_SCHEMA) of trades refused when they came
+        within the cancel window (a bad print, or a trade its feed kept out by its sale
+        conditions), as the ticks of the corrected trades at their trade's time (TICK_SCHEMA:
+        the caller takes them in as any tick, screened again, a late one correcting its
+        closed minute; counted as "rejected_trade_corrected"), and the other cancels, for
+        `take_back`. A correction's own time is its message's, not the trade's: without the
+        trade's, remembered when it was refused, the corrected trade has no minute."""
+        none = empty(TICK_SCHEMA)
+        if not self._ledger.on or not self._ledger.rejected or not cancels.height:
+            return none, cancels
+        rows = conform(cancels, CANCEL_SCHEMA).with_row_index("row")
+        fixes = rows.filter(pl.col("new_id").is_not_null())
+        found = self._ledger.rejected_of(fixes) if fixes.height else fixes
+        if not found.height:
+            return none, cancels
+        self._ledger.placed(found)
+        self._count("rejected_trade_corrected", found.height)
+        ticks = found.select("symbol", ts="at", price="new_price", size="new_size", id="new_id")
+        rest = rows.filter(~pl.col("row").is_in(found.get_column("row").implode()))
+        return ticks, rest.drop("row")
 
     def _cancel_problem(self, found: pl.DataFrame) -> pl.Expr:
         """Why a cancel whose trade the ledger holds (`found`, with its `start`) is not

@@ -161,8 +161,19 @@ class Engine:
                 self._official.note(good, self.now)
             rejections += refused
             accepted.daily_bars = _then(accepted.daily_bars, good)
+        if batch.excluded.height and not taken:  # (trades its conditions kept out: their time)
+            self.book.note_excluded(self.screen.known(batch.excluded))
         if batch.cancels.height:  # (after the ticks: a trade and its cancel in one batch)
-            rejections += self.book.take_back(batch.cancels)
+            cancels = batch.cancels
+            if not taken:  # (a correction of a trade refused when it came: placed as a tick)
+                fixed, cancels = self.book.corrections_of_rejected(cancels)
+                if fixed.height:
+                    fixed = self.screen.apply(fixed, "price", rejections)
+                    rejections += self.book.ingest_ticks(fixed, check)
+                    new = self.book.accepted.select(list(TICK_SCHEMA))
+                    accepted.ticks = _then(accepted.ticks, new)
+                    self._note_prices(new, "price", "ts")
+            rejections += self.book.take_back(cancels)
             accepted.cancels = _then(accepted.cancels, self.book.taken_back)
             self._retake_prices(batch.cancels, self.book.taken_back)
         for r in rejections:

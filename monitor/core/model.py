@@ -58,6 +58,11 @@ CANCEL_SCHEMA: dict[str, pl.DataType] = {
     "new_size": pl.Float64(),
 }
 
+# Trades a feed saw and kept out of bars (`FeedBatch.excluded`: Alpaca's, by their sale
+# conditions): a correction that makes one a trade bars take finds its time here (a
+# correction's own time is its message's, not the trade's).
+EXCLUDED_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "ts": TS, "id": pl.String()}
+
 # Session (daily) bars belong to their exchange session date.
 DAILY_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
@@ -212,6 +217,8 @@ class FeedBatch(msgspec.Struct):
     `rejections_logged`, that the feed has logged its rejections (the daemon counts them
     again, as every rejection, without a second log line). `cancels` (CANCEL_SCHEMA): trades
     the feed took back or corrected since (Alpaca's "x" and "c"), applied after the ticks.
+    `excluded` (EXCLUDED_SCHEMA): trades the feed kept out by their sale conditions (each
+    also a rejection), whose time a later correction of them may need.
     """
 
     feed: str
@@ -221,6 +228,7 @@ class FeedBatch(msgspec.Struct):
     rejections: list[Rejection]
     rejections_logged: bool = False
     cancels: pl.DataFrame = msgspec.field(default_factory=lambda: empty(CANCEL_SCHEMA))
+    excluded: pl.DataFrame = msgspec.field(default_factory=lambda: empty(EXCLUDED_SCHEMA))
 
     @classmethod
     def empty(cls, feed: str) -> FeedBatch:

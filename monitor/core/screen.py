@@ -61,6 +61,12 @@ class Screen:
             frame = frame.filter(~unknown)
         return frame
 
+    def known(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame`'s rows of symbols in the universe (every row without one), refusing none."""
+        if self._known is None:
+            return frame
+        return frame.filter(pl.col("symbol").is_in(self._known))
+
     def _time_of(self, frame: pl.DataFrame) -> pl.Expr:
         """When a row happened, for a halt: a tick's `ts`, a minute bar's start (the minute
         the halt began in has the trades before it), a session bar's close (a halt after the

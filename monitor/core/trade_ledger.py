@@ -18,11 +18,18 @@ bar's open and close tie-breaks stay as they were), and `ticks_of` gives the tic
 minutes to build again. The ids taken back are remembered for the window, so the same cancel
 sent twice is told from one of an unknown trade ("cancel_repeated").
 
+Trades refused when they came are remembered for the window too (`note_rejected`: symbol,
+time and id of a bad print, or of a trade its feed kept out by its sale conditions), at most
+`max_rejected` of them: a correction that makes one a trade bars take is placed at the
+trade's time (Alpaca's correction carries its message's time, not the trade's), and a cancel
+of one is told from one of an unknown trade ("cancel_rejected_trade"). ~40 bytes a trade.
+
 Why apart from `monitor.core.bars`: the book builds bars of batches and keeps no tick; this is
 the only part that does, it is off unless asked for (`window` 0: the daemon's `[engine]
 cancel_window_s` sets it, replay never has cancels), and it reads better alone.
 `monitor.core.bar_state` saves and restores its ticks (`frame`, `load`), `provider` and
-`whole_from` (not `taken_back`: after a start a cancel sent again is `cancel_unknown_trade`).
+`whole_from` (not `taken_back` nor `rejected`: after a start a cancel sent again, or a
+correction of a trade refused before it, is `cancel_unknown_trade`).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import datetime as dt
 
 import polars as pl
 
-from monitor.core.model import TS, empty
+from monitor.core.model import EXCLUDED_SCHEMA, TS, empty
 
 LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
@@ -45,8 +52,10 @@ PROVIDER_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "start": TS}
 # What is held of a tick: LEDGER_SCHEMA and `key`, a hash of its symbol and id (`_KEY`), so
 # that the trades a cancel names are looked for among integers, not text (5x faster).
 _HELD_SCHEMA: dict[str, pl.DataType] = {**LEDGER_SCHEMA, "key": pl.UInt64()}
+_REJECTED_SCHEMA: dict[str, pl.DataType] = {**EXCLUDED_SCHEMA, "key": pl.UInt64()}
 _KEY = pl.struct("symbol", "id").hash(7).alias("key")
 MAX_ROWS = 10_000_000  # ~500 MB of ticks at most; past it the window shrinks
+MAX_REJECTED = 1_000_000  # trades refused lately held at most (~40 MB); past it the oldest go
 _MINUTE = dt.timedelta(minutes=1)
 _WHERE = ["symbol", "id"]
 
@@ -54,7 +63,9 @@ _WHERE = ["symbol", "id"]
 class TradeLedger:
     """The ticks a book accepted in the last `window` (see the module)."""
 
-    def __init__(self, window: dt.timedelta, *, max_rows: int = MAX_ROWS) -> None:
+    def __init__(
+        self, window: dt.timedelta, *, max_rows: int = MAX_ROWS, max_rejected: int = MAX_REJECTED
+    ) -> None:
         self.window = window
         self.max_rows = max_rows
         # minute start -> its ticks (LEDGER_SCHEMA), in arrival order: a cancel rewrites the
@@ -64,6 +75,11 @@ class TradeLedger:
         self.whole_from: dt.datetime | None = None  # None: every minute the book took
         self.provider = empty(PROVIDER_SCHEMA)  # minutes a provider's bar set
         self.taken_back: dict[tuple[str, str], dt.datetime] = {}  # (symbol, id) -> its minute
+        # Trades refused when they came (symbol, ts, id, key; in arrival order): see
+        # `note_rejected`
+        self.rejected: list[pl.DataFrame] = []
+        self.rejected_rows = 0
+        self.max_rejected = max_rejected
         self.counts: dict[str, int] = {}
 
     @property
@@ -80,6 +96,53 @@ class TradeLedger:
             self.rows += ticks.height
             if self.rows > self.max_rows:
                 self._drop_early()
+
+    def note_rejected(self, trades: pl.DataFrame) -> None:
+        """Remember `trades` (symbol, ts, id: refused when they came, a bad print, or one its
+        feed kept out by its sale conditions) for the window: a correction of one that makes
+        it a trade bars take needs its time (`rejected_of`), which the correction's message
+        does not carry. Past `max_rejected` the oldest go ("cancel_ticks_dropped_early")."""
+        if not self.on or not trades.height:
+            return
+        kept = trades.filter(pl.col("id").is_not_null()).select("symbol", "ts", "id", _KEY)
+        if not kept.height:
+            return
+        self.rejected.append(kept)
+        self.rejected_rows += kept.height
+        if self.rejected_rows > self.max_rejected:
+            excess = self.rejected_rows - self.max_rejected
+            self.rejected = [self._rejected().slice(excess)]
+            self.rejected_rows -= excess
+            self._count("cancel_ticks_dropped_early", excess)
+
+    def rejected_of(self, cancels: pl.DataFrame) -> pl.DataFrame:
+        """The cancels (CANCEL_SCHEMA; the first of each trade) whose trade was refused when
+        it came (`note_rejected`), with that trade's time (`at`)."""
+        first = cancels.unique(_WHERE, keep="first", maintain_order=True)
+        if not self.rejected:
+            return first.clear().with_columns(at=pl.lit(None, TS))
+        held = self._named(self._rejected(), first).select(*_WHERE, at="ts")
+        held = held.unique(_WHERE, keep="last")
+        return first.join(held, on=_WHERE, how="inner", maintain_order="left")
+
+    def placed(self, found: pl.DataFrame) -> None:
+        """The refused trades of `found` (`rejected_of` rows) were corrected into trades the
+        book took: no longer refused, and taken back (the correction sent again is
+        `cancel_repeated`)."""
+        keys = found.select(_KEY).get_column("key").implode()
+        self.rejected = [self._rejected().filter(~pl.col("key").is_in(keys))]
+        self.rejected_rows = self.rejected[0].height
+        for symbol, trade, at in found.select(*_WHERE, "at").iter_rows():
+            self.taken_back[(symbol, trade)] = at.replace(second=0, microsecond=0)
+
+    def _rejected(self) -> pl.DataFrame:
+        """The trades refused lately, as one frame (which then replaces the batches')."""
+        if len(self.rejected) > 1:
+            self.rejected = [pl.concat(self.rejected, rechunk=True)]
+        return self.rejected[0] if self.rejected else empty(_REJECTED_SCHEMA)
+
+    def _count(self, what: str, n: int) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
 
     def load(self, trades: pl.DataFrame, whole_from: dt.datetime | None) -> None:
         """Hold `trades` (LEDGER_SCHEMA, a saved state's `frame`) and nothing else."""
@@ -106,6 +169,9 @@ class TradeLedger:
         if self.provider.height:
             self.provider = self.provider.filter(pl.col("start") >= horizon)
         self.taken_back = {k: s for k, s in self.taken_back.items() if s >= horizon}
+        if self.rejected:
+            self.rejected = [self._rejected().filter(pl.col("ts") >= horizon)]
+            self.rejected_rows = self.rejected[0].height
 
     def _drop_early(self) -> None:
         """Past `max_rows`: the oldest minutes go (the latest stays), and are no longer
@@ -120,9 +186,7 @@ class TradeLedger:
             after = start + _MINUTE
             self.whole_from = after if self.whole_from is None else max(self.whole_from, after)
         if dropped:
-            self.counts["cancel_ticks_dropped_early"] = (
-                self.counts.get("cancel_ticks_dropped_early", 0) + dropped
-            )
+            self._count("cancel_ticks_dropped_early", dropped)
 
     def matches(self, cancels: pl.DataFrame) -> pl.DataFrame:
         """The cancels (CANCEL_SCHEMA) whose trade the ledger holds, with that trade's
@@ -156,15 +220,25 @@ class TradeLedger:
 
     def not_held(self, cancels: pl.DataFrame) -> pl.DataFrame:
         """The cancels whose trade the ledger does not hold, with `reason`: taken back
-        already (`cancel_repeated`), stamped before the minutes it holds whole
-        (`cancel_too_old`), or else `cancel_unknown_trade` (never taken: rejected, a bad
-        print say, or not seen; or older than the window though the cancel is not)."""
+        already (`cancel_repeated`), refused when it came, a bad print or a trade its sale
+        conditions kept out, within the window (`cancel_rejected_trade`: nothing to take
+        out), stamped before the minutes it holds whole (`cancel_too_old`), or else
+        `cancel_unknown_trade` (never seen; or taken or refused longer ago than the window
+        though the cancel is not)."""
         keys = cancels.select("symbol", "id").iter_rows()
         repeated = pl.Series([key in self.taken_back for key in keys], dtype=pl.Boolean)
+        refused = self.rejected_of(cancels).select(*_WHERE, refused=pl.lit(True))
+        refused_expr = (
+            cancels.join(refused, on=_WHERE, how="left", maintain_order="left")
+            .get_column("refused")
+            .fill_null(False)
+        )
         old = ~self.is_whole(pl.col("ts").dt.truncate("1m")) & pl.col("ts").is_not_null()
         reason = (
             pl.when(repeated)
             .then(pl.lit("cancel_repeated"))
+            .when(refused_expr)
+            .then(pl.lit("cancel_rejected_trade"))
             .when(old)
             .then(pl.lit("cancel_too_old"))
             .otherwise(pl.lit("cancel_unknown_trade"))

@@ -270,6 +270,7 @@ def _decode_typed(items: list[Any], feed: str) -> Decoded | None:
         if cls is _Trade:
             if item.c and sip_excluded(item.c, item.z):
                 rejected.append(_condition_rejection(item))
+                cols.exclude(item.S, datetime_us(item.t), trade_key(item.i, item.x))
                 continue
             trade = trade_key(item.i, item.x)
             reason = cols.tick(item.S, datetime_us(item.t), item.p, item.s, trade)
@@ -312,8 +313,10 @@ def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
     """The common frame, column by column: every element a trade; None if any needs a look."""
     rejected: list[Rejection] = []
     excluded = [bool(t.c) and sip_excluded(t.c or (), t.z) for t in items]
+    out_of_bars: list[_Trade] = []  # (kept out by their conditions: `Columns.exclude`)
     if any(excluded):
-        rejected = [_condition_rejection(t) for t, out in zip(items, excluded, strict=True) if out]
+        out_of_bars = [t for t, out in zip(items, excluded, strict=True) if out]
+        rejected = [_condition_rejection(t) for t in out_of_bars]
         items = [t for t, out in zip(items, excluded, strict=True) if not out]
     prices = [t.p for t in items]
     sizes = [t.s for t in items]
@@ -331,6 +334,8 @@ def _trades_only(items: list[_Trade], feed: str) -> Decoded | None:
     cols.t_price = prices
     cols.t_size = sizes
     cols.t_id = [None if t.i is None else str(trade_key(t.i, t.x)) for t in items]
+    for t in out_of_bars:
+        cols.exclude(t.S, datetime_us(t.t), trade_key(t.i, t.x))
     return Decoded(cols.batch(feed, rejected), [])
 
 
@@ -362,6 +367,7 @@ def _element(el: object, cols: Columns, controls: list[Control]) -> str | None:
             if not isinstance(conditions, list) or not all(isinstance(c, str) for c in conditions):
                 return "bad_message"
             if sip_excluded(conditions, tape if isinstance(tape, str) else None):
+                cols.exclude(el["S"], datetime_us(el["t"]), trade_key(el.get("i"), el.get("x")))
                 return TRADE_CONDITION
         trade = trade_key(el.get("i"), el.get("x"))
         return cols.tick(el["S"], datetime_us(el["t"]), el["p"], el["s"], trade)

@@ -481,4 +481,5 @@ def merge(batches: list[FeedBatch], feed: str) -> FeedBatch:
         cat([b.daily_bars for b in batches]),
         [r for b in batches for r in b.rejections],
         cancels=cat([b.cancels for b in batches]),
+        excluded=cat([b.excluded for b in batches]),
     )

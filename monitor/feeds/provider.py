@@ -22,6 +22,7 @@ import polars as pl
 from monitor.core.model import (
     CANCEL_SCHEMA,
     DAILY_SCHEMA,
+    EXCLUDED_SCHEMA,
     MAX_PRICE,
     MAX_SIZE,
     MINUTE_SCHEMA,
@@ -269,6 +270,9 @@ class Columns:
         self.d_us: list[int] = []
         self.d_values: list[tuple[float, float, float, float, float]] = []
         self.cancels: list[tuple[str, int | None, str, str | None, float | None, float | None]] = []
+        self.x_symbol: list[str] = []  # (trades kept out by their conditions: `exclude`)
+        self.x_us: list[int] = []
+        self.x_id: list[str] = []
 
     def tick(
         self, symbol: object, ts_us: int | str, price: object, size: object, trade_id: object
@@ -319,6 +323,17 @@ class Columns:
         assert isinstance(symbol, str)
         self.cancels.append((symbol, ts_us, str(trade_id), *fixed))
         return None
+
+    def exclude(self, symbol: object, ts_us: int | str, trade_id: object) -> None:
+        """Note a trade kept out of bars by its sale conditions (rejected as such by the
+        caller): its symbol, time and id, for a correction that makes it a trade bars take
+        (`FeedBatch.excluded`); one without a sound symbol, time or id is left out (no
+        correction could name it)."""
+        sound = isinstance(ts_us, int) and _is_id(trade_id)  # (datetime_us checked its range)
+        if sound and isinstance(symbol, str) and is_symbol(symbol):
+            self.x_symbol.append(symbol)
+            self.x_us.append(ts_us)  # type: ignore[arg-type]
+            self.x_id.append(str(trade_id))
 
     def minute(self, symbol: object, start_us: int | str, ohlcv: tuple[object, ...]) -> str | None:
         """Append one minute bar starting at `start_us`."""
@@ -371,6 +386,15 @@ class Columns:
                     for n, c in zip(CANCEL_SCHEMA, columns, strict=True)
                 ]
             ).with_columns(pl.col("ts").cast(TS))
+        if self.x_symbol:
+            batch.excluded = pl.DataFrame(
+                [
+                    pl.Series("symbol", self.x_symbol, pl.String),
+                    pl.Series("ts", self.x_us, pl.Int64).cast(TS),
+                    pl.Series("id", self.x_id, pl.String),
+                ],
+                schema=EXCLUDED_SCHEMA,
+            )
         return batch
 
 

@@ -8,6 +8,7 @@ import datetime as dt
 import exchange_calendars as xc
 import msgspec
 import polars as pl
+import pytest
 
 from monitor.core.bars import BarBook
 from monitor.core.engine import Engine
@@ -244,7 +245,7 @@ def test_a_cancel_writes_again_the_minute_of_its_trade_alone() -> None:
 
 def test_busted_prints_rejected_then_cancelled_confirm_no_new_level() -> None:
     """X trades at 10; two busted prints at 100 are rejected as bad prints (a run of 2, of
-    the 3 that confirm a new level), then cancelled (`cancel_unknown_trade`: never taken). A
+    the 3 that confirm a new level), then cancelled (`cancel_rejected_trade`: never taken). A
     third busted print at 100 is rejected too, as it would be without the two (before, the
     cancelled pair still counted: it confirmed the level, and the minute's high was 100)."""
     engine = Engine(
@@ -266,7 +267,7 @@ def test_busted_prints_rejected_then_cancelled_confirm_no_new_level() -> None:
         if cancels is not None:
             batch.cancels = cancels
         reasons += [r.reason for r in engine.ingest(batch)]
-    assert reasons == ["bad_print", "bad_print"] + ["cancel_unknown_trade"] * 2 + ["bad_print"]
+    assert reasons == ["bad_print", "bad_print"] + ["cancel_rejected_trade"] * 2 + ["bad_print"]
     assert ohlcv(engine.advance(at(15, 1, 5)).minute_bars) == [(10.0, 10.0, 10.0, 10.0, 300)]
 
 
@@ -291,3 +292,45 @@ def test_a_cancel_of_a_trade_waiting_for_the_clock_takes_it_out() -> None:
     assert got.taken_ticks.get_column("id").to_list() == ["V:1", "V:9"]
     assert cancelled.counts == {"trade_cancelled": 1, "trade_corrected": 1, "cancel_repeated": 1}
     assert cancelled.taken_back.is_empty()  # (nothing taken to journal a cancel of)
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["open-minute", "closed-minute"])
+def test_a_correction_of_a_bad_print_places_the_corrected_trade_at_its_time(closed: bool) -> None:
+    """X trades at 10 and 10.2; V:4, 15:00:50, prints 103 (a slipped decimal) and is rejected
+    as a bad print; Alpaca corrects it to V:5 at 10.3 for 300, its message stamped 15:03:40
+    (the message's time, not the trade's). The corrected trade is placed at V:4's time, in
+    15:00, before the minute closes or after (then the minute is emitted again, as a late
+    tick's correction): the bars are those of the same tape with V:5 in V:4's place. The
+    same correction sent again is `cancel_repeated` (before: `cancel_unknown_trade`, and the
+    minute closed at 10.2 on 300 shares, V:4's 300 lost)."""
+
+    def engine() -> Engine:
+        e = Engine(RulesFile(), SESSIONS, bar_options={"cancel_window_s": 900}, max_jump=5.0)
+        e.advance(at(15, 0))
+        return e
+
+    def batch(ticks: list[Tick], cancels: pl.DataFrame | None = None) -> FeedBatch:
+        b = FeedBatch.empty("t")
+        b.ticks = ticks_frame(ticks)
+        if cancels is not None:
+            b.cancels = cancels
+        return b
+
+    tape = [Tick("X", at(15, 0, 1), 10.0, 100, "V:1"), Tick("X", at(15, 0, 20), 10.2, 200, "V:3")]
+    fixed, oracle = engine(), engine()
+    rejected = fixed.ingest(batch([*tape, Tick("X", at(15, 0, 50), 103.0, 300, "V:4")]))
+    assert [r.reason for r in rejected] == ["bad_print"]
+    oracle.ingest(batch([*tape, Tick("X", at(15, 0, 50), 10.3, 300, "V:5")]))
+    correction = cancel("V:4", at(15, 3, 40), ("V:5", 10.3, 300))
+    first = fixed.advance(at(15, 1, 5)) if closed else None
+    assert fixed.ingest(batch([], correction)) == []
+    assert [r.reason for r in fixed.ingest(batch([], correction))] == ["cancel_repeated"]
+    want = [(10.0, 10.3, 10.0, 10.3, 600.0)]
+    got = fixed.advance(at(15, 1, 10)).minute_bars
+    assert ohlcv(got) == ohlcv(oracle.advance(at(15, 1, 10)).minute_bars) == want
+    assert got.get_column("start").to_list() == [at(15, 0)]
+    if first is not None:  # (closed without it, then emitted again with it)
+        assert ohlcv(first.minute_bars) == [(10.0, 10.2, 10.0, 10.2, 300.0)]
+        assert fixed.book.counts["late_tick_corrected"] == 1
+    assert fixed.book.counts["rejected_trade_corrected"] == 1
+    assert fixed.take_accepted().ticks.get_column("id").to_list() == ["V:1", "V:3", "V:5"]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import polars as pl
 import pytest
 import redis.asyncio as aioredis
@@ -193,3 +194,81 @@ async def test_a_cancel_of_a_trade_waiting_for_the_clock_leaves_the_bars_of_the_
         client = aioredis.Redis()
         await client.delete(f"{prefix}:alerts")
         await client.aclose()
+
+
+async def test_a_correction_of_a_trade_its_conditions_kept_out_places_it_at_its_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AAA's 19:51:20 print at 10.6 comes sold out of sequence (condition Z: kept out of bars,
+    `trade_condition`); once 19:51 has closed (at 10), Alpaca corrects it to a regular trade
+    (`cc` ["@"]), the message stamped 19:52:15. BBB trades the same tape with the corrected
+    trade from the start. The corrected trade goes into AAA's 19:51 (emitted again, evaluated
+    again as the last minute): AAA's minutes and alerts are BBB's, the 1m surge (+6%) on
+    both (before: `cancel_unknown_trade`, AAA's 19:51 closed at 10 and fired nothing)."""
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    prefix = f"mm-cancels-{uuid.uuid4().hex[:8]}"
+    clock = SimClock(at(19, 49, 50))
+    try:
+        async with FakeStream("alpaca") as fake:
+            conf = write_config(tmp_path, prefix, fake.url)
+            async with daemon_running(conf, clock=clock) as daemon:
+                await asyncio.wait_for(fake.subscribed.wait(), 10)
+                clock.set(at(19, 50, 30))
+                await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
+                await until(lambda: daemon.counters.get("ticks_in") == 2)
+                clock.set(at(19, 51, 30))
+                out_of_sequence = {**trade("AAA", 20, at(19, 51, 20), 10.6), "c": ["@", "Z"]}
+                await fake.push(
+                    [trade(s * 3, 10 + i, at(19, 51, 5), 10.0) for i, s in enumerate("AB")]
+                    + [out_of_sequence, trade("BBB", 21, at(19, 51, 20), 10.6)]
+                )
+                await until(lambda: daemon.counters.get("ticks_in") == 5)
+                assert daemon.counters.get("rejections", reason="trade_condition") == 1
+                clock.set(at(19, 52, 10))
+                await until(lambda: daemon.counters.get("alerts_fired", rule="spike") == 1)
+                correction = {"T": "c", "S": "AAA", "x": "V", "oi": 20, "op": 10.6, "os": 100,
+                              "oc": ["@", "Z"], "ci": 22, "cp": 10.6, "cs": 100, "cc": ["@"],
+                              "t": "2024-07-16T19:52:15Z", "z": "C"}  # fmt: skip
+                await fake.push([correction])
+                await until(lambda: daemon.counters.get("cancels_in") == 1)
+                clock.set(at(19, 52, 20))
+                await until(lambda: daemon.counters.get("alerts_fired", rule="spike") == 2)
+                minutes = daemon.engine.minutes.sort("symbol", "start")
+                got = {
+                    s: minutes.filter(pl.col("symbol") == s).drop("symbol").rows()
+                    for s in ("AAA", "BBB")
+                }
+                assert got["AAA"] == got["BBB"]
+                assert got["AAA"][-1] == (at(19, 51), 10.0, 10.6, 10.0, 10.6, 200.0)
+                kind = {"kind": "rejected_trade_corrected"}
+                assert daemon.counters.get("bar_events", **kind) == 1
+                assert daemon.counters.get("rejections", reason="cancel_unknown_trade") == 0
+        alerts = await read_stream(f"{prefix}:alerts", 2, timeout_s=5)
+        assert sorted((a.rule, a.symbol, a.ts) for a in alerts) == [
+            ("spike", "AAA", "2024-07-16T19:52:00Z"),
+            ("spike", "BBB", "2024-07-16T19:52:00Z"),
+        ]
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], [{"T": "q", "S": "AAA"}], [{"T": "s", "S": "AAA", "sc": "H"}]],
+    ids=["trades-only", "typed", "element-by-element"],
+)
+def test_trades_kept_out_by_their_conditions_are_noted_for_their_corrections(
+    extra: list[dict[str, Any]],
+) -> None:
+    """A trade whose conditions keep it out of bars is rejected as `trade_condition` and
+    noted in the batch's `excluded` (symbol, time, the id its correction names), however the
+    frame is decoded: a correction that makes it a regular trade needs its time."""
+    kept_out = {**trade("AAA", 20, at(19, 51, 20), 10.6), "c": ["@", "Z"]}
+    frame = msgspec.json.encode([trade("AAA", 19, at(19, 51, 5), 10.0), kept_out, *extra])
+    batch = decode_alpaca(frame, feed="a").batch
+    assert [r.reason for r in batch.rejections] == ["trade_condition"]
+    assert batch.excluded.rows() == [("AAA", at(19, 51, 20), "V:20")]
+    assert batch.ticks.get_column("id").to_list() == ["V:19"]
