@@ -50,6 +50,7 @@ _INTRADAY_PARTS = (
     "held",
     "trades",
     "provider_minutes",
+    "provider_last",
 )
 # The bars backfill built of minute bars or ticks and stored, as they were stored: such a bar
 # is replaced by one built again (see `Store.upsert_bars`).
@@ -263,6 +264,7 @@ class Store:
             "held": state.held,
             "trades": state.trades,
             "provider_minutes": state.provider_minutes,
+            "provider_last": state.provider_last,
         }
         frame = pl.concat(
             [part.with_columns(part=pl.lit(name)) for name, part in parts.items()],

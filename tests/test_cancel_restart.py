@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from monitor.core.model import CANCEL_SCHEMA, EXCLUDED_SCHEMA, FeedBatch, Tick
+from monitor.core.model import CANCEL_SCHEMA, EXCLUDED_SCHEMA, MINUTE_SCHEMA, FeedBatch, Tick
 from monitor.store import Store
 from tests.test_restart_bars import at, started, stepped, trades
 
@@ -167,3 +167,32 @@ def test_a_correction_of_a_trade_kept_out_gives_the_same_bars_after_a_kill(
     restarted.advance(at(14, 1, 30))
     want = [(at(14, 0), 10.0, 10.4, 10.0, 10.4, 400.0)]
     assert [e.minutes.drop("symbol").rows() for e in (engine, restarted, oracle)] == [want] * 3
+
+
+@pytest.mark.parametrize("saved", [False, True], ids=["journal", "saved"])
+def test_a_closing_print_cancelled_after_a_kill_leaves_the_providers_bar(
+    tmp_path: Path, saved: bool
+) -> None:
+    """The provider's bar of 19:59 (the session's last minute) and a busted closing print at
+    50 merged into it, journaled (or saved with the sessions under way), then a kill -9; the
+    print's cancel after the start takes it out: the minute and the session bar are the
+    provider's bar alone, as in a daemon that never stopped (before: `cancel_provider_bar`,
+    both closed at 50)."""
+    store = Store(tmp_path)
+    engine, intraday = started(store, at(19, 58, 30), bar_options=WINDOW)
+    batch = trades(Tick("AAA", at(20, 0, 0.5), 50.0, 500.0, "V:9"))
+    batch.minute_bars = pl.DataFrame(
+        [("AAA", at(19, 59), 10.0, 10.1, 9.9, 10.0, 1000.0)], schema=MINUTE_SCHEMA, orient="row"
+    )
+    stepped(engine, intraday, at(20, 0, 1), batch)
+    if saved:
+        intraday.save_now()
+    closed = stepped(engine, intraday, at(20, 0, 5), trades())
+    assert closed.daily_bars.select("high", "close").rows() == [(50.0, 50.0)]
+    engine, intraday = started(store, at(20, 0, 10), bar_options=WINDOW)
+    assert engine.ingest(cancel("V:9")) == []
+    step = engine.advance(at(20, 0, 12))
+    provider = [(10.0, 10.1, 9.9, 10.0, 1000.0)]
+    columns = ["open", "high", "low", "close", "volume"]
+    assert step.minute_bars.select(columns).rows() == provider
+    assert step.daily_bars.select(columns).rows() == provider

@@ -75,6 +75,10 @@ class BookState(msgspec.Struct, frozen=True):
     provider_minutes: pl.DataFrame = msgspec.field(default_factory=lambda: empty(PROVIDER_SCHEMA))
     trades_from: dt.datetime | None = None
     trades_kept: bool = False
+    # A provider's bars of sessions' last minutes as it sent them (the book's
+    # `_provider_last`, kept with the trades: a closing print cancelled is taken out of them;
+    # none in a file of an earlier version: such a cancel is then `cancel_provider_bar`).
+    provider_last: pl.DataFrame = msgspec.field(default_factory=lambda: empty(OPEN_SCHEMA))
 
     def sessions(self) -> list[dt.date]:
         """The sessions of its closed minute bars and emitted session bars, sorted."""
@@ -104,6 +108,7 @@ def state_of(book: BarBook) -> BookState:
         open=book._open,
         seen=pl.concat(buckets) if buckets else empty(_SEEN_SCHEMA),
         closing=book._closing_prints,
+        provider_last=book._provider_last,
         waiting=pl.concat(book._waiting.bars) if book._waiting.bars else empty(OPEN_SCHEMA),
         held=pl.DataFrame(
             [(day, *held) for day, bars in book._closed.held.items() for held in bars.items()],
@@ -159,6 +164,10 @@ def restore(book: BarBook, state: BookState, now: dt.datetime) -> bool:
     if keep is not None and closing.height:
         closing = closing.filter(minute_date(pl.col("start")) >= keep)
     book._closing_prints = closing
+    last = conform(state.provider_last, OPEN_SCHEMA)
+    if keep is not None and last.height:
+        last = last.filter(minute_date(pl.col("start")) >= keep)
+    book._provider_last = last if book._ledger.on else empty(OPEN_SCHEMA)
     waiting = conform(state.waiting, OPEN_SCHEMA)
     book._waiting.bars = [waiting] if waiting.height else []
     earliest = book._open.get_column("start").min() if book._open.height else None

@@ -35,7 +35,9 @@ What is kept in memory:
   for those sessions are then rejected ("late_tick", "late_bar") even with late_ticks="correct";
   with them, keys of bars still to emit, symbols whose emitted session bar needs redoing, and
   the sessions whose bar was emitted (within the same two sessions);
-- the closing prints taken, as partial bars of their session's last minute (the same two);
+- the closing prints taken, as partial bars of their session's last minute (the same two),
+  and with `cancel_window_s` a provider's bars of those minutes as it sent them (a closing
+  print taken back is taken out of the bar it was merged into);
 - duplicate keys: hashes of accepted ticks, kept for `dedup_window_s` (an hour) before the
   latest closed minute, at most `dedup_max_keys` of them ("dedup_keys_dropped_early" past it);
 - provider bars waiting for their minute's end (or for the clock), and ticks ahead of it;
@@ -183,6 +185,11 @@ class BarBook:
         # of the session's last minute: a provider's bar of that minute, which lacks them (its
         # provider files them under the minute of the close), has them merged in.
         self._closing_prints = empty(OPEN_SCHEMA)
+        # A provider's bars of sessions' last minutes as it sent them, before the closing
+        # prints were merged in (kept with the ticks for cancels): a closing print its feed
+        # takes back leaves such a bar by merging the prints left into it again.
+        self._provider_last = empty(OPEN_SCHEMA)
+        self._last_minutes = pl.Series(sorted(c - _MINUTE for c in self._closes), dtype=TS)
         self._started: dt.datetime | None = None  # (see start_clock)
         # The ticks taken lately, for a feed's cancels (`take_back`; 0 s: none kept)
         self._ledger = TradeLedger(dt.timedelta(seconds=cancel_window_s))
@@ -346,7 +353,11 @@ class BarBook:
         if applied:  # (a waiting trade's cancel leaves no bar to build again, nor to journal)
             done = pl.concat(applied)
             self.taken_back = done.select(list(CANCEL_SCHEMA))
-            self._rebuild(done.select(KEYS).unique())
+            keys = done.select(KEYS).unique()
+            last = keys.join(self._provider_last, on=KEYS, how="semi")  # (closing prints)
+            self._rebuild(keys.join(last, on=KEYS, how="anti") if last.height else keys)
+            if last.height:
+                self._retake_provider(last)
         return self._reject(pl.concat(rejected, how="diagonal"), CANCEL_RAW)
 
     def note_excluded(self, trades: pl.DataFrame) -> None:
@@ -384,10 +395,17 @@ class BarBook:
         keeps (`cancel_too_old`), a provider's bar set it (`cancel_provider_bar`: that bar
         stands), or it is closed and late ticks are rejected (`cancel_minute_closed`)."""
         start = pl.col("start")
+        # (a closing print merged into a provider's bar of a session's last minute is taken
+        # out of it: `_retake_provider`)
+        last = found.join(self._provider_last, on=KEYS, how="left", maintain_order="left")
+        merged = last.get_column("first_ts").is_not_null() & (
+            found.get_column("trade_ts") >= found.get_column("start") + _MINUTE
+        )
+        provider = self._ledger.from_provider(found) & ~merged
         reasons = [
             pl.when(~self._ledger.is_whole(start)).then(pl.lit("cancel_too_old")),
             *self._screen(found, "cancel_too_old"),
-            pl.when(self._ledger.from_provider(found)).then(pl.lit("cancel_provider_bar")),
+            pl.when(provider).then(pl.lit("cancel_provider_bar")),
         ]
         if self.late_ticks == "reject" and self._close_clock is not None:
             closed = start <= ts_lit(self._cutoff())
@@ -418,6 +436,17 @@ class BarBook:
             prints = ticks.filter(pl.col("ts") >= pl.col("start") + _MINUTE)
             kept = self._closing_prints.join(keys, on=KEYS, how="anti")
             self._closing_prints = pl.concat([kept, aggregate(prints)])
+
+    def _retake_provider(self, keys: pl.DataFrame) -> None:
+        """A closing print of the minutes `keys` (symbol, start: a session's last minute,
+        whose bar a provider's set) was taken back: the provider's bar as it came, with the
+        closing prints left merged in, replaces the minute's bar (emitted again, with its
+        session bar when that was: see `take_back`), as when the provider sends it again."""
+        prints = self._ledger.ticks_of(keys).filter(pl.col("ts") >= pl.col("start") + _MINUTE)
+        kept = self._closing_prints.join(keys, on=KEYS, how="anti")
+        self._closing_prints = pl.concat([kept, aggregate(prints)])
+        self._count("cancel_minute_corrected", keys.height)
+        self._take_bars(self._provider_last.join(keys, on=KEYS, how="semi"), again=True)
 
     def ingest_minute_bars(
         self, bars: pl.DataFrame, check: PrintCheck | None = None, *, taken: bool = False
@@ -614,9 +643,15 @@ class BarBook:
         held = self._close_clock
         return closing if held is None else max(closing, held)
 
-    def _take_bars(self, good: pl.DataFrame) -> None:
-        """Upsert provider bars (OPEN_SCHEMA) into the closed minute bars."""
+    def _take_bars(self, good: pl.DataFrame, *, again: bool = False) -> None:
+        """Upsert provider bars (OPEN_SCHEMA) into the closed minute bars (`again`: a bar
+        taken before, put back in place of its minute's: `_retake_provider`)."""
         if good.height:
+            if self._ledger.on and not again:  # (see `_provider_last`)
+                last = good.filter(pl.col("start").is_in(self._last_minutes.implode()))
+                if last.height:
+                    both = pl.concat([self._provider_last, last.select(list(OPEN_SCHEMA))])
+                    self._provider_last = both.unique(KEYS, keep="last", maintain_order=True)
             if self._closing_prints.height:  # (the last minute of a session: see __init__)
                 prints = self._closing_prints.join(good.select(KEYS), on=KEYS, how="semi")
                 if prints.height:
@@ -627,7 +662,8 @@ class BarBook:
             self._compact()
             stored = self._closed.stored(good)
             known = pl.concat([self._open.select(KEYS), stored.select(KEYS)])
-            self._count("bar_replaced", known.join(keys, on=KEYS, how="semi").height)
+            if not again:
+                self._count("bar_replaced", known.join(keys, on=KEYS, how="semi").height)
             self._open = self._open.join(keys, on=KEYS, how="anti")
             self._closed.store(pl.concat([stored.join(keys, on=KEYS, how="anti"), good]), good)
 
@@ -686,9 +722,11 @@ class BarBook:
         if keep is not None:
             self._keep_from = keep
             self._closed.forget(keep)
+            day = minute_date(pl.col("start"))
             if self._closing_prints.height:
-                day = minute_date(pl.col("start"))
                 self._closing_prints = self._closing_prints.filter(day >= keep)
+            if self._provider_last.height:
+                self._provider_last = self._provider_last.filter(day >= keep)
         self._seen.forget(now - _MINUTE - self.close_delay)  # (by the wall clock)
         self._ledger.forget(self._cutoff())
         self._count(

@@ -190,10 +190,10 @@ class TradeLedger:
 
     def matches(self, cancels: pl.DataFrame) -> pl.DataFrame:
         """The cancels (CANCEL_SCHEMA) whose trade the ledger holds, with that trade's
-        `start` (the first of each (symbol, id) in the batch; a second one is unknown once the
-        first is applied)."""
+        `start` and time (`trade_ts`) (the first of each (symbol, id) in the batch; a second
+        one is unknown once the first is applied)."""
         first = cancels.unique(_WHERE, keep="first", maintain_order=True)
-        held = self._named(self._held(), first).select(*_WHERE, "start")
+        held = self._named(self._held(), first).select(*_WHERE, "start", trade_ts="ts")
         return first.join(held, on=_WHERE, how="inner", maintain_order="left")
 
     @staticmethod

@@ -12,7 +12,7 @@ import pytest
 
 from monitor.core.bars import BarBook
 from monitor.core.engine import Engine
-from monitor.core.model import CANCEL_SCHEMA, FeedBatch, Tick, ticks_frame
+from monitor.core.model import CANCEL_SCHEMA, MINUTE_SCHEMA, FeedBatch, Tick, ticks_frame
 from monitor.core.rules.spec import RulesFile
 from monitor.core.sessions import Sessions
 
@@ -334,3 +334,29 @@ def test_a_correction_of_a_bad_print_places_the_corrected_trade_at_its_time(clos
         assert fixed.book.counts["late_tick_corrected"] == 1
     assert fixed.book.counts["rejected_trade_corrected"] == 1
     assert fixed.take_accepted().ticks.get_column("id").to_list() == ["V:1", "V:3", "V:5"]
+
+
+@pytest.mark.parametrize("print_first", [True, False], ids=["print-first", "bar-first"])
+def test_a_cancelled_closing_print_leaves_the_providers_last_minute_bar(print_first: bool) -> None:
+    """The provider's bar of 20:59 (the session's last minute, which lacks the closing print)
+    and a busted closing print at 50 (21:00:00.5), merged into it whichever came first; the
+    print is cancelled after the close. The minute and the session close as the provider's
+    bar alone (before: `cancel_provider_bar`, and both stayed at 50: the provider's updated
+    bar, sent again, had the print merged back in)."""
+    b = book()
+    b.advance(at(20, 58, 30))
+    provider = pl.DataFrame(
+        [("X", at(20, 59), 10.0, 10.1, 9.9, 10.0, 1000.0)], schema=MINUTE_SCHEMA, orient="row"
+    )
+    closing = ticks_frame([Tick("X", at(21, 0, 0.5), 50.0, 500, "V:9")])
+    for is_print in (True, False) if print_first else (False, True):
+        b.advance(at(21, 0, 1))
+        rejected = b.ingest_ticks(closing) if is_print else b.ingest_minute_bars(provider)
+        assert rejected == []
+    first = b.advance(at(21, 0, 5))
+    assert ohlcv(first.daily) == [(10.0, 50.0, 9.9, 50.0, 1500.0)]
+    assert b.take_back(cancel("V:9", at(21, 0, 6))) == []
+    again = b.advance(at(21, 0, 7))
+    assert ohlcv(again.minute) == ohlcv(again.daily) == [(10.0, 10.1, 9.9, 10.0, 1000.0)]
+    assert b.ingest_minute_bars(provider) == []  # (the provider's bar sent again)
+    assert ohlcv(b.advance(at(21, 0, 8)).minute) == [(10.0, 10.1, 9.9, 10.0, 1000.0)]

@@ -272,3 +272,47 @@ def test_trades_kept_out_by_their_conditions_are_noted_for_their_corrections(
     assert [r.reason for r in batch.rejections] == ["trade_condition"]
     assert batch.excluded.rows() == [("AAA", at(19, 51, 20), "V:20")]
     assert batch.ticks.get_column("id").to_list() == ["V:19"]
+
+
+async def test_a_cancelled_closing_print_leaves_the_session_the_providers_last_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alpaca's bar of 19:59 for AAA and BBB, and AAA's closing print at 11 (20:00:00.5, merged
+    into that bar: Alpaca files it under 20:00), cancelled after the close. AAA's session
+    bar, corrected, is BBB's (the same bar, no closing print): the cancel is applied
+    (before: `cancel_provider_bar`, and AAA's session closed at the busted 11)."""
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    prefix = f"mm-cancels-{uuid.uuid4().hex[:8]}"
+    clock = SimClock(at(19, 59, 30))
+    try:
+        async with FakeStream("alpaca") as fake:
+            conf = write_config(tmp_path, prefix, fake.url)
+            async with daemon_running(conf, clock=clock) as daemon:
+                await asyncio.wait_for(fake.subscribed.wait(), 10)
+                clock.set(at(20, 0, 1))
+                bars = [{"T": "b", "S": s * 3, "o": 10.0, "h": 10.1, "l": 9.9, "c": 10.0,
+                         "v": 1000, "t": "2024-07-16T19:59:00Z"} for s in "AB"]  # fmt: skip
+                await fake.push([*bars, trade("AAA", 30, at(20, 0, 0.5), 11.0)])
+                await until(lambda: daemon.counters.get("ticks_in") == 1)
+                clock.set(at(20, 0, 5))
+                await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 2)
+                assert daemon.engine.daily.filter(pl.col("symbol") == "AAA")["close"][0] == 11.0
+                bust = {"T": "x", "S": "AAA", "i": 30, "x": "V", "p": 11.0, "s": 100, "a": "C",
+                        "t": "2024-07-16T20:00:06Z", "z": "C"}  # fmt: skip
+                await fake.push([bust])
+                outcomes = (
+                    ("bar_events", {"kind": "trade_cancelled"}),
+                    ("rejections", {"reason": "cancel_provider_bar"}),
+                )
+                await until(lambda: sum(daemon.counters.get(n, **k) for n, k in outcomes) == 1)
+                assert daemon.counters.get("rejections", reason="cancel_provider_bar") == 0
+                clock.set(at(20, 0, 8))
+                await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 3)
+                daily = daemon.engine.daily.sort("symbol").drop("symbol").rows()
+                assert daily[0] == daily[1] == (dt.date(2024, 7, 16), 10.0, 10.1, 9.9, 10.0, 1000.0)
+                assert daemon.counters.get("bar_events", kind="trade_cancelled") == 1
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
