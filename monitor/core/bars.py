@@ -227,6 +227,7 @@ class BarBook:
         rejected, good = split(frame)
         if check is not None:
             good = good.drop("held")
+        if check is not None and self._ledger.on and rejected.height:
             # (a correction of a bad print may make it a good trade: `corrections_of_rejected`)
             self._ledger.note_rejected(rejected.filter(pl.col("reason") == "bad_print"))
         if old and aging is not None:
