@@ -9,6 +9,8 @@ import exchange_calendars as xc
 import msgspec
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.core.bars import BarBook
 from monitor.core.engine import Engine
@@ -360,3 +362,63 @@ def test_a_cancelled_closing_print_leaves_the_providers_last_minute_bar(print_fi
     assert ohlcv(again.minute) == ohlcv(again.daily) == [(10.0, 10.1, 9.9, 10.0, 1000.0)]
     assert b.ingest_minute_bars(provider) == []  # (the provider's bar sent again)
     assert ohlcv(b.advance(at(21, 0, 8)).minute) == [(10.0, 10.1, 9.9, 10.0, 1000.0)]
+
+
+_STEP = st.tuples(
+    st.sampled_from([1, 20, 70, 130]),  # seconds the clock moves (over 60: ticks wait)
+    st.lists(
+        st.tuples(
+            st.sampled_from(["X", "Y"]),
+            st.integers(-90_000, 55_000),  # ms from the step's clock
+            st.integers(1, 500),  # price, cents
+            st.integers(1, 900),  # size
+        ),
+        max_size=6,
+    ),
+    st.lists(st.tuples(st.integers(0, 1000), st.booleans(), st.integers(1, 500)), max_size=3),
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(steps=st.lists(_STEP, min_size=1, max_size=6))
+def test_cancels_leave_the_bars_of_the_tape_without_the_trades_they_take_back(
+    steps: list[tuple[int, list[tuple[str, int, int, int]], list[tuple[int, bool, int]]]],
+) -> None:
+    """Whatever the steps (trades of open and closed minutes, some waiting for a clock that
+    jumped past a minute), cancels and corrections (of corrections too) of trades taken,
+    each after its trade, every one applied: the minute bars are those of the same trades
+    with the cancelled ones left out and the corrected ones in their place, in one batch."""
+    live, clock = book(), at(15, 0)
+    live.advance(clock)
+    standing: dict[str, Tick] = {}  # id -> the trade as it stands (in arrival order)
+    serial = 0
+    for moved, prints, fixes in steps:
+        clock += dt.timedelta(seconds=moved)
+        batch = []
+        for symbol, ms, cents, size in prints:
+            serial += 1
+            ts = clock + dt.timedelta(milliseconds=ms, microseconds=serial)  # (distinct)
+            batch.append(Tick(symbol, ts, cents / 100, size, f"V:{serial}"))
+        assert live.ingest_ticks(ticks_frame(batch)) == []
+        standing.update((t.id or "", t) for t in batch)
+        rows = []
+        for pick, correct, cents in fixes:
+            if not standing:
+                break
+            trade = standing.pop(list(standing)[pick % len(standing)])
+            new = None
+            if correct:
+                serial += 1
+                new = (f"V:{serial}", cents / 100, trade.size + 1)
+                standing[new[0]] = Tick(trade.symbol, trade.ts, new[1], new[2], new[0])
+            rows.append(cancel(trade.id or "", None, new).with_columns(symbol=pl.lit(trade.symbol)))
+        if rows:
+            assert live.take_back(pl.concat(rows)) == []
+        live.advance(clock)
+    oracle = book()
+    oracle.ingest_ticks(ticks_frame(sorted(standing.values(), key=lambda t: t.ts)))
+    for b in (live, oracle):
+        b.advance(clock + dt.timedelta(minutes=5))
+    got, want = (b.closed_minutes().sort("symbol", "start") for b in (live, oracle))
+    columns = ["symbol", "start", "open", "high", "low", "close", "volume"]
+    assert got.select(columns).rows() == want.select(columns).rows()
