@@ -3,13 +3,24 @@ the saved sessions hold the ticks kept for cancels, so a start builds the same b
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import tempfile
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from monitor.core.model import CANCEL_SCHEMA, EXCLUDED_SCHEMA, MINUTE_SCHEMA, FeedBatch, Tick
+from monitor.core.model import (
+    CANCEL_SCHEMA,
+    EXCLUDED_SCHEMA,
+    MINUTE_SCHEMA,
+    FeedBatch,
+    Tick,
+    ticks_frame,
+)
 from monitor.store import Store
 from tests.test_restart_bars import at, started, stepped, trades
 
@@ -196,3 +207,67 @@ def test_a_closing_print_cancelled_after_a_kill_leaves_the_providers_bar(
     columns = ["open", "high", "low", "close", "volume"]
     assert step.minute_bars.select(columns).rows() == provider
     assert step.daily_bars.select(columns).rows() == provider
+
+
+_STEP = st.tuples(
+    st.sampled_from([1, 20, 70, 130]),  # seconds the clock moves (over 60: ticks wait)
+    st.lists(
+        st.tuples(st.integers(-90_000, 55_000), st.integers(1, 500), st.integers(1, 900)),
+        max_size=5,
+    ),  # (ms from the step's clock, price in cents, size)
+    st.lists(st.tuples(st.integers(0, 1000), st.booleans(), st.integers(1, 500)), max_size=2),
+    st.sampled_from(["go on", "save", "kill", "save and kill"]),  # (after the step)
+)
+
+
+@settings(max_examples=15, deadline=None)
+@given(steps=st.lists(_STEP, min_size=1, max_size=5))
+def test_kills_between_steps_with_cancels_leave_the_bars_of_one_run(
+    steps: list[tuple[int, list[tuple[int, int, int]], list[tuple[int, bool, int]], str]],
+) -> None:
+    """Whatever the steps of trades (some waiting for a clock that jumped past a minute) and
+    of cancels and corrections of trades taken, and wherever the sessions are saved and the
+    daemon killed (-9) and started again, the minute bars are those of a daemon that never
+    stopped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "store")
+        clock = at(14, 0)
+        engine, intraday = started(store, clock, bar_options=WINDOW)
+        one_run, _ = started(Store(Path(tmp) / "one"), clock, bar_options=WINDOW)
+        standing: list[str] = []
+        serial = 0
+        for moved, prints, fixes, then in steps:
+            clock += dt.timedelta(seconds=moved)
+            batch = FeedBatch.empty("t")
+            ticks = []
+            for ms, cents, size in prints:
+                serial += 1
+                ts = clock + dt.timedelta(milliseconds=ms, microseconds=serial)
+                ticks.append(Tick("AAA", ts, cents / 100, size, f"V:{serial}"))
+                standing.append(f"V:{serial}")
+            batch.ticks = ticks_frame(ticks)
+            rows = []
+            for pick, correct, cents in fixes:
+                if standing:
+                    trade = standing.pop(pick % len(standing))
+                    row: dict[str, object] = {"symbol": "AAA", "ts": None, "id": trade}
+                    if correct:
+                        serial += 1
+                        standing.append(f"V:{serial}")
+                        row |= {"new_id": f"V:{serial}", "new_price": cents / 100}
+                        row |= {"new_size": 7.0}
+                    rows.append(row)
+            batch.cancels = pl.DataFrame(rows, schema=CANCEL_SCHEMA)
+            assert one_run.ingest(batch) == []
+            one_run.advance(clock)
+            assert engine.ingest(batch) == []
+            step = engine.advance(clock)
+            intraday.append(engine.take_accepted(), step.lines.get_column("id").to_list())
+            if "save" in then:
+                intraday.save_now()
+            if "kill" in then:
+                engine, intraday = started(store, clock, bar_options=WINDOW)
+        end = clock + dt.timedelta(minutes=5)
+        for e in (engine, one_run):
+            e.advance(end)
+        assert engine.minutes.sort("start").rows() == one_run.minutes.sort("start").rows()
