@@ -116,7 +116,9 @@ class Engine:
     def ingest(
         self, batch: FeedBatch, *, taken: bool = False, now: dt.datetime | None = None
     ) -> list[Rejection]:
-        """Take a batch of ticks and bars, then its cancels (`BarBook.take_back`); bad rows
+        """Take a batch of ticks and bars, then its cancels (`BarBook.take_back`; a
+        correction of a trade refused when it came, a bad print or one its feed's `excluded`
+        names, is put in as a tick at that trade's time: `corrections_of_rejected`); bad rows
         come back as rejections (also counted), the rows taken in join `accepted` (see
         `take_accepted`; the cancels applied too, not the trades a correction put in).
         `taken`: rows this engine took in before (a journal's, after a restart), not
@@ -281,8 +283,9 @@ class Engine:
     def book_counts(self) -> dict[str, int]:
         """What the bar builder counted: rejections by reason, "late_tick_corrected",
         "bar_replaced", "dedup_keys_dropped_early", the cancels' "trade_cancelled",
-        "trade_corrected", "cancel_minute_corrected", "cancel_bar_removed" and
-        "cancel_ticks_dropped_early" (empty before the first tick or bar); and
+        "trade_corrected", "cancel_minute_corrected", "cancel_bar_removed",
+        "rejected_trade_corrected" and "cancel_ticks_dropped_early" (empty before the first
+        tick or bar); and
         "daily_bar_corrected": session bars of a period before the last one evaluated, stored
         as corrections (they fire nothing); "provider_session_bar_kept": session bars built
         from trades left out for a provider's (monitor.core.official_bars)."""
