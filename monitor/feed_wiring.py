@@ -171,6 +171,7 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         gap_since=_earliest(daemon.intraday.resumed_from, owing.since) if owing else None,
         owed=owing.windows if owing else (),
         keeps_from=daemon.keeps_from,
+        traded=daemon.traded,
         owe=partial(daemon.owed_backfills.owe, name),
         settle=partial(daemon.owed_backfills.settle, name),
     )

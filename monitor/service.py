@@ -227,6 +227,25 @@ class Daemon:
             return local.replace(hour=EXTENDED_HOURS[0], minute=0)
         return self.sessions.open_of(day)
 
+    def traded(self, start: dt.datetime, end: dt.datetime) -> bool:
+        """Whether [start, end) holds minutes of a session the engine takes (its regular
+        hours; from 04:00 to 20:00 New York with `extended_hours`): a backfill's part cut
+        off at the reach is given up, counted, only if it did. Past the calendar: True."""
+        first, last = start.astimezone(dt.UTC).date(), end.astimezone(dt.UTC).date()
+        if not (self.sessions.covers(first) and self.sessions.covers(last)):
+            return True
+        day = self.sessions.shift(first - dt.timedelta(days=1), 0)
+        while day is not None and day <= last:
+            opens, closes = self.sessions.open_of(day), self.sessions.close_of(day)
+            if self.config.engine.extended_hours:
+                local = opens.astimezone(ZoneInfo(NEW_YORK))
+                opens = local.replace(hour=EXTENDED_HOURS[0], minute=0)
+                closes = local.replace(hour=EXTENDED_HOURS[1], minute=0)
+            if opens < end and start < closes:
+                return True
+            day = self.sessions.shift(day, 1)
+        return False
+
     def build_feeds(self) -> None:
         """One adapter per [[feeds]] entry (see `monitor.feed_wiring`); the counters the README
         lists at 0 from the start."""

@@ -17,7 +17,9 @@ which the engine upserts by symbol and start:
   oldest failure;
 - the minutes of a failed window older than the engine keeps (`reach`) are given up: counted
   (`backfill_given_up{reason="older_than_kept"}`), said once (`backfill_given_up`), no longer
-  owed, and no longer an error on /healthz;
+  owed, and no longer an error on /healthz; so are those of an open gap that began before the
+  reach, never asked for (`reason="gap_older_than_kept"`), if the part cut off held minutes of
+  a session (`traded`);
 - a gap is owed (`owe`) from when it opens until its bars are on disk (`settle`, acknowledged
   by the engine loop after the bars before it), so that one cut off by a stop is fetched at
   the next start (see `monitor.owed_backfills`).
@@ -42,10 +44,19 @@ from monitor.feeds.owed import Owed, Request, plan
 from monitor.feeds.rest import RestBackfill
 from monitor.feeds.wire import Wire
 
-__all__ = ["MAX_REFILL_S", "MAX_RETRY_AFTER_S", "GapFill"]
+__all__ = ["GAP_OLDER_THAN_KEPT", "MAX_REFILL_S", "MAX_RETRY_AFTER_S", "OLDER_THAN_KEPT", "GapFill"]
 
 MAX_RETRY_AFTER_S = 60.0  # the longest a backfill waits for a 429's Retry-After
 MAX_REFILL_S = 1800.0  # the longest wait before a failed backfill is asked for again
+# backfill_given_up's reasons: a failed window's minutes older than the engine keeps by the
+# time they are asked for again; an open gap's older than that when it is filled (never asked)
+OLDER_THAN_KEPT = "older_than_kept"
+GAP_OLDER_THAN_KEPT = "gap_older_than_kept"
+GIVEN_UP_WHY = {
+    OLDER_THAN_KEPT: "older than the oldest session the engine keeps: it would reject them",
+    GAP_OLDER_THAN_KEPT: "the gap began before the oldest session the engine keeps: its"
+    " minutes before then are not fetched (the engine would reject them as late)",
+}
 
 
 class GapFill:
@@ -74,6 +85,7 @@ class GapFill:
         owe: Callable[[Owed], None] | None,
         settle: Callable[[list[Owed]], None] | None,
         owed: Sequence[Owed] = (),
+        traded: Callable[[dt.datetime, dt.datetime], bool] | None = None,
     ) -> None:
         self._name = name
         self._symbols = list(symbols)
@@ -92,6 +104,11 @@ class GapFill:
         self._retry_s = retry_s
         self._refills = 0
         self._keeps_from = keeps_from
+        # whether [start, end) holds minutes of a session (None: take it that it does): an
+        # open gap's part before the reach is given up (counted, said) only if it held any
+        # (a daemon stopped after a close and back two sessions later lost no minutes of the
+        # night before the reach)
+        self._traded = traded
         self._owe = owe if rest is not None else None
         self._settle = settle
         # The windows of backfills that failed, with the symbols that failed (and why:
@@ -101,7 +118,8 @@ class GapFill:
         for window in owed:
             self._owe_window(window)
         if rest is not None:  # (at 0 from the start: a rate of it needs the 0 before it)
-            counters.zero("backfill_given_up", feed=name, reason="older_than_kept")
+            for reason in GIVEN_UP_WHY:
+                counters.zero("backfill_given_up", feed=name, reason=reason)
         self.error: str | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self.pending: set[asyncio.Task[None]] = set()  # backfills running or waiting to
@@ -148,6 +166,9 @@ class GapFill:
         todo = plan(owed, self._symbols, now, reach)
         for part in todo.given_up:
             self._give_up(part, reach)
+        for part in todo.cut:
+            if self._traded is None or self._traded(part.start, part.end):
+                self._give_up(part, reach, GAP_OLDER_THAN_KEPT)
         if self._rest is not None and self._tasks is not None and todo.requests:
             self._start(self._run(todo.requests, owed), "backfill")
             return
@@ -155,14 +176,13 @@ class GapFill:
         if self._settle is not None:  # (nothing to fetch: within the minute, or too old)
             self._settle(owed)
 
-    def _give_up(self, part: Request, reach: dt.datetime) -> None:
-        """A failed window's minutes older than the engine keeps: never fetched again."""
-        self._counters.inc(
-            "backfill_given_up", len(part.symbols), feed=self._name, reason="older_than_kept"
-        )
+    def _give_up(self, part: Request, reach: dt.datetime, reason: str = OLDER_THAN_KEPT) -> None:
+        """Minutes older than the engine keeps, never fetched (again): a failed window's
+        (`OLDER_THAN_KEPT`), or an open gap's before the reach (`GAP_OLDER_THAN_KEPT`)."""
+        self._counters.inc("backfill_given_up", len(part.symbols), feed=self._name, reason=reason)
         self._log.warning(
             "backfill_given_up",
-            reason="older than the oldest session the engine keeps: it would reject them",
+            reason=GIVEN_UP_WHY[reason],
             kept_from=reach.isoformat(),
             failed=len(part.symbols),
             symbols=_some(list(part.symbols)),

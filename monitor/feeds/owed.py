@@ -15,8 +15,10 @@ Why a horizon: minutes older than the oldest session the engine keeps (the sessi
 way, the latest closed one and the one before; from 04:00 New York with `extended_hours`) are
 rejected as late, so the part of a failed window before `reach` (that session's open, else
 `backfill_max_s` back) is given up (`Plan.given_up`), not fetched again and again. An open
-gap older than `reach` is only cut there (the reach of any backfill: the minutes before it
-were never asked for).
+gap older than `reach` is cut there, and its part before `reach`, never asked for, is given up
+too (`Plan.cut`: the feed counts and says it, as it does a failed window's; it used to be cut
+without a word, and a feed down for three sessions, or a daemon stopped as long, lost a
+session of minutes that no counter or log line named).
 """
 
 from __future__ import annotations
@@ -59,11 +61,13 @@ class Request:
 
 @dataclass(slots=True)
 class Plan:
-    """The requests that fetch what is owed, and the failed windows (or their parts) given up
-    as older than the engine keeps."""
+    """The requests that fetch what is owed, the failed windows (or their parts) given up as
+    older than the engine keeps, and the parts of open gaps before the reach (never asked
+    for, and not to be: as old)."""
 
     requests: list[Request] = field(default_factory=list)
     given_up: list[Request] = field(default_factory=list)
+    cut: list[Request] = field(default_factory=list)
 
 
 def plan(
@@ -74,11 +78,12 @@ def plan(
     window, of the symbols that lack it (in the feed's order)."""
     lacks: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
     given_up: list[Request] = []
+    cut: list[Request] = []
     for entry in owed:
         start, end = entry.window(now)
         names = tuple(symbols) if entry.symbols is None else entry.symbols
-        if entry.end is not None and start < min(reach, end):
-            given_up.append(Request(start, min(reach, end), names))
+        if start < min(reach, end) and names:
+            (cut if entry.end is None else given_up).append(Request(start, min(reach, end), names))
         start = max(start, reach)
         if start >= end:
             continue
@@ -90,7 +95,7 @@ def plan(
         for window in _merged(lacks[name]):
             by_window.setdefault(window, []).append(name)
     requests = [Request(s, e, tuple(names)) for (s, e), names in sorted(by_window.items())]
-    return Plan(requests, given_up)
+    return Plan(requests, given_up, cut)
 
 
 def _merged(

@@ -132,6 +132,7 @@ class WebSocketFeed:
         owe: Callable[[Owed], None] | None = None,
         settle: Callable[[list[Owed]], None] | None = None,
         owed: Sequence[Owed] = (),
+        traded: Callable[[dt.datetime, dt.datetime], bool] | None = None,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"feeds.{name}.url: must be ws://... or wss://...")
@@ -184,6 +185,7 @@ class WebSocketFeed:
             owe=owe,
             settle=settle,
             owed=owed,
+            traded=traded,
         )
         if gap_since is not None:
             self._gaps.owe(gap_since)

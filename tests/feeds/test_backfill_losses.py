@@ -1,0 +1,135 @@
+"""What a WebSocket feed's backfill lost or hid before: an open gap older than the engine keeps
+cut at the reach without a word, and the owed windows of symbols since removed from the config
+fetched at the next start; against local Alpaca-like stream and REST servers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from monitor.core.counters import Counters
+from tests.feeds.test_backfill_owed import alpaca_servers, asked, until_wire
+from tests.feeds.test_websocket import Clock, make_feed, running
+
+if TYPE_CHECKING:
+    from monitor.service import Daemon
+
+UTC = dt.UTC
+STOPPED = dt.datetime(2024, 7, 12, 14, 10, 30, tzinfo=UTC)  # where the data taken up ends
+BACK = dt.datetime(2024, 7, 12, 14, 40, 20, tzinfo=UTC)  # the restart
+KEPT_FROM = dt.datetime(2024, 7, 12, 14, 20, tzinfo=UTC)  # (a horizon within the gap)
+
+
+def daemon_of(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    symbols: tuple[str, ...] = ("AAPL",),
+    extended_hours: bool = False,
+    stream: str = "wss://stream.example.com/v2/iex",
+    rest: str = "https://data.example.com",
+    now: dt.datetime = BACK,
+) -> Daemon:
+    """A daemon (not running) of one Alpaca WebSocket feed, `alpaca`, with a `rest_url`."""
+    from monitor import config as cfg
+    from monitor.clock import SimClock
+    from monitor.service import Daemon
+    from tests.conftest import RULES
+
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    conf = tmp_path / "monitor.toml"
+    conf.write_text(
+        f'[store]\npath = "{tmp_path / "store"}"\n[rules]\nfile = "{RULES}"\n'
+        f"[engine]\nextended_hours = {str(extended_hours).lower()}\n"
+        '[[feeds]]\nname = "alpaca"\nkind = "websocket"\nprovider = "alpaca"\n'
+        f'url = "{stream}"\nrest_url = "{rest}"\nsymbols = {json.dumps(symbols)}\n'
+        'key_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
+    )
+    conf.chmod(0o600)
+    return Daemon(cfg.load(conf), clock=SimClock(now))
+
+
+async def restarted_past_the_reach(
+    traded: Callable[[dt.datetime, dt.datetime], bool] | None,
+) -> tuple[list[tuple[str, str, str]], Counters, list[MutableMapping[str, Any]]]:
+    """A restart whose gap (from 14:10:30) began before what the engine keeps (14:20): the
+    requests, the counters and the `backfill_given_up` lines."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    counters = Counters()
+    async with alpaca_servers() as (fake, api, rest):
+        feed = make_feed(
+            "alpaca", fake.url, queue, counters, clock=Clock(BACK), rest=rest,
+            gap_since=STOPPED, keeps_from=lambda now: KEPT_FROM, traded=traded,
+            owe=lambda _: None, settle=lambda _: None,
+        )  # fmt: skip
+        with capture_logs() as logged:
+            async with running(feed):
+                await until_wire(queue)
+    given_up = [e for e in logged if e["event"] == "backfill_given_up"]
+    return asked(api), counters, given_up
+
+
+async def test_an_open_gap_older_than_the_engine_keeps_is_given_up_out_loud() -> None:
+    """The part of the gap before the reach (14:09 to 14:20), never asked for, is given up as
+    a failed window's is: counted by symbol (`gap_older_than_kept`) and said once with the
+    symbols and the window; the part within reach is fetched for every symbol."""
+    requests, counters, given_up = await restarted_past_the_reach(traded=None)
+    kept = ("2024-07-12T14:20:00Z", "2024-07-12T14:39:59Z")
+    assert requests == [("AAPL", *kept), ("SPY", *kept)]
+    assert counters.get("backfill_given_up", feed="test", reason="gap_older_than_kept") == 2
+    assert counters.get("backfill_given_up", feed="test", reason="older_than_kept") == 0
+    assert [
+        (e["log_level"], e["symbols"], e["start"], e["end"], e["kept_from"]) for e in given_up
+    ] == [
+        (
+            "warning",
+            "AAPL, SPY",
+            "2024-07-12T14:09:00+00:00",
+            "2024-07-12T14:20:00+00:00",
+            "2024-07-12T14:20:00+00:00",
+        )
+    ]
+
+
+async def test_a_cut_that_held_no_session_minutes_is_no_loss() -> None:
+    """A gap whose part before the reach held no minute of a session (a night, a weekend:
+    `traded` says so) loses nothing: neither counted nor said; the rest is fetched alike."""
+    requests, counters, given_up = await restarted_past_the_reach(traded=lambda a, b: False)
+    kept = ("2024-07-12T14:20:00Z", "2024-07-12T14:39:59Z")
+    assert requests == [("AAPL", *kept), ("SPY", *kept)]
+    assert counters.get("backfill_given_up", feed="test", reason="gap_older_than_kept") == 0
+    assert given_up == []
+
+
+def test_the_daemon_says_which_cuts_held_session_minutes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's `traded`, which its WebSocket feeds are given: a cut from Wednesday's
+    close to Thursday's open held no minute the engine takes in regular hours, but held
+    Wednesday's after-hours with `extended_hours`; a weekend from Friday 20:00 New York to
+    Monday 04:00 held none either way; a cut over a whole session held some."""
+    from monitor.feeds.websocket import WebSocketFeed
+
+    def at(day: int, hour: int, minute: int = 0) -> dt.datetime:
+        return dt.datetime(2024, 7, day, hour, minute, tzinfo=UTC)
+
+    cuts = [
+        (at(10, 20, 4), at(11, 13, 30)),  # Wednesday 16:04 to Thursday 09:30, New York
+        (at(13, 0, 4), at(15, 8)),  # Friday 20:04 to Monday 04:00
+        (at(11, 14), at(12, 13, 30)),  # Thursday 10:00 to Friday 09:30
+    ]
+    for extended, held in ((False, [False, False, True]), (True, [True, False, True])):
+        daemon = daemon_of(tmp_path, monkeypatch, extended_hours=extended)
+        assert [daemon.traded(start, end) for start, end in cuts] == held, extended
+        daemon.build_feeds()
+        feed = daemon.feeds[0]
+        assert isinstance(feed, WebSocketFeed)
+        assert feed._gaps._traded == daemon.traded
