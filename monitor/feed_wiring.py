@@ -148,7 +148,7 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
             alpaca_feed=alpaca_feed(fc.url) if fc.provider == "alpaca" else None,
         )
         daemon.rest_clients.append(rest)
-    owing = daemon.owed_backfills.take(name) if rest else None
+    owing = daemon.owed_backfills.take(name, fc.symbols) if rest else None
     return WebSocketFeed(
         name,
         fc.url,

@@ -18,15 +18,20 @@ keeps by then is given up (`backfill_given_up`). A file that cannot be read or w
 logged, and the daemon goes on (the gap is then fetched only while the daemon runs); so is an
 entry that is not one of those shapes, and it is skipped. What a feed owed that is no longer
 in the config, or has no `rest_url` now, is a warning at the start (those minutes will not be
-fetched) and is forgotten.
+fetched) and is forgotten; so are a failed window's symbols no longer among the feed's (a
+restart with fewer), counted too (`backfill_given_up{reason="symbol_removed"}`, a symbol's
+window each). They used to be fetched once more at that start, the bars of a symbol the config
+had dropped handed to the engine.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
-from monitor.feeds.owed import Owed
+from monitor.core.counters import Counters
+from monitor.feeds.owed import SYMBOL_REMOVED, Owed
 from monitor.store import Store, StoreError
 
 
@@ -41,9 +46,10 @@ class Owing(NamedTuple):
 class OwedBackfills:
     """Per feed, the gaps and failed windows whose backfill is not on disk yet."""
 
-    def __init__(self, store: Store, log: Any) -> None:
+    def __init__(self, store: Store, log: Any, counters: Counters | None = None) -> None:
         self._store = store
         self._log = log
+        self._counters = counters
         self._gaps: dict[str, list[Owed]] = {}
         self._untaken: set[str] = set()  # (owed at the last stop, not taken by a feed yet)
         try:
@@ -74,13 +80,52 @@ class OwedBackfills:
         if self._saved(feed) != before:
             self._save()
 
-    def take(self, feed: str) -> Owing:
+    def take(self, feed: str, symbols: Collection[str] | None = None) -> Owing:
         """What `feed` owed at the last stop, handed to the feed (which owes it again, the gap
-        from the earliest of `since` and where the data taken up ends, and settles that)."""
+        from the earliest of `since` and where the data taken up ends, and settles that);
+        `symbols`: the feed's now, the failed windows' others dropped (`_drop_removed`)."""
         self._untaken.discard(feed)
+        if symbols is not None:
+            self._drop_removed(feed, set(symbols))
         gaps = self._gaps.pop(feed, [])
         opened = [gap.start for gap in gaps if gap.end is None]
         return Owing(min(opened) if opened else None, [gap for gap in gaps if gap.end])
+
+    def _drop_removed(self, feed: str, symbols: set[str]) -> None:
+        """The symbols of `feed`'s failed windows that are not among `symbols` (removed from
+        the config since) will never be fetched: said once, counted (a symbol's window each),
+        and dropped from the file."""
+        gaps = self._gaps.get(feed, [])
+        kept: list[Owed] = []
+        removed: set[str] = set()
+        since: dt.datetime | None = None
+        for gap in gaps:
+            names = gap.symbols
+            if names is None or set(names) <= symbols:
+                kept.append(gap)
+                continue
+            gone = [name for name in names if name not in symbols]
+            removed.update(gone)
+            since = gap.start if since is None else min(since, gap.start)
+            if self._counters is not None:
+                self._counters.inc("backfill_given_up", len(gone), feed=feed, reason=SYMBOL_REMOVED)
+            if len(gone) < len(names):
+                kept.append(Owed(gap.start, gap.end, tuple(n for n in names if n in symbols)))
+        if since is None:
+            return
+        self._log.warning(
+            "backfill_owed_dropped",
+            feed=feed,
+            since=since.isoformat(),
+            symbols=", ".join(sorted(removed)),
+            why="no longer among the feed's symbols in the config: their failed windows' "
+            "minutes will not be fetched",
+        )
+        if kept:
+            self._gaps[feed] = kept
+        else:
+            del self._gaps[feed]
+        self._save()
 
     def forget_untaken(self) -> None:
         """Once the feeds are built: what no feed took (a feed renamed or removed, or without

@@ -158,7 +158,8 @@ class Daemon:
         self.rules_reload = RulesReload(self)
         self.state_view = StateView()
         self.stale_feeds = StaleFeeds(self.store, self.log)  # (stale at the last stop)
-        self.owed_backfills = OwedBackfills(self.store, self.log)  # (gaps not fetched yet)
+        # (gaps not fetched yet)
+        self.owed_backfills = OwedBackfills(self.store, self.log, self.counters)
         configured = [fc.label(i) for i, fc in enumerate(config.feeds)]
         self.feed_alerts += self.stale_feeds.gone(configured, self.clock.now)
 

@@ -40,19 +40,15 @@ from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.errors import MonitorError
-from monitor.feeds.owed import Owed, Request, plan
+from monitor.feeds.owed import GAP_OLDER_THAN_KEPT, GIVEN_UP, OLDER_THAN_KEPT, Owed, Request, plan
 from monitor.feeds.rest import RestBackfill
 from monitor.feeds.wire import Wire
 
-__all__ = ["GAP_OLDER_THAN_KEPT", "MAX_REFILL_S", "MAX_RETRY_AFTER_S", "OLDER_THAN_KEPT", "GapFill"]
+__all__ = ["MAX_REFILL_S", "MAX_RETRY_AFTER_S", "GapFill"]
 
 MAX_RETRY_AFTER_S = 60.0  # the longest a backfill waits for a 429's Retry-After
 MAX_REFILL_S = 1800.0  # the longest wait before a failed backfill is asked for again
-# backfill_given_up's reasons: a failed window's minutes older than the engine keeps by the
-# time they are asked for again; an open gap's older than that when it is filled (never asked)
-OLDER_THAN_KEPT = "older_than_kept"
-GAP_OLDER_THAN_KEPT = "gap_older_than_kept"
-GIVEN_UP_WHY = {
+GIVEN_UP_WHY = {  # (backfill_given_up's reasons here: see `monitor.feeds.owed`)
     OLDER_THAN_KEPT: "older than the oldest session the engine keeps: it would reject them",
     GAP_OLDER_THAN_KEPT: "the gap began before the oldest session the engine keeps: its"
     " minutes before then are not fetched (the engine would reject them as late)",
@@ -118,7 +114,7 @@ class GapFill:
         for window in owed:
             self._owe_window(window)
         if rest is not None:  # (at 0 from the start: a rate of it needs the 0 before it)
-            for reason in GIVEN_UP_WHY:
+            for reason in GIVEN_UP:
                 counters.zero("backfill_given_up", feed=name, reason=reason)
         self.error: str | None = None
         self._tasks: asyncio.TaskGroup | None = None

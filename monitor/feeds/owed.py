@@ -27,9 +27,26 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Owed", "Plan", "Request", "plan"]
+__all__ = [
+    "GAP_OLDER_THAN_KEPT",
+    "GIVEN_UP",
+    "OLDER_THAN_KEPT",
+    "SYMBOL_REMOVED",
+    "Owed",
+    "Plan",
+    "Request",
+    "plan",
+]
 
 _MINUTE = dt.timedelta(minutes=1)
+
+# backfill_given_up's reasons (README): a failed window's minutes older than the engine keeps
+# by the time they are asked for again; an open gap's older than that when it is filled (never
+# asked for); a window owed at the last stop for a symbol no longer among the feed's
+OLDER_THAN_KEPT = "older_than_kept"
+GAP_OLDER_THAN_KEPT = "gap_older_than_kept"
+SYMBOL_REMOVED = "symbol_removed"
+GIVEN_UP = (OLDER_THAN_KEPT, GAP_OLDER_THAN_KEPT, SYMBOL_REMOVED)
 
 
 @dataclass(frozen=True, slots=True)

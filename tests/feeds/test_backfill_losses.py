@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.core.counters import Counters
+from monitor.feeds.wire import Wire
 from tests.feeds.test_backfill_owed import alpaca_servers, asked, until_wire
 from tests.feeds.test_websocket import Clock, make_feed, running
 
@@ -133,3 +134,48 @@ def test_the_daemon_says_which_cuts_held_session_minutes(
         feed = daemon.feeds[0]
         assert isinstance(feed, WebSocketFeed)
         assert feed._gaps._traded == daemon.traded
+
+
+async def test_a_symbol_removed_from_the_config_is_dropped_from_what_is_owed_not_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows owed at the stop for AAPL and GONE, then a restart whose feed has AAPL only:
+    GONE's part is dropped at the start, said once (`backfill_owed_dropped`, naming it) and
+    counted (`symbol_removed`, a symbol's window each), gone from `backfills_owed.json`, and
+    never asked of the REST API; AAPL's window is fetched and settled."""
+    from monitor.store import Store
+
+    window = {"start": "2024-07-12T14:09:00+00:00", "end": "2024-07-12T14:20:00+00:00"}
+    alone = {"start": "2024-07-12T13:50:00+00:00", "end": "2024-07-12T13:55:00+00:00"}
+    store = Store(tmp_path / "store")
+    store.save_owed_backfills(
+        {"alpaca": {"windows": [{**window, "symbols": ["AAPL", "GONE"]},
+                                {**alone, "symbols": ["GONE"]}]}}
+    )  # fmt: skip
+    async with alpaca_servers() as (fake, api, _):
+        with capture_logs() as logged:
+            daemon = daemon_of(tmp_path, monkeypatch, stream=fake.url, rest=api.url)
+            daemon.build_feeds()
+        dropped = [e for e in logged if e["event"] == "backfill_owed_dropped"]
+        assert [(e["feed"], e["symbols"], e["since"]) for e in dropped] == [
+            ("alpaca", "GONE", alone["start"])
+        ]
+        reason = {"feed": "alpaca", "reason": "symbol_removed"}
+        assert daemon.counters.get("backfill_given_up", **reason) == 2
+        assert store.load_owed_backfills() == {
+            "alpaca": {"windows": [{**window, "symbols": ["AAPL"]}]}
+        }
+        try:
+            async with running(daemon.feeds[0]):
+                marker = [i for i in await until_wire(daemon.queue) if isinstance(i, Wire)]
+        finally:
+            for client in daemon.rest_clients:
+                await client.aclose()
+    assert asked(api) == [("AAPL", "2024-07-12T14:09:00Z", "2024-07-12T14:19:59Z")]
+    assert marker[0].ack is not None
+    marker[0].ack()
+    assert store.load_owed_backfills() == {}
+
+    with capture_logs() as logged:  # (said once: the next start has nothing to drop)
+        daemon_of(tmp_path, monkeypatch).build_feeds()
+    assert [e for e in logged if e["event"] == "backfill_owed_dropped"] == []
