@@ -10,7 +10,9 @@ which the engine upserts by symbol and start:
   `backfill_max_s`; it ends at the current minute, which the stream builds;
 - symbols whose requests failed are asked again, up to `backfill_attempts` times in all, the
   others' bars handed on at once; a 429's wait is honoured (up to `MAX_RETRY_AFTER_S`);
-- a backfill whose attempts all fail is said (`error`, on /healthz), its window owed for the
+- a backfill whose attempts all fail is said (`error`, on /healthz, until every failed window
+  is in or given up: not while one is asked for again, whatever other backfill ends first,
+  and from the start for those owed at the last stop), its window owed for the
   symbols that failed only, and asked for again after `backfill_retry_s` (doubling, up to
   `MAX_REFILL_S`) while the connection stays up, and at the next subscription or start: then
   per symbol, the windows it lacks (`monitor.feeds.owed.plan`), not every symbol from the
@@ -111,12 +113,25 @@ class GapFill:
         # /healthz shows it): asked for again at the next subscription (and, owed in the
         # store, at the next start); `owed`: those the store held at this start.
         self._failed: list[Owed] = []
+        # Failed windows taken into a backfill under way: still an error (/healthz) until it
+        # ends, whatever other backfill ends first (one used to clear the error while the
+        # failed window was still being asked for); back among the failed if it is cancelled.
+        self._retrying: list[Owed] = []
         for window in owed:
             self._owe_window(window)
         if rest is not None:  # (at 0 from the start: a rate of it needs the 0 before it)
             for reason in GIVEN_UP:
                 counters.zero("backfill_given_up", feed=name, reason=reason)
+        # (windows owed from before this start: an error, as they were at the stop, until
+        # fetched; /healthz used to be healthy meanwhile, though they were not in yet)
         self.error: str | None = None
+        if self._failed:
+            first = min(self._failed, key=lambda w: w.start)
+            self.error = _error(
+                Request(first.start, first.end or first.start, first.symbols or ()),
+                "failed before this start, asked for again at the first subscription",
+                len(self._failed) - 1,
+            )
         self._tasks: asyncio.TaskGroup | None = None
         self.pending: set[asyncio.Task[None]] = set()  # backfills running or waiting to
 
@@ -166,7 +181,9 @@ class GapFill:
             if self._traded is None or self._traded(part.start, part.end):
                 self._give_up(part, reach, GAP_OLDER_THAN_KEPT)
         if self._rest is not None and self._tasks is not None and todo.requests:
-            self._start(self._run(todo.requests, owed), "backfill")
+            retried = [window for window in owed if window.end is not None]
+            self._retrying += retried
+            self._start(self._run(todo.requests, owed, retried), "backfill")
             return
         self._recovered()  # (what was given up is no error)
         if self._settle is not None:  # (nothing to fetch: within the minute, or too old)
@@ -219,19 +236,30 @@ class GapFill:
         `gaps`: what it fills (settled once on disk)."""
         await self._run([Request(start, end, tuple(symbols or self._symbols))], gaps or [])
 
-    async def _run(self, requests: list[Request], settles: list[Owed]) -> None:
+    async def _run(
+        self, requests: list[Request], settles: list[Owed], retried: Sequence[Owed] = ()
+    ) -> None:
         """Fetch each request in turn and hand its bars on; the symbols of one that failed
         are owed over its window (asked for again later), and `settles` (what the requests
-        fill) is settled once the bars are on disk."""
+        fill) is settled once the bars are on disk. `retried`: the failed windows among
+        `settles` (an error until this ends; failed again if it is cancelled)."""
         failed: list[tuple[Request, str]] = []
         refused: str | None = None  # (credentials refused: the other requests would be too)
-        for request in requests:
-            if refused is not None:
-                failed.append((request, refused))
-                continue
-            left, why, refused = await self._fetch_window(request)
-            if left:
-                failed.append((Request(request.start, request.end, tuple(left)), why))
+        try:
+            for request in requests:
+                if refused is not None:
+                    failed.append((request, refused))
+                    continue
+                left, why, refused = await self._fetch_window(request)
+                if left:
+                    failed.append((Request(request.start, request.end, tuple(left)), why))
+        except asyncio.CancelledError:  # (the feed stopped: asked for at its next subscription)
+            self._failed += [window for window in retried if window in self._retrying]
+            raise
+        finally:
+            for window in retried:
+                if window in self._retrying:
+                    self._retrying.remove(window)
         if failed:
             self._failed_requests(failed, ask_again=refused is None)
         else:
@@ -288,12 +316,7 @@ class GapFill:
         for window in windows:
             self._owe_window(window)
         first, why = failed[0]
-        n = len(first.symbols)
-        more = f" (and {len(failed) - 1} more windows)" if len(failed) > 1 else ""
-        self.error = (
-            f"from {first.start:%Y-%m-%d %H:%M}Z, {n} symbol{'s' if n > 1 else ''}"
-            f" ({_some(list(first.symbols), 5)}): {why.removeprefix('retries exhausted: ')}{more}"
-        )
+        self.error = _error(first, why.removeprefix("retries exhausted: "), len(failed) - 1)
         if not ask_again:
             return
         # Asked for again while the connection stays up, not only at its next loss: a REST
@@ -318,8 +341,9 @@ class GapFill:
 
     def _recovered(self) -> None:
         """No error any more (/healthz), and the next failure's retry waits the least, unless
-        another backfill failed since (its windows still owed)."""
-        if not self._failed:
+        another backfill failed since (its windows still owed) or is asking for failed
+        windows again."""
+        if not self._failed and not self._retrying:
             self.error = None
             self._refills = 0
 
@@ -328,6 +352,17 @@ class GapFill:
         self._failed.append(window)
         if self._owe is not None:
             self._owe(window)
+
+
+def _error(first: Request, why: str, more: int) -> str:
+    """A backfill's error, for /healthz: the first failed window, its symbols, why, and how
+    many more windows failed."""
+    n = len(first.symbols)
+    windows = f" (and {more} more windows)" if more else ""
+    return (
+        f"from {first.start:%Y-%m-%d %H:%M}Z, {n} symbol{'s' if n > 1 else ''}"
+        f" ({_some(list(first.symbols), 5)}): {why}{windows}"
+    )
 
 
 def _some(symbols: list[str], most: int = 20) -> str:

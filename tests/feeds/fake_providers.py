@@ -222,6 +222,10 @@ class FakeRest:
         self.invalid_symbols: set[str] = set()  # a request naming one is refused: 400
         self.answering = asyncio.Event()  # cleared: requests wait (a slow REST API)
         self.answering.set()
+        # windows, by their start ("2024-07-12T14:09:00Z"), whose requests (every page of
+        # them) wait until `released` is set
+        self.held_starts: set[str] = set()
+        self.released = asyncio.Event()
         self.url = ""
         self._server: asyncio.Server | None = None
 
@@ -251,6 +255,8 @@ class FakeRest:
                 query = dict(parse_qsl(parts.query))
                 self.requests.append((parts.path, query, headers))
                 await self.answering.wait()
+                if _start_asked(parts.path, query) in self.held_starts:
+                    await self.released.wait()
                 status, body = self._route(parts.path, query)
                 extra = ""
                 if status == 429:
@@ -320,6 +326,14 @@ class FakeRest:
                     doc["next_url"] = f"{self.url}{path}?cursor=3"
             return 200, msgspec.json.encode(doc)
         return 404, b"{}"
+
+
+def _start_asked(path: str, query: dict[str, str]) -> str | None:
+    """The start of the window a request asks for, as Alpaca's `start` ("...T14:09:00Z")."""
+    if path.startswith("/v2/aggs/ticker/"):
+        start = dt.datetime.fromtimestamp(int(path.split("/")[8]) / 1000, UTC)
+        return start.isoformat().replace("+00:00", "Z")
+    return query.get("start")
 
 
 def _minutes(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:

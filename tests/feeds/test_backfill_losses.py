@@ -15,9 +15,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.core.counters import Counters
+from monitor.core.model import FeedBatch
+from monitor.credentials import Secret
+from monitor.feeds.owed import Owed
+from monitor.feeds.rest import RestBackfill
 from monitor.feeds.wire import Wire
-from tests.feeds.test_backfill_owed import alpaca_servers, asked, until_wire
-from tests.feeds.test_websocket import Clock, make_feed, running
+from tests.feeds.fake_providers import FakeRest, FakeStream
+from tests.feeds.test_backfill_owed import alpaca_servers, asked, until_failed, until_wire
+from tests.feeds.test_websocket import Clock, make_feed, running, until
 
 if TYPE_CHECKING:
     from monitor.service import Daemon
@@ -179,3 +184,79 @@ async def test_a_symbol_removed_from_the_config_is_dropped_from_what_is_owed_not
     with capture_logs() as logged:  # (said once: the next start has nothing to drop)
         daemon_of(tmp_path, monkeypatch).build_feeds()
     assert [e for e in logged if e["event"] == "backfill_owed_dropped"] == []
+
+
+async def test_health_stays_degraded_while_a_failed_window_is_asked_for_again() -> None:
+    """AAPL's window since 14:09 failed (the backfill error, /healthz's); the next reconnect
+    asks for it again, slowly, and meanwhile another reconnect's backfill of its own gap
+    succeeds: the error stays until the failed window is in, then goes (Polygon, whose
+    symbols are asked a few at a time: the second backfill is not queued behind the first)."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    clock = Clock(dt.datetime(2024, 7, 12, 14, 20, 20, tzinfo=UTC))
+    retried = "2024-07-12T14:09:00Z"  # (the failed window's start)
+    async with (
+        FakeStream("polygon") as fake,
+        FakeRest() as api,
+        RestBackfill("polygon", api.url, key=Secret("KEY")) as rest,
+    ):
+        api.fail_symbols["AAPL"] = -1
+        feed = make_feed(
+            "polygon", fake.url, queue, Counters(), secret=None, clock=clock, rest=rest,
+            gap_since=STOPPED, backfill_attempts=1, backfill_retry_s=3600.0,
+            owe=lambda _: None, settle=lambda _: None,
+        )  # fmt: skip
+        async with running(feed):
+            await until_failed(feed, queue)
+            failed = feed.backfill_error
+            assert failed is not None and failed.startswith("from 2024-07-12 14:09Z, 1 symbol")
+            api.fail_symbols.clear()
+            api.held_starts.add(retried)
+            api.requests.clear()
+            clock.now = dt.datetime(2024, 7, 12, 14, 25, 20, tzinfo=UTC)
+            await fake.drop()
+            await until(lambda: any(retried in path for path in paths(api)))
+            clock.now = dt.datetime(2024, 7, 12, 14, 30, 20, tzinfo=UTC)
+            await fake.drop()
+            items = await until_wire(queue)  # (the second reconnect's backfill, done)
+            assert [i.minute_bars.height for i in items if isinstance(i, FeedBatch)] != []
+            assert feed.backfill_error == failed
+            api.released.set()
+            await until_wire(queue)
+            assert feed.backfill_error is None
+
+
+def paths(api: FakeRest) -> list[str]:
+    """The paths the REST server was asked, Polygon's with their window's start as asked
+    (ISO, not epoch milliseconds)."""
+    out = []
+    for path, _, _ in api.requests:
+        pieces = path.split("/")
+        if len(pieces) > 8:
+            start = dt.datetime.fromtimestamp(int(pieces[8]) / 1000, UTC)
+            pieces[8] = start.isoformat().replace("+00:00", "Z")
+        out.append("/".join(pieces))
+    return out
+
+
+async def test_windows_owed_from_before_a_start_are_an_error_until_fetched() -> None:
+    """A start that owes AAPL's failed window (from `backfills_owed.json`) says so from the
+    start (the backfill error, /healthz's), as the stop did, not healthy until the first
+    subscription's backfill fails again; once the window is in, the error goes."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    window = Owed(
+        dt.datetime(2024, 7, 12, 14, 9, tzinfo=UTC), dt.datetime(2024, 7, 12, 14, 20, tzinfo=UTC),
+        ("AAPL",),
+    )  # fmt: skip
+    async with alpaca_servers() as (fake, api, rest):
+        feed = make_feed(
+            "alpaca", fake.url, queue, Counters(), clock=Clock(BACK), rest=rest, owed=[window],
+            owe=lambda _: None, settle=lambda _: None,
+        )  # fmt: skip
+        assert feed.backfill_error == (
+            "from 2024-07-12 14:09Z, 1 symbol (AAPL): failed before this start, asked for again"
+            " at the first subscription"
+        )
+        async with running(feed):
+            await until_wire(queue)
+            assert feed.backfill_error is None
+    assert asked(api) == [("AAPL", "2024-07-12T14:09:00Z", "2024-07-12T14:19:59Z")]
