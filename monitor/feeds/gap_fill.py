@@ -117,6 +117,9 @@ class GapFill:
         # ends, whatever other backfill ends first (one used to clear the error while the
         # failed window was still being asked for); back among the failed if it is cancelled.
         self._retrying: list[Owed] = []
+        # Open gaps whose backfill was cancelled (the feed crashed and is run again): filled
+        # at the next subscription, as they stay owed in the store.
+        self._reopened: list[Owed] = []
         for window in owed:
             self._owe_window(window)
         if rest is not None:  # (at 0 from the start: a rate of it needs the 0 before it)
@@ -153,12 +156,14 @@ class GapFill:
             self._owe(Owed(since))
 
     def fill(self, gap_start: dt.datetime | None, now: dt.datetime) -> None:
-        """Backfill, in a task, the gap just closed (from `gap_start`, every symbol) and the
-        windows of backfills that failed (their symbols only): per symbol, what it lacks."""
-        owed = [*([] if gap_start is None else [Owed(gap_start)]), *self._failed]
+        """Backfill, in a task, the gap just closed (from `gap_start`, every symbol), those
+        whose backfill was cancelled, and the windows of backfills that failed (their symbols
+        only): per symbol, what it lacks."""
+        opened = [] if gap_start is None else [Owed(gap_start)]
+        owed = [*opened, *self._reopened, *self._failed]
         if not owed:
             return
-        self._failed = []
+        self._failed, self._reopened = [], []
         self._run_plan(owed, now)
 
     def reach(self, now: dt.datetime) -> dt.datetime:
@@ -255,6 +260,7 @@ class GapFill:
                     failed.append((Request(request.start, request.end, tuple(left)), why))
         except asyncio.CancelledError:  # (the feed stopped: asked for at its next subscription)
             self._failed += [window for window in retried if window in self._retrying]
+            self._reopened += [gap for gap in settles if gap.end is None]
             raise
         finally:
             for window in retried:

@@ -230,23 +230,12 @@ class WebSocketFeed:
         self._quiet.last_data = asyncio.get_running_loop().time()
         halt = asyncio.Event()
         try:
-            async with asyncio.TaskGroup() as tg:
-                self._gaps.bind(tg)
-                tasks = [
-                    tg.create_task(self._connections(halt), name=f"feed-{self.name}"),
-                    tg.create_task(self._quiet.watch(), name=f"feed-{self.name}-watchdog"),
-                    tg.create_task(_relay(stop, halt), name=f"feed-{self.name}-stop"),
-                ]
-                await halt.wait()
-                pending = self._gaps.pending
-                if pending:
-                    self._log.warning(
-                        "backfill_abandoned",
-                        backfills=len(pending),
-                        note="still owed: fetched at the next start" if self._gaps.settles else "",
-                    )
-                for task in [*tasks, *pending]:
-                    task.cancel()
+            await self._tasks(stop, halt)
+        except Exception:
+            # (a crash, a bug: the supervisor runs the feed again, whose first subscription
+            # fills the gap from here; it used to fill none, as no connection was lost)
+            self._open_gap()
+            raise
         finally:
             self._gaps.bind(None)
             self._counters.set("feed_connected", 0, feed=self.name)
@@ -254,6 +243,26 @@ class WebSocketFeed:
             self._log.info("feed_stopped")
         if self._fatal is not None:
             raise self._fatal
+
+    async def _tasks(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
+        """The connections, the watchdog and the backfills, until `halt`."""
+        async with asyncio.TaskGroup() as tg:
+            self._gaps.bind(tg)
+            tasks = [
+                tg.create_task(self._connections(halt), name=f"feed-{self.name}"),
+                tg.create_task(self._quiet.watch(), name=f"feed-{self.name}-watchdog"),
+                tg.create_task(_relay(stop, halt), name=f"feed-{self.name}-stop"),
+            ]
+            await halt.wait()
+            pending = self._gaps.pending
+            if pending:
+                self._log.warning(
+                    "backfill_abandoned",
+                    backfills=len(pending),
+                    note="still owed: fetched at the next start" if self._gaps.settles else "",
+                )
+            for task in [*tasks, *pending]:
+                task.cancel()
 
     async def _connections(self, halt: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -269,22 +278,27 @@ class WebSocketFeed:
                 return
             except FeedDisconnected as exc:
                 error = str(exc)
-            now = loop.time()
             lasted = None
             if self._connected_at is not None:
-                lasted = now - self._connected_at
-                if self._gap_start is None:
-                    since_data = dt.timedelta(seconds=now - self._quiet.last_data)
-                    self._gap_start = self._clock() - since_data
-                    ended = self._data_end
-                    if ended is not None and self._gap_start - MAX_DELAY <= ended:
-                        # (a delayed feed's: see above; data older still is no delay, but old
-                        # data sent as it is, a test stream's, and the clock says when it stopped)
-                        self._gap_start = min(self._gap_start, ended)
-                    self._gaps.owe(self._gap_start)
+                lasted = loop.time() - self._connected_at
+                self._open_gap()
             # (a connection never subscribed is no working one, however long it hung: the
             # delays grow, as for one that could not be made)
             await self._reconnects.pause(error, lasted if self._subscribed else None)
+
+    def _open_gap(self) -> None:
+        """The connection is lost (or the feed crashed on it): the gap opens where the data
+        stopped, owed until its backfill is on disk; the next subscription fills it."""
+        if self._connected_at is None or self._gap_start is not None:
+            return
+        since_data = asyncio.get_running_loop().time() - self._quiet.last_data
+        self._gap_start = self._clock() - dt.timedelta(seconds=since_data)
+        ended = self._data_end
+        if ended is not None and self._gap_start - MAX_DELAY <= ended:
+            # (a delayed feed's: see above; data older still is no delay, but old data sent
+            # as it is, a test stream's, and the clock says when it stopped)
+            self._gap_start = min(self._gap_start, ended)
+        self._gaps.owe(self._gap_start)
 
     async def _connection(self) -> None:
         """One connection from connect to loss; raises FeedDisconnected or ConfigError."""

@@ -22,7 +22,7 @@ from monitor.feeds.rest import RestBackfill
 from monitor.feeds.wire import Wire
 from tests.feeds.fake_providers import FakeRest, FakeStream
 from tests.feeds.test_backfill_owed import alpaca_servers, asked, until_failed, until_wire
-from tests.feeds.test_websocket import Clock, make_feed, running, until
+from tests.feeds.test_websocket import ALPACA_TRADES, Clock, make_feed, running, until
 
 if TYPE_CHECKING:
     from monitor.service import Daemon
@@ -260,3 +260,53 @@ async def test_windows_owed_from_before_a_start_are_an_error_until_fetched() -> 
             await until_wire(queue)
             assert feed.backfill_error is None
     assert asked(api) == [("AAPL", "2024-07-12T14:09:00Z", "2024-07-12T14:19:59Z")]
+
+
+class CrashOnce(list[Any]):
+    """Feed events, as the daemon's callback takes them, but the first trading status
+    raises (a bug in the callback: the feed crashes, and its supervisor starts it again)."""
+
+    def append(self, event: Any) -> None:
+        if event.kind == "trading_status" and not self:
+            super().append(event)
+            raise RuntimeError("a bug")
+        super().append(event)
+
+
+@pytest.mark.parametrize("in_flight", [False, True])
+async def test_a_feed_started_again_after_a_crash_backfills_what_it_missed(
+    in_flight: bool,
+) -> None:
+    """The feed crashes at 14:31:20, its data last at 14:31:20, and is run again (as its
+    supervisor does) at 14:33:20: its first subscription fetches what the crash cut off, from
+    14:30 (the minute before the data stopped), and, had the crash cancelled the backfill of
+    a gap before (from 14:10:30, a restart's), that gap too. It used to fetch neither: no
+    connection was lost, so no gap was opened, and the cancelled one was forgotten."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    clock = Clock(dt.datetime(2024, 7, 12, 14, 31, 20, tzinfo=UTC))
+    halt = {"T": "s", "S": "AAPL", "sc": "H", "sm": "Trading Halt", "rc": "T12",
+            "rm": "Info Requested", "t": "2024-07-12T14:31:00Z", "z": "C"}  # fmt: skip
+    async with alpaca_servers() as (fake, api, rest):
+        feed = make_feed(
+            "alpaca", fake.url, queue, Counters(), clock=clock, rest=rest,
+            gap_since=STOPPED if in_flight else None, events=CrashOnce(),
+            owe=lambda _: None, settle=lambda _: None,
+        )  # fmt: skip
+        api.answering.clear()  # (a backfill under way at the crash, if any)
+        stop = asyncio.Event()
+        crashed = asyncio.create_task(feed.run(stop))
+        await asyncio.wait_for(fake.subscribed.wait(), 5)
+        if in_flight:
+            await until(lambda: len(api.requests) > 0)
+        await fake.push(ALPACA_TRADES)
+        await asyncio.wait_for(queue.get(), 5)
+        await fake.push([halt])
+        with pytest.raises(ExceptionGroup):
+            await asyncio.wait_for(crashed, 5)
+        api.answering.set()
+        api.requests.clear()
+        clock.now = dt.datetime(2024, 7, 12, 14, 33, 20, tzinfo=UTC)
+        async with running(feed):
+            await until_wire(queue)
+    start = "2024-07-12T14:09:00Z" if in_flight else "2024-07-12T14:30:00Z"
+    assert asked(api) == [(s, start, "2024-07-12T14:32:59Z") for s in ("AAPL", "SPY")]
