@@ -61,6 +61,9 @@ __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketF
 
 Provider = Literal["alpaca", "polygon", "finnhub", "generic"]
 MAX_DELAY = dt.timedelta(hours=1)  # the longest a stream's data is taken to be delayed by
+# how far behind its arrival a feed's data may end at a stop before the gap from there is owed
+# (a start backfills from a minute before the daemon's saved clock in any case)
+BEHIND_AT_STOP = dt.timedelta(minutes=1)
 MAX_ERRORS_KEPT = 100  # distinct provider errors whose last log line is remembered
 
 
@@ -231,6 +234,8 @@ class WebSocketFeed:
         halt = asyncio.Event()
         try:
             await self._tasks(stop, halt)
+            if self._fatal is None:  # (a stop)
+                self._owe_behind()
         except Exception:
             # (a crash, a bug: the supervisor runs the feed again, whose first subscription
             # fills the gap from here; it used to fill none, as no connection was lost)
@@ -299,6 +304,21 @@ class WebSocketFeed:
             # as it is, a test stream's, and the clock says when it stopped)
             self._gap_start = min(self._gap_start, ended)
         self._gaps.owe(self._gap_start)
+
+    def _owe_behind(self) -> None:
+        """At a stop: a feed whose data ended well before it came (a delayed stream's, or
+        frames held up behind a full queue) owes the gap from where the data ends, so that
+        the next start backfills from there, not from the daemon's saved clock, which is
+        later: the minutes between, which the stream does not send again, used to be lost.
+        (A feed quiet for long lost nothing: its data ended when it came.)"""
+        ended = self._data_end
+        if self._connected_at is None or self._gap_start is not None or ended is None:
+            return
+        since_data = asyncio.get_running_loop().time() - self._quiet.last_data
+        arrived = self._clock() - dt.timedelta(seconds=since_data)
+        if arrived - MAX_DELAY <= ended < arrived - BEHIND_AT_STOP:
+            self._gap_start = ended
+            self._gaps.owe(ended)
 
     async def _connection(self) -> None:
         """One connection from connect to loss; raises FeedDisconnected or ConfigError."""

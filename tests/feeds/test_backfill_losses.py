@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 from collections.abc import Callable, MutableMapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -310,3 +311,46 @@ async def test_a_feed_started_again_after_a_crash_backfills_what_it_missed(
             await until_wire(queue)
     start = "2024-07-12T14:09:00Z" if in_flight else "2024-07-12T14:30:00Z"
     assert asked(api) == [(s, start, "2024-07-12T14:32:59Z") for s in ("AAPL", "SPY")]
+
+
+async def test_a_delayed_feed_stopped_owes_from_where_its_data_ends(tmp_path: Path) -> None:
+    """A 15-minute delayed stream (Alpaca's delayed_sip) has sent data up to 14:15:10 when
+    the daemon stops at 14:30:20: the store owes its gap from there, and the next start
+    (whose saved clock says 14:30:20) backfills from 14:14, not from 14:29, which lost the
+    minutes 14:15 to 14:29 for good (the stream, back, goes on from 15 minutes before its
+    clock)."""
+    from monitor import logs
+    from monitor.owed_backfills import OwedBackfills
+    from monitor.store import Store
+
+    store = Store(tmp_path / "store")
+    owed = OwedBackfills(store, logs.get("test"))
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stopped = dt.datetime(2024, 7, 11, 14, 30, 20, tzinfo=UTC)
+    clock = Clock(stopped)
+    trade = {**ALPACA_TRADES[0], "t": "2024-07-11T14:15:10Z"}
+    async with alpaca_servers() as (fake, api, rest):
+        feed = make_feed(
+            "alpaca", fake.url, queue, Counters(), clock=clock, rest=rest,
+            owe=partial(owed.owe, "test"), settle=partial(owed.settle, "test"),
+        )  # fmt: skip
+        async with running(feed):
+            await asyncio.wait_for(fake.subscribed.wait(), 5)
+            await fake.push([trade])
+            await asyncio.wait_for(queue.get(), 5)
+        assert store.load_owed_backfills() == {"test": "2024-07-11T14:15:10+00:00"}
+
+        restarted = OwedBackfills(store, logs.get("test"))
+        since, _ = restarted.take("test")
+        assert since is not None
+        clock.now = dt.datetime(2024, 7, 11, 14, 35, 20, tzinfo=UTC)
+        feed = make_feed(
+            "alpaca", fake.url, queue, Counters(), clock=clock, rest=rest,
+            gap_since=min(stopped, since),  # (as the daemon: the earlier of its saved clock)
+            owe=partial(restarted.owe, "test"), settle=partial(restarted.settle, "test"),
+        )  # fmt: skip
+        async with running(feed):
+            await until_wire(queue)
+    assert asked(api) == [
+        (s, "2024-07-11T14:14:00Z", "2024-07-11T14:34:59Z") for s in ("AAPL", "SPY")
+    ]
