@@ -354,3 +354,12 @@ async def test_a_delayed_feed_stopped_owes_from_where_its_data_ends(tmp_path: Pa
     assert asked(api) == [
         (s, "2024-07-11T14:14:00Z", "2024-07-11T14:34:59Z") for s in ("AAPL", "SPY")
     ]
+
+
+def test_every_reason_a_backfill_is_given_up_for_is_in_the_readme() -> None:
+    """Each `backfill_given_up` reason the feeds count is named in the README, with its label."""
+    from monitor.feeds.owed import GIVEN_UP
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    assert [r for r in GIVEN_UP if f'reason="{r}"' not in readme] == []
