@@ -5,7 +5,8 @@ data file, 69 a service the command needs (Redis, the MQTT broker) unreachable, 
 cannot listen on its `[http]` address (a port in use, most often by its previous process still
 stopping: systemd restarts it), 73 an output file that cannot be written (replay's --report),
 74 an error naming a file (the store, the outbox), 75 the store is held by another
-market-monitor process, 78 bad configuration.
+market-monitor process, 78 bad configuration, 130 stopped by Ctrl-C (SIGINT), 141 a reader of
+stdout gone (`| head`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from monitor.store import Store
 
 EX_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
+EX_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
 # --timeout, --interval: more than a day is surely a typo (and past about 300 years, the socket
 # or the sleep raises OverflowError).
 LONGEST_WAIT_S = 86_400
@@ -332,6 +334,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # SIGPIPE's status; stdout goes to /dev/null so that exiting does not flush into it.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EX_PIPE
+    except KeyboardInterrupt:
+        # Ctrl-C in a replay, a backfill or a feed-replay (the daemon and the notifier take
+        # SIGINT as their stop): one line and SIGINT's status, not a traceback of wherever it
+        # landed (polars, an import, asyncio's runner).
+        print("market-monitor: interrupted", file=sys.stderr)
+        return EX_INTERRUPTED
     except BaseExceptionGroup as group:
         # A component of the daemon failed for good (e.g. the outbox cannot be written): say
         # what, exit non-zero, and let systemd restart us. Anything else is a bug: re-raise.

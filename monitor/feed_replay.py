@@ -322,6 +322,12 @@ async def publish(
                 sent += 1
                 if gap:
                     await asyncio.sleep(gap)
+    except asyncio.CancelledError:
+        # Ctrl-C (asyncio.run cancels us, then raises KeyboardInterrupt): say how far it got
+        # and how to go on, as for a lost broker; the cancellation goes on.
+        if sent >= 0 and where is not None:
+            print(f"market-monitor: stopped: {where(messages, sent)}", file=sys.stderr)
+        raise
     except MqttConnectError as exc:
         # Bad credentials or not authorised (3.1.1 codes 4 and 5, MQTT 5 reason codes 134 and
         # 135): trying again will not help.

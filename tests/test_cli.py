@@ -274,6 +274,28 @@ def test_replay_into_a_reader_that_goes_away_stops_quietly() -> None:
     assert "Traceback" not in err
 
 
+def test_ctrl_c_stops_a_command_with_one_line_and_sigints_status() -> None:
+    """Ctrl-C (SIGINT) while a command waits (here `status` on a daemon that never answers)
+    ends it with 130, as a shell reports an interrupted command, and one line: before, a
+    KeyboardInterrupt traceback of wherever it landed (httpx, polars, asyncio's runner)."""
+    import signal
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        with subprocess.Popen(
+            [sys.executable, "-m", "monitor", "status", "--url", url, "--timeout", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        ) as proc:  # fmt: skip
+            conn, _ = server.accept()
+            with conn:
+                assert conn.recv(4096).startswith(b"GET /")  # (it waits for the answer now)
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (130, "", "market-monitor: interrupted\n")
+
+
 def test_demo_shows_the_july_2024_rally() -> None:
     """`demo` prints the July 2024 rally in words, with the history line."""
     res = run_cli("demo")
