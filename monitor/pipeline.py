@@ -69,6 +69,7 @@ class Pipeline:
         feeds_ready: Callable[[], bool] | None = None,
         feeds_down: Callable[[], frozenset[str]] | None = None,
         start_hold: bool = True,
+        log_every_s: float = LOG_EVERY_S,
     ) -> None:
         self.engine = engine
         self.queue = queue
@@ -98,8 +99,9 @@ class Pipeline:
         # (the feeds that lost their connection and are not back yet: see `monitor.close_clock`)
         self.feeds_down = feeds_down if feeds_down is not None else frozenset
         self._rejections = RejectionLog(
-            self._log, counters, counter="rejections", interval_s=LOG_EVERY_S, clock=time.monotonic
+            self._log, counters, counter="rejections", interval_s=log_every_s, clock=time.monotonic
         )
+        self._log_every_s = log_every_s  # (rejections and corrections: a line a reason at most)
         counters.describe("ticks_in", "Ticks received from the feeds")
         counters.describe(
             "cancels_in", "Trade cancels, errors and corrections received from the feeds"
@@ -125,7 +127,7 @@ class Pipeline:
         self.held: dict[dt.date, int] = {}
         self._newest: dt.datetime | None = None  # the newest accepted tick or minute bar's end
         self._unsaid_corrections = 0  # (see `_corrected`)
-        self._corrections_said_at = -LOG_EVERY_S
+        self._corrections_said_at = -log_every_s
 
     def _start_close_clock(self) -> dt.datetime | None:
         """Where the close clock starts: the one restored (the saved state's, or where the
@@ -156,6 +158,7 @@ class Pipeline:
             if stop.is_set() and feeds_done.is_set() and self.queue.empty():
                 break
         self._rejections.flush()
+        self._corrected(0, now=True)
 
     async def _collect(
         self, stop: asyncio.Event, feeds_done: asyncio.Event
@@ -204,6 +207,10 @@ class Pipeline:
         behind = (now - closes_at).total_seconds() if closes_at is not None else 0.0
         self.counters.set("close_clock_behind_seconds", max(behind, 0.0))
         self._count(batch, rejections, _logged_by_feeds(items))
+        # (idle steps too: the rest of a burst of rejections or corrections is said within
+        # LOG_EVERY_S, not only when more come)
+        self._rejections.flush_due()
+        self._corrected(0)
         newest = _newest_accepted(batch, rejections) if batch is not None else None
         if newest is not None and (self._newest is None or newest > self._newest):
             self._newest = newest
@@ -397,13 +404,17 @@ class Pipeline:
             "provider's bars, with the daemon stopped, fills them)",
         )
 
-    def _corrected(self, new: int) -> None:
+    def _corrected(self, new: int, *, now: bool = False) -> None:
         """Say (at most every LOG_EVERY_S) that session bars came for periods already evaluated:
         stored as corrections, they fire nothing, so a feed that sends bars late or out of
-        order loses alerts it would have made, and the log should tell."""
+        order loses alerts it would have made, and the log should tell. Called with 0 at every
+        step: those of a burst not said yet are said once LOG_EVERY_S has passed (`now`: at
+        once, at the stop)."""
         self._unsaid_corrections += new
-        now = time.monotonic()
-        if now - self._corrections_said_at < LOG_EVERY_S:
+        at = time.monotonic()
+        if not self._unsaid_corrections or (
+            not now and at - self._corrections_said_at < self._log_every_s
+        ):
             return
         self._log.warning(
             "daily_bars_corrected",
@@ -411,7 +422,7 @@ class Pipeline:
             note="session bars of periods already evaluated (late, or out of order): stored "
             "as corrections, they fire nothing",
         )
-        self._unsaid_corrections, self._corrections_said_at = 0, now
+        self._unsaid_corrections, self._corrections_said_at = 0, at
 
 
 SHOWN = 10  # (symbols named in a line about held or refused session bars)

@@ -268,6 +268,71 @@ async def test_session_bars_stored_as_corrections_are_logged(sessions: Sessions)
     assert counters.get("bar_events", kind="daily_bar_corrected") == 1
 
 
+async def test_the_rest_of_a_burst_is_logged_within_the_interval_not_at_the_stop(
+    sessions: Sessions,
+) -> None:
+    """A burst of rejections, then of session bars stored as corrections, each in two steps
+    within the log interval: the first step's are said at once, the second's once the interval
+    has passed, while the daemon runs on with nothing more coming. Before, those of the second
+    step waited for the next of their kind (a tick_rejected line said 20 of 200 bad prices)
+    or for the stop (the corrections' never)."""
+    from structlog.testing import capture_logs
+
+    from monitor.cli import load_rules
+    from monitor.datafiles import DataSpec, read_daily
+    from monitor.replay import build_engine
+    from tests.conftest import RULES, RUT
+
+    bars = read_daily(DataSpec(path=str(RUT), symbol="^RUT"), end=dt.date(2024, 7, 15)).bars
+    engine = build_engine(load_rules(RULES), sessions)  # type: ignore[arg-type]
+    engine.ingest_daily(bars)
+    engine.advance(sessions.close_of(dt.date(2024, 7, 15)))
+
+    def bad(n: int) -> Wire:
+        ts = int(NOW.timestamp() * 1000)
+        return Wire("raw", [msgspec.json.encode({"symbol": "ACME", "ts": ts, "price": -1})] * n)
+
+    def corrected(days: slice) -> FeedBatch:
+        late = FeedBatch.empty("t")  # (sessions before 07-15, evaluated already)
+        late.daily_bars = bars[days].with_columns(pl.col("close", "high") * 1.01)
+        return late
+
+    queue: asyncio.Queue[FeedBatch | Wire] = asyncio.Queue()
+    stepped = asyncio.Event()
+    pipeline = Pipeline(
+        engine, queue, clock=SimClock(NOW), counters=Counters(), sinks=[],
+        decoders={"raw": lambda payloads: decode_generic_many(payloads, feed="raw")},
+        on_step=lambda step: stepped.set(), log_every_s=0.5,
+    )  # fmt: skip
+    feeds_done, stop = asyncio.Event(), asyncio.Event()
+
+    def said() -> list[tuple[str, int]]:
+        events = ("tick_rejected", "daily_bars_corrected")
+        return [(e["event"], e.get("count", e.get("bars"))) for e in logs if e["event"] in events]
+
+    with capture_logs() as logs:
+        running = asyncio.create_task(pipeline.run(feeds_done, stop))
+        for item in (bad(3), corrected(slice(-10, -5)), bad(20), corrected(slice(-5, -2))):
+            stepped.clear()
+            queue.put_nowait(item)
+            await asyncio.wait_for(stepped.wait(), 10)
+        async with asyncio.timeout(10):  # (the idle steps, once a second, say the rest)
+            while len(said()) < 4:
+                stepped.clear()
+                await stepped.wait()
+        running_then = said()
+        feeds_done.set()
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    assert sorted(running_then) == [
+        ("daily_bars_corrected", 3),
+        ("daily_bars_corrected", 5),
+        ("tick_rejected", 3),
+        ("tick_rejected", 20),
+    ]
+    assert said() == running_then  # (nothing was left for the stop)
+
+
 @dataclasses.dataclass
 class Journaled:
     """A running pipeline whose steps are journaled (`Intraday.append`), and its parts."""

@@ -70,6 +70,17 @@ class RejectionLog:
         """The log level of `reason`'s lines: info for ROUTINE reasons, else warning."""
         return self._log.info if reason in ROUTINE else self._log.warning
 
+    def flush_due(self) -> None:
+        """Log the rejections counted since their reason was last logged, for the reasons whose
+        interval has passed: called periodically, so that the rest of a burst is said within an
+        interval of it, not only when the reason comes again (or at the stop)."""
+        now = self._clock()
+        for reason, count in self._unlogged.items():
+            if count and now - self._logged_at.get(reason, now) >= self._interval_s:
+                self._say(reason)("tick_rejected", reason=reason, count=count)
+                self._logged_at[reason] = now
+                self._unlogged[reason] = 0
+
     def flush(self) -> None:
         """Log the rejections counted since their reason was last logged."""
         for reason, count in self._unlogged.items():
