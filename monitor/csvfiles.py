@@ -32,7 +32,7 @@ def csv_header(path: str, *, parquet: bool = True) -> list[str]:
             kind = "a Parquet file (this file is read as CSV only: write it as CSV)"
         if kind is not None:
             raise DataError(path, f"not CSV text but {kind}") from exc
-        raise DataError(path, "not UTF-8 text", line=_undecodable_line(path)) from exc
+        raise DataError(path, NOT_UTF8, line=_undecodable_line(path)) from exc
     except csv.Error as exc:
         raise DataError(path, f"cannot read the header: {exc}", line=1) from exc
     if header is None:
@@ -45,6 +45,12 @@ def csv_header(path: str, *, parquet: bool = True) -> list[str]:
     return header
 
 
+# Text in another encoding (Windows-1252, Latin-1: a spreadsheet's "CSV" export of a name
+# with an accent, a currency sign).
+NOT_UTF8 = (
+    "not UTF-8 text (another encoding, as Excel's plain 'CSV' may write: save it as CSV UTF-8)"
+)
+
 # Files taken for CSV by their name that are something else, by their first bytes.
 _MAGIC = {
     b"PAR1": "a Parquet file (read as Parquet when named .parquet or .pq)",
@@ -53,6 +59,11 @@ _MAGIC = {
     b"\x28\xb5\x2f\xfd": "zstd-compressed (decompress it first: unzstd)",
     b"BZh": "bzip2-compressed (decompress it first: bunzip2)",
     b"\xfd7zXZ": "xz-compressed (decompress it first: unxz)",
+    b"\xd0\xcf\x11\xe0": (
+        "an Excel 97-2003 workbook (.xls) or another Office file (save the sheet as CSV UTF-8)"
+    ),
+    b"\xff\xfe": "UTF-16 text, as Excel's 'Unicode Text' (save it as CSV UTF-8)",
+    b"\xfe\xff": "UTF-16 text (save it as UTF-8)",
 }
 
 
@@ -77,11 +88,21 @@ def comment_hint(names: Sequence[str]) -> str:
     )
 
 
+def separator_hint(names: Sequence[str]) -> str:
+    """What to say of a header (`names`) that is one column holding a `;`, a tab or a `|`: a
+    file separated by those (a European spreadsheet's export: `;`, with decimal commas that
+    then split its rows), which is read comma-separated (nothing for another header)."""
+    separator = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
+    if separator is None:
+        return ""
+    return f"the header is one column holding {separator!r}; files are read comma-separated"
+
+
 def csv_failure(path: str, width: int, exc: Exception) -> DataError:
     """Find the line polars refused: a row wider than the header, or bytes that are not UTF-8."""
     line = _undecodable_line(path)
     if line is not None:
-        return DataError(path, "not UTF-8 text", line=line)
+        return DataError(path, NOT_UTF8, line=line)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -89,8 +110,9 @@ def csv_failure(path: str, width: int, exc: Exception) -> DataError:
             for row in reader:
                 if len(row) > width:
                     message = f"{len(row)} fields but the header has {width}"
-                    if comment_hint(header):
-                        message += f" ({comment_hint(header)})"
+                    hint = comment_hint(header) or separator_hint(header)
+                    if hint:
+                        message += f" ({hint})"
                     return DataError(path, message, line=reader.line_num)
     except csv.Error:
         pass

@@ -23,7 +23,7 @@ import msgspec
 import polars as pl
 
 from monitor.core.symbols import MAX_SYMBOL_CHARS, symbol_problem
-from monitor.csvfiles import comment_hint, csv_lines
+from monitor.csvfiles import comment_hint, csv_lines, separator_hint
 from monitor.errors import DataError
 
 DATE_KEYS = ("date", "session", "datetime", "timestamp")  # in order of preference
@@ -164,10 +164,8 @@ def _missing_date(names: list[str], first_cells: Sequence[object]) -> str:
     said = "(date, session, datetime or timestamp)"
     if comment_hint(names):
         return f"{said}: {comment_hint(names)}"
-    separator = next((c for c in ";\t|" if len(names) == 1 and c in names[0]), None)
-    if separator:
-        holding = f"the header is one column holding {separator!r}"
-        return f"{said}: {holding}; files are read comma-separated"
+    if separator_hint(names):
+        return f"{said}: {separator_hint(names)}"
     cells = [str(c).strip() for c in first_cells[:2]]
     if len(cells) == 2 and cells[0].lower() == "ticker":
         return (

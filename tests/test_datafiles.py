@@ -480,7 +480,10 @@ def test_not_utf8_is_a_data_error() -> None:
     path = str(BAD / "not_utf8.csv")
     with pytest.raises(DataError) as info:
         read_daily(DataSpec(path))
-    assert str(info.value) == f"{path}, line 3: not UTF-8 text"
+    assert str(info.value) == (
+        f"{path}, line 3: not UTF-8 text (another encoding, as Excel's plain 'CSV' may write: save"
+        " it as CSV UTF-8)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -488,19 +491,32 @@ def test_not_utf8_is_a_data_error() -> None:
     [
         ("bars.csv.gz", "gzip-compressed (decompress it first: gunzip)"),
         ("bars.csv", "a Parquet file (read as Parquet when named .parquet or .pq)"),
+        (
+            "bars.xls",
+            "an Excel 97-2003 workbook (.xls) or another Office file (save the sheet as CSV UTF-8)",
+        ),
+        ("bars.txt", "UTF-16 text, as Excel's 'Unicode Text' (save it as CSV UTF-8)"),
     ],
 )
 def test_a_file_that_is_no_text_says_what_it_is(tmp_path: Path, name: str, kind: str) -> None:
-    """A compressed CSV, or a Parquet file named .csv, is said to be one (it was "not UTF-8
-    text at line 1", which sends a user looking for an encoding)."""
+    """A compressed CSV, a Parquet file named .csv, an old Excel workbook or Excel's "Unicode
+    Text" (UTF-16, tab-separated) is said to be one (it was "not UTF-8 text at line 1", which
+    sends a user looking for an encoding, or for the wrong one)."""
     import gzip
     import io
 
     parquet = io.BytesIO()
     pl.DataFrame({"date": [D(2024, 7, 15)], "close": [1.0]}).write_parquet(parquet)
     path = tmp_path / name
+    ole2 = bytes.fromhex("d0cf11e0a1b11ae1") + bytes(504) + b"\x09\x08\xff" * 100
     path.write_bytes(
-        gzip.compress(b"date,close\n2024-07-15,1\n") if name.endswith(".gz") else parquet.getvalue()
+        gzip.compress(b"date,close\n2024-07-15,1\n")
+        if name.endswith(".gz")
+        else ole2
+        if name.endswith(".xls")
+        else "Date\tClose\r\n2024-07-15\t1\r\n".encode("utf-16")
+        if name.endswith(".txt")
+        else parquet.getvalue()
     )
     with pytest.raises(DataError) as info:
         read_daily(DataSpec(str(path), "X"))
@@ -799,6 +815,20 @@ def test_a_semicolon_separated_file_says_what_separator_is_read(tmp_path: Path) 
     assert str(info.value) == (
         f"{path}: missing date column (date, session, datetime or timestamp): the header is one"
         " column holding ';'; files are read comma-separated"
+    )
+
+
+def test_a_european_csv_with_decimal_commas_says_what_separator_is_read(tmp_path: Path) -> None:
+    """A file written with `;` and decimal commas (a European spreadsheet's CSV) splits its
+    rows at the commas: the error says the header is one column holding ';', as for a file
+    without decimal commas (it said only "6 fields but the header has 1")."""
+    path = tmp_path / "euro.csv"
+    path.write_text("Date;Open;High;Low;Close;Volume\n2024-07-01;1,5;2,5;1,25;2,5;100\n")
+    with pytest.raises(DataError) as info:
+        read_daily(DataSpec(str(path), "X"))
+    assert str(info.value) == (
+        f"{path}, line 2: 5 fields but the header has 1 (the header is one column holding ';';"
+        " files are read comma-separated)"
     )
 
 
