@@ -140,6 +140,17 @@ def summary(base: str, health: dict[str, object], metrics: Metrics) -> str:
     lines.append(f"  ticks in: {_count(metrics.total('ticks_in'))}")
     lines.append(_by("bars in", metrics, "bars_in", "timeframe"))  # (a bar feed sends no ticks)
     lines.append(_by("rejections", metrics, "rejections", "reason"))
+    # Why bars came and no alert: those of periods evaluated already (a feed late or out of
+    # order, a feed-replay of past sessions), and what the broker dropped past its queue.
+    corrected = metrics.by("bar_events", "kind").get("daily_bar_corrected", 0)
+    if corrected:
+        lines.append(
+            f"  session bars stored as corrections: {_count(corrected)} (of periods evaluated"
+            " already: they fire nothing)"
+        )
+    if metrics.total("broker_messages_dropped"):
+        dropped = _labelled(metrics.by("broker_messages_dropped", "feed"))
+        lines.append(f"  dropped by the broker (its queue full, all its clients): {dropped}")
     lines.append(
         f"  alerts: {_count(metrics.total('alerts_fired'))} fired, "
         f"{_count(metrics.total('alerts_published'))} published"

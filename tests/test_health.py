@@ -327,3 +327,30 @@ async def test_a_subscription_the_broker_refuses_makes_health_degraded(tmp_path:
                 " refused the subscription (not authorised to read it?); asked again at its next"
                 " connect"
             ]
+
+
+def test_status_says_why_bars_came_in_and_no_alert_fired() -> None:
+    """`status` of a daemon whose bars were of sessions evaluated already (a feed-replay of past
+    sessions into a live daemon) and some of whose messages the broker dropped says both, the
+    first answers of the "no alerts although bars arrive" question: before, it said 1,568
+    bars in, no rejections and no alerts, and nothing of why."""
+    from monitor.status import parse_metrics, summary
+
+    page = "\n".join(
+        [
+            'market_monitor_bars_in{timeframe="1d"} 1568',
+            'market_monitor_bar_events{kind="daily_bar_corrected"} 1552',
+            'market_monitor_bar_events{kind="late_tick_corrected"} 3',
+            'market_monitor_broker_messages_dropped{feed="broker"} 85',
+        ]
+    )
+    report = summary("http://127.0.0.1:9108", {"status": "healthy"}, parse_metrics(page))
+    assert report.splitlines()[3:7] == [
+        "  bars in: 1,568 (1d=1,568)",
+        "  rejections: 0",
+        "  session bars stored as corrections: 1,552 (of periods evaluated already: they fire"
+        " nothing)",
+        "  dropped by the broker (its queue full, all its clients): broker=85",
+    ]
+    quiet = summary("http://127.0.0.1:9108", {"status": "healthy"}, parse_metrics(""))
+    assert "corrections" not in quiet and "dropped" not in quiet
