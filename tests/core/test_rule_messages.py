@@ -17,6 +17,18 @@ def error(text: str) -> str:
     return str(caught.value)
 
 
+def test_a_rule_written_as_a_single_table_says_to_write_two_brackets() -> None:
+    """`[rules]` (one bracket, as the daemon config's section) before a rule's keys: the error
+    says each rule is a `[[rules]]` table (it said only "rules: Expected `array`, got
+    `object`")."""
+    text = '[rules]\nid = "s"\nkind = "streak"\nsymbols = ["A"]\n'
+    assert error(text) == (
+        "rules: Expected `array`, got `object`; each rule is a [[rules]] table, with two"
+        " brackets ([rules], one, is a single table: the daemon config's section naming this"
+        " file)"
+    )
+
+
 @pytest.mark.parametrize(
     ("rule", "message"),
     [

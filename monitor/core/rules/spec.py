@@ -291,6 +291,11 @@ def _invalid(text: bytes | str, error: str) -> str:
         message += f"; a rule's kind is one of {', '.join(KINDS)}"
     elif message.endswith(f": {_TOO_MANY}") and ".top: " not in message:  # (top counts symbols)
         message += _TOO_MANY_WHY
+    elif message == "rules: Expected `array`, got `object`":  # (`[rules]`, as in monitor.toml)
+        message += (
+            "; each rule is a [[rules]] table, with two brackets ([rules], one, is a single"
+            " table: the daemon config's section naming this file)"
+        )
     return _named(message, raw)
 
 
