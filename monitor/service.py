@@ -96,9 +96,11 @@ class Daemon:
         self.log = logs.get("service")
         self.store = Store(resolve(config, config.store.path))
         self.rules = load_rules_file(config)
-        replay = split_replay_data(config, self.store.load_bars())
+        stored = self.store.load_bars()
+        replay = split_replay_data(config, stored)
         for feed, lines in replay.rejected.items():  # (as `replay` says them on stderr)
             self.log.warning("replay_rows_rejected", feed=feed, rows=lines)
+        _streamed_already(self.log, replay.bars, stored)
         history, replay_start = replay.history, replay.start_at
         self.replay_bars, self.replay_minutes = replay.bars, replay.minutes
         first = history.get_column("session").min() if history.height else None
@@ -572,3 +574,26 @@ def _install_signals(stop: asyncio.Event, log: Any) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # (not its default: terminate)
+
+
+def _streamed_already(log: Any, streamed: dict[str, pl.DataFrame], stored: pl.DataFrame) -> None:
+    """Warn of a replay feed whose sessions the store holds already (`replay_streamed_already`):
+    a daemon started again on the store of an earlier run of the same feed (`run --config
+    config/demo.toml` twice) takes them as corrections of periods evaluated then, which fire
+    nothing, and it printed nothing and exited 0 as if the rules had nothing to say."""
+    last = stored.get_column("session").max() if stored.height else None
+    if not isinstance(last, dt.date):
+        return
+    for feed, bars in streamed.items():
+        again = bars.filter(pl.col("session") <= last).get_column("session")
+        if again.len():
+            log.warning(
+                "replay_streamed_already",
+                feed=feed,
+                sessions=again.n_unique(),
+                of=bars.get_column("session").n_unique(),
+                stored_through=last.isoformat(),
+                note="the store holds these sessions from an earlier run: they come as "
+                "corrections, which fire nothing; give the daemon a fresh [store] path (as "
+                "./scripts/demo does) to see their alerts again",
+            )

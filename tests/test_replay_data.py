@@ -99,3 +99,35 @@ async def test_a_daemon_whose_replay_feed_starts_before_its_data_streams_it(
         client = aioredis.Redis()
         await client.delete(stream)
         await client.aclose()
+
+
+async def test_a_replay_feed_started_again_on_its_store_says_its_sessions_fire_nothing(
+    tmp_path: Path,
+) -> None:
+    """A daemon run again on the store of an earlier run of the same replay feed (`run --config
+    config/demo.toml` twice) takes the sessions the store holds as corrections, which fire
+    nothing: it says so at its start (`replay_streamed_already`, how many, through when, and
+    that a fresh store replays them). It printed nothing, fired nothing and exited 0, as if
+    the rules had nothing to say of those sessions; a first run says nothing of it."""
+    from structlog.testing import capture_logs
+
+    stream = f"mm-again-{uuid.uuid4().hex[:8]}"
+    conf = replay_feed_config(tmp_path, stream, start="1987-11-02", end="1987-11-30")
+
+    def said(logs: list[dict[str, object]]) -> list[tuple[object, ...]]:
+        return [
+            (e["feed"], e["sessions"], e["of"], e["stored_through"])
+            for e in logs
+            if e["event"] == "replay_streamed_already"
+        ]
+
+    try:
+        with capture_logs() as first:
+            assert await run(cfg.load(conf), install_signals=False) == 0
+        with capture_logs() as again:
+            assert await run(cfg.load(conf), install_signals=False) == 0
+    finally:
+        client = aioredis.Redis()
+        await client.delete(stream)
+        await client.aclose()
+    assert (said(first), said(again)) == ([], [("rut", 20, 20, "1987-11-30")])
