@@ -33,7 +33,7 @@ from monitor.config_problems import unreadable
 from monitor.core.sessions import NEW_YORK
 from monitor.credentials import Secret, secret
 from monitor.datafiles import parse_data_arg, read_many
-from monitor.errors import EX_USAGE, ConfigError, SinkUnavailable
+from monitor.errors import EX_USAGE, ConfigError, DataError, SinkUnavailable
 from monitor.urls import mask_url, split_url
 
 if TYPE_CHECKING:
@@ -146,6 +146,9 @@ def feed_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EX_USAGE
+    if args.start is not None and args.end is not None and args.start > args.end:
+        print(f"market-monitor: --from {args.start} is after --to {args.end}", file=sys.stderr)
+        return 2  # (as `replay` says it: argparse's status for a usage error)
     login = _login(args)
     if isinstance(login, str):
         print(f"market-monitor: usage error: {login}", file=sys.stderr)
@@ -187,6 +190,10 @@ def feed_replay(args: argparse.Namespace) -> int:
         trades = ticks.ticks if tick_specs else empty(TICK_SCHEMA)
         for line in warnings_of(bars, trades, dt.datetime.now(dt.UTC)):
             print(f"market-monitor: warning: {line}", file=sys.stderr)
+    if not messages:  # (it said "published 0 bars" and exited 0: a --from past the data, say)
+        said = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        why = f"rows rejected or fixed: {said}; " if said else ""
+        raise DataError("--data", f"nothing to publish ({why}check the files, --from and --to)")
     pace = {"rate": args.rate, "speed": args.speed}
     sessions = loaded.bars.sort("session", "symbol")["session"] if daily_specs else None
     where = functools.partial(_where, sessions)

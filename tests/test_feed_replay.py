@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,36 @@ def test_a_topic_with_a_wildcard_is_a_usage_error(topic: str) -> None:
         f"market-monitor: usage error: --topic {topic!r}: a topic to publish to cannot be "
         "empty or contain + or # (wildcards are for subscribing)\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("dates", "code", "said"),
+    [
+        (
+            ["--from", "2024-08-01", "--to", "2024-07-01"],
+            2,
+            "market-monitor: --from 2024-08-01 is after --to 2024-07-01\n",
+        ),
+        (
+            ["--from", "2030-01-01"],
+            65,
+            "market-monitor: data error: --data: nothing to publish (check the files, --from and"
+            " --to)\n",
+        ),
+    ],
+)
+def test_dates_that_leave_nothing_to_publish_are_said_before_connecting(
+    dates: list[str], code: int, said: str
+) -> None:
+    """A --from after --to (refused as `replay` refuses it), or after the data's last session:
+    feed-replay says so, before it connects (no broker listens here), instead of "published 0
+    bars" and exit 0."""
+    port = free_port()
+    res = cli(
+        "feed-replay", "--data", f"^RUT={RUT}", "--topic", "t/bars",
+        "--url", f"mqtt://127.0.0.1:{port}", *dates,
+    )  # fmt: skip
+    assert (res.returncode, res.stderr) == (code, said)
 
 
 def test_a_broker_that_refuses_the_connection_is_unavailable_not_a_config_error() -> None:
@@ -123,6 +156,27 @@ def test_feed_replay_warns_of_minutes_whose_times_look_hours_off(tmp_path: Path)
         assert "published" in res.stderr
 
 
+@contextlib.contextmanager
+def first_message(port: int, topic: str) -> Iterator[threading.Event]:
+    """An event set when the broker on `port` delivers the first message on `topic` (subscribed
+    before this yields): a publisher is under way then, however long it took to start."""
+    import paho.mqtt.client as paho
+
+    got, subscribed = threading.Event(), threading.Event()
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    sub.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.on_message = lambda *_: got.set()
+    sub.connect("127.0.0.1", port)
+    sub.loop_start()
+    try:
+        assert subscribed.wait(10)
+        yield got
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+
+
 class ResettingRelay:
     """A TCP relay to the broker (in threads) whose `reset` ends the client's connection with a
     TCP reset, not a close: what a broker host going down can leave the client with."""
@@ -171,32 +225,6 @@ class ResettingRelay:
             client.close()
 
 
-def published(port: int, topic: str, count: int, timeout_s: float = 60) -> None:
-    """Return once a subscriber on the broker at `port` has seen `count` messages on `topic`."""
-    import threading
-
-    import paho.mqtt.client as mqtt
-
-    seen: list[bytes] = []
-    enough = threading.Event()
-
-    def got(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
-        seen.append(m.payload)
-        if len(seen) >= count:
-            enough.set()
-
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    sub.on_message = got
-    sub.connect("127.0.0.1", port)
-    sub.subscribe(topic, qos=1)
-    sub.loop_start()
-    try:
-        assert enough.wait(timeout_s), f"{len(seen)} of {count} messages on {topic}"
-    finally:
-        sub.loop_stop()
-        sub.disconnect()
-
-
 @pytest.mark.parametrize("loss", ["killed", "reset"])
 def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(
     tmp_path: Path, loss: str
@@ -220,11 +248,12 @@ def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(
         relay = ResettingRelay(broker.port) if loss == "reset" else None
         url = f"mqtt://127.0.0.1:{relay.port if relay else broker.port}"
         args = ["--data", f"AAA={ticks}", "--url", url, "--rate", "40", "--qos", "1"]
-        run = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "feed-replay", *args, "--topic", "t/ticks"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
-        published(broker.port, "t/ticks", 10)  # (a fixed sleep lost the race on a busy machine)
+        with first_message(broker.port, "t/ticks") as publishing:
+            run = subprocess.Popen(
+                [sys.executable, "-m", "monitor", "feed-replay", *args, "--topic", "t/ticks"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            )  # fmt: skip
+            assert publishing.wait(60)  # (a fixed 1.5 s was too short on a loaded machine)
         if relay is not None:
             relay.reset()
         else:
@@ -245,9 +274,6 @@ def test_ctrl_c_mid_run_says_how_far_it_got_and_how_to_go_on(tmp_path: Path) -> 
     import signal
     import subprocess
     import sys
-    import threading
-
-    import paho.mqtt.client as paho
 
     from tests.test_commands import ROOT
 
@@ -255,28 +281,15 @@ def test_ctrl_c_mid_run_says_how_far_it_got_and_how_to_go_on(tmp_path: Path) -> 
     ticks = tmp_path / "ticks.csv"
     ticks.write_text("ts,symbol,price,size,id\n" + "\n".join(rows) + "\n")
     topic = f"feeds_test/replay/{uuid.uuid4().hex}"
-    got = threading.Event()
-    subscribed = threading.Event()
-    sub = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    sub.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-    sub.on_subscribe = lambda *_: subscribed.set()
-    sub.on_message = lambda *_: got.set()
-    sub.connect("127.0.0.1", 1883)
-    sub.loop_start()
-    try:
-        assert subscribed.wait(10)
-        args = ["--data", f"AAA={ticks}", "--rate", "20", "--qos", "1", "--topic", topic]
-        with subprocess.Popen(
-            [sys.executable, "-m", "monitor", "feed-replay", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        ) as run:  # fmt: skip
-            assert got.wait(60)  # (publishing now)
-            run.send_signal(signal.SIGINT)
-            _, err = run.communicate(timeout=60)
-    finally:
-        sub.loop_stop()
-        sub.disconnect()
+    args = ["--data", f"AAA={ticks}", "--rate", "20", "--qos", "1", "--topic", topic]
+    with first_message(1883, topic) as publishing, subprocess.Popen(
+        [sys.executable, "-m", "monitor", "feed-replay", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as run:  # fmt: skip
+        assert publishing.wait(60)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
     stopped, interrupted = err.splitlines()
     assert stopped.startswith("market-monitor: stopped: published "), err
