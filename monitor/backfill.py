@@ -207,10 +207,13 @@ def backfill(args: argparse.Namespace, lock_of: Callable[[Store], TextIO | None]
         if found:
             print(f"market-monitor: the store: {gaps_line(found)}", file=sys.stderr)
     if bars.is_empty() and (built is None or built.is_empty()):  # (none of them taken)
-        print(
-            "market-monitor: no bars to backfill: every row of the files was rejected or"
-            " refused (above)",
-            file=sys.stderr,
+        why = (
+            "every row of the files was rejected or refused (above)"
+            if sum(counts.values())
+            else f"the files have none up to --to {args.end}"
+            if args.end is not None
+            else "the files have none"
         )
+        print(f"market-monitor: no bars to backfill: {why}", file=sys.stderr)
         return EX_DATAERR
     return 0

@@ -664,6 +664,21 @@ def test_backfill_of_files_whose_every_row_is_refused_fails(tmp_path: Path) -> N
     assert "no bars to backfill: every row of the files was rejected or refused" in res.stderr
 
 
+def test_backfill_of_files_with_no_rows_up_to_its_to_says_so(tmp_path: Path) -> None:
+    """`backfill --to` a date before the files' first row stores nothing and exits 65 saying
+    the files have none up to that date: it said "every row of the files was rejected or
+    refused (above)", with nothing above."""
+    from tests.conftest import RUT
+
+    write_config(tmp_path, "mm-backfill-none-to")
+    conf = str(tmp_path / "monitor.toml")
+    res = cli("backfill", "--config", conf, "--data", f"^RUT={RUT}", "--to", "1980-01-01")
+    assert res.returncode == 65, res.stderr
+    assert res.stderr == (
+        "market-monitor: no bars to backfill: the files have none up to --to 1980-01-01\n"
+    )
+
+
 def test_minutes_whose_times_are_utc_read_as_new_york_are_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
