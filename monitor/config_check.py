@@ -175,7 +175,7 @@ def _notifier_check(path: str) -> int:
         return EX_IOERR
     for field, (file, unit) in secrets.unread.items():
         print(f"market-monitor: warning: {unit_only(field, file, unit)}", file=sys.stderr)
-    for line in ncfg.placeholder_warnings(config):
+    for line in [*ncfg.placeholder_warnings(config), *ncfg.http_warnings(config)]:
         print(f"market-monitor: warning: {line}", file=sys.stderr)
     names = ", ".join(r.name for r in config.receivers)
     print(

@@ -516,6 +516,19 @@ def placeholder_warnings(config: NotifyConfig) -> list[str]:
     ]
 
 
+def http_warnings(config: NotifyConfig) -> list[str]:
+    """A line when `[http]` sets a host, port or allowed_hosts but not `enabled = true` (off by
+    default, unlike the daemon's): nothing listens there, and `status --url` at that port says
+    the notifier is down."""
+    http, default = config.http, HttpSection()
+    if http.enabled or http == default:
+        return []
+    return [
+        "http: host, port or allowed_hosts is set but enabled is false (the default): no"
+        " /healthz or /metrics is served; set enabled = true"
+    ]
+
+
 def _with_api_base(url: Secret, r: ReceiverConfig, where: str) -> Secret:
     """`api_base` travels to the native sender as `?api_base=` on the URL."""
     if r.api_base is None:

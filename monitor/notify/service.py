@@ -60,7 +60,7 @@ from monitor.core.counters import Counters
 from monitor.core.model import Alert
 from monitor.errors import ConfigError
 from monitor.notify.compose import Composer, Prepared, body_format
-from monitor.notify.config import NotifyConfig, placeholder_warnings, resolve_url
+from monitor.notify.config import NotifyConfig, http_warnings, placeholder_warnings, resolve_url
 from monitor.notify.custody import Custody
 from monitor.notify.delivery import Outcome, Sender
 from monitor.notify.digest_schedule import DigestSchedule
@@ -140,6 +140,8 @@ class Notifier:
                 self._urls[r.name] = str(resolve_url(r, f"receivers[{i}].url", environ))
         for line in placeholder_warnings(config):
             self._log.warning("receiver_placeholder_unfilled", detail=line)
+        for line in http_warnings(config):
+            self._log.warning("http_settings_ignored", detail=line)
         self._client: aioredis.Redis | None = None
         self._silences: SilenceStore | None = None
         self._unreadable_silences: dict[str, str] = {}  # (logged: `_silences_unreadable`)

@@ -139,3 +139,22 @@ def test_a_notifier_allowed_host_that_is_no_host_is_refused_naming_the_field(
     )
     conf.write_text(base + '[http]\nenabled = true\nallowed_hosts = ["notify.example", "*.a.b"]\n')
     assert cli("config", "check", "--config", str(conf), env={}).returncode == 0
+
+
+def test_config_check_warns_of_http_settings_with_the_port_switched_off(tmp_path: Path) -> None:
+    """`[http] port = 19109` without `enabled = true` (the notifier's port is off by default,
+    the daemon's on): config check warns that nothing is served, and still exits 0. Nothing
+    said so: the notifier ran without a port, and `status --url` at it said "down"."""
+    conf = tmp_path / "notify.toml"
+    conf.write_text(
+        '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:8080/a"\n'
+        '[route]\nreceivers = ["hook"]\n[http]\nport = 19109\n'
+    )
+    res = cli("config", "check", "--config", str(conf), env={})
+    assert (res.returncode, res.stderr) == (
+        0,
+        "market-monitor: warning: http: host, port or allowed_hosts is set but enabled is false"
+        " (the default): no /healthz or /metrics is served; set enabled = true\n",
+    )
+    conf.write_text(conf.read_text() + "enabled = true\n")
+    assert cli("config", "check", "--config", str(conf), env={}).stderr == ""
