@@ -179,6 +179,22 @@ timeframe = "1m"
     assert "minute" not in cannot_fire(rules.rules, {"A", "B"}, minute_bars=True)
 
 
+def test_a_symbol_the_data_spells_otherwise_is_named_as_the_data_writes_it() -> None:
+    """A rule's symbols missing from the data that has them in other case or punctuation
+    (`--data iwm=iwm.csv`, a long file of lower-case tickers, BRK.B for BRK-B): the reason says
+    how the data writes them (it said only "IWM, QQQ not in the data")."""
+    rules = parse_rules(
+        '[[rules]]\nid = "r"\nkind = "rotation"\nsmall = "IWM"\nlarge = "QQQ"\n'
+        '[[rules]]\nid = "s"\nkind = "surge"\nsymbols = ["BRK-B", "^RUT"]\n'
+    )
+    assert cannot_fire(rules.rules, {"iwm", "QQQ", "BRK.B"}) == {
+        "r": "IWM not in the data (symbols are matched as written, and the data writes IWM as"
+        " 'iwm')",
+        "s": "BRK-B, ^RUT not in the data (symbols are matched as written, and the data writes"
+        " BRK-B as 'BRK.B')",
+    }
+
+
 def test_an_unknown_parameter_with_no_near_name_lists_the_ones_the_kind_takes() -> None:
     from monitor.core.rules.spec import RuleError, parse_rules
 

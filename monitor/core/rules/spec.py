@@ -407,6 +407,7 @@ def cannot_fire(
     (None: the symbols the rules name)."""
     reasons: dict[str, str] = {}
     missing = idle_rules(rules, known)
+    spelled = {_plain(s): s for s in known} if missing else {}
     for rule in rules:
         present = _watched(rule, known)
         if rule.timeframe == "1m" and not minute_bars:
@@ -414,7 +415,16 @@ def cannot_fire(
                 "it is a 1m rule and the data has daily bars only (no minute or tick file)"
             )
         elif rule.id in missing:
-            reasons[rule.id] = f"{', '.join(missing[rule.id])} not in the data"
+            near = [
+                f"{s} as {spelled[_plain(s)]!r}" for s in missing[rule.id] if _plain(s) in spelled
+            ]
+            hint = (
+                f" (symbols are matched as written, and {source or 'the data'} writes"
+                f" {', '.join(near[:5])})"
+                if near
+                else ""
+            )
+            reasons[rule.id] = f"{', '.join(missing[rule.id])} not in the data{hint}"
         elif rule.universe and not present:
             excluded = sorted(s for s in known if s in rule.exclude)
             listed = ", ".join(excluded[:5]) + (", ..." if len(excluded) > 5 else "")
