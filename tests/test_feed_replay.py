@@ -157,16 +157,25 @@ def test_feed_replay_warns_of_minutes_whose_times_look_hours_off(tmp_path: Path)
 
 
 @contextlib.contextmanager
-def first_message(port: int, topic: str) -> Iterator[threading.Event]:
-    """An event set when the broker on `port` delivers the first message on `topic` (subscribed
-    before this yields): a publisher is under way then, however long it took to start."""
+def publishing_under_way(port: int, topic: str) -> Iterator[threading.Event]:
+    """An event set when the broker on `port` delivers the second message on `topic`
+    (subscribed before this yields): a publisher is under way then, however long it took to
+    start, and, publishing one at a time with QoS 1, has the first acknowledged (the broker
+    may deliver a message before its publisher has the acknowledgement)."""
     import paho.mqtt.client as paho
 
     got, subscribed = threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def on_message(*_: object) -> None:
+        seen.append(None)
+        if len(seen) >= 2:
+            got.set()
+
     sub = paho.Client(paho.CallbackAPIVersion.VERSION2)
     sub.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
     sub.on_subscribe = lambda *_: subscribed.set()
-    sub.on_message = lambda *_: got.set()
+    sub.on_message = on_message
     sub.connect("127.0.0.1", port)
     sub.loop_start()
     try:
@@ -248,7 +257,7 @@ def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(
         relay = ResettingRelay(broker.port) if loss == "reset" else None
         url = f"mqtt://127.0.0.1:{relay.port if relay else broker.port}"
         args = ["--data", f"AAA={ticks}", "--url", url, "--rate", "40", "--qos", "1"]
-        with first_message(broker.port, "t/ticks") as publishing:
+        with publishing_under_way(broker.port, "t/ticks") as publishing:
             run = subprocess.Popen(
                 [sys.executable, "-m", "monitor", "feed-replay", *args, "--topic", "t/ticks"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
@@ -282,7 +291,7 @@ def test_ctrl_c_mid_run_says_how_far_it_got_and_how_to_go_on(tmp_path: Path) -> 
     ticks.write_text("ts,symbol,price,size,id\n" + "\n".join(rows) + "\n")
     topic = f"feeds_test/replay/{uuid.uuid4().hex}"
     args = ["--data", f"AAA={ticks}", "--rate", "20", "--qos", "1", "--topic", topic]
-    with first_message(1883, topic) as publishing, subprocess.Popen(
+    with publishing_under_way(1883, topic) as publishing, subprocess.Popen(
         [sys.executable, "-m", "monitor", "feed-replay", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
