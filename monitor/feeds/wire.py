@@ -158,7 +158,9 @@ async def hand_on(
     feed: str,
 ) -> None:
     """Count a decoded batch (feed_ticks, feed_bars, its rejections) and put it on the engine's
-    queue, waiting when the queue is full (counted in feed_queue_full_waits)."""
+    queue, waiting when the queue is full (counted in feed_queue_full_waits). The rejections of
+    an earlier burst not logged yet are logged once their interval has passed: a feed's next
+    batch says them (they waited for the next rejection of their reason, or a reconnect)."""
     if batch.ticks.height:
         counters.inc("feed_ticks", batch.ticks.height, feed=feed)
     bars = batch.minute_bars.height + batch.daily_bars.height
@@ -167,6 +169,7 @@ async def hand_on(
     if batch.rejections:
         rejections.record(batch.rejections)
         batch.rejections_logged = True
+    rejections.flush_due()  # (the rest of an earlier burst, once its interval has passed)
     try:
         queue.put_nowait(batch)
     except asyncio.QueueFull:

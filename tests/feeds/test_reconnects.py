@@ -59,3 +59,34 @@ def test_trades_rejected_for_their_conditions_are_logged_at_info() -> None:
     levels = {e["reason"]: e["log_level"] for e in logged if e["event"] == "tick_rejected"}
     assert levels == {"trade_condition": "info", "bad_price": "warning"}
     assert counters.get("feed_rejections", reason="trade_condition") == 1
+
+
+async def test_a_feeds_burst_of_rejections_is_said_by_its_next_batch_once_due() -> None:
+    """A feed's decoder rejects 1 frame, then 5 more within the log interval (counted, not
+    logged yet), then hands on good batches: the first of them past the interval logs the 5.
+    Before, they waited for the next rejection of their reason, or a reconnect or the stop."""
+    import asyncio
+
+    from monitor.core.model import FeedBatch
+    from monitor.feeds.generic import decode_generic
+    from monitor.feeds.wire import hand_on
+
+    now = [0.0]
+    counters = Counters()
+    log = structlog.get_logger("test").bind(feed="ws")
+    rejections = RejectionLog(
+        log, counters, counter="feed_rejections", interval_s=10.0, clock=lambda: now[0], feed="ws"
+    )
+    queue: asyncio.Queue[FeedBatch] = asyncio.Queue()
+    with capture_logs() as logs:
+        for _ in range(6):
+            await hand_on(
+                decode_generic(b"{not json", feed="ws"), queue, counters, rejections, "ws"
+            )
+        now[0] = 5.0
+        await hand_on(FeedBatch.empty("ws"), queue, counters, rejections, "ws")
+        now[0] = 10.5
+        await hand_on(FeedBatch.empty("ws"), queue, counters, rejections, "ws")
+    said = [(e["reason"], e["count"]) for e in logs if e["event"] == "tick_rejected"]
+    assert said == [("malformed_json", 1), ("malformed_json", 5)]
+    assert counters.get("feed_rejections", feed="ws", reason="malformed_json") == 6
