@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 
 from monitor.core import metrics
@@ -143,14 +144,24 @@ def derived(bars: pl.DataFrame, timeframe: str, sessions: Sessions) -> pl.DataFr
         # halt of days), "5 sessions" would be more, and a streak would join periods that are
         # not consecutive (`reach`, see metrics.back). What followed an alert is taken `h`
         # periods on by `num` too (monitor.core.firing); `idx` counts rows.
-        # (One `with_columns` for all: polars computes them side by side.)
         if timeframe == "1d":
             number = sessions.number_expr(pl.col("session"))
         else:
             number = sessions.week_number_expr(pl.col("session"))
-        opens = first | (number - number.shift() != 1)
-        reach = (row - pl.when(opens).then(row).forward_fill()).alias("reach")
-        columns = [idx, reach, number.cast(pl.Int64).alias("num")]
+        # `idx` and `reach` by running maxima over numpy arrays: polars' forward fill of a
+        # column with nulls took half again as long (a universe's history, 8 million bars).
+        flags = bars.select(first.alias("first"), number.alias("num"))
+        firsts = flags.get_column("first").to_numpy()
+        num = flags.get_column("num")
+        known = num.is_not_null().to_numpy()
+        value = num.fill_null(0).to_numpy()
+        steps = firsts.copy()  # (as `first | (number - number.shift() != 1)`, nulls no step)
+        steps[1:] |= (np.diff(value) != 1) & known[1:] & known[:-1]
+        columns: list[pl.Series | pl.Expr] = [
+            pl.Series("idx", _since_marked(firsts)),
+            pl.Series("reach", _since_marked(steps)),
+            num.cast(pl.Int64),
+        ]
         if timeframe == "1d":  # (a week's bars come with their close)
             columns.append(sessions.close_of_expr(pl.col("session")))
         frame = bars.with_columns(columns)
@@ -169,6 +180,15 @@ def derived(bars: pl.DataFrame, timeframe: str, sessions: Sessions) -> pl.DataFr
     return frame.with_columns(metrics.period_return().alias("ret1")).select(
         "symbol", "session", "ts", *PRICE_COLS, "volume", "idx", "reach", "num", "ret1", *weekly
     )
+
+
+def _since_marked(marked: np.ndarray) -> np.ndarray:
+    """Per row, how many rows after the latest marked row (itself included) it is; the first
+    row must be marked."""
+    rows = np.arange(len(marked), dtype=np.int64)
+    latest = np.where(marked, rows, 0)
+    np.maximum.accumulate(latest, out=latest)
+    return np.subtract(rows, latest, out=latest)
 
 
 def weekly(daily: pl.DataFrame, sessions: Sessions, now: dt.datetime | None = None) -> pl.DataFrame:
