@@ -154,8 +154,14 @@ def _ids(frame: pl.DataFrame, rule: Rule) -> pl.Series:
         "variant",
     )
     keys = frame.select(key.cast(pl.Binary)).to_series().to_list()
-    # (The same as `_digest_bytes` of each, without a Python frame per id: a sixth quicker.)
-    return pl.Series("id", list(map(_blake.hexdigest, map(_hash, keys))), pl.String)
+    # (The same as `_digest_bytes` of each: a copy of an empty hash fed the key, a third
+    # quicker than a new hash object per key, whose parameters are parsed every time.)
+    empty, ids = _hash(), []
+    for key_bytes in keys:
+        digest = empty.copy()
+        digest.update(key_bytes)
+        ids.append(digest.hexdigest())
+    return pl.Series("id", ids, pl.String)
 
 
 def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> pl.DataFrame:

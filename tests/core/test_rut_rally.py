@@ -14,6 +14,7 @@ import pytest
 
 from monitor.cli import load_rules
 from monitor.core.model import Alert
+from monitor.core.payload import alert_id
 from monitor.core.sessions import Sessions
 from monitor.datafiles import DataSpec, read_daily
 from monitor.replay import build_engine, replay
@@ -91,6 +92,15 @@ def test_distance_from_the_2021_high(alerts: list[Alert]) -> None:
 def test_alert_ids_are_deterministic_and_unique(alerts: list[Alert]) -> None:
     """No two alerts of a replay share an id."""
     assert len({a.id for a in alerts}) == len(alerts)
+
+
+def test_alert_ids_are_those_alert_id_makes(alerts: list[Alert]) -> None:
+    """Each alert's id is `alert_id` of its rule, symbol, timeframe, bar close and variant (a
+    whole frame's ids are hashed in a loop of their own: the same ids)."""
+    for a in alerts:
+        ts = dt.datetime.fromisoformat(a.ts.replace("Z", "+00:00"))
+        variant = str(a.metrics.get("variant") or "")
+        assert a.id == alert_id(a.rule, a.symbol, a.timeframe, ts, variant), a
 
 
 def test_alerts_only_fire_once_per_run(alerts: list[Alert]) -> None:
