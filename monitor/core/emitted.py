@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from monitor.core.bar_history import sorted_unique
 from monitor.core.model import empty
 from monitor.core.payload import LINE_SCHEMA
 
@@ -52,7 +53,7 @@ class Emitted:
             keep = pl.Series(new, dtype=pl.Boolean)
         if not keep.all():
             both = both.filter(keep)
-        return both.sort("ts", "rule", "symbol", "id")
+        return _in_order(both)
 
     @property
     def ids(self) -> set[str]:
@@ -64,3 +65,17 @@ class Emitted:
         self._pending.clear()
         self._earlier = 0
         return self._ids
+
+
+ORDER = ["ts", "rule", "symbol", "id"]  # (of the lines a step hands out; ids are unique)
+
+
+def _in_order(lines: pl.DataFrame) -> pl.DataFrame:
+    """`lines` sorted by ORDER. Each rule's lines come in time order, an instant's by symbol
+    (and id): sorted by `ts` and `rule` alone, that order kept, they are sorted by all four,
+    as one comparison of each row with the one before confirms (else the four-key sort
+    follows). A third of the four-key sort's cost (a replay's chunk of 40,000 lines)."""
+    by_time = lines.sort("ts", "rule", maintain_order=True)
+    if sorted_unique(by_time, ORDER):
+        return by_time
+    return by_time.sort(ORDER)
