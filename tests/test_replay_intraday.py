@@ -393,6 +393,26 @@ def test_backfill_refuses_a_daily_bar_of_a_session_under_way() -> None:
     assert closed(bars, dt.datetime(2024, 7, 11, 20, 1, tzinfo=dt.UTC))[0].height == 2
 
 
+def test_a_bar_of_a_session_under_way_is_refused_before_a_later_day_that_is_no_session() -> None:
+    """Bars of Thursday 2024-07-11, Friday's session and Saturday (no session: the engine
+    refuses it later): at Friday 15:00 UTC Friday's bar is refused as under way, the others
+    kept; after Friday's close, every bar is kept."""
+    from monitor.backfill import closed
+    from monitor.core.model import DAILY_SCHEMA
+
+    bars = pl.DataFrame(
+        [("X", dt.date(2024, 7, d), 10.0, 10.0, 10.0, 10.0, 1.0) for d in (11, 12, 13)],
+        schema=DAILY_SCHEMA,
+        orient="row",
+    )
+    kept, refused = closed(bars, dt.datetime(2024, 7, 12, 15, tzinfo=dt.UTC))
+    assert kept.get_column("session").to_list() == [dt.date(2024, 7, 11), dt.date(2024, 7, 13)]
+    assert [(r.reason, r.raw) for r in refused] == [("session_not_closed", "2024-07-12")]
+    kept, refused = closed(bars, dt.datetime(2024, 7, 12, 20, 1, tzinfo=dt.UTC))
+    assert kept.height == 3
+    assert refused == []
+
+
 def test_a_built_session_outranks_a_close_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
