@@ -38,9 +38,15 @@ def checked_daily(
     bad = bad_bar(bars)
     off = ~pl.col("session").is_in(sessions.frame.get_column("session").implode())
     # One select: polars checks the bars and their order side by side.
-    flags = bars.select(bad.alias("bad"), off.alias("off"), in_order(DAILY_KEY).alias("in_order"))
+    symbol, session = pl.col("symbol"), pl.col("session")
+    flags = bars.select(
+        bad.alias("bad"),
+        off.alias("off"),
+        (symbol == symbol.shift()).alias("same"),
+        (session > session.shift()).alias("later"),
+    )
     wrong = flags.get_column("bad") | flags.get_column("off")
-    ordered = bool(flags.get_column("in_order").slice(1).all())
+    ordered = _by_symbol_and_session(bars, flags.get_column("same"), flags.get_column("later"))
     if not wrong.any():  # (no copy of a whole universe's history when every bar is fine)
         return [], bars, ordered
     why = flags.select(
@@ -52,6 +58,21 @@ def checked_daily(
         for sym, session, reason in rejected.select("symbol", "session", "why").iter_rows()
     ]
     return rejections, bars.filter(~wrong), ordered  # (a subsequence in order is in order)
+
+
+def _by_symbol_and_session(bars: pl.DataFrame, same: pl.Series, later: pl.Series) -> bool:
+    """Whether `bars` are strictly in order by DAILY_KEY, without a null in it: each row's
+    session later than the row before's where both are of one symbol (`same` and `later`: the
+    comparisons with the row before), and each symbol greater than the one before it. Only
+    symbols where they change are compared as text (`in_order` would compare every row's:
+    twice the time over a universe's 8 million bars)."""
+    symbols = bars.get_column("symbol")
+    if symbols.null_count() or later.slice(1).null_count():
+        return False
+    if not (~same.fill_null(False) | later).slice(1).all():
+        return False
+    runs = symbols.filter(~same.fill_null(False))
+    return bool((runs > runs.shift()).slice(1).all())
 
 
 def not_held(bars: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:

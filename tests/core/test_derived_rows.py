@@ -1,5 +1,6 @@
-"""The rules' frame of stored bars (`bar_history.derived`): `idx`, `reach` and `num` as their
-definitions say, row by row, over symbols with sessions missing and a day that is no session."""
+"""Stored bars: whether incoming bars are in order (`bar_history.checked_daily`), and the
+rules' frame of them (`bar_history.derived`): `idx`, `reach` and `num` as their definitions
+say, row by row, over symbols with sessions missing and a day that is no session."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime as dt
 
 import polars as pl
 
-from monitor.core.bar_history import derived
+from monitor.core.bar_history import checked_daily, derived
 from monitor.core.model import DAILY_SCHEMA
 from monitor.core.sessions import Sessions
 
@@ -47,3 +48,23 @@ def test_idx_reach_and_num_follow_their_definitions(sessions: Sessions) -> None:
     expected = by_definition(frame.get_column("symbol").to_list(), numbers)
     assert list(zip(frame["idx"], frame["reach"], strict=True)) == expected
     assert frame.schema["idx"] == frame.schema["reach"] == frame.schema["num"] == pl.Int64
+
+
+def test_incoming_bars_are_said_to_be_in_order_only_when_they_are(sessions: Sessions) -> None:
+    """`checked_daily` says bars are strictly in order by symbol and session exactly when they
+    are (and hold no null symbol or session): then they are stored as they come, else sorted."""
+    day = [d for d in sessions.frame.get_column("session") if d >= dt.date(2025, 6, 2)][:3]
+    cases: list[tuple[list[tuple[str | None, dt.date | None]], bool]] = [
+        ([("A", day[0]), ("A", day[1]), ("B", day[0]), ("BB", day[2])], True),
+        ([("A", day[0])], True),
+        ([("A", day[0]), ("A", day[0])], False),  # (a repeat)
+        ([("A", day[1]), ("A", day[0])], False),
+        ([("B", day[0]), ("A", day[1])], False),
+        ([("A", day[0]), ("B", day[1]), ("A", day[2])], False),  # (A's sessions apart)
+        ([("B", day[0]), (None, day[1]), ("A", day[2])], False),
+        ([("A", day[0]), ("A", None), ("A", day[1])], False),
+    ]
+    for keys, in_order in cases:
+        rows = [(s, d, 10.0, 10.0, 10.0, 10.0, 1.0) for s, d in keys]
+        frame = pl.DataFrame(rows, schema=DAILY_SCHEMA, orient="row")
+        assert checked_daily(frame, sessions)[2] is in_order, keys
