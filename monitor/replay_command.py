@@ -64,12 +64,14 @@ def replay(args: argparse.Namespace) -> int:
     if problem is not None:  # (said now, not after minutes of replay)
         print(f"market-monitor: cannot write the report {args.report}: {problem}", file=sys.stderr)
         return EX_CANTCREAT
-    # Without a cached session table, exchange-calendars (half a second to import) is needed:
-    # import it while polars reads, and the engine's modules (numpy among them, 0.1 s) too.
-    warm = [warm_up(), _importing("monitor.replay")]
     rules = load_rules(args.rules)  # (a bad rules file said before the data is read)
     specs = [parse_data_arg(a) for a in args.data]
     daily_specs, intraday = read_intraday(specs, end=args.end)
+    # Without a cached session table, exchange-calendars (half a second to import) is needed:
+    # import it while polars reads, and the engine's modules (the rule families, numpy among
+    # them: 0.1 s) too; not sooner, where they would hold the interpreter's lock from the
+    # reading of the rules and the look at the files, which only this thread does.
+    warm = [warm_up(), _importing("monitor.replay")]
     loaded = read_many(daily_specs, adjusted=args.adjusted, end=args.end, cache=args.cache)
     for note in loaded.notes:
         print(f"market-monitor: {note}", file=sys.stderr)

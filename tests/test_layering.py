@@ -53,3 +53,21 @@ def test_adapters_do_not_import_each_other(package: str, forbidden: str) -> None
         assert {
             n for n in names if n.startswith((forbidden, "monitor.service", "monitor.cli"))
         } == set(), path
+
+
+def test_reading_a_rules_file_imports_no_rule_family() -> None:
+    """Replay reads its rules before its data, and imports the rule families (polars
+    expressions, numpy) beside the read: reading rules needs none of them, nor numpy."""
+    import subprocess
+    import sys
+
+    rules = PACKAGE.parent / "config" / "rules.toml"
+    code = (
+        "import sys\n"
+        "from monitor.cli import load_rules\n"
+        f"load_rules({str(rules)!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('monitor.core.rules.')"
+        " or m == 'numpy'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "['monitor.core.rules.spec', 'monitor.core.rules.unheeded']"

@@ -17,17 +17,18 @@ and attaches history.
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
-from monitor.core.rules import breadth, drawdown, fade, movers, rotation, squeeze, streak, surge
+_NAMES = ("streak", "surge", "squeeze", "rotation", "drawdown", "breadth", "movers", "fade")
 
-FAMILIES: dict[str, ModuleType] = {
-    "streak": streak,
-    "surge": surge,
-    "squeeze": squeeze,
-    "rotation": rotation,
-    "drawdown": drawdown,
-    "breadth": breadth,
-    "movers": movers,
-    "fade": fade,
-}
+
+def __getattr__(name: str) -> dict[str, ModuleType]:
+    """`FAMILIES`, kind -> module, the modules imported on first use: reading a rules file
+    (`spec`) needs none of them, nor polars' and numpy's expressions, and replay reads its
+    rules before its data while the engine's modules are imported beside the read."""
+    if name != "FAMILIES":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    families = {n: importlib.import_module(f"{__name__}.{n}") for n in _NAMES}
+    globals()["FAMILIES"] = families
+    return families
