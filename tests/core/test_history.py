@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.core import history
 from monitor.core.history import attach
 
 HORIZONS = [1, 3, 10]
@@ -80,13 +81,18 @@ def test_running_statistics_equal_the_oracle(
             )
     schema = {f"fwd_{h}": pl.Float64 for h in HORIZONS}
     frame = pl.DataFrame(rows, schema_overrides=schema)
-    got = attach(frame, HORIZONS).to_dicts()
-    for mine, want in zip(got, oracle(rows), strict=True):
+    got = attach(frame, HORIZONS)
+    for mine, want in zip(got.to_dicts(), oracle(rows), strict=True):
         for key, value in want.items():
             if isinstance(value, float):
                 assert mine[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
             else:
                 assert mine[key] == value, key
+    # Sums and extremes scanned a position of the groups at a time, or by polars per group
+    # (groups longer than SCANNED): to the bit the same.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(history, "SCANNED", 0)
+        assert attach(frame, HORIZONS).equals(got)
 
 
 def test_no_firings() -> None:
@@ -98,3 +104,21 @@ def test_no_firings() -> None:
     out = attach(frame, HORIZONS)
     assert out.height == 0
     assert {"prior_occurrences", "prior_dates", "median_10"} <= set(out.columns)
+
+
+def test_a_nan_return_is_summed_as_polars_sums_it() -> None:
+    """A forward return that is NaN (not missing) makes the running sum NaN from there, as in
+    polars' running sum (the scan would skip it as missing: the per-group path takes over)."""
+    frame = pl.DataFrame(
+        {
+            "symbol": ["A"] * 4,
+            "variant": [""] * 4,
+            "num": [1, 5, 9, 13],
+            "session": [DAY0 + dt.timedelta(days=d) for d in (1, 5, 9, 13)],
+            **{f"fwd_{h}": [0.1, float("nan"), 0.2, None] for h in HORIZONS},
+        }
+    )
+    out = attach(frame, HORIZONS)
+    assert out.get_column("n_1").to_list() == [0, 1, 2, 3]
+    assert out.get_column("mean_1").to_list()[1] == pytest.approx(0.1)
+    assert all(v != v for v in out.get_column("mean_1").to_list()[2:])  # (NaN)
