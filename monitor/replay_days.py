@@ -23,7 +23,7 @@ import polars as pl
 from monitor.core.bar_history import sorted_unique
 from monitor.core.engine import Engine, Step
 from monitor.core.model import MINUTE_SCHEMA, FeedBatch, Rejection, empty
-from monitor.core.payload import LINE_SCHEMA
+from monitor.core.payload import LINE_ORDER, LINE_SCHEMA
 from monitor.core.sessions import Sessions, new_york_date
 from monitor.intraday_checks import cut_short
 
@@ -125,7 +125,7 @@ def intraday_step(
     return Step(merged, empty(MINUTE_SCHEMA), sessions, [], firings)
 
 
-_ORDER = ["ts", "rule", "symbol", "id"]  # (the order of a step's lines: `Emitted.new`)
+_ORDER = LINE_ORDER  # (the order of a step's lines: `Emitted.new`)
 
 
 class MergedLines:

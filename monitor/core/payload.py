@@ -55,18 +55,24 @@ _hash = functools.partial(_blake, digest_size=12)
 LINE_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.String(),
     "rule": pl.String(),
+    "order": pl.Int64(),
     "symbol": pl.String(),
     "id": pl.String(),
     "json": pl.String(),
 }
+# The order of alert lines, wherever they come out (the daemon's console, its Redis stream
+# and recent alerts, replay's jsonl and table): by time, then rule, then `order` (a movers
+# rule's rank: #1 first; 0 for the other rules), then symbol and id.
+LINE_ORDER = ["ts", "rule", "order", "symbol", "id"]
 _lines_decoder = msgspec.json.Decoder(list[Alert])
 PARALLEL_ROWS = 50_000
 
 
 def alert_lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFrame:
     """One alert per firing row, in the frame's order, as LINE_SCHEMA: the sort keys `ts`, `rule`,
-    `symbol` and `id`, and `json`, the `market-monitor.alert/1` payload (what `encode_alert` of
-    the same Alert gives, up to how a float's exponent is written).
+    `order` (a movers rule's rank, else 0), `symbol` and `id` (LINE_ORDER), and `json`, the
+    `market-monitor.alert/1` payload (what `encode_alert` of the same Alert gives, up to how a
+    float's exponent is written).
 
     All of it is built by polars over the whole frame (text included: the families' `words`);
     only the id hash runs per row, in Python. A replay of the universe makes hundreds of
@@ -205,7 +211,15 @@ def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
         *_history(rule.horizons, frame),
         "}",
     )
-    return frame.select("ts", pl.lit(rule.id).alias("rule"), "symbol", "id", json.alias("json"))
+    order = pl.col("rank") if kind_of(rule) == "movers" else pl.lit(0)
+    return frame.select(
+        "ts",
+        pl.lit(rule.id).alias("rule"),
+        order.cast(pl.Int64).alias("order"),
+        "symbol",
+        "id",
+        json.alias("json"),
+    )
 
 
 WORDS_SCHEMA: dict[str, pl.DataType] = {
