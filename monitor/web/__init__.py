@@ -15,7 +15,7 @@ import polars as pl
 from monitor.core.model import Alert
 from monitor.core.progress import Progress
 from monitor.core.rules.spec import Rule, StreakRule, SurgeRule
-from monitor.web.state import nearest_first
+from monitor.web.state import nearest_first, newest_first
 
 CLOSES = 120  # sessions per chart
 MAX_CHARTS = 6
@@ -100,11 +100,9 @@ def closes(
     """/api/closes: per chart symbol, the last `sessions` closes and the recent alerts on it,
     each with `span` (sessions the streak or surge covered, 1 for the rest). The symbols are
     `symbols` when given (`?symbol=IWM,QQQ`), else those the board would chart."""
-    newest_first = list(alerts)[::-1]
+    latest = newest_first(alerts)
     wanted = (
-        list(dict.fromkeys(symbols))
-        if symbols
-        else chart_symbols(newest_first, progress, rules, limit)
+        list(dict.fromkeys(symbols)) if symbols else chart_symbols(latest, progress, rules, limit)
     )
     recent = (
         daily.lazy()
@@ -136,7 +134,7 @@ def closes(
                         "title": a.title,
                         "span": span(a, by_id.get(a.rule)),
                     }
-                    for a in newest_first
+                    for a in latest
                     if a.symbol == symbol
                 ],
             }

@@ -29,6 +29,20 @@ def nearest_first(p: Progress) -> tuple[bool, bool, bool, float, str, str]:
     return (p.stale, not p.holds, p.blocked is not None, -p.progress, p.rule, p.symbol)
 
 
+def newest_first(alerts: Iterable[Alert]) -> list[Alert]:
+    """The alerts (oldest first, as they fired) newest first: those of a later instant before
+    those of an earlier one, but those of one instant in the order they fired (a movers
+    rule's #1 first, as the console, the stream and replay give them; the whole list reversed
+    put its last rank first, and a view of the first few showed the lesser movers)."""
+    runs: list[list[Alert]] = []
+    for alert in alerts:
+        if runs and runs[-1][0].ts == alert.ts:
+            runs[-1].append(alert)
+        else:
+            runs.append([alert])
+    return [alert for run in reversed(runs) for alert in run]
+
+
 class Digest(NamedTuple):
     """One rule's rows, counted and cut."""
 
@@ -76,7 +90,7 @@ class StateView:
         progress rows: one per symbol and variant), `holding_count` (of those, holding now) and
         `stale_count` (of those, stale); `progress`: the `max_rows` rows nearest to firing, and
         the `rule_rows` nearest of each rule and its `rule_rows` nearest that do not hold
-        besides, in `nearest_first` order; `alerts`: newest first; `now`."""
+        besides, in `nearest_first` order; `alerts`: newest first (`newest_first`); `now`."""
         # (list() copies in one go, under the GIL: the engine's thread may add a rule's rows)
         current = list(progress.items())
         digests = {rule_id: self._digest(rule_id, rows) for rule_id, rows in current}
@@ -106,7 +120,7 @@ class StateView:
                 for r in rules
             ],
             "progress": msgspec.to_builtins(rows),
-            "alerts": msgspec.to_builtins(list(alerts)[::-1]),
+            "alerts": msgspec.to_builtins(newest_first(alerts)),
         }
 
     def _digest(self, rule_id: str, rows: Sequence[Progress]) -> Digest:

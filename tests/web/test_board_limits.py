@@ -397,3 +397,17 @@ async def test_board_writes_a_share_without_a_sign_and_a_spread_in_points(board:
     )
     assert json.loads(got) == [want for _, want in MEASURES]
     assert board.errors == []
+
+
+def test_state_lists_the_latest_movers_rank_first_under_newest_first() -> None:
+    """/api/state's alerts are newest first by instant, but the alerts of one instant keep
+    the order they fired in: a session's movers #1, #2, #3 (then a surge of that session),
+    after them the day before's. (The whole list was reversed: #3 first, and `watch`'s 8
+    latest of a top 10 showed #10 to #3.)"""
+    old = msgspec.structs.replace(RUT_ALERT, id="old", ts="2024-07-15T20:00:00Z")
+    now = [
+        msgspec.structs.replace(RUT_ALERT, id=i, ts="2024-07-16T20:00:00Z")
+        for i in ("mv#1", "mv#2", "mv#3", "surge")
+    ]
+    doc = StateView().document(NOW, RULES, {}, [old, *now])
+    assert [a["id"] for a in doc["alerts"]] == ["mv#1", "mv#2", "mv#3", "surge", "old"]
