@@ -135,6 +135,10 @@ class EngineConfig(Base, frozen=True):
     # see `monitor.close_clock`)
     catch_up_hold_s: Annotated[float, Meta(ge=0, le=3600)] = 60.0
     late_ticks: Literal["correct", "reject"] = "correct"
+    # a session's bar is built of its ticks this long after its close (a minute's, 2 s after
+    # its end): closing prints that come a few seconds late are in it, not a correction after
+    # the daily rules fired (a movers rule ranked without them)
+    session_close_delay_s: Annotated[float, Meta(ge=2, le=3600)] = 10.0
     # a copy of a trade is recognised within this of the trade's time (or of the first copy's
     # arrival, for a trade that came later than that)
     dedup_window_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 3600.0

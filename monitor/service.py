@@ -185,6 +185,7 @@ class Daemon:
             bar_options={
                 "extended_hours": options.extended_hours,
                 "late_ticks": options.late_ticks,
+                "session_close_delay_s": options.session_close_delay_s,
                 "dedup_max_keys": options.dedup_max_keys,
                 "dedup_window_s": options.dedup_window_s,
                 "cancel_window_s": options.cancel_window_s if self._cancels_sent() else 0.0,

@@ -66,3 +66,18 @@ def test_the_daemon_evaluates_minute_rules_a_minute_at_a_time(tmp_path: Path) ->
     daemon = Daemon(cfg.load(conf))
     assert daemon.engine.minute_by_minute is True
     assert build_engine(daemon.rules, daemon.sessions).minute_by_minute is False
+
+
+def test_session_close_delay_sets_when_the_daemon_builds_a_sessions_bar(tmp_path: Path) -> None:
+    """The daemon's bar builder builds a session's bar 10 s after the close by default (a
+    minute's 2 s after its end: closing prints a few seconds late are in it), as `[engine]
+    session_close_delay_s` sets (30 s); under 2 s, before the last minute closes, is refused."""
+    daemon = Daemon(cfg.load(write_config(tmp_path, f"mm-scd-{uuid.uuid4().hex[:8]}")))
+    assert daemon.engine.book.session_close_delay == dt.timedelta(seconds=10)
+    conf = write_config(
+        tmp_path, f"mm-scd-{uuid.uuid4().hex[:8]}", engine="session_close_delay_s = 30"
+    )
+    assert Daemon(cfg.load(conf)).engine.book.session_close_delay == dt.timedelta(seconds=30)
+    assert Daemon(cfg.load(conf)).engine.book.close_delay == dt.timedelta(seconds=2)
+    with pytest.raises(ConfigError, match="session_close_delay_s"):
+        cfg.load(write_config(tmp_path, "mm-scd1", engine="session_close_delay_s = 1"))

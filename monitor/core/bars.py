@@ -1,9 +1,11 @@
 """Tick batches -> one-minute bars -> session (daily) bars, streaming and vectorised.
 
 `BarBook` takes TICK_SCHEMA batches (and provider MINUTE_SCHEMA bars) and the passing of time:
-`advance(now)` closes a minute bar `close_delay_s` after its end and a session's bar `close_delay_s`
-after the session's close (so together with its last minute), and re-emits every bar that late
-ticks or re-sent provider bars changed. Each step is a few polars passes over the whole batch.
+`advance(now)` closes a minute bar `close_delay_s` after its end and a session's bar
+`session_close_delay_s` after the session's close (by default `close_delay_s`: together with its
+last minute; the daemon waits longer, for closing prints that come late), and re-emits every bar
+that late ticks or re-sent provider bars changed. Each step is a few polars passes over the whole
+batch.
 `advance(now, close_at=...)` closes them by `close_at` instead when it is earlier (the close
 clock, which never goes back: the daemon's, held at a feed's newest data while it catches up on
 a backlog, see `monitor.close_clock`), and by `now` for everything else: which ticks and bars
@@ -155,6 +157,7 @@ class BarBook:
         extended_hours: bool = False,
         late_ticks: Literal["correct", "reject"] = "correct",
         close_delay_s: float = 2.0,
+        session_close_delay_s: float | None = None,
         dedup_max_keys: int = DEDUP_MAX_KEYS,
         dedup_window_s: float = DEDUP_WINDOW_S,
         hold_cut_short: bool = False,
@@ -168,6 +171,9 @@ class BarBook:
         self.extended_hours = extended_hours
         self.late_ticks = late_ticks
         self.close_delay = dt.timedelta(seconds=close_delay_s)
+        # (never before the session's last minute closes)
+        session_delay = max(close_delay_s, session_close_delay_s or close_delay_s)
+        self.session_close_delay = dt.timedelta(seconds=session_delay)
         self.counts: dict[str, int] = {}
         self._closes: set[dt.datetime] = set(sessions.frame.get_column("close_ts").to_list())
         self._now: dt.datetime | None = None
@@ -177,7 +183,9 @@ class BarBook:
         self._partials: list[pl.DataFrame] = []  # accepted ticks, not aggregated yet
         self._partial_rows = 0
         self._earliest: dt.datetime | None = None  # no open bar or tick starts before this
-        self._closed = ClosedMinutes(sessions, self.close_delay, hold=hold_cut_short, exempt=exempt)
+        self._closed = ClosedMinutes(
+            sessions, self.session_close_delay, hold=hold_cut_short, exempt=exempt
+        )
         self._minute_classes = MinuteClasses(sessions, extended_hours)
         self.accepted = empty(TICK_SCHEMA)  # the rows the last `ingest_...` call took in
         self._waiting = ClockQueue()  # provider bars and ticks ahead of the clock
@@ -554,7 +562,8 @@ class BarBook:
         return sorted(
             s
             for s in held
-            if s not in self._closed.done and self.sessions.close_of(s) + self.close_delay <= now
+            if s not in self._closed.done
+            and self.sessions.close_of(s) + self.session_close_delay <= now
         )
 
     def mark_emitted(self, stored: pl.DataFrame) -> None:

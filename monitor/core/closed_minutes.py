@@ -1,13 +1,13 @@
 """A `BarBook`'s closed minute bars, and what of them it has still to emit.
 
-Held: the closed minute bars of the sessions the book keeps (the current and the previous
-session: every session on or after the one before the latest closed session), one frame per
-minute, so that late ticks and re-sent provider bars can correct a minute and its session bar;
-the keys of the bars stored since the last `emit`; the sessions whose bar was emitted, and of
-those the symbols whose minutes changed since (their session bar is emitted again). A session's
-bar is made of its regular-hours minutes when the session has closed (`close_delay` after its
-close), unless a restart's store holds it already (`mark_emitted`: a symbol's bar of it) and
-none of the symbol's minutes changed since the restart began (`track`: the journal's, or the
+Held: the closed minute bars of the sessions the book keeps (the current and the previous session:
+every session on or after the one before the latest closed session), one frame per minute, so that
+late ticks and re-sent provider bars can correct a minute and its session bar; the keys of the bars
+stored since the last `emit`; the sessions whose bar was emitted, and of those the symbols whose
+minutes changed since (their session bar is emitted again). A session's bar is made of its
+regular-hours minutes when the session has closed (`close_delay`, the book's session close delay,
+after its close), unless a restart's store holds it already (`mark_emitted`: a symbol's bar of it)
+and none of the symbol's minutes changed since the restart began (`track`: the journal's, or the
 broker's first batches, taken in before that first close): a bar the minutes changed is emitted
 built again, as a correction is, when it differs from the stored one.
 `forget` drops the sessions the book no longer keeps.
