@@ -28,8 +28,9 @@ class Emitted:
         self._earlier = len(self._pending)
 
     def new(self, lines: list[pl.DataFrame]) -> pl.DataFrame:
-        """The lines whose alert ids were never emitted, sorted by ts, rule, rank (a movers
-        rule's) then symbol, and id (LINE_ORDER); their ids join `ids`."""
+        """The lines whose alert ids were never emitted, sorted by ts, period (minutes, days,
+        weeks), rule, rank (a movers rule's) then symbol, and id (LINE_ORDER); their ids join
+        `ids`."""
         lines = [part for part in lines if part.height]
         if not lines:
             return empty(LINE_SCHEMA)

@@ -54,6 +54,7 @@ _hash = functools.partial(_blake, digest_size=12)
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.String(),
+    "period": pl.Int64(),
     "rule": pl.String(),
     "order": pl.Int64(),
     "symbol": pl.String(),
@@ -61,18 +62,21 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
     "json": pl.String(),
 }
 # The order of alert lines, wherever they come out (the daemon's console, its Redis stream
-# and recent alerts, replay's jsonl and table): by time, then rule, then `order` (a movers
-# rule's rank: #1 first; 0 for the other rules), then symbol and id.
-LINE_ORDER = ["ts", "rule", "order", "symbol", "id"]
+# and recent alerts, replay's jsonl and table): by time, then `period` (minute rules' before
+# daily ones', before weekly ones': the daemon fires the close's last minute before the
+# session, whose bar it builds later), then rule, then `order` (a movers rule's rank: #1
+# first; 0 for the other rules), then symbol and id.
+LINE_ORDER = ["ts", "period", "rule", "order", "symbol", "id"]
+PERIODS = {"1m": 0, "1d": 1, "1w": 2}
 _lines_decoder = msgspec.json.Decoder(list[Alert])
 PARALLEL_ROWS = 50_000
 
 
 def alert_lines(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFrame:
-    """One alert per firing row, in the frame's order, as LINE_SCHEMA: the sort keys `ts`, `rule`,
-    `order` (a movers rule's rank, else 0), `symbol` and `id` (LINE_ORDER), and `json`, the
-    `market-monitor.alert/1` payload (what `encode_alert` of the same Alert gives, up to how a
-    float's exponent is written).
+    """One alert per firing row, in the frame's order, as LINE_SCHEMA: the sort keys `ts`,
+    `period`, `rule`, `order` (a movers rule's rank, else 0), `symbol` and `id` (LINE_ORDER),
+    and `json`, the `market-monitor.alert/1` payload (what `encode_alert` of the same Alert
+    gives, up to how a float's exponent is written).
 
     All of it is built by polars over the whole frame (text included: the families' `words`);
     only the id hash runs per row, in Python. A replay of the universe makes hundreds of
@@ -214,6 +218,7 @@ def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
     order = pl.col("rank") if kind_of(rule) == "movers" else pl.lit(0)
     return frame.select(
         "ts",
+        pl.lit(PERIODS[rule.timeframe], pl.Int64).alias("period"),
         pl.lit(rule.id).alias("rule"),
         order.cast(pl.Int64).alias("order"),
         "symbol",
@@ -249,6 +254,7 @@ def alert_words(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFra
     title, text = family.words(rule, ctx)
     return frame.select(
         "ts",
+        pl.lit(PERIODS[rule.timeframe], pl.Int64).alias("period"),
         pl.lit(rule.id).alias("rule"),
         "symbol",
         pl.lit(_ids(frame, rule)),

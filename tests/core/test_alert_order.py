@@ -9,8 +9,9 @@ import polars as pl
 
 from monitor.calendar import nyse_sessions
 from monitor.core.engine import Engine
-from monitor.core.model import FeedBatch
+from monitor.core.model import TICK_SCHEMA, FeedBatch
 from monitor.core.rules.spec import parse_rules
+from monitor.core.sessions import Sessions
 from monitor.replay import build_engine, replay
 
 RULES = """
@@ -74,3 +75,61 @@ def test_the_daemons_step_gives_a_sessions_movers_in_rank_order() -> None:
     assert said(step.alerts) == WANT
     replayed = list(replay(build_engine(parse_rules(RULES), sessions), frame))
     assert said(replayed) == WANT
+
+
+CLOSE_RULES = """
+[[rules]]
+id = "a.day"
+kind = "surge"
+universe = true
+window = 1
+min_return = 0.01
+
+[[rules]]
+id = "b.minute"
+kind = "surge"
+universe = true
+timeframe = "1m"
+window = 1
+min_return = 0.001
+"""
+
+
+def test_at_a_close_the_last_minutes_alerts_come_before_the_sessions(sessions: Sessions) -> None:
+    """AAA up 2.9% in the close's last minute, and 5% on the session: the daemon (stepping every
+    second, session bars 10 s after the close) fires the 15:59 minute's surge 2 s after the
+    close and the session's 8 s later, both stamped at the close; one step over it all (as
+    replay takes a day) gives them in that order too: minute alerts before daily ones at one
+    instant. (Replay put the daily rule `a.day` first, by rule id: the other order.)"""
+    day1, day2 = dt.date(2024, 7, 15), dt.date(2024, 7, 16)
+    close = sessions.close_of(day2)
+    history = FeedBatch.empty("mqtt")
+    history.daily_bars = pl.DataFrame({"symbol": ["AAA"], "session": [day1], "close": [10.0]})
+    history.daily_bars = history.daily_bars.with_columns(
+        open=pl.col("close"), high=pl.col("close"), low=pl.col("close"), volume=pl.lit(1.0)
+    )
+    ticks = FeedBatch.empty("mqtt")
+    minutes = [close - dt.timedelta(minutes=5 - m) + dt.timedelta(seconds=30) for m in range(5)]
+    ticks.ticks = pl.DataFrame(
+        [("AAA", ts, 10.5 if m == 4 else 10.2, 100.0, f"t{m}") for m, ts in enumerate(minutes)],
+        schema=TICK_SCHEMA,
+        orient="row",
+    )
+
+    def engine(delay: float | None) -> Engine:
+        options = {} if delay is None else {"session_close_delay_s": delay}
+        e = Engine(parse_rules(CLOSE_RULES), sessions, minute_by_minute=True, bar_options=options)
+        e.ingest(history)
+        e.advance(sessions.close_of(day1) + dt.timedelta(minutes=1))
+        e.advance(close - dt.timedelta(minutes=5))
+        e.ingest(ticks)
+        return e
+
+    live = engine(10)
+    stepped = []
+    for s in range(1, 13):
+        stepped += live.advance(close + dt.timedelta(seconds=s)).alerts
+    at_once = engine(None).advance(close + dt.timedelta(minutes=1)).alerts
+    at_close = [a for a in at_once if a.ts == "2024-07-16T20:00:00Z"]
+    assert [a.rule for a in at_close] == ["b.minute", "a.day"]
+    assert [a.id for a in stepped] == [a.id for a in at_close]
