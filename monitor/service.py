@@ -185,7 +185,11 @@ class Daemon:
             bar_options={
                 "extended_hours": options.extended_hours,
                 "late_ticks": options.late_ticks,
-                "session_close_delay_s": options.session_close_delay_s,
+                # (replay feeds alone deliver each tick before the clock passes it: nothing
+                # comes late, and their clock stops at a minute's end once they are done)
+                "session_close_delay_s": None
+                if replay_only(self.config)
+                else options.session_close_delay_s,
                 "dedup_max_keys": options.dedup_max_keys,
                 "dedup_window_s": options.dedup_window_s,
                 "cancel_window_s": options.cancel_window_s if self._cancels_sent() else 0.0,
