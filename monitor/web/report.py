@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import polars as pl
 
-from monitor.core.payload import WORDS_SCHEMA, alert_words
+from monitor.core.payload import LINE_ORDER, PERIODS, WORDS_SCHEMA, alert_words
 from monitor.core.rules.context import RuleContext, pct, unit
 from monitor.core.rules.spec import kind_of
 
@@ -74,13 +74,18 @@ class ReportAlerts:
         """Take in a step's alerts."""
         for rule, fired in step.firings:
             if fired.height:
-                self._parts.append(alert_words(fired, rule, self._ctx).drop("title"))
+                # (the sort keys replay's lines carry: see `LINE_ORDER`)
+                rank = fired.get_column("rank") if kind_of(rule) == "movers" else pl.lit(0)
+                keys = [pl.lit(PERIODS[rule.timeframe]).alias("period"), rank.alias("order")]
+                words = alert_words(fired, rule, self._ctx).drop("title")
+                self._parts.append(words.with_columns(k.cast(pl.Int64) for k in keys))
 
     def frame(self) -> pl.DataFrame:
-        """Every alert taken in, in order (by `ts`, rule, symbol and id, as replay prints them)."""
+        """Every alert taken in, in order (by `ts`, period, rule, rank or symbol, and id, as
+        replay prints them: `LINE_ORDER`)."""
         if not self._parts:
             return pl.DataFrame(schema={k: v for k, v in WORDS_SCHEMA.items() if k != "title"})
-        return pl.concat(self._parts).sort("ts", "rule", "symbol", "id")
+        return pl.concat(self._parts).sort(LINE_ORDER).drop("period", "order")
 
 
 class Mark(NamedTuple):
