@@ -21,12 +21,15 @@ import sys
 import tomllib
 from typing import Any
 
+import msgspec
+
 from monitor import config as cfg
 from monitor import credentials, rules_config
 from monitor.core.rules.spec import NO_SHORT_INTEREST, no_short_interest, rule_warnings
 from monitor.errors import EX_CONFIG, EX_DATAERR, EX_IOERR, EX_OSERR, ConfigError, DataError
 from monitor.replay_data import read_replay_feeds
 from monitor.start_checks import http_problem, store_problem
+from monitor.urls import mask_url
 
 MASK = "***"
 
@@ -35,7 +38,7 @@ def config_check(args: argparse.Namespace) -> int:
     """Entry point of `config check`."""
     path = str(args.config)
     if _is_notifier_config(path):
-        return _notifier_check(path)
+        return _notifier_check(path, getattr(args, "format", "toml"))
     try:
         config = cfg.load(path)
         rules = rules_config.load_rules_file(config)
@@ -140,10 +143,11 @@ def _is_notifier_config(path: str) -> bool:
     )
 
 
-def _notifier_check(path: str) -> int:
+def _notifier_check(path: str, form: str = "toml") -> int:
     """`config check` of the notifier's config: read and checked as the notifier reads it
     (its `[redis]` login's secrets and receiver URLs no sender can use included), without
-    sending or connecting."""
+    sending or connecting. `form` "json": the effective configuration as JSON on stdout, as
+    for the daemon's (`_notifier_json`), instead of the line saying it reads as one."""
     import asyncio
 
     from monitor.notify import config as ncfg
@@ -177,6 +181,9 @@ def _notifier_check(path: str) -> int:
         print(f"market-monitor: warning: {unit_only(field, file, unit)}", file=sys.stderr)
     for line in [*ncfg.placeholder_warnings(config), *ncfg.http_warnings(config)]:
         print(f"market-monitor: warning: {line}", file=sys.stderr)
+    if form == "json":
+        print(json.dumps(_notifier_json(config, secrets), indent=2))
+        return 0
     names = ", ".join(r.name for r in config.receivers)
     print(
         f"market-monitor: {path} is a notifier config ([[receivers]]) and reads as one:"
@@ -184,6 +191,23 @@ def _notifier_check(path: str) -> int:
         " sends a test message"
     )
     return 0
+
+
+def _notifier_json(config: Any, secrets: Secrets) -> dict[str, Any]:
+    """The notifier's effective configuration as plain data, secrets masked: `[redis] url`
+    as the daemon's is, a receiver's `url` kept where it is a template (its `{NAME}`
+    placeholders are filled from the environment, which holds the secrets) and masked past
+    its scheme where it is written out whole (a webhook's token sits in its path); `secrets`:
+    where each was read from."""
+    data: dict[str, Any] = msgspec.to_builtins(config)
+    data["redis"]["url"] = mask_url(data["redis"]["url"])
+    for receiver in data.get("receivers", []):
+        url = receiver.get("url", "")
+        if url and "{" not in url:
+            scheme, sep, _ = url.partition("://")
+            receiver["url"] = f"{scheme}{sep}{MASK}" if sep else MASK
+    data["secrets"] = {field: f"{MASK} ({source})" for field, source in secrets.found.items()}
+    return data
 
 
 def unit_only(field: str, file: str, unit: str) -> str:

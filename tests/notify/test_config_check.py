@@ -158,3 +158,34 @@ def test_config_check_warns_of_http_settings_with_the_port_switched_off(tmp_path
     )
     conf.write_text(conf.read_text() + "enabled = true\n")
     assert cli("config", "check", "--config", str(conf), env={}).stderr == ""
+
+
+def test_config_check_json_of_a_notifier_config_is_its_configuration_as_json(
+    tmp_path: Path,
+) -> None:
+    """`--format json` of a notifier config printed the line for people, which a script reading
+    JSON fails on: it is now the effective configuration, secrets masked (a receiver's URL
+    written out whole past its scheme, a template kept; the Redis password), with where each
+    secret was read from."""
+    import json
+
+    ok = cli("config", "check", "--config", str(EXAMPLE), "--format", "json", env=SECRETS)
+    assert (ok.returncode, ok.stderr) == (0, "")
+    data = json.loads(ok.stdout)
+    assert [r["name"] for r in data["receivers"]][:2] == ["chat", "email"]
+    assert data["receivers"][0]["url"] == "slack://{SLACK_TOKEN}/#market-alerts"
+    assert data["redis"]["stream"] == "market-monitor:alerts"
+
+    whole = tmp_path / "notify.toml"
+    whole.write_text(
+        '[redis]\nurl = "redis://u:hunter2@127.0.0.1:6379/0"\npassword_env = "RPW"\n'
+        '[[receivers]]\nname = "hook"\nurl = "jsons://hooks.example.com/services/T0/B0/s3cr3t"\n'
+        '[route]\nreceivers = ["hook"]\n'
+    )
+    out = cli("config", "check", "--config", str(whole), "--format", "json", env={"RPW": "pw"})
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["receivers"][0]["url"] == "jsons://***"
+    assert data["redis"]["url"] == "redis://u:***@127.0.0.1:6379/0"
+    assert data["secrets"] == {"redis.password": "*** (environment RPW)"}
+    assert "s3cr3t" not in out.stdout and "hunter2" not in out.stdout
