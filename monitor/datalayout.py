@@ -204,8 +204,12 @@ def cell_problem(cell: object, kind: str) -> str:
 # ---- parsing --------------------------------------------------------------------------------
 
 
+# Words a cell holds for "no value": Yahoo's `null`, and `N/A` and Excel's `#N/A` (any case)
+BLANK_WORDS = ["null", "n/a", "#n/a"]
+
+
 def _is_blank(text: pl.Series) -> pl.Series:
-    return text.is_null() | (text == "") | (text.str.to_lowercase() == "null")
+    return text.is_null() | (text == "") | text.str.to_lowercase().is_in(BLANK_WORDS)
 
 
 def _floats(table: Table, name: str, column: pl.Series) -> tuple[pl.Series, int | None]:
@@ -333,12 +337,12 @@ def _row_bars(
 
 
 def blank_cell(name: str, dtype: pl.DataType) -> pl.Expr:
-    """A cell with nothing in it: null, or text of only spaces or `null` (of a column of any
-    type: a Parquet file's lists or durations, unused here, included)."""
+    """A cell with nothing in it: null, or text of only spaces or a BLANK_WORDS word (of a
+    column of any type: a Parquet file's lists or durations, unused here, included)."""
     if not isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
         return pl.col(name).is_null()
     stripped = pl.col(name).cast(pl.String).str.strip_chars()
-    return stripped.is_null() | (stripped == "") | (stripped.str.to_lowercase() == "null")
+    return stripped.is_null() | (stripped == "") | stripped.str.to_lowercase().is_in(BLANK_WORDS)
 
 
 def filled(text: pl.Series) -> pl.Series:

@@ -613,6 +613,27 @@ def test_missing_volume_is_null_and_null_word_is_blank(tmp_path: Path) -> None:
     assert_frame_equal(loaded.bars, expected)
 
 
+def test_n_a_cells_are_blank_as_null_ones_are(tmp_path: Path) -> None:
+    """`N/A` and Excel's `#N/A` (any case) are blank, as `null` is: a blank open/high/low
+    takes the close, a blank volume is none, a blank close is a counted missing_close. An
+    export with one such cell failed as a whole file ('cannot parse ... as a number')."""
+    path = write(
+        tmp_path,
+        "x.csv",
+        "Date,Open,High,Low,Close,Volume\n2024-07-15,N/A,n/a,#N/A,5,N/A\n"
+        "2024-07-16,5,6,4,#n/a,100\n2024-07-17,5,6,4,5,100\n",
+    )
+    loaded = read_daily(DataSpec(path, "X"))
+    expected = bars(
+        [
+            ("X", D(2024, 7, 15), 5.0, 5.0, 5.0, 5.0, None),
+            ("X", D(2024, 7, 17), 5.0, 6.0, 4.0, 5.0, 100.0),
+        ]
+    )
+    assert_frame_equal(loaded.bars, expected)
+    assert loaded.counts == {"missing_close": 1}
+
+
 def test_dates_outside_range_are_dropped_silently(tmp_path: Path) -> None:
     """start and end filter rows without rejecting them, bad prices outside included."""
     path = write(
