@@ -295,11 +295,11 @@ async def test_a_cancelled_closing_print_leaves_the_session_the_providers_last_b
                          "v": 1000, "t": "2024-07-16T19:59:00Z"} for s in "AB"]  # fmt: skip
                 await fake.push([*bars, trade("AAA", 30, at(20, 0, 0.5), 11.0)])
                 await until(lambda: daemon.counters.get("ticks_in") == 1)
-                clock.set(at(20, 0, 5))
+                clock.set(at(20, 0, 11))  # (the session's bars: [engine] session_close_delay_s)
                 await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 2)
                 assert daemon.engine.daily.filter(pl.col("symbol") == "AAA")["close"][0] == 11.0
                 bust = {"T": "x", "S": "AAA", "i": 30, "x": "V", "p": 11.0, "s": 100, "a": "C",
-                        "t": "2024-07-16T20:00:06Z", "z": "C"}  # fmt: skip
+                        "t": "2024-07-16T20:00:12Z", "z": "C"}  # fmt: skip
                 await fake.push([bust])
                 outcomes = (
                     ("bar_events", {"kind": "trade_cancelled"}),
@@ -307,7 +307,7 @@ async def test_a_cancelled_closing_print_leaves_the_session_the_providers_last_b
                 )
                 await until(lambda: sum(daemon.counters.get(n, **k) for n, k in outcomes) == 1)
                 assert daemon.counters.get("rejections", reason="cancel_provider_bar") == 0
-                clock.set(at(20, 0, 8))
+                clock.set(at(20, 0, 14))
                 await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 3)
                 daily = daemon.engine.daily.sort("symbol").drop("symbol").rows()
                 assert daily[0] == daily[1] == (dt.date(2024, 7, 16), 10.0, 10.1, 9.9, 10.0, 1000.0)
