@@ -31,6 +31,14 @@ come late whatever it holds, and a hold would only keep the other feeds' minutes
 and the bound are measured in real (monotonic) seconds, not by the engine's clock: a
 simulated one (the daemon's replay feed) stands still once its data is out.
 
+A WebSocket feed back part-way through a minute lacks that minute's trades from before it came
+back: its REST backfill fetches that minute once it is over (`monitor.feeds.gap_fill`), and
+until the provider's bar of it is taken in the feed awaits it (`awaiting`, the minute's start):
+the close clock is held just short of that minute's close, so that it closes once, whole (a
+1m rule evaluates the provider's bar, not the part the stream built); bounded by `hold_max_s`
+from when the minute would have closed (past it, the minute closes as built and the provider's
+bar, when it comes, corrects it), and not held for a minute the close clock has closed already.
+
 At a start, the close clock restored from the saved state stays there until a feed delivers
 data, or every feed has subscribed and `quiet_s` passed with nothing delivered (`starting`,
 `ready`), bounded as a feed's hold is: the broker's backlog of a persistent session comes
@@ -52,6 +60,7 @@ other feed's minutes close at most that late).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -65,6 +74,7 @@ HOLD_MAX_S = 60.0  # (the default `[engine] catch_up_hold_s`)
 # whose minute bars come a few seconds after the close delay, every minute) at debug.
 LOUD_BEHIND_S = 60.0
 _MINUTE = dt.timedelta(minutes=1)
+_ONE_US = dt.timedelta(microseconds=1)
 
 
 class _Feed(msgspec.Struct):
@@ -94,6 +104,10 @@ class CloseClock:
         self._start: tuple[dt.datetime, float] | None = None  # (see `starting`)
         self._start_said = False
         self._ready_at: float | None = None  # (every feed subscribed since: see `ready`)
+        # (feed, minute awaited) -> since when its hold keeps the minute open (monotonic
+        # seconds; None: not yet, the minute would not have closed), or released by the bound
+        self._awaited: dict[tuple[str, dt.datetime], float | None] = {}
+        self._awaited_spent: set[tuple[str, dt.datetime]] = set()
 
     def delivered(self, feed: str, at: float, newest: dt.datetime | None = None) -> None:
         """`feed` delivered data at `at` (monotonic seconds), the newest of it `newest` (None:
@@ -123,11 +137,13 @@ class CloseClock:
         close_delay: dt.timedelta,
         closes_at: dt.datetime | None = None,
         down: frozenset[str] = frozenset(),
+        awaiting: Mapping[str, dt.datetime] | None = None,
     ) -> dt.datetime | None:
         """The instant minutes and sessions close by at `now` (the engine's clock; `at`: the
         monotonic seconds; None: `now`), for a bar builder that closes a minute `close_delay`
         after its end and whose close clock is at `closes_at` (None: not known), with the
-        feeds `down` disconnected; the holds start and end here, each said in one line."""
+        feeds `down` disconnected, and `awaiting` the provider's bar of a minute (by feed, the
+        earliest such minute's start); the holds start and end here, each said in one line."""
         most = close_delay + self.slack  # (behind by more: catching up)
         if self._start is not None:
             start = self._started(now, at, most)
@@ -171,7 +187,49 @@ class CloseClock:
                 feed.spent = True
                 continue
             held.append(feed.newest)
+        held += self._awaited_holds(now, at, close_delay, closed, awaiting or {})
         return min(held, default=None)
+
+    def _awaited_holds(
+        self,
+        now: dt.datetime,
+        at: float,
+        close_delay: dt.timedelta,
+        closed: dt.datetime | None,
+        awaiting: Mapping[str, dt.datetime],
+    ) -> list[dt.datetime]:
+        """Where the minutes feeds await the provider's bar of hold the close clock: just
+        short of each one's close (see the module)."""
+        held: list[dt.datetime] = []
+        for key in [key for key in self._awaited if awaiting.get(key[0]) != key[1]]:
+            since = self._awaited.pop(key)
+            if since is not None:
+                self._say(True, "close_clock_released", feed=key[0], why="no_longer_awaited",
+                          minute=key[1].isoformat(), held_s=round(at - since, 1))  # fmt: skip
+        self._awaited_spent.intersection_update(awaiting.items())
+        for key in awaiting.items():
+            name, minute = key
+            closes = minute + _MINUTE + close_delay  # (when it closes, unheld)
+            if key in self._awaited_spent or self.hold_max_s <= 0:
+                continue
+            if (closed is not None and minute <= closed) or now < closes:
+                self._awaited.setdefault(key, None)  # (closed already, or not due yet)
+                continue
+            since = self._awaited.get(key)
+            if since is None:
+                self._awaited[key] = since = at
+                self._say(True, "close_clock_held", feed=name, minute=minute.isoformat(),
+                          behind_s=round((now - closes).total_seconds(), 1),
+                          note="the feed came back part-way through this minute: it closes "
+                          "once the provider's bar of it is fetched")  # fmt: skip
+            elif at - since > self.hold_max_s:
+                self._awaited_spent.add(key)
+                self._awaited.pop(key)
+                self._say(True, "close_clock_released", feed=name, why="bound",
+                          minute=minute.isoformat(), held_s=round(at - since, 1))  # fmt: skip
+                continue
+            held.append(closes - _ONE_US)
+        return held
 
     def _started(self, now: dt.datetime, at: float, most: dt.timedelta) -> dt.datetime | None:
         """The start's close clock while it holds (see `starting`), else None."""

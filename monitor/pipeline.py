@@ -22,7 +22,7 @@ import asyncio
 import datetime as dt
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import polars as pl
 
@@ -68,6 +68,7 @@ class Pipeline:
         catch_up_hold_s: float = HOLD_MAX_S,
         feeds_ready: Callable[[], bool] | None = None,
         feeds_down: Callable[[], frozenset[str]] | None = None,
+        feeds_awaiting: Callable[[], Mapping[str, dt.datetime]] | None = None,
         start_hold: bool = True,
         log_every_s: float = LOG_EVERY_S,
     ) -> None:
@@ -98,6 +99,9 @@ class Pipeline:
         self.feeds_ready = feeds_ready if feeds_ready is not None else lambda: True
         # (the feeds that lost their connection and are not back yet: see `monitor.close_clock`)
         self.feeds_down = feeds_down if feeds_down is not None else frozenset
+        # (by feed, the earliest minute it awaits the provider's bar of: a WebSocket feed back
+        # part-way through it; see `monitor.close_clock`)
+        self.feeds_awaiting = feeds_awaiting if feeds_awaiting is not None else dict
         self._rejections = RejectionLog(
             self._log, counters, counter="rejections", interval_s=log_every_s, clock=time.monotonic
         )
@@ -268,8 +272,11 @@ class Pipeline:
                 self.close_clock.delivered(part.feed, at, newest)
                 fed.add(part.feed)
         book = self.engine.book
-        down = self.feeds_down()
-        return self.close_clock.close_at(now, at, book.close_delay, book.closes_at, down), fed
+        down, awaiting = self.feeds_down(), self.feeds_awaiting()
+        close_at = self.close_clock.close_at(
+            now, at, book.close_delay, book.closes_at, down, awaiting
+        )
+        return close_at, fed
 
     def _step(
         self,

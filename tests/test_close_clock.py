@@ -200,6 +200,40 @@ def test_a_feed_always_behind_holds_only_until_the_bound_then_not_again() -> Non
     ]
 
 
+def test_a_minute_a_feed_awaits_the_providers_bar_of_stays_open_until_it_is_in() -> None:
+    """A feed back at WALL+20 s awaits the provider's bar of WALL's minute: nothing held until
+    that minute would close (WALL+62 s), then the clock stays just short of its close, until
+    the feed no longer awaits it (one line each); a second minute awaited is held at most
+    `hold_max_s` from when it would have closed, then released and not held again; and a
+    minute the close clock closed already is not held."""
+    clock = CloseClock(hold_max_s=10)
+    minute = WALL.replace(second=0, microsecond=0)
+    closes = minute + MIN + DELAY
+    waits = {"ws": minute}
+    with capture_logs() as logs:
+        early = clock.close_at(minute + 40 * S, 0.0, DELAY, awaiting=waits)
+        held = [clock.close_at(closes + n * S, float(n), DELAY, awaiting=waits) for n in (0, 9)]
+        done = clock.close_at(closes + 12 * S, 12.0, DELAY, awaiting={})
+        later = {"ws": minute + MIN}
+        bound = [
+            clock.close_at(closes + (60 + n) * S, 40.0 + n, DELAY, awaiting=later)
+            for n in (0, 10, 11, 12)
+        ]
+        closed = {"ws": minute + 2 * MIN}
+        past = clock.close_at(closes + 180 * S, 60.0, DELAY, closes + 180 * S, awaiting=closed)
+    just_short = closes - dt.timedelta(microseconds=1)
+    assert (early, held, done) == (None, [just_short, just_short], None)
+    assert bound == [just_short + MIN, just_short + MIN, None, None]
+    assert past is None
+    assert [(e["event"], e["feed"], e.get("why"), e["minute"]) for e in logs] == [
+        ("close_clock_held", "ws", None, minute.isoformat()),
+        ("close_clock_released", "ws", "no_longer_awaited", minute.isoformat()),
+        ("close_clock_held", "ws", None, (minute + MIN).isoformat()),
+        ("close_clock_released", "ws", "bound", (minute + MIN).isoformat()),
+    ]
+    assert (logs[0]["behind_s"], logs[1]["held_s"], logs[3]["held_s"]) == (0.0, 12.0, 11.0)
+
+
 def test_a_feed_a_few_seconds_behind_does_not_hold() -> None:
     """Live data a few seconds old (within the close delay and the slack) holds nothing."""
     clock = CloseClock()
