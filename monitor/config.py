@@ -76,6 +76,10 @@ class FeedConfig(Base, frozen=True):
     ca_file: str = ""
     stale_after_s: Annotated[float, Meta(gt=0, le=LONGEST_S)] = 60.0
     rest_url: str = ""
+    # websocket with rest_url: the minute a reconnect falls in is fetched over REST this long
+    # after it ends (a provider publishes a minute's bar a few seconds after), its close held
+    # until then (see `monitor.feeds.gap_fill`)
+    backfill_tail_delay_s: Annotated[float, Meta(ge=0, le=300)] = 5.0
     watch_broker_drops: bool = True
     # mqtt: received but unprocessed messages held at most; past it the socket is not read
     max_backlog_mb: Annotated[float, Meta(gt=0, le=1_048_576)] = 16.0  # (a TiB at most)

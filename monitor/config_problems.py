@@ -218,7 +218,7 @@ FEED_SETTINGS = {
     },
     "websocket": {
         "url", "provider", "symbols", "key_env", "key_file", "secret_env", "secret_file",
-        "stale_after_s", "rest_url",
+        "stale_after_s", "rest_url", "backfill_tail_delay_s",
     },
     "replay": {"data", "speed", "start", "end", "exit_when_done"},
 }  # fmt: skip

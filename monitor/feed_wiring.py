@@ -174,6 +174,8 @@ def _websocket(daemon: Daemon, fc: FeedConfig, name: str, i: int) -> Any:
         traded=daemon.traded,
         owe=partial(daemon.owed_backfills.owe, name),
         settle=partial(daemon.owed_backfills.settle, name),
+        backfill_tail_delay_s=fc.backfill_tail_delay_s,
+        await_minute=partial(daemon.await_minute, name),
     )
 
 

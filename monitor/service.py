@@ -150,6 +150,9 @@ class Daemon:
         self.short_interest_due = False
         self.started = time.monotonic()
         self.rest_clients: list[Any] = []
+        # feed name -> the minutes it awaits the provider's bar of (back part-way through
+        # them): the close clock holds each open until it is in (see `monitor.close_clock`)
+        self.awaited: dict[str, set[dt.datetime]] = {}
         self.recent_alerts = RecentAlerts(self.store, self.log)  # (kept across a restart)
         self.feed_alerts: list[Alert] = []
         self.status: list[tuple[str, bool, dt.datetime]] = []
@@ -223,6 +226,24 @@ class Daemon:
             if counters.get("feed_connects", feed=name) > 0
             and counters.get("feed_connected", feed=name) == 0
         )
+
+    def await_minute(self, feed: str, minute: dt.datetime, awaited: bool) -> None:
+        """`feed` awaits (`awaited`), or no longer, the provider's bar of `minute`, which its
+        REST backfill fetches once it is over: a WebSocket feed back part-way through it."""
+        minutes = self.awaited.setdefault(feed, set())
+        if awaited:
+            minutes.add(minute)
+        else:
+            minutes.discard(minute)
+            if not minutes:
+                del self.awaited[feed]
+
+    def feeds_awaiting(self) -> dict[str, dt.datetime]:
+        """By feed, the earliest minute it awaits the provider's bar of (see `await_minute`);
+        none once the daemon is stopping."""
+        if self.stop.is_set():
+            return {}
+        return {feed: min(minutes) for feed, minutes in self.awaited.items()}
 
     def keeps_from(self, now: dt.datetime) -> dt.datetime | None:
         """The open of the oldest session whose minute bars the engine takes at `now` (None:
@@ -459,6 +480,7 @@ async def run(
             catch_up_hold_s=config.engine.catch_up_hold_s,
             feeds_ready=daemon.feeds_subscribed,
             feeds_down=daemon.feeds_down,
+            feeds_awaiting=daemon.feeds_awaiting,
             start_hold=not replay_only(config),
             on_step=daemon.on_step,
             on_batch=daemon.intraday.append,

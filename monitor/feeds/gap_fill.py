@@ -7,7 +7,18 @@ which the engine upserts by symbol and start:
 
 - the window starts a minute before the gap (its first minute may be part-built), no further
   back than the oldest session whose minutes the engine still takes (`keeps_from`), else
-  `backfill_max_s`; it ends at the current minute, which the stream builds;
+  `backfill_max_s`; it ends at the current minute, which the stream goes on building;
+- the current minute, when the gap closes part-way through it (its tail: a reconnect at
+  14:31:40 lacks the trades of 14:31:00 to 14:31:40), is fetched once it is over and
+  `backfill_tail_delay_s` more (a provider publishes a minute's bar a few seconds after its
+  end), for every symbol, and its bars handed on as the provider's: each replaces the bar the
+  stream built of the minute (its volume counted once; a tick of the minute that comes after
+  it merges into it, as into any provider bar). Until then the feed awaits the minute
+  (`await_minute`): the daemon's close clock holds it open, bounded by `catch_up_hold_s`
+  (`monitor.close_clock`), so that it closes once, whole, and a 1m rule evaluates the
+  provider's bar, not the stream's part of it. It is owed as a failed window is (the store's
+  `backfills_owed.json`, every symbol over that minute) until its bars are on disk, and a fetch
+  that fails is one as any other backfill's (counted, said, asked for again);
 - symbols whose requests failed are asked again, up to `backfill_attempts` times in all, the
   others' bars handed on at once; a 429's wait is honoured (up to `MAX_RETRY_AFTER_S`);
 - a backfill whose attempts all fail is said (`error`, on /healthz, until every failed window
@@ -42,7 +53,15 @@ from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.errors import MonitorError
-from monitor.feeds.owed import GAP_OLDER_THAN_KEPT, GIVEN_UP, OLDER_THAN_KEPT, Owed, Request, plan
+from monitor.feeds.owed import (
+    GAP_OLDER_THAN_KEPT,
+    GIVEN_UP,
+    OLDER_THAN_KEPT,
+    Owed,
+    Request,
+    floor_minute,
+    plan,
+)
 from monitor.feeds.rest import RestBackfill
 from monitor.feeds.wire import Wire
 
@@ -50,6 +69,9 @@ __all__ = ["MAX_REFILL_S", "MAX_RETRY_AFTER_S", "GapFill"]
 
 MAX_RETRY_AFTER_S = 60.0  # the longest a backfill waits for a 429's Retry-After
 MAX_REFILL_S = 1800.0  # the longest wait before a failed backfill is asked for again
+# how often the wait for a tail's minute to be over looks at the clock (a simulated one jumps)
+TAIL_POLL_S = 1.0
+_MINUTE = dt.timedelta(minutes=1)
 GIVEN_UP_WHY = {  # (backfill_given_up's reasons here: see `monitor.feeds.owed`)
     OLDER_THAN_KEPT: "older than the oldest session the engine keeps: it would reject them",
     GAP_OLDER_THAN_KEPT: "the gap began before the oldest session the engine keeps: its"
@@ -84,6 +106,8 @@ class GapFill:
         settle: Callable[[list[Owed]], None] | None,
         owed: Sequence[Owed] = (),
         traded: Callable[[dt.datetime, dt.datetime], bool] | None = None,
+        tail_delay_s: float = 5.0,
+        await_minute: Callable[[dt.datetime, bool], None] | None = None,
     ) -> None:
         self._name = name
         self._symbols = list(symbols)
@@ -120,6 +144,11 @@ class GapFill:
         # Open gaps whose backfill was cancelled (the feed crashed and is run again): filled
         # at the next subscription, as they stay owed in the store.
         self._reopened: list[Owed] = []
+        # The minutes gaps closed part-way through (their tails), waiting to be over to be
+        # fetched; the daemon awaits each (`await_minute`: its close is held) meanwhile.
+        self._tail_delay = dt.timedelta(seconds=tail_delay_s)
+        self._await_minute = await_minute
+        self._tails: list[Owed] = []
         for window in owed:
             self._owe_window(window)
         if rest is not None:  # (at 0 from the start: a rate of it needs the 0 before it)
@@ -164,7 +193,57 @@ class GapFill:
         if not owed:
             return
         self._failed, self._reopened = [], []
-        self._run_plan(owed, now)
+        if any(window.end is None for window in owed):  # (a gap closes now: its tail)
+            tail = self._tail(now, owed)
+            owed = [window for window in owed if window != tail]
+        if owed:
+            self._run_plan(owed, now)
+
+    def _tail(self, now: dt.datetime, owed: list[Owed]) -> Owed | None:
+        """The minute of `now`, when a gap closes part-way through it: fetched once it is over
+        (every symbol), in a task, owed meanwhile (unless `owed` holds it already: a fetch of
+        it cancelled), and awaited by the daemon. None: `now` is a minute's start, or of no
+        session (`traded`), or nothing is fetched."""
+        minute = floor_minute(now)
+        if minute == now or self._rest is None or self._tasks is None or not self._symbols:
+            return None
+        if self._traded is not None and not self._traded(minute, minute + _MINUTE):
+            return None  # (a minute of no session: the engine takes none of its trades)
+        tail = Owed(minute, minute + _MINUTE, tuple(self._symbols))
+        if tail in self._tails:  # (a second reconnect in the minute: fetched once)
+            return tail
+        self._tails.append(tail)
+        if self._owe is not None and tail not in owed:
+            self._owe(tail)
+        if self._await_minute is not None:
+            self._await_minute(minute, True)
+        self._start(self._fetch_tail(tail), "backfill-tail")
+        return tail
+
+    async def _fetch_tail(self, tail: Owed) -> None:
+        """Fetch a tail's minute `backfill_tail_delay_s` after its end (by the feed's clock),
+        hand its bars on, settle it once they are on disk (`_run`), and stop awaiting it once
+        the step that took them in is done (a marker's ack: the minute closes in the next);
+        cancelled (the feed stopped), it stays owed, fetched at the next subscription."""
+        assert tail.end is not None and tail.symbols is not None
+        due = tail.end + self._tail_delay
+        released = False
+        try:
+            while (left_s := (due - self._clock()).total_seconds()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(min(left_s, TAIL_POLL_S))
+            await self._run([Request(tail.start, tail.end, tail.symbols)], [tail])
+            if self._await_minute is not None:
+                done = partial(self._await_minute, tail.start, False)
+                await self._queue.put(Wire(self._name, [], ack=done))
+                released = True
+        except asyncio.CancelledError:
+            if tail not in self._reopened:
+                self._reopened.append(tail)
+            raise
+        finally:
+            self._tails.remove(tail)
+            if self._await_minute is not None and not released:
+                self._await_minute(tail.start, False)
 
     def reach(self, now: dt.datetime) -> dt.datetime:
         """How far back a backfill at `now` goes at most: to the open of the oldest session

@@ -35,6 +35,7 @@ __all__ = [
     "Owed",
     "Plan",
     "Request",
+    "floor_minute",
     "plan",
 ]
 
@@ -63,7 +64,7 @@ class Owed:
         it opened (that minute may be part-built) to the current one (the stream builds it);
         a failed window's as it was asked."""
         if self.end is None:
-            return _floor_minute(self.start) - _MINUTE, _floor_minute(now)
+            return floor_minute(self.start) - _MINUTE, floor_minute(now)
         return self.start, self.end
 
 
@@ -128,5 +129,6 @@ def _merged(
     return merged
 
 
-def _floor_minute(when: dt.datetime) -> dt.datetime:
+def floor_minute(when: dt.datetime) -> dt.datetime:
+    """The start of the minute `when` is in."""
     return when.replace(second=0, microsecond=0)

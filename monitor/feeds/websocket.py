@@ -13,7 +13,9 @@ each frame; this module does the I/O around it:
 - a watchdog raises `feed_stale` when no data arrived for `stale_after_s` in regular hours, and
   `feed_recovered` (with the gap) on the next data;
 - after a reconnect, the minutes missed in the gap are fetched over REST and queued as minute
-  bars (`GapFill`, which keeps the failed gaps and asks for them again). The gap opens where
+  bars (`GapFill`, which keeps the failed gaps and asks for them again), and the minute it
+  came back in once that is over (its trades before the reconnect), the daemon's close of it
+  held meanwhile (`await_minute`). The gap opens where
   the data stopped: when the last frame came, or its last tick's or minute's time when that
   is earlier (a delayed stream's; frames that waited while the engine's queue was full).
 
@@ -136,6 +138,8 @@ class WebSocketFeed:
         settle: Callable[[list[Owed]], None] | None = None,
         owed: Sequence[Owed] = (),
         traded: Callable[[dt.datetime, dt.datetime], bool] | None = None,
+        backfill_tail_delay_s: float = 5.0,
+        await_minute: Callable[[dt.datetime, bool], None] | None = None,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"feeds.{name}.url: must be ws://... or wss://...")
@@ -189,6 +193,8 @@ class WebSocketFeed:
             settle=settle,
             owed=owed,
             traded=traded,
+            tail_delay_s=backfill_tail_delay_s,
+            await_minute=await_minute,
         )
         if gap_since is not None:
             self._gaps.owe(gap_since)

@@ -7,7 +7,8 @@ first connections with an Alpaca error (406 connection limit, 402 auth failed) o
 auth unanswered.
 `FakeRest` is a tiny HTTP/1.1 server (asyncio.start_server) for Alpaca `/v2/stocks/bars` (one
 symbol per page, to exercise `next_page_token`) and Polygon `/v2/aggs/ticker/...`: it returns a
-bar for every minute of the requested window, made by `rest_bar`.
+bar for every minute of the requested window, made by `rest_bar`; or, for a symbol given a
+`tape` of trades, the true bar of each minute it traded in (`tape_bar`), none for the others.
 """
 
 from __future__ import annotations
@@ -200,11 +201,29 @@ def rest_bar(symbol: str, start: dt.datetime) -> dict[str, float]:
     }
 
 
+Trade = tuple[dt.datetime, float, float]  # (time, price, size)
+
+
+def tape_bar(trades: list[Trade]) -> dict[str, float]:
+    """The OHLCV of `trades` (one minute's, in time order), as a REST API builds it."""
+    prices = [price for _, price, _ in trades]
+    return {
+        "o": prices[0],
+        "h": max(prices),
+        "l": min(prices),
+        "c": prices[-1],
+        "v": sum(size for _, _, size in trades),
+    }
+
+
 class FakeRest:
     """Alpaca and Polygon minute-bar endpoints; `requests` records (path, query, headers)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        # symbol -> its trades: its bars are the true ones of those (`tape_bar`), none for
+        # the minutes it did not trade in
+        self.tape: dict[str, list[Trade]] = {}
         self.fail_next = 0  # how many requests get a 503
         # symbol -> how many more of its requests get a 500 (-1: every one)
         self.fail_symbols: dict[str, int] = {}
@@ -301,8 +320,9 @@ class FakeRest:
             end = dt.datetime.fromisoformat(query["end"])
             symbol = symbols[page % len(symbols)]  # (a looping token past the last)
             bars = [
-                {"t": m.isoformat().replace("+00:00", "Z"), **rest_bar(symbol, m), "n": 3, "vw": 1}
+                {"t": m.isoformat().replace("+00:00", "Z"), **bar, "n": 3, "vw": 1}
                 for m in _minutes(start, end)
+                if (bar := self._bar(symbol, m)) is not None
             ]
             token = str(page + 1) if page + 1 < len(symbols) else None
             if self.looping.intersection(symbols):
@@ -313,10 +333,10 @@ class FakeRest:
             symbol, from_ms, to_ms = pieces[4], int(pieces[8]), int(pieces[9])
             start = dt.datetime.fromtimestamp(from_ms / 1000, UTC)
             end = dt.datetime.fromtimestamp(to_ms / 1000, UTC)
-            minutes = list(_minutes(start, end))
+            minutes = [m for m in _minutes(start, end) if self._bar(symbol, m) is not None]
             cursor = int(query.get("cursor", "0"))
             served = minutes[:3] if symbol in self.endless else minutes[cursor : cursor + 3]
-            results = [{"t": int(m.timestamp() * 1000), **rest_bar(symbol, m)} for m in served]
+            results = [{"t": int(m.timestamp() * 1000), **self._bar(symbol, m)} for m in served]
             doc: dict[str, Any] = {"results": results, "status": "OK"}
             if cursor + 3 < len(minutes) or symbol in self.looping | self.endless:
                 doc["next_url"] = f"{self.url}{path}?cursor={cursor + 3}"
@@ -326,6 +346,14 @@ class FakeRest:
                     doc["next_url"] = f"{self.url}{path}?cursor=3"
             return 200, msgspec.json.encode(doc)
         return 404, b"{}"
+
+    def _bar(self, symbol: str, minute: dt.datetime) -> Any:
+        """The bar served for `symbol`'s `minute` (None: none, it did not trade then)."""
+        if symbol not in self.tape:
+            return rest_bar(symbol, minute)
+        end = minute + dt.timedelta(minutes=1)
+        trades = sorted(t for t in self.tape[symbol] if minute <= t[0] < end)
+        return tape_bar(trades) if trades else None
 
 
 def _start_asked(path: str, query: dict[str, str]) -> str | None:

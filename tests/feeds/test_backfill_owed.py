@@ -201,4 +201,9 @@ async def test_a_restart_fetches_what_each_symbol_owes_and_gives_up_what_is_too_
     assert isinstance(marker, Wire) and marker.ack is not None
     assert "test" in store.load_owed_backfills()  # (not on disk yet)
     marker.ack()
-    assert store.load_owed_backfills() == {}
+    # (what is left: the minute of the start, 14:40, whose trades before 14:40:20 are fetched
+    # once it is over; the stop came before)
+    tail = {"start": "2024-07-12T14:40:00+00:00", "end": "2024-07-12T14:41:00+00:00"}
+    assert store.load_owed_backfills() == {
+        "test": {"windows": [{**tail, "symbols": ["AAPL", "SPY"]}]}
+    }

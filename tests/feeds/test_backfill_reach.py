@@ -235,7 +235,9 @@ async def test_a_backfill_cut_off_by_a_stop_is_owed_and_fetched_at_the_next_star
     the gap's backfill is in flight. The gap stays owed in the store (`backfills_owed.json`),
     and the next start's feed backfills from it, though its data (ticks after the gap) ends
     later; the owed gap is settled only once the engine loop acknowledges the marker queued
-    after the bars (on disk by then)."""
+    after the bars (on disk by then). So is the minute each subscription came back in (its
+    trades before then), fetched once it is over: 14:35's, cut off by the stop, is owed and
+    fetched at the next start (with the gap it lies in); 14:40's is still owed at the end."""
     from structlog.testing import capture_logs
 
     from monitor import logs
@@ -273,11 +275,14 @@ async def test_a_backfill_cut_off_by_a_stop_is_owed_and_fetched_at_the_next_star
         assert "backfill_abandoned" in [e["event"] for e in logged]
         gap = owed.since("test")
         assert gap is not None and gap <= dt.datetime(2024, 7, 11, 14, 30, 20, tzinfo=UTC)
-        assert store.load_owed_backfills() == {"test": gap.isoformat()}
+        tail = Owed(at_1411(14, 35), at_1411(14, 36), ("AAPL", "SPY"))
+        assert store.load_owed_backfills() == {
+            "test": {"since": gap.isoformat(), "windows": [saved(tail)]}
+        }
 
         # The next start: the data taken up ends after the gap (14:36), what is owed before.
         restarted = OwedBackfills(store, logs.get("test"))
-        assert restarted.take("test") == (gap, [])  # (as the daemon hands it to its feed)
+        assert restarted.take("test") == (gap, [tail])  # (as the daemon hands it to its feed)
         hooks = {
             "owe": lambda t: restarted.owe("test", t),
             "settle": lambda t: restarted.settle("test", t),
@@ -286,18 +291,38 @@ async def test_a_backfill_cut_off_by_a_stop_is_owed_and_fetched_at_the_next_star
         api.requests.clear()
         clock.now = dt.datetime(2024, 7, 11, 14, 40, 20, tzinfo=UTC)
         feed = make_feed(
-            "alpaca", fake.url, queue, Counters(), clock=clock, rest=rest, gap_since=gap, **hooks
-        )
+            "alpaca", fake.url, queue, Counters(), clock=clock, rest=rest, gap_since=gap,
+            owed=[tail], **hooks,
+        )  # fmt: skip
         async with running(feed):
             backfilled = await next_batch(queue)
             marker = await asyncio.wait_for(queue.get(), 5)
     assert windows(api) == [("2024-07-11T14:29:00Z", "2024-07-11T14:39:59Z")]
     assert backfilled.minute_bars.height == 2 * 11
     assert isinstance(marker, Wire) and marker.payloads == [] and marker.ack is not None
-    assert store.load_owed_backfills() == {"test": gap.isoformat()}  # (not on disk yet)
+    # (this start's, owed from its subscription: the stop came before 14:41:05)
+    tail_now = Owed(at_1411(14, 40), at_1411(14, 41), ("AAPL", "SPY"))
+    assert store.load_owed_backfills() == {
+        "test": {"since": gap.isoformat(), "windows": [saved(tail), saved(tail_now)]}
+    }  # (not on disk yet)
     marker.ack()
-    assert restarted.since("test") is None
-    assert store.load_owed_backfills() == {}
+    assert restarted.since("test") == tail_now.start
+    assert store.load_owed_backfills() == {"test": {"windows": [saved(tail_now)]}}
+
+
+def at_1411(hour: int, minute: int) -> dt.datetime:
+    """That minute of Thursday 2024-07-11, UTC."""
+    return dt.datetime(2024, 7, 11, hour, minute, tzinfo=UTC)
+
+
+def saved(window: Owed) -> dict[str, object]:
+    """`window` as `backfills_owed.json` holds it."""
+    assert window.end is not None and window.symbols is not None
+    return {
+        "start": window.start.isoformat(),
+        "end": window.end.isoformat(),
+        "symbols": list(window.symbols),
+    }
 
 
 async def test_a_failed_backfill_is_asked_for_again_at_the_next_subscription() -> None:
