@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,10 @@ def message(provider: ProviderName, n: int, trade: Trade) -> dict[str, Any]:
 
 
 def write_config(
-    tmp: Path, prefix: str, provider: ProviderName, url: str, rest_url: str, extra: str = ""
+    tmp: Path, prefix: str, provider: ProviderName, url: str, rest_url: str, engine: str = ""
 ) -> Path:
-    """The daemon on one stream at `url` with its REST API at `rest_url`, no rules firing."""
+    """The daemon on one stream at `url` with its REST API at `rest_url` (and `engine`, lines
+    of its [engine] section), no rules firing."""
     rules = tmp / "rules.toml"
     rules.write_text(
         '[[rules]]\nid = "spike"\nkind = "surge"\nsymbols = ["AAA"]\ntimeframe = "1m"\n'
@@ -71,10 +72,10 @@ def write_config(
     path.write_text(
         f'[store]\npath = "{tmp / "store"}"\n'
         f'[[feeds]]\nname = "ws"\nkind = "websocket"\nprovider = "{provider}"\nurl = "{url}"\n'
-        f'rest_url = "{rest_url}"\nsymbols = ["AAA"]\nkey_env = "MM_TEST_KEY"\n{secret}{extra}'
+        f'rest_url = "{rest_url}"\nsymbols = ["AAA"]\nkey_env = "MM_TEST_KEY"\n{secret}'
         f'[redis]\nurl = "redis://127.0.0.1:6379/0"\nstream = "{prefix}:alerts"\n'
         f'[rules]\nfile = "{rules}"\n[http]\nport = 0\n'
-        "[engine]\nbatch_max_age_ms = 20\nhold_cut_short = false\n"
+        f"[engine]\nbatch_max_age_ms = 20\nhold_cut_short = false\n{engine}"
     )
     path.chmod(0o600)
     return path
@@ -108,16 +109,89 @@ async def test_the_minute_of_a_reconnect_closes_with_its_trades_from_the_gap(
     it was due (19:51:02) while the stream is live, until the REST API is asked for 19:50,
     five seconds after its end. (Before, the backfill stopped at 19:50, and the bar closed
     without the gap's trades: high 10.2, low 10.0, volume 300.)"""
+    truth = tape_bar([*BEFORE, *GAP, *AFTER])
+    async with reconnected_in_the_minute(tmp_path, monkeypatch, provider) as (
+        daemon,
+        _,
+        seen,
+        clock,
+    ):
+        counters = daemon.counters
+        behind = partial(counters.get, "close_clock_behind_seconds")
+        await until(lambda: seen.closed() or behind() >= 1.5)
+        clock.set(at(70))
+        with contextlib.suppress(TimeoutError):
+            await until(lambda: seen.closed() and seen.bars[-1] == truth, timeout_s=10)
+        assert seen.bars[:1] == [truth]
+        assert seen.bars == [truth]
+        assert truth == {"o": 10.0, "h": 10.8, "l": 9.6, "c": 10.2, "v": 5300.0}
+        # (no longer awaited, nor owed: its bars are on disk)
+        store = daemon.store
+        await until(lambda: not daemon.awaited and store.load_owed_backfills() == {})
+        assert counters.get("backfill_failures", feed="ws") == 0
+
+
+@pytest.mark.integration
+async def test_a_minute_whose_rest_bar_is_late_closes_as_built_and_is_corrected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, the REST API slow to answer, `catch_up_hold_s` 1 s: the minute is held a
+    second past when it was due, then closes as the stream built it; the REST bar, once in,
+    replaces it (the true bar again: its volume not added to the stream's)."""
+    truth = tape_bar([*BEFORE, *GAP, *AFTER])
+    built = tape_bar([*BEFORE, *AFTER])
+    held_1s = "catch_up_hold_s = 1\n"
+    scene = reconnected_in_the_minute(tmp_path, monkeypatch, "alpaca", held_1s, slow=True)
+    async with scene as (daemon, api, seen, clock):
+        await until(seen.closed)
+        assert seen.bars == [built]
+        clock.set(at(70))
+        await until(lambda: len(api.requests) == 2)  # (the gap's and the minute's)
+        api.answering.set()
+        await until(lambda: seen.closed() and seen.bars[-1] == truth)
+        assert seen.bars == [built, truth]
+        replaced = partial(daemon.counters.get, "bar_events", kind="bar_replaced")
+        await until(lambda: replaced() >= 1)  # (counted as the step ends)
+        assert replaced() == 1
+
+
+class Seen:
+    """AAA's bars of 19:50 the engine closed, each as it first was (`closed` looks)."""
+
+    def __init__(self, daemon: Any) -> None:
+        self.daemon = daemon
+        self.bars: list[dict[str, float]] = []
+
+    def closed(self) -> bool:
+        """Whether the bar is closed, noting it if it changed."""
+        bar = bar_of(self.daemon.engine.minutes)
+        if bar is not None and (not self.bars or self.bars[-1] != bar):
+            self.bars.append(bar)
+        return bool(self.bars)
+
+
+@contextlib.asynccontextmanager
+async def reconnected_in_the_minute(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    provider: ProviderName,
+    engine: str = "",
+    *,
+    slow: bool = False,
+) -> AsyncIterator[tuple[Any, FakeRest, Seen, SimClock]]:
+    """The daemon on `provider`'s stream, AAA's 19:50 traded as said above (the stream lost
+    from 19:50:20 to 19:50:40), the clock at 19:51:04: the minute's close is due (its end and
+    the close delay, 2 s), the stream live (a trade of 19:51:01), its REST bar not yet (at
+    19:51:05); `slow`: the REST API answers nothing until told (`answering`), once the gap's
+    backfill is in."""
     monkeypatch.setenv("MM_TEST_KEY", "KEY")
     monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
     prefix = f"mm-tail-{uuid.uuid4().hex[:8]}"
     clock = SimClock(at(-10))
-    truth = tape_bar([*BEFORE, *GAP, *AFTER])
-    seen: list[dict[str, float]] = []
     try:
         async with FakeStream(provider) as fake, FakeRest() as api:
             api.tape["AAA"] = [*BEFORE, *GAP, *AFTER, NEXT]
-            conf = write_config(tmp_path, prefix, provider, fake.url, api.url)
+            conf = write_config(tmp_path, prefix, provider, fake.url, api.url, engine)
             async with daemon_running(conf, clock=clock) as daemon:
                 counters = daemon.counters
                 await asyncio.wait_for(fake.subscribed.wait(), 10)
@@ -129,30 +203,16 @@ async def test_the_minute_of_a_reconnect_closes_with_its_trades_from_the_gap(
                 await until(lambda: counters.get("feed_subscribes", feed="ws") == 2)
                 await fake.push([message(provider, 9, AFTER[0])])
                 await until(lambda: counters.get("ticks_in") == 3)
-
-                def closed() -> bool:
-                    bar = bar_of(daemon.engine.minutes)
-                    if bar is not None and (not seen or seen[-1] != bar):
-                        seen.append(bar)
-                    return bool(seen)
-
-                # 19:51:04: the minute's close is due (its end and the close delay, 2 s), the
-                # stream live (a trade of 19:51:01), its REST bar not (at 19:51:05)
+                # (the gap's backfill on disk: what is owed is the minute, every symbol)
+                owed = {"start": MINUTE.isoformat(), "end": at(60).isoformat(), "symbols": ["AAA"]}
+                tail = {"ws": {"windows": [owed]}}
+                await until(lambda: daemon.store.load_owed_backfills() == tail)
+                if slow:
+                    api.answering.clear()
                 clock.set(at(64))
                 await fake.push([message(provider, 10, NEXT)])
                 await until(lambda: counters.get("ticks_in") == 4)
-                behind = partial(counters.get, "close_clock_behind_seconds")
-                await until(lambda: closed() or behind() >= 1.5)
-                clock.set(at(70))
-                with contextlib.suppress(TimeoutError):
-                    await until(lambda: closed() and seen[-1] == truth, timeout_s=10)
-                assert seen[:1] == [truth]
-                assert seen == [truth]
-                assert truth == {"o": 10.0, "h": 10.8, "l": 9.6, "c": 10.2, "v": 5300.0}
-                # (no longer awaited, nor owed: its bars are on disk)
-                store = daemon.store
-                await until(lambda: not daemon.awaited and store.load_owed_backfills() == {})
-                assert counters.get("backfill_failures", feed="ws") == 0
+                yield daemon, api, Seen(daemon), clock
     finally:
         client = aioredis.Redis()
         await client.delete(f"{prefix}:alerts")
