@@ -238,7 +238,7 @@ class ResettingRelay:
 def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(
     tmp_path: Path, loss: str
 ) -> None:
-    """The broker dies (or its host: the connection reset) while feed-replay publishes 300
+    """The broker dies (or its host: the connection reset) while feed-replay publishes 3,000
     ticks at 40 a second: it exits 69 with one line saying the connection was lost, how many
     it published, the last one's time and the --from to run again with, and no asyncio
     traceback. Before, it said only 'The client is not currently connected' (or 'Operation
@@ -250,7 +250,7 @@ def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(
 
     from tests.test_commands import ROOT
 
-    rows = [f"2024-07-16 10:{k // 60:02d}:{k % 60:02d},AAA,10.0,100,t{k}" for k in range(300)]
+    rows = [f"2024-07-16 10:{k // 60:02d}:{k % 60:02d},AAA,10.0,100,t{k}" for k in range(3000)]
     ticks = tmp_path / "ticks.csv"
     ticks.write_text("ts,symbol,price,size,id\n" + "\n".join(rows) + "\n")
     with MosquittoServer(tmp_path / "broker") as broker:
@@ -270,23 +270,24 @@ def test_a_broker_lost_mid_run_says_how_far_it_got_and_how_to_go_on(
         _, err = run.communicate(timeout=60)
     assert run.returncode == 69, err
     assert err.startswith(f"market-monitor: mqtt broker at {url}: connection lost ("), err
-    assert " of 300 messages, the last of 2024-07-16T14:0" in err
+    assert " of 3000 messages, the last of 2024-07-16T14:0" in err
     assert "to go on, run again with --from 2024-07-16 " in err
     assert (err.count("\n"), "Traceback" in err, "never retrieved" in err) == (1, False, False)
 
 
 def test_ctrl_c_mid_run_says_how_far_it_got_and_how_to_go_on(tmp_path: Path) -> None:
-    """Ctrl-C (SIGINT) while feed-replay publishes 300 ticks at 20 a second: it exits 130 with
-    the line a lost broker gives (how many it published, the last one's time, the --from to
-    run again with) and one saying it was interrupted. Before, a KeyboardInterrupt traceback
-    out of asyncio's runner, and no way to tell where to resume."""
+    """Ctrl-C (SIGINT) while feed-replay publishes 3,000 ticks at 20 a second (more than a
+    slow machine gets through before the signal): it exits 130 with the line a lost broker
+    gives (how many it published, the last one's time, the --from to run again with) and one
+    saying it was interrupted. Before, a KeyboardInterrupt traceback out of asyncio's runner,
+    and no way to tell where to resume."""
     import signal
     import subprocess
     import sys
 
     from tests.test_commands import ROOT
 
-    rows = [f"2024-07-16 10:{k // 60:02d}:{k % 60:02d},AAA,10.0,100,t{k}" for k in range(300)]
+    rows = [f"2024-07-16 10:{k // 60:02d}:{k % 60:02d},AAA,10.0,100,t{k}" for k in range(3000)]
     ticks = tmp_path / "ticks.csv"
     ticks.write_text("ts,symbol,price,size,id\n" + "\n".join(rows) + "\n")
     topic = f"feeds_test/replay/{uuid.uuid4().hex}"
@@ -302,7 +303,7 @@ def test_ctrl_c_mid_run_says_how_far_it_got_and_how_to_go_on(tmp_path: Path) -> 
     assert run.returncode == 130, err
     stopped, interrupted = err.splitlines()
     assert stopped.startswith("market-monitor: stopped: published "), err
-    assert " of 300 messages, the last of 2024-07-16T14:0" in stopped
+    assert " of 3000 messages, the last of 2024-07-16T14:0" in stopped
     assert "to go on, run again with --from 2024-07-16 " in stopped
     assert interrupted == "market-monitor: interrupted"
 
