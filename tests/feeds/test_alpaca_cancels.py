@@ -4,9 +4,10 @@ speaking Alpaca's stream protocol, the daemon on a simulated clock, real Redis."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,34 @@ def write_config(tmp: Path, prefix: str, url: str) -> Path:
     return path
 
 
+@contextlib.asynccontextmanager
+async def alerts_key() -> AsyncIterator[str]:
+    """A Redis key prefix of this test's own; its alert stream deleted after."""
+    prefix = f"mm-cancels-{uuid.uuid4().hex[:8]}"
+    try:
+        yield prefix
+    finally:
+        client = aioredis.Redis()
+        await client.delete(f"{prefix}:alerts")
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def alpaca_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str, start: dt.datetime
+) -> AsyncIterator[tuple[FakeStream, Any, SimClock]]:
+    """A daemon on a local Alpaca stream, its clock at `start` and its keys under `prefix`,
+    once it has subscribed: the stream, the daemon and its clock."""
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    clock = SimClock(start)
+    async with FakeStream("alpaca") as fake:
+        conf = write_config(tmp_path, prefix, fake.url)
+        async with daemon_running(conf, clock=clock) as daemon:
+            await asyncio.wait_for(fake.subscribed.wait(), 10)
+            yield fake, daemon, clock
+
+
 async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():  # noqa: ASYNC110
@@ -71,46 +100,36 @@ async def test_a_busted_print_cancelled_before_its_minute_closes_fires_nothing(
     trade; Alpaca cancels AAA's before the minute closes. BBB's minute fires the 1m surge
     rule, AAA's does not, and AAA's session bar has a high of 10, BBB's 11. (Before, the
     cancel was only counted as ignored: AAA fired too, and its day's high was the bad print.)"""
-    monkeypatch.setenv("MM_TEST_KEY", "KEY")
-    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
-    prefix = f"mm-cancels-{uuid.uuid4().hex[:8]}"
-    clock = SimClock(at(19, 49, 50))
-    try:
-        async with FakeStream("alpaca") as fake:
-            conf = write_config(tmp_path, prefix, fake.url)
-            async with daemon_running(conf, clock=clock) as daemon:
-                await asyncio.wait_for(fake.subscribed.wait(), 10)
-                assert daemon.engine.book.keeps_trades
-                clock.set(at(19, 50, 30))
-                await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
-                await until(lambda: daemon.counters.get("ticks_in") == 2)
-                clock.set(at(19, 51, 30))
-                await fake.push(
-                    [trade(s * 3, 10 + i, at(19, 51, 5), 10.0) for i, s in enumerate("AB")]
-                    + [trade(s * 3, 20 + i, at(19, 51, 20), 11.0) for i, s in enumerate("AB")]
-                )
-                await until(lambda: daemon.counters.get("ticks_in") == 6)
-                bust = {"T": "x", "S": "AAA", "i": 20, "x": "V", "p": 11.0, "s": 100, "a": "C",
-                        "t": "2024-07-16T19:51:25Z", "z": "C"}  # fmt: skip
-                await fake.push([bust])
-                taken = (
-                    ("cancels_in", {}),
-                    ("feed_ignored", {"feed": "alpaca"}),
-                )  # (before: ignored)
-                await until(lambda: sum(daemon.counters.get(n, **k) for n, k in taken) == 1)
-                clock.set(at(19, 52, 10))
-                await until(lambda: daemon.counters.get("alerts_fired", rule="spike") >= 1)
-                clock.set(at(20, 0, 10))
-                await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 2)
-                daily = daemon.engine.daily.sort("symbol").select("symbol", "high").rows()
-                assert daily == [("AAA", 10.0), ("BBB", 11.0)]
-                assert daemon.counters.get("bar_events", kind="trade_cancelled") == 1
+    async with alerts_key() as prefix:
+        async with alpaca_daemon(tmp_path, monkeypatch, prefix, at(19, 49, 50)) as run:
+            fake, daemon, clock = run
+            assert daemon.engine.book.keeps_trades
+            clock.set(at(19, 50, 30))
+            await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
+            await until(lambda: daemon.counters.get("ticks_in") == 2)
+            clock.set(at(19, 51, 30))
+            await fake.push(
+                [trade(s * 3, 10 + i, at(19, 51, 5), 10.0) for i, s in enumerate("AB")]
+                + [trade(s * 3, 20 + i, at(19, 51, 20), 11.0) for i, s in enumerate("AB")]
+            )
+            await until(lambda: daemon.counters.get("ticks_in") == 6)
+            bust = {"T": "x", "S": "AAA", "i": 20, "x": "V", "p": 11.0, "s": 100, "a": "C",
+                    "t": "2024-07-16T19:51:25Z", "z": "C"}  # fmt: skip
+            await fake.push([bust])
+            taken = (
+                ("cancels_in", {}),
+                ("feed_ignored", {"feed": "alpaca"}),
+            )  # (before: ignored)
+            await until(lambda: sum(daemon.counters.get(n, **k) for n, k in taken) == 1)
+            clock.set(at(19, 52, 10))
+            await until(lambda: daemon.counters.get("alerts_fired", rule="spike") >= 1)
+            clock.set(at(20, 0, 10))
+            await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 2)
+            daily = daemon.engine.daily.sort("symbol").select("symbol", "high").rows()
+            assert daily == [("AAA", 10.0), ("BBB", 11.0)]
+            assert daemon.counters.get("bar_events", kind="trade_cancelled") == 1
         alerts = await read_stream(f"{prefix}:alerts", 1, timeout_s=5)
         assert [(a.rule, a.symbol) for a in alerts] == [("spike", "BBB")]
-    finally:
-        client = aioredis.Redis()
-        await client.delete(f"{prefix}:alerts")
-        await client.aclose()
 
 
 def test_a_correction_decodes_to_the_trade_it_replaces_and_the_new_one() -> None:
@@ -156,44 +175,34 @@ async def test_a_cancel_of_a_trade_waiting_for_the_clock_leaves_the_bars_of_the_
     none fires (before, the cancel was `cancel_unknown_trade`, the spike closed AAA's 19:53
     and fired the 1m surge rule). (An idle step between the jump and the frame would take
     the trades at once; the cancel applies then too.)"""
-    monkeypatch.setenv("MM_TEST_KEY", "KEY")
-    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
-    prefix = f"mm-cancels-{uuid.uuid4().hex[:8]}"
-    clock = SimClock(at(19, 49, 50))
-    try:
-        async with FakeStream("alpaca") as fake:
-            conf = write_config(tmp_path, prefix, fake.url)
-            async with daemon_running(conf, clock=clock) as daemon:
-                await asyncio.wait_for(fake.subscribed.wait(), 10)
-                clock.set(at(19, 50, 30))
-                await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
-                await until(lambda: daemon.counters.get("ticks_in") == 2)
-                clock.set(at(19, 53, 30))
-                bust = {"T": "x", "S": "AAA", "i": 20, "x": "V", "p": 11.0, "s": 100, "a": "C",
-                        "t": "2024-07-16T19:53:25Z", "z": "C"}  # fmt: skip
-                await fake.push(
-                    [trade(s * 3, 10 + i, at(19, 53, 5), 10.0) for i, s in enumerate("AB")]
-                    + [trade("AAA", 20, at(19, 53, 20), 11.0), bust]
-                )
-                await until(lambda: daemon.counters.get("cancels_in") == 1)
-                clock.set(at(19, 54, 10))
-                await until(lambda: daemon.counters.get("bars_closed", timeframe="1m") >= 4)
-                minutes = daemon.engine.minutes.sort("symbol", "start")
-                got = {
-                    s: minutes.filter(pl.col("symbol") == s).drop("symbol").rows()
-                    for s in ("AAA", "BBB")
-                }
-                assert got["AAA"] == got["BBB"]
-                highs = [(start, high) for start, _, high, *_ in got["AAA"]]
-                assert highs == [(at(19, 50), 10.0), (at(19, 53), 10.0)]
-                assert daemon.counters.get("bar_events", kind="trade_cancelled") == 1
-                assert daemon.counters.get("rejections", reason="cancel_unknown_trade") == 0
-                assert daemon.counters.get("alerts_fired", rule="spike") == 0
+    async with alerts_key() as prefix:
+        async with alpaca_daemon(tmp_path, monkeypatch, prefix, at(19, 49, 50)) as run:
+            fake, daemon, clock = run
+            clock.set(at(19, 50, 30))
+            await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
+            await until(lambda: daemon.counters.get("ticks_in") == 2)
+            clock.set(at(19, 53, 30))
+            bust = {"T": "x", "S": "AAA", "i": 20, "x": "V", "p": 11.0, "s": 100, "a": "C",
+                    "t": "2024-07-16T19:53:25Z", "z": "C"}  # fmt: skip
+            await fake.push(
+                [trade(s * 3, 10 + i, at(19, 53, 5), 10.0) for i, s in enumerate("AB")]
+                + [trade("AAA", 20, at(19, 53, 20), 11.0), bust]
+            )
+            await until(lambda: daemon.counters.get("cancels_in") == 1)
+            clock.set(at(19, 54, 10))
+            await until(lambda: daemon.counters.get("bars_closed", timeframe="1m") >= 4)
+            minutes = daemon.engine.minutes.sort("symbol", "start")
+            got = {
+                s: minutes.filter(pl.col("symbol") == s).drop("symbol").rows()
+                for s in ("AAA", "BBB")
+            }
+            assert got["AAA"] == got["BBB"]
+            highs = [(start, high) for start, _, high, *_ in got["AAA"]]
+            assert highs == [(at(19, 50), 10.0), (at(19, 53), 10.0)]
+            assert daemon.counters.get("bar_events", kind="trade_cancelled") == 1
+            assert daemon.counters.get("rejections", reason="cancel_unknown_trade") == 0
+            assert daemon.counters.get("alerts_fired", rule="spike") == 0
         assert await read_stream(f"{prefix}:alerts", 1, timeout_s=1) == []
-    finally:
-        client = aioredis.Redis()
-        await client.delete(f"{prefix}:alerts")
-        await client.aclose()
 
 
 async def test_a_correction_of_a_trade_its_conditions_kept_out_places_it_at_its_time(
@@ -205,54 +214,44 @@ async def test_a_correction_of_a_trade_its_conditions_kept_out_places_it_at_its_
     trade from the start. The corrected trade goes into AAA's 19:51 (emitted again, evaluated
     again as the last minute): AAA's minutes and alerts are BBB's, the 1m surge (+6%) on
     both (before: `cancel_unknown_trade`, AAA's 19:51 closed at 10 and fired nothing)."""
-    monkeypatch.setenv("MM_TEST_KEY", "KEY")
-    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
-    prefix = f"mm-cancels-{uuid.uuid4().hex[:8]}"
-    clock = SimClock(at(19, 49, 50))
-    try:
-        async with FakeStream("alpaca") as fake:
-            conf = write_config(tmp_path, prefix, fake.url)
-            async with daemon_running(conf, clock=clock) as daemon:
-                await asyncio.wait_for(fake.subscribed.wait(), 10)
-                clock.set(at(19, 50, 30))
-                await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
-                await until(lambda: daemon.counters.get("ticks_in") == 2)
-                clock.set(at(19, 51, 30))
-                out_of_sequence = {**trade("AAA", 20, at(19, 51, 20), 10.6), "c": ["@", "Z"]}
-                await fake.push(
-                    [trade(s * 3, 10 + i, at(19, 51, 5), 10.0) for i, s in enumerate("AB")]
-                    + [out_of_sequence, trade("BBB", 21, at(19, 51, 20), 10.6)]
-                )
-                await until(lambda: daemon.counters.get("ticks_in") == 5)
-                assert daemon.counters.get("rejections", reason="trade_condition") == 1
-                clock.set(at(19, 52, 10))
-                await until(lambda: daemon.counters.get("alerts_fired", rule="spike") == 1)
-                correction = {"T": "c", "S": "AAA", "x": "V", "oi": 20, "op": 10.6, "os": 100,
-                              "oc": ["@", "Z"], "ci": 22, "cp": 10.6, "cs": 100, "cc": ["@"],
-                              "t": "2024-07-16T19:52:15Z", "z": "C"}  # fmt: skip
-                await fake.push([correction])
-                await until(lambda: daemon.counters.get("cancels_in") == 1)
-                clock.set(at(19, 52, 20))
-                await until(lambda: daemon.counters.get("alerts_fired", rule="spike") == 2)
-                minutes = daemon.engine.minutes.sort("symbol", "start")
-                got = {
-                    s: minutes.filter(pl.col("symbol") == s).drop("symbol").rows()
-                    for s in ("AAA", "BBB")
-                }
-                assert got["AAA"] == got["BBB"]
-                assert got["AAA"][-1] == (at(19, 51), 10.0, 10.6, 10.0, 10.6, 200.0)
-                kind = {"kind": "rejected_trade_corrected"}
-                assert daemon.counters.get("bar_events", **kind) == 1
-                assert daemon.counters.get("rejections", reason="cancel_unknown_trade") == 0
+    async with alerts_key() as prefix:
+        async with alpaca_daemon(tmp_path, monkeypatch, prefix, at(19, 49, 50)) as run:
+            fake, daemon, clock = run
+            clock.set(at(19, 50, 30))
+            await fake.push([trade(s * 3, i, at(19, 50, 10), 10.0) for i, s in enumerate("AB")])
+            await until(lambda: daemon.counters.get("ticks_in") == 2)
+            clock.set(at(19, 51, 30))
+            out_of_sequence = {**trade("AAA", 20, at(19, 51, 20), 10.6), "c": ["@", "Z"]}
+            await fake.push(
+                [trade(s * 3, 10 + i, at(19, 51, 5), 10.0) for i, s in enumerate("AB")]
+                + [out_of_sequence, trade("BBB", 21, at(19, 51, 20), 10.6)]
+            )
+            await until(lambda: daemon.counters.get("ticks_in") == 5)
+            assert daemon.counters.get("rejections", reason="trade_condition") == 1
+            clock.set(at(19, 52, 10))
+            await until(lambda: daemon.counters.get("alerts_fired", rule="spike") == 1)
+            correction = {"T": "c", "S": "AAA", "x": "V", "oi": 20, "op": 10.6, "os": 100,
+                          "oc": ["@", "Z"], "ci": 22, "cp": 10.6, "cs": 100, "cc": ["@"],
+                          "t": "2024-07-16T19:52:15Z", "z": "C"}  # fmt: skip
+            await fake.push([correction])
+            await until(lambda: daemon.counters.get("cancels_in") == 1)
+            clock.set(at(19, 52, 20))
+            await until(lambda: daemon.counters.get("alerts_fired", rule="spike") == 2)
+            minutes = daemon.engine.minutes.sort("symbol", "start")
+            got = {
+                s: minutes.filter(pl.col("symbol") == s).drop("symbol").rows()
+                for s in ("AAA", "BBB")
+            }
+            assert got["AAA"] == got["BBB"]
+            assert got["AAA"][-1] == (at(19, 51), 10.0, 10.6, 10.0, 10.6, 200.0)
+            kind = {"kind": "rejected_trade_corrected"}
+            assert daemon.counters.get("bar_events", **kind) == 1
+            assert daemon.counters.get("rejections", reason="cancel_unknown_trade") == 0
         alerts = await read_stream(f"{prefix}:alerts", 2, timeout_s=5)
         assert sorted((a.rule, a.symbol, a.ts) for a in alerts) == [
             ("spike", "AAA", "2024-07-16T19:52:00Z"),
             ("spike", "BBB", "2024-07-16T19:52:00Z"),
         ]
-    finally:
-        client = aioredis.Redis()
-        await client.delete(f"{prefix}:alerts")
-        await client.aclose()
 
 
 @pytest.mark.parametrize(
@@ -281,38 +280,30 @@ async def test_a_cancelled_closing_print_leaves_the_session_the_providers_last_b
     into that bar: Alpaca files it under 20:00), cancelled after the close. AAA's session
     bar, corrected, is BBB's (the same bar, no closing print): the cancel is applied
     (before: `cancel_provider_bar`, and AAA's session closed at the busted 11)."""
-    monkeypatch.setenv("MM_TEST_KEY", "KEY")
-    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
-    prefix = f"mm-cancels-{uuid.uuid4().hex[:8]}"
-    clock = SimClock(at(19, 59, 30))
-    try:
-        async with FakeStream("alpaca") as fake:
-            conf = write_config(tmp_path, prefix, fake.url)
-            async with daemon_running(conf, clock=clock) as daemon:
-                await asyncio.wait_for(fake.subscribed.wait(), 10)
-                clock.set(at(20, 0, 1))
-                bars = [{"T": "b", "S": s * 3, "o": 10.0, "h": 10.1, "l": 9.9, "c": 10.0,
-                         "v": 1000, "t": "2024-07-16T19:59:00Z"} for s in "AB"]  # fmt: skip
-                await fake.push([*bars, trade("AAA", 30, at(20, 0, 0.5), 11.0)])
-                await until(lambda: daemon.counters.get("ticks_in") == 1)
-                clock.set(at(20, 0, 11))  # (the session's bars: [engine] session_close_delay_s)
-                await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 2)
-                assert daemon.engine.daily.filter(pl.col("symbol") == "AAA")["close"][0] == 11.0
-                bust = {"T": "x", "S": "AAA", "i": 30, "x": "V", "p": 11.0, "s": 100, "a": "C",
-                        "t": "2024-07-16T20:00:12Z", "z": "C"}  # fmt: skip
-                await fake.push([bust])
-                outcomes = (
-                    ("bar_events", {"kind": "trade_cancelled"}),
-                    ("rejections", {"reason": "cancel_provider_bar"}),
-                )
-                await until(lambda: sum(daemon.counters.get(n, **k) for n, k in outcomes) == 1)
-                assert daemon.counters.get("rejections", reason="cancel_provider_bar") == 0
-                clock.set(at(20, 0, 14))
-                await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 3)
-                daily = daemon.engine.daily.sort("symbol").drop("symbol").rows()
-                assert daily[0] == daily[1] == (dt.date(2024, 7, 16), 10.0, 10.1, 9.9, 10.0, 1000.0)
-                assert daemon.counters.get("bar_events", kind="trade_cancelled") == 1
-    finally:
-        client = aioredis.Redis()
-        await client.delete(f"{prefix}:alerts")
-        await client.aclose()
+    async with (
+        alerts_key() as prefix,
+        alpaca_daemon(tmp_path, monkeypatch, prefix, at(19, 59, 30)) as run,
+    ):
+        fake, daemon, clock = run
+        clock.set(at(20, 0, 1))
+        bars = [{"T": "b", "S": s * 3, "o": 10.0, "h": 10.1, "l": 9.9, "c": 10.0,
+                 "v": 1000, "t": "2024-07-16T19:59:00Z"} for s in "AB"]  # fmt: skip
+        await fake.push([*bars, trade("AAA", 30, at(20, 0, 0.5), 11.0)])
+        await until(lambda: daemon.counters.get("ticks_in") == 1)
+        clock.set(at(20, 0, 11))  # (the session's bars: [engine] session_close_delay_s)
+        await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 2)
+        assert daemon.engine.daily.filter(pl.col("symbol") == "AAA")["close"][0] == 11.0
+        bust = {"T": "x", "S": "AAA", "i": 30, "x": "V", "p": 11.0, "s": 100, "a": "C",
+                "t": "2024-07-16T20:00:12Z", "z": "C"}  # fmt: skip
+        await fake.push([bust])
+        outcomes = (
+            ("bar_events", {"kind": "trade_cancelled"}),
+            ("rejections", {"reason": "cancel_provider_bar"}),
+        )
+        await until(lambda: sum(daemon.counters.get(n, **k) for n, k in outcomes) == 1)
+        assert daemon.counters.get("rejections", reason="cancel_provider_bar") == 0
+        clock.set(at(20, 0, 14))
+        await until(lambda: daemon.counters.get("bars_closed", timeframe="1d") >= 3)
+        daily = daemon.engine.daily.sort("symbol").drop("symbol").rows()
+        assert daily[0] == daily[1] == (dt.date(2024, 7, 16), 10.0, 10.1, 9.9, 10.0, 1000.0)
+        assert daemon.counters.get("bar_events", kind="trade_cancelled") == 1
