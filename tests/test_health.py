@@ -215,14 +215,7 @@ async def test_a_failed_backfill_makes_health_degraded_until_one_succeeds(
     with RedisServer() as server:
         async with FakeStream("alpaca") as fake, FakeRest() as api:
             api.fail_symbols["AAPL"] = -1
-            prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
-            conf = write_config(tmp_path, feeds=[], redis={"url": server.url, "stream": prefix})
-            conf.write_text(
-                conf.read_text()
-                + f'\n[[feeds]]\nname = "alpaca"\nkind = "websocket"\nprovider = "alpaca"\n'
-                f'url = "{fake.url}"\nrest_url = "{api.url}"\nsymbols = ["AAPL", "SPY"]\n'
-                'key_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
-            )
+            conf = alpaca_config(tmp_path, server.url, fake.url, api.url)
             async with daemon_of(conf) as daemon:
                 await asyncio.wait_for(fake.subscribed.wait(), 10)
                 await fake.push(ALPACA_TRADES)
@@ -266,14 +259,7 @@ async def test_a_backfill_owed_from_before_the_engine_keeps_is_given_up_not_degr
     }
     with RedisServer() as server:
         async with FakeStream("alpaca") as fake, FakeRest() as api:
-            prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
-            conf = write_config(tmp_path, feeds=[], redis={"url": server.url, "stream": prefix})
-            conf.write_text(
-                conf.read_text()
-                + f'\n[[feeds]]\nname = "alpaca"\nkind = "websocket"\nprovider = "alpaca"\n'
-                f'url = "{fake.url}"\nrest_url = "{api.url}"\nsymbols = ["AAPL", "SPY"]\n'
-                'key_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
-            )
+            conf = alpaca_config(tmp_path, server.url, fake.url, api.url)
             store = Store(tmp_path / "store")
             store.save_owed_backfills({"alpaca": {"windows": [window]}})
             async with daemon_of(conf) as daemon:
@@ -354,3 +340,17 @@ def test_status_says_why_bars_came_in_and_no_alert_fired() -> None:
     ]
     quiet = summary("http://127.0.0.1:9108", {"status": "healthy"}, parse_metrics(""))
     assert "corrections" not in quiet and "dropped" not in quiet
+
+
+def alpaca_config(tmp_path: Path, redis_url: str, stream_url: str, rest_url: str) -> Path:
+    """A daemon config with one Alpaca WebSocket feed (AAPL, SPY) and its REST backfill, its
+    alerts under a key prefix of its own on the Redis at `redis_url`."""
+    prefix = f"mm-health-{uuid.uuid4().hex[:8]}"
+    conf = write_config(tmp_path, feeds=[], redis={"url": redis_url, "stream": prefix})
+    conf.write_text(
+        conf.read_text()
+        + f'\n[[feeds]]\nname = "alpaca"\nkind = "websocket"\nprovider = "alpaca"\n'
+        f'url = "{stream_url}"\nrest_url = "{rest_url}"\nsymbols = ["AAPL", "SPY"]\n'
+        'key_env = "MM_TEST_KEY"\nsecret_env = "MM_TEST_SECRET"\n'
+    )
+    return conf
