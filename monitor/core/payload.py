@@ -215,21 +215,27 @@ def _lines(frame: pl.DataFrame, rule: Rule, ctx: RuleContext, variant: bool) -> 
         *_history(rule.horizons, frame),
         "}",
     )
-    order = pl.col("rank") if kind_of(rule) == "movers" else pl.lit(0)
+    period, order = _order_keys(rule)
     return frame.select(
-        "ts",
+        "ts", period, pl.lit(rule.id).alias("rule"), order, "symbol", "id", json.alias("json")
+    )
+
+
+def _order_keys(rule: Rule) -> tuple[pl.Expr, pl.Expr]:
+    """A firing row's sort keys of LINE_ORDER besides its time, rule, symbol and id: `period`
+    (its timeframe's) and `order` (a movers rule's rank, else 0)."""
+    order = pl.col("rank") if kind_of(rule) == "movers" else pl.lit(0)
+    return (
         pl.lit(PERIODS[rule.timeframe], pl.Int64).alias("period"),
-        pl.lit(rule.id).alias("rule"),
         order.cast(pl.Int64).alias("order"),
-        "symbol",
-        "id",
-        json.alias("json"),
     )
 
 
 WORDS_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.String(),
+    "period": pl.Int64(),  # (with `order`: the sort keys of LINE_ORDER, as the lines')
     "rule": pl.String(),
+    "order": pl.Int64(),
     "symbol": pl.String(),
     "id": pl.String(),
     "kind": pl.String(),
@@ -252,10 +258,12 @@ def alert_words(fired: pl.DataFrame, rule: Rule, ctx: RuleContext) -> pl.DataFra
     family = FAMILIES[kind_of(rule)]
     frame = _plain(fired.drop("prior_dates", strict=False))
     title, text = family.words(rule, ctx)
+    period, order = _order_keys(rule)
     return frame.select(
         "ts",
-        pl.lit(PERIODS[rule.timeframe], pl.Int64).alias("period"),
+        period,
         pl.lit(rule.id).alias("rule"),
+        order,
         "symbol",
         pl.lit(_ids(frame, rule)),
         pl.lit(kind_of(rule)).alias("kind"),

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import polars as pl
 
-from monitor.core.payload import LINE_ORDER, PERIODS, WORDS_SCHEMA, alert_words
+from monitor.core.model import empty
+from monitor.core.payload import LINE_ORDER, WORDS_SCHEMA, alert_words
 from monitor.core.rules.context import RuleContext, pct, unit
 from monitor.core.rules.spec import kind_of
 
@@ -59,6 +60,9 @@ def downsample(values: Sequence[float], target: int = POINTS) -> list[int]:
     return sorted(keep)
 
 
+_KEYS_AND_TITLE = ["title", "period", "order"]  # (not shown: the sort keys and the title)
+
+
 class ReportAlerts:
     """A replay's alerts as the report shows them, a row of a few short fields each (WORDS_SCHEMA,
     without `title`), in the alerts' order: taken from each step's firing frames (in a replay,
@@ -74,18 +78,14 @@ class ReportAlerts:
         """Take in a step's alerts."""
         for rule, fired in step.firings:
             if fired.height:
-                # (the sort keys replay's lines carry: see `LINE_ORDER`)
-                rank = fired.get_column("rank") if kind_of(rule) == "movers" else pl.lit(0)
-                keys = [pl.lit(PERIODS[rule.timeframe]).alias("period"), rank.alias("order")]
-                words = alert_words(fired, rule, self._ctx).drop("title")
-                self._parts.append(words.with_columns(k.cast(pl.Int64) for k in keys))
+                self._parts.append(alert_words(fired, rule, self._ctx).drop("title"))
 
     def frame(self) -> pl.DataFrame:
         """Every alert taken in, in order (by `ts`, period, rule, rank or symbol, and id, as
         replay prints them: `LINE_ORDER`)."""
         if not self._parts:
-            return pl.DataFrame(schema={k: v for k, v in WORDS_SCHEMA.items() if k != "title"})
-        return pl.concat(self._parts).sort(LINE_ORDER).drop("period", "order")
+            return empty(WORDS_SCHEMA).drop(_KEYS_AND_TITLE)
+        return pl.concat(self._parts).sort(LINE_ORDER).drop(_KEYS_AND_TITLE[1:])
 
 
 class Mark(NamedTuple):
