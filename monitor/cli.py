@@ -418,13 +418,15 @@ def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from monitor import config as cfg
+
+    config = cfg.load(args.config)  # (before the daemon's modules: a config error says so at once)
+
     from monitor import credentials, logs
     from monitor.http import PortUnavailable
     from monitor.service import run
     from monitor.store import Store
     from monitor.systemd import notifier
 
-    config = cfg.load(args.config)
     logs.configure(level=config.log.level, json=config.log.json)
     log = logs.get("cli")
     if credentials.writable_by_others(args.config):

@@ -11,9 +11,9 @@ import pytest
 from monitor import config as cfg
 from monitor import credentials
 from monitor.errors import ConfigError
+from tests.cli_here import cli_here
 from tests.conftest import NO_SHORT_INTEREST_NOTE
 from tests.security.pki import Pki
-from tests.test_commands import cli
 from tests.test_service import write_config
 
 FEED_URL = 'url = "mqtt://127.0.0.1:1883"'
@@ -206,9 +206,9 @@ def test_a_url_run_would_refuse_fails_config_check_with_the_same_line(
     assert old in text
     conf.write_text(text.replace(old, new))
     want = f"market-monitor: config error: {conf}: {error}\n"
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", str(conf))
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr) == (78, want)
 
 
@@ -236,7 +236,9 @@ def test_an_error_in_an_environment_override_names_the_variable(tmp_path: Path) 
     assert stream == "2024"  # (a text field takes the text written, not an error for an int)
     conf.write_text(conf.read_text().replace("port = 0", 'port = "abc"'))
     assert error() == f"{conf}: http.port: Expected `int`, got `str`"
-    res = cli("config", "check", "--config", str(conf), env={"MARKET_MONITOR__HTTP__PORT": "x"})
+    res = cli_here(
+        "config", "check", "--config", str(conf), env={"MARKET_MONITOR__HTTP__PORT": "x"}
+    )
     assert (res.returncode, res.stderr) == (
         78,
         "market-monitor: config error: MARKET_MONITOR__HTTP__PORT: Expected `int`, got `str`\n",
@@ -298,9 +300,9 @@ def test_a_bad_redis_url_from_the_environment_fails_check_and_run_alike() -> Non
         "outside 1-65535): 'redis://127.0.0.1:116999/…'\n"
     )
     example = "config/monitor.example.toml"
-    check = cli("config", "check", "--config", example, env=env)
+    check = cli_here("config", "check", "--config", example, env=env)
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", example, env=env)
+    run = cli_here("run", "--config", example, env=env)
     assert (run.returncode, run.stderr) == (78, want)
 
 
@@ -357,9 +359,9 @@ def test_a_ca_file_that_cannot_be_read_fails_check_and_run_naming_the_field(
     absolute = str(tmp_path / path)  # (an absolute `path` stays itself)
     why = "Is a directory" if path == str(tmp_path) else "No such file or directory"
     want = f"market-monitor: config error: {conf}: {field}: cannot read {absolute}: {why}\n"
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", str(conf), timeout=30)
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr) == (78, want)
 
 
@@ -399,7 +401,7 @@ def test_secret_and_ca_files_are_relative_to_the_config_file(tmp_path: Path) -> 
         str(files / "key"),
         "/run/credentials/market-monitor.service/s",
     )
-    check = cli("config", "check", "--config", str(conf))  # (run from the repository's root)
+    check = cli_here("config", "check", "--config", str(conf))  # (run from the repository's root)
     # (a systemd credential, read only while the unit runs: said, not a failure of the check)
     assert check.returncode == 0
     assert check.stderr.startswith(
@@ -409,7 +411,7 @@ def test_secret_and_ca_files_are_relative_to_the_config_file(tmp_path: Path) -> 
     conf.write_text(conf.read_text().replace("/run/credentials/market-monitor.service/s", "key"))
     (tmp_path / "key").write_text("secret-value\n")
     (tmp_path / "key").chmod(0o600)
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, check.stderr) == (0, NO_SHORT_INTEREST_NOTE)
     assert check.stdout.endswith(
         "# secrets resolved:\n"
@@ -447,16 +449,16 @@ def test_a_config_that_is_not_utf8_is_a_config_error_not_a_traceback(tmp_path: P
     want = (
         f"market-monitor: config error: {conf}: not UTF-8 text at byte 6 (0xe9): save it as UTF-8\n"
     )
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", str(conf))
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr) == (78, want)
     notifier = tmp_path / "notify.toml"
     notifier.write_bytes(b"# caf\xe9\n")
     with pytest.raises(ConfigError, match="not UTF-8 text at byte 6"):
         cfg.read_toml(notifier, {})
     conf.write_bytes(b"\xef\xbb\xbf" + text)
-    assert cli("config", "check", "--config", str(conf)).returncode == 0
+    assert cli_here("config", "check", "--config", str(conf)).returncode == 0
 
 
 def test_an_infinite_interval_fails_config_check_and_run_alike(tmp_path: Path) -> None:
@@ -470,9 +472,9 @@ def test_an_infinite_interval_fails_config_check_and_run_alike(tmp_path: Path) -
         f"market-monitor: config error: {conf}: store.snapshot_interval_s: not a finite number"
         " (inf is no setting: write the number meant)\n"
     )
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", str(conf))
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr) == (78, want)
 
 
@@ -557,12 +559,12 @@ def test_an_allowed_host_that_is_no_host_fails_check_and_run_naming_the_field(
     conf = write_config(tmp_path, "mm-allowed")
     hosts = f'allowed_hosts = ["monitor.example.com", "{entry}"]'
     conf.write_text(conf.read_text().replace("[http]\n", f"[http]\n{hosts}\n"))
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert check.returncode == 78
     assert check.stderr.startswith(
         f"market-monitor: config error: {conf}: http.allowed_hosts: {error}"
     ), check.stderr
-    run = cli("run", "--config", str(conf))
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr) == (78, check.stderr)
 
 
@@ -574,7 +576,7 @@ def test_allowed_hosts_are_shown_by_config_check_and_taken_from_the_environment(
     conf = write_config(tmp_path, "mm-allowed-env")
     hosts = '["monitor.example.com:9108", "*.board.example"]'
     conf.write_text(conf.read_text().replace("[http]\n", f"[http]\nallowed_hosts = {hosts}\n"))
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert check.returncode == 0, check.stderr
     assert f"allowed_hosts = {hosts}" in check.stdout.splitlines()
     variable = "MARKET_MONITOR__HTTP__ALLOWED_HOSTS"
