@@ -106,7 +106,11 @@ class Pipeline:
             self._log, counters, counter="rejections", interval_s=log_every_s, clock=time.monotonic
         )
         self._log_every_s = log_every_s  # (rejections and corrections: a line a reason at most)
-        counters.describe("ticks_in", "Ticks received from the feeds")
+        counters.describe(
+            "ticks_in",
+            "Ticks decoded from the feeds' messages (a message refused as it is decoded counts"
+            " in rejections only)",
+        )
         counters.describe(
             "cancels_in", "Trade cancels, errors and corrections received from the feeds"
         )
