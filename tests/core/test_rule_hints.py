@@ -1,7 +1,8 @@
 """What a rules file is told of symbols no file or feed brings (an error, as replay rejects them
 as `bad_symbol`) and of settings a rule will not act on as written (a warning: the rule still
 runs): `exclude` on a rule of symbols, symbols on a rotation, a 1m window longer than its
-session, a symbol with a space, a percent-looking `min_return = 1`."""
+session, a symbol with a space, a movers `top` that ranks every symbol listed, a
+percent-looking `min_return = 1`."""
 
 from __future__ import annotations
 
@@ -62,6 +63,14 @@ def test_a_symbol_no_file_or_feed_brings_is_an_error(text: str, message: str) ->
         ('kind = "surge"\ntimeframe = "1m"\nwindow = 389\nuniverse = true', []),
         ('kind = "surge"\ntimeframe = "1d"\nwindow = 400\nuniverse = true', []),
         ('kind = "movers"\ntimeframe = "1m"\nwindow = 400\nuniverse = true', []),
+        ('kind = "movers"\nsymbols = ["IWM"]\ntop = 3',
+         ["top: 3 of the 1 symbols ranked: every one that rises is a top mover; list more"
+          " symbols, or set universe = true"]),
+        ('kind = "movers"\nsymbols = ["A", "B", "C"]\ntop = 3',
+         ["top: 3 of the 3 symbols ranked: every one that rises is a top mover; list more"
+          " symbols, or set universe = true"]),
+        ('kind = "movers"\nsymbols = ["A", "B", "C"]\ntop = 2', []),
+        ('kind = "movers"\nuniverse = true\ntop = 3', []),
         ('kind = "surge"\nsymbols = ["A"]\nmin_return = 1',
          ["min_return: 1 is 100%; it is a fraction, 0.10 means 10%: did you mean 0.01?"]),
         ('kind = "surge"\nsymbols = ["A"]\nmin_return = 0.99', []),
@@ -69,7 +78,8 @@ def test_a_symbol_no_file_or_feed_brings_is_an_error(text: str, message: str) ->
 )  # fmt: skip
 def test_settings_a_rule_will_not_act_on_are_warned_of(text: str, warnings: list[str]) -> None:
     """`exclude` on a rule of symbols (ignored: ^RUT still fired), `symbols` or `universe` on a
-    rotation (ignored), a symbol with a space, a surge's window or a streak's count of 390
+    rotation (ignored), a symbol with a space, a movers rule's `top` as large as its list of
+    symbols (each that rose was "#1"), a surge's window or a streak's count of 390
     minutes or more on a 1m rule (a minute window stays in its session: it never fired) and
     `min_return = 1` (at the percent bound: it was said nothing of) are warned of; the rule
     loads and runs as before."""

@@ -8,7 +8,10 @@ runs, and its file kept working when they were said nothing of).
   as its session or longer: such a window stays within its session (390 minutes of regular
   hours, 960 with `[engine] extended_hours`), so the rule never fires;
 - a symbol with a space in it: no live feed sends one (1-32 printable ASCII characters without
-  a space), only a replay feed's file can.
+  a space), only a replay feed's file can;
+- a movers rule's `top` as large as the list of `symbols` it ranks: every one of them that is
+  up is a top mover ("#1" of a one-symbol list whenever it rises), so the rule says no more
+  than that it rose.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ def unheeded(rule: Rule, session_minutes: int = REGULAR_MINUTES) -> list[tuple[s
         found.append(
             ("symbols", f"{', '.join(map(repr, spaced))}: no live feed sends a symbol with a space")
         )
+    top = getattr(rule, "top", None)
+    if isinstance(top, int) and not rule.universe and rule.symbols and top >= len(rule.symbols):
+        found.append(
+            ("top", f"{top} of the {len(rule.symbols)} symbols ranked: every one that rises is"
+             " a top mover; list more symbols, or set universe = true")
+        )  # fmt: skip
     name = _IN_SESSION.get(str(type(rule).__struct_config__.tag), "")
     value = getattr(rule, name, None) if rule.timeframe == "1m" else None
     if isinstance(value, int) and value >= session_minutes:
