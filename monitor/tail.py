@@ -14,6 +14,9 @@ A subscription that hears nothing for `PING_S` PINGs Redis; a PING unanswered fo
 counts as a lost connection (a Redis that stops answering, a cut no one resets).
 
 Either way, a message or entry that is not an alert is said in one line on stderr and skipped.
+While it waits, tail looks every `stdout_reader.CHECK_S` at whether the reader of its output has
+gone (`tail --json | head -1`, head exited after the first alert) and then exits as a write to
+it would (BrokenPipeError: exit 141, nothing said), not at the next alert, hours later maybe.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from monitor import stdout_reader
 from monitor.core.backoff import Backoff
 from monitor.core.model import Alert, decode_alert, encode_alert
 from monitor.errors import ConfigError, SinkUnavailable
@@ -119,7 +123,7 @@ async def _tail(
                 print(f"listening on {stream} (Ctrl-C to stop)", file=sys.stderr, flush=True)
             entries = _entries(client, stream, last, where, known=args.since is None)
             alerts, name = _in_stream(entries), stream
-        async with contextlib.aclosing(alerts) as found:
+        async with stdout_reader.until_gone(sys.stdout), contextlib.aclosing(alerts) as found:
             async for raw, entry in found:
                 seen += _show(raw, args.json, entry, name)
                 if args.count is not None and seen >= args.count:

@@ -324,3 +324,42 @@ def test_tail_channel_rides_out_a_redis_restart_and_says_what_it_missed() -> Non
     assert found is not None, unseen
     assert before_ms <= int(found.group(1)) <= down_ms
     assert tail.left == ([], [])
+
+
+@pytest.mark.parametrize(("source", "shown"), [("--stream", "--json"), ("--channel", "--text")])
+def test_tail_exits_once_the_reader_of_its_output_has_gone(source: str, shown: str) -> None:
+    """`tail --json | head -1`: once the reader of tail's stdout has read the first alert and
+    closed its end, tail exits within seconds with a broken pipe's 141, saying nothing, rather
+    than at its next write (the next alert, hours away maybe); from the stream (JSON) and the
+    channel (text) alike."""
+    name = f"mm-tail-{uuid.uuid4().hex[:8]}"
+    alert = replay_alerts(dt.date(2024, 7, 16), dt.date(2024, 7, 16))[0]
+    args = ["tail", "--url", REDIS_URL, source, name, *([shown] if shown == "--json" else [])]
+    client = redis.Redis.from_url(REDIS_URL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    err = Lines(proc.stderr)
+    try:
+        assert err.next() == f"listening on {name} (Ctrl-C to stop)\n"
+        if source == "--stream":
+            client.xadd(name, {"id": alert.id, "alert": encode_alert(alert)})
+        else:
+            client.publish(name, encode_alert(alert))
+        first = proc.stdout.readline()
+        proc.stdout.close()  # (head -1 exits)
+        code = proc.wait(5)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        said = err.rest()
+        proc.stderr.close()
+        client.delete(name)
+        client.close()
+    if shown == "--json":
+        assert msgspec.json.decode(first, type=Alert) == alert
+    else:
+        assert first == render(alert).splitlines(keepends=True)[0]
+    assert (code, said) == (141, [])
