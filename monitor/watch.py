@@ -15,6 +15,7 @@ import argparse
 import base64
 import contextlib
 import datetime as dt
+import errno
 import json
 import math
 import sys
@@ -50,6 +51,15 @@ SEVERITY_STYLE = {"info": "dim", "notice": "bold blue", "warning": "bold yellow"
                   "critical": "bold red"}  # fmt: skip
 
 
+class _Console(Console):
+    """rich's Console, but a reader of stdout gone (`watch --once | head -0`) is BrokenPipeError,
+    on which every command exits quietly with 141 (see `monitor.cli`), where rich's exits 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # (nothing more written: the last frame Live draws as it stops)
+        raise BrokenPipeError(errno.EPIPE, "the reader of stdout has gone")
+
+
 def fetch(url: str, timeout_s: float = 3.0) -> Any:
     """GET `url` and decode its JSON. A user and password in it (a proxy in front of the
     daemon) go as Basic authorization, as `status` sends them: urllib took them for part of
@@ -80,7 +90,7 @@ def watch(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"market-monitor: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    console = Console()
+    console = _Console()
     if args.once:
         try:
             state, closes = fetch(f"{base}/api/state"), fetch(f"{base}/api/closes")

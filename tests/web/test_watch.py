@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
+import subprocess
+import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,7 +20,7 @@ from monitor.cli import main
 from monitor.core.rules.context import pct
 from monitor.watch import bar, frame, measure, new_york, sparkline
 from monitor.watch import pct as watch_pct
-from tests.conftest import RUT
+from tests.conftest import ROOT, RUT
 from tests.test_commands import cli
 from tests.test_service import daemon_running, write_config
 
@@ -307,3 +314,53 @@ def test_a_login_in_the_url_goes_as_basic_authorization_not_to_the_resolver() ->
         server.shutdown()
         server.server_close()
     assert seen == ["Basic Ym9iOnBAc3M=", None]  # (bob:p@ss)
+
+
+@contextmanager
+def board() -> Iterator[tuple[str, list[str]]]:
+    """A daemon's HTTP API serving STATE and no closes: its base URL, and the paths asked of it
+    so far."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # (the stdlib's name)
+            asked.append(self.path)
+            body = json.dumps(STATE if self.path == "/api/state" else {"symbols": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def watching(url: str, *args: str) -> subprocess.Popen[str]:
+    """`market-monitor watch --url URL ARGS` as a child process, its stdout and stderr pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", "watch", "--url", url, *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_watch_once_into_a_pipe_whose_reader_has_gone_exits_141_saying_nothing() -> None:
+    """`watch --once` whose stdout's reader has gone before the frame is drawn (`| head -0`)
+    exits quietly with a broken pipe's 141, as replay and tail do (rich's own handling exited
+    1)."""
+    with board() as (url, _):
+        proc = watching(url, "--once")
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # (before the child has even imported rich)
+        code = proc.wait(30)
+        said = proc.stderr.read()
+        proc.stderr.close()
+    assert (code, said) == (141, "")
