@@ -19,7 +19,6 @@ import errno
 import json
 import math
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +31,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from monitor import stdout_reader
 from monitor.errors import EX_UNAVAILABLE
 from monitor.terminal import printable
 from monitor.urls import mask_url
@@ -105,7 +105,8 @@ def watch(args: argparse.Namespace) -> int:
 
 
 def _loop(base: str, console: Console, interval_s: float) -> None:
-    """Redraw until interrupted; a failed fetch keeps the last frame and says so."""
+    """Redraw until interrupted or the reader of stdout goes (BrokenPipeError); a failed fetch
+    keeps the last frame and says so."""
     state: Any = None
     closes: Any = None
     connecting = Text(f"connecting to {mask_url(base)}…")
@@ -123,7 +124,12 @@ def _loop(base: str, console: Console, interval_s: float) -> None:
             else:
                 live.update(frame(state, closes, source=mask_url(base), error=error))
             live.refresh()
-            time.sleep(interval_s)
+            if stdout_reader.sleep(console.file, interval_s):
+                # (its reader gone, `watch | less` quit: a write would raise this, but to a
+                # pipe Live writes only as it stops, and watch would ask the daemon for ever;
+                # quiet: Live writes nothing more as it stops, to a terminal hung up neither)
+                console.quiet = True
+                raise BrokenPipeError(errno.EPIPE, "the reader of stdout has gone")
 
 
 def frame(

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -364,3 +365,24 @@ def test_watch_once_into_a_pipe_whose_reader_has_gone_exits_141_saying_nothing()
         said = proc.stderr.read()
         proc.stderr.close()
     assert (code, said) == (141, "")
+
+
+def test_watch_exits_within_seconds_of_the_reader_of_its_output_going() -> None:
+    """`watch --interval 60` piped into a reader that goes (`watch | less`, quit) exits within
+    seconds with a broken pipe's 141, saying nothing, having asked the daemon once: to a pipe
+    rich writes only as watch stops, so it asked every interval for ever."""
+    with board() as (url, asked):
+        proc = watching(url, "--interval", "60")
+        assert proc.stdout is not None and proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while len(asked) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.stdout.close()
+        try:
+            code = proc.wait(5)
+        finally:
+            proc.kill()
+            proc.wait(10)
+            said = proc.stderr.read()
+            proc.stderr.close()
+    assert (code, said, asked) == (141, "", ["/api/state", "/api/closes"])
