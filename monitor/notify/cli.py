@@ -13,7 +13,7 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -23,6 +23,9 @@ from monitor.errors import EX_CONFIG, EX_UNAVAILABLE, ConfigError, TransientErro
 from monitor.notify import config as ncfg
 from monitor.notify.parsers import add_parsers
 from monitor.terminal import printable
+
+if TYPE_CHECKING:
+    from monitor.notify.seen_alerts import SeenAlerts
 
 __all__ = ["add_parsers", "main", "main_notify", "main_silence"]
 
@@ -154,6 +157,7 @@ def main_silence(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
     from monitor.notify.inbox import redis_failure, section_client
+    from monitor.notify.seen_alerts import seen_alerts
     from monitor.notify.silences import SilenceStore, new_silence, parse_duration
 
     configured = bool(getattr(args, "config", None))
@@ -185,12 +189,14 @@ def main_silence(args: argparse.Namespace) -> int:
                 s = new_silence(
                     args.rule, args.symbol, duration, now, args.comment, getpass.getuser()
                 )
+                seen = await seen_alerts(client, redis.stream)
                 await store.add(s)
                 print(
                     f"{s.id} silences {s.rule}"
                     + (f" on {s.symbol}" if s.symbol else "")
                     + f" until {s.ends_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
                 )
+                _say_unmatched(s.id, args, seen)
                 return 0
             if args.silence_command == "list":
                 found = await store.all() if args.all else await store.active(now)
@@ -231,6 +237,27 @@ def main_silence(args: argparse.Namespace) -> int:
         return asyncio.run(go())
     except (ConfigError, TransientError) as exc:
         return _failed(exc)
+
+
+def _say_unmatched(silence_id: str, args: argparse.Namespace, seen: SeenAlerts | str) -> None:
+    """After `silence add`: say on stderr when its rule (or symbol) matches none of the alerts
+    in the stream, which a misspelt one does not (see `monitor.notify.seen_alerts`), or why
+    they could not be read."""
+    from monitor.notify.seen_alerts import unmatched
+
+    if isinstance(seen, str):
+        said = (
+            "market-monitor: silence: --rule and --symbol not checked against the stream's"
+            f" alerts, which Redis refused to read ({seen}; docs/security.md grants +xrevrange)"
+        )
+        print(printable(said), file=sys.stderr)
+        return
+    for line in unmatched(args.rule, args.symbol, seen):
+        said = (
+            f"market-monitor: warning: {line}. The silence is set all the same (a rule or symbol"
+            f" may not have fired yet); if misspelt, `silence expire {silence_id}` ends it"
+        )
+        print(printable(said), file=sys.stderr)  # (the stream's words: anyone's to write)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

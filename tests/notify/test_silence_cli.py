@@ -9,9 +9,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import msgspec
 import redis
 
+from monitor.core.model import encode_alert
+from monitor.notify.silences import Silence
 from tests.conftest import ROOT
+from tests.notify.conftest import RUT_ALERT, alert
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -161,3 +165,53 @@ def test_silence_with_the_services_config_needs_none_of_its_receivers_secrets(
     finally:
         client.delete(f"{stream}:silences")
         client.close()
+
+
+def test_silence_add_says_when_its_rule_or_symbol_matches_no_alert_in_the_stream(
+    tmp_path: Path,
+) -> None:
+    """A silence of a misspelt rule (`streak.daly`) or symbol (`gme`) is set as before (exit 0,
+    the same line on stdout), and one line on stderr says that it matches none of the alerts in
+    the stream, the closest they hold and how to end it; one that matches says nothing. Before,
+    such a silence was set without a word, and silenced nothing."""
+    stream = f"mm-silence-typo-{uuid.uuid4().hex[:8]}"
+    conf = str(tmp_path / "notify.toml")
+    Path(conf).write_text(
+        f'[redis]\nurl = "redis://127.0.0.1:6379/0"\nstream = "{stream}"\n'
+        '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:9/alerts"\n'
+        '[route]\nreceivers = ["hook"]\n'
+    )
+    client = redis.Redis()
+    for a in [RUT_ALERT, alert(1, symbol="GME"), alert(2, symbol="AMC")]:
+        client.xadd(stream, {"id": a.id, "alert": encode_alert(a)})
+    add = ["silence", "add", "--config", conf, "--for", "2h"]
+    try:
+        rule = cli(*add, "--rule", "streak.daly", env={})
+        symbol = cli(*add, "--rule", "squeeze.*", "--symbol", "gme", env={})
+        right = cli(*add, "--rule", "squeeze.daily", "--symbol", "GME", env={})
+        kept = client.hvals(f"{stream}:silences")
+        stored = sorted(msgspec.json.decode(v, type=Silence).rule for v in kept)
+    finally:
+        for key in client.scan_iter(f"{stream}*"):
+            client.delete(key)
+        client.close()
+    said = (
+        ". The silence is set all the same (a rule or symbol may not have fired yet); if"
+        " misspelt, `silence expire {}` ends it\n"
+    )
+    rule_id, symbol_id = rule.stdout.split()[0], symbol.stdout.split()[0]
+    assert (rule.returncode, rule.stdout.split()[1:3]) == (0, ["silences", "streak.daly"])
+    assert rule.stderr == (
+        f"market-monitor: warning: --rule streak.daly matches no rule of the 3 alerts in {stream}"
+        " (did you mean streak.daily?); theirs: squeeze.daily, streak.daily" + said.format(rule_id)
+    )
+    assert (symbol.returncode, symbol.stdout.split()[1:5]) == (
+        0,
+        ["silences", "squeeze.*", "on", "gme"],
+    )
+    assert symbol.stderr == (
+        f"market-monitor: warning: --symbol gme matches no symbol of the 3 alerts in {stream}"
+        " (did you mean GME?)" + said.format(symbol_id)
+    )
+    assert (right.returncode, right.stderr) == (0, "")
+    assert stored == ["squeeze.*", "squeeze.daily", "streak.daly"]

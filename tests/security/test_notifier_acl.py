@@ -6,13 +6,16 @@ import datetime as dt
 import re
 import secrets
 import uuid
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError
 
+from monitor.cli import main
 from monitor.core.model import encode_alert
 from monitor.notify.config import parse
 from tests.alerts.redis_server import RedisServer
@@ -86,3 +89,52 @@ async def test_the_notifier_delivers_as_its_documented_acl_user(
         finally:
             await as_notifier.aclose()
             await admin.aclose()
+
+
+def test_silence_add_reads_the_stream_as_the_documented_notifier_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`silence add --rule streak.daly` as the documented `notifier` user reads the stream's
+    newest alerts and says that none is of such a rule, leaving no refusal in ACL LOG; as a user
+    without +xrevrange (the rule before) the silence is set all the same, and it says that the
+    alerts could not be read."""
+    stream = f"mm-acl-{uuid.uuid4().hex[:8]}"
+    password = secrets.token_hex(12)
+    monkeypatch.setenv("MM_NOTIFIER_PASSWORD", password)
+    said: list[tuple[int, str]] = []
+    with RedisServer() as server:
+        admin = redis.Redis.from_url(server.url)
+        rule = documented_rule("notifier", stream, password)
+        admin.execute_command("ACL", "SETUSER", "notifier", *rule)
+        admin.execute_command("ACL", "SETUSER", "older", *[r for r in rule if r != "+xrevrange"])
+        admin.xadd(stream, {"id": RUT_ALERT.id, "alert": encode_alert(RUT_ALERT)})
+        for user in ("notifier", "older"):
+            conf = tmp_path / f"{user}.toml"
+            conf.write_text(
+                f'[redis]\nurl = "redis://{user}@127.0.0.1:{server.port}/0"\n'
+                f'password_env = "MM_NOTIFIER_PASSWORD"\nstream = "{stream}"\n'
+                '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:9/alerts"\n'
+                '[route]\nreceivers = ["hook"]\n'
+            )
+            args = ["silence", "add", "--config", str(conf), "--rule", "streak.daly", "--for", "1h"]
+            said.append((main(args), capsys.readouterr().err))
+            if user == "notifier":
+                refusals = admin.execute_command("ACL", "LOG")
+        silences = admin.hlen(f"{stream}:silences")
+        admin.close()
+    assert said[0][0] == 0
+    assert said[0][1].startswith(
+        f"market-monitor: warning: --rule streak.daly matches no rule of the 1 alert in {stream}"
+        " (did you mean streak.daily?); theirs: streak.daily. "
+    )
+    assert refusals == []
+    code, err = said[1]
+    # (how Redis names the user in its refusal differs between versions)
+    found = re.fullmatch(
+        r"market-monitor: silence: --rule and --symbol not checked against the stream's alerts,"
+        r" which Redis refused to read \(.* has no permissions to run the 'xrevrange' command;"
+        r" docs/security.md grants \+xrevrange\)\n",
+        err,
+    )
+    assert (code, found is not None) == (0, True), err
+    assert silences == 2
