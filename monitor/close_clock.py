@@ -34,10 +34,12 @@ simulated one (the daemon's replay feed) stands still once its data is out.
 A WebSocket feed back part-way through a minute lacks that minute's trades from before it came
 back: its REST backfill fetches that minute once it is over (`monitor.feeds.gap_fill`), and
 until the provider's bar of it is taken in the feed awaits it (`awaiting`, the minute's start):
-the close clock is held just short of that minute's close, so that it closes once, whole (a
-1m rule evaluates the provider's bar, not the part the stream built); bounded by `hold_max_s`
-from when the minute would have closed (past it, the minute closes as built and the provider's
-bar, when it comes, corrects it), and not held for a minute the close clock has closed already.
+the close clock is held just short of that minute's close (a session's last minute's is its
+session bar's, `session_close_delay_s` after the close: see `monitor.core.bars`), so that it
+closes once, whole (a 1m rule evaluates the provider's bar, not the part the stream built);
+bounded by `hold_max_s` from when the minute would have closed (past it, the minute closes as
+built and the provider's bar, when it comes, corrects it), and not held for a minute the close
+clock has closed already.
 
 At a start, the close clock restored from the saved state stays there until a feed delivers
 data, or every feed has subscribed and `quiet_s` passed with nothing delivered (`starting`,
@@ -60,7 +62,8 @@ other feed's minutes close at most that late).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -138,19 +141,26 @@ class CloseClock:
         closes_at: dt.datetime | None = None,
         down: frozenset[str] = frozenset(),
         awaiting: Mapping[str, dt.datetime] | None = None,
+        *,
+        closes: Callable[[dt.datetime], dt.datetime] | None = None,
     ) -> dt.datetime | None:
         """The instant minutes and sessions close by at `now` (the engine's clock; `at`: the
         monotonic seconds; None: `now`), for a bar builder that closes a minute `close_delay`
-        after its end and whose close clock is at `closes_at` (None: not known), with the
-        feeds `down` disconnected, and `awaiting` the provider's bar of a minute (by feed, the
-        earliest such minute's start); the holds start and end here, each said in one line."""
+        after its end (`closes`: when it closes the minute starting at an instant, where that
+        is later for some: the daemon's closes a session's last minute with the session's
+        bar; see `monitor.core.bars`) and whose close clock is at `closes_at` (None: not
+        known), with the feeds `down` disconnected, and `awaiting` the provider's bar of a
+        minute (by feed, the earliest such minute's start); the holds start and end here,
+        each said in one line."""
         most = close_delay + self.slack  # (behind by more: catching up)
         if self._start is not None:
             start = self._started(now, at, most)
             if start is not None:
                 return start
+        if closes is None:
+            closes = partial(_closes, close_delay=close_delay)
         # (a feed's data in minutes closed already: a hold would not keep them open)
-        closed = closes_at - _MINUTE - close_delay if closes_at is not None else None
+        closed = _closed_by(closes_at, close_delay, closes) if closes_at is not None else None
         held: list[dt.datetime] = []
         for name, feed in self._feeds.items():
             if feed.newest is None or feed.delivered_at is None:
@@ -187,15 +197,15 @@ class CloseClock:
                 feed.spent = True
                 continue
             held.append(feed.newest)
-        held += self._awaited_holds(now, at, close_delay, closed, awaiting or {})
+        held += self._awaited_holds(now, at, closes, closes_at, awaiting or {})
         return min(held, default=None)
 
     def _awaited_holds(
         self,
         now: dt.datetime,
         at: float,
-        close_delay: dt.timedelta,
-        closed: dt.datetime | None,
+        closes: Callable[[dt.datetime], dt.datetime],
+        closes_at: dt.datetime | None,
         awaiting: Mapping[str, dt.datetime],
     ) -> list[dt.datetime]:
         """Where the minutes feeds await the provider's bar of hold the close clock: just
@@ -209,17 +219,17 @@ class CloseClock:
         self._awaited_spent.intersection_update(awaiting.items())
         for key in awaiting.items():
             name, minute = key
-            closes = minute + _MINUTE + close_delay  # (when it closes, unheld)
+            closing = closes(minute)  # (when it closes, unheld)
             if key in self._awaited_spent or self.hold_max_s <= 0:
                 continue
-            if (closed is not None and minute <= closed) or now < closes:
+            if (closes_at is not None and closing <= closes_at) or now < closing:
                 self._awaited.setdefault(key, None)  # (closed already, or not due yet)
                 continue
             since = self._awaited.get(key)
             if since is None:
                 self._awaited[key] = since = at
                 self._say(True, "close_clock_held", feed=name, minute=minute.isoformat(),
-                          behind_s=round((now - closes).total_seconds(), 1),
+                          behind_s=round((now - closing).total_seconds(), 1),
                           note="the feed came back part-way through this minute: it closes "
                           "once the provider's bar of it is fetched")  # fmt: skip
             elif at - since > self.hold_max_s:
@@ -228,7 +238,7 @@ class CloseClock:
                 self._say(True, "close_clock_released", feed=name, why="bound",
                           minute=minute.isoformat(), held_s=round(at - since, 1))  # fmt: skip
                 continue
-            held.append(closes - _ONE_US)
+            held.append(closing - _ONE_US)
         return held
 
     def _started(self, now: dt.datetime, at: float, most: dt.timedelta) -> dt.datetime | None:
@@ -284,3 +294,24 @@ class CloseClock:
 
     def _say(self, loud: bool, event: str, **fields: object) -> None:
         (self._log.info if loud else self._log.debug)(event, **fields)
+
+
+def _closes(minute: dt.datetime, close_delay: dt.timedelta) -> dt.datetime:
+    """When a bar builder that closes every minute `close_delay` after its end closes the
+    minute starting at `minute`."""
+    return minute + _MINUTE + close_delay
+
+
+def _closed_by(
+    closes_at: dt.datetime,
+    close_delay: dt.timedelta,
+    closes: Callable[[dt.datetime], dt.datetime],
+) -> dt.datetime:
+    """The instant minutes starting at or before which are closed by the close clock at
+    `closes_at`: those that ended `close_delay` before it, but a minute `closes` keeps open
+    longer (a session's last) and those after it."""
+    closed = closes_at - _MINUTE - close_delay
+    minute = closed.replace(second=0, microsecond=0)
+    while closes(minute) > closes_at:
+        closed, minute = minute - _ONE_US, minute - _MINUTE
+    return closed

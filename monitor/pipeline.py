@@ -278,7 +278,7 @@ class Pipeline:
         book = self.engine.book
         down, awaiting = self.feeds_down(), self.feeds_awaiting()
         close_at = self.close_clock.close_at(
-            now, at, book.close_delay, book.closes_at, down, awaiting
+            now, at, book.close_delay, book.closes_at, down, awaiting, closes=book.minute_closes_at
         )
         return close_at, fed
 

@@ -371,3 +371,35 @@ def test_a_feed_that_lost_its_connection_holds_the_clock_until_back_and_caught_u
     held = [long.close_at(WALL + s * S, float(s), DELAY, WALL, down) for s in (1, 30, 61)]
     assert held == [WALL, WALL, WALL]
     assert long.close_at(WALL + 62 * S, 62.0, DELAY, WALL, down) is None
+
+
+def test_a_sessions_last_minute_is_held_from_when_it_closes_with_the_session(
+    sessions: Sessions,
+) -> None:
+    """The daemon's bar builder closes a session's last minute (15:59) with the session's bar,
+    10 s after the close: a feed awaiting the provider's bar of it holds nothing before then,
+    and from then holds the clock just short of it (before, held from 2 s after the close;
+    judged by the minute's 2 s, it was taken as closed already 5 s after the close and never
+    held); and a feed catching up on a backlog of it, 5 s after the close, holds the clock
+    (it was taken as in minutes closed already)."""
+    from monitor.core.bars import BarBook
+
+    book = BarBook(sessions, session_close_delay_s=10)
+    close = sessions.close_of(dt.date(2024, 7, 16))
+    last = close - MIN
+    clock = CloseClock()
+    waits = {"ws": last}
+    just_short = close + 10 * S - dt.timedelta(microseconds=1)
+    # (the step's clock, and the close clock of the step before: the hold's from 10 s on)
+    steps = [(5, close + 4 * S), (9, close + 8 * S), (10, close + 9 * S), (30, just_short)]
+    held = [
+        clock.close_at(
+            close + n * S, float(n), DELAY, at, awaiting=waits, closes=book.minute_closes_at
+        )
+        for n, at in steps
+    ]
+    assert held == [None, None, just_short, just_short]
+    behind = CloseClock()
+    behind.delivered("mqtt", 0.0, last + S)  # (15:59:01, a minute behind, still coming)
+    hold = behind.close_at(close + 5 * S, 0.5, DELAY, close + 4 * S, closes=book.minute_closes_at)
+    assert hold == last + S

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from monitor import logs
 from monitor.clock import SimClock
 from monitor.core.counters import Counters
 from monitor.core.engine import Engine, Step
-from monitor.core.model import FeedBatch
+from monitor.core.model import Alert, FeedBatch
 from monitor.core.rules.spec import RulesFile
 from monitor.core.sessions import Sessions
 from monitor.feeds.generic import decode_generic_many
@@ -406,3 +407,87 @@ async def test_a_feed_without_acks_has_its_unwritten_record_written_by_an_idle_s
             while j.intraday.unwritten:  # noqa: ASYNC110 (idle steps, about once a second)
                 await asyncio.sleep(0.05)
         assert [b.ticks.height for b in j.journal.read_after(-1)] == [2]
+
+
+MOVERS_1M = """
+[[rules]]
+id = "m.movers"
+kind = "movers"
+universe = true
+timeframe = "1m"
+window = 1
+top = 3
+"""
+
+
+async def test_a_closing_print_5_s_late_is_in_the_last_minutes_movers_as_in_replay(
+    sessions: Sessions, tmp_path: Path
+) -> None:
+    """Six symbols trade at :30 of the session's last three minutes (2024-07-16), each tick as
+    it happens, and DDD's closing print (stamped 16:00:00 New York, +1.5% on its 15:59 trade)
+    comes 5 s after the close, the engine loop of the daemon's engine stepping every second:
+    the `1m` movers of 15:59 are replay's over the same ticks (AAA #1, DDD #2, BBB #3), each
+    once, and no tick came late. (The last minute closed 2 s after its end, without the print:
+    BBB #2 and CCC #3 were sent, then DDD #2 too, a step after the print corrected the
+    minute.)"""
+    from monitor import config as cfg
+    from monitor.service import Daemon
+    from tests.test_backlog_catch_up import replayed, said
+    from tests.test_service import write_config
+
+    close = sessions.close_of(dt.date(2024, 7, 16))
+    second = dt.timedelta(seconds=1)
+    # (15:58: EEE and FFF up, the others flat or down; 15:59: by `move` on 15:58)
+    before = {"AAA": 10.0, "BBB": 9.99, "CCC": 9.98, "DDD": 9.97, "EEE": 10.01, "FFF": 10.02}
+    moves = {"AAA": 0.03, "BBB": 0.02, "CCC": 0.015, "DDD": 0.01, "EEE": 0.005, "FFF": -0.01}
+    trades: list[tuple[dt.datetime, str, float]] = []
+    for symbol, move in moves.items():
+        trades += [
+            (close - 150 * second, symbol, 10.0),
+            (close - 90 * second, symbol, before[symbol]),
+            (close - 30 * second, symbol, round(before[symbol] * (1 + move), 4)),
+        ]
+    cross = (close, "DDD", round(before["DDD"] * 1.025, 4))  # (+2.5% on 15:58)
+    arrivals = {ts: [t for t in trades if t[0] == ts] for ts, _, _ in trades}
+    arrivals[close + 5 * second] = [cross]
+    ticks = tmp_path / "ticks.csv"
+    rows = [f"{ts.isoformat()},{s},{p},100,{s}-{ts:%H%M%S}" for ts, s, p in [*trades, cross]]
+    ticks.write_text("\n".join(["ts,symbol,price,size,id", *sorted(rows)]) + "\n")
+    rules = tmp_path / "rules.toml"
+    rules.write_text(MOVERS_1M)
+    want = replayed(rules, ticks)
+
+    conf = write_config(tmp_path, f"mm-lastmin-{uuid.uuid4().hex[:8]}", rules=rules)
+    engine = Daemon(cfg.load(conf)).engine
+    clock = SimClock(close - 155 * second)
+    alerts: list[Alert] = []
+    pipeline = Pipeline(
+        engine,
+        asyncio.Queue(),
+        clock=clock,
+        counters=Counters(),
+        sinks=[alerts.extend],
+        decoders={"mqtt": lambda payloads: decode_generic_many(payloads, feed="mqtt")},
+    )
+    pipeline.close_clock.quiet_s = 0.01  # (a second of the clock is 0.02 real ones here)
+    for s in range(-155, 13):
+        now = close + s * second
+        clock.set(now)
+        messages = [
+            msgspec.json.encode(
+                {
+                    "symbol": sym,
+                    "ts": int(ts.timestamp() * 1000),
+                    "price": p,
+                    "size": 100,
+                    "id": f"{sym}-{ts:%H%M%S}",
+                }
+            )
+            for ts, sym, p in arrivals.get(now, [])
+        ]
+        await pipeline._process([Wire("mqtt", messages)] if messages else [])
+        await asyncio.sleep(0.02)
+    last = [(a.symbol, a.metrics["rank"]) for a in alerts if a.ts == "2024-07-16T20:00:00Z"]
+    assert last == [("AAA", 1), ("DDD", 2), ("BBB", 3)]
+    assert said(alerts) == said(want)
+    assert engine.book_counts() == {}

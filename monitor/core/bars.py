@@ -2,10 +2,15 @@
 
 `BarBook` takes TICK_SCHEMA batches (and provider MINUTE_SCHEMA bars) and the passing of time:
 `advance(now)` closes a minute bar `close_delay_s` after its end and a session's bar
-`session_close_delay_s` after the session's close (by default `close_delay_s`: together with its
-last minute; the daemon waits longer, for closing prints that come late), and re-emits every bar
-that late ticks or re-sent provider bars changed. Each step is a few polars passes over the whole
-batch.
+`session_close_delay_s` after the session's close (by default `close_delay_s`; the daemon waits
+longer, for closing prints that come late), and re-emits every bar that late ticks or re-sent
+provider bars changed. Each step is a few polars passes over the whole batch.
+The session's last minute (15:59, 12:59 on an early close) closes with the session's bar, not
+`close_delay_s` after its end: the closing prints that come within `session_close_delay_s` are
+taken into it while it is open, and it is emitted once, whole, in the same `advance` as the
+session's bar (its minute rules run on it as `replay` does, not on a bar they correct after).
+With `extended_hours`, a minute after it that would close before then waits for it, so
+minutes close in order. (A provider's bar of it is closed when it is taken, as any: below.)
 `advance(now, close_at=...)` closes them by `close_at` instead when it is earlier (the close
 clock, which never goes back: the daemon's, held at a feed's newest data while it catches up on
 a backlog, see `monitor.close_clock`), and by `now` for everything else: which ticks and bars
@@ -114,6 +119,7 @@ if TYPE_CHECKING:
 COMPACT_ROWS = 50_000  # accepted ticks aggregated into the open bars at the latest
 CLOSING_PRINT = dt.timedelta(seconds=1)  # ticks this soon after a close belong to its session
 _MINUTE = dt.timedelta(minutes=1)
+_MICROSECOND = dt.timedelta(microseconds=1)
 _BAR_SPAN = dt.timedelta(microseconds=59_999_999)
 
 
@@ -641,8 +647,7 @@ class BarBook:
         """Whether `advance(now, close_at)` will close a minute bar that is open now, or take
         a provider bar that waits for its minute's end."""
         earliest = self._earliest
-        closing = self.closing(now, close_at)
-        if earliest is not None and earliest <= closing - _MINUTE - self.close_delay:
+        if earliest is not None and earliest <= self._cutoff_at(self.closing(now, close_at)):
             return True
         return self._waiting.ends_by(now)
 
@@ -697,7 +702,31 @@ class BarBook:
     def _cutoff(self) -> dt.datetime:
         """Minutes starting at or before this instant are closed (by the close clock)."""
         assert self._close_clock is not None
-        return self._close_clock - _MINUTE - self.close_delay
+        return self._cutoff_at(self._close_clock)
+
+    def _cutoff_at(self, clock: dt.datetime) -> dt.datetime:
+        """Minutes starting at or before this instant are closed at `clock` (a close clock):
+        those that ended `close_delay` before it, but a session's last minute, and any after
+        it, not before `session_close_delay` after the close (see the module)."""
+        cutoff = clock - _MINUTE - self.close_delay
+        if self.session_close_delay > self.close_delay:
+            session = self.sessions.last_closed(clock - self.close_delay)
+            if session is not None:
+                close = self.sessions.close_of(session)
+                if clock < close + self.session_close_delay:  # (its last minute still open)
+                    cutoff = close - _MINUTE - _MICROSECOND
+        return cutoff
+
+    def minute_closes_at(self, start: dt.datetime) -> dt.datetime:
+        """When the close clock closes the minute that starts at `start`: `close_delay` after
+        its end; a session's last minute (and one after it, with `extended_hours`, that
+        ends before then) `session_close_delay` after the session's close."""
+        closes = start + _MINUTE + self.close_delay
+        if self.session_close_delay > self.close_delay:
+            session = self.sessions.last_closed(start + _MINUTE)
+            if session is not None:
+                closes = max(closes, self.sessions.close_of(session) + self.session_close_delay)
+        return closes
 
     def _screen(
         self, frame: pl.DataFrame, late_reason: str, starts: list[dt.datetime] | None = None

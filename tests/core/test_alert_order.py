@@ -97,10 +97,11 @@ min_return = 0.001
 
 def test_at_a_close_the_last_minutes_alerts_come_before_the_sessions(sessions: Sessions) -> None:
     """AAA up 2.9% in the close's last minute, and 5% on the session: the daemon (stepping every
-    second, session bars 10 s after the close) fires the 15:59 minute's surge 2 s after the
-    close and the session's 8 s later, both stamped at the close; one step over it all (as
-    replay takes a day) gives them in that order too: minute alerts before daily ones at one
-    instant. (Replay put the daily rule `a.day` first, by rule id: the other order.)"""
+    second, session bars 10 s after the close, the last minute with them) fires the 15:59
+    minute's surge and the session's in one step, both stamped at the close, the minute's
+    first; one step over it all (as replay takes a day) gives them in that order too: minute
+    alerts before daily ones at one instant. (Replay put the daily rule `a.day` first, by rule
+    id: the other order.)"""
     day1, day2 = dt.date(2024, 7, 15), dt.date(2024, 7, 16)
     close = sessions.close_of(day2)
     history = FeedBatch.empty("mqtt")
@@ -126,10 +127,13 @@ def test_at_a_close_the_last_minutes_alerts_come_before_the_sessions(sessions: S
         return e
 
     live = engine(10)
-    stepped = []
+    stepped, steps = [], []
     for s in range(1, 13):
-        stepped += live.advance(close + dt.timedelta(seconds=s)).alerts
+        alerts = live.advance(close + dt.timedelta(seconds=s)).alerts
+        stepped += alerts
+        steps += [(s, [a.rule for a in alerts])] if alerts else []
     at_once = engine(None).advance(close + dt.timedelta(minutes=1)).alerts
     at_close = [a for a in at_once if a.ts == "2024-07-16T20:00:00Z"]
     assert [a.rule for a in at_close] == ["b.minute", "a.day"]
+    assert steps == [(10, ["b.minute", "a.day"])]
     assert [a.id for a in stepped] == [a.id for a in at_close]

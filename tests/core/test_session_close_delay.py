@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 
 from monitor.core.engine import Engine
 from monitor.core.model import TICK_SCHEMA, FeedBatch
@@ -74,3 +75,79 @@ def test_a_closing_print_seconds_late_is_ranked_before_the_movers_fire(sessions:
     assert on_time == [("DDD", 1), ("AAA", 2)]
     assert fired(sessions, 10, cross_after_s=4) == on_time
     assert fired(sessions, None, cross_after_s=4) == [("AAA", 1), ("BBB", 2), ("DDD", 1)]
+
+
+def emitted(sessions: Sessions, day: dt.date) -> tuple[dict[float, tuple[list, list]], dict]:  # type: ignore[type-arg]
+    """A book closing sessions 10 s after the close, stepped every 0.5 s from 2 min before
+    `day`'s close, AAA trading at 15:58:30 and 15:59:30 (New York, each as it happens) and
+    its closing print (stamped at the close, 500 shares at 11.0) coming 5 s after it: what
+    each step emitted (by seconds from the close: the minute and session bars' rows), and
+    the book's counts."""
+    from monitor.core.bars import BarBook
+
+    close = sessions.close_of(day)
+    arrivals = {-90.0: (-90, 10.0, 100.0), -30.0: (-30, 10.2, 100.0), 5.0: (0, 11.0, 500.0)}
+    book = BarBook(sessions, session_close_delay_s=10)
+    out: dict[float, tuple[list, list]] = {}  # type: ignore[type-arg]
+    for half in range(-240, 25):
+        if half / 2 in arrivals:
+            stamp, price, size = arrivals[half / 2]
+            row = ("AAA", close + stamp * S, price, size, f"t{stamp}")
+            book.ingest_ticks(pl.DataFrame([row], schema=TICK_SCHEMA, orient="row"))
+        step = book.advance(close + half * S / 2)
+        if step.minute.height or step.daily.height:
+            out[half / 2] = (
+                step.minute.select("start", "open", "high", "low", "close", "volume").rows(),
+                step.daily.select("session", "open", "high", "low", "close", "volume").rows(),
+            )
+    return out, book.counts
+
+
+@pytest.mark.parametrize("day", [DAY2, dt.date(2024, 7, 3)], ids=["full", "early-close"])
+def test_the_last_minute_closes_with_the_session_and_takes_a_closing_print_5_s_late(
+    sessions: Sessions, day: dt.date
+) -> None:
+    """The closing print comes 5 s after the close (16:00:00, 13:00 on an early close): the
+    session's last minute, closed with the session's bar 10 s after the close, has it in the
+    one bar emitted of it, not as a late tick's correction; the minute before closes 2 s after
+    its end, as any. (The last minute closed at 2 s, without it, and the print came as a late
+    tick correcting it after its minute rules had run.)"""
+    close = sessions.close_of(day)
+    last, before = close - 60 * S, close - 120 * S
+    assert emitted(sessions, day) == (
+        {
+            -58.0: ([(before, 10.0, 10.0, 10.0, 10.0, 100.0)], []),
+            10.0: (
+                [(last, 10.2, 11.0, 10.2, 11.0, 600.0)],
+                [(day, 10.0, 11.0, 10.0, 11.0, 700.0)],
+            ),
+        },
+        {},
+    )
+
+
+def test_a_restart_before_the_sessions_bar_keeps_its_last_minute_open(
+    sessions: Sessions,
+) -> None:
+    """The daemon stops 5 s after the close (its bar state saved) and starts again at 6 s,
+    when the closing print comes: the last minute, open in the saved state, takes it and
+    closes whole with the session's bar at 10 s, no tick late. (It had closed at 2 s, before
+    the stop, and the print corrected it.)"""
+    from monitor.core.bars import BarBook
+
+    close = sessions.close_of(DAY2)
+    book = BarBook(sessions, session_close_delay_s=10)
+    book.advance(close - 31 * S)
+    book.ingest_ticks(ticks(close, [("AAA", close - 30 * S, 10.2)]).ticks)
+    early = [book.advance(close + n * S).minute.height for n in (2, 5)]
+    restarted = BarBook(sessions, session_close_delay_s=10)
+    assert restarted.restore(book.state(), close + 6 * S)
+    restarted.ingest_ticks(ticks(close, [("AAA", close, 11.0)]).ticks)
+    waited = restarted.advance(close + 9 * S).minute.height
+    closed = restarted.advance(close + 10 * S)
+    assert (early, waited) == ([0, 0], 0)
+    assert closed.minute.select("start", "open", "close", "volume").rows() == [
+        (close - 60 * S, 10.2, 11.0, 200.0)
+    ]
+    assert closed.daily.select("open", "close", "volume").rows() == [(10.2, 11.0, 200.0)]
+    assert restarted.counts == {}
