@@ -239,6 +239,47 @@ async def test_a_failed_backfill_makes_health_degraded_until_one_succeeds(
                 await health_becomes(daemon, lambda h: not failed(h))
 
 
+async def test_a_symbol_the_provider_refuses_is_given_up_not_degraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WebSocket feed's connection lost and back (Tuesday 16 July, 19:51, on a simulated
+    clock); the REST API answers 404 for AAPL, a ticker it does not know, and bars for SPY:
+    SPY's bars come, AAPL's window is given up at once (`backfill_given_up{reason="refused"}`
+    on /metrics), /healthz has no backfill reason and `backfills_owed.json` owes nothing. It
+    used to be degraded ("backfill failed") until the window aged out, two sessions later."""
+    from monitor.clock import SimClock
+    from tests.feeds.fake_providers import FakeRest, FakeStream
+
+    monkeypatch.setenv("MM_TEST_KEY", "KEY")
+    monkeypatch.setenv("MM_TEST_SECRET", "SECRET")
+    clock = SimClock(dt.datetime(2024, 7, 16, 19, 49, 30, tzinfo=dt.UTC))
+    trade = {"T": "t", "S": "SPY", "i": 1, "x": "V", "p": 550.0, "s": 100,
+             "t": "2024-07-16T19:49:30Z", "c": ["@"], "z": "C"}  # fmt: skip
+    with RedisServer() as server:
+        async with FakeStream("alpaca") as fake, FakeRest() as api:
+            api.unknown_symbols["AAPL"] = 404
+            conf = alpaca_config(tmp_path, server.url, fake.url, api.url)
+            async with daemon_of(conf, clock) as daemon:
+                await asyncio.wait_for(fake.subscribed.wait(), 10)
+                await fake.push([trade])
+                # (back at a minute's start: the gap's backfill is all, no minute to finish)
+                clock.set(dt.datetime(2024, 7, 16, 19, 51, tzinfo=dt.UTC))
+                await fake.drop()
+                await fake.wait_connections(2)
+                port = int(daemon.counters.get("http_port"))
+                given_up = 'backfill_given_up{feed="alpaca",reason="refused"} 1'
+                async with asyncio.timeout(10):
+                    while given_up not in await metrics(port):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                    while daemon.store.load_owed_backfills() != {}:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)  # (settled once SPY's bars are on disk)
+                reasons = (await health(daemon))["reasons"]
+                assert not [r for r in reasons if "backfill" in r], reasons
+                assert daemon.counters.get("backfill_bars", feed="alpaca") == 3  # (19:48 to 19:50)
+    asked = [q["symbols"] for _, q, _ in api.requests]
+    assert asked == ["AAPL,SPY", "AAPL", "SPY"]
+
+
 async def test_a_backfill_owed_from_before_the_engine_keeps_is_given_up_not_degraded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,18 @@ which the engine upserts by symbol and start:
   owed, and no longer an error on /healthz; so are those of an open gap that began before the
   reach, never asked for (`reason="gap_older_than_kept"`), if the part cut off held minutes of
   a session (`traded`);
+- a symbol the provider refuses as a symbol (an unknown or delisted ticker: its request for it
+  alone, Polygon's always, Alpaca's once a group refused for it is asked one symbol at a time,
+  answered 400, 404 or 422; asked again, it would be refused again, so it is not) is given up
+  when the same backfill's requests for other symbols are answered: its window counted
+  (`backfill_given_up{reason="refused"}`), said once (`backfill_given_up`, with the provider's
+  words), not owed (nor a window of it that failed otherwise in that backfill), no error on
+  /healthz. It is left out of the feed's later backfills until the daemon restarts (each
+  window it is left out of counted, not said again): asked at every reconnect, it would be
+  refused again, and on Alpaca its group of 100 with it, then asked one symbol at a time.
+  A refusal when no symbol is answered (every request refused: a wrong `rest_url`; or a
+  backfill of that symbol only, a failed window of it asked for again) is a failure as any
+  other: it may be the request the provider refuses, not the symbol;
 - a gap is owed (`owe`) from when it opens until its bars are on disk (`settle`, acknowledged
   by the engine loop after the bars before it), so that one cut off by a stop is fetched at
   the next start (see `monitor.owed_backfills`).
@@ -46,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -57,6 +70,7 @@ from monitor.feeds.owed import (
     GAP_OLDER_THAN_KEPT,
     GIVEN_UP,
     OLDER_THAN_KEPT,
+    REFUSED,
     Owed,
     Request,
     floor_minute,
@@ -76,6 +90,8 @@ GIVEN_UP_WHY = {  # (backfill_given_up's reasons here: see `monitor.feeds.owed`)
     OLDER_THAN_KEPT: "older than the oldest session the engine keeps: it would reject them",
     GAP_OLDER_THAN_KEPT: "the gap began before the oldest session the engine keeps: its"
     " minutes before then are not fetched (the engine would reject them as late)",
+    REFUSED: "the provider refuses the symbol (its request alone refused, the others'"
+    " answered): not asked for again until the daemon restarts",
 }
 
 
@@ -149,6 +165,9 @@ class GapFill:
         self._tail_delay = dt.timedelta(seconds=tail_delay_s)
         self._await_minute = await_minute
         self._tails: list[Owed] = []
+        # Symbols the provider refused as symbols (`_run`): left out of every later backfill
+        # of this feed (`_without_refused`), until the daemon restarts.
+        self._refused: set[str] = set()
         for window in owed:
             self._owe_window(window)
         if rest is not None:  # (at 0 from the start: a rate of it needs the 0 before it)
@@ -259,11 +278,12 @@ class GapFill:
         `owed` is settled once the requests' bars are on disk (what failed owed anew)."""
         reach = self.reach(now)
         todo = plan(owed, self._symbols, now, reach)
+        kept_from = reach.isoformat()
         for part in todo.given_up:
-            self._give_up(part, reach)
+            self._give_up(part, OLDER_THAN_KEPT, kept_from=kept_from)
         for part in todo.cut:
             if self._traded is None or self._traded(part.start, part.end):
-                self._give_up(part, reach, GAP_OLDER_THAN_KEPT)
+                self._give_up(part, GAP_OLDER_THAN_KEPT, kept_from=kept_from)
         if self._rest is not None and self._tasks is not None and todo.requests:
             retried = [window for window in owed if window.end is not None]
             self._retrying += retried
@@ -273,14 +293,15 @@ class GapFill:
         if self._settle is not None:  # (nothing to fetch: within the minute, or too old)
             self._settle(owed)
 
-    def _give_up(self, part: Request, reach: dt.datetime, reason: str = OLDER_THAN_KEPT) -> None:
-        """Minutes older than the engine keeps, never fetched (again): a failed window's
-        (`OLDER_THAN_KEPT`), or an open gap's before the reach (`GAP_OLDER_THAN_KEPT`)."""
+    def _give_up(self, part: Request, reason: str, **said: str) -> None:
+        """Minutes never fetched (again), counted and said with `said`: older than the engine
+        keeps, a failed window's (`OLDER_THAN_KEPT`) or an open gap's before the reach
+        (`GAP_OLDER_THAN_KEPT`); or of symbols the provider refuses (`REFUSED`)."""
         self._counters.inc("backfill_given_up", len(part.symbols), feed=self._name, reason=reason)
         self._log.warning(
             "backfill_given_up",
             reason=GIVEN_UP_WHY[reason],
-            kept_from=reach.isoformat(),
+            **said,
             failed=len(part.symbols),
             symbols=_some(list(part.symbols)),
             start=part.start.isoformat(),
@@ -329,12 +350,15 @@ class GapFill:
         `settles` (an error until this ends; failed again if it is cancelled)."""
         failed: list[tuple[Request, str]] = []
         refused: str | None = None  # (credentials refused: the other requests would be too)
+        refusals = _Refusals()
         try:
-            for request in requests:
+            for asked in requests:
+                if (request := self._without_refused(asked)) is None:
+                    continue
                 if refused is not None:
                     failed.append((request, refused))
                     continue
-                left, why, refused = await self._fetch_window(request)
+                left, why, refused = await self._fetch_window(request, refusals)
                 if left:
                     failed.append((Request(request.start, request.end, tuple(left)), why))
         except asyncio.CancelledError:  # (the feed stopped: asked for at its next subscription)
@@ -345,6 +369,14 @@ class GapFill:
             for window in retried:
                 if window in self._retrying:
                     self._retrying.remove(window)
+        if refusals.answered:  # (the provider takes the request: it refuses those symbols)
+            for part, why in refusals.alone:
+                self._refused.update(part.symbols)
+                self._give_up(part, REFUSED, error=why)
+            # (their windows that failed otherwise, a 500 say: given up with them, not owed)
+            failed = [(r, why) for asked, why in failed if (r := self._without_refused(asked))]
+        else:  # (no symbol answered: a wrong URL, say, or a backfill of one symbol)
+            failed += refusals.alone
         if failed:
             self._failed_requests(failed, ask_again=refused is None)
         else:
@@ -352,10 +384,24 @@ class GapFill:
         if self._settle is not None:  # (once the engine loop has them on disk)
             await self._queue.put(Wire(self._name, [], ack=partial(self._settle, settles)))
 
-    async def _fetch_window(self, request: Request) -> tuple[list[str], str, str | None]:
+    def _without_refused(self, request: Request) -> Request | None:
+        """`request` without the symbols the provider refused before (None: it had no other),
+        not asked for again: each one's window counted as given up (said once, when it was
+        refused)."""
+        symbols = tuple(s for s in request.symbols if s not in self._refused)
+        if out := len(request.symbols) - len(symbols):
+            self._counters.inc("backfill_given_up", out, feed=self._name, reason=REFUSED)
+            return Request(request.start, request.end, symbols) if symbols else None
+        return request
+
+    async def _fetch_window(
+        self, request: Request, refusals: _Refusals
+    ) -> tuple[list[str], str, str | None]:
         """Fetch one request; symbols whose requests failed are asked again (the others'
-        bars are handed on at once), up to `backfill_attempts` times in all. The symbols
-        that still failed, why, and why the credentials were refused (None: they were not)."""
+        bars are handed on at once), up to `backfill_attempts` times in all, but for those
+        refused each in a request of its own (in `refusals`: asked again, it would be refused
+        again). The symbols that still failed, why, and why the credentials were refused
+        (None: they were not)."""
         assert self._rest is not None
         start, end = request.start, request.end
         window = {"start": start.isoformat(), "end": end.isoformat()}
@@ -371,15 +417,19 @@ class GapFill:
             except MonitorError as exc:  # (refused credentials: asking again will not help)
                 self._log.error("backfill_failed", error=str(exc), **window)
                 return left, str(exc), str(exc)
-            batch, failed, asked, refused = fetched
+            batch, failed, asked, refused, alone = fetched
             asked_wait = asked or 0.0
             one_by_one = bool(refused)  # (a group refused for one symbol: find which)
             bars = batch.minute_bars.height
             self._counters.inc("backfill_bars", bars, feed=self._name)
             got = len(left) - len(failed)
+            refusals.answered = refusals.answered or got > 0
             self._log.info("feed_backfilled", bars=bars, symbols=got, **window)
             if bars or batch.rejections:
                 await self._deliver(batch)
+            if gone := [s for s in left if s in alone]:
+                refusals.alone.append((Request(start, end, tuple(gone)), failed[gone[0]]))
+                failed = {s: w for s, w in failed.items() if s not in alone}
             if not failed:
                 return [], "", None
             left, why = list(failed), next(iter(failed.values()))
@@ -437,6 +487,17 @@ class GapFill:
         self._failed.append(window)
         if self._owe is not None:
             self._owe(window)
+
+
+@dataclass(slots=True)
+class _Refusals:
+    """One backfill's symbols refused each in a request of its own (400, 404, 422), by
+    window, with the provider's words (the first's); and whether any symbol's request was
+    answered: then the provider takes the request, and refuses those symbols (a wrong URL is
+    refused for every symbol)."""
+
+    answered: bool = False
+    alone: list[tuple[Request, str]] = field(default_factory=list)
 
 
 def _error(first: Request, why: str, more: int) -> str:

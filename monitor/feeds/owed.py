@@ -31,6 +31,7 @@ __all__ = [
     "GAP_OLDER_THAN_KEPT",
     "GIVEN_UP",
     "OLDER_THAN_KEPT",
+    "REFUSED",
     "SYMBOL_REMOVED",
     "Owed",
     "Plan",
@@ -43,11 +44,14 @@ _MINUTE = dt.timedelta(minutes=1)
 
 # backfill_given_up's reasons (README): a failed window's minutes older than the engine keeps
 # by the time they are asked for again; an open gap's older than that when it is filled (never
-# asked for); a window owed at the last stop for a symbol no longer among the feed's
+# asked for); a window owed at the last stop for a symbol no longer among the feed's; a
+# symbol's window that the provider refuses for that symbol (its request alone answered 400,
+# 404 or 422 while the others' were answered: see `monitor.feeds.gap_fill`)
 OLDER_THAN_KEPT = "older_than_kept"
 GAP_OLDER_THAN_KEPT = "gap_older_than_kept"
 SYMBOL_REMOVED = "symbol_removed"
-GIVEN_UP = (OLDER_THAN_KEPT, GAP_OLDER_THAN_KEPT, SYMBOL_REMOVED)
+REFUSED = "refused"
+GIVEN_UP = (OLDER_THAN_KEPT, GAP_OLDER_THAN_KEPT, SYMBOL_REMOVED, REFUSED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,14 +43,17 @@ _ONE_US = dt.timedelta(microseconds=1)
 
 class Fetched(NamedTuple):
     """What `RestBackfill.fetch` got: the bars, the symbols it could not get, with why, the
-    longest wait a 429 asked for before asking again (its Retry-After, in seconds), and the
+    longest wait a 429 asked for before asking again (its Retry-After, in seconds), the
     symbols of requests refused as bad (400, 404, 422: a symbol the provider does not take
-    fails its whole group; asked one by one, it fails alone)."""
+    fails its whole group; asked one by one, it fails alone), and those of them refused in a
+    request naming that symbol alone (Polygon's always; Alpaca's asked `one_by_one`, or a
+    group of one)."""
 
     batch: FeedBatch
     failed: dict[str, str]
     wait_s: float | None = None
     refused: frozenset[str] = frozenset()
+    refused_alone: frozenset[str] = frozenset()
 
 
 class Refused(TransientError):
@@ -153,7 +156,8 @@ class RestBackfill:
         results = await asyncio.gather(
             *(self._group(group, start, end, window) for group in groups), return_exceptions=True
         )
-        batch, failed, refused = FeedBatch.empty(feed), dict[str, str](), set[str]()
+        batch, failed = FeedBatch.empty(feed), dict[str, str]()
+        refused, alone = set[str](), set[str]()  # (alone: refused in a request of its own)
         frames, waits = [batch.minute_bars], [0.0]
         for group, result in zip(groups, results, strict=True):
             if isinstance(result, ConfigError):
@@ -164,6 +168,8 @@ class RestBackfill:
                     waits.append(result.retry_after_s)
                 if isinstance(result, Refused):
                     refused.update(group)
+                    if len(group) == 1:
+                        alone.update(group)
             elif isinstance(result, Exception):  # (a reply nobody foresaw: that group's)
                 failed.update(dict.fromkeys(group, f"{self.provider} REST: {result!r}"))
             elif isinstance(result, BaseException):
@@ -174,7 +180,7 @@ class RestBackfill:
                 frames.append(part.minute_bars)
                 batch.rejections += part.rejections
         batch.minute_bars = pl.concat(frames, how="vertical")
-        return Fetched(batch, failed, max(waits) or None, frozenset(refused))
+        return Fetched(batch, failed, max(waits) or None, frozenset(refused), frozenset(alone))
 
     async def _group(
         self, symbols: list[str], start: dt.datetime, end: dt.datetime, window: tuple[int, int]

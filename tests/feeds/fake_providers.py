@@ -239,6 +239,9 @@ class FakeRest:
         # Polygon symbols whose pages never end: a new next_url each time, the same 3 bars
         self.endless: set[str] = set()
         self.invalid_symbols: set[str] = set()  # a request naming one is refused: 400
+        # symbol -> the status (404, 422) a request naming it is refused with, saying why as
+        # Polygon does ("ticker not found")
+        self.unknown_symbols: dict[str, int] = {}
         self.answering = asyncio.Event()  # cleared: requests wait (a slow REST API)
         self.answering.set()
         # windows, by their start ("2024-07-12T14:09:00Z"), whose requests (every page of
@@ -310,6 +313,11 @@ class FakeRest:
         if invalid:
             return 400, msgspec.json.encode(
                 {"code": 42210000, "message": f"invalid symbol: {invalid[0]}"}
+            )
+        unknown = [s for s in asked if s in self.unknown_symbols]
+        if unknown:
+            return self.unknown_symbols[unknown[0]], msgspec.json.encode(
+                {"status": "NOT_FOUND", "message": f"ticker not found: {unknown[0]}"}
             )
         if any(a in self.rate_limited or a in self.window_reset for a in asked):
             return 429, b"{}"
