@@ -8,9 +8,11 @@ came once the connection was back).
 
 So each gap is noted when it opens, in the store's `backfills_owed.json`, and settled once its
 backfill's bars are on disk (the engine loop acknowledges a marker the feed queues after them:
-see `WebSocketFeed._backfill`). A backfill that fails owes its window for the symbols that
-failed only (`monitor.feeds.owed.Owed`). The file maps a feed's name to the earliest start of
-its open gaps (ISO 8601, every symbol from then), or, once a backfill failed, to an object:
+see `WebSocketFeed._backfill`). A delayed stream owes, while it runs, from the minute its
+data ends in, moved on once a minute (`GapFill.mark`): a kill -9 leaves it owed. A backfill
+that fails owes its window for the symbols that failed only (`monitor.feeds.owed.Owed`). The
+file maps a feed's name to the earliest start of its open gaps (ISO 8601, every symbol from
+then), or, once a backfill failed, to an object:
 `{"since": ISO or absent, "windows": [{"start": ISO, "end": ISO, "symbols": [...]}]}`. At the
 start a feed backfills every symbol from the earlier of `since` and where the data taken up
 ends, and each failed window's symbols over that window only; a window older than the engine

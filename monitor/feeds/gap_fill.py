@@ -47,7 +47,15 @@ which the engine upserts by symbol and start:
   other: it may be the request the provider refuses, not the symbol;
 - a gap is owed (`owe`) from when it opens until its bars are on disk (`settle`, acknowledged
   by the engine loop after the bars before it), so that one cut off by a stop is fetched at
-  the next start (see `monitor.owed_backfills`).
+  the next start (see `monitor.owed_backfills`);
+- a delayed stream (its data ending well before it comes: Alpaca's delayed_sip, 15 minutes)
+  owes, while it runs, from the minute its data ends in (`mark`), moved on once a minute
+  once the engine loop has on disk the step that took that data in (a marker's ack), so
+  that a kill -9 leaves owed the minutes it had not delivered. The start after one
+  backfills from the newest data the daemon took in otherwise (`Intraday.resumed_from`): a
+  real-time feed's, or the clock of the last save of the sessions under way, up to 15
+  minutes past the stream's; those minutes, which the stream does not send again, were
+  lost. A graceful stop owes what the stream is behind itself, and drops the mark (`unmark`).
 
 Why apart from `monitor.feeds.websocket`: that module is the connection (handshake, frames,
 reconnects); this is what happens after one, with its own bookkeeping of failed windows.
@@ -185,6 +193,9 @@ class GapFill:
             )
         self._tasks: asyncio.TaskGroup | None = None
         self.pending: set[asyncio.Task[None]] = set()  # backfills running or waiting to
+        # (a delayed stream's, see `mark`: the minute last queued, and the gap owed for it)
+        self._marking: dt.datetime | None = None
+        self._marked: Owed | None = None
 
     def __repr__(self) -> str:
         return f"GapFill({self._name!r}, {len(self._failed)} failed windows)"
@@ -202,6 +213,34 @@ class GapFill:
         """A gap opened at `since`: owed until its bars are on disk."""
         if self._owe is not None:
             self._owe(Owed(since))
+
+    async def mark(self, behind: dt.datetime | None) -> None:
+        """The minute a delayed stream's data ends in (None: it is not behind): owed as a
+        gap, in place of the one before, once the engine loop acknowledges a marker queued
+        after the data (on disk by then: a kill -9 loses none of it). A no-op unless it
+        changed (once a minute at most), or when gaps are not owed in the store."""
+        if behind == self._marking or self._owe is None or self._settle is None:
+            return
+        self._marking = behind
+        await self._queue.put(Wire(self._name, [], ack=partial(self._owe_marked, behind)))
+
+    def _owe_marked(self, behind: dt.datetime | None) -> None:
+        """A marker's ack: owe from `behind` (the new gap first, then the old one settled:
+        the store never owes less), unless a later mark was queued since, or the feed has
+        stopped (`unmark`)."""
+        if behind != self._marking or self._owe is None or self._settle is None:
+            return
+        old, self._marked = self._marked, Owed(behind) if behind is not None else None
+        if self._marked is not None:
+            self._owe(self._marked)
+        if old is not None:
+            self._settle([old])
+
+    def unmark(self) -> None:
+        """At a graceful stop, which owes what the stream is behind itself: the mark is no
+        longer owed, nor one still queued."""
+        self._marking = None
+        self._owe_marked(None)
 
     def fill(self, gap_start: dt.datetime | None, now: dt.datetime) -> None:
         """Backfill, in a task, the gap just closed (from `gap_start`, every symbol), those

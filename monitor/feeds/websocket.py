@@ -17,7 +17,9 @@ each frame; this module does the I/O around it:
   came back in once that is over (its trades before the reconnect), the daemon's close of it
   held meanwhile (`await_minute`). The gap opens where
   the data stopped: when the last frame came, or its last tick's or minute's time when that
-  is earlier (a delayed stream's; frames that waited while the engine's queue was full).
+  is earlier (a delayed stream's; frames that waited while the engine's queue was full). A
+  delayed stream's is owed from where its data ends at a stop too, and, while it runs, from
+  the minute its data ends in, in case of a kill -9 (`GapFill.mark`).
 
 websockets and httpx types stay in this module: they become `FeedDisconnected`, `TransientError`
 or `ConfigError`.
@@ -44,7 +46,7 @@ from monitor.feeds.events import FeedEvent, FeedEventKind, QuietSettings, QuietW
 from monitor.feeds.finnhub import FinnhubSession
 from monitor.feeds.gap_fill import GapFill
 from monitor.feeds.generic import decode_generic
-from monitor.feeds.owed import Owed
+from monitor.feeds.owed import Owed, floor_minute
 from monitor.feeds.polygon import PolygonSession
 from monitor.feeds.provider import (
     RAW_LIMIT,
@@ -63,8 +65,9 @@ __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketF
 
 Provider = Literal["alpaca", "polygon", "finnhub", "generic"]
 MAX_DELAY = dt.timedelta(hours=1)  # the longest a stream's data is taken to be delayed by
-# how far behind its arrival a feed's data may end at a stop before the gap from there is owed
-# (a start backfills from a minute before the daemon's saved clock in any case)
+# how far behind its arrival a feed's data may end at a stop (or, for a kill -9, as it comes)
+# before the gap from there is owed (a start backfills from a minute before the daemon's saved
+# clock in any case)
 BEHIND_AT_STOP = dt.timedelta(minutes=1)
 MAX_ERRORS_KEPT = 100  # distinct provider errors whose last log line is remembered
 
@@ -242,6 +245,7 @@ class WebSocketFeed:
             await self._tasks(stop, halt)
             if self._fatal is None:  # (a stop)
                 self._owe_behind()
+                self._gaps.unmark()
         except Exception:
             # (a crash, a bug: the supervisor runs the feed again, whose first subscription
             # fills the gap from here; it used to fill none, as no connection was lost)
@@ -321,10 +325,17 @@ class WebSocketFeed:
         if self._connected_at is None or self._gap_start is not None or ended is None:
             return
         since_data = asyncio.get_running_loop().time() - self._quiet.last_data
-        arrived = self._clock() - dt.timedelta(seconds=since_data)
-        if arrived - MAX_DELAY <= ended < arrived - BEHIND_AT_STOP:
+        if self._behind(self._clock() - dt.timedelta(seconds=since_data)) is not None:
             self._gap_start = ended
             self._gaps.owe(ended)
+
+    def _behind(self, arrived: dt.datetime) -> dt.datetime | None:
+        """The minute the data ends in, if it ends well behind `arrived` (when it came: a
+        delayed stream's), else None."""
+        ended = self._data_end
+        if ended is None or not arrived - MAX_DELAY <= ended < arrived - BEHIND_AT_STOP:
+            return None
+        return floor_minute(ended)
 
     async def _connection(self) -> None:
         """One connection from connect to loss; raises FeedDisconnected or ConfigError."""
@@ -442,9 +453,12 @@ class WebSocketFeed:
             return
         self._quiet.data()
         end = batch.data_end()
-        if end is not None and (self._data_end is None or end > self._data_end):
+        later = end is not None and (self._data_end is None or end > self._data_end)
+        if later:
             self._data_end = end
         await self._deliver(batch)
+        if later:  # (a delayed stream's gap at a kill -9: see `GapFill.mark`)
+            await self._gaps.mark(self._behind(self._clock()))
 
     async def _deliver(self, batch: FeedBatch) -> None:
         await hand_on(batch, self._queue, self._counters, self._rejections, self.name)
