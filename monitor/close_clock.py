@@ -32,7 +32,7 @@ and the bound are measured in real (monotonic) seconds, not by the engine's cloc
 simulated one (the daemon's replay feed) stands still once its data is out.
 
 A WebSocket feed back part-way through a minute lacks that minute's trades from before it came
-back: its REST backfill fetches that minute once it is over (`monitor.feeds.gap_fill`), and
+back: its REST backfill fetches that minute once it is over (`monitor.feeds.tail_minutes`), and
 until the provider's bar of it is taken in the feed awaits it (`awaiting`, the minute's start):
 the close clock is held just short of that minute's close (a session's last minute's is its
 session bar's, `session_close_delay_s` after the close: see `monitor.core.bars`), so that it

@@ -78,7 +78,7 @@ class FeedConfig(Base, frozen=True):
     rest_url: str = ""
     # websocket with rest_url: the minute a reconnect falls in is fetched over REST this long
     # after it ends (a provider publishes a minute's bar a few seconds after), its close held
-    # until then (see `monitor.feeds.gap_fill`)
+    # until then (see `monitor.feeds.tail_minutes`)
     backfill_tail_delay_s: Annotated[float, Meta(ge=0, le=300)] = 5.0
     watch_broker_drops: bool = True
     # mqtt: received but unprocessed messages held at most; past it the socket is not read

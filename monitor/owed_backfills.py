@@ -9,7 +9,7 @@ came once the connection was back).
 So each gap is noted when it opens, in the store's `backfills_owed.json`, and settled once its
 backfill's bars are on disk (the engine loop acknowledges a marker the feed queues after them:
 see `WebSocketFeed._backfill`). A delayed stream owes, while it runs, from the minute its
-data ends in, moved on once a minute (`GapFill.mark`): a kill -9 leaves it owed. A backfill
+data ends in, moved on once a minute (`DelayMark`): a kill -9 leaves it owed. A backfill
 that fails owes its window for the symbols that failed only (`monitor.feeds.owed.Owed`). The
 file maps a feed's name to the earliest start of its open gaps (ISO 8601, every symbol from
 then), or, once a backfill failed, to an object:

@@ -38,6 +38,7 @@ __all__ = [
     "Request",
     "floor_minute",
     "plan",
+    "some",
 ]
 
 _MINUTE = dt.timedelta(minutes=1)
@@ -46,7 +47,7 @@ _MINUTE = dt.timedelta(minutes=1)
 # by the time they are asked for again; an open gap's older than that when it is filled (never
 # asked for); a window owed at the last stop for a symbol no longer among the feed's; a
 # symbol's window that the provider refuses for that symbol (its request alone answered 400,
-# 404 or 422 while the others' were answered: see `monitor.feeds.gap_fill`)
+# 404 or 422 while the others' were answered: see `monitor.feeds.given_up`)
 OLDER_THAN_KEPT = "older_than_kept"
 GAP_OLDER_THAN_KEPT = "gap_older_than_kept"
 SYMBOL_REMOVED = "symbol_removed"
@@ -136,3 +137,9 @@ def _merged(
 def floor_minute(when: dt.datetime) -> dt.datetime:
     """The start of the minute `when` is in."""
     return when.replace(second=0, microsecond=0)
+
+
+def some(symbols: Sequence[str], most: int = 20) -> str:
+    """The first `most` of `symbols`, for a log line or /healthz ("A, B, ... and 12 more")."""
+    more = f" and {len(symbols) - most} more" if len(symbols) > most else ""
+    return ", ".join(symbols[:most]) + more
