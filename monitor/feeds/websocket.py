@@ -1,13 +1,14 @@
 """WebSocketFeed: a provider's stream in, FeedBatches out, reconnecting for ever, with no holes.
 
 One connection lives exactly as long as its `async with connect(...)`. The provider's sans-I/O
-session (`alpaca`, `polygon`, `finnhub`, or the generic JSON shape) says what to send and decodes
-each frame; this module does the I/O around it:
+session (`alpaca`, `polygon`, `finnhub`, or the generic JSON shape: `monitor.feeds.stream_sessions`)
+says what to send and decodes each frame; this module does the I/O around it:
 
-- auth and subscribe, per the session's handshake; a provider error is fatal (bad key, plan,
-  syntax: `ConfigError`, the run ends) or asks for a reconnect with backoff (Alpaca 406 connection
-  limit, 407 slow client): never a tight loop; a handshake the provider never acknowledges
-  (no reply to auth or subscribe within `subscribe_timeout_s`) is a lost connection too;
+- auth and subscribe, per the session's handshake; a provider error is fatal (`ConfigError`, the
+  run ends) or asks for a reconnect with backoff, never a tight loop (`ProviderNotices`, which
+  takes the provider's other control messages too: `monitor.feeds.notices`); a handshake the
+  provider never acknowledges (no reply to auth or subscribe within `subscribe_timeout_s`) is a
+  lost connection too;
 - every data frame is counted (messages, ticks, bars, rejections by reason; rejections are logged,
   at most one line per reason per interval) and put on the queue, awaiting when it is full;
 - a watchdog raises `feed_stale` when no data arrived for `stale_after_s` in regular hours, and
@@ -15,11 +16,14 @@ each frame; this module does the I/O around it:
 - after a reconnect, the minutes missed in the gap are fetched over REST and queued as minute
   bars (`GapFill`, which keeps the failed gaps and asks for them again), and the minute it
   came back in once that is over (its trades before the reconnect), the daemon's close of it
-  held meanwhile (`await_minute`). The gap opens where
-  the data stopped: when the last frame came, or its last tick's or minute's time when that
-  is earlier (a delayed stream's; frames that waited while the engine's queue was full). A
-  delayed stream's is owed from where its data ends at a stop too, and, while it runs, from
-  the minute its data ends in, in case of a kill -9 (`GapFill.mark`).
+  held meanwhile (`await_minute`). The gap opens where the data stopped, by the data's own
+  times when it ends earlier (a delayed stream's), and a delayed stream's is owed from where
+  its data ends at a stop, and while it runs, too (`OpenGap`: `monitor.feeds.open_gap`).
+
+The provider's other messages (`ProviderNotices`), where the data stands (`OpenGap`), the
+backfills (`GapFill`), the quiet watch (`QuietWatch`), the pauses between connections
+(`Reconnects`) and the rejections' log lines (`RejectionLog`) are objects of their own that
+the feed owns and drives.
 
 websockets and httpx types stay in this module: they become `FeedDisconnected`, `TransientError`
 or `ConfigError`.
@@ -31,7 +35,6 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -41,61 +44,19 @@ from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.core.model import FeedBatch
 from monitor.errors import ConfigError, FeedDisconnected
-from monitor.feeds.alpaca import AlpacaSession
 from monitor.feeds.events import FeedEvent, FeedEventKind, QuietSettings, QuietWatch
-from monitor.feeds.finnhub import FinnhubSession
 from monitor.feeds.gap_fill import GapFill
-from monitor.feeds.generic import decode_generic
-from monitor.feeds.owed import Owed, floor_minute
-from monitor.feeds.polygon import PolygonSession
-from monitor.feeds.provider import (
-    RAW_LIMIT,
-    Control,
-    Decoded,
-    Outgoing,
-    Session,
-    frame_rejection,
-)
+from monitor.feeds.notices import ProviderNotices
+from monitor.feeds.open_gap import OpenGap
+from monitor.feeds.owed import Owed
+from monitor.feeds.provider import RAW_LIMIT, Control, Decoded, Outgoing, frame_rejection
 from monitor.feeds.reconnects import Reconnects
 from monitor.feeds.rejections import RejectionLog
 from monitor.feeds.rest import RestBackfill, mask_url
+from monitor.feeds.stream_sessions import Provider, session_for
 from monitor.feeds.wire import Wire, hand_on
 
 __all__ = ["FeedEvent", "FeedEventKind", "Provider", "RestBackfill", "WebSocketFeed", "mask_url"]
-
-Provider = Literal["alpaca", "polygon", "finnhub", "generic"]
-MAX_DELAY = dt.timedelta(hours=1)  # the longest a stream's data is taken to be delayed by
-# how far behind its arrival a feed's data may end at a stop (or, for a kill -9, as it comes)
-# before the gap from there is owed (a start backfills from a minute before the daemon's saved
-# clock in any case)
-BEHIND_AT_STOP = dt.timedelta(minutes=1)
-MAX_ERRORS_KEPT = 100  # distinct provider errors whose last log line is remembered
-
-
-class _GenericSession:
-    """The generic JSON tick/bar shape: no handshake, nothing to subscribe."""
-
-    provider = "generic"
-    acknowledges_subscribe = False
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-
-    def url(self) -> str:
-        return self._url
-
-    def headers(self) -> dict[str, str]:
-        return {}
-
-    def opening(self) -> list[Outgoing]:
-        return []
-
-    def replies(self, control: Control) -> list[Outgoing]:
-        return []
-
-    def decode(self, frame: bytes | str, feed: str) -> Decoded:
-        payload = frame.encode() if isinstance(frame, str) else frame
-        return Decoded(decode_generic(payload, feed=feed), [])
 
 
 class WebSocketFeed:
@@ -151,12 +112,11 @@ class WebSocketFeed:
         self.name = name
         self.provider = provider
         self._symbols = list(symbols)
-        self._session = _session(name, url, provider, self._symbols, key, secret, msgpack)
+        self._session = session_for(name, url, provider, self._symbols, key, secret, msgpack)
         self._secrets = [s for s in (key, secret) if s]
         self._queue = queue
         self._counters = counters
         self._clock = clock
-        self._on_event = on_event
         self._open_timeout_s = open_timeout_s
         self._close_timeout_s = close_timeout_s
         self._subscribe_timeout_s = subscribe_timeout_s
@@ -170,13 +130,6 @@ class WebSocketFeed:
         self._quiet = QuietWatch(name, quiet, counters, self._log)
         self._connected_at: float | None = None
         self._subscribed = False
-        # when data last came before the connection was lost (or, from `gap_since`, before
-        # the daemon stopped): the first subscription after it backfills from there
-        self._gap_start: dt.datetime | None = gap_since
-        # Where the data received so far ends, by its own times (its last tick or minute): a
-        # delayed stream's (Alpaca's delayed_sip) ends well before the clock, and its gap
-        # opens there, not when the last frame came.
-        self._data_end: dt.datetime | None = None
         self._gaps = GapFill(
             name,
             self._symbols,
@@ -199,11 +152,16 @@ class WebSocketFeed:
             tail_delay_s=backfill_tail_delay_s,
             await_minute=await_minute,
         )
-        if gap_since is not None:
-            self._gaps.owe(gap_since)
-        self._error_log_interval_s = rejection_log_interval_s
-        self._errors_logged_at: dict[tuple[str, str], float] = {}
-        self._errors_unlogged: dict[tuple[str, str], int] = {}
+        self._gap = OpenGap(self._gaps, clock, self._quiet, gap_since)
+        self._notices = ProviderNotices(
+            name,
+            provider,
+            counters=counters,
+            log=self._log,
+            clock=clock,
+            on_event=on_event,
+            interval_s=rejection_log_interval_s,
+        )
         self._rejections = RejectionLog(
             self._log,
             counters,
@@ -243,8 +201,9 @@ class WebSocketFeed:
         halt = asyncio.Event()
         try:
             await self._tasks(stop, halt)
-            if self._fatal is None:  # (a stop)
-                self._owe_behind()
+            if self._fatal is None:  # (a stop: a delayed stream owes from where its data ends)
+                if self._connected_at is not None:
+                    self._gap.owe_behind()
                 self._gaps.unmark()
         except Exception:
             # (a crash, a bug: the supervisor runs the feed again, whose first subscription
@@ -302,40 +261,9 @@ class WebSocketFeed:
             await self._reconnects.pause(error, lasted if self._subscribed else None)
 
     def _open_gap(self) -> None:
-        """The connection is lost (or the feed crashed on it): the gap opens where the data
-        stopped, owed until its backfill is on disk; the next subscription fills it."""
-        if self._connected_at is None or self._gap_start is not None:
-            return
-        since_data = asyncio.get_running_loop().time() - self._quiet.last_data
-        self._gap_start = self._clock() - dt.timedelta(seconds=since_data)
-        ended = self._data_end
-        if ended is not None and self._gap_start - MAX_DELAY <= ended:
-            # (a delayed feed's: see above; data older still is no delay, but old data sent
-            # as it is, a test stream's, and the clock says when it stopped)
-            self._gap_start = min(self._gap_start, ended)
-        self._gaps.owe(self._gap_start)
-
-    def _owe_behind(self) -> None:
-        """At a stop: a feed whose data ended well before it came (a delayed stream's, or
-        frames held up behind a full queue) owes the gap from where the data ends, so that
-        the next start backfills from there, not from the daemon's saved clock, which is
-        later: the minutes between, which the stream does not send again, used to be lost.
-        (A feed quiet for long lost nothing: its data ended when it came.)"""
-        ended = self._data_end
-        if self._connected_at is None or self._gap_start is not None or ended is None:
-            return
-        since_data = asyncio.get_running_loop().time() - self._quiet.last_data
-        if self._behind(self._clock() - dt.timedelta(seconds=since_data)) is not None:
-            self._gap_start = ended
-            self._gaps.owe(ended)
-
-    def _behind(self, arrived: dt.datetime) -> dt.datetime | None:
-        """The minute the data ends in, if it ends well behind `arrived` (when it came: a
-        delayed stream's), else None."""
-        ended = self._data_end
-        if ended is None or not arrived - MAX_DELAY <= ended < arrived - BEHIND_AT_STOP:
-            return None
-        return floor_minute(ended)
+        """The connection is lost (or the feed crashed on it): the gap opens (`OpenGap.open`)."""
+        if self._connected_at is not None:
+            self._gap.open()
 
     async def _connection(self) -> None:
         """One connection from connect to loss; raises FeedDisconnected or ConfigError."""
@@ -409,12 +337,12 @@ class WebSocketFeed:
         self._counters.inc("feed_subscribes", feed=self.name)
         self._log.info("feed_subscribed", symbols=len(self._symbols), message=message)
         now = self._clock()
-        if self._gap_start is not None:
-            gap_s = (now - self._gap_start).total_seconds()
+        if (start := self._gap.start) is not None:
+            gap_s = (now - start).total_seconds()
             self._counters.inc("feed_gap_seconds", gap_s, feed=self.name)
             self._log.warning("feed_gap", gap_s=round(gap_s, 3))
-        self._gaps.fill(self._gap_start, now)
-        self._gap_start = None
+        self._gaps.fill(start, now)
+        self._gap.filled()
 
     async def _backfill(
         self,
@@ -452,106 +380,20 @@ class WebSocketFeed:
         if not (batch.size() or batch.rejections):
             return
         self._quiet.data()
-        end = batch.data_end()
-        later = end is not None and (self._data_end is None or end > self._data_end)
-        if later:
-            self._data_end = end
+        later = self._gap.took(batch.data_end())
         await self._deliver(batch)
         if later:  # (a delayed stream's gap at a kill -9: see `GapFill.mark`)
-            await self._gaps.mark(self._behind(self._clock()))
+            await self._gaps.mark(self._gap.behind(self._clock()))
 
     async def _deliver(self, batch: FeedBatch) -> None:
         await hand_on(batch, self._queue, self._counters, self._rejections, self.name)
 
     async def _on_control(self, ws: ClientConnection, control: Control) -> None:
-        kind = control.kind
-        if kind == "error":
-            self._on_error(control)
-        elif kind == "status":
-            self._counters.inc("feed_status_events", feed=self.name)
-            self._log.info(
-                "trading_status",
-                symbol=control.symbol,
-                halted=control.halted,
-                status=control.msg,
-                codes=control.detail,
-            )
-            # (at the provider's time of it: the halt began then, not when it reached us)
-            at = control.ts
-            self._emit("trading_status", symbol=control.symbol, halted=control.halted, at=at)
-        elif kind == "subscribed":
+        if control.kind == "subscribed":
             self._on_subscribed(control.msg)
-        elif kind == "ping":
-            self._counters.inc("feed_pings", feed=self.name)
-        else:
-            self._log.info("feed_control", kind=kind, message=control.msg)
+        else:  # (an error may end the connection, or the run: `ProviderNotices`)
+            self._notices.take(control)
         await _send(ws, self._session.replies(control))
-
-    def _on_error(self, control: Control) -> None:
-        code = "none" if control.code is None else str(control.code)
-        self._counters.inc("feed_provider_errors", feed=self.name, code=code)
-        text = f"{self.provider} error {code}: {control.msg!r}"
-        if control.action == "fatal":
-            raise ConfigError(f"feeds.{self.name}: {text}; check the key, secret, plan and symbols")
-        if control.action == "reconnect":
-            raise FeedDisconnected(f"{self.name}: {text}")
-        # (logged once a while per code and message: a provider that answers each subscribe
-        # past its plan's limit with one error would otherwise log thousands of lines)
-        key = (code, control.msg)
-        now = time.monotonic()
-        last = self._errors_logged_at.get(key)
-        if last is not None and now - last < self._error_log_interval_s:
-            self._errors_unlogged[key] = self._errors_unlogged.get(key, 0) + 1
-            return
-        if len(self._errors_logged_at) >= MAX_ERRORS_KEPT:  # (messages that vary: bounded)
-            self._errors_logged_at.clear()
-            self._errors_unlogged.clear()
-        self._errors_logged_at[key] = now
-        repeated = self._errors_unlogged.pop(key, 0)
-        said = {"not_logged_since": repeated} if repeated else {}
-        self._log.error("feed_provider_error", code=code, message=control.msg, **said)
-        self._emit("provider_error", message=text)
-
-    def _emit(
-        self,
-        kind: FeedEventKind,
-        *,
-        gap_s: float | None = None,
-        symbol: str | None = None,
-        halted: bool | None = None,
-        message: str = "",
-        at: dt.datetime | None = None,
-    ) -> None:
-        if self._on_event is not None:
-            when = at or self._clock()
-            event = FeedEvent(self.name, kind, when, gap_s, symbol, halted, message)
-            self._on_event(event)
-
-
-def _session(
-    name: str,
-    url: str,
-    provider: str,
-    symbols: list[str],
-    key: str | None,
-    secret: str | None,
-    msgpack: bool,
-) -> Session:
-    if provider == "generic":
-        return _GenericSession(url)
-    if not symbols:
-        raise ConfigError(f"feeds.{name}.symbols: is empty")
-    if not key:
-        raise ConfigError(f"feeds.{name}.key: {provider} needs an API key")
-    if provider == "alpaca":
-        if not secret:
-            raise ConfigError(f"feeds.{name}.secret: alpaca needs the API secret")
-        return AlpacaSession(url, symbols, key, secret, msgpack=msgpack)
-    if provider == "polygon":
-        return PolygonSession(url, symbols, key)
-    if provider == "finnhub":
-        return FinnhubSession(url, symbols, key)
-    raise ConfigError(f"feeds.{name}.provider: unknown provider {provider!r}")
 
 
 async def _relay(stop: asyncio.Event, halt: asyncio.Event) -> None:

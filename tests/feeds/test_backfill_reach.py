@@ -146,7 +146,7 @@ def test_the_daemon_gives_its_websocket_feeds_the_clock_it_stopped_at(
 
     now = stopped + dt.timedelta(minutes=40)
     feed = feed_at(now)
-    assert feed._gap_start == stopped
+    assert feed._gap.start == stopped
     # (2024-07-16 under way: the latest closed session is 07-15, the one before it 07-12)
     assert feed._reach(now) == dt.datetime(2024, 7, 12, 13, 30, tzinfo=UTC)
 
@@ -156,13 +156,13 @@ def test_the_daemon_gives_its_websocket_feeds_the_clock_it_stopped_at(
     later = dt.datetime(2024, 7, 24, 14, 0, tzinfo=UTC)
     conf.write_text(conf.read_text() + "[engine]\nextended_hours = true\n")
     feed = feed_at(later)
-    assert feed._gap_start == stopped
+    assert feed._gap.start == stopped
     assert feed._reach(later) == dt.datetime(2024, 7, 22, 8, 0, tzinfo=UTC)
 
     # A gap whose backfill was cut off before the stop, owed from earlier: from there.
     owed_from = stopped - dt.timedelta(minutes=20)
     Store(tmp_path / "store").save_owed_backfills({"alpaca": owed_from.isoformat()})
-    assert feed_at(later)._gap_start == owed_from
+    assert feed_at(later)._gap.start == owed_from
 
 
 async def test_a_halt_is_dated_by_the_providers_time_not_its_arrival() -> None:
@@ -451,7 +451,7 @@ def test_a_backfill_owed_by_a_feed_no_longer_configured_is_said_and_dropped(
     dropped = [(e["feed"], e["since"]) for e in events if e["event"] == "backfill_owed_dropped"]
     assert dropped == [("plain", owed["plain"]), ("renamed", owed["renamed"])]
     assert store.load_owed_backfills() == {"alpaca": owed["alpaca"]}
-    assert daemon.feeds[0]._gap_start.isoformat() == owed["alpaca"]  # type: ignore[attr-defined]
+    assert daemon.feeds[0]._gap.start.isoformat() == owed["alpaca"]  # type: ignore[attr-defined]
 
     with capture_logs() as events:  # (said once: the next start has nothing to say)
         Daemon(cfg.load(conf), clock=SimClock(stopped + dt.timedelta(minutes=50))).build_feeds()
