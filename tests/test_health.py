@@ -262,6 +262,9 @@ async def test_a_symbol_the_provider_refuses_is_given_up_not_degraded(
             async with daemon_of(conf, clock) as daemon:
                 await asyncio.wait_for(fake.subscribed.wait(), 10)
                 await fake.push([trade])
+                async with asyncio.timeout(10):  # (taken in at 19:49:30: not a delayed stream)
+                    while not daemon.counters.total("ticks_in"):  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
                 # (back at a minute's start: the gap's backfill is all, no minute to finish)
                 clock.set(dt.datetime(2024, 7, 16, 19, 51, tzinfo=dt.UTC))
                 await fake.drop()

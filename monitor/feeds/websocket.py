@@ -381,9 +381,12 @@ class WebSocketFeed:
             return
         self._quiet.data()
         later = self._gap.took(batch.data_end())
+        # (behind as it came: after a wait for room in a full queue, a real-time feed's
+        # frame would look delayed, and be owed)
+        behind = self._gap.behind(self._clock()) if later else None
         await self._deliver(batch)
         if later:  # (a delayed stream's gap at a kill -9: see `GapFill.mark`)
-            await self._gaps.mark(self._gap.behind(self._clock()))
+            await self._gaps.mark(behind)
 
     async def _deliver(self, batch: FeedBatch) -> None:
         await hand_on(batch, self._queue, self._counters, self._rejections, self.name)
