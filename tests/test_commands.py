@@ -20,6 +20,7 @@ import redis
 from monitor import config as cfg
 from monitor.core.model import Alert, encode_alert
 from monitor.service import Daemon, run
+from tests.cli_here import cli_here
 from tests.conftest import DATA, NO_SHORT_INTEREST_NOTE, ROOT, RULES, RUT
 from tests.test_service import replay_alerts, subscribed, write_config
 
@@ -102,7 +103,7 @@ def test_tail_prints_the_stream_since_an_id() -> None:
             client.xadd(stream, {"id": a.id, "alert": encode_alert(a)})
         env = {"MARKET_MONITOR__REDIS__STREAM": stream}
         conf = ROOT / "config" / "demo.toml"
-        res = cli(
+        res = cli_here(
             "tail",
             "--config",
             str(conf),
@@ -115,7 +116,7 @@ def test_tail_prints_the_stream_since_an_id() -> None:
         )
         assert res.returncode == 0, res.stderr
         assert [msgspec.json.decode(x, type=Alert) for x in res.stdout.splitlines()] == alerts
-        res = cli("tail", "--config", str(conf), "--since", "0", "--count", "1", env=env)
+        res = cli_here("tail", "--config", str(conf), "--since", "0", "--count", "1", env=env)
         assert alerts[0].text in res.stdout
         assert alerts[0].history is not None
         assert f"History: {alerts[0].history.summary}" in res.stdout
@@ -188,11 +189,11 @@ def test_bad_daemon_config_exits_78_naming_the_field(tmp_path: Path) -> None:
     """A config with a wrong type or an unknown key exits 78 with the field path."""
     bad = tmp_path / "bad.toml"
     bad.write_text('[redis]\nmaxlen = "many"\n')
-    res = cli("run", "--config", str(bad))
+    res = cli_here("run", "--config", str(bad))
     assert res.returncode == 78
     assert "redis.maxlen: Expected `int`, got `str`" in res.stderr
     bad.write_text('[[feeds]]\nkind = "mqtt"\nurl = "mqtt://x"\ntopic = "a"\n')
-    res = cli("run", "--config", str(bad))
+    res = cli_here("run", "--config", str(bad))
     assert res.returncode == 78
     assert "feeds[0]: Object contains unknown field `topic`; did you mean `topics`?" in res.stderr
     assert "Traceback" not in res.stderr
@@ -204,7 +205,7 @@ def test_config_check_warns_of_rules_naming_symbols_outside_the_universe(tmp_pat
     rotation; and of the universe rules that exclude both its symbols (they can never fire).
     Without a universe, nothing is said."""
     conf = write_config(tmp_path, "mm-check", engine='universe = ["^RUT", "IWM"]')
-    res = cli("config", "check", "--config", str(conf))
+    res = cli_here("config", "check", "--config", str(conf))
     assert res.returncode == 0, res.stderr
     empty = "its universe is empty: every symbol of [engine] universe (IWM, ^RUT) is in exclude"
     never = "".join(
@@ -215,7 +216,7 @@ def test_config_check_warns_of_rules_naming_symbols_outside_the_universe(tmp_pat
         "market-monitor: warning: rule rotation.iwm_qqq names QQQ, outside [engine] universe: "
         f"it never sees its prices\n{never}{NO_SHORT_INTEREST_NOTE}"
     )
-    res = cli("config", "check", "--config", str(write_config(tmp_path, "mm-check")))
+    res = cli_here("config", "check", "--config", str(write_config(tmp_path, "mm-check")))
     assert res.returncode == 0 and res.stderr == NO_SHORT_INTEREST_NOTE, res.stderr
     # A switched-off rule never sees prices anyway: nothing to warn of.
     rules = tmp_path / "rules.toml"
@@ -226,7 +227,7 @@ def test_config_check_warns_of_rules_naming_symbols_outside_the_universe(tmp_pat
     )
     conf = write_config(tmp_path, "mm-check", engine='universe = ["^RUT", "IWM"]')
     conf.write_text(conf.read_text().replace(str(RULES), str(rules)))
-    res = cli("config", "check", "--config", str(conf))
+    res = cli_here("config", "check", "--config", str(conf))
     assert res.returncode == 0 and res.stderr == never + NO_SHORT_INTEREST_NOTE, res.stderr
 
 
@@ -359,13 +360,15 @@ def test_backfill_names_sessions_missing_in_the_store(tmp_path: Path) -> None:
     holed = tmp_path / "rut.csv"
     lines = RUT.read_text().splitlines(keepends=True)
     holed.write_text("".join(ln for ln in lines if not ln.startswith("2024-07-11")))
-    res = cli("backfill", "--config", str(conf), "--data", f"^RUT={holed}", "--to", "2024-07-31")
+    res = cli_here(
+        "backfill", "--config", str(conf), "--data", f"^RUT={holed}", "--to", "2024-07-31"
+    )
     assert res.returncode == 0, res.stderr
     assert res.stderr == (
         "market-monitor: the store: 1 session missing inside the history of 1 symbol (^RUT 1 "
         "from 2024-07-11): a window or streak does not reach across them\n"
     )
-    res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
+    res = cli_here("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-31")
     assert (res.returncode, res.stderr) == (0, "")
     assert res.stdout.startswith("backfilled 9,295 bars of 1 symbol into ")
 
@@ -381,7 +384,7 @@ def test_backfill_keeps_weekend_and_holiday_rows_out_of_the_store(tmp_path: Path
         "date,close\n2024-07-03,10\n2024-07-04,10.2\n2024-07-05,10.4\n2024-07-06,10.5\n"
         "2024-07-08,10.6\n"
     )
-    res = cli("backfill", "--config", str(conf), "--data", f"X={data}")
+    res = cli_here("backfill", "--config", str(conf), "--data", f"X={data}")
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("backfilled 3 bars of 1 symbol into ")
     assert res.stderr == (

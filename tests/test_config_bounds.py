@@ -12,7 +12,7 @@ import pytest
 from monitor import config as cfg
 from monitor.errors import ConfigError
 from monitor.notify import config as ncfg
-from tests.test_commands import cli
+from tests.cli_here import cli_here
 from tests.test_service import write_config
 
 YEAR = "Expected `float` <= 31622400.0"
@@ -75,9 +75,9 @@ def test_run_with_an_interval_apscheduler_cannot_take_exits_78_not_1(tmp_path: P
     conf = write_config(tmp_path, "mm-bounds-run")
     conf.write_text(conf.read_text().replace("[store]\n", "[store]\nsnapshot_interval_s = 1e300\n"))
     want = f"market-monitor: config error: {conf}: store.snapshot_interval_s: {YEAR}\n"
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", str(conf), timeout=30)
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr) == (78, want)
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from monitor import config as cfg
 from monitor.errors import ConfigError
+from tests.cli_here import cli_here
 from tests.security.pki import Pki
-from tests.test_commands import cli
 from tests.test_service import write_config
 
 MQTT_FEED = (
@@ -73,9 +73,9 @@ def test_a_websocket_feed_run_would_refuse_fails_config_check_with_the_same_line
     conf = with_feed(tmp_path, "mm-ws-problems", feed)
     want = f"market-monitor: config error: {conf}: {error}\n"
     env = {"MM_TEST_KEY": "k", "MM_TEST_SECRET": "s"}
-    check = cli("config", "check", "--config", str(conf), env=env)
+    check = cli_here("config", "check", "--config", str(conf), env=env)
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", str(conf), env=env, timeout=30)
+    run = cli_here("run", "--config", str(conf), env=env)
     assert (run.returncode, run.stderr) == (78, want)
 
 
@@ -135,9 +135,9 @@ def test_a_ca_file_that_holds_no_certificate_fails_check_and_run_naming_the_fiel
         f"market-monitor: config error: {conf}: {field}: {key} holds no CA certificate (PEM:"
         " -----BEGIN CERTIFICATE----- ...)\n"
     )
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", str(conf), timeout=30)
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr) == (78, want)
     conf.write_text(text.replace(old, new.format(ca=Pki(tmp_path / "pki").ca)))
     assert cfg.load(conf, {}).feeds[0].kind == "mqtt"

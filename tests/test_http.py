@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_commands import cli
+from tests.cli_here import cli_here
 from tests.test_service import write_config
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def test_a_port_already_in_use_stops_the_daemon_with_one_line_naming_it(tmp_path
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        res = cli(
+        res = cli_here(
             "run", "--config", str(conf),
             env={"MARKET_MONITOR__HTTP__PORT": str(port), "MARKET_MONITOR__LOG__LEVEL": "error"},
         )  # fmt: skip

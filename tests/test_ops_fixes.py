@@ -24,6 +24,7 @@ from monitor.errors import EX_OSERR, ConfigError
 from monitor.http import PortUnavailable, check_listen
 from tests.alerts.redis_server import RedisServer
 from tests.alerts.test_redis_sink import make_alerts
+from tests.cli_here import cli_here
 from tests.conftest import DATA, ROOT, RULES
 from tests.test_commands import cli
 from tests.test_service import write_config
@@ -97,7 +98,7 @@ def test_tail_refused_for_want_of_a_password_says_what_supplies_it(tmp_path: Pat
     password = secrets.token_hex(12)
     with RedisServer(None, "--requirepass", password) as redis:
         conf = write(tmp_path, f'[redis]\nurl = "{redis.url}"')
-        res = cli("tail", "--config", str(conf), "--count", "1", timeout=30)
+        res = cli_here("tail", "--config", str(conf), "--count", "1")
         variable = "MARKET_MONITOR__REDIS__PASSWORD_FILE"
         assert (res.returncode, res.stderr.partition("; fix: ")[2]) == (
             78,
@@ -111,7 +112,7 @@ def test_tail_refused_for_want_of_a_password_says_what_supplies_it(tmp_path: Pat
         wrong = tmp_path / "redis-password"
         wrong.write_text("not-the-password\n")
         wrong.chmod(0o600)
-        res = cli("tail", "--config", str(conf), env={variable: str(wrong)}, timeout=30)
+        res = cli_here("tail", "--config", str(conf), env={variable: str(wrong)})
         assert (res.returncode, res.stderr.partition("; fix: ")[2]) == (
             78,
             f"{AUTH_FIX}: tail sent the password of [redis] password_file = '{wrong}' "
@@ -119,7 +120,7 @@ def test_tail_refused_for_want_of_a_password_says_what_supplies_it(tmp_path: Pat
         )
         # A wrong password in --url: the fix is about that password, not --config's keys.
         url = redis.url.replace("redis://", "redis://:not-the-password@")
-        res = cli("tail", "--url", url, "--count", "1", timeout=30)
+        res = cli_here("tail", "--url", url, "--count", "1")
         assert res.returncode == 78
         assert "the password in --url was refused" in res.stderr.partition("; fix: ")[2]
         assert "not-the-password" not in res.stderr
@@ -222,7 +223,7 @@ def test_a_port_in_use_exits_71_before_the_history_is_loaded(tmp_path: Path) -> 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        res = cli(
+        res = cli_here(
             "run", "--config", str(conf), env={**quiet, "MARKET_MONITOR__HTTP__PORT": str(port)}
         )
         with pytest.raises(PortUnavailable) as raised:
@@ -230,7 +231,7 @@ def test_a_port_in_use_exits_71_before_the_history_is_loaded(tmp_path: Path) -> 
     line = f"[http] cannot listen on 127.0.0.1:{port}: Address already in use"
     assert (res.returncode, res.stderr) == (EX_OSERR, f"market-monitor: error: {line}\n")
     assert str(raised.value) == line
-    res = cli("run", "--config", str(conf), env=quiet)
+    res = cli_here("run", "--config", str(conf), env=quiet)
     assert res.returncode == 74 and str(bars) in res.stderr
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from monitor.start_checks import store_problem
 from tests.alerts.redis_server import free_port
-from tests.test_commands import cli
+from tests.cli_here import cli_here
 from tests.test_service import write_config
 
 
@@ -31,12 +31,12 @@ def test_a_store_folder_run_cannot_make_fails_the_check_with_runs_line(tmp_path:
         "market-monitor: config error: store.path: cannot create /proc/mm: No such file or"
         " directory\n"
     )
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, check.stdout, check.stderr) == (78, "", want)
-    run = cli("run", "--config", str(conf), timeout=30)
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr) == (78, want)
     conf.write_text(text.replace(f'path = "{tmp_path / "store"}"', 'path = "new/store"'))
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, (tmp_path / "new").exists()) == (0, False), check.stderr
 
 
@@ -97,14 +97,14 @@ def test_an_http_host_run_cannot_listen_on_fails_the_check_with_runs_line_and_co
     port = free_port()
     conf.write_text(text.replace("port = 0", f'host = "{host}"\nport = {port}'))
     want = f"market-monitor: error: [http] cannot listen on {host}:{port}: {reason}\n"
-    check = cli("config", "check", "--config", str(conf))
+    check = cli_here("config", "check", "--config", str(conf))
     assert (check.returncode, check.stdout, check.stderr) == (71, "", want)
-    run = cli("run", "--config", str(conf), timeout=30)
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr.splitlines()[-1] + "\n") == (71, want)
     with socket.create_server(("127.0.0.1", 0)) as held:
         taken = held.getsockname()[1]
         conf.write_text(text.replace("port = 0", f'host = "127.0.0.1"\nport = {taken}'))
-        check = cli("config", "check", "--config", str(conf))
+        check = cli_here("config", "check", "--config", str(conf))
     assert check.returncode == 0, check.stderr
 
 
@@ -121,6 +121,6 @@ def test_a_notifier_http_host_it_cannot_listen_on_fails_the_check_with_its_74(
     want = (
         "market-monitor: error: [http] cannot listen on 999.1.1.1:9109: Name or service not known\n"
     )
-    check = cli("config", "check", "--config", str(conf))
-    notify = cli("notify", "--config", str(conf), timeout=30)
+    check = cli_here("config", "check", "--config", str(conf))
+    notify = cli_here("notify", "--config", str(conf))
     assert (check.returncode, check.stderr) == (notify.returncode, notify.stderr) == (74, want)

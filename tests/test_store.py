@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_here import cli_here
 from tests.conftest import RUT
 from tests.daemon_process import DaemonProcess
-from tests.test_commands import cli
 from tests.test_service import write_config
 
 pytestmark = pytest.mark.integration
@@ -31,15 +31,15 @@ def test_a_second_daemon_or_a_backfill_into_a_running_daemons_store_stops_at_onc
         held = (
             f"market-monitor: store {store}: another market-monitor process (pid {pid}) holds it\n"
         )
-        second = cli("run", "--config", str(conf), timeout=20)
+        second = cli_here("run", "--config", str(conf))
         assert (second.returncode, second.stderr) == (75, held)
-        backfill = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", timeout=20)
+        backfill = cli_here("backfill", "--config", str(conf), "--data", f"^RUT={RUT}")
         assert (backfill.returncode, backfill.stdout, backfill.stderr) == (75, "", held)
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(30) == 0
     finally:
         daemon.close()
-    backfill = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", timeout=30)
+    backfill = cli_here("backfill", "--config", str(conf), "--data", f"^RUT={RUT}")
     assert backfill.returncode == 0, backfill.stderr
     assert f"into {store}" in backfill.stdout
 
@@ -68,10 +68,10 @@ def test_an_unreadable_store_file_stops_the_daemon_with_one_line_naming_it(
         f"market-monitor: error: store file {file} is unreadable ({reason}); "
         "move it aside to start without it\n"
     )
-    res = cli("run", "--config", str(conf), env={"MARKET_MONITOR__LOG__LEVEL": "error"})
+    res = cli_here("run", "--config", str(conf), env={"MARKET_MONITOR__LOG__LEVEL": "error"})
     assert (res.returncode, res.stderr) == (74, want)
     if name == "bars_daily.parquet":
-        res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}")
+        res = cli_here("backfill", "--config", str(conf), "--data", f"^RUT={RUT}")
         assert (res.returncode, res.stderr) == (74, want)
     assert file.read_bytes() == garbage
 

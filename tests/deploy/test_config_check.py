@@ -13,6 +13,7 @@ from monitor.config_check import config_check, to_toml
 from monitor.core.rules.spec import NO_SHORT_INTEREST
 from monitor.errors import EX_CONFIG
 from monitor.status import parse_metrics, status
+from tests.cli_here import cli_here
 from tests.conftest import DATA, DEMO, ROOT, RUT
 from tests.test_health import daemon_of
 
@@ -451,15 +452,13 @@ def test_config_check_refuses_the_data_files_run_refuses_with_the_same_line(
     an `end` before its first: 78), and a `[rules] short_interest` file that is missing or lacks
     a column (65), fail `config check` with the exit code and one line `run` gives for them (the
     check used to pass them all)."""
-    from tests.test_commands import cli
-
     (tmp_path / "si-no-date.csv").write_text("symbol,percent_of_float\nGME,140.0\n")
     rules = f'[rules]\nfile = "{RULES}"\n'
     body = section.replace("[rules]\n", rules) if "[rules]" in section else section + rules
     conf = write(tmp_path, f'[store]\npath = "{tmp_path / "store"}"\n{body}[http]\nport = 0\n')
     want = f"market-monitor: {line.format(dir=tmp_path)}\n"
     assert check(conf, capsys) == (code, "", want)
-    run = cli("run", "--config", str(conf), timeout=60)
+    run = cli_here("run", "--config", str(conf))
     assert (run.returncode, run.stderr) == (code, want)
 
 
