@@ -5,9 +5,6 @@ wider than asked."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,7 @@ import redis
 from monitor.cli import _parser
 from monitor.core.model import Alert, encode_alert
 from monitor.notify.silences import parse_duration
-from tests.conftest import ROOT
+from tests.cli_here import cli_here
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ALERT = Alert(
@@ -30,17 +27,9 @@ ALERT = Alert(
 )  # fmt: skip
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m monitor ARGS` as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(os.environ),
-    )  # fmt: skip
-
-
 def refused(*args: str) -> str:
     """The last stderr line of a command line refused with exit 2 (having printed nothing)."""
-    res = cli(*args)
+    res = cli_here(*args)
     assert (res.returncode, res.stdout) == (2, ""), res.stderr
     return res.stderr.splitlines()[-1]
 
@@ -72,7 +61,9 @@ def notify_conf(tmp_path: Path, stream: str) -> str:
 def test_a_silence_longer_than_366_days_is_a_usage_error(notify_conf: str, stream: str) -> None:
     """`silence add --for 99999999999d` (past what a date holds) exits 2 naming --for and the
     longest silence, and stores nothing."""
-    res = cli("silence", "--config", notify_conf, "add", "--rule", "x", "--for", "99999999999d")
+    res = cli_here(
+        "silence", "--config", notify_conf, "add", "--rule", "x", "--for", "99999999999d"
+    )
     assert (res.returncode, res.stderr) == (
         2,
         "market-monitor: --for: must be at most 366 days: '99999999999d'\n",
@@ -149,7 +140,7 @@ def test_a_url_that_is_not_a_daemon_url_is_a_config_error_naming_url(
     """`status --url` and `watch --url` refuse a URL the HTTP client cannot use as `tail --url`
     does: exit 78, one line naming --url, not a traceback nor "down" as if a daemon were asked."""
     once = ["--once"] if command == "watch" else []
-    res = cli(command, "--url", url, *once)
+    res = cli_here(command, "--url", url, *once)
     assert (res.returncode, res.stdout, res.stderr) == (
         78,
         "",
@@ -189,8 +180,9 @@ def test_tail_since_an_entry_id_still_prints_the_alert_after_it(stream: str, val
     client = redis.Redis.from_url(REDIS_URL)
     client.xadd(stream, {"id": ALERT.id, "alert": encode_alert(ALERT)}, id=f"{2**64 - 1}-5")
     client.close()
-    res = cli("tail", "--url", REDIS_URL, "--stream", stream, "--since", value, "--count", "1",
-              "--json")  # fmt: skip
+    res = cli_here(
+        "tail", "--url", REDIS_URL, "--stream", stream, "--since", value, "--count", "1", "--json"
+    )  # fmt: skip
     assert (res.returncode, res.stderr) == (0, "")
     assert msgspec.json.decode(res.stdout, type=Alert) == ALERT
 
@@ -218,12 +210,7 @@ def test_a_password_in_the_status_url_is_used_not_printed() -> None:
     """`status --url http://bob:PASSWORD@...` prints the address with the password masked (it
     printed it whole, in a report that goes to logs and tickets)."""
     password = "hunter2-" + uuid.uuid4().hex[:8]
-    res = subprocess.run(
-        [sys.executable, "-m", "monitor", "status", "--url", f"http://bob:{password}@127.0.0.1:9"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = cli_here("status", "--url", f"http://bob:{password}@127.0.0.1:9")
     assert res.returncode == 2
     assert password not in res.stdout + res.stderr
     assert "http://bob:***@127.0.0.1:9" in res.stdout

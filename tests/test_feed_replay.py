@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.alerts.redis_server import free_port
+from tests.cli_here import cli_here
 from tests.conftest import RUT
 from tests.feeds.mosquitto_server import MosquittoServer
-from tests.test_commands import cli
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def test_a_topic_with_a_wildcard_is_a_usage_error(topic: str) -> None:
     """A topic to publish to with + or # (or none at all) exits 64 with one line saying why,
     before any file is read or broker reached."""
-    res = cli("feed-replay", "--data", f"^RUT={RUT}", "--topic", topic)
+    res = cli_here("feed-replay", "--data", f"^RUT={RUT}", "--topic", topic)
     assert (res.returncode, res.stdout, res.stderr) == (
         64,
         "",
@@ -54,7 +54,7 @@ def test_dates_that_leave_nothing_to_publish_are_said_before_connecting(
     feed-replay says so, before it connects (no broker listens here), instead of "published 0
     bars" and exit 0."""
     port = free_port()
-    res = cli(
+    res = cli_here(
         "feed-replay", "--data", f"^RUT={RUT}", "--topic", "t/bars",
         "--url", f"mqtt://127.0.0.1:{port}", *dates,
     )  # fmt: skip
@@ -65,7 +65,7 @@ def test_a_broker_that_refuses_the_connection_is_unavailable_not_a_config_error(
     """With nothing listening at --url, feed-replay exits 69 (service unavailable) with one
     line naming the broker, not 78 (the configuration is fine)."""
     url = f"mqtt://127.0.0.1:{free_port()}"
-    res = cli("feed-replay", "--data", f"^RUT={RUT}", "--from", "2024-07-01", "--url", url)
+    res = cli_here("feed-replay", "--data", f"^RUT={RUT}", "--from", "2024-07-01", "--url", url)
     assert (res.returncode, res.stdout, res.stderr) == (
         69,
         "",
@@ -82,7 +82,7 @@ def test_a_broker_that_refuses_anonymous_clients_is_a_config_error(tmp_path: Pat
     with broker:
         url = f"mqtt://127.0.0.1:{broker.port}"
         login = ["--username", "ops", "--password-env", "MM_TEST_FEED_PASSWORD"]
-        res = cli(
+        res = cli_here(
             "feed-replay", "--data", f"^RUT={RUT}", "--from", "2024-07-01", "--url", url, *login,
             env={"MM_TEST_FEED_PASSWORD": "Sup3rSecret"},
         )  # fmt: skip
@@ -124,7 +124,9 @@ def test_feed_replay_says_which_rows_it_rejected(tmp_path: Path) -> None:
     bad[1] = "-1"  # (the close: Date,Close,High,Low,Open,Volume)
     data.write_text("\n".join([*lines[:-1], lines[-2], ",".join(bad)]) + "\n")
     topic = f"mm-rejected-{uuid.uuid4().hex[:8]}/bars"
-    res = cli("feed-replay", "--data", f"^RUT={data}", "--from", "2026-01-01", "--topic", topic)
+    res = cli_here(
+        "feed-replay", "--data", f"^RUT={data}", "--from", "2026-01-01", "--topic", topic
+    )
     assert res.returncode == 0, res.stderr
     said = res.stderr.splitlines()
     assert said[0] == "market-monitor: rows rejected or fixed: bad_price=1, duplicate=1"
@@ -150,7 +152,9 @@ def test_feed_replay_warns_of_minutes_whose_times_look_hours_off(tmp_path: Path)
     frame.with_columns(pl.col("datetime").dt.replace_time_zone(None)).write_csv(naive)
     topic = f"mm-clock-{uuid.uuid4().hex[:8]}/bars"
     for data, warned in ((naive, True), (named, False)):
-        res = cli("feed-replay", "--data", f"SPY={data}", "--to", "2024-03-08", "--topic", topic)
+        res = cli_here(
+            "feed-replay", "--data", f"SPY={data}", "--to", "2024-03-08", "--topic", topic
+        )
         assert res.returncode == 0, res.stderr
         assert ("warning: SPY (" in res.stderr) is warned, res.stderr
         assert "published" in res.stderr

@@ -13,6 +13,7 @@ import pytest
 
 from monitor.datafiles import parse_data_arg, read_many
 from monitor.feed_replay import bar_messages
+from tests.cli_here import cli_here
 from tests.conftest import RUT
 from tests.security.pki import Pki
 from tests.security.servers import TlsMosquitto
@@ -146,5 +147,5 @@ def test_login_options_that_cannot_work_fail_before_any_broker_is_reached(
     (they would be ignored) or a url that does not parse is a usage error (64); a
     password variable that is not set or a password or CA file that cannot be read is a config
     error (78) naming the option: one line each, before a file is read or a broker reached."""
-    res = cli("feed-replay", "--data", f"^RUT={RUT}", *SPAN, *args, env=env)
+    res = cli_here("feed-replay", "--data", f"^RUT={RUT}", *SPAN, *args, env=env)
     assert (res.returncode, res.stdout, res.stderr) == (code, "", f"market-monitor: {line}\n")

@@ -21,8 +21,8 @@ import redis
 from monitor.core.model import Alert, encode_alert
 from monitor.tail import render
 from tests.alerts.redis_server import RedisServer, free_port
+from tests.cli_here import cli_here
 from tests.conftest import ROOT
-from tests.test_commands import cli
 from tests.test_service import replay_alerts
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -99,7 +99,7 @@ def test_tail_without_redis_is_unavailable_not_a_config_error() -> None:
     """With nothing listening at the URL, `tail` exits 69 (service unavailable) with one line
     naming Redis, not 78: the configuration is fine."""
     url = f"redis://127.0.0.1:{free_port()}/0"
-    res = cli("tail", "--url", url)
+    res = cli_here("tail", "--url", url)
     assert res.returncode == 69
     assert res.stderr.startswith(f"market-monitor: redis at {url} unreachable: ")
     assert res.stderr.count("\n") == 1
@@ -192,8 +192,10 @@ def test_tail_reads_the_stream_it_is_given() -> None:
         client.xadd("desk:alerts", {"id": alert.id, "alert": encode_alert(alert)}, id="1-0")
         client.close()
         url = f"redis://127.0.0.1:{server.port}/0"
-        res = cli("tail", "--url", url, "--stream", "desk:alerts", "--since", "0", "--count", "1",
-                  "--json")  # fmt: skip
+        res = cli_here(
+            "tail", "--url", url, "--stream", "desk:alerts", "--since", "0", "--count", "1",
+            "--json",
+        )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert msgspec.json.decode(res.stdout.strip(), type=Alert) == alert
 
@@ -209,7 +211,7 @@ def test_tail_shows_control_characters_instead_of_sending_them_to_the_terminal()
         client.xadd(STREAM, {"id": evil.id, "alert": encode_alert(evil)}, id="1-0")
         client.close()
         url = f"redis://127.0.0.1:{server.port}/0"
-        res = cli("tail", "--url", url, "--since", "0", "--count", "1")
+        res = cli_here("tail", "--url", url, "--since", "0", "--count", "1")
     assert res.returncode == 0, res.stderr
     assert "\x1b" not in res.stdout and "\x07" not in res.stdout
     assert f"    \\x1b[2J\\x1b]0;pwned\\x07{alert.title}\n" in res.stdout
@@ -283,7 +285,7 @@ def test_tail_channel_with_since_or_stream_is_a_usage_error(
 ) -> None:
     """`--channel` with `--since` (an entry id, which a channel has not) or `--stream` exits 2
     with one error line naming both flags, rather than ignoring one."""
-    res = cli("tail", "--url", REDIS_URL, *args, "--count", "1", timeout=30)
+    res = cli_here("tail", "--url", REDIS_URL, *args, "--count", "1")
     assert (res.returncode, res.stdout) == (2, "")
     refusal = f"market-monitor tail: error: argument {refused}: not allowed with argument {given}"
     assert res.stderr.splitlines()[-1] == refusal

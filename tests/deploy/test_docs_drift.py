@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tests.cli_here import cli_here
 from tests.conftest import DATA, DEMO, ROOT, RUT
 from tests.deploy.test_systemd import BINARY, DAEMON_UNIT, NOTIFY_UNIT, UNITS
 from tests.test_commands import cli
@@ -155,7 +156,7 @@ async def test_every_metric_the_daemon_exports_is_in_the_readme(tmp_path: Path) 
     from tests.test_service import daemon_running, write_config
 
     conf = write_config(tmp_path, f"mm-metrics-{uuid.uuid4().hex[:8]}")
-    res = cli("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12")
+    res = cli_here("backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12")
     assert res.returncode == 0, res.stderr
     async with daemon_running(conf) as daemon:
         names = set(parse_metrics(daemon.counters.render()).samples)
@@ -269,7 +270,7 @@ def test_every_key_the_example_config_sets_says_what_it_does() -> None:
 def test_usage_errors_exit_with_the_documented_code(argv: list[str], code: int) -> None:
     """A command line argparse refuses exits 2; the options feed-replay refuses after parsing,
     before reading a file or connecting, exit 64, as the README says."""
-    assert cli(*argv).returncode == code
+    assert cli_here(*argv).returncode == code
     readme = " ".join(README.read_text().split())
     assert "Exit codes: 2 for a command line argparse refuses" in readme
     assert "64 for options it takes but feed-replay then refuses" in readme

@@ -21,6 +21,7 @@ from monitor.cli import main
 from monitor.core.rules.context import pct
 from monitor.watch import bar, frame, measure, new_york, sparkline
 from monitor.watch import pct as watch_pct
+from tests.cli_here import cli_here
 from tests.conftest import ROOT, RUT
 from tests.test_commands import cli
 from tests.test_service import daemon_running, write_config
@@ -208,7 +209,7 @@ def test_an_error_a_server_sends_is_spelled_out_too() -> None:
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        res = cli("watch", "--once", "--url", f"http://127.0.0.1:{server.server_address[1]}")
+        res = cli_here("watch", "--once", "--url", f"http://127.0.0.1:{server.server_address[1]}")
     finally:
         server.shutdown()
         server.server_close()
