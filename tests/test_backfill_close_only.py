@@ -14,7 +14,7 @@ from monitor import datacache
 from monitor.core.model import DAILY_SCHEMA
 from monitor.datafiles import DataSpec, read_many
 from monitor.store import Store
-from tests.test_commands import cli
+from tests.cli_here import cli_here
 from tests.test_service import write_config
 
 FULL = (
@@ -54,7 +54,7 @@ def backfill(tmp_path: Path, *texts: str) -> tuple[str, str]:
         path = tmp_path / f"data{next(_numbers)}.csv"
         path.write_text(text)
         args += ["--data", str(path)]
-    res = cli("backfill", "--config", str(conf), *args, timeout=60)
+    res = cli_here("backfill", "--config", str(conf), *args)
     assert res.returncode == 0, res.stderr
     return res.stdout, res.stderr
 
@@ -98,7 +98,9 @@ def test_a_file_of_date_and_close_only_over_full_bars_keeps_them(
     if closes.startswith("Date,Close"):
         path = tmp_path / "aaa.csv"
         path.write_text(closes)
-        res = cli("backfill", "--config", str(tmp_path / "monitor.toml"), "--data", f"AAA={path}")
+        res = cli_here(
+            "backfill", "--config", str(tmp_path / "monitor.toml"), "--data", f"AAA={path}"
+        )
         assert res.returncode == 0, res.stderr
         err = res.stderr
     else:

@@ -13,9 +13,9 @@ from monitor.core.counters import Counters
 from monitor.core.progress import Progress
 from monitor.progress_gauges import ProgressGauges
 from monitor.status import parse_metrics
+from tests.cli_here import cli_here
 from tests.conftest import RULES, RUT
 from tests.security.daemon import http_get
-from tests.test_commands import cli
 from tests.test_service import daemon_running, write_config
 
 
@@ -62,7 +62,7 @@ async def test_the_gauges_are_there_from_the_start_and_follow_a_reload(tmp_path:
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES.read_text())
     conf = write_config(tmp_path, prefix, rules=rules)
-    backfilled = cli(
+    backfilled = cli_here(
         "backfill", "--config", str(conf), "--data", f"^RUT={RUT}", "--to", "2024-07-12"
     )
     assert backfilled.returncode == 0, backfilled.stderr

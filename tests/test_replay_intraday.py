@@ -17,8 +17,8 @@ from monitor.cli import main
 from monitor.core.model import TICK_SCHEMA, Rejection
 from monitor.core.sessions import Sessions
 from monitor.store import Store
+from tests.cli_here import cli_here
 from tests.conftest import DATA
-from tests.test_commands import cli
 from tests.test_service import write_config
 
 SPY = DATA / "spy_1min_2024-03-08_2024-03-11.csv"
@@ -172,7 +172,7 @@ def test_backfill_stores_the_sessions_a_minute_file_makes(tmp_path: Path) -> Non
     daily.write_text("date,open,high,low,close,volume\n2024-03-08,1,2,0.5,1.5,10\n")
     closes = tmp_path / "spy_closes.csv"  # (a close only does not replace a built bar)
     closes.write_text("date,close\n2024-03-11,500\n")
-    res = cli(
+    res = cli_here(
         "backfill", "--config", str(tmp_path / "monitor.toml"),
         "--data", f"SPY={SPY}", "--data", f"SPY={daily}", "--data", f"SPY={closes}",
     )  # fmt: skip
@@ -437,8 +437,8 @@ def test_backfill_keeps_a_stored_bar_over_a_built_one(tmp_path: Path) -> None:
     conf = str(tmp_path / "monitor.toml")
     daily = tmp_path / "spy_daily.csv"
     daily.write_text("date,open,high,low,close,volume\n2024-03-11,1,2,0.5,1.5,10\n")
-    assert cli("backfill", "--config", conf, "--data", f"SPY={daily}").returncode == 0
-    res = cli("backfill", "--config", conf, "--data", f"SPY={SPY}")
+    assert cli_here("backfill", "--config", conf, "--data", f"SPY={daily}").returncode == 0
+    res = cli_here("backfill", "--config", conf, "--data", f"SPY={SPY}")
     assert res.returncode == 0, res.stderr
     assert (
         "kept 1 stored bar with open, high, low and volume, a daily file's or the daemon's (a"
@@ -597,7 +597,7 @@ def test_backfill_does_not_store_a_session_cut_short(tmp_path: Path) -> None:
     write_config(tmp_path, "mm-backfill-cut-short")
     day = dt.date(2024, 3, 12)
     minutes = cut_at(synthetic_minutes(tmp_path / "x.csv", SESSIONS), day, dt.time(12))
-    res = cli("backfill", "--config", str(tmp_path / "monitor.toml"), "--data", f"X={minutes}")
+    res = cli_here("backfill", "--config", str(tmp_path / "monitor.toml"), "--data", f"X={minutes}")
     assert res.returncode == 0, res.stderr
     assert "session_cut_short=1" in res.stderr and "4.0 hours before the close" in res.stderr
     stored = Store(tmp_path / "store").load_bars().get_column("session").to_list()
@@ -678,7 +678,9 @@ def test_backfill_of_files_whose_every_row_is_refused_fails(tmp_path: Path) -> N
     exits 65 (a script sees it failed); it used to say "backfilled 0 bars" and exit 0."""
     write_config(tmp_path, "mm-backfill-nothing")
     saturday = synthetic_minutes(tmp_path / "x.csv", [dt.date(2024, 3, 9)])
-    res = cli("backfill", "--config", str(tmp_path / "monitor.toml"), "--data", f"X={saturday}")
+    res = cli_here(
+        "backfill", "--config", str(tmp_path / "monitor.toml"), "--data", f"X={saturday}"
+    )
     assert res.returncode == 65, res.stderr
     assert "not_a_session=390" in res.stderr and "X 2024-03-09 (not_a_session)" in res.stderr
     assert "no bars to backfill: every row of the files was rejected or refused" in res.stderr
@@ -692,7 +694,7 @@ def test_backfill_of_files_with_no_rows_up_to_its_to_says_so(tmp_path: Path) -> 
 
     write_config(tmp_path, "mm-backfill-none-to")
     conf = str(tmp_path / "monitor.toml")
-    res = cli("backfill", "--config", conf, "--data", f"^RUT={RUT}", "--to", "1980-01-01")
+    res = cli_here("backfill", "--config", conf, "--data", f"^RUT={RUT}", "--to", "1980-01-01")
     assert res.returncode == 65, res.stderr
     assert res.stderr == (
         "market-monitor: no bars to backfill: the files have none up to --to 1980-01-01\n"

@@ -416,15 +416,17 @@ async def test_a_session_bar_taken_before_its_close_survives_a_restart(
     its store as a kill -9 leaves it) and started again after it still has the bar and sends
     replay's alerts of that session. Before, the bar was acknowledged and then lost: neither
     the snapshot nor the journal held a bar waiting for its close."""
+    from tests.cli_here import cli_here
     from tests.conftest import RUT
-    from tests.test_commands import cli
     from tests.test_daemon_faults import rut_bars, stream_alerts
     from tests.test_service import replay_alerts
 
     prefix = f"mm-waiting-{uuid.uuid4().hex[:8]}"
     conf, conf_b = crash_stores(tmp_path, prefix, 3600)
     for c in (conf, conf_b):
-        res = cli("backfill", "--config", str(c), "--data", f"^RUT={RUT}", "--to", "2024-07-15")
+        res = cli_here(
+            "backfill", "--config", str(c), "--data", f"^RUT={RUT}", "--to", "2024-07-15"
+        )
         assert res.returncode == 0, res.stderr
     store_a, left = tmp_path / "a" / "store", tmp_path / "b" / "store"
     topic = f"{prefix}/bars"
