@@ -4,9 +4,6 @@ service itself waits for a Redis that does not answer (tests/notify/test_health.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +12,7 @@ import pytest
 import redis
 
 from tests.alerts.redis_server import RedisServer, free_port
-from tests.conftest import ROOT
+from tests.cli_here import cli_here
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +25,11 @@ COMMANDS = {
 }
 
 
-async def cli(args: list[str], conf: Path, env: dict[str, str]) -> tuple[int, str]:
-    """`python -m monitor ARGS --config CONF`: exit code and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "monitor", *args, "--config", str(conf),
-        cwd=ROOT, env={**os.environ, **env},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
+def cli(args: list[str], conf: Path, env: dict[str, str]) -> tuple[int, str]:
+    """`market-monitor ARGS --config CONF` (in this process: tests/cli_here.py): exit code and
+    stderr."""
+    res = cli_here(*args, "--config", str(conf), env=env)
+    return res.returncode, res.stderr
 
 
 def write_config(
@@ -70,7 +62,7 @@ REFUSED = "config error: redis at redis://127.0.0.1:{port}/0 refused the login"
         ("no password", 78, REFUSED),
     ],
 )
-async def test_redis_that_does_not_answer_or_refuses_us_is_one_line_and_a_sysexits_code(
+def test_redis_that_does_not_answer_or_refuses_us_is_one_line_and_a_sysexits_code(
     tmp_path: Path, locked_redis: RedisServer, case: str, code: int, says: str
 ) -> None:
     """`notify test`, `notify dead list`, `silence list` and `silence add` each print one line
@@ -82,13 +74,13 @@ async def test_redis_that_does_not_answer_or_refuses_us_is_one_line_and_a_sysexi
     conf = write_config(tmp_path / "notify.toml", url, password=case != "no password")
     env = {"MM_TEST_PW": "wrong" if case == "wrong password" else "unused"}
     commands = [n for n in COMMANDS if not (case == "unreachable" and n == "notify")]
-    results = await asyncio.gather(*(cli(COMMANDS[n], conf, env) for n in commands))
+    results = [cli(COMMANDS[n], conf, env) for n in commands]
     for name, (got, err) in zip(commands, results, strict=True):
         assert (name, got, len(err.splitlines())) == (name, code, 1), err
         assert err.startswith("market-monitor: ") and says.format(port=port) in err, err
 
 
-async def test_an_unusable_receiver_url_is_a_config_error_in_service_and_test_mode(
+def test_an_unusable_receiver_url_is_a_config_error_in_service_and_test_mode(
     tmp_path: Path,
 ) -> None:
     """`url = "foo://bar/baz"` (no sender takes it) exits 78 with one line naming the field,
@@ -100,17 +92,17 @@ async def test_an_unusable_receiver_url_is_a_config_error_in_service_and_test_mo
         "not an Apprise URL Apprise can use: foo://***\n",
     )
     for args in (COMMANDS["notify"], COMMANDS["notify test"]):
-        assert await cli(args, conf, {}) == expected
+        assert cli(args, conf, {}) == expected
 
 
-async def test_a_silence_for_no_time_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_silence_for_no_time_is_a_usage_error(tmp_path: Path) -> None:
     """`silence add --for 0s` is refused (exit 2, one line) and stores nothing: a silence that
     ends as it starts would silence nothing."""
     conf = write_config(tmp_path / "notify.toml", "redis://127.0.0.1:6379/0")
     stream = next(line for line in conf.read_text().splitlines() if line.startswith("stream"))
     key = stream.split('"')[1] + ":silences"
     args = ["silence", "add", "--rule", "squeeze.*", "--for", "0s"]
-    assert await cli(args, conf, {}) == (
+    assert cli(args, conf, {}) == (
         2,
         "market-monitor: --for: must be longer than zero: '0s'\n",
     )

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.cli_here import cli_here
 from tests.notify.conftest import alert, publish
 from tests.notify.servers import WebhookServer
 
@@ -21,16 +19,12 @@ pytestmark = pytest.mark.integration
 
 
 async def notify(conf: Path, *args: str) -> tuple[int, str, str]:
-    """`python -m monitor notify --config CONF ARGS`: exit code, stdout, stderr."""
-    env = {**os.environ, "MARKET_MONITOR_NOTIFY__LOG__LEVEL": "error"}
-    env.pop("MM_TEST_UNSET_SLACK_TOKEN", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "monitor", "notify", "--config", str(conf), *args,
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    """`market-monitor notify --config CONF ARGS` in this process (tests/cli_here.py), in a
+    thread while the test's loop serves the webhook: exit code, stdout, stderr."""
+    env = {"MARKET_MONITOR_NOTIFY__LOG__LEVEL": "error"}
+    argv = ("notify", "--config", str(conf), *args)
+    res = await asyncio.to_thread(cli_here, *argv, env=env, unset=["MM_TEST_UNSET_SLACK_TOKEN"])
+    return res.returncode, res.stdout, res.stderr
 
 
 def write_config(path: Path, stream: str, url: str, digest_to: str) -> Path:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.cli_here import cli_here
 from tests.conftest import ROOT
-from tests.notify.test_silence_cli import cli
 
 EXAMPLE = ROOT / "config" / "notify.example.toml"
 SECRETS = {"SLACK_TOKEN": "a/b/c", "SMTP_USER": "u", "SMTP_PASSWORD": "p"}
 
 
 def test_config_check_reads_a_notifier_config_as_the_notifier_does(tmp_path: Path) -> None:
-    ok = cli("config", "check", "--config", str(EXAMPLE), env=SECRETS)
+    ok = cli_here("config", "check", "--config", str(EXAMPLE), env=SECRETS)
     assert (ok.returncode, ok.stderr) == (0, "")
     assert "is a notifier config ([[receivers]]) and reads as one: receivers chat, email," in (
         ok.stdout
@@ -23,12 +23,12 @@ def test_config_check_reads_a_notifier_config_as_the_notifier_does(tmp_path: Pat
     typo.write_text(
         '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:8080/a"\nmax_attempt = 3\n'
     )
-    bad = cli("config", "check", "--config", str(typo), env=SECRETS)
+    bad = cli_here("config", "check", "--config", str(typo), env=SECRETS)
     assert bad.returncode == 78
     assert bad.stderr.startswith("market-monitor: config error: ")
     assert "max_attempt" in bad.stderr
 
-    unset = cli("config", "check", "--config", str(EXAMPLE), env={})
+    unset = cli_here("config", "check", "--config", str(EXAMPLE), env={})
     assert (unset.returncode, unset.stderr.strip()) == (
         78,
         f"market-monitor: config error: {EXAMPLE}: receivers[0].url: environment variable"
@@ -40,7 +40,7 @@ def test_config_check_reads_a_notifier_config_as_the_notifier_does(tmp_path: Pat
         '[[receivers]]\nname = "x"\nurl = "mailto://u@h?api_base=http://h"\n'
         '[route]\nreceivers = ["x"]\n'
     )
-    res = cli("config", "check", "--config", str(unusable), env={})
+    res = cli_here("config", "check", "--config", str(unusable), env={})
     assert res.returncode == 78 and "receivers[0].url" in res.stderr, res.stderr
 
 
@@ -56,7 +56,7 @@ def test_config_check_of_a_notifier_config_with_unit_credentials_warns_not_fails
         'url_file = "/run/credentials/market-monitor-notify.service/ops"\n'
         '[route]\nreceivers = ["ops"]\n'
     )
-    res = cli("config", "check", "--config", str(conf), env={})
+    res = cli_here("config", "check", "--config", str(conf), env={})
     assert res.returncode == 0, res.stderr
     assert res.stderr.startswith(
         "market-monitor: warning: receivers[0].url_file: "
@@ -81,13 +81,13 @@ def test_config_check_of_a_notifier_config_resolves_its_redis_login(tmp_path: Pa
          "MM_TEST_NO_SUCH_USER is not set"),
     ):  # fmt: skip
         conf.write_text(f"[redis]\n{login}\n{receiver}")
-        check = cli("config", "check", "--config", str(conf), env={})
-        notify = cli("notify", "--config", str(conf), env={})
+        check = cli_here("config", "check", "--config", str(conf), env={})
+        notify = cli_here("notify", "--config", str(conf), env={})
         line = f"market-monitor: config error: {said}\n"
         assert (check.returncode, check.stderr) == (notify.returncode, notify.stderr) == (78, line)
     unit = "mm-test-not-running.service"
     conf.write_text(f'[redis]\npassword_file = "/run/credentials/{unit}/redis"\n{receiver}')
-    res = cli("config", "check", "--config", str(conf), env={})
+    res = cli_here("config", "check", "--config", str(conf), env={})
     assert res.returncode == 0, res.stderr
     assert res.stderr.startswith(
         f"market-monitor: warning: redis.password_file: /run/credentials/{unit}/redis not read:"
@@ -103,8 +103,8 @@ def test_config_check_of_a_notifier_config_with_a_misspelt_section_says_notifys_
     mean `rules`?"); a daemon config's misspelt `[stor]` is still read as the daemon's."""
     conf = tmp_path / "notify.toml"
     conf.write_text('[[receiver]]\nname = "hook"\nurl = "json://127.0.0.1:9/a"\n')
-    check = cli("config", "check", "--config", str(conf), env={})
-    notify = cli("notify", "--config", str(conf), env={})
+    check = cli_here("config", "check", "--config", str(conf), env={})
+    notify = cli_here("notify", "--config", str(conf), env={})
     want = (
         f"market-monitor: config error: {conf}: Object contains unknown field `receiver`; did"
         " you mean `receivers`?\n"
@@ -112,7 +112,7 @@ def test_config_check_of_a_notifier_config_with_a_misspelt_section_says_notifys_
     assert (check.returncode, check.stderr) == (notify.returncode, notify.stderr) == (78, want)
     daemon = tmp_path / "monitor.toml"
     daemon.write_text('[stor]\npath = "x"\n')
-    res = cli("config", "check", "--config", str(daemon), env={})
+    res = cli_here("config", "check", "--config", str(daemon), env={})
     assert (res.returncode, res.stderr) == (
         78,
         f"market-monitor: config error: {daemon}: Object contains unknown field `stor`; did you"
@@ -130,7 +130,7 @@ def test_a_notifier_allowed_host_that_is_no_host_is_refused_naming_the_field(
         '[[receivers]]\nname = "x"\nurl = "json://127.0.0.1:8080/a"\n[route]\nreceivers = ["x"]\n'
     )
     conf.write_text(base + '[http]\nenabled = true\nallowed_hosts = ["https://notify.example"]\n')
-    bad = cli("config", "check", "--config", str(conf), env={})
+    bad = cli_here("config", "check", "--config", str(conf), env={})
     assert (bad.returncode, bad.stderr) == (
         78,
         f"market-monitor: config error: {conf}: http.allowed_hosts: 'https://notify.example' is"
@@ -138,7 +138,7 @@ def test_a_notifier_allowed_host_that_is_no_host_is_refused_naming_the_field(
         " 192.0.2.7:9108)\n",
     )
     conf.write_text(base + '[http]\nenabled = true\nallowed_hosts = ["notify.example", "*.a.b"]\n')
-    assert cli("config", "check", "--config", str(conf), env={}).returncode == 0
+    assert cli_here("config", "check", "--config", str(conf), env={}).returncode == 0
 
 
 def test_config_check_warns_of_http_settings_with_the_port_switched_off(tmp_path: Path) -> None:
@@ -150,14 +150,14 @@ def test_config_check_warns_of_http_settings_with_the_port_switched_off(tmp_path
         '[[receivers]]\nname = "hook"\nurl = "json://127.0.0.1:8080/a"\n'
         '[route]\nreceivers = ["hook"]\n[http]\nport = 19109\n'
     )
-    res = cli("config", "check", "--config", str(conf), env={})
+    res = cli_here("config", "check", "--config", str(conf), env={})
     assert (res.returncode, res.stderr) == (
         0,
         "market-monitor: warning: http: host, port or allowed_hosts is set but enabled is false"
         " (the default): no /healthz or /metrics is served; set enabled = true\n",
     )
     conf.write_text(conf.read_text() + "enabled = true\n")
-    assert cli("config", "check", "--config", str(conf), env={}).stderr == ""
+    assert cli_here("config", "check", "--config", str(conf), env={}).stderr == ""
 
 
 def test_config_check_json_of_a_notifier_config_is_its_configuration_as_json(
@@ -169,7 +169,7 @@ def test_config_check_json_of_a_notifier_config_is_its_configuration_as_json(
     secret was read from."""
     import json
 
-    ok = cli("config", "check", "--config", str(EXAMPLE), "--format", "json", env=SECRETS)
+    ok = cli_here("config", "check", "--config", str(EXAMPLE), "--format", "json", env=SECRETS)
     assert (ok.returncode, ok.stderr) == (0, "")
     data = json.loads(ok.stdout)
     assert [r["name"] for r in data["receivers"]][:2] == ["chat", "email"]
@@ -182,7 +182,7 @@ def test_config_check_json_of_a_notifier_config_is_its_configuration_as_json(
         '[[receivers]]\nname = "hook"\nurl = "jsons://hooks.example.com/services/T0/B0/s3cr3t"\n'
         '[route]\nreceivers = ["hook"]\n'
     )
-    out = cli("config", "check", "--config", str(whole), "--format", "json", env={"RPW": "pw"})
+    out = cli_here("config", "check", "--config", str(whole), "--format", "json", env={"RPW": "pw"})
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["receivers"][0]["url"] == "jsons://***"

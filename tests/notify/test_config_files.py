@@ -5,15 +5,14 @@ an unreachable Redis (69, which systemd retries for ever)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from monitor.errors import ConfigError
 from monitor.notify import config as ncfg
-from tests.conftest import ROOT
+from monitor.notify.cli import main as notify_main
+from tests.cli_here import cli_here
 from tests.security.pki import Pki
 
 
@@ -32,10 +31,7 @@ def test_a_missing_ca_file_exits_78_naming_it(tmp_path: Path) -> None:
     """`[redis] ca_file` naming no file: `notify` exits 78 with one line naming the field and
     the file (resolved beside the config), before any connection is tried."""
     conf = write(tmp_path, 'url = "rediss://127.0.0.1:6380/0"\nca_file = "ca.pem"')
-    res = subprocess.run(
-        [sys.executable, "-m", "monitor.notify", "notify", "--config", str(conf)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
+    res = cli_here("notify", "--config", str(conf), entry=notify_main)
     assert (res.returncode, res.stdout, res.stderr) == (
         78,
         "",
@@ -61,10 +57,7 @@ def test_a_ca_file_without_a_rediss_url_exits_78_naming_it(tmp_path: Path, url: 
     conf = write(tmp_path, f'url = "{url}"\nca_file = "{ca}"')
     want = f"market-monitor: config error: {conf}: redis.ca_file: needs a rediss:// url\n"
     for command in (["notify"], ["config", "check"]):
-        res = subprocess.run(
-            [sys.executable, "-m", "monitor", *command, "--config", str(conf)],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
-        )  # fmt: skip
+        res = cli_here(*command, "--config", str(conf))
         assert (res.returncode, res.stdout, res.stderr) == (78, "", want)
 
 

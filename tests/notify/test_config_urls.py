@@ -4,15 +4,14 @@ config loads (exit 78), not a `ValueError` traceback when the client is made."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from monitor.errors import ConfigError
 from monitor.notify import config as ncfg
-from tests.conftest import ROOT
+from monitor.notify.cli import main as notify_main
+from tests.cli_here import cli_here
 
 
 def write(tmp: Path, redis_url: str) -> Path:
@@ -107,10 +106,7 @@ def test_the_notifier_exits_78_with_one_line_not_a_traceback(tmp_path: Path) -> 
     """`python -m monitor.notify notify` with a Redis port out of range: exit 78 and one line on
     stderr (it used to die with `ValueError: Port out of range`, exit 1)."""
     conf = write(tmp_path, "redis://127.0.0.1:116999/0")
-    res = subprocess.run(
-        [sys.executable, "-m", "monitor.notify", "notify", "--config", str(conf)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
+    res = cli_here("notify", "--config", str(conf), entry=notify_main)
     assert (res.returncode, res.stderr) == (
         78,
         f"market-monitor: config error: {conf}: redis.url: not a valid url (a port outside "
@@ -142,10 +138,7 @@ def test_config_check_refuses_a_webhook_url_no_send_can_use(
     retried for minutes as a network failure."""
     conf = tmp_path / "notify.toml"
     conf.write_text(f'[[receivers]]\nname = "hook"\nurl = "{url}"\n[route]\nreceivers = ["hook"]\n')
-    res = subprocess.run(
-        [sys.executable, "-m", "monitor", "config", "check", "--config", str(conf)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
+    res = cli_here("config", "check", "--config", str(conf))
     assert (res.returncode, res.stderr) == (
         78,
         f"market-monitor: config error: receivers[0].url: {error}\n",

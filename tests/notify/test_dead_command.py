@@ -24,6 +24,7 @@ from monitor.notify.delivery import HttpJsonSender, Sender
 from monitor.notify.dispatch import RESEND_MAX_ALERTS
 from monitor.notify.render import Message
 from monitor.notify.service import Notifier
+from tests.cli_here import cli_here
 from tests.conftest import ROOT
 from tests.notify.conftest import alert, publish
 from tests.notify.servers import WebhookServer
@@ -36,11 +37,22 @@ SQUEEZE = alert(2)
 
 
 async def cli(conf: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`market-monitor notify dead ARGS --config CONF` in this process (tests/cli_here.py), in a
+    thread while the test's loop serves the webhook it sends to: exit code, stdout, stderr. One
+    at a time (the command's output, environment and logging are the process's): two at once
+    are processes (`cli_process`)."""
+    quiet = {"MARKET_MONITOR_NOTIFY__LOG__LEVEL": "error"}
+    argv = ("notify", "dead", *args, "--config", str(conf))
+    res = await asyncio.to_thread(cli_here, *argv, env={**quiet, **(env or {})})
+    return res.returncode, res.stdout, res.stderr
+
+
+async def cli_process(conf: Path, *args: str) -> tuple[int, str, str]:
     """`python -m monitor notify dead ARGS --config CONF`: exit code, stdout, stderr."""
     quiet = {"MARKET_MONITOR_NOTIFY__LOG__LEVEL": "error"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "monitor", "notify", "dead", *args, "--config", str(conf),
-        cwd=ROOT, env={**os.environ, **quiet, **(env or {})},
+        cwd=ROOT, env={**os.environ, **quiet},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -234,7 +246,7 @@ async def test_two_resends_at_once_send_each_alert_once(stream: str, tmp_path: P
     async with WebhookServer() as hooks:
         hooks.slow("/chat", 2.0)
         conf = write_config(tmp_path / "notify.toml", stream, hooks.url("/chat"))
-        runs = await asyncio.gather(*(cli(conf, "resend", "--all") for _ in range(2)))
+        runs = await asyncio.gather(*(cli_process(conf, "resend", "--all") for _ in range(2)))
     sent = sorted(a["id"] for b in hooks.bodies("/chat") for a in b["alerts"])
     assert sent == sorted(a.id for a in alerts)
     lines = sorted(line for _, out, _ in runs for line in out.splitlines())

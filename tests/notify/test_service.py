@@ -439,7 +439,7 @@ async def test_a_notifier_started_after_the_digest_time_sends_the_day_digest_onc
     """The digest time has passed when the notifier starts (it was down then): today's digest
     goes out at start, once, and not again at the next start; `notify digest` says so.
     Before, a notifier down at the digest time sent no digest that day."""
-    from tests.test_commands import cli
+    from tests.cli_here import cli_here
 
     async with WebhookServer() as hooks:
         config = make_config(
@@ -464,7 +464,7 @@ async def test_a_notifier_started_after_the_digest_time_sends_the_day_digest_onc
             f'[[receivers]]\nname = "chat"\nurl = "{hooks.url("/chat")}"\n'
             '[route]\nreceivers = ["chat"]\n[digest]\nenabled = true\nat = "00:00"\ntz = "UTC"\n'
         )
-        res = await asyncio.to_thread(cli, "notify", "--config", str(path), "digest")
+        res = await asyncio.to_thread(cli_here, "notify", "--config", str(path), "digest")
     assert res.returncode == 0, res.stderr
     day = datetime.datetime.now(datetime.UTC).date().isoformat()
     assert f"digest:{day} to chat: already sent" in res.stdout

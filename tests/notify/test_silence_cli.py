@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,16 +11,8 @@ import redis
 
 from monitor.core.model import encode_alert
 from monitor.notify.silences import Silence
-from tests.conftest import ROOT
+from tests.cli_here import cli_here
 from tests.notify.conftest import RUT_ALERT, alert
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m monitor ARGS`."""
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, **env},
-    )  # fmt: skip
 
 
 def test_silence_add_list_and_expire(tmp_path: Path) -> None:
@@ -39,7 +28,7 @@ def test_silence_add_list_and_expire(tmp_path: Path) -> None:
     )
     client = redis.Redis()
     try:
-        added = cli(
+        added = cli_here(
             "silence", "add", "--config", conf, "--rule", "squeeze.daily", "--symbol", "GME",
             "--for", "2h", "--comment", "earnings week", env=env,
         )  # fmt: skip
@@ -49,17 +38,17 @@ def test_silence_add_list_and_expire(tmp_path: Path) -> None:
         )
         assert match is not None, added.stdout
         sid = match.group(1)
-        listed = cli("silence", "list", "--config", conf, env=env)
+        listed = cli_here("silence", "list", "--config", conf, env=env)
         assert listed.returncode == 0, listed.stderr
         line = next(x for x in listed.stdout.splitlines() if x.startswith(sid))
         assert "active" in line and "squeeze.daily" in line and "GME" in line
         assert line.endswith("earnings week")
-        expired = cli("silence", "expire", "--config", conf, sid, env=env)
+        expired = cli_here("silence", "expire", "--config", conf, sid, env=env)
         assert (expired.returncode, expired.stdout) == (0, f"{sid} expired\n")
-        assert sid not in cli("silence", "list", "--config", conf, env=env).stdout
-        everything = cli("silence", "list", "--config", conf, "--all", env=env).stdout
+        assert sid not in cli_here("silence", "list", "--config", conf, env=env).stdout
+        everything = cli_here("silence", "list", "--config", conf, "--all", env=env).stdout
         assert f"{sid}  expired" in everything
-        assert cli("silence", "expire", "--config", conf, "nope", env=env).returncode == 1
+        assert cli_here("silence", "expire", "--config", conf, "nope", env=env).returncode == 1
     finally:
         for key in client.scan_iter(f"{stream}*"):
             client.delete(key)
@@ -75,13 +64,15 @@ def test_silence_without_config_uses_the_default_redis_and_stream() -> None:
     client = redis.Redis()
     key = "market-monitor:alerts:silences"
     try:
-        added = cli("silence", "add", "--rule", rule, "--for", "2h", "--comment", "test", env={})
+        added = cli_here(
+            "silence", "add", "--rule", rule, "--for", "2h", "--comment", "test", env={}
+        )
         assert added.returncode == 0, added.stderr
         silence_id = added.stdout.split()[0]
         assert client.hget(key, silence_id) is not None
-        listed = cli("silence", "list", env={})
+        listed = cli_here("silence", "list", env={})
         assert listed.returncode == 0 and rule in listed.stdout
-        expired = cli("silence", "expire", silence_id, env={})
+        expired = cli_here("silence", "expire", silence_id, env={})
         assert (expired.returncode, expired.stdout.strip()) == (0, f"{silence_id} expired")
     finally:
         for found, raw in client.hgetall(key).items():
@@ -98,7 +89,7 @@ def test_silence_without_config_takes_the_notifiers_environment_overrides() -> N
     env = {"MARKET_MONITOR_NOTIFY__REDIS__STREAM": stream}
     client = redis.Redis()
     try:
-        added = cli("silence", "add", "--rule", "x.y", "--for", "1h", env=env)
+        added = cli_here("silence", "add", "--rule", "x.y", "--for", "1h", env=env)
         assert added.returncode == 0, added.stderr
         assert client.hget(f"{stream}:silences", added.stdout.split()[0]) is not None
         # (said, as a silence on a Redis the notifier does not read would silence nothing)
@@ -106,9 +97,11 @@ def test_silence_without_config_takes_the_notifiers_environment_overrides() -> N
             "market-monitor: silence: no --config: the default Redis"
             f" redis://127.0.0.1:6379/0, stream {stream}\n"
         )
-        empty = cli("silence", "list", env={"MARKET_MONITOR_NOTIFY__REDIS__STREAM": stream + "x"})
+        empty = cli_here(
+            "silence", "list", env={"MARKET_MONITOR_NOTIFY__REDIS__STREAM": stream + "x"}
+        )
         assert (empty.stdout, empty.stderr.splitlines()[-1]) == ("", "no active silences")
-        bad = cli("silence", "list", env={"MARKET_MONITOR_NOTIFY__REDIS__BLOCK_MS": "many"})
+        bad = cli_here("silence", "list", env={"MARKET_MONITOR_NOTIFY__REDIS__BLOCK_MS": "many"})
         assert bad.returncode == 78 and "MARKET_MONITOR_NOTIFY__REDIS__" in bad.stderr
     finally:
         client.delete(f"{stream}:silences")
@@ -122,11 +115,11 @@ def test_silence_list_spells_out_a_comments_control_characters() -> None:
     env = {"MARKET_MONITOR_NOTIFY__REDIS__STREAM": stream}
     client = redis.Redis()
     try:
-        added = cli(
+        added = cli_here(
             "silence", "add", "--rule", "x.y", "--for", "1h", "--comment", "\x1b[31mred", env=env
         )
         assert added.returncode == 0, added.stderr
-        listed = cli("silence", "list", env=env)
+        listed = cli_here("silence", "list", env=env)
         assert "\x1b" not in listed.stdout and "\\x1b[31mred" in listed.stdout
     finally:
         client.delete(f"{stream}:silences")
@@ -150,17 +143,19 @@ def test_silence_with_the_services_config_needs_none_of_its_receivers_secrets(
     )
     client = redis.Redis()
     try:
-        added = cli("silence", "add", "--config", str(conf), "--rule", "x.y", "--for", "1h", env={})
+        added = cli_here(
+            "silence", "add", "--config", str(conf), "--rule", "x.y", "--for", "1h", env={}
+        )
         assert (added.returncode, added.stderr) == (0, "")
         sid = added.stdout.split()[0]
         assert client.hget(f"{stream}:silences", sid) is not None
-        listed = cli("silence", "list", "--config", str(conf), env={})
+        listed = cli_here("silence", "list", "--config", str(conf), env={})
         assert listed.returncode == 0 and listed.stdout.startswith(f"{sid}  active")
-        expired = cli("silence", "expire", "--config", str(conf), sid, env={})
+        expired = cli_here("silence", "expire", "--config", str(conf), sid, env={})
         assert (expired.returncode, expired.stdout) == (0, f"{sid} expired\n")
         # (the rest of the config is still checked: a route naming no receiver is refused)
         conf.write_text(conf.read_text().replace('["chat", "mail"]', '["chat", "pager"]'))
-        bad = cli("silence", "list", "--config", str(conf), env={})
+        bad = cli_here("silence", "list", "--config", str(conf), env={})
         assert bad.returncode == 78 and "no receiver named 'pager'" in bad.stderr
     finally:
         client.delete(f"{stream}:silences")
@@ -186,9 +181,9 @@ def test_silence_add_says_when_its_rule_or_symbol_matches_no_alert_in_the_stream
         client.xadd(stream, {"id": a.id, "alert": encode_alert(a)})
     add = ["silence", "add", "--config", conf, "--for", "2h"]
     try:
-        rule = cli(*add, "--rule", "streak.daly", env={})
-        symbol = cli(*add, "--rule", "squeeze.*", "--symbol", "gme", env={})
-        right = cli(*add, "--rule", "squeeze.daily", "--symbol", "GME", env={})
+        rule = cli_here(*add, "--rule", "streak.daly", env={})
+        symbol = cli_here(*add, "--rule", "squeeze.*", "--symbol", "gme", env={})
+        right = cli_here(*add, "--rule", "squeeze.daily", "--symbol", "GME", env={})
         kept = client.hvals(f"{stream}:silences")
         stored = sorted(msgspec.json.decode(v, type=Silence).rule for v in kept)
     finally:

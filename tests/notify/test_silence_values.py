@@ -5,9 +5,7 @@ them."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from monitor.notify.silences import SilenceStore, new_silence
-from tests.conftest import ROOT
+from tests.cli_here import cli_here
 from tests.notify.conftest import alert, publish
 from tests.notify.servers import WebhookServer
 from tests.notify.test_service import make_config, running, until
@@ -94,10 +92,7 @@ def test_silence_list_names_an_unreadable_value_and_expire_removes_it(tmp_path: 
     client = redis.Redis()
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "monitor", "silence", *args, "--config", str(conf)],
-            capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(os.environ),
-        )  # fmt: skip
+        return cli_here("silence", *args, "--config", str(conf))
 
     try:
         client.hset(f"{stream}:silences", "broken", b"{nope")
@@ -136,10 +131,7 @@ def test_silence_list_gives_a_silence_written_with_another_offset_in_utc(tmp_pat
     )
     try:
         client.hset(f"{stream}:silences", "zoned", zoned)
-        listed = subprocess.run(
-            [sys.executable, "-m", "monitor", "silence", "list", "--config", str(conf)],
-            capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(os.environ),
-        )  # fmt: skip
+        listed = cli_here("silence", "list", "--config", str(conf))
         assert listed.returncode == 0, listed.stderr
         assert "until 2099-01-01 10:30 UTC" in listed.stdout
     finally:

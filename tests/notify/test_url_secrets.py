@@ -15,8 +15,8 @@ from monitor.notify.config import fill_placeholders, parse, resolve_url
 from monitor.notify.delivery import make_sender
 from monitor.notify.render import Message
 from monitor.notify.service import Notifier
+from tests.cli_here import cli_here
 from tests.notify.servers import SmtpSink, WebhookServer
-from tests.notify.test_silence_cli import cli
 
 PASSWORD = "p@ss/w#rd:%?&x=1 +"  # every character that would end or split a URL part
 USER = "desk@example.com"
@@ -121,7 +121,7 @@ def test_a_lowercase_placeholder_is_warned_of_as_sent_as_written(tmp_path: Path)
         "receivers[0].url: {token} is sent as written: a placeholder is a variable's name in"
         " upper case, {TOKEN}"
     )
-    res = cli("config", "check", "--config", str(conf), env={"TOKEN": "t"})
+    res = cli_here("config", "check", "--config", str(conf), env={"TOKEN": "t"})
     assert (res.returncode, res.stderr) == (0, f"market-monitor: warning: {want}\n")
     with capture_logs() as logs:
         Notifier(ncfg.load(conf, {"TOKEN": "t"}), environ={"TOKEN": "t"})

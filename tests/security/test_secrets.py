@@ -25,6 +25,7 @@ from monitor.core.backoff import Backoff
 from monitor.core.counters import Counters
 from monitor.feeds.mqtt import MqttFeed
 from tests.alerts.redis_server import RedisServer
+from tests.cli_here import cli_here
 from tests.conftest import ROOT
 from tests.security.daemon import (
     ALERTS_0716,
@@ -170,11 +171,8 @@ async def test_secrets_never_appear_in_logs_metrics_or_health(tmp_path: Path) ->
             assert child.terminate() == 0
         texts += [child.out.read_text(), child.err.read_text()]
         check = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "monitor", "config", "check", "--config", str(conf)],
-            capture_output=True, text=True, timeout=60,
-            env={**os.environ, "MM_REDIS": redis_secret},
-        )  # fmt: skip
+            cli_here, "config", "check", "--config", str(conf), env={"MM_REDIS": redis_secret}
+        )
         assert check.returncode == 0, check.stderr
         texts += [check.stdout, check.stderr]
 

@@ -18,8 +18,8 @@ from monitor.alerts.redis_sink import RedisPublisher
 from monitor.config_check import config_check
 from monitor.core.counters import Counters
 from tests.alerts.redis_server import RedisServer
+from tests.cli_here import cli_here
 from tests.conftest import RULES
-from tests.test_commands import cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -100,8 +100,8 @@ def test_the_notifier_and_tail_refused_a_query_password_mask_it(tmp_path: Path) 
             f'[redis]\nurl = "{url}"\n[[receivers]]\nname = "hook"\n'
             'url = "json://127.0.0.1:9/alerts"\n[route]\nreceivers = ["hook"]\n'
         )
-        notify = cli("notify", "--config", str(conf), timeout=30)
-        tail = cli("tail", "--url", url, "--count", "1", timeout=30)
+        notify = cli_here("notify", "--config", str(conf))
+        tail = cli_here("tail", "--url", url, "--count", "1")
     masked = f"{server.url}?password=***"
     assert (notify.returncode, tail.returncode) == (78, 78)
     assert notify.stderr.startswith(
