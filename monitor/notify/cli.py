@@ -63,14 +63,15 @@ def _failed(exc: ConfigError | TransientError) -> int:
 def main_notify(args: argparse.Namespace) -> int:
     """`notify` (run the service), `notify test --receiver NAME`, `notify digest`, `notify
     dead list|resend`."""
-    from monitor.notify.main import run, send_test
-    from monitor.notify.service import Notifier
-
     try:
         # (`dead`, `test` and `digest` resolve only the URLs of the receivers they send to:
         # `dead list` none, `test` the one it tests, `digest` the digest receivers; so the
         # other receivers' secrets, the service's, need not be set in an operator's shell)
         config = _load(args, urls=args.notify_command not in ("dead", "test", "digest"))
+        # (after the config: a config error says so without the service's modules, 1.4 s)
+        from monitor.notify.main import run, send_test
+        from monitor.notify.service import Notifier
+
         logs.configure(level=config.log.level, json=config.log.json)
         if args.notify_command == "dead":
             return _dead(config, args)
