@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -285,49 +285,29 @@ def test_a_login_in_the_url_goes_as_basic_authorization_not_to_the_resolver() ->
     """`watch --url http://user:password@host` (a proxy before the daemon): the login goes as
     Basic authorization and the request reaches the host. urllib took `user:password@host` for
     the host name and asked the resolver for it, and watch could never connect."""
-    import http.server
-    import threading
-
     from monitor.watch import fetch
 
-    seen: list[str | None] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # (the stdlib's name)
-            seen.append(self.headers.get("Authorization"))
-            body = b'{"ok": true}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        port = server.server_address[1]
-        assert fetch(f"http://bob:p%40ss@127.0.0.1:{port}/api/state") == {"ok": True}
-        assert fetch(f"http://127.0.0.1:{port}/api/state") == {"ok": True}
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(lambda path: {"ok": True}) as (url, _, seen):
+        with_login = url.replace("http://", "http://bob:p%40ss@")
+        assert fetch(f"{with_login}/api/state") == {"ok": True}
+        assert fetch(f"{url}/api/state") == {"ok": True}
     assert seen == ["Basic Ym9iOnBAc3M=", None]  # (bob:p@ss)
 
 
 @contextmanager
-def board() -> Iterator[tuple[str, list[str]]]:
-    """A daemon's HTTP API serving STATE and no closes: its base URL, and the paths asked of it
-    so far."""
+def serving(
+    answer: Callable[[str], object],
+) -> Iterator[tuple[str, list[str], list[str | None]]]:
+    """A local HTTP server answering each GET with `answer(path)` as JSON: its base URL, and
+    the paths asked of it so far and their Authorization headers."""
     asked: list[str] = []
+    logins: list[str | None] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # (the stdlib's name)
             asked.append(self.path)
-            body = json.dumps(STATE if self.path == "/api/state" else {"symbols": []}).encode()
+            logins.append(self.headers.get("Authorization"))
+            body = json.dumps(answer(self.path)).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -340,10 +320,18 @@ def board() -> Iterator[tuple[str, list[str]]]:
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked, logins
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def board() -> Iterator[tuple[str, list[str]]]:
+    """A daemon's HTTP API serving STATE and no closes: its base URL, and the paths asked of it
+    so far."""
+    with serving(lambda path: STATE if path == "/api/state" else {"symbols": []}) as served:
+        yield served[0], served[1]
 
 
 def watching(url: str, *args: str) -> subprocess.Popen[str]:
