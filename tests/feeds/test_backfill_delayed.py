@@ -7,11 +7,9 @@ started on it."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import shutil
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import redis.asyncio as aioredis
 from monitor.clock import SimClock
 from monitor.store import Store
 from tests.feeds.fake_providers import FakeRest, FakeStream, Trade, tape_bar
+from tests.feeds.test_backfill_tail import until
 from tests.test_service import daemon_running
 
 pytestmark = pytest.mark.integration
@@ -76,12 +75,6 @@ def write_config(folder: Path, prefix: str, feeds: dict[str, tuple[str, str]], r
     path.write_text(text)
     path.chmod(0o600)
     return path
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 async def a_step_later(daemon: Any, clock: SimClock) -> None:
